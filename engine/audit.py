@@ -1,0 +1,83 @@
+"""Audit events: one per decision and per access to patient data. Never names, phone numbers or text.
+
+Events are buffered by the unit of work and written in the same transaction as the action they
+record. If that transaction does not commit, the unit of work writes them again in a transaction of
+their own with the outcome ``denied`` or ``failure``, so a refused or failed action is on record too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal
+
+from engine.decisions import Decision
+from engine.model import Actor
+
+Outcome = Literal["success", "denied", "failure"]
+DetailValue = str | int | bool | None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What happened, who did it, to which record, what the policy said, and how it ended."""
+
+    event: str
+    workflow: str
+    outcome: Outcome
+    occurred_at: datetime
+    actor_id: int | None = None
+    actor_role: str | None = None
+    organization_id: int | None = None
+    request_id: str | None = None
+    source_address: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    patient_id: int | None = None
+    decision: str | None = None
+    matched_rule: str | None = None
+    reason: str | None = None
+    policy_version: str | None = None
+    details: Mapping[str, DetailValue] = field(default_factory=dict)
+
+    @classmethod
+    def for_decision(
+        cls,
+        decision: Decision,
+        *,
+        actor: Actor | None,
+        occurred_at: datetime,
+        resource_type: str | None,
+        resource_id: object | None = None,
+        patient_id: int | None = None,
+        details: Mapping[str, DetailValue] | None = None,
+    ) -> AuditEvent:
+        return cls(
+            event="decision",
+            workflow=decision.workflow,
+            outcome="success" if decision.allowed else "denied",
+            occurred_at=occurred_at,
+            actor_id=actor.user_id if actor else None,
+            actor_role=actor.role.value if actor else None,
+            organization_id=actor.organization_id if actor else None,
+            request_id=actor.request_id if actor else None,
+            source_address=actor.source_address if actor else None,
+            resource_type=resource_type,
+            resource_id=None if resource_id is None else str(resource_id),
+            patient_id=patient_id,
+            decision=decision.decision,
+            matched_rule=decision.rule,
+            reason=decision.reason,
+            policy_version=decision.policy_version,
+            details=dict(details or {}),
+        )
+
+    def ended(self, outcome: Outcome, cause: str) -> AuditEvent:
+        """The same event with the outcome the action really had, when its transaction rolled back.
+
+        The decision's own reason stays; ``details.ended_by`` says what stopped the action.
+        """
+        if self.outcome == "denied":
+            return self
+        return replace(self, outcome=outcome, details={**self.details, "ended_by": cause})

@@ -1,0 +1,56 @@
+"""What a policy decision says: allowed or not, which rule matched, why, and under which policy version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Fact(StrEnum):
+    """Relationship facts caremsg computes between a person and a record before deciding."""
+
+    SELF = "self"
+    OWN_ORG = "own_org"
+    CARE_TEAM = "care_team"
+    COVERED = "covered"
+    MEMBER = "member"
+    EXTERNAL_CONSENT = "external_consent"
+
+
+#: The reason code a denial carries when a required fact does not hold, and the hint shown to clients.
+MISSING_FACT_REASONS: dict[Fact, tuple[str, str]] = {
+    Fact.SELF: ("not_self", "Only the person themself may do this."),
+    Fact.OWN_ORG: ("other_organization", "The record belongs to another organization."),
+    Fact.CARE_TEAM: ("not_on_care_team", "You must be on the patient's care team."),
+    Fact.COVERED: (
+        "no_active_consent",
+        "The patient belongs to another organization and no active consent discloses the patient to "
+        "your organization (directly or through a compliance group).",
+    ),
+    Fact.MEMBER: ("not_conversation_member", "Only members of the conversation may do this."),
+    Fact.EXTERNAL_CONSENT: (
+        "no_external_consent",
+        "No active consent discloses the patient to this external participant.",
+    ),
+}
+
+ROLE_NOT_PERMITTED = ("role_not_permitted", "Your role is not permitted to do this.")
+UNKNOWN_WORKFLOW = ("unknown_workflow", "This action is not declared in the policy.")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one policy evaluation. Deny is the default: ``allowed`` is only ever set by a rule."""
+
+    allowed: bool
+    workflow: str
+    role: str
+    reason: str
+    rule: str | None = None
+    hint: str | None = None
+    policy_version: str = ""
+    missing: tuple[str, ...] = ()
+
+    @property
+    def decision(self) -> str:
+        return "allow" if self.allowed else "deny"

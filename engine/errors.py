@@ -1,0 +1,146 @@
+"""The exceptions caremsg raises on purpose.
+
+Every class maps to one HTTP status and one stable ``code`` in ``handlers.problems``; messages are
+generic and never carry PHI (names, phone numbers, message text).
+
+    CaremsgError
+    ├── InvalidInput            422 — a field is missing, has the wrong type, or a bad value
+    │   └── MalformedRequest    400 — the body is not JSON at all
+    ├── Unauthenticated         401 — no credentials, bad credentials, bad or expired token
+    ├── Forbidden               403 — the policy engine denied the action (carries the Decision)
+    ├── NotFound                404 — the object does not exist (or the actor may not know it does)
+    ├── Conflict                409 — the action collides with existing state
+    ├── IdempotencyMismatch     422 — an Idempotency-Key was reused with a different request
+    ├── ServiceUnavailable      503 — a dependency (PostgreSQL, Sendbird) is unreachable right now
+    └── ChatGatewayError        — a Sendbird call failed; never reaches a client directly
+        ├── ChatNotFound
+        ├── ChatAlreadyExists
+        ├── ChatInvalidRequest
+        ├── ChatRateLimited     (retryable; carries retry_after seconds)
+        └── ChatUnavailable     (retryable: 5xx, timeouts, dropped connections)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.decisions import Decision
+
+
+class CaremsgError(Exception):
+    """Root of every error caremsg raises deliberately."""
+
+    code = "error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid field: a JSON pointer-ish dotted location and a generic message (no values echoed)."""
+
+    field: str
+    message: str
+    type: str = "invalid"
+
+
+class InvalidInput(CaremsgError):
+    code = "validation_error"
+
+    def __init__(self, errors: list[FieldError], detail: str = "The request is not valid.") -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+
+class MalformedRequest(InvalidInput):
+    code = "malformed_request"
+
+
+class Unauthenticated(CaremsgError):
+    code = "unauthenticated"
+
+
+class Forbidden(CaremsgError):
+    code = "forbidden"
+
+    def __init__(
+        self,
+        decision: Decision,
+        detail: str = "The policy does not allow this action.",
+        *,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.decision = decision
+        self.field = field
+
+
+class NotFound(CaremsgError):
+    code = "not_found"
+
+    def __init__(self, resource: str, detail: str = "") -> None:
+        super().__init__(detail or f"No such {resource.replace('_', ' ')}.")
+        self.resource = resource
+
+
+class Conflict(CaremsgError):
+    code = "conflict"
+
+
+class IdempotencyMismatch(CaremsgError):
+    code = "idempotency_key_reused"
+
+
+class ServiceUnavailable(CaremsgError):
+    code = "service_unavailable"
+
+
+class ChatGatewayError(CaremsgError):
+    """A call to the chat provider failed. ``retryable`` tells the outbox relay whether to try again."""
+
+    code = "chat_error"
+    retryable = False
+
+    def __init__(
+        self, detail: str = "", *, provider_code: int | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.provider_code = provider_code
+        self.status = status
+
+
+class ChatNotFound(ChatGatewayError):
+    code = "chat_not_found"
+
+
+class ChatAlreadyExists(ChatGatewayError):
+    code = "chat_already_exists"
+
+
+class ChatInvalidRequest(ChatGatewayError):
+    code = "chat_invalid_request"
+
+
+class ChatRateLimited(ChatGatewayError):
+    code = "chat_rate_limited"
+    retryable = True
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        retry_after: float | None = None,
+        provider_code: int | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(detail, provider_code=provider_code, status=status)
+        self.retry_after = retry_after
+
+
+class ChatUnavailable(ChatGatewayError):
+    code = "chat_unavailable"
+    retryable = True

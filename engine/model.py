@@ -1,0 +1,212 @@
+"""Domain types shared by workflows, ports and adapters. Frozen, plain data, no behaviour beyond rules
+that belong to the thing itself (a consent knows when it is active)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Role(StrEnum):
+    PEER_SUPPORT = "peer_support"
+    CARE_TEAM_MEMBER = "care_team_member"
+    ADMIN = "admin"
+    COMPLIANCE_OFFICER = "compliance_officer"
+    AUDITOR = "auditor"
+
+
+#: Roles a person may give themself by registering. Everything else is granted by an admin or the CLI.
+SELF_REGISTRABLE_ROLES = frozenset({Role.PEER_SUPPORT, Role.CARE_TEAM_MEMBER})
+
+#: Participant kinds the policy decides about that are not user roles.
+EXTERNAL_PARTICIPANT = "external"
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class RecipientType(StrEnum):
+    ORGANIZATION = "organization"
+    COMPLIANCE_GROUP = "compliance_group"
+    EXTERNAL = "external"
+
+
+class Purpose(StrEnum):
+    """Purpose of use, as 42 CFR Part 2 and HIPAA name them."""
+
+    TREATMENT = "treatment"
+    CARE_COORDINATION = "care_coordination"
+    PAYMENT = "payment"
+    HEALTHCARE_OPERATIONS = "healthcare_operations"
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: the authenticated user as the request presents them, plus request context."""
+
+    user_id: int
+    role: Role
+    organization_id: int
+    request_id: str = ""
+    source_address: str | None = None
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: int
+    name: str
+    self_registration: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ComplianceGroup:
+    id: int
+    name: str
+    description: str | None
+    organization_id: int
+    member_organization_ids: tuple[int, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    role: Role
+    organization_id: int
+    is_active: bool
+    chat_user_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: User
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class Patient:
+    id: int
+    organization_id: int
+    first_name: str
+    last_name: str
+    date_of_birth: date | None
+    risk_level: RiskLevel
+    created_by: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Consent:
+    id: int
+    patient_id: int
+    recipient_type: RecipientType
+    organization_id: int | None
+    compliance_group_id: int | None
+    external_phone_number: str | None
+    external_name: str | None
+    purpose: Purpose
+    effective_at: datetime
+    expires_at: datetime | None
+    recorded_by: int
+    created_at: datetime
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = None
+
+    def is_active(self, now: datetime) -> bool:
+        """Active from ``effective_at`` until it expires or is revoked, whichever comes first."""
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return False
+        if self.expires_at is not None and self.expires_at <= now:
+            return False
+        return self.effective_at <= now
+
+
+@dataclass(frozen=True)
+class CareTeamMember:
+    user_id: int
+    role: Role
+    organization_id: int
+    added_at: datetime
+
+
+@dataclass(frozen=True)
+class CareTeam:
+    id: int
+    patient_id: int
+    name: str
+    organization_id: int
+    created_at: datetime
+    members: tuple[CareTeamMember, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExternalParticipant:
+    id: int
+    phone_number: str
+    display_name: str
+    chat_user_id: str
+    consent_id: int
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    patient_id: int
+    title: str
+    channel_url: str
+    organization_id: int
+    created_by: int
+    created_at: datetime
+    channel_state: str = "pending"
+    member_ids: tuple[int, ...] = ()
+    external_participants: tuple[ExternalParticipant, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecipientDelivery:
+    recipient: str
+    channel: str
+    state: DeliveryState
+    reason: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    sender_id: int
+    text: str
+    state: DeliveryState
+    created_at: datetime
+    chat_message_id: int | None = None
+    deliveries: tuple[RecipientDelivery, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list, with the cursor (an opaque id) of the next page if there is one."""
+
+    items: tuple[T, ...]
+    next_cursor: int | None

@@ -1,0 +1,295 @@
+"""The policy engine: role rules from ``policies/`` evaluated by pycasbin, relationship facts from outside.
+
+Facts are gathered asynchronously by the workflows (from PostgreSQL); the decision itself is pure CPU
+over in-memory rules (``Policy.decide``), returns a :class:`~engine.decisions.Decision` and never does
+I/O. A ``Policy`` is immutable once built; a reload builds a new one and swaps it in
+(:class:`PolicyHolder`), because calling ``load_policy()`` on a live pycasbin enforcer is unsafe
+(see ../shared/casbin-notes.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import tomllib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import PurePath
+from typing import Any
+
+import casbin
+from casbin.model import Model
+
+from engine.decisions import MISSING_FACT_REASONS, ROLE_NOT_PERMITTED, UNKNOWN_WORKFLOW, Decision, Fact
+from engine.model import EXTERNAL_PARTICIPANT, Role
+
+ANY = "any"
+KNOWN_ROLES = frozenset({*(r.value for r in Role), EXTERNAL_PARTICIPANT})
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong with a policy file, located for the person who edits it."""
+
+    file: str
+    line: int
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.severity}: {self.message}"
+
+
+class PolicyError(Exception):
+    """The policy files do not form a valid policy; ``problems`` says where and why."""
+
+    def __init__(self, problems: list[PolicyProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Rule:
+    role: str
+    workflow: str
+    requires: frozenset[str]
+    file: str
+    line: int
+
+    @property
+    def text(self) -> str:
+        requires = " & ".join(sorted(self.requires)) or ANY
+        return f"{self.role}, {self.workflow}, {requires}"
+
+    @property
+    def located(self) -> str:
+        """``roles.csv:12: role, workflow, requires``: where a compliance officer finds the rule.
+
+        Only the file's name, never the server's path to it: this text reaches clients in 403s.
+        """
+        return f"{PurePath(self.file).name}:{self.line}: {self.text}"
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    name: str
+    description: str
+    resource: str
+    phi: bool
+    facts: frozenset[str]
+
+
+@dataclass(frozen=True)
+class PolicySources:
+    """The text of the policy files, as read from disk (or from an edited copy)."""
+
+    model: str
+    rules: str
+    workflows: str
+    model_name: str = "model.conf"
+    rules_name: str = "roles.csv"
+    workflows_name: str = "workflows.toml"
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256()
+        for text in (self.model, self.rules, self.workflows):
+            digest.update(text.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=256)
+def _parse_requires(requires: str) -> frozenset[str]:
+    parts = frozenset(part.strip() for part in requires.split("&"))
+    return frozenset() if parts == {ANY} else parts
+
+
+def _holds(requires: str, facts: Collection[str]) -> bool:
+    return _parse_requires(requires) <= frozenset(facts)
+
+
+def _parse_workflows(sources: PolicySources) -> tuple[dict[str, WorkflowSpec], list[PolicyProblem]]:
+    problems: list[PolicyProblem] = []
+    try:
+        data = tomllib.loads(sources.workflows)
+    except tomllib.TOMLDecodeError as exc:
+        return {}, [
+            PolicyProblem(sources.workflows_name, getattr(exc, "lineno", 0), f"not valid TOML: {exc}")
+        ]
+    lines = sources.workflows.splitlines()
+
+    def line_of(name: str) -> int:
+        needle = f'"{name}"'
+        return next((i for i, text in enumerate(lines, 1) if needle in text), 0)
+
+    specs: dict[str, WorkflowSpec] = {}
+    known_facts = {f.value for f in Fact}
+    for name, body in data.get("workflows", {}).items():
+        facts = frozenset(body.get("facts", []))
+        for unknown in sorted(facts - known_facts):
+            problems.append(
+                PolicyProblem(
+                    sources.workflows_name, line_of(name), f"workflow {name}: unknown fact {unknown!r}"
+                )
+            )
+        specs[name] = WorkflowSpec(
+            name=name,
+            description=str(body.get("description", "")),
+            resource=str(body.get("resource", "")),
+            phi=bool(body.get("phi", True)),
+            facts=facts,
+        )
+    if not specs:
+        problems.append(PolicyProblem(sources.workflows_name, 1, "no [workflows.*] tables found"))
+    return specs, problems
+
+
+def _parse_rules(
+    sources: PolicySources, workflows: dict[str, WorkflowSpec]
+) -> tuple[list[Rule], list[tuple[str, str]], list[PolicyProblem]]:
+    rules: list[Rule] = []
+    inheritance: list[tuple[str, str]] = []
+    problems: list[PolicyProblem] = []
+    seen: dict[tuple[str, str, frozenset[str]], int] = {}
+    for number, raw in enumerate(sources.rules.splitlines(), 1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = [f.strip() for f in next(csv.reader(io.StringIO(text), skipinitialspace=True))]
+
+        def problem(message: str, line: int = number) -> None:
+            problems.append(PolicyProblem(sources.rules_name, line, message))
+
+        if fields[0] == "g":
+            if len(fields) != 3:
+                problem("a role line reads: g, ROLE, INHERITED_ROLE")
+            elif fields[2] not in KNOWN_ROLES:
+                problem(f"unknown inherited role {fields[2]!r}")
+            else:
+                inheritance.append((fields[1], fields[2]))
+            continue
+        if fields[0] != "p" or len(fields) != 4:
+            problem("a rule line reads: p, ROLE, WORKFLOW, REQUIRES")
+            continue
+        _, role, workflow, requires_text = fields
+        requires = _parse_requires(requires_text)
+        if role not in KNOWN_ROLES:
+            problem(f"unknown role {role!r} (known: {', '.join(sorted(KNOWN_ROLES))})")
+        spec = workflows.get(workflow)
+        if spec is None:
+            problem(f"unknown workflow {workflow!r} (declare it in {sources.workflows_name})")
+        known = {f.value for f in Fact}
+        for fact in sorted(requires - known):
+            problem(f"unknown fact {fact!r} (known: any, {', '.join(sorted(known))})")
+        if spec is not None:
+            for fact in sorted((requires & known) - spec.facts):
+                problem(f"rule can never match: workflow {workflow} never establishes fact {fact!r}")
+        key = (role, workflow, requires)
+        if key in seen:
+            problem(f"duplicate of the rule on line {seen[key]}", number)
+        seen[key] = number
+        rules.append(Rule(role, workflow, requires, sources.rules_name, number))
+    return rules, inheritance, problems
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated, immutable policy: decide() is pure and thread-safe for reads."""
+
+    version: str
+    workflows: dict[str, WorkflowSpec]
+    rules: tuple[Rule, ...]
+    _enforcer: Any = field(repr=False)
+    _by_text: dict[tuple[str, str, str], Rule] = field(repr=False)
+    warnings: tuple[PolicyProblem, ...] = ()
+
+    @classmethod
+    def from_sources(cls, sources: PolicySources) -> Policy:
+        """Parse and validate the files; raise :class:`PolicyError` naming file and line on any error."""
+        workflows, problems = _parse_workflows(sources)
+        rules, inheritance, rule_problems = _parse_rules(sources, workflows)
+        problems += rule_problems
+        model = Model()
+        try:
+            model.load_model_from_text(sources.model)
+            enforcer = casbin.Enforcer(model)
+        except Exception as exc:  # pycasbin raises bare exceptions for malformed models
+            problems.append(PolicyProblem(sources.model_name, 0, f"not a valid Casbin model: {exc}"))
+        if problems:
+            raise PolicyError(problems)
+        enforcer.add_function("holds", _holds)
+        by_text: dict[tuple[str, str, str], Rule] = {}
+        casbin_rules: list[list[str]] = []
+        for rule in rules:
+            requires = " & ".join(sorted(rule.requires)) or ANY
+            by_text[(rule.role, rule.workflow, requires)] = rule
+            casbin_rules.append([rule.role, rule.workflow, requires])
+        if casbin_rules:
+            enforcer.add_policies(casbin_rules)
+        for role, inherited in inheritance:
+            enforcer.add_grouping_policy(role, inherited)
+        covered = {r.workflow for r in rules}
+        warnings = tuple(
+            PolicyProblem(
+                sources.workflows_name, 0, f"workflow {name} has no rule: nobody can run it", "warning"
+            )
+            for name in sorted(set(workflows) - covered)
+        )
+        return cls(sources.version, workflows, tuple(rules), enforcer, by_text, warnings)
+
+    def decide(self, role: str, workflow: str, facts: Iterable[str]) -> Decision:
+        """Decide whether ``role`` may run ``workflow`` given the facts that hold. Deny by default."""
+        fact_set = frozenset(facts)
+        if workflow not in self.workflows:
+            reason, hint = UNKNOWN_WORKFLOW
+            return Decision(False, workflow, role, reason, hint=hint, policy_version=self.version)
+        allowed, matched = self._enforcer.enforce_ex(role, workflow, fact_set)
+        if allowed and matched:
+            rule = self._by_text.get((matched[0], matched[1], matched[2]))
+            rule_text = rule.located if rule else ", ".join(matched)
+            return Decision(True, workflow, role, "allowed", rule=rule_text, policy_version=self.version)
+        return self._explain_denial(role, workflow, fact_set)
+
+    def role_may(self, role: str, workflow: str) -> bool:
+        """True if some rule lets ``role`` run ``workflow`` under some facts."""
+        return any(r.workflow == workflow and self._role_has(role, r.role) for r in self.rules)
+
+    def _explain_denial(self, role: str, workflow: str, facts: frozenset[str]) -> Decision:
+        candidates = [r for r in self.rules if r.workflow == workflow and self._role_has(role, r.role)]
+        if not candidates:
+            reason, hint = ROLE_NOT_PERMITTED
+            return Decision(False, workflow, role, reason, hint=hint, policy_version=self.version)
+        closest = min(candidates, key=lambda r: (len(r.requires - facts), r.line))
+        missing = tuple(sorted(closest.requires - facts, key=lambda f: list(Fact).index(Fact(f))))
+        reason, hint = MISSING_FACT_REASONS[Fact(missing[0])]
+        return Decision(
+            False,
+            workflow,
+            role,
+            reason,
+            rule=closest.located,
+            hint=hint,
+            policy_version=self.version,
+            missing=missing,
+        )
+
+    def _role_has(self, role: str, rule_role: str) -> bool:
+        return role == rule_role or bool(self._enforcer.has_role_for_user(role, rule_role))
+
+
+class PolicyHolder:
+    """The policy currently in force. Swapping is a single reference assignment: atomic for readers."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+
+    @property
+    def current(self) -> Policy:
+        return self._policy
+
+    def swap(self, policy: Policy) -> Policy:
+        previous, self._policy = self._policy, policy
+        return previous

@@ -1,0 +1,198 @@
+"""Conversations about a patient, and the messages in them.
+
+Creating a conversation decides about every member, not just the actor: each internal member must
+be covered for the patient and each external SMS participant needs a consent naming them. One
+uncovered member fails the whole request and nothing is created. The chat channel and every message
+are delivered through the outbox, so an acknowledged message survives a Sendbird outage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.decisions import Fact
+from engine.errors import FieldError, InvalidInput, NotFound
+from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, Message, Page
+from engine.ports import NewExternalParticipant
+from engine.services import Guard, Services
+
+ENSURE_CHANNEL = "ensure_channel"
+SEND_MESSAGE = "send_message"
+
+
+@dataclass(frozen=True)
+class ExternalMember:
+    phone_number: str  # E.164, validated by the caller
+    name: str
+    organization_id: int | None = None
+
+
+@dataclass(frozen=True)
+class StartConversation:
+    patient_id: int
+    title: str
+    member_ids: Sequence[int]
+    external_members: Sequence[ExternalMember] = ()
+
+
+async def start_conversation(services: Services, actor: Actor, cmd: StartConversation) -> Conversation:
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        pid = cmd.patient_id
+        guard.require_role("conversation.create", resource_type="conversation", patient_id=pid)
+        facts, details = await guard.patient_facts("conversation.create", pid)
+        guard.require(
+            "conversation.create",
+            facts,
+            resource_type="conversation",
+            patient_id=pid,
+            field="patientId",
+            details=details,
+        )
+
+        member_ids = [m for m in dict.fromkeys(cmd.member_ids) if m != actor.user_id]
+        users = await uow.users.get_many(member_ids)
+        missing = [
+            FieldError(f"memberIds[{i}]", "No such active user.", "not_found")
+            for i, uid in enumerate(cmd.member_ids)
+            if uid != actor.user_id and (uid not in users or not users[uid].is_active)
+        ]
+        if missing:
+            raise InvalidInput(missing)
+        for i, uid in enumerate(cmd.member_ids):
+            if uid == actor.user_id:
+                continue
+            member = users[uid]
+            member_facts, member_details = await guard.patient_facts(
+                "conversation.join", pid, user_id=member.id, organization_id=member.organization_id
+            )
+            guard.require(
+                "conversation.join",
+                member_facts - {Fact.CARE_TEAM},
+                resource_type="conversation",
+                patient_id=pid,
+                subject_role=member.role.value,
+                field=f"memberIds[{i}]",
+                details={**member_details, "subject_user_id": member.id},
+            )
+
+        external: list[NewExternalParticipant] = []
+        seen_numbers: set[str] = set()
+        for i, ext in enumerate(cmd.external_members):
+            if ext.phone_number in seen_numbers:
+                raise InvalidInput(
+                    [FieldError(f"externalMembers[{i}].phoneNumber", "Listed twice.", "duplicate")]
+                )
+            seen_numbers.add(ext.phone_number)
+            consent_id = await uow.facts.external_consent(
+                pid, ext.phone_number, ext.organization_id, guard.now
+            )
+            ext_facts = {Fact.EXTERNAL_CONSENT} if consent_id is not None else set()
+            guard.require(
+                "conversation.join",
+                ext_facts,
+                resource_type="conversation",
+                patient_id=pid,
+                subject_role=EXTERNAL_PARTICIPANT,
+                field=f"externalMembers[{i}]",
+                details={"external_index": i, "consent_id": consent_id},
+            )
+            assert consent_id is not None
+            external.append(
+                NewExternalParticipant(ext.phone_number, ext.name, ext.organization_id, consent_id)
+            )
+
+        conversation = await uow.conversations.add(
+            patient_id=pid,
+            title=cmd.title,
+            organization_id=actor.organization_id,
+            created_by=actor.user_id,
+            member_ids=[actor.user_id, *member_ids],
+            external=external,
+        )
+        guard.identify(resource_id=conversation.id, patient_id=pid)
+        await uow.outbox.enqueue(
+            ENSURE_CHANNEL, {"conversation_id": conversation.id}, conversation_id=conversation.id
+        )
+        await uow.commit()
+    services.delivery.wake()
+    return conversation
+
+
+async def _readable_conversation(guard: Guard, workflow: str, conversation_id: int) -> Conversation:
+    guard.require_role(workflow, resource_type="conversation", resource_id=conversation_id)
+    conversation = await guard.uow.conversations.get(conversation_id)
+    if conversation is None:
+        guard.record_missing(workflow, "conversation", conversation_id)
+        raise NotFound("conversation")
+    facts, details = await guard.patient_facts(workflow, conversation.patient_id)
+    if guard.actor.user_id in conversation.member_ids:
+        facts |= {Fact.MEMBER}
+    guard.require(
+        workflow,
+        facts,
+        resource_type="conversation",
+        resource_id=conversation_id,
+        patient_id=conversation.patient_id,
+        details=details,
+    )
+    return conversation
+
+
+@dataclass(frozen=True)
+class ConversationDetail:
+    conversation: Conversation
+    messages: list[Message]
+
+
+async def get_conversation(
+    services: Services, actor: Actor, conversation_id: int, message_limit: int = 50
+) -> ConversationDetail:
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        conversation = await _readable_conversation(guard, "conversation.read", conversation_id)
+        messages = await uow.messages.recent(conversation_id, message_limit)
+        await uow.commit()
+    return ConversationDetail(conversation, messages)
+
+
+async def list_conversations(
+    services: Services, actor: Actor, after: int | None, limit: int | None
+) -> Page[Conversation]:
+    """The actor's conversations, each decided as ``conversation.read`` (consent may have ended)."""
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require("conversation.list", resource_type="conversation")
+        page = await uow.conversations.list_for_member(actor.user_id, after, services.page_size(limit))
+        visible = []
+        for conversation in page.items:
+            facts, details = await guard.patient_facts("conversation.read", conversation.patient_id)
+            if guard.permits(
+                "conversation.read",
+                facts | {Fact.MEMBER},
+                resource_type="conversation",
+                resource_id=conversation.id,
+                patient_id=conversation.patient_id,
+                details=details,
+            ):
+                visible.append(conversation)
+        await uow.commit()
+    return Page(tuple(visible), page.next_cursor)
+
+
+async def send_message(services: Services, actor: Actor, conversation_id: int, text: str) -> Message:
+    """Store the message and its delivery in one transaction; the relay delivers it (202 Accepted)."""
+    if not text.strip():
+        raise InvalidInput([FieldError("message", "Must not be blank.")])
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        conversation = await _readable_conversation(guard, "message.send", conversation_id)
+        message = await uow.messages.add(conversation.id, actor.user_id, text)
+        guard.identify(resource_id=message.id, patient_id=conversation.patient_id)
+        await uow.outbox.enqueue(
+            SEND_MESSAGE, {"message_id": message.id}, conversation_id=conversation.id, message_id=message.id
+        )
+        await uow.commit()
+    services.delivery.wake()
+    return message

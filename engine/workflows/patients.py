@@ -1,0 +1,203 @@
+"""Patients and their care teams."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+
+from engine.decisions import Fact
+from engine.errors import Conflict, FieldError, InvalidInput, NotFound
+from engine.model import Actor, CareTeam, Page, Patient, RiskLevel
+from engine.ports import NewPatient
+from engine.services import Guard, Services
+
+
+@dataclass(frozen=True)
+class RegisterPatient:
+    first_name: str
+    last_name: str
+    risk_level: RiskLevel
+    date_of_birth: date | None = None
+
+
+async def register_patient(services: Services, actor: Actor, cmd: RegisterPatient) -> Patient:
+    """Register a patient in the actor's organization; the actor becomes the first care-team member."""
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require("patient.create", resource_type="patient")
+        patient = await uow.patients.add(
+            NewPatient(
+                actor.organization_id,
+                cmd.first_name,
+                cmd.last_name,
+                cmd.date_of_birth,
+                cmd.risk_level,
+                actor.user_id,
+            )
+        )
+        team = await uow.care_teams.create(patient.id, "Care team", actor.organization_id, actor.user_id)
+        await uow.care_teams.add_member(team.id, actor.user_id, actor.user_id)
+        guard.identify(resource_id=patient.id, patient_id=patient.id)
+        await uow.commit()
+    return patient
+
+
+async def get_patient(services: Services, actor: Actor, patient_id: int) -> Patient:
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require_role(
+            "patient.read", resource_type="patient", resource_id=patient_id, patient_id=patient_id
+        )
+        facts, details = await guard.patient_facts("patient.read", patient_id)
+        guard.require(
+            "patient.read",
+            facts,
+            resource_type="patient",
+            resource_id=patient_id,
+            patient_id=patient_id,
+            details=details,
+        )
+        patient = await uow.patients.get(patient_id)
+        assert patient is not None  # the facts query found it in this transaction
+        await uow.commit()
+    return patient
+
+
+@dataclass(frozen=True)
+class UpdatePatient:
+    patient_id: int
+    changes: Mapping[str, object]
+
+
+async def update_patient(services: Services, actor: Actor, cmd: UpdatePatient) -> Patient:
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        pid = cmd.patient_id
+        guard.require_role("patient.update", resource_type="patient", resource_id=pid, patient_id=pid)
+        facts, details = await guard.patient_facts("patient.update", pid)
+        guard.require(
+            "patient.update",
+            facts,
+            resource_type="patient",
+            resource_id=pid,
+            patient_id=pid,
+            details={**details, "fields": ",".join(sorted(cmd.changes))},
+        )
+        patient = await uow.patients.update(pid, cmd.changes)
+        await uow.commit()
+    return patient
+
+
+async def list_patients(
+    services: Services, actor: Actor, after: int | None, limit: int | None
+) -> Page[Patient]:
+    """The patients on whose care team the actor is, each decided (and audited) as ``patient.read``.
+
+    A patient the policy no longer lets the actor read (a revoked consent) is left out; the denial
+    is on record like any other.
+    """
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require("patient.list", resource_type="patient")
+        page = await uow.patients.list_on_care_team_of(actor.user_id, after, services.page_size(limit))
+        visible: list[Patient] = []
+        for patient in page.items:
+            facts, details = await guard.patient_facts("patient.read", patient.id)
+            if guard.permits(
+                "patient.read",
+                facts,
+                resource_type="patient",
+                resource_id=patient.id,
+                patient_id=patient.id,
+                details=details,
+            ):
+                visible.append(patient)
+        await uow.commit()
+    return Page(tuple(visible), page.next_cursor)
+
+
+# --- care teams ----------------------------------------------------------------------------------
+
+
+async def create_care_team(services: Services, actor: Actor, patient_id: int, name: str) -> CareTeam:
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require_role("care_team.create", resource_type="care_team", patient_id=patient_id)
+        facts, details = await guard.patient_facts("care_team.create", patient_id)
+        guard.require(
+            "care_team.create",
+            facts,
+            resource_type="care_team",
+            patient_id=patient_id,
+            details=details,
+            field="patientId",
+        )
+        if await uow.care_teams.for_patient(patient_id) is not None:
+            raise Conflict("This patient has a care team already.")
+        team = await uow.care_teams.create(patient_id, name, actor.organization_id, actor.user_id)
+        await uow.commit()
+    return team
+
+
+async def get_care_team(services: Services, actor: Actor, patient_id: int) -> CareTeam:
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require_role("care_team.read", resource_type="care_team", patient_id=patient_id)
+        facts, details = await guard.patient_facts("care_team.read", patient_id)
+        team = await uow.care_teams.for_patient(patient_id)
+        guard.require(
+            "care_team.read",
+            facts,
+            resource_type="care_team",
+            resource_id=team.id if team else None,
+            patient_id=patient_id,
+            details=details,
+        )
+        await uow.commit()
+    if team is None:
+        raise NotFound("care_team")
+    return team
+
+
+async def add_care_team_member(services: Services, actor: Actor, care_team_id: int, user_id: int) -> CareTeam:
+    """Add a person to a care team: the actor must be allowed to manage it, and the person must be
+    covered for the patient (same organization, or a consent), decided as ``care_team.join``."""
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require_role("care_team.add_member", resource_type="care_team", resource_id=care_team_id)
+        team = await uow.care_teams.get(care_team_id)
+        if team is None:
+            guard.record_missing("care_team.add_member", "care_team", care_team_id)
+            raise NotFound("care_team")
+        pid = team.patient_id
+        facts, details = await guard.patient_facts("care_team.add_member", pid)
+        guard.require(
+            "care_team.add_member",
+            facts,
+            resource_type="care_team",
+            resource_id=team.id,
+            patient_id=pid,
+            details=details,
+        )
+        member = await uow.users.get(user_id)
+        if member is None or not member.is_active:
+            raise InvalidInput([FieldError("userId", "No such active user.", "not_found")])
+        member_facts, member_details = await guard.patient_facts(
+            "care_team.join", pid, user_id=member.id, organization_id=member.organization_id
+        )
+        guard.require(
+            "care_team.join",
+            member_facts - {Fact.CARE_TEAM},
+            resource_type="care_team",
+            resource_id=team.id,
+            patient_id=pid,
+            subject_role=member.role.value,
+            field="userId",
+            details={**member_details, "subject_user_id": member.id},
+        )
+        await uow.care_teams.add_member(team.id, member.id, actor.user_id)
+        updated = await uow.care_teams.get(team.id)
+        assert updated is not None
+        await uow.commit()
+    return updated

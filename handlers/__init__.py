@@ -1,0 +1,1 @@
+"""The driving edge: aiohttp routes, request/response schemas, middlewares, the app factory and the CLI."""

@@ -1,0 +1,213 @@
+"""The ``caremsg`` command line: serve, migrate, create-user, policy check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from aiohttp import web
+
+from engine.model import Role
+from engine.policy import PolicyError
+from handlers.logs import configure_logging
+from handlers.settings import Settings, SettingsError, load_settings
+
+
+def _with_database_url(settings: Settings, url: str) -> Settings:
+    return settings.model_copy(update={"database": settings.database.model_copy(update={"url": url})})
+
+
+@contextmanager
+def database(settings: Settings, data_dir: str | None = None) -> Iterator[Settings]:
+    """Yield settings with a usable database URL: the configured one, or an embedded server's."""
+    if settings.database.url:
+        yield settings
+        return
+    from integrations.db.embedded import start_embedded_postgres
+
+    server = start_embedded_postgres(Path(data_dir or settings.database.data_dir))
+    try:
+        yield _with_database_url(settings, server.url)
+    finally:
+        server.stop()
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        settings = load_settings(Path(args.config) if args.config else None)
+    except SettingsError as exc:
+        sys.exit(f"caremsg: configuration error: {exc}")
+    configure_logging(fmt=settings.service.log_format, level=settings.service.log_level)
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from handlers.app import create_app
+    from integrations.db.migrate import upgrade
+
+    settings = _settings(args)
+    with database(settings, args.data_dir) as resolved:
+        upgrade(resolved.database.url)
+        app = create_app(resolved)
+        web.run_app(
+            app,
+            host=args.host or resolved.service.host,
+            port=args.port if args.port is not None else resolved.service.port,
+            access_log=None,
+            print=None,
+        )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from integrations.db.migrate import downgrade, upgrade
+
+    settings = _settings(args)
+    with database(settings, args.data_dir) as resolved:
+        if args.downgrade:
+            downgrade(resolved.database.url, args.downgrade)
+        else:
+            upgrade(resolved.database.url, args.revision)
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    from engine.errors import CaremsgError
+    from integrations.db.migrate import upgrade
+
+    settings = _settings(args)
+    password = os.environ.get("CAREMSG_NEW_USER_PASSWORD") or getpass.getpass(
+        "Password for the new account: "
+    )
+    if len(password) < 8:
+        print("caremsg: the password must be at least 8 characters", file=sys.stderr)
+        return 2
+    with database(settings, args.data_dir) as resolved:
+        upgrade(resolved.database.url)
+        try:
+            user = asyncio.run(_create_user(resolved, args, password))
+        except CaremsgError as exc:
+            print(f"caremsg: {exc.code}: {exc.detail}", file=sys.stderr)
+            return 1
+    print(f"created user {user} ({args.role}) in organization {args.organization}")
+    return 0
+
+
+async def _create_user(settings: Settings, args: argparse.Namespace, password: str) -> int:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from engine.workflows.identity import CreateUser, bootstrap_user
+    from handlers.app import create_engine
+    from integrations.db.uow import SqlUnitOfWork
+    from integrations.security import Argon2Passwords
+
+    engine = create_engine(settings)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        organization = args.organization
+        if not organization.isdigit():
+            async with sessions() as session, session.begin():
+                if args.create_organization:
+                    await session.execute(
+                        text("INSERT INTO organizations (name) VALUES (:n) ON CONFLICT (name) DO NOTHING"),
+                        {"n": organization},
+                    )
+                row = (
+                    await session.execute(
+                        text("SELECT id FROM organizations WHERE name = :n"), {"n": organization}
+                    )
+                ).one_or_none()
+            if row is None:
+                raise SystemExit(
+                    f"caremsg: no organization named {organization!r} (add --create-organization)"
+                )
+            organization = str(row.id)
+        user = await bootstrap_user(
+            lambda: SqlUnitOfWork(sessions),
+            Argon2Passwords(),
+            CreateUser(
+                args.email, password, args.first_name, args.last_name, Role(args.role), int(organization)
+            ),
+        )
+        return user.id
+    finally:
+        await engine.dispose()
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from integrations.policy_files import load_policy
+
+    directory = Path(args.dir) if args.dir else load_settings().policy.path()
+    try:
+        policy = load_policy(directory)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{exc.filename}: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    for warning in policy.warnings:
+        print(warning, file=sys.stderr)
+    print(
+        f"policy {directory}: {len(policy.rules)} rules, {len(policy.workflows)} workflows, "
+        f"version {policy.version}: OK"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="caremsg", description="Secure messaging for healthcare teams.")
+    parser.add_argument("--config", help="config.toml to read (default: ./config.toml, else the project's)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve", help="run the service (embedded PostgreSQL and Sendbird emulator by default)"
+    )
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--data-dir", help="embedded PostgreSQL data directory (default from config.toml)")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--revision", default="head")
+    migrate.add_argument("--downgrade", metavar="REVISION")
+    migrate.add_argument("--data-dir")
+    migrate.set_defaults(func=cmd_migrate)
+
+    create = sub.add_parser(
+        "create-user",
+        help="create an account of any role (the way to the first admin); "
+        "password from CAREMSG_NEW_USER_PASSWORD or a prompt",
+    )
+    create.add_argument("--email", required=True)
+    create.add_argument("--first-name", required=True)
+    create.add_argument("--last-name", required=True)
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--organization", required=True, help="organization id or name")
+    create.add_argument("--create-organization", action="store_true", help="create the named organization")
+    create.add_argument("--data-dir")
+    create.set_defaults(func=cmd_create_user)
+
+    policy = sub.add_parser("policy", help="policy tools for compliance teams")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate the policy files (file and line for every error)")
+    check.add_argument("--dir", help="policy directory (default: the configured one)")
+    check.set_defaults(func=cmd_policy_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

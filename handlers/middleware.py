@@ -1,0 +1,106 @@
+"""Request middlewares: request id and log context, problem+json errors, bearer authentication."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from engine.errors import CaremsgError, ServiceUnavailable, Unauthenticated
+from engine.ports import TokenService
+from handlers.keys import actor_key, request_id_key
+from handlers.problems import problem_for, problem_response, simple_problem
+
+log = structlog.get_logger("caremsg.http")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+_HTTP_CODES = {
+    404: ("not_found", "Not found", "No such endpoint."),
+    405: ("method_not_allowed", "Method not allowed", "This endpoint does not accept that method."),
+    413: ("payload_too_large", "Payload too large", "The request body is too large."),
+}
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request an id (the client's X-Request-ID if well-formed), bind it to the logs, and
+    turn every error into problem+json."""
+    incoming = request.headers.get("X-Request-ID", "")
+    rid = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    request[request_id_key] = rid
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    started = time.perf_counter()
+    try:
+        response = await _with_problems(request, handler, rid)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    response.headers["X-Request-ID"] = rid
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    log.info(
+        "http.request",
+        request_id=rid,
+        method=request.method,
+        route=route,
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response
+
+
+async def _with_problems(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except CaremsgError as error:
+        headers = (
+            {"WWW-Authenticate": 'Bearer realm="caremsg"'} if isinstance(error, Unauthenticated) else None
+        )
+        if isinstance(error, ServiceUnavailable):
+            headers = {"Retry-After": "2"}
+            log.warning("http.dependency_unavailable", request_id=rid)
+        return problem_response(problem_for(error, rid), headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, title, detail = _HTTP_CODES.get(exc.status, ("http_error", exc.reason, exc.reason))
+        return problem_response(simple_problem(exc.status, code, title, detail, rid))
+    except Exception:
+        log.exception("http.unhandled_error", request_id=rid)
+        return problem_response(
+            simple_problem(500, "internal_error", "Internal error", "Something went wrong on our side.", rid)
+        )
+
+
+def authenticate(tokens: TokenService, public_paths: frozenset[str]) -> Middleware:
+    """Require a valid bearer token on everything but the public endpoints."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        if resource is None or resource.canonical in public_paths or request.method == "OPTIONS":
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            log.info("auth.token_missing", request_id=request[request_id_key])
+            raise Unauthenticated("Send an access token: Authorization: Bearer <token>.")
+        try:
+            actor = tokens.verify(token.strip())
+        except Unauthenticated:
+            log.info("auth.token_rejected", request_id=request[request_id_key])
+            raise
+        request[actor_key] = type(actor)(
+            user_id=actor.user_id,
+            role=actor.role,
+            organization_id=actor.organization_id,
+            request_id=request[request_id_key],
+            source_address=request.remote,
+        )
+        structlog.contextvars.bind_contextvars(actor_id=actor.user_id)
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,95 @@
+"""Every error leaves as RFC 9457 problem+json with a stable ``code`` and the request id.
+
+Messages are generic: no stack traces, no PHI, no echo of submitted values. Anything unexpected is
+a 500 whose traceback goes to the operational log only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from engine.errors import (
+    CaremsgError,
+    Conflict,
+    FieldError,
+    Forbidden,
+    IdempotencyMismatch,
+    InvalidInput,
+    MalformedRequest,
+    NotFound,
+    ServiceUnavailable,
+    Unauthenticated,
+)
+from handlers.schemas import FieldProblem, Problem
+
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS: list[tuple[type[CaremsgError], int, str]] = [
+    (MalformedRequest, 400, "Malformed request"),
+    (InvalidInput, 422, "Invalid request"),
+    (Unauthenticated, 401, "Authentication required"),
+    (Forbidden, 403, "Forbidden"),
+    (NotFound, 404, "Not found"),
+    (Conflict, 409, "Conflict"),
+    (IdempotencyMismatch, 422, "Idempotency key reused"),
+    (ServiceUnavailable, 503, "Service unavailable"),
+]
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        problem.model_dump(mode="json", by_alias=True, exclude_none=True),
+        status=problem.status,
+        content_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def problem_for(error: CaremsgError, request_id: str) -> Problem:
+    status, title = next(((s, t) for cls, s, t in _STATUS if isinstance(error, cls)), (500, "Internal error"))
+    fields: dict[str, Any] = {}
+    if isinstance(error, InvalidInput):
+        fields["errors"] = [FieldProblem(field=e.field, message=e.message, type=e.type) for e in error.errors]
+    if isinstance(error, Forbidden):
+        d = error.decision
+        fields.update(
+            reason=d.reason,
+            hint=d.hint,
+            rule=d.rule,
+            policy_version=d.policy_version or None,
+            field=error.field,
+        )
+    return Problem(
+        title=title,
+        status=status,
+        detail=error.detail or None,
+        code=error.code,
+        request_id=request_id,
+        **fields,
+    )
+
+
+def simple_problem(status: int, code: str, title: str, detail: str, request_id: str) -> Problem:
+    return Problem(title=title, status=status, detail=detail, code=code, request_id=request_id)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def invalid_input(exc: ValidationError, prefix: str = "") -> InvalidInput:
+    """Pydantic errors as field errors; the submitted values are never echoed (they may be PHI)."""
+    errors = []
+    for e in exc.errors(include_input=False, include_url=False):
+        message = str(e["msg"]).removeprefix("Value error, ")
+        loc = tuple(e["loc"])
+        if e["type"] == "missing":
+            message = "Field required."
+        errors.append(FieldError(_location(((prefix,) if prefix else ()) + loc), message, str(e["type"])))
+    return InvalidInput(errors)

@@ -1,0 +1,107 @@
+"""Declared endpoints: one table drives both the aiohttp router and the OpenAPI document, so the two
+cannot disagree. Also the small helpers every handler uses (parse a body, answer with a model)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from engine.errors import FieldError, InvalidInput, MalformedRequest
+from engine.model import Actor
+from engine.services import Services
+from handlers.keys import actor_key, request_id_key, services_key
+from handlers.problems import invalid_input
+
+M = TypeVar("M", bound=BaseModel)
+
+PublicHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ActorHandler = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: PublicHandler | ActorHandler
+    operation_id: str
+    summary: str
+    tag: str
+    request: type[BaseModel] | None = None
+    response: Any = None
+    status: int = 200
+    public: bool = False
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = field(default=(400, 401, 403, 404, 422))
+    description: str = ""
+
+    def aiohttp_handler(self) -> PublicHandler:
+        if self.public:
+            return self.handler  # type: ignore[return-value]
+        handler: ActorHandler = self.handler  # type: ignore[assignment]
+
+        async def with_actor(request: web.Request) -> web.StreamResponse:
+            return await handler(request, request[actor_key])
+
+        with_actor.__name__ = self.operation_id
+        return with_actor
+
+
+def services(request: web.Request) -> Services:
+    return request.app[services_key]
+
+
+def request_id(request: web.Request) -> str:
+    return request[request_id_key]
+
+
+def source_address(request: web.Request) -> str | None:
+    return request.remote
+
+
+async def parse(request: web.Request, model: type[M]) -> M:
+    """Read and validate a JSON body; every problem comes back as a 400/422 naming the field."""
+    if request.content_type != "application/json":
+        raise MalformedRequest(
+            [FieldError("body", "Send JSON with Content-Type: application/json.", "content_type")],
+            detail="The request body must be JSON.",
+        )
+    raw = await request.read()
+    try:
+        json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedRequest(
+            [FieldError("body", "Not valid JSON.", "json_invalid")],
+            detail="The request body is not valid JSON.",
+        ) from None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_input(exc) from None
+
+
+def query(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise invalid_input(exc) from None
+
+
+def path_id(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
+        raise InvalidInput([FieldError(name, "Must be a positive integer id.", "int_parsing")])
+    return int(raw)
+
+
+def respond(model: BaseModel | list[Any], status: int = 200) -> web.Response:
+    body: Any
+    if isinstance(model, BaseModel):
+        body = model.model_dump(mode="json", by_alias=True)
+    else:
+        body = [m.model_dump(mode="json", by_alias=True) for m in model]
+    return web.json_response(body, status=status)

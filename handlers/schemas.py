@@ -1,0 +1,493 @@
+"""Request and response schemas of the public API: camelCase JSON, strict types, bounded sizes.
+
+Requests forbid unknown fields and are validated in strict mode (``"1"`` is not an integer), so a
+client mistake comes back as a 422 naming the field instead of being guessed at. Responses are
+built from engine types, never from table rows.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+import phonenumbers
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+
+from engine.model import (
+    CareTeam,
+    ComplianceGroup,
+    Consent,
+    Conversation,
+    DeliveryState,
+    Message,
+    Organization,
+    Patient,
+    Purpose,
+    RecipientType,
+    RiskLevel,
+    Role,
+    User,
+)
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.fullmatch(value):
+        raise ValueError("must be an email address")
+    return value.lower()
+
+
+def _e164(value: str) -> str:
+    """E.164 form with a real country calling code, checked with libphonenumber.
+
+    Numbering-plan validity (``is_valid_number``) is checked again before any SMS is sent; the API
+    accepts any well-formed E.164 number so that a consent can be recorded for it first.
+    """
+    if not re.fullmatch(r"\+[1-9]\d{7,14}", value):
+        raise ValueError("must be an E.164 phone number such as +12025550143")
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("must be an E.164 phone number such as +12025550143") from None
+    if phonenumbers.region_code_for_country_code(number.country_code or 0) == phonenumbers.UNKNOWN_REGION:
+        raise ValueError("has no known country calling code")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254), AfterValidator(_email)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), AfterValidator(_e164)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True, frozen=True
+    )
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+T = TypeVar("T")
+
+
+class PageOf(Response, Generic[T]):
+    items: list[T]
+    next_cursor: int | None = Field(
+        description="Pass as ?cursor= to get the next page; null on the last page."
+    )
+
+
+class ListQuery(Request):
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", strict=False, frozen=True)
+    cursor: Id | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+# --- auth & users --------------------------------------------------------------------------------
+
+
+class RegisterRequest(Request):
+    email: Email
+    password: Password
+    first_name: Name
+    last_name: Name
+    role: Role = Role.PEER_SUPPORT
+    organization_id: Id | None = None
+
+
+class LoginRequest(Request):
+    email: Email
+    password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class CreateUserRequest(Request):
+    email: Email
+    password: Password
+    first_name: Name
+    last_name: Name
+    role: Role
+    organization_id: Id | None = None
+
+
+class UserPublic(Response):
+    id: int
+    email: str
+    first_name: str
+    last_name: str
+    role: Role
+    organization_id: int
+    is_active: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserPublic:
+        return cls(
+            id=user.id,
+            email=user.email,
+            first_name=user.first_name,
+            last_name=user.last_name,
+            role=user.role,
+            organization_id=user.organization_id,
+            is_active=user.is_active,
+            created_at=user.created_at,
+        )
+
+
+class AuthResponse(Response):
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme name
+    expires_in: int = Field(description="Seconds until the token expires.")
+    user: UserPublic
+
+
+# --- organizations & compliance groups ------------------------------------------------------------
+
+
+class OrganizationCreate(Request):
+    name: Title
+    self_registration: bool = False
+
+
+class OrganizationPublic(Response):
+    id: int
+    name: str
+    self_registration: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, org: Organization) -> OrganizationPublic:
+        return cls(
+            id=org.id, name=org.name, self_registration=org.self_registration, created_at=org.created_at
+        )
+
+
+class ComplianceGroupCreate(Request):
+    name: Title
+    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    organization_ids: Annotated[list[Id], Field(min_length=1, max_length=200)]
+
+
+class ComplianceGroupPublic(Response):
+    id: int
+    name: str
+    description: str | None
+    organization_id: int
+    organization_ids: list[int]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, group: ComplianceGroup) -> ComplianceGroupPublic:
+        return cls(
+            id=group.id,
+            name=group.name,
+            description=group.description,
+            organization_id=group.organization_id,
+            organization_ids=list(group.member_organization_ids),
+            created_at=group.created_at,
+        )
+
+
+# --- consents ------------------------------------------------------------------------------------
+
+
+class ExternalParty(Request):
+    phone_number: PhoneNumber
+    name: Name
+
+
+class ConsentCreate(Request):
+    patient_id: Id
+    purpose: Purpose
+    organization_id: Id | None = Field(None, description="Disclose to this organization...")
+    compliance_group_id: Id | None = Field(None, description="...or to every organization of this group...")
+    external_party: ExternalParty | None = Field(None, description="...or to this external person, by phone.")
+    effective_at: datetime | None = Field(None, description="Default: now.")
+    expires_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_recipient(self) -> ConsentCreate:
+        given = [
+            name
+            for name, value in (
+                ("organizationId", self.organization_id),
+                ("complianceGroupId", self.compliance_group_id),
+                ("externalParty", self.external_party),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise ValueError("exactly one of organizationId, complianceGroupId or externalParty is required")
+        for name, value in (("effectiveAt", self.effective_at), ("expiresAt", self.expires_at)):
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} must include a time zone offset")
+        return self
+
+    @property
+    def recipient_type(self) -> RecipientType:
+        if self.organization_id is not None:
+            return RecipientType.ORGANIZATION
+        if self.compliance_group_id is not None:
+            return RecipientType.COMPLIANCE_GROUP
+        return RecipientType.EXTERNAL
+
+
+class ExternalPartyPublic(Response):
+    phone_number: str
+    name: str | None
+
+
+class ConsentPublic(Response):
+    id: int
+    patient_id: int
+    recipient_type: RecipientType
+    organization_id: int | None
+    compliance_group_id: int | None
+    external_party: ExternalPartyPublic | None
+    purpose: Purpose
+    effective_at: datetime
+    expires_at: datetime | None
+    recorded_by: int
+    created_at: datetime
+    revoked_at: datetime | None
+    status: Literal["pending", "active", "expired", "revoked"]
+
+    @classmethod
+    def of(cls, consent: Consent, now: datetime) -> ConsentPublic:
+        if consent.revoked_at is not None and consent.revoked_at <= now:
+            status: Literal["pending", "active", "expired", "revoked"] = "revoked"
+        elif consent.expires_at is not None and consent.expires_at <= now:
+            status = "expired"
+        elif consent.effective_at > now:
+            status = "pending"
+        else:
+            status = "active"
+        external = (
+            ExternalPartyPublic(phone_number=consent.external_phone_number, name=consent.external_name)
+            if consent.external_phone_number
+            else None
+        )
+        return cls(
+            id=consent.id,
+            patient_id=consent.patient_id,
+            recipient_type=consent.recipient_type,
+            organization_id=consent.organization_id,
+            compliance_group_id=consent.compliance_group_id,
+            external_party=external,
+            purpose=consent.purpose,
+            effective_at=consent.effective_at,
+            expires_at=consent.expires_at,
+            recorded_by=consent.recorded_by,
+            created_at=consent.created_at,
+            revoked_at=consent.revoked_at,
+            status=status,
+        )
+
+
+# --- patients & care teams ------------------------------------------------------------------------
+
+
+class PatientCreate(Request):
+    first_name: Name
+    last_name: Name
+    risk_level: RiskLevel
+    date_of_birth: date | None = None
+
+
+class PatientUpdate(Request):
+    first_name: Name | None = None
+    last_name: Name | None = None
+    risk_level: RiskLevel | None = None
+    date_of_birth: date | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> PatientUpdate:
+        if not self.model_fields_set:
+            raise ValueError("name at least one field to change")
+        for name in ("first_name", "last_name", "risk_level"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{to_camel(name)} may not be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class PatientPublic(Response):
+    id: int
+    first_name: str
+    last_name: str
+    date_of_birth: date | None
+    risk_level: RiskLevel
+    organization_id: int
+    created_by: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, p: Patient) -> PatientPublic:
+        return cls(
+            id=p.id,
+            first_name=p.first_name,
+            last_name=p.last_name,
+            date_of_birth=p.date_of_birth,
+            risk_level=p.risk_level,
+            organization_id=p.organization_id,
+            created_by=p.created_by,
+            created_at=p.created_at,
+            updated_at=p.updated_at,
+        )
+
+
+class CareTeamCreate(Request):
+    patient_id: Id
+    name: Title = "Care team"
+
+
+class CareTeamMemberAdd(Request):
+    user_id: Id
+
+
+class CareTeamMemberPublic(Response):
+    user_id: int
+    role: Role
+    organization_id: int
+    added_at: datetime
+
+
+class CareTeamPublic(Response):
+    id: int
+    patient_id: int
+    name: str
+    organization_id: int
+    created_at: datetime
+    members: list[CareTeamMemberPublic]
+
+    @classmethod
+    def of(cls, team: CareTeam) -> CareTeamPublic:
+        return cls(
+            id=team.id,
+            patient_id=team.patient_id,
+            name=team.name,
+            organization_id=team.organization_id,
+            created_at=team.created_at,
+            members=[
+                CareTeamMemberPublic(
+                    user_id=m.user_id, role=m.role, organization_id=m.organization_id, added_at=m.added_at
+                )
+                for m in team.members
+            ],
+        )
+
+
+# --- conversations & messages ---------------------------------------------------------------------
+
+
+class ExternalMemberCreate(Request):
+    phone_number: PhoneNumber
+    name: Name
+    organization_id: Id | None = None
+
+
+class ConversationCreate(Request):
+    title: Title
+    patient_id: Id
+    member_ids: Annotated[list[Id], Field(max_length=99)] = []
+    external_members: Annotated[list[ExternalMemberCreate], Field(max_length=20)] = []
+
+
+class ExternalMemberPublic(Response):
+    id: int
+    phone_number: str
+    name: str
+
+
+class ConversationPublic(Response):
+    id: int
+    title: str
+    patient_id: int
+    channel_url: str
+    channel_state: Literal["pending", "ready", "failed"]
+    member_ids: list[int]
+    external_members: list[ExternalMemberPublic]
+    created_by: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, c: Conversation) -> ConversationPublic:
+        return cls(
+            id=c.id,
+            title=c.title,
+            patient_id=c.patient_id,
+            channel_url=c.channel_url,
+            channel_state=c.channel_state,
+            member_ids=list(c.member_ids),
+            external_members=[
+                ExternalMemberPublic(id=e.id, phone_number=e.phone_number, name=e.display_name)
+                for e in c.external_participants
+            ],
+            created_by=c.created_by,
+            created_at=c.created_at,
+        )
+
+
+class SendMessageRequest(Request):
+    conversation_id: Id
+    message: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class MessagePublic(Response):
+    id: int
+    conversation_id: int
+    sender_id: int
+    message: str
+    state: DeliveryState
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: Message) -> MessagePublic:
+        return cls(
+            id=m.id,
+            conversation_id=m.conversation_id,
+            sender_id=m.sender_id,
+            message=m.text,
+            state=m.state,
+            created_at=m.created_at,
+        )
+
+
+class ConversationDetailPublic(ConversationPublic):
+    messages: list[MessagePublic]
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+class FieldProblem(Response):
+    field: str
+    message: str
+    type: str
+
+
+class Problem(Response):
+    """RFC 9457 problem details, with caremsg's stable ``code`` and the request id."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    code: str
+    request_id: str
+    errors: list[FieldProblem] | None = None
+    reason: str | None = Field(None, description="For 403: the policy's reason code.")
+    hint: str | None = Field(None, description="For 403: what role, relationship or consent is missing.")
+    field: str | None = Field(None, description="For 403: the member or field the denial is about.")
+    rule: str | None = Field(None, description="For 403: the policy rule that came closest.")
+    policy_version: str | None = None

@@ -1,0 +1,153 @@
+"""Settings: config.toml defaults, overridden by environment variables, parsed into one frozen object.
+
+``load_settings()`` is called once by the command line; the result is passed in everywhere. Nothing
+reads the environment at import time. Environment variables are ``CAREMSG_<SECTION>_<KEY>``
+(``CAREMSG_AUTH_JWT_SECRET``), plus ``DATABASE_URL`` for ``[database] url``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"  # noqa: S105 - refused outside development
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServiceSettings(_Section):
+    environment: Literal["development", "test", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    data_dir: str = ".caremsg/pgdata"
+    pool_size: int = Field(10, ge=1)
+    max_overflow: int = Field(10, ge=0)
+    statement_timeout_ms: int = Field(5000, ge=0)
+
+
+class AuthSettings(_Section):
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_issuer: str = "caremsg"
+    jwt_audience: str = "caremsg-api"
+    access_token_minutes: int = Field(60, ge=1, le=24 * 60)
+    self_registration: bool = True
+    default_organization: str = "Default Organization"
+
+
+class ApiSettings(_Section):
+    default_page_size: int = Field(50, ge=1)
+    max_page_size: int = Field(200, ge=1)
+    max_body_bytes: int = Field(65536, ge=1024)
+
+
+class SendbirdSettings(_Section):
+    app_id: str = ""
+    api_token: str = ""
+    base_url: str = ""
+    timeout_seconds: float = Field(5.0, gt=0)
+    get_per_second: float = Field(10, gt=0)
+    write_per_second: float = Field(5, gt=0)
+
+    @property
+    def use_emulator(self) -> bool:
+        return not (self.app_id and self.api_token)
+
+    @property
+    def resolved_base_url(self) -> str:
+        return self.base_url or f"https://api-{self.app_id}.sendbird.com"
+
+
+class PolicySettings(_Section):
+    directory: str = "policies"
+
+    def path(self) -> Path:
+        candidate = Path(self.directory)
+        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+
+class OutboxSettings(_Section):
+    poll_interval_seconds: float = Field(1.0, gt=0)
+    base_backoff_seconds: float = Field(1.0, gt=0)
+    max_backoff_seconds: float = Field(300.0, gt=0)
+    max_attempts: int = Field(50, ge=1)
+    batch_size: int = Field(20, ge=1)
+
+
+class Settings(_Section):
+    service: ServiceSettings = ServiceSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    auth: AuthSettings = AuthSettings()
+    api: ApiSettings = ApiSettings()
+    sendbird: SendbirdSettings = SendbirdSettings()
+    policy: PolicySettings = PolicySettings()
+    outbox: OutboxSettings = OutboxSettings()
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> Settings:
+        if self.service.environment == "production":
+            if self.auth.jwt_secret == DEV_JWT_SECRET:
+                raise ValueError("auth.jwt_secret: the development default is refused in production")
+            if self.sendbird.use_emulator:
+                raise ValueError("sendbird: the emulator is refused in production; set app_id and api_token")
+            if not self.database.url:
+                raise ValueError("database.url: the embedded PostgreSQL is refused in production")
+        if len(self.auth.jwt_secret.encode()) < 32:
+            raise ValueError("auth.jwt_secret: must be at least 32 bytes")
+        return self
+
+
+class SettingsError(Exception):
+    """config.toml or the environment holds a value that does not parse."""
+
+
+def _environment_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    for section, model in Settings.model_fields.items():
+        annotation = model.annotation
+        assert isinstance(annotation, type)
+        for key in annotation.model_fields:
+            value = env.get(f"CAREMSG_{section.upper()}_{key.upper()}")
+            if value is not None:
+                overrides.setdefault(section, {})[key] = value
+    if env.get("DATABASE_URL"):
+        overrides.setdefault("database", {})["url"] = env["DATABASE_URL"]
+    return overrides
+
+
+def load_settings(
+    config_path: Path | None = None, env: Mapping[str, str] | None = None, **sections: Mapping[str, Any]
+) -> Settings:
+    """Read config.toml (the given path, else ./config.toml, else the project's), apply the environment.
+
+    Keyword ``sections`` override both, for tests and the command line.
+    """
+    env = os.environ if env is None else env
+    if config_path is None:
+        local = Path("config.toml")
+        config_path = local if local.is_file() else PROJECT_ROOT / "config.toml"
+    raw: dict[str, Any] = {}
+    if config_path.is_file():
+        with config_path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    for source in (_environment_overrides(env), sections):
+        for section, values in source.items():
+            raw.setdefault(section, {}).update(values)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(problems) from None

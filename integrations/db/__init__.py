@@ -1,0 +1,1 @@
+"""PostgreSQL persistence: table models, repositories, the unit of work, and the embedded server."""

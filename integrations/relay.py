@@ -1,0 +1,256 @@
+"""The outbox relay: performs the chat side effects that workflows recorded, until each one succeeds.
+
+Several relays (in several service instances) can run at once: each claims due rows with
+``FOR UPDATE SKIP LOCKED`` and takes a lease on them, so no row is worked on twice at the same time,
+and a relay killed mid-delivery leaves rows that another relay picks up when the lease runs out.
+Messages carry ``dedup_id = caremsg_msg_<id>`` so a retry after an ambiguous failure (the request
+reached Sendbird, the answer did not reach us) does not post the message twice.
+
+Retries use exponential backoff with full jitter; errors the chat provider calls permanent, or
+running out of attempts, mark the row (and its message or conversation) ``failed`` with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from engine.errors import ChatGatewayError, ChatRateLimited
+from engine.ports import ChatGateway
+from engine.workflows.conversations import ENSURE_CHANNEL, SEND_MESSAGE
+
+log = structlog.get_logger("caremsg.relay")
+
+_CLAIM = text(
+    """
+    UPDATE outbox SET lease_until = now() + make_interval(secs => :lease), attempts = attempts + 1
+    WHERE id IN (
+        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
+        WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+          AND (o.lease_until IS NULL OR o.lease_until < now())
+          AND (o.kind <> 'send_message' OR c.channel_state = 'ready')
+        ORDER BY o.id
+        LIMIT :limit
+        FOR UPDATE OF o SKIP LOCKED)
+    RETURNING id, kind, payload, attempts, conversation_id, message_id
+    """
+)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    poll_interval: float = 1.0
+    base_backoff: float = 1.0
+    max_backoff: float = 300.0
+    max_attempts: int = 50
+    batch_size: int = 20
+    lease_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class _Entry:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    conversation_id: int | None
+    message_id: int | None
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        chat: ChatGateway,
+        settings: RelaySettings = RelaySettings(),
+        *,
+        jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap),  # noqa: S311 - not crypto
+    ) -> None:
+        self._sessions = sessions
+        self._chat = chat
+        self._settings = settings
+        self._jitter = jitter
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def backoff(self, attempts: int) -> float:
+        """Full jitter: a random delay up to base·2^(attempts-1), capped."""
+        cap = min(self._settings.max_backoff, self._settings.base_backoff * 2 ** max(0, attempts - 1))
+        return self._jitter(cap)
+
+    async def run(self) -> None:
+        """Deliver until cancelled; database or chat outages are waited out, never fatal."""
+        while True:
+            try:
+                done = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay.cycle_failed", error=type(exc).__name__)
+                done = 0
+            if done == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
+                self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Claim one batch of due entries and work through it; returns how many were attempted."""
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    _CLAIM, {"lease": self._settings.lease_seconds, "limit": self._settings.batch_size}
+                )
+            ).all()
+        entries = sorted((_Entry(*row) for row in rows), key=lambda e: e.id)
+        for entry in entries:
+            await self._attempt(entry)
+        return len(entries)
+
+    async def _attempt(self, entry: _Entry) -> None:
+        try:
+            if entry.kind == ENSURE_CHANNEL:
+                await self._ensure_channel(entry)
+            elif entry.kind == SEND_MESSAGE:
+                await self._send_message(entry)
+            else:
+                await self._fail(entry, "unknown_kind")
+        except ChatGatewayError as exc:
+            if exc.retryable and entry.attempts < self._settings.max_attempts:
+                delay = self.backoff(entry.attempts)
+                if isinstance(exc, ChatRateLimited) and exc.retry_after:
+                    delay = max(delay, exc.retry_after)
+                await self._retry(entry, exc.code, delay)
+            else:
+                await self._fail(entry, exc.code)
+
+    async def _ensure_channel(self, entry: _Entry) -> None:
+        conversation_id = int(entry.payload["conversation_id"])
+        async with self._sessions() as session:
+            conv = (
+                await session.execute(
+                    text("SELECT id, title, channel_url FROM conversations WHERE id = :id"),
+                    {"id": conversation_id},
+                )
+            ).one()
+            staff = (
+                await session.execute(
+                    text(
+                        "SELECT u.chat_user_id, u.first_name, u.last_name FROM conversation_members m"
+                        " JOIN users u ON u.id = m.user_id WHERE m.conversation_id = :id ORDER BY u.id"
+                    ),
+                    {"id": conversation_id},
+                )
+            ).all()
+            external = (
+                await session.execute(
+                    text(
+                        "SELECT chat_user_id, phone_number FROM external_participants"
+                        " WHERE conversation_id = :id ORDER BY id"
+                    ),
+                    {"id": conversation_id},
+                )
+            ).all()
+        for user in staff:
+            await self._chat.ensure_user(user.chat_user_id, f"{user.first_name} {user.last_name[:1]}.")
+        for ext in external:
+            await self._chat.ensure_user(
+                ext.chat_user_id, "External participant", phone_number=ext.phone_number
+            )
+        await self._chat.ensure_channel(
+            conv.channel_url,
+            name=conv.title,
+            user_ids=[u.chat_user_id for u in staff] + [e.chat_user_id for e in external],
+            custom_type="caremsg_conversation",
+            data=json.dumps({"conversation_id": conversation_id}),
+        )
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                text("UPDATE conversations SET channel_state = 'ready' WHERE id = :id"),
+                {"id": conversation_id},
+            )
+            await self._done(session, entry)
+        log.info("relay.channel_ready", conversation_id=conversation_id, outbox_id=entry.id)
+
+    async def _send_message(self, entry: _Entry) -> None:
+        message_id = int(entry.payload["message_id"])
+        async with self._sessions() as session:
+            msg = (
+                await session.execute(
+                    text(
+                        "SELECT m.id, m.body, c.channel_url, u.chat_user_id FROM messages m"
+                        " JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = m.sender_id"
+                        " WHERE m.id = :id"
+                    ),
+                    {"id": message_id},
+                )
+            ).one()
+        sent = await self._chat.send_message(
+            msg.channel_url,
+            sender_id=msg.chat_user_id,
+            text=msg.body,
+            dedup_id=f"caremsg_msg_{message_id}",
+            custom_type="caremsg_message",
+            data=json.dumps({"message_id": message_id}),
+        )
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                text("UPDATE messages SET state = 'sent', chat_message_id = :cid WHERE id = :id"),
+                {"cid": sent.message_id, "id": message_id},
+            )
+            await self._done(session, entry)
+        log.info("relay.message_sent", message_id=message_id, outbox_id=entry.id)
+
+    async def _done(self, session: AsyncSession, entry: _Entry) -> None:
+        await session.execute(
+            text("UPDATE outbox SET status = 'done', done_at = now(), lease_until = NULL WHERE id = :id"),
+            {"id": entry.id},
+        )
+
+    async def _retry(self, entry: _Entry, reason: str, delay: float) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => :delay),"
+                    " lease_until = NULL, last_error = :reason WHERE id = :id"
+                ),
+                {"delay": delay, "reason": reason, "id": entry.id},
+            )
+        log.info(
+            "relay.retry_scheduled",
+            outbox_id=entry.id,
+            kind=entry.kind,
+            attempts=entry.attempts,
+            reason=reason,
+            delay_seconds=round(delay, 3),
+        )
+
+    async def _fail(self, entry: _Entry, reason: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE outbox SET status = 'failed', lease_until = NULL, last_error = :reason"
+                    " WHERE id = :id"
+                ),
+                {"reason": reason, "id": entry.id},
+            )
+            if entry.message_id is not None:
+                await session.execute(
+                    text("UPDATE messages SET state = 'failed' WHERE id = :id"), {"id": entry.message_id}
+                )
+            elif entry.kind == ENSURE_CHANNEL and entry.conversation_id is not None:
+                await session.execute(
+                    text("UPDATE conversations SET channel_state = 'failed' WHERE id = :id"),
+                    {"id": entry.conversation_id},
+                )
+        log.warning("relay.delivery_failed", outbox_id=entry.id, kind=entry.kind, reason=reason)

@@ -1,0 +1,104 @@
+"""Password hashing (argon2id, off the event loop) and JWT access tokens (joserfc, HS256 only)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
+from engine.errors import Unauthenticated
+from engine.model import Actor, Role, User
+from engine.ports import IssuedToken
+
+ALGORITHMS = ["HS256"]
+TOKEN_TYPE = "access"  # noqa: S105 - a claim value, not a secret
+
+
+class Argon2Passwords:
+    """argon2id with the library's defaults; each hash costs ~0.1 s of CPU, so it runs in a thread."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self._hasher = hasher or PasswordHasher()
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        def check() -> bool:
+            try:
+                return self._hasher.verify(password_hash, password)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
+
+        return await asyncio.to_thread(check)
+
+
+class JwtTokens:
+    """Issues and verifies access tokens.
+
+    joserfc's ``jwt.decode`` checks only the signature; expiry, issuer, audience and the token type
+    are checked here with a claims registry, and only HS256 is accepted (no ``alg: none``, no
+    RS/HS confusion).
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        issuer: str,
+        audience: str,
+        lifetime_seconds: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._key = OctKey.import_key(secret.encode())
+        self._issuer = issuer
+        self._audience = audience
+        self._lifetime = lifetime_seconds
+        self._clock = clock
+        self._registry = jwt.JWTClaimsRegistry(
+            now=lambda: int(self._clock()),
+            leeway=5,
+            exp={"essential": True},
+            iat={"essential": True},
+            sub={"essential": True},
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            typ={"essential": True, "value": TOKEN_TYPE},
+            role={"essential": True, "values": [r.value for r in Role]},
+            org={"essential": True},
+        )
+
+    def issue(self, user: User) -> IssuedToken:
+        now = int(self._clock())
+        claims = {
+            "sub": str(user.id),
+            "iss": self._issuer,
+            "aud": self._audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self._lifetime,
+            "jti": uuid.uuid4().hex,
+            "typ": TOKEN_TYPE,
+            "role": user.role.value,
+            "org": user.organization_id,
+        }
+        token = jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key, algorithms=ALGORITHMS)
+        return IssuedToken(token, self._lifetime)
+
+    def verify(self, token: str) -> Actor:
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=ALGORITHMS)
+            self._registry.validate(decoded.claims)
+            claims = decoded.claims
+            return Actor(
+                user_id=int(claims["sub"]), role=Role(claims["role"]), organization_id=int(claims["org"])
+            )
+        except (JoseError, ValueError, KeyError, TypeError) as exc:
+            raise Unauthenticated("The access token is not valid.") from exc

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# caremsg's two commands. Each installs what it needs into ./.venv from pyproject.toml's pins.
+#   ./run.sh serve [caremsg serve options]   run the service (embedded PostgreSQL + Sendbird emulator)
+#   ./run.sh test  [pytest options]          ruff, mypy and the whole test suite against real PostgreSQL
+set -euo pipefail
+cd "$(dirname "$0")"
+
+find_python() {
+    for candidate in python3.13 python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 14) else 1)'; then
+            echo "$candidate"
+            return
+        fi
+    done
+    echo "caremsg needs Python 3.11 to 3.13 on PATH" >&2
+    exit 1
+}
+
+ensure_venv() {
+    if [ ! -x .venv/bin/python ]; then
+        "$(find_python)" -m venv .venv
+    fi
+    # Reinstall only when the dependency pins change.
+    local stamp=.venv/.caremsg-installed want
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+        echo "$want" >"$stamp"
+    fi
+}
+
+command=${1:-}
+[ $# -gt 0 ] && shift
+case "$command" in
+serve)
+    ensure_venv
+    exec .venv/bin/caremsg serve "$@"
+    ;;
+test)
+    ensure_venv
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
+    .venv/bin/mypy
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+*)
+    echo "usage: ./run.sh serve [options] | ./run.sh test [pytest options]" >&2
+    exit 2
+    ;;
+esac

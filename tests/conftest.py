@@ -1,0 +1,89 @@
+"""Shared fixtures: a real PostgreSQL (DATABASE_URL, else an embedded throwaway server) with a fresh
+database per test session, migrated by Alembic exactly as ``caremsg migrate`` does it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from handlers.settings import Settings, load_settings
+from integrations.db.migrate import upgrade
+
+
+def _asyncpg_dsn(url: str) -> dict[str, object]:
+    u = make_url(url)
+    return {
+        "user": u.username,
+        "password": u.password,
+        "host": u.query.get("host") or u.host,
+        "port": int(u.query.get("port") or u.port or 5432),
+        "database": u.database,
+    }
+
+
+async def _admin(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(**_asyncpg_dsn(url))  # type: ignore[arg-type]
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A PostgreSQL server: DATABASE_URL when set (CI may point at one), else an embedded one."""
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from integrations.db.embedded import start_embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="caremsg-pg-") as tmp:
+        server = start_embedded_postgres(Path(tmp) / "pgdata", temporary=True)
+        try:
+            yield server.url
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database for this test session, migrated to head; dropped afterwards."""
+    name = f"caremsg_test_{secrets.token_hex(4)}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return load_settings(
+        env={},
+        service={"environment": "development", "log_format": "json"},
+        database={"url": database_url, "pool_size": 5, "max_overflow": 5},
+        sendbird={"app_id": "", "api_token": "", "timeout_seconds": 2.0, "write_per_second": 1000,
+                  "get_per_second": 1000},
+        outbox={"poll_interval_seconds": 0.05, "base_backoff_seconds": 0.05, "max_backoff_seconds": 0.5},
+    )
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the test database, for assertions on what was stored."""
+    conn = await asyncpg.connect(**_asyncpg_dsn(database_url))  # type: ignore[arg-type]
+    try:
+        yield conn
+    finally:
+        await conn.close()
