@@ -32,7 +32,7 @@ from integrations.policy_files import load_policy
 from integrations.relay import OutboxRelay, RelaySettings
 from integrations.security import Argon2Passwords, JwtTokens
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
-from integrations.sendbird_emulator import start_emulator
+from integrations.sendbird_emulator import RunningEmulator, start_emulator
 
 log = structlog.get_logger("caremsg.app")
 
@@ -40,7 +40,7 @@ engine_key: web.AppKey[AsyncEngine] = web.AppKey("engine_key", AsyncEngine)
 sessions_key: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("sessions_key")
 chat_key: web.AppKey[ChatGateway] = web.AppKey("chat_key")
 relay_key: web.AppKey[OutboxRelay] = web.AppKey("relay_key", OutboxRelay)
-emulator_url_key: web.AppKey[str] = web.AppKey("emulator_url_key", str)
+emulator_key: web.AppKey[RunningEmulator] = web.AppKey("emulator_key", RunningEmulator)
 
 
 def _version() -> str:
@@ -80,7 +80,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         token = secrets.token_hex(20)
         emulator = await start_emulator(api_token=token)
         base_url, api_token = emulator.base_url, token
-        app[emulator_url_key] = base_url
+        app[emulator_key] = emulator
         log.warning("sendbird.emulator_in_use", base_url=base_url, development_only=True)
     else:
         base_url, api_token = settings.resolved_base_url, settings.api_token

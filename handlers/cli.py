@@ -163,6 +163,40 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    """Run the policy's test tables (or the given ones) against the policy in ``--dir``."""
+    from engine.policy_tables import parse_table, run_cases, untested_workflows
+    from integrations.policy_files import load_policy, read_policy_tables
+
+    directory = Path(args.dir) if args.dir else load_settings().policy.path()
+    try:
+        policy = load_policy(directory)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    tables = (
+        [(name, Path(name).read_text(encoding="utf-8")) for name in args.tables]
+        if args.tables
+        else read_policy_tables(directory)
+    )
+    cases, problems = [], []
+    for name, text in tables:
+        table_cases, table_problems = parse_table(text, name)
+        cases += table_cases
+        problems += table_problems
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    results = run_cases(policy, cases)
+    failed = [r for r in results if not r.passed]
+    for result in failed:
+        print(f"FAIL {result.describe()}", file=sys.stderr)
+    for workflow in untested_workflows(policy, cases):
+        print(f"warning: no case tests workflow {workflow}", file=sys.stderr)
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed or problems or not results else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caremsg", description="Secure messaging for healthcare teams.")
     parser.add_argument("--config", help="config.toml to read (default: ./config.toml, else the project's)")
@@ -201,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = policy_sub.add_parser("check", help="validate the policy files (file and line for every error)")
     check.add_argument("--dir", help="policy directory (default: the configured one)")
     check.set_defaults(func=cmd_policy_check)
+    test = policy_sub.add_parser("test", help="run the policy test tables (policies/tests/*.csv)")
+    test.add_argument("--dir", help="policy directory (default: the configured one)")
+    test.add_argument("tables", nargs="*", help="table files to run instead of the directory's own")
+    test.set_defaults(func=cmd_policy_test)
     return parser
 
 

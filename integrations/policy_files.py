@@ -26,3 +26,14 @@ def read_policy_sources(directory: Path) -> PolicySources:
 def load_policy(directory: Path) -> Policy:
     """Read and validate the policy in ``directory``; raises :class:`engine.policy.PolicyError`."""
     return Policy.from_sources(read_policy_sources(directory))
+
+
+TABLES_DIR = "tests"
+
+
+def read_policy_tables(directory: Path) -> list[tuple[str, str]]:
+    """The (name, text) of every test table in ``directory/tests/*.csv``, in name order."""
+    return [
+        (str(path), path.read_text(encoding="utf-8"))
+        for path in sorted((directory / TABLES_DIR).glob("*.csv"))
+    ]
