@@ -360,6 +360,13 @@ class TokenService(Protocol):
         ...
 
 
+class AccountDirectory(Protocol):
+    async def current(self, actor: Actor) -> bool:
+        """True if the token's account still exists, is active, and has the role and organization
+        the token claims: a deactivated or re-roled account loses access at once, not at expiry."""
+        ...
+
+
 class DeliveryTrigger(Protocol):
     def wake(self) -> None:
         """Tell the outbox relay there is work (after a commit); a hint, never required for delivery."""

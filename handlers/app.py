@@ -27,6 +27,7 @@ from handlers.middleware import authenticate, request_context
 from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
+from integrations.db.repositories import SqlAccountDirectory
 from integrations.db.uow import SqlUnitOfWork
 from integrations.policy_files import load_policy
 from integrations.relay import OutboxRelay, RelaySettings
@@ -187,7 +188,13 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     endpoints = ENDPOINTS if endpoints is None else endpoints
     public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}
     app = web.Application(
-        middlewares=[request_context, authenticate(_tokens(settings), frozenset(public))],
+        middlewares=[
+            request_context,
+            # The directory needs the database, which starts with the app: look it up per request.
+            authenticate(
+                _tokens(settings), lambda: SqlAccountDirectory(app[sessions_key]), frozenset(public)
+            ),
+        ],
         client_max_size=settings.api.max_body_bytes,
     )
     app[settings_key] = settings

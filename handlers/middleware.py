@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from engine.errors import CaremsgError, ServiceUnavailable, Unauthenticated
-from engine.ports import TokenService
+from engine.ports import AccountDirectory, TokenService
 from handlers.keys import actor_key, request_id_key
 from handlers.problems import problem_for, problem_response, simple_problem
 
@@ -75,8 +76,11 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         )
 
 
-def authenticate(tokens: TokenService, public_paths: frozenset[str]) -> Middleware:
-    """Require a valid bearer token on everything but the public endpoints."""
+def authenticate(
+    tokens: TokenService, accounts: Callable[[], AccountDirectory], public_paths: frozenset[str]
+) -> Middleware:
+    """Require a valid bearer token, for an account that is still as the token says, on everything
+    but the public endpoints."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -93,6 +97,9 @@ def authenticate(tokens: TokenService, public_paths: frozenset[str]) -> Middlewa
         except Unauthenticated:
             log.info("auth.token_rejected", request_id=request[request_id_key])
             raise
+        if not await accounts().current(actor):
+            log.info("auth.account_not_current", request_id=request[request_id_key], actor_id=actor.user_id)
+            raise Unauthenticated("This account is disabled or has changed; log in again.")
         request[actor_key] = type(actor)(
             user_id=actor.user_id,
             role=actor.role,

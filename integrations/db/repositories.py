@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.errors import Conflict
 from engine.model import (
+    Actor,
     CareTeam,
     CareTeamMember,
     ComplianceGroup,
@@ -634,4 +635,27 @@ class SqlOutbox(_Repository):
             insert(outbox_t).values(
                 kind=kind, payload=dict(payload), conversation_id=conversation_id, message_id=message_id
             )
+        )
+
+
+class SqlAccountDirectory:
+    """Checks a token's claims against the account as it is now (one indexed primary-key read)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def current(self, actor: Actor) -> bool:
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(users_t.c.role, users_t.c.organization_id, users_t.c.is_active).where(
+                        users_t.c.id == actor.user_id
+                    )
+                )
+            ).one_or_none()
+        return (
+            row is not None
+            and row.is_active
+            and row.role == actor.role.value
+            and row.organization_id == actor.organization_id
         )
