@@ -16,9 +16,9 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import text
@@ -37,7 +37,8 @@ _CLAIM = text(
         SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
         WHERE o.status = 'pending' AND o.next_attempt_at <= now()
           AND (o.lease_until IS NULL OR o.lease_until < now())
-          AND (o.kind <> 'send_message' OR c.channel_state = 'ready')
+          -- everything about a conversation waits until its channel exists
+          AND (o.kind = 'ensure_channel' OR o.conversation_id IS NULL OR c.channel_state = 'ready')
         ORDER BY o.id
         LIMIT :limit
         FOR UPDATE OF o SKIP LOCKED)
@@ -57,13 +58,37 @@ class RelaySettings:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class OutboxEntry:
     id: int
     kind: str
     payload: dict[str, Any]
     attempts: int
     conversation_id: int | None
     message_id: int | None
+
+
+@dataclass(frozen=True)
+class RelayContext:
+    sessions: async_sessionmaker[AsyncSession]
+    chat: ChatGateway
+
+
+class OutboxKind(Protocol):
+    """How to carry out one kind of outbox entry. Registered with the relay by ``kind``."""
+
+    kind: str
+
+    async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
+        """Perform the side effect; raise ChatGatewayError on failure. Must be safe to repeat."""
+        ...
+
+    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
+        """Record success, in the transaction that marks the entry done."""
+        ...
+
+    async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
+        """Record a permanent failure, in the transaction that marks the entry failed."""
+        ...
 
 
 class OutboxRelay:
@@ -73,11 +98,13 @@ class OutboxRelay:
         chat: ChatGateway,
         settings: RelaySettings = RelaySettings(),
         *,
+        kinds: Sequence[OutboxKind] = (),
         jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap),  # noqa: S311 - not crypto
     ) -> None:
-        self._sessions = sessions
-        self._chat = chat
+        self._ctx = RelayContext(sessions, chat)
         self._settings = settings
+        builtin: list[OutboxKind] = [EnsureChannel(), SendMessage()]
+        self._kinds: dict[str, OutboxKind] = {k.kind: k for k in (*builtin, *kinds)}
         self._jitter = jitter
         self._wake = asyncio.Event()
 
@@ -106,25 +133,24 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         """Claim one batch of due entries and work through it; returns how many were attempted."""
-        async with self._sessions() as session, session.begin():
+        async with self._ctx.sessions() as session, session.begin():
             rows = (
                 await session.execute(
                     _CLAIM, {"lease": self._settings.lease_seconds, "limit": self._settings.batch_size}
                 )
             ).all()
-        entries = sorted((_Entry(*row) for row in rows), key=lambda e: e.id)
+        entries = sorted((OutboxEntry(*row) for row in rows), key=lambda e: e.id)
         for entry in entries:
             await self._attempt(entry)
         return len(entries)
 
-    async def _attempt(self, entry: _Entry) -> None:
+    async def _attempt(self, entry: OutboxEntry) -> None:
+        kind = self._kinds.get(entry.kind)
+        if kind is None:
+            await self._finish(entry, "failed", "unknown_kind", None)
+            return
         try:
-            if entry.kind == ENSURE_CHANNEL:
-                await self._ensure_channel(entry)
-            elif entry.kind == SEND_MESSAGE:
-                await self._send_message(entry)
-            else:
-                await self._fail(entry, "unknown_kind")
+            await kind.deliver(entry, self._ctx)
         except ChatGatewayError as exc:
             if exc.retryable and entry.attempts < self._settings.max_attempts:
                 delay = self.backoff(entry.attempts)
@@ -132,11 +158,57 @@ class OutboxRelay:
                     delay = max(delay, exc.retry_after)
                 await self._retry(entry, exc.code, delay)
             else:
-                await self._fail(entry, exc.code)
+                await self._finish(entry, "failed", exc.code, kind)
+            return
+        await self._finish(entry, "done", None, kind)
 
-    async def _ensure_channel(self, entry: _Entry) -> None:
+    async def _finish(
+        self, entry: OutboxEntry, status: str, reason: str | None, kind: OutboxKind | None
+    ) -> None:
+        async with self._ctx.sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE outbox SET status = :status, lease_until = NULL, last_error = :reason,"
+                    " done_at = CASE WHEN :status = 'done' THEN now() END WHERE id = :id"
+                ),
+                {"status": status, "reason": reason, "id": entry.id},
+            )
+            if kind is not None and status == "done":
+                await kind.succeeded(entry, session)
+            elif kind is not None:
+                await kind.failed(entry, session, reason or "failed")
+        if status == "done":
+            log.info("relay.delivered", outbox_id=entry.id, kind=entry.kind, attempts=entry.attempts)
+        else:
+            log.warning("relay.delivery_failed", outbox_id=entry.id, kind=entry.kind, reason=reason)
+
+    async def _retry(self, entry: OutboxEntry, reason: str, delay: float) -> None:
+        async with self._ctx.sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => :delay),"
+                    " lease_until = NULL, last_error = :reason WHERE id = :id"
+                ),
+                {"delay": delay, "reason": reason, "id": entry.id},
+            )
+        log.info(
+            "relay.retry_scheduled",
+            outbox_id=entry.id,
+            kind=entry.kind,
+            attempts=entry.attempts,
+            reason=reason,
+            delay_seconds=round(delay, 3),
+        )
+
+
+class EnsureChannel:
+    """Create a conversation's group channel with every member (users created first as needed)."""
+
+    kind = ENSURE_CHANNEL
+
+    async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
         conversation_id = int(entry.payload["conversation_id"])
-        async with self._sessions() as session:
+        async with ctx.sessions() as session:
             conv = (
                 await session.execute(
                     text("SELECT id, title, channel_url FROM conversations WHERE id = :id"),
@@ -162,29 +234,40 @@ class OutboxRelay:
                 )
             ).all()
         for user in staff:
-            await self._chat.ensure_user(user.chat_user_id, f"{user.first_name} {user.last_name[:1]}.")
+            await ctx.chat.ensure_user(user.chat_user_id, f"{user.first_name} {user.last_name[:1]}.")
         for ext in external:
-            await self._chat.ensure_user(
+            await ctx.chat.ensure_user(
                 ext.chat_user_id, "External participant", phone_number=ext.phone_number
             )
-        await self._chat.ensure_channel(
+        await ctx.chat.ensure_channel(
             conv.channel_url,
             name=conv.title,
             user_ids=[u.chat_user_id for u in staff] + [e.chat_user_id for e in external],
             custom_type="caremsg_conversation",
             data=json.dumps({"conversation_id": conversation_id}),
         )
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                text("UPDATE conversations SET channel_state = 'ready' WHERE id = :id"),
-                {"id": conversation_id},
-            )
-            await self._done(session, entry)
-        log.info("relay.channel_ready", conversation_id=conversation_id, outbox_id=entry.id)
 
-    async def _send_message(self, entry: _Entry) -> None:
+    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
+        await session.execute(
+            text("UPDATE conversations SET channel_state = 'ready' WHERE id = :id"),
+            {"id": entry.payload["conversation_id"]},
+        )
+
+    async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
+        await session.execute(
+            text("UPDATE conversations SET channel_state = 'failed' WHERE id = :id"),
+            {"id": entry.payload["conversation_id"]},
+        )
+
+
+class SendMessage:
+    """Post a stored message into its channel as its sender, with ``dedup_id`` against duplicates."""
+
+    kind = SEND_MESSAGE
+
+    async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
         message_id = int(entry.payload["message_id"])
-        async with self._sessions() as session:
+        async with ctx.sessions() as session:
             msg = (
                 await session.execute(
                     text(
@@ -195,7 +278,7 @@ class OutboxRelay:
                     {"id": message_id},
                 )
             ).one()
-        sent = await self._chat.send_message(
+        sent = await ctx.chat.send_message(
             msg.channel_url,
             sender_id=msg.chat_user_id,
             text=msg.body,
@@ -203,54 +286,20 @@ class OutboxRelay:
             custom_type="caremsg_message",
             data=json.dumps({"message_id": message_id}),
         )
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                text("UPDATE messages SET state = 'sent', chat_message_id = :cid WHERE id = :id"),
-                {"cid": sent.message_id, "id": message_id},
-            )
-            await self._done(session, entry)
-        log.info("relay.message_sent", message_id=message_id, outbox_id=entry.id)
+        # Remembered for succeeded(), which runs in the completion transaction.
+        self._sent[entry.id] = sent.message_id
 
-    async def _done(self, session: AsyncSession, entry: _Entry) -> None:
+    def __init__(self) -> None:
+        self._sent: dict[int, int] = {}
+
+    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
         await session.execute(
-            text("UPDATE outbox SET status = 'done', done_at = now(), lease_until = NULL WHERE id = :id"),
-            {"id": entry.id},
+            text("UPDATE messages SET state = 'sent', chat_message_id = :cid WHERE id = :id"),
+            {"cid": self._sent.pop(entry.id, None), "id": entry.payload["message_id"]},
         )
 
-    async def _retry(self, entry: _Entry, reason: str, delay: float) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                text(
-                    "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => :delay),"
-                    " lease_until = NULL, last_error = :reason WHERE id = :id"
-                ),
-                {"delay": delay, "reason": reason, "id": entry.id},
-            )
-        log.info(
-            "relay.retry_scheduled",
-            outbox_id=entry.id,
-            kind=entry.kind,
-            attempts=entry.attempts,
-            reason=reason,
-            delay_seconds=round(delay, 3),
+    async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
+        self._sent.pop(entry.id, None)
+        await session.execute(
+            text("UPDATE messages SET state = 'failed' WHERE id = :id"), {"id": entry.payload["message_id"]}
         )
-
-    async def _fail(self, entry: _Entry, reason: str) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                text(
-                    "UPDATE outbox SET status = 'failed', lease_until = NULL, last_error = :reason"
-                    " WHERE id = :id"
-                ),
-                {"reason": reason, "id": entry.id},
-            )
-            if entry.message_id is not None:
-                await session.execute(
-                    text("UPDATE messages SET state = 'failed' WHERE id = :id"), {"id": entry.message_id}
-                )
-            elif entry.kind == ENSURE_CHANNEL and entry.conversation_id is not None:
-                await session.execute(
-                    text("UPDATE conversations SET channel_state = 'failed' WHERE id = :id"),
-                    {"id": entry.conversation_id},
-                )
-        log.warning("relay.delivery_failed", outbox_id=entry.id, kind=entry.kind, reason=reason)

@@ -260,6 +260,8 @@ class FaultInjector:
             raise ValueError("count must be at least 1")
         if fault.remaining is None and fault.until is None:
             raise ValueError("a fault needs a count or a duration")
+        if fault.until is not None and fault.until <= self._clock():
+            raise ValueError("a fault's duration must be positive")
         if fault.retry_after < 0 or fault.hang_seconds < 0:
             raise ValueError("retry_after and hang_seconds must not be negative")
         self._faults.append(fault)
@@ -858,7 +860,9 @@ class _Api:
         channel = self._channel(request)
         p = await _params(request)
         user_ids = p.text_list("user_ids")
-        p.text("reason", default="")
+        p.text(
+            "reason", default=""
+        )  # checked for its type like Sendbird would; the emulator keeps no history
         remove_operator = p.flag("should_remove_operator_status", default=False)
         # Real behaviour for a non-member is undocumented; failing the whole call, with no one
         # removed, is the strictest reading and keeps the gateway's fallback honest.
