@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from engine.policy import PolicyHolder
 from engine.ports import ChatGateway
 from engine.services import EngineSettings, Services
-from handlers.api import ENDPOINTS
+from handlers import api, api_audit, api_messaging, api_policy
 from handlers.keys import endpoints_key, policy_key, services_key, settings_key
 from handlers.middleware import authenticate, request_context
 from handlers.openapi import build_openapi
@@ -185,7 +185,8 @@ PUBLIC_PATHS = frozenset({"/health", "/api/openapi.json"})
 
 def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -> web.Application:
     """The aiohttp application for these settings; resources start with the app and stop with it."""
-    endpoints = ENDPOINTS if endpoints is None else endpoints
+    if endpoints is None:
+        endpoints = [*api.ENDPOINTS, *api_policy.ENDPOINTS, *api_messaging.ENDPOINTS, *api_audit.ENDPOINTS]
     public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}
     app = web.Application(
         middlewares=[

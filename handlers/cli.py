@@ -14,7 +14,6 @@ from pathlib import Path
 from aiohttp import web
 
 from engine.model import Role
-from engine.policy import PolicyError
 from handlers.logs import configure_logging
 from handlers.settings import Settings, SettingsError, load_settings
 
@@ -141,62 +140,6 @@ async def _create_user(settings: Settings, args: argparse.Namespace, password: s
         await engine.dispose()
 
 
-def cmd_policy_check(args: argparse.Namespace) -> int:
-    from integrations.policy_files import load_policy
-
-    directory = Path(args.dir) if args.dir else load_settings().policy.path()
-    try:
-        policy = load_policy(directory)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{exc.filename}: cannot read: {exc.strerror}", file=sys.stderr)
-        return 1
-    for warning in policy.warnings:
-        print(warning, file=sys.stderr)
-    print(
-        f"policy {directory}: {len(policy.rules)} rules, {len(policy.workflows)} workflows, "
-        f"version {policy.version}: OK"
-    )
-    return 0
-
-
-def cmd_policy_test(args: argparse.Namespace) -> int:
-    """Run the policy's test tables (or the given ones) against the policy in ``--dir``."""
-    from engine.policy_tables import parse_table, run_cases, untested_workflows
-    from integrations.policy_files import load_policy, read_policy_tables
-
-    directory = Path(args.dir) if args.dir else load_settings().policy.path()
-    try:
-        policy = load_policy(directory)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    tables = (
-        [(name, Path(name).read_text(encoding="utf-8")) for name in args.tables]
-        if args.tables
-        else read_policy_tables(directory)
-    )
-    cases, problems = [], []
-    for name, text in tables:
-        table_cases, table_problems = parse_table(text, name)
-        cases += table_cases
-        problems += table_problems
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    results = run_cases(policy, cases)
-    failed = [r for r in results if not r.passed]
-    for result in failed:
-        print(f"FAIL {result.describe()}", file=sys.stderr)
-    for workflow in untested_workflows(policy, cases):
-        print(f"warning: no case tests workflow {workflow}", file=sys.stderr)
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed or problems or not results else 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caremsg", description="Secure messaging for healthcare teams.")
     parser.add_argument("--config", help="config.toml to read (default: ./config.toml, else the project's)")
@@ -211,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
-    migrate.add_argument("--revision", default="head")
+    migrate.add_argument("--revision", default="heads")
     migrate.add_argument("--downgrade", metavar="REVISION")
     migrate.add_argument("--data-dir")
     migrate.set_defaults(func=cmd_migrate)
@@ -230,15 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--data-dir")
     create.set_defaults(func=cmd_create_user)
 
-    policy = sub.add_parser("policy", help="policy tools for compliance teams")
-    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
-    check = policy_sub.add_parser("check", help="validate the policy files (file and line for every error)")
-    check.add_argument("--dir", help="policy directory (default: the configured one)")
-    check.set_defaults(func=cmd_policy_check)
-    test = policy_sub.add_parser("test", help="run the policy test tables (policies/tests/*.csv)")
-    test.add_argument("--dir", help="policy directory (default: the configured one)")
-    test.add_argument("tables", nargs="*", help="table files to run instead of the directory's own")
-    test.set_defaults(func=cmd_policy_test)
+    from handlers import cli_audit, cli_policy
+
+    cli_policy.register(sub)
+    cli_audit.register(sub)
     return parser
 
 

@@ -19,7 +19,7 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     """Apply migrations up to ``revision``. Blocking: call it off the event loop (see ``upgrade_async``)."""
     command.upgrade(alembic_config(url), revision)
 
@@ -28,6 +28,6 @@ def downgrade(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
 
 
-async def upgrade_async(url: str, revision: str = "head") -> None:
+async def upgrade_async(url: str, revision: str = "heads") -> None:
     # env.py runs its own event loop (asyncio.run), so it needs a thread without one.
     await asyncio.to_thread(upgrade, url, revision)

@@ -1,0 +1,7 @@
+"""REST endpoints for the policy capability (see README)."""
+
+from __future__ import annotations
+
+from handlers.routing import Endpoint
+
+ENDPOINTS: list[Endpoint] = []
