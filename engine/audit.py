@@ -39,6 +39,8 @@ class AuditEvent:
     matched_rule: str | None = None
     reason: str | None = None
     policy_version: str | None = None
+    purpose: str | None = None
+    break_glass: bool = False
     details: Mapping[str, DetailValue] = field(default_factory=dict)
 
     @classmethod

@@ -288,6 +288,8 @@ class AuditEventRow(SQLModel, table=True):
     matched_rule: str | None = Field(sa_column=Column(String(300), nullable=True))
     reason: str | None = Field(sa_column=Column(String(64), nullable=True))
     policy_version: str | None = Field(sa_column=Column(String(32), nullable=True))
+    purpose: str | None = Field(sa_column=Column(String(32), nullable=True))
+    break_glass: bool = Field(sa_column=Column(Boolean, nullable=False, server_default=text("false")))
     outcome: str = Field(sa_column=Column(String(16), nullable=False))
     details: dict[str, Any] = Field(
         sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))

@@ -1,0 +1,60 @@
+"""Alembic owns the schema: the migrations build exactly what the models describe, and go both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from alembic import command
+from sqlalchemy.engine import make_url
+
+from integrations.db.migrate import alembic_config, downgrade, upgrade
+from tests.conftest import _admin, _asyncpg_dsn
+
+
+@pytest.fixture
+def empty_database(server_url: str) -> Iterator[str]:
+    name = f"caremsg_mig_{secrets.token_hex(4)}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_migrations_build_exactly_the_schema_the_models_describe(empty_database: str) -> None:
+    upgrade(empty_database)
+    command.check(alembic_config(empty_database))  # raises if autogenerate would find a difference
+
+
+def test_migrations_downgrade_to_nothing_and_upgrade_again(empty_database: str) -> None:
+    upgrade(empty_database)
+    downgrade(empty_database, "base")
+
+    async def tables() -> set[str]:
+        conn = await asyncpg.connect(**_asyncpg_dsn(empty_database))  # type: ignore[arg-type]
+        try:
+            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        finally:
+            await conn.close()
+        return {r["tablename"] for r in rows}
+
+    assert asyncio.run(tables()) <= {"alembic_version"}
+    upgrade(empty_database)
+    assert {"patients", "consents", "audit_events", "outbox"} <= asyncio.run(tables())
+
+
+async def test_the_audit_table_refuses_update_delete_and_truncate(db: asyncpg.Connection) -> None:
+    await db.execute(
+        "INSERT INTO audit_events (event, workflow, outcome) VALUES ('decision', 'patient.read', 'success')"
+    )
+    for statement in (
+        "UPDATE audit_events SET outcome = 'failure'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await db.execute(statement)
