@@ -300,3 +300,7 @@ class AuditEventRow(SQLModel, table=True):
         CheckConstraint("outcome IN ('success','denied','failure')", name="outcome"),
         Index("ix_audit_events_occurred_at", "occurred_at"),
     )
+
+
+# Tables of each capability live in their own module; importing them registers them on `metadata`.
+from integrations.db import tables_audit, tables_consents, tables_messaging  # noqa: E402, F401
