@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 find_python() {
-    for candidate in python3.13 python3.12 python3.11 python3; do
+    for candidate in python3 python3.11 python3.12 python3.13; do
         if command -v "$candidate" >/dev/null 2>&1 &&
-            "$candidate" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 14) else 1)'; then
+            "$candidate" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 14) else 1)' 2>/dev/null; then
             echo "$candidate"
             return
         fi

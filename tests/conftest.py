@@ -73,8 +73,13 @@ def settings(database_url: str) -> Settings:
         env={},
         service={"environment": "development", "log_format": "json"},
         database={"url": database_url, "pool_size": 5, "max_overflow": 5},
-        sendbird={"app_id": "", "api_token": "", "timeout_seconds": 2.0, "write_per_second": 1000,
-                  "get_per_second": 1000},
+        sendbird={
+            "app_id": "",
+            "api_token": "",
+            "timeout_seconds": 2.0,
+            "write_per_second": 1000,
+            "get_per_second": 1000,
+        },
         outbox={"poll_interval_seconds": 0.05, "base_backoff_seconds": 0.05, "max_backoff_seconds": 0.5},
     )
 

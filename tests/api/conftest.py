@@ -4,7 +4,6 @@ that speaks the API the way a care-staff app does."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +77,14 @@ class Api:
         user = await bootstrap_user(
             lambda: SqlUnitOfWork(sessions),
             Argon2Passwords(),
-            CreateUser(email, PASSWORD, names.get("first_name", "Test"), names.get("last_name", "Person"), role,
-                       organization_id),
+            CreateUser(
+                email,
+                PASSWORD,
+                names.get("first_name", "Test"),
+                names.get("last_name", "Person"),
+                role,
+                organization_id,
+            ),
         )
         status, body = await self.call("POST", "/api/auth/login", json={"email": email, "password": PASSWORD})
         assert status == 200, body
@@ -103,6 +108,6 @@ class Api:
 
 
 @pytest.fixture
-async def api(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Api]:
-    client = await aiohttp_client(create_app(settings))
-    yield Api(client)
+async def api(aiohttp_client: Any, settings: Settings) -> Api:
+    """The whole app on a test server; aiohttp_client stops it (and its resources) after the test."""
+    return Api(await aiohttp_client(create_app(settings)))
