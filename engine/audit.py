@@ -42,6 +42,9 @@ class AuditEvent:
     purpose: str | None = None
     break_glass: bool = False
     details: Mapping[str, DetailValue] = field(default_factory=dict)
+    #: Keyed hash of an identifier that must be searchable but never stored in clear (the email of
+    #: a failed login): see :class:`engine.audit_chain.IdentifierHasher`.
+    subject_hash: str | None = None
 
     @classmethod
     def for_decision(

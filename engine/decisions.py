@@ -15,6 +15,10 @@ class Fact(StrEnum):
     COVERED = "covered"
     MEMBER = "member"
     EXTERNAL_CONSENT = "external_consent"
+    BREAK_GLASS = "break_glass"
+    #: An SMS recipient's organization is in a compliance group that policies/sms.toml names for
+    #: full-text SMS (issue 3).
+    SMS_FULL_TEXT_GROUP = "sms_full_text_group"
 
 
 #: The reason code a denial carries when a required fact does not hold, and the hint shown to clients.
@@ -31,6 +35,15 @@ MISSING_FACT_REASONS: dict[Fact, tuple[str, str]] = {
     Fact.EXTERNAL_CONSENT: (
         "no_external_consent",
         "No active consent discloses the patient to this external participant.",
+    ),
+    Fact.BREAK_GLASS: (
+        "no_break_glass",
+        "Emergency (break-the-glass) access to this patient is not open for you.",
+    ),
+    Fact.SMS_FULL_TEXT_GROUP: (
+        "not_in_sms_full_text_group",
+        "The recipient's organization is in no compliance group that policies/sms.toml allows "
+        "full-text SMS for; a notification without clinical content is sent instead.",
     ),
 }
 

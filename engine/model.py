@@ -48,6 +48,19 @@ class Purpose(StrEnum):
     HEALTHCARE_OPERATIONS = "healthcare_operations"
 
 
+class ConsentScope(StrEnum):
+    """What a consent discloses: the record (read), conversations about the patient (message), SMS to
+    an external party (sms). A workflow declares the scope it needs in policies/workflows.toml."""
+
+    READ = "read"
+    MESSAGE = "message"
+    SMS = "sms"
+
+
+#: The scope of a consent recorded without one: everything (what consents meant before scopes).
+FULL_SCOPE = frozenset(ConsentScope)
+
+
 class DeliveryState(StrEnum):
     QUEUED = "queued"
     SENT = "sent"
@@ -132,6 +145,8 @@ class Consent:
     created_at: datetime
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
+    scope: frozenset[ConsentScope] = FULL_SCOPE
+    revoked_by: int | None = None
 
     def is_active(self, now: datetime) -> bool:
         """Active from ``effective_at`` until it expires or is revoked, whichever comes first."""

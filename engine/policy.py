@@ -15,6 +15,7 @@ import io
 import tomllib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
@@ -23,10 +24,16 @@ import casbin
 from casbin.model import Model
 
 from engine.decisions import MISSING_FACT_REASONS, ROLE_NOT_PERMITTED, UNKNOWN_WORKFLOW, Decision, Fact
-from engine.model import EXTERNAL_PARTICIPANT, Role
+from engine.model import EXTERNAL_PARTICIPANT, ConsentScope, Purpose, Role
 
 ANY = "any"
 KNOWN_ROLES = frozenset({*(r.value for r in Role), EXTERNAL_PARTICIPANT})
+#: The keys a ``[workflows."name"]`` table may hold; anything else is a typo worth reporting.
+WORKFLOW_KEYS = frozenset({"description", "resource", "phi", "facts", "consent_scope", "purposes"})
+#: Facts a consent establishes: a workflow that declares a consent scope or purposes needs one of them.
+CONSENT_FACTS = frozenset({"covered", "external_consent"})
+#: Decisions remembered per policy; the key space (role x workflow x fact set) is small in practice.
+MEMO_LIMIT = 65_536
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,18 @@ class Rule:
 
 @dataclass(frozen=True)
 class WorkflowSpec:
+    """One workflow's declaration: what it touches, the facts it can establish, and which consents
+    count for it (``consent_scope``: what the consent must disclose; ``purposes``: the purposes of
+    use it serves; empty means any purpose)."""
+
     name: str
     description: str
     resource: str
     phi: bool
     facts: frozenset[str]
+    consent_scope: str | None = None
+    purposes: frozenset[str] = frozenset()
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,17 @@ def _parse_workflows(sources: PolicySources) -> tuple[dict[str, WorkflowSpec], l
         needle = f'"{name}"'
         return next((i for i, text in enumerate(lines, 1) if needle in text), 0)
 
+    def key_line(name: str, key: str) -> int:
+        """The line of ``key`` inside the table of workflow ``name`` (the header if not found)."""
+        start = line_of(name)
+        for i in range(start, len(lines)):
+            text = lines[i].strip()
+            if text.startswith("["):
+                break
+            if text.split("=", 1)[0].strip() == key:
+                return i + 1
+        return start
+
     specs: dict[str, WorkflowSpec] = {}
     known_facts = {f.value for f in Fact}
     for name, body in data.get("workflows", {}).items():
@@ -135,12 +160,53 @@ def _parse_workflows(sources: PolicySources) -> tuple[dict[str, WorkflowSpec], l
                     sources.workflows_name, line_of(name), f"workflow {name}: unknown fact {unknown!r}"
                 )
             )
+        for key in sorted(set(body) - WORKFLOW_KEYS):
+            problems.append(
+                PolicyProblem(
+                    sources.workflows_name,
+                    key_line(name, key),
+                    f"workflow {name}: unknown key {key!r} (known: {', '.join(sorted(WORKFLOW_KEYS))})",
+                )
+            )
+        scope = body.get("consent_scope")
+        if scope is not None and scope not in {s.value for s in ConsentScope}:
+            problems.append(
+                PolicyProblem(
+                    sources.workflows_name,
+                    key_line(name, "consent_scope"),
+                    f"workflow {name}: unknown consent scope {scope!r} "
+                    f"(known: {', '.join(s.value for s in ConsentScope)})",
+                )
+            )
+        raw_purposes = body.get("purposes", [])
+        purposes = frozenset(raw_purposes) if isinstance(raw_purposes, list) else frozenset()
+        for unknown in sorted(purposes - {p.value for p in Purpose}):
+            problems.append(
+                PolicyProblem(
+                    sources.workflows_name,
+                    key_line(name, "purposes"),
+                    f"workflow {name}: unknown purpose {unknown!r} "
+                    f"(known: {', '.join(p.value for p in Purpose)})",
+                )
+            )
+        if (scope is not None or purposes) and not facts & CONSENT_FACTS:
+            problems.append(
+                PolicyProblem(
+                    sources.workflows_name,
+                    key_line(name, "consent_scope" if scope is not None else "purposes"),
+                    f"workflow {name}: declares consent checks but establishes no consent fact "
+                    "(add covered or external_consent to facts)",
+                )
+            )
         specs[name] = WorkflowSpec(
             name=name,
             description=str(body.get("description", "")),
             resource=str(body.get("resource", "")),
             phi=bool(body.get("phi", True)),
             facts=facts,
+            consent_scope=str(scope) if scope is not None else None,
+            purposes=purposes,
+            line=line_of(name),
         )
     if not specs:
         problems.append(PolicyProblem(sources.workflows_name, 1, "no [workflows.*] tables found"))
@@ -205,6 +271,11 @@ class Policy:
     _enforcer: Any = field(repr=False)
     _by_text: dict[tuple[str, str, str], Rule] = field(repr=False)
     warnings: tuple[PolicyProblem, ...] = ()
+    # Decisions by (role, workflow, facts). Safe because a Policy never changes: a reload builds a
+    # new Policy, so its memo starts empty. It turns pycasbin's rule walk (~70 us) into a dict hit.
+    _memo: dict[tuple[str, str, frozenset[str]], Decision] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def from_sources(cls, sources: PolicySources) -> Policy:
@@ -241,8 +312,27 @@ class Policy:
         return cls(sources.version, workflows, tuple(rules), enforcer, by_text, warnings)
 
     def decide(self, role: str, workflow: str, facts: Iterable[str]) -> Decision:
-        """Decide whether ``role`` may run ``workflow`` given the facts that hold. Deny by default."""
-        fact_set = frozenset(facts)
+        """Decide whether ``role`` may run ``workflow`` given the facts that hold. Deny by default.
+
+        Pure: the same question always gets the same answer from the same policy, so answers are
+        remembered (per policy object) and repeated questions cost one dict lookup.
+        """
+        fact_set = facts if isinstance(facts, frozenset) else frozenset(facts)
+        key = (role, workflow, fact_set)
+        remembered = self._memo.get(key)
+        if remembered is not None:
+            return remembered
+        decision = self._decide(role, workflow, fact_set)
+        if len(self._memo) >= MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[key] = decision
+        return decision
+
+    @property
+    def rule_count(self) -> int:
+        return len(self.rules)
+
+    def _decide(self, role: str, workflow: str, fact_set: frozenset[str]) -> Decision:
         if workflow not in self.workflows:
             reason, hint = UNKNOWN_WORKFLOW
             return Decision(False, workflow, role, reason, hint=hint, policy_version=self.version)
@@ -262,7 +352,10 @@ class Policy:
         if not candidates:
             reason, hint = ROLE_NOT_PERMITTED
             return Decision(False, workflow, role, reason, hint=hint, policy_version=self.version)
-        closest = min(candidates, key=lambda r: (len(r.requires - facts), r.line))
+        # Emergency-access rules come last: a denial should name the everyday rule and what it lacks.
+        closest = min(
+            candidates, key=lambda r: (Fact.BREAK_GLASS in r.requires, len(r.requires - facts), r.line)
+        )
         missing = tuple(sorted(closest.requires - facts, key=lambda f: list(Fact).index(Fact(f))))
         reason, hint = MISSING_FACT_REASONS[Fact(missing[0])]
         return Decision(
@@ -285,6 +378,7 @@ class PolicyHolder:
 
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
+        self.loaded_at = datetime.now(UTC)
 
     @property
     def current(self) -> Policy:
@@ -292,4 +386,5 @@ class PolicyHolder:
 
     def swap(self, policy: Policy) -> Policy:
         previous, self._policy = self._policy, policy
+        self.loaded_at = datetime.now(UTC)
         return previous

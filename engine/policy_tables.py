@@ -7,8 +7,8 @@ A table is CSV, one case a line::
 
 - ``who``: a role (or ``external`` for an SMS participant);
 - ``relationship``: facts that hold, joined with ``&``, or ``none``: ``self``, ``own_org``,
-  ``care_team``, ``member``. ``own_org`` means the patient belongs to the person's organization,
-  which covers them like a consent does;
+  ``care_team``, ``member``, ``break_glass`` (an open emergency-access session). ``own_org``
+  means the patient belongs to the person's organization, which covers them like a consent does;
 - ``consent``: ``active`` (an active consent discloses the patient to the person's organization),
   ``external`` (one names the external participant), or ``none`` (none, expired, or revoked);
 - ``action``: a workflow from workflows.toml;
@@ -25,7 +25,14 @@ from engine.decisions import Decision, Fact
 from engine.policy import Policy, PolicyProblem
 
 CONSENT_STATES = {"active": {Fact.COVERED}, "external": {Fact.EXTERNAL_CONSENT}, "none": set()}
-RELATIONSHIPS = {Fact.SELF, Fact.OWN_ORG, Fact.CARE_TEAM, Fact.MEMBER}
+RELATIONSHIPS = {
+    Fact.SELF,
+    Fact.OWN_ORG,
+    Fact.CARE_TEAM,
+    Fact.MEMBER,
+    Fact.BREAK_GLASS,
+    Fact.SMS_FULL_TEXT_GROUP,
+}
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,24 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from engine.audit import AuditEvent
+from engine.audit import AuditEvent, DetailValue
+from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
 from engine.model import (
+    FULL_SCOPE,
     Actor,
     CareTeam,
     ComplianceGroup,
     Consent,
+    ConsentScope,
     Conversation,
     Credentials,
+    DeliveryState,
     Message,
     Organization,
     Page,
     Patient,
     Purpose,
+    RecipientDelivery,
     RecipientType,
     RiskLevel,
     Role,
@@ -131,6 +136,7 @@ class NewConsent:
     effective_at: datetime
     expires_at: datetime | None
     recorded_by: int
+    scope: frozenset[ConsentScope] = FULL_SCOPE
 
 
 @dataclass(frozen=True)
@@ -260,9 +266,10 @@ class RelationshipFacts(Protocol):
     """Relationship facts for policy decisions, read in the workflow's transaction."""
 
     async def patient_relation(
-        self, patient_id: int, *, user_id: int, organization_id: int, at: datetime
+        self, patient_id: int, *, user_id: int, organization_id: int, at: datetime, with_consent: bool = True
     ) -> PatientRelation | None:
-        """None if the patient does not exist."""
+        """None if the patient does not exist. ``with_consent=False`` skips the consent lookup
+        (the caller answers consent from the in-memory index)."""
         ...
 
     async def organization_consent(self, patient_id: int, organization_id: int, at: datetime) -> int | None:
@@ -281,8 +288,16 @@ class AuditLog(Protocol):
         """Buffer an event; it is written with the transaction (or, on rollback, on its own)."""
         ...
 
-    def amend_last(self, *, resource_id: str | None, patient_id: int | None) -> None:
-        """Name the record the last event was about, once it exists (a create decides before the id)."""
+    def amend_last(
+        self,
+        workflow: str,
+        *,
+        resource_id: str | None = None,
+        patient_id: int | None = None,
+        details: Mapping[str, DetailValue] | None = None,
+    ) -> None:
+        """Complete the latest ``workflow`` decision once the record exists (a create decides before
+        the record has an id): set the given ids, merge the given details; None leaves a field."""
         ...
 
 
@@ -320,7 +335,19 @@ class UnitOfWork(Protocol):
     def facts(self) -> RelationshipFacts: ...
 
     @property
+    def messaging(self) -> MessagingRepository: ...
+
+    @property
     def audit(self) -> AuditLog: ...
+
+    @property
+    def audit_trail(self) -> AuditTrail: ...
+
+    @property
+    def break_glass(self) -> BreakGlassRepository: ...
+
+    @property
+    def consent_lifecycle(self) -> ConsentLifecycle: ...
 
     async def commit(self) -> None: ...
 
@@ -370,4 +397,225 @@ class AccountDirectory(Protocol):
 class DeliveryTrigger(Protocol):
     def wake(self) -> None:
         """Tell the outbox relay there is work (after a commit); a hint, never required for delivery."""
+        ...
+
+
+# --- messaging: per-recipient delivery, SMS, webhooks, idempotency (issue 3) -------------------------
+
+
+@dataclass(frozen=True)
+class SmsRecipient:
+    """An external participant of a conversation as the SMS fan-out needs them."""
+
+    participant_id: int
+    phone_number: str
+    chat_user_id: str
+    organization_id: int | None
+    opted_out: bool
+    #: The participant was removed from the conversation (their coverage ended): never text them.
+    removed: bool
+    #: Compliance groups the participant's organization belongs to (for the full-text SMS rule).
+    compliance_group_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    recipient: str
+    state: DeliveryState
+    external_participant_id: int | None = None
+    reason: str | None = None
+    content: str | None = None
+    #: For a message already in the channel: the chat provider's created_at (read receipts use it).
+    provider_ts_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplyRoute:
+    """Where an inbound SMS from one number goes: the conversation that texted that number last."""
+
+    conversation_id: int
+    patient_id: int
+    channel_url: str
+    participant_id: int
+    chat_user_id: str
+    phone_number: str
+    organization_id: int | None
+
+
+class MessagingRepository(Protocol):
+    """Per-recipient delivery state, SMS opt-outs and webhook bookkeeping, in the workflow's transaction."""
+
+    async def sms_recipients(self, conversation_id: int) -> list[SmsRecipient]:
+        """Every external participant of the conversation, with opt-out and removal flags."""
+        ...
+
+    async def add_deliveries(self, message_id: int, deliveries: Sequence[NewDelivery]) -> list[int]:
+        """Insert delivery rows; returns their ids in order."""
+        ...
+
+    async def deliveries_for(self, message_ids: Sequence[int]) -> dict[int, tuple[RecipientDelivery, ...]]:
+        """The delivery rows of these messages, channel first."""
+        ...
+
+    async def get_message(self, message_id: int) -> Message | None: ...
+
+    async def conversation_by_channel(self, channel_url: str) -> Conversation | None: ...
+
+    async def user_by_chat_id(self, chat_user_id: str) -> User | None: ...
+
+    async def add_posted_message(
+        self, conversation_id: int, sender_id: int, text: str, chat_message_id: int, chat_ts_ms: int
+    ) -> Message | None:
+        """Store a message a staff member posted in the chat app itself; None if stored already."""
+        ...
+
+    async def mark_read(self, conversation_id: int, reader_chat_id: str, read_ts_ms: int) -> int:
+        """Channel deliveries of others' messages posted up to ``read_ts_ms`` become ``delivered``."""
+        ...
+
+    async def reply_route(self, phone_number: str) -> ReplyRoute | None: ...
+
+    async def set_opt_out(self, phone_number: str, opted_out: bool, provider_message_id: str) -> bool:
+        """Record STOP (True) or START (False); returns whether anything changed."""
+        ...
+
+    async def finish_webhook_event(self, event_id: int, status: str) -> None:
+        """Mark a stored webhook event processed or ignored, in the transaction of its effects."""
+        ...
+
+    async def bind_idempotency_key(self, claim_id: int, resource_id: int) -> None:
+        """Name the resource an Idempotency-Key created, in the transaction that created it."""
+        ...
+
+
+class SmsGateway(Protocol):
+    """Text messages to external participants (Sendbird Business Messaging in production).
+
+    ``send_sms`` either hands the text to the provider or raises a
+    :class:`engine.errors.ChatGatewayError` subclass whose ``retryable`` flag tells the relay
+    whether to try again. The provider offers no dedup key, so a retry after an ambiguous failure
+    (timeout, dropped connection) may text twice: delivery is at least once, never lost.
+    """
+
+    async def send_sms(self, *, recipient_user_id: str, phone_number: str, text: str) -> str:
+        """Send ``text`` to the Sendbird user carrying ``phone_number``; returns the provider's id."""
+        ...
+
+
+# --- consent lifecycle, consent index, break-the-glass (issue 4) ------------------------------------
+
+
+@dataclass(frozen=True)
+class ExternalCoverage:
+    """An external SMS participant still in a conversation, and the consent that let them in."""
+
+    participant_id: int
+    conversation_id: int
+    phone_number: str
+    organization_id: int | None
+    chat_user_id: str
+
+
+@dataclass(frozen=True)
+class BreakGlassSession:
+    """Emergency access one clinician opened to one patient, until ``expires_at``."""
+
+    id: int
+    user_id: int
+    organization_id: int
+    patient_id: int
+    patient_organization_id: int
+    reason: str
+    opened_at: datetime
+    expires_at: datetime
+
+    def is_open(self, now: datetime) -> bool:
+        return self.opened_at <= now < self.expires_at
+
+
+class ConsentLifecycle(Protocol):
+    """Revocation and the numbered change log, in the workflow's transaction."""
+
+    async def get_for_update(self, consent_id: int) -> Consent | None:
+        """The consent, locked until the transaction ends (two revocations cannot interleave)."""
+        ...
+
+    async def revoke(self, consent_id: int, *, revoked_by: int, reason: str, at: datetime) -> Consent:
+        """Mark the consent revoked at ``at``; it stops counting from that moment."""
+        ...
+
+    async def record_change(self, consent_id: int, patient_id: int, op: str) -> int:
+        """Append to the change log and notify every instance on commit (same transaction); the
+        returned sequence number orders the change. The notification carries ids only."""
+        ...
+
+    async def patient_conversations(self, patient_id: int) -> list[Conversation]:
+        """Every conversation about the patient, with its current staff members."""
+        ...
+
+    async def remove_members(self, conversation_id: int, user_ids: Sequence[int]) -> None:
+        """Take staff out of a conversation: they can no longer read it or send into it."""
+        ...
+
+    async def externals_admitted_by(self, consent_id: int) -> list[ExternalCoverage]:
+        """External participants (not yet removed) whose admission rests on this consent."""
+        ...
+
+    async def readmit_external(self, participant_id: int, consent_id: int) -> None:
+        """Another active consent names the participant: let it carry them from now on."""
+        ...
+
+    async def remove_external(self, participant_id: int, at: datetime) -> None:
+        """Mark the participant removed (``external_participants.removed_at``): no SMS after this."""
+        ...
+
+
+class BreakGlassRepository(Protocol):
+    async def add(
+        self, *, user_id: int, organization_id: int, patient_id: int, reason: str, expires_at: datetime
+    ) -> BreakGlassSession: ...
+
+    async def open_session(self, user_id: int, patient_id: int, at: datetime) -> int | None:
+        """The id of the user's emergency session for the patient that is open at ``at``, if any."""
+        ...
+
+    async def list_for_organization(
+        self, organization_id: int, after: int | None, limit: int
+    ) -> Page[BreakGlassSession]:
+        """Sessions opened by the organization's staff or on its patients, newest first."""
+        ...
+
+
+# --- audit trail: searches and the accounting of disclosures (issue 5) -------------------------------
+
+
+class AuditTrail(Protocol):
+    """Reads of the stored audit trail, in the workflow's transaction. Never writes."""
+
+    async def search(self, query: AuditFilter, after: int | None, limit: int) -> Page[AuditRecord]:
+        """Events matching every given filter, by ascending id (a stable order: ids never change)."""
+        ...
+
+    async def disclosures(
+        self, patient_id: int, since: datetime, until: datetime, after: int | None, limit: int
+    ) -> Page[Disclosure]:
+        """Allowed, committed accesses to the patient's data by people of another organization under
+        a consent, and disclosures to external parties, in the period, by ascending id."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload did: ``swapped`` in a new version, found it ``unchanged``, or ``rejected`` it
+    (``problems`` says why, with file and line; the previous version keeps serving)."""
+
+    outcome: str
+    version: str
+    previous_version: str
+    problems: tuple[str, ...] = ()
+
+
+class PolicyReloader(Protocol):
+    async def reload(self, trigger: str) -> ReloadResult:
+        """Read the policy files, check them and run their test tables; swap only if all pass."""
         ...

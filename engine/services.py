@@ -7,15 +7,18 @@ gather facts → decide → do the work in one unit of work → enqueue effects 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from engine.audit import AuditEvent, DetailValue
+from engine.audit_chain import IdentifierHasher
+from engine.consent_index import ConsentIndex, Coverage, purpose_mask, scope_mask
 from engine.decisions import Decision, Fact
 from engine.errors import Forbidden, NotFound
 from engine.model import Actor
 from engine.policy import Policy, PolicyHolder
 from engine.ports import DeliveryTrigger, PasswordHasher, TokenService, UnitOfWork, UnitOfWorkFactory
+from engine.sms import SmsRules
 
 
 def utc_now() -> datetime:
@@ -28,6 +31,7 @@ class EngineSettings:
     default_organization: str = "Default Organization"
     default_page_size: int = 50
     max_page_size: int = 200
+    break_glass_minutes: int = 60
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,13 @@ class Services:
     delivery: DeliveryTrigger
     settings: EngineSettings = EngineSettings()
     clock: Callable[[], datetime] = utc_now
+    # Active organization/group consents, kept current by the composition root (LISTEN/NOTIFY).
+    # Empty means no consent covers anyone: deny by default, never allow by default.
+    consents: ConsentIndex = field(default_factory=ConsentIndex)
+    # What texts to external participants say and who may get full text (policies/sms.toml).
+    sms: SmsRules = field(default_factory=SmsRules)
+    # Keyed hashes for identifiers the audit trail must find but never store in clear (issue 5).
+    identifiers: IdentifierHasher | None = None
 
     def page_size(self, requested: int | None) -> int:
         if requested is None:
@@ -60,6 +71,8 @@ class Guard:
         self.actor = actor
         self.now = services.clock()
         self.policy: Policy = services.policy.current
+        self._primary_workflow: str | None = None
+        self.consents = services.consents
 
     def require(
         self,
@@ -79,19 +92,34 @@ class Guard:
         record still names the actor who asked.
         """
         role = subject_role or self.actor.role.value
-        decision = self.policy.decide(role, workflow, facts)
+        if subject_role is None and self._primary_workflow is None:
+            self._primary_workflow = workflow
+        fact_set = frozenset(facts)
+        decision = self.policy.decide(role, workflow, fact_set)
+        recorded = dict(details or {})
+        if fact_set:
+            # The facts decided on, so `caremsg policy diff` can decide this record again.
+            recorded["facts"] = "&".join(sorted(fact_set))
+        purpose = recorded.get("purpose")
         self.uow.audit.record(
-            AuditEvent.for_decision(
-                decision,
-                actor=self.actor,
-                occurred_at=self.now,
-                resource_type=resource_type,
-                resource_id=resource_id,
-                patient_id=patient_id,
-                details=details,
+            replace(
+                AuditEvent.for_decision(
+                    decision,
+                    actor=self.actor,
+                    occurred_at=self.now,
+                    resource_type=resource_type,
+                    resource_id=resource_id,
+                    patient_id=patient_id,
+                    details=recorded,
+                ),
+                break_glass=Fact.BREAK_GLASS in fact_set,
+                purpose=purpose if isinstance(purpose, str) else None,
             )
         )
         if not decision.allowed:
+            if subject_role is not None and decision.reason == "role_not_permitted":
+                # The denial is about the person being added, not the one asking: say so.
+                decision = replace(decision, hint="This person's role may not take part in this.")
             raise Forbidden(decision, field=field)
         return decision
 
@@ -120,8 +148,17 @@ class Guard:
         return True
 
     def identify(self, *, resource_id: object, patient_id: int | None = None) -> None:
-        """Attach the id of a record created after its decision to that decision's audit event."""
-        self.uow.audit.amend_last(resource_id=str(resource_id), patient_id=patient_id)
+        """Attach the id of a record created after its decision to the audit event of the workflow's
+        own decision (the actor's first one), not to a later decision about a member."""
+        if self._primary_workflow is not None:
+            self.uow.audit.amend_last(
+                self._primary_workflow, resource_id=str(resource_id), patient_id=patient_id
+            )
+
+    def annotate(self, **details: DetailValue) -> None:
+        """Add details (ids, never PHI) to the audit event of the workflow's own decision."""
+        if self._primary_workflow is not None:
+            self.uow.audit.amend_last(self._primary_workflow, details=details)
 
     def require_role(
         self,
@@ -148,11 +185,18 @@ class Guard:
         user_id: int | None = None,
         organization_id: int | None = None,
     ) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
-        """The facts between a person (the actor by default) and a patient; 404 if there is no patient."""
+        """The facts between a person (the actor by default) and a patient; 404 if there is no patient.
+
+        ``covered`` comes from the in-memory consent index, counting only consents whose scope and
+        purpose the workflow's declaration accepts, evaluated at this moment (an expired or revoked
+        consent no longer counts). ``break_glass`` holds while the actor has an open emergency
+        session for the patient, if the workflow can use it.
+        """
+        is_actor = user_id is None or user_id == self.actor.user_id
         user_id = self.actor.user_id if user_id is None else user_id
         organization_id = self.actor.organization_id if organization_id is None else organization_id
         relation = await self.uow.facts.patient_relation(
-            patient_id, user_id=user_id, organization_id=organization_id, at=self.now
+            patient_id, user_id=user_id, organization_id=organization_id, at=self.now, with_consent=False
         )
         if relation is None:
             self.record_missing(workflow, "patient", patient_id)
@@ -161,12 +205,32 @@ class Guard:
         details: dict[str, DetailValue] = {}
         if relation.patient_organization_id == organization_id:
             facts |= {Fact.OWN_ORG, Fact.COVERED}
-        if relation.covering_consent_id is not None:
-            facts.add(Fact.COVERED)
-            details["consent_id"] = relation.covering_consent_id
+        else:
+            coverage = self.covering_consent(workflow, patient_id, organization_id)
+            if coverage is not None:
+                facts.add(Fact.COVERED)
+                details["consent_id"] = coverage.consent_id
+                details["purpose"] = coverage.purpose
         if relation.on_care_team:
             facts.add(Fact.CARE_TEAM)
+        spec = self.policy.workflows.get(workflow)
+        if is_actor and spec is not None and Fact.BREAK_GLASS in spec.facts:
+            session_id = await self.uow.break_glass.open_session(user_id, patient_id, self.now)
+            if session_id is not None:
+                facts.add(Fact.BREAK_GLASS)
+                details["break_glass_session_id"] = session_id
         return frozenset(facts), details
+
+    def covering_consent(
+        self, workflow: str, patient_id: int, organization_id: int, *, exclude: int | None = None
+    ) -> Coverage | None:
+        """The active consent that covers the organization for this workflow's scope and purposes."""
+        spec = self.policy.workflows.get(workflow)
+        scope = scope_mask([spec.consent_scope]) if spec is not None and spec.consent_scope else 0
+        purposes = purpose_mask(spec.purposes if spec is not None else ())
+        return self.consents.covering(
+            patient_id, organization_id, self.now, scope=scope, purposes=purposes, exclude=exclude
+        )
 
     def record_missing(self, workflow: str, resource_type: str, resource_id: object) -> None:
         self.uow.audit.record(

@@ -7,6 +7,8 @@ from aiohttp import web
 
 from engine.model import Actor
 from engine.workflows import consents, conversations, identity, organizations, patients
+from engine.workflows.messaging import get_message
+from handlers.api_messaging import idempotent
 from handlers.routing import Endpoint, parse, path_id, query, request_id, respond, services, source_address
 from handlers.schemas import (
     AuthResponse,
@@ -140,6 +142,7 @@ async def create_consent(request: web.Request, actor: Actor) -> web.Response:
         external_name=ext.name if ext else None,
         effective_at=body.effective_at,
         expires_at=body.expires_at,
+        scope=frozenset(body.scope),
     )
     svc = services(request)
     consent = await consents.record_consent(svc, actor, cmd)
@@ -214,8 +217,18 @@ async def create_conversation(request: web.Request, actor: Actor) -> web.Respons
             for e in body.external_members
         ],
     )
-    conversation = await conversations.start_conversation(services(request), actor, cmd)
-    return respond(ConversationPublic.of(conversation), 201)
+
+    async def run(claim: int | None) -> tuple[int, ConversationPublic]:
+        created = await conversations.start_conversation(
+            services(request), actor, cmd, idempotency_claim=claim
+        )
+        return 201, ConversationPublic.of(created)
+
+    async def recreate(conversation_id: int) -> tuple[int, ConversationPublic]:
+        detail = await conversations.get_conversation(services(request), actor, conversation_id, 0)
+        return 201, ConversationPublic.of(detail.conversation)
+
+    return await idempotent(request, actor, "conversation.create", run, recreate)
 
 
 async def list_conversations(request: web.Request, actor: Actor) -> web.Response:
@@ -236,9 +249,24 @@ async def get_conversation(request: web.Request, actor: Actor) -> web.Response:
 
 async def send_message(request: web.Request, actor: Actor) -> web.Response:
     body = await parse(request, SendMessageRequest)
-    message = await conversations.send_message(services(request), actor, body.conversation_id, body.message)
-    return respond(MessagePublic.of(message), 202)
 
+    async def run(claim: int | None) -> tuple[int, MessagePublic]:
+        message = await conversations.send_message(
+            services(request), actor, body.conversation_id, body.message, idempotency_claim=claim
+        )
+        return 202, MessagePublic.of(message)
+
+    async def recreate(message_id: int) -> tuple[int, MessagePublic]:
+        return 202, MessagePublic.of(await get_message(services(request), actor, message_id))
+
+    return await idempotent(request, actor, "message.send", run, recreate)
+
+
+_IDEMPOTENCY = (
+    "Accepts an `Idempotency-Key` header (1-255 characters, kept for `messaging.idempotency_ttl_hours`): "
+    "the same key with the same body replays the first response; with a different body it is 422; "
+    "while the first request is still running, 409."
+)
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint(
@@ -449,6 +477,8 @@ ENDPOINTS: list[Endpoint] = [
         ConversationCreate,
         ConversationPublic,
         201,
+        errors=(400, 401, 403, 404, 409, 422),
+        description=_IDEMPOTENCY,
     ),
     Endpoint(
         "GET",
@@ -471,6 +501,8 @@ ENDPOINTS: list[Endpoint] = [
         SendMessageRequest,
         MessagePublic,
         202,
+        errors=(400, 401, 403, 404, 409, 422),
+        description=_IDEMPOTENCY,
     ),
     Endpoint(
         "GET",

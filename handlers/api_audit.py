@@ -1,7 +1,204 @@
-"""REST endpoints for the audit capability (see README)."""
+"""REST endpoints for the audit capability (see README "Audit"): searching the audit trail, and a
+patient's accounting of disclosures. Schemas live here because only these endpoints use them."""
 
 from __future__ import annotations
 
-from handlers.routing import Endpoint
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-ENDPOINTS: list[Endpoint] = []
+from aiohttp import web
+from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
+from engine.model import Actor
+from engine.workflows import audit
+from handlers.routing import Endpoint, path_id, query, respond, services
+from handlers.schemas import Email, Id, PageOf, Request, Response
+
+WorkflowName = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+)+$", max_length=64)]
+
+
+class _Query(Request):
+    # Query strings are text: lax parsing ("5" is an id), but unknown parameters are still refused.
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", strict=False, frozen=True)
+
+
+class AuditEventsQuery(_Query):
+    cursor: Id | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] | None = None
+    actor_id: Id | None = None
+    patient_id: Id | None = None
+    organization_id: Id | None = Field(None, description="Only one's own organization is allowed.")
+    workflow: WorkflowName | None = None
+    decision: Literal["allow", "deny"] | None = None
+    outcome: Literal["success", "denied", "failure"] | None = None
+    from_: AwareDatetime | None = Field(None, alias="from", description="Inclusive, ISO 8601 with offset.")
+    to: AwareDatetime | None = Field(None, description="Exclusive, ISO 8601 with offset.")
+    break_glass: bool | None = None
+    email: Email | None = Field(None, description="Matched through its keyed hash; never stored in clear.")
+
+
+class AuditEventPublic(Response):
+    id: int
+    occurred_at: datetime
+    request_id: str | None
+    actor_id: int | None
+    actor_role: str | None
+    organization_id: int | None
+    source_address: str | None
+    event: str
+    workflow: str
+    resource_type: str | None
+    resource_id: str | None
+    patient_id: int | None
+    decision: str | None
+    matched_rule: str | None
+    reason: str | None
+    policy_version: str | None
+    purpose: str | None
+    break_glass: bool
+    outcome: str
+    details: dict[str, Any]
+    chain_seq: int | None = Field(description="Position in the hash chain; null until sealed.")
+    chain_hash: str | None
+
+    @classmethod
+    def of(cls, r: AuditRecord) -> AuditEventPublic:
+        e = r.event
+        return cls(
+            id=r.id,
+            occurred_at=e.occurred_at,
+            request_id=e.request_id,
+            actor_id=e.actor_id,
+            actor_role=e.actor_role,
+            organization_id=e.organization_id,
+            source_address=e.source_address,
+            event=e.event,
+            workflow=e.workflow,
+            resource_type=e.resource_type,
+            resource_id=e.resource_id,
+            patient_id=e.patient_id,
+            decision=e.decision,
+            matched_rule=e.matched_rule,
+            reason=e.reason,
+            policy_version=e.policy_version,
+            purpose=e.purpose,
+            break_glass=e.break_glass,
+            outcome=e.outcome,
+            details=dict(e.details),
+            chain_seq=r.seq,
+            chain_hash=r.hash,
+        )
+
+
+class DisclosuresQuery(_Query):
+    cursor: Id | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] | None = None
+    from_: AwareDatetime | None = Field(None, alias="from", description="Default: six years before `to`.")
+    to: AwareDatetime | None = Field(None, description="Default: now. At most six years after `from`.")
+
+
+class PersonPublic(Response):
+    kind: Literal["person", "external"]
+    user_id: int | None
+    role: str | None
+    organization_id: int | None
+
+
+class DisclosurePublic(Response):
+    audit_event_id: int
+    occurred_at: datetime
+    workflow: str
+    actor: PersonPublic = Field(
+        description="Who acted (for a person of another organization: the recipient)."
+    )
+    recipient: PersonPublic = Field(description="Who received the information.")
+    consent_id: int | None = Field(description="The consent the disclosure was made under.")
+    purpose: str | None
+
+    @classmethod
+    def of(cls, d: Disclosure) -> DisclosurePublic:
+        return cls(
+            audit_event_id=d.audit_event_id,
+            occurred_at=d.occurred_at,
+            workflow=d.workflow,
+            actor=PersonPublic(
+                kind="person", user_id=d.actor_id, role=d.actor_role, organization_id=d.actor_organization_id
+            ),
+            recipient=PersonPublic(
+                kind="external" if d.recipient == "external" else "person",
+                user_id=d.recipient_user_id,
+                role=d.recipient_role,
+                organization_id=d.recipient_organization_id,
+            ),
+            consent_id=d.consent_id,
+            purpose=d.purpose,
+        )
+
+
+async def list_audit_events(request: web.Request, actor: Actor) -> web.Response:
+    q = query(request, AuditEventsQuery)
+    cmd = audit.SearchAuditEvents(
+        AuditFilter(
+            organization_id=q.organization_id or actor.organization_id,
+            actor_id=q.actor_id,
+            patient_id=q.patient_id,
+            workflow=q.workflow,
+            decision=q.decision,
+            outcome=q.outcome,
+            since=q.from_,
+            until=q.to,
+            break_glass=q.break_glass,
+        ),
+        email=q.email,
+        after=q.cursor,
+        limit=q.limit,
+    )
+    page = await audit.search_audit_events(services(request), actor, cmd)
+    items = [AuditEventPublic.of(r) for r in page.items]
+    return respond(PageOf[AuditEventPublic](items=items, next_cursor=page.next_cursor))
+
+
+async def list_patient_disclosures(request: web.Request, actor: Actor) -> web.Response:
+    patient_id = path_id(request, "patientId")
+    q = query(request, DisclosuresQuery)
+    cmd = audit.ListDisclosures(patient_id, since=q.from_, until=q.to, after=q.cursor, limit=q.limit)
+    page = await audit.list_disclosures(services(request), actor, cmd)
+    items = [DisclosurePublic.of(d) for d in page.items]
+    return respond(PageOf[DisclosurePublic](items=items, next_cursor=page.next_cursor))
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        "GET",
+        "/api/audit-events",
+        list_audit_events,
+        "listAuditEvents",
+        "Search the audit trail of one's organization",
+        "audit",
+        response=PageOf[AuditEventPublic],
+        query=AuditEventsQuery,
+        errors=(401, 403, 422),
+        description=(
+            "Auditors and compliance officers, own organization only: events whose actor acted for "
+            "it or that concern its patients. Ordered by id (stable); page with `cursor`."
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/api/patients/{patientId}/disclosures",
+        list_patient_disclosures,
+        "listPatientDisclosures",
+        "A patient's accounting of disclosures (at most six years)",
+        "audit",
+        response=PageOf[DisclosurePublic],
+        query=DisclosuresQuery,
+        errors=(401, 403, 404, 422),
+        description=(
+            "Every disclosure of the patient's information outside the patient's organization: "
+            "accesses by staff of another organization under a consent, and external parties "
+            "admitted under a consent. Who, when, under which consent, for what purpose."
+        ),
+    ),
+]

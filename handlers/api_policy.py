@@ -1,7 +1,206 @@
-"""REST endpoints for the policy capability (see README)."""
+"""REST endpoints for the policy capability: the policy in force and live reload, consent
+revocation, and break-the-glass (see README). Each handler parses, calls one engine workflow, and
+maps the result to a public schema."""
 
 from __future__ import annotations
 
-from handlers.routing import Endpoint
+from datetime import datetime
+from typing import Annotated, Literal
 
-ENDPOINTS: list[Endpoint] = []
+from aiohttp import web
+from pydantic import Field, StringConstraints
+
+from engine.consent_index import ConsentIndex
+from engine.errors import FieldError, InvalidInput
+from engine.model import Actor
+from engine.ports import BreakGlassSession, PolicyReloader
+from engine.workflows import break_glass, consents, policy_admin
+from handlers.routing import Endpoint, parse, path_id, query, respond, services
+from handlers.schemas import ConsentPublic, ListQuery, PageOf, Request, Response
+from integrations.consent_sync import ConsentSync
+
+consent_index_key: web.AppKey[ConsentIndex] = web.AppKey("consent_index_key", ConsentIndex)
+consent_sync_key: web.AppKey[ConsentSync] = web.AppKey("consent_sync_key", ConsentSync)
+policy_reloader_key: web.AppKey[PolicyReloader] = web.AppKey("policy_reloader_key")
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+GlassReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=1000)]
+
+
+# --- schemas -------------------------------------------------------------------------------------
+
+
+class PolicyPublic(Response):
+    version: str = Field(description="Content hash of the policy files in force on this instance.")
+    loaded_at: datetime
+    rule_count: int
+    workflow_count: int
+
+
+class PolicyReloadPublic(Response):
+    outcome: Literal["swapped", "unchanged"]
+    version: str
+    previous_version: str
+
+
+class ConsentRevoke(Request):
+    reason: Reason
+
+
+class RevocationPublic(Response):
+    consent: ConsentPublic
+    removed_members: list[dict[str, int]] = Field(
+        description="Staff taken out of conversations: {conversationId, userId}."
+    )
+    removed_external_participants: list[int]
+
+
+class BreakGlassCreate(Request):
+    reason: GlassReason = Field(description="Why emergency access is needed (10 to 1000 characters).")
+
+
+class BreakGlassPublic(Response):
+    id: int
+    user_id: int
+    organization_id: int
+    patient_id: int
+    reason: str
+    opened_at: datetime
+    expires_at: datetime
+    open: bool
+
+    @classmethod
+    def of(cls, s: BreakGlassSession, now: datetime) -> BreakGlassPublic:
+        return cls(
+            id=s.id,
+            user_id=s.user_id,
+            organization_id=s.organization_id,
+            patient_id=s.patient_id,
+            reason=s.reason,
+            opened_at=s.opened_at,
+            expires_at=s.expires_at,
+            open=s.is_open(now),
+        )
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+
+async def get_policy(request: web.Request, actor: Actor) -> web.Response:
+    status = await policy_admin.policy_status(services(request), actor)
+    return respond(
+        PolicyPublic(
+            version=status.version,
+            loaded_at=status.loaded_at,
+            rule_count=status.rule_count,
+            workflow_count=status.workflow_count,
+        )
+    )
+
+
+async def reload_policy(request: web.Request, actor: Actor) -> web.Response:
+    result = await policy_admin.reload_policy(services(request), actor, request.app[policy_reloader_key])
+    if result.outcome == "rejected":
+        # Problems name policy files and lines, never data: safe to show the administrator.
+        raise InvalidInput(
+            [FieldError("policy", problem, "policy_rejected") for problem in result.problems],
+            detail="The edited policy was refused; the previous version keeps serving.",
+        )
+    return respond(
+        PolicyReloadPublic(
+            outcome="swapped" if result.outcome == "swapped" else "unchanged",
+            version=result.version,
+            previous_version=result.previous_version,
+        )
+    )
+
+
+async def revoke_consent(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, ConsentRevoke)
+    svc = services(request)
+    cmd = consents.RevokeConsent(path_id(request, "consentId"), body.reason)
+    revocation = await consents.revoke_consent(svc, actor, cmd)
+    return respond(
+        RevocationPublic(
+            consent=ConsentPublic.of(revocation.consent, svc.clock()),
+            removed_members=[{"conversationId": c, "userId": u} for c, u in revocation.removed_members],
+            removed_external_participants=list(revocation.removed_external_participants),
+        )
+    )
+
+
+async def open_break_glass(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, BreakGlassCreate)
+    svc = services(request)
+    cmd = break_glass.BreakGlass(path_id(request, "patientId"), body.reason)
+    session = await break_glass.break_glass(svc, actor, cmd)
+    return respond(BreakGlassPublic.of(session, svc.clock()), 201)
+
+
+async def list_break_glass(request: web.Request, actor: Actor) -> web.Response:
+    q = query(request, ListQuery)
+    svc = services(request)
+    page = await break_glass.list_break_glass(svc, actor, q.cursor, q.limit)
+    now = svc.clock()
+    return respond(
+        PageOf[BreakGlassPublic](
+            items=[BreakGlassPublic.of(s, now) for s in page.items], next_cursor=page.next_cursor
+        )
+    )
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        "GET",
+        "/api/policy",
+        get_policy,
+        "getPolicy",
+        "The policy in force on this instance: version, when it was loaded, how many rules",
+        "policy",
+        response=PolicyPublic,
+        errors=(401, 403),
+    ),
+    Endpoint(
+        "POST",
+        "/api/policy/reload",
+        reload_policy,
+        "reloadPolicy",
+        "Reload the policy files: checked and tested first; a broken edit is refused (422)",
+        "policy",
+        response=PolicyReloadPublic,
+        errors=(401, 403, 422),
+    ),
+    Endpoint(
+        "POST",
+        "/api/consents/{consentId}/revoke",
+        revoke_consent,
+        "revokeConsent",
+        "Revoke a consent: access it granted ends at once; covered members leave the conversations",
+        "consents",
+        ConsentRevoke,
+        RevocationPublic,
+        errors=(400, 401, 403, 404, 409, 422),
+    ),
+    Endpoint(
+        "POST",
+        "/api/patients/{patientId}/break-glass",
+        open_break_glass,
+        "breakGlass",
+        "Open emergency access to a patient, with a reason; it expires by itself and is reviewed",
+        "break-glass",
+        BreakGlassCreate,
+        BreakGlassPublic,
+        status=201,
+    ),
+    Endpoint(
+        "GET",
+        "/api/break-glass",
+        list_break_glass,
+        "listBreakGlass",
+        "Break-the-glass sessions of one's organization, newest first, for compliance review",
+        "break-glass",
+        response=PageOf[BreakGlassPublic],
+        query=ListQuery,
+        errors=(401, 403, 422),
+    ),
+]

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 import httpx
@@ -18,27 +19,39 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from engine.audit_chain import IdentifierHasher
+from engine.consent_index import ConsentIndex
 from engine.policy import PolicyHolder
 from engine.ports import ChatGateway
 from engine.services import EngineSettings, Services
+from engine.sms import SmsRules
 from handlers import api, api_audit, api_messaging, api_policy
+from handlers.api_messaging import MessagingResources, messaging_key
+from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
 from handlers.keys import endpoints_key, policy_key, services_key, settings_key
 from handlers.middleware import authenticate, request_context
 from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
-from integrations.db.repositories import SqlAccountDirectory
+from integrations.audit_sealer import AuditSealer
+from integrations.consent_sync import ConsentSync, RemoveMembers
+from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.uow import SqlUnitOfWork
+from integrations.idempotency import IdempotencyStore
 from integrations.policy_files import load_policy
+from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
 from integrations.relay import OutboxRelay, RelaySettings
 from integrations.security import Argon2Passwords, JwtTokens
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
+from integrations.sms import PostSmsReply, SendbirdSmsGateway, SendSms, load_sms_rules
+from integrations.webhooks import WebhookProcessor
 
 log = structlog.get_logger("caremsg.app")
 
 engine_key: web.AppKey[AsyncEngine] = web.AppKey("engine_key", AsyncEngine)
 sessions_key: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("sessions_key")
+accounts_key: web.AppKey[CachedAccountDirectory] = web.AppKey("accounts_key", CachedAccountDirectory)
 chat_key: web.AppKey[ChatGateway] = web.AppKey("chat_key")
 relay_key: web.AppKey[OutboxRelay] = web.AppKey("relay_key", OutboxRelay)
 emulator_key: web.AppKey[RunningEmulator] = web.AppKey("emulator_key", RunningEmulator)
@@ -59,7 +72,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         db.url,
         pool_size=db.pool_size,
         max_overflow=db.max_overflow,
-        pool_pre_ping=True,  # a PostgreSQL restart leaves dead pooled connections; ping before use
+        # No pre-ping (a round trip per checkout): a connection a PostgreSQL restart killed fails its
+        # request with 503, and SQLAlchemy then invalidates the whole pool, so the next one works.
         pool_recycle=1800,
         connect_args={"server_settings": {"statement_timeout": str(db.statement_timeout_ms)}, "timeout": 5},
     )
@@ -69,6 +83,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(app[settings_key])
     app[engine_key] = engine
     app[sessions_key] = async_sessionmaker(engine, expire_on_commit=False)
+    app[accounts_key] = CachedAccountDirectory(
+        SqlAccountDirectory(app[sessions_key]), ttl=app[settings_key].auth.account_recheck_seconds
+    )
     yield
     await engine.dispose()
 
@@ -119,13 +136,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             max_attempts=outbox.max_attempts,
             batch_size=outbox.batch_size,
         ),
+        kinds=[RemoveMembers(), *app[messaging_key].outbox_kinds],
     )
     app[relay_key] = relay
     auth = settings.auth
     app[services_key] = Services(
         uow=lambda: SqlUnitOfWork(sessions),
         policy=holder,
-        passwords=Argon2Passwords(),
+        passwords=Argon2Passwords(time_cost=auth.argon2_time_cost, memory_kib=auth.argon2_memory_kib),
         tokens=_tokens(settings),
         delivery=relay,
         settings=EngineSettings(
@@ -133,12 +151,127 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             default_organization=auth.default_organization,
             default_page_size=settings.api.default_page_size,
             max_page_size=settings.api.max_page_size,
+            break_glass_minutes=settings.policy.break_glass_minutes,
         ),
+        consents=app[consent_index_key],
+        identifiers=IdentifierHasher(settings.audit.identifier_key.encode()),
+        sms=app[sms_rules_key],
     )
     if settings.service.environment == "development" and auth.self_registration:
         await _ensure_default_organization(sessions, auth.default_organization)
     task = asyncio.create_task(relay.run(), name="outbox-relay")
     log.info("app.started", policy_version=holder.current.version, environment=settings.service.environment)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+# --- consent index and live policy (issue 4) -----------------------------------------------------
+
+#: How long start-up waits for the first full load of the consent index before giving up.
+CONSENT_INDEX_START_TIMEOUT = 60.0
+
+
+async def _consent_index(app: web.Application) -> AsyncIterator[None]:
+    """The in-memory consent index, loaded before the first request and followed via LISTEN/NOTIFY."""
+    index = ConsentIndex()
+    sync = ConsentSync(index, app[settings_key].database.url)
+    app[consent_index_key] = index
+    app[consent_sync_key] = sync
+    task = asyncio.create_task(sync.run(), name="consent-sync")
+    try:
+        await asyncio.wait_for(sync.ready.wait(), CONSENT_INDEX_START_TIMEOUT)
+    except TimeoutError:
+        task.cancel()
+        raise
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _live_policy(app: web.Application) -> AsyncIterator[None]:
+    """Reload the policy on file change, SIGHUP, the admin API, or another instance's notice."""
+    settings = app[settings_key]
+    reloader = FilePolicyReloader(app[policy_key], settings.policy.path(), settings.database.url)
+    app[policy_reloader_key] = reloader
+    tasks = [
+        asyncio.create_task(reloader.watch(settings.policy.watch_interval_seconds), name="policy-watch"),
+        asyncio.create_task(reloader.listen(), name="policy-listen"),
+    ]
+    sighup = settings.policy.reload_on_sighup and install_sighup(reloader)
+    yield
+    if sighup:
+        remove_sighup()
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# --- messaging: SMS, idempotency keys, webhooks (issue 3) -----------------------------------------
+
+sms_rules_key: web.AppKey[SmsRules] = web.AppKey("sms_rules_key", SmsRules)
+
+
+async def _messaging(app: web.Application) -> AsyncIterator[None]:
+    """The SMS gateway and its outbox kinds, the idempotency store, the webhook signing token.
+
+    With the emulator, it also plays the SMS provider, and its webhooks are pointed at this
+    service's own ``/api/webhooks/*`` (``messaging.webhook_base_url``, else service host and port).
+    """
+    settings = app[settings_key]
+    m = settings.messaging
+    emulator = app.get(emulator_key)
+    rules = load_sms_rules(settings.policy.path(), m.sms_notification_text, m.sms_help_text)
+    app[sms_rules_key] = rules
+    if emulator is not None:
+        # The emulator plays Business Messaging too; its one token stands in for both tokens.
+        bm_base, bm_token = emulator.base_url, emulator.state.api_token
+        webhook_token = emulator.state.api_token
+        base = m.webhook_base_url or f"http://{settings.service.host}:{settings.service.port}"
+        emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird", f"{base}/api/webhooks/sms")
+    else:
+        if not m.bm_api_token:
+            raise ValueError("messaging.bm_api_token: set the Business Messaging token for SMS")
+        bm_base = m.bm_base_url or f"https://api-{settings.sendbird.app_id}.notifications.sendbird.com"
+        bm_token, webhook_token = m.bm_api_token, settings.sendbird.api_token
+    async with httpx.AsyncClient() as http:
+        gateway = SendbirdSmsGateway(
+            http,
+            base_url=bm_base,
+            api_token=bm_token,
+            template_key=m.sms_template_key,
+            send_path=m.bm_send_path,
+            timeout=settings.sendbird.timeout_seconds,
+            per_second=settings.sendbird.write_per_second,
+        )
+        sessions = app[sessions_key]
+        app[messaging_key] = MessagingResources(
+            sessions=sessions,
+            idempotency=IdempotencyStore(
+                sessions,
+                ttl=timedelta(hours=m.idempotency_ttl_hours),
+                lease=timedelta(seconds=m.idempotency_lease_seconds),
+            ),
+            webhook_token=webhook_token,
+            outbox_kinds=[SendSms(gateway, rules), PostSmsReply()],
+        )
+        yield
+
+
+async def _webhook_processor(app: web.Application) -> AsyncIterator[None]:
+    """Process stored webhook events in the background (after the services exist)."""
+    resources = app[messaging_key]
+    processor = WebhookProcessor(
+        resources.sessions,
+        app[services_key],
+        poll_interval=app[settings_key].messaging.webhook_poll_interval_seconds,
+    )
+    resources.processor = processor
+    task = asyncio.create_task(processor.run(), name="webhook-processor")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -180,6 +313,27 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "policyVersion": request.app[policy_key].current.version})
 
 
+# --- the audit chain sealer (issue 5) --------------------------------------------------------------
+
+audit_sealer_key: web.AppKey[AuditSealer] = web.AppKey("audit_sealer_key", AuditSealer)
+
+
+async def _audit_sealer(app: web.Application) -> AsyncIterator[None]:
+    """Hash-chain committed audit events in the background (integrations/audit_sealer.py): requests
+    never wait on the chain. Safe with several instances; switched off by audit.sealer_enabled."""
+    audit = app[settings_key].audit
+    sealer = AuditSealer(
+        app[engine_key], batch_size=audit.seal_batch_size, interval=audit.seal_interval_seconds
+    )
+    app[audit_sealer_key] = sealer
+    task = asyncio.create_task(sealer.run(), name="audit-sealer") if audit.sealer_enabled else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 PUBLIC_PATHS = frozenset({"/health", "/api/openapi.json"})
 
 
@@ -192,15 +346,15 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
         middlewares=[
             request_context,
             # The directory needs the database, which starts with the app: look it up per request.
-            authenticate(
-                _tokens(settings), lambda: SqlAccountDirectory(app[sessions_key]), frozenset(public)
-            ),
+            authenticate(_tokens(settings), lambda: app[accounts_key], frozenset(public)),
         ],
         client_max_size=settings.api.max_body_bytes,
     )
     app[settings_key] = settings
     app[endpoints_key] = endpoints
-    app.cleanup_ctx.extend([_database, _chat, _services])
+    app.cleanup_ctx.extend([_database, _chat, _consent_index, _messaging, _services, _live_policy])
+    app.cleanup_ctx.append(_webhook_processor)
+    app.cleanup_ctx.append(_audit_sealer)
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)
     app.router.add_get("/api/openapi.json", openapi, name="openapi")

@@ -130,7 +130,9 @@ async def _create_user(settings: Settings, args: argparse.Namespace, password: s
             organization = str(row.id)
         user = await bootstrap_user(
             lambda: SqlUnitOfWork(sessions),
-            Argon2Passwords(),
+            Argon2Passwords(
+                time_cost=settings.auth.argon2_time_cost, memory_kib=settings.auth.argon2_memory_kib
+            ),
             CreateUser(
                 args.email, password, args.first_name, args.last_name, Role(args.role), int(organization)
             ),

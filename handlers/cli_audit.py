@@ -1,9 +1,269 @@
-"""``caremsg audit ...``: tools for auditors."""
+"""``caremsg audit ...``: tools for auditors.
+
+caremsg audit verify                      walk the hash chain; exit 1 naming the first bad record
+caremsg audit seal                        chain every committed event now (the service does it too)
+caremsg audit anchor [--store]            print a signed checkpoint of the chain head
+caremsg audit verify-anchor FILE [--public-key KEY] [--against-database]
+caremsg audit public-key                  the key that verifies anchors, to keep with them
+caremsg audit export [--since] [--until] [--format jsonl|fhir] [--output FILE]
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from handlers.settings import Settings
+
+T = TypeVar("T")
+
+
+def _run(args: argparse.Namespace, work: Callable[[Settings, AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``work`` against the configured database (or the embedded one) and dispose of the engine."""
+    from handlers.app import create_engine
+    from handlers.cli import _settings, database
+
+    settings = _settings(args)
+
+    async def main(resolved: Settings) -> T:
+        engine = create_engine(resolved)
+        try:
+            return await work(resolved, engine)
+        finally:
+            await engine.dispose()
+
+    with database(settings, getattr(args, "data_dir", None)) as resolved:
+        return asyncio.run(main(resolved))
+
+
+# --- verify and seal -------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from integrations.audit_store import verify_chain
+
+    async def work(_: Settings, engine: AsyncEngine) -> int:
+        async with engine.connect() as conn:
+            report = await verify_chain(conn)
+        head = report.head
+        tail = f"; {report.unsealed} record(s) not yet sealed" if report.unsealed else ""
+        if report.problem is not None:
+            print(f"audit chain BROKEN after checking {report.checked} entries", file=sys.stderr)
+            print(report.problem.describe())
+            return 1
+        print(
+            f"audit chain OK: {report.checked} sealed record(s), head seq {head.seq} "
+            f"(record id {head.event_id}, hash {head.hash}){tail}"
+        )
+        return 0
+
+    return _run(args, work)
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    from integrations.audit_sealer import AuditSealer
+
+    async def work(settings: Settings, engine: AsyncEngine) -> int:
+        sealed = await AuditSealer(engine, batch_size=settings.audit.seal_batch_size).seal_pending()
+        print(f"sealed {sealed} record(s)")
+        return 0
+
+    return _run(args, work)
+
+
+# --- anchors ---------------------------------------------------------------------------------------
+
+
+def cmd_anchor(args: argparse.Namespace) -> int:
+    from sqlalchemy import insert
+
+    from integrations.audit_anchor import AnchorError, private_key, sign_anchor
+    from integrations.audit_sealer import AuditSealer
+    from integrations.audit_store import chain_head
+    from integrations.db.tables import metadata
+
+    async def work(settings: Settings, engine: AsyncEngine) -> int:
+        try:
+            key = private_key(settings.audit.signing_key)
+        except AnchorError as exc:
+            print(f"caremsg: {exc}", file=sys.stderr)
+            return 2
+        # Seal first, so the checkpoint covers every event committed before it was asked for.
+        await AuditSealer(engine, batch_size=settings.audit.seal_batch_size).seal_pending()
+        async with engine.connect() as conn:
+            head = await chain_head(conn)
+        document = sign_anchor(head, key, datetime.now(UTC))
+        if args.store:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(metadata.tables["audit_anchors"]).values(
+                        seq=head.seq,
+                        event_id=head.event_id,
+                        hash=head.hash,
+                        key_id=document["keyId"],
+                        signature=document["signature"],
+                        signed_at=datetime.fromisoformat(document["signedAt"]),
+                    )
+                )
+        print(json.dumps(document, indent=2))
+        return 0
+
+    return _run(args, work)
+
+
+def cmd_public_key(args: argparse.Namespace) -> int:
+    from handlers.cli import _settings
+    from integrations.audit_anchor import AnchorError, key_id, private_key, public_key_text
+
+    settings = _settings(args)
+    try:
+        pub = private_key(settings.audit.signing_key).public_key()
+    except AnchorError as exc:
+        print(f"caremsg: {exc}", file=sys.stderr)
+        return 2
+    print(f"{public_key_text(pub)}  (key id {key_id(pub)})")
+    return 0
+
+
+def cmd_verify_anchor(args: argparse.Namespace) -> int:
+    """Check an anchor's signature offline; with --against-database, also that the chain still has
+    that hash at that seq (a rewritten or truncated trail does not)."""
+    from handlers.cli import _settings
+    from integrations.audit_anchor import AnchorError, private_key, public_key, verify_anchor
+
+    settings = _settings(args)
+    try:
+        document = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        key = (
+            public_key(args.public_key)
+            if args.public_key
+            else private_key(settings.audit.signing_key).public_key()
+        )
+        checkpoint = verify_anchor(document, key)
+    except (OSError, ValueError, AnchorError) as exc:
+        print(f"anchor INVALID: {exc}")
+        return 1
+    print(
+        f"anchor OK: seq {checkpoint.seq}, record id {checkpoint.event_id}, hash {checkpoint.hash}, "
+        f"signed {checkpoint.signed_at.isoformat()} by key {checkpoint.key_id}"
+    )
+    if not args.against_database:
+        return 0
+    from sqlalchemy import select
+
+    from integrations.audit_store import chain_t
+
+    async def work(_: Settings, engine: AsyncEngine) -> int:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(chain_t.c.hash, chain_t.c.event_id).where(chain_t.c.seq == checkpoint.seq)
+                )
+            ).one_or_none()
+        if row is None:
+            print(f"chain DIFFERS: seq {checkpoint.seq} is no longer in the chain (the trail was truncated)")
+            return 1
+        if (row.hash, row.event_id) != (checkpoint.hash, checkpoint.event_id):
+            print(f"chain DIFFERS: seq {checkpoint.seq} now has another hash (the trail was rewritten)")
+            return 1
+        print(f"chain matches the anchor at seq {checkpoint.seq}")
+        return 0
+
+    return _run(args, work)
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+
+def _moment(text: str) -> datetime:
+    """An ISO date (midnight UTC) or date-time (UTC if it names no offset)."""
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@asynccontextmanager
+async def _output(path: str | None) -> AsyncIterator[TextIO]:
+    if path is None or path == "-":
+        yield sys.stdout
+        return
+    with open(path, "w", encoding="utf-8") as out:  # noqa: ASYNC230 - a local file, written as rows stream
+        yield out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from integrations.audit_export import Progress, write_export
+    from integrations.audit_store import count_records, stream_records
+
+    if args.since and args.until and args.since >= args.until:
+        print("caremsg: --since must be earlier than --until", file=sys.stderr)
+        return 2
+
+    async def work(_: Settings, engine: AsyncEngine) -> int:
+        async with engine.connect() as conn:
+            total = await count_records(conn, args.since, args.until)
+            progress = Progress(total)
+            async with _output(args.output) as out:
+                count = await write_export(
+                    stream_records(conn, args.since, args.until), out, args.format, progress
+                )
+        print(f"exported {count} record(s) as {args.format}", file=sys.stderr)
+        return 0
+
+    return _run(args, work)
 
 
 def register(sub: Any) -> None:
-    """Add the ``audit`` subcommands (none yet)."""
+    """Add the ``audit`` subcommands."""
+    audit = sub.add_parser("audit", help="audit trail tools: verify, anchor, export")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+
+    verify = audit_sub.add_parser(
+        "verify", help="walk the hash chain; exit 1 naming the first tampered record"
+    )
+    verify.set_defaults(func=cmd_verify)
+
+    seal = audit_sub.add_parser("seal", help="hash-chain every committed audit event now")
+    seal.set_defaults(func=cmd_seal)
+
+    anchor = audit_sub.add_parser("anchor", help="print a signed checkpoint of the chain head (Ed25519)")
+    anchor.add_argument("--store", action="store_true", help="also keep it in the audit_anchors table")
+    anchor.set_defaults(func=cmd_anchor)
+
+    check = audit_sub.add_parser("verify-anchor", help="check an anchor's signature (offline)")
+    check.add_argument("file", help="the anchor JSON, as printed by 'caremsg audit anchor'")
+    check.add_argument("--public-key", help="base64 Ed25519 public key (default: the configured key's)")
+    check.add_argument(
+        "--against-database", action="store_true", help="also check the chain still has that hash at that seq"
+    )
+    check.set_defaults(func=cmd_verify_anchor)
+
+    pub = audit_sub.add_parser("public-key", help="print the public key that verifies anchors")
+    pub.set_defaults(func=cmd_public_key)
+
+    export = audit_sub.add_parser("export", help="write audit records as JSON Lines or a FHIR R4 Bundle")
+    export.add_argument(
+        "--since", type=_moment, help="from (inclusive): ISO date or date-time, UTC by default"
+    )
+    export.add_argument("--until", type=_moment, help="to (exclusive)")
+    export.add_argument("--format", choices=["jsonl", "fhir"], default="jsonl")
+    export.add_argument("--output", help="file to write (default: standard output)")
+    export.set_defaults(func=cmd_export)
+
+    for command in (verify, seal, anchor, check, export):
+        command.add_argument(
+            "--data-dir", help="embedded PostgreSQL data directory (default from config.toml)"
+        )

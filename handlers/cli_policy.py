@@ -67,8 +67,145 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
     return 1 if failed or problems or not results else 0
 
 
+def _load(directory: Path) -> Any:
+    """The policy in ``directory``, or None after printing every problem with file and line."""
+    from integrations.policy_files import load_policy
+
+    try:
+        return load_policy(directory)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+    except OSError as exc:
+        print(f"{exc.filename}: cannot read: {exc.strerror}", file=sys.stderr)
+    return None
+
+
+def _print_decision(decision: Any, facts: Any, extra: dict[str, object] | None = None) -> None:
+    print(f"decision: {decision.decision}")
+    print(f"workflow: {decision.workflow} (as {decision.role})")
+    print(f"rule:     {decision.rule or '(none)'}")
+    print(f"reason:   {decision.reason}")
+    if decision.missing:
+        print(f"missing:  {', '.join(decision.missing)}")
+    if decision.hint:
+        print(f"hint:     {decision.hint}")
+    print(f"facts:    {', '.join(sorted(facts)) or '(none)'}")
+    for key, value in (extra or {}).items():
+        print(f"{key + ':':<9} {value}")
+    print(f"policy:   version {decision.policy_version}")
+
+
+def cmd_policy_explain(args: argparse.Namespace) -> int:
+    """Decide one question and show the rule and the facts: from the database (--user) or as given."""
+    import asyncio
+
+    from engine.errors import NotFound
+    from engine.policy_tables import CONSENT_STATES
+
+    directory = Path(args.dir) if args.dir else load_settings().policy.path()
+    policy = _load(directory)
+    if policy is None:
+        return 1
+    if args.user is None:
+        if args.role is None:
+            print(
+                "caremsg: give --user (facts from the database) or --role (facts as given)", file=sys.stderr
+            )
+            return 2
+        relationship = (
+            set()
+            if args.relationship in (None, "none")
+            else {part.strip() for part in args.relationship.split("&")}
+        )
+        facts = relationship | CONSENT_STATES[args.consent]
+        if "own_org" in facts:
+            facts.add("covered")
+        _print_decision(policy.decide(args.role, args.action, facts), facts)
+        return 0
+    if (args.patient is None) == (args.conversation is None):
+        print("caremsg: with --user, give exactly one of --patient or --conversation", file=sys.stderr)
+        return 2
+    from handlers.cli import database
+    from integrations.policy_explain import explain
+
+    settings = load_settings()
+    with database(settings) as resolved:
+        try:
+            result = asyncio.run(
+                explain(
+                    resolved.database.url,
+                    policy,
+                    user_id=args.user,
+                    workflow=args.action,
+                    patient_id=args.patient,
+                    conversation_id=args.conversation,
+                )
+            )
+        except NotFound as exc:
+            print(f"caremsg: {exc.detail}", file=sys.stderr)
+            return 1
+    _print_decision(result.decision, result.facts, {"patient": result.patient_id, **result.details})
+    return 0
+
+
+def cmd_policy_diff(args: argparse.Namespace) -> int:
+    """Which test cases and which recent audited decisions decide differently under NEW than OLD."""
+    import asyncio
+    from datetime import timedelta
+
+    from engine.policy_tables import parse_table
+    from integrations.policy_files import read_policy_tables
+
+    old, new = _load(Path(args.old)), _load(Path(args.new))
+    if old is None or new is None:
+        return 1
+    print(f"old {args.old}: version {old.version}; new {args.new}: version {new.version}")
+    cases: dict[str, Any] = {}
+    for directory in (Path(args.old), Path(args.new)):
+        for name, text in read_policy_tables(directory):
+            parsed, problems = parse_table(text, name)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            for case in parsed:
+                cases.setdefault(case.label.rsplit(" -> ", 1)[0], case)
+    changed_cases = 0
+    for case in cases.values():
+        before = old.decide(case.who, case.action, case.facts)
+        after = new.decide(case.who, case.action, case.facts)
+        if before.allowed != after.allowed:
+            changed_cases += 1
+            print(
+                f"case {case.file}:{case.line}: {case.label.rsplit(' -> ', 1)[0]}: "
+                f"{before.decision} -> {after.decision} ({after.rule or after.reason})"
+            )
+    print(f"{changed_cases} of {len(cases)} test cases change outcome")
+    if args.no_audit:
+        return 0
+    from handlers.cli import database
+    from integrations.policy_explain import recent_decisions
+
+    with database(load_settings()) as resolved:
+        decisions = asyncio.run(
+            recent_decisions(resolved.database.url, timedelta(hours=args.since_hours), args.limit)
+        )
+    changed = 0
+    for d in decisions:
+        before = old.decide(d.role, d.workflow, d.facts)
+        after = new.decide(d.role, d.workflow, d.facts)
+        if before.allowed != after.allowed:
+            changed += 1
+            if changed <= args.show:
+                print(
+                    f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} "
+                    f"[{' & '.join(sorted(d.facts)) or 'none'}]: {before.decision} -> {after.decision}"
+                )
+    print(f"{changed} of {len(decisions)} audited decisions of the last {args.since_hours} h change outcome")
+    return 0
+
+
 def register(sub: Any) -> None:
-    """Add ``policy check|test`` to the top-level subcommands."""
+    """Add ``policy check|test|explain|diff`` to the top-level subcommands."""
     policy = sub.add_parser("policy", help="policy tools for compliance teams")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_sub.add_parser("check", help="validate the policy files (file and line for every error)")
@@ -78,3 +215,26 @@ def register(sub: Any) -> None:
     test.add_argument("--dir", help="policy directory (default: the configured one)")
     test.add_argument("tables", nargs="*", help="table files to run instead of the directory's own")
     test.set_defaults(func=cmd_policy_test)
+    explain = policy_sub.add_parser(
+        "explain",
+        help="decide one question and print the decision, the matching rule and the facts used",
+    )
+    explain.add_argument("--dir", help="policy directory (default: the configured one)")
+    explain.add_argument("--action", required=True, help="workflow, e.g. patient.read")
+    explain.add_argument("--user", type=int, help="user id: facts come from the database")
+    explain.add_argument("--patient", type=int, help="patient id (with --user)")
+    explain.add_argument("--conversation", type=int, help="conversation id (with --user)")
+    explain.add_argument("--role", help="without a database: the role to decide for")
+    explain.add_argument("--relationship", help="without a database: facts joined with &, or none")
+    explain.add_argument("--consent", default="none", choices=["active", "external", "none"])
+    explain.set_defaults(func=cmd_policy_explain)
+    diff = policy_sub.add_parser(
+        "diff", help="which test cases and recent audited decisions change outcome from OLD to NEW"
+    )
+    diff.add_argument("old", help="the policy directory in force")
+    diff.add_argument("new", help="the edited policy directory")
+    diff.add_argument("--since-hours", type=int, default=24, help="audited decisions of this many hours")
+    diff.add_argument("--limit", type=int, default=100_000, help="at most this many audited decisions")
+    diff.add_argument("--show", type=int, default=50, help="list at most this many changed decisions")
+    diff.add_argument("--no-audit", action="store_true", help="compare the test cases only")
+    diff.set_defaults(func=cmd_policy_diff)

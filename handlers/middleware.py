@@ -13,8 +13,10 @@ from aiohttp.typedefs import Handler, Middleware
 
 from engine.errors import CaremsgError, ServiceUnavailable, Unauthenticated
 from engine.ports import AccountDirectory, TokenService
-from handlers.keys import actor_key, request_id_key
+from engine.workflows.audit import record_rejected_token
+from handlers.keys import actor_key, request_id_key, services_key
 from handlers.problems import problem_for, problem_response, simple_problem
+from integrations.db.uow import is_unavailable
 
 log = structlog.get_logger("caremsg.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -69,7 +71,11 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
             raise
         code, title, detail = _HTTP_CODES.get(exc.status, ("http_error", exc.reason, exc.reason))
         return problem_response(simple_problem(exc.status, code, title, detail, rid))
-    except Exception:
+    except Exception as exc:
+        if is_unavailable(exc):  # e.g. the account check during a PostgreSQL restart (issue 3)
+            log.warning("http.dependency_unavailable", request_id=rid, error=type(exc).__name__)
+            unavailable = ServiceUnavailable("The database is not reachable right now; try again shortly.")
+            return problem_response(problem_for(unavailable, rid), {"Retry-After": "2"})
         log.exception("http.unhandled_error", request_id=rid)
         return problem_response(
             simple_problem(500, "internal_error", "Internal error", "Something went wrong on our side.", rid)
@@ -91,14 +97,17 @@ def authenticate(
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             log.info("auth.token_missing", request_id=request[request_id_key])
+            await _audit_rejection(request, "token_missing")
             raise Unauthenticated("Send an access token: Authorization: Bearer <token>.")
         try:
             actor = tokens.verify(token.strip())
         except Unauthenticated:
             log.info("auth.token_rejected", request_id=request[request_id_key])
+            await _audit_rejection(request, "token_invalid")
             raise
         if not await accounts().current(actor):
             log.info("auth.account_not_current", request_id=request[request_id_key], actor_id=actor.user_id)
+            await _audit_rejection(request, "account_not_current", actor.user_id)
             raise Unauthenticated("This account is disabled or has changed; log in again.")
         request[actor_key] = type(actor)(
             user_id=actor.user_id,
@@ -111,3 +120,21 @@ def authenticate(
         return await handler(request)
 
     return middleware
+
+
+async def _audit_rejection(request: web.Request, reason: str, actor_id: int | None = None) -> None:
+    """Put a refused token on the audit record (issue 5). The request is refused either way: if the
+    record cannot be written, the refusal stands and the log says the record is missing."""
+    try:
+        await record_rejected_token(
+            request.app[services_key],
+            reason=reason,
+            request_id=request[request_id_key],
+            source_address=request.remote,
+            route=request.match_info.route.resource.canonical if request.match_info.route.resource else "",
+            actor_id=actor_id,
+        )
+    except Exception as error:
+        log.error(
+            "auth.rejection_not_audited", request_id=request[request_id_key], error=type(error).__name__
+        )

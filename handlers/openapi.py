@@ -68,6 +68,8 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
             for name in re.findall(r"{(\w+)}", ep.path)
         ]
         if ep.query is not None:
+            # Each parameter's own schema (not every query parameter is an integer id).
+            properties = ep.query.model_json_schema(by_alias=True)["properties"]
             for name, field in ep.query.model_fields.items():
                 alias = field.alias or name
                 params.append(
@@ -75,7 +77,7 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
                         "name": alias,
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "integer", "minimum": 1},
+                        "schema": _query_schema(properties.get(alias, {"type": "string"})),
                     }
                 )
         if params:
@@ -111,3 +113,10 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }
+
+
+def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without pydantic's "or null" (an absent parameter is the null)."""
+    options = [o for o in schema.get("anyOf", []) if o.get("type") != "null"]
+    inner = options[0] if len(options) == 1 else schema
+    return {k: v for k, v in inner.items() if k not in {"title", "default", "anyOf"}} or {"type": "string"}

@@ -12,19 +12,31 @@ from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from engine.model import (
+    FULL_SCOPE,
     CareTeam,
     ComplianceGroup,
     Consent,
+    ConsentScope,
     Conversation,
     DeliveryState,
     Message,
     Organization,
     Patient,
     Purpose,
+    RecipientDelivery,
     RecipientType,
     RiskLevel,
     Role,
@@ -60,6 +72,13 @@ def _e164(value: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def _birth_date(value: date) -> date:
+    if not date(1900, 1, 1) <= value <= date.today():  # noqa: DTZ011 - a calendar date, not an instant
+        raise ValueError("must be a date between 1900-01-01 and today")
+    return value
+
+
+BirthDate = Annotated[date, AfterValidator(_birth_date)]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254), AfterValidator(_email)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), AfterValidator(_e164)]
@@ -209,8 +228,13 @@ class ConsentCreate(Request):
     organization_id: Id | None = Field(None, description="Disclose to this organization...")
     compliance_group_id: Id | None = Field(None, description="...or to every organization of this group...")
     external_party: ExternalParty | None = Field(None, description="...or to this external person, by phone.")
-    effective_at: datetime | None = Field(None, description="Default: now.")
-    expires_at: datetime | None = None
+    effective_at: AwareDatetime | None = Field(None, description="Default: now. With a time zone offset.")
+    expires_at: AwareDatetime | None = Field(None, description="Optional. With a time zone offset.")
+    scope: Annotated[list[ConsentScope], Field(min_length=1, max_length=3)] = Field(
+        default_factory=lambda: sorted(FULL_SCOPE),
+        description="What the consent discloses: read (record, care team), message (conversations), "
+        "sms (texts to an external party). Default: all three.",
+    )
 
     @model_validator(mode="after")
     def _one_recipient(self) -> ConsentCreate:
@@ -225,9 +249,6 @@ class ConsentCreate(Request):
         ]
         if len(given) != 1:
             raise ValueError("exactly one of organizationId, complianceGroupId or externalParty is required")
-        for name, value in (("effectiveAt", self.effective_at), ("expiresAt", self.expires_at)):
-            if value is not None and value.tzinfo is None:
-                raise ValueError(f"{name} must include a time zone offset")
         return self
 
     @property
@@ -258,6 +279,9 @@ class ConsentPublic(Response):
     created_at: datetime
     revoked_at: datetime | None
     status: Literal["pending", "active", "expired", "revoked"]
+    scope: list[ConsentScope]
+    revoked_by: int | None
+    revocation_reason: str | None
 
     @classmethod
     def of(cls, consent: Consent, now: datetime) -> ConsentPublic:
@@ -288,6 +312,9 @@ class ConsentPublic(Response):
             created_at=consent.created_at,
             revoked_at=consent.revoked_at,
             status=status,
+            scope=sorted(consent.scope),
+            revoked_by=consent.revoked_by,
+            revocation_reason=consent.revocation_reason,
         )
 
 
@@ -298,23 +325,28 @@ class PatientCreate(Request):
     first_name: Name
     last_name: Name
     risk_level: RiskLevel
-    date_of_birth: date | None = None
+    date_of_birth: BirthDate | None = None
 
 
 class PatientUpdate(Request):
     first_name: Name | None = None
     last_name: Name | None = None
     risk_level: RiskLevel | None = None
-    date_of_birth: date | None = None
+    date_of_birth: BirthDate | None = None
 
     @model_validator(mode="after")
     def _something(self) -> PatientUpdate:
         if not self.model_fields_set:
             raise ValueError("name at least one field to change")
-        for name in ("first_name", "last_name", "risk_level"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{to_camel(name)} may not be null")
         return self
+
+    @field_validator("first_name", "last_name", "risk_level")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Runs per field, so the 422 names the field (dateOfBirth alone may be cleared with null).
+        if value is None:
+            raise ValueError("may not be null")
+        return value
 
     def changes(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set}
@@ -443,13 +475,39 @@ class SendMessageRequest(Request):
     message: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
 
 
+class DeliveryPublic(Response):
+    """Delivery to one recipient: the chat channel (staff) or one external participant by SMS."""
+
+    channel: Literal["chat", "sms"]
+    external_member_id: int | None = Field(None, description="For SMS: the external member texted.")
+    state: DeliveryState
+    reason: str | None = Field(
+        None, description="For failed: e.g. opted_out, no_sms_consent, invalid_number, chat_unavailable."
+    )
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, d: RecipientDelivery) -> DeliveryPublic:
+        external = d.recipient.removeprefix("sms:")
+        return cls(
+            channel="chat" if d.channel == "chat" else "sms",
+            external_member_id=int(external) if d.channel == "sms" and external.isdigit() else None,
+            state=d.state,
+            reason=d.reason,
+            updated_at=d.updated_at,
+        )
+
+
 class MessagePublic(Response):
     id: int
     conversation_id: int
     sender_id: int
     message: str
-    state: DeliveryState
+    state: DeliveryState = Field(description="Delivery to the chat channel.")
     created_at: datetime
+    deliveries: list[DeliveryPublic] = Field(
+        default_factory=list, description="Per recipient: the chat channel, then each SMS participant."
+    )
 
     @classmethod
     def of(cls, m: Message) -> MessagePublic:
@@ -460,7 +518,12 @@ class MessagePublic(Response):
             message=m.text,
             state=m.state,
             created_at=m.created_at,
+            deliveries=[DeliveryPublic.of(d) for d in m.deliveries],
         )
+
+
+class WebhookAccepted(Response):
+    status: Literal["accepted", "duplicate"]
 
 
 class ConversationDetailPublic(ConversationPublic):

@@ -7,13 +7,14 @@ reads the environment at import time. Environment variables are ``CAREMSG_<SECTI
 
 from __future__ import annotations
 
+import base64
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"  # noqa: S105 - refused outside development
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,12 @@ class AuthSettings(_Section):
     access_token_minutes: int = Field(60, ge=1, le=24 * 60)
     self_registration: bool = True
     default_organization: str = "Default Organization"
+    # argon2id cost. The defaults are the library's (RFC 9106 second recommendation); production
+    # refuses anything cheaper. Tests lower them: hashing is not what they test.
+    # A token's account (active, role, organization) is re-read at most this often per account.
+    account_recheck_seconds: float = Field(2.0, ge=0, le=60)
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_kib: int = Field(65536, ge=8)
 
 
 class ApiSettings(_Section):
@@ -73,6 +80,11 @@ class SendbirdSettings(_Section):
 
 class PolicySettings(_Section):
     directory: str = "policies"
+    # Live reload (issue 4): how often the files are polled for changes; SIGHUP also reloads.
+    watch_interval_seconds: float = Field(2.0, gt=0)
+    reload_on_sighup: bool = True
+    # How long an emergency (break-the-glass) session lasts.
+    break_glass_minutes: int = Field(60, ge=1, le=24 * 60)
 
     def path(self) -> Path:
         candidate = Path(self.directory)
@@ -87,6 +99,53 @@ class OutboxSettings(_Section):
     batch_size: int = Field(20, ge=1)
 
 
+class MessagingSettings(_Section):
+    """Durable messaging, idempotency keys, SMS through Sendbird Business Messaging, webhooks (issue 3)."""
+
+    idempotency_ttl_hours: float = Field(24.0, gt=0)
+    # An in-progress key older than this belongs to a request that died; another may take it over.
+    idempotency_lease_seconds: float = Field(60.0, gt=0)
+    # Business Messaging (sendbird-api.md §8). Empty token: the emulator plays the provider.
+    bm_api_token: str = ""
+    bm_base_url: str = ""  # default https://api-{sendbird.app_id}.notifications.sendbird.com
+    # The documented send path; some v2 pages show /v1/notifications/messages (§8: uncertain).
+    bm_send_path: str = "/v1/notifications"
+    sms_template_key: str = "caremsg_sms"
+    sms_notification_text: str = "You have a new secure message from your care team."
+    sms_help_text: str = "Secure messages from your care team. Reply STOP to opt out, START to opt back in."
+    # Where the emulator posts its signed webhooks; empty: http://{service.host}:{service.port}.
+    webhook_base_url: str = ""
+    webhook_poll_interval_seconds: float = Field(1.0, gt=0)
+
+
+DEV_AUDIT_IDENTIFIER_KEY = "dev-only-audit-identifier-key-change-me-0123"  # refused in production
+DEV_AUDIT_SIGNING_KEY = "xYFKj/3lGEANJ+TVpKeJ8iShuwVQ+AdtL7B+l5LI0uc="  # refused in production
+
+
+class AuditSettings(_Section):
+    """The tamper-evident audit trail (issue 5)."""
+
+    # HMAC key for searchable identifiers stored as keyed hashes (a failed login's email).
+    identifier_key: str = DEV_AUDIT_IDENTIFIER_KEY
+    # Ed25519 private key (base64 of the 32-byte seed) that signs chain checkpoints (audit anchor).
+    signing_key: str = DEV_AUDIT_SIGNING_KEY
+    # The background sealer that hash-chains committed audit events.
+    sealer_enabled: bool = True
+    seal_interval_seconds: float = Field(1.0, gt=0)
+    seal_batch_size: int = Field(1000, ge=1, le=100_000)
+
+    @field_validator("signing_key")
+    @classmethod
+    def _ed25519_seed(cls, value: str) -> str:
+        try:
+            seed = base64.b64decode(value, validate=True)
+        except ValueError:
+            raise ValueError("must be base64 (of a 32-byte Ed25519 seed)") from None
+        if len(seed) != 32:
+            raise ValueError("must be the base64 of a 32-byte Ed25519 seed")
+        return value
+
+
 class Settings(_Section):
     service: ServiceSettings = ServiceSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -95,6 +154,8 @@ class Settings(_Section):
     sendbird: SendbirdSettings = SendbirdSettings()
     policy: PolicySettings = PolicySettings()
     outbox: OutboxSettings = OutboxSettings()
+    messaging: MessagingSettings = MessagingSettings()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Settings:
@@ -105,8 +166,22 @@ class Settings(_Section):
                 raise ValueError("sendbird: the emulator is refused in production; set app_id and api_token")
             if not self.database.url:
                 raise ValueError("database.url: the embedded PostgreSQL is refused in production")
+            if self.auth.argon2_time_cost < 3 or self.auth.argon2_memory_kib < 65536:
+                raise ValueError("auth.argon2_*: production needs at least time_cost 3 and 65536 KiB")
         if len(self.auth.jwt_secret.encode()) < 32:
             raise ValueError("auth.jwt_secret: must be at least 32 bytes")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_development_audit_keys_in_production(self) -> Settings:
+        audit = self.audit
+        if self.service.environment == "production":
+            if audit.identifier_key == DEV_AUDIT_IDENTIFIER_KEY:
+                raise ValueError("audit.identifier_key: the development default is refused in production")
+            if audit.signing_key == DEV_AUDIT_SIGNING_KEY:
+                raise ValueError("audit.signing_key: the development default is refused in production")
+        if len(audit.identifier_key.encode()) < 32:
+            raise ValueError("audit.identifier_key: must be at least 32 bytes")
         return self
 
 

@@ -37,3 +37,45 @@ def read_policy_tables(directory: Path) -> list[tuple[str, str]]:
         (str(path), path.read_text(encoding="utf-8"))
         for path in sorted((directory / TABLES_DIR).glob("*.csv"))
     ]
+
+
+def fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, mtime_ns, size) of every policy file and test table: cheap to poll for changes."""
+    paths = [directory / MODEL_FILE, directory / RULES_FILE, directory / WORKFLOWS_FILE]
+    paths += sorted((directory / TABLES_DIR).glob("*.csv"))
+    out = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            out.append((path.name, -1, -1))
+            continue
+        out.append((path.name, stat.st_mtime_ns, stat.st_size))
+    return tuple(out)
+
+
+def load_tested_policy(directory: Path) -> tuple[Policy | None, list[str]]:
+    """The policy in ``directory`` if it is valid AND passes its own test tables; else the problems.
+
+    This is the gate a live reload goes through: a file that does not parse, a rule that can never
+    match, or a test case whose expectation the edit breaks, each keeps the edit out.
+    """
+    from engine.policy import PolicyError
+    from engine.policy_tables import parse_table, run_cases
+
+    try:
+        policy = load_policy(directory)
+    except PolicyError as exc:
+        return None, [str(p) for p in exc.problems]
+    except OSError as exc:
+        return None, [f"{exc.filename}: cannot read: {exc.strerror}"]
+    problems: list[str] = []
+    cases = []
+    for name, text in read_policy_tables(directory):
+        table_cases, table_problems = parse_table(text, name)
+        cases += table_cases
+        problems += [str(p) for p in table_problems]
+    if not cases:
+        problems.append(f"{directory / TABLES_DIR}: no test cases: an untested policy is not loaded")
+    problems += [f"test failed: {r.describe()}" for r in run_cases(policy, cases) if not r.passed]
+    return (None, problems) if problems else (policy, [])

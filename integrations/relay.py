@@ -39,6 +39,11 @@ _CLAIM = text(
           AND (o.lease_until IS NULL OR o.lease_until < now())
           -- everything about a conversation waits until its channel exists
           AND (o.kind = 'ensure_channel' OR o.conversation_id IS NULL OR c.channel_state = 'ready')
+          -- a conversation's messages are posted in the order they were accepted, even after an
+          -- outage (retries with jitter would shuffle them): each waits for the earlier ones
+          AND (o.kind <> 'send_message' OR NOT EXISTS (
+                SELECT 1 FROM outbox e WHERE e.kind = 'send_message' AND e.status = 'pending'
+                  AND e.conversation_id = o.conversation_id AND e.id < o.id))
         ORDER BY o.id
         LIMIT :limit
         FOR UPDATE OF o SKIP LOCKED)
@@ -107,6 +112,9 @@ class OutboxRelay:
         self._kinds: dict[str, OutboxKind] = {k.kind: k for k in (*builtin, *kinds)}
         self._jitter = jitter
         self._wake = asyncio.Event()
+        # Entries this relay leased but could not finish (the database went away mid-cycle): their
+        # leases are given back as soon as it is reachable again, not after lease_seconds.
+        self._unfinished: set[int] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -120,6 +128,7 @@ class OutboxRelay:
         """Deliver until cancelled; database or chat outages are waited out, never fatal."""
         while True:
             try:
+                await self._release_unfinished()
                 done = await self.run_once()
             except asyncio.CancelledError:
                 raise
@@ -140,9 +149,21 @@ class OutboxRelay:
                 )
             ).all()
         entries = sorted((OutboxEntry(*row) for row in rows), key=lambda e: e.id)
+        self._unfinished.update(e.id for e in entries)
         for entry in entries:
             await self._attempt(entry)
+            self._unfinished.discard(entry.id)
         return len(entries)
+
+    async def _release_unfinished(self) -> None:
+        if not self._unfinished:
+            return
+        async with self._ctx.sessions() as session, session.begin():
+            await session.execute(
+                text("UPDATE outbox SET lease_until = NULL WHERE id = ANY(:ids) AND status = 'pending'"),
+                {"ids": sorted(self._unfinished)},
+            )
+        self._unfinished.clear()
 
     async def _attempt(self, entry: OutboxEntry) -> None:
         kind = self._kinds.get(entry.kind)
@@ -169,9 +190,11 @@ class OutboxRelay:
             await session.execute(
                 text(
                     "UPDATE outbox SET status = :status, lease_until = NULL, last_error = :reason,"
-                    " done_at = CASE WHEN :status = 'done' THEN now() END WHERE id = :id"
+                    " done_at = CASE WHEN :done THEN now() END WHERE id = :id"
                 ),
-                {"status": status, "reason": reason, "id": entry.id},
+                # A separate flag: one parameter used as both varchar and text makes PostgreSQL
+                # refuse the statement ("inconsistent types deduced for parameter").
+                {"status": status, "reason": reason, "id": entry.id, "done": status == "done"},
             )
             if kind is not None and status == "done":
                 await kind.succeeded(entry, session)
@@ -234,14 +257,16 @@ class EnsureChannel:
                 )
             ).all()
         for user in staff:
-            await ctx.chat.ensure_user(user.chat_user_id, f"{user.first_name} {user.last_name[:1]}.")
+            # Sendbird caps nicknames at 80 characters (sendbird-api.md §3).
+            nickname = f"{user.first_name} {user.last_name[:1]}."
+            await ctx.chat.ensure_user(user.chat_user_id, nickname[:80])
         for ext in external:
             await ctx.chat.ensure_user(
                 ext.chat_user_id, "External participant", phone_number=ext.phone_number
             )
         await ctx.chat.ensure_channel(
             conv.channel_url,
-            name=conv.title,
+            name=conv.title[:191],  # Sendbird caps channel names at 191 characters (§4)
             user_ids=[u.chat_user_id for u in staff] + [e.chat_user_id for e in external],
             custom_type="caremsg_conversation",
             data=json.dumps({"conversation_id": conversation_id}),
@@ -288,18 +313,36 @@ class SendMessage:
         )
         # Remembered for succeeded(), which runs in the completion transaction.
         self._sent[entry.id] = sent.message_id
+        self._sent_ts[entry.id] = sent.created_at_ms
 
     def __init__(self) -> None:
         self._sent: dict[int, int] = {}
+        self._sent_ts: dict[int, int] = {}
 
     async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
         await session.execute(
             text("UPDATE messages SET state = 'sent', chat_message_id = :cid WHERE id = :id"),
             {"cid": self._sent.pop(entry.id, None), "id": entry.payload["message_id"]},
         )
+        # The channel's delivery row (issue 3); read receipts compare their read_ts with provider_ts_ms.
+        await session.execute(
+            text(
+                "UPDATE message_deliveries SET state = 'sent', provider_ts_ms = :ts, updated_at = now()"
+                " WHERE message_id = :id AND recipient = 'channel' AND state = 'queued'"
+            ),
+            {"ts": self._sent_ts.pop(entry.id, None), "id": entry.payload["message_id"]},
+        )
 
     async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
         self._sent.pop(entry.id, None)
+        self._sent_ts.pop(entry.id, None)
         await session.execute(
             text("UPDATE messages SET state = 'failed' WHERE id = :id"), {"id": entry.payload["message_id"]}
+        )
+        await session.execute(
+            text(
+                "UPDATE message_deliveries SET state = 'failed', reason = :reason, updated_at = now()"
+                " WHERE message_id = :id AND recipient = 'channel'"
+            ),
+            {"reason": reason, "id": entry.payload["message_id"]},
         )

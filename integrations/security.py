@@ -24,8 +24,8 @@ TOKEN_TYPE = "access"  # noqa: S105 - a claim value, not a secret
 class Argon2Passwords:
     """argon2id with the library's defaults; each hash costs ~0.1 s of CPU, so it runs in a thread."""
 
-    def __init__(self, hasher: PasswordHasher | None = None) -> None:
-        self._hasher = hasher or PasswordHasher()
+    def __init__(self, *, time_cost: int = 3, memory_kib: int = 65536) -> None:
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)

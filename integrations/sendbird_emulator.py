@@ -76,6 +76,7 @@ MAX_MESSAGE_PAGE: Final = 200  # §2: prev_limit/next_limit 0..200
 _CHANNEL_URL = re.compile(r"[A-Za-z0-9_]{4,100}")  # §2: own channel_url, 4-100 letters/digits/underscores
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # §3: phone_number in E.164 with country code
 
+BM_SEND_PATH: Final = "/v1/notifications"  # §8: the documented path (a v2 variant is uncertain)
 WEBHOOK_ATTEMPTS: Final = 3  # §7: Sendbird sends the same POST up to 3 times
 WEBHOOK_TIMEOUT_S: Final = 5.0  # §7: and waits 5 seconds for each answer
 
@@ -143,6 +144,22 @@ class EmulatedChannel:
 
 
 @dataclass(frozen=True)
+class EmulatedNotification:
+    """One Business Messaging notification on the SMS channel: one target, its number, the variables."""
+
+    request_id: str
+    template_key: str
+    user_id: str
+    phone_number: str = field(repr=False)
+    variables: Mapping[str, str] = field(repr=False)
+
+    @property
+    def text(self) -> str:
+        """The ``message`` variable: what caremsg's SMS template shows."""
+        return self.variables.get("message", "")
+
+
+@dataclass(frozen=True)
 class ReceivedRequest:
     """One request that reached ``/v3``, faulted or not: ``body`` is the parsed JSON or None."""
 
@@ -178,6 +195,8 @@ class EmulatorState:
     channels: dict[str, EmulatedChannel] = field(default_factory=dict)
     received: list[ReceivedRequest] = field(default_factory=list)
     webhook_deliveries: list[WebhookDelivery] = field(default_factory=list)
+    #: Business Messaging sends (§8): what an SMS provider was asked to text, in order.
+    notifications: list[EmulatedNotification] = field(default_factory=list)
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
     _last_ms: int = field(default=0, repr=False)
 
@@ -648,13 +667,22 @@ class WebhookSender:
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
 
-    def send(self, category: str, payload: Mapping[str, Any]) -> None:
+    def set_url(self, url: str | None) -> None:
+        """Post future events to ``url`` (None: stop sending)."""
+        self._url = url
+        if url is not None and self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
+
+    def send(self, category: str, payload: Mapping[str, Any], *, url: str | None = None) -> None:
         """Schedule delivery of one event (does nothing when no webhook URL is configured)."""
-        if self._url is None or self._session is None:
+        target = url or self._url
+        if target is None:
             return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
         delivery = WebhookDelivery(category, sendbird_json(payload))
         self._state.webhook_deliveries.append(delivery)
-        task = asyncio.create_task(self._deliver(self._session, self._url, delivery))
+        task = asyncio.create_task(self._deliver(self._session, target, delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -728,6 +756,9 @@ class _Api:
             web.get(f"{channel}/metadata", self.get_metadata),
             web.delete(f"{channel}/metadata", self.delete_metadata),
             web.delete(f"{channel}/metadata/{{key}}", self.delete_metadata_key),
+            # Business Messaging (§8) is another host in reality (api-{app_id}.notifications...);
+            # here it shares the origin, and the API token stands in for the BM token.
+            web.post(BM_SEND_PATH, self.send_notification),
         ]
 
     # ---- lookups -------------------------------------------------------------------------------
@@ -999,6 +1030,45 @@ class _Api:
             raise _ApiError(NOT_FOUND_CODE, "Metadata key not found.")
         return _json_response({})
 
+    # ---- Business Messaging (§8) ---------------------------------------------------------------
+
+    async def send_notification(self, request: web.Request) -> web.Response:
+        """``POST /v1/notifications``: ``template.key``, ``targets`` (user ids), ``mode``, variables.
+
+        Strict readings of an unverified contract: realtime mode takes exactly one target; every
+        target must be a user carrying ``phone_number`` (else 400111, the number is never echoed).
+        The reply shape is undocumented; ``request_id`` is this emulator's choice.
+        """
+        p = await _params(request)
+        template = p.raw("template")
+        if not isinstance(template, dict) or not isinstance(template.get("key"), str) or not template["key"]:
+            raise _ApiError(MISSING_PARAMETER, '"template.key" is required.')
+        targets = p.text_list("targets")
+        mode = p.text("mode", default="realtime")
+        if mode not in ("realtime", "batch"):
+            raise _ApiError(INVALID_VALUE, '"mode" must be realtime or batch.')
+        if not targets or (mode == "realtime" and len(targets) != 1):
+            raise _ApiError(INVALID_VALUE, "realtime mode sends to exactly one target.")
+        variables = template.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise _ApiError(JSON_EXPECTED, '"template.variables" must be an object.')
+        request_id = secrets.token_hex(12)
+        for user_id in targets:
+            user = self._user(user_id)
+            if not user.phone_number:
+                raise _ApiError(INVALID_VALUE, "A target has no phone_number for the SMS channel.")
+            own = variables.get(user_id) or {}
+            self.state.notifications.append(
+                EmulatedNotification(
+                    request_id,
+                    template["key"],
+                    user_id,
+                    user.phone_number,
+                    {k: v for k, v in own.items() if isinstance(k, str) and isinstance(v, str)},
+                )
+            )
+        return _json_response({"request_id": request_id})
+
     # ---- webhook payloads (§7) -----------------------------------------------------------------
 
     def _message_send_event(
@@ -1101,7 +1171,7 @@ webhook_sender_key = web.AppKey("webhook_sender", WebhookSender)
 def _api_middleware(state: EmulatorState) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/v3/"):
+        if not request.path.startswith(("/v3/", "/v1/")):
             return await handler(request)
         state.received.append(
             ReceivedRequest(request.method, request.path, dict(request.query), await _logged_body(request))
@@ -1207,10 +1277,35 @@ class RunningEmulator:
     base_url: str
     state: EmulatorState
     _runner: web.AppRunner = field(repr=False)
+    sms_webhook_url: str | None = None
 
     async def drain_webhooks(self) -> None:
         """Wait until every webhook started so far was delivered or given up."""
         await self._runner.app[webhook_sender_key].drain()
+
+    def set_webhook_urls(self, chat_url: str | None, sms_url: str | None = None) -> None:
+        """Where chat events (signed, §7) and inbound SMS (the provider this emulator plays) go."""
+        self._runner.app[webhook_sender_key].set_url(chat_url)
+        self.sms_webhook_url = sms_url
+
+    def receive_sms(self, from_number: str, text: str, *, message_id: str | None = None) -> str:
+        """Play the SMS provider: a person at ``from_number`` texted ``text``. Returns the message id.
+
+        Posted to the SMS webhook URL, signed like Sendbird's webhooks (same header and scheme).
+        Sending the same ``message_id`` again plays a provider retry.
+        """
+        if self.sms_webhook_url is None:
+            raise ValueError("no SMS webhook URL is configured")
+        message_id = message_id or f"SM{secrets.token_hex(16)}"
+        event = {
+            "category": "sms:inbound",
+            "message_id": message_id,
+            "from": from_number,
+            "text": text,
+            "received_at": self.state.now_ms(),
+        }
+        self._runner.app[webhook_sender_key].send("sms:inbound", event, url=self.sms_webhook_url)
+        return message_id
 
     async def close(self) -> None:
         """Stop serving: hung requests are released, webhooks still in flight are abandoned."""

@@ -72,6 +72,9 @@ def settings(database_url: str) -> Settings:
     return load_settings(
         env={},
         service={"environment": "development", "log_format": "json"},
+        # Hashing strength is not under test; account changes must show at once in tests (the cache
+        # has its own test in tests/unit/test_account_cache.py).
+        auth={"argon2_time_cost": 1, "argon2_memory_kib": 64, "account_recheck_seconds": 0},
         database={"url": database_url, "pool_size": 5, "max_overflow": 5},
         sendbird={
             "app_id": "",

@@ -1,15 +1,36 @@
 """Consents: a patient's permission to disclose their record to an organization, a compliance group,
-or an external party (by phone number). Consent is what lets staff of another organization in."""
+or an external party (by phone number). Consent is what lets staff of another organization in.
+
+The lifecycle follows 42 CFR Part 2: a consent names its recipient, the purpose of use, its scope
+(which data and actions), when it takes effect, when it expires (optional) and who recorded it; it
+can be revoked with a reason. Every change is written to the numbered change log in the same
+transaction, so every service instance's consent index learns of it (LISTEN/NOTIFY), and this
+instance applies it to its own index right after commit: access ends here before the response.
+
+Revocation is a workflow, not just a flag: staff of other organizations whom the consent covered
+are taken out of the patient's conversations (their membership rows go, and the chat channel
+removal goes through the outbox), and external SMS participants admitted under it are marked
+removed (``external_participants.removed_at``), unless another active consent still covers them.
+Each of those effects is audited.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from engine.errors import FieldError, InvalidInput
-from engine.model import Actor, Consent, Purpose, RecipientType
+from engine.audit import AuditEvent, DetailValue
+from engine.consent_index import IndexedConsent
+from engine.errors import Conflict, FieldError, InvalidInput, NotFound
+from engine.model import FULL_SCOPE, Actor, Consent, ConsentScope, Purpose, RecipientType
 from engine.ports import NewConsent
 from engine.services import Guard, Services
+
+#: Outbox kind: take chat users out of a conversation's channel (payload: conversation_id, user_ids).
+REMOVE_MEMBERS = "remove_members"
+RECORDED = "recorded"
+REVOKED = "revoked"
 
 
 @dataclass(frozen=True)
@@ -23,6 +44,7 @@ class RecordConsent:
     external_name: str | None = None
     effective_at: datetime | None = None
     expires_at: datetime | None = None
+    scope: frozenset[ConsentScope] = FULL_SCOPE
 
 
 async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -> Consent:
@@ -42,11 +64,15 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
         )
         if cmd.organization_id is not None and not await uow.organizations.existing([cmd.organization_id]):
             raise InvalidInput([FieldError("organizationId", "No such organization.", "not_found")])
-        if (
-            cmd.compliance_group_id is not None
-            and await uow.compliance_groups.get(cmd.compliance_group_id) is None
-        ):
-            raise InvalidInput([FieldError("complianceGroupId", "No such compliance group.", "not_found")])
+        group = None
+        if cmd.compliance_group_id is not None:
+            group = await uow.compliance_groups.get(cmd.compliance_group_id)
+            if group is None:
+                raise InvalidInput(
+                    [FieldError("complianceGroupId", "No such compliance group.", "not_found")]
+                )
+        if not cmd.scope:
+            raise InvalidInput([FieldError("scope", "Name at least one of read, message, sms.")])
         effective_at = cmd.effective_at or guard.now
         if cmd.expires_at is not None and cmd.expires_at <= effective_at:
             raise InvalidInput([FieldError("expiresAt", "Must be later than effectiveAt.")])
@@ -62,10 +88,15 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
                 effective_at=effective_at,
                 expires_at=cmd.expires_at,
                 recorded_by=actor.user_id,
+                scope=cmd.scope,
             )
         )
         guard.identify(resource_id=consent.id, patient_id=pid)
+        seq = await uow.consent_lifecycle.record_change(consent.id, pid, RECORDED)
         await uow.commit()
+    if group is not None:
+        services.consents.set_group(group.id, group.member_organization_ids)
+    services.consents.apply(seq, consent.id, pid, IndexedConsent.of(consent), services.clock())
     return consent
 
 
@@ -78,3 +109,151 @@ async def list_consents(services: Services, actor: Actor, patient_id: int) -> li
         consents = await uow.consents.list_for_patient(patient_id)
         await uow.commit()
     return consents
+
+
+@dataclass(frozen=True)
+class RevokeConsent:
+    consent_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What a revocation ended: the consent, and who lost access because of it."""
+
+    consent: Consent
+    removed_members: Sequence[tuple[int, int]] = field(default=())  # (conversation id, user id)
+    removed_external_participants: Sequence[int] = field(default=())
+
+
+async def revoke_consent(services: Services, actor: Actor, cmd: RevokeConsent) -> Revocation:
+    """Revoke a consent of the officer's own organization's patient; access it granted ends now.
+
+    Raises NotFound for an unknown consent and Conflict for one that is revoked already.
+    """
+    reason = cmd.reason.strip()
+    if not reason:
+        raise InvalidInput([FieldError("reason", "Must not be blank.")])
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require_role("consent.revoke", resource_type="consent", resource_id=cmd.consent_id)
+        consent = await uow.consent_lifecycle.get_for_update(cmd.consent_id)
+        if consent is None:
+            guard.record_missing("consent.revoke", "consent", cmd.consent_id)
+            raise NotFound("consent")
+        pid = consent.patient_id
+        facts, details = await guard.patient_facts("consent.revoke", pid)
+        guard.require(
+            "consent.revoke",
+            facts,
+            resource_type="consent",
+            resource_id=consent.id,
+            patient_id=pid,
+            details={**details, "recipient_type": consent.recipient_type.value},
+        )
+        if consent.revoked_at is not None:
+            raise Conflict("This consent is revoked already.")
+        revoked = await uow.consent_lifecycle.revoke(
+            consent.id, revoked_by=actor.user_id, reason=reason, at=guard.now
+        )
+        seq = await uow.consent_lifecycle.record_change(consent.id, pid, REVOKED)
+        removed_members = await _remove_uncovered_members(guard, consent)
+        removed_externals = await _remove_uncovered_externals(guard, consent)
+        await uow.commit()
+    # This instance stops granting access before it answers; the others follow the notification.
+    services.consents.apply(seq, consent.id, pid, None, services.clock())
+    services.delivery.wake()
+    return Revocation(revoked, tuple(removed_members), tuple(removed_externals))
+
+
+def _effect(guard: Guard, event: str, consent: Consent, conversation_id: int, **details: DetailValue) -> None:
+    guard.uow.audit.record(
+        AuditEvent(
+            event=event,
+            workflow="consent.revoke",
+            outcome="success",
+            occurred_at=guard.now,
+            actor_id=guard.actor.user_id,
+            actor_role=guard.actor.role.value,
+            organization_id=guard.actor.organization_id,
+            request_id=guard.actor.request_id,
+            source_address=guard.actor.source_address,
+            resource_type="conversation",
+            resource_id=str(conversation_id),
+            patient_id=consent.patient_id,
+            policy_version=guard.policy.version,
+            details={"consent_id": consent.id, **details},
+        )
+    )
+
+
+async def _remove_uncovered_members(guard: Guard, consent: Consent) -> list[tuple[int, int]]:
+    """Staff of other organizations who were covered only by this consent leave the conversations."""
+    if consent.recipient_type == RecipientType.EXTERNAL:
+        return []
+    uow = guard.uow
+    conversations = await uow.consent_lifecycle.patient_conversations(consent.patient_id)
+    users = await uow.users.get_many(sorted({m for c in conversations for m in c.member_ids}))
+    patient_org = guard.actor.organization_id  # consent.revoke requires own_org
+    removed: list[tuple[int, int]] = []
+    for conversation in conversations:
+        leaving = [
+            users[uid]
+            for uid in conversation.member_ids
+            if uid in users
+            and users[uid].organization_id != patient_org
+            and guard.covering_consent(
+                "conversation.read", consent.patient_id, users[uid].organization_id, exclude=consent.id
+            )
+            is None
+        ]
+        if not leaving:
+            continue
+        await uow.consent_lifecycle.remove_members(conversation.id, [u.id for u in leaving])
+        await uow.outbox.enqueue(
+            REMOVE_MEMBERS,
+            {"conversation_id": conversation.id, "user_ids": [u.chat_user_id for u in leaving]},
+            conversation_id=conversation.id,
+        )
+        for user in leaving:
+            _effect(guard, "conversation.member_removed", consent, conversation.id, subject_user_id=user.id)
+            removed.append((conversation.id, user.id))
+    return removed
+
+
+async def _remove_uncovered_externals(guard: Guard, consent: Consent) -> list[int]:
+    """External participants admitted under this consent stop receiving SMS, unless another active
+    consent names them (then that one carries them from now on)."""
+    uow = guard.uow
+    removed: list[int] = []
+    for ext in await uow.consent_lifecycle.externals_admitted_by(consent.id):
+        # Read in this transaction: the revocation is already visible, so it cannot count itself.
+        other = await uow.facts.external_consent(
+            consent.patient_id, ext.phone_number, ext.organization_id, guard.now
+        )
+        if other is not None:
+            await uow.consent_lifecycle.readmit_external(ext.participant_id, other)
+            _effect(
+                guard,
+                "conversation.external_readmitted",
+                consent,
+                ext.conversation_id,
+                external_participant_id=ext.participant_id,
+                now_covered_by=other,
+            )
+            continue
+        await uow.consent_lifecycle.remove_external(ext.participant_id, guard.now)
+        await uow.outbox.enqueue(
+            REMOVE_MEMBERS,
+            {"conversation_id": ext.conversation_id, "user_ids": [ext.chat_user_id]},
+            conversation_id=ext.conversation_id,
+        )
+        _effect(
+            guard,
+            "conversation.external_removed",
+            consent,
+            ext.conversation_id,
+            external_participant_id=ext.participant_id,
+        )
+        removed.append(ext.participant_id)
+    return removed

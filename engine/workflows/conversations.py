@@ -8,6 +8,7 @@ are delivered through the outbox, so an acknowledged message survives a Sendbird
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,9 +17,12 @@ from engine.errors import FieldError, InvalidInput, NotFound
 from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, Message, Page
 from engine.ports import NewExternalParticipant
 from engine.services import Guard, Services
+from engine.workflows import messaging
 
 ENSURE_CHANNEL = "ensure_channel"
 SEND_MESSAGE = "send_message"
+#: A Sendbird group channel holds up to 100 members (sendbird-api.md §4).
+MAX_CHANNEL_MEMBERS = 100
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,11 @@ class StartConversation:
     external_members: Sequence[ExternalMember] = ()
 
 
-async def start_conversation(services: Services, actor: Actor, cmd: StartConversation) -> Conversation:
+async def start_conversation(
+    services: Services, actor: Actor, cmd: StartConversation, *, idempotency_claim: int | None = None
+) -> Conversation:
+    """Create the conversation and its channel's outbox entry; ``idempotency_claim`` (an
+    Idempotency-Key row) is bound to the conversation in the same transaction."""
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
@@ -52,6 +60,17 @@ async def start_conversation(services: Services, actor: Actor, cmd: StartConvers
         )
 
         member_ids = [m for m in dict.fromkeys(cmd.member_ids) if m != actor.user_id]
+        if 1 + len(member_ids) + len(cmd.external_members) > MAX_CHANNEL_MEMBERS:
+            raise InvalidInput(
+                [
+                    FieldError(
+                        "memberIds",
+                        f"A conversation holds at most {MAX_CHANNEL_MEMBERS} people, the creator and"
+                        " external members included.",
+                        "too_long",
+                    )
+                ]
+            )
         users = await uow.users.get_many(member_ids)
         missing = [
             FieldError(f"memberIds[{i}]", "No such active user.", "not_found")
@@ -115,6 +134,8 @@ async def start_conversation(services: Services, actor: Actor, cmd: StartConvers
         await uow.outbox.enqueue(
             ENSURE_CHANNEL, {"conversation_id": conversation.id}, conversation_id=conversation.id
         )
+        if idempotency_claim is not None:
+            await uow.messaging.bind_idempotency_key(idempotency_claim, conversation.id)
         await uow.commit()
     services.delivery.wake()
     return conversation
@@ -152,7 +173,8 @@ async def get_conversation(
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         conversation = await _readable_conversation(guard, "conversation.read", conversation_id)
-        messages = await uow.messages.recent(conversation_id, message_limit)
+        recent = await uow.messages.recent(conversation_id, message_limit)
+        messages = await messaging.with_deliveries(uow, recent)
         await uow.commit()
     return ConversationDetail(conversation, messages)
 
@@ -181,18 +203,25 @@ async def list_conversations(
     return Page(tuple(visible), page.next_cursor)
 
 
-async def send_message(services: Services, actor: Actor, conversation_id: int, text: str) -> Message:
-    """Store the message and its delivery in one transaction; the relay delivers it (202 Accepted)."""
+async def send_message(
+    services: Services, actor: Actor, conversation_id: int, text: str, *, idempotency_claim: int | None = None
+) -> Message:
+    """Store the message, one delivery row per recipient (the channel, each SMS participant) and their
+    outbox entries in one transaction with the audit record; the relay delivers them (202 Accepted)."""
     if not text.strip():
         raise InvalidInput([FieldError("message", "Must not be blank.")])
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         conversation = await _readable_conversation(guard, "message.send", conversation_id)
         message = await uow.messages.add(conversation.id, actor.user_id, text)
-        guard.identify(resource_id=message.id, patient_id=conversation.patient_id)
+        guard.annotate(message_id=message.id)  # the decision's resource stays the conversation
         await uow.outbox.enqueue(
             SEND_MESSAGE, {"message_id": message.id}, conversation_id=conversation.id, message_id=message.id
         )
+        deliveries = await messaging.plan_deliveries(guard, services, conversation, message.id)
+        if idempotency_claim is not None:
+            await uow.messaging.bind_idempotency_key(idempotency_claim, message.id)
+        message = dataclasses.replace(message, deliveries=deliveries)
         await uow.commit()
     services.delivery.wake()
     return message

@@ -55,7 +55,10 @@ def _auth_event(
     reason: str,
     request_id: str,
     source_address: str | None,
+    email: str | None = None,
 ) -> AuditEvent:
+    # The email is searchable in the audit trail only as a keyed hash, never in clear.
+    subject_hash = services.identifiers.email(email) if email and services.identifiers else None
     return AuditEvent(
         event=event,
         workflow=event,
@@ -69,6 +72,7 @@ def _auth_event(
         resource_type="user",
         resource_id=str(user.id) if user else None,
         reason=reason,
+        subject_hash=subject_hash,
     )
 
 
@@ -87,15 +91,28 @@ async def register(
             ]
         )
     if not services.settings.self_registration:
-        raise Forbidden(
-            Decision(
-                False,
-                "auth.register",
-                cmd.role.value,
-                "self_registration_disabled",
-                hint="Ask an administrator to create your account.",
-            ),
+        decision = Decision(
+            False,
+            "auth.register",
+            cmd.role.value,
+            "self_registration_disabled",
+            hint="Ask an administrator to create your account.",
         )
+        async with services.uow() as uow:  # the refusal is a decision: on record like any other
+            uow.audit.record(
+                _auth_event(
+                    services,
+                    "auth.register",
+                    "denied",
+                    user=None,
+                    reason=decision.reason,
+                    request_id=request_id,
+                    source_address=source_address,
+                    email=cmd.email,
+                )
+            )
+            await uow.commit()
+        raise Forbidden(decision)
     password_hash = await services.passwords.hash(cmd.password)
     async with services.uow() as uow:
         if cmd.organization_id is None:
@@ -121,6 +138,7 @@ async def register(
                 reason="registered",
                 request_id=request_id,
                 source_address=source_address,
+                email=cmd.email,
             )
         )
         await uow.commit()
@@ -148,6 +166,7 @@ async def login(
                     reason=reason,
                     request_id=request_id,
                     source_address=source_address,
+                    email=email,
                 )
             )
             await uow.commit()
@@ -161,6 +180,7 @@ async def login(
                 reason="authenticated",
                 request_id=request_id,
                 source_address=source_address,
+                email=email,
             )
         )
         await uow.commit()
@@ -180,7 +200,6 @@ async def profile(services: Services, actor: Actor) -> User:
 
 async def create_user(services: Services, actor: Actor, cmd: CreateUser) -> User:
     """An admin creates an account of any role, in their own organization only."""
-    password_hash = await services.passwords.hash(cmd.password)
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         facts = {Fact.OWN_ORG} if cmd.organization_id == actor.organization_id else set()
@@ -190,12 +209,16 @@ async def create_user(services: Services, actor: Actor, cmd: CreateUser) -> User
             resource_type="organization",
             resource_id=cmd.organization_id,
             field="organizationId",
+            details={"role": cmd.role.value},
         )
+        # Hashed only once allowed: an argon2 hash costs ~0.1 s of CPU and 64 MiB.
+        password_hash = await services.passwords.hash(cmd.password)
         user = await uow.users.add(
             NewUser(
                 cmd.email.lower(), password_hash, cmd.first_name, cmd.last_name, cmd.role, cmd.organization_id
             )
         )
+        guard.annotate(user_id=user.id)
         await uow.commit()
     return user
 

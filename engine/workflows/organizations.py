@@ -17,6 +17,7 @@ async def create_organization(
         guard = Guard(services, uow, actor)
         guard.require("organization.create", resource_type="organization")
         organization = await uow.organizations.add(name, self_registration=self_registration)
+        guard.identify(resource_id=organization.id)
         await uow.commit()
     return organization
 
@@ -60,6 +61,7 @@ async def create_compliance_group(
             actor.user_id,
             list(dict.fromkeys(cmd.organization_ids)),
         )
+        guard.identify(resource_id=group.id)
         await uow.commit()
     return group
 

@@ -136,6 +136,7 @@ async def create_care_team(services: Services, actor: Actor, patient_id: int, na
         if await uow.care_teams.for_patient(patient_id) is not None:
             raise Conflict("This patient has a care team already.")
         team = await uow.care_teams.create(patient_id, name, actor.organization_id, actor.user_id)
+        guard.identify(resource_id=team.id, patient_id=patient_id)
         await uow.commit()
     return team
 

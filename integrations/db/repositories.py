@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from engine.errors import Conflict
+from engine.errors import Conflict, ServiceUnavailable
 from engine.model import (
     Actor,
     CareTeam,
     CareTeamMember,
     ComplianceGroup,
     Consent,
+    ConsentScope,
     Conversation,
     Credentials,
     DeliveryState,
@@ -33,7 +36,15 @@ from engine.model import (
     Role,
     User,
 )
-from engine.ports import NewConsent, NewExternalParticipant, NewPatient, NewUser, PatientRelation
+from engine.ports import (
+    BreakGlassSession,
+    ExternalCoverage,
+    NewConsent,
+    NewExternalParticipant,
+    NewPatient,
+    NewUser,
+    PatientRelation,
+)
 from integrations.db.tables import metadata
 
 T = TypeVar("T")
@@ -193,7 +204,7 @@ class SqlComplianceGroupRepository(_Repository):
                     )
                 ).one()
         except IntegrityError as exc:
-            if _unique_violation(exc, "uq_compliance_groups_org_name"):
+            if _unique_violation(exc, "uq_compliance_groups_organization_id_name"):
                 raise Conflict("A compliance group with this name exists already.") from None
             raise
         if members:
@@ -383,6 +394,8 @@ def _consent(row: Any) -> Consent:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
         revocation_reason=row.revocation_reason,
+        scope=frozenset(ConsentScope(s) for s in row.scope),
+        revoked_by=row.revoked_by,
     )
 
 
@@ -402,6 +415,7 @@ class SqlConsentRepository(_Repository):
                     effective_at=consent.effective_at,
                     expires_at=consent.expires_at,
                     recorded_by=consent.recorded_by,
+                    scope=sorted(consent.scope),
                 )
                 .returning(consents_t)
             )
@@ -427,7 +441,7 @@ def _active_consent(patient_id: int, at: datetime) -> Any:
 
 class SqlRelationshipFacts(_Repository):
     async def patient_relation(
-        self, patient_id: int, *, user_id: int, organization_id: int, at: datetime
+        self, patient_id: int, *, user_id: int, organization_id: int, at: datetime, with_consent: bool = True
     ) -> PatientRelation | None:
         on_team = exists().where(
             teams_t.c.patient_id == patients_t.c.id,
@@ -444,7 +458,7 @@ class SqlRelationshipFacts(_Repository):
         if row is None:
             return None
         consent_id = None
-        if row.organization_id != organization_id:
+        if with_consent and row.organization_id != organization_id:
             consent_id = await self.organization_consent(patient_id, organization_id, at)
         return PatientRelation(patient_id, row.organization_id, bool(row.on_team), consent_id)
 
@@ -471,13 +485,60 @@ class SqlRelationshipFacts(_Repository):
         self, patient_id: int, phone_number: str, organization_id: int | None, at: datetime
     ) -> int | None:
         c = consents_t.c
-        recipient = and_(c.recipient_type == "external", c.external_phone_number == phone_number)
+        # Texting an external party needs a consent whose scope includes SMS.
+        recipient = and_(
+            c.recipient_type == "external", c.external_phone_number == phone_number, c.scope.contains(["sms"])
+        )
         if organization_id is not None:
             recipient = or_(
                 recipient, and_(c.recipient_type == "organization", c.organization_id == organization_id)
             )
         query = select(c.id).where(_active_consent(patient_id, at), recipient).order_by(c.id).limit(1)
         return (await self.session.execute(query)).scalar_one_or_none()
+
+
+def _hydrated() -> Any:
+    """Conversations with their member ids and external participants, in one statement (the send path
+    reads a conversation per message: three queries were three round trips)."""
+    m, e = conv_members_t.c, externals_t.c
+    members = (
+        select(func.coalesce(func.array_agg(aggregate_order_by(m.user_id, m.user_id)), text("'{}'::int[]")))
+        .where(m.conversation_id == conversations_t.c.id)
+        .scalar_subquery()
+    )
+    external = (
+        select(
+            func.coalesce(
+                func.json_agg(
+                    aggregate_order_by(
+                        func.json_build_array(
+                            e.id, e.phone_number, e.display_name, e.chat_user_id, e.consent_id
+                        ),
+                        e.id,
+                    )
+                ),
+                text("'[]'::json"),
+            )
+        )
+        .where(e.conversation_id == conversations_t.c.id)
+        .scalar_subquery()
+    )
+    return select(conversations_t, members.label("member_ids"), external.label("externals"))
+
+
+def _conversation(r: Any) -> Conversation:
+    return Conversation(
+        id=r.id,
+        patient_id=r.patient_id,
+        title=r.title,
+        channel_url=r.channel_url,
+        organization_id=r.organization_id,
+        created_by=r.created_by,
+        created_at=r.created_at,
+        channel_state=r.channel_state,
+        member_ids=tuple(r.member_ids),
+        external_participants=tuple(ExternalParticipant(*x) for x in r.externals),
+    )
 
 
 class SqlConversationRepository(_Repository):
@@ -530,55 +591,20 @@ class SqlConversationRepository(_Repository):
 
     async def get(self, conversation_id: int) -> Conversation | None:
         row = (
-            await self.session.execute(select(conversations_t).where(conversations_t.c.id == conversation_id))
+            await self.session.execute(_hydrated().where(conversations_t.c.id == conversation_id))
         ).one_or_none()
-        if row is None:
-            return None
-        return (await self._hydrate([row]))[0]
-
-    async def _hydrate(self, rows: Sequence[Any]) -> list[Conversation]:
-        ids = [r.id for r in rows]
-        members: dict[int, list[int]] = {}
-        for m in await self.session.execute(
-            select(conv_members_t)
-            .where(conv_members_t.c.conversation_id.in_(ids))
-            .order_by(conv_members_t.c.user_id)
-        ):
-            members.setdefault(m.conversation_id, []).append(m.user_id)
-        externals: dict[int, list[ExternalParticipant]] = {}
-        for e in await self.session.execute(
-            select(externals_t).where(externals_t.c.conversation_id.in_(ids)).order_by(externals_t.c.id)
-        ):
-            externals.setdefault(e.conversation_id, []).append(
-                ExternalParticipant(e.id, e.phone_number, e.display_name, e.chat_user_id, e.consent_id)
-            )
-        return [
-            Conversation(
-                id=r.id,
-                patient_id=r.patient_id,
-                title=r.title,
-                channel_url=r.channel_url,
-                organization_id=r.organization_id,
-                created_by=r.created_by,
-                created_at=r.created_at,
-                channel_state=r.channel_state,
-                member_ids=tuple(members.get(r.id, ())),
-                external_participants=tuple(externals.get(r.id, ())),
-            )
-            for r in rows
-        ]
+        return _conversation(row) if row else None
 
     async def list_for_member(self, user_id: int, after: int | None, limit: int) -> Page[Conversation]:
-        query = (
-            select(conversations_t)
-            .join(conv_members_t, conv_members_t.c.conversation_id == conversations_t.c.id)
-            .where(conv_members_t.c.user_id == user_id)
+        query = _hydrated().where(
+            exists().where(
+                conv_members_t.c.conversation_id == conversations_t.c.id, conv_members_t.c.user_id == user_id
+            )
         )
         if after is not None:
             query = query.where(conversations_t.c.id > after)
         rows = (await self.session.execute(query.order_by(conversations_t.c.id).limit(limit + 1))).all()
-        hydrated = await self._hydrate(rows) if rows else []
-        return _page(hydrated, limit, lambda c: c.id)
+        return _page([_conversation(r) for r in rows], limit, lambda c: c.id)
 
     async def is_member(self, conversation_id: int, user_id: int) -> bool:
         query = select(
@@ -645,17 +671,194 @@ class SqlAccountDirectory:
         self._sessions = sessions
 
     async def current(self, actor: Actor) -> bool:
-        async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    select(users_t.c.role, users_t.c.organization_id, users_t.c.is_active).where(
-                        users_t.c.id == actor.user_id
-                    )
-                )
-            ).one_or_none()
+        query = select(users_t.c.role, users_t.c.organization_id, users_t.c.is_active).where(
+            users_t.c.id == actor.user_id
+        )
+        try:
+            async with self._sessions() as session:
+                row = (await session.execute(query)).one_or_none()
+        except Exception as exc:
+            from integrations.db.uow import is_unavailable
+
+            if is_unavailable(exc):
+                raise ServiceUnavailable(
+                    "The database is not reachable right now; try again shortly."
+                ) from exc
+            raise
         return (
             row is not None
             and row.is_active
             and row.role == actor.role.value
             and row.organization_id == actor.organization_id
         )
+
+
+class CachedAccountDirectory:
+    """Remembers an account check for ``ttl`` seconds, per (user, role, organization).
+
+    Every authenticated request would otherwise cost its own session and three round trips. The
+    price: a deactivated or re-roled account keeps access for at most ``ttl`` seconds.
+    """
+
+    def __init__(
+        self, inner: SqlAccountDirectory, *, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._inner = inner
+        self._ttl = ttl
+        self._clock = clock
+        self._checked: dict[tuple[int, str, int], float] = {}
+
+    async def current(self, actor: Actor) -> bool:
+        key = (actor.user_id, actor.role.value, actor.organization_id)
+        now = self._clock()
+        if self._checked.get(key, -1.0) > now:
+            return True
+        if not await self._inner.current(actor):
+            self._checked.pop(key, None)
+            return False
+        if len(self._checked) > 10_000:  # bounded: drop everything rather than track recency
+            self._checked.clear()
+        self._checked[key] = now + self._ttl
+        return True
+
+
+# --- consent lifecycle and break-the-glass (issue 4) ----------------------------------------------
+
+#: The channel every instance LISTENs on; payloads are ``seq:op:consent_id:patient_id`` (ids only).
+CONSENT_CHANNEL = "caremsg_consents"
+
+
+class SqlConsentLifecycle(_Repository):
+    async def get_for_update(self, consent_id: int) -> Consent | None:
+        row = (
+            await self.session.execute(
+                select(consents_t).where(consents_t.c.id == consent_id).with_for_update()
+            )
+        ).one_or_none()
+        return _consent(row) if row else None
+
+    async def revoke(self, consent_id: int, *, revoked_by: int, reason: str, at: datetime) -> Consent:
+        row = (
+            await self.session.execute(
+                update(consents_t)
+                .where(consents_t.c.id == consent_id)
+                .values(revoked_at=at, revoked_by=revoked_by, revocation_reason=reason)
+                .returning(consents_t)
+            )
+        ).one()
+        return _consent(row)
+
+    async def record_change(self, consent_id: int, patient_id: int, op: str) -> int:
+        seq = (
+            await self.session.execute(
+                text(
+                    "INSERT INTO consent_changes (consent_id, patient_id, op)"
+                    " VALUES (:cid, :pid, :op) RETURNING seq"
+                ),
+                {"cid": consent_id, "pid": patient_id, "op": op},
+            )
+        ).scalar_one()
+        # Delivered only if and when this transaction commits, in commit order.
+        await self.session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CONSENT_CHANNEL, "payload": f"{seq}:{op}:{consent_id}:{patient_id}"},
+        )
+        return int(seq)
+
+    async def patient_conversations(self, patient_id: int) -> list[Conversation]:
+        query = _hydrated().where(conversations_t.c.patient_id == patient_id).order_by(conversations_t.c.id)
+        return [_conversation(r) for r in await self.session.execute(query)]
+
+    async def remove_members(self, conversation_id: int, user_ids: Sequence[int]) -> None:
+        if user_ids:
+            await self.session.execute(
+                conv_members_t.delete().where(
+                    conv_members_t.c.conversation_id == conversation_id,
+                    conv_members_t.c.user_id.in_(list(user_ids)),
+                )
+            )
+
+    async def externals_admitted_by(self, consent_id: int) -> list[ExternalCoverage]:
+        rows = await self.session.execute(
+            select(externals_t)
+            .where(externals_t.c.consent_id == consent_id, externals_t.c.removed_at.is_(None))
+            .order_by(externals_t.c.id)
+        )
+        return [
+            ExternalCoverage(r.id, r.conversation_id, r.phone_number, r.organization_id, r.chat_user_id)
+            for r in rows
+        ]
+
+    async def readmit_external(self, participant_id: int, consent_id: int) -> None:
+        await self.session.execute(
+            update(externals_t).where(externals_t.c.id == participant_id).values(consent_id=consent_id)
+        )
+
+    async def remove_external(self, participant_id: int, at: datetime) -> None:
+        await self.session.execute(
+            update(externals_t).where(externals_t.c.id == participant_id).values(removed_at=at)
+        )
+
+
+break_glass_t = metadata.tables["break_glass_sessions"]
+
+
+def _break_glass(row: Any) -> BreakGlassSession:
+    return BreakGlassSession(
+        id=row.id,
+        user_id=row.user_id,
+        organization_id=row.organization_id,
+        patient_id=row.patient_id,
+        patient_organization_id=row.patient_organization_id,
+        reason=row.reason,
+        opened_at=row.opened_at,
+        expires_at=row.expires_at,
+    )
+
+
+class SqlBreakGlassRepository(_Repository):
+    def _select(self) -> Any:
+        return select(break_glass_t, patients_t.c.organization_id.label("patient_organization_id")).join(
+            patients_t, patients_t.c.id == break_glass_t.c.patient_id
+        )
+
+    async def add(
+        self, *, user_id: int, organization_id: int, patient_id: int, reason: str, expires_at: datetime
+    ) -> BreakGlassSession:
+        new_id = (
+            await self.session.execute(
+                insert(break_glass_t)
+                .values(
+                    user_id=user_id,
+                    organization_id=organization_id,
+                    patient_id=patient_id,
+                    reason=reason,
+                    expires_at=expires_at,
+                )
+                .returning(break_glass_t.c.id)
+            )
+        ).scalar_one()
+        row = (await self.session.execute(self._select().where(break_glass_t.c.id == new_id))).one()
+        return _break_glass(row)
+
+    async def open_session(self, user_id: int, patient_id: int, at: datetime) -> int | None:
+        b = break_glass_t.c
+        query = (
+            select(b.id)
+            .where(b.user_id == user_id, b.patient_id == patient_id, b.opened_at <= at, b.expires_at > at)
+            .order_by(b.id.desc())
+            .limit(1)
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def list_for_organization(
+        self, organization_id: int, after: int | None, limit: int
+    ) -> Page[BreakGlassSession]:
+        b = break_glass_t.c
+        query = self._select().where(
+            or_(b.organization_id == organization_id, patients_t.c.organization_id == organization_id)
+        )
+        if after is not None:
+            query = query.where(b.id < after)
+        rows = (await self.session.execute(query.order_by(b.id.desc()).limit(limit + 1))).all()
+        return _page([_break_glass(r) for r in rows], limit, lambda g: g.id)

@@ -25,7 +25,8 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.sql.elements import conv
 from sqlmodel import Field, SQLModel
 
 # A constraint naming convention so Alembic migrations name every constraint predictably.
@@ -73,7 +74,9 @@ class ComplianceGroupRow(SQLModel, table=True):
     created_by: int = _fk("users.id", index=False)
     created_at: datetime = _ts()
 
-    __table_args__ = (UniqueConstraint("organization_id", "name", name="org_name"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "name", name=conv("uq_compliance_groups_organization_id_name")),
+    )
 
 
 class ComplianceGroupMemberRow(SQLModel, table=True):
@@ -165,8 +168,13 @@ class ConsentRow(SQLModel, table=True):
     revoked_at: datetime | None = _ts(nullable=True, default_now=False)
     revoked_by: int | None = _fk("users.id", nullable=True, index=False)
     revocation_reason: str | None = Field(sa_column=Column(String(500), nullable=True))
+    # Which data and actions the consent discloses (issue 4): read, message, sms.
+    scope: list[str] = Field(
+        sa_column=Column(ARRAY(String(16)), nullable=False, server_default=text("'{read,message,sms}'"))
+    )
 
     __table_args__ = (
+        CheckConstraint("cardinality(scope) >= 1 AND scope <@ '{read,message,sms}'::varchar[]", name="scope"),
         CheckConstraint(
             "(recipient_type = 'organization' AND organization_id IS NOT NULL AND compliance_group_id IS NULL"
             " AND external_phone_number IS NULL)"
@@ -221,8 +229,16 @@ class ExternalParticipantRow(SQLModel, table=True):
     chat_user_id: str = Field(sa_column=Column(String(80), nullable=False, unique=True))
     consent_id: int = _fk("consents.id", index=False)
     added_at: datetime = _ts()
+    # Set when the consent that let this participant in is revoked (issue 4): SMS must stop.
+    removed_at: datetime | None = _ts(nullable=True, default_now=False)
 
-    __table_args__ = (UniqueConstraint("conversation_id", "phone_number", name="conversation_phone"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "conversation_id",
+            "phone_number",
+            name=conv("uq_external_participants_conversation_id_phone_number"),
+        ),
+    )
 
 
 class MessageRow(SQLModel, table=True):
@@ -294,6 +310,9 @@ class AuditEventRow(SQLModel, table=True):
     details: dict[str, Any] = Field(
         sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
     )
+    # Keyed hash (HMAC-SHA-256) of an identifier that must be searchable but never stored in clear,
+    # such as the email of a failed login (issue 5).
+    subject_hash: str | None = Field(sa_column=Column(String(64), nullable=True, index=True))
 
     __table_args__ = (
         CheckConstraint("decision IS NULL OR decision IN ('allow','deny')", name="decision"),

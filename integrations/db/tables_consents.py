@@ -1,6 +1,51 @@
 """Table models for policy, consent lifecycle and break-the-glass (issue 4).
 
 Imported by integrations.db.tables so Alembic sees them.
+
+- ``consent_changes``: one row per change to a consent (recorded, revoked), written in the same
+  transaction as the change, numbered by a ``bigserial``. Instances keep their in-memory consent
+  index current from ``pg_notify`` messages carrying that number, and catch up from this table
+  when a number is missing. It holds ids only, never PHI.
+- ``break_glass_sessions``: emergency access a clinician opened to one patient, with the reason,
+  until it expires; the compliance review list reads it.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Integer, String, Text
+from sqlmodel import Field, SQLModel
+
+from integrations.db.tables import _fk, _ts
+
+
+class ConsentChangeRow(SQLModel, table=True):
+    __tablename__ = "consent_changes"
+
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    consent_id: int = _fk("consents.id")
+    patient_id: int = Field(sa_column=Column(Integer, nullable=False))
+    op: str = Field(sa_column=Column(String(16), nullable=False))
+    changed_at: datetime = _ts()
+
+    __table_args__ = (CheckConstraint("op IN ('recorded','revoked')", name="op"),)
+
+
+class BreakGlassSessionRow(SQLModel, table=True):
+    __tablename__ = "break_glass_sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("users.id", index=False)
+    organization_id: int = _fk("organizations.id")
+    patient_id: int = _fk("patients.id", index=False)
+    # The clinician's justification; shown to compliance reviewers, never logged.
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    opened_at: datetime = _ts()
+    expires_at: datetime = _ts(default_now=False)
+
+    __table_args__ = (
+        CheckConstraint("expires_at > opened_at", name="expires_after_opened"),
+        CheckConstraint("char_length(reason) >= 10", name="reason_length"),
+        Index("ix_break_glass_sessions_user_patient", "user_id", "patient_id", "expires_at"),
+    )

@@ -9,20 +9,23 @@ Each event is also emitted as one structured log line (``caremsg.audit``) once i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import structlog
 from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from engine.audit import AuditEvent, Outcome
+from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.errors import CaremsgError, Forbidden, ServiceUnavailable
+from integrations.audit_store import SqlAuditTrail
 from integrations.db.repositories import (
+    SqlBreakGlassRepository,
     SqlCareTeamRepository,
     SqlComplianceGroupRepository,
+    SqlConsentLifecycle,
     SqlConsentRepository,
     SqlConversationRepository,
     SqlMessageRepository,
@@ -32,6 +35,7 @@ from integrations.db.repositories import (
     SqlRelationshipFacts,
     SqlUserRepository,
 )
+from integrations.db.repositories_messaging import SqlMessagingRepository
 from integrations.db.tables import metadata
 
 audit_t = metadata.tables["audit_events"]
@@ -48,17 +52,54 @@ class BufferedAuditLog:
     def record(self, event: AuditEvent) -> None:
         self.pending.append(event)
 
-    def amend_last(self, *, resource_id: str | None, patient_id: int | None) -> None:
-        if self.pending:
-            self.pending[-1] = dataclasses.replace(
-                self.pending[-1], resource_id=resource_id, patient_id=patient_id
-            )
+    def amend_last(
+        self,
+        workflow: str,
+        *,
+        resource_id: str | None = None,
+        patient_id: int | None = None,
+        details: Mapping[str, DetailValue] | None = None,
+    ) -> None:
+        for index in range(len(self.pending) - 1, -1, -1):
+            event = self.pending[index]
+            if event.workflow == workflow:
+                self.pending[index] = dataclasses.replace(
+                    event,
+                    resource_id=event.resource_id if resource_id is None else resource_id,
+                    patient_id=event.patient_id if patient_id is None else patient_id,
+                    details={**event.details, **(details or {})},
+                )
+                return
 
 
 def _row(event: AuditEvent) -> dict[str, Any]:
     values = dataclasses.asdict(event)
     values["details"] = dict(event.details)
     return values
+
+
+class AuditSink(Protocol):
+    """Where a unit of work writes its audit rows, inside the transaction it is given."""
+
+    async def write(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None: ...
+
+
+class PostgresAuditSink:
+    """The durable sink: the rows go into ``audit_events`` in the caller's transaction.
+
+    The insert also takes, by trigger, the shared lock that lets the chain sealer know which ids
+    are final (migration 0006, integrations/audit_sealer.py): nothing to do here for it.
+    """
+
+    async def write(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        await session.execute(insert(audit_t), rows)
+
+
+class DiscardingAuditSink:
+    """Writes nothing. Only for measuring what durable auditing costs (bench/audited_reads.py)."""
+
+    async def write(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        return None
 
 
 def emit_audit_log(events: Sequence[AuditEvent]) -> None:
@@ -94,10 +135,16 @@ class SqlUnitOfWork:
     messages: SqlMessageRepository
     outbox: SqlOutbox
     facts: SqlRelationshipFacts
+    break_glass: SqlBreakGlassRepository
+    consent_lifecycle: SqlConsentLifecycle
+    messaging: SqlMessagingRepository
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    audit_trail: SqlAuditTrail
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], sink: AuditSink | None = None) -> None:
         self._sessions = sessions
         self._committed = False
+        self._sink = sink or PostgresAuditSink()
 
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
@@ -113,12 +160,23 @@ class SqlUnitOfWork:
         self.messages = SqlMessageRepository(s)
         self.outbox = SqlOutbox(s)
         self.facts = SqlRelationshipFacts(s)
+        self.break_glass = SqlBreakGlassRepository(s)
+        self.consent_lifecycle = SqlConsentLifecycle(s)
+        self.messaging = SqlMessagingRepository(s)
+        self.audit_trail = SqlAuditTrail(s)
         return self
 
     async def commit(self) -> None:
         events = list(self.audit.pending)
         if events:
-            await self.session.execute(insert(audit_t), [_row(e) for e in events])
+            try:
+                await self._sink.write(self.session, [_row(e) for e in events])
+            except Exception as error:
+                # Fail closed: no audit record, no action. The caller's transaction rolls back.
+                log.error("audit.write_failed", error=type(error).__name__, events=len(events))
+                raise ServiceUnavailable(
+                    "The audit record could not be written, so nothing was done; try again shortly."
+                ) from error
         await self.session.commit()
         self._committed = True
         self.audit.pending.clear()
@@ -151,7 +209,7 @@ class SqlUnitOfWork:
         self.audit.pending.clear()
         try:
             async with self._sessions() as session, session.begin():
-                await session.execute(insert(audit_t), [_row(e) for e in events])
+                await self._sink.write(session, [_row(e) for e in events])
         except Exception as error:
             # The database is unreachable: the log line is then the only trace, and says so.
             log.error("audit.write_failed", error=type(error).__name__, events=len(events))

@@ -84,7 +84,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['created_by'], ['users.id'], name=op.f('fk_compliance_groups_created_by_users')),
     sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_compliance_groups_organization_id_organizations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_compliance_groups')),
-    sa.UniqueConstraint('organization_id', 'name', name='org_name')
+    sa.UniqueConstraint('organization_id', 'name', name=op.f('uq_compliance_groups_organization_id_name'))
     )
     op.create_index(op.f('ix_compliance_groups_organization_id'), 'compliance_groups', ['organization_id'], unique=False)
     op.create_table('patients',
@@ -206,7 +206,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_external_participants_organization_id_organizations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_external_participants')),
     sa.UniqueConstraint('chat_user_id', name=op.f('uq_external_participants_chat_user_id')),
-    sa.UniqueConstraint('conversation_id', 'phone_number', name='conversation_phone')
+    sa.UniqueConstraint('conversation_id', 'phone_number', name=op.f('uq_external_participants_conversation_id_phone_number'))
     )
     op.create_index(op.f('ix_external_participants_conversation_id'), 'external_participants', ['conversation_id'], unique=False)
     op.create_table('messages',

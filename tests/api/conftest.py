@@ -76,7 +76,7 @@ class Api:
         sessions = self.app[sessions_key]
         user = await bootstrap_user(
             lambda: SqlUnitOfWork(sessions),
-            Argon2Passwords(),
+            Argon2Passwords(time_cost=1, memory_kib=64),
             CreateUser(
                 email,
                 PASSWORD,

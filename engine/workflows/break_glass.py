@@ -1,0 +1,92 @@
+"""Break the glass: a clinician opens emergency access to a patient they could not otherwise see.
+
+It needs a reason (at least ten characters, for the compliance review), lasts a configured time
+(``policy.break_glass_minutes``) and then ends by itself: the fact ``break_glass`` is evaluated at
+each decision, against the session's expiry. Every audit record made while it is in force is
+flagged ``break_glass``; compliance officers list the sessions of their organization to review them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from engine.audit import AuditEvent
+from engine.errors import FieldError, InvalidInput
+from engine.model import Actor, Page
+from engine.ports import BreakGlassSession
+from engine.services import Guard, Services
+
+MIN_REASON = 10
+MAX_REASON = 1000
+
+
+@dataclass(frozen=True)
+class BreakGlass:
+    patient_id: int
+    reason: str
+
+
+async def break_glass(services: Services, actor: Actor, cmd: BreakGlass) -> BreakGlassSession:
+    """Open an emergency session for the actor and the patient; 404 if there is no patient."""
+    reason = cmd.reason.strip()
+    if not MIN_REASON <= len(reason) <= MAX_REASON:
+        raise InvalidInput(
+            [FieldError("reason", f"Explain the emergency in {MIN_REASON} to {MAX_REASON} characters.")]
+        )
+    pid = cmd.patient_id
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require_role("break_glass.open", resource_type="patient", resource_id=pid, patient_id=pid)
+        facts, details = await guard.patient_facts("break_glass.open", pid)
+        guard.require(
+            "break_glass.open",
+            facts,
+            resource_type="break_glass",
+            patient_id=pid,
+            field="patientId",
+            details=details,
+        )
+        session = await uow.break_glass.add(
+            user_id=actor.user_id,
+            organization_id=actor.organization_id,
+            patient_id=pid,
+            reason=reason,
+            expires_at=guard.now + timedelta(minutes=services.settings.break_glass_minutes),
+        )
+        guard.identify(resource_id=session.id, patient_id=pid)
+        uow.audit.record(
+            AuditEvent(
+                event="break_glass.opened",
+                workflow="break_glass.open",
+                outcome="success",
+                occurred_at=guard.now,
+                actor_id=actor.user_id,
+                actor_role=actor.role.value,
+                organization_id=actor.organization_id,
+                request_id=actor.request_id,
+                source_address=actor.source_address,
+                resource_type="break_glass",
+                resource_id=str(session.id),
+                patient_id=pid,
+                policy_version=guard.policy.version,
+                break_glass=True,
+                details={"expires_at": session.expires_at.isoformat()},
+            )
+        )
+        await uow.commit()
+    return session
+
+
+async def list_break_glass(
+    services: Services, actor: Actor, after: int | None, limit: int | None
+) -> Page[BreakGlassSession]:
+    """Sessions opened by the officer's organization's staff or on its patients, newest first."""
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require("break_glass.list", resource_type="break_glass")
+        page = await uow.break_glass.list_for_organization(
+            actor.organization_id, after, services.page_size(limit)
+        )
+        await uow.commit()
+    return page

@@ -1,0 +1,319 @@
+"""Per-recipient delivery, SMS to external participants, and what inbound webhooks mean.
+
+A message reaches the chat channel (staff) and, by SMS, every external participant who still has an
+active consent naming them, has not texted STOP, and has a valid number. What each text may carry
+is decided per recipient by the policy (``sms.send_full_text``); the default policy sends only a
+notification without clinical content. Every recipient gets a delivery row in the message's own
+transaction, so ``GET`` shows ``queued`` at once and a refusal (``failed`` with a reason) is on
+record. The effects themselves go through the outbox.
+
+Inbound events arrive through webhooks that were stored first (``webhook_events``) and are handled
+here, each in one transaction that also marks the event done, so a retried or re-processed event has
+no second effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.audit import AuditEvent
+from engine.decisions import Fact
+from engine.errors import Forbidden, NotFound
+from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, RecipientDelivery
+from engine.ports import NewDelivery, UnitOfWork
+from engine.services import Guard, Services
+from engine.sms import (
+    CHANNEL_RECIPIENT,
+    FULL_TEXT,
+    NOTIFICATION,
+    Keyword,
+    keyword,
+    sms_recipient,
+    textable,
+)
+
+CHANNEL, SMS = "chat", "sms"
+SEND_SMS = "send_sms"
+POST_SMS_REPLY = "post_sms_reply"
+
+PROCESSED = "processed"
+IGNORED = "ignored"
+
+
+async def plan_deliveries(
+    guard: Guard,
+    services: Services,
+    conversation: Conversation,
+    message_id: int,
+    *,
+    channel_state: DeliveryState = DeliveryState.QUEUED,
+    channel_ts_ms: int | None = None,
+) -> tuple[RecipientDelivery, ...]:
+    """Create the message's delivery rows and enqueue one SMS per recipient who may be texted.
+
+    Checked at send time, per external participant: not removed from the conversation, an active
+    consent naming them (else ``failed: no_sms_consent``), no STOP on record (``opted_out``), a
+    valid number (``invalid_number``). Then ``sms.send_full_text`` decides what the text says.
+    """
+    uow = guard.uow
+    deliveries = [NewDelivery(CHANNEL_RECIPIENT, channel_state, provider_ts_ms=channel_ts_ms)]
+    # The conversation is loaded with its external participants: no query when there are none.
+    recipients = (
+        await uow.messaging.sms_recipients(conversation.id) if conversation.external_participants else []
+    )
+    for r in recipients:
+        if r.removed:
+            continue
+        consent_id = await uow.facts.external_consent(
+            conversation.patient_id, r.phone_number, r.organization_id, guard.now
+        )
+        reason = (
+            "no_sms_consent"
+            if consent_id is None
+            else "opted_out"
+            if r.opted_out
+            else "invalid_number"
+            if not textable(r.phone_number)
+            else None
+        )
+        if reason is not None:
+            deliveries.append(
+                NewDelivery(sms_recipient(r.participant_id), DeliveryState.FAILED, r.participant_id, reason)
+            )
+            continue
+        facts = {Fact.EXTERNAL_CONSENT}
+        if r.compliance_group_ids & services.sms.full_text_group_ids:
+            facts.add(Fact.SMS_FULL_TEXT_GROUP)
+        try:
+            guard.require(
+                "sms.send_full_text",
+                facts,
+                resource_type="message",
+                resource_id=message_id,
+                patient_id=conversation.patient_id,
+                subject_role=EXTERNAL_PARTICIPANT,
+                details={
+                    "external_participant_id": r.participant_id,
+                    "consent_id": consent_id,
+                    "sms_policy_version": services.sms.version,
+                },
+            )
+            content = FULL_TEXT
+        except Forbidden:
+            content = NOTIFICATION  # the denial is on record; the person still learns to look
+        deliveries.append(
+            NewDelivery(
+                sms_recipient(r.participant_id), DeliveryState.QUEUED, r.participant_id, content=content
+            )
+        )
+    ids = await uow.messaging.add_deliveries(message_id, deliveries)
+    for delivery, delivery_id in zip(deliveries, ids, strict=True):
+        if delivery.external_participant_id is not None and delivery.state == DeliveryState.QUEUED:
+            await uow.outbox.enqueue(
+                SEND_SMS, {"delivery_id": delivery_id}, conversation_id=conversation.id, message_id=message_id
+            )
+    return tuple(
+        RecipientDelivery(
+            d.recipient, CHANNEL if d.recipient == CHANNEL_RECIPIENT else SMS, d.state, d.reason, guard.now
+        )
+        for d in deliveries
+    )
+
+
+async def with_deliveries(uow: UnitOfWork, messages: Sequence[Message]) -> list[Message]:
+    """The messages with their delivery rows attached."""
+    by_message = await uow.messaging.deliveries_for([m.id for m in messages])
+    return [dataclasses.replace(m, deliveries=by_message.get(m.id, ())) for m in messages]
+
+
+async def get_message(services: Services, actor: Actor, message_id: int) -> Message:
+    """One message with its per-recipient delivery state; decided as ``conversation.read``."""
+    from engine.workflows.conversations import _readable_conversation
+
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require_role("conversation.read", resource_type="message", resource_id=message_id)
+        message = await uow.messaging.get_message(message_id)
+        if message is None:
+            guard.record_missing("conversation.read", "message", message_id)
+            raise NotFound("message")
+        await _readable_conversation(guard, "conversation.read", message.conversation_id)
+        (message,) = await with_deliveries(uow, [message])
+        await uow.commit()
+    return message
+
+
+# --- inbound events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatMessagePosted:
+    """A staff member posted in the chat app itself (not through caremsg): fan out SMS notifications."""
+
+    event_id: int
+    channel_url: str
+    sender_chat_id: str
+    chat_message_id: int
+    text: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class ChatRead:
+    event_id: int
+    channel_url: str
+    reads: tuple[tuple[str, int], ...]  # (chat user id, read_ts ms)
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    event_id: int
+    provider_message_id: str
+    from_number: str
+    text: str
+
+
+def _system_actor(user_id: int, role: str, organization_id: int, event_id: int) -> Actor:
+    from engine.model import Role
+
+    return Actor(user_id, Role(role), organization_id, request_id=f"webhook-{event_id}")
+
+
+async def chat_message_posted(services: Services, event: ChatMessagePosted) -> str:
+    """Store a message staff posted directly in the chat app and text external members about it.
+
+    The sender must still be allowed ``message.send`` (member, patient covered); if not, nothing is
+    texted and the denial is on record. Returns ``processed`` or ``ignored``.
+    """
+    async with services.uow() as uow:
+        conversation = await uow.messaging.conversation_by_channel(event.channel_url)
+        sender = await uow.messaging.user_by_chat_id(event.sender_chat_id)
+        if conversation is None or sender is None:
+            await uow.messaging.finish_webhook_event(event.event_id, IGNORED)
+            await uow.commit()
+            return IGNORED
+        actor = _system_actor(sender.id, sender.role.value, sender.organization_id, event.event_id)
+        guard = Guard(services, uow, actor)
+        facts, details = await guard.patient_facts("message.send", conversation.patient_id)
+        if sender.id in conversation.member_ids:
+            facts |= {Fact.MEMBER}
+        if not guard.permits(
+            "message.send",
+            facts,
+            resource_type="conversation",
+            resource_id=conversation.id,
+            patient_id=conversation.patient_id,
+            details={**details, "via": "chat_app"},
+        ):
+            await uow.messaging.finish_webhook_event(event.event_id, IGNORED)
+            await uow.commit()
+            return IGNORED
+        message = await uow.messaging.add_posted_message(
+            conversation.id, sender.id, event.text, event.chat_message_id, event.created_at_ms
+        )
+        if message is not None:
+            await plan_deliveries(
+                guard,
+                services,
+                conversation,
+                message.id,
+                channel_state=DeliveryState.SENT,
+                channel_ts_ms=event.created_at_ms,
+            )
+        await uow.messaging.finish_webhook_event(event.event_id, PROCESSED)
+        await uow.commit()
+    services.delivery.wake()
+    return PROCESSED
+
+
+async def chat_read(services: Services, event: ChatRead) -> str:
+    """Read receipts: channel deliveries the reader has now seen become ``delivered``."""
+    async with services.uow() as uow:
+        conversation = await uow.messaging.conversation_by_channel(event.channel_url)
+        status = IGNORED
+        if conversation is not None:
+            for reader, read_ts in event.reads:
+                await uow.messaging.mark_read(conversation.id, reader, read_ts)
+            status = PROCESSED
+        await uow.messaging.finish_webhook_event(event.event_id, status)
+        await uow.commit()
+    return status
+
+
+async def sms_received(services: Services, event: InboundSms) -> str:
+    """An external participant texted back: honour STOP/START/HELP, else post the reply in the channel.
+
+    Replies go to the conversation that last texted the number, as that participant, with the
+    provider's message id as ``dedup_id``. Posting needs ``sms.reply`` (an active consent naming them).
+    """
+    rules = services.sms
+    async with services.uow() as uow:
+        route = await uow.messaging.reply_route(event.from_number)
+        if route is None:
+            await uow.messaging.finish_webhook_event(event.event_id, IGNORED)
+            await uow.commit()
+            return IGNORED
+        now = services.clock()
+        word = keyword(event.text, rules)
+
+        def audit(name: str, **details: str | int | None) -> None:
+            uow.audit.record(
+                AuditEvent(
+                    event=name,
+                    workflow="sms.reply",
+                    outcome="success",
+                    occurred_at=now,
+                    request_id=f"webhook-{event.event_id}",
+                    resource_type="external_participant",
+                    resource_id=str(route.participant_id),
+                    patient_id=route.patient_id,
+                    details={"conversation_id": route.conversation_id, **details},
+                )
+            )
+
+        if word is Keyword.STOP:
+            changed = await uow.messaging.set_opt_out(event.from_number, True, event.provider_message_id)
+            audit("sms_opt_out", changed=int(changed))
+        elif word is Keyword.START:
+            changed = await uow.messaging.set_opt_out(event.from_number, False, event.provider_message_id)
+            audit("sms_opt_in", changed=int(changed))
+        elif word is Keyword.HELP:
+            await uow.outbox.enqueue(
+                SEND_SMS, {"help_participant_id": route.participant_id}, conversation_id=route.conversation_id
+            )
+            audit("sms_help")
+        else:
+            consent_id = await uow.facts.external_consent(
+                route.patient_id, route.phone_number, route.organization_id, now
+            )
+            decision = services.policy.current.decide(
+                EXTERNAL_PARTICIPANT, "sms.reply", {Fact.EXTERNAL_CONSENT} if consent_id else set()
+            )
+            uow.audit.record(
+                AuditEvent.for_decision(
+                    decision,
+                    actor=None,
+                    occurred_at=now,
+                    resource_type="conversation",
+                    resource_id=route.conversation_id,
+                    patient_id=route.patient_id,
+                    details={"external_participant_id": route.participant_id, "consent_id": consent_id},
+                )
+            )
+            if decision.allowed:
+                await uow.outbox.enqueue(
+                    POST_SMS_REPLY,
+                    {
+                        "channel_url": route.channel_url,
+                        "sender_chat_id": route.chat_user_id,
+                        "text": event.text,
+                        "dedup_id": event.provider_message_id,
+                    },
+                    conversation_id=route.conversation_id,
+                )
+        await uow.messaging.finish_webhook_event(event.event_id, PROCESSED)
+        await uow.commit()
+    services.delivery.wake()
+    return PROCESSED

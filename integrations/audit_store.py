@@ -1,0 +1,306 @@
+"""The audit trail in PostgreSQL: searches, the accounting of disclosures, chain reads for
+``caremsg audit verify``, and the streaming reads behind ``caremsg audit export``.
+
+Nothing here writes an audit event (the unit of work does) or a chain entry (the sealer does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Integer, Select, and_, cast, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from engine.audit import AuditEvent
+from engine.audit_chain import (
+    CONTENT_FIELDS,
+    ChainEntry,
+    ChainHead,
+    ChainWalk,
+    Problem,
+    VerifyReport,
+    content_digest,
+    first_problem,
+)
+from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
+from engine.model import Page
+from integrations.db.tables import metadata
+
+events_t = metadata.tables["audit_events"]
+chain_t = metadata.tables["audit_chain"]
+patients_t = metadata.tables["patients"]
+users_t = metadata.tables["users"]
+consents_t = metadata.tables["consents"]
+
+CONTENT_COLUMNS = [events_t.c[name] for name in CONTENT_FIELDS]
+
+
+def content_of(row: Any) -> dict[str, object]:
+    """The canonical content of an event row, as the digest covers it."""
+    mapping = row._mapping
+    return {name: mapping[name] for name in CONTENT_FIELDS}
+
+
+def event_of(row: Any) -> AuditEvent:
+    m = row._mapping
+    return AuditEvent(
+        event=m["event"],
+        workflow=m["workflow"],
+        outcome=m["outcome"],
+        occurred_at=m["occurred_at"],
+        actor_id=m["actor_id"],
+        actor_role=m["actor_role"],
+        organization_id=m["organization_id"],
+        request_id=m["request_id"],
+        source_address=m["source_address"],
+        resource_type=m["resource_type"],
+        resource_id=m["resource_id"],
+        patient_id=m["patient_id"],
+        decision=m["decision"],
+        matched_rule=m["matched_rule"],
+        reason=m["reason"],
+        policy_version=m["policy_version"],
+        purpose=m["purpose"],
+        break_glass=m["break_glass"],
+        details=dict(m["details"] or {}),
+        subject_hash=m["subject_hash"],
+    )
+
+
+def records_query() -> Select[Any]:
+    """Events with their chain position (null while unsealed), by id."""
+    return (
+        select(events_t.c.id, *CONTENT_COLUMNS, chain_t.c.seq, chain_t.c.hash)
+        .select_from(events_t.outerjoin(chain_t, chain_t.c.event_id == events_t.c.id))
+        .order_by(events_t.c.id)
+    )
+
+
+def record_of(row: Any) -> AuditRecord:
+    return AuditRecord(row.id, event_of(row), row.seq, row.hash)
+
+
+class SqlAuditTrail:
+    """The :class:`engine.ports.AuditTrail` adapter, on the unit of work's session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def search(self, query: AuditFilter, after: int | None, limit: int) -> Page[AuditRecord]:
+        e = events_t.c
+        own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == query.organization_id)
+        conditions = [or_(e.organization_id == query.organization_id, e.patient_id.in_(own_patients))]
+        for column, value in (
+            (e.actor_id, query.actor_id),
+            (e.patient_id, query.patient_id),
+            (e.workflow, query.workflow),
+            (e.decision, query.decision),
+            (e.outcome, query.outcome),
+            (e.break_glass, query.break_glass),
+            (e.subject_hash, query.subject_hash),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        if query.since is not None:
+            conditions.append(e.occurred_at >= query.since)
+        if query.until is not None:
+            conditions.append(e.occurred_at < query.until)
+        if after is not None:
+            conditions.append(e.id > after)
+        rows = (await self.session.execute(records_query().where(*conditions).limit(limit + 1))).all()
+        items = tuple(record_of(r) for r in rows[:limit])
+        return Page(items, items[-1].id if len(rows) > limit else None)
+
+    async def disclosures(
+        self, patient_id: int, since: datetime, until: datetime, after: int | None, limit: int
+    ) -> Page[Disclosure]:
+        e = events_t.c
+        subject = users_t.alias("subject")
+        # ->> gives SQL NULL for a missing key and for a JSON null alike.
+        consent_id = e.details["consent_id"].astext
+        subject_id = e.details["subject_user_id"].astext
+        query = (
+            select(
+                e.id,
+                e.occurred_at,
+                e.workflow,
+                e.actor_id,
+                e.actor_role,
+                e.organization_id,
+                e.purpose,
+                e.details,
+                subject.c.role.label("subject_role"),
+                subject.c.organization_id.label("subject_organization_id"),
+                consents_t.c.purpose.label("consent_purpose"),
+            )
+            .select_from(
+                events_t.outerjoin(subject, subject.c.id == cast(subject_id, Integer)).outerjoin(
+                    consents_t, consents_t.c.id == cast(consent_id, Integer)
+                )
+            )
+            .where(
+                e.patient_id == patient_id,
+                e.outcome == "success",
+                e.decision == "allow",
+                consent_id.is_not(None),
+                e.occurred_at >= since,
+                e.occurred_at < until,
+                e.id > (after or 0),
+            )
+            .order_by(e.id)
+            .limit(limit + 1)
+        )
+        rows = (await self.session.execute(query)).all()
+        items = tuple(_disclosure(r) for r in rows[:limit])
+        return Page(items, items[-1].audit_event_id if len(rows) > limit else None)
+
+
+def _disclosure(row: Any) -> Disclosure:
+    details: Mapping[str, Any] = row.details or {}
+    consent = details.get("consent_id")
+    if "external_index" in details:
+        recipient, user_id, role, org = "external", None, None, None
+    elif details.get("subject_user_id") is not None:
+        recipient = "person"
+        user_id, role, org = int(details["subject_user_id"]), row.subject_role, row.subject_organization_id
+    else:
+        recipient, user_id, role, org = "person", row.actor_id, row.actor_role, row.organization_id
+    return Disclosure(
+        audit_event_id=row.id,
+        occurred_at=row.occurred_at,
+        workflow=row.workflow,
+        actor_id=row.actor_id,
+        actor_role=row.actor_role,
+        actor_organization_id=row.organization_id,
+        recipient=recipient,
+        recipient_user_id=user_id,
+        recipient_role=role,
+        recipient_organization_id=org,
+        consent_id=int(consent) if consent is not None else None,
+        purpose=row.purpose or row.consent_purpose,
+    )
+
+
+# --- the chain, for the verifier -------------------------------------------------------------------
+
+
+def _entry(row: Any) -> ChainEntry:
+    return ChainEntry(row.seq, row.event_id, row.digest, row.prev_hash, row.hash)
+
+
+async def chain_head(conn: AsyncConnection) -> ChainHead:
+    row = (
+        await conn.execute(
+            select(chain_t.c.seq, chain_t.c.hash, chain_t.c.event_id).order_by(chain_t.c.seq.desc()).limit(1)
+        )
+    ).one_or_none()
+    return ChainHead(row.seq, row.hash, row.event_id) if row else ChainHead()
+
+
+async def verify_chain(conn: AsyncConnection, *, batch_size: int = 2000) -> VerifyReport:
+    """Walk the whole chain in ``seq`` order against the events, and look for inserted events.
+
+    Reads in batches (keyset on ``seq``), so memory stays flat however long the trail is. Extra
+    lookups (which entry holds this digest, where was this entry sealed) run only on a mismatch.
+    """
+    walk = ChainWalk()
+    chain_problem: Problem | None = None
+    last = 0
+    c, e = chain_t.c, events_t.c
+    while chain_problem is None:
+        rows = (
+            await conn.execute(
+                select(
+                    c.seq, c.event_id, c.digest, c.prev_hash, c.hash, e.id.label("present"), *CONTENT_COLUMNS
+                )
+                .select_from(chain_t.outerjoin(events_t, e.id == c.event_id))
+                .where(c.seq > last)
+                .order_by(c.seq)
+                .limit(batch_size)
+            )
+        ).all()
+        if not rows:
+            break
+        for row in rows:
+            entry = _entry(row)
+            content = content_of(row) if row.present is not None else None
+            moved_from = origin = None
+            if content is not None and content_digest(content) != entry.digest:
+                moved_from = await _entry_with_digest(conn, content_digest(content))
+            if entry.prev_hash != walk.previous.hash:
+                origin = await _seq_after_hash(conn, entry.prev_hash)
+            chain_problem = walk.check(entry, content, moved_from, origin)
+            if chain_problem is not None:
+                break
+            last = entry.seq
+    head = await chain_head(conn)
+    inserted_id, inserted_after = await _first_inserted(conn, head)
+    unsealed = (
+        await conn.execute(select(func.count()).select_from(events_t).where(e.id > head.event_id))
+    ).scalar_one()
+    return VerifyReport(
+        checked=walk.checked,
+        head=head,
+        unsealed=int(unsealed),
+        problem=first_problem(chain_problem, inserted_id, inserted_after),
+    )
+
+
+async def _entry_with_digest(conn: AsyncConnection, digest: str) -> ChainEntry | None:
+    row = (await conn.execute(select(chain_t).where(chain_t.c.digest == digest).limit(1))).one_or_none()
+    return _entry(row) if row else None
+
+
+async def _seq_after_hash(conn: AsyncConnection, prev_hash: str) -> int | None:
+    if prev_hash == ChainHead().hash:
+        return 1
+    seq = (await conn.execute(select(chain_t.c.seq).where(chain_t.c.hash == prev_hash).limit(1))).scalar()
+    return None if seq is None else int(seq) + 1
+
+
+async def _first_inserted(conn: AsyncConnection, head: ChainHead) -> tuple[int | None, int | None]:
+    """The lowest-id event at or below the sealed head that is not in the chain, and the seq of the
+    last entry before it (by event id)."""
+    e, c = events_t.c, chain_t.c
+    inserted = (
+        await conn.execute(
+            select(func.min(e.id)).where(e.id <= head.event_id, ~exists().where(c.event_id == e.id))
+        )
+    ).scalar()
+    if inserted is None:
+        return None, None
+    after = (await conn.execute(select(func.max(c.seq)).where(c.event_id < inserted))).scalar()
+    return int(inserted), int(after or 0)
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+
+def _range(since: datetime | None, until: datetime | None) -> list[Any]:
+    conditions: list[Any] = []
+    if since is not None:
+        conditions.append(events_t.c.occurred_at >= since)
+    if until is not None:
+        conditions.append(events_t.c.occurred_at < until)
+    return conditions or [and_(True)]
+
+
+async def count_records(conn: AsyncConnection, since: datetime | None, until: datetime | None) -> int:
+    return int(
+        (
+            await conn.execute(select(func.count()).select_from(events_t).where(*_range(since, until)))
+        ).scalar_one()
+    )
+
+
+async def stream_records(
+    conn: AsyncConnection, since: datetime | None, until: datetime | None, *, batch_size: int = 500
+) -> AsyncIterator[AuditRecord]:
+    """Every record in the range, by id, through a server-side cursor: memory stays flat."""
+    result = await conn.stream(
+        records_query().where(*_range(since, until)).execution_options(yield_per=batch_size)
+    )
+    async for row in result:
+        yield record_of(row)

@@ -1,0 +1,130 @@
+"""Idempotency keys: the first response to a key is the response to every repeat of it.
+
+The key row is inserted **first, in its own transaction**, with state ``in_progress``; the unique
+(user, key) index makes a concurrent duplicate find it and get 409. The action then runs and binds
+the row to what it created (``resource_id``) in the action's own transaction; afterwards the response
+(status and body) is stored and the row is ``completed``. A repeat with the same request replays it;
+a different request under the same key is 422. Keys expire after ``ttl``.
+
+If the process died mid-request, the row stays ``in_progress``: after ``lease`` a repeat takes it
+over when nothing was committed (``resource_id`` is null) or is answered from the created resource
+when something was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from engine.errors import Conflict, IdempotencyMismatch
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This request owns the key: run the action, then :meth:`IdempotencyStore.complete` it."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The first response to this key: answer it again."""
+
+    status: int
+    body: Any
+
+
+@dataclass(frozen=True)
+class Recreate:
+    """The first request committed but died before its response was stored: rebuild it."""
+
+    resource_id: int
+
+
+def request_hash(operation: str, raw: bytes) -> str:
+    """A digest of the request: JSON compared by value (key order and spacing do not matter)."""
+    try:
+        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, UnicodeDecodeError):
+        canonical = raw
+    return hashlib.sha256(operation.encode() + b"\0" + canonical).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, ttl: timedelta, lease: timedelta
+    ) -> None:
+        self._sessions = sessions
+        self._ttl = ttl.total_seconds()
+        self._lease = lease.total_seconds()
+
+    async def claim(self, user_id: int, key: str, operation: str, digest: str) -> Claim | Replay | Recreate:
+        """Own the key, or learn what its first request answered; 409 while that request still runs,
+        422 if this request differs from it."""
+        params = {"user": user_id, "key": key, "op": operation, "hash": digest, "ttl": self._ttl}
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "DELETE FROM idempotency_keys WHERE user_id = :user AND key = :key AND expires_at < now()"
+                ),
+                params,
+            )
+            inserted = (
+                await session.execute(
+                    text(
+                        "INSERT INTO idempotency_keys (user_id, key, operation, request_hash, expires_at)"
+                        " VALUES (:user, :key, :op, :hash, now() + make_interval(secs => :ttl))"
+                        " ON CONFLICT (user_id, key) DO NOTHING RETURNING id"
+                    ),
+                    params,
+                )
+            ).first()
+            if inserted is not None:
+                return Claim(inserted.id)
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT id, operation, request_hash, state, resource_id, response_status,"
+                        " response_body,"
+                        " created_at < now() - make_interval(secs => :lease) AS stale"
+                        " FROM idempotency_keys WHERE user_id = :user AND key = :key FOR UPDATE"
+                    ),
+                    {**params, "lease": self._lease},
+                )
+            ).one()
+            if row.operation != operation or row.request_hash != digest:
+                raise IdempotencyMismatch("This Idempotency-Key was used with a different request.")
+            if row.state == "completed":
+                return Replay(row.response_status, row.response_body)
+            if not row.stale:
+                raise Conflict("A request with this Idempotency-Key is still in progress.")
+            if row.resource_id is not None:
+                return Recreate(row.resource_id)
+            await session.execute(
+                text("UPDATE idempotency_keys SET created_at = now() WHERE id = :id"), {"id": row.id}
+            )
+            return Claim(row.id)
+
+    async def complete(self, claim: Claim, status: int, body: Any) -> None:
+        """Store the response; from now on every repeat replays it."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE idempotency_keys SET state = 'completed', response_status = :status,"
+                    " response_body = CAST(:body AS jsonb) WHERE id = :id"
+                ),
+                {"status": status, "body": json.dumps(body), "id": claim.id},
+            )
+
+    async def release(self, claim: Claim) -> None:
+        """The action failed without effect: forget the key so the client may try again."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                text("DELETE FROM idempotency_keys WHERE id = :id AND resource_id IS NULL"), {"id": claim.id}
+            )

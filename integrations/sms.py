@@ -1,0 +1,253 @@
+"""``SmsGateway`` on Sendbird Business Messaging (``/work/shared/sendbird-api.md`` §8).
+
+A text goes out as a Business Messaging notification on the SMS channel: ``POST {bm_base}{send_path}``
+with the separate Business Messaging token, a dashboard template (``template.key``) whose one
+variable ``message`` carries the text, and the recipient's Sendbird ``user_id`` as the only target
+(``mode: realtime``). The recipient must be a Sendbird user carrying ``phone_number`` (E.164); the
+outbox relay creates external participants that way before anything is texted.
+
+**The path is uncertain** (§8 / §10.3): the documented one is ``/v1/notifications``; some v2 pages
+show ``/v1/notifications/messages``. It is configurable (``messaging.bm_send_path``): confirm it
+against the live docs before production. The reply shape is undocumented too; we keep whatever id
+it carries (``request_id``, ``notification_id`` or ``id``) for the delivery row.
+
+The API has no dedup key, so delivery is at least once: a retry after a timeout may text twice.
+Errors map like the chat API's (same ``{"error": true, "code": ...}`` body, §2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tomllib
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine.errors import ChatGatewayError, ChatUnavailable
+from engine.ports import SmsGateway
+from engine.services import utc_now
+from engine.sms import SmsRules, sms_text, textable
+from engine.workflows.messaging import POST_SMS_REPLY, SEND_SMS
+from integrations.db.repositories import SqlRelationshipFacts
+from integrations.relay import OutboxEntry, RelayContext
+from integrations.sendbird import TokenBucket, _reply_body
+
+DEFAULT_SEND_PATH = "/v1/notifications"
+#: custom_type of SMS replies posted into channels; their webhook echoes are ignored.
+SMS_REPLY_CUSTOM_TYPE = "caremsg_sms_reply"
+
+
+class SendbirdSmsGateway:
+    """:class:`engine.ports.SmsGateway` over Business Messaging, on an injected ``httpx.AsyncClient``."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        api_token: str,
+        template_key: str,
+        send_path: str = DEFAULT_SEND_PATH,
+        timeout: float = 5.0,
+        per_second: float = 5.0,
+    ) -> None:
+        if not base_url or not api_token or not template_key:
+            raise ValueError("base_url, api_token and template_key are required")
+        self._http = http
+        self._url = base_url.rstrip("/") + "/" + send_path.lstrip("/")
+        self._headers = {"Api-Token": api_token, "Accept": "application/json"}
+        self._template_key = template_key
+        self._timeout = timeout
+        self._bucket = TokenBucket(per_second)
+
+    async def send_sms(self, *, recipient_user_id: str, phone_number: str, text: str) -> str:
+        """Send one realtime notification; ``phone_number`` is on the Sendbird user, not in the request."""
+        body = {
+            "mode": "realtime",
+            "template": {
+                "key": self._template_key,
+                "variables": {recipient_user_id: {"message": text}},
+            },
+            "targets": [recipient_user_id],
+        }
+        await self._bucket.acquire()
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.post(
+                    self._url, json=body, headers=self._headers, timeout=self._timeout
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise ChatUnavailable("Business Messaging send timed out") from exc
+        except httpx.HTTPError as exc:
+            raise ChatUnavailable(f"Business Messaging send failed: {type(exc).__name__}") from exc
+        reply: Any = _reply_body("send_sms", response)
+        if isinstance(reply, dict):
+            for key in ("request_id", "notification_id", "id", "message_id"):
+                value = reply.get(key)
+                if isinstance(value, str | int) and not isinstance(value, bool):
+                    return str(value)
+        return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Outbox kinds: one text per delivery row, HELP answers, and SMS replies posted into the channel
+# --------------------------------------------------------------------------------------------------
+
+
+class SmsRefused(ChatGatewayError):
+    """A text we will not send: ``code`` is the delivery's reason (opted_out, invalid_number, ...)."""
+
+    retryable = False
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"SMS not sent: {reason}")
+        self.code = reason
+
+
+class SendSms:
+    """Text one external participant about one message (or answer HELP).
+
+    Checked again right before texting, because time passed since the message was accepted: the
+    participant has not texted STOP, the consent naming them is still active, the number is valid.
+    """
+
+    kind = SEND_SMS
+
+    def __init__(self, gateway: SmsGateway, rules: SmsRules, clock: Callable[[], datetime] = utc_now) -> None:
+        self._gateway = gateway
+        self._rules = rules
+        self._clock = clock
+        self._sent: dict[int, str] = {}
+
+    async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
+        if "help_participant_id" in entry.payload:
+            await self._help(int(entry.payload["help_participant_id"]), ctx)
+            return
+        async with ctx.sessions() as session:
+            row = (
+                await session.execute(
+                    text(
+                        "SELECT d.state, d.content, e.phone_number, e.chat_user_id, e.organization_id,"
+                        " m.body, c.patient_id,"
+                        " EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.phone_number = e.phone_number)"
+                        " AS opted_out"
+                        " FROM message_deliveries d"
+                        " JOIN external_participants e ON e.id = d.external_participant_id"
+                        " JOIN messages m ON m.id = d.message_id"
+                        " JOIN conversations c ON c.id = m.conversation_id"
+                        " WHERE d.id = :id"
+                    ),
+                    {"id": int(entry.payload["delivery_id"])},
+                )
+            ).one()
+            consent_id = await SqlRelationshipFacts(session).external_consent(
+                row.patient_id, row.phone_number, row.organization_id, self._clock()
+            )
+        if row.state != "queued":
+            return  # done before (a relay died between texting and recording it)
+        if row.opted_out:
+            raise SmsRefused("opted_out")
+        if consent_id is None:
+            raise SmsRefused("no_sms_consent")
+        if not textable(row.phone_number):
+            raise SmsRefused("invalid_number")
+        self._sent[entry.id] = await self._gateway.send_sms(
+            recipient_user_id=row.chat_user_id,
+            phone_number=row.phone_number,
+            text=sms_text(row.content, row.body, self._rules),
+        )
+
+    async def _help(self, participant_id: int, ctx: RelayContext) -> None:
+        async with ctx.sessions() as session:
+            row = (
+                await session.execute(
+                    text("SELECT phone_number, chat_user_id FROM external_participants WHERE id = :id"),
+                    {"id": participant_id},
+                )
+            ).one()
+        if textable(row.phone_number):
+            await self._gateway.send_sms(
+                recipient_user_id=row.chat_user_id, phone_number=row.phone_number, text=self._rules.help_text
+            )
+
+    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
+        provider_id = self._sent.pop(entry.id, None)
+        if "delivery_id" in entry.payload:
+            await session.execute(
+                text(
+                    "UPDATE message_deliveries SET state = 'sent', provider_message_id = :pid,"
+                    " updated_at = now() WHERE id = :id AND state = 'queued'"
+                ),
+                {"pid": provider_id or None, "id": int(entry.payload["delivery_id"])},
+            )
+
+    async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
+        self._sent.pop(entry.id, None)
+        if "delivery_id" in entry.payload:
+            await session.execute(
+                text(
+                    "UPDATE message_deliveries SET state = 'failed', reason = :reason, updated_at = now()"
+                    " WHERE id = :id AND state = 'queued'"
+                ),
+                {"reason": reason[:64], "id": int(entry.payload["delivery_id"])},
+            )
+
+
+class PostSmsReply:
+    """Post an inbound SMS into the channel as the external participant who sent it.
+
+    ``dedup_id`` is the provider's message id, so a provider retry (or ours) never posts twice.
+    """
+
+    kind = POST_SMS_REPLY
+
+    async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
+        p = entry.payload
+        await ctx.chat.send_message(
+            str(p["channel_url"]),
+            sender_id=str(p["sender_chat_id"]),
+            text=str(p["text"]),
+            dedup_id=str(p["dedup_id"]),
+            custom_type=SMS_REPLY_CUSTOM_TYPE,
+            data=json.dumps({"source": "sms"}),
+        )
+
+    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
+        return None
+
+    async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# policies/sms.toml
+# --------------------------------------------------------------------------------------------------
+
+SMS_POLICY_FILE = "sms.toml"
+
+
+def load_sms_rules(policy_dir: Path, notification_text: str, help_text: str) -> SmsRules:
+    """Read policies/sms.toml: the compliance groups whose members may get full text by SMS.
+
+    A missing file means none. The file's hash is recorded with every full-text decision, because
+    it is part of what decided it.
+    """
+    path = policy_dir / SMS_POLICY_FILE
+    raw = path.read_bytes() if path.is_file() else b""
+    data = tomllib.loads(raw.decode("utf-8")) if raw else {}
+    ids = data.get("full_text", {}).get("compliance_group_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValueError(f"{path}: full_text.compliance_group_ids must be a list of compliance group ids")
+    return SmsRules(
+        full_text_group_ids=frozenset(ids),
+        notification_text=notification_text,
+        help_text=help_text,
+        version=hashlib.sha256(raw).hexdigest()[:16],
+    )

@@ -1,0 +1,247 @@
+"""Inbound webhooks: store first, answer at once, process in the background.
+
+Sendbird waits 5 s and retries up to 3 times (sendbird-api.md §7), so the HTTP handler only
+verifies the signature, stores the raw body in ``webhook_events`` under a unique ``dedupe_key``
+(a retry collides and is dropped there) and answers 200. :class:`WebhookProcessor` then claims
+stored events (``FOR UPDATE SKIP LOCKED`` and a lease, like the outbox relay, so several instances
+may run it) and hands each to an engine workflow, which marks the event done in the transaction of
+its effects. Echoes of our own sends (``sdk: "API"``, our custom types) are marked ``ignored``.
+
+Nothing here logs bodies: they carry message text and phone numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from engine.services import Services
+from engine.workflows import messaging
+
+log = structlog.get_logger("caremsg.webhooks")
+
+#: custom_types of messages caremsg itself posts; their ``message_send`` webhooks are echoes.
+OWN_CUSTOM_TYPES = frozenset({"caremsg_message", "caremsg_sms_reply"})
+SENDBIRD = "sendbird"
+SMS = "sms"
+MAX_ATTEMPTS = 10
+
+
+class BadWebhook(ValueError):
+    """The (correctly signed) body is not an event we can read."""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    category: str
+    dedupe_key: str
+
+
+def sendbird_event_key(raw: bytes) -> StoredEvent:
+    """Category and dedupe key of a Sendbird event: category + message id, else a digest of the body."""
+    event = _json_object(raw)
+    category = event.get("category")
+    if not isinstance(category, str) or not category:
+        raise BadWebhook("category")
+    payload = event.get("payload")
+    message_id = payload.get("message_id") if isinstance(payload, dict) else None
+    if isinstance(message_id, int) and not isinstance(message_id, bool):
+        return StoredEvent(category, f"{category}:{message_id}")
+    # message_read and others carry no message id: the exact body identifies a retry.
+    return StoredEvent(category, f"{category}:sha256:{hashlib.sha256(raw).hexdigest()}")
+
+
+def sms_event_key(raw: bytes) -> StoredEvent:
+    """Inbound SMS: the provider's message id is the dedupe key (and later the chat ``dedup_id``)."""
+    event = _json_object(raw)
+    message_id = event.get("message_id")
+    for key in ("message_id", "from", "text"):
+        if not isinstance(event.get(key), str) or not event[key]:
+            raise BadWebhook(key)
+    return StoredEvent("sms:inbound", f"sms:{message_id}")
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadWebhook("body") from None
+    if not isinstance(event, dict):
+        raise BadWebhook("body")
+    return event
+
+
+async def store_event(
+    sessions: async_sessionmaker[AsyncSession], source: str, event: StoredEvent, raw: bytes
+) -> bool:
+    """Insert the event unless its dedupe key is known; True if it is new."""
+    async with sessions() as session, session.begin():
+        row = (
+            await session.execute(
+                text(
+                    "INSERT INTO webhook_events (source, dedupe_key, category, body)"
+                    " VALUES (:source, :key, :category, :body)"
+                    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+                ),
+                {
+                    "source": source,
+                    "key": event.dedupe_key[:200],
+                    "category": event.category[:64],
+                    "body": raw.decode("utf-8", errors="replace"),
+                },
+            )
+        ).first()
+    return row is not None
+
+
+_CLAIM = text(
+    """
+    UPDATE webhook_events SET lease_until = now() + make_interval(secs => :lease), attempts = attempts + 1
+    WHERE id IN (
+        SELECT id FROM webhook_events
+        WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < now())
+        ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
+    RETURNING id, source, category, body, attempts
+    """
+)
+
+
+class WebhookProcessor:
+    """Works through stored webhook events until cancelled; a failing event is retried, then ``failed``."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        services: Services,
+        *,
+        poll_interval: float = 1.0,
+        lease_seconds: float = 30.0,
+        batch_size: int = 50,
+    ) -> None:
+        self._sessions = sessions
+        self._services = services
+        self._poll_interval = poll_interval
+        self._lease = lease_seconds
+        self._batch = batch_size
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                done = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a database outage: wait it out
+                log.warning("webhooks.cycle_failed", error=type(exc).__name__)
+                done = 0
+            if done == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                self._wake.clear()
+
+    async def run_once(self) -> int:
+        async with self._sessions() as session, session.begin():
+            rows = (await session.execute(_CLAIM, {"lease": self._lease, "limit": self._batch})).all()
+        for row in sorted(rows, key=lambda r: r.id):
+            try:
+                status = await self._process(row.id, row.source, row.category, row.body)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(row.id, row.attempts, type(exc).__name__)
+                continue
+            log.info("webhooks.processed", event_id=row.id, category=row.category, status=status)
+        return len(rows)
+
+    async def _process(self, event_id: int, source: str, category: str, body: str) -> str:
+        event = json.loads(body)
+        if source == SMS:
+            return await messaging.sms_received(
+                self._services,
+                messaging.InboundSms(
+                    event_id, str(event["message_id"]), str(event["from"]), str(event["text"])
+                ),
+            )
+        if category == "group_channel:message_send":
+            posted = _posted(event_id, event)
+            if posted is not None:
+                return await messaging.chat_message_posted(self._services, posted)
+        elif category == "group_channel:message_read":
+            read = _read(event_id, event)
+            if read is not None:
+                return await messaging.chat_read(self._services, read)
+        await self._finish(event_id, messaging.IGNORED)
+        return messaging.IGNORED
+
+    async def _finish(self, event_id: int, status: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE webhook_events SET status = :status, processed_at = now(), lease_until = NULL"
+                    " WHERE id = :id"
+                ),
+                {"status": status, "id": event_id},
+            )
+
+    async def _failed(self, event_id: int, attempts: int, error: str) -> None:
+        final = attempts >= MAX_ATTEMPTS
+        log.warning("webhooks.processing_failed", event_id=event_id, error=error, final=final)
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE webhook_events SET last_error = :error,"
+                    " status = CASE WHEN :final THEN 'failed' ELSE status END,"
+                    " lease_until = now() + make_interval(secs => :delay) WHERE id = :id"
+                ),
+                {"error": error, "final": final, "delay": min(60.0, 0.5 * 2**attempts), "id": event_id},
+            )
+
+
+def _posted(event_id: int, event: dict[str, Any]) -> messaging.ChatMessagePosted | None:
+    """A message staff posted with a chat SDK; None for echoes of our own API sends and for the rest."""
+    payload, channel, sender = event.get("payload"), event.get("channel"), event.get("sender")
+    if event.get("sdk") == "API" or event.get("type") != "MESG":
+        return None
+    if not (isinstance(payload, dict) and isinstance(channel, dict) and isinstance(sender, dict)):
+        return None
+    if payload.get("custom_type") in OWN_CUSTOM_TYPES or event.get("custom_type") in OWN_CUSTOM_TYPES:
+        return None
+    message_id, channel_url, sender_id = (
+        payload.get("message_id"),
+        channel.get("channel_url"),
+        sender.get("user_id"),
+    )
+    if not (isinstance(message_id, int) and isinstance(channel_url, str) and isinstance(sender_id, str)):
+        return None
+    created = payload.get("created_at")
+    return messaging.ChatMessagePosted(
+        event_id,
+        channel_url,
+        sender_id,
+        message_id,
+        str(payload.get("message") or ""),
+        created if isinstance(created, int) else 0,
+    )
+
+
+def _read(event_id: int, event: dict[str, Any]) -> messaging.ChatRead | None:
+    channel, updates = event.get("channel"), event.get("read_updates")
+    if not isinstance(channel, dict) or not isinstance(channel.get("channel_url"), str):
+        return None
+    reads = tuple(
+        (u["user_id"], u["read_ts"])
+        for u in (updates if isinstance(updates, list) else [])
+        if isinstance(u, dict) and isinstance(u.get("user_id"), str) and isinstance(u.get("read_ts"), int)
+    )
+    return messaging.ChatRead(event_id, channel["channel_url"], reads)

@@ -1,0 +1,486 @@
+"""Every workflow leaves exactly the audit record it should: after success, after a denial and after
+a failure; and if the audit record cannot be written, the action fails and nothing is committed.
+
+A *failure* is produced the same way for every workflow: a test-only trigger refuses the action's
+own (``success``) audit row, so the action's transaction cannot commit (fail closed, 503) and the
+unit of work records the event again, on its own, with outcome ``failure``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from handlers.app import sessions_key
+from tests.api.conftest import PASSWORD, Api, Person
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    who: Person | None = None
+    json: Any = None
+
+
+@dataclass
+class World:
+    """Two organizations, their people and a patient with a conversation, made only as needed."""
+
+    api: Api
+    people: dict[str, Person] = field(default_factory=dict)
+    ids: dict[str, int] = field(default_factory=dict)
+
+    async def org(self, name: str = "a") -> int:
+        if name not in self.ids:
+            self.ids[name] = await self.api.organization()
+        return self.ids[name]
+
+    async def person(self, role: str, org: str = "a") -> Person:
+        key = f"{role}@{org}"
+        if key not in self.people:
+            self.people[key] = await self.api.person(role, await self.org(org))
+        return self.people[key]
+
+    async def patient(self) -> int:
+        """Registered by the care-team member of organization a, who is on its care team."""
+        if "patient" not in self.ids:
+            self.ids["patient"] = await self.api.patient(await self.person("care_team_member"))
+        return self.ids["patient"]
+
+    async def bare_patient(self) -> int:
+        """A patient of organization a without a care team (as imported records arrive)."""
+        nurse = await self.person("care_team_member")
+        async with self.api.app[sessions_key]() as session, session.begin():
+            row = await session.execute(
+                text(
+                    "INSERT INTO patients (organization_id, first_name, last_name, risk_level, created_by)"
+                    " VALUES (:org, 'Bare', 'Patient', 'low', :by) RETURNING id"
+                ),
+                {"org": await self.org(), "by": nurse.id},
+            )
+            return int(row.scalar_one())
+
+    async def team(self) -> int:
+        _, team = await self.api.call(
+            "GET", f"/api/patients/{await self.patient()}/care-team", await self.person("care_team_member")
+        )
+        return int(team["id"])
+
+    async def conversation(self) -> int:
+        if "conversation" not in self.ids:
+            status, body = await self.api.call(
+                "POST",
+                "/api/conversations",
+                await self.person("care_team_member"),
+                json={"title": "Plan", "patientId": await self.patient()},
+            )
+            assert status == 201, body
+            self.ids["conversation"] = body["id"]
+        return self.ids["conversation"]
+
+
+def _email() -> str:
+    return f"new.{secrets.token_hex(4)}@example.org"
+
+
+def _new_user(role: str = "care_team_member") -> dict[str, Any]:
+    return {"email": _email(), "password": PASSWORD, "firstName": "Ann", "lastName": "Lee", "role": role}
+
+
+Scenario = Callable[[World], Awaitable[Call]]
+
+
+async def login_ok(w: World) -> Call:
+    nurse = await w.person("care_team_member")
+    return Call("POST", "/api/auth/login", json={"email": nurse.email, "password": PASSWORD})
+
+
+async def login_bad(w: World) -> Call:
+    nurse = await w.person("care_team_member")
+    return Call("POST", "/api/auth/login", json={"email": nurse.email, "password": "not-" + PASSWORD})
+
+
+async def register_ok(w: World) -> Call:
+    body = {**_new_user(), "organizationId": await w.org()}
+    return Call("POST", "/api/auth/register", json=body)
+
+
+def call(
+    role: str, method: str, path: Callable[[World], Awaitable[str]] | str, body: Any = None, org: str = "a"
+) -> Scenario:
+    async def make(w: World) -> Call:
+        where = path if isinstance(path, str) else await path(w)
+        payload = body(w) if callable(body) else body
+        if inspect.isawaitable(payload):
+            payload = await payload
+        return Call(method, where, await w.person(role, org), payload)
+
+    return make
+
+
+async def patient_path(w: World) -> str:
+    return f"/api/patients/{await w.patient()}"
+
+
+async def consents_path(w: World) -> str:
+    return f"/api/patients/{await w.patient()}/consents"
+
+
+async def care_team_path(w: World) -> str:
+    return f"/api/patients/{await w.patient()}/care-team"
+
+
+async def members_path(w: World) -> str:
+    return f"/api/care-teams/{await w.team()}/members"
+
+
+async def conversation_path(w: World) -> str:
+    return f"/api/conversations/{await w.conversation()}"
+
+
+async def disclosures_path(w: World) -> str:
+    return f"/api/patients/{await w.patient()}/disclosures"
+
+
+async def consent_body(w: World) -> dict[str, Any]:
+    return {"patientId": await w.patient(), "purpose": "treatment", "organizationId": await w.org("b")}
+
+
+async def group_body(w: World) -> dict[str, Any]:
+    return {"name": f"Group {secrets.token_hex(3)}", "organizationIds": [await w.org("b")]}
+
+
+async def bare_team_body(w: World) -> dict[str, Any]:
+    return {"patientId": await w.bare_patient(), "name": "Care team"}
+
+
+async def add_peer(w: World) -> dict[str, Any]:
+    return {"userId": (await w.person("peer_support")).id}
+
+
+async def add_outsider(w: World) -> dict[str, Any]:
+    return {"userId": (await w.person("care_team_member", "b")).id}
+
+
+async def conversation_with_peer(w: World) -> dict[str, Any]:
+    return {
+        "title": "Plan",
+        "patientId": await w.patient(),
+        "memberIds": [(await w.person("peer_support")).id],
+    }
+
+
+async def conversation_with_outsider(w: World) -> dict[str, Any]:
+    outsider = await w.person("care_team_member", "b")
+    return {"title": "Plan", "patientId": await w.patient(), "memberIds": [outsider.id]}
+
+
+async def conversation_body(w: World) -> dict[str, Any]:
+    return {"title": "Plan", "patientId": await w.patient()}
+
+
+async def message_body(w: World) -> dict[str, Any]:
+    return {"conversationId": await w.conversation(), "message": "See you at 3"}
+
+
+def new_org(_: World) -> dict[str, Any]:
+    return {"name": f"Org {secrets.token_hex(3)}"}
+
+
+def new_user(_: World) -> dict[str, Any]:
+    return _new_user()
+
+
+#: workflow -> (a request it allows, a request it denies or None where no denial exists).
+#: auth.register's denial (self-registration switched off) is in test_auth.py, on its own app;
+#: auth.profile is always one's own.
+SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
+    "auth.login": (login_ok, login_bad),
+    "auth.register": (register_ok, None),
+    "auth.profile": (call("care_team_member", "GET", "/api/auth/profile"), None),
+    "user.create": (
+        call("admin", "POST", "/api/users", new_user),
+        call("care_team_member", "POST", "/api/users", new_user),
+    ),
+    "user.list": (call("admin", "GET", "/api/users"), call("care_team_member", "GET", "/api/users")),
+    "organization.create": (
+        call("admin", "POST", "/api/organizations", new_org),
+        call("care_team_member", "POST", "/api/organizations", new_org),
+    ),
+    "organization.list": (
+        call("care_team_member", "GET", "/api/organizations"),
+        call("auditor", "GET", "/api/organizations"),
+    ),
+    "compliance_group.create": (
+        call("compliance_officer", "POST", "/api/compliance-groups", group_body),
+        call("care_team_member", "POST", "/api/compliance-groups", group_body),
+    ),
+    "compliance_group.list": (
+        call("compliance_officer", "GET", "/api/compliance-groups"),
+        call("care_team_member", "GET", "/api/compliance-groups"),
+    ),
+    "consent.create": (
+        call("compliance_officer", "POST", "/api/consents", consent_body),
+        call("compliance_officer", "POST", "/api/consents", consent_body, org="b"),
+    ),
+    "consent.list": (call("compliance_officer", "GET", consents_path), call("auditor", "GET", consents_path)),
+    "patient.create": (
+        call(
+            "care_team_member",
+            "POST",
+            "/api/patients",
+            {"firstName": "Jo", "lastName": "Ray", "riskLevel": "low"},
+        ),
+        call("admin", "POST", "/api/patients", {"firstName": "Jo", "lastName": "Ray", "riskLevel": "low"}),
+    ),
+    "patient.list": (
+        call("care_team_member", "GET", "/api/patients"),
+        call("auditor", "GET", "/api/patients"),
+    ),
+    "patient.read": (
+        call("care_team_member", "GET", patient_path),
+        call("peer_support", "GET", patient_path),
+    ),
+    "patient.update": (
+        call("care_team_member", "PUT", patient_path, {"riskLevel": "low"}),
+        call("peer_support", "PUT", patient_path, {"riskLevel": "low"}),
+    ),
+    "care_team.create": (
+        call("admin", "POST", "/api/care-teams", bare_team_body),
+        call("care_team_member", "POST", "/api/care-teams", bare_team_body),
+    ),
+    "care_team.read": (
+        call("care_team_member", "GET", care_team_path),
+        call("peer_support", "GET", care_team_path),
+    ),
+    "care_team.add_member": (
+        call("admin", "POST", members_path, add_peer),
+        call("peer_support", "POST", members_path, add_peer),
+    ),
+    "care_team.join": (
+        call("admin", "POST", members_path, add_peer),
+        call("admin", "POST", members_path, add_outsider),
+    ),
+    "conversation.create": (
+        call("care_team_member", "POST", "/api/conversations", conversation_body),
+        call("peer_support", "POST", "/api/conversations", conversation_body),
+    ),
+    "conversation.join": (
+        call("care_team_member", "POST", "/api/conversations", conversation_with_peer),
+        call("care_team_member", "POST", "/api/conversations", conversation_with_outsider),
+    ),
+    "conversation.list": (
+        call("care_team_member", "GET", "/api/conversations"),
+        call("auditor", "GET", "/api/conversations"),
+    ),
+    "conversation.read": (
+        call("care_team_member", "GET", conversation_path),
+        call("peer_support", "GET", conversation_path),
+    ),
+    "message.send": (
+        call("care_team_member", "POST", "/api/conversations/send-message", message_body),
+        call("peer_support", "POST", "/api/conversations/send-message", message_body),
+    ),
+    "audit.read": (
+        call("auditor", "GET", "/api/audit-events"),
+        call("care_team_member", "GET", "/api/audit-events"),
+    ),
+    "patient.disclosures": (
+        call("compliance_officer", "GET", disclosures_path),
+        call("compliance_officer", "GET", disclosures_path, org="b"),
+    ),
+}
+
+DENIALS = [w for w, (_, denial) in SCENARIOS.items() if denial is not None]
+
+
+async def _send(api: Api, c: Call) -> tuple[int, str, Any]:
+    rid = f"test-{uuid.uuid4().hex}"
+    headers = {"X-Request-ID": rid, **(c.who.auth if c.who else {})}
+    resp = await api.client.request(c.method, c.path, json=c.json, headers=headers)
+    return resp.status, rid, await resp.json(content_type=None)
+
+
+async def _rows(db: asyncpg.Connection, rid: str, workflow: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT * FROM audit_events WHERE request_id = $1 AND workflow = $2 ORDER BY id", rid, workflow
+    )
+
+
+@asynccontextmanager
+async def audit_refuses(db: asyncpg.Connection, condition: str) -> AsyncIterator[None]:
+    """A test-only trigger that makes audit inserts matching ``condition`` fail, then is dropped."""
+    name = f"test_refuse_{secrets.token_hex(4)}"
+    await db.execute(
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN RAISE EXCEPTION 'audit store refuses (test)'; END; $$"
+    )
+    await db.execute(
+        f"CREATE TRIGGER {name} BEFORE INSERT ON audit_events FOR EACH ROW WHEN ({condition})"
+        f" EXECUTE FUNCTION {name}()"
+    )
+    try:
+        yield
+    finally:
+        await db.execute(f"DROP TRIGGER {name} ON audit_events")
+        await db.execute(f"DROP FUNCTION {name}()")
+
+
+def test_every_declared_workflow_has_an_audit_scenario(api_workflows: set[str]) -> None:
+    assert api_workflows - set(SCENARIOS) - OTHER_CAPABILITIES == set()
+
+
+#: Workflows of the capabilities built alongside this one (consent lifecycle, live policy,
+#: break-the-glass, SMS): their own test suites drive their endpoints; this table covers the rest.
+OTHER_CAPABILITIES = {
+    "consent.revoke",
+    "policy.read",
+    "policy.reload",
+    "break_glass.open",
+    "break_glass.list",
+    "sms.send_full_text",
+    "sms.reply",
+}
+
+
+@pytest.fixture
+def api_workflows() -> set[str]:
+    import tomllib
+    from pathlib import Path
+
+    data = tomllib.loads((Path(__file__).resolve().parents[2] / "policies" / "workflows.toml").read_text())
+    return set(data["workflows"]) | {"auth.login", "auth.register"}
+
+
+@pytest.mark.parametrize("workflow", list(SCENARIOS))
+async def test_a_successful_action_leaves_one_success_record(
+    api: Api, db: asyncpg.Connection, workflow: str
+) -> None:
+    c = await SCENARIOS[workflow][0](World(api))
+
+    status, rid, body = await _send(api, c)
+
+    assert status in (200, 201, 202), body
+    [row] = await _rows(db, rid, workflow)
+    assert row["outcome"] == "success"
+    assert row["decision"] in ("allow", None)
+    assert row["occurred_at"].utcoffset().total_seconds() == 0
+    if c.who is not None:
+        assert (row["actor_id"], row["actor_role"]) == (c.who.id, c.who.role)
+        assert row["organization_id"] == c.who.organization_id
+        assert row["matched_rule"].startswith("roles.csv:")
+        assert row["policy_version"]
+    assert row["source_address"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("workflow", DENIALS)
+async def test_a_denied_action_leaves_one_denied_record(
+    api: Api, db: asyncpg.Connection, workflow: str
+) -> None:
+    denial = SCENARIOS[workflow][1]
+    assert denial is not None
+    c = await denial(World(api))
+
+    status, rid, body = await _send(api, c)
+
+    assert status in (401, 403), body
+    [row] = await _rows(db, rid, workflow)
+    assert row["outcome"] == "denied"
+    if status == 403:
+        assert row["decision"] == "deny"
+        assert row["reason"] == body["reason"]
+        assert row["policy_version"]
+
+
+@pytest.mark.parametrize("workflow", list(SCENARIOS))
+async def test_a_failed_action_leaves_one_failure_record(
+    api: Api, db: asyncpg.Connection, workflow: str
+) -> None:
+    c = await SCENARIOS[workflow][0](World(api))
+
+    async with audit_refuses(db, f"NEW.outcome = 'success' AND NEW.workflow = '{workflow}'"):
+        status, rid, body = await _send(api, c)
+
+    assert status == 503, body
+    assert body["code"] == "service_unavailable"
+    [row] = await _rows(db, rid, workflow)
+    assert row["outcome"] == "failure"
+    assert json.loads(row["details"])["ended_by"] == "service_unavailable"
+
+
+# --- fail closed ------------------------------------------------------------------------------------
+
+
+async def test_when_no_audit_record_can_be_written_a_new_patient_is_not_stored(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    nurse = await World(api).person("care_team_member")
+    last_name = f"Unaudited{secrets.token_hex(3)}"
+
+    async with audit_refuses(db, "true"):
+        status, _, body = await _send(
+            api,
+            Call(
+                "POST", "/api/patients", nurse, {"firstName": "No", "lastName": last_name, "riskLevel": "low"}
+            ),
+        )
+
+    assert status == 503
+    assert body["code"] == "service_unavailable"
+    assert last_name not in json.dumps(body)
+    assert await db.fetchval("SELECT count(*) FROM patients WHERE last_name = $1", last_name) == 0
+    assert await db.fetchval("SELECT count(*) FROM care_teams t JOIN patients p ON p.id = t.patient_id"
+                             " WHERE p.last_name = $1", last_name) == 0  # fmt: skip
+
+
+async def test_when_no_audit_record_can_be_written_no_patient_data_is_returned(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    w = World(api)
+    patient = await w.patient()
+    nurse = await w.person("care_team_member")
+
+    async with audit_refuses(db, "NEW.workflow = 'patient.read'"):
+        status, rid, body = await _send(api, Call("GET", f"/api/patients/{patient}", nurse))
+
+    assert status == 503
+    assert "Smith" not in json.dumps(body)
+    assert "firstName" not in body
+    assert await _rows(db, rid, "patient.read") == []
+
+
+async def test_when_no_audit_record_can_be_written_a_message_is_neither_stored_nor_queued(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    w = World(api)
+    conversation = await w.conversation()
+    nurse = await w.person("care_team_member")
+    text_ = f"unaudited {secrets.token_hex(4)}"
+
+    async with audit_refuses(db, "NEW.workflow = 'message.send'"):
+        status, _, _ = await _send(
+            api,
+            Call(
+                "POST",
+                "/api/conversations/send-message",
+                nurse,
+                {"conversationId": conversation, "message": text_},
+            ),
+        )
+
+    assert status == 503
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE body = $1", text_) == 0
+    assert await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE conversation_id = $1 AND kind = 'send_message'", conversation
+    ) == 0  # fmt: skip

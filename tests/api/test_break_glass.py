@@ -1,0 +1,123 @@
+"""Break the glass: a clinician opens emergency access to a patient with a mandatory reason; it
+lets them read the record while it lasts, ends by itself, flags every audit record it produces,
+and shows up in the compliance officer's review list."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from tests.api.conftest import Api, Person
+
+T = TypeVar("T")
+REASON = "Unresponsive patient in the ED, care team unreachable"
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 5.0) -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def setting(api: Api) -> tuple[Person, Person, Person, int]:
+    """A patient of one organization, a clinician of another, and each organization's officer."""
+    org, other = await api.organization(), await api.organization()
+    peer = await api.person("peer_support", org)
+    officer = await api.person("compliance_officer", org)
+    clinician = await api.person("care_team_member", other)
+    return clinician, officer, peer, await api.patient(peer)
+
+
+async def test_an_open_session_lets_the_clinician_read_the_record_and_flags_the_audit(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    clinician, _, _, patient_id = await setting(api)
+    status, denied = await api.call("GET", f"/api/patients/{patient_id}", clinician)
+    assert (status, denied["reason"]) == (403, "not_on_care_team")
+
+    status, session = await api.call(
+        "POST", f"/api/patients/{patient_id}/break-glass", clinician, json={"reason": REASON}
+    )
+
+    assert status == 201, session
+    assert (session["patientId"], session["userId"], session["open"]) == (patient_id, clinician.id, True)
+    status, _ = await api.call("GET", f"/api/patients/{patient_id}", clinician)
+    assert status == 200
+    rows = await db.fetch(
+        "SELECT workflow, event, decision, break_glass, matched_rule FROM audit_events"
+        " WHERE actor_id = $1 AND patient_id = $2 ORDER BY id",
+        clinician.id,
+        patient_id,
+    )
+    assert [(r["workflow"], r["event"], r["decision"], r["break_glass"]) for r in rows] == [
+        ("patient.read", "decision", "deny", False),
+        ("break_glass.open", "decision", "allow", False),
+        ("break_glass.open", "break_glass.opened", None, True),
+        ("patient.read", "decision", "allow", True),
+    ]
+    assert "patient.read, break_glass" in rows[-1]["matched_rule"]
+    # It opens reading, nothing else.
+    status, _body = await api.call("PUT", f"/api/patients/{patient_id}", clinician, json={"riskLevel": "low"})
+    assert status == 403
+
+
+async def test_a_session_ends_by_itself_when_it_expires(api: Api, db: asyncpg.Connection) -> None:
+    clinician, _, _, patient_id = await setting(api)
+    # A session that ends two seconds from now (the configured length is in minutes).
+    await db.execute(
+        "INSERT INTO break_glass_sessions (user_id, organization_id, patient_id, reason, expires_at)"
+        " VALUES ($1, $2, $3, $4, now() + interval '2 seconds')",
+        clinician.id,
+        clinician.organization_id,
+        patient_id,
+        REASON,
+    )
+    assert (await api.call("GET", f"/api/patients/{patient_id}", clinician))[0] == 200
+
+    async def denied() -> bool:
+        return (await api.call("GET", f"/api/patients/{patient_id}", clinician))[0] == 403
+
+    await eventually(denied, "the session's expiry")
+
+
+async def test_a_session_needs_a_real_reason_a_clinician_and_an_existing_patient(api: Api) -> None:
+    clinician, officer, _, patient_id = await setting(api)
+    path = f"/api/patients/{patient_id}/break-glass"
+
+    status, body = await api.call("POST", path, clinician, json={"reason": "urgent"})
+    assert (status, [e["field"] for e in body["errors"]]) == (422, ["reason"])
+    status, body = await api.call("POST", path, clinician, json={})
+    assert (status, [e["field"] for e in body["errors"]]) == (422, ["reason"])
+    status, body = await api.call("POST", path, officer, json={"reason": REASON})
+    assert (status, body["reason"]) == (403, "role_not_permitted")
+    status, _ = await api.call(
+        "POST", "/api/patients/2000000000/break-glass", clinician, json={"reason": REASON}
+    )
+    assert status == 404
+
+
+async def test_compliance_officers_review_the_sessions_on_their_patients(api: Api) -> None:
+    clinician, officer, peer, patient_id = await setting(api)
+    _, opened = await api.call(
+        "POST", f"/api/patients/{patient_id}/break-glass", clinician, json={"reason": REASON}
+    )
+    stranger = await api.person("compliance_officer", await api.organization())
+
+    status, page = await api.call("GET", "/api/break-glass", officer)
+
+    assert status == 200
+    assert [(s["id"], s["reason"], s["userId"]) for s in page["items"]] == [
+        (opened["id"], REASON, clinician.id)
+    ]
+    _, elsewhere = await api.call("GET", "/api/break-glass", stranger)
+    assert elsewhere["items"] == []
+    assert (await api.call("GET", "/api/break-glass", peer))[0] == 403

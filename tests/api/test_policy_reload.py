@@ -1,0 +1,161 @@
+"""Live policy reload: an edit goes live without a restart (file change, SIGHUP, or the admin API),
+but only after it passes its checks and its own test tables; a broken edit is refused, logged, and
+the old policy keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from structlog.testing import capture_logs
+
+from handlers.app import create_app
+from handlers.settings import Settings
+from tests.api.conftest import Api
+
+T = TypeVar("T")
+POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 5.0) -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, target)
+    return target
+
+
+@pytest.fixture
+async def live(aiohttp_client: Any, settings: Settings, policy_dir: Path) -> Api:
+    policy = settings.policy.model_copy(update={"directory": str(policy_dir), "watch_interval_seconds": 0.05})
+    return Api(await aiohttp_client(create_app(settings.model_copy(update={"policy": policy}))))
+
+
+def append(path: Path, text: str) -> int:
+    before = path.read_text()
+    path.write_text(before + text + "\n")
+    return len((before + text).splitlines())
+
+
+async def version(api: Api, who: Any) -> str:
+    status, body = await api.call("GET", "/api/policy", who)
+    assert status == 200, body
+    return str(body["version"])
+
+
+async def test_get_policy_shows_the_version_in_force_to_administrators_only(live: Api) -> None:
+    org = await live.organization()
+    admin, peer = await live.person("admin", org), await live.person("peer_support", org)
+
+    status, body = await live.call("GET", "/api/policy", admin)
+
+    assert status == 200
+    assert body.keys() == {"version", "loadedAt", "ruleCount", "workflowCount"}
+    assert len(body["version"]) == 16
+    assert body["ruleCount"] > 50
+    assert (await live.call("GET", "/api/policy", peer))[0] == 403
+
+
+async def test_a_broken_edit_is_refused_with_file_and_line_and_the_old_policy_keeps_serving(
+    live: Api, policy_dir: Path
+) -> None:
+    org = await live.organization()
+    admin = await live.person("admin", org)
+    peer = await live.person("peer_support", org)
+    before = await version(live, admin)
+    line = append(policy_dir / "roles.csv", "p, janitor, patient.read, any")
+
+    with capture_logs() as logs:
+        status, body = await live.call("POST", "/api/policy/reload", admin)
+
+    assert status == 422
+    assert any(f"roles.csv:{line}: error: unknown role 'janitor'" in e["message"] for e in body["errors"])
+    assert await version(live, admin) == before
+    assert (
+        await live.call(
+            "POST", "/api/patients", peer, json={"firstName": "A", "lastName": "B", "riskLevel": "low"}
+        )
+    )[0] == 201
+    # Logged by the API call (and by the file watcher, which saw the same edit).
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert errors
+    assert {e["event"] for e in errors} == {"policy.reload_rejected"}
+    assert all(e["version"] == before for e in errors)
+
+
+async def test_an_edit_that_breaks_its_own_test_table_is_refused(live: Api, policy_dir: Path) -> None:
+    org = await live.organization()
+    officer = await live.person("compliance_officer", org)
+    before = await version(live, officer)
+    # Valid syntax, but the shipped table expects auditors not to reload the policy.
+    append(policy_dir / "roles.csv", "p, auditor, policy.reload, any")
+
+    status, body = await live.call("POST", "/api/policy/reload", officer)
+
+    assert status == 422
+    assert any("test failed" in e["message"] and "policy.reload" in e["message"] for e in body["errors"])
+    assert await version(live, officer) == before
+
+
+async def test_a_valid_edit_is_swapped_in_by_the_api_and_audited(live: Api, policy_dir: Path) -> None:
+    org = await live.organization()
+    officer = await live.person("compliance_officer", org)
+    auditor = await live.person("auditor", org)
+    before = await version(live, officer)
+    append(policy_dir / "roles.csv", "# reviewed by compliance")
+
+    status, body = await live.call("POST", "/api/policy/reload", officer)
+
+    assert status == 200, body
+    assert (body["outcome"], body["previousVersion"]) == ("swapped", before)
+    assert await version(live, officer) == body["version"] != before
+    assert (await live.call("POST", "/api/policy/reload", auditor))[0] == 403
+
+
+async def test_a_changed_file_is_picked_up_without_any_call(live: Api, policy_dir: Path) -> None:
+    org = await live.organization()
+    admin = await live.person("admin", org)
+    before = await version(live, admin)
+    append(policy_dir / "workflows.toml", "# a comment is a new version")
+
+    async def changed() -> str | None:
+        now = await version(live, admin)
+        return now if now != before else None
+
+    await eventually(changed, "the watcher to swap in the edited files")
+
+
+async def test_sighup_reloads_the_policy(live: Api, policy_dir: Path) -> None:
+    org = await live.organization()
+    admin = await live.person("admin", org)
+    before = await version(live, admin)
+    # Same size and an older mtime, so only the signal, not the watcher, can notice the change.
+    rules = policy_dir / "roles.csv"
+    stat = rules.stat()
+    rules.write_text(rules.read_text().replace("# caremsg role rules", "# CAREMSG role rules", 1))
+    os.utime(rules, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    os.kill(os.getpid(), signal.SIGHUP)
+
+    async def changed() -> str | None:
+        now = await version(live, admin)
+        return now if now != before else None
+
+    await eventually(changed, "SIGHUP to swap in the edited files")

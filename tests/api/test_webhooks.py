@@ -1,0 +1,307 @@
+"""Inbound webhooks over HTTP: Sendbird's signed events and the SMS provider's (played by the emulator).
+
+The endpoints are public and authenticated by ``x-sendbird-signature`` only; they answer at once and
+the events are processed in the background, so tests poll for the effect with a deadline."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from integrations.sendbird import sign_webhook
+from integrations.sendbird_emulator import sendbird_json
+from tests.api.conftest import Api
+from tests.api.messaging_support import (
+    NOTIFICATION,
+    PHONE,
+    CareTeam,
+    care_team,
+    emulator,
+    eventually,
+    running_emulator,
+    send,
+    settled_deliveries,
+    wire_webhooks,
+)
+
+SENDBIRD = "/api/webhooks/sendbird"
+
+
+def token(api: Api) -> str:
+    return emulator(api).api_token
+
+
+def staff_post(
+    team: CareTeam, sender_chat_id: str, *, message_id: int, text: str, sdk: str = "JavaScript"
+) -> Any:
+    """A ``group_channel:message_send`` event as Sendbird sends it for a post from a chat SDK (§7)."""
+    return {
+        "category": "group_channel:message_send",
+        "app_id": "emulator",
+        "type": "MESG",
+        "custom_type": "",
+        "silent": False,
+        "sdk": sdk,
+        "sender": {"user_id": sender_chat_id, "nickname": "N", "profile_url": "https://x.example/a.png"},
+        "payload": {
+            "message_id": message_id,
+            "message": text,
+            "custom_type": "",
+            "data": "",
+            "created_at": 1,
+        },
+        "channel": {"channel_url": team.conversation["channelUrl"], "name": "Care", "custom_type": ""},
+    }
+
+
+async def post(api: Api, body: bytes, signature: str | None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["x-sendbird-signature"] = signature
+    return await api.call("POST", SENDBIRD, data=body, headers=headers)
+
+
+# --- signatures -------------------------------------------------------------------------------------
+
+
+async def test_a_correctly_signed_event_is_accepted_without_a_bearer_token(api: Api) -> None:
+    body = sendbird_json({"category": "group_channel:message_read", "channel": {"channel_url": "nope"}})
+
+    status, answer = await post(api, body, sign_webhook(body, token(api)))
+
+    assert status == 200, answer
+    assert answer == {"status": "accepted"}
+
+
+async def test_an_event_whose_body_was_tampered_with_is_401(api: Api, db: asyncpg.Connection) -> None:
+    body = sendbird_json({"category": "group_channel:message_read", "channel": {"channel_url": "a"}})
+    signature = sign_webhook(body, token(api))
+
+    status, problem = await post(api, body.replace(b'"a"', b'"b"'), signature)
+
+    assert status == 401, problem
+    assert problem["code"] == "unauthenticated"
+    assert await db.fetchval("SELECT count(*) FROM webhook_events WHERE body LIKE '%\"b\"%'") == 0
+
+
+async def test_an_event_signed_with_another_token_is_401(api: Api) -> None:
+    body = sendbird_json({"category": "group_channel:message_read"})
+
+    status, problem = await post(api, body, sign_webhook(body, "a-secondary-or-wrong-token"))
+
+    assert status == 401, problem
+
+
+async def test_an_event_without_a_signature_is_401(api: Api) -> None:
+    status, problem = await post(api, sendbird_json({"category": "group_channel:message_read"}), None)
+
+    assert status == 401, problem
+    assert problem["status"] == 401
+
+
+async def test_the_signature_covers_the_raw_bytes_so_re_serialised_json_is_401(api: Api) -> None:
+    event = {"category": "group_channel:message_read", "sender": {"profile_url": "https://cdn.example/a.png"}}
+    raw = sendbird_json(event)
+    assert b"https:\\/\\/" in raw  # Sendbird escapes "/" as "\/"
+    signature = sign_webhook(raw, token(api))
+
+    reserialised = json.dumps(json.loads(raw), separators=(",", ":")).encode()
+    status, problem = await post(api, reserialised, signature)
+    assert status == 401, problem
+
+    status, answer = await post(api, raw, signature)
+    assert status == 200, answer
+
+
+async def test_a_retried_event_is_stored_once(api: Api, db: asyncpg.Connection) -> None:
+    body = sendbird_json({"category": "group_channel:message_send", "payload": {"message_id": 987654321}})
+    signature = sign_webhook(body, token(api))
+
+    first = await post(api, body, signature)
+    second = await post(api, body, signature)
+
+    assert first == (200, {"status": "accepted"})
+    assert second == (200, {"status": "duplicate"})
+    assert await db.fetchval("SELECT count(*) FROM webhook_events WHERE dedupe_key LIKE '%:987654321'") == 1
+
+
+# --- what events do ----------------------------------------------------------------------------------
+
+
+async def test_echoes_of_our_own_sends_are_ignored(api: Api, db: asyncpg.Connection) -> None:
+    wire_webhooks(api)
+    team = await care_team(api)
+    status, accepted = await send(api, team.peer, team.conversation_id, "hello")
+    assert status == 202, accepted
+    await settled_deliveries(api, team.peer, accepted["id"])
+    await running_emulator(api).drain_webhooks()
+
+    statuses = await eventually(
+        lambda: db.fetch(
+            "SELECT status FROM webhook_events WHERE category = 'group_channel:message_send'"
+            " AND status <> 'pending' AND body LIKE $1",
+            f"%{team.conversation['channelUrl']}%",
+        ),
+        "the echo to be processed",
+    )
+    assert [r["status"] for r in statuses] == ["ignored"]
+    assert (
+        await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", team.conversation_id)
+        == 1
+    )
+    assert len(emulator(api).notifications) == 1
+
+
+async def test_a_staff_post_from_the_chat_app_texts_external_members_a_notification(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    nurse_chat = await db.fetchval("SELECT chat_user_id FROM users WHERE id = $1", team.nurse.id)
+    body = sendbird_json(staff_post(team, nurse_chat, message_id=424242, text="Sent from the phone app"))
+
+    status, answer = await post(api, body, sign_webhook(body, token(api)))
+    assert status == 200, answer
+
+    texts = await eventually(lambda: _async(emulator(api).notifications), "the SMS notification")
+    assert [t.text for t in texts] == [NOTIFICATION]
+    stored = await db.fetchrow(
+        "SELECT sender_id, state, chat_message_id FROM messages WHERE conversation_id = $1",
+        team.conversation_id,
+    )
+    assert dict(stored) == {"sender_id": team.nurse.id, "state": "sent", "chat_message_id": 424242}
+
+    # Sendbird retries the same event: nothing happens twice.
+    status, answer = await post(api, body, sign_webhook(body, token(api)))
+    assert answer == {"status": "duplicate"}
+    assert len(emulator(api).notifications) == 1
+
+
+async def test_a_read_receipt_marks_the_channel_delivery_delivered(api: Api, db: asyncpg.Connection) -> None:
+    wire_webhooks(api)
+    team = await care_team(api)
+    status, accepted = await send(api, team.peer, team.conversation_id, "please read")
+    assert status == 202, accepted
+    await settled_deliveries(api, team.peer, accepted["id"])
+
+    nurse_chat = await db.fetchval("SELECT chat_user_id FROM users WHERE id = $1", team.nurse.id)
+    gateway = api.app[_chat_key()]
+    await gateway._client.mark_as_read(team.conversation["channelUrl"], nurse_chat)
+
+    async def delivered() -> dict[str, Any] | None:
+        status, body = await api.call("GET", f"/api/messages/{accepted['id']}", team.peer)
+        assert status == 200, body
+        return body if body["state"] == "delivered" else None
+
+    body = await eventually(delivered, "the read receipt")
+    assert body["deliveries"][0] == {**body["deliveries"][0], "channel": "chat", "state": "delivered"}
+
+
+# --- inbound SMS ---------------------------------------------------------------------------------------
+
+
+async def test_an_sms_reply_is_posted_into_the_channel_as_the_external_participant_once(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    wire_webhooks(api)
+    team = await care_team(api)
+    channel = team.conversation["channelUrl"]
+    external_chat = await db.fetchval(
+        "SELECT chat_user_id FROM external_participants WHERE id = $1", team.external_id
+    )
+
+    provider_id = running_emulator(api).receive_sms(team.phone, "Thanks, will call tomorrow")
+    running_emulator(api).receive_sms(
+        team.phone, "Thanks, will call tomorrow", message_id=provider_id
+    )  # retry
+
+    posted = await eventually(lambda: _async(emulator(api).messages(channel)), "the reply in the channel")
+    await running_emulator(api).drain_webhooks()
+    # Only this conversation's entries: the test database is shared with every other test.
+    await eventually(
+        lambda: db.fetchval(
+            "SELECT count(*) = 0 FROM outbox WHERE status = 'pending' AND conversation_id = $1",
+            team.conversation["id"],
+        ),
+        "the outbox to drain",
+    )
+    posted = emulator(api).messages(channel)
+    assert [(m.sender_id, m.message, m.dedup_id) for m in posted] == [
+        (external_chat, "Thanks, will call tomorrow", provider_id)
+    ]
+
+
+async def test_stop_opts_out_so_no_further_texts_and_start_opts_back_in(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    wire_webhooks(api)
+    team = await care_team(api)
+
+    running_emulator(api).receive_sms(team.phone, " stop ")
+    await eventually(
+        lambda: db.fetchval("SELECT count(*) FROM sms_opt_outs WHERE phone_number = $1", team.phone), "STOP"
+    )
+    audit = await db.fetchrow(
+        "SELECT event, workflow, resource_id, patient_id FROM audit_events WHERE event = 'sms_opt_out'"
+        " AND patient_id = $1",
+        team.patient_id,
+    )
+    assert dict(audit) == {
+        "event": "sms_opt_out",
+        "workflow": "sms.reply",
+        "resource_id": str(team.external_id),
+        "patient_id": team.patient_id,
+    }
+
+    status, accepted = await send(api, team.peer, team.conversation_id, "are you there?")
+    assert status == 202, accepted
+    assert accepted["deliveries"][1]["state"] == "failed"
+    assert accepted["deliveries"][1]["reason"] == "opted_out"
+    await settled_deliveries(api, team.peer, accepted["id"])
+    assert emulator(api).notifications == []
+
+    running_emulator(api).receive_sms(team.phone, "START")
+    await eventually(
+        lambda: db.fetchval("SELECT count(*) = 0 FROM sms_opt_outs WHERE phone_number = $1", team.phone),
+        "START",
+    )
+    status, accepted = await send(api, team.peer, team.conversation_id, "welcome back")
+    assert status == 202, accepted
+    assert [d["state"] for d in await settled_deliveries(api, team.peer, accepted["id"])] == ["sent", "sent"]
+    assert [t.text for t in emulator(api).notifications] == [NOTIFICATION]
+
+
+async def test_help_is_answered_with_the_help_text(api: Api) -> None:
+    wire_webhooks(api)
+    team = await care_team(api)
+
+    running_emulator(api).receive_sms(team.phone, "help")
+
+    texts = await eventually(lambda: _async(emulator(api).notifications), "the HELP answer")
+    assert len(texts) == 1
+    assert "STOP" in texts[0].text
+    assert texts[0].phone_number == team.phone
+
+
+async def test_an_inbound_sms_with_a_bad_signature_is_401(api: Api) -> None:
+    body = sendbird_json({"message_id": "SM1", "from": PHONE, "text": "hi"})
+
+    status, problem = await api.call(
+        "POST",
+        "/api/webhooks/sms",
+        data=body,
+        headers={"Content-Type": "application/json", "x-sendbird-signature": "0" * 64},
+    )
+
+    assert status == 401, problem
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+def _chat_key() -> Any:
+    from handlers.app import chat_key
+
+    return chat_key

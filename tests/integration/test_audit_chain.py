@@ -1,0 +1,372 @@
+"""The hash chain against an attacker with database access: each kind of tampering (edit, delete,
+insert, reorder) is done directly in PostgreSQL, with the append-only triggers switched off the way
+a superuser could, and ``caremsg audit verify`` must catch it and name the record.
+
+Every test gets its own database, cloned from a migrated template, because tampering is permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from engine.audit import AuditEvent
+from integrations.audit_sealer import AuditSealer
+from integrations.db.migrate import upgrade
+from integrations.db.uow import SqlUnitOfWork
+from tests.conftest import _admin, _asyncpg_dsn
+
+PROJECT = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def audit_template(server_url: str) -> Iterator[str]:
+    """A migrated database nobody connects to: the template each tampering test clones."""
+    name = f"caremsg_audit_tpl_{secrets.token_hex(4)}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        upgrade(make_url(server_url).set(database=name).render_as_string(hide_password=False))
+        yield name
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def trail_url(server_url: str, audit_template: str) -> AsyncIterator[str]:
+    name = f"caremsg_audit_{secrets.token_hex(4)}"
+    await _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{audit_template}"')
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def engine(trail_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(trail_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def conn(trail_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(**_asyncpg_dsn(trail_url))  # type: ignore[arg-type]
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def _event(i: int) -> AuditEvent:
+    return AuditEvent(
+        event="decision",
+        workflow="patient.read" if i % 2 else "patient.update",
+        outcome="success",
+        occurred_at=T0 + timedelta(seconds=i),
+        actor_id=100 + i,
+        actor_role="care_team_member",
+        organization_id=1,
+        request_id=f"req-{i:04d}",
+        source_address="10.0.0.7",
+        resource_type="patient",
+        resource_id=str(i),
+        patient_id=i,
+        decision="allow",
+        matched_rule="roles.csv:31: care_team_member, patient.read, care_team & covered",
+        reason="allowed",
+        policy_version="abc123",
+        details={"consent_id": i} if i % 3 == 0 else {},
+    )
+
+
+async def write_events(engine: AsyncEngine, count: int, start: int = 1) -> None:
+    """Audit events written the way every workflow writes them: through the unit of work."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    for i in range(start, start + count):
+        async with SqlUnitOfWork(sessions) as uow:
+            uow.audit.record(_event(i))
+            await uow.commit()
+
+
+async def sealed_trail(engine: AsyncEngine, count: int = 8) -> list[int]:
+    await write_events(engine, count)
+    assert await AuditSealer(engine, batch_size=3).seal_pending() == count
+    async with engine.connect() as c:
+        from sqlalchemy import text
+
+        return [int(r.id) for r in await c.execute(text("SELECT id FROM audit_events ORDER BY id"))]
+
+
+async def caremsg(url: str, *args: str) -> tuple[int, str]:
+    """Run the real command line in a process of its own against ``url``."""
+    env = {**os.environ, "DATABASE_URL": url, "CAREMSG_SERVICE_LOG_FORMAT": "json"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "handlers.cli", *args,
+        cwd=PROJECT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode() + err.decode()
+
+
+async def as_attacker(conn: asyncpg.Connection, *statements: str) -> None:
+    """Run statements with the append-only triggers off, as a superuser with database access can."""
+    async with conn.transaction():
+        await conn.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+        await conn.execute("ALTER TABLE audit_chain DISABLE TRIGGER USER")
+        for statement in statements:
+            await conn.execute(statement)
+        await conn.execute("ALTER TABLE audit_events ENABLE TRIGGER USER")
+        await conn.execute("ALTER TABLE audit_chain ENABLE TRIGGER USER")
+
+
+async def test_an_untouched_trail_verifies_and_counts_the_events_not_yet_sealed(
+    trail_url: str, engine: AsyncEngine
+) -> None:
+    ids = await sealed_trail(engine, 8)
+    await write_events(engine, 2, start=100)
+
+    code, out = await caremsg(trail_url, "audit", "verify")
+
+    assert code == 0, out
+    assert "audit chain OK: 8 sealed record(s)" in out
+    assert f"record id {ids[-1]}" in out
+    assert "2 record(s) not yet sealed" in out
+
+
+async def test_an_edited_record_is_caught_and_named(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    ids = await sealed_trail(engine)
+    await as_attacker(conn, f"UPDATE audit_events SET outcome = 'denied' WHERE id = {ids[4]}")
+
+    code, out = await caremsg(trail_url, "audit", "verify")
+
+    assert code == 1
+    assert f"EDITED: record id {ids[4]}, seq 5" in out
+
+
+async def test_an_edit_to_the_details_of_a_record_is_caught(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    ids = await sealed_trail(engine)
+    await as_attacker(
+        conn, f"UPDATE audit_events SET details = '{{\"consent_id\": 99}}'::jsonb WHERE id = {ids[2]}"
+    )
+
+    code, out = await caremsg(trail_url, "audit", "verify")
+
+    assert code == 1
+    assert f"EDITED: record id {ids[2]}, seq 3" in out
+
+
+async def test_a_deleted_record_is_caught_and_named(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    ids = await sealed_trail(engine)
+    await as_attacker(conn, f"DELETE FROM audit_events WHERE id = {ids[3]}")
+
+    code, out = await caremsg(trail_url, "audit", "verify")
+
+    assert code == 1
+    assert f"DELETED: record id {ids[3]}, seq 4" in out
+
+
+async def test_a_record_deleted_with_its_chain_entry_is_caught_by_the_gap_it_leaves(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    ids = await sealed_trail(engine)
+    await as_attacker(
+        conn,
+        f"DELETE FROM audit_events WHERE id = {ids[5]}",
+        f"DELETE FROM audit_chain WHERE event_id = {ids[5]}",
+    )
+
+    code, out = await caremsg(trail_url, "audit", "verify")
+
+    assert code == 1
+    assert "DELETED: seq 6" in out
+    assert f"after record id {ids[4]}" in out
+    assert f"before record id {ids[6]}" in out
+
+
+async def test_an_inserted_record_is_caught_and_named(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    ids = await sealed_trail(engine)
+    # Slip a record in between two sealed ones: an id the sequence skipped (a rolled-back insert).
+    forged = ids[2] + 1
+    await conn.execute("SELECT setval('audit_events_id_seq', (SELECT max(id) FROM audit_events) + 1000)")
+    await as_attacker(
+        conn,
+        "DELETE FROM audit_chain WHERE seq > 3",
+        f"DELETE FROM audit_events WHERE id > {ids[2]}",
+    )
+    # Rebuild the trail after the gap honestly, then insert the forged record below the sealed head.
+    await write_events(engine, 5, start=4)
+    await AuditSealer(engine).seal_pending()
+    await conn.execute(
+        "INSERT INTO audit_events (id, event, workflow, outcome, occurred_at) "
+        f"VALUES ({forged}, 'decision', 'patient.read', 'success', now())"
+    )
+
+    code, out = await caremsg(trail_url, "audit", "verify")
+
+    assert code == 1
+    assert f"INSERTED: record id {forged}" in out
+
+
+async def test_reordered_records_are_caught_and_named(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    ids = await sealed_trail(engine)
+    a, b = ids[2], ids[6]
+    await as_attacker(
+        conn,
+        f"UPDATE audit_events SET id = -1 WHERE id = {a}",
+        f"UPDATE audit_events SET id = {a} WHERE id = {b}",
+        f"UPDATE audit_events SET id = {b} WHERE id = -1",
+    )
+
+    code, out = await caremsg(trail_url, "audit", "verify")
+
+    assert code == 1
+    assert f"REORDERED: record id {a}, seq 3" in out
+    assert f"sealed for record id {b} (seq 7)" in out
+
+
+async def test_reordered_chain_entries_are_caught_and_named(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    ids = await sealed_trail(engine)
+    await as_attacker(
+        conn,
+        "UPDATE audit_chain SET seq = 1000 WHERE seq = 2",
+        "UPDATE audit_chain SET seq = 2 WHERE seq = 5",
+        "UPDATE audit_chain SET seq = 5 WHERE seq = 1000",
+    )
+
+    code, out = await caremsg(trail_url, "audit", "verify")
+
+    assert code == 1
+    assert f"REORDERED: record id {ids[4]}, seq 2" in out
+    assert "sealed at seq 5" in out
+
+
+async def test_a_chain_entry_rewritten_to_match_an_edit_is_caught(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    ids = await sealed_trail(engine)
+    await as_attacker(
+        conn,
+        f"UPDATE audit_events SET reason = 'nothing_to_see' WHERE id = {ids[1]}",
+        f"UPDATE audit_chain SET digest = repeat('a', 64) WHERE event_id = {ids[1]}",
+    )
+
+    code, out = await caremsg(trail_url, "audit", "verify")
+
+    assert code == 1
+    assert f"EDITED: record id {ids[1]}, seq 2: the chain entry itself was altered" in out
+
+
+async def test_the_chain_and_anchor_tables_refuse_update_delete_and_truncate(
+    engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    await sealed_trail(engine, 2)
+    await conn.execute(
+        "INSERT INTO audit_anchors (seq, event_id, hash, key_id, signature, signed_at)"
+        " VALUES (2, 2, repeat('0', 64), 'k', 's', now())"
+    )
+    for statement in (
+        "UPDATE audit_chain SET hash = repeat('0', 64)",
+        "DELETE FROM audit_chain",
+        "TRUNCATE audit_chain",
+        "UPDATE audit_anchors SET seq = 1",
+        "DELETE FROM audit_anchors",
+        "TRUNCATE audit_anchors",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute(statement)
+
+
+async def test_the_sealer_waits_for_a_transaction_holding_a_lower_id_so_the_chain_keeps_id_order(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    # A slow request: it has written its audit event (a lower id) but not committed yet. A plain
+    # INSERT: the table's trigger takes the writers' shared lock, whoever writes.
+    slow = conn.transaction()
+    await slow.start()
+    slow_id = await conn.fetchval(
+        "INSERT INTO audit_events (event, workflow, outcome) VALUES ('decision', 'patient.read', 'success')"
+        " RETURNING id"
+    )
+    await write_events(engine, 1)  # a quick request commits a higher id meanwhile
+    sealing = asyncio.create_task(AuditSealer(engine, horizon_timeout_ms=30_000).seal_pending())
+    observer = await asyncpg.connect(**_asyncpg_dsn(trail_url))  # type: ignore[arg-type]
+    try:
+        while not await observer.fetchval(  # noqa: ASYNC110 - the condition lives in PostgreSQL
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ):
+            await asyncio.sleep(0.01)  # polling for the waiting lock, not sleeping instead of it
+        assert not sealing.done()
+        await slow.commit()
+        assert await asyncio.wait_for(sealing, timeout=10) == 2
+        order = await observer.fetch("SELECT event_id FROM audit_chain ORDER BY seq")
+    finally:
+        await observer.close()
+    assert [r["event_id"] for r in order] == sorted(r["event_id"] for r in order)
+    assert order[0]["event_id"] == slow_id
+
+
+async def test_a_signed_anchor_verifies_offline_and_catches_a_rewritten_trail(
+    trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    ids = await sealed_trail(engine)
+    code, out = await caremsg(trail_url, "audit", "anchor", "--store")
+    assert code == 0, out
+    document = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    assert (document["seq"], document["eventId"]) == (8, ids[-1])
+    assert await conn.fetchval("SELECT count(*) FROM audit_anchors WHERE seq = 8") == 1
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(json.dumps(document))
+
+    code, out = await caremsg(
+        trail_url, "audit", "verify-anchor", str(anchor), "--public-key", document["publicKey"],
+        "--against-database",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "anchor OK: seq 8" in out
+    assert "chain matches the anchor at seq 8" in out
+
+    # Someone rewrites the trail's tail and recomputes the chain: only the anchor can tell.
+    await as_attacker(
+        conn, "DELETE FROM audit_chain WHERE seq >= 7", f"DELETE FROM audit_events WHERE id >= {ids[6]}"
+    )
+    code, out = await caremsg(trail_url, "audit", "verify-anchor", str(anchor), "--against-database")
+    assert code == 1
+    assert "seq 8 is no longer in the chain" in out
+
+
+async def test_an_altered_anchor_does_not_verify(trail_url: str, engine: AsyncEngine, tmp_path: Path) -> None:
+    await sealed_trail(engine, 3)
+    _, out = await caremsg(trail_url, "audit", "anchor")
+    document = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    document["seq"] = 2
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(json.dumps(document))
+
+    code, out = await caremsg(trail_url, "audit", "verify-anchor", str(anchor))
+
+    assert code == 1
+    assert "anchor INVALID: the signature does not verify" in out

