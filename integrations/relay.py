@@ -52,6 +52,38 @@ _CLAIM = text(
 )
 
 
+# Every delivery's final outcome is one audit record, written in the transaction that settles the
+# outbox entry (so a retried delivery is recorded once). The relay acts for the system: no actor.
+_AUDIT_OUTCOME = text(
+    """
+    INSERT INTO audit_events
+        (event, workflow, outcome, resource_type, resource_id, patient_id, reason, details)
+    SELECT 'delivery', :workflow, :outcome, :resource_type, :resource_id,
+           (SELECT patient_id FROM conversations WHERE id = :conversation_id), :reason,
+           CAST(:details AS jsonb)
+    """
+)
+
+
+def _audit_outcome_params(entry: OutboxEntry, status: str, reason: str | None) -> dict[str, Any]:
+    resource_type: str
+    resource_id: str | None
+    if entry.message_id is not None:
+        resource_type, resource_id = "message", str(entry.message_id)
+    else:
+        resource_type = "conversation"
+        resource_id = None if entry.conversation_id is None else str(entry.conversation_id)
+    return {
+        "workflow": f"delivery.{entry.kind}",
+        "outcome": "success" if status == "done" else "failure",
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "conversation_id": entry.conversation_id,
+        "reason": reason or "delivered",
+        "details": json.dumps({"outbox_id": entry.id, "attempts": entry.attempts}),
+    }
+
+
 @dataclass(frozen=True)
 class RelaySettings:
     poll_interval: float = 1.0
@@ -200,6 +232,7 @@ class OutboxRelay:
                 await kind.succeeded(entry, session)
             elif kind is not None:
                 await kind.failed(entry, session, reason or "failed")
+            await session.execute(_AUDIT_OUTCOME, _audit_outcome_params(entry, status, reason))
         if status == "done":
             log.info("relay.delivered", outbox_id=entry.id, kind=entry.kind, attempts=entry.attempts)
         else:
