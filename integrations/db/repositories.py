@@ -76,6 +76,22 @@ def _unique_violation(exc: IntegrityError, constraint: str) -> bool:
     return constraint in str(exc.orig)
 
 
+async def _insert_unique(
+    session: AsyncSession, table: Any, values: Mapping[str, Any], *, constraint: str, conflict: str
+) -> Any:
+    """Insert one row and return it; a clash on ``constraint`` is a :class:`Conflict` with that message.
+
+    A savepoint keeps the caller's transaction usable after the clash (its audit record still commits).
+    """
+    try:
+        async with session.begin_nested():
+            return (await session.execute(insert(table).values(**values).returning(table))).one()
+    except IntegrityError as exc:
+        if _unique_violation(exc, constraint):
+            raise Conflict(conflict) from None
+        raise
+
+
 class _Repository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -106,13 +122,13 @@ class SqlUserRepository(_Repository):
             "organization_id": user.organization_id,
             "chat_user_id": f"staff_{secrets.token_hex(12)}",
         }
-        try:
-            async with self.session.begin_nested():
-                row = (await self.session.execute(insert(users_t).values(values).returning(users_t))).one()
-        except IntegrityError as exc:
-            if _unique_violation(exc, "uq_users_email"):
-                raise Conflict("An account with this email exists already.") from None
-            raise
+        row = await _insert_unique(
+            self.session,
+            users_t,
+            values,
+            constraint="uq_users_email",
+            conflict="An account with this email exists already.",
+        )
         return _user(row)
 
     async def get(self, user_id: int) -> User | None:
@@ -143,19 +159,13 @@ def _organization(row: Any) -> Organization:
 
 class SqlOrganizationRepository(_Repository):
     async def add(self, name: str, *, self_registration: bool) -> Organization:
-        try:
-            async with self.session.begin_nested():
-                row = (
-                    await self.session.execute(
-                        insert(orgs_t)
-                        .values(name=name, self_registration=self_registration)
-                        .returning(orgs_t)
-                    )
-                ).one()
-        except IntegrityError as exc:
-            if _unique_violation(exc, "uq_organizations_name"):
-                raise Conflict("An organization with this name exists already.") from None
-            raise
+        row = await _insert_unique(
+            self.session,
+            orgs_t,
+            {"name": name, "self_registration": self_registration},
+            constraint="uq_organizations_name",
+            conflict="An organization with this name exists already.",
+        )
         return _organization(row)
 
     async def get(self, organization_id: int) -> Organization | None:
@@ -189,24 +199,18 @@ class SqlComplianceGroupRepository(_Repository):
         created_by: int,
         members: Sequence[int],
     ) -> ComplianceGroup:
-        try:
-            async with self.session.begin_nested():
-                row = (
-                    await self.session.execute(
-                        insert(groups_t)
-                        .values(
-                            name=name,
-                            description=description,
-                            organization_id=organization_id,
-                            created_by=created_by,
-                        )
-                        .returning(groups_t)
-                    )
-                ).one()
-        except IntegrityError as exc:
-            if _unique_violation(exc, "uq_compliance_groups_organization_id_name"):
-                raise Conflict("A compliance group with this name exists already.") from None
-            raise
+        row = await _insert_unique(
+            self.session,
+            groups_t,
+            {
+                "name": name,
+                "description": description,
+                "organization_id": organization_id,
+                "created_by": created_by,
+            },
+            constraint="uq_compliance_groups_organization_id_name",
+            conflict="A compliance group with this name exists already.",
+        )
         if members:
             await self.session.execute(
                 insert(group_members_t), [{"group_id": row.id, "organization_id": m} for m in members]
@@ -321,24 +325,18 @@ class SqlPatientRepository(_Repository):
 
 class SqlCareTeamRepository(_Repository):
     async def create(self, patient_id: int, name: str, organization_id: int, created_by: int) -> CareTeam:
-        try:
-            async with self.session.begin_nested():
-                row = (
-                    await self.session.execute(
-                        insert(teams_t)
-                        .values(
-                            patient_id=patient_id,
-                            name=name,
-                            organization_id=organization_id,
-                            created_by=created_by,
-                        )
-                        .returning(teams_t)
-                    )
-                ).one()
-        except IntegrityError as exc:
-            if _unique_violation(exc, "uq_care_teams_patient_id"):
-                raise Conflict("This patient has a care team already.") from None
-            raise
+        row = await _insert_unique(
+            self.session,
+            teams_t,
+            {
+                "patient_id": patient_id,
+                "name": name,
+                "organization_id": organization_id,
+                "created_by": created_by,
+            },
+            constraint="uq_care_teams_patient_id",
+            conflict="This patient has a care team already.",
+        )
         return CareTeam(row.id, row.patient_id, row.name, row.organization_id, row.created_at)
 
     async def _load(self, condition: Any) -> CareTeam | None:
