@@ -159,3 +159,27 @@ async def test_sighup_reloads_the_policy(live: Api, policy_dir: Path) -> None:
         return now if now != before else None
 
     await eventually(changed, "SIGHUP to swap in the edited files")
+
+
+async def test_a_reload_through_the_api_reaches_another_instance_through_postgresql(
+    aiohttp_client: Any, settings: Settings, policy_dir: Path
+) -> None:
+    # Both instances read the same files but poll them only hourly: only the NOTIFY can tell the
+    # second one about the edit within the bound this test states.
+    policy = settings.policy.model_copy(update={"directory": str(policy_dir), "watch_interval_seconds": 3600})
+    configured = settings.model_copy(update={"policy": policy})
+    first = Api(await aiohttp_client(create_app(configured)))
+    second = Api(await aiohttp_client(create_app(configured)))
+    org = await first.organization()
+    officer = await first.person("compliance_officer", org)
+    before = await version(second, officer)
+    append(policy_dir / "roles.csv", "# reviewed again by compliance")
+
+    status, body = await first.call("POST", "/api/policy/reload", officer)
+    assert status == 200, body
+    assert body["version"] != before
+
+    async def second_caught_up() -> bool:
+        return await version(second, officer) == body["version"]
+
+    await eventually(second_caught_up, "the second instance to load the new version", within=3.0)
