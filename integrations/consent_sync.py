@@ -62,13 +62,7 @@ def asyncpg_connect_args(url: str) -> dict[str, Any]:
 _SNAPSHOT = """
 SELECT c.patient_id,
        c.id,
-       coalesce(c.organization_id, c.compliance_group_id)
-         | CASE WHEN c.recipient_type = 'compliance_group' THEN 2147483648 ELSE 0 END
-         | ((CASE WHEN 'read' = ANY(c.scope) THEN 1 ELSE 0 END
-           | CASE WHEN 'message' = ANY(c.scope) THEN 2 ELSE 0 END
-           | CASE WHEN 'sms' = ANY(c.scope) THEN 4 ELSE 0 END)::bigint << 32)
-         | ((CASE c.purpose WHEN 'treatment' THEN 0 WHEN 'care_coordination' THEN 1
-                            WHEN 'payment' THEN 2 ELSE 3 END)::bigint << 36) AS low,
+       c.index_key AS low,
        coalesce(floor(extract(epoch FROM c.expires_at) * 1000), 0)::bigint AS expires_ms,
        CASE WHEN c.effective_at <= $1 THEN 0 ELSE ceil(extract(epoch FROM c.effective_at)) END::bigint
          AS effective_s
@@ -77,6 +71,18 @@ WHERE c.recipient_type IN ('organization', 'compliance_group')
   AND c.revoked_at IS NULL
   AND (c.expires_at IS NULL OR c.expires_at > $1)
 """
+
+# The snapshot as five arrays in one row: asyncpg decodes an int8 array in C, where a million
+# Records cost a second and a half of Python objects (1M consents: 1.2 s instead of 2.5 s).
+_SNAPSHOT_COLUMNS = (
+    """
+SELECT coalesce(array_agg(patient_id), '{}'), coalesce(array_agg(id), '{}'), coalesce(array_agg(low), '{}'),
+       coalesce(array_agg(expires_ms), '{}'), coalesce(array_agg(effective_s), '{}')
+FROM ("""
+    + _SNAPSHOT
+    + """) AS active
+"""
+)
 
 
 class ConsentSync:
@@ -160,9 +166,11 @@ class ConsentSync:
         now = datetime.now(UTC)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM consent_changes")
-            rows = await conn.fetch(_SNAPSHOT, now)
+            columns = await conn.fetchrow(_SNAPSHOT_COLUMNS, now)
             members = await conn.fetch("SELECT group_id, organization_id FROM compliance_group_members")
-        by_patient = pack_rows(tuple(r) for r in rows)
+        by_patient = pack_rows(zip(*columns, strict=True))
+        consents = len(columns[0])
+        del columns
         groups: dict[int, list[int]] = {}
         for group_id, organization_id in members:
             groups.setdefault(group_id, []).append(organization_id)
@@ -171,7 +179,7 @@ class ConsentSync:
         self.full_loads += 1
         log.info(
             "consents.loaded",
-            consents=len(rows),
+            consents=consents,
             seq=int(seq),
             seconds=round(time.perf_counter() - started, 3),
         )

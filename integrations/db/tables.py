@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     Date,
     DateTime,
     ForeignKey,
@@ -150,6 +151,18 @@ class CareTeamMemberRow(SQLModel, table=True):
     added_at: datetime = _ts()
 
 
+#: Keep in step with engine.consent_index (SCOPE_BITS, PURPOSE_CODES and the layout of an entry).
+CONSENT_INDEX_KEY = (
+    "coalesce(organization_id, compliance_group_id)::bigint"
+    " | CASE WHEN recipient_type = 'compliance_group' THEN 2147483648 ELSE 0 END"
+    " | ((CASE WHEN 'read' = ANY(scope) THEN 1 ELSE 0 END"
+    " | CASE WHEN 'message' = ANY(scope) THEN 2 ELSE 0 END"
+    " | CASE WHEN 'sms' = ANY(scope) THEN 4 ELSE 0 END)::bigint << 32)"
+    " | ((CASE purpose WHEN 'treatment' THEN 0 WHEN 'care_coordination' THEN 1"
+    " WHEN 'payment' THEN 2 ELSE 3 END)::bigint << 36)"
+)
+
+
 class ConsentRow(SQLModel, table=True):
     __tablename__ = "consents"
 
@@ -172,6 +185,9 @@ class ConsentRow(SQLModel, table=True):
     scope: list[str] = Field(
         sa_column=Column(ARRAY(String(16)), nullable=False, server_default=text("'{read,message,sms}'"))
     )
+    # Recipient, scope and purpose packed as the in-memory consent index stores them, computed by
+    # PostgreSQL on write so loading a million consents does not evaluate it a million times.
+    index_key: int | None = Field(sa_column=Column(BigInteger, Computed(CONSENT_INDEX_KEY, persisted=True)))
 
     __table_args__ = (
         CheckConstraint("cardinality(scope) >= 1 AND scope <@ '{read,message,sms}'::varchar[]", name="scope"),

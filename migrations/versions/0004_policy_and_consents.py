@@ -20,6 +20,17 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# A copy, not an import: a migration must keep meaning what it meant when it was written.
+CONSENT_INDEX_KEY = (
+    "coalesce(organization_id, compliance_group_id)::bigint"
+    " | CASE WHEN recipient_type = 'compliance_group' THEN 2147483648 ELSE 0 END"
+    " | ((CASE WHEN 'read' = ANY(scope) THEN 1 ELSE 0 END"
+    " | CASE WHEN 'message' = ANY(scope) THEN 2 ELSE 0 END"
+    " | CASE WHEN 'sms' = ANY(scope) THEN 4 ELSE 0 END)::bigint << 32)"
+    " | ((CASE purpose WHEN 'treatment' THEN 0 WHEN 'care_coordination' THEN 1"
+    " WHEN 'payment' THEN 2 ELSE 3 END)::bigint << 36)"
+)
+
 
 def upgrade() -> None:
     op.add_column(
@@ -35,6 +46,13 @@ def upgrade() -> None:
         op.f("ck_consents_scope"),
         "consents",
         "cardinality(scope) >= 1 AND scope <@ '{read,message,sms}'::varchar[]",
+    )
+    # Recipient, scope and purpose packed as the consent index keeps them (integrations/db/tables.py).
+    op.add_column(
+        "consents",
+        sa.Column(
+            "index_key", sa.BigInteger(), sa.Computed(CONSENT_INDEX_KEY, persisted=True), nullable=True
+        ),
     )
     op.add_column("external_participants", sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
@@ -98,5 +116,6 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_consent_changes_consent_id"), table_name="consent_changes")
     op.drop_table("consent_changes")
     op.drop_column("external_participants", "removed_at")
+    op.drop_column("consents", "index_key")
     op.drop_constraint(op.f("ck_consents_scope"), "consents", type_="check")
     op.drop_column("consents", "scope")
