@@ -77,6 +77,8 @@ class Actor:
     organization_id: int
     request_id: str = ""
     source_address: str | None = None
+    #: The purpose of use the client states for this request (X-Purpose-Of-Use), if any.
+    purpose_of_use: str | None = None
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,8 @@ class Guard:
         if fact_set:
             # The facts decided on, so `caremsg policy diff` can decide this record again.
             recorded["facts"] = "&".join(sorted(fact_set))
-        purpose = recorded.get("purpose")
+        # The purpose of use the client stated, else the purpose of the consent that covered it.
+        purpose = self.actor.purpose_of_use or recorded.get("purpose")
         self.uow.audit.record(
             replace(
                 AuditEvent.for_decision(

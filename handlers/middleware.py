@@ -11,7 +11,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from engine.errors import CaremsgError, ServiceUnavailable, Unauthenticated
+from engine.errors import CaremsgError, FieldError, InvalidInput, ServiceUnavailable, Unauthenticated
+from engine.model import Purpose
 from engine.ports import AccountDirectory, TokenService
 from engine.workflows.audit import record_rejected_token
 from handlers.keys import actor_key, request_id_key, services_key
@@ -82,6 +83,21 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         )
 
 
+PURPOSE_HEADER = "X-Purpose-Of-Use"
+
+
+def _purpose_of_use(request: web.Request) -> str | None:
+    """The purpose of use the client states (HIPAA / 42 CFR Part 2), recorded in every audit event."""
+    stated = request.headers.get(PURPOSE_HEADER)
+    if stated is None:
+        return None
+    if stated not in {p.value for p in Purpose}:
+        raise InvalidInput(
+            [FieldError(PURPOSE_HEADER, f"Must be one of: {', '.join(p.value for p in Purpose)}.", "enum")]
+        )
+    return stated
+
+
 def authenticate(
     tokens: TokenService, accounts: Callable[[], AccountDirectory], public_paths: frozenset[str]
 ) -> Middleware:
@@ -115,6 +131,7 @@ def authenticate(
             organization_id=actor.organization_id,
             request_id=request[request_id_key],
             source_address=request.remote,
+            purpose_of_use=_purpose_of_use(request),
         )
         structlog.contextvars.bind_contextvars(actor_id=actor.user_id)
         return await handler(request)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from engine.model import Purpose
 from handlers.routing import Endpoint
 from handlers.schemas import Problem
 
@@ -89,6 +90,15 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
             }
         if not ep.public:
             op["security"] = [{"bearerAuth": []}]
+            op.setdefault("parameters", []).append(
+                {
+                    "name": "X-Purpose-Of-Use",
+                    "in": "header",
+                    "required": False,
+                    "description": "The purpose of use of this access; recorded in its audit events.",
+                    "schema": {"type": "string", "enum": [p.value for p in Purpose]},
+                }
+            )
         for status in sorted({*ep.errors, 503}):
             op["responses"][str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),

@@ -142,7 +142,7 @@ async def test_the_conversation_operations_document_their_status_codes(document:
     assert send["responses"]["202"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/MessagePublic"
     }
-    assert read["parameters"] == [
+    assert [p for p in read["parameters"] if p["in"] == "path"] == [
         {
             "name": "id",
             "in": "path",
@@ -150,6 +150,9 @@ async def test_the_conversation_operations_document_their_status_codes(document:
             "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
         }
     ]
+    [purpose] = [p for p in read["parameters"] if p["in"] == "header"]
+    assert (purpose["name"], purpose["required"]) == ("X-Purpose-Of-Use", False)
+    assert "treatment" in purpose["schema"]["enum"]
 
 
 async def test_every_path_parameter_is_declared_and_required(document: dict[str, Any]) -> None:
