@@ -1,7 +1,7 @@
 """audit_events is append-only: a trigger refuses UPDATE, DELETE and TRUNCATE for every role
 
 The application role is additionally refused UPDATE/DELETE by grants where the deployment uses a
-separate application role (see README "Database roles"); the trigger holds even for the owner.
+separate application role (README, "Audit"; migration 0006); the trigger holds even for the owner.
 
 Revision ID: 0002
 Revises: 0001
