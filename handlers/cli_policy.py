@@ -12,17 +12,9 @@ from handlers.settings import load_settings
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    from integrations.policy_files import load_policy
-
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
-    try:
-        policy = load_policy(directory)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{exc.filename}: cannot read: {exc.strerror}", file=sys.stderr)
+    policy = _load(directory)
+    if policy is None:
         return 1
     for warning in policy.warnings:
         print(warning, file=sys.stderr)
@@ -36,14 +28,11 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_policy_test(args: argparse.Namespace) -> int:
     """Run the policy's test tables (or the given ones) against the policy in ``--dir``."""
     from engine.policy_tables import parse_table, run_cases, untested_workflows
-    from integrations.policy_files import load_policy, read_policy_tables
+    from integrations.policy_files import read_policy_tables
 
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
-    try:
-        policy = load_policy(directory)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    policy = _load(directory)
+    if policy is None:
         return 1
     tables = (
         [(name, Path(name).read_text(encoding="utf-8")) for name in args.tables]
