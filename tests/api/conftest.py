@@ -4,6 +4,7 @@ that speaks the API the way a care-staff app does."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,11 @@ from integrations.db.uow import SqlUnitOfWork
 from integrations.security import Argon2Passwords
 
 PASSWORD = "correct horse battery"
+
+
+def new_request_id() -> str:
+    """A fresh X-Request-ID: sent with a request, it finds that request's audit records."""
+    return f"test-{uuid.uuid4().hex}"
 
 
 @dataclass
@@ -54,6 +60,16 @@ class Api:
         resp = await self.client.request(method, path, json=json, headers=headers, **kw)
         body = await resp.json(content_type=None) if resp.content_length != 0 else None
         return resp.status, body
+
+    async def send(
+        self, method: str, path: str, who: Person | None = None, **kw: Any
+    ) -> tuple[int, dict[str, str], Any]:
+        """Like :meth:`call`, with the response headers too (content type, request id, auth)."""
+        headers = dict(kw.pop("headers", {}))
+        if who is not None:
+            headers.update(who.auth)
+        resp = await self.client.request(method, path, headers=headers, **kw)
+        return resp.status, dict(resp.headers), await resp.json(content_type=None)
 
     async def organization(self, name: str | None = None, *, self_registration: bool = True) -> int:
         """A new organization, created directly (there is no admin yet to create it)."""

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import secrets
-import uuid
 from typing import Any
 
 import asyncpg
 import pytest
 
 from handlers.app import audit_sealer_key
-from tests.api.conftest import PASSWORD, Api, Person
+from tests.api.conftest import PASSWORD, Api, Person, new_request_id
 
 EVENTS = "/api/audit-events"
-
-
-def _rid() -> str:
-    return f"test-{uuid.uuid4().hex}"
 
 
 async def _clinic(api: Api) -> tuple[int, Person, Person, int]:
@@ -35,7 +30,7 @@ async def _search(api: Api, who: Person, **params: Any) -> tuple[int, Any]:
 async def test_auditors_and_compliance_officers_find_who_read_a_patient(api: Api, role: str) -> None:
     org, nurse, _, patient = await _clinic(api)
     reader = await api.person(role, org)
-    rid = _rid()
+    rid = new_request_id()
     await api.call("GET", f"/api/patients/{patient}", nurse, headers={"X-Request-ID": rid})
 
     status, body = await _search(api, reader, patientId=patient, workflow="patient.read")
@@ -60,7 +55,7 @@ async def test_other_roles_may_not_search_the_audit_trail(
 ) -> None:
     org = await api.organization()
     person = await api.person(role, org)
-    rid = _rid()
+    rid = new_request_id()
 
     status, body = await api.call("GET", EVENTS, person, headers={"X-Request-ID": rid})
 
@@ -75,7 +70,7 @@ async def test_an_auditor_may_not_search_another_organizations_trail_and_is_told
 ) -> None:
     _, _, auditor, _ = await _clinic(api)
     other = await api.organization()
-    rid = _rid()
+    rid = new_request_id()
 
     status, body = await api.call(
         "GET", EVENTS, auditor, params={"organizationId": str(other)}, headers={"X-Request-ID": rid}
@@ -109,7 +104,7 @@ async def test_an_auditor_sees_staff_of_another_organization_reading_their_patie
     consent = await api.consent(officer, patient, organizationId=partner)
     status, team = await api.call("GET", f"/api/patients/{patient}/care-team", nurse)
     await api.call("POST", f"/api/care-teams/{team['id']}/members", nurse, json={"userId": outsider.id})
-    rid = _rid()
+    rid = new_request_id()
     status, _ = await api.call("GET", f"/api/patients/{patient}", outsider, headers={"X-Request-ID": rid})
     assert status == 200
 
@@ -183,7 +178,7 @@ async def test_a_failed_login_is_found_by_email_though_the_email_is_never_stored
     api: Api, db: asyncpg.Connection
 ) -> None:
     _, nurse, auditor, _ = await _clinic(api)
-    rid = _rid()
+    rid = new_request_id()
     status, _ = await api.call(
         "POST", "/api/auth/login", json={"email": nurse.email, "password": "wrong-" + PASSWORD},
         headers={"X-Request-ID": rid},
@@ -203,7 +198,7 @@ async def test_a_failed_login_for_an_unknown_email_is_stored_as_a_keyed_hash(
     api: Api, db: asyncpg.Connection
 ) -> None:
     email = f"nobody.{secrets.token_hex(4)}@example.org"
-    rid = _rid()
+    rid = new_request_id()
     await api.call(
         "POST",
         "/api/auth/login",
@@ -259,7 +254,7 @@ async def test_a_bad_filter_is_a_422_problem_naming_it(api: Api, params: dict[st
 async def test_a_refused_token_is_audited_with_the_route_it_tried(
     api: Api, db: asyncpg.Connection, headers: dict[str, str], reason: str
 ) -> None:
-    rid = _rid()
+    rid = new_request_id()
     status, _ = await api.call("GET", "/api/patients/7", headers={**headers, "X-Request-ID": rid})
 
     assert status == 401
@@ -281,7 +276,7 @@ async def test_a_token_of_a_deactivated_account_is_audited_against_the_account(
     org = await api.organization()
     nurse = await api.person("care_team_member", org)
     await db.execute("UPDATE users SET is_active = false WHERE id = $1", nurse.id)
-    rid = _rid()
+    rid = new_request_id()
 
     status, _ = await api.call("GET", "/api/auth/profile", nurse, headers={"X-Request-ID": rid})
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from handlers.app import create_app
 from handlers.settings import Settings
-from tests.api.conftest import PASSWORD, Api, Person
+from tests.api.conftest import PASSWORD, Api, new_request_id
 
 REGISTER = "/api/auth/register"
 LOGIN = "/api/auth/login"
@@ -34,20 +33,6 @@ def _registration(**changes: Any) -> dict[str, Any]:
     body = {"email": _email(), "password": SECRET, "firstName": FIRST_NAME, "lastName": LAST_NAME}
     body.update(changes)
     return body
-
-
-def _rid() -> str:
-    return f"test-{uuid.uuid4().hex}"
-
-
-async def _send(
-    api: Api, method: str, path: str, who: Person | None = None, **kw: Any
-) -> tuple[int, dict[str, str], Any]:
-    headers = dict(kw.pop("headers", {}))
-    if who is not None:
-        headers.update(who.auth)
-    resp = await api.client.request(method, path, headers=headers, **kw)
-    return resp.status, dict(resp.headers), await resp.json(content_type=None)
 
 
 def _assert_problem(status: int, headers: dict[str, str], body: Any, expected: int, code: str) -> None:
@@ -134,7 +119,7 @@ async def test_a_care_team_member_registers_into_an_organization_that_allows_it(
 
 async def test_a_registration_is_audited_without_names_or_email(api: Api, db: asyncpg.Connection) -> None:
     org = await api.organization()
-    rid = _rid()
+    rid = new_request_id()
     email = _email()
     status, body = await api.call(
         "POST", REGISTER, json=_registration(email=email, organizationId=org), headers={"X-Request-ID": rid}
@@ -161,7 +146,7 @@ async def test_self_registration_refuses_a_privileged_role(
     api: Api, db: asyncpg.Connection, role: str
 ) -> None:
     email = _email()
-    status, headers, body = await _send(api, "POST", REGISTER, json=_registration(email=email, role=role))
+    status, headers, body = await api.send("POST", REGISTER, json=_registration(email=email, role=role))
 
     _assert_problem(status, headers, body, 422, "validation_error")
     [error] = body["errors"]
@@ -176,8 +161,8 @@ async def test_self_registration_refuses_an_organization_that_does_not_allow_it(
 ) -> None:
     closed = await api.organization(self_registration=False)
     email = _email()
-    status, headers, body = await _send(
-        api, "POST", REGISTER, json=_registration(email=email, organizationId=closed)
+    status, headers, body = await api.send(
+        "POST", REGISTER, json=_registration(email=email, organizationId=closed)
     )
 
     _assert_problem(status, headers, body, 422, "validation_error")
@@ -207,8 +192,8 @@ async def test_registering_an_email_twice_is_a_conflict(
     status, first = await api.call("POST", REGISTER, json=_registration(email=email))
     assert status == 201, first
 
-    status, headers, body = await _send(
-        api, "POST", REGISTER, json=_registration(email=same_email(email), firstName="Other", lastName="Name")
+    status, headers, body = await api.send(
+        "POST", REGISTER, json=_registration(email=same_email(email), firstName="Other", lastName="Name")
     )
     _assert_problem(status, headers, body, 409, "conflict")
     _assert_no_phi(body, email)
@@ -230,8 +215,8 @@ async def test_registration_is_refused_when_self_registration_is_switched_off(
 ) -> None:
     org = await closed_api.organization(self_registration=True)
     email = _email()
-    status, headers, body = await _send(
-        closed_api, "POST", REGISTER, json=_registration(email=email, organizationId=org)
+    status, headers, body = await closed_api.send(
+        "POST", REGISTER, json=_registration(email=email, organizationId=org)
     )
 
     _assert_problem(status, headers, body, 403, "forbidden")
@@ -245,7 +230,7 @@ async def test_a_refused_self_registration_is_on_the_audit_record(
     closed_api: Api, db: asyncpg.Connection
 ) -> None:
     # The refusal is a policy Decision (reason self_registration_disabled); every decision is audited.
-    rid = _rid()
+    rid = new_request_id()
     status, body = await closed_api.call(
         "POST", REGISTER, json=_registration(), headers={"X-Request-ID": rid}
     )
@@ -288,7 +273,7 @@ async def test_an_invalid_registration_is_refused_naming_the_field(
     api: Api, changes: dict[str, Any], field: str
 ) -> None:
     email = _email()
-    status, headers, body = await _send(api, "POST", REGISTER, json={**_registration(email=email), **changes})
+    status, headers, body = await api.send("POST", REGISTER, json={**_registration(email=email), **changes})
 
     _assert_problem(status, headers, body, 422, "validation_error")
     assert field in _fields(body)
@@ -300,7 +285,7 @@ async def test_an_invalid_registration_is_refused_naming_the_field(
 async def test_a_registration_missing_a_required_field_is_refused_naming_it(api: Api, missing: str) -> None:
     body = _registration()
     del body[missing]
-    status, headers, problem = await _send(api, "POST", REGISTER, json=body)
+    status, headers, problem = await api.send("POST", REGISTER, json=body)
 
     _assert_problem(status, headers, problem, 422, "validation_error")
     assert problem["errors"] == [{"field": missing, "message": "Field required.", "type": "missing"}]
@@ -316,8 +301,8 @@ async def test_a_registration_missing_a_required_field_is_refused_naming_it(api:
     ],
 )
 async def test_a_body_that_is_not_json_is_a_bad_request(api: Api, data: bytes, content_type: str) -> None:
-    status, headers, body = await _send(
-        api, "POST", REGISTER, data=data, headers={"Content-Type": content_type}
+    status, headers, body = await api.send(
+        "POST", REGISTER, data=data, headers={"Content-Type": content_type}
     )
     _assert_problem(status, headers, body, 400, "malformed_request")
     assert body["errors"] == [{"field": "body", "message": "Not valid JSON.", "type": "json_invalid"}]
@@ -329,8 +314,8 @@ async def test_a_body_that_is_not_json_is_a_bad_request(api: Api, data: bytes, c
 )
 async def test_a_body_with_another_content_type_is_a_bad_request(api: Api, content_type: str) -> None:
     payload = json.dumps(_registration()).encode()
-    status, headers, body = await _send(
-        api, "POST", REGISTER, data=payload, headers={"Content-Type": content_type}
+    status, headers, body = await api.send(
+        "POST", REGISTER, data=payload, headers={"Content-Type": content_type}
     )
     _assert_problem(status, headers, body, 400, "malformed_request")
     assert [(e["field"], e["type"]) for e in body["errors"]] == [("body", "content_type")]
@@ -339,16 +324,16 @@ async def test_a_body_with_another_content_type_is_a_bad_request(api: Api, conte
 
 async def test_json_with_a_charset_parameter_is_accepted(api: Api) -> None:
     payload = json.dumps(_registration()).encode()
-    status, _, body = await _send(
-        api, "POST", REGISTER, data=payload, headers={"Content-Type": "application/json; charset=utf-8"}
+    status, _, body = await api.send(
+        "POST", REGISTER, data=payload, headers={"Content-Type": "application/json; charset=utf-8"}
     )
     assert status == 201, body
 
 
 @pytest.mark.parametrize("payload", [[], "a string", None, 42], ids=["array", "string", "null", "number"])
 async def test_json_that_is_not_an_object_is_refused(api: Api, payload: Any) -> None:
-    status, headers, body = await _send(
-        api, "POST", REGISTER, data=json.dumps(payload), headers={"Content-Type": "application/json"}
+    status, headers, body = await api.send(
+        "POST", REGISTER, data=json.dumps(payload), headers={"Content-Type": "application/json"}
     )
     _assert_problem(status, headers, body, 422, "validation_error")
     assert _fields(body) == {"body"}
@@ -356,7 +341,7 @@ async def test_json_that_is_not_an_object_is_refused(api: Api, payload: Any) -> 
 
 async def test_a_body_over_the_size_limit_is_refused(api: Api, settings: Settings) -> None:
     payload = _registration(firstName="x" * (settings.api.max_body_bytes + 1))
-    status, headers, body = await _send(api, "POST", REGISTER, json=payload)
+    status, headers, body = await api.send("POST", REGISTER, json=payload)
     _assert_problem(status, headers, body, 413, "payload_too_large")
     _assert_no_phi(body)
 
@@ -382,7 +367,7 @@ async def test_a_registered_person_logs_in_with_any_letter_case_of_their_email(a
 async def test_a_successful_login_is_audited(api: Api, db: asyncpg.Connection) -> None:
     org = await api.organization()
     nurse = await api.person("care_team_member", org)
-    rid = _rid()
+    rid = new_request_id()
     status, _ = await api.call(
         "POST", LOGIN, json={"email": nurse.email, "password": PASSWORD}, headers={"X-Request-ID": rid}
     )
@@ -411,7 +396,7 @@ async def test_unknown_email_and_wrong_password_get_the_same_answer(api: Api) ->
         {"email": unknown, "password": SECRET},
         {"email": nurse.email, "password": SECRET},
     ):
-        status, headers, body = await _send(api, "POST", LOGIN, json=credentials)
+        status, headers, body = await api.send("POST", LOGIN, json=credentials)
         _assert_problem(status, headers, body, 401, "unauthenticated")
         assert headers["WWW-Authenticate"].startswith("Bearer")
         _assert_no_phi(body, unknown, nurse.email)
@@ -422,7 +407,7 @@ async def test_unknown_email_and_wrong_password_get_the_same_answer(api: Api) ->
 async def test_a_login_with_an_unknown_email_is_audited_without_the_email(
     api: Api, db: asyncpg.Connection
 ) -> None:
-    rid = _rid()
+    rid = new_request_id()
     email = _email()
     status, _ = await api.call(
         "POST", LOGIN, json={"email": email, "password": SECRET}, headers={"X-Request-ID": rid}
@@ -442,7 +427,7 @@ async def test_a_login_with_a_wrong_password_is_audited_against_the_account(
 ) -> None:
     org = await api.organization()
     nurse = await api.person("peer_support", org)
-    rid = _rid()
+    rid = new_request_id()
     status, _ = await api.call(
         "POST", LOGIN, json={"email": nurse.email, "password": SECRET}, headers={"X-Request-ID": rid}
     )
@@ -461,11 +446,11 @@ async def test_a_deactivated_account_cannot_log_in_even_with_the_right_password(
     org = await api.organization()
     nurse = await api.person("care_team_member", org)
     await db.execute("UPDATE users SET is_active = false WHERE id = $1", nurse.id)
-    _, _, unknown_body = await _send(api, "POST", LOGIN, json={"email": _email(), "password": PASSWORD})
+    _, _, unknown_body = await api.send("POST", LOGIN, json={"email": _email(), "password": PASSWORD})
 
-    rid = _rid()
-    status, headers, body = await _send(
-        api, "POST", LOGIN, json={"email": nurse.email, "password": PASSWORD}, headers={"X-Request-ID": rid}
+    rid = new_request_id()
+    status, headers, body = await api.send(
+        "POST", LOGIN, json={"email": nurse.email, "password": PASSWORD}, headers={"X-Request-ID": rid}
     )
     _assert_problem(status, headers, body, 401, "unauthenticated")
     # The same answer as for an unknown email: a deactivated account is not revealed as existing.
@@ -499,7 +484,7 @@ async def test_an_invalid_login_is_refused_naming_the_field(
             credentials.pop(name)
         else:
             credentials[name] = value
-    status, headers, body = await _send(api, "POST", LOGIN, json=credentials)
+    status, headers, body = await api.send("POST", LOGIN, json=credentials)
 
     _assert_problem(status, headers, body, 422, "validation_error")
     assert field in _fields(body)
@@ -507,8 +492,8 @@ async def test_an_invalid_login_is_refused_naming_the_field(
 
 
 async def test_a_login_body_that_is_not_json_is_a_bad_request(api: Api) -> None:
-    status, headers, body = await _send(
-        api, "POST", LOGIN, data=b"email=a@b.org&password=x", headers={"Content-Type": "text/plain"}
+    status, headers, body = await api.send(
+        "POST", LOGIN, data=b"email=a@b.org&password=x", headers={"Content-Type": "text/plain"}
     )
     _assert_problem(status, headers, body, 400, "malformed_request")
     assert _fields(body) == {"body"}
@@ -544,7 +529,7 @@ async def test_reading_ones_profile_is_audited_as_an_allowed_decision(
 ) -> None:
     org = await api.organization()
     nurse = await api.person("care_team_member", org)
-    rid = _rid()
+    rid = new_request_id()
     status, _ = await api.call("GET", PROFILE, nurse, headers={"X-Request-ID": rid})
     assert status == 200
 
@@ -562,6 +547,6 @@ async def test_reading_ones_profile_is_audited_as_an_allowed_decision(
 
 
 async def test_the_profile_needs_a_token(api: Api) -> None:
-    status, headers, body = await _send(api, "GET", PROFILE)
+    status, headers, body = await api.send("GET", PROFILE)
     _assert_problem(status, headers, body, 401, "unauthenticated")
     assert headers["WWW-Authenticate"].startswith("Bearer")

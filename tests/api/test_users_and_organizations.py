@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +12,7 @@ import asyncpg
 import pytest
 
 from handlers.settings import Settings
-from tests.api.conftest import Api, Person
+from tests.api.conftest import Api, Person, new_request_id
 
 USERS = "/api/users"
 ORGANIZATIONS = "/api/organizations"
@@ -60,20 +59,6 @@ def _new_user(**changes: Any) -> dict[str, Any]:
 
 def _name(prefix: str) -> str:
     return f"{prefix} {secrets.token_hex(4)}"
-
-
-def _rid() -> str:
-    return f"test-{uuid.uuid4().hex}"
-
-
-async def _send(
-    api: Api, method: str, path: str, who: Person | None = None, **kw: Any
-) -> tuple[int, dict[str, str], Any]:
-    headers = dict(kw.pop("headers", {}))
-    if who is not None:
-        headers.update(who.auth)
-    resp = await api.client.request(method, path, headers=headers, **kw)
-    return resp.status, dict(resp.headers), await resp.json(content_type=None)
 
 
 def _assert_problem(status: int, headers: dict[str, str], body: Any, expected: int, code: str) -> None:
@@ -174,7 +159,7 @@ async def test_an_admin_may_create_an_account_of_any_role(
 async def test_creating_an_account_is_audited_as_an_allowed_decision(
     api: Api, admin: Person, org: int, db: asyncpg.Connection
 ) -> None:
-    rid = _rid()
+    rid = new_request_id()
     status, body = await api.call("POST", USERS, admin, json=_new_user(), headers={"X-Request-ID": rid})
     assert status == 201, body
 
@@ -199,7 +184,7 @@ async def test_the_audit_record_of_a_created_account_names_the_new_account(
 ) -> None:
     # The command line's create-user records the new account's id (and role); an admin's must too,
     # or nobody can tell from the audit log which account an admin created.
-    rid = _rid()
+    rid = new_request_id()
     status, body = await api.call(
         "POST", USERS, admin, json=_new_user(role="admin"), headers={"X-Request-ID": rid}
     )
@@ -220,9 +205,8 @@ async def test_an_admin_cannot_create_a_user_in_another_organization(
     api: Api, admin: Person, other_org: int, db: asyncpg.Connection
 ) -> None:
     email = _email()
-    rid = _rid()
-    status, headers, body = await _send(
-        api,
+    rid = new_request_id()
+    status, headers, body = await api.send(
         "POST",
         USERS,
         admin,
@@ -248,10 +232,8 @@ async def test_an_admin_cannot_create_a_user_in_another_organization(
 async def test_a_missing_organization_gets_the_same_refusal_as_another_organization(
     api: Api, admin: Person, other_org: int
 ) -> None:
-    _, _, other = await _send(api, "POST", USERS, admin, json=_new_user(organizationId=other_org))
-    status, headers, missing = await _send(
-        api, "POST", USERS, admin, json=_new_user(organizationId=2**31 - 1)
-    )
+    _, _, other = await api.send("POST", USERS, admin, json=_new_user(organizationId=other_org))
+    status, headers, missing = await api.send("POST", USERS, admin, json=_new_user(organizationId=2**31 - 1))
 
     _assert_denied(status, headers, missing, "other_organization")
     assert _without_request_id(missing) == _without_request_id(other)
@@ -263,9 +245,9 @@ async def test_only_an_admin_may_create_accounts(
 ) -> None:
     person = await api.person(role, org)
     email = _email()
-    rid = _rid()
-    status, headers, body = await _send(
-        api, "POST", USERS, person, json=_new_user(email=email), headers={"X-Request-ID": rid}
+    rid = new_request_id()
+    status, headers, body = await api.send(
+        "POST", USERS, person, json=_new_user(email=email), headers={"X-Request-ID": rid}
     )
 
     _assert_denied(status, headers, body, "role_not_permitted", email)
@@ -284,9 +266,8 @@ async def test_creating_an_account_with_a_taken_email_is_a_conflict(
     api: Api, admin: Person, other_org: int, db: asyncpg.Connection
 ) -> None:
     someone_else = await api.person("peer_support", other_org)
-    rid = _rid()
-    status, headers, body = await _send(
-        api,
+    rid = new_request_id()
+    status, headers, body = await api.send(
         "POST",
         USERS,
         admin,
@@ -322,7 +303,7 @@ async def test_an_invalid_account_is_refused_naming_the_field(
     api: Api, admin: Person, changes: dict[str, Any], field: str
 ) -> None:
     email = _email()
-    status, headers, body = await _send(api, "POST", USERS, admin, json={**_new_user(email=email), **changes})
+    status, headers, body = await api.send("POST", USERS, admin, json={**_new_user(email=email), **changes})
 
     _assert_problem(status, headers, body, 422, "validation_error")
     assert field in _fields(body)
@@ -337,7 +318,7 @@ async def test_an_account_missing_a_required_field_is_refused_naming_it(
 ) -> None:
     body = _new_user()
     del body[missing]
-    status, headers, problem = await _send(api, "POST", USERS, admin, json=body)
+    status, headers, problem = await api.send("POST", USERS, admin, json=body)
 
     _assert_problem(status, headers, problem, 422, "validation_error")
     assert problem["errors"] == [{"field": missing, "message": "Field required.", "type": "missing"}]
@@ -353,8 +334,8 @@ async def test_an_account_missing_a_required_field_is_refused_naming_it(
 async def test_an_account_body_that_is_not_json_is_a_bad_request(
     api: Api, admin: Person, data: bytes, content_type: str, error_type: str
 ) -> None:
-    status, headers, body = await _send(
-        api, "POST", USERS, admin, data=data, headers={"Content-Type": content_type}
+    status, headers, body = await api.send(
+        "POST", USERS, admin, data=data, headers={"Content-Type": content_type}
     )
     _assert_problem(status, headers, body, 400, "malformed_request")
     assert [(e["field"], e["type"]) for e in body["errors"]] == [("body", error_type)]
@@ -412,8 +393,8 @@ async def test_a_page_that_ends_exactly_at_the_last_account_has_no_next_cursor(
 @pytest.mark.parametrize("role", ["peer_support", "care_team_member", "compliance_officer", "auditor"])
 async def test_only_an_admin_may_list_accounts(api: Api, org: int, db: asyncpg.Connection, role: str) -> None:
     person = await api.person(role, org)
-    rid = _rid()
-    status, headers, body = await _send(api, "GET", USERS, person, headers={"X-Request-ID": rid})
+    rid = new_request_id()
+    status, headers, body = await api.send("GET", USERS, person, headers={"X-Request-ID": rid})
 
     _assert_denied(status, headers, body, "role_not_permitted", person.email)
     assert "items" not in body
@@ -427,7 +408,7 @@ async def test_only_an_admin_may_list_accounts(api: Api, org: int, db: asyncpg.C
 
 
 async def test_listing_accounts_is_audited(api: Api, admin: Person, org: int, db: asyncpg.Connection) -> None:
-    rid = _rid()
+    rid = new_request_id()
     status, _ = await api.call("GET", USERS, admin, headers={"X-Request-ID": rid})
     assert status == 200
 
@@ -459,7 +440,7 @@ PAGING_ERRORS = [
 async def test_a_bad_paging_parameter_is_refused_naming_it(
     api: Api, admin: Person, path: str, params: dict[str, str], field: str
 ) -> None:
-    status, headers, body = await _send(api, "GET", path, admin, params=params)
+    status, headers, body = await api.send("GET", path, admin, params=params)
     _assert_problem(status, headers, body, 422, "validation_error")
     assert _fields(body) == {field}
 
@@ -505,7 +486,7 @@ async def test_people_can_register_into_an_organization_created_open_to_self_reg
 async def test_creating_an_organization_is_audited_with_its_id(
     api: Api, admin: Person, db: asyncpg.Connection
 ) -> None:
-    rid = _rid()
+    rid = new_request_id()
     status, body = await api.call(
         "POST", ORGANIZATIONS, admin, json={"name": _name("Audited")}, headers={"X-Request-ID": rid}
     )
@@ -529,9 +510,9 @@ async def test_only_an_admin_may_create_an_organization(
 ) -> None:
     person = await api.person(role, org)
     name = _name("Refused")
-    rid = _rid()
-    status, headers, body = await _send(
-        api, "POST", ORGANIZATIONS, person, json={"name": name}, headers={"X-Request-ID": rid}
+    rid = new_request_id()
+    status, headers, body = await api.send(
+        "POST", ORGANIZATIONS, person, json={"name": name}, headers={"X-Request-ID": rid}
     )
 
     _assert_denied(status, headers, body, "role_not_permitted")
@@ -550,7 +531,7 @@ async def test_an_organization_name_that_is_taken_is_a_conflict(api: Api, admin:
     status, _ = await api.call("POST", ORGANIZATIONS, admin, json={"name": name})
     assert status == 201
 
-    status, headers, body = await _send(api, "POST", ORGANIZATIONS, admin, json={"name": name})
+    status, headers, body = await api.send("POST", ORGANIZATIONS, admin, json={"name": name})
     _assert_problem(status, headers, body, 409, "conflict")
 
 
@@ -570,7 +551,7 @@ ORGANIZATION_ERRORS = [
 async def test_an_invalid_organization_is_refused_naming_the_field(
     api: Api, admin: Person, payload: dict[str, Any], field: str
 ) -> None:
-    status, headers, body = await _send(api, "POST", ORGANIZATIONS, admin, json=payload)
+    status, headers, body = await api.send("POST", ORGANIZATIONS, admin, json=payload)
     _assert_problem(status, headers, body, 422, "validation_error")
     assert field in _fields(body)
 
@@ -585,8 +566,8 @@ async def test_an_invalid_organization_is_refused_naming_the_field(
 async def test_an_organization_body_that_is_not_json_is_a_bad_request(
     api: Api, admin: Person, data: bytes, content_type: str, error_type: str
 ) -> None:
-    status, headers, body = await _send(
-        api, "POST", ORGANIZATIONS, admin, data=data, headers={"Content-Type": content_type}
+    status, headers, body = await api.send(
+        "POST", ORGANIZATIONS, admin, data=data, headers={"Content-Type": content_type}
     )
     _assert_problem(status, headers, body, 400, "malformed_request")
     assert [(e["field"], e["type"]) for e in body["errors"]] == [("body", error_type)]
@@ -609,8 +590,8 @@ async def test_staff_list_organizations(api: Api, org: int, role: str) -> None:
 
 async def test_an_auditor_may_not_list_organizations(api: Api, org: int, db: asyncpg.Connection) -> None:
     auditor = await api.person("auditor", org)
-    rid = _rid()
-    status, headers, body = await _send(api, "GET", ORGANIZATIONS, auditor, headers={"X-Request-ID": rid})
+    rid = new_request_id()
+    status, headers, body = await api.send("GET", ORGANIZATIONS, auditor, headers={"X-Request-ID": rid})
 
     _assert_denied(status, headers, body, "role_not_permitted")
     [row] = await _audit(db, rid)
@@ -701,7 +682,7 @@ async def test_a_compliance_group_needs_no_description(api: Api, officer: Person
 async def test_creating_a_compliance_group_is_audited_with_its_id(
     api: Api, officer: Person, other_org: int, db: asyncpg.Connection
 ) -> None:
-    rid = _rid()
+    rid = new_request_id()
     status, body = await api.call(
         "POST",
         GROUPS,
@@ -726,9 +707,8 @@ async def test_a_compliance_group_naming_an_unknown_organization_is_refused(
     api: Api, officer: Person, org: int, db: asyncpg.Connection
 ) -> None:
     name = _name("Ghost members")
-    rid = _rid()
-    status, headers, body = await _send(
-        api,
+    rid = new_request_id()
+    status, headers, body = await api.send(
         "POST",
         GROUPS,
         officer,
@@ -756,9 +736,8 @@ async def test_only_a_compliance_officer_may_create_a_compliance_group(
 ) -> None:
     person = await api.person(role, org)
     name = _name("Refused group")
-    rid = _rid()
-    status, headers, body = await _send(
-        api,
+    rid = new_request_id()
+    status, headers, body = await api.send(
         "POST",
         GROUPS,
         person,
@@ -785,7 +764,7 @@ async def test_a_compliance_group_name_taken_in_ones_organization_is_a_conflict(
     status, _ = await api.call("POST", GROUPS, officer, json=payload)
     assert status == 201
 
-    status, headers, body = await _send(api, "POST", GROUPS, officer, json=payload)
+    status, headers, body = await api.send("POST", GROUPS, officer, json=payload)
     _assert_problem(status, headers, body, 409, "conflict")
 
 
@@ -827,15 +806,15 @@ async def test_an_invalid_compliance_group_is_refused_naming_the_field(
             payload.pop(name)
         else:
             payload[name] = value
-    status, headers, body = await _send(api, "POST", GROUPS, officer, json=payload)
+    status, headers, body = await api.send("POST", GROUPS, officer, json=payload)
 
     _assert_problem(status, headers, body, 422, "validation_error")
     assert field in _fields(body)
 
 
 async def test_a_compliance_group_body_that_is_not_json_is_a_bad_request(api: Api, officer: Person) -> None:
-    status, headers, body = await _send(
-        api, "POST", GROUPS, officer, data=b"<group/>", headers={"Content-Type": "application/xml"}
+    status, headers, body = await api.send(
+        "POST", GROUPS, officer, data=b"<group/>", headers={"Content-Type": "application/xml"}
     )
     _assert_problem(status, headers, body, 400, "malformed_request")
     assert _fields(body) == {"body"}
@@ -870,8 +849,8 @@ async def test_other_roles_may_not_list_compliance_groups(
     api: Api, org: int, db: asyncpg.Connection, role: str
 ) -> None:
     person = await api.person(role, org)
-    rid = _rid()
-    status, headers, body = await _send(api, "GET", GROUPS, person, headers={"X-Request-ID": rid})
+    rid = new_request_id()
+    status, headers, body = await api.send("GET", GROUPS, person, headers={"X-Request-ID": rid})
 
     _assert_denied(status, headers, body, "role_not_permitted")
     [row] = await _audit(db, rid)
