@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from engine.decisions import Decision
 from engine.model import Actor
@@ -47,6 +47,18 @@ class AuditEvent:
     subject_hash: str | None = None
 
     @classmethod
+    def by(cls, actor: Actor | None, **fields: Any) -> AuditEvent:
+        """An event whose who-fields (id, role, organization, request, address) come from ``actor``."""
+        return cls(
+            actor_id=actor.user_id if actor else None,
+            actor_role=actor.role.value if actor else None,
+            organization_id=actor.organization_id if actor else None,
+            request_id=actor.request_id if actor else None,
+            source_address=actor.source_address if actor else None,
+            **fields,
+        )
+
+    @classmethod
     def for_decision(
         cls,
         decision: Decision,
@@ -58,16 +70,12 @@ class AuditEvent:
         patient_id: int | None = None,
         details: Mapping[str, DetailValue] | None = None,
     ) -> AuditEvent:
-        return cls(
+        return cls.by(
+            actor,
             event="decision",
             workflow=decision.workflow,
             outcome="success" if decision.allowed else "denied",
             occurred_at=occurred_at,
-            actor_id=actor.user_id if actor else None,
-            actor_role=actor.role.value if actor else None,
-            organization_id=actor.organization_id if actor else None,
-            request_id=actor.request_id if actor else None,
-            source_address=actor.source_address if actor else None,
             resource_type=resource_type,
             resource_id=None if resource_id is None else str(resource_id),
             patient_id=patient_id,

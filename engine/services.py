@@ -235,16 +235,12 @@ class Guard:
 
     def record_missing(self, workflow: str, resource_type: str, resource_id: object) -> None:
         self.uow.audit.record(
-            AuditEvent(
+            AuditEvent.by(
+                self.actor,
                 event="lookup",
                 workflow=workflow,
                 outcome="failure",
                 occurred_at=self.now,
-                actor_id=self.actor.user_id,
-                actor_role=self.actor.role.value,
-                organization_id=self.actor.organization_id,
-                request_id=self.actor.request_id,
-                source_address=self.actor.source_address,
                 resource_type=resource_type,
                 resource_id=str(resource_id),
                 reason="not_found",

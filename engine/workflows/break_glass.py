@@ -56,16 +56,12 @@ async def break_glass(services: Services, actor: Actor, cmd: BreakGlass) -> Brea
         )
         guard.identify(resource_id=session.id, patient_id=pid)
         uow.audit.record(
-            AuditEvent(
+            AuditEvent.by(
+                actor,
                 event="break_glass.opened",
                 workflow="break_glass.open",
                 outcome="success",
                 occurred_at=guard.now,
-                actor_id=actor.user_id,
-                actor_role=actor.role.value,
-                organization_id=actor.organization_id,
-                request_id=actor.request_id,
-                source_address=actor.source_address,
                 resource_type="break_glass",
                 resource_id=str(session.id),
                 patient_id=pid,

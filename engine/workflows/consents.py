@@ -168,16 +168,12 @@ async def revoke_consent(services: Services, actor: Actor, cmd: RevokeConsent) -
 
 def _effect(guard: Guard, event: str, consent: Consent, conversation_id: int, **details: DetailValue) -> None:
     guard.uow.audit.record(
-        AuditEvent(
+        AuditEvent.by(
+            guard.actor,
             event=event,
             workflow="consent.revoke",
             outcome="success",
             occurred_at=guard.now,
-            actor_id=guard.actor.user_id,
-            actor_role=guard.actor.role.value,
-            organization_id=guard.actor.organization_id,
-            request_id=guard.actor.request_id,
-            source_address=guard.actor.source_address,
             resource_type="conversation",
             resource_id=str(conversation_id),
             patient_id=consent.patient_id,

@@ -41,16 +41,12 @@ async def reload_policy(services: Services, actor: Actor, reloader: PolicyReload
         guard.require("policy.reload", resource_type="policy")
         result = await reloader.reload("api")
         uow.audit.record(
-            AuditEvent(
+            AuditEvent.by(
+                actor,
                 event="policy.reload",
                 workflow="policy.reload",
                 outcome="success" if result.outcome != "rejected" else "failure",
                 occurred_at=guard.now,
-                actor_id=actor.user_id,
-                actor_role=actor.role.value,
-                organization_id=actor.organization_id,
-                request_id=actor.request_id,
-                source_address=actor.source_address,
                 resource_type="policy",
                 resource_id=result.version,
                 policy_version=result.version,
