@@ -8,17 +8,54 @@ reached Sendbird, the answer did not reach us) does not post the message twice.
 
 Retries use exponential backoff with full jitter; errors the chat provider calls permanent, or
 running out of attempts, mark the row (and its message or conversation) ``failed`` with a reason.
+
+**What a batch costs.** The relay runs in the service's process, next to the request handlers, so
+every database round trip it saves is CPU the handlers get back. Per batch of claimed entries:
+
+- one transaction claims the batch and, in it, reads what delivering it needs: a kind with a
+  ``prepare`` hook loads its whole share of the batch with one query (a ``send_message`` entry
+  then needs no read of its own);
+- the batch is split into lanes, one per conversation, each in claim order (the order the entries
+  were accepted in). A *wave* takes the next entry of every lane and delivers them concurrently,
+  at most ``concurrency`` at a time, so conversations do not wait for each other while each
+  conversation's entries go out strictly one after the other. A lane stops at an entry that must
+  be retried, and its later entries are given back untried (their attempt not counted), so nothing
+  of a conversation overtakes what was accepted before it. Across batches and relays the claim
+  keeps the order: it lets only a conversation's oldest pending ``send_message`` in;
+- each wave is settled in ONE transaction: one statement updates every outbox row of the wave and
+  inserts the ``delivery.*`` audit record of each entry it finishes, and a kind with a ``settle``
+  hook records all its outcomes with multi-row statements (else its per-entry hooks run).
+
+**Why each wave is settled at once, not the batch at its end.** Between a side effect and the commit
+of its settle, a relay that dies leaves an entry that is delivered again when its lease runs out.
+For a chat message that costs nothing (``dedup_id``). SMS through Business Messaging has no dedup
+key: ``send_sms`` skips a text whose delivery row is already settled, but a text sent and not yet
+settled is sent again, so for texts that window is a duplicate window. Settling after every wave
+keeps it to one wave (its slowest delivery and one commit) instead of a whole batch of waves.
+
+**Guarantees kept for settling.** A settle only touches entries this relay still holds (status
+``pending`` and the ``attempts`` its claim set: a relay whose lease ran out and was re-claimed
+elsewhere settles nothing of it), so every entry gets exactly one ``delivery.*`` audit record, in
+the transaction that finishes it. A settle that fails (the database went away, a deadlock) loses
+nothing: the entries stay leased, their outcomes are kept and settled first thing in the next
+cycle, so nothing is delivered again for it. Outcomes that cannot be settled after
+``_RESETTLE_TRIES`` attempts with the database reachable are dropped and their entries given
+back, to be delivered again (harmless for chat, a possible duplicate for a text). Entries leased
+but not delivered when a cycle fails are given back as soon as the database answers again, not
+after ``lease_seconds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import structlog
 from sqlalchemy import text
@@ -27,6 +64,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from engine.errors import ChatGatewayError, ChatRateLimited
 from engine.ports import ChatGateway
 from engine.workflows.conversations import ENSURE_CHANNEL, SEND_MESSAGE
+from integrations.db.uow import is_unavailable
 
 log = structlog.get_logger("caremsg.relay")
 
@@ -51,37 +89,59 @@ _CLAIM = text(
     """
 )
 
-
-# Every delivery's final outcome is one audit record, written in the transaction that settles the
-# outbox entry (so a retried delivery is recorded once). The relay acts for the system: no actor.
-_AUDIT_OUTCOME = text(
+# One statement settles a wave: the outbox rows (finished, rescheduled, or given back untried) and,
+# for each entry it finishes, its audit record. Only rows this relay still holds are touched: still
+# pending, with the attempt count of this relay's claim (a later claim elsewhere has counted one
+# more). Settling the same outcomes twice (a commit whose answer was lost) therefore changes nothing
+# the second time. The relay acts for the system: audit records have no actor. Ids come back so the
+# kinds record only what was settled here.
+_SETTLE = text(
     """
-    INSERT INTO audit_events
-        (event, workflow, outcome, resource_type, resource_id, patient_id, reason, details)
-    SELECT 'delivery', :workflow, :outcome, :resource_type, :resource_id,
-           (SELECT patient_id FROM conversations WHERE id = :conversation_id), :reason,
-           CAST(:details AS jsonb)
+    WITH s AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS integer[]), CAST(:attempts AS integer[]), CAST(:outcomes AS text[]),
+            CAST(:reasons AS text[]), CAST(:delays AS double precision[])
+        ) AS s(id, attempts, outcome, reason, delay)
+    ), settled AS (
+        UPDATE outbox o SET
+            status = CASE WHEN s.outcome IN ('done', 'failed') THEN s.outcome ELSE 'pending' END,
+            lease_until = NULL,
+            last_error = CASE WHEN s.outcome = 'untried' THEN o.last_error ELSE s.reason END,
+            done_at = CASE WHEN s.outcome = 'done' THEN now() END,
+            next_attempt_at = CASE WHEN s.outcome = 'retry'
+                THEN now() + make_interval(secs => s.delay) ELSE o.next_attempt_at END,
+            -- given back untried: the claim counted an attempt that was never made
+            attempts = CASE WHEN s.outcome = 'untried' THEN o.attempts - 1 ELSE o.attempts END
+        FROM s
+        WHERE o.id = s.id AND o.status = 'pending' AND o.attempts = s.attempts
+        RETURNING o.id, o.kind, o.attempts, o.conversation_id, o.message_id, s.outcome, s.reason
+    ), audited AS (
+        INSERT INTO audit_events
+            (event, workflow, outcome, resource_type, resource_id, patient_id, reason, details)
+        SELECT 'delivery', 'delivery.' || t.kind,
+               CASE WHEN t.outcome = 'done' THEN 'success' ELSE 'failure' END,
+               CASE WHEN t.message_id IS NOT NULL THEN 'message' ELSE 'conversation' END,
+               CAST(COALESCE(t.message_id, t.conversation_id) AS text), c.patient_id,
+               COALESCE(t.reason, 'delivered'),
+               jsonb_build_object('outbox_id', t.id, 'attempts', t.attempts)
+        FROM settled t LEFT JOIN conversations c ON c.id = t.conversation_id
+        WHERE t.outcome IN ('done', 'failed')
+        ORDER BY t.id
+    )
+    SELECT id FROM settled
     """
 )
 
+_RELEASE = text(
+    """
+    UPDATE outbox o SET lease_until = NULL
+    FROM unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts)
+    WHERE o.id = s.id AND o.status = 'pending' AND o.attempts = s.attempts
+    """
+)
 
-def _audit_outcome_params(entry: OutboxEntry, status: str, reason: str | None) -> dict[str, Any]:
-    resource_type: str
-    resource_id: str | None
-    if entry.message_id is not None:
-        resource_type, resource_id = "message", str(entry.message_id)
-    else:
-        resource_type = "conversation"
-        resource_id = None if entry.conversation_id is None else str(entry.conversation_id)
-    return {
-        "workflow": f"delivery.{entry.kind}",
-        "outcome": "success" if status == "done" else "failure",
-        "resource_type": resource_type,
-        "resource_id": resource_id,
-        "conversation_id": entry.conversation_id,
-        "reason": reason or "delivered",
-        "details": json.dumps({"outbox_id": entry.id, "attempts": entry.attempts}),
-    }
+#: How often kept outcomes are settled again, with the database reachable, before they are dropped.
+_RESETTLE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -92,6 +152,8 @@ class RelaySettings:
     max_attempts: int = 50
     batch_size: int = 20
     lease_seconds: float = 60.0
+    #: Deliveries in flight at once (each of a different conversation).
+    concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -102,6 +164,8 @@ class OutboxEntry:
     attempts: int
     conversation_id: int | None
     message_id: int | None
+    #: What the kind's ``prepare`` loaded for this entry (None without one); ``deliver`` reads it.
+    prepared: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -111,12 +175,20 @@ class RelayContext:
 
 
 class OutboxKind(Protocol):
-    """How to carry out one kind of outbox entry. Registered with the relay by ``kind``."""
+    """How to carry out one kind of outbox entry. Registered with the relay by ``kind``.
+
+    Two hooks are optional, for kinds that see volume (see :class:`PreparingKind` and
+    :class:`SettlingKind`): ``prepare`` loads a whole batch's data in one query, ``settle``
+    records a whole wave's outcomes with multi-row statements.
+    """
 
     kind: str
 
     async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
-        """Perform the side effect; raise ChatGatewayError on failure. Must be safe to repeat."""
+        """Perform the side effect; raise ChatGatewayError on failure. Must be safe to repeat.
+
+        Deliveries of different conversations run concurrently; one conversation's never do.
+        """
         ...
 
     async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
@@ -126,6 +198,46 @@ class OutboxKind(Protocol):
     async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
         """Record a permanent failure, in the transaction that marks the entry failed."""
         ...
+
+
+@runtime_checkable
+class PreparingKind(Protocol):
+    """An outbox kind that reads what its deliveries need for a whole batch at once."""
+
+    async def prepare(self, entries: Sequence[OutboxEntry], session: AsyncSession) -> Mapping[int, object]:
+        """Load what delivering ``entries`` needs, in as few statements as possible, by outbox id.
+
+        Runs in the claim's transaction. Each value reaches ``deliver`` as ``entry.prepared``; an
+        entry left out is delivered without (``deliver`` must then read for itself).
+        """
+        ...
+
+
+@runtime_checkable
+class SettlingKind(Protocol):
+    """An outbox kind that records a wave's outcomes at once instead of entry by entry."""
+
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
+    ) -> None:
+        """Record these successes and permanent failures (with reasons), in the settling transaction.
+
+        Replaces ``succeeded`` and ``failed`` for this kind.
+        """
+        ...
+
+
+Outcome = Literal["done", "failed", "retry", "untried"]
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """What became of one claimed entry, to be written by the wave's settle."""
+
+    entry: OutboxEntry
+    outcome: Outcome
+    reason: str | None = None
+    delay: float | None = None
 
 
 class OutboxRelay:
@@ -138,15 +250,22 @@ class OutboxRelay:
         kinds: Sequence[OutboxKind] = (),
         jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap),  # noqa: S311 - not crypto
     ) -> None:
+        if settings.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self._ctx = RelayContext(sessions, chat)
         self._settings = settings
         builtin: list[OutboxKind] = [EnsureChannel(), SendMessage()]
         self._kinds: dict[str, OutboxKind] = {k.kind: k for k in (*builtin, *kinds)}
         self._jitter = jitter
         self._wake = asyncio.Event()
-        # Entries this relay leased but could not finish (the database went away mid-cycle): their
-        # leases are given back as soon as it is reachable again, not after lease_seconds.
-        self._unfinished: set[int] = set()
+        self._gate = asyncio.Semaphore(settings.concurrency)
+        # Entries this relay leased but could not finish (the database went away mid-cycle), by id,
+        # with the attempt count of the claim: their leases are given back as soon as the database is
+        # reachable again, not after lease_seconds.
+        self._unfinished: dict[int, int] = {}
+        # Outcomes of deliveries whose settle failed: settled again before anything else.
+        self._unsettled: list[_Settled] = []
+        self._resettle_failures = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -160,7 +279,6 @@ class OutboxRelay:
         """Deliver until cancelled; database or chat outages are waited out, never fatal."""
         while True:
             try:
-                await self._release_unfinished()
                 done = await self.run_once()
             except asyncio.CancelledError:
                 raise
@@ -173,88 +291,163 @@ class OutboxRelay:
                 self._wake.clear()
 
     async def run_once(self) -> int:
-        """Claim one batch of due entries and work through it; returns how many were attempted."""
+        """Finish what an earlier cycle left, then claim one batch of due entries and work through it
+        wave by wave; returns how many entries were claimed."""
+        await self._recover()
+        entries = await self._claim()
+        self._unfinished.update((e.id, e.attempts) for e in entries)
+        lanes = _lanes(entries)
+        while lanes:
+            wave = [lane.popleft() for lane in lanes]
+            outcomes = await asyncio.gather(*(self._attempt(entry) for entry in wave))
+            still: list[deque[OutboxEntry]] = []
+            given_back: list[_Settled] = []
+            for lane, outcome in zip(lanes, outcomes, strict=True):
+                if outcome.outcome == "retry":
+                    given_back.extend(_Settled(entry, "untried") for entry in lane)
+                elif lane:
+                    still.append(lane)
+            await self._settle_wave([*outcomes, *given_back])
+            lanes = still
+        return len(entries)
+
+    async def _claim(self) -> list[OutboxEntry]:
         async with self._ctx.sessions() as session, session.begin():
             rows = (
                 await session.execute(
                     _CLAIM, {"lease": self._settings.lease_seconds, "limit": self._settings.batch_size}
                 )
             ).all()
-        entries = sorted((OutboxEntry(*row) for row in rows), key=lambda e: e.id)
-        self._unfinished.update(e.id for e in entries)
-        for entry in entries:
-            await self._attempt(entry)
-            self._unfinished.discard(entry.id)
-        return len(entries)
+            entries = sorted((OutboxEntry(*row) for row in rows), key=lambda e: e.id)
+            by_kind: dict[str, list[OutboxEntry]] = {}
+            for entry in entries:
+                by_kind.setdefault(entry.kind, []).append(entry)
+            prepared: dict[int, object] = {}
+            for name, group in by_kind.items():
+                kind = self._kinds.get(name)
+                if isinstance(kind, PreparingKind):
+                    prepared.update(await kind.prepare(group, session))
+        return [dataclasses.replace(e, prepared=prepared[e.id]) if e.id in prepared else e for e in entries]
 
-    async def _release_unfinished(self) -> None:
-        if not self._unfinished:
-            return
-        async with self._ctx.sessions() as session, session.begin():
-            await session.execute(
-                text("UPDATE outbox SET lease_until = NULL WHERE id = ANY(:ids) AND status = 'pending'"),
-                {"ids": sorted(self._unfinished)},
-            )
-        self._unfinished.clear()
+    async def _recover(self) -> None:
+        """Settle the outcomes a failed settle kept, then give back what a failed cycle left leased."""
+        if self._unsettled:
+            kept = self._unsettled
+            try:
+                await self._settle(kept)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    self._resettle_failures += 1
+                    if self._resettle_failures >= _RESETTLE_TRIES:
+                        # The statement itself keeps failing: give the entries back to be delivered
+                        # again rather than hold up every other delivery behind them.
+                        log.error("relay.settle_abandoned", outbox_ids=[s.entry.id for s in kept])
+                        self._unsettled = []
+                        self._resettle_failures = 0
+                raise
+            self._unsettled = []
+            self._resettle_failures = 0
+        if self._unfinished:
+            ids = sorted(self._unfinished)
+            async with self._ctx.sessions() as session, session.begin():
+                await session.execute(_RELEASE, {"ids": ids, "attempts": [self._unfinished[i] for i in ids]})
+            self._unfinished.clear()
 
-    async def _attempt(self, entry: OutboxEntry) -> None:
+    async def _attempt(self, entry: OutboxEntry) -> _Settled:
+        """Deliver one entry and say what became of it; raises nothing but cancellation."""
         kind = self._kinds.get(entry.kind)
         if kind is None:
-            await self._finish(entry, "failed", "unknown_kind", None)
-            return
+            return _Settled(entry, "failed", "unknown_kind")
         try:
-            await kind.deliver(entry, self._ctx)
+            async with self._gate:
+                await kind.deliver(entry, self._ctx)
         except ChatGatewayError as exc:
             if exc.retryable and entry.attempts < self._settings.max_attempts:
                 delay = self.backoff(entry.attempts)
                 if isinstance(exc, ChatRateLimited) and exc.retry_after:
                     delay = max(delay, exc.retry_after)
-                await self._retry(entry, exc.code, delay)
-            else:
-                await self._finish(entry, "failed", exc.code, kind)
-            return
-        await self._finish(entry, "done", None, kind)
+                return _Settled(entry, "retry", exc.code, delay)
+            return _Settled(entry, "failed", exc.code)
+        except Exception:
+            # A bug or a lost database connection in the kind: the wave's other outcomes must still be
+            # settled (a text already sent must not be sent again), so this one is retried with
+            # backoff like any transient failure, and fails for good after max_attempts.
+            log.exception("relay.delivery_error", outbox_id=entry.id, kind=entry.kind)
+            if entry.attempts < self._settings.max_attempts:
+                return _Settled(entry, "retry", "relay_error", self.backoff(entry.attempts))
+            return _Settled(entry, "failed", "relay_error")
+        return _Settled(entry, "done")
 
-    async def _finish(
-        self, entry: OutboxEntry, status: str, reason: str | None, kind: OutboxKind | None
-    ) -> None:
-        async with self._ctx.sessions() as session, session.begin():
-            await session.execute(
-                text(
-                    "UPDATE outbox SET status = :status, lease_until = NULL, last_error = :reason,"
-                    " done_at = CASE WHEN :done THEN now() END WHERE id = :id"
-                ),
-                # A separate flag: one parameter used as both varchar and text makes PostgreSQL
-                # refuse the statement ("inconsistent types deduced for parameter").
-                {"status": status, "reason": reason, "id": entry.id, "done": status == "done"},
-            )
-            if kind is not None and status == "done":
-                await kind.succeeded(entry, session)
-            elif kind is not None:
-                await kind.failed(entry, session, reason or "failed")
-            await session.execute(_AUDIT_OUTCOME, _audit_outcome_params(entry, status, reason))
-        if status == "done":
-            log.info("relay.delivered", outbox_id=entry.id, kind=entry.kind, attempts=entry.attempts)
-        else:
-            log.warning("relay.delivery_failed", outbox_id=entry.id, kind=entry.kind, reason=reason)
+    async def _settle_wave(self, outcomes: Sequence[_Settled]) -> None:
+        try:
+            await self._settle(outcomes)
+        except Exception:
+            self._unsettled = list(outcomes)
+            raise
 
-    async def _retry(self, entry: OutboxEntry, reason: str, delay: float) -> None:
+    async def _settle(self, outcomes: Sequence[_Settled]) -> None:
+        """Write a wave's outcomes, with their audit records and the kinds' records, in one transaction."""
+        ordered = sorted(outcomes, key=lambda s: s.entry.id)  # one lock order for every relay
         async with self._ctx.sessions() as session, session.begin():
-            await session.execute(
-                text(
-                    "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => :delay),"
-                    " lease_until = NULL, last_error = :reason WHERE id = :id"
-                ),
-                {"delay": delay, "reason": reason, "id": entry.id},
+            settled = set(
+                (
+                    await session.execute(
+                        _SETTLE,
+                        {
+                            "ids": [s.entry.id for s in ordered],
+                            "attempts": [s.entry.attempts for s in ordered],
+                            "outcomes": [s.outcome for s in ordered],
+                            "reasons": [s.reason for s in ordered],
+                            "delays": [s.delay for s in ordered],
+                        },
+                    )
+                ).scalars()
             )
-        log.info(
-            "relay.retry_scheduled",
-            outbox_id=entry.id,
-            kind=entry.kind,
-            attempts=entry.attempts,
-            reason=reason,
-            delay_seconds=round(delay, 3),
-        )
+            by_kind: dict[str, tuple[list[OutboxEntry], list[tuple[OutboxEntry, str]]]] = {}
+            for s in ordered:
+                if s.entry.id in settled and s.outcome in ("done", "failed"):
+                    done, failed = by_kind.setdefault(s.entry.kind, ([], []))
+                    if s.outcome == "done":
+                        done.append(s.entry)
+                    else:
+                        failed.append((s.entry, s.reason or "failed"))
+            for name, (done, failed) in by_kind.items():
+                kind = self._kinds.get(name)
+                if isinstance(kind, SettlingKind):
+                    await kind.settle(done, failed, session)
+                elif kind is not None:
+                    for entry in done:
+                        await kind.succeeded(entry, session)
+                    for entry, reason in failed:
+                        await kind.failed(entry, session, reason)
+        for s in ordered:
+            self._unfinished.pop(s.entry.id, None)
+            if s.entry.id not in settled:
+                log.warning("relay.settle_skipped", outbox_id=s.entry.id, kind=s.entry.kind)
+            elif s.outcome == "done":
+                log.info(
+                    "relay.delivered", outbox_id=s.entry.id, kind=s.entry.kind, attempts=s.entry.attempts
+                )
+            elif s.outcome == "failed":
+                log.warning("relay.delivery_failed", outbox_id=s.entry.id, kind=s.entry.kind, reason=s.reason)
+            elif s.outcome == "retry":
+                log.info(
+                    "relay.retry_scheduled",
+                    outbox_id=s.entry.id,
+                    kind=s.entry.kind,
+                    attempts=s.entry.attempts,
+                    reason=s.reason,
+                    delay_seconds=round(s.delay or 0.0, 3),
+                )
+
+
+def _lanes(entries: Sequence[OutboxEntry]) -> list[deque[OutboxEntry]]:
+    """One lane per conversation (an entry of none is a lane of its own), each in claim order."""
+    lanes: dict[object, deque[OutboxEntry]] = {}
+    for entry in entries:
+        key: object = entry.conversation_id if entry.conversation_id is not None else ("entry", entry.id)
+        lanes.setdefault(key, deque()).append(entry)
+    return list(lanes.values())
 
 
 class EnsureChannel:
@@ -305,17 +498,65 @@ class EnsureChannel:
             data=json.dumps({"conversation_id": conversation_id}),
         )
 
-    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
+    ) -> None:
+        states = [(e, "ready") for e in done] + [(e, "failed") for e, _ in failed]
         await session.execute(
-            text("UPDATE conversations SET channel_state = 'ready' WHERE id = :id"),
-            {"id": entry.payload["conversation_id"]},
+            text(
+                "UPDATE conversations c SET channel_state = s.state"
+                " FROM unnest(CAST(:ids AS integer[]), CAST(:states AS text[])) AS s(id, state)"
+                " WHERE c.id = s.id"
+            ),
+            {"ids": [int(e.payload["conversation_id"]) for e, _ in states], "states": [s for _, s in states]},
         )
 
+    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
+        await self.settle([entry], [], session)
+
     async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
-        await session.execute(
-            text("UPDATE conversations SET channel_state = 'failed' WHERE id = :id"),
-            {"id": entry.payload["conversation_id"]},
-        )
+        await self.settle([], [(entry, reason)], session)
+
+
+@dataclass(frozen=True)
+class MessageToPost:
+    """What posting one stored message needs: its text, its channel and its sender's chat id."""
+
+    body: str = field(repr=False)
+    channel_url: str
+    sender_chat_id: str
+
+
+_MESSAGES_TO_POST = text(
+    "SELECT m.id, m.body, c.channel_url, u.chat_user_id FROM messages m"
+    " JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = m.sender_id"
+    " WHERE m.id = ANY(CAST(:ids AS integer[]))"
+)
+
+# A wave's messages and their channel delivery rows, sent or failed, in one statement. Read
+# receipts compare their read_ts with the delivery row's provider_ts_ms (issue 3).
+_SETTLE_MESSAGES = text(
+    """
+    WITH s AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS integer[]), CAST(:states AS text[]), CAST(:chat_ids AS bigint[]),
+            CAST(:ts AS bigint[]), CAST(:reasons AS text[])
+        ) AS s(id, state, chat_id, ts, reason)
+    ), m AS (
+        UPDATE messages m SET
+            state = s.state,
+            chat_message_id = CASE WHEN s.state = 'sent' THEN s.chat_id ELSE m.chat_message_id END
+        FROM s WHERE m.id = s.id
+    )
+    UPDATE message_deliveries d SET
+        state = s.state,
+        provider_ts_ms = CASE WHEN s.state = 'sent' THEN s.ts ELSE d.provider_ts_ms END,
+        reason = CASE WHEN s.state = 'failed' THEN s.reason ELSE d.reason END,
+        updated_at = now()
+    FROM s
+    WHERE d.message_id = s.id AND d.recipient = 'channel' AND (s.state = 'failed' OR d.state = 'queued')
+    """
+)
 
 
 class SendMessage:
@@ -323,59 +564,63 @@ class SendMessage:
 
     kind = SEND_MESSAGE
 
+    def __init__(self) -> None:
+        # Sendbird's message id and timestamp of each post, by outbox id, for the settle.
+        self._sent: dict[int, tuple[int, int]] = {}
+
+    async def prepare(self, entries: Sequence[OutboxEntry], session: AsyncSession) -> Mapping[int, object]:
+        message_ids = [int(e.payload["message_id"]) for e in entries]
+        rows = await session.execute(_MESSAGES_TO_POST, {"ids": message_ids})
+        found = {r.id: MessageToPost(r.body, r.channel_url, r.chat_user_id) for r in rows}
+        return {e.id: found[m] for e, m in zip(entries, message_ids, strict=True) if m in found}
+
     async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
         message_id = int(entry.payload["message_id"])
-        async with ctx.sessions() as session:
-            msg = (
-                await session.execute(
-                    text(
-                        "SELECT m.id, m.body, c.channel_url, u.chat_user_id FROM messages m"
-                        " JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = m.sender_id"
-                        " WHERE m.id = :id"
-                    ),
-                    {"id": message_id},
-                )
-            ).one()
+        msg = entry.prepared
+        if not isinstance(msg, MessageToPost):
+            async with ctx.sessions() as session:
+                msg = (await self.prepare([entry], session)).get(entry.id)
+            if not isinstance(msg, MessageToPost):
+                raise LookupError(f"message {message_id} of outbox entry {entry.id} not found")
         sent = await ctx.chat.send_message(
             msg.channel_url,
-            sender_id=msg.chat_user_id,
+            sender_id=msg.sender_chat_id,
             text=msg.body,
             dedup_id=f"caremsg_msg_{message_id}",
             custom_type="caremsg_message",
             data=json.dumps({"message_id": message_id}),
         )
-        # Remembered for succeeded(), which runs in the completion transaction.
-        self._sent[entry.id] = sent.message_id
-        self._sent_ts[entry.id] = sent.created_at_ms
+        self._sent[entry.id] = (sent.message_id, sent.created_at_ms)
 
-    def __init__(self) -> None:
-        self._sent: dict[int, int] = {}
-        self._sent_ts: dict[int, int] = {}
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
+    ) -> None:
+        ids: list[int] = []
+        states: list[str] = []
+        chat_ids: list[int | None] = []
+        timestamps: list[int | None] = []
+        reasons: list[str | None] = []
+        for entry in done:
+            chat_id, ts = self._sent.pop(entry.id, (None, None))
+            ids.append(int(entry.payload["message_id"]))
+            states.append("sent")
+            chat_ids.append(chat_id)
+            timestamps.append(ts)
+            reasons.append(None)
+        for entry, reason in failed:
+            self._sent.pop(entry.id, None)
+            ids.append(int(entry.payload["message_id"]))
+            states.append("failed")
+            chat_ids.append(None)
+            timestamps.append(None)
+            reasons.append(reason)
+        await session.execute(
+            _SETTLE_MESSAGES,
+            {"ids": ids, "states": states, "chat_ids": chat_ids, "ts": timestamps, "reasons": reasons},
+        )
 
     async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
-        await session.execute(
-            text("UPDATE messages SET state = 'sent', chat_message_id = :cid WHERE id = :id"),
-            {"cid": self._sent.pop(entry.id, None), "id": entry.payload["message_id"]},
-        )
-        # The channel's delivery row (issue 3); read receipts compare their read_ts with provider_ts_ms.
-        await session.execute(
-            text(
-                "UPDATE message_deliveries SET state = 'sent', provider_ts_ms = :ts, updated_at = now()"
-                " WHERE message_id = :id AND recipient = 'channel' AND state = 'queued'"
-            ),
-            {"ts": self._sent_ts.pop(entry.id, None), "id": entry.payload["message_id"]},
-        )
+        await self.settle([entry], [], session)
 
     async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
-        self._sent.pop(entry.id, None)
-        self._sent_ts.pop(entry.id, None)
-        await session.execute(
-            text("UPDATE messages SET state = 'failed' WHERE id = :id"), {"id": entry.payload["message_id"]}
-        )
-        await session.execute(
-            text(
-                "UPDATE message_deliveries SET state = 'failed', reason = :reason, updated_at = now()"
-                " WHERE message_id = :id AND recipient = 'channel'"
-            ),
-            {"reason": reason, "id": entry.payload["message_id"]},
-        )
+        await self.settle([], [(entry, reason)], session)

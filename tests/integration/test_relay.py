@@ -1,0 +1,335 @@
+"""The outbox relay's batches, against the real app, PostgreSQL and the emulator over HTTP.
+
+- Conversations are delivered side by side, each one's messages strictly in the order accepted.
+- A wave is settled in one transaction, with exactly one audit record per entry it finishes.
+- A settle that fails loses nothing: kept and settled again without posting again; or, if it keeps
+  failing, given back and delivered again, which the chat's dedup id makes harmless.
+- A relay whose lease ran out settles nothing that another relay has claimed since.
+- Within a batch, a conversation's later entries wait for an earlier one that must be retried.
+
+Each test stops the app's own relay and drives one of its own with ``run_once``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from structlog.testing import capture_logs
+
+from handlers.api_messaging import messaging_key
+from handlers.app import chat_key, create_app, sessions_key
+from handlers.settings import Settings
+from integrations.relay import OutboxRelay, RelaySettings
+from integrations.sendbird_emulator import ReceivedRequest
+from tests.api.conftest import Api, Person
+from tests.api.messaging_support import care_team, emulator, eventually, send
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, settings: Settings) -> Api:
+    return Api(await aiohttp_client(create_app(settings)))
+
+
+@pytest.fixture
+async def impatient_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions that give up waiting for a row lock after 100 ms (a settle that cannot commit)."""
+    engine = create_async_engine(database_url, connect_args={"server_settings": {"lock_timeout": "100"}})
+    try:
+        yield async_sessionmaker(engine, expire_on_commit=False)
+    finally:
+        await engine.dispose()
+
+
+async def _stop_app_relay() -> None:
+    task = next(t for t in asyncio.all_tasks() if t.get_name() == "outbox-relay" and not t.done())
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _relay(
+    api: Api, sessions: async_sessionmaker[AsyncSession] | None = None, **settings: Any
+) -> OutboxRelay:
+    return OutboxRelay(
+        sessions or api.app[sessions_key],
+        api.app[chat_key],
+        RelaySettings(**{"poll_interval": 0.05, "base_backoff": 0.05, "max_backoff": 0.5, **settings}),
+        kinds=api.app[messaging_key].outbox_kinds,
+        jitter=lambda cap: cap,
+    )
+
+
+async def _conversations(api: Api, count: int) -> tuple[Person, list[dict[str, Any]]]:
+    """A nurse with ``count`` conversations whose channels are ready; then the app's relay stops."""
+    org = await api.organization()
+    nurse = await api.person("care_team_member", org)
+    patient_id = await api.patient(nurse)
+    conversations = []
+    for i in range(count):
+        status, created = await api.call(
+            "POST", "/api/conversations", nurse, json={"title": f"Conversation {i}", "patientId": patient_id}
+        )
+        assert status == 201, created
+        conversations.append(created)
+    for conversation in conversations:
+
+        async def ready(conversation_id: int = conversation["id"]) -> bool:
+            status, body = await api.call("GET", f"/api/conversations/{conversation_id}", nurse)
+            return status == 200 and bool(body["channelState"] == "ready")
+
+        await eventually(ready, "the channel to be ready")
+    await _stop_app_relay()
+    return nurse, conversations
+
+
+async def _accepted(api: Api, nurse: Person, conversation_id: int, text: str) -> int:
+    status, accepted = await send(api, nurse, conversation_id, text)
+    assert status == 202, accepted
+    return int(accepted["id"])
+
+
+async def _work_off(relay: OutboxRelay, db: asyncpg.Connection, message_ids: Sequence[int]) -> None:
+    """Run the relay until none of these messages' outbox entries is pending."""
+
+    async def settled() -> bool:
+        await relay.run_once()
+        pending = await db.fetchval(
+            "SELECT count(*) FROM outbox WHERE message_id = ANY($1::int[]) AND status = 'pending'",
+            list(message_ids),
+        )
+        return bool(pending == 0)
+
+    await eventually(settled, "the relay to settle every entry")
+
+
+def _posts(api: Api, channel_url: str) -> list[ReceivedRequest]:
+    return emulator(api).requests("POST", f"/v3/group_channels/{channel_url}/messages")
+
+
+async def _audit(db: asyncpg.Connection, message_ids: Sequence[int]) -> list[asyncpg.Record]:
+    return await db.fetch(  # type: ignore[no-any-return]
+        "SELECT resource_id, outcome, reason, details, xmin::text AS tx FROM audit_events"
+        " WHERE workflow = 'delivery.send_message' AND resource_id = ANY($1::text[]) ORDER BY id",
+        [str(i) for i in message_ids],
+    )
+
+
+async def test_conversations_are_delivered_side_by_side_each_in_the_order_its_messages_were_accepted(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    nurse, conversations = await _conversations(api, 3)
+    written: dict[str, list[str]] = {c["channelUrl"]: [] for c in conversations}
+    ids = []
+    for i in range(3):
+        for c in conversations:
+            ids.append(await _accepted(api, nurse, c["id"], f"{c['title']}, message {i}"))
+            written[c["channelUrl"]].append(f"{c['title']}, message {i}")
+    emulator(api).faults.hang_next(1.0)  # the first post takes a second to be processed
+
+    await _work_off(_relay(api, concurrency=4), db, ids)
+
+    for channel_url, texts in written.items():
+        assert [m.message for m in emulator(api).messages(channel_url)] == texts
+        assert [r.body["message"] for r in _posts(api, channel_url)] == texts  # each posted once, in order
+    posts = [r for r in emulator(api).received if r.method == "POST" and r.path.endswith("/messages")]
+    first, second = posts[0], posts[1]
+    assert first.path != second.path  # the hung conversation's next message waited for it
+    stored = {m.message: m.message_id for url in written for m in emulator(api).messages(url)}
+    # The second post went through while the first was still held: delivery was concurrent.
+    assert stored[second.body["message"]] < stored[first.body["message"]]
+
+
+async def test_a_wave_is_settled_in_one_transaction_with_one_audit_record_per_entry(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    nurse, conversations = await _conversations(api, 4)
+    ids = [await _accepted(api, nurse, c["id"], "Please call the clinic.") for c in conversations]
+    # The last conversation's channel is gone at Sendbird: posting into it fails for good.
+    emulator(api).channels.pop(conversations[3]["channelUrl"])
+    emulator(api).faults.fail_next(1)  # the first post (one in flight: the first message's) gets 503
+
+    await _work_off(_relay(api, concurrency=1), db, ids)
+
+    audit = await _audit(db, ids)
+    assert [(a["resource_id"], a["outcome"], a["reason"]) for a in audit] == [
+        (str(ids[1]), "success", "delivered"),
+        (str(ids[2]), "success", "delivered"),
+        (str(ids[3]), "failure", "chat_not_found"),
+        (str(ids[0]), "success", "delivered"),  # retried, then settled on its own
+    ]
+    outbox = {
+        r["message_id"]: r
+        for r in await db.fetch(
+            "SELECT id, message_id, status, attempts, xmin::text AS tx FROM outbox"
+            " WHERE message_id = ANY($1::int[])",
+            ids,
+        )
+    }
+    messages = {
+        r["id"]: r
+        for r in await db.fetch(
+            "SELECT id, state, chat_message_id, xmin::text AS tx FROM messages WHERE id = ANY($1::int[])", ids
+        )
+    }
+    first_wave = {audit[0]["tx"]}
+    # The first wave: outbox rows, audit records and messages all written by one transaction.
+    assert {a["tx"] for a in audit[:3]} == first_wave
+    assert {outbox[i]["tx"] for i in ids[1:]} == first_wave
+    assert {messages[i]["tx"] for i in ids[1:]} == first_wave
+    assert audit[3]["tx"] not in first_wave
+    assert [(outbox[i]["status"], outbox[i]["attempts"]) for i in ids] == [
+        ("done", 2),
+        ("done", 1),
+        ("done", 1),
+        ("failed", 1),
+    ]
+    for a in audit:
+        entry = outbox[int(a["resource_id"])]
+        assert json.loads(a["details"]) == {"outbox_id": entry["id"], "attempts": entry["attempts"]}
+    assert [messages[i]["state"] for i in ids] == ["sent", "sent", "sent", "failed"]
+    assert all(messages[i]["chat_message_id"] is not None for i in ids[:3])
+    deliveries = await db.fetch(
+        "SELECT message_id, state, reason, provider_ts_ms FROM message_deliveries"
+        " WHERE message_id = ANY($1::int[]) AND recipient = 'channel' ORDER BY message_id",
+        ids,
+    )
+    assert [(d["state"], d["reason"]) for d in deliveries] == [
+        ("sent", None),
+        ("sent", None),
+        ("sent", None),
+        ("failed", "chat_not_found"),
+    ]
+    assert all(d["provider_ts_ms"] for d in deliveries[:3])
+
+
+async def test_a_settle_that_fails_is_done_again_next_cycle_without_posting_again(
+    api: Api, db: asyncpg.Connection, impatient_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    nurse, conversations = await _conversations(api, 2)
+    ids = [await _accepted(api, nurse, c["id"], "Discharge plan attached.") for c in conversations]
+    relay = _relay(api, impatient_sessions, concurrency=4)
+
+    lock = db.transaction()
+    await lock.start()
+    await db.execute("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", ids[0])  # another writer holds it
+    try:
+        with pytest.raises(DBAPIError):
+            await relay.run_once()  # both posted; the settle cannot lock the message and gives up
+        with pytest.raises(DBAPIError):
+            await relay.run_once()  # tried again first thing, still blocked
+        leased = await db.fetch(
+            "SELECT status, attempts, lease_until > now() AS leased FROM outbox"
+            " WHERE message_id = ANY($1::int[])",
+            ids,
+        )
+        assert [tuple(r) for r in leased] == [("pending", 1, True)] * 2
+        assert await _audit(db, ids) == []
+    finally:
+        await lock.rollback()
+
+    await relay.run_once()
+
+    for c in conversations:
+        assert len(_posts(api, c["channelUrl"])) == 1  # settled from what was kept: not posted again
+        assert [m.message for m in emulator(api).messages(c["channelUrl"])] == ["Discharge plan attached."]
+    audit = await _audit(db, ids)
+    assert sorted(a["resource_id"] for a in audit) == sorted(str(i) for i in ids)
+    assert len({a["tx"] for a in audit}) == 1
+    states = await db.fetch(
+        "SELECT o.status, o.attempts, m.state FROM outbox o JOIN messages m ON m.id = o.message_id"
+        " WHERE o.message_id = ANY($1::int[])",
+        ids,
+    )
+    assert [tuple(r) for r in states] == [("done", 1, "sent")] * 2
+
+
+async def test_a_settle_that_keeps_failing_gives_its_entries_back_and_the_repost_is_harmless(
+    api: Api, db: asyncpg.Connection, impatient_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    nurse, conversations = await _conversations(api, 2)
+    ids = [await _accepted(api, nurse, c["id"], "Dose changed.") for c in conversations]
+    relay = _relay(api, impatient_sessions, concurrency=4)
+
+    lock = db.transaction()
+    await lock.start()
+    await db.execute("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", ids[0])
+    try:
+        with capture_logs() as logs:
+            for _ in range(4):  # the wave's settle, then three more tries: then the outcomes are dropped
+                with pytest.raises(DBAPIError):
+                    await relay.run_once()
+    finally:
+        await lock.rollback()
+    assert [e["outbox_ids"] for e in logs if e["event"] == "relay.settle_abandoned"] != []
+
+    await _work_off(relay, db, ids)
+
+    for c in conversations:
+        assert len(_posts(api, c["channelUrl"])) == 2  # delivered again ...
+        assert [m.message for m in emulator(api).messages(c["channelUrl"])] == ["Dose changed."]  # ... once
+    audit = await _audit(db, ids)
+    assert sorted(a["resource_id"] for a in audit) == sorted(str(i) for i in ids)
+    assert [json.loads(a["details"])["attempts"] for a in audit] == [2, 2]
+
+
+async def test_a_relay_whose_lease_ran_out_settles_nothing_another_relay_has_claimed_since(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    nurse, [conversation] = await _conversations(api, 1)
+    message_id = await _accepted(api, nurse, conversation["id"], "Lab results are in.")
+    emulator(api).faults.hang_next(1.0)  # the first relay's post is held past its lease
+    slow = asyncio.create_task(_relay(api, lease_seconds=0.2).run_once())
+    await eventually(lambda: _async(_posts(api, conversation["channelUrl"])), "the first post to arrive")
+
+    with capture_logs() as logs:
+        await _work_off(_relay(api), db, [message_id])  # claims it once the lease is over
+        await slow
+
+    assert [e["event"] for e in logs if e.get("event") == "relay.settle_skipped"] == ["relay.settle_skipped"]
+    audit = await _audit(db, [message_id])
+    assert len(audit) == 1
+    assert json.loads(audit[0]["details"])["attempts"] == 2
+    assert [m.message for m in emulator(api).messages(conversation["channelUrl"])] == ["Lab results are in."]
+    row = await db.fetchrow("SELECT status, attempts FROM outbox WHERE message_id = $1", message_id)
+    assert tuple(row) == ("done", 2)
+
+
+async def test_a_conversations_later_entries_in_a_batch_wait_for_an_earlier_one_being_retried(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)  # one external participant: a message is a chat post and a text
+    await _stop_app_relay()
+    message_id = await _accepted(api, team.peer, team.conversation_id, "See you Tuesday.")
+    emulator(api).faults.fail_next(1)  # the chat post gets 503
+    relay = _relay(api, base_backoff=0.3, max_backoff=0.3)
+
+    await relay.run_once()
+
+    rows = await db.fetch(
+        "SELECT kind, attempts, lease_until IS NULL AS released, next_attempt_at > now() AS backing_off"
+        " FROM outbox WHERE message_id = $1 ORDER BY id",
+        message_id,
+    )
+    assert [tuple(r) for r in rows] == [
+        ("send_message", 1, True, True),  # to be retried after its backoff
+        ("send_sms", 0, True, False),  # given back untried: no attempt counted, due at once
+    ]
+    assert emulator(api).notifications == []
+
+    await _work_off(relay, db, [message_id])
+    assert len(emulator(api).notifications) == 1
+    assert [m.message for m in emulator(api).messages(team.conversation["channelUrl"])] == [
+        "See you Tuesday."
+    ]
+
+
+async def _async(value: Any) -> Any:
+    return value
