@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import json
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -177,27 +177,55 @@ class SendSms:
                 recipient_user_id=row.chat_user_id, phone_number=row.phone_number, text=self._rules.help_text
             )
 
-    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
-        provider_id = self._sent.pop(entry.id, None)
-        if "delivery_id" in entry.payload:
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
+    ) -> None:
+        """Record a wave's texts (sent, with the provider's id, or failed, with the reason) at once."""
+        ids: list[int] = []
+        states: list[str] = []
+        provider_ids: list[str | None] = []
+        reasons: list[str | None] = []
+        for entry in done:
+            provider_id = self._sent.pop(entry.id, None)
+            if "delivery_id" in entry.payload:  # a HELP answer has no delivery row
+                ids.append(int(entry.payload["delivery_id"]))
+                states.append("sent")
+                provider_ids.append(provider_id or None)
+                reasons.append(None)
+        for entry, reason in failed:
+            self._sent.pop(entry.id, None)
+            if "delivery_id" in entry.payload:
+                ids.append(int(entry.payload["delivery_id"]))
+                states.append("failed")
+                provider_ids.append(None)
+                reasons.append(reason[:64])
+        if ids:
             await session.execute(
-                text(
-                    "UPDATE message_deliveries SET state = 'sent', provider_message_id = :pid,"
-                    " updated_at = now() WHERE id = :id AND state = 'queued'"
-                ),
-                {"pid": provider_id or None, "id": int(entry.payload["delivery_id"])},
+                _SETTLE_DELIVERIES,
+                {"ids": ids, "states": states, "provider_ids": provider_ids, "reasons": reasons},
             )
 
+    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
+        await self.settle([entry], [], session)
+
     async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
-        self._sent.pop(entry.id, None)
-        if "delivery_id" in entry.payload:
-            await session.execute(
-                text(
-                    "UPDATE message_deliveries SET state = 'failed', reason = :reason, updated_at = now()"
-                    " WHERE id = :id AND state = 'queued'"
-                ),
-                {"reason": reason[:64], "id": int(entry.payload["delivery_id"])},
-            )
+        await self.settle([], [(entry, reason)], session)
+
+
+_SETTLE_DELIVERIES = text(
+    """
+    UPDATE message_deliveries d SET
+        state = s.state,
+        provider_message_id = CASE WHEN s.state = 'sent' THEN s.provider_id ELSE d.provider_message_id END,
+        reason = CASE WHEN s.state = 'failed' THEN s.reason ELSE d.reason END,
+        updated_at = now()
+    FROM unnest(
+        CAST(:ids AS integer[]), CAST(:states AS text[]), CAST(:provider_ids AS text[]),
+        CAST(:reasons AS text[])
+    ) AS s(id, state, provider_id, reason)
+    WHERE d.id = s.id AND d.state = 'queued'
+    """
+)
 
 
 class PostSmsReply:
