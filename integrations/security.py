@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -46,6 +49,10 @@ class JwtTokens:
     joserfc's ``jwt.decode`` checks only the signature; expiry, issuer, audience and the token type
     are checked here with a claims registry, and only HS256 is accepted (no ``alg: none``, no
     RS/HS confusion).
+
+    A client sends the same token with every request, so the claims of tokens whose signature has
+    been checked are kept (by the exact token string, at most ``verified_cache_size``); the claims
+    (expiry first of all) are validated again on every use. Tokens that fail are never kept.
     """
 
     def __init__(
@@ -56,8 +63,10 @@ class JwtTokens:
         audience: str,
         lifetime_seconds: int,
         clock: Callable[[], float] = time.time,
+        verified_cache_size: int = 4096,
     ) -> None:
         self._key = OctKey.import_key(secret.encode())
+        self._signed_claims = functools.lru_cache(maxsize=verified_cache_size)(self._check_signature)
         self._issuer = issuer
         self._audience = audience
         self._lifetime = lifetime_seconds
@@ -92,11 +101,13 @@ class JwtTokens:
         token = jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key, algorithms=ALGORITHMS)
         return IssuedToken(token, self._lifetime)
 
+    def _check_signature(self, token: str) -> Mapping[str, Any]:
+        return MappingProxyType(jwt.decode(token, self._key, algorithms=ALGORITHMS).claims)
+
     def verify(self, token: str) -> Actor:
         try:
-            decoded = jwt.decode(token, self._key, algorithms=ALGORITHMS)
-            self._registry.validate(decoded.claims)
-            claims = decoded.claims
+            claims = self._signed_claims(token)
+            self._registry.validate(dict(claims))
             return Actor(
                 user_id=int(claims["sub"]), role=Role(claims["role"]), organization_id=int(claims["org"])
             )
