@@ -416,6 +416,9 @@ class SmsRecipient:
     removed: bool
     #: Compliance groups the participant's organization belongs to (for the full-text SMS rule).
     compliance_group_ids: frozenset[int]
+    #: The active consent that lets them be texted about this patient now (an external consent with
+    #: SMS in its scope naming their number, or one naming their organization); None: no text.
+    consent_id: int | None
 
 
 @dataclass(frozen=True)
@@ -445,8 +448,9 @@ class ReplyRoute:
 class MessagingRepository(Protocol):
     """Per-recipient delivery state, SMS opt-outs and webhook bookkeeping, in the workflow's transaction."""
 
-    async def sms_recipients(self, conversation_id: int) -> list[SmsRecipient]:
-        """Every external participant of the conversation, with opt-out and removal flags."""
+    async def sms_recipients(self, conversation_id: int, patient_id: int, at: datetime) -> list[SmsRecipient]:
+        """Every external participant of the conversation, with opt-out and removal flags and the
+        consent that lets them be texted about the patient at ``at``."""
         ...
 
     async def add_deliveries(self, message_id: int, deliveries: Sequence[NewDelivery]) -> list[int]:
@@ -486,6 +490,68 @@ class MessagingRepository(Protocol):
     async def bind_idempotency_key(self, claim_id: int, resource_id: int) -> None:
         """Name the resource an Idempotency-Key created, in the transaction that created it."""
         ...
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """Everything deciding and planning one send needs, read in one round trip."""
+
+    conversation_id: int
+    patient_id: int
+    #: None when the conversation's patient record no longer exists.
+    patient_organization_id: int | None
+    is_member: bool
+    on_care_team: bool
+    #: The id the message will have if it is stored (reserved from its sequence; a refused send
+    #: leaves a gap, as a rolled-back insert would).
+    message_id: int
+    sms_recipients: tuple[SmsRecipient, ...]
+
+
+@dataclass(frozen=True)
+class NewSend:
+    """A decided send: the message, its delivery rows, and the Idempotency-Key claim to bind."""
+
+    message_id: int
+    conversation_id: int
+    sender_id: int
+    text: str
+    deliveries: tuple[NewDelivery, ...]
+    idempotency_claim: int | None = None
+
+
+class SendUnitOfWork(Protocol):
+    """The send-message workflow's unit of work: one read and one atomic write.
+
+    Sending is the busiest workflow, so it does not go through the general :class:`UnitOfWork`:
+    :meth:`context` reads the conversation, the sender's relation to its patient and the SMS
+    recipients in one statement, and :meth:`commit` stores the message, its delivery rows, its
+    outbox entries (the chat post, one text per queued SMS delivery), the Idempotency-Key binding
+    and the buffered audit events in one statement, so they are written together or not at all.
+    Leaving the ``async with`` block without committing writes the buffered events on their own,
+    marked ``denied`` or ``failure``, as :class:`UnitOfWork` does.
+    """
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    async def context(self, conversation_id: int, user_id: int, at: datetime) -> SendContext | None:
+        """None if there is no such conversation."""
+        ...
+
+    async def commit(self, send: NewSend) -> datetime:
+        """Store the send with the buffered audit events; returns the message's ``created_at``."""
+        ...
+
+    async def __aenter__(self) -> SendUnitOfWork: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None: ...
+
+
+class SendUnitOfWorkFactory(Protocol):
+    def __call__(self) -> SendUnitOfWork: ...
 
 
 class SmsGateway(Protocol):

@@ -14,10 +14,20 @@ from engine.audit import AuditEvent, DetailValue
 from engine.audit_chain import IdentifierHasher
 from engine.consent_index import ConsentIndex, Coverage, purpose_mask, scope_mask
 from engine.decisions import Decision, Fact
-from engine.errors import Forbidden, NotFound
+from engine.errors import Forbidden, NotFound, ServiceUnavailable
 from engine.model import Actor
 from engine.policy import Policy, PolicyHolder
-from engine.ports import DeliveryTrigger, PasswordHasher, TokenService, UnitOfWork, UnitOfWorkFactory
+from engine.ports import (
+    AuditLog,
+    DeliveryTrigger,
+    PasswordHasher,
+    PatientRelation,
+    SendUnitOfWork,
+    SendUnitOfWorkFactory,
+    TokenService,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from engine.sms import SmsRules
 
 
@@ -52,6 +62,8 @@ class Services:
     sms: SmsRules = field(default_factory=SmsRules)
     # Keyed hashes for identifiers the audit trail must find but never store in clear (issue 5).
     identifiers: IdentifierHasher | None = None
+    # The send-message workflow's own unit of work (one read, one write); see SendUnitOfWork.
+    send_uow: SendUnitOfWorkFactory = field(default=lambda: _no_send_path())
 
     def page_size(self, requested: int | None) -> int:
         if requested is None:
@@ -59,15 +71,20 @@ class Services:
         return max(1, min(requested, self.settings.max_page_size))
 
 
-class Guard:
-    """Decides each step of one workflow against one policy version and records every decision.
+def _no_send_path() -> SendUnitOfWork:
+    raise ServiceUnavailable("Sending messages is not configured in this process.")
+
+
+class Decider:
+    """Decides each step of one workflow against one policy version and records every decision in
+    the workflow's audit log; the facts come from the caller.
 
     The policy is read once, so every decision of a workflow carries the same version even if a
     reload swaps the policy half-way through.
     """
 
-    def __init__(self, services: Services, uow: UnitOfWork, actor: Actor) -> None:
-        self.uow = uow
+    def __init__(self, services: Services, audit: AuditLog, actor: Actor) -> None:
+        self.audit = audit
         self.actor = actor
         self.now = services.clock()
         self.policy: Policy = services.policy.current
@@ -102,7 +119,7 @@ class Guard:
             recorded["facts"] = "&".join(sorted(fact_set))
         # The purpose of use the client stated, else the purpose of the consent that covered it.
         purpose = self.actor.purpose_of_use or recorded.get("purpose")
-        self.uow.audit.record(
+        self.audit.record(
             replace(
                 AuditEvent.for_decision(
                     decision,
@@ -152,14 +169,12 @@ class Guard:
         """Attach the id of a record created after its decision to the audit event of the workflow's
         own decision (the actor's first one), not to a later decision about a member."""
         if self._primary_workflow is not None:
-            self.uow.audit.amend_last(
-                self._primary_workflow, resource_id=str(resource_id), patient_id=patient_id
-            )
+            self.audit.amend_last(self._primary_workflow, resource_id=str(resource_id), patient_id=patient_id)
 
     def annotate(self, **details: DetailValue) -> None:
         """Add details (ids, never PHI) to the audit event of the workflow's own decision."""
         if self._primary_workflow is not None:
-            self.uow.audit.amend_last(self._primary_workflow, details=details)
+            self.audit.amend_last(self._primary_workflow, details=details)
 
     def require_role(
         self,
@@ -178,49 +193,29 @@ class Guard:
                 workflow, (), resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
             )
 
-    async def patient_facts(
-        self,
-        workflow: str,
-        patient_id: int,
-        *,
-        user_id: int | None = None,
-        organization_id: int | None = None,
-    ) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
-        """The facts between a person (the actor by default) and a patient; 404 if there is no patient.
+    def relation_facts(
+        self, workflow: str, relation: PatientRelation, *, organization_id: int | None = None
+    ) -> tuple[set[str], dict[str, DetailValue]]:
+        """The facts a person's relation to a patient gives (the actor's organization by default).
 
         ``covered`` comes from the in-memory consent index, counting only consents whose scope and
         purpose the workflow's declaration accepts, evaluated at this moment (an expired or revoked
-        consent no longer counts). ``break_glass`` holds while the actor has an open emergency
-        session for the patient, if the workflow can use it.
+        consent no longer counts).
         """
-        is_actor = user_id is None or user_id == self.actor.user_id
-        user_id = self.actor.user_id if user_id is None else user_id
         organization_id = self.actor.organization_id if organization_id is None else organization_id
-        relation = await self.uow.facts.patient_relation(
-            patient_id, user_id=user_id, organization_id=organization_id, at=self.now, with_consent=False
-        )
-        if relation is None:
-            self.record_missing(workflow, "patient", patient_id)
-            raise NotFound("patient")
         facts: set[str] = set()
         details: dict[str, DetailValue] = {}
         if relation.patient_organization_id == organization_id:
             facts |= {Fact.OWN_ORG, Fact.COVERED}
         else:
-            coverage = self.covering_consent(workflow, patient_id, organization_id)
+            coverage = self.covering_consent(workflow, relation.patient_id, organization_id)
             if coverage is not None:
                 facts.add(Fact.COVERED)
                 details["consent_id"] = coverage.consent_id
                 details["purpose"] = coverage.purpose
         if relation.on_care_team:
             facts.add(Fact.CARE_TEAM)
-        spec = self.policy.workflows.get(workflow)
-        if is_actor and spec is not None and Fact.BREAK_GLASS in spec.facts:
-            session_id = await self.uow.break_glass.open_session(user_id, patient_id, self.now)
-            if session_id is not None:
-                facts.add(Fact.BREAK_GLASS)
-                details["break_glass_session_id"] = session_id
-        return frozenset(facts), details
+        return facts, details
 
     def covering_consent(
         self, workflow: str, patient_id: int, organization_id: int, *, exclude: int | None = None
@@ -234,7 +229,7 @@ class Guard:
         )
 
     def record_missing(self, workflow: str, resource_type: str, resource_id: object) -> None:
-        self.uow.audit.record(
+        self.audit.record(
             AuditEvent.by(
                 self.actor,
                 event="lookup",
@@ -246,3 +241,42 @@ class Guard:
                 reason="not_found",
             )
         )
+
+
+class Guard(Decider):
+    """A :class:`Decider` that gathers a workflow's facts from its unit of work."""
+
+    def __init__(self, services: Services, uow: UnitOfWork, actor: Actor) -> None:
+        super().__init__(services, uow.audit, actor)
+        self.uow = uow
+
+    async def patient_facts(
+        self,
+        workflow: str,
+        patient_id: int,
+        *,
+        user_id: int | None = None,
+        organization_id: int | None = None,
+    ) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
+        """The facts between a person (the actor by default) and a patient; 404 if there is no patient.
+
+        See :meth:`Decider.relation_facts`; ``break_glass`` also holds while the actor has an open
+        emergency session for the patient, if the workflow can use it.
+        """
+        is_actor = user_id is None or user_id == self.actor.user_id
+        user_id = self.actor.user_id if user_id is None else user_id
+        organization_id = self.actor.organization_id if organization_id is None else organization_id
+        relation = await self.uow.facts.patient_relation(
+            patient_id, user_id=user_id, organization_id=organization_id, at=self.now, with_consent=False
+        )
+        if relation is None:
+            self.record_missing(workflow, "patient", patient_id)
+            raise NotFound("patient")
+        facts, details = self.relation_facts(workflow, relation, organization_id=organization_id)
+        spec = self.policy.workflows.get(workflow)
+        if is_actor and spec is not None and Fact.BREAK_GLASS in spec.facts:
+            session_id = await self.uow.break_glass.open_session(user_id, patient_id, self.now)
+            if session_id is not None:
+                facts.add(Fact.BREAK_GLASS)
+                details["break_glass_session_id"] = session_id
+        return frozenset(facts), details

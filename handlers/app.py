@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import structlog
 from aiohttp import web
@@ -34,8 +35,9 @@ from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
-from integrations.consent_sync import ConsentSync, RemoveMembers
+from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
 from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
+from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
 from integrations.idempotency import IdempotencyStore
 from integrations.policy_files import load_policy
@@ -51,6 +53,7 @@ log = structlog.get_logger("caremsg.app")
 
 engine_key: web.AppKey[AsyncEngine] = web.AppKey("engine_key", AsyncEngine)
 sessions_key: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("sessions_key")
+send_pool_key: web.AppKey[asyncpg.Pool] = web.AppKey("send_pool_key")
 accounts_key: web.AppKey[CachedAccountDirectory] = web.AppKey("accounts_key", CachedAccountDirectory)
 chat_key: web.AppKey[ChatGateway] = web.AppKey("chat_key")
 relay_key: web.AppKey[OutboxRelay] = web.AppKey("relay_key", OutboxRelay)
@@ -86,8 +89,16 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[accounts_key] = CachedAccountDirectory(
         SqlAccountDirectory(app[sessions_key]), ttl=app[settings_key].auth.account_recheck_seconds
     )
-    yield
-    await engine.dispose()
+    db = app[settings_key].database
+    # The send path's own asyncpg pool (integrations/db/send_uow.py): no SQLAlchemy on the busiest path.
+    app[send_pool_key] = await create_send_pool(
+        asyncpg_connect_args(db.url), max_size=db.pool_size, statement_timeout_ms=db.statement_timeout_ms
+    )
+    try:
+        yield
+    finally:
+        await app[send_pool_key].close()
+        await engine.dispose()
 
 
 async def _chat(app: web.Application) -> AsyncIterator[None]:
@@ -123,6 +134,7 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     sessions = app[sessions_key]
+    send_pool = app[send_pool_key]
     holder = PolicyHolder(load_policy(settings.policy.path()))
     app[policy_key] = holder
     outbox = settings.outbox
@@ -142,6 +154,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     auth = settings.auth
     app[services_key] = Services(
         uow=lambda: SqlUnitOfWork(sessions),
+        send_uow=lambda: PgSendUnitOfWork(send_pool),
         policy=holder,
         passwords=Argon2Passwords(time_cost=auth.argon2_time_cost, memory_kib=auth.argon2_memory_kib),
         tokens=_tokens(settings),

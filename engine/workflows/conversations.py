@@ -8,15 +8,14 @@ are delivered through the outbox, so an acknowledged message survives a Sendbird
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.decisions import Fact
 from engine.errors import FieldError, InvalidInput, NotFound
-from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, Message, Page
-from engine.ports import NewExternalParticipant
-from engine.services import Guard, Services
+from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page
+from engine.ports import NewExternalParticipant, NewSend, PatientRelation
+from engine.services import Decider, Guard, Services
 from engine.workflows import messaging
 
 ENSURE_CHANNEL = "ensure_channel"
@@ -207,21 +206,59 @@ async def send_message(
     services: Services, actor: Actor, conversation_id: int, text: str, *, idempotency_claim: int | None = None
 ) -> Message:
     """Store the message, one delivery row per recipient (the channel, each SMS participant) and their
-    outbox entries in one transaction with the audit record; the relay delivers them (202 Accepted)."""
+    outbox entries in one transaction with the audit record; the relay delivers them (202 Accepted).
+
+    Decided like every read of a conversation (role, then member and patient covered), but through
+    :class:`~engine.ports.SendUnitOfWork`: one read, one atomic write (sending is the busiest path).
+    """
     if not text.strip():
         raise InvalidInput([FieldError("message", "Must not be blank.")])
-    async with services.uow() as uow:
-        guard = Guard(services, uow, actor)
-        conversation = await _readable_conversation(guard, "message.send", conversation_id)
-        message = await uow.messages.add(conversation.id, actor.user_id, text)
-        guard.annotate(message_id=message.id)  # the decision's resource stays the conversation
-        await uow.outbox.enqueue(
-            SEND_MESSAGE, {"message_id": message.id}, conversation_id=conversation.id, message_id=message.id
+    workflow = "message.send"
+    async with services.send_uow() as uow:
+        decider = Decider(services, uow.audit, actor)
+        decider.require_role(workflow, resource_type="conversation", resource_id=conversation_id)
+        context = await uow.context(conversation_id, actor.user_id, decider.now)
+        if context is None:
+            decider.record_missing(workflow, "conversation", conversation_id)
+            raise NotFound("conversation")
+        if context.patient_organization_id is None:
+            decider.record_missing(workflow, "patient", context.patient_id)
+            raise NotFound("patient")
+        relation = PatientRelation(
+            context.patient_id, context.patient_organization_id, context.on_care_team, None
         )
-        deliveries = await messaging.plan_deliveries(guard, services, conversation, message.id)
-        if idempotency_claim is not None:
-            await uow.messaging.bind_idempotency_key(idempotency_claim, message.id)
-        message = dataclasses.replace(message, deliveries=deliveries)
-        await uow.commit()
+        facts, details = decider.relation_facts(workflow, relation)
+        if context.is_member:
+            facts.add(Fact.MEMBER)
+        decider.require(
+            workflow,
+            facts,
+            resource_type="conversation",
+            resource_id=conversation_id,
+            patient_id=context.patient_id,
+            details=details,
+        )
+        decider.annotate(message_id=context.message_id)  # the decision's resource stays the conversation
+        deliveries = messaging.plan_deliveries(
+            decider, services, context.patient_id, context.message_id, context.sms_recipients
+        )
+        created_at = await uow.commit(
+            NewSend(
+                message_id=context.message_id,
+                conversation_id=conversation_id,
+                sender_id=actor.user_id,
+                text=text,
+                deliveries=deliveries,
+                idempotency_claim=idempotency_claim,
+            )
+        )
     services.delivery.wake()
-    return message
+    return Message(
+        id=context.message_id,
+        conversation_id=conversation_id,
+        sender_id=actor.user_id,
+        text=text,
+        state=DeliveryState.QUEUED,
+        created_at=created_at,
+        deliveries=messaging.delivery_states(deliveries, decider.now),
+    )

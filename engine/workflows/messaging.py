@@ -17,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from engine.audit import AuditEvent
 from engine.decisions import Fact
 from engine.errors import Forbidden, NotFound
-from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, RecipientDelivery
-from engine.ports import NewDelivery, UnitOfWork
-from engine.services import Guard, Services
+from engine.model import EXTERNAL_PARTICIPANT, Actor, DeliveryState, Message, RecipientDelivery
+from engine.ports import NewDelivery, SmsRecipient, UnitOfWork
+from engine.services import Decider, Guard, Services
 from engine.sms import (
     CHANNEL_RECIPIENT,
     FULL_TEXT,
@@ -42,36 +43,30 @@ PROCESSED = "processed"
 IGNORED = "ignored"
 
 
-async def plan_deliveries(
-    guard: Guard,
+def plan_deliveries(
+    decider: Decider,
     services: Services,
-    conversation: Conversation,
+    patient_id: int,
     message_id: int,
+    recipients: Sequence[SmsRecipient],
     *,
     channel_state: DeliveryState = DeliveryState.QUEUED,
     channel_ts_ms: int | None = None,
-) -> tuple[RecipientDelivery, ...]:
-    """Create the message's delivery rows and enqueue one SMS per recipient who may be texted.
+) -> tuple[NewDelivery, ...]:
+    """The message's delivery rows: the channel, then one per external participant.
 
     Checked at send time, per external participant: not removed from the conversation, an active
     consent naming them (else ``failed: no_sms_consent``), no STOP on record (``opted_out``), a
-    valid number (``invalid_number``). Then ``sms.send_full_text`` decides what the text says.
+    valid number (``invalid_number``). Then ``sms.send_full_text`` decides what the text says; the
+    decisions are recorded in the workflow's audit log.
     """
-    uow = guard.uow
     deliveries = [NewDelivery(CHANNEL_RECIPIENT, channel_state, provider_ts_ms=channel_ts_ms)]
-    # The conversation is loaded with its external participants: no query when there are none.
-    recipients = (
-        await uow.messaging.sms_recipients(conversation.id) if conversation.external_participants else []
-    )
     for r in recipients:
         if r.removed:
             continue
-        consent_id = await uow.facts.external_consent(
-            conversation.patient_id, r.phone_number, r.organization_id, guard.now
-        )
         reason = (
             "no_sms_consent"
-            if consent_id is None
+            if r.consent_id is None
             else "opted_out"
             if r.opted_out
             else "invalid_number"
@@ -87,16 +82,16 @@ async def plan_deliveries(
         if r.compliance_group_ids & services.sms.full_text_group_ids:
             facts.add(Fact.SMS_FULL_TEXT_GROUP)
         try:
-            guard.require(
+            decider.require(
                 "sms.send_full_text",
                 facts,
                 resource_type="message",
                 resource_id=message_id,
-                patient_id=conversation.patient_id,
+                patient_id=patient_id,
                 subject_role=EXTERNAL_PARTICIPANT,
                 details={
                     "external_participant_id": r.participant_id,
-                    "consent_id": consent_id,
+                    "consent_id": r.consent_id,
                     "sms_policy_version": services.sms.version,
                 },
             )
@@ -108,18 +103,32 @@ async def plan_deliveries(
                 sms_recipient(r.participant_id), DeliveryState.QUEUED, r.participant_id, content=content
             )
         )
+    return tuple(deliveries)
+
+
+def delivery_states(deliveries: Sequence[NewDelivery], at: datetime) -> tuple[RecipientDelivery, ...]:
+    """The delivery state a client is shown for freshly planned rows."""
+    return tuple(
+        RecipientDelivery(
+            d.recipient, CHANNEL if d.recipient == CHANNEL_RECIPIENT else SMS, d.state, d.reason, at
+        )
+        for d in deliveries
+    )
+
+
+async def store_deliveries(
+    uow: UnitOfWork, conversation_id: int, message_id: int, deliveries: Sequence[NewDelivery]
+) -> None:
+    """Insert the delivery rows and enqueue one text per queued SMS delivery, in ``uow``'s transaction.
+
+    (The send-message workflow stores the same rows through :class:`SendUnitOfWork` in one statement.)
+    """
     ids = await uow.messaging.add_deliveries(message_id, deliveries)
     for delivery, delivery_id in zip(deliveries, ids, strict=True):
         if delivery.external_participant_id is not None and delivery.state == DeliveryState.QUEUED:
             await uow.outbox.enqueue(
-                SEND_SMS, {"delivery_id": delivery_id}, conversation_id=conversation.id, message_id=message_id
+                SEND_SMS, {"delivery_id": delivery_id}, conversation_id=conversation_id, message_id=message_id
             )
-    return tuple(
-        RecipientDelivery(
-            d.recipient, CHANNEL if d.recipient == CHANNEL_RECIPIENT else SMS, d.state, d.reason, guard.now
-        )
-        for d in deliveries
-    )
 
 
 async def with_deliveries(uow: UnitOfWork, messages: Sequence[Message]) -> list[Message]:
@@ -214,14 +223,21 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
             conversation.id, sender.id, event.text, event.chat_message_id, event.created_at_ms
         )
         if message is not None:
-            await plan_deliveries(
+            recipients = (
+                await uow.messaging.sms_recipients(conversation.id, conversation.patient_id, guard.now)
+                if conversation.external_participants
+                else []
+            )
+            deliveries = plan_deliveries(
                 guard,
                 services,
-                conversation,
+                conversation.patient_id,
                 message.id,
+                recipients,
                 channel_state=DeliveryState.SENT,
                 channel_ts_ms=event.created_at_ms,
             )
+            await store_deliveries(uow, conversation.id, message.id, deliveries)
         await uow.messaging.finish_webhook_event(event.event_id, PROCESSED)
         await uow.commit()
     services.delivery.wake()

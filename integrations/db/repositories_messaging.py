@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
@@ -25,9 +26,31 @@ webhooks_t = metadata.tables["webhook_events"]
 keys_t = metadata.tables["idempotency_keys"]
 group_members_t = metadata.tables["compliance_group_members"]
 
-# The consent-lifecycle capability marks removed external participants with one of these columns
-# when it lands; whichever exists is honoured (nobody is texted after their coverage ended).
-_REMOVED_COLUMNS = ("removed_at", "ended_at", "left_at")
+#: The external participants of a conversation as the SMS fan-out needs them, with the consent that
+#: lets each be texted about the patient at a moment: one naming their number with SMS in its scope,
+#: or one naming their organization. Placeholders: conversation, patient, at (SQL expressions).
+SMS_RECIPIENTS_SQL = """
+    SELECT e.id AS participant_id, e.phone_number, e.chat_user_id, e.organization_id,
+           EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.phone_number = e.phone_number) AS opted_out,
+           e.removed_at IS NOT NULL AS removed,
+           ARRAY(SELECT g.group_id FROM compliance_group_members g
+                 WHERE g.organization_id = e.organization_id) AS compliance_group_ids,
+           (SELECT k.id FROM consents k
+            WHERE k.patient_id = {patient} AND k.effective_at <= {at}
+              AND (k.expires_at IS NULL OR k.expires_at > {at})
+              AND (k.revoked_at IS NULL OR k.revoked_at > {at})
+              AND ((k.recipient_type = 'external' AND k.external_phone_number = e.phone_number
+                    AND 'sms' = ANY(k.scope))
+                   OR (k.recipient_type = 'organization' AND k.organization_id = e.organization_id))
+            ORDER BY k.id LIMIT 1) AS consent_id
+    FROM external_participants e
+    WHERE e.conversation_id = {conversation}
+"""
+
+_SMS_RECIPIENTS = text(
+    SMS_RECIPIENTS_SQL.format(conversation=":conversation_id", patient=":patient_id", at=":at")
+    + " ORDER BY e.id"
+)
 
 
 def _delivery(row: Any) -> RecipientDelivery:
@@ -40,46 +63,28 @@ def _delivery(row: Any) -> RecipientDelivery:
     )
 
 
+def recipient(item: dict[str, Any]) -> SmsRecipient:
+    return SmsRecipient(
+        participant_id=item["participant_id"],
+        phone_number=item["phone_number"],
+        chat_user_id=item["chat_user_id"],
+        organization_id=item["organization_id"],
+        opted_out=item["opted_out"],
+        removed=item["removed"],
+        compliance_group_ids=frozenset(item["compliance_group_ids"]),
+        consent_id=item["consent_id"],
+    )
+
+
 class SqlMessagingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def sms_recipients(self, conversation_id: int) -> list[SmsRecipient]:
-        removed_col = next((externals_t.c[c] for c in _REMOVED_COLUMNS if c in externals_t.c), None)
-        opted_out = (
-            select(opt_outs_t.c.phone_number)
-            .where(opt_outs_t.c.phone_number == externals_t.c.phone_number)
-            .exists()
+    async def sms_recipients(self, conversation_id: int, patient_id: int, at: datetime) -> list[SmsRecipient]:
+        rows = await self.session.execute(
+            _SMS_RECIPIENTS, {"conversation_id": conversation_id, "patient_id": patient_id, "at": at}
         )
-        columns: list[Any] = [externals_t, opted_out.label("opted_out")]
-        if removed_col is not None:
-            columns.append((removed_col.is_not(None)).label("removed"))
-        rows = (
-            await self.session.execute(
-                select(*columns)
-                .where(externals_t.c.conversation_id == conversation_id)
-                .order_by(externals_t.c.id)
-            )
-        ).all()
-        org_ids = {r.organization_id for r in rows if r.organization_id is not None}
-        groups: dict[int, set[int]] = {}
-        if org_ids:
-            for g in await self.session.execute(
-                select(group_members_t).where(group_members_t.c.organization_id.in_(org_ids))
-            ):
-                groups.setdefault(g.organization_id, set()).add(g.group_id)
-        return [
-            SmsRecipient(
-                participant_id=r.id,
-                phone_number=r.phone_number,
-                chat_user_id=r.chat_user_id,
-                organization_id=r.organization_id,
-                opted_out=bool(r.opted_out),
-                removed=bool(getattr(r, "removed", False)),
-                compliance_group_ids=frozenset(groups.get(r.organization_id, ())),
-            )
-            for r in rows
-        ]
+        return [recipient(dict(r._mapping)) for r in rows]
 
     async def add_deliveries(self, message_id: int, deliveries: Sequence[NewDelivery]) -> list[int]:
         rows = (

@@ -9,10 +9,12 @@ Each event is also emitted as one structured log line (``caremsg.audit``) once i
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+import asyncpg  # type: ignore[import-untyped]
 import structlog
 from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -72,8 +74,13 @@ class BufferedAuditLog:
                 return
 
 
-def _row(event: AuditEvent) -> dict[str, Any]:
-    values = dataclasses.asdict(event)
+AUDIT_FIELDS = tuple(f.name for f in dataclasses.fields(AuditEvent))
+
+
+def audit_row(event: AuditEvent) -> dict[str, Any]:
+    """The event as an ``audit_events`` row (shallow: ``dataclasses.asdict`` deep-copies, and this
+    runs for every event of every request)."""
+    values = {name: getattr(event, name) for name in AUDIT_FIELDS}
     values["details"] = dict(event.details)
     return values
 
@@ -103,8 +110,10 @@ class DiscardingAuditSink:
 
 
 def emit_audit_log(events: Sequence[AuditEvent]) -> None:
+    if not audit_log.is_enabled_for(logging.INFO):
+        return
     for event in events:
-        fields = _row(event)
+        fields = audit_row(event)
         fields["occurred_at"] = event.occurred_at.isoformat()
         fields["audit_event"] = fields.pop("event")
         audit_log.info("audit", **fields)
@@ -118,8 +127,15 @@ def is_unavailable(exc: BaseException) -> bool:
         exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
     ):
         return True
-    name = type(exc).__name__
-    return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "TooManyConnectionsError"}
+    return isinstance(exc, _ASYNCPG_UNAVAILABLE)
+
+
+# asyncpg's own errors (raised as they are where asyncpg is used directly, as by the send path).
+_ASYNCPG_UNAVAILABLE = (
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection failed or is gone
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, restart, statement timeout
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, out of memory
+)
 
 
 class SqlUnitOfWork:
@@ -170,7 +186,7 @@ class SqlUnitOfWork:
         events = list(self.audit.pending)
         if events:
             try:
-                await self._sink.write(self.session, [_row(e) for e in events])
+                await self._sink.write(self.session, [audit_row(e) for e in events])
             except Exception as error:
                 # Fail closed: no audit record, no action. The caller's transaction rolls back.
                 log.error("audit.write_failed", error=type(error).__name__, events=len(events))
@@ -198,27 +214,36 @@ class SqlUnitOfWork:
             raise ServiceUnavailable("The database is not reachable right now; try again shortly.") from exc
 
     async def _record_unfinished(self, exc: BaseException | None) -> None:
-        outcome: Outcome
-        if isinstance(exc, Forbidden):
-            outcome, cause = "denied", exc.decision.reason
-        elif isinstance(exc, CaremsgError):
-            outcome, cause = "failure", exc.code
-        else:
-            outcome, cause = "failure", "error" if exc is not None else "not_committed"
-        events = [e.ended(outcome, cause) for e in self.audit.pending]
+        events = unfinished(self.audit.pending, exc)
         self.audit.pending.clear()
         try:
             async with self._sessions() as session, session.begin():
-                await self._sink.write(session, [_row(e) for e in events])
+                await self._sink.write(session, [audit_row(e) for e in events])
         except Exception as error:
-            # The database is unreachable: the log line is then the only trace, and says so.
-            log.error("audit.write_failed", error=type(error).__name__, events=len(events))
-            for e in events:
-                audit_log.error(
-                    "audit",
-                    durable=False,
-                    **{k: v for k, v in _row(e).items() if k != "event"},
-                    audit_event=e.event,
-                )
+            log_undurable(events, error)
             return
         emit_audit_log(events)
+
+
+def unfinished(pending: Sequence[AuditEvent], exc: BaseException | None) -> list[AuditEvent]:
+    """The events of a workflow that did not commit, ended ``denied`` (a refusal) or ``failure``."""
+    outcome: Outcome
+    if isinstance(exc, Forbidden):
+        outcome, cause = "denied", exc.decision.reason
+    elif isinstance(exc, CaremsgError):
+        outcome, cause = "failure", exc.code
+    else:
+        outcome, cause = "failure", "error" if exc is not None else "not_committed"
+    return [e.ended(outcome, cause) for e in pending]
+
+
+def log_undurable(events: Sequence[AuditEvent], error: BaseException) -> None:
+    """The database is unreachable: the log line is then the only trace, and says so."""
+    log.error("audit.write_failed", error=type(error).__name__, events=len(events))
+    for e in events:
+        audit_log.error(
+            "audit",
+            durable=False,
+            **{k: v for k, v in audit_row(e).items() if k != "event"},
+            audit_event=e.event,
+        )

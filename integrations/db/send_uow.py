@@ -1,0 +1,206 @@
+"""The send-message workflow's unit of work on asyncpg: one read, one atomic write.
+
+Sending is the busiest workflow. Through the general unit of work it took eight round trips
+(BEGIN, conversation, patient relation, message, outbox entry, delivery rows, audit, COMMIT), each
+costing about 300 µs of CPU in SQLAlchemy's async session on these machines before PostgreSQL saw
+it (bench/README.md). Here:
+
+- :meth:`PgSendUnitOfWork.context` is one statement: the conversation, whether the sender is a
+  member and on the patient's care team, the patient's organization, the SMS recipients with the
+  consent that lets each be texted, and a message id reserved from its sequence (so the decisions
+  can name the message before it exists);
+- :meth:`PgSendUnitOfWork.commit` is one data-modifying statement: the message, its delivery rows,
+  its outbox entries (the chat post and one text per queued SMS delivery), the Idempotency-Key
+  binding and the buffered audit events. A single statement is atomic, so no BEGIN/COMMIT round
+  trips are needed: all of it is stored, or none of it (fail closed, as the general unit of work).
+
+The read runs outside the write's transaction. Under READ COMMITTED, which the general unit of work
+uses too, each statement sees what was committed when it started, so this changes nothing a
+workflow could rely on: a consent revoked between the read and the write is missed either way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg  # type: ignore[import-untyped]
+import structlog
+
+from engine.audit import AuditEvent
+from engine.errors import CaremsgError, ServiceUnavailable
+from engine.ports import NewSend, SendContext
+from integrations.db.repositories_messaging import SMS_RECIPIENTS_SQL, recipient
+from integrations.db.uow import (
+    AUDIT_FIELDS,
+    BufferedAuditLog,
+    audit_row,
+    emit_audit_log,
+    is_unavailable,
+    log_undurable,
+    unfinished,
+)
+
+log = structlog.get_logger("caremsg.db")
+
+_UNREACHABLE = "The database is not reachable right now; try again shortly."
+
+_CONTEXT = f"""
+    SELECT c.patient_id,
+           p.organization_id AS patient_organization_id,
+           EXISTS (SELECT 1 FROM conversation_members m
+                   WHERE m.conversation_id = c.id AND m.user_id = $2) AS is_member,
+           EXISTS (SELECT 1 FROM care_teams t JOIN care_team_members tm ON tm.care_team_id = t.id
+                   WHERE t.patient_id = c.patient_id AND tm.user_id = $2) AS on_care_team,
+           nextval(pg_get_serial_sequence('messages', 'id')) AS message_id,
+           (SELECT json_agg(r ORDER BY r.participant_id) FROM (
+               {SMS_RECIPIENTS_SQL.format(conversation="c.id", patient="c.patient_id", at="$3")}
+           ) r) AS sms_recipients
+    FROM conversations c LEFT JOIN patients p ON p.id = c.patient_id
+    WHERE c.id = $1
+"""  # noqa: S608 - assembled from constants; every value is a bound parameter
+
+#: AuditEvent's fields are audit_events' columns (tests/integration/test_send_uow.py checks it).
+AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
+
+_INSERT_AUDIT = f"""
+    INSERT INTO audit_events ({AUDIT_COLUMNS})
+    SELECT {AUDIT_COLUMNS} FROM jsonb_populate_recordset(NULL::audit_events, {{events}})
+"""  # noqa: S608 - assembled from constants; every value is a bound parameter
+
+_STORE = f"""
+    WITH m AS (
+        INSERT INTO messages (id, conversation_id, sender_id, body) VALUES ($1, $2, $3, $4)
+        RETURNING id, created_at
+    ), d AS (
+        INSERT INTO message_deliveries
+            (message_id, recipient, external_participant_id, state, reason, content)
+        SELECT m.id, r.recipient, r.participant_id, r.state, r.reason, r.content
+        FROM m, unnest($5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
+            WITH ORDINALITY AS r(recipient, participant_id, state, reason, content, position)
+        ORDER BY r.position
+        RETURNING id, external_participant_id, state
+    ), o AS (
+        INSERT INTO outbox (kind, payload, conversation_id, message_id)
+        SELECT kind, payload, $2, $1 FROM (
+            SELECT 0 AS position, 'send_message' AS kind, jsonb_build_object('message_id', m.id) AS payload
+            FROM m
+            UNION ALL
+            SELECT d.id, 'send_sms', jsonb_build_object('delivery_id', d.id)
+            FROM d WHERE d.external_participant_id IS NOT NULL AND d.state = 'queued'
+        ) entries ORDER BY position
+    ), k AS (
+        UPDATE idempotency_keys SET resource_id = $1 WHERE id = $10
+    ), a AS (
+        {_INSERT_AUDIT.format(events="$11::jsonb")}
+    )
+    SELECT created_at FROM m
+"""  # noqa: S608 - assembled from constants; every value is a bound parameter
+
+
+def audit_json(events: Sequence[AuditEvent]) -> str:
+    """Events as the JSON array ``jsonb_populate_recordset`` turns into ``audit_events`` rows."""
+    return json.dumps([{**audit_row(e), "occurred_at": e.occurred_at.isoformat()} for e in events])
+
+
+async def _no_reset(connection: asyncpg.Connection) -> None:
+    """asyncpg's default reset on release is a round trip (UNLISTEN, RESET ALL, ...) per statement.
+    This pool's statements leave no session state behind; only an open transaction is undone."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
+async def create_send_pool(
+    connect_args: dict[str, Any], *, max_size: int, statement_timeout_ms: int
+) -> asyncpg.Pool:
+    """The send path's pool: its own connections (at most ``max_size``), no reset round trip."""
+    server_settings = {
+        **connect_args.pop("server_settings", {}),
+        "statement_timeout": str(statement_timeout_ms),
+    }
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        **connect_args,
+        min_size=1,
+        max_size=max_size,
+        reset=_no_reset,
+        timeout=5,
+        server_settings=server_settings,
+    )
+    return pool
+
+
+class PgSendUnitOfWork:
+    """:class:`engine.ports.SendUnitOfWork` on an asyncpg pool; see the module docstring."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._committed = False
+        self.audit = BufferedAuditLog()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def context(self, conversation_id: int, user_id: int, at: datetime) -> SendContext | None:
+        row = await self._pool.fetchrow(_CONTEXT, conversation_id, user_id, at)
+        if row is None:
+            return None
+        recipients = json.loads(row["sms_recipients"]) if row["sms_recipients"] else []
+        return SendContext(
+            conversation_id=conversation_id,
+            patient_id=row["patient_id"],
+            patient_organization_id=row["patient_organization_id"],
+            is_member=row["is_member"],
+            on_care_team=row["on_care_team"],
+            message_id=row["message_id"],
+            sms_recipients=tuple(recipient(r) for r in recipients),
+        )
+
+    async def commit(self, send: NewSend) -> datetime:
+        events = list(self.audit.pending)
+        d = send.deliveries
+        try:
+            created_at: datetime = await self._pool.fetchval(
+                _STORE,
+                send.message_id,
+                send.conversation_id,
+                send.sender_id,
+                send.text,
+                [x.recipient for x in d],
+                [x.external_participant_id for x in d],
+                [x.state.value for x in d],
+                [x.reason for x in d],
+                [x.content for x in d],
+                send.idempotency_claim,
+                audit_json(events),
+            )
+        except Exception as error:
+            if is_unavailable(error):
+                raise ServiceUnavailable(_UNREACHABLE) from error
+            # Fail closed: the message, its deliveries and its audit record are one statement.
+            log.error("send.store_failed", error=type(error).__name__)
+            raise ServiceUnavailable(
+                "The message could not be stored with its audit record, so nothing was done;"
+                " try again shortly."
+            ) from error
+        self._committed = True
+        self.audit.pending.clear()
+        emit_audit_log(events)
+        return created_at
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._committed and self.audit.pending:
+            events = unfinished(self.audit.pending, exc)
+            self.audit.pending.clear()
+            try:
+                await self._pool.execute(_INSERT_AUDIT.format(events="$1::jsonb"), audit_json(events))
+            except Exception as error:
+                log_undurable(events, error)
+            else:
+                emit_audit_log(events)
+        if exc is not None and not isinstance(exc, CaremsgError) and is_unavailable(exc):
+            raise ServiceUnavailable(_UNREACHABLE) from exc
