@@ -244,7 +244,7 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
         # The emulator plays Business Messaging too; its one token stands in for both tokens.
         bm_base, bm_token = emulator.base_url, emulator.state.api_token
         webhook_token = emulator.state.api_token
-        base = m.webhook_base_url or f"http://{settings.service.host}:{settings.service.port}"
+        base = settings.webhook_base_url()
         emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird", f"{base}/api/webhooks/sms")
     else:
         if not m.bm_api_token:

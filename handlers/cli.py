@@ -6,16 +6,20 @@ import argparse
 import asyncio
 import getpass
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 
 from engine.model import Role
 from handlers.logs import configure_logging
 from handlers.settings import Settings, SettingsError, load_settings
+
+log = structlog.get_logger("caremsg.serve")
 
 
 def _with_database_url(settings: Settings, url: str) -> Settings:
@@ -46,21 +50,32 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _served_port(host: str, port: int) -> int:
+    """Port 0 ("any free port") chosen now, so the emulator's webhooks can be pointed at it."""
+    if port != 0:
+        return port
+    family, kind, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind) as probe:
+        probe.bind(address)
+        return int(probe.getsockname()[1])
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from handlers.app import create_app
     from integrations.db.migrate import upgrade
 
     settings = _settings(args)
+    service = settings.service
+    host = args.host or service.host
+    port = _served_port(host, args.port if args.port is not None else service.port)
+    # The app reads service.host/port (where the emulator's webhooks go): make them the address served.
+    served = service.model_copy(update={"host": host, "port": port})
+    settings = settings.model_copy(update={"service": served})
+    log.info("serve.starting", host=host, port=port)
     with database(settings, args.data_dir) as resolved:
         upgrade(resolved.database.url)
         app = create_app(resolved)
-        web.run_app(
-            app,
-            host=args.host or resolved.service.host,
-            port=args.port if args.port is not None else resolved.service.port,
-            access_log=None,
-            print=None,
-        )
+        web.run_app(app, host=host, port=port, access_log=None, print=None)
     return 0
 
 

@@ -157,6 +157,12 @@ class Settings(_Section):
     messaging: MessagingSettings = MessagingSettings()
     audit: AuditSettings = AuditSettings()
 
+    def webhook_base_url(self) -> str:
+        """Where the development emulator posts its webhooks: ``messaging.webhook_base_url``, else this
+        service's own address. ``caremsg serve`` puts the address it actually serves into
+        ``service.host``/``service.port`` (``--host``/``--port`` included) before anything reads them."""
+        return self.messaging.webhook_base_url or f"http://{self.service.host}:{self.service.port}"
+
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Settings:
         if self.service.environment == "production":
