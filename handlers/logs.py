@@ -8,6 +8,7 @@ that looks like a phone number or an email address in any string value.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import MutableMapping
@@ -119,9 +120,18 @@ class ScrubPhiFilter(logging.Filter):
         return True
 
 
-def configure_logging(*, fmt: str = "auto", level: str = "info", cache_loggers: bool = True) -> None:
+def _add_pid(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event_dict["pid"] = os.getpid()
+    return event_dict
+
+
+def configure_logging(
+    *, fmt: str = "auto", level: str = "info", cache_loggers: bool = True, with_pid: bool = False
+) -> None:
     """Configure structlog and the standard library (aiohttp's own loggers) once, at start-up.
 
+    ``with_pid`` adds the process id to every structlog line: with several worker processes
+    (``caremsg serve --workers``) it tells which one served a request or failed.
     ``cache_loggers=False`` is for tests that configure logging and then put it back.
     """
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -130,6 +140,7 @@ def configure_logging(*, fmt: str = "auto", level: str = "info", cache_loggers: 
         structlog.stdlib.add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *([_add_pid] if with_pid else []),
         # Tracebacks become text before the scrubber runs, in both formats: exception messages
         # quote values (a database error quotes the row it refused).
         structlog.processors.format_exc_info,
