@@ -41,17 +41,21 @@ def database(settings: Settings, data_dir: str | None = None) -> Iterator[Settin
         server.stop()
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _load(args: argparse.Namespace) -> Settings:
     try:
-        settings = load_settings(Path(args.config) if args.config else None)
+        return load_settings(Path(args.config) if args.config else None)
     except SettingsError as exc:
         sys.exit(f"caremsg: configuration error: {exc}")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = _load(args)
     configure_logging(fmt=settings.service.log_format, level=settings.service.log_level)
     return settings
 
 
 def _served_port(host: str, port: int) -> int:
-    """Port 0 ("any free port") chosen now, so the emulator's webhooks can be pointed at it."""
+    """Port 0 ("any free port") chosen now, so every worker and the emulator's webhooks use the same."""
     if port != 0:
         return port
     family, kind, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
@@ -64,16 +68,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from handlers.app import create_app
     from integrations.db.migrate import upgrade
 
-    settings = _settings(args)
+    settings = _load(args)
     service = settings.service
+    workers = args.workers if args.workers is not None else service.workers
+    configure_logging(fmt=service.log_format, level=service.log_level, with_pid=workers > 1)
     host = args.host or service.host
     port = _served_port(host, args.port if args.port is not None else service.port)
     # The app reads service.host/port (where the emulator's webhooks go): make them the address served.
-    served = service.model_copy(update={"host": host, "port": port})
+    served = service.model_copy(update={"host": host, "port": port, "workers": workers})
     settings = settings.model_copy(update={"service": served})
-    log.info("serve.starting", host=host, port=port)
+    log.info("serve.starting", host=host, port=port, workers=workers)
     with database(settings, args.data_dir) as resolved:
         upgrade(resolved.database.url)
+        if workers > 1:
+            from handlers.workers import serve_workers
+
+            return serve_workers(resolved)
         app = create_app(resolved)
         web.run_app(app, host=host, port=port, access_log=None, print=None)
     return 0
@@ -157,6 +167,12 @@ async def _create_user(settings: Settings, args: argparse.Namespace, password: s
         await engine.dispose()
 
 
+def _at_least_one(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1: {value!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caremsg", description="Secure messaging for healthcare teams.")
     parser.add_argument("--config", help="config.toml to read (default: ./config.toml, else the project's)")
@@ -167,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers",
+        type=_at_least_one,
+        help="processes serving the port together (default service.workers, 1); about one per core",
+    )
     serve.add_argument("--data-dir", help="embedded PostgreSQL data directory (default from config.toml)")
     serve.set_defaults(func=cmd_serve)
 

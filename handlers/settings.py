@@ -28,6 +28,8 @@ class ServiceSettings(_Section):
     environment: Literal["development", "test", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # Worker processes of `caremsg serve` sharing host:port (SO_REUSEPORT): about one per core.
+    workers: int = Field(1, ge=1)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

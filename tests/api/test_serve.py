@@ -1,7 +1,8 @@
-"""``caremsg serve`` as an operator runs it: a real process on a real port, a real PostgreSQL.
+"""``caremsg serve`` as an operator runs it: real processes on a real port, a real PostgreSQL.
 
 Each test starts the command in a process group of its own, reads its JSON log lines, talks HTTP
-to it over fresh connections and stops it.
+to it over fresh connections (so SO_REUSEPORT can hand each to either worker) and stops it. Worker
+processes are told apart by the ``pid`` every log line carries when there are several.
 
 The served processes get a database of their own: what they store (webhook events keyed by the
 emulator's message ids, which every new emulator counts from 1 again) stays out of the database
@@ -15,27 +16,36 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from handlers.settings import PROJECT_ROOT
+from engine.model import Role
+from engine.workflows.identity import CreateUser, bootstrap_user
+from handlers.app import create_engine
+from handlers.settings import PROJECT_ROOT, Settings
 from integrations.db.migrate import upgrade
-from tests.api.messaging_support import eventually
-from tests.conftest import _admin
+from integrations.db.uow import SqlUnitOfWork
+from integrations.security import Argon2Passwords
+from tests.api.messaging_support import eventually, unique_phone
+from tests.conftest import _admin, _asyncpg_dsn
 
 pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery"
-START_WITHIN = 20.0  # seconds: an interpreter importing everything on a busy machine
+START_WITHIN = 20.0  # seconds: two interpreters importing everything on a busy 2-core machine
 
 
 def free_port() -> int:
@@ -79,6 +89,10 @@ class Served:
 
         return await eventually(probe, f"{count} x {name} {match or ''}", within=within)
 
+    @property
+    def worker_pids(self) -> set[int]:
+        return {line["worker_pid"] for line in self.events("serve.worker_started")}
+
     async def stopped(self, within: float = 20.0) -> int:
         async with asyncio.timeout(within):
             return await self.process.wait()
@@ -119,6 +133,16 @@ def served_database_url(server_url: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def served_db(served_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to that database, for assertions on what the service stored."""
+    conn = await asyncpg.connect(**_asyncpg_dsn(served_database_url))  # type: ignore[arg-type]
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
@@ -178,7 +202,7 @@ async def _read_log(served: Served) -> None:
 
 
 class Http:
-    """JSON over a new connection per request."""
+    """JSON over a new connection per request, the way many clients spread over workers."""
 
     def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
         self.session, self.base = session, base
@@ -209,11 +233,32 @@ class Http:
         assert status == 201, created
         return int(created["user"]["id"]), str(created["token"])
 
+    async def login(self, email: str) -> str:
+        status, body = await self.call("POST", "/api/auth/login", json={"email": email, "password": PASSWORD})
+        assert status == 200, body
+        return str(body["token"])
+
 
 @pytest.fixture
 async def http() -> AsyncIterator[Callable[[Served], Http]]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         yield lambda served: Http(session, served.url)
+
+
+async def compliance_officer(settings: Settings, organization_id: int) -> str:
+    """A compliance officer created the way ``caremsg create-user`` does it; returns the email."""
+    email = f"officer.{secrets.token_hex(4)}@example.org"
+    engine = create_engine(settings)
+    try:
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        await bootstrap_user(
+            lambda: SqlUnitOfWork(sessions),
+            Argon2Passwords(time_cost=1, memory_kib=64),
+            CreateUser(email, PASSWORD, "Test", "Officer", Role.COMPLIANCE_OFFICER, organization_id),
+        )
+    finally:
+        await engine.dispose()
+    return email
 
 
 @dataclass
@@ -222,8 +267,9 @@ class Conversation:
     peer_token: str
 
 
-async def conversation(api: Http) -> Conversation:
-    """A peer's patient and a ready conversation with a nurse."""
+async def conversation(api: Http, *, sms_through: Settings | None = None) -> Conversation:
+    """A peer's patient and a ready conversation with a nurse (and, given the means to create a
+    compliance officer, a consented external participant who is texted)."""
     _, peer = await api.register("peer_support")
     nurse_id, _ = await api.register("care_team_member")
     status, patient = await api.call(
@@ -231,6 +277,13 @@ async def conversation(api: Http) -> Conversation:
     )
     assert status == 201, patient
     body: dict[str, Any] = {"title": "Care coordination", "patientId": patient["id"], "memberIds": [nurse_id]}
+    if sms_through is not None:
+        officer = await api.login(await compliance_officer(sms_through, patient["organizationId"]))
+        external = {"phoneNumber": unique_phone(), "name": "Dr. External"}
+        consent = {"patientId": patient["id"], "purpose": "treatment", "externalParty": external}
+        status, created = await api.call("POST", "/api/consents", officer, json=consent)
+        assert status == 201, created
+        body["externalMembers"] = [external]
     status, created = await api.call("POST", "/api/conversations", peer, json=body)
     assert status == 201, created
 
@@ -262,6 +315,167 @@ async def send_and_settle(api: Http, chat: Conversation, text: str) -> dict[str,
     return await eventually(settled, f"the deliveries of message {accepted['id']} to settle")
 
 
+# --- several workers ----------------------------------------------------------------------------
+
+
+async def test_two_workers_each_serve_requests_on_the_one_port(
+    serve: Callable[..., Any], http: Callable[[Served], Http]
+) -> None:
+    served: Served = await serve("--workers", "2")
+    await served.wait_for("serve.ready", within=START_WITHIN)
+    parent = served.process.pid
+    assert len(served.worker_pids) == 2
+
+    api = http(served)
+    ids = [f"test-{uuid.uuid4().hex}" for _ in range(30)]
+    for request_id in ids:
+        status, body = await api.call("GET", "/health", request_id=request_id)
+        assert (status, body["status"]) == (200, "ok")
+
+    async def all_logged() -> list[dict[str, Any]] | None:
+        # A request's log line is written just after its answer: wait for the last ones.
+        found = [line for line in served.events("http.request") if line["request_id"] in ids]
+        return found if len(found) >= len(ids) else None
+
+    logged = await eventually(all_logged, "a log line per request")
+    assert len(logged) == 30  # each request answered (and logged) once
+    assert {line["pid"] for line in logged} == served.worker_pids
+    assert parent not in served.worker_pids
+
+
+async def test_messages_sent_through_two_workers_reach_the_one_shared_emulator_exactly_once(
+    serve: Callable[..., Any],
+    http: Callable[[Served], Http],
+    settings: Settings,
+    served_database_url: str,
+    served_db: asyncpg.Connection,
+) -> None:
+    served: Served = await serve("--workers", "2")
+    await served.wait_for("serve.ready", within=START_WITHIN)
+    (emulator,) = served.events("sendbird.emulator_in_use")
+    assert (emulator["shared_by_workers"], emulator["pid"]) == (2, served.process.pid)
+    api = http(served)
+    database = settings.database.model_copy(update={"url": served_database_url})
+    chat = await conversation(api, sms_through=settings.model_copy(update={"database": database}))
+
+    # Ten sends on ten connections, which the kernel spreads over the workers; either worker's relay
+    # may deliver any of them, to a channel the other worker's relay may have created.
+    messages = [await send_and_settle(api, chat, f"update {n}") for n in range(10)]
+
+    for message in messages:
+        assert {d["channel"]: d["state"] for d in message["deliveries"]} == {"chat": "sent", "sms": "sent"}
+    # Every side effect on the emulator (the channel, each post, each text) worked the first time:
+    # with an emulator per worker, a relay would not find the channel in its own.
+    outbox = await served_db.fetch(
+        "SELECT kind, status, attempts FROM outbox WHERE conversation_id = $1"
+        " OR message_id IN (SELECT id FROM messages WHERE conversation_id = $1)",
+        chat.id,
+    )
+    assert len(outbox) >= 1 + 10 * 2
+    assert {(row["status"], row["attempts"]) for row in outbox} == {("done", 1)}
+    chat_ids = await served_db.fetch(
+        "SELECT chat_message_id FROM messages WHERE conversation_id = $1", chat.id
+    )
+    assert len({row["chat_message_id"] for row in chat_ids} - {None}) == 10
+    # The emulator posts a signed message_send webhook for each message it stores (not for a
+    # repeated dedup_id) to the shared port, where some worker answers it. Stopping the service
+    # settles everything in flight; then its log holds exactly one of each per message.
+    await served.wait_for(
+        "sendbird_emulator.webhook_delivered", count=10, category="group_channel:message_send"
+    )
+    served.process.send_signal(signal.SIGTERM)
+    assert await served.stopped() == 0
+    posted = served.events("sendbird_emulator.webhook_delivered", category="group_channel:message_send")
+    assert len(posted) == 10
+    assert {line["pid"] for line in posted} == {served.process.pid}
+    answered = served.events("http.request", route="/api/webhooks/sendbird", status=200)
+    assert len(answered) == 10
+    assert {line["pid"] for line in answered} <= served.worker_pids
+
+
+async def test_sigterm_stops_every_worker_and_the_emulator_with_exit_status_0(
+    serve: Callable[..., Any],
+) -> None:
+    served: Served = await serve("--workers", "2")
+    await served.wait_for("serve.ready", within=START_WITHIN)
+    workers = served.worker_pids
+
+    served.process.send_signal(signal.SIGTERM)
+
+    assert await served.stopped() == 0
+    assert {line["pid"] for line in served.events("serve.worker_stopped")} == workers
+    assert served.events("sendbird_emulator.stopped", pid=served.process.pid)
+    assert served.events("serve.stopped", clean=True)
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", served.port)):
+        pass
+
+
+async def test_a_worker_that_dies_stops_the_service_with_a_non_zero_exit_status(
+    serve: Callable[..., Any],
+) -> None:
+    served: Served = await serve("--workers", "2")
+    await served.wait_for("serve.ready", within=START_WITHIN)
+    victim, survivor = sorted(served.worker_pids)
+
+    os.kill(victim, signal.SIGKILL)
+
+    assert await served.stopped() == 1
+    (died,) = served.events("serve.worker_died")
+    assert (died["worker_pid"], died["signal"], died["pid"]) == (victim, "SIGKILL", served.process.pid)
+    assert served.events("serve.worker_stopped", pid=survivor)
+    assert served.events("serve.stopped", clean=False)
+    with pytest.raises(ProcessLookupError):
+        os.kill(survivor, 0)
+
+
+async def test_sighup_to_the_parent_reloads_the_policy_in_every_worker(
+    serve: Callable[..., Any], http: Callable[[Served], Http], tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(PROJECT_ROOT / "policies", policies)
+    # Polled hourly: the files' watcher cannot notice an edit within this test.
+    served: Served = await serve(
+        "--workers",
+        "2",
+        CAREMSG_POLICY_DIRECTORY=str(policies),
+        CAREMSG_POLICY_WATCH_INTERVAL_SECONDS="3600",
+    )
+    await served.wait_for("serve.ready", within=START_WITHIN)
+    rules = policies / "roles.csv"
+
+    def edit_and_signal(text: str) -> None:
+        rules.write_text(text)
+        served.process.send_signal(signal.SIGHUP)
+
+    async def one_version_everywhere() -> str | None:
+        latest = {line["pid"]: line["version"] for line in served.events("policy.reloaded")}
+        versions = set(latest.values())
+        return versions.pop() if latest.keys() == served.worker_pids and len(versions) == 1 else None
+
+    # An edit, then SIGHUP: every worker swaps it in. Not necessarily because of its own signal: the
+    # first to swap tells the others through PostgreSQL, and a worker's policy listener also reloads
+    # when it first connects, which may be just now.
+    original = rules.read_text()
+    edit_and_signal(original.replace("# caremsg role rules", "# CAREMSG role rules", 1))
+    edited = await eventually(one_version_everywhere, "every worker to swap in the edit")
+
+    # A broken edit, then SIGHUP: a refusal is never announced to the others, so each worker's
+    # refusal is its own reaction to the signal the parent passed on.
+    edit_and_signal(rules.read_text() + "p, janitor, patient.read, any\n")
+
+    refusals = await served.wait_for("policy.reload_rejected", count=2, trigger="sighup")
+    assert {line["pid"] for line in refusals} == served.worker_pids
+    assert {line["version"] for line in refusals} == {edited}  # kept serving the good edit
+    assert len(served.events("serve.sighup_forwarded", workers=2)) == 2
+    for _ in range(10):  # on new connections: whichever worker answers serves the good edit
+        status, health = await http(served).call("GET", "/health")
+        assert (status, health["policyVersion"]) == (200, edited)
+    assert served.process.returncode is None  # SIGHUP stopped nothing
+
+
 # --- one process ----------------------------------------------------------------------------------
 
 
@@ -290,3 +504,4 @@ async def test_the_emulator_posts_its_webhooks_to_the_port_given_on_the_command_
     assert posted["attempt"] == 1
     answered = served.events("http.request", route="/api/webhooks/sendbird", status=200)
     assert len(answered) == 1
+    assert not served.events("serve.worker_started")  # one process: today's path

@@ -1,0 +1,277 @@
+"""``caremsg serve --workers N``: a supervising parent and N worker processes sharing one port.
+
+The command line resolves the database (embedded PostgreSQL when none is configured) and migrates
+it once, then hands over here. The parent owns what must exist once; each worker is one service:
+
+- the parent runs, in development, the ONE Sendbird emulator every worker talks to (a channel one
+  worker's relay creates must exist for another's), with its webhooks pointed at the port the
+  workers share. The workers see it as an ordinary Sendbird endpoint, through their settings;
+- each worker is a fresh interpreter ("spawn") running ``create_app`` on the same host and port
+  with SO_REUSEPORT, so the kernel spreads connections over them. What runs in the background of
+  an app (outbox relay, webhook processor, audit sealer, consent index, policy reload) is already
+  safe with several instances.
+
+Signals go to the parent. SIGINT and SIGTERM stop every worker gracefully (requests in flight
+finish), then the emulator; the command line stops the embedded server after that. SIGHUP is
+forwarded to every serving worker (each reloads its policy). Ctrl-C also reaches the workers (one
+process group): they ignore SIGINT and wait for the parent's SIGTERM, so there is one orderly
+shutdown rather than N racing ones. A worker whose parent disappears stops by itself.
+
+A worker that exits on its own is a fault, not something to run on degraded: the parent logs it
+(worker number, pid, exit code), stops the others and exits with status 1, so whatever supervises
+caremsg (systemd, Kubernetes, a shell loop) restarts the whole service. Workers are not restarted
+in place: a crash loop would hide the fault, and a restart must not leave a half-started service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from handlers.app import create_app
+from handlers.logs import configure_logging
+from handlers.settings import Settings
+from integrations.sendbird_emulator import RunningEmulator, start_emulator
+
+log = structlog.get_logger("caremsg.serve")
+
+#: How long a stopping worker lets requests in flight finish (aiohttp's run_app default).
+WORKER_SHUTDOWN_TIMEOUT = 60.0
+#: How long the parent waits for stopping workers before it kills them.
+WORKER_STOP_DEADLINE = WORKER_SHUTDOWN_TIMEOUT + 15.0
+#: The app id the shared emulator answers to; the workers' Sendbird client needs a non-empty one.
+EMULATOR_APP_ID = "emulator"
+
+_READY = "ready"
+
+
+def serve_workers(settings: Settings) -> int:
+    """Serve with ``service.workers`` processes on ``service.host``:``service.port`` until SIGINT or
+    SIGTERM (exit status 0 when every worker stopped cleanly) or until a worker dies (status 1).
+
+    ``settings`` carry a usable ``database.url`` and the address actually served.
+    """
+    return asyncio.run(_Supervisor(settings).run())
+
+
+# --- the parent ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: BaseProcess
+    exited: asyncio.Future[None]
+    ready: bool = False
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None  # started
+        return self.process.pid
+
+    def exit_fields(self) -> dict[str, object]:
+        code = self.process.exitcode
+        fields: dict[str, object] = {"worker": self.index, "worker_pid": self.pid, "exitcode": code}
+        if code is not None and code < 0:
+            fields["signal"] = signal.Signals(-code).name
+        return fields
+
+
+class _Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.workers: list[_Worker] = []
+        self.stop = asyncio.Event()
+        self.stopping = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._forward_sighup)
+        emulator: RunningEmulator | None = None
+        clean = False
+        try:
+            worker_settings = self.settings
+            if self.settings.sendbird.use_emulator:
+                emulator, worker_settings = await _shared_emulator(self.settings)
+            context = multiprocessing.get_context("spawn")
+            for index in range(1, self.settings.service.workers + 1):
+                self.workers.append(self._start(context, index, worker_settings))
+            stop = asyncio.create_task(self.stop.wait())
+            waiting: list[asyncio.Future[Any]] = [stop, *(w.exited for w in self.workers)]
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            died = [w for w in self.workers if w.exited.done()]
+            for worker in died:
+                log.error("serve.worker_died", **worker.exit_fields())
+            clean = stop in done and not died
+            log.info("serve.stopping", reason="signal" if clean else "worker_died")
+        finally:
+            self.stopping = True
+            clean = await self._stop_workers() and clean
+            if emulator is not None:
+                await emulator.close()
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+        log.info("serve.stopped", clean=clean)
+        return 0 if clean else 1
+
+    def _start(self, context: SpawnContext, index: int, settings: Settings) -> _Worker:
+        loop = asyncio.get_running_loop()
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(
+            target=run_worker, args=(index, settings, writer), name=f"caremsg-worker-{index}"
+        )
+        process.start()
+        writer.close()  # the worker holds its own end
+        worker = _Worker(index, process, loop.create_future())
+        loop.add_reader(process.sentinel, self._exited, worker)
+        loop.add_reader(reader.fileno(), self._reported, worker, reader)
+        log.info("serve.worker_started", worker=index, worker_pid=worker.pid)
+        return worker
+
+    def _exited(self, worker: _Worker) -> None:
+        asyncio.get_running_loop().remove_reader(worker.process.sentinel)
+        worker.process.join()  # it has exited: this only reaps it
+        if not worker.exited.done():
+            worker.exited.set_result(None)
+
+    def _reported(self, worker: _Worker, reader: Connection) -> None:
+        """The worker's one message: it listens (or EOF: it died first, which ``_exited`` handles)."""
+        asyncio.get_running_loop().remove_reader(reader.fileno())
+        with contextlib.suppress(EOFError, OSError):
+            worker.ready = reader.recv() == _READY
+        reader.close()
+        count = self.settings.service.workers
+        if len(self.workers) == count and all(w.ready for w in self.workers):
+            service = self.settings.service
+            log.info("serve.ready", host=service.host, port=service.port, workers=count)
+
+    def _forward_sighup(self) -> None:
+        """Each serving worker reloads its own policy. One still starting is skipped: until its
+        interpreter is up the signal would end it; it picks up an edit through its file watcher."""
+        if self.stopping:
+            return
+        serving = [w for w in self.workers if w.ready and not w.exited.done()]
+        for worker in serving:
+            os.kill(worker.pid, signal.SIGHUP)
+        log.info("serve.sighup_forwarded", workers=len(serving))
+
+    async def _stop_workers(self) -> bool:
+        """SIGTERM every worker, wait, kill what outlives the deadline. True when all stopped cleanly."""
+        running = [w for w in self.workers if not w.exited.done()]
+        for worker in running:
+            worker.process.terminate()
+        try:
+            async with asyncio.timeout(WORKER_STOP_DEADLINE):
+                await asyncio.gather(*(w.exited for w in running))
+        except TimeoutError:
+            for worker in running:
+                if not worker.exited.done():
+                    log.error("serve.worker_killed", worker=worker.index, worker_pid=worker.pid)
+                    worker.process.kill()
+            await asyncio.gather(*(w.exited for w in running))
+        clean = True
+        for worker in running:
+            # A worker stopped before it installed its own handler dies of the SIGTERM itself: fine.
+            if worker.process.exitcode not in (0, -signal.SIGTERM):
+                log.error("serve.worker_stop_failed", **worker.exit_fields())
+                clean = False
+        return clean
+
+
+async def _shared_emulator(settings: Settings) -> tuple[RunningEmulator, Settings]:
+    """Start the emulator the workers share; return it with the settings that point them at it.
+
+    Its webhooks go to the service's own address, where any worker takes them. To the workers it
+    is an ordinary Sendbird and Business Messaging endpoint, its token both API tokens and the
+    webhook signing key: what ``create_app`` does with an emulator of its own, from outside.
+    """
+    token = secrets.token_hex(20)
+    emulator = await start_emulator(api_token=token, app_id=EMULATOR_APP_ID)
+    base = settings.webhook_base_url()
+    emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird", f"{base}/api/webhooks/sms")
+    log.warning(
+        "sendbird.emulator_in_use",
+        base_url=emulator.base_url,
+        shared_by_workers=settings.service.workers,
+        development_only=True,
+    )
+    sendbird = settings.sendbird.model_copy(
+        update={"app_id": EMULATOR_APP_ID, "api_token": token, "base_url": emulator.base_url}
+    )
+    messaging = settings.messaging.model_copy(
+        update={"bm_api_token": token, "bm_base_url": emulator.base_url}
+    )
+    return emulator, settings.model_copy(update={"sendbird": sendbird, "messaging": messaging})
+
+
+# --- a worker --------------------------------------------------------------------------------------
+
+
+def run_worker(index: int, settings: Settings, ready: Connection) -> None:
+    """A worker process's entry point: serve until the parent's SIGTERM (or the parent is gone)."""
+    # Ctrl-C reaches the whole process group; the parent alone decides and sends SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Until the app installs its reload handler, a SIGHUP must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    configure_logging(fmt=settings.service.log_format, level=settings.service.log_level, with_pid=True)
+    try:
+        asyncio.run(_serve(index, settings, ready))
+    except Exception:
+        # Logged here (scrubbed), not printed by multiprocessing: a traceback may quote values.
+        log.exception("serve.worker_failed", worker=index)
+        sys.exit(1)
+
+
+async def _serve(index: int, settings: Settings, ready: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        _when_readable(parent.sentinel, lambda: _parent_gone(index, stop))
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=WORKER_SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        service = settings.service
+        await web.TCPSite(runner, service.host, service.port, reuse_port=True).start()
+        with contextlib.suppress(OSError):  # the parent is gone: its sentinel stops us next
+            ready.send(_READY)
+        ready.close()
+        log.info("serve.worker_listening", worker=index, port=service.port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    log.info("serve.worker_stopped", worker=index)
+
+
+def _parent_gone(index: int, stop: asyncio.Event) -> None:
+    log.error("serve.parent_gone", worker=index)
+    stop.set()
+
+
+def _when_readable(fd: int, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once, when ``fd`` becomes readable (a process sentinel: the process ended)."""
+    loop = asyncio.get_running_loop()
+
+    def fire() -> None:
+        loop.remove_reader(fd)
+        callback()
+
+    loop.add_reader(fd, fire)
