@@ -2,6 +2,7 @@
 single-INSERT endpoint measured in the same run on the same PostgreSQL.
 
     python bench/send_message.py [--clients 64] [--requests 4000] [--seconds 20]
+                                 [--workers 1] [--baseline-workers 1]
 
 Both servers run in their own process (the machine has 2 cores: one for the server, one for the
 load generator and PostgreSQL); the load generator is an aiohttp client on loopback. The caremsg
@@ -18,6 +19,7 @@ import multiprocessing
 import os
 import platform
 import secrets
+import socket
 import statistics
 import sys
 import tempfile
@@ -38,7 +40,7 @@ BASELINE_TABLE = (
 # --- servers (child processes) --------------------------------------------------------------------
 
 
-def _serve_caremsg(url: str, sendbird_port: int, token: str, ready: Any) -> None:
+def _serve_caremsg(url: str, sendbird_port: int, token: str, port: int, ready: Any) -> None:
     from aiohttp import web
 
     from handlers.app import create_app
@@ -65,7 +67,8 @@ def _serve_caremsg(url: str, sendbird_port: int, token: str, ready: Any) -> None
     async def main() -> None:
         runner = web.AppRunner(create_app(settings), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        # Several processes on one port share it as `caremsg serve --workers N` does (SO_REUSEPORT).
+        site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)
         await site.start()
         ready.put(runner.addresses[0][1])
         await asyncio.Event().wait()
@@ -85,7 +88,7 @@ def _serve_emulator(token: str, ready: Any) -> None:
     asyncio.run(main())
 
 
-def _serve_baseline(dsn: dict[str, Any], ready: Any) -> None:
+def _serve_baseline(dsn: dict[str, Any], port: int, ready: Any) -> None:
     import asyncpg
     from aiohttp import web
 
@@ -106,12 +109,18 @@ def _serve_baseline(dsn: dict[str, Any], ready: Any) -> None:
         app.router.add_post("/insert", insert)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)
         await site.start()
         ready.put(runner.addresses[0][1])
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _start(target: Any, *args: Any) -> tuple[multiprocessing.Process, int]:
@@ -192,6 +201,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=1, help="caremsg processes sharing the port")
+    parser.add_argument("--baseline-workers", type=int, default=1, help="baseline processes sharing the port")
     args = parser.parse_args()
 
     from sqlalchemy.engine import make_url
@@ -212,9 +223,10 @@ def main() -> None:
             }
             results = {}
             helpers: list[multiprocessing.Process] = []
-            for name in ("baseline", "caremsg"):
+            for name, workers in (("baseline", args.baseline_workers), ("caremsg", args.workers)):
+                port = _free_port()
                 if name == "baseline":
-                    process, port = _start(_serve_baseline, dsn)
+                    processes = [_start(_serve_baseline, dsn, port) for _ in range(workers)]
                     base = f"http://127.0.0.1:{port}"
                     body, headers, url = (
                         {"conversationId": 1, "message": "Checking in after discharge."},
@@ -225,18 +237,22 @@ def main() -> None:
                     token = secrets.token_hex(20)
                     emulator, emulator_port = _start(_serve_emulator, token)
                     helpers.append(emulator)
-                    process, port = _start(_serve_caremsg, server.url, emulator_port, token)
+                    processes = [
+                        _start(_serve_caremsg, server.url, emulator_port, token, port) for _ in range(workers)
+                    ]
                     base = f"http://127.0.0.1:{port}"
                     body, headers = asyncio.run(_caremsg_setup(base))
                     url = f"{base}/api/conversations/send-message"
+                label = f"{name} x{workers}" if workers > 1 else name
                 try:
                     asyncio.run(_load(url, body, headers, args.clients, args.warmup, args.seconds))
-                    results[name] = asyncio.run(
+                    results[label] = asyncio.run(
                         _load(url, body, headers, args.clients, args.requests, args.seconds)
                     )
                 finally:
-                    process.terminate()
-                    process.join(10)
+                    for process, _ in processes:
+                        process.terminate()
+                        process.join(10)
         finally:
             for helper in helpers:
                 helper.terminate()
@@ -248,8 +264,9 @@ def main() -> None:
     )
     for name, (rate, lat) in results.items():
         p50, p99 = _pct(lat, 50), _pct(lat, 99)
-        print(f"  {name:9s} {rate:8.0f} accepted/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   n={len(lat)}")
-    ratio = results["caremsg"][0] / results["baseline"][0]
+        print(f"  {name:12s} {rate:8.0f} accepted/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   n={len(lat)}")
+    (baseline_rate, _), (caremsg_rate, _) = results.values()
+    ratio = caremsg_rate / baseline_rate
     print(f"  caremsg / baseline throughput: {ratio:.0%} (target >= 30%); caremsg p99 target < 50 ms")
 
 
