@@ -99,6 +99,9 @@ class OutboxSettings(_Section):
     max_backoff_seconds: float = Field(300.0, gt=0)
     max_attempts: int = Field(50, ge=1)
     batch_size: int = Field(20, ge=1)
+    # Conversations delivered side by side per wave (one entry of each in flight). The cap is the
+    # Sendbird client's connection pool (httpx's default 100): more would only queue for a connection.
+    concurrency: int = Field(8, ge=1, le=100)
 
 
 class MessagingSettings(_Section):
