@@ -296,6 +296,13 @@ class OutboxRow(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("status IN ('pending','done','failed')", name="status"),
         Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # The claim's "an earlier message of this conversation is still pending" probe (migration 0007).
+        Index(
+            "ix_outbox_pending_send_message",
+            "conversation_id",
+            "id",
+            postgresql_where=text("status = 'pending' AND kind = 'send_message'"),
+        ),
     )
 
 
