@@ -4,7 +4,7 @@ keyed hashes of identifiers, and signed anchors."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,6 +21,7 @@ from engine.audit_chain import (
     content_digest,
     extend,
     first_problem,
+    link_hash,
 )
 from integrations.audit_anchor import AnchorError, public_key, sign_anchor, verify_anchor
 
@@ -58,6 +59,51 @@ def walk(
         if problem:
             return problem
     return None
+
+
+#: An event with every field set, a non-UTC offset with microseconds, quotes, a backslash, a tab, a
+#: non-ASCII character and nested details; and one with most fields missing. Their digests and links
+#: were computed by the first release of the chain: every sealed trail depends on these bytes.
+PINNED_FULL: dict[str, Any] = {
+    "occurred_at": datetime(2026, 3, 1, 13, 0, 0, 250, tzinfo=timezone(timedelta(hours=1))),
+    "request_id": "req-0001",
+    "actor_id": 42,
+    "actor_role": "care_team_member",
+    "organization_id": 7,
+    "source_address": "10.0.0.7",
+    "event": "decision",
+    "workflow": "patient.read",
+    "resource_type": "patient",
+    "resource_id": "9",
+    "patient_id": 9,
+    "decision": "allow",
+    "matched_rule": 'roles.csv:31: "care_team_member", patient.read \\ covered \u2014 ok\t',
+    "reason": "allowed",
+    "policy_version": "abc123",
+    "purpose": "treatment",
+    "break_glass": True,
+    "outcome": "success",
+    "details": {"consent_id": 3, "note": "fen\u00eatre\n", "nested": {"b": [1, 2.5, None], "a": False}},
+    "subject_hash": None,
+}
+PINNED_SPARSE: dict[str, Any] = {
+    "occurred_at": datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+    "event": "decision",
+    "workflow": "auth.login",
+    "outcome": "denied",
+    "details": {},
+}
+
+
+def test_the_digests_and_links_of_known_events_never_change() -> None:
+    full = content_digest(PINNED_FULL)
+    assert full == "2b35e98adc8cd535b34fe3a63d3dcc96bec8ac654fa30ce4631bef1839447a82"
+    assert content_digest(PINNED_SPARSE) == "2e1d87df12a80137381e2ce37ddb601beede613771c5b6f17afa2e3b09bd441a"
+    assert link_hash(1, 10, full, GENESIS_HASH) == (
+        "f69a5acc9ce6d7282317c9f6f3cc32e14db74f4d65efe0b6d2774b7b1c761a5c"
+    )
+    entries = extend(ChainHead(), [(10, PINNED_FULL), (11, PINNED_SPARSE)])
+    assert entries[1].hash == "cc8cdd8b85fe51af0231b1852a8dbca02ce5b038340e154744a2c4382d715728"
 
 
 def test_the_digest_ignores_key_order_and_names_every_field() -> None:
