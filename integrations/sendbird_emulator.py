@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import hmac
 import ipaddress
-import itertools
 import json
 import os
 import re
@@ -85,6 +84,10 @@ FaultKind = Literal["error", "rate_limit", "hang", "drop"]
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _wall_clock_us() -> int:
+    return time.time_ns() // 1_000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,7 +200,9 @@ class EmulatorState:
     webhook_deliveries: list[WebhookDelivery] = field(default_factory=list)
     #: Business Messaging sends (§8): what an SMS provider was asked to text, in order.
     notifications: list[EmulatedNotification] = field(default_factory=list)
-    _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
+    #: Where message ids come from (microseconds since the epoch): see :meth:`next_message_id`.
+    id_clock_us: Callable[[], int] = field(default=_wall_clock_us, repr=False)
+    _last_message_id: int = field(default=0, repr=False)
     _last_ms: int = field(default=0, repr=False)
 
     def messages(self, channel_url: str) -> list[EmulatedMessage]:
@@ -215,8 +220,17 @@ class EmulatorState:
         return self._last_ms
 
     def next_message_id(self) -> int:
-        """A fresh message id."""
-        return next(self._message_ids)
+        """A fresh message id: microseconds since the epoch, or the last id plus one if that is not larger.
+
+        Real ids are unique per application and never reused, and caremsg deduplicates webhooks by
+        message id across its whole database: an emulator started later (``caremsg serve`` restarted
+        on the same data) must not repeat an id an earlier one handed out, as counting from 1 in each
+        emulator did. Ids run ahead of the clock only when taken faster than one per microsecond,
+        which sends over HTTP never are. About 1.8e15 today: int64 (§5), and below 2**53 (exact as a
+        JSON double) until the year 2255.
+        """
+        self._last_message_id = max(self._last_message_id + 1, self.id_clock_us())
+        return self._last_message_id
 
 
 # --------------------------------------------------------------------------------------------------

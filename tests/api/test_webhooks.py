@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from handlers.app import create_app
+from handlers.settings import Settings
 from integrations.sendbird import sign_webhook
 from integrations.sendbird_emulator import sendbird_json
 from tests.api.conftest import Api
@@ -125,6 +127,42 @@ async def test_a_retried_event_is_stored_once(api: Api, db: asyncpg.Connection) 
     assert first == (200, {"status": "accepted"})
     assert second == (200, {"status": "duplicate"})
     assert await db.fetchval("SELECT count(*) FROM webhook_events WHERE dedupe_key LIKE '%:987654321'") == 1
+
+
+async def test_after_a_restart_the_new_emulators_events_are_processed_not_dropped_as_retries(
+    aiohttp_client: Any, settings: Settings, db: asyncpg.Connection
+) -> None:
+    # `caremsg serve` twice on one database: each run is a new app with a new emulator.
+    first = await _serve_and_send(Api(await aiohttp_client(create_app(settings))), db)
+    second = await _serve_and_send(Api(await aiohttp_client(create_app(settings))), db)
+
+    # Each run's echo of our own send is stored under its message id and processed (ignored), not
+    # answered "duplicate" because an earlier emulator had handed out the same id.
+    assert first[1] == second[1] == "ignored"
+    assert first[0] != second[0]
+
+
+async def _serve_and_send(api: Api, db: asyncpg.Connection) -> tuple[int, str]:
+    """Send one message through this app; its emulator's message id and how its echo was processed."""
+    wire_webhooks(api)
+    team = await care_team(api)
+    channel = team.conversation["channelUrl"]
+    status, accepted = await send(api, team.peer, team.conversation_id, "hello")
+    assert status == 202, accepted
+    await settled_deliveries(api, team.peer, accepted["id"])
+    await running_emulator(api).drain_webhooks()
+    (posted,) = emulator(api).messages(channel)
+    processed = await eventually(
+        lambda: db.fetchval(
+            "SELECT status FROM webhook_events"
+            " WHERE dedupe_key = $1 AND body LIKE $2 AND status <> 'pending'",
+            f"group_channel:message_send:{posted.message_id}",
+            f"%{channel}%",
+        ),
+        "the echo to be processed",
+    )
+    await api.client.close()  # this run stops before the next starts
+    return posted.message_id, processed
 
 
 # --- what events do ----------------------------------------------------------------------------------

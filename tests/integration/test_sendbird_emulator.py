@@ -19,6 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from integrations.sendbird import verify_webhook_signature
 from integrations.sendbird_emulator import (
+    EmulatorState,
+    FaultInjector,
     RunningEmulator,
     create_emulator_app,
     emulator_state_key,
@@ -292,6 +294,33 @@ async def test_the_same_dedup_id_in_another_channel_is_a_new_message(
 
     assert here.json()["message_id"] != there.json()["message_id"]
     assert len(emulator.state.messages(CHANNEL)) == len(emulator.state.messages("ward_8")) == 1
+
+
+async def test_emulators_started_one_after_another_never_hand_out_the_same_message_id() -> None:
+    # `caremsg serve` restarted on the same database: webhooks are deduplicated by message id there.
+    handed_out: list[list[int]] = []
+    for _ in range(3):
+        running = await start_emulator(app_id=APP_ID, api_token=API_TOKEN)
+        try:
+            headers = {"Api-Token": API_TOKEN}
+            async with httpx.AsyncClient(base_url=running.base_url, headers=headers) as api:
+                await seed(api)
+                replies = [await send(api, user_id="alice") for _ in range(20)]
+                handed_out.append([reply.json()["message_id"] for reply in replies])
+        finally:
+            await running.close()
+
+    every = [i for ids in handed_out for i in ids]
+    assert len(set(every)) == len(every) == 60
+    assert every == sorted(every)  # each later emulator starts above everything handed out before
+    assert all(2**32 < i < 2**53 for i in every)  # int64 like Sendbird's, and exact as a JSON double
+
+
+def test_message_ids_keep_increasing_when_the_clock_stands_still_or_steps_back() -> None:
+    readings = iter([1_000, 1_000, 1_000, 900, 5_000])
+    state = EmulatorState(APP_ID, API_TOKEN, FaultInjector(FaultClock()), id_clock_us=lambda: next(readings))
+
+    assert [state.next_message_id() for _ in range(5)] == [1_000, 1_001, 1_002, 1_003, 5_000]
 
 
 async def test_only_members_may_send_and_a_frozen_channel_takes_only_operators_and_admins(
