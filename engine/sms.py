@@ -34,6 +34,9 @@ class SmsRules:
     full_text_group_ids: frozenset[int] = frozenset()
     notification_text: str = "You have a new secure message from your care team."
     help_text: str = "Secure messages from your care team. Reply STOP to opt out, START to opt back in."
+    #: The one confirmation an opt-out gets (carriers and CTIA expect it), and the one an opt-in gets.
+    stop_text: str = "You will get no more texts from your care team. Reply START to opt back in."
+    start_text: str = "You will get texts from your care team again. Reply STOP to opt out."
     version: str = ""
     stop_words: frozenset[str] = field(
         default=frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
@@ -46,6 +49,12 @@ class Keyword(StrEnum):
     STOP = "stop"
     START = "start"
     HELP = "help"
+
+
+def keyword_reply(word: Keyword, rules: SmsRules) -> str:
+    """What caremsg texts back to a keyword: the help text, or the confirmation of STOP or START."""
+    replies = {Keyword.HELP: rules.help_text, Keyword.STOP: rules.stop_text, Keyword.START: rules.start_text}
+    return replies[word]
 
 
 def keyword(text: str, rules: SmsRules) -> Keyword | None:

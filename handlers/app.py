@@ -239,7 +239,9 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     m = settings.messaging
     emulator = app.get(emulator_key)
-    rules = load_sms_rules(settings.policy.path(), m.sms_notification_text, m.sms_help_text)
+    rules = load_sms_rules(
+        settings.policy.path(), m.sms_notification_text, m.sms_help_text, m.sms_stop_text, m.sms_start_text
+    )
     app[sms_rules_key] = rules
     if emulator is not None:
         # The emulator plays Business Messaging too; its one token stands in for both tokens.

@@ -118,6 +118,8 @@ class MessagingSettings(_Section):
     sms_template_key: str = "caremsg_sms"
     sms_notification_text: str = "You have a new secure message from your care team."
     sms_help_text: str = "Secure messages from your care team. Reply STOP to opt out, START to opt back in."
+    sms_stop_text: str = "You will get no more texts from your care team. Reply START to opt back in."
+    sms_start_text: str = "You will get texts from your care team again. Reply STOP to opt out."
     # Where the emulator posts its signed webhooks; empty: http://{service.host}:{service.port}.
     webhook_base_url: str = ""
     webhook_poll_interval_seconds: float = Field(1.0, gt=0)

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine.errors import ChatGatewayError, ChatUnavailable
 from engine.ports import SmsGateway
 from engine.services import utc_now
-from engine.sms import SmsRules, sms_text, textable
+from engine.sms import Keyword, SmsRules, keyword_reply, sms_text, textable
 from engine.workflows.messaging import POST_SMS_REPLY, SEND_SMS
 from integrations.db.repositories import SqlRelationshipFacts
 from integrations.relay import OutboxEntry, RelayContext
@@ -127,8 +127,12 @@ class SendSms:
         self._sent: dict[int, str] = {}
 
     async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
-        if "help_participant_id" in entry.payload:
-            await self._help(int(entry.payload["help_participant_id"]), ctx)
+        if "keyword_reply" in entry.payload:
+            word = Keyword(entry.payload["keyword_reply"])
+            await self._reply(int(entry.payload["participant_id"]), keyword_reply(word, self._rules), ctx)
+            return
+        if "help_participant_id" in entry.payload:  # entries queued before keyword_reply existed
+            await self._reply(int(entry.payload["help_participant_id"]), self._rules.help_text, ctx)
             return
         async with ctx.sessions() as session:
             row = (
@@ -164,7 +168,9 @@ class SendSms:
             text=sms_text(row.content, row.body, self._rules),
         )
 
-    async def _help(self, participant_id: int, ctx: RelayContext) -> None:
+    async def _reply(self, participant_id: int, reply: str, ctx: RelayContext) -> None:
+        """Answer a carrier keyword; sent whatever the opt-out state (the STOP confirmation is sent to
+        a number that has just opted out)."""
         async with ctx.sessions() as session:
             row = (
                 await session.execute(
@@ -174,7 +180,7 @@ class SendSms:
             ).one()
         if textable(row.phone_number):
             await self._gateway.send_sms(
-                recipient_user_id=row.chat_user_id, phone_number=row.phone_number, text=self._rules.help_text
+                recipient_user_id=row.chat_user_id, phone_number=row.phone_number, text=reply
             )
 
     async def settle(
@@ -187,7 +193,7 @@ class SendSms:
         reasons: list[str | None] = []
         for entry in done:
             provider_id = self._sent.pop(entry.id, None)
-            if "delivery_id" in entry.payload:  # a HELP answer has no delivery row
+            if "delivery_id" in entry.payload:  # a keyword answer has no delivery row
                 ids.append(int(entry.payload["delivery_id"]))
                 states.append("sent")
                 provider_ids.append(provider_id or None)
@@ -261,7 +267,9 @@ class PostSmsReply:
 SMS_POLICY_FILE = "sms.toml"
 
 
-def load_sms_rules(policy_dir: Path, notification_text: str, help_text: str) -> SmsRules:
+def load_sms_rules(
+    policy_dir: Path, notification_text: str, help_text: str, stop_text: str, start_text: str
+) -> SmsRules:
     """Read policies/sms.toml: the compliance groups whose members may get full text by SMS.
 
     A missing file means none. The file's hash is recorded with every full-text decision, because
@@ -277,5 +285,7 @@ def load_sms_rules(policy_dir: Path, notification_text: str, help_text: str) -> 
         full_text_group_ids=frozenset(ids),
         notification_text=notification_text,
         help_text=help_text,
+        stop_text=stop_text,
+        start_text=start_text,
         version=hashlib.sha256(raw).hexdigest()[:16],
     )

@@ -289,6 +289,7 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                 )
             )
 
+        changed = False
         if word is Keyword.STOP:
             changed = await uow.messaging.set_opt_out(event.from_number, True, event.provider_message_id)
             audit("sms_opt_out", changed=int(changed))
@@ -296,11 +297,16 @@ async def sms_received(services: Services, event: InboundSms) -> str:
             changed = await uow.messaging.set_opt_out(event.from_number, False, event.provider_message_id)
             audit("sms_opt_in", changed=int(changed))
         elif word is Keyword.HELP:
-            await uow.outbox.enqueue(
-                SEND_SMS, {"help_participant_id": route.participant_id}, conversation_id=route.conversation_id
-            )
             audit("sms_help")
-        else:
+        if word is not None and (word is Keyword.HELP or changed):
+            # HELP is always answered; STOP and START are confirmed once, when they change something
+            # (a repeated STOP gets no second text). The STOP confirmation is the last text sent.
+            await uow.outbox.enqueue(
+                SEND_SMS,
+                {"keyword_reply": word.value, "participant_id": route.participant_id},
+                conversation_id=route.conversation_id,
+            )
+        if word is None:
             consent_id = await uow.facts.external_consent(
                 route.patient_id, route.phone_number, route.organization_id, now
             )

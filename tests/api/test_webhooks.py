@@ -297,7 +297,7 @@ async def test_stop_opts_out_so_no_further_texts_and_start_opts_back_in(
     assert accepted["deliveries"][1]["state"] == "failed"
     assert accepted["deliveries"][1]["reason"] == "opted_out"
     await settled_deliveries(api, team.peer, accepted["id"])
-    assert emulator(api).notifications == []
+    assert [t.text for t in emulator(api).notifications] == [api.services.sms.stop_text]  # only that
 
     running_emulator(api).receive_sms(team.phone, "START")
     await eventually(
@@ -307,7 +307,56 @@ async def test_stop_opts_out_so_no_further_texts_and_start_opts_back_in(
     status, accepted = await send(api, team.peer, team.conversation_id, "welcome back")
     assert status == 202, accepted
     assert [d["state"] for d in await settled_deliveries(api, team.peer, accepted["id"])] == ["sent", "sent"]
-    assert [t.text for t in emulator(api).notifications] == [NOTIFICATION]
+    rules = api.services.sms
+    assert [t.text for t in emulator(api).notifications] == [rules.stop_text, rules.start_text, NOTIFICATION]
+
+
+async def test_stop_is_confirmed_once_and_start_once(api: Api, db: asyncpg.Connection) -> None:
+    wire_webhooks(api)
+    team = await care_team(api)
+    rules = api.services.sms
+
+    async def texted(count: int, what: str) -> None:
+        await eventually(lambda: _async(len(emulator(api).notifications) >= count or None), what)
+
+    async def recorded(event: str, count: int) -> None:
+        # Inbound texts are processed asynchronously: wait for each before sending the next.
+        await eventually(
+            lambda: db.fetchval(
+                "SELECT count(*) >= $2 FROM audit_events WHERE event = $1 AND patient_id = $3",
+                event,
+                count,
+                team.patient_id,
+            ),
+            f"{count} {event} record(s)",
+        )
+
+    running_emulator(api).receive_sms(team.phone, "STOP")
+    await texted(1, "the STOP confirmation")
+    running_emulator(api).receive_sms(team.phone, "stop")  # already opted out: changes nothing
+    await recorded("sms_opt_out", 2)
+    running_emulator(api).receive_sms(team.phone, "START")
+    await texted(2, "the START confirmation")
+    await eventually(
+        lambda: db.fetchval(
+            "SELECT count(*) = 0 FROM outbox WHERE status = 'pending' AND conversation_id = $1",
+            team.conversation_id,
+        ),
+        "the outbox to drain",
+    )
+
+    assert [t.text for t in emulator(api).notifications] == [rules.stop_text, rules.start_text]
+    assert [t.phone_number for t in emulator(api).notifications] == [team.phone, team.phone]
+    changed = await db.fetch(
+        "SELECT event, details->>'changed' AS changed FROM audit_events"
+        " WHERE workflow = 'sms.reply' AND patient_id = $1 ORDER BY id",
+        team.patient_id,
+    )
+    assert [(r["event"], r["changed"]) for r in changed] == [
+        ("sms_opt_out", "1"),
+        ("sms_opt_out", "0"),
+        ("sms_opt_in", "1"),
+    ]
 
 
 async def test_help_is_answered_with_the_help_text(api: Api) -> None:
