@@ -101,7 +101,6 @@ class PatientRelation:
     patient_id: int
     patient_organization_id: int
     on_care_team: bool
-    covering_consent_id: int | None
 
 
 @dataclass(frozen=True)
@@ -265,15 +264,10 @@ class Outbox(Protocol):
 class RelationshipFacts(Protocol):
     """Relationship facts for policy decisions, read in the workflow's transaction."""
 
-    async def patient_relation(
-        self, patient_id: int, *, user_id: int, organization_id: int, at: datetime, with_consent: bool = True
-    ) -> PatientRelation | None:
-        """None if the patient does not exist. ``with_consent=False`` skips the consent lookup
-        (the caller answers consent from the in-memory index)."""
-        ...
-
-    async def organization_consent(self, patient_id: int, organization_id: int, at: datetime) -> int | None:
-        """The id of an active consent disclosing the patient to the organization (or a group it is in)."""
+    async def patient_relation(self, patient_id: int, *, user_id: int) -> PatientRelation | None:
+        """None if the patient does not exist. Whether a consent covers the person's organization is
+        answered by the in-memory consent index (:meth:`engine.services.Decider.relation_facts`),
+        which, unlike a plain lookup, also weighs the workflow's scope and purposes."""
         ...
 
     async def external_consent(

@@ -266,9 +266,7 @@ class Guard(Decider):
         is_actor = user_id is None or user_id == self.actor.user_id
         user_id = self.actor.user_id if user_id is None else user_id
         organization_id = self.actor.organization_id if organization_id is None else organization_id
-        relation = await self.uow.facts.patient_relation(
-            patient_id, user_id=user_id, organization_id=organization_id, at=self.now, with_consent=False
-        )
+        relation = await self.uow.facts.patient_relation(patient_id, user_id=user_id)
         if relation is None:
             self.record_missing(workflow, "patient", patient_id)
             raise NotFound("patient")

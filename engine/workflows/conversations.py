@@ -224,9 +224,7 @@ async def send_message(
         if context.patient_organization_id is None:
             decider.record_missing(workflow, "patient", context.patient_id)
             raise NotFound("patient")
-        relation = PatientRelation(
-            context.patient_id, context.patient_organization_id, context.on_care_team, None
-        )
+        relation = PatientRelation(context.patient_id, context.patient_organization_id, context.on_care_team)
         facts, details = decider.relation_facts(workflow, relation)
         if context.is_member:
             facts.add(Fact.MEMBER)

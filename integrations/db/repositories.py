@@ -438,9 +438,7 @@ def _active_consent(patient_id: int, at: datetime) -> Any:
 
 
 class SqlRelationshipFacts(_Repository):
-    async def patient_relation(
-        self, patient_id: int, *, user_id: int, organization_id: int, at: datetime, with_consent: bool = True
-    ) -> PatientRelation | None:
+    async def patient_relation(self, patient_id: int, *, user_id: int) -> PatientRelation | None:
         on_team = exists().where(
             teams_t.c.patient_id == patients_t.c.id,
             team_members_t.c.care_team_id == teams_t.c.id,
@@ -455,29 +453,7 @@ class SqlRelationshipFacts(_Repository):
         ).one_or_none()
         if row is None:
             return None
-        consent_id = None
-        if with_consent and row.organization_id != organization_id:
-            consent_id = await self.organization_consent(patient_id, organization_id, at)
-        return PatientRelation(patient_id, row.organization_id, bool(row.on_team), consent_id)
-
-    async def organization_consent(self, patient_id: int, organization_id: int, at: datetime) -> int | None:
-        c = consents_t.c
-        in_groups = select(group_members_t.c.group_id).where(
-            group_members_t.c.organization_id == organization_id
-        )
-        query = (
-            select(c.id)
-            .where(
-                _active_consent(patient_id, at),
-                or_(
-                    and_(c.recipient_type == "organization", c.organization_id == organization_id),
-                    and_(c.recipient_type == "compliance_group", c.compliance_group_id.in_(in_groups)),
-                ),
-            )
-            .order_by(c.id)
-            .limit(1)
-        )
-        return (await self.session.execute(query)).scalar_one_or_none()
+        return PatientRelation(patient_id, row.organization_id, bool(row.on_team))
 
     async def external_consent(
         self, patient_id: int, phone_number: str, organization_id: int | None, at: datetime
