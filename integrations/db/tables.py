@@ -303,6 +303,8 @@ class OutboxRow(SQLModel, table=True):
             "id",
             postgresql_where=text("status = 'pending' AND kind = 'send_message'"),
         ),
+        # The claim takes pending rows in id order (migration 0008).
+        Index("ix_outbox_pending", "id", postgresql_where=text("status = 'pending'")),
     )
 
 
