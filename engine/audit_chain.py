@@ -32,10 +32,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from json.encoder import encode_basestring
+from typing import Any, Literal
 
 #: The event fields the digest covers, in the order they are documented (the JSON is sorted anyway).
 #: Adding a field here changes every digest: a new field needs a new content version instead.
@@ -67,30 +68,90 @@ GENESIS_HASH = "0" * 64
 ProblemKind = Literal["edited", "deleted", "inserted", "reordered"]
 
 
+def _datetime_json(obj: object) -> str:
+    if isinstance(obj, datetime):
+        return obj.astimezone(UTC).isoformat()
+    raise TypeError(f"not canonicalisable: {type(obj).__name__}")
+
+
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_datetime_json
+)
+
+
 def canonical_json(value: object) -> bytes:
     """One byte string per value: sorted keys, no whitespace, UTF-8; datetimes as UTC ISO 8601."""
+    return _CANONICAL.encode(value).encode()
 
-    def default(obj: object) -> str:
-        if isinstance(obj, datetime):
-            return obj.astimezone(UTC).isoformat()
-        raise TypeError(f"not canonicalisable: {type(obj).__name__}")
 
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=default
-    ).encode()
+# --- the same bytes, without the general encoder ----------------------------------------------------
+# A digest is computed for every sealed event and every verified one, and json.dumps of the 21-key
+# content was about half of the sealer's CPU per event. The chain's JSON objects have fixed keys, so
+# each is a template whose values are encoded one by one, by the very functions the json module
+# calls for their exact type; any other type goes to the general encoder. The bytes are those of
+# canonical_json: tests/unit/test_audit_chain.py pins known digests and compares the two on awkward
+# values of every field.
+
+
+def _json_datetime(value: datetime) -> str:
+    return f'"{value.astimezone(UTC).isoformat()}"'  # digits, "-", ":", "T", "." and "+": no escapes
+
+
+def _json_dict(value: dict[Any, Any]) -> str:
+    return _CANONICAL.encode(value) if value else "{}"
+
+
+#: By exact type (so a bool is not taken for an int, nor a str subclass for a str).
+_JSON_OF_TYPE: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring,  # what the encoder calls for a str when ensure_ascii is off
+    int: int.__repr__,  # what it calls for an int
+    bool: ("false", "true").__getitem__,
+    type(None): "null".format,  # "null", whatever the argument
+    datetime: _json_datetime,  # what ``default`` returns, as a JSON string
+    dict: _json_dict,
+}
+
+
+def _json_value(value: object) -> str:
+    return _JSON_OF_TYPE.get(type(value), _CANONICAL.encode)(value)
+
+
+def _template(fields: Iterable[str], constants: Mapping[str, object]) -> str:
+    """The canonical JSON object with these keys (sorted), ``%s`` for each field's value."""
+    keys = sorted([*fields, *constants])
+    items = (f"{encode_basestring(k)}:{_json_value(constants[k]) if k in constants else '%s'}" for k in keys)
+    return "{" + ",".join(items) + "}"
+
+
+#: :data:`CONTENT_FIELDS` in the order the canonical JSON has them (sorted): the order
+#: :func:`digest_of_values` takes the values in, and a reader can select the columns in.
+DIGEST_FIELDS: tuple[str, ...] = tuple(sorted(CONTENT_FIELDS))
+_CONTENT = _template(DIGEST_FIELDS, {"v": CONTENT_VERSION})
+_LINK = _template(("digest", "event_id", "prev", "seq"), {})
 
 
 def content_digest(content: Mapping[str, object]) -> str:
     """SHA-256 of an event's canonical content: the :data:`CONTENT_FIELDS`, missing ones as null."""
-    body = {name: content.get(name) for name in CONTENT_FIELDS}
-    body["v"] = CONTENT_VERSION
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    return digest_of_values([content.get(name) for name in DIGEST_FIELDS])
+
+
+def digest_of_values(values: Iterable[object]) -> str:
+    """:func:`content_digest` of the content whose :data:`DIGEST_FIELDS` are ``values``, in that
+    order: a database row read in that order needs no dict."""
+    body = _CONTENT % tuple([_JSON_OF_TYPE.get(type(v), _CANONICAL.encode)(v) for v in values])
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def link_hash(seq: int, event_id: int, digest: str, prev_hash: str) -> str:
     """The hash of chain entry ``seq``: binds its position, its event id, its content and its past."""
-    body = {"digest": digest, "event_id": event_id, "prev": prev_hash, "seq": seq}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    if type(seq) is type(event_id) is int and type(digest) is type(prev_hash) is str:
+        hexes = digest + prev_hash
+        if hexes.isascii() and hexes.isalnum():  # hex digests: JSON writes them as they are
+            body = f'{{"digest":"{digest}","event_id":{event_id},"prev":"{prev_hash}","seq":{seq}}}'
+            return hashlib.sha256(body.encode()).hexdigest()
+    # What a tampered chain entry may hold.
+    body = _LINK % (_json_value(digest), _json_value(event_id), _json_value(prev_hash), _json_value(seq))
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -113,11 +174,16 @@ class ChainHead:
 
 def extend(head: ChainHead, events: list[tuple[int, Mapping[str, object]]]) -> list[ChainEntry]:
     """Chain ``(event_id, content)`` pairs, in the order given, after ``head``."""
+    return link(head, [(event_id, content_digest(content)) for event_id, content in events])
+
+
+def link(head: ChainHead, digests: Sequence[tuple[int, str]]) -> list[ChainEntry]:
+    """Chain ``(event_id, digest)`` pairs, in the order given, after ``head``: :func:`extend` for a
+    caller that computed the digests itself (with :func:`digest_of_values`)."""
     entries: list[ChainEntry] = []
     prev, seq = head.hash, head.seq
-    for event_id, content in events:
+    for event_id, digest in digests:
         seq += 1
-        digest = content_digest(content)
         entry = ChainEntry(seq, event_id, digest, prev, link_hash(seq, event_id, digest, prev))
         entries.append(entry)
         prev = entry.hash

@@ -3,8 +3,11 @@ keyed hashes of identifiers, and signed anchors."""
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import json
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,14 +16,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.audit_chain import (
     CONTENT_FIELDS,
+    CONTENT_VERSION,
+    DIGEST_FIELDS,
     GENESIS_HASH,
     ChainHead,
     ChainWalk,
     IdentifierHasher,
     Problem,
     content_digest,
+    digest_of_values,
     extend,
     first_problem,
+    link,
     link_hash,
 )
 from integrations.audit_anchor import AnchorError, public_key, sign_anchor, verify_anchor
@@ -104,6 +111,96 @@ def test_the_digests_and_links_of_known_events_never_change() -> None:
     )
     entries = extend(ChainHead(), [(10, PINNED_FULL), (11, PINNED_SPARSE)])
     assert entries[1].hash == "cc8cdd8b85fe51af0231b1852a8dbca02ce5b038340e154744a2c4382d715728"
+
+
+def reference_hash(body: dict[str, object]) -> str:
+    """The chain's hashes as first written: json.dumps of the whole object, then SHA-256."""
+
+    def default(obj: object) -> str:
+        if isinstance(obj, datetime):
+            return obj.astimezone(UTC).isoformat()
+        raise TypeError(f"not canonicalisable: {type(obj).__name__}")
+
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Word(enum.StrEnum):
+    HELLO = "hello"
+
+
+AWKWARD = [
+    None,
+    True,
+    False,
+    0,
+    -7,
+    2**70,
+    Colour.RED,
+    1.5,
+    -0.0,
+    1e300,
+    float("inf"),
+    float("nan"),
+    "",
+    'quote " backslash \\ slash / percent %s %d',
+    "".join(chr(c) for c in range(32)) + "\x7f",
+    "\u2028\u2029 \u00e9\u6f22\U0001f642",
+    Word.HELLO,
+    datetime(2026, 3, 1, 12, 0),  # noqa: DTZ001 - naive: read as local time, by both
+    datetime(2026, 3, 1, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    datetime.max.replace(tzinfo=UTC),
+    {},
+    {"b": 1, "a": [1, {"d": None, "c": "x"}], "\u00fc": 2, "Z": 3.25, "": True},
+    [],
+    [1, "a", None, [2.5]],
+]
+
+
+@pytest.mark.parametrize("value", AWKWARD, ids=repr)
+def test_every_field_holding_any_value_digests_as_the_general_json_encoder_would(value: object) -> None:
+    for name in CONTENT_FIELDS:
+        event = {**PINNED_FULL, name: value}
+        expected = reference_hash({**event, "v": CONTENT_VERSION})
+        assert content_digest(event) == expected, name
+        assert digest_of_values([event[f] for f in DIGEST_FIELDS]) == expected, name
+
+
+def test_a_value_json_cannot_write_is_refused_as_before() -> None:
+    with pytest.raises(TypeError, match="not canonicalisable: date"):
+        content_digest({**PINNED_FULL, "details": {"on": date(2026, 3, 1)}})
+    with pytest.raises(TypeError, match="not canonicalisable: date"):
+        content_digest({**PINNED_FULL, "purpose": date(2026, 3, 1)})
+
+
+@pytest.mark.parametrize(
+    ("digest", "prev"),
+    [
+        ("a" * 64, GENESIS_HASH),
+        ('forged"digest', "b" * 64),
+        ("ab\\cd", "\u00e9t\u00e9"),
+        ("", " spaced "),
+    ],
+)
+def test_a_link_hashes_as_the_general_json_encoder_would_even_over_tampered_values(
+    digest: str, prev: str
+) -> None:
+    for seq, event_id in ((1, 10), (2**63 - 1, 0), (True, Colour.RED)):
+        expected = reference_hash({"digest": digest, "event_id": event_id, "prev": prev, "seq": seq})
+        assert link_hash(seq, event_id, digest, prev) == expected
+
+
+def test_linking_digests_chains_exactly_as_extending_with_contents() -> None:
+    contents = [content(i) for i in range(1, 6)]
+    head = ChainHead(7, "c" * 64, 70)
+    by_content = extend(head, [(100 + i, c) for i, c in enumerate(contents)])
+    by_digest = link(head, [(100 + i, content_digest(c)) for i, c in enumerate(contents)])
+    assert by_digest == by_content
+    assert [e.seq for e in by_digest] == [8, 9, 10, 11, 12]
 
 
 def test_the_digest_ignores_key_order_and_names_every_field() -> None:
