@@ -18,11 +18,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from structlog.testing import capture_logs
 
 from engine.audit import AuditEvent
+from engine.audit_chain import ChainHead, extend
 from integrations.audit_sealer import AuditSealer
+from integrations.audit_store import CONTENT_COLUMNS, chain_t, content_of, events_t, verify_chain
 from integrations.db.migrate import upgrade
 from integrations.db.uow import SqlUnitOfWork
 from tests.conftest import _admin, _asyncpg_dsn
@@ -370,3 +374,106 @@ async def test_an_altered_anchor_does_not_verify(trail_url: str, engine: AsyncEn
 
     assert code == 1
     assert "anchor INVALID: the signature does not verify" in out
+
+
+# --- the sealer itself: what it hashes, and how it fails -------------------------------------------
+
+AWKWARD_TEXT = [
+    'quote " backslash \\ slash / percent %s',
+    "".join(chr(c) for c in range(1, 32)) + "\x7f",
+    "\u2028\u2029 \u00e9\u6f22\U0001f642",
+    "",
+]
+AWKWARD_DETAILS = [
+    "{}",
+    '{"consent_id": 3}',
+    '{"b": [1, 2.50, 1e2, -0, 1.0E+2, 12345678901234567890, 1.5e-7], "a": {"z": "\\u0001\u00e9"}}',
+    '{"\u00e9": null, "": true, "Z": false, "aa": "x", "b": {}}',
+    "[1, 2]",
+    '"just text"',
+    "null",
+    "3.0",
+]
+
+
+async def test_the_sealer_hashes_awkward_events_exactly_as_the_verifier_reads_them(
+    engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    # Written straight into the table: whatever a writer stores must seal as the verifier reads it.
+    rows = [
+        (
+            T0 + timedelta(seconds=i, microseconds=i * 123457 % 1_000_000 if i % 2 else 0),
+            AWKWARD_TEXT[i % len(AWKWARD_TEXT)],
+            None if i % 3 == 0 else i,
+            None if i % 3 == 1 else AWKWARD_TEXT[(i + 1) % len(AWKWARD_TEXT)],
+            i % 2 == 0,
+            AWKWARD_DETAILS[i % len(AWKWARD_DETAILS)],
+        )
+        for i in range(24)
+    ]
+    await conn.executemany(
+        "INSERT INTO audit_events (occurred_at, request_id, actor_id, matched_rule, break_glass,"
+        " details, event, workflow, outcome) VALUES ($1, $2, $3, $4, $5, $6::jsonb, 'decision',"
+        " 'patient.read', 'success')",
+        rows,
+    )
+
+    assert await AuditSealer(engine, batch_size=5).seal_pending() == len(rows)
+
+    async with engine.connect() as c:
+        events = (await c.execute(select(events_t.c.id, *CONTENT_COLUMNS).order_by(events_t.c.id))).all()
+        chain = (await c.execute(select(chain_t).order_by(chain_t.c.seq))).all()
+        report = await verify_chain(c)
+    expected = extend(ChainHead(), [(e.id, content_of(e)) for e in events])
+    assert [(r.seq, r.event_id, r.digest, r.prev_hash, r.hash) for r in chain] == [
+        (x.seq, x.event_id, x.digest, x.prev_hash, x.hash) for x in expected
+    ]
+    assert report.ok
+    assert (report.checked, report.unsealed) == (len(rows), 0)
+
+
+async def test_a_round_that_cannot_get_the_horizon_is_logged_without_content_and_retried(
+    engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    await write_events(engine, 2)
+    # A writer that holds the writers' lock past the sealer's patience (uncommitted, with an event).
+    slow = conn.transaction()
+    await slow.start()
+    await conn.execute(
+        "INSERT INTO audit_events (event, workflow, outcome, request_id)"
+        " VALUES ('decision', 'patient.read', 'success', 'req-secret-0001')"
+    )
+    sealer = AuditSealer(engine, interval=0.05, horizon_timeout_ms=20)
+    with pytest.raises(asyncpg.LockNotAvailableError):
+        await sealer.seal_pending()
+    # The failed round left nothing behind: no transaction, no advisory lock but the writer's.
+    leftovers = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity a LEFT JOIN pg_locks l"
+        " ON l.pid = a.pid AND l.locktype = 'advisory'"
+        " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+        " AND (a.state LIKE 'idle in transaction%' OR l.pid IS NOT NULL)"
+    )
+    assert leftovers == 0
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(sealer.run())
+        try:
+            while not any(e["event"] == "audit.seal_failed" for e in logs):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # polling for the logged failure, not sleeping instead of it
+            await slow.commit()
+            sealer.wake()
+            while await conn.fetchval("SELECT count(*) FROM audit_chain") < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # polling for the chain in PostgreSQL, as above
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    failures = [e for e in logs if e["event"] == "audit.seal_failed"]
+    assert failures[0] == {
+        "event": "audit.seal_failed",
+        "error": "LockNotAvailableError",
+        "log_level": "warning",
+    }
+    assert "req-secret" not in repr(logs)
+    async with engine.connect() as c:
+        assert (await verify_chain(c)).ok
