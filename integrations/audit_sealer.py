@@ -23,9 +23,9 @@ connections (the same pool and connect arguments, statement_timeout included), n
 SQLAlchemy, whose rows and executemany cost the sealer about as much CPU per event as hashing did
 (bench/audit_sealer.py). A round is the horizon transaction, three round trips (BEGIN with SET LOCAL
 and the lock; the maximum, with the head's event id; COMMIT), and only if something is unsealed, one
-transaction of four per batch (BEGIN with :data:`SEAL_LOCK`; one read of the head and the batch; one
-INSERT of the whole batch from arrays; COMMIT). A connection that a failure leaves in a transaction
-is discarded, never handed back to the pool.
+transaction of four statements per batch (BEGIN with :data:`SEAL_LOCK`; one read of the head and the
+batch; one COPY of the whole batch; COMMIT). A connection that a failure leaves in a transaction is
+discarded, never handed back to the pool.
 """
 
 from __future__ import annotations
@@ -70,10 +70,7 @@ _BATCH = f"""
     ORDER BY id
     LIMIT $2
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
-_INSERT = """
-    INSERT INTO audit_chain (seq, event_id, digest, prev_hash, hash)
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])
-"""
+_CHAIN_COLUMNS = ("seq", "event_id", "digest", "prev_hash", "hash")
 
 
 class AuditSealer:
@@ -135,17 +132,14 @@ class AuditSealer:
             details, end = _DETAILS, len(DIGEST_FIELDS)
             digests = []
             for row in rows:
-                values = row[:end]
-                values = (*values[:details], _json_object(values[details]), *values[details + 1 :])
+                values = (*row[:details], _json_object(row[details]), *row[details + 1 : end])
                 digests.append((row[end], digest_of_values(values)))
             entries = link(head, digests)
-            await conn.execute(
-                _INSERT,
-                [x.seq for x in entries],
-                [x.event_id for x in entries],
-                [x.digest for x in entries],
-                [x.prev_hash for x in entries],
-                [x.hash for x in entries],
+            # COPY: a third of the client CPU of INSERT ... unnest(arrays), the same in PostgreSQL.
+            await conn.copy_records_to_table(
+                "audit_chain",
+                records=[(x.seq, x.event_id, x.digest, x.prev_hash, x.hash) for x in entries],
+                columns=_CHAIN_COLUMNS,
             )
         return len(entries), entries[-1].event_id
 
