@@ -24,8 +24,8 @@ SQLAlchemy, whose rows and executemany cost the sealer about as much CPU per eve
 (bench/audit_sealer.py). A round is the horizon transaction, three round trips (BEGIN with SET LOCAL
 and the lock; the maximum, with the head's event id; COMMIT), and only if something is unsealed, one
 transaction of four statements per batch (BEGIN with :data:`SEAL_LOCK`; one read of the head and the
-batch; one COPY of the whole batch; COMMIT). A connection that a failure leaves in a transaction is
-discarded, never handed back to the pool.
+batch; one COPY of the whole batch; COMMIT). After a failure the connection rolls back, or is
+discarded if it cannot: it never goes back to the pool in a transaction.
 """
 
 from __future__ import annotations
@@ -147,9 +147,11 @@ class AuditSealer:
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The asyncpg connection under one of the engine's pooled connections, for one round.
 
-        If the round fails and the connection cannot say it is idle and out of any transaction, it
-        is invalidated (closed; PostgreSQL drops its transaction and advisory locks) rather than
-        handed back to the pool.
+        After a failure it goes back to the pool only once a ROLLBACK has gone through and left it
+        out of any transaction: asyncpg waits for a cancelled statement's end before sending it, so
+        a round cancelled in mid-statement is covered too (the connection's transaction state is
+        not yet known when the cancellation arrives). Otherwise it is invalidated: closed, and
+        PostgreSQL drops its transaction and advisory locks.
         """
         async with self._engine.connect() as pooled:
             conn = (await pooled.get_raw_connection()).driver_connection
@@ -157,8 +159,15 @@ class AuditSealer:
             try:
                 yield conn
             except BaseException:
-                if conn.is_closed() or conn.is_in_transaction():
-                    await pooled.invalidate()
+                clean = False
+                try:
+                    await conn.execute("ROLLBACK")  # outside a transaction: a warning, nothing else
+                    clean = not conn.is_in_transaction()
+                except Exception:  # noqa: S110 - the connection is invalidated below instead
+                    pass
+                finally:
+                    if not clean:
+                        await pooled.invalidate()
                 raise
 
     def wake(self) -> None:
@@ -198,17 +207,11 @@ def _json_object(text: str) -> object:
 @contextlib.asynccontextmanager
 async def _transaction(conn: asyncpg.Connection, first: str) -> AsyncIterator[None]:
     """A transaction that starts with the statements ``first``, sent with its BEGIN in one round
-    trip: COMMIT if the block completes, else ROLLBACK, if the connection can still take it.
+    trip, and commits if the block completes (on a failure, the round's connection rolls back).
 
     READ COMMITTED whatever the server's default: each statement must see what committed before it
     started, so a read that follows a lock sees everything the lock waited for.
     """
-    try:
-        await conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; {first}")
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):
-            if not conn.is_closed() and conn.is_in_transaction():
-                await conn.execute("ROLLBACK")
-        raise
+    await conn.execute(f"BEGIN ISOLATION LEVEL READ COMMITTED; {first}")
+    yield
     await conn.execute("COMMIT")

@@ -477,3 +477,51 @@ async def test_a_round_that_cannot_get_the_horizon_is_logged_without_content_and
     assert "req-secret" not in repr(logs)
     async with engine.connect() as c:
         assert (await verify_chain(c)).ok
+
+
+async def test_a_round_cancelled_while_waiting_for_the_horizon_hands_back_a_clean_connection(
+    engine: AsyncEngine, conn: asyncpg.Connection
+) -> None:
+    await write_events(engine, 1)
+    writer = conn.transaction()
+    await writer.start()
+    await conn.execute(
+        "INSERT INTO audit_events (event, workflow, outcome) VALUES ('decision', 'patient.read', 'success')"
+    )
+    sealing = asyncio.create_task(AuditSealer(engine, horizon_timeout_ms=30_000).seal_pending())
+    while not await conn.fetchval(  # noqa: ASYNC110 - the condition lives in PostgreSQL
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    ):
+        await asyncio.sleep(0.01)  # polling for the waiting lock, not sleeping instead of it
+    sealing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sealing
+
+    # Nothing but the writer is in a transaction or holds an advisory lock, and the pool still works.
+    leftovers = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity a LEFT JOIN pg_locks l"
+        " ON l.pid = a.pid AND l.locktype = 'advisory'"
+        " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+        " AND (a.state LIKE 'idle in transaction%' OR l.pid IS NOT NULL)"
+    )
+    assert leftovers == 0
+    await writer.commit()
+    async with engine.begin() as c:
+        assert (await c.execute(select(events_t.c.id).limit(1))).scalar() is not None
+    assert await AuditSealer(engine).seal_pending() == 2
+
+
+async def test_sealers_of_several_instances_seal_every_event_once_in_one_chain(engine: AsyncEngine) -> None:
+    await write_events(engine, 40)
+    engines = [create_async_engine(engine.url) for _ in range(3)]
+    try:
+        sealed = await asyncio.gather(*(AuditSealer(e, batch_size=7).seal_pending() for e in engines))
+    finally:
+        for e in engines:
+            await e.dispose()
+
+    assert sum(sealed) == 40
+    async with engine.connect() as c:
+        report = await verify_chain(c)
+    assert report.ok
+    assert (report.checked, report.head.seq, report.unsealed) == (40, 40, 0)
