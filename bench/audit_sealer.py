@@ -339,7 +339,7 @@ def main() -> None:
             f"  (of old: {r.rate / old.rate:4.1f}x events/s, sealer CPU {r.cpu / old.cpu:4.2f},"
             f" PostgreSQL CPU {r.pg_cpu / old.pg_cpu:4.2f})"
         )
-    for r in results:
+    for r in results if args.idle_rounds else []:
         print(
             f"  {r.name:24s} idle round: sealer {r.per_idle_round(r.idle_cpu):5.0f} µs,"
             f" PostgreSQL {r.per_idle_round(r.idle_pg_cpu):5.0f} µs CPU"
