@@ -132,7 +132,9 @@ async def test_conversations_are_delivered_side_by_side_each_in_the_order_its_me
         for c in conversations:
             ids.append(await _accepted(api, nurse, c["id"], f"{c['title']}, message {i}"))
             written[c["channelUrl"]].append(f"{c['title']}, message {i}")
-    emulator(api).faults.hang_next(1.0)  # the first post takes a second to be processed
+    # The first post is held 1.5 s (the client gives up at 2 s): time for a loaded machine to send the
+    # other conversations' posts meanwhile.
+    emulator(api).faults.hang_next(1.5)
 
     await _work_off(_relay(api, concurrency=4), db, ids)
 
