@@ -53,6 +53,9 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.proc_cpu import cpu_seconds, postgres_pids
+from engine.audit_chain import CONTENT_FIELDS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The last revision whose sealer read and wrote through SQLAlchemy, row by row, and hashed with
@@ -61,28 +64,7 @@ OLD_REVISION = "c40ebd3"
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 WARM_EVENTS = 50
-COLUMNS = (
-    "occurred_at",
-    "request_id",
-    "actor_id",
-    "actor_role",
-    "organization_id",
-    "source_address",
-    "event",
-    "workflow",
-    "resource_type",
-    "resource_id",
-    "patient_id",
-    "decision",
-    "matched_rule",
-    "reason",
-    "policy_version",
-    "purpose",
-    "break_glass",
-    "outcome",
-    "details",
-    "subject_hash",
-)
+COLUMNS = CONTENT_FIELDS  # every hashed field is an audit_events column
 
 
 def _events(start: int, count: int) -> list[tuple[Any, ...]]:
@@ -159,31 +141,8 @@ def _contenders(revision: str, tmp: Path) -> dict[str, ModuleType]:
     return {"old": old, "old sealer, new hashing": old_sealer_new_hashing, "new": integrations.audit_sealer}
 
 
-def _ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _postgres_pids(data_dir: Path) -> list[int]:
-    """The embedded server's postmaster and its children (backends, WAL writer, checkpointer...)."""
-    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    pids = [postmaster]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                continue
-            if ppid == postmaster:
-                pids.append(int(entry.name))
-    return pids
-
-
 def _postgres_cpu(data_dir: Path) -> float:
-    return sum(_ticks(pid) for pid in _postgres_pids(data_dir)) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(postgres_pids(data_dir))
 
 
 @dataclass

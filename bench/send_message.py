@@ -32,6 +32,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.proc_cpu import cpu_seconds, postgres_pids
+
 BASELINE_TABLE = (
     "CREATE TABLE IF NOT EXISTS bench_messages (id serial PRIMARY KEY, conversation_id int, body text)"
 )
@@ -163,36 +165,9 @@ async def _load(
 # --- CPU per request (Linux /proc): robust where throughput is not, on a machine shared with others ---
 
 
-def _ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _postgres_pids(data_dir: Path) -> list[int]:
-    """The embedded server's postmaster and its children (backends, WAL writer, checkpointer...)."""
-    try:
-        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return []
-    pids = [postmaster]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                continue
-            if ppid == postmaster:
-                pids.append(int(entry.name))
-    return pids
-
-
 def _cpu(groups: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds used so far by each group of processes ("client" is this process)."""
-    hz = os.sysconf("SC_CLK_TCK")
-    used = {name: sum(_ticks(pid) for pid in pids) / hz for name, pids in groups.items()}
+    used = {name: cpu_seconds(pids) for name, pids in groups.items()}
     used["client"] = time.process_time()
     return used
 
@@ -286,7 +261,7 @@ def main() -> None:
                     asyncio.run(_load(url, body, headers, args.clients, args.warmup, args.seconds))
                     groups = {
                         "server": [process.pid for process, _ in processes if process.pid],
-                        "postgres": _postgres_pids(Path(tmp) / "pgdata"),
+                        "postgres": postgres_pids(Path(tmp) / "pgdata"),
                         "emulator": [h.pid for h in helpers if h.pid],
                     }
                     before = _cpu(groups)
