@@ -8,6 +8,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -54,10 +55,10 @@ def server_url() -> Iterator[str]:
             server.stop()
 
 
-@pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
-    """A fresh database for this test session, migrated to head; dropped afterwards."""
-    name = f"caremsg_test_{secrets.token_hex(4)}"
+@contextmanager
+def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new database on the server, migrated to head as ``caremsg migrate`` does; dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     try:
@@ -65,6 +66,13 @@ def database_url(server_url: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database for this test session, migrated to head; dropped afterwards."""
+    with fresh_database(server_url, "caremsg_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -29,18 +29,16 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from engine.model import Role
 from engine.workflows.identity import CreateUser, bootstrap_user
 from handlers.app import create_engine
 from handlers.settings import PROJECT_ROOT, Settings
-from integrations.db.migrate import upgrade
 from integrations.db.uow import SqlUnitOfWork
 from integrations.security import Argon2Passwords
 from tests.api.messaging_support import eventually, unique_phone
-from tests.conftest import _admin, _asyncpg_dsn
+from tests.conftest import _asyncpg_dsn, fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -125,14 +123,8 @@ def _environment(database_url: str, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served_database_url(server_url: str) -> Iterator[str]:
     """A fresh database, migrated, for this module's served processes; dropped afterwards."""
-    name = f"caremsg_serve_{secrets.token_hex(4)}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with fresh_database(server_url, "caremsg_serve") as url:
         yield url
-    finally:
-        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
