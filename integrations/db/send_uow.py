@@ -63,7 +63,7 @@ _CONTEXT = f"""
     WHERE c.id = $1
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
 
-#: AuditEvent's fields are audit_events' columns (tests/integration/test_send_uow.py checks it).
+#: AuditEvent's fields are audit_events' columns (tests/api/test_send_path.py checks it).
 AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
 
 _INSERT_AUDIT = f"""
