@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, exists, func, insert, or_, select, text, update
+from sqlalchemy import exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -427,14 +427,25 @@ class SqlConsentRepository(_Repository):
         return [_consent(r) for r in rows]
 
 
-def _active_consent(patient_id: int, at: datetime) -> Any:
-    c = consents_t.c
-    return and_(
-        c.patient_id == patient_id,
-        c.effective_at <= at,
-        or_(c.expires_at.is_(None), c.expires_at > at),
-        or_(c.revoked_at.is_(None), c.revoked_at > at),
+#: The consent that lets an external participant be texted about a patient at a moment: one naming
+#: their number with SMS in its scope, or one naming their organization (none when it is NULL). One
+#: text for every caller: the SMS recipients of a send (repositories_messaging.SMS_RECIPIENTS_SQL),
+#: the relay's check right before texting, inbound replies. Placeholders are SQL expressions.
+EXTERNAL_CONSENT_SQL = """
+    SELECT k.id FROM consents k
+    WHERE k.patient_id = {patient} AND k.effective_at <= {at}
+      AND (k.expires_at IS NULL OR k.expires_at > {at})
+      AND (k.revoked_at IS NULL OR k.revoked_at > {at})
+      AND ((k.recipient_type = 'external' AND k.external_phone_number = {phone} AND 'sms' = ANY(k.scope))
+           OR (k.recipient_type = 'organization' AND k.organization_id = {organization}))
+    ORDER BY k.id LIMIT 1
+"""
+
+_EXTERNAL_CONSENT = text(
+    EXTERNAL_CONSENT_SQL.format(
+        patient=":patient_id", at=":at", phone=":phone", organization=":organization_id"
     )
+)
 
 
 class SqlRelationshipFacts(_Repository):
@@ -458,17 +469,17 @@ class SqlRelationshipFacts(_Repository):
     async def external_consent(
         self, patient_id: int, phone_number: str, organization_id: int | None, at: datetime
     ) -> int | None:
-        c = consents_t.c
-        # Texting an external party needs a consent whose scope includes SMS.
-        recipient = and_(
-            c.recipient_type == "external", c.external_phone_number == phone_number, c.scope.contains(["sms"])
-        )
-        if organization_id is not None:
-            recipient = or_(
-                recipient, and_(c.recipient_type == "organization", c.organization_id == organization_id)
+        return (
+            await self.session.execute(
+                _EXTERNAL_CONSENT,
+                {
+                    "patient_id": patient_id,
+                    "phone": phone_number,
+                    "organization_id": organization_id,
+                    "at": at,
+                },
             )
-        query = select(c.id).where(_active_consent(patient_id, at), recipient).order_by(c.id).limit(1)
-        return (await self.session.execute(query)).scalar_one_or_none()
+        ).scalar_one_or_none()
 
 
 def _hydrated() -> Any:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine.model import Conversation, DeliveryState, Message, RecipientDelivery, User
 from engine.ports import NewDelivery, ReplyRoute, SmsRecipient
 from engine.sms import CHANNEL_RECIPIENT
-from integrations.db.repositories import SqlConversationRepository, _message, _user
+from integrations.db.repositories import EXTERNAL_CONSENT_SQL, SqlConversationRepository, _message, _user
 from integrations.db.tables import metadata
 
 deliveries_t = metadata.tables["message_deliveries"]
@@ -29,23 +29,20 @@ group_members_t = metadata.tables["compliance_group_members"]
 #: The external participants of a conversation as the SMS fan-out needs them, with the consent that
 #: lets each be texted about the patient at a moment: one naming their number with SMS in its scope,
 #: or one naming their organization. Placeholders: conversation, patient, at (SQL expressions).
-SMS_RECIPIENTS_SQL = """
+SMS_RECIPIENTS_SQL = f"""
     SELECT e.id AS participant_id, e.phone_number, e.chat_user_id, e.organization_id,
            EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.phone_number = e.phone_number) AS opted_out,
            e.removed_at IS NOT NULL AS removed,
            ARRAY(SELECT g.group_id FROM compliance_group_members g
                  WHERE g.organization_id = e.organization_id) AS compliance_group_ids,
-           (SELECT k.id FROM consents k
-            WHERE k.patient_id = {patient} AND k.effective_at <= {at}
-              AND (k.expires_at IS NULL OR k.expires_at > {at})
-              AND (k.revoked_at IS NULL OR k.revoked_at > {at})
-              AND ((k.recipient_type = 'external' AND k.external_phone_number = e.phone_number
-                    AND 'sms' = ANY(k.scope))
-                   OR (k.recipient_type = 'organization' AND k.organization_id = e.organization_id))
-            ORDER BY k.id LIMIT 1) AS consent_id
+           ({
+    EXTERNAL_CONSENT_SQL.format(
+        patient="{patient}", at="{at}", phone="e.phone_number", organization="e.organization_id"
+    )
+}) AS consent_id
     FROM external_participants e
-    WHERE e.conversation_id = {conversation}
-"""
+    WHERE e.conversation_id = {{conversation}}
+"""  # noqa: S608 - assembled from constants; every value is a bound parameter
 
 _SMS_RECIPIENTS = text(
     SMS_RECIPIENTS_SQL.format(conversation=":conversation_id", patient=":patient_id", at=":at")
