@@ -44,6 +44,10 @@ class EngineSettings:
     break_glass_minutes: int = 60
 
 
+def _no_send_path() -> SendUnitOfWork:
+    raise ServiceUnavailable("Sending messages is not configured in this process.")
+
+
 @dataclass(frozen=True)
 class Services:
     """The dependencies of every workflow, built once by the composition root."""
@@ -63,16 +67,12 @@ class Services:
     # Keyed hashes for identifiers the audit trail must find but never store in clear (issue 5).
     identifiers: IdentifierHasher | None = None
     # The send-message workflow's own unit of work (one read, one write); see SendUnitOfWork.
-    send_uow: SendUnitOfWorkFactory = field(default=lambda: _no_send_path())
+    send_uow: SendUnitOfWorkFactory = _no_send_path
 
     def page_size(self, requested: int | None) -> int:
         if requested is None:
             return self.settings.default_page_size
         return max(1, min(requested, self.settings.max_page_size))
-
-
-def _no_send_path() -> SendUnitOfWork:
-    raise ServiceUnavailable("Sending messages is not configured in this process.")
 
 
 class Decider:
