@@ -98,6 +98,11 @@ class IdempotencyMismatch(CaremsgError):
 class ServiceUnavailable(CaremsgError):
     code = "service_unavailable"
 
+    @classmethod
+    def database(cls) -> ServiceUnavailable:
+        """The database cannot be reached right now (not a bad statement): try again shortly."""
+        return cls("The database is not reachable right now; try again shortly.")
+
 
 class ChatGatewayError(CaremsgError):
     """A call to the chat provider failed. ``retryable`` tells the outbox relay whether to try again."""

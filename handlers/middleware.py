@@ -75,7 +75,7 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
     except Exception as exc:
         if is_unavailable(exc):  # e.g. the account check during a PostgreSQL restart (issue 3)
             log.warning("http.dependency_unavailable", request_id=rid, error=type(exc).__name__)
-            unavailable = ServiceUnavailable("The database is not reachable right now; try again shortly.")
+            unavailable = ServiceUnavailable.database()
             return problem_response(problem_for(unavailable, rid), {"Retry-After": "2"})
         log.exception("http.unhandled_error", request_id=rid)
         return problem_response(

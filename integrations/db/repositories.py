@@ -666,9 +666,7 @@ class SqlAccountDirectory:
             from integrations.db.uow import is_unavailable
 
             if is_unavailable(exc):
-                raise ServiceUnavailable(
-                    "The database is not reachable right now; try again shortly."
-                ) from exc
+                raise ServiceUnavailable.database() from exc
             raise
         return (
             row is not None

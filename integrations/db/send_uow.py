@@ -46,8 +46,6 @@ from integrations.db.uow import (
 
 log = structlog.get_logger("caremsg.db")
 
-_UNREACHABLE = "The database is not reachable right now; try again shortly."
-
 _CONTEXT = f"""
     SELECT c.patient_id,
            p.organization_id AS patient_organization_id,
@@ -178,7 +176,7 @@ class PgSendUnitOfWork:
             )
         except Exception as error:
             if is_unavailable(error):
-                raise ServiceUnavailable(_UNREACHABLE) from error
+                raise ServiceUnavailable.database() from error
             # Fail closed: the message, its deliveries and its audit record are one statement.
             log.error("send.store_failed", error=type(error).__name__)
             raise ServiceUnavailable(
@@ -203,4 +201,4 @@ class PgSendUnitOfWork:
             else:
                 emit_audit_log(events)
         if exc is not None and not isinstance(exc, CaremsgError) and is_unavailable(exc):
-            raise ServiceUnavailable(_UNREACHABLE) from exc
+            raise ServiceUnavailable.database() from exc

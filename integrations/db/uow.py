@@ -211,7 +211,7 @@ class SqlUnitOfWork:
         if not self._committed and self.audit.pending:
             await self._record_unfinished(exc)
         if exc is not None and not isinstance(exc, CaremsgError) and is_unavailable(exc):
-            raise ServiceUnavailable("The database is not reachable right now; try again shortly.") from exc
+            raise ServiceUnavailable.database() from exc
 
     async def _record_unfinished(self, exc: BaseException | None) -> None:
         events = unfinished(self.audit.pending, exc)
