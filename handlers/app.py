@@ -273,7 +273,8 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
                 lease=timedelta(seconds=m.idempotency_lease_seconds),
             ),
             webhook_token=webhook_token,
-            outbox_kinds=[SendSms(gateway, rules), PostSmsReply()],
+            # The policy in force at each text (built later, by _services; reloads swap it).
+            outbox_kinds=[SendSms(gateway, rules, lambda: app[policy_key].current), PostSmsReply()],
         )
         yield
 

@@ -6,9 +6,10 @@ costing about 300 µs of CPU in SQLAlchemy's async session on these machines bef
 it (bench/README.md). Here:
 
 - :meth:`PgSendUnitOfWork.context` is one statement: the conversation, whether the sender is a
-  member and on the patient's care team, the patient's organization, the SMS recipients with the
-  consent that lets each be texted, and a message id reserved from its sequence (so the decisions
-  can name the message before it exists);
+  member and on the patient's care team, the sender's open emergency session for the patient, the
+  patient's organization, the SMS recipients with the consents that could let each be texted (the
+  fact builder, engine/facts.py, decides which counts), and a message id reserved from its
+  sequence (so the decisions can name the message before it exists);
 - :meth:`PgSendUnitOfWork.commit` is one data-modifying statement: the message, its delivery rows,
   its outbox entries (the chat post and one text per queued SMS delivery), the Idempotency-Key
   binding and the buffered audit events. A single statement is atomic, so no BEGIN/COMMIT round
@@ -53,9 +54,12 @@ _CONTEXT = f"""
                    WHERE m.conversation_id = c.id AND m.user_id = $2) AS is_member,
            EXISTS (SELECT 1 FROM care_teams t JOIN care_team_members tm ON tm.care_team_id = t.id
                    WHERE t.patient_id = c.patient_id AND tm.user_id = $2) AS on_care_team,
+           (SELECT max(b.id) FROM break_glass_sessions b
+            WHERE b.user_id = $2 AND b.patient_id = c.patient_id
+              AND b.opened_at <= $3 AND b.expires_at > $3) AS break_glass_session_id,
            nextval(pg_get_serial_sequence('messages', 'id')) AS message_id,
            (SELECT json_agg(r ORDER BY r.participant_id) FROM (
-               {SMS_RECIPIENTS_SQL.format(conversation="c.id", patient="c.patient_id", at="$3")}
+               {SMS_RECIPIENTS_SQL.format(conversation="c.id", patient="c.patient_id")}
            ) r) AS sms_recipients
     FROM conversations c LEFT JOIN patients p ON p.id = c.patient_id
     WHERE c.id = $1
@@ -152,6 +156,7 @@ class PgSendUnitOfWork:
             patient_organization_id=row["patient_organization_id"],
             is_member=row["is_member"],
             on_care_team=row["on_care_team"],
+            break_glass_session_id=row["break_glass_session_id"],
             message_id=row["message_id"],
             sms_recipients=tuple(recipient(r) for r in recipients),
         )
