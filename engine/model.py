@@ -93,6 +93,18 @@ class Organization:
 
 
 @dataclass(frozen=True)
+class OrganizationContact:
+    """An external phone number an organization's admins vouch for as one of its people."""
+
+    id: int
+    organization_id: int
+    phone_number: str
+    name: str
+    added_by: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class ComplianceGroup:
     id: int
     name: str

@@ -25,6 +25,7 @@ from engine.model import (
     DeliveryState,
     Message,
     Organization,
+    OrganizationContact,
     Page,
     Patient,
     Purpose,
@@ -283,6 +284,18 @@ class RelationshipFacts(Protocol):
         ...
 
 
+class ContactDirectory(Protocol):
+    """Organizations' directories of external phone numbers, in the workflow's transaction."""
+
+    async def add(
+        self, organization_id: int, phone_number: str, name: str, added_by: int
+    ) -> OrganizationContact:
+        """Insert; raises :class:`engine.errors.Conflict` if the number is listed already."""
+        ...
+
+    async def list(self, organization_id: int) -> list[OrganizationContact]: ...
+
+
 class AuditLog(Protocol):
     def record(self, event: AuditEvent) -> None:
         """Buffer an event; it is written with the transaction (or, on rollback, on its own)."""
@@ -348,6 +361,9 @@ class UnitOfWork(Protocol):
 
     @property
     def consent_lifecycle(self) -> ConsentLifecycle: ...
+
+    @property
+    def contacts(self) -> ContactDirectory: ...
 
     async def commit(self) -> None: ...
 

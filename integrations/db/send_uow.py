@@ -23,7 +23,6 @@ workflow could rely on: a consent revoked between the read and the write is miss
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -31,14 +30,13 @@ from typing import Any, Self
 import asyncpg  # type: ignore[import-untyped]
 import structlog
 
-from engine.audit import AuditEvent
 from engine.errors import CaremsgError, ServiceUnavailable
 from engine.ports import NewSend, SendContext
 from integrations.db.repositories_messaging import SMS_RECIPIENTS_SQL, recipient
 from integrations.db.uow import (
-    AUDIT_FIELDS,
     BufferedAuditLog,
-    audit_row,
+    audit_insert_sql,
+    audit_json,
     emit_audit_log,
     is_unavailable,
     log_undurable,
@@ -65,13 +63,6 @@ _CONTEXT = f"""
     WHERE c.id = $1
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
 
-#: AuditEvent's fields are audit_events' columns (tests/api/test_send_path.py checks it).
-AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
-
-_INSERT_AUDIT = f"""
-    INSERT INTO audit_events ({AUDIT_COLUMNS})
-    SELECT {AUDIT_COLUMNS} FROM jsonb_populate_recordset(NULL::audit_events, {{events}})
-"""  # noqa: S608 - assembled from constants; every value is a bound parameter
 
 _STORE = f"""
     WITH m AS (
@@ -97,15 +88,10 @@ _STORE = f"""
     ), k AS (
         UPDATE idempotency_keys SET resource_id = $1 WHERE id = $10
     ), a AS (
-        {_INSERT_AUDIT.format(events="$11::jsonb")}
+        {audit_insert_sql("$11::jsonb")}
     )
     SELECT created_at FROM m
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
-
-
-def audit_json(events: Sequence[AuditEvent]) -> str:
-    """Events as the JSON array ``jsonb_populate_recordset`` turns into ``audit_events`` rows."""
-    return json.dumps([{**audit_row(e), "occurred_at": e.occurred_at.isoformat()} for e in events])
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:
@@ -200,7 +186,7 @@ class PgSendUnitOfWork:
             events = unfinished(self.audit.pending, exc)
             self.audit.pending.clear()
             try:
-                await self._pool.execute(_INSERT_AUDIT.format(events="$1::jsonb"), audit_json(events))
+                await self._pool.execute(audit_insert_sql("$1::jsonb"), audit_json(events))
             except Exception as error:
                 log_undurable(events, error)
             else:
