@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from engine.audit import DetailValue
 from engine.decisions import Fact
@@ -48,9 +49,12 @@ def millis(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-@dataclass(frozen=True, slots=True)
-class ConsentCandidate:
-    """One consent as a decision weighs it; times in milliseconds since the epoch."""
+class ConsentCandidate(NamedTuple):
+    """One consent as a decision weighs it; times in milliseconds since the epoch.
+
+    A named tuple, not a dataclass: the consent index builds one per matching entry on every
+    decision, and a tuple is the cheapest immutable record Python has.
+    """
 
     consent_id: int
     recipient_type: RecipientType
@@ -94,13 +98,16 @@ class ConsentNeed:
         return self.stated_purpose is not None and not self.purpose_accepted(self.stated_purpose)
 
 
-@dataclass(frozen=True)
-class ConsentChoice:
+class ConsentChoice(NamedTuple):
     """The consent chosen for a decision (None: none counts) and why none did, if so."""
 
     consent: ConsentCandidate | None
     #: A consent would have counted, but not for the purpose of use the client stated.
     purpose_refused: bool = False
+
+
+NO_CONSENT = ConsentChoice(None)
+REFUSED_FOR_PURPOSE = ConsentChoice(None, purpose_refused=True)
 
 
 def choose_consent(
@@ -122,7 +129,9 @@ def choose_consent(
             continue
         if best is None or candidate.rank() < best.rank():
             best = candidate
-    return ConsentChoice(best, refused and best is None)
+    if best is None:
+        return REFUSED_FOR_PURPOSE if refused else NO_CONSENT
+    return ConsentChoice(best)
 
 
 # --- facts -----------------------------------------------------------------------------------------
@@ -172,8 +181,11 @@ def relation_facts(
     else:
         if coverage is not None:
             out.add_consent(Fact.COVERED, coverage)
-        if treatment is not None and treatment.consent is not None:
+        if treatment is not None and treatment.consent is not None and Fact.TREATABLE in wanted:
             out.facts.add(Fact.TREATABLE)
+            if Fact.COVERED not in out.facts:
+                # The consent this decision rests on is the treatment one: record it.
+                out.add_consent(Fact.TREATABLE, treatment)
     if on_care_team:
         out.facts.add(Fact.CARE_TEAM)
     if break_glass_session_id is not None and Fact.BREAK_GLASS in wanted:

@@ -245,13 +245,13 @@ class Decider:
         wanted = spec.facts if spec is not None else frozenset()
         own = relation.patient_organization_id == organization_id
         coverage = treatment = None
-        if not own:
+        if not own and (spec is None or Fact.COVERED in spec.facts or not spec.facts):
             need = self.consent_need(workflow, stated=as_actor)
             coverage = self.consents.choose(relation.patient_id, organization_id, self.now, need)
-            if Fact.TREATABLE in wanted:
-                treatment = self.consents.choose(
-                    relation.patient_id, organization_id, self.now, ConsentNeed(purposes=TREATMENT_PURPOSES)
-                )
+        if not own and Fact.TREATABLE in wanted:
+            treatment = self.consents.choose(
+                relation.patient_id, organization_id, self.now, ConsentNeed(purposes=TREATMENT_PURPOSES)
+            )
         built = relation_facts(
             wanted=wanted,
             own_org=own,

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from tests.api.conftest import Api, Person
-from tests.api.messaging_support import add_contact, unique_phone
+from tests.api.messaging_support import add_contact, send, unique_phone
 
 
 async def _clinic(api: Api) -> tuple[Person, Person, int, int]:
@@ -131,3 +131,26 @@ async def test_only_the_organizations_admin_keeps_its_contact_directory(api: Api
     assert status == 200
     assert [(c["id"], c["phoneNumber"]) for c in listed["items"]] == [(contact["id"], phone)]
     assert (await api.call("GET", path, foreign_admin))[0] == 403
+
+
+async def test_a_text_is_recorded_under_the_consent_that_allows_texting_not_a_read_only_one(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    peer, officer, patient_id, partner = await _clinic(api)
+    phone = unique_phone()
+    await add_contact(api, await api.person("admin", partner), partner, phone)
+    await api.consent(officer, patient_id, organizationId=partner, scope=["read"])  # the lowest id
+    texting = await api.consent(officer, patient_id, externalParty={"phoneNumber": phone, "name": "x"})
+    status, created = await _start(
+        api, peer, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
+    )
+    assert status == 201, created
+
+    status, accepted = await send(api, peer, created["id"], "See you at 3")
+
+    assert status == 202, accepted
+    details = await db.fetchval(
+        "SELECT details FROM audit_events WHERE workflow = 'sms.send_full_text' AND resource_id = $1",
+        str(accepted["id"]),
+    )
+    assert f'"consent_id": {texting["id"]}' in details

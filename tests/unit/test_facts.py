@@ -4,11 +4,14 @@ moment; the facts of a relation and of an external participant; why a text must 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from engine.audit import AuditEvent
 from engine.consent_index import ConsentIndex, IndexedConsent
 from engine.decisions import Fact
+from engine.errors import Forbidden
 from engine.facts import (
     ConsentCandidate,
     ConsentChoice,
@@ -19,8 +22,11 @@ from engine.facts import (
     relation_facts,
     sms_refusal,
 )
-from engine.model import RecipientType
-from engine.policy import WorkflowSpec
+from engine.model import Actor, RecipientType, Role
+from engine.policy import PolicyHolder, WorkflowSpec
+from engine.ports import PatientRelation
+from engine.services import Decider, Services
+from integrations.policy_files import load_policy
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 NOW_MS = millis(NOW)
@@ -220,3 +226,86 @@ def test_the_consent_index_chooses_by_the_same_rules() -> None:
     assert chosen(index.choose(100, 10, NOW, MESSAGE_NEED, exclude=3)) == 2
     assert chosen(index.choose(100, 10, NOW + timedelta(hours=2), MESSAGE_NEED, exclude=3)) == 1
     assert index.choose(100, 11, NOW, MESSAGE_NEED).consent is None
+
+
+# --- the Decider asks the fact builder: the send path's facts are the request path's -------------------
+
+POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
+
+
+class FakeAuditLog:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def amend_last(self, workflow: str, **changes: object) -> None:
+        return None
+
+
+def _decider(
+    index: ConsentIndex, *, purpose: str | None = None, org: int = 10
+) -> tuple[Decider, FakeAuditLog]:
+    services = Services(
+        uow=None,  # type: ignore[arg-type]
+        policy=PolicyHolder(load_policy(POLICY_DIR)),
+        passwords=None,  # type: ignore[arg-type]
+        tokens=None,  # type: ignore[arg-type]
+        delivery=None,  # type: ignore[arg-type]
+        clock=lambda: NOW,
+        consents=index,
+    )
+    audit = FakeAuditLog()
+    actor = Actor(1, Role.CARE_TEAM_MEMBER, org, purpose_of_use=purpose)
+    return Decider(services, audit, actor), audit
+
+
+def _index(*consents: IndexedConsent) -> ConsentIndex:
+    index = ConsentIndex()
+    index.replace_all(consents, {}, NOW, seq=1)
+    return index
+
+
+def _org_consent(
+    consent_id: int, *, scope: frozenset[str] = ALL, purpose: str = "treatment"
+) -> IndexedConsent:
+    return IndexedConsent(consent_id, 100, ORG, 10, scope, purpose, NOW - timedelta(days=1), None)
+
+
+def test_the_send_path_gets_break_glass_from_the_same_builder_as_requests() -> None:
+    decider, audit = _decider(_index())
+    relation = PatientRelation(100, 20, False, break_glass_session_id=5)
+
+    facts, details = decider.relation_facts("message.send", relation)
+
+    assert Fact.BREAK_GLASS in facts
+    assert details["break_glass_session_id"] == 5
+    decider.permits("message.send", facts | {Fact.MEMBER}, resource_type="conversation", resource_id=1)
+    assert audit.events[-1].break_glass is True
+
+
+def test_a_read_only_consent_covers_reading_but_not_writing() -> None:
+    decider, _ = _decider(_index(_org_consent(1, scope=frozenset({"read"}))))
+    relation = PatientRelation(100, 20, True)
+
+    assert Fact.COVERED in decider.relation_facts("patient.read", relation)[0]
+    assert Fact.COVERED not in decider.relation_facts("patient.update", relation)[0]
+
+
+def test_a_stated_purpose_the_consent_was_not_given_for_is_denied_with_that_reason() -> None:
+    decider, audit = _decider(_index(_org_consent(1, purpose="treatment")), purpose="care_coordination")
+    facts, details = decider.relation_facts("patient.read", PatientRelation(100, 20, True))
+
+    with pytest.raises(Forbidden):
+        decider.require("patient.read", facts, resource_type="patient", details=details)
+
+    assert (audit.events[-1].decision, audit.events[-1].reason) == ("deny", "purpose_not_permitted")
+
+
+def test_treatable_needs_a_consent_for_treatment_and_records_it() -> None:
+    for purpose, expected in (("payment", False), ("treatment", True)):
+        decider, _ = _decider(_index(_org_consent(3, scope=frozenset({"message"}), purpose=purpose)))
+        facts, details = decider.relation_facts("break_glass.open", PatientRelation(100, 20, False))
+        assert (Fact.TREATABLE in facts) is expected
+        assert details.get("consent_id") == (3 if expected else None)
