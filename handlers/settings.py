@@ -35,7 +35,13 @@ class ServiceSettings(_Section):
 
 
 class DatabaseSettings(_Section):
+    # The service's connection: it logs in as app_role (DATABASE_URL). Empty: the embedded server.
     url: str = ""
+    # The migrations' connection: owner_role, or an administrator that may SET ROLE to it
+    # (CAREMSG_DATABASE_OWNER_URL). Empty: url. integrations/db/roles.py says what each role may do.
+    owner_url: str = ""
+    owner_role: str = Field("caremsg_owner", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    app_role: str = Field("caremsg_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     data_dir: str = ".caremsg/pgdata"
     pool_size: int = Field(10, ge=1)
     max_overflow: int = Field(10, ge=0)
