@@ -52,12 +52,18 @@ def migrate(settings: Settings, revision: str = "heads") -> None:
     from integrations.db.roles import DatabaseRoles, RoleSetupError
 
     db = settings.database
-    password = make_url(db.url).password if db.url else None
+    service_login = make_url(db.url)
+    password = service_login.password
     roles = DatabaseRoles(db.owner_role, db.app_role, str(password) if password else None)
     try:
         upgrade(db.owner_url or db.url, revision, roles=roles)
     except RoleSetupError as exc:
         sys.exit(f"caremsg: database roles: {exc}")
+    if service_login.username != db.app_role:
+        # Works, but whatever that login may do to the audit trail, the service may do too.
+        log.warning(
+            "database.service_not_application_role", login=service_login.username, app_role=db.app_role
+        )
 
 
 def _load(args: argparse.Namespace) -> Settings:
