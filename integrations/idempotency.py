@@ -165,8 +165,16 @@ class IdempotencyStore:
             )
 
     async def release(self, claim: Claim) -> None:
-        """The action failed without effect: forget the key so the client may try again."""
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                text("DELETE FROM idempotency_keys WHERE id = :id AND resource_id IS NULL"), {"id": claim.id}
-            )
+        """The action failed without effect: forget the key so the client may try again.
+
+        If the database cannot be reached (the failure may well be that), the key's lease frees it
+        instead, and the action's own error is what the client sees, not this one's.
+        """
+        try:
+            async with self._sessions() as session, session.begin():
+                await session.execute(
+                    text("DELETE FROM idempotency_keys WHERE id = :id AND resource_id IS NULL"),
+                    {"id": claim.id},
+                )
+        except Exception as error:
+            log.warning("idempotency.release_failed", error=type(error).__name__)
