@@ -4,8 +4,11 @@ trail. Every statement here runs as the application role the app under test logs
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,6 +22,7 @@ from integrations.db.migrate import upgrade
 from integrations.db.roles import DatabaseRoles, RoleSetupError
 from tests.conftest import _admin, _asyncpg_dsn, app_url, fresh_database, roles_of
 
+PROJECT = Path(__file__).resolve().parents[2]
 APPEND = "SELECT audit_chain_append($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])"
 AUDIT_INSERT = (
     "INSERT INTO audit_events (event, workflow, outcome) VALUES ('decision', 'patient.read', 'success')"
@@ -252,3 +256,37 @@ def test_migrate_without_the_right_to_create_roles_says_what_to_create_by_hand(e
         assert f"CREATE ROLE {roles.app} LOGIN" in message
     finally:
         asyncio.run(_admin(empty_database, f'DROP ROLE IF EXISTS "{login.owner}"'))
+
+
+async def test_caremsg_migrate_creates_both_roles_and_the_service_logs_in_as_the_application_role(
+    empty_database: str,
+) -> None:
+    roles = roles_of(empty_database)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREMSG_") and k != "DATABASE_URL"}
+    env.update(
+        DATABASE_URL=app_url(empty_database),
+        CAREMSG_DATABASE_OWNER_URL=empty_database,
+        CAREMSG_DATABASE_OWNER_ROLE=roles.owner,
+        CAREMSG_DATABASE_APP_ROLE=roles.app,
+        CAREMSG_SERVICE_LOG_FORMAT="json",
+    )
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "handlers.cli", "migrate",
+        cwd=PROJECT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await migrate.communicate()
+    assert migrate.returncode == 0, out.decode()
+    assert b"service_not_application_role" not in out
+
+    app = await asyncpg.connect(**_asyncpg_dsn(app_url(empty_database)))  # type: ignore[arg-type]
+    try:
+        assert await app.fetchval("SELECT current_user") == roles.app
+        await app.execute(AUDIT_INSERT)
+        owner = await app.fetchval(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'audit_events'"
+        )
+        assert owner == roles.owner
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+    finally:
+        await app.close()
