@@ -143,12 +143,17 @@ _RELEASE = text(
 )
 
 # The relay's heartbeat: entries it still holds keep their lease while it lives (rows it settled
-# meanwhile have no lease left to renew).
+# meanwhile have no lease left to renew). SKIP LOCKED: a row being settled right now needs no
+# renewal, and the heartbeat never waits on a settle, so the two cannot deadlock.
 _RENEW = text(
     """
-    UPDATE outbox o SET lease_until = now() + make_interval(secs => :lease)
-    FROM unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts)
-    WHERE o.id = s.id AND o.status = 'pending' AND o.attempts = s.attempts AND o.lease_until IS NOT NULL
+    UPDATE outbox SET lease_until = now() + make_interval(secs => :lease)
+    WHERE id IN (
+        SELECT o.id FROM outbox o
+        JOIN unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts)
+          ON o.id = s.id AND o.attempts = s.attempts
+        WHERE o.status = 'pending' AND o.lease_until IS NOT NULL
+        FOR UPDATE OF o SKIP LOCKED)
     """
 )
 

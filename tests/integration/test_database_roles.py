@@ -290,3 +290,23 @@ async def test_caremsg_migrate_creates_both_roles_and_the_service_logs_in_as_the
             await app.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
     finally:
         await app.close()
+
+
+async def test_migrating_an_existing_database_hands_its_tables_to_the_owner_role(empty_database: str) -> None:
+    # A deployment from before the split: the administrator's login ran the migrations, owns it all.
+    await asyncio.to_thread(upgrade, empty_database)
+    roles = roles_of(empty_database)
+
+    await asyncio.to_thread(upgrade, empty_database, roles=roles)
+
+    admin = await asyncpg.connect(**_asyncpg_dsn(empty_database))  # type: ignore[arg-type]
+    try:
+        owners = await admin.fetch(
+            "SELECT DISTINCT pg_get_userbyid(c.relowner) AS owner FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'"
+            " UNION SELECT DISTINCT pg_get_userbyid(p.proowner) FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+        )
+        assert {r["owner"] for r in owners} == {roles.owner}
+    finally:
+        await admin.close()
