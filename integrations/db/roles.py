@@ -140,11 +140,13 @@ async def provision(url: str, roles: DatabaseRoles) -> bool:
                 f"CREATE ROLE {roles.app} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT{password}",
             )
         await _check_app_role(conn, roles)
+        # The database's or schema's owner (or a superuser) may; anyone else gets a warning from
+        # PostgreSQL and nothing changes (the manual setup covers it).
+        await conn.execute(f"GRANT CONNECT ON DATABASE {_quote(database)} TO {roles.app}")
+        await conn.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {roles.owner}")
+        # On PostgreSQL before 15 everyone may create in public: the application must own nothing.
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         if me["rolsuper"]:
-            await conn.execute(f"GRANT CONNECT ON DATABASE {_quote(database)} TO {roles.app}")
-            await conn.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {roles.owner}")
-            # On PostgreSQL before 15 everyone may create in public: the application must own nothing.
-            await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
             await _give_everything_to_owner(conn, roles)
         return True
     finally:
