@@ -10,8 +10,8 @@ What each may do (``caremsg migrate`` creates or checks both, then grants, every
   these exceptions; USAGE and SELECT on the sequences (``nextval``, never ``setval``):
 
   ================  ====================================================================
-  audit_events      SELECT, INSERT only; the row's id is always the sequence's (0009)
-  audit_chain       SELECT only; sealing goes through ``audit_chain_append`` (0009), a
+  audit_events      SELECT, INSERT only; the row's id is always the sequence's (0010)
+  audit_chain       SELECT only; sealing goes through ``audit_chain_append`` (0010), a
                     SECURITY DEFINER function of the owner that accepts only a sound
                     extension of the chain
   audit_anchors     SELECT, INSERT only (``caremsg audit anchor --store``)

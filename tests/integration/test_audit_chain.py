@@ -220,7 +220,7 @@ async def test_an_inserted_record_is_caught_and_named(
     # Rebuild the trail after the gap honestly, then insert the forged record below the sealed head.
     await write_events(engine, 5, start=4)
     await AuditSealer(engine).seal_pending()
-    # An INSERT naming its id gets the sequence's instead (migration 0009): the trigger must go too.
+    # An INSERT naming its id gets the sequence's instead (migration 0010): the trigger must go too.
     await as_attacker(
         conn,
         "INSERT INTO audit_events (id, event, workflow, outcome, occurred_at) "

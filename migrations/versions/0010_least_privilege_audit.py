@@ -21,8 +21,8 @@ poison the trail, and this migration closes them:
 ``idempotency_keys.lease_until``: an in-progress key is held by a lease the request renews while it
 runs (``integrations/idempotency.py``), so a key whose request died is free again within seconds.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from collections.abc import Sequence
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
