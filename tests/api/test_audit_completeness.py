@@ -194,6 +194,17 @@ async def message_body(w: World) -> dict[str, Any]:
     return {"conversationId": await w.conversation(), "message": "See you at 3"}
 
 
+async def contacts_path(w: World) -> str:
+    return f"/api/organizations/{await w.org()}/contacts"
+
+
+def new_contact(_: World) -> dict[str, Any]:
+    return {
+        "phoneNumber": f"+1202{200 + secrets.randbelow(800)}{secrets.randbelow(10_000):04d}",
+        "name": "Dr. X",
+    }
+
+
 def new_org(_: World) -> dict[str, Any]:
     return {"name": f"Org {secrets.token_hex(3)}"}
 
@@ -299,6 +310,14 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
     "patient.disclosures": (
         call("compliance_officer", "GET", disclosures_path),
         call("compliance_officer", "GET", disclosures_path, org="b"),
+    ),
+    "organization_contact.add": (
+        call("admin", "POST", contacts_path, new_contact),
+        call("admin", "POST", contacts_path, new_contact, org="b"),
+    ),
+    "organization_contact.list": (
+        call("compliance_officer", "GET", contacts_path),
+        call("peer_support", "GET", contacts_path),
     ),
 }
 
