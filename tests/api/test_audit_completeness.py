@@ -202,21 +202,10 @@ async def message_body(w: World) -> dict[str, Any]:
     return {"conversationId": await w.conversation(), "message": "See you at 3"}
 
 
-async def contacts_path(w: World) -> str:
-    return f"/api/organizations/{await w.org()}/contacts"
-
-
-def new_contact(_: World) -> dict[str, Any]:
-    return {
-        "phoneNumber": f"+1202{200 + secrets.randbelow(800)}{secrets.randbelow(10_000):04d}",
-        "name": "Dr. X",
-    }
-
-
 async def contact_path(w: World) -> str:
     """A contact admin "a" listed, to be taken out again."""
     status, contact = await w.api.call(
-        "POST", await contacts_path(w), await w.person("admin"), json=new_contact(w)
+        "POST", await contacts_path(w), await w.person("admin"), json=contact_body(w)
     )
     assert status == 201, contact
     return f"{await contacts_path(w)}/{contact['id']}"
@@ -336,17 +325,9 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
         call("compliance_officer", "GET", disclosures_path),
         call("compliance_officer", "GET", disclosures_path, org="b"),
     ),
-    "organization_contact.add": (
-        call("admin", "POST", contacts_path, new_contact),
-        call("admin", "POST", contacts_path, new_contact, org="b"),
-    ),
     "organization_contact.remove": (
         call("admin", "DELETE", contact_path),
         call("admin", "DELETE", contact_path, org="b"),
-    ),
-    "organization_contact.list": (
-        call("compliance_officer", "GET", contacts_path),
-        call("peer_support", "GET", contacts_path),
     ),
 }
 
