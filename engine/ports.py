@@ -295,6 +295,10 @@ class ContactDirectory(Protocol):
 
     async def list(self, organization_id: int) -> list[OrganizationContact]: ...
 
+    async def remove(self, organization_id: int, contact_id: int) -> bool:
+        """Delete the organization's entry; False if it has no such entry."""
+        ...
+
 
 class AuditLog(Protocol):
     def record(self, event: AuditEvent) -> None:
