@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -42,7 +43,7 @@ from integrations.db.uow import SqlUnitOfWork
 from integrations.idempotency import IdempotencyStore
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
-from integrations.relay import OutboxRelay, RelaySettings
+from integrations.relay import TEXT_KINDS, OutboxRelay, Relays, RelaySettings
 from integrations.security import Argon2Passwords, JwtTokens
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
@@ -56,7 +57,7 @@ sessions_key: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("session
 send_pool_key: web.AppKey[asyncpg.Pool] = web.AppKey("send_pool_key")
 accounts_key: web.AppKey[CachedAccountDirectory] = web.AppKey("accounts_key", CachedAccountDirectory)
 chat_key: web.AppKey[ChatGateway] = web.AppKey("chat_key")
-relay_key: web.AppKey[OutboxRelay] = web.AppKey("relay_key", OutboxRelay)
+relay_key: web.AppKey[Relays] = web.AppKey("relay_key", Relays)
 emulator_key: web.AppKey[RunningEmulator] = web.AppKey("emulator_key", RunningEmulator)
 
 
@@ -138,18 +139,32 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     holder = PolicyHolder(load_policy(settings.policy.path()))
     app[policy_key] = holder
     outbox = settings.outbox
-    relay = OutboxRelay(
-        sessions,
-        app[chat_key],
-        RelaySettings(
-            poll_interval=outbox.poll_interval_seconds,
-            base_backoff=outbox.base_backoff_seconds,
-            max_backoff=outbox.max_backoff_seconds,
-            max_attempts=outbox.max_attempts,
-            batch_size=outbox.batch_size,
-            concurrency=outbox.concurrency,
-        ),
-        kinds=[RemoveMembers(), *app[messaging_key].outbox_kinds],
+    relay_settings = RelaySettings(
+        poll_interval=outbox.poll_interval_seconds,
+        base_backoff=outbox.base_backoff_seconds,
+        max_backoff=outbox.max_backoff_seconds,
+        max_attempts=outbox.max_attempts,
+        batch_size=outbox.batch_size,
+        concurrency=outbox.concurrency,
+    )
+    kinds = [RemoveMembers(), *app[messaging_key].outbox_kinds]
+    # Chat effects and texts are claimed and delivered by relays of their own, each with its own rate
+    # budget, so a backlog of texts never holds chat posts up (integrations/relay.py).
+    relay = Relays(
+        [
+            OutboxRelay(
+                sessions,
+                app[chat_key],
+                dataclasses.replace(relay_settings, skip_kinds=TEXT_KINDS),
+                kinds=kinds,
+            ),
+            OutboxRelay(
+                sessions,
+                app[chat_key],
+                dataclasses.replace(relay_settings, claim_kinds=TEXT_KINDS),
+                kinds=kinds,
+            ),
+        ]
     )
     app[relay_key] = relay
     auth = settings.auth
@@ -253,7 +268,7 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
         if not m.bm_api_token:
             raise ValueError("messaging.bm_api_token: set the Business Messaging token for SMS")
         bm_base = m.bm_base_url or f"https://api-{settings.sendbird.app_id}.notifications.sendbird.com"
-        bm_token, webhook_token = m.bm_api_token, settings.sendbird.api_token
+        bm_token, webhook_token = m.bm_api_token, settings.sendbird.webhook_token
     async with httpx.AsyncClient() as http:
         gateway = SendbirdSmsGateway(
             http,
@@ -262,7 +277,7 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
             template_key=m.sms_template_key,
             send_path=m.bm_send_path,
             timeout=settings.sendbird.timeout_seconds,
-            per_second=settings.sendbird.write_per_second,
+            per_second=m.sms_per_second,
         )
         sessions = app[sessions_key]
         app[messaging_key] = MessagingResources(

@@ -66,6 +66,9 @@ class ApiSettings(_Section):
 class SendbirdSettings(_Section):
     app_id: str = ""
     api_token: str = ""
+    # Webhook signatures are keyed with the application's MASTER API token (sendbird-api.md §7, §8),
+    # which may differ from api_token (a secondary token). Empty: api_token is the master token.
+    master_api_token: str = ""
     base_url: str = ""
     timeout_seconds: float = Field(5.0, gt=0)
     get_per_second: float = Field(10, gt=0)
@@ -78,6 +81,11 @@ class SendbirdSettings(_Section):
     @property
     def resolved_base_url(self) -> str:
         return self.base_url or f"https://api-{self.app_id}.sendbird.com"
+
+    @property
+    def webhook_token(self) -> str:
+        """The key of ``x-sendbird-signature``: the master API token."""
+        return self.master_api_token or self.api_token
 
 
 class PolicySettings(_Section):
@@ -116,6 +124,9 @@ class MessagingSettings(_Section):
     # The documented send path; some v2 pages show /v1/notifications/messages (§8: uncertain).
     bm_send_path: str = "/v1/notifications"
     sms_template_key: str = "caremsg_sms"
+    # Texts have a rate budget of their own, apart from the chat API's: a backlog of texts never
+    # slows chat posts down (and chat never uses up the texts' budget).
+    sms_per_second: float = Field(5, gt=0)
     sms_notification_text: str = "You have a new secure message from your care team."
     sms_help_text: str = "Secure messages from your care team. Reply STOP to opt out, START to opt back in."
     sms_stop_text: str = "You will get no more texts from your care team. Reply START to opt back in."

@@ -56,8 +56,8 @@ from integrations.sendbird import (
 
 _log = structlog.get_logger(__name__)
 
-# Error codes (§2). The two 900xxx codes are not in the contract (§10 uncertainty 1); they are the
-# values Sendbird's client SDKs use, and the client maps any unknown 4xx code to "invalid request".
+# Error codes (§2). Only codes the Platform API documents are answered (§8: 900020/900050 are Chat
+# SDK websocket codes, not Platform API answers).
 STRING_EXPECTED: Final = 400100
 NUMBER_EXPECTED: Final = 400101
 LIST_EXPECTED: Final = 400102
@@ -66,8 +66,10 @@ BOOLEAN_EXPECTED: Final = 400104
 MISSING_PARAMETER: Final = 400105
 VALUE_TOO_LONG: Final = 400110
 INVALID_VALUE: Final = 400111
-NOT_A_MEMBER: Final = 900020
-CHANNEL_FROZEN: Final = 900050
+# UNDOCUMENTED BEHAVIOUR: which code Sendbird answers a post by a non-member or into a frozen channel
+# is not documented (§5, §10 uncertainty 1). The emulator answers the documented generic
+# "unauthorized request (not allowed to access resource)".
+NOT_ALLOWED: Final = 400108
 INTERNAL_ERROR: Final = 500901  # the body of an injected 5xx; the real body of a 5xx is unknown
 
 MAX_MEMBERS_PER_CALL: Final = 100  # §4: user_ids, max 100 per call
@@ -80,6 +82,13 @@ WEBHOOK_ATTEMPTS: Final = 3  # §7: Sendbird sends the same POST up to 3 times
 WEBHOOK_TIMEOUT_S: Final = 5.0  # §7: and waits 5 seconds for each answer
 
 FaultKind = Literal["error", "rate_limit", "hang", "drop"]
+
+#: How the emulator answers a ``dedup_id`` it has seen in the channel. UNDOCUMENTED BEHAVIOUR: no
+#: Sendbird source says (§2, §8, §10 uncertainty 2), so each reading the documentation allows is a mode:
+#: ``original`` (200 with the first message), ``already_exists`` (400202), ``invalid`` (another 4xx:
+#: 400111) and ``ignored`` (the repeat is stored as a second message, as outside a migration).
+DedupMode = Literal["original", "already_exists", "invalid", "ignored"]
+DEDUP_MODES: Final[tuple[DedupMode, ...]] = ("original", "already_exists", "invalid", "ignored")
 
 
 def _wall_clock_ms() -> int:
@@ -200,6 +209,8 @@ class EmulatorState:
     webhook_deliveries: list[WebhookDelivery] = field(default_factory=list)
     #: Business Messaging sends (§8): what an SMS provider was asked to text, in order.
     notifications: list[EmulatedNotification] = field(default_factory=list)
+    #: The answer to a repeated ``dedup_id`` (see :data:`DedupMode`); tests switch it at will.
+    dedup_mode: DedupMode = "original"
     #: Where message ids come from (microseconds since the epoch): see :meth:`next_message_id`.
     id_clock_us: Callable[[], int] = field(default=_wall_clock_us, repr=False)
     _last_message_id: int = field(default=0, repr=False)
@@ -284,6 +295,10 @@ class FaultInjector:
     def drop_next(self, count: int = 1) -> None:
         """Process the next ``count`` requests, then close their connections without a reply."""
         self.add(Fault("drop", remaining=count))
+
+    def drop_for(self, seconds: float) -> None:
+        """Accept-then-drop every request for the next ``seconds``: processed, answer never sent."""
+        self.add(Fault("drop", remaining=None, until=self._clock() + seconds))
 
     def add(self, fault: Fault) -> None:
         """Queue a fault after the ones already queued; ValueError if it makes no sense."""
@@ -896,9 +911,10 @@ class _Api:
         user_ids = (await _params(request)).text_list("user_ids")
         if not user_ids:
             raise _ApiError(MISSING_PARAMETER, '"user_ids" must not be empty.')
-        if any(u not in self.state.users for u in user_ids):
-            raise _ApiError(NOT_FOUND_CODE, "A user in user_ids does not exist.")
-        channel.members.extend(u for u in user_ids if u not in channel.members)
+        # UNDOCUMENTED BEHAVIOUR: what invite answers for a user that does not exist is not documented
+        # (§8: 400201 here is not a documented answer). The emulator leaves such users out, as a
+        # non-strict channel creation does (§4); callers read the channel to see who is in.
+        channel.members.extend(u for u in user_ids if u in self.state.users and u not in channel.members)
         return _json_response(_channel_json(self.state, channel))
 
     async def leave(self, request: web.Request) -> web.Response:
@@ -909,10 +925,9 @@ class _Api:
             "reason", default=""
         )  # checked for its type like Sendbird would; the emulator keeps no history
         remove_operator = p.flag("should_remove_operator_status", default=False)
-        # Real behaviour for a non-member is undocumented; failing the whole call, with no one
-        # removed, is the strictest reading and keeps the gateway's fallback honest.
-        if any(u not in channel.members for u in user_ids):
-            raise _ApiError(NOT_FOUND_CODE, "A user in user_ids is not a member.")
+        # UNDOCUMENTED BEHAVIOUR: what leave answers for a non-member is not documented (§8: 400201 here
+        # is not a documented answer). The emulator removes the members among ``user_ids`` and ignores
+        # the rest; callers that must know read the channel.
         channel.members = [u for u in channel.members if u not in user_ids]
         if remove_operator:
             channel.operators = [u for u in channel.operators if u not in user_ids]
@@ -939,18 +954,25 @@ class _Api:
         dedup_id = p.text("dedup_id", default="") or None
         silent = p.flag("is_silent", default=False)
         sender_id = p.text("user_id") if message_type == "MESG" else None
-        # A repeat returns the original before any other check, so a retry stays a no-op even if the
-        # sender left or the channel froze in between. The real reply to a repeat is undocumented
-        # (§10 uncertainty 2); the client-side gateway also copes with an error reply.
-        if dedup_id is not None and dedup_id in channel.dedup:
-            _log.info("sendbird_emulator.duplicate_dedup_id", development_only=True)
-            return _json_response(_message_json(self.state, channel.dedup[dedup_id]))
+        # A repeat is answered before any other check, so a retry stays a no-op even if the sender
+        # left or the channel froze in between. UNDOCUMENTED BEHAVIOUR: the real answer to a repeat is
+        # not documented (§10 uncertainty 2); ``state.dedup_mode`` picks one of the possible ones.
+        original = channel.dedup.get(dedup_id) if dedup_id is not None else None
+        if original is not None and self.state.dedup_mode != "ignored":
+            _log.info(
+                "sendbird_emulator.duplicate_dedup_id", mode=self.state.dedup_mode, development_only=True
+            )
+            if self.state.dedup_mode == "already_exists":
+                raise _ApiError(ALREADY_EXISTS_CODE, "A message with this dedup_id exists already.")
+            if self.state.dedup_mode == "invalid":
+                raise _ApiError(INVALID_VALUE, "dedup_id is not unique.")
+            return _json_response(_message_json(self.state, original))
         if sender_id is not None:
             self._user(sender_id)
             if sender_id not in channel.members:
-                raise _ApiError(NOT_A_MEMBER, "The sender is not a member of the channel.")
+                raise _ApiError(NOT_ALLOWED, "The sender is not a member of the channel.")
             if channel.frozen and sender_id not in channel.operators:
-                raise _ApiError(CHANNEL_FROZEN, "The channel is frozen.")
+                raise _ApiError(NOT_ALLOWED, "The channel is frozen.")
         message = EmulatedMessage(
             self.state.next_message_id(),
             channel.channel_url,
@@ -965,7 +987,7 @@ class _Api:
         )
         channel.messages.append(message)
         if dedup_id is not None:
-            channel.dedup[dedup_id] = message
+            channel.dedup.setdefault(dedup_id, message)
         self.webhooks.send("group_channel:message_send", self._message_send_event(channel, message, request))
         return _json_response(_message_json(self.state, message))
 
@@ -1006,7 +1028,8 @@ class _Api:
         user_id = (await _params(request)).text("user_id")
         self._user(user_id)
         if user_id not in channel.members:
-            raise _ApiError(NOT_A_MEMBER, "The user is not a member of the channel.")
+            # UNDOCUMENTED BEHAVIOUR: the code for a non-member is not documented; see NOT_ALLOWED.
+            raise _ApiError(NOT_ALLOWED, "The user is not a member of the channel.")
         channel.read_ts[user_id] = self.state.now_ms()
         self.webhooks.send("group_channel:message_read", self._message_read_event(channel, user_id))
         return _json_response({})
@@ -1015,11 +1038,14 @@ class _Api:
 
     async def create_metadata(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
-        metadata = (await _params(request)).text_map("metadata")
+        p = await _params(request)
+        metadata = p.text_map("metadata")
+        include_ts = p.flag("include_ts", default=False)
         if any(key in channel.metadata for key in metadata):
             raise _ApiError(ALREADY_EXISTS_CODE, "A metadata key already exists.")
         channel.metadata.update(metadata)
-        return _json_response(metadata)
+        # §8: the create reply is {"metadata": {...}, "include_ts": ...}, not a flat map.
+        return _json_response({"metadata": metadata, "include_ts": include_ts})
 
     async def update_metadata(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
@@ -1256,6 +1282,7 @@ def create_emulator_app(
     webhook_retry_delay: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
     wall_clock_ms: Callable[[], int] = _wall_clock_ms,
+    dedup_mode: DedupMode = "original",
 ) -> web.Application:
     """A fresh emulator app with empty state, answering ``/v3/...`` for ``app_id`` and ``api_token``.
 
@@ -1264,7 +1291,11 @@ def create_emulator_app(
     """
     if not api_token:
         raise ValueError("the emulator needs an api_token to check and to sign webhooks with")
-    state = EmulatorState(app_id, api_token, FaultInjector(clock), wall_clock_ms=wall_clock_ms)
+    if dedup_mode not in DEDUP_MODES:
+        raise ValueError(f"dedup_mode must be one of {DEDUP_MODES}")
+    state = EmulatorState(
+        app_id, api_token, FaultInjector(clock), wall_clock_ms=wall_clock_ms, dedup_mode=dedup_mode
+    )
     webhooks = WebhookSender(
         state, webhook_url, include_members=include_members, retry_delay=webhook_retry_delay
     )
@@ -1339,6 +1370,7 @@ async def start_emulator(
     webhook_retry_delay: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
     wall_clock_ms: Callable[[], int] = _wall_clock_ms,
+    dedup_mode: DedupMode = "original",
 ) -> RunningEmulator:
     """Serve a new emulator on ``host`` (loopback only, else ValueError); ``port`` 0 picks a free port."""
     if not _is_loopback(host):
@@ -1351,6 +1383,7 @@ async def start_emulator(
         webhook_retry_delay=webhook_retry_delay,
         clock=clock,
         wall_clock_ms=wall_clock_ms,
+        dedup_mode=dedup_mode,
     )
     # Hung requests are released on close, so a short shutdown grace is enough.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)

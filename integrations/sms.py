@@ -36,7 +36,7 @@ from engine.services import utc_now
 from engine.sms import Keyword, SmsRules, keyword_reply, sms_text, textable
 from engine.workflows.messaging import POST_SMS_REPLY, SEND_SMS
 from integrations.db.repositories import SqlRelationshipFacts
-from integrations.relay import OutboxEntry, RelayContext
+from integrations.relay import OutboxEntry, RelayContext, post_once
 from integrations.sendbird import TokenBucket, _reply_body
 
 DEFAULT_SEND_PATH = "/v1/notifications"
@@ -237,20 +237,23 @@ _SETTLE_DELIVERIES = text(
 class PostSmsReply:
     """Post an inbound SMS into the channel as the external participant who sent it.
 
-    ``dedup_id`` is the provider's message id, so a provider retry (or ours) never posts twice.
+    The provider's message id is carried in ``data`` (what :func:`post_once` reconciles on) and as
+    ``dedup_id`` (a second layer), so a provider retry (or ours) never posts twice.
     """
 
     kind = POST_SMS_REPLY
 
     async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
         p = entry.payload
-        await ctx.chat.send_message(
+        await post_once(
+            ctx.chat,
+            entry,
             str(p["channel_url"]),
             sender_id=str(p["sender_chat_id"]),
             text=str(p["text"]),
             dedup_id=str(p["dedup_id"]),
             custom_type=SMS_REPLY_CUSTOM_TYPE,
-            data=json.dumps({"source": "sms"}),
+            data=json.dumps({"source": "sms", "sms_id": str(p["dedup_id"])}),
         )
 
     async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
