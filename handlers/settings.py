@@ -134,6 +134,27 @@ class MessagingSettings(_Section):
     # Where the emulator posts its signed webhooks; empty: http://{service.host}:{service.port}.
     webhook_base_url: str = ""
     webhook_poll_interval_seconds: float = Field(1.0, gt=0)
+    # Which SMS provider texts external participants. "twilio" is two-way (replies, STOP/START/HELP
+    # arrive at POST /api/webhooks/twilio); "sendbird_business_messaging" is outbound only
+    # (sendbird-api.md §8): replies and keywords cannot arrive, so no text goes out with it unless
+    # accept_outbound_only_sms says the deployment accepts that.
+    sms_provider: Literal["twilio", "sendbird_business_messaging"] = "twilio"
+    accept_outbound_only_sms: bool = False
+    # Twilio Programmable Messaging. Empty account SID and auth token: the Twilio emulator plays the
+    # carrier (development only). Secrets via CAREMSG_MESSAGING_TWILIO_AUTH_TOKEN.
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from_number: str = ""
+    # A Messaging Service (needed for Advanced Opt-Out, which reports OptOutType); wins over from_number.
+    twilio_messaging_service_sid: str = ""
+    twilio_base_url: str = "https://api.twilio.com"
+    # The webhook URL exactly as configured at Twilio (it is what the signature covers); empty: the
+    # URL the request arrived at, which is wrong behind a proxy that rewrites scheme, host or path.
+    twilio_webhook_url: str = ""
+
+    @property
+    def use_twilio_emulator(self) -> bool:
+        return self.sms_provider == "twilio" and not (self.twilio_account_sid and self.twilio_auth_token)
 
 
 DEV_AUDIT_IDENTIFIER_KEY = "dev-only-audit-identifier-key-change-me-0123"  # refused in production
@@ -188,6 +209,11 @@ class Settings(_Section):
                 raise ValueError("auth.jwt_secret: the development default is refused in production")
             if self.sendbird.use_emulator:
                 raise ValueError("sendbird: the emulator is refused in production; set app_id and api_token")
+            if self.messaging.use_twilio_emulator:
+                raise ValueError(
+                    "messaging.twilio_*: the Twilio emulator is refused in production; set account SID and"
+                    " auth token"
+                )
             if not self.database.url:
                 raise ValueError("database.url: the embedded PostgreSQL is refused in production")
             if self.auth.argon2_time_cost < 3 or self.auth.argon2_memory_kib < 65536:

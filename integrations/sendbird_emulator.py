@@ -1322,35 +1322,18 @@ class RunningEmulator:
     base_url: str
     state: EmulatorState
     _runner: web.AppRunner = field(repr=False)
-    sms_webhook_url: str | None = None
 
     async def drain_webhooks(self) -> None:
         """Wait until every webhook started so far was delivered or given up."""
         await self._runner.app[webhook_sender_key].drain()
 
-    def set_webhook_urls(self, chat_url: str | None, sms_url: str | None = None) -> None:
-        """Where chat events (signed, §7) and inbound SMS (the provider this emulator plays) go."""
-        self._runner.app[webhook_sender_key].set_url(chat_url)
-        self.sms_webhook_url = sms_url
+    def set_webhook_urls(self, chat_url: str | None) -> None:
+        """Where chat events (signed, §7) go.
 
-    def receive_sms(self, from_number: str, text: str, *, message_id: str | None = None) -> str:
-        """Play the SMS provider: a person at ``from_number`` texted ``text``. Returns the message id.
-
-        Posted to the SMS webhook URL, signed like Sendbird's webhooks (same header and scheme).
-        Sending the same ``message_id`` again plays a provider retry.
+        Business Messaging has no inbound SMS event (§8), so this emulator plays no inbound SMS:
+        replies and keywords come from an SMS provider that documents them (the Twilio emulator).
         """
-        if self.sms_webhook_url is None:
-            raise ValueError("no SMS webhook URL is configured")
-        message_id = message_id or f"SM{secrets.token_hex(16)}"
-        event = {
-            "category": "sms:inbound",
-            "message_id": message_id,
-            "from": from_number,
-            "text": text,
-            "received_at": self.state.now_ms(),
-        }
-        self._runner.app[webhook_sender_key].send("sms:inbound", event, url=self.sms_webhook_url)
-        return message_id
+        self._runner.app[webhook_sender_key].set_url(chat_url)
 
     async def close(self) -> None:
         """Stop serving: hung requests are released, webhooks still in flight are abandoned."""

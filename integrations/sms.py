@@ -120,10 +120,21 @@ class SendSms:
 
     kind = SEND_SMS
 
-    def __init__(self, gateway: SmsGateway, rules: SmsRules, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        gateway: SmsGateway,
+        rules: SmsRules,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        two_way: bool = True,
+        accept_outbound_only: bool = False,
+    ) -> None:
         self._gateway = gateway
         self._rules = rules
         self._clock = clock
+        # A text under an SMS consent promises that STOP works. Through an outbound-only provider
+        # (Business Messaging) no STOP can arrive, so nothing is texted unless config accepts that.
+        self._refuse_reason = None if two_way or accept_outbound_only else "no_opt_out_path"
         self._sent: dict[int, str] = {}
 
     async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
@@ -156,6 +167,8 @@ class SendSms:
             )
         if row.state != "queued":
             return  # done before (a relay died between texting and recording it)
+        if self._refuse_reason is not None:
+            raise SmsRefused(self._refuse_reason)
         if row.opted_out:
             raise SmsRefused("opted_out")
         if consent_id is None:

@@ -30,7 +30,7 @@ from handlers.settings import Settings
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode, ReceivedRequest
 from tests.api.conftest import Api, Person
-from tests.api.messaging_support import care_team, emulator, eventually, send
+from tests.api.messaging_support import care_team, emulator, eventually, send, texts, twilio
 
 
 @pytest.fixture
@@ -138,9 +138,9 @@ async def test_conversations_are_delivered_side_by_side_each_in_the_order_its_me
 
     await _work_off(_relay(api, concurrency=4), db, ids)
 
-    for channel_url, texts in written.items():
-        assert [m.message for m in emulator(api).messages(channel_url)] == texts
-        assert [r.body["message"] for r in _posts(api, channel_url)] == texts  # each posted once, in order
+    for channel_url, wanted in written.items():
+        assert [m.message for m in emulator(api).messages(channel_url)] == wanted
+        assert [r.body["message"] for r in _posts(api, channel_url)] == wanted  # each posted once, in order
     posts = [r for r in emulator(api).received if r.method == "POST" and r.path.endswith("/messages")]
     first, second = posts[0], posts[1]
     assert first.path != second.path  # the hung conversation's next message waited for it
@@ -335,7 +335,7 @@ async def test_a_conversations_chat_post_being_retried_does_not_hold_up_its_text
         ("send_message", "pending", 1, True),  # to be retried after its backoff
         ("send_sms", "done", 1, False),  # texts have a lane of their own: not held up
     ]
-    assert len(emulator(api).notifications) == 1
+    assert len(texts(api)) == 1
 
     await _work_off(relay, db, [message_id])
     assert [m.message for m in emulator(api).messages(team.conversation["channelUrl"])] == [
@@ -349,11 +349,11 @@ async def test_a_conversations_texts_go_out_in_the_order_accepted_even_when_one_
     team = await care_team(api)
     await _stop_app_relay()
     ids = [await _accepted(api, team.peer, team.conversation_id, f"message {i}") for i in range(3)]
-    texts = _relay(api, claim_kinds=TEXT_KINDS, base_backoff=0.2, max_backoff=0.2)
-    emulator(api).faults.fail_next(1)  # the first text gets 503 and must wait its backoff
+    text_relay = _relay(api, claim_kinds=TEXT_KINDS, base_backoff=0.2, max_backoff=0.2)
+    twilio(api).state.faults.fail_next(1)  # the first text gets 503 and must wait its backoff
 
     async def texted() -> bool:
-        await texts.run_once()
+        await text_relay.run_once()
         pending = await db.fetchval(
             "SELECT count(*) FROM outbox WHERE message_id = ANY($1::int[]) AND kind = 'send_sms'"
             " AND status = 'pending'",
@@ -368,7 +368,7 @@ async def test_a_conversations_texts_go_out_in_the_order_accepted_even_when_one_
         " WHERE message_id = ANY($1::int[]) AND recipient <> 'channel' ORDER BY message_id",
         ids,
     )
-    assert [n.request_id for n in emulator(api).notifications] == [r["provider_message_id"] for r in sms]
+    assert [t.sid for t in texts(api)] == [r["provider_message_id"] for r in sms]
     assert emulator(api).messages(team.conversation["channelUrl"]) == []  # this relay claims texts only
 
 
