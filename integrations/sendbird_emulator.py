@@ -4,7 +4,9 @@ It implements the part of ``/v3`` that :class:`integrations.sendbird.SendbirdCli
 request and reply shapes and error bodies of ``/work/shared/sendbird-api.md`` (sections cited
 below). Where that contract is unsure, the emulator takes the strict reading, so code that works
 here is not relying on leniency the real service may not have: unknown users fail a strict channel
-creation, leaving a channel you are not in is "not found", MESG senders must be members.
+creation, MESG senders must be members. It answers only error codes the Platform API documents,
+and every behaviour no Sendbird source documents is marked ``UNDOCUMENTED BEHAVIOUR`` where it is
+defined; where the documentation allows several answers (a repeated ``dedup_id``), each is a mode.
 
 Beyond the API it offers what tests need and the real service cannot give:
 
@@ -12,8 +14,9 @@ Beyond the API it offers what tests need and the real service cannot give:
   metadata, read state), messages per channel with their ``dedup_id`` index, the ``received`` log
   of every ``/v3`` request, and the ``webhook_deliveries`` log;
 - fault injection (:class:`FaultInjector`, also at ``/_emulator/faults``): 5xx for the next N
-  requests or for T seconds, 429 with ``X-RateLimit-RetryAfter``, a hang, and a connection dropped
-  after the request was processed (the "did it happen?" case ``dedup_id`` exists for);
+  requests or for T seconds, 429 with ``X-RateLimit-RetryAfter``, a hang, and accept-then-drop (a
+  connection closed after the request was processed, for N requests or T seconds: the "did it
+  happen?" case the relay reconciles);
 - webhooks (§7): ``group_channel:message_send`` and ``group_channel:message_read`` POSTed from a
   background task, signed with ``x-sendbird-signature``, ``/`` escaped as ``\\/``, up to 3 tries.
 
@@ -70,7 +73,8 @@ INVALID_VALUE: Final = 400111
 # is not documented (§5, §10 uncertainty 1). The emulator answers the documented generic
 # "unauthorized request (not allowed to access resource)".
 NOT_ALLOWED: Final = 400108
-INTERNAL_ERROR: Final = 500901  # the body of an injected 5xx; the real body of a 5xx is unknown
+# UNDOCUMENTED BEHAVIOUR: the body of an injected 5xx; the real body of a 5xx is not documented.
+INTERNAL_ERROR: Final = 500901
 
 MAX_MEMBERS_PER_CALL: Final = 100  # §4: user_ids, max 100 per call
 MAX_MESSAGE_PAGE: Final = 200  # §2: prev_limit/next_limit 0..200
@@ -658,7 +662,8 @@ class WebhookSender:
     """Posts webhook events from background tasks, so an API reply never waits for the receiver.
 
     Every attempt sends the same bytes and signature. An attempt fails on no answer within 5 s or
-    a non-2xx answer (retrying on non-2xx too is the strict reading of §7, which only says
+    a non-2xx answer (UNDOCUMENTED BEHAVIOUR: retrying on non-2xx too is the strict reading of §7,
+    which only says
     "until it gets a response"); after 3 failed attempts the event is given up.
     """
 
@@ -1077,7 +1082,8 @@ class _Api:
 
         Strict readings of an unverified contract: realtime mode takes exactly one target; every
         target must be a user carrying ``phone_number`` (else 400111, the number is never echoed).
-        The reply shape is undocumented; ``request_id`` is this emulator's choice.
+        UNDOCUMENTED BEHAVIOUR: the reply shape is not documented (§8); ``request_id`` is this
+        emulator's choice.
         """
         p = await _params(request)
         template = p.raw("template")
@@ -1411,19 +1417,34 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the token clients must send (default: $SENDBIRD_EMULATOR_API_TOKEN)",
     )
     parser.add_argument("--webhook-url", default=None, help="where to POST signed webhook events")
+    parser.add_argument(
+        "--dedup-mode", choices=DEDUP_MODES, default="original", help="the answer to a repeated dedup_id"
+    )
     args = parser.parse_args(argv)
     if not args.api_token:
         parser.error("--api-token or SENDBIRD_EMULATOR_API_TOKEN is required")
-    asyncio.run(_serve(args.host, args.port, args.app_id, args.api_token, args.webhook_url))
+    asyncio.run(_serve(args.host, args.port, args.app_id, args.api_token, args.webhook_url, args.dedup_mode))
 
 
-async def _serve(host: str, port: int, app_id: str, api_token: str, webhook_url: str | None) -> None:
+async def _serve(
+    host: str,
+    port: int,
+    app_id: str,
+    api_token: str,
+    webhook_url: str | None,
+    dedup_mode: DedupMode = "original",
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     running = await start_emulator(
-        host=host, port=port, app_id=app_id, api_token=api_token, webhook_url=webhook_url
+        host=host,
+        port=port,
+        app_id=app_id,
+        api_token=api_token,
+        webhook_url=webhook_url,
+        dedup_mode=dedup_mode,
     )
     try:
         await stop.wait()
