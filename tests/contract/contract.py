@@ -403,6 +403,37 @@ TWILIO_CREATE_MESSAGE = Call(
 )
 
 
+#: Twilio's incoming-message webhook (twilio.com/docs/messaging/guides/webhook-request; OptOutType:
+#: help.twilio.com "Track Opt-Out, Opt-In and Help Messages Using the OptOutType Parameter"): the
+#: parameters Twilio documents, and the ones caremsg reads (``integrations.twilio.inbound_message``).
+TWILIO_INBOUND_DOCUMENTED = frozenset(
+    {
+        "MessageSid",
+        "SmsSid",
+        "SmsMessageSid",
+        "AccountSid",
+        "MessagingServiceSid",
+        "From",
+        "To",
+        "Body",
+        "NumMedia",
+        "NumSegments",
+        "SmsStatus",
+        "ApiVersion",
+        "FromCity",
+        "FromState",
+        "FromZip",
+        "FromCountry",
+        "ToCity",
+        "ToState",
+        "ToZip",
+        "ToCountry",
+        "OptOutType",
+    }
+)
+TWILIO_INBOUND_READ = frozenset({"MessageSid", "AccountSid", "From", "Body"})
+
+
 def row_for(table: tuple[Call, ...], method: str, path: str) -> Call:
     """The one row this request is; AssertionError for a call the table does not document."""
     rows = [c for c in table if c.matches(method, path)]

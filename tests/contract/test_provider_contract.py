@@ -10,16 +10,25 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from aiohttp import web
 
 from integrations.sendbird import SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
 from integrations.sms import SendbirdSmsGateway
-from integrations.twilio import TwilioSmsGateway
+from integrations.twilio import (
+    EMPTY_TWIML,
+    SIGNATURE_HEADER,
+    TwilioSmsGateway,
+    inbound_message,
+    verify_request,
+)
 from integrations.twilio_emulator import RunningTwilioEmulator, start_twilio_emulator
 from tests.contract.contract import (
     BUSINESS_MESSAGING,
     SENDBIRD,
     TWILIO_CREATE_MESSAGE,
+    TWILIO_INBOUND_DOCUMENTED,
+    TWILIO_INBOUND_READ,
     Call,
     check_reply,
     check_request,
@@ -194,3 +203,30 @@ async def test_the_twilio_client_and_emulator_follow_the_documented_message_crea
         ),
     )
     assert mocked == emulated == [TWILIO_CREATE_MESSAGE]
+
+
+async def test_the_twilio_emulators_incoming_message_webhook_carries_the_documented_parameters(
+    carrier: RunningTwilioEmulator, aiohttp_server: Any
+) -> None:
+    received: list[tuple[dict[str, str], str]] = []
+
+    async def receiver(request: web.Request) -> web.Response:
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        received.append((form, request.headers.get(SIGNATURE_HEADER, "")))
+        return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+    app = web.Application()
+    app.router.add_post("/hook", receiver)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("/hook"))
+    carrier.set_webhook_url(url)
+
+    carrier.receive_sms(PHONE, "Thanks")
+    carrier.receive_sms(PHONE, "STOP")
+    await carrier.drain()
+
+    for form, signature in received:
+        assert TWILIO_INBOUND_READ <= set(form) <= TWILIO_INBOUND_DOCUMENTED
+        assert verify_request(url, form, signature, carrier.state.auth_token)
+        inbound_message(form, account_sid=carrier.state.account_sid)
+    assert [form.get("OptOutType") for form, _ in received] == [None, "STOP"]
