@@ -374,3 +374,43 @@ async def test_a_conversations_texts_go_out_in_the_order_accepted_even_when_one_
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_chat_posts_go_out_while_the_sms_provider_is_slow_and_texts_follow_in_order(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)  # the app's own relays: one for chat effects, one for texts
+    twilio(api).state.faults.hang_next(1.0, count=3)  # every text takes a second at the carrier
+    ids = [await _accepted(api, team.peer, team.conversation_id, f"update {i}") for i in range(3)]
+
+    async def chat_sent() -> bool:
+        states = await db.fetch(
+            "SELECT recipient, state FROM message_deliveries WHERE message_id = ANY($1::int[])", ids
+        )
+        return all(r["state"] == "sent" for r in states if r["recipient"] == "channel")
+
+    await eventually(chat_sent, "every chat post", within=2.0)  # not held up behind 3 s of texts
+    queued = await db.fetchval(
+        "SELECT count(*) FROM message_deliveries WHERE message_id = ANY($1::int[])"
+        " AND recipient <> 'channel' AND state = 'queued'",
+        ids,
+    )
+    assert queued >= 1  # texts were still on their way when every chat post was done
+    assert [m.message for m in emulator(api).messages(team.conversation["channelUrl"])] == [
+        f"update {i}" for i in range(3)
+    ]
+
+    async def texted() -> bool:
+        left = await db.fetchval(
+            "SELECT count(*) FROM message_deliveries WHERE message_id = ANY($1::int[]) AND state = 'queued'",
+            ids,
+        )
+        return bool(left == 0)
+
+    await eventually(texted, "every text", within=10.0)
+    sms = await db.fetch(
+        "SELECT provider_message_id FROM message_deliveries"
+        " WHERE message_id = ANY($1::int[]) AND recipient <> 'channel' ORDER BY message_id",
+        ids,
+    )
+    assert [t.sid for t in texts(api)] == [r["provider_message_id"] for r in sms]  # in the order accepted
