@@ -136,6 +136,9 @@ class SendSms:
         # (Business Messaging) no STOP can arrive, so nothing is texted unless config accepts that.
         self._refuse_reason = None if two_way or accept_outbound_only else "no_opt_out_path"
         self._sent: dict[int, str] = {}
+        # Numbers the provider refused as opted out at the carrier (a STOP caremsg never heard of),
+        # by outbox id: recorded as opted out when the refusal is settled.
+        self._carrier_opt_outs: dict[int, str] = {}
 
     async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
         if "keyword_reply" in entry.payload:
@@ -175,11 +178,16 @@ class SendSms:
             raise SmsRefused("no_sms_consent")
         if not textable(row.phone_number):
             raise SmsRefused("invalid_number")
-        self._sent[entry.id] = await self._gateway.send_sms(
-            recipient_user_id=row.chat_user_id,
-            phone_number=row.phone_number,
-            text=sms_text(row.content, row.body, self._rules),
-        )
+        try:
+            self._sent[entry.id] = await self._gateway.send_sms(
+                recipient_user_id=row.chat_user_id,
+                phone_number=row.phone_number,
+                text=sms_text(row.content, row.body, self._rules),
+            )
+        except ChatGatewayError as exc:
+            if exc.code == "opted_out":  # the carrier has a STOP on record (e.g. Twilio's 21610)
+                self._carrier_opt_outs[entry.id] = row.phone_number
+            raise
 
     async def _reply(self, participant_id: int, reply: str, ctx: RelayContext) -> None:
         """Answer a carrier keyword; sent whatever the opt-out state (the STOP confirmation is sent to
@@ -211,8 +219,12 @@ class SendSms:
                 states.append("sent")
                 provider_ids.append(provider_id or None)
                 reasons.append(None)
+        carrier_opt_outs: list[str] = []
         for entry, reason in failed:
             self._sent.pop(entry.id, None)
+            number = self._carrier_opt_outs.pop(entry.id, None)
+            if number is not None and reason == "opted_out":
+                carrier_opt_outs.append(number)
             if "delivery_id" in entry.payload:
                 ids.append(int(entry.payload["delivery_id"]))
                 states.append("failed")
@@ -222,6 +234,15 @@ class SendSms:
             await session.execute(
                 _SETTLE_DELIVERIES,
                 {"ids": ids, "states": states, "provider_ids": provider_ids, "reasons": reasons},
+            )
+        if carrier_opt_outs:
+            # Our record follows the carrier's: nothing more is planned for the number until START.
+            await session.execute(
+                text(
+                    "INSERT INTO sms_opt_outs (phone_number, provider_message_id)"
+                    " SELECT unnest(CAST(:numbers AS text[])), 'carrier_refusal' ON CONFLICT DO NOTHING"
+                ),
+                {"numbers": carrier_opt_outs},
             )
 
     async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:

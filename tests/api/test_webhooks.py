@@ -361,7 +361,9 @@ async def test_keywords_are_recorded_every_time_and_answered_by_twilio_not_by_ca
     assert [word for _, word in twilio(api).state.auto_replies] == ["STOP", "STOP", "START", "HELP"]
 
 
-async def test_a_number_twilio_has_opted_out_is_not_texted_and_the_delivery_says_why(api: Api) -> None:
+async def test_a_number_twilio_has_opted_out_is_not_texted_and_caremsg_records_the_opt_out(
+    api: Api, db: asyncpg.Connection
+) -> None:
     team = await care_team(api)
     twilio(api).state.opted_out.add(team.phone)  # a STOP caremsg never heard of (its webhook was lost)
 
@@ -371,6 +373,15 @@ async def test_a_number_twilio_has_opted_out_is_not_texted_and_the_delivery_says
 
     assert [(d["state"], d.get("reason")) for d in deliveries] == [("sent", None), ("failed", "opted_out")]
     assert texts(api) == []
+    stored = await db.fetchval(
+        "SELECT provider_message_id FROM sms_opt_outs WHERE phone_number = $1", team.phone
+    )
+    assert stored == "carrier_refusal"
+    # The next message is not even tried: our record now says what the carrier's says.
+    status, accepted = await send(api, team.peer, team.conversation_id, "still there?")
+    assert status == 202, accepted
+    assert accepted["deliveries"][1]["reason"] == "opted_out"
+    assert len(twilio(api).state.received) == 1
 
 
 async def test_an_inbound_sms_with_a_bad_signature_is_401_and_one_with_the_right_one_is_accepted(
