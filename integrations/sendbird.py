@@ -66,7 +66,9 @@ _MAX_MESSAGE_PAGE: Final = 200
 # How far back the gateway looks for the original of a refused duplicate, and how much clock skew
 # between us and Sendbird it allows for when anchoring that search at "now".
 _DUPLICATE_LOOKBACK: Final = 100
-_CLOCK_SKEW_MS: Final = 60_000
+# A day: a false "not posted" (anchor behind Sendbird's clock, newest messages missed) would post twice,
+# while anchoring later than needed costs nothing (the page is the newest messages before it).
+_CLOCK_SKEW_MS: Final = 86_400_000
 
 
 # --------------------------------------------------------------------------------------------------
