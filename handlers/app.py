@@ -297,7 +297,15 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
                     state.messaging_service_sid,
                     twilio_emulator.base_url,
                 )
-                log.warning("twilio.emulator_in_use", base_url=twilio_base, development_only=True)
+                # Its credentials are random, development-only values: shown so a developer can sign
+                # an incoming-message webhook by hand (integrations.twilio.sign_request).
+                log.warning(
+                    "twilio.emulator_in_use",
+                    base_url=twilio_base,
+                    account_sid=sid,
+                    auth_token=token,
+                    development_only=True,
+                )
             gateway = TwilioSmsGateway(
                 http,
                 account_sid=sid,

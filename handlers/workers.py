@@ -232,6 +232,14 @@ async def _shared_twilio_emulator(settings: Settings) -> tuple[RunningTwilioEmul
     takes its webhook); return it with the settings that point the workers at it."""
     twilio = await start_twilio_emulator()
     twilio.set_webhook_url(f"{settings.webhook_base_url()}/api/webhooks/twilio")
+    log.warning(
+        "twilio.emulator_in_use",
+        base_url=twilio.base_url,
+        account_sid=twilio.state.account_sid,
+        auth_token=twilio.state.auth_token,  # random, development only: to sign a webhook by hand
+        shared_by_workers=settings.service.workers,
+        development_only=True,
+    )
     messaging = settings.messaging.model_copy(
         update={
             "twilio_account_sid": twilio.state.account_sid,
