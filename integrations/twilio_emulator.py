@@ -35,7 +35,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from integrations.sendbird_emulator import FaultInjector, _is_loopback
+from integrations.sendbird_emulator import FaultInjector
+from integrations.sendbird_emulator.app import _is_loopback
 from integrations.twilio import (
     API_VERSION,
     AUTHENTICATION_FAILED,
