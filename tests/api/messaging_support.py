@@ -82,9 +82,13 @@ def twilio(api: Api) -> RunningTwilioEmulator:
     return api.app[twilio_emulator_key]
 
 
-def texts(api: Api) -> list[EmulatedSms]:
-    """Every text Twilio accepted from caremsg, in order."""
-    return twilio(api).state.sent
+def texts(api: Api, phone: str) -> list[EmulatedSms]:
+    """The texts Twilio accepted from caremsg for ``phone``, in order.
+
+    Filtered by number: the test database is shared, and a text an earlier test left queued may be
+    delivered by this test's app (through this test's carrier) to that test's own number.
+    """
+    return [t for t in twilio(api).state.sent if t.phone_number == phone]
 
 
 def receive_sms(api: Api, from_number: str, text: str, *, message_sid: str | None = None) -> str:

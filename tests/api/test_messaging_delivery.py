@@ -48,7 +48,7 @@ async def test_an_external_participant_is_texted_a_notification_without_the_mess
     deliveries = await settled_deliveries(api, team.peer, accepted["id"])
 
     assert [d["state"] for d in deliveries] == ["sent", "sent"]
-    sent = texts(api)
+    sent = texts(api, team.phone)
     assert len(sent) == 1
     assert sent[0].phone_number == team.phone
     assert sent[0].text == NOTIFICATION
@@ -111,7 +111,7 @@ async def test_a_number_that_cannot_exist_is_not_texted_and_its_delivery_fails_a
         ("sms", "failed", "invalid_number"),
     ]
     await settled_deliveries(api, team.peer, accepted["id"])
-    assert texts(api) == []
+    assert texts(api, team.phone) == []
 
 
 async def test_an_external_participant_without_an_sms_consent_is_refused_with_the_reason(api: Api) -> None:
@@ -213,7 +213,7 @@ async def test_a_compliance_group_named_in_the_sms_policy_gets_the_full_text_and
 
     await settled_deliveries(api, team.peer, accepted["id"])
 
-    assert [n.text for n in texts(api)] == ["Lithium level is 1.4"]
+    assert [n.text for n in texts(api, team.phone)] == ["Lithium level is 1.4"]
     row = await db.fetchrow(
         "SELECT decision, matched_rule, details FROM audit_events WHERE workflow = 'sms.send_full_text'"
         " AND resource_id = $1",

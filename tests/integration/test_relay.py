@@ -335,7 +335,7 @@ async def test_a_conversations_chat_post_being_retried_does_not_hold_up_its_text
         ("send_message", "pending", 1, True),  # to be retried after its backoff
         ("send_sms", "done", 1, False),  # texts have a lane of their own: not held up
     ]
-    assert len(texts(api)) == 1
+    assert len(texts(api, team.phone)) == 1
 
     await _work_off(relay, db, [message_id])
     assert [m.message for m in emulator(api).messages(team.conversation["channelUrl"])] == [
@@ -368,7 +368,7 @@ async def test_a_conversations_texts_go_out_in_the_order_accepted_even_when_one_
         " WHERE message_id = ANY($1::int[]) AND recipient <> 'channel' ORDER BY message_id",
         ids,
     )
-    assert [t.sid for t in texts(api)] == [r["provider_message_id"] for r in sms]
+    assert [t.sid for t in texts(api, team.phone)] == [r["provider_message_id"] for r in sms]
     assert emulator(api).messages(team.conversation["channelUrl"]) == []  # this relay claims texts only
 
 
@@ -413,4 +413,5 @@ async def test_chat_posts_go_out_while_the_sms_provider_is_slow_and_texts_follow
         " WHERE message_id = ANY($1::int[]) AND recipient <> 'channel' ORDER BY message_id",
         ids,
     )
-    assert [t.sid for t in texts(api)] == [r["provider_message_id"] for r in sms]  # in the order accepted
+    in_order = [r["provider_message_id"] for r in sms]
+    assert [t.sid for t in texts(api, team.phone)] == in_order  # in the order accepted
