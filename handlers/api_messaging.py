@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -22,9 +21,9 @@ from integrations.sendbird import SIGNATURE_HEADER, verify_webhook_signature
 from integrations.twilio import (
     EMPTY_TWIML,
     BadTwilioRequest,
+    BadTwilioSignature,
     TwilioWebhookCheck,
-    inbound_message,
-    verify_request,
+    verified_inbound_message,
 )
 from integrations.twilio import SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER
 from integrations.webhooks import (
@@ -143,16 +142,15 @@ async def twilio_webhook(request: web.Request) -> web.StreamResponse:
     check = resources.twilio
     if check is None:
         raise NotFound("webhook")  # texts do not go through Twilio here
-    raw = await request.read()
     try:
-        params = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except UnicodeDecodeError:
-        params = []
-    url = check.webhook_url or str(request.url)
-    if not verify_request(url, params, request.headers.get(TWILIO_SIGNATURE_HEADER), check.auth_token):
-        raise Unauthenticated("The webhook signature is missing or does not match the request.")
-    try:
-        inbound = inbound_message(dict(params), account_sid=check.account_sid)
+        inbound = verified_inbound_message(
+            await request.read(),
+            request_url=str(request.url),
+            signature=request.headers.get(TWILIO_SIGNATURE_HEADER),
+            check=check,
+        )
+    except BadTwilioSignature:
+        raise Unauthenticated("The webhook signature is missing or does not match the request.") from None
     except BadTwilioRequest as exc:
         raise MalformedRequest(
             [FieldError(str(exc), "Missing or not readable.", "webhook_invalid")],

@@ -33,7 +33,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 import structlog
@@ -248,6 +248,27 @@ class TwilioWebhookCheck:
 
 class BadTwilioRequest(ValueError):
     """A correctly signed request that is not an incoming message: ``str(exc)`` names the field."""
+
+
+class BadTwilioSignature(ValueError):
+    """``X-Twilio-Signature`` is missing or does not match the URL and parameters."""
+
+
+def verified_inbound_message(
+    raw: bytes, *, request_url: str, signature: str | None, check: TwilioWebhookCheck
+) -> TwilioInbound:
+    """The incoming message of a webhook request body, after its signature is checked.
+
+    :class:`BadTwilioSignature` if the signature does not hold (for ``check.webhook_url``, else the
+    URL the request arrived at), :class:`BadTwilioRequest` naming the field if it is no message.
+    """
+    try:
+        params = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        params = []
+    if not verify_request(check.webhook_url or request_url, params, signature, check.auth_token):
+        raise BadTwilioSignature("X-Twilio-Signature")
+    return inbound_message(dict(params), account_sid=check.account_sid)
 
 
 def inbound_message(params: Mapping[str, str], *, account_sid: str) -> TwilioInbound:
