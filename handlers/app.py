@@ -27,7 +27,7 @@ from engine.policy import PolicyHolder
 from engine.ports import ChatGateway, SmsGateway
 from engine.services import EngineSettings, Services
 from engine.sms import SmsRules
-from handlers import api, api_audit, api_messaging, api_policy
+from handlers import api, api_audit, api_contacts, api_messaging, api_policy
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
 from handlers.keys import endpoints_key, policy_key, services_key, settings_key
@@ -36,6 +36,7 @@ from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
+from integrations.break_glass_alerts import NotifyBreakGlass
 from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
 from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
@@ -43,7 +44,7 @@ from integrations.db.uow import SqlUnitOfWork
 from integrations.idempotency import IdempotencyStore
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
-from integrations.relay import TEXT_KINDS, OutboxRelay, Relays, RelaySettings
+from integrations.relay import TEXT_KINDS, OutboxKind, OutboxRelay, Relays, RelaySettings
 from integrations.security import Argon2Passwords, JwtTokens
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
@@ -152,7 +153,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         batch_size=outbox.batch_size,
         concurrency=outbox.concurrency,
     )
-    kinds = [RemoveMembers(), *app[messaging_key].outbox_kinds]
+    kinds: list[OutboxKind] = [RemoveMembers(), NotifyBreakGlass(), *app[messaging_key].outbox_kinds]
     # Chat effects and texts are claimed and delivered by relays of their own, each with its own rate
     # budget, so a backlog of texts never holds chat posts up (integrations/relay.py).
     relay = Relays(
@@ -353,10 +354,12 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
                 lease=timedelta(seconds=m.idempotency_lease_seconds),
             ),
             webhook_token=webhook_token,
+            # The policy in force at each text (built later, by _services; reloads swap it).
             outbox_kinds=[
                 SendSms(
                     gateway,
                     rules,
+                    lambda: app[policy_key].current,
                     two_way=twilio_check is not None,
                     accept_outbound_only=m.accept_outbound_only_sms,
                 ),
@@ -445,7 +448,13 @@ PUBLIC_PATHS = frozenset({"/health", "/api/openapi.json"})
 def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -> web.Application:
     """The aiohttp application for these settings; resources start with the app and stop with it."""
     if endpoints is None:
-        endpoints = [*api.ENDPOINTS, *api_policy.ENDPOINTS, *api_messaging.ENDPOINTS, *api_audit.ENDPOINTS]
+        endpoints = [
+            *api.ENDPOINTS,
+            *api_policy.ENDPOINTS,
+            *api_messaging.ENDPOINTS,
+            *api_audit.ENDPOINTS,
+            *api_contacts.ENDPOINTS,
+        ]
     public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}
     app = web.Application(
         middlewares=[

@@ -6,16 +6,16 @@ order they were accepted even after an outage (issue 10). Without this index tha
 walks every outbox row the conversation ever had (done rows are never deleted); with it, at most
 one entry: the same reasoning, and the same CONCURRENTLY build, as 0007 for ``send_message``.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
