@@ -30,7 +30,7 @@ from handlers import api, api_audit, api_messaging, api_policy
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
 from handlers.keys import endpoints_key, policy_key, services_key, settings_key
-from handlers.middleware import authenticate, request_context
+from handlers.middleware import authenticate, request_context, security_headers
 from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
@@ -360,6 +360,10 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}
     app = web.Application(
         middlewares=[
+            security_headers(
+                hsts_max_age=settings.service.hsts_max_age_seconds,
+                trust_forwarded_proto=settings.service.trust_forwarded_proto,
+            ),
             request_context,
             # The directory needs the database, which starts with the app: look it up per request.
             authenticate(_tokens(settings), lambda: app[accounts_key], frozenset(public)),
