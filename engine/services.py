@@ -48,6 +48,10 @@ def _no_send_path() -> SendUnitOfWork:
     raise ServiceUnavailable("Sending messages is not configured in this process.")
 
 
+def _unobserved(decision: Decision) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Services:
     """The dependencies of every workflow, built once by the composition root."""
@@ -68,6 +72,9 @@ class Services:
     identifiers: IdentifierHasher | None = None
     # The send-message workflow's own unit of work (one read, one write); see SendUnitOfWork.
     send_uow: SendUnitOfWorkFactory = _no_send_path
+    # Told of every decision as it is taken (the operations metrics count them by workflow,
+    # outcome and reason); must not raise or block.
+    on_decision: Callable[[Decision], None] = _unobserved
 
     def page_size(self, requested: int | None) -> int:
         if requested is None:
@@ -90,6 +97,7 @@ class Decider:
         self.policy: Policy = services.policy.current
         self._primary_workflow: str | None = None
         self.consents = services.consents
+        self._observe = services.on_decision
 
     def require(
         self,
@@ -113,6 +121,7 @@ class Decider:
             self._primary_workflow = workflow
         fact_set = frozenset(facts)
         decision = self.policy.decide(role, workflow, fact_set)
+        self._observe(decision)
         recorded = dict(details or {})
         if fact_set:
             # The facts decided on, so `caremsg policy diff` can decide this record again.

@@ -26,16 +26,18 @@ from engine.policy import PolicyHolder
 from engine.ports import ChatGateway
 from engine.services import EngineSettings, Services
 from engine.sms import SmsRules
-from handlers import api, api_audit, api_messaging, api_policy
+from handlers import api, api_audit, api_messaging, api_policy, metrics
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
-from handlers.keys import endpoints_key, policy_key, services_key, settings_key
+from handlers.keys import endpoints_key, operations_key, policy_key, services_key, settings_key
+from handlers.metrics import Metrics, Operations
 from handlers.middleware import authenticate, request_context, security_headers
 from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
 from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
+from integrations.db.migrate import head_revisions
 from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
@@ -170,6 +172,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         consents=app[consent_index_key],
         identifiers=IdentifierHasher(settings.audit.identifier_key.encode()),
         sms=app[sms_rules_key],
+        on_decision=app[operations_key].metrics.observe_decision,
     )
     if settings.service.environment == "development" and auth.self_registration:
         await _ensure_default_organization(sessions, auth.default_organization)
@@ -319,14 +322,30 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(build_openapi(request.app[endpoints_key], version=_version()))
 
 
-async def health(request: web.Request) -> web.Response:
-    """Liveness plus a database round trip: 503 while PostgreSQL is unreachable."""
-    try:
-        async with request.app[engine_key].connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception:
-        return web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
-    return web.json_response({"status": "ok", "policyVersion": request.app[policy_key].current.version})
+# --- operations: /metrics, /health, /ready (handlers/metrics.py) ---------------------------------------
+
+
+def _new_operations(settings: Settings) -> Operations:
+    service = settings.service
+    return Operations(
+        Metrics(),
+        metrics_token=service.metrics_token,
+        metrics_open=service.environment != "production",
+        sealer_enabled=settings.audit.sealer_enabled,
+        max_sealer_lag_seconds=service.ready_max_sealer_lag_seconds,
+        expected_revisions=head_revisions(),
+    )
+
+
+async def _operations(app: web.Application) -> AsyncIterator[None]:
+    """Hand the operations endpoints the resources they read, once those have started."""
+    ops = app[operations_key]
+    ops.engine, ops.policy, ops.consents = app[engine_key], app[policy_key], app[consent_index_key]
+    relay = app[relay_key]
+    ops.metrics.count_from(
+        "caremsg_relay_retries", "Outbox deliveries put back for another attempt.", lambda: relay.retries
+    )
+    yield
 
 
 # --- the audit chain sealer (issue 5) --------------------------------------------------------------
@@ -350,7 +369,7 @@ async def _audit_sealer(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-PUBLIC_PATHS = frozenset({"/health", "/api/openapi.json"})
+PUBLIC_PATHS = frozenset({"/api/openapi.json"}) | metrics.PUBLIC_PATHS
 
 
 def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -> web.Application:
@@ -372,11 +391,13 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     )
     app[settings_key] = settings
     app[endpoints_key] = endpoints
+    app[operations_key] = _new_operations(settings)
     app.cleanup_ctx.extend([_database, _chat, _consent_index, _messaging, _services, _live_policy])
     app.cleanup_ctx.append(_webhook_processor)
     app.cleanup_ctx.append(_audit_sealer)
+    app.cleanup_ctx.append(_operations)
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)
     app.router.add_get("/api/openapi.json", openapi, name="openapi")
-    app.router.add_get("/health", health, name="health")
+    metrics.add_routes(app)
     return app

@@ -15,7 +15,7 @@ from engine.errors import CaremsgError, FieldError, InvalidInput, ServiceUnavail
 from engine.model import Purpose
 from engine.ports import AccountDirectory, TokenService
 from engine.workflows.audit import record_rejected_token
-from handlers.keys import actor_key, request_id_key, services_key
+from handlers.keys import actor_key, operations_key, request_id_key, services_key
 from handlers.problems import problem_for, problem_response, simple_problem
 from integrations.db.uow import is_unavailable
 
@@ -45,14 +45,18 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         structlog.contextvars.unbind_contextvars("request_id")
     response.headers["X-Request-ID"] = rid
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    seconds = time.perf_counter() - started
     log.info(
         "http.request",
         request_id=rid,
         method=request.method,
         route=route,
         status=response.status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        duration_ms=round(seconds * 1000, 2),
     )
+    operations = request.app.get(operations_key)
+    if operations is not None:
+        operations.metrics.observe_request(route, request.method, response.status, seconds)
     return response
 
 

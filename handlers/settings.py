@@ -36,6 +36,10 @@ class ServiceSettings(_Section):
     # proxy's X-Forwarded-Proto: https counts as TLS (only behind a proxy that sets it itself).
     hsts_max_age_seconds: int = Field(63_072_000, ge=0)
     trust_forwarded_proto: bool = False
+    # GET /metrics needs `Authorization: Bearer <metrics_token>` when set; unset, it is open in
+    # development and test and not served in production. GET /ready fails past this sealer lag.
+    metrics_token: str = ""
+    ready_max_sealer_lag_seconds: float = Field(300.0, gt=0)
 
 
 class DatabaseSettings(_Section):

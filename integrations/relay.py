@@ -266,6 +266,8 @@ class OutboxRelay:
         # Outcomes of deliveries whose settle failed: settled again before anything else.
         self._unsettled: list[_Settled] = []
         self._resettle_failures = 0
+        #: Deliveries put back for another attempt since start (the caremsg_relay_retries metric).
+        self.retries = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -304,6 +306,7 @@ class OutboxRelay:
             given_back: list[_Settled] = []
             for lane, outcome in zip(lanes, outcomes, strict=True):
                 if outcome.outcome == "retry":
+                    self.retries += 1
                     given_back.extend(_Settled(entry, "untried") for entry in lane)
                 elif lane:
                     still.append(lane)
