@@ -30,6 +30,7 @@ from handlers import api, api_audit, api_messaging, api_policy, metrics
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
 from handlers.keys import endpoints_key, operations_key, policy_key, services_key, settings_key
+from handlers.logs import show_emulator_credentials
 from handlers.metrics import Metrics, Operations
 from handlers.middleware import authenticate, request_context, security_headers
 from handlers.openapi import build_openapi
@@ -113,6 +114,12 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         base_url, api_token = emulator.base_url, token
         app[emulator_key] = emulator
         log.warning("sendbird.emulator_in_use", base_url=base_url, development_only=True)
+        show_emulator_credentials(
+            app[settings_key].service.environment,
+            base_url=base_url,
+            app_id=emulator.state.app_id,
+            api_token=token,
+        )
     else:
         base_url, api_token = settings.resolved_base_url, settings.api_token
     async with httpx.AsyncClient() as http:

@@ -9,6 +9,9 @@ connections while it shuts down.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from handlers.middleware import request_context
 from integrations.db.uow import is_unavailable
 from tests.api.conftest import Api, Person
-from tests.api.messaging_support import PHONE, care_team, send
+from tests.api.messaging_support import PHONE, care_team, emulator, send
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -146,6 +149,30 @@ async def test_nul_in_a_query_string_is_a_422(api: Api) -> None:
 
     assert status == 422, body
     assert field_names(body) == ["email"]
+
+
+@pytest.mark.parametrize(
+    ("path", "event", "field"),
+    [
+        ("/api/webhooks/sendbird", {"category": "group_channel:message_send\u0000"}, "category"),
+        ("/api/webhooks/sms", {"message_id": "m\u00001", "from": "+12025550143", "text": "hi"}, "message_id"),
+    ],
+)
+async def test_nul_in_a_signed_webhooks_stored_keys_is_a_400_naming_the_key(
+    api: Api, path: str, event: dict[str, str], field: str
+) -> None:
+    body = json.dumps(event).encode()
+    signature = hmac.new(emulator(api).api_token.encode(), body, hashlib.sha256).hexdigest()
+
+    status, body_out = await api.call(
+        "POST",
+        path,
+        data=body,
+        headers={"Content-Type": "application/json", "x-sendbird-signature": signature},
+    )
+
+    assert status == 400, body_out
+    assert field_names(body_out) == [field]
 
 
 # --- names: bidirectional and zero-width characters -------------------------------------------------
