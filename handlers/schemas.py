@@ -113,7 +113,12 @@ def _birth_date(value: date) -> date:
 
 
 BirthDate = Annotated[date, AfterValidator(_birth_date)]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254), AfterValidator(_email)]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254),
+    AfterValidator(_visible_line),
+    AfterValidator(_email),
+]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), AfterValidator(_e164)]
 

@@ -200,6 +200,21 @@ async def test_invisible_characters_in_a_name_are_refused_naming_the_field(api: 
     assert field_names(body) == ["lastName"]
 
 
+async def test_a_bidirectional_override_in_an_email_is_refused_at_registration(api: Api) -> None:
+    register = {
+        "email": "evil\u202egro.elpmaxe@example.org",
+        "password": "long enough password",
+        "firstName": "A",
+        "lastName": "B",
+    }
+
+    status, body = await api.call("POST", "/api/auth/register", json=register)
+
+    assert status == 422, body
+    assert field_names(body) == ["email"]
+    assert body["errors"][0]["type"] == "invisible_character"
+
+
 async def test_names_in_other_scripts_are_accepted(api: Api) -> None:
     peer, _ = await staff(api)
 
