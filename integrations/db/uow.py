@@ -144,7 +144,9 @@ def _unavailable_sqlstate(exc: BaseException) -> bool:
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
-    """The error, what SQLAlchemy wraps (``orig``) and the chain under it, without cycles."""
+    """The error, what SQLAlchemy wraps (``orig``) and what each was raised from (``__cause__``: the
+    asyncpg error under SQLAlchemy's), without cycles. Not ``__context__``: an unrelated error raised
+    while handling a connection error is not itself "unavailable"."""
     seen: list[BaseException] = []
     pending: list[BaseException | None] = [exc]
     while pending and len(seen) < 10:
@@ -153,9 +155,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
             continue
         seen.append(current)
         orig = getattr(current, "orig", None)
-        pending.extend(
-            [orig if isinstance(orig, BaseException) else None, current.__cause__, current.__context__]
-        )
+        pending.extend([orig if isinstance(orig, BaseException) else None, current.__cause__])
     return seen
 
 
