@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from collections.abc import MutableMapping
+from datetime import date, datetime
 from typing import Any
 
 import structlog
@@ -135,6 +136,13 @@ def show_emulator_credentials(environment: str, *, base_url: str, app_id: str, a
     )
 
 
+def _json_value(value: Any) -> Any:
+    """Times as ISO 8601 (``datetime.datetime(2026, …)`` is no use to a log query), anything else as text."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
+
+
 def _add_pid(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event_dict["pid"] = os.getpid()
     return event_dict
@@ -162,7 +170,7 @@ def configure_logging(
     ]
     renderer: Any
     if as_json:
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(default=_json_value)
     else:
         renderer = structlog.dev.ConsoleRenderer(
             exception_formatter=structlog.dev.plain_traceback  # never rich tracebacks: they print locals

@@ -8,6 +8,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -116,6 +117,16 @@ def test_caremsg_lines_are_still_json_with_their_fields(json_logs: Callable[[], 
 
     assert (record["event"], record["route"], record["status"]) == ("http.request", "/api/patients/{id}", 200)
     assert record["logger"] == "caremsg.test"
+
+
+def test_times_in_a_line_are_iso_8601(json_logs: Callable[[], list[str]]) -> None:
+    at = datetime(2026, 12, 5, 18, 24, 44, 269700, tzinfo=UTC)
+
+    structlog.get_logger("caremsg.test").error("audit", occurred_at=at, day=at.date())
+
+    record = json.loads(json_logs()[0])
+    assert record["occurred_at"] == "2026-12-05T18:24:44.269700+00:00"
+    assert record["day"] == "2026-12-05"
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "203.0.113.7", "10.20.30.40", "2001:db8::1"])
