@@ -26,7 +26,7 @@ from engine.policy import PolicyHolder
 from engine.ports import ChatGateway
 from engine.services import EngineSettings, Services
 from engine.sms import SmsRules
-from handlers import api, api_audit, api_messaging, api_policy, metrics
+from handlers import api, api_audit, api_contacts, api_messaging, api_policy, metrics
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
 from handlers.keys import endpoints_key, operations_key, policy_key, services_key, settings_key
@@ -37,6 +37,7 @@ from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
+from integrations.break_glass_alerts import NotifyBreakGlass
 from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
 from integrations.db.migrate import head_revisions
 from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
@@ -158,7 +159,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             batch_size=outbox.batch_size,
             concurrency=outbox.concurrency,
         ),
-        kinds=[RemoveMembers(), *app[messaging_key].outbox_kinds],
+        kinds=[RemoveMembers(), NotifyBreakGlass(), *app[messaging_key].outbox_kinds],
     )
     app[relay_key] = relay
     auth = settings.auth
@@ -283,7 +284,8 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
                 lease=timedelta(seconds=m.idempotency_lease_seconds),
             ),
             webhook_token=webhook_token,
-            outbox_kinds=[SendSms(gateway, rules), PostSmsReply()],
+            # The policy in force at each text (built later, by _services; reloads swap it).
+            outbox_kinds=[SendSms(gateway, rules, lambda: app[policy_key].current), PostSmsReply()],
         )
         yield
 
@@ -379,10 +381,21 @@ async def _audit_sealer(app: web.Application) -> AsyncIterator[None]:
 PUBLIC_PATHS = frozenset({"/api/openapi.json"}) | metrics.PUBLIC_PATHS
 
 
+def default_endpoints() -> list[Endpoint]:
+    """Every endpoint the service serves (and documents in its OpenAPI document)."""
+    return [
+        *api.ENDPOINTS,
+        *api_policy.ENDPOINTS,
+        *api_messaging.ENDPOINTS,
+        *api_audit.ENDPOINTS,
+        *api_contacts.ENDPOINTS,
+    ]
+
+
 def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -> web.Application:
     """The aiohttp application for these settings; resources start with the app and stop with it."""
     if endpoints is None:
-        endpoints = [*api.ENDPOINTS, *api_policy.ENDPOINTS, *api_messaging.ENDPOINTS, *api_audit.ENDPOINTS]
+        endpoints = default_endpoints()
     public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}
     app = web.Application(
         middlewares=[

@@ -26,8 +26,7 @@ from sqlalchemy import text
 
 from engine.model import Role
 from engine.workflows.identity import CreateUser, bootstrap_user
-from handlers import api, api_audit, api_messaging, api_policy
-from handlers.app import create_app, sessions_key
+from handlers.app import create_app, default_endpoints, sessions_key
 from handlers.openapi import build_openapi
 from integrations.db.uow import SqlUnitOfWork
 from integrations.security import Argon2Passwords
@@ -45,11 +44,7 @@ OVERLAP_EXCLUDED = [schemathesis.checks.unsupported_method, schemathesis.checks.
 EXAMPLES = int(os.environ.get("CAREMSG_SCHEMATHESIS_EXAMPLES", "10"))
 PASSWORD = "correct horse battery"
 
-schema = schemathesis.openapi.from_dict(
-    build_openapi(
-        [*api.ENDPOINTS, *api_policy.ENDPOINTS, *api_messaging.ENDPOINTS, *api_audit.ENDPOINTS], version="0"
-    )
-)
+schema = schemathesis.openapi.from_dict(build_openapi(default_endpoints(), version="0"))
 
 
 @dataclass
