@@ -72,6 +72,10 @@ def _no_send_path() -> SendUnitOfWork:
     raise ServiceUnavailable("Sending messages is not configured in this process.")
 
 
+def _unobserved(decision: Decision) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Services:
     """The dependencies of every workflow, built once by the composition root."""
@@ -92,6 +96,9 @@ class Services:
     identifiers: IdentifierHasher | None = None
     # The send-message workflow's own unit of work (one read, one write); see SendUnitOfWork.
     send_uow: SendUnitOfWorkFactory = _no_send_path
+    # Told of every decision as it is taken (the operations metrics count them by workflow,
+    # outcome and reason); must not raise or block.
+    on_decision: Callable[[Decision], None] = _unobserved
 
     def page_size(self, requested: int | None) -> int:
         if requested is None:
@@ -115,6 +122,7 @@ class Decider:
         self.policy: Policy = services.policy.current
         self._primary_workflow: str | None = None
         self.consents = services.consents
+        self._observe = services.on_decision
 
     def require(
         self,
@@ -139,6 +147,7 @@ class Decider:
         fact_set = frozenset(facts)
         recorded = dict(details or {})
         decision = self._decide(role, workflow, fact_set, recorded, stated=subject_role is None)
+        self._observe(decision)
         if fact_set:
             # The facts decided on, so `caremsg policy diff` can decide this record again.
             recorded["facts"] = "&".join(sorted(fact_set))

@@ -27,17 +27,20 @@ from engine.policy import PolicyHolder
 from engine.ports import ChatGateway, SmsGateway
 from engine.services import EngineSettings, Services
 from engine.sms import SmsRules
-from handlers import api, api_audit, api_contacts, api_messaging, api_policy
+from handlers import api, api_audit, api_contacts, api_messaging, api_policy, metrics
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
-from handlers.keys import endpoints_key, policy_key, services_key, settings_key
-from handlers.middleware import authenticate, request_context
+from handlers.keys import endpoints_key, operations_key, policy_key, services_key, settings_key
+from handlers.logs import show_emulator_credentials
+from handlers.metrics import Metrics, Operations
+from handlers.middleware import authenticate, request_context, security_headers
 from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
 from integrations.break_glass_alerts import NotifyBreakGlass
 from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
+from integrations.db.migrate import head_revisions
 from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
@@ -118,6 +121,12 @@ async def _chat(app: web.Application) -> AsyncIterator[None]:
         base_url, api_token = emulator.base_url, token
         app[emulator_key] = emulator
         log.warning("sendbird.emulator_in_use", base_url=base_url, development_only=True)
+        show_emulator_credentials(
+            app[settings_key].service.environment,
+            base_url=base_url,
+            app_id=emulator.state.app_id,
+            api_token=token,
+        )
     else:
         base_url, api_token = settings.resolved_base_url, settings.api_token
     async with httpx.AsyncClient() as http:
@@ -192,6 +201,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         consents=app[consent_index_key],
         identifiers=IdentifierHasher(settings.audit.identifier_key.encode()),
         sms=app[sms_rules_key],
+        on_decision=app[operations_key].metrics.observe_decision,
     )
     if settings.service.environment == "development" and auth.self_registration:
         await _ensure_default_organization(sessions, auth.default_organization)
@@ -412,14 +422,30 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(build_openapi(request.app[endpoints_key], version=_version()))
 
 
-async def health(request: web.Request) -> web.Response:
-    """Liveness plus a database round trip: 503 while PostgreSQL is unreachable."""
-    try:
-        async with request.app[engine_key].connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception:
-        return web.json_response({"status": "unavailable", "database": "unreachable"}, status=503)
-    return web.json_response({"status": "ok", "policyVersion": request.app[policy_key].current.version})
+# --- operations: /metrics, /health, /ready (handlers/metrics.py) ---------------------------------------
+
+
+def _new_operations(settings: Settings) -> Operations:
+    service = settings.service
+    return Operations(
+        Metrics(),
+        metrics_token=service.metrics_token,
+        metrics_open=service.environment != "production",
+        sealer_enabled=settings.audit.sealer_enabled,
+        max_sealer_lag_seconds=service.ready_max_sealer_lag_seconds,
+        expected_revisions=head_revisions(),
+    )
+
+
+async def _operations(app: web.Application) -> AsyncIterator[None]:
+    """Hand the operations endpoints the resources they read, once those have started."""
+    ops = app[operations_key]
+    ops.engine, ops.policy, ops.consents = app[engine_key], app[policy_key], app[consent_index_key]
+    relay = app[relay_key]
+    ops.metrics.count_from(
+        "caremsg_relay_retries", "Outbox deliveries put back for another attempt.", lambda: relay.retries
+    )
+    yield
 
 
 # --- the audit chain sealer (issue 5) --------------------------------------------------------------
@@ -443,22 +469,31 @@ async def _audit_sealer(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-PUBLIC_PATHS = frozenset({"/health", "/api/openapi.json"})
+PUBLIC_PATHS = frozenset({"/api/openapi.json"}) | metrics.PUBLIC_PATHS
+
+
+def default_endpoints() -> list[Endpoint]:
+    """Every endpoint the service serves (and documents in its OpenAPI document)."""
+    return [
+        *api.ENDPOINTS,
+        *api_policy.ENDPOINTS,
+        *api_messaging.ENDPOINTS,
+        *api_audit.ENDPOINTS,
+        *api_contacts.ENDPOINTS,
+    ]
 
 
 def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -> web.Application:
     """The aiohttp application for these settings; resources start with the app and stop with it."""
     if endpoints is None:
-        endpoints = [
-            *api.ENDPOINTS,
-            *api_policy.ENDPOINTS,
-            *api_messaging.ENDPOINTS,
-            *api_audit.ENDPOINTS,
-            *api_contacts.ENDPOINTS,
-        ]
+        endpoints = default_endpoints()
     public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}
     app = web.Application(
         middlewares=[
+            security_headers(
+                hsts_max_age=settings.service.hsts_max_age_seconds,
+                trust_forwarded_proto=settings.service.trust_forwarded_proto,
+            ),
             request_context,
             # The directory needs the database, which starts with the app: look it up per request.
             authenticate(_tokens(settings), lambda: app[accounts_key], frozenset(public)),
@@ -467,11 +502,13 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     )
     app[settings_key] = settings
     app[endpoints_key] = endpoints
+    app[operations_key] = _new_operations(settings)
     app.cleanup_ctx.extend([_database, _chat, _consent_index, _messaging, _services, _live_policy])
     app.cleanup_ctx.append(_webhook_processor)
     app.cleanup_ctx.append(_audit_sealer)
+    app.cleanup_ctx.append(_operations)
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)
     app.router.add_get("/api/openapi.json", openapi, name="openapi")
-    app.router.add_get("/health", health, name="health")
+    metrics.add_routes(app)
     return app

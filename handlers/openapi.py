@@ -99,7 +99,9 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
                     "schema": {"type": "string", "enum": [p.value for p in Purpose]},
                 }
             )
-        for status in sorted({*ep.errors, 503}):
+        # Every authenticated operation takes X-Purpose-Of-Use, and an unknown value is a 422 naming it.
+        statuses = {*ep.errors, 503} | (set() if ep.public else {422})
+        for status in sorted(statuses):
             op["responses"][str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),
                 "content": {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}},

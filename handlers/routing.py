@@ -4,6 +4,7 @@ cannot disagree. Also the small helpers every handler uses (parse a body, answer
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from handlers.keys import actor_key, request_id_key, services_key
 from handlers.problems import invalid_input
 
 M = TypeVar("M", bound=BaseModel)
+_ASCII_ID = re.compile(r"[0-9]{1,10}")
 
 PublicHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ActorHandler = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
@@ -72,16 +74,43 @@ async def parse(request: web.Request, model: type[M]) -> M:
         )
     raw = await request.read()
     try:
-        json.loads(raw)
+        document = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise MalformedRequest(
             [FieldError("body", "Not valid JSON.", "json_invalid")],
             detail="The request body is not valid JSON.",
         ) from None
+    except RecursionError:  # ~1,000 levels: 2 KB of brackets would otherwise be a 500
+        document = _TOO_DEEP
+    if document is _TOO_DEEP or _deeper_than(document, MAX_JSON_DEPTH):
+        raise MalformedRequest(
+            [FieldError("body", f"Nested deeper than {MAX_JSON_DEPTH} levels.", "json_too_deep")],
+            detail="The request body is nested too deeply.",
+        )
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         raise invalid_input(exc) from None
+
+
+#: No request schema nests more than a few levels; anything deeper is refused before validation.
+MAX_JSON_DEPTH = 16
+_TOO_DEEP = object()
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    """True if arrays and objects nest more than ``limit`` levels (iterative: no recursion to exhaust)."""
+    level: list[Any] = [document]
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            if isinstance(node, (dict, list))
+            for child in (node.values() if isinstance(node, dict) else node)
+        ]
+        if not level:
+            return False
+    return any(isinstance(node, (dict, list)) for node in level)
 
 
 def query(request: web.Request, model: type[M]) -> M:
@@ -93,7 +122,8 @@ def query(request: web.Request, model: type[M]) -> M:
 
 def path_id(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
+    # ASCII digits only: str.isdigit() takes "¹" (int() then fails) and U+0661 (which int() reads as 1).
+    if not _ASCII_ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
         raise InvalidInput([FieldError(name, "Must be a positive integer id.", "int_parsing")])
     return int(raw)
 

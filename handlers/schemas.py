@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from engine.model import (
     FULL_SCOPE,
@@ -42,9 +43,41 @@ from engine.model import (
     Role,
     User,
 )
+from engine.sms import textable
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# C0 and C1 control characters other than tab, line feed and carriage return. PostgreSQL refuses NUL
+# in text, and none of the others belongs in anything a person typed: every request string refuses them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Names and titles refuse line breaks and tabs too, the bidirectional controls (U+202E makes a name
+# read backwards in an audit listing) and the zero-width characters (two names that look the same).
+_INVISIBLE = re.compile(r"[\t\n\r\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def _has_control(value: object) -> bool:
+    if isinstance(value, str):
+        return _CONTROL.search(value) is not None
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_has_control(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_control(k) or _has_control(v) for k, v in value.items())
+    return False
+
+
+def _visible_line(value: str) -> str:
+    if _INVISIBLE.search(value):
+        raise PydanticCustomError(
+            "invisible_character",
+            "must not contain line breaks, tabs, bidirectional or zero-width characters",
+        )
+    return value
+
+
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_visible_line)
+]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_visible_line)
+]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 
@@ -56,12 +89,10 @@ def _email(value: str) -> str:
 
 
 def _e164(value: str) -> str:
-    """E.164 form with a real country calling code, checked with libphonenumber.
-
-    Numbering-plan validity (``is_valid_number``) is checked again before any SMS is sent; the API
-    accepts any well-formed E.164 number so that a consent can be recorded for it first.
-    """
-    if not re.fullmatch(r"\+[1-9]\d{7,14}", value):
+    """E.164 form of a number that can exist: the same libphonenumber check (``engine.sms.textable``)
+    that decides whether a text is sent, so a number the API takes is never refused later as
+    ``invalid_number`` (``+1234567890`` has a country code but no valid number of its plan)."""
+    if not re.fullmatch(r"\+[1-9][0-9]{7,14}", value):
         raise ValueError("must be an E.164 phone number such as +12025550143")
     try:
         number = phonenumbers.parse(value, None)
@@ -69,7 +100,10 @@ def _e164(value: str) -> str:
         raise ValueError("must be an E.164 phone number such as +12025550143") from None
     if phonenumbers.region_code_for_country_code(number.country_code or 0) == phonenumbers.UNKNOWN_REGION:
         raise ValueError("has no known country calling code")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not textable(formatted):
+        raise ValueError("is not a valid number of its country's numbering plan")
+    return formatted
 
 
 def _birth_date(value: date) -> date:
@@ -79,7 +113,12 @@ def _birth_date(value: date) -> date:
 
 
 BirthDate = Annotated[date, AfterValidator(_birth_date)]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254), AfterValidator(_email)]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254),
+    AfterValidator(_visible_line),
+    AfterValidator(_email),
+]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), AfterValidator(_e164)]
 
@@ -88,6 +127,15 @@ class Request(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True, frozen=True
     )
+
+    @field_validator("*")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        """Every string of every request (query strings too) refuses NUL and the other control
+        characters, with a 422 naming the field, before anything is stored or looked up."""
+        if _has_control(value):
+            raise PydanticCustomError("control_character", "must not contain control characters such as NUL")
+        return value
 
 
 class Response(BaseModel):

@@ -32,6 +32,14 @@ class ServiceSettings(_Section):
     workers: int = Field(1, ge=1)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # HTTP hygiene: Strict-Transport-Security on responses served over TLS (0: never), and whether a
+    # proxy's X-Forwarded-Proto: https counts as TLS (only behind a proxy that sets it itself).
+    hsts_max_age_seconds: int = Field(63_072_000, ge=0)
+    trust_forwarded_proto: bool = False
+    # GET /metrics needs `Authorization: Bearer <metrics_token>` when set; unset, it is open in
+    # development and test and not served in production. GET /ready fails past this sealer lag.
+    metrics_token: str = ""
+    ready_max_sealer_lag_seconds: float = Field(300.0, gt=0)
 
 
 class DatabaseSettings(_Section):

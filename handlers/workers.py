@@ -43,7 +43,7 @@ import structlog
 from aiohttp import web
 
 from handlers.app import create_app
-from handlers.logs import configure_logging
+from handlers.logs import configure_logging, show_emulator_credentials
 from handlers.settings import Settings
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
 from integrations.twilio_emulator import RunningTwilioEmulator, start_twilio_emulator
@@ -217,6 +217,9 @@ async def _shared_emulator(settings: Settings) -> tuple[RunningEmulator, Setting
         base_url=emulator.base_url,
         shared_by_workers=settings.service.workers,
         development_only=True,
+    )
+    show_emulator_credentials(
+        settings.service.environment, base_url=emulator.base_url, app_id=EMULATOR_APP_ID, api_token=token
     )
     sendbird = settings.sendbird.model_copy(
         update={"app_id": EMULATOR_APP_ID, "api_token": token, "base_url": emulator.base_url}

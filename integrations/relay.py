@@ -316,6 +316,8 @@ class OutboxRelay:
         # Outcomes of deliveries whose settle failed: settled again before anything else.
         self._unsettled: list[_Settled] = []
         self._resettle_failures = 0
+        #: Deliveries put back for another attempt since start (the caremsg_relay_retries metric).
+        self.retries = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -386,6 +388,7 @@ class OutboxRelay:
             given_back: list[_Settled] = []
             for lane, outcome in zip(lanes, outcomes, strict=True):
                 if outcome.outcome == "retry":
+                    self.retries += 1
                     given_back.extend(_Settled(entry, "untried") for entry in lane)
                 elif lane:
                     still.append(lane)
@@ -538,6 +541,11 @@ class Relays:
 
     def __init__(self, relays: Sequence[OutboxRelay]) -> None:
         self.relays = tuple(relays)
+
+    @property
+    def retries(self) -> int:
+        """Deliveries put back for another attempt since start, by every relay together."""
+        return sum(relay.retries for relay in self.relays)
 
     def wake(self) -> None:
         for relay in self.relays:

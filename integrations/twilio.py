@@ -30,6 +30,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -274,15 +275,22 @@ def verified_inbound_message(
 def inbound_message(params: Mapping[str, str], *, account_sid: str) -> TwilioInbound:
     """The incoming message a (verified) webhook carries; :class:`BadTwilioRequest` naming the field."""
     sid = params.get("MessageSid") or params.get("SmsMessageSid") or ""
-    if not sid:
+    if not sid or _CONTROL.search(sid):
         raise BadTwilioRequest("MessageSid")
     if params.get("AccountSid") != account_sid:
         raise BadTwilioRequest("AccountSid")
     from_number = params.get("From", "")
-    if not from_number:
+    if not from_number or _CONTROL.search(from_number):
         raise BadTwilioRequest("From")
     opt_out_type = params.get("OptOutType", "").upper()
-    return TwilioInbound(sid, from_number, params.get("Body", ""), OPT_OUT_TYPES.get(opt_out_type))
+    # A text is kept, but not the control characters PostgreSQL cannot store (NUL) or a reader
+    # cannot see: only tab and line breaks survive.
+    body = _CONTROL.sub("", params.get("Body", ""))
+    return TwilioInbound(sid, from_number, body, OPT_OUT_TYPES.get(opt_out_type))
+
+
+#: NUL and the other control characters but tab and line breaks.
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 #: What Twilio expects back from a messaging webhook when it should send no reply: empty TwiML.

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,7 @@ def sendbird_event_key(raw: bytes) -> StoredEvent:
     """Category and dedupe key of a Sendbird event: category + message id, else a digest of the body."""
     event = _json_object(raw)
     category = event.get("category")
-    if not isinstance(category, str) or not category:
+    if not isinstance(category, str) or not category or _CONTROL.search(category):
         raise BadWebhook("category")
     payload = event.get("payload")
     message_id = payload.get("message_id") if isinstance(payload, dict) else None
@@ -73,6 +74,11 @@ def inbound_sms_event(
         "provider_answers_keywords": provider_answers_keywords,
     }
     return StoredEvent("sms:inbound", f"sms:{message_id}"), json.dumps(body).encode("utf-8")
+
+
+#: NUL and the other control characters but tab and line breaks: PostgreSQL refuses NUL in text, and
+#: the dedupe key and category are stored as text (a 500 otherwise; a 400 naming the field now).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -111,6 +111,11 @@ def database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
+    return app_settings(database_url)
+
+
+def app_settings(database_url: str) -> Settings:
+    """The settings every test app runs with (also for apps a module-scoped fixture serves)."""
     return load_settings(
         env={},
         service={"environment": "development", "log_format": "json"},

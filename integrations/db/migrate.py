@@ -53,3 +53,10 @@ def downgrade(url: str, revision: str, *, roles: DatabaseRoles | None = None) ->
 async def upgrade_async(url: str, revision: str = "heads", *, roles: DatabaseRoles | None = None) -> None:
     # env.py runs its own event loop (asyncio.run), so it needs a thread without one.
     await asyncio.to_thread(upgrade, url, revision, roles=roles)
+
+
+def head_revisions() -> frozenset[str]:
+    """The revisions ``caremsg migrate`` would bring a database to (read from the migration files)."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(ScriptDirectory.from_config(alembic_config("")).get_heads())

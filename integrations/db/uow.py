@@ -16,7 +16,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-import asyncpg  # type: ignore[import-untyped]
 import structlog
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -168,15 +167,37 @@ def is_unavailable(exc: BaseException) -> bool:
         exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
     ):
         return True
-    return isinstance(exc, _ASYNCPG_UNAVAILABLE)
+    # SQLAlchemy wraps what asyncpg raises on a new connection ("the database system is shutting
+    # down", 57P03) as a plain DBAPIError: the SQLSTATE of the error underneath decides.
+    return any(_unavailable_sqlstate(cause) for cause in _causes(exc))
 
 
-# asyncpg's own errors (raised as they are where asyncpg is used directly, as by the send path).
-_ASYNCPG_UNAVAILABLE = (
-    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection failed or is gone
-    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, restart, statement timeout
-    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, out of memory
-)
+#: SQLSTATE classes that mean "not now" rather than "not this statement": 08 the connection failed or
+#: is gone, 53 too many connections or out of memory, 57 shutdown, restart, cannot connect now, or
+#: statement timeout. asyncpg raises them as PostgresConnectionError, InsufficientResourcesError and
+#: OperatorInterventionError where it is used directly (the send path).
+_UNAVAILABLE_CLASSES = ("08", "53", "57")
+
+
+def _unavailable_sqlstate(exc: BaseException) -> bool:
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_CLASSES
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The error, what SQLAlchemy wraps (``orig``) and what each was raised from (``__cause__``: the
+    asyncpg error under SQLAlchemy's), without cycles. Not ``__context__``: an unrelated error raised
+    while handling a connection error is not itself "unavailable"."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending and len(seen) < 10:
+        current = pending.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        orig = getattr(current, "orig", None)
+        pending.extend([orig if isinstance(orig, BaseException) else None, current.__cause__])
+    return seen
 
 
 class SqlUnitOfWork:

@@ -14,7 +14,8 @@ from tests.api.conftest import Api
 PUBLIC_OPERATIONS = {"register", "login"}
 # Webhooks from the chat and SMS providers carry a signature instead of a bearer token.
 SIGNED_PATH_PREFIX = "/api/webhooks/"
-NOT_DOCUMENTED = {"openapi", "health"}
+# Operations endpoints (handlers/metrics.py) are for operators, not API clients.
+NOT_DOCUMENTED = {"openapi", "health", "ready", "metrics"}
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 

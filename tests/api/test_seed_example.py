@@ -17,7 +17,9 @@ import asyncpg
 from handlers.app import emulator_key
 from tests.api.conftest import Api, Person
 
-SEED_EXTERNAL = {"phoneNumber": "+1234567890", "name": "Dr. External"}
+# The seed writes +1234567890, which is no valid number of its plan: the API now refuses it (issue 10),
+# so the example (and the README) use a valid one.
+SEED_EXTERNAL = {"phoneNumber": "+12025550188", "name": "Dr. External"}
 
 
 async def register(api: Api, local_part: str, first_name: str, last_name: str, role: str) -> Person:
@@ -96,7 +98,7 @@ async def test_the_seed_usage_example_works_end_to_end_on_the_default_organizati
     assert created["title"] == "John Smith Care Coordination"
     assert created["memberIds"] == sorted([jane.id, nurse.id, colleague.id])
     assert [(e["phoneNumber"], e["name"]) for e in created["externalMembers"]] == [
-        ("+1234567890", "Dr. External")
+        ("+12025550188", "Dr. External")
     ]
 
     # And a message reaches the chat, once.
@@ -119,7 +121,7 @@ async def test_the_seed_usage_example_works_end_to_end_on_the_default_organizati
         "SELECT chat_user_id FROM external_participants WHERE conversation_id = $1", created["id"]
     )
     assert sorted(channel.members) == sorted([r["chat_user_id"] for r in staff] + [external])
-    assert state.users[external].phone_number == "+1234567890"
+    assert state.users[external].phone_number == "+12025550188"
     assert [m.message for m in state.messages(created["channelUrl"])] == [
         "Welcome to John's care coordination."
     ]

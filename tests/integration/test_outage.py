@@ -316,7 +316,8 @@ async def test_requests_during_a_postgresql_restart_get_503_and_the_service_reco
 
     await asyncio.to_thread(own_postgres.stop)
     status, problem = await send(api, team.peer, team.conversation_id, "during the restart")
-    resp = await api.client.get("/health")
+    resp = await api.client.get("/ready")  # /health says alive; /ready says able to serve
+    alive = await api.client.get("/health")
     await asyncio.to_thread(own_postgres.start)
 
     assert status == 503, problem
@@ -324,6 +325,8 @@ async def test_requests_during_a_postgresql_restart_get_503_and_the_service_reco
     assert "during the restart" not in str(problem)
     assert resp.status == 503
     assert resp.headers["Content-Type"].startswith("application/")
+    assert (await resp.json())["checks"]["database"]["ok"] is False
+    assert alive.status == 200
 
     async def accepted() -> dict[str, Any] | None:
         status, body = await send(api, team.peer, team.conversation_id, "after the restart")
