@@ -19,6 +19,9 @@ class Fact(StrEnum):
     #: An SMS recipient's organization is in a compliance group that policies/sms.toml names for
     #: full-text SMS (issue 3).
     SMS_FULL_TEXT_GROUP = "sms_full_text_group"
+    #: The record (a compliance group) belongs to another organization, which shared it with the
+    #: person's organization by name (issue 9, item 11).
+    SHARED = "shared"
 
 
 #: The reason code a denial carries when a required fact does not hold, and the hint shown to clients.
@@ -44,6 +47,10 @@ MISSING_FACT_REASONS: dict[Fact, tuple[str, str]] = {
         "not_in_sms_full_text_group",
         "The recipient's organization is in no compliance group that policies/sms.toml allows "
         "full-text SMS for; a notification without clinical content is sent instead.",
+    ),
+    Fact.SHARED: (
+        "not_shared",
+        "The record belongs to another organization, which has not shared it with yours.",
     ),
 }
 

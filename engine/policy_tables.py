@@ -32,6 +32,7 @@ RELATIONSHIPS = {
     Fact.MEMBER,
     Fact.BREAK_GLASS,
     Fact.SMS_FULL_TEXT_GROUP,
+    Fact.SHARED,
 }
 
 

@@ -171,7 +171,9 @@ class OrganizationRepository(Protocol):
 
     async def by_name(self, name: str) -> Organization | None: ...
 
-    async def list(self, after: int | None, limit: int) -> Page[Organization]: ...
+    async def list(self, after: int | None, limit: int, *, only: int | None = None) -> Page[Organization]:
+        """Organizations by id; ``only`` restricts the page to that one organization."""
+        ...
 
     async def existing(self, organization_ids: Sequence[int]) -> set[int]: ...
 
@@ -188,7 +190,16 @@ class ComplianceGroupRepository(Protocol):
 
     async def get(self, group_id: int) -> ComplianceGroup | None: ...
 
-    async def list(self, after: int | None, limit: int) -> Page[ComplianceGroup]: ...
+    async def list(
+        self, after: int | None, limit: int, *, visible_to: int | None = None, owned: bool, shared: bool
+    ) -> Page[ComplianceGroup]:
+        """Groups by id. With ``visible_to``, only those that organization owns (if ``owned``) or that
+        were shared with it (if ``shared``); without, every group."""
+        ...
+
+    async def share(self, group_id: int, organization_id: int, shared_by: int) -> bool:
+        """Share the group with the organization; False if it was shared with it already."""
+        ...
 
 
 class PatientRepository(Protocol):

@@ -148,7 +148,9 @@ async def get_message(services: Services, actor: Actor, message_id: int) -> Mess
         if message is None:
             guard.record_missing("conversation.read", "message", message_id)
             raise NotFound("message")
-        await _readable_conversation(guard, "conversation.read", message.conversation_id)
+        await _readable_conversation(
+            guard, "conversation.read", message.conversation_id, unknown_as="message"
+        )
         (message,) = await with_deliveries(uow, [message])
         await uow.commit()
     return message
