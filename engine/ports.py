@@ -439,7 +439,7 @@ class NewDelivery:
 
 @dataclass(frozen=True)
 class ReplyRoute:
-    """Where an inbound SMS from one number goes: the conversation that texted that number last."""
+    """One conversation an inbound SMS from a number could go to: the number's participant there."""
 
     conversation_id: int
     patient_id: int
@@ -448,6 +448,10 @@ class ReplyRoute:
     chat_user_id: str
     phone_number: str
     organization_id: int | None
+    #: The participant's reply code ("#2"); see engine.sms.reply_code.
+    reply_code: int = 0
+    #: False once the participant was removed from the conversation (their consent revoked).
+    active: bool = True
 
 
 class MessagingRepository(Protocol):
@@ -482,7 +486,10 @@ class MessagingRepository(Protocol):
         """Channel deliveries of others' messages posted up to ``read_ts_ms`` become ``delivered``."""
         ...
 
-    async def reply_route(self, phone_number: str) -> ReplyRoute | None: ...
+    async def reply_routes(self, phone_number: str) -> list[ReplyRoute]:
+        """Every conversation the number is (or was) an external participant in: the one that texted
+        it last first, then the newest admission first."""
+        ...
 
     async def set_opt_out(self, phone_number: str, opted_out: bool, provider_message_id: str) -> bool:
         """Record STOP (True) or START (False); returns whether anything changed."""
