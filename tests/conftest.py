@@ -77,6 +77,11 @@ def database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
+    return settings_for(database_url)
+
+
+def settings_for(database_url: str) -> Settings:
+    """The tests' settings on this database (a module that builds its app once uses it directly)."""
     return load_settings(
         env={},
         service={"environment": "development", "log_format": "json"},
