@@ -279,7 +279,8 @@ async def sms_received(services: Services, event: InboundSms) -> str:
             await uow.commit()
             return IGNORED
         now = services.clock()
-        word = keyword(event.text, rules)
+        code, text = reply_code(event.text)
+        word = keyword(text, rules)  # "#2 STOP" opts out too: keywords are about the number
         latest = routes[0]  # the conversation that texted the number last: where keywords are recorded
 
         def audit(
@@ -323,7 +324,6 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                 conversation_id=latest.conversation_id,
             )
         if word is None:
-            code, text = reply_code(event.text)
             route, held = _reply_destination(routes, code)
             if route is None:
                 for candidate in held:

@@ -489,8 +489,9 @@ async def test_staff_of_another_organization_who_are_not_on_the_care_team_cannot
         _, nonexistent = await api.call("GET", f"/api/patients/{2**31 - 1}", outsider)
         assert status == 404
         assert _without_request_id(body) == _without_request_id(nonexistent)
-    # The audit record keeps the real reason either way.
+    # The audit record keeps the real reason either way, and says when the answer concealed it.
     [row] = await decisions(db, outsider, "patient.read")
+    assert json.loads(row["details"]).get("answered") == (None if with_consent else "not_found")
     assert (row["decision"], row["reason"], row["patient_id"]) == ("deny", "not_on_care_team", patient_id)
     assert row["organization_id"] == other_org
 

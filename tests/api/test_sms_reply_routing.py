@@ -180,3 +180,16 @@ async def test_a_number_in_one_conversation_replies_without_a_code(api: Api, db:
         "the reply in the channel",
     )
     assert [m.message for m in posted] == ["thanks"]
+
+
+async def test_stop_after_a_code_still_opts_the_number_out(api: Api, db: asyncpg.Connection) -> None:
+    a, _b, phone = await _two_organizations_one_number(api)
+
+    running_emulator(api).receive_sms(phone, f"#{await _codes(db, a)} STOP")
+
+    await eventually(
+        lambda: db.fetchval("SELECT count(*) = 1 FROM sms_opt_outs WHERE phone_number = $1", phone),
+        "the opt-out",
+    )
+    posts = "SELECT count(*) FROM outbox WHERE kind = 'post_sms_reply' AND conversation_id = $1"
+    assert await db.fetchval(posts, a.conversation_id) == 0
