@@ -14,7 +14,7 @@ allowed slices only. The list's audit record names the slices shown.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.decisions import Fact
 from engine.errors import FieldError, InvalidInput, NotFound
@@ -131,7 +131,14 @@ async def list_compliance_groups(
             shared=SHARED in shown,
         )
         await uow.commit()
-    return page
+    return Page(tuple(_as_seen_by(g, actor.organization_id) for g in page.items), page.next_cursor)
+
+
+def _as_seen_by(group: ComplianceGroup, organization_id: int) -> ComplianceGroup:
+    """Whom else an owner shared its group with is the owner's business: others see only themselves."""
+    if group.organization_id == organization_id:
+        return group
+    return replace(group, shared_with=tuple(o for o in group.shared_with if o == organization_id))
 
 
 @dataclass(frozen=True)

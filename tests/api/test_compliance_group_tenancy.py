@@ -99,6 +99,12 @@ async def test_a_group_shared_by_name_is_listed_to_that_organizations_officers_a
     assert status == 200, shared
     assert (shared["organizationId"], shared["sharedWith"]) == (c["b"], [c["a"]])
     assert network["id"] in await listed(c["officer_a"])
+    other = await api.organization()
+    await api.call("POST", f"{GROUPS}/{network['id']}/shares", c["officer_b"], json={"organizationId": other})
+    _, seen = await api.call(
+        "GET", GROUPS, c["officer_a"], params={"cursor": str(network["id"] - 1), "limit": "1"}
+    )
+    assert seen["items"][0]["sharedWith"] == [c["a"]]  # not whom else B shared it with
     assert network["id"] not in await listed(admin_a)  # admins see their own organization's groups only
     consent = await api.consent(c["officer_a"], c["patient"], complianceGroupId=network["id"])
     assert consent["complianceGroupId"] == network["id"]
