@@ -225,6 +225,18 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
             "consent", lambda own, i: _p("POST", f"/api/consents/{i}/revoke", {"reason": "Matrix check."})
         ),
     },
+    # A contact directory is one organization's own: another's answers as one that does not exist.
+    ("POST", "/api/organizations/{organizationId}/contacts"): {
+        "organizationId": Probe(
+            "organization",
+            lambda own, i: _p(
+                "POST", f"/api/organizations/{i}/contacts", {"phoneNumber": PHONE, "name": "Dr. External"}
+            ),
+        ),
+    },
+    ("GET", "/api/organizations/{organizationId}/contacts"): {
+        "organizationId": Probe("organization", lambda own, i: _p("GET", f"/api/organizations/{i}/contacts")),
+    },
     ("POST", "/api/patients/{patientId}/break-glass"): {
         # Its own patient: a session, once open, relates the person to that patient.
         "patientId": Probe(
@@ -234,13 +246,6 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
             ),
         ),
     },
-}
-
-#: Cells awaiting another branch's fix (issue 9, item 8, "facts"): break-the-glass is open to any
-#: clinician for any patient, so an unrelated patient answers 201 instead of 404.
-AWAITING: dict[tuple[str, str, str], str] = {
-    ("POST", "/api/patients/{patientId}/break-glass", role): "issue 9 item 8: break-glass open to anyone"
-    for role in ("peer_support", "care_team_member")
 }
 
 
@@ -289,22 +294,23 @@ def id_fields(ep: Endpoint) -> set[str]:
 
 
 def _routes() -> list[Endpoint]:
-    from handlers import api, api_audit, api_messaging, api_policy
+    from handlers import api, api_audit, api_contacts, api_messaging, api_policy
 
     # The table create_app serves by default; the test below also checks it against the built app.
-    return [*api.ENDPOINTS, *api_policy.ENDPOINTS, *api_messaging.ENDPOINTS, *api_audit.ENDPOINTS]
+    return [
+        *api.ENDPOINTS,
+        *api_policy.ENDPOINTS,
+        *api_messaging.ENDPOINTS,
+        *api_audit.ENDPOINTS,
+        *api_contacts.ENDPOINTS,
+    ]
 
 
 def _cells() -> Iterator[Any]:
     for (method, path), probes in PROBES.items():
         for name, _probe in probes.items():
             for role in ROLES:
-                marks = []
-                if (method, path, role) in AWAITING:
-                    marks.append(pytest.mark.xfail(reason=AWAITING[(method, path, role)], strict=False))
-                yield pytest.param(
-                    method, path, name, role, id=f"{method} {path} [{name}] {role}", marks=marks
-                )
+                yield pytest.param(method, path, name, role, id=f"{method} {path} [{name}] {role}")
 
 
 # --- the world, built once -------------------------------------------------------------------------
