@@ -9,8 +9,8 @@ owner's and those organizations' compliance officers may name the group in a con
 means (a reply starting ``#2`` goes to the participant with code 2). Codes count up per number in
 order of admission and are never reused; existing rows get theirs in id order.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 
 from collections.abc import Sequence
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
