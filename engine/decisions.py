@@ -22,6 +22,9 @@ class Fact(StrEnum):
     #: The patient is one the person's organization may ever treat: its own, or disclosed to it by an
     #: active consent for treatment (what emergency access needs).
     TREATABLE = "treatable"
+    #: The record (a compliance group) belongs to another organization, which shared it with the
+    #: person's organization by name (issue 9, item 11).
+    SHARED = "shared"
 
 
 #: The reason code a denial carries when a required fact does not hold, and the hint shown to clients.
@@ -52,6 +55,10 @@ MISSING_FACT_REASONS: dict[Fact, tuple[str, str]] = {
         "not_treatable",
         "The patient is not one your organization treats (neither its own nor disclosed to it for "
         "treatment).",
+    ),
+    Fact.SHARED: (
+        "not_shared",
+        "The record belongs to another organization, which has not shared it with yours.",
     ),
 }
 

@@ -23,7 +23,7 @@ generic and never carry PHI (names, phone numbers, message text).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from engine.decisions import Decision
@@ -33,10 +33,19 @@ class CaremsgError(Exception):
     """Root of every error caremsg raises deliberately."""
 
     code = "error"
+    #: The policy denial this answer conceals: a record or person the caller has no relation to is
+    #: answered as one that does not exist (404, or 422 naming the field), yet the action was denied,
+    #: and the audit trail records it so.
+    denial: Decision | None = None
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.code)
         self.detail = detail
+
+    def concealing(self, denial: Decision) -> Self:
+        """This error, answering for ``denial`` (see :attr:`denial`)."""
+        self.denial = denial
+        return self
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,9 @@ class ComplianceGroup:
     organization_id: int
     member_organization_ids: tuple[int, ...]
     created_at: datetime
+    #: Organizations the owner (``organization_id``) shared the group with: their compliance officers
+    #: may name it in their own patients' consents.
+    shared_with: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ RELATIONSHIPS = {
     Fact.BREAK_GLASS,
     Fact.SMS_FULL_TEXT_GROUP,
     Fact.TREATABLE,
+    Fact.SHARED,
 }
 
 

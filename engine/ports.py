@@ -200,7 +200,9 @@ class OrganizationRepository(Protocol):
 
     async def by_name(self, name: str) -> Organization | None: ...
 
-    async def list(self, after: int | None, limit: int) -> Page[Organization]: ...
+    async def list(self, after: int | None, limit: int, *, only: int | None = None) -> Page[Organization]:
+        """Organizations by id; ``only`` restricts the page to that one organization."""
+        ...
 
     async def existing(self, organization_ids: Sequence[int]) -> set[int]: ...
 
@@ -217,7 +219,16 @@ class ComplianceGroupRepository(Protocol):
 
     async def get(self, group_id: int) -> ComplianceGroup | None: ...
 
-    async def list(self, after: int | None, limit: int) -> Page[ComplianceGroup]: ...
+    async def list(
+        self, after: int | None, limit: int, *, visible_to: int | None = None, owned: bool, shared: bool
+    ) -> Page[ComplianceGroup]:
+        """Groups by id. With ``visible_to``, only those that organization owns (if ``owned``) or that
+        were shared with it (if ``shared``); without, every group."""
+        ...
+
+    async def share(self, group_id: int, organization_id: int, shared_by: int) -> bool:
+        """Share the group with the organization; False if it was shared with it already."""
+        ...
 
 
 class PatientRepository(Protocol):
@@ -479,7 +490,7 @@ class NewDelivery:
 
 @dataclass(frozen=True)
 class ReplyRoute:
-    """Where an inbound SMS from one number goes: the conversation that texted that number last."""
+    """One conversation an inbound SMS from a number could go to: the number's participant there."""
 
     conversation_id: int
     patient_id: int
@@ -488,6 +499,10 @@ class ReplyRoute:
     chat_user_id: str
     phone_number: str
     organization_id: int | None
+    #: The participant's reply code ("#2"); see engine.sms.reply_code.
+    reply_code: int = 0
+    #: False once the participant was removed from the conversation (their consent revoked).
+    active: bool = True
 
 
 class MessagingRepository(Protocol):
@@ -522,7 +537,10 @@ class MessagingRepository(Protocol):
         """Channel deliveries of others' messages posted up to ``read_ts_ms`` become ``delivered``."""
         ...
 
-    async def reply_route(self, phone_number: str) -> ReplyRoute | None: ...
+    async def reply_routes(self, phone_number: str) -> list[ReplyRoute]:
+        """Every conversation the number is (or was) an external participant in: the one that texted
+        it last first, then the newest admission first."""
+        ...
 
     async def set_opt_out(self, phone_number: str, opted_out: bool, provider_message_id: str) -> bool:
         """Record STOP (True) or START (False); returns whether anything changed."""

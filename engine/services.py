@@ -68,6 +68,14 @@ def _consent_need(spec: WorkflowSpec | None, stated_purpose: str | None) -> Cons
     )
 
 
+#: Facts that say a person may know a patient's records exist: a denial then answers 403 with its
+#: reason. Without any of them (and without any active consent for the person's organization), a
+#: denial answers exactly as a record that does not exist (issue 9, item 12).
+KNOWING_FACTS = frozenset(
+    {Fact.OWN_ORG, Fact.CARE_TEAM, Fact.COVERED, Fact.MEMBER, Fact.BREAK_GLASS, Fact.TREATABLE, Fact.SHARED}
+)
+
+
 def _no_send_path() -> SendUnitOfWork:
     raise ServiceUnavailable("Sending messages is not configured in this process.")
 
@@ -123,6 +131,9 @@ class Decider:
         self._primary_workflow: str | None = None
         self.consents = services.consents
         self._observe = services.on_decision
+        # Patients the actor has no relation to, and what a denial about one answers as (not found).
+        self._unrelated: dict[int, str] = {}
+        self._patient_organizations: dict[int, int] = {}
 
     def require(
         self,
@@ -135,11 +146,14 @@ class Decider:
         subject_role: str | None = None,
         field: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
+        unrelated_as: str | None = None,
     ) -> Decision:
         """Decide; record the decision; raise :class:`Forbidden` unless allowed.
 
         ``subject_role`` decides about someone other than the actor (a member being added); the
-        record still names the actor who asked.
+        record still names the actor who asked. A denial about a record the actor has no relation to
+        (see :meth:`note_relation`; for a record that is not a patient's, ``unrelated_as`` names it and
+        the facts alone tell) raises :class:`NotFound` instead, as for an id that does not exist.
         """
         role = subject_role or self.actor.role.value
         if subject_role is None and self._primary_workflow is None:
@@ -148,6 +162,9 @@ class Decider:
         recorded = dict(details or {})
         decision = self._decide(role, workflow, fact_set, recorded, stated=subject_role is None)
         self._observe(decision)
+        concealed_as = self._concealed(decision.allowed, fact_set, patient_id, subject_role, unrelated_as)
+        if concealed_as is not None:
+            recorded["answered"] = "not_found"  # the record keeps the real reason; the client does not
         if fact_set:
             # The facts decided on, so `caremsg policy diff` can decide this record again.
             recorded["facts"] = "&".join(sorted(fact_set))
@@ -168,6 +185,8 @@ class Decider:
                 purpose=purpose if isinstance(purpose, str) else None,
             )
         )
+        if concealed_as is not None:
+            raise NotFound(concealed_as).concealing(decision)
         if not decision.allowed:
             if subject_role is not None and decision.reason == "role_not_permitted":
                 # The denial is about the person being added, not the one asking: say so.
@@ -219,9 +238,48 @@ class Decider:
                 patient_id=patient_id,
                 details=details,
             )
-        except Forbidden:
+        except (Forbidden, NotFound):
             return False
         return True
+
+    def note_relation(self, patient_id: int, facts: Iterable[str], *, unknown_as: str) -> None:
+        """Remember whether the actor may know that this patient's records exist.
+
+        They may if a fact of :data:`KNOWING_FACTS` holds or any active consent (of any scope or
+        purpose) discloses the patient to their organization. If not, :meth:`require` answers a
+        denial about the patient with ``NotFound(unknown_as)``, exactly as for an id that does not
+        exist, while the audit record keeps the real decision and reason.
+        """
+        known = bool(frozenset(facts) & KNOWING_FACTS) or (
+            self.consents.covering(patient_id, self.actor.organization_id, self.now) is not None
+        )
+        if known:
+            self._unrelated.pop(patient_id, None)
+        else:
+            self._unrelated[patient_id] = unknown_as
+
+    def knows_organization(self, patient_id: int, organization_id: int) -> bool:
+        """Whether the actor may know of people of ``organization_id`` in a decision about this patient
+        (whose facts were gathered): their own organization, the patient's, or one an active consent
+        discloses the patient to. Anyone else is answered as a user that does not exist."""
+        known = (self.actor.organization_id, self._patient_organizations.get(patient_id))
+        return organization_id in known or (
+            self.consents.covering(patient_id, organization_id, self.now) is not None
+        )
+
+    def _concealed(
+        self,
+        allowed: bool,
+        facts: frozenset[str],
+        patient_id: int | None,
+        subject_role: str | None,
+        unrelated_as: str | None,
+    ) -> str | None:
+        if allowed or subject_role is not None or facts & KNOWING_FACTS:
+            return None
+        if unrelated_as is not None:
+            return unrelated_as
+        return self._unrelated.get(patient_id) if patient_id is not None else None
 
     def identify(self, *, resource_id: object, patient_id: int | None = None) -> None:
         """Attach the id of a record created after its decision to the audit event of the workflow's
@@ -357,11 +415,14 @@ class Guard(Decider):
         *,
         user_id: int | None = None,
         organization_id: int | None = None,
+        unknown_as: str = "patient",
     ) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
         """The facts between a person (the actor by default) and a patient; 404 if there is no patient.
 
         See :meth:`Decider.relation_facts`; ``break_glass`` also holds while the actor has an open
-        emergency session for the patient, if the workflow can use it.
+        emergency session for the patient, if the workflow can use it. For the actor, a later denial
+        about a patient they have no relation to answers ``NotFound(unknown_as)``: the id the client
+        sent names that kind of record (see :meth:`Decider.note_relation`).
         """
         is_actor = user_id is None or user_id == self.actor.user_id
         user_id = self.actor.user_id if user_id is None else user_id
@@ -370,6 +431,7 @@ class Guard(Decider):
         if relation is None:
             self.record_missing(workflow, "patient", patient_id)
             raise NotFound("patient")
+        self._patient_organizations[patient_id] = relation.patient_organization_id
         spec = self.policy.workflows.get(workflow)
         if is_actor and spec is not None and Fact.BREAK_GLASS in spec.facts:
             session_id = await self.uow.break_glass.open_session(user_id, patient_id, self.now)
@@ -377,4 +439,14 @@ class Guard(Decider):
         facts, details = self.relation_facts(
             workflow, relation, organization_id=organization_id, as_actor=is_actor
         )
+        if is_actor:
+            known = set(facts)
+            # An open emergency session means they know of the patient, whatever this workflow uses.
+            if (
+                not known & KNOWING_FACTS
+                and Fact.BREAK_GLASS not in (spec.facts if spec else ())
+                and await self.uow.break_glass.open_session(user_id, patient_id, self.now) is not None
+            ):
+                known.add(Fact.BREAK_GLASS)
+            self.note_relation(patient_id, known, unknown_as=unknown_as)
         return frozenset(facts), details

@@ -7,6 +7,8 @@ is pure: no I/O.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -85,3 +87,37 @@ def textable(phone_number: str) -> bool:
 def sms_text(content: str, message_text: str, rules: SmsRules) -> str:
     """The text of an SMS: the message itself only where the policy allowed full text."""
     return message_text if content == FULL_TEXT else rules.notification_text
+
+
+# --- which conversation a reply means (issue 9, item 10) -------------------------------------------
+#
+# One number may be an external participant in several conversations, of one organization or of
+# several. Each admission gets a reply code (1, 2, 3 ... per number, never reused); while the number
+# is active in more than one conversation every text to it ends with its code, and a reply is posted
+# only where it unambiguously belongs: the conversation its leading "#code" names, or the number's one
+# active conversation. Anything else is held and answered with the codes to choose from, never with
+# anything about the conversations themselves (no names, no titles, no organizations).
+
+_LEADING_CODE = re.compile(r"\s*#\s*(\d{1,6})\b[\s:,.;-]*")
+
+
+def reply_code(text: str) -> tuple[int | None, str]:
+    """The reply code a text starts with ("#2 see you then"), if any, and the text without it."""
+    match = _LEADING_CODE.match(text)
+    if match is None:
+        return None, text
+    return int(match.group(1)), text[match.end() :]
+
+
+def with_reply_code(text: str, code: int) -> str:
+    """A text to a number that is in several conversations: it says how to answer this one."""
+    return f"{text} To reply, start your message with #{code}."
+
+
+def which_conversation(codes: Iterable[int]) -> str:
+    """The question back when a reply's conversation is not clear: the codes only, nothing else."""
+    listed = ", ".join(f"#{c}" for c in sorted(codes))
+    return (
+        "Your reply was not delivered: this number is in more than one conversation. "
+        f"Please send it again starting with one of {listed}."
+    )

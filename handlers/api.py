@@ -17,6 +17,7 @@ from handlers.schemas import (
     CareTeamPublic,
     ComplianceGroupCreate,
     ComplianceGroupPublic,
+    ComplianceGroupShare,
     ConsentCreate,
     ConsentPublic,
     ConversationCreate,
@@ -117,6 +118,15 @@ async def create_compliance_group(request: web.Request, actor: Actor) -> web.Res
     cmd = organizations.CreateComplianceGroup(body.name, body.description, body.organization_ids)
     group = await organizations.create_compliance_group(services(request), actor, cmd)
     return respond(ComplianceGroupPublic.of(group), 201)
+
+
+async def share_compliance_group(request: web.Request, actor: Actor) -> web.Response:
+    group_id = path_id(request, "id")
+    body = await parse(request, ComplianceGroupShare)
+    cmd = organizations.ShareComplianceGroup(group_id, body.organization_id)
+    return respond(
+        ComplianceGroupPublic.of(await organizations.share_compliance_group(services(request), actor, cmd))
+    )
 
 
 async def list_compliance_groups(request: web.Request, actor: Actor) -> web.Response:
@@ -372,6 +382,17 @@ ENDPOINTS: list[Endpoint] = [
         response=PageOf[ComplianceGroupPublic],
         query=ListQuery,
         errors=(401, 403, 422),
+    ),
+    Endpoint(
+        "POST",
+        "/api/compliance-groups/{id}/shares",
+        share_compliance_group,
+        "shareComplianceGroup",
+        "Share a compliance group of one's organization with another organization, by name",
+        "compliance",
+        ComplianceGroupShare,
+        ComplianceGroupPublic,
+        description="Its compliance officers may then name the group in their own patients' consents.",
     ),
     Endpoint(
         "POST",

@@ -242,13 +242,19 @@ class ComplianceGroupCreate(Request):
     organization_ids: Annotated[list[Id], Field(min_length=1, max_length=200)]
 
 
+class ComplianceGroupShare(Request):
+    organization_id: Id
+
+
 class ComplianceGroupPublic(Response):
     id: int
     name: str
     description: str | None
-    organization_id: int
+    organization_id: int  # the owner: the organization whose compliance officer created it
     organization_ids: list[int]
     created_at: datetime
+    # Organizations the owner shared the group with (their consents may name it).
+    shared_with: list[int]
 
     @classmethod
     def of(cls, group: ComplianceGroup) -> ComplianceGroupPublic:
@@ -259,6 +265,7 @@ class ComplianceGroupPublic(Response):
             organization_id=group.organization_id,
             organization_ids=list(group.member_organization_ids),
             created_at=group.created_at,
+            shared_with=list(group.shared_with),
         )
 
 

@@ -36,7 +36,15 @@ from engine.facts import external_facts, sms_refusal
 from engine.policy import Policy
 from engine.ports import SmsGateway
 from engine.services import utc_now
-from engine.sms import Keyword, SmsRules, keyword_reply, sms_text, textable
+from engine.sms import (
+    Keyword,
+    SmsRules,
+    keyword_reply,
+    sms_text,
+    textable,
+    which_conversation,
+    with_reply_code,
+)
 from engine.workflows.messaging import POST_SMS_REPLY, SEND_SMS
 from integrations.db.repositories import SqlRelationshipFacts
 from integrations.relay import OutboxEntry, RelayContext, post_once
@@ -154,14 +162,21 @@ class SendSms:
         if "help_participant_id" in entry.payload:  # entries queued before keyword_reply existed
             await self._reply(int(entry.payload["help_participant_id"]), self._rules.help_text, ctx)
             return
+        if "reply_codes" in entry.payload:  # a held reply: ask which conversation it means
+            question = which_conversation(int(c) for c in entry.payload["reply_codes"])
+            await self._reply(int(entry.payload["participant_id"]), question, ctx)
+            return
         async with ctx.sessions() as session:
             row = (
                 await session.execute(
                     text(
                         "SELECT d.state, d.content, e.phone_number, e.chat_user_id, e.organization_id,"
-                        " m.body, c.patient_id, e.removed_at IS NOT NULL AS removed,"
+                        " m.body, c.patient_id, e.removed_at IS NOT NULL AS removed, e.reply_code,"
                         " EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.phone_number = e.phone_number)"
-                        " AS opted_out"
+                        " AS opted_out,"
+                        " (SELECT count(*) FROM external_participants x"
+                        "  WHERE x.phone_number = e.phone_number AND x.removed_at IS NULL)"
+                        " AS active_conversations"
                         " FROM message_deliveries d"
                         " JOIN external_participants e ON e.id = d.external_participant_id"
                         " JOIN messages m ON m.id = d.message_id"
@@ -189,11 +204,12 @@ class SendSms:
         )
         if reason is not None:
             raise SmsRefused(reason)
+        text_ = sms_text(row.content, row.body, self._rules)
+        if row.active_conversations > 1:  # say which conversation a reply to this text goes to
+            text_ = with_reply_code(text_, row.reply_code)
         try:
             self._sent[entry.id] = await self._gateway.send_sms(
-                recipient_user_id=row.chat_user_id,
-                phone_number=row.phone_number,
-                text=sms_text(row.content, row.body, self._rules),
+                recipient_user_id=row.chat_user_id, phone_number=row.phone_number, text=text_
             )
         except ChatGatewayError as exc:
             if exc.code == "opted_out":  # the carrier has a STOP on record (e.g. Twilio's 21610)

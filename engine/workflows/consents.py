@@ -22,10 +22,11 @@ from datetime import datetime
 
 from engine.audit import AuditEvent, DetailValue
 from engine.consent_index import IndexedConsent
-from engine.errors import Conflict, FieldError, InvalidInput, NotFound
+from engine.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import FULL_SCOPE, Actor, Consent, ConsentScope, Purpose, RecipientType
 from engine.ports import NewConsent
 from engine.services import Guard, Services
+from engine.workflows.organizations import group_facts
 
 #: Outbox kind: take chat users out of a conversation's channel (payload: conversation_id, user_ids).
 REMOVE_MEMBERS = "remove_members"
@@ -67,10 +68,26 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
         group = None
         if cmd.compliance_group_id is not None:
             group = await uow.compliance_groups.get(cmd.compliance_group_id)
+            no_such_group = InvalidInput(
+                [FieldError("complianceGroupId", "No such compliance group.", "not_found")]
+            )
             if group is None:
-                raise InvalidInput(
-                    [FieldError("complianceGroupId", "No such compliance group.", "not_found")]
+                raise no_such_group
+            # Only a group the organization owns or was shared by name may receive its patients' data.
+            facts = group_facts(group, actor.organization_id)
+            try:
+                guard.require(
+                    "compliance_group.use",
+                    facts,
+                    resource_type="compliance_group",
+                    resource_id=group.id,
+                    patient_id=pid,
+                    field="complianceGroupId",
                 )
+            except Forbidden as denied:
+                if not facts:  # another organization's group, not shared: as if there were none
+                    raise no_such_group.concealing(denied.decision) from None
+                raise
         if not cmd.scope:
             raise InvalidInput([FieldError("scope", "Name at least one of read, message, sms.")])
         effective_at = cmd.effective_at or guard.now
@@ -142,7 +159,7 @@ async def revoke_consent(services: Services, actor: Actor, cmd: RevokeConsent) -
             guard.record_missing("consent.revoke", "consent", cmd.consent_id)
             raise NotFound("consent")
         pid = consent.patient_id
-        facts, details = await guard.patient_facts("consent.revoke", pid)
+        facts, details = await guard.patient_facts("consent.revoke", pid, unknown_as="consent")
         guard.require(
             "consent.revoke",
             facts,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.decisions import Fact
-from engine.errors import FieldError, InvalidInput, NotFound
-from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page
+from engine.decisions import Decision, Fact
+from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
+from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page, User
 from engine.ports import NewExternalParticipant, NewSend, PatientRelation
 from engine.services import Decider, Guard, Services
 from engine.workflows import messaging
@@ -71,29 +71,32 @@ async def start_conversation(
                 ]
             )
         users = await uow.users.get_many(member_ids)
+        # A member of an organization the actor has no relation to is decided (and recorded) first; if
+        # denied, the answer is the one for a user that does not exist: neither existence nor role shows.
+        unknown: dict[int, Decision] = {}
+        decided: set[int] = set()
+        for i, uid in enumerate(cmd.member_ids):
+            if (
+                uid in users
+                and uid != actor.user_id
+                and not guard.knows_organization(pid, users[uid].organization_id)
+            ):
+                denial = await _member_may_join(guard, pid, users[uid], i)
+                if denial is None:
+                    decided.add(i)
+                else:
+                    unknown[i] = denial
         missing = [
             FieldError(f"memberIds[{i}]", "No such active user.", "not_found")
             for i, uid in enumerate(cmd.member_ids)
-            if uid != actor.user_id and (uid not in users or not users[uid].is_active)
+            if uid != actor.user_id and (uid not in users or not users[uid].is_active or i in unknown)
         ]
         if missing:
-            raise InvalidInput(missing)
+            error = InvalidInput(missing)
+            raise error.concealing(next(iter(unknown.values()))) if unknown else error
         for i, uid in enumerate(cmd.member_ids):
-            if uid == actor.user_id:
-                continue
-            member = users[uid]
-            member_facts, member_details = await guard.patient_facts(
-                "conversation.join", pid, user_id=member.id, organization_id=member.organization_id
-            )
-            guard.require(
-                "conversation.join",
-                member_facts - {Fact.CARE_TEAM},
-                resource_type="conversation",
-                patient_id=pid,
-                subject_role=member.role.value,
-                field=f"memberIds[{i}]",
-                details={**member_details, "subject_user_id": member.id},
-            )
+            if uid != actor.user_id and i not in decided:
+                await _member_may_join(guard, pid, users[uid], i, answer=True)
 
         external: list[NewExternalParticipant] = []
         seen_numbers: set[str] = set()
@@ -141,13 +144,43 @@ async def start_conversation(
     return conversation
 
 
-async def _readable_conversation(guard: Guard, workflow: str, conversation_id: int) -> Conversation:
+async def _member_may_join(
+    guard: Guard, pid: int, member: User, index: int, *, answer: bool = False
+) -> Decision | None:
+    """Decide ``conversation.join`` about one member (recorded either way); the denial, if any. With
+    ``answer`` a denial is the 403 naming ``memberIds[index]``; without, it is only returned (a member
+    the actor may not know of is then answered as a user that does not exist)."""
+    member_facts, member_details = await guard.patient_facts(
+        "conversation.join", pid, user_id=member.id, organization_id=member.organization_id
+    )
+    try:
+        guard.require(
+            "conversation.join",
+            member_facts - {Fact.CARE_TEAM},
+            resource_type="conversation",
+            patient_id=pid,
+            subject_role=member.role.value,
+            field=f"memberIds[{index}]",
+            details={**member_details, "subject_user_id": member.id},
+        )
+    except Forbidden as denied:
+        if answer:
+            raise
+        return denied.decision
+    return None
+
+
+async def _readable_conversation(
+    guard: Guard, workflow: str, conversation_id: int, *, unknown_as: str = "conversation"
+) -> Conversation:
+    """The conversation, if the actor may run ``workflow`` on it; ``unknown_as`` names the record a
+    conversation the actor has no relation to is answered as (not found: the id the client sent)."""
     guard.require_role(workflow, resource_type="conversation", resource_id=conversation_id)
     conversation = await guard.uow.conversations.get(conversation_id)
     if conversation is None:
         guard.record_missing(workflow, "conversation", conversation_id)
         raise NotFound("conversation")
-    facts, details = await guard.patient_facts(workflow, conversation.patient_id)
+    facts, details = await guard.patient_facts(workflow, conversation.patient_id, unknown_as=unknown_as)
     if guard.actor.user_id in conversation.member_ids:
         facts |= {Fact.MEMBER}
     guard.require(
@@ -234,6 +267,7 @@ async def send_message(
         facts, details = decider.relation_facts(workflow, relation)
         if context.is_member:
             facts.add(Fact.MEMBER)
+        decider.note_relation(context.patient_id, facts, unknown_as="conversation")
         decider.require(
             workflow,
             facts,

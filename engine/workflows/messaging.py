@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.audit import AuditEvent
+from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.decisions import Fact
 from engine.errors import Forbidden, NotFound
 from engine.facts import external_facts, sms_refusal
 from engine.model import EXTERNAL_PARTICIPANT, Actor, DeliveryState, Message, RecipientDelivery
-from engine.ports import NewDelivery, SmsRecipient, UnitOfWork
+from engine.ports import NewDelivery, ReplyRoute, SmsRecipient, UnitOfWork
 from engine.services import Decider, Guard, Services
 from engine.sms import (
     CHANNEL_RECIPIENT,
@@ -32,6 +32,7 @@ from engine.sms import (
     NOTIFICATION,
     Keyword,
     keyword,
+    reply_code,
     sms_recipient,
     textable,
 )
@@ -150,7 +151,9 @@ async def get_message(services: Services, actor: Actor, message_id: int) -> Mess
         if message is None:
             guard.record_missing("conversation.read", "message", message_id)
             raise NotFound("message")
-        await _readable_conversation(guard, "conversation.read", message.conversation_id)
+        await _readable_conversation(
+            guard, "conversation.read", message.conversation_id, unknown_as="message"
+        )
         (message,) = await with_deliveries(uow, [message])
         await uow.commit()
     return message
@@ -296,23 +299,38 @@ async def _sms_from_unknown_number(services: Services, uow: UnitOfWork, event: I
 async def sms_received(services: Services, event: InboundSms) -> str:
     """An external participant texted back: honour STOP/START/HELP, else post the reply in the channel.
 
-    Replies go to the conversation that last texted the number, as that participant, with the
-    provider's message id as ``dedup_id``. Posting needs ``sms.reply`` (an active consent naming them).
+    A reply goes to the conversation its leading ``#code`` names, or to the number's only active
+    conversation, as that participant, with the provider's message id as ``dedup_id``. When the
+    number is active in several conversations (of one organization or of several) and the reply names
+    none of them, it is never guessed: it is held, each candidate conversation's organization finds a
+    ``sms_reply_held`` record, and the sender is asked to resend with one of the codes (the question
+    names codes only). Posting needs ``sms.reply`` (an active consent naming them).
     """
     rules = services.sms
     async with services.uow() as uow:
-        route = await uow.messaging.reply_route(event.from_number)
-        if route is None:
+        routes = await uow.messaging.reply_routes(event.from_number)
+        if not routes:
             return await _sms_from_unknown_number(services, uow, event)
         now = services.clock()
-        word = event.provider_keyword or keyword(event.text, rules)
+        code, text = reply_code(event.text)
+        # "#2 STOP" opts out too: keywords are about the number
+        word = event.provider_keyword or keyword(text, rules)
+        latest = routes[0]  # the conversation that texted the number last: where keywords are recorded
 
-        def audit(name: str, **details: str | int | None) -> None:
+        def audit(
+            name: str,
+            route: ReplyRoute,
+            *,
+            outcome: Outcome = "success",
+            reason: str | None = None,
+            **details: DetailValue,
+        ) -> None:
             uow.audit.record(
                 AuditEvent(
                     event=name,
                     workflow="sms.reply",
-                    outcome="success",
+                    outcome=outcome,
+                    reason=reason,
                     occurred_at=now,
                     request_id=f"webhook-{event.event_id}",
                     resource_type="external_participant",
@@ -325,50 +343,100 @@ async def sms_received(services: Services, event: InboundSms) -> str:
         changed = False
         if word is Keyword.STOP:
             changed = await uow.messaging.set_opt_out(event.from_number, True, event.provider_message_id)
-            audit("sms_opt_out", changed=int(changed))
+            audit("sms_opt_out", latest, changed=int(changed))
         elif word is Keyword.START:
             changed = await uow.messaging.set_opt_out(event.from_number, False, event.provider_message_id)
-            audit("sms_opt_in", changed=int(changed))
+            audit("sms_opt_in", latest, changed=int(changed))
         elif word is Keyword.HELP:
-            audit("sms_help")
+            audit("sms_help", latest)
         if word is not None and not event.provider_answers_keywords and (word is Keyword.HELP or changed):
             # HELP is always answered; STOP and START are confirmed once, when they change something
             # (a repeated STOP gets no second text). The STOP confirmation is the last text sent.
             await uow.outbox.enqueue(
                 SEND_SMS,
-                {"keyword_reply": word.value, "participant_id": route.participant_id},
-                conversation_id=route.conversation_id,
+                {"keyword_reply": word.value, "participant_id": latest.participant_id},
+                conversation_id=latest.conversation_id,
             )
         if word is None:
-            candidates = await uow.facts.external_consents(
-                route.patient_id, route.phone_number, route.organization_id
-            )
-            policy = services.policy.current
-            found = external_facts(policy.workflows.get("sms.reply"), candidates, now)
-            decision = policy.decide(EXTERNAL_PARTICIPANT, "sms.reply", found.facts)
-            uow.audit.record(
-                AuditEvent.for_decision(
-                    decision,
-                    actor=None,
-                    occurred_at=now,
-                    resource_type="conversation",
-                    resource_id=route.conversation_id,
-                    patient_id=route.patient_id,
-                    details={"external_participant_id": route.participant_id, **found.details},
-                )
-            )
-            if decision.allowed:
+            route, held = _reply_destination(routes, code)
+            if route is None:
+                for candidate in held:
+                    audit(
+                        "sms_reply_held",
+                        candidate,
+                        outcome="failure",
+                        reason="unknown_reply_code" if code is not None else "ambiguous_reply",
+                        candidates=len(held),
+                    )
                 await uow.outbox.enqueue(
-                    POST_SMS_REPLY,
+                    SEND_SMS,
                     {
-                        "channel_url": route.channel_url,
-                        "sender_chat_id": route.chat_user_id,
-                        "text": event.text,
-                        "dedup_id": event.provider_message_id,
+                        "reply_codes": sorted(r.reply_code for r in held),
+                        "participant_id": held[0].participant_id,
                     },
-                    conversation_id=route.conversation_id,
+                    conversation_id=held[0].conversation_id,
                 )
+            elif text.strip():
+                await _post_reply(services, uow, route, event, text, now)
         await uow.messaging.finish_webhook_event(event.event_id, PROCESSED)
         await uow.commit()
     services.delivery.wake()
     return PROCESSED
+
+
+def _reply_destination(
+    routes: Sequence[ReplyRoute], code: int | None
+) -> tuple[ReplyRoute | None, list[ReplyRoute]]:
+    """Where a reply goes, or (None, the conversations it could mean) when that is not clear.
+
+    The code's conversation if it names an active one; else the number's one active conversation; a
+    number active nowhere any more goes to the last one that texted it, where ``sms.reply`` decides
+    (and, without a consent, refuses) as before.
+    """
+    active = [r for r in routes if r.active]
+    if code is not None:
+        named = [r for r in active if r.reply_code == code]
+        return (named[0], []) if named else (None, active or list(routes[:1]))
+    if len(active) == 1:
+        return active[0], []
+    if not active:
+        return routes[0], []
+    return None, active
+
+
+async def _post_reply(
+    services: Services, uow: UnitOfWork, route: ReplyRoute, event: InboundSms, text: str, now: datetime
+) -> None:
+    """Decide ``sms.reply`` for the participant and, if allowed, queue the post into their channel."""
+    candidates = await uow.facts.external_consents(
+        route.patient_id, route.phone_number, route.organization_id
+    )
+    policy = services.policy.current
+    found = external_facts(policy.workflows.get("sms.reply"), candidates, now)
+    decision = policy.decide(EXTERNAL_PARTICIPANT, "sms.reply", found.facts)
+    uow.audit.record(
+        AuditEvent.for_decision(
+            decision,
+            actor=None,
+            occurred_at=now,
+            resource_type="conversation",
+            resource_id=route.conversation_id,
+            patient_id=route.patient_id,
+            details={
+                "external_participant_id": route.participant_id,
+                "reply_code": route.reply_code,
+                **found.details,
+            },
+        )
+    )
+    if decision.allowed:
+        await uow.outbox.enqueue(
+            POST_SMS_REPLY,
+            {
+                "channel_url": route.channel_url,
+                "sender_chat_id": route.chat_user_id,
+                "text": text,
+                "dedup_id": event.provider_message_id,
+            },
+            conversation_id=route.conversation_id,
+        )

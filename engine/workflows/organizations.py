@@ -1,13 +1,49 @@
-"""Organizations and compliance groups."""
+"""Organizations and compliance groups, and who sees which (issue 9, item 11).
+
+A compliance group belongs to the organization whose compliance officer created it (its owner). The
+owner may share it, by name, with other organizations; only the owner's and those organizations'
+compliance officers may name the group in a consent (``compliance_group.use``), so another
+organization can never decide, by editing its own group, who receives one's patients' data.
+
+Listings show only what the person can act on, decided by the policy: each kind of record a list
+could show (one's own organization's, one shared with it, any) is a slice the policy allows or not
+for the person's role (``organization.read``, ``compliance_group.read``), and the query returns the
+allowed slices only. The list's audit record names the slices shown.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from engine.errors import FieldError, InvalidInput
+from engine.decisions import Fact
+from engine.errors import FieldError, InvalidInput, NotFound
 from engine.model import Actor, ComplianceGroup, Organization, Page
-from engine.services import Guard, Services
+from engine.services import Decider, Guard, Services
+
+#: The slices a listing can show, by the facts that hold for the records in each.
+OWN, SHARED, ANY = "own_org", "shared", "any"
+_ORGANIZATION_SLICES: Mapping[str, frozenset[str]] = {OWN: frozenset({Fact.OWN_ORG}), ANY: frozenset()}
+_GROUP_SLICES: Mapping[str, frozenset[str]] = {
+    OWN: frozenset({Fact.OWN_ORG}),
+    SHARED: frozenset({Fact.SHARED}),
+    ANY: frozenset(),
+}
+
+
+def visible_slices(decider: Decider, workflow: str, slices: Mapping[str, frozenset[str]]) -> set[str]:
+    """The slices whose records the policy lets the actor's role see (``workflow`` decided per slice)."""
+    role = decider.actor.role.value
+    return {name for name, facts in slices.items() if decider.policy.decide(role, workflow, facts).allowed}
+
+
+def group_facts(group: ComplianceGroup, organization_id: int) -> frozenset[str]:
+    """``own_org`` if the organization owns the group, ``shared`` if the owner shared it with it."""
+    if group.organization_id == organization_id:
+        return frozenset({Fact.OWN_ORG})
+    if organization_id in group.shared_with:
+        return frozenset({Fact.SHARED})
+    return frozenset()
 
 
 async def create_organization(
@@ -25,9 +61,19 @@ async def create_organization(
 async def list_organizations(
     services: Services, actor: Actor, after: int | None, limit: int | None
 ) -> Page[Organization]:
+    """Every organization, or only the actor's own, as ``organization.read`` allows the role."""
     async with services.uow() as uow:
-        Guard(services, uow, actor).require("organization.list", resource_type="organization")
-        page = await uow.organizations.list(after, services.page_size(limit))
+        guard = Guard(services, uow, actor)
+        guard.require("organization.list", resource_type="organization")
+        shown = visible_slices(guard, "organization.read", _ORGANIZATION_SLICES)
+        guard.annotate(shown=",".join(sorted(shown)) or "none")
+        size = services.page_size(limit)
+        if ANY in shown:
+            page = await uow.organizations.list(after, size)
+        elif OWN in shown:
+            page = await uow.organizations.list(after, size, only=actor.organization_id)
+        else:
+            page = Page((), None)
         await uow.commit()
     return page
 
@@ -42,7 +88,8 @@ class CreateComplianceGroup:
 async def create_compliance_group(
     services: Services, actor: Actor, cmd: CreateComplianceGroup
 ) -> ComplianceGroup:
-    """A compliance group names organizations a consent may disclose to in one go."""
+    """A compliance group names organizations a consent may disclose to in one go; it belongs to the
+    actor's organization."""
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         guard.require("compliance_group.create", resource_type="compliance_group")
@@ -69,8 +116,66 @@ async def create_compliance_group(
 async def list_compliance_groups(
     services: Services, actor: Actor, after: int | None, limit: int | None
 ) -> Page[ComplianceGroup]:
+    """The groups the actor's organization owns and those shared with it, as
+    ``compliance_group.read`` allows the role."""
     async with services.uow() as uow:
-        Guard(services, uow, actor).require("compliance_group.list", resource_type="compliance_group")
-        page = await uow.compliance_groups.list(after, services.page_size(limit))
+        guard = Guard(services, uow, actor)
+        guard.require("compliance_group.list", resource_type="compliance_group")
+        shown = visible_slices(guard, "compliance_group.read", _GROUP_SLICES)
+        guard.annotate(shown=",".join(sorted(shown)) or "none")
+        page = await uow.compliance_groups.list(
+            after,
+            services.page_size(limit),
+            visible_to=None if ANY in shown else actor.organization_id,
+            owned=OWN in shown,
+            shared=SHARED in shown,
+        )
         await uow.commit()
-    return page
+    return Page(tuple(_as_seen_by(g, actor.organization_id) for g in page.items), page.next_cursor)
+
+
+def _as_seen_by(group: ComplianceGroup, organization_id: int) -> ComplianceGroup:
+    """Whom else an owner shared its group with is the owner's business: others see only themselves."""
+    if group.organization_id == organization_id:
+        return group
+    return replace(group, shared_with=tuple(o for o in group.shared_with if o == organization_id))
+
+
+@dataclass(frozen=True)
+class ShareComplianceGroup:
+    group_id: int
+    organization_id: int
+
+
+async def share_compliance_group(
+    services: Services, actor: Actor, cmd: ShareComplianceGroup
+) -> ComplianceGroup:
+    """Share a group of the actor's organization with another organization by name.
+
+    A group the actor's organization neither owns nor was shared answers as one that does not exist.
+    """
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        workflow = "compliance_group.share"
+        guard.require_role(workflow, resource_type="compliance_group", resource_id=cmd.group_id)
+        group = await uow.compliance_groups.get(cmd.group_id)
+        if group is None:
+            guard.record_missing(workflow, "compliance_group", cmd.group_id)
+            raise NotFound("compliance_group")
+        guard.require(
+            workflow,
+            group_facts(group, actor.organization_id),
+            resource_type="compliance_group",
+            resource_id=group.id,
+            details={"organization_id": cmd.organization_id},
+            unrelated_as="compliance_group",
+        )
+        if cmd.organization_id == group.organization_id:
+            raise InvalidInput([FieldError("organizationId", "The group belongs to this organization.")])
+        if not await uow.organizations.existing([cmd.organization_id]):
+            raise InvalidInput([FieldError("organizationId", "No such organization.", "not_found")])
+        await uow.compliance_groups.share(group.id, cmd.organization_id, actor.user_id)
+        shared = await uow.compliance_groups.get(group.id)
+        assert shared is not None
+        await uow.commit()
+    return shared

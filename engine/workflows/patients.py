@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from engine.decisions import Fact
-from engine.errors import FieldError, InvalidInput, NotFound
+from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, CareTeam, Page, Patient, RiskLevel
 from engine.ports import NewPatient
 from engine.services import Guard, Services
@@ -189,7 +189,7 @@ async def add_care_team_member(
             guard.record_missing("care_team.add_member", "care_team", care_team_id)
             raise NotFound("care_team")
         pid = team.patient_id
-        facts, details = await guard.patient_facts("care_team.add_member", pid)
+        facts, details = await guard.patient_facts("care_team.add_member", pid, unknown_as="care_team")
         guard.require(
             "care_team.add_member",
             facts,
@@ -199,21 +199,29 @@ async def add_care_team_member(
             details=details,
         )
         member = await uow.users.get(user_id)
+        no_such_user = InvalidInput([FieldError("userId", "No such active user.", "not_found")])
         if member is None or not member.is_active:
-            raise InvalidInput([FieldError("userId", "No such active user.", "not_found")])
+            raise no_such_user
         member_facts, member_details = await guard.patient_facts(
             "care_team.join", pid, user_id=member.id, organization_id=member.organization_id
         )
-        guard.require(
-            "care_team.join",
-            member_facts - {Fact.CARE_TEAM},
-            resource_type="care_team",
-            resource_id=team.id,
-            patient_id=pid,
-            subject_role=member.role.value,
-            field="userId",
-            details={**member_details, "subject_user_id": member.id},
-        )
+        try:
+            guard.require(
+                "care_team.join",
+                member_facts - {Fact.CARE_TEAM},
+                resource_type="care_team",
+                resource_id=team.id,
+                patient_id=pid,
+                subject_role=member.role.value,
+                field="userId",
+                details={**member_details, "subject_user_id": member.id},
+            )
+        except Forbidden as denied:
+            # Someone of an organization the actor has no relation to: answered as no such user
+            # (neither their existence nor their role shows); the record keeps the real reason.
+            if not guard.knows_organization(pid, member.organization_id):
+                raise no_such_user.concealing(denied.decision) from None
+            raise
         added = await uow.care_teams.add_member(team.id, member.id, actor.user_id)
         if not added:
             guard.annotate(already_member=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import exists, func, insert, or_, select, text, update
+from sqlalchemy import exists, false, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -54,6 +54,7 @@ users_t = metadata.tables["users"]
 orgs_t = metadata.tables["organizations"]
 groups_t = metadata.tables["compliance_groups"]
 group_members_t = metadata.tables["compliance_group_members"]
+group_shares_t = metadata.tables["compliance_group_shares"]
 patients_t = metadata.tables["patients"]
 teams_t = metadata.tables["care_teams"]
 team_members_t = metadata.tables["care_team_members"]
@@ -176,8 +177,10 @@ class SqlOrganizationRepository(_Repository):
         row = (await self.session.execute(select(orgs_t).where(orgs_t.c.name == name))).one_or_none()
         return _organization(row) if row else None
 
-    async def list(self, after: int | None, limit: int) -> Page[Organization]:
+    async def list(self, after: int | None, limit: int, *, only: int | None = None) -> Page[Organization]:
         query = select(orgs_t)
+        if only is not None:
+            query = query.where(orgs_t.c.id == only)
         if after is not None:
             query = query.where(orgs_t.c.id > after)
         rows = (await self.session.execute(query.order_by(orgs_t.c.id).limit(limit + 1))).all()
@@ -220,38 +223,66 @@ class SqlComplianceGroupRepository(_Repository):
         )
 
     async def _members(self, group_ids: Sequence[int]) -> dict[int, tuple[int, ...]]:
+        return await self._organizations_of(group_members_t, group_ids)
+
+    async def _organizations_of(self, table: Any, group_ids: Sequence[int]) -> dict[int, tuple[int, ...]]:
         rows = await self.session.execute(
-            select(group_members_t)
-            .where(group_members_t.c.group_id.in_(list(group_ids)))
-            .order_by(group_members_t.c.organization_id)
+            select(table.c.group_id, table.c.organization_id)
+            .where(table.c.group_id.in_(list(group_ids)))
+            .order_by(table.c.organization_id)
         )
         members: dict[int, list[int]] = {}
         for r in rows:
             members.setdefault(r.group_id, []).append(r.organization_id)
         return {k: tuple(v) for k, v in members.items()}
 
-    async def get(self, group_id: int) -> ComplianceGroup | None:
-        row = (await self.session.execute(select(groups_t).where(groups_t.c.id == group_id))).one_or_none()
-        if row is None:
-            return None
-        members = await self._members([row.id])
-        return ComplianceGroup(
-            row.id, row.name, row.description, row.organization_id, members.get(row.id, ()), row.created_at
-        )
-
-    async def list(self, after: int | None, limit: int) -> Page[ComplianceGroup]:
-        query = select(groups_t)
-        if after is not None:
-            query = query.where(groups_t.c.id > after)
-        rows = (await self.session.execute(query.order_by(groups_t.c.id).limit(limit + 1))).all()
-        members = await self._members([r.id for r in rows]) if rows else {}
-        groups = [
+    async def _hydrate(self, rows: Sequence[Any]) -> list[ComplianceGroup]:
+        ids = [r.id for r in rows]
+        members = await self._members(ids) if ids else {}
+        shares = await self._organizations_of(group_shares_t, ids) if ids else {}
+        return [
             ComplianceGroup(
-                r.id, r.name, r.description, r.organization_id, members.get(r.id, ()), r.created_at
+                r.id,
+                r.name,
+                r.description,
+                r.organization_id,
+                members.get(r.id, ()),
+                r.created_at,
+                shares.get(r.id, ()),
             )
             for r in rows
         ]
-        return _page(groups, limit, lambda g: g.id)
+
+    async def get(self, group_id: int) -> ComplianceGroup | None:
+        row = (await self.session.execute(select(groups_t).where(groups_t.c.id == group_id))).one_or_none()
+        return (await self._hydrate([row]))[0] if row is not None else None
+
+    async def list(
+        self, after: int | None, limit: int, *, visible_to: int | None = None, owned: bool, shared: bool
+    ) -> Page[ComplianceGroup]:
+        query = select(groups_t)
+        if visible_to is not None:
+            shared_with = exists().where(
+                group_shares_t.c.group_id == groups_t.c.id, group_shares_t.c.organization_id == visible_to
+            )
+            slices = [groups_t.c.organization_id == visible_to] if owned else []
+            slices += [shared_with] if shared else []
+            query = query.where(or_(false(), *slices))
+        if after is not None:
+            query = query.where(groups_t.c.id > after)
+        rows = (await self.session.execute(query.order_by(groups_t.c.id).limit(limit + 1))).all()
+        return _page(await self._hydrate(rows), limit, lambda g: g.id)
+
+    async def share(self, group_id: int, organization_id: int, shared_by: int) -> bool:
+        row = (
+            await self.session.execute(
+                pg_insert(group_shares_t)
+                .values(group_id=group_id, organization_id=organization_id, shared_by=shared_by)
+                .on_conflict_do_nothing()
+                .returning(group_shares_t.c.group_id)
+            )
+        ).first()
+        return row is not None
 
 
 def _patient(row: Any) -> Patient:
@@ -557,6 +588,18 @@ def _external(
     return ExternalParticipant(id, phone, name, chat_user_id, consent_id, removed)
 
 
+_LOCK_REPLY_CODES = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+def _next_reply_code(phone_number: str) -> Any:
+    """1 + the highest reply code the number ever had: codes are never reused."""
+    return (
+        select(func.coalesce(func.max(externals_t.c.reply_code), 0) + 1)
+        .where(externals_t.c.phone_number == phone_number)
+        .scalar_subquery()
+    )
+
+
 class SqlConversationRepository(_Repository):
     async def add(
         self,
@@ -587,20 +630,22 @@ class SqlConversationRepository(_Repository):
             [{"conversation_id": row.id, "user_id": uid} for uid in dict.fromkeys(member_ids)],
         )
         if external:
-            await self.session.execute(
-                insert(externals_t),
-                [
-                    {
-                        "conversation_id": row.id,
-                        "phone_number": e.phone_number,
-                        "display_name": e.display_name,
-                        "organization_id": e.organization_id,
-                        "consent_id": e.consent_id,
-                        "chat_user_id": f"ext_{secrets.token_hex(12)}",
-                    }
-                    for e in external
-                ],
-            )
+            # Each number's next reply code; the lock (per number, in a fixed order) keeps two
+            # conversations admitting the same number at once from drawing the same one.
+            for number in sorted({e.phone_number for e in external}):
+                await self.session.execute(_LOCK_REPLY_CODES, {"key": f"caremsg.reply_code:{number}"})
+            for e in external:
+                await self.session.execute(
+                    insert(externals_t).values(
+                        conversation_id=row.id,
+                        phone_number=e.phone_number,
+                        display_name=e.display_name,
+                        organization_id=e.organization_id,
+                        consent_id=e.consent_id,
+                        chat_user_id=f"ext_{secrets.token_hex(12)}",
+                        reply_code=_next_reply_code(e.phone_number),
+                    )
+                )
         conversation = await self.get(row.id)
         assert conversation is not None
         return conversation

@@ -201,8 +201,8 @@ class SqlMessagingRepository:
         )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def reply_route(self, phone_number: str) -> ReplyRoute | None:
-        row = (
+    async def reply_routes(self, phone_number: str) -> list[ReplyRoute]:
+        rows = (
             await self.session.execute(
                 select(
                     conversations_t.c.id.label("conversation_id"),
@@ -212,6 +212,8 @@ class SqlMessagingRepository:
                     externals_t.c.chat_user_id,
                     externals_t.c.phone_number,
                     externals_t.c.organization_id,
+                    externals_t.c.reply_code,
+                    externals_t.c.removed_at.is_(None).label("active"),
                 )
                 .select_from(externals_t)
                 .join(conversations_t, conversations_t.c.id == externals_t.c.conversation_id)
@@ -220,10 +222,9 @@ class SqlMessagingRepository:
                 .group_by(conversations_t.c.id, externals_t.c.id)
                 # The conversation that texted this number last; else the newest one they are in.
                 .order_by(func.max(deliveries_t.c.updated_at).desc().nulls_last(), externals_t.c.id.desc())
-                .limit(1)
             )
-        ).one_or_none()
-        return ReplyRoute(**row._mapping) if row else None
+        ).all()
+        return [ReplyRoute(**row._mapping) for row in rows]
 
     async def set_opt_out(self, phone_number: str, opted_out: bool, provider_message_id: str) -> bool:
         if opted_out:

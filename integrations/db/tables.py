@@ -91,6 +91,22 @@ class ComplianceGroupMemberRow(SQLModel, table=True):
     )
 
 
+class ComplianceGroupShareRow(SQLModel, table=True):
+    """A compliance group its owner shared with another organization by name (issue 9, item 11): that
+    organization's compliance officers may then name the group in their own patients' consents."""
+
+    __tablename__ = "compliance_group_shares"
+
+    group_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("compliance_groups.id", ondelete="CASCADE"), primary_key=True)
+    )
+    organization_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("organizations.id"), primary_key=True, index=True)
+    )
+    shared_by: int = _fk("users.id", index=False)
+    shared_at: datetime = _ts()
+
+
 class UserRow(SQLModel, table=True):
     __tablename__ = "users"
 
@@ -250,12 +266,18 @@ class ExternalParticipantRow(SQLModel, table=True):
     added_at: datetime = _ts()
     # Set when the consent that let this participant in is revoked (issue 4): SMS must stop.
     removed_at: datetime | None = _ts(nullable=True, default_now=False)
+    # Which of the number's conversations a reply means ("#2 ..."): 1, 2, 3... per phone number, in
+    # order of admission, never reused, so a code in an old text never points at another conversation.
+    reply_code: int = Field(sa_column=Column(Integer, nullable=False))
 
     __table_args__ = (
         UniqueConstraint(
             "conversation_id",
             "phone_number",
             name=conv("uq_external_participants_conversation_id_phone_number"),
+        ),
+        UniqueConstraint(
+            "phone_number", "reply_code", name=conv("uq_external_participants_phone_number_reply_code")
         ),
     )
 

@@ -294,6 +294,8 @@ def unfinished(pending: Sequence[AuditEvent], exc: BaseException | None) -> list
     outcome: Outcome
     if isinstance(exc, Forbidden):
         outcome, cause = "denied", exc.decision.reason
+    elif isinstance(exc, CaremsgError) and exc.denial is not None:  # a denial answered as not found
+        outcome, cause = "denied", exc.denial.reason
     elif isinstance(exc, CaremsgError):
         outcome, cause = "failure", exc.code
     else:

@@ -110,7 +110,7 @@ async def test_a_refused_read_by_another_organization_is_not_a_disclosure(
     d = disclosed
     stranger = await api.person("care_team_member", await api.organization())
     status, _ = await api.call("GET", f"/api/patients/{d.patient}", stranger)
-    assert status == 403
+    assert status == 404  # no relation to the patient: as if there were none
 
     _, body = await api.call("GET", path(d.patient), d.officer)
 

@@ -47,7 +47,7 @@ async def test_an_open_session_lets_the_clinician_read_the_record_and_flags_the_
 ) -> None:
     clinician, _, _, patient_id = await setting(api)
     status, denied = await api.call("GET", f"/api/patients/{patient_id}", clinician)
-    assert (status, denied["reason"]) == (403, "not_on_care_team")
+    assert (status, denied["reason"]) == (403, "not_on_care_team")  # covered for messages, not the record
 
     status, session = await api.call(
         "POST", f"/api/patients/{patient_id}/break-glass", clinician, json={"reason": REASON}
@@ -142,9 +142,17 @@ async def test_a_clinician_cannot_break_the_glass_on_a_patient_their_organizatio
         "POST", f"/api/patients/{patient_id}/break-glass", stranger, json={"reason": REASON}
     )
 
-    assert (status, body["reason"]) == (403, "not_treatable")
+    # No relation to the patient at all: answered exactly as a patient that does not exist (the
+    # audit record keeps not_treatable).
+    _, nonexistent = await api.call(
+        "POST", "/api/patients/2000000000/break-glass", stranger, json={"reason": REASON}
+    )
+    assert status == 404
+    assert {k: v for k, v in body.items() if k != "requestId"} == {
+        k: v for k, v in nonexistent.items() if k != "requestId"
+    }
     assert "John" not in str(body)
-    assert (await api.call("GET", f"/api/patients/{patient_id}", stranger))[0] == 403
+    assert (await api.call("GET", f"/api/patients/{patient_id}", stranger))[0] == 404
 
 
 async def test_a_consent_for_payment_does_not_make_a_patient_treatable(api: Api) -> None:

@@ -40,6 +40,14 @@ def assert_validation_problem(body: dict[str, Any], field: str) -> None:
     assert field in [e["field"] for e in body["errors"]], body
 
 
+def assert_no_such_user(status: int, body: dict[str, Any]) -> None:
+    """The answer for a user id nobody has, word for word: nothing about who the person is."""
+    assert status == 422, body
+    assert body["errors"] == [{"field": "userId", "message": "No such active user.", "type": "not_found"}]
+    assert "reason" not in body
+    assert "rule" not in body
+
+
 async def decisions(db: asyncpg.Connection, actor: Person, workflow: str) -> list[asyncpg.Record]:
     return await db.fetch(
         "SELECT * FROM audit_events WHERE actor_id = $1 AND workflow = $2 AND event = 'decision' ORDER BY id",
@@ -165,8 +173,12 @@ async def test_people_who_may_not_see_a_care_team_are_refused_and_audited(
 
     status, body = await api.call("GET", f"/api/patients/{c.patient_id}/care-team", intruder)
 
-    assert status == 403
-    assert_denied(body, reason)
+    if organization == "own":
+        assert status == 403
+        assert_denied(body, reason)
+    else:  # no relation to the patient: answered as for a patient that does not exist
+        assert (status, body["code"], body["detail"]) == (404, "not_found", "No such patient.")
+    # The audit record keeps the real reason either way.
     [row] = await decisions(db, intruder, "care_team.read")
     assert (row["decision"], row["outcome"], row["reason"]) == ("deny", "denied", reason)
     assert row["patient_id"] == c.patient_id
@@ -271,9 +283,7 @@ async def test_an_admin_of_another_organization_cannot_create_a_care_team_and_le
 
     status, body = await api.call("POST", "/api/care-teams", outside_admin, json={"patientId": patient_id})
 
-    assert status == 403
-    assert_denied(body, "other_organization")
-    assert body["field"] == "patientId"
+    assert (status, body["code"], body["detail"]) == (404, "not_found", "No such patient.")
     assert await db.fetchval("SELECT count(*) FROM care_teams WHERE patient_id = $1", patient_id) == 0
     [row] = await decisions(db, outside_admin, "care_team.create")
     assert (row["decision"], row["reason"], row["patient_id"]) == ("deny", "other_organization", patient_id)
@@ -394,8 +404,11 @@ async def test_people_who_may_not_manage_a_care_team_cannot_add_members(
         "POST", f"/api/care-teams/{c.team_id}/members", actor, json={"userId": newcomer.id}
     )
 
-    assert status == 403
-    assert_denied(body, reason)
+    if organization == "own":
+        assert status == 403
+        assert_denied(body, reason)
+    else:  # no relation to the patient: answered as for a care team that does not exist
+        assert (status, body["code"], body["detail"]) == (404, "not_found", "No such care team.")
     assert await member_ids(db, c.team_id) == {c.nurse.id}
     [row] = await decisions(db, actor, "care_team.add_member")
     assert (row["decision"], row["outcome"], row["reason"]) == ("deny", "denied", reason)
@@ -454,10 +467,8 @@ async def test_a_care_team_member_of_another_organization_cannot_join_without_co
         "POST", f"/api/care-teams/{c.team_id}/members", who, json={"userId": outsider.id}
     )
 
-    assert status == 403
-    assert_denied(body, "no_active_consent")
-    assert body["field"] == "userId"
-    assert "care_team_member, care_team.join, covered" in body["rule"]
+    # An organization nobody here has a relation to: neither the person's existence nor role shows.
+    assert_no_such_user(status, body)
     assert await member_ids(db, c.team_id) == {c.nurse.id}
     [add] = await decisions(db, who, "care_team.add_member")
     assert (add["decision"], add["outcome"]) == ("allow", "denied")
@@ -470,10 +481,9 @@ async def test_a_care_team_member_of_another_organization_cannot_join_without_co
     )
     assert json.loads(join["details"])["subject_user_id"] == outsider.id
     assert "roles.csv:" in join["matched_rule"]
-    # and the outsider still cannot read the patient
+    # and the outsider still cannot read the patient (nor learn that it exists)
     status, body = await api.call("GET", f"/api/patients/{c.patient_id}", outsider)
-    assert status == 403
-    assert_denied(body, "not_on_care_team")
+    assert (status, body["code"]) == (404, "not_found")
 
 
 @pytest.mark.parametrize("adder", ["admin", "nurse"], ids=["patients-admin", "care-team-member"])
@@ -520,10 +530,10 @@ async def test_a_consent_for_a_compliance_group_lets_staff_of_each_member_organi
         json={"name": "Regional network", "organizationIds": [await api.organization(), outside_org]},
     )
     assert status == 201, group
-    refused, _ = await api.call(
+    refused, body = await api.call(
         "POST", f"/api/care-teams/{c.team_id}/members", c.admin, json={"userId": outsider.id}
     )
-    assert refused == 403
+    assert_no_such_user(refused, body)
     consent = await api.consent(c.officer, c.patient_id, complianceGroupId=group["id"])
 
     status, body = await api.call(
@@ -555,8 +565,7 @@ async def test_a_compliance_group_without_their_organization_does_not_let_staff_
         "POST", f"/api/care-teams/{c.team_id}/members", c.admin, json={"userId": outsider.id}
     )
 
-    assert status == 403
-    assert_denied(body, "no_active_consent")
+    assert_no_such_user(status, body)  # no active consent relates the organizations: as if no such user
     assert await member_ids(db, c.team_id) == {c.nurse.id}
 
 
@@ -583,8 +592,7 @@ async def test_a_consent_naming_someone_else_does_not_let_staff_of_another_organ
         "POST", f"/api/care-teams/{c.team_id}/members", c.admin, json={"userId": outsider.id}
     )
 
-    assert status == 403
-    assert_denied(body, "no_active_consent")
+    assert_no_such_user(status, body)  # no active consent relates the organizations: as if no such user
     assert await member_ids(db, c.team_id) == {c.nurse.id}
 
 
@@ -630,8 +638,7 @@ async def test_a_revoked_consent_no_longer_lets_staff_of_another_organization_jo
         "POST", f"/api/care-teams/{c.team_id}/members", c.admin, json={"userId": outsider.id}
     )
 
-    assert status == 403
-    assert_denied(body, "no_active_consent")
+    assert_no_such_user(status, body)  # no active consent relates the organizations: as if no such user
     assert await member_ids(db, c.team_id) == {c.nurse.id}
 
 
@@ -659,10 +666,9 @@ async def test_a_consent_that_is_not_active_now_does_not_let_staff_of_another_or
         "POST", f"/api/care-teams/{c.team_id}/members", c.admin, json={"userId": outsider.id}
     )
 
-    assert status == 403
-    assert_denied(body, "no_active_consent")
-    assert body["field"] == "userId"
+    assert_no_such_user(status, body)  # a consent not active now relates nobody: as if no such user
     assert await member_ids(db, c.team_id) == {c.nurse.id}
+    # The audit record keeps the real reason.
     [join] = await decisions(db, c.admin, "care_team.join")
     assert (join["decision"], join["reason"]) == ("deny", "no_active_consent")
 

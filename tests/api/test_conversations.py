@@ -505,7 +505,7 @@ async def test_a_staff_member_not_on_the_care_team_may_not_start_a_conversation(
 # --- every member is checked -----------------------------------------------------------------------
 
 
-async def test_a_member_from_another_organization_without_consent_is_403_and_nothing_is_created(
+async def test_a_member_from_an_unrelated_organization_is_answered_as_no_such_user_and_nothing_is_created(
     api: Api, team: Team, db: asyncpg.Connection
 ) -> None:
     elsewhere = await api.person("care_team_member", await api.organization())
@@ -518,10 +518,20 @@ async def test_a_member_from_another_organization_without_consent_is_403_and_not
         {"title": "t", "patientId": team.patient_id, "memberIds": [team.nurse.id, elsewhere.id]},
         headers=headers,
     )
+    _, unknown = await create(
+        api, team.peer, {"title": "t", "patientId": team.patient_id, "memberIds": [team.nurse.id, 2**31 - 1]}
+    )
 
-    assert status == 403, problem
-    assert problem["field"] == "memberIds[1]"
-    assert problem["reason"] == "no_active_consent"
+    # Neither the person's existence nor their role shows: the answer for an id nobody has.
+    assert status == 422, problem
+    assert (
+        problem["errors"]
+        == unknown["errors"]
+        == [{"field": "memberIds[1]", "message": "No such active user.", "type": "not_found"}]
+    )
+    assert {k: v for k, v in problem.items() if k != "requestId"} == {
+        k: v for k, v in unknown.items() if k != "requestId"
+    }
     assert await db.fetchval("SELECT count(*) FROM conversations WHERE patient_id = $1", team.patient_id) == 0
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE id > $1", before) == 0
     assert (

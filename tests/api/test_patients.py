@@ -54,6 +54,10 @@ def assert_denied(body: dict[str, Any], reason: str) -> None:
     assert LAST not in text
 
 
+def _without_request_id(problem: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in problem.items() if k != "requestId"}
+
+
 async def decisions(db: asyncpg.Connection, actor: Person, workflow: str) -> list[asyncpg.Record]:
     return await db.fetch(
         "SELECT * FROM audit_events WHERE actor_id = $1 AND workflow = $2 AND event = 'decision' ORDER BY id",
@@ -478,9 +482,16 @@ async def test_staff_of_another_organization_who_are_not_on_the_care_team_cannot
 
     status, body = await api.call("GET", f"/api/patients/{patient_id}", outsider)
 
-    assert status == 403
-    assert_denied(body, "not_on_care_team")
+    if with_consent:  # covered: they may know the patient exists, and are told what is missing
+        assert status == 403
+        assert_denied(body, "not_on_care_team")
+    else:  # no relation: exactly what a patient that does not exist answers
+        _, nonexistent = await api.call("GET", f"/api/patients/{2**31 - 1}", outsider)
+        assert status == 404
+        assert _without_request_id(body) == _without_request_id(nonexistent)
+    # The audit record keeps the real reason either way, and says when the answer concealed it.
     [row] = await decisions(db, outsider, "patient.read")
+    assert json.loads(row["details"]).get("answered") == (None if with_consent else "not_found")
     assert (row["decision"], row["reason"], row["patient_id"]) == ("deny", "not_on_care_team", patient_id)
     assert row["organization_id"] == other_org
 
@@ -650,8 +661,11 @@ async def test_people_who_may_not_change_a_patient_are_refused_and_nothing_chang
         "PUT", f"/api/patients/{patient_id}", intruder, json={"riskLevel": "low", "lastName": "Changed"}
     )
 
-    assert status == 403
-    assert_denied(body, reason)
+    if organization == "own":
+        assert status == 403
+        assert_denied(body, reason)
+    else:  # no relation to the patient: answered as for a patient that does not exist
+        assert (status, body["code"]) == (404, "not_found")
     assert await db.fetchrow("SELECT * FROM patients WHERE id = $1", patient_id) == before
     [row] = await decisions(db, intruder, "patient.update")
     assert (row["decision"], row["outcome"], row["reason"]) == ("deny", "denied", reason)
@@ -680,7 +694,7 @@ async def test_every_decision_a_request_takes_carries_its_request_id(
     resp = await api.client.get(
         f"/api/patients/{patient_id}", headers={**stranger.auth, "X-Request-ID": "trace-0123456789"}
     )
-    assert resp.status == 403
+    assert resp.status == 404  # no relation to the patient: as if there were none
     assert resp.content_type == "application/problem+json"
     assert (await resp.json(content_type=None))["requestId"] == "trace-0123456789"
     [row] = await decisions(db, stranger, "patient.read")

@@ -108,7 +108,7 @@ async def test_a_refused_send_leaves_only_its_denial(api: Api, db: asyncpg.Conne
 
     status, problem = await send(api, outsider, team.conversation_id, text_)
 
-    assert status == 403, problem
+    assert status == 404, problem  # no relation to the patient: answered as no such conversation
     assert await db.fetchval("SELECT count(*) FROM messages WHERE body = $1", text_) == 0
     [denial] = await db.fetch(
         "SELECT outcome, decision FROM audit_events WHERE workflow = 'message.send' AND actor_id = $1",

@@ -23,7 +23,7 @@ LAST_NAME = "Abernathy-Zhou"
 SECRET = "n3w-Acc0unt-Passw0rd"
 USER_FIELDS = {"id", "email", "firstName", "lastName", "role", "organizationId", "isActive", "createdAt"}
 ORGANIZATION_FIELDS = {"id", "name", "selfRegistration", "createdAt"}
-GROUP_FIELDS = {"id", "name", "description", "organizationId", "organizationIds", "createdAt"}
+GROUP_FIELDS = {"id", "name", "description", "organizationId", "organizationIds", "createdAt", "sharedWith"}
 PROBLEM_FIELDS = {
     "type",
     "title",
@@ -602,7 +602,36 @@ async def test_an_auditor_may_not_list_organizations(api: Api, org: int, db: asy
     )
 
 
-async def test_the_organization_list_pages_with_a_cursor(api: Api, admin: Person) -> None:
+@pytest.mark.parametrize("role", ["peer_support", "care_team_member", "admin"])
+async def test_staff_other_than_compliance_officers_see_only_their_own_organization(
+    api: Api, org: int, other_org: int, db: asyncpg.Connection, role: str
+) -> None:
+    person = await api.person(role, org)
+    rid = new_request_id()
+    status, body = await api.call(
+        "GET", ORGANIZATIONS, person, params={"limit": "200"}, headers={"X-Request-ID": rid}
+    )
+
+    assert status == 200, body
+    assert [o["id"] for o in body["items"]] == [org]
+    assert body["nextCursor"] is None
+    [row] = await _audit(db, rid)
+    assert (row["workflow"], row["decision"]) == ("organization.list", "allow")
+    assert _details(row)["shown"] == "own_org"
+
+
+async def test_a_compliance_officer_sees_every_organization_to_choose_consent_recipients(
+    api: Api, officer: Person, org: int, other_org: int
+) -> None:
+    status, body = await api.call(
+        "GET", ORGANIZATIONS, officer, params={"cursor": str(org - 1), "limit": "2"}
+    )
+
+    assert status == 200, body
+    assert [o["id"] for o in body["items"]] == [org, other_org]
+
+
+async def test_the_organization_list_pages_with_a_cursor(api: Api, admin: Person, officer: Person) -> None:
     ids = []
     for _ in range(3):
         status, created = await api.call("POST", ORGANIZATIONS, admin, json={"name": _name("Paged")})
@@ -610,14 +639,14 @@ async def test_the_organization_list_pages_with_a_cursor(api: Api, admin: Person
         ids.append(created["id"])
 
     status, first = await api.call(
-        "GET", ORGANIZATIONS, admin, params={"cursor": str(ids[0] - 1), "limit": "2"}
+        "GET", ORGANIZATIONS, officer, params={"cursor": str(ids[0] - 1), "limit": "2"}
     )
     assert status == 200, first
     assert [o["id"] for o in first["items"]] == ids[:2]
     assert first["nextCursor"] == ids[1]
 
     status, second = await api.call(
-        "GET", ORGANIZATIONS, admin, params={"cursor": str(first["nextCursor"]), "limit": "2"}
+        "GET", ORGANIZATIONS, officer, params={"cursor": str(first["nextCursor"]), "limit": "2"}
     )
     assert status == 200, second
     assert [o["id"] for o in second["items"]] == ids[2:]
@@ -625,7 +654,7 @@ async def test_the_organization_list_pages_with_a_cursor(api: Api, admin: Person
 
 
 async def test_a_limit_above_the_configured_page_size_is_served_as_a_capped_page(
-    api: Api, admin: Person, settings: Settings, db: asyncpg.Connection
+    api: Api, officer: Person, settings: Settings, db: asyncpg.Connection
 ) -> None:
     cap = settings.api.max_page_size
     prefix = secrets.token_hex(4)
@@ -641,7 +670,7 @@ async def test_a_limit_above_the_configured_page_size_is_served_as_a_capped_page
     ids.sort()
 
     status, body = await api.call(
-        "GET", ORGANIZATIONS, admin, params={"cursor": str(ids[0] - 1), "limit": str(cap + 100)}
+        "GET", ORGANIZATIONS, officer, params={"cursor": str(ids[0] - 1), "limit": str(cap + 100)}
     )
     assert status == 200, body
     assert [o["id"] for o in body["items"]] == ids[:cap]

@@ -1,0 +1,461 @@
+"""The cross-tenant matrix: every id-taking endpoint, every role, own and other organization.
+
+Generated from the route table the app serves (``endpoints_key``): every endpoint that takes an id in
+its path, body or query must be classified in :data:`PROBES`, so a new endpoint fails
+:func:`test_every_id_taking_endpoint_is_classified` until it is covered here.
+
+For each probe (one id of one endpoint), each role, the caller of organization B is given a record
+of organization A, to which B has no relation, and then an id nobody has: the two answers must be
+the same, status and body (the request id aside), and neither may carry anything of A's. The
+caller of organization A given the same record of A must never be told it does not exist (a denial
+there is a 403 with its reason) and never get a 5xx. The app and the two organizations are built once
+for the module.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import typing
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import BaseModel
+
+from handlers.app import create_app
+from handlers.keys import endpoints_key
+from handlers.routing import Endpoint
+from tests.api.conftest import Api, Person
+from tests.conftest import app_settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ROLES = ("peer_support", "care_team_member", "admin", "compliance_officer", "auditor")
+MISSING = 2**31 - 1  # a valid id nobody has
+PHONE = "+12025550167"
+
+
+@dataclass
+class Tenant:
+    """One organization's people and records (the people's roles are :data:`ROLES`)."""
+
+    name: str
+    people: dict[str, Person]
+    ids: dict[str, int]
+    secrets: tuple[str, ...]  # strings only this organization's data contains
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+#: A probe builds the request that puts ``record_id`` (of kind ``kind``) in one id field; the rest of
+#: the request uses the caller's own organization's records (``own``).
+Build = Callable[[Tenant, int], Request]
+
+
+CONCEALED = "concealed"
+#: Organizations are a directory, not a tenant's record: compliance officers list them all (and name
+#: them as consent recipients), so an organization id is not concealed; the probe still checks that
+#: no data of the other organization comes back and nothing fails.
+DIRECTORY = "directory"
+#: A search filter (audit events): the answer holds only the caller's organization's own records
+#: whatever the id, which the probe checks item by item.
+FILTER = "filter"
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: str  # patient, bg_patient, conversation, message, care_team, consent, group, user, organization
+    build: Build
+    mode: str = CONCEALED
+
+
+def _p(method: str, path: str, json_: Any = None, **params: str) -> Request:
+    return Request(method, path, json_, dict(params))
+
+
+PROBES: dict[tuple[str, str], dict[str, Probe]] = {
+    ("POST", "/api/users"): {
+        "organizationId": Probe(
+            "organization", lambda own, i: _p("POST", "/api/users", _new_user(i)), mode=DIRECTORY
+        ),
+    },
+    ("POST", "/api/compliance-groups"): {
+        "organizationIds[0]": Probe(
+            "organization",
+            lambda own, i: _p(
+                "POST", "/api/compliance-groups", {"name": _unique("G"), "organizationIds": [i]}
+            ),
+            mode=DIRECTORY,
+        ),
+    },
+    ("POST", "/api/compliance-groups/{id}/shares"): {
+        "id": Probe(
+            "group",
+            lambda own, i: _p(
+                "POST", f"/api/compliance-groups/{i}/shares", {"organizationId": own.ids["neutral"]}
+            ),
+        ),
+        "organizationId": Probe(
+            "organization",
+            lambda own, i: _p(
+                "POST", f"/api/compliance-groups/{own.ids['group']}/shares", {"organizationId": i}
+            ),
+            mode=DIRECTORY,
+        ),
+    },
+    ("POST", "/api/consents"): {
+        "patientId": Probe(
+            "patient",
+            lambda own, i: _p(
+                "POST",
+                "/api/consents",
+                {"patientId": i, "purpose": "treatment", "organizationId": own.ids["neutral"]},
+            ),
+        ),
+        "complianceGroupId": Probe(
+            "group",
+            lambda own, i: _p(
+                "POST",
+                "/api/consents",
+                {"patientId": own.ids["patient"], "purpose": "treatment", "complianceGroupId": i},
+            ),
+        ),
+        "organizationId": Probe(
+            "organization",
+            # A patient no other probe uses: this consent relates the named organization to it.
+            lambda own, i: _p(
+                "POST",
+                "/api/consents",
+                {"patientId": own.ids["spare_patient"], "purpose": "treatment", "organizationId": i},
+            ),
+            mode=DIRECTORY,
+        ),
+    },
+    ("GET", "/api/patients/{patientId}/consents"): {
+        "patientId": Probe("patient", lambda own, i: _p("GET", f"/api/patients/{i}/consents")),
+    },
+    ("GET", "/api/patients/{id}"): {
+        "id": Probe("patient", lambda own, i: _p("GET", f"/api/patients/{i}")),
+    },
+    ("PUT", "/api/patients/{id}"): {
+        "id": Probe("patient", lambda own, i: _p("PUT", f"/api/patients/{i}", {"riskLevel": "medium"})),
+    },
+    ("POST", "/api/care-teams"): {
+        "patientId": Probe("patient", lambda own, i: _p("POST", "/api/care-teams", {"patientId": i})),
+    },
+    ("GET", "/api/patients/{patientId}/care-team"): {
+        "patientId": Probe("patient", lambda own, i: _p("GET", f"/api/patients/{i}/care-team")),
+    },
+    ("POST", "/api/care-teams/{id}/members"): {
+        "id": Probe(
+            "care_team",
+            lambda own, i: _p("POST", f"/api/care-teams/{i}/members", {"userId": own.ids["user"]}),
+        ),
+        "userId": Probe(
+            "user",
+            lambda own, i: _p("POST", f"/api/care-teams/{own.ids['care_team']}/members", {"userId": i}),
+        ),
+    },
+    ("POST", "/api/conversations"): {
+        "patientId": Probe(
+            "patient", lambda own, i: _p("POST", "/api/conversations", {"title": "Matrix", "patientId": i})
+        ),
+        "memberIds[0]": Probe(
+            "user",
+            lambda own, i: _p(
+                "POST",
+                "/api/conversations",
+                {"title": "Matrix", "patientId": own.ids["patient"], "memberIds": [i]},
+            ),
+        ),
+        "externalMembers[0].organizationId": Probe(
+            "organization",
+            lambda own, i: _p(
+                "POST",
+                "/api/conversations",
+                {
+                    "title": "Matrix",
+                    "patientId": own.ids["patient"],
+                    "externalMembers": [{"phoneNumber": PHONE, "name": "Dr. External", "organizationId": i}],
+                },
+            ),
+            mode=DIRECTORY,
+        ),
+    },
+    ("POST", "/api/conversations/send-message"): {
+        "conversationId": Probe(
+            "conversation",
+            lambda own, i: _p(
+                "POST", "/api/conversations/send-message", {"conversationId": i, "message": "hi"}
+            ),
+        ),
+    },
+    ("GET", "/api/conversations/{id}"): {
+        "id": Probe("conversation", lambda own, i: _p("GET", f"/api/conversations/{i}")),
+    },
+    ("GET", "/api/messages/{id}"): {
+        "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}")),
+    },
+    ("GET", "/api/audit-events"): {
+        "patientId": Probe(
+            "patient", lambda own, i: _p("GET", "/api/audit-events", patientId=str(i)), mode=FILTER
+        ),
+        "actorId": Probe("user", lambda own, i: _p("GET", "/api/audit-events", actorId=str(i)), mode=FILTER),
+        "organizationId": Probe(
+            "organization",
+            lambda own, i: _p("GET", "/api/audit-events", organizationId=str(i)),
+            mode=DIRECTORY,
+        ),
+    },
+    ("GET", "/api/patients/{patientId}/disclosures"): {
+        "patientId": Probe("patient", lambda own, i: _p("GET", f"/api/patients/{i}/disclosures")),
+    },
+    ("POST", "/api/consents/{consentId}/revoke"): {
+        "consentId": Probe(
+            "consent", lambda own, i: _p("POST", f"/api/consents/{i}/revoke", {"reason": "Matrix check."})
+        ),
+    },
+    # A contact directory is one organization's own: another's answers as one that does not exist.
+    ("POST", "/api/organizations/{organizationId}/contacts"): {
+        "organizationId": Probe(
+            "organization",
+            lambda own, i: _p(
+                "POST", f"/api/organizations/{i}/contacts", {"phoneNumber": PHONE, "name": "Dr. External"}
+            ),
+        ),
+    },
+    ("GET", "/api/organizations/{organizationId}/contacts"): {
+        "organizationId": Probe("organization", lambda own, i: _p("GET", f"/api/organizations/{i}/contacts")),
+    },
+    ("DELETE", "/api/organizations/{organizationId}/contacts/{contactId}"): {
+        "organizationId": Probe(
+            "organization",
+            lambda own, i: _p("DELETE", f"/api/organizations/{i}/contacts/{own.ids['contact']}"),
+        ),
+        "contactId": Probe(
+            "contact",
+            lambda own, i: _p("DELETE", f"/api/organizations/{own.ids['organization']}/contacts/{i}"),
+        ),
+    },
+    ("POST", "/api/patients/{patientId}/break-glass"): {
+        # Its own patient: a session, once open, relates the person to that patient.
+        "patientId": Probe(
+            "bg_patient",
+            lambda own, i: _p(
+                "POST", f"/api/patients/{i}/break-glass", {"reason": "Matrix: unresponsive in ED"}
+            ),
+        ),
+    },
+}
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(5)}"
+
+
+def _new_user(organization_id: int) -> dict[str, Any]:
+    return {
+        "email": f"{_unique('matrix.')}@example.org",
+        "password": "correct horse battery",
+        "firstName": "Matrix",
+        "lastName": "Person",
+        "role": "care_team_member",
+        "organizationId": organization_id,
+    }
+
+
+# --- which endpoints take ids ---------------------------------------------------------------------
+
+
+def _id_fields(model: type[BaseModel] | None, prefix: str = "") -> Iterator[str]:
+    """The JSON names of a model's id fields (``...Id``/``...Ids``), nested models included."""
+    if model is None:
+        return
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        if name.endswith("_id"):
+            yield f"{prefix}{alias}"
+        elif name.endswith("_ids"):
+            yield f"{prefix}{alias}[0]"
+        for arg in _flatten(info.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                yield from _id_fields(arg, f"{prefix}{alias}[0].")
+
+
+def _flatten(annotation: Any) -> Iterator[Any]:
+    yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _flatten(arg)
+
+
+def id_fields(ep: Endpoint) -> set[str]:
+    path = {part[1:-1] for part in ep.path.split("/") if part.startswith("{")}
+    return path | set(_id_fields(ep.request)) | set(_id_fields(ep.query))
+
+
+def _routes() -> list[Endpoint]:
+    from handlers import api, api_audit, api_contacts, api_messaging, api_policy
+
+    # The table create_app serves by default; the test below also checks it against the built app.
+    return [
+        *api.ENDPOINTS,
+        *api_policy.ENDPOINTS,
+        *api_messaging.ENDPOINTS,
+        *api_audit.ENDPOINTS,
+        *api_contacts.ENDPOINTS,
+    ]
+
+
+def _cells() -> Iterator[Any]:
+    for (method, path), probes in PROBES.items():
+        for name, _probe in probes.items():
+            for role in ROLES:
+                yield pytest.param(method, path, name, role, id=f"{method} {path} [{name}] {role}")
+
+
+# --- the world, built once -------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def matrix(database_url: str) -> AsyncIterator[tuple[Api, dict[str, Tenant]]]:
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(app_settings(database_url))))
+    await client.start_server()
+    try:
+        api = Api(client)
+        neutral = await api.organization()  # a third organization, with nobody in it
+        tenants = {name: await _tenant(api, name, neutral) for name in ("a", "b")}
+        yield api, tenants
+    finally:
+        await client.close()
+
+
+async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
+    org = await api.organization()
+    people = {role: await api.person(role, org) for role in ROLES}
+    colleague = await api.person("care_team_member", org)
+    peer, officer = people["peer_support"], people["compliance_officer"]
+    marks = {k: _unique(k) for k in ("first", "last", "title", "text", "group")}
+    patient = await api.patient(peer, firstName=marks["first"], lastName=marks["last"])
+    bg_patient = await api.patient(peer, firstName=marks["first"], lastName=marks["last"])
+    spare_patient = await api.patient(peer, firstName=marks["first"], lastName=marks["last"])
+    _, team = await api.call("GET", f"/api/patients/{patient}/care-team", peer)
+    status, conversation = await api.call(
+        "POST",
+        "/api/conversations",
+        peer,
+        json={"title": marks["title"], "patientId": patient, "memberIds": [people["care_team_member"].id]},
+    )
+    assert status == 201, conversation
+    status, message = await api.call(
+        "POST",
+        "/api/conversations/send-message",
+        peer,
+        json={"conversationId": conversation["id"], "message": marks["text"]},
+    )
+    assert status == 202, message
+    status, group = await api.call(
+        "POST", "/api/compliance-groups", officer, json={"name": marks["group"], "organizationIds": [neutral]}
+    )
+    assert status == 201, group
+    consent = await api.consent(officer, patient, organizationId=neutral)
+    contact = await _new_contact(api, people["admin"], org)
+    ids = {
+        "organization": org,
+        "neutral": neutral,
+        "patient": patient,
+        "bg_patient": bg_patient,
+        "spare_patient": spare_patient,
+        "care_team": team["id"],
+        "conversation": conversation["id"],
+        "message": message["id"],
+        "group": group["id"],
+        "consent": consent["id"],
+        "user": colleague.id,
+        "contact": contact,
+    }
+    return Tenant(name, people, ids, tuple(marks.values()))
+
+
+#: Directory numbers are unique per organization: each new contact takes the next one.
+_CONTACT_NUMBERS = itertools.count()
+
+
+async def _new_contact(api: Api, admin: Person, organization_id: int) -> int:
+    """A number in the organization's contact directory (numbers differ: a removal test takes one)."""
+    status, contact = await api.call(
+        "POST",
+        f"/api/organizations/{organization_id}/contacts",
+        admin,
+        json={"phoneNumber": f"+120255501{next(_CONTACT_NUMBERS) % 100:02d}", "name": "Dr. External"},
+    )
+    assert status == 201, contact
+    return int(contact["id"])
+
+
+# --- the tests -------------------------------------------------------------------------------------
+
+
+async def test_every_id_taking_endpoint_is_classified(matrix: tuple[Api, dict[str, Tenant]]) -> None:
+    api, _ = matrix
+    served = api.app[endpoints_key]
+    assert [(e.method, e.path) for e in served] == [(e.method, e.path) for e in _routes()]
+    unclassified = {
+        f"{ep.method} {ep.path}: {sorted(fields - set(PROBES.get((ep.method, ep.path), {})))}"
+        for ep in served
+        if not ep.public and (fields := id_fields(ep)) - set(PROBES.get((ep.method, ep.path), {}))
+    }
+    assert unclassified == set(), "classify these id fields in PROBES"
+    stale = set(PROBES) - {(e.method, e.path) for e in served}
+    assert stale == set()
+
+
+async def _answer(api: Api, who: Person, req: Request) -> tuple[int, dict[str, Any]]:
+    status, body = await api.call(req.method, req.path, who, json=req.json, params=req.params)
+    assert status < 500, body
+    return status, {k: v for k, v in (body or {}).items() if k != "requestId"}
+
+
+@pytest.mark.parametrize(("method", "path", "field_", "role"), list(_cells()))
+async def test_an_unrelated_record_answers_like_a_nonexistent_one_and_own_records_are_never_hidden(
+    matrix: tuple[Api, dict[str, Tenant]], method: str, path: str, field_: str, role: str
+) -> None:
+    api, tenants = matrix
+    a, b = tenants["a"], tenants["b"]
+    probe = PROBES[(method, path)][field_]
+    outsider = b.people[role]
+
+    # Organization B's person, given organization A's record, and given an id nobody has.
+    status, body = await _answer(api, outsider, probe.build(b, a.ids[probe.kind]))
+    missing_status, missing_body = await _answer(api, outsider, probe.build(b, MISSING))
+
+    leaked = [s for s in a.secrets if s in json.dumps(body)]
+    assert leaked == [], f"organization A's data reached organization B: {body}"
+    if probe.mode == CONCEALED:
+        assert (status, body) == (missing_status, missing_body)
+    if probe.mode == FILTER and status == 200:
+        assert {item["organizationId"] for item in body["items"]} <= {b.ids["organization"]}
+
+    # Organization A's person, given A's own record: denied with a reason, never "no such record".
+    if method == "DELETE":  # a removal may succeed: it gets a record of its own, the others stay
+        a = Tenant(
+            a.name,
+            a.people,
+            {**a.ids, "contact": await _new_contact(api, a.people["admin"], a.ids["organization"])},
+            a.secrets,
+        )
+    own_status, own_body = await _answer(api, a.people[role], probe.build(a, a.ids[probe.kind]))
+    if probe.mode == CONCEALED:
+        assert own_status != 404, own_body
+        if own_status == 403:
+            assert own_body["reason"], own_body
