@@ -188,6 +188,9 @@ async def _caremsg_setup(base: str) -> tuple[dict[str, Any], dict[str, str]]:
             "role": "peer_support",
         }
         async with s.post(f"{base}/api/auth/register", json=registration) as r:
+            assert r.status == 202, await r.text()
+        login = {"email": email, "password": registration["password"]}
+        async with s.post(f"{base}/api/auth/login", json=login) as r:
             token = (await r.json())["token"]
         auth = {"Authorization": f"Bearer {token}"}
         patient = {"firstName": "P", "lastName": "Q", "riskLevel": "low"}

@@ -15,12 +15,15 @@ from engine.audit_chain import IdentifierHasher
 from engine.consent_index import ConsentIndex, Coverage, purpose_mask, scope_mask
 from engine.decisions import Decision, Fact
 from engine.errors import Forbidden, NotFound, ServiceUnavailable
+from engine.login_throttle import ACCOUNT_BACKOFF, ADDRESS_BACKOFF, Backoff
 from engine.model import Actor
 from engine.policy import Policy, PolicyHolder
 from engine.ports import (
+    AccountNotifier,
     AuditLog,
     DeliveryTrigger,
     PasswordHasher,
+    PasswordStrength,
     PatientRelation,
     SendUnitOfWork,
     SendUnitOfWorkFactory,
@@ -42,6 +45,11 @@ class EngineSettings:
     default_page_size: int = 50
     max_page_size: int = 200
     break_glass_minutes: int = 60
+    # Accounts (auth.* settings): see README "Accounts".
+    require_approval: bool = False
+    password_min_length: int = 15
+    account_backoff: Backoff = ACCOUNT_BACKOFF
+    address_backoff: Backoff = ADDRESS_BACKOFF
 
 
 def _no_send_path() -> SendUnitOfWork:
@@ -68,6 +76,10 @@ class Services:
     identifiers: IdentifierHasher | None = None
     # The send-message workflow's own unit of work (one read, one write); see SendUnitOfWork.
     send_uow: SendUnitOfWorkFactory = _no_send_path
+    # The common/breached-password check; None checks the length only.
+    password_strength: PasswordStrength | None = None
+    # Tells account owners what was done with their address; None tells no one.
+    notifier: AccountNotifier | None = None
 
     def page_size(self, requested: int | None) -> int:
         if requested is None:

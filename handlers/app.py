@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from engine.audit_chain import IdentifierHasher
 from engine.consent_index import ConsentIndex
+from engine.login_throttle import Backoff
 from engine.policy import PolicyHolder
 from engine.ports import ChatGateway
 from engine.services import EngineSettings, Services
@@ -40,6 +42,7 @@ from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirec
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
 from integrations.idempotency import IdempotencyStore
+from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
 from integrations.relay import OutboxRelay, RelaySettings
@@ -166,7 +169,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             default_page_size=settings.api.default_page_size,
             max_page_size=settings.api.max_page_size,
             break_glass_minutes=settings.policy.break_glass_minutes,
+            **_account_settings(settings),
         ),
+        password_strength=ZxcvbnPasswordStrength(min_score=auth.password_min_score),
+        notifier=LoggingAccountNotifier(),
         consents=app[consent_index_key],
         identifiers=IdentifierHasher(settings.audit.identifier_key.encode()),
         sms=app[sms_rules_key],
@@ -303,6 +309,21 @@ async def _ensure_default_organization(sessions: async_sessionmaker[AsyncSession
             ),
             {"name": name},
         )
+
+
+def _account_settings(settings: Settings) -> dict[str, Any]:
+    """The accounts part of the engine's settings (login throttle, approval, password length)."""
+    auth = settings.auth
+    window = timedelta(minutes=auth.login_failure_window_minutes)
+    base, most = auth.login_backoff_base_seconds, auth.login_backoff_max_seconds
+    return {
+        "require_approval": auth.approval_required(settings.service.environment),
+        "password_min_length": auth.password_min_length,
+        "account_backoff": Backoff(
+            auth.login_account_free_failures, base, most, window, lock_after=auth.lockout_failures or None
+        ),
+        "address_backoff": Backoff(auth.login_address_free_failures, base, most, window),
+    }
 
 
 def _tokens(settings: Settings) -> JwtTokens:

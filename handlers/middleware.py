@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import uuid
@@ -11,7 +12,14 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from engine.errors import CaremsgError, FieldError, InvalidInput, ServiceUnavailable, Unauthenticated
+from engine.errors import (
+    CaremsgError,
+    FieldError,
+    InvalidInput,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthenticated,
+)
 from engine.model import Purpose
 from engine.ports import AccountDirectory, TokenService
 from engine.workflows.audit import record_rejected_token
@@ -66,6 +74,8 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         if isinstance(error, ServiceUnavailable):
             headers = {"Retry-After": "2"}
             log.warning("http.dependency_unavailable", request_id=rid)
+        if isinstance(error, TooManyRequests) and error.retry_after is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
         return problem_response(problem_for(error, rid), headers)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -132,6 +142,7 @@ def authenticate(
             request_id=request[request_id_key],
             source_address=request.remote,
             purpose_of_use=_purpose_of_use(request),
+            issued_at=actor.issued_at,
         )
         structlog.contextvars.bind_contextvars(actor_id=actor.user_id)
         return await handler(request)

@@ -17,12 +17,14 @@ _STATUS_TEXT = {
     200: "OK",
     201: "Created",
     202: "Accepted",
+    204: "No content",
     400: "Malformed request",
     401: "Missing or invalid access token",
     403: "Denied by the policy (reason, hint and rule in the body)",
     404: "Not found",
     409: "Conflicts with existing state",
     422: "Invalid field (the errors name each field)",
+    429: "Rate limited or login backing off; retry after the Retry-After header's seconds",
     503: "A dependency is unavailable; retry later",
 }
 
@@ -99,7 +101,7 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
                     "schema": {"type": "string", "enum": [p.value for p in Purpose]},
                 }
             )
-        for status in sorted({*ep.errors, 503}):
+        for status in sorted({*ep.errors, 429, 503}):  # every endpoint is rate limited
             op["responses"][str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),
                 "content": {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}},

@@ -221,9 +221,13 @@ class Http:
             "lastName": "Person",
             "role": role,
         }
-        status, created = await self.call("POST", "/api/auth/register", json=body)
-        assert status == 201, created
-        return int(created["user"]["id"]), str(created["token"])
+        status, accepted = await self.call("POST", "/api/auth/register", json=body)
+        assert status == 202, accepted
+        status, session = await self.call(
+            "POST", "/api/auth/login", json={"email": body["email"], "password": PASSWORD}
+        )
+        assert status == 200, session
+        return int(session["user"]["id"]), str(session["token"])
 
     async def login(self, email: str) -> str:
         status, body = await self.call("POST", "/api/auth/login", json={"email": email, "password": PASSWORD})
