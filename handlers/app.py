@@ -34,6 +34,7 @@ from handlers.api_policy import consent_index_key, consent_sync_key, policy_relo
 from handlers.keys import endpoints_key, policy_key, services_key, settings_key
 from handlers.middleware import authenticate, request_context
 from handlers.openapi import build_openapi
+from handlers.ratelimit import add_limit_headers, rate_limit
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
@@ -382,6 +383,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     app = web.Application(
         middlewares=[
             request_context,
+            rate_limit(settings.ratelimit),
             # The directory needs the database, which starts with the app: look it up per request.
             authenticate(_tokens(settings), lambda: app[accounts_key], frozenset(public)),
         ],
@@ -389,6 +391,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     )
     app[settings_key] = settings
     app[endpoints_key] = endpoints
+    app.on_response_prepare.append(add_limit_headers)
     app.cleanup_ctx.extend([_database, _chat, _consent_index, _messaging, _services, _live_policy])
     app.cleanup_ctx.append(_webhook_processor)
     app.cleanup_ctx.append(_audit_sealer)

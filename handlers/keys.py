@@ -21,3 +21,5 @@ endpoints_key: web.AppKey[list[Endpoint]] = web.AppKey("endpoints_key")
 
 request_id_key: web.RequestKey[str] = web.RequestKey("request_id_key", str)
 actor_key: web.RequestKey[Actor] = web.RequestKey("actor_key", Actor)
+# The RateLimit-Policy / RateLimit fields for the request's response (handlers/ratelimit.py).
+rate_limit_headers_key: web.RequestKey[dict[str, str]] = web.RequestKey("rate_limit_headers_key", dict)
