@@ -31,10 +31,11 @@ from engine.sms import SmsRules
 from handlers import api, api_audit, api_messaging, api_policy
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
-from handlers.keys import endpoints_key, policy_key, services_key, settings_key
+from handlers.keys import endpoints_key, policy_key, rejections_key, services_key, settings_key
 from handlers.middleware import authenticate, request_context
 from handlers.openapi import build_openapi
 from handlers.ratelimit import add_limit_headers, rate_limit
+from handlers.rejections import RejectionSummaries
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
@@ -372,6 +373,20 @@ async def _audit_sealer(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _rejection_summaries(app: web.Application) -> AsyncIterator[None]:
+    """Refused tokens, audited as one summary per source and window (handlers/rejections.py)."""
+    summaries = RejectionSummaries(
+        lambda: app[services_key], window_seconds=app[settings_key].ratelimit.rejection_summary_seconds
+    )
+    app[rejections_key] = summaries
+    task = asyncio.create_task(summaries.run(), name="rejection-summaries")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await summaries.flush()
+
+
 PUBLIC_PATHS = frozenset({"/health", "/api/openapi.json"})
 
 
@@ -395,6 +410,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     app.cleanup_ctx.extend([_database, _chat, _consent_index, _messaging, _services, _live_policy])
     app.cleanup_ctx.append(_webhook_processor)
     app.cleanup_ctx.append(_audit_sealer)
+    app.cleanup_ctx.append(_rejection_summaries)
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)
     app.router.add_get("/api/openapi.json", openapi, name="openapi")

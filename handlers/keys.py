@@ -11,6 +11,7 @@ from engine.policy import PolicyHolder
 from engine.services import Services
 
 if TYPE_CHECKING:
+    from handlers.rejections import RejectionSummaries
     from handlers.routing import Endpoint
     from handlers.settings import Settings
 
@@ -18,6 +19,7 @@ settings_key: web.AppKey[Settings] = web.AppKey("settings_key")
 services_key: web.AppKey[Services] = web.AppKey("services_key")
 policy_key: web.AppKey[PolicyHolder] = web.AppKey("policy_key")
 endpoints_key: web.AppKey[list[Endpoint]] = web.AppKey("endpoints_key")
+rejections_key: web.AppKey[RejectionSummaries] = web.AppKey("rejections_key")
 
 request_id_key: web.RequestKey[str] = web.RequestKey("request_id_key", str)
 actor_key: web.RequestKey[Actor] = web.RequestKey("actor_key", Actor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -258,6 +259,7 @@ async def test_a_refused_token_is_audited_with_the_route_it_tried(
     status, _ = await api.call("GET", "/api/patients/7", headers={**headers, "X-Request-ID": rid})
 
     assert status == 401
+    await api.flush_rejections()
     row = await db.fetchrow("SELECT * FROM audit_events WHERE request_id = $1", rid)
     assert (row["event"], row["workflow"], row["outcome"], row["reason"]) == (
         "auth.token_rejected",
@@ -267,7 +269,13 @@ async def test_a_refused_token_is_audited_with_the_route_it_tried(
     )
     assert row["actor_id"] is None
     assert row["source_address"] == "127.0.0.1"
-    assert row["details"] == '{"route": "/api/patients/{id}"}'
+    assert json.loads(row["details"]) == {
+        "route": "/api/patients/{id}",
+        "count": 1,
+        reason: 1,
+        "window_seconds": 60,
+        "last_at": row["occurred_at"].isoformat(),
+    }
 
 
 async def test_a_token_of_a_deactivated_account_is_audited_against_the_account(
@@ -281,6 +289,7 @@ async def test_a_token_of_a_deactivated_account_is_audited_against_the_account(
     status, _ = await api.call("GET", "/api/auth/profile", nurse, headers={"X-Request-ID": rid})
 
     assert status == 401
+    await api.flush_rejections()
     row = await db.fetchrow("SELECT * FROM audit_events WHERE request_id = $1", rid)
     assert (row["workflow"], row["reason"], row["actor_id"]) == (
         "auth.token",
