@@ -211,6 +211,30 @@ async def test_a_failed_login_for_an_unknown_email_is_stored_as_a_keyed_hash(
     assert email not in str(dict(row))
 
 
+async def test_any_auditor_finds_a_failed_login_for_an_email_without_an_account_by_that_email(
+    api: Api,
+) -> None:
+    # It belongs to no organization; searched by the exact address, every auditor can find it.
+    _, _, auditor, _ = await _clinic(api)
+    email = f"nobody.{secrets.token_hex(4)}@example.org"
+    rid = new_request_id()
+    await api.call(
+        "POST",
+        "/api/auth/login",
+        json={"email": email, "password": "whatever1"},
+        headers={"X-Request-ID": rid},
+    )
+
+    status, found = await _search(api, auditor, email=email, workflow="auth.login")
+    _, unfiltered = await _search(api, auditor, workflow="auth.login")
+
+    assert status == 200
+    assert [(e["requestId"], e["reason"], e["organizationId"]) for e in found["items"]] == [
+        (rid, "unknown_email", None)
+    ]
+    assert rid not in [e["requestId"] for e in unfiltered["items"]]  # only when asked by the address
+
+
 BAD_FILTERS = [
     pytest.param({"from": "yesterday"}, "from", id="from-not-a-date"),
     pytest.param({"from": "2026-01-01T00:00:00"}, "from", id="from-without-offset"),
