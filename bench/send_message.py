@@ -63,6 +63,14 @@ def _serve_caremsg(url: str, sendbird_port: int, token: str, port: int, ready: A
             "write_per_second": 10000,
         },
         messaging={"bm_api_token": token, "bm_base_url": f"http://127.0.0.1:{sendbird_port}"},
+        # One load generator, one address and one token: the API's abuse limits would measure
+        # themselves, not the send path.
+        ratelimit={
+            "per_address_per_second": 1e9,
+            "per_address_burst": 10**9,
+            "per_token_per_second": 1e9,
+            "per_token_burst": 10**9,
+        },
     )
     configure_logging(fmt="json", level="error")
 
@@ -188,6 +196,9 @@ async def _caremsg_setup(base: str) -> tuple[dict[str, Any], dict[str, str]]:
             "role": "peer_support",
         }
         async with s.post(f"{base}/api/auth/register", json=registration) as r:
+            assert r.status == 202, await r.text()
+        login = {"email": email, "password": registration["password"]}
+        async with s.post(f"{base}/api/auth/login", json=login) as r:
             token = (await r.json())["token"]
         auth = {"Authorization": f"Bearer {token}"}
         patient = {"firstName": "P", "lastName": "Q", "riskLevel": "low"}

@@ -30,6 +30,9 @@ class AuditFilter:
 
     An event belongs to an organization when its actor acted for it or when it is about one of the
     organization's patients (so an auditor sees who of another organization read their patients).
+    Searched by ``subject_hash`` (an exact email), the events of no organization about that address
+    are included too: a failed login for an email without an account belongs to no organization,
+    and any auditor who knows the address can find it.
     """
 
     organization_id: int

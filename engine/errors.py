@@ -11,6 +11,8 @@ generic and never carry PHI (names, phone numbers, message text).
     ├── NotFound                404 — the object does not exist (or the actor may not know it does)
     ├── Conflict                409 — the action collides with existing state
     ├── IdempotencyMismatch     422 — an Idempotency-Key was reused with a different request
+    ├── TooManyRequests         429 — a rate limit or login back-off (carries retry_after seconds)
+    │   └── AccountLocked       429 — too many failed logins: only an admin's unlock opens it
     ├── ServiceUnavailable      503 — a dependency (PostgreSQL, Sendbird) is unreachable right now
     └── ChatGatewayError        — a Sendbird call failed; never reaches a client directly
         ├── ChatNotFound
@@ -102,6 +104,20 @@ class Conflict(CaremsgError):
 
 class IdempotencyMismatch(CaremsgError):
     code = "idempotency_key_reused"
+
+
+class TooManyRequests(CaremsgError):
+    """Refused for its rate, not its content: try again after ``retry_after`` seconds (if given)."""
+
+    code = "too_many_requests"
+
+    def __init__(self, detail: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class AccountLocked(TooManyRequests):
+    code = "account_locked"
 
 
 class ServiceUnavailable(CaremsgError):

@@ -82,6 +82,8 @@ class Actor:
     source_address: str | None = None
     #: The purpose of use the client states for this request (X-Purpose-Of-Use), if any.
     purpose_of_use: str | None = None
+    #: When the access token was issued (seconds since the epoch), for session revocation.
+    issued_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ class User:
     is_active: bool
     chat_user_id: str
     created_at: datetime
+    #: Self-registered and not yet approved by an admin: cannot log in.
+    pending_approval: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from engine.audit import AuditEvent, DetailValue
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
 from engine.facts import ConsentCandidate
+from engine.login_throttle import Backoff, ThrottleState
 from engine.model import (
     FULL_SCOPE,
     Actor,
@@ -140,6 +141,8 @@ class NewUser:
     last_name: str
     role: Role
     organization_id: int
+    #: Self-registered while ``auth.require_approval`` holds: no login until an admin approves.
+    pending_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,22 @@ class UserRepository(Protocol):
     async def list_for_organization(
         self, organization_id: int, after: int | None, limit: int
     ) -> Page[User]: ...
+
+    async def exists(self, email: str) -> bool:
+        """Whether any account (any organization, any state) has this lower-cased email."""
+        ...
+
+    async def update_account(
+        self,
+        user_id: int,
+        *,
+        is_active: bool | None = None,
+        role: Role | None = None,
+        pending_approval: bool | None = None,
+        sessions_valid_after: datetime | None = None,
+    ) -> User:
+        """Change the given fields (None leaves one as it is) and return the account."""
+        ...
 
 
 class OrganizationRepository(Protocol):
@@ -403,6 +422,9 @@ class UnitOfWork(Protocol):
     def consent_lifecycle(self) -> ConsentLifecycle: ...
 
     @property
+    def login_throttle(self) -> LoginThrottleRepository: ...
+
+    @property
     def contacts(self) -> ContactDirectory: ...
 
     async def commit(self) -> None: ...
@@ -445,8 +467,46 @@ class TokenService(Protocol):
 
 class AccountDirectory(Protocol):
     async def current(self, actor: Actor) -> bool:
-        """True if the token's account still exists, is active, and has the role and organization
-        the token claims: a deactivated or re-roled account loses access at once, not at expiry."""
+        """True if the token's account still exists, is active and approved, has the role and
+        organization the token claims, and its sessions were not ended after the token was issued:
+        a deactivated, re-roled or logged-out account loses access at once, not at expiry."""
+        ...
+
+
+class LoginThrottleRepository(Protocol):
+    """Failed-login counts shared by every instance (keys from :mod:`engine.login_throttle`)."""
+
+    async def states(self, keys: Sequence[str]) -> dict[str, ThrottleState]:
+        """The state of each key that has one; a key without failures is absent."""
+        ...
+
+    async def record_failure(self, key: str, now: datetime, backoff: Backoff) -> ThrottleState:
+        """Count one failure (atomically: concurrent failures are all counted) and set the back-off
+        or lock it earns; failures older than the back-off's window are forgotten first."""
+        ...
+
+    async def clear(self, key: str) -> bool:
+        """Forget the key's failures, lock included; returns whether there was anything to forget."""
+        ...
+
+
+class PasswordStrength(Protocol):
+    async def weakness(self, password: str, user_inputs: Sequence[str]) -> str | None:
+        """None for an acceptable password, else why not: ``common`` (on a list of common or
+        breached passwords) or ``guessable`` (easy to guess, e.g. built from ``user_inputs``)."""
+        ...
+
+
+class AccountNotifier(Protocol):
+    """Tells an account's owner about something done with their address (by email in a real
+    deployment). Called after the transaction commits; it must not fail the request."""
+
+    async def registration_attempted(self, user: User) -> None:
+        """Someone tried to register an account with this user's email address."""
+        ...
+
+    async def registration_received(self, user: User) -> None:
+        """A new account was registered with this address (and may await approval)."""
         ...
 
 

@@ -24,12 +24,15 @@ from engine.facts import (
     millis,
     relation_facts,
 )
+from engine.login_throttle import ACCOUNT_BACKOFF, ADDRESS_BACKOFF, Backoff
 from engine.model import Actor
 from engine.policy import Policy, PolicyHolder, WorkflowSpec
 from engine.ports import (
+    AccountNotifier,
     AuditLog,
     DeliveryTrigger,
     PasswordHasher,
+    PasswordStrength,
     PatientRelation,
     SendUnitOfWork,
     SendUnitOfWorkFactory,
@@ -51,6 +54,11 @@ class EngineSettings:
     default_page_size: int = 50
     max_page_size: int = 200
     break_glass_minutes: int = 60
+    # Accounts (auth.* settings): see README "Accounts".
+    require_approval: bool = False
+    password_min_length: int = 15
+    account_backoff: Backoff = ACCOUNT_BACKOFF
+    address_backoff: Backoff = ADDRESS_BACKOFF
 
 
 #: What makes a patient treatable: a consent for treatment, whatever its scope.
@@ -107,6 +115,10 @@ class Services:
     # Told of every decision as it is taken (the operations metrics count them by workflow,
     # outcome and reason); must not raise or block.
     on_decision: Callable[[Decision], None] = _unobserved
+    # The common/breached-password check; None checks the length only.
+    password_strength: PasswordStrength | None = None
+    # Tells account owners what was done with their address; None tells no one.
+    notifier: AccountNotifier | None = None
 
     def page_size(self, requested: int | None) -> int:
         if requested is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.model import Actor
-from engine.workflows import consents, conversations, identity, organizations, patients
+from engine.workflows import accounts, consents, conversations, identity, organizations, patients
 from engine.workflows.messaging import get_message
 from handlers.api_messaging import idempotent
 from handlers.routing import Endpoint, parse, path_id, query, request_id, respond, services, source_address
@@ -34,6 +34,8 @@ from handlers.schemas import (
     PatientPublic,
     PatientUpdate,
     RegisterRequest,
+    RegistrationAccepted,
+    RoleChange,
     SendMessageRequest,
     UserPublic,
 )
@@ -52,10 +54,10 @@ async def register(request: web.Request) -> web.Response:
     cmd = identity.Register(
         body.email, body.password, body.first_name, body.last_name, body.role, body.organization_id
     )
-    session = await identity.register(
+    await identity.register(
         services(request), cmd, request_id=request_id(request), source_address=source_address(request)
     )
-    return respond(_session(session), 201)
+    return respond(RegistrationAccepted(detail=identity.REGISTRATION_RECEIVED), 202)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -85,6 +87,40 @@ async def create_user(request: web.Request, actor: Actor) -> web.Response:
         body.organization_id or actor.organization_id,
     )
     return respond(UserPublic.of(await identity.create_user(services(request), actor, cmd)), 201)
+
+
+async def logout(request: web.Request, actor: Actor) -> web.Response:
+    await accounts.logout(services(request), actor)
+    return web.Response(status=204)
+
+
+async def approve_user(request: web.Request, actor: Actor) -> web.Response:
+    return respond(UserPublic.of(await accounts.approve(services(request), actor, path_id(request, "id"))))
+
+
+async def deactivate_user(request: web.Request, actor: Actor) -> web.Response:
+    user = await accounts.deactivate(services(request), actor, path_id(request, "id"))
+    return respond(UserPublic.of(user))
+
+
+async def reactivate_user(request: web.Request, actor: Actor) -> web.Response:
+    user = await accounts.reactivate(services(request), actor, path_id(request, "id"))
+    return respond(UserPublic.of(user))
+
+
+async def change_user_role(request: web.Request, actor: Actor) -> web.Response:
+    user_id = path_id(request, "id")
+    body = await parse(request, RoleChange)
+    return respond(UserPublic.of(await accounts.change_role(services(request), actor, user_id, body.role)))
+
+
+async def revoke_user_sessions(request: web.Request, actor: Actor) -> web.Response:
+    user = await accounts.revoke_sessions(services(request), actor, path_id(request, "id"))
+    return respond(UserPublic.of(user))
+
+
+async def unlock_user(request: web.Request, actor: Actor) -> web.Response:
+    return respond(UserPublic.of(await accounts.unlock(services(request), actor, path_id(request, "id"))))
 
 
 async def list_users(request: web.Request, actor: Actor) -> web.Response:
@@ -287,10 +323,15 @@ ENDPOINTS: list[Endpoint] = [
         "Register a new user (non-privileged roles)",
         "auth",
         RegisterRequest,
-        AuthResponse,
-        201,
+        RegistrationAccepted,
+        202,
         public=True,
-        errors=(400, 403, 409, 422),
+        errors=(400, 403, 422, 429),
+        description=(
+            "Answers 202 with the same body whether or not the email has an account (the owner of "
+            "an existing account is notified instead). Log in afterwards; with `auth.require_approval` "
+            "a new account logs in once an admin approves it."
+        ),
     ),
     Endpoint(
         "POST",
@@ -302,7 +343,22 @@ ENDPOINTS: list[Endpoint] = [
         LoginRequest,
         AuthResponse,
         public=True,
-        errors=(400, 401, 422),
+        errors=(400, 401, 403, 422, 429),
+        description=(
+            "Failed logins back off exponentially per account and per source address (429 with "
+            "`Retry-After`); an account locked after `auth.lockout_failures` failures answers 429 "
+            "`account_locked` until an admin unlocks it. An account awaiting approval answers 403."
+        ),
+    ),
+    Endpoint(
+        "POST",
+        "/api/auth/logout",
+        logout,
+        "logout",
+        "End every session of one's own account (all its access tokens)",
+        "auth",
+        status=204,
+        errors=(401, 403),
     ),
     Endpoint(
         "GET",
@@ -325,6 +381,41 @@ ENDPOINTS: list[Endpoint] = [
         UserPublic,
         201,
         errors=(400, 401, 403, 409, 422),
+    ),
+    *[
+        Endpoint(
+            "POST",
+            f"/api/users/{{id}}/{action}",
+            handler,
+            operation_id,
+            summary,
+            "users",
+            response=UserPublic,
+            errors=(401, 403, 404, 409, 422),
+        )
+        for action, handler, operation_id, summary in [
+            ("approve", approve_user, "approveUser", "Approve a self-registered account (admins)"),
+            ("deactivate", deactivate_user, "deactivateUser", "Deactivate an account (admins)"),
+            ("reactivate", reactivate_user, "reactivateUser", "Reactivate an account (admins)"),
+            (
+                "sessions/revoke",
+                revoke_user_sessions,
+                "revokeUserSessions",
+                "End every session of an account (admins)",
+            ),
+            ("unlock", unlock_user, "unlockUser", "Clear an account's failed logins and lockout (admins)"),
+        ]
+    ],
+    Endpoint(
+        "PUT",
+        "/api/users/{id}/role",
+        change_user_role,
+        "changeUserRole",
+        "Change an account's role (admins)",
+        "users",
+        RoleChange,
+        UserPublic,
+        errors=(400, 401, 403, 404, 409, 422),
     ),
     Endpoint(
         "GET",

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from engine.audit_chain import IdentifierHasher
 from engine.consent_index import ConsentIndex
+from engine.login_throttle import Backoff
 from engine.policy import PolicyHolder
 from engine.ports import ChatGateway, SmsGateway
 from engine.services import EngineSettings, Services
@@ -30,11 +32,20 @@ from engine.sms import SmsRules
 from handlers import api, api_audit, api_contacts, api_messaging, api_policy, metrics
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
-from handlers.keys import endpoints_key, operations_key, policy_key, services_key, settings_key
+from handlers.keys import (
+    endpoints_key,
+    operations_key,
+    policy_key,
+    rejections_key,
+    services_key,
+    settings_key,
+)
 from handlers.logs import show_emulator_credentials
 from handlers.metrics import Metrics, Operations
 from handlers.middleware import authenticate, request_context, security_headers
 from handlers.openapi import build_openapi
+from handlers.ratelimit import add_limit_headers, rate_limit
+from handlers.rejections import RejectionSummaries
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
@@ -45,6 +56,7 @@ from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirec
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
 from integrations.idempotency import IdempotencyStore
+from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
 from integrations.relay import TEXT_KINDS, OutboxKind, OutboxRelay, Relays, RelaySettings
@@ -197,7 +209,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             default_page_size=settings.api.default_page_size,
             max_page_size=settings.api.max_page_size,
             break_glass_minutes=settings.policy.break_glass_minutes,
+            **_account_settings(settings),
         ),
+        password_strength=ZxcvbnPasswordStrength(min_score=auth.password_min_score),
+        notifier=LoggingAccountNotifier(),
         consents=app[consent_index_key],
         identifiers=IdentifierHasher(settings.audit.identifier_key.encode()),
         sms=app[sms_rules_key],
@@ -408,6 +423,21 @@ async def _ensure_default_organization(sessions: async_sessionmaker[AsyncSession
         )
 
 
+def _account_settings(settings: Settings) -> dict[str, Any]:
+    """The accounts part of the engine's settings (login throttle, approval, password length)."""
+    auth = settings.auth
+    window = timedelta(minutes=auth.login_failure_window_minutes)
+    base, most = auth.login_backoff_base_seconds, auth.login_backoff_max_seconds
+    return {
+        "require_approval": auth.approval_required(settings.service.environment),
+        "password_min_length": auth.password_min_length,
+        "account_backoff": Backoff(
+            auth.login_account_free_failures, base, most, window, lock_after=auth.lockout_failures or None
+        ),
+        "address_backoff": Backoff(auth.login_address_free_failures, base, most, window),
+    }
+
+
 def _tokens(settings: Settings) -> JwtTokens:
     auth = settings.auth
     return JwtTokens(
@@ -469,6 +499,20 @@ async def _audit_sealer(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _rejection_summaries(app: web.Application) -> AsyncIterator[None]:
+    """Refused tokens, audited as one summary per source and window (handlers/rejections.py)."""
+    summaries = RejectionSummaries(
+        lambda: app[services_key], window_seconds=app[settings_key].ratelimit.rejection_summary_seconds
+    )
+    app[rejections_key] = summaries
+    task = asyncio.create_task(summaries.run(), name="rejection-summaries")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await summaries.flush()
+
+
 PUBLIC_PATHS = frozenset({"/api/openapi.json"}) | metrics.PUBLIC_PATHS
 
 
@@ -495,6 +539,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
                 trust_forwarded_proto=settings.service.trust_forwarded_proto,
             ),
             request_context,
+            rate_limit(settings.ratelimit),
             # The directory needs the database, which starts with the app: look it up per request.
             authenticate(_tokens(settings), lambda: app[accounts_key], frozenset(public)),
         ],
@@ -503,9 +548,11 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     app[settings_key] = settings
     app[endpoints_key] = endpoints
     app[operations_key] = _new_operations(settings)
+    app.on_response_prepare.append(add_limit_headers)
     app.cleanup_ctx.extend([_database, _chat, _consent_index, _messaging, _services, _live_policy])
     app.cleanup_ctx.append(_webhook_processor)
     app.cleanup_ctx.append(_audit_sealer)
+    app.cleanup_ctx.append(_rejection_summaries)
     app.cleanup_ctx.append(_operations)
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)

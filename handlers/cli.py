@@ -134,8 +134,9 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     password = os.environ.get("CAREMSG_NEW_USER_PASSWORD") or getpass.getpass(
         "Password for the new account: "
     )
-    if len(password) < 8:
-        print("caremsg: the password must be at least 8 characters", file=sys.stderr)
+    problem = _password_problem(settings, password, (args.email, args.first_name, args.last_name))
+    if problem is not None:
+        print(f"caremsg: {problem}", file=sys.stderr)
         return 2
     with database(settings, args.data_dir) as resolved:
         migrate(resolved)
@@ -146,6 +147,20 @@ def cmd_create_user(args: argparse.Namespace) -> int:
             return 1
     print(f"created user {user} ({args.role}) in organization {args.organization}")
     return 0
+
+
+def _password_problem(settings: Settings, password: str, user_inputs: tuple[str, ...]) -> str | None:
+    """The same password rules as the API's (README "Accounts")."""
+    from integrations.passwords import ZxcvbnPasswordStrength
+
+    minimum = settings.auth.password_min_length
+    if len(password) < minimum:
+        return f"the password must be at least {minimum} characters"
+    strength = ZxcvbnPasswordStrength(min_score=settings.auth.password_min_score)
+    weakness = asyncio.run(strength.weakness(password, user_inputs))
+    if weakness is not None:
+        return f"the password is {weakness} (common, breached or easy to guess); choose another"
+    return None
 
 
 async def _create_user(settings: Settings, args: argparse.Namespace, password: str) -> int:

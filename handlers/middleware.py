@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import uuid
@@ -11,11 +12,17 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from engine.errors import CaremsgError, FieldError, InvalidInput, ServiceUnavailable, Unauthenticated
+from engine.errors import (
+    CaremsgError,
+    FieldError,
+    InvalidInput,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthenticated,
+)
 from engine.model import Purpose
 from engine.ports import AccountDirectory, TokenService
-from engine.workflows.audit import record_rejected_token
-from handlers.keys import actor_key, operations_key, request_id_key, services_key
+from handlers.keys import actor_key, operations_key, rejections_key, request_id_key
 from handlers.problems import problem_for, problem_response, simple_problem
 from integrations.db.uow import is_unavailable
 
@@ -70,6 +77,8 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         if isinstance(error, ServiceUnavailable):
             headers = {"Retry-After": "2"}
             log.warning("http.dependency_unavailable", request_id=rid)
+        if isinstance(error, TooManyRequests) and error.retry_after is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
         return problem_response(problem_for(error, rid), headers)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -151,17 +160,17 @@ def authenticate(
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             log.info("auth.token_missing", request_id=request[request_id_key])
-            await _audit_rejection(request, "token_missing")
+            _count_rejection(request, "token_missing")
             raise Unauthenticated("Send an access token: Authorization: Bearer <token>.")
         try:
             actor = tokens.verify(token.strip())
         except Unauthenticated:
             log.info("auth.token_rejected", request_id=request[request_id_key])
-            await _audit_rejection(request, "token_invalid")
+            _count_rejection(request, "token_invalid")
             raise
         if not await accounts().current(actor):
             log.info("auth.account_not_current", request_id=request[request_id_key], actor_id=actor.user_id)
-            await _audit_rejection(request, "account_not_current", actor.user_id)
+            _count_rejection(request, "account_not_current", actor.user_id)
             raise Unauthenticated("This account is disabled or has changed; log in again.")
         request[actor_key] = type(actor)(
             user_id=actor.user_id,
@@ -170,6 +179,7 @@ def authenticate(
             request_id=request[request_id_key],
             source_address=request.remote,
             purpose_of_use=_purpose_of_use(request),
+            issued_at=actor.issued_at,
         )
         structlog.contextvars.bind_contextvars(actor_id=actor.user_id)
         return await handler(request)
@@ -177,19 +187,16 @@ def authenticate(
     return middleware
 
 
-async def _audit_rejection(request: web.Request, reason: str, actor_id: int | None = None) -> None:
-    """Put a refused token on the audit record (issue 5). The request is refused either way: if the
-    record cannot be written, the refusal stands and the log says the record is missing."""
-    try:
-        await record_rejected_token(
-            request.app[services_key],
-            reason=reason,
-            request_id=request[request_id_key],
-            source_address=request.remote,
-            route=request.match_info.route.resource.canonical if request.match_info.route.resource else "",
-            actor_id=actor_id,
-        )
-    except Exception as error:
-        log.error(
-            "auth.rejection_not_audited", request_id=request[request_id_key], error=type(error).__name__
-        )
+def _count_rejection(request: web.Request, reason: str, actor_id: int | None = None) -> None:
+    """Put a refused token on the audit record, as a count in its source's summary for the window
+    (handlers/rejections.py): one row per source and window, however many requests."""
+    summaries = request.app.get(rejections_key)
+    if summaries is None:  # the app is still starting or already stopping: the log line remains
+        return
+    summaries.count(
+        source_address=request.remote,
+        actor_id=actor_id,
+        reason=reason,
+        request_id=request[request_id_key],
+        route=request.match_info.route.resource.canonical if request.match_info.route.resource else "",
+    )

@@ -17,12 +17,14 @@ _STATUS_TEXT = {
     200: "OK",
     201: "Created",
     202: "Accepted",
+    204: "No content",
     400: "Malformed request",
     401: "Missing or invalid access token",
     403: "Denied by the policy (reason, hint and rule in the body)",
     404: "Not found",
     409: "Conflicts with existing state",
     422: "Invalid field (the errors name each field)",
+    429: "Rate limited or login backing off; retry after the Retry-After header's seconds",
     503: "A dependency is unavailable; retry later",
 }
 
@@ -99,8 +101,9 @@ def build_openapi(endpoints: list[Endpoint], *, version: str) -> dict[str, Any]:
                     "schema": {"type": "string", "enum": [p.value for p in Purpose]},
                 }
             )
-        # Every authenticated operation takes X-Purpose-Of-Use, and an unknown value is a 422 naming it.
-        statuses = {*ep.errors, 503} | (set() if ep.public else {422})
+        # Every endpoint is rate limited (429); every authenticated operation takes X-Purpose-Of-Use,
+        # and an unknown value is a 422 naming it.
+        statuses = {*ep.errors, 429, 503} | (set() if ep.public else {422})
         for status in sorted(statuses):
             op["responses"][str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),

@@ -21,6 +21,7 @@ from engine.errors import (
     MalformedRequest,
     NotFound,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthenticated,
 )
 from handlers.schemas import FieldProblem, Problem
@@ -35,6 +36,7 @@ _STATUS: list[tuple[type[CaremsgError], int, str]] = [
     (NotFound, 404, "Not found"),
     (Conflict, 409, "Conflict"),
     (IdempotencyMismatch, 422, "Idempotency key reused"),
+    (TooManyRequests, 429, "Too many requests"),
     (ServiceUnavailable, 503, "Service unavailable"),
 ]
 

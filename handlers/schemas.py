@@ -192,6 +192,7 @@ class UserPublic(Response):
     role: Role
     organization_id: int
     is_active: bool
+    pending_approval: bool = Field(description="Self-registered and not yet approved by an admin.")
     created_at: datetime
 
     @classmethod
@@ -204,8 +205,20 @@ class UserPublic(Response):
             role=user.role,
             organization_id=user.organization_id,
             is_active=user.is_active,
+            pending_approval=user.pending_approval,
             created_at=user.created_at,
         )
+
+
+class RegistrationAccepted(Response):
+    """The same answer whether or not the email has an account already."""
+
+    status: Literal["accepted"] = "accepted"
+    detail: str
+
+
+class RoleChange(Request):
+    role: Role
 
 
 class AuthResponse(Response):

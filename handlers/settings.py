@@ -69,6 +69,37 @@ class AuthSettings(_Section):
     account_recheck_seconds: float = Field(2.0, ge=0, le=60)
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_kib: int = Field(65536, ge=8)
+    # Accounts (README "Accounts"). Self-registered accounts wait for an admin's approval; unset:
+    # on in production, off otherwise (the development walkthrough registers and goes on at once).
+    require_approval: bool | None = None
+    # ASVS 5.0 V6.2.1: at least 8, 15 strongly recommended for single-factor login (caremsg's).
+    password_min_length: int = Field(15, ge=8, le=64)
+    # zxcvbn's guessability score (0-4) a password needs; 3 = safely unguessable.
+    password_min_score: int = Field(3, ge=0, le=4)
+    # Failed logins: free ones, then a wait doubling from base to max; forgotten after the window.
+    login_account_free_failures: int = Field(3, ge=1)
+    login_address_free_failures: int = Field(20, ge=1)
+    login_backoff_base_seconds: float = Field(1.0, gt=0)
+    login_backoff_max_seconds: float = Field(900.0, gt=0)
+    login_failure_window_minutes: float = Field(15.0, gt=0)
+    # This many failures in a row lock the account until an admin unlocks it (0: never lock).
+    lockout_failures: int = Field(10, ge=0)
+
+    def approval_required(self, environment: str) -> bool:
+        return self.require_approval if self.require_approval is not None else environment == "production"
+
+
+class RateLimitSettings(_Section):
+    """Abuse limits on the whole API (handlers/ratelimit.py): token buckets per source address and
+    per access token, each refilled at ``*_per_second`` up to ``*_burst``. Kept in each worker's
+    memory: with N workers a client may get up to N times the rate."""
+
+    per_address_per_second: float = Field(50.0, gt=0)
+    per_address_burst: int = Field(200, ge=1)
+    per_token_per_second: float = Field(20.0, gt=0)
+    per_token_burst: int = Field(100, ge=1)
+    # Unauthenticated failures are audited as one summary per source address and window.
+    rejection_summary_seconds: float = Field(60.0, gt=0)
 
 
 class ApiSettings(_Section):
@@ -207,6 +238,7 @@ class Settings(_Section):
     service: ServiceSettings = ServiceSettings()
     database: DatabaseSettings = DatabaseSettings()
     auth: AuthSettings = AuthSettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
     api: ApiSettings = ApiSettings()
     sendbird: SendbirdSettings = SendbirdSettings()
     policy: PolicySettings = PolicySettings()

@@ -92,7 +92,13 @@ class SqlAuditTrail:
     async def search(self, query: AuditFilter, after: int | None, limit: int) -> Page[AuditRecord]:
         e = events_t.c
         own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == query.organization_id)
-        conditions = [or_(e.organization_id == query.organization_id, e.patient_id.in_(own_patients))]
+        visible = [e.organization_id == query.organization_id, e.patient_id.in_(own_patients)]
+        if query.subject_hash is not None:
+            # Searched by an exact email: also the events of no organization about that address (a
+            # failed login or registration for an email without an account). The searcher must
+            # know the address already; nothing of another organization comes with it.
+            visible.append(and_(e.organization_id.is_(None), e.subject_hash == query.subject_hash))
+        conditions = [or_(*visible)]
         for column, value in (
             (e.actor_id, query.actor_id),
             (e.patient_id, query.patient_id),

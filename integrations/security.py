@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -85,12 +86,16 @@ class JwtTokens:
         )
 
     def issue(self, user: User) -> IssuedToken:
-        now = int(self._clock())
+        issued = self._clock()
+        now = int(issued)
         claims = {
             "sub": str(user.id),
             "iss": self._issuer,
             "aud": self._audience,
-            "iat": now,
+            # In milliseconds (a NumericDate may be fractional, RFC 7519 §2): a session ended now
+            # must not take down a login made a moment later in the same second.
+            # Rounded down, so a token is never dated after a revocation that followed it.
+            "iat": math.floor(issued * 1000) / 1000,
             "nbf": now,
             "exp": now + self._lifetime,
             "jti": uuid.uuid4().hex,
@@ -109,7 +114,10 @@ class JwtTokens:
             claims = self._signed_claims(token)
             self._registry.validate(dict(claims))
             return Actor(
-                user_id=int(claims["sub"]), role=Role(claims["role"]), organization_id=int(claims["org"])
+                user_id=int(claims["sub"]),
+                role=Role(claims["role"]),
+                organization_id=int(claims["org"]),
+                issued_at=float(claims["iat"]),
             )
         except (JoseError, ValueError, KeyError, TypeError) as exc:
             raise Unauthenticated("The access token is not valid.") from exc

@@ -121,7 +121,21 @@ def app_settings(database_url: str) -> Settings:
         service={"environment": "development", "log_format": "json"},
         # Hashing strength is not under test; account changes must show at once in tests (the cache
         # has its own test in tests/unit/test_account_cache.py).
-        auth={"argon2_time_cost": 1, "argon2_memory_kib": 64, "account_recheck_seconds": 0},
+        # Every test logs in from 127.0.0.1 into one database per session: the address back-off and
+        # the rate limits are tested with their own settings (tests/api/test_login_throttle.py,
+        # tests/api/test_rate_limits.py), not by the suite's own traffic.
+        auth={
+            "argon2_time_cost": 1,
+            "argon2_memory_kib": 64,
+            "account_recheck_seconds": 0,
+            "login_address_free_failures": 100_000,
+        },
+        ratelimit={
+            "per_address_per_second": 1e6,
+            "per_address_burst": 1_000_000,
+            "per_token_per_second": 1e6,
+            "per_token_burst": 1_000_000,
+        },
         database={**database_settings(database_url), "pool_size": 5, "max_overflow": 5},
         sendbird={
             "app_id": "",

@@ -1,5 +1,5 @@
 """Reading the audit trail (auditors, compliance officers), a patient's accounting of disclosures,
-and the audit record of a request refused for its token.
+and the audit summaries of requests refused for their token.
 
 Reading the trail is itself a decided, audited workflow: who searched the audit records is on the
 audit record too.
@@ -7,10 +7,11 @@ audit record too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from engine.audit import AuditEvent
+from engine.audit import AuditEvent, DetailValue
 from engine.audit_trail import DISCLOSURE_PERIOD, AuditFilter, AuditRecord, Disclosure
 from engine.decisions import Fact
 from engine.errors import FieldError, InvalidInput
@@ -101,33 +102,49 @@ async def list_disclosures(services: Services, actor: Actor, cmd: ListDisclosure
     return page
 
 
-async def record_rejected_token(
-    services: Services,
-    *,
-    reason: str,
-    request_id: str,
-    source_address: str | None,
-    route: str,
-    actor_id: int | None = None,
-) -> None:
-    """Audit a request refused for its credentials (no token, a bad or expired one, or an account
-    that changed), in a short transaction of its own.
+@dataclass(frozen=True)
+class RejectionSummary:
+    """The requests one source (and, for a token of a changed account, one account) had refused
+    for their credentials during one window: counted per reason, the first one named."""
 
-    One small insert per refused request: cheap enough that a flood of bad tokens costs the
-    database no more than the requests themselves, and the refusal never waits on anything else.
-    """
+    source_address: str | None
+    actor_id: int | None
+    first_request_id: str
+    first_route: str
+    first_reason: str
+    first_at: datetime
+    last_at: datetime
+    counts: Mapping[str, int]
+
+
+async def record_rejection_summaries(
+    services: Services, summaries: Sequence[RejectionSummary], *, window_seconds: float
+) -> None:
+    """Audit refused credentials (no token, a bad or expired one, a changed account) as one record
+    per source and window with the count, in one short transaction: a flood of bad tokens costs one
+    row per source per window, never one permanent row per request (issue 10)."""
+    if not summaries:
+        return
     async with services.uow() as uow:
-        uow.audit.record(
-            AuditEvent(
-                event="auth.token_rejected",
-                workflow="auth.token",
-                outcome="denied",
-                occurred_at=services.clock(),
-                actor_id=actor_id,
-                request_id=request_id,
-                source_address=source_address,
-                reason=reason,
-                details={"route": route},
+        for summary in summaries:
+            details: dict[str, DetailValue] = {
+                "route": summary.first_route,
+                "count": sum(summary.counts.values()),
+                "window_seconds": round(window_seconds),
+                "last_at": summary.last_at.isoformat(),
+            }
+            details.update(summary.counts)
+            uow.audit.record(
+                AuditEvent(
+                    event="auth.token_rejected",
+                    workflow="auth.token",
+                    outcome="denied",
+                    occurred_at=summary.first_at,
+                    actor_id=summary.actor_id,
+                    request_id=summary.first_request_id,
+                    source_address=summary.source_address,
+                    reason=summary.first_reason,
+                    details=details,
+                )
             )
-        )
         await uow.commit()

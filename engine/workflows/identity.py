@@ -1,14 +1,30 @@
-"""Registration, login, profiles and account administration."""
+"""Registration, login (with its throttle), profiles and account creation.
+
+Administering existing accounts (approve, deactivate, change role, end sessions, unlock) is in
+:mod:`engine.workflows.accounts`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.audit import AuditEvent
+from engine.audit import AuditEvent, DetailValue
 from engine.decisions import Decision, Fact
-from engine.errors import FieldError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from engine.errors import (
+    AccountLocked,
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooManyRequests,
+    Unauthenticated,
+)
+from engine.login_throttle import ACCOUNT_PREFIX, ADDRESS_PREFIX
 from engine.model import SELF_REGISTRABLE_ROLES, Actor, Page, Role, User
 from engine.ports import IssuedToken, NewUser, PasswordHasher, UnitOfWorkFactory
 from engine.services import Guard, Services, utc_now
@@ -56,6 +72,7 @@ def _auth_event(
     request_id: str,
     source_address: str | None,
     email: str | None = None,
+    details: dict[str, DetailValue] | None = None,
 ) -> AuditEvent:
     # The email is searchable in the audit trail only as a keyed hash, never in clear.
     subject_hash = services.identifiers.email(email) if email and services.identifiers else None
@@ -73,13 +90,46 @@ def _auth_event(
         resource_id=str(user.id) if user else None,
         reason=reason,
         subject_hash=subject_hash,
+        details=details or {},
     )
 
 
-async def register(
-    services: Services, cmd: Register, *, request_id: str, source_address: str | None
-) -> Session:
-    """Self-registration: only non-privileged roles, only into an organization that allows it."""
+_PASSWORD_PROBLEMS = {
+    "common": "This password is on a list of common or breached passwords; choose another.",
+    "guessable": "This password is too easy to guess; use a longer passphrase of unrelated words.",
+}
+
+
+async def check_password(services: Services, password: str, user_inputs: Sequence[str] = ()) -> None:
+    """Refuse a password that is too short (``password_min_length``, at least 8: ASVS 5.0 V6.2.1)
+    or, when a strength check is configured, common, breached or guessable (V6.2.4): 422 naming
+    ``password``. Nothing of the password is echoed or logged."""
+    minimum = services.settings.password_min_length
+    if len(password) < minimum:
+        raise InvalidInput(
+            [FieldError("password", f"Must be at least {minimum} characters long.", "password_too_short")]
+        )
+    if services.password_strength is not None:
+        weakness = await services.password_strength.weakness(password, user_inputs)
+        if weakness is not None:
+            message = _PASSWORD_PROBLEMS.get(weakness, _PASSWORD_PROBLEMS["guessable"])
+            raise InvalidInput([FieldError("password", message, f"password_{weakness}")])
+
+
+#: What registration answers, whether or not the email has an account already.
+REGISTRATION_RECEIVED = (
+    "If this email address can be registered, the account exists now: log in with it (a new "
+    "account may first need an administrator's approval). The address's owner is told either way."
+)
+
+
+async def register(services: Services, cmd: Register, *, request_id: str, source_address: str | None) -> None:
+    """Self-registration: only non-privileged roles, only into an organization that allows it.
+
+    The answer is the same whether or not the email has an account (no enumeration, ASVS 5.0
+    V6.3.8): a new account is created (pending approval while ``require_approval`` holds); for a
+    taken address nothing changes and the owner is told through the notifier. The client logs in
+    afterwards."""
     if cmd.role not in SELF_REGISTRABLE_ROLES:
         raise InvalidInput(
             [
@@ -113,7 +163,11 @@ async def register(
             )
             await uow.commit()
         raise Forbidden(decision)
+    await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))
+    # Hashed whether or not the email is taken: both answers take the same time.
     password_hash = await services.passwords.hash(cmd.password)
+    email = cmd.email.lower()
+    pending = services.settings.require_approval
     async with services.uow() as uow:
         if cmd.organization_id is None:
             organization = await uow.organizations.by_name(services.settings.default_organization)
@@ -124,32 +178,95 @@ async def register(
             raise InvalidInput(
                 [FieldError("organizationId", "This organization does not accept self-registration.")]
             )
-        user = await uow.users.add(
-            NewUser(
-                cmd.email.lower(), password_hash, cmd.first_name, cmd.last_name, cmd.role, organization.id
-            )
-        )
-        uow.audit.record(
-            _auth_event(
+        existing = await uow.users.credentials(email)
+        user: User | None = None
+        if existing is None:
+            try:
+                user = await uow.users.add(
+                    NewUser(
+                        email,
+                        password_hash,
+                        cmd.first_name,
+                        cmd.last_name,
+                        cmd.role,
+                        organization.id,
+                        pending_approval=pending,
+                    )
+                )
+            except Conflict:  # registered by a concurrent request a moment ago
+                existing = await uow.users.credentials(email)
+        if user is not None:
+            event = _auth_event(
                 services,
                 "auth.register",
                 "success",
                 user=user,
-                reason="registered",
+                reason="registered_pending_approval" if pending else "registered",
                 request_id=request_id,
                 source_address=source_address,
-                email=cmd.email,
+                email=email,
             )
-        )
+        else:
+            # Someone tried an address that has an account: on record for the account's
+            # organization (whose auditors can see it), and its owner is told. No actor: nobody
+            # authenticated.
+            taken = existing.user if existing else None
+            event = AuditEvent(
+                event="auth.register",
+                workflow="auth.register",
+                outcome="denied",
+                occurred_at=services.clock(),
+                organization_id=taken.organization_id if taken else None,
+                request_id=request_id,
+                source_address=source_address,
+                resource_type="user",
+                resource_id=str(taken.id) if taken else None,
+                reason="email_taken",
+                subject_hash=services.identifiers.email(email) if services.identifiers else None,
+            )
+        uow.audit.record(event)
         await uow.commit()
-    return Session(user, services.tokens.issue(user))
+    if services.notifier is not None:
+        if user is not None:
+            await services.notifier.registration_received(user)
+        elif existing is not None:
+            await services.notifier.registration_attempted(existing.user)
+
+
+def account_throttle_key(services: Services, email: str) -> str:
+    """The throttle key of the account an email names, whether or not that account exists."""
+    normalized = email.strip().lower()
+    if services.identifiers is not None:
+        return ACCOUNT_PREFIX + services.identifiers.email(normalized)
+    return ACCOUNT_PREFIX + hashlib.sha256(normalized.encode()).hexdigest()
 
 
 async def login(
     services: Services, email: str, password: str, *, request_id: str, source_address: str | None
 ) -> Session:
-    """Check a password; every attempt, good or bad, is audited without the email in clear."""
+    """Check a password; every attempt, good or bad, is audited without the email in clear.
+
+    Failures are counted per account (by the email tried, known or not) and per source address
+    (:mod:`engine.login_throttle`); while either is backing off, attempts are refused with 429 and
+    ``retry_after`` before any password is checked, and an account that reached the lockout count
+    stays locked until an admin unlocks it. A refused attempt is logged, not audited: the failure
+    that started the back-off or lock is on the audit record, with what it earned.
+    """
+    rules = services.settings
+    now = services.clock()
+    account_key = account_throttle_key(services, email)
+    address_key = ADDRESS_PREFIX + source_address if source_address else None
+    keys = [account_key] if address_key is None else [account_key, address_key]
     async with services.uow() as uow:
+        throttled = await uow.login_throttle.states(keys)
+        account_state = throttled.get(account_key)
+        if account_state is not None and account_state.locked:
+            raise AccountLocked(
+                "Too many failed logins: an administrator of the organization must unlock this account."
+            )
+        waits = [w for st in throttled.values() if (w := st.retry_after(now)) is not None]
+        if waits:
+            raise TooManyRequests("Too many failed logins; try again later.", retry_after=max(waits))
         credentials = await uow.users.credentials(email.lower())
         ok = await services.passwords.verify(
             credentials.password_hash if credentials else _DUMMY_HASH, password
@@ -157,6 +274,16 @@ async def login(
         user = credentials.user if credentials else None
         if not ok or user is None or not user.is_active:
             reason = "unknown_email" if user is None else ("inactive" if ok else "bad_password")
+            details: dict[str, DetailValue] = {}
+            account = await uow.login_throttle.record_failure(account_key, now, rules.account_backoff)
+            if account.locked:
+                details["account_locked"] = True
+            elif (wait := account.retry_after(now)) is not None:
+                details["account_backoff_seconds"] = math.ceil(wait)
+            if address_key is not None:
+                address = await uow.login_throttle.record_failure(address_key, now, rules.address_backoff)
+                if (wait := address.retry_after(now)) is not None:
+                    details["address_backoff_seconds"] = math.ceil(wait)
             uow.audit.record(
                 _auth_event(
                     services,
@@ -167,10 +294,35 @@ async def login(
                     request_id=request_id,
                     source_address=source_address,
                     email=email,
+                    details=details,
                 )
             )
             await uow.commit()
             raise Unauthenticated("Email or password is wrong.")
+        if user.pending_approval:
+            decision = Decision(
+                False,
+                "auth.login",
+                user.role.value,
+                "pending_approval",
+                hint="An administrator of your organization must approve this account first.",
+            )
+            uow.audit.record(
+                _auth_event(
+                    services,
+                    "auth.login",
+                    "denied",
+                    user=user,
+                    reason=decision.reason,
+                    request_id=request_id,
+                    source_address=source_address,
+                    email=email,
+                )
+            )
+            await uow.commit()
+            raise Forbidden(decision, "This account awaits an administrator's approval.")
+        if account_state is not None:
+            await uow.login_throttle.clear(account_key)
         uow.audit.record(
             _auth_event(
                 services,
@@ -211,7 +363,8 @@ async def create_user(services: Services, actor: Actor, cmd: CreateUser) -> User
             field="organizationId",
             details={"role": cmd.role.value},
         )
-        # Hashed only once allowed: an argon2 hash costs ~0.1 s of CPU and 64 MiB.
+        # Checked and hashed only once allowed: an argon2 hash costs ~0.1 s of CPU and 64 MiB.
+        await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))
         password_hash = await services.passwords.hash(cmd.password)
         user = await uow.users.add(
             NewUser(

@@ -109,6 +109,7 @@ def _user(row: Any) -> User:
         is_active=row.is_active,
         chat_user_id=row.chat_user_id,
         created_at=row.created_at,
+        pending_approval=row.pending_approval,
     )
 
 
@@ -122,6 +123,7 @@ class SqlUserRepository(_Repository):
             "role": user.role.value,
             "organization_id": user.organization_id,
             "chat_user_id": f"staff_{secrets.token_hex(12)}",
+            "pending_approval": user.pending_approval,
         }
         row = await _insert_unique(
             self.session,
@@ -152,6 +154,29 @@ class SqlUserRepository(_Repository):
             query = query.where(users_t.c.id > after)
         rows = (await self.session.execute(query.order_by(users_t.c.id).limit(limit + 1))).all()
         return _page([_user(r) for r in rows], limit, lambda u: u.id)
+
+    async def exists(self, email: str) -> bool:
+        query = select(exists().where(users_t.c.email == email))
+        return bool((await self.session.execute(query)).scalar())
+
+    async def update_account(
+        self,
+        user_id: int,
+        *,
+        is_active: bool | None = None,
+        role: Role | None = None,
+        pending_approval: bool | None = None,
+        sessions_valid_after: datetime | None = None,
+    ) -> User:
+        changes: dict[str, Any] = {
+            "is_active": is_active,
+            "role": role.value if role is not None else None,
+            "pending_approval": pending_approval,
+            "sessions_valid_after": sessions_valid_after,
+        }
+        values = {k: v for k, v in changes.items() if v is not None}
+        query = update(users_t).where(users_t.c.id == user_id).values(**values).returning(users_t)
+        return _user((await self.session.execute(query)).one())
 
 
 def _organization(row: Any) -> Organization:
@@ -732,9 +757,13 @@ class SqlAccountDirectory:
         self._sessions = sessions
 
     async def current(self, actor: Actor) -> bool:
-        query = select(users_t.c.role, users_t.c.organization_id, users_t.c.is_active).where(
-            users_t.c.id == actor.user_id
-        )
+        query = select(
+            users_t.c.role,
+            users_t.c.organization_id,
+            users_t.c.is_active,
+            users_t.c.pending_approval,
+            users_t.c.sessions_valid_after,
+        ).where(users_t.c.id == actor.user_id)
         try:
             async with self._sessions() as session:
                 row = (await session.execute(query)).one_or_none()
@@ -747,16 +776,25 @@ class SqlAccountDirectory:
         return (
             row is not None
             and row.is_active
+            and not row.pending_approval
             and row.role == actor.role.value
             and row.organization_id == actor.organization_id
+            and _issued_after(actor.issued_at, row.sessions_valid_after)
         )
 
 
+def _issued_after(issued_at: float | None, sessions_valid_after: datetime | None) -> bool:
+    """A token counts only if issued at or after the account's sessions were last ended."""
+    if sessions_valid_after is None:
+        return True
+    return issued_at is not None and issued_at >= sessions_valid_after.timestamp()
+
+
 class CachedAccountDirectory:
-    """Remembers an account check for ``ttl`` seconds, per (user, role, organization).
+    """Remembers an account check for ``ttl`` seconds, per (user, role, organization, issued at).
 
     Every authenticated request would otherwise cost its own session and three round trips. The
-    price: a deactivated or re-roled account keeps access for at most ``ttl`` seconds.
+    price: a deactivated, re-roled or logged-out account keeps access for at most ``ttl`` seconds.
     """
 
     def __init__(
@@ -765,10 +803,10 @@ class CachedAccountDirectory:
         self._inner = inner
         self._ttl = ttl
         self._clock = clock
-        self._checked: dict[tuple[int, str, int], float] = {}
+        self._checked: dict[tuple[int, str, int, float | None], float] = {}
 
     async def current(self, actor: Actor) -> bool:
-        key = (actor.user_id, actor.role.value, actor.organization_id)
+        key = (actor.user_id, actor.role.value, actor.organization_id, actor.issued_at)
         now = self._clock()
         if self._checked.get(key, -1.0) > now:
             return True

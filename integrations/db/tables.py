@@ -121,12 +121,29 @@ class UserRow(SQLModel, table=True):
     # Opaque id used for the chat provider: never PII.
     chat_user_id: str = Field(sa_column=Column(String(80), nullable=False, unique=True))
     created_at: datetime = _ts()
+    # A self-registered account waits for an admin's approval (auth.require_approval).
+    pending_approval: bool = Field(sa_column=Column(Boolean, nullable=False, server_default=text("false")))
+    # Access tokens issued before this moment are refused (logout, deactivation, revoked sessions).
+    sessions_valid_after: datetime | None = _ts(nullable=True, default_now=False)
 
     __table_args__ = (
         CheckConstraint(
             "role IN ('peer_support','care_team_member','admin','compliance_officer','auditor')", name="role"
         ),
     )
+
+
+class LoginThrottleRow(SQLModel, table=True):
+    """Failed logins per account (``account:<keyed email hash>``) or source (``address:<ip>``)."""
+
+    __tablename__ = "login_throttles"
+
+    key: str = Field(sa_column=Column(String(100), primary_key=True))
+    failures: int = Field(sa_column=Column(Integer, nullable=False))
+    last_failure_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    blocked_until: datetime | None = _ts(nullable=True, default_now=False)
+    # Set once the account reached auth.lockout_failures: only an admin's unlock clears it.
+    locked_at: datetime | None = _ts(nullable=True, default_now=False)
 
 
 class PatientRow(SQLModel, table=True):

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.errors import CaremsgError, Forbidden, ServiceUnavailable
 from integrations.audit_store import SqlAuditTrail
+from integrations.db.login_throttle import SqlLoginThrottleRepository
 from integrations.db.repositories import (
     SqlBreakGlassRepository,
     SqlCareTeamRepository,
@@ -216,6 +217,7 @@ class SqlUnitOfWork:
     break_glass: SqlBreakGlassRepository
     consent_lifecycle: SqlConsentLifecycle
     messaging: SqlMessagingRepository
+    login_throttle: SqlLoginThrottleRepository
     contacts: SqlContactDirectory
 
     audit_trail: SqlAuditTrail
@@ -242,6 +244,7 @@ class SqlUnitOfWork:
         self.break_glass = SqlBreakGlassRepository(s)
         self.consent_lifecycle = SqlConsentLifecycle(s)
         self.messaging = SqlMessagingRepository(s)
+        self.login_throttle = SqlLoginThrottleRepository(s)
         self.contacts = SqlContactDirectory(s)
         self.audit_trail = SqlAuditTrail(s)
         return self

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from engine.model import Role
 from engine.workflows.identity import CreateUser, bootstrap_user
 from handlers.app import create_app, sessions_key
-from handlers.keys import services_key
+from handlers.keys import rejections_key, services_key
 from handlers.settings import Settings
 from integrations.db.uow import SqlUnitOfWork
 from integrations.security import Argon2Passwords
@@ -117,6 +117,10 @@ class Api:
         status, created = await self.call("POST", "/api/consents", officer, json=body)
         assert status == 201, created
         return created  # type: ignore[no-any-return]
+
+    async def flush_rejections(self) -> None:
+        """Write the window's refused-token summaries now (the app does it every window)."""
+        await self.app[rejections_key].flush()
 
     @property
     def services(self) -> Any:

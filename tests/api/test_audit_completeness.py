@@ -223,6 +223,22 @@ async def conversation_body(w: World) -> dict[str, Any]:
     return {"title": "Plan", "patientId": await w.patient()}
 
 
+def account_path(action: str) -> Callable[[World], Awaitable[str]]:
+    """An account administration path about the peer support of organization a."""
+
+    async def path(w: World) -> str:
+        return f"/api/users/{(await w.person('peer_support')).id}/{action}"
+
+    return path
+
+
+def account(method: str, action: str, body: Any = None) -> tuple[Scenario, Scenario]:
+    return (
+        call("admin", method, account_path(action), body),
+        call("care_team_member", method, account_path(action), body),
+    )
+
+
 async def message_body(w: World) -> dict[str, Any]:
     return {"conversationId": await w.conversation(), "message": "See you at 3"}
 
@@ -256,6 +272,13 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
         call("care_team_member", "POST", "/api/users", new_user),
     ),
     "user.list": (call("admin", "GET", "/api/users"), call("care_team_member", "GET", "/api/users")),
+    "user.approve": account("POST", "approve"),
+    "user.deactivate": account("POST", "deactivate"),
+    "user.reactivate": account("POST", "reactivate"),
+    "user.change_role": account("PUT", "role", {"role": "care_team_member"}),
+    "user.revoke_sessions": account("POST", "sessions/revoke"),
+    "user.unlock": account("POST", "unlock"),
+    "auth.logout": (call("care_team_member", "POST", "/api/auth/logout"), None),
     "organization.create": (
         call("admin", "POST", "/api/organizations", new_org),
         call("care_team_member", "POST", "/api/organizations", new_org),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -211,6 +212,30 @@ async def test_a_failed_login_for_an_unknown_email_is_stored_as_a_keyed_hash(
     assert email not in str(dict(row))
 
 
+async def test_any_auditor_finds_a_failed_login_for_an_email_without_an_account_by_that_email(
+    api: Api,
+) -> None:
+    # It belongs to no organization; searched by the exact address, every auditor can find it.
+    _, _, auditor, _ = await _clinic(api)
+    email = f"nobody.{secrets.token_hex(4)}@example.org"
+    rid = new_request_id()
+    await api.call(
+        "POST",
+        "/api/auth/login",
+        json={"email": email, "password": "whatever1"},
+        headers={"X-Request-ID": rid},
+    )
+
+    status, found = await _search(api, auditor, email=email, workflow="auth.login")
+    _, unfiltered = await _search(api, auditor, workflow="auth.login")
+
+    assert status == 200
+    assert [(e["requestId"], e["reason"], e["organizationId"]) for e in found["items"]] == [
+        (rid, "unknown_email", None)
+    ]
+    assert rid not in [e["requestId"] for e in unfiltered["items"]]  # only when asked by the address
+
+
 BAD_FILTERS = [
     pytest.param({"from": "yesterday"}, "from", id="from-not-a-date"),
     pytest.param({"from": "2026-01-01T00:00:00"}, "from", id="from-without-offset"),
@@ -259,6 +284,7 @@ async def test_a_refused_token_is_audited_with_the_route_it_tried(
     status, _ = await api.call("GET", "/api/patients/7", headers={**headers, "X-Request-ID": rid})
 
     assert status == 401
+    await api.flush_rejections()
     row = await db.fetchrow("SELECT * FROM audit_events WHERE request_id = $1", rid)
     assert (row["event"], row["workflow"], row["outcome"], row["reason"]) == (
         "auth.token_rejected",
@@ -268,7 +294,13 @@ async def test_a_refused_token_is_audited_with_the_route_it_tried(
     )
     assert row["actor_id"] is None
     assert row["source_address"] == "127.0.0.1"
-    assert row["details"] == '{"route": "/api/patients/{id}"}'
+    assert json.loads(row["details"]) == {
+        "route": "/api/patients/{id}",
+        "count": 1,
+        reason: 1,
+        "window_seconds": 60,
+        "last_at": row["occurred_at"].isoformat(),
+    }
 
 
 async def test_a_token_of_a_deactivated_account_is_audited_against_the_account(
@@ -282,6 +314,7 @@ async def test_a_token_of_a_deactivated_account_is_audited_against_the_account(
     status, _ = await api.call("GET", "/api/auth/profile", nurse, headers={"X-Request-ID": rid})
 
     assert status == 401
+    await api.flush_rejections()
     row = await db.fetchrow("SELECT * FROM audit_events WHERE request_id = $1", rid)
     assert (row["workflow"], row["reason"], row["actor_id"]) == (
         "auth.token",

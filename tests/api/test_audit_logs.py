@@ -98,8 +98,10 @@ async def test_a_full_request_cycle_with_phi_leaves_none_in_any_log_line(
             "organizationId": org,
         },
     )
-    assert status == 201, registered
-    token = {"Authorization": f"Bearer {registered['token']}"}
+    assert status == 202, registered
+    status, session = await api.call("POST", "/api/auth/login", json={"email": EMAIL, "password": PASSWORD})
+    assert status == 200, session
+    token = {"Authorization": f"Bearer {session['token']}"}
     await api.call(
         "POST",
         "/api/auth/register",

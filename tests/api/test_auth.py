@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from handlers.app import create_app
 from handlers.settings import Settings
@@ -22,7 +23,18 @@ PROFILE = "/api/auth/profile"
 FIRST_NAME = "Zelda-Quartz"
 LAST_NAME = "Okonkwo-Vance"
 SECRET = "s3cret-Passw0rd-xyz"
-USER_FIELDS = {"id", "email", "firstName", "lastName", "role", "organizationId", "isActive", "createdAt"}
+USER_FIELDS = {
+    "id",
+    "email",
+    "firstName",
+    "lastName",
+    "role",
+    "organizationId",
+    "isActive",
+    "pendingApproval",
+    "createdAt",
+}
+ACCEPTED = {"status", "detail"}
 
 
 def _email() -> str:
@@ -33,6 +45,19 @@ def _registration(**changes: Any) -> dict[str, Any]:
     body = {"email": _email(), "password": SECRET, "firstName": FIRST_NAME, "lastName": LAST_NAME}
     body.update(changes)
     return body
+
+
+async def _register_and_log_in(api: Api, **changes: Any) -> dict[str, Any]:
+    """Register (202, the same answer for every email), then log in: the new account's session."""
+    body = _registration(**changes)
+    status, accepted = await api.call("POST", REGISTER, json=body)
+    assert status == 202, accepted
+    assert set(accepted) == ACCEPTED
+    status, session = await api.call(
+        "POST", LOGIN, json={"email": body["email"], "password": body["password"]}
+    )
+    assert status == 200, session
+    return session  # type: ignore[no-any-return]
 
 
 def _assert_problem(status: int, headers: dict[str, str], body: Any, expected: int, code: str) -> None:
@@ -72,9 +97,12 @@ async def test_a_person_registers_as_peer_support_in_the_default_organization(
     api: Api, db: asyncpg.Connection, settings: Settings
 ) -> None:
     email = _email()
-    status, body = await api.call("POST", REGISTER, json=_registration(email=f"  {email.upper()} "))
+    status, accepted = await api.call("POST", REGISTER, json=_registration(email=f"  {email.upper()} "))
+    assert status == 202, accepted
+    assert accepted == {"status": "accepted", "detail": accepted["detail"]}
 
-    assert status == 201, body
+    status, body = await api.call("POST", LOGIN, json={"email": email, "password": SECRET})
+    assert status == 200, body
     assert set(body) == {"token", "tokenType", "expiresIn", "user"}
     assert body["tokenType"] == "Bearer"
     assert body["expiresIn"] == settings.auth.access_token_minutes * 60
@@ -87,20 +115,19 @@ async def test_a_person_registers_as_peer_support_in_the_default_organization(
     assert user["role"] == "peer_support"
     assert user["organizationId"] == await _default_organization_id(db, settings)
     assert user["isActive"] is True
+    assert user["pendingApproval"] is False  # development: no approval needed
     assert datetime.fromisoformat(user["createdAt"]).tzinfo is not None
 
 
 async def test_the_password_is_stored_only_as_an_argon2_hash(api: Api, db: asyncpg.Connection) -> None:
-    status, body = await api.call("POST", REGISTER, json=_registration())
-    assert status == 201, body
+    body = await _register_and_log_in(api)
     stored = await db.fetchval("SELECT password_hash FROM users WHERE id = $1", body["user"]["id"])
     assert stored.startswith("$argon2id$")
     assert SECRET not in stored
 
 
-async def test_the_registration_token_opens_the_new_accounts_profile(api: Api) -> None:
-    status, registered = await api.call("POST", REGISTER, json=_registration())
-    assert status == 201, registered
+async def test_the_new_accounts_token_opens_its_profile(api: Api) -> None:
+    registered = await _register_and_log_in(api)
     headers = {"Authorization": f"Bearer {registered['token']}"}
     status, profile = await api.call("GET", PROFILE, headers=headers)
     assert status == 200, profile
@@ -109,10 +136,7 @@ async def test_the_registration_token_opens_the_new_accounts_profile(api: Api) -
 
 async def test_a_care_team_member_registers_into_an_organization_that_allows_it(api: Api) -> None:
     org = await api.organization(self_registration=True)
-    status, body = await api.call(
-        "POST", REGISTER, json=_registration(role="care_team_member", organizationId=org)
-    )
-    assert status == 201, body
+    body = await _register_and_log_in(api, role="care_team_member", organizationId=org)
     assert body["user"]["role"] == "care_team_member"
     assert body["user"]["organizationId"] == org
 
@@ -124,18 +148,19 @@ async def test_a_registration_is_audited_without_names_or_email(api: Api, db: as
     status, body = await api.call(
         "POST", REGISTER, json=_registration(email=email, organizationId=org), headers={"X-Request-ID": rid}
     )
-    assert status == 201, body
+    assert status == 202, body
+    user_id = await db.fetchval("SELECT id FROM users WHERE email = $1", email)
 
     [row] = await _audit(db, rid)
     assert row["event"] == "auth.register"
     assert row["workflow"] == "auth.register"
     assert row["outcome"] == "success"
     assert row["reason"] == "registered"
-    assert row["actor_id"] == body["user"]["id"]
+    assert row["actor_id"] == user_id
     assert row["actor_role"] == "peer_support"
     assert row["organization_id"] == org
     assert row["resource_type"] == "user"
-    assert row["resource_id"] == str(body["user"]["id"])
+    assert row["resource_id"] == str(user_id)
     stored = json.dumps({k: str(v) for k, v in dict(row).items()}).lower()
     for value in (email, FIRST_NAME, LAST_NAME, SECRET):
         assert value.lower() not in stored
@@ -185,19 +210,35 @@ async def test_a_missing_organization_gets_the_same_answer_as_a_closed_one(api: 
 
 
 @pytest.mark.parametrize("same_email", [str.lower, str.upper], ids=["same-case", "other-case"])
-async def test_registering_an_email_twice_is_a_conflict(
+async def test_registering_a_taken_email_answers_like_a_new_one_and_changes_nothing(
     api: Api, db: asyncpg.Connection, same_email: Any
 ) -> None:
     email = _email()
     status, first = await api.call("POST", REGISTER, json=_registration(email=email))
-    assert status == 201, first
+    assert status == 202, first
+    before = await db.fetchrow("SELECT * FROM users WHERE email = $1", email)
 
-    status, headers, body = await api.send(
-        "POST", REGISTER, json=_registration(email=same_email(email), firstName="Other", lastName="Name")
-    )
-    _assert_problem(status, headers, body, 409, "conflict")
-    _assert_no_phi(body, email)
-    assert await db.fetchval("SELECT count(*) FROM users WHERE email = $1", email) == 1
+    rid = new_request_id()
+    with capture_logs() as logs:
+        status, again = await api.call(
+            "POST",
+            REGISTER,
+            json=_registration(
+                email=same_email(email), firstName="Other", lastName="Name", role="peer_support"
+            ),
+            headers={"X-Request-ID": rid},
+        )
+    # No enumeration: the same status and the same body as for an address nobody has.
+    assert (status, again) == (202, first)
+    assert await db.fetchrow("SELECT * FROM users WHERE email = $1", email) == before
+    # The owner is told (by id: the log never carries the address), and the attempt is on record.
+    assert {"notice": "registration_attempted", "user_id": before["id"]}.items() <= next(
+        e for e in logs if e["event"] == "account.notice"
+    ).items()
+    assert email not in json.dumps(logs, default=str)
+    [row] = await _audit(db, rid)
+    assert (row["outcome"], row["reason"], row["actor_id"]) == ("denied", "email_taken", None)
+    assert (row["organization_id"], row["resource_id"]) == (before["organization_id"], str(before["id"]))
 
 
 @pytest.fixture
@@ -248,6 +289,10 @@ REGISTRATION_ERRORS = [
     pytest.param({"email": "not-an-email"}, "email", id="email-not-an-address"),
     pytest.param({"email": "a" * 250 + "@example.org"}, "email", id="email-oversized"),
     pytest.param({"password": "short"}, "password", id="password-too-short"),
+    pytest.param({"password": "fourteen-chars"}, "password", id="password-under-the-minimum-length"),
+    pytest.param({"password": "password"}, "password", id="password-common"),
+    pytest.param({"password": "secure123"}, "password", id="password-guessable"),
+    pytest.param({"password": "passwordpassword"}, "password", id="password-common-repeated"),
     pytest.param({"password": "p" * 129}, "password", id="password-oversized"),
     pytest.param({"password": 12345678}, "password", id="password-not-a-string"),
     pytest.param({"firstName": 42}, "firstName", id="first-name-not-a-string"),
@@ -327,7 +372,7 @@ async def test_json_with_a_charset_parameter_is_accepted(api: Api) -> None:
     status, _, body = await api.send(
         "POST", REGISTER, data=payload, headers={"Content-Type": "application/json; charset=utf-8"}
     )
-    assert status == 201, body
+    assert status == 202, body
 
 
 @pytest.mark.parametrize("payload", [[], "a string", None, 42], ids=["array", "string", "null", "number"])
@@ -351,8 +396,7 @@ async def test_a_body_over_the_size_limit_is_refused(api: Api, settings: Setting
 
 async def test_a_registered_person_logs_in_with_any_letter_case_of_their_email(api: Api) -> None:
     email = _email()
-    status, registered = await api.call("POST", REGISTER, json=_registration(email=email))
-    assert status == 201, registered
+    registered = await _register_and_log_in(api, email=email)
 
     status, body = await api.call("POST", LOGIN, json={"email": email.upper(), "password": SECRET})
     assert status == 200, body
@@ -520,6 +564,7 @@ async def test_every_role_reads_its_own_profile(api: Api, role: str) -> None:
         "role": role,
         "organizationId": org,
         "isActive": True,
+        "pendingApproval": False,
         "createdAt": body["createdAt"],
     }
 

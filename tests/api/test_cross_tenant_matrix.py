@@ -238,6 +238,16 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
     ("GET", "/api/organizations/{organizationId}/contacts"): {
         "organizationId": Probe("organization", lambda own, i: _p("GET", f"/api/organizations/{i}/contacts")),
     },
+    # Account administration: another organization's account answers as one that does not exist.
+    **{
+        ("POST", f"/api/users/{{id}}/{action}"): {
+            "id": Probe("account", lambda own, i, action=action: _p("POST", f"/api/users/{i}/{action}")),
+        }
+        for action in ("approve", "deactivate", "reactivate", "sessions/revoke", "unlock")
+    },
+    ("PUT", "/api/users/{id}/role"): {
+        "id": Probe("account", lambda own, i: _p("PUT", f"/api/users/{i}/role", {"role": "peer_support"})),
+    },
     ("DELETE", "/api/organizations/{organizationId}/contacts/{contactId}"): {
         "organizationId": Probe(
             "organization",
@@ -383,6 +393,8 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "consent": consent["id"],
         "user": colleague.id,
         "contact": contact,
+        # An account the administration probes act on (a fresh one for the own organization's check).
+        "account": (await api.person("care_team_member", org)).id,
     }
     return Tenant(name, people, ids, tuple(marks.values()))
 
@@ -447,6 +459,9 @@ async def test_an_unrelated_record_answers_like_a_nonexistent_one_and_own_record
         assert {item["organizationId"] for item in body["items"]} <= {b.ids["organization"]}
 
     # Organization A's person, given A's own record: denied with a reason, never "no such record".
+    if probe.kind == "account":  # deactivating or re-roling may succeed: on an account of its own
+        fresh = await api.person("care_team_member", a.ids["organization"])
+        a = Tenant(a.name, a.people, {**a.ids, "account": fresh.id}, a.secrets)
     if method == "DELETE":  # a removal may succeed: it gets a record of its own, the others stay
         a = Tenant(
             a.name,

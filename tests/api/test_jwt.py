@@ -265,6 +265,7 @@ async def test_a_refused_token_is_on_record_without_trusting_its_claims(
     token = _sign(_claims(settings, nurse, iss="someone-else"), settings.auth.jwt_secret)
     resp = await api.client.get(PROFILE, headers={"Authorization": f"Bearer {token}", "X-Request-ID": rid})
     assert resp.status == 401
+    await api.flush_rejections()
 
     # One refusal row and no decision: nothing ran in the nurse's name, and the unverified
     # claims are not taken as the actor.
@@ -278,6 +279,7 @@ async def test_a_request_without_a_token_is_on_record(api: Api, db: Any) -> None
     rid = f"jwt-{uuid.uuid4().hex}"
     resp = await api.client.get(PROFILE, headers={"X-Request-ID": rid})
     assert resp.status == 401
+    await api.flush_rejections()
 
     [row] = await _audit(db, rid)
     assert (row["workflow"], row["outcome"], row["reason"]) == ("auth.token", "denied", "token_missing")
@@ -301,6 +303,7 @@ async def test_a_still_unexpired_token_of_an_account_that_changed_is_refused(
     rid = f"jwt-{uuid.uuid4().hex}"
     resp = await api.client.get(PROFILE, headers={**nurse.auth, "X-Request-ID": rid})
     _assert_refused(resp.status, dict(resp.headers), await resp.json(content_type=None))
+    await api.flush_rejections()
     [row] = await _audit(db, rid)
     assert (row["workflow"], row["reason"], row["actor_id"]) == (
         "auth.token",

@@ -119,6 +119,12 @@ def _environment(database_url: str, **extra: str) -> dict[str, str]:
         CAREMSG_OUTBOX_BASE_BACKOFF_SECONDS="0.05",
         CAREMSG_OUTBOX_MAX_BACKOFF_SECONDS="0.5",
         CAREMSG_MESSAGING_WEBHOOK_POLL_INTERVAL_SECONDS="0.05",
+        # The whole test session logs in from 127.0.0.1 into this database; tests poll quickly.
+        CAREMSG_AUTH_LOGIN_ADDRESS_FREE_FAILURES="100000",
+        CAREMSG_RATELIMIT_PER_ADDRESS_PER_SECOND="100000",
+        CAREMSG_RATELIMIT_PER_ADDRESS_BURST="100000",
+        CAREMSG_RATELIMIT_PER_TOKEN_PER_SECOND="100000",
+        CAREMSG_RATELIMIT_PER_TOKEN_BURST="100000",
     )
     env.update(extra)
     return env
@@ -225,9 +231,13 @@ class Http:
             "lastName": "Person",
             "role": role,
         }
-        status, created = await self.call("POST", "/api/auth/register", json=body)
-        assert status == 201, created
-        return int(created["user"]["id"]), str(created["token"])
+        status, accepted = await self.call("POST", "/api/auth/register", json=body)
+        assert status == 202, accepted
+        status, session = await self.call(
+            "POST", "/api/auth/login", json={"email": body["email"], "password": PASSWORD}
+        )
+        assert status == 200, session
+        return int(session["user"]["id"]), str(session["token"])
 
     async def login(self, email: str) -> str:
         status, body = await self.call("POST", "/api/auth/login", json={"email": email, "password": PASSWORD})

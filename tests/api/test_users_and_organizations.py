@@ -21,7 +21,17 @@ GROUPS = "/api/compliance-groups"
 FIRST_NAME = "Marisol-Quentin"
 LAST_NAME = "Abernathy-Zhou"
 SECRET = "n3w-Acc0unt-Passw0rd"
-USER_FIELDS = {"id", "email", "firstName", "lastName", "role", "organizationId", "isActive", "createdAt"}
+USER_FIELDS = {
+    "id",
+    "email",
+    "firstName",
+    "lastName",
+    "role",
+    "organizationId",
+    "isActive",
+    "pendingApproval",
+    "createdAt",
+}
 ORGANIZATION_FIELDS = {"id", "name", "selfRegistration", "createdAt"}
 GROUP_FIELDS = {"id", "name", "description", "organizationId", "organizationIds", "createdAt", "sharedWith"}
 PROBLEM_FIELDS = {
@@ -478,8 +488,11 @@ async def test_people_can_register_into_an_organization_created_open_to_self_reg
         "lastName": LAST_NAME,
         "organizationId": created["id"],
     }
-    status, session = await api.call("POST", "/api/auth/register", json=registration)
-    assert status == 201, session
+    status, accepted = await api.call("POST", "/api/auth/register", json=registration)
+    assert status == 202, accepted
+    credentials = {"email": registration["email"], "password": SECRET}
+    status, session = await api.call("POST", "/api/auth/login", json=credentials)
+    assert status == 200, session
     assert session["user"]["organizationId"] == created["id"]
 
 

@@ -1,0 +1,158 @@
+"""Abuse limits on the whole API: token buckets per source address and per access token.
+
+Every request takes one token from its address's bucket and, when it carries a bearer token, one
+from that token's bucket (keyed by a hash of the token as sent: a flood of made-up tokens is still
+held by the address limit). A bucket holds ``burst`` and refills at ``per_second``. A refused
+request gets 429 problem+json with ``Retry-After``; every response carries the IETF draft
+``RateLimit-Policy`` and ``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers) for the
+bucket nearest to empty.
+
+The buckets live in each worker's memory: with N workers behind one port, a client may get up to
+N times the configured rate (the kernel spreads connections, not clients, over the workers). A
+shared limit would cost a database round trip per request; a front proxy can add one if needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from engine.errors import TooManyRequests
+from handlers.keys import operations_key, rate_limit_headers_key, request_id_key
+from handlers.problems import problem_for, problem_response
+from handlers.settings import RateLimitSettings
+
+log = structlog.get_logger("caremsg.http")
+
+#: Routes never limited: probes of the service's own health.
+EXEMPT_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    policy: str
+    allowed: bool
+    quota: int
+    window: int
+    remaining: int
+    reset: int
+    retry_after: float
+
+
+class TokenBuckets:
+    """One bucket per key, refilled lazily on use; at most ``max_keys`` are kept (full buckets,
+    which hold nothing worth remembering, are dropped first)."""
+
+    def __init__(
+        self,
+        name: str,
+        per_second: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
+        self.name = name
+        self._rate = per_second
+        self._burst = burst
+        self._clock = clock
+        self._max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, key: str) -> Verdict:
+        now = self._clock()
+        tokens, at = self._buckets.get(key, (float(self._burst), now))
+        tokens = min(float(self._burst), tokens + (now - at) * self._rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if key not in self._buckets and len(self._buckets) >= self._max_keys:
+            self._prune(now)
+        self._buckets[key] = (tokens, now)
+        return Verdict(
+            policy=self.name,
+            allowed=allowed,
+            quota=self._burst,
+            window=max(1, math.ceil(self._burst / self._rate)),
+            remaining=int(tokens),
+            reset=math.ceil((self._burst - tokens) / self._rate),
+            retry_after=0.0 if allowed else (1.0 - tokens) / self._rate,
+        )
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (t, at) in self._buckets.items() if t + (now - at) * self._rate >= self._burst]
+        for key in full:
+            del self._buckets[key]
+        if len(self._buckets) >= self._max_keys:  # all busy: forget half rather than grow
+            for key in list(self._buckets)[: self._max_keys // 2]:
+                del self._buckets[key]
+
+
+def _token_key(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return hashlib.sha256(token.strip().encode()).hexdigest()
+
+
+def _headers(verdicts: list[Verdict]) -> dict[str, str]:
+    tightest = min(verdicts, key=lambda v: v.remaining / v.quota)
+    return {
+        "RateLimit-Policy": ", ".join(f'"{v.policy}";q={v.quota};w={v.window}' for v in verdicts),
+        "RateLimit": f'"{tightest.policy}";r={tightest.remaining};t={tightest.reset}',
+    }
+
+
+def rate_limit(settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic) -> Middleware:
+    """The middleware; put it after ``request_context`` (for the request id) and before
+    authentication (so unauthenticated floods are limited too)."""
+    by_address = TokenBuckets(
+        "address", settings.per_address_per_second, settings.per_address_burst, clock=clock
+    )
+    by_token = TokenBuckets("token", settings.per_token_per_second, settings.per_token_burst, clock=clock)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        if resource is not None and resource.canonical in EXEMPT_ROUTES:
+            return await handler(request)
+        verdicts = [by_address.take(request.remote or "unknown")]
+        token = _token_key(request)
+        if token is not None:
+            verdicts.append(by_token.take(token))
+        headers = _headers(verdicts)
+        refused = [v for v in verdicts if not v.allowed]
+        if refused:
+            wait = max(v.retry_after for v in refused)
+            log.warning(
+                "http.rate_limited",
+                request_id=request[request_id_key],
+                policy=refused[0].policy,
+                source_address=request.remote,
+            )
+            operations = request.app.get(operations_key)
+            if operations is not None:  # the caremsg_rate_limit_refusals_total metric, by limit
+                for verdict in refused:
+                    operations.metrics.rate_limit_refused(f"api_per_{verdict.policy}")
+            error = TooManyRequests("Too many requests; slow down.", retry_after=wait)
+            headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            return problem_response(problem_for(error, request[request_id_key]), headers)
+        request[rate_limit_headers_key] = headers
+        return await handler(request)
+
+    return middleware
+
+
+async def add_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the limit fields on every answer, errors included."""
+    headers = request.get(rate_limit_headers_key)
+    if headers:
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)

@@ -1,0 +1,90 @@
+"""Abuse limits over HTTP: per address and per token, with the IETF draft RateLimit fields and 429
+problem+json with Retry-After. The refill rate is set so low that no test depends on timing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.app import create_app
+from handlers.settings import Settings
+from tests.api.conftest import Api
+
+SLOW = 0.001  # tokens per second: nothing refills during a test
+
+
+def _limited(settings: Settings, **limits: Any) -> Settings:
+    values = {
+        "per_address_per_second": SLOW,
+        "per_address_burst": 1000,
+        "per_token_per_second": SLOW,
+        "per_token_burst": 1000,
+        **limits,
+    }
+    return settings.model_copy(update={"ratelimit": settings.ratelimit.model_copy(update=values)})
+
+
+async def test_every_answer_carries_the_ratelimit_fields(aiohttp_client: Any, settings: Settings) -> None:
+    api = Api(await aiohttp_client(create_app(_limited(settings, per_address_burst=50))))
+    for path in ("/api/openapi.json", "/api/auth/profile", "/api/no-such-thing"):
+        resp = await api.client.get(path)
+        assert resp.headers["RateLimit-Policy"] == '"address";q=50;w=50000'
+        assert resp.headers["RateLimit"].startswith('"address";r=')
+
+
+async def test_an_address_over_its_limit_gets_429_problem_json_with_retry_after(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    api = Api(await aiohttp_client(create_app(_limited(settings, per_address_burst=3))))
+    statuses = [(await api.client.get("/api/openapi.json")).status for _ in range(3)]
+    resp = await api.client.get("/api/openapi.json")
+    body = await resp.json(content_type=None)
+
+    assert statuses == [200, 200, 200]
+    assert resp.status == 429
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+    assert body["code"] == "too_many_requests"
+    assert body["requestId"] == resp.headers["X-Request-ID"]
+    assert 900 <= int(resp.headers["Retry-After"]) <= 1000
+    assert resp.headers["RateLimit"] == '"address";r=0;t=3000'
+
+
+async def test_unauthenticated_floods_are_held_by_the_address_limit(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    api = Api(await aiohttp_client(create_app(_limited(settings, per_address_burst=2))))
+    statuses = [
+        (await api.client.get("/api/patients", headers={"Authorization": f"Bearer made.up.{i}"})).status
+        for i in range(3)
+    ]
+    assert statuses == [401, 401, 429]
+
+
+async def test_each_token_has_its_own_limit(aiohttp_client: Any, settings: Settings) -> None:
+    api = Api(await aiohttp_client(create_app(_limited(settings, per_token_burst=2))))
+    org = await api.organization()
+    nurse = await api.person("care_team_member", org)
+    peer = await api.person("peer_support", org)
+
+    statuses = [(await api.call("GET", "/api/auth/profile", nurse))[0] for _ in range(3)]
+    resp = await api.client.get("/api/auth/profile", headers=peer.auth)
+
+    assert statuses == [200, 200, 429]
+    assert resp.status == 200
+    assert resp.headers["RateLimit-Policy"] == '"address";q=1000;w=1000000, "token";q=2;w=2000'
+    assert resp.headers["RateLimit"] == '"token";r=1;t=1000'
+
+
+async def test_the_health_probe_is_never_limited(aiohttp_client: Any, settings: Settings) -> None:
+    api = Api(await aiohttp_client(create_app(_limited(settings, per_address_burst=1))))
+    statuses = [(await api.client.get("/health")).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+
+
+async def test_a_refusal_is_counted_in_the_metrics_by_limit(aiohttp_client: Any, settings: Settings) -> None:
+    api = Api(await aiohttp_client(create_app(_limited(settings, per_address_burst=2))))
+    for _ in range(3):
+        await api.client.get("/api/openapi.json")
+
+    scrape = await (await api.client.get("/metrics")).text()
+
+    assert 'caremsg_rate_limit_refusals_total{limit="api_per_address"} 1.0' in scrape
