@@ -1,0 +1,186 @@
+"""Hypothesis strategies: random worlds (organizations, people of every role, patients, care teams,
+compliance groups, phone numbers, opt-outs, expired emergency sessions) and random actions in them.
+
+Actions are drawn before anything runs, so a consent or conversation they name is a raw number that
+:func:`resolve` turns into one that exists when the action runs (or into "none", a record that does
+not exist). Shrinking then removes actions and simplifies indices while keeping the story readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hypothesis import strategies as st
+
+from tests.refmodel import model as m
+
+#: Everyone an organization has: one person of each role, and a second care-team member.
+ROSTER = (m.PEER, m.CLINICIAN, m.CLINICIAN, m.ADMIN, m.OFFICER, m.AUDITOR)
+PHONES = 3
+
+
+def person(org: int, role_slot: int) -> int:
+    return org * len(ROSTER) + role_slot
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    orgs: int
+    patients: tuple[int, ...]  # the organization of each patient
+    care_team: tuple[tuple[int, int], ...]  # (patient, user) on its care team besides its registrar
+    groups: tuple[tuple[int, frozenset[int]], ...]  # (owner organization, member organizations)
+    opted_out: frozenset[int]  # phone numbers (by index) that texted STOP
+    expired_break_glass: tuple[tuple[int, int], ...]  # (user, patient): sessions that have ended
+
+    def registrar(self, patient: int) -> int:
+        """The care-team member of the patient's organization who registered the patient."""
+        return person(self.patients[patient], 1)
+
+    def model(self) -> m.World:
+        users = [m.User(org, role) for org in range(self.orgs) for role in ROSTER]
+        teams = [{self.registrar(p)} for p in range(len(self.patients))]
+        for patient, user in self.care_team:
+            teams[patient].add(user)
+        return m.World(
+            orgs=self.orgs,
+            users=users,
+            patients=list(self.patients),
+            care_teams=teams,
+            groups=[m.Group(owner, members) for owner, members in self.groups],
+            phones=PHONES,
+            opted_out=set(self.opted_out),
+        )
+
+
+@st.composite
+def world_specs(draw: st.DrawFn) -> WorldSpec:
+    orgs = draw(st.integers(2, 3))
+    users = orgs * len(ROSTER)
+    patients = tuple(draw(st.lists(st.integers(0, orgs - 1), min_size=1, max_size=3)))
+    staff = [person(o, slot) for o in range(orgs) for slot in (0, 1, 2)]
+    care_team = tuple(
+        draw(
+            st.lists(
+                st.tuples(st.integers(0, len(patients) - 1), st.sampled_from(staff)), max_size=4, unique=True
+            )
+        )
+    )
+    groups = tuple(
+        draw(
+            st.lists(
+                st.tuples(st.integers(0, orgs - 1), st.frozensets(st.integers(0, orgs - 1), max_size=orgs)),
+                max_size=2,
+            )
+        )
+    )
+    opted_out = draw(st.frozensets(st.integers(0, PHONES - 1), max_size=1))
+    expired = tuple(
+        draw(st.lists(st.tuples(st.integers(0, users - 1), st.integers(0, len(patients) - 1)), max_size=1))
+    )
+    return WorldSpec(orgs, patients, care_team, groups, opted_out, expired)
+
+
+@st.composite
+def _actor(draw: st.DrawFn, spec: WorldSpec, patient: int, preferred_slot: int) -> int:
+    """Mostly the patient's own organization's person in ``preferred_slot``, sometimes anyone."""
+    if draw(st.integers(0, 9)) < 6:
+        return person(spec.patients[patient], preferred_slot)
+    if draw(st.booleans()):
+        return person(draw(st.integers(0, spec.orgs - 1)), preferred_slot)
+    return draw(st.integers(0, spec.orgs * len(ROSTER) - 1))
+
+
+@st.composite
+def record_consent(draw: st.DrawFn, spec: WorldSpec) -> m.RecordConsent:
+    patient = draw(st.integers(0, len(spec.patients) - 1))
+    kinds = ["organization", "external"] + (["compliance_group"] if spec.groups else [])
+    kind = draw(st.sampled_from(kinds))
+    target = draw(
+        st.integers(0, spec.orgs - 1)
+        if kind == "organization"
+        else st.integers(0, len(spec.groups) - 1)
+        if kind == "compliance_group"
+        else st.integers(0, PHONES - 1)
+    )
+    scope = draw(st.frozensets(st.sampled_from(m.SCOPES), min_size=1, max_size=3))
+    return m.RecordConsent(
+        "consent.create",
+        draw(_actor(spec, patient, 4)),
+        patient,
+        kind,
+        target,
+        draw(st.sampled_from(m.PURPOSES)),
+        scope,
+        draw(st.sampled_from(["active", "active", "active", "expired", "pending"])),
+    )
+
+
+@st.composite
+def action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
+    users = spec.orgs * len(ROSTER)
+    patient = draw(st.integers(0, len(spec.patients) - 1))
+    kind = draw(
+        st.sampled_from(
+            [
+                "patient.read",
+                "patient.update",
+                "care_team.read",
+                "care_team.add_member",
+                "conversation.create",
+                "conversation.create",
+                "conversation.read",
+                "message.send",
+                "message.send",
+                "consent.create",
+                "consent.revoke",
+                "break_glass.open",
+            ]
+        )
+    )
+    clinician = draw(_actor(spec, patient, draw(st.sampled_from([0, 1, 2]))))
+    if kind in {"patient.read", "care_team.read", "break_glass.open"}:
+        return m.PatientAction(kind, clinician, patient)
+    if kind == "patient.update":
+        level = draw(st.sampled_from(["low", "medium", "high", "critical"]))
+        return m.UpdatePatient(kind, clinician, patient, level)
+    if kind == "care_team.add_member":
+        actor = draw(_actor(spec, patient, draw(st.sampled_from([1, 3]))))
+        return m.AddCareTeamMember(kind, actor, patient, draw(st.integers(0, users - 1)))
+    if kind == "conversation.create":
+        members = tuple(draw(st.lists(st.integers(0, users - 1), max_size=3, unique=True)))
+        externals = tuple(
+            m.NewExternal(phone, draw(st.none() | st.integers(0, spec.orgs - 1)))
+            for phone in draw(st.lists(st.integers(0, PHONES - 1), max_size=2, unique=True))
+        )
+        return m.CreateConversation(kind, clinician, patient, members, externals)
+    if kind in {"conversation.read", "message.send"}:
+        actor = clinician if draw(st.booleans()) else draw(st.integers(0, users - 1))
+        return m.ConversationAction(kind, actor, draw(st.none() | st.integers(0, 7)))
+    if kind == "consent.create":
+        return draw(record_consent(spec))
+    return m.RevokeConsent(kind, draw(_actor(spec, patient, 4)), draw(st.none() | st.integers(0, 7)))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    world: WorldSpec
+    actions: tuple[m.Action, ...]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
+    spec = draw(world_specs())
+    setup = draw(st.lists(record_consent(spec), max_size=4))
+    actions = draw(st.lists(action(spec), min_size=1, max_size=max_actions))
+    return Scenario(spec, (*setup, *actions))
+
+
+def resolve(world: m.World, action: m.Action) -> m.Action:
+    """Turn a drawn reference to a consent or conversation into one that exists now (or none)."""
+    if isinstance(action, m.ConversationAction) and action.conversation is not None:
+        n = len(world.conversations)
+        return replace(action, conversation=action.conversation % n if n else None)
+    if isinstance(action, m.RevokeConsent) and action.consent is not None:
+        n = len(world.consents)
+        return replace(action, consent=action.consent % n if n else None)
+    return action
