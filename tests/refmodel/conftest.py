@@ -16,3 +16,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"reference model, {name}: {tally.scenarios} scenarios, {tally.actions} actions checked"
             f" ({tally.allowed} allowed), disagreements explained by a known defect: {known}"
         )
+        per = ", ".join(f"{wf} {a}/{a + r}" for wf, (a, r) in sorted(tally.by_workflow.items()))
+        terminalreporter.write_line(f"  allowed/checked per workflow: {per}")

@@ -262,6 +262,10 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
     if isinstance(action, m.RevokeConsent):
         consent = MISSING_ID if action.consent is None else ids.consents[action.consent]
         return "POST", f"/api/consents/{consent}/revoke", {"reason": "Patient withdrew the consent"}
+    if action.workflow == "patient.list":
+        return "GET", "/api/patients?limit=200", None
+    if action.workflow == "conversation.list":
+        return "GET", "/api/conversations?limit=200", None
     assert isinstance(action, m.PatientAction)
     pid = ids.patients[action.patient]
     if isinstance(action, m.UpdatePatient):
@@ -399,6 +403,12 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[str]:
                     )
             elif event["reason"] != s.reason:
                 found.append(f"audit: member {i} reason {event['reason']!r}, model says {s.reason!r}")
+    if v.visible is not None and out.status == 200:
+        records = ids.patients if v.workflow == "patient.list" else ids.conversations
+        shown = sorted(item["id"] for item in body.get("items", []))
+        want = sorted(records[i] for i in v.visible)
+        if shown != want:
+            found.append(f"listed {shown}, model shows {want}")
     if v.allowed and v.deliveries and out.status == 202:
         sms = [d for d in body.get("deliveries", []) if d.get("channel") == "sms"]
         got = sorted(d.get("reason") or d.get("state") for d in sms)
@@ -428,6 +438,9 @@ def describe(spec: WorldSpec, actions: tuple[m.Action, ...] | list[m.Action]) ->
         lines.append(f"  ended break-glass session: {who(u)} for patient {p}")
     lines.append("actions:")
     for i, a in enumerate(actions):
+        if type(a) is m.Action:
+            lines.append(f"  {i}. {who(a.actor)} {a.workflow}")
+            continue
         fields = {k: v for k, v in vars(a).items() if k not in {"workflow", "actor"}}
         lines.append(f"  {i}. {who(a.actor)} {a.workflow} {fields}")
     return "\n".join(lines)
@@ -439,6 +452,8 @@ class Tally:
     actions: int = 0
     allowed: int = 0
     known: dict[str, int] = field(default_factory=dict)
+    #: workflow -> [allowed, refused] as the service answered (and the model agreed, or a known defect)
+    by_workflow: dict[str, list[int]] = field(default_factory=dict)
 
 
 #: Figures per test, printed at the end of the run (tests/refmodel/conftest.py).
@@ -481,6 +496,8 @@ async def run_scenario(
                 _fail(spec, done, problems, out, defect)
             # A known defect: carry on in the world the service now has (what it did, it did).
             tally.known[defect] = tally.known.get(defect, 0) + 1
+        counts = tally.by_workflow.setdefault(action.workflow, [0, 0])
+        counts[0 if 200 <= out.status < 300 else 1] += 1
         if 200 <= out.status < 300:
             tally.allowed += v.allowed
             m.apply(world, action, v if v.allowed else replace(v, allowed=True))

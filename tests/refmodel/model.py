@@ -108,6 +108,10 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # Compliance officers record and revoke consents for their own organization's patients.
     allow([OFFICER], "consent.create", OWN_ORG)
     allow([OFFICER], "consent.revoke", OWN_ORG)
+    # Staff list the patients on their care teams and their own conversations; each one shown is
+    # decided again as patient.read or conversation.read.
+    allow(STAFF, "patient.list")
+    allow(STAFF, "conversation.list")
     # Emergency access: staff, for a patient their organization may treat; it opens reading only.
     allow(STAFF, "break_glass.open", COVERED)
     allow(STAFF, "patient.read", BREAK_GLASS)
@@ -267,6 +271,8 @@ class Verdict:
     removed_externals: frozenset[tuple[int, int]] = frozenset()
     #: A refusal before any policy decision (409 revoked twice, 404 nothing there, 422 bad input).
     undecided: bool = False
+    #: For a listing: the patients or conversations (by index) it shows.
+    visible: frozenset[int] | None = None
 
 
 def _in(recipient_org: int, consent: Consent, world: World) -> bool:
@@ -357,6 +363,8 @@ def verdict(world: World, action: Action) -> Verdict:
     """What the default policy says about ``action`` in ``world`` (the world is not changed)."""
     user = world.users[action.actor]
     wf = action.workflow
+    if wf in {"patient.list", "conversation.list"}:
+        return _list_verdict(world, action)
     if isinstance(action, ConversationAction):
         return _conversation_verdict(world, action)
     if isinstance(action, RevokeConsent):
@@ -480,6 +488,27 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
     return Verdict(
         wf, True, 202 if wf == "message.send" else 200, requires, None, used, deliveries=deliveries
     )
+
+
+def _list_verdict(world: World, action: Action) -> Verdict:
+    wf = action.workflow
+    allowed, requires, reason = decide(world.users[action.actor].role, wf, set())
+    if not allowed:
+        return Verdict(wf, False, 403, reason=reason)
+    if wf == "patient.list":
+        shown = [
+            p
+            for p, team in enumerate(world.care_teams)
+            if action.actor in team and verdict(world, PatientAction("patient.read", action.actor, p)).allowed
+        ]
+    else:
+        shown = [
+            c
+            for c, conversation in enumerate(world.conversations)
+            if action.actor in conversation.members
+            and verdict(world, ConversationAction("conversation.read", action.actor, c)).allowed
+        ]
+    return Verdict(wf, True, 200, requires, visible=frozenset(shown))
 
 
 def _sms_state(world: World, patient: int, ext: External) -> str:

@@ -82,10 +82,19 @@ def world_specs(draw: st.DrawFn) -> WorldSpec:
 
 @st.composite
 def _actor(draw: st.DrawFn, spec: WorldSpec, patient: int, preferred_slot: int) -> int:
-    """Mostly the patient's own organization's person in ``preferred_slot``, sometimes anyone."""
-    if draw(st.integers(0, 9)) < 6:
+    """Mostly someone likely to be allowed (the patient's registrar, or the patient's organization's
+    person in ``preferred_slot``), sometimes that role in another organization, sometimes anyone."""
+    pick = draw(st.integers(0, 9))
+    if pick < 3 and preferred_slot in (0, 1, 2):
+        return spec.registrar(patient)
+    if pick < 3 and preferred_slot not in (0, 1, 2):
         return person(spec.patients[patient], preferred_slot)
-    if draw(st.booleans()):
+    if pick < 6:
+        helpers = [u for p, u in spec.care_team if p == patient]
+        if helpers and preferred_slot in (0, 1, 2):
+            return draw(st.sampled_from(helpers))
+        return person(spec.patients[patient], preferred_slot)
+    if pick < 8:
         return person(draw(st.integers(0, spec.orgs - 1)), preferred_slot)
     return draw(st.integers(0, spec.orgs * len(ROSTER) - 1))
 
@@ -116,6 +125,22 @@ def record_consent(draw: st.DrawFn, spec: WorldSpec) -> m.RecordConsent:
 
 
 @st.composite
+def create_conversation(draw: st.DrawFn, spec: WorldSpec, patient: int, creator: int) -> m.CreateConversation:
+    """Mostly colleagues of the patient's organization, sometimes anyone; now and then texted people."""
+    users = spec.orgs * len(ROSTER)
+    home = spec.patients[patient]
+    colleague = st.sampled_from([person(home, slot) for slot in (0, 1, 2)])
+    members = tuple(
+        draw(st.lists(colleague | colleague | st.integers(0, users - 1), max_size=3, unique=True))
+    )
+    phones = draw(st.lists(st.integers(0, PHONES - 1), max_size=2, unique=True) | st.just([]))
+    externals = tuple(
+        m.NewExternal(phone, draw(st.none() | st.integers(0, spec.orgs - 1))) for phone in phones
+    )
+    return m.CreateConversation("conversation.create", creator, patient, members, externals)
+
+
+@st.composite
 def action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
     users = spec.orgs * len(ROSTER)
     patient = draw(st.integers(0, len(spec.patients) - 1))
@@ -134,10 +159,16 @@ def action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "consent.create",
                 "consent.revoke",
                 "break_glass.open",
+                "patient.list",
+                "conversation.list",
             ]
         )
     )
     clinician = draw(_actor(spec, patient, draw(st.sampled_from([0, 1, 2]))))
+    if kind in {"patient.list", "conversation.list"}:
+        return m.Action(kind, clinician)
+    if kind == "care_team.read" and draw(st.integers(0, 3)) == 0:
+        return m.PatientAction(kind, draw(_actor(spec, patient, 3)), patient)
     if kind in {"patient.read", "care_team.read", "break_glass.open"}:
         return m.PatientAction(kind, clinician, patient)
     if kind == "patient.update":
@@ -147,18 +178,18 @@ def action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         actor = draw(_actor(spec, patient, draw(st.sampled_from([1, 3]))))
         return m.AddCareTeamMember(kind, actor, patient, draw(st.integers(0, users - 1)))
     if kind == "conversation.create":
-        members = tuple(draw(st.lists(st.integers(0, users - 1), max_size=3, unique=True)))
-        externals = tuple(
-            m.NewExternal(phone, draw(st.none() | st.integers(0, spec.orgs - 1)))
-            for phone in draw(st.lists(st.integers(0, PHONES - 1), max_size=2, unique=True))
-        )
-        return m.CreateConversation(kind, clinician, patient, members, externals)
+        return draw(create_conversation(spec, patient, clinician))
     if kind in {"conversation.read", "message.send"}:
         actor = clinician if draw(st.booleans()) else draw(st.integers(0, users - 1))
-        return m.ConversationAction(kind, actor, draw(st.none() | st.integers(0, 7)))
+        return m.ConversationAction(kind, actor, draw(_reference()))
     if kind == "consent.create":
         return draw(record_consent(spec))
-    return m.RevokeConsent(kind, draw(_actor(spec, patient, 4)), draw(st.none() | st.integers(0, 7)))
+    return m.RevokeConsent(kind, draw(_actor(spec, patient, 4)), draw(_reference()))
+
+
+def _reference() -> st.SearchStrategy[int | None]:
+    """A drawn reference to a consent or conversation; 7: one that does not exist."""
+    return st.integers(0, 7).map(lambda ref: None if ref == 7 else ref)
 
 
 @dataclass(frozen=True)
@@ -171,16 +202,30 @@ class Scenario:
 def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
     spec = draw(world_specs())
     setup = draw(st.lists(record_consent(spec), max_size=4))
+    patients = st.integers(0, len(spec.patients) - 1)
+    for patient in draw(st.lists(patients, max_size=2)):
+        setup.append(draw(create_conversation(spec, patient, spec.registrar(patient))))
     actions = draw(st.lists(action(spec), min_size=1, max_size=max_actions))
     return Scenario(spec, (*setup, *actions))
 
 
 def resolve(world: m.World, action: m.Action) -> m.Action:
-    """Turn a drawn reference to a consent or conversation into one that exists now (or none)."""
+    """Turn a drawn reference to a consent or conversation into one that exists now (or none).
+
+    An even reference prefers the records the actor is likely to act on (a conversation they are in,
+    a consent of their organization's patient), so allowed actions are common; an odd one takes any.
+    """
     if isinstance(action, m.ConversationAction) and action.conversation is not None:
         n = len(world.conversations)
+        mine = [i for i, c in enumerate(world.conversations) if action.actor in c.members]
+        if mine and action.conversation % 2 == 0:
+            return replace(action, conversation=mine[action.conversation // 2 % len(mine)])
         return replace(action, conversation=action.conversation % n if n else None)
     if isinstance(action, m.RevokeConsent) and action.consent is not None:
         n = len(world.consents)
+        org = world.users[action.actor].org
+        ours = [i for i, c in enumerate(world.consents) if world.patients[c.patient] == org and not c.revoked]
+        if ours and action.consent % 2 == 0:
+            return replace(action, consent=ours[action.consent // 2 % len(ours)])
         return replace(action, consent=action.consent % n if n else None)
     return action
