@@ -316,7 +316,8 @@ async def perform(
     resp = await client.request(method, path, json=body, headers=headers)
     payload = await resp.json(content_type=None) if resp.content_length != 0 else None
     rows = await db.fetch(
-        "SELECT event, workflow, decision, matched_rule, reason, outcome, details FROM audit_events"
+        "SELECT event, workflow, decision, matched_rule, reason, outcome, purpose, break_glass, details"
+        " FROM audit_events"
         " WHERE request_id = $1 ORDER BY id",
         rid,
     )
@@ -344,8 +345,9 @@ def _consent_ok(recorded: Any, allowed_ids: set[int]) -> bool:
     return recorded in allowed_ids
 
 
-def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[str]:
+def disagreements(v: m.Verdict, out: Outcome, ids: Ids, world: m.World) -> list[str]:
     """How the service's answer and audit differ from the model's verdict (empty: they agree)."""
+    purposes = {ids.consents[i]: c.purpose for i, c in enumerate(world.consents) if i < len(ids.consents)}
     found: list[str] = []
     body = out.body if isinstance(out.body, dict) else {}
     if out.status != v.status:
@@ -366,6 +368,8 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[str]:
         found.append(f"audit: {len(own)} {v.workflow} decisions, model expects 1")
         return found
     event = own[0]
+    if event["break_glass"] != v.break_glass:
+        found.append(f"audit: break_glass flag {event['break_glass']}, model says {v.break_glass}")
     model_decision = "allow" if v.requires is not None else "deny"
     if event["decision"] != model_decision:
         found.append(f"audit: decision {event['decision']}, model says {model_decision}")
@@ -378,6 +382,11 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[str]:
         if not _consent_ok(recorded, {ids.consents[i] for i in v.consents}):
             found.append(
                 f"audit: consent {recorded!r}, model allows {sorted(ids.consents[i] for i in v.consents)}"
+            )
+        elif recorded is not None and event["purpose"] != purposes.get(recorded):
+            # No purpose stated by the client: the record names the purpose of the consent used.
+            found.append(
+                f"audit: purpose {event['purpose']!r}, the consent used says {purposes.get(recorded)!r}"
             )
         if v.allowed and event["outcome"] != "success":
             found.append(f"audit: outcome {event['outcome']!r} for an allowed action")
@@ -489,7 +498,7 @@ async def run_scenario(
         v = m.verdict(world, action)
         out = await perform(client, db, ids, action)
         tally.actions += 1
-        problems = disagreements(v, out, ids)
+        problems = disagreements(v, out, ids, world)
         if problems:
             defect = explain(world, action, v, out)
             if defect is None or defect not in exempt:

@@ -273,6 +273,8 @@ class Verdict:
     undecided: bool = False
     #: For a listing: the patients or conversations (by index) it shows.
     visible: frozenset[int] | None = None
+    #: Decided while the person's emergency access to the patient is open: the record is flagged.
+    break_glass: bool = False
 
 
 def _in(recipient_org: int, consent: Consent, world: World) -> bool:
@@ -382,10 +384,12 @@ def verdict(world: World, action: Action) -> Verdict:
         consents = frozenset()
     allowed, requires, reason = decide(user.role, wf, facts)
     used = consents if allowed and requires and COVERED in requires and OWN_ORG not in facts else frozenset()
+    glass = BREAK_GLASS in facts
     if not allowed:
-        return Verdict(wf, False, _deny_status(world, action.actor, patient, reason), reason=reason)
+        status = _deny_status(world, action.actor, patient, reason)
+        return Verdict(wf, False, status, reason=reason, break_glass=glass)
     ok = {"patient.read": 200, "patient.update": 200, "care_team.read": 200}
-    base = Verdict(wf, True, ok.get(wf, 201), requires=requires, consents=used)
+    base = Verdict(wf, True, ok.get(wf, 201), requires=requires, consents=used, break_glass=glass)
     if isinstance(action, AddCareTeamMember):
         return _join_verdict(world, base, action)
     if isinstance(action, CreateConversation):
