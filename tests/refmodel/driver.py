@@ -249,6 +249,8 @@ def _consent_body(action: m.RecordConsent, ids: Ids) -> dict[str, Any]:
         body["expiresAt"] = (now - timedelta(days=1)).isoformat()
     elif action.timing == "pending":
         body["effectiveAt"] = (now + timedelta(days=1)).isoformat()
+    elif action.expires_in_days is not None:
+        body["expiresAt"] = (now + timedelta(days=action.expires_in_days)).isoformat()
     return body
 
 
@@ -313,6 +315,8 @@ async def perform(
     method, path, body = request_for(action, ids)
     rid = f"refmodel-{uuid.uuid4().hex}"
     headers = {"Authorization": f"Bearer {ids.tokens[action.actor]}", "X-Request-ID": rid}
+    if action.purpose_of_use is not None:
+        headers["X-Purpose-Of-Use"] = action.purpose_of_use
     resp = await client.request(method, path, json=body, headers=headers)
     payload = await resp.json(content_type=None) if resp.content_length != 0 else None
     rows = await db.fetch(
@@ -339,91 +343,110 @@ def _rule_requires(matched_rule: str | None) -> frozenset[str] | None:
     return frozenset() if requires == "any" else frozenset(p.strip() for p in requires.split("&"))
 
 
-def _consent_ok(recorded: Any, allowed_ids: set[int]) -> bool:
-    if not allowed_ids:
-        return recorded is None
-    return recorded in allowed_ids
+Problem = tuple[str, str]  # (what kind of disagreement, how it reads)
 
 
-def disagreements(v: m.Verdict, out: Outcome, ids: Ids, world: m.World) -> list[str]:
+def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
     """How the service's answer and audit differ from the model's verdict (empty: they agree)."""
-    purposes = {ids.consents[i]: c.purpose for i, c in enumerate(world.consents) if i < len(ids.consents)}
-    found: list[str] = []
+
+    def db_id(consent: int | None) -> int | None:
+        return None if consent is None else ids.consents[consent]
+
+    found: list[Problem] = []
     body = out.body if isinstance(out.body, dict) else {}
     if out.status != v.status:
         reason = f" (reason {body.get('reason')!r})" if out.status >= 400 else ""
-        found.append(f"status {out.status}{reason}, model says {v.status}")
+        found.append(("status", f"status {out.status}{reason}, model says {v.status}"))
     elif out.status == 403 and v.reason is not None and body.get("reason") != v.reason:
-        found.append(f"reason {body.get('reason')!r}, model says {v.reason!r}")
-    if out.status == v.status and v.field is not None and out.status == 403 and body.get("field") != v.field:
-        found.append(f"field {body.get('field')!r}, model says {v.field!r}")
+        found.append(("reason", f"reason {body.get('reason')!r}, model says {v.reason!r}"))
+    if out.status == v.status == 403 and v.field is not None and body.get("field") != v.field:
+        found.append(("field", f"field {body.get('field')!r}, model says {v.field!r}"))
     decisions = [e for e in out.audit if e["event"] == "decision"]
     own = [e for e in decisions if e["workflow"] == v.workflow]
     if v.undecided and v.requires is None:
         # Refused before any decision (nothing there): no allow may be on record.
         if any(e["decision"] == "allow" for e in own):
-            found.append(f"audit: an allow decision for a refused {v.workflow}")
+            found.append(("audit.decision", f"audit: an allow decision for a refused {v.workflow}"))
         return found
     if len(own) != 1:
-        found.append(f"audit: {len(own)} {v.workflow} decisions, model expects 1")
+        found.append(("audit.count", f"audit: {len(own)} {v.workflow} decisions, model expects 1"))
         return found
     event = own[0]
     if event["break_glass"] != v.break_glass:
-        found.append(f"audit: break_glass flag {event['break_glass']}, model says {v.break_glass}")
+        found.append(
+            (
+                "audit.break_glass",
+                f"audit: break_glass flag {event['break_glass']}, model says {v.break_glass}",
+            )
+        )
     model_decision = "allow" if v.requires is not None else "deny"
     if event["decision"] != model_decision:
-        found.append(f"audit: decision {event['decision']}, model says {model_decision}")
+        found.append(("audit.decision", f"audit: decision {event['decision']}, model says {model_decision}"))
     elif model_decision == "allow":
         if _rule_requires(event["matched_rule"]) != v.requires:
             found.append(
-                f"audit: rule {event['matched_rule']!r}, model says requires {sorted(v.requires or ())}"
+                (
+                    "audit.rule",
+                    f"audit: rule {event['matched_rule']!r}, model says requires {sorted(v.requires or ())}",
+                )
             )
         recorded = event["details"].get("consent_id")
-        if not _consent_ok(recorded, {ids.consents[i] for i in v.consents}):
-            found.append(
-                f"audit: consent {recorded!r}, model allows {sorted(ids.consents[i] for i in v.consents)}"
-            )
-        elif recorded is not None and event["purpose"] != purposes.get(recorded):
-            # No purpose stated by the client: the record names the purpose of the consent used.
-            found.append(
-                f"audit: purpose {event['purpose']!r}, the consent used says {purposes.get(recorded)!r}"
-            )
+        if recorded != db_id(v.consent):
+            found.append(("audit.consent", f"audit: consent {recorded!r}, model says {db_id(v.consent)!r}"))
+        if event["purpose"] != v.purpose:
+            found.append(("audit.purpose", f"audit: purpose {event['purpose']!r}, model says {v.purpose!r}"))
         if v.allowed and event["outcome"] != "success":
-            found.append(f"audit: outcome {event['outcome']!r} for an allowed action")
+            found.append(("audit.outcome", f"audit: outcome {event['outcome']!r} for an allowed action"))
     else:
         if event["reason"] != v.reason:
-            found.append(f"audit: reason {event['reason']!r}, model says {v.reason!r}")
+            found.append(("audit.reason", f"audit: reason {event['reason']!r}, model says {v.reason!r}"))
         if event["outcome"] != "denied":
-            found.append(f"audit: outcome {event['outcome']!r} for a denial")
+            found.append(("audit.outcome", f"audit: outcome {event['outcome']!r} for a denial"))
+        if v.purpose is not None and event["purpose"] != v.purpose:
+            found.append(("audit.purpose", f"audit: purpose {event['purpose']!r}, model says {v.purpose!r}"))
     subjects = [e for e in decisions if e["workflow"] in {"care_team.join", "conversation.join"}]
     if len(subjects) != len(v.subjects):
-        found.append(f"audit: {len(subjects)} member decisions, model expects {len(v.subjects)}")
+        found.append(
+            ("member.count", f"audit: {len(subjects)} member decisions, model expects {len(v.subjects)}")
+        )
     else:
         for i, (event, s) in enumerate(zip(subjects, v.subjects, strict=True)):
             decision = "allow" if s.allowed else "deny"
+            kind = "external" if s.role == m.EXTERNAL else "member"
             if event["decision"] != decision:
-                found.append(f"audit: member {i} decision {event['decision']}, model says {decision}")
-            elif s.allowed:
-                recorded = event["details"].get("consent_id")
-                if not _consent_ok(recorded, {ids.consents[c] for c in s.consents}):
-                    found.append(
-                        f"audit: member {i} consent {recorded!r}, model allows"
-                        f" {sorted(ids.consents[c] for c in s.consents)}"
+                found.append(
+                    (
+                        f"{kind}.decision",
+                        f"audit: member {i} decision {event['decision']}, model says {decision}",
                     )
-            elif event["reason"] != s.reason:
-                found.append(f"audit: member {i} reason {event['reason']!r}, model says {s.reason!r}")
+                )
+            elif s.allowed and event["details"].get("consent_id") != db_id(s.consent):
+                recorded = event["details"].get("consent_id")
+                found.append(
+                    (
+                        f"{kind}.consent",
+                        f"audit: member {i} consent {recorded!r}, model says {db_id(s.consent)!r}",
+                    )
+                )
+            elif not s.allowed and event["reason"] != s.reason:
+                found.append(
+                    (
+                        f"{kind}.reason",
+                        f"audit: member {i} reason {event['reason']!r}, model says {s.reason!r}",
+                    )
+                )
     if v.visible is not None and out.status == 200:
         records = ids.patients if v.workflow == "patient.list" else ids.conversations
         shown = sorted(item["id"] for item in body.get("items", []))
         want = sorted(records[i] for i in v.visible)
         if shown != want:
-            found.append(f"listed {shown}, model shows {want}")
+            found.append(("listing", f"listed {shown}, model shows {want}"))
     if v.allowed and v.deliveries and out.status == 202:
         sms = [d for d in body.get("deliveries", []) if d.get("channel") == "sms"]
         got = sorted(d.get("reason") or d.get("state") for d in sms)
         want = sorted(state for _, state in v.deliveries)
         if got != want:
-            found.append(f"deliveries {got}, model says {want}")
+            found.append(("deliveries", f"deliveries {got}, model says {want}"))
     return found
 
 
@@ -450,7 +473,7 @@ def describe(spec: WorldSpec, actions: tuple[m.Action, ...] | list[m.Action]) ->
         if type(a) is m.Action:
             lines.append(f"  {i}. {who(a.actor)} {a.workflow}")
             continue
-        fields = {k: v for k, v in vars(a).items() if k not in {"workflow", "actor"}}
+        fields = {k: v for k, v in vars(a).items() if k not in {"workflow", "actor"} and v is not None}
         lines.append(f"  {i}. {who(a.actor)} {a.workflow} {fields}")
     return "\n".join(lines)
 
@@ -498,9 +521,9 @@ async def run_scenario(
         v = m.verdict(world, action)
         out = await perform(client, db, ids, action)
         tally.actions += 1
-        problems = disagreements(v, out, ids, world)
+        problems = disagreements(v, out, ids)
         if problems:
-            defect = explain(world, action, v, out)
+            defect = explain(world, action, v, out, problems)
             if defect is None or defect not in exempt:
                 _fail(spec, done, problems, out, defect)
             # A known defect: carry on in the world the service now has (what it did, it did).
@@ -523,19 +546,21 @@ async def run_scenario(
         state = await actual_state(db, ids)
         want = expected_state(world, shadow)
         mismatched = [
-            f"state {k}: {state[k]} in PostgreSQL, model says {want[k]}" for k in want if state[k] != want[k]
+            ("state", f"state {k}: {state[k]} in PostgreSQL, model says {want[k]}")
+            for k in want
+            if state[k] != want[k]
         ]
         if mismatched:
             _fail(spec, done, mismatched, out, None)
 
 
 def _fail(
-    spec: WorldSpec, done: list[m.Action], problems: list[str], out: Outcome, defect: str | None
+    spec: WorldSpec, done: list[m.Action], problems: list[Problem], out: Outcome, defect: str | None
 ) -> None:
     known = f" (looks like known defect {defect}, not exempted)" if defect else ""
     raise Disagreement(
         f"the service disagrees with the reference model on action {len(done) - 1}{known}:\n  "
-        + "\n  ".join(problems)
+        + "\n  ".join(text for _, text in problems)
         + f"\nanswer: {out.status} {json.dumps(out.body)[:400]}\n"
         + describe(spec, done)
     )

@@ -19,18 +19,20 @@ import os
 from tests.refmodel import model as m
 from tests.refmodel.driver import Outcome
 
-#: Issue 9's decision defects, by their number there.
+#: Issue 9's decision defects (by their number there) and the fact builder's promises.
 DEFECTS = {
-    "1": "an organization consent (or a claimed organization) admits an external SMS participant "
-    "whatever its scope and purpose",
+    "1": "an organization consent (or a claimed organization) admits and texts an external SMS "
+    "participant whatever its scope and purpose",
     "2": "a consent can name another organization's compliance group",
+    "3": "break_glass is not computed on the conversation paths (their records are not flagged)",
     "8": "break-the-glass is open to a patient one's organization may never treat",
-    "9": "a read-only consent allows writes (no write scope)",
-    "12": "a record the caller has no relation to answers 403 with a reason, not 404",
+    "9": "a read-only consent allows writes (no write scope), and a stated purpose of use is never checked",
+    "12": "a record or person the caller has no relation to answers 403 with a reason, not as nonexistent",
+    "choice": "when several consents qualify, the one recorded is not the documented choice",
 }
 
 #: The defects main still has (as of the last merge); their disagreements are tallied, not failed.
-EXEMPT = frozenset({"1", "2", "8", "9", "12"})
+EXEMPT = frozenset({"1", "2", "3", "8", "9", "12", "choice"})
 
 
 def exempted() -> frozenset[str]:
@@ -40,8 +42,15 @@ def exempted() -> frozenset[str]:
     return frozenset(part.strip() for part in configured.split(",") if part.strip())
 
 
-def explain(world: m.World, action: m.Action, v: m.Verdict, out: Outcome) -> str | None:
-    """The known defect this disagreement is an instance of, or None."""
+def explain(
+    world: m.World, action: m.Action, v: m.Verdict, out: Outcome, problems: list[tuple[str, str]]
+) -> str | None:
+    """The known defect this disagreement is an instance of, or None. Each predicate names the
+    action and the kinds of disagreement the defect produces, nothing wider."""
+    kinds = {kind for kind, _ in problems}
+    answer = {"status", "reason", "field"}
+    if action.purpose_of_use is not None:
+        return "9"  # the stated purpose is recorded but never checked
     if isinstance(action, m.RecordConsent):
         if "write" in action.scope and out.status == 422:
             return "9"
@@ -50,29 +59,37 @@ def explain(world: m.World, action: m.Action, v: m.Verdict, out: Outcome) -> str
             and world.groups[action.target].owner != world.patients[action.patient]
         ):
             return "2"
-    if isinstance(action, m.CreateConversation) and action.externals:
-        external_denied = (v.field or "").startswith("externalMembers")
-        external_consent_differs = any(s.role == m.EXTERNAL for s in v.subjects) and out.status == v.status
-        if (external_denied and out.status == 201) or external_consent_differs:
-            return "1"
-    if (
-        isinstance(action, m.ConversationAction)
-        and action.workflow == "message.send"
-        and v.deliveries
-        and out.status == v.status
-    ):
-        return "1"
-    if action.workflow == "break_glass.open" and (out.status == 201 or v.allowed):
-        # Allowed by `break_glass.open, any` where the model needs the patient to be one the
-        # person's organization may treat (the rule then names `covered`).
+    if action.workflow == "break_glass.open":
         return "8"
+    externals = answer | {"external.decision", "external.consent", "external.reason"}
+    if isinstance(action, m.CreateConversation) and action.externals and kinds <= externals:
+        return "1"
+    if action.workflow == "message.send" and kinds == {"deliveries"}:
+        return "1"
     if (
-        isinstance(action, m.UpdatePatient)
+        action.workflow in {"patient.update", "care_team.add_member"}
+        and isinstance(action, m.PatientAction)
         and world.patients[action.patient] != world.users[action.actor].org
-        and not v.allowed
-        and out.status == 200
+        and kinds
+        <= answer | {"audit.decision", "audit.rule", "audit.consent", "audit.purpose", "audit.reason"}
     ):
         return "9"
-    if v.status == 404 and out.status == 403 and not v.undecided:
+    if (
+        action.workflow in {"patient.read", "care_team.read"}
+        and isinstance(action, m.PatientAction)
+        and (action.actor, action.patient) in world.break_glass
+        and kinds
+        <= answer | {"audit.decision", "audit.rule", "audit.reason", "audit.consent", "audit.purpose"}
+    ):
+        return "8"
+    if action.workflow in {"conversation.read", "message.send"} and kinds == {"audit.break_glass"}:
+        return "3"
+    if (
+        v.status in {404, 422}
+        and out.status == 403
+        and kinds <= answer | {"member.count", "member.decision", "member.reason"}
+    ):
         return "12"
+    if kinds <= {"audit.consent", "audit.purpose", "member.consent", "external.consent"}:
+        return "choice"
     return None

@@ -16,7 +16,7 @@ may treat, a record one has no relation to answers like a nonexistent one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 PEER = "peer_support"
@@ -34,16 +34,17 @@ PURPOSES = ("treatment", "care_coordination", "payment", "healthcare_operations"
 SCOPES = ("read", "message", "sms", "write")
 
 # Facts, in the order policies/README.md lists them: a denial names the first one missing.
-SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT = (
+SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATABLE = (
     "self",
     "own_org",
     "care_team",
     "covered",
     "member",
     "external_consent",
+    "break_glass",
+    "treatable",
 )
-BREAK_GLASS = "break_glass"
-FACT_ORDER = (SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS)
+FACT_ORDER = (SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATABLE)
 REASONS = {
     SELF: "not_self",
     OWN_ORG: "other_organization",
@@ -52,36 +53,52 @@ REASONS = {
     MEMBER: "not_conversation_member",
     EXTERNAL_CONSENT: "no_external_consent",
     BREAK_GLASS: "no_break_glass",
+    TREATABLE: "not_treatable",
 }
+PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
+#: Facts that let a person know a patient's records exist: a refusal then answers 403 with its
+#: reason; without them (and without any active consent for their organization) it answers 404.
+KNOWING = frozenset({OWN_ORG, CARE_TEAM, COVERED, MEMBER, BREAK_GLASS})
 
 CLINICAL = ("treatment", "care_coordination", "healthcare_operations")
 MESSAGING = ("treatment", "care_coordination")
 
 
 @dataclass(frozen=True)
-class ConsentNeed:
-    """Which consents count for a workflow: what they must disclose, for which purposes."""
+class Declared:
+    """A workflow's declaration: the facts it computes, and which consents count for it (what they
+    must disclose, for which purposes; no purposes: any)."""
 
-    scope: str
-    purposes: tuple[str, ...]
+    facts: frozenset[str]
+    scopes: frozenset[str] = frozenset()
+    purposes: tuple[str, ...] = ()
 
 
-#: The README's consent table per workflow ("Which consents count for a workflow").
-NEEDS: dict[str, ConsentNeed] = {
-    "patient.read": ConsentNeed("read", CLINICAL),
-    "patient.update": ConsentNeed("write", CLINICAL),
-    "care_team.read": ConsentNeed("read", CLINICAL),
-    "care_team.add_member": ConsentNeed("read", CLINICAL),
-    "care_team.join": ConsentNeed("read", CLINICAL),
-    "conversation.create": ConsentNeed("message", MESSAGING),
-    "conversation.join": ConsentNeed("message", MESSAGING),
-    "conversation.read": ConsentNeed("message", MESSAGING),
-    "message.send": ConsentNeed("message", MESSAGING),
-    # An external SMS participant needs a consent naming their number whose scope includes sms.
-    "external": ConsentNeed("sms", MESSAGING),
-    # Break-the-glass: a patient one's organization may ever treat (own, or a consent for treatment).
-    "break_glass.open": ConsentNeed("read", ("treatment",)),
+def _declared(facts: str, scopes: str = "", purposes: tuple[str, ...] = ()) -> Declared:
+    return Declared(frozenset(facts.split()), frozenset(scopes.split()), purposes)
+
+
+#: The README's declarations ("Which consents count for a workflow", emergency access, write scope).
+WORKFLOWS: dict[str, Declared] = {
+    "patient.read": _declared("own_org care_team covered break_glass treatable", "read", CLINICAL),
+    "patient.update": _declared("own_org care_team covered", "write", CLINICAL),
+    "care_team.read": _declared("own_org care_team covered break_glass treatable", "read", CLINICAL),
+    "care_team.add_member": _declared("own_org care_team covered", "write", CLINICAL),
+    "care_team.join": _declared("own_org covered", "read", CLINICAL),
+    "conversation.create": _declared("own_org care_team covered", "message", MESSAGING),
+    "conversation.join": _declared("own_org covered external_consent", "message", MESSAGING),
+    "conversation.read": _declared("member covered break_glass", "message", MESSAGING),
+    "message.send": _declared("member covered break_glass", "message", MESSAGING),
+    "break_glass.open": _declared("own_org treatable"),
+    "consent.create": _declared("own_org care_team covered"),
+    "consent.revoke": _declared("own_org"),
+    "patient.list": _declared(""),
+    "conversation.list": _declared(""),
 }
+#: An external SMS participant is admitted by a consent naming their number whose scope includes sms
+#: and conversation.join's own scope; a text goes out under one whose scope includes sms.
+ADMISSION = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms", "message"}), MESSAGING)
+TEXTING = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms"}), MESSAGING)
 
 
 def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
@@ -113,9 +130,9 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow(STAFF, "patient.list")
     allow(STAFF, "conversation.list")
     # Emergency access: staff, for a patient their organization may treat; it opens reading only.
-    allow(STAFF, "break_glass.open", COVERED)
-    allow(STAFF, "patient.read", BREAK_GLASS)
-    allow(STAFF, "care_team.read", BREAK_GLASS)
+    allow(STAFF, "break_glass.open", TREATABLE)
+    allow(STAFF, "patient.read", BREAK_GLASS, TREATABLE)
+    allow(STAFF, "care_team.read", BREAK_GLASS, TREATABLE)
     return tuple(rules)
 
 
@@ -145,6 +162,7 @@ class Consent:
     purpose: str
     scope: frozenset[str]
     timing: str  # active | expired | pending
+    expires_in_days: int | None = None  # for an active one: when it will expire (None: never)
     revoked: bool = False
 
     @property
@@ -155,6 +173,7 @@ class Consent:
 @dataclass(frozen=True)
 class External:
     phone: int
+    consent: int  # the consent that admitted them (or carries them since)
     removed: bool = False
 
 
@@ -189,6 +208,8 @@ class World:
 class Action:
     workflow: str
     actor: int
+    #: The purpose of use the client states (X-Purpose-Of-Use), if any.
+    purpose_of_use: str | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -230,6 +251,7 @@ class RecordConsent(PatientAction):
     purpose: str
     scope: frozenset[str]
     timing: str
+    expires_in_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +270,7 @@ class Subject:
     allowed: bool
     requires: frozenset[str] | None  # the rule that allowed it
     reason: str | None
-    consents: frozenset[int] = frozenset()
+    consent: int | None = None  # the consent it rests on
     field: str | None = None
 
 
@@ -259,112 +281,182 @@ class Verdict:
     workflow: str
     allowed: bool
     status: int
-    requires: frozenset[str] | None = None  # the rule that allowed it
+    requires: frozenset[str] | None = None  # the rule that allowed the action's own decision
     reason: str | None = None  # why it was refused (also kept in the audit when the answer is 404)
-    consents: frozenset[int] = frozenset()  # the consents any of which may be the one recorded
+    consent: int | None = None  # the consent the decision rests on (the audit names it)
     subjects: tuple[Subject, ...] = ()
     field: str | None = None
     #: For a send: per external participant (by position), ``queued`` or the failure reason.
     deliveries: tuple[tuple[int, str], ...] = ()
-    #: For a revocation: (conversation, user) taken out, and externals (conversation, position).
+    #: For a revocation: (conversation, user) taken out; externals (conversation, position) removed,
+    #: or carried on by another consent (conversation, position, consent).
     removed_members: frozenset[tuple[int, int]] = frozenset()
     removed_externals: frozenset[tuple[int, int]] = frozenset()
-    #: A refusal before any policy decision (409 revoked twice, 404 nothing there, 422 bad input).
+    readmitted_externals: frozenset[tuple[int, int, int]] = frozenset()
+    #: A refusal that is no policy decision of the action (409 revoked twice, 404 nothing there,
+    #: 422 a record named in the body that the caller may not know).
     undecided: bool = False
     #: For a listing: the patients or conversations (by index) it shows.
     visible: frozenset[int] | None = None
     #: Decided while the person's emergency access to the patient is open: the record is flagged.
     break_glass: bool = False
+    #: The purpose of use the audit record names (the stated one, else the consent's).
+    purpose: str | None = None
 
 
-def _in(recipient_org: int, consent: Consent, world: World) -> bool:
+def _reaches(org: int, consent: Consent, world: World) -> bool:
+    """Whether the consent discloses to this organization (directly or through a group it is in)."""
     if consent.kind == "organization":
-        return consent.target == recipient_org
+        return consent.target == org
     if consent.kind == "compliance_group":
-        return recipient_org in world.groups[consent.target].members
+        return org in world.groups[consent.target].members
     return False
 
 
-def covering(world: World, workflow: str, org: int, patient: int) -> frozenset[int]:
-    """The active consents that disclose ``patient`` to ``org`` for this workflow's scope and purposes."""
-    need = NEEDS[workflow]
-    return frozenset(
+def choose(world: World, candidates: Iterable[int]) -> int | None:
+    """The one consent that counts when several do: the most specific recipient (a phone number, then
+    an organization, then a compliance group), then the one that lasts longest (no expiry first, then
+    the latest), then the first recorded."""
+    specificity = {"external": 0, "organization": 1, "compliance_group": 2}
+
+    def rank(i: int) -> tuple[int, int, int]:
+        days = world.consents[i].expires_in_days
+        return (specificity[world.consents[i].kind], 0 if days is None else 1 - days, i)
+
+    return min(candidates, key=rank, default=None)
+
+
+def _counting(
+    world: World, need: Declared, patient: int, reaches: Callable[[Consent], bool], stated: str | None
+) -> tuple[int | None, bool]:
+    """The consent that counts for ``need`` (chosen as :func:`choose` says), and whether a stated
+    purpose of use kept one that would otherwise count from counting."""
+    fitting = [
         i
         for i, c in enumerate(world.consents)
         if c.patient == patient
         and c.active
-        and need.scope in c.scope
-        and c.purpose in need.purposes
-        and _in(org, c, world)
-    )
+        and reaches(c)
+        and need.scopes <= c.scope
+        and (not need.purposes or c.purpose in need.purposes)
+    ]
+    chosen = [i for i in fitting if stated is None or world.consents[i].purpose == stated]
+    return choose(world, chosen), bool(fitting) and not chosen
 
 
-def naming_number(world: World, patient: int, phone: int) -> frozenset[int]:
-    """The active consents naming this phone number for texts (scope sms) about the patient."""
-    need = NEEDS["external"]
-    return frozenset(
-        i
-        for i, c in enumerate(world.consents)
-        if c.patient == patient
-        and c.active
-        and c.kind == "external"
-        and c.target == phone
-        and need.scope in c.scope
-        and c.purpose in need.purposes
-    )
+def admitting(world: World, patient: int, phone: int, need: Declared = ADMISSION) -> int | None:
+    """The consent naming this number that lets them take part (or be texted: ``TEXTING``)."""
+    return _counting(world, need, patient, lambda c: c.kind == "external" and c.target == phone, None)[0]
 
 
-def related(world: World, user: int, patient: int) -> bool:
-    """Whether the person may know the patient exists: own organization, on the care team, or some
-    active consent (any scope, any purpose) disclosing the patient to their organization."""
-    org = world.users[user].org
-    if world.patients[patient] == org or user in world.care_teams[patient]:
-        return True
-    return any(c.patient == patient and c.active and _in(org, c, world) for c in world.consents)
+def knows(world: World, org: int, patient: int) -> bool:
+    """Whether some active consent, of any scope or purpose, discloses the patient to the organization."""
+    return any(c.patient == patient and c.active and _reaches(org, c, world) for c in world.consents)
+
+
+@dataclass
+class Facts:
+    facts: set[str]
+    consent: int | None = None
+    purpose_refused: bool = False
 
 
 def facts_about_patient(
-    world: World, workflow: str, user: int, patient: int
-) -> tuple[set[str], frozenset[int]]:
+    world: World, workflow: str, user: int, patient: int, stated: str | None = None
+) -> Facts:
+    """The facts between a person and a patient for this workflow; ``stated``: the purpose of use
+    they stated (for their own decisions only)."""
+    declared = WORKFLOWS[workflow]
     org = world.users[user].org
-    facts: set[str] = set()
-    consents: frozenset[int] = frozenset()
+    out = Facts(set())
     if world.patients[patient] == org:
-        facts |= {OWN_ORG, COVERED}
-    elif workflow in NEEDS:
-        consents = covering(world, workflow, org, patient)
-        if consents:
-            facts.add(COVERED)
+        out.facts |= {OWN_ORG, COVERED, TREATABLE}
+    else:
+        if COVERED in declared.facts or not declared.facts:
+            out.consent, out.purpose_refused = _counting(
+                world, declared, patient, lambda c: _reaches(org, c, world), stated
+            )
+            if out.consent is not None:
+                out.facts.add(COVERED)
+        if TREATABLE in declared.facts:
+            treatment = Declared(frozenset(), frozenset(), ("treatment",))
+            chosen, _ = _counting(world, treatment, patient, lambda c: _reaches(org, c, world), None)
+            if chosen is not None:
+                out.facts.add(TREATABLE)
+                if out.consent is None:
+                    out.consent = chosen
     if user in world.care_teams[patient]:
-        facts.add(CARE_TEAM)
-    return facts, consents
+        out.facts.add(CARE_TEAM)
+    if BREAK_GLASS in declared.facts and (user, patient) in world.break_glass:
+        out.facts.add(BREAK_GLASS)
+    if TREATABLE not in declared.facts:
+        out.facts.discard(TREATABLE)
+    return out
 
 
-def decide(role: str, workflow: str, facts: set[str]) -> tuple[bool, frozenset[str] | None, str]:
-    """Allow if a rule's facts all hold; else the reason of the closest rule (fewest facts missing,
-    everyday rules before emergency ones), naming its first missing fact; no rule at all for the
-    role: ``role_not_permitted``."""
+def decide(role: str, workflow: str, facts: set[str]) -> tuple[frozenset[str] | None, str, frozenset[str]]:
+    """The rule that allows (its facts all hold), or None, the reason, and the facts the closest rule
+    misses: fewest missing, everyday rules before emergency ones; the reason names its first missing
+    fact; no rule at all for the role: ``role_not_permitted``."""
     candidates = [requires for r, wf, requires in RULES if r == role and wf == workflow]
     for requires in candidates:
         if requires <= facts:
-            return True, requires, "allowed"
+            return requires, "allowed", frozenset()
     if not candidates:
-        return False, None, "role_not_permitted"
+        return None, "role_not_permitted", frozenset()
     closest = min(candidates, key=lambda req: (BREAK_GLASS in req, len(req - facts)))
     first = next(f for f in FACT_ORDER if f in closest - facts)
-    return False, None, REASONS[first]
+    return None, REASONS[first], closest - facts
 
 
-def _deny_status(world: World, user: int, patient: int, reason: str) -> int:
-    if reason == "role_not_permitted" or related(world, user, patient):
-        return 403
-    return 404
+def may_run(role: str, workflow: str) -> bool:
+    return any(r == role and w == workflow for r, w, _ in RULES)
+
+
+def decide_own(
+    role: str, workflow: str, found: Facts, stated: str | None
+) -> tuple[frozenset[str] | None, str]:
+    """The actor's own decision: as :func:`decide`, but a stated purpose of use the workflow does not
+    serve, or one that alone kept the covering consent from counting, is ``purpose_not_permitted``."""
+    requires, reason, missing = decide(role, workflow, found.facts)
+    purposes = WORKFLOWS[workflow].purposes
+    if stated is not None and purposes and stated not in purposes:
+        return None, PURPOSE_NOT_PERMITTED
+    if requires is None and found.purpose_refused and COVERED in missing:
+        return None, PURPOSE_NOT_PERMITTED
+    return requires, reason
+
+
+def _purpose(world: World, stated: str | None, consent: int | None) -> str | None:
+    if stated is not None:
+        return stated
+    return None if consent is None else world.consents[consent].purpose
+
+
+def _refusal(world: World, action: Action, patient: int, found: Facts, reason: str) -> Verdict:
+    """403 with the reason for a record the person may know exists; else 404, as for none at all."""
+    knowing = bool(found.facts & KNOWING) or knows(world, world.users[action.actor].org, patient)
+    return Verdict(
+        action.workflow,
+        False,
+        403 if knowing else 404,
+        reason=reason,
+        break_glass=BREAK_GLASS in found.facts,
+        purpose=action.purpose_of_use,
+    )
 
 
 def verdict(world: World, action: Action) -> Verdict:
     """What the default policy says about ``action`` in ``world`` (the world is not changed)."""
     user = world.users[action.actor]
     wf = action.workflow
+    stated = action.purpose_of_use
+    if not may_run(user.role, wf):
+        purposes = WORKFLOWS[wf].purposes
+        reason = (
+            PURPOSE_NOT_PERMITTED if stated and purposes and stated not in purposes else "role_not_permitted"
+        )
+        return Verdict(wf, False, 403, reason=reason, purpose=stated)
     if wf in {"patient.list", "conversation.list"}:
         return _list_verdict(world, action)
     if isinstance(action, ConversationAction):
@@ -373,23 +465,20 @@ def verdict(world: World, action: Action) -> Verdict:
         return _revoke_verdict(world, action)
     assert isinstance(action, PatientAction)
     patient = action.patient
-    facts, consents = facts_about_patient(world, wf, action.actor, patient)
-    if wf in {"patient.read", "care_team.read"} and (action.actor, patient) in world.break_glass:
-        facts.add(BREAK_GLASS)
-    if wf == "break_glass.open":
-        facts.discard(OWN_ORG)
-        facts.discard(CARE_TEAM)
-    if wf in {"consent.create", "consent.revoke"}:
-        facts.discard(COVERED)
-        consents = frozenset()
-    allowed, requires, reason = decide(user.role, wf, facts)
-    used = consents if allowed and requires and COVERED in requires and OWN_ORG not in facts else frozenset()
-    glass = BREAK_GLASS in facts
-    if not allowed:
-        status = _deny_status(world, action.actor, patient, reason)
-        return Verdict(wf, False, status, reason=reason, break_glass=glass)
+    found = facts_about_patient(world, wf, action.actor, patient, stated)
+    requires, reason = decide_own(user.role, wf, found, stated)
+    if requires is None:
+        return _refusal(world, action, patient, found, reason)
     ok = {"patient.read": 200, "patient.update": 200, "care_team.read": 200}
-    base = Verdict(wf, True, ok.get(wf, 201), requires=requires, consents=used, break_glass=glass)
+    base = Verdict(
+        wf,
+        True,
+        ok.get(wf, 201),
+        requires=requires,
+        consent=found.consent,
+        break_glass=BREAK_GLASS in found.facts,
+        purpose=_purpose(world, stated, found.consent),
+    )
     if isinstance(action, AddCareTeamMember):
         return _join_verdict(world, base, action)
     if isinstance(action, CreateConversation):
@@ -399,35 +488,65 @@ def verdict(world: World, action: Action) -> Verdict:
         and action.kind == "compliance_group"
         and world.groups[action.target].owner != world.patients[patient]
     ):
-        # A consent may name only its own organization's groups (none are shared in these worlds).
+        # A consent may name only its own organization's groups (none are shared in these worlds);
+        # another's answers as a group that does not exist.
         return replace(base, allowed=False, status=422, field="complianceGroupId", undecided=True)
     return base
 
 
 def _subject(world: World, workflow: str, member: int, patient: int, field_name: str) -> Subject:
     person = world.users[member]
-    facts, consents = facts_about_patient(world, workflow, member, patient)
-    facts.discard(CARE_TEAM)
-    allowed, requires, reason = decide(person.role, workflow, facts)
-    used = consents if allowed and OWN_ORG not in facts else frozenset()
+    found = facts_about_patient(world, workflow, member, patient)
+    found.facts.discard(CARE_TEAM)
+    requires, reason, _ = decide(person.role, workflow, found.facts)
+    allowed = requires is not None
     return Subject(
-        person.role, allowed, requires, None if allowed else reason, used, None if allowed else field_name
+        person.role,
+        allowed,
+        requires,
+        None if allowed else reason,
+        found.consent if allowed else None,
+        None if allowed else field_name,
     )
+
+
+def _knows_organization(world: World, actor: int, patient: int, org: int) -> bool:
+    """Whether the actor may know of people of ``org`` in a decision about this patient: their own
+    organization, the patient's, or one an active consent discloses the patient to."""
+    return org in {world.users[actor].org, world.patients[patient]} or knows(world, org, patient)
 
 
 def _join_verdict(world: World, base: Verdict, action: AddCareTeamMember) -> Verdict:
     subject = _subject(world, "care_team.join", action.member, action.patient, "userId")
-    if not subject.allowed:
-        return replace(
-            base, allowed=False, status=403, reason=subject.reason, subjects=(subject,), field="userId"
-        )
-    return replace(base, subjects=(subject,))
+    if subject.allowed:
+        return replace(base, subjects=(subject,))
+    if not _knows_organization(world, action.actor, action.patient, world.users[action.member].org):
+        # Someone the caller may not know of: answered as a user that does not exist.
+        return replace(base, allowed=False, status=422, subjects=(subject,), field="userId", undecided=True)
+    return replace(
+        base, allowed=False, status=403, reason=subject.reason, subjects=(subject,), field="userId"
+    )
 
 
 def _create_conversation_verdict(world: World, base: Verdict, action: CreateConversation) -> Verdict:
-    subjects: list[Subject] = []
-    for i, member in enumerate(action.members):
-        if member == action.actor:
+    members = [(i, u) for i, u in enumerate(action.members) if u != action.actor]
+    strangers = [
+        (i, u)
+        for i, u in members
+        if not _knows_organization(world, action.actor, action.patient, world.users[u].org)
+    ]
+    # People the caller may not know of are decided first; any refused is answered as no such user.
+    subjects = [
+        _subject(world, "conversation.join", u, action.patient, f"memberIds[{i}]") for i, u in strangers
+    ]
+    refused = [s for s in subjects if not s.allowed]
+    if refused:
+        return replace(
+            base, allowed=False, status=422, subjects=tuple(subjects), field=refused[0].field, undecided=True
+        )
+    decided = {i for i, _ in strangers}
+    for i, member in members:
+        if i in decided:
             continue
         subject = _subject(world, "conversation.join", member, action.patient, f"memberIds[{i}]")
         subjects.append(subject)
@@ -442,14 +561,14 @@ def _create_conversation_verdict(world: World, base: Verdict, action: CreateConv
             )
     for i, ext in enumerate(action.externals):
         # Established, never asserted: the organization the caller names for the number counts for nothing.
-        consents = naming_number(world, action.patient, ext.phone)
-        allowed = bool(consents)
+        consent = admitting(world, action.patient, ext.phone)
+        allowed = consent is not None
         subject = Subject(
             EXTERNAL,
             allowed,
             frozenset({EXTERNAL_CONSENT}) if allowed else None,
             None if allowed else "no_external_consent",
-            consents,
+            consent,
             None if allowed else f"externalMembers[{i}]",
         )
         subjects.append(subject)
@@ -468,20 +587,15 @@ def _create_conversation_verdict(world: World, base: Verdict, action: CreateConv
 def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
     wf = action.workflow
     user = world.users[action.actor]
-    if not any(r == user.role and w == wf for r, w, _ in RULES):
-        return Verdict(wf, False, 403, reason="role_not_permitted")
     if action.conversation is None:
         return Verdict(wf, False, 404, undecided=True)
     conversation = world.conversations[action.conversation]
-    facts, consents = facts_about_patient(world, wf, action.actor, conversation.patient)
+    found = facts_about_patient(world, wf, action.actor, conversation.patient, action.purpose_of_use)
     if action.actor in conversation.members:
-        facts.add(MEMBER)
-    allowed, requires, reason = decide(user.role, wf, facts)
-    if not allowed:
-        return Verdict(
-            wf, False, _deny_status(world, action.actor, conversation.patient, reason), reason=reason
-        )
-    used = consents if OWN_ORG not in facts else frozenset()
+        found.facts.add(MEMBER)
+    requires, reason = decide_own(user.role, wf, found, action.purpose_of_use)
+    if requires is None:
+        return _refusal(world, action, conversation.patient, found, reason)
     deliveries: tuple[tuple[int, str], ...] = ()
     if wf == "message.send":
         deliveries = tuple(
@@ -490,33 +604,46 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
             if not ext.removed
         )
     return Verdict(
-        wf, True, 202 if wf == "message.send" else 200, requires, None, used, deliveries=deliveries
+        wf,
+        True,
+        202 if wf == "message.send" else 200,
+        requires,
+        consent=found.consent,
+        deliveries=deliveries,
+        break_glass=BREAK_GLASS in found.facts,
+        purpose=_purpose(world, action.purpose_of_use, found.consent),
     )
 
 
 def _list_verdict(world: World, action: Action) -> Verdict:
     wf = action.workflow
-    allowed, requires, reason = decide(world.users[action.actor].role, wf, set())
-    if not allowed:
-        return Verdict(wf, False, 403, reason=reason)
+    requires, _, _ = decide(world.users[action.actor].role, wf, set())
     if wf == "patient.list":
         shown = [
             p
             for p, team in enumerate(world.care_teams)
-            if action.actor in team and verdict(world, PatientAction("patient.read", action.actor, p)).allowed
+            if action.actor in team
+            and verdict(
+                world, PatientAction("patient.read", action.actor, p, purpose_of_use=action.purpose_of_use)
+            ).allowed
         ]
     else:
         shown = [
             c
             for c, conversation in enumerate(world.conversations)
             if action.actor in conversation.members
-            and verdict(world, ConversationAction("conversation.read", action.actor, c)).allowed
+            and verdict(
+                world,
+                ConversationAction(
+                    "conversation.read", action.actor, c, purpose_of_use=action.purpose_of_use
+                ),
+            ).allowed
         ]
-    return Verdict(wf, True, 200, requires, visible=frozenset(shown))
+    return Verdict(wf, True, 200, requires, visible=frozenset(shown), purpose=action.purpose_of_use)
 
 
 def _sms_state(world: World, patient: int, ext: External) -> str:
-    if not naming_number(world, patient, ext.phone):
+    if admitting(world, patient, ext.phone, TEXTING) is None:
         return "no_sms_consent"
     if ext.phone in world.opted_out:
         return "opted_out"
@@ -525,47 +652,50 @@ def _sms_state(world: World, patient: int, ext: External) -> str:
 
 def _revoke_verdict(world: World, action: RevokeConsent) -> Verdict:
     wf = action.workflow
-    user = world.users[action.actor]
-    if user.role != OFFICER:
-        return Verdict(wf, False, 403, reason="role_not_permitted")
     if action.consent is None:
         return Verdict(wf, False, 404, undecided=True)
     consent = world.consents[action.consent]
-    if world.patients[consent.patient] != user.org:
-        return Verdict(
-            wf,
-            False,
-            _deny_status(world, action.actor, consent.patient, "other_organization"),
-            reason="other_organization",
-        )
+    found = facts_about_patient(world, wf, action.actor, consent.patient, action.purpose_of_use)
+    requires, reason = decide_own(world.users[action.actor].role, wf, found, action.purpose_of_use)
+    if requires is None:
+        return _refusal(world, action, consent.patient, found, reason)
     if consent.revoked:
-        return Verdict(wf, False, 409, requires=frozenset({OWN_ORG}), undecided=True)
+        return Verdict(wf, False, 409, requires=requires, undecided=True, purpose=action.purpose_of_use)
     after = list(world.consents)
     after[action.consent] = replace(consent, revoked=True)
     later = replace(world, consents=after)
     removed_members: set[tuple[int, int]] = set()
     removed_externals: set[tuple[int, int]] = set()
+    readmitted: set[tuple[int, int, int]] = set()
     patient_org = world.patients[consent.patient]
     for ci, conv in enumerate(world.conversations):
         if conv.patient != consent.patient:
             continue
         if consent.kind != "external":
-            for m in conv.members:
-                org = world.users[m].org
-                if org != patient_org and not covering(later, "conversation.read", org, conv.patient):
-                    removed_members.add((ci, m))
+            for member in conv.members:
+                org = world.users[member].org
+                if (
+                    org != patient_org
+                    and facts_about_patient(later, "conversation.read", member, conv.patient).consent is None
+                ):
+                    removed_members.add((ci, member))
         for xi, ext in enumerate(conv.externals):
-            if ext.removed or consent.kind != "external" or consent.target != ext.phone:
+            if ext.removed or ext.consent != action.consent:
                 continue
-            if not naming_number(later, conv.patient, ext.phone):
+            other = admitting(later, conv.patient, ext.phone)
+            if other is None:
                 removed_externals.add((ci, xi))
+            else:
+                readmitted.add((ci, xi, other))
     return Verdict(
         wf,
         True,
         200,
-        frozenset({OWN_ORG}),
+        requires,
+        purpose=action.purpose_of_use,
         removed_members=frozenset(removed_members),
         removed_externals=frozenset(removed_externals),
+        readmitted_externals=frozenset(readmitted),
     )
 
 
@@ -580,19 +710,36 @@ def apply(world: World, action: Action, v: Verdict) -> None:
         world.care_teams[action.patient].add(action.member)
     elif isinstance(action, CreateConversation):
         members = frozenset({action.actor, *action.members})
-        externals = tuple(External(e.phone) for e in action.externals)
+        admitted = [s.consent for s in v.subjects if s.role == EXTERNAL]
+        externals = tuple(
+            External(e.phone, admitted[i] if i < len(admitted) and admitted[i] is not None else -1)
+            for i, e in enumerate(action.externals)
+        )
         world.conversations.append(Conversation(action.patient, members, externals))
     elif isinstance(action, RecordConsent):
         world.consents.append(
-            Consent(action.patient, action.kind, action.target, action.purpose, action.scope, action.timing)
+            Consent(
+                action.patient,
+                action.kind,
+                action.target,
+                action.purpose,
+                action.scope,
+                action.timing,
+                action.expires_in_days,
+            )
         )
     elif isinstance(action, RevokeConsent):
         assert action.consent is not None
         world.consents[action.consent] = replace(world.consents[action.consent], revoked=True)
+        carried = {(c, x): consent for c, x, consent in v.readmitted_externals}
         for ci, conv in enumerate(world.conversations):
             gone = {m for c, m in v.removed_members if c == ci}
             externals = tuple(
-                replace(e, removed=True) if (ci, xi) in v.removed_externals else e
+                replace(e, removed=True)
+                if (ci, xi) in v.removed_externals
+                else replace(e, consent=carried[(ci, xi)])
+                if (ci, xi) in carried
+                else e
                 for xi, e in enumerate(conv.externals)
             )
             world.conversations[ci] = replace(conv, members=conv.members - gone, externals=externals)

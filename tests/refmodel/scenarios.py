@@ -120,7 +120,8 @@ def record_consent(draw: st.DrawFn, spec: WorldSpec) -> m.RecordConsent:
         target,
         draw(st.sampled_from(m.PURPOSES)),
         scope,
-        draw(st.sampled_from(["active", "active", "active", "expired", "pending"])),
+        timing := draw(st.sampled_from(["active", "active", "active", "expired", "pending"])),
+        draw(st.none() | st.integers(1, 30)) if timing == "active" else None,
     )
 
 
@@ -142,6 +143,15 @@ def create_conversation(draw: st.DrawFn, spec: WorldSpec, patient: int, creator:
 
 @st.composite
 def action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
+    """An action, now and then with a stated purpose of use (X-Purpose-Of-Use)."""
+    drawn = draw(_action(spec))
+    if draw(st.integers(0, 5)) == 0:
+        return replace(drawn, purpose_of_use=draw(st.sampled_from(m.PURPOSES)))
+    return drawn
+
+
+@st.composite
+def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
     users = spec.orgs * len(ROSTER)
     patient = draw(st.integers(0, len(spec.patients) - 1))
     kind = draw(
