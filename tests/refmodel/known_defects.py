@@ -15,6 +15,7 @@ fails (strictly) for a defect that is exempted but no longer present.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from tests.refmodel import model as m
 from tests.refmodel.driver import Outcome
@@ -49,8 +50,18 @@ def explain(
     action and the kinds of disagreement the defect produces, nothing wider."""
     kinds = {kind for kind, _ in problems}
     answer = {"status", "reason", "field"}
-    if action.purpose_of_use is not None:
-        return "9"  # the stated purpose is recorded but never checked
+    if (
+        v.status in {404, 422}
+        and out.status == 403
+        and kinds <= answer | {"member.count", "member.decision", "member.reason"}
+    ):
+        return "12"
+    if action.purpose_of_use is not None and v.reason == m.PURPOSE_NOT_PERMITTED:
+        # The stated purpose is recorded but never checked: the service answers as if none was stated.
+        unstated = m.verdict(world, replace(action, purpose_of_use=None))
+        body = out.body if isinstance(out.body, dict) else {}
+        if out.status == unstated.status and (out.status < 400 or body.get("reason") == unstated.reason):
+            return "9"
     if isinstance(action, m.RecordConsent):
         if "write" in action.scope and out.status == 422:
             return "9"
@@ -84,12 +95,6 @@ def explain(
         return "8"
     if action.workflow in {"conversation.read", "message.send"} and kinds == {"audit.break_glass"}:
         return "3"
-    if (
-        v.status in {404, 422}
-        and out.status == 403
-        and kinds <= answer | {"member.count", "member.decision", "member.reason"}
-    ):
-        return "12"
     if kinds <= {"audit.consent", "audit.purpose", "member.consent", "external.consent"}:
         return "choice"
     return None
