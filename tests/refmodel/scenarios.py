@@ -16,6 +16,9 @@ from tests.refmodel import model as m
 
 #: Everyone an organization has: one person of each role, and a second care-team member.
 ROSTER = (m.PEER, m.CLINICIAN, m.CLINICIAN, m.ADMIN, m.OFFICER, m.AUDITOR)
+#: Drawn actors that :func:`resolve` makes concrete: a member of the conversation the action names,
+#: the compliance officer of the organization of the consent's patient.
+MEMBER_OF_IT, OFFICER_OF_IT = -1, -2
 PHONES = 3
 
 
@@ -190,11 +193,14 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
     if kind == "conversation.create":
         return draw(create_conversation(spec, patient, clinician))
     if kind in {"conversation.read", "message.send"}:
-        actor = clinician if draw(st.booleans()) else draw(st.integers(0, users - 1))
+        actor = draw(
+            st.sampled_from([MEMBER_OF_IT, MEMBER_OF_IT, clinician, draw(st.integers(0, users - 1))])
+        )
         return m.ConversationAction(kind, actor, draw(_reference()))
     if kind == "consent.create":
         return draw(record_consent(spec))
-    return m.RevokeConsent(kind, draw(_actor(spec, patient, 4)), draw(_reference()))
+    actor = draw(st.sampled_from([OFFICER_OF_IT, draw(_actor(spec, patient, 4))]))
+    return m.RevokeConsent(kind, actor, draw(_reference()))
 
 
 def _reference() -> st.SearchStrategy[int | None]:
@@ -220,19 +226,36 @@ def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
 
 
 def resolve(world: m.World, action: m.Action) -> m.Action:
-    """Turn a drawn reference to a consent or conversation into one that exists now (or none).
+    """Turn a drawn reference to a consent or conversation into one that exists now (or none), and a
+    drawn "member of it" or "officer of it" into that person.
 
     An even reference prefers the records the actor is likely to act on (a conversation they are in,
     a consent of their organization's patient), so allowed actions are common; an odd one takes any.
     """
-    if isinstance(action, m.ConversationAction) and action.conversation is not None:
+    if isinstance(action, m.ConversationAction):
         n = len(world.conversations)
+        if action.actor == MEMBER_OF_IT:
+            if action.conversation is None or not n:
+                return replace(action, actor=0, conversation=None)
+            chosen = action.conversation % n
+            members = sorted(world.conversations[chosen].members)
+            return replace(action, actor=members[action.conversation % len(members)], conversation=chosen)
+        if action.conversation is None:
+            return action
         mine = [i for i, c in enumerate(world.conversations) if action.actor in c.members]
         if mine and action.conversation % 2 == 0:
             return replace(action, conversation=mine[action.conversation // 2 % len(mine)])
         return replace(action, conversation=action.conversation % n if n else None)
-    if isinstance(action, m.RevokeConsent) and action.consent is not None:
+    if isinstance(action, m.RevokeConsent):
         n = len(world.consents)
+        if action.actor == OFFICER_OF_IT:
+            if action.consent is None or not n:
+                return replace(action, actor=person(0, 4), consent=None)
+            chosen = action.consent % n
+            org = world.patients[world.consents[chosen].patient]
+            return replace(action, actor=person(org, 4), consent=chosen)
+        if action.consent is None:
+            return action
         org = world.users[action.actor].org
         ours = [i for i, c in enumerate(world.consents) if world.patients[c.patient] == org and not c.revoked]
         if ours and action.consent % 2 == 0:
