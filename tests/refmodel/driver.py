@@ -436,6 +436,13 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
                         f"audit: member {i} reason {event['reason']!r}, model says {s.reason!r}",
                     )
                 )
+    if v.allowed:
+        for event_name, count in v.effects:
+            recorded = sum(1 for e in out.audit if e["event"] == event_name)
+            if recorded != count:
+                found.append(
+                    ("audit.effects", f"audit: {recorded} {event_name} events, model expects {count}")
+                )
     if v.visible is not None and out.status == 200:
         records = ids.patients if v.workflow == "patient.list" else ids.conversations
         shown = sorted(item["id"] for item in body.get("items", []))

@@ -110,6 +110,12 @@ def explain(
         <= answer | {"audit.decision", "audit.rule", "audit.reason", "audit.consent", "audit.purpose"}
     ):
         return "8"
+    if (
+        action.workflow == "patient.list"
+        and kinds == {"listing"}
+        and any(user == action.actor for user, _ in world.break_glass)
+    ):
+        return "8"  # a patient read under break-the-glass alone is listed
     if action.workflow in {"conversation.read", "message.send"} and kinds == {"audit.break_glass"}:
         return "3"
     if kinds <= {"audit.consent", "audit.purpose", "member.consent", "external.consent"}:

@@ -302,6 +302,8 @@ class Verdict:
     break_glass: bool = False
     #: The purpose of use the audit record names (the stated one, else the consent's).
     purpose: str | None = None
+    #: Audit events of the action's effects, by event name, and how many of each.
+    effects: tuple[tuple[str, int], ...] = ()
 
 
 def _reaches(org: int, consent: Consent, world: World) -> bool:
@@ -479,6 +481,9 @@ def verdict(world: World, action: Action) -> Verdict:
         break_glass=BREAK_GLASS in found.facts,
         purpose=_purpose(world, stated, found.consent),
     )
+    if wf == "break_glass.open":
+        # Each opening is on record, and tells the patient's organization's compliance officers.
+        return replace(base, effects=(("break_glass.opened", 1), ("break_glass.compliance_notified", 1)))
     if isinstance(action, AddCareTeamMember):
         return _join_verdict(world, base, action)
     if isinstance(action, CreateConversation):
@@ -693,6 +698,11 @@ def _revoke_verdict(world: World, action: RevokeConsent) -> Verdict:
         200,
         requires,
         purpose=action.purpose_of_use,
+        effects=(
+            ("conversation.member_removed", len(removed_members)),
+            ("conversation.external_removed", len(removed_externals)),
+            ("conversation.external_readmitted", len(readmitted)),
+        ),
         removed_members=frozenset(removed_members),
         removed_externals=frozenset(removed_externals),
         readmitted_externals=frozenset(readmitted),
