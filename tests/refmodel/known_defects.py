@@ -73,6 +73,8 @@ def explain(
         # (the audit still names the stated purpose).
         plain = replace(action, purpose_of_use=None)
         unstated = m.verdict(world, plain)
+        if replace(unstated, purpose=v.purpose) == v:
+            return explain(world, plain, v, out, problems, recheck)  # the purpose changed nothing
         rest = [p for p in recheck(unstated) if p[0] != "audit.purpose"]
         if not rest:
             return "9"
