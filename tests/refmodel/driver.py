@@ -134,6 +134,14 @@ async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) ->
         ids.phones = [new_phone() for _ in range(PHONES)]
         for phone in spec.opted_out:
             await db.execute("INSERT INTO sms_opt_outs (phone_number) VALUES ($1)", ids.phones[phone])
+        for org, phone in spec.directory:
+            await db.execute(
+                "INSERT INTO organization_contacts (organization_id, phone_number, name, added_by)"
+                " VALUES ($1, $2, 'Listed contact', $3)",
+                ids.orgs[org],
+                ids.phones[phone],
+                ids.users[org * len(ROSTER) + 3],
+            )
         for user, patient in spec.expired_break_glass:
             await db.execute(
                 "INSERT INTO break_glass_sessions (user_id, organization_id, patient_id, reason, opened_at,"
@@ -168,6 +176,7 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
         ],
         "messages": list(shadow.messages),
         "break_glass": sorted(world.break_glass),
+        "directory": sorted(world.directory),
     }
 
 
@@ -219,7 +228,16 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         " WHERE patient_id = ANY($1::int[]) AND expires_at > now()",
         ids.patients,
     )
+    orgs = {oid: i for i, oid in enumerate(ids.orgs)}
+    directory = await db.fetch(
+        "SELECT organization_id, phone_number FROM organization_contacts"
+        " WHERE organization_id = ANY($1::int[])",
+        ids.orgs,
+    )
     return {
+        "directory": sorted(
+            (orgs[r["organization_id"]], phones.get(r["phone_number"], -1)) for r in directory
+        ),
         "care_teams": teams,
         "risk": [risk[pid] for pid in ids.patients],
         "consents": [r["revoked"] for r in consents],
@@ -262,6 +280,9 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         if wf == "conversation.read":
             return "GET", f"/api/conversations/{cid}", None
         return "POST", "/api/conversations/send-message", {"conversationId": cid, "message": "Checking in"}
+    if isinstance(action, m.AddContact):
+        body = {"phoneNumber": ids.phones[action.phone], "name": "Listed contact"}
+        return "POST", f"/api/organizations/{ids.orgs[action.org]}/contacts", body
     if isinstance(action, m.RevokeConsent):
         consent = MISSING_ID if action.consent is None else ids.consents[action.consent]
         return "POST", f"/api/consents/{consent}/revoke", {"reason": "Patient withdrew the consent"}
@@ -476,6 +497,8 @@ def describe(spec: WorldSpec, actions: tuple[m.Action, ...] | list[m.Action]) ->
         lines.append(f"  opted out phones: {sorted(spec.opted_out)}")
     for u, p in spec.expired_break_glass:
         lines.append(f"  ended break-glass session: {who(u)} for patient {p}")
+    for o, ph in sorted(spec.directory):
+        lines.append(f"  org{o}'s contact directory lists phone {ph}")
     lines.append("actions:")
     for i, a in enumerate(actions):
         fields = {k: v for k, v in vars(a).items() if k not in {"workflow", "actor"} and v is not None}

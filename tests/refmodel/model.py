@@ -92,6 +92,7 @@ WORKFLOWS: dict[str, Declared] = {
     "break_glass.open": _declared("own_org treatable"),
     "consent.create": _declared("own_org care_team covered"),
     "consent.revoke": _declared("own_org"),
+    "organization_contact.add": _declared("own_org"),
     "patient.list": _declared(""),
     "conversation.list": _declared(""),
 }
@@ -125,6 +126,8 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # Compliance officers record and revoke consents for their own organization's patients.
     allow([OFFICER], "consent.create", OWN_ORG)
     allow([OFFICER], "consent.revoke", OWN_ORG)
+    # Admins keep their organization's contact directory of external numbers.
+    allow([ADMIN], "organization_contact.add", OWN_ORG)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")
@@ -174,6 +177,7 @@ class Consent:
 class External:
     phone: int
     consent: int  # the consent that admitted them (or carries them since)
+    claimed_org: int | None = None  # the organization named for them when they were added
     removed: bool = False
 
 
@@ -199,6 +203,8 @@ class World:
     consents: list[Consent] = field(default_factory=list)
     conversations: list[Conversation] = field(default_factory=list)
     break_glass: set[tuple[int, int]] = field(default_factory=set)  # (user, patient), open
+    #: Organizations' contact directories: (organization, phone) pairs their admins listed.
+    directory: set[tuple[int, int]] = field(default_factory=set)
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -252,6 +258,14 @@ class RecordConsent(PatientAction):
     scope: frozenset[str]
     timing: str
     expires_in_days: int | None = None
+
+
+@dataclass(frozen=True)
+class AddContact(Action):
+    """An admin lists a phone number in an organization's contact directory."""
+
+    org: int
+    phone: int
 
 
 @dataclass(frozen=True)
@@ -346,9 +360,20 @@ def _counting(
     return choose(world, chosen), bool(fitting) and not chosen
 
 
-def admitting(world: World, patient: int, phone: int, need: Declared = ADMISSION) -> int | None:
-    """The consent naming this number that lets them take part (or be texted: ``TEXTING``)."""
-    return _counting(world, need, patient, lambda c: c.kind == "external" and c.target == phone, None)[0]
+def admitting(
+    world: World, patient: int, phone: int, claimed_org: int | None, need: Declared = ADMISSION
+) -> int | None:
+    """The consent that lets an external participant take part (or be texted: ``TEXTING``): one
+    naming their number, or one disclosing to the organization named for them (directly or through
+    a group) if that organization's contact directory lists the number. Naming it alone is nothing."""
+    vouched = claimed_org is not None and (claimed_org, phone) in world.directory
+
+    def reaches(c: Consent) -> bool:
+        if c.kind == "external":
+            return c.target == phone
+        return vouched and claimed_org is not None and _reaches(claimed_org, c, world)
+
+    return _counting(world, need, patient, reaches, None)[0]
 
 
 def knows(world: World, org: int, patient: int) -> bool:
@@ -465,6 +490,12 @@ def verdict(world: World, action: Action) -> Verdict:
         return _conversation_verdict(world, action)
     if isinstance(action, RevokeConsent):
         return _revoke_verdict(world, action)
+    if isinstance(action, AddContact):
+        if action.org != user.org:
+            return Verdict(wf, False, 403, reason=REASONS[OWN_ORG], purpose=stated)
+        if (action.org, action.phone) in world.directory:
+            return Verdict(wf, False, 409, requires=frozenset({OWN_ORG}), undecided=True, purpose=stated)
+        return Verdict(wf, True, 201, frozenset({OWN_ORG}), purpose=stated)
     assert isinstance(action, PatientAction)
     patient = action.patient
     found = facts_about_patient(world, wf, action.actor, patient, stated)
@@ -566,7 +597,7 @@ def _create_conversation_verdict(world: World, base: Verdict, action: CreateConv
             )
     for i, ext in enumerate(action.externals):
         # Established, never asserted: the organization the caller names for the number counts for nothing.
-        consent = admitting(world, action.patient, ext.phone)
+        consent = admitting(world, action.patient, ext.phone, ext.claimed_org)
         allowed = consent is not None
         subject = Subject(
             EXTERNAL,
@@ -648,7 +679,7 @@ def _list_verdict(world: World, action: Action) -> Verdict:
 
 
 def _sms_state(world: World, patient: int, ext: External) -> str:
-    if admitting(world, patient, ext.phone, TEXTING) is None:
+    if admitting(world, patient, ext.phone, ext.claimed_org, TEXTING) is None:
         return "no_sms_consent"
     if ext.phone in world.opted_out:
         return "opted_out"
@@ -687,7 +718,7 @@ def _revoke_verdict(world: World, action: RevokeConsent) -> Verdict:
         for xi, ext in enumerate(conv.externals):
             if ext.removed or ext.consent != action.consent:
                 continue
-            other = admitting(later, conv.patient, ext.phone)
+            other = admitting(later, conv.patient, ext.phone, ext.claimed_org)
             if other is None:
                 removed_externals.add((ci, xi))
             else:
@@ -722,7 +753,9 @@ def apply(world: World, action: Action, v: Verdict) -> None:
         members = frozenset({action.actor, *action.members})
         admitted = [s.consent for s in v.subjects if s.role == EXTERNAL]
         externals = tuple(
-            External(e.phone, admitted[i] if i < len(admitted) and admitted[i] is not None else -1)
+            External(
+                e.phone, admitted[i] if i < len(admitted) and admitted[i] is not None else -1, e.claimed_org
+            )
             for i, e in enumerate(action.externals)
         )
         world.conversations.append(Conversation(action.patient, members, externals))
@@ -753,6 +786,8 @@ def apply(world: World, action: Action, v: Verdict) -> None:
                 for xi, e in enumerate(conv.externals)
             )
             world.conversations[ci] = replace(conv, members=conv.members - gone, externals=externals)
+    elif isinstance(action, AddContact):
+        world.directory.add((action.org, action.phone))
     elif action.workflow == "break_glass.open":
         assert isinstance(action, PatientAction)
         world.break_glass.add((action.actor, action.patient))

@@ -34,6 +34,7 @@ class WorldSpec:
     groups: tuple[tuple[int, frozenset[int]], ...]  # (owner organization, member organizations)
     opted_out: frozenset[int]  # phone numbers (by index) that texted STOP
     expired_break_glass: tuple[tuple[int, int], ...]  # (user, patient): sessions that have ended
+    directory: frozenset[tuple[int, int]] = frozenset()  # (organization, phone) contact entries
 
     def registrar(self, patient: int) -> int:
         """The care-team member of the patient's organization who registered the patient."""
@@ -52,6 +53,7 @@ class WorldSpec:
             groups=[m.Group(owner, members) for owner, members in self.groups],
             phones=PHONES,
             opted_out=set(self.opted_out),
+            directory=set(self.directory),
         )
 
 
@@ -80,7 +82,10 @@ def world_specs(draw: st.DrawFn) -> WorldSpec:
     expired = tuple(
         draw(st.lists(st.tuples(st.integers(0, users - 1), st.integers(0, len(patients) - 1)), max_size=1))
     )
-    return WorldSpec(orgs, patients, care_team, groups, opted_out, expired)
+    directory = draw(
+        st.frozensets(st.tuples(st.integers(0, orgs - 1), st.integers(0, PHONES - 1)), max_size=2)
+    )
+    return WorldSpec(orgs, patients, care_team, groups, opted_out, expired, directory)
 
 
 @st.composite
@@ -174,10 +179,15 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "break_glass.open",
                 "patient.list",
                 "conversation.list",
+                "organization_contact.add",
             ]
         )
     )
     clinician = draw(_actor(spec, patient, draw(st.sampled_from([0, 1, 2]))))
+    if kind == "organization_contact.add":
+        org = draw(st.integers(0, spec.orgs - 1))
+        actor = person(org, 3) if draw(st.integers(0, 3)) else draw(st.integers(0, users - 1))
+        return m.AddContact(kind, actor, org, draw(st.integers(0, PHONES - 1)))
     if kind in {"patient.list", "conversation.list"}:
         return m.Action(kind, clinician)
     if kind == "care_team.read" and draw(st.integers(0, 3)) == 0:

@@ -144,3 +144,88 @@ async def test_each_exempted_defect_is_still_there(
     it stays as a regression case (other defects still exempted are excused on the way)."""
     services = client.server.app[services_key]
     await run_scenario(client, db, services, SHOWCASES[defect], EXEMPT - {defect}, Tally())
+
+
+# --- worked cases of the README, decided by the model and the service alike ------------------------
+
+SMS_AND_MESSAGE = frozenset({"sms", "message"})
+CASES: dict[str, Scenario] = {
+    "an organization consent admits a number its contact directory lists": Scenario(
+        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
+        ),
+    ),
+    "naming an organization for a number it does not list admits nobody": Scenario(
+        TWO_ORGS,
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
+        ),
+    ),
+    "a consent naming the number outranks the organization's, and its revocation hands over": Scenario(
+        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "external",
+                0,
+                "care_coordination",
+                SMS_AND_MESSAGE,
+                "active",
+            ),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
+            m.RevokeConsent("consent.revoke", ORG0_OFFICER, 1),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
+        ),
+    ),
+    "a read-only consent lets a partner read but not change the record": Scenario(
+        WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), ()),
+        (
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "organization",
+                1,
+                "treatment",
+                frozenset({"read"}),
+                "active",
+            ),
+            m.PatientAction("patient.read", ORG1_CLINICIAN, 0),
+            m.UpdatePatient("patient.update", ORG1_CLINICIAN, 0, "low"),
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "organization",
+                1,
+                "treatment",
+                frozenset({"write"}),
+                "active",
+            ),
+            m.UpdatePatient("patient.update", ORG1_CLINICIAN, 0, "low"),
+            m.PatientAction("patient.read", ORG1_CLINICIAN, 0, purpose_of_use="payment"),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_worked_case_agrees_with_the_model(
+    client: TestClient[Any, Any], db: asyncpg.Connection, case: str
+) -> None:
+    services = client.server.app[services_key]
+    tally = TALLIES.setdefault("worked cases", Tally())
+    await run_scenario(client, db, services, CASES[case], exempted(), tally)
