@@ -290,6 +290,10 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         return "GET", "/api/patients?limit=200", None
     if action.workflow == "conversation.list":
         return "GET", "/api/conversations?limit=200", None
+    if action.workflow == "organization.list":
+        return "GET", "/api/organizations?limit=200", None
+    if action.workflow == "compliance_group.list":
+        return "GET", "/api/compliance-groups?limit=200", None
     assert isinstance(action, m.PatientAction)
     pid = ids.patients[action.patient]
     if isinstance(action, m.UpdatePatient):
@@ -465,7 +469,12 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
                     ("audit.effects", f"audit: {recorded} {event_name} events, model expects {count}")
                 )
     if v.visible is not None and out.status == 200:
-        records = ids.patients if v.workflow == "patient.list" else ids.conversations
+        records = {
+            "patient.list": ids.patients,
+            "conversation.list": ids.conversations,
+            "organization.list": ids.orgs,
+            "compliance_group.list": ids.groups,
+        }[v.workflow]
         shown = sorted(item["id"] for item in body.get("items", []))
         want = sorted(records[i] for i in v.visible)
         if shown != want:

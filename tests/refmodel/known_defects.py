@@ -29,12 +29,13 @@ DEFECTS = {
     "3": "break_glass is not computed on the conversation paths (their records are not flagged)",
     "8": "break-the-glass is open to a patient one's organization may never treat",
     "9": "a read-only consent allows writes (no write scope), and a stated purpose of use is never checked",
+    "11": "listings show staff every organization and compliance group, not only what they can act on",
     "12": "a record or person the caller has no relation to answers 403 with a reason, not as nonexistent",
     "choice": "when several consents qualify, the one recorded is not the documented choice",
 }
 
 #: The defects main still has (as of the last merge); their disagreements are tallied, not failed.
-EXEMPT = frozenset({"2", "12"})
+EXEMPT = frozenset({"2", "11", "12"})
 
 
 def covered_by(defect: str, exempt: frozenset[str]) -> bool:
@@ -118,6 +119,8 @@ def explain(
         and any(user == action.actor for user, _ in world.break_glass)
     ):
         return "8"  # a patient read under break-the-glass alone is listed
+    if action.workflow in {"organization.list", "compliance_group.list"} and kinds == {"listing"}:
+        return "11"
     if action.workflow in {"conversation.read", "message.send"} and kinds == {"audit.break_glass"}:
         return "3"
     if kinds <= {"audit.consent", "audit.purpose", "member.consent", "external.consent"}:

@@ -93,6 +93,8 @@ WORKFLOWS: dict[str, Declared] = {
     "consent.create": _declared("own_org care_team covered"),
     "consent.revoke": _declared("own_org"),
     "organization_contact.add": _declared("own_org"),
+    "organization.list": _declared(""),
+    "compliance_group.list": _declared(""),
     "patient.list": _declared(""),
     "conversation.list": _declared(""),
 }
@@ -131,6 +133,10 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")
+    # Staff see only what they can act on: their own organization (compliance officers, who choose
+    # consent recipients, every one) and their organization's compliance groups.
+    allow([PEER, CLINICIAN, ADMIN, OFFICER], "organization.list")
+    allow([ADMIN, OFFICER], "compliance_group.list")
     allow(STAFF, "conversation.list")
     # Emergency access: staff, for a patient their organization may treat; it opens reading only.
     allow(STAFF, "break_glass.open", TREATABLE)
@@ -486,6 +492,12 @@ def verdict(world: World, action: Action) -> Verdict:
         return Verdict(wf, False, 403, reason=reason, purpose=stated)
     if wf in {"patient.list", "conversation.list"}:
         return _list_verdict(world, action)
+    if wf == "organization.list":
+        shown = None if user.role == OFFICER else frozenset({user.org})  # an officer: every organization
+        return Verdict(wf, True, 200, frozenset(), visible=shown, purpose=stated)
+    if wf == "compliance_group.list":
+        groups = frozenset(g for g, group in enumerate(world.groups) if group.owner == user.org)
+        return Verdict(wf, True, 200, frozenset(), visible=groups, purpose=stated)
     if isinstance(action, ConversationAction):
         return _conversation_verdict(world, action)
     if isinstance(action, RevokeConsent):

@@ -180,6 +180,8 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "patient.list",
                 "conversation.list",
                 "organization_contact.add",
+                "organization.list",
+                "compliance_group.list",
             ]
         )
     )
@@ -190,6 +192,8 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         return m.AddContact(kind, actor, org, draw(st.integers(0, PHONES - 1)))
     if kind in {"patient.list", "conversation.list"}:
         return m.Action(kind, clinician)
+    if kind in {"organization.list", "compliance_group.list"}:
+        return m.Action(kind, draw(st.integers(0, users - 1)))
     if kind == "care_team.read" and draw(st.integers(0, 3)) == 0:
         return m.PatientAction(kind, draw(_actor(spec, patient, 3)), patient)
     if kind in {"patient.read", "care_team.read", "break_glass.open"}:
