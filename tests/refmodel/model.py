@@ -389,6 +389,9 @@ def knows(world: World, org: int, patient: int) -> bool:
 
 @dataclass
 class Facts:
+    """The facts that hold for one decision, the consent it rests on (recorded in the audit), and
+    whether a stated purpose of use kept an otherwise counting consent from counting."""
+
     facts: set[str]
     consent: int | None = None
     purpose_refused: bool = False
@@ -443,6 +446,7 @@ def decide(role: str, workflow: str, facts: set[str]) -> tuple[frozenset[str] | 
 
 
 def may_run(role: str, workflow: str) -> bool:
+    """Whether any rule lets the role run the workflow at all (else it is refused before any lookup)."""
     return any(r == role and w == workflow for r, w, _ in RULES)
 
 
