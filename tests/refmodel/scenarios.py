@@ -234,8 +234,15 @@ def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
     setup = draw(st.lists(record_consent(spec), max_size=4))
     patients = st.integers(0, len(spec.patients) - 1)
     for patient in draw(st.lists(patients, max_size=2)):
-        setup.append(draw(create_conversation(spec, patient, spec.registrar(patient))))
-    actions = draw(st.lists(action(spec), min_size=1, max_size=max_actions))
+        # Mostly a conversation that can be created (colleagues only), so later sends have one.
+        registrar = spec.registrar(patient)
+        if draw(st.booleans()):
+            colleagues = [person(spec.patients[patient], slot) for slot in (0, 2)]
+            members = tuple(draw(st.lists(st.sampled_from(colleagues), max_size=2, unique=True)))
+            setup.append(m.CreateConversation("conversation.create", registrar, patient, members, ()))
+        else:
+            setup.append(draw(create_conversation(spec, patient, registrar)))
+    actions = draw(st.lists(action(spec), min_size=3, max_size=max_actions))
     return Scenario(spec, (*setup, *actions))
 
 

@@ -1,7 +1,7 @@
 """Every decision of random worlds checked against the reference model (tests/refmodel/model.py).
 
 One app for the whole test, fresh data per example (new organizations, people, patients and phone
-numbers each time). CI runs ``CAREMSG_REFMODEL_EXAMPLES`` (default 15) scenarios of up to 20
+numbers each time). CI runs ``CAREMSG_REFMODEL_EXAMPLES`` (default 40) scenarios of 3 to 20
 actions each; a long run raises it:
 
     CAREMSG_REFMODEL_EXAMPLES=500 ./run.sh test tests/refmodel -q -x
@@ -28,7 +28,7 @@ from tests.refmodel.driver import TALLIES, Disagreement, Tally, run_scenario
 from tests.refmodel.known_defects import DEFECTS, EXEMPT, exempted
 from tests.refmodel.scenarios import Scenario, WorldSpec, scenarios
 
-EXAMPLES = int(os.environ.get("CAREMSG_REFMODEL_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("CAREMSG_REFMODEL_EXAMPLES", "40"))
 
 
 @pytest.fixture
