@@ -117,6 +117,7 @@ SHOWCASES: dict[str, Scenario] = {
             m.UpdatePatient("patient.update", ORG1_CLINICIAN, 0, "low"),
         ),
     ),
+    "11": Scenario(TWO_ORGS, (m.Action("organization.list", ORG1_PEER),)),
     "12": Scenario(TWO_ORGS, (m.PatientAction("patient.read", ORG1_PEER, 0),)),
 }
 
