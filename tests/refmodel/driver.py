@@ -323,6 +323,7 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
     paths = {
         "patient.read": ("GET", f"/api/patients/{pid}", None),
         "care_team.read": ("GET", f"/api/patients/{pid}/care-team", None),
+        "consent.list": ("GET", f"/api/patients/{pid}/consents", None),
         "break_glass.open": ("POST", f"/api/patients/{pid}/break-glass", {"reason": GLASS_REASON}),
     }
     return paths[wf]
@@ -474,6 +475,7 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
             "conversation.list": ids.conversations,
             "organization.list": ids.orgs,
             "compliance_group.list": ids.groups,
+            "consent.list": ids.consents,
         }[v.workflow]
         shown = sorted(item["id"] for item in body.get("items", []))
         want = sorted(records[i] for i in v.visible)

@@ -92,6 +92,7 @@ WORKFLOWS: dict[str, Declared] = {
     "break_glass.open": _declared("own_org treatable"),
     "consent.create": _declared("own_org care_team covered"),
     "consent.revoke": _declared("own_org"),
+    "consent.list": _declared("own_org care_team covered"),
     "organization_contact.add": _declared("own_org"),
     "organization.list": _declared(""),
     "compliance_group.list": _declared(""),
@@ -128,6 +129,9 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # Compliance officers record and revoke consents for their own organization's patients.
     allow([OFFICER], "consent.create", OWN_ORG)
     allow([OFFICER], "consent.revoke", OWN_ORG)
+    # A patient's consents: the compliance officers of its organization, and its care team if covered.
+    allow([OFFICER], "consent.list", OWN_ORG)
+    allow(STAFF, "consent.list", CARE_TEAM, COVERED)
     # Admins keep their organization's contact directory of external numbers.
     allow([ADMIN], "organization_contact.add", OWN_ORG)
     # Staff list the patients on their care teams and their own conversations; each one shown is
@@ -528,6 +532,9 @@ def verdict(world: World, action: Action) -> Verdict:
         break_glass=BREAK_GLASS in found.facts,
         purpose=_purpose(world, stated, found.consent),
     )
+    if wf == "consent.list":
+        shown = frozenset(i for i, c in enumerate(world.consents) if c.patient == patient)
+        return replace(base, status=200, visible=shown)
     if wf == "break_glass.open":
         # Each opening is on record, and tells the patient's organization's compliance officers.
         return replace(base, effects=(("break_glass.opened", 1), ("break_glass.compliance_notified", 1)))

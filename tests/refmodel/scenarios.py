@@ -182,6 +182,7 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "organization_contact.add",
                 "organization.list",
                 "compliance_group.list",
+                "consent.list",
             ]
         )
     )
@@ -196,7 +197,9 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         return m.Action(kind, draw(st.integers(0, users - 1)))
     if kind == "care_team.read" and draw(st.integers(0, 3)) == 0:
         return m.PatientAction(kind, draw(_actor(spec, patient, 3)), patient)
-    if kind in {"patient.read", "care_team.read", "break_glass.open"}:
+    if kind == "consent.list" and draw(st.booleans()):
+        return m.PatientAction(kind, draw(_actor(spec, patient, 4)), patient)
+    if kind in {"patient.read", "care_team.read", "break_glass.open", "consent.list"}:
         return m.PatientAction(kind, clinician, patient)
     if kind == "patient.update":
         level = draw(st.sampled_from(["low", "medium", "high", "critical"]))
