@@ -578,7 +578,9 @@ def _knows_organization(world: World, actor: int, patient: int, org: int) -> boo
 def _join_verdict(world: World, base: Verdict, action: AddCareTeamMember) -> Verdict:
     subject = _subject(world, "care_team.join", action.member, action.patient, "userId")
     if subject.allowed:
-        return replace(base, subjects=(subject,))
+        # Idempotent: 201 when the person was added, 200 with the team unchanged if already on it.
+        added = action.member not in world.care_teams[action.patient]
+        return replace(base, status=201 if added else 200, subjects=(subject,))
     if not _knows_organization(world, action.actor, action.patient, world.users[action.member].org):
         # Someone the caller may not know of: answered as a user that does not exist.
         return replace(base, allowed=False, status=422, subjects=(subject,), field="userId", undecided=True)
