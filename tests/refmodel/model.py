@@ -1,0 +1,818 @@
+"""A reference model of what caremsg's default policy allows, written from policies/README.md alone.
+
+It imports nothing of the engine on purpose: it is a second, independent statement of the policy's
+meaning, so that when the service and the model disagree one of them is wrong, and the test says
+which decision, in which world, disagreed. The model works on abstract worlds (people, patients,
+consents ... named by their index, never by database id) and answers, for one action, whether the
+policy allows it, which rule allowed it or why it was refused, which consents could have been the
+one used, and what the action changes.
+
+The rules below are the README's "default policy, in words", its sections on consents (recipient,
+purpose of use, scope), emergency access and external participants, and issue 9's "What must hold"
+(the intended semantics: a read-only consent never allows a change, external participants are
+established by a consent naming their number, break-the-glass needs a patient one's organization
+may treat, a record one has no relation to answers like a nonexistent one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+PEER = "peer_support"
+CLINICIAN = "care_team_member"
+ADMIN = "admin"
+OFFICER = "compliance_officer"
+AUDITOR = "auditor"
+EXTERNAL = "external"
+ROLES = (PEER, CLINICIAN, ADMIN, OFFICER, AUDITOR)
+STAFF = frozenset({PEER, CLINICIAN})
+
+PURPOSES = ("treatment", "care_coordination", "payment", "healthcare_operations")
+#: What a consent may disclose. ``write`` is issue 9's "a read-only consent never allows a change":
+#: changing a record needs a consent that says so.
+SCOPES = ("read", "message", "sms", "write")
+
+# Facts, in the order policies/README.md lists them: a denial names the first one missing.
+SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATABLE = (
+    "self",
+    "own_org",
+    "care_team",
+    "covered",
+    "member",
+    "external_consent",
+    "break_glass",
+    "treatable",
+)
+FACT_ORDER = (SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATABLE)
+REASONS = {
+    SELF: "not_self",
+    OWN_ORG: "other_organization",
+    CARE_TEAM: "not_on_care_team",
+    COVERED: "no_active_consent",
+    MEMBER: "not_conversation_member",
+    EXTERNAL_CONSENT: "no_external_consent",
+    BREAK_GLASS: "no_break_glass",
+    TREATABLE: "not_treatable",
+}
+PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
+#: Facts that let a person know a patient's records exist: a refusal then answers 403 with its
+#: reason; without them (and without any active consent for their organization) it answers 404.
+KNOWING = frozenset({OWN_ORG, CARE_TEAM, COVERED, MEMBER, BREAK_GLASS})
+
+CLINICAL = ("treatment", "care_coordination", "healthcare_operations")
+MESSAGING = ("treatment", "care_coordination")
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A workflow's declaration: the facts it computes, and which consents count for it (what they
+    must disclose, for which purposes; no purposes: any)."""
+
+    facts: frozenset[str]
+    scopes: frozenset[str] = frozenset()
+    purposes: tuple[str, ...] = ()
+
+
+def _declared(facts: str, scopes: str = "", purposes: tuple[str, ...] = ()) -> Declared:
+    return Declared(frozenset(facts.split()), frozenset(scopes.split()), purposes)
+
+
+#: The README's declarations ("Which consents count for a workflow", emergency access, write scope).
+WORKFLOWS: dict[str, Declared] = {
+    "patient.read": _declared("own_org care_team covered break_glass treatable", "read", CLINICAL),
+    "patient.update": _declared("own_org care_team covered", "write", CLINICAL),
+    "care_team.read": _declared("own_org care_team covered break_glass treatable", "read", CLINICAL),
+    "care_team.add_member": _declared("own_org care_team covered", "write", CLINICAL),
+    "care_team.join": _declared("own_org covered", "read", CLINICAL),
+    "conversation.create": _declared("own_org care_team covered", "message", MESSAGING),
+    "conversation.join": _declared("own_org covered external_consent", "message", MESSAGING),
+    "conversation.read": _declared("member covered break_glass", "message", MESSAGING),
+    "message.send": _declared("member covered break_glass", "message", MESSAGING),
+    "break_glass.open": _declared("own_org treatable"),
+    "consent.create": _declared("own_org care_team covered"),
+    "consent.revoke": _declared("own_org"),
+    "consent.list": _declared("own_org care_team covered"),
+    "organization_contact.add": _declared("own_org"),
+    "organization.list": _declared(""),
+    "compliance_group.list": _declared(""),
+    "patient.list": _declared(""),
+    "conversation.list": _declared(""),
+}
+#: An external SMS participant is admitted by a consent naming their number whose scope includes sms
+#: and conversation.join's own scope; a text goes out under one whose scope includes sms.
+ADMISSION = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms", "message"}), MESSAGING)
+TEXTING = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms"}), MESSAGING)
+
+
+def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
+    rules: list[tuple[str, str, frozenset[str]]] = []
+
+    def allow(roles: Iterable[str], workflow: str, *requires: str) -> None:
+        rules.extend((role, workflow, frozenset(requires)) for role in roles)
+
+    # Peer support and care-team members act on a patient's record only on the care team and covered.
+    allow(STAFF, "patient.read", CARE_TEAM, COVERED)
+    allow(STAFF, "patient.update", CARE_TEAM, COVERED)
+    allow(STAFF, "care_team.read", CARE_TEAM, COVERED)
+    allow([CLINICIAN], "care_team.add_member", CARE_TEAM, COVERED)
+    allow(STAFF, "care_team.join", COVERED)
+    # Only members of a conversation read it or send into it, and only while the patient is covered.
+    allow(STAFF, "conversation.create", CARE_TEAM, COVERED)
+    allow(STAFF, "conversation.read", MEMBER, COVERED)
+    allow(STAFF, "message.send", MEMBER, COVERED)
+    allow(STAFF, "conversation.join", COVERED)
+    allow([EXTERNAL], "conversation.join", EXTERNAL_CONSENT)
+    # Admins manage care teams of their own organization; never patient records.
+    allow([ADMIN], "care_team.read", OWN_ORG)
+    allow([ADMIN], "care_team.add_member", OWN_ORG)
+    # Compliance officers record and revoke consents for their own organization's patients.
+    allow([OFFICER], "consent.create", OWN_ORG)
+    allow([OFFICER], "consent.revoke", OWN_ORG)
+    # A patient's consents: the compliance officers of its organization, and its care team if covered.
+    allow([OFFICER], "consent.list", OWN_ORG)
+    allow(STAFF, "consent.list", CARE_TEAM, COVERED)
+    # Admins keep their organization's contact directory of external numbers.
+    allow([ADMIN], "organization_contact.add", OWN_ORG)
+    # Staff list the patients on their care teams and their own conversations; each one shown is
+    # decided again as patient.read or conversation.read.
+    allow(STAFF, "patient.list")
+    # Staff see only what they can act on: their own organization (compliance officers, who choose
+    # consent recipients, every one) and their organization's compliance groups.
+    allow([PEER, CLINICIAN, ADMIN, OFFICER], "organization.list")
+    allow([ADMIN, OFFICER], "compliance_group.list")
+    allow(STAFF, "conversation.list")
+    # Emergency access: staff, for a patient their organization may treat; it opens reading only.
+    allow(STAFF, "break_glass.open", TREATABLE)
+    allow(STAFF, "patient.read", BREAK_GLASS, TREATABLE)
+    allow(STAFF, "care_team.read", BREAK_GLASS, TREATABLE)
+    return tuple(rules)
+
+
+RULES = _rules()
+
+
+# --- the world ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class User:
+    org: int
+    role: str
+
+
+@dataclass(frozen=True)
+class Group:
+    owner: int
+    members: frozenset[int]
+
+
+@dataclass(frozen=True)
+class Consent:
+    patient: int
+    kind: str  # organization | compliance_group | external
+    target: int  # an organization, a group or a phone number (all by index)
+    purpose: str
+    scope: frozenset[str]
+    timing: str  # active | expired | pending
+    expires_in_days: int | None = None  # for an active one: when it will expire (None: never)
+    revoked: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.timing == "active" and not self.revoked
+
+
+@dataclass(frozen=True)
+class External:
+    phone: int
+    consent: int  # the consent that admitted them (or carries them since)
+    claimed_org: int | None = None  # the organization named for them when they were added
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class Conversation:
+    patient: int
+    members: frozenset[int]
+    externals: tuple[External, ...]
+
+
+@dataclass
+class World:
+    """Everything the policy's facts rest on. Users, patients, groups: by index; so are consents
+    and conversations, in the order they were created."""
+
+    orgs: int
+    users: list[User]
+    patients: list[int]  # patient -> organization
+    care_teams: list[set[int]]  # patient -> users on its care team
+    groups: list[Group]
+    phones: int
+    opted_out: set[int] = field(default_factory=set)
+    consents: list[Consent] = field(default_factory=list)
+    conversations: list[Conversation] = field(default_factory=list)
+    break_glass: set[tuple[int, int]] = field(default_factory=set)  # (user, patient), open
+    #: Organizations' contact directories: (organization, phone) pairs their admins listed.
+    directory: set[tuple[int, int]] = field(default_factory=set)
+
+
+# --- actions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    workflow: str
+    actor: int
+    #: The purpose of use the client states (X-Purpose-Of-Use), if any.
+    purpose_of_use: str | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class PatientAction(Action):
+    patient: int
+
+
+@dataclass(frozen=True)
+class UpdatePatient(PatientAction):
+    risk_level: str
+
+
+@dataclass(frozen=True)
+class AddCareTeamMember(PatientAction):
+    member: int
+
+
+@dataclass(frozen=True)
+class NewExternal:
+    phone: int
+    claimed_org: int | None  # the organization the caller says the number belongs to
+
+
+@dataclass(frozen=True)
+class CreateConversation(PatientAction):
+    members: tuple[int, ...]
+    externals: tuple[NewExternal, ...]
+
+
+@dataclass(frozen=True)
+class ConversationAction(Action):
+    conversation: int | None  # None: one that does not exist
+
+
+@dataclass(frozen=True)
+class RecordConsent(PatientAction):
+    kind: str
+    target: int
+    purpose: str
+    scope: frozenset[str]
+    timing: str
+    expires_in_days: int | None = None
+
+
+@dataclass(frozen=True)
+class AddContact(Action):
+    """An admin lists a phone number in an organization's contact directory."""
+
+    org: int
+    phone: int
+
+
+@dataclass(frozen=True)
+class RevokeConsent(Action):
+    consent: int | None  # None: one that does not exist
+
+
+# --- decisions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A decision about someone other than the actor (a member being added)."""
+
+    role: str
+    allowed: bool
+    requires: frozenset[str] | None  # the rule that allowed it
+    reason: str | None
+    consent: int | None = None  # the consent it rests on
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The model's answer for one action."""
+
+    workflow: str
+    allowed: bool
+    status: int
+    requires: frozenset[str] | None = None  # the rule that allowed the action's own decision
+    reason: str | None = None  # why it was refused (also kept in the audit when the answer is 404)
+    consent: int | None = None  # the consent the decision rests on (the audit names it)
+    subjects: tuple[Subject, ...] = ()
+    field: str | None = None
+    #: For a send: per external participant (by position), ``queued`` or the failure reason.
+    deliveries: tuple[tuple[int, str], ...] = ()
+    #: For a revocation: (conversation, user) taken out; externals (conversation, position) removed,
+    #: or carried on by another consent (conversation, position, consent).
+    removed_members: frozenset[tuple[int, int]] = frozenset()
+    removed_externals: frozenset[tuple[int, int]] = frozenset()
+    readmitted_externals: frozenset[tuple[int, int, int]] = frozenset()
+    #: A refusal that is no policy decision of the action (409 revoked twice, 404 nothing there,
+    #: 422 a record named in the body that the caller may not know).
+    undecided: bool = False
+    #: For a listing: the patients or conversations (by index) it shows.
+    visible: frozenset[int] | None = None
+    #: Decided while the person's emergency access to the patient is open: the record is flagged.
+    break_glass: bool = False
+    #: The purpose of use the audit record names (the stated one, else the consent's).
+    purpose: str | None = None
+    #: Audit events of the action's effects, by event name, and how many of each.
+    effects: tuple[tuple[str, int], ...] = ()
+
+
+def _reaches(org: int, consent: Consent, world: World) -> bool:
+    """Whether the consent discloses to this organization (directly or through a group it is in)."""
+    if consent.kind == "organization":
+        return consent.target == org
+    if consent.kind == "compliance_group":
+        return org in world.groups[consent.target].members
+    return False
+
+
+def choose(world: World, candidates: Iterable[int]) -> int | None:
+    """The one consent that counts when several do: the most specific recipient (a phone number, then
+    an organization, then a compliance group), then the one that lasts longest (no expiry first, then
+    the latest), then the first recorded."""
+    specificity = {"external": 0, "organization": 1, "compliance_group": 2}
+
+    def rank(i: int) -> tuple[int, int, int]:
+        days = world.consents[i].expires_in_days
+        return (specificity[world.consents[i].kind], 0 if days is None else 1 - days, i)
+
+    return min(candidates, key=rank, default=None)
+
+
+def _counting(
+    world: World, need: Declared, patient: int, reaches: Callable[[Consent], bool], stated: str | None
+) -> tuple[int | None, bool]:
+    """The consent that counts for ``need`` (chosen as :func:`choose` says), and whether a stated
+    purpose of use kept one that would otherwise count from counting."""
+    fitting = [
+        i
+        for i, c in enumerate(world.consents)
+        if c.patient == patient
+        and c.active
+        and reaches(c)
+        and need.scopes <= c.scope
+        and (not need.purposes or c.purpose in need.purposes)
+    ]
+    chosen = [i for i in fitting if stated is None or world.consents[i].purpose == stated]
+    return choose(world, chosen), bool(fitting) and not chosen
+
+
+def admitting(
+    world: World, patient: int, phone: int, claimed_org: int | None, need: Declared = ADMISSION
+) -> int | None:
+    """The consent that lets an external participant take part (or be texted: ``TEXTING``): one
+    naming their number, or one disclosing to the organization named for them (directly or through
+    a group) if that organization's contact directory lists the number. Naming it alone is nothing."""
+    vouched = claimed_org is not None and (claimed_org, phone) in world.directory
+
+    def reaches(c: Consent) -> bool:
+        if c.kind == "external":
+            return c.target == phone
+        return vouched and claimed_org is not None and _reaches(claimed_org, c, world)
+
+    return _counting(world, need, patient, reaches, None)[0]
+
+
+def knows(world: World, org: int, patient: int) -> bool:
+    """Whether some active consent, of any scope or purpose, discloses the patient to the organization."""
+    return any(c.patient == patient and c.active and _reaches(org, c, world) for c in world.consents)
+
+
+@dataclass
+class Facts:
+    """The facts that hold for one decision, the consent it rests on (recorded in the audit), and
+    whether a stated purpose of use kept an otherwise counting consent from counting."""
+
+    facts: set[str]
+    consent: int | None = None
+    purpose_refused: bool = False
+
+
+def facts_about_patient(
+    world: World, workflow: str, user: int, patient: int, stated: str | None = None
+) -> Facts:
+    """The facts between a person and a patient for this workflow; ``stated``: the purpose of use
+    they stated (for their own decisions only)."""
+    declared = WORKFLOWS[workflow]
+    org = world.users[user].org
+    out = Facts(set())
+    if world.patients[patient] == org:
+        out.facts |= {OWN_ORG, COVERED, TREATABLE}
+    else:
+        if COVERED in declared.facts or not declared.facts:
+            out.consent, out.purpose_refused = _counting(
+                world, declared, patient, lambda c: _reaches(org, c, world), stated
+            )
+            if out.consent is not None:
+                out.facts.add(COVERED)
+        if TREATABLE in declared.facts:
+            treatment = Declared(frozenset(), frozenset(), ("treatment",))
+            chosen, _ = _counting(world, treatment, patient, lambda c: _reaches(org, c, world), None)
+            if chosen is not None:
+                out.facts.add(TREATABLE)
+                if out.consent is None:
+                    out.consent = chosen
+    if user in world.care_teams[patient]:
+        out.facts.add(CARE_TEAM)
+    if BREAK_GLASS in declared.facts and (user, patient) in world.break_glass:
+        out.facts.add(BREAK_GLASS)
+    if TREATABLE not in declared.facts:
+        out.facts.discard(TREATABLE)
+    return out
+
+
+def decide(role: str, workflow: str, facts: set[str]) -> tuple[frozenset[str] | None, str, frozenset[str]]:
+    """The rule that allows (its facts all hold), or None, the reason, and the facts the closest rule
+    misses: fewest missing, everyday rules before emergency ones; the reason names its first missing
+    fact; no rule at all for the role: ``role_not_permitted``."""
+    candidates = [requires for r, wf, requires in RULES if r == role and wf == workflow]
+    for requires in candidates:
+        if requires <= facts:
+            return requires, "allowed", frozenset()
+    if not candidates:
+        return None, "role_not_permitted", frozenset()
+    closest = min(candidates, key=lambda req: (BREAK_GLASS in req, len(req - facts)))
+    first = next(f for f in FACT_ORDER if f in closest - facts)
+    return None, REASONS[first], closest - facts
+
+
+def may_run(role: str, workflow: str) -> bool:
+    """Whether any rule lets the role run the workflow at all (else it is refused before any lookup)."""
+    return any(r == role and w == workflow for r, w, _ in RULES)
+
+
+def decide_own(
+    role: str, workflow: str, found: Facts, stated: str | None
+) -> tuple[frozenset[str] | None, str]:
+    """The actor's own decision: as :func:`decide`, but a stated purpose of use the workflow does not
+    serve, or one that alone kept the covering consent from counting, is ``purpose_not_permitted``."""
+    requires, reason, missing = decide(role, workflow, found.facts)
+    purposes = WORKFLOWS[workflow].purposes
+    if stated is not None and purposes and stated not in purposes:
+        return None, PURPOSE_NOT_PERMITTED
+    if requires is None and found.purpose_refused and COVERED in missing:
+        return None, PURPOSE_NOT_PERMITTED
+    return requires, reason
+
+
+def _purpose(world: World, stated: str | None, consent: int | None) -> str | None:
+    if stated is not None:
+        return stated
+    return None if consent is None else world.consents[consent].purpose
+
+
+def _refusal(world: World, action: Action, patient: int, found: Facts, reason: str) -> Verdict:
+    """403 with the reason for a record the person may know exists; else 404, as for none at all."""
+    knowing = bool(found.facts & KNOWING) or knows(world, world.users[action.actor].org, patient)
+    return Verdict(
+        action.workflow,
+        False,
+        403 if knowing else 404,
+        reason=reason,
+        break_glass=BREAK_GLASS in found.facts,
+        purpose=action.purpose_of_use,
+    )
+
+
+def verdict(world: World, action: Action) -> Verdict:
+    """What the default policy says about ``action`` in ``world`` (the world is not changed)."""
+    user = world.users[action.actor]
+    wf = action.workflow
+    stated = action.purpose_of_use
+    if not may_run(user.role, wf):
+        purposes = WORKFLOWS[wf].purposes
+        reason = (
+            PURPOSE_NOT_PERMITTED if stated and purposes and stated not in purposes else "role_not_permitted"
+        )
+        return Verdict(wf, False, 403, reason=reason, purpose=stated)
+    if wf in {"patient.list", "conversation.list"}:
+        return _list_verdict(world, action)
+    if wf == "organization.list":
+        shown = None if user.role == OFFICER else frozenset({user.org})  # an officer: every organization
+        return Verdict(wf, True, 200, frozenset(), visible=shown, purpose=stated)
+    if wf == "compliance_group.list":
+        groups = frozenset(g for g, group in enumerate(world.groups) if group.owner == user.org)
+        return Verdict(wf, True, 200, frozenset(), visible=groups, purpose=stated)
+    if isinstance(action, ConversationAction):
+        return _conversation_verdict(world, action)
+    if isinstance(action, RevokeConsent):
+        return _revoke_verdict(world, action)
+    if isinstance(action, AddContact):
+        if action.org != user.org:
+            return Verdict(wf, False, 403, reason=REASONS[OWN_ORG], purpose=stated)
+        if (action.org, action.phone) in world.directory:
+            return Verdict(wf, False, 409, requires=frozenset({OWN_ORG}), undecided=True, purpose=stated)
+        return Verdict(wf, True, 201, frozenset({OWN_ORG}), purpose=stated)
+    assert isinstance(action, PatientAction)
+    patient = action.patient
+    found = facts_about_patient(world, wf, action.actor, patient, stated)
+    requires, reason = decide_own(user.role, wf, found, stated)
+    if requires is None:
+        return _refusal(world, action, patient, found, reason)
+    ok = {"patient.read": 200, "patient.update": 200, "care_team.read": 200}
+    base = Verdict(
+        wf,
+        True,
+        ok.get(wf, 201),
+        requires=requires,
+        consent=found.consent,
+        break_glass=BREAK_GLASS in found.facts,
+        purpose=_purpose(world, stated, found.consent),
+    )
+    if wf == "consent.list":
+        shown = frozenset(i for i, c in enumerate(world.consents) if c.patient == patient)
+        return replace(base, status=200, visible=shown)
+    if wf == "break_glass.open":
+        # Each opening is on record, and tells the patient's organization's compliance officers.
+        return replace(base, effects=(("break_glass.opened", 1), ("break_glass.compliance_notified", 1)))
+    if isinstance(action, AddCareTeamMember):
+        return _join_verdict(world, base, action)
+    if isinstance(action, CreateConversation):
+        return _create_conversation_verdict(world, base, action)
+    if (
+        isinstance(action, RecordConsent)
+        and action.kind == "compliance_group"
+        and world.groups[action.target].owner != world.patients[patient]
+    ):
+        # A consent may name only its own organization's groups (none are shared in these worlds);
+        # another's answers as a group that does not exist.
+        return replace(base, allowed=False, status=422, field="complianceGroupId", undecided=True)
+    return base
+
+
+def _subject(world: World, workflow: str, member: int, patient: int, field_name: str) -> Subject:
+    person = world.users[member]
+    found = facts_about_patient(world, workflow, member, patient)
+    found.facts.discard(CARE_TEAM)
+    requires, reason, _ = decide(person.role, workflow, found.facts)
+    allowed = requires is not None
+    return Subject(
+        person.role,
+        allowed,
+        requires,
+        None if allowed else reason,
+        found.consent if allowed else None,
+        None if allowed else field_name,
+    )
+
+
+def _knows_organization(world: World, actor: int, patient: int, org: int) -> bool:
+    """Whether the actor may know of people of ``org`` in a decision about this patient: their own
+    organization, the patient's, or one an active consent discloses the patient to."""
+    return org in {world.users[actor].org, world.patients[patient]} or knows(world, org, patient)
+
+
+def _join_verdict(world: World, base: Verdict, action: AddCareTeamMember) -> Verdict:
+    subject = _subject(world, "care_team.join", action.member, action.patient, "userId")
+    if subject.allowed:
+        # Idempotent: 201 when the person was added, 200 with the team unchanged if already on it.
+        added = action.member not in world.care_teams[action.patient]
+        return replace(base, status=201 if added else 200, subjects=(subject,))
+    if not _knows_organization(world, action.actor, action.patient, world.users[action.member].org):
+        # Someone the caller may not know of: answered as a user that does not exist.
+        return replace(base, allowed=False, status=422, subjects=(subject,), field="userId", undecided=True)
+    return replace(
+        base, allowed=False, status=403, reason=subject.reason, subjects=(subject,), field="userId"
+    )
+
+
+def _create_conversation_verdict(world: World, base: Verdict, action: CreateConversation) -> Verdict:
+    members = [(i, u) for i, u in enumerate(action.members) if u != action.actor]
+    strangers = [
+        (i, u)
+        for i, u in members
+        if not _knows_organization(world, action.actor, action.patient, world.users[u].org)
+    ]
+    # People the caller may not know of are decided first; any refused is answered as no such user.
+    subjects = [
+        _subject(world, "conversation.join", u, action.patient, f"memberIds[{i}]") for i, u in strangers
+    ]
+    refused = [s for s in subjects if not s.allowed]
+    if refused:
+        return replace(
+            base, allowed=False, status=422, subjects=tuple(subjects), field=refused[0].field, undecided=True
+        )
+    decided = {i for i, _ in strangers}
+    for i, member in members:
+        if i in decided:
+            continue
+        subject = _subject(world, "conversation.join", member, action.patient, f"memberIds[{i}]")
+        subjects.append(subject)
+        if not subject.allowed:
+            return replace(
+                base,
+                allowed=False,
+                status=403,
+                reason=subject.reason,
+                subjects=tuple(subjects),
+                field=subject.field,
+            )
+    for i, ext in enumerate(action.externals):
+        # Established, never asserted: the organization the caller names for the number counts for nothing.
+        consent = admitting(world, action.patient, ext.phone, ext.claimed_org)
+        allowed = consent is not None
+        subject = Subject(
+            EXTERNAL,
+            allowed,
+            frozenset({EXTERNAL_CONSENT}) if allowed else None,
+            None if allowed else "no_external_consent",
+            consent,
+            None if allowed else f"externalMembers[{i}]",
+        )
+        subjects.append(subject)
+        if not allowed:
+            return replace(
+                base,
+                allowed=False,
+                status=403,
+                reason=subject.reason,
+                subjects=tuple(subjects),
+                field=subject.field,
+            )
+    return replace(base, subjects=tuple(subjects))
+
+
+def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
+    wf = action.workflow
+    user = world.users[action.actor]
+    if action.conversation is None:
+        return Verdict(wf, False, 404, undecided=True)
+    conversation = world.conversations[action.conversation]
+    found = facts_about_patient(world, wf, action.actor, conversation.patient, action.purpose_of_use)
+    if action.actor in conversation.members:
+        found.facts.add(MEMBER)
+    requires, reason = decide_own(user.role, wf, found, action.purpose_of_use)
+    if requires is None:
+        return _refusal(world, action, conversation.patient, found, reason)
+    deliveries: tuple[tuple[int, str], ...] = ()
+    if wf == "message.send":
+        deliveries = tuple(
+            (i, _sms_state(world, conversation.patient, ext))
+            for i, ext in enumerate(conversation.externals)
+            if not ext.removed
+        )
+    return Verdict(
+        wf,
+        True,
+        202 if wf == "message.send" else 200,
+        requires,
+        consent=found.consent,
+        deliveries=deliveries,
+        break_glass=BREAK_GLASS in found.facts,
+        purpose=_purpose(world, action.purpose_of_use, found.consent),
+    )
+
+
+def _list_verdict(world: World, action: Action) -> Verdict:
+    wf = action.workflow
+    requires, _, _ = decide(world.users[action.actor].role, wf, set())
+    if wf == "patient.list":
+        shown = [
+            p
+            for p, team in enumerate(world.care_teams)
+            if action.actor in team
+            and verdict(
+                world, PatientAction("patient.read", action.actor, p, purpose_of_use=action.purpose_of_use)
+            ).allowed
+        ]
+    else:
+        shown = [
+            c
+            for c, conversation in enumerate(world.conversations)
+            if action.actor in conversation.members
+            and verdict(
+                world,
+                ConversationAction(
+                    "conversation.read", action.actor, c, purpose_of_use=action.purpose_of_use
+                ),
+            ).allowed
+        ]
+    return Verdict(wf, True, 200, requires, visible=frozenset(shown), purpose=action.purpose_of_use)
+
+
+def _sms_state(world: World, patient: int, ext: External) -> str:
+    if admitting(world, patient, ext.phone, ext.claimed_org, TEXTING) is None:
+        return "no_sms_consent"
+    if ext.phone in world.opted_out:
+        return "opted_out"
+    return "queued"
+
+
+def _revoke_verdict(world: World, action: RevokeConsent) -> Verdict:
+    wf = action.workflow
+    if action.consent is None:
+        return Verdict(wf, False, 404, undecided=True)
+    consent = world.consents[action.consent]
+    found = facts_about_patient(world, wf, action.actor, consent.patient, action.purpose_of_use)
+    requires, reason = decide_own(world.users[action.actor].role, wf, found, action.purpose_of_use)
+    if requires is None:
+        return _refusal(world, action, consent.patient, found, reason)
+    if consent.revoked:
+        return Verdict(wf, False, 409, requires=requires, undecided=True, purpose=action.purpose_of_use)
+    after = list(world.consents)
+    after[action.consent] = replace(consent, revoked=True)
+    later = replace(world, consents=after)
+    removed_members: set[tuple[int, int]] = set()
+    removed_externals: set[tuple[int, int]] = set()
+    readmitted: set[tuple[int, int, int]] = set()
+    patient_org = world.patients[consent.patient]
+    for ci, conv in enumerate(world.conversations):
+        if conv.patient != consent.patient:
+            continue
+        if consent.kind != "external":
+            for member in conv.members:
+                org = world.users[member].org
+                if (
+                    org != patient_org
+                    and facts_about_patient(later, "conversation.read", member, conv.patient).consent is None
+                ):
+                    removed_members.add((ci, member))
+        for xi, ext in enumerate(conv.externals):
+            if ext.removed or ext.consent != action.consent:
+                continue
+            other = admitting(later, conv.patient, ext.phone, ext.claimed_org)
+            if other is None:
+                removed_externals.add((ci, xi))
+            else:
+                readmitted.add((ci, xi, other))
+    return Verdict(
+        wf,
+        True,
+        200,
+        requires,
+        purpose=action.purpose_of_use,
+        effects=(
+            ("conversation.member_removed", len(removed_members)),
+            ("conversation.external_removed", len(removed_externals)),
+            ("conversation.external_readmitted", len(readmitted)),
+        ),
+        removed_members=frozenset(removed_members),
+        removed_externals=frozenset(removed_externals),
+        readmitted_externals=frozenset(readmitted),
+    )
+
+
+# --- effects -----------------------------------------------------------------------------------
+
+
+def apply(world: World, action: Action, v: Verdict) -> None:
+    """Change the world as an allowed action does."""
+    if not v.allowed:
+        return
+    if isinstance(action, AddCareTeamMember):
+        world.care_teams[action.patient].add(action.member)
+    elif isinstance(action, CreateConversation):
+        members = frozenset({action.actor, *action.members})
+        admitted = [s.consent for s in v.subjects if s.role == EXTERNAL]
+        externals = tuple(
+            External(
+                e.phone, admitted[i] if i < len(admitted) and admitted[i] is not None else -1, e.claimed_org
+            )
+            for i, e in enumerate(action.externals)
+        )
+        world.conversations.append(Conversation(action.patient, members, externals))
+    elif isinstance(action, RecordConsent):
+        world.consents.append(
+            Consent(
+                action.patient,
+                action.kind,
+                action.target,
+                action.purpose,
+                action.scope,
+                action.timing,
+                action.expires_in_days,
+            )
+        )
+    elif isinstance(action, RevokeConsent):
+        assert action.consent is not None
+        world.consents[action.consent] = replace(world.consents[action.consent], revoked=True)
+        carried = {(c, x): consent for c, x, consent in v.readmitted_externals}
+        for ci, conv in enumerate(world.conversations):
+            gone = {m for c, m in v.removed_members if c == ci}
+            externals = tuple(
+                replace(e, removed=True)
+                if (ci, xi) in v.removed_externals
+                else replace(e, consent=carried[(ci, xi)])
+                if (ci, xi) in carried
+                else e
+                for xi, e in enumerate(conv.externals)
+            )
+            world.conversations[ci] = replace(conv, members=conv.members - gone, externals=externals)
+    elif isinstance(action, AddContact):
+        world.directory.add((action.org, action.phone))
+    elif action.workflow == "break_glass.open":
+        assert isinstance(action, PatientAction)
+        world.break_glass.add((action.actor, action.patient))

@@ -1,0 +1,288 @@
+"""Hypothesis strategies: random worlds (organizations, people of every role, patients, care teams,
+compliance groups, phone numbers, opt-outs, expired emergency sessions) and random actions in them.
+
+Actions are drawn before anything runs, so a consent or conversation they name is a raw number that
+:func:`resolve` turns into one that exists when the action runs (or into "none", a record that does
+not exist). Shrinking then removes actions and simplifies indices while keeping the story readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hypothesis import strategies as st
+
+from tests.refmodel import model as m
+
+#: Everyone an organization has: one person of each role, and a second care-team member.
+ROSTER = (m.PEER, m.CLINICIAN, m.CLINICIAN, m.ADMIN, m.OFFICER, m.AUDITOR)
+#: Drawn actors that :func:`resolve` makes concrete: a member of the conversation the action names,
+#: the compliance officer of the organization of the consent's patient.
+MEMBER_OF_IT, OFFICER_OF_IT = -1, -2
+PHONES = 3
+
+
+def person(org: int, role_slot: int) -> int:
+    return org * len(ROSTER) + role_slot
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    orgs: int
+    patients: tuple[int, ...]  # the organization of each patient
+    care_team: tuple[tuple[int, int], ...]  # (patient, user) on its care team besides its registrar
+    groups: tuple[tuple[int, frozenset[int]], ...]  # (owner organization, member organizations)
+    opted_out: frozenset[int]  # phone numbers (by index) that texted STOP
+    expired_break_glass: tuple[tuple[int, int], ...]  # (user, patient): sessions that have ended
+    directory: frozenset[tuple[int, int]] = frozenset()  # (organization, phone) contact entries
+
+    def registrar(self, patient: int) -> int:
+        """The care-team member of the patient's organization who registered the patient."""
+        return person(self.patients[patient], 1)
+
+    def model(self) -> m.World:
+        users = [m.User(org, role) for org in range(self.orgs) for role in ROSTER]
+        teams = [{self.registrar(p)} for p in range(len(self.patients))]
+        for patient, user in self.care_team:
+            teams[patient].add(user)
+        return m.World(
+            orgs=self.orgs,
+            users=users,
+            patients=list(self.patients),
+            care_teams=teams,
+            groups=[m.Group(owner, members) for owner, members in self.groups],
+            phones=PHONES,
+            opted_out=set(self.opted_out),
+            directory=set(self.directory),
+        )
+
+
+@st.composite
+def world_specs(draw: st.DrawFn) -> WorldSpec:
+    orgs = draw(st.integers(2, 3))
+    users = orgs * len(ROSTER)
+    patients = tuple(draw(st.lists(st.integers(0, orgs - 1), min_size=1, max_size=3)))
+    staff = [person(o, slot) for o in range(orgs) for slot in (0, 1, 2)]
+    care_team = tuple(
+        draw(
+            st.lists(
+                st.tuples(st.integers(0, len(patients) - 1), st.sampled_from(staff)), max_size=4, unique=True
+            )
+        )
+    )
+    groups = tuple(
+        draw(
+            st.lists(
+                st.tuples(st.integers(0, orgs - 1), st.frozensets(st.integers(0, orgs - 1), max_size=orgs)),
+                max_size=2,
+            )
+        )
+    )
+    opted_out = draw(st.frozensets(st.integers(0, PHONES - 1), max_size=1))
+    expired = tuple(
+        draw(st.lists(st.tuples(st.integers(0, users - 1), st.integers(0, len(patients) - 1)), max_size=1))
+    )
+    directory = draw(
+        st.frozensets(st.tuples(st.integers(0, orgs - 1), st.integers(0, PHONES - 1)), max_size=2)
+    )
+    return WorldSpec(orgs, patients, care_team, groups, opted_out, expired, directory)
+
+
+@st.composite
+def _actor(draw: st.DrawFn, spec: WorldSpec, patient: int, preferred_slot: int) -> int:
+    """Mostly someone likely to be allowed (the patient's registrar, or the patient's organization's
+    person in ``preferred_slot``), sometimes that role in another organization, sometimes anyone."""
+    pick = draw(st.integers(0, 9))
+    if pick < 3 and preferred_slot in (0, 1, 2):
+        return spec.registrar(patient)
+    if pick < 3 and preferred_slot not in (0, 1, 2):
+        return person(spec.patients[patient], preferred_slot)
+    if pick < 6:
+        helpers = [u for p, u in spec.care_team if p == patient]
+        if helpers and preferred_slot in (0, 1, 2):
+            return draw(st.sampled_from(helpers))
+        return person(spec.patients[patient], preferred_slot)
+    if pick < 8:
+        return person(draw(st.integers(0, spec.orgs - 1)), preferred_slot)
+    return draw(st.integers(0, spec.orgs * len(ROSTER) - 1))
+
+
+@st.composite
+def record_consent(draw: st.DrawFn, spec: WorldSpec) -> m.RecordConsent:
+    patient = draw(st.integers(0, len(spec.patients) - 1))
+    kinds = ["organization", "external"] + (["compliance_group"] if spec.groups else [])
+    kind = draw(st.sampled_from(kinds))
+    target = draw(
+        st.integers(0, spec.orgs - 1)
+        if kind == "organization"
+        else st.integers(0, len(spec.groups) - 1)
+        if kind == "compliance_group"
+        else st.integers(0, PHONES - 1)
+    )
+    scope = draw(st.frozensets(st.sampled_from(m.SCOPES), min_size=1, max_size=3))
+    return m.RecordConsent(
+        "consent.create",
+        draw(_actor(spec, patient, 4)),
+        patient,
+        kind,
+        target,
+        draw(st.sampled_from(m.PURPOSES)),
+        scope,
+        timing := draw(st.sampled_from(["active", "active", "active", "expired", "pending"])),
+        draw(st.none() | st.integers(1, 30)) if timing == "active" else None,
+    )
+
+
+@st.composite
+def create_conversation(draw: st.DrawFn, spec: WorldSpec, patient: int, creator: int) -> m.CreateConversation:
+    """Mostly colleagues of the patient's organization, sometimes anyone; now and then texted people."""
+    users = spec.orgs * len(ROSTER)
+    home = spec.patients[patient]
+    colleague = st.sampled_from([person(home, slot) for slot in (0, 1, 2)])
+    members = tuple(
+        draw(st.lists(colleague | colleague | st.integers(0, users - 1), max_size=3, unique=True))
+    )
+    phones = draw(st.lists(st.integers(0, PHONES - 1), max_size=2, unique=True) | st.just([]))
+    externals = tuple(
+        m.NewExternal(phone, draw(st.none() | st.integers(0, spec.orgs - 1))) for phone in phones
+    )
+    return m.CreateConversation("conversation.create", creator, patient, members, externals)
+
+
+@st.composite
+def action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
+    """An action, now and then with a stated purpose of use (X-Purpose-Of-Use)."""
+    drawn = draw(_action(spec))
+    if draw(st.integers(0, 5)) == 5:  # shrinks towards no stated purpose
+        return replace(drawn, purpose_of_use=draw(st.sampled_from(m.PURPOSES)))
+    return drawn
+
+
+@st.composite
+def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
+    users = spec.orgs * len(ROSTER)
+    patient = draw(st.integers(0, len(spec.patients) - 1))
+    kind = draw(
+        st.sampled_from(
+            [
+                "patient.read",
+                "patient.update",
+                "care_team.read",
+                "care_team.add_member",
+                "conversation.create",
+                "conversation.create",
+                "conversation.read",
+                "message.send",
+                "message.send",
+                "consent.create",
+                "consent.revoke",
+                "break_glass.open",
+                "patient.list",
+                "conversation.list",
+                "organization_contact.add",
+                "organization.list",
+                "compliance_group.list",
+                "consent.list",
+            ]
+        )
+    )
+    clinician = draw(_actor(spec, patient, draw(st.sampled_from([0, 1, 2]))))
+    if kind == "organization_contact.add":
+        org = draw(st.integers(0, spec.orgs - 1))
+        actor = person(org, 3) if draw(st.integers(0, 3)) else draw(st.integers(0, users - 1))
+        return m.AddContact(kind, actor, org, draw(st.integers(0, PHONES - 1)))
+    if kind in {"patient.list", "conversation.list"}:
+        return m.Action(kind, clinician)
+    if kind in {"organization.list", "compliance_group.list"}:
+        return m.Action(kind, draw(st.integers(0, users - 1)))
+    if kind == "care_team.read" and draw(st.integers(0, 3)) == 0:
+        return m.PatientAction(kind, draw(_actor(spec, patient, 3)), patient)
+    if kind == "consent.list" and draw(st.booleans()):
+        return m.PatientAction(kind, draw(_actor(spec, patient, 4)), patient)
+    if kind in {"patient.read", "care_team.read", "break_glass.open", "consent.list"}:
+        return m.PatientAction(kind, clinician, patient)
+    if kind == "patient.update":
+        level = draw(st.sampled_from(["low", "medium", "high", "critical"]))
+        return m.UpdatePatient(kind, clinician, patient, level)
+    if kind == "care_team.add_member":
+        actor = draw(_actor(spec, patient, draw(st.sampled_from([1, 3]))))
+        return m.AddCareTeamMember(kind, actor, patient, draw(st.integers(0, users - 1)))
+    if kind == "conversation.create":
+        return draw(create_conversation(spec, patient, clinician))
+    if kind in {"conversation.read", "message.send"}:
+        actor = draw(
+            st.sampled_from([MEMBER_OF_IT, MEMBER_OF_IT, clinician, draw(st.integers(0, users - 1))])
+        )
+        return m.ConversationAction(kind, actor, draw(_reference()))
+    if kind == "consent.create":
+        return draw(record_consent(spec))
+    actor = draw(st.sampled_from([OFFICER_OF_IT, draw(_actor(spec, patient, 4))]))
+    return m.RevokeConsent(kind, actor, draw(_reference()))
+
+
+def _reference() -> st.SearchStrategy[int | None]:
+    """A drawn reference to a consent or conversation; 7: one that does not exist."""
+    return st.integers(0, 7).map(lambda ref: None if ref == 7 else ref)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    world: WorldSpec
+    actions: tuple[m.Action, ...]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
+    spec = draw(world_specs())
+    setup = draw(st.lists(record_consent(spec), max_size=4))
+    patients = st.integers(0, len(spec.patients) - 1)
+    for patient in draw(st.lists(patients, max_size=2)):
+        # Mostly a conversation that can be created (colleagues only), so later sends have one.
+        registrar = spec.registrar(patient)
+        if draw(st.booleans()):
+            colleagues = [person(spec.patients[patient], slot) for slot in (0, 2)]
+            members = tuple(draw(st.lists(st.sampled_from(colleagues), max_size=2, unique=True)))
+            setup.append(m.CreateConversation("conversation.create", registrar, patient, members, ()))
+        else:
+            setup.append(draw(create_conversation(spec, patient, registrar)))
+    actions = draw(st.lists(action(spec), min_size=3, max_size=max_actions))
+    return Scenario(spec, (*setup, *actions))
+
+
+def resolve(world: m.World, action: m.Action) -> m.Action:
+    """Turn a drawn reference to a consent or conversation into one that exists now (or none), and a
+    drawn "member of it" or "officer of it" into that person.
+
+    An even reference prefers the records the actor is likely to act on (a conversation they are in,
+    a consent of their organization's patient), so allowed actions are common; an odd one takes any.
+    """
+    if isinstance(action, m.ConversationAction):
+        n = len(world.conversations)
+        if action.actor == MEMBER_OF_IT:
+            if action.conversation is None or not n:
+                return replace(action, actor=0, conversation=None)
+            chosen = action.conversation % n
+            members = sorted(world.conversations[chosen].members)
+            return replace(action, actor=members[action.conversation % len(members)], conversation=chosen)
+        if action.conversation is None:
+            return action
+        mine = [i for i, c in enumerate(world.conversations) if action.actor in c.members]
+        if mine and action.conversation % 2 == 0:
+            return replace(action, conversation=mine[action.conversation // 2 % len(mine)])
+        return replace(action, conversation=action.conversation % n if n else None)
+    if isinstance(action, m.RevokeConsent):
+        n = len(world.consents)
+        if action.actor == OFFICER_OF_IT:
+            if action.consent is None or not n:
+                return replace(action, actor=person(0, 4), consent=None)
+            chosen = action.consent % n
+            org = world.patients[world.consents[chosen].patient]
+            return replace(action, actor=person(org, 4), consent=chosen)
+        if action.consent is None:
+            return action
+        org = world.users[action.actor].org
+        ours = [i for i, c in enumerate(world.consents) if world.patients[c.patient] == org and not c.revoked]
+        if ours and action.consent % 2 == 0:
+            return replace(action, consent=ours[action.consent // 2 % len(ours)])
+        return replace(action, consent=action.consent % n if n else None)
+    return action

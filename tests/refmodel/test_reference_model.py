@@ -1,0 +1,232 @@
+"""Every decision of random worlds checked against the reference model (tests/refmodel/model.py).
+
+One app for the whole test, fresh data per example (new organizations, people, patients and phone
+numbers each time). CI runs ``CAREMSG_REFMODEL_EXAMPLES`` (default 40) scenarios of 3 to 20
+actions each; a long run raises it:
+
+    CAREMSG_REFMODEL_EXAMPLES=500 ./run.sh test tests/refmodel -q -x
+
+A disagreement fails with the world and the actions up to it, shrunk by Hypothesis to a minimal one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+
+from handlers.app import create_app
+from handlers.keys import services_key
+from handlers.settings import Settings
+from tests.refmodel import model as m
+from tests.refmodel.driver import TALLIES, Disagreement, Tally, run_scenario
+from tests.refmodel.known_defects import DEFECTS, EXEMPT, exempted
+from tests.refmodel.scenarios import Scenario, WorldSpec, scenarios
+
+EXAMPLES = int(os.environ.get("CAREMSG_REFMODEL_EXAMPLES", "40"))
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
+    return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def tally(request: pytest.FixtureRequest) -> Tally:
+    return TALLIES.setdefault(request.node.name, Tally())
+
+
+@hypothesis_settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=os.environ.get("CAREMSG_REFMODEL_EXAMPLES") is None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+    print_blob=True,
+)
+@given(scenario=scenarios())
+async def test_every_decision_matches_the_reference_model(
+    client: TestClient[Any, Any], db: asyncpg.Connection, tally: Tally, scenario: Scenario
+) -> None:
+    services = client.server.app[services_key]
+    await run_scenario(client, db, services, scenario, exempted(), tally)
+
+
+# --- each exempted defect, shown in the smallest world that has it -----------------------------
+
+ORG0_OFFICER, ORG0_REGISTRAR, ORG1_PEER, ORG1_CLINICIAN = 4, 1, 6, 7
+TWO_ORGS = WorldSpec(2, (0,), (), (), frozenset(), ())
+
+SHOWCASES: dict[str, Scenario] = {
+    "1": Scenario(
+        TWO_ORGS,
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "payment", frozenset({"read"}), "active"
+            ),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
+        ),
+    ),
+    "2": Scenario(
+        WorldSpec(2, (0,), (), ((1, frozenset({1})),), frozenset(), ()),
+        (
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "compliance_group",
+                0,
+                "treatment",
+                frozenset({"read"}),
+                "active",
+            ),
+        ),
+    ),
+    "8": Scenario(
+        TWO_ORGS,
+        (
+            # A consent for payment: the patient is known to org1, but not one it may treat.
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "payment", frozenset({"read"}), "active"
+            ),
+            m.PatientAction("break_glass.open", ORG1_PEER, 0),
+        ),
+    ),
+    "9": Scenario(
+        WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), ()),
+        (
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "organization",
+                1,
+                "treatment",
+                frozenset({"read"}),
+                "active",
+            ),
+            m.UpdatePatient("patient.update", ORG1_CLINICIAN, 0, "low"),
+        ),
+    ),
+    "11": Scenario(TWO_ORGS, (m.Action("organization.list", ORG1_PEER),)),
+    "12": Scenario(TWO_ORGS, (m.PatientAction("patient.read", ORG1_PEER, 0),)),
+}
+
+
+@pytest.mark.parametrize(
+    "defect",
+    [
+        pytest.param(
+            d,
+            id=f"defect-{d}",
+            marks=[
+                pytest.mark.xfail(strict=True, raises=Disagreement, reason=f"known defect {d}: {DEFECTS[d]}")
+            ]
+            if d in EXEMPT
+            else [],
+        )
+        for d in sorted(SHOWCASES, key=int)
+    ],
+)
+async def test_each_exempted_defect_is_still_there(
+    client: TestClient[Any, Any], db: asyncpg.Connection, defect: str
+) -> None:
+    """Strict xfail while a defect is exempted: when its fix lands this passes, which fails the run
+    until the id leaves EXEMPT (the random test then fails on any instance of it again). Once fixed,
+    it stays as a regression case (other defects still exempted are excused on the way)."""
+    services = client.server.app[services_key]
+    await run_scenario(client, db, services, SHOWCASES[defect], EXEMPT - {defect}, Tally())
+
+
+# --- worked cases of the README, decided by the model and the service alike ------------------------
+
+SMS_AND_MESSAGE = frozenset({"sms", "message"})
+CASES: dict[str, Scenario] = {
+    "an organization consent admits a number its contact directory lists": Scenario(
+        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
+        ),
+    ),
+    "naming an organization for a number it does not list admits nobody": Scenario(
+        TWO_ORGS,
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
+        ),
+    ),
+    "a consent naming the number outranks the organization's, and its revocation hands over": Scenario(
+        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "external",
+                0,
+                "care_coordination",
+                SMS_AND_MESSAGE,
+                "active",
+            ),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
+            m.RevokeConsent("consent.revoke", ORG0_OFFICER, 1),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
+        ),
+    ),
+    "a read-only consent lets a partner read but not change the record": Scenario(
+        WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), ()),
+        (
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "organization",
+                1,
+                "treatment",
+                frozenset({"read"}),
+                "active",
+            ),
+            m.PatientAction("patient.read", ORG1_CLINICIAN, 0),
+            m.UpdatePatient("patient.update", ORG1_CLINICIAN, 0, "low"),
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "organization",
+                1,
+                "treatment",
+                frozenset({"write"}),
+                "active",
+            ),
+            m.UpdatePatient("patient.update", ORG1_CLINICIAN, 0, "low"),
+            m.PatientAction("patient.read", ORG1_CLINICIAN, 0, purpose_of_use="payment"),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_worked_case_agrees_with_the_model(
+    client: TestClient[Any, Any], db: asyncpg.Connection, case: str
+) -> None:
+    services = client.server.app[services_key]
+    tally = TALLIES.setdefault("worked cases", Tally())
+    await run_scenario(client, db, services, CASES[case], exempted(), tally)
