@@ -22,7 +22,7 @@ import io
 from dataclasses import dataclass
 
 from engine.decisions import Decision, Fact
-from engine.policy import Policy, PolicyProblem
+from engine.policy import Policy, PolicyProblem, Rule
 
 CONSENT_STATES = {"active": {Fact.COVERED}, "external": {Fact.EXTERNAL_CONSENT}, "none": set()}
 RELATIONSHIPS = {
@@ -144,3 +144,52 @@ def run_cases(policy: Policy, cases: list[PolicyCase]) -> list[CaseResult]:
 def untested_workflows(policy: Policy, cases: list[PolicyCase]) -> list[str]:
     """Workflows of the policy that no case exercises."""
     return sorted(set(policy.workflows) - {c.action for c in cases})
+
+
+def untested_workflow_problems(
+    policy: Policy, cases: list[PolicyCase], workflows_name: str, tables_name: str
+) -> list[PolicyProblem]:
+    """An error at each workflow's declaration that no test case exercises: every workflow needs one."""
+    return [
+        PolicyProblem(
+            workflows_name,
+            policy.workflows[name].line,
+            f"workflow {name} has no test case: add one to {tables_name}",
+        )
+        for name in untested_workflows(policy, cases)
+    ]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a run of the test tables exercised, as ``opa test --coverage`` reports it for Rego.
+
+    A workflow counts when some case decides it; a rule counts when some case is allowed by it (a
+    rule no allowed case matches could be deleted without any case noticing).
+    """
+
+    workflows: int
+    rules: int
+    untested_workflows: tuple[str, ...]
+    unexercised_rules: tuple[Rule, ...]
+
+    @property
+    def summary(self) -> str:
+        tested = self.workflows - len(self.untested_workflows)
+        exercised = self.rules - len(self.unexercised_rules)
+        percent = 100 * (tested + exercised) // max(1, self.workflows + self.rules)
+        return (
+            f"coverage: {tested} of {self.workflows} workflows and {exercised} of {self.rules} rules "
+            f"exercised ({percent}%)"
+        )
+
+
+def coverage(policy: Policy, results: list[CaseResult]) -> Coverage:
+    """Which workflows no case decides and which rules no case is allowed by."""
+    allowed_by = {r.decision.rule for r in results if r.decision.allowed}
+    return Coverage(
+        workflows=len(policy.workflows),
+        rules=len(policy.rules),
+        untested_workflows=tuple(untested_workflows(policy, [r.case for r in results])),
+        unexercised_rules=tuple(rule for rule in policy.rules if rule.located not in allowed_by),
+    )

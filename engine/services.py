@@ -6,7 +6,7 @@ gather facts → decide → do the work in one unit of work → enqueue effects 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -94,7 +94,7 @@ class Decider:
     def require(
         self,
         workflow: str,
-        facts: Iterable[str] = (),
+        facts: Iterable[str] | None = (),
         *,
         resource_type: str | None = None,
         resource_id: object | None = None,
@@ -103,20 +103,23 @@ class Decider:
         field: str | None = None,
         details: Mapping[str, DetailValue] | None = None,
     ) -> Decision:
-        """Decide; record the decision; raise :class:`Forbidden` unless allowed.
+        """Decide; record the decision with its facts; raise :class:`Forbidden` unless allowed.
 
         ``subject_role`` decides about someone other than the actor (a member being added); the
-        record still names the actor who asked.
+        record still names the actor who asked. ``facts=None`` records that the facts were not
+        computed (decided as if none held).
         """
         role = subject_role or self.actor.role.value
         if subject_role is None and self._primary_workflow is None:
             self._primary_workflow = workflow
-        fact_set = frozenset(facts)
+        fact_set = frozenset(facts or ())
         decision = self.policy.decide(role, workflow, fact_set)
+        if facts is None:
+            decision = replace(decision, facts=None)  # not computed: `policy diff` cannot replay it
         recorded = dict(details or {})
-        if fact_set:
-            # The facts decided on, so `caremsg policy diff` can decide this record again.
-            recorded["facts"] = "&".join(sorted(fact_set))
+        if subject_role is not None:
+            # The role decided on, as it was then: `policy diff` replays it even if the person changes.
+            recorded["subject_role"] = subject_role
         # The purpose of use the client stated, else the purpose of the consent that covered it.
         purpose = self.actor.purpose_of_use or recorded.get("purpose")
         self.audit.record(
@@ -186,11 +189,12 @@ class Decider:
     ) -> None:
         """Deny early, before any lookup, when no rule lets the actor's role run the workflow at all.
 
-        Looking a record up first would tell a role that may never see it whether it exists.
+        Looking a record up first would tell a role that may never see it whether it exists. The
+        record says its facts were not computed (see :meth:`Guard.require_role_recording_facts`).
         """
         if not self.policy.role_may(self.actor.role.value, workflow):
             self.require(
-                workflow, (), resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
+                workflow, None, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
             )
 
     def relation_facts(
@@ -249,6 +253,31 @@ class Guard(Decider):
     def __init__(self, services: Services, uow: UnitOfWork, actor: Actor) -> None:
         super().__init__(services, uow.audit, actor)
         self.uow = uow
+
+    async def require_role_recording_facts(
+        self,
+        workflow: str,
+        facts_of: Callable[[], Awaitable[frozenset[str] | None]],
+        *,
+        resource_type: str,
+        resource_id: object | None = None,
+        patient_id: int | None = None,
+    ) -> None:
+        """:meth:`Decider.require_role`, but a refusal records the facts the workflow would have had
+        (``facts_of``; None if the record does not exist), so ``caremsg policy diff`` can replay it.
+
+        They are gathered after the decision, for the record only: the client gets the same 403
+        ``role_not_permitted`` whether or not the record exists, so nothing is revealed.
+        """
+        if self.policy.role_may(self.actor.role.value, workflow):
+            return
+        try:
+            facts = await facts_of()
+        except NotFound:
+            facts = None
+        self.require(
+            workflow, facts, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
+        )
 
     async def patient_facts(
         self,

@@ -46,7 +46,7 @@ from integrations.relay import OutboxRelay, RelaySettings
 from integrations.security import Argon2Passwords, JwtTokens
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
-from integrations.sms import PostSmsReply, SendbirdSmsGateway, SendSms, load_sms_rules
+from integrations.sms import PostSmsReply, SendbirdSmsGateway, SendSms
 from integrations.webhooks import WebhookProcessor
 
 log = structlog.get_logger("caremsg.app")
@@ -239,8 +239,12 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     m = settings.messaging
     emulator = app.get(emulator_key)
-    rules = load_sms_rules(
-        settings.policy.path(), m.sms_notification_text, m.sms_help_text, m.sms_stop_text, m.sms_start_text
+    # Which compliance groups get full text is policy (policies/sms.toml, in the Policy itself).
+    rules = SmsRules(
+        notification_text=m.sms_notification_text,
+        help_text=m.sms_help_text,
+        stop_text=m.sms_stop_text,
+        start_text=m.sms_start_text,
     )
     app[sms_rules_key] = rules
     if emulator is not None:

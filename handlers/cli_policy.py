@@ -12,12 +12,18 @@ from handlers.settings import load_settings
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
+    """Validate the files and their test tables: every problem with file and line; exit 1 on any."""
+    from integrations.policy_files import check_policy
+
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
-    policy = _load(directory)
-    if policy is None:
-        return 1
-    for warning in policy.warnings:
+    policy, _cases, problems = check_policy(directory)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    for warning in policy.warnings if policy is not None else ():
         print(warning, file=sys.stderr)
+    if policy is None or problems:
+        print(f"policy {directory}: {len(problems)} problem(s): NOT OK", file=sys.stderr)
+        return 1
     print(
         f"policy {directory}: {len(policy.rules)} rules, {len(policy.workflows)} workflows, "
         f"version {policy.version}: OK"
@@ -27,7 +33,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
     """Run the policy's test tables (or the given ones) against the policy in ``--dir``."""
-    from engine.policy_tables import parse_table, run_cases, untested_workflows
+    from engine.policy_tables import coverage, parse_table, run_cases
     from integrations.policy_files import read_policy_tables
 
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
@@ -50,15 +56,19 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.passed]
     for result in failed:
         print(f"FAIL {result.describe()}", file=sys.stderr)
-    for workflow in untested_workflows(policy, cases):
-        print(f"warning: no case tests workflow {workflow}", file=sys.stderr)
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    covered = coverage(policy, results)
+    print(covered.summary)
+    for workflow in covered.untested_workflows:
+        print(f"  no case decides workflow {workflow}")
+    for rule in covered.unexercised_rules:
+        print(f"  no case is allowed by {rule.located}")
     return 1 if failed or problems or not results else 0
 
 
 def _load(directory: Path) -> Any:
     """The policy in ``directory``, or None after printing every problem with file and line."""
-    from integrations.policy_files import load_policy
+    from integrations.policy_files import load_policy, unreadable
 
     try:
         return load_policy(directory)
@@ -66,7 +76,7 @@ def _load(directory: Path) -> Any:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
     except OSError as exc:
-        print(f"{exc.filename}: cannot read: {exc.strerror}", file=sys.stderr)
+        print(unreadable(directory, exc), file=sys.stderr)
     return None
 
 
@@ -86,7 +96,11 @@ def _print_decision(decision: Any, facts: Any, extra: dict[str, object] | None =
 
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
-    """Decide one question and show the rule and the facts: from the database (--user) or as given."""
+    """Decide one question and show the rule and the facts: from the database (--user) or as given.
+
+    Exits 0 on allow and 1 on deny (or when the user, patient or conversation does not exist), so a
+    script can ask ``caremsg policy explain ... && echo allowed``; 2 on a usage error.
+    """
     import asyncio
 
     from engine.errors import NotFound
@@ -110,8 +124,9 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
         facts = relationship | CONSENT_STATES[args.consent]
         if "own_org" in facts:
             facts.add("covered")
-        _print_decision(policy.decide(args.role, args.action, facts), facts)
-        return 0
+        decision = policy.decide(args.role, args.action, facts)
+        _print_decision(decision, facts)
+        return 0 if decision.allowed else 1
     if (args.patient is None) == (args.conversation is None):
         print("caremsg: with --user, give exactly one of --patient or --conversation", file=sys.stderr)
         return 2
@@ -135,7 +150,7 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
             print(f"caremsg: {exc.detail}", file=sys.stderr)
             return 1
     _print_decision(result.decision, result.facts, {"patient": result.patient_id, **result.details})
-    return 0
+    return 0 if result.decision.allowed else 1
 
 
 def cmd_policy_diff(args: argparse.Namespace) -> int:
@@ -178,8 +193,12 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
         decisions = asyncio.run(
             recent_decisions(resolved.database.url, timedelta(hours=args.since_hours), args.limit)
         )
-    changed = 0
+    changed, unreplayable = 0, []
     for d in decisions:
+        if d.facts is None:
+            # Facts not recorded (a role refused before any lookup): say so, never guess them.
+            unreplayable.append(d)
+            continue
         before = old.decide(d.role, d.workflow, d.facts)
         after = new.decide(d.role, d.workflow, d.facts)
         if before.allowed != after.allowed:
@@ -189,7 +208,21 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
                     f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} "
                     f"[{' & '.join(sorted(d.facts)) or 'none'}]: {before.decision} -> {after.decision}"
                 )
-    print(f"{changed} of {len(decisions)} audited decisions of the last {args.since_hours} h change outcome")
+    replayed = len(decisions) - len(unreplayable)
+    print(f"{changed} of {replayed} audited decisions of the last {args.since_hours} h change outcome")
+    if unreplayable:
+        touched = [
+            d for d in unreplayable if old.role_may(d.role, d.workflow) != new.role_may(d.role, d.workflow)
+        ]
+        for d in touched[: args.show]:
+            print(
+                f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} [facts not recorded]:"
+                f" {d.decision} -> cannot replay (the edit changes whether {d.role} may run it at all)"
+            )
+        print(
+            f"{len(unreplayable)} audited decisions cannot be replayed: their facts were not recorded"
+            f" ({len(touched)} of them for a role and workflow the edit changes)"
+        )
     return 0
 
 
@@ -197,7 +230,11 @@ def register(sub: Any) -> None:
     """Add ``policy check|test|explain|diff`` to the top-level subcommands."""
     policy = sub.add_parser("policy", help="policy tools for compliance teams")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
-    check = policy_sub.add_parser("check", help="validate the policy files (file and line for every error)")
+    check = policy_sub.add_parser(
+        "check",
+        help="validate the policy files and test tables (file and line for every error; "
+        "every workflow needs a test case)",
+    )
     check.add_argument("--dir", help="policy directory (default: the configured one)")
     check.set_defaults(func=cmd_policy_check)
     test = policy_sub.add_parser("test", help="run the policy test tables (policies/tests/*.csv)")
@@ -206,7 +243,8 @@ def register(sub: Any) -> None:
     test.set_defaults(func=cmd_policy_test)
     explain = policy_sub.add_parser(
         "explain",
-        help="decide one question and print the decision, the matching rule and the facts used",
+        help="decide one question and print the decision, the matching rule and the facts used "
+        "(exit 0 on allow, 1 on deny)",
     )
     explain.add_argument("--dir", help="policy directory (default: the configured one)")
     explain.add_argument("--action", required=True, help="workflow, e.g. patient.read")

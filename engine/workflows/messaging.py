@@ -79,7 +79,7 @@ def plan_deliveries(
             )
             continue
         facts = {Fact.EXTERNAL_CONSENT}
-        if r.compliance_group_ids & services.sms.full_text_group_ids:
+        if r.compliance_group_ids & decider.policy.sms_full_text_groups:
             facts.add(Fact.SMS_FULL_TEXT_GROUP)
         try:
             decider.require(
@@ -92,7 +92,7 @@ def plan_deliveries(
                 details={
                     "external_participant_id": r.participant_id,
                     "consent_id": r.consent_id,
-                    "sms_policy_version": services.sms.version,
+                    "sms_policy_version": decider.policy.sms_version,
                 },
             )
             content = FULL_TEXT

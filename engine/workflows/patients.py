@@ -166,7 +166,16 @@ async def add_care_team_member(services: Services, actor: Actor, care_team_id: i
     covered for the patient (same organization, or a consent), decided as ``care_team.join``."""
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role("care_team.add_member", resource_type="care_team", resource_id=care_team_id)
+
+        async def facts_of() -> frozenset[str] | None:
+            team = await uow.care_teams.get(care_team_id)
+            if team is None:
+                return None
+            return (await guard.patient_facts("care_team.add_member", team.patient_id))[0]
+
+        await guard.require_role_recording_facts(
+            "care_team.add_member", facts_of, resource_type="care_team", resource_id=care_team_id
+        )
         team = await uow.care_teams.get(care_team_id)
         if team is None:
             guard.record_missing("care_team.add_member", "care_team", care_team_id)
