@@ -279,6 +279,18 @@ class Guard(Decider):
             workflow, facts, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
         )
 
+    async def require_role_for_patient(
+        self, workflow: str, patient_id: int, *, resource_type: str, resource_id: object | None = None
+    ) -> None:
+        """:meth:`require_role_recording_facts` with the facts between the actor and ``patient_id``."""
+
+        async def facts_of() -> frozenset[str]:
+            return (await self.patient_facts(workflow, patient_id))[0]
+
+        await self.require_role_recording_facts(
+            workflow, facts_of, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
+        )
+
     async def patient_facts(
         self,
         workflow: str,

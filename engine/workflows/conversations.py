@@ -47,7 +47,7 @@ async def start_conversation(
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
-        guard.require_role("conversation.create", resource_type="conversation", patient_id=pid)
+        await guard.require_role_for_patient("conversation.create", pid, resource_type="conversation")
         facts, details = await guard.patient_facts("conversation.create", pid)
         guard.require(
             "conversation.create",

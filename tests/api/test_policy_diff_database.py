@@ -113,3 +113,27 @@ async def test_a_denial_decided_on_no_facts_records_an_explicit_empty_set_and_is
     assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
 
     assert f"audit {record['id']} " in capsys.readouterr().out
+
+
+async def test_a_role_refused_before_any_lookup_still_records_the_facts_it_would_have_had(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    org = await api.organization()
+    auditor = await api.person("auditor", org)
+    patient_id = await api.patient(await api.person("peer_support", org))
+
+    status, body = await api.call("GET", f"/api/patients/{patient_id}", auditor)
+    missing_status, missing = await api.call("GET", "/api/patients/987654", auditor)
+
+    # The answers tell nothing about which patient exists ...
+    assert (status, body["reason"]) == (missing_status, missing["reason"]) == (403, "role_not_permitted")
+    # ... while the records keep the facts for `policy diff` (none to compute for a missing patient).
+    recorded = await db.fetch(
+        "SELECT resource_id, details->>'facts' AS facts FROM audit_events"
+        " WHERE actor_id = $1 AND workflow = 'patient.read' AND event = 'decision' ORDER BY id",
+        auditor.id,
+    )
+    assert [(r["resource_id"], r["facts"]) for r in recorded] == [
+        (str(patient_id), "covered&own_org"),
+        ("987654", None),
+    ]
