@@ -22,7 +22,7 @@ import io
 from dataclasses import dataclass
 
 from engine.decisions import Decision, Fact
-from engine.policy import Policy, PolicyProblem, Rule
+from engine.policy import KNOWN_ROLES, Policy, PolicyProblem, Rule
 
 CONSENT_STATES = {"active": {Fact.COVERED}, "external": {Fact.EXTERNAL_CONSENT}, "none": set()}
 RELATIONSHIPS = {
@@ -144,6 +144,28 @@ def run_cases(policy: Policy, cases: list[PolicyCase]) -> list[CaseResult]:
 def untested_workflows(policy: Policy, cases: list[PolicyCase]) -> list[str]:
     """Workflows of the policy that no case exercises."""
     return sorted(set(policy.workflows) - {c.action for c in cases})
+
+
+def unknown_names(policy: Policy, cases: list[PolicyCase]) -> list[PolicyProblem]:
+    """Cases naming a role or workflow the policy does not know: a typo would otherwise pass as a
+    deny (``unknown_workflow``) and test nothing."""
+    problems = []
+    for case in cases:
+        if case.who not in KNOWN_ROLES:
+            problems.append(
+                PolicyProblem(
+                    case.file,
+                    case.line,
+                    f"unknown role {case.who!r} (known: {', '.join(sorted(KNOWN_ROLES))})",
+                )
+            )
+        if case.action not in policy.workflows:
+            problems.append(
+                PolicyProblem(
+                    case.file, case.line, f"unknown workflow {case.action!r} (not in workflows.toml)"
+                )
+            )
+    return problems
 
 
 def untested_workflow_problems(

@@ -33,7 +33,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
     """Run the policy's test tables (or the given ones) against the policy in ``--dir``."""
-    from engine.policy_tables import coverage, parse_table, run_cases
+    from engine.policy_tables import coverage, parse_table, run_cases, unknown_names
     from integrations.policy_files import read_policy_tables
 
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
@@ -50,6 +50,7 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
         table_cases, table_problems = parse_table(text, name)
         cases += table_cases
         problems += table_problems
+    problems += unknown_names(policy, cases)
     for problem in problems:
         print(problem, file=sys.stderr)
     results = run_cases(policy, cases)

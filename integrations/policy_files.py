@@ -10,7 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.policy import Policy, PolicyError, PolicyProblem, PolicySources
-from engine.policy_tables import PolicyCase, parse_table, run_cases, untested_workflow_problems
+from engine.policy_tables import (
+    PolicyCase,
+    parse_table,
+    run_cases,
+    unknown_names,
+    untested_workflow_problems,
+)
 
 MODEL_FILE = "model.conf"
 RULES_FILE = "roles.csv"
@@ -93,6 +99,7 @@ def check_policy(directory: Path) -> tuple[Policy | None, list[PolicyCase], list
         table_cases, table_problems = parse_table(text, name)
         cases += table_cases
         problems += table_problems
+    problems += unknown_names(policy, cases)
     problems += untested_workflow_problems(policy, cases, WORKFLOWS_FILE, f"{TABLES_DIR}/*.csv")
     return policy, cases, problems
 

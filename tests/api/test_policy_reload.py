@@ -154,6 +154,20 @@ async def test_a_changed_file_is_picked_up_without_any_call(live: Api, policy_di
     await eventually(changed, "the watcher to swap in the edited files")
 
 
+async def test_a_changed_sms_toml_is_picked_up_by_the_watcher(live: Api, policy_dir: Path) -> None:
+    org = await live.organization()
+    admin = await live.person("admin", org)
+    before = await version(live, admin)
+    (policy_dir / "sms.toml").write_text("[full_text]\ncompliance_group_ids = [4242]\n")
+
+    async def changed() -> str | None:
+        now = await version(live, admin)
+        return now if now != before else None
+
+    await eventually(changed, "the watcher to swap in the edited sms.toml")
+    assert live.services.policy.current.sms_full_text_groups == {4242}
+
+
 async def test_sighup_reloads_the_policy(live: Api, policy_dir: Path) -> None:
     org = await live.organization()
     admin = await live.person("admin", org)

@@ -289,3 +289,25 @@ def test_sources_from_text_need_no_files() -> None:
     sources = read_policy_sources(POLICY_DIR)
     copy = PolicySources(model=sources.model, rules=sources.rules, workflows=sources.workflows)
     assert Policy.from_sources(copy).decide("auditor", "audit.read", {"own_org"}).allowed
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("peer_support, care_team, none, patient.raed, deny", "unknown workflow 'patient.raed'"),
+        ("peer_suport, care_team, none, patient.read, deny", "unknown role 'peer_suport'"),
+    ],
+    ids=["workflow", "role"],
+)
+def test_a_test_case_with_a_typo_is_an_error_not_a_passing_deny(
+    edited: Path, case: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = edited / "tests" / "default.csv"
+    before = table.read_text()
+    table.write_text(before + case + "\n")
+    line = len(before.splitlines()) + 1
+
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    (problem,) = errors(capsys.readouterr().err)
+    assert problem.startswith(f"tests/default.csv:{line}: error: {message}")
+    assert main(["policy", "test", "--dir", str(edited)]) == 1
