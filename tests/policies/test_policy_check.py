@@ -311,3 +311,18 @@ def test_a_test_case_with_a_typo_is_an_error_not_a_passing_deny(
     (problem,) = errors(capsys.readouterr().err)
     assert problem.startswith(f"tests/default.csv:{line}: error: {message}")
     assert main(["policy", "test", "--dir", str(edited)]) == 1
+
+
+def test_serve_refuses_a_broken_policy_with_file_and_line_instead_of_a_traceback(
+    edited: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sms = edited / "sms.toml"
+    text = sms.read_text()
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("compliance_group_ids"))
+    sms.write_text(text.replace("compliance_group_ids = []", 'compliance_group_ids = ["seven"]'))
+    monkeypatch.setenv("CAREMSG_POLICY_DIRECTORY", str(edited))
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve"])
+
+    assert f"sms.toml:{line}: error: full_text.compliance_group_ids: 'seven'" in str(exited.value.code)
