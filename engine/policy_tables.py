@@ -8,7 +8,9 @@ A table is CSV, one case a line::
 - ``who``: a role (or ``external`` for an SMS participant);
 - ``relationship``: facts that hold, joined with ``&``, or ``none``: ``self``, ``own_org``,
   ``care_team``, ``member``, ``break_glass`` (an open emergency-access session). ``own_org``
-  means the patient belongs to the person's organization, which covers them like a consent does;
+  means the patient belongs to the person's organization, which covers them like a consent does.
+  ``sms_group:7`` says an SMS recipient's organization is in compliance group 7: the fact
+  ``sms_full_text_group`` then holds if sms.toml lists group 7, so a case tests sms.toml too;
 - ``consent``: ``active`` (an active consent discloses the patient to the person's organization),
   ``external`` (one names the external participant), or ``none`` (none, expired, or revoked);
 - ``action``: a workflow from workflows.toml;
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from engine.decisions import Decision, Fact
 from engine.policy import KNOWN_ROLES, Policy, PolicyProblem, Rule
 
+SMS_GROUP_PREFIX = "sms_group:"
 CONSENT_STATES = {"active": {Fact.COVERED}, "external": {Fact.EXTERNAL_CONSENT}, "none": set()}
 RELATIONSHIPS = {
     Fact.SELF,
@@ -45,17 +48,28 @@ class PolicyCase:
     action: str
     expect_allow: bool
     expect_reason: str | None
+    #: Compliance groups the SMS recipient's organization belongs to (``sms_group:N``).
+    sms_groups: frozenset[int] = frozenset()
 
     @property
     def facts(self) -> frozenset[str]:
+        """The facts the case states, before sms.toml is consulted (see :meth:`facts_under`)."""
         facts = set(self.relationship) | CONSENT_STATES[self.consent]
         if Fact.OWN_ORG in facts:
             facts.add(Fact.COVERED)
         return frozenset(facts)
 
+    def facts_under(self, policy: Policy) -> frozenset[str]:
+        """The facts that hold under ``policy``: ``sms_full_text_group`` too if its sms.toml lists
+        one of the case's ``sms_group:N``."""
+        if self.sms_groups & policy.sms_full_text_groups:
+            return self.facts | {Fact.SMS_FULL_TEXT_GROUP}
+        return self.facts
+
     @property
     def label(self) -> str:
-        relationship = " & ".join(sorted(self.relationship)) or "none"
+        stated = [*sorted(self.relationship), *(f"sms_group:{g}" for g in sorted(self.sms_groups))]
+        relationship = " & ".join(stated) or "none"
         expected = (
             "allow" if self.expect_allow else f"deny{': ' + self.expect_reason if self.expect_reason else ''}"
         )
@@ -94,11 +108,23 @@ def parse_table(text: str, name: str) -> tuple[list[PolicyCase], list[PolicyProb
             )
             continue
         who, relationship_text, consent, action, expected = fields
-        relationship = (
+        stated = (
             frozenset()
             if relationship_text == "none"
             else frozenset(p.strip() for p in relationship_text.split("&"))
         )
+        groups = {p for p in stated if p.startswith(SMS_GROUP_PREFIX)}
+        relationship = stated - groups
+        sms_groups = frozenset(
+            int(g.removeprefix(SMS_GROUP_PREFIX))
+            for g in groups
+            if g.removeprefix(SMS_GROUP_PREFIX).isdigit()
+        )
+        if len(sms_groups) != len(groups):
+            problems.append(
+                PolicyProblem(name, number, "sms_group needs a compliance group id, e.g. sms_group:7")
+            )
+            continue
         unknown = relationship - {f.value for f in RELATIONSHIPS}
         if unknown:
             problems.append(
@@ -106,7 +132,8 @@ def parse_table(text: str, name: str) -> tuple[list[PolicyCase], list[PolicyProb
                     name,
                     number,
                     f"unknown relationship {sorted(unknown)[0]!r} "
-                    f"(known: none, {', '.join(sorted(f.value for f in RELATIONSHIPS))})",
+                    f"(known: none, {', '.join(sorted(f.value for f in RELATIONSHIPS))}, "
+                    "sms_group:ID)",
                 )
             )
             continue
@@ -131,6 +158,7 @@ def parse_table(text: str, name: str) -> tuple[list[PolicyCase], list[PolicyProb
                 action,
                 verdict.strip() == "allow",
                 reason.strip() or None,
+                sms_groups,
             )
         )
     return cases, problems
@@ -138,7 +166,9 @@ def parse_table(text: str, name: str) -> tuple[list[PolicyCase], list[PolicyProb
 
 def run_cases(policy: Policy, cases: list[PolicyCase]) -> list[CaseResult]:
     """Decide every case with the policy (the real decision code, nothing simulated)."""
-    return [CaseResult(case, policy.decide(case.who, case.action, case.facts)) for case in cases]
+    return [
+        CaseResult(case, policy.decide(case.who, case.action, case.facts_under(policy))) for case in cases
+    ]
 
 
 def untested_workflows(policy: Policy, cases: list[PolicyCase]) -> list[str]:

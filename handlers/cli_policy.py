@@ -176,8 +176,8 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
                 cases.setdefault(case.label.rsplit(" -> ", 1)[0], case)
     changed_cases = 0
     for case in cases.values():
-        before = old.decide(case.who, case.action, case.facts)
-        after = new.decide(case.who, case.action, case.facts)
+        before = old.decide(case.who, case.action, case.facts_under(old))
+        after = new.decide(case.who, case.action, case.facts_under(new))
         if before.allowed != after.allowed:
             changed_cases += 1
             print(

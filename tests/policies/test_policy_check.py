@@ -326,3 +326,31 @@ def test_serve_refuses_a_broken_policy_with_file_and_line_instead_of_a_traceback
         main(["serve"])
 
     assert f"sms.toml:{line}: error: full_text.compliance_group_ids: 'seven'" in str(exited.value.code)
+
+
+def test_a_test_case_can_name_a_compliance_group_so_that_sms_toml_is_tested_too(
+    edited: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "crisis.csv"
+    table.write_text("external, sms_group:7, external, sms.send_full_text, allow\n")
+
+    assert main(["policy", "test", "--dir", str(edited), str(table)]) == 1  # sms.toml lists no group
+    assert "external sms.send_full_text [sms_group:7; consent external] -> allow; got deny" in (
+        capsys.readouterr().err
+    )
+    (edited / "sms.toml").write_text("[full_text]\ncompliance_group_ids = [7]\n")
+    assert main(["policy", "test", "--dir", str(edited), str(table)]) == 0
+
+
+def test_diff_shows_the_test_cases_an_sms_toml_edit_changes(
+    edited: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = edited / "tests" / "default.csv"
+    table.write_text(table.read_text() + "external, sms_group:7, external, sms.send_full_text, allow\n")
+    (edited / "sms.toml").write_text("[full_text]\ncompliance_group_ids = [7]\n")
+
+    assert main(["policy", "diff", str(POLICY_DIR), str(edited), "--no-audit"]) == 0
+
+    out = capsys.readouterr().out
+    assert "external sms.send_full_text [sms_group:7; consent external]: deny -> allow" in out
+    assert "1 of " in out
