@@ -105,7 +105,7 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     import asyncio
 
     from engine.errors import NotFound
-    from engine.policy_tables import CONSENT_STATES
+    from engine.policy_tables import parse_table
 
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
     policy = _load(directory)
@@ -117,14 +117,13 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
                 "caremsg: give --user (facts from the database) or --role (facts as given)", file=sys.stderr
             )
             return 2
-        relationship = (
-            set()
-            if args.relationship in (None, "none")
-            else {part.strip() for part in args.relationship.split("&")}
-        )
-        facts = relationship | CONSENT_STATES[args.consent]
-        if "own_org" in facts:
-            facts.add("covered")
+        # The facts as a test case would state them: the same words, the same meaning.
+        stated = f"{args.role}, {args.relationship or 'none'}, {args.consent}, {args.action}, allow"
+        cases, problems = parse_table(stated, "--relationship")
+        if problems:
+            print(f"caremsg: {problems[0].message}", file=sys.stderr)
+            return 2
+        facts = cases[0].facts_under(policy)
         decision = policy.decide(args.role, args.action, facts)
         _print_decision(decision, facts)
         return 0 if decision.allowed else 1
