@@ -8,9 +8,10 @@ are delivered through the outbox, so an acknowledged message survives a Sendbird
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.audit import DetailValue
 from engine.decisions import Fact
 from engine.errors import FieldError, InvalidInput, NotFound
 from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page
@@ -140,15 +141,29 @@ async def start_conversation(
     return conversation
 
 
+async def _conversation_facts(
+    guard: Guard, workflow: str, conversation: Conversation
+) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
+    """The actor's facts for the conversation's patient, and ``member`` if the actor is one."""
+    facts, details = await guard.patient_facts(workflow, conversation.patient_id)
+    if guard.actor.user_id in conversation.member_ids:
+        facts |= {Fact.MEMBER}
+    return facts, details
+
+
 async def _readable_conversation(guard: Guard, workflow: str, conversation_id: int) -> Conversation:
-    guard.require_role(workflow, resource_type="conversation", resource_id=conversation_id)
+    async def facts_of() -> frozenset[str] | None:
+        conversation = await guard.uow.conversations.get(conversation_id)
+        return None if conversation is None else (await _conversation_facts(guard, workflow, conversation))[0]
+
+    await guard.require_role_recording_facts(
+        workflow, facts_of, resource_type="conversation", resource_id=conversation_id
+    )
     conversation = await guard.uow.conversations.get(conversation_id)
     if conversation is None:
         guard.record_missing(workflow, "conversation", conversation_id)
         raise NotFound("conversation")
-    facts, details = await guard.patient_facts(workflow, conversation.patient_id)
-    if guard.actor.user_id in conversation.member_ids:
-        facts |= {Fact.MEMBER}
+    facts, details = await _conversation_facts(guard, workflow, conversation)
     guard.require(
         workflow,
         facts,

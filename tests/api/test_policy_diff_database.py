@@ -137,3 +137,22 @@ async def test_a_role_refused_before_any_lookup_still_records_the_facts_it_would
         (str(patient_id), "covered&own_org"),
         ("987654", None),
     ]
+
+
+async def test_a_role_refused_on_a_conversation_records_the_facts_of_its_patient(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    org = await api.organization()
+    peer = await api.person("peer_support", org)
+    auditor = await api.person("auditor", org)
+    patient_id = await api.patient(peer)
+    status, created = await api.call(
+        "POST", "/api/conversations", peer, json={"title": "t", "patientId": patient_id, "memberIds": []}
+    )
+    assert status == 201, created
+
+    status, body = await api.call("GET", f"/api/conversations/{created['id']}", auditor)
+
+    assert (status, body["reason"]) == (403, "role_not_permitted")
+    record = await _recorded(db, auditor.id, "conversation.read")
+    assert json.loads(record["details"])["facts"] == "covered&own_org"
