@@ -7,10 +7,12 @@ A table is CSV, one case a line::
 
 - ``who``: a role (or ``external`` for an SMS participant);
 - ``relationship``: facts that hold, joined with ``&``, or ``none``: ``self``, ``own_org``,
-  ``care_team``, ``member``, ``break_glass`` (an open emergency-access session). ``own_org``
-  means the patient belongs to the person's organization, which covers them like a consent does.
-  ``sms_group:7`` says an SMS recipient's organization is in compliance group 7: the fact
-  ``sms_full_text_group`` then holds if sms.toml lists group 7, so a case tests sms.toml too;
+  ``care_team``, ``member``, ``break_glass`` (an open emergency-access session), ``treatable`` (the
+  person's organization may treat the patient: a consent for treatment). ``own_org`` means the
+  patient belongs to the person's organization, which covers them like a consent does and makes
+  the patient treatable. ``sms_group:7`` says an SMS recipient's organization is in compliance
+  group 7: the fact ``sms_full_text_group`` then holds if sms.toml lists group 7, so a case tests
+  sms.toml too;
 - ``consent``: ``active`` (an active consent discloses the patient to the person's organization),
   ``external`` (one names the external participant), or ``none`` (none, expired, or revoked);
 - ``action``: a workflow from workflows.toml;
@@ -35,6 +37,7 @@ RELATIONSHIPS = {
     Fact.MEMBER,
     Fact.BREAK_GLASS,
     Fact.SMS_FULL_TEXT_GROUP,
+    Fact.TREATABLE,
 }
 
 
@@ -56,7 +59,7 @@ class PolicyCase:
         """The facts the case states, before sms.toml is consulted (see :meth:`facts_under`)."""
         facts = set(self.relationship) | CONSENT_STATES[self.consent]
         if Fact.OWN_ORG in facts:
-            facts.add(Fact.COVERED)
+            facts |= {Fact.COVERED, Fact.TREATABLE}
         return frozenset(facts)
 
     def facts_under(self, policy: Policy) -> frozenset[str]:

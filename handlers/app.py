@@ -26,7 +26,7 @@ from engine.policy import PolicyHolder
 from engine.ports import ChatGateway
 from engine.services import EngineSettings, Services
 from engine.sms import SmsRules
-from handlers import api, api_audit, api_messaging, api_policy
+from handlers import api, api_audit, api_contacts, api_messaging, api_policy
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
 from handlers.keys import endpoints_key, policy_key, services_key, settings_key
@@ -35,6 +35,7 @@ from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
+from integrations.break_glass_alerts import NotifyBreakGlass
 from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
 from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
@@ -149,7 +150,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             batch_size=outbox.batch_size,
             concurrency=outbox.concurrency,
         ),
-        kinds=[RemoveMembers(), *app[messaging_key].outbox_kinds],
+        kinds=[RemoveMembers(), NotifyBreakGlass(), *app[messaging_key].outbox_kinds],
     )
     app[relay_key] = relay
     auth = settings.auth
@@ -277,7 +278,8 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
                 lease=timedelta(seconds=m.idempotency_lease_seconds),
             ),
             webhook_token=webhook_token,
-            outbox_kinds=[SendSms(gateway, rules), PostSmsReply()],
+            # The policy in force at each text (built later, by _services; reloads swap it).
+            outbox_kinds=[SendSms(gateway, rules, lambda: app[policy_key].current), PostSmsReply()],
         )
         yield
 
@@ -360,7 +362,13 @@ PUBLIC_PATHS = frozenset({"/health", "/api/openapi.json"})
 def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -> web.Application:
     """The aiohttp application for these settings; resources start with the app and stop with it."""
     if endpoints is None:
-        endpoints = [*api.ENDPOINTS, *api_policy.ENDPOINTS, *api_messaging.ENDPOINTS, *api_audit.ENDPOINTS]
+        endpoints = [
+            *api.ENDPOINTS,
+            *api_policy.ENDPOINTS,
+            *api_messaging.ENDPOINTS,
+            *api_audit.ENDPOINTS,
+            *api_contacts.ENDPOINTS,
+        ]
     public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}
     app = web.Application(
         middlewares=[

@@ -158,6 +158,7 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
     import asyncio
     from datetime import timedelta
 
+    from engine.decisions import PURPOSE_NOT_PERMITTED
     from engine.policy_tables import parse_table
     from integrations.policy_files import read_policy_tables
 
@@ -193,7 +194,7 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
         decisions = asyncio.run(
             recent_decisions(resolved.database.url, timedelta(hours=args.since_hours), args.limit)
         )
-    changed, unreplayable = 0, []
+    changed, unreplayable, purpose_bound = 0, [], []
     for d in decisions:
         if d.facts is None:
             # Facts not recorded (a role refused before any lookup): say so, never guess them.
@@ -201,6 +202,13 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
             continue
         before = old.decide(d.role, d.workflow, d.facts)
         after = new.decide(d.role, d.workflow, d.facts)
+        if d.reason == PURPOSE_NOT_PERMITTED[0]:
+            # Refused for the stated purpose of use, which the rules alone do not decide: the outcome
+            # is known only while the workflow's purposes stay and the rules still refuse.
+            if _purposes(old, d.workflow) == _purposes(new, d.workflow) and not after.allowed:
+                continue
+            purpose_bound.append(d)
+            continue
         if before.allowed != after.allowed:
             changed += 1
             if changed <= args.show:
@@ -223,7 +231,20 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
             f"{len(unreplayable)} audited decisions cannot be replayed: their facts were not recorded"
             f" ({len(touched)} of them for a role and workflow the edit changes)"
         )
+    for d in purpose_bound[: args.show]:
+        print(
+            f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} "
+            f"[{' & '.join(sorted(d.facts or ())) or 'none'}]: {d.decision} -> cannot replay "
+            "(refused for the stated purpose of use, and the edit may change that)"
+        )
+    if purpose_bound:
+        print(f"{len(purpose_bound)} audited decisions refused for the purpose of use cannot be replayed")
     return 0
+
+
+def _purposes(policy: Any, workflow: str) -> frozenset[str] | None:
+    spec = policy.workflows.get(workflow)
+    return None if spec is None else frozenset(spec.purposes)
 
 
 def register(sub: Any) -> None:

@@ -104,6 +104,7 @@ class AuditedDecision:
     facts: frozenset[str] | None
     decision: str
     policy_version: str | None
+    reason: str | None = None
 
 
 async def recent_decisions(database_url: str, since: timedelta, limit: int) -> list[AuditedDecision]:
@@ -114,6 +115,7 @@ async def recent_decisions(database_url: str, since: timedelta, limit: int) -> l
     try:
         rows = await conn.fetch(
             "SELECT a.id, a.occurred_at, a.workflow, a.actor_role, a.decision, a.policy_version, a.details,"
+            " a.reason,"
             " s.role AS subject_role"
             " FROM audit_events a LEFT JOIN users s ON s.id = (a.details->>'subject_user_id')::int"
             " WHERE a.event = 'decision' AND a.occurred_at >= $1 ORDER BY a.id DESC LIMIT $2",
@@ -141,6 +143,7 @@ async def recent_decisions(database_url: str, since: timedelta, limit: int) -> l
                 replayable_facts(details),
                 r["decision"],
                 r["policy_version"],
+                r["reason"],
             )
         )
     return out
