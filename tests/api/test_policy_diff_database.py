@@ -133,10 +133,9 @@ async def test_a_role_refused_before_any_lookup_still_records_the_facts_it_would
         " WHERE actor_id = $1 AND workflow = 'patient.read' AND event = 'decision' ORDER BY id",
         auditor.id,
     )
-    assert [(r["resource_id"], r["facts"]) for r in recorded] == [
-        (str(patient_id), "covered&own_org"),
-        ("987654", None),
-    ]
+    assert [r["resource_id"] for r in recorded] == [str(patient_id), "987654"]
+    assert {"covered", "own_org"} <= set(recorded[0]["facts"].split("&"))
+    assert recorded[1]["facts"] is None
 
 
 async def test_a_role_refused_on_a_conversation_records_the_facts_of_its_patient(
@@ -155,4 +154,4 @@ async def test_a_role_refused_on_a_conversation_records_the_facts_of_its_patient
 
     assert (status, body["reason"]) == (403, "role_not_permitted")
     record = await _recorded(db, auditor.id, "conversation.read")
-    assert json.loads(record["details"])["facts"] == "covered&own_org"
+    assert {"covered", "own_org"} <= set(json.loads(record["details"])["facts"].split("&"))
