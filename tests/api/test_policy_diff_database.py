@@ -155,3 +155,39 @@ async def test_a_role_refused_on_a_conversation_records_the_facts_of_its_patient
     assert (status, body["reason"]) == (403, "role_not_permitted")
     record = await _recorded(db, auditor.id, "conversation.read")
     assert {"covered", "own_org"} <= set(json.loads(record["details"])["facts"].split("&"))
+
+
+@pytest.mark.usefixtures("database_env")
+async def test_a_refusal_for_the_stated_purpose_of_use_is_replayed_only_while_the_purposes_stay(
+    api: Api, tmp_path: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    peer = await api.person("peer_support", await api.organization())
+    patient_id = await api.patient(peer)
+    status, body = await api.call(
+        "GET", f"/api/patients/{patient_id}", peer, headers={"X-Purpose-Of-Use": "payment"}
+    )
+    assert (status, body["reason"]) == (403, "purpose_not_permitted")
+    record = await _recorded(db, peer.id, "patient.read")
+    edited = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, edited)
+    rules = edited / "roles.csv"
+    rules.write_text(rules.read_text().replace("p, peer_support,     patient.read,", "# removed:", 1))
+
+    # The rules alone change: the refusal stays a refusal, not a change "allow -> deny".
+    assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
+    assert f"audit {record['id']} " not in capsys.readouterr().out
+
+    workflows = edited / "workflows.toml"
+    workflows.write_text(
+        workflows.read_text().replace(
+            'purposes = ["treatment", "care_coordination", "healthcare_operations"]',
+            'purposes = ["treatment", "care_coordination", "healthcare_operations", "payment"]',
+            1,
+        )
+    )
+    assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
+    out = capsys.readouterr().out
+    line = next(text for text in out.splitlines() if text.startswith(f"audit {record['id']} "))
+    assert line.endswith(
+        "deny -> cannot replay (refused for the stated purpose of use, and the edit may change that)"
+    )
