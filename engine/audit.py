@@ -19,6 +19,20 @@ Outcome = Literal["success", "denied", "failure"]
 DetailValue = str | int | bool | None
 
 
+def recorded_facts(facts: frozenset[str] | None) -> str | None:
+    """How a decision's facts are kept in ``details.facts``: joined with ``&`` (``""`` for none), or
+    null when they were not computed. ``caremsg policy diff`` decides a record again from them."""
+    return None if facts is None else "&".join(sorted(facts))
+
+
+def replayable_facts(details: Mapping[str, object]) -> frozenset[str] | None:
+    """The facts a recorded decision was decided on, or None if the record cannot be replayed."""
+    raw = details.get("facts")
+    if not isinstance(raw, str):
+        return None
+    return frozenset(part for part in raw.split("&") if part)
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     """What happened, who did it, to which record, what the policy said, and how it ended."""
@@ -83,7 +97,7 @@ class AuditEvent:
             matched_rule=decision.rule,
             reason=decision.reason,
             policy_version=decision.policy_version,
-            details=dict(details or {}),
+            details={**(details or {}), "facts": recorded_facts(decision.facts)},
         )
 
     def ended(self, outcome: Outcome, cause: str) -> AuditEvent:

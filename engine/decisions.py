@@ -85,6 +85,9 @@ class Decision:
     hint: str | None = None
     policy_version: str = ""
     missing: tuple[str, ...] = ()
+    #: The facts it was decided on, recorded with it so ``caremsg policy diff`` can decide it again;
+    #: None when they were not computed (a role refused before any lookup).
+    facts: frozenset[str] | None = None
 
     @property
     def decision(self) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import tomllib
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import PurePath
@@ -32,6 +33,8 @@ KNOWN_ROLES = frozenset({*(r.value for r in Role), EXTERNAL_PARTICIPANT})
 WORKFLOW_KEYS = frozenset({"description", "resource", "phi", "facts", "consent_scope", "purposes"})
 #: Facts a consent establishes: a workflow that declares a consent scope or purposes needs one of them.
 CONSENT_FACTS = frozenset({"covered", "external_consent"})
+#: The sections every Casbin model needs (pycasbin's own error for a missing one is a bare TypeError).
+MODEL_SECTIONS = ("request_definition", "policy_definition", "policy_effect", "matchers")
 #: Decisions remembered per policy; the key space (role x workflow x fact set) is small in practice.
 MEMO_LIMIT = 65_536
 
@@ -97,7 +100,11 @@ class WorkflowSpec:
 
 @dataclass(frozen=True)
 class PolicySources:
-    """The text of the policy files, as read from disk (or from an edited copy)."""
+    """The text of the policy files, as read from disk (or from an edited copy).
+
+    ``sms`` is ``sms.toml`` (which compliance groups get full-text SMS); empty means none. The names
+    are what problems print: relative to the policy directory, never a server path.
+    """
 
     model: str
     rules: str
@@ -105,14 +112,110 @@ class PolicySources:
     model_name: str = "model.conf"
     rules_name: str = "roles.csv"
     workflows_name: str = "workflows.toml"
+    sms: str = ""
+    sms_name: str = "sms.toml"
 
     @property
     def version(self) -> str:
+        """A hash of every policy file's content, sms.toml included: what decided, exactly."""
         digest = hashlib.sha256()
-        for text in (self.model, self.rules, self.workflows):
+        for text in (self.model, self.rules, self.workflows, self.sms):
             digest.update(text.encode())
             digest.update(b"\0")
         return digest.hexdigest()[:16]
+
+    @property
+    def sms_version(self) -> str:
+        """A hash of sms.toml alone (recorded with each full-text SMS decision, as before)."""
+        return hashlib.sha256(self.sms.encode()).hexdigest()[:16]
+
+
+_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$")
+
+
+def toml_error(text: str, name: str, exc: tomllib.TOMLDecodeError) -> PolicyProblem:
+    """A TOML syntax error at the line a person would fix: where the broken statement starts.
+
+    The parser reports where it noticed the error, which for an unclosed array or string is a later
+    line or the end of the document. The statement starts at the line after the longest prefix,
+    up to that point, that still parses.
+    """
+    message = str(exc)
+    found = _TOML_POSITION.search(message)
+    lines = text.splitlines()
+    noticed = getattr(exc, "lineno", None)
+    if noticed is None and found is not None and found.group(1):
+        noticed = int(found.group(1))
+    line = 1
+    for end in range(min(noticed or len(lines), len(lines)) - 1, -1, -1):
+        try:
+            tomllib.loads("\n".join(lines[:end]))
+        except tomllib.TOMLDecodeError:
+            continue
+        line = end + 1
+        break
+    reason = message[: found.start()] if found is not None else message
+    return PolicyProblem(name, line, f"not valid TOML: {reason}")
+
+
+def _key_line(text: str, key: str) -> int:
+    """The first line that assigns ``key`` (1 if none does)."""
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    return next((i for i, line in enumerate(text.splitlines(), 1) if pattern.match(line)), 1)
+
+
+#: What sms.toml may hold: table -> keys.
+SMS_KEYS = {"full_text": frozenset({"compliance_group_ids"})}
+
+
+def _parse_sms(sources: PolicySources) -> tuple[frozenset[int], list[PolicyProblem]]:
+    """The compliance group ids sms.toml allows full-text SMS for, or its problems (file and line)."""
+    if not sources.sms.strip():
+        return frozenset(), []
+    name = sources.sms_name
+    try:
+        data = tomllib.loads(sources.sms)
+    except tomllib.TOMLDecodeError as exc:
+        return frozenset(), [toml_error(sources.sms, name, exc)]
+    problems: list[PolicyProblem] = []
+    for table in sorted(set(data) - set(SMS_KEYS)):
+        problems.append(
+            PolicyProblem(
+                name, _key_line(sources.sms, table), f"unknown table or key {table!r} (known: [full_text])"
+            )
+        )
+    full_text = data.get("full_text", {})
+    if not isinstance(full_text, dict):
+        full_text = {}
+        problems.append(PolicyProblem(name, _key_line(sources.sms, "full_text"), "full_text must be a table"))
+    for key in sorted(set(full_text) - SMS_KEYS["full_text"]):
+        problems.append(
+            PolicyProblem(
+                name,
+                _key_line(sources.sms, key),
+                f"full_text: unknown key {key!r} (known: compliance_group_ids)",
+            )
+        )
+    ids = full_text.get("compliance_group_ids", [])
+    line = _key_line(sources.sms, "compliance_group_ids")
+    if not isinstance(ids, list):
+        problems.append(
+            PolicyProblem(name, line, "full_text.compliance_group_ids must be a list of ids, e.g. [7]")
+        )
+        ids = []
+    for value in ids:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(
+                PolicyProblem(
+                    name,
+                    line,
+                    f"full_text.compliance_group_ids: {value!r} is not a compliance group id "
+                    "(a whole number from GET /api/compliance-groups, e.g. [7])",
+                )
+            )
+    if problems:
+        return frozenset(), problems
+    return frozenset(ids), []
 
 
 @lru_cache(maxsize=256)
@@ -125,14 +228,15 @@ def _holds(requires: str, facts: Collection[str]) -> bool:
     return _parse_requires(requires) <= frozenset(facts)
 
 
-def _parse_workflows(sources: PolicySources) -> tuple[dict[str, WorkflowSpec], list[PolicyProblem]]:
+def _parse_workflows(
+    sources: PolicySources,
+) -> tuple[dict[str, WorkflowSpec] | None, list[PolicyProblem]]:
+    """The declared workflows and their problems; ``None`` when the file is not TOML at all."""
     problems: list[PolicyProblem] = []
     try:
         data = tomllib.loads(sources.workflows)
     except tomllib.TOMLDecodeError as exc:
-        return {}, [
-            PolicyProblem(sources.workflows_name, getattr(exc, "lineno", 0), f"not valid TOML: {exc}")
-        ]
+        return None, [toml_error(sources.workflows, sources.workflows_name, exc)]
     lines = sources.workflows.splitlines()
 
     def line_of(name: str) -> int:
@@ -214,8 +318,11 @@ def _parse_workflows(sources: PolicySources) -> tuple[dict[str, WorkflowSpec], l
 
 
 def _parse_rules(
-    sources: PolicySources, workflows: dict[str, WorkflowSpec]
+    sources: PolicySources, workflows: dict[str, WorkflowSpec] | None
 ) -> tuple[list[Rule], list[tuple[str, str]], list[PolicyProblem]]:
+    """The rules and role inheritance of roles.csv. With ``workflows`` None (workflows.toml did not
+    parse) rules are checked on their own, so one TOML error does not cascade into one "unknown
+    workflow" per rule."""
     rules: list[Rule] = []
     inheritance: list[tuple[str, str]] = []
     problems: list[PolicyProblem] = []
@@ -244,8 +351,8 @@ def _parse_rules(
         requires = _parse_requires(requires_text)
         if role not in KNOWN_ROLES:
             problem(f"unknown role {role!r} (known: {', '.join(sorted(KNOWN_ROLES))})")
-        spec = workflows.get(workflow)
-        if spec is None:
+        spec = None if workflows is None else workflows.get(workflow)
+        if workflows is not None and spec is None:
             problem(f"unknown workflow {workflow!r} (declare it in {sources.workflows_name})")
         known = {f.value for f in Fact}
         for fact in sorted(requires - known):
@@ -271,6 +378,11 @@ class Policy:
     _enforcer: Any = field(repr=False)
     _by_text: dict[tuple[str, str, str], Rule] = field(repr=False)
     warnings: tuple[PolicyProblem, ...] = ()
+    #: Compliance groups whose organizations' external participants may get full-text SMS (sms.toml);
+    #: the fact ``sms_full_text_group`` holds for them.
+    sms_full_text_groups: frozenset[int] = frozenset()
+    #: Hash of sms.toml alone; the policy ``version`` covers it too.
+    sms_version: str = ""
     # Decisions by (role, workflow, facts). Safe because a Policy never changes: a reload builds a
     # new Policy, so its memo starts empty. It turns pycasbin's rule walk (~70 us) into a dict hit.
     _memo: dict[tuple[str, str, frozenset[str]], Decision] = field(
@@ -280,15 +392,21 @@ class Policy:
     @classmethod
     def from_sources(cls, sources: PolicySources) -> Policy:
         """Parse and validate the files; raise :class:`PolicyError` naming file and line on any error."""
-        workflows, problems = _parse_workflows(sources)
-        rules, inheritance, rule_problems = _parse_rules(sources, workflows)
+        parsed, problems = _parse_workflows(sources)
+        rules, inheritance, rule_problems = _parse_rules(sources, parsed)
         problems += rule_problems
+        sms_groups, sms_problems = _parse_sms(sources)
+        problems += sms_problems
+        workflows = parsed or {}
         model = Model()
+        missing = [s for s in MODEL_SECTIONS if f"[{s}]" not in sources.model]
         try:
+            if missing:
+                raise ValueError(f"missing section {', '.join(f'[{s}]' for s in missing)}")
             model.load_model_from_text(sources.model)
             enforcer = casbin.Enforcer(model)
         except Exception as exc:  # pycasbin raises bare exceptions for malformed models
-            problems.append(PolicyProblem(sources.model_name, 0, f"not a valid Casbin model: {exc}"))
+            problems.append(PolicyProblem(sources.model_name, 1, f"not a valid Casbin model: {exc}"))
         if problems:
             raise PolicyError(problems)
         enforcer.add_function("holds", _holds)
@@ -303,13 +421,35 @@ class Policy:
         for role, inherited in inheritance:
             enforcer.add_grouping_policy(role, inherited)
         covered = {r.workflow for r in rules}
-        warnings = tuple(
+        warnings = [
             PolicyProblem(
-                sources.workflows_name, 0, f"workflow {name} has no rule: nobody can run it", "warning"
+                sources.workflows_name,
+                workflows[name].line,
+                f"workflow {name} has no rule: nobody can run it",
+                "warning",
             )
             for name in sorted(set(workflows) - covered)
+        ]
+        if sms_groups and not any(Fact.SMS_FULL_TEXT_GROUP in r.requires for r in rules):
+            warnings.append(
+                PolicyProblem(
+                    sources.sms_name,
+                    _key_line(sources.sms, "compliance_group_ids"),
+                    f"no rule in {sources.rules_name} needs sms_full_text_group: "
+                    "the groups listed here get no full text",
+                    "warning",
+                )
+            )
+        return cls(
+            sources.version,
+            workflows,
+            tuple(rules),
+            enforcer,
+            by_text,
+            tuple(warnings),
+            sms_full_text_groups=sms_groups,
+            sms_version=sources.sms_version,
         )
-        return cls(sources.version, workflows, tuple(rules), enforcer, by_text, warnings)
 
     def decide(self, role: str, workflow: str, facts: Iterable[str]) -> Decision:
         """Decide whether ``role`` may run ``workflow`` given the facts that hold. Deny by default.
@@ -322,7 +462,7 @@ class Policy:
         remembered = self._memo.get(key)
         if remembered is not None:
             return remembered
-        decision = self._decide(role, workflow, fact_set)
+        decision = replace(self._decide(role, workflow, fact_set), facts=fact_set)
         if len(self._memo) >= MEMO_LIMIT:
             self._memo.clear()
         self._memo[key] = decision

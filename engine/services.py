@@ -6,7 +6,7 @@ gather facts → decide → do the work in one unit of work → enqueue effects 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -14,7 +14,7 @@ from functools import lru_cache
 from engine.audit import AuditEvent, DetailValue
 from engine.audit_chain import IdentifierHasher
 from engine.consent_index import ConsentIndex, Coverage
-from engine.decisions import PURPOSE_NOT_PERMITTED, Decision, Fact
+from engine.decisions import PURPOSE_NOT_PERMITTED, ROLE_NOT_PERMITTED, Decision, Fact
 from engine.errors import Forbidden, NotFound, ServiceUnavailable
 from engine.facts import (
     TREATMENT_PURPOSES,
@@ -150,7 +150,7 @@ class Decider:
     def require(
         self,
         workflow: str,
-        facts: Iterable[str] = (),
+        facts: Iterable[str] | None = (),
         *,
         resource_type: str | None = None,
         resource_id: object | None = None,
@@ -160,26 +160,29 @@ class Decider:
         details: Mapping[str, DetailValue] | None = None,
         unrelated_as: str | None = None,
     ) -> Decision:
-        """Decide; record the decision; raise :class:`Forbidden` unless allowed.
+        """Decide; record the decision with its facts; raise :class:`Forbidden` unless allowed.
 
         ``subject_role`` decides about someone other than the actor (a member being added); the
         record still names the actor who asked. A denial about a record the actor has no relation to
         (see :meth:`note_relation`; for a record that is not a patient's, ``unrelated_as`` names it and
         the facts alone tell) raises :class:`NotFound` instead, as for an id that does not exist.
+        ``facts=None`` records that the facts were not computed (decided as if none held).
         """
         role = subject_role or self.actor.role.value
         if subject_role is None and self._primary_workflow is None:
             self._primary_workflow = workflow
-        fact_set = frozenset(facts)
+        fact_set = frozenset(facts or ())
         recorded = dict(details or {})
         decision = self._decide(role, workflow, fact_set, recorded, stated=subject_role is None)
+        if facts is None:
+            decision = replace(decision, facts=None)  # not computed: `policy diff` cannot replay it
         self._observe(decision)
-        concealed_as = self._concealed(decision.allowed, fact_set, patient_id, subject_role, unrelated_as)
+        concealed_as = self._concealed(decision, fact_set, patient_id, subject_role, unrelated_as)
         if concealed_as is not None:
             recorded["answered"] = "not_found"  # the record keeps the real reason; the client does not
-        if fact_set:
-            # The facts decided on, so `caremsg policy diff` can decide this record again.
-            recorded["facts"] = "&".join(sorted(fact_set))
+        if subject_role is not None:
+            # The role decided on, as it was then: `policy diff` replays it even if the person changes.
+            recorded["subject_role"] = subject_role
         # The purpose of use the client stated, else the purpose of the consent that covered it.
         purpose = self.actor.purpose_of_use or recorded.get("purpose")
         self.audit.record(
@@ -281,13 +284,17 @@ class Decider:
 
     def _concealed(
         self,
-        allowed: bool,
+        decision: Decision,
         facts: frozenset[str],
         patient_id: int | None,
         subject_role: str | None,
         unrelated_as: str | None,
     ) -> str | None:
-        if allowed or subject_role is not None or facts & KNOWING_FACTS:
+        # A role that may never run the workflow is refused alike for every record, existing or not
+        # (its facts are gathered for the audit record only): nothing to conceal.
+        if decision.allowed or decision.reason == ROLE_NOT_PERMITTED[0]:
+            return None
+        if subject_role is not None or facts & KNOWING_FACTS:
             return None
         if unrelated_as is not None:
             return unrelated_as
@@ -314,11 +321,12 @@ class Decider:
     ) -> None:
         """Deny early, before any lookup, when no rule lets the actor's role run the workflow at all.
 
-        Looking a record up first would tell a role that may never see it whether it exists.
+        Looking a record up first would tell a role that may never see it whether it exists. The
+        record says its facts were not computed (see :meth:`Guard.require_role_recording_facts`).
         """
         if not self.policy.role_may(self.actor.role.value, workflow):
             self.require(
-                workflow, (), resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
+                workflow, None, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
             )
 
     def relation_facts(
@@ -419,6 +427,43 @@ class Guard(Decider):
     def __init__(self, services: Services, uow: UnitOfWork, actor: Actor) -> None:
         super().__init__(services, uow.audit, actor)
         self.uow = uow
+
+    async def require_role_recording_facts(
+        self,
+        workflow: str,
+        facts_of: Callable[[], Awaitable[frozenset[str] | None]],
+        *,
+        resource_type: str,
+        resource_id: object | None = None,
+        patient_id: int | None = None,
+    ) -> None:
+        """:meth:`Decider.require_role`, but a refusal records the facts the workflow would have had
+        (``facts_of``; None if the record does not exist), so ``caremsg policy diff`` can replay it.
+
+        They are gathered after the decision, for the record only: the client gets the same 403
+        ``role_not_permitted`` whether or not the record exists, so nothing is revealed.
+        """
+        if self.policy.role_may(self.actor.role.value, workflow):
+            return
+        try:
+            facts = await facts_of()
+        except NotFound:
+            facts = None
+        self.require(
+            workflow, facts, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
+        )
+
+    async def require_role_for_patient(
+        self, workflow: str, patient_id: int, *, resource_type: str, resource_id: object | None = None
+    ) -> None:
+        """:meth:`require_role_recording_facts` with the facts between the actor and ``patient_id``."""
+
+        async def facts_of() -> frozenset[str]:
+            return (await self.patient_facts(workflow, patient_id))[0]
+
+        await self.require_role_recording_facts(
+            workflow, facts_of, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
+        )
 
     async def patient_facts(
         self,

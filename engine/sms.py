@@ -28,18 +28,17 @@ def sms_recipient(participant_id: int) -> str:
 
 @dataclass(frozen=True)
 class SmsRules:
-    """What texts say, and which compliance groups policies/sms.toml allows full text for.
+    """What texts say and which words are carrier keywords (config.toml ``[messaging]``).
 
-    ``version`` is a hash of policies/sms.toml, recorded with every full-text decision.
+    Which compliance groups get full text is policy, not configuration: policies/sms.toml, read,
+    checked and reloaded with the other policy files (``Policy.sms_full_text_groups``).
     """
 
-    full_text_group_ids: frozenset[int] = frozenset()
     notification_text: str = "You have a new secure message from your care team."
     help_text: str = "Secure messages from your care team. Reply STOP to opt out, START to opt back in."
     #: The one confirmation an opt-out gets (carriers and CTIA expect it), and the one an opt-in gets.
     stop_text: str = "You will get no more texts from your care team. Reply START to opt back in."
     start_text: str = "You will get texts from your care team again. Reply STOP to opt out."
-    version: str = ""
     stop_words: frozenset[str] = field(
         default=frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
     )

@@ -63,7 +63,7 @@ from integrations.relay import TEXT_KINDS, OutboxKind, OutboxRelay, Relays, Rela
 from integrations.security import Argon2Passwords, JwtTokens
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
-from integrations.sms import PostSmsReply, SendbirdSmsGateway, SendSms, load_sms_rules
+from integrations.sms import PostSmsReply, SendbirdSmsGateway, SendSms
 from integrations.twilio import TwilioSmsGateway, TwilioWebhookCheck
 from integrations.twilio_emulator import RunningTwilioEmulator, start_twilio_emulator
 from integrations.webhooks import WebhookProcessor
@@ -288,8 +288,12 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     m = settings.messaging
     emulator = app.get(emulator_key)
-    rules = load_sms_rules(
-        settings.policy.path(), m.sms_notification_text, m.sms_help_text, m.sms_stop_text, m.sms_start_text
+    # Which compliance groups get full text is policy (policies/sms.toml, in the Policy itself).
+    rules = SmsRules(
+        notification_text=m.sms_notification_text,
+        help_text=m.sms_help_text,
+        stop_text=m.sms_stop_text,
+        start_text=m.sms_start_text,
     )
     app[sms_rules_key] = rules
     base = settings.webhook_base_url()

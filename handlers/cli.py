@@ -89,10 +89,26 @@ def _served_port(host: str, port: int) -> int:
         return int(probe.getsockname()[1])
 
 
+def _refuse_a_broken_policy(settings: Settings) -> None:
+    """Exit with every problem (file and line) instead of a traceback when the policy does not load."""
+    from engine.policy import PolicyError
+    from integrations.policy_files import load_policy, unreadable
+
+    directory = settings.policy.path()
+    try:
+        load_policy(directory)
+    except PolicyError as exc:
+        problems = "\n".join(str(p) for p in exc.problems)
+        sys.exit(f"caremsg: the policy in {directory} does not load (caremsg policy check):\n{problems}")
+    except OSError as exc:
+        sys.exit(f"caremsg: the policy in {directory} does not load: {unreadable(directory, exc)}")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from handlers.app import create_app
 
     settings = _load(args)
+    _refuse_a_broken_policy(settings)
     service = settings.service
     workers = args.workers if args.workers is not None else service.workers
     configure_logging(fmt=service.log_format, level=service.log_level, with_pid=workers > 1)

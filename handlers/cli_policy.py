@@ -12,12 +12,18 @@ from handlers.settings import load_settings
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
+    """Validate the files and their test tables: every problem with file and line; exit 1 on any."""
+    from integrations.policy_files import check_policy
+
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
-    policy = _load(directory)
-    if policy is None:
-        return 1
-    for warning in policy.warnings:
+    policy, _cases, problems = check_policy(directory)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    for warning in policy.warnings if policy is not None else ():
         print(warning, file=sys.stderr)
+    if policy is None or problems:
+        print(f"policy {directory}: {len(problems)} problem(s): NOT OK", file=sys.stderr)
+        return 1
     print(
         f"policy {directory}: {len(policy.rules)} rules, {len(policy.workflows)} workflows, "
         f"version {policy.version}: OK"
@@ -27,7 +33,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
     """Run the policy's test tables (or the given ones) against the policy in ``--dir``."""
-    from engine.policy_tables import parse_table, run_cases, untested_workflows
+    from engine.policy_tables import coverage, parse_table, run_cases, unknown_names
     from integrations.policy_files import read_policy_tables
 
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
@@ -44,21 +50,26 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
         table_cases, table_problems = parse_table(text, name)
         cases += table_cases
         problems += table_problems
+    problems += unknown_names(policy, cases)
     for problem in problems:
         print(problem, file=sys.stderr)
     results = run_cases(policy, cases)
     failed = [r for r in results if not r.passed]
     for result in failed:
         print(f"FAIL {result.describe()}", file=sys.stderr)
-    for workflow in untested_workflows(policy, cases):
-        print(f"warning: no case tests workflow {workflow}", file=sys.stderr)
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    covered = coverage(policy, results)
+    print(covered.summary)
+    for workflow in covered.untested_workflows:
+        print(f"  no case decides workflow {workflow}")
+    for rule in covered.unexercised_rules:
+        print(f"  no case is allowed by {rule.located}")
     return 1 if failed or problems or not results else 0
 
 
 def _load(directory: Path) -> Any:
     """The policy in ``directory``, or None after printing every problem with file and line."""
-    from integrations.policy_files import load_policy
+    from integrations.policy_files import load_policy, unreadable
 
     try:
         return load_policy(directory)
@@ -66,7 +77,7 @@ def _load(directory: Path) -> Any:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
     except OSError as exc:
-        print(f"{exc.filename}: cannot read: {exc.strerror}", file=sys.stderr)
+        print(unreadable(directory, exc), file=sys.stderr)
     return None
 
 
@@ -86,11 +97,15 @@ def _print_decision(decision: Any, facts: Any, extra: dict[str, object] | None =
 
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
-    """Decide one question and show the rule and the facts: from the database (--user) or as given."""
+    """Decide one question and show the rule and the facts: from the database (--user) or as given.
+
+    Exits 0 on allow and 1 on deny (or when the user, patient or conversation does not exist), so a
+    script can ask ``caremsg policy explain ... && echo allowed``; 2 on a usage error.
+    """
     import asyncio
 
     from engine.errors import NotFound
-    from engine.policy_tables import CONSENT_STATES
+    from engine.policy_tables import parse_table
 
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
     policy = _load(directory)
@@ -102,16 +117,16 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
                 "caremsg: give --user (facts from the database) or --role (facts as given)", file=sys.stderr
             )
             return 2
-        relationship = (
-            set()
-            if args.relationship in (None, "none")
-            else {part.strip() for part in args.relationship.split("&")}
-        )
-        facts = relationship | CONSENT_STATES[args.consent]
-        if "own_org" in facts:
-            facts.add("covered")
-        _print_decision(policy.decide(args.role, args.action, facts), facts)
-        return 0
+        # The facts as a test case would state them: the same words, the same meaning.
+        stated = f"{args.role}, {args.relationship or 'none'}, {args.consent}, {args.action}, allow"
+        cases, problems = parse_table(stated, "--relationship")
+        if problems:
+            print(f"caremsg: {problems[0].message}", file=sys.stderr)
+            return 2
+        facts = cases[0].facts_under(policy)
+        decision = policy.decide(args.role, args.action, facts)
+        _print_decision(decision, facts)
+        return 0 if decision.allowed else 1
     if (args.patient is None) == (args.conversation is None):
         print("caremsg: with --user, give exactly one of --patient or --conversation", file=sys.stderr)
         return 2
@@ -135,7 +150,7 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
             print(f"caremsg: {exc.detail}", file=sys.stderr)
             return 1
     _print_decision(result.decision, result.facts, {"patient": result.patient_id, **result.details})
-    return 0
+    return 0 if result.decision.allowed else 1
 
 
 def cmd_policy_diff(args: argparse.Namespace) -> int:
@@ -143,6 +158,7 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
     import asyncio
     from datetime import timedelta
 
+    from engine.decisions import PURPOSE_NOT_PERMITTED
     from engine.policy_tables import parse_table
     from integrations.policy_files import read_policy_tables
 
@@ -160,8 +176,8 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
                 cases.setdefault(case.label.rsplit(" -> ", 1)[0], case)
     changed_cases = 0
     for case in cases.values():
-        before = old.decide(case.who, case.action, case.facts)
-        after = new.decide(case.who, case.action, case.facts)
+        before = old.decide(case.who, case.action, case.facts_under(old))
+        after = new.decide(case.who, case.action, case.facts_under(new))
         if before.allowed != after.allowed:
             changed_cases += 1
             print(
@@ -178,10 +194,21 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
         decisions = asyncio.run(
             recent_decisions(resolved.database.url, timedelta(hours=args.since_hours), args.limit)
         )
-    changed = 0
+    changed, unreplayable, purpose_bound = 0, [], []
     for d in decisions:
+        if d.facts is None:
+            # Facts not recorded (a role refused before any lookup): say so, never guess them.
+            unreplayable.append(d)
+            continue
         before = old.decide(d.role, d.workflow, d.facts)
         after = new.decide(d.role, d.workflow, d.facts)
+        if d.reason == PURPOSE_NOT_PERMITTED[0]:
+            # Refused for the stated purpose of use, which the rules alone do not decide: the outcome
+            # is known only while the workflow's purposes stay and the rules still refuse.
+            if _purposes(old, d.workflow) == _purposes(new, d.workflow) and not after.allowed:
+                continue
+            purpose_bound.append(d)
+            continue
         if before.allowed != after.allowed:
             changed += 1
             if changed <= args.show:
@@ -189,15 +216,46 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
                     f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} "
                     f"[{' & '.join(sorted(d.facts)) or 'none'}]: {before.decision} -> {after.decision}"
                 )
-    print(f"{changed} of {len(decisions)} audited decisions of the last {args.since_hours} h change outcome")
+    replayed = len(decisions) - len(unreplayable)
+    print(f"{changed} of {replayed} audited decisions of the last {args.since_hours} h change outcome")
+    if unreplayable:
+        touched = [
+            d for d in unreplayable if old.role_may(d.role, d.workflow) != new.role_may(d.role, d.workflow)
+        ]
+        for d in touched[: args.show]:
+            print(
+                f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} [facts not recorded]:"
+                f" {d.decision} -> cannot replay (the edit changes whether {d.role} may run it at all)"
+            )
+        print(
+            f"{len(unreplayable)} audited decisions cannot be replayed: their facts were not recorded"
+            f" ({len(touched)} of them for a role and workflow the edit changes)"
+        )
+    for d in purpose_bound[: args.show]:
+        print(
+            f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} "
+            f"[{' & '.join(sorted(d.facts or ())) or 'none'}]: {d.decision} -> cannot replay "
+            "(refused for the stated purpose of use, and the edit may change that)"
+        )
+    if purpose_bound:
+        print(f"{len(purpose_bound)} audited decisions refused for the purpose of use cannot be replayed")
     return 0
+
+
+def _purposes(policy: Any, workflow: str) -> frozenset[str] | None:
+    spec = policy.workflows.get(workflow)
+    return None if spec is None else frozenset(spec.purposes)
 
 
 def register(sub: Any) -> None:
     """Add ``policy check|test|explain|diff`` to the top-level subcommands."""
     policy = sub.add_parser("policy", help="policy tools for compliance teams")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
-    check = policy_sub.add_parser("check", help="validate the policy files (file and line for every error)")
+    check = policy_sub.add_parser(
+        "check",
+        help="validate the policy files and test tables (file and line for every error; "
+        "every workflow needs a test case)",
+    )
     check.add_argument("--dir", help="policy directory (default: the configured one)")
     check.set_defaults(func=cmd_policy_check)
     test = policy_sub.add_parser("test", help="run the policy test tables (policies/tests/*.csv)")
@@ -206,7 +264,8 @@ def register(sub: Any) -> None:
     test.set_defaults(func=cmd_policy_test)
     explain = policy_sub.add_parser(
         "explain",
-        help="decide one question and print the decision, the matching rule and the facts used",
+        help="decide one question and print the decision, the matching rule and the facts used "
+        "(exit 0 on allow, 1 on deny)",
     )
     explain.add_argument("--dir", help="policy directory (default: the configured one)")
     explain.add_argument("--action", required=True, help="workflow, e.g. patient.read")

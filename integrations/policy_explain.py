@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from engine.audit import replayable_facts
 from engine.consent_index import ConsentIndex
 from engine.decisions import Decision, Fact
 from engine.errors import NotFound
@@ -99,18 +100,22 @@ class AuditedDecision:
     occurred_at: datetime
     workflow: str
     role: str
-    facts: frozenset[str]
+    #: None when the record does not say which facts held (see engine.audit.replayable_facts).
+    facts: frozenset[str] | None
     decision: str
     policy_version: str | None
+    reason: str | None = None
 
 
 async def recent_decisions(database_url: str, since: timedelta, limit: int) -> list[AuditedDecision]:
-    """Audited policy decisions of the last ``since``, newest first, with the role that was decided
-    (the subject's, for decisions about someone being added) and the recorded facts."""
+    """Audited policy decisions of the last ``since``, newest first, denials included, with the role
+    that was decided (the subject's, for decisions about someone being added: as recorded, else the
+    person's role now) and the recorded facts."""
     conn = await asyncpg.connect(**asyncpg_connect_args(database_url))
     try:
         rows = await conn.fetch(
             "SELECT a.id, a.occurred_at, a.workflow, a.actor_role, a.decision, a.policy_version, a.details,"
+            " a.reason,"
             " s.role AS subject_role"
             " FROM audit_events a LEFT JOIN users s ON s.id = (a.details->>'subject_user_id')::int"
             " WHERE a.event = 'decision' AND a.occurred_at >= $1 ORDER BY a.id DESC LIMIT $2",
@@ -121,16 +126,24 @@ async def recent_decisions(database_url: str, since: timedelta, limit: int) -> l
         await conn.close()
     out = []
     for r in rows:
-        details = json.loads(r["details"]) if isinstance(r["details"], str) else dict(r["details"])
-        if "external_index" in details:
+        details = json.loads(r["details"]) if isinstance(r["details"], str) else dict(r["details"] or {})
+        recorded_role = details.get("subject_role")
+        if isinstance(recorded_role, str):
+            role = recorded_role
+        elif "external_index" in details or "external_participant_id" in details:
             role = EXTERNAL_PARTICIPANT
         else:
             role = r["subject_role"] or r["actor_role"] or ""
-        raw = details.get("facts") or ""
-        facts = frozenset(f for f in str(raw).split("&") if f)
         out.append(
             AuditedDecision(
-                r["id"], r["occurred_at"], r["workflow"], role, facts, r["decision"], r["policy_version"]
+                r["id"],
+                r["occurred_at"],
+                r["workflow"],
+                role,
+                replayable_facts(details),
+                r["decision"],
+                r["policy_version"],
+                r["reason"],
             )
         )
     return out

@@ -1,25 +1,43 @@
-"""Reading the policy files from disk into :class:`engine.policy.PolicySources`."""
+"""Reading the policy directory from disk: the policy files and their test tables.
+
+Every name this module hands out (in :class:`engine.policy.PolicySources`, in test tables, in
+problems) is relative to the policy directory, e.g. ``roles.csv`` or ``tests/default.csv``: a
+compliance officer opens it next to the files, and no server path reaches an API answer.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from engine.policy import Policy, PolicySources
+from engine.policy import Policy, PolicyError, PolicyProblem, PolicySources
+from engine.policy_tables import (
+    PolicyCase,
+    parse_table,
+    run_cases,
+    unknown_names,
+    untested_workflow_problems,
+)
 
 MODEL_FILE = "model.conf"
 RULES_FILE = "roles.csv"
 WORKFLOWS_FILE = "workflows.toml"
+#: Optional: without it no compliance group gets full-text SMS.
+SMS_FILE = "sms.toml"
+TABLES_DIR = "tests"
 
 
 def read_policy_sources(directory: Path) -> PolicySources:
-    """Read the three policy files of ``directory``; names in problems are relative to it."""
+    """Read the policy files of ``directory``; names in problems are relative to it."""
+    sms = directory / SMS_FILE
     return PolicySources(
         model=(directory / MODEL_FILE).read_text(encoding="utf-8"),
         rules=(directory / RULES_FILE).read_text(encoding="utf-8"),
         workflows=(directory / WORKFLOWS_FILE).read_text(encoding="utf-8"),
-        model_name=str(directory / MODEL_FILE),
-        rules_name=str(directory / RULES_FILE),
-        workflows_name=str(directory / WORKFLOWS_FILE),
+        model_name=MODEL_FILE,
+        rules_name=RULES_FILE,
+        workflows_name=WORKFLOWS_FILE,
+        sms=sms.read_text(encoding="utf-8") if sms.is_file() else "",
+        sms_name=SMS_FILE,
     )
 
 
@@ -28,20 +46,18 @@ def load_policy(directory: Path) -> Policy:
     return Policy.from_sources(read_policy_sources(directory))
 
 
-TABLES_DIR = "tests"
-
-
 def read_policy_tables(directory: Path) -> list[tuple[str, str]]:
-    """The (name, text) of every test table in ``directory/tests/*.csv``, in name order."""
+    """The (name, text) of every test table in ``directory/tests/*.csv``, in name order; each name
+    is relative to ``directory`` (``tests/default.csv``)."""
     return [
-        (str(path), path.read_text(encoding="utf-8"))
+        (f"{TABLES_DIR}/{path.name}", path.read_text(encoding="utf-8"))
         for path in sorted((directory / TABLES_DIR).glob("*.csv"))
     ]
 
 
 def fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
     """(name, mtime_ns, size) of every policy file and test table: cheap to poll for changes."""
-    paths = [directory / MODEL_FILE, directory / RULES_FILE, directory / WORKFLOWS_FILE]
+    paths = [directory / name for name in (MODEL_FILE, RULES_FILE, WORKFLOWS_FILE, SMS_FILE)]
     paths += sorted((directory / TABLES_DIR).glob("*.csv"))
     out = []
     for path in paths:
@@ -54,28 +70,51 @@ def fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-def load_tested_policy(directory: Path) -> tuple[Policy | None, list[str]]:
-    """The policy in ``directory`` if it is valid AND passes its own test tables; else the problems.
+def unreadable(directory: Path, exc: OSError) -> PolicyProblem:
+    """A file that cannot be read, named relative to the policy directory."""
+    name = Path(str(exc.filename or directory))
+    try:
+        name = name.relative_to(directory)
+    except ValueError:
+        name = Path(name.name)
+    return PolicyProblem(str(name), 1, f"cannot read: {exc.strerror}")
 
-    This is the gate a live reload goes through: a file that does not parse, a rule that can never
-    match, or a test case whose expectation the edit breaks, each keeps the edit out.
+
+def check_policy(directory: Path) -> tuple[Policy | None, list[PolicyCase], list[PolicyProblem]]:
+    """What ``caremsg policy check`` enforces, and the first half of every live reload's gate.
+
+    The files form a valid policy, the test tables parse, and every workflow has at least one test
+    case. Returns the policy (None if the files do not form one), the cases, and every problem.
     """
-    from engine.policy import PolicyError
-    from engine.policy_tables import parse_table, run_cases
-
     try:
         policy = load_policy(directory)
+        tables = read_policy_tables(directory)
     except PolicyError as exc:
-        return None, [str(p) for p in exc.problems]
+        return None, [], list(exc.problems)
     except OSError as exc:
-        return None, [f"{exc.filename}: cannot read: {exc.strerror}"]
-    problems: list[str] = []
-    cases = []
-    for name, text in read_policy_tables(directory):
+        return None, [], [unreadable(directory, exc)]
+    cases: list[PolicyCase] = []
+    problems: list[PolicyProblem] = []
+    for name, text in tables:
         table_cases, table_problems = parse_table(text, name)
         cases += table_cases
-        problems += [str(p) for p in table_problems]
-    if not cases:
-        problems.append(f"{directory / TABLES_DIR}: no test cases: an untested policy is not loaded")
-    problems += [f"test failed: {r.describe()}" for r in run_cases(policy, cases) if not r.passed]
-    return (None, problems) if problems else (policy, [])
+        problems += table_problems
+    problems += unknown_names(policy, cases)
+    problems += untested_workflow_problems(policy, cases, WORKFLOWS_FILE, f"{TABLES_DIR}/*.csv")
+    return policy, cases, problems
+
+
+def load_tested_policy(directory: Path) -> tuple[Policy | None, list[str]]:
+    """The policy in ``directory`` if it passes ``policy check`` AND its own test tables; else the
+    problems (file and line, relative to ``directory``).
+
+    This is the gate a live reload goes through: a file that does not parse, a rule that can never
+    match, a workflow without a test case, or a case whose expectation the edit breaks, each keeps
+    the edit out.
+    """
+    policy, cases, problems = check_policy(directory)
+    messages = [str(p) for p in problems]
+    if policy is None:
+        return None, messages
+    messages += [f"test failed: {r.describe()}" for r in run_cases(policy, cases) if not r.passed]
+    return (None, messages) if messages else (policy, [])

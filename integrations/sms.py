@@ -18,12 +18,9 @@ Errors map like the chat API's (same ``{"error": true, "code": ...}`` body, §2)
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import tomllib
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -322,34 +319,3 @@ class PostSmsReply:
 
     async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
         return None
-
-
-# --------------------------------------------------------------------------------------------------
-# policies/sms.toml
-# --------------------------------------------------------------------------------------------------
-
-SMS_POLICY_FILE = "sms.toml"
-
-
-def load_sms_rules(
-    policy_dir: Path, notification_text: str, help_text: str, stop_text: str, start_text: str
-) -> SmsRules:
-    """Read policies/sms.toml: the compliance groups whose members may get full text by SMS.
-
-    A missing file means none. The file's hash is recorded with every full-text decision, because
-    it is part of what decided it.
-    """
-    path = policy_dir / SMS_POLICY_FILE
-    raw = path.read_bytes() if path.is_file() else b""
-    data = tomllib.loads(raw.decode("utf-8")) if raw else {}
-    ids = data.get("full_text", {}).get("compliance_group_ids", [])
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise ValueError(f"{path}: full_text.compliance_group_ids must be a list of compliance group ids")
-    return SmsRules(
-        full_text_group_ids=frozenset(ids),
-        notification_text=notification_text,
-        help_text=help_text,
-        stop_text=stop_text,
-        start_text=start_text,
-        version=hashlib.sha256(raw).hexdigest()[:16],
-    )

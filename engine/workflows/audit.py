@@ -87,7 +87,9 @@ async def list_disclosures(services: Services, actor: Actor, cmd: ListDisclosure
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
-        guard.require_role("patient.disclosures", resource_type="patient", resource_id=pid, patient_id=pid)
+        await guard.require_role_for_patient(
+            "patient.disclosures", pid, resource_type="patient", resource_id=pid
+        )
         facts, details = await guard.patient_facts("patient.disclosures", pid)
         guard.require(
             "patient.disclosures",

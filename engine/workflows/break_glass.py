@@ -56,7 +56,9 @@ async def break_glass(services: Services, actor: Actor, cmd: BreakGlass) -> Brea
     pid = cmd.patient_id
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role("break_glass.open", resource_type="patient", resource_id=pid, patient_id=pid)
+        await guard.require_role_for_patient(
+            "break_glass.open", pid, resource_type="patient", resource_id=pid
+        )
         facts, details = await guard.patient_facts("break_glass.open", pid)
         guard.require(
             "break_glass.open",

@@ -53,7 +53,7 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
-        guard.require_role("consent.create", resource_type="consent", patient_id=pid)
+        await guard.require_role_for_patient("consent.create", pid, resource_type="consent")
         facts, details = await guard.patient_facts("consent.create", pid)
         guard.require(
             "consent.create",
@@ -120,7 +120,7 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
 async def list_consents(services: Services, actor: Actor, patient_id: int) -> list[Consent]:
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role("consent.list", resource_type="consent", patient_id=patient_id)
+        await guard.require_role_for_patient("consent.list", patient_id, resource_type="consent")
         facts, details = await guard.patient_facts("consent.list", patient_id)
         guard.require("consent.list", facts, resource_type="consent", patient_id=patient_id, details=details)
         consents = await uow.consents.list_for_patient(patient_id)

@@ -8,9 +8,10 @@ are delivered through the outbox, so an acknowledged message survives a Sendbird
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.audit import DetailValue
 from engine.decisions import Decision, Fact
 from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page, User
@@ -47,7 +48,7 @@ async def start_conversation(
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
-        guard.require_role("conversation.create", resource_type="conversation", patient_id=pid)
+        await guard.require_role_for_patient("conversation.create", pid, resource_type="conversation")
         facts, details = await guard.patient_facts("conversation.create", pid)
         guard.require(
             "conversation.create",
@@ -170,19 +171,36 @@ async def _member_may_join(
     return None
 
 
+async def _conversation_facts(
+    guard: Guard, workflow: str, conversation: Conversation, *, unknown_as: str = "conversation"
+) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
+    """The actor's facts for the conversation's patient, and ``member`` if the actor is one."""
+    facts, details = await guard.patient_facts(workflow, conversation.patient_id, unknown_as=unknown_as)
+    if guard.actor.user_id in conversation.member_ids:
+        facts |= {Fact.MEMBER}
+    return facts, details
+
+
 async def _readable_conversation(
     guard: Guard, workflow: str, conversation_id: int, *, unknown_as: str = "conversation"
 ) -> Conversation:
     """The conversation, if the actor may run ``workflow`` on it; ``unknown_as`` names the record a
     conversation the actor has no relation to is answered as (not found: the id the client sent)."""
-    guard.require_role(workflow, resource_type="conversation", resource_id=conversation_id)
+
+    async def facts_of() -> frozenset[str] | None:
+        conversation = await guard.uow.conversations.get(conversation_id)
+        if conversation is None:
+            return None
+        return (await _conversation_facts(guard, workflow, conversation, unknown_as=unknown_as))[0]
+
+    await guard.require_role_recording_facts(
+        workflow, facts_of, resource_type="conversation", resource_id=conversation_id
+    )
     conversation = await guard.uow.conversations.get(conversation_id)
     if conversation is None:
         guard.record_missing(workflow, "conversation", conversation_id)
         raise NotFound("conversation")
-    facts, details = await guard.patient_facts(workflow, conversation.patient_id, unknown_as=unknown_as)
-    if guard.actor.user_id in conversation.member_ids:
-        facts |= {Fact.MEMBER}
+    facts, details = await _conversation_facts(guard, workflow, conversation, unknown_as=unknown_as)
     guard.require(
         workflow,
         facts,

@@ -71,7 +71,7 @@ def plan_deliveries(
             "sms.send_full_text",
             r.consents,
             compliance_group_ids=r.compliance_group_ids,
-            full_text_group_ids=services.sms.full_text_group_ids,
+            full_text_group_ids=decider.policy.sms_full_text_groups,
         )
         reason = sms_refusal(
             removed=r.removed,
@@ -95,7 +95,7 @@ def plan_deliveries(
                 details={
                     "external_participant_id": r.participant_id,
                     **details,
-                    "sms_policy_version": services.sms.version,
+                    "sms_policy_version": decider.policy.sms_version,
                 },
             )
             content = FULL_TEXT

@@ -46,8 +46,8 @@ async def register_patient(services: Services, actor: Actor, cmd: RegisterPatien
 async def get_patient(services: Services, actor: Actor, patient_id: int) -> Patient:
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role(
-            "patient.read", resource_type="patient", resource_id=patient_id, patient_id=patient_id
+        await guard.require_role_for_patient(
+            "patient.read", patient_id, resource_type="patient", resource_id=patient_id
         )
         facts, details = await guard.patient_facts("patient.read", patient_id)
         guard.require(
@@ -74,7 +74,7 @@ async def update_patient(services: Services, actor: Actor, cmd: UpdatePatient) -
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
-        guard.require_role("patient.update", resource_type="patient", resource_id=pid, patient_id=pid)
+        await guard.require_role_for_patient("patient.update", pid, resource_type="patient", resource_id=pid)
         facts, details = await guard.patient_facts("patient.update", pid)
         guard.require(
             "patient.update",
@@ -131,7 +131,7 @@ async def create_care_team(
     """
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role("care_team.create", resource_type="care_team", patient_id=patient_id)
+        await guard.require_role_for_patient("care_team.create", patient_id, resource_type="care_team")
         facts, details = await guard.patient_facts("care_team.create", patient_id)
         guard.require(
             "care_team.create",
@@ -156,7 +156,7 @@ async def create_care_team(
 async def get_care_team(services: Services, actor: Actor, patient_id: int) -> CareTeam:
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role("care_team.read", resource_type="care_team", patient_id=patient_id)
+        await guard.require_role_for_patient("care_team.read", patient_id, resource_type="care_team")
         facts, details = await guard.patient_facts("care_team.read", patient_id)
         team = await uow.care_teams.for_patient(patient_id)
         guard.require(
@@ -183,7 +183,16 @@ async def add_care_team_member(
     decided and audited the same, with ``already_member: true``)."""
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role("care_team.add_member", resource_type="care_team", resource_id=care_team_id)
+
+        async def facts_of() -> frozenset[str] | None:
+            team = await uow.care_teams.get(care_team_id)
+            if team is None:
+                return None
+            return (await guard.patient_facts("care_team.add_member", team.patient_id))[0]
+
+        await guard.require_role_recording_facts(
+            "care_team.add_member", facts_of, resource_type="care_team", resource_id=care_team_id
+        )
         team = await uow.care_teams.get(care_team_id)
         if team is None:
             guard.record_missing("care_team.add_member", "care_team", care_team_id)

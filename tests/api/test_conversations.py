@@ -818,5 +818,11 @@ async def test_a_refused_conversation_leaves_the_deny_row_and_marks_the_creation
         ("conversation.join", "deny", "denied", "no_external_consent"),
     ]
     assert rows[0]["details"]["ended_by"] == "no_external_consent"
-    assert rows[1]["details"] == {"external_index": 0, "consent_id": None}
+    # The facts it was decided on (none held) are recorded, so `policy diff` can replay the denial.
+    assert rows[1]["details"] == {
+        "external_index": 0,
+        "consent_id": None,
+        "facts": "",
+        "subject_role": "external",
+    }
     assert EXTERNAL_PHONE not in json.dumps(rows, default=str)

@@ -50,7 +50,7 @@ async def test_explain_shows_what_is_missing_for_staff_of_another_organization(
     )
 
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 1  # a deny exits 1
     assert "decision: deny" in out
     assert "reason:   not_on_care_team" in out
     assert "missing:  care_team, covered" in out

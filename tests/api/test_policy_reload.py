@@ -5,6 +5,7 @@ the old policy keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -12,12 +13,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from handlers.app import create_app
 from handlers.settings import Settings
 from tests.api.conftest import Api
+from tests.api.messaging_support import CareTeam, care_team, send, settled_deliveries
 
 T = TypeVar("T")
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
@@ -151,6 +154,20 @@ async def test_a_changed_file_is_picked_up_without_any_call(live: Api, policy_di
     await eventually(changed, "the watcher to swap in the edited files")
 
 
+async def test_a_changed_sms_toml_is_picked_up_by_the_watcher(live: Api, policy_dir: Path) -> None:
+    org = await live.organization()
+    admin = await live.person("admin", org)
+    before = await version(live, admin)
+    (policy_dir / "sms.toml").write_text("[full_text]\ncompliance_group_ids = [4242]\n")
+
+    async def changed() -> str | None:
+        now = await version(live, admin)
+        return now if now != before else None
+
+    await eventually(changed, "the watcher to swap in the edited sms.toml")
+    assert live.services.policy.current.sms_full_text_groups == {4242}
+
+
 async def test_sighup_reloads_the_policy(live: Api, policy_dir: Path) -> None:
     org = await live.organization()
     admin = await live.person("admin", org)
@@ -192,3 +209,88 @@ async def test_a_reload_through_the_api_reaches_another_instance_through_postgre
         return await version(second, officer) == body["version"]
 
     await eventually(second_caught_up, "the second instance to load the new version", within=3.0)
+
+
+async def test_a_refused_reload_names_files_relative_to_the_policy_directory(
+    unwatched: Api, policy_dir: Path
+) -> None:
+    org = await unwatched.organization()
+    admin = await unwatched.person("admin", org)
+    line = append(policy_dir / "roles.csv", "p, janitor, patient.read, any")
+
+    status, body = await unwatched.call("POST", "/api/policy/reload", admin)
+
+    assert status == 422
+    assert body["errors"][0]["message"].startswith(f"roles.csv:{line}: error: ")
+    assert str(policy_dir) not in json.dumps(body)  # never the server's directory
+
+
+# --- sms.toml is reloaded with the other policy files -------------------------------------------------
+
+
+async def test_a_broken_sms_toml_is_refused_with_file_and_line_and_the_old_policy_keeps_serving(
+    unwatched: Api, policy_dir: Path
+) -> None:
+    org = await unwatched.organization()
+    officer = await unwatched.person("compliance_officer", org)
+    before = await version(unwatched, officer)
+    sms = policy_dir / "sms.toml"
+    text = sms.read_text()
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("compliance_group_ids"))
+    sms.write_text(text.replace("compliance_group_ids = []", 'compliance_group_ids = ["seven"]'))
+
+    status, body = await unwatched.call("POST", "/api/policy/reload", officer)
+
+    assert status == 422
+    assert any(e["message"].startswith(f"sms.toml:{line}: error: ") for e in body["errors"]), body
+    assert await version(unwatched, officer) == before
+
+
+async def test_an_sms_toml_edit_goes_live_without_a_restart_and_the_next_text_is_decided_by_it(
+    unwatched: Api, policy_dir: Path, db: asyncpg.Connection
+) -> None:
+    api = unwatched
+    partner = await api.organization()
+    team = await care_team(api, external_organization_id=partner)
+    group = await db.fetchval(
+        "INSERT INTO compliance_groups (name, organization_id, created_by)"
+        " VALUES ('Crisis network', $1, $2) RETURNING id",
+        team.organization_id,
+        team.officer.id,
+    )
+    await db.execute(
+        "INSERT INTO compliance_group_members (group_id, organization_id) VALUES ($1, $2)", group, partner
+    )
+    first = await sent(api, team, "first")
+    (policy_dir / "sms.toml").write_text(f"[full_text]\ncompliance_group_ids = [{group}]\n")
+
+    status, reloaded = await api.call("POST", "/api/policy/reload", team.officer)
+    assert status == 200, reloaded
+    assert reloaded["outcome"] == "swapped"
+    second = await sent(api, team, "second")
+
+    decided = {
+        r["resource_id"]: r
+        for r in await db.fetch(
+            "SELECT resource_id, decision, policy_version, details FROM audit_events"
+            " WHERE workflow = 'sms.send_full_text' AND resource_id = ANY($1::text[])",
+            [str(first), str(second)],
+        )
+    }
+    before, after = decided[str(first)], decided[str(second)]
+    assert (before["decision"], after["decision"]) == ("deny", "allow")
+    assert (before["policy_version"], after["policy_version"]) == (
+        reloaded["previousVersion"],
+        reloaded["version"],
+    )
+    assert (
+        json.loads(before["details"])["sms_policy_version"]
+        != json.loads(after["details"])["sms_policy_version"]
+    )
+
+
+async def sent(api: Api, team: CareTeam, text: str) -> int:
+    status, accepted = await send(api, team.peer, team.conversation_id, text)
+    assert status == 202, accepted
+    await settled_deliveries(api, team.peer, accepted["id"])
+    return int(accepted["id"])

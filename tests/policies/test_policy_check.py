@@ -62,18 +62,53 @@ def test_policy_check_reports_each_kind_of_error_with_file_and_line(
     assert f"roles.csv:{number}: error: {message}" in err
 
 
+def errors(err: str) -> list[str]:
+    return [line for line in err.splitlines() if ": error: " in line]
+
+
 def test_policy_check_reports_a_broken_model(edited: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (edited / "model.conf").write_text("[request_definition]\nr = role, wf, facts\n")
     assert main(["policy", "check", "--dir", str(edited)]) == 1
-    assert "model.conf:0: error: not a valid Casbin model" in capsys.readouterr().err
+    assert errors(capsys.readouterr().err) == [
+        "model.conf:1: error: not a valid Casbin model: missing section [policy_definition], "
+        "[policy_effect], [matchers]"
+    ]
 
 
-def test_policy_check_reports_bad_toml_with_its_line(
+def test_a_toml_syntax_error_is_reported_once_at_its_real_line_without_cascading_errors(
+    edited: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workflows = edited / "workflows.toml"
+    lines = workflows.read_text().splitlines()
+    header = next(i for i, text in enumerate(lines) if text.startswith('[workflows."patient.read"]'))
+    lines.insert(header + 1, 'facts = ["care_team", "covered"')  # the closing ] forgotten
+    workflows.write_text("\n".join(lines) + "\n")
+
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+
+    # One error, at the line with the unclosed array: not ~60 "unknown workflow" lines after it.
+    assert errors(capsys.readouterr().err) == [
+        f"workflows.toml:{header + 2}: error: not valid TOML: Unclosed array"
+    ]
+
+
+def test_a_toml_error_the_parser_notices_at_the_end_is_reported_where_it_starts(
     edited: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (edited / "workflows.toml").write_text('[workflows."a.b"]\nfacts = [\n')
     assert main(["policy", "check", "--dir", str(edited)]) == 1
-    assert "workflows.toml" in capsys.readouterr().err
+    (problem,) = errors(capsys.readouterr().err)
+    assert problem.startswith("workflows.toml:2: error: not valid TOML: ")
+
+
+def test_problems_name_files_relative_to_the_policy_directory(
+    edited: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    number = _append(edited, "p, janitor, patient.read, any")
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    (problem,) = errors(capsys.readouterr().err)
+    assert problem.startswith(f"roles.csv:{number}: error: ")
+    assert str(edited) not in problem
 
 
 def test_policy_check_warns_about_a_workflow_nobody_may_run(
@@ -81,8 +116,99 @@ def test_policy_check_warns_about_a_workflow_nobody_may_run(
 ) -> None:
     workflows = edited / "workflows.toml"
     workflows.write_text(workflows.read_text() + '\n[workflows."patient.archive"]\nresource = "patient"\n')
+    table = edited / "tests" / "default.csv"
+    table.write_text(table.read_text() + "admin, own_org, none, patient.archive, deny: role_not_permitted\n")
     assert main(["policy", "check", "--dir", str(edited)]) == 0
     assert "workflow patient.archive has no rule: nobody can run it" in capsys.readouterr().err
+
+
+def test_policy_check_fails_when_a_workflow_has_no_test_case(
+    edited: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workflows = edited / "workflows.toml"
+    before = workflows.read_text()
+    workflows.write_text(before + '\n[workflows."patient.archive"]\nresource = "patient"\n')
+    line = len(before.splitlines()) + 2
+
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+
+    assert errors(capsys.readouterr().err) == [
+        f"workflows.toml:{line}: error: workflow patient.archive has no test case: add one to tests/*.csv"
+    ]
+
+
+def test_policy_check_fails_when_every_test_table_is_deleted(
+    edited: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for table in (edited / "tests").glob("*.csv"):
+        table.unlink()
+    workflows = len(Policy.from_sources(read_policy_sources(edited)).workflows)
+
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+
+    found = errors(capsys.readouterr().err)
+    assert len(found) == workflows
+    assert all("has no test case" in problem for problem in found)
+
+
+# --- sms.toml is part of the policy ------------------------------------------------------------------
+
+
+def test_a_compliance_group_id_that_is_not_a_number_is_an_error_at_its_line_in_sms_toml(
+    edited: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sms = edited / "sms.toml"
+    text = sms.read_text()
+    assert "compliance_group_ids = []" in text
+    sms.write_text(text.replace("compliance_group_ids = []", 'compliance_group_ids = ["seven"]'))
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("compliance_group_ids"))
+
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+
+    (problem,) = errors(capsys.readouterr().err)
+    assert problem.startswith(
+        f"sms.toml:{line}: error: full_text.compliance_group_ids: 'seven' is not a compliance group id"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[full_text]\ncompliance_group_ids = 7\n", "sms.toml:2: error: full_text.compliance_group_ids must"),
+        ("[full_text]\ncompliance_group_ids = [7\n", "sms.toml:2: error: not valid TOML"),
+        ("[full_text]\ncompliance_groups = [7]\n", "sms.toml:2: error: full_text: unknown key"),
+        ("[fulltext]\ncompliance_group_ids = [7]\n", "sms.toml:1: error: unknown table or key 'fulltext'"),
+        (
+            "[full_text]\ncompliance_group_ids = [true]\n",
+            "sms.toml:2: error: full_text.compliance_group_ids:",
+        ),
+    ],
+    ids=["not-a-list", "bad-toml", "unknown-key", "unknown-table", "boolean"],
+)
+def test_each_kind_of_sms_toml_error_is_reported_with_file_and_line(
+    edited: Path, text: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (edited / "sms.toml").write_text(text)
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    (problem,) = errors(capsys.readouterr().err)
+    assert problem.startswith(expected)
+
+
+def test_sms_toml_is_part_of_the_policy_and_of_its_version(edited: Path) -> None:
+    shipped = Policy.from_sources(read_policy_sources(edited))
+    assert shipped.sms_full_text_groups == frozenset()
+    (edited / "sms.toml").write_text("[full_text]\ncompliance_group_ids = [7, 9]\n")
+
+    changed = Policy.from_sources(read_policy_sources(edited))
+
+    assert changed.sms_full_text_groups == {7, 9}
+    assert changed.version != shipped.version
+    assert changed.sms_version != shipped.sms_version
+
+
+def test_a_missing_sms_toml_means_no_group_gets_full_text(edited: Path) -> None:
+    (edited / "sms.toml").unlink()
+    assert Policy.from_sources(read_policy_sources(edited)).sms_full_text_groups == frozenset()
 
 
 def test_policy_check_accepts_the_shipped_policy(capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,6 +241,25 @@ def test_policy_test_runs_the_shipped_tables(capsys: pytest.CaptureFixture[str])
     assert ", 0 failed" in capsys.readouterr().out
 
 
+def test_policy_test_prints_which_workflows_and_rules_no_case_exercises(
+    edited: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = edited / "tests" / "default.csv"
+    kept = [line for line in table.read_text().splitlines() if "policy.reload" not in line]
+    table.write_text("\n".join(kept) + "\n")
+    policy = Policy.from_sources(read_policy_sources(edited))
+    reload_rules = [r for r in policy.rules if r.workflow == "policy.reload"]
+    assert reload_rules
+
+    assert main(["policy", "test", "--dir", str(edited)]) == 0
+
+    out = capsys.readouterr().out
+    assert f"coverage: {len(policy.workflows) - 1} of {len(policy.workflows)} workflows and " in out
+    assert "  no case decides workflow policy.reload" in out
+    for rule in reload_rules:
+        assert f"  no case is allowed by {rule.located}" in out
+
+
 def test_policy_test_fails_an_edit_that_breaks_a_case(
     edited: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -127,7 +272,7 @@ def test_policy_test_fails_an_edit_that_breaks_a_case(
     )
     assert main(["policy", "test", "--dir", str(edited)]) == 1
     err = capsys.readouterr().err
-    assert "FAIL default.csv" not in err  # the full path is printed, so people can open it
+    assert "FAIL tests/default.csv:" in err  # relative to the policy directory, so people can open it
     assert "peer_support patient.read [care_team; consent none] -> deny: no_active_consent; got allow" in err
 
 
@@ -144,3 +289,68 @@ def test_sources_from_text_need_no_files() -> None:
     sources = read_policy_sources(POLICY_DIR)
     copy = PolicySources(model=sources.model, rules=sources.rules, workflows=sources.workflows)
     assert Policy.from_sources(copy).decide("auditor", "audit.read", {"own_org"}).allowed
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("peer_support, care_team, none, patient.raed, deny", "unknown workflow 'patient.raed'"),
+        ("peer_suport, care_team, none, patient.read, deny", "unknown role 'peer_suport'"),
+    ],
+    ids=["workflow", "role"],
+)
+def test_a_test_case_with_a_typo_is_an_error_not_a_passing_deny(
+    edited: Path, case: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = edited / "tests" / "default.csv"
+    before = table.read_text()
+    table.write_text(before + case + "\n")
+    line = len(before.splitlines()) + 1
+
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    (problem,) = errors(capsys.readouterr().err)
+    assert problem.startswith(f"tests/default.csv:{line}: error: {message}")
+    assert main(["policy", "test", "--dir", str(edited)]) == 1
+
+
+def test_serve_refuses_a_broken_policy_with_file_and_line_instead_of_a_traceback(
+    edited: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sms = edited / "sms.toml"
+    text = sms.read_text()
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("compliance_group_ids"))
+    sms.write_text(text.replace("compliance_group_ids = []", 'compliance_group_ids = ["seven"]'))
+    monkeypatch.setenv("CAREMSG_POLICY_DIRECTORY", str(edited))
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve"])
+
+    assert f"sms.toml:{line}: error: full_text.compliance_group_ids: 'seven'" in str(exited.value.code)
+
+
+def test_a_test_case_can_name_a_compliance_group_so_that_sms_toml_is_tested_too(
+    edited: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "crisis.csv"
+    table.write_text("external, sms_group:7, external, sms.send_full_text, allow\n")
+
+    assert main(["policy", "test", "--dir", str(edited), str(table)]) == 1  # sms.toml lists no group
+    assert "external sms.send_full_text [sms_group:7; consent external] -> allow; got deny" in (
+        capsys.readouterr().err
+    )
+    (edited / "sms.toml").write_text("[full_text]\ncompliance_group_ids = [7]\n")
+    assert main(["policy", "test", "--dir", str(edited), str(table)]) == 0
+
+
+def test_diff_shows_the_test_cases_an_sms_toml_edit_changes(
+    edited: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = edited / "tests" / "default.csv"
+    table.write_text(table.read_text() + "external, sms_group:7, external, sms.send_full_text, allow\n")
+    (edited / "sms.toml").write_text("[full_text]\ncompliance_group_ids = [7]\n")
+
+    assert main(["policy", "diff", str(POLICY_DIR), str(edited), "--no-audit"]) == 0
+
+    out = capsys.readouterr().out
+    assert "external sms.send_full_text [sms_group:7; consent external]: deny -> allow" in out
+    assert "1 of " in out

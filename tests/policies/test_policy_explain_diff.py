@@ -71,7 +71,7 @@ def test_explain_of_a_denial_names_what_is_missing(capsys: pytest.CaptureFixture
                 "care_team",
             ]
         )
-        == 0
+        == 1  # a deny exits 1, so a script can branch on it
     )
     out = capsys.readouterr().out
     assert "decision: deny" in out
