@@ -3,39 +3,19 @@ database per test session, migrated by Alembic exactly as ``caremsg migrate`` do
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from handlers.settings import Settings, load_settings
-from integrations.db.migrate import upgrade
+from tests.support.database import admin, asyncpg_dsn, fresh_database
 
-
-def _asyncpg_dsn(url: str) -> dict[str, object]:
-    u = make_url(url)
-    return {
-        "user": u.username,
-        "password": u.password,
-        "host": u.query.get("host") or u.host,
-        "port": int(u.query.get("port") or u.port or 5432),
-        "database": u.database,
-    }
-
-
-async def _admin(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(**_asyncpg_dsn(url))  # type: ignore[arg-type]
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+# Older names, for tests written before tests/support existed: import from tests.support instead.
+_asyncpg_dsn, _admin = asyncpg_dsn, admin
 
 
 @pytest.fixture(scope="session")
@@ -55,19 +35,6 @@ def server_url() -> Iterator[str]:
             server.stop()
 
 
-@contextmanager
-def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
-    """A new database on the server, migrated to head as ``caremsg migrate`` does; dropped afterwards."""
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh database for this test session, migrated to head; dropped afterwards."""
@@ -75,8 +42,9 @@ def database_url(server_url: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
+    """The test settings (frozen): session-wide, so an app built once can serve many tests."""
     return load_settings(
         env={},
         service={"environment": "development", "log_format": "json"},
@@ -98,7 +66,7 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A plain connection to the test database, for assertions on what was stored."""
-    conn = await asyncpg.connect(**_asyncpg_dsn(database_url))  # type: ignore[arg-type]
+    conn = await asyncpg.connect(**asyncpg_dsn(database_url))  # type: ignore[arg-type]
     try:
         yield conn
     finally:

@@ -9,8 +9,8 @@ import asyncpg
 
 from handlers.api_messaging import messaging_key
 from integrations.idempotency import Claim, request_hash
-from tests.api.conftest import Api, Person
-from tests.api.messaging_support import CareTeam, care_team, emulator, eventually
+from tests.support.api import Api, Person
+from tests.support.messaging import CareTeam, care_team, emulator, eventually
 
 SEND = "/api/conversations/send-message"
 

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from handlers.settings import Settings
-from tests.api.conftest import Api
-from tests.api.messaging_support import (
+from tests.support.api import Api
+from tests.support.messaging import (
     INVALID_PHONE,
     NOTIFICATION,
     PHONE,
@@ -22,6 +22,7 @@ from tests.api.messaging_support import (
     message_status,
     send,
     settled_deliveries,
+    texts_to,
 )
 
 
@@ -48,7 +49,7 @@ async def test_an_external_participant_is_texted_a_notification_without_the_mess
     deliveries = await settled_deliveries(api, team.peer, accepted["id"])
 
     assert [d["state"] for d in deliveries] == ["sent", "sent"]
-    texts = emulator(api).notifications
+    texts = texts_to(api, team)
     assert len(texts) == 1
     assert texts[0].phone_number == team.phone
     assert texts[0].text == NOTIFICATION
@@ -109,7 +110,7 @@ async def test_a_number_that_cannot_exist_is_not_texted_and_its_delivery_fails_a
         ("sms", "failed", "invalid_number"),
     ]
     await settled_deliveries(api, team.peer, accepted["id"])
-    assert emulator(api).notifications == []
+    assert texts_to(api, team) == []
 
 
 async def test_an_external_participant_without_an_sms_consent_is_refused_with_the_reason(api: Api) -> None:
@@ -165,9 +166,9 @@ async def api_with_full_text_group(
     import asyncpg as pg
 
     from handlers.app import create_app
-    from tests.conftest import _asyncpg_dsn
+    from tests.support.database import asyncpg_dsn
 
-    conn = await pg.connect(**_asyncpg_dsn(database_url))  # type: ignore[arg-type]
+    conn = await pg.connect(**asyncpg_dsn(database_url))  # type: ignore[arg-type]
     try:
         org = await conn.fetchval(
             "INSERT INTO organizations (name) VALUES ('Crisis Line ' || gen_random_uuid()) RETURNING id"

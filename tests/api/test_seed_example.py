@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from handlers.app import emulator_key
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
 
 SEED_EXTERNAL = {"phoneNumber": "+1234567890", "name": "Dr. External"}
 

@@ -14,8 +14,8 @@ from handlers.app import create_app
 from handlers.settings import Settings
 from integrations.sendbird import sign_webhook
 from integrations.sendbird_emulator import sendbird_json
-from tests.api.conftest import Api
-from tests.api.messaging_support import (
+from tests.support.api import Api
+from tests.support.messaging import (
     NOTIFICATION,
     PHONE,
     CareTeam,
@@ -25,6 +25,7 @@ from tests.api.messaging_support import (
     running_emulator,
     send,
     settled_deliveries,
+    texts_to,
     wire_webhooks,
 )
 
@@ -189,7 +190,7 @@ async def test_echoes_of_our_own_sends_are_ignored(api: Api, db: asyncpg.Connect
         await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", team.conversation_id)
         == 1
     )
-    assert len(emulator(api).notifications) == 1
+    assert len(texts_to(api, team)) == 1
 
 
 async def test_a_staff_post_from_the_chat_app_texts_external_members_a_notification(
@@ -202,7 +203,7 @@ async def test_a_staff_post_from_the_chat_app_texts_external_members_a_notificat
     status, answer = await post(api, body, sign_webhook(body, token(api)))
     assert status == 200, answer
 
-    texts = await eventually(lambda: _async(emulator(api).notifications), "the SMS notification")
+    texts = await eventually(lambda: _async(texts_to(api, team)), "the SMS notification")
     assert [t.text for t in texts] == [NOTIFICATION]
     stored = await db.fetchrow(
         "SELECT sender_id, state, chat_message_id FROM messages WHERE conversation_id = $1",
@@ -213,7 +214,7 @@ async def test_a_staff_post_from_the_chat_app_texts_external_members_a_notificat
     # Sendbird retries the same event: nothing happens twice.
     status, answer = await post(api, body, sign_webhook(body, token(api)))
     assert answer == {"status": "duplicate"}
-    assert len(emulator(api).notifications) == 1
+    assert len(texts_to(api, team)) == 1
 
 
 async def test_a_read_receipt_marks_the_channel_delivery_delivered(api: Api, db: asyncpg.Connection) -> None:
@@ -297,7 +298,7 @@ async def test_stop_opts_out_so_no_further_texts_and_start_opts_back_in(
     assert accepted["deliveries"][1]["state"] == "failed"
     assert accepted["deliveries"][1]["reason"] == "opted_out"
     await settled_deliveries(api, team.peer, accepted["id"])
-    assert [t.text for t in emulator(api).notifications] == [api.services.sms.stop_text]  # only that
+    assert [t.text for t in texts_to(api, team)] == [api.services.sms.stop_text]  # only that
 
     running_emulator(api).receive_sms(team.phone, "START")
     await eventually(
@@ -308,7 +309,7 @@ async def test_stop_opts_out_so_no_further_texts_and_start_opts_back_in(
     assert status == 202, accepted
     assert [d["state"] for d in await settled_deliveries(api, team.peer, accepted["id"])] == ["sent", "sent"]
     rules = api.services.sms
-    assert [t.text for t in emulator(api).notifications] == [rules.stop_text, rules.start_text, NOTIFICATION]
+    assert [t.text for t in texts_to(api, team)] == [rules.stop_text, rules.start_text, NOTIFICATION]
 
 
 async def test_stop_is_confirmed_once_and_start_once(api: Api, db: asyncpg.Connection) -> None:
@@ -317,7 +318,7 @@ async def test_stop_is_confirmed_once_and_start_once(api: Api, db: asyncpg.Conne
     rules = api.services.sms
 
     async def texted(count: int, what: str) -> None:
-        await eventually(lambda: _async(len(emulator(api).notifications) >= count or None), what)
+        await eventually(lambda: _async(len(texts_to(api, team)) >= count or None), what)
 
     async def recorded(event: str, count: int) -> None:
         # Inbound texts are processed asynchronously: wait for each before sending the next.
@@ -345,8 +346,7 @@ async def test_stop_is_confirmed_once_and_start_once(api: Api, db: asyncpg.Conne
         "the outbox to drain",
     )
 
-    assert [t.text for t in emulator(api).notifications] == [rules.stop_text, rules.start_text]
-    assert [t.phone_number for t in emulator(api).notifications] == [team.phone, team.phone]
+    assert [t.text for t in texts_to(api, team)] == [rules.stop_text, rules.start_text]
     changed = await db.fetch(
         "SELECT event, details->>'changed' AS changed FROM audit_events"
         " WHERE workflow = 'sms.reply' AND patient_id = $1 ORDER BY id",
@@ -365,7 +365,7 @@ async def test_help_is_answered_with_the_help_text(api: Api) -> None:
 
     running_emulator(api).receive_sms(team.phone, "help")
 
-    texts = await eventually(lambda: _async(emulator(api).notifications), "the HELP answer")
+    texts = await eventually(lambda: _async(texts_to(api, team)), "the HELP answer")
     assert len(texts) == 1
     assert "STOP" in texts[0].text
     assert texts[0].phone_number == team.phone

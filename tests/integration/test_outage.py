@@ -28,8 +28,8 @@ from handlers.app import chat_key, create_app, sessions_key
 from handlers.settings import Settings
 from integrations.db.migrate import upgrade_async
 from integrations.relay import OutboxRelay, RelaySettings
-from tests.api.conftest import Api
-from tests.api.messaging_support import (
+from tests.support.api import Api
+from tests.support.messaging import (
     care_team,
     emulator,
     eventually,

@@ -29,8 +29,8 @@ from handlers.app import chat_key, create_app, sessions_key
 from handlers.settings import Settings
 from integrations.relay import OutboxRelay, RelaySettings
 from integrations.sendbird_emulator import ReceivedRequest
-from tests.api.conftest import Api, Person
-from tests.api.messaging_support import care_team, emulator, eventually, send
+from tests.support.api import Api, Person
+from tests.support.messaging import care_team, emulator, eventually, send
 
 
 @pytest.fixture
