@@ -44,7 +44,14 @@ from engine.model import (
     User,
 )
 from engine.policy import PolicyHolder
-from engine.ports import IssuedToken, NewPatient, NewUser, PatientRelation, SentChatMessage
+from engine.ports import (
+    IssuedToken,
+    NewPatient,
+    NewUser,
+    PatientRelation,
+    ReloadResult,
+    SentChatMessage,
+)
 from engine.services import EngineSettings, Services
 from integrations.db.uow import unfinished
 from integrations.policy_files import load_policy
@@ -187,6 +194,18 @@ class FakeSmsGateway:
     async def send_sms(self, *, recipient_user_id: str, phone_number: str, text: str) -> str:
         self.sent.append(FakeText(recipient_user_id, phone_number, text))
         return f"fake-sms-{len(self.sent)}"
+
+
+class FakePolicyReloader:
+    """Reloads nothing: answers the result it was given and counts the calls."""
+
+    def __init__(self, result: ReloadResult) -> None:
+        self.result = result
+        self.triggers: list[str] = []
+
+    async def reload(self, trigger: str) -> ReloadResult:
+        self.triggers.append(trigger)
+        return self.result
 
 
 # --- storage -----------------------------------------------------------------------------------------
@@ -619,6 +638,7 @@ __all__ = [
     "FakeDatabase",
     "FakeDelivery",
     "FakePasswords",
+    "FakePolicyReloader",
     "FakeSmsGateway",
     "FakeTokens",
     "FakeUnitOfWork",
