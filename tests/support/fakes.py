@@ -11,8 +11,9 @@ and ended ``denied`` (a refusal) or ``failure``. So a denial's audit record is v
 ``db.audit`` exactly as it would be in ``audit_events``.
 
 Repositories faked so far: users, organizations, compliance groups, patients, care teams,
-relationship facts, break-glass lookups and the audit log. The others raise ``NotImplementedError``
-naming themselves, so a workflow test that needs one fails loudly rather than passing on a stub.
+relationship facts, break-glass lookups, the audit log, and the audit trail's queries. The others
+raise ``NotImplementedError`` naming themselves, so a workflow test that needs one fails loudly
+rather than passing on a stub.
 """
 
 from __future__ import annotations
@@ -226,6 +227,8 @@ class FakeDatabase:
     break_glass_sessions: dict[tuple[int, int], int] = field(default_factory=dict)
     next_id: int = 1
     audit: list[AuditEvent] = field(default_factory=list)
+    #: what the audit trail was asked (search / disclosures), in order
+    audit_queries: list[tuple[str, Any]] = field(default_factory=list)
     commits: int = 0
 
     def new_id(self) -> int:
@@ -437,6 +440,25 @@ class FakeBreakGlassRepository(_Repo):
         raise NotImplementedError(f"FakeBreakGlassRepository.{name} is not faked yet")
 
 
+class FakeAuditTrail(_Repo):
+    """Answers each search or disclosure query with an empty page and remembers the query, so a
+    workflow test sees what was asked; what the search finds is tests/api/test_audit_logs.py's."""
+
+    def __init__(self, data: FakeDatabase) -> None:
+        super().__init__(data)
+        self.queries = data.audit_queries
+
+    async def search(self, query: Any, after: int | None, limit: int) -> Page[Any]:
+        self.queries.append(("search", (query, after, limit)))
+        return Page((), None)
+
+    async def disclosures(
+        self, patient_id: int, since: datetime, until: datetime, after: int | None, limit: int
+    ) -> Page[Any]:
+        self.queries.append(("disclosures", (patient_id, since, until, after, limit)))
+        return Page((), None)
+
+
 class FakeAuditLog:
     """The unit of work's audit buffer, with the real one's ``amend_last`` rule."""
 
@@ -472,7 +494,6 @@ _NOT_FAKED = (
     "messages",
     "outbox",
     "messaging",
-    "audit_trail",
     "consent_lifecycle",
     "contacts",
 )
@@ -492,6 +513,7 @@ class FakeUnitOfWork:
         self.care_teams = FakeCareTeamRepository(self._work)
         self.facts = FakeRelationshipFacts(self._work)
         self.break_glass = FakeBreakGlassRepository(self._work)
+        self.audit_trail = FakeAuditTrail(self._work)
         self._committed = False
 
     def __getattr__(self, name: str) -> Any:
@@ -517,7 +539,7 @@ class FakeUnitOfWork:
         self._work = db.copy_of_tables()
         for repo in (self.users, self.organizations, self.compliance_groups, self.patients, self.care_teams):
             repo.data = self._work
-        self.facts.data = self.break_glass.data = self._work
+        self.facts.data = self.break_glass.data = self.audit_trail.data = self._work
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
