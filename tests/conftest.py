@@ -1,5 +1,11 @@
 """Shared fixtures: a real PostgreSQL (DATABASE_URL, else an embedded throwaway server) with a fresh
-database per test session, migrated by Alembic exactly as ``caremsg migrate`` does it."""
+database per test session, migrated by Alembic exactly as ``caremsg migrate`` does it.
+
+The role split holds in tests as in production: the migrations run as an owner role, and the app
+under test logs in as an application role that owns nothing (integrations/db/roles.py). Roles are
+cluster-wide, so each test database has roles named after it, dropped with it. ``database_url``
+(and the ``db`` connection) stay the server's administrator, for setting up and asserting.
+The helpers behind these fixtures live in tests/support/database.py."""
 
 from __future__ import annotations
 
@@ -12,10 +18,18 @@ import asyncpg
 import pytest
 
 from handlers.settings import Settings, load_settings
-from tests.support.database import admin, asyncpg_dsn, fresh_database
+from tests.support.database import (
+    admin,
+    app_url,
+    asyncpg_dsn,
+    database_settings,
+    fresh_database,
+    roles_of,
+)
 
-# Older names, for tests written before tests/support existed: import from tests.support instead.
+# Older names, for tests written before tests/support existed: import from tests.support.database.
 _asyncpg_dsn, _admin = asyncpg_dsn, admin
+__all__ = ["_admin", "_asyncpg_dsn", "app_url", "database_settings", "fresh_database", "roles_of"]
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +65,7 @@ def settings(database_url: str) -> Settings:
         # Hashing strength is not under test; account changes must show at once in tests (the cache
         # has its own test in tests/unit/test_account_cache.py).
         auth={"argon2_time_cost": 1, "argon2_memory_kib": 64, "account_recheck_seconds": 0},
-        database={"url": database_url, "pool_size": 5, "max_overflow": 5},
+        database={**database_settings(database_url), "pool_size": 5, "max_overflow": 5},
         sendbird={
             "app_id": "",
             "api_token": "",

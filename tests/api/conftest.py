@@ -1,8 +1,11 @@
 """API test fixtures: the real app (real PostgreSQL, the emulator over real HTTP), built once per test
 module and shared by its tests, each of which makes its own data (organizations, people, patients).
 
-A test that needs an app of its own (other settings, restarts, outages, two instances) builds one
-with ``aiohttp_client(create_app(...))`` as before. The helpers live in ``tests/support``.
+A test that needs an app of its own (other settings, restarts, two instances) builds one with
+``aiohttp_client(create_app(...))`` as before. While it runs, the module's shared app is stopped
+(and started again for the next test that asks for ``api``): otherwise the shared app's outbox relay
+and webhook processor would take work the test's own app was meant to do. The helpers live in
+``tests/support``.
 """
 
 from __future__ import annotations
@@ -23,20 +26,46 @@ from tests.support.api import PASSWORD, Api, Person, new_request_id
 __all__ = ["PASSWORD", "Api", "Person", "new_request_id"]
 
 
+class SharedApp:
+    """The module's app: started when a test first asks for it, stopped for tests with apps of their own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.api: Api | None = None
+        self.builds = 0
+
+    async def started(self) -> Api:
+        if self.api is None:
+            client: TestClient[Any, Any] = TestClient(TestServer(create_app(self.settings)))
+            await client.start_server()
+            self.api = Api(client)
+            self.builds += 1
+        return self.api
+
+    async def stop(self) -> None:
+        if self.api is not None:
+            api, self.api = self.api, None
+            await api.client.close()
+
+
+#: The shared app of each test module that has one, by module name.
+_shared: dict[str, SharedApp] = {}
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def module_api(settings: Settings) -> AsyncIterator[Api]:
-    """The whole app on a test server, started once for the test module and stopped after it."""
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
+async def module_api(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[SharedApp]:
+    """The whole app on a test server, for the test module; stopped after it."""
+    shared = _shared[request.module.__name__] = SharedApp(settings)
     try:
-        yield Api(client)
+        yield shared
     finally:
-        await client.close()
+        del _shared[request.module.__name__]
+        await shared.stop()
 
 
 def _fresh_emulator(api: Api, settings: Settings) -> None:
-    """What one test did to the emulator does not reach the next: no faults, no
-    recorded requests or texts, webhooks aimed where a freshly built app aims them."""
+    """What one test did to the emulator does not reach the next: no faults, no recorded requests
+    or texts, webhooks aimed where a freshly built app aims them."""
     emulator = api.app.get(emulator_key)
     if emulator is None:
         return
@@ -50,7 +79,17 @@ def _fresh_emulator(api: Api, settings: Settings) -> None:
 
 
 @pytest.fixture
-def api(module_api: Api, settings: Settings) -> Api:
+async def api(module_api: SharedApp, settings: Settings) -> Api:
     """The module's app, with the emulator as a fresh app would have it; the test brings its own data."""
-    _fresh_emulator(module_api, settings)
-    return module_api
+    api = await module_api.started()
+    _fresh_emulator(api, settings)
+    return api
+
+
+@pytest.fixture
+async def aiohttp_client(aiohttp_client: Any, request: pytest.FixtureRequest) -> Any:
+    """pytest-aiohttp's client factory, with the module's shared app stopped first (see above)."""
+    shared = _shared.get(request.module.__name__)
+    if shared is not None and "api" not in request.fixturenames:
+        await shared.stop()
+    return aiohttp_client

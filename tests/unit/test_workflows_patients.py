@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
+from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.model import Actor, Patient, RiskLevel, Role
 from engine.workflows.patients import (
     RegisterPatient,
@@ -220,16 +220,39 @@ async def test_a_patient_whose_consent_was_revoked_drops_off_the_outsiders_list(
     assert [e.outcome for e in world.events("patient.read")] == ["denied"]
 
 
-async def test_an_admin_creates_a_care_team_only_where_there_is_none(world: FakeWorld) -> None:
+async def test_creating_a_care_team_is_idempotent_and_a_new_one_is_made_only_where_there_is_none(
+    world: FakeWorld,
+) -> None:
     peer, patient = await _registered(world)
     admin = world.actor(Role.ADMIN, peer.organization_id)
+    registered_team = next(iter(world.db.care_teams.values()))
 
-    with pytest.raises(Conflict):
-        await create_care_team(world.services, admin, patient.id, "Second team")
+    team, created = await create_care_team(world.services, admin, patient.id, "Second team")
+    assert (team, created) == (registered_team, False)
+    assert world.events("care_team.create")[-1].details["existing"] is True
 
-    del world.db.care_teams[next(iter(world.db.care_teams))]
-    team = await create_care_team(world.services, admin, patient.id, "Night team")
-    assert (await get_care_team(world.services, admin, patient.id)).id == team.id
+    del world.db.care_teams[registered_team.id]  # a patient that came without a team (an import)
+    team, created = await create_care_team(world.services, admin, patient.id, "Night team")
+    assert created is True
+    assert (team.name, (await get_care_team(world.services, admin, patient.id)).id) == ("Night team", team.id)
+    assert world.events("care_team.create")[-1].resource_id == str(team.id)
+
+
+async def test_adding_a_member_twice_changes_nothing_the_second_time(world: FakeWorld) -> None:
+    nurse, patient = await _registered(world, Role.CARE_TEAM_MEMBER)
+    team = await get_care_team(world.services, nurse, patient.id)
+    colleague = world.actor(Role.PEER_SUPPORT, nurse.organization_id)
+
+    first, added = await add_care_team_member(world.services, nurse, team.id, colleague.user_id)
+    again, added_again = await add_care_team_member(world.services, nurse, team.id, colleague.user_id)
+
+    assert (added, added_again) == (True, False)
+    assert (
+        [m.user_id for m in again.members]
+        == [nurse.user_id, colleague.user_id]
+        == [m.user_id for m in first.members]
+    )
+    assert world.events("care_team.add_member")[-1].details["already_member"] is True
 
 
 async def test_an_admin_of_another_organization_cannot_create_a_care_team(world: FakeWorld) -> None:
