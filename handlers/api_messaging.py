@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from engine.errors import FieldError, InvalidInput, MalformedRequest, Unauthenticated
+from engine.errors import FieldError, InvalidInput, MalformedRequest, NotFound, Unauthenticated
 from engine.model import Actor
 from engine.workflows import messaging
 from handlers.routing import Endpoint, path_id, respond, services
@@ -18,14 +18,22 @@ from handlers.schemas import MessagePublic, WebhookAccepted
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
 from integrations.relay import OutboxKind
 from integrations.sendbird import SIGNATURE_HEADER, verify_webhook_signature
+from integrations.twilio import (
+    EMPTY_TWIML,
+    BadTwilioRequest,
+    BadTwilioSignature,
+    TwilioWebhookCheck,
+    verified_inbound_message,
+)
+from integrations.twilio import SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER
 from integrations.webhooks import (
     SENDBIRD,
     SMS,
     BadWebhook,
     StoredEvent,
     WebhookProcessor,
+    inbound_sms_event,
     sendbird_event_key,
-    sms_event_key,
     store_event,
 )
 
@@ -41,6 +49,8 @@ class MessagingResources:
     webhook_token: str = field(repr=False)
     outbox_kinds: list[OutboxKind] = field(default_factory=list)
     processor: WebhookProcessor | None = None
+    #: Set when texts go through Twilio: how its incoming-message webhooks are checked.
+    twilio: TwilioWebhookCheck | None = None
 
 
 messaging_key: web.AppKey[MessagingResources] = web.AppKey("messaging_key", MessagingResources)
@@ -127,8 +137,36 @@ async def sendbird_webhook(request: web.Request) -> web.Response:
     return await _receive(request, SENDBIRD, sendbird_event_key)
 
 
-async def sms_webhook(request: web.Request) -> web.Response:
-    return await _receive(request, SMS, sms_event_key)
+async def twilio_webhook(request: web.Request) -> web.StreamResponse:
+    """An incoming SMS from Twilio: verified, stored once per MessageSid, answered with empty TwiML."""
+    resources = request.app[messaging_key]
+    check = resources.twilio
+    if check is None:
+        raise NotFound("webhook")  # texts do not go through Twilio here
+    try:
+        inbound = verified_inbound_message(
+            await request.read(),
+            request_url=str(request.url),
+            signature=request.headers.get(TWILIO_SIGNATURE_HEADER),
+            check=check,
+        )
+    except BadTwilioSignature:
+        raise Unauthenticated("The webhook signature is missing or does not match the request.") from None
+    except BadTwilioRequest as exc:
+        raise MalformedRequest(
+            [FieldError(str(exc), "Missing or not readable.", "webhook_invalid")],
+            detail="Not a readable incoming message.",
+        ) from None
+    event, body = inbound_sms_event(
+        inbound.message_sid,
+        inbound.from_number,
+        inbound.body,
+        keyword=inbound.keyword.value if inbound.keyword else None,
+        provider_answers_keywords=True,  # Twilio answers STOP/START/HELP and blocks opted-out numbers
+    )
+    if await store_event(resources.sessions, SMS, event, body) and resources.processor is not None:
+        resources.processor.wake()
+    return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
 
 _WEBHOOK_DESCRIPTION = (
@@ -163,14 +201,19 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         "POST",
-        "/api/webhooks/sms",
-        sms_webhook,
-        "smsWebhook",
-        "Inbound SMS from the SMS provider (replies and STOP/START/HELP)",
+        "/api/webhooks/twilio",
+        twilio_webhook,
+        "twilioWebhook",
+        "Incoming SMS from Twilio (replies and STOP/START/HELP), form-encoded",
         "webhooks",
-        response=WebhookAccepted,
+        response=None,
         public=True,
-        errors=(400, 401),
-        description=_WEBHOOK_DESCRIPTION,
+        errors=(400, 401, 404),
+        description=(
+            "Public: authenticated by `X-Twilio-Signature` (base64 HMAC-SHA1, keyed with the Auth Token,"
+            " of the webhook URL followed by the POST parameters sorted by name; 401 otherwise). Stored"
+            " once per `MessageSid` and answered at once with empty TwiML (`text/xml`); Twilio itself"
+            " answers keywords, caremsg records the opt-out or opt-in (`OptOutType`)."
+        ),
     ),
 ]

@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from handlers.app import create_app, emulator_key
+from handlers.app import create_app, emulator_key, twilio_emulator_key
 from handlers.settings import Settings
 
 # Older import path, for tests written before tests/support existed: import from tests.support.api.
@@ -63,26 +63,34 @@ async def module_api(request: pytest.FixtureRequest, settings: Settings) -> Asyn
         await shared.stop()
 
 
-def _fresh_emulator(api: Api, settings: Settings) -> None:
-    """What one test did to the emulator does not reach the next: no faults, no recorded requests
+def _fresh_emulators(api: Api, settings: Settings) -> None:
+    """What one test did to the emulators does not reach the next: no faults, no recorded requests
     or texts, webhooks aimed where a freshly built app aims them."""
-    emulator = api.app.get(emulator_key)
-    if emulator is None:
-        return
-    state = emulator.state
-    state.faults.clear()
-    state.received.clear()
-    state.webhook_deliveries.clear()
-    state.notifications.clear()
     base = settings.webhook_base_url()
-    emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird", f"{base}/api/webhooks/sms")
+    emulator = api.app.get(emulator_key)
+    if emulator is not None:
+        state = emulator.state
+        state.faults.clear()
+        state.received.clear()
+        state.webhook_deliveries.clear()
+        state.notifications.clear()
+        emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird")
+    carrier = api.app.get(twilio_emulator_key)
+    if carrier is not None:
+        texts = carrier.state
+        texts.faults.clear()
+        texts.sent.clear()
+        texts.auto_replies.clear()
+        texts.received.clear()
+        texts.webhooks.clear()
+        carrier.set_webhook_url(f"{base}/api/webhooks/twilio")
 
 
 @pytest.fixture
 async def api(module_api: SharedApp, settings: Settings) -> Api:
     """The module's app, with the emulator as a fresh app would have it; the test brings its own data."""
     api = await module_api.started()
-    _fresh_emulator(api, settings)
+    _fresh_emulators(api, settings)
     return api
 
 

@@ -1,5 +1,5 @@
-"""Messaging scenarios: a care team with a consented external participant, the emulator wired to the
-app's own webhook endpoints, sends and their deliveries."""
+"""Messaging scenarios: a care team with a consented external participant, the emulators wired to
+the app's own webhook endpoints, sends, their deliveries and the texts that went out."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.app import emulator_key
-from integrations.sendbird_emulator import EmulatedNotification, EmulatorState, RunningEmulator
+from handlers.app import emulator_key, twilio_emulator_key
+from integrations.sendbird_emulator import EmulatorState, RunningEmulator
+from integrations.twilio_emulator import EmulatedSms, RunningTwilioEmulator
 from tests.support.api import Api, Person
 from tests.support.polling import eventually
 
@@ -60,11 +61,29 @@ def emulator(api: Api) -> EmulatorState:
     return api.app[emulator_key].state
 
 
+def twilio(api: Api) -> RunningTwilioEmulator:
+    """The Twilio emulator: the carrier texts go out through and replies come in from."""
+    return api.app[twilio_emulator_key]
+
+
+def texts(api: Api, phone: str) -> list[EmulatedSms]:
+    """The texts Twilio accepted from caremsg for ``phone``, in order.
+
+    Filtered by number: the test database is shared, and a text an earlier test left queued may be
+    delivered by this test's app (through this test's carrier) to that test's own number.
+    """
+    return [t for t in twilio(api).state.sent if t.phone_number == phone]
+
+
+def receive_sms(api: Api, from_number: str, text: str, *, message_sid: str | None = None) -> str:
+    """A person texts caremsg's number (Twilio posts it to the webhook); returns the Message SID."""
+    return twilio(api).receive_sms(from_number, text, message_sid=message_sid)
+
+
 def wire_webhooks(api: Api) -> None:
-    """Point the emulator's signed webhooks at this test server's own endpoints."""
-    running_emulator(api).set_webhook_urls(
-        str(api.client.make_url("/api/webhooks/sendbird")), str(api.client.make_url("/api/webhooks/sms"))
-    )
+    """Point the emulators' signed webhooks at this test server's own endpoints."""
+    running_emulator(api).set_webhook_urls(str(api.client.make_url("/api/webhooks/sendbird")))
+    twilio(api).set_webhook_url(str(api.client.make_url("/api/webhooks/twilio")))
 
 
 async def care_team(
@@ -142,12 +161,3 @@ async def settled_deliveries(api: Api, who: Person, message_id: int) -> list[dic
         return deliveries if all(d["state"] != "queued" for d in deliveries) else None
 
     return await eventually(probe, f"the deliveries of message {message_id} to settle")
-
-
-def texts_to(api: Api, team: CareTeam) -> list[EmulatedNotification]:
-    """The texts the emulator was asked to send to this team's external numbers, oldest first.
-
-    Numbers are unique per test, so on an app shared by several tests these are this test's texts
-    alone, even while an earlier test's deliveries are still settling in the background.
-    """
-    return [n for n in emulator(api).notifications if n.phone_number in team.phones]
