@@ -1,133 +1,103 @@
-"""API test helpers: the real app (real PostgreSQL, the emulator over real HTTP), and a small client
-that speaks the API the way a care-staff app does."""
+"""API test fixtures: the real app (real PostgreSQL, the emulator over real HTTP), built once per test
+module and shared by its tests, each of which makes its own data (organizations, people, patients).
+
+A test that needs an app of its own (other settings, restarts, two instances) builds one with
+``aiohttp_client(create_app(...))`` as before. While it runs, the module's shared app is stopped
+(and started again for the next test that asks for ``api``): otherwise the shared app's outbox relay
+and webhook processor would take work the test's own app was meant to do. The helpers live in
+``tests/support``.
+"""
 
 from __future__ import annotations
 
-import secrets
-import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
 
-from engine.model import Role
-from engine.workflows.identity import CreateUser, bootstrap_user
-from handlers.app import create_app, sessions_key
-from handlers.keys import rejections_key, services_key
+from handlers.app import create_app, emulator_key, twilio_emulator_key
 from handlers.settings import Settings
-from integrations.db.uow import SqlUnitOfWork
-from integrations.security import Argon2Passwords
 
-PASSWORD = "correct horse battery"
+# Older import path, for tests written before tests/support existed: import from tests.support.api.
+from tests.support.api import PASSWORD, Api, Person, new_request_id
 
-
-def new_request_id() -> str:
-    """A fresh X-Request-ID: sent with a request, it finds that request's audit records."""
-    return f"test-{uuid.uuid4().hex}"
+__all__ = ["PASSWORD", "Api", "Person", "new_request_id"]
 
 
-@dataclass
-class Person:
-    id: int
-    token: str
-    role: str
-    organization_id: int
-    email: str
+class SharedApp:
+    """The module's app: started when a test first asks for it, stopped for tests with apps of their own."""
 
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.api: Api | None = None
+        self.builds = 0
+
+    async def started(self) -> Api:
+        if self.api is None:
+            client: TestClient[Any, Any] = TestClient(TestServer(create_app(self.settings)))
+            await client.start_server()
+            self.api = Api(client)
+            self.builds += 1
+        return self.api
+
+    async def stop(self) -> None:
+        if self.api is not None:
+            api, self.api = self.api, None
+            await api.client.close()
 
 
-class Api:
-    """The test's view of caremsg: JSON in, (status, JSON) out, with people to act as."""
+#: The shared app of each test module that has one, by module name.
+_shared: dict[str, SharedApp] = {}
 
-    def __init__(self, client: TestClient[Any, Any]) -> None:
-        self.client = client
 
-    @property
-    def app(self) -> web.Application:
-        return self.client.server.app  # type: ignore[no-any-return]
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def module_api(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[SharedApp]:
+    """The whole app on a test server, for the test module; stopped after it."""
+    shared = _shared[request.module.__name__] = SharedApp(settings)
+    try:
+        yield shared
+    finally:
+        del _shared[request.module.__name__]
+        await shared.stop()
 
-    async def call(
-        self, method: str, path: str, who: Person | None = None, json: Any = None, **kw: Any
-    ) -> tuple[int, Any]:
-        headers = dict(kw.pop("headers", {}))
-        if who is not None:
-            headers.update(who.auth)
-        resp = await self.client.request(method, path, json=json, headers=headers, **kw)
-        body = await resp.json(content_type=None) if resp.content_length != 0 else None
-        return resp.status, body
 
-    async def send(
-        self, method: str, path: str, who: Person | None = None, **kw: Any
-    ) -> tuple[int, dict[str, str], Any]:
-        """Like :meth:`call`, with the response headers too (content type, request id, auth)."""
-        headers = dict(kw.pop("headers", {}))
-        if who is not None:
-            headers.update(who.auth)
-        resp = await self.client.request(method, path, headers=headers, **kw)
-        return resp.status, dict(resp.headers), await resp.json(content_type=None)
-
-    async def organization(self, name: str | None = None, *, self_registration: bool = True) -> int:
-        """A new organization, created directly (there is no admin yet to create it)."""
-        name = name or f"Org {secrets.token_hex(4)}"
-        async with self.app[sessions_key]() as session, session.begin():
-            from sqlalchemy import text
-
-            row = (
-                await session.execute(
-                    text("INSERT INTO organizations (name, self_registration) VALUES (:n, :s) RETURNING id"),
-                    {"n": name, "s": self_registration},
-                )
-            ).one()
-        return int(row.id)
-
-    async def person(self, role: str | Role, organization_id: int, **names: str) -> Person:
-        """A user of any role, created the way the command line does, then logged in over HTTP."""
-        role = Role(role)
-        email = f"{role.value}.{secrets.token_hex(4)}@example.org"
-        sessions = self.app[sessions_key]
-        user = await bootstrap_user(
-            lambda: SqlUnitOfWork(sessions),
-            Argon2Passwords(time_cost=1, memory_kib=64),
-            CreateUser(
-                email,
-                PASSWORD,
-                names.get("first_name", "Test"),
-                names.get("last_name", "Person"),
-                role,
-                organization_id,
-            ),
-        )
-        status, body = await self.call("POST", "/api/auth/login", json={"email": email, "password": PASSWORD})
-        assert status == 200, body
-        return Person(user.id, body["token"], role.value, organization_id, email)
-
-    async def patient(self, who: Person, **fields: Any) -> int:
-        body = {"firstName": "John", "lastName": "Smith", "riskLevel": "high", **fields}
-        status, created = await self.call("POST", "/api/patients", who, json=body)
-        assert status == 201, created
-        return int(created["id"])
-
-    async def consent(self, officer: Person, patient_id: int, **recipient: Any) -> dict[str, Any]:
-        body = {"patientId": patient_id, "purpose": "treatment", **recipient}
-        status, created = await self.call("POST", "/api/consents", officer, json=body)
-        assert status == 201, created
-        return created  # type: ignore[no-any-return]
-
-    async def flush_rejections(self) -> None:
-        """Write the window's refused-token summaries now (the app does it every window)."""
-        await self.app[rejections_key].flush()
-
-    @property
-    def services(self) -> Any:
-        return self.app[services_key]
+def _fresh_emulators(api: Api, settings: Settings) -> None:
+    """What one test did to the emulators does not reach the next: no faults, no recorded requests
+    or texts, webhooks aimed where a freshly built app aims them."""
+    base = settings.webhook_base_url()
+    emulator = api.app.get(emulator_key)
+    if emulator is not None:
+        state = emulator.state
+        state.faults.clear()
+        state.received.clear()
+        state.webhook_deliveries.clear()
+        state.notifications.clear()
+        emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird")
+    carrier = api.app.get(twilio_emulator_key)
+    if carrier is not None:
+        texts = carrier.state
+        texts.faults.clear()
+        texts.sent.clear()
+        texts.auto_replies.clear()
+        texts.received.clear()
+        texts.webhooks.clear()
+        carrier.set_webhook_url(f"{base}/api/webhooks/twilio")
 
 
 @pytest.fixture
-async def api(aiohttp_client: Any, settings: Settings) -> Api:
-    """The whole app on a test server; aiohttp_client stops it (and its resources) after the test."""
-    return Api(await aiohttp_client(create_app(settings)))
+async def api(module_api: SharedApp, settings: Settings) -> Api:
+    """The module's app, with the emulator as a fresh app would have it; the test brings its own data."""
+    api = await module_api.started()
+    _fresh_emulators(api, settings)
+    return api
+
+
+@pytest.fixture
+async def aiohttp_client(aiohttp_client: Any, request: pytest.FixtureRequest) -> Any:
+    """pytest-aiohttp's client factory, with the module's shared app stopped first (see above)."""
+    shared = _shared.get(request.module.__name__)
+    if shared is not None and "api" not in request.fixturenames:
+        await shared.stop()
+    return aiohttp_client

@@ -12,8 +12,7 @@ import inspect
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,8 @@ import pytest
 from sqlalchemy import text
 
 from handlers.app import sessions_key
-from tests.api.conftest import PASSWORD, Api, Person
+from tests.support.api import PASSWORD, Api, Person
+from tests.support.database import audit_refuses
 
 
 @dataclass
@@ -401,25 +401,6 @@ async def _rows(db: asyncpg.Connection, rid: str, workflow: str) -> list[asyncpg
     return await db.fetch(
         "SELECT * FROM audit_events WHERE request_id = $1 AND workflow = $2 ORDER BY id", rid, workflow
     )
-
-
-@asynccontextmanager
-async def audit_refuses(db: asyncpg.Connection, condition: str) -> AsyncIterator[None]:
-    """A test-only trigger that makes audit inserts matching ``condition`` fail, then is dropped."""
-    name = f"test_refuse_{secrets.token_hex(4)}"
-    await db.execute(
-        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$"
-        " BEGIN RAISE EXCEPTION 'audit store refuses (test)'; END; $$"
-    )
-    await db.execute(
-        f"CREATE TRIGGER {name} BEFORE INSERT ON audit_events FOR EACH ROW WHEN ({condition})"
-        f" EXECUTE FUNCTION {name}()"
-    )
-    try:
-        yield
-    finally:
-        await db.execute(f"DROP TRIGGER {name} ON audit_events")
-        await db.execute(f"DROP FUNCTION {name}()")
 
 
 def test_every_declared_workflow_has_an_audit_scenario(api_workflows: set[str]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
 
 EXTERNAL_PHONE = "+12025550143"
 

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from handlers.app import audit_sealer_key
-from tests.api.conftest import PASSWORD, Api, Person, new_request_id
+from tests.support.api import PASSWORD, Api, Person, new_request_id
 
 EVENTS = "/api/audit-events"
 

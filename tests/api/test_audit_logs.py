@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from handlers.logs import configure_logging
-from tests.api.conftest import PASSWORD, Api
+from tests.support.api import PASSWORD, Api
 
 FIRST, LAST = "Quintessa", "Vandermolen"
 PATIENT_FIRST, PATIENT_LAST = "Bartholomew", "Okafor-Lindqvist"

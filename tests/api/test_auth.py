@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from handlers.app import create_app
 from handlers.settings import Settings
-from tests.api.conftest import PASSWORD, Api, new_request_id
+from tests.support.api import PASSWORD, Api, new_request_id
 
 REGISTER = "/api/auth/register"
 LOGIN = "/api/auth/login"

@@ -4,30 +4,17 @@ and shows up in the compliance officer's review list."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
 
 from handlers.app import emulator_key
 from integrations.break_glass_alerts import alerts_channel
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
+from tests.support.polling import eventually
 
 T = TypeVar("T")
 REASON = "Unresponsive patient in the ED, care team unreachable"
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 5.0) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def setting(api: Api) -> tuple[Person, Person, Person, int]:

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
 
 FIRST, LAST = "Marguerite", "Okonkwo"
 PATIENT_FIELDS = {"firstName", "lastName", "dateOfBirth", "riskLevel"}

@@ -5,9 +5,7 @@ Scope and purpose of use decide which consents count for which workflow."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -16,23 +14,11 @@ import asyncpg
 import pytest
 
 from handlers.app import emulator_key
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
+from tests.support.polling import eventually
 
 T = TypeVar("T")
 EXTERNAL_PHONE = "+12025550188"
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 5.0) -> T:
-    """Poll ``probe`` every 20 ms until it returns something truthy; fail after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @dataclass

@@ -4,11 +4,9 @@ tests wait for it by polling with a deadline, never by sleeping a fixed time."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,7 +15,8 @@ import pytest
 
 from handlers.app import emulator_key
 from integrations.sendbird_emulator import EmulatorState
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
+from tests.support.polling import eventually
 
 T = TypeVar("T")
 
@@ -36,19 +35,6 @@ MESSAGE_KEYS = {"id", "conversationId", "senderId", "message", "state", "created
 CAMEL_CASE = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 EXTERNAL_PHONE = "+12025550143"
 DEADLINE_SECONDS = 5.0
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll ``probe`` every 20 ms until it returns something truthy; fail after a few seconds."""
-    try:
-        async with asyncio.timeout(DEADLINE_SECONDS):
-            while True:
-                result = await probe()
-                if result:
-                    return result
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {DEADLINE_SECONDS}s waiting for {what}") from None
 
 
 @dataclass

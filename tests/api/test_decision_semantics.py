@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from tests.api.conftest import Api, Person, new_request_id
-from tests.api.messaging_support import send
+from tests.support.api import Api, Person, new_request_id
+from tests.support.messaging import send
 
 
 @dataclass

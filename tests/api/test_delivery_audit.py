@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 
 from handlers.app import emulator_key
-from tests.api.conftest import Api
+from tests.support.api import Api
 
 
 async def _row(db: asyncpg.Connection, workflow: str, resource_id: str) -> asyncpg.Record:

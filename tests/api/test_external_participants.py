@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from tests.api.conftest import Api, Person
-from tests.api.messaging_support import add_contact, send, unique_phone
+from tests.support.api import Api, Person
+from tests.support.messaging import add_contact, send, unique_phone
 
 
 async def _clinic(api: Api) -> tuple[Person, Person, int, int]:

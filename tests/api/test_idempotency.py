@@ -17,8 +17,9 @@ from handlers.api_messaging import messaging_key
 from handlers.app import sessions_key
 from handlers.settings import Settings
 from integrations.idempotency import Claim, IdempotencyStore, request_hash
-from tests.api.conftest import Api, Person
-from tests.api.messaging_support import CareTeam, care_team, emulator, eventually
+from tests.support.api import Api, Person
+from tests.support.messaging import CareTeam, care_team, emulator
+from tests.support.polling import eventually
 
 SEND = "/api/conversations/send-message"
 PROJECT = Path(__file__).resolve().parents[2]

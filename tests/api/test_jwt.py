@@ -14,7 +14,7 @@ from joserfc import jws, jwt
 from joserfc.jwk import OctKey
 
 from handlers.settings import Settings
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
 
 PROFILE = "/api/auth/profile"
 DROP = object()  # a claim value meaning "leave this claim out"

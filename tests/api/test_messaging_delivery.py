@@ -11,18 +11,18 @@ import asyncpg
 import pytest
 
 from handlers.settings import Settings
-from tests.api.conftest import Api
-from tests.api.messaging_support import (
+from tests.support.api import Api
+from tests.support.messaging import (
     INVALID_PHONE,
     NOTIFICATION,
     PHONE,
     care_team,
-    eventually,
     message_status,
     send,
     settled_deliveries,
     texts,
 )
+from tests.support.polling import eventually
 
 
 async def test_a_message_is_accepted_with_a_queued_delivery_for_the_channel_and_each_sms_participant(
@@ -179,9 +179,9 @@ async def api_with_full_text_group(
     import asyncpg as pg
 
     from handlers.app import create_app
-    from tests.conftest import _asyncpg_dsn
+    from tests.support.database import asyncpg_dsn
 
-    conn = await pg.connect(**_asyncpg_dsn(database_url))  # type: ignore[arg-type]
+    conn = await pg.connect(**asyncpg_dsn(database_url))  # type: ignore[arg-type]
     try:
         org = await conn.fetchval(
             "INSERT INTO organizations (name) VALUES ('Crisis Line ' || gen_random_uuid()) RETURNING id"

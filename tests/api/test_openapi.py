@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api
+from tests.support.api import Api
 
 PUBLIC_OPERATIONS = {"register", "login"}
 # Webhooks from the chat and SMS providers carry a signature instead of a bearer token.

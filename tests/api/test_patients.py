@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
 
 PATIENT_FIELDS = {"firstName", "lastName", "dateOfBirth", "riskLevel"}
 PATIENT_PUBLIC_KEYS = {

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from handlers.cli import main
-from tests.api.conftest import Api
+from tests.support.api import Api
 
 
 @pytest.fixture

@@ -4,12 +4,10 @@ the old policy keeps serving."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,23 +17,12 @@ from structlog.testing import capture_logs
 
 from handlers.app import create_app
 from handlers.settings import Settings
-from tests.api.conftest import Api
-from tests.api.messaging_support import CareTeam, care_team, send, settled_deliveries
+from tests.support.api import Api
+from tests.support.messaging import CareTeam, care_team, send, settled_deliveries
+from tests.support.polling import eventually
 
 T = TypeVar("T")
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 5.0) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.api.conftest import Api
+from tests.support.api import Api
 
 
 async def _purposes(db: asyncpg.Connection, request_id: str) -> list[str | None]:

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from handlers.app import emulator_key
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
 
 #: The seed's "secure123" is refused now (too short and guessable); the README uses this one.
 PASSWORD = "violet-harbor-lantern-42"

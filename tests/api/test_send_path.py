@@ -14,9 +14,9 @@ import secrets
 import asyncpg
 
 from integrations.db.uow import AUDIT_FIELDS
-from tests.api.conftest import Api
-from tests.api.messaging_support import care_team, send
-from tests.api.test_audit_completeness import audit_refuses
+from tests.support.api import Api
+from tests.support.database import audit_refuses
+from tests.support.messaging import care_team, send
 
 
 async def test_every_audit_event_field_is_a_column_of_the_audit_table(db: asyncpg.Connection) -> None:

@@ -37,8 +37,9 @@ from handlers.app import create_engine
 from handlers.settings import PROJECT_ROOT, Settings
 from integrations.db.uow import SqlUnitOfWork
 from integrations.security import Argon2Passwords
-from tests.api.messaging_support import eventually, unique_phone
-from tests.conftest import _asyncpg_dsn, database_settings, fresh_database
+from tests.support.database import asyncpg_dsn, database_settings, fresh_database
+from tests.support.messaging import unique_phone
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +141,7 @@ def served_database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 async def served_db(served_database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A plain connection to that database, for assertions on what the service stored."""
-    conn = await asyncpg.connect(**_asyncpg_dsn(served_database_url))  # type: ignore[arg-type]
+    conn = await asyncpg.connect(**asyncpg_dsn(served_database_url))  # type: ignore[arg-type]
     try:
         yield conn
     finally:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tests.api.conftest import Api
+from tests.support.api import Api
 
 
 async def test_health_answers_ok_with_the_policy_version(api: Api) -> None:

@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 
 from handlers.app import create_app
 from handlers.settings import Settings
-from tests.api.conftest import Api
-from tests.api.messaging_support import care_team, emulator, send, settled_deliveries
+from tests.support.api import Api
+from tests.support.messaging import care_team, emulator, send, settled_deliveries
 
 
 def _business_messaging(settings: Settings, *, accept: bool) -> Settings:

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from handlers.settings import Settings
-from tests.api.conftest import Api, Person, new_request_id
+from tests.support.api import Api, Person, new_request_id
 
 USERS = "/api/users"
 ORGANIZATIONS = "/api/organizations"

@@ -15,14 +15,13 @@ from handlers.settings import Settings
 from integrations.sendbird import sign_webhook
 from integrations.sendbird_emulator import sendbird_json
 from integrations.twilio import sign_request
-from tests.api.conftest import Api
-from tests.api.messaging_support import (
+from tests.support.api import Api
+from tests.support.messaging import (
     NOTIFICATION,
     PHONE,
     CareTeam,
     care_team,
     emulator,
-    eventually,
     receive_sms,
     running_emulator,
     send,
@@ -32,6 +31,7 @@ from tests.api.messaging_support import (
     unique_phone,
     wire_webhooks,
 )
+from tests.support.polling import eventually
 
 SENDBIRD = "/api/webhooks/sendbird"
 

@@ -29,9 +29,9 @@ from integrations.audit_sealer import AuditSealer
 from integrations.audit_store import CONTENT_COLUMNS, chain_t, content_of, events_t, verify_chain
 from integrations.db.migrate import upgrade
 from integrations.db.uow import SqlUnitOfWork
-from tests.conftest import _admin, _asyncpg_dsn
+from tests.support.cli import PROJECT, caremsg
+from tests.support.database import admin, asyncpg_dsn
 
-PROJECT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
 
@@ -39,22 +39,22 @@ T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 def audit_template(server_url: str) -> Iterator[str]:
     """A migrated database nobody connects to: the template each tampering test clones."""
     name = f"caremsg_audit_tpl_{secrets.token_hex(4)}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
     try:
         upgrade(make_url(server_url).set(database=name).render_as_string(hide_password=False))
         yield name
     finally:
-        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 async def trail_url(server_url: str, audit_template: str) -> AsyncIterator[str]:
     name = f"caremsg_audit_{secrets.token_hex(4)}"
-    await _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{audit_template}"')
+    await admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{audit_template}"')
     try:
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def engine(trail_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def conn(trail_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(**_asyncpg_dsn(trail_url))  # type: ignore[arg-type]
+    connection = await asyncpg.connect(**asyncpg_dsn(trail_url))  # type: ignore[arg-type]
     try:
         yield connection
     finally:
@@ -111,17 +111,6 @@ async def sealed_trail(engine: AsyncEngine, count: int = 8) -> list[int]:
         from sqlalchemy import text
 
         return [int(r.id) for r in await c.execute(text("SELECT id FROM audit_events ORDER BY id"))]
-
-
-async def caremsg(url: str, *args: str) -> tuple[int, str]:
-    """Run the real command line in a process of its own against ``url``."""
-    env = {**os.environ, "DATABASE_URL": url, "CAREMSG_SERVICE_LOG_FORMAT": "json"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "handlers.cli", *args,
-        cwd=PROJECT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await process.communicate()
-    return process.returncode or 0, out.decode() + err.decode()
 
 
 async def as_attacker(conn: asyncpg.Connection, *statements: str) -> None:
@@ -319,7 +308,7 @@ async def test_the_sealer_waits_for_a_transaction_holding_a_lower_id_so_the_chai
     )
     await write_events(engine, 1)  # a quick request commits a higher id meanwhile
     sealing = asyncio.create_task(AuditSealer(engine, horizon_timeout_ms=30_000).seal_pending())
-    observer = await asyncpg.connect(**_asyncpg_dsn(trail_url))  # type: ignore[arg-type]
+    observer = await asyncpg.connect(**asyncpg_dsn(trail_url))  # type: ignore[arg-type]
     try:
         while not await observer.fetchval(  # noqa: ASYNC110 - the condition lives in PostgreSQL
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from engine.audit import AuditEvent
 from integrations.audit_export import Progress
 from integrations.db.uow import SqlUnitOfWork
-from tests.integration.test_audit_chain import caremsg
+from tests.support.cli import caremsg
 
 #: A day nobody else's events fall on, so the export holds exactly this test's records.
 DAY = datetime(2001, 3, 4, tzinfo=UTC)

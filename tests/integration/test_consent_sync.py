@@ -14,7 +14,7 @@ import asyncpg
 from handlers.api_policy import consent_sync_key
 from handlers.app import create_app
 from handlers.settings import Settings
-from tests.api.conftest import Api, Person
+from tests.support.api import Api, Person
 
 T = TypeVar("T")
 #: How long another instance may take to act on a consent change.

@@ -20,7 +20,7 @@ from integrations.audit_sealer import AuditSealer
 from integrations.audit_store import verify_chain
 from integrations.db.migrate import upgrade
 from integrations.db.roles import DatabaseRoles, RoleSetupError
-from tests.conftest import _admin, _asyncpg_dsn, app_url, fresh_database, roles_of
+from tests.support.database import admin, app_url, asyncpg_dsn, fresh_database, roles_of
 
 PROJECT = Path(__file__).resolve().parents[2]
 APPEND = "SELECT audit_chain_append($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])"
@@ -32,7 +32,7 @@ AUDIT_INSERT = (
 @pytest.fixture
 async def app_db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the application role, the one ``settings.database.url`` names."""
-    conn = await asyncpg.connect(**_asyncpg_dsn(app_url(database_url)))  # type: ignore[arg-type]
+    conn = await asyncpg.connect(**asyncpg_dsn(app_url(database_url)))  # type: ignore[arg-type]
     try:
         yield conn
     finally:
@@ -141,7 +141,7 @@ async def app_engine(own_database: str) -> AsyncIterator[AsyncEngine]:
 async def test_the_sealer_seals_as_the_application_role_through_the_owners_function(
     own_database: str, app_engine: AsyncEngine
 ) -> None:
-    conn = await asyncpg.connect(**_asyncpg_dsn(app_url(own_database)))  # type: ignore[arg-type]
+    conn = await asyncpg.connect(**asyncpg_dsn(app_url(own_database)))  # type: ignore[arg-type]
     try:
         for _ in range(5):
             await conn.execute(AUDIT_INSERT)
@@ -181,8 +181,8 @@ async def test_the_sealer_seals_as_the_application_role_through_the_owners_funct
 async def test_a_forged_out_of_sequence_record_is_reported_and_later_records_still_seal_and_verify(
     own_database: str, app_engine: AsyncEngine
 ) -> None:
-    admin = await asyncpg.connect(**_asyncpg_dsn(own_database))  # type: ignore[arg-type]
-    app = await asyncpg.connect(**_asyncpg_dsn(app_url(own_database)))  # type: ignore[arg-type]
+    admin = await asyncpg.connect(**asyncpg_dsn(own_database))  # type: ignore[arg-type]
+    app = await asyncpg.connect(**asyncpg_dsn(app_url(own_database)))  # type: ignore[arg-type]
     try:
         for _ in range(3):
             await app.execute(AUDIT_INSERT)
@@ -223,19 +223,19 @@ async def test_a_forged_out_of_sequence_record_is_reported_and_later_records_sti
 @pytest.fixture
 def empty_database(server_url: str) -> Iterator[str]:
     name = f"caremsg_rolecheck_{secrets.token_hex(4)}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     roles = roles_of(url)
     try:
         yield url
     finally:
-        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        asyncio.run(_admin(server_url, f'DROP ROLE IF EXISTS "{roles.app}", "{roles.owner}"'))
+        asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(server_url, f'DROP ROLE IF EXISTS "{roles.app}", "{roles.owner}"'))
 
 
 def test_migrate_refuses_an_application_role_that_is_a_superuser(empty_database: str) -> None:
     roles = roles_of(empty_database)
-    asyncio.run(_admin(empty_database, f'CREATE ROLE "{roles.app}" LOGIN SUPERUSER'))
+    asyncio.run(admin(empty_database, f'CREATE ROLE "{roles.app}" LOGIN SUPERUSER'))
 
     with pytest.raises(RoleSetupError, match="is a superuser"):
         upgrade(empty_database, roles=roles)
@@ -245,7 +245,7 @@ def test_migrate_without_the_right_to_create_roles_says_what_to_create_by_hand(e
     # A login like a managed PostgreSQL's: no superuser, no CREATEROLE, and no roles set up yet.
     roles = roles_of(empty_database)
     login = DatabaseRoles(owner=f"{roles.owner[:-6]}_login", app=f"{roles.owner[:-6]}_login2")
-    asyncio.run(_admin(empty_database, f'CREATE ROLE "{login.owner}" LOGIN'))
+    asyncio.run(admin(empty_database, f'CREATE ROLE "{login.owner}" LOGIN'))
     try:
         url = make_url(empty_database).set(username=login.owner).render_as_string(hide_password=False)
         with pytest.raises(RoleSetupError) as raised:
@@ -255,7 +255,7 @@ def test_migrate_without_the_right_to_create_roles_says_what_to_create_by_hand(e
         assert f"CREATE ROLE {roles.owner} NOLOGIN" in message
         assert f"CREATE ROLE {roles.app} LOGIN" in message
     finally:
-        asyncio.run(_admin(empty_database, f'DROP ROLE IF EXISTS "{login.owner}"'))
+        asyncio.run(admin(empty_database, f'DROP ROLE IF EXISTS "{login.owner}"'))
 
 
 async def test_caremsg_migrate_creates_both_roles_and_the_service_logs_in_as_the_application_role(
@@ -278,7 +278,7 @@ async def test_caremsg_migrate_creates_both_roles_and_the_service_logs_in_as_the
     assert migrate.returncode == 0, out.decode()
     assert b"service_not_application_role" not in out
 
-    app = await asyncpg.connect(**_asyncpg_dsn(app_url(empty_database)))  # type: ignore[arg-type]
+    app = await asyncpg.connect(**asyncpg_dsn(app_url(empty_database)))  # type: ignore[arg-type]
     try:
         assert await app.fetchval("SELECT current_user") == roles.app
         await app.execute(AUDIT_INSERT)
@@ -299,7 +299,7 @@ async def test_migrating_an_existing_database_hands_its_tables_to_the_owner_role
 
     await asyncio.to_thread(upgrade, empty_database, roles=roles)
 
-    admin = await asyncpg.connect(**_asyncpg_dsn(empty_database))  # type: ignore[arg-type]
+    admin = await asyncpg.connect(**asyncpg_dsn(empty_database))  # type: ignore[arg-type]
     try:
         owners = await admin.fetch(
             "SELECT DISTINCT pg_get_userbyid(c.relowner) AS owner FROM pg_class c"

@@ -12,17 +12,17 @@ from alembic import command
 from sqlalchemy.engine import make_url
 
 from integrations.db.migrate import alembic_config, downgrade, upgrade
-from tests.conftest import _admin, _asyncpg_dsn
+from tests.support.database import admin, asyncpg_dsn
 
 
 @pytest.fixture
 def empty_database(server_url: str) -> Iterator[str]:
     name = f"caremsg_mig_{secrets.token_hex(4)}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
     try:
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def test_migrations_build_exactly_the_schema_the_models_describe(empty_database: str) -> None:
@@ -35,7 +35,7 @@ def test_migrations_downgrade_to_nothing_and_upgrade_again(empty_database: str) 
     downgrade(empty_database, "base")
 
     async def tables() -> set[str]:
-        conn = await asyncpg.connect(**_asyncpg_dsn(empty_database))  # type: ignore[arg-type]
+        conn = await asyncpg.connect(**asyncpg_dsn(empty_database))  # type: ignore[arg-type]
         try:
             rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         finally:

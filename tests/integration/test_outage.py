@@ -34,16 +34,16 @@ from handlers.settings import Settings
 from integrations.db.migrate import upgrade_async
 from integrations.relay import OutboxRelay, RelaySettings
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode
-from tests.api.conftest import Api
-from tests.api.messaging_support import (
+from tests.support.api import Api
+from tests.support.messaging import (
     care_team,
     emulator,
-    eventually,
     send,
     settled_deliveries,
     texts,
     twilio,
 )
+from tests.support.polling import eventually
 
 N = 10
 

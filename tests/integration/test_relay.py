@@ -29,8 +29,15 @@ from handlers.app import chat_key, create_app, sessions_key
 from handlers.settings import Settings
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode, ReceivedRequest
-from tests.api.conftest import Api, Person
-from tests.api.messaging_support import care_team, emulator, eventually, send, texts, twilio
+from tests.support.api import Api, Person
+from tests.support.messaging import (
+    care_team,
+    emulator,
+    send,
+    texts,
+    twilio,
+)
+from tests.support.polling import eventually
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ from handlers.api_messaging import messaging_key
 from handlers.app import chat_key, create_app, sessions_key
 from handlers.settings import Settings
 from integrations.relay import OutboxRelay, RelaySettings
-from tests.api.conftest import Api
-from tests.api.messaging_support import emulator, eventually, send
+from tests.support.api import Api
+from tests.support.messaging import emulator, send
+from tests.support.polling import eventually
 
 PROJECT = Path(__file__).resolve().parents[2]
 LEASE = 0.6

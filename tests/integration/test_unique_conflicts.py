@@ -14,7 +14,7 @@ from engine.errors import Conflict
 from engine.model import Role
 from engine.ports import NewUser
 from integrations.db.repositories import SqlOrganizationRepository, SqlUserRepository
-from tests.conftest import app_url
+from tests.support.database import app_url
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from handlers.cli import main
-from tests.conftest import _asyncpg_dsn
+from tests.support.database import asyncpg_dsn
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 READ_RULE = "p, peer_support,     patient.read,   care_team & covered"
@@ -103,7 +103,7 @@ def test_diff_re_decides_recent_audited_decisions_from_their_recorded_facts(
     edited: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async def audited() -> int:
-        conn = await asyncpg.connect(**_asyncpg_dsn(database_url))  # type: ignore[arg-type]
+        conn = await asyncpg.connect(**asyncpg_dsn(database_url))  # type: ignore[arg-type]
         try:
             return int(
                 await conn.fetchval(

@@ -1,0 +1,163 @@
+"""Messaging scenarios: a care team with a consented external participant, the emulators wired to
+the app's own webhook endpoints, sends, their deliveries and the texts that went out."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from handlers.app import emulator_key, twilio_emulator_key
+from integrations.sendbird_emulator import EmulatorState, RunningEmulator
+from integrations.twilio_emulator import EmulatedSms, RunningTwilioEmulator
+from tests.support.api import Api, Person
+from tests.support.polling import eventually
+
+#: A valid US number (libphonenumber) for the external participant.
+PHONE = "+12025550143"
+
+
+def unique_phone() -> str:
+    """A valid US number no other test uses: inbound SMS are routed by number."""
+    return f"+1202{200 + secrets.randbelow(800)}{secrets.randbelow(10_000):04d}"
+
+
+#: E.164 with a known country code, so the API takes it, but no valid number of its plan.
+INVALID_PHONE = "+11234567890"
+NOTIFICATION = "You have a new secure message from your care team."
+
+
+@dataclass
+class CareTeam:
+    """A peer on the patient's care team, a nurse colleague, a compliance officer, one conversation
+    (ready) with the nurse and one consented external participant."""
+
+    organization_id: int
+    peer: Person
+    nurse: Person
+    officer: Person
+    patient_id: int
+    conversation: dict[str, Any]
+    phones: tuple[str, ...] = ()
+
+    @property
+    def phone(self) -> str:
+        return self.phones[0]
+
+    @property
+    def conversation_id(self) -> int:
+        return int(self.conversation["id"])
+
+    @property
+    def external_id(self) -> int:
+        return int(self.conversation["externalMembers"][0]["id"])
+
+
+def running_emulator(api: Api) -> RunningEmulator:
+    return api.app[emulator_key]
+
+
+def emulator(api: Api) -> EmulatorState:
+    return api.app[emulator_key].state
+
+
+def twilio(api: Api) -> RunningTwilioEmulator:
+    """The Twilio emulator: the carrier texts go out through and replies come in from."""
+    return api.app[twilio_emulator_key]
+
+
+def texts(api: Api, phone: str) -> list[EmulatedSms]:
+    """The texts Twilio accepted from caremsg for ``phone``, in order.
+
+    Filtered by number: the test database is shared, and a text an earlier test left queued may be
+    delivered by this test's app (through this test's carrier) to that test's own number.
+    """
+    return [t for t in twilio(api).state.sent if t.phone_number == phone]
+
+
+def receive_sms(api: Api, from_number: str, text: str, *, message_sid: str | None = None) -> str:
+    """A person texts caremsg's number (Twilio posts it to the webhook); returns the Message SID."""
+    return twilio(api).receive_sms(from_number, text, message_sid=message_sid)
+
+
+def wire_webhooks(api: Api) -> None:
+    """Point the emulators' signed webhooks at this test server's own endpoints."""
+    running_emulator(api).set_webhook_urls(str(api.client.make_url("/api/webhooks/sendbird")))
+    twilio(api).set_webhook_url(str(api.client.make_url("/api/webhooks/twilio")))
+
+
+async def care_team(
+    api: Api, *, phones: tuple[str, ...] | None = None, external_organization_id: int | None = None
+) -> CareTeam:
+    phones = phones or (unique_phone(),)
+    org = await api.organization()
+    peer = await api.person("peer_support", org)
+    nurse = await api.person("care_team_member", org)
+    officer = await api.person("compliance_officer", org)
+    patient_id = await api.patient(peer)
+    externals = []
+    if external_organization_id is not None:
+        # The organization vouches for the numbers (its contact directory): naming it proves nothing.
+        admin = await api.person("admin", external_organization_id)
+        for phone in phones:
+            await add_contact(api, admin, external_organization_id, phone)
+    for phone in phones:
+        await api.consent(officer, patient_id, externalParty={"phoneNumber": phone, "name": "Dr. External"})
+        member: dict[str, Any] = {"phoneNumber": phone, "name": "Dr. External"}
+        if external_organization_id is not None:
+            member["organizationId"] = external_organization_id
+        externals.append(member)
+    body = {
+        "title": "Care coordination",
+        "patientId": patient_id,
+        "memberIds": [nurse.id],
+        "externalMembers": externals,
+    }
+    status, created = await api.call("POST", "/api/conversations", peer, json=body)
+    assert status == 201, created
+    team = CareTeam(org, peer, nurse, officer, patient_id, created, phones)
+    await ready(api, team)
+    return team
+
+
+async def add_contact(api: Api, admin: Person, organization_id: int, phone: str) -> dict[str, Any]:
+    status, body = await api.call(
+        "POST",
+        f"/api/organizations/{organization_id}/contacts",
+        admin,
+        json={"phoneNumber": phone, "name": "Dr. External"},
+    )
+    assert status == 201, body
+    return body  # type: ignore[no-any-return]
+
+
+async def ready(api: Api, team: CareTeam) -> None:
+    async def probe() -> bool:
+        status, body = await api.call("GET", f"/api/conversations/{team.conversation_id}", team.peer)
+        assert status == 200, body
+        assert body["channelState"] != "failed", body
+        return bool(body["channelState"] == "ready")
+
+    await eventually(probe, "the channel to be ready")
+
+
+async def send(api: Api, who: Person, conversation_id: int, text: str, **kw: Any) -> tuple[int, Any]:
+    body = {"conversationId": conversation_id, "message": text}
+    return await api.call("POST", "/api/conversations/send-message", who, json=body, **kw)
+
+
+async def message_status(api: Api, who: Person, message_id: int) -> dict[str, Any]:
+    status, body = await api.call("GET", f"/api/messages/{message_id}", who)
+    assert status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+async def settled_deliveries(api: Api, who: Person, message_id: int) -> list[dict[str, Any]]:
+    """The message's deliveries once none is queued any more."""
+
+    async def probe() -> list[dict[str, Any]] | None:
+        body = await message_status(api, who, message_id)
+        deliveries: list[dict[str, Any]] = body["deliveries"]
+        return deliveries if all(d["state"] != "queued" for d in deliveries) else None
+
+    return await eventually(probe, f"the deliveries of message {message_id} to settle")

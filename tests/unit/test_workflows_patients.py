@@ -1,0 +1,265 @@
+"""Patient and care-team workflows on fakes: the shipped policy decides over facts the real fact
+builder computes from in-memory relations and consents (tests/api/test_patients.py and
+test_care_teams.py cover the same over HTTP and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from engine.errors import Forbidden, InvalidInput, NotFound
+from engine.model import Actor, Patient, RiskLevel, Role
+from engine.workflows.patients import (
+    RegisterPatient,
+    UpdatePatient,
+    add_care_team_member,
+    create_care_team,
+    get_care_team,
+    get_patient,
+    list_patients,
+    register_patient,
+    update_patient,
+)
+from tests.support.fakes import FakeWorld, fake_services
+
+JOHN = RegisterPatient("John", "Smith", RiskLevel.HIGH, date(1980, 2, 3))
+
+
+@pytest.fixture
+def world() -> FakeWorld:
+    return fake_services()
+
+
+async def _registered(world: FakeWorld, role: Role = Role.PEER_SUPPORT) -> tuple[Actor, Patient]:
+    actor = world.actor(role, world.organization().id)
+    return actor, await register_patient(world.services, actor, JOHN)
+
+
+@pytest.mark.parametrize("role", [Role.PEER_SUPPORT, Role.CARE_TEAM_MEMBER])
+async def test_care_staff_register_a_patient_and_become_its_first_care_team_member(
+    world: FakeWorld, role: Role
+) -> None:
+    actor, patient = await _registered(world, role)
+
+    assert (patient.organization_id, patient.created_by) == (actor.organization_id, actor.user_id)
+    [team] = world.db.care_teams.values()
+    assert (team.patient_id, [m.user_id for m in team.members]) == (patient.id, [actor.user_id])
+    [event] = world.events("patient.create")
+    assert (event.outcome, event.resource_id, event.patient_id) == ("success", str(patient.id), patient.id)
+
+
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR])
+async def test_roles_without_patient_access_cannot_register_patients(world: FakeWorld, role: Role) -> None:
+    actor = world.actor(role, world.organization().id)
+
+    with pytest.raises(Forbidden):
+        await register_patient(world.services, actor, JOHN)
+
+    assert world.db.patients == {}
+    assert world.db.care_teams == {}
+    assert [e.outcome for e in world.events("patient.create")] == ["denied"]
+
+
+async def test_a_care_team_member_reads_the_patient_and_the_decision_names_the_facts(
+    world: FakeWorld,
+) -> None:
+    actor, patient = await _registered(world)
+
+    assert await get_patient(world.services, actor, patient.id) == patient
+
+    [event] = world.events("patient.read")
+    assert (event.outcome, event.decision, event.patient_id) == ("success", "allow", patient.id)
+    assert set(str(event.details["facts"]).split("&")) >= {"care_team", "covered"}
+
+
+async def test_a_colleague_not_on_the_care_team_is_refused_for_want_of_the_care_team(
+    world: FakeWorld,
+) -> None:
+    actor, patient = await _registered(world)
+    colleague = world.actor(Role.CARE_TEAM_MEMBER, actor.organization_id)
+
+    with pytest.raises(Forbidden) as raised:
+        await get_patient(world.services, colleague, patient.id)
+
+    assert "care_team" in raised.value.decision.missing
+    [event] = world.events("patient.read")
+    assert (event.outcome, event.actor_id) == ("denied", colleague.user_id)
+
+
+async def test_a_patient_that_does_not_exist_is_a_404_and_the_lookup_is_on_record(world: FakeWorld) -> None:
+    actor = world.actor(Role.PEER_SUPPORT, world.organization().id)
+
+    with pytest.raises(NotFound):
+        await get_patient(world.services, actor, 424242)
+
+    [event] = world.events("patient.read")
+    assert (event.event, event.outcome, event.reason) == ("lookup", "failure", "not_found")
+
+
+async def test_a_role_that_may_never_read_patients_is_refused_before_any_lookup(world: FakeWorld) -> None:
+    _, patient = await _registered(world)
+    auditor = world.actor(Role.AUDITOR, patient.organization_id)
+
+    for patient_id in (patient.id, 424242):  # the same answer whether or not the patient exists
+        with pytest.raises(Forbidden):
+            await get_patient(world.services, auditor, patient_id)
+
+    assert [e.event for e in world.events("patient.read")] == ["decision", "decision"]
+
+
+async def test_an_outsider_added_to_the_care_team_reads_under_consent_until_it_is_revoked(
+    world: FakeWorld,
+) -> None:
+    nurse, patient = await _registered(world, Role.CARE_TEAM_MEMBER)
+    team = await get_care_team(world.services, nurse, patient.id)
+    partner = world.organization()
+    outsider = world.actor(Role.CARE_TEAM_MEMBER, partner.id)
+    consent = world.consent(patient.id, partner.id)
+
+    await add_care_team_member(world.services, nurse, team.id, outsider.user_id)
+    assert (await get_patient(world.services, outsider, patient.id)).id == patient.id
+
+    world.revoke(consent, patient.id)
+    with pytest.raises(Forbidden) as raised:
+        await get_patient(world.services, outsider, patient.id)
+    assert "covered" in raised.value.decision.missing
+    assert [e.outcome for e in world.events("patient.read")] == ["success", "denied"]
+
+
+async def test_an_outsider_without_consent_cannot_be_added_to_the_care_team(world: FakeWorld) -> None:
+    nurse, patient = await _registered(world, Role.CARE_TEAM_MEMBER)
+    team = await get_care_team(world.services, nurse, patient.id)
+    outsider = world.actor(Role.CARE_TEAM_MEMBER, world.organization().id)
+
+    with pytest.raises(Forbidden) as raised:
+        await add_care_team_member(world.services, nurse, team.id, outsider.user_id)
+
+    assert raised.value.field == "userId"
+    assert [m.user_id for m in world.db.care_teams[team.id].members] == [nurse.user_id]
+    [join] = world.events("care_team.join")
+    assert (join.outcome, join.actor_id, join.details["subject_user_id"]) == (
+        "denied",
+        nurse.user_id,
+        outsider.user_id,
+    )
+
+
+async def test_adding_someone_who_does_not_exist_names_the_field(world: FakeWorld) -> None:
+    nurse, patient = await _registered(world, Role.CARE_TEAM_MEMBER)
+    team = await get_care_team(world.services, nurse, patient.id)
+
+    with pytest.raises(InvalidInput) as raised:
+        await add_care_team_member(world.services, nurse, team.id, 424242)
+
+    assert [e.field for e in raised.value.errors] == ["userId"]
+
+
+async def test_peer_support_may_not_manage_the_care_team(world: FakeWorld) -> None:
+    peer, patient = await _registered(world, Role.PEER_SUPPORT)
+    team = await get_care_team(world.services, peer, patient.id)
+    colleague = world.actor(Role.CARE_TEAM_MEMBER, peer.organization_id)
+
+    with pytest.raises(Forbidden):
+        await add_care_team_member(world.services, peer, team.id, colleague.user_id)
+
+    assert len(world.db.care_teams[team.id].members) == 1
+
+
+async def test_a_care_team_member_updates_the_patient_and_the_changed_fields_are_on_record(
+    world: FakeWorld,
+) -> None:
+    peer, patient = await _registered(world)
+    world.clock.advance(minutes=5)
+
+    updated = await update_patient(
+        world.services, peer, UpdatePatient(patient.id, {"risk_level": RiskLevel.LOW, "last_name": "Smyth"})
+    )
+
+    assert (updated.risk_level, updated.last_name) == (RiskLevel.LOW, "Smyth")
+    assert updated.updated_at > patient.updated_at
+    [event] = world.events("patient.update")
+    assert event.details["fields"] == "last_name,risk_level"  # names of fields, never their values
+    assert "Smyth" not in repr(event)
+
+
+async def test_a_refused_update_changes_nothing(world: FakeWorld) -> None:
+    peer, patient = await _registered(world)
+    colleague = world.actor(Role.PEER_SUPPORT, peer.organization_id)
+
+    with pytest.raises(Forbidden):
+        await update_patient(world.services, colleague, UpdatePatient(patient.id, {"last_name": "X"}))
+
+    assert world.db.patients[patient.id] == patient
+
+
+async def test_the_patient_list_holds_only_patients_on_the_callers_care_team(world: FakeWorld) -> None:
+    peer, first = await _registered(world)
+    second = await register_patient(world.services, peer, JOHN)
+    other = world.actor(Role.PEER_SUPPORT, peer.organization_id)
+    await register_patient(world.services, other, JOHN)
+
+    page = await list_patients(world.services, peer, None, None)
+
+    assert [p.id for p in page.items] == [first.id, second.id]
+    assert len(world.events("patient.read")) == 2  # each item decided, and on record
+
+
+async def test_a_patient_whose_consent_was_revoked_drops_off_the_outsiders_list(world: FakeWorld) -> None:
+    nurse, patient = await _registered(world, Role.CARE_TEAM_MEMBER)
+    team = await get_care_team(world.services, nurse, patient.id)
+    partner = world.organization()
+    outsider = world.actor(Role.CARE_TEAM_MEMBER, partner.id)
+    consent = world.consent(patient.id, partner.id)
+    await add_care_team_member(world.services, nurse, team.id, outsider.user_id)
+
+    world.revoke(consent, patient.id)
+    page = await list_patients(world.services, outsider, None, None)
+
+    assert page.items == ()
+    assert [e.outcome for e in world.events("patient.read")] == ["denied"]
+
+
+async def test_creating_a_care_team_is_idempotent_and_a_new_one_is_made_only_where_there_is_none(
+    world: FakeWorld,
+) -> None:
+    peer, patient = await _registered(world)
+    admin = world.actor(Role.ADMIN, peer.organization_id)
+    registered_team = next(iter(world.db.care_teams.values()))
+
+    team, created = await create_care_team(world.services, admin, patient.id, "Second team")
+    assert (team, created) == (registered_team, False)
+    assert world.events("care_team.create")[-1].details["existing"] is True
+
+    del world.db.care_teams[registered_team.id]  # a patient that came without a team (an import)
+    team, created = await create_care_team(world.services, admin, patient.id, "Night team")
+    assert created is True
+    assert (team.name, (await get_care_team(world.services, admin, patient.id)).id) == ("Night team", team.id)
+    assert world.events("care_team.create")[-1].resource_id == str(team.id)
+
+
+async def test_adding_a_member_twice_changes_nothing_the_second_time(world: FakeWorld) -> None:
+    nurse, patient = await _registered(world, Role.CARE_TEAM_MEMBER)
+    team = await get_care_team(world.services, nurse, patient.id)
+    colleague = world.actor(Role.PEER_SUPPORT, nurse.organization_id)
+
+    first, added = await add_care_team_member(world.services, nurse, team.id, colleague.user_id)
+    again, added_again = await add_care_team_member(world.services, nurse, team.id, colleague.user_id)
+
+    assert (added, added_again) == (True, False)
+    assert (
+        [m.user_id for m in again.members]
+        == [nurse.user_id, colleague.user_id]
+        == [m.user_id for m in first.members]
+    )
+    assert world.events("care_team.add_member")[-1].details["already_member"] is True
+
+
+async def test_an_admin_of_another_organization_cannot_create_a_care_team(world: FakeWorld) -> None:
+    _, patient = await _registered(world)
+    stranger = world.actor(Role.ADMIN, world.organization().id)
+
+    with pytest.raises(Forbidden) as raised:
+        await create_care_team(world.services, stranger, patient.id, "Team")
+
+    assert raised.value.field == "patientId"
