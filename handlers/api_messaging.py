@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.errors import FieldError, InvalidInput, MalformedRequest, Unauthenticated
 from engine.model import Actor
 from engine.workflows import messaging
-from handlers.routing import Endpoint, path_id, respond, services
+from handlers.routing import Contract, Endpoint, Header, Status, path_id, respond, services
 from handlers.schemas import MessagePublic, WebhookAccepted
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
 from integrations.relay import OutboxKind
@@ -30,6 +31,32 @@ from integrations.webhooks import (
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+#: What :func:`idempotent` adds to the endpoints that use it (they list it in ``contracts``).
+IDEMPOTENCY = Contract(
+    "idempotency key",
+    request_headers=(
+        Header(
+            IDEMPOTENCY_HEADER,
+            "Optional. The same key with the same body replays the first response (kept for "
+            "`messaging.idempotency_ttl_hours`); with a different body it is 422; while the first "
+            "request is still running, 409.",
+            {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+        ),
+    ),
+    success_headers=(
+        Header(
+            REPLAYED_HEADER,
+            "`true` when this response is the replay of an earlier request with the same key.",
+            {"type": "string", "enum": ["true"]},
+        ),
+    ),
+    statuses=(
+        Status(409, "A request with this Idempotency-Key is still running"),
+        Status(422, "Idempotency-Key is malformed, or was used before with a different body"),
+    ),
+)
 
 
 @dataclass
@@ -74,13 +101,13 @@ async def idempotent(
     store = request.app[messaging_key].idempotency
     claim = await store.claim(actor.user_id, key, operation, request_hash(operation, await request.read()))
     if isinstance(claim, Replay):
-        return web.json_response(claim.body, status=claim.status, headers={"Idempotent-Replayed": "true"})
+        return web.json_response(claim.body, status=claim.status, headers={REPLAYED_HEADER: "true"})
     if isinstance(claim, Recreate):
         status, model = await recreate(claim.resource_id)
         return web.json_response(
             model.model_dump(mode="json", by_alias=True),
             status=status,
-            headers={"Idempotent-Replayed": "true"},
+            headers={REPLAYED_HEADER: "true"},
         )
     assert isinstance(claim, Claim)
     try:
@@ -108,7 +135,7 @@ async def _receive(request: web.Request, source: str, parse: Callable[[bytes], S
     raw = await request.read()  # the exact bytes: re-serialised JSON would not match the signature
     resources = request.app[messaging_key]
     if not verify_webhook_signature(raw, request.headers.get(SIGNATURE_HEADER), resources.webhook_token):
-        raise Unauthenticated("The webhook signature is missing or does not match the body.")
+        raise Unauthenticated("The webhook signature is missing or does not match the body.", challenge=None)
     try:
         event = parse(raw)
     except BadWebhook as exc:
@@ -129,6 +156,69 @@ async def sendbird_webhook(request: web.Request) -> web.Response:
 async def sms_webhook(request: web.Request) -> web.Response:
     return await _receive(request, SMS, sms_event_key)
 
+
+# --- webhook bodies (the providers' formats: snake_case, and fields we do not read are allowed) -----
+
+
+class _ProviderEvent(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class SendbirdChannel(_ProviderEvent):
+    channel_url: str = Field(description="The group channel the event happened in.")
+
+
+class SendbirdSender(_ProviderEvent):
+    user_id: str = Field(description="The Sendbird user id of the sender.")
+
+
+class SendbirdMessagePayload(_ProviderEvent):
+    message_id: int = Field(description="Sendbird's message id; the event's deduplication key.")
+    message: str = Field(description="The message text.")
+    created_at: int = Field(description="Milliseconds since the epoch.")
+    custom_type: str | None = Field(None, description="caremsg's own messages are marked here.")
+
+
+class SendbirdMessageSend(_ProviderEvent):
+    """A member sent a message in a channel (staff writing from a Sendbird chat app)."""
+
+    category: Literal["group_channel:message_send"]
+    type: str = Field(description="`MESG` for a user message; other types are ignored.")
+    sdk: str | None = Field(None, description="`API` for messages caremsg itself sent; those are ignored.")
+    custom_type: str | None = None
+    payload: SendbirdMessagePayload
+    channel: SendbirdChannel
+    sender: SendbirdSender | None = Field(None, description="Absent for an admin message.")
+
+
+class SendbirdReadUpdate(_ProviderEvent):
+    user_id: str
+    read_ts: int = Field(description="Milliseconds since the epoch: read up to this time.")
+
+
+class SendbirdMessageRead(_ProviderEvent):
+    """Members read a channel up to a time."""
+
+    category: Literal["group_channel:message_read"]
+    channel: SendbirdChannel
+    read_updates: list[SendbirdReadUpdate]
+
+
+class InboundSms(_ProviderEvent):
+    """A text from a phone: a reply to a conversation, or STOP / START / HELP."""
+
+    category: Literal["sms:inbound"] | None = None
+    message_id: str = Field(min_length=1, description="The provider's message id; the deduplication key.")
+    from_: str = Field(alias="from", min_length=1, description="The sender's number, E.164.")
+    text: str = Field(min_length=1, description="The text as received.")
+    received_at: int | None = Field(None, description="Milliseconds since the epoch.")
+
+
+SIGNATURE = Contract(
+    "webhook signature",
+    applies=lambda endpoint: endpoint.security == "webhookSignature",
+    statuses=(Status(401, "The x-sendbird-signature header is missing or does not match the body"),),
+)
 
 _WEBHOOK_DESCRIPTION = (
     "Public: authenticated by `x-sendbird-signature`, the lowercase hex HMAC-SHA256 of the raw body "
@@ -157,8 +247,14 @@ ENDPOINTS: list[Endpoint] = [
         "webhooks",
         response=WebhookAccepted,
         public=True,
-        errors=(400, 401),
-        description=_WEBHOOK_DESCRIPTION,
+        errors=(400,),
+        description=_WEBHOOK_DESCRIPTION + " Other categories are acknowledged and ignored.",
+        contracts=(SIGNATURE,),
+        security="webhookSignature",
+        events=(
+            ("sendbirdMessageSend", SendbirdMessageSend),
+            ("sendbirdMessageRead", SendbirdMessageRead),
+        ),
     ),
     Endpoint(
         "POST",
@@ -169,7 +265,10 @@ ENDPOINTS: list[Endpoint] = [
         "webhooks",
         response=WebhookAccepted,
         public=True,
-        errors=(400, 401),
+        errors=(400,),
         description=_WEBHOOK_DESCRIPTION,
+        contracts=(SIGNATURE,),
+        security="webhookSignature",
+        events=(("inboundSms", InboundSms),),
     ),
 ]

@@ -11,7 +11,6 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from importlib.metadata import PackageNotFoundError, version
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
@@ -26,12 +25,11 @@ from engine.policy import PolicyHolder
 from engine.ports import ChatGateway
 from engine.services import EngineSettings, Services
 from engine.sms import SmsRules
-from handlers import api, api_audit, api_messaging, api_policy
+from handlers import api, api_audit, api_docs, api_messaging, api_policy
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
 from handlers.keys import endpoints_key, policy_key, services_key, settings_key
 from handlers.middleware import authenticate, request_context
-from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
@@ -58,13 +56,6 @@ accounts_key: web.AppKey[CachedAccountDirectory] = web.AppKey("accounts_key", Ca
 chat_key: web.AppKey[ChatGateway] = web.AppKey("chat_key")
 relay_key: web.AppKey[OutboxRelay] = web.AppKey("relay_key", OutboxRelay)
 emulator_key: web.AppKey[RunningEmulator] = web.AppKey("emulator_key", RunningEmulator)
-
-
-def _version() -> str:
-    try:
-        return version("caremsg")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -315,10 +306,6 @@ def _tokens(settings: Settings) -> JwtTokens:
     )
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi(request.app[endpoints_key], version=_version()))
-
-
 async def health(request: web.Request) -> web.Response:
     """Liveness plus a database round trip: 503 while PostgreSQL is unreachable."""
     try:
@@ -350,13 +337,19 @@ async def _audit_sealer(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-PUBLIC_PATHS = frozenset({"/health", "/api/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", api_docs.DOCS_ASSETS, "/api/docs/start.js"})
 
 
 def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -> web.Application:
     """The aiohttp application for these settings; resources start with the app and stop with it."""
     if endpoints is None:
-        endpoints = [*api.ENDPOINTS, *api_policy.ENDPOINTS, *api_messaging.ENDPOINTS, *api_audit.ENDPOINTS]
+        endpoints = [
+            *api.ENDPOINTS,
+            *api_policy.ENDPOINTS,
+            *api_messaging.ENDPOINTS,
+            *api_audit.ENDPOINTS,
+            *api_docs.ENDPOINTS,
+        ]
     public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}
     app = web.Application(
         middlewares=[
@@ -373,6 +366,6 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     app.cleanup_ctx.append(_audit_sealer)
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)
-    app.router.add_get("/api/openapi.json", openapi, name="openapi")
+    api_docs.add_asset_routes(app)
     app.router.add_get("/health", health, name="health")
     return app

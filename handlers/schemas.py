@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -26,6 +27,7 @@ from pydantic.alias_generators import to_camel
 
 from engine.model import (
     FULL_SCOPE,
+    SELF_REGISTRABLE_ROLES,
     CareTeam,
     ComplianceGroup,
     Consent,
@@ -79,7 +81,12 @@ def _birth_date(value: date) -> date:
 
 
 BirthDate = Annotated[date, AfterValidator(_birth_date)]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254), AfterValidator(_email)]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254),
+    AfterValidator(_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), AfterValidator(_e164)]
 
@@ -113,12 +120,22 @@ class ListQuery(Request):
 # --- auth & users --------------------------------------------------------------------------------
 
 
+#: The JSON schema of the roles registration accepts; the others are refused (422) by the workflow.
+_SELF_REGISTRABLE = WithJsonSchema(
+    {
+        "type": "string",
+        "enum": sorted(r.value for r in SELF_REGISTRABLE_ROLES),
+        "description": "Only non-privileged roles may register themselves; others are given by an admin.",
+    }
+)
+
+
 class RegisterRequest(Request):
     email: Email
     password: Password
     first_name: Name
     last_name: Name
-    role: Role = Role.PEER_SUPPORT
+    role: Annotated[Role, _SELF_REGISTRABLE] = Role.PEER_SUPPORT
     organization_id: Id | None = None
 
 
