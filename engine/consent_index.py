@@ -9,7 +9,7 @@ Memory: one consent is one packed ``int`` (about 40 bytes), held per patient eit
 tuple, so 1M consents fit in well under 150 MB. Layout, low bits first::
 
     bits  0-31  recipient: organization id, or compliance group id | 1 << 31
-    bits 32-35  scope bits (read=1, message=2, sms=4)
+    bits 32-35  scope bits (read=1, message=2, sms=4, write=8)
     bits 36-38  purpose code
     bits 39-69  consent id
     bits 70-113 expires at, milliseconds since the epoch (0 = never)
@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from engine.facts import ConsentCandidate, ConsentChoice, ConsentNeed, choose_consent
 from engine.model import Consent, ConsentScope, Purpose, RecipientType
 
 GROUP_FLAG = 1 << 31
@@ -36,7 +37,15 @@ _RECIPIENT_MASK = (1 << 32) - 1
 _ID_MASK = (1 << 31) - 1
 _EXPIRES_MASK = (1 << 44) - 1
 EFFECTIVE_SHIFT = 114
-SCOPE_BITS: dict[str, int] = {ConsentScope.READ: 1, ConsentScope.MESSAGE: 2, ConsentScope.SMS: 4}
+SCOPE_BITS: dict[str, int] = {
+    ConsentScope.READ: 1,
+    ConsentScope.MESSAGE: 2,
+    ConsentScope.SMS: 4,
+    ConsentScope.WRITE: 8,
+}
+_SCOPE_NAMES: dict[int, frozenset[str]] = {
+    bits: frozenset(name for name, bit in SCOPE_BITS.items() if bits & bit) for bits in range(16)
+}
 PURPOSES: tuple[Purpose, ...] = tuple(Purpose)
 PURPOSE_CODES: dict[str, int] = {p.value: i for i, p in enumerate(PURPOSES)}
 ALL_PURPOSES = (1 << len(PURPOSES)) - 1
@@ -142,13 +151,6 @@ def consent_id_of(entry: Packed) -> int:
     return (entry >> 39) & _ID_MASK
 
 
-def _active(entry: Packed, now_ms: int) -> bool:
-    expires = (entry >> 70) & _EXPIRES_MASK
-    if expires and expires <= now_ms:
-        return False
-    return (entry >> EFFECTIVE_SHIFT) * 1000 <= now_ms
-
-
 class ConsentIndex:
     """Active organization and compliance-group consents, by patient; pure and in memory.
 
@@ -178,31 +180,58 @@ class ConsentIndex:
         purposes: int = ALL_PURPOSES,
         exclude: int | None = None,
     ) -> Coverage | None:
-        """The active consent that discloses the patient to the organization (directly or through a
-        compliance group it belongs to) for every ``scope`` bit and one of ``purposes``, if any.
+        """The consent that discloses the patient to the organization (directly or through a
+        compliance group it belongs to) for every ``scope`` bit and one of ``purposes``, if any,
+        chosen by :func:`engine.facts.choose_consent` (see :meth:`choose`)."""
+        need = ConsentNeed(
+            _SCOPE_NAMES[scope & 15],
+            frozenset(p.value for i, p in enumerate(PURPOSES) if purposes & (1 << i))
+            if purposes != ALL_PURPOSES
+            else frozenset(),
+        )
+        chosen = self.choose(patient_id, organization_id, at, need, exclude=exclude).consent
+        return None if chosen is None else Coverage(chosen.consent_id, chosen.purpose)
 
-        ``at`` is the decision time: expiry and effective dates are compared with it, so a consent
-        stops covering at the second it ends. ``exclude`` leaves one consent out (a revocation asks
-        who would still be covered without it).
-        """
+    def choose(
+        self,
+        patient_id: int,
+        organization_id: int,
+        at: datetime,
+        need: ConsentNeed,
+        *,
+        exclude: int | None = None,
+    ) -> ConsentChoice:
+        """The consent that counts for ``need`` among those disclosing the patient to the
+        organization, directly or through a compliance group; ``at`` is the decision time, so a
+        consent stops counting at the second it ends. The choice itself is
+        :func:`engine.facts.choose_consent`'s."""
+        return choose_consent(
+            self.candidates(patient_id, organization_id), need, int(at.timestamp() * 1000), exclude=exclude
+        )
+
+    def candidates(self, patient_id: int, organization_id: int) -> list[ConsentCandidate]:
+        """The indexed consents of the patient naming the organization or one of its groups."""
         entries = self._by_patient.get(patient_id)
         if entries is None:
-            return None
+            return []
         codes = self._codes_by_org.get(organization_id)
-        now = int(at.timestamp() * 1000)
+        found: list[ConsentCandidate] = []
         for entry in (entries,) if isinstance(entries, int) else entries:
             recipient = entry & _RECIPIENT_MASK
             if recipient != organization_id and (codes is None or recipient not in codes):
                 continue
-            if (entry >> 32) & scope != scope or not (1 << ((entry >> 36) & 7)) & purposes:
-                continue
-            if not _active(entry, now):
-                continue
-            consent_id = consent_id_of(entry)
-            if consent_id == exclude:
-                continue
-            return Coverage(consent_id, PURPOSES[(entry >> 36) & 7].value)
-        return None
+            expires = (entry >> 70) & _EXPIRES_MASK
+            found.append(
+                ConsentCandidate(
+                    consent_id_of(entry),
+                    RecipientType.COMPLIANCE_GROUP if recipient & GROUP_FLAG else RecipientType.ORGANIZATION,
+                    _SCOPE_NAMES[(entry >> 32) & 15],
+                    PURPOSES[(entry >> 36) & 7].value,
+                    (entry >> EFFECTIVE_SHIFT) * 1000,
+                    expires or None,
+                )
+            )
+        return found
 
     def __len__(self) -> int:
         return sum(1 if isinstance(e, int) else len(e) for e in self._by_patient.values())

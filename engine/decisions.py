@@ -19,6 +19,9 @@ class Fact(StrEnum):
     #: An SMS recipient's organization is in a compliance group that policies/sms.toml names for
     #: full-text SMS (issue 3).
     SMS_FULL_TEXT_GROUP = "sms_full_text_group"
+    #: The patient is one the person's organization may ever treat: its own, or disclosed to it by an
+    #: active consent for treatment (what emergency access needs).
+    TREATABLE = "treatable"
 
 
 #: The reason code a denial carries when a required fact does not hold, and the hint shown to clients.
@@ -45,9 +48,21 @@ MISSING_FACT_REASONS: dict[Fact, tuple[str, str]] = {
         "The recipient's organization is in no compliance group that policies/sms.toml allows "
         "full-text SMS for; a notification without clinical content is sent instead.",
     ),
+    Fact.TREATABLE: (
+        "not_treatable",
+        "The patient is not one your organization treats (neither its own nor disclosed to it for "
+        "treatment).",
+    ),
 }
 
 ROLE_NOT_PERMITTED = ("role_not_permitted", "Your role is not permitted to do this.")
+#: A purpose of use the client stated that the workflow, or every consent that would cover it, does
+#: not allow.
+PURPOSE_NOT_PERMITTED = (
+    "purpose_not_permitted",
+    "The stated purpose of use (X-Purpose-Of-Use) is not one this action, or the consent that would "
+    "cover it, allows.",
+)
 UNKNOWN_WORKFLOW = ("unknown_workflow", "This action is not declared in the policy.")
 
 

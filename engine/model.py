@@ -50,15 +50,18 @@ class Purpose(StrEnum):
 
 class ConsentScope(StrEnum):
     """What a consent discloses: the record (read), conversations about the patient (message), SMS to
-    an external party (sms). A workflow declares the scope it needs in policies/workflows.toml."""
+    an external party (sms), and changes to the record and its care team (write). A workflow
+    declares the scope it needs in policies/workflows.toml."""
 
     READ = "read"
     MESSAGE = "message"
     SMS = "sms"
+    WRITE = "write"
 
 
-#: The scope of a consent recorded without one: everything (what consents meant before scopes).
-FULL_SCOPE = frozenset(ConsentScope)
+#: The scope of a consent recorded without one: read, message and sms (what consents meant before
+#: scopes). ``write`` is never implied: a consent allows changes only if it says so.
+FULL_SCOPE = frozenset({ConsentScope.READ, ConsentScope.MESSAGE, ConsentScope.SMS})
 
 
 class DeliveryState(StrEnum):
@@ -86,6 +89,18 @@ class Organization:
     id: int
     name: str
     self_registration: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class OrganizationContact:
+    """An external phone number an organization's admins vouch for as one of its people."""
+
+    id: int
+    organization_id: int
+    phone_number: str
+    name: str
+    added_by: int
     created_at: datetime
 
 

@@ -7,8 +7,10 @@ A table is CSV, one case a line::
 
 - ``who``: a role (or ``external`` for an SMS participant);
 - ``relationship``: facts that hold, joined with ``&``, or ``none``: ``self``, ``own_org``,
-  ``care_team``, ``member``, ``break_glass`` (an open emergency-access session). ``own_org``
-  means the patient belongs to the person's organization, which covers them like a consent does;
+  ``care_team``, ``member``, ``break_glass`` (an open emergency-access session), ``treatable`` (the
+  person's organization may treat the patient: a consent for treatment). ``own_org`` means the
+  patient belongs to the person's organization, which covers them like a consent does and makes
+  the patient treatable;
 - ``consent``: ``active`` (an active consent discloses the patient to the person's organization),
   ``external`` (one names the external participant), or ``none`` (none, expired, or revoked);
 - ``action``: a workflow from workflows.toml;
@@ -32,6 +34,7 @@ RELATIONSHIPS = {
     Fact.MEMBER,
     Fact.BREAK_GLASS,
     Fact.SMS_FULL_TEXT_GROUP,
+    Fact.TREATABLE,
 }
 
 
@@ -50,7 +53,7 @@ class PolicyCase:
     def facts(self) -> frozenset[str]:
         facts = set(self.relationship) | CONSENT_STATES[self.consent]
         if Fact.OWN_ORG in facts:
-            facts.add(Fact.COVERED)
+            facts |= {Fact.COVERED, Fact.TREATABLE}
         return frozenset(facts)
 
     @property

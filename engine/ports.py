@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from engine.audit import AuditEvent, DetailValue
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
+from engine.facts import ConsentCandidate
 from engine.model import (
     FULL_SCOPE,
     Actor,
@@ -24,6 +25,7 @@ from engine.model import (
     DeliveryState,
     Message,
     Organization,
+    OrganizationContact,
     Page,
     Patient,
     Purpose,
@@ -101,6 +103,8 @@ class PatientRelation:
     patient_id: int
     patient_organization_id: int
     on_care_team: bool
+    #: The person's emergency session for the patient that is open now, if any (and asked for).
+    break_glass_session_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -270,11 +274,26 @@ class RelationshipFacts(Protocol):
         which, unlike a plain lookup, also weighs the workflow's scope and purposes."""
         ...
 
-    async def external_consent(
-        self, patient_id: int, phone_number: str, organization_id: int | None, at: datetime
-    ) -> int | None:
-        """The id of an active consent disclosing the patient to this external number (or organization)."""
+    async def external_consents(
+        self, patient_id: int, phone_number: str, organization_id: int | None
+    ) -> list[ConsentCandidate]:
+        """The consents that could let this external number take part for the patient: those naming
+        the number, and (only if the number is in ``organization_id``'s contact directory) those
+        naming that organization or a group it belongs to. Which one counts, if any, is decided by
+        :func:`engine.facts.choose_consent`."""
         ...
+
+
+class ContactDirectory(Protocol):
+    """Organizations' directories of external phone numbers, in the workflow's transaction."""
+
+    async def add(
+        self, organization_id: int, phone_number: str, name: str, added_by: int
+    ) -> OrganizationContact:
+        """Insert; raises :class:`engine.errors.Conflict` if the number is listed already."""
+        ...
+
+    async def list(self, organization_id: int) -> list[OrganizationContact]: ...
 
 
 class AuditLog(Protocol):
@@ -343,6 +362,9 @@ class UnitOfWork(Protocol):
     @property
     def consent_lifecycle(self) -> ConsentLifecycle: ...
 
+    @property
+    def contacts(self) -> ContactDirectory: ...
+
     async def commit(self) -> None: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
@@ -410,9 +432,9 @@ class SmsRecipient:
     removed: bool
     #: Compliance groups the participant's organization belongs to (for the full-text SMS rule).
     compliance_group_ids: frozenset[int]
-    #: The active consent that lets them be texted about this patient now (an external consent with
-    #: SMS in its scope naming their number, or one naming their organization); None: no text.
-    consent_id: int | None
+    #: The consents that could let them be texted about this patient (naming their number, or their
+    #: directory organization); which one counts now is the fact builder's decision.
+    consents: tuple[ConsentCandidate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -442,7 +464,7 @@ class ReplyRoute:
 class MessagingRepository(Protocol):
     """Per-recipient delivery state, SMS opt-outs and webhook bookkeeping, in the workflow's transaction."""
 
-    async def sms_recipients(self, conversation_id: int, patient_id: int, at: datetime) -> list[SmsRecipient]:
+    async def sms_recipients(self, conversation_id: int, patient_id: int) -> list[SmsRecipient]:
         """Every external participant of the conversation, with opt-out and removal flags and the
         consent that lets them be texted about the patient at ``at``."""
         ...
@@ -500,6 +522,8 @@ class SendContext:
     #: leaves a gap, as a rolled-back insert would).
     message_id: int
     sms_recipients: tuple[SmsRecipient, ...]
+    #: The sender's emergency (break-the-glass) session for the patient open now, if any.
+    break_glass_session_id: int | None = None
 
 
 @dataclass(frozen=True)

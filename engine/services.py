@@ -12,9 +12,16 @@ from datetime import UTC, datetime
 
 from engine.audit import AuditEvent, DetailValue
 from engine.audit_chain import IdentifierHasher
-from engine.consent_index import ConsentIndex, Coverage, purpose_mask, scope_mask
-from engine.decisions import Decision, Fact
+from engine.consent_index import ConsentIndex, Coverage
+from engine.decisions import PURPOSE_NOT_PERMITTED, Decision, Fact
 from engine.errors import Forbidden, NotFound, ServiceUnavailable
+from engine.facts import (
+    TREATMENT_PURPOSES,
+    ConsentCandidate,
+    ConsentNeed,
+    external_facts,
+    relation_facts,
+)
 from engine.model import Actor
 from engine.policy import Policy, PolicyHolder
 from engine.ports import (
@@ -112,8 +119,8 @@ class Decider:
         if subject_role is None and self._primary_workflow is None:
             self._primary_workflow = workflow
         fact_set = frozenset(facts)
-        decision = self.policy.decide(role, workflow, fact_set)
         recorded = dict(details or {})
+        decision = self._decide(role, workflow, fact_set, recorded, stated=subject_role is None)
         if fact_set:
             # The facts decided on, so `caremsg policy diff` can decide this record again.
             recorded["facts"] = "&".join(sorted(fact_set))
@@ -139,6 +146,30 @@ class Decider:
                 # The denial is about the person being added, not the one asking: say so.
                 decision = replace(decision, hint="This person's role may not take part in this.")
             raise Forbidden(decision, field=field)
+        return decision
+
+    def _decide(
+        self,
+        role: str,
+        workflow: str,
+        facts: frozenset[str],
+        details: Mapping[str, DetailValue],
+        *,
+        stated: bool,
+    ) -> Decision:
+        """The policy's decision, denied as ``purpose_not_permitted`` when the purpose of use the
+        client stated is not one the workflow serves, or kept the only covering consents from counting."""
+        decision = self.policy.decide(role, workflow, facts)
+        purpose = self.actor.purpose_of_use if stated else None
+        spec = self.policy.workflows.get(workflow)
+        refused = (
+            purpose is not None and spec is not None and bool(spec.purposes) and purpose not in spec.purposes
+        )
+        if refused or (
+            not decision.allowed and details.get("purpose_refused") and Fact.COVERED in decision.missing
+        ):
+            reason, hint = PURPOSE_NOT_PERMITTED
+            return replace(decision, allowed=False, reason=reason, hint=hint, rule=decision.rule)
         return decision
 
     def permits(
@@ -194,39 +225,82 @@ class Decider:
             )
 
     def relation_facts(
-        self, workflow: str, relation: PatientRelation, *, organization_id: int | None = None
+        self,
+        workflow: str,
+        relation: PatientRelation,
+        *,
+        organization_id: int | None = None,
+        as_actor: bool = True,
     ) -> tuple[set[str], dict[str, DetailValue]]:
-        """The facts a person's relation to a patient gives (the actor's organization by default).
+        """The facts a person's relation to a patient gives (the actor's organization by default),
+        computed by :func:`engine.facts.relation_facts`.
 
-        ``covered`` comes from the in-memory consent index, counting only consents whose scope and
-        purpose the workflow's declaration accepts, evaluated at this moment (an expired or revoked
-        consent no longer counts).
+        ``covered`` and ``treatable`` come from the in-memory consent index, counting only consents
+        that :func:`engine.facts.choose_consent` accepts for the workflow at this moment (scope,
+        purposes, the purpose the actor stated, expiry, revocation). ``break_glass`` holds if the
+        relation carries an open emergency session and the workflow declares the fact.
         """
         organization_id = self.actor.organization_id if organization_id is None else organization_id
-        facts: set[str] = set()
-        details: dict[str, DetailValue] = {}
-        if relation.patient_organization_id == organization_id:
-            facts |= {Fact.OWN_ORG, Fact.COVERED}
-        else:
-            coverage = self.covering_consent(workflow, relation.patient_id, organization_id)
-            if coverage is not None:
-                facts.add(Fact.COVERED)
-                details["consent_id"] = coverage.consent_id
-                details["purpose"] = coverage.purpose
-        if relation.on_care_team:
-            facts.add(Fact.CARE_TEAM)
-        return facts, details
+        spec = self.policy.workflows.get(workflow)
+        wanted = spec.facts if spec is not None else frozenset()
+        own = relation.patient_organization_id == organization_id
+        coverage = treatment = None
+        if not own and (spec is None or Fact.COVERED in spec.facts or not spec.facts):
+            need = self.consent_need(workflow, stated=as_actor)
+            coverage = self.consents.choose(relation.patient_id, organization_id, self.now, need)
+        if not own and Fact.TREATABLE in wanted:
+            treatment = self.consents.choose(
+                relation.patient_id, organization_id, self.now, ConsentNeed(purposes=TREATMENT_PURPOSES)
+            )
+        built = relation_facts(
+            wanted=wanted,
+            own_org=own,
+            on_care_team=relation.on_care_team,
+            coverage=coverage,
+            treatment=treatment,
+            break_glass_session_id=relation.break_glass_session_id if as_actor else None,
+        )
+        if built.purpose_refused:
+            built.details["purpose_refused"] = 1
+        return built.facts, built.details
+
+    def consent_need(self, workflow: str, *, stated: bool = True) -> ConsentNeed:
+        """What a consent must say to count for ``workflow`` (its scope and purposes, and the purpose
+        of use the actor stated when ``stated``)."""
+        spec = self.policy.workflows.get(workflow)
+        return ConsentNeed(
+            frozenset({spec.consent_scope}) if spec is not None and spec.consent_scope else frozenset(),
+            spec.purposes if spec is not None else frozenset(),
+            self.actor.purpose_of_use if stated else None,
+        )
 
     def covering_consent(
         self, workflow: str, patient_id: int, organization_id: int, *, exclude: int | None = None
     ) -> Coverage | None:
-        """The active consent that covers the organization for this workflow's scope and purposes."""
-        spec = self.policy.workflows.get(workflow)
-        scope = scope_mask([spec.consent_scope]) if spec is not None and spec.consent_scope else 0
-        purposes = purpose_mask(spec.purposes if spec is not None else ())
-        return self.consents.covering(
-            patient_id, organization_id, self.now, scope=scope, purposes=purposes, exclude=exclude
+        """The consent that covers the organization for this workflow's scope and purposes."""
+        chosen = self.consents.choose(
+            patient_id, organization_id, self.now, self.consent_need(workflow, stated=False), exclude=exclude
+        ).consent
+        return None if chosen is None else Coverage(chosen.consent_id, chosen.purpose)
+
+    def external_facts(
+        self,
+        workflow: str,
+        candidates: Iterable[ConsentCandidate],
+        *,
+        compliance_group_ids: frozenset[int] = frozenset(),
+        full_text_group_ids: frozenset[int] = frozenset(),
+    ) -> tuple[set[str], dict[str, DetailValue]]:
+        """The facts about an external SMS participant for ``workflow``, from the consents naming
+        their number or their directory organization (see :func:`engine.facts.external_facts`)."""
+        built = external_facts(
+            self.policy.workflows.get(workflow),
+            candidates,
+            self.now,
+            compliance_group_ids=compliance_group_ids,
+            full_text_group_ids=full_text_group_ids,
         )
+        return built.facts, built.details
 
     def record_missing(self, workflow: str, resource_type: str, resource_id: object) -> None:
         self.audit.record(
@@ -270,11 +344,11 @@ class Guard(Decider):
         if relation is None:
             self.record_missing(workflow, "patient", patient_id)
             raise NotFound("patient")
-        facts, details = self.relation_facts(workflow, relation, organization_id=organization_id)
         spec = self.policy.workflows.get(workflow)
         if is_actor and spec is not None and Fact.BREAK_GLASS in spec.facts:
             session_id = await self.uow.break_glass.open_session(user_id, patient_id, self.now)
-            if session_id is not None:
-                facts.add(Fact.BREAK_GLASS)
-                details["break_glass_session_id"] = session_id
+            relation = replace(relation, break_glass_session_id=session_id)
+        facts, details = self.relation_facts(
+            workflow, relation, organization_id=organization_id, as_actor=is_actor
+        )
         return frozenset(facts), details

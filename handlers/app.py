@@ -25,7 +25,7 @@ from engine.policy import PolicyHolder
 from engine.ports import ChatGateway
 from engine.services import EngineSettings, Services
 from engine.sms import SmsRules
-from handlers import api, api_audit, api_docs, api_messaging, api_policy
+from handlers import api, api_audit, api_contacts, api_docs, api_messaging, api_policy
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
 from handlers.keys import endpoints_key, policy_key, services_key, settings_key
@@ -33,6 +33,7 @@ from handlers.middleware import authenticate, request_context
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
+from integrations.break_glass_alerts import NotifyBreakGlass
 from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
 from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
@@ -140,7 +141,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             batch_size=outbox.batch_size,
             concurrency=outbox.concurrency,
         ),
-        kinds=[RemoveMembers(), *app[messaging_key].outbox_kinds],
+        kinds=[RemoveMembers(), NotifyBreakGlass(), *app[messaging_key].outbox_kinds],
     )
     app[relay_key] = relay
     auth = settings.auth
@@ -264,7 +265,8 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
                 lease=timedelta(seconds=m.idempotency_lease_seconds),
             ),
             webhook_token=webhook_token,
-            outbox_kinds=[SendSms(gateway, rules), PostSmsReply()],
+            # The policy in force at each text (built later, by _services; reloads swap it).
+            outbox_kinds=[SendSms(gateway, rules, lambda: app[policy_key].current), PostSmsReply()],
         )
         yield
 
@@ -348,6 +350,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
             *api_policy.ENDPOINTS,
             *api_messaging.ENDPOINTS,
             *api_audit.ENDPOINTS,
+            *api_contacts.ENDPOINTS,
             *api_docs.ENDPOINTS,
         ]
     public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}

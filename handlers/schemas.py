@@ -247,10 +247,11 @@ class ConsentCreate(Request):
     external_party: ExternalParty | None = Field(None, description="...or to this external person, by phone.")
     effective_at: AwareDatetime | None = Field(None, description="Default: now. With a time zone offset.")
     expires_at: AwareDatetime | None = Field(None, description="Optional. With a time zone offset.")
-    scope: Annotated[list[ConsentScope], Field(min_length=1, max_length=3)] = Field(
+    scope: Annotated[list[ConsentScope], Field(min_length=1, max_length=4)] = Field(
         default_factory=lambda: sorted(FULL_SCOPE),
         description="What the consent discloses: read (record, care team), message (conversations), "
-        "sms (texts to an external party). Default: all three.",
+        "sms (texts to an external party), write (changes to the record and care team). "
+        "Default: read, message and sms; write only when named.",
     )
 
     @model_validator(mode="after")

@@ -64,7 +64,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from engine.errors import ChatGatewayError, ChatRateLimited
 from engine.ports import ChatGateway
 from engine.workflows.conversations import ENSURE_CHANNEL, SEND_MESSAGE
-from integrations.db.uow import is_unavailable
+from integrations.db.uow import audit_insert_sql, audit_object_sql, is_unavailable
 
 log = structlog.get_logger("caremsg.relay")
 
@@ -95,8 +95,25 @@ _CLAIM = text(
 # more). Settling the same outcomes twice (a commit whose answer was lost) therefore changes nothing
 # the second time. The relay acts for the system: audit records have no actor. Ids come back so the
 # kinds record only what was settled here.
+# The relay's audit records, in the one column list every audit insert uses (integrations/db/uow.py).
+_DELIVERY_EVENT = audit_object_sql(
+    event="'delivery'",
+    workflow="'delivery.' || t.kind",
+    outcome="CASE WHEN t.outcome = 'done' THEN 'success' ELSE 'failure' END",
+    resource_type="CASE WHEN t.message_id IS NOT NULL THEN 'message' ELSE 'conversation' END",
+    resource_id="CAST(COALESCE(t.message_id, t.conversation_id) AS text)",
+    patient_id="c.patient_id",
+    reason="COALESCE(t.reason, 'delivered')",
+    details="jsonb_build_object('outbox_id', t.id, 'attempts', t.attempts)",
+)
+_DELIVERY_AUDIT = audit_insert_sql(
+    f"""(SELECT coalesce(jsonb_agg({_DELIVERY_EVENT} ORDER BY t.id), '[]'::jsonb)
+         FROM settled t LEFT JOIN conversations c ON c.id = t.conversation_id
+         WHERE t.outcome IN ('done', 'failed'))"""  # noqa: S608 - constants; every value is bound
+)
+
 _SETTLE = text(
-    """
+    f"""
     WITH s AS (
         SELECT * FROM unnest(
             CAST(:ids AS integer[]), CAST(:attempts AS integer[]), CAST(:outcomes AS text[]),
@@ -116,20 +133,10 @@ _SETTLE = text(
         WHERE o.id = s.id AND o.status = 'pending' AND o.attempts = s.attempts
         RETURNING o.id, o.kind, o.attempts, o.conversation_id, o.message_id, s.outcome, s.reason
     ), audited AS (
-        INSERT INTO audit_events
-            (event, workflow, outcome, resource_type, resource_id, patient_id, reason, details)
-        SELECT 'delivery', 'delivery.' || t.kind,
-               CASE WHEN t.outcome = 'done' THEN 'success' ELSE 'failure' END,
-               CASE WHEN t.message_id IS NOT NULL THEN 'message' ELSE 'conversation' END,
-               CAST(COALESCE(t.message_id, t.conversation_id) AS text), c.patient_id,
-               COALESCE(t.reason, 'delivered'),
-               jsonb_build_object('outbox_id', t.id, 'attempts', t.attempts)
-        FROM settled t LEFT JOIN conversations c ON c.id = t.conversation_id
-        WHERE t.outcome IN ('done', 'failed')
-        ORDER BY t.id
+        {_DELIVERY_AUDIT}
     )
     SELECT id FROM settled
-    """
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
 _RELEASE = text(

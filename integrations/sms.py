@@ -30,7 +30,10 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from engine.decisions import Fact
 from engine.errors import ChatGatewayError, ChatUnavailable
+from engine.facts import external_facts, sms_refusal
+from engine.policy import Policy
 from engine.ports import SmsGateway
 from engine.services import utc_now
 from engine.sms import Keyword, SmsRules, keyword_reply, sms_text, textable
@@ -115,14 +118,22 @@ class SendSms:
     """Text one external participant about one message (or answer HELP).
 
     Checked again right before texting, because time passed since the message was accepted: the
-    participant has not texted STOP, the consent naming them is still active, the number is valid.
+    participant is still in the conversation and has not texted STOP, a consent still counts for them
+    (the fact builder's ``external_consent``, as when the message was accepted), the number is valid.
     """
 
     kind = SEND_SMS
 
-    def __init__(self, gateway: SmsGateway, rules: SmsRules, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        gateway: SmsGateway,
+        rules: SmsRules,
+        policy: Callable[[], Policy],
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._gateway = gateway
         self._rules = rules
+        self._policy = policy  # the policy in force when each text goes out
         self._clock = clock
         self._sent: dict[int, str] = {}
 
@@ -139,7 +150,7 @@ class SendSms:
                 await session.execute(
                     text(
                         "SELECT d.state, d.content, e.phone_number, e.chat_user_id, e.organization_id,"
-                        " m.body, c.patient_id,"
+                        " m.body, c.patient_id, e.removed_at IS NOT NULL AS removed,"
                         " EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.phone_number = e.phone_number)"
                         " AS opted_out"
                         " FROM message_deliveries d"
@@ -151,17 +162,22 @@ class SendSms:
                     {"id": int(entry.payload["delivery_id"])},
                 )
             ).one()
-            consent_id = await SqlRelationshipFacts(session).external_consent(
-                row.patient_id, row.phone_number, row.organization_id, self._clock()
+            candidates = await SqlRelationshipFacts(session).external_consents(
+                row.patient_id, row.phone_number, row.organization_id
             )
         if row.state != "queued":
             return  # done before (a relay died between texting and recording it)
-        if row.opted_out:
-            raise SmsRefused("opted_out")
-        if consent_id is None:
-            raise SmsRefused("no_sms_consent")
-        if not textable(row.phone_number):
-            raise SmsRefused("invalid_number")
+        # The same facts and the same refusal order as when the message was accepted (engine/facts.py).
+        spec = self._policy().workflows.get("sms.send_full_text")
+        found = external_facts(spec, candidates, self._clock())
+        reason = sms_refusal(
+            removed=row.removed,
+            opted_out=row.opted_out,
+            consented=Fact.EXTERNAL_CONSENT in found.facts,
+            textable=textable(row.phone_number),
+        )
+        if reason is not None:
+            raise SmsRefused(reason)
         self._sent[entry.id] = await self._gateway.send_sms(
             recipient_user_id=row.chat_user_id,
             phone_number=row.phone_number,

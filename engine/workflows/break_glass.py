@@ -1,9 +1,13 @@
 """Break the glass: a clinician opens emergency access to a patient they could not otherwise see.
 
-It needs a reason (at least ten characters, for the compliance review), lasts a configured time
+Only to a patient their organization may ever treat (the fact ``treatable``: its own, or disclosed
+to it by a consent for treatment; decided by the policy, ``break_glass.open``). It needs a reason
+(at least ten characters, for the compliance review), lasts a configured time
 (``policy.break_glass_minutes``) and then ends by itself: the fact ``break_glass`` is evaluated at
-each decision, against the session's expiry. Every audit record made while it is in force is
-flagged ``break_glass``; compliance officers list the sessions of their organization to review them.
+each decision, against the session's expiry. Each opening tells the patient's organization's
+compliance officers at once (the :class:`NotifyComplianceOfBreakGlass` effect, through the outbox,
+audited); every audit record made while it is in force is flagged ``break_glass``; compliance
+officers list the sessions of their organization to review them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,21 @@ from engine.services import Guard, Services
 
 MIN_REASON = 10
 MAX_REASON = 1000
+#: Outbox kind of :class:`NotifyComplianceOfBreakGlass`.
+NOTIFY_BREAK_GLASS = "notify_break_glass"
+
+
+@dataclass(frozen=True)
+class NotifyComplianceOfBreakGlass:
+    """Effect: tell the compliance officers of the patient's organization that a session opened."""
+
+    session_id: int
+    patient_id: int
+
+    kind = NOTIFY_BREAK_GLASS
+
+    def payload(self) -> dict[str, object]:
+        return {"session_id": self.session_id}
 
 
 @dataclass(frozen=True)
@@ -70,7 +89,25 @@ async def break_glass(services: Services, actor: Actor, cmd: BreakGlass) -> Brea
                 details={"expires_at": session.expires_at.isoformat()},
             )
         )
+        effect = NotifyComplianceOfBreakGlass(session.id, pid)
+        await uow.outbox.enqueue(effect.kind, effect.payload())
+        uow.audit.record(
+            AuditEvent.by(
+                actor,
+                event="break_glass.compliance_notified",
+                workflow="break_glass.open",
+                outcome="success",
+                occurred_at=guard.now,
+                resource_type="break_glass",
+                resource_id=str(session.id),
+                patient_id=pid,
+                policy_version=guard.policy.version,
+                break_glass=True,
+                details={"effect": effect.kind},
+            )
+        )
         await uow.commit()
+    services.delivery.wake()
     return session
 
 

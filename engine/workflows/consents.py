@@ -224,10 +224,12 @@ async def _remove_uncovered_externals(guard: Guard, consent: Consent) -> list[in
     removed: list[int] = []
     for ext in await uow.consent_lifecycle.externals_admitted_by(consent.id):
         # Read in this transaction: the revocation is already visible, so it cannot count itself.
-        other = await uow.facts.external_consent(
-            consent.patient_id, ext.phone_number, ext.organization_id, guard.now
+        candidates = await uow.facts.external_consents(
+            consent.patient_id, ext.phone_number, ext.organization_id
         )
-        if other is not None:
+        _, details = guard.external_facts("conversation.join", candidates)
+        other = details.get("consent_id")
+        if isinstance(other, int):
             await uow.consent_lifecycle.readmit_external(ext.participant_id, other)
             _effect(
                 guard,

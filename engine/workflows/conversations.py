@@ -103,10 +103,10 @@ async def start_conversation(
                     [FieldError(f"externalMembers[{i}].phoneNumber", "Listed twice.", "duplicate")]
                 )
             seen_numbers.add(ext.phone_number)
-            consent_id = await uow.facts.external_consent(
-                pid, ext.phone_number, ext.organization_id, guard.now
-            )
-            ext_facts = {Fact.EXTERNAL_CONSENT} if consent_id is not None else set()
+            # Admitted only by a consent naming the number, or naming the organization (or one of its
+            # groups) whose admins listed the number in its contact directory: never on the caller's word.
+            candidates = await uow.facts.external_consents(pid, ext.phone_number, ext.organization_id)
+            ext_facts, ext_details = guard.external_facts("conversation.join", candidates)
             guard.require(
                 "conversation.join",
                 ext_facts,
@@ -114,9 +114,10 @@ async def start_conversation(
                 patient_id=pid,
                 subject_role=EXTERNAL_PARTICIPANT,
                 field=f"externalMembers[{i}]",
-                details={"external_index": i, "consent_id": consent_id},
+                details={"external_index": i, **ext_details},
             )
-            assert consent_id is not None
+            consent_id = ext_details["consent_id"]
+            assert isinstance(consent_id, int)
             external.append(
                 NewExternalParticipant(ext.phone_number, ext.name, ext.organization_id, consent_id)
             )
@@ -224,7 +225,12 @@ async def send_message(
         if context.patient_organization_id is None:
             decider.record_missing(workflow, "patient", context.patient_id)
             raise NotFound("patient")
-        relation = PatientRelation(context.patient_id, context.patient_organization_id, context.on_care_team)
+        relation = PatientRelation(
+            context.patient_id,
+            context.patient_organization_id,
+            context.on_care_team,
+            context.break_glass_session_id,
+        )
         facts, details = decider.relation_facts(workflow, relation)
         if context.is_member:
             facts.add(Fact.MEMBER)

@@ -22,6 +22,7 @@ from datetime import datetime
 from engine.audit import AuditEvent
 from engine.decisions import Fact
 from engine.errors import Forbidden, NotFound
+from engine.facts import external_facts, sms_refusal
 from engine.model import EXTERNAL_PARTICIPANT, Actor, DeliveryState, Message, RecipientDelivery
 from engine.ports import NewDelivery, SmsRecipient, UnitOfWork
 from engine.services import Decider, Guard, Services
@@ -55,32 +56,33 @@ def plan_deliveries(
 ) -> tuple[NewDelivery, ...]:
     """The message's delivery rows: the channel, then one per external participant.
 
-    Checked at send time, per external participant: not removed from the conversation, an active
-    consent naming them (else ``failed: no_sms_consent``), no STOP on record (``opted_out``), a
-    valid number (``invalid_number``). Then ``sms.send_full_text`` decides what the text says; the
-    decisions are recorded in the workflow's audit log.
+    Checked at send time, per external participant, by :func:`engine.facts.sms_refusal` (the relay
+    asks the same function right before texting): not removed from the conversation, no STOP on
+    record (``opted_out``), a consent that counts for them now (``external_consent``, else
+    ``no_sms_consent``), a valid number (``invalid_number``). Then ``sms.send_full_text`` decides
+    what the text says; the decisions are recorded in the workflow's audit log.
     """
     deliveries = [NewDelivery(CHANNEL_RECIPIENT, channel_state, provider_ts_ms=channel_ts_ms)]
     for r in recipients:
         if r.removed:
             continue
-        reason = (
-            "no_sms_consent"
-            if r.consent_id is None
-            else "opted_out"
-            if r.opted_out
-            else "invalid_number"
-            if not textable(r.phone_number)
-            else None
+        facts, details = decider.external_facts(
+            "sms.send_full_text",
+            r.consents,
+            compliance_group_ids=r.compliance_group_ids,
+            full_text_group_ids=services.sms.full_text_group_ids,
+        )
+        reason = sms_refusal(
+            removed=r.removed,
+            opted_out=r.opted_out,
+            consented=Fact.EXTERNAL_CONSENT in facts,
+            textable=textable(r.phone_number),
         )
         if reason is not None:
             deliveries.append(
                 NewDelivery(sms_recipient(r.participant_id), DeliveryState.FAILED, r.participant_id, reason)
             )
             continue
-        facts = {Fact.EXTERNAL_CONSENT}
-        if r.compliance_group_ids & services.sms.full_text_group_ids:
-            facts.add(Fact.SMS_FULL_TEXT_GROUP)
         try:
             decider.require(
                 "sms.send_full_text",
@@ -91,7 +93,7 @@ def plan_deliveries(
                 subject_role=EXTERNAL_PARTICIPANT,
                 details={
                     "external_participant_id": r.participant_id,
-                    "consent_id": r.consent_id,
+                    **details,
                     "sms_policy_version": services.sms.version,
                 },
             )
@@ -224,7 +226,7 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
         )
         if message is not None:
             recipients = (
-                await uow.messaging.sms_recipients(conversation.id, conversation.patient_id, guard.now)
+                await uow.messaging.sms_recipients(conversation.id, conversation.patient_id)
                 if conversation.external_participants
                 else []
             )
@@ -307,12 +309,12 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                 conversation_id=route.conversation_id,
             )
         if word is None:
-            consent_id = await uow.facts.external_consent(
-                route.patient_id, route.phone_number, route.organization_id, now
+            candidates = await uow.facts.external_consents(
+                route.patient_id, route.phone_number, route.organization_id
             )
-            decision = services.policy.current.decide(
-                EXTERNAL_PARTICIPANT, "sms.reply", {Fact.EXTERNAL_CONSENT} if consent_id else set()
-            )
+            policy = services.policy.current
+            found = external_facts(policy.workflows.get("sms.reply"), candidates, now)
+            decision = policy.decide(EXTERNAL_PARTICIPANT, "sms.reply", found.facts)
             uow.audit.record(
                 AuditEvent.for_decision(
                     decision,
@@ -321,7 +323,7 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                     resource_type="conversation",
                     resource_id=route.conversation_id,
                     patient_id=route.patient_id,
-                    details={"external_participant_id": route.participant_id, "consent_id": consent_id},
+                    details={"external_participant_id": route.participant_id, **found.details},
                 )
             )
             if decision.allowed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.errors import Conflict, ServiceUnavailable
+from engine.facts import ConsentCandidate
 from engine.model import (
     Actor,
     CareTeam,
@@ -427,25 +429,53 @@ class SqlConsentRepository(_Repository):
         return [_consent(r) for r in rows]
 
 
-#: The consent that lets an external participant be texted about a patient at a moment: one naming
-#: their number with SMS in its scope, or one naming their organization (none when it is NULL). One
-#: text for every caller: the SMS recipients of a send (repositories_messaging.SMS_RECIPIENTS_SQL),
-#: the relay's check right before texting, inbound replies. Placeholders are SQL expressions.
-EXTERNAL_CONSENT_SQL = """
-    SELECT k.id FROM consents k
-    WHERE k.patient_id = {patient} AND k.effective_at <= {at}
-      AND (k.expires_at IS NULL OR k.expires_at > {at})
-      AND (k.revoked_at IS NULL OR k.revoked_at > {at})
-      AND ((k.recipient_type = 'external' AND k.external_phone_number = {phone} AND 'sms' = ANY(k.scope))
-           OR (k.recipient_type = 'organization' AND k.organization_id = {organization}))
-    ORDER BY k.id LIMIT 1
+#: The consents that may let an external participant take part in conversations about a patient,
+#: as a JSON array of ``[id, recipient_type, scope, purpose, effective_ms, expires_ms, revoked_ms]``:
+#: those naming their number, and, only when the number is in the named organization's contact
+#: directory, those naming that organization or a compliance group it belongs to. Which of them
+#: counts (scope, purpose, expiry, revocation, preference) is decided by engine.facts.choose_consent,
+#: never here. One text for every caller: the SMS recipients of a send
+#: (repositories_messaging.SMS_RECIPIENTS_SQL), the relay's check right before texting, inbound
+#: replies, admission to a conversation, revocation. Placeholders are SQL expressions.
+EXTERNAL_CONSENTS_SQL = """
+    SELECT coalesce(json_agg(json_build_array(
+               k.id, k.recipient_type, k.scope, k.purpose,
+               floor(extract(epoch FROM k.effective_at) * 1000)::bigint,
+               floor(extract(epoch FROM k.expires_at) * 1000)::bigint,
+               floor(extract(epoch FROM k.revoked_at) * 1000)::bigint) ORDER BY k.id), '[]'::json)
+    FROM consents k
+    WHERE k.patient_id = {patient}
+      AND ((k.recipient_type = 'external' AND k.external_phone_number = {phone})
+           OR (EXISTS (SELECT 1 FROM organization_contacts d
+                       WHERE d.organization_id = {organization} AND d.phone_number = {phone})
+               AND (k.organization_id = {organization}
+                    OR k.compliance_group_id IN (SELECT g.group_id FROM compliance_group_members g
+                                                 WHERE g.organization_id = {organization}))))
 """
 
-_EXTERNAL_CONSENT = text(
-    EXTERNAL_CONSENT_SQL.format(
-        patient=":patient_id", at=":at", phone=":phone", organization=":organization_id"
+_EXTERNAL_CONSENTS = text(
+    EXTERNAL_CONSENTS_SQL.format(
+        patient=":patient_id", phone=":phone", organization="CAST(:organization_id AS integer)"
     )
 )
+
+
+def consent_candidates(rows: Any) -> list[ConsentCandidate]:
+    """The JSON of :data:`EXTERNAL_CONSENTS_SQL` as the candidates the fact builder weighs."""
+    if isinstance(rows, str):
+        rows = json.loads(rows)
+    return [
+        ConsentCandidate(
+            int(consent_id),
+            RecipientType(recipient_type),
+            frozenset(scope),
+            str(purpose),
+            int(effective_ms),
+            None if expires_ms is None else int(expires_ms),
+            None if revoked_ms is None else int(revoked_ms),
+        )
+        for consent_id, recipient_type, scope, purpose, effective_ms, expires_ms, revoked_ms in rows or ()
+    ]
 
 
 class SqlRelationshipFacts(_Repository):
@@ -466,20 +496,16 @@ class SqlRelationshipFacts(_Repository):
             return None
         return PatientRelation(patient_id, row.organization_id, bool(row.on_team))
 
-    async def external_consent(
-        self, patient_id: int, phone_number: str, organization_id: int | None, at: datetime
-    ) -> int | None:
-        return (
+    async def external_consents(
+        self, patient_id: int, phone_number: str, organization_id: int | None
+    ) -> list[ConsentCandidate]:
+        rows = (
             await self.session.execute(
-                _EXTERNAL_CONSENT,
-                {
-                    "patient_id": patient_id,
-                    "phone": phone_number,
-                    "organization_id": organization_id,
-                    "at": at,
-                },
+                _EXTERNAL_CONSENTS,
+                {"patient_id": patient_id, "phone": phone_number, "organization_id": organization_id},
             )
-        ).scalar_one_or_none()
+        ).scalar_one()
+        return consent_candidates(rows)
 
 
 def _hydrated() -> Any:

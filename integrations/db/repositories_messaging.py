@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
@@ -13,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine.model import Conversation, DeliveryState, Message, RecipientDelivery, User
 from engine.ports import NewDelivery, ReplyRoute, SmsRecipient
 from engine.sms import CHANNEL_RECIPIENT
-from integrations.db.repositories import EXTERNAL_CONSENT_SQL, SqlConversationRepository, _message, _user
+from integrations.db.repositories import (
+    EXTERNAL_CONSENTS_SQL,
+    SqlConversationRepository,
+    _message,
+    _user,
+    consent_candidates,
+)
 from integrations.db.tables import metadata
 
 deliveries_t = metadata.tables["message_deliveries"]
@@ -26,27 +31,29 @@ webhooks_t = metadata.tables["webhook_events"]
 keys_t = metadata.tables["idempotency_keys"]
 group_members_t = metadata.tables["compliance_group_members"]
 
-#: The external participants of a conversation as the SMS fan-out needs them, with the consent that
-#: lets each be texted about the patient at a moment: one naming their number with SMS in its scope,
-#: or one naming their organization. Placeholders: conversation, patient, at (SQL expressions).
+#: The external participants of a conversation as the SMS fan-out needs them, with the consents that
+#: could let each be texted about the patient (engine.facts decides which counts, at decision time).
+#: Placeholders: conversation, patient (SQL expressions).
 SMS_RECIPIENTS_SQL = f"""
     SELECT e.id AS participant_id, e.phone_number, e.chat_user_id, e.organization_id,
            EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.phone_number = e.phone_number) AS opted_out,
            e.removed_at IS NOT NULL AS removed,
            ARRAY(SELECT g.group_id FROM compliance_group_members g
-                 WHERE g.organization_id = e.organization_id) AS compliance_group_ids,
+                 WHERE g.organization_id = e.organization_id
+                   AND EXISTS (SELECT 1 FROM organization_contacts d
+                               WHERE d.organization_id = e.organization_id
+                                 AND d.phone_number = e.phone_number)) AS compliance_group_ids,
            ({
-    EXTERNAL_CONSENT_SQL.format(
-        patient="{patient}", at="{at}", phone="e.phone_number", organization="e.organization_id"
+    EXTERNAL_CONSENTS_SQL.format(
+        patient="{patient}", phone="e.phone_number", organization="e.organization_id"
     )
-}) AS consent_id
+}) AS consents
     FROM external_participants e
     WHERE e.conversation_id = {{conversation}}
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
 
 _SMS_RECIPIENTS = text(
-    SMS_RECIPIENTS_SQL.format(conversation=":conversation_id", patient=":patient_id", at=":at")
-    + " ORDER BY e.id"
+    SMS_RECIPIENTS_SQL.format(conversation=":conversation_id", patient=":patient_id") + " ORDER BY e.id"
 )
 
 
@@ -69,7 +76,7 @@ def recipient(item: dict[str, Any]) -> SmsRecipient:
         opted_out=item["opted_out"],
         removed=item["removed"],
         compliance_group_ids=frozenset(item["compliance_group_ids"]),
-        consent_id=item["consent_id"],
+        consents=tuple(consent_candidates(item["consents"])),
     )
 
 
@@ -77,9 +84,9 @@ class SqlMessagingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def sms_recipients(self, conversation_id: int, patient_id: int, at: datetime) -> list[SmsRecipient]:
+    async def sms_recipients(self, conversation_id: int, patient_id: int) -> list[SmsRecipient]:
         rows = await self.session.execute(
-            _SMS_RECIPIENTS, {"conversation_id": conversation_id, "patient_id": patient_id, "at": at}
+            _SMS_RECIPIENTS, {"conversation_id": conversation_id, "patient_id": patient_id}
         )
         return [recipient(dict(r._mapping)) for r in rows]
 

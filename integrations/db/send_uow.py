@@ -6,9 +6,10 @@ costing about 300 µs of CPU in SQLAlchemy's async session on these machines bef
 it (bench/README.md). Here:
 
 - :meth:`PgSendUnitOfWork.context` is one statement: the conversation, whether the sender is a
-  member and on the patient's care team, the patient's organization, the SMS recipients with the
-  consent that lets each be texted, and a message id reserved from its sequence (so the decisions
-  can name the message before it exists);
+  member and on the patient's care team, the sender's open emergency session for the patient, the
+  patient's organization, the SMS recipients with the consents that could let each be texted (the
+  fact builder, engine/facts.py, decides which counts), and a message id reserved from its
+  sequence (so the decisions can name the message before it exists);
 - :meth:`PgSendUnitOfWork.commit` is one data-modifying statement: the message, its delivery rows,
   its outbox entries (the chat post and one text per queued SMS delivery), the Idempotency-Key
   binding and the buffered audit events. A single statement is atomic, so no BEGIN/COMMIT round
@@ -22,7 +23,6 @@ workflow could rely on: a consent revoked between the read and the write is miss
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -30,14 +30,13 @@ from typing import Any, Self
 import asyncpg  # type: ignore[import-untyped]
 import structlog
 
-from engine.audit import AuditEvent
 from engine.errors import CaremsgError, ServiceUnavailable
 from engine.ports import NewSend, SendContext
 from integrations.db.repositories_messaging import SMS_RECIPIENTS_SQL, recipient
 from integrations.db.uow import (
-    AUDIT_FIELDS,
     BufferedAuditLog,
-    audit_row,
+    audit_insert_sql,
+    audit_json,
     emit_audit_log,
     is_unavailable,
     log_undurable,
@@ -53,21 +52,17 @@ _CONTEXT = f"""
                    WHERE m.conversation_id = c.id AND m.user_id = $2) AS is_member,
            EXISTS (SELECT 1 FROM care_teams t JOIN care_team_members tm ON tm.care_team_id = t.id
                    WHERE t.patient_id = c.patient_id AND tm.user_id = $2) AS on_care_team,
+           (SELECT max(b.id) FROM break_glass_sessions b
+            WHERE b.user_id = $2 AND b.patient_id = c.patient_id
+              AND b.opened_at <= $3 AND b.expires_at > $3) AS break_glass_session_id,
            nextval(pg_get_serial_sequence('messages', 'id')) AS message_id,
            (SELECT json_agg(r ORDER BY r.participant_id) FROM (
-               {SMS_RECIPIENTS_SQL.format(conversation="c.id", patient="c.patient_id", at="$3")}
+               {SMS_RECIPIENTS_SQL.format(conversation="c.id", patient="c.patient_id")}
            ) r) AS sms_recipients
     FROM conversations c LEFT JOIN patients p ON p.id = c.patient_id
     WHERE c.id = $1
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
 
-#: AuditEvent's fields are audit_events' columns (tests/api/test_send_path.py checks it).
-AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
-
-_INSERT_AUDIT = f"""
-    INSERT INTO audit_events ({AUDIT_COLUMNS})
-    SELECT {AUDIT_COLUMNS} FROM jsonb_populate_recordset(NULL::audit_events, {{events}})
-"""  # noqa: S608 - assembled from constants; every value is a bound parameter
 
 _STORE = f"""
     WITH m AS (
@@ -93,15 +88,10 @@ _STORE = f"""
     ), k AS (
         UPDATE idempotency_keys SET resource_id = $1 WHERE id = $10
     ), a AS (
-        {_INSERT_AUDIT.format(events="$11::jsonb")}
+        {audit_insert_sql("$11::jsonb")}
     )
     SELECT created_at FROM m
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
-
-
-def audit_json(events: Sequence[AuditEvent]) -> str:
-    """Events as the JSON array ``jsonb_populate_recordset`` turns into ``audit_events`` rows."""
-    return json.dumps([{**audit_row(e), "occurred_at": e.occurred_at.isoformat()} for e in events])
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:
@@ -152,6 +142,7 @@ class PgSendUnitOfWork:
             patient_organization_id=row["patient_organization_id"],
             is_member=row["is_member"],
             on_care_team=row["on_care_team"],
+            break_glass_session_id=row["break_glass_session_id"],
             message_id=row["message_id"],
             sms_recipients=tuple(recipient(r) for r in recipients),
         )
@@ -195,7 +186,7 @@ class PgSendUnitOfWork:
             events = unfinished(self.audit.pending, exc)
             self.audit.pending.clear()
             try:
-                await self._pool.execute(_INSERT_AUDIT.format(events="$1::jsonb"), audit_json(events))
+                await self._pool.execute(audit_insert_sql("$1::jsonb"), audit_json(events))
             except Exception as error:
                 log_undurable(events, error)
             else:

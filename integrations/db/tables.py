@@ -157,7 +157,8 @@ CONSENT_INDEX_KEY = (
     " | CASE WHEN recipient_type = 'compliance_group' THEN 2147483648 ELSE 0 END"
     " | ((CASE WHEN 'read' = ANY(scope) THEN 1 ELSE 0 END"
     " | CASE WHEN 'message' = ANY(scope) THEN 2 ELSE 0 END"
-    " | CASE WHEN 'sms' = ANY(scope) THEN 4 ELSE 0 END)::bigint << 32)"
+    " | CASE WHEN 'sms' = ANY(scope) THEN 4 ELSE 0 END"
+    " | CASE WHEN 'write' = ANY(scope) THEN 8 ELSE 0 END)::bigint << 32)"
     " | ((CASE purpose WHEN 'treatment' THEN 0 WHEN 'care_coordination' THEN 1"
     " WHEN 'payment' THEN 2 ELSE 3 END)::bigint << 36)"
 )
@@ -181,7 +182,7 @@ class ConsentRow(SQLModel, table=True):
     revoked_at: datetime | None = _ts(nullable=True, default_now=False)
     revoked_by: int | None = _fk("users.id", nullable=True, index=False)
     revocation_reason: str | None = Field(sa_column=Column(String(500), nullable=True))
-    # Which data and actions the consent discloses (issue 4): read, message, sms.
+    # Which data and actions the consent discloses (issue 4): read, message, sms; write (issue 9).
     scope: list[str] = Field(
         sa_column=Column(ARRAY(String(16)), nullable=False, server_default=text("'{read,message,sms}'"))
     )
@@ -190,7 +191,9 @@ class ConsentRow(SQLModel, table=True):
     index_key: int | None = Field(sa_column=Column(BigInteger, Computed(CONSENT_INDEX_KEY, persisted=True)))
 
     __table_args__ = (
-        CheckConstraint("cardinality(scope) >= 1 AND scope <@ '{read,message,sms}'::varchar[]", name="scope"),
+        CheckConstraint(
+            "cardinality(scope) >= 1 AND scope <@ '{read,message,sms,write}'::varchar[]", name="scope"
+        ),
         CheckConstraint(
             "(recipient_type = 'organization' AND organization_id IS NOT NULL AND compliance_group_id IS NULL"
             " AND external_phone_number IS NULL)"

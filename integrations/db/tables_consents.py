@@ -8,13 +8,17 @@ Imported by integrations.db.tables so Alembic sees them.
   when a number is missing. It holds ids only, never PHI.
 - ``break_glass_sessions``: emergency access a clinician opened to one patient, with the reason,
   until it expires; the compliance review list reads it.
+- ``organization_contacts``: an organization's directory of external phone numbers, kept by its
+  admins. A consent naming an organization lets one of its people be texted only if their number is
+  in this directory (issue 9): a caller's word that a number belongs to an organization counts for
+  nothing.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Integer, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from integrations.db.tables import _fk, _ts
@@ -48,4 +52,19 @@ class BreakGlassSessionRow(SQLModel, table=True):
         CheckConstraint("expires_at > opened_at", name="expires_after_opened"),
         CheckConstraint("char_length(reason) >= 10", name="reason_length"),
         Index("ix_break_glass_sessions_user_patient", "user_id", "patient_id", "expires_at"),
+    )
+
+
+class OrganizationContactRow(SQLModel, table=True):
+    __tablename__ = "organization_contacts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = _fk("organizations.id", index=False)
+    phone_number: str = Field(sa_column=Column(String(20), nullable=False, index=True))
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    added_by: int = _fk("users.id", index=False)
+    created_at: datetime = _ts()
+
+    __table_args__ = (
+        UniqueConstraint("organization_id", "phone_number", name="uq_organization_contacts_number"),
     )

@@ -9,14 +9,16 @@ Each event is also emitted as one structured log line (``caremsg.audit``) once i
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 import asyncpg  # type: ignore[import-untyped]
 import structlog
-from sqlalchemy import insert
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,6 +39,7 @@ from integrations.db.repositories import (
     SqlRelationshipFacts,
     SqlUserRepository,
 )
+from integrations.db.repositories_contacts import SqlContactDirectory
 from integrations.db.repositories_messaging import SqlMessagingRepository
 from integrations.db.tables import metadata
 
@@ -75,6 +78,35 @@ class BufferedAuditLog:
 
 
 AUDIT_FIELDS = tuple(f.name for f in dataclasses.fields(AuditEvent))
+#: The one column list of every statement that writes ``audit_events``: AuditEvent's fields, which
+#: are the table's columns (tests/api/test_send_path.py checks it).
+AUDIT_COLUMNS = ", ".join(AUDIT_FIELDS)
+
+
+def audit_insert_sql(events: str) -> str:
+    """The one INSERT of audit rows: ``events`` is a SQL expression of a JSON array whose objects
+    carry AuditEvent's fields (see :func:`audit_json`, :func:`audit_object_sql`)."""
+    return (
+        f"INSERT INTO audit_events ({AUDIT_COLUMNS})"  # noqa: S608 - constants; values are bound
+        f" SELECT {AUDIT_COLUMNS} FROM jsonb_populate_recordset(NULL::audit_events, {events})"
+    )
+
+
+def audit_json(events: Sequence[AuditEvent]) -> str:
+    """Events as the JSON array :func:`audit_insert_sql` turns into ``audit_events`` rows."""
+    return json.dumps([{**audit_row(e), "occurred_at": e.occurred_at.isoformat()} for e in events])
+
+
+def audit_object_sql(**fields: str) -> str:
+    """A ``jsonb_build_object`` of every AuditEvent field, for events built in SQL (the relay's):
+    ``fields`` are SQL expressions; the rest take AuditEvent's defaults (now, no break-glass,
+    empty details, NULL)."""
+    defaults = {"occurred_at": "now()", "break_glass": "false", "details": "'{}'::jsonb"}
+    unknown = set(fields) - set(AUDIT_FIELDS)
+    if unknown:
+        raise ValueError(f"not audit_events columns: {sorted(unknown)}")
+    values = {**defaults, **fields}
+    return "jsonb_build_object(" + ", ".join(f"'{f}', {values.get(f, 'NULL')}" for f in AUDIT_FIELDS) + ")"
 
 
 def audit_row(event: AuditEvent) -> dict[str, Any]:
@@ -91,6 +123,15 @@ class AuditSink(Protocol):
     async def write(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None: ...
 
 
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable in an audit row: {type(value).__name__}")
+
+
+_INSERT_AUDIT = text(audit_insert_sql("CAST(:events AS jsonb)"))
+
+
 class PostgresAuditSink:
     """The durable sink: the rows go into ``audit_events`` in the caller's transaction.
 
@@ -99,7 +140,7 @@ class PostgresAuditSink:
     """
 
     async def write(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-        await session.execute(insert(audit_t), rows)
+        await session.execute(_INSERT_AUDIT, {"events": json.dumps(rows, default=_iso)})
 
 
 class DiscardingAuditSink:
@@ -154,6 +195,7 @@ class SqlUnitOfWork:
     break_glass: SqlBreakGlassRepository
     consent_lifecycle: SqlConsentLifecycle
     messaging: SqlMessagingRepository
+    contacts: SqlContactDirectory
 
     audit_trail: SqlAuditTrail
 
@@ -179,6 +221,7 @@ class SqlUnitOfWork:
         self.break_glass = SqlBreakGlassRepository(s)
         self.consent_lifecycle = SqlConsentLifecycle(s)
         self.messaging = SqlMessagingRepository(s)
+        self.contacts = SqlContactDirectory(s)
         self.audit_trail = SqlAuditTrail(s)
         return self
 

@@ -149,6 +149,14 @@ async def conversation_path(w: World) -> str:
     return f"/api/conversations/{await w.conversation()}"
 
 
+async def contacts_path(w: World) -> str:
+    return f"/api/organizations/{await w.org()}/contacts"
+
+
+def contact_body(_: World) -> dict[str, Any]:
+    return {"phoneNumber": f"+120255501{secrets.randbelow(100):02d}", "name": "Dr. Partner"}
+
+
 async def disclosures_path(w: World) -> str:
     return f"/api/patients/{await w.patient()}/disclosures"
 
@@ -295,6 +303,14 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
     "audit.read": (
         call("auditor", "GET", "/api/audit-events"),
         call("care_team_member", "GET", "/api/audit-events"),
+    ),
+    "organization_contact.add": (
+        call("admin", "POST", contacts_path, contact_body),
+        call("care_team_member", "POST", contacts_path, contact_body),
+    ),
+    "organization_contact.list": (
+        call("admin", "GET", contacts_path),
+        call("auditor", "GET", contacts_path),
     ),
     "patient.disclosures": (
         call("compliance_officer", "GET", disclosures_path),

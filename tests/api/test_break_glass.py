@@ -10,6 +10,8 @@ from typing import TypeVar
 
 import asyncpg
 
+from handlers.app import emulator_key
+from integrations.break_glass_alerts import alerts_channel
 from tests.api.conftest import Api, Person
 
 T = TypeVar("T")
@@ -29,12 +31,15 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within
 
 
 async def setting(api: Api) -> tuple[Person, Person, Person, int]:
-    """A patient of one organization, a clinician of another, and each organization's officer."""
+    """A patient of one organization, a clinician of a partner organization the patient consented
+    to for treatment (conversations only: not the record), and the patient organization's officer."""
     org, other = await api.organization(), await api.organization()
     peer = await api.person("peer_support", org)
     officer = await api.person("compliance_officer", org)
     clinician = await api.person("care_team_member", other)
-    return clinician, officer, peer, await api.patient(peer)
+    patient_id = await api.patient(peer)
+    await api.consent(officer, patient_id, organizationId=other, purpose="treatment", scope=["message"])
+    return clinician, officer, peer, patient_id
 
 
 async def test_an_open_session_lets_the_clinician_read_the_record_and_flags_the_audit(
@@ -62,9 +67,10 @@ async def test_an_open_session_lets_the_clinician_read_the_record_and_flags_the_
         ("patient.read", "decision", "deny", False),
         ("break_glass.open", "decision", "allow", False),
         ("break_glass.open", "break_glass.opened", None, True),
+        ("break_glass.open", "break_glass.compliance_notified", None, True),
         ("patient.read", "decision", "allow", True),
     ]
-    assert "patient.read, break_glass" in rows[-1]["matched_rule"]
+    assert "patient.read, break_glass & treatable" in rows[-1]["matched_rule"]
     # It opens reading, nothing else.
     status, _body = await api.call("PUT", f"/api/patients/{patient_id}", clinician, json={"riskLevel": "low"})
     assert status == 403
@@ -121,3 +127,93 @@ async def test_compliance_officers_review_the_sessions_on_their_patients(api: Ap
     _, elsewhere = await api.call("GET", "/api/break-glass", stranger)
     assert elsewhere["items"] == []
     assert (await api.call("GET", "/api/break-glass", peer))[0] == 403
+
+
+async def test_a_clinician_cannot_break_the_glass_on_a_patient_their_organization_never_treats(
+    api: Api,
+) -> None:
+    # Defect 8: a self-registered peer support specialist of any organization read every patient.
+    home = await api.organization()
+    peer = await api.person("peer_support", home)
+    patient_id = await api.patient(peer)
+    stranger = await api.person("peer_support", await api.organization())
+
+    status, body = await api.call(
+        "POST", f"/api/patients/{patient_id}/break-glass", stranger, json={"reason": REASON}
+    )
+
+    assert (status, body["reason"]) == (403, "not_treatable")
+    assert "John" not in str(body)
+    assert (await api.call("GET", f"/api/patients/{patient_id}", stranger))[0] == 403
+
+
+async def test_a_consent_for_payment_does_not_make_a_patient_treatable(api: Api) -> None:
+    org, other = await api.organization(), await api.organization()
+    peer = await api.person("peer_support", org)
+    officer = await api.person("compliance_officer", org)
+    clinician = await api.person("care_team_member", other)
+    patient_id = await api.patient(peer)
+    await api.consent(officer, patient_id, organizationId=other, purpose="payment")
+
+    status, body = await api.call(
+        "POST", f"/api/patients/{patient_id}/break-glass", clinician, json={"reason": REASON}
+    )
+
+    assert (status, body["reason"]) == (403, "not_treatable")
+
+
+async def test_an_expired_treatment_consent_ends_emergency_reads_of_an_open_session(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    clinician, officer, _, patient_id = await setting(api)
+    status, _ = await api.call(
+        "POST", f"/api/patients/{patient_id}/break-glass", clinician, json={"reason": REASON}
+    )
+    assert status == 201
+    assert (await api.call("GET", f"/api/patients/{patient_id}", clinician))[0] == 200
+    # The consent that made the patient treatable ends: so does what the session allows.
+    consent_id = await db.fetchval("SELECT max(id) FROM consents WHERE patient_id = $1", patient_id)
+    path = f"/api/consents/{consent_id}/revoke"
+    status, _ = await api.call("POST", path, officer, json={"reason": "Patient withdrew consent"})
+    assert status == 200
+
+    status, _ = await api.call("GET", f"/api/patients/{patient_id}", clinician)
+
+    assert status == 403
+
+
+async def test_each_opening_tells_the_patients_compliance_officers_at_once(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    clinician, officer, _, patient_id = await setting(api)
+
+    status, session = await api.call(
+        "POST", f"/api/patients/{patient_id}/break-glass", clinician, json={"reason": REASON}
+    )
+
+    assert status == 201
+    channel = alerts_channel(officer.organization_id)
+    state = api.app[emulator_key].state
+
+    async def posted() -> list[str]:
+        return [m.message for m in state.messages(channel)]
+
+    texts = await eventually(posted, "the compliance alert")
+    assert len(texts) == 1
+    assert f"session {session['id']}" in texts[0]
+    assert f"patient {patient_id}" in texts[0]
+    assert REASON not in texts[0]  # ids only; the reason is for the review list
+    members = set(state.channels[channel].members)
+    officer_chat = await db.fetchval("SELECT chat_user_id FROM users WHERE id = $1", officer.id)
+    assert officer_chat in members
+
+    async def delivered() -> str | None:
+        row = await db.fetchrow(
+            "SELECT outcome FROM audit_events WHERE workflow = 'delivery.notify_break_glass'"
+            " AND details->>'outbox_id' = (SELECT id::text FROM outbox WHERE kind = 'notify_break_glass'"
+            " AND payload->>'session_id' = $1)",
+            str(session["id"]),
+        )
+        return row["outcome"] if row else None
+
+    assert await eventually(delivered, "the notification's delivery record") == "success"

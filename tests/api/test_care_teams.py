@@ -671,7 +671,8 @@ async def test_a_covered_outsider_on_the_care_team_may_bring_in_a_colleague_of_t
     outside_org = await api.organization()
     outsider = await api.person("care_team_member", outside_org)
     colleague = await api.person("peer_support", outside_org)
-    await api.consent(c.officer, c.patient_id, organizationId=outside_org)
+    # Changing the care team is a write: the consent must say so (a read-only one never allows it).
+    await api.consent(c.officer, c.patient_id, organizationId=outside_org, scope=["read", "write"])
     status, _ = await api.call(
         "POST", f"/api/care-teams/{c.team_id}/members", c.admin, json={"userId": outsider.id}
     )

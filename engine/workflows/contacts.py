@@ -1,0 +1,58 @@
+"""Organizations' contact directories: the external phone numbers an organization vouches for.
+
+An external SMS participant is established, never asserted: a consent naming an organization lets
+one of its people into a conversation (and be texted) only if their number is in that
+organization's directory, kept by its admins (``organization_contact.add``). A caller naming an
+organization for a number (``externalMembers[].organizationId``) proves nothing by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.decisions import Fact
+from engine.model import Actor, OrganizationContact
+from engine.services import Guard, Services
+
+
+@dataclass(frozen=True)
+class AddContact:
+    organization_id: int
+    phone_number: str  # E.164, validated by the caller
+    name: str
+
+
+def _facts(actor: Actor, organization_id: int) -> frozenset[str]:
+    return frozenset({Fact.OWN_ORG}) if organization_id == actor.organization_id else frozenset()
+
+
+async def add_contact(services: Services, actor: Actor, cmd: AddContact) -> OrganizationContact:
+    """List a number in the organization's directory; decided as ``organization_contact.add``."""
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require(
+            "organization_contact.add",
+            _facts(actor, cmd.organization_id),
+            resource_type="organization_contact",
+            field="organizationId",
+            details={"organization_id": cmd.organization_id},
+        )
+        contact = await uow.contacts.add(cmd.organization_id, cmd.phone_number, cmd.name, actor.user_id)
+        guard.identify(resource_id=contact.id)
+        await uow.commit()
+    return contact
+
+
+async def list_contacts(services: Services, actor: Actor, organization_id: int) -> list[OrganizationContact]:
+    """The organization's directory; decided as ``organization_contact.list``."""
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require(
+            "organization_contact.list",
+            _facts(actor, organization_id),
+            resource_type="organization_contact",
+            details={"organization_id": organization_id},
+        )
+        contacts = await uow.contacts.list(organization_id)
+        await uow.commit()
+    return contacts
