@@ -182,32 +182,32 @@ class SendbirdMessagePayload(_ProviderEvent):
 class SendbirdMessageSend(_ProviderEvent):
     """A member sent a message in a channel (staff writing from a Sendbird chat app)."""
 
-    category: Literal["group_channel:message_send"]
+    category: Literal["group_channel:message_send"] = Field(description="The event type.")
     type: str = Field(description="`MESG` for a user message; other types are ignored.")
     sdk: str | None = Field(None, description="`API` for messages caremsg itself sent; those are ignored.")
-    custom_type: str | None = None
-    payload: SendbirdMessagePayload
-    channel: SendbirdChannel
+    custom_type: str | None = Field(None, description="caremsg's own messages are marked here.")
+    payload: SendbirdMessagePayload = Field(description="The message.")
+    channel: SendbirdChannel = Field(description="The channel it was sent in.")
     sender: SendbirdSender | None = Field(None, description="Absent for an admin message.")
 
 
 class SendbirdReadUpdate(_ProviderEvent):
-    user_id: str
+    user_id: str = Field(description="The Sendbird user id of the reader.")
     read_ts: int = Field(description="Milliseconds since the epoch: read up to this time.")
 
 
 class SendbirdMessageRead(_ProviderEvent):
     """Members read a channel up to a time."""
 
-    category: Literal["group_channel:message_read"]
-    channel: SendbirdChannel
-    read_updates: list[SendbirdReadUpdate]
+    category: Literal["group_channel:message_read"] = Field(description="The event type.")
+    channel: SendbirdChannel = Field(description="The channel read.")
+    read_updates: list[SendbirdReadUpdate] = Field(description="Who read, up to when.")
 
 
 class InboundSms(_ProviderEvent):
     """A text from a phone: a reply to a conversation, or STOP / START / HELP."""
 
-    category: Literal["sms:inbound"] | None = None
+    category: Literal["sms:inbound"] | None = Field(None, description="The event type, if sent.")
     message_id: str = Field(min_length=1, description="The provider's message id; the deduplication key.")
     from_: str = Field(alias="from", min_length=1, description="The sender's number, E.164.")
     text: str = Field(min_length=1, description="The text as received.")

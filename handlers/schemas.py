@@ -44,6 +44,7 @@ from engine.model import (
     Role,
     User,
 )
+from handlers.field_docs import describe_fields
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -93,12 +94,19 @@ PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, max_length
 
 class Request(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True, frozen=True
+        alias_generator=to_camel,
+        populate_by_name=False,
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra=describe_fields,
     )
 
 
 class Response(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, json_schema_extra=describe_fields
+    )
 
 
 T = TypeVar("T")

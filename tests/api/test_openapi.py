@@ -488,3 +488,13 @@ async def test_the_api_reference_is_served_offline_under_a_strict_content_securi
         assert text
     start = await (await api.client.get("/api/docs/start.js")).text()
     assert 'url: "openapi.json"' in start
+
+
+async def test_every_property_of_every_schema_is_described(document: dict[str, Any]) -> None:
+    undescribed = [
+        f"{name}.{prop}"
+        for name, schema in document["components"]["schemas"].items()
+        for prop, spec in schema.get("properties", {}).items()
+        if not spec.get("description")
+    ]
+    assert undescribed == [], "add them to handlers/field_docs.py or give them a Field(description=...)"
