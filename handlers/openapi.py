@@ -84,8 +84,12 @@ def build_openapi(
 
     paths: dict[str, dict[str, Any]] = {}
     webhooks: dict[str, dict[str, Any]] = {}
+    response_headers: list[Header] = []
     for ep in endpoints:
         applying = [c for c in (*middleware_contracts, *ep.contracts) if c.applies(ep)]
+        for c in applying:
+            response_headers += [*c.response_headers, *c.success_headers]
+            response_headers += [h for s in c.statuses for h in s.headers]
         op = _operation(ep, applying, ref)
         paths.setdefault(ep.path, {})[ep.method.lower()] = op
         for name, model in ep.events:
@@ -110,7 +114,11 @@ def build_openapi(
         "servers": [{"url": "/", "description": "The caremsg instance serving this document."}],
         "tags": [{"name": name, "description": text} for name, text in TAGS.items() if name in used_tags],
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
+        "components": {
+            "schemas": schemas,
+            "headers": _header_components(paths, response_headers),
+            "securitySchemes": SECURITY_SCHEMES,
+        },
     }
     if webhooks:
         document["webhooks"] = webhooks
@@ -218,9 +226,22 @@ def _parameters(ep: Endpoint, contracts: list[Contract]) -> list[dict[str, Any]]
 
 
 def _headers(headers: list[Header]) -> dict[str, Any]:
+    """Response headers as references to ``components/headers`` (one definition per header)."""
+    return {h.name: {"$ref": f"#/components/headers/{h.name}"} for h in headers}
+
+
+def _header_components(paths: dict[str, Any], declared: list[Header]) -> dict[str, Any]:
+    used = {
+        name
+        for item in paths.values()
+        for op in item.values()
+        for response in op["responses"].values()
+        for name in response.get("headers", {})
+    }
     return {
         h.name: {"description": h.description, "required": h.required, "schema": dict(h.schema)}
-        for h in headers
+        for h in _unique(declared)
+        if h.name in used
     }
 
 

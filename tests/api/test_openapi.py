@@ -170,13 +170,14 @@ async def test_every_path_parameter_is_declared_and_required(document: dict[str,
         assert all(p["required"] for p in op.get("parameters", []) if p["in"] == "path"), (method, path)
 
 
-async def test_every_schema_reference_resolves_in_the_components(document: dict[str, Any]) -> None:
-    schemas = document["components"]["schemas"]
+async def test_every_reference_resolves_in_the_components(document: dict[str, Any]) -> None:
     found = list(refs(document))
     assert found
     for ref in found:
-        assert ref.startswith("#/components/schemas/"), ref
-        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+        kind, _, name = ref.removeprefix("#/components/").partition("/")
+        assert ref.startswith("#/components/"), ref
+        assert kind in {"schemas", "headers"}, ref
+        assert name in document["components"][kind], ref
     for method, path, op in operations(document):
         if "requestBody" in op:
             assert op["requestBody"]["required"] is True, (method, path)
@@ -276,7 +277,20 @@ async def test_every_response_declares_the_request_id_header_and_every_operation
         assert any(p["name"] == "X-Request-ID" and p["in"] == "header" for p in op["parameters"]), path
         for code, response in op["responses"].items():
             assert "x-request-id" in declared_headers(response), (method, path, code)
-            assert response["headers"]["X-Request-ID"]["required"] is True
+            assert response["headers"]["X-Request-ID"] == {"$ref": "#/components/headers/X-Request-ID"}
+    assert document["components"]["headers"]["X-Request-ID"]["required"] is True
+
+
+async def test_every_declared_response_header_is_defined_once_in_the_components(
+    document: dict[str, Any],
+) -> None:
+    headers = document["components"]["headers"]
+    for method, path, op in operations(document):
+        for code, response in op["responses"].items():
+            for name, ref in response.get("headers", {}).items():
+                assert ref == {"$ref": f"#/components/headers/{name}"}, (method, path, code)
+                assert headers[name]["description"], name
+                assert headers[name]["schema"], name
 
 
 async def test_a_body_too_large_is_a_declared_413_on_every_operation_with_a_body(
