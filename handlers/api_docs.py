@@ -44,6 +44,7 @@ _START = """window.ui = SwaggerUIBundle({
   dom_id: "#swagger-ui",
   deepLinking: true,
   defaultModelsExpandDepth: 0,
+  validatorUrl: null, // the default posts the document to an online validator
 });
 """
 
