@@ -89,7 +89,14 @@ Email = Annotated[
     WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
-PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), AfterValidator(_e164)]
+PhoneNumber = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=20),
+    AfterValidator(_e164),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^\+[1-9]\d{7,14}$", "maxLength": 20, "examples": ["+12025550143"]}
+    ),
+]
 
 
 class Request(BaseModel):
@@ -354,11 +361,20 @@ class PatientCreate(Request):
     date_of_birth: BirthDate | None = None
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """Document an optional field whose null is refused: drop the null branch and the null default."""
+    options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    schema.pop("default", None)
+
+
 class PatientUpdate(Request):
-    first_name: Name | None = None
-    last_name: Name | None = None
-    risk_level: RiskLevel | None = None
-    date_of_birth: BirthDate | None = None
+    # Absent means unchanged; null is refused for these three, so the schema does not offer it.
+    first_name: Name | None = Field(None, json_schema_extra=_not_null)
+    last_name: Name | None = Field(None, json_schema_extra=_not_null)
+    risk_level: RiskLevel | None = Field(None, json_schema_extra=_not_null)
+    date_of_birth: BirthDate | None = Field(None, description="Calendar date; null clears it.")
 
     @model_validator(mode="after")
     def _something(self) -> PatientUpdate:
