@@ -332,6 +332,19 @@ def first_problem(
     return chain_problem
 
 
+def out_of_sequence(event_id: int, last_assigned: int) -> Problem:
+    """A record whose id the database never handed out (above its sequence's last value): it was
+    inserted with an id of its own choosing. The sealer leaves it unsealed, so it is reported on
+    its own and every genuine record around it still verifies."""
+    return Problem(
+        "inserted",
+        event_id,
+        None,
+        f"its id is above the last one the database assigned ({last_assigned}): it was inserted "
+        "with an id of its own choosing, and is left unsealed",
+    )
+
+
 # --- checkpoints -----------------------------------------------------------------------------------
 
 

@@ -199,6 +199,8 @@ class ExternalParticipant:
     display_name: str
     chat_user_id: str
     consent_id: int
+    #: When they were removed from the conversation (their consent ended); None while a participant.
+    removed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Facts are gathered asynchronously by the workflows (from PostgreSQL); the decision itself is pure CPU
 over in-memory rules (``Policy.decide``), returns a :class:`~engine.decisions.Decision` and never does
 I/O. A ``Policy`` is immutable once built; a reload builds a new one and swaps it in
-(:class:`PolicyHolder`), because calling ``load_policy()`` on a live pycasbin enforcer is unsafe
-(see ../shared/casbin-notes.md).
+(:class:`PolicyHolder`), because calling ``load_policy()`` on a live pycasbin enforcer is unsafe:
+it clears and refills the rules in place while other coroutines may be enforcing against them.
 """
 
 from __future__ import annotations

@@ -187,8 +187,8 @@ async def update_patient(request: web.Request, actor: Actor) -> web.Response:
 
 async def create_care_team(request: web.Request, actor: Actor) -> web.Response:
     body = await parse(request, CareTeamCreate)
-    team = await patients.create_care_team(services(request), actor, body.patient_id, body.name)
-    return respond(CareTeamPublic.of(team), 201)
+    team, created = await patients.create_care_team(services(request), actor, body.patient_id, body.name)
+    return respond(CareTeamPublic.of(team), 201 if created else 200)
 
 
 async def get_patient_care_team(request: web.Request, actor: Actor) -> web.Response:
@@ -199,8 +199,8 @@ async def get_patient_care_team(request: web.Request, actor: Actor) -> web.Respo
 async def add_care_team_member(request: web.Request, actor: Actor) -> web.Response:
     team_id = path_id(request, "id")
     body = await parse(request, CareTeamMemberAdd)
-    team = await patients.add_care_team_member(services(request), actor, team_id, body.user_id)
-    return respond(CareTeamPublic.of(team), 201)
+    team, added = await patients.add_care_team_member(services(request), actor, team_id, body.user_id)
+    return respond(CareTeamPublic.of(team), 201 if added else 200)
 
 
 # --- conversations -------------------------------------------------------------------------------
@@ -444,7 +444,8 @@ ENDPOINTS: list[Endpoint] = [
         CareTeamCreate,
         CareTeamPublic,
         201,
-        errors=(400, 401, 403, 404, 409, 422),
+        description="Idempotent: 201 with the new team, or 200 with the patient's existing team unchanged "
+        "(every patient registered through the API has one from the start).",
     ),
     Endpoint(
         "GET",
@@ -465,6 +466,7 @@ ENDPOINTS: list[Endpoint] = [
         CareTeamMemberAdd,
         CareTeamPublic,
         201,
+        description="201 when the person was added; 200 with the team unchanged if a member already.",
     ),
     Endpoint(
         "POST",

@@ -111,7 +111,8 @@ async def idempotent(
         )
     assert isinstance(claim, Claim)
     try:
-        status, model = await run(claim.id)
+        async with store.held(claim):
+            status, model = await run(claim.id)
     except BaseException:
         await store.release(claim)
         raise

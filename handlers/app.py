@@ -139,6 +139,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             max_backoff=outbox.max_backoff_seconds,
             max_attempts=outbox.max_attempts,
             batch_size=outbox.batch_size,
+            lease_seconds=outbox.lease_seconds,
             concurrency=outbox.concurrency,
         ),
         kinds=[RemoveMembers(), NotifyBreakGlass(), *app[messaging_key].outbox_kinds],

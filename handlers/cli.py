@@ -22,13 +22,14 @@ from handlers.settings import Settings, SettingsError, load_settings
 log = structlog.get_logger("caremsg.serve")
 
 
-def _with_database_url(settings: Settings, url: str) -> Settings:
-    return settings.model_copy(update={"database": settings.database.model_copy(update={"url": url})})
-
-
 @contextmanager
 def database(settings: Settings, data_dir: str | None = None) -> Iterator[Settings]:
-    """Yield settings with a usable database URL: the configured one, or an embedded server's."""
+    """Yield settings with a usable database URL: the configured one, or an embedded server's.
+
+    On the embedded server the same role split holds as anywhere: the service logs in as the
+    application role, and migrations log in as the server's superuser (``owner_url``), which creates
+    both roles (integrations/db/roles.py).
+    """
     if settings.database.url:
         yield settings
         return
@@ -36,9 +37,33 @@ def database(settings: Settings, data_dir: str | None = None) -> Iterator[Settin
 
     server = start_embedded_postgres(Path(data_dir or settings.database.data_dir))
     try:
-        yield _with_database_url(settings, server.url)
+        db = settings.database
+        urls = {"url": server.url_as(db.app_role), "owner_url": server.url}
+        yield settings.model_copy(update={"database": db.model_copy(update=urls)})
     finally:
         server.stop()
+
+
+def migrate(settings: Settings, revision: str = "heads") -> None:
+    """``caremsg migrate``: create or check the roles, migrate as the owner, grant the application."""
+    from sqlalchemy.engine import make_url
+
+    from integrations.db.migrate import upgrade
+    from integrations.db.roles import DatabaseRoles, RoleSetupError
+
+    db = settings.database
+    service_login = make_url(db.url)
+    password = service_login.password
+    roles = DatabaseRoles(db.owner_role, db.app_role, str(password) if password else None)
+    try:
+        upgrade(db.owner_url or db.url, revision, roles=roles)
+    except RoleSetupError as exc:
+        sys.exit(f"caremsg: database roles: {exc}")
+    if service_login.username != db.app_role:
+        # Works, but whatever that login may do to the audit trail, the service may do too.
+        log.warning(
+            "database.service_not_application_role", login=service_login.username, app_role=db.app_role
+        )
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -66,7 +91,6 @@ def _served_port(host: str, port: int) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from handlers.app import create_app
-    from integrations.db.migrate import upgrade
 
     settings = _load(args)
     service = settings.service
@@ -79,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update={"service": served})
     log.info("serve.starting", host=host, port=port, workers=workers)
     with database(settings, args.data_dir) as resolved:
-        upgrade(resolved.database.url)
+        migrate(resolved)
         if workers > 1:
             from handlers.workers import serve_workers
 
@@ -90,20 +114,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from integrations.db.migrate import downgrade, upgrade
+    from integrations.db.migrate import downgrade
+    from integrations.db.roles import DatabaseRoles
 
     settings = _settings(args)
     with database(settings, args.data_dir) as resolved:
+        db = resolved.database
         if args.downgrade:
-            downgrade(resolved.database.url, args.downgrade)
+            downgrade(db.owner_url or db.url, args.downgrade, roles=DatabaseRoles(db.owner_role, db.app_role))
         else:
-            upgrade(resolved.database.url, args.revision)
+            migrate(resolved, args.revision)
     return 0
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
     from engine.errors import CaremsgError
-    from integrations.db.migrate import upgrade
 
     settings = _settings(args)
     password = os.environ.get("CAREMSG_NEW_USER_PASSWORD") or getpass.getpass(
@@ -113,7 +138,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
         print("caremsg: the password must be at least 8 characters", file=sys.stderr)
         return 2
     with database(settings, args.data_dir) as resolved:
-        upgrade(resolved.database.url)
+        migrate(resolved)
         try:
             user = asyncio.run(_create_user(resolved, args, password))
         except CaremsgError as exc:

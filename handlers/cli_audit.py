@@ -4,7 +4,7 @@ caremsg audit verify                      walk the hash chain; exit 1 naming the
 caremsg audit seal                        chain every committed event now (the service does it too)
 caremsg audit anchor [--store]            print a signed checkpoint of the chain head
 caremsg audit verify-anchor FILE [--public-key KEY] [--against-database]
-caremsg audit public-key                  the key that verifies anchors, to keep with them
+caremsg audit public-key                  the key that verifies anchors, to keep with them (key id: stderr)
 caremsg audit export [--since] [--until] [--format jsonl|fhir] [--output FILE]
 """
 
@@ -130,7 +130,9 @@ def cmd_public_key(args: argparse.Namespace) -> int:
     except AnchorError as exc:
         print(f"caremsg: {exc}", file=sys.stderr)
         return 2
-    print(f"{public_key_text(pub)}  (key id {key_id(pub)})")
+    # Standard output is the key alone, as `verify-anchor --public-key` takes it; the id is a note.
+    print(public_key_text(pub))
+    print(f"key id {key_id(pub)}", file=sys.stderr)
     return 0
 
 

@@ -481,6 +481,8 @@ class ExternalMemberPublic(Response):
     id: int
     phone_number: str
     name: str
+    # Set once they were removed (their consent ended): listed still, for the record, but not texted.
+    removed_at: datetime | None = None
 
 
 class ConversationPublic(Response):
@@ -504,7 +506,9 @@ class ConversationPublic(Response):
             channel_state=c.channel_state,
             member_ids=list(c.member_ids),
             external_members=[
-                ExternalMemberPublic(id=e.id, phone_number=e.phone_number, name=e.display_name)
+                ExternalMemberPublic(
+                    id=e.id, phone_number=e.phone_number, name=e.display_name, removed_at=e.removed_at
+                )
                 for e in c.external_participants
             ],
             created_by=c.created_by,

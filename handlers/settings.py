@@ -35,7 +35,13 @@ class ServiceSettings(_Section):
 
 
 class DatabaseSettings(_Section):
+    # The service's connection: it logs in as app_role (DATABASE_URL). Empty: the embedded server.
     url: str = ""
+    # The migrations' connection: owner_role, or an administrator that may SET ROLE to it
+    # (CAREMSG_DATABASE_OWNER_URL). Empty: url. integrations/db/roles.py says what each role may do.
+    owner_url: str = ""
+    owner_role: str = Field("caremsg_owner", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    app_role: str = Field("caremsg_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     data_dir: str = ".caremsg/pgdata"
     pool_size: int = Field(10, ge=1)
     max_overflow: int = Field(10, ge=0)
@@ -99,6 +105,9 @@ class OutboxSettings(_Section):
     max_backoff_seconds: float = Field(300.0, gt=0)
     max_attempts: int = Field(50, ge=1)
     batch_size: int = Field(20, ge=1)
+    # A relay's claim on its entries, renewed every third of it while it runs: after a crash they are
+    # delivered by another relay (or the restarted one) this long after.
+    lease_seconds: float = Field(10.0, gt=0)
     # Conversations delivered side by side per wave (one entry of each in flight). The cap is the
     # Sendbird client's connection pool (httpx's default 100): more would only queue for a connection.
     concurrency: int = Field(8, ge=1, le=100)
@@ -108,8 +117,9 @@ class MessagingSettings(_Section):
     """Durable messaging, idempotency keys, SMS through Sendbird Business Messaging, webhooks (issue 3)."""
 
     idempotency_ttl_hours: float = Field(24.0, gt=0)
-    # An in-progress key older than this belongs to a request that died; another may take it over.
-    idempotency_lease_seconds: float = Field(60.0, gt=0)
+    # An in-progress key is held this long, renewed every third of it while its request runs: the key
+    # of a request that died (kill -9, a database outage) is free again this long after.
+    idempotency_lease_seconds: float = Field(5.0, gt=0)
     # Business Messaging (sendbird-api.md §8). Empty token: the emulator plays the provider.
     bm_api_token: str = ""
     bm_base_url: str = ""  # default https://api-{sendbird.app_id}.notifications.sendbird.com

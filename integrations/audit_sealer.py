@@ -24,8 +24,16 @@ SQLAlchemy, whose rows and executemany cost the sealer about as much CPU per eve
 (bench/audit_sealer.py). A round is the horizon transaction, three round trips (BEGIN with SET LOCAL
 and the lock; the maximum, with the head's event id; COMMIT), and only if something is unsealed, one
 transaction of four statements per batch (BEGIN with :data:`SEAL_LOCK`; one read of the head and the
-batch; one COPY of the whole batch; COMMIT). After a failure the connection rolls back, or is
-discarded if it cannot: it never goes back to the pool in a transaction.
+batch; one call of ``audit_chain_append`` with the whole batch; COMMIT).
+
+**Privileges.** The service's database role may read ``audit_chain`` but not write it: the batch goes
+through ``audit_chain_append``, a SECURITY DEFINER function of the owner role (migration 0009) that
+appends only a sound extension of the chain (numbered on from the head, linked, over the next
+events in id order, none past the sequence's last value). So the sealer needs no privilege of its
+own, and a compromised application role cannot seal a forged chain.
+
+After a failure the connection rolls back, or is discarded if it cannot: it never goes back to the
+pool in a transaction.
 """
 
 from __future__ import annotations
@@ -53,8 +61,13 @@ HORIZON_LOCK_TIMEOUT_MS = 500
 
 #: The horizon's maximum, with the sealed head's event id: when that is the horizon, the round has
 #: nothing to seal and opens no sealing transaction (a hint only: the batch re-reads the head).
+#: Only ids the sequence handed out count: a row above the sequence's last value was inserted with
+#: an id of its own choosing (by someone who switched the id trigger off, migration 0009). Sealing
+#: it would put every genuine event after it below the sealed head, so it is left unsealed and
+#: ``caremsg audit verify`` names it, while the events the database numbered are sealed as ever.
 _HORIZON = """
-    SELECT coalesce(max(id), 0),
+    SELECT least(coalesce(max(id), 0),
+                 (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM audit_events_id_seq)),
            coalesce((SELECT event_id FROM audit_chain ORDER BY seq DESC LIMIT 1), 0)
     FROM audit_events
 """
@@ -70,7 +83,7 @@ _BATCH = f"""
     ORDER BY id
     LIMIT $2
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
-_CHAIN_COLUMNS = ("seq", "event_id", "digest", "prev_hash", "hash")
+_APPEND = "SELECT audit_chain_append($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])"
 
 
 class AuditSealer:
@@ -135,11 +148,15 @@ class AuditSealer:
                 values = (*row[:details], _json_object(row[details]), *row[details + 1 : end])
                 digests.append((row[end], digest_of_values(values)))
             entries = link(head, digests)
-            # COPY: a third of the client CPU of INSERT ... unnest(arrays), the same in PostgreSQL.
-            await conn.copy_records_to_table(
-                "audit_chain",
-                records=[(x.seq, x.event_id, x.digest, x.prev_hash, x.hash) for x in entries],
-                columns=_CHAIN_COLUMNS,
+            # The application role may not write audit_chain: the owner's function checks that the
+            # entries extend the chain soundly and appends them (migration 0009).
+            await conn.execute(
+                _APPEND,
+                [x.seq for x in entries],
+                [x.event_id for x in entries],
+                [x.digest for x in entries],
+                [x.prev_hash for x in entries],
+                [x.hash for x in entries],
             )
         return len(entries), entries[-1].event_id
 

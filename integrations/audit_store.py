@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, cast, exists, func, or_, select
+from sqlalchemy import Integer, Select, and_, cast, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from engine.audit import AuditEvent
@@ -23,6 +23,7 @@ from engine.audit_chain import (
     VerifyReport,
     content_digest,
     first_problem,
+    out_of_sequence,
 )
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
 from engine.model import Page
@@ -244,8 +245,22 @@ async def verify_chain(conn: AsyncConnection, *, batch_size: int = 2000) -> Veri
         checked=walk.checked,
         head=head,
         unsealed=int(unsealed),
-        problem=first_problem(chain_problem, inserted_id, inserted_after),
+        problem=first_problem(chain_problem, inserted_id, inserted_after) or await _out_of_sequence(conn),
     )
+
+
+async def _out_of_sequence(conn: AsyncConnection) -> Problem | None:
+    """The lowest record whose id the sequence never handed out, if any."""
+    row = (
+        await conn.execute(
+            text(
+                "WITH s AS (SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS last"
+                " FROM audit_events_id_seq)"
+                " SELECT (SELECT min(id) FROM audit_events, s WHERE id > s.last) AS id, s.last FROM s"
+            )
+        )
+    ).one()
+    return None if row.id is None else out_of_sequence(int(row.id), int(row.last))
 
 
 async def _entry_with_digest(conn: AsyncConnection, digest: str) -> ChainEntry | None:

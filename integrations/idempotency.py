@@ -6,23 +6,33 @@ the row to what it created (``resource_id``) in the action's own transaction; af
 (status and body) is stored and the row is ``completed``. A repeat with the same request replays it;
 a different request under the same key is 422. Keys expire after ``ttl``.
 
-If the process died mid-request, the row stays ``in_progress``: after ``lease`` a repeat takes it
-over when nothing was committed (``resource_id`` is null) or is answered from the created resource
-when something was.
+**A lease, renewed while the request runs.** The claim holds the key until ``lease_until``, a few
+seconds ahead; while the action runs, :meth:`IdempotencyStore.held` renews it every third of the
+lease. A request that dies with its process (``kill -9``) or loses the database mid-way renews
+nothing more, so its key is free again within one lease of its last renewal, not after a fixed
+minute: a repeat then takes it over when nothing was committed (``resource_id`` is null) or is
+answered from the created resource when something was. A repeat while the first request is alive
+(its lease renewed) is 409, however long that request takes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.errors import Conflict, IdempotencyMismatch
+
+log = structlog.get_logger("caremsg.idempotency")
 
 
 @dataclass(frozen=True)
@@ -78,11 +88,13 @@ class IdempotencyStore:
             inserted = (
                 await session.execute(
                     text(
-                        "INSERT INTO idempotency_keys (user_id, key, operation, request_hash, expires_at)"
-                        " VALUES (:user, :key, :op, :hash, now() + make_interval(secs => :ttl))"
+                        "INSERT INTO idempotency_keys"
+                        " (user_id, key, operation, request_hash, expires_at, lease_until)"
+                        " VALUES (:user, :key, :op, :hash, now() + make_interval(secs => :ttl),"
+                        " now() + make_interval(secs => :lease))"
                         " ON CONFLICT (user_id, key) DO NOTHING RETURNING id"
                     ),
-                    params,
+                    {**params, "lease": self._lease},
                 )
             ).first()
             if inserted is not None:
@@ -92,10 +104,10 @@ class IdempotencyStore:
                     text(
                         "SELECT id, operation, request_hash, state, resource_id, response_status,"
                         " response_body,"
-                        " created_at < now() - make_interval(secs => :lease) AS stale"
+                        " lease_until < now() AS stale"
                         " FROM idempotency_keys WHERE user_id = :user AND key = :key FOR UPDATE"
                     ),
-                    {**params, "lease": self._lease},
+                    params,
                 )
             ).one()
             if row.operation != operation or row.request_hash != digest:
@@ -107,9 +119,39 @@ class IdempotencyStore:
             if row.resource_id is not None:
                 return Recreate(row.resource_id)
             await session.execute(
-                text("UPDATE idempotency_keys SET created_at = now() WHERE id = :id"), {"id": row.id}
+                text(
+                    "UPDATE idempotency_keys SET created_at = now(),"
+                    " lease_until = now() + make_interval(secs => :lease) WHERE id = :id"
+                ),
+                {"id": row.id, "lease": self._lease},
             )
             return Claim(row.id)
+
+    @contextlib.asynccontextmanager
+    async def held(self, claim: Claim) -> AsyncIterator[None]:
+        """Keep the claim's lease renewed while the block runs (the request's action)."""
+        renewer = asyncio.create_task(self._renew(claim), name="idempotency-lease")
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _renew(self, claim: Claim) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                async with self._sessions() as session, session.begin():
+                    await session.execute(
+                        text(
+                            "UPDATE idempotency_keys SET lease_until = now() + make_interval(secs => :lease)"
+                            " WHERE id = :id AND state = 'in_progress'"
+                        ),
+                        {"id": claim.id, "lease": self._lease},
+                    )
+            except Exception as error:  # the database may be away; the request will find out itself
+                log.warning("idempotency.lease_renewal_failed", error=type(error).__name__)
 
     async def complete(self, claim: Claim, status: int, body: Any) -> None:
         """Store the response; from now on every repeat replays it."""
@@ -123,8 +165,16 @@ class IdempotencyStore:
             )
 
     async def release(self, claim: Claim) -> None:
-        """The action failed without effect: forget the key so the client may try again."""
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                text("DELETE FROM idempotency_keys WHERE id = :id AND resource_id IS NULL"), {"id": claim.id}
-            )
+        """The action failed without effect: forget the key so the client may try again.
+
+        If the database cannot be reached (the failure may well be that), the key's lease frees it
+        instead, and the action's own error is what the client sees, not this one's.
+        """
+        try:
+            async with self._sessions() as session, session.begin():
+                await session.execute(
+                    text("DELETE FROM idempotency_keys WHERE id = :id AND resource_id IS NULL"),
+                    {"id": claim.id},
+                )
+        except Exception as error:
+            log.warning("idempotency.release_failed", error=type(error).__name__)

@@ -2,7 +2,9 @@
 
 Several relays (in several service instances) can run at once: each claims due rows with
 ``FOR UPDATE SKIP LOCKED`` and takes a lease on them, so no row is worked on twice at the same time,
-and a relay killed mid-delivery leaves rows that another relay picks up when the lease runs out.
+and a relay killed mid-delivery leaves rows that another relay picks up when the lease runs out. The
+lease is short (``lease_seconds``, 10 s) and renewed by a heartbeat while the relay runs, so a crash
+pauses the conversations it was delivering for seconds, however long a delivery may take.
 Messages carry ``dedup_id = caremsg_msg_<id>`` so a retry after an ambiguous failure (the request
 reached Sendbird, the answer did not reach us) does not post the message twice.
 
@@ -147,6 +149,21 @@ _RELEASE = text(
     """
 )
 
+# The relay's heartbeat: entries it still holds keep their lease while it lives (rows it settled
+# meanwhile have no lease left to renew). SKIP LOCKED: a row being settled right now needs no
+# renewal, and the heartbeat never waits on a settle, so the two cannot deadlock.
+_RENEW = text(
+    """
+    UPDATE outbox SET lease_until = now() + make_interval(secs => :lease)
+    WHERE id IN (
+        SELECT o.id FROM outbox o
+        JOIN unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts)
+          ON o.id = s.id AND o.attempts = s.attempts
+        WHERE o.status = 'pending' AND o.lease_until IS NOT NULL
+        FOR UPDATE OF o SKIP LOCKED)
+    """
+)
+
 #: How often kept outcomes are settled again, with the database reachable, before they are dropped.
 _RESETTLE_TRIES = 3
 
@@ -158,7 +175,9 @@ class RelaySettings:
     max_backoff: float = 300.0
     max_attempts: int = 50
     batch_size: int = 20
-    lease_seconds: float = 60.0
+    #: A claim's lease, renewed every third of it while the relay runs (``run``): a relay that dies
+    #: (kill -9) holds up its entries for at most this long.
+    lease_seconds: float = 10.0
     #: Deliveries in flight at once (each of a different conversation).
     concurrency: int = 8
 
@@ -284,6 +303,38 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Deliver until cancelled; database or chat outages are waited out, never fatal."""
+        heartbeat = asyncio.create_task(self._keep_leases(), name="outbox-relay-leases")
+        try:
+            await self._run()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _keep_leases(self) -> None:
+        """Renew the lease of every entry this relay holds, every third of the lease, so a slow
+        delivery keeps its entries while a relay that died frees them within one lease."""
+        while True:
+            await asyncio.sleep(self._settings.lease_seconds / 3)
+            held = dict(self._unfinished)
+            held.update((s.entry.id, s.entry.attempts) for s in self._unsettled)
+            if not held:
+                continue
+            ids = sorted(held)
+            try:
+                async with self._ctx.sessions() as session, session.begin():
+                    await session.execute(
+                        _RENEW,
+                        {
+                            "ids": ids,
+                            "attempts": [held[i] for i in ids],
+                            "lease": self._settings.lease_seconds,
+                        },
+                    )
+            except Exception as exc:  # the database may be away; the cycle finds out itself
+                log.warning("relay.lease_renewal_failed", error=type(exc).__name__)
+
+    async def _run(self) -> None:
         while True:
             try:
                 done = await self.run_once()

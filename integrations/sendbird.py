@@ -1,6 +1,7 @@
 """Sendbird Platform API (chat v3) client, the ``ChatGateway`` adapter on top of it, and webhook signatures.
 
-The contract followed here is ``/work/shared/sendbird-api.md`` (section numbers below refer to it).
+The contract followed here is Sendbird's Platform API documentation (chat v3); the § numbers below
+are the sections of the team's contract notes on it, which live outside this repository.
 Three layers, each usable on its own:
 
 - :class:`SendbirdClient` speaks HTTP to ``{base_url}/v3/...`` over an injected ``httpx.AsyncClient``.

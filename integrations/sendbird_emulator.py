@@ -1,9 +1,10 @@
 """A Sendbird Platform API emulator for development and tests: an aiohttp app on loopback only.
 
 It implements the part of ``/v3`` that :class:`integrations.sendbird.SendbirdClient` uses, with the
-request and reply shapes and error bodies of ``/work/shared/sendbird-api.md`` (sections cited
-below). Where that contract is unsure, the emulator takes the strict reading, so code that works
-here is not relying on leniency the real service may not have: unknown users fail a strict channel
+request and reply shapes and error bodies of Sendbird's Platform API documentation (the § numbers
+below are the sections of the team's contract notes on it, which live outside this repository).
+Where that contract is unsure, the emulator takes the strict reading, so code that works here is not
+relying on leniency the real service may not have: unknown users fail a strict channel
 creation, leaving a channel you are not in is "not found", MESG senders must be members.
 
 Beyond the API it offers what tests need and the real service cannot give:

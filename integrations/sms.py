@@ -1,4 +1,4 @@
-"""``SmsGateway`` on Sendbird Business Messaging (``/work/shared/sendbird-api.md`` §8).
+"""``SmsGateway`` on Sendbird Business Messaging (Sendbird's Business Messaging API documentation).
 
 A text goes out as a Business Messaging notification on the SMS channel: ``POST {bm_base}{send_path}``
 with the separate Business Messaging token, a dashboard template (``template.key``) whose one

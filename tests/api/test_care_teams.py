@@ -243,19 +243,22 @@ async def test_creating_a_care_team_records_which_team_was_created(api: Api, db:
     assert row["resource_id"] == str(body["id"])
 
 
-async def test_a_second_care_team_for_the_same_patient_is_a_409_and_is_not_stored(
+async def test_creating_the_care_team_of_a_patient_that_has_one_answers_200_with_that_team(
     api: Api, db: asyncpg.Connection
 ) -> None:
     c = await clinic(api)
 
-    status, body = await api.call("POST", "/api/care-teams", c.admin, json={"patientId": c.patient_id})
+    status, body = await api.call(
+        "POST", "/api/care-teams", c.admin, json={"patientId": c.patient_id, "name": "Another"}
+    )
 
-    assert status == 409
-    assert body["code"] == "conflict"
+    assert status == 200, body
+    assert body["id"] == c.team_id
+    assert body["name"] != "Another"
     assert await db.fetchval("SELECT count(*) FROM care_teams WHERE patient_id = $1", c.patient_id) == 1
     [row] = await decisions(db, c.admin, "care_team.create")
-    assert (row["decision"], row["outcome"]) == ("allow", "failure")
-    assert json.loads(row["details"])["ended_by"] == "conflict"
+    assert (row["decision"], row["outcome"], row["resource_id"]) == ("allow", "success", str(c.team_id))
+    assert json.loads(row["details"])["existing"] is True
 
 
 async def test_an_admin_of_another_organization_cannot_create_a_care_team_and_learns_nothing(
@@ -366,7 +369,7 @@ async def test_adding_someone_already_on_the_care_team_changes_nothing(
     status, body = await api.call(
         "POST", f"/api/care-teams/{c.team_id}/members", c.admin, json={"userId": c.nurse.id}
     )
-    assert status == 201
+    assert status == 200  # not 201: nothing was created
     assert [m["userId"] for m in body["members"]] == [c.nurse.id]
     assert await member_ids(db, c.team_id) == {c.nurse.id}
 

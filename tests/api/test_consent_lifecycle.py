@@ -205,6 +205,12 @@ async def test_revoking_an_external_partys_consent_marks_the_sms_participant_rem
         return participant["chat_user_id"] not in channel.members
 
     await eventually(left_channel, "the external participant's removal from the channel")
+    # Still listed, for the record, but marked removed (not as if they were still texted).
+    status, shown = await api.call("GET", f"/api/conversations/{conversation['id']}", c.peer)
+    assert status == 200, shown
+    [member] = shown["externalMembers"]
+    assert member["id"] == participant["id"]
+    assert member["removedAt"] is not None
     removed = await db.fetchrow(
         "SELECT details FROM audit_events WHERE event = 'conversation.external_removed' AND patient_id = $1",
         c.patient_id,

@@ -611,7 +611,7 @@ async def test_an_external_participant_with_consent_joins_the_conversation_and_t
     )
 
     assert [{k: v for k, v in e.items() if k != "id"} for e in created["externalMembers"]] == [
-        {"phoneNumber": EXTERNAL_PHONE, "name": "Dr. External"}
+        {"phoneNumber": EXTERNAL_PHONE, "name": "Dr. External", "removedAt": None}
     ]
     participant = await db.fetchrow(
         "SELECT chat_user_id, consent_id FROM external_participants WHERE conversation_id = $1", created["id"]

@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
+from engine.errors import Conflict
 from handlers.api_messaging import messaging_key
-from integrations.idempotency import Claim, request_hash
+from handlers.app import sessions_key
+from handlers.settings import Settings
+from integrations.idempotency import Claim, IdempotencyStore, request_hash
 from tests.api.conftest import Api, Person
 from tests.api.messaging_support import CareTeam, care_team, emulator, eventually
 
 SEND = "/api/conversations/send-message"
+PROJECT = Path(__file__).resolve().parents[2]
+
+#: A request that has claimed a key and is still running: it holds the lease until killed.
+RUNNING_REQUEST = """
+import asyncio, sys
+from datetime import timedelta
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from integrations.idempotency import IdempotencyStore
+
+async def main(url, user, key, lease):
+    engine = create_async_engine(url)
+    store = IdempotencyStore(
+        async_sessionmaker(engine), ttl=timedelta(hours=1), lease=timedelta(seconds=float(lease))
+    )
+    claim = await store.claim(int(user), key, "message.send", "digest")
+    async with store.held(claim):
+        print("claimed", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
 
 
 def key() -> dict[str, str]:
@@ -171,7 +200,7 @@ async def test_a_key_whose_request_died_after_committing_is_answered_from_what_i
     # The process died after the commit and before the response was stored, long enough ago.
     await db.execute(
         "UPDATE idempotency_keys SET state = 'in_progress', response_body = NULL, response_status = NULL,"
-        " created_at = now() - interval '1 hour' WHERE key = $1",
+        " lease_until = now() - interval '1 second' WHERE key = $1",
         headers["Idempotency-Key"],
     )
 
@@ -183,6 +212,45 @@ async def test_a_key_whose_request_died_after_committing_is_answered_from_what_i
         await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", team.conversation_id)
         == 1
     )
+
+
+async def test_a_key_whose_request_was_killed_is_usable_again_within_seconds(
+    api: Api, settings: Settings
+) -> None:
+    team = await care_team(api)
+    key, lease = f"k-{uuid.uuid4()}", 0.6
+    request = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RUNNING_REQUEST, settings.database.url, str(team.peer.id), key, str(lease),
+        cwd=PROJECT, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert request.stdout is not None
+    assert await request.stdout.readline() == b"claimed\n"
+    store = IdempotencyStore(api.app[sessions_key], ttl=timedelta(hours=1), lease=timedelta(seconds=lease))
+
+    async def repeat() -> object:
+        return await store.claim(team.peer.id, key, "message.send", "digest")
+
+    # Alive, it renews its lease: a repeat is refused for as long as it runs (three leases here).
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 3 * lease
+    while loop.time() < until:
+        with pytest.raises(Conflict):
+            await repeat()
+        await asyncio.sleep(lease / 4)
+
+    request.kill()  # SIGKILL: nothing releases the key
+    await request.wait()
+
+    async def taken_over() -> Claim | None:
+        try:
+            claimed = await repeat()
+        except Conflict:
+            return None
+        assert isinstance(claimed, Claim)
+        return claimed
+
+    # Free again about one lease after the last renewal, where it used to take a whole minute.
+    await eventually(taken_over, "the killed request's key to be free", within=3 * lease + 2)
 
 
 async def _async(value: Any) -> Any:

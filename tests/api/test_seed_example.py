@@ -1,4 +1,4 @@
-"""The README usage example of the seed (/work/shared/seed-spec.md, "Usage Example"), run end to end
+"""The usage example of the seed data set (README, "Walkthrough"), run end to end
 over HTTP against the development default organization, with a message delivered to the chat.
 
 The seed's literal ids (patientId 1, memberIds [2, 3]) are the ids its fresh database would hand

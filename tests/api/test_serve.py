@@ -38,7 +38,7 @@ from handlers.settings import PROJECT_ROOT, Settings
 from integrations.db.uow import SqlUnitOfWork
 from integrations.security import Argon2Passwords
 from tests.api.messaging_support import eventually, unique_phone
-from tests.conftest import _asyncpg_dsn, fresh_database
+from tests.conftest import _asyncpg_dsn, database_settings, fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -100,8 +100,12 @@ def _environment(database_url: str, **extra: str) -> dict[str, str]:
     """The test's environment without any caremsg setting of its own (a CAREMSG_SERVICE_PORT would
     hide the --port bug), plus fast settings for a test: cheap hashing, quick polling."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREMSG_") and k != "DATABASE_URL"}
+    split = database_settings(database_url)  # the service logs in as the application role
     env.update(
-        CAREMSG_DATABASE_URL=database_url,
+        CAREMSG_DATABASE_URL=split["url"],
+        CAREMSG_DATABASE_OWNER_URL=split["owner_url"],
+        CAREMSG_DATABASE_OWNER_ROLE=split["owner_role"],
+        CAREMSG_DATABASE_APP_ROLE=split["app_role"],
         CAREMSG_DATABASE_POOL_SIZE="4",
         CAREMSG_DATABASE_MAX_OVERFLOW="4",
         CAREMSG_SERVICE_ENVIRONMENT="development",

@@ -25,6 +25,7 @@ from tests.api.messaging_support import (
     running_emulator,
     send,
     settled_deliveries,
+    unique_phone,
     wire_webhooks,
 )
 
@@ -392,3 +393,32 @@ def _chat_key() -> Any:
     from handlers.app import chat_key
 
     return chat_key
+
+
+async def test_a_stop_from_a_number_not_on_file_is_kept_so_it_is_not_texted_once_added(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    wire_webhooks(api)
+    phone = unique_phone()
+
+    running_emulator(api).receive_sms(phone, "STOP")
+
+    await eventually(
+        lambda: db.fetchval("SELECT count(*) FROM sms_opt_outs WHERE phone_number = $1", phone), "the STOP"
+    )
+    audit = await db.fetchrow(
+        "SELECT resource_type, resource_id, patient_id, details FROM audit_events"
+        " WHERE event = 'sms_opt_out' AND resource_type = 'phone_number' ORDER BY id DESC LIMIT 1"
+    )
+    assert (audit["resource_type"], audit["resource_id"], audit["patient_id"]) == ("phone_number", None, None)
+    assert phone not in audit["details"]
+    assert emulator(api).notifications == []  # nobody to confirm it as
+
+    team = await care_team(api, phones=(phone,))  # the number is added afterwards
+    status, accepted = await send(api, team.peer, team.conversation_id, "are you there?")
+
+    assert status == 202, accepted
+    assert accepted["deliveries"][1]["state"] == "failed"
+    assert accepted["deliveries"][1]["reason"] == "opted_out"
+    await settled_deliveries(api, team.peer, accepted["id"])
+    assert emulator(api).notifications == []

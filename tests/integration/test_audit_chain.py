@@ -220,9 +220,11 @@ async def test_an_inserted_record_is_caught_and_named(
     # Rebuild the trail after the gap honestly, then insert the forged record below the sealed head.
     await write_events(engine, 5, start=4)
     await AuditSealer(engine).seal_pending()
-    await conn.execute(
+    # An INSERT naming its id gets the sequence's instead (migration 0010): the trigger must go too.
+    await as_attacker(
+        conn,
         "INSERT INTO audit_events (id, event, workflow, outcome, occurred_at) "
-        f"VALUES ({forged}, 'decision', 'patient.read', 'success', now())"
+        f"VALUES ({forged}, 'decision', 'patient.read', 'success', now())",
     )
 
     code, out = await caremsg(trail_url, "audit", "verify")
@@ -525,3 +527,25 @@ async def test_sealers_of_several_instances_seal_every_event_once_in_one_chain(e
         report = await verify_chain(c)
     assert report.ok
     assert (report.checked, report.head.seq, report.unsealed) == (40, 40, 0)
+
+
+async def test_the_printed_public_key_is_what_verify_anchor_takes(trail_url: str, tmp_path: Path) -> None:
+    code, out = await caremsg(trail_url, "audit", "anchor")
+    assert code == 0, out
+    anchor = tmp_path / "anchor.json"
+    anchor.write_text(out[out.index("{") : out.rindex("}") + 1])
+    env = {**os.environ, "DATABASE_URL": trail_url, "CAREMSG_SERVICE_LOG_FORMAT": "json"}
+    printed = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "handlers.cli", "audit", "public-key",
+        cwd=PROJECT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    key, note = await printed.communicate()
+    assert printed.returncode == 0
+    assert b"key id" in note
+
+    code, out = await caremsg(
+        trail_url, "audit", "verify-anchor", str(anchor), "--public-key", key.decode().strip()
+    )
+
+    assert code == 0, out
+    assert "anchor OK" in out
