@@ -8,6 +8,7 @@ a Content-Security-Policy of ``script-src 'self'``.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
@@ -56,11 +57,14 @@ def _version() -> str:
         return "0.0.0"
 
 
+def document_of(app: web.Application) -> dict[str, Any]:
+    """The document of this app: its route table and what its installed middlewares declare."""
+    contracts = [c for m in app.middlewares for c in contracts_of(m) or ()]
+    return build_openapi(app[endpoints_key], version=_version(), contracts=contracts)
+
+
 async def openapi_document(request: web.Request) -> web.Response:
-    contracts = [c for m in request.app.middlewares for c in contracts_of(m) or ()]
-    return web.json_response(
-        build_openapi(request.app[endpoints_key], version=_version(), contracts=contracts)
-    )
+    return web.json_response(document_of(request.app))
 
 
 async def docs_page(request: web.Request) -> web.Response:

@@ -50,6 +50,7 @@ FIELD_DOCS: dict[str, str] = {
     "memberIds": "Staff members of the conversation (the creator is always one).",
     "externalMembers": "External participants reached by SMS.",
     "messages": "The most recent messages, oldest first.",
+    "removedAt": "When the participant was taken out of the conversation; null while still in it.",
     "message": "The message text (1 to 4000 characters).",
     "state": "Delivery state.",
     "channel": "chat for the conversation's channel, sms for an external participant.",
