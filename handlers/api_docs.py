@@ -58,8 +58,10 @@ def _version() -> str:
 
 
 def document_of(app: web.Application) -> dict[str, Any]:
-    """The document of this app: its route table and what its installed middlewares declare."""
-    contracts = [c for m in app.middlewares for c in contracts_of(m) or ()]
+    """The document of this app: its route table and what its installed middlewares (and the
+    response-prepare hooks, which can add headers too) declare."""
+    adders: list[object] = [*app.middlewares, *app.on_response_prepare]
+    contracts = [c for m in adders for c in contracts_of(m) or ()]
     return build_openapi(app[endpoints_key], version=_version(), contracts=contracts)
 
 

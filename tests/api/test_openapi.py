@@ -266,9 +266,11 @@ def declared_headers(response: dict[str, Any]) -> set[str]:
     return {name.lower() for name in response.get("headers", {})}
 
 
-async def test_every_installed_middleware_declares_what_it_adds(api: Api) -> None:
+async def test_every_installed_middleware_and_response_hook_declares_what_it_adds(api: Api) -> None:
     for middleware in api.app.middlewares:
         assert contracts_of(middleware) is not None, middleware
+    for hook in api.app.on_response_prepare:
+        assert contracts_of(hook) is not None, hook
 
 
 async def test_every_response_declares_the_request_id_header_and_every_operation_accepts_one(
