@@ -258,8 +258,9 @@ async def test_an_idempotent_send_replays_through_the_generated_client(
         assert reused.status_code == 422
         assert isinstance(reused.parsed, g.model("Problem"))
 
-        # A purpose of use the server does not know is refused before the client sends it: the
-        # generated argument is the Purpose enum, so the 422 is reached only by a raw header.
-        resp = await g.call("auth.get_profile", client.with_headers({"X-Purpose-Of-Use": "curiosity"}))
+    # A purpose of use the server does not know is refused before the client sends it: the
+    # generated argument is the Purpose enum, so the 422 is reached only by a raw header.
+    async with g.client(jane.token).with_headers({"X-Purpose-Of-Use": "curiosity"}) as raw:
+        resp = await g.call("auth.get_profile", raw)
         assert resp.status_code == 422
         assert resp.parsed.errors[0].field == "X-Purpose-Of-Use"
