@@ -28,8 +28,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
-from engine.facts import ConsentCandidate, ConsentChoice, ConsentNeed, choose_consent
+from engine.facts import ConsentCandidate, ConsentChoice, ConsentNeed, choose_consent, millis
 from engine.model import Consent, ConsentScope, Purpose, RecipientType
 
 GROUP_FLAG = 1 << 31
@@ -43,6 +44,8 @@ SCOPE_BITS: dict[str, int] = {
     ConsentScope.SMS: 4,
     ConsentScope.WRITE: 8,
 }
+_PURPOSE_VALUES: tuple[str, ...] = tuple(p.value for p in Purpose)
+_GROUP, _ORGANIZATION = RecipientType.COMPLIANCE_GROUP, RecipientType.ORGANIZATION
 _SCOPE_NAMES: dict[int, frozenset[str]] = {
     bits: frozenset(name for name, bit in SCOPE_BITS.items() if bits & bit) for bits in range(16)
 }
@@ -183,31 +186,24 @@ class ConsentIndex:
         """The consent that discloses the patient to the organization (directly or through a
         compliance group it belongs to) for every ``scope`` bit and one of ``purposes``, if any,
         chosen by :func:`engine.facts.choose_consent` (see :meth:`choose`)."""
-        need = ConsentNeed(
-            _SCOPE_NAMES[scope & 15],
-            frozenset(p.value for i, p in enumerate(PURPOSES) if purposes & (1 << i))
-            if purposes != ALL_PURPOSES
-            else frozenset(),
-        )
-        chosen = self.choose(patient_id, organization_id, at, need, exclude=exclude).consent
+        need = _need_of_masks(scope, purposes)
+        chosen = self.choose(patient_id, organization_id, millis(at), need, exclude=exclude).consent
         return None if chosen is None else Coverage(chosen.consent_id, chosen.purpose)
 
     def choose(
         self,
         patient_id: int,
         organization_id: int,
-        at: datetime,
+        at_ms: int,
         need: ConsentNeed,
         *,
         exclude: int | None = None,
     ) -> ConsentChoice:
         """The consent that counts for ``need`` among those disclosing the patient to the
-        organization, directly or through a compliance group; ``at`` is the decision time, so a
-        consent stops counting at the second it ends. The choice itself is
-        :func:`engine.facts.choose_consent`'s."""
-        return choose_consent(
-            self.candidates(patient_id, organization_id), need, int(at.timestamp() * 1000), exclude=exclude
-        )
+        organization, directly or through a compliance group; ``at_ms`` is the decision time
+        (milliseconds since the epoch), so a consent stops counting at the moment it ends. The
+        choice itself is :func:`engine.facts.choose_consent`'s."""
+        return choose_consent(self.candidates(patient_id, organization_id), need, at_ms, exclude=exclude)
 
     def candidates(self, patient_id: int, organization_id: int) -> list[ConsentCandidate]:
         """The indexed consents of the patient naming the organization or one of its groups."""
@@ -216,19 +212,26 @@ class ConsentIndex:
             return []
         codes = self._codes_by_org.get(organization_id)
         found: list[ConsentCandidate] = []
+        # tuple.__new__ builds the named tuple without its Python-level __new__: this runs per
+        # matching consent on every decision.
+        make = tuple.__new__
         for entry in (entries,) if isinstance(entries, int) else entries:
             recipient = entry & _RECIPIENT_MASK
             if recipient != organization_id and (codes is None or recipient not in codes):
                 continue
             expires = (entry >> 70) & _EXPIRES_MASK
             found.append(
-                ConsentCandidate(
-                    consent_id_of(entry),
-                    RecipientType.COMPLIANCE_GROUP if recipient & GROUP_FLAG else RecipientType.ORGANIZATION,
-                    _SCOPE_NAMES[(entry >> 32) & 15],
-                    PURPOSES[(entry >> 36) & 7].value,
-                    (entry >> EFFECTIVE_SHIFT) * 1000,
-                    expires or None,
+                make(
+                    ConsentCandidate,
+                    (
+                        (entry >> 39) & _ID_MASK,
+                        _GROUP if recipient & GROUP_FLAG else _ORGANIZATION,
+                        _SCOPE_NAMES[(entry >> 32) & 15],
+                        _PURPOSE_VALUES[(entry >> 36) & 7],
+                        (entry >> EFFECTIVE_SHIFT) * 1000,
+                        expires or None,
+                        None,
+                    ),
                 )
             )
         return found
@@ -325,6 +328,13 @@ class ConsentIndex:
             self._by_patient[patient_id] = entries[0]
         else:
             self._by_patient[patient_id] = entries
+
+
+@lru_cache(maxsize=256)
+def _need_of_masks(scope: int, purposes: int) -> ConsentNeed:
+    """The :class:`~engine.facts.ConsentNeed` of scope and purpose bit masks."""
+    names = frozenset(p.value for i, p in enumerate(PURPOSES) if purposes & (1 << i))
+    return ConsentNeed(_SCOPE_NAMES[scope & 15], frozenset() if purposes == ALL_PURPOSES else names)
 
 
 def _codes(groups: Mapping[int, frozenset[int]]) -> dict[int, frozenset[int]]:

@@ -118,17 +118,25 @@ def choose_consent(
     ``exclude`` leaves one consent out (a revocation asks who would still be covered without it).
     """
     best: ConsentCandidate | None = None
+    best_rank: tuple[int, int, int, int] | None = None
+    scopes, purposes, stated = need.scopes, need.purposes, need.stated_purpose
     refused = need.stated_purpose_refused
     for candidate in candidates:
         if candidate.consent_id == exclude or not candidate.active(at_ms):
             continue
-        if not need.scopes <= candidate.scope or not need.purpose_accepted(candidate.purpose):
+        if not scopes <= candidate.scope or (purposes and candidate.purpose not in purposes):
             continue
-        if need.stated_purpose is not None and candidate.purpose != need.stated_purpose:
+        if stated is not None and candidate.purpose != stated:
             refused = True
             continue
-        if best is None or candidate.rank() < best.rank():
-            best = candidate
+        if best is None:
+            best = candidate  # usually the only one: rank only when there is a choice to make
+            continue
+        if best_rank is None:
+            best_rank = best.rank()
+        rank = candidate.rank()
+        if rank < best_rank:
+            best, best_rank = candidate, rank
     if best is None:
         return REFUSED_FOR_PURPOSE if refused else NO_CONSENT
     return ConsentChoice(best)

@@ -49,8 +49,10 @@ class SentChatMessage:
 class ChatGateway(Protocol):
     """Group-channel chat for staff (Sendbird in production, the emulator in development).
 
-    Every method is safe to retry: creating what exists already is not an error, and
-    ``send_message`` passes ``dedup_id`` so a retry after an ambiguous failure posts nothing twice.
+    Every method is safe to retry: creating what exists already is not an error. Whether a call that
+    failed ambiguously took effect is learned by reading, never from an undocumented answer: the
+    channel for creation and membership (``repeat``), the channel's recent messages for posts
+    (``find_message`` on the caller's own id in ``data``); ``dedup_id`` is only a second layer.
     Failures raise :class:`engine.errors.ChatGatewayError` subclasses whose ``retryable`` flag
     tells the caller whether trying again can help.
     """
@@ -67,16 +69,25 @@ class ChatGateway(Protocol):
         user_ids: Sequence[str],
         custom_type: str = "",
         data: str = "",
+        repeat: bool = False,
     ) -> None:
-        """Create the group channel, or, if it exists already, make sure these users are members."""
+        """Create the group channel, or, if it exists already, make sure these users are members.
+
+        ``repeat``: an earlier attempt may have taken effect; read the channel before acting again.
+        """
         ...
 
     async def invite_members(self, channel_url: str, user_ids: Sequence[str]) -> None:
         """Add members to an existing channel."""
         ...
 
-    async def remove_members(self, channel_url: str, user_ids: Sequence[str]) -> None:
-        """Remove members from a channel; removing a non-member is not an error."""
+    async def remove_members(
+        self, channel_url: str, user_ids: Sequence[str], *, repeat: bool = False
+    ) -> None:
+        """Remove members from a channel; removing a non-member is not an error.
+
+        ``repeat``: an earlier attempt may have taken effect; read the channel before acting again.
+        """
         ...
 
     async def send_message(
@@ -89,7 +100,21 @@ class ChatGateway(Protocol):
         custom_type: str = "",
         data: str = "",
     ) -> SentChatMessage:
-        """Post a text message as ``sender_id``; the same ``dedup_id`` never posts twice."""
+        """Post a text message as ``sender_id``, passing ``dedup_id`` as a second layer against repeats.
+
+        Does not by itself guarantee one post per ``dedup_id``: the caller reconciles with
+        :meth:`find_message` after an ambiguous failure.
+        """
+        ...
+
+    async def find_message(
+        self, channel_url: str, *, sender_id: str, custom_type: str, data: str, text: str | None = None
+    ) -> SentChatMessage | None:
+        """The message ``sender_id`` posted with exactly this ``custom_type`` and ``data`` (which
+        carries the caller's own id of it) among the channel's recent messages, or None.
+
+        Raises :class:`engine.errors.ChatGatewayError` when the channel cannot be read.
+        """
         ...
 
 
@@ -294,6 +319,10 @@ class ContactDirectory(Protocol):
         ...
 
     async def list(self, organization_id: int) -> list[OrganizationContact]: ...
+
+    async def remove(self, organization_id: int, contact_id: int) -> bool:
+        """Delete the organization's entry; False if it has no such entry."""
+        ...
 
 
 class AuditLog(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from engine.audit import AuditEvent, DetailValue
 from engine.audit_chain import IdentifierHasher
@@ -20,10 +21,11 @@ from engine.facts import (
     ConsentCandidate,
     ConsentNeed,
     external_facts,
+    millis,
     relation_facts,
 )
 from engine.model import Actor
-from engine.policy import Policy, PolicyHolder
+from engine.policy import Policy, PolicyHolder, WorkflowSpec
 from engine.ports import (
     AuditLog,
     DeliveryTrigger,
@@ -49,6 +51,21 @@ class EngineSettings:
     default_page_size: int = 50
     max_page_size: int = 200
     break_glass_minutes: int = 60
+
+
+#: What makes a patient treatable: a consent for treatment, whatever its scope.
+_TREATMENT = ConsentNeed(purposes=TREATMENT_PURPOSES)
+
+
+@lru_cache(maxsize=1024)
+def _consent_need(spec: WorkflowSpec | None, stated_purpose: str | None) -> ConsentNeed:
+    """A workflow's consent need (its scope and purposes, and a stated purpose of use); the same
+    few combinations recur on every request, so they are built once."""
+    return ConsentNeed(
+        frozenset({spec.consent_scope}) if spec is not None and spec.consent_scope else frozenset(),
+        spec.purposes if spec is not None else frozenset(),
+        stated_purpose,
+    )
 
 
 def _no_send_path() -> SendUnitOfWork:
@@ -94,6 +111,7 @@ class Decider:
         self.audit = audit
         self.actor = actor
         self.now = services.clock()
+        self.now_ms = millis(self.now)
         self.policy: Policy = services.policy.current
         self._primary_workflow: str | None = None
         self.consents = services.consents
@@ -247,11 +265,9 @@ class Decider:
         coverage = treatment = None
         if not own and (spec is None or Fact.COVERED in spec.facts or not spec.facts):
             need = self.consent_need(workflow, stated=as_actor)
-            coverage = self.consents.choose(relation.patient_id, organization_id, self.now, need)
+            coverage = self.consents.choose(relation.patient_id, organization_id, self.now_ms, need)
         if not own and Fact.TREATABLE in wanted:
-            treatment = self.consents.choose(
-                relation.patient_id, organization_id, self.now, ConsentNeed(purposes=TREATMENT_PURPOSES)
-            )
+            treatment = self.consents.choose(relation.patient_id, organization_id, self.now_ms, _TREATMENT)
         built = relation_facts(
             wanted=wanted,
             own_org=own,
@@ -267,11 +283,8 @@ class Decider:
     def consent_need(self, workflow: str, *, stated: bool = True) -> ConsentNeed:
         """What a consent must say to count for ``workflow`` (its scope and purposes, and the purpose
         of use the actor stated when ``stated``)."""
-        spec = self.policy.workflows.get(workflow)
-        return ConsentNeed(
-            frozenset({spec.consent_scope}) if spec is not None and spec.consent_scope else frozenset(),
-            spec.purposes if spec is not None else frozenset(),
-            self.actor.purpose_of_use if stated else None,
+        return _consent_need(
+            self.policy.workflows.get(workflow), self.actor.purpose_of_use if stated else None
         )
 
     def covering_consent(
@@ -279,7 +292,11 @@ class Decider:
     ) -> Coverage | None:
         """The consent that covers the organization for this workflow's scope and purposes."""
         chosen = self.consents.choose(
-            patient_id, organization_id, self.now, self.consent_need(workflow, stated=False), exclude=exclude
+            patient_id,
+            organization_id,
+            self.now_ms,
+            self.consent_need(workflow, stated=False),
+            exclude=exclude,
         ).consent
         return None if chosen is None else Coverage(chosen.consent_id, chosen.purpose)
 

@@ -49,6 +49,12 @@ async def list_contacts(request: web.Request, actor: Actor) -> web.Response:
     return respond(PageOf[ContactPublic](items=[ContactPublic.of(c) for c in found], next_cursor=None))
 
 
+async def remove_contact(request: web.Request, actor: Actor) -> web.Response:
+    organization_id, contact_id = path_id(request, "organizationId"), path_id(request, "contactId")
+    await contacts.remove_contact(services(request), actor, organization_id, contact_id)
+    return web.Response(status=204)
+
+
 ENDPOINTS = [
     Endpoint(
         "POST",
@@ -70,5 +76,15 @@ ENDPOINTS = [
         "One's organization's contact directory of external phone numbers",
         "organizations",
         response=PageOf[ContactPublic],
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/organizations/{organizationId}/contacts/{contactId}",
+        remove_contact,
+        "removeOrganizationContact",
+        "Take an external phone number out of one's organization's contact directory (admins)",
+        "organizations",
+        status=204,
+        errors=(400, 401, 403, 404),
     ),
 ]

@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from engine.errors import FieldError, InvalidInput, MalformedRequest, Unauthenticated
+from engine.errors import FieldError, InvalidInput, MalformedRequest, NotFound, Unauthenticated
 from engine.model import Actor
 from engine.workflows import messaging
 from handlers.routing import Contract, Endpoint, Header, Status, path_id, respond, services
@@ -19,14 +19,22 @@ from handlers.schemas import MessagePublic, WebhookAccepted
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
 from integrations.relay import OutboxKind
 from integrations.sendbird import SIGNATURE_HEADER, verify_webhook_signature
+from integrations.twilio import (
+    EMPTY_TWIML,
+    BadTwilioRequest,
+    BadTwilioSignature,
+    TwilioWebhookCheck,
+    verified_inbound_message,
+)
+from integrations.twilio import SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER
 from integrations.webhooks import (
     SENDBIRD,
     SMS,
     BadWebhook,
     StoredEvent,
     WebhookProcessor,
+    inbound_sms_event,
     sendbird_event_key,
-    sms_event_key,
     store_event,
 )
 
@@ -68,6 +76,8 @@ class MessagingResources:
     webhook_token: str = field(repr=False)
     outbox_kinds: list[OutboxKind] = field(default_factory=list)
     processor: WebhookProcessor | None = None
+    #: Set when texts go through Twilio: how its incoming-message webhooks are checked.
+    twilio: TwilioWebhookCheck | None = None
 
 
 messaging_key: web.AppKey[MessagingResources] = web.AppKey("messaging_key", MessagingResources)
@@ -154,8 +164,38 @@ async def sendbird_webhook(request: web.Request) -> web.Response:
     return await _receive(request, SENDBIRD, sendbird_event_key)
 
 
-async def sms_webhook(request: web.Request) -> web.Response:
-    return await _receive(request, SMS, sms_event_key)
+async def twilio_webhook(request: web.Request) -> web.StreamResponse:
+    """An incoming SMS from Twilio: verified, stored once per MessageSid, answered with empty TwiML."""
+    resources = request.app[messaging_key]
+    check = resources.twilio
+    if check is None:
+        raise NotFound("webhook")  # texts do not go through Twilio here
+    try:
+        inbound = verified_inbound_message(
+            await request.read(),
+            request_url=str(request.url),
+            signature=request.headers.get(TWILIO_SIGNATURE_HEADER),
+            check=check,
+        )
+    except BadTwilioSignature:
+        raise Unauthenticated(
+            "The webhook signature is missing or does not match the request.", challenge=None
+        ) from None
+    except BadTwilioRequest as exc:
+        raise MalformedRequest(
+            [FieldError(str(exc), "Missing or not readable.", "webhook_invalid")],
+            detail="Not a readable incoming message.",
+        ) from None
+    event, body = inbound_sms_event(
+        inbound.message_sid,
+        inbound.from_number,
+        inbound.body,
+        keyword=inbound.keyword.value if inbound.keyword else None,
+        provider_answers_keywords=True,  # Twilio answers STOP/START/HELP and blocks opted-out numbers
+    )
+    if await store_event(resources.sessions, SMS, event, body) and resources.processor is not None:
+        resources.processor.wake()
+    return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
 
 # --- webhook bodies (the providers' formats: snake_case, and fields we do not read are allowed) -----
@@ -205,20 +245,26 @@ class SendbirdMessageRead(_ProviderEvent):
     read_updates: list[SendbirdReadUpdate] = Field(description="Who read, up to when.")
 
 
-class InboundSms(_ProviderEvent):
-    """A text from a phone: a reply to a conversation, or STOP / START / HELP."""
+class TwilioIncomingMessage(_ProviderEvent):
+    """A text from a phone, as Twilio posts it (form-encoded): a reply, or STOP / START / HELP."""
 
-    category: Literal["sms:inbound"] | None = Field(None, description="The event type, if sent.")
-    message_id: str = Field(min_length=1, description="The provider's message id; the deduplication key.")
-    from_: str = Field(alias="from", min_length=1, description="The sender's number, E.164.")
-    text: str = Field(min_length=1, description="The text as received.")
-    received_at: int | None = Field(None, description="Milliseconds since the epoch.")
+    MessageSid: str = Field(min_length=1, description="Twilio's message id; the deduplication key.")
+    AccountSid: str = Field(description="Must be caremsg's Twilio account.")
+    From: str = Field(min_length=1, description="The sender's number, E.164.")
+    To: str | None = Field(None, description="caremsg's number the text was sent to.")
+    Body: str = Field("", description="The text as received.")
+    OptOutType: str | None = Field(None, description="STOP, START or HELP when Twilio saw a keyword.")
 
 
 SIGNATURE = Contract(
     "webhook signature",
     applies=lambda endpoint: endpoint.security == "webhookSignature",
     statuses=(Status(401, "The x-sendbird-signature header is missing or does not match the body"),),
+)
+TWILIO_SIGNATURE = Contract(
+    "Twilio signature",
+    applies=lambda endpoint: endpoint.security == "twilioSignature",
+    statuses=(Status(401, "The X-Twilio-Signature header is missing or does not match the request"),),
 )
 
 _WEBHOOK_DESCRIPTION = (
@@ -259,17 +305,24 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint(
         "POST",
-        "/api/webhooks/sms",
-        sms_webhook,
-        "smsWebhook",
-        "Inbound SMS from the SMS provider (replies and STOP/START/HELP)",
+        "/api/webhooks/twilio",
+        twilio_webhook,
+        "twilioWebhook",
+        "Incoming SMS from Twilio (replies and STOP/START/HELP), form-encoded",
         "webhooks",
-        response=WebhookAccepted,
+        response=None,
         public=True,
-        errors=(400,),
-        description=_WEBHOOK_DESCRIPTION,
-        contracts=(SIGNATURE,),
-        security="webhookSignature",
-        events=(("inboundSms", InboundSms),),
+        errors=(400, 404),
+        description=(
+            "Public: authenticated by `X-Twilio-Signature` (base64 HMAC-SHA1, keyed with the Auth Token,"
+            " of the webhook URL followed by the POST parameters sorted by name; 401 otherwise). Stored"
+            " once per `MessageSid` and answered at once with empty TwiML (`text/xml`); Twilio itself"
+            " answers keywords, caremsg records the opt-out or opt-in (`OptOutType`)."
+        ),
+        contracts=(TWILIO_SIGNATURE,),
+        security="twilioSignature",
+        events=(("twilioIncomingMessage", TwilioIncomingMessage),),
+        request_media_type="application/x-www-form-urlencoded",
+        media_type="text/xml",
     ),
 ]

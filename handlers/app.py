@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from engine.audit_chain import IdentifierHasher
 from engine.consent_index import ConsentIndex
 from engine.policy import PolicyHolder
-from engine.ports import ChatGateway
+from engine.ports import ChatGateway, SmsGateway
 from engine.services import EngineSettings, Services
 from engine.sms import SmsRules
 from handlers import api, api_audit, api_contacts, api_docs, api_messaging, api_policy
@@ -41,11 +42,13 @@ from integrations.db.uow import SqlUnitOfWork
 from integrations.idempotency import IdempotencyStore
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
-from integrations.relay import OutboxRelay, RelaySettings
+from integrations.relay import TEXT_KINDS, OutboxKind, OutboxRelay, Relays, RelaySettings
 from integrations.security import Argon2Passwords, JwtTokens
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
 from integrations.sms import PostSmsReply, SendbirdSmsGateway, SendSms, load_sms_rules
+from integrations.twilio import TwilioSmsGateway, TwilioWebhookCheck
+from integrations.twilio_emulator import RunningTwilioEmulator, start_twilio_emulator
 from integrations.webhooks import WebhookProcessor
 
 log = structlog.get_logger("caremsg.app")
@@ -55,8 +58,11 @@ sessions_key: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("session
 send_pool_key: web.AppKey[asyncpg.Pool] = web.AppKey("send_pool_key")
 accounts_key: web.AppKey[CachedAccountDirectory] = web.AppKey("accounts_key", CachedAccountDirectory)
 chat_key: web.AppKey[ChatGateway] = web.AppKey("chat_key")
-relay_key: web.AppKey[OutboxRelay] = web.AppKey("relay_key", OutboxRelay)
+relay_key: web.AppKey[Relays] = web.AppKey("relay_key", Relays)
 emulator_key: web.AppKey[RunningEmulator] = web.AppKey("emulator_key", RunningEmulator)
+twilio_emulator_key: web.AppKey[RunningTwilioEmulator] = web.AppKey(
+    "twilio_emulator_key", RunningTwilioEmulator
+)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -130,19 +136,33 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     holder = PolicyHolder(load_policy(settings.policy.path()))
     app[policy_key] = holder
     outbox = settings.outbox
-    relay = OutboxRelay(
-        sessions,
-        app[chat_key],
-        RelaySettings(
-            poll_interval=outbox.poll_interval_seconds,
-            base_backoff=outbox.base_backoff_seconds,
-            max_backoff=outbox.max_backoff_seconds,
-            max_attempts=outbox.max_attempts,
-            batch_size=outbox.batch_size,
-            lease_seconds=outbox.lease_seconds,
-            concurrency=outbox.concurrency,
-        ),
-        kinds=[RemoveMembers(), NotifyBreakGlass(), *app[messaging_key].outbox_kinds],
+    relay_settings = RelaySettings(
+        poll_interval=outbox.poll_interval_seconds,
+        base_backoff=outbox.base_backoff_seconds,
+        max_backoff=outbox.max_backoff_seconds,
+        max_attempts=outbox.max_attempts,
+        batch_size=outbox.batch_size,
+        lease_seconds=outbox.lease_seconds,
+        concurrency=outbox.concurrency,
+    )
+    kinds: list[OutboxKind] = [RemoveMembers(), NotifyBreakGlass(), *app[messaging_key].outbox_kinds]
+    # Chat effects and texts are claimed and delivered by relays of their own, each with its own rate
+    # budget, so a backlog of texts never holds chat posts up (integrations/relay.py).
+    relay = Relays(
+        [
+            OutboxRelay(
+                sessions,
+                app[chat_key],
+                dataclasses.replace(relay_settings, skip_kinds=TEXT_KINDS),
+                kinds=kinds,
+            ),
+            OutboxRelay(
+                sessions,
+                app[chat_key],
+                dataclasses.replace(relay_settings, claim_kinds=TEXT_KINDS),
+                kinds=kinds,
+            ),
+        ]
     )
     app[relay_key] = relay
     auth = settings.auth
@@ -224,10 +244,12 @@ sms_rules_key: web.AppKey[SmsRules] = web.AppKey("sms_rules_key", SmsRules)
 
 
 async def _messaging(app: web.Application) -> AsyncIterator[None]:
-    """The SMS gateway and its outbox kinds, the idempotency store, the webhook signing token.
+    """The SMS gateway and its outbox kinds, the idempotency store, the webhook signing keys.
 
-    With the emulator, it also plays the SMS provider, and its webhooks are pointed at this
-    service's own ``/api/webhooks/*`` (``messaging.webhook_base_url``, else service host and port).
+    ``messaging.sms_provider`` picks the SMS adapter: Twilio (two-way; its emulator plays the carrier
+    in development) or Sendbird Business Messaging (outbound only: no text goes out unless
+    ``messaging.accept_outbound_only_sms``). With the Sendbird emulator, its webhooks are pointed at
+    this service's own ``/api/webhooks/sendbird`` (``messaging.webhook_base_url``, else host and port).
     """
     settings = app[settings_key]
     m = settings.messaging
@@ -236,27 +258,85 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
         settings.policy.path(), m.sms_notification_text, m.sms_help_text, m.sms_stop_text, m.sms_start_text
     )
     app[sms_rules_key] = rules
+    base = settings.webhook_base_url()
     if emulator is not None:
-        # The emulator plays Business Messaging too; its one token stands in for both tokens.
-        bm_base, bm_token = emulator.base_url, emulator.state.api_token
         webhook_token = emulator.state.api_token
-        base = settings.webhook_base_url()
-        emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird", f"{base}/api/webhooks/sms")
+        emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird")
     else:
-        if not m.bm_api_token:
-            raise ValueError("messaging.bm_api_token: set the Business Messaging token for SMS")
-        bm_base = m.bm_base_url or f"https://api-{settings.sendbird.app_id}.notifications.sendbird.com"
-        bm_token, webhook_token = m.bm_api_token, settings.sendbird.api_token
-    async with httpx.AsyncClient() as http:
-        gateway = SendbirdSmsGateway(
-            http,
-            base_url=bm_base,
-            api_token=bm_token,
-            template_key=m.sms_template_key,
-            send_path=m.bm_send_path,
-            timeout=settings.sendbird.timeout_seconds,
-            per_second=settings.sendbird.write_per_second,
-        )
+        webhook_token = settings.sendbird.webhook_token
+    twilio_emulator = None
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient())
+        gateway: SmsGateway
+        twilio_check = None
+        if m.sms_provider == "twilio":
+            sid, token, sender, service, twilio_base = (
+                m.twilio_account_sid,
+                m.twilio_auth_token,
+                m.twilio_from_number,
+                m.twilio_messaging_service_sid,
+                m.twilio_base_url,
+            )
+            if m.use_twilio_emulator:
+                # The settings refuse this in production; here it is the development and test default.
+                twilio_emulator = await start_twilio_emulator()
+                stack.push_async_callback(twilio_emulator.close)
+                twilio_emulator.set_webhook_url(f"{base}/api/webhooks/twilio")
+                app[twilio_emulator_key] = twilio_emulator
+                state = twilio_emulator.state
+                sid, token, service, twilio_base = (
+                    state.account_sid,
+                    state.auth_token,
+                    state.messaging_service_sid,
+                    twilio_emulator.base_url,
+                )
+                # Its credentials are random, development-only values: shown so a developer can sign
+                # an incoming-message webhook by hand (integrations.twilio.sign_request).
+                log.warning(
+                    "twilio.emulator_in_use",
+                    base_url=twilio_base,
+                    account_sid=sid,
+                    auth_token=token,
+                    development_only=True,
+                )
+            gateway = TwilioSmsGateway(
+                http,
+                account_sid=sid,
+                auth_token=token,
+                from_number=sender,
+                messaging_service_sid=service,
+                base_url=twilio_base,
+                timeout=settings.sendbird.timeout_seconds,
+                per_second=m.sms_per_second,
+            )
+            twilio_check = TwilioWebhookCheck(sid, token, m.twilio_webhook_url)
+        else:
+            if emulator is not None:
+                # The Sendbird emulator plays Business Messaging too; its one token stands in for both.
+                bm_base, bm_token = emulator.base_url, emulator.state.api_token
+            elif not m.bm_api_token:
+                raise ValueError("messaging.bm_api_token: set the Business Messaging token for SMS")
+            else:
+                bm_base = (
+                    m.bm_base_url or f"https://api-{settings.sendbird.app_id}.notifications.sendbird.com"
+                )
+                bm_token = m.bm_api_token
+            gateway = SendbirdSmsGateway(
+                http,
+                base_url=bm_base,
+                api_token=bm_token,
+                template_key=m.sms_template_key,
+                send_path=m.bm_send_path,
+                timeout=settings.sendbird.timeout_seconds,
+                per_second=m.sms_per_second,
+            )
+            # sendbird-api.md §8: Business Messaging has no inbound SMS event.
+            log.warning(
+                "sms.outbound_only",
+                provider=m.sms_provider,
+                detail="SMS replies and STOP/START/HELP cannot arrive through this provider",
+                texts_sent=m.accept_outbound_only_sms,
+            )
         sessions = app[sessions_key]
         app[messaging_key] = MessagingResources(
             sessions=sessions,
@@ -267,7 +347,17 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
             ),
             webhook_token=webhook_token,
             # The policy in force at each text (built later, by _services; reloads swap it).
-            outbox_kinds=[SendSms(gateway, rules, lambda: app[policy_key].current), PostSmsReply()],
+            outbox_kinds=[
+                SendSms(
+                    gateway,
+                    rules,
+                    lambda: app[policy_key].current,
+                    two_way=twilio_check is not None,
+                    accept_outbound_only=m.accept_outbound_only_sms,
+                ),
+                PostSmsReply(),
+            ],
+            twilio=twilio_check,
         )
         yield
 

@@ -53,6 +53,13 @@ TAGS: dict[str, str] = {
 
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+    "twilioSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Twilio-Signature",
+        "description": "Base64 HMAC-SHA1, keyed with the Twilio Auth Token, of the webhook URL followed by "
+        "the POST parameters sorted by name.",
+    },
     "webhookSignature": {
         "type": "apiKey",
         "in": "header",
@@ -98,7 +105,7 @@ def build_openapi(
             event_op["description"] = f"Posted to `{ep.path}`. {ep.description}".strip()
             event_op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": ref(model, "validation")}},
+                "content": {ep.request_media_type: {"schema": ref(model, "validation")}},
             }
             webhooks[name] = {ep.method.lower(): event_op}
     used_tags = {op["tags"][0] for item in paths.values() for op in item.values()}
@@ -152,7 +159,7 @@ def _operation(ep: Endpoint, contracts: list[Contract], ref: Any) -> dict[str, A
         op["requestBody"] = {
             "required": True,
             "content": {
-                "application/json": {"schema": {"oneOf": [ref(m, "validation") for _, m in ep.events]}}
+                ep.request_media_type: {"schema": _one_of([ref(m, "validation") for _, m in ep.events])}
             },
         }
     elif ep.request is not None:
@@ -171,6 +178,10 @@ def _operation(ep: Endpoint, contracts: list[Contract], ref: Any) -> dict[str, A
             response["headers"] = _headers(all_headers)
         op["responses"][str(status)] = response
     return op
+
+
+def _one_of(schemas: list[dict[str, Any]]) -> dict[str, Any]:
+    return schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
 
 
 def _errors(ep: Endpoint, contracts: list[Contract]) -> dict[int, tuple[list[str], list[Header]]]:

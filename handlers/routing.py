@@ -109,6 +109,8 @@ class Endpoint:
     #: For a webhook receiver: the named events it is sent (the body is one of them), listed in the
     #: document's ``webhooks``. Read as raw bytes by the handler, not through ``request``.
     events: tuple[tuple[str, type[BaseModel]], ...] = ()
+    #: The media type of the request body (JSON unless said otherwise, e.g. a form-encoded webhook).
+    request_media_type: str = "application/json"
 
     @property
     def reads_body(self) -> bool:

@@ -72,6 +72,9 @@ class ApiSettings(_Section):
 class SendbirdSettings(_Section):
     app_id: str = ""
     api_token: str = ""
+    # Webhook signatures are keyed with the application's MASTER API token (sendbird-api.md §7, §8),
+    # which may differ from api_token (a secondary token). Empty: api_token is the master token.
+    master_api_token: str = ""
     base_url: str = ""
     timeout_seconds: float = Field(5.0, gt=0)
     get_per_second: float = Field(10, gt=0)
@@ -84,6 +87,11 @@ class SendbirdSettings(_Section):
     @property
     def resolved_base_url(self) -> str:
         return self.base_url or f"https://api-{self.app_id}.sendbird.com"
+
+    @property
+    def webhook_token(self) -> str:
+        """The key of ``x-sendbird-signature``: the master API token."""
+        return self.master_api_token or self.api_token
 
 
 class PolicySettings(_Section):
@@ -126,6 +134,9 @@ class MessagingSettings(_Section):
     # The documented send path; some v2 pages show /v1/notifications/messages (§8: uncertain).
     bm_send_path: str = "/v1/notifications"
     sms_template_key: str = "caremsg_sms"
+    # Texts have a rate budget of their own, apart from the chat API's: a backlog of texts never
+    # slows chat posts down (and chat never uses up the texts' budget).
+    sms_per_second: float = Field(5, gt=0)
     sms_notification_text: str = "You have a new secure message from your care team."
     sms_help_text: str = "Secure messages from your care team. Reply STOP to opt out, START to opt back in."
     sms_stop_text: str = "You will get no more texts from your care team. Reply START to opt back in."
@@ -133,6 +144,27 @@ class MessagingSettings(_Section):
     # Where the emulator posts its signed webhooks; empty: http://{service.host}:{service.port}.
     webhook_base_url: str = ""
     webhook_poll_interval_seconds: float = Field(1.0, gt=0)
+    # Which SMS provider texts external participants. "twilio" is two-way (replies, STOP/START/HELP
+    # arrive at POST /api/webhooks/twilio); "sendbird_business_messaging" is outbound only
+    # (sendbird-api.md §8): replies and keywords cannot arrive, so no text goes out with it unless
+    # accept_outbound_only_sms says the deployment accepts that.
+    sms_provider: Literal["twilio", "sendbird_business_messaging"] = "twilio"
+    accept_outbound_only_sms: bool = False
+    # Twilio Programmable Messaging. Empty account SID and auth token: the Twilio emulator plays the
+    # carrier (development only). Secrets via CAREMSG_MESSAGING_TWILIO_AUTH_TOKEN.
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from_number: str = ""
+    # A Messaging Service (needed for Advanced Opt-Out, which reports OptOutType); wins over from_number.
+    twilio_messaging_service_sid: str = ""
+    twilio_base_url: str = "https://api.twilio.com"
+    # The webhook URL exactly as configured at Twilio (it is what the signature covers); empty: the
+    # URL the request arrived at, which is wrong behind a proxy that rewrites scheme, host or path.
+    twilio_webhook_url: str = ""
+
+    @property
+    def use_twilio_emulator(self) -> bool:
+        return self.sms_provider == "twilio" and not (self.twilio_account_sid and self.twilio_auth_token)
 
 
 DEV_AUDIT_IDENTIFIER_KEY = "dev-only-audit-identifier-key-change-me-0123"  # refused in production
@@ -187,6 +219,11 @@ class Settings(_Section):
                 raise ValueError("auth.jwt_secret: the development default is refused in production")
             if self.sendbird.use_emulator:
                 raise ValueError("sendbird: the emulator is refused in production; set app_id and api_token")
+            if self.messaging.use_twilio_emulator:
+                raise ValueError(
+                    "messaging.twilio_*: the Twilio emulator is refused in production; set account SID and"
+                    " auth token"
+                )
             if not self.database.url:
                 raise ValueError("database.url: the embedded PostgreSQL is refused in production")
             if self.auth.argon2_time_cost < 3 or self.auth.argon2_memory_kib < 65536:

@@ -46,6 +46,7 @@ from handlers.app import create_app
 from handlers.logs import configure_logging
 from handlers.settings import Settings
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
+from integrations.twilio_emulator import RunningTwilioEmulator, start_twilio_emulator
 
 log = structlog.get_logger("caremsg.serve")
 
@@ -104,11 +105,14 @@ class _Supervisor:
             loop.add_signal_handler(signum, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._forward_sighup)
         emulator: RunningEmulator | None = None
+        twilio: RunningTwilioEmulator | None = None
         clean = False
         try:
             worker_settings = self.settings
             if self.settings.sendbird.use_emulator:
                 emulator, worker_settings = await _shared_emulator(self.settings)
+            if worker_settings.messaging.use_twilio_emulator:
+                twilio, worker_settings = await _shared_twilio_emulator(worker_settings)
             context = multiprocessing.get_context("spawn")
             for index in range(1, self.settings.service.workers + 1):
                 self.workers.append(self._start(context, index, worker_settings))
@@ -126,6 +130,8 @@ class _Supervisor:
             clean = await self._stop_workers() and clean
             if emulator is not None:
                 await emulator.close()
+            if twilio is not None:
+                await twilio.close()
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         log.info("serve.stopped", clean=clean)
@@ -205,7 +211,7 @@ async def _shared_emulator(settings: Settings) -> tuple[RunningEmulator, Setting
     token = secrets.token_hex(20)
     emulator = await start_emulator(api_token=token, app_id=EMULATOR_APP_ID)
     base = settings.webhook_base_url()
-    emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird", f"{base}/api/webhooks/sms")
+    emulator.set_webhook_urls(f"{base}/api/webhooks/sendbird")
     log.warning(
         "sendbird.emulator_in_use",
         base_url=emulator.base_url,
@@ -219,6 +225,30 @@ async def _shared_emulator(settings: Settings) -> tuple[RunningEmulator, Setting
         update={"bm_api_token": token, "bm_base_url": emulator.base_url}
     )
     return emulator, settings.model_copy(update={"sendbird": sendbird, "messaging": messaging})
+
+
+async def _shared_twilio_emulator(settings: Settings) -> tuple[RunningTwilioEmulator, Settings]:
+    """Start the Twilio emulator the workers share (one carrier, one signing token, whichever worker
+    takes its webhook); return it with the settings that point the workers at it."""
+    twilio = await start_twilio_emulator()
+    twilio.set_webhook_url(f"{settings.webhook_base_url()}/api/webhooks/twilio")
+    log.warning(
+        "twilio.emulator_in_use",
+        base_url=twilio.base_url,
+        account_sid=twilio.state.account_sid,
+        auth_token=twilio.state.auth_token,  # random, development only: to sign a webhook by hand
+        shared_by_workers=settings.service.workers,
+        development_only=True,
+    )
+    messaging = settings.messaging.model_copy(
+        update={
+            "twilio_account_sid": twilio.state.account_sid,
+            "twilio_auth_token": twilio.state.auth_token,
+            "twilio_messaging_service_sid": twilio.state.messaging_service_sid,
+            "twilio_base_url": twilio.base_url,
+        }
+    )
+    return twilio, settings.model_copy(update={"messaging": messaging})
 
 
 # --- a worker --------------------------------------------------------------------------------------

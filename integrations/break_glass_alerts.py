@@ -4,7 +4,8 @@ The break-the-glass workflow enqueues one ``notify_break_glass`` outbox entry in
 opens the session; this kind posts it into the organization's compliance-alerts chat channel (created
 on first use, with every active compliance officer of the patient's organization as a member) as the
 system user. The text carries ids only, never PHI: the officers open the review list
-(``GET /api/break-glass``) for the rest. Safe to repeat: the post's ``dedup_id`` is the session's.
+(``GET /api/break-glass``) for the rest. Safe to repeat: the post carries the session id in
+``data`` and is reconciled on it (``post_once``); its ``dedup_id`` is the session's too.
 The relay audits every delivery (``delivery.notify_break_glass``).
 """
 
@@ -17,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.workflows.break_glass import NOTIFY_BREAK_GLASS
-from integrations.relay import OutboxEntry, RelayContext
+from integrations.relay import OutboxEntry, RelayContext, post_once
 
 log = structlog.get_logger("caremsg.break_glass")
 
@@ -70,8 +71,12 @@ class NotifyBreakGlass:
             user_ids=[ALERTS_USER, *officers],
             custom_type="caremsg_compliance_alerts",
             data=json.dumps({"organization_id": opened.patient_organization_id}),
+            repeat=entry.attempts > 1,  # read the channel before creating it again
         )
-        await ctx.chat.send_message(
+        # Reconciled on ``data`` (the session id), not trusted to dedup_id: see integrations/relay.py.
+        await post_once(
+            ctx.chat,
+            entry,
             channel,
             sender_id=ALERTS_USER,
             text=(

@@ -258,7 +258,9 @@ class RemoveMembers:
                     {"id": int(entry.payload["conversation_id"])},
                 )
             ).scalar_one()
-        await ctx.chat.remove_members(channel_url, [str(u) for u in entry.payload["user_ids"]])
+        await ctx.chat.remove_members(
+            channel_url, [str(u) for u in entry.payload["user_ids"]], repeat=entry.attempts > 1
+        )
 
     async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
         """Nothing to record: the membership rows went in the revocation's own transaction."""

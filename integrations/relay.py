@@ -5,8 +5,21 @@ Several relays (in several service instances) can run at once: each claims due r
 and a relay killed mid-delivery leaves rows that another relay picks up when the lease runs out. The
 lease is short (``lease_seconds``, 10 s) and renewed by a heartbeat while the relay runs, so a crash
 pauses the conversations it was delivering for seconds, however long a delivery may take.
-Messages carry ``dedup_id = caremsg_msg_<id>`` so a retry after an ambiguous failure (the request
-reached Sendbird, the answer did not reach us) does not post the message twice.
+
+**Reconciliation, not trust** (sendbird-api.md §8). Every chat post carries caremsg's own id of what
+it posts in ``data``, a field Sendbird returns with every message. After an ambiguous outcome (a
+timeout, a dropped connection, a 5xx, any error answering a repeat) and before any repeat of a
+post, the relay reads the channel's recent messages (:func:`post_once`): if the post landed, its
+Sendbird id is recorded and nothing is posted again. ``dedup_id`` stays as a second layer only,
+because what Sendbird answers a repeated one is not documented. Channel creation and membership
+changes read the channel before repeating (``repeat``). This holds as long as a post in flight
+ends before its lease does (``lease_seconds`` well above the chat client's timeout): a post still
+in flight cannot be seen by another relay's read.
+
+**Chat and texts apart** (``lane``). A relay may be limited to one family of kinds: the service
+runs one relay for chat effects and one for texts, each with its own claims, waves and rate budget,
+so a backlog of texts never holds up chat posts. Within a family a conversation's entries keep
+their order: chat posts after each other, texts after each other.
 
 Retries use exponential backoff with full jitter; errors the chat provider calls permanent, or
 running out of attempts, mark the row (and its message or conversation) ``failed`` with a reason.
@@ -30,10 +43,11 @@ every database round trip it saves is CPU the handlers get back. Per batch of cl
 
 **Why each wave is settled at once, not the batch at its end.** Between a side effect and the commit
 of its settle, a relay that dies leaves an entry that is delivered again when its lease runs out.
-For a chat message that costs nothing (``dedup_id``). SMS through Business Messaging has no dedup
-key: ``send_sms`` skips a text whose delivery row is already settled, but a text sent and not yet
-settled is sent again, so for texts that window is a duplicate window. Settling after every wave
-keeps it to one wave (its slowest delivery and one commit) instead of a whole batch of waves.
+For a chat message that costs one read (the repeat finds the post and records it). SMS through
+Business Messaging has no dedup key: ``send_sms`` skips a text whose delivery row is already
+settled, but a text sent and not yet settled is sent again, so for texts that window is a
+duplicate window. Settling after every wave keeps it to one wave (its slowest delivery and one
+commit) instead of a whole batch of waves.
 
 **Guarantees kept for settling.** A settle only touches entries this relay still holds (status
 ``pending`` and the ``attempts`` its claim set: a relay whose lease ran out and was re-claimed
@@ -64,7 +78,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.errors import ChatGatewayError, ChatRateLimited
-from engine.ports import ChatGateway
+from engine.ports import ChatGateway, SentChatMessage
 from engine.workflows.conversations import ENSURE_CHANNEL, SEND_MESSAGE
 from integrations.db.uow import audit_insert_sql, audit_object_sql, is_unavailable
 
@@ -84,6 +98,12 @@ _CLAIM = text(
           AND (o.kind <> 'send_message' OR NOT EXISTS (
                 SELECT 1 FROM outbox e WHERE e.kind = 'send_message' AND e.status = 'pending'
                   AND e.conversation_id = o.conversation_id AND e.id < o.id))
+          -- and its texts go out in that order too
+          AND (o.kind <> 'send_sms' OR o.conversation_id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM outbox e WHERE e.kind = 'send_sms' AND e.status = 'pending'
+                  AND e.conversation_id = o.conversation_id AND e.id < o.id))
+          AND (CAST(:only AS text[]) IS NULL OR o.kind = ANY(CAST(:only AS text[])))
+          AND NOT o.kind = ANY(CAST(:except AS text[]))
         ORDER BY o.id
         LIMIT :limit
         FOR UPDATE OF o SKIP LOCKED)
@@ -180,6 +200,10 @@ class RelaySettings:
     lease_seconds: float = 10.0
     #: Deliveries in flight at once (each of a different conversation).
     concurrency: int = 8
+    #: Claim only these kinds (None: every kind) and none of ``skip_kinds``; the service runs one
+    #: relay for texts and one for everything else.
+    claim_kinds: tuple[str, ...] | None = None
+    skip_kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -373,7 +397,13 @@ class OutboxRelay:
         async with self._ctx.sessions() as session, session.begin():
             rows = (
                 await session.execute(
-                    _CLAIM, {"lease": self._settings.lease_seconds, "limit": self._settings.batch_size}
+                    _CLAIM,
+                    {
+                        "lease": self._settings.lease_seconds,
+                        "limit": self._settings.batch_size,
+                        "only": list(self._settings.claim_kinds) if self._settings.claim_kinds else None,
+                        "except": list(self._settings.skip_kinds),
+                    },
                 )
             ).all()
             entries = sorted((OutboxEntry(*row) for row in rows), key=lambda e: e.id)
@@ -499,13 +529,81 @@ class OutboxRelay:
                 )
 
 
+#: Kinds that are texts, not chat effects: they have a lane (and, in the service, a relay) of their own.
+TEXT_KINDS: tuple[str, ...] = ("send_sms",)
+
+
+class Relays:
+    """Several relays run as one (the service's chat relay and text relay): one wake, one task."""
+
+    def __init__(self, relays: Sequence[OutboxRelay]) -> None:
+        self.relays = tuple(relays)
+
+    def wake(self) -> None:
+        for relay in self.relays:
+            relay.wake()
+
+    async def run(self) -> None:
+        """Run every relay until cancelled (each waits outages out by itself)."""
+        await asyncio.gather(*(relay.run() for relay in self.relays))
+
+
 def _lanes(entries: Sequence[OutboxEntry]) -> list[deque[OutboxEntry]]:
-    """One lane per conversation (an entry of none is a lane of its own), each in claim order."""
+    """One lane per conversation and family (chat or texts; an entry of no conversation is a lane of
+    its own), each in claim order: a text being retried never holds up the conversation's chat."""
     lanes: dict[object, deque[OutboxEntry]] = {}
     for entry in entries:
-        key: object = entry.conversation_id if entry.conversation_id is not None else ("entry", entry.id)
+        key: object = (
+            (entry.conversation_id, entry.kind in TEXT_KINDS)
+            if entry.conversation_id is not None
+            else ("entry", entry.id)
+        )
         lanes.setdefault(key, deque()).append(entry)
     return list(lanes.values())
+
+
+async def post_once(
+    chat: ChatGateway,
+    entry: OutboxEntry,
+    channel_url: str,
+    *,
+    sender_id: str,
+    text: str,
+    dedup_id: str,
+    custom_type: str,
+    data: str,
+) -> SentChatMessage:
+    """Post a message unless it is in the channel already; what was posted (or found) either way.
+
+    ``data`` must carry caremsg's own id of the message: it is what the channel's messages are
+    searched for. Read before posting when an earlier attempt was made (it may have landed), and
+    after an ambiguous failure of this post (timeout, dropped connection, 5xx) or any failure of a
+    repeat, before the failure is believed. A failed read leaves the original error standing.
+    """
+    if entry.attempts > 1:
+        landed = await chat.find_message(channel_url, sender_id=sender_id, custom_type=custom_type, data=data)
+        if landed is not None:
+            log.info("relay.reconciled", outbox_id=entry.id, kind=entry.kind, found="before_post")
+            return landed
+    try:
+        return await chat.send_message(
+            channel_url, sender_id=sender_id, text=text, dedup_id=dedup_id, custom_type=custom_type, data=data
+        )
+    except ChatGatewayError as exc:
+        # A rate limit means Sendbird did nothing; any other error on a first attempt that is not
+        # retryable (bad input, no channel) is believed.
+        if isinstance(exc, ChatRateLimited) or not (exc.retryable or entry.attempts > 1):
+            raise
+        try:
+            landed = await chat.find_message(
+                channel_url, sender_id=sender_id, custom_type=custom_type, data=data
+            )
+        except ChatGatewayError:
+            raise exc from None
+        if landed is None:
+            raise
+        log.info("relay.reconciled", outbox_id=entry.id, kind=entry.kind, found="after_error")
+        return landed
 
 
 class EnsureChannel:
@@ -554,6 +652,7 @@ class EnsureChannel:
             user_ids=[u.chat_user_id for u in staff] + [e.chat_user_id for e in external],
             custom_type="caremsg_conversation",
             data=json.dumps({"conversation_id": conversation_id}),
+            repeat=entry.attempts > 1,  # read the channel before creating it again
         )
 
     async def settle(
@@ -618,7 +717,8 @@ _SETTLE_MESSAGES = text(
 
 
 class SendMessage:
-    """Post a stored message into its channel as its sender, with ``dedup_id`` against duplicates."""
+    """Post a stored message into its channel as its sender, exactly once (:func:`post_once`): its
+    ``data`` carries caremsg's message id, ``dedup_id`` is a second layer."""
 
     kind = SEND_MESSAGE
 
@@ -640,7 +740,9 @@ class SendMessage:
                 msg = (await self.prepare([entry], session)).get(entry.id)
             if not isinstance(msg, MessageToPost):
                 raise LookupError(f"message {message_id} of outbox entry {entry.id} not found")
-        sent = await ctx.chat.send_message(
+        sent = await post_once(
+            ctx.chat,
+            entry,
             msg.channel_url,
             sender_id=msg.sender_chat_id,
             text=msg.body,

@@ -39,7 +39,7 @@ from engine.services import utc_now
 from engine.sms import Keyword, SmsRules, keyword_reply, sms_text, textable
 from engine.workflows.messaging import POST_SMS_REPLY, SEND_SMS
 from integrations.db.repositories import SqlRelationshipFacts
-from integrations.relay import OutboxEntry, RelayContext
+from integrations.relay import OutboxEntry, RelayContext, post_once
 from integrations.sendbird import TokenBucket, _reply_body
 
 DEFAULT_SEND_PATH = "/v1/notifications"
@@ -130,12 +130,21 @@ class SendSms:
         rules: SmsRules,
         policy: Callable[[], Policy],
         clock: Callable[[], datetime] = utc_now,
+        *,
+        two_way: bool = True,
+        accept_outbound_only: bool = False,
     ) -> None:
         self._gateway = gateway
         self._rules = rules
         self._policy = policy  # the policy in force when each text goes out
         self._clock = clock
+        # A text under an SMS consent promises that STOP works. Through an outbound-only provider
+        # (Business Messaging) no STOP can arrive, so nothing is texted unless config accepts that.
+        self._refuse_reason = None if two_way or accept_outbound_only else "no_opt_out_path"
         self._sent: dict[int, str] = {}
+        # Numbers the provider refused as opted out at the carrier (a STOP caremsg never heard of),
+        # by outbox id: recorded as opted out when the refusal is settled.
+        self._carrier_opt_outs: dict[int, str] = {}
 
     async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
         if "keyword_reply" in entry.payload:
@@ -167,6 +176,8 @@ class SendSms:
             )
         if row.state != "queued":
             return  # done before (a relay died between texting and recording it)
+        if self._refuse_reason is not None:
+            raise SmsRefused(self._refuse_reason)
         # The same facts and the same refusal order as when the message was accepted (engine/facts.py).
         spec = self._policy().workflows.get("sms.send_full_text")
         found = external_facts(spec, candidates, self._clock())
@@ -178,11 +189,16 @@ class SendSms:
         )
         if reason is not None:
             raise SmsRefused(reason)
-        self._sent[entry.id] = await self._gateway.send_sms(
-            recipient_user_id=row.chat_user_id,
-            phone_number=row.phone_number,
-            text=sms_text(row.content, row.body, self._rules),
-        )
+        try:
+            self._sent[entry.id] = await self._gateway.send_sms(
+                recipient_user_id=row.chat_user_id,
+                phone_number=row.phone_number,
+                text=sms_text(row.content, row.body, self._rules),
+            )
+        except ChatGatewayError as exc:
+            if exc.code == "opted_out":  # the carrier has a STOP on record (e.g. Twilio's 21610)
+                self._carrier_opt_outs[entry.id] = row.phone_number
+            raise
 
     async def _reply(self, participant_id: int, reply: str, ctx: RelayContext) -> None:
         """Answer a carrier keyword; sent whatever the opt-out state (the STOP confirmation is sent to
@@ -214,8 +230,12 @@ class SendSms:
                 states.append("sent")
                 provider_ids.append(provider_id or None)
                 reasons.append(None)
+        carrier_opt_outs: list[str] = []
         for entry, reason in failed:
             self._sent.pop(entry.id, None)
+            number = self._carrier_opt_outs.pop(entry.id, None)
+            if number is not None and reason == "opted_out":
+                carrier_opt_outs.append(number)
             if "delivery_id" in entry.payload:
                 ids.append(int(entry.payload["delivery_id"]))
                 states.append("failed")
@@ -225,6 +245,15 @@ class SendSms:
             await session.execute(
                 _SETTLE_DELIVERIES,
                 {"ids": ids, "states": states, "provider_ids": provider_ids, "reasons": reasons},
+            )
+        if carrier_opt_outs:
+            # Our record follows the carrier's: nothing more is planned for the number until START.
+            await session.execute(
+                text(
+                    "INSERT INTO sms_opt_outs (phone_number, provider_message_id)"
+                    " SELECT unnest(CAST(:numbers AS text[])), 'carrier_refusal' ON CONFLICT DO NOTHING"
+                ),
+                {"numbers": carrier_opt_outs},
             )
 
     async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
@@ -253,20 +282,23 @@ _SETTLE_DELIVERIES = text(
 class PostSmsReply:
     """Post an inbound SMS into the channel as the external participant who sent it.
 
-    ``dedup_id`` is the provider's message id, so a provider retry (or ours) never posts twice.
+    The provider's message id is carried in ``data`` (what :func:`post_once` reconciles on) and as
+    ``dedup_id`` (a second layer), so a provider retry (or ours) never posts twice.
     """
 
     kind = POST_SMS_REPLY
 
     async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
         p = entry.payload
-        await ctx.chat.send_message(
+        await post_once(
+            ctx.chat,
+            entry,
             str(p["channel_url"]),
             sender_id=str(p["sender_chat_id"]),
             text=str(p["text"]),
             dedup_id=str(p["dedup_id"]),
             custom_type=SMS_REPLY_CUSTOM_TYPE,
-            data=json.dumps({"source": "sms"}),
+            data=json.dumps({"source": "sms", "sms_id": str(p["dedup_id"])}),
         )
 
     async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:

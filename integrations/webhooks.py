@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.services import Services
+from engine.sms import Keyword
 from engine.workflows import messaging
 
 log = structlog.get_logger("caremsg.webhooks")
@@ -59,14 +60,19 @@ def sendbird_event_key(raw: bytes) -> StoredEvent:
     return StoredEvent(category, f"{category}:sha256:{hashlib.sha256(raw).hexdigest()}")
 
 
-def sms_event_key(raw: bytes) -> StoredEvent:
-    """Inbound SMS: the provider's message id is the dedupe key (and later the chat ``dedup_id``)."""
-    event = _json_object(raw)
-    message_id = event.get("message_id")
-    for key in ("message_id", "from", "text"):
-        if not isinstance(event.get(key), str) or not event[key]:
-            raise BadWebhook(key)
-    return StoredEvent("sms:inbound", f"sms:{message_id}")
+def inbound_sms_event(
+    message_id: str, from_number: str, text: str, *, keyword: str | None, provider_answers_keywords: bool
+) -> tuple[StoredEvent, bytes]:
+    """An inbound SMS as it is stored, whatever provider it came from: the provider's message id is
+    the dedupe key (and later the chat ``dedup_id``)."""
+    body = {
+        "message_id": message_id,
+        "from": from_number,
+        "text": text,
+        "keyword": keyword,
+        "provider_answers_keywords": provider_answers_keywords,
+    }
+    return StoredEvent("sms:inbound", f"sms:{message_id}"), json.dumps(body).encode("utf-8")
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -167,10 +173,16 @@ class WebhookProcessor:
     async def _process(self, event_id: int, source: str, category: str, body: str) -> str:
         event = json.loads(body)
         if source == SMS:
+            word = event.get("keyword")
             return await messaging.sms_received(
                 self._services,
                 messaging.InboundSms(
-                    event_id, str(event["message_id"]), str(event["from"]), str(event["text"])
+                    event_id,
+                    str(event["message_id"]),
+                    str(event["from"]),
+                    str(event["text"]),
+                    provider_keyword=Keyword(word) if word in set(Keyword) else None,
+                    provider_answers_keywords=event.get("provider_answers_keywords") is True,
                 ),
             )
         if category == "group_channel:message_send":

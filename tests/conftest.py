@@ -126,6 +126,7 @@ def settings(database_url: str) -> Settings:
             "get_per_second": 1000,
         },
         outbox={"poll_interval_seconds": 0.05, "base_backoff_seconds": 0.05, "max_backoff_seconds": 0.5},
+        messaging={"sms_per_second": 1000},
     )
 
 

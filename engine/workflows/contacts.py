@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.decisions import Fact
+from engine.errors import NotFound
 from engine.model import Actor, OrganizationContact
 from engine.services import Guard, Services
 
@@ -56,3 +57,25 @@ async def list_contacts(services: Services, actor: Actor, organization_id: int) 
         contacts = await uow.contacts.list(organization_id)
         await uow.commit()
     return contacts
+
+
+async def remove_contact(services: Services, actor: Actor, organization_id: int, contact_id: int) -> None:
+    """Take a number out of the organization's directory; decided as ``organization_contact.remove``.
+
+    From then on a consent naming the organization no longer lets that number be texted or reply
+    (the relay and inbound replies read the directory at each decision); a consent naming the number
+    itself still does.
+    """
+    async with services.uow() as uow:
+        guard = Guard(services, uow, actor)
+        guard.require(
+            "organization_contact.remove",
+            _facts(actor, organization_id),
+            resource_type="organization_contact",
+            resource_id=contact_id,
+            details={"organization_id": organization_id},
+        )
+        if not await uow.contacts.remove(organization_id, contact_id):
+            guard.record_missing("organization_contact.remove", "organization_contact", contact_id)
+            raise NotFound("contact")
+        await uow.commit()

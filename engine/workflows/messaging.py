@@ -184,6 +184,12 @@ class InboundSms:
     provider_message_id: str
     from_number: str
     text: str
+    #: The keyword the SMS provider recognised (Twilio's ``OptOutType``); it wins over our reading,
+    #: so caremsg's opt-out record follows the carrier's.
+    provider_keyword: Keyword | None = None
+    #: The provider answers keywords itself (Twilio does, and blocks opted-out numbers): caremsg
+    #: records the opt-out or opt-in and texts nothing back.
+    provider_answers_keywords: bool = False
 
 
 def _system_actor(user_id: int, role: str, organization_id: int, event_id: int) -> Actor:
@@ -299,7 +305,7 @@ async def sms_received(services: Services, event: InboundSms) -> str:
         if route is None:
             return await _sms_from_unknown_number(services, uow, event)
         now = services.clock()
-        word = keyword(event.text, rules)
+        word = event.provider_keyword or keyword(event.text, rules)
 
         def audit(name: str, **details: str | int | None) -> None:
             uow.audit.record(
@@ -325,7 +331,7 @@ async def sms_received(services: Services, event: InboundSms) -> str:
             audit("sms_opt_in", changed=int(changed))
         elif word is Keyword.HELP:
             audit("sms_help")
-        if word is not None and (word is Keyword.HELP or changed):
+        if word is not None and not event.provider_answers_keywords and (word is Keyword.HELP or changed):
             # HELP is always answered; STOP and START are confirmed once, when they change something
             # (a repeated STOP gets no second text). The STOP confirmation is the last text sent.
             await uow.outbox.enqueue(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from engine.model import OrganizationContact
 from integrations.db.repositories import _insert_unique, _Repository
@@ -49,3 +49,10 @@ class SqlContactDirectory(_Repository):
             .order_by(contacts_t.c.id)
         )
         return [_contact(r) for r in rows]
+
+    async def remove(self, organization_id: int, contact_id: int) -> bool:
+        c = contacts_t.c
+        removed = await self.session.execute(
+            delete(contacts_t).where(c.id == contact_id, c.organization_id == organization_id).returning(c.id)
+        )
+        return removed.scalar_one_or_none() is not None

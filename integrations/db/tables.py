@@ -308,6 +308,13 @@ class OutboxRow(SQLModel, table=True):
         ),
         # The claim takes pending rows in id order (migration 0008).
         Index("ix_outbox_pending", "id", postgresql_where=text("status = 'pending'")),
+        # The claim's "an earlier text of this conversation is still pending" probe (migration 0010).
+        Index(
+            "ix_outbox_pending_send_sms",
+            "conversation_id",
+            "id",
+            postgresql_where=text("status = 'pending' AND kind = 'send_sms'"),
+        ),
     )
 
 

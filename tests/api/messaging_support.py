@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from handlers.app import emulator_key
+from handlers.app import emulator_key, twilio_emulator_key
 from integrations.sendbird_emulator import EmulatorState, RunningEmulator
+from integrations.twilio_emulator import EmulatedSms, RunningTwilioEmulator
 from tests.api.conftest import Api, Person
 
 T = TypeVar("T")
@@ -76,11 +77,29 @@ def emulator(api: Api) -> EmulatorState:
     return api.app[emulator_key].state
 
 
+def twilio(api: Api) -> RunningTwilioEmulator:
+    """The Twilio emulator: the carrier texts go out through and replies come in from."""
+    return api.app[twilio_emulator_key]
+
+
+def texts(api: Api, phone: str) -> list[EmulatedSms]:
+    """The texts Twilio accepted from caremsg for ``phone``, in order.
+
+    Filtered by number: the test database is shared, and a text an earlier test left queued may be
+    delivered by this test's app (through this test's carrier) to that test's own number.
+    """
+    return [t for t in twilio(api).state.sent if t.phone_number == phone]
+
+
+def receive_sms(api: Api, from_number: str, text: str, *, message_sid: str | None = None) -> str:
+    """A person texts caremsg's number (Twilio posts it to the webhook); returns the Message SID."""
+    return twilio(api).receive_sms(from_number, text, message_sid=message_sid)
+
+
 def wire_webhooks(api: Api) -> None:
-    """Point the emulator's signed webhooks at this test server's own endpoints."""
-    running_emulator(api).set_webhook_urls(
-        str(api.client.make_url("/api/webhooks/sendbird")), str(api.client.make_url("/api/webhooks/sms"))
-    )
+    """Point the emulators' signed webhooks at this test server's own endpoints."""
+    running_emulator(api).set_webhook_urls(str(api.client.make_url("/api/webhooks/sendbird")))
+    twilio(api).set_webhook_url(str(api.client.make_url("/api/webhooks/twilio")))
 
 
 async def care_team(

@@ -154,3 +154,28 @@ async def test_a_text_is_recorded_under_the_consent_that_allows_texting_not_a_re
         str(accepted["id"]),
     )
     assert f'"consent_id": {texting["id"]}' in details
+
+
+async def test_a_number_taken_out_of_the_directory_is_no_longer_texted_under_the_organization_consent(
+    api: Api,
+) -> None:
+    peer, officer, patient_id, partner = await _clinic(api)
+    phone = unique_phone()
+    admin = await api.person("admin", partner)
+    contact = await add_contact(api, admin, partner, phone)
+    await api.consent(officer, patient_id, organizationId=partner)
+    status, created = await _start(
+        api, peer, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
+    )
+    assert status == 201, created
+    path = f"/api/organizations/{partner}/contacts/{contact['id']}"
+    assert (await api.call("DELETE", path, await api.person("admin", await api.organization())))[0] == 403
+
+    status, _ = await api.call("DELETE", path, admin)
+
+    assert status == 204
+    assert (await api.call("DELETE", path, admin))[0] == 404
+    status, accepted = await send(api, peer, created["id"], "See you at 3")
+    assert status == 202, accepted
+    sms = [d for d in accepted["deliveries"] if d["channel"] == "sms"]
+    assert [(d["state"], d["reason"]) for d in sms] == [("failed", "no_sms_consent")]

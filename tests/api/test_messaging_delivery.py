@@ -17,11 +17,11 @@ from tests.api.messaging_support import (
     NOTIFICATION,
     PHONE,
     care_team,
-    emulator,
     eventually,
     message_status,
     send,
     settled_deliveries,
+    texts,
 )
 
 
@@ -48,12 +48,14 @@ async def test_an_external_participant_is_texted_a_notification_without_the_mess
     deliveries = await settled_deliveries(api, team.peer, accepted["id"])
 
     assert [d["state"] for d in deliveries] == ["sent", "sent"]
-    texts = emulator(api).notifications
-    assert len(texts) == 1
-    assert texts[0].phone_number == team.phone
-    assert texts[0].text == NOTIFICATION
-    assert "Lithium" not in texts[0].text
-    assert texts[0].user_id.startswith("ext_")
+    sent = texts(api, team.phone)
+    assert len(sent) == 1
+    assert sent[0].phone_number == team.phone
+    assert sent[0].text == NOTIFICATION
+    assert "Lithium" not in sent[0].text
+    provider_ids = [d.get("providerMessageId") for d in deliveries]
+    assert sent[0].sid.startswith("SM")
+    del provider_ids
 
 
 async def test_the_message_status_endpoint_shows_each_recipients_delivery_and_is_decided_as_a_read(
@@ -109,7 +111,7 @@ async def test_a_number_that_cannot_exist_is_not_texted_and_its_delivery_fails_a
         ("sms", "failed", "invalid_number"),
     ]
     await settled_deliveries(api, team.peer, accepted["id"])
-    assert emulator(api).notifications == []
+    assert texts(api, team.phone) == []
 
 
 async def test_an_external_participant_without_an_sms_consent_is_refused_with_the_reason(api: Api) -> None:
@@ -211,7 +213,7 @@ async def test_a_compliance_group_named_in_the_sms_policy_gets_the_full_text_and
 
     await settled_deliveries(api, team.peer, accepted["id"])
 
-    assert [n.text for n in emulator(api).notifications] == ["Lithium level is 1.4"]
+    assert [n.text for n in texts(api, team.phone)] == ["Lithium level is 1.4"]
     row = await db.fetchrow(
         "SELECT decision, matched_rule, details FROM audit_events WHERE workflow = 'sms.send_full_text'"
         " AND resource_id = $1",

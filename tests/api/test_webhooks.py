@@ -14,6 +14,7 @@ from handlers.app import create_app
 from handlers.settings import Settings
 from integrations.sendbird import sign_webhook
 from integrations.sendbird_emulator import sendbird_json
+from integrations.twilio import sign_request
 from tests.api.conftest import Api
 from tests.api.messaging_support import (
     NOTIFICATION,
@@ -22,9 +23,12 @@ from tests.api.messaging_support import (
     care_team,
     emulator,
     eventually,
+    receive_sms,
     running_emulator,
     send,
     settled_deliveries,
+    texts,
+    twilio,
     unique_phone,
     wire_webhooks,
 )
@@ -190,7 +194,7 @@ async def test_echoes_of_our_own_sends_are_ignored(api: Api, db: asyncpg.Connect
         await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", team.conversation_id)
         == 1
     )
-    assert len(emulator(api).notifications) == 1
+    assert len(texts(api, team.phone)) == 1
 
 
 async def test_a_staff_post_from_the_chat_app_texts_external_members_a_notification(
@@ -203,8 +207,8 @@ async def test_a_staff_post_from_the_chat_app_texts_external_members_a_notificat
     status, answer = await post(api, body, sign_webhook(body, token(api)))
     assert status == 200, answer
 
-    texts = await eventually(lambda: _async(emulator(api).notifications), "the SMS notification")
-    assert [t.text for t in texts] == [NOTIFICATION]
+    sent = await eventually(lambda: _async(texts(api, team.phone)), "the SMS notification")
+    assert [t.text for t in sent] == [NOTIFICATION]
     stored = await db.fetchrow(
         "SELECT sender_id, state, chat_message_id FROM messages WHERE conversation_id = $1",
         team.conversation_id,
@@ -214,7 +218,7 @@ async def test_a_staff_post_from_the_chat_app_texts_external_members_a_notificat
     # Sendbird retries the same event: nothing happens twice.
     status, answer = await post(api, body, sign_webhook(body, token(api)))
     assert answer == {"status": "duplicate"}
-    assert len(emulator(api).notifications) == 1
+    assert len(texts(api, team.phone)) == 1
 
 
 async def test_a_read_receipt_marks_the_channel_delivery_delivered(api: Api, db: asyncpg.Connection) -> None:
@@ -250,13 +254,11 @@ async def test_an_sms_reply_is_posted_into_the_channel_as_the_external_participa
         "SELECT chat_user_id FROM external_participants WHERE id = $1", team.external_id
     )
 
-    provider_id = running_emulator(api).receive_sms(team.phone, "Thanks, will call tomorrow")
-    running_emulator(api).receive_sms(
-        team.phone, "Thanks, will call tomorrow", message_id=provider_id
-    )  # retry
+    provider_id = receive_sms(api, team.phone, "Thanks, will call tomorrow")
+    receive_sms(api, team.phone, "Thanks, will call tomorrow", message_sid=provider_id)  # repeated
 
     posted = await eventually(lambda: _async(emulator(api).messages(channel)), "the reply in the channel")
-    await running_emulator(api).drain_webhooks()
+    await twilio(api).drain()
     # Only this conversation's entries: the test database is shared with every other test.
     await eventually(
         lambda: db.fetchval(
@@ -277,7 +279,7 @@ async def test_stop_opts_out_so_no_further_texts_and_start_opts_back_in(
     wire_webhooks(api)
     team = await care_team(api)
 
-    running_emulator(api).receive_sms(team.phone, " stop ")
+    receive_sms(api, team.phone, " stop ")
     await eventually(
         lambda: db.fetchval("SELECT count(*) FROM sms_opt_outs WHERE phone_number = $1", team.phone), "STOP"
     )
@@ -298,9 +300,11 @@ async def test_stop_opts_out_so_no_further_texts_and_start_opts_back_in(
     assert accepted["deliveries"][1]["state"] == "failed"
     assert accepted["deliveries"][1]["reason"] == "opted_out"
     await settled_deliveries(api, team.peer, accepted["id"])
-    assert [t.text for t in emulator(api).notifications] == [api.services.sms.stop_text]  # only that
+    # Twilio confirmed the STOP itself (it answers keywords); caremsg texted nothing.
+    assert texts(api, team.phone) == []
+    assert twilio(api).state.auto_replies == [(team.phone, "STOP")]
 
-    running_emulator(api).receive_sms(team.phone, "START")
+    receive_sms(api, team.phone, "START")
     await eventually(
         lambda: db.fetchval("SELECT count(*) = 0 FROM sms_opt_outs WHERE phone_number = $1", team.phone),
         "START",
@@ -308,17 +312,14 @@ async def test_stop_opts_out_so_no_further_texts_and_start_opts_back_in(
     status, accepted = await send(api, team.peer, team.conversation_id, "welcome back")
     assert status == 202, accepted
     assert [d["state"] for d in await settled_deliveries(api, team.peer, accepted["id"])] == ["sent", "sent"]
-    rules = api.services.sms
-    assert [t.text for t in emulator(api).notifications] == [rules.stop_text, rules.start_text, NOTIFICATION]
+    assert [t.text for t in texts(api, team.phone)] == [NOTIFICATION]
 
 
-async def test_stop_is_confirmed_once_and_start_once(api: Api, db: asyncpg.Connection) -> None:
+async def test_keywords_are_recorded_every_time_and_answered_by_twilio_not_by_caremsg(
+    api: Api, db: asyncpg.Connection
+) -> None:
     wire_webhooks(api)
     team = await care_team(api)
-    rules = api.services.sms
-
-    async def texted(count: int, what: str) -> None:
-        await eventually(lambda: _async(len(emulator(api).notifications) >= count or None), what)
 
     async def recorded(event: str, count: int) -> None:
         # Inbound texts are processed asynchronously: wait for each before sending the next.
@@ -332,22 +333,15 @@ async def test_stop_is_confirmed_once_and_start_once(api: Api, db: asyncpg.Conne
             f"{count} {event} record(s)",
         )
 
-    running_emulator(api).receive_sms(team.phone, "STOP")
-    await texted(1, "the STOP confirmation")
-    running_emulator(api).receive_sms(team.phone, "stop")  # already opted out: changes nothing
+    receive_sms(api, team.phone, "STOP")
+    await recorded("sms_opt_out", 1)
+    receive_sms(api, team.phone, "stop")  # already opted out: changes nothing
     await recorded("sms_opt_out", 2)
-    running_emulator(api).receive_sms(team.phone, "START")
-    await texted(2, "the START confirmation")
-    await eventually(
-        lambda: db.fetchval(
-            "SELECT count(*) = 0 FROM outbox WHERE status = 'pending' AND conversation_id = $1",
-            team.conversation_id,
-        ),
-        "the outbox to drain",
-    )
+    receive_sms(api, team.phone, "yes")  # one of Twilio's opt-in words: its OptOutType decides
+    await recorded("sms_opt_in", 1)
+    receive_sms(api, team.phone, "help")
+    await recorded("sms_help", 1)
 
-    assert [t.text for t in emulator(api).notifications] == [rules.stop_text, rules.start_text]
-    assert [t.phone_number for t in emulator(api).notifications] == [team.phone, team.phone]
     changed = await db.fetch(
         "SELECT event, details->>'changed' AS changed FROM audit_events"
         " WHERE workflow = 'sms.reply' AND patient_id = $1 ORDER BY id",
@@ -357,32 +351,77 @@ async def test_stop_is_confirmed_once_and_start_once(api: Api, db: asyncpg.Conne
         ("sms_opt_out", "1"),
         ("sms_opt_out", "0"),
         ("sms_opt_in", "1"),
+        ("sms_help", None),
     ]
+    assert await db.fetchval("SELECT count(*) FROM sms_opt_outs WHERE phone_number = $1", team.phone) == 0
+    pending = await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE kind = 'send_sms' AND conversation_id = $1", team.conversation_id
+    )
+    assert pending == 0  # no keyword answer queued: Twilio answered each one
+    assert texts(api, team.phone) == []
+    assert [word for _, word in twilio(api).state.auto_replies] == ["STOP", "STOP", "START", "HELP"]
 
 
-async def test_help_is_answered_with_the_help_text(api: Api) -> None:
-    wire_webhooks(api)
+async def test_a_number_twilio_has_opted_out_is_not_texted_and_caremsg_records_the_opt_out(
+    api: Api, db: asyncpg.Connection
+) -> None:
     team = await care_team(api)
+    twilio(api).state.opted_out.add(team.phone)  # a STOP caremsg never heard of (its webhook was lost)
 
-    running_emulator(api).receive_sms(team.phone, "help")
+    status, accepted = await send(api, team.peer, team.conversation_id, "are you there?")
+    assert status == 202, accepted
+    deliveries = await settled_deliveries(api, team.peer, accepted["id"])
 
-    texts = await eventually(lambda: _async(emulator(api).notifications), "the HELP answer")
-    assert len(texts) == 1
-    assert "STOP" in texts[0].text
-    assert texts[0].phone_number == team.phone
+    assert [(d["state"], d.get("reason")) for d in deliveries] == [("sent", None), ("failed", "opted_out")]
+    assert texts(api, team.phone) == []
+    stored = await db.fetchval(
+        "SELECT provider_message_id FROM sms_opt_outs WHERE phone_number = $1", team.phone
+    )
+    assert stored == "carrier_refusal"
+    # The next message is not even tried: our record now says what the carrier's says.
+    status, accepted = await send(api, team.peer, team.conversation_id, "still there?")
+    assert status == 202, accepted
+    assert accepted["deliveries"][1]["reason"] == "opted_out"
+    tried = [form for _, _, form in twilio(api).state.received if form.get("To") == team.phone]
+    assert len(tried) == 1
 
 
-async def test_an_inbound_sms_with_a_bad_signature_is_401(api: Api) -> None:
-    body = sendbird_json({"message_id": "SM1", "from": PHONE, "text": "hi"})
+async def test_an_inbound_sms_with_a_bad_signature_is_401_and_one_with_the_right_one_is_accepted(
+    api: Api,
+) -> None:
+    state = twilio(api).state
+    url = str(api.client.make_url("/api/webhooks/twilio"))
+    form = {"MessageSid": "SM" + "1" * 32, "AccountSid": state.account_sid, "From": PHONE, "Body": "hi"}
 
-    status, problem = await api.call(
-        "POST",
-        "/api/webhooks/sms",
-        data=body,
-        headers={"Content-Type": "application/json", "x-sendbird-signature": "0" * 64},
+    bad = await api.client.post(
+        "/api/webhooks/twilio", data=form, headers={"X-Twilio-Signature": sign_request(url, form, "wrong")}
+    )
+    good = await api.client.post(
+        "/api/webhooks/twilio",
+        data=form,
+        headers={"X-Twilio-Signature": sign_request(url, form, state.auth_token)},
     )
 
-    assert status == 401, problem
+    assert bad.status == 401
+    assert bad.headers["Content-Type"].startswith("application/problem+json")
+    assert good.status == 200
+    assert good.headers["Content-Type"].startswith("text/xml")
+    assert "<Response></Response>" in await good.text()
+
+
+async def test_a_signed_request_that_is_not_an_incoming_message_is_400_naming_the_field(api: Api) -> None:
+    state = twilio(api).state
+    url = str(api.client.make_url("/api/webhooks/twilio"))
+    form = {"AccountSid": state.account_sid, "From": PHONE, "Body": "hi"}
+
+    reply = await api.client.post(
+        "/api/webhooks/twilio",
+        data=form,
+        headers={"X-Twilio-Signature": sign_request(url, form, state.auth_token)},
+    )
+
+    assert reply.status == 400
+    assert "MessageSid" in await reply.text()
 
 
 async def _async(value: Any) -> Any:
@@ -401,7 +440,7 @@ async def test_a_stop_from_a_number_not_on_file_is_kept_so_it_is_not_texted_once
     wire_webhooks(api)
     phone = unique_phone()
 
-    running_emulator(api).receive_sms(phone, "STOP")
+    receive_sms(api, phone, "STOP")
 
     await eventually(
         lambda: db.fetchval("SELECT count(*) FROM sms_opt_outs WHERE phone_number = $1", phone), "the STOP"
@@ -412,7 +451,7 @@ async def test_a_stop_from_a_number_not_on_file_is_kept_so_it_is_not_texted_once
     )
     assert (audit["resource_type"], audit["resource_id"], audit["patient_id"]) == ("phone_number", None, None)
     assert phone not in audit["details"]
-    assert emulator(api).notifications == []  # nobody to confirm it as
+    assert texts(api, phone) == []  # Twilio confirms a STOP itself; caremsg texts nothing
 
     team = await care_team(api, phones=(phone,))  # the number is added afterwards
     status, accepted = await send(api, team.peer, team.conversation_id, "are you there?")
@@ -421,4 +460,4 @@ async def test_a_stop_from_a_number_not_on_file_is_kept_so_it_is_not_texted_once
     assert accepted["deliveries"][1]["state"] == "failed"
     assert accepted["deliveries"][1]["reason"] == "opted_out"
     await settled_deliveries(api, team.peer, accepted["id"])
-    assert emulator(api).notifications == []
+    assert texts(api, phone) == []

@@ -486,7 +486,8 @@ async def test_posting_into_a_frozen_channel_is_chat_invalid_request(client: Sen
     with pytest.raises(ChatInvalidRequest) as error:
         await client.send_message(CHANNEL, user_id="bob", message="hi")
 
-    assert error.value.provider_code == 900050
+    # The real code is undocumented (§5); the emulator answers the documented generic 400108.
+    assert error.value.provider_code == 400108
 
 
 @pytest.mark.parametrize(
@@ -1097,3 +1098,55 @@ async def test_gateway_lets_retryable_failures_through_for_the_outbox_to_retry(
     await gateway.ensure_user("alice", "Alice")
 
     assert list(emulator.state.users) == ["alice"]
+
+
+async def test_find_message_finds_a_post_by_the_callers_own_id_in_data_and_nothing_else(
+    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
+) -> None:
+    await seed_team(client)
+    emulator.state.faults.drop_next(1)  # accept-then-drop: the post lands, its answer is lost
+    with pytest.raises(ChatUnavailable):
+        await gateway.send_message(
+            CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-1", custom_type="m", data='{"id": 1}'
+        )
+    await gateway.send_message(
+        CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-2", custom_type="m", data='{"id": 2}'
+    )
+
+    found = await gateway.find_message(CHANNEL, sender_id="alice", custom_type="m", data='{"id": 1}')
+    missing = await gateway.find_message(CHANNEL, sender_id="alice", custom_type="m", data='{"id": 3}')
+    other_sender = await gateway.find_message(CHANNEL, sender_id="bob", custom_type="m", data='{"id": 1}')
+
+    first = emulator.state.messages(CHANNEL)[0]
+    assert found == SentChatMessage(first.message_id, CHANNEL, first.created_at)
+    assert missing is None
+    assert other_sender is None
+
+
+async def test_ensure_channel_after_an_ambiguous_create_reads_the_channel_and_adds_only_who_is_missing(
+    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
+) -> None:
+    for user_id in ("alice", "bob", "carol"):
+        await client.create_user(user_id, nickname=user_id)
+    emulator.state.faults.drop_next(1)  # the create takes effect, its answer is lost
+
+    await gateway.ensure_channel(CHANNEL, name="Ward 7", user_ids=["alice", "bob"])
+    await gateway.ensure_channel(CHANNEL, name="Ward 7", user_ids=["alice", "bob", "carol"], repeat=True)
+
+    assert emulator.state.channels[CHANNEL].members == ["alice", "bob", "carol"]
+    creates = emulator.state.requests("POST", "/v3/group_channels")
+    invites = emulator.state.requests("POST", f"/v3/group_channels/{CHANNEL}/invite")
+    assert len(creates) == 1  # created once; then read, and only carol invited
+    assert [r.body["user_ids"] for r in invites] == [["carol"]]
+
+
+async def test_remove_members_repeated_reads_the_channel_and_leaves_only_who_is_still_in(
+    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
+) -> None:
+    await seed_team(client)
+    await client.leave_members(CHANNEL, ["alice"])  # an earlier attempt took effect
+
+    await gateway.remove_members(CHANNEL, ["alice"], repeat=True)
+
+    assert emulator.state.requests("PUT", f"/v3/group_channels/{CHANNEL}/leave")[1:] == []
+    assert emulator.state.channels[CHANNEL].members == ["bob"]

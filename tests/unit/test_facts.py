@@ -222,10 +222,10 @@ def test_the_consent_index_chooses_by_the_same_rules() -> None:
     lasting = IndexedConsent(3, 100, ORG, 10, frozenset(ALL), "treatment", NOW - timedelta(days=1), None)
     index.replace_all([group_consent, expiring, lasting], {50: [10]}, NOW, seq=1)
 
-    assert chosen(index.choose(100, 10, NOW, MESSAGE_NEED)) == 3
-    assert chosen(index.choose(100, 10, NOW, MESSAGE_NEED, exclude=3)) == 2
-    assert chosen(index.choose(100, 10, NOW + timedelta(hours=2), MESSAGE_NEED, exclude=3)) == 1
-    assert index.choose(100, 11, NOW, MESSAGE_NEED).consent is None
+    assert chosen(index.choose(100, 10, NOW_MS, MESSAGE_NEED)) == 3
+    assert chosen(index.choose(100, 10, NOW_MS, MESSAGE_NEED, exclude=3)) == 2
+    assert chosen(index.choose(100, 10, NOW_MS + 2 * HOUR, MESSAGE_NEED, exclude=3)) == 1
+    assert index.choose(100, 11, NOW_MS, MESSAGE_NEED).consent is None
 
 
 # --- the Decider asks the fact builder: the send path's facts are the request path's -------------------

@@ -1,0 +1,5 @@
+"""``python -m integrations.sendbird_emulator``."""
+
+from integrations.sendbird_emulator.cli import main
+
+main()
