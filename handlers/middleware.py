@@ -112,7 +112,7 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
             else None
         )
         if isinstance(error, ServiceUnavailable):
-            headers = {"Retry-After": "2"}
+            headers = {RETRY_AFTER.name: "2"}
             log.warning("http.dependency_unavailable", request_id=rid)
         return problem_response(problem_for(error, rid), headers)
     except web.HTTPException as exc:
@@ -124,7 +124,7 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         if is_unavailable(exc):  # e.g. the account check during a PostgreSQL restart (issue 3)
             log.warning("http.dependency_unavailable", request_id=rid, error=type(exc).__name__)
             unavailable = ServiceUnavailable.database()
-            return problem_response(problem_for(unavailable, rid), {"Retry-After": "2"})
+            return problem_response(problem_for(unavailable, rid), {RETRY_AFTER.name: "2"})
         log.exception("http.unhandled_error", request_id=rid)
         return problem_response(
             simple_problem(500, "internal_error", "Internal error", "Something went wrong on our side.", rid)
