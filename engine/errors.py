@@ -74,6 +74,12 @@ class MalformedRequest(InvalidInput):
 class Unauthenticated(CaremsgError):
     code = "unauthenticated"
 
+    def __init__(self, detail: str = "", *, challenge: str | None = 'Bearer realm="caremsg"') -> None:
+        super().__init__(detail)
+        #: What the client should authenticate with (WWW-Authenticate); None where no token helps,
+        #: e.g. a webhook whose signature does not match.
+        self.challenge = challenge
+
 
 class Forbidden(CaremsgError):
     code = "forbidden"

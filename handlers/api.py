@@ -8,7 +8,7 @@ from aiohttp import web
 from engine.model import Actor
 from engine.workflows import accounts, consents, conversations, identity, organizations, patients
 from engine.workflows.messaging import get_message
-from handlers.api_messaging import idempotent
+from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.routing import Endpoint, parse, path_id, query, request_id, respond, services, source_address
 from handlers.schemas import (
     AuthResponse,
@@ -309,9 +309,8 @@ async def send_message(request: web.Request, actor: Actor) -> web.Response:
 
 
 _IDEMPOTENCY = (
-    "Accepts an `Idempotency-Key` header (1-255 characters, kept for `messaging.idempotency_ttl_hours`): "
-    "the same key with the same body replays the first response; with a different body it is 422; "
-    "while the first request is still running, 409."
+    "Send an `Idempotency-Key` header to make a retry safe: the same key and body replay the first "
+    "response (with `Idempotent-Replayed: true`) instead of doing it twice."
 )
 
 ENDPOINTS: list[Endpoint] = [
@@ -491,7 +490,7 @@ ENDPOINTS: list[Endpoint] = [
         create_consent,
         "createConsent",
         "Record a patient's consent",
-        "compliance",
+        "consents",
         ConsentCreate,
         ConsentPublic,
         201,
@@ -502,7 +501,7 @@ ENDPOINTS: list[Endpoint] = [
         list_patient_consents,
         "listPatientConsents",
         "A patient's consents",
-        "compliance",
+        "consents",
         response=PageOf[ConsentPublic],
     ),
     Endpoint(
@@ -593,6 +592,7 @@ ENDPOINTS: list[Endpoint] = [
         201,
         errors=(400, 401, 403, 404, 409, 422),
         description=_IDEMPOTENCY,
+        contracts=(IDEMPOTENCY,),
     ),
     Endpoint(
         "GET",
@@ -617,6 +617,7 @@ ENDPOINTS: list[Endpoint] = [
         202,
         errors=(400, 401, 403, 404, 409, 422),
         description=_IDEMPOTENCY,
+        contracts=(IDEMPOTENCY,),
     ),
     Endpoint(
         "GET",

@@ -16,6 +16,47 @@ from engine.workflows import audit
 from handlers.routing import Endpoint, path_id, query, respond, services
 from handlers.schemas import Email, Id, PageOf, Request, Response
 
+#: The keys an audit event's ``details`` may carry (stored snake_case, answered camelCase).
+AUDIT_DETAILS: dict[str, tuple[str, str]] = {
+    "consentId": ("integer", "The consent the action relied on, or the consent acted on."),
+    "purpose": ("string", "The purpose of use of the consent relied on."),
+    "recipientType": ("string", "For consents: organization, compliance_group or external."),
+    "breakGlassSessionId": ("integer", "The emergency-access session the action relied on."),
+    "subjectUserId": ("integer", "The staff member the action was about (added, removed, refused)."),
+    "externalParticipantId": ("integer", "The external participant the action was about."),
+    "externalIndex": ("integer", "Position of the external member in the request."),
+    "conversationId": ("integer", "The conversation concerned."),
+    "outboxId": ("integer", "The delivery (outbox entry) this event records."),
+    "attempts": ("integer", "Delivery attempts made so far."),
+    "facts": ("string", "The policy facts the decision rested on, joined with `&`."),
+    "fields": ("string", "The fields changed, comma-separated (names only, never values)."),
+    "role": ("string", "The role given or asked for."),
+    "via": ("string", "How the action arrived, e.g. chat_app."),
+    "endedBy": ("string", "What ended the action early (a reason code)."),
+    "expiresAt": ("string", "When the emergency access ends (ISO 8601)."),
+    "outcome": ("string", "For a policy reload: swapped, unchanged or rejected."),
+    "previousVersion": ("string", "For a policy reload: the version before."),
+    "organizationId": ("integer", "The organization searched (audit searches)."),
+    "route": ("string", "The route a refused token was sent to."),
+}
+_DETAILS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "What else the event records: ids and reason codes, never PHI. Keys are camelCase; "
+    "the known ones are listed, and a newer workflow may add others.",
+    "properties": {k: {"type": [t, "null"], "description": d} for k, (t, d) in AUDIT_DETAILS.items()},
+    "additionalProperties": True,
+}
+
+
+def camel_keys(value: Any) -> Any:
+    """The stored (snake_case) details as the API names them: camelCase keys, at every depth."""
+    if isinstance(value, dict):
+        return {to_camel(str(k)): camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel_keys(v) for v in value]
+    return value
+
+
 WorkflowName = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+)+$", max_length=64)]
 
 
@@ -59,7 +100,7 @@ class AuditEventPublic(Response):
     purpose: str | None
     break_glass: bool
     outcome: str
-    details: dict[str, Any]
+    details: dict[str, Any] = Field(json_schema_extra=_DETAILS_SCHEMA)
     chain_seq: int | None = Field(description="Position in the hash chain; null until sealed.")
     chain_hash: str | None
 
@@ -86,7 +127,7 @@ class AuditEventPublic(Response):
             purpose=e.purpose,
             break_glass=e.break_glass,
             outcome=e.outcome,
-            details=dict(e.details),
+            details=camel_keys(dict(e.details)),
             chain_seq=r.seq,
             chain_hash=r.hash,
         )

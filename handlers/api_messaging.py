@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.errors import FieldError, InvalidInput, MalformedRequest, NotFound, Unauthenticated
 from engine.model import Actor
 from engine.workflows import messaging
-from handlers.routing import Endpoint, path_id, respond, services
+from handlers.routing import Contract, Endpoint, Header, Status, path_id, respond, services
 from handlers.schemas import MessagePublic, WebhookAccepted
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
 from integrations.relay import OutboxKind
@@ -38,6 +39,32 @@ from integrations.webhooks import (
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+#: What :func:`idempotent` adds to the endpoints that use it (they list it in ``contracts``).
+IDEMPOTENCY = Contract(
+    "idempotency key",
+    request_headers=(
+        Header(
+            IDEMPOTENCY_HEADER,
+            "Optional. The same key with the same body replays the first response (kept for "
+            "`messaging.idempotency_ttl_hours`); with a different body it is 422; while the first "
+            "request is still running, 409.",
+            {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+        ),
+    ),
+    success_headers=(
+        Header(
+            REPLAYED_HEADER,
+            "`true` when this response is the replay of an earlier request with the same key.",
+            {"type": "string", "enum": ["true"]},
+        ),
+    ),
+    statuses=(
+        Status(409, "A request with this Idempotency-Key is still running"),
+        Status(422, "Idempotency-Key is malformed, or was used before with a different body"),
+    ),
+)
 
 
 @dataclass
@@ -84,13 +111,13 @@ async def idempotent(
     store = request.app[messaging_key].idempotency
     claim = await store.claim(actor.user_id, key, operation, request_hash(operation, await request.read()))
     if isinstance(claim, Replay):
-        return web.json_response(claim.body, status=claim.status, headers={"Idempotent-Replayed": "true"})
+        return web.json_response(claim.body, status=claim.status, headers={REPLAYED_HEADER: "true"})
     if isinstance(claim, Recreate):
         status, model = await recreate(claim.resource_id)
         return web.json_response(
             model.model_dump(mode="json", by_alias=True),
             status=status,
-            headers={"Idempotent-Replayed": "true"},
+            headers={REPLAYED_HEADER: "true"},
         )
     assert isinstance(claim, Claim)
     try:
@@ -119,7 +146,7 @@ async def _receive(request: web.Request, source: str, parse: Callable[[bytes], S
     raw = await request.read()  # the exact bytes: re-serialised JSON would not match the signature
     resources = request.app[messaging_key]
     if not verify_webhook_signature(raw, request.headers.get(SIGNATURE_HEADER), resources.webhook_token):
-        raise Unauthenticated("The webhook signature is missing or does not match the body.")
+        raise Unauthenticated("The webhook signature is missing or does not match the body.", challenge=None)
     try:
         event = parse(raw)
     except BadWebhook as exc:
@@ -151,7 +178,9 @@ async def twilio_webhook(request: web.Request) -> web.StreamResponse:
             check=check,
         )
     except BadTwilioSignature:
-        raise Unauthenticated("The webhook signature is missing or does not match the request.") from None
+        raise Unauthenticated(
+            "The webhook signature is missing or does not match the request.", challenge=None
+        ) from None
     except BadTwilioRequest as exc:
         raise MalformedRequest(
             [FieldError(str(exc), "Missing or not readable.", "webhook_invalid")],
@@ -168,6 +197,75 @@ async def twilio_webhook(request: web.Request) -> web.StreamResponse:
         resources.processor.wake()
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
+
+# --- webhook bodies (the providers' formats: snake_case, and fields we do not read are allowed) -----
+
+
+class _ProviderEvent(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class SendbirdChannel(_ProviderEvent):
+    channel_url: str = Field(description="The group channel the event happened in.")
+
+
+class SendbirdSender(_ProviderEvent):
+    user_id: str = Field(description="The Sendbird user id of the sender.")
+
+
+class SendbirdMessagePayload(_ProviderEvent):
+    message_id: int = Field(description="Sendbird's message id; the event's deduplication key.")
+    message: str = Field(description="The message text.")
+    created_at: int = Field(description="Milliseconds since the epoch.")
+    custom_type: str | None = Field(None, description="caremsg's own messages are marked here.")
+
+
+class SendbirdMessageSend(_ProviderEvent):
+    """A member sent a message in a channel (staff writing from a Sendbird chat app)."""
+
+    category: Literal["group_channel:message_send"] = Field(description="The event type.")
+    type: str = Field(description="`MESG` for a user message; other types are ignored.")
+    sdk: str | None = Field(None, description="`API` for messages caremsg itself sent; those are ignored.")
+    custom_type: str | None = Field(None, description="caremsg's own messages are marked here.")
+    payload: SendbirdMessagePayload = Field(description="The message.")
+    channel: SendbirdChannel = Field(description="The channel it was sent in.")
+    sender: SendbirdSender | None = Field(None, description="Absent for an admin message.")
+
+
+class SendbirdReadUpdate(_ProviderEvent):
+    user_id: str = Field(description="The Sendbird user id of the reader.")
+    read_ts: int = Field(description="Milliseconds since the epoch: read up to this time.")
+
+
+class SendbirdMessageRead(_ProviderEvent):
+    """Members read a channel up to a time."""
+
+    category: Literal["group_channel:message_read"] = Field(description="The event type.")
+    channel: SendbirdChannel = Field(description="The channel read.")
+    read_updates: list[SendbirdReadUpdate] = Field(description="Who read, up to when.")
+
+
+class TwilioIncomingMessage(_ProviderEvent):
+    """A text from a phone, as Twilio posts it (form-encoded): a reply, or STOP / START / HELP."""
+
+    MessageSid: str = Field(min_length=1, description="Twilio's message id; the deduplication key.")
+    AccountSid: str = Field(description="Must be caremsg's Twilio account.")
+    From: str = Field(min_length=1, description="The sender's number, E.164.")
+    To: str | None = Field(None, description="caremsg's number the text was sent to.")
+    Body: str = Field("", description="The text as received.")
+    OptOutType: str | None = Field(None, description="STOP, START or HELP when Twilio saw a keyword.")
+
+
+SIGNATURE = Contract(
+    "webhook signature",
+    applies=lambda endpoint: endpoint.security == "webhookSignature",
+    statuses=(Status(401, "The x-sendbird-signature header is missing or does not match the body"),),
+)
+TWILIO_SIGNATURE = Contract(
+    "Twilio signature",
+    applies=lambda endpoint: endpoint.security == "twilioSignature",
+    statuses=(Status(401, "The X-Twilio-Signature header is missing or does not match the request"),),
+)
 
 _WEBHOOK_DESCRIPTION = (
     "Public: authenticated by `x-sendbird-signature`, the lowercase hex HMAC-SHA256 of the raw body "
@@ -196,8 +294,14 @@ ENDPOINTS: list[Endpoint] = [
         "webhooks",
         response=WebhookAccepted,
         public=True,
-        errors=(400, 401),
-        description=_WEBHOOK_DESCRIPTION,
+        errors=(400,),
+        description=_WEBHOOK_DESCRIPTION + " Other categories are acknowledged and ignored.",
+        contracts=(SIGNATURE,),
+        security="webhookSignature",
+        events=(
+            ("sendbirdMessageSend", SendbirdMessageSend),
+            ("sendbirdMessageRead", SendbirdMessageRead),
+        ),
     ),
     Endpoint(
         "POST",
@@ -208,12 +312,17 @@ ENDPOINTS: list[Endpoint] = [
         "webhooks",
         response=None,
         public=True,
-        errors=(400, 401, 404),
+        errors=(400, 404),
         description=(
             "Public: authenticated by `X-Twilio-Signature` (base64 HMAC-SHA1, keyed with the Auth Token,"
             " of the webhook URL followed by the POST parameters sorted by name; 401 otherwise). Stored"
             " once per `MessageSid` and answered at once with empty TwiML (`text/xml`); Twilio itself"
             " answers keywords, caremsg records the opt-out or opt-in (`OptOutType`)."
         ),
+        contracts=(TWILIO_SIGNATURE,),
+        security="twilioSignature",
+        events=(("twilioIncomingMessage", TwilioIncomingMessage),),
+        request_media_type="application/x-www-form-urlencoded",
+        media_type="text/xml",
     ),
 ]

@@ -47,11 +47,16 @@ class ConsentRevoke(Request):
     reason: Reason
 
 
+class RemovedMemberPublic(Response):
+    """A staff member taken out of a conversation because the revoked consent covered them."""
+
+    conversation_id: int = Field(description="The conversation they left.")
+    user_id: int = Field(description="The staff member removed.")
+
+
 class RevocationPublic(Response):
     consent: ConsentPublic
-    removed_members: list[dict[str, int]] = Field(
-        description="Staff taken out of conversations: {conversationId, userId}."
-    )
+    removed_members: list[RemovedMemberPublic] = Field(description="Staff taken out of conversations.")
     removed_external_participants: list[int]
 
 
@@ -123,7 +128,9 @@ async def revoke_consent(request: web.Request, actor: Actor) -> web.Response:
     return respond(
         RevocationPublic(
             consent=ConsentPublic.of(revocation.consent, svc.clock()),
-            removed_members=[{"conversationId": c, "userId": u} for c, u in revocation.removed_members],
+            removed_members=[
+                RemovedMemberPublic(conversation_id=c, user_id=u) for c, u in revocation.removed_members
+            ],
             removed_external_participants=list(revocation.removed_external_participants),
         )
     )

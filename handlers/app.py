@@ -12,7 +12,6 @@ import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -29,7 +28,7 @@ from engine.policy import PolicyHolder
 from engine.ports import ChatGateway, SmsGateway
 from engine.services import EngineSettings, Services
 from engine.sms import SmsRules
-from handlers import api, api_audit, api_contacts, api_messaging, api_policy, metrics
+from handlers import api, api_audit, api_contacts, api_docs, api_messaging, api_policy, metrics
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.api_policy import consent_index_key, consent_sync_key, policy_reloader_key
 from handlers.keys import (
@@ -43,7 +42,6 @@ from handlers.keys import (
 from handlers.logs import show_emulator_credentials
 from handlers.metrics import Metrics, Operations
 from handlers.middleware import authenticate, request_context, security_headers
-from handlers.openapi import build_openapi
 from handlers.ratelimit import add_limit_headers, rate_limit
 from handlers.rejections import RejectionSummaries
 from handlers.routing import Endpoint
@@ -80,13 +78,6 @@ emulator_key: web.AppKey[RunningEmulator] = web.AppKey("emulator_key", RunningEm
 twilio_emulator_key: web.AppKey[RunningTwilioEmulator] = web.AppKey(
     "twilio_emulator_key", RunningTwilioEmulator
 )
-
-
-def _version() -> str:
-    try:
-        return version("caremsg")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -452,10 +443,6 @@ def _tokens(settings: Settings) -> JwtTokens:
     )
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi(request.app[endpoints_key], version=_version()))
-
-
 # --- operations: /metrics, /health, /ready (handlers/metrics.py) ---------------------------------------
 
 
@@ -517,7 +504,9 @@ async def _rejection_summaries(app: web.Application) -> AsyncIterator[None]:
     await summaries.flush()
 
 
-PUBLIC_PATHS = frozenset({"/api/openapi.json"}) | metrics.PUBLIC_PATHS
+PUBLIC_PATHS = (
+    frozenset({"/api/openapi.json", api_docs.DOCS_ASSETS, "/api/docs/start.js"}) | metrics.PUBLIC_PATHS
+)
 
 
 def default_endpoints() -> list[Endpoint]:
@@ -528,6 +517,7 @@ def default_endpoints() -> list[Endpoint]:
         *api_messaging.ENDPOINTS,
         *api_audit.ENDPOINTS,
         *api_contacts.ENDPOINTS,
+        *api_docs.ENDPOINTS,
     ]
 
 
@@ -560,6 +550,6 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     app.cleanup_ctx.append(_operations)
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)
-    app.router.add_get("/api/openapi.json", openapi, name="openapi")
+    api_docs.add_asset_routes(app)
     metrics.add_routes(app)
     return app

@@ -24,6 +24,7 @@ from engine.model import Purpose
 from engine.ports import AccountDirectory, TokenService
 from handlers.keys import actor_key, operations_key, rejections_key, request_id_key
 from handlers.problems import problem_for, problem_response, simple_problem
+from handlers.routing import Contract, Endpoint, Header, Status, declares
 from integrations.db.uow import is_unavailable
 
 log = structlog.get_logger("caremsg.http")
@@ -36,11 +37,56 @@ _HTTP_CODES = {
 }
 
 
+REQUEST_ID_HEADER = "X-Request-ID"
+WWW_AUTHENTICATE = "WWW-Authenticate"
+RETRY_AFTER = Header("Retry-After", "Seconds to wait before retrying.", {"type": "integer", "minimum": 0})
+_REQUEST_ID_DOC = "Ties this request to its log lines and audit events."
+
+REQUEST_CONTEXT = Contract(
+    "request context",
+    request_headers=(
+        Header(
+            REQUEST_ID_HEADER,
+            f"{_REQUEST_ID_DOC} Optional: 8-64 of A-Z a-z 0-9 . _ - (anything else is replaced).",
+            {"type": "string", "pattern": _REQUEST_ID.pattern, "minLength": 8, "maxLength": 64},
+        ),
+    ),
+    response_headers=(
+        Header(
+            REQUEST_ID_HEADER,
+            f"The request's id (the client's if well-formed). {_REQUEST_ID_DOC}",
+            required=True,
+        ),
+    ),
+    statuses=(
+        Status(500, "Unexpected error (no details; see the request id)"),
+        Status(503, "A dependency (the database) is unavailable; retry later", (RETRY_AFTER,)),
+    ),
+)
+CHALLENGE = Contract(
+    "authentication challenge",
+    applies=lambda endpoint: endpoint.security is None and (not endpoint.public or 401 in endpoint.errors),
+    statuses=(
+        Status(
+            401,
+            "Not authenticated",
+            (Header(WWW_AUTHENTICATE, "`Bearer`: send an access token.", required=True),),
+        ),
+    ),
+)
+BODY_LIMIT = Contract(
+    "body size limit",
+    applies=lambda endpoint: endpoint.reads_body,
+    statuses=(Status(413, "The body is larger than api.max_body_bytes"),),
+)
+
+
 @web.middleware
+@declares(REQUEST_CONTEXT, CHALLENGE, BODY_LIMIT)
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every request an id (the client's X-Request-ID if well-formed), bind it to the logs, and
     turn every error into problem+json."""
-    incoming = request.headers.get("X-Request-ID", "")
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
     rid = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     request[request_id_key] = rid
     structlog.contextvars.clear_contextvars()
@@ -50,7 +96,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = await _with_problems(request, handler, rid)
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
-    response.headers["X-Request-ID"] = rid
+    response.headers[REQUEST_ID_HEADER] = rid
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     seconds = time.perf_counter() - started
     log.info(
@@ -72,10 +118,12 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         return await handler(request)
     except CaremsgError as error:
         headers = (
-            {"WWW-Authenticate": 'Bearer realm="caremsg"'} if isinstance(error, Unauthenticated) else None
+            {WWW_AUTHENTICATE: error.challenge}
+            if isinstance(error, Unauthenticated) and error.challenge
+            else None
         )
         if isinstance(error, ServiceUnavailable):
-            headers = {"Retry-After": "2"}
+            headers = {RETRY_AFTER.name: "2"}
             log.warning("http.dependency_unavailable", request_id=rid)
         if isinstance(error, TooManyRequests) and error.retry_after is not None:
             headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
@@ -90,7 +138,7 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         if is_unavailable(exc):  # e.g. the account check during a PostgreSQL restart (issue 3)
             log.warning("http.dependency_unavailable", request_id=rid, error=type(exc).__name__)
             unavailable = ServiceUnavailable.database()
-            return problem_response(problem_for(unavailable, rid), {"Retry-After": "2"})
+            return problem_response(problem_for(unavailable, rid), {RETRY_AFTER.name: "2"})
         log.exception("http.unhandled_error", request_id=rid)
         return problem_response(
             simple_problem(500, "internal_error", "Internal error", "Something went wrong on our side.", rid)
@@ -111,6 +159,18 @@ SECURITY_HEADERS = {
 SERVER_NAME = "caremsg"
 
 
+SECURITY_HEADERS_CONTRACT = Contract(
+    "security headers",
+    response_headers=(
+        *(Header(name, f"`{value}`.", required=True) for name, value in SECURITY_HEADERS.items()),
+        Header(
+            "Strict-Transport-Security",
+            "Over TLS only (directly, or behind a trusted proxy saying `X-Forwarded-Proto: https`).",
+        ),
+    ),
+)
+
+
 def security_headers(*, hsts_max_age: int, trust_forwarded_proto: bool) -> Middleware:
     """Add the security headers to every response, once, here. HSTS only where the client reached
     us over TLS: directly, or through a proxy saying ``X-Forwarded-Proto: https`` when configured
@@ -118,9 +178,15 @@ def security_headers(*, hsts_max_age: int, trust_forwarded_proto: bool) -> Middl
     hsts = f"max-age={hsts_max_age}; includeSubDomains"
 
     @web.middleware
+    @declares(SECURITY_HEADERS_CONTRACT)
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
+        # A page that needs more than the API's "nothing at all" sets its own, stricter-than-default
+        # policy (the API reference at /api/docs: its scripts and styles, from here only).
+        own_policy = response.headers.get("Content-Security-Policy")
         response.headers.update(SECURITY_HEADERS)
+        if own_policy is not None and "frame-ancestors 'none'" in own_policy:
+            response.headers["Content-Security-Policy"] = own_policy
         response.headers["Server"] = SERVER_NAME
         forwarded = trust_forwarded_proto and request.headers.get("X-Forwarded-Proto", "").lower() == "https"
         if hsts_max_age > 0 and (request.secure or forwarded):
@@ -131,6 +197,27 @@ def security_headers(*, hsts_max_age: int, trust_forwarded_proto: bool) -> Middl
 
 
 PURPOSE_HEADER = "X-Purpose-Of-Use"
+
+
+def _bearer(endpoint: Endpoint) -> bool:
+    return not endpoint.public
+
+
+AUTHENTICATION = Contract(
+    "bearer authentication",
+    applies=_bearer,
+    request_headers=(
+        Header(
+            PURPOSE_HEADER,
+            "The purpose of use of this access (HIPAA / 42 CFR Part 2); recorded in its audit events.",
+            {"$ref": "#/components/schemas/Purpose"},
+        ),
+    ),
+    statuses=(
+        Status(401, "Missing or invalid access token, or the account changed since it was issued"),
+        Status(422, f"{PURPOSE_HEADER} is not one of the Purpose values"),
+    ),
+)
 
 
 def _purpose_of_use(request: web.Request) -> str | None:
@@ -152,6 +239,7 @@ def authenticate(
     but the public endpoints."""
 
     @web.middleware
+    @declares(AUTHENTICATION)
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         if resource is None or resource.canonical in public_paths or request.method == "OPTIONS":

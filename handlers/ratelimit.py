@@ -27,6 +27,7 @@ from aiohttp.typedefs import Handler, Middleware
 from engine.errors import TooManyRequests
 from handlers.keys import operations_key, rate_limit_headers_key, request_id_key
 from handlers.problems import problem_for, problem_response
+from handlers.routing import Contract, Header, Status, declares
 from handlers.settings import RateLimitSettings
 
 log = structlog.get_logger("caremsg.http")
@@ -110,6 +111,32 @@ def _headers(verdicts: list[Verdict]) -> dict[str, str]:
     }
 
 
+#: The fields every limited answer carries (IETF draft httpapi-ratelimit-headers).
+LIMIT_HEADERS = (
+    Header(
+        "RateLimit-Policy",
+        'The limits that apply: `"address";q=QUOTA;w=WINDOW` (and `"token";...` with a bearer token).',
+    ),
+    Header("RateLimit", 'What is left of the tightest limit: `"NAME";r=REMAINING;t=SECONDS_TO_RESET`.'),
+)
+RATE_LIMIT_CONTRACT = Contract(
+    "rate limits",
+    applies=lambda endpoint: endpoint.path not in EXEMPT_ROUTES,
+    statuses=(
+        Status(
+            429,
+            "Too many requests: a rate limit or the login back-off refused it",
+            (Header("Retry-After", "Seconds to wait before trying again.", {"type": "integer"}),),
+        ),
+    ),
+)
+LIMIT_HEADERS_CONTRACT = Contract(
+    "rate limit fields",
+    applies=lambda endpoint: endpoint.path not in EXEMPT_ROUTES,
+    response_headers=LIMIT_HEADERS,
+)
+
+
 def rate_limit(settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic) -> Middleware:
     """The middleware; put it after ``request_context`` (for the request id) and before
     authentication (so unauthenticated floods are limited too)."""
@@ -119,6 +146,7 @@ def rate_limit(settings: RateLimitSettings, *, clock: Callable[[], float] = time
     by_token = TokenBuckets("token", settings.per_token_per_second, settings.per_token_burst, clock=clock)
 
     @web.middleware
+    @declares(RATE_LIMIT_CONTRACT)
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         if resource is not None and resource.canonical in EXEMPT_ROUTES:
@@ -150,6 +178,7 @@ def rate_limit(settings: RateLimitSettings, *, clock: Callable[[], float] = time
     return middleware
 
 
+@declares(LIMIT_HEADERS_CONTRACT)
 async def add_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: the limit fields on every answer, errors included."""
     headers = request.get(rate_limit_headers_key)

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -27,6 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.model import (
     FULL_SCOPE,
+    SELF_REGISTRABLE_ROLES,
     CareTeam,
     ComplianceGroup,
     Consent,
@@ -44,6 +46,7 @@ from engine.model import (
     User,
 )
 from engine.sms import textable
+from handlers.field_docs import describe_fields
 
 # C0 and C1 control characters other than tab, line feed and carriage return. PostgreSQL refuses NUL
 # in text, and none of the others belongs in anything a person typed: every request string refuses them.
@@ -118,14 +121,27 @@ Email = Annotated[
     StringConstraints(strip_whitespace=True, max_length=254),
     AfterValidator(_visible_line),
     AfterValidator(_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
-PhoneNumber = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), AfterValidator(_e164)]
+PhoneNumber = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=20),
+    AfterValidator(_e164),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^\+[1-9]\d{7,14}$", "maxLength": 20, "examples": ["+12025550143"]}
+    ),
+]
 
 
 class Request(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True, frozen=True
+        alias_generator=to_camel,
+        populate_by_name=False,
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra=describe_fields,
     )
 
     @field_validator("*")
@@ -139,7 +155,9 @@ class Request(BaseModel):
 
 
 class Response(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, json_schema_extra=describe_fields
+    )
 
 
 T = TypeVar("T")
@@ -161,12 +179,22 @@ class ListQuery(Request):
 # --- auth & users --------------------------------------------------------------------------------
 
 
+#: The JSON schema of the roles registration accepts; the others are refused (422) by the workflow.
+_SELF_REGISTRABLE = WithJsonSchema(
+    {
+        "type": "string",
+        "enum": sorted(r.value for r in SELF_REGISTRABLE_ROLES),
+        "description": "Only non-privileged roles may register themselves; others are given by an admin.",
+    }
+)
+
+
 class RegisterRequest(Request):
     email: Email
     password: Password
     first_name: Name
     last_name: Name
-    role: Role = Role.PEER_SUPPORT
+    role: Annotated[Role, _SELF_REGISTRABLE] = Role.PEER_SUPPORT
     organization_id: Id | None = None
 
 
@@ -397,11 +425,20 @@ class PatientCreate(Request):
     date_of_birth: BirthDate | None = None
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """Document an optional field whose null is refused: drop the null branch and the null default."""
+    options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    schema.pop("default", None)
+
+
 class PatientUpdate(Request):
-    first_name: Name | None = None
-    last_name: Name | None = None
-    risk_level: RiskLevel | None = None
-    date_of_birth: BirthDate | None = None
+    # Absent means unchanged; null is refused for these three, so the schema does not offer it.
+    first_name: Name | None = Field(None, json_schema_extra=_not_null)
+    last_name: Name | None = Field(None, json_schema_extra=_not_null)
+    risk_level: RiskLevel | None = Field(None, json_schema_extra=_not_null)
+    date_of_birth: BirthDate | None = Field(None, description="Calendar date; null clears it.")
 
     @model_validator(mode="after")
     def _something(self) -> PatientUpdate:

@@ -114,7 +114,7 @@ async def test_an_auditor_sees_staff_of_another_organization_reading_their_patie
 
     [event] = [e for e in body["items"] if e["requestId"] == rid]
     assert event["organizationId"] == partner
-    assert event["details"]["consent_id"] == consent["id"]
+    assert event["details"]["consentId"] == consent["id"]
 
 
 async def test_filters_combine_decision_time_range_and_break_glass(api: Api) -> None:
