@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.model import Role
 from engine.services import EngineSettings
 from engine.workflows.identity import (
@@ -15,7 +15,6 @@ from engine.workflows.identity import (
     bootstrap_user,
     create_user,
     list_users,
-    login,
     profile,
     register,
 )
@@ -31,29 +30,6 @@ def world() -> FakeWorld:
 
 def _register(organization_id: int | None, role: Role = Role.CARE_TEAM_MEMBER, email: str = "") -> Register:
     return Register(email or "New.Nurse@Example.org", PASSWORD, "New", "Nurse", role, organization_id)
-
-
-async def test_a_nurse_registers_into_an_open_organization_and_gets_a_token(world: FakeWorld) -> None:
-    org = world.organization(self_registration=True)
-
-    session = await register(world.services, _register(org.id), request_id="r1", source_address="10.0.0.1")
-
-    assert session.user.email == "new.nurse@example.org"  # stored lower-case
-    assert session.user.organization_id == org.id
-    assert world.tokens.verify(session.token.token).user_id == session.user.id
-    assert world.db.password_hashes[session.user.id] == f"fake-hash:{PASSWORD}"
-    [event] = world.events("auth.register")
-    assert (event.outcome, event.reason, event.actor_id) == ("success", "registered", session.user.id)
-    assert event.request_id == "r1"
-    assert event.subject_hash is None  # no identifier key configured: no hash, and never the email
-
-
-async def test_registration_without_an_organization_joins_the_default_one(world: FakeWorld) -> None:
-    default = world.organization(EngineSettings().default_organization)
-
-    session = await register(world.services, _register(None), request_id="r", source_address=None)
-
-    assert session.user.organization_id == default.id
 
 
 async def test_a_privileged_role_cannot_be_self_registered_and_nothing_is_stored(world: FakeWorld) -> None:
@@ -90,52 +66,6 @@ async def test_with_self_registration_off_the_refusal_is_a_decision_on_record() 
     [event] = world.events("auth.register")
     assert (event.outcome, event.reason, event.request_id) == ("denied", "self_registration_disabled", "r9")
     assert world.db.users == {}
-
-
-async def test_the_same_email_cannot_register_twice(world: FakeWorld) -> None:
-    org = world.organization()
-    await register(world.services, _register(org.id), request_id="r", source_address=None)
-
-    with pytest.raises(Conflict):
-        await register(world.services, _register(org.id), request_id="r", source_address=None)
-
-    assert len(world.db.users) == 1
-
-
-async def test_login_with_the_right_password_is_audited_as_a_success(world: FakeWorld) -> None:
-    org = world.organization()
-    registered = await register(world.services, _register(org.id), request_id="r", source_address=None)
-
-    session = await login(
-        world.services, "NEW.NURSE@example.org", PASSWORD, request_id="r2", source_address=None
-    )
-
-    assert session.user == registered.user
-    [event] = world.events("auth.login")
-    assert (event.outcome, event.reason, event.actor_id) == ("success", "authenticated", registered.user.id)
-
-
-@pytest.mark.parametrize(
-    ("email", "password", "reason"),
-    [
-        ("new.nurse@example.org", "wrong", "bad_password"),
-        ("nobody@example.org", PASSWORD, "unknown_email"),
-    ],
-    ids=["bad-password", "unknown-email"],
-)
-async def test_a_failed_login_is_one_answer_for_every_cause_and_the_cause_is_on_record(
-    world: FakeWorld, email: str, password: str, reason: str
-) -> None:
-    org = world.organization()
-    await register(world.services, _register(org.id), request_id="r", source_address=None)
-
-    with pytest.raises(Unauthenticated) as raised:
-        await login(world.services, email, password, request_id="r3", source_address=None)
-
-    assert str(raised.value.detail) == "Email or password is wrong."
-    [event] = world.events("auth.login")
-    assert (event.outcome, event.reason) == ("denied", reason)
-    assert email not in repr(event)  # the email is never in clear
 
 
 async def test_everyone_reads_their_own_profile(world: FakeWorld) -> None:

@@ -97,17 +97,6 @@ async def test_a_patient_that_does_not_exist_is_a_404_and_the_lookup_is_on_recor
     assert (event.event, event.outcome, event.reason) == ("lookup", "failure", "not_found")
 
 
-async def test_a_role_that_may_never_read_patients_is_refused_before_any_lookup(world: FakeWorld) -> None:
-    _, patient = await _registered(world)
-    auditor = world.actor(Role.AUDITOR, patient.organization_id)
-
-    for patient_id in (patient.id, 424242):  # the same answer whether or not the patient exists
-        with pytest.raises(Forbidden):
-            await get_patient(world.services, auditor, patient_id)
-
-    assert [e.event for e in world.events("patient.read")] == ["decision", "decision"]
-
-
 async def test_an_outsider_added_to_the_care_team_reads_under_consent_until_it_is_revoked(
     world: FakeWorld,
 ) -> None:
@@ -125,24 +114,6 @@ async def test_an_outsider_added_to_the_care_team_reads_under_consent_until_it_i
         await get_patient(world.services, outsider, patient.id)
     assert "covered" in raised.value.decision.missing
     assert [e.outcome for e in world.events("patient.read")] == ["success", "denied"]
-
-
-async def test_an_outsider_without_consent_cannot_be_added_to_the_care_team(world: FakeWorld) -> None:
-    nurse, patient = await _registered(world, Role.CARE_TEAM_MEMBER)
-    team = await get_care_team(world.services, nurse, patient.id)
-    outsider = world.actor(Role.CARE_TEAM_MEMBER, world.organization().id)
-
-    with pytest.raises(Forbidden) as raised:
-        await add_care_team_member(world.services, nurse, team.id, outsider.user_id)
-
-    assert raised.value.field == "userId"
-    assert [m.user_id for m in world.db.care_teams[team.id].members] == [nurse.user_id]
-    [join] = world.events("care_team.join")
-    assert (join.outcome, join.actor_id, join.details["subject_user_id"]) == (
-        "denied",
-        nurse.user_id,
-        outsider.user_id,
-    )
 
 
 async def test_adding_someone_who_does_not_exist_names_the_field(world: FakeWorld) -> None:
@@ -253,13 +224,3 @@ async def test_adding_a_member_twice_changes_nothing_the_second_time(world: Fake
         == [m.user_id for m in first.members]
     )
     assert world.events("care_team.add_member")[-1].details["already_member"] is True
-
-
-async def test_an_admin_of_another_organization_cannot_create_a_care_team(world: FakeWorld) -> None:
-    _, patient = await _registered(world)
-    stranger = world.actor(Role.ADMIN, world.organization().id)
-
-    with pytest.raises(Forbidden) as raised:
-        await create_care_team(world.services, stranger, patient.id, "Team")
-
-    assert raised.value.field == "patientId"

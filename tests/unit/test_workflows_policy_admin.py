@@ -8,7 +8,7 @@ import pytest
 from engine.errors import Forbidden
 from engine.model import Role
 from engine.ports import ReloadResult
-from engine.workflows.audit import record_rejected_token
+from engine.workflows.audit import RejectionSummary, record_rejection_summaries
 from engine.workflows.policy_admin import policy_status, reload_policy
 from tests.support.fakes import FakePolicyReloader, FakeWorld, fake_services
 
@@ -81,12 +81,27 @@ async def test_only_admins_and_compliance_officers_reload_and_a_refusal_reloads_
     assert [(e.event, e.outcome) for e in world.events("policy.reload")] == [("decision", "denied")]
 
 
-async def test_a_refused_token_is_on_record_with_its_reason_and_route(world: FakeWorld) -> None:
-    await record_rejected_token(
-        world.services, reason="expired", request_id="r1", source_address="10.0.0.9", route="/api/patients"
+async def test_refused_tokens_are_on_record_as_one_counted_summary_per_source(world: FakeWorld) -> None:
+    at = world.services.clock()
+    summary = RejectionSummary(
+        source_address="10.0.0.9",
+        actor_id=None,
+        first_request_id="r1",
+        first_route="/api/patients",
+        first_reason="expired",
+        first_at=at,
+        last_at=at,
+        counts={"expired": 3, "token_missing": 2},
     )
+
+    await record_rejection_summaries(world.services, [summary], window_seconds=60)
 
     [event] = world.events("auth.token")
     assert (event.event, event.outcome, event.reason) == ("auth.token_rejected", "denied", "expired")
     assert (event.request_id, event.source_address) == ("r1", "10.0.0.9")
-    assert event.details == {"route": "/api/patients"}
+    assert event.details is not None
+    assert (event.details["count"], event.details["expired"], event.details["route"]) == (
+        5,
+        3,
+        "/api/patients",
+    )
