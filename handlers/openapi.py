@@ -140,7 +140,9 @@ def _operation(ep: Endpoint, contracts: list[Contract], ref: Any) -> dict[str, A
     success: dict[str, Any] = {"description": _STATUS_TEXT.get(ep.status, "OK")}
     if success_headers:
         success["headers"] = _headers(success_headers)
-    if ep.response is not None:
+    if ep.status == 204:
+        pass  # No Content: no body, no media type
+    elif ep.response is not None:
         schema = ref(ep.response, "serialization")
         success["content"] = {ep.media_type: {"schema": schema}}
     else:

@@ -88,9 +88,13 @@ def _fresh_emulators(api: Api, settings: Settings) -> None:
 
 @pytest.fixture
 async def api(module_api: SharedApp, settings: Settings) -> Api:
-    """The module's app, with the emulator as a fresh app would have it; the test brings its own data."""
+    """The module's app, with the emulator as a fresh app would have it; the test brings its own data.
+
+    The refused-token window starts afresh too (the summaries of earlier tests' refusals are written
+    now), so a test's first refusal is the first of its window, as on a freshly built app."""
     api = await module_api.started()
     _fresh_emulators(api, settings)
+    await api.flush_rejections()
     return api
 
 
