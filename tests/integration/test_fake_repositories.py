@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from engine.errors import Conflict
+from engine.login_throttle import ACCOUNT_PREFIX, Backoff
 from engine.model import RiskLevel, Role
 from engine.ports import NewPatient, NewUser
 from integrations.db.uow import SqlUnitOfWork
@@ -123,3 +124,71 @@ async def test_patients_care_teams_and_the_relation_a_person_has_to_a_patient(uo
     assert [p.id for p in listed.items] == [patient.id]
     assert not_listed.items == ()
     assert (updated.risk_level, updated.last_name, updated.first_name) == (RiskLevel.LOW, "Smyth", "John")
+
+
+async def test_organizations_list_one_and_compliance_groups_by_whom_they_are_visible_to(
+    uow: UowFactory,
+) -> None:
+    async with uow() as u:
+        owner = await u.organizations.add(_name("Owner"), self_registration=False)
+        partner = await u.organizations.add(_name("Partner"), self_registration=False)
+        officer = await u.users.add(_user(owner.id, Role.COMPLIANCE_OFFICER))
+        owned = await u.compliance_groups.add(_name("G"), None, owner.id, officer.id, [partner.id])
+        other = await u.compliance_groups.add(_name("H"), None, owner.id, officer.id, [])
+        assert await u.compliance_groups.share(owned.id, partner.id, officer.id) is True
+        assert await u.compliance_groups.share(owned.id, partner.id, officer.id) is False
+        await u.commit()
+    async with uow() as u:
+        only = await u.organizations.list(None, 10, only=partner.id)
+        after = await u.organizations.list(partner.id, 10, only=partner.id)
+        owners = await u.compliance_groups.list(None, 10, visible_to=owner.id, owned=True, shared=True)
+        partners = await u.compliance_groups.list(None, 10, visible_to=partner.id, owned=True, shared=True)
+        partners_own = await u.compliance_groups.list(
+            None, 10, visible_to=partner.id, owned=True, shared=False
+        )
+        nothing = await u.compliance_groups.list(None, 10, visible_to=owner.id, owned=False, shared=False)
+        first = await u.compliance_groups.list(None, 1, visible_to=owner.id, owned=True, shared=False)
+        shared = await u.compliance_groups.get(owned.id)
+    assert ([o.id for o in only.items], only.next_cursor, after.items) == ([partner.id], None, ())
+    assert [g.id for g in owners.items] == [owned.id, other.id]
+    assert [g.id for g in partners.items] == [owned.id]
+    assert (partners_own.items, nothing.items) == ((), ())
+    assert ([g.id for g in first.items], first.next_cursor) == ([owned.id], owned.id)
+    assert shared is not None
+    assert (shared.member_organization_ids, shared.shared_with) == ((partner.id,), (partner.id,))
+
+
+async def test_the_login_throttle_backs_off_forgets_after_its_window_and_a_lock_lasts(
+    uow: UowFactory,
+) -> None:
+    key = ACCOUNT_PREFIX + secrets.token_hex(16)
+    backoff = Backoff(1, 1.0, 10.0, timedelta(minutes=1), lock_after=3)
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    async with uow() as u:
+        assert await u.login_throttle.states([key]) == {}
+        free = await u.login_throttle.record_failure(key, t0, backoff)
+        backing_off = await u.login_throttle.record_failure(key, t0 + timedelta(seconds=1), backoff)
+        forgotten = await u.login_throttle.record_failure(key, t0 + timedelta(minutes=2), backoff)
+        await u.commit()
+    async with uow() as u:
+        stored = await u.login_throttle.states([key, key + "-other"])
+        later = t0 + timedelta(minutes=2, seconds=5)
+        await u.login_throttle.record_failure(key, later, backoff)
+        locking = await u.login_throttle.record_failure(key, later, backoff)
+        still = await u.login_throttle.record_failure(key, later + timedelta(hours=1), backoff)
+        await u.commit()
+    async with uow() as u:
+        locked = await u.login_throttle.states([key])
+        cleared, again = await u.login_throttle.clear(key), await u.login_throttle.clear(key)
+        after_clear = await u.login_throttle.states([key])
+        await u.commit()
+    assert (free.failures, free.blocked_until, free.locked) == (1, None, False)
+    assert (backing_off.failures, backing_off.locked) == (2, False)
+    assert backing_off.blocked_until == t0 + timedelta(seconds=2)
+    assert (forgotten.failures, forgotten.blocked_until) == (1, None)
+    assert list(stored) == [key]
+    assert stored[key].failures == 1
+    assert (locking.failures, locking.locked) == (3, True)
+    assert (still.failures, still.locked) == (4, True)  # a lock is not forgotten with the window
+    assert (locked[key].failures, locked[key].locked) == (4, True)
+    assert (cleared, again, after_clear) == (True, False, {})

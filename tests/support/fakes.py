@@ -10,8 +10,9 @@ copy and writes it back only on ``commit()``; audit events follow the real unit 
 and ended ``denied`` (a refusal) or ``failure``. So a denial's audit record is visible in
 ``db.audit`` exactly as it would be in ``audit_events``.
 
-Repositories faked so far: users, organizations, compliance groups, patients, care teams,
-relationship facts, break-glass lookups, the audit log, and the audit trail's queries. The others
+Repositories faked so far: users, organizations, compliance groups (with sharing), patients, care
+teams, relationship facts, break-glass lookups, the login throttle, the audit log, and the audit
+trail's queries. The others
 raise ``NotImplementedError`` naming themselves, so a workflow test that needs one fails loudly
 rather than passing on a stub.
 """
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 from engine.audit import AuditEvent, DetailValue
 from engine.consent_index import ConsentIndex, IndexedConsent
 from engine.errors import Conflict, Unauthenticated
+from engine.login_throttle import Backoff, ThrottleState, blocked_until
 from engine.model import (
     Actor,
     CareTeam,
@@ -197,6 +199,19 @@ class FakeSmsGateway:
         return f"fake-sms-{len(self.sent)}"
 
 
+class FakeNotifier:
+    """Tells no one: remembers whom it would have told, and of what."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, int]] = []  # (what, user id)
+
+    async def registration_received(self, user: User) -> None:
+        self.told.append(("registration_received", user.id))
+
+    async def registration_attempted(self, user: User) -> None:
+        self.told.append(("registration_attempted", user.id))
+
+
 class FakePolicyReloader:
     """Reloads nothing: answers the result it was given and counts the calls."""
 
@@ -212,6 +227,16 @@ class FakePolicyReloader:
 # --- storage -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FakeThrottleRow:
+    """One row of ``login_throttles`` (integrations/db/tables.py)."""
+
+    failures: int
+    last_failure_at: datetime
+    blocked_until: datetime | None = None
+    locked_at: datetime | None = None
+
+
 @dataclass
 class FakeDatabase:
     """The committed state the fake repositories share; ``audit`` is the audit trail as stored."""
@@ -225,6 +250,8 @@ class FakeDatabase:
     care_teams: dict[int, CareTeam] = field(default_factory=dict)
     #: (user id, patient id) -> open break-glass session id
     break_glass_sessions: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: the login_throttles table: key -> its row
+    login_throttles: dict[str, FakeThrottleRow] = field(default_factory=dict)
     next_id: int = 1
     audit: list[AuditEvent] = field(default_factory=list)
     #: what the audit trail was asked (search / disclosures), in order
@@ -245,6 +272,7 @@ class FakeDatabase:
             patients=dict(self.patients),
             care_teams=dict(self.care_teams),
             break_glass_sessions=dict(self.break_glass_sessions),
+            login_throttles=dict(self.login_throttles),
             audit=[],
         )
 
@@ -281,10 +309,14 @@ class FakeUserRepository(_Repo):
             True,
             f"staff_{secrets.token_hex(12)}",
             self.data.clock(),
+            user.pending_approval,
         )
         self.data.users[new.id] = new
         self.data.password_hashes[new.id] = user.password_hash
         return new
+
+    async def exists(self, email: str) -> bool:
+        return any(u.email == email for u in self.data.users.values())
 
     async def get(self, user_id: int) -> User | None:
         return self.data.users.get(user_id)
@@ -317,8 +349,9 @@ class FakeOrganizationRepository(_Repo):
     async def by_name(self, name: str) -> Organization | None:
         return next((o for o in self.data.organizations.values() if o.name == name), None)
 
-    async def list(self, after: int | None, limit: int) -> Page[Organization]:
-        return _page(list(self.data.organizations.values()), after, limit, lambda o: o.id)
+    async def list(self, after: int | None, limit: int, *, only: int | None = None) -> Page[Organization]:
+        organizations = [o for o in self.data.organizations.values() if only is None or o.id == only]
+        return _page(organizations, after, limit, lambda o: o.id)
 
     async def existing(self, organization_ids: Sequence[int]) -> set[int]:
         return {i for i in organization_ids if i in self.data.organizations}
@@ -348,8 +381,26 @@ class FakeComplianceGroupRepository(_Repo):
     async def get(self, group_id: int) -> ComplianceGroup | None:
         return self.data.compliance_groups.get(group_id)
 
-    async def list(self, after: int | None, limit: int) -> Page[ComplianceGroup]:
-        return _page(list(self.data.compliance_groups.values()), after, limit, lambda g: g.id)
+    async def list(
+        self, after: int | None, limit: int, *, visible_to: int | None = None, owned: bool, shared: bool
+    ) -> Page[ComplianceGroup]:
+        def visible(group: ComplianceGroup) -> bool:
+            if visible_to is None:
+                return True
+            return (owned and group.organization_id == visible_to) or (
+                shared and visible_to in group.shared_with
+            )
+
+        groups = [g for g in self.data.compliance_groups.values() if visible(g)]
+        return _page(groups, after, limit, lambda g: g.id)
+
+    async def share(self, group_id: int, organization_id: int, shared_by: int) -> bool:
+        group = self.data.compliance_groups[group_id]
+        if organization_id in group.shared_with:
+            return False
+        shared_with = tuple(sorted((*group.shared_with, organization_id)))  # SQL hydrates by id
+        self.data.compliance_groups[group_id] = dataclasses.replace(group, shared_with=shared_with)
+        return True
 
 
 _PATIENT_FIELDS = {"first_name", "last_name", "date_of_birth", "risk_level"}
@@ -440,6 +491,44 @@ class FakeBreakGlassRepository(_Repo):
         raise NotImplementedError(f"FakeBreakGlassRepository.{name} is not faked yet")
 
 
+class FakeLoginThrottleRepository(_Repo):
+    """integrations/db/login_throttle.py in memory: the same counting, forgetting and locking."""
+
+    async def states(self, keys: Sequence[str]) -> dict[str, ThrottleState]:
+        rows = self.data.login_throttles
+        return {
+            k: ThrottleState(rows[k].failures, rows[k].blocked_until, rows[k].locked_at is not None)
+            for k in keys
+            if k in rows
+        }
+
+    async def record_failure(self, key: str, now: datetime, backoff: Backoff) -> ThrottleState:
+        forget_before = now - backoff.window
+        row = self.data.login_throttles.get(key)
+        # Counts from one again when the last failure is older than the window, unless locked.
+        if row is None or (row.locked_at is None and row.last_failure_at < forget_before):
+            failures, locked_at = 1, None
+        else:
+            failures, locked_at = row.failures + 1, row.locked_at
+        until = blocked_until(backoff, failures, now)
+        locked = locked_at is not None or backoff.locks(failures)
+        self.data.login_throttles[key] = FakeThrottleRow(
+            failures, now, until, locked_at or (now if locked else None)
+        )
+        # The SQL repository purges a few stale, unlocked keys of the same kind on each failure.
+        kind = key.partition(":")[0] + ":"
+        for stale in [
+            k
+            for k, r in self.data.login_throttles.items()
+            if k.startswith(kind) and r.locked_at is None and r.last_failure_at < forget_before
+        ][:20]:
+            del self.data.login_throttles[stale]
+        return ThrottleState(failures, until, locked)
+
+    async def clear(self, key: str) -> bool:
+        return self.data.login_throttles.pop(key, None) is not None
+
+
 class FakeAuditTrail(_Repo):
     """Answers each search or disclosure query with an empty page and remembers the query, so a
     workflow test sees what was asked; what the search finds is tests/api/test_audit_logs.py's."""
@@ -513,6 +602,7 @@ class FakeUnitOfWork:
         self.care_teams = FakeCareTeamRepository(self._work)
         self.facts = FakeRelationshipFacts(self._work)
         self.break_glass = FakeBreakGlassRepository(self._work)
+        self.login_throttle = FakeLoginThrottleRepository(self._work)
         self.audit_trail = FakeAuditTrail(self._work)
         self._committed = False
 
@@ -531,6 +621,7 @@ class FakeUnitOfWork:
         for name in ("organizations", "users", "password_hashes", "compliance_groups", "patients"):
             setattr(db, name, getattr(work, name))
         db.care_teams, db.break_glass_sessions = work.care_teams, work.break_glass_sessions
+        db.login_throttles = work.login_throttles
         db.next_id = work.next_id
         db.audit.extend(self.audit.pending)
         db.commits += 1
@@ -540,6 +631,7 @@ class FakeUnitOfWork:
         for repo in (self.users, self.organizations, self.compliance_groups, self.patients, self.care_teams):
             repo.data = self._work
         self.facts.data = self.break_glass.data = self.audit_trail.data = self._work
+        self.login_throttle.data = self._work
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -562,6 +654,7 @@ class FakeWorld:
     passwords: FakePasswords
     tokens: FakeTokens
     delivery: FakeDelivery
+    notifier: FakeNotifier
     _seq: int = 0
 
     def organization(self, name: str | None = None, *, self_registration: bool = True) -> Organization:
@@ -637,7 +730,7 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
     """The real :class:`Services` and the shipped policy over in-memory fakes of every port used."""
     clock = FakeClock()
     db = FakeDatabase(clock=clock)
-    passwords, tokens, delivery = FakePasswords(), FakeTokens(), FakeDelivery()
+    passwords, tokens, delivery, notifier = FakePasswords(), FakeTokens(), FakeDelivery(), FakeNotifier()
     consents = ConsentIndex()
     consents.replace_all([], {}, clock(), seq=0)  # loaded, and empty: no consent covers anyone
     services = Services(
@@ -649,8 +742,9 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
         settings=settings or EngineSettings(),
         clock=clock,
         consents=consents,
+        notifier=notifier,
     )
-    return FakeWorld(services, db, clock, passwords, tokens, delivery)
+    return FakeWorld(services, db, clock, passwords, tokens, delivery, notifier)
 
 
 __all__ = [
@@ -659,6 +753,8 @@ __all__ = [
     "FakeClock",
     "FakeDatabase",
     "FakeDelivery",
+    "FakeLoginThrottleRepository",
+    "FakeNotifier",
     "FakePasswords",
     "FakePolicyReloader",
     "FakeSmsGateway",

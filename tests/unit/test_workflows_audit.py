@@ -121,6 +121,25 @@ async def test_an_officer_lists_the_disclosures_of_the_last_six_years_by_default
     assert [e.outcome for e in world.events("patient.disclosures")] == ["success"]
 
 
+async def test_disclosures_of_another_organizations_patient_answer_as_a_patient_that_does_not_exist(
+    world: FakeWorld,
+) -> None:
+    peer = world.actor(Role.PEER_SUPPORT, world.organization().id)
+    patient = await register_patient(world.services, peer, RegisterPatient("J", "S", RiskLevel.LOW))
+    officer = world.actor(Role.COMPLIANCE_OFFICER, world.organization().id)
+
+    with pytest.raises(NotFound) as raised:
+        await list_disclosures(world.services, officer, ListDisclosures(patient.id))
+
+    assert raised.value.denial is not None  # the same 404 as a missing id, not a 403
+    assert world.db.audit_queries == []  # the trail was never asked
+    [event] = world.events("patient.disclosures")
+    # The record keeps the real decision and its reason; only the client hears "not found".
+    assert (event.event, event.outcome, event.patient_id) == ("decision", "denied", patient.id)
+    assert event.details["answered"] == "not_found"
+    assert event.reason == raised.value.denial.reason == "other_organization"
+
+
 async def test_disclosures_of_a_patient_that_does_not_exist_are_a_404(world: FakeWorld) -> None:
     officer = world.actor(Role.COMPLIANCE_OFFICER, world.organization().id)
     with pytest.raises(NotFound):

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import Conflict, Forbidden, InvalidInput
+from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
 from engine.model import Role
 from engine.workflows.organizations import (
     CreateComplianceGroup,
+    ShareComplianceGroup,
     create_compliance_group,
     create_organization,
+    list_compliance_groups,
     list_organizations,
+    share_compliance_group,
 )
 from tests.support.fakes import FakeWorld, fake_services
 
@@ -56,6 +59,32 @@ async def test_an_organization_name_is_taken_only_once(world: FakeWorld) -> None
         await create_organization(world.services, admin, "Taken", self_registration=True)
 
     assert [e.outcome for e in world.events("organization.create")] == ["failure"]
+
+
+async def test_a_compliance_officer_lists_every_organization_page_by_page(world: FakeWorld) -> None:
+    orgs = [world.organization().id for _ in range(5)]
+    officer = world.actor(Role.COMPLIANCE_OFFICER, orgs[2])
+
+    first = await list_organizations(world.services, officer, None, 2)
+    rest = await list_organizations(world.services, officer, first.next_cursor, 10)
+
+    assert [o.id for o in first.items + rest.items] == orgs
+    assert (first.next_cursor, rest.next_cursor) == (orgs[1], None)
+    assert [e.details["shown"] for e in world.events("organization.list")] == ["any,own_org"] * 2
+
+
+@pytest.mark.parametrize("role", [Role.PEER_SUPPORT, Role.CARE_TEAM_MEMBER, Role.ADMIN])
+async def test_other_staff_list_only_their_own_organization(world: FakeWorld, role: Role) -> None:
+    orgs = [world.organization().id for _ in range(5)]
+    actor = world.actor(role, orgs[2])
+
+    page = await list_organizations(world.services, actor, None, 2)
+    after_it = await list_organizations(world.services, actor, orgs[2], 2)
+
+    assert ([o.id for o in page.items], page.next_cursor) == ([orgs[2]], None)
+    assert after_it.items == ()
+    [event, _] = world.events("organization.list")
+    assert (event.outcome, event.details["shown"]) == ("success", "own_org")
 
 
 async def test_an_auditor_may_not_list_organizations(world: FakeWorld) -> None:
@@ -104,3 +133,64 @@ async def test_only_compliance_officers_create_compliance_groups(world: FakeWorl
 
     assert world.db.compliance_groups == {}
     assert [e.outcome for e in world.events("compliance_group.create")] == ["denied"]
+
+
+async def test_admins_see_their_own_groups_and_officers_also_those_shared_with_them(world: FakeWorld) -> None:
+    mine, partner, stranger = world.organization(), world.organization(), world.organization()
+    officer = world.actor(Role.COMPLIANCE_OFFICER, mine.id)
+    own = await create_compliance_group(
+        world.services, officer, CreateComplianceGroup("Own", None, [mine.id])
+    )
+    partner_officer = world.actor(Role.COMPLIANCE_OFFICER, partner.id)
+    shared = await create_compliance_group(
+        world.services, partner_officer, CreateComplianceGroup("Shared", None, [partner.id])
+    )
+    await share_compliance_group(world.services, partner_officer, ShareComplianceGroup(shared.id, mine.id))
+    await share_compliance_group(
+        world.services, partner_officer, ShareComplianceGroup(shared.id, stranger.id)
+    )
+    stranger_officer = world.actor(Role.COMPLIANCE_OFFICER, stranger.id)
+    await create_compliance_group(
+        world.services, stranger_officer, CreateComplianceGroup("Theirs", None, [stranger.id])
+    )
+
+    admins = await list_compliance_groups(world.services, world.actor(Role.ADMIN, mine.id), None, None)
+    officers = await list_compliance_groups(world.services, officer, None, None)
+
+    assert [g.id for g in admins.items] == [own.id]
+    assert [g.id for g in officers.items] == [own.id, shared.id]
+    # Whom else the owner shared its group with is the owner's business.
+    assert officers.items[1].shared_with == (mine.id,)
+    assert world.db.compliance_groups[shared.id].shared_with == tuple(sorted((mine.id, stranger.id)))
+    assert [e.details["shown"] for e in world.events("compliance_group.list")] == [
+        "own_org",
+        "own_org,shared",
+    ]
+
+
+@pytest.mark.parametrize("role", [Role.PEER_SUPPORT, Role.CARE_TEAM_MEMBER, Role.AUDITOR])
+async def test_other_roles_may_not_list_compliance_groups(world: FakeWorld, role: Role) -> None:
+    org = world.organization()
+    officer = world.actor(Role.COMPLIANCE_OFFICER, org.id)
+    await create_compliance_group(world.services, officer, CreateComplianceGroup("G", None, [org.id]))
+
+    with pytest.raises(Forbidden):
+        await list_compliance_groups(world.services, world.actor(role, org.id), None, None)
+
+    assert [e.outcome for e in world.events("compliance_group.list")] == ["denied"]
+
+
+async def test_a_group_neither_owned_nor_shared_is_answered_as_missing_when_shared(world: FakeWorld) -> None:
+    owner, other = world.organization(), world.organization()
+    group = await create_compliance_group(
+        world.services, world.actor(Role.COMPLIANCE_OFFICER, owner.id), CreateComplianceGroup("G", None, [])
+    )
+    outsider = world.actor(Role.COMPLIANCE_OFFICER, other.id)
+
+    with pytest.raises(NotFound):
+        await share_compliance_group(world.services, outsider, ShareComplianceGroup(group.id, other.id))
+
+    assert world.db.compliance_groups[group.id].shared_with == ()
+    [event] = world.events("compliance_group.share")
+    # The client hears "not found"; the record keeps the real decision.
+    assert (event.outcome, event.details["answered"]) == ("denied", "not_found")

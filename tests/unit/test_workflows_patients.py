@@ -97,6 +97,30 @@ async def test_a_patient_that_does_not_exist_is_a_404_and_the_lookup_is_on_recor
     assert (event.event, event.outcome, event.reason) == ("lookup", "failure", "not_found")
 
 
+async def test_a_role_that_may_never_read_patients_is_refused_alike_whether_or_not_the_patient_exists(
+    world: FakeWorld,
+) -> None:
+    _, patient = await _registered(world)
+    auditor = world.actor(Role.AUDITOR, patient.organization_id)
+
+    refusals = []
+    for patient_id in (patient.id, 424242):
+        with pytest.raises(Forbidden) as raised:
+            await get_patient(world.services, auditor, patient_id)
+        refusals.append((raised.value.decision.reason, str(raised.value)))
+
+    assert refusals[0] == refusals[1]  # the same answer: nothing said about existence
+    assert refusals[0][0] == "role_not_permitted"
+    # The facts gathered after the refusal are on record (for `policy diff`), never in the answer:
+    # the patient's, and for the missing id a failed lookup and a decision whose facts are unknown.
+    decisions = [e for e in world.events("patient.read") if e.event == "decision"]
+    assert [(e.outcome, e.reason) for e in decisions] == [("denied", "role_not_permitted")] * 2
+    assert "own_org" in str(decisions[0].details["facts"]).split("&")
+    assert decisions[1].details["facts"] is None
+    [lookup] = [e for e in world.events("patient.read") if e.event == "lookup"]
+    assert (lookup.reason, lookup.resource_id) == ("not_found", "424242")
+
+
 async def test_an_outsider_added_to_the_care_team_reads_under_consent_until_it_is_revoked(
     world: FakeWorld,
 ) -> None:
@@ -114,6 +138,34 @@ async def test_an_outsider_added_to_the_care_team_reads_under_consent_until_it_i
         await get_patient(world.services, outsider, patient.id)
     assert "covered" in raised.value.decision.missing
     assert [e.outcome for e in world.events("patient.read")] == ["success", "denied"]
+
+
+async def test_an_outsider_without_consent_is_answered_as_no_such_user_and_not_added(
+    world: FakeWorld,
+) -> None:
+    nurse, patient = await _registered(world, Role.CARE_TEAM_MEMBER)
+    team = await get_care_team(world.services, nurse, patient.id)
+    outsider = world.actor(Role.CARE_TEAM_MEMBER, world.organization().id)
+
+    with pytest.raises(InvalidInput) as raised:
+        await add_care_team_member(world.services, nurse, team.id, outsider.user_id)
+
+    # Exactly what a user id that does not exist answers: neither the person nor their role shows.
+    with pytest.raises(InvalidInput) as missing:
+        await add_care_team_member(world.services, nurse, team.id, 424242)
+    assert [(e.field, e.message, e.type) for e in raised.value.errors] == [
+        (e.field, e.message, e.type) for e in missing.value.errors
+    ]
+    assert [e.field for e in raised.value.errors] == ["userId"]
+    assert raised.value.denial is not None
+    assert [m.user_id for m in world.db.care_teams[team.id].members] == [nurse.user_id]
+    [join] = world.events("care_team.join")  # the record keeps the real decision about the outsider
+    assert (join.outcome, join.actor_id, join.details["subject_user_id"]) == (
+        "denied",
+        nurse.user_id,
+        outsider.user_id,
+    )
+    assert join.reason == raised.value.denial.reason
 
 
 async def test_adding_someone_who_does_not_exist_names_the_field(world: FakeWorld) -> None:
@@ -224,3 +276,22 @@ async def test_adding_a_member_twice_changes_nothing_the_second_time(world: Fake
         == [m.user_id for m in first.members]
     )
     assert world.events("care_team.add_member")[-1].details["already_member"] is True
+
+
+async def test_an_admin_of_another_organization_cannot_create_a_care_team_nor_learn_the_patient_exists(
+    world: FakeWorld,
+) -> None:
+    _, patient = await _registered(world)
+    stranger = world.actor(Role.ADMIN, world.organization().id)
+
+    with pytest.raises(NotFound) as raised:
+        await create_care_team(world.services, stranger, patient.id, "Team")
+    with pytest.raises(NotFound) as missing:
+        await create_care_team(world.services, stranger, 424242, "Team")
+
+    assert str(raised.value) == str(missing.value)  # the same answer as for a missing patient
+    assert [t.patient_id for t in world.db.care_teams.values()] == [patient.id]  # only the first one
+    decision, lookup = world.events("care_team.create")
+    assert (decision.event, decision.outcome, decision.patient_id) == ("decision", "denied", patient.id)
+    assert (decision.reason, decision.details["answered"]) == ("other_organization", "not_found")
+    assert (lookup.event, lookup.reason) == ("lookup", "not_found")
