@@ -518,6 +518,7 @@ def default_endpoints() -> list[Endpoint]:
         *api_audit.ENDPOINTS,
         *api_contacts.ENDPOINTS,
         *api_docs.ENDPOINTS,
+        *metrics.ENDPOINTS,
     ]
 
 
@@ -551,5 +552,4 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)
     api_docs.add_asset_routes(app)
-    metrics.add_routes(app)
     return app

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.consent_index import ConsentIndex
@@ -31,6 +32,8 @@ from engine.decisions import Decision
 from engine.errors import Unauthenticated
 from engine.policy import PolicyHolder
 from handlers.keys import operations_key
+from handlers.routing import Endpoint
+from handlers.schemas import Response
 from integrations.db import operations
 
 #: How long one scrape or readiness check may wait for the database.
@@ -281,10 +284,64 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+class HealthPublic(Response):
+    status: str = Field(description="Always `ok`: the process answers.")
+    policy_version: str | None = Field(description="The policy version in force.")
+
+
+class ReadinessPublic(Response):
+    status: str = Field(description="`ready`, `not_ready` (a check failed) or `starting`.")
+    checks: dict[str, dict[str, Any]] = Field(
+        description="Each check (database, migrations, policy, sealer) by name: `ok` and what it found."
+    )
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        "GET",
+        "/health",
+        health,
+        "getHealth",
+        "Alive: the process answers (no dependency is checked)",
+        "service",
+        response=HealthPublic,
+        public=True,
+        errors=(),
+    ),
+    Endpoint(
+        "GET",
+        "/ready",
+        ready,
+        "getReadiness",
+        "Ready to serve: database, migrations at head, policy loaded, audit sealer lag",
+        "service",
+        response=ReadinessPublic,
+        public=True,
+        errors=(503,),
+        error_bodies=((503, ReadinessPublic),),
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        metrics,
+        "getMetrics",
+        "This instance's metrics in the Prometheus text format",
+        "service",
+        public=True,
+        errors=(401, 404),
+        media_type="text/plain",
+        description=(
+            "With `service.metrics_token` set, send it as `Authorization: Bearer <token>` (401 otherwise);"
+            " without one, served in development and test and 404 in production."
+        ),
+    ),
+]
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/health", health, name="health")
-    app.router.add_get("/ready", ready, name="ready")
-    app.router.add_get("/metrics", metrics, name="metrics")
+    """The operations routes alone, for an app built without the route table (tests)."""
+    for ep in ENDPOINTS:
+        app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)
 
 
 #: Answer without a bearer token (``/metrics`` checks its own).

@@ -175,8 +175,14 @@ def _operation(ep: Endpoint, contracts: list[Contract], ref: Any) -> dict[str, A
         op["security"] = [{ep.security: []}]
     elif not ep.public:
         op["security"] = [{"bearerAuth": []}]
+    own_bodies = dict(ep.error_bodies)
     for status, (descriptions, headers) in sorted(_errors(ep, contracts).items()):
-        response: dict[str, Any] = {"description": "; or ".join(descriptions), "content": _PROBLEM}
+        content = (
+            {"application/json": {"schema": ref(own_bodies[status], "serialization")}}
+            if status in own_bodies
+            else _PROBLEM
+        )
+        response: dict[str, Any] = {"description": "; or ".join(descriptions), "content": content}
         all_headers = _unique([*everywhere, *headers])
         if all_headers:
             response["headers"] = _headers(all_headers)

@@ -113,6 +113,9 @@ class Endpoint:
     events: tuple[tuple[str, type[BaseModel]], ...] = ()
     #: The media type of the request body (JSON unless said otherwise, e.g. a form-encoded webhook).
     request_media_type: str = "application/json"
+    #: Errors answered with a body of their own instead of problem+json (status, model): a
+    #: readiness probe's 503 reports each check.
+    error_bodies: tuple[tuple[int, Any], ...] = ()
 
     @property
     def reads_body(self) -> bool:

@@ -14,12 +14,24 @@ from handlers.keys import settings_key
 from handlers.routing import contracts_of
 from tests.support.api import Api
 
-PUBLIC_OPERATIONS = {"register", "login", "getOpenApiDocument", "getApiReference"}
+# getMetrics checks a token of its own (service.metrics_token), not an access token; unset here.
+PUBLIC_OPERATIONS = {
+    "register",
+    "login",
+    "getOpenApiDocument",
+    "getApiReference",
+    "getHealth",
+    "getReadiness",
+    "getMetrics",
+}
+#: Errors answered with a body of their own, not problem+json: the readiness report.
+OWN_ERROR_BODIES = {
+    ("/ready", "503"): {"application/json": {"schema": {"$ref": "#/components/schemas/ReadinessPublic"}}}
+}
 # Webhooks from the chat and SMS providers carry a signature instead of a bearer token.
 SIGNED_PATH_PREFIX = "/api/webhooks/"
-# The reference's static files are not API operations; the operations endpoints
-# (handlers/metrics.py: /health, /ready, /metrics) are for operators.
-NOT_DOCUMENTED = {"docs-start", "docs-assets", "health", "ready", "metrics"}
+# The reference's static files are not API operations.
+NOT_DOCUMENTED = {"docs-start", "docs-assets"}
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -81,6 +93,16 @@ async def test_every_route_of_the_app_is_documented_with_its_method_and_path_and
     assert routed == documented
     assert ("POST", "/api/conversations/send-message") in documented
     assert ("GET", "/api/conversations/{id}") in documented
+    assert {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")} <= documented
+
+
+async def test_readiness_documents_its_own_503_body_not_a_problem(document: dict[str, Any]) -> None:
+    ready = document["paths"]["/ready"]["get"]["responses"]
+    schema = {"$ref": "#/components/schemas/ReadinessPublic"}
+
+    assert ready["200"]["content"]["application/json"]["schema"] == schema
+    assert ready["503"]["content"] == {"application/json": {"schema": schema}}
+    assert "429" not in ready  # operations probes are never rate limited
 
 
 async def test_operation_ids_are_unique_and_name_the_routes(api: Api, document: dict[str, Any]) -> None:
@@ -123,7 +145,12 @@ async def test_every_operation_documents_success_and_problem_json_errors(documen
         successes = [code for code in responses if code.startswith("2")]
         assert len(successes) == 1, (method, path)
         success = responses[successes[0]]
-        assert set(success.get("content", {})) <= {"application/json", "text/html", "text/xml"}, (
+        assert set(success.get("content", {})) <= {
+            "application/json",
+            "text/html",
+            "text/xml",
+            "text/plain",
+        }, (
             method,
             path,
         )
@@ -133,11 +160,10 @@ async def test_every_operation_documents_success_and_problem_json_errors(documen
         assert "500" in errors, (method, path)
         for code, response in errors.items():
             assert response["description"], (method, path, code)
-            assert response["content"] == {"application/problem+json": {"schema": PROBLEM_REF}}, (
-                method,
-                path,
-                code,
+            expected = OWN_ERROR_BODIES.get(
+                (path, code), {"application/problem+json": {"schema": PROBLEM_REF}}
             )
+            assert response["content"] == expected, (method, path, code)
 
 
 async def test_the_conversation_operations_document_their_status_codes(document: dict[str, Any]) -> None:
