@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from engine.audit import AuditEvent, DetailValue
+from engine.audit import AuditEvent
 from engine.consent_index import ConsentIndex, IndexedConsent
 from engine.errors import Conflict, Unauthenticated
 from engine.login_throttle import Backoff, ThrottleState, blocked_until
@@ -56,7 +56,7 @@ from engine.ports import (
     SentChatMessage,
 )
 from engine.services import EngineSettings, Services
-from integrations.db.uow import unfinished
+from integrations.db.uow import BufferedAuditLog, unfinished
 from integrations.policy_files import load_policy
 
 T = TypeVar("T")
@@ -548,35 +548,6 @@ class FakeAuditTrail(_Repo):
         return Page((), None)
 
 
-class FakeAuditLog:
-    """The unit of work's audit buffer, with the real one's ``amend_last`` rule."""
-
-    def __init__(self) -> None:
-        self.pending: list[AuditEvent] = []
-
-    def record(self, event: AuditEvent) -> None:
-        self.pending.append(event)
-
-    def amend_last(
-        self,
-        workflow: str,
-        *,
-        resource_id: str | None = None,
-        patient_id: int | None = None,
-        details: Mapping[str, DetailValue] | None = None,
-    ) -> None:
-        for index in range(len(self.pending) - 1, -1, -1):
-            event = self.pending[index]
-            if event.workflow == workflow:
-                self.pending[index] = dataclasses.replace(
-                    event,
-                    resource_id=event.resource_id if resource_id is None else resource_id,
-                    patient_id=event.patient_id if patient_id is None else patient_id,
-                    details={**event.details, **(details or {})},
-                )
-                return
-
-
 _NOT_FAKED = (
     "consents",
     "conversations",
@@ -594,7 +565,7 @@ class FakeUnitOfWork:
     def __init__(self, database: FakeDatabase) -> None:
         self.database = database
         self._work = database.copy_of_tables()
-        self.audit = FakeAuditLog()
+        self.audit = BufferedAuditLog()  # pure: the real buffer, amend_last rule included
         self.users = FakeUserRepository(self._work)
         self.organizations = FakeOrganizationRepository(self._work)
         self.compliance_groups = FakeComplianceGroupRepository(self._work)
@@ -748,7 +719,6 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
 
 
 __all__ = [
-    "FakeAuditLog",
     "FakeChatGateway",
     "FakeClock",
     "FakeDatabase",

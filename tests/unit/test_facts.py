@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from engine.audit import AuditEvent
 from engine.consent_index import ConsentIndex, IndexedConsent
 from engine.decisions import Fact
 from engine.errors import Forbidden
@@ -26,6 +25,7 @@ from engine.model import Actor, RecipientType, Role
 from engine.policy import PolicyHolder, WorkflowSpec
 from engine.ports import PatientRelation
 from engine.services import Decider, Services
+from integrations.db.uow import BufferedAuditLog
 from integrations.policy_files import load_policy
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -233,20 +233,9 @@ def test_the_consent_index_chooses_by_the_same_rules() -> None:
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 
 
-class FakeAuditLog:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def record(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-    def amend_last(self, workflow: str, **changes: object) -> None:
-        return None
-
-
 def _decider(
     index: ConsentIndex, *, purpose: str | None = None, org: int = 10
-) -> tuple[Decider, FakeAuditLog]:
+) -> tuple[Decider, BufferedAuditLog]:
     services = Services(
         uow=None,  # type: ignore[arg-type]
         policy=PolicyHolder(load_policy(POLICY_DIR)),
@@ -256,7 +245,7 @@ def _decider(
         clock=lambda: NOW,
         consents=index,
     )
-    audit = FakeAuditLog()
+    audit = BufferedAuditLog()
     actor = Actor(1, Role.CARE_TEAM_MEMBER, org, purpose_of_use=purpose)
     return Decider(services, audit, actor), audit
 
@@ -282,7 +271,7 @@ def test_the_send_path_gets_break_glass_from_the_same_builder_as_requests() -> N
     assert Fact.BREAK_GLASS in facts
     assert details["break_glass_session_id"] == 5
     decider.permits("message.send", facts | {Fact.MEMBER}, resource_type="conversation", resource_id=1)
-    assert audit.events[-1].break_glass is True
+    assert audit.pending[-1].break_glass is True
 
 
 def test_a_read_only_consent_covers_reading_but_not_writing() -> None:
@@ -300,7 +289,7 @@ def test_a_stated_purpose_the_consent_was_not_given_for_is_denied_with_that_reas
     with pytest.raises(Forbidden):
         decider.require("patient.read", facts, resource_type="patient", details=details)
 
-    assert (audit.events[-1].decision, audit.events[-1].reason) == ("deny", "purpose_not_permitted")
+    assert (audit.pending[-1].decision, audit.pending[-1].reason) == ("deny", "purpose_not_permitted")
 
 
 def test_treatable_needs_a_consent_for_treatment_and_records_it() -> None:
