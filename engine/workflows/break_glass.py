@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from engine.audit import AuditEvent
+from engine.audit import AuditEvent, DetailValue
 from engine.errors import FieldError, InvalidInput
 from engine.model import Actor, Page
 from engine.ports import BreakGlassSession
@@ -76,10 +76,12 @@ async def break_glass(services: Services, actor: Actor, cmd: BreakGlass) -> Brea
             expires_at=guard.now + timedelta(minutes=services.settings.break_glass_minutes),
         )
         guard.identify(resource_id=session.id, patient_id=pid)
-        uow.audit.record(
-            AuditEvent.by(
+
+        def opening(event: str, **details: DetailValue) -> AuditEvent:
+            """A success record of this opening (the session, then the alert it queued)."""
+            return AuditEvent.by(
                 actor,
-                event="break_glass.opened",
+                event=event,
                 workflow="break_glass.open",
                 outcome="success",
                 occurred_at=guard.now,
@@ -88,26 +90,13 @@ async def break_glass(services: Services, actor: Actor, cmd: BreakGlass) -> Brea
                 patient_id=pid,
                 policy_version=guard.policy.version,
                 break_glass=True,
-                details={"expires_at": session.expires_at.isoformat()},
+                details=details,
             )
-        )
+
+        uow.audit.record(opening("break_glass.opened", expires_at=session.expires_at.isoformat()))
         effect = NotifyComplianceOfBreakGlass(session.id, pid)
         await uow.outbox.enqueue(effect.kind, effect.payload())
-        uow.audit.record(
-            AuditEvent.by(
-                actor,
-                event="break_glass.compliance_notified",
-                workflow="break_glass.open",
-                outcome="success",
-                occurred_at=guard.now,
-                resource_type="break_glass",
-                resource_id=str(session.id),
-                patient_id=pid,
-                policy_version=guard.policy.version,
-                break_glass=True,
-                details={"effect": effect.kind},
-            )
-        )
+        uow.audit.record(opening("break_glass.compliance_notified", effect=effect.kind))
         await uow.commit()
     services.delivery.wake()
     return session
