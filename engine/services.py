@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Generic, TypeVar
 
 from engine.audit import AuditEvent, DetailValue
 from engine.audit_chain import IdentifierHasher
@@ -27,19 +28,11 @@ from engine.facts import (
 from engine.login_throttle import ACCOUNT_BACKOFF, ADDRESS_BACKOFF, Backoff
 from engine.model import Actor
 from engine.policy import Policy, PolicyHolder, WorkflowSpec
-from engine.ports import (
-    AccountNotifier,
-    AuditLog,
-    DeliveryTrigger,
-    PasswordHasher,
-    PasswordStrength,
-    PatientRelation,
-    SendUnitOfWork,
-    SendUnitOfWorkFactory,
-    TokenService,
-    UnitOfWork,
-    UnitOfWorkFactory,
-)
+from engine.ports.audit import AuditLog
+from engine.ports.identity import AccountNotifier, PasswordHasher, PasswordStrength, TokenService
+from engine.ports.messaging import DeliveryTrigger, SendUnitOfWork, SendUnitOfWorkFactory
+from engine.ports.patients import PatientRelation
+from engine.ports.units import PatientScoped, Transaction, UnitOfWorkFactory
 from engine.sms import SmsRules
 
 
@@ -421,10 +414,15 @@ class Decider:
         )
 
 
-class Guard(Decider):
-    """A :class:`Decider` that gathers a workflow's facts from its unit of work."""
+U = TypeVar("U", bound=Transaction)
+P = TypeVar("P", bound=PatientScoped)
 
-    def __init__(self, services: Services, uow: UnitOfWork, actor: Actor) -> None:
+
+class Guard(Decider, Generic[U]):
+    """A :class:`Decider` that gathers a workflow's facts from its unit of work (typed as what the
+    workflow's family sees: ``Guard[PatientsUnitOfWork]``)."""
+
+    def __init__(self, services: Services, uow: U, actor: Actor) -> None:
         super().__init__(services, uow.audit, actor)
         self.uow = uow
 
@@ -454,7 +452,12 @@ class Guard(Decider):
         )
 
     async def require_role_for_patient(
-        self, workflow: str, patient_id: int, *, resource_type: str, resource_id: object | None = None
+        self: Guard[P],
+        workflow: str,
+        patient_id: int,
+        *,
+        resource_type: str,
+        resource_id: object | None = None,
     ) -> None:
         """:meth:`require_role_recording_facts` with the facts between the actor and ``patient_id``."""
 
@@ -466,7 +469,7 @@ class Guard(Decider):
         )
 
     async def patient_facts(
-        self,
+        self: Guard[P],
         workflow: str,
         patient_id: int,
         *,

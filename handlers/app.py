@@ -49,8 +49,8 @@ from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
 from integrations.break_glass_alerts import NotifyBreakGlass
 from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
+from integrations.db.identity import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.migrate import head_revisions
-from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
 from integrations.idempotency import IdempotencyStore

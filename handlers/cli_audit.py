@@ -89,7 +89,8 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     from integrations.audit_anchor import AnchorError, private_key, sign_anchor
     from integrations.audit_sealer import AuditSealer
     from integrations.audit_store import chain_head
-    from integrations.db.tables import metadata
+    from integrations.db.columns import table_of
+    from integrations.db.tables_audit import AuditAnchorRow
 
     async def work(settings: Settings, engine: AsyncEngine) -> int:
         try:
@@ -105,7 +106,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
         if args.store:
             async with engine.begin() as conn:
                 await conn.execute(
-                    insert(metadata.tables["audit_anchors"]).values(
+                    insert(table_of(AuditAnchorRow)).values(
                         seq=head.seq,
                         event_id=head.event_id,
                         hash=head.hash,

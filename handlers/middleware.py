@@ -25,7 +25,7 @@ from engine.ports import AccountDirectory, TokenService
 from handlers.keys import actor_key, operations_key, rejections_key, request_id_key
 from handlers.problems import problem_for, problem_response, simple_problem
 from handlers.routing import Contract, Endpoint, Header, Status, declares
-from integrations.db.uow import is_unavailable
+from integrations.db.base import is_unavailable
 
 log = structlog.get_logger("caremsg.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")

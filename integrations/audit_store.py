@@ -27,13 +27,15 @@ from engine.audit_chain import (
 )
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
 from engine.model import Page
-from integrations.db.tables import metadata
+from integrations.db.columns import table_of
+from integrations.db.tables import AuditEventRow, ConsentRow, PatientRow, UserRow
+from integrations.db.tables_audit import AuditChainRow
 
-events_t = metadata.tables["audit_events"]
-chain_t = metadata.tables["audit_chain"]
-patients_t = metadata.tables["patients"]
-users_t = metadata.tables["users"]
-consents_t = metadata.tables["consents"]
+events_t = table_of(AuditEventRow)
+chain_t = table_of(AuditChainRow)
+patients_t = table_of(PatientRow)
+users_t = table_of(UserRow)
+consents_t = table_of(ConsentRow)
 
 CONTENT_COLUMNS = [events_t.c[name] for name in CONTENT_FIELDS]
 

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine.consent_index import ConsentIndex, IndexedConsent, pack_rows
 from engine.model import RecipientType
 from engine.workflows.consents import REMOVE_MEMBERS
-from integrations.db.repositories import CONSENT_CHANNEL
+from integrations.db.consents import CONSENT_CHANNEL
 from integrations.relay import OutboxEntry, RelayContext
 
 log = structlog.get_logger("caremsg.consents")

@@ -80,7 +80,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from engine.errors import ChatGatewayError, ChatRateLimited
 from engine.ports import ChatGateway, SentChatMessage
 from engine.workflows.conversations import ENSURE_CHANNEL, SEND_MESSAGE
-from integrations.db.uow import audit_insert_sql, audit_object_sql, is_unavailable
+from integrations.db.base import is_unavailable
+from integrations.db.uow import audit_insert_sql, audit_object_sql
 
 log = structlog.get_logger("caremsg.relay")
 

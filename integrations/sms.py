@@ -43,7 +43,7 @@ from engine.sms import (
     with_reply_code,
 )
 from engine.workflows.messaging import POST_SMS_REPLY, SEND_SMS
-from integrations.db.repositories import SqlRelationshipFacts
+from integrations.db.patients import SqlRelationshipFacts
 from integrations.relay import OutboxEntry, RelayContext, post_once
 from integrations.sendbird import TokenBucket, _reply_body
 

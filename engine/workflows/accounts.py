@@ -15,6 +15,7 @@ from engine.audit import AuditEvent, DetailValue
 from engine.decisions import Fact
 from engine.errors import Conflict, NotFound
 from engine.model import Actor, Role, User
+from engine.ports.units import AccountsUnitOfWork
 from engine.services import Guard, Services
 from engine.workflows.consents import REMOVE_MEMBERS
 from engine.workflows.identity import account_throttle_key
@@ -23,7 +24,14 @@ from engine.workflows.identity import account_throttle_key
 _PAGE = 200
 
 
-async def _target(guard: Guard, workflow: str, user_id: int, **details: DetailValue) -> User:
+def _unit_of_work(services: Services) -> AccountsUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
+
+
+async def _target(
+    guard: Guard[AccountsUnitOfWork], workflow: str, user_id: int, **details: DetailValue
+) -> User:
     """The account the admin acts on, decided with ``own_org``; 404 if absent or of another org."""
     guard.require_role(workflow, resource_type="user", resource_id=user_id)
     user = await guard.uow.users.get(user_id)
@@ -34,14 +42,19 @@ async def _target(guard: Guard, workflow: str, user_id: int, **details: DetailVa
     return user
 
 
-def _not_self(guard: Guard, user: User) -> None:
+def _not_self(guard: Guard[AccountsUnitOfWork], user: User) -> None:
     if user.id == guard.actor.user_id:
         # An organization must never be left without the admin who could undo this.
         raise Conflict("An administrator cannot deactivate or re-role their own account.")
 
 
 def _effect(
-    guard: Guard, workflow: str, event: str, resource_type: str, resource_id: int, **details: DetailValue
+    guard: Guard[AccountsUnitOfWork],
+    workflow: str,
+    event: str,
+    resource_type: str,
+    resource_id: int,
+    **details: DetailValue,
 ) -> None:
     guard.uow.audit.record(
         AuditEvent.by(
@@ -60,7 +73,7 @@ def _effect(
 
 async def approve(services: Services, actor: Actor, user_id: int) -> User:
     """Let a self-registered account log in (``auth.require_approval``)."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         user = await _target(guard, "user.approve", user_id)
         if user.pending_approval:
@@ -72,7 +85,7 @@ async def approve(services: Services, actor: Actor, user_id: int) -> User:
 async def deactivate(services: Services, actor: Actor, user_id: int) -> User:
     """The account can no longer log in, its tokens stop working, and it leaves the chat channels
     of its conversations (one member-removal effect per conversation, through the outbox)."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         user = await _target(guard, "user.deactivate", user_id)
         _not_self(guard, user)
@@ -104,7 +117,7 @@ async def deactivate(services: Services, actor: Actor, user_id: int) -> User:
 
 async def reactivate(services: Services, actor: Actor, user_id: int) -> User:
     """The account may log in again; tokens from before its deactivation stay refused."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await _target(guard, "user.reactivate", user_id)
         user = await uow.users.update_account(user_id, is_active=True)
@@ -114,7 +127,7 @@ async def reactivate(services: Services, actor: Actor, user_id: int) -> User:
 
 async def change_role(services: Services, actor: Actor, user_id: int, role: Role) -> User:
     """Give the account another role; its tokens (which name the old role) stop working."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         user = await _target(guard, "user.change_role", user_id, role=role.value)
         _not_self(guard, user)
@@ -126,7 +139,7 @@ async def change_role(services: Services, actor: Actor, user_id: int, role: Role
 
 async def revoke_sessions(services: Services, actor: Actor, user_id: int) -> User:
     """End every session of the account: its tokens issued until now stop working."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await _target(guard, "user.revoke_sessions", user_id)
         user = await uow.users.update_account(user_id, sessions_valid_after=guard.now)
@@ -136,7 +149,7 @@ async def revoke_sessions(services: Services, actor: Actor, user_id: int) -> Use
 
 async def unlock(services: Services, actor: Actor, user_id: int) -> User:
     """Clear the account's failed logins, lockout included (the source address's are kept)."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         user = await _target(guard, "user.unlock", user_id)
         cleared = await uow.login_throttle.clear(account_throttle_key(services, user.email))
@@ -147,7 +160,7 @@ async def unlock(services: Services, actor: Actor, user_id: int) -> User:
 
 async def logout(services: Services, actor: Actor) -> None:
     """End every session of one's own account (this token included)."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("auth.logout", {Fact.SELF}, resource_type="user", resource_id=actor.user_id)
         await uow.users.update_account(actor.user_id, sessions_valid_after=guard.now)

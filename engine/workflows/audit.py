@@ -16,7 +16,13 @@ from engine.audit_trail import DISCLOSURE_PERIOD, AuditFilter, AuditRecord, Disc
 from engine.decisions import Fact
 from engine.errors import FieldError, InvalidInput
 from engine.model import Actor, Page
+from engine.ports.units import AuditUnitOfWork
 from engine.services import Guard, Services
+
+
+def _unit_of_work(services: Services) -> AuditUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ async def search_audit_events(services: Services, actor: Actor, cmd: SearchAudit
         if services.identifiers is None:
             raise InvalidInput([FieldError("email", "Searching by email is not configured.", "unsupported")])
         query = replace(query, subject_hash=services.identifiers.email(cmd.email))
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         # A role that may not read the trail at all is told so, with no field to blame.
         guard.require_role("audit.read", resource_type="audit_event", patient_id=query.patient_id)
@@ -84,7 +90,7 @@ async def list_disclosures(services: Services, actor: Actor, cmd: ListDisclosure
         raise InvalidInput([FieldError("from", "Must be earlier than to.")])
     if until - since > DISCLOSURE_PERIOD:
         raise InvalidInput([FieldError("from", "The period may be at most six years.", "period_too_long")])
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
         await guard.require_role_for_patient(
@@ -127,7 +133,7 @@ async def record_rejection_summaries(
     row per source per window, never one permanent row per request (issue 10)."""
     if not summaries:
         return
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         for summary in summaries:
             details: dict[str, DetailValue] = {
                 "route": summary.first_route,

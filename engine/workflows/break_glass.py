@@ -18,13 +18,19 @@ from datetime import timedelta
 from engine.audit import AuditEvent, DetailValue
 from engine.errors import FieldError, InvalidInput
 from engine.model import Actor, Page
-from engine.ports import BreakGlassSession
+from engine.ports.consents import BreakGlassSession
+from engine.ports.units import BreakGlassUnitOfWork
 from engine.services import Guard, Services
 
 MIN_REASON = 10
 MAX_REASON = 1000
 #: Outbox kind of :class:`NotifyComplianceOfBreakGlass`.
 NOTIFY_BREAK_GLASS = "notify_break_glass"
+
+
+def _unit_of_work(services: Services) -> BreakGlassUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ async def break_glass(services: Services, actor: Actor, cmd: BreakGlass) -> Brea
             [FieldError("reason", f"Explain the emergency in {MIN_REASON} to {MAX_REASON} characters.")]
         )
     pid = cmd.patient_id
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await guard.require_role_for_patient(
             "break_glass.open", pid, resource_type="patient", resource_id=pid
@@ -106,7 +112,7 @@ async def list_break_glass(
     services: Services, actor: Actor, after: int | None, limit: int | None
 ) -> Page[BreakGlassSession]:
     """Sessions opened by the officer's organization's staff or on its patients, newest first."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("break_glass.list", resource_type="break_glass")
         page = await uow.break_glass.list_for_organization(

@@ -24,7 +24,8 @@ from engine.audit import AuditEvent, DetailValue
 from engine.consent_index import IndexedConsent
 from engine.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import FULL_SCOPE, Actor, Consent, ConsentScope, Purpose, RecipientType
-from engine.ports import NewConsent
+from engine.ports.consents import NewConsent
+from engine.ports.units import ConsentsUnitOfWork
 from engine.services import Guard, Services
 from engine.workflows.organizations import group_facts
 
@@ -32,6 +33,11 @@ from engine.workflows.organizations import group_facts
 REMOVE_MEMBERS = "remove_members"
 RECORDED = "recorded"
 REVOKED = "revoked"
+
+
+def _unit_of_work(services: Services) -> ConsentsUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class RecordConsent:
 
 async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -> Consent:
     """Record a consent for a patient of the compliance officer's own organization."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
         await guard.require_role_for_patient("consent.create", pid, resource_type="consent")
@@ -118,7 +124,7 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
 
 
 async def list_consents(services: Services, actor: Actor, patient_id: int) -> list[Consent]:
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await guard.require_role_for_patient("consent.list", patient_id, resource_type="consent")
         facts, details = await guard.patient_facts("consent.list", patient_id)
@@ -151,7 +157,7 @@ async def revoke_consent(services: Services, actor: Actor, cmd: RevokeConsent) -
     reason = cmd.reason.strip()
     if not reason:
         raise InvalidInput([FieldError("reason", "Must not be blank.")])
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require_role("consent.revoke", resource_type="consent", resource_id=cmd.consent_id)
         consent = await uow.consent_lifecycle.get_for_update(cmd.consent_id)
@@ -183,7 +189,13 @@ async def revoke_consent(services: Services, actor: Actor, cmd: RevokeConsent) -
     return Revocation(revoked, tuple(removed_members), tuple(removed_externals))
 
 
-def _effect(guard: Guard, event: str, consent: Consent, conversation_id: int, **details: DetailValue) -> None:
+def _effect(
+    guard: Guard[ConsentsUnitOfWork],
+    event: str,
+    consent: Consent,
+    conversation_id: int,
+    **details: DetailValue,
+) -> None:
     guard.uow.audit.record(
         AuditEvent.by(
             guard.actor,
@@ -200,7 +212,9 @@ def _effect(guard: Guard, event: str, consent: Consent, conversation_id: int, **
     )
 
 
-async def _remove_uncovered_members(guard: Guard, consent: Consent) -> list[tuple[int, int]]:
+async def _remove_uncovered_members(
+    guard: Guard[ConsentsUnitOfWork], consent: Consent
+) -> list[tuple[int, int]]:
     """Staff of other organizations who were covered only by this consent leave the conversations."""
     if consent.recipient_type == RecipientType.EXTERNAL:
         return []
@@ -234,7 +248,7 @@ async def _remove_uncovered_members(guard: Guard, consent: Consent) -> list[tupl
     return removed
 
 
-async def _remove_uncovered_externals(guard: Guard, consent: Consent) -> list[int]:
+async def _remove_uncovered_externals(guard: Guard[ConsentsUnitOfWork], consent: Consent) -> list[int]:
     """External participants admitted under this consent stop receiving SMS, unless another active
     consent names them (then that one carries them from now on)."""
     uow = guard.uow

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from engine.decisions import Fact
 from engine.errors import NotFound
 from engine.model import Actor, OrganizationContact
+from engine.ports.units import ContactsUnitOfWork
 from engine.services import Guard, Services
+
+
+def _unit_of_work(services: Services) -> ContactsUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ def _facts(actor: Actor, organization_id: int) -> frozenset[str]:
 
 async def add_contact(services: Services, actor: Actor, cmd: AddContact) -> OrganizationContact:
     """List a number in the organization's directory; decided as ``organization_contact.add``."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require(
             "organization_contact.add",
@@ -46,7 +52,7 @@ async def add_contact(services: Services, actor: Actor, cmd: AddContact) -> Orga
 
 async def list_contacts(services: Services, actor: Actor, organization_id: int) -> list[OrganizationContact]:
     """The organization's directory; decided as ``organization_contact.list``."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require(
             "organization_contact.list",
@@ -66,7 +72,7 @@ async def remove_contact(services: Services, actor: Actor, organization_id: int,
     (the relay and inbound replies read the directory at each decision); a consent naming the number
     itself still does.
     """
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require(
             "organization_contact.remove",

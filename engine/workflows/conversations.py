@@ -8,21 +8,28 @@ are delivered through the outbox, so an acknowledged message survives a Sendbird
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.audit import DetailValue
 from engine.decisions import Decision, Fact
 from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page, User
-from engine.ports import NewExternalParticipant, NewSend, PatientRelation
+from engine.ports.messaging import NewExternalParticipant, NewSend
+from engine.ports.patients import PatientRelation
+from engine.ports.units import ConversationsUnitOfWork
 from engine.services import Decider, Guard, Services
 from engine.workflows import messaging
+from engine.workflows.conversation_access import readable_conversation, with_deliveries
 
 ENSURE_CHANNEL = "ensure_channel"
 SEND_MESSAGE = "send_message"
 #: A Sendbird group channel holds up to 100 members (sendbird-api.md §4).
 MAX_CHANNEL_MEMBERS = 100
+
+
+def _unit_of_work(services: Services) -> ConversationsUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ async def start_conversation(
 ) -> Conversation:
     """Create the conversation and its channel's outbox entry; ``idempotency_claim`` (an
     Idempotency-Key row) is bound to the conversation in the same transaction."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
         await guard.require_role_for_patient("conversation.create", pid, resource_type="conversation")
@@ -139,14 +146,14 @@ async def start_conversation(
             ENSURE_CHANNEL, {"conversation_id": conversation.id}, conversation_id=conversation.id
         )
         if idempotency_claim is not None:
-            await uow.messaging.bind_idempotency_key(idempotency_claim, conversation.id)
+            await uow.idempotency_keys.bind(idempotency_claim, conversation.id)
         await uow.commit()
     services.delivery.wake()
     return conversation
 
 
 async def _member_may_join(
-    guard: Guard, pid: int, member: User, index: int, *, answer: bool = False
+    guard: Guard[ConversationsUnitOfWork], pid: int, member: User, index: int, *, answer: bool = False
 ) -> Decision | None:
     """Decide ``conversation.join`` about one member (recorded either way); the denial, if any. With
     ``answer`` a denial is the 403 naming ``memberIds[index]``; without, it is only returned (a member
@@ -171,47 +178,6 @@ async def _member_may_join(
     return None
 
 
-async def _conversation_facts(
-    guard: Guard, workflow: str, conversation: Conversation, *, unknown_as: str = "conversation"
-) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
-    """The actor's facts for the conversation's patient, and ``member`` if the actor is one."""
-    facts, details = await guard.patient_facts(workflow, conversation.patient_id, unknown_as=unknown_as)
-    if guard.actor.user_id in conversation.member_ids:
-        facts |= {Fact.MEMBER}
-    return facts, details
-
-
-async def _readable_conversation(
-    guard: Guard, workflow: str, conversation_id: int, *, unknown_as: str = "conversation"
-) -> Conversation:
-    """The conversation, if the actor may run ``workflow`` on it; ``unknown_as`` names the record a
-    conversation the actor has no relation to is answered as (not found: the id the client sent)."""
-
-    async def facts_of() -> frozenset[str] | None:
-        conversation = await guard.uow.conversations.get(conversation_id)
-        if conversation is None:
-            return None
-        return (await _conversation_facts(guard, workflow, conversation, unknown_as=unknown_as))[0]
-
-    await guard.require_role_recording_facts(
-        workflow, facts_of, resource_type="conversation", resource_id=conversation_id
-    )
-    conversation = await guard.uow.conversations.get(conversation_id)
-    if conversation is None:
-        guard.record_missing(workflow, "conversation", conversation_id)
-        raise NotFound("conversation")
-    facts, details = await _conversation_facts(guard, workflow, conversation, unknown_as=unknown_as)
-    guard.require(
-        workflow,
-        facts,
-        resource_type="conversation",
-        resource_id=conversation_id,
-        patient_id=conversation.patient_id,
-        details=details,
-    )
-    return conversation
-
-
 @dataclass(frozen=True)
 class ConversationDetail:
     conversation: Conversation
@@ -221,11 +187,11 @@ class ConversationDetail:
 async def get_conversation(
     services: Services, actor: Actor, conversation_id: int, message_limit: int = 50
 ) -> ConversationDetail:
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        conversation = await _readable_conversation(guard, "conversation.read", conversation_id)
+        conversation = await readable_conversation(guard, "conversation.read", conversation_id)
         recent = await uow.messages.recent(conversation_id, message_limit)
-        messages = await messaging.with_deliveries(uow, recent)
+        messages = await with_deliveries(uow, recent)
         await uow.commit()
     return ConversationDetail(conversation, messages)
 
@@ -234,7 +200,7 @@ async def list_conversations(
     services: Services, actor: Actor, after: int | None, limit: int | None
 ) -> Page[Conversation]:
     """The actor's conversations, each decided as ``conversation.read`` (consent may have ended)."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("conversation.list", resource_type="conversation")
         page = await uow.conversations.list_for_member(actor.user_id, after, services.page_size(limit))

@@ -26,7 +26,8 @@ from engine.errors import (
 )
 from engine.login_throttle import ACCOUNT_PREFIX, ADDRESS_PREFIX
 from engine.model import SELF_REGISTRABLE_ROLES, Actor, Page, Role, User
-from engine.ports import IssuedToken, NewUser, PasswordHasher, UnitOfWorkFactory
+from engine.ports.identity import IssuedToken, NewUser, PasswordHasher
+from engine.ports.units import IdentityUnitOfWork
 from engine.services import Guard, Services, utc_now
 
 # A valid argon2 hash of a random password: verifying against it when the email is unknown makes
@@ -34,6 +35,11 @@ from engine.services import Guard, Services, utc_now
 _DUMMY_HASH = (
     "$argon2id$v=19$m=65536,t=3,p=4$g6SoXOwRN10X/g+7U/c7dQ$woOOJvZByuCTn0LT5k0eKez4MR2fLKP8cal4WDWpebo"
 )
+
+
+def _unit_of_work(services: Services) -> IdentityUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,7 @@ async def register(services: Services, cmd: Register, *, request_id: str, source
             "self_registration_disabled",
             hint="Ask an administrator to create your account.",
         )
-        async with services.uow() as uow:  # the refusal is a decision: on record like any other
+        async with _unit_of_work(services) as uow:  # the refusal is a decision: on record like any other
             uow.audit.record(
                 _auth_event(
                     services,
@@ -168,7 +174,7 @@ async def register(services: Services, cmd: Register, *, request_id: str, source
     password_hash = await services.passwords.hash(cmd.password)
     email = cmd.email.lower()
     pending = services.settings.require_approval
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         if cmd.organization_id is None:
             organization = await uow.organizations.by_name(services.settings.default_organization)
         else:
@@ -257,7 +263,7 @@ async def login(
     account_key = account_throttle_key(services, email)
     address_key = ADDRESS_PREFIX + source_address if source_address else None
     keys = [account_key] if address_key is None else [account_key, address_key]
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         throttled = await uow.login_throttle.states(keys)
         account_state = throttled.get(account_key)
         if account_state is not None and account_state.locked:
@@ -340,7 +346,7 @@ async def login(
 
 
 async def profile(services: Services, actor: Actor) -> User:
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("auth.profile", {Fact.SELF}, resource_type="user", resource_id=actor.user_id)
         user = await uow.users.get(actor.user_id)
@@ -352,7 +358,7 @@ async def profile(services: Services, actor: Actor) -> User:
 
 async def create_user(services: Services, actor: Actor, cmd: CreateUser) -> User:
     """An admin creates an account of any role, in their own organization only."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         facts = {Fact.OWN_ORG} if cmd.organization_id == actor.organization_id else set()
         guard.require(
@@ -377,7 +383,7 @@ async def create_user(services: Services, actor: Actor, cmd: CreateUser) -> User
 
 
 async def list_users(services: Services, actor: Actor, after: int | None, limit: int | None) -> Page[User]:
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require(
             "user.list", {Fact.OWN_ORG}, resource_type="organization", resource_id=actor.organization_id
@@ -388,7 +394,7 @@ async def list_users(services: Services, actor: Actor, after: int | None, limit:
 
 
 async def bootstrap_user(
-    uow_factory: UnitOfWorkFactory,
+    uow_factory: Callable[[], IdentityUnitOfWork],
     passwords: PasswordHasher,
     cmd: CreateUser,
     clock: Callable[[], datetime] = utc_now,

@@ -14,7 +14,6 @@ no second effect.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +23,8 @@ from engine.decisions import Fact
 from engine.errors import Forbidden, NotFound
 from engine.facts import external_facts, sms_refusal
 from engine.model import EXTERNAL_PARTICIPANT, Actor, DeliveryState, Message, RecipientDelivery
-from engine.ports import NewDelivery, ReplyRoute, SmsRecipient, UnitOfWork
+from engine.ports.messaging import NewDelivery, ReplyRoute, SmsRecipient
+from engine.ports.units import MessagingUnitOfWork
 from engine.services import Decider, Guard, Services
 from engine.sms import (
     CHANNEL_RECIPIENT,
@@ -36,6 +36,7 @@ from engine.sms import (
     sms_recipient,
     textable,
 )
+from engine.workflows.conversation_access import readable_conversation, with_deliveries
 
 CHANNEL, SMS = "chat", "sms"
 SEND_SMS = "send_sms"
@@ -43,6 +44,11 @@ POST_SMS_REPLY = "post_sms_reply"
 
 PROCESSED = "processed"
 IGNORED = "ignored"
+
+
+def _unit_of_work(services: Services) -> MessagingUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 def plan_deliveries(
@@ -120,13 +126,13 @@ def delivery_states(deliveries: Sequence[NewDelivery], at: datetime) -> tuple[Re
 
 
 async def store_deliveries(
-    uow: UnitOfWork, conversation_id: int, message_id: int, deliveries: Sequence[NewDelivery]
+    uow: MessagingUnitOfWork, conversation_id: int, message_id: int, deliveries: Sequence[NewDelivery]
 ) -> None:
     """Insert the delivery rows and enqueue one text per queued SMS delivery, in ``uow``'s transaction.
 
     (The send-message workflow stores the same rows through :class:`SendUnitOfWork` in one statement.)
     """
-    ids = await uow.messaging.add_deliveries(message_id, deliveries)
+    ids = await uow.deliveries.add(message_id, deliveries)
     for delivery, delivery_id in zip(deliveries, ids, strict=True):
         if delivery.external_participant_id is not None and delivery.state == DeliveryState.QUEUED:
             await uow.outbox.enqueue(
@@ -134,26 +140,16 @@ async def store_deliveries(
             )
 
 
-async def with_deliveries(uow: UnitOfWork, messages: Sequence[Message]) -> list[Message]:
-    """The messages with their delivery rows attached."""
-    by_message = await uow.messaging.deliveries_for([m.id for m in messages])
-    return [dataclasses.replace(m, deliveries=by_message.get(m.id, ())) for m in messages]
-
-
 async def get_message(services: Services, actor: Actor, message_id: int) -> Message:
     """One message with its per-recipient delivery state; decided as ``conversation.read``."""
-    from engine.workflows.conversations import _readable_conversation
-
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require_role("conversation.read", resource_type="message", resource_id=message_id)
-        message = await uow.messaging.get_message(message_id)
+        message = await uow.messages.get(message_id)
         if message is None:
             guard.record_missing("conversation.read", "message", message_id)
             raise NotFound("message")
-        await _readable_conversation(
-            guard, "conversation.read", message.conversation_id, unknown_as="message"
-        )
+        await readable_conversation(guard, "conversation.read", message.conversation_id, unknown_as="message")
         (message,) = await with_deliveries(uow, [message])
         await uow.commit()
     return message
@@ -207,11 +203,11 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
     The sender must still be allowed ``message.send`` (member, patient covered); if not, nothing is
     texted and the denial is on record. Returns ``processed`` or ``ignored``.
     """
-    async with services.uow() as uow:
-        conversation = await uow.messaging.conversation_by_channel(event.channel_url)
-        sender = await uow.messaging.user_by_chat_id(event.sender_chat_id)
+    async with _unit_of_work(services) as uow:
+        conversation = await uow.conversations.by_channel(event.channel_url)
+        sender = await uow.users.by_chat_id(event.sender_chat_id)
         if conversation is None or sender is None:
-            await uow.messaging.finish_webhook_event(event.event_id, IGNORED)
+            await uow.webhook_events.finish(event.event_id, IGNORED)
             await uow.commit()
             return IGNORED
         actor = _system_actor(sender.id, sender.role.value, sender.organization_id, event.event_id)
@@ -227,15 +223,15 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
             patient_id=conversation.patient_id,
             details={**details, "via": "chat_app"},
         ):
-            await uow.messaging.finish_webhook_event(event.event_id, IGNORED)
+            await uow.webhook_events.finish(event.event_id, IGNORED)
             await uow.commit()
             return IGNORED
-        message = await uow.messaging.add_posted_message(
+        message = await uow.messages.add_posted(
             conversation.id, sender.id, event.text, event.chat_message_id, event.created_at_ms
         )
         if message is not None:
             recipients = (
-                await uow.messaging.sms_recipients(conversation.id, conversation.patient_id)
+                await uow.deliveries.sms_recipients(conversation.id, conversation.patient_id)
                 if conversation.external_participants
                 else []
             )
@@ -249,7 +245,7 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
                 channel_ts_ms=event.created_at_ms,
             )
             await store_deliveries(uow, conversation.id, message.id, deliveries)
-        await uow.messaging.finish_webhook_event(event.event_id, PROCESSED)
+        await uow.webhook_events.finish(event.event_id, PROCESSED)
         await uow.commit()
     services.delivery.wake()
     return PROCESSED
@@ -257,29 +253,29 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
 
 async def chat_read(services: Services, event: ChatRead) -> str:
     """Read receipts: channel deliveries the reader has now seen become ``delivered``."""
-    async with services.uow() as uow:
-        conversation = await uow.messaging.conversation_by_channel(event.channel_url)
+    async with _unit_of_work(services) as uow:
+        conversation = await uow.conversations.by_channel(event.channel_url)
         status = IGNORED
         if conversation is not None:
             for reader, read_ts in event.reads:
-                await uow.messaging.mark_read(conversation.id, reader, read_ts)
+                await uow.deliveries.mark_read(conversation.id, reader, read_ts)
             status = PROCESSED
-        await uow.messaging.finish_webhook_event(event.event_id, status)
+        await uow.webhook_events.finish(event.event_id, status)
         await uow.commit()
     return status
 
 
-async def _sms_from_unknown_number(services: Services, uow: UnitOfWork, event: InboundSms) -> str:
+async def _sms_from_unknown_number(services: Services, uow: MessagingUnitOfWork, event: InboundSms) -> str:
     """A text from a number no conversation has texted. STOP and START still count: the opt-out is
     kept by number, so a number added to a conversation later is not texted after its STOP. No
     confirmation is sent (there is no participant to send it as), and nothing else is done."""
     word = keyword(event.text, services.sms)
     if word not in (Keyword.STOP, Keyword.START):
-        await uow.messaging.finish_webhook_event(event.event_id, IGNORED)
+        await uow.webhook_events.finish(event.event_id, IGNORED)
         await uow.commit()
         return IGNORED
     stop = word is Keyword.STOP
-    changed = await uow.messaging.set_opt_out(event.from_number, stop, event.provider_message_id)
+    changed = await uow.opt_outs.set(event.from_number, stop, event.provider_message_id)
     uow.audit.record(
         AuditEvent(
             event="sms_opt_out" if stop else "sms_opt_in",
@@ -291,7 +287,7 @@ async def _sms_from_unknown_number(services: Services, uow: UnitOfWork, event: I
             details={"changed": int(changed), "known_number": 0},
         )
     )
-    await uow.messaging.finish_webhook_event(event.event_id, PROCESSED)
+    await uow.webhook_events.finish(event.event_id, PROCESSED)
     await uow.commit()
     return PROCESSED
 
@@ -307,8 +303,8 @@ async def sms_received(services: Services, event: InboundSms) -> str:
     names codes only). Posting needs ``sms.reply`` (an active consent naming them).
     """
     rules = services.sms
-    async with services.uow() as uow:
-        routes = await uow.messaging.reply_routes(event.from_number)
+    async with _unit_of_work(services) as uow:
+        routes = await uow.conversations.reply_routes(event.from_number)
         if not routes:
             return await _sms_from_unknown_number(services, uow, event)
         now = services.clock()
@@ -342,10 +338,10 @@ async def sms_received(services: Services, event: InboundSms) -> str:
 
         changed = False
         if word is Keyword.STOP:
-            changed = await uow.messaging.set_opt_out(event.from_number, True, event.provider_message_id)
+            changed = await uow.opt_outs.set(event.from_number, True, event.provider_message_id)
             audit("sms_opt_out", latest, changed=int(changed))
         elif word is Keyword.START:
-            changed = await uow.messaging.set_opt_out(event.from_number, False, event.provider_message_id)
+            changed = await uow.opt_outs.set(event.from_number, False, event.provider_message_id)
             audit("sms_opt_in", latest, changed=int(changed))
         elif word is Keyword.HELP:
             audit("sms_help", latest)
@@ -378,7 +374,7 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                 )
             elif text.strip():
                 await _post_reply(services, uow, route, event, text, now)
-        await uow.messaging.finish_webhook_event(event.event_id, PROCESSED)
+        await uow.webhook_events.finish(event.event_id, PROCESSED)
         await uow.commit()
     services.delivery.wake()
     return PROCESSED
@@ -405,7 +401,12 @@ def _reply_destination(
 
 
 async def _post_reply(
-    services: Services, uow: UnitOfWork, route: ReplyRoute, event: InboundSms, text: str, now: datetime
+    services: Services,
+    uow: MessagingUnitOfWork,
+    route: ReplyRoute,
+    event: InboundSms,
+    text: str,
+    now: datetime,
 ) -> None:
     """Decide ``sms.reply`` for the participant and, if allowed, queue the post into their channel."""
     candidates = await uow.facts.external_consents(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from engine.decisions import Fact
 from engine.errors import FieldError, InvalidInput, NotFound
 from engine.model import Actor, ComplianceGroup, Organization, Page
+from engine.ports.units import OrganizationsUnitOfWork
 from engine.services import Decider, Guard, Services
 
 #: The slices a listing can show, by the facts that hold for the records in each.
@@ -29,6 +30,11 @@ _GROUP_SLICES: Mapping[str, frozenset[str]] = {
     SHARED: frozenset({Fact.SHARED}),
     ANY: frozenset(),
 }
+
+
+def _unit_of_work(services: Services) -> OrganizationsUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 def visible_slices(decider: Decider, workflow: str, slices: Mapping[str, frozenset[str]]) -> set[str]:
@@ -49,7 +55,7 @@ def group_facts(group: ComplianceGroup, organization_id: int) -> frozenset[str]:
 async def create_organization(
     services: Services, actor: Actor, name: str, *, self_registration: bool
 ) -> Organization:
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("organization.create", resource_type="organization")
         organization = await uow.organizations.add(name, self_registration=self_registration)
@@ -62,7 +68,7 @@ async def list_organizations(
     services: Services, actor: Actor, after: int | None, limit: int | None
 ) -> Page[Organization]:
     """Every organization, or only the actor's own, as ``organization.read`` allows the role."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("organization.list", resource_type="organization")
         shown = visible_slices(guard, "organization.read", _ORGANIZATION_SLICES)
@@ -90,7 +96,7 @@ async def create_compliance_group(
 ) -> ComplianceGroup:
     """A compliance group names organizations a consent may disclose to in one go; it belongs to the
     actor's organization."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("compliance_group.create", resource_type="compliance_group")
         known = await uow.organizations.existing(cmd.organization_ids)
@@ -118,7 +124,7 @@ async def list_compliance_groups(
 ) -> Page[ComplianceGroup]:
     """The groups the actor's organization owns and those shared with it, as
     ``compliance_group.read`` allows the role."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("compliance_group.list", resource_type="compliance_group")
         shown = visible_slices(guard, "compliance_group.read", _GROUP_SLICES)
@@ -154,7 +160,7 @@ async def share_compliance_group(
 
     A group the actor's organization neither owns nor was shared answers as one that does not exist.
     """
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         workflow = "compliance_group.share"
         guard.require_role(workflow, resource_type="compliance_group", resource_id=cmd.group_id)

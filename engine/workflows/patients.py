@@ -9,8 +9,14 @@ from datetime import date
 from engine.decisions import Fact
 from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, CareTeam, Page, Patient, RiskLevel
-from engine.ports import NewPatient
+from engine.ports.patients import NewPatient
+from engine.ports.units import PatientsUnitOfWork
 from engine.services import Guard, Services
+
+
+def _unit_of_work(services: Services) -> PatientsUnitOfWork:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,7 @@ class RegisterPatient:
 
 async def register_patient(services: Services, actor: Actor, cmd: RegisterPatient) -> Patient:
     """Register a patient in the actor's organization; the actor becomes the first care-team member."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("patient.create", resource_type="patient")
         patient = await uow.patients.add(
@@ -44,7 +50,7 @@ async def register_patient(services: Services, actor: Actor, cmd: RegisterPatien
 
 
 async def get_patient(services: Services, actor: Actor, patient_id: int) -> Patient:
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await guard.require_role_for_patient(
             "patient.read", patient_id, resource_type="patient", resource_id=patient_id
@@ -71,7 +77,7 @@ class UpdatePatient:
 
 
 async def update_patient(services: Services, actor: Actor, cmd: UpdatePatient) -> Patient:
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
         await guard.require_role_for_patient("patient.update", pid, resource_type="patient", resource_id=pid)
@@ -97,7 +103,7 @@ async def list_patients(
     A patient the policy no longer lets the actor read (a revoked consent) is left out; the denial
     is on record like any other.
     """
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("patient.list", resource_type="patient")
         page = await uow.patients.list_on_care_team_of(actor.user_id, after, services.page_size(limit))
@@ -129,7 +135,7 @@ async def create_care_team(
     that has a team already gets that team back (unchanged, ``name`` ignored), the decision audited
     with ``existing: true``. Only a patient that came without one (an import) gets a new team.
     """
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await guard.require_role_for_patient("care_team.create", patient_id, resource_type="care_team")
         facts, details = await guard.patient_facts("care_team.create", patient_id)
@@ -154,7 +160,7 @@ async def create_care_team(
 
 
 async def get_care_team(services: Services, actor: Actor, patient_id: int) -> CareTeam:
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await guard.require_role_for_patient("care_team.read", patient_id, resource_type="care_team")
         facts, details = await guard.patient_facts("care_team.read", patient_id)
@@ -181,7 +187,7 @@ async def add_care_team_member(
 
     Returns the team and whether the person was added now (False: a member already, nothing changed;
     decided and audited the same, with ``already_member: true``)."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
 
         async def facts_of() -> frozenset[str] | None:

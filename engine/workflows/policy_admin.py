@@ -12,8 +12,14 @@ from datetime import datetime
 
 from engine.audit import AuditEvent
 from engine.model import Actor
-from engine.ports import PolicyReloader, ReloadResult
+from engine.ports.policy import PolicyReloader, ReloadResult
+from engine.ports.units import Transaction
 from engine.services import Guard, Services
+
+
+def _unit_of_work(services: Services) -> Transaction:
+    """This family's view of the unit of work: only the repositories its workflows use."""
+    return services.uow()
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class PolicyStatus:
 
 async def policy_status(services: Services, actor: Actor) -> PolicyStatus:
     """The policy in force on this instance."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("policy.read", resource_type="policy")
         await uow.commit()
@@ -36,7 +42,7 @@ async def policy_status(services: Services, actor: Actor) -> PolicyStatus:
 
 async def reload_policy(services: Services, actor: Actor, reloader: PolicyReloader) -> ReloadResult:
     """Reload the policy files on this instance (and, if they changed, tell the other instances)."""
-    async with services.uow() as uow:
+    async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("policy.reload", resource_type="policy")
         result = await reloader.reload("api")

@@ -13,9 +13,10 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.login_throttle import Backoff, ThrottleState, blocked_until
-from integrations.db.tables import metadata
+from integrations.db.columns import table_of
+from integrations.db.tables import LoginThrottleRow
 
-throttles_t = metadata.tables["login_throttles"]
+throttles_t = table_of(LoginThrottleRow)
 
 # Counts one failure. A key whose last failure is older than the window starts again from one,
 # unless it is locked: a lock lasts until it is cleared.

@@ -32,13 +32,13 @@ import structlog
 
 from engine.errors import CaremsgError, ServiceUnavailable
 from engine.ports import NewSend, SendContext
-from integrations.db.repositories_messaging import SMS_RECIPIENTS_SQL, recipient
+from integrations.db.base import is_unavailable
+from integrations.db.messaging import SMS_RECIPIENTS_SQL, recipient
 from integrations.db.uow import (
     BufferedAuditLog,
     audit_insert_sql,
     audit_json,
     emit_audit_log,
-    is_unavailable,
     log_undurable,
     unfinished,
 )

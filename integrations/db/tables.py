@@ -1,6 +1,9 @@
 """SQLModel table models. They stay in this adapter: repositories turn rows into engine types.
 
-Alembic owns the schema (migrations/); nothing here is ever created with ``create_all()``.
+Alembic owns the schema (migrations/); nothing here is ever created with ``create_all()``. The tables
+of the audit chain, the consent lifecycle and messaging are declared in tables_audit.py,
+tables_consents.py and tables_messaging.py; importing this module registers them all on ``metadata``
+(Alembic and the audit store read it whole).
 """
 
 from __future__ import annotations
@@ -19,41 +22,20 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
-    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import conv
 from sqlmodel import Field, SQLModel
 
-# A constraint naming convention so Alembic migrations name every constraint predictably.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-SQLModel.metadata.naming_convention = NAMING_CONVENTION
-metadata: MetaData = SQLModel.metadata
+from integrations.db import tables_audit, tables_consents, tables_messaging  # noqa: F401 - registers them
+from integrations.db.columns import foreign_key, timestamp
 
-
-def _ts(*, nullable: bool = False, default_now: bool = True) -> Any:
-    return Field(
-        sa_column=Column(
-            DateTime(timezone=True), nullable=nullable, server_default=func.now() if default_now else None
-        )
-    )
-
-
-def _fk(target: str, *, nullable: bool = False, ondelete: str | None = None, index: bool = True) -> Any:
-    return Field(
-        sa_column=Column(Integer, ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index)
-    )
+# Re-exported: once this module is imported, every table of the schema is registered on it.
+from integrations.db.columns import metadata as metadata
 
 
 class OrganizationRow(SQLModel, table=True):
@@ -62,7 +44,7 @@ class OrganizationRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
     self_registration: bool = Field(sa_column=Column(Boolean, nullable=False, server_default=text("false")))
-    created_at: datetime = _ts()
+    created_at: datetime = timestamp()
 
 
 class ComplianceGroupRow(SQLModel, table=True):
@@ -71,9 +53,9 @@ class ComplianceGroupRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=Column(String(200), nullable=False))
     description: str | None = Field(sa_column=Column(String(2000), nullable=True))
-    organization_id: int = _fk("organizations.id")
-    created_by: int = _fk("users.id", index=False)
-    created_at: datetime = _ts()
+    organization_id: int = foreign_key("organizations.id")
+    created_by: int = foreign_key("users.id", index=False)
+    created_at: datetime = timestamp()
 
     __table_args__ = (
         UniqueConstraint("organization_id", "name", name=conv("uq_compliance_groups_organization_id_name")),
@@ -103,15 +85,15 @@ class ComplianceGroupShareRow(SQLModel, table=True):
     organization_id: int = Field(
         sa_column=Column(Integer, ForeignKey("organizations.id"), primary_key=True, index=True)
     )
-    shared_by: int = _fk("users.id", index=False)
-    shared_at: datetime = _ts()
+    shared_by: int = foreign_key("users.id", index=False)
+    shared_at: datetime = timestamp()
 
 
 class UserRow(SQLModel, table=True):
     __tablename__ = "users"
 
     id: int | None = Field(default=None, primary_key=True)
-    organization_id: int = _fk("organizations.id")
+    organization_id: int = foreign_key("organizations.id")
     email: str = Field(sa_column=Column(String(254), nullable=False, unique=True))
     password_hash: str = Field(sa_column=Column(String(255), nullable=False))
     first_name: str = Field(sa_column=Column(String(100), nullable=False))
@@ -120,11 +102,11 @@ class UserRow(SQLModel, table=True):
     is_active: bool = Field(sa_column=Column(Boolean, nullable=False, server_default=text("true")))
     # Opaque id used for the chat provider: never PII.
     chat_user_id: str = Field(sa_column=Column(String(80), nullable=False, unique=True))
-    created_at: datetime = _ts()
+    created_at: datetime = timestamp()
     # A self-registered account waits for an admin's approval (auth.require_approval).
     pending_approval: bool = Field(sa_column=Column(Boolean, nullable=False, server_default=text("false")))
     # Access tokens issued before this moment are refused (logout, deactivation, revoked sessions).
-    sessions_valid_after: datetime | None = _ts(nullable=True, default_now=False)
+    sessions_valid_after: datetime | None = timestamp(nullable=True, default_now=False)
 
     __table_args__ = (
         CheckConstraint(
@@ -141,23 +123,23 @@ class LoginThrottleRow(SQLModel, table=True):
     key: str = Field(sa_column=Column(String(100), primary_key=True))
     failures: int = Field(sa_column=Column(Integer, nullable=False))
     last_failure_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
-    blocked_until: datetime | None = _ts(nullable=True, default_now=False)
+    blocked_until: datetime | None = timestamp(nullable=True, default_now=False)
     # Set once the account reached auth.lockout_failures: only an admin's unlock clears it.
-    locked_at: datetime | None = _ts(nullable=True, default_now=False)
+    locked_at: datetime | None = timestamp(nullable=True, default_now=False)
 
 
 class PatientRow(SQLModel, table=True):
     __tablename__ = "patients"
 
     id: int | None = Field(default=None, primary_key=True)
-    organization_id: int = _fk("organizations.id")
+    organization_id: int = foreign_key("organizations.id")
     first_name: str = Field(sa_column=Column(String(100), nullable=False))
     last_name: str = Field(sa_column=Column(String(100), nullable=False))
     date_of_birth: date | None = Field(sa_column=Column(Date, nullable=True))
     risk_level: str = Field(sa_column=Column(String(16), nullable=False))
-    created_by: int = _fk("users.id", index=False)
-    created_at: datetime = _ts()
-    updated_at: datetime = _ts()
+    created_by: int = foreign_key("users.id", index=False)
+    created_at: datetime = timestamp()
+    updated_at: datetime = timestamp()
 
     __table_args__ = (CheckConstraint("risk_level IN ('low','medium','high','critical')", name="risk_level"),)
 
@@ -168,9 +150,9 @@ class CareTeamRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     patient_id: int = Field(sa_column=Column(Integer, ForeignKey("patients.id"), nullable=False, unique=True))
     name: str = Field(sa_column=Column(String(200), nullable=False))
-    organization_id: int = _fk("organizations.id")
-    created_by: int = _fk("users.id", index=False)
-    created_at: datetime = _ts()
+    organization_id: int = foreign_key("organizations.id")
+    created_by: int = foreign_key("users.id", index=False)
+    created_at: datetime = timestamp()
 
 
 class CareTeamMemberRow(SQLModel, table=True):
@@ -180,8 +162,8 @@ class CareTeamMemberRow(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("care_teams.id", ondelete="CASCADE"), primary_key=True)
     )
     user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id"), primary_key=True, index=True))
-    added_by: int = _fk("users.id", index=False)
-    added_at: datetime = _ts()
+    added_by: int = foreign_key("users.id", index=False)
+    added_at: datetime = timestamp()
 
 
 #: Keep in step with engine.consent_index (SCOPE_BITS, PURPOSE_CODES and the layout of an entry).
@@ -201,19 +183,19 @@ class ConsentRow(SQLModel, table=True):
     __tablename__ = "consents"
 
     id: int | None = Field(default=None, primary_key=True)
-    patient_id: int = _fk("patients.id")
+    patient_id: int = foreign_key("patients.id")
     recipient_type: str = Field(sa_column=Column(String(32), nullable=False))
-    organization_id: int | None = _fk("organizations.id", nullable=True)
-    compliance_group_id: int | None = _fk("compliance_groups.id", nullable=True)
+    organization_id: int | None = foreign_key("organizations.id", nullable=True)
+    compliance_group_id: int | None = foreign_key("compliance_groups.id", nullable=True)
     external_phone_number: str | None = Field(sa_column=Column(String(20), nullable=True))
     external_name: str | None = Field(sa_column=Column(String(200), nullable=True))
     purpose: str = Field(sa_column=Column(String(32), nullable=False))
-    effective_at: datetime = _ts()
-    expires_at: datetime | None = _ts(nullable=True, default_now=False)
-    recorded_by: int = _fk("users.id", index=False)
-    created_at: datetime = _ts()
-    revoked_at: datetime | None = _ts(nullable=True, default_now=False)
-    revoked_by: int | None = _fk("users.id", nullable=True, index=False)
+    effective_at: datetime = timestamp()
+    expires_at: datetime | None = timestamp(nullable=True, default_now=False)
+    recorded_by: int = foreign_key("users.id", index=False)
+    created_at: datetime = timestamp()
+    revoked_at: datetime | None = timestamp(nullable=True, default_now=False)
+    revoked_by: int | None = foreign_key("users.id", nullable=True, index=False)
     revocation_reason: str | None = Field(sa_column=Column(String(500), nullable=True))
     # Which data and actions the consent discloses (issue 4): read, message, sms; write (issue 9).
     scope: list[str] = Field(
@@ -248,14 +230,14 @@ class ConversationRow(SQLModel, table=True):
     __tablename__ = "conversations"
 
     id: int | None = Field(default=None, primary_key=True)
-    patient_id: int = _fk("patients.id")
+    patient_id: int = foreign_key("patients.id")
     title: str = Field(sa_column=Column(String(200), nullable=False))
     channel_url: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
     # pending until the relay has created the chat channel; messages wait for "ready".
     channel_state: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'pending'")))
-    organization_id: int = _fk("organizations.id", index=False)
-    created_by: int = _fk("users.id", index=False)
-    created_at: datetime = _ts()
+    organization_id: int = foreign_key("organizations.id", index=False)
+    created_by: int = foreign_key("users.id", index=False)
+    created_at: datetime = timestamp()
 
     __table_args__ = (CheckConstraint("channel_state IN ('pending','ready','failed')", name="channel_state"),)
 
@@ -267,22 +249,22 @@ class ConversationMemberRow(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True)
     )
     user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id"), primary_key=True, index=True))
-    added_at: datetime = _ts()
+    added_at: datetime = timestamp()
 
 
 class ExternalParticipantRow(SQLModel, table=True):
     __tablename__ = "external_participants"
 
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: int = _fk("conversations.id", ondelete="CASCADE")
+    conversation_id: int = foreign_key("conversations.id", ondelete="CASCADE")
     phone_number: str = Field(sa_column=Column(String(20), nullable=False))
     display_name: str = Field(sa_column=Column(String(200), nullable=False))
-    organization_id: int | None = _fk("organizations.id", nullable=True, index=False)
+    organization_id: int | None = foreign_key("organizations.id", nullable=True, index=False)
     chat_user_id: str = Field(sa_column=Column(String(80), nullable=False, unique=True))
-    consent_id: int = _fk("consents.id", index=False)
-    added_at: datetime = _ts()
+    consent_id: int = foreign_key("consents.id", index=False)
+    added_at: datetime = timestamp()
     # Set when the consent that let this participant in is revoked (issue 4): SMS must stop.
-    removed_at: datetime | None = _ts(nullable=True, default_now=False)
+    removed_at: datetime | None = timestamp(nullable=True, default_now=False)
     # Which of the number's conversations a reply means ("#2 ..."): 1, 2, 3... per phone number, in
     # order of admission, never reused, so a code in an old text never points at another conversation.
     reply_code: int = Field(sa_column=Column(Integer, nullable=False))
@@ -303,12 +285,12 @@ class MessageRow(SQLModel, table=True):
     __tablename__ = "messages"
 
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: int = _fk("conversations.id")
-    sender_id: int = _fk("users.id", index=False)
+    conversation_id: int = foreign_key("conversations.id")
+    sender_id: int = foreign_key("users.id", index=False)
     body: str = Field(sa_column=Column(Text, nullable=False))
     state: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'queued'")))
     chat_message_id: int | None = Field(sa_column=Column(BigInteger, nullable=True))
-    created_at: datetime = _ts()
+    created_at: datetime = timestamp()
 
     __table_args__ = (CheckConstraint("state IN ('queued','sent','delivered','failed')", name="state"),)
 
@@ -325,15 +307,15 @@ class OutboxRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(sa_column=Column(String(40), nullable=False))
     payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    message_id: int | None = _fk("messages.id", nullable=True)
-    conversation_id: int | None = _fk("conversations.id", nullable=True)
+    message_id: int | None = foreign_key("messages.id", nullable=True)
+    conversation_id: int | None = foreign_key("conversations.id", nullable=True)
     status: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'pending'")))
     attempts: int = Field(sa_column=Column(Integer, nullable=False, server_default=text("0")))
-    next_attempt_at: datetime = _ts()
-    lease_until: datetime | None = _ts(nullable=True, default_now=False)
+    next_attempt_at: datetime = timestamp()
+    lease_until: datetime | None = timestamp(nullable=True, default_now=False)
     last_error: str | None = Field(sa_column=Column(String(200), nullable=True))
-    created_at: datetime = _ts()
-    done_at: datetime | None = _ts(nullable=True, default_now=False)
+    created_at: datetime = timestamp()
+    done_at: datetime | None = timestamp(nullable=True, default_now=False)
 
     __table_args__ = (
         CheckConstraint("status IN ('pending','done','failed')", name="status"),
@@ -363,7 +345,7 @@ class AuditEventRow(SQLModel, table=True):
     __tablename__ = "audit_events"
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
-    occurred_at: datetime = _ts()
+    occurred_at: datetime = timestamp()
     request_id: str | None = Field(sa_column=Column(String(64), nullable=True))
     actor_id: int | None = Field(sa_column=Column(Integer, nullable=True, index=True))
     actor_role: str | None = Field(sa_column=Column(String(32), nullable=True))
@@ -393,7 +375,3 @@ class AuditEventRow(SQLModel, table=True):
         CheckConstraint("outcome IN ('success','denied','failure')", name="outcome"),
         Index("ix_audit_events_occurred_at", "occurred_at"),
     )
-
-
-# Tables of each capability live in their own module; importing them registers them on `metadata`.
-from integrations.db import tables_audit, tables_consents, tables_messaging  # noqa: E402, F401

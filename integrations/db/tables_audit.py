@@ -1,6 +1,6 @@
 """Table models for the tamper-evident audit trail (issue 5).
 
-Imported by integrations.db.tables so Alembic sees them.
+Registered on the shared metadata by importing integrations.db.tables (Alembic sees them).
 
 - ``audit_chain``: one row per sealed audit event, written only by the background sealer
   (``integrations.audit_sealer``). ``seq`` numbers the chain without gaps; ``digest`` is the SHA-256
@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Column, String
 from sqlmodel import Field, SQLModel
 
-from integrations.db.tables import _ts
+from integrations.db.columns import timestamp
 
 
 class AuditChainRow(SQLModel, table=True):
@@ -29,7 +29,7 @@ class AuditChainRow(SQLModel, table=True):
     digest: str = Field(sa_column=Column(String(64), nullable=False, index=True))
     prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
     hash: str = Field(sa_column=Column(String(64), nullable=False))
-    sealed_at: datetime = _ts()
+    sealed_at: datetime = timestamp()
 
     __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),)
 
@@ -43,5 +43,5 @@ class AuditAnchorRow(SQLModel, table=True):
     hash: str = Field(sa_column=Column(String(64), nullable=False))
     key_id: str = Field(sa_column=Column(String(32), nullable=False))
     signature: str = Field(sa_column=Column(String(128), nullable=False))
-    signed_at: datetime = _ts(default_now=False)
-    created_at: datetime = _ts()
+    signed_at: datetime = timestamp(default_now=False)
+    created_at: datetime = timestamp()

@@ -1,6 +1,6 @@
 """Table models for policy, consent lifecycle and break-the-glass (issue 4).
 
-Imported by integrations.db.tables so Alembic sees them.
+Registered on the shared metadata by importing integrations.db.tables (Alembic sees them).
 
 - ``consent_changes``: one row per change to a consent (recorded, revoked), written in the same
   transaction as the change, numbered by a ``bigserial``. Instances keep their in-memory consent
@@ -21,17 +21,17 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from integrations.db.tables import _fk, _ts
+from integrations.db.columns import foreign_key, timestamp
 
 
 class ConsentChangeRow(SQLModel, table=True):
     __tablename__ = "consent_changes"
 
     seq: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
-    consent_id: int = _fk("consents.id")
+    consent_id: int = foreign_key("consents.id")
     patient_id: int = Field(sa_column=Column(Integer, nullable=False))
     op: str = Field(sa_column=Column(String(16), nullable=False))
-    changed_at: datetime = _ts()
+    changed_at: datetime = timestamp()
 
     __table_args__ = (CheckConstraint("op IN ('recorded','revoked')", name="op"),)
 
@@ -40,13 +40,13 @@ class BreakGlassSessionRow(SQLModel, table=True):
     __tablename__ = "break_glass_sessions"
 
     id: int | None = Field(default=None, primary_key=True)
-    user_id: int = _fk("users.id", index=False)
-    organization_id: int = _fk("organizations.id")
-    patient_id: int = _fk("patients.id", index=False)
+    user_id: int = foreign_key("users.id", index=False)
+    organization_id: int = foreign_key("organizations.id")
+    patient_id: int = foreign_key("patients.id", index=False)
     # The clinician's justification; shown to compliance reviewers, never logged.
     reason: str = Field(sa_column=Column(Text, nullable=False))
-    opened_at: datetime = _ts()
-    expires_at: datetime = _ts(default_now=False)
+    opened_at: datetime = timestamp()
+    expires_at: datetime = timestamp(default_now=False)
 
     __table_args__ = (
         CheckConstraint("expires_at > opened_at", name="expires_after_opened"),
@@ -59,11 +59,11 @@ class OrganizationContactRow(SQLModel, table=True):
     __tablename__ = "organization_contacts"
 
     id: int | None = Field(default=None, primary_key=True)
-    organization_id: int = _fk("organizations.id", index=False)
+    organization_id: int = foreign_key("organizations.id", index=False)
     phone_number: str = Field(sa_column=Column(String(20), nullable=False, index=True))
     name: str = Field(sa_column=Column(String(200), nullable=False))
-    added_by: int = _fk("users.id", index=False)
-    created_at: datetime = _ts()
+    added_by: int = foreign_key("users.id", index=False)
+    created_at: datetime = timestamp()
 
     __table_args__ = (
         UniqueConstraint("organization_id", "phone_number", name="uq_organization_contacts_number"),

@@ -1,6 +1,6 @@
 """Table models for durable messaging, SMS and webhooks (issue 3).
 
-Imported by integrations.db.tables so Alembic sees them.
+Registered on the shared metadata by importing integrations.db.tables (Alembic sees them).
 
 - ``message_deliveries``: one row per message and recipient: the chat channel (``recipient`` =
   ``channel``) and each external SMS participant (``sms:<external participant id>``), with the state

@@ -18,32 +18,32 @@ from typing import Any, Protocol, Self
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.errors import CaremsgError, Forbidden, ServiceUnavailable
 from integrations.audit_store import SqlAuditTrail
-from integrations.db.login_throttle import SqlLoginThrottleRepository
-from integrations.db.repositories import (
+from integrations.db.base import is_unavailable
+from integrations.db.consents import (
     SqlBreakGlassRepository,
-    SqlCareTeamRepository,
     SqlComplianceGroupRepository,
     SqlConsentLifecycle,
     SqlConsentRepository,
-    SqlConversationRepository,
-    SqlMessageRepository,
-    SqlOrganizationRepository,
-    SqlOutbox,
-    SqlPatientRepository,
-    SqlRelationshipFacts,
-    SqlUserRepository,
+    SqlContactDirectory,
 )
-from integrations.db.repositories_contacts import SqlContactDirectory
-from integrations.db.repositories_messaging import SqlMessagingRepository
-from integrations.db.tables import metadata
+from integrations.db.identity import SqlOrganizationRepository, SqlUserRepository
+from integrations.db.login_throttle import SqlLoginThrottleRepository
+from integrations.db.messaging import (
+    SqlConversationRepository,
+    SqlDeliveryRepository,
+    SqlIdempotencyKeys,
+    SqlMessageRepository,
+    SqlOptOutRepository,
+    SqlOutbox,
+    SqlWebhookEventLog,
+)
+from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository, SqlRelationshipFacts
 
-audit_t = metadata.tables["audit_events"]
 audit_log = structlog.get_logger("caremsg.audit")
 log = structlog.get_logger("caremsg.db")
 
@@ -160,48 +160,10 @@ def emit_audit_log(events: Sequence[AuditEvent]) -> None:
         audit_log.info("audit", **fields)
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """True for errors that mean the database cannot be reached right now (not a bad statement)."""
-    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
-        return True
-    if isinstance(exc, DBAPIError) and (
-        exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
-    ):
-        return True
-    # SQLAlchemy wraps what asyncpg raises on a new connection ("the database system is shutting
-    # down", 57P03) as a plain DBAPIError: the SQLSTATE of the error underneath decides.
-    return any(_unavailable_sqlstate(cause) for cause in _causes(exc))
-
-
-#: SQLSTATE classes that mean "not now" rather than "not this statement": 08 the connection failed or
-#: is gone, 53 too many connections or out of memory, 57 shutdown, restart, cannot connect now, or
-#: statement timeout. asyncpg raises them as PostgresConnectionError, InsufficientResourcesError and
-#: OperatorInterventionError where it is used directly (the send path).
-_UNAVAILABLE_CLASSES = ("08", "53", "57")
-
-
-def _unavailable_sqlstate(exc: BaseException) -> bool:
-    sqlstate = getattr(exc, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_CLASSES
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The error, what SQLAlchemy wraps (``orig``) and what each was raised from (``__cause__``: the
-    asyncpg error under SQLAlchemy's), without cycles. Not ``__context__``: an unrelated error raised
-    while handling a connection error is not itself "unavailable"."""
-    seen: list[BaseException] = []
-    pending: list[BaseException | None] = [exc]
-    while pending and len(seen) < 10:
-        current = pending.pop()
-        if current is None or any(current is s for s in seen):
-            continue
-        seen.append(current)
-        orig = getattr(current, "orig", None)
-        pending.extend([orig if isinstance(orig, BaseException) else None, current.__cause__])
-    return seen
-
-
 class SqlUnitOfWork:
+    """One session and transaction per workflow: the one class that satisfies every family's unit of
+    work (engine/ports/units.py), so whichever view a workflow has, it runs in one transaction."""
+
     session: AsyncSession
     audit: BufferedAuditLog
     users: SqlUserRepository
@@ -216,7 +178,10 @@ class SqlUnitOfWork:
     facts: SqlRelationshipFacts
     break_glass: SqlBreakGlassRepository
     consent_lifecycle: SqlConsentLifecycle
-    messaging: SqlMessagingRepository
+    deliveries: SqlDeliveryRepository
+    opt_outs: SqlOptOutRepository
+    webhook_events: SqlWebhookEventLog
+    idempotency_keys: SqlIdempotencyKeys
     login_throttle: SqlLoginThrottleRepository
     contacts: SqlContactDirectory
 
@@ -243,7 +208,10 @@ class SqlUnitOfWork:
         self.facts = SqlRelationshipFacts(s)
         self.break_glass = SqlBreakGlassRepository(s)
         self.consent_lifecycle = SqlConsentLifecycle(s)
-        self.messaging = SqlMessagingRepository(s)
+        self.deliveries = SqlDeliveryRepository(s)
+        self.opt_outs = SqlOptOutRepository(s)
+        self.webhook_events = SqlWebhookEventLog(s)
+        self.idempotency_keys = SqlIdempotencyKeys(s)
         self.login_throttle = SqlLoginThrottleRepository(s)
         self.contacts = SqlContactDirectory(s)
         self.audit_trail = SqlAuditTrail(s)

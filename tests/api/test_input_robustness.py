@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from handlers.middleware import request_context
-from integrations.db.uow import is_unavailable
+from integrations.db.base import is_unavailable
 from integrations.twilio import sign_request
 from tests.api.conftest import Api, Person
 from tests.api.messaging_support import PHONE, care_team, emulator, send, twilio

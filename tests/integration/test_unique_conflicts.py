@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from engine.errors import Conflict
 from engine.model import Role
 from engine.ports import NewUser
-from integrations.db.repositories import SqlOrganizationRepository, SqlUserRepository
+from integrations.db.identity import SqlOrganizationRepository, SqlUserRepository
 from tests.support.database import app_url
 
 

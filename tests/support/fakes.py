@@ -47,14 +47,10 @@ from engine.model import (
     User,
 )
 from engine.policy import PolicyHolder
-from engine.ports import (
-    IssuedToken,
-    NewPatient,
-    NewUser,
-    PatientRelation,
-    ReloadResult,
-    SentChatMessage,
-)
+from engine.ports.gateways import SentChatMessage
+from engine.ports.identity import IssuedToken, NewUser
+from engine.ports.patients import NewPatient, PatientRelation
+from engine.ports.policy import ReloadResult
 from engine.services import EngineSettings, Services
 from integrations.db.uow import BufferedAuditLog, unfinished
 from integrations.policy_files import load_policy
@@ -324,6 +320,11 @@ class FakeUserRepository(_Repo):
     async def get_many(self, user_ids: Sequence[int]) -> dict[int, User]:
         return {i: self.data.users[i] for i in user_ids if i in self.data.users}
 
+    async def by_chat_id(self, chat_user_id: str) -> User | None:
+        return next(
+            (u for u in self.data.users.values() if u.chat_user_id == chat_user_id and u.is_active), None
+        )
+
     async def credentials(self, email: str) -> Credentials | None:
         for user in self.data.users.values():
             if user.email == email:
@@ -553,7 +554,10 @@ _NOT_FAKED = (
     "conversations",
     "messages",
     "outbox",
-    "messaging",
+    "deliveries",
+    "opt_outs",
+    "webhook_events",
+    "idempotency_keys",
     "consent_lifecycle",
     "contacts",
 )

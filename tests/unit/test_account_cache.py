@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.model import Actor, Role
-from integrations.db.repositories import CachedAccountDirectory
+from integrations.db.identity import CachedAccountDirectory
 
 
 @dataclass

@@ -1,0 +1,162 @@
+"""Consent ports: consents and their lifecycle, compliance groups, break-the-glass, contact directories."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from engine.model import (
+    FULL_SCOPE,
+    ComplianceGroup,
+    Consent,
+    ConsentScope,
+    Conversation,
+    OrganizationContact,
+    Page,
+    Purpose,
+    RecipientType,
+)
+
+
+@dataclass(frozen=True)
+class NewConsent:
+    patient_id: int
+    recipient_type: RecipientType
+    organization_id: int | None
+    compliance_group_id: int | None
+    external_phone_number: str | None
+    external_name: str | None
+    purpose: Purpose
+    effective_at: datetime
+    expires_at: datetime | None
+    recorded_by: int
+    scope: frozenset[ConsentScope] = FULL_SCOPE
+
+
+class ConsentRepository(Protocol):
+    async def add(self, consent: NewConsent) -> Consent: ...
+
+    async def list_for_patient(self, patient_id: int) -> list[Consent]: ...
+
+
+class ComplianceGroupRepository(Protocol):
+    async def add(
+        self,
+        name: str,
+        description: str | None,
+        organization_id: int,
+        created_by: int,
+        members: Sequence[int],
+    ) -> ComplianceGroup: ...
+
+    async def get(self, group_id: int) -> ComplianceGroup | None: ...
+
+    async def list(
+        self, after: int | None, limit: int, *, visible_to: int | None = None, owned: bool, shared: bool
+    ) -> Page[ComplianceGroup]:
+        """Groups by id. With ``visible_to``, only those that organization owns (if ``owned``) or that
+        were shared with it (if ``shared``); without, every group."""
+        ...
+
+    async def share(self, group_id: int, organization_id: int, shared_by: int) -> bool:
+        """Share the group with the organization; False if it was shared with it already."""
+        ...
+
+
+class ConsentLifecycle(Protocol):
+    """Revocation and the numbered change log, in the workflow's transaction."""
+
+    async def get_for_update(self, consent_id: int) -> Consent | None:
+        """The consent, locked until the transaction ends (two revocations cannot interleave)."""
+        ...
+
+    async def revoke(self, consent_id: int, *, revoked_by: int, reason: str, at: datetime) -> Consent:
+        """Mark the consent revoked at ``at``; it stops counting from that moment."""
+        ...
+
+    async def record_change(self, consent_id: int, patient_id: int, op: str) -> int:
+        """Append to the change log and notify every instance on commit (same transaction); the
+        returned sequence number orders the change. The notification carries ids only."""
+        ...
+
+    async def patient_conversations(self, patient_id: int) -> list[Conversation]:
+        """Every conversation about the patient, with its current staff members."""
+        ...
+
+    async def remove_members(self, conversation_id: int, user_ids: Sequence[int]) -> None:
+        """Take staff out of a conversation: they can no longer read it or send into it."""
+        ...
+
+    async def externals_admitted_by(self, consent_id: int) -> list[ExternalCoverage]:
+        """External participants (not yet removed) whose admission rests on this consent."""
+        ...
+
+    async def readmit_external(self, participant_id: int, consent_id: int) -> None:
+        """Another active consent names the participant: let it carry them from now on."""
+        ...
+
+    async def remove_external(self, participant_id: int, at: datetime) -> None:
+        """Mark the participant removed (``external_participants.removed_at``): no SMS after this."""
+        ...
+
+
+@dataclass(frozen=True)
+class ExternalCoverage:
+    """An external SMS participant still in a conversation, and the consent that let them in."""
+
+    participant_id: int
+    conversation_id: int
+    phone_number: str
+    organization_id: int | None
+    chat_user_id: str
+
+
+@dataclass(frozen=True)
+class BreakGlassSession:
+    """Emergency access one clinician opened to one patient, until ``expires_at``."""
+
+    id: int
+    user_id: int
+    organization_id: int
+    patient_id: int
+    patient_organization_id: int
+    reason: str
+    opened_at: datetime
+    expires_at: datetime
+
+    def is_open(self, now: datetime) -> bool:
+        return self.opened_at <= now < self.expires_at
+
+
+class BreakGlassRepository(Protocol):
+    async def add(
+        self, *, user_id: int, organization_id: int, patient_id: int, reason: str, expires_at: datetime
+    ) -> BreakGlassSession: ...
+
+    async def open_session(self, user_id: int, patient_id: int, at: datetime) -> int | None:
+        """The id of the user's emergency session for the patient that is open at ``at``, if any."""
+        ...
+
+    async def list_for_organization(
+        self, organization_id: int, after: int | None, limit: int
+    ) -> Page[BreakGlassSession]:
+        """Sessions opened by the organization's staff or on its patients, newest first."""
+        ...
+
+
+class ContactDirectory(Protocol):
+    """Organizations' directories of external phone numbers, in the workflow's transaction."""
+
+    async def add(
+        self, organization_id: int, phone_number: str, name: str, added_by: int
+    ) -> OrganizationContact:
+        """Insert; raises :class:`engine.errors.Conflict` if the number is listed already."""
+        ...
+
+    async def list(self, organization_id: int) -> list[OrganizationContact]: ...
+
+    async def remove(self, organization_id: int, contact_id: int) -> bool:
+        """Delete the organization's entry; False if it has no such entry."""
+        ...

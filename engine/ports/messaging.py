@@ -1,0 +1,233 @@
+"""Conversation and messaging ports: conversations, messages, per-recipient deliveries, SMS opt-outs,
+webhook bookkeeping, Idempotency-Key bindings, the outbox, and the send path's own unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from engine.facts import ConsentCandidate
+from engine.model import Conversation, DeliveryState, Message, Page, RecipientDelivery
+from engine.ports.audit import AuditLog
+
+
+@dataclass(frozen=True)
+class NewExternalParticipant:
+    phone_number: str
+    display_name: str
+    organization_id: int | None
+    consent_id: int
+
+
+@dataclass(frozen=True)
+class SmsRecipient:
+    """An external participant of a conversation as the SMS fan-out needs them."""
+
+    participant_id: int
+    phone_number: str
+    chat_user_id: str
+    organization_id: int | None
+    opted_out: bool
+    #: The participant was removed from the conversation (their coverage ended): never text them.
+    removed: bool
+    #: Compliance groups the participant's organization belongs to (for the full-text SMS rule).
+    compliance_group_ids: frozenset[int]
+    #: The consents that could let them be texted about this patient (naming their number, or their
+    #: directory organization); which one counts now is the fact builder's decision.
+    consents: tuple[ConsentCandidate, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    recipient: str
+    state: DeliveryState
+    external_participant_id: int | None = None
+    reason: str | None = None
+    content: str | None = None
+    #: For a message already in the channel: the chat provider's created_at (read receipts use it).
+    provider_ts_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplyRoute:
+    """One conversation an inbound SMS from a number could go to: the number's participant there."""
+
+    conversation_id: int
+    patient_id: int
+    channel_url: str
+    participant_id: int
+    chat_user_id: str
+    phone_number: str
+    organization_id: int | None
+    #: The participant's reply code ("#2"); see engine.sms.reply_code.
+    reply_code: int = 0
+    #: False once the participant was removed from the conversation (their consent revoked).
+    active: bool = True
+
+
+class ConversationRepository(Protocol):
+    async def add(
+        self,
+        *,
+        patient_id: int,
+        title: str,
+        organization_id: int,
+        created_by: int,
+        member_ids: Sequence[int],
+        external: Sequence[NewExternalParticipant],
+    ) -> Conversation: ...
+
+    async def get(self, conversation_id: int) -> Conversation | None: ...
+
+    async def by_channel(self, channel_url: str) -> Conversation | None:
+        """The conversation whose chat channel this is, if any."""
+        ...
+
+    async def list_for_member(self, user_id: int, after: int | None, limit: int) -> Page[Conversation]: ...
+
+    async def reply_routes(self, phone_number: str) -> list[ReplyRoute]:
+        """Every conversation the number is (or was) an external participant in: the one that texted
+        it last first, then the newest admission first."""
+        ...
+
+
+class MessageRepository(Protocol):
+    async def get(self, message_id: int) -> Message | None: ...
+
+    async def recent(self, conversation_id: int, limit: int) -> list[Message]: ...
+
+    async def add_posted(
+        self, conversation_id: int, sender_id: int, text: str, chat_message_id: int, chat_ts_ms: int
+    ) -> Message | None:
+        """Store a message a staff member posted in the chat app itself; None if stored already."""
+        ...
+
+
+class DeliveryRepository(Protocol):
+    """Per-recipient delivery state of messages, in the workflow's transaction."""
+
+    async def sms_recipients(self, conversation_id: int, patient_id: int) -> list[SmsRecipient]:
+        """Every external participant of the conversation, with opt-out and removal flags and the
+        consents that could let them be texted about the patient."""
+        ...
+
+    async def add(self, message_id: int, deliveries: Sequence[NewDelivery]) -> list[int]:
+        """Insert delivery rows; returns their ids in order."""
+        ...
+
+    async def for_messages(self, message_ids: Sequence[int]) -> dict[int, tuple[RecipientDelivery, ...]]:
+        """The delivery rows of these messages, channel first."""
+        ...
+
+    async def mark_read(self, conversation_id: int, reader_chat_id: str, read_ts_ms: int) -> int:
+        """Channel deliveries of others' messages posted up to ``read_ts_ms`` become ``delivered``."""
+        ...
+
+
+class OptOutRepository(Protocol):
+    """SMS opt-outs (STOP / START), per phone number."""
+
+    async def set(self, phone_number: str, opted_out: bool, provider_message_id: str) -> bool:
+        """Record STOP (True) or START (False); returns whether anything changed."""
+        ...
+
+
+class WebhookEventLog(Protocol):
+    """The stored inbound webhook events (integrations/webhooks.py claims them)."""
+
+    async def finish(self, event_id: int, status: str) -> None:
+        """Mark a stored webhook event processed or ignored, in the transaction of its effects."""
+        ...
+
+
+class IdempotencyKeys(Protocol):
+    """The Idempotency-Key claims (integrations/idempotency.py takes them before the workflow runs)."""
+
+    async def bind(self, claim_id: int, resource_id: int) -> None:
+        """Name the resource an Idempotency-Key created, in the transaction that created it."""
+        ...
+
+
+class Outbox(Protocol):
+    async def enqueue(
+        self,
+        kind: str,
+        payload: Mapping[str, object],
+        *,
+        conversation_id: int | None = None,
+        message_id: int | None = None,
+    ) -> None:
+        """Record a side effect to perform after commit; written in the caller's transaction."""
+        ...
+
+
+class DeliveryTrigger(Protocol):
+    def wake(self) -> None:
+        """Tell the outbox relay there is work (after a commit); a hint, never required for delivery."""
+        ...
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """Everything deciding and planning one send needs, read in one round trip."""
+
+    conversation_id: int
+    patient_id: int
+    #: None when the conversation's patient record no longer exists.
+    patient_organization_id: int | None
+    is_member: bool
+    on_care_team: bool
+    #: The id the message will have if it is stored (reserved from its sequence; a refused send
+    #: leaves a gap, as a rolled-back insert would).
+    message_id: int
+    sms_recipients: tuple[SmsRecipient, ...]
+    #: The sender's emergency (break-the-glass) session for the patient open now, if any.
+    break_glass_session_id: int | None = None
+
+
+@dataclass(frozen=True)
+class NewSend:
+    """A decided send: the message, its delivery rows, and the Idempotency-Key claim to bind."""
+
+    message_id: int
+    conversation_id: int
+    sender_id: int
+    text: str
+    deliveries: tuple[NewDelivery, ...]
+    idempotency_claim: int | None = None
+
+
+class SendUnitOfWork(Protocol):
+    """The send-message workflow's unit of work: one read and one atomic write.
+
+    Sending is the busiest workflow, so it does not go through the general :class:`UnitOfWork`:
+    :meth:`context` reads the conversation, the sender's relation to its patient and the SMS
+    recipients in one statement, and :meth:`commit` stores the message, its delivery rows, its
+    outbox entries (the chat post, one text per queued SMS delivery), the Idempotency-Key binding
+    and the buffered audit events in one statement, so they are written together or not at all.
+    Leaving the ``async with`` block without committing writes the buffered events on their own,
+    marked ``denied`` or ``failure``, as :class:`UnitOfWork` does.
+    """
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    async def context(self, conversation_id: int, user_id: int, at: datetime) -> SendContext | None:
+        """None if there is no such conversation."""
+        ...
+
+    async def commit(self, send: NewSend) -> datetime:
+        """Store the send with the buffered audit events; returns the message's ``created_at``."""
+        ...
+
+    async def __aenter__(self) -> SendUnitOfWork: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None: ...
+
+
+class SendUnitOfWorkFactory(Protocol):
+    def __call__(self) -> SendUnitOfWork: ...

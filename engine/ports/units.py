@@ -1,0 +1,236 @@
+"""Units of work: what each workflow family sees of the database, in one transaction.
+
+Each family of workflows (a module of :mod:`engine.workflows`) is typed against its own protocol
+below, listing only the repositories it uses; the database adapter is one class that satisfies them
+all (:class:`UnitOfWork`), so a workflow still runs in one session and one transaction.
+
+============================  =========================================================
+family                        repositories (besides ``audit``)
+============================  =========================================================
+identity                      users, organizations, login_throttle
+accounts                      users, login_throttle, conversations, outbox
+organizations                 organizations, compliance_groups
+patients                      patients, care_teams, users, facts, break_glass
+consents                      consents, consent_lifecycle, compliance_groups,
+                              organizations, users, outbox, facts, break_glass
+break_glass                   break_glass, outbox, facts
+contacts                      contacts
+conversations, messaging      conversations, messages, deliveries, users, outbox, facts,
+                              break_glass (+ idempotency_keys; messaging: opt_outs,
+                              webhook_events)
+audit                         audit_trail
+policy_admin                  (audit only)
+============================  =========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Self
+
+from engine.ports.audit import AuditLog, AuditTrail
+from engine.ports.consents import (
+    BreakGlassRepository,
+    ComplianceGroupRepository,
+    ConsentLifecycle,
+    ConsentRepository,
+    ContactDirectory,
+)
+from engine.ports.identity import LoginThrottleRepository, OrganizationRepository, UserRepository
+from engine.ports.messaging import (
+    ConversationRepository,
+    DeliveryRepository,
+    IdempotencyKeys,
+    MessageRepository,
+    OptOutRepository,
+    Outbox,
+    WebhookEventLog,
+)
+from engine.ports.patients import CareTeamRepository, PatientRepository, RelationshipFacts
+
+
+class Transaction(Protocol):
+    """One transaction per workflow, with its audit log. Nothing is written unless ``commit()`` is
+    awaited; leaving the block without it records the buffered audit events as denied or failed."""
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    async def commit(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None: ...
+
+
+class PatientScoped(Transaction, Protocol):
+    """What :meth:`engine.services.Guard.patient_facts` reads: a person's relation to a patient and
+    their open emergency sessions."""
+
+    @property
+    def facts(self) -> RelationshipFacts: ...
+
+    @property
+    def break_glass(self) -> BreakGlassRepository: ...
+
+
+class IdentityUnitOfWork(Transaction, Protocol):
+    """engine/workflows/identity.py: registration, login, users and organizations."""
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def organizations(self) -> OrganizationRepository: ...
+
+    @property
+    def login_throttle(self) -> LoginThrottleRepository: ...
+
+
+class AccountsUnitOfWork(Transaction, Protocol):
+    """engine/workflows/accounts.py: approving, deactivating and re-roling accounts."""
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def login_throttle(self) -> LoginThrottleRepository: ...
+
+    @property
+    def conversations(self) -> ConversationRepository: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
+class OrganizationsUnitOfWork(Transaction, Protocol):
+    """engine/workflows/organizations.py: organizations and compliance groups."""
+
+    @property
+    def organizations(self) -> OrganizationRepository: ...
+
+    @property
+    def compliance_groups(self) -> ComplianceGroupRepository: ...
+
+
+class PatientsUnitOfWork(PatientScoped, Protocol):
+    """engine/workflows/patients.py: patients and care teams."""
+
+    @property
+    def patients(self) -> PatientRepository: ...
+
+    @property
+    def care_teams(self) -> CareTeamRepository: ...
+
+    @property
+    def users(self) -> UserRepository: ...
+
+
+class ConsentsUnitOfWork(PatientScoped, Protocol):
+    """engine/workflows/consents.py: recording and revoking consents."""
+
+    @property
+    def consents(self) -> ConsentRepository: ...
+
+    @property
+    def consent_lifecycle(self) -> ConsentLifecycle: ...
+
+    @property
+    def compliance_groups(self) -> ComplianceGroupRepository: ...
+
+    @property
+    def organizations(self) -> OrganizationRepository: ...
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
+class BreakGlassUnitOfWork(PatientScoped, Protocol):
+    """engine/workflows/break_glass.py: emergency access (``break_glass`` comes with PatientScoped)."""
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
+class ContactsUnitOfWork(Transaction, Protocol):
+    """engine/workflows/contacts.py: organizations' directories of external numbers."""
+
+    @property
+    def contacts(self) -> ContactDirectory: ...
+
+
+class ConversationReading(PatientScoped, Protocol):
+    """engine/workflows/conversation_access.py: whether the actor may read a conversation, and the
+    delivery state of its messages (shared by the conversations and messaging families)."""
+
+    @property
+    def conversations(self) -> ConversationRepository: ...
+
+    @property
+    def deliveries(self) -> DeliveryRepository: ...
+
+
+class ConversationsUnitOfWork(ConversationReading, Protocol):
+    """engine/workflows/conversations.py: starting and reading conversations."""
+
+    @property
+    def messages(self) -> MessageRepository: ...
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def idempotency_keys(self) -> IdempotencyKeys: ...
+
+
+class MessagingUnitOfWork(ConversationReading, Protocol):
+    """engine/workflows/messaging.py: reading messages, and the chat and SMS events webhooks bring."""
+
+    @property
+    def messages(self) -> MessageRepository: ...
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def opt_outs(self) -> OptOutRepository: ...
+
+    @property
+    def webhook_events(self) -> WebhookEventLog: ...
+
+
+class AuditUnitOfWork(Transaction, Protocol):
+    """engine/workflows/audit.py: searching the trail and the accounting of disclosures."""
+
+    @property
+    def audit_trail(self) -> AuditTrail: ...
+
+
+class UnitOfWork(
+    IdentityUnitOfWork,
+    AccountsUnitOfWork,
+    OrganizationsUnitOfWork,
+    PatientsUnitOfWork,
+    ConsentsUnitOfWork,
+    BreakGlassUnitOfWork,
+    ContactsUnitOfWork,
+    ConversationsUnitOfWork,
+    MessagingUnitOfWork,
+    AuditUnitOfWork,
+    Protocol,
+):
+    """Every family's view at once: what the composition root builds (one class, one transaction)."""
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...

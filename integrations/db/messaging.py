@@ -1,0 +1,442 @@
+"""SQL behind the messaging ports (engine/ports/messaging.py): conversations, messages, the outbox,
+per-recipient deliveries, SMS opt-outs, webhook bookkeeping and Idempotency-Key bindings."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from engine.model import (
+    Conversation,
+    DeliveryState,
+    ExternalParticipant,
+    Message,
+    Page,
+    RecipientDelivery,
+)
+from engine.ports.messaging import NewDelivery, NewExternalParticipant, ReplyRoute, SmsRecipient
+from engine.sms import CHANNEL_RECIPIENT
+from integrations.db.base import Repository, page
+from integrations.db.columns import table_of
+from integrations.db.patients import EXTERNAL_CONSENTS_SQL, consent_candidates
+from integrations.db.tables import (
+    ConversationMemberRow,
+    ConversationRow,
+    ExternalParticipantRow,
+    MessageRow,
+    OutboxRow,
+)
+from integrations.db.tables_messaging import (
+    IdempotencyKeyRow,
+    MessageDeliveryRow,
+    SmsOptOutRow,
+    WebhookEventRow,
+)
+
+conv_members_t = table_of(ConversationMemberRow)
+conversations_t = table_of(ConversationRow)
+externals_t = table_of(ExternalParticipantRow)
+keys_t = table_of(IdempotencyKeyRow)
+deliveries_t = table_of(MessageDeliveryRow)
+messages_t = table_of(MessageRow)
+outbox_t = table_of(OutboxRow)
+opt_outs_t = table_of(SmsOptOutRow)
+webhooks_t = table_of(WebhookEventRow)
+
+
+def hydrated_conversations() -> Any:
+    """Conversations with their member ids and external participants, in one statement (the send path
+    reads a conversation per message: three queries were three round trips)."""
+    m, e = conv_members_t.c, externals_t.c
+    members = (
+        select(func.coalesce(func.array_agg(aggregate_order_by(m.user_id, m.user_id)), text("'{}'::int[]")))
+        .where(m.conversation_id == conversations_t.c.id)
+        .scalar_subquery()
+    )
+    external = (
+        select(
+            func.coalesce(
+                func.json_agg(
+                    aggregate_order_by(
+                        func.json_build_array(
+                            e.id, e.phone_number, e.display_name, e.chat_user_id, e.consent_id, e.removed_at
+                        ),
+                        e.id,
+                    )
+                ),
+                text("'[]'::json"),
+            )
+        )
+        .where(e.conversation_id == conversations_t.c.id)
+        .scalar_subquery()
+    )
+    return select(conversations_t, members.label("member_ids"), external.label("externals"))
+
+
+def conversation_of(r: Any) -> Conversation:
+    return Conversation(
+        id=r.id,
+        patient_id=r.patient_id,
+        title=r.title,
+        channel_url=r.channel_url,
+        organization_id=r.organization_id,
+        created_by=r.created_by,
+        created_at=r.created_at,
+        channel_state=r.channel_state,
+        member_ids=tuple(r.member_ids),
+        external_participants=tuple(_external(*x) for x in r.externals),
+    )
+
+
+def _external(
+    id: int, phone: str, name: str, chat_user_id: str, consent_id: int, removed_at: str | None
+) -> ExternalParticipant:
+    removed = None if removed_at is None else datetime.fromisoformat(removed_at)  # JSON: ISO 8601
+    return ExternalParticipant(id, phone, name, chat_user_id, consent_id, removed)
+
+
+_LOCK_REPLY_CODES = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+def _next_reply_code(phone_number: str) -> Any:
+    """1 + the highest reply code the number ever had: codes are never reused."""
+    return (
+        select(func.coalesce(func.max(externals_t.c.reply_code), 0) + 1)
+        .where(externals_t.c.phone_number == phone_number)
+        .scalar_subquery()
+    )
+
+
+class SqlConversationRepository(Repository):
+    async def add(
+        self,
+        *,
+        patient_id: int,
+        title: str,
+        organization_id: int,
+        created_by: int,
+        member_ids: Sequence[int],
+        external: Sequence[NewExternalParticipant],
+    ) -> Conversation:
+        channel_url = f"caremsg_{secrets.token_hex(16)}"
+        row = (
+            await self.session.execute(
+                insert(conversations_t)
+                .values(
+                    patient_id=patient_id,
+                    title=title,
+                    channel_url=channel_url,
+                    organization_id=organization_id,
+                    created_by=created_by,
+                )
+                .returning(conversations_t)
+            )
+        ).one()
+        await self.session.execute(
+            insert(conv_members_t),
+            [{"conversation_id": row.id, "user_id": uid} for uid in dict.fromkeys(member_ids)],
+        )
+        if external:
+            # Each number's next reply code; the lock (per number, in a fixed order) keeps two
+            # conversations admitting the same number at once from drawing the same one.
+            for number in sorted({e.phone_number for e in external}):
+                await self.session.execute(_LOCK_REPLY_CODES, {"key": f"caremsg.reply_code:{number}"})
+            for e in external:
+                await self.session.execute(
+                    insert(externals_t).values(
+                        conversation_id=row.id,
+                        phone_number=e.phone_number,
+                        display_name=e.display_name,
+                        organization_id=e.organization_id,
+                        consent_id=e.consent_id,
+                        chat_user_id=f"ext_{secrets.token_hex(12)}",
+                        reply_code=_next_reply_code(e.phone_number),
+                    )
+                )
+        conversation = await self.get(row.id)
+        assert conversation is not None
+        return conversation
+
+    async def get(self, conversation_id: int) -> Conversation | None:
+        row = (
+            await self.session.execute(
+                hydrated_conversations().where(conversations_t.c.id == conversation_id)
+            )
+        ).one_or_none()
+        return conversation_of(row) if row else None
+
+    async def list_for_member(self, user_id: int, after: int | None, limit: int) -> Page[Conversation]:
+        query = hydrated_conversations().where(
+            exists().where(
+                conv_members_t.c.conversation_id == conversations_t.c.id, conv_members_t.c.user_id == user_id
+            )
+        )
+        if after is not None:
+            query = query.where(conversations_t.c.id > after)
+        rows = (await self.session.execute(query.order_by(conversations_t.c.id).limit(limit + 1))).all()
+        return page([conversation_of(r) for r in rows], limit, lambda c: c.id)
+
+    async def by_channel(self, channel_url: str) -> Conversation | None:
+        conversation_id = (
+            await self.session.execute(
+                select(conversations_t.c.id).where(conversations_t.c.channel_url == channel_url)
+            )
+        ).scalar_one_or_none()
+        if conversation_id is None:
+            return None
+        return await self.get(conversation_id)
+
+    async def reply_routes(self, phone_number: str) -> list[ReplyRoute]:
+        rows = (
+            await self.session.execute(
+                select(
+                    conversations_t.c.id.label("conversation_id"),
+                    conversations_t.c.patient_id,
+                    conversations_t.c.channel_url,
+                    externals_t.c.id.label("participant_id"),
+                    externals_t.c.chat_user_id,
+                    externals_t.c.phone_number,
+                    externals_t.c.organization_id,
+                    externals_t.c.reply_code,
+                    externals_t.c.removed_at.is_(None).label("active"),
+                )
+                .select_from(externals_t)
+                .join(conversations_t, conversations_t.c.id == externals_t.c.conversation_id)
+                .outerjoin(deliveries_t, deliveries_t.c.external_participant_id == externals_t.c.id)
+                .where(externals_t.c.phone_number == phone_number)
+                .group_by(conversations_t.c.id, externals_t.c.id)
+                # The conversation that texted this number last; else the newest one they are in.
+                .order_by(func.max(deliveries_t.c.updated_at).desc().nulls_last(), externals_t.c.id.desc())
+            )
+        ).all()
+        return [ReplyRoute(**row._mapping) for row in rows]
+
+
+def _message(row: Any) -> Message:
+    return Message(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        sender_id=row.sender_id,
+        text=row.body,
+        state=DeliveryState(row.state),
+        created_at=row.created_at,
+        chat_message_id=row.chat_message_id,
+    )
+
+
+class SqlMessageRepository(Repository):
+    async def recent(self, conversation_id: int, limit: int) -> list[Message]:
+        rows = await self.session.execute(
+            select(messages_t)
+            .where(messages_t.c.conversation_id == conversation_id)
+            .order_by(messages_t.c.id.desc())
+            .limit(limit)
+        )
+        return [_message(r) for r in reversed(rows.all())]
+
+    async def get(self, message_id: int) -> Message | None:
+        row = (
+            await self.session.execute(select(messages_t).where(messages_t.c.id == message_id))
+        ).one_or_none()
+        return _message(row) if row else None
+
+    async def add_posted(
+        self, conversation_id: int, sender_id: int, text: str, chat_message_id: int, chat_ts_ms: int
+    ) -> Message | None:
+        exists = (
+            await self.session.execute(
+                select(messages_t.c.id).where(
+                    messages_t.c.conversation_id == conversation_id,
+                    messages_t.c.chat_message_id == chat_message_id,
+                )
+            )
+        ).first()
+        if exists:
+            return None
+        row = (
+            await self.session.execute(
+                insert(messages_t)
+                .values(
+                    conversation_id=conversation_id,
+                    sender_id=sender_id,
+                    body=text,
+                    state="sent",
+                    chat_message_id=chat_message_id,
+                )
+                .returning(messages_t)
+            )
+        ).one()
+        return _message(row)
+
+
+class SqlOutbox(Repository):
+    async def enqueue(
+        self,
+        kind: str,
+        payload: Mapping[str, object],
+        *,
+        conversation_id: int | None = None,
+        message_id: int | None = None,
+    ) -> None:
+        await self.session.execute(
+            insert(outbox_t).values(
+                kind=kind, payload=dict(payload), conversation_id=conversation_id, message_id=message_id
+            )
+        )
+
+
+#: The external participants of a conversation as the SMS fan-out needs them, with the consents that
+#: could let each be texted about the patient (engine.facts decides which counts, at decision time).
+#: Placeholders: conversation, patient (SQL expressions).
+SMS_RECIPIENTS_SQL = f"""
+    SELECT e.id AS participant_id, e.phone_number, e.chat_user_id, e.organization_id,
+           EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.phone_number = e.phone_number) AS opted_out,
+           e.removed_at IS NOT NULL AS removed,
+           ARRAY(SELECT g.group_id FROM compliance_group_members g
+                 WHERE g.organization_id = e.organization_id
+                   AND EXISTS (SELECT 1 FROM organization_contacts d
+                               WHERE d.organization_id = e.organization_id
+                                 AND d.phone_number = e.phone_number)) AS compliance_group_ids,
+           ({
+    EXTERNAL_CONSENTS_SQL.format(
+        patient="{patient}", phone="e.phone_number", organization="e.organization_id"
+    )
+}) AS consents
+    FROM external_participants e
+    WHERE e.conversation_id = {{conversation}}
+"""  # noqa: S608 - assembled from constants; every value is a bound parameter
+
+
+_SMS_RECIPIENTS = text(
+    SMS_RECIPIENTS_SQL.format(conversation=":conversation_id", patient=":patient_id") + " ORDER BY e.id"
+)
+
+
+def _delivery(row: Any) -> RecipientDelivery:
+    return RecipientDelivery(
+        recipient=row.recipient,
+        channel="chat" if row.recipient == CHANNEL_RECIPIENT else "sms",
+        state=DeliveryState(row.state),
+        reason=row.reason,
+        updated_at=row.updated_at,
+    )
+
+
+def recipient(item: dict[str, Any]) -> SmsRecipient:
+    return SmsRecipient(
+        participant_id=item["participant_id"],
+        phone_number=item["phone_number"],
+        chat_user_id=item["chat_user_id"],
+        organization_id=item["organization_id"],
+        opted_out=item["opted_out"],
+        removed=item["removed"],
+        compliance_group_ids=frozenset(item["compliance_group_ids"]),
+        consents=tuple(consent_candidates(item["consents"])),
+    )
+
+
+class SqlDeliveryRepository(Repository):
+    async def sms_recipients(self, conversation_id: int, patient_id: int) -> list[SmsRecipient]:
+        rows = await self.session.execute(
+            _SMS_RECIPIENTS, {"conversation_id": conversation_id, "patient_id": patient_id}
+        )
+        return [recipient(dict(r._mapping)) for r in rows]
+
+    async def add(self, message_id: int, deliveries: Sequence[NewDelivery]) -> list[int]:
+        rows = (
+            await self.session.execute(
+                insert(deliveries_t).returning(deliveries_t.c.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "message_id": message_id,
+                        "recipient": d.recipient,
+                        "external_participant_id": d.external_participant_id,
+                        "state": d.state.value,
+                        "reason": d.reason,
+                        "content": d.content,
+                        "provider_ts_ms": d.provider_ts_ms,
+                    }
+                    for d in deliveries
+                ],
+            )
+        ).all()
+        return [r.id for r in rows]
+
+    async def for_messages(self, message_ids: Sequence[int]) -> dict[int, tuple[RecipientDelivery, ...]]:
+        if not message_ids:
+            return {}
+        rows = await self.session.execute(
+            select(deliveries_t)
+            .where(deliveries_t.c.message_id.in_(list(message_ids)))
+            .order_by(deliveries_t.c.message_id, deliveries_t.c.id)
+        )
+        out: dict[int, list[RecipientDelivery]] = {}
+        for r in rows:
+            out.setdefault(r.message_id, []).append(_delivery(r))
+        return {k: tuple(v) for k, v in out.items()}
+
+    async def mark_read(self, conversation_id: int, reader_chat_id: str, read_ts_ms: int) -> int:
+        result = await self.session.execute(
+            text(
+                """
+                UPDATE message_deliveries d SET state = 'delivered', updated_at = now()
+                FROM messages m JOIN users u ON u.id = m.sender_id
+                WHERE d.message_id = m.id AND m.conversation_id = :conversation_id
+                  AND d.recipient = 'channel' AND d.state = 'sent'
+                  AND d.provider_ts_ms <= :read_ts AND u.chat_user_id <> :reader
+                """
+            ),
+            {"conversation_id": conversation_id, "read_ts": read_ts_ms, "reader": reader_chat_id},
+        )
+        await self.session.execute(
+            text(
+                """
+                UPDATE messages m SET state = 'delivered'
+                FROM message_deliveries d
+                WHERE d.message_id = m.id AND d.recipient = 'channel' AND d.state = 'delivered'
+                  AND m.conversation_id = :conversation_id AND m.state = 'sent'
+                """
+            ),
+            {"conversation_id": conversation_id},
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class SqlOptOutRepository(Repository):
+    async def set(self, phone_number: str, opted_out: bool, provider_message_id: str) -> bool:
+        if opted_out:
+            result = await self.session.execute(
+                pg_insert(opt_outs_t)
+                .values(phone_number=phone_number, provider_message_id=provider_message_id)
+                .on_conflict_do_nothing()
+                .returning(opt_outs_t.c.phone_number)
+            )
+            return result.first() is not None
+        deleted = await self.session.execute(
+            opt_outs_t.delete()
+            .where(opt_outs_t.c.phone_number == phone_number)
+            .returning(opt_outs_t.c.phone_number)
+        )
+        return deleted.first() is not None
+
+
+class SqlWebhookEventLog(Repository):
+    async def finish(self, event_id: int, status: str) -> None:
+        await self.session.execute(
+            update(webhooks_t)
+            .where(webhooks_t.c.id == event_id)
+            .values(status=status, processed_at=func.now(), lease_until=None)
+        )
+
+
+class SqlIdempotencyKeys(Repository):
+    async def bind(self, claim_id: int, resource_id: int) -> None:
+        await self.session.execute(
+            update(keys_t).where(keys_t.c.id == claim_id).values(resource_id=resource_id)
+        )

@@ -1,0 +1,233 @@
+"""SQL behind the patient ports (engine/ports/patients.py): patients, care teams, relationship facts,
+and the one text that finds the consents an external number could take part under."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import exists, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from engine.facts import ConsentCandidate
+from engine.model import (
+    CareTeam,
+    CareTeamMember,
+    Page,
+    Patient,
+    RecipientType,
+    RiskLevel,
+    Role,
+)
+from engine.ports.patients import NewPatient, PatientRelation
+from integrations.db.base import Repository, insert_unique, page
+from integrations.db.columns import table_of
+from integrations.db.tables import CareTeamMemberRow, CareTeamRow, PatientRow, UserRow
+
+team_members_t = table_of(CareTeamMemberRow)
+teams_t = table_of(CareTeamRow)
+patients_t = table_of(PatientRow)
+users_t = table_of(UserRow)
+
+
+def _patient(row: Any) -> Patient:
+    return Patient(
+        id=row.id,
+        organization_id=row.organization_id,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        date_of_birth=row.date_of_birth,
+        risk_level=RiskLevel(row.risk_level),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+_PATIENT_COLUMNS = {"first_name", "last_name", "date_of_birth", "risk_level"}
+
+
+class SqlPatientRepository(Repository):
+    async def add(self, patient: NewPatient) -> Patient:
+        row = (
+            await self.session.execute(
+                insert(patients_t)
+                .values(
+                    organization_id=patient.organization_id,
+                    first_name=patient.first_name,
+                    last_name=patient.last_name,
+                    date_of_birth=patient.date_of_birth,
+                    risk_level=patient.risk_level.value,
+                    created_by=patient.created_by,
+                )
+                .returning(patients_t)
+            )
+        ).one()
+        return _patient(row)
+
+    async def get(self, patient_id: int) -> Patient | None:
+        row = (
+            await self.session.execute(select(patients_t).where(patients_t.c.id == patient_id))
+        ).one_or_none()
+        return _patient(row) if row else None
+
+    async def update(self, patient_id: int, changes: Mapping[str, object]) -> Patient:
+        values = {k: (v.value if isinstance(v, RiskLevel) else v) for k, v in changes.items()}
+        unknown = set(values) - _PATIENT_COLUMNS
+        if unknown:
+            raise ValueError(f"not patient columns: {sorted(unknown)}")
+        row = (
+            await self.session.execute(
+                update(patients_t)
+                .where(patients_t.c.id == patient_id)
+                .values(**values, updated_at=func.now())
+                .returning(patients_t)
+            )
+        ).one()
+        return _patient(row)
+
+    async def list_on_care_team_of(self, user_id: int, after: int | None, limit: int) -> Page[Patient]:
+        query = (
+            select(patients_t)
+            .join(teams_t, teams_t.c.patient_id == patients_t.c.id)
+            .join(team_members_t, team_members_t.c.care_team_id == teams_t.c.id)
+            .where(team_members_t.c.user_id == user_id)
+        )
+        if after is not None:
+            query = query.where(patients_t.c.id > after)
+        rows = (await self.session.execute(query.order_by(patients_t.c.id).limit(limit + 1))).all()
+        return page([_patient(r) for r in rows], limit, lambda p: p.id)
+
+
+class SqlCareTeamRepository(Repository):
+    async def create(self, patient_id: int, name: str, organization_id: int, created_by: int) -> CareTeam:
+        row = await insert_unique(
+            self.session,
+            teams_t,
+            {
+                "patient_id": patient_id,
+                "name": name,
+                "organization_id": organization_id,
+                "created_by": created_by,
+            },
+            constraint="uq_care_teams_patient_id",
+            conflict="This patient has a care team already.",
+        )
+        return CareTeam(row.id, row.patient_id, row.name, row.organization_id, row.created_at)
+
+    async def _load(self, condition: Any) -> CareTeam | None:
+        row = (await self.session.execute(select(teams_t).where(condition))).one_or_none()
+        if row is None:
+            return None
+        members = await self.session.execute(
+            select(
+                team_members_t.c.user_id, team_members_t.c.added_at, users_t.c.role, users_t.c.organization_id
+            )
+            .join(users_t, users_t.c.id == team_members_t.c.user_id)
+            .where(team_members_t.c.care_team_id == row.id)
+            .order_by(team_members_t.c.added_at, team_members_t.c.user_id)
+        )
+        return CareTeam(
+            row.id,
+            row.patient_id,
+            row.name,
+            row.organization_id,
+            row.created_at,
+            tuple(CareTeamMember(m.user_id, Role(m.role), m.organization_id, m.added_at) for m in members),
+        )
+
+    async def get(self, care_team_id: int) -> CareTeam | None:
+        return await self._load(teams_t.c.id == care_team_id)
+
+    async def for_patient(self, patient_id: int) -> CareTeam | None:
+        return await self._load(teams_t.c.patient_id == patient_id)
+
+    async def add_member(self, care_team_id: int, user_id: int, added_by: int) -> bool:
+        result = await self.session.execute(
+            pg_insert(team_members_t)
+            .values(care_team_id=care_team_id, user_id=user_id, added_by=added_by)
+            .on_conflict_do_nothing()
+            .returning(team_members_t.c.user_id)
+        )
+        return result.one_or_none() is not None
+
+
+#: The consents that may let an external participant take part in conversations about a patient,
+#: as a JSON array of ``[id, recipient_type, scope, purpose, effective_ms, expires_ms, revoked_ms]``:
+#: those naming their number, and, only when the number is in the named organization's contact
+#: directory, those naming that organization or a compliance group it belongs to. Which of them
+#: counts (scope, purpose, expiry, revocation, preference) is decided by engine.facts.choose_consent,
+#: never here. One text for every caller: the SMS recipients of a send
+#: (repositories_messaging.SMS_RECIPIENTS_SQL), the relay's check right before texting, inbound
+#: replies, admission to a conversation, revocation. Placeholders are SQL expressions.
+EXTERNAL_CONSENTS_SQL = """
+    SELECT coalesce(json_agg(json_build_array(
+               k.id, k.recipient_type, k.scope, k.purpose,
+               floor(extract(epoch FROM k.effective_at) * 1000)::bigint,
+               floor(extract(epoch FROM k.expires_at) * 1000)::bigint,
+               floor(extract(epoch FROM k.revoked_at) * 1000)::bigint) ORDER BY k.id), '[]'::json)
+    FROM consents k
+    WHERE k.patient_id = {patient}
+      AND ((k.recipient_type = 'external' AND k.external_phone_number = {phone})
+           OR (EXISTS (SELECT 1 FROM organization_contacts d
+                       WHERE d.organization_id = {organization} AND d.phone_number = {phone})
+               AND (k.organization_id = {organization}
+                    OR k.compliance_group_id IN (SELECT g.group_id FROM compliance_group_members g
+                                                 WHERE g.organization_id = {organization}))))
+"""
+
+
+_EXTERNAL_CONSENTS = text(
+    EXTERNAL_CONSENTS_SQL.format(
+        patient=":patient_id", phone=":phone", organization="CAST(:organization_id AS integer)"
+    )
+)
+
+
+def consent_candidates(rows: Any) -> list[ConsentCandidate]:
+    """The JSON of :data:`EXTERNAL_CONSENTS_SQL` as the candidates the fact builder weighs."""
+    if isinstance(rows, str):
+        rows = json.loads(rows)
+    return [
+        ConsentCandidate(
+            int(consent_id),
+            RecipientType(recipient_type),
+            frozenset(scope),
+            str(purpose),
+            int(effective_ms),
+            None if expires_ms is None else int(expires_ms),
+            None if revoked_ms is None else int(revoked_ms),
+        )
+        for consent_id, recipient_type, scope, purpose, effective_ms, expires_ms, revoked_ms in rows or ()
+    ]
+
+
+class SqlRelationshipFacts(Repository):
+    async def patient_relation(self, patient_id: int, *, user_id: int) -> PatientRelation | None:
+        on_team = exists().where(
+            teams_t.c.patient_id == patients_t.c.id,
+            team_members_t.c.care_team_id == teams_t.c.id,
+            team_members_t.c.user_id == user_id,
+        )
+        row = (
+            await self.session.execute(
+                select(patients_t.c.organization_id, on_team.label("on_team")).where(
+                    patients_t.c.id == patient_id
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return PatientRelation(patient_id, row.organization_id, bool(row.on_team))
+
+    async def external_consents(
+        self, patient_id: int, phone_number: str, organization_id: int | None
+    ) -> list[ConsentCandidate]:
+        rows = (
+            await self.session.execute(
+                _EXTERNAL_CONSENTS,
+                {"patient_id": patient_id, "phone": phone_number, "organization_id": organization_id},
+            )
+        ).scalar_one()
+        return consent_candidates(rows)
