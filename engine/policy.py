@@ -1,5 +1,8 @@
 """The policy engine: role rules from ``policies/`` evaluated by pycasbin, relationship facts from outside.
 
+One piece past 400 lines: loading, checking and evaluating the rules share one parsed model, and
+the decision stays next to the rules it reads.
+
 Facts are gathered asynchronously by the workflows (from PostgreSQL); the decision itself is pure CPU
 over in-memory rules (``Policy.decide``), returns a :class:`~engine.decisions.Decision` and never does
 I/O. A ``Policy`` is immutable once built; a reload builds a new one and swaps it in

@@ -1,5 +1,8 @@
 """Registration, login (with its throttle), profiles and account creation.
 
+One piece past 400 lines: registration and login share the throttle, the timing-equalising hash
+and the email and password rules.
+
 Administering existing accounts (approve, deactivate, change role, end sessions, unlock) is in
 :mod:`engine.workflows.accounts`.
 """

@@ -1,5 +1,8 @@
 """Per-recipient delivery, SMS to external participants, and what inbound webhooks mean.
 
+One piece past 400 lines: planning a message's deliveries and the inbound events that settle them
+share the per-recipient delivery rules.
+
 A message reaches the chat channel (staff) and, by SMS, every external participant who still has an
 active consent naming them, has not texted STOP, and has a valid number. What each text may carry
 is decided per recipient by the policy (``sms.send_full_text``); the default policy sends only a

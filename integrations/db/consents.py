@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, false, insert, or_, select, text, update
+from sqlalchemy import delete, exists, false, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from engine.model import (
@@ -34,9 +34,10 @@ from integrations.db.tables import (
     ExternalParticipantRow,
     PatientRow,
 )
-from integrations.db.tables_consents import BreakGlassSessionRow, OrganizationContactRow
+from integrations.db.tables_consents import BreakGlassSessionRow, ConsentChangeRow, OrganizationContactRow
 
 break_glass_t = table_of(BreakGlassSessionRow)
+changes_t = table_of(ConsentChangeRow)
 group_members_t = table_of(ComplianceGroupMemberRow)
 groups_t = table_of(ComplianceGroupRow)
 group_shares_t = table_of(ComplianceGroupShareRow)
@@ -218,18 +219,14 @@ class SqlConsentLifecycle(Repository):
     async def record_change(self, consent_id: int, patient_id: int, op: str) -> int:
         seq = (
             await self.session.execute(
-                text(
-                    "INSERT INTO consent_changes (consent_id, patient_id, op)"
-                    " VALUES (:cid, :pid, :op) RETURNING seq"
-                ),
-                {"cid": consent_id, "pid": patient_id, "op": op},
+                insert(changes_t)
+                .values(consent_id=consent_id, patient_id=patient_id, op=op)
+                .returning(changes_t.c.seq)
             )
         ).scalar_one()
         # Delivered only if and when this transaction commits, in commit order.
-        await self.session.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CONSENT_CHANNEL, "payload": f"{seq}:{op}:{consent_id}:{patient_id}"},
-        )
+        payload = f"{seq}:{op}:{consent_id}:{patient_id}"
+        await self.session.execute(select(func.pg_notify(CONSENT_CHANNEL, payload)))
         return int(seq)
 
     async def patient_conversations(self, patient_id: int) -> list[Conversation]:

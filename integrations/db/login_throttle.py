@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import and_, case, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.login_throttle import Backoff, ThrottleState, blocked_until
@@ -18,32 +20,33 @@ from integrations.db.tables import LoginThrottleRow
 
 throttles_t = table_of(LoginThrottleRow)
 
-# Counts one failure. A key whose last failure is older than the window starts again from one,
-# unless it is locked: a lock lasts until it is cleared.
-_COUNT_FAILURE = text(
-    """
-    INSERT INTO login_throttles AS t (key, failures, last_failure_at)
-    VALUES (:key, 1, :now)
-    ON CONFLICT (key) DO UPDATE SET
-        failures = CASE
-            WHEN t.locked_at IS NULL AND t.last_failure_at < :forget_before THEN 1
-            ELSE t.failures + 1
-        END,
-        last_failure_at = :now
-    RETURNING failures, locked_at
-    """
-)
+
+def _count_failure(key: str, now: datetime, forget_before: datetime) -> Any:
+    """Counts one failure. A key whose last failure is older than the window starts again from one,
+    unless it is locked: a lock lasts until it is cleared. One upsert, so concurrent failures all count."""
+    t = throttles_t.c
+    statement = pg_insert(throttles_t).values(key=key, failures=1, last_failure_at=now)
+    return statement.on_conflict_do_update(
+        index_elements=[t.key],
+        set_={
+            "failures": case(
+                (and_(t.locked_at.is_(None), t.last_failure_at < forget_before), 1), else_=t.failures + 1
+            ),
+            "last_failure_at": now,
+        },
+    ).returning(t.failures, t.locked_at)
 
 
-_PURGE = text(
-    """
-    DELETE FROM login_throttles WHERE key IN (
-        SELECT key FROM login_throttles
-        WHERE last_failure_at < :forget_before AND locked_at IS NULL AND key LIKE :kind
-        LIMIT 20 FOR UPDATE SKIP LOCKED
+def _purge(kind: str, forget_before: datetime) -> Any:
+    """Forget up to 20 unlocked keys of this kind whose last failure is older than the window."""
+    t = throttles_t.c
+    stale = (
+        select(t.key)
+        .where(t.last_failure_at < forget_before, t.locked_at.is_(None), t.key.like(kind + "%"))
+        .limit(20)
+        .with_for_update(skip_locked=True)
     )
-    """
-)
+    return delete(throttles_t).where(t.key.in_(stale))
 
 
 class SqlLoginThrottleRepository:
@@ -58,8 +61,7 @@ class SqlLoginThrottleRepository:
         }
 
     async def record_failure(self, key: str, now: datetime, backoff: Backoff) -> ThrottleState:
-        params = {"key": key, "now": now, "forget_before": now - backoff.window}
-        row = (await self.session.execute(_COUNT_FAILURE, params)).one()
+        row = (await self.session.execute(_count_failure(key, now, now - backoff.window))).one()
         until = blocked_until(backoff, row.failures, now)
         locked = row.locked_at is not None or backoff.locks(row.failures)
         await self.session.execute(
@@ -71,7 +73,7 @@ class SqlLoginThrottleRepository:
         # excepted): the table stays as small as the failures of the last window. Rows another
         # login holds are skipped (no lock waits, no deadlocks); a few per failure is enough.
         kind = key.partition(":")[0] + ":"
-        await self.session.execute(_PURGE, {"kind": kind + "%", "forget_before": now - backoff.window})
+        await self.session.execute(_purge(kind, now - backoff.window))
         return ThrottleState(row.failures, until, locked)
 
     async def clear(self, key: str) -> bool:

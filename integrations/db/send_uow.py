@@ -33,7 +33,7 @@ import structlog
 from engine.errors import CaremsgError, ServiceUnavailable
 from engine.ports import NewSend, SendContext
 from integrations.db.base import is_unavailable
-from integrations.db.messaging import SMS_RECIPIENTS_SQL, recipient
+from integrations.db.deliveries import SMS_RECIPIENTS_SQL, recipient
 from integrations.db.uow import (
     BufferedAuditLog,
     audit_insert_sql,

@@ -31,17 +31,15 @@ from integrations.db.consents import (
     SqlConsentRepository,
     SqlContactDirectory,
 )
-from integrations.db.identity import SqlOrganizationRepository, SqlUserRepository
-from integrations.db.login_throttle import SqlLoginThrottleRepository
-from integrations.db.messaging import (
-    SqlConversationRepository,
+from integrations.db.deliveries import (
     SqlDeliveryRepository,
     SqlIdempotencyKeys,
-    SqlMessageRepository,
     SqlOptOutRepository,
-    SqlOutbox,
     SqlWebhookEventLog,
 )
+from integrations.db.identity import SqlOrganizationRepository, SqlUserRepository
+from integrations.db.login_throttle import SqlLoginThrottleRepository
+from integrations.db.messaging import SqlConversationRepository, SqlMessageRepository, SqlOutbox
 from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository, SqlRelationshipFacts
 
 audit_log = structlog.get_logger("caremsg.audit")
