@@ -159,7 +159,7 @@ class SqlCareTeamRepository(Repository):
 #: directory, those naming that organization or a compliance group it belongs to. Which of them
 #: counts (scope, purpose, expiry, revocation, preference) is decided by engine.facts.choose_consent,
 #: never here. One text for every caller: the SMS recipients of a send
-#: (repositories_messaging.SMS_RECIPIENTS_SQL), the relay's check right before texting, inbound
+#: (integrations.db.deliveries.SMS_RECIPIENTS_SQL), the relay's check right before texting, inbound
 #: replies, admission to a conversation, revocation. Placeholders are SQL expressions.
 EXTERNAL_CONSENTS_SQL = """
     SELECT coalesce(json_agg(json_build_array(

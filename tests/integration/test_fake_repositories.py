@@ -14,8 +14,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from engine.errors import Conflict
 from engine.login_throttle import ACCOUNT_PREFIX, Backoff
-from engine.model import RiskLevel, Role
-from engine.ports import NewPatient, NewUser
+from engine.model import DeliveryState, Purpose, RecipientType, RiskLevel, Role
+from engine.ports.consents import NewConsent
+from engine.ports.identity import NewUser
+from engine.ports.messaging import NewDelivery, NewExternalParticipant
+from engine.ports.patients import NewPatient
+from engine.sms import CHANNEL_RECIPIENT
 from integrations.db.uow import SqlUnitOfWork
 from tests.support.fakes import FakeDatabase, FakeUnitOfWork
 
@@ -192,3 +196,303 @@ async def test_the_login_throttle_backs_off_forgets_after_its_window_and_a_lock_
     assert (still.failures, still.locked) == (4, True)  # a lock is not forgotten with the window
     assert (locked[key].failures, locked[key].locked) == (4, True)
     assert (cleared, again, after_clear) == (True, False, {})
+
+
+_REASON = "Unconscious on arrival, no history"
+
+
+def _phone() -> str:
+    return f"+1555{secrets.randbelow(10**7):07d}"
+
+
+def _consent(patient_id: int, recorded_by: int, **recipient: Any) -> NewConsent:
+    kind = RecipientType.EXTERNAL if "external_phone_number" in recipient else RecipientType.ORGANIZATION
+    values: dict[str, Any] = {
+        "organization_id": None,
+        "compliance_group_id": None,
+        "external_phone_number": None,
+        "external_name": None,
+        **recipient,
+    }
+    start = datetime.now(UTC) - timedelta(days=1)
+    return NewConsent(
+        patient_id,
+        kind,
+        purpose=Purpose.TREATMENT,
+        effective_at=start,
+        expires_at=None,
+        recorded_by=recorded_by,
+        **values,
+    )
+
+
+async def _clinic(u: Any) -> tuple[Any, Any, Any]:
+    """An organization, a staff member in it, and a patient of it."""
+    org = await u.organizations.add(_name("Clinic"), self_registration=True)
+    nurse = await u.users.add(_user(org.id))
+    patient = await u.patients.add(NewPatient(org.id, "Ann", "Lee", None, RiskLevel.LOW, nurse.id))
+    return org, nurse, patient
+
+
+async def test_a_contact_directory_lists_a_number_once_per_organization(uow: UowFactory) -> None:
+    number = _phone()
+    async with uow() as u:
+        org, nurse, _ = await _clinic(u)
+        other = await u.organizations.add(_name("Other"), self_registration=True)
+        contact = await u.contacts.add(org.id, number, "Pharmacy", nurse.id)
+        also_other = await u.contacts.add(other.id, number, "Pharmacy", nurse.id)
+        with pytest.raises(Conflict):
+            await u.contacts.add(org.id, number, "Again", nurse.id)
+        await u.commit()
+    async with uow() as u:
+        listed = await u.contacts.list(org.id)
+        not_theirs = await u.contacts.remove(other.id, contact.id)
+        removed, again = (
+            await u.contacts.remove(org.id, contact.id),
+            await u.contacts.remove(org.id, contact.id),
+        )
+        left = await u.contacts.list(org.id)
+    assert [(c.id, c.phone_number, c.name, c.added_by) for c in listed] == [
+        (contact.id, number, "Pharmacy", nurse.id)
+    ]
+    assert also_other.organization_id == other.id
+    assert (not_theirs, removed, again, left) == (False, True, False, [])
+
+
+async def test_consents_are_recorded_revoked_under_lock_and_each_change_is_numbered(uow: UowFactory) -> None:
+    async with uow() as u:
+        _, nurse, patient = await _clinic(u)
+        partner = await u.organizations.add(_name("Partner"), self_registration=True)
+        consent = await u.consents.add(_consent(patient.id, nurse.id, organization_id=partner.id))
+        first = await u.consent_lifecycle.record_change(consent.id, patient.id, "recorded")
+        await u.commit()
+    at = datetime.now(UTC).replace(microsecond=0)
+    async with uow() as u:
+        locked = await u.consent_lifecycle.get_for_update(consent.id)
+        revoked = await u.consent_lifecycle.revoke(consent.id, revoked_by=nurse.id, reason="asked", at=at)
+        second = await u.consent_lifecycle.record_change(consent.id, patient.id, "revoked")
+        await u.commit()
+    async with uow() as u:
+        listed = await u.consents.list_for_patient(patient.id)
+        missing = await u.consent_lifecycle.get_for_update(consent.id + 10_000_000)
+    assert locked == consent
+    assert (consent.recipient_type, consent.organization_id, consent.revoked_at) == (
+        RecipientType.ORGANIZATION,
+        partner.id,
+        None,
+    )
+    assert (revoked.revoked_at, revoked.revoked_by, revoked.revocation_reason) == (at, nurse.id, "asked")
+    assert listed == [revoked]
+    assert second > first
+    assert missing is None
+
+
+async def test_conversations_carry_members_and_numbered_external_participants(uow: UowFactory) -> None:
+    number = _phone()
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        colleague = await u.users.add(_user(org.id))
+        consent = await u.consents.add(
+            _consent(patient.id, nurse.id, external_phone_number=number, external_name="Sam")
+        )
+        guest = NewExternalParticipant(number, "Sam", None, consent.id)
+        first = await u.conversations.add(
+            patient_id=patient.id,
+            title="Discharge",
+            organization_id=org.id,
+            created_by=nurse.id,
+            member_ids=[colleague.id, nurse.id, nurse.id],
+            external=[guest],
+        )
+        second = await u.conversations.add(
+            patient_id=patient.id,
+            title="Follow-up",
+            organization_id=org.id,
+            created_by=nurse.id,
+            member_ids=[nurse.id],
+            external=[guest],
+        )
+        await u.commit()
+    async with uow() as u:
+        loaded = await u.conversations.get(first.id)
+        by_channel = await u.conversations.by_channel(first.channel_url)
+        nowhere = await u.conversations.by_channel("caremsg_none")
+        page = await u.conversations.list_for_member(nurse.id, None, 1)
+        rest = await u.conversations.list_for_member(nurse.id, page.next_cursor, 1)
+        routes = await u.conversations.reply_routes(number)
+        covered = await u.consent_lifecycle.externals_admitted_by(consent.id)
+        await u.consent_lifecycle.remove_members(first.id, [colleague.id])
+        await u.consent_lifecycle.remove_external(covered[0].participant_id, datetime.now(UTC))
+        await u.commit()
+    async with uow() as u:
+        about_patient = await u.consent_lifecycle.patient_conversations(patient.id)
+        still_covered = await u.consent_lifecycle.externals_admitted_by(consent.id)
+        routes_after = await u.conversations.reply_routes(number)
+    assert loaded == first == by_channel
+    assert nowhere is None
+    assert first.member_ids == tuple(sorted({nurse.id, colleague.id}))
+    assert first.channel_url.startswith("caremsg_")
+    (external,) = first.external_participants
+    assert (external.phone_number, external.display_name, external.consent_id) == (number, "Sam", consent.id)
+    assert external.chat_user_id.startswith("ext_")
+    assert ([c.id for c in page.items + rest.items], rest.next_cursor) == ([first.id, second.id], None)
+    # Nothing was texted yet: the newest admission first; reply codes count up per number.
+    assert [(r.conversation_id, r.reply_code, r.active) for r in routes] == [
+        (second.id, 2, True),
+        (first.id, 1, True),
+    ]
+    assert [c.conversation_id for c in covered] == [first.id, second.id]
+    assert [c.member_ids for c in about_patient] == [(nurse.id,), (nurse.id,)]
+    assert [c.conversation_id for c in still_covered] == [second.id]
+    assert [(r.conversation_id, r.active) for r in routes_after] == [(second.id, True), (first.id, False)]
+
+
+async def test_posted_messages_their_deliveries_read_receipts_and_opt_outs(uow: UowFactory) -> None:
+    number = _phone()
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        reader = await u.users.add(_user(org.id))
+        consent = await u.consents.add(
+            _consent(patient.id, nurse.id, external_phone_number=number, external_name="Sam")
+        )
+        conversation = await u.conversations.add(
+            patient_id=patient.id,
+            title="Chat",
+            organization_id=org.id,
+            created_by=nurse.id,
+            member_ids=[nurse.id, reader.id],
+            external=[NewExternalParticipant(number, "Sam", None, consent.id)],
+        )
+        message = await u.messages.add_posted(conversation.id, nurse.id, "Hello", 41, 1_000)
+        repeat = await u.messages.add_posted(conversation.id, nurse.id, "Hello", 41, 1_000)
+        assert message is not None
+        participant = conversation.external_participants[0].id
+        await u.deliveries.add(
+            message.id,
+            [
+                NewDelivery(CHANNEL_RECIPIENT, DeliveryState.SENT, provider_ts_ms=1_000),
+                NewDelivery(f"sms:{participant}", DeliveryState.QUEUED, participant, content="notification"),
+            ],
+        )
+        await u.outbox.enqueue("send_sms", {"delivery_id": 1}, conversation_id=conversation.id)
+        stopped = await u.opt_outs.set(number, True, "SM1")
+        stopped_again = await u.opt_outs.set(number, True, "SM2")
+        await u.commit()
+    async with uow() as u:
+        recipients = await u.deliveries.sms_recipients(conversation.id, patient.id)
+        own_read = await u.deliveries.mark_read(conversation.id, nurse.chat_user_id, 5_000)
+        too_early = await u.deliveries.mark_read(conversation.id, reader.chat_user_id, 999)
+        read = await u.deliveries.mark_read(conversation.id, reader.chat_user_id, 5_000)
+        deliveries = await u.deliveries.for_messages([message.id, message.id + 10_000_000])
+        stored = await u.messages.get(message.id)
+        recent = await u.messages.recent(conversation.id, 10)
+        sender = await u.users.by_chat_id(nurse.chat_user_id)
+        started = await u.opt_outs.set(number, False, "SM3")
+        started_again = await u.opt_outs.set(number, False, "SM4")
+    assert repeat is None
+    assert (message.text, message.chat_message_id, message.state) == ("Hello", 41, DeliveryState.SENT)
+    (recipient,) = recipients
+    assert (recipient.participant_id, recipient.phone_number, recipient.opted_out, recipient.removed) == (
+        participant,
+        number,
+        True,
+        False,
+    )
+    assert [c.consent_id for c in recipient.consents] == [consent.id]
+    assert recipient.compliance_group_ids == frozenset()
+    assert (own_read, too_early, read) == (0, 0, 1)
+    assert [(d.recipient, d.channel, d.state) for d in deliveries[message.id]] == [
+        (CHANNEL_RECIPIENT, "chat", DeliveryState.DELIVERED),
+        (f"sms:{participant}", "sms", DeliveryState.QUEUED),
+    ]
+    assert list(deliveries) == [message.id]
+    assert stored is not None
+    assert stored.state == DeliveryState.DELIVERED
+    assert [m.id for m in recent] == [message.id]
+    assert sender == nurse
+    assert (stopped, stopped_again, started, started_again) == (True, False, True, False)
+
+
+async def test_an_organization_consent_lets_a_number_take_part_only_if_it_is_in_the_directory(
+    uow: UowFactory,
+) -> None:
+    number = _phone()
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        partner = await u.organizations.add(_name("Partner"), self_registration=True)
+        consent = await u.consents.add(_consent(patient.id, nurse.id, organization_id=partner.id))
+        unlisted = await u.facts.external_consents(patient.id, number, partner.id)
+        await u.contacts.add(partner.id, number, "Desk", nurse.id)
+        listed = await u.facts.external_consents(patient.id, number, partner.id)
+        elsewhere = await u.facts.external_consents(patient.id, number, org.id)
+    assert unlisted == []
+    assert [(c.consent_id, c.recipient_type, c.purpose) for c in listed] == [
+        (consent.id, RecipientType.ORGANIZATION, "treatment")
+    ]
+    assert listed[0].revoked_ms is None
+    assert elsewhere == []
+
+
+async def test_break_glass_sessions_are_open_until_they_expire_and_listed_newest_first(
+    uow: UowFactory,
+) -> None:
+    now = datetime.now(UTC)
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        elsewhere = await u.organizations.add(_name("ER"), self_registration=True)
+        doctor = await u.users.add(_user(elsewhere.id))
+        first = await u.break_glass.add(
+            user_id=doctor.id,
+            organization_id=elsewhere.id,
+            patient_id=patient.id,
+            reason=_REASON,
+            expires_at=now + timedelta(hours=1),
+        )
+        second = await u.break_glass.add(
+            user_id=doctor.id,
+            organization_id=elsewhere.id,
+            patient_id=patient.id,
+            reason=_REASON,
+            expires_at=now + timedelta(hours=1),
+        )
+        await u.commit()
+    async with uow() as u:
+        open_now = await u.break_glass.open_session(doctor.id, patient.id, now + timedelta(minutes=1))
+        expired = await u.break_glass.open_session(doctor.id, patient.id, now + timedelta(hours=2))
+        not_theirs = await u.break_glass.open_session(nurse.id, patient.id, now + timedelta(minutes=1))
+        page = await u.break_glass.list_for_organization(org.id, None, 1)
+        rest = await u.break_glass.list_for_organization(org.id, page.next_cursor, 1)
+        own = await u.break_glass.list_for_organization(elsewhere.id, None, 10)
+    assert (first.patient_organization_id, first.reason, first.organization_id) == (
+        org.id,
+        _REASON,
+        elsewhere.id,
+    )
+    assert (open_now, expired, not_theirs) == (second.id, None, None)
+    assert ([s.id for s in page.items], page.next_cursor) == ([second.id], second.id)
+    assert ([s.id for s in rest.items], rest.next_cursor) == ([first.id], None)
+    assert [s.id for s in own.items] == [second.id, first.id]
+
+
+async def test_an_account_update_changes_only_the_fields_given(uow: UowFactory) -> None:
+    async with uow() as u:
+        org = await u.organizations.add(_name("Org"), self_registration=True)
+        user = await u.users.add(_user(org.id))
+        await u.commit()
+    async with uow() as u:
+        promoted = await u.users.update_account(user.id, role=Role.PEER_SUPPORT)
+        deactivated = await u.users.update_account(
+            user.id, is_active=False, sessions_valid_after=datetime.now(UTC)
+        )
+        await u.commit()
+    async with uow() as u:
+        stored = await u.users.get(user.id)
+        by_chat = await u.users.by_chat_id(user.chat_user_id)
+    assert (promoted.role, promoted.is_active) == (Role.PEER_SUPPORT, True)
+    assert (deactivated.role, deactivated.is_active, deactivated.email) == (
+        Role.PEER_SUPPORT,
+        False,
+        user.email,
+    )
+    assert stored == deactivated
+    assert by_chat is None  # only active accounts are found by their chat id

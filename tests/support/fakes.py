@@ -10,15 +10,16 @@ copy and writes it back only on ``commit()``; audit events follow the real unit 
 and ended ``denied`` (a refusal) or ``failure``. So a denial's audit record is visible in
 ``db.audit`` exactly as it would be in ``audit_events``.
 
-Repositories faked so far: users, organizations, compliance groups (with sharing), patients, care
-teams, relationship facts, break-glass lookups, the login throttle, the audit log, and the audit
-trail's queries. The others
-raise ``NotImplementedError`` naming themselves, so a workflow test that needs one fails loudly
-rather than passing on a stub.
+Every repository of :class:`engine.ports.units.UnitOfWork` is faked, each behaving as its SQL
+counterpart in integrations/db (tests/integration/test_fake_repositories.py runs the same scenarios
+against both). The audit trail's searches answer empty pages and record what was asked.
+
+One piece past 400 lines: every fake shares FakeDatabase and the unit of work's copy-and-commit.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -31,27 +32,38 @@ from typing import Any, TypeVar
 from engine.audit import AuditEvent
 from engine.consent_index import ConsentIndex, IndexedConsent
 from engine.errors import Conflict, Unauthenticated
+from engine.facts import ConsentCandidate, millis
 from engine.login_throttle import Backoff, ThrottleState, blocked_until
 from engine.model import (
     Actor,
     CareTeam,
     CareTeamMember,
     ComplianceGroup,
+    Consent,
+    Conversation,
     Credentials,
+    DeliveryState,
+    ExternalParticipant,
+    Message,
     Organization,
+    OrganizationContact,
     Page,
     Patient,
+    RecipientDelivery,
     RecipientType,
     RiskLevel,
     Role,
     User,
 )
 from engine.policy import PolicyHolder
+from engine.ports.consents import BreakGlassSession, ExternalCoverage, NewConsent
 from engine.ports.gateways import SentChatMessage
 from engine.ports.identity import IssuedToken, NewUser
+from engine.ports.messaging import NewDelivery, NewExternalParticipant, ReplyRoute, SmsRecipient
 from engine.ports.patients import NewPatient, PatientRelation
 from engine.ports.policy import ReloadResult
 from engine.services import EngineSettings, Services
+from engine.sms import CHANNEL_RECIPIENT
 from integrations.db.uow import BufferedAuditLog, unfinished
 from integrations.policy_files import load_policy
 
@@ -124,7 +136,20 @@ class FakeChannel:
     members: list[str]
     custom_type: str = ""
     data: str = ""
-    messages: list[tuple[str, str, str]] = field(default_factory=list)  # (sender, text, dedup id)
+    messages: list[FakePost] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FakePost:
+    """One message in a fake channel."""
+
+    message_id: int
+    sender_id: str
+    text: str
+    dedup_id: str
+    custom_type: str
+    data: str
+    created_at_ms: int
 
 
 class FakeChatGateway:
@@ -141,12 +166,13 @@ class FakeChatGateway:
 
     async def ensure_channel(
         self,
-        *,
         channel_url: str,
+        *,
         name: str,
         user_ids: Sequence[str],
         custom_type: str = "",
         data: str = "",
+        repeat: bool = False,
     ) -> None:
         channel = self.channels.setdefault(channel_url, FakeChannel(name, [], custom_type, data))
         channel.members.extend(u for u in user_ids if u not in channel.members)
@@ -155,26 +181,48 @@ class FakeChatGateway:
         channel = self.channels[channel_url]
         channel.members.extend(u for u in user_ids if u not in channel.members)
 
-    async def remove_members(self, channel_url: str, user_ids: Sequence[str]) -> None:
+    async def remove_members(
+        self, channel_url: str, user_ids: Sequence[str], *, repeat: bool = False
+    ) -> None:
         channel = self.channels[channel_url]
         channel.members[:] = [u for u in channel.members if u not in user_ids]
 
     async def send_message(
         self,
-        *,
         channel_url: str,
+        *,
         sender_id: str,
         text: str,
         dedup_id: str,
         custom_type: str = "",
         data: str = "",
     ) -> SentChatMessage:
+        """Posts once per dedup id: a repeat answers the message posted the first time."""
         channel = self.channels[channel_url]
-        if not any(d == dedup_id for _, _, d in channel.messages):
-            channel.messages.append((sender_id, text, dedup_id))
-        message_id = self._next_message_id
-        self._next_message_id += 1
-        return SentChatMessage(message_id, channel_url, int(self.clock().timestamp() * 1000))
+        post = next((m for m in channel.messages if m.dedup_id == dedup_id), None)
+        if post is None:
+            post = FakePost(
+                self._next_message_id,
+                sender_id,
+                text,
+                dedup_id,
+                custom_type,
+                data,
+                int(self.clock().timestamp() * 1000),
+            )
+            self._next_message_id += 1
+            channel.messages.append(post)
+        return SentChatMessage(post.message_id, channel_url, post.created_at_ms)
+
+    async def find_message(
+        self, channel_url: str, *, sender_id: str, custom_type: str, data: str, text: str | None = None
+    ) -> SentChatMessage | None:
+        for post in reversed(self.channels[channel_url].messages):
+            if (post.sender_id, post.custom_type, post.data) == (sender_id, custom_type, data) and (
+                text is None or post.text == text
+            ):
+                return SentChatMessage(post.message_id, channel_url, post.created_at_ms)
+        return None
 
 
 @dataclass(frozen=True)
@@ -241,13 +289,31 @@ class FakeDatabase:
     organizations: dict[int, Organization] = field(default_factory=dict)
     users: dict[int, User] = field(default_factory=dict)
     password_hashes: dict[int, str] = field(default_factory=dict)
+    #: user id -> when their sessions were last ended (users.sessions_valid_after)
+    sessions_valid_after: dict[int, datetime] = field(default_factory=dict)
     compliance_groups: dict[int, ComplianceGroup] = field(default_factory=dict)
     patients: dict[int, Patient] = field(default_factory=dict)
     care_teams: dict[int, CareTeam] = field(default_factory=dict)
-    #: (user id, patient id) -> open break-glass session id
-    break_glass_sessions: dict[tuple[int, int], int] = field(default_factory=dict)
+    break_glass_sessions: dict[int, BreakGlassSession] = field(default_factory=dict)
     #: the login_throttles table: key -> its row
     login_throttles: dict[str, FakeThrottleRow] = field(default_factory=dict)
+    consents: dict[int, Consent] = field(default_factory=dict)
+    #: the consent change log: (consent id, patient id, op); a change's seq is its position + 1
+    consent_changes: list[tuple[int, int, str]] = field(default_factory=list)
+    contacts: dict[int, OrganizationContact] = field(default_factory=dict)
+    #: conversations without their members and externals (see _hydrated)
+    conversations: dict[int, Conversation] = field(default_factory=dict)
+    conversation_members: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    externals: dict[int, FakeExternalRow] = field(default_factory=dict)
+    messages: dict[int, Message] = field(default_factory=dict)
+    deliveries: dict[int, FakeDeliveryRow] = field(default_factory=dict)
+    outbox: list[FakeOutboxEntry] = field(default_factory=list)
+    #: phone number -> the provider id of the STOP
+    opt_outs: dict[str, str] = field(default_factory=dict)
+    #: webhook event id -> how it ended (processed / ignored)
+    webhook_events: dict[int, str] = field(default_factory=dict)
+    #: Idempotency-Key claim id -> the resource it created
+    idempotency_keys: dict[int, int] = field(default_factory=dict)
     next_id: int = 1
     audit: list[AuditEvent] = field(default_factory=list)
     #: what the audit trail was asked (search / disclosures), in order
@@ -259,22 +325,21 @@ class FakeDatabase:
         return self.next_id - 1
 
     def copy_of_tables(self) -> FakeDatabase:
-        return dataclasses.replace(
-            self,
-            organizations=dict(self.organizations),
-            users=dict(self.users),
-            password_hashes=dict(self.password_hashes),
-            compliance_groups=dict(self.compliance_groups),
-            patients=dict(self.patients),
-            care_teams=dict(self.care_teams),
-            break_glass_sessions=dict(self.break_glass_sessions),
-            login_throttles=dict(self.login_throttles),
-            audit=[],
-        )
+        """A unit of work's working copy: every table copied (rows are immutable), the audit trail empty."""
+        tables = {name: copy.copy(getattr(self, name)) for name in _TABLES}
+        return dataclasses.replace(self, **tables, audit=[])
 
     def events(self, workflow: str | None = None) -> list[AuditEvent]:
         """The stored audit events, of one workflow if given."""
         return [e for e in self.audit if workflow is None or e.workflow == workflow]
+
+
+#: The FakeDatabase fields a unit of work copies and, on commit, writes back.
+_TABLES = tuple(
+    f.name
+    for f in dataclasses.fields(FakeDatabase)
+    if f.name not in ("clock", "next_id", "audit", "audit_queries", "commits")
+)
 
 
 def _page(items: Sequence[T], after: int | None, limit: int, key: Callable[[T], int]) -> Page[T]:
@@ -319,6 +384,24 @@ class FakeUserRepository(_Repo):
 
     async def get_many(self, user_ids: Sequence[int]) -> dict[int, User]:
         return {i: self.data.users[i] for i in user_ids if i in self.data.users}
+
+    async def update_account(
+        self,
+        user_id: int,
+        *,
+        is_active: bool | None = None,
+        role: Role | None = None,
+        pending_approval: bool | None = None,
+        sessions_valid_after: datetime | None = None,
+    ) -> User:
+        """Changes the given fields; ``sessions_valid_after`` is kept apart (User does not carry it)."""
+        user = self.data.users[user_id]
+        changes: dict[str, Any] = {"is_active": is_active, "role": role, "pending_approval": pending_approval}
+        updated = dataclasses.replace(user, **{k: v for k, v in changes.items() if v is not None})
+        self.data.users[user_id] = updated
+        if sessions_valid_after is not None:
+            self.data.sessions_valid_after[user_id] = sessions_valid_after
+        return updated
 
     async def by_chat_id(self, chat_user_id: str) -> User | None:
         return next(
@@ -480,16 +563,10 @@ class FakeRelationshipFacts(_Repo):
         )
         return PatientRelation(patient_id, patient.organization_id, on_team)
 
-    async def external_consents(self, patient_id: int, phone_number: str, organization_id: int | None) -> Any:
-        raise NotImplementedError("FakeRelationshipFacts.external_consents is not faked yet")
-
-
-class FakeBreakGlassRepository(_Repo):
-    async def open_session(self, user_id: int, patient_id: int, at: datetime) -> int | None:
-        return self.data.break_glass_sessions.get((user_id, patient_id))
-
-    def __getattr__(self, name: str) -> Any:
-        raise NotImplementedError(f"FakeBreakGlassRepository.{name} is not faked yet")
+    async def external_consents(
+        self, patient_id: int, phone_number: str, organization_id: int | None
+    ) -> list[ConsentCandidate]:
+        return _consent_candidates(self.data, patient_id, phone_number, organization_id)
 
 
 class FakeLoginThrottleRepository(_Repo):
@@ -549,18 +626,459 @@ class FakeAuditTrail(_Repo):
         return Page((), None)
 
 
-_NOT_FAKED = (
-    "consents",
-    "conversations",
-    "messages",
-    "outbox",
-    "deliveries",
-    "opt_outs",
-    "webhook_events",
-    "idempotency_keys",
-    "consent_lifecycle",
-    "contacts",
-)
+# --- consents, contacts, break-the-glass --------------------------------------------------------------
+
+
+def _consent_candidates(
+    data: FakeDatabase, patient_id: int, phone: str, org: int | None
+) -> list[ConsentCandidate]:
+    """integrations/db/patients.py EXTERNAL_CONSENTS_SQL in memory: consents naming the number, and, only
+    if the number is in ``org``'s contact directory, those naming ``org`` or a group it belongs to."""
+    listed = org is not None and any(
+        c.organization_id == org and c.phone_number == phone for c in data.contacts.values()
+    )
+    groups = {g.id for g in data.compliance_groups.values() if org in g.member_organization_ids}
+    chosen = [
+        k
+        for k in sorted(data.consents.values(), key=lambda k: k.id)
+        if k.patient_id == patient_id
+        and (
+            (k.recipient_type == RecipientType.EXTERNAL and k.external_phone_number == phone)
+            or (listed and (k.organization_id == org or k.compliance_group_id in groups))
+        )
+    ]
+    return [
+        ConsentCandidate(
+            k.id,
+            k.recipient_type,
+            frozenset(s.value for s in k.scope),
+            k.purpose.value,
+            millis(k.effective_at),
+            None if k.expires_at is None else millis(k.expires_at),
+            None if k.revoked_at is None else millis(k.revoked_at),
+        )
+        for k in chosen
+    ]
+
+
+class FakeConsentRepository(_Repo):
+    async def add(self, consent: NewConsent) -> Consent:
+        new = Consent(
+            self.data.new_id(),
+            consent.patient_id,
+            consent.recipient_type,
+            consent.organization_id,
+            consent.compliance_group_id,
+            consent.external_phone_number,
+            consent.external_name,
+            consent.purpose,
+            consent.effective_at,
+            consent.expires_at,
+            consent.recorded_by,
+            self.data.clock(),
+            scope=consent.scope,
+        )
+        self.data.consents[new.id] = new
+        return new
+
+    async def list_for_patient(self, patient_id: int) -> list[Consent]:
+        return sorted(
+            (k for k in self.data.consents.values() if k.patient_id == patient_id), key=lambda k: k.id
+        )
+
+
+class FakeConsentLifecycle(_Repo):
+    async def get_for_update(self, consent_id: int) -> Consent | None:
+        return self.data.consents.get(consent_id)
+
+    async def revoke(self, consent_id: int, *, revoked_by: int, reason: str, at: datetime) -> Consent:
+        revoked = dataclasses.replace(
+            self.data.consents[consent_id], revoked_at=at, revoked_by=revoked_by, revocation_reason=reason
+        )
+        self.data.consents[consent_id] = revoked
+        return revoked
+
+    async def record_change(self, consent_id: int, patient_id: int, op: str) -> int:
+        self.data.consent_changes.append((consent_id, patient_id, op))
+        return len(self.data.consent_changes)
+
+    async def patient_conversations(self, patient_id: int) -> list[Conversation]:
+        ids = sorted(c.id for c in self.data.conversations.values() if c.patient_id == patient_id)
+        return [_hydrated(self.data, i) for i in ids]
+
+    async def remove_members(self, conversation_id: int, user_ids: Sequence[int]) -> None:
+        members = self.data.conversation_members.get(conversation_id, ())
+        self.data.conversation_members[conversation_id] = tuple(m for m in members if m not in user_ids)
+
+    async def externals_admitted_by(self, consent_id: int) -> list[ExternalCoverage]:
+        return [
+            ExternalCoverage(e.id, e.conversation_id, e.phone_number, e.organization_id, e.chat_user_id)
+            for e in sorted(self.data.externals.values(), key=lambda e: e.id)
+            if e.consent_id == consent_id and e.removed_at is None
+        ]
+
+    async def readmit_external(self, participant_id: int, consent_id: int) -> None:
+        row = self.data.externals[participant_id]
+        self.data.externals[participant_id] = dataclasses.replace(row, consent_id=consent_id)
+
+    async def remove_external(self, participant_id: int, at: datetime) -> None:
+        row = self.data.externals[participant_id]
+        self.data.externals[participant_id] = dataclasses.replace(row, removed_at=at)
+
+
+class FakeContactDirectory(_Repo):
+    async def add(
+        self, organization_id: int, phone_number: str, name: str, added_by: int
+    ) -> OrganizationContact:
+        if any(
+            c.organization_id == organization_id and c.phone_number == phone_number
+            for c in self.data.contacts.values()
+        ):
+            raise Conflict("This number is in the organization's contact directory already.")
+        new = OrganizationContact(
+            self.data.new_id(), organization_id, phone_number, name, added_by, self.data.clock()
+        )
+        self.data.contacts[new.id] = new
+        return new
+
+    async def list(self, organization_id: int) -> list[OrganizationContact]:
+        mine = (c for c in self.data.contacts.values() if c.organization_id == organization_id)
+        return sorted(mine, key=lambda c: c.id)
+
+    async def remove(self, organization_id: int, contact_id: int) -> bool:
+        contact = self.data.contacts.get(contact_id)
+        if contact is None or contact.organization_id != organization_id:
+            return False
+        del self.data.contacts[contact_id]
+        return True
+
+
+class FakeBreakGlassRepository(_Repo):
+    async def add(
+        self, *, user_id: int, organization_id: int, patient_id: int, reason: str, expires_at: datetime
+    ) -> BreakGlassSession:
+        session = BreakGlassSession(
+            self.data.new_id(),
+            user_id,
+            organization_id,
+            patient_id,
+            self.data.patients[patient_id].organization_id,
+            reason,
+            self.data.clock(),
+            expires_at,
+        )
+        self.data.break_glass_sessions[session.id] = session
+        return session
+
+    async def open_session(self, user_id: int, patient_id: int, at: datetime) -> int | None:
+        open_ids = [
+            s.id
+            for s in self.data.break_glass_sessions.values()
+            if s.user_id == user_id and s.patient_id == patient_id and s.is_open(at)
+        ]
+        return max(open_ids, default=None)
+
+    async def list_for_organization(
+        self, organization_id: int, after: int | None, limit: int
+    ) -> Page[BreakGlassSession]:
+        """Newest first: the cursor is the last id shown, and the next page has lower ids."""
+        mine = sorted(
+            (
+                s
+                for s in self.data.break_glass_sessions.values()
+                if organization_id in (s.organization_id, s.patient_organization_id)
+                and (after is None or s.id < after)
+            ),
+            key=lambda s: -s.id,
+        )
+        if len(mine) > limit:
+            return Page(tuple(mine[:limit]), mine[limit - 1].id)
+        return Page(tuple(mine), None)
+
+
+# --- conversations and messaging -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeExternalRow:
+    """One row of ``external_participants``: more than the engine's ExternalParticipant shows."""
+
+    id: int
+    conversation_id: int
+    phone_number: str
+    display_name: str
+    organization_id: int | None
+    consent_id: int
+    chat_user_id: str
+    reply_code: int
+    removed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FakeDeliveryRow:
+    """One row of ``message_deliveries``."""
+
+    id: int
+    message_id: int
+    delivery: NewDelivery
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class FakeOutboxEntry:
+    """One row of ``outbox``: an effect to perform after commit."""
+
+    kind: str
+    payload: Mapping[str, object]
+    conversation_id: int | None = None
+    message_id: int | None = None
+
+
+def _hydrated(data: FakeDatabase, conversation_id: int) -> Conversation:
+    """The conversation with its member ids (ascending) and external participants (by id)."""
+    externals = sorted(
+        (e for e in data.externals.values() if e.conversation_id == conversation_id), key=lambda e: e.id
+    )
+    return dataclasses.replace(
+        data.conversations[conversation_id],
+        member_ids=tuple(sorted(data.conversation_members.get(conversation_id, ()))),
+        external_participants=tuple(
+            ExternalParticipant(
+                e.id, e.phone_number, e.display_name, e.chat_user_id, e.consent_id, e.removed_at
+            )
+            for e in externals
+        ),
+    )
+
+
+class FakeConversationRepository(_Repo):
+    async def add(
+        self,
+        *,
+        patient_id: int,
+        title: str,
+        organization_id: int,
+        created_by: int,
+        member_ids: Sequence[int],
+        external: Sequence[NewExternalParticipant],
+    ) -> Conversation:
+        data = self.data
+        conversation = Conversation(
+            data.new_id(),
+            patient_id,
+            title,
+            f"caremsg_{secrets.token_hex(16)}",
+            organization_id,
+            created_by,
+            data.clock(),
+        )
+        data.conversations[conversation.id] = conversation
+        data.conversation_members[conversation.id] = tuple(dict.fromkeys(member_ids))
+        for e in external:
+            # Reply codes are never reused: one more than the highest the number ever had.
+            codes = [x.reply_code for x in data.externals.values() if x.phone_number == e.phone_number]
+            row = FakeExternalRow(
+                data.new_id(),
+                conversation.id,
+                e.phone_number,
+                e.display_name,
+                e.organization_id,
+                e.consent_id,
+                f"ext_{secrets.token_hex(12)}",
+                max(codes, default=0) + 1,
+            )
+            data.externals[row.id] = row
+        return _hydrated(data, conversation.id)
+
+    async def get(self, conversation_id: int) -> Conversation | None:
+        if conversation_id not in self.data.conversations:
+            return None
+        return _hydrated(self.data, conversation_id)
+
+    async def by_channel(self, channel_url: str) -> Conversation | None:
+        found = [c.id for c in self.data.conversations.values() if c.channel_url == channel_url]
+        return _hydrated(self.data, found[0]) if found else None
+
+    async def list_for_member(self, user_id: int, after: int | None, limit: int) -> Page[Conversation]:
+        mine = [
+            _hydrated(self.data, cid)
+            for cid, members in self.data.conversation_members.items()
+            if user_id in members
+        ]
+        return _page(mine, after, limit, lambda c: c.id)
+
+    async def reply_routes(self, phone_number: str) -> list[ReplyRoute]:
+        data = self.data
+
+        def last_texted(e: FakeExternalRow) -> datetime | None:
+            times = [
+                d.updated_at for d in data.deliveries.values() if d.delivery.external_participant_id == e.id
+            ]
+            return max(times, default=None)
+
+        rows = [e for e in data.externals.values() if e.phone_number == phone_number]
+        # The conversation that texted the number last; else the newest admission.
+        rows.sort(key=lambda e: (last_texted(e) is None, -(last_texted(e) or START).timestamp(), -e.id))
+        return [
+            ReplyRoute(
+                e.conversation_id,
+                data.conversations[e.conversation_id].patient_id,
+                data.conversations[e.conversation_id].channel_url,
+                e.id,
+                e.chat_user_id,
+                e.phone_number,
+                e.organization_id,
+                e.reply_code,
+                e.removed_at is None,
+            )
+            for e in rows
+        ]
+
+
+class FakeMessageRepository(_Repo):
+    async def get(self, message_id: int) -> Message | None:
+        return self.data.messages.get(message_id)
+
+    async def recent(self, conversation_id: int, limit: int) -> list[Message]:
+        mine = sorted(
+            (m for m in self.data.messages.values() if m.conversation_id == conversation_id),
+            key=lambda m: m.id,
+        )
+        return mine[-limit:] if limit > 0 else []
+
+    async def add_posted(
+        self, conversation_id: int, sender_id: int, text: str, chat_message_id: int, chat_ts_ms: int
+    ) -> Message | None:
+        if any(
+            m.conversation_id == conversation_id and m.chat_message_id == chat_message_id
+            for m in self.data.messages.values()
+        ):
+            return None
+        message = Message(
+            self.data.new_id(),
+            conversation_id,
+            sender_id,
+            text,
+            DeliveryState.SENT,
+            self.data.clock(),
+            chat_message_id,
+        )
+        self.data.messages[message.id] = message
+        return message
+
+
+class FakeOutbox(_Repo):
+    async def enqueue(
+        self,
+        kind: str,
+        payload: Mapping[str, object],
+        *,
+        conversation_id: int | None = None,
+        message_id: int | None = None,
+    ) -> None:
+        self.data.outbox.append(FakeOutboxEntry(kind, dict(payload), conversation_id, message_id))
+
+
+class FakeDeliveryRepository(_Repo):
+    async def sms_recipients(self, conversation_id: int, patient_id: int) -> list[SmsRecipient]:
+        data = self.data
+        out = []
+        for e in sorted(data.externals.values(), key=lambda e: e.id):
+            if e.conversation_id != conversation_id:
+                continue
+            listed = any(
+                c.organization_id == e.organization_id and c.phone_number == e.phone_number
+                for c in data.contacts.values()
+            )
+            groups = frozenset(
+                g.id
+                for g in data.compliance_groups.values()
+                if listed and e.organization_id in g.member_organization_ids
+            )
+            out.append(
+                SmsRecipient(
+                    e.id,
+                    e.phone_number,
+                    e.chat_user_id,
+                    e.organization_id,
+                    e.phone_number in data.opt_outs,
+                    e.removed_at is not None,
+                    groups,
+                    tuple(_consent_candidates(data, patient_id, e.phone_number, e.organization_id)),
+                )
+            )
+        return out
+
+    async def add(self, message_id: int, deliveries: Sequence[NewDelivery]) -> list[int]:
+        ids = []
+        for delivery in deliveries:
+            row = FakeDeliveryRow(self.data.new_id(), message_id, delivery, self.data.clock())
+            self.data.deliveries[row.id] = row
+            ids.append(row.id)
+        return ids
+
+    async def for_messages(self, message_ids: Sequence[int]) -> dict[int, tuple[RecipientDelivery, ...]]:
+        out: dict[int, list[RecipientDelivery]] = {}
+        for row in sorted(self.data.deliveries.values(), key=lambda r: r.id):
+            if row.message_id in message_ids:
+                d = row.delivery
+                channel = "chat" if d.recipient == CHANNEL_RECIPIENT else "sms"
+                out.setdefault(row.message_id, []).append(
+                    RecipientDelivery(d.recipient, channel, d.state, d.reason, row.updated_at)
+                )
+        return {k: tuple(v) for k, v in out.items()}
+
+    async def mark_read(self, conversation_id: int, reader_chat_id: str, read_ts_ms: int) -> int:
+        data, now, count = self.data, self.data.clock(), 0
+        for row in list(data.deliveries.values()):
+            d, message = row.delivery, data.messages.get(row.message_id)
+            if (
+                message is not None
+                and message.conversation_id == conversation_id
+                and d.recipient == CHANNEL_RECIPIENT
+                and d.state == DeliveryState.SENT
+                and d.provider_ts_ms is not None
+                and d.provider_ts_ms <= read_ts_ms
+                and data.users[message.sender_id].chat_user_id != reader_chat_id
+            ):
+                delivered = dataclasses.replace(d, state=DeliveryState.DELIVERED)
+                data.deliveries[row.id] = dataclasses.replace(row, delivery=delivered, updated_at=now)
+                count += 1
+        for row in data.deliveries.values():
+            message = data.messages.get(row.message_id)
+            if (
+                message is not None
+                and message.conversation_id == conversation_id
+                and message.state == DeliveryState.SENT
+                and row.delivery.recipient == CHANNEL_RECIPIENT
+                and row.delivery.state == DeliveryState.DELIVERED
+            ):
+                data.messages[message.id] = dataclasses.replace(message, state=DeliveryState.DELIVERED)
+        return count
+
+
+class FakeOptOutRepository(_Repo):
+    async def set(self, phone_number: str, opted_out: bool, provider_message_id: str) -> bool:
+        if opted_out:
+            if phone_number in self.data.opt_outs:
+                return False
+            self.data.opt_outs[phone_number] = provider_message_id
+            return True
+        return self.data.opt_outs.pop(phone_number, None) is not None
+
+
+class FakeWebhookEventLog(_Repo):
+    """Records how each stored event ended (storing and claiming them is integrations/webhooks.py's)."""
+
+    async def finish(self, event_id: int, status: str) -> None:
+        self.data.webhook_events[event_id] = status
+
+
+class FakeIdempotencyKeys(_Repo):
+    """Records which resource each claim created (taking claims is integrations/idempotency.py's)."""
+
+    async def bind(self, claim_id: int, resource_id: int) -> None:
+        self.data.idempotency_keys[claim_id] = resource_id
 
 
 class FakeUnitOfWork:
@@ -579,34 +1097,36 @@ class FakeUnitOfWork:
         self.break_glass = FakeBreakGlassRepository(self._work)
         self.login_throttle = FakeLoginThrottleRepository(self._work)
         self.audit_trail = FakeAuditTrail(self._work)
+        self.consents = FakeConsentRepository(self._work)
+        self.consent_lifecycle = FakeConsentLifecycle(self._work)
+        self.contacts = FakeContactDirectory(self._work)
+        self.conversations = FakeConversationRepository(self._work)
+        self.messages = FakeMessageRepository(self._work)
+        self.outbox = FakeOutbox(self._work)
+        self.deliveries = FakeDeliveryRepository(self._work)
+        self.opt_outs = FakeOptOutRepository(self._work)
+        self.webhook_events = FakeWebhookEventLog(self._work)
+        self.idempotency_keys = FakeIdempotencyKeys(self._work)
         self._committed = False
 
-    def __getattr__(self, name: str) -> Any:
-        if name in _NOT_FAKED:
-            raise NotImplementedError(
-                f"FakeUnitOfWork.{name} is not faked yet: test this workflow over the API"
-            )
-        raise AttributeError(name)
+    def _repositories(self) -> list[_Repo]:
+        return [r for r in vars(self).values() if isinstance(r, _Repo)]
 
     async def __aenter__(self) -> FakeUnitOfWork:
         return self
 
     async def commit(self) -> None:
         db, work = self.database, self._work
-        for name in ("organizations", "users", "password_hashes", "compliance_groups", "patients"):
+        for name in _TABLES:
             setattr(db, name, getattr(work, name))
-        db.care_teams, db.break_glass_sessions = work.care_teams, work.break_glass_sessions
-        db.login_throttles = work.login_throttles
         db.next_id = work.next_id
         db.audit.extend(self.audit.pending)
         db.commits += 1
         self.audit.pending.clear()
         self._committed = True
         self._work = db.copy_of_tables()
-        for repo in (self.users, self.organizations, self.compliance_groups, self.patients, self.care_teams):
+        for repo in self._repositories():
             repo.data = self._work
-        self.facts.data = self.break_glass.data = self.audit_trail.data = self._work
-        self.login_throttle.data = self._work
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -709,7 +1229,7 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
     consents = ConsentIndex()
     consents.replace_all([], {}, clock(), seq=0)  # loaded, and empty: no consent covers anyone
     services = Services(
-        uow=lambda: FakeUnitOfWork(db),  # type: ignore[arg-type,return-value]
+        uow=lambda: FakeUnitOfWork(db),
         policy=_policy(),
         passwords=passwords,
         tokens=tokens,
@@ -723,17 +1243,28 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
 
 
 __all__ = [
+    "FakeBreakGlassRepository",
     "FakeChatGateway",
     "FakeClock",
+    "FakeConsentLifecycle",
+    "FakeConsentRepository",
+    "FakeContactDirectory",
+    "FakeConversationRepository",
     "FakeDatabase",
     "FakeDelivery",
+    "FakeDeliveryRepository",
+    "FakeIdempotencyKeys",
     "FakeLoginThrottleRepository",
+    "FakeMessageRepository",
     "FakeNotifier",
+    "FakeOptOutRepository",
+    "FakeOutbox",
     "FakePasswords",
     "FakePolicyReloader",
     "FakeSmsGateway",
     "FakeTokens",
     "FakeUnitOfWork",
+    "FakeWebhookEventLog",
     "FakeWorld",
     "fake_services",
 ]
