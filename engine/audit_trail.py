@@ -1,6 +1,6 @@
 """What the audit trail answers: searches for auditors and a patient's accounting of disclosures.
 
-Engine types only; the adapter (``integrations.audit_store``) reads them from PostgreSQL.
+Engine types only; the adapter (``integrations.db.audit``) reads them from PostgreSQL.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace, work: Callable[[Settings, AsyncEngine], Await
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from integrations.audit_store import verify_chain
+    from integrations.db.audit import verify_chain
 
     async def work(_: Settings, engine: AsyncEngine) -> int:
         async with engine.connect() as conn:
@@ -88,7 +88,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
 
     from integrations.audit_anchor import AnchorError, private_key, sign_anchor
     from integrations.audit_sealer import AuditSealer
-    from integrations.audit_store import chain_head
+    from integrations.db.audit import chain_head
     from integrations.db.columns import table_of
     from integrations.db.tables_audit import AuditAnchorRow
 
@@ -163,7 +163,7 @@ def cmd_verify_anchor(args: argparse.Namespace) -> int:
         return 0
     from sqlalchemy import select
 
-    from integrations.audit_store import chain_t
+    from integrations.db.audit import chain_t
 
     async def work(_: Settings, engine: AsyncEngine) -> int:
         async with engine.connect() as conn:
@@ -209,7 +209,7 @@ async def _output(path: str | None) -> AsyncIterator[TextIO]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from integrations.audit_export import Progress, write_export
-    from integrations.audit_store import count_records, stream_records
+    from integrations.db.audit import count_records, stream_records
 
     if args.since and args.until and args.since >= args.until:
         print("caremsg: --since must be earlier than --until", file=sys.stderr)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.errors import CaremsgError, Forbidden, ServiceUnavailable
-from integrations.audit_store import SqlAuditTrail
+from integrations.db.audit import SqlAuditTrail
 from integrations.db.base import is_unavailable
 from integrations.db.consents import (
     SqlBreakGlassRepository,

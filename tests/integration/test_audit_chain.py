@@ -26,7 +26,7 @@ from structlog.testing import capture_logs
 from engine.audit import AuditEvent
 from engine.audit_chain import ChainHead, extend
 from integrations.audit_sealer import AuditSealer
-from integrations.audit_store import CONTENT_COLUMNS, chain_t, content_of, events_t, verify_chain
+from integrations.db.audit import CONTENT_COLUMNS, chain_t, content_of, events_t, verify_chain
 from integrations.db.migrate import upgrade
 from integrations.db.uow import SqlUnitOfWork
 from tests.support.cli import PROJECT, caremsg

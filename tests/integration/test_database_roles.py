@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.audit_chain import ChainHead, link
 from integrations.audit_sealer import AuditSealer
-from integrations.audit_store import verify_chain
+from integrations.db.audit import verify_chain
 from integrations.db.migrate import upgrade
 from integrations.db.roles import DatabaseRoles, RoleSetupError
 from tests.support.database import admin, app_url, asyncpg_dsn, fresh_database, roles_of
