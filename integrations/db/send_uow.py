@@ -193,3 +193,8 @@ class PgSendUnitOfWork:
                 emit_audit_log(events)
         if exc is not None and not isinstance(exc, CaremsgError) and is_unavailable(exc):
             raise ServiceUnavailable.database() from exc
+
+
+#: The send path's two statements, for the test that holds their columns to the table classes
+#: (tests/unit/test_send_path_columns.py).
+STATEMENTS = (_CONTEXT, _STORE)
