@@ -59,7 +59,14 @@ from engine.policy import PolicyHolder
 from engine.ports.consents import BreakGlassSession, ExternalCoverage, NewConsent
 from engine.ports.gateways import SentChatMessage
 from engine.ports.identity import IssuedToken, NewUser
-from engine.ports.messaging import NewDelivery, NewExternalParticipant, ReplyRoute, SmsRecipient
+from engine.ports.messaging import (
+    NewDelivery,
+    NewExternalParticipant,
+    NewSend,
+    ReplyRoute,
+    SendContext,
+    SmsRecipient,
+)
 from engine.ports.patients import NewPatient, PatientRelation
 from engine.ports.policy import ReloadResult
 from engine.services import EngineSettings, Services
@@ -1136,6 +1143,113 @@ class FakeUnitOfWork:
             self.audit.pending.clear()
 
 
+class FakeSendUnitOfWork:
+    """integrations/db/send_uow.py over a :class:`FakeDatabase`: one read (:meth:`context`) and one
+    all-or-nothing write (:meth:`commit`) of the message, its deliveries, its outbox entries (the chat
+    post and one text per queued SMS delivery), the Idempotency-Key binding and the audit events."""
+
+    def __init__(self, database: FakeDatabase) -> None:
+        self.database = database
+        self.audit = BufferedAuditLog()
+        self._committed = False
+
+    async def __aenter__(self) -> FakeSendUnitOfWork:
+        return self
+
+    async def context(self, conversation_id: int, user_id: int, at: datetime) -> SendContext | None:
+        db = self.database
+        conversation = db.conversations.get(conversation_id)
+        if conversation is None:
+            return None
+        pid = conversation.patient_id
+        patient = db.patients.get(pid)
+        on_team = any(
+            t.patient_id == pid and any(m.user_id == user_id for m in t.members)
+            for t in db.care_teams.values()
+        )
+        open_sessions = [
+            s.id
+            for s in db.break_glass_sessions.values()
+            if s.user_id == user_id and s.patient_id == pid and s.is_open(at)
+        ]
+        recipients = await FakeDeliveryRepository(db).sms_recipients(conversation_id, pid)
+        return SendContext(
+            conversation_id=conversation_id,
+            patient_id=pid,
+            patient_organization_id=patient.organization_id if patient is not None else None,
+            is_member=user_id in db.conversation_members.get(conversation_id, ()),
+            on_care_team=on_team,
+            message_id=db.new_id(),
+            sms_recipients=tuple(recipients),
+            break_glass_session_id=max(open_sessions, default=None),
+        )
+
+    async def commit(self, send: NewSend) -> datetime:
+        db, now = self.database, self.database.clock()
+        db.messages[send.message_id] = Message(
+            send.message_id, send.conversation_id, send.sender_id, send.text, DeliveryState.QUEUED, now
+        )
+        ids = await FakeDeliveryRepository(db).add(send.message_id, send.deliveries)
+        entries = [FakeOutboxEntry("send_message", {"message_id": send.message_id})]
+        entries += [
+            FakeOutboxEntry("send_sms", {"delivery_id": delivery_id})
+            for delivery_id, d in zip(ids, send.deliveries, strict=True)
+            if d.external_participant_id is not None and d.state == DeliveryState.QUEUED
+        ]
+        db.outbox += [
+            dataclasses.replace(e, conversation_id=send.conversation_id, message_id=send.message_id)
+            for e in entries
+        ]
+        if send.idempotency_claim is not None:
+            db.idempotency_keys[send.idempotency_claim] = send.message_id
+        db.audit.extend(self.audit.pending)
+        db.commits += 1
+        self.audit.pending.clear()
+        self._committed = True
+        return now
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._committed and self.audit.pending:
+            self.database.audit.extend(unfinished(self.audit.pending, exc))
+            self.audit.pending.clear()
+
+
+class FakeAccountDirectory:
+    """integrations/db/identity.py SqlAccountDirectory over a :class:`FakeDatabase`: a token counts
+    while its account is active, approved, of the role and organization it claims, and its sessions
+    were not ended after it was issued."""
+
+    def __init__(self, database: FakeDatabase) -> None:
+        self.database = database
+
+    async def current(self, actor: Actor) -> bool:
+        user = self.database.users.get(actor.user_id)
+        ended = self.database.sessions_valid_after.get(actor.user_id)
+        return (
+            user is not None
+            and user.is_active
+            and not user.pending_approval
+            and (user.role, user.organization_id) == (actor.role, actor.organization_id)
+            and (ended is None or (actor.issued_at is not None and actor.issued_at >= ended.timestamp()))
+        )
+
+
+class FakePasswordStrength:
+    """Calls a password ``common`` if it is on its list, ``guessable`` if it contains a user input."""
+
+    def __init__(self, common: Sequence[str] = ("correct horse battery staple",)) -> None:
+        self.common = set(common)
+
+    async def weakness(self, password: str, user_inputs: Sequence[str]) -> str | None:
+        if password in self.common:
+            return "common"
+        if any(len(i) >= 3 and i.lower() in password.lower() for i in user_inputs):
+            return "guessable"
+        return None
+
+
 # --- wiring ------------------------------------------------------------------------------------------
 
 
@@ -1230,6 +1344,7 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
     consents.replace_all([], {}, clock(), seq=0)  # loaded, and empty: no consent covers anyone
     services = Services(
         uow=lambda: FakeUnitOfWork(db),
+        send_uow=lambda: FakeSendUnitOfWork(db),
         policy=_policy(),
         passwords=passwords,
         tokens=tokens,
@@ -1243,6 +1358,7 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
 
 
 __all__ = [
+    "FakeAccountDirectory",
     "FakeBreakGlassRepository",
     "FakeChatGateway",
     "FakeClock",
@@ -1259,8 +1375,10 @@ __all__ = [
     "FakeNotifier",
     "FakeOptOutRepository",
     "FakeOutbox",
+    "FakePasswordStrength",
     "FakePasswords",
     "FakePolicyReloader",
+    "FakeSendUnitOfWork",
     "FakeSmsGateway",
     "FakeTokens",
     "FakeUnitOfWork",
