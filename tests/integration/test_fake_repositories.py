@@ -17,11 +17,13 @@ from engine.login_throttle import ACCOUNT_PREFIX, Backoff
 from engine.model import DeliveryState, Purpose, RecipientType, RiskLevel, Role
 from engine.ports.consents import NewConsent
 from engine.ports.identity import NewUser
-from engine.ports.messaging import NewDelivery, NewExternalParticipant
+from engine.ports.messaging import NewDelivery, NewExternalParticipant, NewSend
 from engine.ports.patients import NewPatient
 from engine.sms import CHANNEL_RECIPIENT
+from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
-from tests.support.fakes import FakeDatabase, FakeUnitOfWork
+from tests.support.database import asyncpg_dsn
+from tests.support.fakes import FakeDatabase, FakeSendUnitOfWork, FakeUnitOfWork
 
 UowFactory = Callable[[], Any]
 
@@ -496,3 +498,89 @@ async def test_an_account_update_changes_only_the_fields_given(uow: UowFactory) 
     )
     assert stored == deactivated
     assert by_chat is None  # only active accounts are found by their chat id
+
+
+@pytest.fixture(params=["fake", "postgres"])
+async def units(
+    request: pytest.FixtureRequest, database_url: str
+) -> AsyncIterator[tuple[UowFactory, UowFactory]]:
+    """The general unit of work and the send path's, over one store."""
+    if request.param == "fake":
+        database = FakeDatabase()
+        yield (lambda: FakeUnitOfWork(database)), (lambda: FakeSendUnitOfWork(database))
+        return
+    engine = create_async_engine(database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    pool = await create_send_pool(asyncpg_dsn(database_url), max_size=2, statement_timeout_ms=10_000)
+    try:
+        yield (lambda: SqlUnitOfWork(sessions)), (lambda: PgSendUnitOfWork(pool))
+    finally:
+        await pool.close()
+        await engine.dispose()
+
+
+async def test_the_send_path_reads_the_senders_relation_and_stores_a_send_whole(
+    units: tuple[UowFactory, UowFactory],
+) -> None:
+    uow, send_uow = units
+    number = _phone()
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        outsider = await u.users.add(_user(org.id))
+        team = await u.care_teams.create(patient.id, "Team", org.id, nurse.id)
+        await u.care_teams.add_member(team.id, nurse.id, nurse.id)
+        consent = await u.consents.add(
+            _consent(patient.id, nurse.id, external_phone_number=number, external_name="Sam")
+        )
+        conversation = await u.conversations.add(
+            patient_id=patient.id,
+            title="Chat",
+            organization_id=org.id,
+            created_by=nurse.id,
+            member_ids=[nurse.id],
+            external=[NewExternalParticipant(number, "Sam", None, consent.id)],
+        )
+        await u.commit()
+    participant = conversation.external_participants[0].id
+    now = datetime.now(UTC)
+    async with send_uow() as s:
+        context = await s.context(conversation.id, nurse.id, now)
+        stranger = await s.context(conversation.id, outsider.id, now)
+        missing = await s.context(conversation.id + 10_000_000, nurse.id, now)
+        assert context is not None
+        created_at = await s.commit(
+            NewSend(
+                context.message_id,
+                conversation.id,
+                nurse.id,
+                "Seen at 9.",
+                (
+                    NewDelivery(CHANNEL_RECIPIENT, DeliveryState.QUEUED),
+                    NewDelivery(
+                        f"sms:{participant}", DeliveryState.QUEUED, participant, content="notification"
+                    ),
+                ),
+            )
+        )
+    async with uow() as u:
+        stored = await u.messages.get(context.message_id)
+        deliveries = await u.deliveries.for_messages([context.message_id])
+    assert (context.patient_id, context.patient_organization_id) == (patient.id, org.id)
+    assert (context.is_member, context.on_care_team, context.break_glass_session_id) == (True, True, None)
+    assert [(r.participant_id, [c.consent_id for c in r.consents]) for r in context.sms_recipients] == [
+        (participant, [consent.id])
+    ]
+    assert stranger is not None
+    assert (stranger.is_member, stranger.on_care_team) == (False, False)
+    assert missing is None
+    assert stored is not None
+    assert (stored.text, stored.sender_id, stored.state, stored.created_at) == (
+        "Seen at 9.",
+        nurse.id,
+        DeliveryState.QUEUED,
+        created_at,
+    )
+    assert [(d.recipient, d.state) for d in deliveries[context.message_id]] == [
+        (CHANNEL_RECIPIENT, DeliveryState.QUEUED),
+        (f"sms:{participant}", DeliveryState.QUEUED),
+    ]
