@@ -74,7 +74,7 @@ def _consent_need(spec: WorkflowSpec | None, stated_purpose: str | None) -> Cons
 
 #: Facts that say a person may know a patient's records exist: a denial then answers 403 with its
 #: reason. Without any of them (and without any active consent for the person's organization), a
-#: denial answers exactly as a record that does not exist (issue 9, item 12).
+#: denial answers exactly as a record that does not exist.
 KNOWING_FACTS = frozenset(
     {Fact.OWN_ORG, Fact.CARE_TEAM, Fact.COVERED, Fact.MEMBER, Fact.BREAK_GLASS, Fact.TREATABLE, Fact.SHARED}
 )
@@ -104,7 +104,7 @@ class Services:
     consents: ConsentIndex = field(default_factory=ConsentIndex)
     # What texts to external participants say and who may get full text (policies/sms.toml).
     sms: SmsRules = field(default_factory=SmsRules)
-    # Keyed hashes for identifiers the audit trail must find but never store in clear (issue 5).
+    # Keyed hashes for identifiers the audit trail must find but never store in clear.
     identifiers: IdentifierHasher | None = None
     # The send-message workflow's own unit of work (one read, one write); see SendUnitOfWork.
     send_uow: SendUnitOfWorkFactory = _no_send_path

@@ -90,7 +90,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     from integrations.audit_sealer import AuditSealer
     from integrations.db.audit import chain_head
     from integrations.db.columns import table_of
-    from integrations.db.tables_audit import AuditAnchorRow
+    from integrations.db.tables import AuditAnchorRow
 
     async def work(settings: Settings, engine: AsyncEngine) -> int:
         try:

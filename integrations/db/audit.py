@@ -28,8 +28,7 @@ from engine.audit_chain import (
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
 from engine.model import Page
 from integrations.db.columns import table_of
-from integrations.db.tables import AuditEventRow, ConsentRow, PatientRow, UserRow
-from integrations.db.tables_audit import AuditChainRow
+from integrations.db.tables import AuditChainRow, AuditEventRow, ConsentRow, PatientRow, UserRow
 
 events_t = table_of(AuditEventRow)
 chain_t = table_of(AuditChainRow)

@@ -25,16 +25,18 @@ from integrations.db.base import Repository, insert_unique, page
 from integrations.db.columns import table_of
 from integrations.db.messaging import conversation_of, hydrated_conversations
 from integrations.db.tables import (
+    BreakGlassSessionRow,
     ComplianceGroupMemberRow,
     ComplianceGroupRow,
     ComplianceGroupShareRow,
+    ConsentChangeRow,
     ConsentRow,
     ConversationMemberRow,
     ConversationRow,
     ExternalParticipantRow,
+    OrganizationContactRow,
     PatientRow,
 )
-from integrations.db.tables_consents import BreakGlassSessionRow, ConsentChangeRow, OrganizationContactRow
 
 break_glass_t = table_of(BreakGlassSessionRow)
 changes_t = table_of(ConsentChangeRow)

@@ -19,13 +19,11 @@ from integrations.db.base import Repository
 from integrations.db.columns import table_of
 from integrations.db.patients import EXTERNAL_CONSENTS_SQL, consent_candidates
 from integrations.db.tables import (
-    MessageRow,
-    UserRow,
-)
-from integrations.db.tables_messaging import (
     IdempotencyKeyRow,
     MessageDeliveryRow,
+    MessageRow,
     SmsOptOutRow,
+    UserRow,
     WebhookEventRow,
 )
 

@@ -25,12 +25,10 @@ from integrations.db.tables import (
     ConversationMemberRow,
     ConversationRow,
     ExternalParticipantRow,
-    MessageRow,
-    OutboxRow,
-)
-from integrations.db.tables_messaging import (
     IdempotencyKeyRow,
     MessageDeliveryRow,
+    MessageRow,
+    OutboxRow,
     SmsOptOutRow,
     WebhookEventRow,
 )

@@ -280,7 +280,7 @@ class FakePolicyReloader:
 
 @dataclass(frozen=True)
 class FakeThrottleRow:
-    """One row of ``login_throttles`` (integrations/db/tables.py)."""
+    """One row of ``login_throttles`` (integrations/db/tables/identity.py)."""
 
     failures: int
     last_failure_at: datetime

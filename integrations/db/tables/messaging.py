@@ -1,6 +1,6 @@
-"""Table models for durable messaging, SMS and webhooks (issue 3).
-
-Registered on the shared metadata by importing integrations.db.tables (Alembic sees them).
+"""Table models of conversations and messaging: conversations, their members and external
+participants, messages, the outbox, per-recipient deliveries, Idempotency-Keys, webhook events and
+SMS opt-outs.
 
 - ``message_deliveries``: one row per message and recipient: the chat channel (``recipient`` =
   ``channel``) and each external SMS participant (``sms:<external participant id>``), with the state
@@ -32,7 +32,123 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.elements import conv
 from sqlmodel import Field, SQLModel
+
+from integrations.db.columns import foreign_key, timestamp
+
+
+class ConversationRow(SQLModel, table=True):
+    __tablename__ = "conversations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: int = foreign_key("patients.id")
+    title: str = Field(sa_column=Column(String(200), nullable=False))
+    channel_url: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    # pending until the relay has created the chat channel; messages wait for "ready".
+    channel_state: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'pending'")))
+    organization_id: int = foreign_key("organizations.id", index=False)
+    created_by: int = foreign_key("users.id", index=False)
+    created_at: datetime = timestamp()
+
+    __table_args__ = (CheckConstraint("channel_state IN ('pending','ready','failed')", name="channel_state"),)
+
+
+class ConversationMemberRow(SQLModel, table=True):
+    __tablename__ = "conversation_members"
+
+    conversation_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True)
+    )
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id"), primary_key=True, index=True))
+    added_at: datetime = timestamp()
+
+
+class ExternalParticipantRow(SQLModel, table=True):
+    __tablename__ = "external_participants"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = foreign_key("conversations.id", ondelete="CASCADE")
+    phone_number: str = Field(sa_column=Column(String(20), nullable=False))
+    display_name: str = Field(sa_column=Column(String(200), nullable=False))
+    organization_id: int | None = foreign_key("organizations.id", nullable=True, index=False)
+    chat_user_id: str = Field(sa_column=Column(String(80), nullable=False, unique=True))
+    consent_id: int = foreign_key("consents.id", index=False)
+    added_at: datetime = timestamp()
+    # Set when the consent that let this participant in is revoked: SMS must stop.
+    removed_at: datetime | None = timestamp(nullable=True, default_now=False)
+    # Which of the number's conversations a reply means ("#2 ..."): 1, 2, 3... per phone number, in
+    # order of admission, never reused, so a code in an old text never points at another conversation.
+    reply_code: int = Field(sa_column=Column(Integer, nullable=False))
+
+    __table_args__ = (
+        UniqueConstraint(
+            "conversation_id",
+            "phone_number",
+            name=conv("uq_external_participants_conversation_id_phone_number"),
+        ),
+        UniqueConstraint(
+            "phone_number", "reply_code", name=conv("uq_external_participants_phone_number_reply_code")
+        ),
+    )
+
+
+class MessageRow(SQLModel, table=True):
+    __tablename__ = "messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = foreign_key("conversations.id")
+    sender_id: int = foreign_key("users.id", index=False)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'queued'")))
+    chat_message_id: int | None = Field(sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = timestamp()
+
+    __table_args__ = (CheckConstraint("state IN ('queued','sent','delivered','failed')", name="state"),)
+
+
+class OutboxRow(SQLModel, table=True):
+    """Side effects on the chat provider, written in the same transaction as the action that causes them.
+
+    The relay claims due rows with ``FOR UPDATE SKIP LOCKED`` and a lease, so several instances can
+    run it at once and a killed relay's rows are picked up again when the lease runs out.
+    """
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(sa_column=Column(String(40), nullable=False))
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    message_id: int | None = foreign_key("messages.id", nullable=True)
+    conversation_id: int | None = foreign_key("conversations.id", nullable=True)
+    status: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'pending'")))
+    attempts: int = Field(sa_column=Column(Integer, nullable=False, server_default=text("0")))
+    next_attempt_at: datetime = timestamp()
+    lease_until: datetime | None = timestamp(nullable=True, default_now=False)
+    last_error: str | None = Field(sa_column=Column(String(200), nullable=True))
+    created_at: datetime = timestamp()
+    done_at: datetime | None = timestamp(nullable=True, default_now=False)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending','done','failed')", name="status"),
+        Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # The claim's "an earlier message of this conversation is still pending" probe (migration 0007).
+        Index(
+            "ix_outbox_pending_send_message",
+            "conversation_id",
+            "id",
+            postgresql_where=text("status = 'pending' AND kind = 'send_message'"),
+        ),
+        # The claim takes pending rows in id order (migration 0008).
+        Index("ix_outbox_pending", "id", postgresql_where=text("status = 'pending'")),
+        # The claim's "an earlier text of this conversation is still pending" probe (migration 0010).
+        Index(
+            "ix_outbox_pending_send_sms",
+            "conversation_id",
+            "id",
+            postgresql_where=text("status = 'pending' AND kind = 'send_sms'"),
+        ),
+    )
 
 
 def _now(*, nullable: bool = False) -> Any:

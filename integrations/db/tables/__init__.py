@@ -1,0 +1,64 @@
+"""SQLModel table models, one module per capability, mirroring engine/ports. They stay in this
+adapter: repositories turn rows into engine types, and every query names a table through its class
+(:func:`integrations.db.columns.table_of`).
+
+Alembic owns the schema (migrations/); nothing here is ever created with ``create_all()``. Importing
+this package registers every table on ``metadata`` (Alembic and the migration tests read it whole).
+"""
+
+from __future__ import annotations
+
+# Re-exported: once this package is imported, every table of the schema is registered on it.
+from integrations.db.columns import metadata as metadata
+from integrations.db.tables.audit import AuditAnchorRow, AuditChainRow, AuditEventRow
+from integrations.db.tables.consents import (
+    BreakGlassSessionRow,
+    ComplianceGroupMemberRow,
+    ComplianceGroupRow,
+    ComplianceGroupShareRow,
+    ConsentChangeRow,
+    ConsentRow,
+    OrganizationContactRow,
+)
+from integrations.db.tables.identity import LoginThrottleRow, OrganizationRow, UserRow
+from integrations.db.tables.messaging import (
+    ConversationMemberRow,
+    ConversationRow,
+    ExternalParticipantRow,
+    IdempotencyKeyRow,
+    MessageDeliveryRow,
+    MessageRow,
+    OutboxRow,
+    SmsOptOutRow,
+    WebhookEventRow,
+)
+from integrations.db.tables.patients import CareTeamMemberRow, CareTeamRow, PatientRow
+
+__all__ = [
+    "AuditAnchorRow",
+    "AuditChainRow",
+    "AuditEventRow",
+    "BreakGlassSessionRow",
+    "CareTeamMemberRow",
+    "CareTeamRow",
+    "ComplianceGroupMemberRow",
+    "ComplianceGroupRow",
+    "ComplianceGroupShareRow",
+    "ConsentChangeRow",
+    "ConsentRow",
+    "ConversationMemberRow",
+    "ConversationRow",
+    "ExternalParticipantRow",
+    "IdempotencyKeyRow",
+    "LoginThrottleRow",
+    "MessageDeliveryRow",
+    "MessageRow",
+    "OrganizationContactRow",
+    "OrganizationRow",
+    "OutboxRow",
+    "PatientRow",
+    "SmsOptOutRow",
+    "UserRow",
+    "WebhookEventRow",
+    "metadata",
+]
