@@ -9,7 +9,8 @@ from engine.model import Actor
 from engine.workflows import accounts, consents, conversations, identity, organizations, patients
 from engine.workflows.messaging import get_message
 from handlers.api_messaging import IDEMPOTENCY, idempotent
-from handlers.routing import Endpoint, parse, path_id, query, request_id, respond, services, source_address
+from handlers.requests import parse, path_id, query, request_id, respond, services, source_address
+from handlers.routing import Endpoint
 from handlers.schemas import (
     AuthResponse,
     CareTeamCreate,

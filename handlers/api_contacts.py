@@ -9,7 +9,8 @@ from aiohttp import web
 
 from engine.model import Actor, OrganizationContact
 from engine.workflows import contacts
-from handlers.routing import Endpoint, parse, path_id, respond, services
+from handlers.requests import parse, path_id, respond, services
+from handlers.routing import Endpoint
 from handlers.schemas import Name, PageOf, PhoneNumber, Request, Response
 
 

@@ -9,13 +9,14 @@ from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.errors import FieldError, InvalidInput, MalformedRequest, NotFound, Unauthenticated
 from engine.model import Actor
 from engine.workflows import messaging
-from handlers.routing import Contract, Endpoint, Header, Status, path_id, respond, services
+from handlers.requests import path_id, respond, services
+from handlers.routing import Contract, Endpoint, Header, Status
 from handlers.schemas import MessagePublic, WebhookAccepted
+from integrations.db.resources import Sessions
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
 from integrations.relay import OutboxKind
 from integrations.sendbird import SIGNATURE_HEADER, verify_webhook_signature
@@ -71,7 +72,7 @@ IDEMPOTENCY = Contract(
 class MessagingResources:
     """What the messaging endpoints need, built by the composition root (``handlers.app``)."""
 
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Sessions
     idempotency: IdempotencyStore
     webhook_token: str = field(repr=False)
     outbox_kinds: list[OutboxKind] = field(default_factory=list)

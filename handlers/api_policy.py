@@ -10,18 +10,14 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import Field, StringConstraints
 
-from engine.consent_index import ConsentIndex
 from engine.errors import FieldError, InvalidInput
 from engine.model import Actor
-from engine.ports import BreakGlassSession, PolicyReloader
+from engine.ports import BreakGlassSession
 from engine.workflows import break_glass, consents, policy_admin
-from handlers.routing import Endpoint, parse, path_id, query, respond, services
+from handlers.keys import policy_reloader_key
+from handlers.requests import parse, path_id, query, respond, services
+from handlers.routing import Endpoint
 from handlers.schemas import ConsentPublic, ListQuery, PageOf, Request, Response
-from integrations.consent_sync import ConsentSync
-
-consent_index_key: web.AppKey[ConsentIndex] = web.AppKey("consent_index_key", ConsentIndex)
-consent_sync_key: web.AppKey[ConsentSync] = web.AppKey("consent_sync_key", ConsentSync)
-policy_reloader_key: web.AppKey[PolicyReloader] = web.AppKey("policy_reloader_key")
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 GlassReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=1000)]
