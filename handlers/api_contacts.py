@@ -1,4 +1,4 @@
-"""Organizations' contact directories of external phone numbers (issue 9): admins list the numbers
+"""Organizations' contact directories of external phone numbers: admins list the numbers
 their organization vouches for; a consent naming the organization lets exactly those in."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from engine.model import Actor
 from engine.workflows import messaging
 from handlers.requests import path_id, respond, services
 from handlers.routing import Contract, Endpoint, Header, Status
-from handlers.schemas import MessagePublic, WebhookAccepted
+from handlers.schemas.conversations import MessagePublic, WebhookAccepted
 from integrations.db.resources import Sessions
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
 from integrations.relay import OutboxKind

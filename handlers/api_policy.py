@@ -17,7 +17,8 @@ from engine.workflows import break_glass, consents, policy_admin
 from handlers.keys import policy_reloader_key
 from handlers.requests import parse, path_id, query, respond, services
 from handlers.routing import Endpoint
-from handlers.schemas import ConsentPublic, ListQuery, PageOf, Request, Response
+from handlers.schemas import ListQuery, PageOf, Request, Response
+from handlers.schemas.consents import ConsentPublic
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 GlassReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=1000)]

@@ -31,7 +31,18 @@ from engine.consent_index import ConsentIndex
 from engine.login_throttle import Backoff
 from engine.policy import PolicyHolder
 from engine.services import EngineSettings, Services
-from handlers import api, api_audit, api_contacts, api_docs, api_messaging, api_policy, metrics
+from handlers import (
+    api_audit,
+    api_consents,
+    api_contacts,
+    api_conversations,
+    api_docs,
+    api_identity,
+    api_messaging,
+    api_patients,
+    api_policy,
+    metrics,
+)
 from handlers.api_messaging import messaging_key
 from handlers.app_messaging import chat, messaging, webhook_processor
 from handlers.keys import (
@@ -299,7 +310,10 @@ PUBLIC_PATHS = (
 def default_endpoints() -> list[Endpoint]:
     """Every endpoint the service serves (and documents in its OpenAPI document)."""
     return [
-        *api.ENDPOINTS,
+        *api_identity.ENDPOINTS,
+        *api_consents.ENDPOINTS,
+        *api_patients.ENDPOINTS,
+        *api_conversations.ENDPOINTS,
         *api_policy.ENDPOINTS,
         *api_messaging.ENDPOINTS,
         *api_audit.ENDPOINTS,
