@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from handlers.app import create_app
 from handlers.keys import audit_sealer_key, operations_key
 from handlers.metrics import add_routes
-from handlers.telemetry import Metrics, Operations
 from handlers.middleware import request_context
 from handlers.settings import Settings
+from handlers.telemetry import Metrics, Operations
 from tests.api.conftest import Api
 from tests.api.messaging_support import care_team, send, settled_deliveries
 
