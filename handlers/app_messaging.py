@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -16,6 +17,7 @@ import httpx
 import structlog
 from aiohttp import web
 
+from engine.inbound import handle_inbound
 from engine.ports import SmsGateway
 from engine.sms import SmsRules
 from handlers.api_messaging import MessagingResources, messaging_key
@@ -202,11 +204,13 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
 
 
 async def webhook_processor(app: web.Application) -> AsyncIterator[None]:
-    """Process stored webhook events in the background (after the services exist)."""
+    """Process stored webhook events in the background (after the services exist): the engine
+    decides which workflow each event runs (engine/inbound.py)."""
     resources = app[messaging_key]
+    services = app[services_key]
     processor = WebhookProcessor(
         resources.sessions,
-        app[services_key],
+        functools.partial(handle_inbound, services),
         poll_interval=app[settings_key].messaging.webhook_poll_interval_seconds,
     )
     resources.processor = processor
