@@ -16,7 +16,6 @@ from engine.workflows import messaging
 from handlers.requests import path_id, respond, services
 from handlers.routing import Contract, Endpoint, Header, Status
 from handlers.schemas.conversations import MessagePublic, WebhookAccepted
-from integrations.db.resources import Sessions
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
 from integrations.relay import OutboxKind
 from integrations.sendbird import SIGNATURE_HEADER, verify_webhook_signature
@@ -33,10 +32,10 @@ from integrations.webhooks import (
     SMS,
     BadWebhook,
     StoredEvent,
+    WebhookInbox,
     WebhookProcessor,
     inbound_sms_event,
     sendbird_event_key,
-    store_event,
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -72,7 +71,7 @@ IDEMPOTENCY = Contract(
 class MessagingResources:
     """What the messaging endpoints need, built by the composition root (``handlers.app``)."""
 
-    sessions: Sessions
+    inbox: WebhookInbox
     idempotency: IdempotencyStore
     webhook_token: str = field(repr=False)
     outbox_kinds: list[OutboxKind] = field(default_factory=list)
@@ -155,7 +154,7 @@ async def _receive(request: web.Request, source: str, parse: Callable[[bytes], S
             [FieldError(str(exc), "Missing or not readable.", "webhook_invalid")],
             detail="Not a readable event.",
         ) from None
-    new = await store_event(resources.sessions, source, event, raw)
+    new = await resources.inbox.store(source, event, raw)
     if new and resources.processor is not None:
         resources.processor.wake()
     return respond(WebhookAccepted(status="accepted" if new else "duplicate"))
@@ -194,7 +193,7 @@ async def twilio_webhook(request: web.Request) -> web.StreamResponse:
         keyword=inbound.keyword.value if inbound.keyword else None,
         provider_answers_keywords=True,  # Twilio answers STOP/START/HELP and blocks opted-out numbers
     )
-    if await store_event(resources.sessions, SMS, event, body) and resources.processor is not None:
+    if await resources.inbox.store(SMS, event, body) and resources.processor is not None:
         resources.processor.wake()
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 

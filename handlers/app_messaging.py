@@ -38,7 +38,7 @@ from integrations.sendbird_emulator import start_emulator
 from integrations.sms import PostSmsReply, SendbirdSmsGateway, SendSms
 from integrations.twilio import TwilioSmsGateway, TwilioWebhookCheck
 from integrations.twilio_emulator import start_twilio_emulator
-from integrations.webhooks import WebhookProcessor
+from integrations.webhooks import WebhookInbox, WebhookProcessor
 
 log = structlog.get_logger("caremsg.app")
 
@@ -180,7 +180,7 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
             )
         sessions = app[sessions_key]
         app[messaging_key] = MessagingResources(
-            sessions=sessions,
+            inbox=WebhookInbox(sessions),
             idempotency=IdempotencyStore(
                 sessions,
                 ttl=timedelta(hours=m.idempotency_ttl_hours),
@@ -209,7 +209,7 @@ async def webhook_processor(app: web.Application) -> AsyncIterator[None]:
     resources = app[messaging_key]
     services = app[services_key]
     processor = WebhookProcessor(
-        resources.sessions,
+        app[sessions_key],
         functools.partial(handle_inbound, services),
         poll_interval=app[settings_key].messaging.webhook_poll_interval_seconds,
     )

@@ -95,27 +95,31 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return event
 
 
-async def store_event(
-    sessions: async_sessionmaker[AsyncSession], source: str, event: StoredEvent, raw: bytes
-) -> bool:
-    """Insert the event unless its dedupe key is known; True if it is new."""
-    async with sessions() as session, session.begin():
-        row = (
-            await session.execute(
-                text(
-                    "INSERT INTO webhook_events (source, dedupe_key, category, body)"
-                    " VALUES (:source, :key, :category, :body)"
-                    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
-                ),
-                {
-                    "source": source,
-                    "key": event.dedupe_key[:200],
-                    "category": event.category[:64],
-                    "body": raw.decode("utf-8", errors="replace"),
-                },
-            )
-        ).first()
-    return row is not None
+class WebhookInbox:
+    """Where verified webhook bodies wait for the processor (``webhook_events``)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def store(self, source: str, event: StoredEvent, raw: bytes) -> bool:
+        """Insert the event unless its dedupe key is known; True if it is new (a retry is not)."""
+        async with self._sessions() as session, session.begin():
+            row = (
+                await session.execute(
+                    text(
+                        "INSERT INTO webhook_events (source, dedupe_key, category, body)"
+                        " VALUES (:source, :key, :category, :body)"
+                        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+                    ),
+                    {
+                        "source": source,
+                        "key": event.dedupe_key[:200],
+                        "category": event.category[:64],
+                        "body": raw.decode("utf-8", errors="replace"),
+                    },
+                )
+            ).first()
+        return row is not None
 
 
 _CLAIM = text(
