@@ -1,5 +1,6 @@
-"""Consents over HTTP: a patient's consent recorded, and a patient's consents listed (the
-lifecycle that follows, revocation and break-the-glass, is in ``handlers/api_policy.py``)."""
+"""Consents over HTTP: a patient's consent recorded, a patient's consents listed, a consent revoked
+(access it granted ends at once). Break-the-glass, access without consent, is in
+``handlers/api_policy.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from engine.workflows import consents
 from handlers.requests import parse, path_id, respond, services
 from handlers.routing import Endpoint
 from handlers.schemas import PageOf
-from handlers.schemas.consents import ConsentCreate, ConsentPublic
+from handlers.schemas.consents import (
+    ConsentCreate,
+    ConsentPublic,
+    ConsentRevoke,
+    RemovedMemberPublic,
+    RevocationPublic,
+)
 
 # --- consents ------------------------------------------------------------------------------------
 
@@ -42,6 +49,22 @@ async def list_patient_consents(request: web.Request, actor: Actor) -> web.Respo
     return respond(PageOf[ConsentPublic](items=[ConsentPublic.of(c, now) for c in found], next_cursor=None))
 
 
+async def revoke_consent(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, ConsentRevoke)
+    svc = services(request)
+    cmd = consents.RevokeConsent(path_id(request, "consentId"), body.reason)
+    revocation = await consents.revoke_consent(svc, actor, cmd)
+    return respond(
+        RevocationPublic(
+            consent=ConsentPublic.of(revocation.consent, svc.clock()),
+            removed_members=[
+                RemovedMemberPublic(conversation_id=c, user_id=u) for c, u in revocation.removed_members
+            ],
+            removed_external_participants=list(revocation.removed_external_participants),
+        )
+    )
+
+
 ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "POST",
@@ -62,5 +85,16 @@ ENDPOINTS: list[Endpoint] = [
         "A patient's consents",
         "consents",
         response=PageOf[ConsentPublic],
+    ),
+    Endpoint(
+        "POST",
+        "/api/consents/{consentId}/revoke",
+        revoke_consent,
+        "revokeConsent",
+        "Revoke a consent: access it granted ends at once; covered members leave the conversations",
+        "consents",
+        ConsentRevoke,
+        RevocationPublic,
+        errors=(400, 401, 403, 404, 409, 422),
     ),
 ]

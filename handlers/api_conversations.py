@@ -1,13 +1,12 @@
 """Conversations and messages over HTTP: start one, list and read them, send a message (safe to
-retry with an ``Idempotency-Key``)."""
+retry with an ``Idempotency-Key``), read a message and its delivery state per recipient."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from engine.model import Actor
-from engine.workflows import conversations
-from engine.workflows.messaging import get_message
+from engine.workflows import conversations, messaging
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.requests import parse, path_id, query, respond, services
 from handlers.routing import Endpoint
@@ -74,9 +73,14 @@ async def send_message(request: web.Request, actor: Actor) -> web.Response:
         return 202, MessagePublic.of(message)
 
     async def recreate(message_id: int) -> tuple[int, MessagePublic]:
-        return 202, MessagePublic.of(await get_message(services(request), actor, message_id))
+        return 202, MessagePublic.of(await messaging.get_message(services(request), actor, message_id))
 
     return await idempotent(request, actor, "message.send", run, recreate)
+
+
+async def get_message(request: web.Request, actor: Actor) -> web.Response:
+    message = await messaging.get_message(services(request), actor, path_id(request, "id"))
+    return respond(MessagePublic.of(message))
 
 
 _IDEMPOTENCY = (
@@ -132,5 +136,16 @@ ENDPOINTS: list[Endpoint] = [
         "A conversation and its recent messages",
         "conversations",
         response=ConversationDetailPublic,
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages/{id}",
+        get_message,
+        "getMessage",
+        "A message and its delivery state per recipient",
+        "conversations",
+        response=MessagePublic,
+        errors=(401, 403, 404, 422),
+        description="Decided as conversation.read on the message's conversation.",
     ),
 ]

@@ -1,5 +1,6 @@
-"""REST endpoints for the messaging capability (see README): message status, signed webhooks, and the
-``Idempotency-Key`` handling the two creating endpoints of ``handlers.api`` use."""
+"""REST endpoints for the messaging capability (see README): the signed webhooks of Sendbird and
+Twilio, and the ``Idempotency-Key`` handling the creating endpoints of
+``handlers/api_conversations.py`` use."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import FieldError, InvalidInput, MalformedRequest, NotFound, Unauthenticated
 from engine.model import Actor
-from engine.workflows import messaging
-from handlers.requests import path_id, respond, services
+from handlers.requests import respond
 from handlers.routing import Contract, Endpoint, Header, Status
-from handlers.schemas.conversations import MessagePublic, WebhookAccepted
+from handlers.schemas.conversations import WebhookAccepted
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
 from integrations.relay import OutboxKind
 from integrations.sendbird import SIGNATURE_HEADER, verify_webhook_signature
@@ -129,14 +129,6 @@ async def idempotent(
     body = model.model_dump(mode="json", by_alias=True)
     await store.complete(claim, status, body)
     return web.json_response(body, status=status)
-
-
-# --- message status ---------------------------------------------------------------------------------
-
-
-async def get_message(request: web.Request, actor: Actor) -> web.Response:
-    message = await messaging.get_message(services(request), actor, path_id(request, "id"))
-    return respond(MessagePublic.of(message))
 
 
 # --- webhooks (public: authenticated by signature, not by bearer token) -----------------------------
@@ -274,17 +266,6 @@ _WEBHOOK_DESCRIPTION = (
 )
 
 ENDPOINTS: list[Endpoint] = [
-    Endpoint(
-        "GET",
-        "/api/messages/{id}",
-        get_message,
-        "getMessage",
-        "A message and its delivery state per recipient",
-        "conversations",
-        response=MessagePublic,
-        errors=(401, 403, 404, 422),
-        description="Decided as conversation.read on the message's conversation.",
-    ),
     Endpoint(
         "POST",
         "/api/webhooks/sendbird",

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import (
     AwareDatetime,
     Field,
+    StringConstraints,
     model_validator,
 )
 
@@ -129,3 +130,24 @@ class ConsentPublic(Response):
             revoked_by=consent.revoked_by,
             revocation_reason=consent.revocation_reason,
         )
+
+
+#: Why a consent is revoked (1 to 500 characters).
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class ConsentRevoke(Request):
+    reason: Reason
+
+
+class RemovedMemberPublic(Response):
+    """A staff member taken out of a conversation because the revoked consent covered them."""
+
+    conversation_id: int = Field(description="The conversation they left.")
+    user_id: int = Field(description="The staff member removed.")
+
+
+class RevocationPublic(Response):
+    consent: ConsentPublic
+    removed_members: list[RemovedMemberPublic] = Field(description="Staff taken out of conversations.")
+    removed_external_participants: list[int]
