@@ -3,7 +3,9 @@
 - no import circles among the modules of engine/, handlers/ and integrations/ (every import counts:
   at module level, inside a function, under ``TYPE_CHECKING``);
 - no module imports another module's private (``_name``) names;
-- engine/ imports no framework (it is the pure core: STYLE.md, "a pure core, thin edges");
+- engine/ imports no framework (it is the pure core: STYLE.md, "a pure core, thin edges"), and
+  neither engine/ nor integrations/ imports handlers/ (the edges depend on the core, not on each
+  other's driving side);
 - handlers/ never imports sqlalchemy or asyncpg nor the database's unit of work or sessions, and holds
   no SQL text: a handler, CLI command or middleware reaches the database through integrations/;
 - no source file is longer than 400 lines unless its module docstring says why
@@ -231,6 +233,8 @@ def framework_violations() -> Iterator[str]:
             yield f"framework: {imp.importer} imports {imp.target}"
         if _layer(imp.importer, "engine") and _top(imp.target) in ("handlers", "integrations"):
             yield f"layer: {imp.importer} imports {imp.target}"
+        if _layer(imp.importer, "integrations") and _top(imp.target) == "handlers":
+            yield f"layer: {imp.importer} imports {imp.target}"
 
 
 # --- (d) handlers reach the database only through integrations ----------------------------------------
@@ -297,7 +301,7 @@ def marker_violations() -> Iterator[str]:
 CHECKS = {
     "no import circles": cycle_violations,
     "no private imports": private_import_violations,
-    "engine imports no framework": framework_violations,
+    "engine imports no framework, layers point inward": framework_violations,
     "handlers touch no database directly": handler_database_violations,
     "long files say why": length_violations,
     "no issue markers": marker_violations,
