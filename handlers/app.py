@@ -1,7 +1,8 @@
 """The composition root: ``create_app(settings)`` builds every resource inside ``cleanup_ctx``.
 
 Nothing is built at import time. One cleanup context per resource, started in this order (and
-stopped in the reverse one); each stores what it built under its key in ``handlers/keys.py``:
+stopped in the reverse one); each stores what it built under its key in ``handlers/keys.py``
+(``messaging_key`` is in ``handlers/api_messaging.py``, next to the resources type it holds):
 
 1. ``_database``: the engine, the session factory and the send path's pool; the account directory.
 2. ``chat``: the Sendbird client, or the loopback emulator (``handlers/app_messaging.py``).
@@ -92,7 +93,8 @@ async def _stop(task: asyncio.Task[Any]) -> None:
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    """The database (integrations/db/resources.py) and the account directory tokens are checked against."""
+    """The database (integrations/db/resources.py), and the account directory that every bearer
+    token's account is re-checked against."""
     settings = app[settings_key]
     db = settings.database
     async with open_database(
