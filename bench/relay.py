@@ -288,7 +288,7 @@ async def _run(url: str, emulator_port: int, token: str, args: argparse.Namespac
         port=int(str(u.query.get("port", 5432))),
         database="postgres",
     )
-    # As handlers.app.create_engine builds it.
+    # As integrations.db.resources.create_engine builds it.
     engine = create_async_engine(
         url,
         pool_size=10,

@@ -17,13 +17,13 @@ class Fact(StrEnum):
     EXTERNAL_CONSENT = "external_consent"
     BREAK_GLASS = "break_glass"
     #: An SMS recipient's organization is in a compliance group that policies/sms.toml names for
-    #: full-text SMS (issue 3).
+    #: full-text SMS.
     SMS_FULL_TEXT_GROUP = "sms_full_text_group"
     #: The patient is one the person's organization may ever treat: its own, or disclosed to it by an
     #: active consent for treatment (what emergency access needs).
     TREATABLE = "treatable"
     #: The record (a compliance group) belongs to another organization, which shared it with the
-    #: person's organization by name (issue 9, item 11).
+    #: person's organization by name.
     SHARED = "shared"
 
 

@@ -1,6 +1,6 @@
 """The policy engine: role rules from ``policies/`` evaluated by pycasbin, relationship facts from outside.
 
-One piece past 400 lines: loading, checking and evaluating the rules share one parsed model, and
+Longer than 400 lines because loading, checking and evaluating the rules share one parsed model, and
 the decision stays next to the rules it reads.
 
 Facts are gathered asynchronously by the workflows (from PostgreSQL); the decision itself is pure CPU

@@ -1,6 +1,6 @@
 """What every workflow needs, and the guard that decides and records each step.
 
-One piece past 400 lines: Services, Decider and Guard are the one decision path every workflow
+Longer than 400 lines because Services, Decider and Guard are the one decision path every workflow
 takes, and each part is read with the others.
 
 A workflow is: authenticate (done by the caller, who passes an :class:`~engine.model.Actor`) →

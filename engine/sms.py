@@ -88,7 +88,7 @@ def sms_text(content: str, message_text: str, rules: SmsRules) -> str:
     return message_text if content == FULL_TEXT else rules.notification_text
 
 
-# --- which conversation a reply means (issue 9, item 10) -------------------------------------------
+# --- which conversation a reply means --------------------------------------------------------------
 #
 # One number may be an external participant in several conversations, of one organization or of
 # several. Each admission gets a reply code (1, 2, 3 ... per number, never reused); while the number

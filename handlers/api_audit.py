@@ -13,7 +13,8 @@ from pydantic.alias_generators import to_camel
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
 from engine.model import Actor
 from engine.workflows import audit
-from handlers.routing import Endpoint, path_id, query, respond, services
+from handlers.requests import path_id, query, respond, services
+from handlers.routing import Endpoint
 from handlers.schemas import Email, Id, PageOf, Request, Response
 
 #: The keys an audit event's ``details`` may carry (stored snake_case, answered camelCase).

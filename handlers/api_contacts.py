@@ -1,4 +1,4 @@
-"""Organizations' contact directories of external phone numbers (issue 9): admins list the numbers
+"""Organizations' contact directories of external phone numbers: admins list the numbers
 their organization vouches for; a consent naming the organization lets exactly those in."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from aiohttp import web
 
 from engine.model import Actor, OrganizationContact
 from engine.workflows import contacts
-from handlers.routing import Endpoint, parse, path_id, respond, services
+from handlers.requests import parse, path_id, respond, services
+from handlers.routing import Endpoint
 from handlers.schemas import Name, PageOf, PhoneNumber, Request, Response
 
 

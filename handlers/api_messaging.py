@@ -1,5 +1,6 @@
-"""REST endpoints for the messaging capability (see README): message status, signed webhooks, and the
-``Idempotency-Key`` handling the two creating endpoints of ``handlers.api`` use."""
+"""REST endpoints for the messaging capability (see README): the signed webhooks of Sendbird and
+Twilio, and the ``Idempotency-Key`` handling the creating endpoints of
+``handlers/api_conversations.py`` use."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.errors import FieldError, InvalidInput, MalformedRequest, NotFound, Unauthenticated
 from engine.model import Actor
-from engine.workflows import messaging
-from handlers.routing import Contract, Endpoint, Header, Status, path_id, respond, services
-from handlers.schemas import MessagePublic, WebhookAccepted
+from handlers.requests import respond
+from handlers.routing import Contract, Endpoint, Header, Status
+from handlers.schemas.conversations import WebhookAccepted
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
 from integrations.relay import OutboxKind
 from integrations.sendbird import SIGNATURE_HEADER, verify_webhook_signature
@@ -32,10 +32,10 @@ from integrations.webhooks import (
     SMS,
     BadWebhook,
     StoredEvent,
+    WebhookInbox,
     WebhookProcessor,
     inbound_sms_event,
     sendbird_event_key,
-    store_event,
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -71,7 +71,7 @@ IDEMPOTENCY = Contract(
 class MessagingResources:
     """What the messaging endpoints need, built by the composition root (``handlers.app``)."""
 
-    sessions: async_sessionmaker[AsyncSession]
+    inbox: WebhookInbox
     idempotency: IdempotencyStore
     webhook_token: str = field(repr=False)
     outbox_kinds: list[OutboxKind] = field(default_factory=list)
@@ -131,14 +131,6 @@ async def idempotent(
     return web.json_response(body, status=status)
 
 
-# --- message status ---------------------------------------------------------------------------------
-
-
-async def get_message(request: web.Request, actor: Actor) -> web.Response:
-    message = await messaging.get_message(services(request), actor, path_id(request, "id"))
-    return respond(MessagePublic.of(message))
-
-
 # --- webhooks (public: authenticated by signature, not by bearer token) -----------------------------
 
 
@@ -154,7 +146,7 @@ async def _receive(request: web.Request, source: str, parse: Callable[[bytes], S
             [FieldError(str(exc), "Missing or not readable.", "webhook_invalid")],
             detail="Not a readable event.",
         ) from None
-    new = await store_event(resources.sessions, source, event, raw)
+    new = await resources.inbox.store(source, event, raw)
     if new and resources.processor is not None:
         resources.processor.wake()
     return respond(WebhookAccepted(status="accepted" if new else "duplicate"))
@@ -193,7 +185,7 @@ async def twilio_webhook(request: web.Request) -> web.StreamResponse:
         keyword=inbound.keyword.value if inbound.keyword else None,
         provider_answers_keywords=True,  # Twilio answers STOP/START/HELP and blocks opted-out numbers
     )
-    if await store_event(resources.sessions, SMS, event, body) and resources.processor is not None:
+    if await resources.inbox.store(SMS, event, body) and resources.processor is not None:
         resources.processor.wake()
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
@@ -274,17 +266,6 @@ _WEBHOOK_DESCRIPTION = (
 )
 
 ENDPOINTS: list[Endpoint] = [
-    Endpoint(
-        "GET",
-        "/api/messages/{id}",
-        get_message,
-        "getMessage",
-        "A message and its delivery state per recipient",
-        "conversations",
-        response=MessagePublic,
-        errors=(401, 403, 404, 422),
-        description="Decided as conversation.read on the message's conversation.",
-    ),
     Endpoint(
         "POST",
         "/api/webhooks/sendbird",

@@ -1,5 +1,5 @@
-"""REST endpoints for the policy capability: the policy in force and live reload, consent
-revocation, and break-the-glass (see README). Each handler parses, calls one engine workflow, and
+"""REST endpoints for the policy capability: the policy in force and live reload, and
+break-the-glass (see README). Each handler parses, calls one engine workflow, and
 maps the result to a public schema."""
 
 from __future__ import annotations
@@ -10,20 +10,15 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import Field, StringConstraints
 
-from engine.consent_index import ConsentIndex
 from engine.errors import FieldError, InvalidInput
 from engine.model import Actor
-from engine.ports import BreakGlassSession, PolicyReloader
-from engine.workflows import break_glass, consents, policy_admin
-from handlers.routing import Endpoint, parse, path_id, query, respond, services
-from handlers.schemas import ConsentPublic, ListQuery, PageOf, Request, Response
-from integrations.consent_sync import ConsentSync
+from engine.ports import BreakGlassSession
+from engine.workflows import break_glass, policy_admin
+from handlers.keys import policy_reloader_key
+from handlers.requests import parse, path_id, query, respond, services
+from handlers.routing import Endpoint
+from handlers.schemas import ListQuery, PageOf, Request, Response
 
-consent_index_key: web.AppKey[ConsentIndex] = web.AppKey("consent_index_key", ConsentIndex)
-consent_sync_key: web.AppKey[ConsentSync] = web.AppKey("consent_sync_key", ConsentSync)
-policy_reloader_key: web.AppKey[PolicyReloader] = web.AppKey("policy_reloader_key")
-
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 GlassReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=1000)]
 
 
@@ -41,23 +36,6 @@ class PolicyReloadPublic(Response):
     outcome: Literal["swapped", "unchanged"]
     version: str
     previous_version: str
-
-
-class ConsentRevoke(Request):
-    reason: Reason
-
-
-class RemovedMemberPublic(Response):
-    """A staff member taken out of a conversation because the revoked consent covered them."""
-
-    conversation_id: int = Field(description="The conversation they left.")
-    user_id: int = Field(description="The staff member removed.")
-
-
-class RevocationPublic(Response):
-    consent: ConsentPublic
-    removed_members: list[RemovedMemberPublic] = Field(description="Staff taken out of conversations.")
-    removed_external_participants: list[int]
 
 
 class BreakGlassCreate(Request):
@@ -120,22 +98,6 @@ async def reload_policy(request: web.Request, actor: Actor) -> web.Response:
     )
 
 
-async def revoke_consent(request: web.Request, actor: Actor) -> web.Response:
-    body = await parse(request, ConsentRevoke)
-    svc = services(request)
-    cmd = consents.RevokeConsent(path_id(request, "consentId"), body.reason)
-    revocation = await consents.revoke_consent(svc, actor, cmd)
-    return respond(
-        RevocationPublic(
-            consent=ConsentPublic.of(revocation.consent, svc.clock()),
-            removed_members=[
-                RemovedMemberPublic(conversation_id=c, user_id=u) for c, u in revocation.removed_members
-            ],
-            removed_external_participants=list(revocation.removed_external_participants),
-        )
-    )
-
-
 async def open_break_glass(request: web.Request, actor: Actor) -> web.Response:
     body = await parse(request, BreakGlassCreate)
     svc = services(request)
@@ -176,17 +138,6 @@ ENDPOINTS: list[Endpoint] = [
         "policy",
         response=PolicyReloadPublic,
         errors=(401, 403, 422),
-    ),
-    Endpoint(
-        "POST",
-        "/api/consents/{consentId}/revoke",
-        revoke_consent,
-        "revokeConsent",
-        "Revoke a consent: access it granted ends at once; covered members leave the conversations",
-        "consents",
-        ConsentRevoke,
-        RevocationPublic,
-        errors=(400, 401, 403, 404, 409, 422),
     ),
     Endpoint(
         "POST",

@@ -8,75 +8,17 @@ import getpass
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Sequence
 
 import structlog
 from aiohttp import web
 
 from engine.model import Role
+from handlers.cli_setup import database, load, migrate, settings_for
 from handlers.logs import configure_logging
-from handlers.settings import Settings, SettingsError, load_settings
+from handlers.settings import Settings
 
 log = structlog.get_logger("caremsg.serve")
-
-
-@contextmanager
-def database(settings: Settings, data_dir: str | None = None) -> Iterator[Settings]:
-    """Yield settings with a usable database URL: the configured one, or an embedded server's.
-
-    On the embedded server the same role split holds as anywhere: the service logs in as the
-    application role, and migrations log in as the server's superuser (``owner_url``), which creates
-    both roles (integrations/db/roles.py).
-    """
-    if settings.database.url:
-        yield settings
-        return
-    from integrations.db.embedded import start_embedded_postgres
-
-    server = start_embedded_postgres(Path(data_dir or settings.database.data_dir))
-    try:
-        db = settings.database
-        urls = {"url": server.url_as(db.app_role), "owner_url": server.url}
-        yield settings.model_copy(update={"database": db.model_copy(update=urls)})
-    finally:
-        server.stop()
-
-
-def migrate(settings: Settings, revision: str = "heads") -> None:
-    """``caremsg migrate``: create or check the roles, migrate as the owner, grant the application."""
-    from sqlalchemy.engine import make_url
-
-    from integrations.db.migrate import upgrade
-    from integrations.db.roles import DatabaseRoles, RoleSetupError
-
-    db = settings.database
-    service_login = make_url(db.url)
-    password = service_login.password
-    roles = DatabaseRoles(db.owner_role, db.app_role, str(password) if password else None)
-    try:
-        upgrade(db.owner_url or db.url, revision, roles=roles)
-    except RoleSetupError as exc:
-        sys.exit(f"caremsg: database roles: {exc}")
-    if service_login.username != db.app_role:
-        # Works, but whatever that login may do to the audit trail, the service may do too.
-        log.warning(
-            "database.service_not_application_role", login=service_login.username, app_role=db.app_role
-        )
-
-
-def _load(args: argparse.Namespace) -> Settings:
-    try:
-        return load_settings(Path(args.config) if args.config else None)
-    except SettingsError as exc:
-        sys.exit(f"caremsg: configuration error: {exc}")
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = _load(args)
-    configure_logging(fmt=settings.service.log_format, level=settings.service.log_level)
-    return settings
 
 
 def _served_port(host: str, port: int) -> int:
@@ -107,7 +49,7 @@ def _refuse_a_broken_policy(settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from handlers.app import create_app
 
-    settings = _load(args)
+    settings = load(args)
     _refuse_a_broken_policy(settings)
     service = settings.service
     workers = args.workers if args.workers is not None else service.workers
@@ -133,7 +75,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from integrations.db.migrate import downgrade
     from integrations.db.roles import DatabaseRoles
 
-    settings = _settings(args)
+    settings = settings_for(args)
     with database(settings, args.data_dir) as resolved:
         db = resolved.database
         if args.downgrade:
@@ -146,7 +88,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_create_user(args: argparse.Namespace) -> int:
     from engine.errors import CaremsgError
 
-    settings = _settings(args)
+    settings = settings_for(args)
     password = os.environ.get("CAREMSG_NEW_USER_PASSWORD") or getpass.getpass(
         "Password for the new account: "
     )
@@ -180,37 +122,24 @@ def _password_problem(settings: Settings, password: str, user_inputs: tuple[str,
 
 
 async def _create_user(settings: Settings, args: argparse.Namespace, password: str) -> int:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import async_sessionmaker
-
     from engine.workflows.identity import CreateUser, bootstrap_user
-    from handlers.app import create_engine
-    from integrations.db.uow import SqlUnitOfWork
+    from integrations.db.resources import open_database, organization_id
     from integrations.security import Argon2Passwords
 
-    engine = create_engine(settings)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    try:
+    db = settings.database
+    async with open_database(
+        db.url, pool_size=1, max_overflow=0, statement_timeout_ms=db.statement_timeout_ms
+    ) as database:
         organization = args.organization
         if not organization.isdigit():
-            async with sessions() as session, session.begin():
-                if args.create_organization:
-                    await session.execute(
-                        text("INSERT INTO organizations (name) VALUES (:n) ON CONFLICT (name) DO NOTHING"),
-                        {"n": organization},
-                    )
-                row = (
-                    await session.execute(
-                        text("SELECT id FROM organizations WHERE name = :n"), {"n": organization}
-                    )
-                ).one_or_none()
-            if row is None:
+            found = await organization_id(database.sessions, organization, create=args.create_organization)
+            if found is None:
                 raise SystemExit(
                     f"caremsg: no organization named {organization!r} (add --create-organization)"
                 )
-            organization = str(row.id)
+            organization = str(found)
         user = await bootstrap_user(
-            lambda: SqlUnitOfWork(sessions),
+            database.unit_of_work,
             Argon2Passwords(
                 time_cost=settings.auth.argon2_time_cost, memory_kib=settings.auth.argon2_memory_kib
             ),
@@ -219,8 +148,6 @@ async def _create_user(settings: Settings, args: argparse.Namespace, password: s
             ),
         )
         return user.id
-    finally:
-        await engine.dispose()
 
 
 def _at_least_one(value: str) -> int:

@@ -18,28 +18,30 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from handlers.settings import Settings
+
+if TYPE_CHECKING:
+    from integrations.audit_archive import AuditArchive
 
 T = TypeVar("T")
 
 
-def _run(args: argparse.Namespace, work: Callable[[Settings, AsyncEngine], Awaitable[T]]) -> T:
-    """Run ``work`` against the configured database (or the embedded one) and dispose of the engine."""
-    from handlers.app import create_engine
-    from handlers.cli import _settings, database
+def _run(args: argparse.Namespace, work: Callable[[Settings, AuditArchive], Awaitable[T]]) -> T:
+    """Run ``work`` on the audit trail of the configured database (or the embedded one)."""
+    from handlers.cli_setup import database, settings_for
+    from integrations.audit_archive import open_archive
 
-    settings = _settings(args)
+    settings = settings_for(args)
 
     async def main(resolved: Settings) -> T:
-        engine = create_engine(resolved)
-        try:
-            return await work(resolved, engine)
-        finally:
-            await engine.dispose()
+        async with open_archive(
+            resolved.database.url,
+            statement_timeout_ms=resolved.database.statement_timeout_ms,
+            seal_batch_size=resolved.audit.seal_batch_size,
+        ) as archive:
+            return await work(resolved, archive)
 
     with database(settings, getattr(args, "data_dir", None)) as resolved:
         return asyncio.run(main(resolved))
@@ -49,11 +51,8 @@ def _run(args: argparse.Namespace, work: Callable[[Settings, AsyncEngine], Await
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from integrations.db.audit import verify_chain
-
-    async def work(_: Settings, engine: AsyncEngine) -> int:
-        async with engine.connect() as conn:
-            report = await verify_chain(conn)
+    async def work(_: Settings, archive: AuditArchive) -> int:
+        report = await archive.verify()
         head = report.head
         tail = f"; {report.unsealed} record(s) not yet sealed" if report.unsealed else ""
         if report.problem is not None:
@@ -70,10 +69,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
-    from integrations.audit_sealer import AuditSealer
-
-    async def work(settings: Settings, engine: AsyncEngine) -> int:
-        sealed = await AuditSealer(engine, batch_size=settings.audit.seal_batch_size).seal_pending()
+    async def work(_: Settings, archive: AuditArchive) -> int:
+        sealed = await archive.seal_pending()
         print(f"sealed {sealed} record(s)")
         return 0
 
@@ -84,37 +81,20 @@ def cmd_seal(args: argparse.Namespace) -> int:
 
 
 def cmd_anchor(args: argparse.Namespace) -> int:
-    from sqlalchemy import insert
-
     from integrations.audit_anchor import AnchorError, private_key, sign_anchor
-    from integrations.audit_sealer import AuditSealer
-    from integrations.db.audit import chain_head
-    from integrations.db.columns import table_of
-    from integrations.db.tables import AuditAnchorRow
 
-    async def work(settings: Settings, engine: AsyncEngine) -> int:
+    async def work(settings: Settings, archive: AuditArchive) -> int:
         try:
             key = private_key(settings.audit.signing_key)
         except AnchorError as exc:
             print(f"caremsg: {exc}", file=sys.stderr)
             return 2
         # Seal first, so the checkpoint covers every event committed before it was asked for.
-        await AuditSealer(engine, batch_size=settings.audit.seal_batch_size).seal_pending()
-        async with engine.connect() as conn:
-            head = await chain_head(conn)
+        await archive.seal_pending()
+        head = await archive.head()
         document = sign_anchor(head, key, datetime.now(UTC))
         if args.store:
-            async with engine.begin() as conn:
-                await conn.execute(
-                    insert(table_of(AuditAnchorRow)).values(
-                        seq=head.seq,
-                        event_id=head.event_id,
-                        hash=head.hash,
-                        key_id=document["keyId"],
-                        signature=document["signature"],
-                        signed_at=datetime.fromisoformat(document["signedAt"]),
-                    )
-                )
+            await archive.store_anchor(head, document)
         print(json.dumps(document, indent=2))
         return 0
 
@@ -122,10 +102,10 @@ def cmd_anchor(args: argparse.Namespace) -> int:
 
 
 def cmd_public_key(args: argparse.Namespace) -> int:
-    from handlers.cli import _settings
+    from handlers.cli_setup import settings_for
     from integrations.audit_anchor import AnchorError, key_id, private_key, public_key_text
 
-    settings = _settings(args)
+    settings = settings_for(args)
     try:
         pub = private_key(settings.audit.signing_key).public_key()
     except AnchorError as exc:
@@ -140,10 +120,10 @@ def cmd_public_key(args: argparse.Namespace) -> int:
 def cmd_verify_anchor(args: argparse.Namespace) -> int:
     """Check an anchor's signature offline; with --against-database, also that the chain still has
     that hash at that seq (a rewritten or truncated trail does not)."""
-    from handlers.cli import _settings
+    from handlers.cli_setup import settings_for
     from integrations.audit_anchor import AnchorError, private_key, public_key, verify_anchor
 
-    settings = _settings(args)
+    settings = settings_for(args)
     try:
         document = json.loads(Path(args.file).read_text(encoding="utf-8"))
         key = (
@@ -161,21 +141,13 @@ def cmd_verify_anchor(args: argparse.Namespace) -> int:
     )
     if not args.against_database:
         return 0
-    from sqlalchemy import select
 
-    from integrations.db.audit import chain_t
-
-    async def work(_: Settings, engine: AsyncEngine) -> int:
-        async with engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(chain_t.c.hash, chain_t.c.event_id).where(chain_t.c.seq == checkpoint.seq)
-                )
-            ).one_or_none()
-        if row is None:
+    async def work(_: Settings, archive: AuditArchive) -> int:
+        sealed = await archive.sealed_at(checkpoint.seq)
+        if sealed is None:
             print(f"chain DIFFERS: seq {checkpoint.seq} is no longer in the chain (the trail was truncated)")
             return 1
-        if (row.hash, row.event_id) != (checkpoint.hash, checkpoint.event_id):
+        if sealed != (checkpoint.hash, checkpoint.event_id):
             print(f"chain DIFFERS: seq {checkpoint.seq} now has another hash (the trail was rewritten)")
             return 1
         print(f"chain matches the anchor at seq {checkpoint.seq}")
@@ -209,20 +181,14 @@ async def _output(path: str | None) -> AsyncIterator[TextIO]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from integrations.audit_export import Progress, write_export
-    from integrations.db.audit import count_records, stream_records
 
     if args.since and args.until and args.since >= args.until:
         print("caremsg: --since must be earlier than --until", file=sys.stderr)
         return 2
 
-    async def work(_: Settings, engine: AsyncEngine) -> int:
-        async with engine.connect() as conn:
-            total = await count_records(conn, args.since, args.until)
-            progress = Progress(total)
-            async with _output(args.output) as out:
-                count = await write_export(
-                    stream_records(conn, args.since, args.until), out, args.format, progress
-                )
+    async def work(_: Settings, archive: AuditArchive) -> int:
+        async with archive.records(args.since, args.until) as (total, records), _output(args.output) as out:
+            count = await write_export(records, out, args.format, Progress(total))
         print(f"exported {count} record(s) as {args.format}", file=sys.stderr)
         return 0
 

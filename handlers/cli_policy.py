@@ -130,7 +130,7 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     if (args.patient is None) == (args.conversation is None):
         print("caremsg: with --user, give exactly one of --patient or --conversation", file=sys.stderr)
         return 2
-    from handlers.cli import database
+    from handlers.cli_setup import database
     from integrations.policy_explain import explain
 
     settings = load_settings()
@@ -187,7 +187,7 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
     print(f"{changed_cases} of {len(cases)} test cases change outcome")
     if args.no_audit:
         return 0
-    from handlers.cli import database
+    from handlers.cli_setup import database
     from integrations.policy_explain import recent_decisions
 
     with database(load_settings()) as resolved:

@@ -1,4 +1,8 @@
-"""Typed keys for what the app and each request carry (aiohttp warns about string keys)."""
+"""Typed keys for what the app and each request carry (aiohttp warns about string keys).
+
+One module for every key, so what an app holds is read in one place: the composition root
+(``handlers/app.py`` and ``handlers/app_messaging.py``) sets each app key once, as its resource starts.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,42 @@ from engine.policy import PolicyHolder
 from engine.services import Services
 
 if TYPE_CHECKING:
-    from handlers.metrics import Operations
+    from engine.consent_index import ConsentIndex
+    from engine.ports import ChatGateway, PolicyReloader
+    from engine.sms import SmsRules
     from handlers.rejections import RejectionSummaries
     from handlers.routing import Endpoint
     from handlers.settings import Settings
+    from handlers.telemetry import Operations
+    from integrations.audit_sealer import AuditSealer
+    from integrations.consent_sync import ConsentSync
+    from integrations.db.identity import CachedAccountDirectory
+    from integrations.db.resources import Database, Sessions
+    from integrations.relay import Relays
+    from integrations.sendbird_emulator import RunningEmulator
+    from integrations.twilio_emulator import RunningTwilioEmulator
 
+# --- the app's resources, in the order the composition root starts them ----------------------------
 settings_key: web.AppKey[Settings] = web.AppKey("settings_key")
-services_key: web.AppKey[Services] = web.AppKey("services_key")
-policy_key: web.AppKey[PolicyHolder] = web.AppKey("policy_key")
 endpoints_key: web.AppKey[list[Endpoint]] = web.AppKey("endpoints_key")
 operations_key: web.AppKey[Operations] = web.AppKey("operations_key")
+database_key: web.AppKey[Database] = web.AppKey("database_key")
+sessions_key: web.AppKey[Sessions] = web.AppKey("sessions_key")
+accounts_key: web.AppKey[CachedAccountDirectory] = web.AppKey("accounts_key")
+emulator_key: web.AppKey[RunningEmulator] = web.AppKey("emulator_key")
+chat_key: web.AppKey[ChatGateway] = web.AppKey("chat_key")
+consent_index_key: web.AppKey[ConsentIndex] = web.AppKey("consent_index_key")
+consent_sync_key: web.AppKey[ConsentSync] = web.AppKey("consent_sync_key")
+policy_key: web.AppKey[PolicyHolder] = web.AppKey("policy_key")
+policy_reloader_key: web.AppKey[PolicyReloader] = web.AppKey("policy_reloader_key")
+sms_rules_key: web.AppKey[SmsRules] = web.AppKey("sms_rules_key")
+twilio_emulator_key: web.AppKey[RunningTwilioEmulator] = web.AppKey("twilio_emulator_key")
+relay_key: web.AppKey[Relays] = web.AppKey("relay_key")
+services_key: web.AppKey[Services] = web.AppKey("services_key")
+audit_sealer_key: web.AppKey[AuditSealer] = web.AppKey("audit_sealer_key")
 rejections_key: web.AppKey[RejectionSummaries] = web.AppKey("rejections_key")
 
+# --- what each request carries ---------------------------------------------------------------------
 request_id_key: web.RequestKey[str] = web.RequestKey("request_id_key", str)
 actor_key: web.RequestKey[Actor] = web.RequestKey("actor_key", Actor)
 # The RateLimit-Policy / RateLimit fields for the request's response (handlers/ratelimit.py).

@@ -1,239 +1,25 @@
 """Operations endpoints: ``GET /metrics`` (Prometheus text format), ``GET /health`` (alive) and
 ``GET /ready`` (able to serve: database, schema, policy, audit sealer).
 
-Every app has its own :class:`Metrics` with its own ``CollectorRegistry`` (no module-level
-collectors: two apps in one process, as in tests, never share counts). Counters and histograms are
-filled as things happen (the request middleware, the policy decider, the rate limiter); the
-gauges of what is stored (outbox, deliveries, sealer lag, consent log) are read from PostgreSQL at
-scrape time. Labels are bounded sets: the canonical route (``/api/patients/{id}``, never the raw
-path), the status code, the workflow and the reason code the policy declares. Nothing here names a
-person.
+What they report (the metrics, the readiness checks, the resources they read) is in
+``handlers/telemetry.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.registry import Collector
 from pydantic import Field
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.consent_index import ConsentIndex
-from engine.decisions import Decision
 from engine.errors import Unauthenticated
-from engine.policy import PolicyHolder
 from handlers.keys import operations_key
+from handlers.requests import route
 from handlers.routing import Endpoint
 from handlers.schemas import Response
-from integrations.db import operations
-
-#: How long one scrape or readiness check may wait for the database.
-PROBE_TIMEOUT_SECONDS = 2.0
-
-
-class _Callbacks(Collector):
-    """Counters that live elsewhere (the outbox relay's retries), read when scraped."""
-
-    def __init__(self) -> None:
-        self.counters: list[tuple[str, str, Callable[[], float]]] = []
-
-    def collect(self) -> Iterable[Metric]:
-        for name, documentation, read in self.counters:
-            yield CounterMetricFamily(name, documentation, value=read())
-
-
-@dataclass
-class Metrics:
-    """The app's metrics. ``rate_limit_refused`` and ``observe_decision`` are the two hooks other
-    parts of caremsg call; everything else is filled here."""
-
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        r = self.registry
-        self.requests = Histogram(
-            "caremsg_http_request_duration_seconds",
-            "Time to answer an HTTP request, by canonical route, method and status.",
-            ["route", "method", "status"],
-            registry=r,
-        )
-        self.decisions = Counter(
-            "caremsg_policy_decisions",
-            "Policy decisions by workflow, outcome (allow, deny) and reason code.",
-            ["workflow", "outcome", "reason"],
-            registry=r,
-        )
-        self.rate_limited = Counter(
-            "caremsg_rate_limit_refusals",
-            "Requests refused by a rate limit (429), by the limit that refused them.",
-            ["limit"],
-            registry=r,
-        )
-        self.outbox_pending = Gauge(
-            "caremsg_outbox_pending", "Outbox entries waiting to be delivered.", registry=r
-        )
-        self.outbox_oldest = Gauge(
-            "caremsg_outbox_oldest_age_seconds",
-            "Age of the oldest pending outbox entry (0: none).",
-            registry=r,
-        )
-        self.deliveries = Gauge(
-            "caremsg_deliveries", "Per-recipient message deliveries by state.", ["state"], registry=r
-        )
-        self.sealer_lag_events = Gauge(
-            "caremsg_audit_sealer_lag_events",
-            "Committed audit events not yet sealed in the chain.",
-            registry=r,
-        )
-        self.sealer_lag_seconds = Gauge(
-            "caremsg_audit_sealer_lag_seconds",
-            "Age of the oldest audit event not yet sealed (0: none).",
-            registry=r,
-        )
-        self.consent_index_entries = Gauge(
-            "caremsg_consent_index_consents", "Consents held by this instance's consent index.", registry=r
-        )
-        self.consent_index_behind = Gauge(
-            "caremsg_consent_index_changes_behind",
-            "Consent changes in the database this instance's index has not applied yet.",
-            registry=r,
-        )
-        self.consent_last_change_age = Gauge(
-            "caremsg_consent_last_change_age_seconds",
-            "Time since the newest consent change was recorded (0: none yet).",
-            registry=r,
-        )
-        self.scrape_failures = Counter(
-            "caremsg_metrics_database_probe_failures",
-            "Scrapes whose database gauges could not be read (the gauges keep their last values).",
-            registry=r,
-        )
-        self._callbacks = _Callbacks()
-        r.register(self._callbacks)
-
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).observe(seconds)
-
-    def observe_decision(self, decision: Decision) -> None:
-        """Count one policy decision (the engine's decider calls this for every decision)."""
-        outcome = "allow" if decision.allowed else "deny"
-        self.decisions.labels(decision.workflow, outcome, decision.reason or "").inc()
-
-    def rate_limit_refused(self, limit: str) -> None:
-        """Count one request a rate limit refused; ``limit`` names the limit (a small fixed set)."""
-        self.rate_limited.labels(limit).inc()
-
-    def count_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
-        """Expose a counter kept by another component (read at scrape time)."""
-        self._callbacks.counters.append((name, documentation, read))
-
-    async def refresh(self, engine: AsyncEngine, consents: ConsentIndex | None) -> None:
-        """Read the stored-state gauges from PostgreSQL (bounded by PROBE_TIMEOUT_SECONDS)."""
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), engine.connect() as conn:
-                outbox = await operations.outbox_backlog(conn)
-                deliveries = await operations.deliveries_by_state(conn)
-                lag = await operations.sealer_lag(conn)
-                consent_log = await operations.consent_log_head(conn)
-        except Exception:
-            self.scrape_failures.inc()
-            return
-        self.outbox_pending.set(outbox.count)
-        self.outbox_oldest.set(outbox.oldest_seconds)
-        for state in ("queued", "sent", "delivered", "failed", *deliveries):
-            self.deliveries.labels(state).set(deliveries.get(state, 0))
-        self.sealer_lag_events.set(lag.count)
-        self.sealer_lag_seconds.set(lag.oldest_seconds)
-        self.consent_last_change_age.set(consent_log.age_seconds)
-        if consents is not None:
-            self.consent_index_entries.set(len(consents))
-            self.consent_index_behind.set(max(0, consent_log.seq - consents.seq))
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-# --- readiness ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Check:
-    ok: bool
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def public(self) -> dict[str, Any]:
-        return {"ok": self.ok, **self.detail}
-
-
-async def readiness(
-    engine: AsyncEngine,
-    policy: PolicyHolder | None,
-    *,
-    expected_revisions: frozenset[str],
-    sealer_enabled: bool,
-    max_sealer_lag_seconds: float,
-) -> dict[str, Check]:
-    """Each check's result; the instance is ready when every one is ``ok``."""
-    checks: dict[str, Check] = {}
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), engine.connect() as conn:
-            revisions = await operations.schema_revisions(conn)
-            lag = await operations.sealer_lag(conn) if sealer_enabled else None
-    except Exception as exc:
-        checks["database"] = Check(False, {"error": type(exc).__name__})
-        checks["migrations"] = Check(False, {"error": "database_unreachable"})
-        checks["sealer"] = Check(not sealer_enabled, {"error": "database_unreachable"})
-    else:
-        checks["database"] = Check(True, {"seconds": round(time.perf_counter() - started, 4)})
-        checks["migrations"] = Check(
-            revisions == expected_revisions, {"at": sorted(revisions), "head": sorted(expected_revisions)}
-        )
-        if lag is None:
-            checks["sealer"] = Check(True, {"enabled": False})
-        else:
-            checks["sealer"] = Check(
-                lag.oldest_seconds <= max_sealer_lag_seconds,
-                {
-                    "lagEvents": lag.count,
-                    "lagSeconds": round(lag.oldest_seconds, 3),
-                    "maxLagSeconds": max_sealer_lag_seconds,
-                },
-            )
-    checks["policy"] = (
-        Check(True, {"version": policy.current.version})
-        if policy is not None
-        else Check(False, {"error": "not_loaded"})
-    )
-    return checks
-
-
-# --- the endpoints ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Operations:
-    """What the operations endpoints read; the composition root fills in the resources as they start."""
-
-    metrics: Metrics
-    metrics_token: str = field(default="", repr=False)
-    #: Without a token: served in development and test, not in production.
-    metrics_open: bool = True
-    sealer_enabled: bool = True
-    max_sealer_lag_seconds: float = 300.0
-    expected_revisions: frozenset[str] = frozenset()
-    engine: AsyncEngine | None = None
-    policy: PolicyHolder | None = None
-    consents: ConsentIndex | None = None
+from handlers.telemetry import Operations, readiness
 
 
 def _operations(request: web.Request) -> Operations:
@@ -251,10 +37,10 @@ async def ready(request: web.Request) -> web.Response:
     """Ready to serve: database reachable, schema at the migrations' head, policy loaded, audit
     sealer within its lag bound. 503 with every check's result when one fails."""
     ops = _operations(request)
-    if ops.engine is None:
+    if ops.probe is None:
         return web.json_response({"status": "starting", "checks": {}}, status=503)
     checks = await readiness(
-        ops.engine,
+        ops.probe,
         ops.policy,
         expected_revisions=ops.expected_revisions,
         sealer_enabled=ops.sealer_enabled,
@@ -276,8 +62,8 @@ async def metrics(request: web.Request) -> web.Response:
             raise Unauthenticated("Send the metrics token: Authorization: Bearer <token>.")
     elif not ops.metrics_open:
         raise web.HTTPNotFound()
-    if ops.engine is not None:
-        await ops.metrics.refresh(ops.engine, ops.consents)
+    if ops.probe is not None:
+        await ops.metrics.refresh(ops.probe, ops.consents)
     response = web.Response(body=ops.metrics.render())
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     response.charset = "utf-8"
@@ -341,7 +127,7 @@ ENDPOINTS: list[Endpoint] = [
 def add_routes(app: web.Application) -> None:
     """The operations routes alone, for an app built without the route table (tests)."""
     for ep in ENDPOINTS:
-        app.router.add_route(ep.method, ep.path, ep.aiohttp_handler(), name=ep.operation_id)
+        app.router.add_route(ep.method, ep.path, route(ep), name=ep.operation_id)
 
 
 #: Answer without a bearer token (``/metrics`` checks its own).

@@ -25,7 +25,6 @@ from engine.ports import AccountDirectory, TokenService
 from handlers.keys import actor_key, operations_key, rejections_key, request_id_key
 from handlers.problems import problem_for, problem_response, simple_problem
 from handlers.routing import Contract, Endpoint, Header, Status, declares
-from integrations.db.base import is_unavailable
 
 log = structlog.get_logger("caremsg.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -81,11 +80,25 @@ BODY_LIMIT = Contract(
 )
 
 
-@web.middleware
-@declares(REQUEST_CONTEXT, CHALLENGE, BODY_LIMIT)
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+def request_context(unavailable: Callable[[BaseException], bool]) -> Middleware:
     """Give every request an id (the client's X-Request-ID if well-formed), bind it to the logs, and
-    turn every error into problem+json."""
+    turn every error into problem+json.
+
+    ``unavailable`` says which unexpected errors mean a dependency cannot be reached right now (the
+    database adapter's ``is_unavailable``): those answer 503 with Retry-After, not 500.
+    """
+
+    @web.middleware
+    @declares(REQUEST_CONTEXT, CHALLENGE, BODY_LIMIT)
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _in_context(request, handler, unavailable)
+
+    return middleware
+
+
+async def _in_context(
+    request: web.Request, handler: Handler, unavailable: Callable[[BaseException], bool]
+) -> web.StreamResponse:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     rid = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     request[request_id_key] = rid
@@ -93,7 +106,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     structlog.contextvars.bind_contextvars(request_id=rid)
     started = time.perf_counter()
     try:
-        response = await _with_problems(request, handler, rid)
+        response = await _with_problems(request, handler, rid, unavailable)
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
     response.headers[REQUEST_ID_HEADER] = rid
@@ -113,7 +126,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-async def _with_problems(request: web.Request, handler: Handler, rid: str) -> web.StreamResponse:
+async def _with_problems(
+    request: web.Request, handler: Handler, rid: str, unavailable: Callable[[BaseException], bool]
+) -> web.StreamResponse:
     try:
         return await handler(request)
     except CaremsgError as error:
@@ -135,10 +150,10 @@ async def _with_problems(request: web.Request, handler: Handler, rid: str) -> we
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # 405 says what is
         return problem_response(simple_problem(exc.status, code, title, detail, rid), allow)
     except Exception as exc:
-        if is_unavailable(exc):  # e.g. the account check during a PostgreSQL restart (issue 3)
+        if unavailable(exc):  # e.g. the account check during a PostgreSQL restart
             log.warning("http.dependency_unavailable", request_id=rid, error=type(exc).__name__)
-            unavailable = ServiceUnavailable.database()
-            return problem_response(problem_for(unavailable, rid), {RETRY_AFTER.name: "2"})
+            problem = problem_for(ServiceUnavailable.database(), rid)
+            return problem_response(problem, {RETRY_AFTER.name: "2"})
         log.exception("http.unhandled_error", request_id=rid)
         return problem_response(
             simple_problem(500, "internal_error", "Internal error", "Something went wrong on our side.", rid)

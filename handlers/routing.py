@@ -1,5 +1,5 @@
 """Declared endpoints: one table drives both the aiohttp router and the OpenAPI document, so the two
-cannot disagree. Also the small helpers every handler uses (parse a body, answer with a model).
+cannot disagree. What a handler uses to read a request and answer it is in ``handlers/requests.py``.
 
 What the code around a handler adds to its responses is declared as data next to that code: a
 middleware carries a :class:`Contract` (:func:`declares`), and so does a helper an endpoint opts into
@@ -9,23 +9,14 @@ declared where it is produced cannot be left out of the document.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from engine.errors import FieldError, InvalidInput, MalformedRequest
 from engine.model import Actor
-from engine.services import Services
-from handlers.keys import actor_key, request_id_key, services_key
-from handlers.problems import invalid_input
-
-M = TypeVar("M", bound=BaseModel)
-_ASCII_ID = re.compile(r"[0-9]{1,10}")
 
 PublicHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ActorHandler = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
@@ -120,98 +111,3 @@ class Endpoint:
     @property
     def reads_body(self) -> bool:
         return self.request is not None or bool(self.events)
-
-    def aiohttp_handler(self) -> PublicHandler:
-        if self.public:
-            return self.handler  # type: ignore[return-value]
-        handler: ActorHandler = self.handler  # type: ignore[assignment]
-
-        async def with_actor(request: web.Request) -> web.StreamResponse:
-            return await handler(request, request[actor_key])
-
-        with_actor.__name__ = self.operation_id
-        return with_actor
-
-
-def services(request: web.Request) -> Services:
-    return request.app[services_key]
-
-
-def request_id(request: web.Request) -> str:
-    return request[request_id_key]
-
-
-def source_address(request: web.Request) -> str | None:
-    return request.remote
-
-
-async def parse(request: web.Request, model: type[M]) -> M:
-    """Read and validate a JSON body; every problem comes back as a 400/422 naming the field."""
-    if request.content_type != "application/json":
-        raise MalformedRequest(
-            [FieldError("body", "Send JSON with Content-Type: application/json.", "content_type")],
-            detail="The request body must be JSON.",
-        )
-    raw = await request.read()
-    try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedRequest(
-            [FieldError("body", "Not valid JSON.", "json_invalid")],
-            detail="The request body is not valid JSON.",
-        ) from None
-    except RecursionError:  # ~1,000 levels: 2 KB of brackets would otherwise be a 500
-        document = _TOO_DEEP
-    if document is _TOO_DEEP or _deeper_than(document, MAX_JSON_DEPTH):
-        raise MalformedRequest(
-            [FieldError("body", f"Nested deeper than {MAX_JSON_DEPTH} levels.", "json_too_deep")],
-            detail="The request body is nested too deeply.",
-        )
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise invalid_input(exc) from None
-
-
-#: No request schema nests more than a few levels; anything deeper is refused before validation.
-MAX_JSON_DEPTH = 16
-_TOO_DEEP = object()
-
-
-def _deeper_than(document: Any, limit: int) -> bool:
-    """True if arrays and objects nest more than ``limit`` levels (iterative: no recursion to exhaust)."""
-    level: list[Any] = [document]
-    for _ in range(limit):
-        level = [
-            child
-            for node in level
-            if isinstance(node, (dict, list))
-            for child in (node.values() if isinstance(node, dict) else node)
-        ]
-        if not level:
-            return False
-    return any(isinstance(node, (dict, list)) for node in level)
-
-
-def query(request: web.Request, model: type[M]) -> M:
-    try:
-        return model.model_validate(dict(request.query))
-    except ValidationError as exc:
-        raise invalid_input(exc) from None
-
-
-def path_id(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    # ASCII digits only: str.isdigit() takes "¹" (int() then fails) and U+0661 (which int() reads as 1).
-    if not _ASCII_ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
-        raise InvalidInput([FieldError(name, "Must be a positive integer id.", "int_parsing")])
-    return int(raw)
-
-
-def respond(model: BaseModel | list[Any], status: int = 200) -> web.Response:
-    body: Any
-    if isinstance(model, BaseModel):
-        body = model.model_dump(mode="json", by_alias=True)
-    else:
-        body = [m.model_dump(mode="json", by_alias=True) for m in model]
-    return web.json_response(body, status=status)

@@ -135,7 +135,7 @@ class SendbirdSettings(_Section):
 
 class PolicySettings(_Section):
     directory: str = "policies"
-    # Live reload (issue 4): how often the files are polled for changes; SIGHUP also reloads.
+    # Live reload: how often the files are polled for changes; SIGHUP also reloads.
     watch_interval_seconds: float = Field(2.0, gt=0)
     reload_on_sighup: bool = True
     # How long an emergency (break-the-glass) session lasts.
@@ -161,7 +161,7 @@ class OutboxSettings(_Section):
 
 
 class MessagingSettings(_Section):
-    """Durable messaging, idempotency keys, SMS through Sendbird Business Messaging, webhooks (issue 3)."""
+    """Durable messaging, idempotency keys, SMS (Twilio or Sendbird Business Messaging), webhooks."""
 
     idempotency_ttl_hours: float = Field(24.0, gt=0)
     # An in-progress key is held this long, renewed every third of it while its request runs: the key
@@ -211,7 +211,7 @@ DEV_AUDIT_SIGNING_KEY = "xYFKj/3lGEANJ+TVpKeJ8iShuwVQ+AdtL7B+l5LI0uc="  # refuse
 
 
 class AuditSettings(_Section):
-    """The tamper-evident audit trail (issue 5)."""
+    """The tamper-evident audit trail: identifier hashing, the chain sealer, signed anchors."""
 
     # HMAC key for searchable identifiers stored as keyed hashes (a failed login's email).
     identifier_key: str = DEV_AUDIT_IDENTIFIER_KEY

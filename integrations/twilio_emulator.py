@@ -36,7 +36,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from integrations.sendbird_emulator import FaultInjector
-from integrations.sendbird_emulator.app import _is_loopback
+from integrations.sendbird_emulator.app import is_loopback_host
 from integrations.twilio import (
     API_VERSION,
     AUTHENTICATION_FAILED,
@@ -314,7 +314,7 @@ async def start_twilio_emulator(
     Credentials default to fresh random ones (read them from ``state``); ``messaging_service_sid``
     defaults to a fresh one, i.e. Advanced Opt-Out on (pass ``""`` for a plain number).
     """
-    if not _is_loopback(host):
+    if not is_loopback_host(host):
         raise ValueError("the emulator binds loopback addresses only")
     state = TwilioEmulatorState(
         account_sid or _sid("AC"),

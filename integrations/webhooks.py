@@ -4,8 +4,11 @@ Sendbird waits 5 s and retries up to 3 times (sendbird-api.md §7), so the HTTP 
 verifies the signature, stores the raw body in ``webhook_events`` under a unique ``dedupe_key``
 (a retry collides and is dropped there) and answers 200. :class:`WebhookProcessor` then claims
 stored events (``FOR UPDATE SKIP LOCKED`` and a lease, like the outbox relay, so several instances
-may run it) and hands each to an engine workflow, which marks the event done in the transaction of
-its effects. Echoes of our own sends (``sdk: "API"``, our custom types) are marked ``ignored``.
+may run it), reads each into an engine event (:func:`parse_stored_event`) and hands it to the
+handler it was given: the engine's ``handle_inbound`` (engine/inbound.py) decides which workflow
+runs, and that workflow marks the event done in the transaction of its effects. What is not an
+event for caremsg (echoes of our own sends: ``sdk: "API"``, our custom types; other categories) is
+marked ``ignored`` here. A failing event is retried with backoff, then marked ``failed``.
 
 Nothing here logs bodies: they carry message text and phone numbers.
 """
@@ -17,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +28,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from engine.services import Services
+from engine.inbound import InboundEvent
 from engine.sms import Keyword
 from engine.workflows import messaging
 
@@ -91,27 +95,31 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return event
 
 
-async def store_event(
-    sessions: async_sessionmaker[AsyncSession], source: str, event: StoredEvent, raw: bytes
-) -> bool:
-    """Insert the event unless its dedupe key is known; True if it is new."""
-    async with sessions() as session, session.begin():
-        row = (
-            await session.execute(
-                text(
-                    "INSERT INTO webhook_events (source, dedupe_key, category, body)"
-                    " VALUES (:source, :key, :category, :body)"
-                    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
-                ),
-                {
-                    "source": source,
-                    "key": event.dedupe_key[:200],
-                    "category": event.category[:64],
-                    "body": raw.decode("utf-8", errors="replace"),
-                },
-            )
-        ).first()
-    return row is not None
+class WebhookInbox:
+    """Where verified webhook bodies wait for the processor (``webhook_events``)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def store(self, source: str, event: StoredEvent, raw: bytes) -> bool:
+        """Insert the event unless its dedupe key is known; True if it is new (a retry is not)."""
+        async with self._sessions() as session, session.begin():
+            row = (
+                await session.execute(
+                    text(
+                        "INSERT INTO webhook_events (source, dedupe_key, category, body)"
+                        " VALUES (:source, :key, :category, :body)"
+                        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+                    ),
+                    {
+                        "source": source,
+                        "key": event.dedupe_key[:200],
+                        "category": event.category[:64],
+                        "body": raw.decode("utf-8", errors="replace"),
+                    },
+                )
+            ).first()
+        return row is not None
 
 
 _CLAIM = text(
@@ -132,14 +140,14 @@ class WebhookProcessor:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        services: Services,
+        handle: Callable[[InboundEvent], Awaitable[str]],
         *,
         poll_interval: float = 1.0,
         lease_seconds: float = 30.0,
         batch_size: int = 50,
     ) -> None:
         self._sessions = sessions
-        self._services = services
+        self._handle = handle
         self._poll_interval = poll_interval
         self._lease = lease_seconds
         self._batch = batch_size
@@ -177,30 +185,11 @@ class WebhookProcessor:
         return len(rows)
 
     async def _process(self, event_id: int, source: str, category: str, body: str) -> str:
-        event = json.loads(body)
-        if source == SMS:
-            word = event.get("keyword")
-            return await messaging.sms_received(
-                self._services,
-                messaging.InboundSms(
-                    event_id,
-                    str(event["message_id"]),
-                    str(event["from"]),
-                    str(event["text"]),
-                    provider_keyword=Keyword(word) if word in set(Keyword) else None,
-                    provider_answers_keywords=event.get("provider_answers_keywords") is True,
-                ),
-            )
-        if category == "group_channel:message_send":
-            posted = _posted(event_id, event)
-            if posted is not None:
-                return await messaging.chat_message_posted(self._services, posted)
-        elif category == "group_channel:message_read":
-            read = _read(event_id, event)
-            if read is not None:
-                return await messaging.chat_read(self._services, read)
-        await self._finish(event_id, messaging.IGNORED)
-        return messaging.IGNORED
+        event = parse_stored_event(event_id, source, category, body)
+        if event is None:
+            await self._finish(event_id, messaging.IGNORED)
+            return messaging.IGNORED
+        return await self._handle(event)
 
     async def _finish(self, event_id: int, status: str) -> None:
         async with self._sessions() as session, session.begin():
@@ -224,6 +213,26 @@ class WebhookProcessor:
                 ),
                 {"error": error, "final": final, "delay": min(60.0, 0.5 * 2**attempts), "id": event_id},
             )
+
+
+def parse_stored_event(event_id: int, source: str, category: str, body: str) -> InboundEvent | None:
+    """The engine event a stored webhook carries, or None when it is nothing for caremsg to act on."""
+    event = json.loads(body)
+    if source == SMS:
+        word = event.get("keyword")
+        return messaging.InboundSms(
+            event_id,
+            str(event["message_id"]),
+            str(event["from"]),
+            str(event["text"]),
+            provider_keyword=Keyword(word) if word in set(Keyword) else None,
+            provider_answers_keywords=event.get("provider_answers_keywords") is True,
+        )
+    if category == "group_channel:message_send":
+        return _posted(event_id, event)
+    if category == "group_channel:message_read":
+        return _read(event_id, event)
+    return None
 
 
 def _posted(event_id: int, event: dict[str, Any]) -> messaging.ChatMessagePosted | None:

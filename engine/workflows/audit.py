@@ -130,7 +130,7 @@ async def record_rejection_summaries(
 ) -> None:
     """Audit refused credentials (no token, a bad or expired one, a changed account) as one record
     per source and window with the count, in one short transaction: a flood of bad tokens costs one
-    row per source per window, never one permanent row per request (issue 10)."""
+    row per source per window, never one permanent row per request."""
     if not summaries:
         return
     async with _unit_of_work(services) as uow:

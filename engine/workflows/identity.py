@@ -1,6 +1,6 @@
 """Registration, login (with its throttle), profiles and account creation.
 
-One piece past 400 lines: registration and login share the throttle, the timing-equalising hash
+Longer than 400 lines because registration and login share the throttle, the timing-equalising hash
 and the email and password rules.
 
 Administering existing accounts (approve, deactivate, change role, end sessions, unlock) is in

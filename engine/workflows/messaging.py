@@ -1,6 +1,6 @@
 """Per-recipient delivery, SMS to external participants, and what inbound webhooks mean.
 
-One piece past 400 lines: planning a message's deliveries and the inbound events that settle them
+Longer than 400 lines because planning a message's deliveries and the inbound events that settle them
 share the per-recipient delivery rules.
 
 A message reaches the chat channel (staff) and, by SMS, every external participant who still has an

@@ -1,4 +1,4 @@
-"""Organizations and compliance groups, and who sees which (issue 9, item 11).
+"""Organizations and compliance groups, and who sees which.
 
 A compliance group belongs to the organization whose compliance officer created it (its owner). The
 owner may share it, by name, with other organizations; only the owner's and those organizations'

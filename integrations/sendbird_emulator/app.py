@@ -30,11 +30,11 @@ from integrations.sendbird_emulator.state import (
     DedupMode,
     EmulatorState,
     ReceivedRequest,
-    _wall_clock_ms,
+    system_clock_ms,
 )
 from integrations.sendbird_emulator.users import UsersApi
 from integrations.sendbird_emulator.webhooks import WebhookSender
-from integrations.sendbird_emulator.wire import INTERNAL_ERROR, _ApiError, _error_response
+from integrations.sendbird_emulator.wire import INTERNAL_ERROR, ApiError, error_response
 
 _log = structlog.get_logger("integrations.sendbird_emulator")
 
@@ -57,9 +57,9 @@ def _api_middleware(state: EmulatorState) -> Middleware:
                 "sendbird_emulator.fault_applied", kind=fault.kind, path=request.path, development_only=True
             )
             if fault.kind == "error":
-                return _error_response(INTERNAL_ERROR, "Internal server error.", status=fault.status)
+                return error_response(INTERNAL_ERROR, "Internal server error.", status=fault.status)
             if fault.kind == "rate_limit":
-                return _error_response(
+                return error_response(
                     RATE_LIMITED_CODE,
                     "Too many requests.",
                     status=429,
@@ -79,11 +79,11 @@ def _api_middleware(state: EmulatorState) -> Middleware:
 async def _authorised(request: web.Request, handler: Handler, api_token: str) -> web.StreamResponse:
     given = request.headers.get("Api-Token", "")
     if not hmac.compare_digest(given.encode(), api_token.encode()):
-        return _error_response(INVALID_TOKEN_CODE, "Invalid API token.", status=401)
+        return error_response(INVALID_TOKEN_CODE, "Invalid API token.", status=401)
     try:
         return await handler(request)
-    except _ApiError as exc:
-        return _error_response(exc.code, exc.message, status=exc.status)
+    except ApiError as exc:
+        return error_response(exc.code, exc.message, status=exc.status)
 
 
 async def _logged_body(request: web.Request) -> Any:
@@ -116,7 +116,7 @@ def create_emulator_app(
     include_members: bool = False,
     webhook_retry_delay: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
-    wall_clock_ms: Callable[[], int] = _wall_clock_ms,
+    wall_clock_ms: Callable[[], int] = system_clock_ms,
     dedup_mode: DedupMode = "original",
 ) -> web.Application:
     """A fresh emulator app with empty state, answering ``/v3/...`` for ``app_id`` and ``api_token``.
@@ -188,11 +188,11 @@ async def start_emulator(
     include_members: bool = False,
     webhook_retry_delay: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
-    wall_clock_ms: Callable[[], int] = _wall_clock_ms,
+    wall_clock_ms: Callable[[], int] = system_clock_ms,
     dedup_mode: DedupMode = "original",
 ) -> RunningEmulator:
     """Serve a new emulator on ``host`` (loopback only, else ValueError); ``port`` 0 picks a free port."""
-    if not _is_loopback(host):
+    if not is_loopback_host(host):
         raise ValueError("the emulator binds loopback addresses only")
     app = create_emulator_app(
         app_id=app_id,
@@ -221,7 +221,8 @@ async def start_emulator(
     return running
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses: where the emulators agree to listen."""
     if host == "localhost":
         return True
     try:

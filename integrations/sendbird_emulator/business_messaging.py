@@ -15,9 +15,9 @@ from integrations.sendbird_emulator.wire import (
     INVALID_VALUE,
     JSON_EXPECTED,
     MISSING_PARAMETER,
-    _ApiError,
-    _json_response,
-    _params,
+    ApiError,
+    json_response,
+    read_params,
 )
 
 
@@ -39,24 +39,24 @@ class BusinessMessagingApi(Resource):
         UNDOCUMENTED BEHAVIOUR: the reply shape is not documented (§8); ``request_id`` is this
         emulator's choice.
         """
-        p = await _params(request)
+        p = await read_params(request)
         template = p.raw("template")
         if not isinstance(template, dict) or not isinstance(template.get("key"), str) or not template["key"]:
-            raise _ApiError(MISSING_PARAMETER, '"template.key" is required.')
+            raise ApiError(MISSING_PARAMETER, '"template.key" is required.')
         targets = p.text_list("targets")
         mode = p.text("mode", default="realtime")
         if mode not in ("realtime", "batch"):
-            raise _ApiError(INVALID_VALUE, '"mode" must be realtime or batch.')
+            raise ApiError(INVALID_VALUE, '"mode" must be realtime or batch.')
         if not targets or (mode == "realtime" and len(targets) != 1):
-            raise _ApiError(INVALID_VALUE, "realtime mode sends to exactly one target.")
+            raise ApiError(INVALID_VALUE, "realtime mode sends to exactly one target.")
         variables = template.get("variables") or {}
         if not isinstance(variables, dict):
-            raise _ApiError(JSON_EXPECTED, '"template.variables" must be an object.')
+            raise ApiError(JSON_EXPECTED, '"template.variables" must be an object.')
         request_id = secrets.token_hex(12)
         for user_id in targets:
             user = self._user(user_id)
             if not user.phone_number:
-                raise _ApiError(INVALID_VALUE, "A target has no phone_number for the SMS channel.")
+                raise ApiError(INVALID_VALUE, "A target has no phone_number for the SMS channel.")
             own = variables.get(user_id) or {}
             self.state.notifications.append(
                 EmulatedNotification(
@@ -67,4 +67,4 @@ class BusinessMessagingApi(Resource):
                     {k: v for k, v in own.items() if isinstance(k, str) and isinstance(v, str)},
                 )
             )
-        return _json_response({"request_id": request_id})
+        return json_response({"request_id": request_id})

@@ -21,18 +21,18 @@ from integrations.sendbird_emulator.wire import (
     MAX_MESSAGE_PAGE,
     MISSING_PARAMETER,
     NOT_ALLOWED,
-    _ApiError,
-    _json_response,
-    _member_json,
-    _message_json,
-    _params,
-    _query_flag,
-    _query_int,
-    _query_list,
-    _sender_json,
-    _total_unread,
-    _unread,
-    _webhook_channel_json,
+    ApiError,
+    json_response,
+    member_json,
+    message_json,
+    query_flag,
+    query_int,
+    query_list,
+    read_params,
+    sender_json,
+    total_unread,
+    unread_count,
+    webhook_channel_json,
 )
 
 _log = structlog.get_logger("integrations.sendbird_emulator")
@@ -54,10 +54,10 @@ class MessagesApi(Resource):
 
     async def send_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
-        p = await _params(request)
+        p = await read_params(request)
         message_type = p.text("message_type")
         if message_type not in ("MESG", "ADMM"):
-            raise _ApiError(INVALID_VALUE, "message_type must be MESG or ADMM here (FILE is not emulated).")
+            raise ApiError(INVALID_VALUE, "message_type must be MESG or ADMM here (FILE is not emulated).")
         text = p.text("message")
         custom_type = p.text("custom_type", default="", max_length=128)
         data = p.text("data", default="")
@@ -73,16 +73,16 @@ class MessagesApi(Resource):
                 "sendbird_emulator.duplicate_dedup_id", mode=self.state.dedup_mode, development_only=True
             )
             if self.state.dedup_mode == "already_exists":
-                raise _ApiError(ALREADY_EXISTS_CODE, "A message with this dedup_id exists already.")
+                raise ApiError(ALREADY_EXISTS_CODE, "A message with this dedup_id exists already.")
             if self.state.dedup_mode == "invalid":
-                raise _ApiError(INVALID_VALUE, "dedup_id is not unique.")
-            return _json_response(_message_json(self.state, original))
+                raise ApiError(INVALID_VALUE, "dedup_id is not unique.")
+            return json_response(message_json(self.state, original))
         if sender_id is not None:
             self._user(sender_id)
             if sender_id not in channel.members:
-                raise _ApiError(NOT_ALLOWED, "The sender is not a member of the channel.")
+                raise ApiError(NOT_ALLOWED, "The sender is not a member of the channel.")
             if channel.frozen and sender_id not in channel.operators:
-                raise _ApiError(NOT_ALLOWED, "The channel is frozen.")
+                raise ApiError(NOT_ALLOWED, "The channel is frozen.")
         message = EmulatedMessage(
             self.state.next_message_id(),
             channel.channel_url,
@@ -99,20 +99,20 @@ class MessagesApi(Resource):
         if dedup_id is not None:
             channel.dedup.setdefault(dedup_id, message)
         self.webhooks.send("group_channel:message_send", self._message_send_event(channel, message, request))
-        return _json_response(_message_json(self.state, message))
+        return json_response(message_json(self.state, message))
 
     async def list_messages(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
-        message_ts = _query_int(request, "message_ts", low=0, high=2**63 - 1)
-        message_id = _query_int(request, "message_id", low=0, high=2**63 - 1)
-        prev_limit = _query_int(request, "prev_limit", default=15, low=0, high=MAX_MESSAGE_PAGE) or 0
-        next_limit = _query_int(request, "next_limit", default=15, low=0, high=MAX_MESSAGE_PAGE) or 0
-        include = _query_flag(request, "include", True)
-        reverse = _query_flag(request, "reverse", False)
+        message_ts = query_int(request, "message_ts", low=0, high=2**63 - 1)
+        message_id = query_int(request, "message_id", low=0, high=2**63 - 1)
+        prev_limit = query_int(request, "prev_limit", default=15, low=0, high=MAX_MESSAGE_PAGE) or 0
+        next_limit = query_int(request, "next_limit", default=15, low=0, high=MAX_MESSAGE_PAGE) or 0
+        include = query_flag(request, "include", True)
+        reverse = query_flag(request, "reverse", False)
         by_id = message_id is not None
         anchor = message_id if message_id is not None else message_ts
         if anchor is None:
-            raise _ApiError(MISSING_PARAMETER, '"message_ts" or "message_id" is required.')
+            raise ApiError(MISSING_PARAMETER, '"message_ts" or "message_id" is required.')
         positioned = [
             (m.message_id if by_id else m.created_at, m) for m in _filtered_messages(channel, request)
         ]
@@ -122,27 +122,27 @@ class MessagesApi(Resource):
         page = (before[-prev_limit:] if prev_limit else []) + (at if include else []) + after[:next_limit]
         if reverse:
             page.reverse()
-        return _json_response({"messages": [_message_json(self.state, m) for m in page]})
+        return json_response({"messages": [message_json(self.state, m) for m in page]})
 
     async def delete_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
         message_id = int(request.match_info["message_id"])
         message = next((m for m in channel.messages if m.message_id == message_id and not m.is_removed), None)
         if message is None:
-            raise _ApiError(NOT_FOUND_CODE, "Message not found.")
+            raise ApiError(NOT_FOUND_CODE, "Message not found.")
         message.is_removed = True
-        return _json_response({})
+        return json_response({})
 
     async def mark_as_read(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
-        user_id = (await _params(request)).text("user_id")
+        user_id = (await read_params(request)).text("user_id")
         self._user(user_id)
         if user_id not in channel.members:
             # UNDOCUMENTED BEHAVIOUR: the code for a non-member is not documented; see NOT_ALLOWED.
-            raise _ApiError(NOT_ALLOWED, "The user is not a member of the channel.")
+            raise ApiError(NOT_ALLOWED, "The user is not a member of the channel.")
         channel.read_ts[user_id] = self.state.now_ms()
         self.webhooks.send("group_channel:message_read", self._message_read_event(channel, user_id))
-        return _json_response({})
+        return json_response({})
 
     def _message_send_event(
         self, channel: EmulatedChannel, message: EmulatedMessage, request: web.Request
@@ -165,35 +165,35 @@ class MessagesApi(Resource):
                 "created_at": message.created_at,
                 "translations": {},
             },
-            "channel": _webhook_channel_json(channel),
+            "channel": webhook_channel_json(channel),
         }
         if message.sender_id is not None:  # an admin message has no sender; the key is left out
-            event["sender"] = _sender_json(self.state.users[message.sender_id])
+            event["sender"] = sender_json(self.state.users[message.sender_id])
         if self.webhooks.include_members:
-            event["members"] = [_member_json(self.state, channel, u) for u in channel.members]
+            event["members"] = [member_json(self.state, channel, u) for u in channel.members]
         return event
 
     def _message_read_event(self, channel: EmulatedChannel, user_id: str) -> dict[str, Any]:
         return {
             "category": "group_channel:message_read",
             "app_id": self.state.app_id,
-            "channel": _webhook_channel_json(channel),
-            "members": [_member_json(self.state, channel, u) for u in channel.members],
+            "channel": webhook_channel_json(channel),
+            "members": [member_json(self.state, channel, u) for u in channel.members],
             "read_updates": [
                 {
                     "user_id": user_id,
                     "read_ts": channel.read_ts[user_id],
-                    "channel_unread_message_count": _unread(channel, user_id),
-                    "total_unread_message_count": _total_unread(self.state, user_id),
+                    "channel_unread_message_count": unread_count(channel, user_id),
+                    "total_unread_message_count": total_unread(self.state, user_id),
                 }
             ],
         }
 
 
 def _filtered_messages(channel: EmulatedChannel, request: web.Request) -> list[EmulatedMessage]:
-    including_removed = _query_flag(request, "including_removed", False)
-    senders = set(_query_list(request, "sender_ids") + _query_list(request, "sender_id"))
-    custom_types = set(_query_list(request, "custom_types")) - {"*"}
+    including_removed = query_flag(request, "including_removed", False)
+    senders = set(query_list(request, "sender_ids") + query_list(request, "sender_id"))
+    custom_types = set(query_list(request, "custom_types")) - {"*"}
     message_type = request.query.get("message_type")
     return [
         m

@@ -10,11 +10,11 @@ from integrations.sendbird import (
 )
 from integrations.sendbird_emulator.resource import Resource
 from integrations.sendbird_emulator.wire import (
-    _ApiError,
-    _json_response,
-    _metadata_changes,
-    _params,
-    _query_list,
+    ApiError,
+    json_response,
+    metadata_changes,
+    query_list,
+    read_params,
 )
 
 CHANNEL = "/v3/group_channels/{channel_url}"
@@ -34,34 +34,34 @@ class MetadataApi(Resource):
 
     async def create_metadata(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
-        p = await _params(request)
+        p = await read_params(request)
         metadata = p.text_map("metadata")
         include_ts = p.flag("include_ts", default=False)
         if any(key in channel.metadata for key in metadata):
-            raise _ApiError(ALREADY_EXISTS_CODE, "A metadata key already exists.")
+            raise ApiError(ALREADY_EXISTS_CODE, "A metadata key already exists.")
         channel.metadata.update(metadata)
         # §8: the create reply is {"metadata": {...}, "include_ts": ...}, not a flat map.
-        return _json_response({"metadata": metadata, "include_ts": include_ts})
+        return json_response({"metadata": metadata, "include_ts": include_ts})
 
     async def update_metadata(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
-        changes = _metadata_changes(await _params(request), channel.metadata)
+        changes = metadata_changes(await read_params(request), channel.metadata)
         channel.metadata.update(changes)
-        return _json_response(changes)
+        return json_response(changes)
 
     async def get_metadata(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
-        keys = _query_list(request, "keys")
+        keys = query_list(request, "keys")
         if keys:
-            return _json_response({k: channel.metadata[k] for k in keys if k in channel.metadata})
-        return _json_response(dict(channel.metadata))
+            return json_response({k: channel.metadata[k] for k in keys if k in channel.metadata})
+        return json_response(dict(channel.metadata))
 
     async def delete_metadata(self, request: web.Request) -> web.Response:
         self._channel(request).metadata.clear()
-        return _json_response({})
+        return json_response({})
 
     async def delete_metadata_key(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
         if channel.metadata.pop(request.match_info["key"], None) is None:
-            raise _ApiError(NOT_FOUND_CODE, "Metadata key not found.")
-        return _json_response({})
+            raise ApiError(NOT_FOUND_CODE, "Metadata key not found.")
+        return json_response({})

@@ -9,7 +9,7 @@ from integrations.sendbird import (
 )
 from integrations.sendbird_emulator.state import EmulatedChannel, EmulatedUser, EmulatorState
 from integrations.sendbird_emulator.webhooks import WebhookSender
-from integrations.sendbird_emulator.wire import _ApiError
+from integrations.sendbird_emulator.wire import ApiError
 
 
 class Resource:
@@ -26,11 +26,11 @@ class Resource:
     def _user(self, user_id: str) -> EmulatedUser:
         user = self.state.users.get(user_id)
         if user is None:
-            raise _ApiError(NOT_FOUND_CODE, "User not found.")
+            raise ApiError(NOT_FOUND_CODE, "User not found.")
         return user
 
     def _channel(self, request: web.Request) -> EmulatedChannel:
         channel = self.state.channels.get(request.match_info["channel_url"])
         if channel is None:
-            raise _ApiError(NOT_FOUND_CODE, "Channel not found.")
+            raise ApiError(NOT_FOUND_CODE, "Channel not found.")
         return channel

@@ -20,11 +20,13 @@ DedupMode = Literal["original", "already_exists", "invalid", "ignored"]
 DEDUP_MODES: Final[tuple[DedupMode, ...]] = ("original", "already_exists", "invalid", "ignored")
 
 
-def _wall_clock_ms() -> int:
+def system_clock_ms() -> int:
+    """Wall-clock milliseconds: what ``created_at`` is stamped with unless a test injects a clock."""
     return time.time_ns() // 1_000_000
 
 
-def _wall_clock_us() -> int:
+def system_clock_us() -> int:
+    """Wall-clock microseconds: where message ids come from unless a test injects a clock."""
     return time.time_ns() // 1_000
 
 
@@ -126,7 +128,7 @@ class EmulatorState:
     app_id: str
     api_token: str = field(repr=False)
     faults: FaultInjector
-    wall_clock_ms: Callable[[], int] = _wall_clock_ms
+    wall_clock_ms: Callable[[], int] = system_clock_ms
     users: dict[str, EmulatedUser] = field(default_factory=dict)
     channels: dict[str, EmulatedChannel] = field(default_factory=dict)
     received: list[ReceivedRequest] = field(default_factory=list)
@@ -136,7 +138,7 @@ class EmulatorState:
     #: The answer to a repeated ``dedup_id`` (see :data:`DedupMode`); tests switch it at will.
     dedup_mode: DedupMode = "original"
     #: Where message ids come from (microseconds since the epoch): see :meth:`next_message_id`.
-    id_clock_us: Callable[[], int] = field(default=_wall_clock_us, repr=False)
+    id_clock_us: Callable[[], int] = field(default=system_clock_us, repr=False)
     _last_message_id: int = field(default=0, repr=False)
     _last_ms: int = field(default=0, repr=False)
 

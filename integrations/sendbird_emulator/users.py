@@ -12,15 +12,15 @@ from integrations.sendbird_emulator.state import (
     EmulatedUser,
 )
 from integrations.sendbird_emulator.wire import (
-    _E164,
+    E164,
     INVALID_VALUE,
     MISSING_PARAMETER,
-    _ApiError,
-    _json_response,
-    _metadata_changes,
-    _Params,
-    _params,
-    _user_json,
+    ApiError,
+    Params,
+    json_response,
+    metadata_changes,
+    read_params,
+    user_json,
 )
 
 
@@ -36,28 +36,28 @@ class UsersApi(Resource):
         ]
 
     async def create_user(self, request: web.Request) -> web.Response:
-        p = await _params(request)
+        p = await read_params(request)
         user_id = p.text("user_id", max_length=80)
         if not user_id:
-            raise _ApiError(INVALID_VALUE, '"user_id" must not be empty.')
+            raise ApiError(INVALID_VALUE, '"user_id" must not be empty.')
         if "nickname" not in p:  # required, but may be null
-            raise _ApiError(MISSING_PARAMETER, '"nickname" is required.')
+            raise ApiError(MISSING_PARAMETER, '"nickname" is required.')
         nickname = p.text("nickname", default="", max_length=80)
         profile_url = p.text("profile_url", max_length=2048)
         phone_number = _phone_number(p)
         metadata = p.text_map("metadata") if "metadata" in p else {}
         if user_id in self.state.users:
-            raise _ApiError(ALREADY_EXISTS_CODE, "User already exists.")
+            raise ApiError(ALREADY_EXISTS_CODE, "User already exists.")
         user = EmulatedUser(user_id, nickname, profile_url, self.state.now_ms(), phone_number, metadata)
         self.state.users[user_id] = user
-        return _json_response(_user_json(user))
+        return json_response(user_json(user))
 
     async def get_user(self, request: web.Request) -> web.Response:
-        return _json_response(_user_json(self._user(request.match_info["user_id"])))
+        return json_response(user_json(self._user(request.match_info["user_id"])))
 
     async def update_user(self, request: web.Request) -> web.Response:
         user = self._user(request.match_info["user_id"])
-        p = await _params(request)
+        p = await read_params(request)
         nickname = p.text("nickname", default=user.nickname, max_length=80)
         profile_url = p.text("profile_url", default=user.profile_url, max_length=2048)
         phone_number = _phone_number(p) if "phone_number" in p else user.phone_number
@@ -68,19 +68,19 @@ class UsersApi(Resource):
             phone_number,
             is_active,
         )
-        return _json_response(_user_json(user))
+        return json_response(user_json(user))
 
     async def update_user_metadata(self, request: web.Request) -> web.Response:
         user = self._user(request.match_info["user_id"])
-        p = await _params(request)
-        changes = _metadata_changes(p, user.metadata)
+        p = await read_params(request)
+        changes = metadata_changes(p, user.metadata)
         user.metadata.update(changes)
-        return _json_response(changes)
+        return json_response(changes)
 
 
-def _phone_number(p: _Params) -> str:
+def _phone_number(p: Params) -> str:
     phone_number = p.text("phone_number", default="")
-    if phone_number and not _E164.fullmatch(phone_number):
+    if phone_number and not E164.fullmatch(phone_number):
         # The value is never echoed back: it may be a real person's number.
-        raise _ApiError(INVALID_VALUE, '"phone_number" must be in E.164 format.')
+        raise ApiError(INVALID_VALUE, '"phone_number" must be in E.164 format.')
     return phone_number

@@ -1,6 +1,10 @@
 """The wire format: Sendbird's error codes and bodies, JSON as Sendbird writes it, request
 parameters with Sendbird's parameter errors, and the reply shapes of users, channels and messages
 (sendbird-api.md §2-§5).
+
+Every name here without a leading underscore is shared by the resource modules (``users``,
+``channels``, ``messages``, ``metadata``, ``business_messaging``) and ``app``: one place that knows
+how Sendbird spells an error, a parameter or a reply.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ INTERNAL_ERROR: Final = 500901
 
 MAX_MEMBERS_PER_CALL: Final = 100  # §4: user_ids, max 100 per call
 MAX_MESSAGE_PAGE: Final = 200  # §2: prev_limit/next_limit 0..200
-_CHANNEL_URL = re.compile(r"[A-Za-z0-9_]{4,100}")  # §2: own channel_url, 4-100 letters/digits/underscores
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # §3: phone_number in E.164 with country code
+CHANNEL_URL = re.compile(r"[A-Za-z0-9_]{4,100}")  # §2: own channel_url, 4-100 letters/digits/underscores
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # §3: phone_number in E.164 with country code
 
 BM_SEND_PATH: Final = "/v1/notifications"  # §8: the documented path (a v2 variant is uncertain)
 WEBHOOK_ATTEMPTS: Final = 3  # §7: Sendbird sends the same POST up to 3 times
@@ -62,21 +66,21 @@ def sendbird_json(value: Any) -> bytes:
     return text.replace("/", "\\/").encode("ascii")
 
 
-def _json_response(
-    value: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
+def json_response(value: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A reply with a body written the way Sendbird writes JSON (:func:`sendbird_json`)."""
     return web.Response(
         body=sendbird_json(value), status=status, headers=headers, content_type="application/json"
     )
 
 
-def _error_response(
+def error_response(
     code: int, message: str, *, status: int = 400, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    return _json_response({"error": True, "code": code, "message": message}, status=status, headers=headers)
+    """Sendbird's error body (§2): ``{"error": true, "code": ..., "message": ...}``."""
+    return json_response({"error": True, "code": code, "message": message}, status=status, headers=headers)
 
 
-class _ApiError(Exception):
+class ApiError(Exception):
     """Raised by a handler; the middleware turns it into Sendbird's error body (§2)."""
 
     def __init__(self, code: int, message: str, status: int = 400) -> None:
@@ -91,7 +95,7 @@ class _ApiError(Exception):
 # --------------------------------------------------------------------------------------------------
 
 
-class _Params:
+class Params:
     """Typed access to a JSON request body, failing with Sendbird's parameter error codes."""
 
     def __init__(self, data: Mapping[str, Any]) -> None:
@@ -107,77 +111,81 @@ class _Params:
         value = self._data.get(key)
         if value is None:
             if default is None:
-                raise _ApiError(MISSING_PARAMETER, f'"{key}" is required.')
+                raise ApiError(MISSING_PARAMETER, f'"{key}" is required.')
             return default
         if not isinstance(value, str):
-            raise _ApiError(STRING_EXPECTED, f'"{key}" must be a string.')
+            raise ApiError(STRING_EXPECTED, f'"{key}" must be a string.')
         if max_length is not None and len(value) > max_length:
-            raise _ApiError(VALUE_TOO_LONG, f'"{key}" is longer than {max_length} characters.')
+            raise ApiError(VALUE_TOO_LONG, f'"{key}" is longer than {max_length} characters.')
         return value
 
     def flag(self, key: str, *, default: bool | None = None) -> bool:
         value = self._data.get(key)
         if value is None:
             if default is None:
-                raise _ApiError(MISSING_PARAMETER, f'"{key}" is required.')
+                raise ApiError(MISSING_PARAMETER, f'"{key}" is required.')
             return default
         if not isinstance(value, bool):
-            raise _ApiError(BOOLEAN_EXPECTED, f'"{key}" must be a boolean.')
+            raise ApiError(BOOLEAN_EXPECTED, f'"{key}" must be a boolean.')
         return value
 
     def text_list(self, key: str) -> list[str]:
         value = self._data.get(key)
         if value is None:
-            raise _ApiError(MISSING_PARAMETER, f'"{key}" is required.')
+            raise ApiError(MISSING_PARAMETER, f'"{key}" is required.')
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise _ApiError(LIST_EXPECTED, f'"{key}" must be a list of strings.')
+            raise ApiError(LIST_EXPECTED, f'"{key}" must be a list of strings.')
         return list(dict.fromkeys(value))
 
     def text_map(self, key: str) -> dict[str, str]:
         value = self._data.get(key)
         if value is None:
-            raise _ApiError(MISSING_PARAMETER, f'"{key}" is required.')
+            raise ApiError(MISSING_PARAMETER, f'"{key}" is required.')
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise _ApiError(JSON_EXPECTED, f'"{key}" must be an object of strings.')
+            raise ApiError(JSON_EXPECTED, f'"{key}" must be an object of strings.')
         return dict(value)
 
 
-async def _params(request: web.Request) -> _Params:
+async def read_params(request: web.Request) -> Params:
+    """The request's JSON object body as :class:`Params`; anything else is Sendbird's 400103."""
     raw = await request.read()
     try:
         data = json.loads(raw) if raw else {}
     except ValueError:
-        raise _ApiError(JSON_EXPECTED, "The body is not valid JSON.") from None
+        raise ApiError(JSON_EXPECTED, "The body is not valid JSON.") from None
     if not isinstance(data, dict):
-        raise _ApiError(JSON_EXPECTED, "The body must be a JSON object.")
-    return _Params(data)
+        raise ApiError(JSON_EXPECTED, "The body must be a JSON object.")
+    return Params(data)
 
 
-def _query_int(
+def query_int(
     request: web.Request, key: str, *, default: int | None = None, low: int, high: int
 ) -> int | None:
+    """A query integer within ``low..high``: 400101 if not a number, 400111 if out of range."""
     raw = request.query.get(key)
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise _ApiError(NUMBER_EXPECTED, f'"{key}" must be a number.') from None
+        raise ApiError(NUMBER_EXPECTED, f'"{key}" must be a number.') from None
     if not low <= value <= high:
-        raise _ApiError(INVALID_VALUE, f'"{key}" must be within {low}..{high}.')
+        raise ApiError(INVALID_VALUE, f'"{key}" must be within {low}..{high}.')
     return value
 
 
-def _query_flag(request: web.Request, key: str, default: bool) -> bool:
+def query_flag(request: web.Request, key: str, default: bool) -> bool:
+    """A query boolean, ``true`` or ``false`` in any case (400104 otherwise)."""
     raw = request.query.get(key)
     if raw is None:
         return default
     if raw.lower() not in ("true", "false"):
-        raise _ApiError(BOOLEAN_EXPECTED, f'"{key}" must be true or false.')
+        raise ApiError(BOOLEAN_EXPECTED, f'"{key}" must be true or false.')
     return raw.lower() == "true"
 
 
-def _query_list(request: web.Request, key: str) -> list[str]:
+def query_list(request: web.Request, key: str) -> list[str]:
+    """A comma-separated query list (empty items dropped)."""
     raw = request.query.get(key, "")
     return [item for item in raw.split(",") if item]
 
@@ -187,7 +195,8 @@ def _query_list(request: web.Request, key: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _user_json(user: EmulatedUser) -> dict[str, Any]:
+def user_json(user: EmulatedUser) -> dict[str, Any]:
+    """A user as the users endpoints reply with it (§3)."""
     return {
         "user_id": user.user_id,
         "nickname": user.nickname,
@@ -202,7 +211,8 @@ def _user_json(user: EmulatedUser) -> dict[str, Any]:
     }
 
 
-def _sender_json(user: EmulatedUser) -> dict[str, Any]:
+def sender_json(user: EmulatedUser) -> dict[str, Any]:
+    """A message's ``user`` object: the sender as a message carries it (§5)."""
     return {
         "user_id": user.user_id,
         "nickname": user.nickname,
@@ -211,7 +221,8 @@ def _sender_json(user: EmulatedUser) -> dict[str, Any]:
     }
 
 
-def _message_json(state: EmulatorState, message: EmulatedMessage) -> dict[str, Any]:
+def message_json(state: EmulatorState, message: EmulatedMessage) -> dict[str, Any]:
+    """A message as the message endpoints reply with it (§5)."""
     reply: dict[str, Any] = {
         "message_id": message.message_id,
         "type": message.type,
@@ -232,17 +243,18 @@ def _message_json(state: EmulatorState, message: EmulatedMessage) -> dict[str, A
     }
     sender = state.users.get(message.sender_id) if message.sender_id else None
     if sender is not None:  # admin messages have no "user"
-        reply["user"] = _sender_json(sender)
+        reply["user"] = sender_json(sender)
     return reply
 
 
-def _channel_json(
+def channel_json(
     state: EmulatorState,
     channel: EmulatedChannel,
     *,
     show_member: bool = True,
     show_read_receipt: bool = False,
 ) -> dict[str, Any]:
+    """A group channel as the channel endpoints reply with it (§4)."""
     last = next((m for m in reversed(channel.messages) if not m.is_removed), None)
     reply: dict[str, Any] = {
         "channel_url": channel.channel_url,
@@ -253,48 +265,52 @@ def _channel_json(
         "created_at": channel.created_at,
         "member_count": len(channel.members),
         "joined_member_count": len(channel.members),
-        "operators": [_sender_json(state.users[u]) for u in channel.operators if u in state.users],
+        "operators": [sender_json(state.users[u]) for u in channel.operators if u in state.users],
         "freeze": channel.frozen,
         "is_distinct": channel.is_distinct,
         "is_public": channel.is_public,
         "is_super": False,
         "is_ephemeral": channel.is_ephemeral,
-        "last_message": _message_json(state, last) if last else None,
+        "last_message": message_json(state, last) if last else None,
         "unread_message_count": 0,
     }
     if show_member:
-        reply["members"] = [_member_json(state, channel, u) for u in channel.members if u in state.users]
+        reply["members"] = [member_json(state, channel, u) for u in channel.members if u in state.users]
     if show_read_receipt:
         reply["read_receipt"] = dict(channel.read_ts)
     return reply
 
 
-def _member_json(state: EmulatorState, channel: EmulatedChannel, user_id: str) -> dict[str, Any]:
+def member_json(state: EmulatorState, channel: EmulatedChannel, user_id: str) -> dict[str, Any]:
+    """One member of a channel as the members list replies with it (§4)."""
     user = state.users[user_id]
     return {
-        **_sender_json(user),
+        **sender_json(user),
         "state": "joined",
         "role": "operator" if user_id in channel.operators else "",
         "is_online": False,
         "push_enabled": False,
         "read_ts": channel.read_ts.get(user_id, 0),
-        "unread_message_count": _total_unread(state, user_id),
-        "channel_unread_message_count": _unread(channel, user_id),
+        "unread_message_count": total_unread(state, user_id),
+        "channel_unread_message_count": unread_count(channel, user_id),
     }
 
 
-def _unread(channel: EmulatedChannel, user_id: str) -> int:
+def unread_count(channel: EmulatedChannel, user_id: str) -> int:
+    """Messages in ``channel`` others sent after the user's read mark (removed ones not counted)."""
     read_ts = channel.read_ts.get(user_id, 0)
     return sum(
         1 for m in channel.messages if not m.is_removed and m.sender_id != user_id and m.created_at > read_ts
     )
 
 
-def _total_unread(state: EmulatorState, user_id: str) -> int:
-    return sum(_unread(c, user_id) for c in state.channels.values() if user_id in c.members)
+def total_unread(state: EmulatorState, user_id: str) -> int:
+    """Unread messages over every channel the user is a member of."""
+    return sum(unread_count(c, user_id) for c in state.channels.values() if user_id in c.members)
 
 
-def _webhook_channel_json(channel: EmulatedChannel) -> dict[str, Any]:
+def webhook_channel_json(channel: EmulatedChannel) -> dict[str, Any]:
+    """The ``channel`` object of a webhook event (§7), shorter than the API's."""
     return {
         "channel_url": channel.channel_url,
         "name": channel.name,
@@ -308,9 +324,9 @@ def _webhook_channel_json(channel: EmulatedChannel) -> dict[str, Any]:
     }
 
 
-def _metadata_changes(p: _Params, current: Mapping[str, str]) -> dict[str, str]:
+def metadata_changes(p: Params, current: Mapping[str, str]) -> dict[str, str]:
     """The ``metadata`` of a PUT; without ``upsert`` every key must exist already (§4)."""
     changes = p.text_map("metadata")
     if not p.flag("upsert", default=False) and any(key not in current for key in changes):
-        raise _ApiError(NOT_FOUND_CODE, "Metadata key not found.")
+        raise ApiError(NOT_FOUND_CODE, "Metadata key not found.")
     return changes

@@ -17,7 +17,8 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from handlers.app import create_app, emulator_key, twilio_emulator_key
+from handlers.app import create_app
+from handlers.keys import emulator_key, twilio_emulator_key
 from handlers.settings import Settings
 
 # Older import path, for tests written before tests/support existed: import from tests.support.api.

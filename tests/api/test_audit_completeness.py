@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from handlers.app import sessions_key
+from handlers.keys import sessions_key
 from tests.support.api import PASSWORD, Api, Person
 from tests.support.database import audit_refuses
 

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from handlers.app import audit_sealer_key
+from handlers.keys import audit_sealer_key
 from tests.support.api import PASSWORD, Api, Person, new_request_id
 
 EVENTS = "/api/audit-events"

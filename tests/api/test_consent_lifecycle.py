@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-from handlers.app import emulator_key
+from handlers.keys import emulator_key
 from tests.support.api import Api, Person
 from tests.support.polling import eventually
 

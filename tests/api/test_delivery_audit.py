@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from handlers.app import emulator_key
+from handlers.keys import emulator_key
 from tests.support.api import Api
 
 

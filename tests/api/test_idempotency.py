@@ -14,7 +14,7 @@ import pytest
 
 from engine.errors import Conflict
 from handlers.api_messaging import messaging_key
-from handlers.app import sessions_key
+from handlers.keys import sessions_key
 from handlers.settings import Settings
 from integrations.idempotency import Claim, IdempotencyStore, request_hash
 from tests.support.api import Api, Person

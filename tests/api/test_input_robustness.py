@@ -389,7 +389,7 @@ async def test_a_request_during_a_database_shutdown_is_a_503_with_retry_after(
             await conn.execute(text("SELECT 1"))
         return web.json_response({})
 
-    app = web.Application(middlewares=[request_context])
+    app = web.Application(middlewares=[request_context(is_unavailable)])
     app.router.add_get("/reads", reads_the_database)
     client: TestClient[Any, Any] = await aiohttp_client(app)
     try:

@@ -15,7 +15,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from handlers.app import create_app, emulator_key
+from handlers.app import create_app
+from handlers.keys import emulator_key
 from handlers.logs import configure_logging, scrub_text
 from handlers.settings import Settings
 from integrations.policy_files import load_policy

@@ -13,11 +13,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from handlers.app import audit_sealer_key, create_app
-from handlers.keys import operations_key
-from handlers.metrics import Metrics, Operations, add_routes
+from handlers.app import create_app
+from handlers.keys import audit_sealer_key, operations_key
+from handlers.metrics import add_routes
 from handlers.middleware import request_context
 from handlers.settings import Settings
+from handlers.telemetry import Metrics, Operations
 from tests.api.conftest import Api
 from tests.api.messaging_support import care_team, send, settled_deliveries
 
@@ -177,7 +178,7 @@ async def test_with_a_metrics_token_a_scrape_needs_it(
 
 
 async def test_without_a_token_production_does_not_serve_metrics(aiohttp_client: Any) -> None:
-    app = web.Application(middlewares=[request_context])
+    app = web.Application(middlewares=[request_context(lambda exc: False)])
     app[operations_key] = Operations(Metrics(), metrics_open=False)
     add_routes(app)
     client: TestClient[Any, Any] = await aiohttp_client(app)

@@ -26,7 +26,8 @@ from sqlalchemy import text
 
 from engine.model import Role
 from engine.workflows.identity import CreateUser, bootstrap_user
-from handlers.app import create_app, default_endpoints, sessions_key
+from handlers.app import create_app, default_endpoints
+from handlers.keys import sessions_key
 from handlers.openapi import build_openapi
 from integrations.db.uow import SqlUnitOfWork
 from integrations.security import Argon2Passwords

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from handlers.app import emulator_key
+from handlers.keys import emulator_key
 from tests.support.api import Api, Person
 
 #: The seed's "secure123" is refused now (too short and guessable); the README uses this one.

@@ -33,8 +33,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from engine.model import Role
 from engine.workflows.identity import CreateUser, bootstrap_user
-from handlers.app import create_engine
 from handlers.settings import PROJECT_ROOT, Settings
+from integrations.db.resources import create_engine
 from integrations.db.uow import SqlUnitOfWork
 from integrations.security import Argon2Passwords
 from tests.support.database import asyncpg_dsn, database_settings, fresh_database
@@ -255,7 +255,8 @@ async def http() -> AsyncIterator[Callable[[Served], Http]]:
 async def compliance_officer(settings: Settings, organization_id: int) -> str:
     """A compliance officer created the way ``caremsg create-user`` does it; returns the email."""
     email = f"officer.{secrets.token_hex(4)}@example.org"
-    engine = create_engine(settings)
+    db = settings.database
+    engine = create_engine(db.url, pool_size=1, max_overflow=0, statement_timeout_ms=db.statement_timeout_ms)
     try:
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         await bootstrap_user(

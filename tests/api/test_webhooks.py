@@ -429,7 +429,7 @@ async def _async(value: Any) -> Any:
 
 
 def _chat_key() -> Any:
-    from handlers.app import chat_key
+    from handlers.keys import chat_key
 
     return chat_key
 

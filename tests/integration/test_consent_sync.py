@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from handlers.api_policy import consent_sync_key
 from handlers.app import create_app
+from handlers.keys import consent_sync_key
 from handlers.settings import Settings
 from tests.support.api import Api, Person
 

@@ -29,7 +29,8 @@ import pytest
 from sqlalchemy import text
 
 from handlers.api_messaging import messaging_key
-from handlers.app import chat_key, create_app, sessions_key
+from handlers.app import create_app
+from handlers.keys import chat_key, sessions_key
 from handlers.settings import Settings
 from integrations.db.migrate import upgrade_async
 from integrations.relay import OutboxRelay, RelaySettings

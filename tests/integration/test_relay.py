@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from structlog.testing import capture_logs
 
 from handlers.api_messaging import messaging_key
-from handlers.app import chat_key, create_app, sessions_key
+from handlers.app import create_app
+from handlers.keys import chat_key, sessions_key
 from handlers.settings import Settings
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode, ReceivedRequest

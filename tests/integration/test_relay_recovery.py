@@ -14,7 +14,8 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from handlers.api_messaging import messaging_key
-from handlers.app import chat_key, create_app, sessions_key
+from handlers.app import create_app
+from handlers.keys import chat_key, sessions_key
 from handlers.settings import Settings
 from integrations.relay import OutboxRelay, RelaySettings
 from tests.support.api import Api

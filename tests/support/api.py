@@ -13,8 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from engine.model import Role
 from engine.workflows.identity import CreateUser, bootstrap_user
-from handlers.app import sessions_key
-from handlers.keys import rejections_key, services_key
+from handlers.keys import rejections_key, services_key, sessions_key
 from integrations.db.uow import SqlUnitOfWork
 from integrations.security import Argon2Passwords
 

@@ -14,7 +14,7 @@ Every repository of :class:`engine.ports.units.UnitOfWork` is faked, each behavi
 counterpart in integrations/db (tests/integration/test_fake_repositories.py runs the same scenarios
 against both). The audit trail's searches answer empty pages and record what was asked.
 
-One piece past 400 lines: every fake shares FakeDatabase and the unit of work's copy-and-commit.
+Longer than 400 lines because every fake shares FakeDatabase and the unit of work's copy-and-commit.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.app import emulator_key, twilio_emulator_key
+from handlers.keys import emulator_key, twilio_emulator_key
 from integrations.sendbird_emulator import EmulatorState, RunningEmulator
 from integrations.twilio_emulator import EmulatedSms, RunningTwilioEmulator
 from tests.support.api import Api, Person

@@ -1,0 +1,151 @@
+"""Conversations and messages over HTTP: start one, list and read them, send a message (safe to
+retry with an ``Idempotency-Key``), read a message and its delivery state per recipient."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.model import Actor
+from engine.workflows import conversations, messaging
+from handlers.api_messaging import IDEMPOTENCY, idempotent
+from handlers.requests import parse, path_id, query, respond, services
+from handlers.routing import Endpoint
+from handlers.schemas import ListQuery, PageOf
+from handlers.schemas.conversations import (
+    ConversationCreate,
+    ConversationDetailPublic,
+    ConversationPublic,
+    MessagePublic,
+    SendMessageRequest,
+)
+
+# --- conversations -------------------------------------------------------------------------------
+
+
+async def create_conversation(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, ConversationCreate)
+    cmd = conversations.StartConversation(
+        patient_id=body.patient_id,
+        title=body.title,
+        member_ids=body.member_ids,
+        external_members=[
+            conversations.ExternalMember(e.phone_number, e.name, e.organization_id)
+            for e in body.external_members
+        ],
+    )
+
+    async def run(claim: int | None) -> tuple[int, ConversationPublic]:
+        created = await conversations.start_conversation(
+            services(request), actor, cmd, idempotency_claim=claim
+        )
+        return 201, ConversationPublic.of(created)
+
+    async def recreate(conversation_id: int) -> tuple[int, ConversationPublic]:
+        detail = await conversations.get_conversation(services(request), actor, conversation_id, 0)
+        return 201, ConversationPublic.of(detail.conversation)
+
+    return await idempotent(request, actor, "conversation.create", run, recreate)
+
+
+async def list_conversations(request: web.Request, actor: Actor) -> web.Response:
+    q = query(request, ListQuery)
+    page = await conversations.list_conversations(services(request), actor, q.cursor, q.limit)
+    items = [ConversationPublic.of(c) for c in page.items]
+    return respond(PageOf[ConversationPublic](items=items, next_cursor=page.next_cursor))
+
+
+async def get_conversation(request: web.Request, actor: Actor) -> web.Response:
+    detail = await conversations.get_conversation(services(request), actor, path_id(request, "id"))
+    public = ConversationPublic.of(detail.conversation)
+    body = ConversationDetailPublic(
+        **public.model_dump(), messages=[MessagePublic.of(m) for m in detail.messages]
+    )
+    return respond(body)
+
+
+async def send_message(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, SendMessageRequest)
+
+    async def run(claim: int | None) -> tuple[int, MessagePublic]:
+        message = await conversations.send_message(
+            services(request), actor, body.conversation_id, body.message, idempotency_claim=claim
+        )
+        return 202, MessagePublic.of(message)
+
+    async def recreate(message_id: int) -> tuple[int, MessagePublic]:
+        return 202, MessagePublic.of(await messaging.get_message(services(request), actor, message_id))
+
+    return await idempotent(request, actor, "message.send", run, recreate)
+
+
+async def get_message(request: web.Request, actor: Actor) -> web.Response:
+    message = await messaging.get_message(services(request), actor, path_id(request, "id"))
+    return respond(MessagePublic.of(message))
+
+
+_IDEMPOTENCY = (
+    "Send an `Idempotency-Key` header to make a retry safe: the same key and body replay the first "
+    "response (with `Idempotent-Replayed: true`) instead of doing it twice."
+)
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        "POST",
+        "/api/conversations",
+        create_conversation,
+        "createConversation",
+        "Start a conversation about a patient",
+        "conversations",
+        ConversationCreate,
+        ConversationPublic,
+        201,
+        errors=(400, 401, 403, 404, 409, 422),
+        description=_IDEMPOTENCY,
+        contracts=(IDEMPOTENCY,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/conversations",
+        list_conversations,
+        "listConversations",
+        "One's conversations",
+        "conversations",
+        response=PageOf[ConversationPublic],
+        query=ListQuery,
+        errors=(401, 403, 422),
+    ),
+    Endpoint(
+        "POST",
+        "/api/conversations/send-message",
+        send_message,
+        "sendMessage",
+        "Send a message (accepted for delivery)",
+        "conversations",
+        SendMessageRequest,
+        MessagePublic,
+        202,
+        errors=(400, 401, 403, 404, 409, 422),
+        description=_IDEMPOTENCY,
+        contracts=(IDEMPOTENCY,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/conversations/{id}",
+        get_conversation,
+        "getConversation",
+        "A conversation and its recent messages",
+        "conversations",
+        response=ConversationDetailPublic,
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages/{id}",
+        get_message,
+        "getMessage",
+        "A message and its delivery state per recipient",
+        "conversations",
+        response=MessagePublic,
+        errors=(401, 403, 404, 422),
+        description="Decided as conversation.read on the message's conversation.",
+    ),
+]
