@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from engine.audit import AuditEvent, DetailValue
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
+from engine.effects import Effect
 from engine.facts import ConsentCandidate
 from engine.login_throttle import Backoff, ThrottleState
 from engine.model import (
@@ -308,15 +309,9 @@ class MessageRepository(Protocol):
 
 
 class Outbox(Protocol):
-    async def enqueue(
-        self,
-        kind: str,
-        payload: Mapping[str, object],
-        *,
-        conversation_id: int | None = None,
-        message_id: int | None = None,
-    ) -> None:
-        """Record a side effect to perform after commit; written in the caller's transaction."""
+    async def enqueue(self, effect: Effect) -> None:
+        """Record an effect (:mod:`engine.effects`) to perform after commit, in the caller's transaction:
+        it is performed if and only if the transaction commits."""
         ...
 
 

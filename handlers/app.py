@@ -47,21 +47,25 @@ from handlers.rejections import RejectionSummaries
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from integrations.audit_sealer import AuditSealer
-from integrations.break_glass_alerts import NotifyBreakGlass
-from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
+from integrations.consent_sync import ConsentSync, asyncpg_connect_args
 from integrations.db.migrate import head_revisions
 from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
+from integrations.effects.break_glass import BreakGlassAlertExecutor
+from integrations.effects.channels import RemoveMembersExecutor
+from integrations.effects.executor import Executor
+from integrations.effects.messages import PostSmsReplyExecutor
+from integrations.effects.texts import TextExecutor
 from integrations.idempotency import IdempotencyStore
 from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
-from integrations.relay import TEXT_KINDS, OutboxKind, OutboxRelay, Relays, RelaySettings
+from integrations.relay import TEXT_KINDS, OutboxRelay, Relays, RelaySettings
 from integrations.security import Argon2Passwords, JwtTokens
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
-from integrations.sms import PostSmsReply, SendbirdSmsGateway, SendSms
+from integrations.sms import SendbirdSmsGateway
 from integrations.twilio import TwilioSmsGateway, TwilioWebhookCheck
 from integrations.twilio_emulator import RunningTwilioEmulator, start_twilio_emulator
 from integrations.webhooks import WebhookProcessor
@@ -166,22 +170,26 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         lease_seconds=outbox.lease_seconds,
         concurrency=outbox.concurrency,
     )
-    kinds: list[OutboxKind] = [RemoveMembers(), NotifyBreakGlass(), *app[messaging_key].outbox_kinds]
+    executors: list[Executor[Any]] = [
+        RemoveMembersExecutor(),
+        BreakGlassAlertExecutor(),
+        *app[messaging_key].outbox_kinds,
+    ]
     # Chat effects and texts are claimed and delivered by relays of their own, each with its own rate
-    # budget, so a backlog of texts never holds chat posts up (integrations/relay.py).
+    # budget, so a backlog of texts never holds chat posts up (integrations/relay/).
     relay = Relays(
         [
             OutboxRelay(
                 sessions,
                 app[chat_key],
                 dataclasses.replace(relay_settings, skip_kinds=TEXT_KINDS),
-                kinds=kinds,
+                executors=executors,
             ),
             OutboxRelay(
                 sessions,
                 app[chat_key],
                 dataclasses.replace(relay_settings, claim_kinds=TEXT_KINDS),
-                kinds=kinds,
+                executors=executors,
             ),
         ]
     )
@@ -377,14 +385,14 @@ async def _messaging(app: web.Application) -> AsyncIterator[None]:
             webhook_token=webhook_token,
             # The policy in force at each text (built later, by _services; reloads swap it).
             outbox_kinds=[
-                SendSms(
+                TextExecutor(
                     gateway,
                     rules,
                     lambda: app[policy_key].current,
                     two_way=twilio_check is not None,
                     accept_outbound_only=m.accept_outbound_only_sms,
                 ),
-                PostSmsReply(),
+                PostSmsReplyExecutor(),
             ],
             twilio=twilio_check,
         )

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 
 from engine.audit import DetailValue
 from engine.decisions import Decision, Fact
+from engine.effects import CreateChannel
 from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page, User
 from engine.ports import NewExternalParticipant, NewSend, PatientRelation
 from engine.services import Decider, Guard, Services
 from engine.workflows import messaging
 
-ENSURE_CHANNEL = "ensure_channel"
-SEND_MESSAGE = "send_message"
 #: A Sendbird group channel holds up to 100 members (sendbird-api.md §4).
 MAX_CHANNEL_MEMBERS = 100
 
@@ -135,9 +134,7 @@ async def start_conversation(
             external=external,
         )
         guard.identify(resource_id=conversation.id, patient_id=pid)
-        await uow.outbox.enqueue(
-            ENSURE_CHANNEL, {"conversation_id": conversation.id}, conversation_id=conversation.id
-        )
+        await uow.outbox.enqueue(CreateChannel(conversation.id))
         if idempotency_claim is not None:
             await uow.messaging.bind_idempotency_key(idempotency_claim, conversation.id)
         await uow.commit()

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from engine.effects import Effect
 from engine.errors import Conflict, ServiceUnavailable
 from engine.facts import ConsentCandidate
 from engine.model import (
@@ -47,6 +48,7 @@ from engine.ports import (
     PatientRelation,
 )
 from integrations.db.tables import metadata
+from integrations.effects.outbox import outbox_row
 
 T = TypeVar("T")
 
@@ -735,17 +737,14 @@ class SqlMessageRepository(_Repository):
 
 
 class SqlOutbox(_Repository):
-    async def enqueue(
-        self,
-        kind: str,
-        payload: Mapping[str, object],
-        *,
-        conversation_id: int | None = None,
-        message_id: int | None = None,
-    ) -> None:
+    async def enqueue(self, effect: Effect) -> None:
+        row = outbox_row(effect)
         await self.session.execute(
             insert(outbox_t).values(
-                kind=kind, payload=dict(payload), conversation_id=conversation_id, message_id=message_id
+                kind=row.kind,
+                payload=row.payload,
+                conversation_id=row.conversation_id,
+                message_id=row.message_id,
             )
         )
 

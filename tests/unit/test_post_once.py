@@ -1,4 +1,4 @@
-"""When the relay reads the channel instead of trusting an answer (``integrations.relay.post_once``),
+"""When the relay reads the channel instead of trusting an answer (``integrations.effects.messages.post_once``),
 on a fake chat gateway: every case of the rule, in milliseconds."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from engine.errors import (
     ChatRateLimited,
     ChatUnavailable,
 )
+from engine.effects import PostMessage
 from engine.ports import SentChatMessage
 from integrations.relay import OutboxEntry, post_once
 
@@ -88,7 +89,7 @@ class FakeChat:
 
 
 def entry(attempts: int) -> OutboxEntry:
-    return OutboxEntry(1, "send_message", {"message_id": 7}, attempts, 3, 7)
+    return OutboxEntry(1, "send_message", PostMessage(conversation_id=3, message_id=7), attempts)
 
 
 async def post(chat: FakeChat, attempts: int = 1) -> SentChatMessage:
