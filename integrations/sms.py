@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 
 from engine.errors import ChatUnavailable
-from integrations.sendbird import TokenBucket, _reply_body
+from integrations.sendbird.rate import TokenBucket
+from integrations.sendbird.wire import reply_body
 
 DEFAULT_SEND_PATH = "/v1/notifications"
 
@@ -71,7 +72,7 @@ class SendbirdSmsGateway:
             raise ChatUnavailable("Business Messaging send timed out") from exc
         except httpx.HTTPError as exc:
             raise ChatUnavailable(f"Business Messaging send failed: {type(exc).__name__}") from exc
-        reply: Any = _reply_body("send_sms", response)
+        reply: Any = reply_body("send_sms", response)
         if isinstance(reply, dict):
             for key in ("request_id", "notification_id", "id", "message_id"):
                 value = reply.get(key)

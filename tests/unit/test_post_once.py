@@ -1,5 +1,6 @@
-"""When the relay reads the channel instead of trusting an answer (``integrations.effects.messages.post_once``),
-on a fake chat gateway: every case of the rule, in milliseconds."""
+"""When the relay reads the channel instead of trusting an answer
+(``integrations.effects.messages.post_once``), on a fake chat gateway: every case of the rule, in
+milliseconds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from engine.effects import PostMessage
 from engine.errors import (
     ChatAlreadyExists,
     ChatGatewayError,
@@ -16,7 +18,6 @@ from engine.errors import (
     ChatRateLimited,
     ChatUnavailable,
 )
-from engine.effects import PostMessage
 from engine.ports import SentChatMessage
 from integrations.relay import OutboxEntry, post_once
 
