@@ -96,35 +96,46 @@ class GivenBack:
 Outcome = Done | RetryAt | Dead | GivenBack
 
 
+Finished = dict[Executor[Any], tuple[list[OutboxEntry], list[tuple[OutboxEntry, str]]]]
+
+
+def settle_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
+    """The bind parameters of :data:`SETTLE` for a wave: one row per outcome, in id order (one lock
+    order for every relay)."""
+    ordered = sorted(outcomes, key=lambda o: o.entry.id)
+    rows = [o.row() for o in ordered]
+    return {
+        "ids": [o.entry.id for o in ordered],
+        "attempts": [o.entry.attempts for o in ordered],
+        "outcomes": [code for code, _, _ in rows],
+        "reasons": [reason for _, reason, _ in rows],
+        "delays": [delay for _, _, delay in rows],
+    }
+
+
+def finished(outcomes: Sequence[Outcome], settled: set[int], executors: Executors) -> Finished:
+    """What each executor must record: the entries this settle finished (done, or dead with a reason),
+    by executor, in id order. A retry or a give-back is not finished; an entry not ``settled`` here
+    (another relay holds it by now) is left to that relay."""
+    by_executor: Finished = {}
+    for o in sorted(outcomes, key=lambda o: o.entry.id):
+        executor = executors.for_entry(o.entry)
+        if executor is None or o.entry.id not in settled or not isinstance(o, Done | Dead):
+            continue
+        done, dead = by_executor.setdefault(executor, ([], []))
+        if isinstance(o, Done):
+            done.append(o.entry)
+        else:
+            dead.append((o.entry, o.reason))
+    return by_executor
+
+
 async def settle(session: AsyncSession, outcomes: Sequence[Outcome], executors: Executors) -> set[int]:
     """Write a wave's outcomes, their audit records and the executors' records, in ``session``'s
     transaction; the ids of the entries this relay still held (the others are left alone)."""
-    ordered = sorted(outcomes, key=lambda o: o.entry.id)  # one lock order for every relay
-    rows = [o.row() for o in ordered]
-    result = await session.execute(
-        SETTLE,
-        {
-            "ids": [o.entry.id for o in ordered],
-            "attempts": [o.entry.attempts for o in ordered],
-            "outcomes": [code for code, _, _ in rows],
-            "reasons": [reason for _, reason, _ in rows],
-            "delays": [delay for _, _, delay in rows],
-        },
-    )
-    settled = set(result.scalars())
-    finished: dict[Executor[Any], tuple[list[OutboxEntry], list[tuple[OutboxEntry, str]]]] = {}
-    for o in ordered:
-        executor = executors.for_entry(o.entry)
-        if executor is None or o.entry.id not in settled:
-            continue
-        done, dead = finished.setdefault(executor, ([], []))
-        if isinstance(o, Done):
-            done.append(o.entry)
-        elif isinstance(o, Dead):
-            dead.append((o.entry, o.reason))
-    for executor, (done, dead) in finished.items():
-        if done or dead:
-            await executor.settle(done, dead, session)
+    settled = set((await session.execute(SETTLE, settle_params(outcomes))).scalars())
+    for executor, (done, dead) in finished(outcomes, settled, executors).items():
+        await executor.settle(done, dead, session)
     return settled
 
 

@@ -149,7 +149,7 @@ class OutboxRelay:
         lanes = _lanes(entries)
         while lanes:
             wave = [lane.popleft() for lane in lanes]
-            attempted = await asyncio.gather(*(self._attempt(entry) for entry in wave))
+            attempted = await asyncio.gather(*(self.attempt(entry) for entry in wave))
             given_back: list[Outcome] = []
             still: list[deque[OutboxEntry]] = []
             for lane, outcome in zip(lanes, attempted, strict=True):
@@ -222,9 +222,9 @@ class OutboxRelay:
                 await session.execute(RELEASE, {"ids": ids, "attempts": [self._unfinished[i] for i in ids]})
             self._unfinished.clear()
 
-    async def _attempt(self, entry: OutboxEntry) -> Outcome:
-        """Deliver one entry by its effect's executor and say what became of it; raises nothing but
-        cancellation."""
+    async def attempt(self, entry: OutboxEntry) -> Outcome:
+        """Deliver one entry by the executor registered for its effect's type and say what became of
+        it (nothing is written: the wave's settle does that); raises nothing but cancellation."""
         executor = self._executors.for_entry(entry)
         if executor is None:
             unreadable = entry.effect if isinstance(entry.effect, Unreadable) else None
