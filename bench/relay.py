@@ -8,12 +8,13 @@ A throwaway embedded PostgreSQL is migrated and seeded with one sender and M rea
 (their channels exist in the emulator). Each round, for each contender in turn:
 
 - **baseline**: the N messages posted through the real ``SendbirdChatGateway`` (``integrations/
-  sendbird.py``), a conversation's messages one after the other, conversations side by side with at
+  sendbird/``), a conversation's messages one after the other, conversations side by side with at
   most ``--concurrency`` posts in flight (and once more with one in flight, as the old relay worked);
 - **relay**: N ``send_message`` outbox entries (with their messages and channel delivery rows) are
   seeded, then ``OutboxRelay.run_once`` is called until none is pending; the figure is N / elapsed.
-  ``--compare`` loads another ``integrations/relay.py`` (say ``git show HEAD~3:integrations/relay.py
-  > /tmp/old_relay.py``) and measures it the same way in the same run.
+  ``--compare`` loads another single-file ``integrations/relay.py`` and measures it the same way in
+  the same run; a relay from before ``integrations/relay/`` became a package no longer imports
+  against this checkout, so compare with those from a worktree of their revision.
 
 The emulator runs in a process of its own (Sendbird's work is not on our CPU), answering at once
 unless ``--latency-ms`` holds each request for a network round trip; the relay runs in this process,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,8 +16,8 @@ from engine.model import Actor
 from handlers.requests import respond
 from handlers.routing import Contract, Endpoint, Header, Status
 from handlers.schemas.conversations import WebhookAccepted
+from integrations.effects.executor import Executor
 from integrations.idempotency import Claim, IdempotencyStore, Recreate, Replay, request_hash
-from integrations.relay import OutboxKind
 from integrations.sendbird import SIGNATURE_HEADER, verify_webhook_signature
 from integrations.twilio import (
     EMPTY_TWIML,
@@ -74,7 +74,8 @@ class MessagingResources:
     inbox: WebhookInbox
     idempotency: IdempotencyStore
     webhook_token: str = field(repr=False)
-    outbox_kinds: list[OutboxKind] = field(default_factory=list)
+    #: Executors of the effects messaging asks for (texts, SMS replies), registered with the relay.
+    outbox_kinds: list[Executor[Any]] = field(default_factory=list)
     processor: WebhookProcessor | None = None
     #: Set when texts go through Twilio: how its incoming-message webhooks are checked.
     twilio: TwilioWebhookCheck | None = None

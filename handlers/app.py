@@ -72,15 +72,17 @@ from handlers.routing import Endpoint
 from handlers.settings import Settings
 from handlers.telemetry import Metrics, Operations
 from integrations.audit_sealer import AuditSealer
-from integrations.break_glass_alerts import NotifyBreakGlass
-from integrations.consent_sync import ConsentSync, RemoveMembers
+from integrations.consent_sync import ConsentSync
 from integrations.db.identity import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.migrate import head_revisions
 from integrations.db.resources import DatabaseProbe, ensure_organization, is_unavailable, open_database
+from integrations.effects.break_glass import BreakGlassAlertExecutor
+from integrations.effects.channels import RemoveMembersExecutor
+from integrations.effects.executor import Executor
 from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
-from integrations.relay import TEXT_KINDS, OutboxKind, OutboxRelay, Relays, RelaySettings
+from integrations.relay import TEXT_KINDS, OutboxRelay, Relays, RelaySettings
 from integrations.security import Argon2Passwords, JwtTokens
 
 log = structlog.get_logger("caremsg.app")
@@ -159,7 +161,7 @@ async def _live_policy(app: web.Application) -> AsyncIterator[None]:
 
 async def _relay(app: web.Application) -> AsyncIterator[None]:
     """The outbox relays: chat effects and texts are claimed and delivered by relays of their own, each
-    with its own rate budget, so a backlog of texts never holds chat posts up (integrations/relay.py)."""
+    with its own rate budget, so a backlog of texts never holds chat posts up (integrations/relay/)."""
     outbox = app[settings_key].outbox
     relay_settings = RelaySettings(
         poll_interval=outbox.poll_interval_seconds,
@@ -170,15 +172,25 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
         lease_seconds=outbox.lease_seconds,
         concurrency=outbox.concurrency,
     )
-    kinds: list[OutboxKind] = [RemoveMembers(), NotifyBreakGlass(), *app[messaging_key].outbox_kinds]
+    executors: list[Executor[Any]] = [
+        RemoveMembersExecutor(),
+        BreakGlassAlertExecutor(),
+        *app[messaging_key].outbox_kinds,
+    ]
     sessions, gateway = app[sessions_key], app[chat_key]
     relay = Relays(
         [
             OutboxRelay(
-                sessions, gateway, dataclasses.replace(relay_settings, skip_kinds=TEXT_KINDS), kinds=kinds
+                sessions,
+                gateway,
+                dataclasses.replace(relay_settings, skip_kinds=TEXT_KINDS),
+                executors=executors,
             ),
             OutboxRelay(
-                sessions, gateway, dataclasses.replace(relay_settings, claim_kinds=TEXT_KINDS), kinds=kinds
+                sessions,
+                gateway,
+                dataclasses.replace(relay_settings, claim_kinds=TEXT_KINDS),
+                executors=executors,
             ),
         ]
     )

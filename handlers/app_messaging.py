@@ -32,10 +32,12 @@ from handlers.keys import (
     twilio_emulator_key,
 )
 from handlers.logs import show_emulator_credentials
+from integrations.effects.messages import PostSmsReplyExecutor
+from integrations.effects.texts import TextExecutor
 from integrations.idempotency import IdempotencyStore
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import start_emulator
-from integrations.sms import PostSmsReply, SendbirdSmsGateway, SendSms
+from integrations.sms import SendbirdSmsGateway
 from integrations.twilio import TwilioSmsGateway, TwilioWebhookCheck
 from integrations.twilio_emulator import start_twilio_emulator
 from integrations.webhooks import WebhookInbox, WebhookProcessor
@@ -189,14 +191,14 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
             webhook_token=webhook_token,
             # The policy in force at each text (built later, by _services; reloads swap it).
             outbox_kinds=[
-                SendSms(
+                TextExecutor(
                     gateway,
                     rules,
                     lambda: app[policy_key].current,
                     two_way=twilio_check is not None,
                     accept_outbound_only=m.accept_outbound_only_sms,
                 ),
-                PostSmsReply(),
+                PostSmsReplyExecutor(),
             ],
             twilio=twilio_check,
         )

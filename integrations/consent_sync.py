@@ -14,8 +14,6 @@ the same transaction, so the notification exists exactly when the change committ
    may have happened meanwhile.
 
 Time-based expiry needs none of this: the index compares expiry with the decision time.
-
-``RemoveMembers`` is the outbox kind that takes chat users out of a conversation's channel.
 """
 
 from __future__ import annotations
@@ -29,15 +27,11 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import structlog
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.consent_index import ConsentIndex, IndexedConsent, pack_rows
 from engine.model import RecipientType
-from engine.workflows.consents import REMOVE_MEMBERS
 from integrations.db.consents import CONSENT_CHANNEL
-from integrations.relay import OutboxEntry, RelayContext
 
 log = structlog.get_logger("caremsg.consents")
 
@@ -243,27 +237,3 @@ def _indexed(r: Mapping[str, Any]) -> IndexedConsent | None:
         r["effective_at"],
         r["expires_at"],
     )
-
-
-class RemoveMembers:
-    """Take chat users out of a conversation's channel (after a revocation); safe to repeat."""
-
-    kind = REMOVE_MEMBERS
-
-    async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
-        async with ctx.sessions() as session:
-            channel_url = (
-                await session.execute(
-                    text("SELECT channel_url FROM conversations WHERE id = :id"),
-                    {"id": int(entry.payload["conversation_id"])},
-                )
-            ).scalar_one()
-        await ctx.chat.remove_members(
-            channel_url, [str(u) for u in entry.payload["user_ids"]], repeat=entry.attempts > 1
-        )
-
-    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
-        """Nothing to record: the membership rows went in the revocation's own transaction."""
-
-    async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
-        log.error("consents.channel_removal_failed", outbox_id=entry.id, reason=reason)

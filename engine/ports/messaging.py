@@ -3,11 +3,12 @@ webhook bookkeeping, Idempotency-Key bindings, the outbox, and the send path's o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from engine.effects import Effect
 from engine.facts import ConsentCandidate
 from engine.model import Conversation, DeliveryState, Message, Page, RecipientDelivery
 from engine.ports.audit import AuditLog
@@ -151,15 +152,9 @@ class IdempotencyKeys(Protocol):
 
 
 class Outbox(Protocol):
-    async def enqueue(
-        self,
-        kind: str,
-        payload: Mapping[str, object],
-        *,
-        conversation_id: int | None = None,
-        message_id: int | None = None,
-    ) -> None:
-        """Record a side effect to perform after commit; written in the caller's transaction."""
+    async def enqueue(self, effect: Effect) -> None:
+        """Record an effect (:mod:`engine.effects`) to perform after commit, in the caller's transaction:
+        it is performed if and only if the transaction commits."""
         ...
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from engine.audit import AuditEvent, DetailValue
 from engine.decisions import Fact
+from engine.effects import RemoveMembers
 from engine.errors import Conflict, NotFound
 from engine.model import Actor, Role, User
 from engine.ports.units import AccountsUnitOfWork
 from engine.services import Guard, Services
-from engine.workflows.consents import REMOVE_MEMBERS
 from engine.workflows.identity import account_throttle_key
 
 #: Conversations read per page while a deactivated member leaves their channels.
@@ -94,11 +94,7 @@ async def deactivate(services: Services, actor: Actor, user_id: int) -> User:
         while True:
             page = await uow.conversations.list_for_member(user_id, after, _PAGE)
             for conversation in page.items:
-                await uow.outbox.enqueue(
-                    REMOVE_MEMBERS,
-                    {"conversation_id": conversation.id, "user_ids": [user.chat_user_id]},
-                    conversation_id=conversation.id,
-                )
+                await uow.outbox.enqueue(RemoveMembers(conversation.id, (user.chat_user_id,)))
                 _effect(
                     guard,
                     "user.deactivate",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from engine.audit import AuditEvent, DetailValue
+from engine.effects import NotifyComplianceOfBreakGlass, kind_of
 from engine.errors import FieldError, InvalidInput
 from engine.model import Actor, Page
 from engine.ports.consents import BreakGlassSession
@@ -24,26 +25,11 @@ from engine.services import Guard, Services
 
 MIN_REASON = 10
 MAX_REASON = 1000
-#: Outbox kind of :class:`NotifyComplianceOfBreakGlass`.
-NOTIFY_BREAK_GLASS = "notify_break_glass"
 
 
 def _unit_of_work(services: Services) -> BreakGlassUnitOfWork:
     """This family's view of the unit of work: only the repositories its workflows use."""
     return services.uow()
-
-
-@dataclass(frozen=True)
-class NotifyComplianceOfBreakGlass:
-    """Effect: tell the compliance officers of the patient's organization that a session opened."""
-
-    session_id: int
-    patient_id: int
-
-    kind = NOTIFY_BREAK_GLASS
-
-    def payload(self) -> dict[str, object]:
-        return {"session_id": self.session_id}
 
 
 @dataclass(frozen=True)
@@ -100,9 +86,9 @@ async def break_glass(services: Services, actor: Actor, cmd: BreakGlass) -> Brea
             )
 
         uow.audit.record(opening("break_glass.opened", expires_at=session.expires_at.isoformat()))
-        effect = NotifyComplianceOfBreakGlass(session.id, pid)
-        await uow.outbox.enqueue(effect.kind, effect.payload())
-        uow.audit.record(opening("break_glass.compliance_notified", effect=effect.kind))
+        effect = NotifyComplianceOfBreakGlass(session.id)
+        await uow.outbox.enqueue(effect)
+        uow.audit.record(opening("break_glass.compliance_notified", effect=kind_of(effect)))
         await uow.commit()
     services.delivery.wake()
     return session

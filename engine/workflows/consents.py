@@ -22,6 +22,7 @@ from datetime import datetime
 
 from engine.audit import AuditEvent, DetailValue
 from engine.consent_index import IndexedConsent
+from engine.effects import RemoveMembers
 from engine.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import FULL_SCOPE, Actor, Consent, ConsentScope, Purpose, RecipientType
 from engine.ports.consents import NewConsent
@@ -29,8 +30,6 @@ from engine.ports.units import ConsentsUnitOfWork
 from engine.services import Guard, Services
 from engine.workflows.organizations import group_facts
 
-#: Outbox kind: take chat users out of a conversation's channel (payload: conversation_id, user_ids).
-REMOVE_MEMBERS = "remove_members"
 RECORDED = "recorded"
 REVOKED = "revoked"
 
@@ -237,11 +236,7 @@ async def _remove_uncovered_members(
         if not leaving:
             continue
         await uow.consent_lifecycle.remove_members(conversation.id, [u.id for u in leaving])
-        await uow.outbox.enqueue(
-            REMOVE_MEMBERS,
-            {"conversation_id": conversation.id, "user_ids": [u.chat_user_id for u in leaving]},
-            conversation_id=conversation.id,
-        )
+        await uow.outbox.enqueue(RemoveMembers(conversation.id, tuple(u.chat_user_id for u in leaving)))
         for user in leaving:
             _effect(guard, "conversation.member_removed", consent, conversation.id, subject_user_id=user.id)
             removed.append((conversation.id, user.id))
@@ -272,11 +267,7 @@ async def _remove_uncovered_externals(guard: Guard[ConsentsUnitOfWork], consent:
             )
             continue
         await uow.consent_lifecycle.remove_external(ext.participant_id, guard.now)
-        await uow.outbox.enqueue(
-            REMOVE_MEMBERS,
-            {"conversation_id": ext.conversation_id, "user_ids": [ext.chat_user_id]},
-            conversation_id=ext.conversation_id,
-        )
+        await uow.outbox.enqueue(RemoveMembers(ext.conversation_id, (ext.chat_user_id,)))
         _effect(
             guard,
             "conversation.external_removed",

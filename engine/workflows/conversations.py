@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.decisions import Decision, Fact
+from engine.effects import CreateChannel
 from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page, User
 from engine.ports.messaging import NewExternalParticipant, NewSend
@@ -21,8 +22,6 @@ from engine.services import Decider, Guard, Services
 from engine.workflows import messaging
 from engine.workflows.conversation_access import readable_conversation, with_deliveries
 
-ENSURE_CHANNEL = "ensure_channel"
-SEND_MESSAGE = "send_message"
 #: A Sendbird group channel holds up to 100 members (sendbird-api.md §4).
 MAX_CHANNEL_MEMBERS = 100
 
@@ -142,9 +141,7 @@ async def start_conversation(
             external=external,
         )
         guard.identify(resource_id=conversation.id, patient_id=pid)
-        await uow.outbox.enqueue(
-            ENSURE_CHANNEL, {"conversation_id": conversation.id}, conversation_id=conversation.id
-        )
+        await uow.outbox.enqueue(CreateChannel(conversation.id))
         if idempotency_claim is not None:
             await uow.idempotency_keys.bind(idempotency_claim, conversation.id)
         await uow.commit()

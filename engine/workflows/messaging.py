@@ -23,6 +23,7 @@ from datetime import datetime
 
 from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.decisions import Fact
+from engine.effects import AnswerKeyword, AskWhichConversation, PostSmsReply, TextMessage
 from engine.errors import Forbidden, NotFound
 from engine.facts import external_facts, sms_refusal
 from engine.model import EXTERNAL_PARTICIPANT, Actor, DeliveryState, Message, RecipientDelivery
@@ -42,8 +43,6 @@ from engine.sms import (
 from engine.workflows.conversation_access import readable_conversation, with_deliveries
 
 CHANNEL, SMS = "chat", "sms"
-SEND_SMS = "send_sms"
-POST_SMS_REPLY = "post_sms_reply"
 
 PROCESSED = "processed"
 IGNORED = "ignored"
@@ -138,9 +137,7 @@ async def store_deliveries(
     ids = await uow.deliveries.add(message_id, deliveries)
     for delivery, delivery_id in zip(deliveries, ids, strict=True):
         if delivery.external_participant_id is not None and delivery.state == DeliveryState.QUEUED:
-            await uow.outbox.enqueue(
-                SEND_SMS, {"delivery_id": delivery_id}, conversation_id=conversation_id, message_id=message_id
-            )
+            await uow.outbox.enqueue(TextMessage(conversation_id, message_id, delivery_id))
 
 
 async def get_message(services: Services, actor: Actor, message_id: int) -> Message:
@@ -351,11 +348,7 @@ async def sms_received(services: Services, event: InboundSms) -> str:
         if word is not None and not event.provider_answers_keywords and (word is Keyword.HELP or changed):
             # HELP is always answered; STOP and START are confirmed once, when they change something
             # (a repeated STOP gets no second text). The STOP confirmation is the last text sent.
-            await uow.outbox.enqueue(
-                SEND_SMS,
-                {"keyword_reply": word.value, "participant_id": latest.participant_id},
-                conversation_id=latest.conversation_id,
-            )
+            await uow.outbox.enqueue(AnswerKeyword(latest.conversation_id, latest.participant_id, word))
         if word is None:
             route, held = _reply_destination(routes, code)
             if route is None:
@@ -367,13 +360,9 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                         reason="unknown_reply_code" if code is not None else "ambiguous_reply",
                         candidates=len(held),
                     )
+                codes = tuple(sorted(r.reply_code for r in held))
                 await uow.outbox.enqueue(
-                    SEND_SMS,
-                    {
-                        "reply_codes": sorted(r.reply_code for r in held),
-                        "participant_id": held[0].participant_id,
-                    },
-                    conversation_id=held[0].conversation_id,
+                    AskWhichConversation(held[0].conversation_id, held[0].participant_id, codes)
                 )
             elif text.strip():
                 await _post_reply(services, uow, route, event, text, now)
@@ -435,12 +424,11 @@ async def _post_reply(
     )
     if decision.allowed:
         await uow.outbox.enqueue(
-            POST_SMS_REPLY,
-            {
-                "channel_url": route.channel_url,
-                "sender_chat_id": route.chat_user_id,
-                "text": text,
-                "dedup_id": event.provider_message_id,
-            },
-            conversation_id=route.conversation_id,
+            PostSmsReply(
+                route.conversation_id,
+                route.channel_url,
+                sender_chat_id=route.chat_user_id,
+                text=text,
+                dedup_id=event.provider_message_id,
+            )
         )

@@ -4,13 +4,14 @@ per-recipient deliveries, SMS opt-outs, webhook bookkeeping and Idempotency-Key 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, func, insert, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
+from engine.effects import Effect
 from engine.model import (
     Conversation,
     DeliveryState,
@@ -32,6 +33,7 @@ from integrations.db.tables import (
     SmsOptOutRow,
     WebhookEventRow,
 )
+from integrations.effects.outbox import outbox_row
 
 conv_members_t = table_of(ConversationMemberRow)
 conversations_t = table_of(ConversationRow)
@@ -268,16 +270,13 @@ class SqlMessageRepository(Repository):
 
 
 class SqlOutbox(Repository):
-    async def enqueue(
-        self,
-        kind: str,
-        payload: Mapping[str, object],
-        *,
-        conversation_id: int | None = None,
-        message_id: int | None = None,
-    ) -> None:
+    async def enqueue(self, effect: Effect) -> None:
+        row = outbox_row(effect)
         await self.session.execute(
             insert(outbox_t).values(
-                kind=kind, payload=dict(payload), conversation_id=conversation_id, message_id=message_id
+                kind=row.kind,
+                payload=row.payload,
+                conversation_id=row.conversation_id,
+                message_id=row.message_id,
             )
         )

@@ -30,6 +30,7 @@ from typing import Any, Self
 import asyncpg  # type: ignore[import-untyped]
 import structlog
 
+from engine.effects import PostMessage, TextMessage, kind_of
 from engine.errors import CaremsgError, ServiceUnavailable
 from engine.ports import NewSend, SendContext
 from integrations.db.base import is_unavailable
@@ -79,10 +80,10 @@ _STORE = f"""
     ), o AS (
         INSERT INTO outbox (kind, payload, conversation_id, message_id)
         SELECT kind, payload, $2, $1 FROM (
-            SELECT 0 AS position, 'send_message' AS kind, jsonb_build_object('message_id', m.id) AS payload
+            SELECT 0 AS position, $12::text AS kind, jsonb_build_object('message_id', m.id) AS payload
             FROM m
             UNION ALL
-            SELECT d.id, 'send_sms', jsonb_build_object('delivery_id', d.id)
+            SELECT d.id, $13::text, jsonb_build_object('delivery_id', d.id)
             FROM d WHERE d.external_participant_id IS NOT NULL AND d.state = 'queued'
         ) entries ORDER BY position
     ), k AS (
@@ -92,6 +93,11 @@ _STORE = f"""
     )
     SELECT created_at FROM m
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
+
+
+# The outbox entries' stored kinds, bound (engine/effects.py names them); the payloads are the
+# shapes of integrations/effects/outbox.py, built in SQL because the ids exist only inside _STORE.
+_POST_KIND, _TEXT_KIND = kind_of(PostMessage), kind_of(TextMessage)
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:
@@ -164,6 +170,8 @@ class PgSendUnitOfWork:
                 [x.content for x in d],
                 send.idempotency_claim,
                 audit_json(events),
+                _POST_KIND,
+                _TEXT_KIND,
             )
         except Exception as error:
             if is_unavailable(error):

@@ -9,7 +9,7 @@ from typing import TypeVar
 import asyncpg
 
 from handlers.keys import emulator_key
-from integrations.break_glass_alerts import alerts_channel
+from integrations.effects.break_glass import alerts_channel
 from tests.support.api import Api, Person
 from tests.support.polling import eventually
 

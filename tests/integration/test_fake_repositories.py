@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from engine.effects import TextMessage
 from engine.errors import Conflict
 from engine.login_throttle import ACCOUNT_PREFIX, Backoff
 from engine.model import DeliveryState, Purpose, RecipientType, RiskLevel, Role
@@ -376,7 +377,7 @@ async def test_posted_messages_their_deliveries_read_receipts_and_opt_outs(uow: 
                 NewDelivery(f"sms:{participant}", DeliveryState.QUEUED, participant, content="notification"),
             ],
         )
-        await u.outbox.enqueue("send_sms", {"delivery_id": 1}, conversation_id=conversation.id)
+        await u.outbox.enqueue(TextMessage(conversation.id, message.id, 1))
         stopped = await u.opt_outs.set(number, True, "SM1")
         stopped_again = await u.opt_outs.set(number, True, "SM2")
         await u.commit()

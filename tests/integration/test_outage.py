@@ -94,7 +94,7 @@ def _relay(api: Api, chat: Any = None) -> OutboxRelay:
         api.app[sessions_key],
         chat or api.app[chat_key],
         RelaySettings(poll_interval=0.05, base_backoff=0.05, max_backoff=0.5, batch_size=1, lease_seconds=30),
-        kinds=api.app[messaging_key].outbox_kinds,
+        executors=api.app[messaging_key].outbox_kinds,
     )
 
 

@@ -70,7 +70,7 @@ def _relay(
         sessions or api.app[sessions_key],
         api.app[chat_key],
         RelaySettings(**{"poll_interval": 0.05, "base_backoff": 0.05, "max_backoff": 0.5, **settings}),
-        kinds=api.app[messaging_key].outbox_kinds,
+        executors=api.app[messaging_key].outbox_kinds,
         jitter=lambda cap: cap,
     )
 

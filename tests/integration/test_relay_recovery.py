@@ -99,7 +99,7 @@ async def test_a_killed_relays_entries_are_delivered_by_another_within_seconds(
         api.app[sessions_key],
         api.app[chat_key],
         RelaySettings(poll_interval=0.05, lease_seconds=LEASE),
-        kinds=api.app[messaging_key].outbox_kinds,
+        executors=api.app[messaging_key].outbox_kinds,
     )
     running = asyncio.create_task(relay.run())
     try:

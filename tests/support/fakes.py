@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from engine.audit import AuditEvent
 from engine.consent_index import ConsentIndex, IndexedConsent
+from engine.effects import Effect, PostMessage, TextMessage
 from engine.errors import Conflict, Unauthenticated
 from engine.facts import ConsentCandidate, millis
 from engine.login_throttle import Backoff, ThrottleState, blocked_until
@@ -314,7 +315,8 @@ class FakeDatabase:
     externals: dict[int, FakeExternalRow] = field(default_factory=dict)
     messages: dict[int, Message] = field(default_factory=dict)
     deliveries: dict[int, FakeDeliveryRow] = field(default_factory=dict)
-    outbox: list[FakeOutboxEntry] = field(default_factory=list)
+    #: The effects enqueued, in order (the ``outbox`` table holds one row per effect).
+    outbox: list[Effect] = field(default_factory=list)
     #: phone number -> the provider id of the STOP
     opt_outs: dict[str, str] = field(default_factory=dict)
     #: webhook event id -> how it ended (processed / ignored)
@@ -831,16 +833,6 @@ class FakeDeliveryRow:
     updated_at: datetime
 
 
-@dataclass(frozen=True)
-class FakeOutboxEntry:
-    """One row of ``outbox``: an effect to perform after commit."""
-
-    kind: str
-    payload: Mapping[str, object]
-    conversation_id: int | None = None
-    message_id: int | None = None
-
-
 def _hydrated(data: FakeDatabase, conversation_id: int) -> Conversation:
     """The conversation with its member ids (ascending) and external participants (by id)."""
     externals = sorted(
@@ -975,15 +967,8 @@ class FakeMessageRepository(_Repo):
 
 
 class FakeOutbox(_Repo):
-    async def enqueue(
-        self,
-        kind: str,
-        payload: Mapping[str, object],
-        *,
-        conversation_id: int | None = None,
-        message_id: int | None = None,
-    ) -> None:
-        self.data.outbox.append(FakeOutboxEntry(kind, dict(payload), conversation_id, message_id))
+    async def enqueue(self, effect: Effect) -> None:
+        self.data.outbox.append(effect)
 
 
 class FakeDeliveryRepository(_Repo):
@@ -1190,15 +1175,11 @@ class FakeSendUnitOfWork:
             send.message_id, send.conversation_id, send.sender_id, send.text, DeliveryState.QUEUED, now
         )
         ids = await FakeDeliveryRepository(db).add(send.message_id, send.deliveries)
-        entries = [FakeOutboxEntry("send_message", {"message_id": send.message_id})]
-        entries += [
-            FakeOutboxEntry("send_sms", {"delivery_id": delivery_id})
+        db.outbox.append(PostMessage(send.conversation_id, send.message_id))
+        db.outbox += [
+            TextMessage(send.conversation_id, send.message_id, delivery_id)
             for delivery_id, d in zip(ids, send.deliveries, strict=True)
             if d.external_participant_id is not None and d.state == DeliveryState.QUEUED
-        ]
-        db.outbox += [
-            dataclasses.replace(e, conversation_id=send.conversation_id, message_id=send.message_id)
-            for e in entries
         ]
         if send.idempotency_claim is not None:
             db.idempotency_keys[send.idempotency_claim] = send.message_id

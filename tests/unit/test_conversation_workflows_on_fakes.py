@@ -7,6 +7,7 @@ from datetime import date
 
 import pytest
 
+from engine.effects import CreateChannel, PostMessage
 from engine.errors import Forbidden, NotFound
 from engine.model import Actor, DeliveryState, RiskLevel, Role
 from engine.workflows.conversations import (
@@ -44,7 +45,7 @@ async def test_a_care_team_member_starts_a_conversation_and_its_channel_is_queue
 
     stored = world.db.conversations[conversation_id]
     assert world.db.conversation_members[conversation_id] == (nurse.user_id,)
-    assert [e.payload for e in world.db.outbox] == [{"conversation_id": conversation_id}]
+    assert world.db.outbox == [CreateChannel(conversation_id)]
     assert world.db.idempotency_keys == {7: conversation_id}
     assert stored.channel_state == "pending"
     [event] = world.events("conversation.create")
@@ -65,11 +66,7 @@ async def test_a_member_sends_and_the_message_its_delivery_and_its_post_are_stor
         ("channel", DeliveryState.QUEUED)
     ]
     [post] = world.db.outbox[posts_before:]
-    assert (post.kind, post.payload, post.message_id) == (
-        "send_message",
-        {"message_id": message.id},
-        message.id,
-    )
+    assert post == PostMessage(conversation_id, message.id)
     assert world.db.idempotency_keys[8] == message.id
     [event] = world.events("message.send")
     assert (event.outcome, event.patient_id) == (

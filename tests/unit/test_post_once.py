@@ -1,5 +1,6 @@
-"""When the relay reads the channel instead of trusting an answer (``integrations.relay.post_once``),
-on a fake chat gateway: every case of the rule, in milliseconds."""
+"""When the relay reads the channel instead of trusting an answer
+(``integrations.effects.messages.post_once``), on a fake chat gateway: every case of the rule, in
+milliseconds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from engine.effects import PostMessage
 from engine.errors import (
     ChatAlreadyExists,
     ChatGatewayError,
@@ -88,7 +90,7 @@ class FakeChat:
 
 
 def entry(attempts: int) -> OutboxEntry:
-    return OutboxEntry(1, "send_message", {"message_id": 7}, attempts, 3, 7)
+    return OutboxEntry(1, "send_message", PostMessage(conversation_id=3, message_id=7), attempts)
 
 
 async def post(chat: FakeChat, attempts: int = 1) -> SentChatMessage:

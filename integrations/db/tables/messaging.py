@@ -132,22 +132,17 @@ class OutboxRow(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("status IN ('pending','done','failed')", name="status"),
         Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
-        # The claim's "an earlier message of this conversation is still pending" probe (migration 0007).
+        # The claim's "an earlier entry of this kind and conversation is still pending" probe, which
+        # keeps a conversation's posts and its texts in order (migration 0014).
         Index(
-            "ix_outbox_pending_send_message",
+            "ix_outbox_pending_in_order",
+            "kind",
             "conversation_id",
             "id",
-            postgresql_where=text("status = 'pending' AND kind = 'send_message'"),
+            postgresql_where=text("status = 'pending'"),
         ),
         # The claim takes pending rows in id order (migration 0008).
         Index("ix_outbox_pending", "id", postgresql_where=text("status = 'pending'")),
-        # The claim's "an earlier text of this conversation is still pending" probe (migration 0010).
-        Index(
-            "ix_outbox_pending_send_sms",
-            "conversation_id",
-            "id",
-            postgresql_where=text("status = 'pending' AND kind = 'send_sms'"),
-        ),
     )
 
 

@@ -1,24 +1,27 @@
 """Telling compliance officers at once that someone broke the glass on one of their patients.
 
-The break-the-glass workflow enqueues one ``notify_break_glass`` outbox entry in the transaction that
-opens the session; this kind posts it into the organization's compliance-alerts chat channel (created
-on first use, with every active compliance officer of the patient's organization as a member) as the
-system user. The text carries ids only, never PHI: the officers open the review list
-(``GET /api/break-glass``) for the rest. Safe to repeat: the post carries the session id in
-``data`` and is reconciled on it (``post_once``); its ``dedup_id`` is the session's too.
+The break-the-glass workflow asks for one :class:`engine.effects.NotifyComplianceOfBreakGlass` in the
+transaction that opens the session; this executor posts it into the organization's compliance-alerts
+chat channel (created on first use, with every active compliance officer of the patient's
+organization as a member) as the system user. The text carries ids only, never PHI: the officers open
+the review list (``GET /api/break-glass``) for the rest. Safe to repeat: the post carries the session
+id in ``data`` and is reconciled on it (``post_once``); its ``dedup_id`` is the session's too.
 The relay audits every delivery (``delivery.notify_break_glass``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from engine.workflows.break_glass import NOTIFY_BREAK_GLASS
-from integrations.relay import OutboxEntry, RelayContext, post_once
+from engine.effects import Effect, NotifyComplianceOfBreakGlass
+from integrations.effects.executor import RelayContext
+from integrations.effects.messages import post_once
+from integrations.effects.outbox import OutboxEntry
 
 log = structlog.get_logger("caremsg.break_glass")
 
@@ -27,15 +30,18 @@ ALERTS_USER = "caremsg_compliance_alerts"
 
 
 def alerts_channel(organization_id: int) -> str:
+    """The chat channel an organization's compliance alerts are posted in."""
     return f"caremsg_compliance_{organization_id}"
 
 
-class NotifyBreakGlass:
+class BreakGlassAlertExecutor:
     """Post one break-the-glass opening into the patient's organization's compliance channel."""
 
-    kind = NOTIFY_BREAK_GLASS
+    handles: tuple[type[Effect], ...] = (NotifyComplianceOfBreakGlass,)
 
-    async def deliver(self, entry: OutboxEntry, ctx: RelayContext) -> None:
+    async def deliver(
+        self, effect: NotifyComplianceOfBreakGlass, entry: OutboxEntry, ctx: RelayContext
+    ) -> None:
         async with ctx.sessions() as session:
             opened = (
                 await session.execute(
@@ -45,7 +51,7 @@ class NotifyBreakGlass:
                         " FROM break_glass_sessions b JOIN patients p ON p.id = b.patient_id"
                         " WHERE b.id = :id"
                     ),
-                    {"id": int(entry.payload["session_id"])},
+                    {"id": effect.session_id},
                 )
             ).one()
             officers = (
@@ -73,7 +79,7 @@ class NotifyBreakGlass:
             data=json.dumps({"organization_id": opened.patient_organization_id}),
             repeat=entry.attempts > 1,  # read the channel before creating it again
         )
-        # Reconciled on ``data`` (the session id), not trusted to dedup_id: see integrations/relay.py.
+        # Reconciled on ``data`` (the session id), not trusted to dedup_id: see effects/messages.py.
         await post_once(
             ctx.chat,
             entry,
@@ -89,8 +95,9 @@ class NotifyBreakGlass:
             data=json.dumps({"break_glass_session_id": opened.id, "patient_id": opened.patient_id}),
         )
 
-    async def succeeded(self, entry: OutboxEntry, session: AsyncSession) -> None:
-        """Nothing to record beyond the relay's own delivery audit record."""
-
-    async def failed(self, entry: OutboxEntry, session: AsyncSession, reason: str) -> None:
-        log.error("break_glass.notification_failed", outbox_id=entry.id, reason=reason)
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
+    ) -> None:
+        """Nothing to record on success beyond the relay's own delivery audit record."""
+        for entry, reason in failed:
+            log.error("break_glass.notification_failed", outbox_id=entry.id, reason=reason)

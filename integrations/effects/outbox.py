@@ -1,0 +1,136 @@
+"""How effects are stored in the outbox and read back: the one codec between effect types and rows.
+
+A row's ``kind`` is the effect type's stored name (:data:`engine.effects.KIND`); its ``payload`` holds
+the effect's fields in the shapes rows already stored use, so entries written before effects were
+typed are still delivered. A row this code cannot read (a kind no release knows, a payload that does
+not fit) becomes an :class:`Unreadable` entry, which no executor performs: the relay dead-letters it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.effects import (
+    AnswerKeyword,
+    AskWhichConversation,
+    CreateChannel,
+    Effect,
+    NotifyComplianceOfBreakGlass,
+    PostMessage,
+    PostSmsReply,
+    RemoveMembers,
+    TextMessage,
+    kind_of,
+)
+from engine.sms import Keyword
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """The columns an effect is stored in."""
+
+    kind: str
+    payload: dict[str, Any] = field(repr=False)
+    conversation_id: int | None
+    message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A stored entry that is not an effect this release knows: dead-lettered with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One claimed outbox row: the effect it holds, and the attempt this claim is."""
+
+    id: int
+    kind: str
+    effect: Effect | Unreadable
+    attempts: int
+    #: What the executor's ``prepare`` loaded for this entry (None without one); ``deliver`` reads it.
+    prepared: object = field(default=None, compare=False, repr=False)
+
+
+def outbox_row(effect: Effect) -> OutboxRow:
+    """The row that stores ``effect``."""
+    kind = kind_of(effect)
+    match effect:
+        case CreateChannel(conversation_id=c):
+            return OutboxRow(kind, {"conversation_id": c}, c)
+        case PostMessage(conversation_id=c, message_id=m):
+            return OutboxRow(kind, {"message_id": m}, c, m)
+        case TextMessage(conversation_id=c, message_id=m, delivery_id=d):
+            return OutboxRow(kind, {"delivery_id": d}, c, m)
+        case AnswerKeyword(conversation_id=c, participant_id=p, keyword=word):
+            return OutboxRow(kind, {"keyword_reply": word.value, "participant_id": p}, c)
+        case AskWhichConversation(conversation_id=c, participant_id=p, reply_codes=codes):
+            return OutboxRow(kind, {"reply_codes": list(codes), "participant_id": p}, c)
+        case PostSmsReply(conversation_id=c):
+            payload = {
+                "channel_url": effect.channel_url,
+                "sender_chat_id": effect.sender_chat_id,
+                "text": effect.text,
+                "dedup_id": effect.dedup_id,
+            }
+            return OutboxRow(kind, payload, c)
+        case RemoveMembers(conversation_id=c, chat_user_ids=users):
+            return OutboxRow(kind, {"conversation_id": c, "user_ids": list(users)}, c)
+        case NotifyComplianceOfBreakGlass(session_id=s):
+            return OutboxRow(kind, {"session_id": s}, None)
+
+
+def effect_from(
+    kind: str, payload: Mapping[str, Any], conversation_id: int | None, message_id: int | None
+) -> Effect | Unreadable:
+    """The effect a stored row holds, or :class:`Unreadable` if this release cannot read it."""
+    read = _READERS.get(kind)
+    if read is None:
+        return Unreadable("unknown_kind")
+    try:
+        return read(payload, conversation_id, message_id)
+    except (KeyError, TypeError, ValueError):
+        return Unreadable("unreadable_entry")
+
+
+def _required(value: int | None) -> int:
+    if value is None:
+        raise ValueError("missing id")
+    return value
+
+
+def _text(p: Mapping[str, Any], conversation_id: int | None, message_id: int | None) -> Effect:
+    conversation = _required(conversation_id)
+    if "delivery_id" in p:
+        return TextMessage(conversation, _required(message_id), int(p["delivery_id"]))
+    if "keyword_reply" in p:
+        return AnswerKeyword(conversation, int(p["participant_id"]), Keyword(p["keyword_reply"]))
+    if "help_participant_id" in p:  # entries queued before keyword answers were one effect
+        return AnswerKeyword(conversation, int(p["help_participant_id"]), Keyword.HELP)
+    return AskWhichConversation(
+        conversation, int(p["participant_id"]), tuple(int(c) for c in p["reply_codes"])
+    )
+
+
+_Reader = Callable[[Mapping[str, Any], int | None, int | None], Effect]
+
+_READERS: dict[str, _Reader] = {
+    kind_of(CreateChannel): lambda p, c, m: CreateChannel(int(p["conversation_id"])),
+    kind_of(PostMessage): lambda p, c, m: PostMessage(_required(c), int(p["message_id"])),
+    kind_of(TextMessage): _text,
+    kind_of(PostSmsReply): lambda p, c, m: PostSmsReply(
+        _required(c),
+        str(p["channel_url"]),
+        sender_chat_id=str(p["sender_chat_id"]),
+        text=str(p["text"]),
+        dedup_id=str(p["dedup_id"]),
+    ),
+    kind_of(RemoveMembers): lambda p, c, m: RemoveMembers(
+        int(p["conversation_id"]), tuple(str(u) for u in p["user_ids"])
+    ),
+    kind_of(NotifyComplianceOfBreakGlass): lambda p, c, m: NotifyComplianceOfBreakGlass(int(p["session_id"])),
+}

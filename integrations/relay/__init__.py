@@ -1,0 +1,89 @@
+"""The outbox relay: performs the effects workflows recorded (engine/effects.py), until each one succeeds.
+
+Each claimed row is read back into its typed effect (``integrations/effects/outbox.py``) and
+performed by the executor registered for that type (``integrations/effects/``); the relay itself
+knows no effect by name. Layout: ``runner.py`` (the loop: claim, waves, leases, recovery),
+``outcomes.py`` (done / retry at / dead / given back, and the settle of a wave), ``statements.py``
+(the SQL).
+
+Several relays (in several service instances) can run at once: each claims due rows with
+``FOR UPDATE SKIP LOCKED`` and takes a lease on them, so no row is worked on twice at the same time,
+and a relay killed mid-delivery leaves rows that another relay picks up when the lease runs out. The
+lease is short (``lease_seconds``, 10 s) and renewed by a heartbeat while the relay runs, so a crash
+pauses the conversations it was delivering for seconds, however long a delivery may take.
+
+**Reconciliation, not trust** (sendbird-api.md §8). Every chat post carries caremsg's own id of what
+it posts in ``data``, a field Sendbird returns with every message. After an ambiguous outcome (a
+timeout, a dropped connection, a 5xx, any error answering a repeat) and before any repeat of a
+post, the relay reads the channel's recent messages (:func:`post_once`): if the post landed, its
+Sendbird id is recorded and nothing is posted again. ``dedup_id`` stays as a second layer only,
+because what Sendbird answers a repeated one is not documented. Channel creation and membership
+changes read the channel before repeating (``repeat``). This holds as long as a post in flight
+ends before its lease does (``lease_seconds`` well above the chat client's timeout): a post still
+in flight cannot be seen by another relay's read (``integrations/effects/messages.py``).
+
+**Chat and texts apart** (lanes). A relay may be limited to one family of kinds: the service
+runs one relay for chat effects and one for texts, each with its own claims, waves and rate budget,
+so a backlog of texts never holds up chat posts. Within a family a conversation's entries keep
+their order: chat posts after each other, texts after each other.
+
+Retries use exponential backoff with full jitter; errors the chat provider calls permanent, or
+running out of attempts, mark the row (and its message or conversation) ``failed`` with a reason.
+
+**What a batch costs.** The relay runs in the service's process, next to the request handlers, so
+every database round trip it saves is CPU the handlers get back. Per batch of claimed entries:
+
+- one transaction claims the batch and, in it, reads what delivering it needs: an executor with a
+  ``prepare`` hook loads its whole share of the batch with one query (a message post then needs
+  no read of its own);
+- the batch is split into lanes, one per conversation, each in claim order (the order the entries
+  were accepted in). A *wave* takes the next entry of every lane and delivers them concurrently,
+  at most ``concurrency`` at a time, so conversations do not wait for each other while each
+  conversation's entries go out strictly one after the other. A lane stops at an entry that must
+  be retried, and its later entries are given back untried (their attempt not counted), so nothing
+  of a conversation overtakes what was accepted before it. Across batches and relays the claim
+  keeps the order: it lets only a conversation's oldest pending post (and oldest pending text) in;
+- each wave is settled in ONE transaction: one statement updates every outbox row of the wave and
+  inserts the ``delivery.*`` audit record of each entry it finishes, and each executor records
+  the wave's outcomes of its effects with multi-row statements (its ``settle``).
+
+**Why each wave is settled at once, not the batch at its end.** Between a side effect and the commit
+of its settle, a relay that dies leaves an entry that is delivered again when its lease runs out.
+For a chat message that costs one read (the repeat finds the post and records it). SMS through
+Business Messaging has no dedup key: a text whose delivery row is already settled is skipped,
+but a text sent and not yet settled is sent again, so for texts that window is a
+duplicate window. Settling after every wave keeps it to one wave (its slowest delivery and one
+commit) instead of a whole batch of waves.
+
+**Guarantees kept for settling.** A settle only touches entries this relay still holds (status
+``pending`` and the ``attempts`` its claim set: a relay whose lease ran out and was re-claimed
+elsewhere settles nothing of it), so every entry gets exactly one ``delivery.*`` audit record, in
+the transaction that finishes it. A settle that fails (the database went away, a deadlock) loses
+nothing: the entries stay leased, their outcomes are kept and settled first thing in the next
+cycle, so nothing is delivered again for it. Outcomes that cannot be settled after
+``_RESETTLE_TRIES`` attempts with the database reachable are dropped and their entries given
+back, to be delivered again (harmless for chat, a possible duplicate for a text). Entries leased
+but not delivered when a cycle fails are given back as soon as the database answers again, not
+after ``lease_seconds``.
+"""
+
+from integrations.effects.executor import RelayContext
+from integrations.effects.messages import post_once
+from integrations.effects.outbox import OutboxEntry
+from integrations.relay.outcomes import Dead, Done, GivenBack, Outcome, RetryAt
+from integrations.relay.runner import TEXT_KINDS, OutboxRelay, Relays, RelaySettings
+
+__all__ = [
+    "TEXT_KINDS",
+    "Dead",
+    "Done",
+    "GivenBack",
+    "OutboxEntry",
+    "OutboxRelay",
+    "Outcome",
+    "RelayContext",
+    "RelaySettings",
+    "Relays",
+    "RetryAt",
+    "post_once",
+]

@@ -1,0 +1,306 @@
+"""The relay's loop: claim a batch, deliver it wave by wave, settle each wave, keep the leases alive.
+
+See the package docstring (``integrations/relay/__init__.py``) for what it guarantees and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from engine.effects import IN_ORDER, TEXTS, CreateChannel, kind_of, kinds
+from engine.errors import ChatGatewayError, ChatRateLimited
+from engine.ports import ChatGateway
+from integrations.db.base import is_unavailable
+from integrations.effects.channels import CreateChannelExecutor
+from integrations.effects.executor import Executor, Executors, Preparing, RelayContext
+from integrations.effects.messages import PostMessageExecutor
+from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from
+from integrations.relay.outcomes import Dead, Done, GivenBack, Outcome, RetryAt, logged, settle
+from integrations.relay.statements import CLAIM, RELEASE, RENEW
+
+log = structlog.get_logger("caremsg.relay")
+
+#: The stored kinds of texts: the service gives them a relay of their own (``claim_kinds``).
+TEXT_KINDS: tuple[str, ...] = kinds(TEXTS)
+
+#: How often kept outcomes are settled again, with the database reachable, before they are dropped.
+_RESETTLE_TRIES = 3
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    poll_interval: float = 1.0
+    base_backoff: float = 1.0
+    max_backoff: float = 300.0
+    max_attempts: int = 50
+    batch_size: int = 20
+    #: A claim's lease, renewed every third of it while the relay runs (``run``): a relay that dies
+    #: (kill -9) holds up its entries for at most this long.
+    lease_seconds: float = 10.0
+    #: Deliveries in flight at once (each of a different conversation).
+    concurrency: int = 8
+    #: Claim only these stored kinds (None: every kind) and none of ``skip_kinds``; the service runs
+    #: one relay for texts (:data:`TEXT_KINDS`) and one for everything else.
+    claim_kinds: tuple[str, ...] | None = None
+    skip_kinds: tuple[str, ...] = ()
+
+
+class OutboxRelay:
+    """Performs the effects workflows recorded, each by the executor registered for its type."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        chat: ChatGateway,
+        settings: RelaySettings = RelaySettings(),
+        *,
+        executors: Sequence[Executor[Any]] = (),
+        jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap),  # noqa: S311 - not crypto
+    ) -> None:
+        if settings.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._ctx = RelayContext(sessions, chat)
+        self._settings = settings
+        self._executors = Executors([CreateChannelExecutor(), PostMessageExecutor(), *executors])
+        self._jitter = jitter
+        self._wake = asyncio.Event()
+        self._gate = asyncio.Semaphore(settings.concurrency)
+        # Entries this relay leased but could not finish (the database went away mid-cycle), by id,
+        # with the attempt count of the claim: their leases are given back as soon as the database is
+        # reachable again, not after lease_seconds.
+        self._unfinished: dict[int, int] = {}
+        # Outcomes of deliveries whose settle failed: settled again before anything else.
+        self._unsettled: list[Outcome] = []
+        self._resettle_failures = 0
+        #: Deliveries put back for another attempt since start (the caremsg_relay_retries metric).
+        self.retries = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def backoff(self, attempts: int) -> float:
+        """Full jitter: a random delay up to base·2^(attempts-1), capped."""
+        cap = min(self._settings.max_backoff, self._settings.base_backoff * 2 ** max(0, attempts - 1))
+        return self._jitter(cap)
+
+    async def run(self) -> None:
+        """Deliver until cancelled; database or chat outages are waited out, never fatal."""
+        heartbeat = asyncio.create_task(self._keep_leases(), name="outbox-relay-leases")
+        try:
+            await self._run()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _keep_leases(self) -> None:
+        """Renew the lease of every entry this relay holds, every third of the lease, so a slow
+        delivery keeps its entries while a relay that died frees them within one lease."""
+        while True:
+            await asyncio.sleep(self._settings.lease_seconds / 3)
+            held = dict(self._unfinished)
+            held.update((o.entry.id, o.entry.attempts) for o in self._unsettled)
+            if not held:
+                continue
+            ids = sorted(held)
+            try:
+                async with self._ctx.sessions() as session, session.begin():
+                    await session.execute(
+                        RENEW,
+                        {
+                            "ids": ids,
+                            "attempts": [held[i] for i in ids],
+                            "lease": self._settings.lease_seconds,
+                        },
+                    )
+            except Exception as exc:  # the database may be away; the cycle finds out itself
+                log.warning("relay.lease_renewal_failed", error=type(exc).__name__)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                done = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay.cycle_failed", error=type(exc).__name__)
+                done = 0
+            if done == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
+                self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Finish what an earlier cycle left, then claim one batch of due entries and work through it
+        wave by wave; returns how many entries were claimed."""
+        await self._recover()
+        entries = await self._claim()
+        self._unfinished.update((e.id, e.attempts) for e in entries)
+        lanes = _lanes(entries)
+        while lanes:
+            wave = [lane.popleft() for lane in lanes]
+            attempted = await asyncio.gather(*(self.attempt(entry) for entry in wave))
+            given_back: list[Outcome] = []
+            still: list[deque[OutboxEntry]] = []
+            for lane, outcome in zip(lanes, attempted, strict=True):
+                if isinstance(outcome, RetryAt):
+                    # Nothing of a conversation overtakes what was accepted before it.
+                    self.retries += 1
+                    given_back.extend(GivenBack(entry) for entry in lane)
+                elif lane:
+                    still.append(lane)
+            await self._settle_wave([*attempted, *given_back])
+            lanes = still
+        return len(entries)
+
+    async def _claim(self) -> list[OutboxEntry]:
+        """Lease a batch of due entries and, in the same transaction, let executors read for it."""
+        claim = self._settings.claim_kinds
+        async with self._ctx.sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    CLAIM,
+                    {
+                        "lease": self._settings.lease_seconds,
+                        "limit": self._settings.batch_size,
+                        "creates_channel": kind_of(CreateChannel),
+                        "in_order": list(kinds(IN_ORDER)),
+                        "only": list(claim) if claim else None,
+                        "except": list(self._settings.skip_kinds),
+                    },
+                )
+            ).all()
+            entries = sorted(
+                (
+                    OutboxEntry(
+                        r.id,
+                        r.kind,
+                        effect_from(r.kind, r.payload, r.conversation_id, r.message_id),
+                        r.attempts,
+                    )
+                    for r in rows
+                ),
+                key=lambda e: e.id,
+            )
+            prepared: dict[int, object] = {}
+            for executor, group in self._executors.grouped(entries).items():
+                if isinstance(executor, Preparing):
+                    prepared.update(await executor.prepare(group, session))
+        return [dataclasses.replace(e, prepared=prepared[e.id]) if e.id in prepared else e for e in entries]
+
+    async def _recover(self) -> None:
+        """Settle the outcomes a failed settle kept, then give back what a failed cycle left leased."""
+        if self._unsettled:
+            kept = self._unsettled
+            try:
+                await self._settle(kept)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    self._resettle_failures += 1
+                    if self._resettle_failures >= _RESETTLE_TRIES:
+                        # The statement itself keeps failing: give the entries back to be delivered
+                        # again rather than hold up every other delivery behind them.
+                        log.error("relay.settle_abandoned", outbox_ids=[o.entry.id for o in kept])
+                        self._unsettled = []
+                        self._resettle_failures = 0
+                raise
+            self._unsettled = []
+            self._resettle_failures = 0
+        if self._unfinished:
+            ids = sorted(self._unfinished)
+            async with self._ctx.sessions() as session, session.begin():
+                await session.execute(RELEASE, {"ids": ids, "attempts": [self._unfinished[i] for i in ids]})
+            self._unfinished.clear()
+
+    async def attempt(self, entry: OutboxEntry) -> Outcome:
+        """Deliver one entry by the executor registered for its effect's type and say what became of
+        it (nothing is written: the wave's settle does that); raises nothing but cancellation."""
+        executor = self._executors.for_entry(entry)
+        if executor is None:
+            unreadable = entry.effect if isinstance(entry.effect, Unreadable) else None
+            return Dead(entry, unreadable.reason if unreadable else "unknown_kind")
+        try:
+            async with self._gate:
+                await executor.deliver(entry.effect, entry, self._ctx)
+        except ChatGatewayError as exc:
+            if not exc.retryable:
+                return Dead(entry, exc.code)
+            retry_after = exc.retry_after if isinstance(exc, ChatRateLimited) else None
+            return self._retry_or_dead(entry, exc.code, retry_after)
+        except Exception:
+            # A bug or a lost database connection in the executor: the wave's other outcomes must
+            # still be settled (a text already sent must not be sent again), so this one is retried
+            # with backoff like any transient failure, and fails for good after max_attempts.
+            log.exception("relay.delivery_error", outbox_id=entry.id, kind=entry.kind)
+            return self._retry_or_dead(entry, "relay_error", None)
+        return Done(entry)
+
+    def _retry_or_dead(self, entry: OutboxEntry, reason: str, retry_after: float | None) -> Outcome:
+        """Retried after a backoff (at least what a rate limit asked for) while attempts remain."""
+        if entry.attempts >= self._settings.max_attempts:
+            return Dead(entry, reason)
+        return RetryAt(entry, reason, max(self.backoff(entry.attempts), retry_after or 0.0))
+
+    async def _settle_wave(self, outcomes: Sequence[Outcome]) -> None:
+        try:
+            await self._settle(outcomes)
+        except Exception:
+            self._unsettled = list(outcomes)
+            raise
+
+    async def _settle(self, outcomes: Sequence[Outcome]) -> None:
+        """Write a wave's outcomes in one transaction; the entries are then no longer this relay's."""
+        async with self._ctx.sessions() as session, session.begin():
+            settled = await settle(session, outcomes, self._executors)
+        for outcome in outcomes:
+            self._unfinished.pop(outcome.entry.id, None)
+        logged(outcomes, settled)
+
+
+class Relays:
+    """Several relays run as one (the service's chat relay and text relay): one wake, one task."""
+
+    def __init__(self, relays: Sequence[OutboxRelay]) -> None:
+        self.relays = tuple(relays)
+
+    @property
+    def retries(self) -> int:
+        """Deliveries put back for another attempt since start, by every relay together."""
+        return sum(relay.retries for relay in self.relays)
+
+    def wake(self) -> None:
+        for relay in self.relays:
+            relay.wake()
+
+    async def run(self) -> None:
+        """Run every relay until cancelled (each waits outages out by itself)."""
+        await asyncio.gather(*(relay.run() for relay in self.relays))
+
+
+def _lanes(entries: Sequence[OutboxEntry]) -> list[deque[OutboxEntry]]:
+    """One lane per conversation and family (chat or texts; an entry of no conversation is a lane of
+    its own), each in claim order: a text being retried never holds up the conversation's chat."""
+    lanes: dict[object, deque[OutboxEntry]] = {}
+    for entry in entries:
+        conversation = _conversation_of(entry)
+        key: object = (
+            (conversation, isinstance(entry.effect, TEXTS))
+            if conversation is not None
+            else ("entry", entry.id)
+        )
+        lanes.setdefault(key, deque()).append(entry)
+    return list(lanes.values())
+
+
+def _conversation_of(entry: OutboxEntry) -> int | None:
+    return getattr(entry.effect, "conversation_id", None)

@@ -1,0 +1,251 @@
+"""The relay without a database: each effect reaches the executor registered for its type, each
+result becomes its outcome (done, retry at, dead, given back), and a settled wave tells each
+executor exactly what it finished. The SQL those outcomes run is tested on PostgreSQL in
+tests/integration/test_relay.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from engine.effects import (
+    KIND,
+    AnswerKeyword,
+    AskWhichConversation,
+    CreateChannel,
+    Effect,
+    NotifyComplianceOfBreakGlass,
+    PostMessage,
+    PostSmsReply,
+    RemoveMembers,
+    TextMessage,
+    kind_of,
+)
+from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
+from engine.sms import Keyword
+from integrations.effects.executor import Executors, RelayContext
+from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from, outbox_row
+from integrations.relay import Dead, Done, GivenBack, OutboxRelay, RelaySettings, RetryAt
+from integrations.relay.outcomes import finished, settle_params
+from tests.support.fakes import FakeChatGateway
+
+
+@dataclass(eq=False)  # registered and grouped by identity, as the real executors are
+class FakeExecutor:
+    """Performs the effect types it is given by recording them, or by raising ``fails_with``."""
+
+    handles: tuple[type[Effect], ...]
+    fails_with: BaseException | None = None
+    delivered: list[Effect] = field(default_factory=list)
+
+    async def deliver(self, effect: Effect, entry: OutboxEntry, ctx: RelayContext) -> None:
+        self.delivered.append(effect)
+        if self.fails_with is not None:
+            raise self.fails_with
+
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
+    ) -> None:
+        raise AssertionError("settle is not called without a database in these tests")
+
+
+def relay(*executors: FakeExecutor, max_attempts: int = 5) -> OutboxRelay:
+    # An unbound session factory: attempt() never opens a session (the executors are fakes).
+    return OutboxRelay(
+        async_sessionmaker(),
+        FakeChatGateway(),  # type: ignore[arg-type]
+        RelaySettings(base_backoff=1.0, max_backoff=60.0, max_attempts=max_attempts),
+        executors=list(executors),  # type: ignore[arg-type]
+        jitter=lambda cap: cap,  # the backoff's upper bound, so delays can be asserted
+    )
+
+
+def entry(effect: Effect | Unreadable, *, id: int = 1, attempts: int = 1) -> OutboxEntry:
+    kind = effect.reason if isinstance(effect, Unreadable) else kind_of(effect)
+    return OutboxEntry(id, kind, effect, attempts)
+
+
+REPLY = PostSmsReply(4, "channel_4", sender_chat_id="ext_9", text="see you then", dedup_id="SM1")
+
+
+# --- dispatch by type -------------------------------------------------------------------------------
+
+
+async def test_each_effect_is_performed_by_the_executor_registered_for_its_type() -> None:
+    texts = FakeExecutor((TextMessage, AnswerKeyword, AskWhichConversation))
+    replies = FakeExecutor((PostSmsReply,))
+    r = relay(texts, replies)
+
+    outcomes = [
+        await r.attempt(entry(REPLY, id=1)),
+        await r.attempt(entry(AnswerKeyword(4, 9, Keyword.HELP), id=2)),
+        await r.attempt(entry(TextMessage(4, 70, 700), id=3)),
+    ]
+
+    assert replies.delivered == [REPLY]
+    assert texts.delivered == [AnswerKeyword(4, 9, Keyword.HELP), TextMessage(4, 70, 700)]
+    assert [type(o) for o in outcomes] == [Done, Done, Done]
+
+
+async def test_an_executor_registered_later_for_a_type_replaces_the_default_one() -> None:
+    posts = FakeExecutor((PostMessage,))  # the relay's own PostMessageExecutor would open a session
+
+    outcome = await relay(posts).attempt(entry(PostMessage(4, 70)))
+
+    assert posts.delivered == [PostMessage(4, 70)]
+    assert outcome == Done(entry(PostMessage(4, 70)))
+
+
+async def test_an_effect_whose_type_has_no_executor_is_dead_lettered_as_an_unknown_kind() -> None:
+    outcome = await relay().attempt(entry(NotifyComplianceOfBreakGlass(12)))
+
+    assert outcome == Dead(entry(NotifyComplianceOfBreakGlass(12)), "unknown_kind")
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "reason"),
+    [
+        ("fax_the_patient", {"message_id": 1}, "unknown_kind"),
+        (KIND[PostMessage], {"no_message_id": 1}, "unreadable_entry"),
+        (KIND[AnswerKeyword], {"keyword_reply": "shout", "participant_id": 9}, "unreadable_entry"),
+    ],
+    ids=["a kind this release does not know", "a post without its message", "an unknown keyword"],
+)
+async def test_a_stored_entry_that_is_not_a_known_effect_is_dead_lettered_with_why(
+    kind: str, payload: dict[str, Any], reason: str
+) -> None:
+    stored = OutboxEntry(1, kind, effect_from(kind, payload, 4, 70), 1)
+
+    outcome = await relay(FakeExecutor((PostMessage, AnswerKeyword))).attempt(stored)
+
+    assert outcome == Dead(stored, reason)
+
+
+# --- what a delivery's result becomes ---------------------------------------------------------------
+
+
+async def test_a_transient_failure_is_retried_after_an_exponential_backoff_with_its_code() -> None:
+    e = entry(REPLY, attempts=3)
+
+    outcome = await relay(FakeExecutor((PostSmsReply,), ChatUnavailable("down", status=503))).attempt(e)
+
+    assert outcome == RetryAt(e, "chat_unavailable", 4.0)  # base 1 s · 2^(3-1), jitter at its cap
+
+
+async def test_a_rate_limit_is_retried_no_sooner_than_the_provider_asked() -> None:
+    e = entry(REPLY, attempts=1)
+    limited = ChatRateLimited("slow down", retry_after=30.0)
+
+    outcome = await relay(FakeExecutor((PostSmsReply,), limited)).attempt(e)
+
+    assert outcome == RetryAt(e, "chat_rate_limited", 30.0)
+
+
+async def test_a_permanent_failure_is_dead_at_once_with_the_providers_code() -> None:
+    e = entry(REPLY, attempts=1)
+
+    outcome = await relay(FakeExecutor((PostSmsReply,), ChatInvalidRequest("bad"))).attempt(e)
+
+    assert outcome == Dead(e, "chat_invalid_request")
+
+
+async def test_a_transient_failure_of_the_last_attempt_is_dead() -> None:
+    e = entry(REPLY, attempts=5)
+
+    outcome = await relay(FakeExecutor((PostSmsReply,), ChatUnavailable("down")), max_attempts=5).attempt(e)
+
+    assert outcome == Dead(e, "chat_unavailable")
+
+
+async def test_a_bug_in_an_executor_is_retried_as_a_relay_error_and_never_escapes() -> None:
+    e = entry(REPLY, attempts=2)
+
+    outcome = await relay(FakeExecutor((PostSmsReply,), KeyError("channel_url"))).attempt(e)
+
+    assert outcome == RetryAt(e, "relay_error", 2.0)
+
+
+# --- settling a wave --------------------------------------------------------------------------------
+
+
+def test_each_outcome_writes_its_own_row_in_one_lock_order() -> None:
+    wave = [
+        GivenBack(entry(TextMessage(4, 71, 711), id=9, attempts=2)),
+        RetryAt(entry(TextMessage(4, 70, 700), id=7, attempts=2), "chat_unavailable", 2.0),
+        Dead(entry(REPLY, id=5, attempts=50), "invalid_request"),
+        Done(entry(PostMessage(4, 70), id=3, attempts=1)),
+    ]
+
+    assert settle_params(wave) == {
+        "ids": [3, 5, 7, 9],
+        "attempts": [1, 50, 2, 2],
+        "outcomes": ["done", "failed", "retry", "untried"],
+        "reasons": [None, "invalid_request", "chat_unavailable", None],
+        "delays": [None, None, 2.0, None],
+    }
+
+
+def test_a_settled_wave_tells_each_executor_only_what_it_finished_here() -> None:
+    posts = FakeExecutor((PostMessage,))
+    texts = FakeExecutor((TextMessage,))
+    executors = Executors([posts, texts])
+    sent, refused = entry(TextMessage(4, 70, 700), id=2), entry(TextMessage(5, 80, 800), id=4)
+    posted, elsewhere = entry(PostMessage(4, 70), id=1), entry(PostMessage(6, 90), id=6)
+    wave = [
+        Done(sent),
+        Dead(refused, "opted_out"),
+        Done(posted),
+        Done(elsewhere),  # its lease ran out: another relay holds it, the settle skipped it
+        RetryAt(entry(TextMessage(7, 91, 910), id=7), "chat_unavailable", 1.0),
+        GivenBack(entry(TextMessage(7, 92, 920), id=8)),
+        Dead(entry(RemoveMembers(4, ("u1",)), id=9), "unknown_kind"),  # no executor registered
+    ]
+
+    told = finished(wave, settled={1, 2, 4, 7, 8, 9}, executors=executors)
+
+    assert told == {posts: ([posted], []), texts: ([sent], [(refused, "opted_out")])}
+
+
+# --- how effects are stored -------------------------------------------------------------------------
+
+EVERY_EFFECT: list[Effect] = [
+    CreateChannel(4),
+    PostMessage(4, 70),
+    TextMessage(4, 70, 700),
+    AnswerKeyword(4, 9, Keyword.STOP),
+    AskWhichConversation(4, 9, (1, 3)),
+    REPLY,
+    RemoveMembers(4, ("u1", "u2")),
+    NotifyComplianceOfBreakGlass(12),
+]
+
+
+@pytest.mark.parametrize("effect", EVERY_EFFECT, ids=lambda e: type(e).__name__)
+def test_every_effect_reads_back_from_its_stored_row_as_itself(effect: Effect) -> None:
+    row = outbox_row(effect)
+
+    assert effect_from(row.kind, row.payload, row.conversation_id, row.message_id) == effect
+
+
+def test_the_stored_kinds_are_those_rows_already_in_databases_carry() -> None:
+    assert {t.__name__: k for t, k in KIND.items()} == {
+        "CreateChannel": "ensure_channel",
+        "PostMessage": "send_message",
+        "TextMessage": "send_sms",
+        "AnswerKeyword": "send_sms",
+        "AskWhichConversation": "send_sms",
+        "PostSmsReply": "post_sms_reply",
+        "RemoveMembers": "remove_members",
+        "NotifyComplianceOfBreakGlass": "notify_break_glass",
+    }
+    assert {type(e) for e in EVERY_EFFECT} == set(KIND)
+
+
+def test_a_help_answer_queued_in_the_old_shape_is_still_a_help_answer() -> None:
+    effect = effect_from("send_sms", {"help_participant_id": 9}, 4, None)
+
+    assert effect == AnswerKeyword(4, 9, Keyword.HELP)
