@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import structlog
 from aiohttp import web
@@ -51,7 +50,7 @@ from integrations.break_glass_alerts import NotifyBreakGlass
 from integrations.consent_sync import ConsentSync, RemoveMembers, asyncpg_connect_args
 from integrations.db.migrate import head_revisions
 from integrations.db.repositories import CachedAccountDirectory, SqlAccountDirectory
-from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
+from integrations.db.send_uow import PgSendUnitOfWork, SendPool, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
 from integrations.idempotency import IdempotencyStore
 from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
@@ -70,7 +69,7 @@ log = structlog.get_logger("caremsg.app")
 
 engine_key: web.AppKey[AsyncEngine] = web.AppKey("engine_key", AsyncEngine)
 sessions_key: web.AppKey[async_sessionmaker[AsyncSession]] = web.AppKey("sessions_key")
-send_pool_key: web.AppKey[asyncpg.Pool] = web.AppKey("send_pool_key")
+send_pool_key: web.AppKey[SendPool] = web.AppKey("send_pool_key", SendPool)
 accounts_key: web.AppKey[CachedAccountDirectory] = web.AppKey("accounts_key", CachedAccountDirectory)
 chat_key: web.AppKey[ChatGateway] = web.AppKey("chat_key")
 relay_key: web.AppKey[Relays] = web.AppKey("relay_key", Relays)
