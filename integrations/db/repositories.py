@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import exists, false, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, exists, false, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -346,9 +346,7 @@ class SqlPatientRepository(_Repository):
         return _patient(row)
 
     async def get(self, patient_id: int) -> Patient | None:
-        row = (
-            await self.session.execute(select(patients_t).where(patients_t.c.id == patient_id))
-        ).one_or_none()
+        row = (await self.session.execute(_PATIENT, {"patient_id": patient_id})).one_or_none()
         return _patient(row) if row else None
 
     async def update(self, patient_id: int, changes: Mapping[str, object]) -> Patient:
@@ -532,23 +530,57 @@ def consent_candidates(rows: Any) -> list[ConsentCandidate]:
     ]
 
 
-class SqlRelationshipFacts(_Repository):
-    async def patient_relation(self, patient_id: int, *, user_id: int) -> PatientRelation | None:
-        on_team = exists().where(
-            teams_t.c.patient_id == patients_t.c.id,
-            team_members_t.c.care_team_id == teams_t.c.id,
-            team_members_t.c.user_id == user_id,
+def _open_session(patient_id: Any) -> Any:
+    """The id of the latest emergency session of ``:user_id`` for the patient open at ``:at``, if any."""
+    b = metadata.tables["break_glass_sessions"].c
+    return (
+        select(b.id)
+        .where(
+            b.user_id == bindparam("user_id"),
+            b.patient_id == patient_id,
+            b.opened_at <= bindparam("at"),
+            b.expires_at > bindparam("at"),
         )
-        row = (
-            await self.session.execute(
-                select(patients_t.c.organization_id, on_team.label("on_team")).where(
-                    patients_t.c.id == patient_id
-                )
-            )
-        ).one_or_none()
+        .order_by(b.id.desc())
+        .limit(1)
+    )
+
+
+# The statements of every patient read, built once: building and keying a SELECT costs about as much
+# CPU as executing it (bench/read_patient.py, py-spy).
+_OPEN_SESSION = _open_session(bindparam("patient_id"))
+_ON_TEAM = (
+    exists()
+    .where(
+        teams_t.c.patient_id == patients_t.c.id,
+        team_members_t.c.care_team_id == teams_t.c.id,
+        team_members_t.c.user_id == bindparam("user_id"),
+    )
+    .label("on_team")
+)
+_RELATION = select(patients_t.c.organization_id, _ON_TEAM).where(patients_t.c.id == bindparam("patient_id"))
+# With the open emergency session in the same statement: every patient read asks for it, and a round
+# trip costs more than the subquery.
+_RELATION_AND_SESSION = select(
+    patients_t.c.organization_id, _ON_TEAM, _open_session(patients_t.c.id).scalar_subquery()
+).where(patients_t.c.id == bindparam("patient_id"))
+_PATIENT = select(patients_t).where(patients_t.c.id == bindparam("patient_id"))
+
+
+class SqlRelationshipFacts(_Repository):
+    async def patient_relation(
+        self, patient_id: int, *, user_id: int, break_glass_at: datetime | None = None
+    ) -> PatientRelation | None:
+        values: dict[str, Any] = {"patient_id": patient_id, "user_id": user_id}
+        if break_glass_at is None:
+            row = (await self.session.execute(_RELATION, values)).one_or_none()
+        else:
+            values["at"] = break_glass_at
+            row = (await self.session.execute(_RELATION_AND_SESSION, values)).one_or_none()
         if row is None:
             return None
-        return PatientRelation(patient_id, row.organization_id, bool(row.on_team))
+        session_id = row[2] if break_glass_at is not None else None
+        return PatientRelation(patient_id, row.organization_id, bool(row.on_team), session_id)
 
     async def external_consents(
         self, patient_id: int, phone_number: str, organization_id: int | None
@@ -939,14 +971,8 @@ class SqlBreakGlassRepository(_Repository):
         return _break_glass(row)
 
     async def open_session(self, user_id: int, patient_id: int, at: datetime) -> int | None:
-        b = break_glass_t.c
-        query = (
-            select(b.id)
-            .where(b.user_id == user_id, b.patient_id == patient_id, b.opened_at <= at, b.expires_at > at)
-            .order_by(b.id.desc())
-            .limit(1)
-        )
-        return (await self.session.execute(query)).scalar_one_or_none()
+        values = {"user_id": user_id, "patient_id": patient_id, "at": at}
+        return (await self.session.execute(_OPEN_SESSION, values)).scalar_one_or_none()
 
     async def list_for_organization(
         self, organization_id: int, after: int | None, limit: int
