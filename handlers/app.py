@@ -186,8 +186,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[relay_key] = relay
     auth = settings.auth
+    # Workflows enter the general pool in arrival order, at most as many at once as it has
+    # connections (SqlUnitOfWork), so they seldom wait in the pool's own, unfair queue.
+    uow_gate = asyncio.Semaphore(settings.database.pool_size + settings.database.max_overflow)
     app[services_key] = Services(
-        uow=lambda: SqlUnitOfWork(sessions),
+        uow=lambda: SqlUnitOfWork(sessions, gate=uow_gate),
         send_uow=lambda: PgSendUnitOfWork(send_pool),
         policy=holder,
         passwords=Argon2Passwords(time_cost=auth.argon2_time_cost, memory_kib=auth.argon2_memory_kib),
