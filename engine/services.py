@@ -490,15 +490,15 @@ class Guard(Decider, Generic[U]):
         is_actor = user_id is None or user_id == self.actor.user_id
         user_id = self.actor.user_id if user_id is None else user_id
         organization_id = self.actor.organization_id if organization_id is None else organization_id
-        relation = await self.uow.facts.patient_relation(patient_id, user_id=user_id)
+        spec = self.policy.workflows.get(workflow)
+        uses_break_glass = is_actor and spec is not None and Fact.BREAK_GLASS in spec.facts
+        relation = await self.uow.facts.patient_relation(
+            patient_id, user_id=user_id, break_glass_at=self.now if uses_break_glass else None
+        )
         if relation is None:
             self.record_missing(workflow, "patient", patient_id)
             raise NotFound("patient")
         self._patient_organizations[patient_id] = relation.patient_organization_id
-        spec = self.policy.workflows.get(workflow)
-        if is_actor and spec is not None and Fact.BREAK_GLASS in spec.facts:
-            session_id = await self.uow.break_glass.open_session(user_id, patient_id, self.now)
-            relation = replace(relation, break_glass_session_id=session_id)
         facts, details = self.relation_facts(
             workflow, relation, organization_id=organization_id, as_actor=is_actor
         )

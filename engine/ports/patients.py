@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol
 
 from engine.facts import ConsentCandidate
@@ -61,10 +61,15 @@ class PatientRelation:
 class RelationshipFacts(Protocol):
     """Relationship facts for policy decisions, read in the workflow's transaction."""
 
-    async def patient_relation(self, patient_id: int, *, user_id: int) -> PatientRelation | None:
+    async def patient_relation(
+        self, patient_id: int, *, user_id: int, break_glass_at: datetime | None = None
+    ) -> PatientRelation | None:
         """None if the patient does not exist. Whether a consent covers the person's organization is
         answered by the in-memory consent index (:meth:`engine.services.Decider.relation_facts`),
-        which, unlike a plain lookup, also weighs the workflow's scope and purposes."""
+        which, unlike a plain lookup, also weighs the workflow's scope and purposes. With
+        ``break_glass_at``, ``break_glass_session_id`` is the person's emergency session for the
+        patient open at that moment (as :meth:`BreakGlassRepository.open_session`), read with the
+        relation instead of in a round trip of its own."""
         ...
 
     async def external_consents(

@@ -24,6 +24,7 @@ from engine.ports.consents import BreakGlassSession, ExternalCoverage, NewConsen
 from integrations.db.base import Repository, insert_unique, page
 from integrations.db.columns import table_of
 from integrations.db.messaging import conversation_of, hydrated_conversations
+from integrations.db.patients import OPEN_SESSION
 from integrations.db.tables import (
     BreakGlassSessionRow,
     ComplianceGroupMemberRow,
@@ -309,14 +310,8 @@ class SqlBreakGlassRepository(Repository):
         return _break_glass(row)
 
     async def open_session(self, user_id: int, patient_id: int, at: datetime) -> int | None:
-        b = break_glass_t.c
-        query = (
-            select(b.id)
-            .where(b.user_id == user_id, b.patient_id == patient_id, b.opened_at <= at, b.expires_at > at)
-            .order_by(b.id.desc())
-            .limit(1)
-        )
-        return (await self.session.execute(query)).scalar_one_or_none()
+        values = {"user_id": user_id, "patient_id": patient_id, "at": at}
+        return (await self.session.execute(OPEN_SESSION, values)).scalar_one_or_none()
 
     async def list_for_organization(
         self, organization_id: int, after: int | None, limit: int

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, text, update
+from sqlalchemy import bindparam, exists, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from engine.facts import ConsentCandidate
@@ -23,12 +24,50 @@ from engine.model import (
 from engine.ports.patients import NewPatient, PatientRelation
 from integrations.db.base import Repository, insert_unique, page
 from integrations.db.columns import table_of
-from integrations.db.tables import CareTeamMemberRow, CareTeamRow, PatientRow, UserRow
+from integrations.db.tables import BreakGlassSessionRow, CareTeamMemberRow, CareTeamRow, PatientRow, UserRow
 
 team_members_t = table_of(CareTeamMemberRow)
 teams_t = table_of(CareTeamRow)
 patients_t = table_of(PatientRow)
 users_t = table_of(UserRow)
+break_glass_t = table_of(BreakGlassSessionRow)
+
+
+def open_session_query(patient_id: Any) -> Any:
+    """The id of the latest emergency session of ``:user_id`` for the patient open at ``:at``, if any."""
+    b = break_glass_t.c
+    return (
+        select(b.id)
+        .where(
+            b.user_id == bindparam("user_id"),
+            b.patient_id == patient_id,
+            b.opened_at <= bindparam("at"),
+            b.expires_at > bindparam("at"),
+        )
+        .order_by(b.id.desc())
+        .limit(1)
+    )
+
+
+# The statements of every patient read, built once: building and keying a SELECT costs about as much
+# CPU as executing it (bench/read_patient.py, py-spy).
+OPEN_SESSION = open_session_query(bindparam("patient_id"))
+_ON_TEAM = (
+    exists()
+    .where(
+        teams_t.c.patient_id == patients_t.c.id,
+        team_members_t.c.care_team_id == teams_t.c.id,
+        team_members_t.c.user_id == bindparam("user_id"),
+    )
+    .label("on_team")
+)
+_RELATION = select(patients_t.c.organization_id, _ON_TEAM).where(patients_t.c.id == bindparam("patient_id"))
+# With the open emergency session in the same statement: every patient read asks for it, and a round
+# trip costs more than the subquery.
+_RELATION_AND_SESSION = select(
+    patients_t.c.organization_id, _ON_TEAM, open_session_query(patients_t.c.id).scalar_subquery()
+).where(patients_t.c.id == bindparam("patient_id"))
+_PATIENT = select(patients_t).where(patients_t.c.id == bindparam("patient_id"))
 
 
 def _patient(row: Any) -> Patient:
@@ -67,9 +106,7 @@ class SqlPatientRepository(Repository):
         return _patient(row)
 
     async def get(self, patient_id: int) -> Patient | None:
-        row = (
-            await self.session.execute(select(patients_t).where(patients_t.c.id == patient_id))
-        ).one_or_none()
+        row = (await self.session.execute(_PATIENT, {"patient_id": patient_id})).one_or_none()
         return _patient(row) if row else None
 
     async def update(self, patient_id: int, changes: Mapping[str, object]) -> Patient:
@@ -204,22 +241,19 @@ def consent_candidates(rows: Any) -> list[ConsentCandidate]:
 
 
 class SqlRelationshipFacts(Repository):
-    async def patient_relation(self, patient_id: int, *, user_id: int) -> PatientRelation | None:
-        on_team = exists().where(
-            teams_t.c.patient_id == patients_t.c.id,
-            team_members_t.c.care_team_id == teams_t.c.id,
-            team_members_t.c.user_id == user_id,
-        )
-        row = (
-            await self.session.execute(
-                select(patients_t.c.organization_id, on_team.label("on_team")).where(
-                    patients_t.c.id == patient_id
-                )
-            )
-        ).one_or_none()
+    async def patient_relation(
+        self, patient_id: int, *, user_id: int, break_glass_at: datetime | None = None
+    ) -> PatientRelation | None:
+        values: dict[str, Any] = {"patient_id": patient_id, "user_id": user_id}
+        if break_glass_at is None:
+            row = (await self.session.execute(_RELATION, values)).one_or_none()
+        else:
+            values["at"] = break_glass_at
+            row = (await self.session.execute(_RELATION_AND_SESSION, values)).one_or_none()
         if row is None:
             return None
-        return PatientRelation(patient_id, row.organization_id, bool(row.on_team))
+        session_id = row[2] if break_glass_at is not None else None
+        return PatientRelation(patient_id, row.organization_id, bool(row.on_team), session_id)
 
     async def external_consents(
         self, patient_id: int, phone_number: str, organization_id: int | None

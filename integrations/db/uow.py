@@ -8,6 +8,7 @@ Each event is also emitted as one structured log line (``caremsg.audit``) once i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -185,12 +186,25 @@ class SqlUnitOfWork:
 
     audit_trail: SqlAuditTrail
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], sink: AuditSink | None = None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        sink: AuditSink | None = None,
+        *,
+        gate: asyncio.Semaphore | None = None,
+    ) -> None:
+        """``gate``, shared by the service's units of work, admits them first come, first served
+        (at most its size at once): SQLAlchemy's pool, like asyncpg's, lets a newcomer take a
+        returned connection ahead of the waiters, which under load sends a few requests to the
+        back again and again (see integrations/db/send_uow.py, SendPool)."""
         self._sessions = sessions
         self._committed = False
         self._sink = sink or PostgresAuditSink()
+        self._gate = gate
 
     async def __aenter__(self) -> Self:
+        if self._gate is not None:
+            await self._gate.acquire()
         self.session = self._sessions()
         self.audit = BufferedAuditLog()
         s = self.session
@@ -235,12 +249,16 @@ class SqlUnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            if not self._committed:
-                await self.session.rollback()
-        except Exception as rollback_error:  # the connection may be gone; the original error matters more
-            log.warning("db.rollback_failed", error=type(rollback_error).__name__)
+            try:
+                if not self._committed:
+                    await self.session.rollback()
+            except Exception as rollback_error:  # the connection may be gone; the original error matters more
+                log.warning("db.rollback_failed", error=type(rollback_error).__name__)
+            finally:
+                await self.session.close()
         finally:
-            await self.session.close()
+            if self._gate is not None:
+                self._gate.release()
         if not self._committed and self.audit.pending:
             await self._record_unfinished(exc)
         if exc is not None and not isinstance(exc, CaremsgError) and is_unavailable(exc):

@@ -562,7 +562,9 @@ class FakeCareTeamRepository(_Repo):
 
 
 class FakeRelationshipFacts(_Repo):
-    async def patient_relation(self, patient_id: int, *, user_id: int) -> PatientRelation | None:
+    async def patient_relation(
+        self, patient_id: int, *, user_id: int, break_glass_at: datetime | None = None
+    ) -> PatientRelation | None:
         patient = self.data.patients.get(patient_id)
         if patient is None:
             return None
@@ -570,7 +572,10 @@ class FakeRelationshipFacts(_Repo):
             t.patient_id == patient_id and any(m.user_id == user_id for m in t.members)
             for t in self.data.care_teams.values()
         )
-        return PatientRelation(patient_id, patient.organization_id, on_team)
+        session_id = None
+        if break_glass_at is not None:
+            session_id = self.data.break_glass_sessions.get((user_id, patient_id))
+        return PatientRelation(patient_id, patient.organization_id, on_team, session_id)
 
     async def external_consents(
         self, patient_id: int, phone_number: str, organization_id: int | None
