@@ -177,7 +177,7 @@ class Decider:
         if facts is None:
             decision = replace(decision, facts=None)  # not computed: `policy diff` cannot replay it
         self._observe(decision)
-        concealed_as = self._concealed(decision, fact_set, patient_id, subject_role, unrelated_as)
+        concealed_as = self._concealed(decision, role, fact_set, patient_id, subject_role, unrelated_as)
         if concealed_as is not None:
             recorded["answered"] = "not_found"  # the record keeps the real reason; the client does not
         if subject_role is not None:
@@ -285,14 +285,21 @@ class Decider:
     def _concealed(
         self,
         decision: Decision,
+        role: str,
         facts: frozenset[str],
         patient_id: int | None,
         subject_role: str | None,
         unrelated_as: str | None,
     ) -> str | None:
         # A role that may never run the workflow is refused alike for every record, existing or not
-        # (its facts are gathered for the audit record only): nothing to conceal.
-        if decision.allowed or decision.reason == ROLE_NOT_PERMITTED[0]:
+        # (its facts are gathered for the audit record only): nothing to conceal. That holds when the
+        # refusal names the stated purpose of use instead: a record that does not exist is refused
+        # the same way (403), so a 404 here would tell that this one exists.
+        if (
+            decision.allowed
+            or decision.reason == ROLE_NOT_PERMITTED[0]
+            or not self.policy.role_may(role, decision.workflow)
+        ):
             return None
         if subject_role is not None or facts & KNOWING_FACTS:
             return None

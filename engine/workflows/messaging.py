@@ -414,21 +414,21 @@ async def _post_reply(
     policy = services.policy.current
     found = external_facts(policy.workflows.get("sms.reply"), candidates, now)
     decision = policy.decide(EXTERNAL_PARTICIPANT, "sms.reply", found.facts)
-    uow.audit.record(
-        AuditEvent.for_decision(
-            decision,
-            actor=None,
-            occurred_at=now,
-            resource_type="conversation",
-            resource_id=route.conversation_id,
-            patient_id=route.patient_id,
-            details={
-                "external_participant_id": route.participant_id,
-                "reply_code": route.reply_code,
-                **found.details,
-            },
-        )
+    decided = AuditEvent.for_decision(
+        decision,
+        actor=None,
+        occurred_at=now,
+        resource_type="conversation",
+        resource_id=route.conversation_id,
+        patient_id=route.patient_id,
+        details={
+            "external_participant_id": route.participant_id,
+            "reply_code": route.reply_code,
+            **found.details,
+        },
     )
+    # The inbound text's own records (held, opt-out) carry its event; so does its decision.
+    uow.audit.record(dataclasses.replace(decided, request_id=f"webhook-{event.event_id}"))
     if decision.allowed:
         await uow.outbox.enqueue(
             POST_SMS_REPLY,

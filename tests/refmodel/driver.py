@@ -16,6 +16,7 @@ driver checks, against the model:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import secrets
@@ -29,6 +30,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from engine.model import Role, User
+from handlers.app import twilio_emulator_key
 from tests.refmodel import model as m
 from tests.refmodel.scenarios import PHONES, ROSTER, Scenario, WorldSpec, resolve
 
@@ -177,6 +179,7 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
         "messages": list(shadow.messages),
         "break_glass": sorted(world.break_glass),
         "directory": sorted(world.directory),
+        "opted_out": sorted(world.opted_out),
     }
 
 
@@ -234,7 +237,11 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         " WHERE organization_id = ANY($1::int[])",
         ids.orgs,
     )
+    opted_out = await db.fetch(
+        "SELECT phone_number FROM sms_opt_outs WHERE phone_number = ANY($1::text[])", ids.phones
+    )
     return {
+        "opted_out": sorted(phones[r["phone_number"]] for r in opted_out),
         "directory": sorted(
             (orgs[r["organization_id"]], phones.get(r["phone_number"], -1)) for r in directory
         ),
@@ -490,6 +497,166 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
     return found
 
 
+# --- SMS replies: through the carrier (the Twilio emulator) and the real webhook ----------------------
+
+
+REPLY_TEXT = "Yes, she took her dose at 9"
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    sid: str
+    text: str
+    audit: list[Mapping[str, Any]]
+    #: Outbox rows the text queued: posts of the reply, and the question back.
+    outbox: list[Mapping[str, Any]]
+    #: The number's reply codes, by (conversation, position), when it texted.
+    codes: dict[tuple[int, int], int]
+
+
+async def reply_codes(db: asyncpg.Connection, ids: Ids, phone: int) -> dict[tuple[int, int], int]:
+    codes: dict[tuple[int, int], int] = {}
+    for ci, cid in enumerate(ids.conversations):
+        rows = await db.fetch(
+            "SELECT phone_number, reply_code FROM external_participants WHERE conversation_id = $1"
+            " ORDER BY id",
+            cid,
+        )
+        for xi, r in enumerate(rows):
+            if r["phone_number"] == ids.phones[phone]:
+                codes[(ci, xi)] = r["reply_code"]
+    return codes
+
+
+async def perform_reply(
+    client: TestClient[Any, Any], db: asyncpg.Connection, ids: Ids, action: m.SmsReply
+) -> ReplyOutcome:
+    """The number texts caremsg: the carrier posts it, signed, to ``POST /api/webhooks/twilio``; the
+    webhook processor routes it. Returns once it is processed, with what it left."""
+    carrier = client.server.app[twilio_emulator_key]
+    carrier.set_webhook_url(str(client.make_url("/api/webhooks/twilio")))
+    codes = await reply_codes(db, ids, action.phone)
+    if action.word is not None:
+        text = action.word
+    elif action.names is not None:
+        text = f"#{codes[action.names]} {REPLY_TEXT}"
+    elif action.unknown_code:
+        text = f"#{max(codes.values(), default=0) + 5} {REPLY_TEXT}"
+    else:
+        text = REPLY_TEXT
+    before = await db.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    sid = carrier.receive_sms(ids.phones[action.phone], text)
+    await carrier.drain()
+    for _ in range(1000):
+        event = await db.fetchrow("SELECT id, status FROM webhook_events WHERE dedupe_key = $1", f"sms:{sid}")
+        if event is not None and event["status"] != "pending":
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise Disagreement(f"the text was not processed in 20 s: {event and dict(event)}")
+    rows = await db.fetch(
+        "SELECT event, workflow, decision, matched_rule, reason, outcome, resource_id, details"
+        " FROM audit_events WHERE request_id = $1 ORDER BY id",
+        f"webhook-{event['id']}",
+    )
+    audit = [
+        {**dict(r), "details": json.loads(r["details"]) if isinstance(r["details"], str) else r["details"]}
+        for r in rows
+    ]
+    outbox = [
+        {**dict(r), "payload": json.loads(r["payload"]) if isinstance(r["payload"], str) else r["payload"]}
+        for r in await db.fetch(
+            "SELECT kind, conversation_id, payload FROM outbox WHERE id > $1"
+            " AND conversation_id = ANY($2::int[]) AND kind IN ('post_sms_reply', 'send_sms') ORDER BY id",
+            before,
+            ids.conversations,
+        )
+    ]
+    outbox = [r for r in outbox if r["kind"] == "post_sms_reply" or "reply_codes" in r["payload"]]
+    return ReplyOutcome(sid, text, audit, outbox, codes)
+
+
+def reply_disagreements(v: m.ReplyVerdict, out: ReplyOutcome, ids: Ids) -> list[Problem]:
+    """How the service's handling of a text differs from the model's: where it was decided, under
+    which consent, whether it was posted (the outbox), held (records and the question back), or
+    changed the number's opt-out."""
+    found: list[Problem] = []
+    index = {cid: i for i, cid in enumerate(ids.conversations)}
+
+    def conversation(value: Any) -> int:
+        return index.get(int(value), -1) if value is not None else -1
+
+    decisions = [e for e in out.audit if e["event"] == "decision" and e["workflow"] == "sms.reply"]
+    held = [e for e in out.audit if e["event"] == "sms_reply_held"]
+    keywords = [e for e in out.audit if e["event"] in {"sms_opt_out", "sms_opt_in"}]
+    posts = [r for r in out.outbox if r["kind"] == "post_sms_reply"]
+    questions = [r for r in out.outbox if r["kind"] == "send_sms"]
+    allowed_in = dict(v.decided)
+    posted_in: int | None = None
+    if len(decisions) != (1 if v.decided else 0):
+        where = sorted(conversation(e["resource_id"]) for e in decisions)
+        found.append(
+            (
+                "reply.decided",
+                f"sms.reply decided in conversations {where}, model: one of {sorted(allowed_in)}",
+            )
+        )
+    elif decisions:
+        event = decisions[0]
+        ci = conversation(event["resource_id"])
+        if ci not in allowed_in:
+            found.append(
+                ("reply.decided", f"sms.reply decided in conversation {ci}, model: {sorted(allowed_in)}")
+            )
+        else:
+            consent = allowed_in[ci]
+            want = "allow" if consent is not None else "deny"
+            if event["decision"] != want:
+                found.append(("reply.decision", f"sms.reply {event['decision']}, model says {want}"))
+            elif consent is not None:
+                posted_in = ci
+                if _rule_requires(event["matched_rule"]) != frozenset({m.EXTERNAL_CONSENT}):
+                    found.append(("reply.rule", f"sms.reply rule {event['matched_rule']!r}"))
+                recorded = event["details"].get("consent_id")
+                if recorded != ids.consents[consent]:
+                    found.append(
+                        (
+                            "reply.consent",
+                            f"sms.reply consent {recorded!r}, model says {ids.consents[consent]}",
+                        )
+                    )
+            elif event["reason"] != "no_external_consent":
+                found.append(("reply.reason", f"sms.reply reason {event['reason']!r}"))
+    want_posts = [] if posted_in is None else [posted_in]
+    got_posts = [conversation(r["conversation_id"]) for r in posts]
+    if got_posts != want_posts or any(r["payload"].get("dedup_id") != out.sid for r in posts):
+        found.append(("reply.posted", f"reply queued for posting in {got_posts}, model: {want_posts}"))
+    got_held = sorted(conversation(e["details"].get("conversation_id")) for e in held)
+    if v.held_one_of:
+        ok = len(got_held) == 1 and got_held[0] in v.held_one_of
+        want_held = f"one of {sorted(v.held_one_of)}"
+    else:
+        ok = got_held == sorted(v.held)
+        want_held = str(sorted(v.held))
+    if not ok:
+        found.append(("reply.held", f"reply held in {got_held}, model: {want_held}"))
+    elif held and any(e["reason"] != v.held_reason for e in held):
+        found.append(("reply.held", f"held as {[e['reason'] for e in held]}, model: {v.held_reason}"))
+    elif held:
+        codes = sorted(code for (ci, _), code in out.codes.items() if ci in got_held)
+        asked = [r["payload"]["reply_codes"] for r in questions]
+        if asked != [codes]:
+            found.append(("reply.question", f"asked back with codes {asked}, model: [{codes}]"))
+    elif questions:
+        found.append(("reply.question", f"asked back with {[r['payload'] for r in questions]}, not held"))
+    want_keywords = [] if v.opted_out is None else ["sms_opt_out" if v.opted_out else "sms_opt_in"]
+    if [e["event"] for e in keywords] != want_keywords:
+        found.append(
+            ("reply.keyword", f"keyword records {[e['event'] for e in keywords]}, model: {want_keywords}")
+        )
+    return found
+
+
 def describe(spec: WorldSpec, actions: tuple[m.Action, ...] | list[m.Action]) -> str:
     """The world and the actions, readable: who is who, what each action is."""
 
@@ -513,6 +680,9 @@ def describe(spec: WorldSpec, actions: tuple[m.Action, ...] | list[m.Action]) ->
     lines.append("actions:")
     for i, a in enumerate(actions):
         fields = {k: v for k, v in vars(a).items() if k not in {"workflow", "actor"} and v is not None}
+        if isinstance(a, m.SmsReply):
+            lines.append(f"  {i}. phone {a.phone} texts caremsg ({a.workflow}) {fields}")
+            continue
         lines.append(f"  {i}. {who(a.actor)} {a.workflow} {fields}")
     return "\n".join(lines)
 
@@ -546,7 +716,7 @@ async def run_scenario(
     """Run every action of the scenario; raise :class:`Disagreement` at the first one the model
     disagrees with, unless a known defect in ``exempt`` explains it (tallied; the model then takes
     the world the service made: an action it refused but the service did is applied as done)."""
-    from tests.refmodel.known_defects import covered_by, explain
+    from tests.refmodel.known_defects import covered_by, explain, explain_reply
 
     spec = scenario.world
     tally.scenarios += 1
@@ -557,6 +727,25 @@ async def run_scenario(
     for drawn in scenario.actions:
         action = resolve(world, drawn)
         done.append(action)
+        if isinstance(action, m.SmsReply):
+            rv = m.reply_verdict(world, action)
+            replied = await perform_reply(client, db, ids, action)
+            tally.actions += 1
+            problems = reply_disagreements(rv, replied, ids)
+            answer = f"text {replied.text!r}: {json.dumps(replied.audit, default=str)[:600]}"
+            if problems:
+                defect = explain_reply(rv, problems)
+                if defect is None or not covered_by(defect, exempt):
+                    _fail(spec, done, problems, answer, defect)
+                tally.known[defect] = tally.known.get(defect, 0) + 1
+            posted = any(r["kind"] == "post_sms_reply" for r in replied.outbox)
+            shape = "keyword" if action.word else "held" if rv.held or rv.held_one_of else "decided"
+            counts = tally.by_workflow.setdefault(f"{action.workflow} ({shape})", [0, 0])
+            counts[0 if posted else 1] += 1
+            tally.allowed += posted
+            m.apply_reply(world, action)
+            await _check_state(db, ids, world, shadow, spec, done, answer)
+            continue
         v = m.verdict(world, action)
         out = await perform(client, db, ids, action)
         tally.actions += 1
@@ -564,7 +753,7 @@ async def run_scenario(
         if problems:
             defect = explain(world, action, v, out, problems, functools.partial(_recheck, out=out, ids=ids))
             if defect is None or not covered_by(defect, exempt):
-                _fail(spec, done, problems, out, defect)
+                _fail(spec, done, problems, _answer(out), defect)
             # A known defect: carry on in the world the service now has (what it did, it did).
             tally.known[defect] = tally.known.get(defect, 0) + 1
         counts = tally.by_workflow.setdefault(action.workflow, [0, 0])
@@ -582,15 +771,33 @@ async def run_scenario(
                 shadow.messages[action.conversation] += 1
             elif isinstance(action, m.RecordConsent):
                 ids.consents.append(int(out.body["id"]))
-        state = await actual_state(db, ids)
-        want = expected_state(world, shadow)
-        mismatched = [
-            ("state", f"state {k}: {state[k]} in PostgreSQL, model says {want[k]}")
-            for k in want
-            if state[k] != want[k]
-        ]
-        if mismatched:
-            _fail(spec, done, mismatched, out, None)
+        await _check_state(db, ids, world, shadow, spec, done, _answer(out))
+
+
+async def _check_state(
+    db: asyncpg.Connection,
+    ids: Ids,
+    world: m.World,
+    shadow: Shadow,
+    spec: WorldSpec,
+    done: list[m.Action],
+    answer: str,
+) -> None:
+    """What PostgreSQL holds is what the model's world says: an allowed action did what it says, a
+    refused one changed nothing."""
+    state = await actual_state(db, ids)
+    want = expected_state(world, shadow)
+    mismatched = [
+        ("state", f"state {k}: {state[k]} in PostgreSQL, model says {want[k]}")
+        for k in want
+        if state[k] != want[k]
+    ]
+    if mismatched:
+        _fail(spec, done, mismatched, answer, None)
+
+
+def _answer(out: Outcome) -> str:
+    return f"{out.status} {json.dumps(out.body)[:400]}"
 
 
 def _recheck(other: m.Verdict, *, out: Outcome, ids: Ids) -> list[Problem]:
@@ -598,12 +805,12 @@ def _recheck(other: m.Verdict, *, out: Outcome, ids: Ids) -> list[Problem]:
 
 
 def _fail(
-    spec: WorldSpec, done: list[m.Action], problems: list[Problem], out: Outcome, defect: str | None
+    spec: WorldSpec, done: list[m.Action], problems: list[Problem], answer: str, defect: str | None
 ) -> None:
     known = f" (looks like known defect {defect}, not exempted)" if defect else ""
     raise Disagreement(
         f"the service disagrees with the reference model on action {len(done) - 1}{known}:\n  "
         + "\n  ".join(text for _, text in problems)
-        + f"\nanswer: {out.status} {json.dumps(out.body)[:400]}\n"
+        + f"\nanswer: {answer}\n"
         + describe(spec, done)
     )

@@ -103,6 +103,8 @@ WORKFLOWS: dict[str, Declared] = {
 #: and conversation.join's own scope; a text goes out under one whose scope includes sms.
 ADMISSION = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms", "message"}), MESSAGING)
 TEXTING = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms"}), MESSAGING)
+#: An SMS reply is posted only while a consent still names its sender (``sms.reply``).
+REPLYING = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms"}), MESSAGING)
 
 
 def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
@@ -281,6 +283,26 @@ class AddContact(Action):
 @dataclass(frozen=True)
 class RevokeConsent(Action):
     consent: int | None  # None: one that does not exist
+
+
+#: The actor of an action nobody of the world takes (a text from outside comes in).
+NOBODY = -1
+
+
+@dataclass(frozen=True)
+class SmsReply(Action):
+    """Someone texts caremsg's number from phone ``phone`` (workflow ``sms.reply``; no actor).
+
+    ``code``: a drawn reference to one of the number's participations whose reply code the text
+    starts with (``names``, once resolved: (conversation, position)); ``unknown_code``: it starts
+    with a code the number does not have; ``word``: the text is STOP or START (after any code).
+    """
+
+    phone: int
+    code: int | None = None
+    unknown_code: bool = False
+    word: str | None = None
+    names: tuple[int, int] | None = None
 
 
 # --- decisions ---------------------------------------------------------------------------------
@@ -763,6 +785,81 @@ def _revoke_verdict(world: World, action: RevokeConsent) -> Verdict:
         removed_externals=frozenset(removed_externals),
         readmitted_externals=frozenset(readmitted),
     )
+
+
+# --- SMS replies ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyVerdict:
+    """Where a text from a number goes, as the README's "An SMS reply never lands in a conversation
+    by guesswork" says.
+
+    ``decided``: the conversations one of which ``sms.reply`` is decided for, each with the consent
+    it would be posted under (None: refused, nothing posted); empty when it is decided nowhere.
+    ``held``: the conversations that each get an ``sms_reply_held`` record (and whose codes the
+    question back lists); ``held_one_of``: instead exactly one of these (a number active nowhere
+    any more: the conversation that texted it last, which the model does not track).
+    """
+
+    workflow: str
+    decided: tuple[tuple[int, int | None], ...] = ()
+    held: frozenset[int] = frozenset()
+    held_one_of: frozenset[int] = frozenset()
+    held_reason: str | None = None
+    #: STOP / START: the number's opt-out afterwards, and the record of it (one).
+    opted_out: bool | None = None
+
+
+def participations(world: World, phone: int) -> list[tuple[int, int]]:
+    """Every (conversation, position) the number was added to, removed ones included."""
+    return [
+        (ci, xi)
+        for ci, conv in enumerate(world.conversations)
+        for xi, ext in enumerate(conv.externals)
+        if ext.phone == phone
+    ]
+
+
+def _reply_decision(world: World, ci: int, xi: int) -> tuple[int, int | None]:
+    conv = world.conversations[ci]
+    ext = conv.externals[xi]
+    return ci, admitting(world, conv.patient, ext.phone, ext.claimed_org, REPLYING)
+
+
+def reply_verdict(world: World, action: SmsReply) -> ReplyVerdict:
+    """What becomes of a text from ``action.phone``: a keyword changes the number's opt-out (whoever
+    sent it); a reply goes to the conversation its code names, or to the number's one active
+    conversation, where ``sms.reply`` decides; with several active conversations and no code (or a
+    code the number does not have) it is held, in every candidate conversation."""
+    wf = action.workflow
+    parts = participations(world, action.phone)
+    if action.word is not None:
+        return ReplyVerdict(wf, opted_out=action.word == "STOP")
+    if not parts:
+        return ReplyVerdict(wf)  # a number no conversation has: ignored
+    active = [(ci, xi) for ci, xi in parts if not world.conversations[ci].externals[xi].removed]
+    if action.unknown_code or action.names is not None:
+        if action.names is not None and action.names in active:
+            return ReplyVerdict(wf, decided=(_reply_decision(world, *action.names),))
+        if active:
+            return ReplyVerdict(wf, held=frozenset(ci for ci, _ in active), held_reason="unknown_reply_code")
+        pool = frozenset(ci for ci, _ in parts)
+        return ReplyVerdict(wf, held_one_of=pool, held_reason="unknown_reply_code")
+    if len(active) == 1:
+        return ReplyVerdict(wf, decided=(_reply_decision(world, *active[0]),))
+    if not active:
+        # Active nowhere any more: decided (and without a consent refused) where it texted last.
+        return ReplyVerdict(wf, decided=tuple(_reply_decision(world, ci, xi) for ci, xi in parts))
+    return ReplyVerdict(wf, held=frozenset(ci for ci, _ in active), held_reason="ambiguous_reply")
+
+
+def apply_reply(world: World, action: SmsReply) -> None:
+    """A keyword changes the number's opt-out; a reply changes nothing the model keeps."""
+    if action.word == "STOP":
+        world.opted_out.add(action.phone)
+    elif action.word == "START":
+        world.opted_out.discard(action.phone)
 
 
 # --- effects -----------------------------------------------------------------------------------

@@ -220,6 +220,47 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
     return m.RevokeConsent(kind, actor, draw(_reference()))
 
 
+@st.composite
+def sms_reply(draw: st.DrawFn, texted: int | None = None) -> m.SmsReply:
+    """A text to caremsg's number: mostly from the texted number, mostly with a code, now and then
+    without one, with one the number does not have, or STOP / START."""
+    phone = texted if texted is not None and draw(st.integers(0, 3)) else draw(st.integers(0, PHONES - 1))
+    shape = draw(
+        st.sampled_from(["code", "code", "code", "none", "none", "none", "unknown", "unknown", "keyword"])
+    )
+    if shape == "keyword":
+        shape = draw(st.sampled_from(["STOP", "START"]))
+    if shape in {"STOP", "START"}:
+        return m.SmsReply("sms.reply", m.NOBODY, phone, word=shape)
+    if shape == "unknown":
+        return m.SmsReply("sms.reply", m.NOBODY, phone, unknown_code=True)
+    code = draw(st.integers(0, 5)) if shape == "code" else None
+    return m.SmsReply("sms.reply", m.NOBODY, phone, code=code)
+
+
+@st.composite
+def texted_number(draw: st.DrawFn, spec: WorldSpec, phone: int) -> list[m.Action]:
+    """One number made an external participant of one to three conversations (about one patient or
+    several, of one organization or more), each under a consent naming it, recorded by the patient's
+    organization."""
+    count = draw(st.sampled_from([2, 2, 1, 3]))
+    patients = [draw(st.integers(0, len(spec.patients) - 1)) for _ in range(count)]
+    setup: list[m.Action] = []
+    for patient in patients:
+        officer = person(spec.patients[patient], 4)
+        scope = frozenset({"sms", "message"})
+        setup.append(
+            m.RecordConsent(
+                "consent.create", officer, patient, "external", phone, "treatment", scope, "active"
+            )
+        )
+        registrar = spec.registrar(patient)
+        setup.append(
+            m.CreateConversation("conversation.create", registrar, patient, (), (m.NewExternal(phone, None),))
+        )
+    return setup
+
+
 def _reference() -> st.SearchStrategy[int | None]:
     """A drawn reference to a consent or conversation; 7: one that does not exist."""
     return st.integers(0, 7).map(lambda ref: None if ref == 7 else ref)
@@ -245,7 +286,15 @@ def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
             setup.append(m.CreateConversation("conversation.create", registrar, patient, members, ()))
         else:
             setup.append(draw(create_conversation(spec, patient, registrar)))
-    actions = draw(st.lists(action(spec), min_size=3, max_size=max_actions))
+    texted: int | None = None
+    if draw(st.integers(0, 2)) == 0:
+        # Now and then a number in several conversations, and texts from it among the actions.
+        texted = draw(st.integers(0, PHONES - 1))
+        setup.extend(draw(texted_number(spec, texted)))
+        step = st.integers(0, 3).flatmap(lambda k: sms_reply(texted) if k == 0 else action(spec))
+    else:
+        step = st.integers(0, 11).flatmap(lambda k: sms_reply() if k == 0 else action(spec))
+    actions = draw(st.lists(step, min_size=3, max_size=max_actions))
     return Scenario(spec, (*setup, *actions))
 
 
@@ -270,6 +319,11 @@ def resolve(world: m.World, action: m.Action) -> m.Action:
         if mine and action.conversation % 2 == 0:
             return replace(action, conversation=mine[action.conversation // 2 % len(mine)])
         return replace(action, conversation=action.conversation % n if n else None)
+    if isinstance(action, m.SmsReply):
+        parts = m.participations(world, action.phone)
+        if action.code is None or not parts:
+            return replace(action, code=None)
+        return replace(action, names=parts[action.code % len(parts)])
     if isinstance(action, m.RevokeConsent):
         n = len(world.consents)
         if action.actor == OFFICER_OF_IT:

@@ -64,6 +64,8 @@ async def test_every_decision_matches_the_reference_model(
 # --- each exempted defect, shown in the smallest world that has it -----------------------------
 
 ORG0_OFFICER, ORG0_REGISTRAR, ORG1_PEER, ORG1_CLINICIAN = 4, 1, 6, 7
+ORG1_REGISTRAR, ORG1_OFFICER = 7, 10
+SMS_AND_MESSAGE = frozenset({"sms", "message"})
 TWO_ORGS = WorldSpec(2, (0,), (), (), frozenset(), ())
 
 SHOWCASES: dict[str, Scenario] = {
@@ -117,6 +119,36 @@ SHOWCASES: dict[str, Scenario] = {
             m.UpdatePatient("patient.update", ORG1_CLINICIAN, 0, "low"),
         ),
     ),
+    "10": Scenario(
+        WorldSpec(2, (0, 1), (), (), frozenset(), ()),
+        (
+            *(
+                step
+                for patient, officer, registrar in (
+                    (0, ORG0_OFFICER, ORG0_REGISTRAR),
+                    (1, ORG1_OFFICER, ORG1_REGISTRAR),
+                )
+                for step in (
+                    m.RecordConsent(
+                        "consent.create",
+                        officer,
+                        patient,
+                        "external",
+                        0,
+                        "treatment",
+                        SMS_AND_MESSAGE,
+                        "active",
+                    ),
+                    m.CreateConversation(
+                        "conversation.create", registrar, patient, (), (m.NewExternal(0, None),)
+                    ),
+                )
+            ),
+            # Organization B texts the number last; the reply names neither conversation.
+            m.ConversationAction("message.send", ORG1_REGISTRAR, 1),
+            m.SmsReply("sms.reply", m.NOBODY, 0),
+        ),
+    ),
     "11": Scenario(TWO_ORGS, (m.Action("organization.list", ORG1_PEER),)),
     "12": Scenario(TWO_ORGS, (m.PatientAction("patient.read", ORG1_PEER, 0),)),
 }
@@ -149,7 +181,6 @@ async def test_each_exempted_defect_is_still_there(
 
 # --- worked cases of the README, decided by the model and the service alike ------------------------
 
-SMS_AND_MESSAGE = frozenset({"sms", "message"})
 CASES: dict[str, Scenario] = {
     "an organization consent admits a number its contact directory lists": Scenario(
         WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
