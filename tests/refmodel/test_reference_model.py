@@ -7,6 +7,8 @@ actions each; a long run raises it:
     CAREMSG_REFMODEL_EXAMPLES=500 ./run.sh test tests/refmodel -q -x
 
 A disagreement fails with the world and the actions up to it, shrunk by Hypothesis to a minimal one.
+That the model would catch each decision defect of issue 9 if it came back is shown by
+tests/refmodel/test_defects_put_back.py (each defect put back in-process, its showcase run).
 """
 
 from __future__ import annotations
@@ -20,20 +22,21 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
-from handlers.app import create_app
 from handlers.keys import services_key
-from handlers.settings import Settings
 from tests.refmodel import model as m
 from tests.refmodel.driver import TALLIES, Disagreement, Tally, run_scenario
 from tests.refmodel.known_defects import DEFECTS, EXEMPT, exempted
 from tests.refmodel.scenarios import Scenario, WorldSpec, scenarios
+from tests.refmodel.showcases import (
+    ORG0_OFFICER,
+    ORG0_REGISTRAR,
+    ORG1_CLINICIAN,
+    SHOWCASES,
+    SMS_AND_MESSAGE,
+    TWO_ORGS,
+)
 
 EXAMPLES = int(os.environ.get("CAREMSG_REFMODEL_EXAMPLES", "40"))
-
-
-@pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
-    return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -62,96 +65,6 @@ async def test_every_decision_matches_the_reference_model(
 
 
 # --- each exempted defect, shown in the smallest world that has it -----------------------------
-
-ORG0_OFFICER, ORG0_REGISTRAR, ORG1_PEER, ORG1_CLINICIAN = 4, 1, 6, 7
-ORG1_REGISTRAR, ORG1_OFFICER = 7, 10
-SMS_AND_MESSAGE = frozenset({"sms", "message"})
-TWO_ORGS = WorldSpec(2, (0,), (), (), frozenset(), ())
-
-SHOWCASES: dict[str, Scenario] = {
-    "1": Scenario(
-        TWO_ORGS,
-        (
-            m.RecordConsent(
-                "consent.create", ORG0_OFFICER, 0, "organization", 1, "payment", frozenset({"read"}), "active"
-            ),
-            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
-        ),
-    ),
-    "2": Scenario(
-        WorldSpec(2, (0,), (), ((1, frozenset({1})),), frozenset(), ()),
-        (
-            m.RecordConsent(
-                "consent.create",
-                ORG0_OFFICER,
-                0,
-                "compliance_group",
-                0,
-                "treatment",
-                frozenset({"read"}),
-                "active",
-            ),
-        ),
-    ),
-    "8": Scenario(
-        TWO_ORGS,
-        (
-            # A consent for payment: the patient is known to org1, but not one it may treat.
-            m.RecordConsent(
-                "consent.create", ORG0_OFFICER, 0, "organization", 1, "payment", frozenset({"read"}), "active"
-            ),
-            m.PatientAction("break_glass.open", ORG1_PEER, 0),
-        ),
-    ),
-    "9": Scenario(
-        WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), ()),
-        (
-            m.RecordConsent(
-                "consent.create",
-                ORG0_OFFICER,
-                0,
-                "organization",
-                1,
-                "treatment",
-                frozenset({"read"}),
-                "active",
-            ),
-            m.UpdatePatient("patient.update", ORG1_CLINICIAN, 0, "low"),
-        ),
-    ),
-    "10": Scenario(
-        WorldSpec(2, (0, 1), (), (), frozenset(), ()),
-        (
-            *(
-                step
-                for patient, officer, registrar in (
-                    (0, ORG0_OFFICER, ORG0_REGISTRAR),
-                    (1, ORG1_OFFICER, ORG1_REGISTRAR),
-                )
-                for step in (
-                    m.RecordConsent(
-                        "consent.create",
-                        officer,
-                        patient,
-                        "external",
-                        0,
-                        "treatment",
-                        SMS_AND_MESSAGE,
-                        "active",
-                    ),
-                    m.CreateConversation(
-                        "conversation.create", registrar, patient, (), (m.NewExternal(0, None),)
-                    ),
-                )
-            ),
-            # Organization B texts the number last; the reply names neither conversation.
-            m.ConversationAction("message.send", ORG1_REGISTRAR, 1),
-            m.SmsReply("sms.reply", m.NOBODY, 0),
-        ),
-    ),
-    "11": Scenario(TWO_ORGS, (m.Action("organization.list", ORG1_PEER),)),
-    "12": Scenario(TWO_ORGS, (m.PatientAction("patient.read", ORG1_PEER, 0),)),
-}
 
 
 @pytest.mark.parametrize(
