@@ -142,11 +142,24 @@ async def with_deliveries(uow: UnitOfWork, messages: Sequence[Message]) -> list[
 
 async def get_message(services: Services, actor: Actor, message_id: int) -> Message:
     """One message with its per-recipient delivery state; decided as ``conversation.read``."""
-    from engine.workflows.conversations import _readable_conversation
+    from engine.workflows.conversations import _conversation_facts, _readable_conversation
 
     async with services.uow() as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role("conversation.read", resource_type="message", resource_id=message_id)
+
+        async def facts_of() -> frozenset[str] | None:
+            # For the record of a refused role only (`policy diff` replays it): the answer is the same.
+            found = await uow.messaging.get_message(message_id)
+            conversation = None if found is None else await uow.conversations.get(found.conversation_id)
+            if conversation is None:
+                return None
+            return (
+                await _conversation_facts(guard, "conversation.read", conversation, unknown_as="message")
+            )[0]
+
+        await guard.require_role_recording_facts(
+            "conversation.read", facts_of, resource_type="message", resource_id=message_id
+        )
         message = await uow.messaging.get_message(message_id)
         if message is None:
             guard.record_missing("conversation.read", "message", message_id)
