@@ -45,6 +45,11 @@ class Ids:
     orgs: list[int] = field(default_factory=list)
     users: list[int] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
+    #: The accounts as a token names them (role), to log someone in again after their sessions end.
+    people: list[User] = field(default_factory=list)
+    #: Contact-directory entries, by (organization, phone).
+    contacts: dict[tuple[int, int], int] = field(default_factory=dict)
+    services: Any = None
     patients: list[int] = field(default_factory=list)
     teams: list[int] = field(default_factory=list)
     groups: list[int] = field(default_factory=list)
@@ -62,7 +67,7 @@ def new_phone() -> str:
 
 
 async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) -> Ids:
-    ids = Ids()
+    ids = Ids(services=services)
     tag = secrets.token_hex(4)
     async with db.transaction():
         for o in range(spec.orgs):
@@ -88,6 +93,7 @@ async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) ->
                 user = User(
                     uid, email, "Ref", "Model", Role(role), ids.orgs[o], True, chat, datetime.now(UTC)
                 )
+                ids.people.append(user)
                 ids.tokens.append(services.tokens.issue(user).token)
         for p, org in enumerate(spec.patients):
             registrar = ids.users[spec.registrar(p)]
@@ -137,9 +143,9 @@ async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) ->
         for phone in spec.opted_out:
             await db.execute("INSERT INTO sms_opt_outs (phone_number) VALUES ($1)", ids.phones[phone])
         for org, phone in spec.directory:
-            await db.execute(
+            ids.contacts[(org, phone)] = await db.fetchval(
                 "INSERT INTO organization_contacts (organization_id, phone_number, name, added_by)"
-                " VALUES ($1, $2, 'Listed contact', $3)",
+                " VALUES ($1, $2, 'Listed contact', $3) RETURNING id",
                 ids.orgs[org],
                 ids.phones[phone],
                 ids.users[org * len(ROSTER) + 3],
@@ -180,6 +186,8 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
         "break_glass": sorted(world.break_glass),
         "directory": sorted(world.directory),
         "opted_out": sorted(world.opted_out),
+        "accounts": [(u.active, u.role) for u in world.users],
+        "shares": [sorted(g.shared_with) for g in world.groups],
     }
 
 
@@ -240,7 +248,21 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
     opted_out = await db.fetch(
         "SELECT phone_number FROM sms_opt_outs WHERE phone_number = ANY($1::text[])", ids.phones
     )
+    accounts = {
+        r["id"]: (r["is_active"], r["role"])
+        for r in await db.fetch("SELECT id, is_active, role FROM users WHERE id = ANY($1::int[])", ids.users)
+    }
+    shares: list[list[int]] = [[] for _ in ids.groups]
+    groups = {gid: i for i, gid in enumerate(ids.groups)}
+    for r in await db.fetch(
+        "SELECT group_id, organization_id FROM compliance_group_shares WHERE group_id = ANY($1::int[])"
+        " ORDER BY organization_id",
+        ids.groups,
+    ):
+        shares[groups[r["group_id"]]].append(orgs.get(r["organization_id"], -1))
     return {
+        "accounts": [accounts[uid] for uid in ids.users],
+        "shares": shares,
         "opted_out": sorted(phones[r["phone_number"]] for r in opted_out),
         "directory": sorted(
             (orgs[r["organization_id"]], phones.get(r["phone_number"], -1)) for r in directory
@@ -287,6 +309,29 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         if wf == "conversation.read":
             return "GET", f"/api/conversations/{cid}", None
         return "POST", "/api/conversations/send-message", {"conversationId": cid, "message": "Checking in"}
+    if isinstance(action, m.RemoveContact):
+        contact = ids.contacts.get((action.org, action.phone), MISSING_ID)
+        return "DELETE", f"/api/organizations/{ids.orgs[action.org]}/contacts/{contact}", None
+    if isinstance(action, m.ListContacts):
+        return "GET", f"/api/organizations/{ids.orgs[action.org]}/contacts", None
+    if isinstance(action, m.ChangeRole):
+        return "PUT", f"/api/users/{ids.users[action.target]}/role", {"role": action.role}
+    if isinstance(action, m.AccountAction):
+        verb = {
+            "user.approve": "approve",
+            "user.deactivate": "deactivate",
+            "user.reactivate": "reactivate",
+            "user.revoke_sessions": "sessions/revoke",
+            "user.unlock": "unlock",
+        }[action.workflow]
+        return "POST", f"/api/users/{ids.users[action.target]}/{verb}", None
+    if isinstance(action, m.ShareGroup):
+        body = {"organizationId": ids.orgs[action.org]}
+        return "POST", f"/api/compliance-groups/{ids.groups[action.group]}/shares", body
+    if action.workflow == "auth.profile":
+        return "GET", "/api/auth/profile", None
+    if action.workflow == "auth.logout":
+        return "POST", "/api/auth/logout", None
     if isinstance(action, m.AddContact):
         body = {"phoneNumber": ids.phones[action.phone], "name": "Listed contact"}
         return "POST", f"/api/organizations/{ids.orgs[action.org]}/contacts", body
@@ -476,7 +521,12 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
                 found.append(
                     ("audit.effects", f"audit: {recorded} {event_name} events, model expects {count}")
                 )
-    if v.visible is not None and out.status == 200:
+    if v.visible is not None and out.status == 200 and v.workflow == "organization_contact.list":
+        shown = sorted(item["phoneNumber"] for item in body.get("items", []))
+        want = sorted(ids.phones[p] for p in v.visible)
+        if shown != want:
+            found.append(("listing", f"listed {len(shown)} numbers, model shows {len(want)}"))
+    elif v.visible is not None and out.status == 200:
         records = {
             "patient.list": ids.patients,
             "conversation.list": ids.conversations,
@@ -758,6 +808,8 @@ async def run_scenario(
             tally.known[defect] = tally.known.get(defect, 0) + 1
         counts = tally.by_workflow.setdefault(action.workflow, [0, 0])
         counts[0 if 200 <= out.status < 300 else 1] += 1
+        account = action.target if isinstance(action, m.AccountAction) else action.actor
+        was_active = world.users[account].active
         if 200 <= out.status < 300:
             tally.allowed += v.allowed
             m.apply(world, action, v if v.allowed else replace(v, allowed=True))
@@ -771,6 +823,14 @@ async def run_scenario(
                 shadow.messages[action.conversation] += 1
             elif isinstance(action, m.RecordConsent):
                 ids.consents.append(int(out.body["id"]))
+            elif isinstance(action, m.RemoveContact):
+                ids.contacts.pop((action.org, action.phone), None)
+            elif isinstance(action, m.AddContact):
+                ids.contacts[(action.org, action.phone)] = int(out.body["id"])
+            if action.workflow in ENDING_SESSIONS:
+                # A reactivation ends no session: only the ones from before a deactivation stay ended.
+                probe = action.workflow != "user.reactivate" or not was_active
+                await _sessions_ended(client, ids, world, account, probe, spec, done)
         await _check_state(db, ids, world, shadow, spec, done, _answer(out))
 
 
@@ -798,6 +858,39 @@ async def _check_state(
 
 def _answer(out: Outcome) -> str:
     return f"{out.status} {json.dumps(out.body)[:400]}"
+
+
+#: Workflows after which the account's earlier tokens are refused (they log in again, unless deactivated).
+ENDING_SESSIONS = frozenset(
+    {"auth.logout", "user.revoke_sessions", "user.change_role", "user.deactivate", "user.reactivate"}
+)
+
+
+async def _sessions_ended(
+    client: TestClient[Any, Any],
+    ids: Ids,
+    world: m.World,
+    target: int,
+    probe: bool,
+    spec: WorldSpec,
+    done: list[m.Action],
+) -> None:
+    """The account's token from before the action is refused now (after a reactivation: the one from
+    before its deactivation stays refused); then the person logs in again, as the role they have now,
+    unless they are deactivated."""
+    if probe:
+        resp = await client.get(
+            "/api/auth/profile", headers={"Authorization": f"Bearer {ids.tokens[target]}"}
+        )
+        await resp.read()
+        if resp.status != 401:
+            problem = ("sessions", f"u{target}'s earlier token still answers {resp.status}, model: 401")
+            _fail(spec, done, [problem], "", None)
+    person = world.users[target]
+    ids.people[target] = replace(ids.people[target], role=Role(person.role), is_active=person.active)
+    if person.active:
+        await asyncio.sleep(0.002)  # a login after the sessions ended, not in the same millisecond
+        ids.tokens[target] = ids.services.tokens.issue(ids.people[target]).token
 
 
 def _recheck(other: m.Verdict, *, out: Outcome, ids: Ids) -> list[Problem]:

@@ -94,6 +94,17 @@ WORKFLOWS: dict[str, Declared] = {
     "consent.revoke": _declared("own_org"),
     "consent.list": _declared("own_org care_team covered"),
     "organization_contact.add": _declared("own_org"),
+    "organization_contact.remove": _declared("own_org"),
+    "organization_contact.list": _declared("own_org"),
+    "compliance_group.share": _declared("own_org"),
+    "auth.profile": _declared("self"),
+    "auth.logout": _declared("self"),
+    "user.approve": _declared("own_org"),
+    "user.deactivate": _declared("own_org"),
+    "user.reactivate": _declared("own_org"),
+    "user.change_role": _declared("own_org"),
+    "user.revoke_sessions": _declared("own_org"),
+    "user.unlock": _declared("own_org"),
     "organization.list": _declared(""),
     "compliance_group.list": _declared(""),
     "patient.list": _declared(""),
@@ -105,6 +116,16 @@ ADMISSION = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms", "message"}
 TEXTING = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms"}), MESSAGING)
 #: An SMS reply is posted only while a consent still names its sender (``sms.reply``).
 REPLYING = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms"}), MESSAGING)
+
+
+ACCOUNT_WORKFLOWS = (
+    "user.approve",
+    "user.deactivate",
+    "user.reactivate",
+    "user.change_role",
+    "user.revoke_sessions",
+    "user.unlock",
+)
 
 
 def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
@@ -136,6 +157,16 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow(STAFF, "consent.list", CARE_TEAM, COVERED)
     # Admins keep their organization's contact directory of external numbers.
     allow([ADMIN], "organization_contact.add", OWN_ORG)
+    allow([ADMIN], "organization_contact.remove", OWN_ORG)
+    allow([ADMIN, OFFICER], "organization_contact.list", OWN_ORG)
+    # A compliance group belongs to its organization; its compliance officers share it by name.
+    allow([OFFICER], "compliance_group.share", OWN_ORG)
+    # Admins manage the accounts of their own organization, one workflow per action; everyone sees
+    # their own profile and ends their own sessions.
+    for account in ACCOUNT_WORKFLOWS:
+        allow([ADMIN], account, OWN_ORG)
+    allow(ROLES, "auth.profile", SELF)
+    allow(ROLES, "auth.logout", SELF)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")
@@ -161,12 +192,15 @@ RULES = _rules()
 class User:
     org: int
     role: str
+    active: bool = True
 
 
 @dataclass(frozen=True)
 class Group:
     owner: int
     members: frozenset[int]
+    #: Organizations the owner shared it with by name: their compliance officers may name it.
+    shared_with: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -278,6 +312,36 @@ class AddContact(Action):
 
     org: int
     phone: int
+
+
+@dataclass(frozen=True)
+class RemoveContact(AddContact):
+    """An admin takes a number out of an organization's contact directory."""
+
+
+@dataclass(frozen=True)
+class ListContacts(Action):
+    org: int
+
+
+@dataclass(frozen=True)
+class AccountAction(Action):
+    """An admin acts on an account (approve, deactivate, reactivate, end its sessions, unlock)."""
+
+    target: int
+
+
+@dataclass(frozen=True)
+class ChangeRole(AccountAction):
+    role: str
+
+
+@dataclass(frozen=True)
+class ShareGroup(Action):
+    """A compliance officer shares a compliance group with another organization by name."""
+
+    group: int
+    org: int
 
 
 @dataclass(frozen=True)
@@ -514,6 +578,8 @@ def verdict(world: World, action: Action) -> Verdict:
     user = world.users[action.actor]
     wf = action.workflow
     stated = action.purpose_of_use
+    if not user.active:
+        return Verdict(wf, False, 401, undecided=True)  # a deactivated account's token is refused
     if not may_run(user.role, wf):
         purposes = WORKFLOWS[wf].purposes
         reason = (
@@ -526,8 +592,30 @@ def verdict(world: World, action: Action) -> Verdict:
         shown = None if user.role == OFFICER else frozenset({user.org})  # an officer: every organization
         return Verdict(wf, True, 200, frozenset(), visible=shown, purpose=stated)
     if wf == "compliance_group.list":
-        groups = frozenset(g for g, group in enumerate(world.groups) if group.owner == user.org)
+        # Admins: their organization's groups; compliance officers: those shared with it too.
+        groups = frozenset(
+            g
+            for g, group in enumerate(world.groups)
+            if group.owner == user.org or (user.role == OFFICER and user.org in group.shared_with)
+        )
         return Verdict(wf, True, 200, frozenset(), visible=groups, purpose=stated)
+    if wf in {"auth.profile", "auth.logout"}:
+        return Verdict(wf, True, 200 if wf == "auth.profile" else 204, frozenset({SELF}), purpose=stated)
+    if isinstance(action, AccountAction):
+        return _account_verdict(world, action)
+    if isinstance(action, ShareGroup):
+        return _share_verdict(world, action)
+    if isinstance(action, ListContacts):
+        if action.org != user.org:
+            return Verdict(wf, False, 403, reason=REASONS[OWN_ORG], purpose=stated)
+        shown = frozenset(phone for org, phone in world.directory if org == action.org)
+        return Verdict(wf, True, 200, frozenset({OWN_ORG}), visible=shown, purpose=stated)
+    if isinstance(action, RemoveContact):
+        if action.org != user.org:
+            return Verdict(wf, False, 403, reason=REASONS[OWN_ORG], purpose=stated)
+        if (action.org, action.phone) not in world.directory:
+            return Verdict(wf, False, 404, requires=frozenset({OWN_ORG}), undecided=True, purpose=stated)
+        return Verdict(wf, True, 204, frozenset({OWN_ORG}), purpose=stated)
     if isinstance(action, ConversationAction):
         return _conversation_verdict(world, action)
     if isinstance(action, RevokeConsent):
@@ -564,15 +652,54 @@ def verdict(world: World, action: Action) -> Verdict:
         return _join_verdict(world, base, action)
     if isinstance(action, CreateConversation):
         return _create_conversation_verdict(world, base, action)
-    if (
-        isinstance(action, RecordConsent)
-        and action.kind == "compliance_group"
-        and world.groups[action.target].owner != world.patients[patient]
-    ):
-        # A consent may name only its own organization's groups (none are shared in these worlds);
-        # another's answers as a group that does not exist.
-        return replace(base, allowed=False, status=422, field="complianceGroupId", undecided=True)
+    if isinstance(action, RecordConsent) and action.kind == "compliance_group":
+        # A consent may name only its own organization's groups, or one shared with it by name
+        # (compliance_group.use); another's answers as a group that does not exist.
+        group = world.groups[action.target]
+        if group.owner != user.org and user.org not in group.shared_with:
+            return replace(base, allowed=False, status=422, field="complianceGroupId", undecided=True)
     return base
+
+
+def _account_verdict(world: World, action: AccountAction) -> Verdict:
+    """An admin's action on an account of their own organization; another's answers as none."""
+    wf = action.workflow
+    stated = action.purpose_of_use
+    target = world.users[action.target]
+    if target.org != world.users[action.actor].org:
+        return Verdict(wf, False, 404, undecided=True, purpose=stated)
+    own = frozenset({OWN_ORG})
+    if wf in {"user.deactivate", "user.change_role"} and action.target == action.actor:
+        # An organization is never left without the admin who could undo it.
+        return Verdict(wf, False, 409, requires=own, undecided=True, purpose=stated)
+    effects: tuple[tuple[str, int], ...] = ()
+    if wf == "user.deactivate":
+        # They leave the chat channel of every conversation they are a member of.
+        left = sum(1 for c in world.conversations if action.target in c.members)
+        effects = (("conversation.member_left_channel", left),)
+    return Verdict(wf, True, 200, own, purpose=stated, effects=effects)
+
+
+def _share_verdict(world: World, action: ShareGroup) -> Verdict:
+    wf = action.workflow
+    stated = action.purpose_of_use
+    org = world.users[action.actor].org
+    group = world.groups[action.group]
+    if group.owner != org:
+        # Shared with them: they know it (403); else: as a group that does not exist.
+        status = 403 if org in group.shared_with else 404
+        return Verdict(wf, False, status, reason=REASONS[OWN_ORG], undecided=status == 404, purpose=stated)
+    if action.org == group.owner:
+        return Verdict(
+            wf,
+            False,
+            422,
+            requires=frozenset({OWN_ORG}),
+            field="organizationId",
+            undecided=True,
+            purpose=stated,
+        )
+    return Verdict(wf, True, 200, frozenset({OWN_ORG}), purpose=stated)
 
 
 def _subject(world: World, workflow: str, member: int, patient: int, field_name: str) -> Subject:
@@ -598,6 +725,8 @@ def _knows_organization(world: World, actor: int, patient: int, org: int) -> boo
 
 
 def _join_verdict(world: World, base: Verdict, action: AddCareTeamMember) -> Verdict:
+    if not world.users[action.member].active:
+        return replace(base, allowed=False, status=422, field="userId", undecided=True)
     subject = _subject(world, "care_team.join", action.member, action.patient, "userId")
     if subject.allowed:
         # Idempotent: 201 when the person was added, 200 with the team unchanged if already on it.
@@ -623,9 +752,12 @@ def _create_conversation_verdict(world: World, base: Verdict, action: CreateConv
         _subject(world, "conversation.join", u, action.patient, f"memberIds[{i}]") for i, u in strangers
     ]
     refused = [s for s in subjects if not s.allowed]
-    if refused:
+    inactive = [f"memberIds[{i}]" for i, u in members if not world.users[u].active]
+    if refused or inactive:
+        # Refused strangers and deactivated accounts alike answer as users that do not exist.
+        field_name = refused[0].field if refused else inactive[0]
         return replace(
-            base, allowed=False, status=422, subjects=tuple(subjects), field=refused[0].field, undecided=True
+            base, allowed=False, status=422, subjects=tuple(subjects), field=field_name, undecided=True
         )
     decided = {i for i, _ in strangers}
     for i, member in members:
@@ -908,8 +1040,19 @@ def apply(world: World, action: Action, v: Verdict) -> None:
                 for xi, e in enumerate(conv.externals)
             )
             world.conversations[ci] = replace(conv, members=conv.members - gone, externals=externals)
+    elif isinstance(action, RemoveContact):
+        world.directory.discard((action.org, action.phone))
     elif isinstance(action, AddContact):
         world.directory.add((action.org, action.phone))
+    elif isinstance(action, ShareGroup):
+        group = world.groups[action.group]
+        world.groups[action.group] = replace(group, shared_with=group.shared_with | {action.org})
+    elif isinstance(action, ChangeRole):
+        world.users[action.target] = replace(world.users[action.target], role=action.role)
+    elif isinstance(action, AccountAction) and action.workflow in {"user.deactivate", "user.reactivate"}:
+        world.users[action.target] = replace(
+            world.users[action.target], active=action.workflow == "user.reactivate"
+        )
     elif action.workflow == "break_glass.open":
         assert isinstance(action, PatientAction)
         world.break_glass.add((action.actor, action.patient))

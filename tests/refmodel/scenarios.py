@@ -134,6 +134,24 @@ def record_consent(draw: st.DrawFn, spec: WorldSpec) -> m.RecordConsent:
 
 
 @st.composite
+def account_action(draw: st.DrawFn, spec: WorldSpec) -> m.AccountAction:
+    """Mostly an admin acting on an account of their organization, sometimes on another's, sometimes
+    someone else trying; the target is often a care-team member (whose later actions it changes)."""
+    users = spec.orgs * len(ROSTER)
+    workflow = draw(st.sampled_from(m.ACCOUNT_WORKFLOWS))
+    org = draw(st.integers(0, spec.orgs - 1))
+    actor = person(org, 3) if draw(st.integers(0, 4)) else draw(st.integers(0, users - 1))
+    target = (
+        person(org, draw(st.sampled_from([0, 1, 2, 3])))
+        if draw(st.integers(0, 3))
+        else draw(st.integers(0, users - 1))
+    )
+    if workflow == "user.change_role":
+        return m.ChangeRole(workflow, actor, target, draw(st.sampled_from(m.ROLES)))
+    return m.AccountAction(workflow, actor, target)
+
+
+@st.composite
 def create_conversation(draw: st.DrawFn, spec: WorldSpec, patient: int, creator: int) -> m.CreateConversation:
     """Mostly colleagues of the patient's organization, sometimes anyone; now and then texted people."""
     users = spec.orgs * len(ROSTER)
@@ -183,14 +201,36 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "organization.list",
                 "compliance_group.list",
                 "consent.list",
+                "user.account",
+                "user.account",
+                "auth.self",
+                "compliance_group.share",
+                "organization_contact.remove",
+                "organization_contact.list",
             ]
         )
     )
     clinician = draw(_actor(spec, patient, draw(st.sampled_from([0, 1, 2]))))
-    if kind == "organization_contact.add":
+    if kind in {"organization_contact.add", "organization_contact.remove", "organization_contact.list"}:
         org = draw(st.integers(0, spec.orgs - 1))
         actor = person(org, 3) if draw(st.integers(0, 3)) else draw(st.integers(0, users - 1))
-        return m.AddContact(kind, actor, org, draw(st.integers(0, PHONES - 1)))
+        if kind == "organization_contact.list":
+            return m.ListContacts(kind, actor, org)
+        contact = m.AddContact if kind == "organization_contact.add" else m.RemoveContact
+        return contact(kind, actor, org, draw(st.integers(0, PHONES - 1)))
+    if kind == "user.account":
+        return draw(account_action(spec))
+    if kind == "auth.self":
+        return m.Action(
+            draw(st.sampled_from(["auth.profile", "auth.logout"])), draw(st.integers(0, users - 1))
+        )
+    if kind == "compliance_group.share" and spec.groups:
+        group = draw(st.integers(0, len(spec.groups) - 1))
+        owner = spec.groups[group][0]
+        actor = person(owner, 4) if draw(st.integers(0, 3)) else draw(st.integers(0, users - 1))
+        return m.ShareGroup(kind, actor, group, draw(st.integers(0, spec.orgs - 1)))
+    if kind == "compliance_group.share":
+        kind = "compliance_group.list"
     if kind in {"patient.list", "conversation.list"}:
         return m.Action(kind, clinician)
     if kind in {"organization.list", "compliance_group.list"}:
