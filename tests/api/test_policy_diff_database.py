@@ -231,6 +231,7 @@ async def test_refusals_of_a_role_on_consents_messages_sends_accounts_and_groups
         (peer, "user.deactivate", "POST", f"/api/users/{admin.id}/deactivate", None),
         (admin, "compliance_group.share", "POST", f"/api/compliance-groups/{group['id']}/shares",
          {"organizationId": org}),
+        (peer, "audit.read", "GET", "/api/audit-events", None),
     ]  # fmt: skip
     records = []
     for who, workflow, method, path, body in refusals:
@@ -244,7 +245,7 @@ async def test_refusals_of_a_role_on_consents_messages_sends_accounts_and_groups
     facts = [set(json.loads(r["details"])["facts"].split("&")) for r in records]
     assert {"own_org", "covered"} <= facts[0]
     assert {"own_org", "covered"} <= facts[1] <= facts[2] | {"member"}
-    assert facts[3] == facts[4] == {"own_org"}
+    assert facts[3] == facts[4] == facts[5] == {"own_org"}
 
     edited = tmp_path / "policies"
     shutil.copytree(POLICY_DIR, edited)
