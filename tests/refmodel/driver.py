@@ -330,6 +330,27 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         return "POST", f"/api/compliance-groups/{ids.groups[action.group]}/shares", body
     if action.workflow == "auth.profile":
         return "GET", "/api/auth/profile", None
+    if isinstance(action, m.CreateGroup):
+        body = {
+            "name": f"Partners {uuid.uuid4().hex}",
+            "organizationIds": [ids.orgs[o] for o in sorted(action.members)],
+        }
+        return "POST", "/api/compliance-groups", body
+    simple: dict[str, tuple[str, str, dict[str, Any] | None]] = {
+        "patient.create": (
+            "POST",
+            "/api/patients",
+            {"firstName": "Pat", "lastName": "Ient", "riskLevel": "high"},
+        ),
+        "organization.create": ("POST", "/api/organizations", {"name": f"Refmodel {uuid.uuid4().hex}"}),
+        "user.list": ("GET", "/api/users?limit=200", None),
+        "audit.read": ("GET", "/api/audit-events?limit=1", None),
+        "break_glass.list": ("GET", "/api/break-glass?limit=1", None),
+        "policy.read": ("GET", "/api/policy", None),
+        "policy.reload": ("POST", "/api/policy/reload", None),
+    }
+    if action.workflow in simple:
+        return simple[action.workflow]
     if action.workflow == "auth.logout":
         return "POST", "/api/auth/logout", None
     if isinstance(action, m.AddContact):
@@ -376,6 +397,8 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         "patient.read": ("GET", f"/api/patients/{pid}", None),
         "care_team.read": ("GET", f"/api/patients/{pid}/care-team", None),
         "consent.list": ("GET", f"/api/patients/{pid}/consents", None),
+        "patient.disclosures": ("GET", f"/api/patients/{pid}/disclosures", None),
+        "care_team.create": ("POST", "/api/care-teams", {"patientId": pid}),
         "break_glass.open": ("POST", f"/api/patients/{pid}/break-glass", {"reason": GLASS_REASON}),
     }
     return paths[wf]
@@ -533,6 +556,7 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
             "organization.list": ids.orgs,
             "compliance_group.list": ids.groups,
             "consent.list": ids.consents,
+            "user.list": ids.users,
         }[v.workflow]
         shown = sorted(item["id"] for item in body.get("items", []))
         want = sorted(records[i] for i in v.visible)
@@ -825,6 +849,15 @@ async def run_scenario(
                 ids.consents.append(int(out.body["id"]))
             elif isinstance(action, m.RemoveContact):
                 ids.contacts.pop((action.org, action.phone), None)
+            elif isinstance(action, m.CreateGroup):
+                ids.groups.append(int(out.body["id"]))
+            elif action.workflow == "organization.create":
+                ids.orgs.append(int(out.body["id"]))
+            elif action.workflow == "patient.create":
+                ids.patients.append(int(out.body["id"]))
+                team = await db.fetchval("SELECT id FROM care_teams WHERE patient_id = $1", ids.patients[-1])
+                ids.teams.append(team)
+                shadow.risk.append("high")
             elif isinstance(action, m.AddContact):
                 ids.contacts[(action.org, action.phone)] = int(out.body["id"])
             if action.workflow in ENDING_SESSIONS:

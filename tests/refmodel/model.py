@@ -95,6 +95,16 @@ WORKFLOWS: dict[str, Declared] = {
     "consent.list": _declared("own_org care_team covered"),
     "organization_contact.add": _declared("own_org"),
     "organization_contact.remove": _declared("own_org"),
+    "patient.create": _declared(""),
+    "care_team.create": _declared("own_org care_team covered", "write", CLINICAL),
+    "patient.disclosures": _declared("own_org care_team covered"),
+    "organization.create": _declared(""),
+    "compliance_group.create": _declared(""),
+    "user.list": _declared("own_org"),
+    "audit.read": _declared("own_org"),
+    "break_glass.list": _declared(""),
+    "policy.read": _declared(""),
+    "policy.reload": _declared(""),
     "organization_contact.list": _declared("own_org"),
     "compliance_group.share": _declared("own_org"),
     "auth.profile": _declared("self"),
@@ -166,6 +176,21 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     for account in ACCOUNT_WORKFLOWS:
         allow([ADMIN], account, OWN_ORG)
     allow(ROLES, "auth.profile", SELF)
+    allow([ADMIN], "user.list", OWN_ORG)
+    # Whoever registers a patient (peer support, care-team members) joins its care team; admins
+    # make sure a patient of their organization has one.
+    allow(STAFF, "patient.create")
+    allow([ADMIN], "care_team.create", OWN_ORG)
+    allow([ADMIN], "organization.create")
+    allow([OFFICER], "compliance_group.create")
+    # Auditors (and compliance officers) read the audit records of their own organization; compliance
+    # officers review emergency sessions and a patient's accounting of disclosures.
+    allow([AUDITOR, OFFICER], "audit.read", OWN_ORG)
+    allow([OFFICER], "break_glass.list")
+    allow([OFFICER], "patient.disclosures", OWN_ORG)
+    # The policy in force: read by admins, compliance officers and auditors, reloaded by the first two.
+    allow([ADMIN, OFFICER, AUDITOR], "policy.read")
+    allow([ADMIN, OFFICER], "policy.reload")
     allow(ROLES, "auth.logout", SELF)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
@@ -334,6 +359,13 @@ class AccountAction(Action):
 @dataclass(frozen=True)
 class ChangeRole(AccountAction):
     role: str
+
+
+@dataclass(frozen=True)
+class CreateGroup(Action):
+    """A compliance officer creates a compliance group of these organizations."""
+
+    members: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -599,6 +631,15 @@ def verdict(world: World, action: Action) -> Verdict:
             if group.owner == user.org or (user.role == OFFICER and user.org in group.shared_with)
         )
         return Verdict(wf, True, 200, frozenset(), visible=groups, purpose=stated)
+    if wf in {"policy.read", "policy.reload", "break_glass.list", "audit.read"}:
+        # About no record (the trail: the reader's own organization, which it asks by default).
+        requires = frozenset({OWN_ORG}) if wf == "audit.read" else frozenset()
+        return Verdict(wf, True, 200, requires, purpose=stated)
+    if wf == "user.list":
+        shown = frozenset(i for i, u in enumerate(world.users) if u.org == user.org)
+        return Verdict(wf, True, 200, frozenset({OWN_ORG}), visible=shown, purpose=stated)
+    if wf in {"patient.create", "organization.create", "compliance_group.create"}:
+        return Verdict(wf, True, 201, frozenset(), purpose=stated)
     if wf in {"auth.profile", "auth.logout"}:
         return Verdict(wf, True, 200 if wf == "auth.profile" else 204, frozenset({SELF}), purpose=stated)
     if isinstance(action, AccountAction):
@@ -632,7 +673,9 @@ def verdict(world: World, action: Action) -> Verdict:
     requires, reason = decide_own(user.role, wf, found, stated)
     if requires is None:
         return _refusal(world, action, patient, found, reason)
-    ok = {"patient.read": 200, "patient.update": 200, "care_team.read": 200}
+    # A patient registered through the API has its care team already: creating one returns it.
+    ok = {"patient.read": 200, "patient.update": 200, "care_team.read": 200, "care_team.create": 200}
+    ok["patient.disclosures"] = 200
     base = Verdict(
         wf,
         True,
@@ -1044,6 +1087,13 @@ def apply(world: World, action: Action, v: Verdict) -> None:
         world.directory.discard((action.org, action.phone))
     elif isinstance(action, AddContact):
         world.directory.add((action.org, action.phone))
+    elif isinstance(action, CreateGroup):
+        world.groups.append(Group(world.users[action.actor].org, action.members))
+    elif action.workflow == "patient.create":
+        world.patients.append(world.users[action.actor].org)
+        world.care_teams.append({action.actor})
+    elif action.workflow == "organization.create":
+        world.orgs += 1
     elif isinstance(action, ShareGroup):
         group = world.groups[action.group]
         world.groups[action.group] = replace(group, shared_with=group.shared_with | {action.org})

@@ -207,6 +207,12 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "compliance_group.share",
                 "organization_contact.remove",
                 "organization_contact.list",
+                "patient.create",
+                "care_team.create",
+                "patient.disclosures",
+                "organization.create",
+                "compliance_group.create",
+                "administration.read",
             ]
         )
     )
@@ -218,6 +224,23 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
             return m.ListContacts(kind, actor, org)
         contact = m.AddContact if kind == "organization_contact.add" else m.RemoveContact
         return contact(kind, actor, org, draw(st.integers(0, PHONES - 1)))
+    if kind == "administration.read":
+        reads = ["user.list", "audit.read", "break_glass.list", "policy.read", "policy.reload"]
+        return m.Action(draw(st.sampled_from(reads)), draw(st.integers(0, users - 1)))
+    if kind == "patient.create":
+        return m.Action(kind, clinician)
+    if kind == "care_team.create":
+        return m.PatientAction(kind, draw(_actor(spec, patient, 3)), patient)
+    if kind == "patient.disclosures":
+        return m.PatientAction(kind, draw(_actor(spec, patient, 4)), patient)
+    if kind == "organization.create":
+        return m.Action(
+            kind, person(draw(st.integers(0, spec.orgs - 1)), draw(st.sampled_from([3, 3, 0, 4])))
+        )
+    if kind == "compliance_group.create":
+        actor = person(draw(st.integers(0, spec.orgs - 1)), draw(st.sampled_from([4, 4, 3])))
+        members = draw(st.frozensets(st.integers(0, spec.orgs - 1), min_size=1, max_size=spec.orgs))
+        return m.CreateGroup(kind, actor, members)
     if kind == "user.account":
         return draw(account_action(spec))
     if kind == "auth.self":
