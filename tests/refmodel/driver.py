@@ -330,6 +330,16 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         return "POST", f"/api/compliance-groups/{ids.groups[action.group]}/shares", body
     if action.workflow == "auth.profile":
         return "GET", "/api/auth/profile", None
+    if isinstance(action, m.CreateUser):
+        body = {
+            "email": f"refmodel.{uuid.uuid4().hex}@example.org",
+            "password": "a long enough passphrase 7",
+            "firstName": "New",
+            "lastName": "Person",
+            "role": action.role,
+            "organizationId": ids.orgs[action.org],
+        }
+        return "POST", "/api/users", body
     if isinstance(action, m.CreateGroup):
         body = {
             "name": f"Partners {uuid.uuid4().hex}",
@@ -568,6 +578,13 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
         want = sorted(state for _, state in v.deliveries)
         if got != want:
             found.append(("deliveries", f"deliveries {got}, model says {want}"))
+    if v.allowed and out.status == 202:
+        # Each text queued is decided sms.send_full_text: notification only, under its consent.
+        texts = [e for e in out.audit if e["event"] == "decision" and e["workflow"] == "sms.send_full_text"]
+        got_texts = sorted((e["decision"], e["reason"], e["details"].get("consent_id") or 0) for e in texts)
+        want_texts = sorted(("deny", "not_in_sms_full_text_group", db_id(c) or 0) for c in v.full_text)
+        if got_texts != want_texts:
+            found.append(("full_text", f"sms.send_full_text decisions {got_texts}, model: {want_texts}"))
     return found
 
 
@@ -851,6 +868,21 @@ async def run_scenario(
                 ids.contacts.pop((action.org, action.phone), None)
             elif isinstance(action, m.CreateGroup):
                 ids.groups.append(int(out.body["id"]))
+            elif isinstance(action, m.CreateUser):
+                person = User(
+                    int(out.body["id"]),
+                    out.body["email"],
+                    "New",
+                    "Person",
+                    Role(action.role),
+                    ids.orgs[action.org],
+                    True,
+                    out.body.get("chatUserId") or "",
+                    datetime.now(UTC),
+                )
+                ids.users.append(person.id)
+                ids.people.append(person)
+                ids.tokens.append(services.tokens.issue(person).token)
             elif action.workflow == "organization.create":
                 ids.orgs.append(int(out.body["id"]))
             elif action.workflow == "patient.create":

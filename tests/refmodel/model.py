@@ -101,6 +101,7 @@ WORKFLOWS: dict[str, Declared] = {
     "organization.create": _declared(""),
     "compliance_group.create": _declared(""),
     "user.list": _declared("own_org"),
+    "user.create": _declared("own_org"),
     "audit.read": _declared("own_org"),
     "break_glass.list": _declared(""),
     "policy.read": _declared(""),
@@ -177,6 +178,7 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
         allow([ADMIN], account, OWN_ORG)
     allow(ROLES, "auth.profile", SELF)
     allow([ADMIN], "user.list", OWN_ORG)
+    allow([ADMIN], "user.create", OWN_ORG)
     # Whoever registers a patient (peer support, care-team members) joins its care team; admins
     # make sure a patient of their organization has one.
     allow(STAFF, "patient.create")
@@ -362,6 +364,14 @@ class ChangeRole(AccountAction):
 
 
 @dataclass(frozen=True)
+class CreateUser(Action):
+    """An admin creates an account of ``role`` in organization ``org``."""
+
+    org: int
+    role: str
+
+
+@dataclass(frozen=True)
 class CreateGroup(Action):
     """A compliance officer creates a compliance group of these organizations."""
 
@@ -430,6 +440,9 @@ class Verdict:
     field: str | None = None
     #: For a send: per external participant (by position), ``queued`` or the failure reason.
     deliveries: tuple[tuple[int, str], ...] = ()
+    #: For a send: per text queued, the consent ``sms.send_full_text`` was decided under; refused
+    #: (``not_in_sms_full_text_group``) since the shipped sms.toml names no group.
+    full_text: tuple[int | None, ...] = ()
     #: For a revocation: (conversation, user) taken out; externals (conversation, position) removed,
     #: or carried on by another consent (conversation, position, consent).
     removed_members: frozenset[tuple[int, int]] = frozenset()
@@ -640,6 +653,10 @@ def verdict(world: World, action: Action) -> Verdict:
         return Verdict(wf, True, 200, frozenset({OWN_ORG}), visible=shown, purpose=stated)
     if wf in {"patient.create", "organization.create", "compliance_group.create"}:
         return Verdict(wf, True, 201, frozenset(), purpose=stated)
+    if isinstance(action, CreateUser):
+        if action.org != user.org:
+            return Verdict(wf, False, 403, reason=REASONS[OWN_ORG], field="organizationId", purpose=stated)
+        return Verdict(wf, True, 201, frozenset({OWN_ORG}), purpose=stated)
     if wf in {"auth.profile", "auth.logout"}:
         return Verdict(wf, True, 200 if wf == "auth.profile" else 204, frozenset({SELF}), purpose=stated)
     if isinstance(action, AccountAction):
@@ -855,11 +872,17 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
     if requires is None:
         return _refusal(world, action, conversation.patient, found, reason)
     deliveries: tuple[tuple[int, str], ...] = ()
+    full_text: tuple[int | None, ...] = ()
     if wf == "message.send":
         deliveries = tuple(
             (i, _sms_state(world, conversation.patient, ext))
             for i, ext in enumerate(conversation.externals)
             if not ext.removed
+        )
+        full_text = tuple(
+            admitting(world, conversation.patient, ext.phone, ext.claimed_org, TEXTING)
+            for i, ext in enumerate(conversation.externals)
+            if not ext.removed and _sms_state(world, conversation.patient, ext) == "queued"
         )
     return Verdict(
         wf,
@@ -868,6 +891,7 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
         requires,
         consent=found.consent,
         deliveries=deliveries,
+        full_text=full_text,
         break_glass=BREAK_GLASS in found.facts,
         purpose=_purpose(world, action.purpose_of_use, found.consent),
     )
@@ -1087,6 +1111,8 @@ def apply(world: World, action: Action, v: Verdict) -> None:
         world.directory.discard((action.org, action.phone))
     elif isinstance(action, AddContact):
         world.directory.add((action.org, action.phone))
+    elif isinstance(action, CreateUser):
+        world.users.append(User(action.org, action.role))
     elif isinstance(action, CreateGroup):
         world.groups.append(Group(world.users[action.actor].org, action.members))
     elif action.workflow == "patient.create":

@@ -225,8 +225,13 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         contact = m.AddContact if kind == "organization_contact.add" else m.RemoveContact
         return contact(kind, actor, org, draw(st.integers(0, PHONES - 1)))
     if kind == "administration.read":
-        reads = ["user.list", "audit.read", "break_glass.list", "policy.read", "policy.reload"]
-        return m.Action(draw(st.sampled_from(reads)), draw(st.integers(0, users - 1)))
+        reads = ["user.list", "audit.read", "break_glass.list", "policy.read", "policy.reload", "user.create"]
+        workflow = draw(st.sampled_from(reads))
+        if workflow == "user.create":
+            org = draw(st.integers(0, spec.orgs - 1))
+            actor = person(org, 3) if draw(st.integers(0, 3)) else draw(st.integers(0, users - 1))
+            return m.CreateUser(workflow, actor, org, draw(st.sampled_from(m.ROLES)))
+        return m.Action(workflow, draw(st.integers(0, users - 1)))
     if kind == "patient.create":
         return m.Action(kind, clinician)
     if kind == "care_team.create":
