@@ -10,8 +10,14 @@ driver checks, against the model:
   refused, the consent it was decided under, and the decision about each member it checked;
 - the state: what the world holds in PostgreSQL (care teams, consents and their revocation,
   conversations with their members and external participants, messages, emergency sessions,
-  risk levels), read back and compared with the model's world — so an allowed action did what it
-  says and a refused one changed nothing.
+  risk levels, contact directories, opt-outs, accounts' roles and activity, group shares), read
+  back and compared with the model's world — so an allowed action did what it says and a refused
+  one changed nothing; after an account's sessions end, its earlier token is refused.
+
+Texts from external numbers go in through the real inbound path: the Twilio emulator signs and
+posts them to ``POST /api/webhooks/twilio``, and the driver waits for the webhook processor, then
+compares where ``sms.reply`` was decided (its audit record, tied to the text), the outbox (the post
+into the channel, or the question back with the codes) and the ``sms_reply_held`` records.
 """
 
 from __future__ import annotations

@@ -121,6 +121,22 @@ WORKFLOWS: dict[str, Declared] = {
     "patient.list": _declared(""),
     "conversation.list": _declared(""),
 }
+#: Workflows the model decides only as part of another action: a member or external participant
+#: joining (decided for each person a conversation or care team is created with or given), a
+#: listing's slices (organization.read, compliance_group.read), a compliance group named in a
+#: consent (compliance_group.use), an inbound text (sms.reply) and each text a send queues
+#: (sms.send_full_text).
+DECIDED_WITHIN = frozenset(
+    {
+        "care_team.join",
+        "conversation.join",
+        "organization.read",
+        "compliance_group.read",
+        "compliance_group.use",
+        "sms.reply",
+        "sms.send_full_text",
+    }
+)
 #: An external SMS participant is admitted by a consent naming their number whose scope includes sms
 #: and conversation.join's own scope; a text goes out under one whose scope includes sms.
 ADMISSION = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms", "message"}), MESSAGING)

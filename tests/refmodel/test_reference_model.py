@@ -14,6 +14,8 @@ tests/refmodel/test_defects_put_back.py (each defect put back in-process, its sh
 from __future__ import annotations
 
 import os
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -174,3 +176,10 @@ async def test_worked_case_agrees_with_the_model(
     services = client.server.app[services_key]
     tally = TALLIES.setdefault("worked cases", Tally())
     await run_scenario(client, db, services, CASES[case], exempted(), tally)
+
+
+def test_every_workflow_of_the_policy_is_driven_by_the_model() -> None:
+    """A workflow added to policies/workflows.toml fails this until the model decides it (directly,
+    or within another action: DECIDED_WITHIN)."""
+    declared = tomllib.loads((Path(__file__).parents[2] / "policies" / "workflows.toml").read_text())
+    assert set(declared["workflows"]) == set(m.WORKFLOWS) | m.DECIDED_WITHIN
