@@ -492,9 +492,10 @@ def choose(world: World, candidates: Iterable[int]) -> int | None:
     the latest), then the first recorded."""
     specificity = {"external": 0, "organization": 1, "compliance_group": 2}
 
-    def rank(i: int) -> tuple[int, int, int]:
+    def rank(i: int) -> tuple[int, int, int, int]:
         days = world.consents[i].expires_in_days
-        return (specificity[world.consents[i].kind], 0 if days is None else 1 - days, i)
+        lasts = (0, 0) if days is None else (1, -days)  # no expiry first, then the latest
+        return (specificity[world.consents[i].kind], *lasts, i)
 
     return min(candidates, key=rank, default=None)
 

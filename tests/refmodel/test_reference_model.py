@@ -137,6 +137,18 @@ CASES: dict[str, Scenario] = {
             m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
         ),
     ),
+    "a consent without expiry outranks one expiring tomorrow, whichever was recorded first": Scenario(
+        TWO_ORGS,
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "external", 0, "treatment", SMS_AND_MESSAGE, "active", 1
+            ),
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "external", 0, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, None),)),
+        ),
+    ),
     "a read-only consent lets a partner read but not change the record": Scenario(
         WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), ()),
         (
