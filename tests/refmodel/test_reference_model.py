@@ -33,6 +33,7 @@ from tests.refmodel.showcases import (
     ORG0_OFFICER,
     ORG0_REGISTRAR,
     ORG1_CLINICIAN,
+    ORG1_OFFICER,
     SHOWCASES,
     SMS_AND_MESSAGE,
     TWO_ORGS,
@@ -96,6 +97,7 @@ async def test_each_exempted_defect_is_still_there(
 
 # --- worked cases of the README, decided by the model and the service alike ------------------------
 
+READ = frozenset({"read"})
 CASES: dict[str, Scenario] = {
     "an organization consent admits a number its contact directory lists": Scenario(
         WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
@@ -147,6 +149,22 @@ CASES: dict[str, Scenario] = {
                 "consent.create", ORG0_OFFICER, 0, "external", 0, "treatment", SMS_AND_MESSAGE, "active"
             ),
             m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, None),)),
+        ),
+    ),
+    "another organization's group can be named in a consent once its owner shares it": Scenario(
+        WorldSpec(2, (0,), (), ((1, frozenset({1})),), frozenset(), ()),
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "compliance_group", 0, "treatment", READ, "active"
+            ),
+            m.Action("compliance_group.list", ORG0_OFFICER),
+            m.ShareGroup("compliance_group.share", ORG0_OFFICER, 0, 0),
+            m.ShareGroup("compliance_group.share", ORG1_OFFICER, 0, 0),
+            m.Action("compliance_group.list", ORG0_OFFICER),
+            m.ShareGroup("compliance_group.share", ORG0_OFFICER, 0, 0),
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "compliance_group", 0, "treatment", READ, "active"
+            ),
         ),
     ),
     "a read-only consent lets a partner read but not change the record": Scenario(
