@@ -318,24 +318,6 @@ class Decider:
         if self._primary_workflow is not None:
             self.audit.amend_last(self._primary_workflow, details=details)
 
-    def require_role(
-        self,
-        workflow: str,
-        *,
-        resource_type: str | None = None,
-        resource_id: object | None = None,
-        patient_id: int | None = None,
-    ) -> None:
-        """Deny early, before any lookup, when no rule lets the actor's role run the workflow at all.
-
-        Looking a record up first would tell a role that may never see it whether it exists. The
-        record says its facts were not computed (see :meth:`Guard.require_role_recording_facts`).
-        """
-        if not self.policy.role_may(self.actor.role.value, workflow):
-            self.require(
-                workflow, None, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
-            )
-
     def relation_facts(
         self,
         workflow: str,
@@ -444,11 +426,13 @@ class Guard(Decider):
         resource_id: object | None = None,
         patient_id: int | None = None,
     ) -> None:
-        """:meth:`Decider.require_role`, but a refusal records the facts the workflow would have had
-        (``facts_of``; None if the record does not exist), so ``caremsg policy diff`` can replay it.
+        """Deny when no rule lets the actor's role run the workflow at all, before the workflow
+        looks its record up; the refusal records the facts the workflow would have had (``facts_of``;
+        None if the record does not exist), so ``caremsg policy diff`` can replay it.
 
         They are gathered after the decision, for the record only: the client gets the same 403
-        ``role_not_permitted`` whether or not the record exists, so nothing is revealed.
+        ``role_not_permitted`` whether or not the record exists, so nothing is revealed. (The send
+        path, which reads through its own unit of work, does the same from its one read.)
         """
         if self.policy.role_may(self.actor.role.value, workflow):
             return
