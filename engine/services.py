@@ -173,7 +173,7 @@ class Decider:
         if facts is None:
             decision = replace(decision, facts=None)  # not computed: `policy diff` cannot replay it
         self._observe(decision)
-        concealed_as = self._concealed(decision, fact_set, patient_id, subject_role, unrelated_as)
+        concealed_as = self._concealed(decision, role, fact_set, patient_id, subject_role, unrelated_as)
         if concealed_as is not None:
             recorded["answered"] = "not_found"  # the record keeps the real reason; the client does not
         if subject_role is not None:
@@ -281,14 +281,21 @@ class Decider:
     def _concealed(
         self,
         decision: Decision,
+        role: str,
         facts: frozenset[str],
         patient_id: int | None,
         subject_role: str | None,
         unrelated_as: str | None,
     ) -> str | None:
         # A role that may never run the workflow is refused alike for every record, existing or not
-        # (its facts are gathered for the audit record only): nothing to conceal.
-        if decision.allowed or decision.reason == ROLE_NOT_PERMITTED[0]:
+        # (its facts are gathered for the audit record only): nothing to conceal. That holds when the
+        # refusal names the stated purpose of use instead: a record that does not exist is refused
+        # the same way (403), so a 404 here would tell that this one exists.
+        if (
+            decision.allowed
+            or decision.reason == ROLE_NOT_PERMITTED[0]
+            or not self.policy.role_may(role, decision.workflow)
+        ):
             return None
         if subject_role is not None or facts & KNOWING_FACTS:
             return None
@@ -306,24 +313,6 @@ class Decider:
         """Add details (ids, never PHI) to the audit event of the workflow's own decision."""
         if self._primary_workflow is not None:
             self.audit.amend_last(self._primary_workflow, details=details)
-
-    def require_role(
-        self,
-        workflow: str,
-        *,
-        resource_type: str | None = None,
-        resource_id: object | None = None,
-        patient_id: int | None = None,
-    ) -> None:
-        """Deny early, before any lookup, when no rule lets the actor's role run the workflow at all.
-
-        Looking a record up first would tell a role that may never see it whether it exists. The
-        record says its facts were not computed (see :meth:`Guard.require_role_recording_facts`).
-        """
-        if not self.policy.role_may(self.actor.role.value, workflow):
-            self.require(
-                workflow, None, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
-            )
 
     def relation_facts(
         self,
@@ -438,11 +427,13 @@ class Guard(Decider, Generic[U]):
         resource_id: object | None = None,
         patient_id: int | None = None,
     ) -> None:
-        """:meth:`Decider.require_role`, but a refusal records the facts the workflow would have had
-        (``facts_of``; None if the record does not exist), so ``caremsg policy diff`` can replay it.
+        """Deny when no rule lets the actor's role run the workflow at all, before the workflow
+        looks its record up; the refusal records the facts the workflow would have had (``facts_of``;
+        None if the record does not exist), so ``caremsg policy diff`` can replay it.
 
         They are gathered after the decision, for the record only: the client gets the same 403
-        ``role_not_permitted`` whether or not the record exists, so nothing is revealed.
+        ``role_not_permitted`` whether or not the record exists, so nothing is revealed. (The send
+        path, which reads through its own unit of work, does the same from its one read.)
         """
         if self.policy.role_may(self.actor.role.value, workflow):
             return

@@ -33,7 +33,17 @@ async def _target(
     guard: Guard[AccountsUnitOfWork], workflow: str, user_id: int, **details: DetailValue
 ) -> User:
     """The account the admin acts on, decided with ``own_org``; 404 if absent or of another org."""
-    guard.require_role(workflow, resource_type="user", resource_id=user_id)
+
+    async def facts_of() -> frozenset[str] | None:
+        # For the record of a refused role only (`policy diff` replays it): the answer is the same.
+        found = await guard.uow.users.get(user_id)
+        if found is None:
+            return None
+        return (
+            frozenset({Fact.OWN_ORG}) if found.organization_id == guard.actor.organization_id else frozenset()
+        )
+
+    await guard.require_role_recording_facts(workflow, facts_of, resource_type="user", resource_id=user_id)
     user = await guard.uow.users.get(user_id)
     if user is None or user.organization_id != guard.actor.organization_id:
         guard.record_missing(workflow, "user", user_id)

@@ -51,9 +51,16 @@ async def search_audit_events(services: Services, actor: Actor, cmd: SearchAudit
         query = replace(query, subject_hash=services.identifiers.email(cmd.email))
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        # A role that may not read the trail at all is told so, with no field to blame.
-        guard.require_role("audit.read", resource_type="audit_event", patient_id=query.patient_id)
         facts = {Fact.OWN_ORG} if query.organization_id == actor.organization_id else set()
+
+        async def facts_of() -> frozenset[str]:
+            return frozenset(facts)
+
+        # A role that may not read the trail at all is told so, with no field to blame (and the
+        # record keeps its facts, so `policy diff` can replay the refusal).
+        await guard.require_role_recording_facts(
+            "audit.read", facts_of, resource_type="audit_event", patient_id=query.patient_id
+        )
         guard.require(
             "audit.read",
             facts,

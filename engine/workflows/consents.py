@@ -158,7 +158,17 @@ async def revoke_consent(services: Services, actor: Actor, cmd: RevokeConsent) -
         raise InvalidInput([FieldError("reason", "Must not be blank.")])
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role("consent.revoke", resource_type="consent", resource_id=cmd.consent_id)
+
+        async def facts_of() -> frozenset[str] | None:
+            # For the record of a refused role only (`policy diff` replays it): the answer is the same.
+            found = await uow.consent_lifecycle.get_for_update(cmd.consent_id)
+            if found is None:
+                return None
+            return (await guard.patient_facts("consent.revoke", found.patient_id, unknown_as="consent"))[0]
+
+        await guard.require_role_recording_facts(
+            "consent.revoke", facts_of, resource_type="consent", resource_id=cmd.consent_id
+        )
         consent = await uow.consent_lifecycle.get_for_update(cmd.consent_id)
         if consent is None:
             guard.record_missing("consent.revoke", "consent", cmd.consent_id)

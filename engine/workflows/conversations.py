@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.audit import DetailValue
 from engine.decisions import Decision, Fact
 from engine.effects import CreateChannel
 from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page, User
-from engine.ports.messaging import NewExternalParticipant, NewSend
+from engine.ports.messaging import NewExternalParticipant, NewSend, SendContext
 from engine.ports.patients import PatientRelation
 from engine.ports.units import ConversationsUnitOfWork
 from engine.services import Decider, Guard, Services
@@ -217,6 +218,23 @@ async def list_conversations(
     return Page(tuple(visible), page.next_cursor)
 
 
+def _send_facts(
+    decider: Decider, workflow: str, context: SendContext
+) -> tuple[set[str], dict[str, DetailValue]]:
+    """The sender's facts from the send path's one read, by the fact builder (and ``member``)."""
+    assert context.patient_organization_id is not None
+    relation = PatientRelation(
+        context.patient_id,
+        context.patient_organization_id,
+        context.on_care_team,
+        context.break_glass_session_id,
+    )
+    facts, details = decider.relation_facts(workflow, relation)
+    if context.is_member:
+        facts.add(Fact.MEMBER)
+    return facts, details
+
+
 async def send_message(
     services: Services, actor: Actor, conversation_id: int, text: str, *, idempotency_claim: int | None = None
 ) -> Message:
@@ -231,23 +249,26 @@ async def send_message(
     workflow = "message.send"
     async with services.send_uow() as uow:
         decider = Decider(services, uow.audit, actor)
-        decider.require_role(workflow, resource_type="conversation", resource_id=conversation_id)
         context = await uow.context(conversation_id, actor.user_id, decider.now)
+        known = context is not None and context.patient_organization_id is not None
+        if not decider.policy.role_may(actor.role.value, workflow):
+            # Refused whatever the conversation (the same 403 for one that does not exist); the facts
+            # it would have had are recorded so that `caremsg policy diff` can replay the refusal.
+            refused_facts = _send_facts(decider, workflow, context)[0] if known and context else None
+            decider.require(
+                workflow,
+                refused_facts,
+                resource_type="conversation",
+                resource_id=conversation_id,
+                patient_id=context.patient_id if known and context else None,
+            )
         if context is None:
             decider.record_missing(workflow, "conversation", conversation_id)
             raise NotFound("conversation")
         if context.patient_organization_id is None:
             decider.record_missing(workflow, "patient", context.patient_id)
             raise NotFound("patient")
-        relation = PatientRelation(
-            context.patient_id,
-            context.patient_organization_id,
-            context.on_care_team,
-            context.break_glass_session_id,
-        )
-        facts, details = decider.relation_facts(workflow, relation)
-        if context.is_member:
-            facts.add(Fact.MEMBER)
+        facts, details = _send_facts(decider, workflow, context)
         decider.note_relation(context.patient_id, facts, unknown_as="conversation")
         decider.require(
             workflow,

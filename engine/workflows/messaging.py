@@ -17,6 +17,7 @@ no second effect.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +41,7 @@ from engine.sms import (
     sms_recipient,
     textable,
 )
-from engine.workflows.conversation_access import readable_conversation, with_deliveries
+from engine.workflows.conversation_access import conversation_facts, readable_conversation, with_deliveries
 
 CHANNEL, SMS = "chat", "sms"
 
@@ -144,7 +145,20 @@ async def get_message(services: Services, actor: Actor, message_id: int) -> Mess
     """One message with its per-recipient delivery state; decided as ``conversation.read``."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        guard.require_role("conversation.read", resource_type="message", resource_id=message_id)
+
+        async def facts_of() -> frozenset[str] | None:
+            # For the record of a refused role only (`policy diff` replays it): the answer is the same.
+            found = await uow.messages.get(message_id)
+            conversation = None if found is None else await uow.conversations.get(found.conversation_id)
+            if conversation is None:
+                return None
+            return (await conversation_facts(guard, "conversation.read", conversation, unknown_as="message"))[
+                0
+            ]
+
+        await guard.require_role_recording_facts(
+            "conversation.read", facts_of, resource_type="message", resource_id=message_id
+        )
         message = await uow.messages.get(message_id)
         if message is None:
             guard.record_missing("conversation.read", "message", message_id)
@@ -407,21 +421,21 @@ async def _post_reply(
     policy = services.policy.current
     found = external_facts(policy.workflows.get("sms.reply"), candidates, now)
     decision = policy.decide(EXTERNAL_PARTICIPANT, "sms.reply", found.facts)
-    uow.audit.record(
-        AuditEvent.for_decision(
-            decision,
-            actor=None,
-            occurred_at=now,
-            resource_type="conversation",
-            resource_id=route.conversation_id,
-            patient_id=route.patient_id,
-            details={
-                "external_participant_id": route.participant_id,
-                "reply_code": route.reply_code,
-                **found.details,
-            },
-        )
+    decided = AuditEvent.for_decision(
+        decision,
+        actor=None,
+        occurred_at=now,
+        resource_type="conversation",
+        resource_id=route.conversation_id,
+        patient_id=route.patient_id,
+        details={
+            "external_participant_id": route.participant_id,
+            "reply_code": route.reply_code,
+            **found.details,
+        },
     )
+    # The inbound text's own records (held, opt-out) carry its event; so does its decision.
+    uow.audit.record(dataclasses.replace(decided, request_id=f"webhook-{event.event_id}"))
     if decision.allowed:
         await uow.outbox.enqueue(
             PostSmsReply(

@@ -163,7 +163,15 @@ async def share_compliance_group(
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         workflow = "compliance_group.share"
-        guard.require_role(workflow, resource_type="compliance_group", resource_id=cmd.group_id)
+
+        async def facts_of() -> frozenset[str] | None:
+            # For the record of a refused role only (`policy diff` replays it): the answer is the same.
+            found = await uow.compliance_groups.get(cmd.group_id)
+            return None if found is None else group_facts(found, actor.organization_id)
+
+        await guard.require_role_recording_facts(
+            workflow, facts_of, resource_type="compliance_group", resource_id=cmd.group_id
+        )
         group = await uow.compliance_groups.get(cmd.group_id)
         if group is None:
             guard.record_missing(workflow, "compliance_group", cmd.group_id)

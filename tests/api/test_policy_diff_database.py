@@ -191,3 +191,72 @@ async def test_a_refusal_for_the_stated_purpose_of_use_is_replayed_only_while_th
     assert line.endswith(
         "deny -> cannot replay (refused for the stated purpose of use, and the edit may change that)"
     )
+
+
+@pytest.mark.usefixtures("database_env")
+async def test_refusals_of_a_role_on_consents_messages_sends_accounts_and_groups_are_replayed(
+    api: Api, tmp_path: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each of these refusals used to record ``facts: null`` ("cannot replay"): a role that may never
+    run the workflow was refused before the record was looked up. The answer stays the same; the
+    record now keeps the facts the fact builder gives, and `policy diff` decides it again."""
+    org = await api.organization()
+    peer = await api.person("peer_support", org)
+    officer = await api.person("compliance_officer", org)
+    admin = await api.person("admin", org)
+    auditor = await api.person("auditor", org)
+    patient_id = await api.patient(peer)
+    consent = await api.consent(officer, patient_id, organizationId=await api.organization())
+    status, conversation = await api.call(
+        "POST", "/api/conversations", peer, json={"title": "t", "patientId": patient_id, "memberIds": []}
+    )
+    assert status == 201, conversation
+    status, sent = await api.call(
+        "POST",
+        "/api/conversations/send-message",
+        peer,
+        json={"conversationId": conversation["id"], "message": "hi"},
+    )
+    assert status == 202, sent
+    status, group = await api.call(
+        "POST", "/api/compliance-groups", officer, json={"name": "Partners", "organizationIds": [org]}
+    )
+    assert status == 201, group
+
+    refusals = [
+        (peer, "consent.revoke", "POST", f"/api/consents/{consent['id']}/revoke", {"reason": "withdrawn"}),
+        (auditor, "conversation.read", "GET", f"/api/messages/{sent['id']}", None),
+        (auditor, "message.send", "POST", "/api/conversations/send-message",
+         {"conversationId": conversation["id"], "message": "hi"}),
+        (peer, "user.deactivate", "POST", f"/api/users/{admin.id}/deactivate", None),
+        (admin, "compliance_group.share", "POST", f"/api/compliance-groups/{group['id']}/shares",
+         {"organizationId": org}),
+        (peer, "audit.read", "GET", "/api/audit-events", None),
+    ]  # fmt: skip
+    records = []
+    for who, workflow, method, path, body in refusals:
+        status, answer = await api.call(method, path, who, json=body)
+        assert (status, answer["reason"]) == (403, "role_not_permitted"), (workflow, answer)
+        record = await _recorded(db, who.id, workflow)
+        assert record["decision"] == "deny"
+        assert json.loads(record["details"])["facts"] is not None, workflow
+        records.append(record)
+    # The facts are the fact builder's: the patient's organization's, and the group's owner.
+    facts = [set(json.loads(r["details"])["facts"].split("&")) for r in records]
+    assert {"own_org", "covered"} <= facts[0]
+    assert {"own_org", "covered"} <= facts[1] <= facts[2] | {"member"}
+    assert facts[3] == facts[4] == facts[5] == {"own_org"}
+
+    edited = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, edited)
+    rules = edited / "roles.csv"
+    # Each role now allowed on a fact the record shows held, so the replay must turn deny into allow.
+    needs = {"conversation.read": "covered", "message.send": "covered"}
+    added = "".join(f"p, {who.role}, {wf}, {needs.get(wf, 'own_org')}\n" for who, wf, *_ in refusals)
+    rules.write_text(rules.read_text() + added)
+
+    assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
+    out = capsys.readouterr().out
+    for record in records:
+        line = next(text for text in out.splitlines() if text.startswith(f"audit {record['id']} "))
+        assert line.endswith("deny -> allow") or "deny -> allow (" in line, line

@@ -63,3 +63,22 @@ async def test_without_a_stated_purpose_the_covering_consents_purpose_is_recorde
 
     assert status == 200
     assert await _purposes(db, "purpose-consent-0001") == ["care_coordination"]
+
+
+async def test_a_role_that_may_never_read_patients_is_refused_alike_for_an_unrelated_and_a_missing_one(
+    api: Api,
+) -> None:
+    """Found by the reference model: with a stated purpose the workflow does not serve, an admin of
+    another organization got 404 for an existing patient and 403 for an id nobody has, which told
+    them the patient exists."""
+    home = await api.organization()
+    nurse = await api.person("care_team_member", home)
+    patient_id = await api.patient(nurse)
+    stranger = await api.person("admin", await api.organization())
+    payment = {"X-Purpose-Of-Use": "payment"}
+
+    existing = await api.call("GET", f"/api/patients/{patient_id}", stranger, headers=payment)
+    missing = await api.call("GET", "/api/patients/2000000000", stranger, headers=payment)
+
+    assert existing[0] == missing[0] == 403
+    assert existing[1]["reason"] == missing[1]["reason"] == "purpose_not_permitted"

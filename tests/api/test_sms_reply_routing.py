@@ -146,11 +146,14 @@ async def test_a_reply_starting_with_a_code_goes_to_that_conversation_only_witho
     assert [(m.sender_id, m.message) for m in posted] == [(external_a, "Yes, at 9")]
     assert [m for m in emulator(api).messages(channel_b) if m.dedup_id == provider_id] == []
     [decision] = await db.fetch(
-        "SELECT decision, resource_id, details FROM audit_events"
+        "SELECT decision, resource_id, request_id, details FROM audit_events"
         " WHERE workflow = 'sms.reply' AND event = 'decision' AND patient_id = $1",
         a.patient_id,
     )
     assert (decision["decision"], decision["resource_id"]) == ("allow", str(a.conversation_id))
+    # The decision is tied to the inbound text, as its other records are (found by the reference model).
+    event_id = await db.fetchval("SELECT id FROM webhook_events WHERE dedupe_key = $1", f"sms:{provider_id}")
+    assert decision["request_id"] == f"webhook-{event_id}"
 
 
 async def test_a_reply_with_a_code_the_number_does_not_have_is_held_too(

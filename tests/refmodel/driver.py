@@ -10,12 +10,19 @@ driver checks, against the model:
   refused, the consent it was decided under, and the decision about each member it checked;
 - the state: what the world holds in PostgreSQL (care teams, consents and their revocation,
   conversations with their members and external participants, messages, emergency sessions,
-  risk levels), read back and compared with the model's world — so an allowed action did what it
-  says and a refused one changed nothing.
+  risk levels, contact directories, opt-outs, accounts' roles and activity, group shares), read
+  back and compared with the model's world — so an allowed action did what it says and a refused
+  one changed nothing; after an account's sessions end, its earlier token is refused.
+
+Texts from external numbers go in through the real inbound path: the Twilio emulator signs and
+posts them to ``POST /api/webhooks/twilio``, and the driver waits for the webhook processor, then
+compares where ``sms.reply`` was decided (its audit record, tied to the text), the outbox (the post
+into the channel, or the question back with the codes) and the ``sms_reply_held`` records.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import secrets
@@ -29,6 +36,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from engine.model import Role, User
+from handlers.keys import twilio_emulator_key
 from tests.refmodel import model as m
 from tests.refmodel.scenarios import PHONES, ROSTER, Scenario, WorldSpec, resolve
 
@@ -43,6 +51,11 @@ class Ids:
     orgs: list[int] = field(default_factory=list)
     users: list[int] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
+    #: The accounts as a token names them (role), to log someone in again after their sessions end.
+    people: list[User] = field(default_factory=list)
+    #: Contact-directory entries, by (organization, phone).
+    contacts: dict[tuple[int, int], int] = field(default_factory=dict)
+    services: Any = None
     patients: list[int] = field(default_factory=list)
     teams: list[int] = field(default_factory=list)
     groups: list[int] = field(default_factory=list)
@@ -60,7 +73,7 @@ def new_phone() -> str:
 
 
 async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) -> Ids:
-    ids = Ids()
+    ids = Ids(services=services)
     tag = secrets.token_hex(4)
     async with db.transaction():
         for o in range(spec.orgs):
@@ -86,6 +99,7 @@ async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) ->
                 user = User(
                     uid, email, "Ref", "Model", Role(role), ids.orgs[o], True, chat, datetime.now(UTC)
                 )
+                ids.people.append(user)
                 ids.tokens.append(services.tokens.issue(user).token)
         for p, org in enumerate(spec.patients):
             registrar = ids.users[spec.registrar(p)]
@@ -135,9 +149,9 @@ async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) ->
         for phone in spec.opted_out:
             await db.execute("INSERT INTO sms_opt_outs (phone_number) VALUES ($1)", ids.phones[phone])
         for org, phone in spec.directory:
-            await db.execute(
+            ids.contacts[(org, phone)] = await db.fetchval(
                 "INSERT INTO organization_contacts (organization_id, phone_number, name, added_by)"
-                " VALUES ($1, $2, 'Listed contact', $3)",
+                " VALUES ($1, $2, 'Listed contact', $3) RETURNING id",
                 ids.orgs[org],
                 ids.phones[phone],
                 ids.users[org * len(ROSTER) + 3],
@@ -177,6 +191,9 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
         "messages": list(shadow.messages),
         "break_glass": sorted(world.break_glass),
         "directory": sorted(world.directory),
+        "opted_out": sorted(world.opted_out),
+        "accounts": [(u.active, u.role) for u in world.users],
+        "shares": [sorted(g.shared_with) for g in world.groups],
     }
 
 
@@ -234,7 +251,25 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         " WHERE organization_id = ANY($1::int[])",
         ids.orgs,
     )
+    opted_out = await db.fetch(
+        "SELECT phone_number FROM sms_opt_outs WHERE phone_number = ANY($1::text[])", ids.phones
+    )
+    accounts = {
+        r["id"]: (r["is_active"], r["role"])
+        for r in await db.fetch("SELECT id, is_active, role FROM users WHERE id = ANY($1::int[])", ids.users)
+    }
+    shares: list[list[int]] = [[] for _ in ids.groups]
+    groups = {gid: i for i, gid in enumerate(ids.groups)}
+    for r in await db.fetch(
+        "SELECT group_id, organization_id FROM compliance_group_shares WHERE group_id = ANY($1::int[])"
+        " ORDER BY organization_id",
+        ids.groups,
+    ):
+        shares[groups[r["group_id"]]].append(orgs.get(r["organization_id"], -1))
     return {
+        "accounts": [accounts[uid] for uid in ids.users],
+        "shares": shares,
+        "opted_out": sorted(phones[r["phone_number"]] for r in opted_out),
         "directory": sorted(
             (orgs[r["organization_id"]], phones.get(r["phone_number"], -1)) for r in directory
         ),
@@ -280,6 +315,60 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         if wf == "conversation.read":
             return "GET", f"/api/conversations/{cid}", None
         return "POST", "/api/conversations/send-message", {"conversationId": cid, "message": "Checking in"}
+    if isinstance(action, m.RemoveContact):
+        contact = ids.contacts.get((action.org, action.phone), MISSING_ID)
+        return "DELETE", f"/api/organizations/{ids.orgs[action.org]}/contacts/{contact}", None
+    if isinstance(action, m.ListContacts):
+        return "GET", f"/api/organizations/{ids.orgs[action.org]}/contacts", None
+    if isinstance(action, m.ChangeRole):
+        return "PUT", f"/api/users/{ids.users[action.target]}/role", {"role": action.role}
+    if isinstance(action, m.AccountAction):
+        verb = {
+            "user.approve": "approve",
+            "user.deactivate": "deactivate",
+            "user.reactivate": "reactivate",
+            "user.revoke_sessions": "sessions/revoke",
+            "user.unlock": "unlock",
+        }[action.workflow]
+        return "POST", f"/api/users/{ids.users[action.target]}/{verb}", None
+    if isinstance(action, m.ShareGroup):
+        body = {"organizationId": ids.orgs[action.org]}
+        return "POST", f"/api/compliance-groups/{ids.groups[action.group]}/shares", body
+    if action.workflow == "auth.profile":
+        return "GET", "/api/auth/profile", None
+    if isinstance(action, m.CreateUser):
+        body = {
+            "email": f"refmodel.{uuid.uuid4().hex}@example.org",
+            "password": "a long enough passphrase 7",
+            "firstName": "New",
+            "lastName": "Person",
+            "role": action.role,
+            "organizationId": ids.orgs[action.org],
+        }
+        return "POST", "/api/users", body
+    if isinstance(action, m.CreateGroup):
+        body = {
+            "name": f"Partners {uuid.uuid4().hex}",
+            "organizationIds": [ids.orgs[o] for o in sorted(action.members)],
+        }
+        return "POST", "/api/compliance-groups", body
+    simple: dict[str, tuple[str, str, dict[str, Any] | None]] = {
+        "patient.create": (
+            "POST",
+            "/api/patients",
+            {"firstName": "Pat", "lastName": "Ient", "riskLevel": "high"},
+        ),
+        "organization.create": ("POST", "/api/organizations", {"name": f"Refmodel {uuid.uuid4().hex}"}),
+        "user.list": ("GET", "/api/users?limit=200", None),
+        "audit.read": ("GET", "/api/audit-events?limit=1", None),
+        "break_glass.list": ("GET", "/api/break-glass?limit=1", None),
+        "policy.read": ("GET", "/api/policy", None),
+        "policy.reload": ("POST", "/api/policy/reload", None),
+    }
+    if action.workflow in simple:
+        return simple[action.workflow]
+    if action.workflow == "auth.logout":
+        return "POST", "/api/auth/logout", None
     if isinstance(action, m.AddContact):
         body = {"phoneNumber": ids.phones[action.phone], "name": "Listed contact"}
         return "POST", f"/api/organizations/{ids.orgs[action.org]}/contacts", body
@@ -324,6 +413,8 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         "patient.read": ("GET", f"/api/patients/{pid}", None),
         "care_team.read": ("GET", f"/api/patients/{pid}/care-team", None),
         "consent.list": ("GET", f"/api/patients/{pid}/consents", None),
+        "patient.disclosures": ("GET", f"/api/patients/{pid}/disclosures", None),
+        "care_team.create": ("POST", "/api/care-teams", {"patientId": pid}),
         "break_glass.open": ("POST", f"/api/patients/{pid}/break-glass", {"reason": GLASS_REASON}),
     }
     return paths[wf]
@@ -469,13 +560,19 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
                 found.append(
                     ("audit.effects", f"audit: {recorded} {event_name} events, model expects {count}")
                 )
-    if v.visible is not None and out.status == 200:
+    if v.visible is not None and out.status == 200 and v.workflow == "organization_contact.list":
+        shown = sorted(item["phoneNumber"] for item in body.get("items", []))
+        want = sorted(ids.phones[p] for p in v.visible)
+        if shown != want:
+            found.append(("listing", f"listed {len(shown)} numbers, model shows {len(want)}"))
+    elif v.visible is not None and out.status == 200:
         records = {
             "patient.list": ids.patients,
             "conversation.list": ids.conversations,
             "organization.list": ids.orgs,
             "compliance_group.list": ids.groups,
             "consent.list": ids.consents,
+            "user.list": ids.users,
         }[v.workflow]
         shown = sorted(item["id"] for item in body.get("items", []))
         want = sorted(records[i] for i in v.visible)
@@ -487,6 +584,173 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
         want = sorted(state for _, state in v.deliveries)
         if got != want:
             found.append(("deliveries", f"deliveries {got}, model says {want}"))
+    if v.allowed and out.status == 202:
+        # Each text queued is decided sms.send_full_text: notification only, under its consent.
+        texts = [e for e in out.audit if e["event"] == "decision" and e["workflow"] == "sms.send_full_text"]
+        got_texts = sorted((e["decision"], e["reason"], e["details"].get("consent_id") or 0) for e in texts)
+        want_texts = sorted(("deny", "not_in_sms_full_text_group", db_id(c) or 0) for c in v.full_text)
+        if got_texts != want_texts:
+            found.append(("full_text", f"sms.send_full_text decisions {got_texts}, model: {want_texts}"))
+    return found
+
+
+# --- SMS replies: through the carrier (the Twilio emulator) and the real webhook ----------------------
+
+
+REPLY_TEXT = "Yes, she took her dose at 9"
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    sid: str
+    text: str
+    audit: list[Mapping[str, Any]]
+    #: Outbox rows the text queued: posts of the reply, and the question back.
+    outbox: list[Mapping[str, Any]]
+    #: The number's reply codes, by (conversation, position), when it texted.
+    codes: dict[tuple[int, int], int]
+
+
+async def reply_codes(db: asyncpg.Connection, ids: Ids, phone: int) -> dict[tuple[int, int], int]:
+    codes: dict[tuple[int, int], int] = {}
+    for ci, cid in enumerate(ids.conversations):
+        rows = await db.fetch(
+            "SELECT phone_number, reply_code FROM external_participants WHERE conversation_id = $1"
+            " ORDER BY id",
+            cid,
+        )
+        for xi, r in enumerate(rows):
+            if r["phone_number"] == ids.phones[phone]:
+                codes[(ci, xi)] = r["reply_code"]
+    return codes
+
+
+async def perform_reply(
+    client: TestClient[Any, Any], db: asyncpg.Connection, ids: Ids, action: m.SmsReply
+) -> ReplyOutcome:
+    """The number texts caremsg: the carrier posts it, signed, to ``POST /api/webhooks/twilio``; the
+    webhook processor routes it. Returns once it is processed, with what it left."""
+    carrier = client.server.app[twilio_emulator_key]
+    carrier.set_webhook_url(str(client.make_url("/api/webhooks/twilio")))
+    codes = await reply_codes(db, ids, action.phone)
+    if action.word is not None:
+        text = action.word
+    elif action.names is not None:
+        text = f"#{codes[action.names]} {REPLY_TEXT}"
+    elif action.unknown_code:
+        text = f"#{max(codes.values(), default=0) + 5} {REPLY_TEXT}"
+    else:
+        text = REPLY_TEXT
+    before = await db.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    sid = carrier.receive_sms(ids.phones[action.phone], text)
+    await carrier.drain()
+    for _ in range(1000):
+        event = await db.fetchrow("SELECT id, status FROM webhook_events WHERE dedupe_key = $1", f"sms:{sid}")
+        if event is not None and event["status"] != "pending":
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise Disagreement(f"the text was not processed in 20 s: {event and dict(event)}")
+    rows = await db.fetch(
+        "SELECT event, workflow, decision, matched_rule, reason, outcome, resource_id, details"
+        " FROM audit_events WHERE request_id = $1 ORDER BY id",
+        f"webhook-{event['id']}",
+    )
+    audit = [
+        {**dict(r), "details": json.loads(r["details"]) if isinstance(r["details"], str) else r["details"]}
+        for r in rows
+    ]
+    outbox = [
+        {**dict(r), "payload": json.loads(r["payload"]) if isinstance(r["payload"], str) else r["payload"]}
+        for r in await db.fetch(
+            "SELECT kind, conversation_id, payload FROM outbox WHERE id > $1"
+            " AND conversation_id = ANY($2::int[]) AND kind IN ('post_sms_reply', 'send_sms') ORDER BY id",
+            before,
+            ids.conversations,
+        )
+    ]
+    outbox = [r for r in outbox if r["kind"] == "post_sms_reply" or "reply_codes" in r["payload"]]
+    return ReplyOutcome(sid, text, audit, outbox, codes)
+
+
+def reply_disagreements(v: m.ReplyVerdict, out: ReplyOutcome, ids: Ids) -> list[Problem]:
+    """How the service's handling of a text differs from the model's: where it was decided, under
+    which consent, whether it was posted (the outbox), held (records and the question back), or
+    changed the number's opt-out."""
+    found: list[Problem] = []
+    index = {cid: i for i, cid in enumerate(ids.conversations)}
+
+    def conversation(value: Any) -> int:
+        return index.get(int(value), -1) if value is not None else -1
+
+    decisions = [e for e in out.audit if e["event"] == "decision" and e["workflow"] == "sms.reply"]
+    held = [e for e in out.audit if e["event"] == "sms_reply_held"]
+    keywords = [e for e in out.audit if e["event"] in {"sms_opt_out", "sms_opt_in"}]
+    posts = [r for r in out.outbox if r["kind"] == "post_sms_reply"]
+    questions = [r for r in out.outbox if r["kind"] == "send_sms"]
+    allowed_in = dict(v.decided)
+    posted_in: int | None = None
+    if len(decisions) != (1 if v.decided else 0):
+        where = sorted(conversation(e["resource_id"]) for e in decisions)
+        found.append(
+            (
+                "reply.decided",
+                f"sms.reply decided in conversations {where}, model: one of {sorted(allowed_in)}",
+            )
+        )
+    elif decisions:
+        event = decisions[0]
+        ci = conversation(event["resource_id"])
+        if ci not in allowed_in:
+            found.append(
+                ("reply.decided", f"sms.reply decided in conversation {ci}, model: {sorted(allowed_in)}")
+            )
+        else:
+            consent = allowed_in[ci]
+            want = "allow" if consent is not None else "deny"
+            if event["decision"] != want:
+                found.append(("reply.decision", f"sms.reply {event['decision']}, model says {want}"))
+            elif consent is not None:
+                posted_in = ci
+                if _rule_requires(event["matched_rule"]) != frozenset({m.EXTERNAL_CONSENT}):
+                    found.append(("reply.rule", f"sms.reply rule {event['matched_rule']!r}"))
+                recorded = event["details"].get("consent_id")
+                if recorded != ids.consents[consent]:
+                    found.append(
+                        (
+                            "reply.consent",
+                            f"sms.reply consent {recorded!r}, model says {ids.consents[consent]}",
+                        )
+                    )
+            elif event["reason"] != "no_external_consent":
+                found.append(("reply.reason", f"sms.reply reason {event['reason']!r}"))
+    want_posts = [] if posted_in is None else [posted_in]
+    got_posts = [conversation(r["conversation_id"]) for r in posts]
+    if got_posts != want_posts or any(r["payload"].get("dedup_id") != out.sid for r in posts):
+        found.append(("reply.posted", f"reply queued for posting in {got_posts}, model: {want_posts}"))
+    got_held = sorted(conversation(e["details"].get("conversation_id")) for e in held)
+    if v.held_one_of:
+        ok = len(got_held) == 1 and got_held[0] in v.held_one_of
+        want_held = f"one of {sorted(v.held_one_of)}"
+    else:
+        ok = got_held == sorted(v.held)
+        want_held = str(sorted(v.held))
+    if not ok:
+        found.append(("reply.held", f"reply held in {got_held}, model: {want_held}"))
+    elif held and any(e["reason"] != v.held_reason for e in held):
+        found.append(("reply.held", f"held as {[e['reason'] for e in held]}, model: {v.held_reason}"))
+    elif held:
+        codes = sorted(code for (ci, _), code in out.codes.items() if ci in got_held)
+        asked = [r["payload"]["reply_codes"] for r in questions]
+        if asked != [codes]:
+            found.append(("reply.question", f"asked back with codes {asked}, model: [{codes}]"))
+    elif questions:
+        found.append(("reply.question", f"asked back with {[r['payload'] for r in questions]}, not held"))
+    want_keywords = [] if v.opted_out is None else ["sms_opt_out" if v.opted_out else "sms_opt_in"]
+    if [e["event"] for e in keywords] != want_keywords:
+        found.append(
+            ("reply.keyword", f"keyword records {[e['event'] for e in keywords]}, model: {want_keywords}")
+        )
     return found
 
 
@@ -513,6 +777,9 @@ def describe(spec: WorldSpec, actions: tuple[m.Action, ...] | list[m.Action]) ->
     lines.append("actions:")
     for i, a in enumerate(actions):
         fields = {k: v for k, v in vars(a).items() if k not in {"workflow", "actor"} and v is not None}
+        if isinstance(a, m.SmsReply):
+            lines.append(f"  {i}. phone {a.phone} texts caremsg ({a.workflow}) {fields}")
+            continue
         lines.append(f"  {i}. {who(a.actor)} {a.workflow} {fields}")
     return "\n".join(lines)
 
@@ -546,7 +813,7 @@ async def run_scenario(
     """Run every action of the scenario; raise :class:`Disagreement` at the first one the model
     disagrees with, unless a known defect in ``exempt`` explains it (tallied; the model then takes
     the world the service made: an action it refused but the service did is applied as done)."""
-    from tests.refmodel.known_defects import covered_by, explain
+    from tests.refmodel.known_defects import covered_by, explain, explain_reply
 
     spec = scenario.world
     tally.scenarios += 1
@@ -557,6 +824,25 @@ async def run_scenario(
     for drawn in scenario.actions:
         action = resolve(world, drawn)
         done.append(action)
+        if isinstance(action, m.SmsReply):
+            rv = m.reply_verdict(world, action)
+            replied = await perform_reply(client, db, ids, action)
+            tally.actions += 1
+            problems = reply_disagreements(rv, replied, ids)
+            answer = f"text {replied.text!r}: {json.dumps(replied.audit, default=str)[:600]}"
+            if problems:
+                defect = explain_reply(rv, problems)
+                if defect is None or not covered_by(defect, exempt):
+                    _fail(spec, done, problems, answer, defect)
+                tally.known[defect] = tally.known.get(defect, 0) + 1
+            posted = any(r["kind"] == "post_sms_reply" for r in replied.outbox)
+            shape = "keyword" if action.word else "held" if rv.held or rv.held_one_of else "decided"
+            counts = tally.by_workflow.setdefault(f"{action.workflow} ({shape})", [0, 0])
+            counts[0 if posted else 1] += 1
+            tally.allowed += posted
+            m.apply_reply(world, action)
+            await _check_state(db, ids, world, shadow, spec, done, answer)
+            continue
         v = m.verdict(world, action)
         out = await perform(client, db, ids, action)
         tally.actions += 1
@@ -564,11 +850,13 @@ async def run_scenario(
         if problems:
             defect = explain(world, action, v, out, problems, functools.partial(_recheck, out=out, ids=ids))
             if defect is None or not covered_by(defect, exempt):
-                _fail(spec, done, problems, out, defect)
+                _fail(spec, done, problems, _answer(out), defect)
             # A known defect: carry on in the world the service now has (what it did, it did).
             tally.known[defect] = tally.known.get(defect, 0) + 1
         counts = tally.by_workflow.setdefault(action.workflow, [0, 0])
         counts[0 if 200 <= out.status < 300 else 1] += 1
+        account = action.target if isinstance(action, m.AccountAction) else action.actor
+        was_active = world.users[account].active
         if 200 <= out.status < 300:
             tally.allowed += v.allowed
             m.apply(world, action, v if v.allowed else replace(v, allowed=True))
@@ -582,15 +870,98 @@ async def run_scenario(
                 shadow.messages[action.conversation] += 1
             elif isinstance(action, m.RecordConsent):
                 ids.consents.append(int(out.body["id"]))
-        state = await actual_state(db, ids)
-        want = expected_state(world, shadow)
-        mismatched = [
-            ("state", f"state {k}: {state[k]} in PostgreSQL, model says {want[k]}")
-            for k in want
-            if state[k] != want[k]
-        ]
-        if mismatched:
-            _fail(spec, done, mismatched, out, None)
+            elif isinstance(action, m.RemoveContact):
+                ids.contacts.pop((action.org, action.phone), None)
+            elif isinstance(action, m.CreateGroup):
+                ids.groups.append(int(out.body["id"]))
+            elif isinstance(action, m.CreateUser):
+                person = User(
+                    int(out.body["id"]),
+                    out.body["email"],
+                    "New",
+                    "Person",
+                    Role(action.role),
+                    ids.orgs[action.org],
+                    True,
+                    out.body.get("chatUserId") or "",
+                    datetime.now(UTC),
+                )
+                ids.users.append(person.id)
+                ids.people.append(person)
+                ids.tokens.append(services.tokens.issue(person).token)
+            elif action.workflow == "organization.create":
+                ids.orgs.append(int(out.body["id"]))
+            elif action.workflow == "patient.create":
+                ids.patients.append(int(out.body["id"]))
+                team = await db.fetchval("SELECT id FROM care_teams WHERE patient_id = $1", ids.patients[-1])
+                ids.teams.append(team)
+                shadow.risk.append("high")
+            elif isinstance(action, m.AddContact):
+                ids.contacts[(action.org, action.phone)] = int(out.body["id"])
+            if action.workflow in ENDING_SESSIONS:
+                # A reactivation ends no session: only the ones from before a deactivation stay ended.
+                probe = action.workflow != "user.reactivate" or not was_active
+                await _sessions_ended(client, ids, world, account, probe, spec, done)
+        await _check_state(db, ids, world, shadow, spec, done, _answer(out))
+
+
+async def _check_state(
+    db: asyncpg.Connection,
+    ids: Ids,
+    world: m.World,
+    shadow: Shadow,
+    spec: WorldSpec,
+    done: list[m.Action],
+    answer: str,
+) -> None:
+    """What PostgreSQL holds is what the model's world says: an allowed action did what it says, a
+    refused one changed nothing."""
+    state = await actual_state(db, ids)
+    want = expected_state(world, shadow)
+    mismatched = [
+        ("state", f"state {k}: {state[k]} in PostgreSQL, model says {want[k]}")
+        for k in want
+        if state[k] != want[k]
+    ]
+    if mismatched:
+        _fail(spec, done, mismatched, answer, None)
+
+
+def _answer(out: Outcome) -> str:
+    return f"{out.status} {json.dumps(out.body)[:400]}"
+
+
+#: Workflows after which the account's earlier tokens are refused (they log in again, unless deactivated).
+ENDING_SESSIONS = frozenset(
+    {"auth.logout", "user.revoke_sessions", "user.change_role", "user.deactivate", "user.reactivate"}
+)
+
+
+async def _sessions_ended(
+    client: TestClient[Any, Any],
+    ids: Ids,
+    world: m.World,
+    target: int,
+    probe: bool,
+    spec: WorldSpec,
+    done: list[m.Action],
+) -> None:
+    """The account's token from before the action is refused now (after a reactivation: the one from
+    before its deactivation stays refused); then the person logs in again, as the role they have now,
+    unless they are deactivated."""
+    if probe:
+        resp = await client.get(
+            "/api/auth/profile", headers={"Authorization": f"Bearer {ids.tokens[target]}"}
+        )
+        await resp.read()
+        if resp.status != 401:
+            problem = ("sessions", f"u{target}'s earlier token still answers {resp.status}, model: 401")
+            _fail(spec, done, [problem], "", None)
+    person = world.users[target]
+    ids.people[target] = replace(ids.people[target], role=Role(person.role), is_active=person.active)
+    if person.active:
+        await asyncio.sleep(0.002)  # a login after the sessions ended, not in the same millisecond
+        ids.tokens[target] = ids.services.tokens.issue(ids.people[target]).token
 
 
 def _recheck(other: m.Verdict, *, out: Outcome, ids: Ids) -> list[Problem]:
@@ -598,12 +969,12 @@ def _recheck(other: m.Verdict, *, out: Outcome, ids: Ids) -> list[Problem]:
 
 
 def _fail(
-    spec: WorldSpec, done: list[m.Action], problems: list[Problem], out: Outcome, defect: str | None
+    spec: WorldSpec, done: list[m.Action], problems: list[Problem], answer: str, defect: str | None
 ) -> None:
     known = f" (looks like known defect {defect}, not exempted)" if defect else ""
     raise Disagreement(
         f"the service disagrees with the reference model on action {len(done) - 1}{known}:\n  "
         + "\n  ".join(text for _, text in problems)
-        + f"\nanswer: {out.status} {json.dumps(out.body)[:400]}\n"
+        + f"\nanswer: {answer}\n"
         + describe(spec, done)
     )

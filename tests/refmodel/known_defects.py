@@ -29,6 +29,8 @@ DEFECTS = {
     "3": "break_glass is not computed on the conversation paths (their records are not flagged)",
     "8": "break-the-glass is open to a patient one's organization may never treat",
     "9": "a read-only consent allows writes (no write scope), and a stated purpose of use is never checked",
+    "10": "an SMS reply from a number in several conversations is posted where it was texted last "
+    "instead of being held and asked back",
     "11": "listings show staff every organization and compliance group, not only what they can act on",
     "12": "a record or person the caller has no relation to answers 403 with a reason, not as nonexistent",
     "choice": "when several consents qualify, the one recorded is not the documented choice",
@@ -125,4 +127,22 @@ def explain(
         return "3"
     if kinds <= {"audit.consent", "audit.purpose", "member.consent", "external.consent"}:
         return "choice"
+    return None
+
+
+def explain_reply(v: m.ReplyVerdict, problems: list[tuple[str, str]]) -> str | None:
+    """The known defect a disagreement about an SMS reply is an instance of, or None: the model holds
+    the reply (several active conversations, no code or one the number does not have) and the
+    service decided it in one of them instead, without holding it."""
+    kinds = {kind for kind, _ in problems}
+    guessed = {
+        "reply.decided",
+        "reply.decision",
+        "reply.consent",
+        "reply.posted",
+        "reply.held",
+        "reply.question",
+    }
+    if (v.held or v.held_one_of) and "reply.decided" in kinds and kinds <= guessed:
+        return "10"
     return None

@@ -94,15 +94,65 @@ WORKFLOWS: dict[str, Declared] = {
     "consent.revoke": _declared("own_org"),
     "consent.list": _declared("own_org care_team covered"),
     "organization_contact.add": _declared("own_org"),
+    "organization_contact.remove": _declared("own_org"),
+    "patient.create": _declared(""),
+    "care_team.create": _declared("own_org care_team covered", "write", CLINICAL),
+    "patient.disclosures": _declared("own_org care_team covered"),
+    "organization.create": _declared(""),
+    "compliance_group.create": _declared(""),
+    "user.list": _declared("own_org"),
+    "user.create": _declared("own_org"),
+    "audit.read": _declared("own_org"),
+    "break_glass.list": _declared(""),
+    "policy.read": _declared(""),
+    "policy.reload": _declared(""),
+    "organization_contact.list": _declared("own_org"),
+    "compliance_group.share": _declared("own_org"),
+    "auth.profile": _declared("self"),
+    "auth.logout": _declared("self"),
+    "user.approve": _declared("own_org"),
+    "user.deactivate": _declared("own_org"),
+    "user.reactivate": _declared("own_org"),
+    "user.change_role": _declared("own_org"),
+    "user.revoke_sessions": _declared("own_org"),
+    "user.unlock": _declared("own_org"),
     "organization.list": _declared(""),
     "compliance_group.list": _declared(""),
     "patient.list": _declared(""),
     "conversation.list": _declared(""),
 }
+#: Workflows the model decides only as part of another action: a member or external participant
+#: joining (decided for each person a conversation or care team is created with or given), a
+#: listing's slices (organization.read, compliance_group.read), a compliance group named in a
+#: consent (compliance_group.use), an inbound text (sms.reply) and each text a send queues
+#: (sms.send_full_text).
+DECIDED_WITHIN = frozenset(
+    {
+        "care_team.join",
+        "conversation.join",
+        "organization.read",
+        "compliance_group.read",
+        "compliance_group.use",
+        "sms.reply",
+        "sms.send_full_text",
+    }
+)
 #: An external SMS participant is admitted by a consent naming their number whose scope includes sms
 #: and conversation.join's own scope; a text goes out under one whose scope includes sms.
 ADMISSION = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms", "message"}), MESSAGING)
 TEXTING = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms"}), MESSAGING)
+#: An SMS reply is posted only while a consent still names its sender (``sms.reply``).
+REPLYING = Declared(frozenset({EXTERNAL_CONSENT}), frozenset({"sms"}), MESSAGING)
+
+
+ACCOUNT_WORKFLOWS = (
+    "user.approve",
+    "user.deactivate",
+    "user.reactivate",
+    "user.change_role",
+    "user.revoke_sessions",
+    "user.unlock",
+)
 
 
 def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
@@ -134,6 +184,32 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow(STAFF, "consent.list", CARE_TEAM, COVERED)
     # Admins keep their organization's contact directory of external numbers.
     allow([ADMIN], "organization_contact.add", OWN_ORG)
+    allow([ADMIN], "organization_contact.remove", OWN_ORG)
+    allow([ADMIN, OFFICER], "organization_contact.list", OWN_ORG)
+    # A compliance group belongs to its organization; its compliance officers share it by name.
+    allow([OFFICER], "compliance_group.share", OWN_ORG)
+    # Admins manage the accounts of their own organization, one workflow per action; everyone sees
+    # their own profile and ends their own sessions.
+    for account in ACCOUNT_WORKFLOWS:
+        allow([ADMIN], account, OWN_ORG)
+    allow(ROLES, "auth.profile", SELF)
+    allow([ADMIN], "user.list", OWN_ORG)
+    allow([ADMIN], "user.create", OWN_ORG)
+    # Whoever registers a patient (peer support, care-team members) joins its care team; admins
+    # make sure a patient of their organization has one.
+    allow(STAFF, "patient.create")
+    allow([ADMIN], "care_team.create", OWN_ORG)
+    allow([ADMIN], "organization.create")
+    allow([OFFICER], "compliance_group.create")
+    # Auditors (and compliance officers) read the audit records of their own organization; compliance
+    # officers review emergency sessions and a patient's accounting of disclosures.
+    allow([AUDITOR, OFFICER], "audit.read", OWN_ORG)
+    allow([OFFICER], "break_glass.list")
+    allow([OFFICER], "patient.disclosures", OWN_ORG)
+    # The policy in force: read by admins, compliance officers and auditors, reloaded by the first two.
+    allow([ADMIN, OFFICER, AUDITOR], "policy.read")
+    allow([ADMIN, OFFICER], "policy.reload")
+    allow(ROLES, "auth.logout", SELF)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")
@@ -159,12 +235,15 @@ RULES = _rules()
 class User:
     org: int
     role: str
+    active: bool = True
 
 
 @dataclass(frozen=True)
 class Group:
     owner: int
     members: frozenset[int]
+    #: Organizations the owner shared it with by name: their compliance officers may name it.
+    shared_with: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -279,8 +358,73 @@ class AddContact(Action):
 
 
 @dataclass(frozen=True)
+class RemoveContact(AddContact):
+    """An admin takes a number out of an organization's contact directory."""
+
+
+@dataclass(frozen=True)
+class ListContacts(Action):
+    org: int
+
+
+@dataclass(frozen=True)
+class AccountAction(Action):
+    """An admin acts on an account (approve, deactivate, reactivate, end its sessions, unlock)."""
+
+    target: int
+
+
+@dataclass(frozen=True)
+class ChangeRole(AccountAction):
+    role: str
+
+
+@dataclass(frozen=True)
+class CreateUser(Action):
+    """An admin creates an account of ``role`` in organization ``org``."""
+
+    org: int
+    role: str
+
+
+@dataclass(frozen=True)
+class CreateGroup(Action):
+    """A compliance officer creates a compliance group of these organizations."""
+
+    members: frozenset[int]
+
+
+@dataclass(frozen=True)
+class ShareGroup(Action):
+    """A compliance officer shares a compliance group with another organization by name."""
+
+    group: int
+    org: int
+
+
+@dataclass(frozen=True)
 class RevokeConsent(Action):
     consent: int | None  # None: one that does not exist
+
+
+#: The actor of an action nobody of the world takes (a text from outside comes in).
+NOBODY = -1
+
+
+@dataclass(frozen=True)
+class SmsReply(Action):
+    """Someone texts caremsg's number from phone ``phone`` (workflow ``sms.reply``; no actor).
+
+    ``code``: a drawn reference to one of the number's participations whose reply code the text
+    starts with (``names``, once resolved: (conversation, position)); ``unknown_code``: it starts
+    with a code the number does not have; ``word``: the text is STOP or START (after any code).
+    """
+
+    phone: int
+    code: int | None = None
+    unknown_code: bool = False
+    word: str | None = None
+    names: tuple[int, int] | None = None
 
 
 # --- decisions ---------------------------------------------------------------------------------
@@ -312,6 +456,9 @@ class Verdict:
     field: str | None = None
     #: For a send: per external participant (by position), ``queued`` or the failure reason.
     deliveries: tuple[tuple[int, str], ...] = ()
+    #: For a send: per text queued, the consent ``sms.send_full_text`` was decided under; refused
+    #: (``not_in_sms_full_text_group``) since the shipped sms.toml names no group.
+    full_text: tuple[int | None, ...] = ()
     #: For a revocation: (conversation, user) taken out; externals (conversation, position) removed,
     #: or carried on by another consent (conversation, position, consent).
     removed_members: frozenset[tuple[int, int]] = frozenset()
@@ -345,9 +492,10 @@ def choose(world: World, candidates: Iterable[int]) -> int | None:
     the latest), then the first recorded."""
     specificity = {"external": 0, "organization": 1, "compliance_group": 2}
 
-    def rank(i: int) -> tuple[int, int, int]:
+    def rank(i: int) -> tuple[int, int, int, int]:
         days = world.consents[i].expires_in_days
-        return (specificity[world.consents[i].kind], 0 if days is None else 1 - days, i)
+        lasts = (0, 0) if days is None else (1, -days)  # no expiry first, then the latest
+        return (specificity[world.consents[i].kind], *lasts, i)
 
     return min(candidates, key=rank, default=None)
 
@@ -492,6 +640,8 @@ def verdict(world: World, action: Action) -> Verdict:
     user = world.users[action.actor]
     wf = action.workflow
     stated = action.purpose_of_use
+    if not user.active:
+        return Verdict(wf, False, 401, undecided=True)  # a deactivated account's token is refused
     if not may_run(user.role, wf):
         purposes = WORKFLOWS[wf].purposes
         reason = (
@@ -504,8 +654,43 @@ def verdict(world: World, action: Action) -> Verdict:
         shown = None if user.role == OFFICER else frozenset({user.org})  # an officer: every organization
         return Verdict(wf, True, 200, frozenset(), visible=shown, purpose=stated)
     if wf == "compliance_group.list":
-        groups = frozenset(g for g, group in enumerate(world.groups) if group.owner == user.org)
+        # Admins: their organization's groups; compliance officers: those shared with it too.
+        groups = frozenset(
+            g
+            for g, group in enumerate(world.groups)
+            if group.owner == user.org or (user.role == OFFICER and user.org in group.shared_with)
+        )
         return Verdict(wf, True, 200, frozenset(), visible=groups, purpose=stated)
+    if wf in {"policy.read", "policy.reload", "break_glass.list", "audit.read"}:
+        # About no record (the trail: the reader's own organization, which it asks by default).
+        requires = frozenset({OWN_ORG}) if wf == "audit.read" else frozenset()
+        return Verdict(wf, True, 200, requires, purpose=stated)
+    if wf == "user.list":
+        shown = frozenset(i for i, u in enumerate(world.users) if u.org == user.org)
+        return Verdict(wf, True, 200, frozenset({OWN_ORG}), visible=shown, purpose=stated)
+    if wf in {"patient.create", "organization.create", "compliance_group.create"}:
+        return Verdict(wf, True, 201, frozenset(), purpose=stated)
+    if isinstance(action, CreateUser):
+        if action.org != user.org:
+            return Verdict(wf, False, 403, reason=REASONS[OWN_ORG], field="organizationId", purpose=stated)
+        return Verdict(wf, True, 201, frozenset({OWN_ORG}), purpose=stated)
+    if wf in {"auth.profile", "auth.logout"}:
+        return Verdict(wf, True, 200 if wf == "auth.profile" else 204, frozenset({SELF}), purpose=stated)
+    if isinstance(action, AccountAction):
+        return _account_verdict(world, action)
+    if isinstance(action, ShareGroup):
+        return _share_verdict(world, action)
+    if isinstance(action, ListContacts):
+        if action.org != user.org:
+            return Verdict(wf, False, 403, reason=REASONS[OWN_ORG], purpose=stated)
+        shown = frozenset(phone for org, phone in world.directory if org == action.org)
+        return Verdict(wf, True, 200, frozenset({OWN_ORG}), visible=shown, purpose=stated)
+    if isinstance(action, RemoveContact):
+        if action.org != user.org:
+            return Verdict(wf, False, 403, reason=REASONS[OWN_ORG], purpose=stated)
+        if (action.org, action.phone) not in world.directory:
+            return Verdict(wf, False, 404, requires=frozenset({OWN_ORG}), undecided=True, purpose=stated)
+        return Verdict(wf, True, 204, frozenset({OWN_ORG}), purpose=stated)
     if isinstance(action, ConversationAction):
         return _conversation_verdict(world, action)
     if isinstance(action, RevokeConsent):
@@ -522,7 +707,9 @@ def verdict(world: World, action: Action) -> Verdict:
     requires, reason = decide_own(user.role, wf, found, stated)
     if requires is None:
         return _refusal(world, action, patient, found, reason)
-    ok = {"patient.read": 200, "patient.update": 200, "care_team.read": 200}
+    # A patient registered through the API has its care team already: creating one returns it.
+    ok = {"patient.read": 200, "patient.update": 200, "care_team.read": 200, "care_team.create": 200}
+    ok["patient.disclosures"] = 200
     base = Verdict(
         wf,
         True,
@@ -542,15 +729,54 @@ def verdict(world: World, action: Action) -> Verdict:
         return _join_verdict(world, base, action)
     if isinstance(action, CreateConversation):
         return _create_conversation_verdict(world, base, action)
-    if (
-        isinstance(action, RecordConsent)
-        and action.kind == "compliance_group"
-        and world.groups[action.target].owner != world.patients[patient]
-    ):
-        # A consent may name only its own organization's groups (none are shared in these worlds);
-        # another's answers as a group that does not exist.
-        return replace(base, allowed=False, status=422, field="complianceGroupId", undecided=True)
+    if isinstance(action, RecordConsent) and action.kind == "compliance_group":
+        # A consent may name only its own organization's groups, or one shared with it by name
+        # (compliance_group.use); another's answers as a group that does not exist.
+        group = world.groups[action.target]
+        if group.owner != user.org and user.org not in group.shared_with:
+            return replace(base, allowed=False, status=422, field="complianceGroupId", undecided=True)
     return base
+
+
+def _account_verdict(world: World, action: AccountAction) -> Verdict:
+    """An admin's action on an account of their own organization; another's answers as none."""
+    wf = action.workflow
+    stated = action.purpose_of_use
+    target = world.users[action.target]
+    if target.org != world.users[action.actor].org:
+        return Verdict(wf, False, 404, undecided=True, purpose=stated)
+    own = frozenset({OWN_ORG})
+    if wf in {"user.deactivate", "user.change_role"} and action.target == action.actor:
+        # An organization is never left without the admin who could undo it.
+        return Verdict(wf, False, 409, requires=own, undecided=True, purpose=stated)
+    effects: tuple[tuple[str, int], ...] = ()
+    if wf == "user.deactivate":
+        # They leave the chat channel of every conversation they are a member of.
+        left = sum(1 for c in world.conversations if action.target in c.members)
+        effects = (("conversation.member_left_channel", left),)
+    return Verdict(wf, True, 200, own, purpose=stated, effects=effects)
+
+
+def _share_verdict(world: World, action: ShareGroup) -> Verdict:
+    wf = action.workflow
+    stated = action.purpose_of_use
+    org = world.users[action.actor].org
+    group = world.groups[action.group]
+    if group.owner != org:
+        # Shared with them: they know it (403); else: as a group that does not exist.
+        status = 403 if org in group.shared_with else 404
+        return Verdict(wf, False, status, reason=REASONS[OWN_ORG], undecided=status == 404, purpose=stated)
+    if action.org == group.owner:
+        return Verdict(
+            wf,
+            False,
+            422,
+            requires=frozenset({OWN_ORG}),
+            field="organizationId",
+            undecided=True,
+            purpose=stated,
+        )
+    return Verdict(wf, True, 200, frozenset({OWN_ORG}), purpose=stated)
 
 
 def _subject(world: World, workflow: str, member: int, patient: int, field_name: str) -> Subject:
@@ -576,6 +802,8 @@ def _knows_organization(world: World, actor: int, patient: int, org: int) -> boo
 
 
 def _join_verdict(world: World, base: Verdict, action: AddCareTeamMember) -> Verdict:
+    if not world.users[action.member].active:
+        return replace(base, allowed=False, status=422, field="userId", undecided=True)
     subject = _subject(world, "care_team.join", action.member, action.patient, "userId")
     if subject.allowed:
         # Idempotent: 201 when the person was added, 200 with the team unchanged if already on it.
@@ -601,9 +829,12 @@ def _create_conversation_verdict(world: World, base: Verdict, action: CreateConv
         _subject(world, "conversation.join", u, action.patient, f"memberIds[{i}]") for i, u in strangers
     ]
     refused = [s for s in subjects if not s.allowed]
-    if refused:
+    inactive = [f"memberIds[{i}]" for i, u in members if not world.users[u].active]
+    if refused or inactive:
+        # Refused strangers and deactivated accounts alike answer as users that do not exist.
+        field_name = refused[0].field if refused else inactive[0]
         return replace(
-            base, allowed=False, status=422, subjects=tuple(subjects), field=refused[0].field, undecided=True
+            base, allowed=False, status=422, subjects=tuple(subjects), field=field_name, undecided=True
         )
     decided = {i for i, _ in strangers}
     for i, member in members:
@@ -658,11 +889,17 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
     if requires is None:
         return _refusal(world, action, conversation.patient, found, reason)
     deliveries: tuple[tuple[int, str], ...] = ()
+    full_text: tuple[int | None, ...] = ()
     if wf == "message.send":
         deliveries = tuple(
             (i, _sms_state(world, conversation.patient, ext))
             for i, ext in enumerate(conversation.externals)
             if not ext.removed
+        )
+        full_text = tuple(
+            admitting(world, conversation.patient, ext.phone, ext.claimed_org, TEXTING)
+            for i, ext in enumerate(conversation.externals)
+            if not ext.removed and _sms_state(world, conversation.patient, ext) == "queued"
         )
     return Verdict(
         wf,
@@ -671,6 +908,7 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
         requires,
         consent=found.consent,
         deliveries=deliveries,
+        full_text=full_text,
         break_glass=BREAK_GLASS in found.facts,
         purpose=_purpose(world, action.purpose_of_use, found.consent),
     )
@@ -765,6 +1003,81 @@ def _revoke_verdict(world: World, action: RevokeConsent) -> Verdict:
     )
 
 
+# --- SMS replies ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyVerdict:
+    """Where a text from a number goes, as the README's "An SMS reply never lands in a conversation
+    by guesswork" says.
+
+    ``decided``: the conversations one of which ``sms.reply`` is decided for, each with the consent
+    it would be posted under (None: refused, nothing posted); empty when it is decided nowhere.
+    ``held``: the conversations that each get an ``sms_reply_held`` record (and whose codes the
+    question back lists); ``held_one_of``: instead exactly one of these (a number active nowhere
+    any more: the conversation that texted it last, which the model does not track).
+    """
+
+    workflow: str
+    decided: tuple[tuple[int, int | None], ...] = ()
+    held: frozenset[int] = frozenset()
+    held_one_of: frozenset[int] = frozenset()
+    held_reason: str | None = None
+    #: STOP / START: the number's opt-out afterwards, and the record of it (one).
+    opted_out: bool | None = None
+
+
+def participations(world: World, phone: int) -> list[tuple[int, int]]:
+    """Every (conversation, position) the number was added to, removed ones included."""
+    return [
+        (ci, xi)
+        for ci, conv in enumerate(world.conversations)
+        for xi, ext in enumerate(conv.externals)
+        if ext.phone == phone
+    ]
+
+
+def _reply_decision(world: World, ci: int, xi: int) -> tuple[int, int | None]:
+    conv = world.conversations[ci]
+    ext = conv.externals[xi]
+    return ci, admitting(world, conv.patient, ext.phone, ext.claimed_org, REPLYING)
+
+
+def reply_verdict(world: World, action: SmsReply) -> ReplyVerdict:
+    """What becomes of a text from ``action.phone``: a keyword changes the number's opt-out (whoever
+    sent it); a reply goes to the conversation its code names, or to the number's one active
+    conversation, where ``sms.reply`` decides; with several active conversations and no code (or a
+    code the number does not have) it is held, in every candidate conversation."""
+    wf = action.workflow
+    parts = participations(world, action.phone)
+    if action.word is not None:
+        return ReplyVerdict(wf, opted_out=action.word == "STOP")
+    if not parts:
+        return ReplyVerdict(wf)  # a number no conversation has: ignored
+    active = [(ci, xi) for ci, xi in parts if not world.conversations[ci].externals[xi].removed]
+    if action.unknown_code or action.names is not None:
+        if action.names is not None and action.names in active:
+            return ReplyVerdict(wf, decided=(_reply_decision(world, *action.names),))
+        if active:
+            return ReplyVerdict(wf, held=frozenset(ci for ci, _ in active), held_reason="unknown_reply_code")
+        pool = frozenset(ci for ci, _ in parts)
+        return ReplyVerdict(wf, held_one_of=pool, held_reason="unknown_reply_code")
+    if len(active) == 1:
+        return ReplyVerdict(wf, decided=(_reply_decision(world, *active[0]),))
+    if not active:
+        # Active nowhere any more: decided (and without a consent refused) where it texted last.
+        return ReplyVerdict(wf, decided=tuple(_reply_decision(world, ci, xi) for ci, xi in parts))
+    return ReplyVerdict(wf, held=frozenset(ci for ci, _ in active), held_reason="ambiguous_reply")
+
+
+def apply_reply(world: World, action: SmsReply) -> None:
+    """A keyword changes the number's opt-out; a reply changes nothing the model keeps."""
+    if action.word == "STOP":
+        world.opted_out.add(action.phone)
+    elif action.word == "START":
+        world.opted_out.discard(action.phone)
+
+
 # --- effects -----------------------------------------------------------------------------------
 
 
@@ -811,8 +1124,28 @@ def apply(world: World, action: Action, v: Verdict) -> None:
                 for xi, e in enumerate(conv.externals)
             )
             world.conversations[ci] = replace(conv, members=conv.members - gone, externals=externals)
+    elif isinstance(action, RemoveContact):
+        world.directory.discard((action.org, action.phone))
     elif isinstance(action, AddContact):
         world.directory.add((action.org, action.phone))
+    elif isinstance(action, CreateUser):
+        world.users.append(User(action.org, action.role))
+    elif isinstance(action, CreateGroup):
+        world.groups.append(Group(world.users[action.actor].org, action.members))
+    elif action.workflow == "patient.create":
+        world.patients.append(world.users[action.actor].org)
+        world.care_teams.append({action.actor})
+    elif action.workflow == "organization.create":
+        world.orgs += 1
+    elif isinstance(action, ShareGroup):
+        group = world.groups[action.group]
+        world.groups[action.group] = replace(group, shared_with=group.shared_with | {action.org})
+    elif isinstance(action, ChangeRole):
+        world.users[action.target] = replace(world.users[action.target], role=action.role)
+    elif isinstance(action, AccountAction) and action.workflow in {"user.deactivate", "user.reactivate"}:
+        world.users[action.target] = replace(
+            world.users[action.target], active=action.workflow == "user.reactivate"
+        )
     elif action.workflow == "break_glass.open":
         assert isinstance(action, PatientAction)
         world.break_glass.add((action.actor, action.patient))

@@ -134,6 +134,24 @@ def record_consent(draw: st.DrawFn, spec: WorldSpec) -> m.RecordConsent:
 
 
 @st.composite
+def account_action(draw: st.DrawFn, spec: WorldSpec) -> m.AccountAction:
+    """Mostly an admin acting on an account of their organization, sometimes on another's, sometimes
+    someone else trying; the target is often a care-team member (whose later actions it changes)."""
+    users = spec.orgs * len(ROSTER)
+    workflow = draw(st.sampled_from(m.ACCOUNT_WORKFLOWS))
+    org = draw(st.integers(0, spec.orgs - 1))
+    actor = person(org, 3) if draw(st.integers(0, 4)) else draw(st.integers(0, users - 1))
+    target = (
+        person(org, draw(st.sampled_from([0, 1, 2, 3])))
+        if draw(st.integers(0, 3))
+        else draw(st.integers(0, users - 1))
+    )
+    if workflow == "user.change_role":
+        return m.ChangeRole(workflow, actor, target, draw(st.sampled_from(m.ROLES)))
+    return m.AccountAction(workflow, actor, target)
+
+
+@st.composite
 def create_conversation(draw: st.DrawFn, spec: WorldSpec, patient: int, creator: int) -> m.CreateConversation:
     """Mostly colleagues of the patient's organization, sometimes anyone; now and then texted people."""
     users = spec.orgs * len(ROSTER)
@@ -183,14 +201,64 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "organization.list",
                 "compliance_group.list",
                 "consent.list",
+                "user.account",
+                "user.account",
+                "auth.self",
+                "compliance_group.share",
+                "organization_contact.remove",
+                "organization_contact.list",
+                "patient.create",
+                "care_team.create",
+                "patient.disclosures",
+                "organization.create",
+                "compliance_group.create",
+                "administration.read",
             ]
         )
     )
     clinician = draw(_actor(spec, patient, draw(st.sampled_from([0, 1, 2]))))
-    if kind == "organization_contact.add":
+    if kind in {"organization_contact.add", "organization_contact.remove", "organization_contact.list"}:
         org = draw(st.integers(0, spec.orgs - 1))
         actor = person(org, 3) if draw(st.integers(0, 3)) else draw(st.integers(0, users - 1))
-        return m.AddContact(kind, actor, org, draw(st.integers(0, PHONES - 1)))
+        if kind == "organization_contact.list":
+            return m.ListContacts(kind, actor, org)
+        contact = m.AddContact if kind == "organization_contact.add" else m.RemoveContact
+        return contact(kind, actor, org, draw(st.integers(0, PHONES - 1)))
+    if kind == "administration.read":
+        reads = ["user.list", "audit.read", "break_glass.list", "policy.read", "policy.reload", "user.create"]
+        workflow = draw(st.sampled_from(reads))
+        if workflow == "user.create":
+            org = draw(st.integers(0, spec.orgs - 1))
+            actor = person(org, 3) if draw(st.integers(0, 3)) else draw(st.integers(0, users - 1))
+            return m.CreateUser(workflow, actor, org, draw(st.sampled_from(m.ROLES)))
+        return m.Action(workflow, draw(st.integers(0, users - 1)))
+    if kind == "patient.create":
+        return m.Action(kind, clinician)
+    if kind == "care_team.create":
+        return m.PatientAction(kind, draw(_actor(spec, patient, 3)), patient)
+    if kind == "patient.disclosures":
+        return m.PatientAction(kind, draw(_actor(spec, patient, 4)), patient)
+    if kind == "organization.create":
+        return m.Action(
+            kind, person(draw(st.integers(0, spec.orgs - 1)), draw(st.sampled_from([3, 3, 0, 4])))
+        )
+    if kind == "compliance_group.create":
+        actor = person(draw(st.integers(0, spec.orgs - 1)), draw(st.sampled_from([4, 4, 3])))
+        members = draw(st.frozensets(st.integers(0, spec.orgs - 1), min_size=1, max_size=spec.orgs))
+        return m.CreateGroup(kind, actor, members)
+    if kind == "user.account":
+        return draw(account_action(spec))
+    if kind == "auth.self":
+        return m.Action(
+            draw(st.sampled_from(["auth.profile", "auth.logout"])), draw(st.integers(0, users - 1))
+        )
+    if kind == "compliance_group.share" and spec.groups:
+        group = draw(st.integers(0, len(spec.groups) - 1))
+        owner = spec.groups[group][0]
+        actor = person(owner, 4) if draw(st.integers(0, 3)) else draw(st.integers(0, users - 1))
+        return m.ShareGroup(kind, actor, group, draw(st.integers(0, spec.orgs - 1)))
+    if kind == "compliance_group.share":
+        kind = "compliance_group.list"
     if kind in {"patient.list", "conversation.list"}:
         return m.Action(kind, clinician)
     if kind in {"organization.list", "compliance_group.list"}:
@@ -220,6 +288,47 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
     return m.RevokeConsent(kind, actor, draw(_reference()))
 
 
+@st.composite
+def sms_reply(draw: st.DrawFn, texted: int | None = None) -> m.SmsReply:
+    """A text to caremsg's number: mostly from the texted number, mostly with a code, now and then
+    without one, with one the number does not have, or STOP / START."""
+    phone = texted if texted is not None and draw(st.integers(0, 3)) else draw(st.integers(0, PHONES - 1))
+    shape = draw(
+        st.sampled_from(["code", "code", "code", "none", "none", "none", "unknown", "unknown", "keyword"])
+    )
+    if shape == "keyword":
+        shape = draw(st.sampled_from(["STOP", "START"]))
+    if shape in {"STOP", "START"}:
+        return m.SmsReply("sms.reply", m.NOBODY, phone, word=shape)
+    if shape == "unknown":
+        return m.SmsReply("sms.reply", m.NOBODY, phone, unknown_code=True)
+    code = draw(st.integers(0, 5)) if shape == "code" else None
+    return m.SmsReply("sms.reply", m.NOBODY, phone, code=code)
+
+
+@st.composite
+def texted_number(draw: st.DrawFn, spec: WorldSpec, phone: int) -> list[m.Action]:
+    """One number made an external participant of one to three conversations (about one patient or
+    several, of one organization or more), each under a consent naming it, recorded by the patient's
+    organization."""
+    count = draw(st.sampled_from([2, 2, 1, 3]))
+    patients = [draw(st.integers(0, len(spec.patients) - 1)) for _ in range(count)]
+    setup: list[m.Action] = []
+    for patient in patients:
+        officer = person(spec.patients[patient], 4)
+        scope = frozenset({"sms", "message"})
+        setup.append(
+            m.RecordConsent(
+                "consent.create", officer, patient, "external", phone, "treatment", scope, "active"
+            )
+        )
+        registrar = spec.registrar(patient)
+        setup.append(
+            m.CreateConversation("conversation.create", registrar, patient, (), (m.NewExternal(phone, None),))
+        )
+    return setup
+
+
 def _reference() -> st.SearchStrategy[int | None]:
     """A drawn reference to a consent or conversation; 7: one that does not exist."""
     return st.integers(0, 7).map(lambda ref: None if ref == 7 else ref)
@@ -245,7 +354,15 @@ def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
             setup.append(m.CreateConversation("conversation.create", registrar, patient, members, ()))
         else:
             setup.append(draw(create_conversation(spec, patient, registrar)))
-    actions = draw(st.lists(action(spec), min_size=3, max_size=max_actions))
+    texted: int | None = None
+    if draw(st.integers(0, 2)) == 0:
+        # Now and then a number in several conversations, and texts from it among the actions.
+        texted = draw(st.integers(0, PHONES - 1))
+        setup.extend(draw(texted_number(spec, texted)))
+        step = st.integers(0, 3).flatmap(lambda k: sms_reply(texted) if k == 0 else action(spec))
+    else:
+        step = st.integers(0, 11).flatmap(lambda k: sms_reply() if k == 0 else action(spec))
+    actions = draw(st.lists(step, min_size=3, max_size=max_actions))
     return Scenario(spec, (*setup, *actions))
 
 
@@ -270,6 +387,11 @@ def resolve(world: m.World, action: m.Action) -> m.Action:
         if mine and action.conversation % 2 == 0:
             return replace(action, conversation=mine[action.conversation // 2 % len(mine)])
         return replace(action, conversation=action.conversation % n if n else None)
+    if isinstance(action, m.SmsReply):
+        parts = m.participations(world, action.phone)
+        if action.code is None or not parts:
+            return replace(action, code=None)
+        return replace(action, names=parts[action.code % len(parts)])
     if isinstance(action, m.RevokeConsent):
         n = len(world.consents)
         if action.actor == OFFICER_OF_IT:
