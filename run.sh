@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # caremsg's two commands. Each installs what it needs into ./.venv from pyproject.toml's pins.
 #   ./run.sh serve [caremsg serve options]   run the service (embedded PostgreSQL + Sendbird emulator)
-#   ./run.sh test  [pytest options]          ruff, mypy and the whole test suite against real PostgreSQL
+#   ./run.sh test  [pytest options]          ruff, mypy and the whole test suite against real PostgreSQL,
+#                                            on one pytest-xdist worker per core
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -43,7 +44,9 @@ test)
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy
-    exec .venv/bin/python -m pytest "$@"
+    # One worker per core, each a test session with its own database; a module stays on one worker,
+    # so its shared app is built once. Options given here come later and win (e.g. -n 0).
+    exec .venv/bin/python -m pytest -n auto --dist loadfile "$@"
     ;;
 *)
     echo "usage: ./run.sh serve [options] | ./run.sh test [pytest options]" >&2

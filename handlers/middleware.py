@@ -46,8 +46,9 @@ REQUEST_CONTEXT = Contract(
     request_headers=(
         Header(
             REQUEST_ID_HEADER,
-            f"{_REQUEST_ID_DOC} Optional: 8-64 of A-Z a-z 0-9 . _ - (anything else is replaced).",
-            {"type": "string", "pattern": _REQUEST_ID.pattern, "minLength": 8, "maxLength": 64},
+            f"{_REQUEST_ID_DOC} Optional. Kept when it is 8-64 of A-Z a-z 0-9 . _ -; any other value"
+            " is replaced by one the service makes, never refused (so the schema does not constrain it).",
+            {"type": "string"},
         ),
     ),
     response_headers=(

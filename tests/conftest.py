@@ -5,14 +5,22 @@ The role split holds in tests as in production: the migrations run as an owner r
 under test logs in as an application role that owns nothing (integrations/db/roles.py). Roles are
 cluster-wide, so each test database has roles named after it, dropped with it. ``database_url``
 (and the ``db`` connection) stay the server's administrator, for setting up and asserting.
-The helpers behind these fixtures live in tests/support/database.py."""
+The helpers behind these fixtures live in tests/support/database.py.
+
+Under pytest-xdist (``./run.sh test`` runs ``-n auto``) every worker is a test session of its own,
+with its own database; without DATABASE_URL the controller starts one embedded server before the
+workers start, and they inherit its URL. The reference model's figures are gathered from the workers
+and printed by the controller (see the end of this module)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -30,6 +38,36 @@ from tests.support.database import (
 # Older names, for tests written before tests/support existed: import from tests.support.database.
 _asyncpg_dsn, _admin = asyncpg_dsn, admin
 __all__ = ["_admin", "_asyncpg_dsn", "app_url", "database_settings", "fresh_database", "roles_of"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist controller without DATABASE_URL starts one embedded server for all its workers."""
+    if os.environ.get("DATABASE_URL") or hasattr(config, "workerinput"):
+        return
+    if not getattr(config.option, "numprocesses", None):
+        return  # a run without workers starts its server when a test first needs one (below)
+    from integrations.db.embedded import start_embedded_postgres
+
+    tmp = tempfile.TemporaryDirectory(prefix="caremsg-pg-")
+    server = start_embedded_postgres(Path(tmp.name) / "pgdata", temporary=True)
+    os.environ["DATABASE_URL"] = server.url  # the workers, started after this, inherit it
+
+    def stop() -> None:
+        os.environ.pop("DATABASE_URL", None)
+        server.stop()
+        tmp.cleanup()
+
+    config.add_cleanup(stop)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Schemathesis names each operation's test ``test_x[GET /path]`` but gives them all one node id;
+    pytest-xdist tells items apart by node id (it would run one of them), so the name's operation goes
+    into the id too."""
+    for item in items:
+        operation = item.name.partition("[")[2].removesuffix("]")
+        if operation and not item.nodeid.endswith(item.name):
+            item._id = item.id.with_params(operation)  # pytest 9 keeps the id in _id (a NodeId)
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +143,60 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+# --- the reference model's figures (tests/refmodel), from every worker -------------------------------
+# Here, not in tests/refmodel/conftest.py: an xdist controller collects nothing, so only this conftest
+# is loaded there.
+
+
+def _refmodel_tallies() -> dict[str, Any]:
+    driver = sys.modules.get("tests.refmodel.driver")
+    return driver.TALLIES if driver is not None else {}  # type: ignore[no-any-return]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its figures to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["refmodel_tallies"] = {
+            name: dataclasses.asdict(tally) for name, tally in _refmodel_tallies().items()
+        }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """The controller adds up what each worker checked (a test's examples all run on one worker)."""
+    figures = getattr(node, "workeroutput", {}).get("refmodel_tallies") or {}
+    if not figures:
+        return
+    from tests.refmodel.driver import TALLIES, Tally
+
+    for name, fig in figures.items():
+        tally = TALLIES.setdefault(name, Tally())
+        for f in dataclasses.fields(tally):
+            setattr(tally, f.name, _added(getattr(tally, f.name), fig[f.name]))
+
+
+def _added(mine: Any, theirs: Any) -> Any:
+    """Counts added up: numbers, lists of numbers element by element, dicts key by key."""
+    if isinstance(mine, dict):
+        merged = dict(mine)
+        for key, value in theirs.items():
+            merged[key] = _added(mine[key], value) if key in mine else value
+        return merged
+    if isinstance(mine, list):
+        return [a + b for a, b in zip(mine, theirs, strict=True)]
+    return mine + theirs
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The reference model's figures at the end of the run: actions checked, known defects met."""
+    for name, tally in _refmodel_tallies().items():
+        known = ", ".join(f"defect {d}: {n}" for d, n in sorted(tally.known.items())) or "none"
+        terminalreporter.write_line(
+            f"reference model, {name}: {tally.scenarios} scenarios, {tally.actions} actions checked"
+            f" ({tally.allowed} allowed), disagreements explained by a known defect: {known}"
+        )
+        per = ", ".join(f"{wf} {a}/{a + r}" for wf, (a, r) in sorted(tally.by_workflow.items()))
+        terminalreporter.write_line(f"  allowed/checked per workflow: {per}")

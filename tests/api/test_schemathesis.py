@@ -1,10 +1,17 @@
-"""Schemathesis over the OpenAPI document: generated requests against the real app on a loopback
-port, as a signed-in peer support, with schemathesis' checks (no 5xx, responses conform to the
-document).
+"""Schemathesis over the app's own OpenAPI document: generated requests against the real app on a
+loopback port, as a self-registered peer support, with schemathesis' default checks.
 
-The budget is ``CAREMSG_SCHEMATHESIS_EXAMPLES`` examples per operation (default 10, one to two minutes
-for the whole document on a 2-core machine); raise it for a deeper run. The app runs in a thread
-of its own, with its own event loop, because schemathesis' client is synchronous.
+The document is the app's own (``handlers.api_docs.document_of``: the route table and what the
+installed middlewares declare), checked to be the one ``/api/openapi.json`` serves. The default checks
+include no 5xx and the response-conformance checks: every answer has a declared status, a declared
+content type, the declared headers and a body matching its schema; and the request-side ones (bad
+input refused, methods and authentication as documented).
+
+The budget is ``CAREMSG_SCHEMATHESIS_EXAMPLES`` examples per operation (default 10); raise it for a
+deeper run. The app runs in a thread of its own, with its own event loop, because schemathesis'
+client is synchronous. (This module was two until the OpenAPI work was done: a no-5xx run over the
+route table's document and a response-conformance run over the app's; one run of the wider document
+with both sets of checks shows the same.)
 """
 
 from __future__ import annotations
@@ -22,16 +29,11 @@ import pytest
 import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, settings
-from sqlalchemy import text
 
-from engine.model import Role
-from engine.workflows.identity import CreateUser, bootstrap_user
-from handlers.app import create_app, default_endpoints
-from handlers.keys import sessions_key
-from handlers.openapi import build_openapi
-from integrations.db.uow import SqlUnitOfWork
-from integrations.security import Argon2Passwords
+from handlers.api_docs import document_of
+from handlers.app import create_app
 from tests.conftest import app_settings
+from tests.support.api import PASSWORD
 
 #: positive_data_acceptance expects every schema-valid body to be accepted, but the document does not
 #: express every rule the API enforces (an email's shape, a phone number's plan, a date's range):
@@ -42,10 +44,20 @@ EXCLUDED = [schemathesis.checks.positive_data_acceptance]
 #: while the document lists POST alone for that path. Only there are these two checks left out.
 OVERLAPPING = {"/api/conversations/send-message"}
 OVERLAP_EXCLUDED = [schemathesis.checks.unsupported_method, schemathesis.checks.allow_header_conformance]
+#: What the response-conformance run checked on every operation; all are in the default set.
+CONFORMANCE = [
+    schemathesis.checks.not_a_server_error,
+    schemathesis.checks.status_code_conformance,
+    schemathesis.checks.content_type_conformance,
+    schemathesis.checks.response_headers_conformance,
+    schemathesis.checks.response_schema_conformance,
+]
+assert not set(CONFORMANCE) & set(EXCLUDED + OVERLAP_EXCLUDED)
 EXAMPLES = int(os.environ.get("CAREMSG_SCHEMATHESIS_EXAMPLES", "10"))
-PASSWORD = "correct horse battery"
 
-schema = schemathesis.openapi.from_dict(build_openapi(default_endpoints(), version="0"))
+# Built, not started: the document needs the route table and the middlewares, not a database.
+DOCUMENT = document_of(create_app(app_settings("postgresql+asyncpg://unused@127.0.0.1/unused")))
+schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 
 @dataclass
@@ -54,41 +66,28 @@ class Served:
     headers: dict[str, str]
 
 
-async def _peer_support(app: web.Application, base_url: str) -> str:
-    """A peer support in an organization of their own, logged in over HTTP: their bearer token."""
-    async with app[sessions_key]() as session, session.begin():
-        org = (
-            await session.execute(
-                text("INSERT INTO organizations (name, self_registration) VALUES (:n, false) RETURNING id"),
-                {"n": f"Fuzz {secrets.token_hex(4)}"},
-            )
-        ).scalar_one()
-    email = f"fuzz.{secrets.token_hex(4)}@example.org"
-    await bootstrap_user(
-        lambda: SqlUnitOfWork(app[sessions_key]),
-        Argon2Passwords(time_cost=1, memory_kib=64),
-        CreateUser(email, PASSWORD, "Fuzz", "Peer", Role.PEER_SUPPORT, int(org)),
-    )
-    async with httpx.AsyncClient(base_url=base_url) as client:
-        resp = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
-    resp.raise_for_status()
-    return str(resp.json()["token"])
-
-
 @pytest.fixture(scope="module")
 def served(database_url: str) -> Iterator[Served]:
-    """The whole app on a free loopback port, in a thread with its own event loop."""
+    """The whole app on a free loopback port, and a self-registered peer support's bearer token."""
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(create_app(app_settings(database_url)))
 
     async def start() -> Served:
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        base_url = f"http://127.0.0.1:{port}"
-        token = await _peer_support(runner.app, base_url)  # type: ignore[arg-type]
-        return Served(base_url, {"Authorization": f"Bearer {token}"})
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            email = f"fuzz.{secrets.token_hex(4)}@example.org"
+            registered = await client.post(
+                "/api/auth/register",
+                json={"email": email, "password": PASSWORD, "firstName": "Fuzz", "lastName": "Peer"},
+            )
+            registered.raise_for_status()  # accepted alike whether or not the email exists: log in
+            resp = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+            resp.raise_for_status()
+            live = (await client.get("/api/openapi.json")).json()
+        assert live == DOCUMENT, "the served document is the one these cases were generated from"
+        return Served(base_url, {"Authorization": f"Bearer {resp.json()['token']}"})
 
     thread = threading.Thread(target=loop.run_forever, name="schemathesis-app", daemon=True)
     thread.start()
