@@ -392,8 +392,8 @@ def _reply_destination(
     """Where a reply goes, or (None, the conversations it could mean) when that is not clear.
 
     The code's conversation if it names an active one; else the number's one active conversation; a
-    number active nowhere any more goes to the last one that texted it, where ``sms.reply`` decides
-    (and, without a consent, refuses) as before.
+    number active nowhere any more goes to the last one that texted it, where ``sms.reply`` refuses
+    it (a removed participant is not established there).
     """
     active = [r for r in routes if r.active]
     if code is not None:
@@ -414,9 +414,15 @@ async def _post_reply(
     text: str,
     now: datetime,
 ) -> None:
-    """Decide ``sms.reply`` for the participant and, if allowed, queue the post into their channel."""
-    candidates = await uow.facts.external_consents(
-        route.patient_id, route.phone_number, route.organization_id
+    """Decide ``sms.reply`` for the participant and, if allowed, queue the post into their channel.
+
+    A participant removed from the conversation is no longer established there: no consent counts
+    for them (a consent recorded later for another conversation does not bring them back), so the
+    reply is refused and its record says ``participant_removed``."""
+    candidates = (
+        await uow.facts.external_consents(route.patient_id, route.phone_number, route.organization_id)
+        if route.active
+        else []
     )
     policy = services.policy.current
     found = external_facts(policy.workflows.get("sms.reply"), candidates, now)
@@ -431,6 +437,7 @@ async def _post_reply(
         details={
             "external_participant_id": route.participant_id,
             "reply_code": route.reply_code,
+            **({} if route.active else {"participant_removed": True}),
             **found.details,
         },
     )

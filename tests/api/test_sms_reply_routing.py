@@ -200,3 +200,49 @@ async def test_stop_after_a_code_still_opts_the_number_out(api: Api, db: asyncpg
     )
     posts = "SELECT count(*) FROM outbox WHERE kind = 'post_sms_reply' AND conversation_id = $1"
     assert await db.fetchval(posts, a.conversation_id) == 0
+
+
+async def test_a_number_removed_from_its_conversation_is_not_brought_back_by_a_later_consent(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    wire_webhooks(api)
+    team = await care_team(api)
+    [consent_id] = [
+        r["id"]
+        for r in await db.fetch(
+            "SELECT id FROM consents WHERE patient_id = $1 AND external_phone_number = $2",
+            team.patient_id,
+            team.phone,
+        )
+    ]
+    status, body = await api.call(
+        "POST", f"/api/consents/{consent_id}/revoke", team.officer, json={"reason": "Patient withdrew it"}
+    )
+    assert status == 200, body
+    await eventually(
+        lambda: db.fetchval(
+            "SELECT removed_at IS NOT NULL FROM external_participants WHERE id = $1", team.external_id
+        ),
+        "the participant removed by the revocation",
+    )
+    # A new consent naming the same number, for another conversation some day.
+    await api.consent(
+        team.officer, team.patient_id, externalParty={"phoneNumber": team.phone, "name": "Dr. E"}
+    )
+
+    provider_id = receive_sms(api, team.phone, "Is she still on lithium?")
+
+    [decided] = await eventually(
+        lambda: db.fetch(
+            "SELECT outcome, reason, details FROM audit_events WHERE event = 'decision'"
+            " AND workflow = 'sms.reply' AND patient_id = $1",
+            team.patient_id,
+        ),
+        "the reply's decision",
+    )
+    assert (decided["outcome"], decided["reason"]) == ("denied", "no_external_consent")
+    assert '"participant_removed": true' in decided["details"]
+    await twilio(api).drain()
+    await running_emulator(api).drain_webhooks()
+    channel = team.conversation["channelUrl"]
+    assert [m for m in emulator(api).messages(channel) if m.dedup_id == provider_id] == []

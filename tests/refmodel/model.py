@@ -1065,8 +1065,9 @@ def reply_verdict(world: World, action: SmsReply) -> ReplyVerdict:
     if len(active) == 1:
         return ReplyVerdict(wf, decided=(_reply_decision(world, *active[0]),))
     if not active:
-        # Active nowhere any more: decided (and without a consent refused) where it texted last.
-        return ReplyVerdict(wf, decided=tuple(_reply_decision(world, ci, xi) for ci, xi in parts))
+        # Active nowhere any more: refused where it texted last (a removed participant is not
+        # established there, whatever consents name the number now).
+        return ReplyVerdict(wf, decided=tuple((ci, None) for ci, _ in parts))
     return ReplyVerdict(wf, held=frozenset(ci for ci, _ in active), held_reason="ambiguous_reply")
 
 
