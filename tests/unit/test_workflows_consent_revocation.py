@@ -15,6 +15,7 @@ from engine.effects import RemoveMembers
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
 from engine.model import (
     Actor,
+    ConsentScope,
     Patient,
     Purpose,
     RecipientType,
@@ -28,6 +29,7 @@ from engine.workflows.consents import (
     revoke_consent,
 )
 from engine.workflows.conversations import ExternalMember, StartConversation, start_conversation
+from engine.workflows.organizations import CreateComplianceGroup, create_compliance_group
 from engine.workflows.patients import (
     RegisterPatient,
     add_care_team_member,
@@ -212,3 +214,48 @@ async def test_a_consent_is_revoked_only_once(world: FakeWorld) -> None:
 
     assert world.db.consents[consent.id] == first.consent
     assert [op for _, _, op in world.db.consent_changes] == ["recorded", "revoked"]
+
+
+async def test_revoking_a_group_consent_removes_the_member_organizations_staff(world: FakeWorld) -> None:
+    officer, nurse, patient = await _patient(world)
+    partner = world.organization().id
+    group = await create_compliance_group(
+        world.services, officer, CreateComplianceGroup("Network", None, [partner])
+    )
+    consent = await record_consent(
+        world.services,
+        officer,
+        RecordConsent(
+            patient.id, RecipientType.COMPLIANCE_GROUP, Purpose.TREATMENT, compliance_group_id=group.id
+        ),
+    )
+    outsider = await _outsider_on_the_team(world, nurse, patient, partner)
+    conversation = await start_conversation(
+        world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id, outsider.user_id])
+    )
+
+    revocation = await revoke_consent(world.services, officer, RevokeConsent(consent.id, "Network left."))
+
+    assert revocation.removed_members == ((conversation.id, outsider.user_id),)
+    assert world.db.outbox[-1] == RemoveMembers(
+        conversation.id, (world.db.users[outsider.user_id].chat_user_id,)
+    )
+
+
+async def test_a_remaining_consent_that_does_not_cover_messaging_does_not_keep_a_member(
+    world: FakeWorld,
+) -> None:
+    officer, nurse, patient = await _patient(world)
+    partner = world.organization().id
+    consent = await record_consent(world.services, officer, _to(patient, partner))
+    await record_consent(world.services, officer, _to(patient, partner, purpose=Purpose.PAYMENT))
+    await record_consent(world.services, officer, _to(patient, partner, scope=frozenset({ConsentScope.READ})))
+    outsider = await _outsider_on_the_team(world, nurse, patient, partner)
+    conversation = await start_conversation(
+        world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id, outsider.user_id])
+    )
+
+    revocation = await revoke_consent(world.services, officer, RevokeConsent(consent.id, "Patient asked."))
+
+    assert revocation.removed_members == ((conversation.id, outsider.user_id),)
+    assert world.db.conversation_members[conversation.id] == (nurse.user_id,)
