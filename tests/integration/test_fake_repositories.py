@@ -19,7 +19,7 @@ from engine.model import DeliveryState, Purpose, RecipientType, RiskLevel, Role
 from engine.ports.consents import NewConsent
 from engine.ports.identity import NewUser
 from engine.ports.messaging import NewDelivery, NewExternalParticipant, NewSend
-from engine.ports.patients import NewPatient
+from engine.ports.patients import NewPatient, PatientRelation
 from engine.sms import CHANNEL_RECIPIENT
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
@@ -466,6 +466,19 @@ async def test_break_glass_sessions_are_open_until_they_expire_and_listed_newest
         page = await u.break_glass.list_for_organization(org.id, None, 1)
         rest = await u.break_glass.list_for_organization(org.id, page.next_cursor, 1)
         own = await u.break_glass.list_for_organization(elsewhere.id, None, 10)
+        # The relation read with the open session in the same statement (every patient read's facts).
+        with_session = await u.facts.patient_relation(
+            patient.id, user_id=doctor.id, break_glass_at=now + timedelta(minutes=1)
+        )
+        after_expiry = await u.facts.patient_relation(
+            patient.id, user_id=doctor.id, break_glass_at=now + timedelta(hours=2)
+        )
+        not_asked = await u.facts.patient_relation(patient.id, user_id=doctor.id)
+    assert (with_session, after_expiry, not_asked) == (
+        PatientRelation(patient.id, org.id, False, second.id),
+        PatientRelation(patient.id, org.id, False, None),
+        PatientRelation(patient.id, org.id, False, None),
+    )
     assert (first.patient_organization_id, first.reason, first.organization_id) == (
         org.id,
         _REASON,

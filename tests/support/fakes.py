@@ -574,7 +574,15 @@ class FakeRelationshipFacts(_Repo):
         )
         session_id = None
         if break_glass_at is not None:
-            session_id = self.data.break_glass_sessions.get((user_id, patient_id))
+            # As the SQL relation's subquery: the latest of the person's sessions open at that moment.
+            session_id = max(
+                (
+                    s.id
+                    for s in self.data.break_glass_sessions.values()
+                    if s.user_id == user_id and s.patient_id == patient_id and s.is_open(break_glass_at)
+                ),
+                default=None,
+            )
         return PatientRelation(patient_id, patient.organization_id, on_team, session_id)
 
     async def external_consents(

@@ -97,7 +97,7 @@ async def test_a_stranger_hears_of_an_existing_message_what_a_missing_one_answer
 
 
 @pytest.mark.parametrize("role", [Role.ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR])
-async def test_roles_that_never_read_conversations_are_refused_before_any_lookup(
+async def test_roles_that_never_read_conversations_are_refused_with_the_facts_they_would_have_had(
     world: FakeWorld, role: Role
 ) -> None:
     nurse, message_id = await _sent(world)
@@ -107,7 +107,13 @@ async def test_roles_that_never_read_conversations_are_refused_before_any_lookup
 
     assert raised.value.decision.reason == "role_not_permitted"
     [event] = world.events("conversation.read")
-    assert (event.outcome, event.resource_type, event.details["facts"]) == ("denied", "message", None)
+    # The refusal records the facts (own organization, covered, not a member) so `policy diff` can
+    # replay it under an edited policy; the answer is the same 403 either way.
+    assert (event.outcome, event.resource_type, event.details["facts"]) == (
+        "denied",
+        "message",
+        "covered&own_org",
+    )
 
 
 # --- plan_deliveries ----------------------------------------------------------------------------------
