@@ -9,7 +9,8 @@ same row measured in the same run on the same PostgreSQL.
 - **caremsg**: the real app (``create_app``, default config; relay, audit sealer and consent
   listener running alongside), ``GET /api/patients/{id}`` as a registered care-team member of that
   patient: bearer check, policy decision over the relationship and consent facts, the patient row,
-  and the read's audit record, inserted in the read's own transaction.
+  and the read's audit record, stored (fail closed) before the answer: one statement reading the
+  record with the reader's relation, one inserting the audit record (integrations/db/patient_reads.py).
 
 Both servers run in their own process(es) side by side and are loaded in turn, round by round, at
 each concurrency level (closed-loop aiohttp clients on loopback). Prints reads/s and p50/p99 of

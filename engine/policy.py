@@ -391,6 +391,8 @@ class Policy:
     _memo: dict[tuple[str, str, frozenset[str]], Decision] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # role_may answers by (role, workflow), for the same reason: every read of a patient asks it.
+    _may: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_sources(cls, sources: PolicySources) -> Policy:
@@ -488,7 +490,14 @@ class Policy:
 
     def role_may(self, role: str, workflow: str) -> bool:
         """True if some rule lets ``role`` run ``workflow`` under some facts."""
-        return any(r.workflow == workflow and self._role_has(role, r.role) for r in self.rules)
+        key = (role, workflow)
+        may = self._may.get(key)
+        if may is None:
+            may = any(r.workflow == workflow and self._role_has(role, r.role) for r in self.rules)
+            if len(self._may) >= MEMO_LIMIT:
+                self._may.clear()
+            self._may[key] = may
+        return may
 
     def _explain_denial(self, role: str, workflow: str, facts: frozenset[str]) -> Decision:
         candidates = [r for r in self.rules if r.workflow == workflow and self._role_has(role, r.role)]

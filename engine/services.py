@@ -34,7 +34,7 @@ from engine.policy import Policy, PolicyHolder, WorkflowSpec
 from engine.ports.audit import AuditLog
 from engine.ports.identity import AccountNotifier, PasswordHasher, PasswordStrength, TokenService
 from engine.ports.messaging import DeliveryTrigger, SendUnitOfWork, SendUnitOfWorkFactory
-from engine.ports.patients import PatientRelation
+from engine.ports.patients import PatientReadUnitOfWorkFactory, PatientRelation
 from engine.ports.units import PatientScoped, Transaction, UnitOfWorkFactory
 from engine.sms import SmsRules
 
@@ -108,6 +108,8 @@ class Services:
     identifiers: IdentifierHasher | None = None
     # The send-message workflow's own unit of work (one read, one write); see SendUnitOfWork.
     send_uow: SendUnitOfWorkFactory = _no_send_path
+    # The patient read's own unit of work (one read, one write); None: reads go through ``uow``.
+    patient_reads: PatientReadUnitOfWorkFactory | None = None
     # Told of every decision as it is taken (the operations metrics count them by workflow,
     # outcome and reason); must not raise or block.
     on_decision: Callable[[Decision], None] = _unobserved
@@ -352,6 +354,39 @@ class Decider:
             built.details["purpose_refused"] = 1
         return built.facts, built.details
 
+    def patient_facts_of(
+        self,
+        workflow: str,
+        patient_id: int,
+        relation: PatientRelation | None,
+        *,
+        organization_id: int | None = None,
+        as_actor: bool = True,
+        unknown_as: str = "patient",
+    ) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
+        """The facts between a person and a patient from their relation as read; 404 (the lookup on
+        record) if there is no patient. Every path that decides about a patient comes here:
+        :meth:`Guard.patient_facts` and the patient read's own unit of work.
+
+        See :meth:`relation_facts`. For the actor (``as_actor``), a later denial about a patient they
+        have no relation to answers ``NotFound(unknown_as)`` (:meth:`note_relation`). An emergency
+        session the relation carries means they know of the patient, whether or not the workflow
+        uses the ``break_glass`` fact.
+        """
+        if relation is None:
+            self.record_missing(workflow, "patient", patient_id)
+            raise NotFound("patient")
+        self._patient_organizations[patient_id] = relation.patient_organization_id
+        facts, details = self.relation_facts(
+            workflow, relation, organization_id=organization_id, as_actor=as_actor
+        )
+        if as_actor:
+            known = set(facts)
+            if relation.break_glass_session_id is not None:
+                known.add(Fact.BREAK_GLASS)
+            self.note_relation(patient_id, known, unknown_as=unknown_as)
+        return frozenset(facts), details
+
     def consent_need(self, workflow: str, *, stated: bool = True) -> ConsentNeed:
         """What a consent must say to count for ``workflow`` (its scope and purposes, and the purpose
         of use the actor stated when ``stated``)."""
@@ -480,27 +515,25 @@ class Guard(Decider, Generic[U]):
         """
         is_actor = user_id is None or user_id == self.actor.user_id
         user_id = self.actor.user_id if user_id is None else user_id
-        organization_id = self.actor.organization_id if organization_id is None else organization_id
         spec = self.policy.workflows.get(workflow)
         uses_break_glass = is_actor and spec is not None and Fact.BREAK_GLASS in spec.facts
         relation = await self.uow.facts.patient_relation(
             patient_id, user_id=user_id, break_glass_at=self.now if uses_break_glass else None
         )
-        if relation is None:
-            self.record_missing(workflow, "patient", patient_id)
-            raise NotFound("patient")
-        self._patient_organizations[patient_id] = relation.patient_organization_id
-        facts, details = self.relation_facts(
-            workflow, relation, organization_id=organization_id, as_actor=is_actor
+        facts, details = self.patient_facts_of(
+            workflow,
+            patient_id,
+            relation,
+            organization_id=organization_id,
+            as_actor=is_actor,
+            unknown_as=unknown_as,
         )
-        if is_actor:
-            known = set(facts)
+        if (
+            is_actor
+            and not uses_break_glass
+            and not facts & KNOWING_FACTS
+            and await self.uow.break_glass.open_session(user_id, patient_id, self.now) is not None
+        ):
             # An open emergency session means they know of the patient, whatever this workflow uses.
-            if (
-                not known & KNOWING_FACTS
-                and Fact.BREAK_GLASS not in (spec.facts if spec else ())
-                and await self.uow.break_glass.open_session(user_id, patient_id, self.now) is not None
-            ):
-                known.add(Fact.BREAK_GLASS)
-            self.note_relation(patient_id, known, unknown_as=unknown_as)
-        return frozenset(facts), details
+            self.note_relation(patient_id, {Fact.BREAK_GLASS}, unknown_as=unknown_as)
+        return facts, details

@@ -208,6 +208,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[services_key] = Services(
         uow=database.unit_of_work,
         send_uow=database.send_unit_of_work,
+        patient_reads=database.patient_read_unit_of_work,
         policy=app[policy_key],
         passwords=Argon2Passwords(time_cost=auth.argon2_time_cost, memory_kib=auth.argon2_memory_kib),
         tokens=_tokens(settings),

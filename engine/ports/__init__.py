@@ -3,7 +3,7 @@
 ``integrations`` provides the adapters (PostgreSQL, Sendbird, argon2, JWT); tests/support/fakes.py the fakes.
 
 - :mod:`engine.ports.identity`: users, organizations, passwords, tokens, login throttling
-- :mod:`engine.ports.patients`: patients, care teams, relationship facts
+- :mod:`engine.ports.patients`: patients, care teams, relationship facts, the patient read
 - :mod:`engine.ports.consents`: consents, compliance groups, break-the-glass, contact directories
 - :mod:`engine.ports.messaging`: conversations, messages, deliveries, opt-outs, webhooks, the send path
 - :mod:`engine.ports.audit`: the audit log and trail
@@ -69,6 +69,9 @@ from engine.ports.messaging import (
 from engine.ports.patients import (
     CareTeamRepository,
     NewPatient,
+    PatientRead,
+    PatientReadUnitOfWork,
+    PatientReadUnitOfWorkFactory,
     PatientRelation,
     PatientRepository,
     RelationshipFacts,
@@ -135,6 +138,9 @@ __all__ = [
     "Outbox",
     "PasswordHasher",
     "PasswordStrength",
+    "PatientRead",
+    "PatientReadUnitOfWork",
+    "PatientReadUnitOfWorkFactory",
     "PatientRelation",
     "PatientRepository",
     "PatientScoped",

@@ -1,14 +1,16 @@
-"""Patient ports: patients, care teams, and the relationship facts policy decisions rest on."""
+"""Patient ports: patients, care teams, the relationship facts policy decisions rest on, and the
+patient read's own unit of work."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.facts import ConsentCandidate
 from engine.model import CareTeam, Page, Patient, RiskLevel
+from engine.ports.audit import AuditLog
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,48 @@ class RelationshipFacts(Protocol):
         naming that organization or a group it belongs to. Which one counts, if any, is decided by
         :func:`engine.facts.choose_consent`."""
         ...
+
+
+@dataclass(frozen=True)
+class PatientRead:
+    """One patient as a read of it is decided and answered: the reader's relation and the record."""
+
+    relation: PatientRelation
+    patient: Patient
+
+
+class PatientReadUnitOfWork(Protocol):
+    """The ``patient.read`` workflow's unit of work: one read and one atomic write.
+
+    Reading a patient is the busiest read, and through the general unit of work it took five round
+    trips (BEGIN, relation, row, audit, COMMIT). Here :meth:`read` returns the reader's relation to
+    the patient (with their emergency session open at ``at``) and the record in one statement, and
+    :meth:`commit` stores the buffered audit events in one statement, which is its own transaction:
+    the record is written whole or not at all, and a read whose record cannot be written fails
+    (fail closed). Leaving the ``async with`` block without committing writes the buffered events on
+    their own, marked ``denied`` or ``failure``, as the general unit of work does.
+    """
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    async def read(self, patient_id: int, *, user_id: int, at: datetime) -> PatientRead | None:
+        """None if there is no such patient; otherwise the relation of ``user_id`` to it (care team,
+        the patient's organization, the person's latest emergency session open at ``at``) and the
+        record. The record is only handed on once the decision allows it."""
+        ...
+
+    async def commit(self) -> None:
+        """Store the buffered audit events; raises :class:`engine.errors.ServiceUnavailable` if they
+        cannot be stored (then nothing may be disclosed)."""
+        ...
+
+    async def __aenter__(self) -> PatientReadUnitOfWork: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None: ...
+
+
+class PatientReadUnitOfWorkFactory(Protocol):
+    def __call__(self) -> PatientReadUnitOfWork: ...

@@ -11,7 +11,7 @@ from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, CareTeam, Page, Patient, RiskLevel
 from engine.ports.patients import NewPatient
 from engine.ports.units import PatientsUnitOfWork
-from engine.services import Guard, Services
+from engine.services import Decider, Guard, Services
 
 
 def _unit_of_work(services: Services) -> PatientsUnitOfWork:
@@ -50,6 +50,15 @@ async def register_patient(services: Services, actor: Actor, cmd: RegisterPatien
 
 
 async def get_patient(services: Services, actor: Actor, patient_id: int) -> Patient:
+    """One patient's record, decided as ``patient.read`` (care team and covered, or break-glass) and
+    audited with the read; a patient the actor has no relation to answers as one that does not exist.
+
+    Through :class:`~engine.ports.PatientReadUnitOfWork` when the composition root provides one (one
+    read, one atomic write: this is the busiest read), else through the general unit of work. Both
+    take the same decision from the same facts and record the same events.
+    """
+    if services.patient_reads is not None:
+        return await _read_patient(services, actor, patient_id)
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await guard.require_role_for_patient(
@@ -68,6 +77,39 @@ async def get_patient(services: Services, actor: Actor, patient_id: int) -> Pati
         assert patient is not None  # the facts query found it in this transaction
         await uow.commit()
     return patient
+
+
+async def _read_patient(services: Services, actor: Actor, patient_id: int) -> Patient:
+    """:func:`get_patient` on the patient read's unit of work: the relation and the record in one
+    statement, then the decision, then the audit record in one statement."""
+    assert services.patient_reads is not None
+    workflow = "patient.read"
+    async with services.patient_reads() as uow:
+        decider = Decider(services, uow.audit, actor)
+        read = await uow.read(patient_id, user_id=actor.user_id, at=decider.now)
+        relation = read.relation if read is not None else None
+        if not decider.policy.role_may(actor.role.value, workflow):
+            # As Guard.require_role_for_patient: refused alike whether or not the patient exists; the
+            # facts it would have had are on record, so `policy diff` can replay the refusal.
+            try:
+                known: frozenset[str] | None = decider.patient_facts_of(workflow, patient_id, relation)[0]
+            except NotFound:
+                known = None
+            decider.require(
+                workflow, known, resource_type="patient", resource_id=patient_id, patient_id=patient_id
+            )
+        facts, details = decider.patient_facts_of(workflow, patient_id, relation)
+        decider.require(
+            workflow,
+            facts,
+            resource_type="patient",
+            resource_id=patient_id,
+            patient_id=patient_id,
+            details=details,
+        )
+        assert read is not None  # the facts say the patient exists
+        await uow.commit()
+    return read.patient
 
 
 @dataclass(frozen=True)

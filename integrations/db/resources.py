@@ -3,7 +3,8 @@ write it: the development organization at start-up, an organization looked up by
 ``caremsg create-user``, and the probes behind ``GET /ready`` and ``GET /metrics``.
 
 :class:`Database` is one resource: the SQLAlchemy engine and session factory every unit of work uses,
-and the send path's own asyncpg pool (integrations/db/send_uow.py). ``handlers/`` holds it as an
+and the asyncpg pool of the two busiest paths, sending (integrations/db/send_uow.py) and reading a
+patient (integrations/db/patient_reads.py). ``handlers/`` holds it as an
 opaque value and hands it on: no handler, CLI command or middleware runs SQL or opens a session.
 """
 
@@ -25,6 +26,7 @@ from integrations.db import operations
 # What the request middleware answers 503 for: the database cannot be reached right now.
 from integrations.db.base import is_unavailable as is_unavailable
 from integrations.db.columns import table_of
+from integrations.db.patient_reads import PgPatientReadUnitOfWork
 from integrations.db.send_uow import PgSendUnitOfWork, SendPool, create_send_pool
 from integrations.db.tables import OrganizationRow
 from integrations.db.uow import SqlUnitOfWork
@@ -71,7 +73,7 @@ class Database:
 
     engine: AsyncEngine
     sessions: Sessions
-    #: The send path's pool: no SQLAlchemy on the busiest path.
+    #: The send path's pool, which patient reads share: no SQLAlchemy on the busiest paths.
     send_pool: SendPool
     #: Workflows enter the general pool in arrival order, at most as many at once as it has
     #: connections (SqlUnitOfWork), so they seldom wait in the pool's own, unfair queue.
@@ -84,6 +86,10 @@ class Database:
     def send_unit_of_work(self) -> PgSendUnitOfWork:
         """A new unit of work for the send path, on its own asyncpg pool."""
         return PgSendUnitOfWork(self.send_pool)
+
+    def patient_read_unit_of_work(self) -> PgPatientReadUnitOfWork:
+        """A new unit of work for reading one patient, on the send path's asyncpg pool."""
+        return PgPatientReadUnitOfWork(self.send_pool)
 
 
 @asynccontextmanager

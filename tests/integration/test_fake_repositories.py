@@ -5,13 +5,15 @@ on fakes shows what the service would do."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from engine.audit import AuditEvent
 from engine.effects import TextMessage
 from engine.errors import Conflict
 from engine.login_throttle import ACCOUNT_PREFIX, Backoff
@@ -21,10 +23,11 @@ from engine.ports.identity import NewUser
 from engine.ports.messaging import NewDelivery, NewExternalParticipant, NewSend
 from engine.ports.patients import NewPatient, PatientRelation
 from engine.sms import CHANNEL_RECIPIENT
+from integrations.db.patient_reads import PgPatientReadUnitOfWork
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
 from integrations.db.uow import SqlUnitOfWork
 from tests.support.database import asyncpg_dsn
-from tests.support.fakes import FakeDatabase, FakeSendUnitOfWork, FakeUnitOfWork
+from tests.support.fakes import FakeDatabase, FakePatientReadUnitOfWork, FakeSendUnitOfWork, FakeUnitOfWork
 
 UowFactory = Callable[[], Any]
 
@@ -598,3 +601,98 @@ async def test_the_send_path_reads_the_senders_relation_and_stores_a_send_whole(
         (CHANNEL_RECIPIENT, DeliveryState.QUEUED),
         (f"sms:{participant}", DeliveryState.QUEUED),
     ]
+
+
+@dataclass
+class Reads:
+    """The general unit of work and the patient read's, over one store, and what that store holds
+    of the audit events of one request."""
+
+    uow: UowFactory
+    read_uow: UowFactory
+    stored: Callable[[str], Awaitable[list[tuple[str, str]]]]
+
+
+@pytest.fixture(params=["fake", "postgres"])
+async def reads(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[Reads]:
+    if request.param == "fake":
+        database = FakeDatabase()
+
+        async def in_memory(request_id: str) -> list[tuple[str, str]]:
+            return [(e.event, e.outcome) for e in database.audit if e.request_id == request_id]
+
+        yield Reads(lambda: FakeUnitOfWork(database), lambda: FakePatientReadUnitOfWork(database), in_memory)
+        return
+    engine = create_async_engine(database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    pool = await create_send_pool(asyncpg_dsn(database_url), max_size=2, statement_timeout_ms=10_000)
+
+    async def in_postgres(request_id: str) -> list[tuple[str, str]]:
+        async with pool.pool.acquire() as connection:
+            rows = await connection.fetch(
+                "SELECT event, outcome FROM audit_events WHERE request_id = $1 ORDER BY id", request_id
+            )
+        return [(r["event"], r["outcome"]) for r in rows]
+
+    try:
+        yield Reads(lambda: SqlUnitOfWork(sessions), lambda: PgPatientReadUnitOfWork(pool), in_postgres)
+    finally:
+        await pool.close()
+        await engine.dispose()
+
+
+def _read_event(request_id: str, patient_id: int) -> AuditEvent:
+    return AuditEvent(
+        "decision",
+        "patient.read",
+        "success",
+        datetime.now(UTC),
+        request_id=request_id,
+        resource_type="patient",
+        resource_id=str(patient_id),
+        patient_id=patient_id,
+        decision="allow",
+    )
+
+
+async def test_the_patient_read_reads_the_relation_with_the_record_and_stores_its_audit_whole(
+    reads: Reads,
+) -> None:
+    now = datetime.now(UTC)
+    async with reads.uow() as u:
+        org, nurse, patient = await _clinic(u)
+        team = await u.care_teams.create(patient.id, "Team", org.id, nurse.id)
+        await u.care_teams.add_member(team.id, nurse.id, nurse.id)
+        elsewhere = await u.organizations.add(_name("ER"), self_registration=True)
+        doctor = await u.users.add(_user(elsewhere.id))
+        session = await u.break_glass.add(
+            user_id=doctor.id,
+            organization_id=elsewhere.id,
+            patient_id=patient.id,
+            reason=_REASON,
+            expires_at=now + timedelta(hours=1),
+        )
+        await u.commit()
+    committed, abandoned = _name("read"), _name("read")
+    async with reads.read_uow() as r:
+        on_team = await r.read(patient.id, user_id=nurse.id, at=now + timedelta(minutes=1))
+        in_session = await r.read(patient.id, user_id=doctor.id, at=now + timedelta(minutes=1))
+        expired = await r.read(patient.id, user_id=doctor.id, at=now + timedelta(hours=2))
+        missing = await r.read(patient.id + 10_000_000, user_id=nurse.id, at=now)
+        r.audit.record(_read_event(committed, patient.id))
+        await r.commit()
+    async with reads.read_uow() as r:
+        r.audit.record(_read_event(abandoned, patient.id))
+    async with reads.uow() as u:
+        stored = await u.patients.get(patient.id)
+
+    assert on_team is not None
+    assert in_session is not None
+    assert expired is not None
+    assert on_team.patient == stored
+    assert on_team.relation == PatientRelation(patient.id, org.id, True, None)
+    assert in_session.relation == PatientRelation(patient.id, org.id, False, session.id)
+    assert expired.relation.break_glass_session_id is None
+    assert missing is None
+    assert await reads.stored(committed) == [("decision", "success")]
+    assert await reads.stored(abandoned) == [("decision", "failure")]  # left without commit: on record

@@ -68,7 +68,7 @@ from engine.ports.messaging import (
     SendContext,
     SmsRecipient,
 )
-from engine.ports.patients import NewPatient, PatientRelation
+from engine.ports.patients import NewPatient, PatientRead, PatientRelation
 from engine.ports.policy import ReloadResult
 from engine.services import EngineSettings, Services
 from engine.sms import CHANNEL_RECIPIENT
@@ -575,13 +575,8 @@ class FakeRelationshipFacts(_Repo):
         session_id = None
         if break_glass_at is not None:
             # As the SQL relation's subquery: the latest of the person's sessions open at that moment.
-            session_id = max(
-                (
-                    s.id
-                    for s in self.data.break_glass_sessions.values()
-                    if s.user_id == user_id and s.patient_id == patient_id and s.is_open(break_glass_at)
-                ),
-                default=None,
+            session_id = await FakeBreakGlassRepository(self.data).open_session(
+                user_id, patient_id, break_glass_at
             )
         return PatientRelation(patient_id, patient.organization_id, on_team, session_id)
 
@@ -1210,6 +1205,40 @@ class FakeSendUnitOfWork:
             self.audit.pending.clear()
 
 
+class FakePatientReadUnitOfWork:
+    """integrations/db/patient_reads.py over a :class:`FakeDatabase`: the reader's relation to a
+    patient with the record (:meth:`read`), then the audit events stored whole (:meth:`commit`)."""
+
+    def __init__(self, database: FakeDatabase) -> None:
+        self.database = database
+        self.audit = BufferedAuditLog()
+        self._committed = False
+
+    async def __aenter__(self) -> FakePatientReadUnitOfWork:
+        return self
+
+    async def read(self, patient_id: int, *, user_id: int, at: datetime) -> PatientRead | None:
+        relation = await FakeRelationshipFacts(self.database).patient_relation(
+            patient_id, user_id=user_id, break_glass_at=at
+        )
+        if relation is None:
+            return None
+        return PatientRead(relation, self.database.patients[patient_id])
+
+    async def commit(self) -> None:
+        self.database.audit.extend(self.audit.pending)
+        self.database.commits += 1
+        self.audit.pending.clear()
+        self._committed = True
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._committed and self.audit.pending:
+            self.database.audit.extend(unfinished(self.audit.pending, exc))
+            self.audit.pending.clear()
+
+
 class FakeAccountDirectory:
     """integrations/db/identity.py SqlAccountDirectory over a :class:`FakeDatabase`: a token counts
     while its account is active, approved, of the role and organization it claims, and its sessions
@@ -1339,6 +1368,7 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
     services = Services(
         uow=lambda: FakeUnitOfWork(db),
         send_uow=lambda: FakeSendUnitOfWork(db),
+        patient_reads=lambda: FakePatientReadUnitOfWork(db),
         policy=_policy(),
         passwords=passwords,
         tokens=tokens,
@@ -1371,6 +1401,7 @@ __all__ = [
     "FakeOutbox",
     "FakePasswordStrength",
     "FakePasswords",
+    "FakePatientReadUnitOfWork",
     "FakePolicyReloader",
     "FakeSendUnitOfWork",
     "FakeSmsGateway",

@@ -1,0 +1,144 @@
+"""The patient read's unit of work on asyncpg: one read, one atomic write.
+
+``GET /api/patients/{id}`` is the busiest read. Through the general unit of work it took five round
+trips (BEGIN, the reader's relation with their open emergency session, the row, the audit insert,
+COMMIT), each a socket write that costs far more than PostgreSQL's work on these machines
+(bench/README.md, "Patient reads over HTTP"). Here, as for sending (integrations/db/send_uow.py):
+
+- :meth:`PgPatientReadUnitOfWork.read` is one statement: the patient's record, its organization,
+  whether the reader is on its care team, and the reader's latest emergency session for it open at
+  the moment of the decision, the same facts :class:`integrations.db.patients.SqlRelationshipFacts`
+  reads for every other workflow;
+- :meth:`PgPatientReadUnitOfWork.commit` is one statement inserting the buffered audit events. A
+  single statement is its own transaction: the record is stored whole or not at all, and if it
+  cannot be stored the read fails and nothing is disclosed (fail closed).
+
+The read runs outside the audit insert's transaction. Under READ COMMITTED, which the general unit
+of work uses too, each statement sees what was committed when it started, so the disclosed record
+and the facts it was decided on are the same snapshot either way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg  # type: ignore[import-untyped]
+import structlog
+
+from engine.errors import CaremsgError, ServiceUnavailable
+from engine.model import Patient, RiskLevel
+from engine.ports.patients import PatientRead, PatientRelation
+from integrations.db.base import is_unavailable
+from integrations.db.columns import table_of
+from integrations.db.send_uow import SendPool
+from integrations.db.tables import PatientRow
+from integrations.db.uow import (
+    BufferedAuditLog,
+    audit_insert_sql,
+    audit_json,
+    emit_audit_log,
+    log_undurable,
+    unfinished,
+)
+
+log = structlog.get_logger("caremsg.db")
+
+#: The record's columns, as the table class declares them (and as :class:`Patient` names its fields).
+_PATIENT_COLUMNS = tuple(table_of(PatientRow).c.keys())
+
+# The relation is the one SqlRelationshipFacts.patient_relation reads with ``break_glass_at``: care
+# team membership, and the latest session (max id) open at $3.
+_READ = f"""
+    SELECT {", ".join(f"p.{c}" for c in _PATIENT_COLUMNS)},
+           EXISTS (SELECT 1 FROM care_teams t JOIN care_team_members tm ON tm.care_team_id = t.id
+                   WHERE t.patient_id = p.id AND tm.user_id = $2) AS on_care_team,
+           (SELECT max(b.id) FROM break_glass_sessions b
+            WHERE b.user_id = $2 AND b.patient_id = p.id
+              AND b.opened_at <= $3 AND b.expires_at > $3) AS break_glass_session_id
+    FROM patients p
+    WHERE p.id = $1
+"""  # noqa: S608 - assembled from constants; every value is a bound parameter
+
+_STORE_AUDIT = audit_insert_sql("$1::jsonb")
+
+
+def _patient(row: Any) -> Patient:
+    values = {c: row[c] for c in _PATIENT_COLUMNS}
+    values["risk_level"] = RiskLevel(values["risk_level"])
+    return Patient(**values)
+
+
+class PgPatientReadUnitOfWork:
+    """:class:`engine.ports.PatientReadUnitOfWork` on the asyncpg pool the send path uses (its
+    first-come, first-served gate included); see the module docstring.
+
+    It takes one connection for the read and keeps it for the audit insert, and gives it back when
+    the block ends.
+    """
+
+    def __init__(self, pool: SendPool) -> None:
+        self._pool = pool
+        self._connection: asyncpg.Connection | None = None
+        self._committed = False
+        self.audit = BufferedAuditLog()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def _connect(self) -> asyncpg.Connection:
+        if self._connection is None:
+            self._connection = await self._pool.acquire()
+        return self._connection
+
+    async def read(self, patient_id: int, *, user_id: int, at: datetime) -> PatientRead | None:
+        row = await (await self._connect()).fetchrow(_READ, patient_id, user_id, at)
+        if row is None:
+            return None
+        relation = PatientRelation(
+            patient_id, row["organization_id"], row["on_care_team"], row["break_glass_session_id"]
+        )
+        return PatientRead(relation, _patient(row))
+
+    async def commit(self) -> None:
+        events = list(self.audit.pending)
+        if events:
+            try:
+                await (await self._connect()).execute(_STORE_AUDIT, audit_json(events))
+            except Exception as error:
+                if is_unavailable(error):
+                    raise ServiceUnavailable.database() from error
+                # Fail closed: no audit record, no disclosure.
+                log.error("audit.write_failed", error=type(error).__name__, events=len(events))
+                raise ServiceUnavailable(
+                    "The audit record could not be written, so nothing was done; try again shortly."
+                ) from error
+        self._committed = True
+        self.audit.pending.clear()
+        emit_audit_log(events)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if not self._committed and self.audit.pending:
+                events = unfinished(self.audit.pending, exc)
+                self.audit.pending.clear()
+                try:
+                    await (await self._connect()).execute(_STORE_AUDIT, audit_json(events))
+                except Exception as error:
+                    log_undurable(events, error)
+                else:
+                    emit_audit_log(events)
+        finally:
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                await self._pool.release(connection)
+        if exc is not None and not isinstance(exc, CaremsgError) and is_unavailable(exc):
+            raise ServiceUnavailable.database() from exc
+
+
+#: The patient read's two statements, for the test that holds their tables and columns to the table
+#: classes (tests/unit/test_patient_read_columns.py).
+STATEMENTS = (_READ, _STORE_AUDIT)
