@@ -5,7 +5,8 @@
 - A relay is killed while its request hangs; another relay finishes the job: still exactly once.
 - Two relays work one database at the same time: every message is posted exactly once.
 - PostgreSQL is restarted: requests during the gap get 503 problem+json, the service recovers by
-  itself (this test runs its own server it can stop and start).
+  itself (this test runs on a server of the module's own, which it stops and starts; each run gets a
+  fresh database on it, cloned from a migrated template).
 
 Every test runs once per way Sendbird may answer a repeated ``dedup_id`` (undocumented, see
 ``integrations.sendbird_emulator.DedupMode``), and checks exactly-once on the emulator's record:
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -36,6 +38,7 @@ from integrations.db.migrate import upgrade_async
 from integrations.relay import OutboxRelay, RelaySettings
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode
 from tests.support.api import Api
+from tests.support.database import admin
 from tests.support.messaging import (
     care_team,
     emulator,
@@ -282,18 +285,29 @@ class OwnPostgres:
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
 
-    @property
-    def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@/postgres?host={self.dir}&port=5432"
+    def running(self) -> bool:
+        status = subprocess.run(  # noqa: S603
+            [str(self.bin / "pg_ctl"), "-D", str(self.data), "status"], capture_output=True, user=self.user
+        )
+        return status.returncode == 0
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@/{database}?host={self.dir}&port=5432"
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
+MIGRATED = "caremsg_migrated"
+
+
+@pytest.fixture(scope="module")
+def own_postgres_server() -> Iterator[OwnPostgres]:
+    """One server for the module (initdb is the slow part), with a migrated template database."""
     directory = Path(tempfile.mkdtemp(prefix="caremsg-pg-"))
     server = OwnPostgres(directory)
     server.init()
     server.start()
     try:
+        asyncio.run(admin(server.url(), f'CREATE DATABASE "{MIGRATED}"'))
+        asyncio.run(upgrade_async(server.url(MIGRATED)))
         yield server
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -301,13 +315,27 @@ def own_postgres() -> Iterator[OwnPostgres]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.fixture
+async def own_postgres(own_postgres_server: OwnPostgres) -> str:
+    """A fresh migrated database on that server, running (a failed test may have left it stopped)."""
+    server = own_postgres_server
+    if not await asyncio.to_thread(server.running):
+        await asyncio.to_thread(server.start)
+    name = f"caremsg_restart_{secrets.token_hex(4)}"
+    await admin(server.url(), f'CREATE DATABASE "{name}" TEMPLATE "{MIGRATED}"')
+    return server.url(name)
+
+
 @pytest.mark.slow
 async def test_requests_during_a_postgresql_restart_get_503_and_the_service_recovers_by_itself(
-    aiohttp_client: Any, settings: Settings, own_postgres: OwnPostgres, dedup_mode: DedupMode
+    aiohttp_client: Any,
+    settings: Settings,
+    own_postgres_server: OwnPostgres,
+    own_postgres: str,
+    dedup_mode: DedupMode,
 ) -> None:
-    await upgrade_async(own_postgres.url)
     restartable = settings.model_copy(
-        update={"database": settings.database.model_copy(update={"url": own_postgres.url})}
+        update={"database": settings.database.model_copy(update={"url": own_postgres})}
     )
     api = Api(await aiohttp_client(create_app(restartable)))
     emulator(api).dedup_mode = dedup_mode
@@ -315,11 +343,11 @@ async def test_requests_during_a_postgresql_restart_get_503_and_the_service_reco
     status, before = await send(api, team.peer, team.conversation_id, "before the restart")
     assert status == 202, before
 
-    await asyncio.to_thread(own_postgres.stop)
+    await asyncio.to_thread(own_postgres_server.stop)
     status, problem = await send(api, team.peer, team.conversation_id, "during the restart")
     resp = await api.client.get("/ready")  # /health says alive; /ready says able to serve
     alive = await api.client.get("/health")
-    await asyncio.to_thread(own_postgres.start)
+    await asyncio.to_thread(own_postgres_server.start)
 
     assert status == 503, problem
     assert problem["code"] == "service_unavailable"
