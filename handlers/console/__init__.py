@@ -256,18 +256,18 @@ async def to_console(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"{PREFIX}/")
 
 
-#: (method, path, handler): every route the console serves, none of them in the API's table.
-ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
-    ("GET", PREFIX, to_console),
-    ("GET", f"{PREFIX}/", page(home)),
-    ("GET", f"{PREFIX}/login", login_page),
-    ("POST", f"{PREFIX}/login", login),
-    ("POST", f"{PREFIX}/logout", page(logout)),
-    ("GET", f"{PREFIX}/policy", page(policy_page)),
-    ("GET", f"{PREFIX}/audit", page(audit)),
-    ("GET", f"{PREFIX}/console.css", stylesheet),
+#: (method, path, handler, name): every route the console serves, none of them in the API's table.
+ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]], str]] = [
+    ("GET", PREFIX, to_console, "console-root"),
+    ("GET", f"{PREFIX}/", page(home), "console-home"),
+    ("GET", f"{PREFIX}/login", login_page, "console-login-form"),
+    ("POST", f"{PREFIX}/login", login, "console-login"),
+    ("POST", f"{PREFIX}/logout", page(logout), "console-logout"),
+    ("GET", f"{PREFIX}/policy", page(policy_page), "console-policy"),
+    ("GET", f"{PREFIX}/audit", page(audit), "console-audit"),
+    ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
-PATHS = frozenset(path for _, path, _ in ROUTES)
+PATHS = frozenset(path for _, path, _, _ in ROUTES)
 
 
 def setup(app: web.Application) -> None:
@@ -279,5 +279,6 @@ def setup(app: web.Application) -> None:
         absolute_seconds=console_settings.absolute_timeout_seconds,
     )
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("handlers.console", "templates"), autoescape=True)
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+    for method, path, handler, name in ROUTES:
+        # Named "console-...": pages, not API operations, so not in the OpenAPI document.
+        app.router.add_route(method, path, handler, name=name)
