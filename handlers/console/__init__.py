@@ -179,24 +179,27 @@ async def login(request: web.Request) -> web.StreamResponse:
         session = await identity.login(
             svc, email, password, request_id=request[request_id_key], source_address=request.remote
         )
-        actor = svc.tokens.verify(session.token.token)
-        actor = Actor(
-            user_id=actor.user_id,
-            role=actor.role,
-            organization_id=actor.organization_id,
-            request_id=request[request_id_key],
-            source_address=request.remote,
-            issued_at=actor.issued_at,
-        )
-        await console.enter_console(svc, actor)
     except TooManyRequests:
         return await login_form(request, error="Too many attempts; wait a moment and try again.", status=429)
+    except Forbidden:
+        return await login_form(request, error="This account awaits an administrator's approval.", status=403)
+    except (Unauthenticated, InvalidInput):
+        return await login_form(request, error="Email or password is not correct.", status=401)
+    verified = svc.tokens.verify(session.token.token)
+    actor = Actor(
+        user_id=verified.user_id,
+        role=verified.role,
+        organization_id=verified.organization_id,
+        request_id=request[request_id_key],
+        source_address=request.remote,
+        issued_at=verified.issued_at,
+    )
+    try:
+        await console.enter_console(svc, actor)
     except Forbidden:
         return await login_form(
             request, error="The console is for compliance officers and auditors.", status=403
         )
-    except (Unauthenticated, InvalidInput):
-        return await login_form(request, error="Email or password is not correct.", status=401)
     response = web.HTTPSeeOther(f"{PREFIX}/")
     _set_cookie(request, response, SESSION_COOKIE, codec.seal(session.token.token, _now()), f"{PREFIX}/")
     response.del_cookie(LOGIN_COOKIE, path=f"{PREFIX}/login")

@@ -182,3 +182,25 @@ async def test_the_audit_search_is_the_apis_search_with_its_filters(api: Api) ->
     bad = await api.client.get("/console/audit", params={"search": "1", "actorId": "x"})
     assert bad.status == 422
     assert 'aria-invalid="true"' in await bad.text()
+
+
+async def test_console_sign_in_is_the_login_workflow_with_its_throttle(api: Api) -> None:
+    auditor = await api.person("auditor", await api.organization())
+    statuses = []
+    for _ in range(5):
+        api.client.session.cookie_jar.clear()
+        token = await login_csrf(api)
+        response = await api.client.post(
+            "/console/login",
+            data={"csrf_token": token, "email": auditor.email, "password": "not the password"},
+            allow_redirects=False,
+        )
+        assert SESSION_COOKIE not in response.cookies
+        statuses.append(response.status)
+    # Three free failures (auth.login_account_free_failures), then the account's back-off answers.
+    assert statuses[:3] == [401, 401, 401]
+    assert 429 in statuses[3:]
+    status, body = await api.call(
+        "POST", "/api/auth/login", json={"email": auditor.email, "password": PASSWORD}
+    )
+    assert status == 429, body  # the same throttle holds for the API
