@@ -189,3 +189,22 @@ async def test_an_auditor_searches_the_audit_trail_and_opens_a_record(page: Any,
     await page.get_by_role("button", name="Search").click()
     await page.wait_for_load_state()
     assert await page.get_by_label("Actor (user id)").get_attribute("aria-invalid") == "true"
+
+
+async def test_every_field_has_a_label_and_the_audit_page_prints_without_its_form(
+    page: Any, api: Api
+) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    await sign_in(page, api, officer)
+    await page.goto(url(api, "/console/audit?search=1"))
+    unlabelled = await page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select')]
+               .filter(field => field.labels.length === 0).map(field => field.name)"""
+    )
+    assert unlabelled == []
+    assert await page.get_by_role("main").count() == 1
+    assert await page.get_by_role("navigation", name="Console").count() == 1
+    await page.emulate_media(media="print")
+    assert not await page.get_by_role("button", name="Search").is_visible()
+    assert not await page.get_by_role("button", name="Sign out").is_visible()
+    assert await page.get_by_role("heading", name="Results").is_visible()

@@ -204,3 +204,18 @@ async def test_console_sign_in_is_the_login_workflow_with_its_throttle(api: Api)
         "POST", "/api/auth/login", json={"email": auditor.email, "password": PASSWORD}
     )
     assert status == 429, body  # the same throttle holds for the API
+
+
+async def test_entering_the_console_and_reading_the_policy_are_audited_when_allowed_too(api: Api) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    assert (await sign_in(api, officer)).status == 303
+    assert (await api.client.get("/console/policy")).status == 200
+    entered = await audit_records(api, officer, workflow="console.sign_in", actorId=officer.id)
+    read = await audit_records(api, officer, workflow="console.policy.read", actorId=officer.id)
+    (rule,) = [
+        r.located
+        for r in api.services.policy.current.rules
+        if (r.role, r.workflow) == ("compliance_officer", "console.sign_in")
+    ]
+    assert [(r["decision"], r["matchedRule"]) for r in entered] == [("allow", rule)]
+    assert [r["decision"] for r in read] == ["allow"]
