@@ -32,6 +32,17 @@ ensure_venv() {
     fi
 }
 
+# The console's browser tests (tests/console) drive Debian's Chromium at /usr/bin/chromium. Install it
+# where we can (root with apt-get, as in CI); elsewhere those tests skip and say why.
+ensure_chromium() {
+    if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "installing chromium for the console's browser tests" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
+            { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+            echo "could not install chromium: the console's browser tests will skip" >&2
+    fi
+}
+
 command=${1:-}
 [ $# -gt 0 ] && shift
 case "$command" in
@@ -41,6 +52,7 @@ serve)
     ;;
 test)
     ensure_venv
+    ensure_chromium
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy

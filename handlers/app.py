@@ -42,6 +42,7 @@ from handlers import (
     api_messaging,
     api_patients,
     api_policy,
+    console,
     metrics,
 )
 from handlers.api_messaging import messaging_key
@@ -342,7 +343,8 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     """The aiohttp application for these settings; resources start with the app and stop with it."""
     if endpoints is None:
         endpoints = default_endpoints()
-    public = PUBLIC_PATHS | {ep.path for ep in endpoints if ep.public}
+    # The console (/console/) authenticates by its own session cookie, not a bearer token.
+    public = PUBLIC_PATHS | console.PATHS | {ep.path for ep in endpoints if ep.public}
     app = web.Application(
         middlewares=[
             security_headers(
@@ -379,4 +381,5 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, route(ep), name=ep.operation_id)
     api_docs.add_asset_routes(app)
+    console.setup(app)
     return app

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from engine.consent_index import ConsentIndex
     from engine.ports import ChatGateway, PolicyReloader
     from engine.sms import SmsRules
+    from handlers.console.session import SessionCodec
     from handlers.rejections import RejectionSummaries
     from handlers.routing import Endpoint
     from handlers.settings import Settings
@@ -49,9 +50,14 @@ relay_key: web.AppKey[Relays] = web.AppKey("relay_key")
 services_key: web.AppKey[Services] = web.AppKey("services_key")
 audit_sealer_key: web.AppKey[AuditSealer] = web.AppKey("audit_sealer_key")
 rejections_key: web.AppKey[RejectionSummaries] = web.AppKey("rejections_key")
+#: The web console's session cookies and CSRF tokens (handlers/console/).
+console_codec_key: web.AppKey[SessionCodec] = web.AppKey("console_codec_key")
 
 # --- what each request carries ---------------------------------------------------------------------
 request_id_key: web.RequestKey[str] = web.RequestKey("request_id_key", str)
 actor_key: web.RequestKey[Actor] = web.RequestKey("actor_key", Actor)
 # The RateLimit-Policy / RateLimit fields for the request's response (handlers/ratelimit.py).
 rate_limit_headers_key: web.RequestKey[dict[str, str]] = web.RequestKey("rate_limit_headers_key", dict)
+# A console request's signed-in actor, and the CSRF token its forms carry (handlers/console/).
+console_actor_key: web.RequestKey[Actor] = web.RequestKey("console_actor_key", Actor)
+console_csrf_key: web.RequestKey[str] = web.RequestKey("console_csrf_key", str)

@@ -61,6 +61,10 @@ _EXEMPT = frozenset(
         "route",
         "channel_url",
         "subject_hash",  # a keyed hash (hex), not an identifier: masking digit runs would garble it
+        # Policy versions (hex hashes of the policy files, in policy.reloaded / reload_rejected):
+        # a version such as 5071610687203b3e was logged as [number]b3e.
+        "version",
+        "previous_version",
         "emulator_api_token",  # development only (handlers/app.py): hex a developer must copy whole
     }
 )

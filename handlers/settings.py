@@ -108,6 +108,14 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(65536, ge=1024)
 
 
+class ConsoleSettings(_Section):
+    """The web console's session (/console/): ended after this long without a request, and this long
+    after sign-in whatever happens (never later than the access token's own expiry)."""
+
+    idle_timeout_seconds: int = Field(900, ge=1)
+    absolute_timeout_seconds: int = Field(8 * 3600, ge=1)
+
+
 class SendbirdSettings(_Section):
     app_id: str = ""
     api_token: str = ""
@@ -245,6 +253,7 @@ class Settings(_Section):
     outbox: OutboxSettings = OutboxSettings()
     messaging: MessagingSettings = MessagingSettings()
     audit: AuditSettings = AuditSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     def webhook_base_url(self) -> str:
         """Where the development emulator posts its webhooks: ``messaging.webhook_base_url``, else this

@@ -421,6 +421,9 @@ OTHER_CAPABILITIES = {
     # the slices shown (details.shown).
     "organization.read",
     "compliance_group.read",
+    # The web console's own workflows: tests/console checks their audit records (allowed and refused).
+    "console.sign_in",
+    "console.policy.read",
 }
 
 

@@ -140,6 +140,18 @@ def test_ip_addresses_are_logged_as_addresses(json_logs: Callable[[], list[str]]
     assert record["note"] == f"from {address}"
 
 
+def test_a_policy_version_with_a_long_run_of_digits_is_logged_whole(
+    json_logs: Callable[[], list[str]],
+) -> None:
+    structlog.get_logger("caremsg.test").info(
+        "policy.reloaded", version="5071610687203b3e", previous_version="1234567890abcdef"
+    )
+
+    record = json.loads(json_logs()[0])
+
+    assert (record["version"], record["previous_version"]) == ("5071610687203b3e", "1234567890abcdef")
+
+
 def test_phone_numbers_are_still_masked_next_to_addresses() -> None:
     assert scrub_text("from 127.0.0.1 call +1 (202) 555-0143") == "from 127.0.0.1 call [number]"
     assert scrub_text("call 202.555.0143") == "call [number]"

@@ -120,6 +120,8 @@ WORKFLOWS: dict[str, Declared] = {
     "compliance_group.list": _declared(""),
     "patient.list": _declared(""),
     "conversation.list": _declared(""),
+    "console.sign_in": _declared("self"),
+    "console.policy.read": _declared(""),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -210,6 +212,10 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow([ADMIN, OFFICER, AUDITOR], "policy.read")
     allow([ADMIN, OFFICER], "policy.reload")
     allow(ROLES, "auth.logout", SELF)
+    # The web console: compliance officers and auditors enter it (their own account); compliance
+    # officers read the policy in words there. Its audit search is audit.read, as above.
+    allow([OFFICER, AUDITOR], "console.sign_in", SELF)
+    allow([OFFICER], "console.policy.read")
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")

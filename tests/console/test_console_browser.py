@@ -1,0 +1,210 @@
+"""The console in a real browser: Playwright drives Debian's Chromium (/usr/bin/chromium, which
+``./run.sh test`` installs where it can). Without it, or without Playwright, these tests skip and say
+why; ``playwright install`` is never used (it would download a browser of its own)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.console.conftest import IDLE_SECONDS
+from tests.support.api import PASSWORD, Api, Person
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="Playwright is not installed (pip install -e '.[dev]')"
+)
+pytestmark = pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK),
+    reason=f"no Chromium at {CHROMIUM}: ./run.sh test installs it when run as root with apt-get",
+)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def browser() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def page(browser: Any) -> AsyncIterator[Any]:
+    context = await browser.new_context()
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
+
+
+def url(api: Api, path: str) -> str:
+    return str(api.client.make_url(path))
+
+
+async def sign_in(page: Any, api: Api, who: Person) -> None:
+    await page.goto(url(api, "/console/login"))
+    await page.get_by_label("Email").fill(who.email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_load_state()
+
+
+async def test_a_compliance_officer_sees_the_policy_in_words_and_the_audit_search(
+    page: Any, api: Api
+) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    await sign_in(page, api, officer)
+    assert await page.get_by_role("heading", name="Console").is_visible()
+    await page.get_by_role("main").get_by_role("link", name="The policy in words").click()
+    await page.wait_for_load_state()
+    assert await page.get_by_role("heading", level=1).inner_text() == "The policy in words"
+    sentence = page.get_by_text("A peer support specialist may read a patient's record when they are on")
+    assert await sentence.count() >= 1
+    assert await page.get_by_role("heading", name="The facts, explained").is_visible()
+    await page.goto(url(api, "/console/audit"))
+    assert await page.get_by_label("Workflow (e.g. patient.read)").is_visible()
+
+
+async def test_an_auditor_has_the_audit_search_and_not_the_policy_page(page: Any, api: Api) -> None:
+    auditor = await api.person("auditor", await api.organization())
+    await sign_in(page, api, auditor)
+    main = page.get_by_role("main")
+    assert await main.get_by_role("link", name="Audit search").count() == 1
+    assert await main.get_by_role("link", name="The policy in words").count() == 0
+    response = await page.goto(url(api, "/console/policy"))
+    assert response.status == 403
+    assert "role_not_permitted" in await page.get_by_role("alert").inner_text()
+
+
+@pytest.mark.parametrize("role", ["peer_support", "care_team_member", "admin"])
+async def test_staff_roles_cannot_enter_the_console(page: Any, api: Api, role: str) -> None:
+    person = await api.person(role, await api.organization())
+    await sign_in(page, api, person)
+    assert "compliance officers and auditors" in await page.get_by_role("alert").inner_text()
+    response = await page.goto(url(api, "/console/audit"))
+    assert response.url.endswith("/console/login")
+
+
+async def test_the_console_can_be_used_with_the_keyboard_alone(page: Any, api: Api) -> None:
+    auditor = await api.person("auditor", await api.organization())
+    await page.goto(url(api, "/console/login"))
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+    await page.get_by_label("Email").focus()
+    await page.keyboard.type(auditor.email)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url("**/console/")
+    assert await page.get_by_role("button", name="Sign out").is_visible()
+
+
+async def test_a_form_posted_from_another_page_without_the_token_is_refused(page: Any, api: Api) -> None:
+    """Another origin on the same host (another port) is the same site, so SameSite lets the cookie
+    through: the CSRF token is what refuses the forged sign-out."""
+    target = url(api, "/console/logout")
+
+    async def forged(request: web.Request) -> web.Response:
+        html = f'<form method="post" action="{target}"><button type="submit">Win a prize</button></form>'
+        return web.Response(text=html, content_type="text/html")
+
+    other = web.Application()
+    other.router.add_get("/", forged)
+    server = TestServer(other)
+    await server.start_server()
+    try:
+        auditor = await api.person("auditor", await api.organization())
+        await sign_in(page, api, auditor)
+        await page.goto(str(server.make_url("/")))
+        async with page.expect_navigation() as navigation:
+            await page.get_by_role("button", name="Win a prize").click()
+        response = await navigation.value
+        assert response.status == 403
+        assert "security token" in await page.get_by_role("alert").inner_text()
+    finally:
+        await server.close()
+    # Still signed in: the forged post did nothing.
+    await page.goto(url(api, "/console/"))
+    assert await page.get_by_role("button", name="Sign out").is_visible()
+
+
+async def test_the_session_expires_after_the_idle_timeout(page: Any, api: Api) -> None:
+    auditor = await api.person("auditor", await api.organization())
+    await sign_in(page, api, auditor)
+    assert await page.get_by_role("button", name="Sign out").is_visible()
+    await asyncio.sleep(IDLE_SECONDS + 1.5)  # the timeout itself is what is under test
+    await page.goto(url(api, "/console/audit"))
+    assert page.url.endswith("/console/login")
+    assert await page.get_by_role("button", name="Sign in").is_visible()
+
+
+async def test_sign_out_returns_to_the_sign_in_page(page: Any, api: Api) -> None:
+    auditor = await api.person("auditor", await api.organization())
+    await sign_in(page, api, auditor)
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url("**/console/login")
+    await page.goto(url(api, "/console/"))
+    assert page.url.endswith("/console/login")
+
+
+async def test_an_auditor_searches_the_audit_trail_and_opens_a_record(page: Any, api: Api) -> None:
+    org = await api.organization()
+    auditor = await api.person("auditor", org)
+    peer = await api.person("peer_support", org)
+    await api.patient(peer)
+    await sign_in(page, api, auditor)
+    await page.goto(url(api, "/console/audit"))
+    await page.get_by_label("Actor (user id)").fill(str(peer.id))
+    await page.get_by_label("Workflow (e.g. patient.read)").fill("patient.create")
+    await page.get_by_label("Decision").select_option("allow")
+    await page.get_by_role("button", name="Search").click()
+    await page.wait_for_load_state()
+    rows = page.locator("table tbody tr")
+    assert await rows.count() == 1
+    await rows.first.locator("summary").click()
+    detail = await rows.first.locator("dl").inner_text()
+    assert "roles.csv" in detail  # the rule that allowed it
+    assert "Chain" in detail
+    # A bad filter is named next to its field.
+    await page.get_by_label("Actor (user id)").fill("not-a-number")
+    await page.get_by_role("button", name="Search").click()
+    await page.wait_for_load_state()
+    assert await page.get_by_label("Actor (user id)").get_attribute("aria-invalid") == "true"
+
+
+async def test_every_field_has_a_label_and_the_audit_page_prints_without_its_form(
+    page: Any, api: Api
+) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    await sign_in(page, api, officer)
+    await page.goto(url(api, "/console/audit?search=1"))
+    unlabelled = await page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select')]
+               .filter(field => field.labels.length === 0).map(field => field.name)"""
+    )
+    assert unlabelled == []
+    assert await page.get_by_role("main").count() == 1
+    assert await page.get_by_role("navigation", name="Console").count() == 1
+    await page.emulate_media(media="print")
+    assert not await page.get_by_role("button", name="Search").is_visible()
+    assert not await page.get_by_role("button", name="Sign out").is_visible()
+    assert await page.get_by_role("heading", name="Results").is_visible()
