@@ -10,6 +10,7 @@ and webhook processor would take work the test's own app was meant to do. The he
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,10 @@ from handlers.settings import Settings
 from tests.support.api import PASSWORD, Api, Person, new_request_id
 
 __all__ = ["PASSWORD", "Api", "Person", "new_request_id"]
+
+
+#: How long stopping a module's shared app may take (its relay, listener and pools close in seconds).
+STOP_WITHIN = 60.0
 
 
 class SharedApp:
@@ -46,7 +51,14 @@ class SharedApp:
     async def stop(self) -> None:
         if self.api is not None:
             api, self.api = self.api, None
-            await api.client.close()
+            # A shutdown that never finishes would hang the whole run (seen once in CI, not
+            # reproduced): fail this test loudly instead.
+            try:
+                await asyncio.wait_for(api.client.close(), STOP_WITHIN)
+            except TimeoutError:
+                raise AssertionError(
+                    f"the module's shared app did not shut down within {STOP_WITHIN:.0f} s"
+                ) from None
 
 
 #: The shared app of each test module that has one, by module name.
