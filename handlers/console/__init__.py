@@ -21,7 +21,7 @@ from aiohttp import web
 from engine.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from engine.model import Actor
 from engine.workflows import accounts, console, identity
-from handlers.console import audit_page
+from handlers.console import audit_page, break_glass_page
 from handlers.console.session import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, SessionCodec
 from handlers.console.words import facts_explained, policy_in_words
 from handlers.keys import (
@@ -222,6 +222,11 @@ async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
     pages = [
         (f"{PREFIX}/policy", "The policy in words", policy.role_may(actor.role.value, "console.policy.read")),
         (f"{PREFIX}/audit", "Audit search", policy.role_may(actor.role.value, "audit.read")),
+        (
+            f"{PREFIX}/break-glass",
+            "Break-glass review",
+            policy.role_may(actor.role.value, "break_glass.list"),
+        ),
     ]
     return _render(request, "home.html", {"title": "Console", "pages": pages, **base_context(request)})
 
@@ -250,6 +255,37 @@ async def audit(request: web.Request, actor: Actor) -> web.StreamResponse:
     )
 
 
+async def break_glass_list(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await break_glass_page.list_context(request, actor)
+    return _render(
+        request, "break_glass.html", {"title": "Break-glass review", **context, **base_context(request)}
+    )
+
+
+async def break_glass_session(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await break_glass_page.detail_context(request, actor, PREFIX)
+    return _render(
+        request,
+        "break_glass_session.html",
+        {"title": f"Break-glass session {context['session'].id}", **context, **base_context(request)},
+    )
+
+
+async def break_glass_review(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Mark reviewed: back to the session's page (POST-redirect-GET), or the form again with the
+    error next to the note."""
+    status, note, error = await break_glass_page.review(request, actor)
+    if error is None:
+        raise web.HTTPSeeOther(f"{PREFIX}/break-glass/{break_glass_page.session_id(request)}?reviewed=1")
+    context = await break_glass_page.detail_context(request, actor, PREFIX, note=note, error=error)
+    return _render(
+        request,
+        "break_glass_session.html",
+        {"title": f"Break-glass session {context['session'].id}", **context, **base_context(request)},
+        status,
+    )
+
+
 async def stylesheet(request: web.Request) -> web.Response:
     css = resources.files("handlers.console").joinpath("static/console.css").read_text()
     return web.Response(text=css, content_type="text/css")
@@ -268,6 +304,9 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("POST", f"{PREFIX}/logout", page(logout), "console-logout"),
     ("GET", f"{PREFIX}/policy", page(policy_page), "console-policy"),
     ("GET", f"{PREFIX}/audit", page(audit), "console-audit"),
+    ("GET", f"{PREFIX}/break-glass", page(break_glass_list), "console-emergencies"),
+    ("GET", f"{PREFIX}/break-glass/{{session_id}}", page(break_glass_session), "console-emergency"),
+    ("POST", f"{PREFIX}/break-glass/{{session_id}}/review", page(break_glass_review), "console-reviewed"),
     ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
 PATHS = frozenset(path for _, path, _, _ in ROUTES)

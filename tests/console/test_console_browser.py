@@ -208,3 +208,36 @@ async def test_every_field_has_a_label_and_the_audit_page_prints_without_its_for
     assert not await page.get_by_role("button", name="Search").is_visible()
     assert not await page.get_by_role("button", name="Sign out").is_visible()
     assert await page.get_by_role("heading", name="Results").is_visible()
+
+
+async def test_an_officer_reviews_a_break_glass_session_from_the_list(page: Any, api: Api) -> None:
+    org = await api.organization()
+    peer = await api.person("peer_support", org)
+    officer = await api.person("compliance_officer", org)
+    clinician = await api.person("care_team_member", org)
+    patient_id = await api.patient(peer)
+    reason = "Unresponsive patient in the ED, care team unreachable"
+    status, opened = await api.call(
+        "POST", f"/api/patients/{patient_id}/break-glass", clinician, json={"reason": reason}
+    )
+    assert status == 201, opened
+    assert (await api.call("GET", f"/api/patients/{patient_id}", clinician))[0] == 200
+    await sign_in(page, api, officer)
+    nav = page.get_by_role("navigation", name="Console")
+    await nav.get_by_role("link", name="Break-glass review").click()
+    await page.wait_for_load_state()
+    await page.get_by_role("link", name=f"Session {opened['id']}").click()
+    await page.wait_for_load_state()
+    assert reason in await page.get_by_role("main").inner_text()
+    assert await page.get_by_role("table").get_by_text("patient.read").count() == 1
+    # The note, typed and submitted with the keyboard alone.
+    await page.get_by_label("Review note").focus()
+    await page.keyboard.type("Justified: ED lead confirmed.")
+    await page.keyboard.press("Tab")
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    assert f"Reviewed by user {officer.id}" in await page.get_by_role("status").inner_text()
+    assert await page.get_by_label("Review note").count() == 0
+    await page.get_by_role("link", name="Back to the review list").click()
+    await page.wait_for_load_state()
+    assert "reviewed" in await page.get_by_role("table").inner_text()
