@@ -21,7 +21,7 @@ from aiohttp import web
 from engine.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from engine.model import Actor
 from engine.workflows import accounts, console, identity
-from handlers.console import audit_page, break_glass_page
+from handlers.console import audit_page, break_glass_page, disclosures_page
 from handlers.console.session import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, SessionCodec
 from handlers.console.words import facts_explained, policy_in_words
 from handlers.keys import (
@@ -227,6 +227,11 @@ async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
             "Break-glass review",
             policy.role_may(actor.role.value, "break_glass.list"),
         ),
+        (
+            f"{PREFIX}/disclosures",
+            "A patient's accounting of disclosures",
+            policy.role_may(actor.role.value, "patient.disclosures"),
+        ),
     ]
     return _render(request, "home.html", {"title": "Console", "pages": pages, **base_context(request)})
 
@@ -286,6 +291,16 @@ async def break_glass_review(request: web.Request, actor: Actor) -> web.StreamRe
     )
 
 
+async def disclosures(request: web.Request, actor: Actor) -> web.StreamResponse:
+    status, context = await disclosures_page.accounting(request, actor)
+    return _render(
+        request,
+        "disclosures.html",
+        {"title": "Accounting of disclosures", **context, **base_context(request)},
+        status,
+    )
+
+
 async def stylesheet(request: web.Request) -> web.Response:
     css = resources.files("handlers.console").joinpath("static/console.css").read_text()
     return web.Response(text=css, content_type="text/css")
@@ -307,6 +322,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("GET", f"{PREFIX}/break-glass", page(break_glass_list), "console-emergencies"),
     ("GET", f"{PREFIX}/break-glass/{{session_id}}", page(break_glass_session), "console-emergency"),
     ("POST", f"{PREFIX}/break-glass/{{session_id}}/review", page(break_glass_review), "console-reviewed"),
+    ("GET", f"{PREFIX}/disclosures", page(disclosures), "console-disclosures"),
     ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
 PATHS = frozenset(path for _, path, _, _ in ROUTES)

@@ -7,6 +7,7 @@ patient and time window: no second query path), and "mark reviewed with a note"
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,6 +22,8 @@ from handlers.api_audit import AuditEventPublic
 from handlers.requests import services
 
 PAGE_SIZE = 25
+_ID = re.compile(r"[0-9]{1,10}")
+MAX_ID = 2**31 - 1
 #: The records of one session shown on its page (the audit search page shows them all, paginated).
 RECORDS_SHOWN = 100
 
@@ -29,14 +32,15 @@ def _cursor(request: web.Request) -> int | None:
     raw = request.query.get("cursor", "")
     if not raw:
         return None
-    if not raw.isdigit():
+    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= MAX_ID:
         raise NotFound("page")
     return int(raw)
 
 
 def session_id(request: web.Request) -> int:
     raw = request.match_info["session_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    # ASCII digits within the column's range ("¹".isdigit() holds, and int() refuses it).
+    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= MAX_ID:
         raise NotFound("break_glass")
     return int(raw)
 

@@ -241,3 +241,35 @@ async def test_an_officer_reviews_a_break_glass_session_from_the_list(page: Any,
     await page.get_by_role("link", name="Back to the review list").click()
     await page.wait_for_load_state()
     assert "reviewed" in await page.get_by_role("table").inner_text()
+
+
+async def test_a_patients_accounting_of_disclosures_prints_as_a_table(page: Any, api: Api) -> None:
+    org, partner = await api.organization(), await api.organization()
+    nurse = await api.person("care_team_member", org)
+    officer = await api.person("compliance_officer", org)
+    outsider = await api.person("care_team_member", partner)
+    patient = await api.patient(nurse)
+    await api.consent(officer, patient, organizationId=partner, purpose="care_coordination")
+    _, team = await api.call("GET", f"/api/patients/{patient}/care-team", nurse)
+    status, _ = await api.call(
+        "POST", f"/api/care-teams/{team['id']}/members", nurse, json={"userId": outsider.id}
+    )
+    assert status == 201
+    assert (await api.call("GET", f"/api/patients/{patient}", outsider))[0] == 200
+    await sign_in(page, api, officer)
+    await page.get_by_role("main").get_by_role("link", name="A patient's accounting of disclosures").click()
+    await page.wait_for_load_state()
+    await page.get_by_label("Patient (id)").fill(str(patient))
+    await page.get_by_role("button", name="Show the accounting").click()
+    await page.wait_for_load_state()
+    table = page.get_by_role("table")
+    assert await table.get_by_text("patient.read").count() == 1
+    await page.emulate_media(media="print")
+    assert not await page.get_by_role("button", name="Show the accounting").is_visible()
+    assert not await page.get_by_role("navigation", name="Console").is_visible()
+    assert await page.get_by_role(
+        "heading", name=f"Accounting of disclosures for patient {patient}"
+    ).is_visible()
+    # The header row repeats on every printed sheet.
+    header = await page.evaluate("getComputedStyle(document.querySelector('table thead')).display")
+    assert header == "table-header-group"
