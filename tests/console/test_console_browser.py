@@ -273,3 +273,38 @@ async def test_a_patients_accounting_of_disclosures_prints_as_a_table(page: Any,
     # The header row repeats on every printed sheet.
     header = await page.evaluate("getComputedStyle(document.querySelector('table thead')).display")
     assert header == "table-header-group"
+
+
+async def test_an_officer_records_a_consent_with_a_field_error_then_revokes_it(page: Any, api: Api) -> None:
+    org, partner = await api.organization(), await api.organization()
+    nurse = await api.person("care_team_member", org)
+    officer = await api.person("compliance_officer", org)
+    patient = await api.patient(nurse)
+    await sign_in(page, api, officer)
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Consents").click()
+    await page.wait_for_load_state()
+    await page.get_by_label("Patient (id)").fill(str(patient))
+    await page.get_by_role("button", name="Find consents").click()
+    await page.wait_for_load_state()
+    assert await page.get_by_text("No consents recorded.").is_visible()
+    # Submitted without a purpose: the error is next to the field, what was typed stays.
+    await page.get_by_label("Organization (id)").fill(str(partner))
+    await page.get_by_role("button", name="Record the consent").click()
+    await page.wait_for_load_state()
+    assert await page.get_by_label("Purpose").get_attribute("aria-invalid") == "true"
+    assert await page.get_by_label("Organization (id)").input_value() == str(partner)
+    await page.get_by_label("Purpose").select_option("treatment")
+    await page.get_by_label("write").check()
+    await page.get_by_role("button", name="Record the consent").click()
+    await page.wait_for_load_state()
+    assert "recorded" in await page.get_by_role("status").inner_text()
+    row = page.get_by_role("table").locator("tbody tr")
+    assert await row.count() == 1
+    scope = await row.locator("td").nth(3).inner_text()
+    assert set(scope.split(", ")) == {"read", "message", "sms", "write"}
+    consent_id = (await row.locator("td").first.inner_text()).strip()
+    await page.get_by_label(f"Reason for revoking consent {consent_id}").fill("Patient withdrew it")
+    await page.get_by_role("button", name=f"Revoke consent {consent_id}").click()
+    await page.wait_for_load_state()
+    assert "revoked" in await page.get_by_role("status").inner_text()
+    assert "Patient withdrew it" in await page.get_by_role("table").inner_text()
