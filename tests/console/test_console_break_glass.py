@@ -133,3 +133,25 @@ async def test_an_auditor_may_not_review_break_glass_sessions(api: Api) -> None:
     page = await api.client.get(f"/console/break-glass/{session}")
     assert page.status == 403
     assert "role_not_permitted" in await page.text()
+
+
+async def test_the_api_reviews_the_same_way_and_lists_the_review(api: Api) -> None:
+    """POST /api/break-glass/{sessionId}/review is the same workflow as the console's form."""
+    _, officer, _, opened = await an_emergency(api)
+    path = f"/api/break-glass/{opened['id']}/review"
+    status, body = await api.call("POST", path, officer, json={"note": ""})
+    assert (status, [e["field"] for e in body["errors"]]) == (422, ["note"])
+    status, reviewed = await api.call("POST", path, officer, json={"note": NOTE})
+    assert status == 200, reviewed
+    assert (reviewed["reviewedBy"], reviewed["reviewNote"]) == (officer.id, NOTE)
+    assert (await api.call("POST", path, officer, json={"note": "again"}))[0] == 409
+    _, listed = await api.call("GET", "/api/break-glass", officer)
+    [session] = [s for s in listed["items"] if s["id"] == opened["id"]]
+    assert session["reviewedAt"] is not None
+    stranger = await api.person("compliance_officer", await api.organization())
+    elsewhere = await api.call("POST", path, stranger, json={"note": NOTE})
+    missing = await api.call("POST", "/api/break-glass/2000000000/review", stranger, json={"note": NOTE})
+    assert elsewhere[0] == missing[0] == 404
+    peer = await api.person("peer_support", officer.organization_id)
+    status, refused = await api.call("POST", path, peer, json={"note": NOTE})
+    assert (status, refused["reason"]) == (403, "role_not_permitted")
