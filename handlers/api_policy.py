@@ -42,6 +42,15 @@ class BreakGlassCreate(Request):
     reason: GlassReason = Field(description="Why emergency access is needed (10 to 1000 characters).")
 
 
+ReviewNote = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=break_glass.MAX_NOTE)
+]
+
+
+class BreakGlassReview(Request):
+    note: ReviewNote = Field(description="The compliance officer's review note (1 to 2000 characters).")
+
+
 class BreakGlassPublic(Response):
     id: int
     user_id: int
@@ -51,6 +60,11 @@ class BreakGlassPublic(Response):
     opened_at: datetime
     expires_at: datetime
     open: bool
+    reviewed_at: datetime | None = Field(
+        description="When a compliance officer reviewed it; null until then."
+    )
+    reviewed_by: int | None = Field(description="The compliance officer who reviewed it.")
+    review_note: str | None = Field(description="The review's note.")
 
     @classmethod
     def of(cls, s: BreakGlassSession, now: datetime) -> BreakGlassPublic:
@@ -63,6 +77,9 @@ class BreakGlassPublic(Response):
             opened_at=s.opened_at,
             expires_at=s.expires_at,
             open=s.is_open(now),
+            reviewed_at=s.reviewed_at,
+            reviewed_by=s.reviewed_by,
+            review_note=s.review_note,
         )
 
 
@@ -104,6 +121,14 @@ async def open_break_glass(request: web.Request, actor: Actor) -> web.Response:
     cmd = break_glass.BreakGlass(path_id(request, "patientId"), body.reason)
     session = await break_glass.break_glass(svc, actor, cmd)
     return respond(BreakGlassPublic.of(session, svc.clock()), 201)
+
+
+async def review_break_glass(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, BreakGlassReview)
+    svc = services(request)
+    cmd = break_glass.ReviewBreakGlass(path_id(request, "sessionId"), body.note)
+    session = await break_glass.review_break_glass(svc, actor, cmd)
+    return respond(BreakGlassPublic.of(session, svc.clock()))
 
 
 async def list_break_glass(request: web.Request, actor: Actor) -> web.Response:
@@ -160,5 +185,16 @@ ENDPOINTS: list[Endpoint] = [
         response=PageOf[BreakGlassPublic],
         query=ListQuery,
         errors=(401, 403, 422),
+    ),
+    Endpoint(
+        "POST",
+        "/api/break-glass/{sessionId}/review",
+        review_break_glass,
+        "reviewBreakGlass",
+        "Mark a break-the-glass session of one's organization reviewed, with a note (once)",
+        "break-glass",
+        BreakGlassReview,
+        BreakGlassPublic,
+        errors=(400, 401, 403, 404, 409, 422),
     ),
 ]

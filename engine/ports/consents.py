@@ -125,6 +125,9 @@ class BreakGlassSession:
     reason: str
     opened_at: datetime
     expires_at: datetime
+    reviewed_at: datetime | None = None
+    reviewed_by: int | None = None
+    review_note: str | None = None
 
     def is_open(self, now: datetime) -> bool:
         return self.opened_at <= now < self.expires_at
@@ -143,6 +146,14 @@ class BreakGlassRepository(Protocol):
         self, organization_id: int, after: int | None, limit: int
     ) -> Page[BreakGlassSession]:
         """Sessions opened by the organization's staff or on its patients, newest first."""
+        ...
+
+    async def get(self, session_id: int) -> BreakGlassSession | None:
+        """One session by id, whatever its organization (the workflow decides who may see it)."""
+        ...
+
+    async def mark_reviewed(self, session_id: int, *, by: int, note: str, at: datetime) -> bool:
+        """Record the review of a session not reviewed yet; False if it already was."""
         ...
 
 

@@ -12,12 +12,13 @@ officers list the sessions of their organization to review them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from engine.audit import AuditEvent, DetailValue
+from engine.decisions import Fact
 from engine.effects import NotifyComplianceOfBreakGlass, kind_of
-from engine.errors import FieldError, InvalidInput
+from engine.errors import Conflict, FieldError, InvalidInput, NotFound
 from engine.model import Actor, Page
 from engine.ports.consents import BreakGlassSession
 from engine.ports.units import BreakGlassUnitOfWork
@@ -106,3 +107,71 @@ async def list_break_glass(
         )
         await uow.commit()
     return page
+
+
+MAX_NOTE = 2000
+
+
+async def _session_of_own_org(
+    guard: Guard[BreakGlassUnitOfWork], workflow: str, session_id: int
+) -> BreakGlassSession:
+    """The session, decided as ``workflow`` with ``own_org`` (opened by the officer's organization's
+    staff or on its patient); 404 if there is none or it is another organization's."""
+
+    def mine(session: BreakGlassSession) -> bool:
+        return guard.actor.organization_id in (session.organization_id, session.patient_organization_id)
+
+    async def facts_of() -> frozenset[str] | None:
+        # For the record of a refused role only (`policy diff` replays it): the answer is the same.
+        found = await guard.uow.break_glass.get(session_id)
+        if found is None:
+            return None
+        return frozenset({Fact.OWN_ORG}) if mine(found) else frozenset()
+
+    await guard.require_role_recording_facts(
+        workflow, facts_of, resource_type="break_glass", resource_id=session_id
+    )
+    session = await guard.uow.break_glass.get(session_id)
+    if session is None or not mine(session):
+        guard.record_missing(workflow, "break_glass", session_id)
+        raise NotFound("break_glass")
+    guard.require(
+        workflow,
+        {Fact.OWN_ORG},
+        resource_type="break_glass",
+        resource_id=session.id,
+        patient_id=session.patient_id,
+    )
+    return session
+
+
+async def read_break_glass(services: Services, actor: Actor, session_id: int) -> BreakGlassSession:
+    """One session of the officer's organization, for its review page (``break_glass.read``)."""
+    async with _unit_of_work(services) as uow:
+        guard = Guard(services, uow, actor)
+        session = await _session_of_own_org(guard, "break_glass.read", session_id)
+        await uow.commit()
+    return session
+
+
+@dataclass(frozen=True)
+class ReviewBreakGlass:
+    session_id: int
+    note: str
+
+
+async def review_break_glass(services: Services, actor: Actor, cmd: ReviewBreakGlass) -> BreakGlassSession:
+    """Mark an emergency session reviewed, with a note, once (``break_glass.review``, fact
+    ``own_org``). Another organization's session, or none, answers 404; a reviewed one, 409. The
+    decision's record is the review's audit record; the note stays in the session's row only (it
+    may name the patient's circumstances)."""
+    note = cmd.note.strip()
+    if not 1 <= len(note) <= MAX_NOTE:
+        raise InvalidInput([FieldError("note", f"Write a review note of 1 to {MAX_NOTE} characters.")])
+    async with _unit_of_work(services) as uow:
+        guard = Guard(services, uow, actor)
+        session = await _session_of_own_org(guard, "break_glass.review", cmd.session_id)
+        if not await uow.break_glass.mark_reviewed(session.id, by=actor.user_id, note=note, at=guard.now):
+            raise Conflict("This session was already reviewed.")
+        await uow.commit()
+    return replace(session, reviewed_at=guard.now, reviewed_by=actor.user_id, review_note=note)

@@ -21,7 +21,7 @@ from aiohttp import web
 from engine.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from engine.model import Actor
 from engine.workflows import accounts, console, identity
-from handlers.console import audit_page
+from handlers.console import audit_page, break_glass_page, consents_page, disclosures_page
 from handlers.console.session import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, SessionCodec
 from handlers.console.words import facts_explained, policy_in_words
 from handlers.keys import (
@@ -222,6 +222,17 @@ async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
     pages = [
         (f"{PREFIX}/policy", "The policy in words", policy.role_may(actor.role.value, "console.policy.read")),
         (f"{PREFIX}/audit", "Audit search", policy.role_may(actor.role.value, "audit.read")),
+        (
+            f"{PREFIX}/break-glass",
+            "Break-glass review",
+            policy.role_may(actor.role.value, "break_glass.list"),
+        ),
+        (
+            f"{PREFIX}/disclosures",
+            "A patient's accounting of disclosures",
+            policy.role_may(actor.role.value, "patient.disclosures"),
+        ),
+        (f"{PREFIX}/consents", "Consents", policy.role_may(actor.role.value, "consent.list")),
     ]
     return _render(request, "home.html", {"title": "Console", "pages": pages, **base_context(request)})
 
@@ -250,6 +261,94 @@ async def audit(request: web.Request, actor: Actor) -> web.StreamResponse:
     )
 
 
+async def break_glass_list(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await break_glass_page.list_context(request, actor)
+    return _render(
+        request, "break_glass.html", {"title": "Break-glass review", **context, **base_context(request)}
+    )
+
+
+async def break_glass_session(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await break_glass_page.detail_context(request, actor, PREFIX)
+    return _render(
+        request,
+        "break_glass_session.html",
+        {"title": f"Break-glass session {context['session'].id}", **context, **base_context(request)},
+    )
+
+
+async def break_glass_review(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Mark reviewed: back to the session's page (POST-redirect-GET), or the form again with the
+    error next to the note."""
+    status, note, error = await break_glass_page.review(request, actor)
+    if error is None:
+        raise web.HTTPSeeOther(f"{PREFIX}/break-glass/{break_glass_page.session_id(request)}?reviewed=1")
+    context = await break_glass_page.detail_context(request, actor, PREFIX, note=note, error=error)
+    return _render(
+        request,
+        "break_glass_session.html",
+        {"title": f"Break-glass session {context['session'].id}", **context, **base_context(request)},
+        status,
+    )
+
+
+async def disclosures(request: web.Request, actor: Actor) -> web.StreamResponse:
+    status, context = await disclosures_page.accounting(request, actor)
+    return _render(
+        request,
+        "disclosures.html",
+        {"title": "Accounting of disclosures", **context, **base_context(request)},
+        status,
+    )
+
+
+def _consents_page(request: web.Request, context: dict[str, Any], status: int) -> web.Response:
+    return _render(
+        request, "consents.html", {"title": "Consents", **context, **base_context(request)}, status
+    )
+
+
+async def consents_list(request: web.Request, actor: Actor) -> web.StreamResponse:
+    status, context = await consents_page.listing(request, actor, request.query.get("patientId"))
+    if request.query.get("done") in {"recorded", "revoked"}:
+        context["message"] = f"The consent was {request.query['done']}."
+    return _consents_page(request, context, status)
+
+
+async def consent_record(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Record a consent: back to the patient's consents (POST-redirect-GET), or the form again with
+    each error next to its field."""
+    try:
+        patient_id, status, state = await consents_page.record(request, actor)
+    except InvalidInput:
+        _, context = await consents_page.listing(request, actor, None)
+        context["patient_error"] = "Search for the patient first."
+        return _consents_page(request, context, 422)
+    if status == 303:
+        raise web.HTTPSeeOther(f"{PREFIX}/consents?patientId={patient_id}&done=recorded")
+    _, context = await consents_page.listing(request, actor, str(patient_id))
+    context["record"] = state
+    return _consents_page(request, context, status)
+
+
+async def consent_revoke(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Revoke a consent with a reason: back to the patient's consents, or the list again with the
+    error next to that consent's reason."""
+    try:
+        consent_id, status, error = await consents_page.revoke(request, actor)
+    except InvalidInput as invalid:
+        raise NotFound("consent") from invalid
+    form = await request.post()
+    patient_raw = form.get("patientId")
+    patient = patient_raw if isinstance(patient_raw, str) and patient_raw.isascii() else None
+    if error is None:
+        where = f"patientId={patient}&" if patient and patient.isdigit() else ""
+        raise web.HTTPSeeOther(f"{PREFIX}/consents?{where}done=revoked")
+    _, context = await consents_page.listing(request, actor, patient)
+    context["revoke_errors"] = {consent_id: error}
+    return _consents_page(request, context, status)
+
+
 async def stylesheet(request: web.Request) -> web.Response:
     css = resources.files("handlers.console").joinpath("static/console.css").read_text()
     return web.Response(text=css, content_type="text/css")
@@ -268,6 +367,13 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("POST", f"{PREFIX}/logout", page(logout), "console-logout"),
     ("GET", f"{PREFIX}/policy", page(policy_page), "console-policy"),
     ("GET", f"{PREFIX}/audit", page(audit), "console-audit"),
+    ("GET", f"{PREFIX}/break-glass", page(break_glass_list), "console-emergencies"),
+    ("GET", f"{PREFIX}/break-glass/{{session_id}}", page(break_glass_session), "console-emergency"),
+    ("POST", f"{PREFIX}/break-glass/{{session_id}}/review", page(break_glass_review), "console-reviewed"),
+    ("GET", f"{PREFIX}/disclosures", page(disclosures), "console-disclosures"),
+    ("GET", f"{PREFIX}/consents", page(consents_list), "console-consents"),
+    ("POST", f"{PREFIX}/consents", page(consent_record), "console-consent-record"),
+    ("POST", f"{PREFIX}/consents/{{consent_id}}/revoke", page(consent_revoke), "console-consent-revoke"),
     ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
 PATHS = frozenset(path for _, path, _, _ in ROUTES)

@@ -281,6 +281,9 @@ def _break_glass(row: Any) -> BreakGlassSession:
         reason=row.reason,
         opened_at=row.opened_at,
         expires_at=row.expires_at,
+        reviewed_at=row.reviewed_at,
+        reviewed_by=row.reviewed_by,
+        review_note=row.review_note,
     )
 
 
@@ -324,6 +327,21 @@ class SqlBreakGlassRepository(Repository):
             query = query.where(b.id < after)
         rows = (await self.session.execute(query.order_by(b.id.desc()).limit(limit + 1))).all()
         return page([_break_glass(r) for r in rows], limit, lambda g: g.id)
+
+    async def get(self, session_id: int) -> BreakGlassSession | None:
+        query = self._select().where(break_glass_t.c.id == session_id)
+        row = (await self.session.execute(query)).one_or_none()
+        return None if row is None else _break_glass(row)
+
+    async def mark_reviewed(self, session_id: int, *, by: int, note: str, at: datetime) -> bool:
+        b = break_glass_t.c
+        done = await self.session.execute(
+            update(break_glass_t)
+            .where(b.id == session_id, b.reviewed_at.is_(None))
+            .values(reviewed_at=at, reviewed_by=by, review_note=note)
+            .returning(b.id)
+        )
+        return done.scalar_one_or_none() is not None
 
 
 def _contact(row: Any) -> OrganizationContact:

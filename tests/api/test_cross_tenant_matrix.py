@@ -75,7 +75,8 @@ FILTER = "filter"
 
 @dataclass(frozen=True)
 class Probe:
-    kind: str  # patient, bg_patient, conversation, message, care_team, consent, group, user, organization
+    kind: str  # patient, bg_patient, conversation, message, care_team, consent, group, user, organization,
+    # break_glass (a session)
     build: Build
     mode: str = CONCEALED
 
@@ -258,6 +259,13 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
             lambda own, i: _p("DELETE", f"/api/organizations/{own.ids['organization']}/contacts/{i}"),
         ),
     },
+    # A break-the-glass session is reviewed by its own organization's officers only.
+    ("POST", "/api/break-glass/{sessionId}/review"): {
+        "sessionId": Probe(
+            "break_glass",
+            lambda own, i: _p("POST", f"/api/break-glass/{i}/review", {"note": "Matrix review."}),
+        ),
+    },
     ("POST", "/api/patients/{patientId}/break-glass"): {
         # Its own patient: a session, once open, relates the person to that patient.
         "patientId": Probe(
@@ -374,6 +382,14 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
     assert status == 201, group
     consent = await api.consent(officer, patient, organizationId=neutral)
     contact = await _new_contact(api, people["admin"], org)
+    clinician = await api.person("care_team_member", org)  # of no care team: breaks the glass
+    status, session = await api.call(
+        "POST",
+        f"/api/patients/{spare_patient}/break-glass",
+        clinician,
+        json={"reason": "Matrix: ED emergency"},
+    )
+    assert status == 201, session
     ids = {
         "organization": org,
         "neutral": neutral,
@@ -387,6 +403,7 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "consent": consent["id"],
         "user": colleague.id,
         "contact": contact,
+        "break_glass": session["id"],
         # An account the administration probes act on (a fresh one for the own organization's check).
         "account": (await api.person("care_team_member", org)).id,
     }

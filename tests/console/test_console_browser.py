@@ -208,3 +208,103 @@ async def test_every_field_has_a_label_and_the_audit_page_prints_without_its_for
     assert not await page.get_by_role("button", name="Search").is_visible()
     assert not await page.get_by_role("button", name="Sign out").is_visible()
     assert await page.get_by_role("heading", name="Results").is_visible()
+
+
+async def test_an_officer_reviews_a_break_glass_session_from_the_list(page: Any, api: Api) -> None:
+    org = await api.organization()
+    peer = await api.person("peer_support", org)
+    officer = await api.person("compliance_officer", org)
+    clinician = await api.person("care_team_member", org)
+    patient_id = await api.patient(peer)
+    reason = "Unresponsive patient in the ED, care team unreachable"
+    status, opened = await api.call(
+        "POST", f"/api/patients/{patient_id}/break-glass", clinician, json={"reason": reason}
+    )
+    assert status == 201, opened
+    assert (await api.call("GET", f"/api/patients/{patient_id}", clinician))[0] == 200
+    await sign_in(page, api, officer)
+    nav = page.get_by_role("navigation", name="Console")
+    await nav.get_by_role("link", name="Break-glass review").click()
+    await page.wait_for_load_state()
+    await page.get_by_role("link", name=f"Session {opened['id']}").click()
+    await page.wait_for_load_state()
+    assert reason in await page.get_by_role("main").inner_text()
+    assert await page.get_by_role("table").get_by_text("patient.read").count() == 1
+    # The note, typed and submitted with the keyboard alone.
+    await page.get_by_label("Review note").focus()
+    await page.keyboard.type("Justified: ED lead confirmed.")
+    await page.keyboard.press("Tab")
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    assert f"Reviewed by user {officer.id}" in await page.get_by_role("status").inner_text()
+    assert await page.get_by_label("Review note").count() == 0
+    await page.get_by_role("link", name="Back to the review list").click()
+    await page.wait_for_load_state()
+    assert "reviewed" in await page.get_by_role("table").inner_text()
+
+
+async def test_a_patients_accounting_of_disclosures_prints_as_a_table(page: Any, api: Api) -> None:
+    org, partner = await api.organization(), await api.organization()
+    nurse = await api.person("care_team_member", org)
+    officer = await api.person("compliance_officer", org)
+    outsider = await api.person("care_team_member", partner)
+    patient = await api.patient(nurse)
+    await api.consent(officer, patient, organizationId=partner, purpose="care_coordination")
+    _, team = await api.call("GET", f"/api/patients/{patient}/care-team", nurse)
+    status, _ = await api.call(
+        "POST", f"/api/care-teams/{team['id']}/members", nurse, json={"userId": outsider.id}
+    )
+    assert status == 201
+    assert (await api.call("GET", f"/api/patients/{patient}", outsider))[0] == 200
+    await sign_in(page, api, officer)
+    await page.get_by_role("main").get_by_role("link", name="A patient's accounting of disclosures").click()
+    await page.wait_for_load_state()
+    await page.get_by_label("Patient (id)").fill(str(patient))
+    await page.get_by_role("button", name="Show the accounting").click()
+    await page.wait_for_load_state()
+    table = page.get_by_role("table")
+    assert await table.get_by_text("patient.read").count() == 1
+    await page.emulate_media(media="print")
+    assert not await page.get_by_role("button", name="Show the accounting").is_visible()
+    assert not await page.get_by_role("navigation", name="Console").is_visible()
+    assert await page.get_by_role(
+        "heading", name=f"Accounting of disclosures for patient {patient}"
+    ).is_visible()
+    # The header row repeats on every printed sheet.
+    header = await page.evaluate("getComputedStyle(document.querySelector('table thead')).display")
+    assert header == "table-header-group"
+
+
+async def test_an_officer_records_a_consent_with_a_field_error_then_revokes_it(page: Any, api: Api) -> None:
+    org, partner = await api.organization(), await api.organization()
+    nurse = await api.person("care_team_member", org)
+    officer = await api.person("compliance_officer", org)
+    patient = await api.patient(nurse)
+    await sign_in(page, api, officer)
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Consents").click()
+    await page.wait_for_load_state()
+    await page.get_by_label("Patient (id)").fill(str(patient))
+    await page.get_by_role("button", name="Find consents").click()
+    await page.wait_for_load_state()
+    assert await page.get_by_text("No consents recorded.").is_visible()
+    # Submitted without a purpose: the error is next to the field, what was typed stays.
+    await page.get_by_label("Organization (id)").fill(str(partner))
+    await page.get_by_role("button", name="Record the consent").click()
+    await page.wait_for_load_state()
+    assert await page.get_by_label("Purpose").get_attribute("aria-invalid") == "true"
+    assert await page.get_by_label("Organization (id)").input_value() == str(partner)
+    await page.get_by_label("Purpose").select_option("treatment")
+    await page.get_by_label("write").check()
+    await page.get_by_role("button", name="Record the consent").click()
+    await page.wait_for_load_state()
+    assert "recorded" in await page.get_by_role("status").inner_text()
+    row = page.get_by_role("table").locator("tbody tr")
+    assert await row.count() == 1
+    scope = await row.locator("td").nth(3).inner_text()
+    assert set(scope.split(", ")) == {"read", "message", "sms", "write"}
+    consent_id = (await row.locator("td").first.inner_text()).strip()
+    await page.get_by_label(f"Reason for revoking consent {consent_id}").fill("Patient withdrew it")
+    await page.get_by_role("button", name=f"Revoke consent {consent_id}").click()
+    await page.wait_for_load_state()
+    assert "revoked" in await page.get_by_role("status").inner_text()
+    assert "Patient withdrew it" in await page.get_by_role("table").inner_text()

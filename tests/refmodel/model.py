@@ -104,6 +104,8 @@ WORKFLOWS: dict[str, Declared] = {
     "user.create": _declared("own_org"),
     "audit.read": _declared("own_org"),
     "break_glass.list": _declared(""),
+    "break_glass.read": _declared("own_org"),
+    "break_glass.review": _declared("own_org"),
     "policy.read": _declared(""),
     "policy.reload": _declared(""),
     "organization_contact.list": _declared("own_org"),
@@ -207,6 +209,9 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # officers review emergency sessions and a patient's accounting of disclosures.
     allow([AUDITOR, OFFICER], "audit.read", OWN_ORG)
     allow([OFFICER], "break_glass.list")
+    # ... one at a time, of their own organization, and mark each reviewed once.
+    allow([OFFICER], "break_glass.read", OWN_ORG)
+    allow([OFFICER], "break_glass.review", OWN_ORG)
     allow([OFFICER], "patient.disclosures", OWN_ORG)
     # The policy in force: read by admins, compliance officers and auditors, reloaded by the first two.
     allow([ADMIN, OFFICER, AUDITOR], "policy.read")

@@ -812,6 +812,18 @@ class FakeBreakGlassRepository(_Repo):
             return Page(tuple(mine[:limit]), mine[limit - 1].id)
         return Page(tuple(mine), None)
 
+    async def get(self, session_id: int) -> BreakGlassSession | None:
+        return self.data.break_glass_sessions.get(session_id)
+
+    async def mark_reviewed(self, session_id: int, *, by: int, note: str, at: datetime) -> bool:
+        session = self.data.break_glass_sessions.get(session_id)
+        if session is None or session.reviewed_at is not None:
+            return False
+        self.data.break_glass_sessions[session_id] = dataclasses.replace(
+            session, reviewed_at=at, reviewed_by=by, review_note=note
+        )
+        return True
+
 
 # --- conversations and messaging -----------------------------------------------------------------------
 

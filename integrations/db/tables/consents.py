@@ -162,10 +162,19 @@ class BreakGlassSessionRow(SQLModel, table=True):
     reason: str = Field(sa_column=Column(Text, nullable=False))
     opened_at: datetime = timestamp()
     expires_at: datetime = timestamp(default_now=False)
+    # The compliance review (migration 0015): who, when, and the note; set together, once.
+    reviewed_at: datetime | None = timestamp(nullable=True, default_now=False)
+    reviewed_by: int | None = foreign_key("users.id", nullable=True, index=False)
+    review_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
     __table_args__ = (
         CheckConstraint("expires_at > opened_at", name="expires_after_opened"),
         CheckConstraint("char_length(reason) >= 10", name="reason_length"),
+        CheckConstraint(
+            "(reviewed_at IS NULL AND reviewed_by IS NULL AND review_note IS NULL)"
+            " OR (reviewed_at IS NOT NULL AND reviewed_by IS NOT NULL AND char_length(review_note) >= 1)",
+            name="review_complete",
+        ),
         Index("ix_break_glass_sessions_user_patient", "user_id", "patient_id", "expires_at"),
     )
 
