@@ -21,26 +21,20 @@ and the facts it was decided on are the same snapshot either way.
 from __future__ import annotations
 
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import structlog
 
-from engine.errors import CaremsgError, ServiceUnavailable
+from engine.errors import ServiceUnavailable
 from engine.model import Patient, RiskLevel
 from engine.ports.patients import PatientRead, PatientRelation
 from integrations.db.base import is_unavailable
 from integrations.db.columns import table_of
-from integrations.db.send_uow import SendPool
+from integrations.db.send_uow import STORE_AUDIT, HeldConnectionUnitOfWork
 from integrations.db.tables import PatientRow
 from integrations.db.uow import (
-    BufferedAuditLog,
-    audit_insert_sql,
     audit_json,
     emit_audit_log,
-    log_undurable,
-    unfinished,
 )
 
 log = structlog.get_logger("caremsg.db")
@@ -61,8 +55,6 @@ _READ = f"""
     WHERE p.id = $1
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
 
-_STORE_AUDIT = audit_insert_sql("$1::jsonb")
-
 
 def _patient(row: Any) -> Patient:
     values = {c: row[c] for c in _PATIENT_COLUMNS}
@@ -70,27 +62,10 @@ def _patient(row: Any) -> Patient:
     return Patient(**values)
 
 
-class PgPatientReadUnitOfWork:
+class PgPatientReadUnitOfWork(HeldConnectionUnitOfWork):
     """:class:`engine.ports.PatientReadUnitOfWork` on the asyncpg pool the send path uses (its
     first-come, first-served gate included); see the module docstring.
-
-    It takes one connection for the read and keeps it for the audit insert, and gives it back when
-    the block ends.
     """
-
-    def __init__(self, pool: SendPool) -> None:
-        self._pool = pool
-        self._connection: asyncpg.Connection | None = None
-        self._committed = False
-        self.audit = BufferedAuditLog()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def _connect(self) -> asyncpg.Connection:
-        if self._connection is None:
-            self._connection = await self._pool.acquire()
-        return self._connection
 
     async def read(self, patient_id: int, *, user_id: int, at: datetime) -> PatientRead | None:
         row = await (await self._connect()).fetchrow(_READ, patient_id, user_id, at)
@@ -105,7 +80,7 @@ class PgPatientReadUnitOfWork:
         events = list(self.audit.pending)
         if events:
             try:
-                await (await self._connect()).execute(_STORE_AUDIT, audit_json(events))
+                await (await self._connect()).execute(STORE_AUDIT, audit_json(events))
             except Exception as error:
                 if is_unavailable(error):
                     raise ServiceUnavailable.database() from error
@@ -118,27 +93,7 @@ class PgPatientReadUnitOfWork:
         self.audit.pending.clear()
         emit_audit_log(events)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if not self._committed and self.audit.pending:
-                events = unfinished(self.audit.pending, exc)
-                self.audit.pending.clear()
-                try:
-                    await (await self._connect()).execute(_STORE_AUDIT, audit_json(events))
-                except Exception as error:
-                    log_undurable(events, error)
-                else:
-                    emit_audit_log(events)
-        finally:
-            if self._connection is not None:
-                connection, self._connection = self._connection, None
-                await self._pool.release(connection)
-        if exc is not None and not isinstance(exc, CaremsgError) and is_unavailable(exc):
-            raise ServiceUnavailable.database() from exc
-
 
 #: The patient read's two statements, for the test that holds their tables and columns to the table
 #: classes (tests/unit/test_patient_read_columns.py).
-STATEMENTS = (_READ, _STORE_AUDIT)
+STATEMENTS = (_READ, STORE_AUDIT)

@@ -159,12 +159,15 @@ async def create_send_pool(
     return SendPool(pool, max_size)
 
 
-class PgSendUnitOfWork:
-    """:class:`engine.ports.SendUnitOfWork` on the send pool; see the module docstring.
+#: Inserts buffered audit events given as one JSON array ($1): one statement, its own transaction.
+STORE_AUDIT = audit_insert_sql("$1::jsonb")
 
-    It takes one connection for the read and keeps it for the write (one turn at the pool's gate per
-    send, not two), and gives it back when the block ends.
-    """
+
+class HeldConnectionUnitOfWork:
+    """A unit of work on the send pool that takes one connection at its first statement, keeps it
+    for the rest (one turn at the pool's gate, not one per statement) and gives it back when the
+    block ends. A block left without commit stores its pending audit events as unfinished, as the
+    general unit of work does. The send path and the patient read are built on it."""
 
     def __init__(self, pool: SendPool) -> None:
         self._pool = pool
@@ -179,6 +182,30 @@ class PgSendUnitOfWork:
         if self._connection is None:
             self._connection = await self._pool.acquire()
         return self._connection
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if not self._committed and self.audit.pending:
+                events = unfinished(self.audit.pending, exc)
+                self.audit.pending.clear()
+                try:
+                    await (await self._connect()).execute(STORE_AUDIT, audit_json(events))
+                except Exception as error:
+                    log_undurable(events, error)
+                else:
+                    emit_audit_log(events)
+        finally:
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                await self._pool.release(connection)
+        if exc is not None and not isinstance(exc, CaremsgError) and is_unavailable(exc):
+            raise ServiceUnavailable.database() from exc
+
+
+class PgSendUnitOfWork(HeldConnectionUnitOfWork):
+    """:class:`engine.ports.SendUnitOfWork` on the send pool; see the module docstring."""
 
     async def context(self, conversation_id: int, user_id: int, at: datetime) -> SendContext | None:
         row = await (await self._connect()).fetchrow(_CONTEXT, conversation_id, user_id, at)
@@ -229,27 +256,6 @@ class PgSendUnitOfWork:
         self.audit.pending.clear()
         emit_audit_log(events)
         return created_at
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if not self._committed and self.audit.pending:
-                events = unfinished(self.audit.pending, exc)
-                self.audit.pending.clear()
-                try:
-                    connection = await self._connect()
-                    await connection.execute(audit_insert_sql("$1::jsonb"), audit_json(events))
-                except Exception as error:
-                    log_undurable(events, error)
-                else:
-                    emit_audit_log(events)
-        finally:
-            if self._connection is not None:
-                connection, self._connection = self._connection, None
-                await self._pool.release(connection)
-        if exc is not None and not isinstance(exc, CaremsgError) and is_unavailable(exc):
-            raise ServiceUnavailable.database() from exc
 
 
 #: The send path's two statements, for the test that holds their columns to the table classes
