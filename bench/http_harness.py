@@ -18,9 +18,11 @@ import secrets
 import signal
 import socket
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -113,6 +115,41 @@ def serve_emulator(token: str, ready: Any) -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+@dataclass(frozen=True)
+class BenchDatabase:
+    """The benchmark's embedded PostgreSQL, migrated: caremsg's URL, the bare baseline's asyncpg
+    arguments (the superuser, database ``postgres``), and the data directory its processes run from."""
+
+    url: str
+    dsn: dict[str, Any]
+    pgdata: Path
+
+
+@contextlib.contextmanager
+def embedded_database() -> Iterator[BenchDatabase]:
+    """A throwaway embedded PostgreSQL migrated to head, stopped and removed on the way out."""
+    from sqlalchemy.engine import make_url
+
+    from integrations.db.embedded import start_embedded_postgres
+    from integrations.db.migrate import upgrade
+
+    with tempfile.TemporaryDirectory(prefix="caremsg-bench-") as tmp:
+        pgdata = Path(tmp) / "pgdata"
+        server = start_embedded_postgres(pgdata, temporary=True)
+        try:
+            upgrade(server.url)
+            u = make_url(server.url)
+            dsn = {
+                "user": "postgres",
+                "host": u.query["host"],
+                "port": int(u.query.get("port", 5432)),
+                "database": "postgres",
+            }
+            yield BenchDatabase(server.url, dsn, pgdata)
+        finally:
+            server.stop()
 
 
 def free_port() -> int:

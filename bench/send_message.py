@@ -22,7 +22,6 @@ import os
 import platform
 import secrets
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.http_harness import (
     Contender,
     Request,
+    embedded_database,
     free_port,
     load_average,
     measure,
@@ -113,28 +113,12 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help="cProfile the caremsg process's measured runs")
     args = parser.parse_args()
 
-    from sqlalchemy.engine import make_url
-
-    from integrations.db.embedded import start_embedded_postgres
-    from integrations.db.migrate import upgrade
-
     load_before = load_average()
     processes: list[multiprocessing.Process] = []
-    with tempfile.TemporaryDirectory(prefix="caremsg-bench-") as tmp:
-        server = start_embedded_postgres(Path(tmp) / "pgdata", temporary=True)
+    with embedded_database() as db:
         try:
-            upgrade(server.url)
-            u = make_url(server.url)
-            dsn = {
-                "user": "postgres",
-                "host": u.query["host"],
-                "port": int(u.query.get("port", 5432)),
-                "database": "postgres",
-            }
-            pgdata = Path(tmp) / "pgdata"
-
             port = free_port()
-            baseline = [start(_serve_baseline, dsn, port)[0] for _ in range(args.baseline_workers)]
+            baseline = [start(_serve_baseline, db.dsn, port)[0] for _ in range(args.baseline_workers)]
             processes += baseline
             base = f"http://127.0.0.1:{port}"
             body = {"conversationId": 1, "message": "Checking in after discharge."}
@@ -145,7 +129,7 @@ def main() -> None:
             processes.append(emulator)
             port = free_port()
             caremsg = [
-                start(serve_caremsg, server.url, emulator_port, token, port, args.profile)[0]
+                start(serve_caremsg, db.url, emulator_port, token, port, args.profile)[0]
                 for _ in range(args.workers)
             ]
             processes += caremsg
@@ -157,7 +141,7 @@ def main() -> None:
                 return lambda: [p.pid for p in group if p.pid]
 
             def postgres() -> list[int]:
-                return postgres_pids(pgdata)
+                return postgres_pids(db.pgdata)
 
             contenders = [
                 Contender("baseline", baseline_request, {"server": pids(baseline), "postgres": postgres}, []),
@@ -173,7 +157,6 @@ def main() -> None:
             samples = measure(contenders, args.clients, args.rounds, args.requests, args.seconds, args.warmup)
         finally:
             stop(processes)
-            server.stop()
 
     print(
         f"send-message benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
