@@ -141,6 +141,18 @@ async def test_the_api_reviews_the_same_way_and_lists_the_review(api: Api) -> No
     path = f"/api/break-glass/{opened['id']}/review"
     status, body = await api.call("POST", path, officer, json={"note": ""})
     assert (status, [e["field"] for e in body["errors"]]) == (422, ["note"])
+    status, body = await api.call("POST", path, officer, json={"note": "Checked\u0000 by the lead"})
+    assert (status, [e["field"] for e in body["errors"]]) == (422, ["note"])
+    nested: Any = "x"
+    for _ in range(200):
+        nested = {"note": nested}
+    status, body = await api.call("POST", path, officer, json=nested)
+    assert (status, body["detail"]) == (400, "The request body is nested too deeply."), body
+    arabic_digits = "".join(chr(0x0660 + int(d)) for d in str(opened["id"]))
+    status, body = await api.call(
+        "POST", f"/api/break-glass/{arabic_digits}/review", officer, json={"note": NOTE}
+    )
+    assert (status, [e["field"] for e in body["errors"]]) == (422, ["sessionId"])
     status, reviewed = await api.call("POST", path, officer, json={"note": NOTE})
     assert status == 200, reviewed
     assert (reviewed["reviewedBy"], reviewed["reviewNote"]) == (officer.id, NOTE)
