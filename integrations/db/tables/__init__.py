@@ -23,6 +23,7 @@ from integrations.db.tables.consents import (
 from integrations.db.tables.identity import LoginThrottleRow, OrganizationRow, UserRow
 from integrations.db.tables.messaging import (
     ConversationMemberRow,
+    ConversationReadRow,
     ConversationRow,
     ExternalParticipantRow,
     IdempotencyKeyRow,
@@ -32,7 +33,13 @@ from integrations.db.tables.messaging import (
     SmsOptOutRow,
     WebhookEventRow,
 )
-from integrations.db.tables.patients import CareTeamMemberRow, CareTeamRow, PatientRow
+from integrations.db.tables.patients import (
+    CareTeamMemberRow,
+    CareTeamRow,
+    OnCallShiftRow,
+    PatientRow,
+    StaffAwayRow,
+)
 
 __all__ = [
     "AuditAnchorRow",
@@ -47,17 +54,20 @@ __all__ = [
     "ConsentChangeRow",
     "ConsentRow",
     "ConversationMemberRow",
+    "ConversationReadRow",
     "ConversationRow",
     "ExternalParticipantRow",
     "IdempotencyKeyRow",
     "LoginThrottleRow",
     "MessageDeliveryRow",
     "MessageRow",
+    "OnCallShiftRow",
     "OrganizationContactRow",
     "OrganizationRow",
     "OutboxRow",
     "PatientRow",
     "SmsOptOutRow",
+    "StaffAwayRow",
     "UserRow",
     "WebhookEventRow",
     "metadata",

@@ -9,6 +9,9 @@ SMS opt-outs.
 - ``webhook_events``: raw signed webhook bodies, stored before they are processed; the unique
   ``dedupe_key`` absorbs the provider's retries.
 - ``sms_opt_outs``: numbers that texted STOP and have not texted START since.
+- ``conversation_reads``: per conversation and member, the last message they have read and when,
+  from the API (``POST /api/conversations/:id/read``) or the chat provider's ``message_read``
+  event; it only ever moves forward.
 """
 
 from __future__ import annotations
@@ -240,3 +243,18 @@ class SmsOptOutRow(SQLModel, table=True):
     phone_number: str = Field(sa_column=Column(String(20), primary_key=True))
     opted_out_at: datetime = _now()
     provider_message_id: str | None = Field(sa_column=Column(String(100), nullable=True))
+
+
+class ConversationReadRow(SQLModel, table=True):
+    __tablename__ = "conversation_reads"
+
+    conversation_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True)
+    )
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id"), primary_key=True, index=True))
+    last_read_message_id: int = foreign_key("messages.id", index=False)
+    read_at: datetime = timestamp()
+    # Where the read came from: "api" (a caremsg client) or "chat" (a Sendbird client's receipt).
+    source: str = Field(sa_column=Column(String(8), nullable=False))
+
+    __table_args__ = (CheckConstraint("source IN ('api','chat')", name="source"),)
