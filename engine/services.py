@@ -124,22 +124,63 @@ class Services:
         return max(1, min(requested, self.settings.max_page_size))
 
 
-class Decider:
-    """Decides each step of one workflow against one policy version and records every decision in
-    the workflow's audit log; the facts come from the caller.
+class ConsentView:
+    """Which consents cover whom at one moment under one policy version: what decisions ask of
+    consents, with nobody acting. A :class:`Decider` is one; the consent-expiry sweep, which the
+    service runs on its own, uses one alone.
 
-    The policy is read once, so every decision of a workflow carries the same version even if a
+    The policy is read once, so everything a workflow works out carries the same version even if a
     reload swaps the policy half-way through.
     """
 
-    def __init__(self, services: Services, audit: AuditLog, actor: Actor) -> None:
-        self.audit = audit
-        self.actor = actor
+    def __init__(self, services: Services) -> None:
         self.now = services.clock()
         self.now_ms = millis(self.now)
         self.policy: Policy = services.policy.current
-        self._primary_workflow: str | None = None
         self.consents = services.consents
+
+    def covering_consent(
+        self, workflow: str, patient_id: int, organization_id: int, *, exclude: int | None = None
+    ) -> Coverage | None:
+        """The consent that covers the organization for this workflow's scope and purposes."""
+        chosen = self.consents.choose(
+            patient_id,
+            organization_id,
+            self.now_ms,
+            _consent_need(self.policy.workflows.get(workflow), None),
+            exclude=exclude,
+        ).consent
+        return None if chosen is None else Coverage(chosen.consent_id, chosen.purpose)
+
+    def external_facts(
+        self,
+        workflow: str,
+        candidates: Iterable[ConsentCandidate],
+        *,
+        compliance_group_ids: frozenset[int] = frozenset(),
+        full_text_group_ids: frozenset[int] = frozenset(),
+    ) -> tuple[set[str], dict[str, DetailValue]]:
+        """The facts about an external SMS participant for ``workflow``, from the consents naming
+        their number or their directory organization (see :func:`engine.facts.external_facts`)."""
+        built = external_facts(
+            self.policy.workflows.get(workflow),
+            candidates,
+            self.now,
+            compliance_group_ids=compliance_group_ids,
+            full_text_group_ids=full_text_group_ids,
+        )
+        return built.facts, built.details
+
+
+class Decider(ConsentView):
+    """Decides each step of one workflow against one policy version and records every decision in
+    the workflow's audit log; the facts come from the caller."""
+
+    def __init__(self, services: Services, audit: AuditLog, actor: Actor) -> None:
+        super().__init__(services)
+        self.audit = audit
+        self.actor = actor
+        self._primary_workflow: str | None = None
         self._observe = services.on_decision
         # Patients the actor has no relation to, and what a denial about one answers as (not found).
         self._unrelated: dict[int, str] = {}
@@ -393,38 +434,6 @@ class Decider:
         return _consent_need(
             self.policy.workflows.get(workflow), self.actor.purpose_of_use if stated else None
         )
-
-    def covering_consent(
-        self, workflow: str, patient_id: int, organization_id: int, *, exclude: int | None = None
-    ) -> Coverage | None:
-        """The consent that covers the organization for this workflow's scope and purposes."""
-        chosen = self.consents.choose(
-            patient_id,
-            organization_id,
-            self.now_ms,
-            self.consent_need(workflow, stated=False),
-            exclude=exclude,
-        ).consent
-        return None if chosen is None else Coverage(chosen.consent_id, chosen.purpose)
-
-    def external_facts(
-        self,
-        workflow: str,
-        candidates: Iterable[ConsentCandidate],
-        *,
-        compliance_group_ids: frozenset[int] = frozenset(),
-        full_text_group_ids: frozenset[int] = frozenset(),
-    ) -> tuple[set[str], dict[str, DetailValue]]:
-        """The facts about an external SMS participant for ``workflow``, from the consents naming
-        their number or their directory organization (see :func:`engine.facts.external_facts`)."""
-        built = external_facts(
-            self.policy.workflows.get(workflow),
-            candidates,
-            self.now,
-            compliance_group_ids=compliance_group_ids,
-            full_text_group_ids=full_text_group_ids,
-        )
-        return built.facts, built.details
 
     def record_missing(self, workflow: str, resource_type: str, resource_id: object) -> None:
         self.audit.record(

@@ -11,7 +11,8 @@ stopped in the reverse one); each stores what it built under its key in ``handle
 5. ``messaging``: the SMS gateway, the idempotency store, the webhook keys (``handlers/app_messaging.py``).
 6. ``_relay``: the outbox relays that deliver what workflows asked for.
 7. ``_services``: the engine's services, which every handler calls.
-8. ``webhook_processor``, ``_audit_sealer``, ``_rejection_summaries``: background work.
+8. ``webhook_processor``, ``_audit_sealer``, ``schedules.consent_expiry``, ``_rejection_summaries``:
+   background work (``handlers/schedules.py`` holds what runs on a timetable).
 9. ``_operations``: hands ``/metrics`` and ``/ready`` what they read.
 """
 
@@ -44,6 +45,7 @@ from handlers import (
     api_policy,
     console,
     metrics,
+    schedules,
 )
 from handlers.api_messaging import messaging_key
 from handlers.app_messaging import chat, messaging, webhook_processor
@@ -374,6 +376,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
             _services,
             webhook_processor,
             _audit_sealer,
+            schedules.consent_expiry,
             _rejection_summaries,
             _operations,
         ]

@@ -242,6 +242,14 @@ class AuditSettings(_Section):
         return value
 
 
+class ConsentSettings(_Section):
+    """What happens when a consent's expiry passes: access ends at once (decisions compare the
+    time); the sweep then ends the channel memberships and SMS admissions it granted."""
+
+    expiry_sweep_interval_seconds: float = Field(30.0, gt=0)
+    expiry_sweep_batch_size: int = Field(100, ge=1, le=10_000)
+
+
 class Settings(_Section):
     service: ServiceSettings = ServiceSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -254,6 +262,7 @@ class Settings(_Section):
     messaging: MessagingSettings = MessagingSettings()
     audit: AuditSettings = AuditSettings()
     console: ConsoleSettings = ConsoleSettings()
+    consents: ConsentSettings = ConsentSettings()
 
     def webhook_base_url(self) -> str:
         """Where the development emulator posts its webhooks: ``messaging.webhook_base_url``, else this

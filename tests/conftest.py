@@ -174,6 +174,8 @@ def app_settings(database_url: str) -> Settings:
         },
         outbox={"poll_interval_seconds": 0.05, "base_backoff_seconds": 0.05, "max_backoff_seconds": 0.5},
         messaging={"sms_per_second": 1000},
+        # Expired consents' grants are swept soon after the expiry, so tests need not wait long.
+        consents={"expiry_sweep_interval_seconds": 0.5},
     )
 
 

@@ -28,6 +28,7 @@ from engine.ports.consents import (
     ConsentLifecycle,
     ConsentRepository,
     ContactDirectory,
+    ExpiredConsent,
     ExternalCoverage,
     NewConsent,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "ConversationsUnitOfWork",
     "DeliveryRepository",
     "DeliveryTrigger",
+    "ExpiredConsent",
     "ExternalCoverage",
     "IdempotencyKeys",
     "IdentityUnitOfWork",

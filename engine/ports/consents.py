@@ -101,6 +101,25 @@ class ConsentLifecycle(Protocol):
         """Mark the participant removed (``external_participants.removed_at``): no SMS after this."""
         ...
 
+    async def claim_expired(self, at: datetime, limit: int) -> list[ExpiredConsent]:
+        """Up to ``limit`` consents expired by ``at``, not revoked and not swept yet, oldest expiry
+        first, locked until the transaction ends; rows another transaction holds are skipped, so
+        several instances sweep different consents."""
+        ...
+
+    async def mark_expiry_swept(self, consent_id: int, at: datetime) -> None:
+        """Record that what the expired consent granted has been ended."""
+        ...
+
+
+@dataclass(frozen=True)
+class ExpiredConsent:
+    """A consent past its expiry whose grants the sweep has still to end, and its patient's
+    organization (whose own staff never needed the consent)."""
+
+    consent: Consent
+    patient_organization_id: int
+
 
 @dataclass(frozen=True)
 class ExternalCoverage:

@@ -11,7 +11,8 @@ Revocation is a workflow, not just a flag: staff of other organizations whom the
 are taken out of the patient's conversations (their membership rows go, and the chat channel
 removal goes through the outbox), and external SMS participants admitted under it are marked
 removed (``external_participants.removed_at``), unless another active consent still covers them.
-Each of those effects is audited.
+Each of those effects is audited. An expired consent's grants end the same way, by the service's
+expiry sweep (:func:`sweep_expired_consents`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from engine.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFoun
 from engine.model import FULL_SCOPE, Actor, Consent, ConsentScope, Purpose, RecipientType
 from engine.ports.consents import NewConsent
 from engine.ports.units import ConsentsUnitOfWork
-from engine.services import Guard, Services
+from engine.services import ConsentView, Guard, Services
 from engine.workflows.organizations import group_facts
 
 RECORDED = "recorded"
@@ -189,8 +190,10 @@ async def revoke_consent(services: Services, actor: Actor, cmd: RevokeConsent) -
             consent.id, revoked_by=actor.user_id, reason=reason, at=guard.now
         )
         seq = await uow.consent_lifecycle.record_change(consent.id, pid, REVOKED)
-        removed_members = await _remove_uncovered_members(guard, consent)
-        removed_externals = await _remove_uncovered_externals(guard, consent)
+        # consent.revoke requires own_org: the officer's organization is the patient's.
+        ending = _Ending(uow, guard, actor, "consent.revoke", consent, actor.organization_id)
+        removed_members = await _remove_uncovered_members(ending)
+        removed_externals = await _remove_uncovered_externals(ending)
         await uow.commit()
     # This instance stops granting access before it answers; the others follow the notification.
     services.consents.apply(seq, consent.id, pid, None, services.clock())
@@ -198,47 +201,97 @@ async def revoke_consent(services: Services, actor: Actor, cmd: RevokeConsent) -
     return Revocation(revoked, tuple(removed_members), tuple(removed_externals))
 
 
-def _effect(
-    guard: Guard[ConsentsUnitOfWork],
-    event: str,
-    consent: Consent,
-    conversation_id: int,
-    **details: DetailValue,
-) -> None:
-    guard.uow.audit.record(
-        AuditEvent.by(
-            guard.actor,
-            event=event,
-            workflow="consent.revoke",
-            outcome="success",
-            occurred_at=guard.now,
-            resource_type="conversation",
-            resource_id=str(conversation_id),
-            patient_id=consent.patient_id,
-            policy_version=guard.policy.version,
-            details={"consent_id": consent.id, **details},
+#: The workflow the expiry sweep's records carry. Nobody decides it: the consent said when it ends.
+EXPIRE = "consent.expire"
+
+
+async def sweep_expired_consents(services: Services, *, limit: int = 100) -> int:
+    """End what expired consents granted, as a revocation does; returns how many were swept.
+
+    Access itself ends at ``expires_at`` without this (decisions compare the time). What does not
+    end by itself is what the consent let happen outside a decision: staff of other organizations
+    stay members of the patient's chat channels, and external participants stay admitted for SMS.
+    The service runs this on a schedule; each consent is swept once (``expiry_swept_at``), and
+    several instances claim different consents (``SKIP LOCKED``). The records name no actor: the
+    service acts, on the consent's own terms.
+    """
+    async with _unit_of_work(services) as uow:
+        view = ConsentView(services)
+        due = await uow.consent_lifecycle.claim_expired(view.now, limit)
+        for expired in due:
+            consent = expired.consent
+            await uow.consent_lifecycle.mark_expiry_swept(consent.id, view.now)
+            uow.audit.record(
+                AuditEvent.by(
+                    None,
+                    event="consent.expired",
+                    workflow=EXPIRE,
+                    outcome="success",
+                    occurred_at=view.now,
+                    resource_type="consent",
+                    resource_id=str(consent.id),
+                    patient_id=consent.patient_id,
+                    policy_version=view.policy.version,
+                    details={
+                        "recipient_type": consent.recipient_type.value,
+                        "expired_at": consent.expires_at.isoformat() if consent.expires_at else None,
+                    },
+                )
+            )
+            ending = _Ending(uow, view, None, EXPIRE, consent, expired.patient_organization_id)
+            await _remove_uncovered_members(ending)
+            await _remove_uncovered_externals(ending)
+        await uow.commit()
+    if due:
+        services.delivery.wake()
+    return len(due)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """One consent's grants ending: revoked by an officer (``actor``) or expired (the service,
+    ``actor`` None). Who stays covered is worked out by ``view`` at its moment and policy version."""
+
+    uow: ConsentsUnitOfWork
+    view: ConsentView
+    actor: Actor | None
+    workflow: str
+    consent: Consent
+    patient_organization_id: int
+
+    def record(self, event: str, conversation_id: int, **details: DetailValue) -> None:
+        self.uow.audit.record(
+            AuditEvent.by(
+                self.actor,
+                event=event,
+                workflow=self.workflow,
+                outcome="success",
+                occurred_at=self.view.now,
+                resource_type="conversation",
+                resource_id=str(conversation_id),
+                patient_id=self.consent.patient_id,
+                policy_version=self.view.policy.version,
+                details={"consent_id": self.consent.id, **details},
+            )
         )
-    )
 
 
-async def _remove_uncovered_members(
-    guard: Guard[ConsentsUnitOfWork], consent: Consent
-) -> list[tuple[int, int]]:
+async def _remove_uncovered_members(ending: _Ending) -> list[tuple[int, int]]:
     """Staff of other organizations who were covered only by this consent leave the conversations."""
+    consent = ending.consent
     if consent.recipient_type == RecipientType.EXTERNAL:
         return []
-    uow = guard.uow
+    uow, view = ending.uow, ending.view
     conversations = await uow.consent_lifecycle.patient_conversations(consent.patient_id)
     users = await uow.users.get_many(sorted({m for c in conversations for m in c.member_ids}))
-    patient_org = guard.actor.organization_id  # consent.revoke requires own_org
     removed: list[tuple[int, int]] = []
     for conversation in conversations:
         leaving = [
             users[uid]
             for uid in conversation.member_ids
             if uid in users
-            and users[uid].organization_id != patient_org
-            and guard.covering_consent(
+            and users[uid].organization_id != ending.patient_organization_id
+            and view.covering_consent(
                 "conversation.read", consent.patient_id, users[uid].organization_id, exclude=consent.id
             )
             is None
@@ -248,42 +301,37 @@ async def _remove_uncovered_members(
         await uow.consent_lifecycle.remove_members(conversation.id, [u.id for u in leaving])
         await uow.outbox.enqueue(RemoveMembers(conversation.id, tuple(u.chat_user_id for u in leaving)))
         for user in leaving:
-            _effect(guard, "conversation.member_removed", consent, conversation.id, subject_user_id=user.id)
+            ending.record("conversation.member_removed", conversation.id, subject_user_id=user.id)
             removed.append((conversation.id, user.id))
     return removed
 
 
-async def _remove_uncovered_externals(guard: Guard[ConsentsUnitOfWork], consent: Consent) -> list[int]:
+async def _remove_uncovered_externals(ending: _Ending) -> list[int]:
     """External participants admitted under this consent stop receiving SMS, unless another active
     consent names them (then that one carries them from now on)."""
-    uow = guard.uow
+    uow, consent = ending.uow, ending.consent
     removed: list[int] = []
     for ext in await uow.consent_lifecycle.externals_admitted_by(consent.id):
-        # Read in this transaction: the revocation is already visible, so it cannot count itself.
+        # Read in this transaction: a revocation is already visible, so it cannot count itself; an
+        # expired consent no longer counts at the view's moment.
         candidates = await uow.facts.external_consents(
             consent.patient_id, ext.phone_number, ext.organization_id
         )
-        _, details = guard.external_facts("conversation.join", candidates)
+        _, details = ending.view.external_facts("conversation.join", candidates)
         other = details.get("consent_id")
-        if isinstance(other, int):
+        if isinstance(other, int) and other != consent.id:
             await uow.consent_lifecycle.readmit_external(ext.participant_id, other)
-            _effect(
-                guard,
+            ending.record(
                 "conversation.external_readmitted",
-                consent,
                 ext.conversation_id,
                 external_participant_id=ext.participant_id,
                 now_covered_by=other,
             )
             continue
-        await uow.consent_lifecycle.remove_external(ext.participant_id, guard.now)
+        await uow.consent_lifecycle.remove_external(ext.participant_id, ending.view.now)
         await uow.outbox.enqueue(RemoveMembers(ext.conversation_id, (ext.chat_user_id,)))
-        _effect(
-            guard,
-            "conversation.external_removed",
-            consent,
-            ext.conversation_id,
-            external_participant_id=ext.participant_id,
+        ending.record(
+            "conversation.external_removed", ext.conversation_id, external_participant_id=ext.participant_id
         )
         removed.append(ext.participant_id)
     return removed

@@ -143,9 +143,15 @@ async def test_a_member_still_covered_by_another_consent_stays_in_the_conversati
     assert status == 200
 
 
-async def test_an_expired_consent_stops_granting_access_the_moment_it_ends(api: Api) -> None:
+async def test_an_expired_consent_stops_granting_access_the_moment_it_ends_and_is_swept_out_of_the_channel(
+    api: Api, db: asyncpg.Connection
+) -> None:
     c, consent = await clinic(api, expires_in=3)
     ends = datetime.fromisoformat(consent["expiresAt"])
+    conversation = await ready_conversation(api, c)
+    channel = api.app[emulator_key].state.channels[conversation["channelUrl"]]
+    outsider_chat = await chat_id(db, c.outsider)
+    assert outsider_chat in channel.members
     status, _ = await api.call("GET", f"/api/patients/{c.patient_id}", c.outsider)
     assert status == 200
 
@@ -158,6 +164,30 @@ async def test_an_expired_consent_stops_granting_access_the_moment_it_ends(api: 
     assert body["reason"] == "no_active_consent"
     _, listed = await api.call("GET", f"/api/patients/{c.patient_id}/consents", c.officer)
     assert [item["status"] for item in listed["items"]] == ["expired"]
+
+    # The expiry sweep then ends what the consent granted, as a revocation does.
+    async def left_channel() -> bool:
+        return outsider_chat not in channel.members
+
+    await eventually(left_channel, "the expiry sweep's removal from the chat channel", within=10.0)
+    assert await chat_id(db, c.peer) in channel.members
+    assert not await db.fetchval(
+        "SELECT count(*) FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+        conversation["id"],
+        c.outsider.id,
+    )
+    rows = await db.fetch(
+        "SELECT event, actor_id, resource_id, details FROM audit_events WHERE workflow = 'consent.expire'"
+        " AND patient_id = $1 ORDER BY id",
+        c.patient_id,
+    )
+    assert [(r["event"], r["actor_id"]) for r in rows] == [
+        ("consent.expired", None),
+        ("conversation.member_removed", None),
+    ]
+    assert rows[0]["resource_id"] == str(consent["id"])
+    assert json.loads(rows[1]["details"]) == {"consent_id": consent["id"], "subject_user_id": c.outsider.id}
+    assert await db.fetchval("SELECT expiry_swept_at FROM consents WHERE id = $1", consent["id"]) is not None
 
 
 async def test_revoking_an_external_partys_consent_marks_the_sms_participant_removed(

@@ -4,6 +4,7 @@ on fakes shows what the service would do."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -291,6 +292,39 @@ async def test_consents_are_recorded_revoked_under_lock_and_each_change_is_numbe
     assert listed == [revoked]
     assert second > first
     assert missing is None
+
+
+async def test_expired_consents_are_claimed_oldest_first_until_swept_and_never_when_revoked(
+    uow: UowFactory,
+) -> None:
+    now = datetime.now(UTC)
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        partner = await u.organizations.add(_name("Partner"), self_registration=True)
+
+        def expiring(at: datetime) -> NewConsent:
+            consent = _consent(patient.id, nurse.id, organization_id=partner.id)
+            return dataclasses.replace(consent, effective_at=at - timedelta(days=1), expires_at=at)
+
+        later = await u.consents.add(expiring(now - timedelta(minutes=1)))
+        older = await u.consents.add(expiring(now - timedelta(hours=1)))
+        revoked = await u.consents.add(expiring(now - timedelta(hours=2)))
+        current = await u.consents.add(expiring(now + timedelta(hours=1)))
+        await u.consent_lifecycle.revoke(revoked.id, revoked_by=nurse.id, reason="asked", at=now)
+        await u.commit()
+    ours = {later.id, older.id, revoked.id, current.id}
+    async with uow() as u:
+        claimed = [c for c in await u.consent_lifecycle.claim_expired(now, 10_000) if c.consent.id in ours]
+        await u.consent_lifecycle.mark_expiry_swept(older.id, now)
+        await u.commit()
+    async with uow() as u:
+        again = [c for c in await u.consent_lifecycle.claim_expired(now, 10_000) if c.consent.id in ours]
+    assert [(c.consent.id, c.patient_organization_id) for c in claimed] == [
+        (older.id, org.id),
+        (later.id, org.id),
+    ]
+    assert claimed[0].consent == older
+    assert [c.consent.id for c in again] == [later.id]
 
 
 async def test_conversations_carry_members_and_numbered_external_participants(uow: UowFactory) -> None:

@@ -57,7 +57,7 @@ from engine.model import (
     User,
 )
 from engine.policy import PolicyHolder
-from engine.ports.consents import BreakGlassSession, ExternalCoverage, NewConsent
+from engine.ports.consents import BreakGlassSession, ExpiredConsent, ExternalCoverage, NewConsent
 from engine.ports.gateways import SentChatMessage
 from engine.ports.identity import IssuedToken, NewUser
 from engine.ports.messaging import (
@@ -308,6 +308,8 @@ class FakeDatabase:
     consents: dict[int, Consent] = field(default_factory=dict)
     #: the consent change log: (consent id, patient id, op); a change's seq is its position + 1
     consent_changes: list[tuple[int, int, str]] = field(default_factory=list)
+    #: consent id -> when the expiry sweep ended its grants (consents.expiry_swept_at)
+    consent_expiry_swept: dict[int, datetime] = field(default_factory=dict)
     contacts: dict[int, OrganizationContact] = field(default_factory=dict)
     #: conversations without their members and externals (see _hydrated)
     conversations: dict[int, Conversation] = field(default_factory=dict)
@@ -741,6 +743,23 @@ class FakeConsentLifecycle(_Repo):
     async def remove_external(self, participant_id: int, at: datetime) -> None:
         row = self.data.externals[participant_id]
         self.data.externals[participant_id] = dataclasses.replace(row, removed_at=at)
+
+    async def claim_expired(self, at: datetime, limit: int) -> list[ExpiredConsent]:
+        due = sorted(
+            (
+                k
+                for k in self.data.consents.values()
+                if k.expires_at is not None
+                and k.expires_at <= at
+                and k.revoked_at is None
+                and k.id not in self.data.consent_expiry_swept
+            ),
+            key=lambda k: (k.expires_at, k.id),
+        )
+        return [ExpiredConsent(k, self.data.patients[k.patient_id].organization_id) for k in due[:limit]]
+
+    async def mark_expiry_swept(self, consent_id: int, at: datetime) -> None:
+        self.data.consent_expiry_swept[consent_id] = at
 
 
 class FakeContactDirectory(_Repo):

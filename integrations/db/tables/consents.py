@@ -117,8 +117,19 @@ class ConsentRow(SQLModel, table=True):
     # Recipient, scope and purpose packed as the in-memory consent index stores them, computed by
     # PostgreSQL on write so loading a million consents does not evaluate it a million times.
     index_key: int | None = Field(sa_column=Column(BigInteger, Computed(CONSENT_INDEX_KEY, persisted=True)))
+    # When the expiry sweep ended what the consent granted (channel memberships, SMS admissions);
+    # null until then. Access itself ends at expires_at without it: decisions compare the time.
+    expiry_swept_at: datetime | None = timestamp(nullable=True, default_now=False)
 
     __table_args__ = (
+        # The expiry sweep's claim: expired, unrevoked consents it has not swept yet.
+        Index(
+            "ix_consents_expiry_sweep",
+            "expires_at",
+            postgresql_where=text(
+                "expiry_swept_at IS NULL AND revoked_at IS NULL AND expires_at IS NOT NULL"
+            ),
+        ),
         CheckConstraint(
             "cardinality(scope) >= 1 AND scope <@ '{read,message,sms,write}'::varchar[]", name="scope"
         ),
