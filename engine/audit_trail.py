@@ -67,3 +67,7 @@ class Disclosure:
     recipient_organization_id: int | None
     consent_id: int | None
     purpose: str | None
+    #: The consent covers 42 CFR Part 2 records: the disclosure carries the 2.32 notice.
+    part2: bool = False
+    #: That notice, as the policy in force words it (set by the workflow that lists disclosures).
+    part2_notice: str | None = None

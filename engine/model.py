@@ -154,6 +154,21 @@ class Patient:
 
 
 @dataclass(frozen=True)
+class Part2Elements:
+    """What a consent to disclose 42 CFR Part 2 records must hold besides its recipient, purpose and
+    expiry (42 CFR 2.31(a)): who may disclose, what information, the patient's signature and its
+    date, and that the patient was told of the right to revoke. ``expiry_event`` is the event that
+    ends the consent when it has no expiry date (2.31(a)(6): "an expiration date or an event")."""
+
+    discloser: str
+    information: str
+    signed_by: str
+    signed_on: date
+    expiry_event: str | None = None
+    revocation_right_stated: bool = True
+
+
+@dataclass(frozen=True)
 class Consent:
     id: int
     patient_id: int
@@ -171,6 +186,9 @@ class Consent:
     revocation_reason: str | None = None
     scope: frozenset[ConsentScope] = FULL_SCOPE
     revoked_by: int | None = None
+    #: Set when the consent covers 42 CFR Part 2 records: its 2.31 elements; every disclosure under
+    #: it carries the 2.32 notice.
+    part2: Part2Elements | None = None
 
     def is_active(self, now: datetime) -> bool:
         """Active from ``effective_at`` until it expires or is revoked, whichever comes first."""

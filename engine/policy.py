@@ -117,12 +117,16 @@ class PolicySources:
     workflows_name: str = "workflows.toml"
     sms: str = ""
     sms_name: str = "sms.toml"
+    notices: str = ""
+    notices_name: str = "notices.toml"
 
     @property
     def version(self) -> str:
-        """A hash of every policy file's content, sms.toml included: what decided, exactly."""
+        """A hash of every policy file's content, sms.toml and notices.toml included: what decided,
+        exactly. (A policy without notices.toml hashes as it did before the file existed.)"""
         digest = hashlib.sha256()
-        for text in (self.model, self.rules, self.workflows, self.sms):
+        texts = (self.model, self.rules, self.workflows, self.sms) + ((self.notices,) if self.notices else ())
+        for text in texts:
             digest.update(text.encode())
             digest.update(b"\0")
         return digest.hexdigest()[:16]
@@ -219,6 +223,51 @@ def _parse_sms(sources: PolicySources) -> tuple[frozenset[int], list[PolicyProbl
     if problems:
         return frozenset(), problems
     return frozenset(ids), []
+
+
+#: The notice of 42 CFR 2.32(a)(2), its short form: what every disclosure under a Part 2 consent
+#: carries unless notices.toml says otherwise (2.32(a)(1) gives the long form).
+PART2_SHORT_NOTICE = "42 CFR part 2 prohibits unauthorized use or disclosure of these records."
+#: What notices.toml may hold: table -> keys.
+NOTICE_KEYS = {"part2": frozenset({"notice"})}
+#: The longest notice: it travels with texts and chat messages.
+NOTICE_MAX_CHARS = 1000
+
+
+def _parse_notices(sources: PolicySources) -> tuple[str, list[PolicyProblem]]:
+    """The Part 2 notice notices.toml sets (default the rule's short form), or its problems."""
+    if not sources.notices.strip():
+        return PART2_SHORT_NOTICE, []
+    name, text = sources.notices_name, sources.notices
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return PART2_SHORT_NOTICE, [toml_error(text, name, exc)]
+    problems = [
+        PolicyProblem(name, _key_line(text, table), f"unknown table or key {table!r} (known: [part2])")
+        for table in sorted(set(data) - set(NOTICE_KEYS))
+    ]
+    part2 = data.get("part2", {})
+    if not isinstance(part2, dict):
+        return PART2_SHORT_NOTICE, [
+            *problems,
+            PolicyProblem(name, _key_line(text, "part2"), "part2 must be a table"),
+        ]
+    problems += [
+        PolicyProblem(name, _key_line(text, key), f"part2: unknown key {key!r} (known: notice)")
+        for key in sorted(set(part2) - NOTICE_KEYS["part2"])
+    ]
+    notice = part2.get("notice", PART2_SHORT_NOTICE)
+    if not isinstance(notice, str) or not notice.strip() or len(notice) > NOTICE_MAX_CHARS:
+        problems.append(
+            PolicyProblem(
+                name,
+                _key_line(text, "notice"),
+                f"part2.notice must be text of 1 to {NOTICE_MAX_CHARS} characters (42 CFR 2.32)",
+            )
+        )
+        notice = PART2_SHORT_NOTICE
+    return " ".join(notice.split()), problems
 
 
 @lru_cache(maxsize=256)
@@ -386,6 +435,8 @@ class Policy:
     sms_full_text_groups: frozenset[int] = frozenset()
     #: Hash of sms.toml alone; the policy ``version`` covers it too.
     sms_version: str = ""
+    #: The notice every disclosure under a 42 CFR Part 2 consent carries (notices.toml).
+    part2_notice: str = PART2_SHORT_NOTICE
     # Decisions by (role, workflow, facts). Safe because a Policy never changes: a reload builds a
     # new Policy, so its memo starts empty. It turns pycasbin's rule walk (~70 us) into a dict hit.
     _memo: dict[tuple[str, str, frozenset[str]], Decision] = field(
@@ -402,6 +453,8 @@ class Policy:
         problems += rule_problems
         sms_groups, sms_problems = _parse_sms(sources)
         problems += sms_problems
+        part2_notice, notice_problems = _parse_notices(sources)
+        problems += notice_problems
         workflows = parsed or {}
         model = Model()
         missing = [s for s in MODEL_SECTIONS if f"[{s}]" not in sources.model]
@@ -454,6 +507,7 @@ class Policy:
             tuple(warnings),
             sms_full_text_groups=sms_groups,
             sms_version=sources.sms_version,
+            part2_notice=part2_notice,
         )
 
     def decide(self, role: str, workflow: str, facts: Iterable[str]) -> Decision:

@@ -158,6 +158,11 @@ class DisclosurePublic(Response):
     recipient: PersonPublic = Field(description="Who received the information.")
     consent_id: int | None = Field(description="The consent the disclosure was made under.")
     purpose: str | None
+    part2_notice: str | None = Field(
+        None,
+        description="Under a consent that covers 42 CFR Part 2 records: the 2.32 notice that went with the "
+        "disclosure (policies/notices.toml).",
+    )
 
     @classmethod
     def of(cls, d: Disclosure) -> DisclosurePublic:
@@ -176,6 +181,7 @@ class DisclosurePublic(Response):
             ),
             consent_id=d.consent_id,
             purpose=d.purpose,
+            part2_notice=d.part2_notice,
         )
 
 

@@ -36,6 +36,7 @@ async def create_consent(request: web.Request, actor: Actor) -> web.Response:
         effective_at=body.effective_at,
         expires_at=body.expires_at,
         scope=frozenset(body.scope),
+        part2=body.part2.elements() if body.part2 is not None else None,
     )
     svc = services(request)
     consent = await consents.record_consent(svc, actor, cmd)

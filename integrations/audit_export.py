@@ -12,7 +12,8 @@ AuditEvent resource (http://hl7.org/fhir/R4/auditevent.html):
 - ``purposeOfEvent``: v3 ActReason codes for the purpose of use, plus ``BTG`` for break-the-glass.
 - ``agent``: the actor (user id, role, organization, source address), ``requestor`` true.
 - ``entity``: the patient (``Patient/{id}``) and the record acted on, with the decision, matched
-  rule, policy version and request id as ``detail`` entries. No names, phone numbers or text: the
+  rule, policy version and request id as ``detail`` entries; the consent relied on, if any
+  (``Consent/{id}``). No names, phone numbers or text: the
   export carries what the audit table carries, which is none.
 """
 
@@ -149,6 +150,20 @@ def fhir_audit_event(record: AuditRecord) -> dict[str, Any]:
             "identifier": {"system": f"urn:caremsg:{e.resource_type}", "value": e.resource_id or "none"}
         }
     entities.append(record_entity)
+    consent_id = e.details.get("consent_id") if e.details else None
+    if isinstance(consent_id, int):
+        # The consent the access or disclosure rested on (42 CFR 2.32: the consent travels with a
+        # Part 2 disclosure; every consent is referenced alike).
+        consent_entity: dict[str, Any] = {
+            "what": {"reference": f"Consent/{consent_id}"},
+            "type": {
+                "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                "code": "2",
+                "display": "System Object",
+            },
+            "description": "the consent relied on",
+        }
+        entities.append(consent_entity)
     resource["entity"] = entities
     return resource
 

@@ -15,6 +15,7 @@ from engine.model import (
     Conversation,
     OrganizationContact,
     Page,
+    Part2Elements,
     Purpose,
     RecipientType,
 )
@@ -33,6 +34,7 @@ class NewConsent:
     expires_at: datetime | None
     recorded_by: int
     scope: frozenset[ConsentScope] = FULL_SCOPE
+    part2: Part2Elements | None = None
 
 
 class ConsentRepository(Protocol):

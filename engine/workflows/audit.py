@@ -114,7 +114,11 @@ async def list_disclosures(services: Services, actor: Actor, cmd: ListDisclosure
         )
         page = await uow.audit_trail.disclosures(pid, since, until, cmd.after, services.page_size(cmd.limit))
         await uow.commit()
-    return page
+    # Under a Part 2 consent the accounting carries the 2.32 notice, as the disclosure did.
+    notice = guard.policy.part2_notice
+    return Page(
+        tuple(replace(d, part2_notice=notice) if d.part2 else d for d in page.items), page.next_cursor
+    )
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from engine.audit import AuditEvent, DetailValue
 from engine.consent_index import IndexedConsent
 from engine.effects import RemoveMembers
 from engine.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
-from engine.model import FULL_SCOPE, Actor, Consent, ConsentScope, Purpose, RecipientType
+from engine.model import FULL_SCOPE, Actor, Consent, ConsentScope, Part2Elements, Purpose, RecipientType
 from engine.ports.consents import NewConsent
 from engine.ports.units import ConsentsUnitOfWork
 from engine.services import ConsentView, Guard, Services
@@ -52,6 +52,7 @@ class RecordConsent:
     effective_at: datetime | None = None
     expires_at: datetime | None = None
     scope: frozenset[ConsentScope] = FULL_SCOPE
+    part2: Part2Elements | None = None
 
 
 async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -> Consent:
@@ -67,7 +68,11 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
             resource_type="consent",
             patient_id=pid,
             field="patientId",
-            details={**details, "recipient_type": cmd.recipient_type.value},
+            details={
+                **details,
+                "recipient_type": cmd.recipient_type.value,
+                **({"part2": True} if cmd.part2 is not None else {}),
+            },
         )
         if cmd.organization_id is not None and not await uow.organizations.existing([cmd.organization_id]):
             raise InvalidInput([FieldError("organizationId", "No such organization.", "not_found")])
@@ -99,6 +104,8 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
         effective_at = cmd.effective_at or guard.now
         if cmd.expires_at is not None and cmd.expires_at <= effective_at:
             raise InvalidInput([FieldError("expiresAt", "Must be later than effectiveAt.")])
+        if cmd.part2 is not None:
+            _check_part2(cmd.part2, cmd.expires_at, guard.now)
         consent = await uow.consents.add(
             NewConsent(
                 patient_id=pid,
@@ -112,6 +119,7 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
                 expires_at=cmd.expires_at,
                 recorded_by=actor.user_id,
                 scope=cmd.scope,
+                part2=cmd.part2,
             )
         )
         guard.identify(resource_id=consent.id, patient_id=pid)
@@ -121,6 +129,28 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
         services.consents.set_group(group.id, group.member_organization_ids)
     services.consents.apply(seq, consent.id, pid, IndexedConsent.of(consent), services.clock())
     return consent
+
+
+def _check_part2(elements: Part2Elements, expires_at: datetime | None, now: datetime) -> None:
+    """What 42 CFR 2.31(a) asks beyond the request's shape: an expiry date or an expiry event, a
+    signature that has happened, and the patient told of the right to revoke."""
+    problems = []
+    if expires_at is None and elements.expiry_event is None:
+        problems.append(
+            FieldError(
+                "part2.expiryEvent",
+                "A Part 2 consent needs an expiry date (expiresAt) or the event that ends it"
+                " (42 CFR 2.31(a)(6)).",
+            )
+        )
+    if elements.signed_on > now.date():
+        problems.append(FieldError("part2.signedOn", "Must not be in the future."))
+    if not elements.revocation_right_stated:
+        problems.append(
+            FieldError("part2.revocationRightStated", "The patient must be told of the right to revoke.")
+        )
+    if problems:
+        raise InvalidInput(problems)
 
 
 async def list_consents(services: Services, actor: Actor, patient_id: int) -> list[Consent]:
@@ -238,6 +268,8 @@ async def sweep_expired_consents(services: Services, *, limit: int = 100) -> int
                     },
                 )
             )
+            if consent.expires_at is not None and consent.expires_at <= consent.created_at:
+                continue  # recorded after it had expired: it never let anyone in
             ending = _Ending(uow, view, None, EXPIRE, consent, expired.patient_organization_id)
             await _remove_uncovered_members(ending)
             await _remove_uncovered_externals(ending)

@@ -50,7 +50,7 @@ def _has_control(value: object) -> bool:
     return False
 
 
-def _visible_line(value: str) -> str:
+def visible_line(value: str) -> str:
     if _INVISIBLE.search(value):
         raise PydanticCustomError(
             "invisible_character",
@@ -60,10 +60,10 @@ def _visible_line(value: str) -> str:
 
 
 Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_visible_line)
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(visible_line)
 ]
 Title = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_visible_line)
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(visible_line)
 ]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -103,7 +103,7 @@ BirthDate = Annotated[date, AfterValidator(_birth_date)]
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=254),
-    AfterValidator(_visible_line),
+    AfterValidator(visible_line),
     AfterValidator(_email),
     WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
 ]

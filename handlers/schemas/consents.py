@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     Field,
     StringConstraints,
@@ -16,6 +17,7 @@ from engine.model import (
     FULL_SCOPE,
     Consent,
     ConsentScope,
+    Part2Elements,
     Purpose,
     RecipientType,
 )
@@ -25,6 +27,8 @@ from handlers.schemas import (
     PhoneNumber,
     Request,
     Response,
+    Title,
+    visible_line,
 )
 
 # --- consents ------------------------------------------------------------------------------------
@@ -33,6 +37,46 @@ from handlers.schemas import (
 class ExternalParty(Request):
     phone_number: PhoneNumber
     name: Name
+
+
+#: What information a Part 2 consent discloses, in words (1 to 500 characters, one line).
+Information = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), AfterValidator(visible_line)
+]
+
+
+class Part2Consent(Request):
+    """The elements 42 CFR 2.31(a) asks of a consent to disclose Part 2 records, besides those every
+    consent has (recipient, purpose, expiry)."""
+
+    discloser: Title = Field(
+        description="Who may disclose: the Part 2 program, entity or person, by name or general designation."
+    )
+    information: Information = Field(
+        description="How much and what kind of information may be disclosed, e.g. 'Diagnosis, medications "
+        "and treatment dates'."
+    )
+    expiry_event: Title | None = Field(
+        None,
+        description="The event that ends the consent, when it has no expiresAt (e.g. 'end of treatment'). "
+        "A Part 2 consent needs one or the other.",
+    )
+    signed_by: Title = Field(
+        description="Who signed: the patient, or the person authorized to sign for them (2.31(a)(8))."
+    )
+    signed_on: date = Field(description="The date of the signature (YYYY-MM-DD); not in the future.")
+    revocation_right_stated: Literal[True] = Field(
+        description="The patient was told they may revoke the consent at any time (2.31(a)(5)): must be true."
+    )
+
+    def elements(self) -> Part2Elements:
+        return Part2Elements(
+            discloser=self.discloser,
+            information=self.information,
+            signed_by=self.signed_by,
+            signed_on=self.signed_on,
+            expiry_event=self.expiry_event,
+        )
 
 
 class ConsentCreate(Request):
@@ -48,6 +92,11 @@ class ConsentCreate(Request):
         description="What the consent discloses: read (record, care team), message (conversations), "
         "sms (texts to an external party), write (changes to the record and care team). "
         "Default: read, message and sms; write only when named.",
+    )
+    part2: Part2Consent | None = Field(
+        None,
+        description="Set when the consent covers 42 CFR Part 2 records: its 2.31 elements. Every disclosure "
+        "under it then carries the 2.32 notice (policies/notices.toml).",
     )
 
     @model_validator(mode="after")
@@ -79,6 +128,26 @@ class ExternalPartyPublic(Response):
     name: str | None
 
 
+class Part2Public(Response):
+    discloser: str
+    information: str
+    expiry_event: str | None
+    signed_by: str
+    signed_on: date
+    revocation_right_stated: bool
+
+    @classmethod
+    def of(cls, elements: Part2Elements) -> Part2Public:
+        return cls(
+            discloser=elements.discloser,
+            information=elements.information,
+            expiry_event=elements.expiry_event,
+            signed_by=elements.signed_by,
+            signed_on=elements.signed_on,
+            revocation_right_stated=elements.revocation_right_stated,
+        )
+
+
 class ConsentPublic(Response):
     id: int
     patient_id: int
@@ -96,6 +165,9 @@ class ConsentPublic(Response):
     scope: list[ConsentScope]
     revoked_by: int | None
     revocation_reason: str | None
+    part2: Part2Public | None = Field(
+        None, description="Its 42 CFR 2.31 elements, when the consent covers Part 2 records."
+    )
 
     @classmethod
     def of(cls, consent: Consent, now: datetime) -> ConsentPublic:
@@ -129,6 +201,7 @@ class ConsentPublic(Response):
             scope=sorted(consent.scope),
             revoked_by=consent.revoked_by,
             revocation_reason=consent.revocation_reason,
+            part2=Part2Public.of(consent.part2) if consent.part2 is not None else None,
         )
 
 

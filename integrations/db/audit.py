@@ -142,6 +142,7 @@ class SqlAuditTrail:
                 subject.c.role.label("subject_role"),
                 subject.c.organization_id.label("subject_organization_id"),
                 consents_t.c.purpose.label("consent_purpose"),
+                consents_t.c.part2.label("consent_part2"),
             )
             .select_from(
                 events_t.outerjoin(subject, subject.c.id == cast(subject_id, Integer)).outerjoin(
@@ -188,6 +189,7 @@ def _disclosure(row: Any) -> Disclosure:
         recipient_organization_id=org,
         consent_id=int(consent) if consent is not None else None,
         purpose=row.purpose or row.consent_purpose,
+        part2=bool(row.consent_part2),
     )
 
 

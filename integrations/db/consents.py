@@ -21,6 +21,7 @@ from engine.model import (
     Conversation,
     OrganizationContact,
     Page,
+    Part2Elements,
     Purpose,
     RecipientType,
 )
@@ -74,7 +75,33 @@ def _consent(row: Any) -> Consent:
         revocation_reason=row.revocation_reason,
         scope=frozenset(ConsentScope(s) for s in row.scope),
         revoked_by=row.revoked_by,
+        part2=_part2(row),
     )
+
+
+def _part2(row: Any) -> Part2Elements | None:
+    if not row.part2:
+        return None
+    return Part2Elements(
+        discloser=row.part2_discloser,
+        information=row.part2_information,
+        signed_by=row.part2_signed_by,
+        signed_on=row.part2_signed_on,
+        expiry_event=row.part2_expiry_event,
+    )
+
+
+def _part2_values(elements: Part2Elements | None) -> dict[str, Any]:
+    if elements is None:
+        return {"part2": False}
+    return {
+        "part2": True,
+        "part2_discloser": elements.discloser,
+        "part2_information": elements.information,
+        "part2_signed_by": elements.signed_by,
+        "part2_signed_on": elements.signed_on,
+        "part2_expiry_event": elements.expiry_event,
+    }
 
 
 class SqlConsentRepository(Repository):
@@ -94,6 +121,7 @@ class SqlConsentRepository(Repository):
                     expires_at=consent.expires_at,
                     recorded_by=consent.recorded_by,
                     scope=sorted(consent.scope),
+                    **_part2_values(consent.part2),
                 )
                 .returning(consents_t)
             )

@@ -37,6 +37,7 @@ CONSENT_KEYS = {
     "scope",
     "revokedBy",
     "revocationReason",
+    "part2",
 }
 PHONE = "+16175550123"
 

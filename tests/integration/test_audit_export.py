@@ -162,6 +162,8 @@ async def test_the_fhir_export_is_a_valid_r4_bundle_of_audit_events(
     assert read.agent[0].network.address == "10.1.2.3"
     assert read.entity[0].what.reference == "Patient/42"
     assert {d.type: d.valueString for d in read.entity[1].detail}["requestId"] == "exp-1"
+    assert read.entity[2].what.reference == "Consent/5"  # the consent the read rested on
+    assert [len(r.entity) for r in (glass, denied, failed)] == [2, 2, 2]  # no consent: none referenced
     assert read.purposeOfEvent[0].coding[0].code == "TREAT"
     assert [c.coding[0].code for c in glass.purposeOfEvent] == ["TREAT", "BTG"]
     assert (denied.action, denied.outcome, denied.outcomeDesc) == ("U", "4", "not_on_care_team")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.policy import Policy, PolicyError, PolicySources
+from engine.policy import PART2_SHORT_NOTICE, Policy, PolicyError, PolicySources
 from handlers.cli import main
 from integrations.policy_files import read_policy_sources
 
@@ -209,6 +209,47 @@ def test_sms_toml_is_part_of_the_policy_and_of_its_version(edited: Path) -> None
 def test_a_missing_sms_toml_means_no_group_gets_full_text(edited: Path) -> None:
     (edited / "sms.toml").unlink()
     assert Policy.from_sources(read_policy_sources(edited)).sms_full_text_groups == frozenset()
+
+
+# --- notices.toml is part of the policy -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[part2]\nnotice = ""\n',
+            "notices.toml:2: error: part2.notice must be text of 1 to 1000 characters",
+        ),
+        ("[part2]\nnotice = 7\n", "notices.toml:2: error: part2.notice must be text"),
+        ('[part2]\nnotice = "unclosed\n', "notices.toml:2: error: not valid TOML"),
+        ('[part2]\ntext = "x"\n', "notices.toml:2: error: part2: unknown key 'text'"),
+        ('[part3]\nnotice = "x"\n', "notices.toml:1: error: unknown table or key 'part3'"),
+    ],
+    ids=["blank", "not-text", "bad-toml", "unknown-key", "unknown-table"],
+)
+def test_each_kind_of_notices_toml_error_is_reported_with_file_and_line(
+    edited: Path, text: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (edited / "notices.toml").write_text(text)
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    (problem,) = errors(capsys.readouterr().err)
+    assert problem.startswith(expected)
+
+
+def test_the_part2_notice_is_policy_and_part_of_its_version(edited: Path) -> None:
+    shipped = Policy.from_sources(read_policy_sources(edited))
+    assert shipped.part2_notice == PART2_SHORT_NOTICE
+    (edited / "notices.toml").write_text(
+        '[part2]\nnotice = """\nThis information has been disclosed\n to you."""\n'
+    )
+
+    changed = Policy.from_sources(read_policy_sources(edited))
+
+    assert changed.part2_notice == "This information has been disclosed to you."
+    assert changed.version != shipped.version
+    (edited / "notices.toml").unlink()
+    assert Policy.from_sources(read_policy_sources(edited)).part2_notice == PART2_SHORT_NOTICE
 
 
 def test_policy_check_accepts_the_shipped_policy(capsys: pytest.CaptureFixture[str]) -> None:

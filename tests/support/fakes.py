@@ -696,6 +696,7 @@ class FakeConsentRepository(_Repo):
             consent.recorded_by,
             self.data.clock(),
             scope=consent.scope,
+            part2=consent.part2,
         )
         self.data.consents[new.id] = new
         return new

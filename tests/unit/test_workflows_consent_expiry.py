@@ -202,3 +202,34 @@ async def test_the_sweep_takes_a_batch_at_a_time_oldest_expiry_first(world: Fake
     assert set(world.db.consent_expiry_swept) == {consents[2].id, consents[1].id}
     assert await sweep_expired_consents(world.services, limit=2) == 1
     assert set(world.db.consent_expiry_swept) == {c.id for c in consents}
+
+
+async def test_a_consent_recorded_after_it_had_expired_let_nobody_in_and_removes_nobody(
+    world: FakeWorld,
+) -> None:
+    officer, nurse, patient = await _patient(world)
+    partner = world.organization().id
+    conversation = await start_conversation(
+        world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id])
+    )
+    conversation_id = conversation.id
+    # A member of the partner whom no consent covers (as emergency access leaves one): a consent for
+    # the partner recorded after it had expired never covered them, so its sweep does not touch them.
+    outsider = world.actor(Role.CARE_TEAM_MEMBER, partner)
+    world.db.conversation_members[conversation_id] += (outsider.user_id,)
+    late = _to(
+        world,
+        patient,
+        partner,
+        effective_at=world.clock() - timedelta(days=2),
+        expires_at=world.clock() - timedelta(days=1),
+    )
+    consent = await record_consent(world.services, officer, late)
+    outbox_before = list(world.db.outbox)
+
+    assert await sweep_expired_consents(world.services) == 1
+
+    assert world.db.conversation_members[conversation_id] == (nurse.user_id, outsider.user_id)
+    assert world.db.outbox == outbox_before
+    assert world.db.consent_expiry_swept == {consent.id: world.clock()}
+    assert [e.event for e in world.events(EXPIRE)] == ["consent.expired"]

@@ -14,6 +14,7 @@ from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.model import (
     Actor,
     ConsentScope,
+    Part2Elements,
     Patient,
     Purpose,
     RecipientType,
@@ -305,3 +306,77 @@ async def test_a_consent_with_an_expiry_stops_covering_when_it_expires(world: Fa
     assert world.services.consents.covering(patient.id, partner, world.clock()) is not None
     world.clock.advance(days=1)
     assert world.services.consents.covering(patient.id, partner, world.clock()) is None
+
+
+# --- 42 CFR Part 2 consents ----------------------------------------------------------------------------
+
+PART2 = Part2Elements(
+    discloser="Riverside Recovery Program",
+    information="Diagnosis and medications",
+    signed_by="The patient",
+    signed_on=START.date(),
+)
+
+
+async def test_a_part2_consent_keeps_its_elements_and_its_decision_says_part2(world: FakeWorld) -> None:
+    officer, _, patient = await _patient(world)
+    partner = world.organization().id
+    cmd = RecordConsent(
+        patient.id,
+        RecipientType.ORGANIZATION,
+        Purpose.TREATMENT,
+        organization_id=partner,
+        expires_at=START + timedelta(days=30),
+        part2=PART2,
+    )
+
+    consent = await record_consent(world.services, officer, cmd)
+
+    assert world.db.consents[consent.id].part2 == PART2
+    [decision] = world.events("consent.create")
+    assert decision.details["part2"] is True
+
+
+@pytest.mark.parametrize(
+    ("elements", "expires", "field"),
+    [
+        (PART2, False, "part2.expiryEvent"),
+        (dataclasses.replace(PART2, signed_on=START.date() + timedelta(days=1)), True, "part2.signedOn"),
+        (dataclasses.replace(PART2, revocation_right_stated=False), True, "part2.revocationRightStated"),
+    ],
+    ids=["no-expiry-date-or-event", "signed-tomorrow", "right-to-revoke-not-stated"],
+)
+async def test_a_part2_consent_lacking_an_element_is_refused_and_not_stored(
+    world: FakeWorld, elements: Part2Elements, expires: bool, field: str
+) -> None:
+    officer, _, patient = await _patient(world)
+    cmd = RecordConsent(
+        patient.id,
+        RecipientType.ORGANIZATION,
+        Purpose.TREATMENT,
+        organization_id=world.organization().id,
+        expires_at=START + timedelta(days=30) if expires else None,
+        part2=elements,
+    )
+
+    with pytest.raises(InvalidInput) as refused:
+        await record_consent(world.services, officer, cmd)
+
+    assert [e.field for e in refused.value.errors] == [field]
+    assert world.db.consents == {}
+
+
+async def test_an_expiry_event_stands_in_for_an_expiry_date(world: FakeWorld) -> None:
+    officer, _, patient = await _patient(world)
+    elements = dataclasses.replace(PART2, expiry_event="End of treatment")
+    cmd = RecordConsent(
+        patient.id,
+        RecipientType.ORGANIZATION,
+        Purpose.TREATMENT,
+        organization_id=world.organization().id,
+        part2=elements,
+    )
+
+    consent = await record_consent(world.services, officer, cmd)
+
+    assert (consent.expires_at, consent.part2) == (None, elements)

@@ -15,13 +15,15 @@ sessions, and organizations' contact directories.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Computed,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -92,6 +94,14 @@ CONSENT_INDEX_KEY = (
 )
 
 
+#: A Part 2 consent holds every element of 42 CFR 2.31, an expiry date or an expiry event included.
+PART2_ELEMENTS = (
+    "NOT part2 OR (part2_discloser IS NOT NULL AND part2_information IS NOT NULL"
+    " AND part2_signed_by IS NOT NULL AND part2_signed_on IS NOT NULL"
+    " AND (expires_at IS NOT NULL OR part2_expiry_event IS NOT NULL))"
+)
+
+
 class ConsentRow(SQLModel, table=True):
     __tablename__ = "consents"
 
@@ -120,6 +130,13 @@ class ConsentRow(SQLModel, table=True):
     # When the expiry sweep ended what the consent granted (channel memberships, SMS admissions);
     # null until then. Access itself ends at expires_at without it: decisions compare the time.
     expiry_swept_at: datetime | None = timestamp(nullable=True, default_now=False)
+    # 42 CFR Part 2: set with the 2.31 elements below when the consent covers Part 2 records.
+    part2: bool = Field(sa_column=Column(Boolean, nullable=False, server_default=text("false")))
+    part2_discloser: str | None = Field(sa_column=Column(String(200), nullable=True))
+    part2_information: str | None = Field(sa_column=Column(String(500), nullable=True))
+    part2_expiry_event: str | None = Field(sa_column=Column(String(200), nullable=True))
+    part2_signed_by: str | None = Field(sa_column=Column(String(200), nullable=True))
+    part2_signed_on: date | None = Field(sa_column=Column(Date, nullable=True))
 
     __table_args__ = (
         # The expiry sweep's claim: expired, unrevoked consents it has not swept yet.
@@ -133,6 +150,7 @@ class ConsentRow(SQLModel, table=True):
         CheckConstraint(
             "cardinality(scope) >= 1 AND scope <@ '{read,message,sms,write}'::varchar[]", name="scope"
         ),
+        CheckConstraint(PART2_ELEMENTS, name="part2_elements"),
         CheckConstraint(
             "(recipient_type = 'organization' AND organization_id IS NOT NULL AND compliance_group_id IS NULL"
             " AND external_phone_number IS NULL)"
