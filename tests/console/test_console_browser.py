@@ -308,3 +308,65 @@ async def test_an_officer_records_a_consent_with_a_field_error_then_revokes_it(p
     await page.wait_for_load_state()
     assert "revoked" in await page.get_by_role("status").inner_text()
     assert "Patient withdrew it" in await page.get_by_role("table").inner_text()
+
+
+#: Set to a directory (``docs/screenshots``) to save the pages these tests visit as the README's
+#: screenshots; unset, nothing is written.
+SCREENSHOTS = os.environ.get("CAREMSG_SCREENSHOTS")
+
+
+async def screenshot(page: Any, name: str) -> None:
+    if SCREENSHOTS:
+        await page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"))
+
+
+async def test_a_what_if_with_a_breaking_edit_shows_the_error_at_its_file_and_line(
+    page: Any, api: Api
+) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await sign_in(page, api, officer)
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="What if").click()
+    await page.wait_for_load_state()
+    assert "A dry run: nothing you send here is applied." in await page.get_by_role("note").inner_text()
+    # Start from the current roles.csv, keyboard only: choose it, load it, edit, try it.
+    await page.get_by_label("Start from the current text of").select_option("roles.csv")
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Load it into the text area").press("Enter")
+    area = page.get_by_label("Edited text (paste a whole file)")
+    current = await area.input_value()
+    assert current.startswith("#")
+    edited = current + "p, peer_suport, patient.read, care_team & covered\n"
+    await area.fill(edited)
+    assert await page.get_by_label("The pasted text replaces").input_value() == "roles.csv"
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Try the edit").press("Enter")
+    problems = await page.locator("ul.problems").inner_text()
+    assert f"roles.csv:{edited.count(chr(10))}: error: unknown role 'peer_suport'" in problems
+    assert "NOT OK" in await page.get_by_role("alert").first.inner_text()
+    # What was pasted stays in the form, to be fixed and tried again.
+    assert (await area.input_value()).endswith("p, peer_suport, patient.read, care_team & covered\n")
+    unlabelled = await page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+               .filter(field => field.labels.length === 0).map(field => field.name)"""
+    )
+    assert unlabelled == []
+    await page.get_by_role("heading", name="The edit (not applied)").scroll_into_view_if_needed()
+    await screenshot(page, "console-what-if")
+    await page.emulate_media(media="print")
+    assert not await page.get_by_role("button", name="Try the edit").is_visible()
+    assert await page.get_by_role("heading", name="Policy check").is_visible()
+
+
+async def test_an_officer_reads_the_test_tables_and_the_rules_no_case_exercises(page: Any, api: Api) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await sign_in(page, api, officer)
+    await page.get_by_role("main").get_by_role("link", name="The policy's test tables").click()
+    await page.wait_for_load_state()
+    assert await page.get_by_role("heading", name="What no case exercises").is_visible()
+    assert "0 failed" in await page.get_by_role("heading", name="Summary").locator("xpath=..").inner_text()
+    rows = page.locator("table tbody tr")
+    assert await rows.count() > 100
+    assert await page.locator("ul.rules li").count() >= 1
+    await screenshot(page, "console-policy-tests")
