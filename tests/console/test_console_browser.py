@@ -370,3 +370,33 @@ async def test_an_officer_reads_the_test_tables_and_the_rules_no_case_exercises(
     assert await rows.count() > 100
     assert await page.locator("ul.rules li").count() >= 1
     await screenshot(page, "console-policy-tests")
+
+
+async def test_a_what_if_of_a_rule_change_counts_the_decisions_it_would_change_per_workflow(
+    page: Any, api: Api
+) -> None:
+    org = await api.organization()
+    officer = await api.person("compliance_officer", org)
+    peer = await api.person("peer_support", org)
+    nurse = await api.person("care_team_member", org)
+    patient = await api.patient(peer)  # whoever registers a patient joins its care team
+    _, team = await api.call("GET", f"/api/patients/{patient}/care-team", peer)
+    for _ in range(2):
+        status, _ = await api.call(
+            "POST", f"/api/care-teams/{team['id']}/members", peer, json={"userId": nurse.id}
+        )
+        assert status == 403
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await sign_in(page, api, officer)
+    await page.goto(url(api, "/console/policy/what-if?file=roles.csv"))
+    area = page.get_by_label("Edited text (paste a whole file)")
+    await area.fill(await area.input_value() + "p, peer_support, care_team.add_member, care_team & covered\n")
+    await page.get_by_role("button", name="Try the edit").click()
+    await page.wait_for_load_state()
+    per_workflow = page.get_by_role("table", name="Decisions that would change, per workflow")
+    row = per_workflow.get_by_role("row").filter(has_text="care_team.add_member")
+    assert (await row.get_by_role("cell").nth(1).inner_text()) == "2"
+    await page.get_by_role(
+        "heading", name="Audited decisions the edit would change"
+    ).scroll_into_view_if_needed()
+    await screenshot(page, "console-what-if-diff")
