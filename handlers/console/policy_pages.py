@@ -10,6 +10,7 @@ the same file on disk would.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from multidict import MultiDictProxy
 from engine.errors import FieldError, InvalidInput
 from engine.model import Actor
 from engine.policy_edits import PolicyFiles, question_of
+from engine.policy_tables import CaseResult
 from engine.workflows import console
 from handlers.keys import settings_key
 from handlers.requests import services
@@ -36,7 +38,7 @@ def reader(request: web.Request) -> DirectoryPolicyFiles:
     return DirectoryPolicyFiles(request.app[settings_key].policy.path())
 
 
-def case_rows(results: Any) -> list[dict[str, Any]]:
+def case_rows(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
     """Each case as a row a person reads: who, workflow, facts, expected, actual, rule, pass or fail."""
     rows = []
     for r in results:
