@@ -9,6 +9,7 @@ by the policy and audited like any API call.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +19,7 @@ from engine.errors import FieldError, InvalidInput
 from engine.model import Actor
 from engine.policy import Policy
 from engine.policy_edits import (
+    AuditedDecision,
     CaseChange,
     Checked,
     PolicyFiles,
@@ -197,17 +199,13 @@ async def try_policy_edit(services: Services, actor: Actor, reader: PolicyFileRe
     their place, checked and tested exactly as ``caremsg policy check`` and ``policy test`` do, and
     compared with the policy in force as ``policy diff`` does, over the audited decisions of the
     actor's own organization in the period. Nothing is applied or written but the audit records:
-    the decision (with the files' names) and ``policy.what_if`` with their SHA-256 hashes and what
-    it found, never a file's text. A form that is not valid is refused after the decision, with
-    every field's error.
+    the decision, and ``policy.what_if`` with the files' names and SHA-256 hashes, the period and
+    how many problems the check found, never a file's text. A form that is not valid is refused
+    after the decision, with every field's error.
     """
     async with _audit_unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        guard.require(
-            "console.policy.what_if",
-            resource_type="policy",
-            details={"files": " ".join(f.name[:100] for f in cmd.files) or None},
-        )
+        guard.require("console.policy.what_if", resource_type="policy")
         current = await reader.read()
         named = _named(cmd, current)
         files = current
@@ -215,16 +213,11 @@ async def try_policy_edit(services: Services, actor: Actor, reader: PolicyFileRe
             files = files.replaced(name, text)
         edited = tuple((name, content_hash(text), current.text_of(name) is None) for name, text in named)
         checked = check_files(files)
-        in_force = guard.policy
-        run, changes, compared, replayed, read = None, [], 0, None, 0
+        decisions: list[AuditedDecision] = []
         if checked.policy is not None:
-            run = run_tables(checked.policy, files.tables)
-            cases, _problems = distinct_cases(current.tables, files.tables)
-            changes, compared = case_changes(in_force, checked.policy, cases), len(cases)
             decisions = await uow.audit_trail.decisions(
                 actor.organization_id, cmd.since, cmd.until, WHAT_IF_DECISIONS
             )
-            replayed, read = replay(in_force, checked.policy, decisions), len(decisions)
         uow.audit.record(
             AuditEvent.by(
                 actor,
@@ -234,19 +227,32 @@ async def try_policy_edit(services: Services, actor: Actor, reader: PolicyFileRe
                 occurred_at=guard.now,
                 resource_type="policy",
                 resource_id=checked.policy.version if checked.policy is not None else None,
-                policy_version=in_force.version,
+                policy_version=guard.policy.version,
                 details={
                     "files": " ".join(name for name, _, _ in edited),
                     "sha256": " ".join(digest for _, digest, _ in edited),
                     "since": cmd.since.isoformat(),
                     "until": cmd.until.isoformat(),
                     "problems": len(checked.problems),
-                    "failed_cases": len(run.failed) if run is not None else None,
-                    "changed_decisions": len(replayed.changed) if replayed is not None else None,
                 },
             )
         )
         await uow.commit()
+    in_force = guard.policy
+    run: TableRun | None = None
+    changes: list[CaseChange] = []
+    compared, replayed = 0, None
+    if checked.policy is not None:
+        # Deciding every case and decision again costs a pycasbin walk per distinct question on a
+        # fresh policy (milliseconds each): done in a thread, so the service keeps answering. Its
+        # policies are private copies (the one in force rebuilt from the same files when they are
+        # the files in force), so no other request shares their enforcer or memo meanwhile.
+        old = (
+            Policy.from_sources(current.sources) if current.sources.version == in_force.version else in_force
+        )
+        run, changes, compared, replayed = await asyncio.to_thread(
+            _dry_run, old, checked.policy, current, files, decisions
+        )
     return WhatIf(
         in_force,
         current.sources.version,
@@ -257,8 +263,21 @@ async def try_policy_edit(services: Services, actor: Actor, reader: PolicyFileRe
         tuple(changes),
         compared,
         replayed,
-        read,
+        len(decisions),
         WHAT_IF_DECISIONS,
         cmd.since,
         cmd.until,
+    )
+
+
+def _dry_run(
+    old: Policy, new: Policy, current: PolicyFiles, edited: PolicyFiles, decisions: list[AuditedDecision]
+) -> tuple[TableRun, list[CaseChange], int, Replay]:
+    """The edited set's test tables, the cases it decides differently, and the decisions replayed."""
+    cases, _problems = distinct_cases(current.tables, edited.tables)
+    return (
+        run_tables(new, edited.tables),
+        case_changes(old, new, cases),
+        len(cases),
+        replay(old, new, decisions),
     )

@@ -91,7 +91,7 @@ async def test_a_what_if_reads_only_its_organizations_decisions_of_the_period_an
     assert len(outcome.run.failed) == 1
     assert [c.case.action for c in outcome.changes] == ["care_team.add_member"]
     decision, ran = world.events("console.policy.what_if")
-    assert (decision.event, decision.details["files"]) == ("decision", "roles.csv")
+    assert (decision.event, decision.outcome) == ("decision", "success")
     assert ran.event == "policy.what_if"
     assert ran.details["files"] == "roles.csv"
     assert ran.details["sha256"] == outcome.edited[0][1]
