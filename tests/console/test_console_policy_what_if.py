@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
 from aiohttp import ClientResponse, FormData
 from markupsafe import escape
 
@@ -132,6 +133,24 @@ async def test_a_breaking_edit_shows_the_error_at_its_file_and_line_and_nothing_
     assert ran["details"]["sha256"] == hashlib.sha256(edited.encode()).hexdigest()
     assert ran["details"]["problems"] == 1
     assert "peer_suport" not in str(ran)
+
+
+@pytest.mark.parametrize(
+    ("name", "broken", "message"),
+    [
+        ("workflows.toml", '[workflows."console.policy.oops"\n', "error: "),
+        ("tests/default.csv", "peer_support, care_team, none, patient.read\n", "error: a case reads: who,"),
+    ],
+)
+async def test_a_breaking_edit_of_any_file_names_that_file_and_the_line(
+    api: Api, name: str, broken: str, message: str
+) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    assert (await sign_in(api, officer)).status == 303
+    edited = (POLICY_DIR / name).read_text() + broken
+    response = await what_if(api, token=await csrf_of(api), text=edited, name=name)
+    assert response.status == 200
+    assert escape(f"{name}:{edited.count(chr(10))}: {message}") in await response.text()
 
 
 async def test_a_rule_change_lists_the_decisions_it_would_change_with_a_count_per_workflow(
