@@ -33,7 +33,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
     """Run the policy's test tables (or the given ones) against the policy in ``--dir``."""
-    from engine.policy_tables import coverage, parse_table, run_cases, unknown_names
+    from engine.policy_edits import run_tables
     from integrations.policy_files import read_policy_tables
 
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
@@ -45,26 +45,18 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
         if args.tables
         else read_policy_tables(directory)
     )
-    cases, problems = [], []
-    for name, text in tables:
-        table_cases, table_problems = parse_table(text, name)
-        cases += table_cases
-        problems += table_problems
-    problems += unknown_names(policy, cases)
-    for problem in problems:
+    run = run_tables(policy, tables)
+    for problem in run.problems:
         print(problem, file=sys.stderr)
-    results = run_cases(policy, cases)
-    failed = [r for r in results if not r.passed]
-    for result in failed:
+    for result in run.failed:
         print(f"FAIL {result.describe()}", file=sys.stderr)
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    covered = coverage(policy, results)
-    print(covered.summary)
-    for workflow in covered.untested_workflows:
+    print(f"{len(run.results) - len(run.failed)} passed, {len(run.failed)} failed")
+    print(run.coverage.summary)
+    for workflow in run.coverage.untested_workflows:
         print(f"  no case decides workflow {workflow}")
-    for rule in covered.unexercised_rules:
+    for rule in run.coverage.unexercised_rules:
         print(f"  no case is allowed by {rule.located}")
-    return 1 if failed or problems or not results else 0
+    return 0 if run.ok else 1
 
 
 def _load(directory: Path) -> Any:
@@ -158,33 +150,24 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
     import asyncio
     from datetime import timedelta
 
-    from engine.decisions import PURPOSE_NOT_PERMITTED
-    from engine.policy_tables import parse_table
+    from engine.policy_edits import case_changes, distinct_cases, question_of, replay
     from integrations.policy_files import read_policy_tables
 
     old, new = _load(Path(args.old)), _load(Path(args.new))
     if old is None or new is None:
         return 1
     print(f"old {args.old}: version {old.version}; new {args.new}: version {new.version}")
-    cases: dict[str, Any] = {}
-    for directory in (Path(args.old), Path(args.new)):
-        for name, text in read_policy_tables(directory):
-            parsed, problems = parse_table(text, name)
-            for problem in problems:
-                print(problem, file=sys.stderr)
-            for case in parsed:
-                cases.setdefault(case.label.rsplit(" -> ", 1)[0], case)
-    changed_cases = 0
-    for case in cases.values():
-        before = old.decide(case.who, case.action, case.facts_under(old))
-        after = new.decide(case.who, case.action, case.facts_under(new))
-        if before.allowed != after.allowed:
-            changed_cases += 1
-            print(
-                f"case {case.file}:{case.line}: {case.label.rsplit(' -> ', 1)[0]}: "
-                f"{before.decision} -> {after.decision} ({after.rule or after.reason})"
-            )
-    print(f"{changed_cases} of {len(cases)} test cases change outcome")
+    cases, problems = distinct_cases(read_policy_tables(Path(args.old)), read_policy_tables(Path(args.new)))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    changes = case_changes(old, new, cases)
+    for change in changes:
+        case, before, after = change.case, change.before, change.after
+        print(
+            f"case {case.file}:{case.line}: {question_of(case)}: "
+            f"{before.decision} -> {after.decision} ({after.rule or after.reason})"
+        )
+    print(f"{len(changes)} of {len(cases)} test cases change outcome")
     if args.no_audit:
         return 0
     from handlers.cli_setup import database
@@ -194,57 +177,39 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
         decisions = asyncio.run(
             recent_decisions(resolved.database.url, timedelta(hours=args.since_hours), args.limit)
         )
-    changed, unreplayable, purpose_bound = 0, [], []
-    for d in decisions:
-        if d.facts is None:
-            # Facts not recorded (a role refused before any lookup): say so, never guess them.
-            unreplayable.append(d)
-            continue
-        before = old.decide(d.role, d.workflow, d.facts)
-        after = new.decide(d.role, d.workflow, d.facts)
-        if d.reason == PURPOSE_NOT_PERMITTED[0]:
-            # Refused for the stated purpose of use, which the rules alone do not decide: the outcome
-            # is known only while the workflow's purposes stay and the rules still refuse.
-            if _purposes(old, d.workflow) == _purposes(new, d.workflow) and not after.allowed:
-                continue
-            purpose_bound.append(d)
-            continue
-        if before.allowed != after.allowed:
-            changed += 1
-            if changed <= args.show:
-                print(
-                    f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} "
-                    f"[{' & '.join(sorted(d.facts)) or 'none'}]: {before.decision} -> {after.decision}"
-                )
-    replayed = len(decisions) - len(unreplayable)
-    print(f"{changed} of {replayed} audited decisions of the last {args.since_hours} h change outcome")
-    if unreplayable:
-        touched = [
-            d for d in unreplayable if old.role_may(d.role, d.workflow) != new.role_may(d.role, d.workflow)
-        ]
-        for d in touched[: args.show]:
+    replayed = replay(old, new, decisions)
+    for c in replayed.changed[: args.show]:
+        d = c.decision
+        print(
+            f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} "
+            f"[{d.facts_text}]: {c.before.decision} -> {c.after.decision}"
+        )
+    print(
+        f"{len(replayed.changed)} of {replayed.replayed} audited decisions of the last "
+        f"{args.since_hours} h change outcome"
+    )
+    if replayed.unreplayable:
+        for d in replayed.touched[: args.show]:
             print(
                 f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} [facts not recorded]:"
                 f" {d.decision} -> cannot replay (the edit changes whether {d.role} may run it at all)"
             )
         print(
-            f"{len(unreplayable)} audited decisions cannot be replayed: their facts were not recorded"
-            f" ({len(touched)} of them for a role and workflow the edit changes)"
+            f"{len(replayed.unreplayable)} audited decisions cannot be replayed: their facts were not "
+            f"recorded ({len(replayed.touched)} of them for a role and workflow the edit changes)"
         )
-    for d in purpose_bound[: args.show]:
+    for d in replayed.purpose_bound[: args.show]:
         print(
             f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} "
-            f"[{' & '.join(sorted(d.facts or ())) or 'none'}]: {d.decision} -> cannot replay "
+            f"[{d.facts_text}]: {d.decision} -> cannot replay "
             "(refused for the stated purpose of use, and the edit may change that)"
         )
-    if purpose_bound:
-        print(f"{len(purpose_bound)} audited decisions refused for the purpose of use cannot be replayed")
+    if replayed.purpose_bound:
+        print(
+            f"{len(replayed.purpose_bound)} audited decisions refused for the purpose of use "
+            "cannot be replayed"
+        )
     return 0
-
-
-def _purposes(policy: Any, workflow: str) -> frozenset[str] | None:
-    spec = policy.workflows.get(workflow)
-    return None if spec is None else frozenset(spec.purposes)
 
 
 def register(sub: Any) -> None:

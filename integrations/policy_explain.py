@@ -8,22 +8,22 @@ decided again under another policy.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from engine.audit import replayable_facts
 from engine.consent_index import ConsentIndex
 from engine.decisions import Decision, Fact
 from engine.errors import NotFound
-from engine.model import EXTERNAL_PARTICIPANT, Actor
+from engine.model import Actor
 from engine.policy import Policy, PolicyHolder
+from engine.policy_edits import AuditedDecision
 from engine.services import Guard, Services, utc_now
 from integrations.consent_sync import ConsentSync, asyncpg_connect_args
+from integrations.db.audit import SqlAuditTrail
 from integrations.db.uow import SqlUnitOfWork
 
 
@@ -94,56 +94,14 @@ async def explain(
         await engine.dispose()
 
 
-@dataclass(frozen=True)
-class AuditedDecision:
-    id: int
-    occurred_at: datetime
-    workflow: str
-    role: str
-    #: None when the record does not say which facts held (see engine.audit.replayable_facts).
-    facts: frozenset[str] | None
-    decision: str
-    policy_version: str | None
-    reason: str | None = None
-
-
 async def recent_decisions(database_url: str, since: timedelta, limit: int) -> list[AuditedDecision]:
-    """Audited policy decisions of the last ``since``, newest first, denials included, with the role
-    that was decided (the subject's, for decisions about someone being added: as recorded, else the
-    person's role now) and the recorded facts."""
-    conn = await asyncpg.connect(**asyncpg_connect_args(database_url))
+    """Audited policy decisions of the last ``since``, of every organization, newest first, denials
+    included, with the role that was decided and the recorded facts: the audit trail's own query
+    (:meth:`integrations.db.audit.SqlAuditTrail.decisions`), which the console's what-if page runs
+    for one organization."""
+    engine = create_async_engine(database_url)
     try:
-        rows = await conn.fetch(
-            "SELECT a.id, a.occurred_at, a.workflow, a.actor_role, a.decision, a.policy_version, a.details,"
-            " a.reason,"
-            " s.role AS subject_role"
-            " FROM audit_events a LEFT JOIN users s ON s.id = (a.details->>'subject_user_id')::int"
-            " WHERE a.event = 'decision' AND a.occurred_at >= $1 ORDER BY a.id DESC LIMIT $2",
-            utc_now() - since,
-            limit,
-        )
+        async with async_sessionmaker(engine)() as session:
+            return await SqlAuditTrail(session).decisions(None, utc_now() - since, None, limit)
     finally:
-        await conn.close()
-    out = []
-    for r in rows:
-        details = json.loads(r["details"]) if isinstance(r["details"], str) else dict(r["details"] or {})
-        recorded_role = details.get("subject_role")
-        if isinstance(recorded_role, str):
-            role = recorded_role
-        elif "external_index" in details or "external_participant_id" in details:
-            role = EXTERNAL_PARTICIPANT
-        else:
-            role = r["subject_role"] or r["actor_role"] or ""
-        out.append(
-            AuditedDecision(
-                r["id"],
-                r["occurred_at"],
-                r["workflow"],
-                role,
-                replayable_facts(details),
-                r["decision"],
-                r["policy_version"],
-                r["reason"],
-            )
-        )
-    return out
+        await engine.dispose()

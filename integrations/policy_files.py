@@ -9,14 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.policy import Policy, PolicyError, PolicyProblem, PolicySources
-from engine.policy_tables import (
-    PolicyCase,
-    parse_table,
-    run_cases,
-    unknown_names,
-    untested_workflow_problems,
-)
+from engine.policy import Policy, PolicyProblem, PolicySources
+from engine.policy_edits import TABLES_DIR, PolicyFiles, check_files
+from engine.policy_tables import PolicyCase, run_cases
 
 MODEL_FILE = "model.conf"
 RULES_FILE = "roles.csv"
@@ -25,7 +20,6 @@ WORKFLOWS_FILE = "workflows.toml"
 SMS_FILE = "sms.toml"
 #: Optional: without it the Part 2 notice is the rule's short form.
 NOTICES_FILE = "notices.toml"
-TABLES_DIR = "tests"
 
 
 def read_policy_sources(directory: Path) -> PolicySources:
@@ -84,28 +78,34 @@ def unreadable(directory: Path, exc: OSError) -> PolicyProblem:
     return PolicyProblem(str(name), 1, f"cannot read: {exc.strerror}")
 
 
-def check_policy(directory: Path) -> tuple[Policy | None, list[PolicyCase], list[PolicyProblem]]:
-    """What ``caremsg policy check`` enforces, and the first half of every live reload's gate.
+def read_policy_files(directory: Path) -> PolicyFiles:
+    """Every policy file and test table of ``directory``; raises OSError for a file that cannot be
+    read."""
+    return PolicyFiles(read_policy_sources(directory), tuple(read_policy_tables(directory)))
 
-    The files form a valid policy, the test tables parse, and every workflow has at least one test
-    case. Returns the policy (None if the files do not form one), the cases, and every problem.
+
+class DirectoryPolicyFiles:
+    """The :class:`engine.ports.PolicyFileReader` adapter: the files of the configured directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def read(self) -> PolicyFiles:
+        return read_policy_files(self.directory)
+
+
+def check_policy(directory: Path) -> tuple[Policy | None, list[PolicyCase], list[PolicyProblem]]:
+    """What ``caremsg policy check`` enforces (:func:`engine.policy_edits.check_files`) on the files
+    of ``directory``, and the first half of every live reload's gate.
+
+    Returns the policy (None if the files do not form one), the cases, and every problem.
     """
     try:
-        policy = load_policy(directory)
-        tables = read_policy_tables(directory)
-    except PolicyError as exc:
-        return None, [], list(exc.problems)
+        files = read_policy_files(directory)
     except OSError as exc:
         return None, [], [unreadable(directory, exc)]
-    cases: list[PolicyCase] = []
-    problems: list[PolicyProblem] = []
-    for name, text in tables:
-        table_cases, table_problems = parse_table(text, name)
-        cases += table_cases
-        problems += table_problems
-    problems += unknown_names(policy, cases)
-    problems += untested_workflow_problems(policy, cases, WORKFLOWS_FILE, f"{TABLES_DIR}/*.csv")
-    return policy, cases, problems
+    checked = check_files(files)
+    return checked.policy, list(checked.cases), list(checked.problems)
 
 
 def load_tested_policy(directory: Path) -> tuple[Policy | None, list[str]]:

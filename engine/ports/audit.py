@@ -9,6 +9,7 @@ from typing import Protocol
 from engine.audit import AuditEvent, DetailValue
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
 from engine.model import Page
+from engine.policy_edits import AuditedDecision
 
 
 class AuditLog(Protocol):
@@ -41,4 +42,15 @@ class AuditTrail(Protocol):
     ) -> Page[Disclosure]:
         """Allowed, committed accesses to the patient's data by people of another organization under
         a consent, and disclosures to external parties, in the period, by ascending id."""
+        ...
+
+    async def decisions(
+        self, organization_id: int | None, since: datetime, until: datetime | None, limit: int
+    ) -> list[AuditedDecision]:
+        """Policy decisions (denials included) in [since, until), newest first, at most ``limit``,
+        each with the role decided on and its recorded facts, for ``policy diff`` to decide again.
+
+        With an organization: only what its audit search shows (its people's records and those about
+        its patients); None: every organization's (the command line, run by the operator).
+        """
         ...

@@ -1,9 +1,11 @@
-"""Policy administration port: reloading the policy files."""
+"""Policy administration ports: reloading the policy files, and reading them as they are on disk."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+from engine.policy_edits import PolicyFiles
 
 
 @dataclass(frozen=True)
@@ -20,4 +22,11 @@ class ReloadResult:
 class PolicyReloader(Protocol):
     async def reload(self, trigger: str) -> ReloadResult:
         """Read the policy files, check them and run their test tables; swap only if all pass."""
+        ...
+
+
+class PolicyFileReader(Protocol):
+    async def read(self) -> PolicyFiles:
+        """The policy files and test tables where the service reads its policy (as they are now,
+        which is the policy in force unless an edit there was refused)."""
         ...

@@ -5,6 +5,10 @@ throttle), then ``console.sign_in``; each page calls one engine workflow (``cons
 the API's ``audit.read`` search). The session lives in a signed cookie over the login's access token
 (``handlers/console/session.py``); every POST form carries a CSRF token. Pages are Jinja2 templates
 with autoescaping (``handlers/console/templates``) and one stylesheet; no script.
+
+Longer than 400 lines because every page's route, its template and the refusals it shows are kept in
+one table here, next to the session and CSRF checks all of them pass through; each page's own work
+lives in a module of its own (``audit_page``, ``consents_page``, ``policy_pages`` ...).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from aiohttp import web
 from engine.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from engine.model import Actor
 from engine.workflows import accounts, console, identity
-from handlers.console import audit_page, break_glass_page, consents_page, disclosures_page
+from handlers.console import audit_page, break_glass_page, consents_page, disclosures_page, policy_pages
 from handlers.console.session import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, SessionCodec
 from handlers.console.words import facts_explained, policy_in_words
 from handlers.keys import (
@@ -108,7 +112,13 @@ def page(handler: ConsolePage) -> Callable[[web.Request], Awaitable[web.StreamRe
         request[console_csrf_key] = codec.csrf_for(token)
         request[console_actor_key] = actor
         if request.method == "POST":
-            form = await request.post()
+            try:
+                form = await request.post()
+            except web.HTTPRequestEntityTooLarge:
+                # Nothing was read or done; say what the limit is rather than answer problem+json.
+                context = _refusal_context(request, "too_large")
+                context["limit_kib"] = request.app[settings_key].api.max_body_bytes // 1024
+                return _render(request, "error.html", context, 413)
             submitted = form.get(CSRF_FIELD)
             if not codec.csrf_ok(token, submitted if isinstance(submitted, str) else None):
                 return _render(request, "error.html", _refusal_context(request, "csrf"), 403)
@@ -221,6 +231,16 @@ async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
     policy = request.app[services_key].policy.current
     pages = [
         (f"{PREFIX}/policy", "The policy in words", policy.role_may(actor.role.value, "console.policy.read")),
+        (
+            f"{PREFIX}/policy/tests",
+            "The policy's test tables",
+            policy.role_may(actor.role.value, "console.policy.tests"),
+        ),
+        (
+            f"{PREFIX}/policy/what-if",
+            "What if: try an edited policy file",
+            policy.role_may(actor.role.value, "console.policy.what_if"),
+        ),
         (f"{PREFIX}/audit", "Audit search", policy.role_may(actor.role.value, "audit.read")),
         (
             f"{PREFIX}/break-glass",
@@ -247,6 +267,26 @@ async def policy_page(request: web.Request, actor: Actor) -> web.StreamResponse:
         **base_context(request),
     }
     return _render(request, "policy.html", context)
+
+
+async def policy_tests(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await policy_pages.tests_context(request, actor)
+    return _render(
+        request,
+        "policy_tests.html",
+        {"title": "The policy's test tables", **context, **base_context(request)},
+    )
+
+
+async def what_if_form(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await policy_pages.form_context(request, actor)
+    return _render(request, "what_if.html", {"title": "What if", **context, **base_context(request)})
+
+
+async def what_if(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """A what-if's report on the page that asked for it (nothing is stored, so nothing to redirect to)."""
+    status, context = await policy_pages.try_edit(request, actor)
+    return _render(request, "what_if.html", {"title": "What if", **context, **base_context(request)}, status)
 
 
 async def audit(request: web.Request, actor: Actor) -> web.StreamResponse:
@@ -366,6 +406,9 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("POST", f"{PREFIX}/login", login, "console-login"),
     ("POST", f"{PREFIX}/logout", page(logout), "console-logout"),
     ("GET", f"{PREFIX}/policy", page(policy_page), "console-policy"),
+    ("GET", f"{PREFIX}/policy/tests", page(policy_tests), "console-policy-tests"),
+    ("GET", f"{PREFIX}/policy/what-if", page(what_if_form), "console-whatif-form"),
+    ("POST", f"{PREFIX}/policy/what-if", page(what_if), "console-whatif"),
     ("GET", f"{PREFIX}/audit", page(audit), "console-audit"),
     ("GET", f"{PREFIX}/break-glass", page(break_glass_list), "console-emergencies"),
     ("GET", f"{PREFIX}/break-glass/{{session_id}}", page(break_glass_session), "console-emergency"),

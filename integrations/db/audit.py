@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Integer, Select, and_, cast, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from engine.audit import AuditEvent
+from engine.audit import AuditEvent, replayable_facts
 from engine.audit_chain import (
     CONTENT_FIELDS,
     ChainEntry,
@@ -26,7 +26,8 @@ from engine.audit_chain import (
     out_of_sequence,
 )
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
-from engine.model import Page
+from engine.model import EXTERNAL_PARTICIPANT, Page
+from engine.policy_edits import AuditedDecision
 from integrations.db.columns import table_of
 from integrations.db.tables import AuditChainRow, AuditEventRow, ConsentRow, PatientRow, UserRow
 
@@ -164,6 +165,40 @@ class SqlAuditTrail:
         rows = (await self.session.execute(query)).all()
         items = tuple(_disclosure(r) for r in rows[:limit])
         return Page(items, items[-1].audit_event_id if len(rows) > limit else None)
+
+    async def decisions(
+        self, organization_id: int | None, since: datetime, until: datetime | None, limit: int
+    ) -> list[AuditedDecision]:
+        e = events_t.c
+        subject = users_t.alias("subject")
+        conditions = [e.event == "decision", e.occurred_at >= since]
+        if until is not None:
+            conditions.append(e.occurred_at < until)
+        if organization_id is not None:
+            own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == organization_id)
+            conditions.append(or_(e.organization_id == organization_id, e.patient_id.in_(own_patients)))
+        query = (
+            select(
+                e.id,
+                e.occurred_at,
+                e.workflow,
+                e.actor_role,
+                e.decision,
+                e.policy_version,
+                e.details,
+                e.reason,
+                subject.c.role.label("subject_role"),
+            )
+            .select_from(
+                events_t.outerjoin(
+                    subject, subject.c.id == cast(e.details["subject_user_id"].astext, Integer)
+                )
+            )
+            .where(*conditions)
+            .order_by(e.id.desc())
+            .limit(limit)
+        )
+        return [audited_decision(r) for r in (await self.session.execute(query)).all()]
 
 
 def _disclosure(row: Any) -> Disclosure:
@@ -328,3 +363,27 @@ async def stream_records(
     )
     async for row in result:
         yield record_of(row)
+
+
+def audited_decision(row: Any) -> AuditedDecision:
+    """A decision row as ``policy diff`` replays it: the role decided on is the one recorded with it
+    (``details.subject_role``, for a decision about someone being added), else the external
+    participant's, else the subject's role now, else the actor's."""
+    details: Mapping[str, Any] = row.details or {}
+    recorded_role = details.get("subject_role")
+    if isinstance(recorded_role, str):
+        role = recorded_role
+    elif "external_index" in details or "external_participant_id" in details:
+        role = EXTERNAL_PARTICIPANT
+    else:
+        role = row.subject_role or row.actor_role or ""
+    return AuditedDecision(
+        row.id,
+        row.occurred_at,
+        row.workflow,
+        role,
+        replayable_facts(details),
+        row.decision,
+        row.policy_version,
+        row.reason,
+    )

@@ -424,6 +424,9 @@ OTHER_CAPABILITIES = {
     # The web console's own workflows: tests/console checks their audit records (allowed and refused).
     "console.sign_in",
     "console.policy.read",
+    # The console's test tables and what-if pages (tests/console/test_console_policy_what_if.py).
+    "console.policy.tests",
+    "console.policy.what_if",
     # The console's break-glass review (tests/console/test_console_break_glass.py).
     "break_glass.read",
     "break_glass.review",

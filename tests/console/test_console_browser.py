@@ -308,3 +308,95 @@ async def test_an_officer_records_a_consent_with_a_field_error_then_revokes_it(p
     await page.wait_for_load_state()
     assert "revoked" in await page.get_by_role("status").inner_text()
     assert "Patient withdrew it" in await page.get_by_role("table").inner_text()
+
+
+#: Set to a directory (``docs/screenshots``) to save the pages these tests visit as the README's
+#: screenshots; unset, nothing is written.
+SCREENSHOTS = os.environ.get("CAREMSG_SCREENSHOTS")
+
+
+async def screenshot(page: Any, name: str) -> None:
+    if SCREENSHOTS:
+        await page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"))
+
+
+async def test_a_what_if_with_a_breaking_edit_shows_the_error_at_its_file_and_line(
+    page: Any, api: Api
+) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await sign_in(page, api, officer)
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="What if").click()
+    await page.wait_for_load_state()
+    assert "A dry run: nothing you send here is applied." in await page.get_by_role("note").inner_text()
+    # Start from the current roles.csv, keyboard only: choose it, load it, edit, try it.
+    await page.get_by_label("Start from the current text of").select_option("roles.csv")
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Load it into the text area").press("Enter")
+    area = page.get_by_label("Edited text (paste a whole file)")
+    current = await area.input_value()
+    assert current.startswith("#")
+    edited = current + "p, peer_suport, patient.read, care_team & covered\n"
+    await area.fill(edited)
+    assert await page.get_by_label("The pasted text replaces").input_value() == "roles.csv"
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Try the edit").press("Enter")
+    problems = await page.locator("ul.problems").inner_text()
+    assert f"roles.csv:{edited.count(chr(10))}: error: unknown role 'peer_suport'" in problems
+    assert "NOT OK" in await page.get_by_role("alert").first.inner_text()
+    # What was pasted stays in the form, to be fixed and tried again.
+    assert (await area.input_value()).endswith("p, peer_suport, patient.read, care_team & covered\n")
+    unlabelled = await page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+               .filter(field => field.labels.length === 0).map(field => field.name)"""
+    )
+    assert unlabelled == []
+    await page.get_by_role("heading", name="The edit (not applied)").scroll_into_view_if_needed()
+    await screenshot(page, "console-what-if")
+    await page.emulate_media(media="print")
+    assert not await page.get_by_role("button", name="Try the edit").is_visible()
+    assert await page.get_by_role("heading", name="Policy check").is_visible()
+
+
+async def test_an_officer_reads_the_test_tables_and_the_rules_no_case_exercises(page: Any, api: Api) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await sign_in(page, api, officer)
+    await page.get_by_role("main").get_by_role("link", name="The policy's test tables").click()
+    await page.wait_for_load_state()
+    assert await page.get_by_role("heading", name="What no case exercises").is_visible()
+    assert "0 failed" in await page.get_by_role("heading", name="Summary").locator("xpath=..").inner_text()
+    rows = page.locator("table tbody tr")
+    assert await rows.count() > 100
+    assert await page.locator("ul.rules li").count() >= 1
+    await screenshot(page, "console-policy-tests")
+
+
+async def test_a_what_if_of_a_rule_change_counts_the_decisions_it_would_change_per_workflow(
+    page: Any, api: Api
+) -> None:
+    org = await api.organization()
+    officer = await api.person("compliance_officer", org)
+    peer = await api.person("peer_support", org)
+    nurse = await api.person("care_team_member", org)
+    patient = await api.patient(peer)  # whoever registers a patient joins its care team
+    _, team = await api.call("GET", f"/api/patients/{patient}/care-team", peer)
+    for _ in range(2):
+        status, _ = await api.call(
+            "POST", f"/api/care-teams/{team['id']}/members", peer, json={"userId": nurse.id}
+        )
+        assert status == 403
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    await sign_in(page, api, officer)
+    await page.goto(url(api, "/console/policy/what-if?file=roles.csv"))
+    area = page.get_by_label("Edited text (paste a whole file)")
+    await area.fill(await area.input_value() + "p, peer_support, care_team.add_member, care_team & covered\n")
+    await page.get_by_role("button", name="Try the edit").click()
+    await page.wait_for_load_state()
+    per_workflow = page.get_by_role("table", name="Decisions that would change, per workflow")
+    row = per_workflow.get_by_role("row").filter(has_text="care_team.add_member")
+    assert (await row.get_by_role("cell").nth(1).inner_text()) == "2"
+    await page.get_by_role(
+        "heading", name="Audited decisions the edit would change"
+    ).scroll_into_view_if_needed()
+    await screenshot(page, "console-what-if-diff")

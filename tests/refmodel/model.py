@@ -124,6 +124,8 @@ WORKFLOWS: dict[str, Declared] = {
     "conversation.list": _declared(""),
     "console.sign_in": _declared("self"),
     "console.policy.read": _declared(""),
+    "console.policy.tests": _declared(""),
+    "console.policy.what_if": _declared(""),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -221,6 +223,9 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # officers read the policy in words there. Its audit search is audit.read, as above.
     allow([OFFICER, AUDITOR], "console.sign_in", SELF)
     allow([OFFICER], "console.policy.read")
+    # ... and the test tables with their results, and a what-if of an edited file (a dry run).
+    allow([OFFICER], "console.policy.tests")
+    allow([OFFICER], "console.policy.what_if")
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")

@@ -644,6 +644,12 @@ class FakeAuditTrail(_Repo):
         self.queries.append(("disclosures", (patient_id, since, until, after, limit)))
         return Page((), None)
 
+    async def decisions(
+        self, organization_id: int | None, since: datetime, until: datetime | None, limit: int
+    ) -> list[Any]:
+        self.queries.append(("decisions", (organization_id, since, until, limit)))
+        return []
+
 
 # --- consents, contacts, break-the-glass --------------------------------------------------------------
 
