@@ -424,6 +424,11 @@ OTHER_CAPABILITIES = {
     # The web console's own workflows: tests/console checks their audit records (allowed and refused).
     "console.sign_in",
     "console.policy.read",
+    # The console's audit exports and hash chain (tests/console/test_console_audit_chain.py).
+    "audit.export",
+    "audit.chain.read",
+    "audit.verify",
+    "audit.anchor",
     # The console's break-glass review (tests/console/test_console_break_glass.py).
     "break_glass.read",
     "break_glass.review",

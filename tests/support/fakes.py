@@ -642,6 +642,10 @@ class FakeAuditTrail(_Repo):
         self.queries.append(("disclosures", (patient_id, since, until, after, limit)))
         return Page((), None)
 
+    async def detail(self, record_id: int, organization_id: int) -> Any:
+        self.queries.append(("detail", (record_id, organization_id)))
+        return None
+
 
 # --- consents, contacts, break-the-glass --------------------------------------------------------------
 
