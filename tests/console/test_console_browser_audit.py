@@ -54,6 +54,7 @@ async def test_an_auditor_filters_by_reason_and_opens_the_records_own_page(page:
     rows = page.locator("table tbody tr")
     assert await rows.count() == 1
     assert "not_on_care_team" in await rows.first.inner_text()
+    await shoot(page, "console-audit")
 
     await rows.first.get_by_role("link").click()
     await page.wait_for_load_state()
