@@ -49,7 +49,10 @@ def run_id(request: web.Request) -> str:
 
 async def run_context(request: web.Request, actor: Actor, chain: AuditChain) -> dict[str, Any]:
     run = await audit_chain.read_verification(services(request), actor, chain, run_id(request))
-    percent = 100 if run.total == 0 else min(100, round(100 * run.checked / run.total))
+    if run.total == 0:  # not counted yet, or an empty chain
+        percent = 0 if run.state == "running" else 100
+    else:
+        percent = min(100, round(100 * run.checked / run.total))
     return {
         "run": run,
         "percent": percent,

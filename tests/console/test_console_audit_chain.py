@@ -168,6 +168,35 @@ async def test_a_verification_run_follows_its_progress_to_a_sound_chain(api: Api
     assert records[1]["details"]["checked"] >= 1
 
 
+async def test_a_running_verification_shows_its_progress_and_reloads_itself_until_done(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    await a_clinic(api)
+    token = await csrf_of(api)
+    # Hold the chain so the run cannot read it yet: its page shows it running.
+    async with db.transaction():
+        await db.execute("LOCK TABLE audit_chain IN ACCESS EXCLUSIVE MODE")
+        started = await api.client.post(
+            "/console/audit/chain/runs", data={"csrf_token": token}, allow_redirects=False
+        )
+        run_page = started.headers["Location"]
+        running = await (await api.client.get(run_page)).text()
+        joined = await api.client.post(
+            "/console/audit/chain/runs", data={"csrf_token": token}, allow_redirects=False
+        )
+    assert '<meta http-equiv="refresh" content="2">' in running
+    assert "Verifying… this page reloads every 2 seconds until it is done." in running
+    assert '<progress id="progress" max="100" value="0">' in running
+    assert joined.headers["Location"] == run_page  # one run at a time: a second start joins it
+
+    async def done() -> str | None:
+        text = await (await api.client.get(run_page)).text()
+        return None if 'http-equiv="refresh"' in text else text
+
+    finished = await eventually(done, "the verification to finish once the chain is free", within=30)
+    assert "The chain is intact" in finished
+
+
 async def test_a_tampered_record_makes_the_verification_fail_naming_it(
     api: Api, db: asyncpg.Connection
 ) -> None:
