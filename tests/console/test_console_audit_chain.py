@@ -14,6 +14,7 @@ import pytest
 
 from handlers.keys import audit_sealer_key, settings_key
 from integrations.audit_anchor import private_key, verify_anchor
+from integrations.audit_sealer import SEAL_LOCK
 from tests.console.test_console_http import CSRF, audit_records, sign_in
 from tests.support.api import Api, Person
 from tests.support.polling import eventually
@@ -123,6 +124,26 @@ async def test_a_record_page_shows_every_field_its_chain_position_and_its_anchor
     assert f"yes: in anchor {anchor_id} " in again
     viewed = await audit_records(api, auditor, workflow="audit.read", actorId=auditor.id)
     assert any(r["resourceId"] == str(read["id"]) and r["decision"] == "allow" for r in viewed)
+
+
+async def test_a_record_not_sealed_yet_says_so_and_the_chain_page_counts_it(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    nurse, auditor, patient = await a_clinic(api)
+    await seal(api)
+    # Hold the sealers' lock (as another instance sealing would) so the next record stays unsealed.
+    async with db.transaction():
+        await db.execute(f"SELECT pg_advisory_xact_lock({SEAL_LOCK})")
+        assert (await api.call("GET", f"/api/patients/{patient}", nurse))[0] == 200
+        [_, newest] = await audit_records(api, auditor, patientId=patient, workflow="patient.read")
+        page = await (await api.client.get(f"/console/audit/{newest['id']}")).text()
+        chain = await (await api.client.get("/console/audit/chain")).text()
+    assert newest["chainSeq"] is None
+    assert "<strong>Not sealed yet.</strong>" in page
+    assert "Previous hash" not in page
+    unsealed = re.search(r"<dt>Not sealed yet</dt><dd>(\d+) record", chain)
+    assert unsealed is not None
+    assert int(unsealed.group(1)) >= 1
 
 
 async def test_another_organizations_record_answers_exactly_as_a_missing_one(api: Api) -> None:

@@ -84,7 +84,8 @@ async def test_an_auditor_runs_a_verification_and_downloads_a_signed_anchor(page
     await page.get_by_role("button", name="Verify the chain now").click()
     await page.wait_for_url("**/console/audit/chain/runs/*")
     # The page reloads itself (<meta http-equiv="refresh">) until the run is done; no script.
-    await page.get_by_text("The chain is intact").wait_for(timeout=60_000)
+    # The whole session's chain is walked: give a loaded machine time.
+    await page.get_by_text("The chain is intact").wait_for(timeout=120_000)
     assert await page.locator('meta[http-equiv="refresh"]').count() == 0
     assert await page.locator("progress").get_attribute("value") == "100"
     await shoot(page, "console-audit-verification")
