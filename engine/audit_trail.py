@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from engine.audit import AuditEvent
+from engine.audit_chain import ChainHead, VerifyReport
 
 #: HIPAA's right to an accounting of disclosures covers the six years before the request.
 DISCLOSURE_PERIOD = timedelta(days=6 * 365 + 2)  # six calendar years, leap days included
@@ -45,6 +46,8 @@ class AuditFilter:
     until: datetime | None = None
     break_glass: bool | None = None
     subject_hash: str | None = None
+    reason: str | None = None
+    purpose: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,75 @@ class Disclosure:
     part2: bool = False
     #: That notice, as the policy in force words it (set by the workflow that lists disclosures).
     part2_notice: str | None = None
+
+
+# --- the hash chain as the console shows it --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A signed checkpoint of the chain head kept in ``audit_anchors`` (``caremsg audit anchor
+    --store``, or the console's "create an anchor")."""
+
+    id: int
+    seq: int
+    event_id: int
+    hash: str
+    key_id: str
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class ChainPlace:
+    """Where a sealed record sits in the hash chain: its entry, the hash it links to, and the
+    first anchor whose head is at or after it (which then vouches for it), if any."""
+
+    seq: int
+    digest: str
+    prev_hash: str
+    hash: str
+    anchor: Anchor | None
+
+
+@dataclass(frozen=True)
+class RecordDetail:
+    """One audit record with its place in the chain (None while it is not sealed)."""
+
+    record: AuditRecord
+    place: ChainPlace | None
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """The chain's head, how many records wait to be sealed, and the newest anchors."""
+
+    head: ChainHead
+    unsealed: int
+    anchors: tuple[Anchor, ...]
+
+
+@dataclass
+class VerificationRun:
+    """One verification of the whole chain, run in the background by one service instance.
+
+    Mutable on purpose: the instance running it moves ``checked`` on after each batch, and sets
+    ``report`` (or ``error``) when it ends; pages read it as it goes.
+    """
+
+    id: str
+    started_by: int
+    started_at: datetime
+    total: int = 0
+    checked: int = 0
+    finished_at: datetime | None = None
+    report: VerifyReport | None = None
+    error: str | None = None
+
+    @property
+    def state(self) -> str:
+        """``running``, ``ok`` (no problem found), ``broken`` (a problem found) or ``error``."""
+        if self.error is not None:
+            return "error"
+        if self.report is None:
+            return "running"
+        return "ok" if self.report.ok else "broken"

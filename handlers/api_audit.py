@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
-from engine.model import Actor
+from engine.model import Actor, Purpose
 from engine.workflows import audit
 from handlers.requests import path_id, query, respond, services
 from handlers.routing import Endpoint
@@ -59,6 +59,8 @@ def camel_keys(value: Any) -> Any:
 
 
 WorkflowName = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+)+$", max_length=64)]
+#: A reason code as the audit trail stores it (``no_active_consent``, ``bad_password``, ...).
+ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 
 
 class _Query(Request):
@@ -79,6 +81,28 @@ class AuditEventsQuery(_Query):
     to: AwareDatetime | None = Field(None, description="Exclusive, ISO 8601 with offset.")
     break_glass: bool | None = None
     email: Email | None = Field(None, description="Matched through its keyed hash; never stored in clear.")
+    reason: ReasonCode | None = Field(
+        None, description="The reason code recorded (e.g. `no_active_consent`, `purpose_not_permitted`)."
+    )
+    purpose: Purpose | None = Field(
+        None, description="The purpose of use recorded: stated by the client, else the consent's."
+    )
+
+    def to_filter(self, organization_id: int) -> AuditFilter:
+        """The engine's filter for these parameters (the API and the console's search share it)."""
+        return AuditFilter(
+            organization_id=self.organization_id or organization_id,
+            actor_id=self.actor_id,
+            patient_id=self.patient_id,
+            workflow=self.workflow,
+            decision=self.decision,
+            outcome=self.outcome,
+            since=self.from_,
+            until=self.to,
+            break_glass=self.break_glass,
+            reason=self.reason,
+            purpose=None if self.purpose is None else self.purpose.value,
+        )
 
 
 class AuditEventPublic(Response):
@@ -188,17 +212,7 @@ class DisclosurePublic(Response):
 async def list_audit_events(request: web.Request, actor: Actor) -> web.Response:
     q = query(request, AuditEventsQuery)
     cmd = audit.SearchAuditEvents(
-        AuditFilter(
-            organization_id=q.organization_id or actor.organization_id,
-            actor_id=q.actor_id,
-            patient_id=q.patient_id,
-            workflow=q.workflow,
-            decision=q.decision,
-            outcome=q.outcome,
-            since=q.from_,
-            until=q.to,
-            break_glass=q.break_glass,
-        ),
+        q.to_filter(actor.organization_id),
         email=q.email,
         after=q.cursor,
         limit=q.limit,

@@ -11,9 +11,14 @@ stopped in the reverse one); each stores what it built under its key in ``handle
 5. ``messaging``: the SMS gateway, the idempotency store, the webhook keys (``handlers/app_messaging.py``).
 6. ``_relay``: the outbox relays that deliver what workflows asked for.
 7. ``_services``: the engine's services, which every handler calls.
-8. ``webhook_processor``, ``_audit_sealer``, ``schedules.consent_expiry``, ``_rejection_summaries``:
-   background work (``handlers/schedules.py`` holds what runs on a timetable).
+8. ``webhook_processor``, ``_audit_sealer``, ``_audit_chain``, ``schedules.consent_expiry``,
+   ``_rejection_summaries``: background work (``handlers/schedules.py`` holds what runs on a
+   timetable).
 9. ``_operations``: hands ``/metrics`` and ``/ready`` what they read.
+
+Longer than 400 lines because it is the composition root: every resource's cleanup context is here,
+in the order they start, so the order can be read top to bottom in one place; what a job does lives
+in its own module (``handlers/schedules.py``, ``integrations/relay/`` ...).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from handlers.api_messaging import messaging_key
 from handlers.app_messaging import chat, messaging, webhook_processor
 from handlers.keys import (
     accounts_key,
+    audit_chain_key,
     audit_sealer_key,
     chat_key,
     consent_index_key,
@@ -74,6 +80,8 @@ from handlers.requests import route
 from handlers.routing import Endpoint
 from handlers.settings import Settings
 from handlers.telemetry import Metrics, Operations
+from integrations.audit_archive import AuditArchive
+from integrations.audit_chain_keeper import ChainKeeper
 from integrations.audit_sealer import AuditSealer
 from integrations.consent_sync import ConsentSync
 from integrations.db.identity import CachedAccountDirectory, SqlAccountDirectory
@@ -308,6 +316,17 @@ async def _audit_sealer(app: web.Application) -> AsyncIterator[None]:
         await _stop(task)
 
 
+async def _audit_chain(app: web.Application) -> AsyncIterator[None]:
+    """The chain's status, anchors, exports and verification runs (for the console)."""
+    audit = app[settings_key].audit
+    keeper = ChainKeeper(
+        AuditArchive(app[database_key].engine, seal_batch_size=audit.seal_batch_size), audit.signing_key
+    )
+    app[audit_chain_key] = keeper
+    yield
+    await keeper.close()
+
+
 async def _rejection_summaries(app: web.Application) -> AsyncIterator[None]:
     """Refused tokens, audited as one summary per source and window (handlers/rejections.py)."""
     summaries = RejectionSummaries(
@@ -377,6 +396,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
             webhook_processor,
             _audit_sealer,
             schedules.consent_expiry,
+            _audit_chain,
             _rejection_summaries,
             _operations,
         ]

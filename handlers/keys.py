@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from handlers.routing import Endpoint
     from handlers.settings import Settings
     from handlers.telemetry import Operations
+    from integrations.audit_chain_keeper import ChainKeeper
     from integrations.audit_sealer import AuditSealer
     from integrations.consent_sync import ConsentSync
     from integrations.db.identity import CachedAccountDirectory
@@ -49,6 +50,8 @@ twilio_emulator_key: web.AppKey[RunningTwilioEmulator] = web.AppKey("twilio_emul
 relay_key: web.AppKey[Relays] = web.AppKey("relay_key")
 services_key: web.AppKey[Services] = web.AppKey("services_key")
 audit_sealer_key: web.AppKey[AuditSealer] = web.AppKey("audit_sealer_key")
+#: The chain's status, anchors, exports and verification runs (the console's chain page).
+audit_chain_key: web.AppKey[ChainKeeper] = web.AppKey("audit_chain_key")
 rejections_key: web.AppKey[RejectionSummaries] = web.AppKey("rejections_key")
 #: The web console's session cookies and CSRF tokens (handlers/console/).
 console_codec_key: web.AppKey[SessionCodec] = web.AppKey("console_codec_key")

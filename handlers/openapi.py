@@ -219,8 +219,9 @@ def _parameters(ep: Endpoint, contracts: list[Contract]) -> list[dict[str, Any]]
         for name in re.findall(r"{(\w+)}", ep.path)
     ]
     if ep.query is not None:
-        # Each parameter's own schema (not every query parameter is an integer id).
-        properties = ep.query.model_json_schema(by_alias=True)["properties"]
+        # Each parameter's own schema (not every query parameter is an integer id); an enum it
+        # names (Purpose) is referenced from the components, as in bodies.
+        properties = ep.query.model_json_schema(by_alias=True, ref_template=_REF)["properties"]
         for name, field in ep.query.model_fields.items():
             alias = field.alias or name
             schema = properties.get(alias, {"type": "string"})

@@ -6,7 +6,7 @@ connection or writes SQL itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -15,9 +15,19 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.audit_chain import ChainHead, VerifyReport
-from engine.audit_trail import AuditRecord
+from engine.audit_trail import Anchor, AuditFilter, AuditRecord, ChainStatus
 from integrations.audit_sealer import AuditSealer
-from integrations.db.audit import chain_head, chain_t, count_records, stream_records, verify_chain
+from integrations.db.audit import (
+    chain_head,
+    chain_t,
+    count_records,
+    newest_anchors,
+    stored_anchor,
+    stream_records,
+    stream_search,
+    unsealed_count,
+    verify_chain,
+)
 from integrations.db.resources import create_engine
 from integrations.db.tables import metadata
 
@@ -31,10 +41,22 @@ class AuditArchive:
         self._engine = engine
         self._seal_batch_size = seal_batch_size
 
-    async def verify(self) -> VerifyReport:
-        """Walk the whole chain against the events (integrations/db/audit.py ``verify_chain``)."""
+    async def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Walk the whole chain against the events (integrations/db/audit.py ``verify_chain``);
+        ``progress`` is told the entries checked so far after each batch."""
         async with self._engine.connect() as conn:
-            return await verify_chain(conn)
+            return await verify_chain(conn, progress=progress)
+
+    async def status(self, anchors: int) -> ChainStatus:
+        """The head, how many events wait to be sealed, and the newest ``anchors`` anchors."""
+        async with self._engine.connect() as conn:
+            head = await chain_head(conn)
+            return ChainStatus(head, await unsealed_count(conn, head), await newest_anchors(conn, anchors))
+
+    async def anchor(self, anchor_id: int) -> tuple[Anchor, str] | None:
+        """A stored anchor and its signature (base64), or None."""
+        async with self._engine.connect() as conn:
+            return await stored_anchor(conn, anchor_id)
 
     async def seal_pending(self) -> int:
         """Chain every event committed so far; how many were sealed."""
@@ -52,11 +74,13 @@ class AuditArchive:
             row = (await conn.execute(query)).one_or_none()
         return None if row is None else (str(row.hash), int(row.event_id))
 
-    async def store_anchor(self, head: ChainHead, document: dict[str, Any]) -> None:
-        """Keep a signed anchor of ``head`` (as ``integrations.audit_anchor.sign_anchor`` wrote it)."""
+    async def store_anchor(self, head: ChainHead, document: dict[str, Any]) -> int:
+        """Keep a signed anchor of ``head`` (as ``integrations.audit_anchor.sign_anchor`` wrote it);
+        its id."""
         async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(_anchors).values(
+            stored = await conn.execute(
+                insert(_anchors)
+                .values(
                     seq=head.seq,
                     event_id=head.event_id,
                     hash=head.hash,
@@ -64,7 +88,9 @@ class AuditArchive:
                     signature=document["signature"],
                     signed_at=datetime.fromisoformat(document["signedAt"]),
                 )
+                .returning(_anchors.c.id)
             )
+            return int(stored.scalar_one())
 
     @asynccontextmanager
     async def records(
@@ -74,6 +100,12 @@ class AuditArchive:
         connection, held while the caller reads)."""
         async with self._engine.connect() as conn:
             yield await count_records(conn, since, until), stream_records(conn, since, until)
+
+    @asynccontextmanager
+    async def search_records(self, query: AuditFilter) -> AsyncIterator[AsyncIterator[AuditRecord]]:
+        """The records an auditor's search matches, streamed by id on one held connection."""
+        async with self._engine.connect() as conn:
+            yield stream_search(conn, query)
 
 
 @asynccontextmanager

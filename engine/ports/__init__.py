@@ -18,7 +18,9 @@ reader (or an adapter) can name a port without knowing which capability declares
 from __future__ import annotations
 
 from engine.ports.audit import (
+    AuditChain,
     AuditLog,
+    AuditRecordStream,
     AuditTrail,
 )
 from engine.ports.consents import (
@@ -102,7 +104,9 @@ __all__ = [
     "AccountDirectory",
     "AccountNotifier",
     "AccountsUnitOfWork",
+    "AuditChain",
     "AuditLog",
+    "AuditRecordStream",
     "AuditTrail",
     "AuditUnitOfWork",
     "BreakGlassRepository",

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
 from engine.audit import AuditEvent, DetailValue
-from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
+from engine.audit_trail import (
+    Anchor,
+    AuditFilter,
+    AuditRecord,
+    ChainStatus,
+    Disclosure,
+    RecordDetail,
+    VerificationRun,
+)
 from engine.model import Page
 from engine.policy_edits import AuditedDecision
 
@@ -53,4 +62,51 @@ class AuditTrail(Protocol):
         With an organization: only what its audit search shows (its people's records and those about
         its patients); None: every organization's (the command line, run by the operator).
         """
+        ...
+
+    async def detail(self, record_id: int, organization_id: int) -> RecordDetail | None:
+        """The record with its place in the chain, if the organization may see it (the same
+        visibility as :meth:`search`); None for another organization's record or no record."""
+        ...
+
+
+class AuditRecordStream(Protocol):
+    """Every record a search matches, streamed (for exports): memory stays flat however many."""
+
+    def records(self, query: AuditFilter) -> AbstractAsyncContextManager[AsyncIterator[AuditRecord]]:
+        """The records ``query`` matches (the visibility and filters of
+        :meth:`AuditTrail.search`), by id, read while the caller iterates."""
+        ...
+
+
+class AuditChain(Protocol):
+    """The hash chain of the whole trail (one for every organization): its status, signed anchors,
+    and verifications run in the background by this instance."""
+
+    async def status(self, anchors: int) -> ChainStatus:
+        """The head, the count of records not sealed yet, and the newest ``anchors`` anchors."""
+        ...
+
+    async def anchor_document(self, anchor_id: int) -> Mapping[str, object] | None:
+        """A stored anchor as the JSON document ``caremsg audit anchor`` prints (with its
+        signature), or None if there is no such anchor."""
+        ...
+
+    async def create_anchor(self, signed_at: datetime) -> Anchor:
+        """Seal what is committed, sign the head with the service's key and store the anchor."""
+        ...
+
+    def running(self) -> VerificationRun | None:
+        """The verification this instance is running now, if any (one at a time)."""
+        ...
+
+    def verification(self, run_id: str) -> VerificationRun | None:
+        """A verification this instance ran or runs (the newest few are kept), by id."""
+        ...
+
+    def start_verification(
+        self, run_id: str, started_by: int, on_finished: Callable[[VerificationRun], Awaitable[None]]
+    ) -> VerificationRun:
+        """Start walking the whole chain in the background (``caremsg audit verify``'s walk);
+        ``on_finished`` is awaited with the run once it has its report or error."""
         ...

@@ -7,15 +7,17 @@ audit record too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from engine.audit import AuditEvent, DetailValue
-from engine.audit_trail import DISCLOSURE_PERIOD, AuditFilter, AuditRecord, Disclosure
+from engine.audit_trail import DISCLOSURE_PERIOD, AuditFilter, AuditRecord, Disclosure, RecordDetail
 from engine.decisions import Fact
-from engine.errors import FieldError, InvalidInput
+from engine.errors import FieldError, InvalidInput, NotFound
 from engine.model import Actor, Page
+from engine.ports.audit import AuditRecordStream
 from engine.ports.units import AuditUnitOfWork
 from engine.services import Guard, Services
 
@@ -36,12 +38,8 @@ class SearchAuditEvents:
     limit: int | None = None
 
 
-async def search_audit_events(services: Services, actor: Actor, cmd: SearchAuditEvents) -> Page[AuditRecord]:
-    """Audit records of the actor's own organization matching the filters, by id.
-
-    Decided as ``audit.read``: a role without it is denied as a role; asking for another
-    organization's records is denied (and audited) with the field ``organizationId`` named.
-    """
+def _checked(services: Services, cmd: SearchAuditEvents) -> AuditFilter:
+    """The search's filter once its period is checked and its email turned into the keyed hash."""
     query = cmd.filter
     if query.since is not None and query.until is not None and query.since >= query.until:
         raise InvalidInput([FieldError("from", "Must be earlier than to.")])
@@ -49,30 +47,87 @@ async def search_audit_events(services: Services, actor: Actor, cmd: SearchAudit
         if services.identifiers is None:
             raise InvalidInput([FieldError("email", "Searching by email is not configured.", "unsupported")])
         query = replace(query, subject_hash=services.identifiers.email(cmd.email))
+    return query
+
+
+async def _require_own_trail(
+    guard: Guard[AuditUnitOfWork],
+    workflow: str,
+    query: AuditFilter,
+    actor: Actor,
+    details: Mapping[str, DetailValue] | None = None,
+) -> None:
+    """Decide ``workflow`` over the trail of ``query.organization_id``: a role that may not read
+    the trail at all is told so with no field to blame (the record keeps its facts, so `policy diff`
+    can replay the refusal); another organization's trail is refused naming ``organizationId``."""
+    facts = {Fact.OWN_ORG} if query.organization_id == actor.organization_id else set()
+
+    async def facts_of() -> frozenset[str]:
+        return frozenset(facts)
+
+    await guard.require_role_recording_facts(
+        workflow, facts_of, resource_type="audit_event", patient_id=query.patient_id
+    )
+    guard.require(
+        workflow,
+        facts,
+        resource_type="audit_event",
+        resource_id=None,
+        patient_id=query.patient_id,
+        field="organizationId",
+        details={"organization_id": query.organization_id, **(details or {})},
+    )
+
+
+async def search_audit_events(services: Services, actor: Actor, cmd: SearchAuditEvents) -> Page[AuditRecord]:
+    """Audit records of the actor's own organization matching the filters, by id.
+
+    Decided as ``audit.read``: a role without it is denied as a role; asking for another
+    organization's records is denied (and audited) with the field ``organizationId`` named.
+    """
+    query = _checked(services, cmd)
     async with _unit_of_work(services) as uow:
-        guard = Guard(services, uow, actor)
-        facts = {Fact.OWN_ORG} if query.organization_id == actor.organization_id else set()
-
-        async def facts_of() -> frozenset[str]:
-            return frozenset(facts)
-
-        # A role that may not read the trail at all is told so, with no field to blame (and the
-        # record keeps its facts, so `policy diff` can replay the refusal).
-        await guard.require_role_recording_facts(
-            "audit.read", facts_of, resource_type="audit_event", patient_id=query.patient_id
-        )
-        guard.require(
-            "audit.read",
-            facts,
-            resource_type="audit_event",
-            resource_id=None,
-            patient_id=query.patient_id,
-            field="organizationId",
-            details={"organization_id": query.organization_id},
-        )
+        await _require_own_trail(Guard(services, uow, actor), "audit.read", query, actor)
         page = await uow.audit_trail.search(query, cmd.after, services.page_size(cmd.limit))
         await uow.commit()
     return page
+
+
+async def read_audit_event(services: Services, actor: Actor, record_id: int) -> RecordDetail:
+    """One audit record of the actor's organization with its place in the hash chain (and the
+    anchor that covers it, if any). Decided as ``audit.read`` (fact ``own_org``: the record is one
+    the organization's search would find); another organization's record, like a missing one,
+    raises :class:`NotFound`."""
+    async with _unit_of_work(services) as uow:
+        guard = Guard(services, uow, actor)
+        found = await uow.audit_trail.detail(record_id, actor.organization_id)
+        guard.require(
+            "audit.read",
+            {Fact.OWN_ORG} if found is not None else set(),
+            resource_type="audit_event",
+            resource_id=record_id,
+            unrelated_as="audit_event",
+        )
+        await uow.commit()
+    if found is None:  # only a role the policy lets read every record gets here
+        raise NotFound("audit_event")
+    return found
+
+
+@asynccontextmanager
+async def export_audit_events(
+    services: Services, actor: Actor, cmd: SearchAuditEvents, fmt: str, stream: AuditRecordStream
+) -> AsyncIterator[AsyncIterator[AuditRecord]]:
+    """Every record the search ``cmd`` matches (no paging), for a download in ``fmt`` (``jsonl``
+    or ``fhir``), streamed as the caller reads. Decided as ``audit.export`` over one's own
+    organization's trail, like :func:`search_audit_events`; the decision is committed (audited)
+    before the first record is read."""
+    query = _checked(services, cmd)
+    async with _unit_of_work(services) as uow:
+        await _require_own_trail(Guard(services, uow, actor), "audit.export", query, actor, {"format": fmt})
+        await uow.commit()
+    async with stream.records(query) as records:
+        yield records
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,14 @@ the API's ``audit.read`` search). The session lives in a signed cookie over the 
 (``handlers/console/session.py``); every POST form carries a CSRF token. Pages are Jinja2 templates
 with autoescaping (``handlers/console/templates``) and one stylesheet; no script.
 
-Longer than 400 lines because every page's route, its template and the refusals it shows are kept in
-one table here, next to the session and CSRF checks all of them pass through; each page's own work
-lives in a module of its own (``audit_page``, ``consents_page``, ``policy_pages`` ...).
+Longer than 400 lines because every route of the console is here with the one wrapper each page
+passes through (session, CSRF, the engine's refusals as pages); each page's own work lives in a
+module of its own (``audit_page``, ``chain_page``, ``consents_page``, ``policy_pages`` ...).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -25,11 +26,19 @@ from aiohttp import web
 from engine.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from engine.model import Actor
 from engine.workflows import accounts, console, identity
-from handlers.console import audit_page, break_glass_page, consents_page, disclosures_page, policy_pages
+from handlers.console import (
+    audit_page,
+    break_glass_page,
+    chain_page,
+    consents_page,
+    disclosures_page,
+    policy_pages,
+)
 from handlers.console.session import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, SessionCodec
 from handlers.console.words import facts_explained, policy_in_words
 from handlers.keys import (
     accounts_key,
+    audit_chain_key,
     console_actor_key,
     console_codec_key,
     console_csrf_key,
@@ -37,6 +46,7 @@ from handlers.keys import (
     services_key,
     settings_key,
 )
+from handlers.middleware import SECURITY_HEADERS, SERVER_NAME
 from handlers.requests import services
 
 PREFIX = "/console"
@@ -129,7 +139,7 @@ def page(handler: ConsolePage) -> Callable[[web.Request], Awaitable[web.StreamRe
             return _render(request, "error.html", _refusal_context(request, reason), 403)
         except NotFound:
             return _render(request, "error.html", _refusal_context(request, "not_found"), 404)
-        if response.status < 300:
+        if response.status < 300 and not response.prepared:  # a streamed download: headers are sent
             _set_cookie(request, response, SESSION_COOKIE, codec.seal(token, _now()), f"{PREFIX}/")
         return response
 
@@ -243,6 +253,11 @@ async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
         ),
         (f"{PREFIX}/audit", "Audit search", policy.role_may(actor.role.value, "audit.read")),
         (
+            f"{PREFIX}/audit/chain",
+            "The audit chain: verify, anchors",
+            policy.role_may(actor.role.value, "audit.chain.read"),
+        ),
+        (
             f"{PREFIX}/break-glass",
             "Break-glass review",
             policy.role_may(actor.role.value, "break_glass.list"),
@@ -299,6 +314,52 @@ async def audit(request: web.Request, actor: Actor) -> web.StreamResponse:
     return _render(
         request, "audit.html", {"title": "Audit search", **context, **base_context(request)}, status
     )
+
+
+async def audit_record(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await audit_page.record_context(request, actor)
+    title = f"Audit record {context['record'].id}"
+    return _render(request, "audit_record.html", {"title": title, **context, **base_context(request)})
+
+
+async def audit_export(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """The search's records as a streamed download; bad filters show the search form again."""
+    try:
+        return await audit_page.export(
+            request, actor, request.app[audit_chain_key], {**SECURITY_HEADERS, "Server": SERVER_NAME}
+        )
+    except InvalidInput as error:
+        context = audit_page.form_context(request, error)
+        return _render(
+            request, "audit.html", {"title": "Audit search", **context, **base_context(request)}, 422
+        )
+
+
+async def audit_chain(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await chain_page.status_context(request, actor, request.app[audit_chain_key])
+    return _render(request, "chain.html", {"title": "The audit chain", **context, **base_context(request)})
+
+
+async def audit_verify(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Start a verification (or join the one running): to its page, which follows its progress."""
+    run = await chain_page.start(request, actor, request.app[audit_chain_key])
+    raise web.HTTPSeeOther(f"{PREFIX}/audit/chain/runs/{run.id}")
+
+
+async def audit_verification(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await chain_page.run_context(request, actor, request.app[audit_chain_key])
+    return _render(
+        request, "chain_run.html", {"title": "Verifying the audit chain", **context, **base_context(request)}
+    )
+
+
+async def audit_anchor(request: web.Request, actor: Actor) -> web.StreamResponse:
+    anchor_id = await chain_page.create_anchor(request, actor, request.app[audit_chain_key])
+    raise web.HTTPSeeOther(f"{PREFIX}/audit/chain?anchored={anchor_id}")
+
+
+async def audit_anchor_download(request: web.Request, actor: Actor) -> web.StreamResponse:
+    return await chain_page.anchor_download(request, actor, request.app[audit_chain_key])
 
 
 async def break_glass_list(request: web.Request, actor: Actor) -> web.StreamResponse:
@@ -410,6 +471,18 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("GET", f"{PREFIX}/policy/what-if", page(what_if_form), "console-whatif-form"),
     ("POST", f"{PREFIX}/policy/what-if", page(what_if), "console-whatif"),
     ("GET", f"{PREFIX}/audit", page(audit), "console-audit"),
+    ("GET", f"{PREFIX}/audit/{{record_id:[0-9]+}}", page(audit_record), "console-audit-record"),
+    ("GET", f"{PREFIX}/audit/export", page(audit_export), "console-audit-export"),
+    ("GET", f"{PREFIX}/audit/chain", page(audit_chain), "console-audit-chain"),
+    ("POST", f"{PREFIX}/audit/chain/runs", page(audit_verify), "console-audit-verify"),
+    ("GET", f"{PREFIX}/audit/chain/runs/{{run_id}}", page(audit_verification), "console-audit-verification"),
+    ("POST", f"{PREFIX}/audit/chain/anchors", page(audit_anchor), "console-audit-anchor"),
+    (
+        "GET",
+        f"{PREFIX}/audit/chain/anchors/{{anchor_id}}",
+        page(audit_anchor_download),
+        "console-audit-anchor-download",
+    ),
     ("GET", f"{PREFIX}/break-glass", page(break_glass_list), "console-emergencies"),
     ("GET", f"{PREFIX}/break-glass/{{session_id}}", page(break_glass_session), "console-emergency"),
     ("POST", f"{PREFIX}/break-glass/{{session_id}}/review", page(break_glass_review), "console-reviewed"),
@@ -419,7 +492,8 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("POST", f"{PREFIX}/consents/{{consent_id}}/revoke", page(consent_revoke), "console-consent-revoke"),
     ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
-PATHS = frozenset(path for _, path, _, _ in ROUTES)
+#: The routes' canonical paths (a ``{name:regex}`` placeholder is ``{name}`` there).
+PATHS = frozenset(re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path) for _, path, _, _ in ROUTES)
 
 
 def setup(app: web.Application) -> None:

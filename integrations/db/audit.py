@@ -2,11 +2,15 @@
 ``caremsg audit verify``, and the streaming reads behind ``caremsg audit export``.
 
 Nothing here writes an audit event (the unit of work does) or a chain entry (the sealer does).
+
+Longer than 400 lines because every read of the trail, its chain and its anchors shares the one
+search condition and the one row mapping here, so the search, its export and the verifier cannot
+drift apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,14 +29,22 @@ from engine.audit_chain import (
     first_problem,
     out_of_sequence,
 )
-from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
+from engine.audit_trail import Anchor, AuditFilter, AuditRecord, ChainPlace, Disclosure, RecordDetail
 from engine.model import EXTERNAL_PARTICIPANT, Page
 from engine.policy_edits import AuditedDecision
 from integrations.db.columns import table_of
-from integrations.db.tables import AuditChainRow, AuditEventRow, ConsentRow, PatientRow, UserRow
+from integrations.db.tables import (
+    AuditAnchorRow,
+    AuditChainRow,
+    AuditEventRow,
+    ConsentRow,
+    PatientRow,
+    UserRow,
+)
 
 events_t = table_of(AuditEventRow)
 chain_t = table_of(AuditChainRow)
+anchors_t = table_of(AuditAnchorRow)
 patients_t = table_of(PatientRow)
 users_t = table_of(UserRow)
 consents_t = table_of(ConsentRow)
@@ -85,6 +97,41 @@ def record_of(row: Any) -> AuditRecord:
     return AuditRecord(row.id, event_of(row), row.seq, row.hash)
 
 
+def anchor_of(row: Any) -> Anchor:
+    return Anchor(row.id, row.seq, row.event_id, row.hash, row.key_id, row.signed_at)
+
+
+def search_conditions(query: AuditFilter) -> list[Any]:
+    """The WHERE conditions of an auditor's search: the organization's visibility, then each filter."""
+    e = events_t.c
+    own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == query.organization_id)
+    visible = [e.organization_id == query.organization_id, e.patient_id.in_(own_patients)]
+    if query.subject_hash is not None:
+        # Searched by an exact email: also the events of no organization about that address (a
+        # failed login or registration for an email without an account). The searcher must
+        # know the address already; nothing of another organization comes with it.
+        visible.append(and_(e.organization_id.is_(None), e.subject_hash == query.subject_hash))
+    conditions: list[Any] = [or_(*visible)]
+    for column, value in (
+        (e.actor_id, query.actor_id),
+        (e.patient_id, query.patient_id),
+        (e.workflow, query.workflow),
+        (e.decision, query.decision),
+        (e.outcome, query.outcome),
+        (e.break_glass, query.break_glass),
+        (e.subject_hash, query.subject_hash),
+        (e.reason, query.reason),
+        (e.purpose, query.purpose),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if query.since is not None:
+        conditions.append(e.occurred_at >= query.since)
+    if query.until is not None:
+        conditions.append(e.occurred_at < query.until)
+    return conditions
+
+
 class SqlAuditTrail:
     """The :class:`engine.ports.AuditTrail` adapter, on the unit of work's session."""
 
@@ -92,35 +139,37 @@ class SqlAuditTrail:
         self.session = session
 
     async def search(self, query: AuditFilter, after: int | None, limit: int) -> Page[AuditRecord]:
-        e = events_t.c
-        own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == query.organization_id)
-        visible = [e.organization_id == query.organization_id, e.patient_id.in_(own_patients)]
-        if query.subject_hash is not None:
-            # Searched by an exact email: also the events of no organization about that address (a
-            # failed login or registration for an email without an account). The searcher must
-            # know the address already; nothing of another organization comes with it.
-            visible.append(and_(e.organization_id.is_(None), e.subject_hash == query.subject_hash))
-        conditions = [or_(*visible)]
-        for column, value in (
-            (e.actor_id, query.actor_id),
-            (e.patient_id, query.patient_id),
-            (e.workflow, query.workflow),
-            (e.decision, query.decision),
-            (e.outcome, query.outcome),
-            (e.break_glass, query.break_glass),
-            (e.subject_hash, query.subject_hash),
-        ):
-            if value is not None:
-                conditions.append(column == value)
-        if query.since is not None:
-            conditions.append(e.occurred_at >= query.since)
-        if query.until is not None:
-            conditions.append(e.occurred_at < query.until)
+        conditions = search_conditions(query)
         if after is not None:
-            conditions.append(e.id > after)
+            conditions.append(events_t.c.id > after)
         rows = (await self.session.execute(records_query().where(*conditions).limit(limit + 1))).all()
         items = tuple(record_of(r) for r in rows[:limit])
         return Page(items, items[-1].id if len(rows) > limit else None)
+
+    async def detail(self, record_id: int, organization_id: int) -> RecordDetail | None:
+        c = chain_t.c
+        query = (
+            select(events_t.c.id, *CONTENT_COLUMNS, c.seq, c.hash, c.digest, c.prev_hash)
+            .select_from(events_t.outerjoin(chain_t, c.event_id == events_t.c.id))
+            .where(events_t.c.id == record_id, *search_conditions(AuditFilter(organization_id)))
+        )
+        row = (await self.session.execute(query)).one_or_none()
+        if row is None:
+            return None
+        if row.seq is None:
+            return RecordDetail(record_of(row), None)
+        anchor = (
+            await self.session.execute(
+                select(anchors_t)
+                .where(anchors_t.c.seq >= row.seq)
+                .order_by(anchors_t.c.seq, anchors_t.c.id)
+                .limit(1)
+            )
+        ).one_or_none()
+        place = ChainPlace(
+            row.seq, row.digest, row.prev_hash, row.hash, anchor_of(anchor) if anchor else None
+        )
+        return RecordDetail(record_of(row), place)
 
     async def disclosures(
         self, patient_id: int, since: datetime, until: datetime, after: int | None, limit: int
@@ -244,11 +293,14 @@ async def chain_head(conn: AsyncConnection) -> ChainHead:
     return ChainHead(row.seq, row.hash, row.event_id) if row else ChainHead()
 
 
-async def verify_chain(conn: AsyncConnection, *, batch_size: int = 2000) -> VerifyReport:
+async def verify_chain(
+    conn: AsyncConnection, *, batch_size: int = 2000, progress: Callable[[int], None] | None = None
+) -> VerifyReport:
     """Walk the whole chain in ``seq`` order against the events, and look for inserted events.
 
     Reads in batches (keyset on ``seq``), so memory stays flat however long the trail is. Extra
     lookups (which entry holds this digest, where was this entry sealed) run only on a mismatch.
+    ``progress`` is told how many entries were checked after each batch.
     """
     walk = ChainWalk()
     chain_problem: Problem | None = None
@@ -280,15 +332,14 @@ async def verify_chain(conn: AsyncConnection, *, batch_size: int = 2000) -> Veri
             if chain_problem is not None:
                 break
             last = entry.seq
+        if progress is not None:
+            progress(walk.checked)
     head = await chain_head(conn)
     inserted_id, inserted_after = await _first_inserted(conn, head)
-    unsealed = (
-        await conn.execute(select(func.count()).select_from(events_t).where(e.id > head.event_id))
-    ).scalar_one()
     return VerifyReport(
         checked=walk.checked,
         head=head,
-        unsealed=int(unsealed),
+        unsealed=await unsealed_count(conn, head),
         problem=first_problem(chain_problem, inserted_id, inserted_after) or await _out_of_sequence(conn),
     )
 
@@ -352,6 +403,34 @@ async def count_records(conn: AsyncConnection, since: datetime | None, until: da
             await conn.execute(select(func.count()).select_from(events_t).where(*_range(since, until)))
         ).scalar_one()
     )
+
+
+async def stream_search(
+    conn: AsyncConnection, query: AuditFilter, *, batch_size: int = 500
+) -> AsyncIterator[AuditRecord]:
+    """Every record an auditor's search matches, by id, through a server-side cursor."""
+    result = await conn.stream(
+        records_query().where(*search_conditions(query)).execution_options(yield_per=batch_size)
+    )
+    async for row in result:
+        yield record_of(row)
+
+
+async def unsealed_count(conn: AsyncConnection, head: ChainHead) -> int:
+    """Events above the sealed head: committed but not yet in the chain."""
+    query = select(func.count()).select_from(events_t).where(events_t.c.id > head.event_id)
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def newest_anchors(conn: AsyncConnection, limit: int) -> tuple[Anchor, ...]:
+    rows = (await conn.execute(select(anchors_t).order_by(anchors_t.c.id.desc()).limit(limit))).all()
+    return tuple(anchor_of(r) for r in rows)
+
+
+async def stored_anchor(conn: AsyncConnection, anchor_id: int) -> tuple[Anchor, str] | None:
+    """An anchor and its signature (base64), or None."""
+    row = (await conn.execute(select(anchors_t).where(anchors_t.c.id == anchor_id))).one_or_none()
+    return None if row is None else (anchor_of(row), str(row.signature))
 
 
 async def stream_records(

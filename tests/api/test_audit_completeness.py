@@ -427,6 +427,11 @@ OTHER_CAPABILITIES = {
     # The console's test tables and what-if pages (tests/console/test_console_policy_what_if.py).
     "console.policy.tests",
     "console.policy.what_if",
+    # The console's audit exports and hash chain (tests/console/test_console_audit_chain.py).
+    "audit.export",
+    "audit.chain.read",
+    "audit.verify",
+    "audit.anchor",
     # The console's break-glass review (tests/console/test_console_break_glass.py).
     "break_glass.read",
     "break_glass.review",

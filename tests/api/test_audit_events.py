@@ -143,6 +143,28 @@ async def test_filters_combine_decision_time_range_and_break_glass(api: Api) -> 
     assert [e["id"] for e in no_glass["items"]] == ids
 
 
+async def test_filters_by_reason_and_by_purpose_of_use(api: Api) -> None:
+    org, nurse, auditor, patient = await _clinic(api)
+    peer = await api.person("peer_support", org)
+    assert (await api.call("GET", f"/api/patients/{patient}", peer))[0] == 403
+    stated = {"X-Purpose-Of-Use": "care_coordination"}
+    assert (await api.call("GET", f"/api/patients/{patient}", nurse, headers=stated))[0] == 200
+    assert (await api.call("GET", f"/api/patients/{patient}", nurse))[0] == 200
+
+    status, refused = await _search(api, auditor, patientId=patient, reason="not_on_care_team")
+    assert status == 200
+    assert [(e["actorId"], e["decision"]) for e in refused["items"]] == [(peer.id, "deny")]
+    _, none = await _search(api, auditor, patientId=patient, reason="no_active_consent")
+    assert none["items"] == []
+
+    _, coordinated = await _search(api, auditor, patientId=patient, purpose="care_coordination")
+    assert [(e["actorId"], e["workflow"], e["purpose"]) for e in coordinated["items"]] == [
+        (nurse.id, "patient.read", "care_coordination")
+    ]
+    _, paid = await _search(api, auditor, patientId=patient, purpose="payment")
+    assert paid["items"] == []
+
+
 async def test_pages_follow_the_cursor_in_a_stable_id_order_without_gaps_or_repeats(api: Api) -> None:
     _, nurse, auditor, patient = await _clinic(api)
     for _ in range(5):
@@ -251,6 +273,9 @@ BAD_FILTERS = [
     pytest.param({"breakGlass": "perhaps"}, "breakGlass", id="break-glass-not-a-boolean"),
     pytest.param({"workflow": "DROP TABLE"}, "workflow", id="workflow-not-a-name"),
     pytest.param({"email": "not-an-email"}, "email", id="email-not-an-address"),
+    pytest.param({"reason": "Not A Code"}, "reason", id="reason-not-a-code"),
+    pytest.param({"reason": "x" * 65}, "reason", id="reason-too-long"),
+    pytest.param({"purpose": "curiosity"}, "purpose", id="purpose-unknown"),
     pytest.param({"actor": "1"}, "actor", id="unknown-parameter"),
     pytest.param({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "from", id="from-after-to"),
 ]

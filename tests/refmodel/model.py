@@ -103,6 +103,10 @@ WORKFLOWS: dict[str, Declared] = {
     "user.list": _declared("own_org"),
     "user.create": _declared("own_org"),
     "audit.read": _declared("own_org"),
+    "audit.export": _declared("own_org"),
+    "audit.chain.read": _declared(""),
+    "audit.verify": _declared(""),
+    "audit.anchor": _declared(""),
     "break_glass.list": _declared(""),
     "break_glass.read": _declared("own_org"),
     "break_glass.review": _declared("own_org"),
@@ -210,6 +214,11 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # Auditors (and compliance officers) read the audit records of their own organization; compliance
     # officers review emergency sessions and a patient's accounting of disclosures.
     allow([AUDITOR, OFFICER], "audit.read", OWN_ORG)
+    allow([AUDITOR, OFFICER], "audit.export", OWN_ORG)
+    # ... and both see, verify and anchor the one hash chain of the whole trail (no content shown).
+    allow([AUDITOR, OFFICER], "audit.chain.read")
+    allow([AUDITOR, OFFICER], "audit.verify")
+    allow([AUDITOR, OFFICER], "audit.anchor")
     allow([OFFICER], "break_glass.list")
     # ... one at a time, of their own organization, and mark each reviewed once.
     allow([OFFICER], "break_glass.read", OWN_ORG)

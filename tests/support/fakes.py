@@ -22,7 +22,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +31,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from engine.audit import AuditEvent
+from engine.audit_chain import ChainHead, Problem, VerifyReport
+from engine.audit_trail import Anchor, AuditFilter, AuditRecord, ChainStatus, VerificationRun
 from engine.consent_index import ConsentIndex, IndexedConsent
 from engine.effects import Effect, PostMessage, TextMessage
 from engine.errors import Conflict, Unauthenticated
@@ -649,6 +652,69 @@ class FakeAuditTrail(_Repo):
     ) -> list[Any]:
         self.queries.append(("decisions", (organization_id, since, until, limit)))
         return []
+
+    async def detail(self, record_id: int, organization_id: int) -> Any:
+        self.queries.append(("detail", (record_id, organization_id)))
+        return None
+
+
+class FakeAuditChain:
+    """The hash chain's port in memory: a status, anchors numbered from 1, and verification runs
+    that end when the test says so (:meth:`finish`). Also the record stream of exports, which
+    yields the records a test put in ``streamed`` and remembers each query."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.anchors: list[Anchor] = []
+        self.runs: dict[str, tuple[VerificationRun, Callable[[VerificationRun], Awaitable[None]]]] = {}
+        self.started: list[str] = []
+        self.streamed: list[AuditRecord] = []
+        self.stream_queries: list[AuditFilter] = []
+
+    async def status(self, anchors: int) -> ChainStatus:
+        return ChainStatus(ChainHead(), 0, tuple(reversed(self.anchors))[:anchors])
+
+    async def anchor_document(self, anchor_id: int) -> Mapping[str, object] | None:
+        found = [a for a in self.anchors if a.id == anchor_id]
+        return {"chain": "caremsg-audit", "seq": found[0].seq} if found else None
+
+    async def create_anchor(self, signed_at: datetime) -> Anchor:
+        anchor = Anchor(len(self.anchors) + 1, 7, 9, "a" * 64, "fakekey", signed_at)
+        self.anchors.append(anchor)
+        return anchor
+
+    def running(self) -> VerificationRun | None:
+        return next((r for r, _ in self.runs.values() if r.state == "running"), None)
+
+    def verification(self, run_id: str) -> VerificationRun | None:
+        found = self.runs.get(run_id)
+        return found[0] if found else None
+
+    def start_verification(
+        self, run_id: str, started_by: int, on_finished: Callable[[VerificationRun], Awaitable[None]]
+    ) -> VerificationRun:
+        run = VerificationRun(run_id, started_by, self.clock(), total=3)
+        self.runs[run_id] = (run, on_finished)
+        self.started.append(run_id)
+        return run
+
+    async def finish(self, run_id: str, problem: Problem | None = None) -> VerificationRun:
+        run, on_finished = self.runs[run_id]
+        run.checked = 3
+        run.report = VerifyReport(3, ChainHead(3, "b" * 64, 3), 0, problem)
+        run.finished_at = self.clock()
+        await on_finished(run)
+        return run
+
+    @asynccontextmanager
+    async def records(self, query: AuditFilter) -> AsyncIterator[AsyncIterator[AuditRecord]]:
+        self.stream_queries.append(query)
+
+        async def each() -> AsyncIterator[AuditRecord]:
+            for record in self.streamed:
+                yield record
+
+        yield each()
 
 
 # --- consents, contacts, break-the-glass --------------------------------------------------------------
