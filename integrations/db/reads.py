@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, cast, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from engine.model import ReadMark
@@ -69,18 +70,26 @@ class SqlReadStateRepository(Repository):
         if not conversation_ids:
             return {}
         m, r = messages_t.c, reads_t.c
-        rows = await self.session.execute(
-            select(m.conversation_id, func.count().label("unread"))
-            .select_from(messages_t)
-            .outerjoin(reads_t, (r.conversation_id == m.conversation_id) & (r.user_id == user_id))
-            .where(
-                m.conversation_id.in_(list(conversation_ids)),
-                m.sender_id != user_id,
-                m.id > func.coalesce(r.last_read_message_id, 0),
-            )
-            .group_by(m.conversation_id)
+        # Per conversation of the page, a count of the messages after the member's mark: a range of
+        # ix_messages_conversation_id_id (migration 0021), so the cost follows what is unread, not
+        # the conversation's history (the plans are in the README, "Read receipts").
+        page = (
+            func.unnest(cast(list(conversation_ids), ARRAY(Integer))).table_valued("id").render_derived("c")
         )
-        return {row.conversation_id: int(row.unread) for row in rows}
+        mark = (
+            select(r.last_read_message_id)
+            .where(r.conversation_id == page.c.id, r.user_id == user_id)
+            .correlate(page)  # to the outermost statement's page, two levels up
+            .scalar_subquery()
+        )
+        unread = (
+            select(func.count())
+            .select_from(messages_t)
+            .where(m.conversation_id == page.c.id, m.sender_id != user_id, m.id > func.coalesce(mark, 0))
+            .scalar_subquery()
+        )
+        rows = await self.session.execute(select(page.c.id, unread.label("unread")))
+        return {row.id: int(row.unread) for row in rows if row.unread}
 
     async def last_in_channel_by(self, conversation_id: int, ts_ms: int) -> int | None:
         m, d = messages_t.c, deliveries_t.c

@@ -435,7 +435,9 @@ async def test_read_marks_move_forward_only_and_count_what_others_sent_after_the
             )
             for title in ("Ward", "Quiet")
         ]
-        ward = conversations[0]
+        ward, quiet = conversations
+        quiet_message = await u.messages.add_posted(quiet.id, nurse.id, "q", 99, 500)
+        assert quiet_message is not None
         posted = []
         for n, sender in enumerate((nurse, nurse, reader, nurse)):
             message = await u.messages.add_posted(ward.id, sender.id, f"m{n}", 100 + n, 1_000 * (n + 1))
@@ -453,6 +455,7 @@ async def test_read_marks_move_forward_only_and_count_what_others_sent_after_the
         back = await u.reads.mark(ward.id, reader.id, first.id, at + timedelta(minutes=1), "chat")
         same = await u.reads.mark(ward.id, reader.id, second.id, at + timedelta(minutes=2), "chat")
         nurse_mark = await u.reads.mark(ward.id, nurse.id, own.id, at, "chat")
+        await u.reads.mark(quiet.id, reader.id, quiet_message.id, at, "api")
         await u.commit()
     async with uow() as u:
         marks = await u.reads.of_conversation(ward.id)
@@ -460,16 +463,17 @@ async def test_read_marks_move_forward_only_and_count_what_others_sent_after_the
         nurse_counts = await u.reads.unread_counts(nurse.id, [ward.id])
         empty = await u.reads.unread_counts(reader.id, [])
         by_ts = [await u.reads.last_in_channel_by(ward.id, ts) for ts in (999, 1_000, 2_500, 10_000)]
-        elsewhere = await u.reads.last_in_channel_by(conversations[1].id, 10_000)
+        elsewhere = await u.reads.last_in_channel_by(quiet.id, 10_000)
         deliveries = await u.deliveries.for_messages([first.id])
-    assert none_yet == {ward.id: 3}  # the reader's own message is never unread
+    assert none_yet == {ward.id: 3, quiet.id: 1}  # the reader's own message is never unread
     assert moved[1] is True
     assert (moved[0].last_read_message_id, moved[0].read_at, moved[0].source) == (second.id, at, "api")
     assert back == (moved[0], False)
     assert same == (moved[0], False)
     assert nurse_mark[1] is True
     assert marks == {reader.id: moved[0], nurse.id: nurse_mark[0]}
-    assert counts == {ward.id: 1}  # only the last; the quiet conversation may be left out
+    # Each conversation counted against its own mark; one with none unread may be left out.
+    assert counts == {ward.id: 1}
     assert nurse_counts == {}  # after the nurse's mark only their own message: none unread
     assert empty == {}
     assert by_ts == [None, first.id, second.id, own.id]  # the last is not in the channel yet
