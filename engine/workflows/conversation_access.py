@@ -1,7 +1,8 @@
 """Reading a conversation: whether the actor may, the delivery state of its messages, and where each
 message stands for each member (sent, delivered, read) and how many the reader has not read.
 
-Shared by the conversations and messaging workflow families (neither imports the other's internals).
+Shared by the conversations, messaging and read-receipts workflow families (none imports another's
+internals).
 """
 
 from __future__ import annotations
