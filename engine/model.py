@@ -240,6 +240,9 @@ class Conversation:
     channel_state: str = "pending"
     member_ids: tuple[int, ...] = ()
     external_participants: tuple[ExternalParticipant, ...] = ()
+    #: The messages the person reading it has not read (not their own): set by the workflows that
+    #: answer a member, None where it was not counted.
+    unread_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,48 @@ class RecipientDelivery:
     state: DeliveryState
     reason: str | None = None
     updated_at: datetime | None = None
+    #: For the chat channel: when the chat provider took the message (its ``created_at``, ms).
+    provider_ts_ms: int | None = None
+
+
+class ReceiptState(StrEnum):
+    """Where one message stands for one member (other than its sender).
+
+    ``sent``: accepted by caremsg, on its way to the chat channel; ``delivered``: in the chat channel,
+    where the member's chat clients receive it; ``read``: the member's read state covers it (from a
+    caremsg client or a chat client's receipt); ``failed``: it could not be posted to the channel.
+    """
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ReadMark:
+    """A member's read state in a conversation: every message up to ``last_read_message_id`` is read.
+
+    It only moves forward; ``read_at`` is when it last moved, ``source`` who said so (``api``: a
+    caremsg client; ``chat``: a chat client's read receipt)."""
+
+    conversation_id: int
+    user_id: int
+    last_read_message_id: int
+    read_at: datetime
+    source: str
+
+
+@dataclass(frozen=True)
+class MemberReceipt:
+    """One member's receipt of one message: its state, when it reached the channel, when read."""
+
+    user_id: int
+    state: ReceiptState
+    delivered_at: datetime | None = None
+    #: When the member's read state moved past the message: they had read it by then (a later mark
+    #: that covers several messages gives them all its time).
+    read_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +306,8 @@ class Message:
     created_at: datetime
     chat_message_id: int | None = None
     deliveries: tuple[RecipientDelivery, ...] = field(default=())
+    #: Per member other than the sender; None where not read (the send path's answer).
+    receipts: tuple[MemberReceipt, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """Conversations and messages over HTTP: start one, list and read them, send a message (safe to
-retry with an ``Idempotency-Key``), read a message and its delivery state per recipient."""
+retry with an ``Idempotency-Key``), read a message and its delivery state per recipient and member,
+mark a conversation read up to a message."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from engine.model import Actor
-from engine.workflows import conversations, messaging
+from engine.workflows import conversations, messaging, read_receipts
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.requests import parse, path_id, query, respond, services
 from handlers.routing import Endpoint
@@ -15,7 +16,9 @@ from handlers.schemas.conversations import (
     ConversationCreate,
     ConversationDetailPublic,
     ConversationPublic,
+    MarkReadRequest,
     MessagePublic,
+    ReadStatePublic,
     SendMessageRequest,
 )
 
@@ -83,6 +86,12 @@ async def get_message(request: web.Request, actor: Actor) -> web.Response:
     return respond(MessagePublic.of(message))
 
 
+async def mark_read(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, MarkReadRequest)
+    state = await read_receipts.mark_read(services(request), actor, path_id(request, "id"), body.message_id)
+    return respond(ReadStatePublic.of(state))
+
+
 _IDEMPOTENCY = (
     "Send an `Idempotency-Key` header to make a retry safe: the same key and body replay the first "
     "response (with `Idempotent-Replayed: true`) instead of doing it twice."
@@ -136,6 +145,22 @@ ENDPOINTS: list[Endpoint] = [
         "A conversation and its recent messages",
         "conversations",
         response=ConversationDetailPublic,
+        description="With the caller's `unreadCount`, and each message's `recipients` (sent, delivered,"
+        " read per member).",
+    ),
+    Endpoint(
+        "POST",
+        "/api/conversations/{id}/read",
+        mark_read,
+        "markConversationRead",
+        "Mark the conversation read up to a message",
+        "conversations",
+        MarkReadRequest,
+        ReadStatePublic,
+        errors=(400, 401, 403, 404, 422),
+        description="Decided as conversation.read. Idempotent and forward only: a message older than"
+        " the caller's read state leaves it as it is and answers it (200). `messageId` must be one of"
+        " this conversation's messages (422 otherwise). Not passed on to the chat provider.",
     ),
     Endpoint(
         "GET",
@@ -146,6 +171,7 @@ ENDPOINTS: list[Endpoint] = [
         "conversations",
         response=MessagePublic,
         errors=(401, 403, 404, 422),
-        description="Decided as conversation.read on the message's conversation.",
+        description="Decided as conversation.read on the message's conversation. `recipients` lists"
+        " every member but the sender: sent, delivered or read, with times.",
     ),
 ]

@@ -1,5 +1,6 @@
-"""Conversation and messaging ports: conversations, messages, per-recipient deliveries, SMS opt-outs,
-webhook bookkeeping, Idempotency-Key bindings, the outbox, and the send path's own unit of work."""
+"""Conversation and messaging ports: conversations, messages, per-recipient deliveries, members' read
+state, SMS opt-outs, webhook bookkeeping, Idempotency-Key bindings, the outbox, and the send path's own
+unit of work."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Protocol
 
 from engine.effects import Effect
 from engine.facts import ConsentCandidate
-from engine.model import Conversation, DeliveryState, Message, Page, RecipientDelivery
+from engine.model import Conversation, DeliveryState, Message, Page, ReadMark, RecipientDelivery
 from engine.ports.audit import AuditLog
 
 
@@ -124,6 +125,35 @@ class DeliveryRepository(Protocol):
 
     async def mark_read(self, conversation_id: int, reader_chat_id: str, read_ts_ms: int) -> int:
         """Channel deliveries of others' messages posted up to ``read_ts_ms`` become ``delivered``."""
+        ...
+
+
+class ReadStateRepository(Protocol):
+    """Per conversation and member, the last message read (``conversation_reads``).
+
+    A member has read message M iff their mark's ``last_read_message_id >= M.id``; a mark only ever
+    moves forward, so an older or repeated mark changes nothing (other readers of the table, such as
+    urgent-message escalation, rely on both)."""
+
+    async def mark(
+        self, conversation_id: int, user_id: int, message_id: int, at: datetime, source: str
+    ) -> tuple[ReadMark, bool]:
+        """Move the member's mark to ``message_id`` if that is forward, else leave it; the mark as it
+        now stands and whether it moved. Safe against a concurrent mark of the same member."""
+        ...
+
+    async def of_conversation(self, conversation_id: int) -> dict[int, ReadMark]:
+        """Every member's mark in the conversation, by user id (members who never read have none)."""
+        ...
+
+    async def unread_counts(self, user_id: int, conversation_ids: Sequence[int]) -> dict[int, int]:
+        """For each conversation, the messages after the member's mark that others sent, in one
+        statement; a conversation with none unread may be left out."""
+        ...
+
+    async def last_in_channel_by(self, conversation_id: int, ts_ms: int) -> int | None:
+        """The id of the conversation's latest message the chat provider took at or before ``ts_ms``
+        (its channel delivery's ``provider_ts_ms``): what a chat client's receipt up to then covers."""
         ...
 
 

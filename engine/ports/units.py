@@ -15,9 +15,10 @@ consents                      consents, consent_lifecycle, compliance_groups,
                               organizations, users, outbox, facts, break_glass
 break_glass                   break_glass, outbox, facts
 contacts                      contacts
-conversations, messaging      conversations, messages, deliveries, users, outbox, facts,
-                              break_glass (+ idempotency_keys; messaging: opt_outs,
+conversations, messaging      conversations, messages, deliveries, reads, users, outbox,
+                              facts, break_glass (+ idempotency_keys; messaging: opt_outs,
                               webhook_events)
+read_receipts                 conversations, messages, deliveries, reads, facts, break_glass
 audit                         audit_trail
 policy_admin                  (audit only)
 ============================  =========================================================
@@ -43,6 +44,7 @@ from engine.ports.messaging import (
     MessageRepository,
     OptOutRepository,
     Outbox,
+    ReadStateRepository,
     WebhookEventLog,
 )
 from engine.ports.patients import CareTeamRepository, PatientRepository, RelationshipFacts
@@ -164,14 +166,18 @@ class ContactsUnitOfWork(Transaction, Protocol):
 
 
 class ConversationReading(PatientScoped, Protocol):
-    """engine/workflows/conversation_access.py: whether the actor may read a conversation, and the
-    delivery state of its messages (shared by the conversations and messaging families)."""
+    """engine/workflows/conversation_access.py: whether the actor may read a conversation, the
+    delivery state of its messages and its members' read state (shared by the conversations,
+    messaging and read-receipts families)."""
 
     @property
     def conversations(self) -> ConversationRepository: ...
 
     @property
     def deliveries(self) -> DeliveryRepository: ...
+
+    @property
+    def reads(self) -> ReadStateRepository: ...
 
 
 class ConversationsUnitOfWork(ConversationReading, Protocol):
@@ -209,6 +215,13 @@ class MessagingUnitOfWork(ConversationReading, Protocol):
     def webhook_events(self) -> WebhookEventLog: ...
 
 
+class ReadReceiptsUnitOfWork(ConversationReading, Protocol):
+    """engine/workflows/read_receipts.py: marking a conversation read up to a message."""
+
+    @property
+    def messages(self) -> MessageRepository: ...
+
+
 class AuditUnitOfWork(Transaction, Protocol):
     """engine/workflows/audit.py: searching the trail and the accounting of disclosures."""
 
@@ -226,6 +239,7 @@ class UnitOfWork(
     ContactsUnitOfWork,
     ConversationsUnitOfWork,
     MessagingUnitOfWork,
+    ReadReceiptsUnitOfWork,
     AuditUnitOfWork,
     Protocol,
 ):

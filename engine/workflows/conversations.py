@@ -21,7 +21,12 @@ from engine.ports.patients import PatientRelation
 from engine.ports.units import ConversationsUnitOfWork
 from engine.services import Decider, Guard, Services
 from engine.workflows import messaging
-from engine.workflows.conversation_access import readable_conversation, with_deliveries
+from engine.workflows.conversation_access import (
+    readable_conversation,
+    with_deliveries,
+    with_receipts,
+    with_unread_counts,
+)
 
 #: A Sendbird group channel holds up to 100 members (sendbird-api.md §4).
 MAX_CHANNEL_MEMBERS = 100
@@ -185,11 +190,14 @@ class ConversationDetail:
 async def get_conversation(
     services: Services, actor: Actor, conversation_id: int, message_limit: int = 50
 ) -> ConversationDetail:
+    """The conversation with the reader's unread count, and its recent messages with their delivery
+    rows and each member's receipt; decided as ``conversation.read``."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         conversation = await readable_conversation(guard, "conversation.read", conversation_id)
+        (conversation,) = await with_unread_counts(uow, actor.user_id, [conversation])
         recent = await uow.messages.recent(conversation_id, message_limit)
-        messages = await with_deliveries(uow, recent)
+        messages = await with_receipts(uow, conversation, await with_deliveries(uow, recent))
         await uow.commit()
     return ConversationDetail(conversation, messages)
 
@@ -197,7 +205,8 @@ async def get_conversation(
 async def list_conversations(
     services: Services, actor: Actor, after: int | None, limit: int | None
 ) -> Page[Conversation]:
-    """The actor's conversations, each decided as ``conversation.read`` (consent may have ended)."""
+    """The actor's conversations, each decided as ``conversation.read`` (consent may have ended), with
+    the actor's unread count of each (one statement for the page)."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("conversation.list", resource_type="conversation")
@@ -214,8 +223,9 @@ async def list_conversations(
                 details=details,
             ):
                 visible.append(conversation)
+        counted = await with_unread_counts(uow, actor.user_id, visible)
         await uow.commit()
-    return Page(tuple(visible), page.next_cursor)
+    return Page(tuple(counted), page.next_cursor)
 
 
 def _send_facts(

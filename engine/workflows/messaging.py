@@ -41,7 +41,13 @@ from engine.sms import (
     sms_recipient,
     textable,
 )
-from engine.workflows.conversation_access import conversation_facts, readable_conversation, with_deliveries
+from engine.workflows import read_receipts
+from engine.workflows.conversation_access import (
+    conversation_facts,
+    readable_conversation,
+    with_deliveries,
+    with_receipts,
+)
 
 CHANNEL, SMS = "chat", "sms"
 
@@ -142,7 +148,8 @@ async def store_deliveries(
 
 
 async def get_message(services: Services, actor: Actor, message_id: int) -> Message:
-    """One message with its per-recipient delivery state; decided as ``conversation.read``."""
+    """One message with its per-recipient delivery state and each member's receipt (sent, delivered,
+    read); decided as ``conversation.read``."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
 
@@ -163,8 +170,10 @@ async def get_message(services: Services, actor: Actor, message_id: int) -> Mess
         if message is None:
             guard.record_missing("conversation.read", "message", message_id)
             raise NotFound("message")
-        await readable_conversation(guard, "conversation.read", message.conversation_id, unknown_as="message")
-        (message,) = await with_deliveries(uow, [message])
+        conversation = await readable_conversation(
+            guard, "conversation.read", message.conversation_id, unknown_as="message"
+        )
+        (message,) = await with_receipts(uow, conversation, await with_deliveries(uow, [message]))
         await uow.commit()
     return message
 
@@ -266,13 +275,18 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
 
 
 async def chat_read(services: Services, event: ChatRead) -> str:
-    """Read receipts: channel deliveries the reader has now seen become ``delivered``."""
+    """Read receipts from chat clients: channel deliveries the reader has now seen become
+    ``delivered``, and a member's read state moves up to the last message the receipt covers
+    (:func:`engine.workflows.read_receipts.record_chat_read`: decided and audited per member)."""
     async with _unit_of_work(services) as uow:
         conversation = await uow.conversations.by_channel(event.channel_url)
         status = IGNORED
         if conversation is not None:
             for reader, read_ts in event.reads:
                 await uow.deliveries.mark_read(conversation.id, reader, read_ts)
+                await read_receipts.record_chat_read(
+                    services, uow, conversation, reader, read_ts, event.event_id
+                )
             status = PROCESSED
         await uow.webhook_events.finish(event.event_id, status)
         await uow.commit()

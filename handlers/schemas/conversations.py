@@ -1,4 +1,5 @@
-"""Schemas of conversations, messages and their per-recipient deliveries, and webhook answers."""
+"""Schemas of conversations, messages, their per-recipient deliveries and per-member receipts, read
+marks, and webhook answers."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from pydantic import (
 from engine.model import (
     Conversation,
     DeliveryState,
+    MemberReceipt,
     Message,
+    ReceiptState,
     RecipientDelivery,
 )
+from engine.workflows.read_receipts import ReadState
 from handlers.schemas import (
     Id,
     Name,
@@ -59,6 +63,11 @@ class ConversationPublic(Response):
     external_members: list[ExternalMemberPublic]
     created_by: int
     created_at: datetime
+    unread_count: int = Field(
+        0,
+        ge=0,
+        description="Messages after the caller's read mark that others sent (0 for a new conversation).",
+    )
 
     @classmethod
     def of(cls, c: Conversation) -> ConversationPublic:
@@ -77,6 +86,7 @@ class ConversationPublic(Response):
             ],
             created_by=c.created_by,
             created_at=c.created_at,
+            unread_count=c.unread_count or 0,
         )
 
 
@@ -108,6 +118,26 @@ class DeliveryPublic(Response):
         )
 
 
+class RecipientPublic(Response):
+    """Where the message stands for one member of the conversation (its sender aside)."""
+
+    user_id: int
+    state: ReceiptState = Field(
+        description="sent: on its way to the chat channel; delivered: in the chat channel; read: the"
+        " member's read mark covers it; failed: it could not be posted to the channel."
+    )
+    delivered_at: datetime | None = Field(None, description="When it reached the chat channel.")
+    read_at: datetime | None = Field(
+        None,
+        description="When the member's read mark moved past it: they had read it by then (one mark"
+        " covering several messages gives them all its time).",
+    )
+
+    @classmethod
+    def of(cls, r: MemberReceipt) -> RecipientPublic:
+        return cls(user_id=r.user_id, state=r.state, delivered_at=r.delivered_at, read_at=r.read_at)
+
+
 class MessagePublic(Response):
     id: int
     conversation_id: int
@@ -117,6 +147,12 @@ class MessagePublic(Response):
     created_at: datetime
     deliveries: list[DeliveryPublic] = Field(
         default_factory=list, description="Per recipient: the chat channel, then each SMS participant."
+    )
+    recipients: list[RecipientPublic] | None = Field(
+        None,
+        description="Per member but the sender, by user id: sent, delivered or read, with times."
+        " Shown when a message is read (GET /api/messages/{id}, GET /api/conversations/{id});"
+        " null in the answer to sending it.",
     )
 
     @classmethod
@@ -129,6 +165,38 @@ class MessagePublic(Response):
             state=m.state,
             created_at=m.created_at,
             deliveries=[DeliveryPublic.of(d) for d in m.deliveries],
+            recipients=None if m.receipts is None else [RecipientPublic.of(r) for r in m.receipts],
+        )
+
+
+class MarkReadRequest(Request):
+    message_id: Id = Field(
+        description="The last message read, one of this conversation's: every message up to it is read."
+    )
+
+
+class ReadStatePublic(Response):
+    """The caller's read state in the conversation after the mark (it only moves forward)."""
+
+    conversation_id: int
+    user_id: int
+    last_read_message_id: int = Field(description="Every message up to this one is read.")
+    read_at: datetime = Field(description="When the read state last moved forward.")
+    source: Literal["api", "chat"] = Field(
+        description="Who moved it last: a caremsg client (api) or a chat client's read receipt (chat)."
+    )
+    unread_count: int = Field(ge=0, description="Messages after it that others sent.")
+
+    @classmethod
+    def of(cls, state: ReadState) -> ReadStatePublic:
+        mark = state.mark
+        return cls(
+            conversation_id=mark.conversation_id,
+            user_id=mark.user_id,
+            last_read_message_id=mark.last_read_message_id,
+            read_at=mark.read_at,
+            source="chat" if mark.source == "chat" else "api",
+            unread_count=state.unread_count,
         )
 
 

@@ -69,6 +69,7 @@ def _delivery(row: Any) -> RecipientDelivery:
         state=DeliveryState(row.state),
         reason=row.reason,
         updated_at=row.updated_at,
+        provider_ts_ms=row.provider_ts_ms,
     )
 
 

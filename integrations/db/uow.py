@@ -42,6 +42,7 @@ from integrations.db.identity import SqlOrganizationRepository, SqlUserRepositor
 from integrations.db.login_throttle import SqlLoginThrottleRepository
 from integrations.db.messaging import SqlConversationRepository, SqlMessageRepository, SqlOutbox
 from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository, SqlRelationshipFacts
+from integrations.db.reads import SqlReadStateRepository
 
 audit_log = structlog.get_logger("caremsg.audit")
 log = structlog.get_logger("caremsg.db")
@@ -221,6 +222,7 @@ class SqlUnitOfWork:
         self.break_glass = SqlBreakGlassRepository(s)
         self.consent_lifecycle = SqlConsentLifecycle(s)
         self.deliveries = SqlDeliveryRepository(s)
+        self.reads = SqlReadStateRepository(s)
         self.opt_outs = SqlOptOutRepository(s)
         self.webhook_events = SqlWebhookEventLog(s)
         self.idempotency_keys = SqlIdempotencyKeys(s)

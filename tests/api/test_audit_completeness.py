@@ -149,6 +149,22 @@ async def conversation_path(w: World) -> str:
     return f"/api/conversations/{await w.conversation()}"
 
 
+async def read_mark_path(w: World) -> str:
+    return f"/api/conversations/{await w.conversation()}/read"
+
+
+async def read_mark_body(w: World) -> dict[str, Any]:
+    """A message of the conversation (sent by its member, organization a's care-team member)."""
+    status, sent = await w.api.call(
+        "POST",
+        "/api/conversations/send-message",
+        await w.person("care_team_member"),
+        json={"conversationId": await w.conversation(), "message": "Read me"},
+    )
+    assert status == 202, sent
+    return {"messageId": sent["id"]}
+
+
 async def contacts_path(w: World) -> str:
     return f"/api/organizations/{await w.org()}/contacts"
 
@@ -361,6 +377,11 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
         call("care_team_member", "GET", conversation_path),
         call("peer_support", "GET", conversation_path),
     ),
+    # Marking a conversation read is decided as conversation.read too (the part after # names the case).
+    "conversation.read#mark": (
+        call("care_team_member", "POST", read_mark_path, read_mark_body),
+        call("peer_support", "POST", read_mark_path, read_mark_body),
+    ),
     "message.send": (
         call("care_team_member", "POST", "/api/conversations/send-message", message_body),
         call("peer_support", "POST", "/api/conversations/send-message", message_body),
@@ -456,7 +477,7 @@ async def test_a_successful_action_leaves_one_success_record(
     status, rid, body = await _send(api, c)
 
     assert status in (200, 201, 202, 204), body
-    [row] = await _rows(db, rid, workflow)
+    [row] = await _rows(db, rid, workflow.split("#")[0])
     assert row["outcome"] == "success"
     assert row["decision"] in ("allow", None)
     assert row["occurred_at"].utcoffset().total_seconds() == 0
@@ -481,7 +502,7 @@ async def test_a_denied_action_leaves_one_denied_record(
     # 404/422: a record (or member) of an organization the caller has no relation to is answered as
     # one that does not exist; the record keeps the real decision and reason.
     assert status in (401, 403, 404, 422), body
-    [row] = await _rows(db, rid, workflow)
+    [row] = await _rows(db, rid, workflow.split("#")[0])
     assert row["outcome"] == "denied"
     if status != 401:
         assert row["decision"] == "deny"
@@ -496,12 +517,13 @@ async def test_a_failed_action_leaves_one_failure_record(
 ) -> None:
     c = await SCENARIOS[workflow][0](World(api))
 
-    async with audit_refuses(db, f"NEW.outcome = 'success' AND NEW.workflow = '{workflow}'"):
+    name = workflow.split("#")[0]
+    async with audit_refuses(db, f"NEW.outcome = 'success' AND NEW.workflow = '{name}'"):
         status, rid, body = await _send(api, c)
 
     assert status == 503, body
     assert body["code"] == "service_unavailable"
-    [row] = await _rows(db, rid, workflow)
+    [row] = await _rows(db, rid, name)
     assert row["outcome"] == "failure"
     assert json.loads(row["details"])["ended_by"] == "service_unavailable"
 

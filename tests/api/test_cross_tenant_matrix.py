@@ -205,6 +205,18 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
     ("GET", "/api/conversations/{id}"): {
         "id": Probe("conversation", lambda own, i: _p("GET", f"/api/conversations/{i}")),
     },
+    # Marking read: another organization's conversation answers as none; another's message as a
+    # message that is not this conversation's (422 naming messageId, the same as for no message).
+    ("POST", "/api/conversations/{id}/read"): {
+        "id": Probe(
+            "conversation",
+            lambda own, i: _p("POST", f"/api/conversations/{i}/read", {"messageId": own.ids["message"]}),
+        ),
+        "messageId": Probe(
+            "message",
+            lambda own, i: _p("POST", f"/api/conversations/{own.ids['conversation']}/read", {"messageId": i}),
+        ),
+    },
     ("GET", "/api/messages/{id}"): {
         "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}")),
     },

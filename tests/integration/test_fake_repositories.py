@@ -453,6 +453,69 @@ async def test_posted_messages_their_deliveries_read_receipts_and_opt_outs(uow: 
     assert (stopped, stopped_again, started, started_again) == (True, False, True, False)
 
 
+async def test_read_marks_move_forward_only_and_count_what_others_sent_after_them(uow: UowFactory) -> None:
+    at = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        reader = await u.users.add(_user(org.id))
+        conversations = [
+            await u.conversations.add(
+                patient_id=patient.id,
+                title=title,
+                organization_id=org.id,
+                created_by=nurse.id,
+                member_ids=[nurse.id, reader.id],
+                external=[],
+            )
+            for title in ("Ward", "Quiet")
+        ]
+        ward, quiet = conversations
+        quiet_message = await u.messages.add_posted(quiet.id, nurse.id, "q", 99, 500)
+        assert quiet_message is not None
+        posted = []
+        for n, sender in enumerate((nurse, nurse, reader, nurse)):
+            message = await u.messages.add_posted(ward.id, sender.id, f"m{n}", 100 + n, 1_000 * (n + 1))
+            assert message is not None
+            posted.append(message)
+            # The last one is not in the channel yet.
+            ts = 1_000 * (n + 1) if n < 3 else None
+            state = DeliveryState.SENT if ts else DeliveryState.QUEUED
+            await u.deliveries.add(message.id, [NewDelivery(CHANNEL_RECIPIENT, state, provider_ts_ms=ts)])
+        await u.commit()
+    first, second, own, last = posted
+    async with uow() as u:
+        none_yet = await u.reads.unread_counts(reader.id, [c.id for c in conversations])
+        moved = await u.reads.mark(ward.id, reader.id, second.id, at, "api")
+        back = await u.reads.mark(ward.id, reader.id, first.id, at + timedelta(minutes=1), "chat")
+        same = await u.reads.mark(ward.id, reader.id, second.id, at + timedelta(minutes=2), "chat")
+        nurse_mark = await u.reads.mark(ward.id, nurse.id, own.id, at, "chat")
+        await u.reads.mark(quiet.id, reader.id, quiet_message.id, at, "api")
+        await u.commit()
+    async with uow() as u:
+        marks = await u.reads.of_conversation(ward.id)
+        counts = await u.reads.unread_counts(reader.id, [c.id for c in conversations])
+        nurse_counts = await u.reads.unread_counts(nurse.id, [ward.id])
+        empty = await u.reads.unread_counts(reader.id, [])
+        by_ts = [await u.reads.last_in_channel_by(ward.id, ts) for ts in (999, 1_000, 2_500, 10_000)]
+        elsewhere = await u.reads.last_in_channel_by(quiet.id, 10_000)
+        deliveries = await u.deliveries.for_messages([first.id])
+    assert none_yet == {ward.id: 3, quiet.id: 1}  # the reader's own message is never unread
+    assert moved[1] is True
+    assert (moved[0].last_read_message_id, moved[0].read_at, moved[0].source) == (second.id, at, "api")
+    assert back == (moved[0], False)
+    assert same == (moved[0], False)
+    assert nurse_mark[1] is True
+    assert marks == {reader.id: moved[0], nurse.id: nurse_mark[0]}
+    # Each conversation counted against its own mark; one with none unread may be left out.
+    assert counts == {ward.id: 1}
+    assert nurse_counts == {}  # after the nurse's mark only their own message: none unread
+    assert empty == {}
+    assert by_ts == [None, first.id, second.id, own.id]  # the last is not in the channel yet
+    assert last.id > own.id
+    assert elsewhere is None
+    assert [d.provider_ts_ms for d in deliveries[first.id]] == [1_000]
+
+
 async def test_an_organization_consent_lets_a_number_take_part_only_if_it_is_in_the_directory(
     uow: UowFactory,
 ) -> None:

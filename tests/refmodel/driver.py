@@ -62,6 +62,8 @@ class Ids:
     phones: list[str] = field(default_factory=list)
     consents: list[int] = field(default_factory=list)
     conversations: list[int] = field(default_factory=list)
+    #: Messages sent, by the order they were sent (the model's message indices).
+    messages: list[int] = field(default_factory=list)
 
     def user_index(self, user_id: int) -> int:
         return self.users.index(user_id)
@@ -189,6 +191,7 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
             for c in world.conversations
         ],
         "messages": list(shadow.messages),
+        "reads": sorted((c, u, message) for (c, u), message in world.reads.items()),
         "break_glass": sorted(world.break_glass),
         "directory": sorted(world.directory),
         "opted_out": sorted(world.opted_out),
@@ -240,6 +243,20 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         messages.append(
             await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", c["id"])
         )
+    conversation_index = {cid: i for i, cid in enumerate(ids.conversations)}
+    message_index = {mid: i for i, mid in enumerate(ids.messages)}
+    reads = sorted(
+        (
+            conversation_index[r["conversation_id"]],
+            users.get(r["user_id"], -r["user_id"]),
+            message_index.get(r["last_read_message_id"], -1),
+        )
+        for r in await db.fetch(
+            "SELECT conversation_id, user_id, last_read_message_id FROM conversation_reads"
+            " WHERE conversation_id = ANY($1::int[])",
+            ids.conversations,
+        )
+    )
     glass = await db.fetch(
         "SELECT DISTINCT user_id, patient_id FROM break_glass_sessions"
         " WHERE patient_id = ANY($1::int[]) AND expires_at > now()",
@@ -278,6 +295,7 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         "consents": [r["revoked"] for r in consents],
         "conversations": conversations,
         "messages": messages,
+        "reads": reads,
         "break_glass": sorted((users[r["user_id"]], patients[r["patient_id"]]) for r in glass),
     }
 
@@ -312,6 +330,9 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
     wf = action.workflow
     if isinstance(action, m.ConversationAction):
         cid = MISSING_ID if action.conversation is None else ids.conversations[action.conversation]
+        if isinstance(action, m.MarkRead):
+            mid = MISSING_ID if action.message is None else ids.messages[action.message]
+            return "POST", f"/api/conversations/{cid}/read", {"messageId": mid}
         if wf == "conversation.read":
             return "GET", f"/api/conversations/{cid}", None
         return "POST", "/api/conversations/send-message", {"conversationId": cid, "message": "Checking in"}
@@ -853,7 +874,8 @@ async def run_scenario(
                 _fail(spec, done, problems, _answer(out), defect)
             # A known defect: carry on in the world the service now has (what it did, it did).
             tally.known[defect] = tally.known.get(defect, 0) + 1
-        counts = tally.by_workflow.setdefault(action.workflow, [0, 0])
+        shown_as = f"{action.workflow} (mark)" if isinstance(action, m.MarkRead) else action.workflow
+        counts = tally.by_workflow.setdefault(shown_as, [0, 0])
         counts[0 if 200 <= out.status < 300 else 1] += 1
         account = action.target if isinstance(action, m.AccountAction) else action.actor
         was_active = world.users[account].active
@@ -868,6 +890,7 @@ async def run_scenario(
             elif isinstance(action, m.ConversationAction) and action.workflow == "message.send":
                 assert action.conversation is not None
                 shadow.messages[action.conversation] += 1
+                ids.messages.append(int(out.body["id"]))
             elif isinstance(action, m.RecordConsent):
                 ids.consents.append(int(out.body["id"]))
             elif isinstance(action, m.RemoveContact):

@@ -319,6 +319,10 @@ class World:
     break_glass: set[tuple[int, int]] = field(default_factory=set)  # (user, patient), open
     #: Organizations' contact directories: (organization, phone) pairs their admins listed.
     directory: set[tuple[int, int]] = field(default_factory=set)
+    #: The conversation of each message sent, by the order they were sent.
+    messages: list[int] = field(default_factory=list)
+    #: Read marks: (conversation, user) -> the last message (by order sent) they marked read.
+    reads: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -362,6 +366,13 @@ class CreateConversation(PatientAction):
 @dataclass(frozen=True)
 class ConversationAction(Action):
     conversation: int | None  # None: one that does not exist
+
+
+@dataclass(frozen=True)
+class MarkRead(ConversationAction):
+    """Mark the conversation read up to a message (decided as ``conversation.read``)."""
+
+    message: int | None = None  # a message by the order it was sent; None: an id nobody has
 
 
 @dataclass(frozen=True)
@@ -926,7 +937,7 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
             for i, ext in enumerate(conversation.externals)
             if not ext.removed and _sms_state(world, conversation.patient, ext) == "queued"
         )
-    return Verdict(
+    allowed = Verdict(
         wf,
         True,
         202 if wf == "message.send" else 200,
@@ -937,6 +948,12 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
         break_glass=BREAK_GLASS in found.facts,
         purpose=_purpose(world, action.purpose_of_use, found.consent),
     )
+    if isinstance(action, MarkRead) and (
+        action.message is None or world.messages[action.message] != action.conversation
+    ):
+        # Decided and allowed, then the message is none of this conversation's: 422 naming messageId.
+        return replace(allowed, allowed=False, status=422)
+    return allowed
 
 
 def _list_verdict(world: World, action: Action) -> Verdict:
@@ -1175,3 +1192,11 @@ def apply(world: World, action: Action, v: Verdict) -> None:
     elif action.workflow == "break_glass.open":
         assert isinstance(action, PatientAction)
         world.break_glass.add((action.actor, action.patient))
+    elif isinstance(action, MarkRead):
+        assert action.conversation is not None
+        assert action.message is not None
+        key = (action.conversation, action.actor)
+        world.reads[key] = max(world.reads.get(key, -1), action.message)  # only forward
+    elif isinstance(action, ConversationAction) and action.workflow == "message.send":
+        assert action.conversation is not None
+        world.messages.append(action.conversation)

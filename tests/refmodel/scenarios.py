@@ -9,6 +9,7 @@ not exist). Shrinking then removes actions and simplifies indices while keeping 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from hypothesis import strategies as st
 
@@ -190,6 +191,7 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "conversation.create",
                 "conversation.create",
                 "conversation.read",
+                "conversation.read#mark",
                 "message.send",
                 "message.send",
                 "consent.create",
@@ -277,10 +279,12 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         return m.AddCareTeamMember(kind, actor, patient, draw(st.integers(0, users - 1)))
     if kind == "conversation.create":
         return draw(create_conversation(spec, patient, clinician))
-    if kind in {"conversation.read", "message.send"}:
+    if kind in {"conversation.read", "message.send", "conversation.read#mark"}:
         actor = draw(
             st.sampled_from([MEMBER_OF_IT, MEMBER_OF_IT, clinician, draw(st.integers(0, users - 1))])
         )
+        if kind == "conversation.read#mark":  # marking read up to a message is conversation.read too
+            return m.MarkRead("conversation.read", actor, draw(_reference()), draw(_reference()))
         return m.ConversationAction(kind, actor, draw(_reference()))
     if kind == "consent.create":
         return draw(record_consent(spec))
@@ -373,20 +377,10 @@ def resolve(world: m.World, action: m.Action) -> m.Action:
     An even reference prefers the records the actor is likely to act on (a conversation they are in,
     a consent of their organization's patient), so allowed actions are common; an odd one takes any.
     """
+    if isinstance(action, m.MarkRead):
+        return _message_of(world, _conversation_of(world, action))
     if isinstance(action, m.ConversationAction):
-        n = len(world.conversations)
-        if action.actor == MEMBER_OF_IT:
-            if action.conversation is None or not n:
-                return replace(action, actor=0, conversation=None)
-            chosen = action.conversation % n
-            members = sorted(world.conversations[chosen].members)
-            return replace(action, actor=members[action.conversation % len(members)], conversation=chosen)
-        if action.conversation is None:
-            return action
-        mine = [i for i, c in enumerate(world.conversations) if action.actor in c.members]
-        if mine and action.conversation % 2 == 0:
-            return replace(action, conversation=mine[action.conversation // 2 % len(mine)])
-        return replace(action, conversation=action.conversation % n if n else None)
+        return _conversation_of(world, action)
     if isinstance(action, m.SmsReply):
         parts = m.participations(world, action.phone)
         if action.code is None or not parts:
@@ -408,3 +402,34 @@ def resolve(world: m.World, action: m.Action) -> m.Action:
             return replace(action, consent=ours[action.consent // 2 % len(ours)])
         return replace(action, consent=action.consent % n if n else None)
     return action
+
+
+C = TypeVar("C", bound=m.ConversationAction)
+
+
+def _conversation_of(world: m.World, action: C) -> C:
+    """A drawn conversation reference resolved (see :func:`resolve`)."""
+    n = len(world.conversations)
+    if action.actor == MEMBER_OF_IT:
+        if action.conversation is None or not n:
+            return replace(action, actor=0, conversation=None)
+        chosen = action.conversation % n
+        members = sorted(world.conversations[chosen].members)
+        return replace(action, actor=members[action.conversation % len(members)], conversation=chosen)
+    if action.conversation is None:
+        return action
+    mine = [i for i, c in enumerate(world.conversations) if action.actor in c.members]
+    if mine and action.conversation % 2 == 0:
+        return replace(action, conversation=mine[action.conversation // 2 % len(mine)])
+    return replace(action, conversation=action.conversation % n if n else None)
+
+
+def _message_of(world: m.World, action: m.MarkRead) -> m.MarkRead:
+    """A drawn message reference resolved: an even one prefers a message of the action's own
+    conversation, an odd one takes any message; none when nothing was sent (or it was drawn so)."""
+    if action.message is None or not world.messages:
+        return replace(action, message=None)
+    own = [i for i, c in enumerate(world.messages) if c == action.conversation]
+    if own and action.message % 2 == 0:
+        return replace(action, message=own[-1 - action.message // 2 % len(own)])
+    return replace(action, message=action.message % len(world.messages))

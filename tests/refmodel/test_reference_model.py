@@ -167,6 +167,25 @@ CASES: dict[str, Scenario] = {
             ),
         ),
     ),
+    "a read mark names a message of its conversation and only moves forward": Scenario(
+        TWO_ORGS,
+        (
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), ()),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), ()),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 1),
+            # Odd message references are taken as they are (1: the second message sent; 3: the
+            # first; 5: the third, which is the other conversation's); see scenarios.resolve.
+            m.MarkRead("conversation.read", ORG0_REGISTRAR, 0, 1),
+            m.MarkRead("conversation.read", ORG0_REGISTRAR, 0, 3),  # back: stays at the second
+            m.MarkRead("conversation.read", ORG0_REGISTRAR, 0, 5),  # the other conversation's: 422
+            m.MarkRead("conversation.read", ORG0_REGISTRAR, 0, None),  # nobody's: 422
+            m.MarkRead("conversation.read", ORG1_CLINICIAN, 0, 1),  # no relation: as no conversation
+            m.MarkRead("conversation.read", ORG0_OFFICER, 0, 1),  # a role that never reads
+            m.MarkRead("conversation.read", ORG0_REGISTRAR, 1, 5),
+        ),
+    ),
     "a read-only consent lets a partner read but not change the record": Scenario(
         WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), ()),
         (

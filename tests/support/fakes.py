@@ -53,6 +53,7 @@ from engine.model import (
     OrganizationContact,
     Page,
     Patient,
+    ReadMark,
     RecipientDelivery,
     RecipientType,
     RiskLevel,
@@ -320,6 +321,8 @@ class FakeDatabase:
     externals: dict[int, FakeExternalRow] = field(default_factory=dict)
     messages: dict[int, Message] = field(default_factory=dict)
     deliveries: dict[int, FakeDeliveryRow] = field(default_factory=dict)
+    #: conversation_reads: (conversation id, user id) -> the member's read mark
+    reads: dict[tuple[int, int], ReadMark] = field(default_factory=dict)
     #: The effects enqueued, in order (the ``outbox`` table holds one row per effect).
     outbox: list[Effect] = field(default_factory=list)
     #: phone number -> the provider id of the STOP
@@ -1128,7 +1131,9 @@ class FakeDeliveryRepository(_Repo):
                 d = row.delivery
                 channel = "chat" if d.recipient == CHANNEL_RECIPIENT else "sms"
                 out.setdefault(row.message_id, []).append(
-                    RecipientDelivery(d.recipient, channel, d.state, d.reason, row.updated_at)
+                    RecipientDelivery(
+                        d.recipient, channel, d.state, d.reason, row.updated_at, d.provider_ts_ms
+                    )
                 )
         return {k: tuple(v) for k, v in out.items()}
 
@@ -1159,6 +1164,47 @@ class FakeDeliveryRepository(_Repo):
             ):
                 data.messages[message.id] = dataclasses.replace(message, state=DeliveryState.DELIVERED)
         return count
+
+
+class FakeReadStateRepository(_Repo):
+    """conversation_reads: one mark per conversation and member, moved forward only."""
+
+    async def mark(
+        self, conversation_id: int, user_id: int, message_id: int, at: datetime, source: str
+    ) -> tuple[ReadMark, bool]:
+        current = self.data.reads.get((conversation_id, user_id))
+        if current is not None and current.last_read_message_id >= message_id:
+            return current, False
+        mark = ReadMark(conversation_id, user_id, message_id, at, source)
+        self.data.reads[(conversation_id, user_id)] = mark
+        return mark, True
+
+    async def of_conversation(self, conversation_id: int) -> dict[int, ReadMark]:
+        return {user: mark for (conv, user), mark in self.data.reads.items() if conv == conversation_id}
+
+    async def unread_counts(self, user_id: int, conversation_ids: Sequence[int]) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for m in self.data.messages.values():
+            mark = self.data.reads.get((m.conversation_id, user_id))
+            if (
+                m.conversation_id in conversation_ids
+                and m.sender_id != user_id
+                and m.id > (mark.last_read_message_id if mark else 0)
+            ):
+                out[m.conversation_id] = out.get(m.conversation_id, 0) + 1
+        return out
+
+    async def last_in_channel_by(self, conversation_id: int, ts_ms: int) -> int | None:
+        found = [
+            row.message_id
+            for row in self.data.deliveries.values()
+            if row.delivery.recipient == CHANNEL_RECIPIENT
+            and row.delivery.provider_ts_ms is not None
+            and row.delivery.provider_ts_ms <= ts_ms
+            and (m := self.data.messages.get(row.message_id)) is not None
+            and m.conversation_id == conversation_id
+        ]
+        return max(found, default=None)
 
 
 class FakeOptOutRepository(_Repo):
@@ -1208,6 +1254,7 @@ class FakeUnitOfWork:
         self.messages = FakeMessageRepository(self._work)
         self.outbox = FakeOutbox(self._work)
         self.deliveries = FakeDeliveryRepository(self._work)
+        self.reads = FakeReadStateRepository(self._work)
         self.opt_outs = FakeOptOutRepository(self._work)
         self.webhook_events = FakeWebhookEventLog(self._work)
         self.idempotency_keys = FakeIdempotencyKeys(self._work)
@@ -1507,6 +1554,7 @@ __all__ = [
     "FakePasswords",
     "FakePatientReadUnitOfWork",
     "FakePolicyReloader",
+    "FakeReadStateRepository",
     "FakeSendUnitOfWork",
     "FakeSmsGateway",
     "FakeTokens",

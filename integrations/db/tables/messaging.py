@@ -107,7 +107,11 @@ class MessageRow(SQLModel, table=True):
     chat_message_id: int | None = Field(sa_column=Column(BigInteger, nullable=True))
     created_at: datetime = timestamp()
 
-    __table_args__ = (CheckConstraint("state IN ('queued','sent','delivered','failed')", name="state"),)
+    __table_args__ = (
+        CheckConstraint("state IN ('queued','sent','delivered','failed')", name="state"),
+        # Unread counts: the messages of a conversation after a member's read mark (migration 0021).
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+    )
 
 
 class OutboxRow(SQLModel, table=True):
