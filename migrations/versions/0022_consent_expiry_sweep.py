@@ -6,7 +6,7 @@ chat channels and external participants stay admitted for SMS. The sweep ends th
 revocation does, once per consent; the partial index is its claim.
 
 Revision ID: 0022
-Revises: 0018
+Revises: 0021
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0022"
-down_revision: str | None = "0018"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
