@@ -222,6 +222,9 @@ class Conversation:
     channel_state: str = "pending"
     member_ids: tuple[int, ...] = ()
     external_participants: tuple[ExternalParticipant, ...] = ()
+    #: The care team whose on-call role the conversation includes, and who holds it in the channel.
+    on_call_care_team_id: int | None = None
+    on_call_holder_id: int | None = None
 
 
 @dataclass(frozen=True)

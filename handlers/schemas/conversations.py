@@ -39,6 +39,11 @@ class ConversationCreate(Request):
     patient_id: Id
     member_ids: Annotated[list[Id], Field(max_length=99)] = []
     external_members: Annotated[list[ExternalMemberCreate], Field(max_length=20)] = []
+    on_call_of: Id | None = Field(
+        None,
+        description="A care team id (the patient's): the conversation also includes whoever is on call"
+        " for that care team, handed over to the next holder when their shift ends.",
+    )
 
 
 class ExternalMemberPublic(Response):
@@ -59,6 +64,12 @@ class ConversationPublic(Response):
     external_members: list[ExternalMemberPublic]
     created_by: int
     created_at: datetime
+    on_call_of: int | None = Field(
+        None, description="The care team whose on-call role the conversation includes, if any."
+    )
+    on_call_holder_id: int | None = Field(
+        None, description="Who holds that role in the conversation now (null while nobody is on call)."
+    )
 
     @classmethod
     def of(cls, c: Conversation) -> ConversationPublic:
@@ -77,6 +88,8 @@ class ConversationPublic(Response):
             ],
             created_by=c.created_by,
             created_at=c.created_at,
+            on_call_of=c.on_call_care_team_id,
+            on_call_holder_id=c.on_call_holder_id,
         )
 
 
