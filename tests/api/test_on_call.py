@@ -239,7 +239,8 @@ async def test_staff_mark_themselves_away_with_a_delegate_see_it_and_end_it(
     status, again = await api.call("DELETE", "/api/auth/away", team.lead)
     assert status == 409, again
     outcomes = await db.fetch(
-        "SELECT workflow, outcome FROM audit_events WHERE actor_id = $1 AND workflow LIKE 'away.%' ORDER BY id",
+        "SELECT workflow, outcome FROM audit_events"
+        " WHERE actor_id = $1 AND workflow LIKE 'away.%' ORDER BY id",
         team.lead.id,
     )
     assert [(r["workflow"], r["outcome"]) for r in outcomes] == [
