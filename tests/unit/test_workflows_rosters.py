@@ -4,6 +4,7 @@ tests/integration/test_on_call_handoffs.py the hand-off scheduler and the channe
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -281,8 +282,6 @@ async def test_the_delegate_must_be_an_active_clinical_colleague_of_ones_organiz
         "inactive": colleague.user_id,
     }[who]
     if who == "inactive":
-        import dataclasses
-
         world.db.users[delegate] = dataclasses.replace(world.db.users[delegate], is_active=False)
 
     with pytest.raises(InvalidInput) as refused:
