@@ -330,7 +330,11 @@ async def send_message(
         if context.on_call is not None:
             # Who receives it as the on-call role (the holder in the channel), and for which care team.
             care_team_id, holder_id = context.on_call
-            decider.annotate(on_call_of=care_team_id, on_call_holder_id=holder_id)
+            decider.annotate(
+                on_call_of=care_team_id,
+                on_call_holder_id=holder_id,
+                on_call_received_as=f"on call for care team {care_team_id}" if holder_id else None,
+            )
         deliveries = messaging.plan_deliveries(
             decider, services, context.patient_id, context.message_id, context.sms_recipients
         )

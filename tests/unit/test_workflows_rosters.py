@@ -342,6 +342,7 @@ async def test_a_conversation_routed_to_the_on_call_role_invites_the_holder_and_
     await send_message(world.services, lead, conversation.id, "Please review the plan.")
     [sent] = world.events("message.send")
     assert (sent.details["on_call_of"], sent.details["on_call_holder_id"]) == (team.id, colleague.user_id)
+    assert sent.details["on_call_received_as"] == f"on call for care team {team.id}"
 
 
 async def test_another_patients_care_team_cannot_be_the_role_of_a_conversation(world: FakeWorld) -> None:
