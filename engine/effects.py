@@ -86,6 +86,15 @@ class RemoveMembers:
 
 
 @dataclass(frozen=True)
+class InviteMembers:
+    """Put chat users into a conversation's channel (the new holder of its on-call role); users who
+    are members already stay as they are."""
+
+    conversation_id: int
+    chat_user_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class NotifyComplianceOfBreakGlass:
     """Tell the compliance officers of the patient's organization that an emergency session opened."""
 
@@ -100,6 +109,7 @@ Effect = (
     | AskWhichConversation
     | PostSmsReply
     | RemoveMembers
+    | InviteMembers
     | NotifyComplianceOfBreakGlass
 )
 
@@ -113,6 +123,7 @@ KIND: Mapping[type[Effect], str] = {
     AskWhichConversation: "send_sms",
     PostSmsReply: "post_sms_reply",
     RemoveMembers: "remove_members",
+    InviteMembers: "invite_members",
     NotifyComplianceOfBreakGlass: "notify_break_glass",
 }
 

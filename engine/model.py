@@ -243,6 +243,9 @@ class Conversation:
     #: The messages the person reading it has not read (not their own): set by the workflows that
     #: answer a member, None where it was not counted.
     unread_count: int | None = None
+    #: The care team whose on-call role the conversation includes, and who holds it in the channel.
+    on_call_care_team_id: int | None = None
+    on_call_holder_id: int | None = None
 
 
 @dataclass(frozen=True)

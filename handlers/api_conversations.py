@@ -35,6 +35,7 @@ async def create_conversation(request: web.Request, actor: Actor) -> web.Respons
             conversations.ExternalMember(e.phone_number, e.name, e.organization_id)
             for e in body.external_members
         ],
+        on_call_of=body.on_call_of,
     )
 
     async def run(claim: int | None) -> tuple[int, ConversationPublic]:

@@ -9,7 +9,7 @@ stopped in the reverse one); each stores what it built under its key in ``handle
 3. ``_consent_index``: the in-memory consent index, loaded before the first request.
 4. ``_policy``: the policy files, loaded once; ``_live_policy`` reloads them.
 5. ``messaging``: the SMS gateway, the idempotency store, the webhook keys (``handlers/app_messaging.py``).
-6. ``_relay``: the outbox relays that deliver what workflows asked for.
+6. ``_relay``: the outbox relays that deliver what workflows asked for, and the on-call hand-offs.
 7. ``_services``: the engine's services, which every handler calls.
 8. ``webhook_processor``, ``_audit_sealer``, ``_audit_chain``, ``schedules.consent_expiry``,
    ``_rejection_summaries``: background work (``handlers/schedules.py`` holds what runs on a
@@ -48,6 +48,7 @@ from handlers import (
     api_messaging,
     api_patients,
     api_policy,
+    api_rosters,
     console,
     metrics,
     schedules,
@@ -88,12 +89,13 @@ from integrations.db.identity import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.migrate import head_revisions
 from integrations.db.resources import DatabaseProbe, ensure_organization, is_unavailable, open_database
 from integrations.effects.break_glass import BreakGlassAlertExecutor
-from integrations.effects.channels import RemoveMembersExecutor
+from integrations.effects.channels import InviteMembersExecutor, RemoveMembersExecutor
 from integrations.effects.executor import Executor
 from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
 from integrations.relay import TEXT_KINDS, OutboxRelay, Relays, RelaySettings
+from integrations.relay.handoffs import OnCallHandoffs
 from integrations.security import Argon2Passwords, JwtTokens
 
 log = structlog.get_logger("caremsg.app")
@@ -185,6 +187,7 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
     )
     executors: list[Executor[Any]] = [
         RemoveMembersExecutor(),
+        InviteMembersExecutor(),
         BreakGlassAlertExecutor(),
         *app[messaging_key].outbox_kinds,
     ]
@@ -207,7 +210,12 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
     )
     app[relay_key] = relay
     task = asyncio.create_task(relay.run(), name="outbox-relay")
+    # Conversations routed to a care team's on-call role change hands at shift boundaries; the
+    # effects of a hand-off go out through this relay.
+    handoffs = OnCallHandoffs(sessions, poll_interval=outbox.poll_interval_seconds, wake=relay.wake)
+    handoff_task = asyncio.create_task(handoffs.run(), name="on-call-handoffs")
     yield
+    await _stop(handoff_task)
     await _stop(task)
 
 
@@ -355,6 +363,7 @@ def default_endpoints() -> list[Endpoint]:
         *api_messaging.ENDPOINTS,
         *api_audit.ENDPOINTS,
         *api_contacts.ENDPOINTS,
+        *api_rosters.ENDPOINTS,
         *api_docs.ENDPOINTS,
         *metrics.ENDPOINTS,
     ]

@@ -120,6 +120,19 @@ FIELD_DOCS: dict[str, str] = {
     "FieldProblem.type": "The kind of error, e.g. missing, string_too_long, enum.",
     "WebhookAccepted.status": "accepted (new event) or duplicate (already received).",
     "RegistrationAccepted.status": "Always accepted: the same answer whether or not the email exists.",
+    # the on-call roster and staff away
+    "careTeamId": "The care team concerned.",
+    "startsAt": "When it starts (UTC, inclusive).",
+    "endsAt": "When it ends (UTC, exclusive).",
+    "OnCallRosterPublic.from": "The start of the window read (UTC, inclusive).",
+    "OnCallRosterPublic.to": "The end of the window read (UTC, exclusive).",
+    "RosterChangePublic.shift": "The shift added or removed.",
+    "gapsUntil": "The end of the stretch the gaps were looked for in (UTC): 7 days from now.",
+    "delegateId": "The colleague who takes urgent messages meanwhile.",
+    "StaffAwayPublic.from": "Away from (UTC, inclusive).",
+    "StaffAwayPublic.until": "Away until (UTC, exclusive); null: until ended.",
+    "AwayStatusPublic.at": "When this was read (UTC).",
+    "AwayStatusPublic.planned": "Away windows that start later.",
     "ComplianceGroupPublic.sharedWith": (
         "Organizations the owner shared the group with (a non-owner sees only its own)."
     ),

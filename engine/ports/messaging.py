@@ -210,6 +210,9 @@ class SendContext:
     sms_recipients: tuple[SmsRecipient, ...]
     #: The sender's emergency (break-the-glass) session for the patient open now, if any.
     break_glass_session_id: int | None = None
+    #: The conversation's on-call role, if it includes one: (care team, who holds it in the channel
+    #: now, or None while nobody is on call).
+    on_call: tuple[int, int | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ consents                      consents, consent_lifecycle, compliance_groups,
                               organizations, users, outbox, facts, break_glass
 break_glass                   break_glass, outbox, facts
 contacts                      contacts
+rosters                       care_teams, users, rosters, away, facts, break_glass
 conversations, messaging      conversations, messages, deliveries, reads, users, outbox,
-                              facts, break_glass (+ idempotency_keys; messaging: opt_outs,
-                              webhook_events)
+                              facts, break_glass (+ idempotency_keys, care_teams, rosters,
+                              on_call_routes; messaging: opt_outs, webhook_events)
 read_receipts                 conversations, messages, deliveries, reads, facts, break_glass
 audit                         audit_trail
 policy_admin                  (audit only)
@@ -48,6 +49,7 @@ from engine.ports.messaging import (
     WebhookEventLog,
 )
 from engine.ports.patients import CareTeamRepository, PatientRepository, RelationshipFacts
+from engine.ports.rosters import AwayRepository, OnCallRoutes, RosterRepository
 
 
 class Transaction(Protocol):
@@ -158,6 +160,22 @@ class BreakGlassUnitOfWork(PatientScoped, Protocol):
     def outbox(self) -> Outbox: ...
 
 
+class RostersUnitOfWork(PatientScoped, Protocol):
+    """engine/workflows/rosters.py: care teams' on-call rosters and staff away with a delegate."""
+
+    @property
+    def care_teams(self) -> CareTeamRepository: ...
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def rosters(self) -> RosterRepository: ...
+
+    @property
+    def away(self) -> AwayRepository: ...
+
+
 class ContactsUnitOfWork(Transaction, Protocol):
     """engine/workflows/contacts.py: organizations' directories of external numbers."""
 
@@ -194,6 +212,15 @@ class ConversationsUnitOfWork(ConversationReading, Protocol):
 
     @property
     def idempotency_keys(self) -> IdempotencyKeys: ...
+
+    @property
+    def care_teams(self) -> CareTeamRepository: ...
+
+    @property
+    def rosters(self) -> RosterRepository: ...
+
+    @property
+    def on_call_routes(self) -> OnCallRoutes: ...
 
 
 class MessagingUnitOfWork(ConversationReading, Protocol):
@@ -236,6 +263,7 @@ class UnitOfWork(
     PatientsUnitOfWork,
     ConsentsUnitOfWork,
     BreakGlassUnitOfWork,
+    RostersUnitOfWork,
     ContactsUnitOfWork,
     ConversationsUnitOfWork,
     MessagingUnitOfWork,

@@ -8,17 +8,20 @@ are delivered through the outbox, so an acknowledged message survives a Sendbird
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from engine.audit import DetailValue
 from engine.decisions import Decision, Fact
-from engine.effects import CreateChannel
+from engine.effects import CreateChannel, InviteMembers
 from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page, User
 from engine.ports.messaging import NewExternalParticipant, NewSend, SendContext
 from engine.ports.patients import PatientRelation
 from engine.ports.units import ConversationsUnitOfWork
+from engine.rosters import on_call_at
 from engine.services import Decider, Guard, Services
 from engine.workflows import messaging
 from engine.workflows.conversation_access import (
@@ -50,6 +53,8 @@ class StartConversation:
     title: str
     member_ids: Sequence[int]
     external_members: Sequence[ExternalMember] = ()
+    #: Include the on-call role of this care team (the patient's) instead of a person.
+    on_call_of: int | None = None
 
 
 async def start_conversation(
@@ -138,6 +143,8 @@ async def start_conversation(
                 NewExternalParticipant(ext.phone_number, ext.name, ext.organization_id, consent_id)
             )
 
+        holder = await _on_call_holder(guard, cmd) if cmd.on_call_of is not None else None
+
         conversation = await uow.conversations.add(
             patient_id=pid,
             title=cmd.title,
@@ -148,6 +155,16 @@ async def start_conversation(
         )
         guard.identify(resource_id=conversation.id, patient_id=pid)
         await uow.outbox.enqueue(CreateChannel(conversation.id))
+        if cmd.on_call_of is not None:
+            holder_id = holder.id if holder is not None else None
+            await uow.on_call_routes.include(conversation.id, cmd.on_call_of, holder_id, actor.user_id)
+            if holder is not None and holder.id not in conversation.member_ids:
+                # After the channel exists (its effects wait for it), the holder joins it.
+                await uow.outbox.enqueue(InviteMembers(conversation.id, (holder.chat_user_id,)))
+            guard.annotate(on_call_of=cmd.on_call_of, on_call_holder_id=holder_id)
+            conversation = dataclasses.replace(
+                conversation, on_call_care_team_id=cmd.on_call_of, on_call_holder_id=holder_id
+            )
         if idempotency_claim is not None:
             await uow.idempotency_keys.bind(idempotency_claim, conversation.id)
         await uow.commit()
@@ -179,6 +196,37 @@ async def _member_may_join(
             raise
         return denied.decision
     return None
+
+
+async def _on_call_holder(guard: Guard[ConversationsUnitOfWork], cmd: StartConversation) -> User | None:
+    """Who holds the care team's on-call role now (None: nobody is on call), once the care team is
+    found to be the conversation's patient's and the holder is decided as a member
+    (``conversation.join``, field ``onCallOf``)."""
+    uow, pid = guard.uow, cmd.patient_id
+    assert cmd.on_call_of is not None
+    team = await uow.care_teams.get(cmd.on_call_of)
+    if team is None or team.patient_id != pid:
+        raise InvalidInput(
+            [FieldError("onCallOf", "Not the care team of this conversation's patient.", "not_found")]
+        )
+    now = guard.now
+    shift = on_call_at(await uow.rosters.between(team.id, now, now + timedelta(microseconds=1)), now)
+    holder = await uow.users.get(shift.user_id) if shift is not None else None
+    if holder is None or not holder.is_active:
+        return None
+    holder_facts, holder_details = await guard.patient_facts(
+        "conversation.join", pid, user_id=holder.id, organization_id=holder.organization_id
+    )
+    guard.require(
+        "conversation.join",
+        holder_facts - {Fact.CARE_TEAM},
+        resource_type="conversation",
+        patient_id=pid,
+        subject_role=holder.role.value,
+        field="onCallOf",
+        details={**holder_details, "subject_user_id": holder.id, "on_call_of": team.id},
+    )
+    return holder
 
 
 @dataclass(frozen=True)
@@ -289,6 +337,14 @@ async def send_message(
             details=details,
         )
         decider.annotate(message_id=context.message_id)  # the decision's resource stays the conversation
+        if context.on_call is not None:
+            # Who receives it as the on-call role (the holder in the channel), and for which care team.
+            care_team_id, holder_id = context.on_call
+            decider.annotate(
+                on_call_of=care_team_id,
+                on_call_holder_id=holder_id,
+                on_call_received_as=f"on call for care team {care_team_id}" if holder_id else None,
+            )
         deliveries = messaging.plan_deliveries(
             decider, services, context.patient_id, context.message_id, context.sms_recipients
         )

@@ -43,6 +43,11 @@ class ConversationCreate(Request):
     patient_id: Id
     member_ids: Annotated[list[Id], Field(max_length=99)] = []
     external_members: Annotated[list[ExternalMemberCreate], Field(max_length=20)] = []
+    on_call_of: Id | None = Field(
+        None,
+        description="A care team id (the patient's): the conversation also includes whoever is on call"
+        " for that care team, handed over to the next holder when their shift ends.",
+    )
 
 
 class ExternalMemberPublic(Response):
@@ -68,6 +73,12 @@ class ConversationPublic(Response):
         ge=0,
         description="Messages after the caller's read mark that others sent (0 for a new conversation).",
     )
+    on_call_of: int | None = Field(
+        None, description="The care team whose on-call role the conversation includes, if any."
+    )
+    on_call_holder_id: int | None = Field(
+        None, description="Who holds that role in the conversation now (null while nobody is on call)."
+    )
 
     @classmethod
     def of(cls, c: Conversation) -> ConversationPublic:
@@ -87,6 +98,8 @@ class ConversationPublic(Response):
             created_by=c.created_by,
             created_at=c.created_at,
             unread_count=c.unread_count or 0,
+            on_call_of=c.on_call_care_team_id,
+            on_call_holder_id=c.on_call_holder_id,
         )
 
 

@@ -24,6 +24,7 @@ from integrations.db.base import Repository, page
 from integrations.db.columns import table_of
 from integrations.db.tables import (
     ConversationMemberRow,
+    ConversationOnCallRow,
     ConversationRow,
     ExternalParticipantRow,
     IdempotencyKeyRow,
@@ -37,6 +38,7 @@ from integrations.effects.outbox import outbox_row
 
 conv_members_t = table_of(ConversationMemberRow)
 conversations_t = table_of(ConversationRow)
+on_call_t = table_of(ConversationOnCallRow)
 externals_t = table_of(ExternalParticipantRow)
 keys_t = table_of(IdempotencyKeyRow)
 deliveries_t = table_of(MessageDeliveryRow)
@@ -72,7 +74,15 @@ def hydrated_conversations() -> Any:
         .where(e.conversation_id == conversations_t.c.id)
         .scalar_subquery()
     )
-    return select(conversations_t, members.label("member_ids"), external.label("externals"))
+    r = on_call_t.c
+    on_call = select(r.care_team_id, r.holder_id).where(r.conversation_id == conversations_t.c.id)
+    return select(
+        conversations_t,
+        members.label("member_ids"),
+        external.label("externals"),
+        on_call.with_only_columns(r.care_team_id).scalar_subquery().label("on_call_care_team_id"),
+        on_call.with_only_columns(r.holder_id).scalar_subquery().label("on_call_holder_id"),
+    )
 
 
 def conversation_of(r: Any) -> Conversation:
@@ -87,6 +97,8 @@ def conversation_of(r: Any) -> Conversation:
         channel_state=r.channel_state,
         member_ids=tuple(r.member_ids),
         external_participants=tuple(_external(*x) for x in r.externals),
+        on_call_care_team_id=r.on_call_care_team_id,
+        on_call_holder_id=r.on_call_holder_id,
     )
 
 

@@ -58,6 +58,8 @@ _CONTEXT = f"""
             WHERE b.user_id = $2 AND b.patient_id = c.patient_id
               AND b.opened_at <= $3 AND b.expires_at > $3) AS break_glass_session_id,
            nextval(pg_get_serial_sequence('messages', 'id')) AS message_id,
+           (SELECT json_build_array(r.care_team_id, r.holder_id) FROM conversation_on_call r
+            WHERE r.conversation_id = c.id) AS on_call,
            (SELECT json_agg(r ORDER BY r.participant_id) FROM (
                {SMS_RECIPIENTS_SQL.format(conversation="c.id", patient="c.patient_id")}
            ) r) AS sms_recipients
@@ -99,6 +101,14 @@ _STORE = f"""
 # The outbox entries' stored kinds, bound (engine/effects.py names them); the payloads are the
 # shapes of integrations/effects/outbox.py, built in SQL because the ids exist only inside _STORE.
 _POST_KIND, _TEXT_KIND = kind_of(PostMessage), kind_of(TextMessage)
+
+
+def _on_call(value: Any) -> tuple[int, int | None] | None:
+    """The conversation's on-call role as read: (care team, holder or None), or None without one."""
+    if value is None:
+        return None
+    care_team_id, holder_id = json.loads(value) if isinstance(value, str) else value
+    return int(care_team_id), None if holder_id is None else int(holder_id)
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:
@@ -221,6 +231,7 @@ class PgSendUnitOfWork(HeldConnectionUnitOfWork):
             break_glass_session_id=row["break_glass_session_id"],
             message_id=row["message_id"],
             sms_recipients=tuple(recipient(r) for r in recipients),
+            on_call=_on_call(row["on_call"]),
         )
 
     async def commit(self, send: NewSend) -> datetime:

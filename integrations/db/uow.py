@@ -43,6 +43,7 @@ from integrations.db.login_throttle import SqlLoginThrottleRepository
 from integrations.db.messaging import SqlConversationRepository, SqlMessageRepository, SqlOutbox
 from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository, SqlRelationshipFacts
 from integrations.db.reads import SqlReadStateRepository
+from integrations.db.rosters import SqlAwayRepository, SqlOnCallRoutes, SqlRosterRepository
 
 audit_log = structlog.get_logger("caremsg.audit")
 log = structlog.get_logger("caremsg.db")
@@ -184,6 +185,9 @@ class SqlUnitOfWork:
     idempotency_keys: SqlIdempotencyKeys
     login_throttle: SqlLoginThrottleRepository
     contacts: SqlContactDirectory
+    rosters: SqlRosterRepository
+    away: SqlAwayRepository
+    on_call_routes: SqlOnCallRoutes
 
     audit_trail: SqlAuditTrail
 
@@ -228,6 +232,9 @@ class SqlUnitOfWork:
         self.idempotency_keys = SqlIdempotencyKeys(s)
         self.login_throttle = SqlLoginThrottleRepository(s)
         self.contacts = SqlContactDirectory(s)
+        self.rosters = SqlRosterRepository(s)
+        self.away = SqlAwayRepository(s)
+        self.on_call_routes = SqlOnCallRoutes(s)
         self.audit_trail = SqlAuditTrail(s)
         return self
 

@@ -1,4 +1,5 @@
-"""Executors of the effects on a conversation's chat channel: creating it, taking members out."""
+"""Executors of the effects on a conversation's chat channel: creating it, putting members in (the
+on-call holder), taking members out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from engine.effects import CreateChannel, Effect, RemoveMembers
+from engine.effects import CreateChannel, Effect, InviteMembers, RemoveMembers
 from integrations.effects.executor import RelayContext
 from integrations.effects.outbox import OutboxEntry
 
@@ -101,3 +102,40 @@ class RemoveMembersExecutor:
         """Nothing to record on success: the membership rows went in the revocation's own transaction."""
         for entry, reason in failed:
             log.error("consents.channel_removal_failed", outbox_id=entry.id, reason=reason)
+
+
+class InviteMembersExecutor:
+    """Put staff into a conversation's channel (the new holder of its on-call role): their chat users
+    are made first, as for a new channel; inviting a member again changes nothing, so it is safe to
+    repeat."""
+
+    handles: tuple[type[Effect], ...] = (InviteMembers,)
+
+    async def deliver(self, effect: InviteMembers, entry: OutboxEntry, ctx: RelayContext) -> None:
+        async with ctx.sessions() as session:
+            channel_url = (
+                await session.execute(
+                    text("SELECT channel_url FROM conversations WHERE id = :id"),
+                    {"id": effect.conversation_id},
+                )
+            ).scalar_one()
+            staff = (
+                await session.execute(
+                    text(
+                        "SELECT chat_user_id, first_name, last_name FROM users"
+                        " WHERE chat_user_id = ANY(CAST(:ids AS text[])) ORDER BY id"
+                    ),
+                    {"ids": list(effect.chat_user_ids)},
+                )
+            ).all()
+        for user in staff:
+            nickname = f"{user.first_name} {user.last_name[:1]}."
+            await ctx.chat.ensure_user(user.chat_user_id, nickname[:80])
+        await ctx.chat.invite_members(channel_url, [u.chat_user_id for u in staff])
+
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
+    ) -> None:
+        """Nothing to record on success: the hand-off's own transaction recorded who holds the role."""
+        for entry, reason in failed:
+            log.error("rosters.channel_invite_failed", outbox_id=entry.id, reason=reason)

@@ -17,6 +17,7 @@ from engine.effects import (
     AskWhichConversation,
     CreateChannel,
     Effect,
+    InviteMembers,
     NotifyComplianceOfBreakGlass,
     PostMessage,
     PostSmsReply,
@@ -80,6 +81,8 @@ def outbox_row(effect: Effect) -> OutboxRow:
             return OutboxRow(kind, payload, c)
         case RemoveMembers(conversation_id=c, chat_user_ids=users):
             return OutboxRow(kind, {"conversation_id": c, "user_ids": list(users)}, c)
+        case InviteMembers(conversation_id=c, chat_user_ids=users):
+            return OutboxRow(kind, {"conversation_id": c, "user_ids": list(users)}, c)
         case NotifyComplianceOfBreakGlass(session_id=s):
             return OutboxRow(kind, {"session_id": s}, None)
 
@@ -130,6 +133,9 @@ _READERS: dict[str, _Reader] = {
         dedup_id=str(p["dedup_id"]),
     ),
     kind_of(RemoveMembers): lambda p, c, m: RemoveMembers(
+        int(p["conversation_id"]), tuple(str(u) for u in p["user_ids"])
+    ),
+    kind_of(InviteMembers): lambda p, c, m: InviteMembers(
         int(p["conversation_id"]), tuple(str(u) for u in p["user_ids"])
     ),
     kind_of(NotifyComplianceOfBreakGlass): lambda p, c, m: NotifyComplianceOfBreakGlass(int(p["session_id"])),

@@ -6,7 +6,7 @@ so listing conversations costs what is unread, not each conversation's whole his
 serves a conversation's most recent messages (ordered by id).
 
 Revision ID: 0021
-Revises: 0018
+Revises: 0020
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0021"
-down_revision: str | None = "0018"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -210,6 +210,42 @@ async def share_body(w: World) -> dict[str, Any]:
     return {"organizationId": await w.org("b")}
 
 
+async def on_call_path(w: World) -> str:
+    return f"/api/care-teams/{await w.team()}/on-call"
+
+
+async def shifts_path(w: World) -> str:
+    return f"/api/care-teams/{await w.team()}/on-call/shifts"
+
+
+async def shift_body(w: World) -> dict[str, Any]:
+    nurse = await w.person("care_team_member")
+    return {
+        "userId": nurse.id,
+        "startsAt": "2031-03-01T08:00:00+01:00",
+        "endsAt": "2031-03-01T20:00:00+01:00",
+    }
+
+
+async def shift_path(w: World) -> str:
+    status, body = await w.api.call(
+        "POST", await shifts_path(w), await w.person("care_team_member"), json=await shift_body(w)
+    )
+    assert status == 201, body
+    return f"{await shifts_path(w)}/{body['shift']['id']}"
+
+
+async def away_body(w: World) -> dict[str, Any]:
+    return {"delegateId": (await w.person("peer_support")).id}
+
+
+async def away_path(w: World) -> str:
+    nurse = await w.person("care_team_member")
+    status, body = await w.api.call("PUT", "/api/auth/away", nurse, json=await away_body(w))
+    assert status == 200, body
+    return "/api/auth/away"
+
+
 async def bare_team_body(w: World) -> dict[str, Any]:
     return {"patientId": await w.bare_patient(), "name": "Care team"}
 
@@ -405,6 +441,26 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
     "organization_contact.remove": (
         call("admin", "DELETE", contact_path),
         call("admin", "DELETE", contact_path, org="b"),
+    ),
+    "on_call.read": (
+        call("care_team_member", "GET", on_call_path),
+        call("auditor", "GET", on_call_path),
+    ),
+    "on_call.add": (
+        call("care_team_member", "POST", shifts_path, shift_body),
+        call("admin", "POST", shifts_path, shift_body, org="b"),
+    ),
+    "on_call.remove": (
+        call("admin", "DELETE", shift_path),
+        call("admin", "DELETE", shift_path, org="b"),
+    ),
+    "away.set": (
+        call("care_team_member", "PUT", "/api/auth/away", away_body),
+        call("auditor", "PUT", "/api/auth/away", away_body),
+    ),
+    "away.end": (
+        call("care_team_member", "DELETE", away_path),
+        call("compliance_officer", "DELETE", away_path),
     ),
 }
 

@@ -20,6 +20,7 @@ import secrets
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -180,6 +181,15 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
                 {"title": "Matrix", "patientId": own.ids["patient"], "memberIds": [i]},
             ),
         ),
+        # The on-call role of a care team: only the conversation's patient's team is accepted.
+        "onCallOf": Probe(
+            "care_team",
+            lambda own, i: _p(
+                "POST",
+                "/api/conversations",
+                {"title": "Matrix", "patientId": own.ids["patient"], "onCallOf": i},
+            ),
+        ),
         "externalMembers[0].organizationId": Probe(
             "organization",
             lambda own, i: _p(
@@ -193,6 +203,35 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
             ),
             mode=DIRECTORY,
         ),
+    },
+    # The on-call roster of a care team: another organization's team (or shift) answers as none.
+    ("GET", "/api/care-teams/{id}/on-call"): {
+        "id": Probe("care_team", lambda own, i: _p("GET", f"/api/care-teams/{i}/on-call")),
+    },
+    ("POST", "/api/care-teams/{id}/on-call/shifts"): {
+        "id": Probe(
+            "care_team",
+            lambda own, i: _p("POST", f"/api/care-teams/{i}/on-call/shifts", _shift_body(own.ids["user"])),
+        ),
+        "userId": Probe(
+            "user",
+            lambda own, i: _p(
+                "POST", f"/api/care-teams/{own.ids['care_team']}/on-call/shifts", _shift_body(i)
+            ),
+        ),
+    },
+    ("DELETE", "/api/care-teams/{id}/on-call/shifts/{shiftId}"): {
+        "id": Probe(
+            "care_team",
+            lambda own, i: _p("DELETE", f"/api/care-teams/{i}/on-call/shifts/{own.ids['shift']}"),
+        ),
+        "shiftId": Probe(
+            "shift",
+            lambda own, i: _p("DELETE", f"/api/care-teams/{own.ids['care_team']}/on-call/shifts/{i}"),
+        ),
+    },
+    ("PUT", "/api/auth/away"): {
+        "delegateId": Probe("user", lambda own, i: _p("PUT", "/api/auth/away", {"delegateId": i})),
     },
     ("POST", "/api/conversations/send-message"): {
         "conversationId": Probe(
@@ -288,6 +327,28 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
         ),
     },
 }
+
+
+#: Each shift the matrix makes gets a window of its own (a day apart), so none overlaps another.
+_SHIFT_DAYS = itertools.count()
+
+
+def _shift_body(user_id: int) -> dict[str, Any]:
+    start = datetime(2031, 1, 1, 8, tzinfo=UTC) + timedelta(days=next(_SHIFT_DAYS))
+    return {
+        "userId": user_id,
+        "startsAt": start.isoformat(),
+        "endsAt": (start + timedelta(hours=1)).isoformat(),
+    }
+
+
+async def _new_shift(api: Api, who: Person, care_team_id: int) -> int:
+    """A shift of the care team, for ``who`` (on the team), on a day of its own."""
+    status, body = await api.call(
+        "POST", f"/api/care-teams/{care_team_id}/on-call/shifts", who, json=_shift_body(who.id)
+    )
+    assert status == 201, body
+    return int(body["shift"]["id"])
 
 
 def _unique(prefix: str) -> str:
@@ -402,6 +463,7 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         json={"reason": "Matrix: ED emergency"},
     )
     assert status == 201, session
+    shift = await _new_shift(api, peer, team["id"])
     ids = {
         "organization": org,
         "neutral": neutral,
@@ -416,6 +478,7 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "user": colleague.id,
         "contact": contact,
         "break_glass": session["id"],
+        "shift": shift,
         # An account the administration probes act on (a fresh one for the own organization's check).
         "account": (await api.person("care_team_member", org)).id,
     }
@@ -489,7 +552,11 @@ async def test_an_unrelated_record_answers_like_a_nonexistent_one_and_own_record
         a = Tenant(
             a.name,
             a.people,
-            {**a.ids, "contact": await _new_contact(api, a.people["admin"], a.ids["organization"])},
+            {
+                **a.ids,
+                "contact": await _new_contact(api, a.people["admin"], a.ids["organization"]),
+                "shift": await _new_shift(api, a.people["peer_support"], a.ids["care_team"]),
+            },
             a.secrets,
         )
     own_status, own_body = await _answer(api, a.people[role], probe.build(a, a.ids[probe.kind]))

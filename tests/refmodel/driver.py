@@ -64,6 +64,8 @@ class Ids:
     conversations: list[int] = field(default_factory=list)
     #: Messages sent, by the order they were sent (the model's message indices).
     messages: list[int] = field(default_factory=list)
+    #: On-call shifts, by (patient, day slot).
+    shifts: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def user_index(self, user_id: int) -> int:
         return self.users.index(user_id)
@@ -197,6 +199,8 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
         "opted_out": sorted(world.opted_out),
         "accounts": [(u.active, u.role) for u in world.users],
         "shares": [sorted(g.shared_with) for g in world.groups],
+        "shifts": sorted((p, slot, user) for (p, slot), user in world.shifts.items()),
+        "away": sorted(world.away.items()),
     }
 
 
@@ -283,7 +287,23 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         ids.groups,
     ):
         shares[groups[r["group_id"]]].append(orgs.get(r["organization_id"], -1))
+    # Shifts of the world's care teams, by (patient, day slot, user); away: who is away now, and the delegate.
+    slots = await db.fetch(
+        "SELECT t.patient_id, s.starts_at, s.user_id FROM on_call_shifts s"
+        " JOIN care_teams t ON t.id = s.care_team_id WHERE t.patient_id = ANY($1::int[])",
+        ids.patients,
+    )
+    away = await db.fetch(
+        "SELECT user_id, delegate_id FROM staff_away"
+        " WHERE user_id = ANY($1::int[]) AND starts_at <= now() AND (ends_at IS NULL OR ends_at > now())",
+        ids.users,
+    )
     return {
+        "shifts": sorted(
+            (patients[r["patient_id"]], (r["starts_at"] - SHIFT_DAY_ONE).days, users.get(r["user_id"], -1))
+            for r in slots
+        ),
+        "away": sorted((users[r["user_id"]], users.get(r["delegate_id"], -1)) for r in away),
         "accounts": [accounts[uid] for uid in ids.users],
         "shares": shares,
         "opted_out": sorted(phones[r["phone_number"]] for r in opted_out),
@@ -326,6 +346,10 @@ def _consent_body(action: m.RecordConsent, ids: Ids) -> dict[str, Any]:
     return body
 
 
+#: The day of the model's first shift slot (each slot is one hour of its own day, far from now).
+SHIFT_DAY_ONE = datetime(2031, 3, 2, 8, tzinfo=UTC)
+
+
 def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | None]:
     wf = action.workflow
     if isinstance(action, m.ConversationAction):
@@ -336,6 +360,10 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         if wf == "conversation.read":
             return "GET", f"/api/conversations/{cid}", None
         return "POST", "/api/conversations/send-message", {"conversationId": cid, "message": "Checking in"}
+    if isinstance(action, m.SetAway):
+        return "PUT", "/api/auth/away", {"delegateId": ids.users[action.delegate]}
+    if action.workflow == "away.end":
+        return "DELETE", "/api/auth/away", None
     if isinstance(action, m.RemoveContact):
         contact = ids.contacts.get((action.org, action.phone), MISSING_ID)
         return "DELETE", f"/api/organizations/{ids.orgs[action.org]}/contacts/{contact}", None
@@ -430,7 +458,20 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         return "POST", "/api/conversations", body
     if isinstance(action, m.RecordConsent):
         return "POST", "/api/consents", _consent_body(action, ids)
+    team = ids.teams[action.patient]
+    if isinstance(action, m.AddShift):
+        start = SHIFT_DAY_ONE + timedelta(days=action.slot)
+        body = {
+            "userId": ids.users[action.member],
+            "startsAt": start.isoformat(),
+            "endsAt": (start + timedelta(hours=1)).isoformat(),
+        }
+        return "POST", f"/api/care-teams/{team}/on-call/shifts", body
+    if isinstance(action, m.RemoveShift):
+        shift = ids.shifts.get((action.patient, action.slot), MISSING_ID)
+        return "DELETE", f"/api/care-teams/{team}/on-call/shifts/{shift}", None
     paths = {
+        "on_call.read": ("GET", f"/api/care-teams/{team}/on-call", None),
         "patient.read": ("GET", f"/api/patients/{pid}", None),
         "care_team.read": ("GET", f"/api/patients/{pid}/care-team", None),
         "consent.list": ("GET", f"/api/patients/{pid}/consents", None),
@@ -921,6 +962,10 @@ async def run_scenario(
                 shadow.risk.append("high")
             elif isinstance(action, m.AddContact):
                 ids.contacts[(action.org, action.phone)] = int(out.body["id"])
+            elif isinstance(action, m.AddShift):
+                ids.shifts[(action.patient, action.slot)] = int(out.body["shift"]["id"])
+            elif isinstance(action, m.RemoveShift):
+                ids.shifts.pop((action.patient, action.slot), None)
             if action.workflow in ENDING_SESSIONS:
                 # A reactivation ends no session: only the ones from before a deactivation stay ended.
                 probe = action.workflow != "user.reactivate" or not was_active

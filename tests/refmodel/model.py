@@ -130,6 +130,11 @@ WORKFLOWS: dict[str, Declared] = {
     "console.policy.read": _declared(""),
     "console.policy.tests": _declared(""),
     "console.policy.what_if": _declared(""),
+    "on_call.read": _declared("own_org care_team covered", "read", CLINICAL),
+    "on_call.add": _declared("own_org care_team covered", "write", CLINICAL),
+    "on_call.remove": _declared("own_org care_team covered", "write", CLINICAL),
+    "away.set": _declared("self"),
+    "away.end": _declared("self"),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -247,6 +252,13 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow(STAFF, "break_glass.open", TREATABLE)
     allow(STAFF, "patient.read", BREAK_GLASS, TREATABLE)
     allow(STAFF, "care_team.read", BREAK_GLASS, TREATABLE)
+    # The on-call roster: run by the care team (covered) and its organization's admins; staff and
+    # admins mark themselves away with a delegate.
+    for roster in ("on_call.read", "on_call.add", "on_call.remove"):
+        allow(STAFF, roster, CARE_TEAM, COVERED)
+        allow([ADMIN], roster, OWN_ORG)
+    allow([PEER, CLINICIAN, ADMIN], "away.set", SELF)
+    allow([PEER, CLINICIAN, ADMIN], "away.end", SELF)
     return tuple(rules)
 
 
@@ -323,6 +335,10 @@ class World:
     messages: list[int] = field(default_factory=list)
     #: Read marks: (conversation, user) -> the last message (by order sent) they marked read.
     reads: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: On-call shifts: (patient, day slot) -> the user on call for the patient's care team then.
+    shifts: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: Staff away now (until ended) -> their delegate.
+    away: dict[int, int] = field(default_factory=dict)
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -436,6 +452,28 @@ class ShareGroup(Action):
 
     group: int
     org: int
+
+
+@dataclass(frozen=True)
+class AddShift(PatientAction):
+    """Someone puts ``member`` on call for the patient's care team on day ``slot`` (one hour)."""
+
+    member: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class RemoveShift(PatientAction):
+    """Someone takes the shift of day ``slot`` off the patient's care team's roster."""
+
+    slot: int
+
+
+@dataclass(frozen=True)
+class SetAway(Action):
+    """The actor marks themself away from now on, with ``delegate`` taking their urgent messages."""
+
+    delegate: int
 
 
 @dataclass(frozen=True)
@@ -727,6 +765,26 @@ def verdict(world: World, action: Action) -> Verdict:
         if (action.org, action.phone) not in world.directory:
             return Verdict(wf, False, 404, requires=frozenset({OWN_ORG}), undecided=True, purpose=stated)
         return Verdict(wf, True, 204, frozenset({OWN_ORG}), purpose=stated)
+    if isinstance(action, SetAway):
+        # The delegate: an active peer support specialist or care-team member of one's organization,
+        # not oneself, not away themself.
+        delegate = world.users[action.delegate]
+        fit = (
+            action.delegate != action.actor
+            and delegate.active
+            and delegate.org == user.org
+            and delegate.role in STAFF
+            and action.delegate not in world.away
+        )
+        if not fit:
+            return Verdict(
+                wf, False, 422, frozenset({SELF}), field="delegateId", undecided=True, purpose=stated
+            )
+        return Verdict(wf, True, 200, frozenset({SELF}), purpose=stated)
+    if wf == "away.end":
+        if action.actor not in world.away:
+            return Verdict(wf, False, 409, frozenset({SELF}), undecided=True, purpose=stated)
+        return Verdict(wf, True, 204, frozenset({SELF}), purpose=stated)
     if isinstance(action, ConversationAction):
         return _conversation_verdict(world, action)
     if isinstance(action, RevokeConsent):
@@ -745,7 +803,7 @@ def verdict(world: World, action: Action) -> Verdict:
         return _refusal(world, action, patient, found, reason)
     # A patient registered through the API has its care team already: creating one returns it.
     ok = {"patient.read": 200, "patient.update": 200, "care_team.read": 200, "care_team.create": 200}
-    ok["patient.disclosures"] = 200
+    ok["patient.disclosures"] = ok["on_call.read"] = ok["on_call.remove"] = 200
     base = Verdict(
         wf,
         True,
@@ -761,6 +819,18 @@ def verdict(world: World, action: Action) -> Verdict:
     if wf == "break_glass.open":
         # Each opening is on record, and tells the patient's organization's compliance officers.
         return replace(base, effects=(("break_glass.opened", 1), ("break_glass.compliance_notified", 1)))
+    if isinstance(action, AddShift):
+        # Only an active clinical member of the care team of the patient's organization goes on call,
+        # and never over another shift of the team.
+        member = world.users[action.member]
+        on_team = action.member in world.care_teams[patient]
+        if not (member.active and on_team and member.org == world.patients[patient] and member.role in STAFF):
+            return replace(base, allowed=False, status=422, field="userId", undecided=True)
+        if (patient, action.slot) in world.shifts:
+            return replace(base, allowed=False, status=422, field="startsAt", undecided=True)
+        return base
+    if isinstance(action, RemoveShift) and (patient, action.slot) not in world.shifts:
+        return replace(base, allowed=False, status=404, undecided=True)
     if isinstance(action, AddCareTeamMember):
         return _join_verdict(world, base, action)
     if isinstance(action, CreateConversation):
@@ -1167,6 +1237,14 @@ def apply(world: World, action: Action, v: Verdict) -> None:
                 for xi, e in enumerate(conv.externals)
             )
             world.conversations[ci] = replace(conv, members=conv.members - gone, externals=externals)
+    elif isinstance(action, AddShift):
+        world.shifts[(action.patient, action.slot)] = action.member
+    elif isinstance(action, RemoveShift):
+        world.shifts.pop((action.patient, action.slot), None)
+    elif isinstance(action, SetAway):
+        world.away[action.actor] = action.delegate
+    elif action.workflow == "away.end":
+        world.away.pop(action.actor, None)
     elif isinstance(action, RemoveContact):
         world.directory.discard((action.org, action.phone))
     elif isinstance(action, AddContact):

@@ -169,6 +169,28 @@ def create_conversation(draw: st.DrawFn, spec: WorldSpec, patient: int, creator:
 
 
 @st.composite
+def on_call_action(draw: st.DrawFn, spec: WorldSpec, patient: int, clinician: int) -> m.Action:
+    """A care team's roster: read, a shift added (mostly a colleague of the patient's organization,
+    on one of three days, so some clash) or removed; by the team, or the organization's admin."""
+    users = spec.orgs * len(ROSTER)
+    actor = draw(st.sampled_from([clinician, clinician, draw(_actor(spec, patient, 3))]))
+    workflow = draw(st.sampled_from(["on_call.read", "on_call.add", "on_call.add", "on_call.remove"]))
+    slot = draw(st.integers(0, 2))
+    if workflow == "on_call.read":
+        return m.PatientAction(workflow, actor, patient)
+    if workflow == "on_call.remove":
+        return m.RemoveShift(workflow, actor, patient, slot)
+    home = spec.patients[patient]
+    helpers = [u for p, u in spec.care_team if p == patient] + [spec.registrar(patient)]
+    member = draw(
+        st.sampled_from(helpers)
+        | st.sampled_from([person(home, s) for s in (0, 1, 2)])
+        | st.integers(0, users - 1)
+    )
+    return m.AddShift(workflow, actor, patient, member, slot)
+
+
+@st.composite
 def action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
     """An action, now and then with a stated purpose of use (X-Purpose-Of-Use)."""
     drawn = draw(_action(spec))
@@ -215,6 +237,9 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "organization.create",
                 "compliance_group.create",
                 "administration.read",
+                "on_call",
+                "on_call",
+                "away",
             ]
         )
     )
@@ -234,6 +259,15 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
             actor = person(org, 3) if draw(st.integers(0, 3)) else draw(st.integers(0, users - 1))
             return m.CreateUser(workflow, actor, org, draw(st.sampled_from(m.ROLES)))
         return m.Action(workflow, draw(st.integers(0, users - 1)))
+    if kind == "on_call":
+        return draw(on_call_action(spec, patient, clinician))
+    if kind == "away":
+        actor = draw(st.integers(0, users - 1))
+        if draw(st.integers(0, 2)) == 0:
+            return m.Action("away.end", actor)
+        org = actor // len(ROSTER)
+        colleague = st.sampled_from([person(org, slot) for slot in (0, 1, 2, 3)])
+        return m.SetAway("away.set", actor, draw(colleague | colleague | st.integers(0, users - 1)))
     if kind == "patient.create":
         return m.Action(kind, clinician)
     if kind == "care_team.create":

@@ -74,6 +74,8 @@ from engine.ports.messaging import (
 )
 from engine.ports.patients import NewPatient, PatientRead, PatientRelation
 from engine.ports.policy import ReloadResult
+from engine.ports.rosters import OnCallRole
+from engine.rosters import OnCallShift, StaffAway
 from engine.services import EngineSettings, Services
 from engine.sms import CHANNEL_RECIPIENT
 from integrations.db.uow import BufferedAuditLog, unfinished
@@ -331,6 +333,10 @@ class FakeDatabase:
     webhook_events: dict[int, str] = field(default_factory=dict)
     #: Idempotency-Key claim id -> the resource it created
     idempotency_keys: dict[int, int] = field(default_factory=dict)
+    on_call_shifts: dict[int, OnCallShift] = field(default_factory=dict)
+    staff_away: dict[int, StaffAway] = field(default_factory=dict)
+    #: conversation id -> its on-call role (conversation_on_call)
+    on_call_routes: dict[int, OnCallRole] = field(default_factory=dict)
     next_id: int = 1
     audit: list[AuditEvent] = field(default_factory=list)
     #: what the audit trail was asked (search / disclosures), in order
@@ -592,6 +598,83 @@ class FakeRelationshipFacts(_Repo):
         self, patient_id: int, phone_number: str, organization_id: int | None
     ) -> list[ConsentCandidate]:
         return _consent_candidates(self.data, patient_id, phone_number, organization_id)
+
+
+class FakeRosterRepository(_Repo):
+    """integrations/db/rosters.py in memory: a care team's on-call shifts."""
+
+    async def lock_team(self, care_team_id: int) -> None:
+        return None  # one fake unit of work at a time: nothing to serialise
+
+    async def between(self, care_team_id: int, starts_at: datetime, ends_at: datetime) -> list[OnCallShift]:
+        found = [
+            s
+            for s in self.data.on_call_shifts.values()
+            if s.care_team_id == care_team_id and s.overlaps(starts_at, ends_at)
+        ]
+        return sorted(found, key=lambda s: (s.starts_at, s.id))
+
+    async def get(self, shift_id: int) -> OnCallShift | None:
+        return self.data.on_call_shifts.get(shift_id)
+
+    async def add(
+        self, care_team_id: int, user_id: int, starts_at: datetime, ends_at: datetime, created_by: int
+    ) -> OnCallShift:
+        assert ends_at > starts_at, "ck_on_call_shifts_window"
+        shift = OnCallShift(
+            self.data.new_id(), care_team_id, user_id, starts_at, ends_at, created_by, self.data.clock()
+        )
+        self.data.on_call_shifts[shift.id] = shift
+        return shift
+
+    async def remove(self, shift_id: int) -> None:
+        self.data.on_call_shifts.pop(shift_id, None)
+
+
+class FakeAwayRepository(_Repo):
+    """integrations/db/rosters.py in memory: staff away with a delegate."""
+
+    async def of_user(self, user_id: int, at: datetime) -> list[StaffAway]:
+        found = [
+            w
+            for w in self.data.staff_away.values()
+            if w.user_id == user_id and (w.ends_at is None or w.ends_at > at)
+        ]
+        return sorted(found, key=lambda w: (w.starts_at, w.id))
+
+    async def add(
+        self, user_id: int, delegate_id: int, starts_at: datetime, ends_at: datetime | None
+    ) -> StaffAway:
+        assert delegate_id != user_id, "ck_staff_away_delegate_not_self"
+        assert ends_at is None or ends_at > starts_at, "ck_staff_away_window"
+        away = StaffAway(self.data.new_id(), user_id, delegate_id, starts_at, ends_at, self.data.clock())
+        self.data.staff_away[away.id] = away
+        return away
+
+    async def end_from(self, user_id: int, at: datetime) -> int:
+        changed = 0
+        for w in list(self.data.staff_away.values()):
+            if w.user_id != user_id:
+                continue
+            if w.starts_at >= at:
+                del self.data.staff_away[w.id]
+                changed += 1
+            elif w.ends_at is None or w.ends_at > at:
+                self.data.staff_away[w.id] = dataclasses.replace(w, ends_at=at)
+                changed += 1
+        return changed
+
+
+class FakeOnCallRoutes(_Repo):
+    async def include(
+        self, conversation_id: int, care_team_id: int, holder_id: int | None, added_by: int
+    ) -> None:
+        self.data.on_call_routes.setdefault(
+            conversation_id, OnCallRole(conversation_id, care_team_id, holder_id)
+        )
+
+    async def of_conversation(self, conversation_id: int) -> OnCallRole | None:
+        return self.data.on_call_routes.get(conversation_id)
 
 
 class FakeLoginThrottleRepository(_Repo):
@@ -953,8 +1036,11 @@ def _hydrated(data: FakeDatabase, conversation_id: int) -> Conversation:
     externals = sorted(
         (e for e in data.externals.values() if e.conversation_id == conversation_id), key=lambda e: e.id
     )
+    route = data.on_call_routes.get(conversation_id)
     return dataclasses.replace(
         data.conversations[conversation_id],
+        on_call_care_team_id=route.care_team_id if route else None,
+        on_call_holder_id=route.holder_id if route else None,
         member_ids=tuple(sorted(data.conversation_members.get(conversation_id, ()))),
         external_participants=tuple(
             ExternalParticipant(
@@ -1258,6 +1344,9 @@ class FakeUnitOfWork:
         self.opt_outs = FakeOptOutRepository(self._work)
         self.webhook_events = FakeWebhookEventLog(self._work)
         self.idempotency_keys = FakeIdempotencyKeys(self._work)
+        self.rosters = FakeRosterRepository(self._work)
+        self.away = FakeAwayRepository(self._work)
+        self.on_call_routes = FakeOnCallRoutes(self._work)
         self._committed = False
 
     def _repositories(self) -> list[_Repo]:
@@ -1326,6 +1415,9 @@ class FakeSendUnitOfWork:
             message_id=db.new_id(),
             sms_recipients=tuple(recipients),
             break_glass_session_id=max(open_sessions, default=None),
+            on_call=(route.care_team_id, route.holder_id)
+            if (route := db.on_call_routes.get(conversation_id))
+            else None,
         )
 
     async def commit(self, send: NewSend) -> datetime:
@@ -1534,6 +1626,7 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
 
 __all__ = [
     "FakeAccountDirectory",
+    "FakeAwayRepository",
     "FakeBreakGlassRepository",
     "FakeChatGateway",
     "FakeClock",
@@ -1548,6 +1641,7 @@ __all__ = [
     "FakeLoginThrottleRepository",
     "FakeMessageRepository",
     "FakeNotifier",
+    "FakeOnCallRoutes",
     "FakeOptOutRepository",
     "FakeOutbox",
     "FakePasswordStrength",
@@ -1555,6 +1649,7 @@ __all__ = [
     "FakePatientReadUnitOfWork",
     "FakePolicyReloader",
     "FakeReadStateRepository",
+    "FakeRosterRepository",
     "FakeSendUnitOfWork",
     "FakeSmsGateway",
     "FakeTokens",

@@ -18,6 +18,7 @@ from engine.effects import (
     AskWhichConversation,
     CreateChannel,
     Effect,
+    InviteMembers,
     NotifyComplianceOfBreakGlass,
     PostMessage,
     PostSmsReply,
@@ -220,6 +221,7 @@ EVERY_EFFECT: list[Effect] = [
     AskWhichConversation(4, 9, (1, 3)),
     REPLY,
     RemoveMembers(4, ("u1", "u2")),
+    InviteMembers(4, ("u3",)),
     NotifyComplianceOfBreakGlass(12),
 ]
 
@@ -240,6 +242,7 @@ def test_the_stored_kinds_are_those_rows_already_in_databases_carry() -> None:
         "AskWhichConversation": "send_sms",
         "PostSmsReply": "post_sms_reply",
         "RemoveMembers": "remove_members",
+        "InviteMembers": "invite_members",
         "NotifyComplianceOfBreakGlass": "notify_break_glass",
     }
     assert {type(e) for e in EVERY_EFFECT} == set(KIND)

@@ -23,6 +23,7 @@ from integrations.db.tables.consents import (
 from integrations.db.tables.identity import LoginThrottleRow, OrganizationRow, UserRow
 from integrations.db.tables.messaging import (
     ConversationMemberRow,
+    ConversationOnCallRow,
     ConversationReadRow,
     ConversationRow,
     ExternalParticipantRow,
@@ -54,6 +55,7 @@ __all__ = [
     "ConsentChangeRow",
     "ConsentRow",
     "ConversationMemberRow",
+    "ConversationOnCallRow",
     "ConversationReadRow",
     "ConversationRow",
     "ExternalParticipantRow",

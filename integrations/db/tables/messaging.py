@@ -12,6 +12,9 @@ SMS opt-outs.
 - ``conversation_reads``: per conversation and member, the last message they have read and when,
   from the API (``POST /api/conversations/:id/read``) or the chat provider's ``message_read``
   event; it only ever moves forward.
+- ``conversation_on_call``: a conversation that includes a care team's on-call role instead of a
+  person, and who holds it in the channel now (``holder_id``, null while nobody is on call); the
+  hand-off scheduler moves it when a shift begins or ends.
 """
 
 from __future__ import annotations
@@ -64,6 +67,21 @@ class ConversationMemberRow(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True)
     )
     user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id"), primary_key=True, index=True))
+    added_at: datetime = timestamp()
+
+
+class ConversationOnCallRow(SQLModel, table=True):
+    __tablename__ = "conversation_on_call"
+
+    conversation_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True)
+    )
+    care_team_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("care_teams.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    holder_id: int | None = foreign_key("users.id", nullable=True, index=False)
+    holder_since: datetime = timestamp()
+    added_by: int = foreign_key("users.id", index=False)
     added_at: datetime = timestamp()
 
 

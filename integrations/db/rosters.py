@@ -1,0 +1,132 @@
+"""SQL behind the roster ports (engine/ports/rosters.py): on-call shifts, staff away, and the
+conversations that include a care team's on-call role."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from engine.ports.rosters import OnCallRole
+from engine.rosters import OnCallShift, StaffAway
+from integrations.db.base import Repository
+from integrations.db.columns import table_of
+from integrations.db.tables import CareTeamRow, ConversationOnCallRow, OnCallShiftRow, StaffAwayRow
+
+shifts_t = table_of(OnCallShiftRow)
+away_t = table_of(StaffAwayRow)
+routes_t = table_of(ConversationOnCallRow)
+teams_t = table_of(CareTeamRow)
+
+
+def shift_of(r: Any) -> OnCallShift:
+    return OnCallShift(r.id, r.care_team_id, r.user_id, r.starts_at, r.ends_at, r.created_by, r.created_at)
+
+
+def away_of(r: Any) -> StaffAway:
+    return StaffAway(r.id, r.user_id, r.delegate_id, r.starts_at, r.ends_at, r.created_at)
+
+
+class SqlRosterRepository(Repository):
+    async def lock_team(self, care_team_id: int) -> None:
+        await self.session.execute(select(teams_t.c.id).where(teams_t.c.id == care_team_id).with_for_update())
+
+    async def between(self, care_team_id: int, starts_at: datetime, ends_at: datetime) -> list[OnCallShift]:
+        s = shifts_t.c
+        rows = await self.session.execute(
+            select(shifts_t)
+            .where(s.care_team_id == care_team_id, s.starts_at < ends_at, s.ends_at > starts_at)
+            .order_by(s.starts_at, s.id)
+        )
+        return [shift_of(r) for r in rows]
+
+    async def get(self, shift_id: int) -> OnCallShift | None:
+        row = (await self.session.execute(select(shifts_t).where(shifts_t.c.id == shift_id))).one_or_none()
+        return shift_of(row) if row else None
+
+    async def add(
+        self, care_team_id: int, user_id: int, starts_at: datetime, ends_at: datetime, created_by: int
+    ) -> OnCallShift:
+        row = (
+            await self.session.execute(
+                insert(shifts_t)
+                .values(
+                    care_team_id=care_team_id,
+                    user_id=user_id,
+                    starts_at=starts_at,
+                    ends_at=ends_at,
+                    created_by=created_by,
+                )
+                .returning(shifts_t)
+            )
+        ).one()
+        return shift_of(row)
+
+    async def remove(self, shift_id: int) -> None:
+        await self.session.execute(delete(shifts_t).where(shifts_t.c.id == shift_id))
+
+
+class SqlAwayRepository(Repository):
+    async def of_user(self, user_id: int, at: datetime) -> list[StaffAway]:
+        a = away_t.c
+        rows = await self.session.execute(
+            select(away_t)
+            .where(a.user_id == user_id, or_(a.ends_at.is_(None), a.ends_at > at))
+            .order_by(a.starts_at, a.id)
+        )
+        return [away_of(r) for r in rows]
+
+    async def add(
+        self, user_id: int, delegate_id: int, starts_at: datetime, ends_at: datetime | None
+    ) -> StaffAway:
+        row = (
+            await self.session.execute(
+                insert(away_t)
+                .values(user_id=user_id, delegate_id=delegate_id, starts_at=starts_at, ends_at=ends_at)
+                .returning(away_t)
+            )
+        ).one()
+        return away_of(row)
+
+    async def end_from(self, user_id: int, at: datetime) -> int:
+        a = away_t.c
+        dropped = await self.session.execute(
+            delete(away_t).where(a.user_id == user_id, a.starts_at >= at).returning(a.id)
+        )
+        ended = await self.session.execute(
+            update(away_t)
+            .where(a.user_id == user_id, a.starts_at < at, or_(a.ends_at.is_(None), a.ends_at > at))
+            .values(ends_at=at)
+            .returning(a.id)
+        )
+        return len(dropped.all()) + len(ended.all())
+
+
+class SqlOnCallRoutes(Repository):
+    async def include(
+        self, conversation_id: int, care_team_id: int, holder_id: int | None, added_by: int
+    ) -> None:
+        await self.session.execute(
+            pg_insert(routes_t)
+            .values(
+                conversation_id=conversation_id,
+                care_team_id=care_team_id,
+                holder_id=holder_id,
+                holder_since=func.now(),
+                added_by=added_by,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def of_conversation(self, conversation_id: int) -> OnCallRole | None:
+        r = routes_t.c
+        row = (
+            await self.session.execute(
+                select(r.conversation_id, r.care_team_id, r.holder_id).where(
+                    r.conversation_id == conversation_id
+                )
+            )
+        ).one_or_none()
+        return OnCallRole(row.conversation_id, row.care_team_id, row.holder_id) if row else None
