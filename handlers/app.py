@@ -56,6 +56,7 @@ from handlers.keys import (
     database_key,
     endpoints_key,
     operations_key,
+    policy_files_key,
     policy_key,
     policy_reloader_key,
     rejections_key,
@@ -81,6 +82,7 @@ from integrations.effects.break_glass import BreakGlassAlertExecutor
 from integrations.effects.channels import RemoveMembersExecutor
 from integrations.effects.executor import Executor
 from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
+from integrations.policy_edits import DirectoryPolicyFiles
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
 from integrations.relay import TEXT_KINDS, OutboxRelay, Relays, RelaySettings
@@ -145,6 +147,7 @@ async def _live_policy(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     reloader = FilePolicyReloader(app[policy_key], settings.policy.path(), settings.database.url)
     app[policy_reloader_key] = reloader
+    app[policy_files_key] = DirectoryPolicyFiles(settings.policy.path(), reloader)
     tasks = [
         asyncio.create_task(reloader.watch(settings.policy.watch_interval_seconds), name="policy-watch"),
         asyncio.create_task(reloader.listen(), name="policy-listen"),

@@ -20,6 +20,7 @@ conversations, messaging      conversations, messages, deliveries, users, outbox
                               webhook_events)
 audit                         audit_trail
 policy_admin                  (audit only)
+policy_changes                policy_proposals
 ============================  =========================================================
 """
 
@@ -46,6 +47,7 @@ from engine.ports.messaging import (
     WebhookEventLog,
 )
 from engine.ports.patients import CareTeamRepository, PatientRepository, RelationshipFacts
+from engine.ports.policy import PolicyProposalRepository
 
 
 class Transaction(Protocol):
@@ -216,6 +218,13 @@ class AuditUnitOfWork(Transaction, Protocol):
     def audit_trail(self) -> AuditTrail: ...
 
 
+class PolicyChangesUnitOfWork(Transaction, Protocol):
+    """engine/workflows/policy_changes.py: proposed policy edits and their four-eyes approval."""
+
+    @property
+    def policy_proposals(self) -> PolicyProposalRepository: ...
+
+
 class UnitOfWork(
     IdentityUnitOfWork,
     AccountsUnitOfWork,
@@ -227,6 +236,7 @@ class UnitOfWork(
     ConversationsUnitOfWork,
     MessagingUnitOfWork,
     AuditUnitOfWork,
+    PolicyChangesUnitOfWork,
     Protocol,
 ):
     """Every family's view at once: what the composition root builds (one class, one transaction)."""

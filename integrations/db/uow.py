@@ -42,6 +42,7 @@ from integrations.db.identity import SqlOrganizationRepository, SqlUserRepositor
 from integrations.db.login_throttle import SqlLoginThrottleRepository
 from integrations.db.messaging import SqlConversationRepository, SqlMessageRepository, SqlOutbox
 from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository, SqlRelationshipFacts
+from integrations.db.policy_proposals import SqlPolicyProposalRepository
 
 audit_log = structlog.get_logger("caremsg.audit")
 log = structlog.get_logger("caremsg.db")
@@ -185,6 +186,7 @@ class SqlUnitOfWork:
     contacts: SqlContactDirectory
 
     audit_trail: SqlAuditTrail
+    policy_proposals: SqlPolicyProposalRepository
 
     def __init__(
         self,
@@ -227,6 +229,7 @@ class SqlUnitOfWork:
         self.login_throttle = SqlLoginThrottleRepository(s)
         self.contacts = SqlContactDirectory(s)
         self.audit_trail = SqlAuditTrail(s)
+        self.policy_proposals = SqlPolicyProposalRepository(s)
         return self
 
     async def commit(self) -> None:

@@ -69,11 +69,17 @@ from engine.ports.messaging import (
     SmsRecipient,
 )
 from engine.ports.patients import NewPatient, PatientRead, PatientRelation
-from engine.ports.policy import ReloadResult
+from engine.ports.policy import NewPolicyProposal, PolicyProposal, ProposalState, ReloadResult
 from engine.services import EngineSettings, Services
 from engine.sms import CHANNEL_RECIPIENT
 from integrations.db.uow import BufferedAuditLog, unfinished
-from integrations.policy_files import load_policy
+from integrations.policy_edits import POLICY_FILES, SOURCE_FIELDS
+from integrations.policy_files import (
+    load_policy,
+    read_policy_sources,
+    read_policy_tables,
+    tested_sources,
+)
 
 T = TypeVar("T")
 
@@ -276,6 +282,48 @@ class FakePolicyReloader:
         return self.result
 
 
+class FakePolicyFiles:
+    """The policy directory in memory, read once from the shipped files: ``files`` maps each name
+    (``roles.csv``, ``tests/default.csv``) to its content. Proposals are checked with the real
+    ``policy check`` + ``policy test`` code over it; applying replaces the entry and answers what a
+    reload would (``applied`` lists every write, in order)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        directory = directory or POLICY_DIR
+        sources = read_policy_sources(directory)
+        self.files: dict[str, str] = {name: getattr(sources, field) for name, field in SOURCE_FIELDS.items()}
+        self.files.update(read_policy_tables(directory))
+        self.version = sources.version
+        self.applied: list[tuple[str, str]] = []
+
+    def editable(self) -> tuple[str, ...]:
+        return POLICY_FILES + tuple(sorted(n for n in self.files if n.startswith("tests/")))
+
+    async def read(self, name: str) -> str:
+        return self.files[name]
+
+    def _tested(self, files: Mapping[str, str]) -> tuple[Any, list[str]]:
+        sources = read_policy_sources(POLICY_DIR)
+        sources = dataclasses.replace(sources, **{f: files[n] for n, f in SOURCE_FIELDS.items()})
+        tables = [(n, t) for n, t in sorted(files.items()) if n.startswith("tests/")]
+        return tested_sources(sources, tables)
+
+    async def problems(self, name: str, content: str) -> tuple[str, ...]:
+        return tuple(self._tested({**self.files, name: content})[1])
+
+    async def apply(self, name: str, content: str) -> ReloadResult:
+        self.files[name] = content
+        self.applied.append((name, content))
+        policy, problems = self._tested(self.files)
+        previous = self.version
+        if policy is None:
+            return ReloadResult("rejected", previous, previous, tuple(problems))
+        self.version = policy.version
+        return ReloadResult(
+            "swapped" if policy.version != previous else "unchanged", policy.version, previous
+        )
+
+
 # --- storage -----------------------------------------------------------------------------------------
 
 
@@ -323,6 +371,7 @@ class FakeDatabase:
     webhook_events: dict[int, str] = field(default_factory=dict)
     #: Idempotency-Key claim id -> the resource it created
     idempotency_keys: dict[int, int] = field(default_factory=dict)
+    policy_proposals: dict[int, PolicyProposal] = field(default_factory=dict)
     next_id: int = 1
     audit: list[AuditEvent] = field(default_factory=list)
     #: what the audit trail was asked (search / disclosures), in order
@@ -1093,6 +1142,109 @@ class FakeIdempotencyKeys(_Repo):
         self.data.idempotency_keys[claim_id] = resource_id
 
 
+class FakePolicyProposalRepository(_Repo):
+    async def add(self, proposal: NewPolicyProposal, *, at: datetime) -> PolicyProposal:
+        import hashlib
+
+        def sha(text: str) -> str:
+            return hashlib.sha256(text.encode()).hexdigest()
+
+        stored = PolicyProposal(
+            self.data.new_id(),
+            proposal.file,
+            proposal.content,
+            sha(proposal.content),
+            proposal.base_content,
+            sha(proposal.base_content),
+            proposal.reason,
+            proposal.proposed_by,
+            at,
+            ProposalState.PROPOSED,
+            restores_id=proposal.restores_id,
+            restores_version=proposal.restores_version,
+        )
+        self.data.policy_proposals[stored.id] = stored
+        return stored
+
+    async def get(self, proposal_id: int) -> PolicyProposal | None:
+        return self.data.policy_proposals.get(proposal_id)
+
+    async def list(
+        self, *, state: ProposalState | None, file: str | None, before: int | None, limit: int
+    ) -> Page[PolicyProposal]:
+        found = sorted(
+            (
+                p
+                for p in self.data.policy_proposals.values()
+                if (state is None or p.state is state)
+                and (file is None or p.file == file)
+                and (before is None or p.id < before)
+            ),
+            key=lambda p: -p.id,
+        )
+        if len(found) > limit:
+            return Page(tuple(found[:limit]), found[limit - 1].id)
+        return Page(tuple(found), None)
+
+    async def history(self, file: str, limit: int) -> tuple[PolicyProposal, ...]:
+        applied = [
+            p
+            for p in self.data.policy_proposals.values()
+            if p.file == file and p.state is ProposalState.APPLIED
+        ]
+        applied.sort(key=lambda p: (p.decided_at or START, p.id), reverse=True)
+        return tuple(applied[:limit])
+
+    async def lock_files(self) -> None:
+        return None  # one process, one event loop: the fake's units of work never interleave a write
+
+    async def decide(
+        self,
+        proposal_id: int,
+        state: ProposalState,
+        *,
+        by: int,
+        at: datetime,
+        note: str | None,
+        applied_version: str | None = None,
+    ) -> bool:
+        found = self.data.policy_proposals.get(proposal_id)
+        if found is None or found.state is not ProposalState.PROPOSED:
+            return False
+        if state is ProposalState.APPLIED and by == found.proposed_by:
+            raise AssertionError("ck_policy_proposals_four_eyes: the approver is the proposer")
+        self.data.policy_proposals[proposal_id] = dataclasses.replace(
+            found,
+            state=state,
+            decided_by=by,
+            decided_at=at,
+            decision_note=note,
+            applied_version=applied_version,
+        )
+        return True
+
+    async def supersede(
+        self, file: str, *, applied: PolicyProposal, by: int, at: datetime
+    ) -> tuple[int, ...]:
+        ids = sorted(
+            p.id
+            for p in self.data.policy_proposals.values()
+            if p.file == file
+            and p.state is ProposalState.PROPOSED
+            and p.id != applied.id
+            and p.base_sha256 != applied.content_sha256
+        )
+        for proposal_id in ids:
+            self.data.policy_proposals[proposal_id] = dataclasses.replace(
+                self.data.policy_proposals[proposal_id],
+                state=ProposalState.SUPERSEDED,
+                decided_by=by,
+                decided_at=at,
+                decision_note=f"superseded by proposal {applied.id}",
+            )
+        return tuple(ids)
+
+
 class FakeUnitOfWork:
     """One workflow's transaction over a :class:`FakeDatabase`: all or nothing, audit as in production."""
 
@@ -1119,6 +1271,7 @@ class FakeUnitOfWork:
         self.opt_outs = FakeOptOutRepository(self._work)
         self.webhook_events = FakeWebhookEventLog(self._work)
         self.idempotency_keys = FakeIdempotencyKeys(self._work)
+        self.policy_proposals = FakePolicyProposalRepository(self._work)
         self._committed = False
 
     def _repositories(self) -> list[_Repo]:
@@ -1414,6 +1567,8 @@ __all__ = [
     "FakePasswordStrength",
     "FakePasswords",
     "FakePatientReadUnitOfWork",
+    "FakePolicyFiles",
+    "FakePolicyProposalRepository",
     "FakePolicyReloader",
     "FakeSendUnitOfWork",
     "FakeSmsGateway",

@@ -33,6 +33,7 @@ from integrations.db.tables.messaging import (
     WebhookEventRow,
 )
 from integrations.db.tables.patients import CareTeamMemberRow, CareTeamRow, PatientRow
+from integrations.db.tables.policy import PolicyProposalRow
 
 __all__ = [
     "AuditAnchorRow",
@@ -57,6 +58,7 @@ __all__ = [
     "OrganizationRow",
     "OutboxRow",
     "PatientRow",
+    "PolicyProposalRow",
     "SmsOptOutRow",
     "UserRow",
     "WebhookEventRow",
