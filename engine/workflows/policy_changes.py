@@ -53,6 +53,8 @@ MAX_CONTENT = 60_000
 #: Applied versions of a file shown in its history.
 HISTORY_SHOWN = 50
 RESTORABLE = ("before", "after")
+#: The workflows that close a proposal.
+DECIDING = ("policy.approve", "policy.reject", "policy.withdraw")
 
 
 def _unit_of_work(services: Services) -> PolicyChangesUnitOfWork:
@@ -163,6 +165,9 @@ class ProposalView:
     diff: str
     #: The live file is no longer the content the proposal was based on: it cannot be approved.
     stale: bool
+    #: Which of approve, reject and withdraw the policy would let the reader do (what the page
+    #: offers; each is decided again, and recorded, when done).
+    offered: frozenset[str] = frozenset()
 
 
 async def read_policy_change(
@@ -178,10 +183,18 @@ async def read_policy_change(
             raise NotFound("policy_proposal")
         live = await files.read(proposal.file)
         await uow.commit()
+    facts = who_proposed(proposal, actor)
+    offered = frozenset(
+        workflow
+        for workflow in DECIDING
+        if proposal.state is ProposalState.PROPOSED
+        and guard.policy.decide(actor.role.value, workflow, facts).allowed
+    )
     return ProposalView(
         proposal,
         unified_diff(proposal.file, proposal.base_content, proposal.content),
         stale=sha256_of(live) != proposal.base_sha256,
+        offered=offered,
     )
 
 

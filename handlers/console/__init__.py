@@ -5,6 +5,9 @@ throttle), then ``console.sign_in``; each page calls one engine workflow (``cons
 the API's ``audit.read`` search). The session lives in a signed cookie over the login's access token
 (``handlers/console/session.py``); every POST form carries a CSRF token. Pages are Jinja2 templates
 with autoescaping (``handlers/console/templates``) and one stylesheet; no script.
+
+Longer than 400 lines because sign-in, the session check every page passes through and the table
+of every route are read together; each page's own work lives in its ``*_page`` module.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ from aiohttp import web
 from engine.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from engine.model import Actor
 from engine.workflows import accounts, console, identity
-from handlers.console import audit_page, break_glass_page, consents_page, disclosures_page
+from handlers.console import (
+    audit_page,
+    break_glass_page,
+    consents_page,
+    disclosures_page,
+    policy_changes_page,
+)
 from handlers.console.session import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, SessionCodec
 from handlers.console.words import facts_explained, policy_in_words
 from handlers.keys import (
@@ -233,6 +242,11 @@ async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
             policy.role_may(actor.role.value, "patient.disclosures"),
         ),
         (f"{PREFIX}/consents", "Consents", policy.role_may(actor.role.value, "consent.list")),
+        (
+            f"{PREFIX}/policy/changes",
+            "Policy changes (four eyes)",
+            policy.role_may(actor.role.value, "policy.change.list"),
+        ),
     ]
     return _render(request, "home.html", {"title": "Console", "pages": pages, **base_context(request)})
 
@@ -374,6 +388,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("GET", f"{PREFIX}/consents", page(consents_list), "console-consents"),
     ("POST", f"{PREFIX}/consents", page(consent_record), "console-consent-record"),
     ("POST", f"{PREFIX}/consents/{{consent_id}}/revoke", page(consent_revoke), "console-consent-revoke"),
+    *policy_changes_page.routes(page, _render, base_context, PREFIX),
     ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
 PATHS = frozenset(path for _, path, _, _ in ROUTES)
