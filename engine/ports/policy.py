@@ -75,6 +75,8 @@ class NewPolicyProposal:
     base_content: str
     reason: str
     proposed_by: int
+    #: The proposer's organization (the fact ``own_org`` compares it with the decider's).
+    organization_id: int
     #: For a restore: the applied proposal whose version this one brings back, and which side of
     #: it (``before``: the file as it was before that change; ``after``: as that change left it).
     restores_id: int | None = None
@@ -91,6 +93,7 @@ class PolicyProposal:
     base_sha256: str
     reason: str
     proposed_by: int
+    organization_id: int
     proposed_at: datetime
     state: ProposalState
     restores_id: int | None = None

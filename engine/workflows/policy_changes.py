@@ -83,10 +83,11 @@ def normalized(content: str) -> str:
 
 
 def who_proposed(proposal: PolicyProposal, actor: Actor) -> frozenset[str]:
-    """The fact between a person and a proposal: they made it, or someone else did."""
-    return frozenset(
-        {Fact.PROPOSED_BY_SELF if proposal.proposed_by == actor.user_id else Fact.PROPOSED_BY_OTHER}
-    )
+    """The facts between a person and a proposal: they made it, or someone else did; and
+    ``own_org`` when its proposer was of the person's organization (the shipped rules do not ask
+    for it: see policies/README.md "Four eyes")."""
+    mine = Fact.PROPOSED_BY_SELF if proposal.proposed_by == actor.user_id else Fact.PROPOSED_BY_OTHER
+    return frozenset({mine, Fact.OWN_ORG} if proposal.organization_id == actor.organization_id else {mine})
 
 
 def _details(proposal: PolicyProposal) -> dict[str, DetailValue]:
@@ -95,6 +96,7 @@ def _details(proposal: PolicyProposal) -> dict[str, DetailValue]:
         "file": proposal.file,
         "proposal_id": proposal.id,
         "proposer_id": proposal.proposed_by,
+        "proposer_organization_id": proposal.organization_id,
         "proposal_reason": proposal.reason,
         "base_sha256": proposal.base_sha256,
         "content_sha256": proposal.content_sha256,
@@ -260,7 +262,7 @@ async def propose_policy_change(
         guard = Guard(services, uow, actor)
         guard.require("policy.propose", resource_type="policy_proposal")
         base = await files.read(cmd.file)
-        new = NewPolicyProposal(cmd.file, content, base, reason, actor.user_id)
+        new = NewPolicyProposal(cmd.file, content, base, reason, actor.user_id, actor.organization_id)
         proposal = await _store(guard, files, new)
         await uow.commit()
     return proposal
@@ -292,6 +294,7 @@ async def restore_policy_version(
             base,
             reason,
             actor.user_id,
+            actor.organization_id,
             restores_id=source.id,
             restores_version=cmd.version,
         )

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("base_sha256", sa.String(length=64), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("proposed_by", sa.Integer(), nullable=False),
+        sa.Column("organization_id", sa.Integer(), nullable=False),
         sa.Column("proposed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("state", sa.String(length=20), server_default="proposed", nullable=False),
         sa.Column("restores_id", sa.Integer(), nullable=True),
@@ -66,6 +67,9 @@ def upgrade() -> None:
             name=op.f("ck_policy_proposals_restores"),
         ),
         sa.ForeignKeyConstraint(["proposed_by"], ["users.id"], name=op.f("fk_policy_proposals_proposed_by_users")),
+        sa.ForeignKeyConstraint(
+            ["organization_id"], ["organizations.id"], name=op.f("fk_policy_proposals_organization_id_organizations")
+        ),
         sa.ForeignKeyConstraint(["decided_by"], ["users.id"], name=op.f("fk_policy_proposals_decided_by_users")),
         sa.ForeignKeyConstraint(
             ["restores_id"], ["policy_proposals.id"], name=op.f("fk_policy_proposals_restores_id_policy_proposals")

@@ -710,14 +710,14 @@ async def test_policy_proposals_are_decided_once_superseded_together_and_kept_as
         alice = await u.users.add(_user(org.id, Role.COMPLIANCE_OFFICER))
         bob = await u.users.add(_user(org.id, Role.COMPLIANCE_OFFICER))
         first = await u.policy_proposals.add(
-            NewPolicyProposal(file, "a\nb\n", "a\n", "add b", alice.id), at=now
+            NewPolicyProposal(file, "a\nb\n", "a\n", "add b", alice.id, org.id), at=now
         )
         second = await u.policy_proposals.add(
-            NewPolicyProposal(file, "a\nc\n", "a\n", "add c", alice.id), at=now
+            NewPolicyProposal(file, "a\nc\n", "a\n", "add c", alice.id, org.id), at=now
         )
         # Based on what the first leaves: not superseded when the first is applied.
         third = await u.policy_proposals.add(
-            NewPolicyProposal(file, "a\nb\nd\n", "a\nb\n", "add d", bob.id), at=now
+            NewPolicyProposal(file, "a\nb\nd\n", "a\nb\n", "add d", bob.id, org.id), at=now
         )
         await u.commit()
     async with uow() as u:
@@ -741,6 +741,7 @@ async def test_policy_proposals_are_decided_once_superseded_together_and_kept_as
         rest = await u.policy_proposals.list(state=None, file=file, before=everything.next_cursor, limit=2)
         missing = await u.policy_proposals.get(third.id + 10_000_000)
     assert first.state is ProposalState.PROPOSED
+    assert first.organization_id == org.id
     assert first.content_sha256 == hashlib.sha256(b"a\nb\n").hexdigest()
     assert first.base_sha256 == hashlib.sha256(b"a\n").hexdigest()
     assert applied is not None

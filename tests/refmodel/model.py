@@ -143,9 +143,9 @@ WORKFLOWS: dict[str, Declared] = {
     "policy.change.read": _declared(""),
     "policy.propose": _declared(""),
     "policy.restore": _declared(""),
-    "policy.approve": _declared("proposed_by_self proposed_by_other"),
-    "policy.reject": _declared("proposed_by_self proposed_by_other"),
-    "policy.withdraw": _declared("proposed_by_self proposed_by_other"),
+    "policy.approve": _declared("proposed_by_self proposed_by_other own_org"),
+    "policy.reject": _declared("proposed_by_self proposed_by_other own_org"),
+    "policy.withdraw": _declared("proposed_by_self proposed_by_other own_org"),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a

@@ -1158,6 +1158,7 @@ class FakePolicyProposalRepository(_Repo):
             sha(proposal.base_content),
             proposal.reason,
             proposal.proposed_by,
+            proposal.organization_id,
             at,
             ProposalState.PROPOSED,
             restores_id=proposal.restores_id,

@@ -5,10 +5,13 @@ version; every decision audited with the proposal's file, proposer, reason and d
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, Role
+from engine.policy import Policy, PolicyHolder
 from engine.ports import ProposalState
 from engine.workflows.policy_changes import (
     DecidePolicyChange,
@@ -22,7 +25,8 @@ from engine.workflows.policy_changes import (
     restore_policy_version,
     withdraw_policy_change,
 )
-from tests.support.fakes import FakePolicyFiles, FakeWorld, fake_services
+from integrations.policy_files import read_policy_sources
+from tests.support.fakes import POLICY_DIR, FakePolicyFiles, FakeWorld, fake_services
 
 REASON = "Peer support may add colleagues to care teams (ticket 4711)"
 NEW_RULE = "p, peer_support, care_team.add_member, care_team & covered\n"
@@ -100,7 +104,7 @@ async def test_a_change_is_proposed_checked_and_left_unapplied_until_approved(
     assert files.files["roles.csv"].endswith(NEW_RULE)
     [approval] = world.events("policy.approve")
     assert (approval.decision, approval.outcome, approval.actor_id) == ("allow", "success", approver.user_id)
-    assert approval.details["facts"] == "proposed_by_other"
+    assert approval.details["facts"] == "own_org&proposed_by_other"
     assert approval.details["proposer_id"] == proposer.user_id
     assert approval.details["approver_id"] == approver.user_id
     assert approval.details["proposal_reason"] == REASON
@@ -133,7 +137,7 @@ async def test_the_proposer_cannot_approve_their_own_change(world: FakeWorld, fi
     assert world.db.policy_proposals[proposal_id].state is ProposalState.PROPOSED
     [event] = world.events("policy.approve")
     assert (event.decision, event.outcome, event.reason) == ("deny", "denied", "own_proposal")
-    assert event.details["facts"] == "proposed_by_self"
+    assert event.details["facts"] == "own_org&proposed_by_self"
 
 
 @pytest.mark.parametrize("role", [Role.ADMIN, Role.AUDITOR, Role.PEER_SUPPORT, Role.CARE_TEAM_MEMBER])
@@ -154,7 +158,7 @@ async def test_only_compliance_officers_propose_or_approve(
     assert refused.value.decision.reason == "role_not_permitted"
     assert files.applied == []
     # The refusal records the fact it would have had, for `policy diff`.
-    assert world.events("policy.approve")[-1].details["facts"] == "proposed_by_other"
+    assert world.events("policy.approve")[-1].details["facts"] == "own_org&proposed_by_other"
 
 
 async def test_a_compliance_officer_of_another_organization_may_approve(
@@ -168,6 +172,29 @@ async def test_a_compliance_officer_of_another_organization_may_approve(
 
     applied = await approve_policy_change(world.services, elsewhere, files, DecidePolicyChange(proposal_id))
 
+    assert applied.proposal.state is ProposalState.APPLIED
+    assert world.events("policy.approve")[-1].details["facts"] == "proposed_by_other"
+
+
+async def test_a_deployment_may_keep_approval_inside_the_proposers_organization(
+    world: FakeWorld, files: FakePolicyFiles
+) -> None:
+    # The choice is the policy's: with `proposed_by_other & own_org`, an officer of another
+    # organization is refused (other_organization) and one of the proposer's may approve.
+    strict = files.files["roles.csv"].replace(
+        "policy.approve,     proposed_by_other", "policy.approve,     proposed_by_other & own_org"
+    )
+    sources = dataclasses.replace(read_policy_sources(POLICY_DIR), rules=strict)
+    services = dataclasses.replace(world.services, policy=PolicyHolder(Policy.from_sources(sources)))
+    proposer, colleague = officers(world)
+    [elsewhere] = officers(world, 1)
+    proposal_id = await proposed(world, files, proposer)
+
+    with pytest.raises(Forbidden) as refused:
+        await approve_policy_change(services, elsewhere, files, DecidePolicyChange(proposal_id))
+    applied = await approve_policy_change(services, colleague, files, DecidePolicyChange(proposal_id))
+
+    assert refused.value.decision.reason == "other_organization"
     assert applied.proposal.state is ProposalState.APPLIED
 
 

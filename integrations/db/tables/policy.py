@@ -31,6 +31,9 @@ class PolicyProposalRow(SQLModel, table=True):
     base_sha256: str = Field(sa_column=Column(String(64), nullable=False))
     reason: str = Field(sa_column=Column(Text, nullable=False))
     proposed_by: int = foreign_key("users.id", index=False)
+    # The proposer's organization when they proposed it (the policy may require it to be the
+    # approver's: the fact own_org).
+    organization_id: int = foreign_key("organizations.id", index=False)
     proposed_at: datetime = timestamp()
     state: str = Field(sa_column=Column(String(20), nullable=False, server_default="proposed"))
     # A restore: the applied proposal whose version it brings back, and which side of it.
