@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from dataclasses import dataclass
 
 from engine.audit import DetailValue
@@ -106,8 +107,24 @@ def _details(proposal: PolicyProposal) -> dict[str, DetailValue]:
     }
 
 
+#: C0 and C1 control characters other than tab and line ends: no policy file or note holds them.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: What a file that is not UTF-8 text reads as (the console's upload decodes it so).
+NOT_TEXT = "\ufffd"
+
+
+def _controls(value: str, field: str) -> list[FieldError]:
+    if NOT_TEXT in value:
+        return [FieldError(field, "Must be UTF-8 text, as the policy files are.", "not_text")]
+    if _CONTROL.search(value):
+        return [FieldError(field, "Must not contain control characters such as NUL.", "control_character")]
+    return []
+
+
 def _text(value: str, field: str, limit: int, *, required: bool) -> tuple[str, list[FieldError]]:
     value = value.strip()
+    if _controls(value, field):
+        return value, _controls(value, field)
     if (required and not value) or len(value) > limit:
         low = 1 if required else 0
         return value, [FieldError(field, f"Write {low} to {limit} characters.")]
@@ -256,6 +273,7 @@ async def propose_policy_change(
         errors.append(FieldError("content", "The file cannot be empty."))
     if len(content) > MAX_CONTENT:
         errors.append(FieldError("content", f"At most {MAX_CONTENT} characters; edit larger files directly."))
+    errors += _controls(content, "content")
     if errors:
         raise InvalidInput(errors)
     async with _unit_of_work(services) as uow:

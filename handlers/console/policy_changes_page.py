@@ -52,7 +52,7 @@ def _upload(form: Any) -> str | None:
     try:
         return str(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        return "\ufffd"  # refused below as not a policy file's text
+        return changes.NOT_TEXT  # refused by the workflow: not a policy file's text
 
 
 def diff_lines(diff: str) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
@@ -245,3 +246,42 @@ async def test_other_roles_are_refused_the_changes_pages(api: Api, role: str) ->
     response = await api.client.get(CHANGES)
     assert response.status == 403
     assert "role_not_permitted" in await response.text()
+
+
+async def test_an_uploaded_file_replaces_the_text_box_and_must_be_text(api: Api, policy_dir: Path) -> None:
+    alice, _ = await officers(api)
+    rules = policy_dir / "roles.csv"
+    line = comment()
+    assert (await sign_in(api, alice)).status == 303
+
+    async def upload(data: bytes) -> Any:
+        token = await csrf_of(api, f"{CHANGES}?file=roles.csv")
+        form = aiohttp.FormData()
+        for name, value in (
+            ("csrf_token", token),
+            ("file", "roles.csv"),
+            ("content", ""),
+            ("reason", "Upload"),
+        ):
+            form.add_field(name, value)
+        form.add_field("upload", data, filename="roles.csv", content_type="text/csv")
+        return await api.client.post(CHANGES, data=form, allow_redirects=False)
+
+    not_text = await upload(b"p, admin, policy.read, any\n\xff\xfe\n")
+    assert not_text.status == 422
+    assert "Must be UTF-8 text" in await not_text.text()
+    with_nul = await upload(rules.read_bytes() + b"# \x00\n")
+    assert with_nul.status == 422
+    assert "control characters" in await with_nul.text()
+
+    proposal = proposal_id(await upload((rules.read_text() + line).encode()))
+    page = await (await api.client.get(f"{CHANGES}/{proposal}")).text()
+    assert f'<span class="diff-add">+{line.strip()}</span>' in page
+
+
+async def test_a_proposal_id_that_is_not_one_answers_404(api: Api) -> None:
+    alice, _ = await officers(api)
+    assert (await sign_in(api, alice)).status == 303
+    for path in (f"{CHANGES}/2147483647", f"{CHANGES}/%C2%B9", f"{CHANGES}?cursor=abc"):
+        assert (await api.client.get(path)).status == 404, path
+    assert (await api.client.get(f"{CHANGES}?file=../config.toml")).status == 200  # shows roles.csv

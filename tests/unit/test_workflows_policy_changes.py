@@ -315,6 +315,8 @@ async def test_an_unchanged_or_unknown_file_is_not_a_proposal(
         (ProposePolicyChange("roles.csv", files.files["roles.csv"], REASON), "content"),
         (ProposePolicyChange("../config.toml", "x", REASON), "file"),
         (ProposePolicyChange("roles.csv", with_rule(files), ""), "reason"),
+        (ProposePolicyChange("roles.csv", with_rule(files), "why\x00"), "reason"),
+        (ProposePolicyChange("roles.csv", files.files["roles.csv"] + "#\x1b[31m\n", REASON), "content"),
     ]:
         with pytest.raises(InvalidInput) as refused:
             await propose_policy_change(world.services, proposer, files, cmd)
