@@ -42,6 +42,7 @@ from handlers import (
     api_messaging,
     api_patients,
     api_policy,
+    api_policy_changes,
     console,
     metrics,
 )
@@ -334,6 +335,7 @@ def default_endpoints() -> list[Endpoint]:
         *api_patients.ENDPOINTS,
         *api_conversations.ENDPOINTS,
         *api_policy.ENDPOINTS,
+        *api_policy_changes.ENDPOINTS,
         *api_messaging.ENDPOINTS,
         *api_audit.ENDPOINTS,
         *api_contacts.ENDPOINTS,

@@ -111,10 +111,12 @@ def _details(proposal: PolicyProposal) -> dict[str, DetailValue]:
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 #: What a file that is not UTF-8 text reads as (the console's upload decodes it so).
 NOT_TEXT = "\ufffd"
+#: A lone surrogate (JSON may carry one): not text any file can hold.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _controls(value: str, field: str) -> list[FieldError]:
-    if NOT_TEXT in value:
+    if NOT_TEXT in value or _SURROGATE.search(value):
         return [FieldError(field, "Must be UTF-8 text, as the policy files are.", "not_text")]
     if _CONTROL.search(value):
         return [FieldError(field, "Must not contain control characters such as NUL.", "control_character")]
