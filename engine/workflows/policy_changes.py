@@ -202,7 +202,7 @@ async def read_policy_change(
         if proposal is None:
             guard.record_missing("policy.change.read", "policy_proposal", proposal_id)
             raise NotFound("policy_proposal")
-        live = await files.read(proposal.file)
+        live = await files.read(proposal.file) if proposal.file in files.editable() else None
         await uow.commit()
     facts = who_proposed(proposal, actor)
     offered = frozenset(
@@ -214,7 +214,7 @@ async def read_policy_change(
     return ProposalView(
         proposal,
         unified_diff(proposal.file, proposal.base_content, proposal.content),
-        stale=sha256_of(live) != proposal.base_sha256,
+        stale=live is None or sha256_of(live) != proposal.base_sha256,
         offered=offered,
     )
 
@@ -388,6 +388,11 @@ async def approve_policy_change(
         guard = Guard(services, uow, actor)
         await uow.policy_proposals.lock_files()
         proposal = await _open_proposal(guard, "policy.approve", cmd.proposal_id)
+        if proposal.file not in files.editable():
+            guard.annotate(refused="missing_file")
+            raise Conflict(
+                f"{proposal.file} is no longer a policy file here; the proposal cannot be applied."
+            )
         live = await files.read(proposal.file)
         if sha256_of(live) != proposal.base_sha256:
             guard.annotate(refused="stale")
@@ -399,8 +404,8 @@ async def approve_policy_change(
         if problems:
             guard.annotate(refused="check", problems=len(problems))
             raise _refused(problems, "The proposal no longer passes policy check and policy test.")
-        result = await files.apply(proposal.file, proposal.content)
         try:
+            result = await files.apply(proposal.file, proposal.content)
             if result.outcome == "rejected":
                 guard.annotate(refused="reload", problems=len(result.problems))
                 raise _refused(

@@ -12,7 +12,7 @@ import pytest
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, Role
 from engine.policy import Policy, PolicyHolder
-from engine.ports import ProposalState
+from engine.ports import ProposalState, ReloadResult
 from engine.workflows.policy_changes import (
     DecidePolicyChange,
     ProposePolicyChange,
@@ -322,3 +322,33 @@ async def test_an_unchanged_or_unknown_file_is_not_a_proposal(
             await propose_policy_change(world.services, proposer, files, cmd)
         assert field in {e.field for e in refused.value.errors}
     assert world.db.policy_proposals == {}
+
+
+class ReloadFails(FakePolicyFiles):
+    """Writes the file, then the reload fails once (a crash between the two)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def apply(self, name: str, content: str) -> ReloadResult:
+        result = await super().apply(name, content)
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("reload failed")
+        return result
+
+
+async def test_an_approval_that_cannot_finish_writes_the_previous_content_back(world: FakeWorld) -> None:
+    files = ReloadFails()
+    proposer, approver = officers(world)
+    before = files.files["roles.csv"]
+    proposal_id = await proposed(world, files, proposer)
+
+    with pytest.raises(RuntimeError):
+        await approve_policy_change(world.services, approver, files, DecidePolicyChange(proposal_id))
+
+    assert files.files["roles.csv"] == before
+    assert [name for name, _ in files.applied] == ["roles.csv", "roles.csv"]
+    assert world.db.policy_proposals[proposal_id].state is ProposalState.PROPOSED
+    assert world.events("policy.approve")[-1].outcome == "failure"
