@@ -25,6 +25,11 @@ class Fact(StrEnum):
     #: The record (a compliance group) belongs to another organization, which shared it with the
     #: person's organization by name.
     SHARED = "shared"
+    #: The policy change (a proposal) was proposed by the person themself: they may withdraw it.
+    PROPOSED_BY_SELF = "proposed_by_self"
+    #: The policy change was proposed by someone else: the second pair of eyes that may approve or
+    #: reject it.
+    PROPOSED_BY_OTHER = "proposed_by_other"
 
 
 #: The reason code a denial carries when a required fact does not hold, and the hint shown to clients.
@@ -59,6 +64,14 @@ MISSING_FACT_REASONS: dict[Fact, tuple[str, str]] = {
     Fact.SHARED: (
         "not_shared",
         "The record belongs to another organization, which has not shared it with yours.",
+    ),
+    Fact.PROPOSED_BY_SELF: (
+        "not_proposer",
+        "Only the person who proposed this policy change may withdraw it.",
+    ),
+    Fact.PROPOSED_BY_OTHER: (
+        "own_proposal",
+        "You proposed this policy change: a second compliance officer must approve or reject it.",
     ),
 }
 

@@ -39,6 +39,14 @@ AUDIT_DETAILS: dict[str, tuple[str, str]] = {
     "previousVersion": ("string", "For a policy reload: the version before."),
     "organizationId": ("integer", "The organization searched (audit searches)."),
     "route": ("string", "The route a refused token was sent to."),
+    "file": ("string", "For a policy change: the policy file (relative to the policy directory)."),
+    "proposalId": ("integer", "For a policy change: the proposal decided."),
+    "proposerId": ("integer", "For a policy change: who proposed it."),
+    "approverId": ("integer", "For an applied policy change: who approved it (never the proposer)."),
+    "proposalReason": ("string", "For a policy change: the proposer's reason."),
+    "diff": ("string", "For a policy change: the unified diff of the file (policy text, never PHI)."),
+    "versionBefore": ("string", "For an applied policy change: the policy version before."),
+    "versionAfter": ("string", "For an applied policy change: the policy version after."),
 }
 _DETAILS_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -48,6 +48,7 @@ from handlers import (
     api_messaging,
     api_patients,
     api_policy,
+    api_policy_changes,
     api_rosters,
     console,
     metrics,
@@ -65,6 +66,7 @@ from handlers.keys import (
     database_key,
     endpoints_key,
     operations_key,
+    policy_files_key,
     policy_key,
     policy_reloader_key,
     rejections_key,
@@ -92,6 +94,7 @@ from integrations.effects.break_glass import BreakGlassAlertExecutor
 from integrations.effects.channels import InviteMembersExecutor, RemoveMembersExecutor
 from integrations.effects.executor import Executor
 from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
+from integrations.policy_edits import EditablePolicyDirectory
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
 from integrations.relay import TEXT_KINDS, OutboxRelay, Relays, RelaySettings
@@ -157,6 +160,7 @@ async def _live_policy(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     reloader = FilePolicyReloader(app[policy_key], settings.policy.path(), settings.database.url)
     app[policy_reloader_key] = reloader
+    app[policy_files_key] = EditablePolicyDirectory(settings.policy.path(), reloader)
     tasks = [
         asyncio.create_task(reloader.watch(settings.policy.watch_interval_seconds), name="policy-watch"),
         asyncio.create_task(reloader.listen(), name="policy-listen"),
@@ -360,6 +364,7 @@ def default_endpoints() -> list[Endpoint]:
         *api_patients.ENDPOINTS,
         *api_conversations.ENDPOINTS,
         *api_policy.ENDPOINTS,
+        *api_policy_changes.ENDPOINTS,
         *api_messaging.ENDPOINTS,
         *api_audit.ENDPOINTS,
         *api_contacts.ENDPOINTS,

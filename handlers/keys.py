@@ -16,7 +16,7 @@ from engine.services import Services
 
 if TYPE_CHECKING:
     from engine.consent_index import ConsentIndex
-    from engine.ports import ChatGateway, PolicyReloader
+    from engine.ports import ChatGateway, PolicyDirectory, PolicyReloader
     from engine.sms import SmsRules
     from handlers.console.session import SessionCodec
     from handlers.rejections import RejectionSummaries
@@ -45,6 +45,8 @@ consent_index_key: web.AppKey[ConsentIndex] = web.AppKey("consent_index_key")
 consent_sync_key: web.AppKey[ConsentSync] = web.AppKey("consent_sync_key")
 policy_key: web.AppKey[PolicyHolder] = web.AppKey("policy_key")
 policy_reloader_key: web.AppKey[PolicyReloader] = web.AppKey("policy_reloader_key")
+#: The policy directory as four-eyes proposals edit it (integrations/policy_edits.py).
+policy_files_key: web.AppKey[PolicyDirectory] = web.AppKey("policy_files_key")
 sms_rules_key: web.AppKey[SmsRules] = web.AppKey("sms_rules_key")
 twilio_emulator_key: web.AppKey[RunningTwilioEmulator] = web.AppKey("twilio_emulator_key")
 relay_key: web.AppKey[Relays] = web.AppKey("relay_key")

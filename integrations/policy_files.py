@@ -108,6 +108,25 @@ def check_policy(directory: Path) -> tuple[Policy | None, list[PolicyCase], list
     return checked.policy, list(checked.cases), list(checked.problems)
 
 
+def check_sources(
+    sources: PolicySources, tables: list[tuple[str, str]]
+) -> tuple[Policy | None, list[PolicyCase], list[PolicyProblem]]:
+    """:func:`check_policy` over files already read (an edited copy held in memory: a proposal)."""
+    checked = check_files(PolicyFiles(sources, tuple(tables)))
+    return checked.policy, list(checked.cases), list(checked.problems)
+
+
+def tested_sources(sources: PolicySources, tables: list[tuple[str, str]]) -> tuple[Policy | None, list[str]]:
+    """:func:`load_tested_policy` over files already read: the policy if it passes ``policy check``
+    and its own test tables, else every problem."""
+    policy, cases, problems = check_sources(sources, tables)
+    messages = [str(p) for p in problems]
+    if policy is None:
+        return None, messages
+    messages += [f"test failed: {r.describe()}" for r in run_cases(policy, cases) if not r.passed]
+    return (None, messages) if messages else (policy, [])
+
+
 def load_tested_policy(directory: Path) -> tuple[Policy | None, list[str]]:
     """The policy in ``directory`` if it passes ``policy check`` AND its own test tables; else the
     problems (file and line, relative to ``directory``).
@@ -116,9 +135,9 @@ def load_tested_policy(directory: Path) -> tuple[Policy | None, list[str]]:
     match, a workflow without a test case, or a case whose expectation the edit breaks, each keeps
     the edit out.
     """
-    policy, cases, problems = check_policy(directory)
-    messages = [str(p) for p in problems]
-    if policy is None:
-        return None, messages
-    messages += [f"test failed: {r.describe()}" for r in run_cases(policy, cases) if not r.passed]
-    return (None, messages) if messages else (policy, [])
+    try:
+        sources = read_policy_sources(directory)
+        tables = read_policy_tables(directory)
+    except OSError as exc:
+        return None, [str(unreadable(directory, exc))]
+    return tested_sources(sources, tables)

@@ -7,9 +7,9 @@ under the version they started with and the next ones use the new one. A broken 
 with every problem (file and line) and the old policy keeps serving.
 
 Several instances pick up the same change because each one polls the files' modification times
-(no extra dependency, works on every filesystem), and an instance that reloads because of SIGHUP or
-the API also sends ``pg_notify('caremsg_policy', version)`` so the others reload at once instead of
-at their next poll.
+(no extra dependency, works on every filesystem), and an instance that reloads because of SIGHUP,
+the API or an approved proposal (integrations/policy_edits.py) also sends
+``pg_notify('caremsg_policy', version)`` so the others reload at once instead of at their next poll.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class FilePolicyReloader:
         """Check, test and swap (or refuse); tell the other instances when this one swapped."""
         async with self._lock:
             result = self._reload_now(trigger)
-        if result.outcome == "swapped" and trigger in ("api", "sighup"):
+        if result.outcome == "swapped" and trigger in ("api", "sighup", "approval"):
             await self._notify(result.version)
         return result
 

@@ -8,7 +8,7 @@
 - :mod:`engine.ports.messaging`: conversations, messages, deliveries, opt-outs, webhooks, the send path
 - :mod:`engine.ports.audit`: the audit log and trail
 - :mod:`engine.ports.gateways`: the chat and SMS providers
-- :mod:`engine.ports.policy`: policy reloads
+- :mod:`engine.ports.policy`: policy reloads, the policy files, proposed edits (four eyes)
 - :mod:`engine.ports.units`: the unit of work each workflow family sees
 
 Engine code imports from the capability modules; the names are also re-exported here so that a
@@ -81,7 +81,12 @@ from engine.ports.patients import (
     RelationshipFacts,
 )
 from engine.ports.policy import (
+    NewPolicyProposal,
+    PolicyDirectory,
+    PolicyProposal,
+    PolicyProposalRepository,
     PolicyReloader,
+    ProposalState,
     ReloadResult,
 )
 from engine.ports.units import (
@@ -96,6 +101,7 @@ from engine.ports.units import (
     OrganizationsUnitOfWork,
     PatientScoped,
     PatientsUnitOfWork,
+    PolicyChangesUnitOfWork,
     ReadReceiptsUnitOfWork,
     Transaction,
     UnitOfWork,
@@ -138,6 +144,7 @@ __all__ = [
     "NewDelivery",
     "NewExternalParticipant",
     "NewPatient",
+    "NewPolicyProposal",
     "NewSend",
     "NewUser",
     "OptOutRepository",
@@ -153,7 +160,12 @@ __all__ = [
     "PatientRepository",
     "PatientScoped",
     "PatientsUnitOfWork",
+    "PolicyChangesUnitOfWork",
+    "PolicyDirectory",
+    "PolicyProposal",
+    "PolicyProposalRepository",
     "PolicyReloader",
+    "ProposalState",
     "ReadReceiptsUnitOfWork",
     "ReadStateRepository",
     "RelationshipFacts",

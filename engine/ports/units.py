@@ -22,6 +22,7 @@ conversations, messaging      conversations, messages, deliveries, reads, users,
 read_receipts                 conversations, messages, deliveries, reads, facts, break_glass
 audit                         audit_trail
 policy_admin                  (audit only)
+policy_changes                policy_proposals
 ============================  =========================================================
 """
 
@@ -49,6 +50,7 @@ from engine.ports.messaging import (
     WebhookEventLog,
 )
 from engine.ports.patients import CareTeamRepository, PatientRepository, RelationshipFacts
+from engine.ports.policy import PolicyProposalRepository
 from engine.ports.rosters import AwayRepository, OnCallRoutes, RosterRepository
 
 
@@ -256,6 +258,13 @@ class AuditUnitOfWork(Transaction, Protocol):
     def audit_trail(self) -> AuditTrail: ...
 
 
+class PolicyChangesUnitOfWork(Transaction, Protocol):
+    """engine/workflows/policy_changes.py: proposed policy edits and their four-eyes approval."""
+
+    @property
+    def policy_proposals(self) -> PolicyProposalRepository: ...
+
+
 class UnitOfWork(
     IdentityUnitOfWork,
     AccountsUnitOfWork,
@@ -269,6 +278,7 @@ class UnitOfWork(
     MessagingUnitOfWork,
     ReadReceiptsUnitOfWork,
     AuditUnitOfWork,
+    PolicyChangesUnitOfWork,
     Protocol,
 ):
     """Every family's view at once: what the composition root builds (one class, one transaction)."""

@@ -8,7 +8,8 @@ with autoescaping (``handlers/console/templates``) and one stylesheet; no script
 
 Longer than 400 lines because every route of the console is here with the one wrapper each page
 passes through (session, CSRF, the engine's refusals as pages); each page's own work lives in a
-module of its own (``audit_page``, ``chain_page``, ``consents_page``, ``policy_pages`` ...).
+module of its own (``audit_page``, ``chain_page``, ``consents_page``, ``policy_pages``,
+``policy_changes_page`` ...).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from handlers.console import (
     chain_page,
     consents_page,
     disclosures_page,
+    policy_changes_page,
     policy_pages,
 )
 from handlers.console.session import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, SessionCodec
@@ -268,6 +270,11 @@ async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
             policy.role_may(actor.role.value, "patient.disclosures"),
         ),
         (f"{PREFIX}/consents", "Consents", policy.role_may(actor.role.value, "consent.list")),
+        (
+            f"{PREFIX}/policy/changes",
+            "Policy changes (four eyes)",
+            policy.role_may(actor.role.value, "policy.change.list"),
+        ),
     ]
     return _render(request, "home.html", {"title": "Console", "pages": pages, **base_context(request)})
 
@@ -490,6 +497,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("GET", f"{PREFIX}/consents", page(consents_list), "console-consents"),
     ("POST", f"{PREFIX}/consents", page(consent_record), "console-consent-record"),
     ("POST", f"{PREFIX}/consents/{{consent_id}}/revoke", page(consent_revoke), "console-consent-revoke"),
+    *policy_changes_page.routes(page, _render, base_context, PREFIX),
     ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
 #: The routes' canonical paths (a ``{name:regex}`` placeholder is ``{name}`` there).

@@ -59,6 +59,15 @@ FACTS: dict[str, tuple[str, str]] = {
         "The compliance group belongs to another organization, which shared it with the person's "
         "organization by name.",
     ),
+    "proposed_by_self": (
+        "they proposed the change themself",
+        "The proposed policy change was made by the person themself.",
+    ),
+    "proposed_by_other": (
+        "someone else proposed the change",
+        "The proposed policy change was made by another person: the second pair of eyes a change "
+        "needs before it is applied.",
+    ),
 }
 
 

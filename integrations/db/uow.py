@@ -42,6 +42,7 @@ from integrations.db.identity import SqlOrganizationRepository, SqlUserRepositor
 from integrations.db.login_throttle import SqlLoginThrottleRepository
 from integrations.db.messaging import SqlConversationRepository, SqlMessageRepository, SqlOutbox
 from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository, SqlRelationshipFacts
+from integrations.db.policy_proposals import SqlPolicyProposalRepository
 from integrations.db.reads import SqlReadStateRepository
 from integrations.db.rosters import SqlAwayRepository, SqlOnCallRoutes, SqlRosterRepository
 
@@ -190,6 +191,7 @@ class SqlUnitOfWork:
     on_call_routes: SqlOnCallRoutes
 
     audit_trail: SqlAuditTrail
+    policy_proposals: SqlPolicyProposalRepository
 
     def __init__(
         self,
@@ -236,6 +238,7 @@ class SqlUnitOfWork:
         self.away = SqlAwayRepository(s)
         self.on_call_routes = SqlOnCallRoutes(s)
         self.audit_trail = SqlAuditTrail(s)
+        self.policy_proposals = SqlPolicyProposalRepository(s)
         return self
 
     async def commit(self) -> None:

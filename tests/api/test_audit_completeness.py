@@ -512,6 +512,15 @@ OTHER_CAPABILITIES = {
     # The console's break-glass review (tests/console/test_console_break_glass.py).
     "break_glass.read",
     "break_glass.review",
+    # Four-eyes policy changes (tests/unit/test_workflows_policy_changes.py,
+    # tests/integration/test_policy_changes.py, tests/console/test_console_policy_changes.py).
+    "policy.change.list",
+    "policy.change.read",
+    "policy.propose",
+    "policy.restore",
+    "policy.approve",
+    "policy.reject",
+    "policy.withdraw",
 }
 
 

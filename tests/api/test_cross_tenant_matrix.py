@@ -77,7 +77,7 @@ FILTER = "filter"
 @dataclass(frozen=True)
 class Probe:
     kind: str  # patient, bg_patient, conversation, message, care_team, consent, group, user, organization,
-    # break_glass (a session)
+    # break_glass (a session), policy_proposal
     build: Build
     mode: str = CONCEALED
 
@@ -326,6 +326,27 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
             ),
         ),
     },
+    # Policy proposals are the deployment's, not a tenant's: every compliance officer sees and may
+    # decide every one (policies/README.md "Four eyes"), so they are not concealed. The matrix's
+    # are withdrawn at once: no probe can apply one (the app reads the repository's policy files).
+    **{
+        ("POST" if action else "GET", f"/api/policy/proposals/{{proposalId}}{action}"): {
+            "proposalId": Probe(
+                "policy_proposal",
+                lambda own, i, action=action, body=body: _p(
+                    "POST" if action else "GET", f"/api/policy/proposals/{i}{action}", body
+                ),
+                mode=DIRECTORY,
+            )
+        }
+        for action, body in (
+            ("", None),
+            ("/approve", {"note": ""}),
+            ("/reject", {"note": "Matrix"}),
+            ("/withdraw", {"note": ""}),
+            ("/restore", {"version": "before", "reason": "Matrix"}),
+        )
+    },
 }
 
 
@@ -464,6 +485,14 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
     )
     assert status == 201, session
     shift = await _new_shift(api, peer, team["id"])
+    status, proposal = await api.call(
+        "POST", "/api/policy/proposals", officer, json={"file": "sms.toml", "content": "", "reason": "Matrix"}
+    )
+    assert status == 201, proposal
+    status, withdrawn = await api.call(
+        "POST", f"/api/policy/proposals/{proposal['id']}/withdraw", officer, json={}
+    )
+    assert status == 200, withdrawn
     ids = {
         "organization": org,
         "neutral": neutral,
@@ -479,6 +508,7 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "contact": contact,
         "break_glass": session["id"],
         "shift": shift,
+        "policy_proposal": proposal["id"],
         # An account the administration probes act on (a fresh one for the own organization's check).
         "account": (await api.person("care_team_member", org)).id,
     }

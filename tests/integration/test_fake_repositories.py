@@ -5,6 +5,7 @@ on fakes shows what the service would do."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from engine.ports.consents import NewConsent
 from engine.ports.identity import NewUser
 from engine.ports.messaging import NewDelivery, NewExternalParticipant, NewSend
 from engine.ports.patients import NewPatient, PatientRelation
+from engine.ports.policy import NewPolicyProposal, ProposalState
 from engine.sms import CHANNEL_RECIPIENT
 from integrations.db.patient_reads import PgPatientReadUnitOfWork
 from integrations.db.send_uow import PgSendUnitOfWork, create_send_pool
@@ -793,3 +795,66 @@ async def test_the_patient_read_reads_the_relation_with_the_record_and_stores_it
     assert missing is None
     assert await reads.stored(committed) == [("decision", "success")]
     assert await reads.stored(abandoned) == [("decision", "failure")]  # left without commit: on record
+
+
+async def test_policy_proposals_are_decided_once_superseded_together_and_kept_as_history(
+    uow: UowFactory,
+) -> None:
+    file = f"tests/{secrets.token_hex(4)}.csv"  # a file of its own: other tests' proposals stay out
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    async with uow() as u:
+        org = await u.organizations.add(_name("Org"), self_registration=True)
+        alice = await u.users.add(_user(org.id, Role.COMPLIANCE_OFFICER))
+        bob = await u.users.add(_user(org.id, Role.COMPLIANCE_OFFICER))
+        first = await u.policy_proposals.add(
+            NewPolicyProposal(file, "a\nb\n", "a\n", "add b", alice.id, org.id), at=now
+        )
+        second = await u.policy_proposals.add(
+            NewPolicyProposal(file, "a\nc\n", "a\n", "add c", alice.id, org.id), at=now
+        )
+        # Based on what the first leaves: not superseded when the first is applied.
+        third = await u.policy_proposals.add(
+            NewPolicyProposal(file, "a\nb\nd\n", "a\nb\n", "add d", bob.id, org.id), at=now
+        )
+        await u.commit()
+    async with uow() as u:
+        await u.policy_proposals.lock_files()
+        assert await u.policy_proposals.decide(
+            first.id, ProposalState.APPLIED, by=bob.id, at=now, note="ok", applied_version="v2"
+        )
+        assert not await u.policy_proposals.decide(
+            first.id, ProposalState.REJECTED, by=bob.id, at=now, note="again"
+        )
+        superseded = await u.policy_proposals.supersede(file, applied=first, by=bob.id, at=now)
+        await u.commit()
+    async with uow() as u:
+        applied = await u.policy_proposals.get(first.id)
+        others = [await u.policy_proposals.get(p.id) for p in (second, third)]
+        history = await u.policy_proposals.history(file, 10)
+        open_ones = await u.policy_proposals.list(
+            state=ProposalState.PROPOSED, file=file, before=None, limit=10
+        )
+        everything = await u.policy_proposals.list(state=None, file=file, before=None, limit=2)
+        rest = await u.policy_proposals.list(state=None, file=file, before=everything.next_cursor, limit=2)
+        missing = await u.policy_proposals.get(third.id + 10_000_000)
+    assert first.state is ProposalState.PROPOSED
+    assert first.organization_id == org.id
+    assert first.content_sha256 == hashlib.sha256(b"a\nb\n").hexdigest()
+    assert first.base_sha256 == hashlib.sha256(b"a\n").hexdigest()
+    assert applied is not None
+    assert (applied.state, applied.decided_by, applied.decision_note, applied.applied_version) == (
+        ProposalState.APPLIED,
+        bob.id,
+        "ok",
+        "v2",
+    )
+    assert superseded == (second.id,)
+    assert [(o.state, o.decision_note) for o in others if o is not None] == [
+        (ProposalState.SUPERSEDED, f"superseded by proposal {first.id}"),
+        (ProposalState.PROPOSED, None),
+    ]
+    assert [p.id for p in history] == [first.id]
+    assert [p.id for p in open_ones.items] == [third.id]
+    assert [p.id for p in everything.items + rest.items] == [third.id, second.id, first.id]
+    assert rest.next_cursor is None
+    assert missing is None

@@ -44,7 +44,20 @@ SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATA
     "break_glass",
     "treatable",
 )
-FACT_ORDER = (SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATABLE)
+#: Between a person and a proposed policy change: they proposed it, or someone else did (four eyes).
+PROPOSED_BY_SELF, PROPOSED_BY_OTHER = "proposed_by_self", "proposed_by_other"
+FACT_ORDER = (
+    SELF,
+    OWN_ORG,
+    CARE_TEAM,
+    COVERED,
+    MEMBER,
+    EXTERNAL_CONSENT,
+    BREAK_GLASS,
+    TREATABLE,
+    PROPOSED_BY_SELF,
+    PROPOSED_BY_OTHER,
+)
 REASONS = {
     SELF: "not_self",
     OWN_ORG: "other_organization",
@@ -54,6 +67,8 @@ REASONS = {
     EXTERNAL_CONSENT: "no_external_consent",
     BREAK_GLASS: "no_break_glass",
     TREATABLE: "not_treatable",
+    PROPOSED_BY_SELF: "not_proposer",
+    PROPOSED_BY_OTHER: "own_proposal",
 }
 PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
 #: Facts that let a person know a patient's records exist: a refusal then answers 403 with its
@@ -135,6 +150,13 @@ WORKFLOWS: dict[str, Declared] = {
     "on_call.remove": _declared("own_org care_team covered", "write", CLINICAL),
     "away.set": _declared("self"),
     "away.end": _declared("self"),
+    "policy.change.list": _declared(""),
+    "policy.change.read": _declared(""),
+    "policy.propose": _declared(""),
+    "policy.restore": _declared(""),
+    "policy.approve": _declared("proposed_by_self proposed_by_other own_org"),
+    "policy.reject": _declared("proposed_by_self proposed_by_other own_org"),
+    "policy.withdraw": _declared("proposed_by_self proposed_by_other own_org"),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -240,6 +262,13 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # ... and the test tables with their results, and a what-if of an edited file (a dry run).
     allow([OFFICER], "console.policy.tests")
     allow([OFFICER], "console.policy.what_if")
+    # Four eyes: compliance officers (of any organization: the files are the deployment's) propose
+    # policy changes; someone else approves or rejects one; its proposer may withdraw it.
+    for workflow in ("policy.change.list", "policy.change.read", "policy.propose", "policy.restore"):
+        allow([OFFICER], workflow)
+    allow([OFFICER], "policy.approve", PROPOSED_BY_OTHER)
+    allow([OFFICER], "policy.reject", PROPOSED_BY_OTHER)
+    allow([OFFICER], "policy.withdraw", PROPOSED_BY_SELF)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")

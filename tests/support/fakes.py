@@ -61,6 +61,7 @@ from engine.model import (
     User,
 )
 from engine.policy import PolicyHolder
+from engine.policy_edits import PolicyFiles
 from engine.ports.consents import BreakGlassSession, ExpiredConsent, ExternalCoverage, NewConsent
 from engine.ports.gateways import SentChatMessage
 from engine.ports.identity import IssuedToken, NewUser
@@ -73,13 +74,14 @@ from engine.ports.messaging import (
     SmsRecipient,
 )
 from engine.ports.patients import NewPatient, PatientRead, PatientRelation
-from engine.ports.policy import ReloadResult
+from engine.ports.policy import NewPolicyProposal, PolicyProposal, ProposalState, ReloadResult
 from engine.ports.rosters import OnCallRole
 from engine.rosters import OnCallShift, StaffAway
 from engine.services import EngineSettings, Services
 from engine.sms import CHANNEL_RECIPIENT
 from integrations.db.uow import BufferedAuditLog, unfinished
-from integrations.policy_files import load_policy
+from integrations.policy_edits import POLICY_FILES
+from integrations.policy_files import load_policy, read_policy_files, tested_sources
 
 T = TypeVar("T")
 
@@ -282,6 +284,46 @@ class FakePolicyReloader:
         return self.result
 
 
+class FakePolicyDirectory:
+    """The policy directory in memory, read once from the shipped files: ``files`` maps each name
+    (``roles.csv``, ``tests/default.csv``) to its content. Proposals are checked with the real
+    ``policy check`` + ``policy test`` code over it; applying replaces the entry and answers what a
+    reload would (``applied`` lists every write, in order)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.current = read_policy_files(directory or POLICY_DIR)
+        self.version = self.current.sources.version
+        self.applied: list[tuple[str, str]] = []
+
+    @property
+    def files(self) -> dict[str, str]:
+        return {name: self.current.text_of(name) or "" for name in self.current.names}
+
+    def editable(self) -> tuple[str, ...]:
+        return POLICY_FILES + tuple(n for n, _ in self.current.tables)
+
+    async def read(self, name: str) -> str:
+        return self.current.text_of(name) or ""
+
+    def _tested(self, files: PolicyFiles) -> tuple[Any, list[str]]:
+        return tested_sources(files.sources, list(files.tables))
+
+    async def problems(self, name: str, content: str) -> tuple[str, ...]:
+        return tuple(self._tested(self.current.replaced(name, content))[1])
+
+    async def apply(self, name: str, content: str) -> ReloadResult:
+        self.current = self.current.replaced(name, content)
+        self.applied.append((name, content))
+        policy, problems = self._tested(self.current)
+        previous = self.version
+        if policy is None:
+            return ReloadResult("rejected", previous, previous, tuple(problems))
+        self.version = policy.version
+        return ReloadResult(
+            "swapped" if policy.version != previous else "unchanged", policy.version, previous
+        )
+
+
 # --- storage -----------------------------------------------------------------------------------------
 
 
@@ -337,6 +379,7 @@ class FakeDatabase:
     staff_away: dict[int, StaffAway] = field(default_factory=dict)
     #: conversation id -> its on-call role (conversation_on_call)
     on_call_routes: dict[int, OnCallRole] = field(default_factory=dict)
+    policy_proposals: dict[int, PolicyProposal] = field(default_factory=dict)
     next_id: int = 1
     audit: list[AuditEvent] = field(default_factory=list)
     #: what the audit trail was asked (search / disclosures), in order
@@ -1317,6 +1360,110 @@ class FakeIdempotencyKeys(_Repo):
         self.data.idempotency_keys[claim_id] = resource_id
 
 
+class FakePolicyProposalRepository(_Repo):
+    async def add(self, proposal: NewPolicyProposal, *, at: datetime) -> PolicyProposal:
+        import hashlib
+
+        def sha(text: str) -> str:
+            return hashlib.sha256(text.encode()).hexdigest()
+
+        stored = PolicyProposal(
+            self.data.new_id(),
+            proposal.file,
+            proposal.content,
+            sha(proposal.content),
+            proposal.base_content,
+            sha(proposal.base_content),
+            proposal.reason,
+            proposal.proposed_by,
+            proposal.organization_id,
+            at,
+            ProposalState.PROPOSED,
+            restores_id=proposal.restores_id,
+            restores_version=proposal.restores_version,
+        )
+        self.data.policy_proposals[stored.id] = stored
+        return stored
+
+    async def get(self, proposal_id: int) -> PolicyProposal | None:
+        return self.data.policy_proposals.get(proposal_id)
+
+    async def list(
+        self, *, state: ProposalState | None, file: str | None, before: int | None, limit: int
+    ) -> Page[PolicyProposal]:
+        found = sorted(
+            (
+                p
+                for p in self.data.policy_proposals.values()
+                if (state is None or p.state is state)
+                and (file is None or p.file == file)
+                and (before is None or p.id < before)
+            ),
+            key=lambda p: -p.id,
+        )
+        if len(found) > limit:
+            return Page(tuple(found[:limit]), found[limit - 1].id)
+        return Page(tuple(found), None)
+
+    async def history(self, file: str, limit: int) -> tuple[PolicyProposal, ...]:
+        applied = [
+            p
+            for p in self.data.policy_proposals.values()
+            if p.file == file and p.state is ProposalState.APPLIED
+        ]
+        applied.sort(key=lambda p: (p.decided_at or START, p.id), reverse=True)
+        return tuple(applied[:limit])
+
+    async def lock_files(self) -> None:
+        return None  # one process, one event loop: the fake's units of work never interleave a write
+
+    async def decide(
+        self,
+        proposal_id: int,
+        state: ProposalState,
+        *,
+        by: int,
+        at: datetime,
+        note: str | None,
+        applied_version: str | None = None,
+    ) -> bool:
+        found = self.data.policy_proposals.get(proposal_id)
+        if found is None or found.state is not ProposalState.PROPOSED:
+            return False
+        if state is ProposalState.APPLIED and by == found.proposed_by:
+            raise AssertionError("ck_policy_proposals_four_eyes: the approver is the proposer")
+        self.data.policy_proposals[proposal_id] = dataclasses.replace(
+            found,
+            state=state,
+            decided_by=by,
+            decided_at=at,
+            decision_note=note,
+            applied_version=applied_version,
+        )
+        return True
+
+    async def supersede(
+        self, file: str, *, applied: PolicyProposal, by: int, at: datetime
+    ) -> tuple[int, ...]:
+        ids = sorted(
+            p.id
+            for p in self.data.policy_proposals.values()
+            if p.file == file
+            and p.state is ProposalState.PROPOSED
+            and p.id != applied.id
+            and p.base_sha256 != applied.content_sha256
+        )
+        for proposal_id in ids:
+            self.data.policy_proposals[proposal_id] = dataclasses.replace(
+                self.data.policy_proposals[proposal_id],
+                state=ProposalState.SUPERSEDED,
+                decided_by=by,
+                decided_at=at,
+                decision_note=f"superseded by proposal {applied.id}",
+            )
+        return tuple(ids)
+
+
 class FakeUnitOfWork:
     """One workflow's transaction over a :class:`FakeDatabase`: all or nothing, audit as in production."""
 
@@ -1347,6 +1494,7 @@ class FakeUnitOfWork:
         self.rosters = FakeRosterRepository(self._work)
         self.away = FakeAwayRepository(self._work)
         self.on_call_routes = FakeOnCallRoutes(self._work)
+        self.policy_proposals = FakePolicyProposalRepository(self._work)
         self._committed = False
 
     def _repositories(self) -> list[_Repo]:
@@ -1647,6 +1795,8 @@ __all__ = [
     "FakePasswordStrength",
     "FakePasswords",
     "FakePatientReadUnitOfWork",
+    "FakePolicyDirectory",
+    "FakePolicyProposalRepository",
     "FakePolicyReloader",
     "FakeReadStateRepository",
     "FakeRosterRepository",

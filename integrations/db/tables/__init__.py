@@ -41,6 +41,7 @@ from integrations.db.tables.patients import (
     PatientRow,
     StaffAwayRow,
 )
+from integrations.db.tables.policy import PolicyProposalRow
 
 __all__ = [
     "AuditAnchorRow",
@@ -68,6 +69,7 @@ __all__ = [
     "OrganizationRow",
     "OutboxRow",
     "PatientRow",
+    "PolicyProposalRow",
     "SmsOptOutRow",
     "StaffAwayRow",
     "UserRow",

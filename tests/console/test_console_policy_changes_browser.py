@@ -1,0 +1,82 @@
+"""Four eyes in a real browser (Chromium through Playwright, as tests/console/test_console_browser.py):
+compliance officer A proposes an edit, B approves it and the policy changes; then the previous
+version is restored the same way. The app serves a temporary copy of policies/, never the
+repository's own files."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from handlers.keys import policy_key
+from tests.console.test_console_browser import browser, page, sign_in, url  # noqa: F401 - fixtures
+from tests.console.test_console_policy_changes import api, policy_dir  # noqa: F401 - fixtures
+from tests.support.api import Api
+
+
+async def test_officer_a_proposes_b_approves_and_the_previous_version_is_restored_with_four_eyes(
+    page: Any,  # noqa: F811 - the fixture imported above
+    api: Api,  # noqa: F811
+    policy_dir: Path,  # noqa: F811
+) -> None:
+    org = await api.organization()
+    alice = await api.person("compliance_officer", org)
+    bob = await api.person("compliance_officer", org)
+    rules = policy_dir / "roles.csv"
+    original = rules.read_text()
+    line = f"# reviewed by the compliance team {secrets.token_hex(3)}"
+
+    # A proposes: the textarea holds the file in force; A adds a line and gives a reason.
+    await sign_in(page, api, alice)
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Policy changes").click()
+    await page.wait_for_load_state()
+    content = page.get_by_label("New content of roles.csv (prefilled with the file in force)")
+    assert await content.input_value() == original
+    await content.fill(original + line + "\n")
+    await page.get_by_label("Reason for the change").fill("Note the yearly review in the rules file")
+    await page.get_by_role("button", name="Propose this change").click()
+    await page.wait_for_load_state()
+    assert "A second compliance officer must approve it" in await page.get_by_role("status").inner_text()
+    assert await page.locator("pre.diff .diff-add").filter(has_text=line).count() == 1
+    assert await page.get_by_role("button", name="Approve and apply").count() == 0
+    proposal_url = page.url.split("?")[0]
+    assert rules.read_text() == original
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url("**/console/login")
+
+    # B approves: the file is written and the policy in force changes.
+    version = api.app[policy_key].current.version
+    await sign_in(page, api, bob)
+    await page.goto(proposal_url)
+    await page.get_by_label("Approval note (optional)").fill("Read the diff: comment only")
+    await page.get_by_role("button", name="Approve and apply").click()
+    await page.wait_for_load_state()
+    assert "approved and applied" in await page.get_by_role("status").inner_text()
+    assert rules.read_text() == original + line + "\n"
+    assert api.app[policy_key].current.version != version
+
+    # B proposes restoring the version before the change, from the file's history ...
+    await page.get_by_role("link", name="Back to the policy changes").click()
+    await page.wait_for_load_state()
+    change_id = proposal_url.rsplit("/", 1)[1]
+    history = page.get_by_role("table", name="Applied changes of roles.csv")
+    assert await history.get_by_role("link", name=f"Change {change_id}").count() == 1
+    await page.get_by_label(f"Reason to restore the version before change {change_id}").fill(
+        "Undo for the test"
+    )
+    await page.get_by_role("button", name=f"Propose restoring the version before change {change_id}").click()
+    await page.wait_for_load_state()
+    restore_url = page.url.split("?")[0]
+    assert "restores" in (await page.get_by_role("main").inner_text()).lower()
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url("**/console/login")
+
+    # ... and A, the second pair of eyes this time, approves it: the file is as it was.
+    await sign_in(page, api, alice)
+    await page.goto(restore_url)
+    await page.get_by_role("button", name="Approve and apply").click()
+    await page.wait_for_load_state()
+    assert "approved and applied" in await page.get_by_role("status").inner_text()
+    assert rules.read_text() == original
+    assert api.app[policy_key].current.version == version
