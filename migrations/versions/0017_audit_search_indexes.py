@@ -1,0 +1,41 @@
+"""audit_events: the time index covers what a time-range search of the trail asks for
+
+A search by time range (``GET /api/audit-events?from=…&to=…``, the console's audit search, the
+console's charts) first gathers the matching ids through the time index, then takes the lowest
+(``integrations/db/audit.py``, ``SqlAuditTrail._in_range``). ``ix_audit_events_occurred_at``
+becomes ``ix_audit_events_occurred_at_visible``: the same key, plus the id and the two columns that
+decide whose record it is (``organization_id``, ``patient_id``), so that gathering reads the index
+alone (an index-only scan; the table is append-only, so its visibility map stays set). With a
+million records a week's search went from about 200 ms to about 7 ms (bench/README.md).
+
+Building it reads the whole table and holds audit writes meanwhile (seconds per million records);
+``caremsg migrate`` runs before the service serves.
+
+Revision ID: 0017
+Revises: 0015
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0017"
+down_revision: str | None = "0015"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_audit_events_occurred_at_visible",
+        "audit_events",
+        ["occurred_at"],
+        unique=False,
+        postgresql_include=["id", "organization_id", "patient_id"],
+    )
+    op.drop_index("ix_audit_events_occurred_at", table_name="audit_events")
+
+
+def downgrade() -> None:
+    op.create_index("ix_audit_events_occurred_at", "audit_events", ["occurred_at"], unique=False)
+    op.drop_index("ix_audit_events_occurred_at_visible", table_name="audit_events")
