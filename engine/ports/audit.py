@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from engine.audit import AuditEvent, DetailValue
+from engine.audit_figures import DecisionCount, Period, PeriodCount
 from engine.audit_trail import AuditFilter, AuditRecord, Disclosure
 from engine.model import Page
 
@@ -41,4 +42,24 @@ class AuditTrail(Protocol):
     ) -> Page[Disclosure]:
         """Allowed, committed accesses to the patient's data by people of another organization under
         a consent, and disclosures to external parties, in the period, by ascending id."""
+        ...
+
+
+class AuditFigures(Protocol):
+    """Counts over the stored audit trail for the console's charts, in the workflow's transaction.
+
+    The records counted are those an auditor of ``organization_id`` finds in a search: its staff's,
+    and any about one of its patients.
+    """
+
+    async def decisions(
+        self, organization_id: int, since: datetime, until: datetime, period: Period
+    ) -> list[DecisionCount]:
+        """Policy decisions per period, outcome and (for denials) reason; empty periods left out."""
+        ...
+
+    async def break_glass_openings(
+        self, organization_id: int, since: datetime, until: datetime
+    ) -> list[PeriodCount]:
+        """Emergency sessions opened (allowed and carried out) per ISO week; empty weeks left out."""
         ...

@@ -21,7 +21,13 @@ from aiohttp import web
 from engine.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from engine.model import Actor
 from engine.workflows import accounts, console, identity
-from handlers.console import audit_page, break_glass_page, consents_page, disclosures_page
+from handlers.console import (
+    audit_page,
+    break_glass_page,
+    charts_page,
+    consents_page,
+    disclosures_page,
+)
 from handlers.console.session import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, SessionCodec
 from handlers.console.words import facts_explained, policy_in_words
 from handlers.keys import (
@@ -233,6 +239,11 @@ async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
             policy.role_may(actor.role.value, "patient.disclosures"),
         ),
         (f"{PREFIX}/consents", "Consents", policy.role_may(actor.role.value, "consent.list")),
+        (
+            f"{PREFIX}/audit/charts",
+            "The audit trail in charts",
+            policy.role_may(actor.role.value, "audit.read"),
+        ),
     ]
     return _render(request, "home.html", {"title": "Console", "pages": pages, **base_context(request)})
 
@@ -258,6 +269,16 @@ async def audit(request: web.Request, actor: Actor) -> web.StreamResponse:
         status = 422
     return _render(
         request, "audit.html", {"title": "Audit search", **context, **base_context(request)}, status
+    )
+
+
+async def audit_charts(request: web.Request, actor: Actor) -> web.StreamResponse:
+    status, context = await charts_page.charts(request, actor)
+    return _render(
+        request,
+        "charts.html",
+        {"title": "The audit trail in charts", **context, **base_context(request)},
+        status,
     )
 
 
@@ -367,6 +388,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("POST", f"{PREFIX}/logout", page(logout), "console-logout"),
     ("GET", f"{PREFIX}/policy", page(policy_page), "console-policy"),
     ("GET", f"{PREFIX}/audit", page(audit), "console-audit"),
+    ("GET", f"{PREFIX}/audit/charts", page(audit_charts), "console-audit-charts"),
     ("GET", f"{PREFIX}/break-glass", page(break_glass_list), "console-emergencies"),
     ("GET", f"{PREFIX}/break-glass/{{session_id}}", page(break_glass_session), "console-emergency"),
     ("POST", f"{PREFIX}/break-glass/{{session_id}}/review", page(break_glass_review), "console-reviewed"),

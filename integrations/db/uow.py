@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.errors import CaremsgError, Forbidden, ServiceUnavailable
 from integrations.db.audit import SqlAuditTrail
+from integrations.db.audit_figures import SqlAuditFigures
 from integrations.db.base import is_unavailable
 from integrations.db.consents import (
     SqlBreakGlassRepository,
@@ -185,6 +186,7 @@ class SqlUnitOfWork:
     contacts: SqlContactDirectory
 
     audit_trail: SqlAuditTrail
+    audit_figures: SqlAuditFigures
 
     def __init__(
         self,
@@ -227,6 +229,7 @@ class SqlUnitOfWork:
         self.login_throttle = SqlLoginThrottleRepository(s)
         self.contacts = SqlContactDirectory(s)
         self.audit_trail = SqlAuditTrail(s)
+        self.audit_figures = SqlAuditFigures(s)
         return self
 
     async def commit(self) -> None:
