@@ -5,6 +5,11 @@ throttle), then ``console.sign_in``; each page calls one engine workflow (``cons
 the API's ``audit.read`` search). The session lives in a signed cookie over the login's access token
 (``handlers/console/session.py``); every POST form carries a CSRF token. Pages are Jinja2 templates
 with autoescaping (``handlers/console/templates``) and one stylesheet; no script.
+
+Longer than 400 lines because it is the console's one route table with the thin handler of each page
+beside it (render a template, redirect after a post); what each page does lives in its own module
+(``audit_page``, ``charts_page``, ``consents_page``, ``groups_page`` ...), which cannot render
+without importing this one back.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from handlers.console import (
     charts_page,
     consents_page,
     disclosures_page,
+    groups_page,
 )
 from handlers.console.session import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, SessionCodec
 from handlers.console.words import facts_explained, policy_in_words
@@ -370,6 +376,43 @@ async def consent_revoke(request: web.Request, actor: Actor) -> web.StreamRespon
     return _consents_page(request, context, status)
 
 
+def _groups_page(request: web.Request, context: dict[str, Any], status: int) -> web.Response:
+    return _render(
+        request,
+        "compliance_groups.html",
+        {"title": "Compliance groups", **context, **base_context(request)},
+        status,
+    )
+
+
+async def groups_list(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await groups_page.listing(request, actor)
+    if request.query.get("done") in {"created", "shared"}:
+        context["message"] = f"The group was {request.query['done']}."
+    return _groups_page(request, context, 200)
+
+
+async def group_create(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Create a group: back to the list (POST-redirect-GET), or the form again with each error next
+    to its field and what was typed kept."""
+    status, state = await groups_page.create(request, actor)
+    if status == 303:
+        raise web.HTTPSeeOther(f"{PREFIX}/compliance-groups?done=created")
+    context = await groups_page.listing(request, actor)
+    context["create"] = state
+    return _groups_page(request, context, status)
+
+
+async def group_share(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Share a group: back to the list, or the list again with the error next to that group's choice."""
+    group_id, status, error = await groups_page.share(request, actor)
+    if error is None:
+        raise web.HTTPSeeOther(f"{PREFIX}/compliance-groups?done=shared")
+    context = await groups_page.listing(request, actor)
+    context["share_errors"] = {group_id: error}
+    return _groups_page(request, context, status)
+
+
 async def stylesheet(request: web.Request) -> web.Response:
     css = resources.files("handlers.console").joinpath("static/console.css").read_text()
     return web.Response(text=css, content_type="text/css")
@@ -396,6 +439,9 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("GET", f"{PREFIX}/consents", page(consents_list), "console-consents"),
     ("POST", f"{PREFIX}/consents", page(consent_record), "console-consent-record"),
     ("POST", f"{PREFIX}/consents/{{consent_id}}/revoke", page(consent_revoke), "console-consent-revoke"),
+    ("GET", f"{PREFIX}/compliance-groups", page(groups_list), "console-groups"),
+    ("POST", f"{PREFIX}/compliance-groups", page(group_create), "console-group-create"),
+    ("POST", f"{PREFIX}/compliance-groups/{{group_id}}/shares", page(group_share), "console-group-share"),
     ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
 PATHS = frozenset(path for _, path, _, _ in ROUTES)
