@@ -115,14 +115,12 @@ def _periods(since: datetime, until: datetime, period: Period) -> list[date]:
 
 
 def _ticks(top: int, plot_height: float) -> tuple[int, list[Tick]]:
-    """A round maximum at or above ``top`` and four ticks up to it."""
-    if top <= 4:
-        nice = 4
-    else:
-        magnitude = 10 ** (len(str(top)) - 1)
-        nice = next(m * magnitude for m in (1, 2, 2.5, 4, 5, 10) if m * magnitude >= top)
-        nice = int(nice) if nice % 4 == 0 else int(-(-nice // 4) * 4)
-    return nice, [Tick(HEIGHT - BOTTOM - plot_height * i / 4, nice * i // 4) for i in range(5)]
+    """A round step (1, 2, 2.5 or 5 times a power of ten, whole) that reaches ``top`` in at most five
+    ticks above zero; the axis's maximum, and its ticks."""
+    steps = (int(m * 10**k) for k in range(15) for m in (1, 2, 2.5, 5) if m * 10**k == int(m * 10**k))
+    step = next(s for s in steps if top <= 5 * s)
+    count = max(1, -(-top // step))
+    return count * step, [Tick(HEIGHT - BOTTOM - plot_height * i / count, i * step) for i in range(count + 1)]
 
 
 def layout(
@@ -221,7 +219,7 @@ async def charts(request: web.Request, actor: Actor) -> tuple[int, dict[str, Any
     today = svc.clock().astimezone(UTC).date()
     values = {
         "from": request.query.get("from", "")
-        or (today - timedelta(weeks=DEFAULT_WEEKS) + timedelta(days=1)).isoformat(),
+        or (today - timedelta(days=today.weekday(), weeks=DEFAULT_WEEKS - 1)).isoformat(),
         "to": request.query.get("to", "") or today.isoformat(),
         "per": request.query.get("per", "") or Period.WEEK.value,
     }

@@ -111,7 +111,11 @@ async def create(request: web.Request, actor: Actor) -> tuple[int, dict[str, Any
         errors: dict[str, str] = {}
         for e in invalid.errors:
             where = _field_of(e.field)
-            message = "Choose at least one organization." if e.type == "too_short" else e.message
+            message = {
+                ("organizationIds", "too_short"): "Choose at least one organization.",
+                ("name", "string_too_short"): "Enter a name.",
+                ("name", "missing"): "Enter a name.",
+            }.get((where, e.type), e.message)
             errors[where] = f"{errors[where]} {message}" if where in errors else message
         state["errors"] = errors
         return 422, state

@@ -28,7 +28,7 @@ def tables(html: str) -> list[tuple[list[str], dict[str, list[int]]]]:
     """Each figures table: its column headings, and each row's numbers by the period's first day."""
     found = []
     for table in re.findall(r'<table class="figures.*?</table>', html, re.S):
-        headings = HEADER.findall(table)
+        headings = [h.replace("<wbr>", "") for h in HEADER.findall(table)]
         rows = {day: [int(n) for n in CELL.findall(cells)] for day, cells in ROW.findall(table)}
         found.append((headings, rows))
     return found
