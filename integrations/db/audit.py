@@ -90,8 +90,9 @@ def record_of(row: Any) -> AuditRecord:
 class SqlAuditTrail:
     """The :class:`engine.ports.AuditTrail` adapter, on the unit of work's session."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, range_cap: int = RANGE_CAP) -> None:
         self.session = session
+        self.range_cap = range_cap
 
     async def search(self, query: AuditFilter, after: int | None, limit: int) -> Page[AuditRecord]:
         e = events_t.c
@@ -132,8 +133,8 @@ class SqlAuditTrail:
         return Page(items, items[-1].id if len(rows) > limit else None)
 
     async def _in_range(self, conditions: list[Any], limit: int) -> list[Any] | None:
-        """A time-range search's page, or None when the range holds more than :data:`RANGE_CAP`
-        matching records.
+        """A time-range search's page, or None when the range holds more than ``range_cap``
+        (:data:`RANGE_CAP`) matching records.
 
         Ids follow time only roughly, and PostgreSQL cannot know how roughly: for ``ORDER BY id
         LIMIT n`` it walks the primary key from the start and filters on the time, which for a week
@@ -148,7 +149,7 @@ class SqlAuditTrail:
             select(e.id, e.occurred_at)
             .where(*conditions)
             .order_by(e.occurred_at)
-            .limit(RANGE_CAP + 1)
+            .limit(self.range_cap + 1)
             .cte("matching")
             .prefix_with("MATERIALIZED")
         )
@@ -156,7 +157,7 @@ class SqlAuditTrail:
         counted = select(func.count()).select_from(matching).scalar_subquery()
         statement = records_query().where(e.id.in_(lowest)).add_columns(counted.label("matching"))
         rows = (await self.session.execute(statement)).all()
-        if rows and rows[0].matching > RANGE_CAP:
+        if rows and rows[0].matching > self.range_cap:
             return None
         return list(rows)
 

@@ -1,8 +1,9 @@
 """The counts behind the console's charts, in PostgreSQL: one grouped query each, over the records
 an auditor of the organization may search (its staff's, and any about one of its patients).
 
-Periods are UTC days or ISO weeks (``date_trunc`` on the UTC time). The time range is read through
-``ix_audit_events_occurred_at_visible`` (migration 0017), which also tells whose record it is.
+Periods are UTC days or ISO weeks (``date_trunc`` on the UTC time). Both read the time range from
+``ix_audit_events_occurred_at_visible`` alone (migration 0017): it holds whose record it is and
+every column counted here.
 """
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ class SqlAuditFigures:
             select(start, func.count().label("n"))
             .where(
                 _visible(organization_id),
-                e.event == "decision",
-                e.workflow == "break_glass.open",
+                e.workflow == "break_glass.open",  # a decision: only decisions have one
                 e.decision == "allow",
                 e.outcome == "success",
                 e.occurred_at >= since,
