@@ -16,6 +16,7 @@ search of both in turn, one request at a time:
 
 - **patient**: ``?patientId=P`` for a random patient of the auditor's organization;
 - **week** / **month**: ``?from=…&to=…``, a random 7- or 30-day window of the year;
+- and, each round, ten views of the charts page (``/console/audit/charts``, its default 12 weeks);
 
 the console page as ``GET /console/audit?search=1&…`` (25 records a page, rendered), the API as
 ``GET /api/audit-events?…&limit=25`` (JSON). Time to first byte is from sending the request to the
@@ -314,7 +315,11 @@ async def measure(
                     medians[name] = statistics.median(t for t, _ in got)
                 this_round.append(medians["console"] / medians["api"])
             ratios.append(this_round)
-            # The session's idle clock restarts with every page; nothing else to keep alive.
+            # The charts page (default: the last 12 weeks, a bar per week): no API counterpart.
+            charts = [
+                await first_byte(session, f"{base}/console/audit/charts", cookie_header) for _ in range(10)
+            ]
+            timings.setdefault(("charts", "console"), []).extend(charts)
     return timings, ratios
 
 
@@ -456,6 +461,8 @@ def main() -> None:
             f"    console / API first byte (medians, per round): {statistics.median(per_round):.2f}"
             f" [{' '.join(f'{r:.2f}' for r in per_round)}]"
         )
+    charts = timings[("charts", "console")]
+    print(f"  charts page (12 weeks, a bar per week): first byte {summary('charts', [t for t, _ in charts])}")
     print("  target: the query's p99 under 200 ms")
 
 
