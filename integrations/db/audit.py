@@ -142,7 +142,8 @@ class SqlAuditTrail:
         matching ids are gathered through the time index first (``ix_audit_events_occurred_at_visible``
         covers the organization and patient the visibility asks for), at most ``RANGE_CAP + 1`` of
         them, and the page is the lowest of those: exact whenever the cap is not reached. A wider
-        range has so many matches that walking the primary key meets the first ones soon.
+        range walks the primary key as before: quick when it starts early in the trail, slow (most
+        of the table read) when a wide range starts late in a long one — not solved here.
         """
         e = events_t.c
         matching = (

@@ -8,7 +8,7 @@ reason (``integrations/db/audit_figures.py``). ``ix_audit_events_occurred_at`` b
 record it is (``organization_id``, ``patient_id``) and the four the charts count by, so both read the
 index alone (an index-only scan; the table is append-only, so its visibility map stays set). Still
 one index entry per record, as before: an audit insert updates no more indexes than it did. With a
-million records a week's search went from about 200 ms to about 10 ms (bench/README.md).
+million records a week's search went from about 0.4 s to about 15 ms (median; bench/README.md).
 
 Building it reads the whole table and holds audit writes meanwhile (seconds per million records);
 ``caremsg migrate`` runs before the service serves.
