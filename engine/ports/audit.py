@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from engine.audit import AuditEvent, DetailValue
+from engine.audit_figures import DecisionCount, Period, PeriodCount
 from engine.audit_trail import (
     Anchor,
     AuditFilter,
@@ -109,4 +110,24 @@ class AuditChain(Protocol):
     ) -> VerificationRun:
         """Start walking the whole chain in the background (``caremsg audit verify``'s walk);
         ``on_finished`` is awaited with the run once it has its report or error."""
+        ...
+
+
+class AuditFigures(Protocol):
+    """Counts over the stored audit trail for the console's charts, in the workflow's transaction.
+
+    The records counted are those an auditor of ``organization_id`` finds in a search: its staff's,
+    and any about one of its patients.
+    """
+
+    async def decisions(
+        self, organization_id: int, since: datetime, until: datetime, period: Period
+    ) -> list[DecisionCount]:
+        """Policy decisions per period, outcome and (for denials) reason; empty periods left out."""
+        ...
+
+    async def break_glass_openings(
+        self, organization_id: int, since: datetime, until: datetime
+    ) -> list[PeriodCount]:
+        """Emergency sessions opened (allowed and carried out) per ISO week; empty weeks left out."""
         ...

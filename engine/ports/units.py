@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Self
 
-from engine.ports.audit import AuditLog, AuditTrail
+from engine.ports.audit import AuditFigures, AuditLog, AuditTrail
 from engine.ports.consents import (
     BreakGlassRepository,
     ComplianceGroupRepository,
@@ -252,10 +252,14 @@ class ReadReceiptsUnitOfWork(ConversationReading, Protocol):
 
 
 class AuditUnitOfWork(Transaction, Protocol):
-    """engine/workflows/audit.py: searching the trail and the accounting of disclosures."""
+    """engine/workflows/audit.py and audit_figures.py: searching the trail, the accounting of
+    disclosures, and the counts behind the console's charts."""
 
     @property
     def audit_trail(self) -> AuditTrail: ...
+
+    @property
+    def audit_figures(self) -> AuditFigures: ...
 
 
 class PolicyChangesUnitOfWork(Transaction, Protocol):

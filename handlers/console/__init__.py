@@ -7,9 +7,9 @@ the API's ``audit.read`` search). The session lives in a signed cookie over the 
 with autoescaping (``handlers/console/templates``) and one stylesheet; no script.
 
 Longer than 400 lines because every route of the console is here with the one wrapper each page
-passes through (session, CSRF, the engine's refusals as pages); each page's own work lives in a
-module of its own (``audit_page``, ``chain_page``, ``consents_page``, ``policy_pages``,
-``policy_changes_page`` ...).
+passes through (session, CSRF, the engine's refusals as pages) and the thin handler of each page; what
+each page does lives in a module of its own (``audit_page``, ``chain_page``, ``charts_page``,
+``consents_page``, ``groups_page``, ``policy_pages``, ``policy_changes_page`` ...).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from handlers.console import (
     audit_page,
     break_glass_page,
     chain_page,
+    charts_page,
     consents_page,
     disclosures_page,
+    groups_page,
     policy_changes_page,
     policy_pages,
 )
@@ -275,6 +277,11 @@ async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
             "Policy changes (four eyes)",
             policy.role_may(actor.role.value, "policy.change.list"),
         ),
+        (
+            f"{PREFIX}/audit/charts",
+            "The audit trail in charts",
+            policy.role_may(actor.role.value, "audit.read"),
+        ),
     ]
     return _render(request, "home.html", {"title": "Console", "pages": pages, **base_context(request)})
 
@@ -369,6 +376,16 @@ async def audit_anchor_download(request: web.Request, actor: Actor) -> web.Strea
     return await chain_page.anchor_download(request, actor, request.app[audit_chain_key])
 
 
+async def audit_charts(request: web.Request, actor: Actor) -> web.StreamResponse:
+    status, context = await charts_page.charts(request, actor)
+    return _render(
+        request,
+        "charts.html",
+        {"title": "The audit trail in charts", **context, **base_context(request)},
+        status,
+    )
+
+
 async def break_glass_list(request: web.Request, actor: Actor) -> web.StreamResponse:
     context = await break_glass_page.list_context(request, actor)
     return _render(
@@ -457,6 +474,43 @@ async def consent_revoke(request: web.Request, actor: Actor) -> web.StreamRespon
     return _consents_page(request, context, status)
 
 
+def _groups_page(request: web.Request, context: dict[str, Any], status: int) -> web.Response:
+    return _render(
+        request,
+        "compliance_groups.html",
+        {"title": "Compliance groups", **context, **base_context(request)},
+        status,
+    )
+
+
+async def groups_list(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await groups_page.listing(request, actor)
+    if request.query.get("done") in {"created", "shared"}:
+        context["message"] = f"The group was {request.query['done']}."
+    return _groups_page(request, context, 200)
+
+
+async def group_create(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Create a group: back to the list (POST-redirect-GET), or the form again with each error next
+    to its field and what was typed kept."""
+    status, state = await groups_page.create(request, actor)
+    if status == 303:
+        raise web.HTTPSeeOther(f"{PREFIX}/compliance-groups?done=created")
+    context = await groups_page.listing(request, actor)
+    context["create"] = state
+    return _groups_page(request, context, status)
+
+
+async def group_share(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Share a group: back to the list, or the list again with the error next to that group's choice."""
+    group_id, status, error = await groups_page.share(request, actor)
+    if error is None:
+        raise web.HTTPSeeOther(f"{PREFIX}/compliance-groups?done=shared")
+    context = await groups_page.listing(request, actor)
+    context["share_errors"] = {group_id: error}
+    return _groups_page(request, context, status)
+
+
 async def stylesheet(request: web.Request) -> web.Response:
     css = resources.files("handlers.console").joinpath("static/console.css").read_text()
     return web.Response(text=css, content_type="text/css")
@@ -490,6 +544,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
         page(audit_anchor_download),
         "console-audit-anchor-download",
     ),
+    ("GET", f"{PREFIX}/audit/charts", page(audit_charts), "console-audit-charts"),
     ("GET", f"{PREFIX}/break-glass", page(break_glass_list), "console-emergencies"),
     ("GET", f"{PREFIX}/break-glass/{{session_id}}", page(break_glass_session), "console-emergency"),
     ("POST", f"{PREFIX}/break-glass/{{session_id}}/review", page(break_glass_review), "console-reviewed"),
@@ -498,6 +553,9 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("POST", f"{PREFIX}/consents", page(consent_record), "console-consent-record"),
     ("POST", f"{PREFIX}/consents/{{consent_id}}/revoke", page(consent_revoke), "console-consent-revoke"),
     *policy_changes_page.routes(page, _render, base_context, PREFIX),
+    ("GET", f"{PREFIX}/compliance-groups", page(groups_list), "console-groups"),
+    ("POST", f"{PREFIX}/compliance-groups", page(group_create), "console-group-create"),
+    ("POST", f"{PREFIX}/compliance-groups/{{group_id}}/shares", page(group_share), "console-group-share"),
     ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
 #: The routes' canonical paths (a ``{name:regex}`` placeholder is ``{name}`` there).

@@ -1,6 +1,8 @@
 """The console's consents: a patient's consents (the API's ``consent.list``), record one (the API's
 ``consent.create``, its request model checking the form so a field means the same in both places,
-each error shown next to its field), revoke one with a reason (``consent.revoke``). No second path.
+each error shown next to its field), revoke one with a reason (``consent.revoke``), and the
+disclosures that rested on one (the patient's accounting of disclosures, ``patient.disclosures``,
+the API's ``GET /api/patients/{id}/disclosures``, those naming that consent). No second path.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pydantic import ValidationError
 
 from engine.errors import Conflict, FieldError, InvalidInput, NotFound
 from engine.model import Actor, ConsentScope, Purpose
-from engine.workflows import consents
+from engine.workflows import audit, consents
+from handlers.api_audit import DisclosurePublic
 from handlers.problems import invalid_input
 from handlers.requests import services
 from handlers.schemas.consents import ConsentCreate, ConsentPublic
@@ -33,6 +36,9 @@ FORM_FIELDS = (
     "expiresAt",
 )
 PURPOSES = [p.value for p in Purpose]
+#: The accounting is read a page at a time (the API's largest page) for at most this many pages when
+#: the disclosures under one consent are asked for; past it, the page says the list is cut short.
+DISCLOSURE_PAGES = 25
 SCOPES = [s.value for s in ConsentScope]
 
 
@@ -67,6 +73,7 @@ async def listing(request: web.Request, actor: Actor, patient_raw: str | None) -
         "record": blank_form(),
         "revoke_errors": {},
         "message": None,
+        "rested": None,
     }
     if not patient_raw:
         return 200, context
@@ -83,7 +90,26 @@ async def listing(request: web.Request, actor: Actor, patient_raw: str | None) -
     now = svc.clock()
     context["patient_id"] = patient_id
     context["consents"] = [ConsentPublic.of(c, now) for c in found]
+    asked = request.query.get("consent", "")
+    if _ID.fullmatch(asked) and int(asked) in {c.id for c in found}:
+        context["rested"] = await rested_on(request, actor, patient_id, int(asked))
     return 200, context
+
+
+async def rested_on(request: web.Request, actor: Actor, patient_id: int, consent_id: int) -> dict[str, Any]:
+    """The disclosures of the patient's accounting (the last six years) made under ``consent_id``."""
+    svc = services(request)
+    under: list[DisclosurePublic] = []
+    after: int | None = None
+    for _ in range(DISCLOSURE_PAGES):
+        page = await audit.list_disclosures(
+            svc, actor, audit.ListDisclosures(patient_id, after=after, limit=svc.page_size(10**6))
+        )
+        under += [DisclosurePublic.of(d) for d in page.items if d.consent_id == consent_id]
+        after = page.next_cursor
+        if after is None:
+            break
+    return {"consent_id": consent_id, "disclosures": under, "cut_short": after is not None}
 
 
 def _create_body(form: MultiDictProxy[Any], patient_id: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.errors import CaremsgError, Forbidden, ServiceUnavailable
 from integrations.db.audit import SqlAuditTrail
+from integrations.db.audit_figures import SqlAuditFigures
 from integrations.db.base import is_unavailable
 from integrations.db.consents import (
     SqlBreakGlassRepository,
@@ -192,6 +193,7 @@ class SqlUnitOfWork:
 
     audit_trail: SqlAuditTrail
     policy_proposals: SqlPolicyProposalRepository
+    audit_figures: SqlAuditFigures
 
     def __init__(
         self,
@@ -239,6 +241,7 @@ class SqlUnitOfWork:
         self.on_call_routes = SqlOnCallRoutes(s)
         self.audit_trail = SqlAuditTrail(s)
         self.policy_proposals = SqlPolicyProposalRepository(s)
+        self.audit_figures = SqlAuditFigures(s)
         return self
 
     async def commit(self) -> None:

@@ -9,7 +9,7 @@ to be stale. The state moves once from ``proposed`` to ``applied``, ``rejected``
 ``superseded``, with who decided and when; an applied row's approver is never its proposer (the
 policy decides that, and this check holds it in the database too).
 
-Revision ID: 0016_policy_proposals
+Revision ID: 0016
 Revises: 0015
 """
 

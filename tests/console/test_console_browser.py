@@ -400,3 +400,32 @@ async def test_a_what_if_of_a_rule_change_counts_the_decisions_it_would_change_p
         "heading", name="Audited decisions the edit would change"
     ).scroll_into_view_if_needed()
     await screenshot(page, "console-what-if-diff")
+
+
+async def test_an_auditor_reads_the_charts_and_their_tables_which_print(page: Any, api: Api) -> None:
+    org = await api.organization()
+    auditor = await api.person("auditor", org)
+    nurse = await api.person("care_team_member", org)
+    patient = await api.patient(nurse)
+    stranger = await api.person("care_team_member", await api.organization())
+    assert (await api.call("GET", f"/api/patients/{patient}", stranger))[0] == 404  # a denial
+    await sign_in(page, api, auditor)
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Charts").click()
+    await page.wait_for_load_state()
+    decisions = page.get_by_role("img", name="Decisions per week, by outcome and reason")
+    assert await decisions.count() == 1
+    assert await page.get_by_role("img", name="Break-glass sessions opened per week").count() == 1
+    # The same numbers as a table: this week's row has the denial.
+    table = page.get_by_role("table", name="Decisions per week")
+    assert "denied: not_on_care_team" in await table.locator("thead").inner_text()
+    # A bar per day for one day, chosen with the keyboard-usable form.
+    today = (await page.get_by_label("To (UTC date, included)").input_value()).strip()
+    await page.get_by_label("From (UTC date)").fill(today)
+    await page.get_by_label("A bar per").select_option("day")
+    await page.get_by_role("button", name="Show").click()
+    await page.wait_for_load_state()
+    rows = page.get_by_role("table", name="Decisions per day").locator("tbody tr")
+    assert await rows.count() == 1
+    await page.emulate_media(media="print")
+    assert not await page.get_by_role("button", name="Show").is_visible()
+    assert await page.get_by_role("img", name="Decisions per day, by outcome and reason").is_visible()

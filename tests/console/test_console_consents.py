@@ -141,3 +141,56 @@ async def test_another_organizations_patient_and_consent_answer_as_nonexistent(a
     assert revoke.status == 404
     status, listed = await api.call("GET", f"/api/patients/{patient}/consents", officer)
     assert (status, [c["status"] for c in listed["items"]]) == (200, ["active"])
+
+
+async def test_each_consent_lists_the_disclosures_that_rested_on_it(api: Api) -> None:
+    org, partner = await api.organization(), await api.organization()
+    nurse = await api.person("care_team_member", org)
+    officer = await api.person("compliance_officer", org)
+    outsider = await api.person("care_team_member", partner)
+    patient = await api.patient(nurse)
+    used = await api.consent(officer, patient, organizationId=partner, purpose="care_coordination")
+    unused = await api.consent(officer, patient, organizationId=await api.organization(), purpose="treatment")
+    _, team = await api.call("GET", f"/api/patients/{patient}/care-team", nurse)
+    status, _ = await api.call(
+        "POST", f"/api/care-teams/{team['id']}/members", nurse, json={"userId": outsider.id}
+    )
+    assert status == 201
+    assert (await api.call("GET", f"/api/patients/{patient}", outsider))[0] == 200
+    _, accounting = await api.call("GET", f"/api/patients/{patient}/disclosures", officer)
+    expected = [
+        (d["auditEventId"], d["recipient"]["userId"])
+        for d in accounting["items"]
+        if d["consentId"] == used["id"]
+    ]
+    assert expected
+    assert all(d["consentId"] != unused["id"] for d in accounting["items"])
+
+    assert (await sign_in(api, officer)).status == 303
+    listing = await api.client.get("/console/consents", params={"patientId": str(patient)})
+    html = await listing.text()
+    assert f"consent={used['id']}#rested" in html
+    assert "Disclosures that rested on" not in html  # only when asked for
+    page = await api.client.get(
+        "/console/consents", params={"patientId": str(patient), "consent": str(used["id"])}
+    )
+    html = await page.text()
+    assert page.status == 200
+    assert f"Disclosures that rested on consent {used['id']}" in html
+    section = html.split('id="rested"')[1].split("</section>")[0]
+    assert section.count("<tr>") == len(expected) + 1  # the header row and one per disclosure
+    for event_id, user_id in expected:
+        assert f"<td>{event_id}</td>" in section
+        assert f"user {user_id}" in section
+    none = await api.client.get(
+        "/console/consents", params={"patientId": str(patient), "consent": str(unused["id"])}
+    )
+    assert "nothing was disclosed under this consent" in await none.text()
+    # An unrelated organization's officer: the patient, and so its consents' disclosures, do not exist.
+    stranger = await api.person("compliance_officer", await api.organization())
+    assert (await sign_in(api, stranger)).status == 303
+    theirs = await api.client.get(
+        "/console/consents", params={"patientId": str(patient), "consent": str(used["id"])}
+    )
+    assert theirs.status == 404
+    assert "Disclosures that rested on" not in await theirs.text()

@@ -846,6 +846,25 @@ class FakeAuditChain:
         yield each()
 
 
+class FakeAuditFigures(_Repo):
+    """Counts nothing and remembers what was asked, like :class:`FakeAuditTrail`; what the counts
+    are is tests/console/test_console_charts.py's."""
+
+    def __init__(self, data: FakeDatabase) -> None:
+        super().__init__(data)
+        self.queries = data.audit_queries
+
+    async def decisions(
+        self, organization_id: int, since: datetime, until: datetime, period: Any
+    ) -> list[Any]:
+        self.queries.append(("decisions", (organization_id, since, until, period)))
+        return []
+
+    async def break_glass_openings(self, organization_id: int, since: datetime, until: datetime) -> list[Any]:
+        self.queries.append(("break_glass_openings", (organization_id, since, until)))
+        return []
+
+
 # --- consents, contacts, break-the-glass --------------------------------------------------------------
 
 
@@ -1480,6 +1499,7 @@ class FakeUnitOfWork:
         self.break_glass = FakeBreakGlassRepository(self._work)
         self.login_throttle = FakeLoginThrottleRepository(self._work)
         self.audit_trail = FakeAuditTrail(self._work)
+        self.audit_figures = FakeAuditFigures(self._work)
         self.consents = FakeConsentRepository(self._work)
         self.consent_lifecycle = FakeConsentLifecycle(self._work)
         self.contacts = FakeContactDirectory(self._work)
