@@ -6,12 +6,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.model import Actor
-from engine.workflows import conversations, messaging
+from engine.workflows import conversations, messaging, urgent
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.requests import parse, path_id, query, respond, services
 from handlers.routing import Endpoint
 from handlers.schemas import ListQuery, PageOf
 from handlers.schemas.conversations import (
+    AcknowledgementPublic,
+    AcknowledgeResult,
     ConversationCreate,
     ConversationDetailPublic,
     ConversationPublic,
@@ -68,7 +70,12 @@ async def send_message(request: web.Request, actor: Actor) -> web.Response:
 
     async def run(claim: int | None) -> tuple[int, MessagePublic]:
         message = await conversations.send_message(
-            services(request), actor, body.conversation_id, body.message, idempotency_claim=claim
+            services(request),
+            actor,
+            body.conversation_id,
+            body.message,
+            idempotency_claim=claim,
+            priority=body.priority,
         )
         return 202, MessagePublic.of(message)
 
@@ -81,6 +88,17 @@ async def send_message(request: web.Request, actor: Actor) -> web.Response:
 async def get_message(request: web.Request, actor: Actor) -> web.Response:
     message = await messaging.get_message(services(request), actor, path_id(request, "id"))
     return respond(MessagePublic.of(message))
+
+
+async def acknowledge_message(request: web.Request, actor: Actor) -> web.Response:
+    ack = await urgent.acknowledge(services(request), actor, path_id(request, "id"))
+    return respond(
+        AcknowledgeResult(
+            message_id=ack.message_id,
+            acknowledgement=AcknowledgementPublic(user_id=ack.user_id, acknowledged_at=ack.acknowledged_at),
+            already_acknowledged=ack.already_acknowledged,
+        )
+    )
 
 
 _IDEMPOTENCY = (
@@ -147,5 +165,20 @@ ENDPOINTS: list[Endpoint] = [
         response=MessagePublic,
         errors=(401, 403, 404, 422),
         description="Decided as conversation.read on the message's conversation.",
+    ),
+    Endpoint(
+        "POST",
+        "/api/messages/{id}/acknowledge",
+        acknowledge_message,
+        "acknowledgeMessage",
+        "Acknowledge an urgent message (stops its escalation)",
+        "conversations",
+        response=AcknowledgeResult,
+        errors=(401, 403, 404, 409, 422),
+        description=(
+            "Decided as message.acknowledge (a member of the patient's care team). The first "
+            "acknowledgement wins and stops the escalation; a later one answers 200 showing it "
+            "(`alreadyAcknowledged: true`). A routine message answers 409."
+        ),
     ),
 ]

@@ -46,7 +46,7 @@ from handlers import (
     metrics,
 )
 from handlers.api_messaging import messaging_key
-from handlers.app_messaging import chat, messaging, webhook_processor
+from handlers.app_messaging import chat, escalation, messaging, webhook_processor
 from handlers.keys import (
     accounts_key,
     audit_sealer_key,
@@ -372,6 +372,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
             messaging,
             _relay,
             _services,
+            escalation,
             webhook_processor,
             _audit_sealer,
             _rejection_summaries,

@@ -23,12 +23,15 @@ RULES_FILE = "roles.csv"
 WORKFLOWS_FILE = "workflows.toml"
 #: Optional: without it no compliance group gets full-text SMS.
 SMS_FILE = "sms.toml"
+#: Optional: without it urgent messages escalate on the default schedule (engine/escalation.py).
+ESCALATION_FILE = "escalation.toml"
 TABLES_DIR = "tests"
 
 
 def read_policy_sources(directory: Path) -> PolicySources:
     """Read the policy files of ``directory``; names in problems are relative to it."""
     sms = directory / SMS_FILE
+    escalation = directory / ESCALATION_FILE
     return PolicySources(
         model=(directory / MODEL_FILE).read_text(encoding="utf-8"),
         rules=(directory / RULES_FILE).read_text(encoding="utf-8"),
@@ -38,6 +41,8 @@ def read_policy_sources(directory: Path) -> PolicySources:
         workflows_name=WORKFLOWS_FILE,
         sms=sms.read_text(encoding="utf-8") if sms.is_file() else "",
         sms_name=SMS_FILE,
+        escalation=escalation.read_text(encoding="utf-8") if escalation.is_file() else "",
+        escalation_name=ESCALATION_FILE,
     )
 
 
@@ -57,7 +62,7 @@ def read_policy_tables(directory: Path) -> list[tuple[str, str]]:
 
 def fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
     """(name, mtime_ns, size) of every policy file and test table: cheap to poll for changes."""
-    paths = [directory / name for name in (MODEL_FILE, RULES_FILE, WORKFLOWS_FILE, SMS_FILE)]
+    paths = [directory / name for name in (MODEL_FILE, RULES_FILE, WORKFLOWS_FILE, SMS_FILE, ESCALATION_FILE)]
     paths += sorted((directory / TABLES_DIR).glob("*.csv"))
     out = []
     for path in paths:

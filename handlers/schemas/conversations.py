@@ -13,6 +13,7 @@ from pydantic import (
 from engine.model import (
     Conversation,
     DeliveryState,
+    EscalationTaken,
     Message,
     RecipientDelivery,
 )
@@ -83,6 +84,11 @@ class ConversationPublic(Response):
 class SendMessageRequest(Request):
     conversation_id: Id
     message: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    priority: Literal["routine", "urgent"] = Field(
+        "routine",
+        description="urgent: escalated until a member of the patient's care team acknowledges it "
+        "(POST /api/messages/{id}/acknowledge); sending one is decided as message.send_urgent too.",
+    )
 
 
 class DeliveryPublic(Response):
@@ -108,6 +114,37 @@ class DeliveryPublic(Response):
         )
 
 
+class AcknowledgementPublic(Response):
+    """Who acknowledged an urgent message first, and when."""
+
+    user_id: int
+    acknowledged_at: datetime
+
+
+class EscalationStepPublic(Response):
+    """One escalation step taken for an unacknowledged urgent message."""
+
+    step: Literal["realert", "text", "on_call", "admin"]
+    round: int = Field(description="The re-alert's round (1, 2, ...); 1 for the other steps.")
+    taken_at: datetime
+    user_ids: list[int] = Field(description="Whom it alerts (a delegate stands in for someone away).")
+    state: Literal["queued", "done", "cancelled", "failed", "none"] = Field(
+        description="cancelled: acknowledged before it went out; none: there was nobody to alert."
+    )
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, e: EscalationTaken) -> EscalationStepPublic:
+        return cls(
+            step=e.step,
+            round=e.round,
+            taken_at=e.taken_at,
+            user_ids=list(e.target_user_ids),
+            state=e.state,
+            reason=e.reason,
+        )
+
+
 class MessagePublic(Response):
     id: int
     conversation_id: int
@@ -118,9 +155,21 @@ class MessagePublic(Response):
     deliveries: list[DeliveryPublic] = Field(
         default_factory=list, description="Per recipient: the chat channel, then each SMS participant."
     )
+    priority: Literal["routine", "urgent"] = "routine"
+    acknowledgement: AcknowledgementPublic | None = Field(
+        None, description="For an urgent message: who acknowledged it first, and when."
+    )
+    escalation: list[EscalationStepPublic] = Field(
+        default_factory=list, description="For an urgent message: the escalation steps taken so far."
+    )
 
     @classmethod
     def of(cls, m: Message) -> MessagePublic:
+        acknowledged = (
+            AcknowledgementPublic(user_id=m.acknowledged_by, acknowledged_at=m.acknowledged_at)
+            if m.acknowledged_by is not None and m.acknowledged_at is not None
+            else None
+        )
         return cls(
             id=m.id,
             conversation_id=m.conversation_id,
@@ -129,7 +178,20 @@ class MessagePublic(Response):
             state=m.state,
             created_at=m.created_at,
             deliveries=[DeliveryPublic.of(d) for d in m.deliveries],
+            priority="urgent" if m.priority == "urgent" else "routine",
+            acknowledgement=acknowledged,
+            escalation=[EscalationStepPublic.of(e) for e in m.escalation],
         )
+
+
+class AcknowledgeResult(Response):
+    """The acknowledgement of an urgent message: the first one, whoever asked."""
+
+    message_id: int
+    acknowledgement: AcknowledgementPublic
+    already_acknowledged: bool = Field(
+        description="true: someone had acknowledged it before; the first acknowledgement stands."
+    )
 
 
 class WebhookAccepted(Response):

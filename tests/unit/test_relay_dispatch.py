@@ -18,11 +18,14 @@ from engine.effects import (
     AskWhichConversation,
     CreateChannel,
     Effect,
+    EscalateUrgent,
     NotifyComplianceOfBreakGlass,
     PostMessage,
     PostSmsReply,
+    RealertUrgent,
     RemoveMembers,
     TextMessage,
+    TextUrgentAlert,
     kind_of,
 )
 from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
@@ -221,6 +224,9 @@ EVERY_EFFECT: list[Effect] = [
     REPLY,
     RemoveMembers(4, ("u1", "u2")),
     NotifyComplianceOfBreakGlass(12),
+    RealertUrgent(4, 70, 31),
+    TextUrgentAlert(70, 32),
+    EscalateUrgent(4, 70, 33),
 ]
 
 
@@ -241,6 +247,9 @@ def test_the_stored_kinds_are_those_rows_already_in_databases_carry() -> None:
         "PostSmsReply": "post_sms_reply",
         "RemoveMembers": "remove_members",
         "NotifyComplianceOfBreakGlass": "notify_break_glass",
+        "RealertUrgent": "urgent_realert",
+        "TextUrgentAlert": "urgent_text",
+        "EscalateUrgent": "urgent_escalate",
     }
     assert {type(e) for e in EVERY_EFFECT} == set(KIND)
 
