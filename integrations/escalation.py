@@ -256,7 +256,7 @@ class EscalationScheduler:
         delegates: dict[int, int] = {}
         if people:
             rows = await session.execute(_DELEGATES, {"ids": sorted(people), "now": now})
-            delegates = dict(rows.tuples().all())
+            delegates = {r.user_id: r.delegate_id for r in rows}
         events: list[AuditEvent] = []
         planned: list[PlannedStep] = []
         by_id = {m.id: m for m in claimed}
@@ -430,7 +430,7 @@ def _entry(effect: Effect) -> dict[str, object]:
 
 async def _taken(session: AsyncSession, ids: Sequence[int]) -> dict[int, Taken]:
     found: dict[int, tuple[int, set[Step]]] = {}
-    for message_id, step, last_round in (await session.execute(_TAKEN, {"ids": list(ids)})).tuples():
+    for message_id, step, last_round in (await session.execute(_TAKEN, {"ids": list(ids)})).all():
         _, once = found.setdefault(message_id, (0, set()))
         if step == Step.REALERT:
             found[message_id] = (last_round, once)
@@ -442,6 +442,6 @@ async def _taken(session: AsyncSession, ids: Sequence[int]) -> dict[int, Taken]:
 async def _pairs(session: AsyncSession, statement: object, params: dict[str, object]) -> dict[int, list[int]]:
     """Rows of (key, user id) grouped by key, in order."""
     out: dict[int, list[int]] = {}
-    for key, user_id in (await session.execute(statement, params)).tuples():  # type: ignore[call-overload]
+    for key, user_id in (await session.execute(statement, params)).all():  # type: ignore[call-overload]
         out.setdefault(key, []).append(user_id)
     return out
