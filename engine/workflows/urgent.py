@@ -82,23 +82,8 @@ async def acknowledge(services: Services, actor: Actor, message_id: int) -> Ackn
             await messaging_uow.commit()  # the decision stays on record
             raise Conflict("This message is routine: only an urgent message is acknowledged.")
         stood = await messaging_uow.messages.acknowledge(message_id, actor.user_id, guard.now)
-        messaging_uow.audit.record(
-            AuditEvent.by(
-                actor,
-                event="message_acknowledged",
-                workflow=ACKNOWLEDGE,
-                outcome="success",
-                occurred_at=guard.now,
-                resource_type="message",
-                resource_id=str(message_id),
-                patient_id=conversation.patient_id,
-                details={
-                    "conversation_id": conversation.id,
-                    "first": int(stood.first),
-                    "acknowledged_by": stood.user_id,
-                },
-            )
-        )
+        # On the decision's own record: whether this was the first acknowledgement, and whose stands.
+        guard.annotate(first=int(stood.first), acknowledged_by=stood.user_id)
         await messaging_uow.commit()
     return Acknowledgement(message_id, stood.user_id, stood.at, already_acknowledged=not stood.first)
 

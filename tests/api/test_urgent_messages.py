@@ -184,15 +184,13 @@ async def test_the_first_acknowledgement_wins_and_a_later_one_answers_with_it(
     )
     assert (row["acknowledged_by"], row["escalation_due_at"]) == (team.nurse.id, None)
     events = await db.fetch(
-        "SELECT actor_id, event, details->>'first' AS first FROM audit_events"
-        " WHERE workflow = 'message.acknowledge' AND resource_id = $1 ORDER BY id",
+        "SELECT actor_id, decision, details->>'first' AS first, details->>'acknowledged_by' AS by"
+        " FROM audit_events WHERE workflow = 'message.acknowledge' AND resource_id = $1 ORDER BY id",
         str(message_id),
     )
-    assert [(e["actor_id"], e["event"], e["first"]) for e in events] == [
-        (team.nurse.id, "decision", None),
-        (team.nurse.id, "message_acknowledged", "1"),
-        (team.peer.id, "decision", None),
-        (team.peer.id, "message_acknowledged", "0"),
+    assert [(e["actor_id"], e["decision"], e["first"], e["by"]) for e in events] == [
+        (team.nurse.id, "allow", "1", str(team.nurse.id)),
+        (team.peer.id, "allow", "0", str(team.nurse.id)),
     ]
 
 
