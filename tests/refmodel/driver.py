@@ -314,7 +314,10 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         cid = MISSING_ID if action.conversation is None else ids.conversations[action.conversation]
         if wf == "conversation.read":
             return "GET", f"/api/conversations/{cid}", None
-        return "POST", "/api/conversations/send-message", {"conversationId": cid, "message": "Checking in"}
+        body = {"conversationId": cid, "message": "Checking in"}
+        if wf == "message.send_urgent":
+            body["priority"] = "urgent"
+        return "POST", "/api/conversations/send-message", body
     if isinstance(action, m.RemoveContact):
         contact = ids.contacts.get((action.org, action.phone), MISSING_ID)
         return "DELETE", f"/api/organizations/{ids.orgs[action.org]}/contacts/{contact}", None
@@ -865,7 +868,10 @@ async def run_scenario(
             elif isinstance(action, m.CreateConversation):
                 ids.conversations.append(int(out.body["id"]))
                 shadow.messages.append(0)
-            elif isinstance(action, m.ConversationAction) and action.workflow == "message.send":
+            elif isinstance(action, m.ConversationAction) and action.workflow in {
+                "message.send",
+                "message.send_urgent",
+            }:
                 assert action.conversation is not None
                 shadow.messages[action.conversation] += 1
             elif isinstance(action, m.RecordConsent):
