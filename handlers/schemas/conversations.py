@@ -117,21 +117,26 @@ class DeliveryPublic(Response):
 class AcknowledgementPublic(Response):
     """Who acknowledged an urgent message first, and when."""
 
-    user_id: int
-    acknowledged_at: datetime
+    user_id: int = Field(description="Who acknowledged it first.")
+    acknowledged_at: datetime = Field(description="When (UTC, ISO 8601).")
 
 
 class EscalationStepPublic(Response):
     """One escalation step taken for an unacknowledged urgent message."""
 
-    step: Literal["realert", "text", "on_call", "admin"]
+    step: Literal["realert", "text", "on_call", "admin"] = Field(
+        description="realert: a reminder in the channel; text: to registered phones; on_call: the care "
+        "team's on-call member brought in; admin: the organization's admins alerted."
+    )
     round: int = Field(description="The re-alert's round (1, 2, ...); 1 for the other steps.")
-    taken_at: datetime
+    taken_at: datetime = Field(description="When the escalation scheduler took it (UTC, ISO 8601).")
     user_ids: list[int] = Field(description="Whom it alerts (a delegate stands in for someone away).")
     state: Literal["queued", "done", "cancelled", "failed", "none"] = Field(
         description="cancelled: acknowledged before it went out; none: there was nobody to alert."
     )
-    reason: str | None = None
+    reason: str | None = Field(
+        None, description="Why it ended as it did, e.g. acknowledged, no_registered_phone."
+    )
 
     @classmethod
     def of(cls, e: EscalationTaken) -> EscalationStepPublic:
@@ -155,7 +160,7 @@ class MessagePublic(Response):
     deliveries: list[DeliveryPublic] = Field(
         default_factory=list, description="Per recipient: the chat channel, then each SMS participant."
     )
-    priority: Literal["routine", "urgent"] = "routine"
+    priority: Literal["routine", "urgent"] = Field("routine", description="routine or urgent.")
     acknowledgement: AcknowledgementPublic | None = Field(
         None, description="For an urgent message: who acknowledged it first, and when."
     )
@@ -187,8 +192,8 @@ class MessagePublic(Response):
 class AcknowledgeResult(Response):
     """The acknowledgement of an urgent message: the first one, whoever asked."""
 
-    message_id: int
-    acknowledgement: AcknowledgementPublic
+    message_id: int = Field(description="The urgent message.")
+    acknowledgement: AcknowledgementPublic = Field(description="The acknowledgement that stands: the first.")
     already_acknowledged: bool = Field(
         description="true: someone had acknowledged it before; the first acknowledgement stands."
     )
