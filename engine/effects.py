@@ -101,6 +101,35 @@ class NotifyComplianceOfBreakGlass:
     session_id: int
 
 
+@dataclass(frozen=True)
+class RealertUrgent:
+    """Re-alert, in the conversation's channel, the staff an escalation step names: the members who have
+    not read an urgent message (or the delegates of those away). Nothing is posted once acknowledged."""
+
+    conversation_id: int
+    message_id: int
+    step_id: int
+
+
+@dataclass(frozen=True)
+class TextUrgentAlert:
+    """Text the staff an escalation step names on their registered phones, with a fixed text that
+    carries no clinical content. Nothing is texted once the message is acknowledged."""
+
+    message_id: int
+    step_id: int
+
+
+@dataclass(frozen=True)
+class EscalateUrgent:
+    """Escalate an unacknowledged urgent message: add the care team's on-call member to the channel and
+    alert them, or alert the patient's organization's admins (ids only), as its step says."""
+
+    conversation_id: int
+    message_id: int
+    step_id: int
+
+
 Effect = (
     CreateChannel
     | PostMessage
@@ -111,6 +140,9 @@ Effect = (
     | RemoveMembers
     | InviteMembers
     | NotifyComplianceOfBreakGlass
+    | RealertUrgent
+    | TextUrgentAlert
+    | EscalateUrgent
 )
 
 #: The stored name of each effect type (``outbox.kind``, audit workflow ``delivery.<kind>``). Texts
@@ -125,6 +157,9 @@ KIND: Mapping[type[Effect], str] = {
     RemoveMembers: "remove_members",
     InviteMembers: "invite_members",
     NotifyComplianceOfBreakGlass: "notify_break_glass",
+    RealertUrgent: "urgent_realert",
+    TextUrgentAlert: "urgent_text",
+    EscalateUrgent: "urgent_escalate",
 }
 
 #: Effects that are texts, not chat effects: the service delivers them apart (a backlog of texts never

@@ -311,6 +311,26 @@ class Message:
     deliveries: tuple[RecipientDelivery, ...] = field(default=())
     #: Per member other than the sender; None where not read (the send path's answer).
     receipts: tuple[MemberReceipt, ...] | None = None
+    #: "routine" or "urgent" (engine/escalation.py).
+    priority: str = "routine"
+    #: Who acknowledged an urgent message first, and when.
+    acknowledged_by: int | None = None
+    acknowledged_at: datetime | None = None
+    #: The escalation steps taken for an urgent message, in the order they were taken.
+    escalation: tuple[EscalationTaken, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class EscalationTaken:
+    """One escalation step taken for an urgent message: which, when, whom it alerts, what became of it."""
+
+    step: str
+    round: int
+    taken_at: datetime
+    target_user_ids: tuple[int, ...]
+    #: queued, done, cancelled (acknowledged before it went out), failed, or none (nobody to alert).
+    state: str
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

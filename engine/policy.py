@@ -28,6 +28,7 @@ import casbin
 from casbin.model import Model
 
 from engine.decisions import MISSING_FACT_REASONS, ROLE_NOT_PERMITTED, UNKNOWN_WORKFLOW, Decision, Fact
+from engine.escalation import EscalationSchedule, parse_schedule
 from engine.model import EXTERNAL_PARTICIPANT, ConsentScope, Purpose, Role
 
 ANY = "any"
@@ -119,6 +120,8 @@ class PolicySources:
     sms_name: str = "sms.toml"
     notices: str = ""
     notices_name: str = "notices.toml"
+    escalation: str = ""
+    escalation_name: str = "escalation.toml"
 
     @property
     def version(self) -> str:
@@ -129,12 +132,20 @@ class PolicySources:
         for text in texts:
             digest.update(text.encode())
             digest.update(b"\0")
+        if self.escalation:  # absent: the version stays what it was before the file existed
+            digest.update(self.escalation.encode())
+            digest.update(b"\0")
         return digest.hexdigest()[:16]
 
     @property
     def sms_version(self) -> str:
         """A hash of sms.toml alone (recorded with each full-text SMS decision, as before)."""
         return hashlib.sha256(self.sms.encode()).hexdigest()[:16]
+
+    @property
+    def escalation_version(self) -> str:
+        """A hash of escalation.toml alone (recorded with each escalation step)."""
+        return hashlib.sha256(self.escalation.encode()).hexdigest()[:16]
 
 
 _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$")
@@ -268,6 +279,20 @@ def _parse_notices(sources: PolicySources) -> tuple[str, list[PolicyProblem]]:
         )
         notice = PART2_SHORT_NOTICE
     return " ".join(notice.split()), problems
+
+
+def _parse_escalation(sources: PolicySources) -> tuple[EscalationSchedule, list[PolicyProblem]]:
+    """The urgent-message escalation schedule escalation.toml sets (the defaults if the file is
+    absent or empty), or its problems (file and line); see engine/escalation.py."""
+    if not sources.escalation.strip():
+        return EscalationSchedule(), []
+    name = sources.escalation_name
+    try:
+        data = tomllib.loads(sources.escalation)
+    except tomllib.TOMLDecodeError as exc:
+        return EscalationSchedule(), [toml_error(sources.escalation, name, exc)]
+    schedule, problems = parse_schedule(data, lambda key: _key_line(sources.escalation, key))
+    return schedule, [PolicyProblem(name, line, message) for line, message in problems]
 
 
 @lru_cache(maxsize=256)
@@ -437,6 +462,10 @@ class Policy:
     sms_version: str = ""
     #: The notice every disclosure under a 42 CFR Part 2 consent carries (notices.toml).
     part2_notice: str = PART2_SHORT_NOTICE
+    #: When an unacknowledged urgent message is re-alerted, texted about and escalated (escalation.toml).
+    escalation: EscalationSchedule = field(default_factory=EscalationSchedule)
+    #: Hash of escalation.toml alone; the policy ``version`` covers it too.
+    escalation_version: str = ""
     # Decisions by (role, workflow, facts). Safe because a Policy never changes: a reload builds a
     # new Policy, so its memo starts empty. It turns pycasbin's rule walk (~70 us) into a dict hit.
     _memo: dict[tuple[str, str, frozenset[str]], Decision] = field(
@@ -455,6 +484,8 @@ class Policy:
         problems += sms_problems
         part2_notice, notice_problems = _parse_notices(sources)
         problems += notice_problems
+        escalation, escalation_problems = _parse_escalation(sources)
+        problems += escalation_problems
         workflows = parsed or {}
         model = Model()
         missing = [s for s in MODEL_SECTIONS if f"[{s}]" not in sources.model]
@@ -508,6 +539,8 @@ class Policy:
             sms_full_text_groups=sms_groups,
             sms_version=sources.sms_version,
             part2_notice=part2_notice,
+            escalation=escalation,
+            escalation_version=sources.escalation_version,
         )
 
     def decide(self, role: str, workflow: str, facts: Iterable[str]) -> Decision:

@@ -61,6 +61,7 @@ class PolicyFiles:
             s.workflows_name: s.workflows,
             s.sms_name: s.sms,
             s.notices_name: s.notices,
+            s.escalation_name: s.escalation,
         }
         if name in by_name:
             return by_name[name]
@@ -74,6 +75,7 @@ class PolicyFiles:
             s.workflows_name,
             s.sms_name,
             s.notices_name,
+            s.escalation_name,
             s.model_name,
             *(n for n, _ in self.tables),
         ]
@@ -87,6 +89,7 @@ class PolicyFiles:
             s.workflows_name: "workflows",
             s.sms_name: "sms",
             s.notices_name: "notices",
+            s.escalation_name: "escalation",
         }
         if name in field:
             return replace(self, sources=replace(s, **{field[name]: text}))
@@ -98,9 +101,10 @@ class PolicyFiles:
 def policy_file_name(name: str, sources: PolicySources) -> str | None:
     """The policy file an edited file's name means, or None if it is none of them.
 
-    ``roles.csv``, ``workflows.toml``, ``sms.toml``, ``notices.toml`` and ``model.conf`` are
-    themselves; any other ``NAME.csv`` (or ``tests/NAME.csv``) is a test table, ``tests/NAME.csv``.
-    A browser sends an upload's bare file name, so that is all a name needs to be.
+    ``roles.csv``, ``workflows.toml``, ``sms.toml``, ``notices.toml``, ``escalation.toml`` and
+    ``model.conf`` are themselves; any other ``NAME.csv`` (or ``tests/NAME.csv``) is a test table,
+    ``tests/NAME.csv``. A browser sends an upload's bare file name, so that is all a name needs to
+    be.
     """
     name = name.strip()
     if name in (
@@ -109,6 +113,7 @@ def policy_file_name(name: str, sources: PolicySources) -> str | None:
         sources.workflows_name,
         sources.sms_name,
         sources.notices_name,
+        sources.escalation_name,
     ):
         return name
     table = name.removeprefix(f"{TABLES_DIR}/")

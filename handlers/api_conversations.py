@@ -7,12 +7,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.model import Actor
-from engine.workflows import conversations, messaging, read_receipts
+from engine.workflows import conversations, messaging, read_receipts, urgent
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.requests import parse, path_id, query, respond, services
 from handlers.routing import Endpoint
 from handlers.schemas import ListQuery, PageOf
 from handlers.schemas.conversations import (
+    AcknowledgementPublic,
+    AcknowledgeResult,
     ConversationCreate,
     ConversationDetailPublic,
     ConversationPublic,
@@ -72,7 +74,12 @@ async def send_message(request: web.Request, actor: Actor) -> web.Response:
 
     async def run(claim: int | None) -> tuple[int, MessagePublic]:
         message = await conversations.send_message(
-            services(request), actor, body.conversation_id, body.message, idempotency_claim=claim
+            services(request),
+            actor,
+            body.conversation_id,
+            body.message,
+            idempotency_claim=claim,
+            priority=body.priority,
         )
         return 202, MessagePublic.of(message)
 
@@ -91,6 +98,17 @@ async def mark_read(request: web.Request, actor: Actor) -> web.Response:
     body = await parse(request, MarkReadRequest)
     state = await read_receipts.mark_read(services(request), actor, path_id(request, "id"), body.message_id)
     return respond(ReadStatePublic.of(state))
+
+
+async def acknowledge_message(request: web.Request, actor: Actor) -> web.Response:
+    ack = await urgent.acknowledge(services(request), actor, path_id(request, "id"))
+    return respond(
+        AcknowledgeResult(
+            message_id=ack.message_id,
+            acknowledgement=AcknowledgementPublic(user_id=ack.user_id, acknowledged_at=ack.acknowledged_at),
+            already_acknowledged=ack.already_acknowledged,
+        )
+    )
 
 
 _IDEMPOTENCY = (
@@ -174,5 +192,20 @@ ENDPOINTS: list[Endpoint] = [
         errors=(401, 403, 404, 422),
         description="Decided as conversation.read on the message's conversation. `recipients` lists"
         " every member but the sender: sent, delivered or read, with times.",
+    ),
+    Endpoint(
+        "POST",
+        "/api/messages/{id}/acknowledge",
+        acknowledge_message,
+        "acknowledgeMessage",
+        "Acknowledge an urgent message (stops its escalation)",
+        "conversations",
+        response=AcknowledgeResult,
+        errors=(401, 403, 404, 409, 422),
+        description=(
+            "Decided as message.acknowledge (a member of the patient's care team). The first "
+            "acknowledgement wins and stops the escalation; a later one answers 200 showing it "
+            "(`alreadyAcknowledged: true`). A routine message answers 409."
+        ),
     ),
 ]

@@ -55,7 +55,7 @@ from handlers import (
     schedules,
 )
 from handlers.api_messaging import messaging_key
-from handlers.app_messaging import chat, messaging, webhook_processor
+from handlers.app_messaging import chat, escalation, messaging, webhook_processor
 from handlers.keys import (
     accounts_key,
     audit_chain_key,
@@ -407,6 +407,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
             messaging,
             _relay,
             _services,
+            escalation,
             webhook_processor,
             _audit_sealer,
             schedules.consent_expiry,

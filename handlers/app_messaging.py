@@ -24,7 +24,9 @@ from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.keys import (
     chat_key,
     emulator_key,
+    escalation_key,
     policy_key,
+    relay_key,
     services_key,
     sessions_key,
     settings_key,
@@ -34,6 +36,8 @@ from handlers.keys import (
 from handlers.logs import show_emulator_credentials
 from integrations.effects.messages import PostSmsReplyExecutor
 from integrations.effects.texts import TextExecutor
+from integrations.effects.urgent import UrgentAlertExecutor
+from integrations.escalation import EscalationScheduler
 from integrations.idempotency import IdempotencyStore
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import start_emulator
@@ -199,10 +203,33 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
                     accept_outbound_only=m.accept_outbound_only_sms,
                 ),
                 PostSmsReplyExecutor(),
+                # Escalation steps of urgent messages: chat alerts, and texts to staff phones.
+                UrgentAlertExecutor(gateway),
             ],
             twilio=twilio_check,
         )
         yield
+
+
+async def escalation(app: web.Application) -> AsyncIterator[None]:
+    """The escalation scheduler of urgent messages, beside the relay it queues steps for (safe with
+    several instances: integrations/escalation.py)."""
+    outbox, services = app[settings_key].outbox, app[services_key]
+    scheduler = EscalationScheduler(
+        app[sessions_key],
+        lambda: app[policy_key].current,
+        services.consents,
+        clock=services.clock,
+        wake=app[relay_key].wake,
+        interval=outbox.escalation_interval_seconds,
+        batch_size=outbox.escalation_batch_size,
+    )
+    app[escalation_key] = scheduler
+    task = asyncio.create_task(scheduler.run(), name="escalation-scheduler")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def webhook_processor(app: web.Application) -> AsyncIterator[None]:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from integrations.consent_sync import ConsentSync
     from integrations.db.identity import CachedAccountDirectory
     from integrations.db.resources import Database, Sessions
+    from integrations.escalation import EscalationScheduler
     from integrations.relay import Relays
     from integrations.sendbird_emulator import RunningEmulator
     from integrations.twilio_emulator import RunningTwilioEmulator
@@ -51,6 +52,7 @@ sms_rules_key: web.AppKey[SmsRules] = web.AppKey("sms_rules_key")
 twilio_emulator_key: web.AppKey[RunningTwilioEmulator] = web.AppKey("twilio_emulator_key")
 relay_key: web.AppKey[Relays] = web.AppKey("relay_key")
 services_key: web.AppKey[Services] = web.AppKey("services_key")
+escalation_key: web.AppKey[EscalationScheduler] = web.AppKey("escalation_key")
 audit_sealer_key: web.AppKey[AuditSealer] = web.AppKey("audit_sealer_key")
 #: The chain's status, anchors, exports and verification runs (the console's chain page).
 audit_chain_key: web.AppKey[ChainKeeper] = web.AppKey("audit_chain_key")

@@ -166,6 +166,10 @@ class OutboxSettings(_Section):
     # Conversations delivered side by side per wave (one entry of each in flight). The cap is the
     # Sendbird client's connection pool (httpx's default 100): more would only queue for a connection.
     concurrency: int = Field(8, ge=1, le=100)
+    # The urgent-message escalation scheduler (integrations/escalation.py): how often it looks for
+    # due steps, and at most how many messages one round takes (the rest wait for the next round).
+    escalation_interval_seconds: float = Field(5.0, gt=0)
+    escalation_batch_size: int = Field(500, ge=1)
 
 
 class MessagingSettings(_Section):

@@ -20,6 +20,7 @@ from pathlib import Path
 from engine.policy_edits import TABLES_DIR
 from engine.ports.policy import PolicyReloader, ReloadResult
 from integrations.policy_files import (
+    ESCALATION_FILE,
     MODEL_FILE,
     NOTICES_FILE,
     RULES_FILE,
@@ -30,7 +31,7 @@ from integrations.policy_files import (
 )
 
 #: The files a proposal may change, besides the existing test tables.
-POLICY_FILES = (RULES_FILE, WORKFLOWS_FILE, SMS_FILE, NOTICES_FILE, MODEL_FILE)
+POLICY_FILES = (RULES_FILE, WORKFLOWS_FILE, SMS_FILE, NOTICES_FILE, ESCALATION_FILE, MODEL_FILE)
 #: What the reload is told triggered it (the reloader announces it to the other instances).
 TRIGGER = "approval"
 

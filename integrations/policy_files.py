@@ -20,11 +20,13 @@ WORKFLOWS_FILE = "workflows.toml"
 SMS_FILE = "sms.toml"
 #: Optional: without it the Part 2 notice is the rule's short form.
 NOTICES_FILE = "notices.toml"
+#: Optional: without it urgent messages escalate on the default schedule (engine/escalation.py).
+ESCALATION_FILE = "escalation.toml"
 
 
 def read_policy_sources(directory: Path) -> PolicySources:
     """Read the policy files of ``directory``; names in problems are relative to it."""
-    sms, notices = directory / SMS_FILE, directory / NOTICES_FILE
+    sms, notices, escalation = directory / SMS_FILE, directory / NOTICES_FILE, directory / ESCALATION_FILE
     return PolicySources(
         model=(directory / MODEL_FILE).read_text(encoding="utf-8"),
         rules=(directory / RULES_FILE).read_text(encoding="utf-8"),
@@ -36,6 +38,8 @@ def read_policy_sources(directory: Path) -> PolicySources:
         sms_name=SMS_FILE,
         notices=notices.read_text(encoding="utf-8") if notices.is_file() else "",
         notices_name=NOTICES_FILE,
+        escalation=escalation.read_text(encoding="utf-8") if escalation.is_file() else "",
+        escalation_name=ESCALATION_FILE,
     )
 
 
@@ -55,7 +59,8 @@ def read_policy_tables(directory: Path) -> list[tuple[str, str]]:
 
 def fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
     """(name, mtime_ns, size) of every policy file and test table: cheap to poll for changes."""
-    paths = [directory / name for name in (MODEL_FILE, RULES_FILE, WORKFLOWS_FILE, SMS_FILE, NOTICES_FILE)]
+    names = (MODEL_FILE, RULES_FILE, WORKFLOWS_FILE, SMS_FILE, NOTICES_FILE, ESCALATION_FILE)
+    paths = [directory / name for name in names]
     paths += sorted((directory / TABLES_DIR).glob("*.csv"))
     out = []
     for path in paths:

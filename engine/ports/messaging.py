@@ -11,7 +11,15 @@ from typing import Any, Protocol
 
 from engine.effects import Effect
 from engine.facts import ConsentCandidate
-from engine.model import Conversation, DeliveryState, Message, Page, ReadMark, RecipientDelivery
+from engine.model import (
+    Conversation,
+    DeliveryState,
+    EscalationTaken,
+    Message,
+    Page,
+    ReadMark,
+    RecipientDelivery,
+)
 from engine.ports.audit import AuditLog
 
 
@@ -95,8 +103,22 @@ class ConversationRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Acknowledged:
+    """An urgent message's acknowledgement as stored: the first one. ``first``: this call made it."""
+
+    user_id: int
+    at: datetime
+    first: bool
+
+
 class MessageRepository(Protocol):
     async def get(self, message_id: int) -> Message | None: ...
+
+    async def acknowledge(self, message_id: int, user_id: int, at: datetime) -> Acknowledged:
+        """Record that ``user_id`` acknowledged the urgent message at ``at`` unless someone did before
+        (the first acknowledgement wins), and stop its escalation; the acknowledgement that stands."""
+        ...
 
     async def recent(self, conversation_id: int, limit: int) -> list[Message]: ...
 
@@ -121,6 +143,10 @@ class DeliveryRepository(Protocol):
 
     async def for_messages(self, message_ids: Sequence[int]) -> dict[int, tuple[RecipientDelivery, ...]]:
         """The delivery rows of these messages, channel first."""
+        ...
+
+    async def escalation_of(self, message_ids: Sequence[int]) -> dict[int, tuple[EscalationTaken, ...]]:
+        """The escalation steps taken for these (urgent) messages, each in the order taken."""
         ...
 
     async def mark_read(self, conversation_id: int, reader_chat_id: str, read_ts_ms: int) -> int:
@@ -225,6 +251,10 @@ class NewSend:
     text: str
     deliveries: tuple[NewDelivery, ...]
     idempotency_claim: int | None = None
+    #: "routine" or "urgent"; an urgent message is first looked at by the escalation scheduler
+    #: ``first_escalation_seconds`` after it is stored (None: never, every step is switched off).
+    priority: str = "routine"
+    first_escalation_seconds: float | None = None
 
 
 class SendUnitOfWork(Protocol):

@@ -15,6 +15,7 @@ from typing import TypeVar
 from engine.audit import DetailValue
 from engine.decisions import Fact
 from engine.errors import NotFound
+from engine.escalation import URGENT
 from engine.model import (
     Conversation,
     DeliveryState,
@@ -82,9 +83,14 @@ async def readable_conversation(
 
 
 async def with_deliveries(uow: ConversationReading, messages: Sequence[Message]) -> list[Message]:
-    """The messages with their delivery rows attached."""
+    """The messages with their delivery rows attached, and the escalation steps of urgent ones."""
     by_message = await uow.deliveries.for_messages([m.id for m in messages])
-    return [dataclasses.replace(m, deliveries=by_message.get(m.id, ())) for m in messages]
+    urgent = [m.id for m in messages if m.priority == URGENT]
+    steps = await uow.deliveries.escalation_of(urgent) if urgent else {}
+    return [
+        dataclasses.replace(m, deliveries=by_message.get(m.id, ()), escalation=steps.get(m.id, ()))
+        for m in messages
+    ]
 
 
 def _channel_time(channel: RecipientDelivery | None) -> datetime | None:

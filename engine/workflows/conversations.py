@@ -17,6 +17,7 @@ from engine.audit import DetailValue
 from engine.decisions import Decision, Fact
 from engine.effects import CreateChannel, InviteMembers
 from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
+from engine.escalation import ROUTINE, SEND_URGENT, URGENT, first_due
 from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page, User
 from engine.ports.messaging import NewExternalParticipant, NewSend, SendContext
 from engine.ports.patients import PatientRelation
@@ -294,13 +295,21 @@ def _send_facts(
 
 
 async def send_message(
-    services: Services, actor: Actor, conversation_id: int, text: str, *, idempotency_claim: int | None = None
+    services: Services,
+    actor: Actor,
+    conversation_id: int,
+    text: str,
+    *,
+    idempotency_claim: int | None = None,
+    priority: str = ROUTINE,
 ) -> Message:
     """Store the message, one delivery row per recipient (the channel, each SMS participant) and their
     outbox entries in one transaction with the audit record; the relay delivers them (202 Accepted).
 
     Decided like every read of a conversation (role, then member and patient covered), but through
     :class:`~engine.ports.SendUnitOfWork`: one read, one atomic write (sending is the busiest path).
+    An urgent message is decided ``message.send_urgent`` as well, and escalated until acknowledged
+    (engine/escalation.py); the first escalation time is stored with it.
     """
     if not text.strip():
         raise InvalidInput([FieldError("message", "Must not be blank.")])
@@ -345,6 +354,19 @@ async def send_message(
                 on_call_holder_id=holder_id,
                 on_call_received_as=f"on call for care team {care_team_id}" if holder_id else None,
             )
+        first_escalation: float | None = None
+        if priority == URGENT:
+            urgent_facts, urgent_details = _send_facts(decider, SEND_URGENT, context)
+            decider.require(
+                SEND_URGENT,
+                urgent_facts,
+                resource_type="conversation",
+                resource_id=conversation_id,
+                patient_id=context.patient_id,
+                details={**urgent_details, "message_id": context.message_id},
+            )
+            due = first_due(decider.policy.escalation, decider.now)
+            first_escalation = None if due is None else (due - decider.now).total_seconds()
         deliveries = messaging.plan_deliveries(
             decider, services, context.patient_id, context.message_id, context.sms_recipients
         )
@@ -356,6 +378,8 @@ async def send_message(
                 text=text,
                 deliveries=deliveries,
                 idempotency_claim=idempotency_claim,
+                priority=priority,
+                first_escalation_seconds=first_escalation,
             )
         )
     services.delivery.wake()
@@ -367,4 +391,5 @@ async def send_message(
         state=DeliveryState.QUEUED,
         created_at=created_at,
         deliveries=messaging.delivery_states(deliveries, decider.now),
+        priority=priority,
     )

@@ -14,6 +14,7 @@ from pydantic import (
 from engine.model import (
     Conversation,
     DeliveryState,
+    EscalationTaken,
     MemberReceipt,
     Message,
     ReceiptState,
@@ -106,6 +107,11 @@ class ConversationPublic(Response):
 class SendMessageRequest(Request):
     conversation_id: Id
     message: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    priority: Literal["routine", "urgent"] = Field(
+        "routine",
+        description="urgent: escalated until a member of the patient's care team acknowledges it "
+        "(POST /api/messages/{id}/acknowledge); sending one is decided as message.send_urgent too.",
+    )
 
 
 class DeliveryPublic(Response):
@@ -151,6 +157,42 @@ class RecipientPublic(Response):
         return cls(user_id=r.user_id, state=r.state, delivered_at=r.delivered_at, read_at=r.read_at)
 
 
+class AcknowledgementPublic(Response):
+    """Who acknowledged an urgent message first, and when."""
+
+    user_id: int = Field(description="Who acknowledged it first.")
+    acknowledged_at: datetime = Field(description="When (UTC, ISO 8601).")
+
+
+class EscalationStepPublic(Response):
+    """One escalation step taken for an unacknowledged urgent message."""
+
+    step: Literal["realert", "text", "on_call", "admin"] = Field(
+        description="realert: a reminder in the channel; text: to registered phones; on_call: the care "
+        "team's on-call member brought in; admin: the organization's admins alerted."
+    )
+    round: int = Field(description="The re-alert's round (1, 2, ...); 1 for the other steps.")
+    taken_at: datetime = Field(description="When the escalation scheduler took it (UTC, ISO 8601).")
+    user_ids: list[int] = Field(description="Whom it alerts (a delegate stands in for someone away).")
+    state: Literal["queued", "done", "cancelled", "failed", "none"] = Field(
+        description="cancelled: acknowledged before it went out; none: there was nobody to alert."
+    )
+    reason: str | None = Field(
+        None, description="Why it ended as it did, e.g. acknowledged, no_registered_phone."
+    )
+
+    @classmethod
+    def of(cls, e: EscalationTaken) -> EscalationStepPublic:
+        return cls(
+            step=e.step,
+            round=e.round,
+            taken_at=e.taken_at,
+            user_ids=list(e.target_user_ids),
+            state=e.state,
+            reason=e.reason,
+        )
+
+
 class MessagePublic(Response):
     id: int
     conversation_id: int
@@ -167,9 +209,21 @@ class MessagePublic(Response):
         " Shown when a message is read (GET /api/messages/{id}, GET /api/conversations/{id});"
         " null in the answer to sending it.",
     )
+    priority: Literal["routine", "urgent"] = Field("routine", description="routine or urgent.")
+    acknowledgement: AcknowledgementPublic | None = Field(
+        None, description="For an urgent message: who acknowledged it first, and when."
+    )
+    escalation: list[EscalationStepPublic] = Field(
+        default_factory=list, description="For an urgent message: the escalation steps taken so far."
+    )
 
     @classmethod
     def of(cls, m: Message) -> MessagePublic:
+        acknowledged = (
+            AcknowledgementPublic(user_id=m.acknowledged_by, acknowledged_at=m.acknowledged_at)
+            if m.acknowledged_by is not None and m.acknowledged_at is not None
+            else None
+        )
         return cls(
             id=m.id,
             conversation_id=m.conversation_id,
@@ -179,6 +233,9 @@ class MessagePublic(Response):
             created_at=m.created_at,
             deliveries=[DeliveryPublic.of(d) for d in m.deliveries],
             recipients=None if m.receipts is None else [RecipientPublic.of(r) for r in m.receipts],
+            priority="urgent" if m.priority == "urgent" else "routine",
+            acknowledgement=acknowledged,
+            escalation=[EscalationStepPublic.of(e) for e in m.escalation],
         )
 
 
@@ -211,6 +268,16 @@ class ReadStatePublic(Response):
             source="chat" if mark.source == "chat" else "api",
             unread_count=state.unread_count,
         )
+
+
+class AcknowledgeResult(Response):
+    """The acknowledgement of an urgent message: the first one, whoever asked."""
+
+    message_id: int = Field(description="The urgent message.")
+    acknowledgement: AcknowledgementPublic = Field(description="The acknowledgement that stands: the first.")
+    already_acknowledged: bool = Field(
+        description="true: someone had acknowledged it before; the first acknowledgement stands."
+    )
 
 
 class WebhookAccepted(Response):

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from engine.model import (
     DeliveryState,
+    EscalationTaken,
     RecipientDelivery,
 )
 from engine.ports.messaging import NewDelivery, SmsRecipient
@@ -19,6 +20,7 @@ from integrations.db.base import Repository
 from integrations.db.columns import table_of
 from integrations.db.patients import EXTERNAL_CONSENTS_SQL, consent_candidates
 from integrations.db.tables import (
+    EscalationStepRow,
     IdempotencyKeyRow,
     MessageDeliveryRow,
     MessageRow,
@@ -28,6 +30,7 @@ from integrations.db.tables import (
 )
 
 deliveries_t = table_of(MessageDeliveryRow)
+steps_t = table_of(EscalationStepRow)
 keys_t = table_of(IdempotencyKeyRow)
 messages_t = table_of(MessageRow)
 opt_outs_t = table_of(SmsOptOutRow)
@@ -112,6 +115,21 @@ class SqlDeliveryRepository(Repository):
             )
         ).all()
         return [r.id for r in rows]
+
+    async def escalation_of(self, message_ids: Sequence[int]) -> dict[int, tuple[EscalationTaken, ...]]:
+        if not message_ids:
+            return {}
+        rows = await self.session.execute(
+            select(steps_t)
+            .where(steps_t.c.message_id.in_(list(message_ids)))
+            .order_by(steps_t.c.message_id, steps_t.c.id)
+        )
+        found: dict[int, list[EscalationTaken]] = {}
+        for r in rows:
+            found.setdefault(r.message_id, []).append(
+                EscalationTaken(r.step, r.round, r.taken_at, tuple(r.target_user_ids), r.state, r.reason)
+            )
+        return {m: tuple(steps) for m, steps in found.items()}
 
     async def for_messages(self, message_ids: Sequence[int]) -> dict[int, tuple[RecipientDelivery, ...]]:
         if not message_ids:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, text
+from sqlalchemy import exists, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from engine.effects import Effect
@@ -19,7 +19,7 @@ from engine.model import (
     Message,
     Page,
 )
-from engine.ports.messaging import NewExternalParticipant, ReplyRoute
+from engine.ports.messaging import Acknowledged, NewExternalParticipant, ReplyRoute
 from integrations.db.base import Repository, page
 from integrations.db.columns import table_of
 from integrations.db.tables import (
@@ -233,6 +233,9 @@ def _message(row: Any) -> Message:
         state=DeliveryState(row.state),
         created_at=row.created_at,
         chat_message_id=row.chat_message_id,
+        priority=row.priority,
+        acknowledged_by=row.acknowledged_by,
+        acknowledged_at=row.acknowledged_at,
     )
 
 
@@ -251,6 +254,28 @@ class SqlMessageRepository(Repository):
             await self.session.execute(select(messages_t).where(messages_t.c.id == message_id))
         ).one_or_none()
         return _message(row) if row else None
+
+    async def acknowledge(self, message_id: int, user_id: int, at: datetime) -> Acknowledged:
+        # The first acknowledgement wins: only a row nobody acknowledged is updated (the row lock
+        # makes a second acknowledger wait and then find it set), and escalation stops with it.
+        first = (
+            await self.session.execute(
+                update(messages_t)
+                .where(messages_t.c.id == message_id, messages_t.c.acknowledged_at.is_(None))
+                .values(acknowledged_by=user_id, acknowledged_at=at, escalation_due_at=None)
+                .returning(messages_t.c.acknowledged_by, messages_t.c.acknowledged_at)
+            )
+        ).one_or_none()
+        if first is not None:
+            return Acknowledged(first.acknowledged_by, first.acknowledged_at, True)
+        stood = (
+            await self.session.execute(
+                select(messages_t.c.acknowledged_by, messages_t.c.acknowledged_at).where(
+                    messages_t.c.id == message_id
+                )
+            )
+        ).one()
+        return Acknowledged(stood.acknowledged_by, stood.acknowledged_at, False)
 
     async def add_posted(
         self, conversation_id: int, sender_id: int, text: str, chat_message_id: int, chat_ts_ms: int

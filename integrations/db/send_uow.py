@@ -70,7 +70,8 @@ _CONTEXT = f"""
 
 _STORE = f"""
     WITH m AS (
-        INSERT INTO messages (id, conversation_id, sender_id, body) VALUES ($1, $2, $3, $4)
+        INSERT INTO messages (id, conversation_id, sender_id, body, priority, escalation_due_at)
+        VALUES ($1, $2, $3, $4, $14, now() + make_interval(secs => $15::double precision))
         RETURNING id, created_at
     ), d AS (
         INSERT INTO message_deliveries
@@ -253,6 +254,8 @@ class PgSendUnitOfWork(HeldConnectionUnitOfWork):
                 audit_json(events),
                 _POST_KIND,
                 _TEXT_KIND,
+                send.priority,
+                send.first_escalation_seconds,
             )
         except Exception as error:
             if is_unavailable(error):

@@ -17,12 +17,15 @@ from engine.effects import (
     AskWhichConversation,
     CreateChannel,
     Effect,
+    EscalateUrgent,
     InviteMembers,
     NotifyComplianceOfBreakGlass,
     PostMessage,
     PostSmsReply,
+    RealertUrgent,
     RemoveMembers,
     TextMessage,
+    TextUrgentAlert,
     kind_of,
 )
 from engine.sms import Keyword
@@ -85,6 +88,13 @@ def outbox_row(effect: Effect) -> OutboxRow:
             return OutboxRow(kind, {"conversation_id": c, "user_ids": list(users)}, c)
         case NotifyComplianceOfBreakGlass(session_id=s):
             return OutboxRow(kind, {"session_id": s}, None)
+        case (
+            RealertUrgent(conversation_id=c, message_id=m, step_id=step)
+            | EscalateUrgent(conversation_id=c, message_id=m, step_id=step)
+        ):
+            return OutboxRow(kind, {"step_id": step}, c, m)
+        case TextUrgentAlert(message_id=m, step_id=step):
+            return OutboxRow(kind, {"step_id": step}, None, m)
 
 
 def effect_from(
@@ -139,4 +149,7 @@ _READERS: dict[str, _Reader] = {
         int(p["conversation_id"]), tuple(str(u) for u in p["user_ids"])
     ),
     kind_of(NotifyComplianceOfBreakGlass): lambda p, c, m: NotifyComplianceOfBreakGlass(int(p["session_id"])),
+    kind_of(RealertUrgent): lambda p, c, m: RealertUrgent(_required(c), _required(m), int(p["step_id"])),
+    kind_of(TextUrgentAlert): lambda p, c, m: TextUrgentAlert(_required(m), int(p["step_id"])),
+    kind_of(EscalateUrgent): lambda p, c, m: EscalateUrgent(_required(c), _required(m), int(p["step_id"])),
 }

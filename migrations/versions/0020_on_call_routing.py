@@ -5,7 +5,7 @@ who holds the role in the chat channel now (``holder_id``; null while nobody is 
 scheduler moves the holder when a shift of the team begins or ends.
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0020"
-down_revision: str | None = "0018"
+down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -295,6 +295,22 @@ async def message_body(w: World) -> dict[str, Any]:
     return {"conversationId": await w.conversation(), "message": "See you at 3"}
 
 
+async def urgent_body(w: World) -> dict[str, Any]:
+    return {"conversationId": await w.conversation(), "message": "Call me now", "priority": "urgent"}
+
+
+async def acknowledge_path(w: World) -> str:
+    """An urgent message the care-team member of "a" sent (they are on the patient's care team)."""
+    status, sent = await w.api.call(
+        "POST",
+        "/api/conversations/send-message",
+        await w.person("care_team_member"),
+        json=await urgent_body(w),
+    )
+    assert status == 202, sent
+    return f"/api/messages/{sent['id']}/acknowledge"
+
+
 async def contact_path(w: World) -> str:
     """A contact admin "a" listed, to be taken out again."""
     status, contact = await w.api.call(
@@ -422,6 +438,15 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
         call("care_team_member", "POST", "/api/conversations/send-message", message_body),
         call("peer_support", "POST", "/api/conversations/send-message", message_body),
     ),
+    # Its denial needs a member who is not on the care team: tests/api/test_urgent_messages.py.
+    "message.send_urgent": (
+        call("care_team_member", "POST", "/api/conversations/send-message", urgent_body),
+        None,
+    ),
+    "message.acknowledge": (
+        call("care_team_member", "POST", acknowledge_path),
+        call("peer_support", "POST", acknowledge_path),
+    ),
     "audit.read": (
         call("auditor", "GET", "/api/audit-events"),
         call("care_team_member", "GET", "/api/audit-events"),
@@ -521,6 +546,9 @@ OTHER_CAPABILITIES = {
     "policy.approve",
     "policy.reject",
     "policy.withdraw",
+    # Decided by the escalation scheduler for each person a step alerts, with no request (the service
+    # acts): tests/api/test_urgent_messages.py checks each decision's record and the step's own.
+    "message.escalate",
 }
 
 

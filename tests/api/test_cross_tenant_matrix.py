@@ -259,6 +259,10 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
     ("GET", "/api/messages/{id}"): {
         "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}")),
     },
+    # The tenant's message is routine: its own care team is answered 409 (never 404).
+    ("POST", "/api/messages/{id}/acknowledge"): {
+        "id": Probe("message", lambda own, i: _p("POST", f"/api/messages/{i}/acknowledge")),
+    },
     ("GET", "/api/audit-events"): {
         "patientId": Probe(
             "patient", lambda own, i: _p("GET", "/api/audit-events", patientId=str(i)), mode=FILTER

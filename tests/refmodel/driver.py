@@ -359,7 +359,10 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
             return "POST", f"/api/conversations/{cid}/read", {"messageId": mid}
         if wf == "conversation.read":
             return "GET", f"/api/conversations/{cid}", None
-        return "POST", "/api/conversations/send-message", {"conversationId": cid, "message": "Checking in"}
+        body = {"conversationId": cid, "message": "Checking in"}
+        if wf == "message.send_urgent":
+            body["priority"] = "urgent"
+        return "POST", "/api/conversations/send-message", body
     if isinstance(action, m.SetAway):
         return "PUT", "/api/auth/away", {"delegateId": ids.users[action.delegate]}
     if action.workflow == "away.end":
@@ -928,7 +931,10 @@ async def run_scenario(
             elif isinstance(action, m.CreateConversation):
                 ids.conversations.append(int(out.body["id"]))
                 shadow.messages.append(0)
-            elif isinstance(action, m.ConversationAction) and action.workflow == "message.send":
+            elif isinstance(action, m.ConversationAction) and action.workflow in {
+                "message.send",
+                "message.send_urgent",
+            }:
                 assert action.conversation is not None
                 shadow.messages[action.conversation] += 1
                 ids.messages.append(int(out.body["id"]))

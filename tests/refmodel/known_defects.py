@@ -97,7 +97,7 @@ def explain(
     externals = answer | {"external.decision", "external.consent", "external.reason"}
     if isinstance(action, m.CreateConversation) and action.externals and kinds <= externals:
         return "1"
-    if action.workflow == "message.send" and kinds == {"deliveries"}:
+    if action.workflow in {"message.send", "message.send_urgent"} and kinds == {"deliveries"}:
         return "1"
     if (
         action.workflow in {"patient.update", "care_team.add_member"}
@@ -123,7 +123,9 @@ def explain(
         return "8"  # a patient read under break-the-glass alone is listed
     if action.workflow in {"organization.list", "compliance_group.list"} and kinds == {"listing"}:
         return "11"
-    if action.workflow in {"conversation.read", "message.send"} and kinds == {"audit.break_glass"}:
+    if action.workflow in {"conversation.read", "message.send", "message.send_urgent"} and kinds == {
+        "audit.break_glass"
+    }:
         return "3"
     if kinds <= {"audit.consent", "audit.purpose", "member.consent", "external.consent"}:
         return "choice"

@@ -104,6 +104,11 @@ WORKFLOWS: dict[str, Declared] = {
     "conversation.join": _declared("own_org covered external_consent", "message", MESSAGING),
     "conversation.read": _declared("member covered break_glass", "message", MESSAGING),
     "message.send": _declared("member covered break_glass", "message", MESSAGING),
+    # An urgent message: message.send, then this, for the sender on the patient's care team.
+    "message.send_urgent": _declared("member care_team covered", "message", MESSAGING),
+    # Acknowledging an urgent message (a member of the patient's care team). Decided by the rules
+    # below; the random scenarios do not drive it (tests/api/test_urgent_messages.py does).
+    "message.acknowledge": _declared("member care_team covered", "message", MESSAGING),
     "break_glass.open": _declared("own_org treatable"),
     "consent.create": _declared("own_org care_team covered"),
     "consent.revoke": _declared("own_org"),
@@ -172,6 +177,9 @@ DECIDED_WITHIN = frozenset(
         "compliance_group.use",
         "sms.reply",
         "sms.send_full_text",
+        # Decided by the escalation scheduler for each person an unacknowledged urgent message's
+        # step alerts (tests/api/test_urgent_messages.py), not by a request.
+        "message.escalate",
     }
 )
 #: An external SMS participant is admitted by a consent naming their number whose scope includes sms
@@ -208,6 +216,9 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow(STAFF, "conversation.create", CARE_TEAM, COVERED)
     allow(STAFF, "conversation.read", MEMBER, COVERED)
     allow(STAFF, "message.send", MEMBER, COVERED)
+    # Urgent messages: sent by a member who is on the patient's care team, acknowledged by anyone on it.
+    allow(STAFF, "message.send_urgent", MEMBER, CARE_TEAM, COVERED)
+    allow(STAFF, "message.acknowledge", CARE_TEAM, COVERED)
     allow(STAFF, "conversation.join", COVERED)
     allow([EXTERNAL], "conversation.join", EXTERNAL_CONSENT)
     # Admins manage care teams of their own organization; never patient records.
@@ -745,6 +756,8 @@ def verdict(world: World, action: Action) -> Verdict:
     stated = action.purpose_of_use
     if not user.active:
         return Verdict(wf, False, 401, undecided=True)  # a deactivated account's token is refused
+    if isinstance(action, ConversationAction) and wf == "message.send_urgent":
+        return _urgent_verdict(world, action)
     if not may_run(user.role, wf):
         purposes = WORKFLOWS[wf].purposes
         reason = (
@@ -1053,6 +1066,29 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
         # Decided and allowed, then the message is none of this conversation's: 422 naming messageId.
         return replace(allowed, allowed=False, status=422)
     return allowed
+
+
+def _urgent_verdict(world: World, action: ConversationAction) -> Verdict:
+    """Sending urgent is sending (decided first, its refusal the answer), then message.send_urgent."""
+    sent = verdict(world, replace(action, workflow="message.send"))
+    if not sent.allowed:
+        return sent
+    wf = action.workflow
+    conversation = world.conversations[action.conversation or 0]
+    found = facts_about_patient(world, wf, action.actor, conversation.patient, action.purpose_of_use)
+    if action.actor in conversation.members:
+        found.facts.add(MEMBER)
+    requires, reason = decide_own(world.users[action.actor].role, wf, found, action.purpose_of_use)
+    if requires is None:
+        return _refusal(world, action, conversation.patient, found, reason)
+    return replace(
+        sent,
+        workflow=wf,
+        requires=requires,
+        consent=found.consent,
+        break_glass=BREAK_GLASS in found.facts,
+        purpose=_purpose(world, action.purpose_of_use, found.consent),
+    )
 
 
 def _list_verdict(world: World, action: Action) -> Verdict:

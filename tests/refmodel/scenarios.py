@@ -216,6 +216,7 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "conversation.read#mark",
                 "message.send",
                 "message.send",
+                "message.send_urgent",
                 "consent.create",
                 "consent.revoke",
                 "break_glass.open",
@@ -313,7 +314,7 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         return m.AddCareTeamMember(kind, actor, patient, draw(st.integers(0, users - 1)))
     if kind == "conversation.create":
         return draw(create_conversation(spec, patient, clinician))
-    if kind in {"conversation.read", "message.send", "conversation.read#mark"}:
+    if kind in {"conversation.read", "message.send", "message.send_urgent", "conversation.read#mark"}:
         actor = draw(
             st.sampled_from([MEMBER_OF_IT, MEMBER_OF_IT, clinician, draw(st.integers(0, users - 1))])
         )

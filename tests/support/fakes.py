@@ -47,6 +47,7 @@ from engine.model import (
     Conversation,
     Credentials,
     DeliveryState,
+    EscalationTaken,
     ExternalParticipant,
     Message,
     Organization,
@@ -66,6 +67,7 @@ from engine.ports.consents import BreakGlassSession, ExpiredConsent, ExternalCov
 from engine.ports.gateways import SentChatMessage
 from engine.ports.identity import IssuedToken, NewUser
 from engine.ports.messaging import (
+    Acknowledged,
     NewDelivery,
     NewExternalParticipant,
     NewSend,
@@ -367,6 +369,8 @@ class FakeDatabase:
     deliveries: dict[int, FakeDeliveryRow] = field(default_factory=dict)
     #: conversation_reads: (conversation id, user id) -> the member's read mark
     reads: dict[tuple[int, int], ReadMark] = field(default_factory=dict)
+    #: message id -> the escalation steps taken for it (the escalation_steps table)
+    escalations: dict[int, tuple[EscalationTaken, ...]] = field(default_factory=dict)
     #: The effects enqueued, in order (the ``outbox`` table holds one row per effect).
     outbox: list[Effect] = field(default_factory=list)
     #: phone number -> the provider id of the STOP
@@ -1201,6 +1205,15 @@ class FakeMessageRepository(_Repo):
     async def get(self, message_id: int) -> Message | None:
         return self.data.messages.get(message_id)
 
+    async def acknowledge(self, message_id: int, user_id: int, at: datetime) -> Acknowledged:
+        message = self.data.messages[message_id]
+        if message.acknowledged_by is not None and message.acknowledged_at is not None:
+            return Acknowledged(message.acknowledged_by, message.acknowledged_at, False)
+        self.data.messages[message_id] = dataclasses.replace(
+            message, acknowledged_by=user_id, acknowledged_at=at
+        )
+        return Acknowledged(user_id, at, True)
+
     async def recent(self, conversation_id: int, limit: int) -> list[Message]:
         mine = sorted(
             (m for m in self.data.messages.values() if m.conversation_id == conversation_id),
@@ -1235,6 +1248,9 @@ class FakeOutbox(_Repo):
 
 
 class FakeDeliveryRepository(_Repo):
+    async def escalation_of(self, message_ids: Sequence[int]) -> dict[int, tuple[EscalationTaken, ...]]:
+        return {m: self.data.escalations[m] for m in message_ids if m in self.data.escalations}
+
     async def sms_recipients(self, conversation_id: int, patient_id: int) -> list[SmsRecipient]:
         data = self.data
         out = []
@@ -1591,7 +1607,13 @@ class FakeSendUnitOfWork:
     async def commit(self, send: NewSend) -> datetime:
         db, now = self.database, self.database.clock()
         db.messages[send.message_id] = Message(
-            send.message_id, send.conversation_id, send.sender_id, send.text, DeliveryState.QUEUED, now
+            send.message_id,
+            send.conversation_id,
+            send.sender_id,
+            send.text,
+            DeliveryState.QUEUED,
+            now,
+            priority=send.priority,
         )
         ids = await FakeDeliveryRepository(db).add(send.message_id, send.deliveries)
         db.outbox.append(PostMessage(send.conversation_id, send.message_id))

@@ -18,12 +18,15 @@ from engine.effects import (
     AskWhichConversation,
     CreateChannel,
     Effect,
+    EscalateUrgent,
     InviteMembers,
     NotifyComplianceOfBreakGlass,
     PostMessage,
     PostSmsReply,
+    RealertUrgent,
     RemoveMembers,
     TextMessage,
+    TextUrgentAlert,
     kind_of,
 )
 from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
@@ -223,6 +226,9 @@ EVERY_EFFECT: list[Effect] = [
     RemoveMembers(4, ("u1", "u2")),
     InviteMembers(4, ("u3",)),
     NotifyComplianceOfBreakGlass(12),
+    RealertUrgent(4, 70, 31),
+    TextUrgentAlert(70, 32),
+    EscalateUrgent(4, 70, 33),
 ]
 
 
@@ -244,6 +250,9 @@ def test_the_stored_kinds_are_those_rows_already_in_databases_carry() -> None:
         "RemoveMembers": "remove_members",
         "InviteMembers": "invite_members",
         "NotifyComplianceOfBreakGlass": "notify_break_glass",
+        "RealertUrgent": "urgent_realert",
+        "TextUrgentAlert": "urgent_text",
+        "EscalateUrgent": "urgent_escalate",
     }
     assert {type(e) for e in EVERY_EFFECT} == set(KIND)
 

@@ -45,6 +45,9 @@ class UserRow(SQLModel, table=True):
     pending_approval: bool = Field(sa_column=Column(Boolean, nullable=False, server_default=text("false")))
     # Access tokens issued before this moment are refused (logout, deactivation, revoked sessions).
     sessions_valid_after: datetime | None = timestamp(nullable=True, default_now=False)
+    # The staff member's registered phone (E.164) for urgent-message text alerts, which never carry
+    # clinical content (migration 0019); none: they get no text.
+    alert_phone: str | None = Field(sa_column=Column(String(20), nullable=True))
 
     __table_args__ = (
         CheckConstraint(

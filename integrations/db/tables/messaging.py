@@ -37,7 +37,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import conv
 from sqlmodel import Field, SQLModel
 
@@ -124,11 +124,56 @@ class MessageRow(SQLModel, table=True):
     state: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'queued'")))
     chat_message_id: int | None = Field(sa_column=Column(BigInteger, nullable=True))
     created_at: datetime = timestamp()
+    # routine or urgent (migration 0019); an urgent one is escalated until acknowledged.
+    priority: str = Field(sa_column=Column(String(8), nullable=False, server_default=text("'routine'")))
+    # Who acknowledged an urgent message first, and when (later acknowledgements change nothing).
+    acknowledged_by: int | None = foreign_key("users.id", nullable=True, index=False)
+    acknowledged_at: datetime | None = timestamp(nullable=True, default_now=False)
+    # When the escalation scheduler next looks at it: set while urgent and unacknowledged, else null.
+    escalation_due_at: datetime | None = timestamp(nullable=True, default_now=False)
 
     __table_args__ = (
         CheckConstraint("state IN ('queued','sent','delivered','failed')", name="state"),
         # Unread counts: the messages of a conversation after a member's read mark (migration 0021).
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        CheckConstraint("priority IN ('routine','urgent')", name="priority"),
+        # The scheduler's claim reads only the messages due (escalation_due_at <= now).
+        Index(
+            "ix_messages_escalation_due_at",
+            "escalation_due_at",
+            postgresql_where=text("escalation_due_at IS NOT NULL"),
+        ),
+    )
+
+
+class EscalationStepRow(SQLModel, table=True):
+    """One escalation step taken for an urgent message (engine/escalation.py): unique per message, step
+    and round, inserted in the transaction that queues its outbox entry, so a step runs once however
+    many schedulers run."""
+
+    __tablename__ = "escalation_steps"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False)
+    )
+    step: str = Field(sa_column=Column(String(16), nullable=False))
+    round: int = Field(sa_column=Column(Integer, nullable=False))
+    due_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    taken_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # The staff it alerts (user ids; the delegate of someone away, the on-call member, the admins).
+    target_user_ids: list[int] = Field(sa_column=Column(ARRAY(Integer), nullable=False))
+    # queued -> done | cancelled (acknowledged before it went out) | failed; none: nobody to alert.
+    state: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'queued'")))
+    reason: str | None = Field(sa_column=Column(String(64), nullable=True))
+    done_at: datetime | None = timestamp(nullable=True, default_now=False)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "message_id", "step", "round", name=conv("uq_escalation_steps_message_id_step_round")
+        ),
+        CheckConstraint("step IN ('realert','text','on_call','admin')", name="step"),
+        CheckConstraint("state IN ('queued','done','cancelled','failed','none')", name="state"),
     )
 
 
