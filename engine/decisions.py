@@ -25,6 +25,10 @@ class Fact(StrEnum):
     #: The record (a compliance group) belongs to another organization, which shared it with the
     #: person's organization by name.
     SHARED = "shared"
+    #: The person sent the message (recall).
+    SENDER = "sender"
+    #: The message was sent less than its workflow's ``window_minutes`` ago (workflows.toml).
+    RECALL_WINDOW = "recall_window"
 
 
 #: The reason code a denial carries when a required fact does not hold, and the hint shown to clients.
@@ -59,6 +63,11 @@ MISSING_FACT_REASONS: dict[Fact, tuple[str, str]] = {
     Fact.SHARED: (
         "not_shared",
         "The record belongs to another organization, which has not shared it with yours.",
+    ),
+    Fact.SENDER: ("not_sender", "Only the person who sent the message may do this."),
+    Fact.RECALL_WINDOW: (
+        "recall_window_passed",
+        "The message was sent longer ago than the recall window the policy allows.",
     ),
 }
 

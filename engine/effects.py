@@ -92,6 +92,15 @@ class NotifyComplianceOfBreakGlass:
     session_id: int
 
 
+@dataclass(frozen=True)
+class RecallFromChannel:
+    """Take a recalled message out of its conversation's channel and post a notice in its place
+    that a message was recalled (never what it said)."""
+
+    conversation_id: int
+    message_id: int
+
+
 Effect = (
     CreateChannel
     | PostMessage
@@ -101,6 +110,7 @@ Effect = (
     | PostSmsReply
     | RemoveMembers
     | NotifyComplianceOfBreakGlass
+    | RecallFromChannel
 )
 
 #: The stored name of each effect type (``outbox.kind``, audit workflow ``delivery.<kind>``). Texts
@@ -114,6 +124,7 @@ KIND: Mapping[type[Effect], str] = {
     PostSmsReply: "post_sms_reply",
     RemoveMembers: "remove_members",
     NotifyComplianceOfBreakGlass: "notify_break_glass",
+    RecallFromChannel: "recall_message",
 }
 
 #: Effects that are texts, not chat effects: the service delivers them apart (a backlog of texts never

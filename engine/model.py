@@ -261,6 +261,30 @@ class Message:
     created_at: datetime
     chat_message_id: int | None = None
     deliveries: tuple[RecipientDelivery, ...] = field(default=())
+    #: Set once the message is recalled: ``text`` is then empty (the content is in the legal record).
+    recalled_at: datetime | None = None
+    recalled_by: int | None = None
+    #: A correction names the message it replaces; the replaced one names its correction.
+    corrects_message_id: int | None = None
+    corrected_by_message_id: int | None = None
+
+    @property
+    def recalled(self) -> bool:
+        return self.recalled_at is not None
+
+
+@dataclass(frozen=True)
+class RecalledContent:
+    """The legal record of a recalled message: what it said, who recalled it, when and why."""
+
+    message_id: int
+    conversation_id: int
+    sender_id: int
+    sent_at: datetime
+    recalled_at: datetime
+    recalled_by: int
+    reason: str = field(repr=False)
+    text: str = field(repr=False)
 
 
 @dataclass(frozen=True)

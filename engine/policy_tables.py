@@ -39,6 +39,8 @@ RELATIONSHIPS = {
     Fact.SMS_FULL_TEXT_GROUP,
     Fact.TREATABLE,
     Fact.SHARED,
+    Fact.SENDER,
+    Fact.RECALL_WINDOW,
 }
 
 

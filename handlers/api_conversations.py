@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.model import Actor
-from engine.workflows import conversations, messaging
+from engine.workflows import conversations, messaging, recalls
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.requests import parse, path_id, query, respond, services
 from handlers.routing import Endpoint
@@ -15,7 +15,9 @@ from handlers.schemas.conversations import (
     ConversationCreate,
     ConversationDetailPublic,
     ConversationPublic,
+    LegalRecordPublic,
     MessagePublic,
+    RecallRequest,
     SendMessageRequest,
 )
 
@@ -83,6 +85,17 @@ async def get_message(request: web.Request, actor: Actor) -> web.Response:
     return respond(MessagePublic.of(message))
 
 
+async def recall_message(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, RecallRequest)
+    cmd = recalls.RecallMessage(path_id(request, "id"), body.reason)
+    return respond(MessagePublic.of(await recalls.recall_message(services(request), actor, cmd)))
+
+
+async def read_legal_record(request: web.Request, actor: Actor) -> web.Response:
+    record = await recalls.read_recalled(services(request), actor, path_id(request, "id"))
+    return respond(LegalRecordPublic.of(record))
+
+
 _IDEMPOTENCY = (
     "Send an `Idempotency-Key` header to make a retry safe: the same key and body replay the first "
     "response (with `Idempotent-Replayed: true`) instead of doing it twice."
@@ -147,5 +160,34 @@ ENDPOINTS: list[Endpoint] = [
         response=MessagePublic,
         errors=(401, 403, 404, 422),
         description="Decided as conversation.read on the message's conversation.",
+    ),
+    Endpoint(
+        "POST",
+        "/api/messages/{id}/recall",
+        recall_message,
+        "recallMessage",
+        "Recall a sent message (its text leaves the channel and every read; kept in the legal record)",
+        "conversations",
+        RecallRequest,
+        MessagePublic,
+        errors=(400, 401, 403, 404, 409, 422),
+        description=(
+            "Decided as message.recall: by default the sender within the recall window "
+            "(workflows.toml `window_minutes`, 15), a compliance officer of the patient's organization "
+            "at any time. A reason is always required. Texts not yet sent are cancelled; the chat "
+            "channel loses the message and is told one was recalled. 409 when recalled already."
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages/{id}/legal-record",
+        read_legal_record,
+        "getMessageLegalRecord",
+        "What a recalled message said, who recalled it, when and why",
+        "conversations",
+        response=LegalRecordPublic,
+        errors=(401, 403, 404, 422),
+        description="Decided as message.read_recalled (compliance officers); every read is audited. "
+        "404 for a message that was not recalled.",
     ),
 ]

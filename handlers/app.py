@@ -82,6 +82,7 @@ from integrations.db.resources import DatabaseProbe, ensure_organization, is_una
 from integrations.effects.break_glass import BreakGlassAlertExecutor
 from integrations.effects.channels import RemoveMembersExecutor
 from integrations.effects.executor import Executor
+from integrations.effects.recalls import RecallExecutor
 from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
 from integrations.policy_files import load_policy
 from integrations.policy_reload import FilePolicyReloader, install_sighup, remove_sighup
@@ -178,6 +179,7 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
     executors: list[Executor[Any]] = [
         RemoveMembersExecutor(),
         BreakGlassAlertExecutor(),
+        RecallExecutor(),
         *app[messaging_key].outbox_kinds,
     ]
     sessions, gateway = app[sessions_key], app[chat_key]

@@ -18,6 +18,8 @@ contacts                      contacts
 conversations, messaging      conversations, messages, deliveries, users, outbox, facts,
                               break_glass (+ idempotency_keys; messaging: opt_outs,
                               webhook_events)
+recalls                       conversations, messages, recalls, deliveries, outbox,
+                              facts, break_glass
 audit                         audit_trail
 policy_admin                  (audit only)
 ============================  =========================================================
@@ -40,6 +42,7 @@ from engine.ports.messaging import (
     ConversationRepository,
     DeliveryRepository,
     IdempotencyKeys,
+    MessageRecalls,
     MessageRepository,
     OptOutRepository,
     Outbox,
@@ -209,6 +212,19 @@ class MessagingUnitOfWork(ConversationReading, Protocol):
     def webhook_events(self) -> WebhookEventLog: ...
 
 
+class RecallsUnitOfWork(ConversationReading, Protocol):
+    """engine/workflows/recalls.py: recalling and correcting a sent message, its legal record."""
+
+    @property
+    def messages(self) -> MessageRepository: ...
+
+    @property
+    def recalls(self) -> MessageRecalls: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
 class AuditUnitOfWork(Transaction, Protocol):
     """engine/workflows/audit.py: searching the trail and the accounting of disclosures."""
 
@@ -226,6 +242,7 @@ class UnitOfWork(
     ContactsUnitOfWork,
     ConversationsUnitOfWork,
     MessagingUnitOfWork,
+    RecallsUnitOfWork,
     AuditUnitOfWork,
     Protocol,
 ):

@@ -59,6 +59,14 @@ FACTS: dict[str, tuple[str, str]] = {
         "The compliance group belongs to another organization, which shared it with the person's "
         "organization by name.",
     ),
+    "sender": (
+        "they sent the message",
+        "The person is the sender of the message.",
+    ),
+    "recall_window": (
+        "the message is still within its recall window",
+        "The message was sent less than the workflow's window_minutes (workflows.toml) ago.",
+    ),
 }
 
 

@@ -14,6 +14,7 @@ from engine.model import (
     Conversation,
     DeliveryState,
     Message,
+    RecalledContent,
     RecipientDelivery,
 )
 from handlers.schemas import (
@@ -112,12 +113,17 @@ class MessagePublic(Response):
     id: int
     conversation_id: int
     sender_id: int
-    message: str
+    message: str | None = Field(description="The text; null once the message is recalled.")
     state: DeliveryState = Field(description="Delivery to the chat channel.")
     created_at: datetime
     deliveries: list[DeliveryPublic] = Field(
         default_factory=list, description="Per recipient: the chat channel, then each SMS participant."
     )
+    recalled: bool = Field(False, description="Recalled: its text is kept only in the legal record.")
+    recalled_at: datetime | None = Field(None, description="When it was recalled.")
+    recalled_by: int | None = Field(None, description="Who recalled it (a user id).")
+    corrects_message_id: int | None = Field(None, description="The message this one corrects.")
+    corrected_by_message_id: int | None = Field(None, description="The message that corrects this one.")
 
     @classmethod
     def of(cls, m: Message) -> MessagePublic:
@@ -125,10 +131,53 @@ class MessagePublic(Response):
             id=m.id,
             conversation_id=m.conversation_id,
             sender_id=m.sender_id,
-            message=m.text,
+            message=None if m.recalled else m.text,
             state=m.state,
             created_at=m.created_at,
             deliveries=[DeliveryPublic.of(d) for d in m.deliveries],
+            recalled=m.recalled,
+            recalled_at=m.recalled_at,
+            recalled_by=m.recalled_by,
+            corrects_message_id=m.corrects_message_id,
+            corrected_by_message_id=m.corrected_by_message_id,
+        )
+
+
+#: Why a message is recalled (1 to 500 characters); kept with the legal record.
+RecallReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class RecallRequest(Request):
+    reason: RecallReason
+
+
+class CorrectionRequest(Request):
+    message: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class LegalRecordPublic(Response):
+    """What a recalled message said, and who recalled it when and why."""
+
+    message_id: int
+    conversation_id: int
+    sender_id: int
+    sent_at: datetime
+    message: str = Field(description="The recalled text.")
+    recalled_at: datetime
+    recalled_by: int
+    reason: str
+
+    @classmethod
+    def of(cls, r: RecalledContent) -> LegalRecordPublic:
+        return cls(
+            message_id=r.message_id,
+            conversation_id=r.conversation_id,
+            sender_id=r.sender_id,
+            sent_at=r.sent_at,
+            message=r.text,
+            recalled_at=r.recalled_at,
+            recalled_by=r.recalled_by,
+            reason=r.reason,
         )
 
 

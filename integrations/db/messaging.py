@@ -212,7 +212,8 @@ class SqlConversationRepository(Repository):
         return [ReplyRoute(**row._mapping) for row in rows]
 
 
-def _message(row: Any) -> Message:
+def message_of(row: Any) -> Message:
+    """A ``messages`` row as the engine's :class:`Message` (deliveries not attached)."""
     return Message(
         id=row.id,
         conversation_id=row.conversation_id,
@@ -221,6 +222,10 @@ def _message(row: Any) -> Message:
         state=DeliveryState(row.state),
         created_at=row.created_at,
         chat_message_id=row.chat_message_id,
+        recalled_at=row.recalled_at,
+        recalled_by=row.recalled_by,
+        corrects_message_id=row.corrects_message_id,
+        corrected_by_message_id=row.corrected_by_message_id,
     )
 
 
@@ -232,13 +237,13 @@ class SqlMessageRepository(Repository):
             .order_by(messages_t.c.id.desc())
             .limit(limit)
         )
-        return [_message(r) for r in reversed(rows.all())]
+        return [message_of(r) for r in reversed(rows.all())]
 
     async def get(self, message_id: int) -> Message | None:
         row = (
             await self.session.execute(select(messages_t).where(messages_t.c.id == message_id))
         ).one_or_none()
-        return _message(row) if row else None
+        return message_of(row) if row else None
 
     async def add_posted(
         self, conversation_id: int, sender_id: int, text: str, chat_message_id: int, chat_ts_ms: int
@@ -266,7 +271,7 @@ class SqlMessageRepository(Repository):
                 .returning(messages_t)
             )
         ).one()
-        return _message(row)
+        return message_of(row)
 
 
 class SqlOutbox(Repository):

@@ -42,6 +42,7 @@ from integrations.db.identity import SqlOrganizationRepository, SqlUserRepositor
 from integrations.db.login_throttle import SqlLoginThrottleRepository
 from integrations.db.messaging import SqlConversationRepository, SqlMessageRepository, SqlOutbox
 from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository, SqlRelationshipFacts
+from integrations.db.recalls import SqlMessageRecalls
 
 audit_log = structlog.get_logger("caremsg.audit")
 log = structlog.get_logger("caremsg.db")
@@ -216,6 +217,7 @@ class SqlUnitOfWork:
         self.consents = SqlConsentRepository(s)
         self.conversations = SqlConversationRepository(s)
         self.messages = SqlMessageRepository(s)
+        self.recalls = SqlMessageRecalls(s)
         self.outbox = SqlOutbox(s)
         self.facts = SqlRelationshipFacts(s)
         self.break_glass = SqlBreakGlassRepository(s)

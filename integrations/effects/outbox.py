@@ -20,6 +20,7 @@ from engine.effects import (
     NotifyComplianceOfBreakGlass,
     PostMessage,
     PostSmsReply,
+    RecallFromChannel,
     RemoveMembers,
     TextMessage,
     kind_of,
@@ -82,6 +83,8 @@ def outbox_row(effect: Effect) -> OutboxRow:
             return OutboxRow(kind, {"conversation_id": c, "user_ids": list(users)}, c)
         case NotifyComplianceOfBreakGlass(session_id=s):
             return OutboxRow(kind, {"session_id": s}, None)
+        case RecallFromChannel(conversation_id=c, message_id=m):
+            return OutboxRow(kind, {"message_id": m}, c, m)
 
 
 def effect_from(
@@ -133,4 +136,5 @@ _READERS: dict[str, _Reader] = {
         int(p["conversation_id"]), tuple(str(u) for u in p["user_ids"])
     ),
     kind_of(NotifyComplianceOfBreakGlass): lambda p, c, m: NotifyComplianceOfBreakGlass(int(p["session_id"])),
+    kind_of(RecallFromChannel): lambda p, c, m: RecallFromChannel(_required(c), int(p["message_id"])),
 }

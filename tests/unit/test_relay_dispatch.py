@@ -21,6 +21,7 @@ from engine.effects import (
     NotifyComplianceOfBreakGlass,
     PostMessage,
     PostSmsReply,
+    RecallFromChannel,
     RemoveMembers,
     TextMessage,
     kind_of,
@@ -221,6 +222,7 @@ EVERY_EFFECT: list[Effect] = [
     REPLY,
     RemoveMembers(4, ("u1", "u2")),
     NotifyComplianceOfBreakGlass(12),
+    RecallFromChannel(4, 70),
 ]
 
 
@@ -241,6 +243,7 @@ def test_the_stored_kinds_are_those_rows_already_in_databases_carry() -> None:
         "PostSmsReply": "post_sms_reply",
         "RemoveMembers": "remove_members",
         "NotifyComplianceOfBreakGlass": "notify_break_glass",
+        "RecallFromChannel": "recall_message",
     }
     assert {type(e) for e in EVERY_EFFECT} == set(KIND)
 
