@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine.audit import AuditEvent, DetailValue
+from engine.audit import DetailValue
 from engine.effects import RecallFromChannel
 from engine.errors import Conflict, FieldError, InvalidInput, NotFound
 from engine.facts import message_facts
@@ -114,27 +114,15 @@ async def recall_message(services: Services, actor: Actor, cmd: RecallMessage) -
         outcome = await uow.recalls.recall(message.id, at=guard.now, by=actor.user_id, reason=reason)
         if outcome is None:
             raise Conflict("This message was recalled already.")
-        uow.audit.record(
-            AuditEvent.by(
-                actor,
-                event="message.recalled",
-                workflow=RECALL,
-                outcome="success",
-                occurred_at=guard.now,
-                resource_type="message",
-                resource_id=str(message.id),
-                patient_id=conversation.patient_id,
-                details={
-                    "conversation_id": conversation.id,
-                    "sender_id": message.sender_id,
-                    "by_sender": int(message.sender_id == actor.user_id),
-                    "cancelled_posts": outcome.cancelled_posts,
-                    "cancelled_texts": outcome.cancelled_texts,
-                    "texts_already_sent": outcome.texts_already_sent,
-                    # The reason is in the legal record (message_recalls), read under message.read_recalled.
-                    "reason_recorded": "legal_record",
-                },
-            )
+        # The decision's record is the recall's: who, when, under which rule, what it cancelled.
+        # The reason is in the legal record (message_recalls), read under message.read_recalled.
+        guard.annotate(
+            recalled=1,
+            sender_id=message.sender_id,
+            by_sender=int(message.sender_id == actor.user_id),
+            cancelled_posts=outcome.cancelled_posts,
+            cancelled_texts=outcome.cancelled_texts,
+            texts_already_sent=outcome.texts_already_sent,
         )
         await uow.outbox.enqueue(RecallFromChannel(conversation.id, message.id))
         (message,) = await with_deliveries(uow, [await _reread(uow, message.id)])
@@ -156,22 +144,11 @@ async def read_recalled(services: Services, actor: Actor, message_id: int) -> Re
     message the actor may not know of and for one that was never recalled."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        message, conversation = await _decided_message(guard, READ_RECALLED, message_id)
+        message, _ = await _decided_message(guard, READ_RECALLED, message_id)
         record = await uow.recalls.legal_record(message.id)
         if record is None:
             raise NotFound("message", "This message was not recalled.")
-        uow.audit.record(
-            AuditEvent.by(
-                actor,
-                event="message.recalled_content_read",
-                workflow=READ_RECALLED,
-                outcome="success",
-                occurred_at=guard.now,
-                resource_type="message",
-                resource_id=str(message.id),
-                patient_id=conversation.patient_id,
-                details={"conversation_id": conversation.id, "recalled_by": record.recalled_by},
-            )
-        )
+        # The decision's record is the read's: one per read, naming whose recall was read.
+        guard.annotate(read_recalled_content=1, recalled_by=record.recalled_by)
         await uow.commit()
     return record

@@ -59,11 +59,11 @@ async def test_the_sender_recalls_within_the_window_and_the_text_leaves_every_re
     assert world.db.cancelled_outbox == [PostMessage(conversation_id, message_id)]
     assert [d.reason for d in recalled.deliveries] == ["recalled"]
     assert world.db.outbox[-1] == RecallFromChannel(conversation_id, message_id)
-    decision = world.events("message.recall")[0]
+    [decision] = world.events("message.recall")
     assert decision.outcome == "success"
     assert "sender" in (decision.matched_rule or "")
     assert "recall_window" in (decision.matched_rule or "")
-    [event] = [e for e in world.events("message.recall") if e.event == "message.recalled"]
+    event = decision
     assert (event.actor_id, event.details["by_sender"], event.details["cancelled_posts"]) == (
         nurse.user_id,
         1,
@@ -117,8 +117,9 @@ async def test_a_compliance_officer_recalls_at_any_time_with_a_reason_and_reads_
         "sent to the wrong patient",
         officer.user_id,
     )
-    [read] = [e for e in world.events("message.read_recalled") if e.event == "message.recalled_content_read"]
-    assert (read.actor_id, read.resource_id) == (officer.user_id, str(message_id))
+    [read] = world.events("message.read_recalled")
+    assert (read.actor_id, read.resource_id, read.outcome) == (officer.user_id, str(message_id), "success")
+    assert read.details["recalled_by"] == officer.user_id
     assert TEXT not in repr(world.db.audit)
 
 
