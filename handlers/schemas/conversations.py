@@ -148,7 +148,7 @@ RecallReason = Annotated[str, StringConstraints(strip_whitespace=True, min_lengt
 
 
 class RecallRequest(Request):
-    reason: RecallReason
+    reason: RecallReason = Field(description="Why the message is recalled; kept with the legal record.")
 
 
 class CorrectionRequest(Request):
@@ -158,14 +158,14 @@ class CorrectionRequest(Request):
 class LegalRecordPublic(Response):
     """What a recalled message said, and who recalled it when and why."""
 
-    message_id: int
-    conversation_id: int
-    sender_id: int
-    sent_at: datetime
+    message_id: int = Field(description="The recalled message.")
+    conversation_id: int = Field(description="Its conversation.")
+    sender_id: int = Field(description="Who sent it (a user id).")
+    sent_at: datetime = Field(description="When it was sent.")
     message: str = Field(description="The recalled text.")
-    recalled_at: datetime
-    recalled_by: int
-    reason: str
+    recalled_at: datetime = Field(description="When it was recalled.")
+    recalled_by: int = Field(description="Who recalled it (a user id).")
+    reason: str = Field(description="Why, as the person who recalled it said.")
 
     @classmethod
     def of(cls, r: RecalledContent) -> LegalRecordPublic:

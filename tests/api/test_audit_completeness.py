@@ -243,6 +243,35 @@ async def message_body(w: World) -> dict[str, Any]:
     return {"conversationId": await w.conversation(), "message": "See you at 3"}
 
 
+async def sent_message(w: World) -> int:
+    """A message the care-team member of organization a sent just now."""
+    status, sent = await w.api.call(
+        "POST",
+        "/api/conversations/send-message",
+        await w.person("care_team_member"),
+        json=await message_body(w),
+    )
+    assert status == 202, sent
+    return int(sent["id"])
+
+
+async def recall_path(w: World) -> str:
+    return f"/api/messages/{await sent_message(w)}/recall"
+
+
+async def legal_record_path(w: World) -> str:
+    """The legal record of a message its sender recalled."""
+    message_id = await sent_message(w)
+    status, body = await w.api.call(
+        "POST",
+        f"/api/messages/{message_id}/recall",
+        await w.person("care_team_member"),
+        json={"reason": "wrong patient"},
+    )
+    assert status == 200, body
+    return f"/api/messages/{message_id}/legal-record"
+
+
 async def contact_path(w: World) -> str:
     """A contact admin "a" listed, to be taken out again."""
     status, contact = await w.api.call(
@@ -364,6 +393,14 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
     "message.send": (
         call("care_team_member", "POST", "/api/conversations/send-message", message_body),
         call("peer_support", "POST", "/api/conversations/send-message", message_body),
+    ),
+    "message.recall": (
+        call("care_team_member", "POST", recall_path, {"reason": "wrong patient"}),
+        call("compliance_officer", "POST", recall_path, {"reason": "not yours"}, org="b"),
+    ),
+    "message.read_recalled": (
+        call("compliance_officer", "GET", legal_record_path),
+        call("care_team_member", "GET", legal_record_path),
     ),
     "audit.read": (
         call("auditor", "GET", "/api/audit-events"),

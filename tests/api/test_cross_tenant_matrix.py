@@ -208,6 +208,12 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
     ("GET", "/api/messages/{id}"): {
         "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}")),
     },
+    ("POST", "/api/messages/{id}/recall"): {
+        "id": Probe("message", lambda own, i: _p("POST", f"/api/messages/{i}/recall", {"reason": "wrong"})),
+    },
+    ("GET", "/api/messages/{id}/legal-record"): {
+        "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}/legal-record")),
+    },
     ("GET", "/api/audit-events"): {
         "patientId": Probe(
             "patient", lambda own, i: _p("GET", "/api/audit-events", patientId=str(i)), mode=FILTER
