@@ -44,7 +44,20 @@ SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATA
     "break_glass",
     "treatable",
 )
-FACT_ORDER = (SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATABLE)
+#: A message's own facts (recall): its sender, and whether it is still within the recall window.
+SENDER, RECALL_WINDOW = "sender", "recall_window"
+FACT_ORDER = (
+    SELF,
+    OWN_ORG,
+    CARE_TEAM,
+    COVERED,
+    MEMBER,
+    EXTERNAL_CONSENT,
+    BREAK_GLASS,
+    TREATABLE,
+    SENDER,
+    RECALL_WINDOW,
+)
 REASONS = {
     SELF: "not_self",
     OWN_ORG: "other_organization",
@@ -54,6 +67,8 @@ REASONS = {
     EXTERNAL_CONSENT: "no_external_consent",
     BREAK_GLASS: "no_break_glass",
     TREATABLE: "not_treatable",
+    SENDER: "not_sender",
+    RECALL_WINDOW: "recall_window_passed",
 }
 PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
 #: Facts that let a person know a patient's records exist: a refusal then answers 403 with its
@@ -124,6 +139,10 @@ WORKFLOWS: dict[str, Declared] = {
     "conversation.list": _declared(""),
     "console.sign_in": _declared("self"),
     "console.policy.read": _declared(""),
+    # Recall: the message's sender soon after sending, a compliance officer of the patient's
+    # organization at any time; the legal record of what it said, for compliance officers.
+    "message.recall": _declared("member covered own_org sender recall_window", "message", MESSAGING),
+    "message.read_recalled": _declared("own_org"),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -221,6 +240,12 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # officers read the policy in words there. Its audit search is audit.read, as above.
     allow([OFFICER, AUDITOR], "console.sign_in", SELF)
     allow([OFFICER], "console.policy.read")
+    # A message is recalled by its sender while the recall window lasts (a member, the patient
+    # covered), or by a compliance officer of the patient's organization at any time; what it said
+    # stays in the legal record, which that organization's compliance officers read.
+    allow(STAFF, "message.recall", SENDER, RECALL_WINDOW, MEMBER, COVERED)
+    allow([OFFICER], "message.recall", OWN_ORG)
+    allow([OFFICER], "message.read_recalled", OWN_ORG)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")
