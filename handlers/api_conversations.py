@@ -15,6 +15,7 @@ from handlers.schemas.conversations import (
     ConversationCreate,
     ConversationDetailPublic,
     ConversationPublic,
+    CorrectionRequest,
     LegalRecordPublic,
     MessagePublic,
     RecallRequest,
@@ -89,6 +90,12 @@ async def recall_message(request: web.Request, actor: Actor) -> web.Response:
     body = await parse(request, RecallRequest)
     cmd = recalls.RecallMessage(path_id(request, "id"), body.reason)
     return respond(MessagePublic.of(await recalls.recall_message(services(request), actor, cmd)))
+
+
+async def correct_message(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, CorrectionRequest)
+    cmd = recalls.CorrectMessage(path_id(request, "id"), body.message)
+    return respond(MessagePublic.of(await recalls.correct_message(services(request), actor, cmd)), 202)
 
 
 async def read_legal_record(request: web.Request, actor: Actor) -> web.Response:
@@ -176,6 +183,24 @@ ENDPOINTS: list[Endpoint] = [
             "(workflows.toml `window_minutes`, 15), a compliance officer of the patient's organization "
             "at any time. A reason is always required. Texts not yet sent are cancelled; the chat "
             "channel loses the message and is told one was recalled. 409 when recalled already."
+        ),
+    ),
+    Endpoint(
+        "POST",
+        "/api/messages/{id}/correct",
+        correct_message,
+        "correctMessage",
+        "Send a correction of a message (a new message naming the one it replaces)",
+        "conversations",
+        CorrectionRequest,
+        MessagePublic,
+        202,
+        errors=(400, 401, 403, 404, 409, 422),
+        description=(
+            "Decided as message.correct: by default only the original's sender, still a member. The "
+            "correction is delivered like any message (202, queued) and shows `correctsMessageId`; the "
+            "original shows `correctedByMessageId`. It does not recall the original (recall it too to "
+            "take its text back). 409 when the message has a correction already."
         ),
     ),
     Endpoint(

@@ -1,4 +1,4 @@
-"""Recalling a sent message, and reading what a recalled message said (the legal record).
+"""Recalling or correcting a sent message, and reading what a recalled message said (the legal record).
 
 A recall (``message.recall``) is decided by the policy on the facts between the person and the
 message: by default its sender may recall it while the fact ``recall_window`` holds (it was sent less
@@ -13,6 +13,14 @@ handed to the carrier cannot be taken back, and its recipient gets nothing more.
 outbox (:class:`~engine.effects.RecallFromChannel`), the message is deleted from the chat channel
 and a notice that a message was recalled (never what it said) is posted in its place.
 
+A correction (``message.correct``; by default only the original's sender, still a member with the
+patient covered, at any time) is a new message in the same conversation, delivered like any other
+(chat post, texts to external participants as ``sms.send_full_text`` decides), that names the one
+it replaces; the original names its correction. A correction does not recall the original: the two
+are separate decisions (a recall has its window and its own rules, and a correction may come after
+it), so a sender who wants the wrong text gone recalls it as well. A message has one correction
+(a second is 409); a correction may itself be corrected.
+
 The reason is free text that may name people, so, like a break-glass reason, it is kept with the
 legal record, not in the audit trail; the audit trail records the recall (who, when, under which
 rule, what it cancelled) and every read of the legal record (``message.read_recalled``).
@@ -21,18 +29,21 @@ rule, what it cancelled) and every read of the legal record (``message.read_reca
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.audit import DetailValue
-from engine.effects import RecallFromChannel
+from engine.effects import PostMessage, RecallFromChannel, TextMessage
 from engine.errors import Conflict, FieldError, InvalidInput, NotFound
 from engine.facts import message_facts
-from engine.model import Actor, Conversation, Message, RecalledContent
+from engine.model import Actor, Conversation, DeliveryState, Message, RecalledContent
 from engine.ports.units import RecallsUnitOfWork
 from engine.services import Guard, Services
 from engine.workflows.conversation_access import conversation_facts, with_deliveries
+from engine.workflows.messaging import delivery_states, plan_deliveries
 
 RECALL = "message.recall"
+CORRECT = "message.correct"
+MAX_TEXT = 4000
 READ_RECALLED = "message.read_recalled"
 MAX_REASON = 500
 
@@ -152,3 +163,41 @@ async def read_recalled(services: Services, actor: Actor, message_id: int) -> Re
         guard.annotate(read_recalled_content=1, recalled_by=record.recalled_by)
         await uow.commit()
     return record
+
+
+@dataclass(frozen=True)
+class CorrectMessage:
+    message_id: int
+    text: str
+
+
+async def correct_message(services: Services, actor: Actor, cmd: CorrectMessage) -> Message:
+    """Send a correction of a message (``message.correct``): a new message from the original's
+    sender in its conversation, delivered like any other, naming the original (which names it).
+    404 for a message the actor may not know of, 403 with the reason for one they may (not the
+    sender, no longer a member), 409 when the message has a correction already, 422 for a blank text."""
+    if not cmd.text.strip() or len(cmd.text) > MAX_TEXT:
+        raise InvalidInput([FieldError("message", f"Write 1 to {MAX_TEXT} characters.")])
+    async with _unit_of_work(services) as uow:
+        guard = Guard(services, uow, actor)
+        original, conversation = await _decided_message(guard, CORRECT, cmd.message_id)
+        if original.corrected_by_message_id is not None:
+            raise Conflict("This message has a correction already.")
+        correction = await uow.recalls.add_correction(original, cmd.text, at=guard.now)
+        if correction is None:
+            raise Conflict("This message has a correction already.")
+        recipients = (
+            await uow.deliveries.sms_recipients(conversation.id, conversation.patient_id)
+            if conversation.external_participants
+            else []
+        )
+        deliveries = plan_deliveries(guard, services, conversation.patient_id, correction.id, recipients)
+        ids = await uow.deliveries.add(correction.id, deliveries)
+        await uow.outbox.enqueue(PostMessage(conversation.id, correction.id))
+        for delivery, delivery_id in zip(deliveries, ids, strict=True):
+            if delivery.external_participant_id is not None and delivery.state == DeliveryState.QUEUED:
+                await uow.outbox.enqueue(TextMessage(conversation.id, correction.id, delivery_id))
+        guard.annotate(correction_id=correction.id)
+        await uow.commit()
+    services.delivery.wake()
+    return replace(correction, deliveries=delivery_states(deliveries, guard.now))

@@ -152,7 +152,9 @@ class RecallRequest(Request):
 
 
 class CorrectionRequest(Request):
-    message: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    message: Annotated[str, StringConstraints(min_length=1, max_length=4000)] = Field(
+        description="The corrected text."
+    )
 
 
 class LegalRecordPublic(Response):

@@ -255,6 +255,10 @@ async def sent_message(w: World) -> int:
     return int(sent["id"])
 
 
+async def correct_path(w: World) -> str:
+    return f"/api/messages/{await sent_message(w)}/correct"
+
+
 async def recall_path(w: World) -> str:
     return f"/api/messages/{await sent_message(w)}/recall"
 
@@ -397,6 +401,10 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
     "message.recall": (
         call("care_team_member", "POST", recall_path, {"reason": "wrong patient"}),
         call("compliance_officer", "POST", recall_path, {"reason": "not yours"}, org="b"),
+    ),
+    "message.correct": (
+        call("care_team_member", "POST", correct_path, {"message": "See you at 4"}),
+        call("compliance_officer", "POST", correct_path, {"message": "See you at 4"}),
     ),
     "message.read_recalled": (
         call("compliance_officer", "GET", legal_record_path),

@@ -196,3 +196,33 @@ async def test_the_legal_record_is_for_compliance_officers_only_and_of_recalled_
     await _recall(api, team.peer, sent["id"])
     status, refused = await api.call("GET", f"/api/messages/{sent['id']}/legal-record", team.peer)
     assert (status, refused["reason"]) == (403, "role_not_permitted")
+
+
+async def test_a_correction_is_delivered_as_a_new_message_and_the_link_shows_on_both(api: Api) -> None:
+    team = await care_team(api)
+    status, sent = await send(api, team.peer, team.conversation_id, TEXT)
+    assert status == 202, sent
+
+    status, correction = await api.call(
+        "POST", f"/api/messages/{sent['id']}/correct", team.peer, json={"message": "Potassium is 4.1"}
+    )
+
+    assert status == 202, correction
+    assert (correction["correctsMessageId"], correction["message"], correction["state"]) == (
+        sent["id"],
+        "Potassium is 4.1",
+        "queued",
+    )
+    assert [d["channel"] for d in correction["deliveries"]] == ["chat", "sms"]
+    status, original = await api.call("GET", f"/api/messages/{sent['id']}", team.nurse)
+    assert (original["correctedByMessageId"], original["message"]) == (correction["id"], TEXT)
+    delivered = await settled_deliveries(api, team.peer, correction["id"])
+    assert [d["state"] for d in delivered] == ["sent", "sent"]
+    status, again = await api.call(
+        "POST", f"/api/messages/{sent['id']}/correct", team.peer, json={"message": "again"}
+    )
+    assert status == 409, again
+    status, refused = await api.call(
+        "POST", f"/api/messages/{sent['id']}/correct", team.nurse, json={"message": "mine"}
+    )
+    assert (status, refused["reason"]) == (403, "not_sender")

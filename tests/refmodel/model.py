@@ -143,6 +143,8 @@ WORKFLOWS: dict[str, Declared] = {
     # organization at any time; the legal record of what it said, for compliance officers.
     "message.recall": _declared("member covered own_org sender recall_window", "message", MESSAGING),
     "message.read_recalled": _declared("own_org"),
+    # A correction: a new message from the original's sender, naming the one it replaces.
+    "message.correct": _declared("member covered sender", "message", MESSAGING),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -246,6 +248,7 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow(STAFF, "message.recall", SENDER, RECALL_WINDOW, MEMBER, COVERED)
     allow([OFFICER], "message.recall", OWN_ORG)
     allow([OFFICER], "message.read_recalled", OWN_ORG)
+    allow(STAFF, "message.correct", SENDER, MEMBER, COVERED)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")

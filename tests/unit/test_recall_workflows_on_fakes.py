@@ -19,7 +19,13 @@ from engine.workflows.conversations import (
 )
 from engine.workflows.messaging import get_message
 from engine.workflows.patients import RegisterPatient, register_patient
-from engine.workflows.recalls import RecallMessage, read_recalled, recall_message
+from engine.workflows.recalls import (
+    CorrectMessage,
+    RecallMessage,
+    correct_message,
+    read_recalled,
+    recall_message,
+)
 from tests.support.fakes import FakeWorld, fake_services
 
 TEXT = "Ann Lee's potassium is 6.1"
@@ -164,3 +170,41 @@ async def test_the_legal_record_of_a_message_never_recalled_is_not_found_and_sta
         await read_recalled(world.services, nurse, message_id)
 
     assert refused.value.decision.reason == "role_not_permitted"
+
+
+async def test_a_correction_is_a_new_message_linked_both_ways_and_the_original_stays(
+    world: FakeWorld,
+) -> None:
+    nurse, conversation_id, message_id = await _sent(world)
+    world.clock.advance(hours=2)  # no window: a correction may come any time
+
+    correction = await correct_message(world.services, nurse, CorrectMessage(message_id, "Potassium is 4.1"))
+
+    assert (correction.corrects_message_id, correction.sender_id, correction.text) == (
+        message_id,
+        nurse.user_id,
+        "Potassium is 4.1",
+    )
+    original = await get_message(world.services, nurse, message_id)
+    assert (original.corrected_by_message_id, original.text, original.recalled) == (
+        correction.id,
+        TEXT,
+        False,
+    )
+    assert world.db.outbox[-1] == PostMessage(conversation_id, correction.id)
+    [decision] = world.events("message.correct")
+    assert (decision.outcome, decision.details["correction_id"]) == ("success", correction.id)
+    with pytest.raises(Conflict):
+        await correct_message(world.services, nurse, CorrectMessage(message_id, "again"))
+
+
+async def test_only_the_sender_corrects_a_message(world: FakeWorld) -> None:
+    nurse, conversation_id, message_id = await _sent(world)
+    colleague = world.actor(Role.PEER_SUPPORT, nurse.organization_id)
+    world.db.conversation_members[conversation_id] += (colleague.user_id,)
+
+    with pytest.raises(Forbidden) as refused:
+        await correct_message(world.services, colleague, CorrectMessage(message_id, "mine now"))
+
+    assert refused.value.decision.reason == "not_sender"
+    assert world.db.messages[message_id].corrected_by_message_id is None
