@@ -226,3 +226,42 @@ async def test_a_correction_is_delivered_as_a_new_message_and_the_link_shows_on_
         "POST", f"/api/messages/{sent['id']}/correct", team.nurse, json={"message": "mine"}
     )
     assert (status, refused["reason"]) == (403, "not_sender")
+
+
+async def test_a_post_in_flight_during_the_recall_lands_and_is_then_deleted_from_the_channel(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+    emulator(api).faults.hang_next(2.0)  # Sendbird takes the post, slowly: it lands after the recall
+    status, sent = await send(api, team.peer, team.conversation_id, TEXT)
+    assert status == 202, sent
+
+    async def in_flight() -> bool:
+        leased = await db.fetchval(
+            "SELECT count(*) FROM outbox WHERE message_id = $1 AND kind = 'send_message'"
+            " AND status = 'pending' AND lease_until > now()",
+            sent["id"],
+        )
+        return bool(leased)
+
+    await eventually(in_flight, "the post to be in flight")
+    status, recalled = await _recall(api, team.peer, sent["id"])
+    assert status == 200, recalled
+
+    def posted() -> list[Any]:
+        return [m for m in channel.messages if json.loads(m.data or "{}").get("message_id") == sent["id"]]
+
+    # it was not cancelled (a relay held it): it lands, and the recall then deletes it
+    landed = await eventually(lambda: settled(posted()), "the post in flight to land")
+    await eventually(lambda: settled(all(m.is_removed for m in landed)), "the landed copy to be deleted")
+    notices = await eventually(
+        lambda: settled([m.message for m in channel.messages if m.custom_type == "caremsg_recall_notice"]),
+        "the recall notice",
+    )
+    assert notices == ["A message in this conversation was recalled."]
+    decision = await db.fetchrow(
+        "SELECT details FROM audit_events WHERE workflow = 'message.recall' AND resource_id = $1",
+        str(sent["id"]),
+    )
+    assert json.loads(decision["details"])["cancelled_posts"] == 0
