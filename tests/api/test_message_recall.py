@@ -4,6 +4,7 @@ the audit trail do). tests/unit/test_recall_workflows_on_fakes.py covers the win
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -265,3 +266,23 @@ async def test_a_post_in_flight_during_the_recall_lands_and_is_then_deleted_from
         str(sent["id"]),
     )
     assert json.loads(decision["details"])["cancelled_posts"] == 0
+
+
+async def test_two_recalls_at_once_recall_once(api: Api, db: asyncpg.Connection) -> None:
+    team = await care_team(api)
+    status, sent = await send(api, team.peer, team.conversation_id, TEXT)
+    assert status == 202, sent
+
+    answers = await asyncio.gather(
+        _recall(api, team.peer, sent["id"], reason="first"),
+        _recall(api, team.officer, sent["id"], reason="second"),
+    )
+
+    assert sorted(status for status, _ in answers) == [200, 409]
+    assert await db.fetchval("SELECT count(*) FROM message_recalls WHERE message_id = $1", sent["id"]) == 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM outbox WHERE message_id = $1 AND kind = 'recall_message'", sent["id"]
+        )
+        == 1
+    )
