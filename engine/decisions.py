@@ -30,6 +30,10 @@ class Fact(StrEnum):
     #: The policy change was proposed by someone else: the second pair of eyes that may approve or
     #: reject it.
     PROPOSED_BY_OTHER = "proposed_by_other"
+    #: The person sent the message (recall).
+    SENDER = "sender"
+    #: The message was sent less than its workflow's ``window_minutes`` ago (workflows.toml).
+    RECALL_WINDOW = "recall_window"
 
 
 #: The reason code a denial carries when a required fact does not hold, and the hint shown to clients.
@@ -72,6 +76,11 @@ MISSING_FACT_REASONS: dict[Fact, tuple[str, str]] = {
     Fact.PROPOSED_BY_OTHER: (
         "own_proposal",
         "You proposed this policy change: a second compliance officer must approve or reject it.",
+    ),
+    Fact.SENDER: ("not_sender", "Only the person who sent the message may do this."),
+    Fact.RECALL_WINDOW: (
+        "recall_window_passed",
+        "The message was sent longer ago than the recall window the policy allows.",
     ),
 }
 

@@ -130,6 +130,15 @@ class EscalateUrgent:
     step_id: int
 
 
+@dataclass(frozen=True)
+class RecallFromChannel:
+    """Take a recalled message out of its conversation's channel and post a notice in its place
+    that a message was recalled (never what it said)."""
+
+    conversation_id: int
+    message_id: int
+
+
 Effect = (
     CreateChannel
     | PostMessage
@@ -143,6 +152,7 @@ Effect = (
     | RealertUrgent
     | TextUrgentAlert
     | EscalateUrgent
+    | RecallFromChannel
 )
 
 #: The stored name of each effect type (``outbox.kind``, audit workflow ``delivery.<kind>``). Texts
@@ -160,6 +170,7 @@ KIND: Mapping[type[Effect], str] = {
     RealertUrgent: "urgent_realert",
     TextUrgentAlert: "urgent_text",
     EscalateUrgent: "urgent_escalate",
+    RecallFromChannel: "recall_message",
 }
 
 #: Effects that are texts, not chat effects: the service delivers them apart (a backlog of texts never

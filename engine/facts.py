@@ -251,3 +251,19 @@ def sms_refusal(*, removed: bool, opted_out: bool, consented: bool, textable: bo
     if not textable:
         return "invalid_number"
     return None
+
+
+def message_facts(
+    spec: WorkflowSpec | None, *, actor_id: int, sender_id: int, sent_at: datetime, now: datetime
+) -> frozenset[str]:
+    """The facts between a person and a message they would act on, among those the workflow declares:
+    ``sender`` (they sent it) and ``recall_window`` (it was sent less than the workflow's
+    ``window_minutes`` ago; the window's end itself is outside it)."""
+    wanted = spec.facts if spec is not None else frozenset()
+    facts: set[str] = set()
+    if Fact.SENDER in wanted and actor_id == sender_id:
+        facts.add(Fact.SENDER)
+    in_window = spec is not None and (now - sent_at).total_seconds() < spec.window_minutes * 60
+    if Fact.RECALL_WINDOW in wanted and in_window:
+        facts.add(Fact.RECALL_WINDOW)
+    return frozenset(facts)

@@ -318,6 +318,16 @@ class Message:
     acknowledged_at: datetime | None = None
     #: The escalation steps taken for an urgent message, in the order they were taken.
     escalation: tuple[EscalationTaken, ...] = field(default=())
+    #: Set once the message is recalled: ``text`` is then empty (the content is in the legal record).
+    recalled_at: datetime | None = None
+    recalled_by: int | None = None
+    #: A correction names the message it replaces; the replaced one names its correction.
+    corrects_message_id: int | None = None
+    corrected_by_message_id: int | None = None
+
+    @property
+    def recalled(self) -> bool:
+        return self.recalled_at is not None
 
 
 @dataclass(frozen=True)
@@ -331,6 +341,20 @@ class EscalationTaken:
     #: queued, done, cancelled (acknowledged before it went out), failed, or none (nobody to alert).
     state: str
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RecalledContent:
+    """The legal record of a recalled message: what it said, who recalled it, when and why."""
+
+    message_id: int
+    conversation_id: int
+    sender_id: int
+    sent_at: datetime
+    recalled_at: datetime
+    recalled_by: int
+    reason: str = field(repr=False)
+    text: str = field(repr=False)
 
 
 @dataclass(frozen=True)

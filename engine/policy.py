@@ -34,7 +34,13 @@ from engine.model import EXTERNAL_PARTICIPANT, ConsentScope, Purpose, Role
 ANY = "any"
 KNOWN_ROLES = frozenset({*(r.value for r in Role), EXTERNAL_PARTICIPANT})
 #: The keys a ``[workflows."name"]`` table may hold; anything else is a typo worth reporting.
-WORKFLOW_KEYS = frozenset({"description", "resource", "phi", "facts", "consent_scope", "purposes"})
+WORKFLOW_KEYS = frozenset(
+    {"description", "resource", "phi", "facts", "consent_scope", "purposes", "window_minutes"}
+)
+#: How long after sending the fact ``recall_window`` holds when a workflow declares no ``window_minutes``.
+DEFAULT_WINDOW_MINUTES = 15
+#: The longest ``window_minutes`` accepted: a week.
+MAX_WINDOW_MINUTES = 7 * 24 * 60
 #: Facts a consent establishes: a workflow that declares a consent scope or purposes needs one of them.
 CONSENT_FACTS = frozenset({"covered", "external_consent"})
 #: The sections every Casbin model needs (pycasbin's own error for a missing one is a bare TypeError).
@@ -100,6 +106,8 @@ class WorkflowSpec:
     consent_scope: str | None = None
     purposes: frozenset[str] = frozenset()
     line: int = 0
+    #: How long after a message is sent the fact ``recall_window`` holds for this workflow.
+    window_minutes: int = DEFAULT_WINDOW_MINUTES
 
 
 @dataclass(frozen=True)
@@ -379,8 +387,25 @@ def _parse_workflows(
                     "(add covered or external_consent to facts)",
                 )
             )
+        window = body.get("window_minutes", DEFAULT_WINDOW_MINUTES)
+        if "window_minutes" in body and (
+            Fact.RECALL_WINDOW not in facts
+            or not isinstance(window, int)
+            or isinstance(window, bool)
+            or not 1 <= window <= MAX_WINDOW_MINUTES
+        ):
+            problems.append(
+                PolicyProblem(
+                    sources.workflows_name,
+                    key_line(name, "window_minutes"),
+                    f"workflow {name}: window_minutes must be a whole number of minutes from 1 to "
+                    f"{MAX_WINDOW_MINUTES}, on a workflow whose facts include recall_window",
+                )
+            )
+            window = DEFAULT_WINDOW_MINUTES
         specs[name] = WorkflowSpec(
             name=name,
+            window_minutes=window,
             description=str(body.get("description", "")),
             resource=str(body.get("resource", "")),
             phi=bool(body.get("phi", True)),

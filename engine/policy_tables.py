@@ -41,6 +41,8 @@ RELATIONSHIPS = {
     Fact.SHARED,
     Fact.PROPOSED_BY_SELF,
     Fact.PROPOSED_BY_OTHER,
+    Fact.SENDER,
+    Fact.RECALL_WINDOW,
 }
 
 

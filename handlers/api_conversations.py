@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.model import Actor
-from engine.workflows import conversations, messaging, read_receipts, urgent
+from engine.workflows import conversations, messaging, read_receipts, recalls, urgent
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.requests import parse, path_id, query, respond, services
 from handlers.routing import Endpoint
@@ -18,9 +18,12 @@ from handlers.schemas.conversations import (
     ConversationCreate,
     ConversationDetailPublic,
     ConversationPublic,
+    CorrectionRequest,
+    LegalRecordPublic,
     MarkReadRequest,
     MessagePublic,
     ReadStatePublic,
+    RecallRequest,
     SendMessageRequest,
 )
 
@@ -109,6 +112,23 @@ async def acknowledge_message(request: web.Request, actor: Actor) -> web.Respons
             already_acknowledged=ack.already_acknowledged,
         )
     )
+
+
+async def recall_message(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, RecallRequest)
+    cmd = recalls.RecallMessage(path_id(request, "id"), body.reason)
+    return respond(MessagePublic.of(await recalls.recall_message(services(request), actor, cmd)))
+
+
+async def correct_message(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, CorrectionRequest)
+    cmd = recalls.CorrectMessage(path_id(request, "id"), body.message)
+    return respond(MessagePublic.of(await recalls.correct_message(services(request), actor, cmd)), 202)
+
+
+async def read_legal_record(request: web.Request, actor: Actor) -> web.Response:
+    record = await recalls.read_recalled(services(request), actor, path_id(request, "id"))
+    return respond(LegalRecordPublic.of(record))
 
 
 _IDEMPOTENCY = (
@@ -207,5 +227,52 @@ ENDPOINTS: list[Endpoint] = [
             "acknowledgement wins and stops the escalation; a later one answers 200 showing it "
             "(`alreadyAcknowledged: true`). A routine message answers 409."
         ),
+    ),
+    Endpoint(
+        "POST",
+        "/api/messages/{id}/recall",
+        recall_message,
+        "recallMessage",
+        "Recall a sent message (its text leaves the channel and every read; kept in the legal record)",
+        "conversations",
+        RecallRequest,
+        MessagePublic,
+        errors=(400, 401, 403, 404, 409, 422),
+        description=(
+            "Decided as message.recall: by default the sender within the recall window "
+            "(workflows.toml `window_minutes`, 15), a compliance officer of the patient's organization "
+            "at any time. A reason is always required. Texts not yet sent are cancelled; the chat "
+            "channel loses the message and is told one was recalled. 409 when recalled already."
+        ),
+    ),
+    Endpoint(
+        "POST",
+        "/api/messages/{id}/correct",
+        correct_message,
+        "correctMessage",
+        "Send a correction of a message (a new message naming the one it replaces)",
+        "conversations",
+        CorrectionRequest,
+        MessagePublic,
+        202,
+        errors=(400, 401, 403, 404, 409, 422),
+        description=(
+            "Decided as message.correct: by default only the original's sender, still a member. The "
+            "correction is delivered like any message (202, queued) and shows `correctsMessageId`; the "
+            "original shows `correctedByMessageId`. It does not recall the original (recall it too to "
+            "take its text back). 409 when the message has a correction already."
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages/{id}/legal-record",
+        read_legal_record,
+        "getMessageLegalRecord",
+        "What a recalled message said, who recalled it, when and why",
+        "conversations",
+        response=LegalRecordPublic,
+        errors=(401, 403, 404, 422),
+        description="Decided as message.read_recalled (compliance officers); every read is audited. "
+        "404 for a message that was not recalled.",
     ),
 ]

@@ -93,6 +93,7 @@ from integrations.db.resources import DatabaseProbe, ensure_organization, is_una
 from integrations.effects.break_glass import BreakGlassAlertExecutor
 from integrations.effects.channels import InviteMembersExecutor, RemoveMembersExecutor
 from integrations.effects.executor import Executor
+from integrations.effects.recalls import RecallExecutor
 from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
 from integrations.policy_edits import EditablePolicyDirectory
 from integrations.policy_files import load_policy
@@ -193,6 +194,7 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
         RemoveMembersExecutor(),
         InviteMembersExecutor(),
         BreakGlassAlertExecutor(),
+        RecallExecutor(),
         *app[messaging_key].outbox_kinds,
     ]
     sessions, gateway = app[sessions_key], app[chat_key]

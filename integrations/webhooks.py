@@ -35,7 +35,9 @@ from engine.workflows import messaging
 log = structlog.get_logger("caremsg.webhooks")
 
 #: custom_types of messages caremsg itself posts; their ``message_send`` webhooks are echoes.
-OWN_CUSTOM_TYPES = frozenset({"caremsg_message", "caremsg_sms_reply"})
+OWN_CUSTOM_TYPES = frozenset(
+    {"caremsg_message", "caremsg_sms_reply", "caremsg_recall_notice"}  # the last: effects/recalls.py
+)
 SENDBIRD = "sendbird"
 SMS = "sms"
 MAX_ATTEMPTS = 10

@@ -87,6 +87,11 @@ class ChatGateway(Protocol):
         """
         ...
 
+    async def delete_message(self, channel_url: str, message_id: int) -> None:
+        """Delete a message from the channel (Sendbird keeps it listable only with
+        ``including_removed``); a message that is gone already is not an error."""
+        ...
+
 
 class SmsGateway(Protocol):
     """Text messages to external participants (Sendbird Business Messaging in production).

@@ -18,6 +18,7 @@ from engine.model import (
     Message,
     Page,
     ReadMark,
+    RecalledContent,
     RecipientDelivery,
 )
 from engine.ports.audit import AuditLog
@@ -211,6 +212,39 @@ class Outbox(Protocol):
     async def enqueue(self, effect: Effect) -> None:
         """Record an effect (:mod:`engine.effects`) to perform after commit, in the caller's transaction:
         it is performed if and only if the transaction commits."""
+        ...
+
+
+@dataclass(frozen=True)
+class RecallOutcome:
+    """What recalling a message stopped, and what it could not: counts only."""
+
+    #: The chat post had not been made yet: it never will be.
+    cancelled_posts: int = 0
+    #: Texts (SMS) about the message that had not gone out yet: they never will.
+    cancelled_texts: int = 0
+    #: Texts already handed to the carrier (or being handed over right now): not undone.
+    texts_already_sent: int = 0
+
+
+class MessageRecalls(Protocol):
+    """Recall and correction of sent messages, and the legal record of what was recalled."""
+
+    async def recall(self, message_id: int, *, at: datetime, by: int, reason: str) -> RecallOutcome | None:
+        """Move the message's text into the legal record (with who, when and why), so ordinary reads
+        no longer return it; cancel its outbox entries that have not gone out and are not being
+        delivered right now (the chat post, texts), marking those deliveries ``failed: recalled``.
+        None when the message was recalled already (nothing changes)."""
+        ...
+
+    async def legal_record(self, message_id: int) -> RecalledContent | None:
+        """What a recalled message said, and who recalled it when and why; None if not recalled."""
+        ...
+
+    async def add_correction(self, original: Message, text: str, *, at: datetime) -> Message | None:
+        """Store a new message from the original's sender in its conversation, naming the original
+        as the one it replaces, and name it on the original; None when the original has a
+        correction already (nothing is stored)."""
         ...
 
 

@@ -20,6 +20,8 @@ conversations, messaging      conversations, messages, deliveries, reads, users,
                               facts, break_glass (+ idempotency_keys, care_teams, rosters,
                               on_call_routes; messaging: opt_outs, webhook_events)
 read_receipts                 conversations, messages, deliveries, reads, facts, break_glass
+recalls                       conversations, messages, recalls, deliveries, outbox,
+                              facts, break_glass
 audit                         audit_trail
 policy_admin                  (audit only)
 policy_changes                policy_proposals
@@ -43,6 +45,7 @@ from engine.ports.messaging import (
     ConversationRepository,
     DeliveryRepository,
     IdempotencyKeys,
+    MessageRecalls,
     MessageRepository,
     OptOutRepository,
     Outbox,
@@ -251,6 +254,19 @@ class ReadReceiptsUnitOfWork(ConversationReading, Protocol):
     def messages(self) -> MessageRepository: ...
 
 
+class RecallsUnitOfWork(ConversationReading, Protocol):
+    """engine/workflows/recalls.py: recalling and correcting a sent message, its legal record."""
+
+    @property
+    def messages(self) -> MessageRepository: ...
+
+    @property
+    def recalls(self) -> MessageRecalls: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
 class AuditUnitOfWork(Transaction, Protocol):
     """engine/workflows/audit.py and audit_figures.py: searching the trail, the accounting of
     disclosures, and the counts behind the console's charts."""
@@ -281,6 +297,7 @@ class UnitOfWork(
     ConversationsUnitOfWork,
     MessagingUnitOfWork,
     ReadReceiptsUnitOfWork,
+    RecallsUnitOfWork,
     AuditUnitOfWork,
     PolicyChangesUnitOfWork,
     Protocol,

@@ -68,6 +68,14 @@ FACTS: dict[str, tuple[str, str]] = {
         "The proposed policy change was made by another person: the second pair of eyes a change "
         "needs before it is applied.",
     ),
+    "sender": (
+        "they sent the message",
+        "The person is the sender of the message.",
+    ),
+    "recall_window": (
+        "the message is still within its recall window",
+        "The message was sent less than the workflow's window_minutes (workflows.toml) ago.",
+    ),
 }
 
 

@@ -17,6 +17,7 @@ from engine.model import (
     EscalationTaken,
     MemberReceipt,
     Message,
+    RecalledContent,
     ReceiptState,
     RecipientDelivery,
 )
@@ -197,7 +198,7 @@ class MessagePublic(Response):
     id: int
     conversation_id: int
     sender_id: int
-    message: str
+    message: str | None = Field(description="The text; null once the message is recalled.")
     state: DeliveryState = Field(description="Delivery to the chat channel.")
     created_at: datetime
     deliveries: list[DeliveryPublic] = Field(
@@ -216,6 +217,11 @@ class MessagePublic(Response):
     escalation: list[EscalationStepPublic] = Field(
         default_factory=list, description="For an urgent message: the escalation steps taken so far."
     )
+    recalled: bool = Field(False, description="Recalled: its text is kept only in the legal record.")
+    recalled_at: datetime | None = Field(None, description="When it was recalled.")
+    recalled_by: int | None = Field(None, description="Who recalled it (a user id).")
+    corrects_message_id: int | None = Field(None, description="The message this one corrects.")
+    corrected_by_message_id: int | None = Field(None, description="The message that corrects this one.")
 
     @classmethod
     def of(cls, m: Message) -> MessagePublic:
@@ -228,7 +234,7 @@ class MessagePublic(Response):
             id=m.id,
             conversation_id=m.conversation_id,
             sender_id=m.sender_id,
-            message=m.text,
+            message=None if m.recalled else m.text,
             state=m.state,
             created_at=m.created_at,
             deliveries=[DeliveryPublic.of(d) for d in m.deliveries],
@@ -236,6 +242,51 @@ class MessagePublic(Response):
             priority="urgent" if m.priority == "urgent" else "routine",
             acknowledgement=acknowledged,
             escalation=[EscalationStepPublic.of(e) for e in m.escalation],
+            recalled=m.recalled,
+            recalled_at=m.recalled_at,
+            recalled_by=m.recalled_by,
+            corrects_message_id=m.corrects_message_id,
+            corrected_by_message_id=m.corrected_by_message_id,
+        )
+
+
+#: Why a message is recalled (1 to 500 characters); kept with the legal record.
+RecallReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class RecallRequest(Request):
+    reason: RecallReason = Field(description="Why the message is recalled; kept with the legal record.")
+
+
+class CorrectionRequest(Request):
+    message: Annotated[str, StringConstraints(min_length=1, max_length=4000)] = Field(
+        description="The corrected text."
+    )
+
+
+class LegalRecordPublic(Response):
+    """What a recalled message said, and who recalled it when and why."""
+
+    message_id: int = Field(description="The recalled message.")
+    conversation_id: int = Field(description="Its conversation.")
+    sender_id: int = Field(description="Who sent it (a user id).")
+    sent_at: datetime = Field(description="When it was sent.")
+    message: str = Field(description="The recalled text.")
+    recalled_at: datetime = Field(description="When it was recalled.")
+    recalled_by: int = Field(description="Who recalled it (a user id).")
+    reason: str = Field(description="Why, as the person who recalled it said.")
+
+    @classmethod
+    def of(cls, r: RecalledContent) -> LegalRecordPublic:
+        return cls(
+            message_id=r.message_id,
+            conversation_id=r.conversation_id,
+            sender_id=r.sender_id,
+            sent_at=r.sent_at,
+            message=r.text,
+            recalled_at=r.recalled_at,
+            recalled_by=r.recalled_by,
+            reason=r.reason,
         )
 
 

@@ -224,7 +224,8 @@ class SqlConversationRepository(Repository):
         return [ReplyRoute(**row._mapping) for row in rows]
 
 
-def _message(row: Any) -> Message:
+def message_of(row: Any) -> Message:
+    """A ``messages`` row as the engine's :class:`Message` (deliveries not attached)."""
     return Message(
         id=row.id,
         conversation_id=row.conversation_id,
@@ -236,6 +237,10 @@ def _message(row: Any) -> Message:
         priority=row.priority,
         acknowledged_by=row.acknowledged_by,
         acknowledged_at=row.acknowledged_at,
+        recalled_at=row.recalled_at,
+        recalled_by=row.recalled_by,
+        corrects_message_id=row.corrects_message_id,
+        corrected_by_message_id=row.corrected_by_message_id,
     )
 
 
@@ -247,13 +252,13 @@ class SqlMessageRepository(Repository):
             .order_by(messages_t.c.id.desc())
             .limit(limit)
         )
-        return [_message(r) for r in reversed(rows.all())]
+        return [message_of(r) for r in reversed(rows.all())]
 
     async def get(self, message_id: int) -> Message | None:
         row = (
             await self.session.execute(select(messages_t).where(messages_t.c.id == message_id))
         ).one_or_none()
-        return _message(row) if row else None
+        return message_of(row) if row else None
 
     async def acknowledge(self, message_id: int, user_id: int, at: datetime) -> Acknowledged:
         # The first acknowledgement wins: only a row nobody acknowledged is updated (the row lock
@@ -303,7 +308,7 @@ class SqlMessageRepository(Repository):
                 .returning(messages_t)
             )
         ).one()
-        return _message(row)
+        return message_of(row)
 
 
 class SqlOutbox(Repository):

@@ -45,6 +45,7 @@ from integrations.db.messaging import SqlConversationRepository, SqlMessageRepos
 from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository, SqlRelationshipFacts
 from integrations.db.policy_proposals import SqlPolicyProposalRepository
 from integrations.db.reads import SqlReadStateRepository
+from integrations.db.recalls import SqlMessageRecalls
 from integrations.db.rosters import SqlAwayRepository, SqlOnCallRoutes, SqlRosterRepository
 
 audit_log = structlog.get_logger("caremsg.audit")
@@ -225,6 +226,7 @@ class SqlUnitOfWork:
         self.consents = SqlConsentRepository(s)
         self.conversations = SqlConversationRepository(s)
         self.messages = SqlMessageRepository(s)
+        self.recalls = SqlMessageRecalls(s)
         self.outbox = SqlOutbox(s)
         self.facts = SqlRelationshipFacts(s)
         self.break_glass = SqlBreakGlassRepository(s)

@@ -5,7 +5,8 @@
 - ``channels.py``: creating a conversation's channel, taking members out of it;
 - ``messages.py``: posting into a channel (messages, SMS replies) exactly once (``post_once``);
 - ``texts.py``: texts (about a message, keyword answers, reply-code questions);
-- ``break_glass.py``: the compliance alert of an emergency access.
+- ``break_glass.py``: the compliance alert of an emergency access;
+- ``recalls.py``: a recalled message deleted from its channel, and the notice posted in its place.
 
 The relay (``integrations/relay/``) claims rows, dispatches each effect to its executor and settles
 the outcomes; the executors know nothing of leases, retries or audit.

@@ -82,10 +82,20 @@ class MessageToPost:
     body: str = field(repr=False)
     channel_url: str
     sender_chat_id: str
+    #: Recalled after its post was claimed: it is never posted.
+    recalled: bool = False
+
+
+class MessageRecalled(ChatGatewayError):
+    """The message was recalled before it was posted: the post is given up (delivery ``failed:
+    recalled``), never retried."""
+
+    code = "recalled"
 
 
 _MESSAGES_TO_POST = text(
-    "SELECT m.id, m.body, c.channel_url, u.chat_user_id FROM messages m"
+    "SELECT m.id, m.body, m.recalled_at IS NOT NULL AS recalled, c.channel_url, u.chat_user_id"
+    " FROM messages m"
     " JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = m.sender_id"
     " WHERE m.id = ANY(CAST(:ids AS integer[]))"
 )
@@ -137,7 +147,7 @@ class PostMessageExecutor:
     async def prepare(self, entries: Sequence[OutboxEntry], session: AsyncSession) -> Mapping[int, object]:
         message_ids = [_message_id(e) for e in entries]
         rows = await session.execute(_MESSAGES_TO_POST, {"ids": message_ids})
-        found = {r.id: MessageToPost(r.body, r.channel_url, r.chat_user_id) for r in rows}
+        found = {r.id: MessageToPost(r.body, r.channel_url, r.chat_user_id, r.recalled) for r in rows}
         return {e.id: found[m] for e, m in zip(entries, message_ids, strict=True) if m in found}
 
     async def deliver(self, effect: PostMessage, entry: OutboxEntry, ctx: RelayContext) -> None:
@@ -147,6 +157,8 @@ class PostMessageExecutor:
                 msg = (await self.prepare([entry], session)).get(entry.id)
             if not isinstance(msg, MessageToPost):
                 raise LookupError(f"message {effect.message_id} of outbox entry {entry.id} not found")
+        if msg.recalled:
+            raise MessageRecalled(f"message {effect.message_id} was recalled")
         sent = await post_once(
             ctx.chat,
             entry,

@@ -23,6 +23,7 @@ from engine.effects import (
     PostMessage,
     PostSmsReply,
     RealertUrgent,
+    RecallFromChannel,
     RemoveMembers,
     TextMessage,
     TextUrgentAlert,
@@ -95,6 +96,8 @@ def outbox_row(effect: Effect) -> OutboxRow:
             return OutboxRow(kind, {"step_id": step}, c, m)
         case TextUrgentAlert(message_id=m, step_id=step):
             return OutboxRow(kind, {"step_id": step}, None, m)
+        case RecallFromChannel(conversation_id=c, message_id=m):
+            return OutboxRow(kind, {"message_id": m}, c, m)
 
 
 def effect_from(
@@ -152,4 +155,5 @@ _READERS: dict[str, _Reader] = {
     kind_of(RealertUrgent): lambda p, c, m: RealertUrgent(_required(c), _required(m), int(p["step_id"])),
     kind_of(TextUrgentAlert): lambda p, c, m: TextUrgentAlert(_required(m), int(p["step_id"])),
     kind_of(EscalateUrgent): lambda p, c, m: EscalateUrgent(_required(c), _required(m), int(p["step_id"])),
+    kind_of(RecallFromChannel): lambda p, c, m: RecallFromChannel(_required(c), int(p["message_id"])),
 }

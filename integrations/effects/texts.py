@@ -30,7 +30,8 @@ Text = TextMessage | AnswerKeyword | AskWhichConversation
 
 _DELIVERY = text(
     "SELECT d.state, d.content, e.phone_number, e.chat_user_id, e.organization_id,"
-    " m.body, c.patient_id, e.removed_at IS NOT NULL AS removed, e.reply_code,"
+    " m.body, m.recalled_at IS NOT NULL AS recalled, c.patient_id,"
+    " e.removed_at IS NOT NULL AS removed, e.reply_code,"
     " EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.phone_number = e.phone_number)"
     " AS opted_out,"
     " (SELECT count(*) FROM external_participants x"
@@ -118,6 +119,8 @@ class TextExecutor:
             )
         if row.state != "queued":
             return  # done before (a relay died between texting and recording it)
+        if row.recalled:  # recalled after this text was claimed: it never goes out
+            raise SmsRefused("recalled")
         if self._refuse_reason is not None:
             raise SmsRefused(self._refuse_reason)
         # The same facts and the same refusal order as when the message was accepted (engine/facts.py).

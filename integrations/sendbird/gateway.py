@@ -195,6 +195,14 @@ class SendbirdChatGateway:
                 return SentChatMessage(message.message_id, message.channel_url, message.created_at_ms)
         return None
 
+    async def delete_message(self, channel_url: str, message_id: int) -> None:
+        """Delete the message; Sendbird's "not found" (400201: deleted already, by an earlier attempt
+        whose answer was lost) means it is gone, which is what was asked."""
+        try:
+            await self._client.delete_message(channel_url, message_id)
+        except ChatNotFound:
+            _log.info("sendbird.delete_found_gone", message_id=message_id)
+
 
 def _unique(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(values))

@@ -311,6 +311,39 @@ async def acknowledge_path(w: World) -> str:
     return f"/api/messages/{sent['id']}/acknowledge"
 
 
+async def sent_message(w: World) -> int:
+    """A message the care-team member of organization a sent just now."""
+    status, sent = await w.api.call(
+        "POST",
+        "/api/conversations/send-message",
+        await w.person("care_team_member"),
+        json=await message_body(w),
+    )
+    assert status == 202, sent
+    return int(sent["id"])
+
+
+async def correct_path(w: World) -> str:
+    return f"/api/messages/{await sent_message(w)}/correct"
+
+
+async def recall_path(w: World) -> str:
+    return f"/api/messages/{await sent_message(w)}/recall"
+
+
+async def legal_record_path(w: World) -> str:
+    """The legal record of a message its sender recalled."""
+    message_id = await sent_message(w)
+    status, body = await w.api.call(
+        "POST",
+        f"/api/messages/{message_id}/recall",
+        await w.person("care_team_member"),
+        json={"reason": "wrong patient"},
+    )
+    assert status == 200, body
+    return f"/api/messages/{message_id}/legal-record"
+
+
 async def contact_path(w: World) -> str:
     """A contact admin "a" listed, to be taken out again."""
     status, contact = await w.api.call(
@@ -446,6 +479,18 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
     "message.acknowledge": (
         call("care_team_member", "POST", acknowledge_path),
         call("peer_support", "POST", acknowledge_path),
+    ),
+    "message.recall": (
+        call("care_team_member", "POST", recall_path, {"reason": "wrong patient"}),
+        call("compliance_officer", "POST", recall_path, {"reason": "not yours"}, org="b"),
+    ),
+    "message.correct": (
+        call("care_team_member", "POST", correct_path, {"message": "See you at 4"}),
+        call("compliance_officer", "POST", correct_path, {"message": "See you at 4"}),
+    ),
+    "message.read_recalled": (
+        call("compliance_officer", "GET", legal_record_path),
+        call("care_team_member", "GET", legal_record_path),
     ),
     "audit.read": (
         call("auditor", "GET", "/api/audit-events"),

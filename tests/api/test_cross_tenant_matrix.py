@@ -263,6 +263,15 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
     ("POST", "/api/messages/{id}/acknowledge"): {
         "id": Probe("message", lambda own, i: _p("POST", f"/api/messages/{i}/acknowledge")),
     },
+    ("POST", "/api/messages/{id}/recall"): {
+        "id": Probe("message", lambda own, i: _p("POST", f"/api/messages/{i}/recall", {"reason": "wrong"})),
+    },
+    ("POST", "/api/messages/{id}/correct"): {
+        "id": Probe("message", lambda own, i: _p("POST", f"/api/messages/{i}/correct", {"message": "fixed"})),
+    },
+    ("GET", "/api/messages/{id}/legal-record"): {
+        "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}/legal-record")),
+    },
     ("GET", "/api/audit-events"): {
         "patientId": Probe(
             "patient", lambda own, i: _p("GET", "/api/audit-events", patientId=str(i)), mode=FILTER

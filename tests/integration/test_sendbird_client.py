@@ -1150,3 +1150,15 @@ async def test_remove_members_repeated_reads_the_channel_and_leaves_only_who_is_
 
     assert emulator.state.requests("PUT", f"/v3/group_channels/{CHANNEL}/leave")[1:] == []
     assert emulator.state.channels[CHANNEL].members == ["bob"]
+
+
+async def test_the_gateway_deletes_a_message_once_and_a_repeat_finds_it_gone_without_error(
+    client: SendbirdClient, gateway: SendbirdChatGateway
+) -> None:
+    await seed_team(client)
+    sent = await client.send_message(CHANNEL, user_id="alice", message=SECRET_TEXT)
+
+    await gateway.delete_message(CHANNEL, sent.message_id)
+    await gateway.delete_message(CHANNEL, sent.message_id)  # an earlier attempt's answer was lost
+
+    assert await client.list_messages(CHANNEL, message_ts=0, prev_limit=0, next_limit=10) == []

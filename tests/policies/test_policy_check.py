@@ -395,3 +395,46 @@ def test_diff_shows_the_test_cases_an_sms_toml_edit_changes(
     out = capsys.readouterr().out
     assert "external sms.send_full_text [sms_group:7; consent external]: deny -> allow" in out
     assert "1 of " in out
+
+
+# --- the recall window is message.recall's window_minutes in workflows.toml ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("workflow", "value"),
+    [
+        ("message.recall", "0"),
+        ("message.recall", '"15"'),
+        ("message.recall", "20000"),
+        ("message.send", "15"),
+    ],
+    ids=["zero", "text", "over-a-week", "workflow-without-the-fact"],
+)
+def test_a_bad_recall_window_is_reported_at_its_line(
+    edited: Path, workflow: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = edited / "workflows.toml"
+    lines = path.read_text().splitlines()
+    header = lines.index(f'[workflows."{workflow}"]')
+    kept = [line for line in lines if not (line.startswith("window_minutes") and lines.index(line) > header)]
+    kept.insert(header + 1, f"window_minutes = {value}")
+    path.write_text("\n".join(kept) + "\n")
+
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+
+    (problem,) = errors(capsys.readouterr().err)
+    assert problem.startswith(
+        f"workflows.toml:{header + 2}: error: workflow {workflow}: window_minutes must be"
+    )
+
+
+def test_the_recall_window_is_policy_and_part_of_its_version(edited: Path) -> None:
+    shipped = Policy.from_sources(read_policy_sources(edited))
+    assert shipped.workflows["message.recall"].window_minutes == 15
+    path = edited / "workflows.toml"
+    path.write_text(path.read_text().replace("window_minutes = 15", "window_minutes = 5"))
+
+    changed = Policy.from_sources(read_policy_sources(edited))
+
+    assert changed.workflows["message.recall"].window_minutes == 5
+    assert changed.version != shipped.version

@@ -46,6 +46,8 @@ SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATA
 )
 #: Between a person and a proposed policy change: they proposed it, or someone else did (four eyes).
 PROPOSED_BY_SELF, PROPOSED_BY_OTHER = "proposed_by_self", "proposed_by_other"
+#: A message's own facts (recall): its sender, and whether it is still within the recall window.
+SENDER, RECALL_WINDOW = "sender", "recall_window"
 FACT_ORDER = (
     SELF,
     OWN_ORG,
@@ -57,6 +59,8 @@ FACT_ORDER = (
     TREATABLE,
     PROPOSED_BY_SELF,
     PROPOSED_BY_OTHER,
+    SENDER,
+    RECALL_WINDOW,
 )
 REASONS = {
     SELF: "not_self",
@@ -69,6 +73,8 @@ REASONS = {
     TREATABLE: "not_treatable",
     PROPOSED_BY_SELF: "not_proposer",
     PROPOSED_BY_OTHER: "own_proposal",
+    SENDER: "not_sender",
+    RECALL_WINDOW: "recall_window_passed",
 }
 PURPOSE_NOT_PERMITTED = "purpose_not_permitted"
 #: Facts that let a person know a patient's records exist: a refusal then answers 403 with its
@@ -162,6 +168,12 @@ WORKFLOWS: dict[str, Declared] = {
     "policy.approve": _declared("proposed_by_self proposed_by_other own_org"),
     "policy.reject": _declared("proposed_by_self proposed_by_other own_org"),
     "policy.withdraw": _declared("proposed_by_self proposed_by_other own_org"),
+    # Recall: the message's sender soon after sending, a compliance officer of the patient's
+    # organization at any time; the legal record of what it said, for compliance officers.
+    "message.recall": _declared("member covered own_org sender recall_window", "message", MESSAGING),
+    "message.read_recalled": _declared("own_org"),
+    # A correction: a new message from the original's sender, naming the one it replaces.
+    "message.correct": _declared("member covered sender", "message", MESSAGING),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -280,6 +292,13 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow([OFFICER], "policy.approve", PROPOSED_BY_OTHER)
     allow([OFFICER], "policy.reject", PROPOSED_BY_OTHER)
     allow([OFFICER], "policy.withdraw", PROPOSED_BY_SELF)
+    # A message is recalled by its sender while the recall window lasts (a member, the patient
+    # covered), or by a compliance officer of the patient's organization at any time; what it said
+    # stays in the legal record, which that organization's compliance officers read.
+    allow(STAFF, "message.recall", SENDER, RECALL_WINDOW, MEMBER, COVERED)
+    allow([OFFICER], "message.recall", OWN_ORG)
+    allow([OFFICER], "message.read_recalled", OWN_ORG)
+    allow(STAFF, "message.correct", SENDER, MEMBER, COVERED)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")

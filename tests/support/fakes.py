@@ -55,6 +55,7 @@ from engine.model import (
     Page,
     Patient,
     ReadMark,
+    RecalledContent,
     RecipientDelivery,
     RecipientType,
     RiskLevel,
@@ -71,6 +72,7 @@ from engine.ports.messaging import (
     NewDelivery,
     NewExternalParticipant,
     NewSend,
+    RecallOutcome,
     ReplyRoute,
     SendContext,
     SmsRecipient,
@@ -242,6 +244,11 @@ class FakeChatGateway:
                 return SentChatMessage(post.message_id, channel_url, post.created_at_ms)
         return None
 
+    async def delete_message(self, channel_url: str, message_id: int) -> None:
+        """Removed messages leave the channel's list (a message gone already is not an error)."""
+        channel = self.channels[channel_url]
+        channel.messages[:] = [m for m in channel.messages if m.message_id != message_id]
+
 
 @dataclass(frozen=True)
 class FakeText:
@@ -373,6 +380,10 @@ class FakeDatabase:
     escalations: dict[int, tuple[EscalationTaken, ...]] = field(default_factory=dict)
     #: The effects enqueued, in order (the ``outbox`` table holds one row per effect).
     outbox: list[Effect] = field(default_factory=list)
+    #: Effects a recall cancelled before they went out (outbox rows ``cancelled``), in order.
+    cancelled_outbox: list[Effect] = field(default_factory=list)
+    #: message id -> its legal record (``message_recalls``)
+    message_recalls: dict[int, RecalledContent] = field(default_factory=dict)
     #: phone number -> the provider id of the STOP
     opt_outs: dict[str, str] = field(default_factory=dict)
     #: webhook event id -> how it ended (processed / ignored)
@@ -1242,6 +1253,71 @@ class FakeMessageRepository(_Repo):
         return message
 
 
+class FakeMessageRecalls(_Repo):
+    """Recall as the SQL adapter does it; every enqueued effect counts as not gone out yet."""
+
+    async def recall(self, message_id: int, *, at: datetime, by: int, reason: str) -> RecallOutcome | None:
+        data = self.data
+        message = data.messages[message_id]
+        if message.recalled:
+            return None
+        data.message_recalls[message_id] = RecalledContent(
+            message_id,
+            message.conversation_id,
+            message.sender_id,
+            message.created_at,
+            at,
+            by,
+            reason,
+            message.text,
+        )
+        data.messages[message_id] = dataclasses.replace(message, text="", recalled_at=at, recalled_by=by)
+        mine = [
+            e for e in data.outbox if isinstance(e, (PostMessage, TextMessage)) and e.message_id == message_id
+        ]
+        data.outbox[:] = [e for e in data.outbox if e not in mine]
+        data.cancelled_outbox.extend(mine)
+        cancelled = {e.delivery_id for e in mine if isinstance(e, TextMessage)}
+        posts = sum(isinstance(e, PostMessage) for e in mine)
+        for row in list(data.deliveries.values()):
+            d = row.delivery
+            if row.message_id != message_id or d.state != DeliveryState.QUEUED:
+                continue
+            if row.id in cancelled or (d.recipient == CHANNEL_RECIPIENT and posts):
+                failed = dataclasses.replace(d, state=DeliveryState.FAILED, reason="recalled")
+                data.deliveries[row.id] = dataclasses.replace(row, delivery=failed, updated_at=at)
+        gone = sum(
+            1
+            for row in data.deliveries.values()
+            if row.message_id == message_id
+            and row.delivery.recipient != CHANNEL_RECIPIENT
+            and row.delivery.state != DeliveryState.FAILED
+        )
+        return RecallOutcome(posts, len(cancelled), gone)
+
+    async def legal_record(self, message_id: int) -> RecalledContent | None:
+        return self.data.message_recalls.get(message_id)
+
+    async def add_correction(self, original: Message, text: str, *, at: datetime) -> Message | None:
+        data = self.data
+        if data.messages[original.id].corrected_by_message_id is not None:
+            return None
+        message = Message(
+            data.new_id(),
+            original.conversation_id,
+            original.sender_id,
+            text,
+            DeliveryState.QUEUED,
+            at,
+            corrects_message_id=original.id,
+        )
+        data.messages[message.id] = message
+        data.messages[original.id] = dataclasses.replace(
+            data.messages[original.id], corrected_by_message_id=message.id
+        )
+        return message
+
+
 class FakeOutbox(_Repo):
     async def enqueue(self, effect: Effect) -> None:
         self.data.outbox.append(effect)
@@ -1521,6 +1597,7 @@ class FakeUnitOfWork:
         self.contacts = FakeContactDirectory(self._work)
         self.conversations = FakeConversationRepository(self._work)
         self.messages = FakeMessageRepository(self._work)
+        self.recalls = FakeMessageRecalls(self._work)
         self.outbox = FakeOutbox(self._work)
         self.deliveries = FakeDeliveryRepository(self._work)
         self.reads = FakeReadStateRepository(self._work)

@@ -24,6 +24,7 @@ from engine.effects import (
     PostMessage,
     PostSmsReply,
     RealertUrgent,
+    RecallFromChannel,
     RemoveMembers,
     TextMessage,
     TextUrgentAlert,
@@ -229,6 +230,7 @@ EVERY_EFFECT: list[Effect] = [
     RealertUrgent(4, 70, 31),
     TextUrgentAlert(70, 32),
     EscalateUrgent(4, 70, 33),
+    RecallFromChannel(4, 70),
 ]
 
 
@@ -253,6 +255,7 @@ def test_the_stored_kinds_are_those_rows_already_in_databases_carry() -> None:
         "RealertUrgent": "urgent_realert",
         "TextUrgentAlert": "urgent_text",
         "EscalateUrgent": "urgent_escalate",
+        "RecallFromChannel": "recall_message",
     }
     assert {type(e) for e in EVERY_EFFECT} == set(KIND)
 

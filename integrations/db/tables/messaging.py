@@ -132,8 +132,16 @@ class MessageRow(SQLModel, table=True):
     # When the escalation scheduler next looks at it: set while urgent and unacknowledged, else null.
     escalation_due_at: datetime | None = timestamp(nullable=True, default_now=False)
 
+    # Recall (migration 0024): the text then lives in message_recalls only, and body is empty.
+    recalled_at: datetime | None = timestamp(nullable=True, default_now=False)
+    recalled_by: int | None = foreign_key("users.id", nullable=True, index=False)
+    # Correction: the new message names the one it replaces, and that one names its correction.
+    corrects_message_id: int | None = foreign_key("messages.id", nullable=True, index=False)
+    corrected_by_message_id: int | None = foreign_key("messages.id", nullable=True, index=False)
+
     __table_args__ = (
         CheckConstraint("state IN ('queued','sent','delivered','failed')", name="state"),
+        CheckConstraint("(recalled_at IS NULL) = (recalled_by IS NULL)", name="recalled"),
         # Unread counts: the messages of a conversation after a member's read mark (migration 0021).
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
         CheckConstraint("priority IN ('routine','urgent')", name="priority"),
@@ -177,6 +185,19 @@ class EscalationStepRow(SQLModel, table=True):
     )
 
 
+class MessageRecallRow(SQLModel, table=True):
+    """The legal record of a recalled message: its text, who recalled it, when and why. Read only by
+    the ``message.read_recalled`` workflow (compliance officers), each read audited."""
+
+    __tablename__ = "message_recalls"
+
+    message_id: int = Field(sa_column=Column(Integer, ForeignKey("messages.id"), primary_key=True))
+    recalled_at: datetime = timestamp(default_now=False)
+    recalled_by: int = foreign_key("users.id", index=False)
+    reason: str = Field(sa_column=Column(String(500), nullable=False))
+    body: str = Field(sa_column=Column(Text, nullable=False))
+
+
 class OutboxRow(SQLModel, table=True):
     """Side effects on the chat provider, written in the same transaction as the action that causes them.
 
@@ -200,7 +221,8 @@ class OutboxRow(SQLModel, table=True):
     done_at: datetime | None = timestamp(nullable=True, default_now=False)
 
     __table_args__ = (
-        CheckConstraint("status IN ('pending','done','failed')", name="status"),
+        # cancelled: an entry of a recalled message that had not gone out yet (migration 0024).
+        CheckConstraint("status IN ('pending','done','failed','cancelled')", name="status"),
         Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
         # The claim's "an earlier entry of this kind and conversation is still pending" probe, which
         # keeps a conversation's posts and its texts in order (migration 0014).

@@ -1,0 +1,91 @@
+"""Taking a recalled message out of its chat channel, and telling the channel a message was recalled.
+
+The recall workflow asks for one :class:`engine.effects.RecallFromChannel` in the transaction that
+recalls the message (and cancels whatever of it had not gone out). This executor finds the message's
+copy in the channel — by the Sendbird id recorded when it was posted, else by caremsg's own id in
+``data`` (a post whose answer was lost) — deletes it (``DELETE /v3/group_channels/{channel_url}/
+messages/{message_id}``: it then leaves every listing unless ``including_removed=true``) and posts a
+notice in its place as caremsg's system user, saying only that a message was recalled.
+
+A post that a relay was delivering at the moment of the recall may still land: while it is pending
+and not found in the channel, this effect is retried, so the copy is deleted once it is there. A
+message that never reached the channel (its post cancelled) has nothing to delete and no notice.
+Safe to repeat: deleting a message gone already is not an error, and the notice is posted once
+(``post_once``, reconciled on the recalled message's id in ``data``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine.effects import Effect, PostMessage, RecallFromChannel, kind_of
+from engine.errors import ChatUnavailable
+from integrations.effects.executor import RelayContext
+from integrations.effects.messages import post_once
+from integrations.effects.outbox import OutboxEntry
+
+#: The chat user system notices are posted as (an opaque id, like every chat user id).
+SYSTEM_USER = "caremsg_system"
+#: custom_type of recall notices; what a chat client may render as a system line.
+RECALL_NOTICE_CUSTOM_TYPE = "caremsg_recall_notice"
+#: What the channel is told: that a message was recalled, never what it said or who recalled it.
+RECALL_NOTICE = "A message in this conversation was recalled."
+#: custom_type caremsg's own message posts carry (integrations/effects/messages.py).
+MESSAGE_CUSTOM_TYPE = "caremsg_message"
+
+_RECALLED = text(
+    "SELECT m.chat_message_id, c.channel_url, u.chat_user_id AS sender_chat_id,"
+    " EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id AND o.kind = :post"
+    "         AND o.status = 'pending') AS post_pending"
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " JOIN users u ON u.id = m.sender_id WHERE m.id = :id"
+)
+
+
+class RecallExecutor:
+    """Delete a recalled message's copy from its channel and post the recall notice there."""
+
+    handles: tuple[type[Effect], ...] = (RecallFromChannel,)
+
+    async def deliver(self, effect: RecallFromChannel, entry: OutboxEntry, ctx: RelayContext) -> None:
+        async with ctx.sessions() as session:
+            row = (
+                await session.execute(_RECALLED, {"id": effect.message_id, "post": kind_of(PostMessage)})
+            ).one()
+        chat_id = row.chat_message_id
+        if chat_id is None:
+            found = await ctx.chat.find_message(
+                row.channel_url,
+                sender_id=row.sender_chat_id,
+                custom_type=MESSAGE_CUSTOM_TYPE,
+                data=json.dumps({"message_id": effect.message_id}),
+            )
+            if found is None and row.post_pending:
+                raise ChatUnavailable("the recalled message's post is still being delivered")
+            chat_id = None if found is None else found.message_id
+        if chat_id is None:
+            return  # it never reached the channel: nothing to delete, nobody to tell
+        if chat_id > 0:  # 0: a post Sendbird took but whose id could not be learned (UNKNOWN_MESSAGE_ID)
+            await ctx.chat.delete_message(row.channel_url, chat_id)
+        await ctx.chat.ensure_user(SYSTEM_USER, "caremsg")
+        await ctx.chat.invite_members(row.channel_url, [SYSTEM_USER])
+        await post_once(
+            ctx.chat,
+            entry,
+            row.channel_url,
+            sender_id=SYSTEM_USER,
+            text=RECALL_NOTICE,
+            dedup_id=f"caremsg_recall_{effect.message_id}",
+            custom_type=RECALL_NOTICE_CUSTOM_TYPE,
+            data=json.dumps({"recalled_message_id": effect.message_id}),
+        )
+
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
+    ) -> None:
+        """Nothing to record beyond the relay's own row and audit record of each entry
+        (``delivery.recall_message``)."""
