@@ -135,6 +135,7 @@ class ConsentSync:
 
     async def _follow(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
         lost_wait = asyncio.create_task(lost.wait())
+        get: asyncio.Task[tuple[int, int, int] | None] | None = None
         try:
             while not lost.is_set():
                 get = asyncio.create_task(self._queue.get())
@@ -151,7 +152,10 @@ class ConsentSync:
                 await self._refresh(conn, {consent_id: seq})
                 self._last_seq = max(self._last_seq, seq)
         finally:
+            # Cancelled (the app stops) while waiting: neither waiter may outlive this coroutine.
             lost_wait.cancel()
+            if get is not None:
+                get.cancel()
         raise ConnectionError("listener connection lost")
 
     async def full_load(self, conn: asyncpg.Connection) -> None:

@@ -20,6 +20,7 @@ that change lands.
 from __future__ import annotations
 
 import ast
+import gc
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ class Source:
 
 @cache
 def sources() -> dict[str, Source]:
+    # On a worker that ran async tests before, garbage from them (a pending task's coroutine) can be
+    # finalized in the middle of ast.parse, which CPython 3.11.7 reports as "AST constructor recursion
+    # depth mismatch". Collect it first, so parsing sees no finalizer run.
+    gc.collect()
     found: dict[str, Source] = {}
     for layer in LAYERS:
         for path in sorted((ROOT / layer).rglob("*.py")):
