@@ -9,6 +9,8 @@ from engine.workflows import rosters
 from handlers.requests import parse, path_id, query, respond, services
 from handlers.routing import Endpoint
 from handlers.schemas.rosters import (
+    AlertPhonePublic,
+    AlertPhoneSet,
     AwaySet,
     AwayStatusPublic,
     OnCallQuery,
@@ -46,6 +48,21 @@ async def set_away(request: web.Request, actor: Actor) -> web.Response:
     body = await parse(request, AwaySet)
     cmd = rosters.SetAway(body.delegate_id, body.from_, body.until)
     return respond(StaffAwayPublic.of(await rosters.set_away(services(request), actor, cmd)))
+
+
+async def read_alert_phone(request: web.Request, actor: Actor) -> web.Response:
+    return respond(AlertPhonePublic(phone_number=await rosters.my_alert_phone(services(request), actor)))
+
+
+async def set_alert_phone(request: web.Request, actor: Actor) -> web.Response:
+    body = await parse(request, AlertPhoneSet)
+    await rosters.set_alert_phone(services(request), actor, body.phone_number)
+    return respond(AlertPhonePublic(phone_number=body.phone_number))
+
+
+async def forget_alert_phone(request: web.Request, actor: Actor) -> web.Response:
+    await rosters.set_alert_phone(services(request), actor, None)
+    return web.Response(status=204)
 
 
 async def end_away(request: web.Request, actor: Actor) -> web.Response:
@@ -118,5 +135,37 @@ ENDPOINTS: list[Endpoint] = [
         "auth",
         status=204,
         errors=(401, 403, 409),
+    ),
+    Endpoint(
+        "GET",
+        "/api/auth/alert-phone",
+        read_alert_phone,
+        "getMyAlertPhone",
+        "The number one registered for urgent-message alerts",
+        "auth",
+        response=AlertPhonePublic,
+        errors=(401, 403),
+    ),
+    Endpoint(
+        "PUT",
+        "/api/auth/alert-phone",
+        set_alert_phone,
+        "setMyAlertPhone",
+        "Register the number urgent-message alerts are texted to",
+        "auth",
+        AlertPhoneSet,
+        AlertPhonePublic,
+        description="Decided as alert_phone.set. An unacknowledged urgent message's text step sends this"
+        " number a fixed sentence without clinical content (policies/escalation.toml says when).",
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/auth/alert-phone",
+        forget_alert_phone,
+        "forgetMyAlertPhone",
+        "Forget the number urgent-message alerts are texted to",
+        "auth",
+        status=204,
+        errors=(401, 403),
     ),
 ]

@@ -58,6 +58,14 @@ class UserRepository(Protocol):
         """Change the given fields (None leaves one as it is) and return the account."""
         ...
 
+    async def alert_phone(self, user_id: int) -> str | None:
+        """The number the staff member registered for urgent-message alerts (``users.alert_phone``)."""
+        ...
+
+    async def set_alert_phone(self, user_id: int, phone_number: str | None) -> None:
+        """Register (or, with None, forget) the number urgent-message alerts are texted to."""
+        ...
+
 
 class OrganizationRepository(Protocol):
     async def add(self, name: str, *, self_registration: bool) -> Organization:

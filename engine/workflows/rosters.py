@@ -308,3 +308,26 @@ async def my_away(services: Services, actor: Actor) -> AwayStatus:
     current = next((w for w in reversed(windows) if w.holds_at(guard.now)), None)
     planned = tuple(w for w in windows if w.starts_at > guard.now)
     return AwayStatus(guard.now, current, planned)
+
+
+async def my_alert_phone(services: Services, actor: Actor) -> str | None:
+    """The number one registered for urgent-message alerts, read as part of one's profile
+    (``auth.profile``)."""
+    async with _unit_of_work(services) as uow:
+        guard = Guard(services, uow, actor)
+        guard.require("auth.profile", {Fact.SELF}, resource_type="user", resource_id=actor.user_id)
+        phone = await uow.users.alert_phone(actor.user_id)
+        await uow.commit()
+    return phone
+
+
+async def set_alert_phone(services: Services, actor: Actor, phone_number: str | None) -> None:
+    """Register (or, with None, forget) the number the escalation of an unacknowledged urgent message
+    texts (a fixed sentence without clinical content; policies/escalation.toml says when); decided as
+    ``alert_phone.set`` (``self``). The audit record says whether a number is registered, never which."""
+    async with _unit_of_work(services) as uow:
+        guard = Guard(services, uow, actor)
+        guard.require("alert_phone.set", {Fact.SELF}, resource_type="user", resource_id=actor.user_id)
+        await uow.users.set_alert_phone(actor.user_id, phone_number)
+        guard.annotate(registered=phone_number is not None)
+        await uow.commit()

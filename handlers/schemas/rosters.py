@@ -10,7 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from engine.rosters import Gap, OnCallShift, StaffAway
 from engine.workflows.rosters import AwayStatus, Roster, RosterChange
-from handlers.schemas import Id, Request, Response
+from handlers.schemas import Id, PhoneNumber, Request, Response
 
 
 def _utc(value: datetime) -> datetime:
@@ -149,3 +149,17 @@ class AwayStatusPublic(Response):
             away=StaffAwayPublic.of(s.current) if s.current else None,
             planned=[StaffAwayPublic.of(w) for w in s.planned],
         )
+
+
+class AlertPhoneSet(Request):
+    phone_number: PhoneNumber = Field(
+        description="The number urgent-message alerts are texted to (E.164, or a national number of the"
+        " configured region): a fixed sentence, never clinical content."
+    )
+
+
+class AlertPhonePublic(Response):
+    phone_number: str | None = Field(
+        description="The number registered for urgent-message alerts; null when none is (the text step"
+        " of an escalation then skips you)."
+    )

@@ -117,6 +117,16 @@ class SqlUserRepository(Repository):
         query = update(users_t).where(users_t.c.id == user_id).values(**values).returning(users_t)
         return user_of((await self.session.execute(query)).one())
 
+    async def alert_phone(self, user_id: int) -> str | None:
+        query = select(users_t.c.alert_phone).where(users_t.c.id == user_id)
+        phone: str | None = (await self.session.execute(query)).scalar_one_or_none()
+        return phone
+
+    async def set_alert_phone(self, user_id: int, phone_number: str | None) -> None:
+        await self.session.execute(
+            update(users_t).where(users_t.c.id == user_id).values(alert_phone=phone_number)
+        )
+
 
 def _organization(row: Any) -> Organization:
     return Organization(row.id, row.name, row.self_registration, row.created_at)

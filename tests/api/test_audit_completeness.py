@@ -532,6 +532,10 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
         call("care_team_member", "DELETE", away_path),
         call("compliance_officer", "DELETE", away_path),
     ),
+    "alert_phone.set": (
+        call("care_team_member", "PUT", "/api/auth/alert-phone", {"phoneNumber": "+14155550142"}),
+        call("auditor", "PUT", "/api/auth/alert-phone", {"phoneNumber": "+14155550142"}),
+    ),
 }
 
 DENIALS = [w for w, (_, denial) in SCENARIOS.items() if denial is not None]

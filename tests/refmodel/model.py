@@ -161,6 +161,7 @@ WORKFLOWS: dict[str, Declared] = {
     "on_call.remove": _declared("own_org care_team covered", "write", CLINICAL),
     "away.set": _declared("self"),
     "away.end": _declared("self"),
+    "alert_phone.set": _declared("self"),
     "policy.change.list": _declared(""),
     "policy.change.read": _declared(""),
     "policy.propose": _declared(""),
@@ -318,6 +319,7 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
         allow([ADMIN], roster, OWN_ORG)
     allow([PEER, CLINICIAN, ADMIN], "away.set", SELF)
     allow([PEER, CLINICIAN, ADMIN], "away.end", SELF)
+    allow([PEER, CLINICIAN, ADMIN], "alert_phone.set", SELF)
     return tuple(rules)
 
 

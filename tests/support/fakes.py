@@ -356,6 +356,8 @@ class FakeDatabase:
     password_hashes: dict[int, str] = field(default_factory=dict)
     #: user id -> when their sessions were last ended (users.sessions_valid_after)
     sessions_valid_after: dict[int, datetime] = field(default_factory=dict)
+    #: user id -> the number urgent-message alerts are texted to (users.alert_phone)
+    alert_phones: dict[int, str] = field(default_factory=dict)
     compliance_groups: dict[int, ComplianceGroup] = field(default_factory=dict)
     patients: dict[int, Patient] = field(default_factory=dict)
     care_teams: dict[int, CareTeam] = field(default_factory=dict)
@@ -483,6 +485,15 @@ class FakeUserRepository(_Repo):
         if sessions_valid_after is not None:
             self.data.sessions_valid_after[user_id] = sessions_valid_after
         return updated
+
+    async def alert_phone(self, user_id: int) -> str | None:
+        return self.data.alert_phones.get(user_id)
+
+    async def set_alert_phone(self, user_id: int, phone_number: str | None) -> None:
+        if phone_number is None:
+            self.data.alert_phones.pop(user_id, None)
+        else:
+            self.data.alert_phones[user_id] = phone_number
 
     async def by_chat_id(self, chat_user_id: str) -> User | None:
         return next(
