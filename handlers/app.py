@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -37,7 +37,7 @@ from engine.audit_chain import IdentifierHasher
 from engine.consent_index import ConsentIndex
 from engine.login_throttle import Backoff
 from engine.policy import PolicyHolder
-from engine.services import EngineSettings, Services
+from engine.services import EngineSettings, Services, utc_now
 from handlers import (
     api_audit,
     api_consents,
@@ -61,6 +61,7 @@ from handlers.keys import (
     audit_chain_key,
     audit_sealer_key,
     chat_key,
+    clock_key,
     consent_index_key,
     consent_sync_key,
     database_key,
@@ -235,6 +236,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         send_uow=database.send_unit_of_work,
         patient_reads=database.patient_read_unit_of_work,
         policy=app[policy_key],
+        clock=app[clock_key],
         passwords=Argon2Passwords(time_cost=auth.argon2_time_cost, memory_kib=auth.argon2_memory_kib),
         tokens=_tokens(settings),
         delivery=app[relay_key],
@@ -376,8 +378,16 @@ def default_endpoints() -> list[Endpoint]:
     ]
 
 
-def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -> web.Application:
-    """The aiohttp application for these settings; resources start with the app and stop with it."""
+def create_app(
+    settings: Settings,
+    *,
+    endpoints: list[Endpoint] | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> web.Application:
+    """The aiohttp application for these settings; resources start with the app and stop with it.
+
+    ``clock`` is the app's wall clock: the engine's "now" (consent expiry, break-glass windows, what
+    a listing calls expired) and the console's session times. Tests move it instead of waiting."""
     if endpoints is None:
         endpoints = default_endpoints()
     # The console (/console/) authenticates by its own session cookie, not a bearer token.
@@ -396,6 +406,7 @@ def create_app(settings: Settings, *, endpoints: list[Endpoint] | None = None) -
         client_max_size=settings.api.max_body_bytes,
     )
     app[settings_key] = settings
+    app[clock_key] = clock
     app[endpoints_key] = endpoints
     app[operations_key] = _new_operations(settings)
     app.on_response_prepare.append(add_limit_headers)

@@ -6,6 +6,8 @@ One module for every key, so what an app holds is read in one place: the composi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 # --- the app's resources, in the order the composition root starts them ----------------------------
 settings_key: web.AppKey[Settings] = web.AppKey("settings_key")
+#: The app's wall clock (``create_app``'s ``clock``): the engine's "now" and the console's sessions.
+clock_key: web.AppKey[Callable[[], datetime]] = web.AppKey("clock_key")
 endpoints_key: web.AppKey[list[Endpoint]] = web.AppKey("endpoints_key")
 operations_key: web.AppKey[Operations] = web.AppKey("operations_key")
 database_key: web.AppKey[Database] = web.AppKey("database_key")

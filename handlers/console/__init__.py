@@ -15,7 +15,6 @@ each page does lives in a module of its own (``audit_page``, ``chain_page``, ``c
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -43,6 +42,7 @@ from handlers.console.words import facts_explained, policy_in_words
 from handlers.keys import (
     accounts_key,
     audit_chain_key,
+    clock_key,
     console_actor_key,
     console_codec_key,
     console_csrf_key,
@@ -62,8 +62,9 @@ CONSOLE_CSP = (
 ConsolePage = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
 
 
-def _now() -> float:
-    return time.time()
+def _now(request: web.Request) -> float:
+    """Now on the app's clock, in seconds (a session's idle time is measured on it)."""
+    return request.app[clock_key]().timestamp()
 
 
 def cookie_flags(environment: str) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, v
 async def _session_actor(request: web.Request) -> tuple[Actor, str] | None:
     """The signed-in actor and their access token, or None (no, forged, idle, expired or ended session)."""
     codec = request.app[console_codec_key]
-    now = _now()
+    now = _now(request)
     opened = codec.open(request.cookies.get(SESSION_COOKIE), now)
     if opened is None:
         return None
@@ -144,7 +145,7 @@ def page(handler: ConsolePage) -> Callable[[web.Request], Awaitable[web.StreamRe
         except NotFound:
             return _render(request, "error.html", _refusal_context(request, "not_found"), 404)
         if response.status < 300 and not response.prepared:  # a streamed download: headers are sent
-            _set_cookie(request, response, SESSION_COOKIE, codec.seal(token, _now()), f"{PREFIX}/")
+            _set_cookie(request, response, SESSION_COOKIE, codec.seal(token, _now(request)), f"{PREFIX}/")
         return response
 
     return wrapped
@@ -225,7 +226,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             request, error="The console is for compliance officers and auditors.", status=403
         )
     response = web.HTTPSeeOther(f"{PREFIX}/")
-    _set_cookie(request, response, SESSION_COOKIE, codec.seal(session.token.token, _now()), f"{PREFIX}/")
+    sealed = codec.seal(session.token.token, _now(request))
+    _set_cookie(request, response, SESSION_COOKIE, sealed, f"{PREFIX}/")
     response.del_cookie(LOGIN_COOKIE, path=f"{PREFIX}/login")
     raise response
 

@@ -24,6 +24,7 @@ from handlers.settings import Settings
 
 # Older import path, for tests written before tests/support existed: import from tests.support.api.
 from tests.support.api import PASSWORD, Api, Person, new_request_id
+from tests.support.fakes import ShiftedClock
 
 __all__ = ["PASSWORD", "Api", "Person", "new_request_id"]
 
@@ -37,12 +38,14 @@ class SharedApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: The app's clock: real time, which a test may move forward (each test starts on real time).
+        self.clock = ShiftedClock()
         self.api: Api | None = None
         self.builds = 0
 
     async def started(self) -> Api:
         if self.api is None:
-            client: TestClient[Any, Any] = TestClient(TestServer(create_app(self.settings)))
+            client: TestClient[Any, Any] = TestClient(TestServer(create_app(self.settings, clock=self.clock)))
             await client.start_server()
             self.api = Api(client)
             self.builds += 1
@@ -104,11 +107,19 @@ async def api(module_api: SharedApp, settings: Settings) -> Api:
     """The module's app, with the emulator as a fresh app would have it; the test brings its own data.
 
     The refused-token window starts afresh too (the summaries of earlier tests' refusals are written
-    now), so a test's first refusal is the first of its window, as on a freshly built app."""
+    now), so a test's first refusal is the first of its window, as on a freshly built app; and the
+    app's clock is on the real time again."""
     api = await module_api.started()
+    module_api.clock.reset()
     _fresh_emulators(api, settings)
     await api.flush_rejections()
     return api
+
+
+@pytest.fixture
+def clock(module_api: SharedApp) -> ShiftedClock:
+    """The clock of the module's app (``api``): a test moves it instead of waiting for time to pass."""
+    return module_api.clock
 
 
 @pytest.fixture

@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from handlers.app import create_app
 from handlers.settings import Settings
 from tests.support.api import Api
+from tests.support.fakes import ShiftedClock
 
-#: The session's idle timeout in these tests: short, so expiry is tested by waiting for it.
+#: The session's idle timeout in these tests (the app's clock is moved past it, not waited out).
 IDLE_SECONDS = 3
 
 
@@ -23,9 +25,16 @@ def console_settings(settings: Settings) -> Settings:
     )
 
 
+@pytest.fixture(scope="module")
+def clock() -> ShiftedClock:
+    """The clock of the module's app: real time, moved forward by the tests of the idle timeout."""
+    return ShiftedClock()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def api(settings: Settings) -> AsyncIterator[Api]:
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(console_settings(settings))))
+async def api(settings: Settings, clock: ShiftedClock) -> AsyncIterator[Api]:
+    app = create_app(console_settings(settings), clock=clock)
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:
         yield Api(client)

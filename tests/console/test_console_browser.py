@@ -4,7 +4,6 @@ why; ``playwright install`` is never used (it would download a browser of its ow
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.console.conftest import IDLE_SECONDS
 from tests.support.api import PASSWORD, Api, Person
+from tests.support.fakes import ShiftedClock
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -147,11 +147,11 @@ async def test_a_form_posted_from_another_page_without_the_token_is_refused(page
     assert await page.get_by_role("button", name="Sign out").is_visible()
 
 
-async def test_the_session_expires_after_the_idle_timeout(page: Any, api: Api) -> None:
+async def test_the_session_expires_after_the_idle_timeout(page: Any, api: Api, clock: ShiftedClock) -> None:
     auditor = await api.person("auditor", await api.organization())
     await sign_in(page, api, auditor)
     assert await page.get_by_role("button", name="Sign out").is_visible()
-    await asyncio.sleep(IDLE_SECONDS + 1.5)  # the timeout itself is what is under test
+    clock.advance(seconds=IDLE_SECONDS + 1.5)  # idle past the timeout, on the app's clock
     await page.goto(url(api, "/console/audit"))
     assert page.url.endswith("/console/login")
     assert await page.get_by_role("button", name="Sign in").is_visible()

@@ -109,6 +109,30 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
+class ShiftedClock:
+    """The real time, moved forward when a test says so: the clock of a real app (``create_app``'s
+    ``clock``), whose database and tokens keep real time, so it never runs behind them."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        if timedelta(**delta) < timedelta():
+            raise ValueError("a shifted clock only moves forward")
+        self.offset += timedelta(**delta)
+
+    def move_to(self, moment: datetime) -> None:
+        """Now is ``moment`` (a moment later, the real time having moved on meanwhile)."""
+        self.advance(seconds=(moment - self()).total_seconds())
+
+    def reset(self) -> None:
+        """Back on the real time."""
+        self.offset = timedelta()
+
+
 class FakePasswords:
     """A reversible 'hash': tests see what was hashed; verify compares."""
 
