@@ -47,6 +47,7 @@ from engine.facts import ConsentNeed, millis
 from engine.policy import Policy
 from engine.services import utc_now
 from engine.workflows.urgent import Candidate, decide_targets
+from integrations.db.rosters import on_call_shift_sql
 from integrations.db.uow import audit_insert_sql, audit_json, emit_audit_log
 from integrations.effects.outbox import outbox_row
 
@@ -84,17 +85,13 @@ _UNREAD = text(
 
 # The care team's on-call member now: the shift covering now that started latest.
 _ON_CALL = text(
-    """
+    f"""
     SELECT m.id AS message_id, s.user_id
     FROM messages m JOIN conversations c ON c.id = m.conversation_id
     JOIN care_teams t ON t.patient_id = c.patient_id
-    JOIN LATERAL (
-        SELECT s.user_id FROM on_call_shifts s
-        WHERE s.care_team_id = t.id AND s.starts_at <= :now AND :now < s.ends_at
-        ORDER BY s.starts_at DESC, s.id DESC LIMIT 1
-    ) s ON true
+    JOIN LATERAL ({on_call_shift_sql("t.id", "now")}) s ON true
     WHERE m.id = ANY(CAST(:ids AS integer[]))
-    """
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
 _ADMINS = text(

@@ -21,6 +21,20 @@ routes_t = table_of(ConversationOnCallRow)
 teams_t = table_of(CareTeamRow)
 
 
+def on_call_shift_sql(care_team: str, at: str) -> str:
+    """The one SQL spelling of :func:`engine.rosters.on_call_at`: the shift of care team ``care_team``
+    (an SQL expression) holding at the bind parameter ``at`` — the latest-starting one if several do,
+    then the highest id. A subquery giving ``id`` and ``user_id``, for a ``LATERAL`` join; the
+    hand-off and escalation schedulers both use it (tests/integration/test_on_call_sql.py holds it to
+    the Python rule)."""
+    return f"""
+        SELECT s.id, s.user_id FROM on_call_shifts s
+        WHERE s.care_team_id = {care_team} AND s.starts_at <= :{at} AND :{at} < s.ends_at
+        ORDER BY s.starts_at DESC, s.id DESC
+        LIMIT 1
+    """  # noqa: S608 - called with SQL expressions written in code; every value is bound
+
+
 def shift_of(r: Any) -> OnCallShift:
     return OnCallShift(r.id, r.care_team_id, r.user_id, r.starts_at, r.ends_at, r.created_by, r.created_at)
 

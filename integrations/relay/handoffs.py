@@ -30,13 +30,14 @@ from engine.audit import AuditEvent
 from engine.rosters import Handoff, handoff_effects
 from engine.services import utc_now
 from integrations.db.messaging import SqlOutbox
+from integrations.db.rosters import on_call_shift_sql
 from integrations.db.uow import PostgresAuditSink, audit_row, emit_audit_log
 
 log = structlog.get_logger("caremsg.relay")
 
 #: The conversations whose on-call holder is not who is on call at ``:at``, claimed for this round.
 DUE = text(
-    """
+    f"""
     SELECT r.conversation_id, r.care_team_id, c.patient_id, r.holder_id AS from_user_id,
            CASE WHEN tu.is_active THEN h.user_id END AS to_user_id,
            CASE WHEN tu.is_active THEN h.id END AS shift_id,
@@ -45,19 +46,14 @@ DUE = text(
                    WHERE m.conversation_id = r.conversation_id AND m.user_id = r.holder_id) AS from_is_member
     FROM conversation_on_call r
     JOIN conversations c ON c.id = r.conversation_id
-    LEFT JOIN LATERAL (
-        SELECT s.id, s.user_id FROM on_call_shifts s
-        WHERE s.care_team_id = r.care_team_id AND s.starts_at <= :at AND :at < s.ends_at
-        ORDER BY s.starts_at DESC, s.id DESC
-        LIMIT 1
-    ) h ON true
+    LEFT JOIN LATERAL ({on_call_shift_sql("r.care_team_id", "at")}) h ON true
     LEFT JOIN users tu ON tu.id = h.user_id
     LEFT JOIN users fu ON fu.id = r.holder_id
     WHERE (CASE WHEN tu.is_active THEN h.user_id END) IS DISTINCT FROM r.holder_id
     ORDER BY r.conversation_id
     LIMIT :limit
     FOR UPDATE OF r SKIP LOCKED
-    """
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
 MOVE = text(
