@@ -114,10 +114,11 @@ async def test_a_dropped_listener_reconnects_and_reloads_what_it_missed(
     await within(status_is(b, outsider, path, 200), "B learns of the consent", PROPAGATION_BOUND)
     sync = b.app[consent_sync_key]
     loads = sync.full_loads
-    # Cut every consent listener, then change a consent while nobody listens.
+    # Cut every consent listener of this database (another xdist worker's are not this test's),
+    # then change a consent while nobody listens.
     await db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE application_name = 'caremsg-consent-sync'"
+        " WHERE application_name = 'caremsg-consent-sync' AND datname = current_database()"
     )
     await db.execute("UPDATE consents SET revoked_at = now() WHERE id = $1", consent["id"])
 
