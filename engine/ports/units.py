@@ -22,6 +22,7 @@ conversations, messaging      conversations, messages, deliveries, reads, users,
 read_receipts                 conversations, messages, deliveries, reads, facts, break_glass
 recalls                       conversations, messages, recalls, deliveries, outbox,
                               facts, break_glass
+retention                     retention, outbox
 audit                         audit_trail
 policy_admin                  (audit only)
 policy_changes                policy_proposals
@@ -54,6 +55,7 @@ from engine.ports.messaging import (
 )
 from engine.ports.patients import CareTeamRepository, PatientRepository, RelationshipFacts
 from engine.ports.policy import PolicyProposalRepository
+from engine.ports.retention import RetentionSweeps
 from engine.ports.rosters import AwayRepository, OnCallRoutes, RosterRepository
 
 
@@ -267,6 +269,16 @@ class RecallsUnitOfWork(ConversationReading, Protocol):
     def outbox(self) -> Outbox: ...
 
 
+class RetentionUnitOfWork(Transaction, Protocol):
+    """engine/workflows/retention.py: the sweep of message content whose lifespan has ended."""
+
+    @property
+    def retention(self) -> RetentionSweeps: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
 class AuditUnitOfWork(Transaction, Protocol):
     """engine/workflows/audit.py and audit_figures.py: searching the trail, the accounting of
     disclosures, and the counts behind the console's charts."""
@@ -298,6 +310,7 @@ class UnitOfWork(
     MessagingUnitOfWork,
     ReadReceiptsUnitOfWork,
     RecallsUnitOfWork,
+    RetentionUnitOfWork,
     AuditUnitOfWork,
     PolicyChangesUnitOfWork,
     Protocol,

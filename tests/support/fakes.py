@@ -79,6 +79,7 @@ from engine.ports.messaging import (
 )
 from engine.ports.patients import NewPatient, PatientRead, PatientRelation
 from engine.ports.policy import NewPolicyProposal, PolicyProposal, ProposalState, ReloadResult
+from engine.ports.retention import Cutoffs, ExpiredContent
 from engine.ports.rosters import OnCallRole
 from engine.rosters import OnCallShift, StaffAway
 from engine.services import EngineSettings, Services
@@ -408,6 +409,8 @@ class FakeDatabase:
     outbox: list[Effect] = field(default_factory=list)
     #: Effects a recall cancelled before they went out (outbox rows ``cancelled``), in order.
     cancelled_outbox: list[Effect] = field(default_factory=list)
+    #: legal holds as (patient id or None, conversation id or None), while they last
+    legal_holds: list[tuple[int | None, int | None]] = field(default_factory=list)
     #: message id -> its legal record (``message_recalls``)
     message_recalls: dict[int, RecalledContent] = field(default_factory=dict)
     #: phone number -> the provider id of the STOP
@@ -1288,6 +1291,38 @@ class FakeMessageRepository(_Repo):
         return message
 
 
+class FakeRetentionSweeps(_Repo):
+    """The retention sweep's reads and writes as the SQL adapter does them (no locks: one fake)."""
+
+    def _due(self, cutoffs: Cutoffs) -> list[ExpiredContent]:
+        data = self.data
+        out = []
+        for m in sorted(data.messages.values(), key=lambda m: (m.created_at, m.id)):
+            conversation = data.conversations[m.conversation_id]
+            org = data.patients[conversation.patient_id].organization_id
+            cutoff = cutoffs.by_organization.get(org, cutoffs.default)
+            held = any(p == conversation.patient_id or c == conversation.id for p, c in data.legal_holds)
+            if m.content_deleted_at is None and cutoff is not None and m.created_at < cutoff and not held:
+                out.append(ExpiredContent(m.id, conversation.id, conversation.patient_id, org, m.recalled))
+        return out
+
+    async def plan(self, cutoffs: Cutoffs) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for e in self._due(cutoffs):
+            counts[e.organization_id] = counts.get(e.organization_id, 0) + 1
+        return counts
+
+    async def claim(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredContent]:
+        return self._due(cutoffs)[:limit]
+
+    async def delete_content(self, message_ids: list[int], at: datetime) -> None:
+        data = self.data
+        for mid in message_ids:
+            data.messages[mid] = dataclasses.replace(data.messages[mid], text="", content_deleted_at=at)
+            if mid in data.message_recalls:
+                data.message_recalls[mid] = dataclasses.replace(data.message_recalls[mid], text="")
+
+
 class FakeMessageRecalls(_Repo):
     """Recall as the SQL adapter does it; every enqueued effect counts as not gone out yet."""
 
@@ -1633,6 +1668,7 @@ class FakeUnitOfWork:
         self.conversations = FakeConversationRepository(self._work)
         self.messages = FakeMessageRepository(self._work)
         self.recalls = FakeMessageRecalls(self._work)
+        self.retention = FakeRetentionSweeps(self._work)
         self.outbox = FakeOutbox(self._work)
         self.deliveries = FakeDeliveryRepository(self._work)
         self.reads = FakeReadStateRepository(self._work)
