@@ -103,3 +103,26 @@ def parse_rules(
 
 
 KEY_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """A legal hold on a patient's messages or one conversation's (exactly one of the two is set):
+    while it lasts (``lifted_at`` None) the retention sweep leaves their content alone."""
+
+    id: int
+    organization_id: int
+    patient_id: int | None
+    conversation_id: int | None
+    #: The patient whose record it concerns (a conversation's patient for a hold on a conversation).
+    subject_patient_id: int
+    placed_by: int
+    placed_at: datetime
+    reason: str = field(repr=False)
+    lifted_by: int | None = None
+    lifted_at: datetime | None = None
+    lift_reason: str | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.lifted_at is None

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from engine.retention import LegalHold
+
 
 @dataclass(frozen=True)
 class Cutoffs:
@@ -51,4 +53,31 @@ class RetentionSweeps(Protocol):
     async def delete_content(self, message_ids: list[int], at: datetime) -> None:
         """Empty these messages' text (and a recalled one's legal-record text) and mark them
         ``content_deleted_at``; their metadata, deliveries and audit records stay."""
+        ...
+
+
+@dataclass(frozen=True)
+class NewLegalHold:
+    organization_id: int
+    patient_id: int | None
+    conversation_id: int | None
+    subject_patient_id: int
+    reason: str
+    placed_by: int
+    placed_at: datetime
+
+
+class LegalHoldRepository(Protocol):
+    """Legal holds, in the workflow's transaction."""
+
+    async def add(self, hold: NewLegalHold) -> LegalHold: ...
+
+    async def get(self, hold_id: int) -> LegalHold | None: ...
+
+    async def lift(self, hold_id: int, *, by: int, at: datetime, reason: str) -> bool:
+        """Lift the hold if it still lasts (True); False if it was lifted already."""
+        ...
+
+    async def of_organization(self, organization_id: int, *, active_only: bool) -> list[LegalHold]:
+        """The organization's holds, newest first."""
         ...

@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from engine.ports.retention import Cutoffs, ExpiredContent
+from engine.ports.retention import Cutoffs, ExpiredContent, NewLegalHold
+from engine.retention import LegalHold
 from integrations.db.base import Repository
 
 #: The messages whose content is due: the patient's organization's own cutoff if it has one (null:
@@ -67,3 +68,69 @@ class SqlRetentionSweeps(Repository):
     async def delete_content(self, message_ids: list[int], at: datetime) -> None:
         await self.session.execute(_DELETE, {"ids": message_ids, "at": at})
         await self.session.execute(_DELETE_RECALLED, {"ids": message_ids})
+
+
+_HOLD = """
+    SELECT h.*, COALESCE(h.patient_id, c.patient_id) AS subject_patient_id
+    FROM legal_holds h LEFT JOIN conversations c ON c.id = h.conversation_id
+"""
+
+
+def _hold(row: Any) -> LegalHold:
+    return LegalHold(
+        id=row.id,
+        organization_id=row.organization_id,
+        patient_id=row.patient_id,
+        conversation_id=row.conversation_id,
+        subject_patient_id=row.subject_patient_id,
+        placed_by=row.placed_by,
+        placed_at=row.placed_at,
+        reason=row.reason,
+        lifted_by=row.lifted_by,
+        lifted_at=row.lifted_at,
+        lift_reason=row.lift_reason,
+    )
+
+
+class SqlLegalHoldRepository(Repository):
+    async def add(self, hold: NewLegalHold) -> LegalHold:
+        hold_id = (
+            await self.session.execute(
+                text(
+                    "INSERT INTO legal_holds (organization_id, patient_id, conversation_id, reason,"
+                    " placed_by, placed_at) VALUES (:o, :p, :c, :r, :by, :at) RETURNING id"
+                ),
+                {
+                    "o": hold.organization_id,
+                    "p": hold.patient_id,
+                    "c": hold.conversation_id,
+                    "r": hold.reason,
+                    "by": hold.placed_by,
+                    "at": hold.placed_at,
+                },
+            )
+        ).scalar_one()
+        found = await self.get(hold_id)
+        assert found is not None
+        return found
+
+    async def get(self, hold_id: int) -> LegalHold | None:
+        row = (await self.session.execute(text(f"{_HOLD} WHERE h.id = :id"), {"id": hold_id})).first()
+        return None if row is None else _hold(row)
+
+    async def lift(self, hold_id: int, *, by: int, at: datetime, reason: str) -> bool:
+        done = await self.session.execute(
+            text(
+                "UPDATE legal_holds SET lifted_at = :at, lifted_by = :by, lift_reason = :r"
+                " WHERE id = :id AND lifted_at IS NULL RETURNING id"
+            ),
+            {"id": hold_id, "at": at, "by": by, "r": reason},
+        )
+        return done.first() is not None
+
+    async def of_organization(self, organization_id: int, *, active_only: bool) -> list[LegalHold]:
+        only = " AND h.lifted_at IS NULL" if active_only else ""
+        rows = await self.session.execute(
+            text(f"{_HOLD} WHERE h.organization_id = :o{only} ORDER BY h.id DESC"), {"o": organization_id}
+        )
+        return [_hold(r) for r in rows]

@@ -46,7 +46,7 @@ from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository
 from integrations.db.policy_proposals import SqlPolicyProposalRepository
 from integrations.db.reads import SqlReadStateRepository
 from integrations.db.recalls import SqlMessageRecalls
-from integrations.db.retention import SqlRetentionSweeps
+from integrations.db.retention import SqlLegalHoldRepository, SqlRetentionSweeps
 from integrations.db.rosters import SqlAwayRepository, SqlOnCallRoutes, SqlRosterRepository
 
 audit_log = structlog.get_logger("caremsg.audit")
@@ -229,6 +229,7 @@ class SqlUnitOfWork:
         self.messages = SqlMessageRepository(s)
         self.recalls = SqlMessageRecalls(s)
         self.retention = SqlRetentionSweeps(s)
+        self.legal_holds = SqlLegalHoldRepository(s)
         self.outbox = SqlOutbox(s)
         self.facts = SqlRelationshipFacts(s)
         self.break_glass = SqlBreakGlassRepository(s)

@@ -79,8 +79,9 @@ from engine.ports.messaging import (
 )
 from engine.ports.patients import NewPatient, PatientRead, PatientRelation
 from engine.ports.policy import NewPolicyProposal, PolicyProposal, ProposalState, ReloadResult
-from engine.ports.retention import Cutoffs, ExpiredContent
+from engine.ports.retention import Cutoffs, ExpiredContent, NewLegalHold
 from engine.ports.rosters import OnCallRole
+from engine.retention import LegalHold
 from engine.rosters import OnCallShift, StaffAway
 from engine.services import EngineSettings, Services
 from engine.sms import CHANNEL_RECIPIENT
@@ -411,6 +412,8 @@ class FakeDatabase:
     cancelled_outbox: list[Effect] = field(default_factory=list)
     #: legal holds as (patient id or None, conversation id or None), while they last
     legal_holds: list[tuple[int | None, int | None]] = field(default_factory=list)
+    #: legal hold id -> the hold (``legal_holds`` rows)
+    legal_hold_rows: dict[int, LegalHold] = field(default_factory=dict)
     #: message id -> its legal record (``message_recalls``)
     message_recalls: dict[int, RecalledContent] = field(default_factory=dict)
     #: phone number -> the provider id of the STOP
@@ -1323,6 +1326,44 @@ class FakeRetentionSweeps(_Repo):
                 data.message_recalls[mid] = dataclasses.replace(data.message_recalls[mid], text="")
 
 
+class FakeLegalHoldRepository(_Repo):
+    """Legal holds in memory; the ones that last are mirrored in ``legal_holds`` for the sweep."""
+
+    async def add(self, hold: NewLegalHold) -> LegalHold:
+        data = self.data
+        held = LegalHold(
+            data.new_id(),
+            hold.organization_id,
+            hold.patient_id,
+            hold.conversation_id,
+            hold.subject_patient_id,
+            hold.placed_by,
+            hold.placed_at,
+            hold.reason,
+        )
+        data.legal_hold_rows[held.id] = held
+        data.legal_holds.append((hold.patient_id, hold.conversation_id))
+        return held
+
+    async def get(self, hold_id: int) -> LegalHold | None:
+        return self.data.legal_hold_rows.get(hold_id)
+
+    async def lift(self, hold_id: int, *, by: int, at: datetime, reason: str) -> bool:
+        data = self.data
+        hold = data.legal_hold_rows[hold_id]
+        if not hold.active:
+            return False
+        data.legal_hold_rows[hold_id] = dataclasses.replace(
+            hold, lifted_by=by, lifted_at=at, lift_reason=reason
+        )
+        data.legal_holds.remove((hold.patient_id, hold.conversation_id))
+        return True
+
+    async def of_organization(self, organization_id: int, *, active_only: bool) -> list[LegalHold]:
+        holds = [h for h in self.data.legal_hold_rows.values() if h.organization_id == organization_id]
+        return sorted((h for h in holds if h.active or not active_only), key=lambda h: -h.id)
+
+
 class FakeMessageRecalls(_Repo):
     """Recall as the SQL adapter does it; every enqueued effect counts as not gone out yet."""
 
@@ -1669,6 +1710,7 @@ class FakeUnitOfWork:
         self.messages = FakeMessageRepository(self._work)
         self.recalls = FakeMessageRecalls(self._work)
         self.retention = FakeRetentionSweeps(self._work)
+        self.legal_holds = FakeLegalHoldRepository(self._work)
         self.outbox = FakeOutbox(self._work)
         self.deliveries = FakeDeliveryRepository(self._work)
         self.reads = FakeReadStateRepository(self._work)
