@@ -49,6 +49,7 @@ from handlers import (
     api_patients,
     api_policy,
     api_policy_changes,
+    api_retention,
     api_rosters,
     console,
     metrics,
@@ -373,6 +374,7 @@ def default_endpoints() -> list[Endpoint]:
         *api_audit.ENDPOINTS,
         *api_contacts.ENDPOINTS,
         *api_rosters.ENDPOINTS,
+        *api_retention.ENDPOINTS,
         *api_docs.ENDPOINTS,
         *metrics.ENDPOINTS,
     ]

@@ -128,3 +128,103 @@ async def test_caremsg_retention_plan_counts_and_run_deletes(
     assert [r["body"] for r in bodies] == ["", ""]
     code, out = await caremsg_in_process(database_url, "retention", "plan")
     assert f"organization {team.organization_id}" not in out
+
+
+# --- legal holds ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("shipped_policy_back")
+async def test_a_legal_hold_on_a_conversation_keeps_its_content_until_it_is_lifted(
+    api: Api, db: asyncpg.Connection, clock: ShiftedClock
+) -> None:
+    team = await care_team(api)
+    status, sent = await send(api, team.peer, team.conversation_id, TEXT)
+    assert status == 202, sent
+    await settled_deliveries(api, team.peer, sent["id"])
+    status, hold = await api.call(
+        "POST",
+        "/api/legal-holds",
+        team.officer,
+        json={"conversationId": team.conversation_id, "reason": "matter 2026-117"},
+    )
+    assert status == 201, hold
+    assert (hold["active"], hold["subjectPatientId"], hold["patientId"]) == (True, team.patient_id, None)
+    _lifespan(api, team.organization_id, 1)
+    services = api.app[services_key]
+    clock.advance(days=2)
+
+    assert await sweep_retention(services) == 0
+    status, one = await api.call("GET", f"/api/messages/{sent['id']}", team.nurse)
+    assert (one["contentDeleted"], one["message"]) == (False, TEXT)
+
+    status, lifted = await api.call(
+        "POST", f"/api/legal-holds/{hold['id']}/lift", team.officer, json={"reason": "matter closed"}
+    )
+    assert status == 200, lifted
+    assert (lifted["active"], lifted["liftedBy"], lifted["liftReason"]) == (
+        False,
+        team.officer.id,
+        "matter closed",
+    )
+    status, again = await api.call(
+        "POST", f"/api/legal-holds/{hold['id']}/lift", team.officer, json={"reason": "twice"}
+    )
+    assert status == 409, again
+    assert await sweep_retention(services) == 1
+    status, one = await api.call("GET", f"/api/messages/{sent['id']}", team.nurse)
+    assert (one["contentDeleted"], one["message"]) == (True, None)
+    # audited: the place and the lift decisions, naming the hold and the patient, never the reason
+    records = await db.fetch(
+        "SELECT workflow, actor_id, outcome, details::text AS d FROM audit_events"
+        " WHERE workflow LIKE 'legal_hold.%' AND patient_id = $1 ORDER BY id",
+        team.patient_id,
+    )
+    assert [(r["workflow"], r["actor_id"], r["outcome"]) for r in records] == [
+        ("legal_hold.place", team.officer.id, "success"),
+        ("legal_hold.lift", team.officer.id, "success"),
+        ("legal_hold.lift", team.officer.id, "failure"),  # lifted already: 409
+    ]
+    assert not any("matter" in r["d"] for r in records)
+
+
+async def test_a_hold_is_for_compliance_officers_of_the_patients_organization(api: Api) -> None:
+    team = await care_team(api)
+    other = await api.person("compliance_officer", await api.organization())
+    body = {"patientId": team.patient_id, "reason": "litigation"}
+
+    status, refused = await api.call("POST", "/api/legal-holds", team.nurse, json=body)
+    assert status == 403, refused
+    status, hidden = await api.call("POST", "/api/legal-holds", other, json=body)
+    assert status == 404, hidden
+    status, hidden = await api.call(
+        "POST", "/api/legal-holds", other, json={"conversationId": team.conversation_id, "reason": "x"}
+    )
+    assert status == 404, hidden
+    status, hold = await api.call("POST", "/api/legal-holds", team.officer, json=body)
+    assert status == 201, hold
+    status, hidden = await api.call(
+        "POST", f"/api/legal-holds/{hold['id']}/lift", other, json={"reason": "x"}
+    )
+    assert status == 404, hidden
+    status, listed = await api.call("GET", "/api/legal-holds", other)
+    assert (status, listed["holds"]) == (200, [])
+    status, listed = await api.call("GET", "/api/legal-holds?active=true", team.officer)
+    assert [h["id"] for h in listed["holds"]] == [hold["id"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"reason": "x"}, "patientId"),
+        ({"patientId": 1, "conversationId": 1, "reason": "x"}, "patientId"),
+        ({"patientId": 1, "reason": "   "}, "reason"),
+        ({"patientId": 1, "reason": "x" * 501}, "reason"),
+        ({"patientId": "one", "reason": "x"}, "patientId"),
+    ],
+    ids=["no-subject", "two-subjects", "blank-reason", "long-reason", "not-an-id"],
+)
+async def test_a_bad_hold_is_422_naming_the_field(api: Api, body: dict[str, object], field: str) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    status, problem = await api.call("POST", "/api/legal-holds", officer, json=body)
+    assert status == 422, problem
+    assert field in json.dumps(problem)
