@@ -12,6 +12,7 @@ decision (who, which hold, which patient, under which rule).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from engine.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -47,18 +48,22 @@ class PlaceLegalHold:
     conversation_id: int | None = None
 
 
-async def _require(guard: Guard[LegalHoldsUnitOfWork], workflow: str, patient_id: int, **details: int) -> int:
-    """Decide ``workflow`` on the patient; returns the patient's organization. 404 for a patient the
-    actor may not know of."""
-    await guard.require_role_for_patient(
-        workflow, patient_id, resource_type="patient", resource_id=patient_id
-    )
-    facts, recorded = await guard.patient_facts(workflow, patient_id)
+async def _require(
+    guard: Guard[LegalHoldsUnitOfWork],
+    workflow: str,
+    patient_id: int,
+    kind: str,
+    record_id: int,
+    **details: int,
+) -> int:
+    """Decide ``workflow`` on the patient the record (``kind`` ``record_id``) concerns; returns the
+    patient's organization. A record the actor may not know of answers 404 as one of ``kind``."""
+    facts, recorded = await guard.patient_facts(workflow, patient_id, unknown_as=kind)
     guard.require(
         workflow,
         facts,
-        resource_type="legal_hold",
-        resource_id=details.get("legal_hold_id"),
+        resource_type=kind,
+        resource_id=record_id,
         patient_id=patient_id,
         details={**recorded, **details},
     )
@@ -66,6 +71,25 @@ async def _require(guard: Guard[LegalHoldsUnitOfWork], workflow: str, patient_id
     if patient is None:  # pragma: no cover - the facts were just read from it
         raise NotFound("patient")
     return patient.organization_id
+
+
+async def _deny_by_role_first(
+    guard: Guard[LegalHoldsUnitOfWork],
+    workflow: str,
+    kind: str,
+    record_id: int,
+    patient_of: Callable[[], Awaitable[int | None]],
+) -> None:
+    """A role that may never run ``workflow`` is refused (403) before the record is looked up, so the
+    answer is the same whether it exists or not."""
+
+    async def facts_of() -> frozenset[str] | None:
+        patient_id = await patient_of()
+        if patient_id is None:
+            return None
+        return (await guard.patient_facts(workflow, patient_id, unknown_as=kind))[0]
+
+    await guard.require_role_recording_facts(workflow, facts_of, resource_type=kind, resource_id=record_id)
 
 
 async def place_legal_hold(services: Services, actor: Actor, cmd: PlaceLegalHold) -> LegalHold:
@@ -76,16 +100,23 @@ async def place_legal_hold(services: Services, actor: Actor, cmd: PlaceLegalHold
         raise InvalidInput([FieldError("patientId", "Name exactly one of patientId or conversationId.")])
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        patient_id = cmd.patient_id
-        if cmd.conversation_id is not None:
+        kind = "patient" if cmd.conversation_id is None else "conversation"
+        record_id = cmd.conversation_id or cmd.patient_id
+        assert record_id is not None
+
+        async def patient_of() -> int | None:
+            if cmd.conversation_id is None:
+                return cmd.patient_id
             conversation = await uow.conversations.get(cmd.conversation_id)
-            if conversation is None:
-                guard.record_missing(PLACE, "conversation", cmd.conversation_id)
-                raise NotFound("conversation")
-            patient_id = conversation.patient_id
-        assert patient_id is not None
+            return None if conversation is None else conversation.patient_id
+
+        await _deny_by_role_first(guard, PLACE, kind, record_id, patient_of)
+        patient_id = await patient_of()
+        if patient_id is None:
+            guard.record_missing(PLACE, kind, record_id)
+            raise NotFound(kind)
         details = {} if cmd.conversation_id is None else {"conversation_id": cmd.conversation_id}
-        organization_id = await _require(guard, PLACE, patient_id, **details)
+        organization_id = await _require(guard, PLACE, patient_id, kind, record_id, **details)
         hold = await uow.legal_holds.add(
             NewLegalHold(
                 organization_id,
@@ -108,11 +139,17 @@ async def lift_legal_hold(services: Services, actor: Actor, hold_id: int, reason
     lift_reason = _reason(reason)
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
+
+        async def patient_of() -> int | None:
+            found = await uow.legal_holds.get(hold_id)
+            return None if found is None else found.subject_patient_id
+
+        await _deny_by_role_first(guard, LIFT, "legal_hold", hold_id, patient_of)
         hold = await uow.legal_holds.get(hold_id)
         if hold is None:
             guard.record_missing(LIFT, "legal_hold", hold_id)
             raise NotFound("legal_hold")
-        await _require(guard, LIFT, hold.subject_patient_id, legal_hold_id=hold.id)
+        await _require(guard, LIFT, hold.subject_patient_id, "legal_hold", hold.id)
         if not await uow.legal_holds.lift(hold.id, by=actor.user_id, at=guard.now, reason=lift_reason):
             raise Conflict("This legal hold was lifted already.")
         lifted = await uow.legal_holds.get(hold.id)
