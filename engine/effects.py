@@ -139,6 +139,15 @@ class RecallFromChannel:
     message_id: int
 
 
+@dataclass(frozen=True)
+class DeleteFromChannel:
+    """Take a message whose content outlived its lifespan (retention) out of its conversation's
+    channel, silently: no notice takes its place."""
+
+    conversation_id: int
+    message_id: int
+
+
 Effect = (
     CreateChannel
     | PostMessage
@@ -153,6 +162,7 @@ Effect = (
     | TextUrgentAlert
     | EscalateUrgent
     | RecallFromChannel
+    | DeleteFromChannel
 )
 
 #: The stored name of each effect type (``outbox.kind``, audit workflow ``delivery.<kind>``). Texts
@@ -171,6 +181,7 @@ KIND: Mapping[type[Effect], str] = {
     TextUrgentAlert: "urgent_text",
     EscalateUrgent: "urgent_escalate",
     RecallFromChannel: "recall_message",
+    DeleteFromChannel: "delete_message",
 }
 
 #: Effects that are texts, not chat effects: the service delivers them apart (a backlog of texts never

@@ -324,10 +324,16 @@ class Message:
     #: A correction names the message it replaces; the replaced one names its correction.
     corrects_message_id: int | None = None
     corrected_by_message_id: int | None = None
+    #: Set once retention deleted the content (policies/retention.toml): ``text`` is then empty.
+    content_deleted_at: datetime | None = None
 
     @property
     def recalled(self) -> bool:
         return self.recalled_at is not None
+
+    @property
+    def content_deleted(self) -> bool:
+        return self.content_deleted_at is not None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from casbin.model import Model
 from engine.decisions import MISSING_FACT_REASONS, ROLE_NOT_PERMITTED, UNKNOWN_WORKFLOW, Decision, Fact
 from engine.escalation import EscalationSchedule, parse_schedule
 from engine.model import EXTERNAL_PARTICIPANT, ConsentScope, Purpose, Role
+from engine.retention import RetentionRules
+from engine.retention import parse_rules as parse_retention
 
 ANY = "any"
 KNOWN_ROLES = frozenset({*(r.value for r in Role), EXTERNAL_PARTICIPANT})
@@ -130,6 +132,8 @@ class PolicySources:
     notices_name: str = "notices.toml"
     escalation: str = ""
     escalation_name: str = "escalation.toml"
+    retention: str = ""
+    retention_name: str = "retention.toml"
 
     @property
     def version(self) -> str:
@@ -143,12 +147,20 @@ class PolicySources:
         if self.escalation:  # absent: the version stays what it was before the file existed
             digest.update(self.escalation.encode())
             digest.update(b"\0")
+        if self.retention:  # likewise
+            digest.update(b"retention\0" + self.retention.encode())
+            digest.update(b"\0")
         return digest.hexdigest()[:16]
 
     @property
     def sms_version(self) -> str:
         """A hash of sms.toml alone (recorded with each full-text SMS decision, as before)."""
         return hashlib.sha256(self.sms.encode()).hexdigest()[:16]
+
+    @property
+    def retention_version(self) -> str:
+        """A hash of retention.toml alone (recorded with each retention sweep)."""
+        return hashlib.sha256(self.retention.encode()).hexdigest()[:16]
 
     @property
     def escalation_version(self) -> str:
@@ -301,6 +313,27 @@ def _parse_escalation(sources: PolicySources) -> tuple[EscalationSchedule, list[
         return EscalationSchedule(), [toml_error(sources.escalation, name, exc)]
     schedule, problems = parse_schedule(data, lambda key: _key_line(sources.escalation, key))
     return schedule, [PolicyProblem(name, line, message) for line, message in problems]
+
+
+def _parse_retention(sources: PolicySources) -> tuple[RetentionRules, list[PolicyProblem]]:
+    """How long each organization's message content lives, as retention.toml sets it (kept
+    forever if the file is absent or empty), or its problems (file and line); see engine/retention.py."""
+    if not sources.retention.strip():
+        return RetentionRules(), []
+    name, text = sources.retention_name, sources.retention
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return RetentionRules(), [toml_error(text, name, exc)]
+    lines = text.splitlines()
+
+    def line_of(key: str) -> int:
+        header = re.compile(rf"^\s*\[\s*{re.escape(key)}\s*\]")
+        found = next((i for i, line in enumerate(lines, 1) if header.match(line)), 0)
+        return found or _key_line(text, key)
+
+    rules, problems = parse_retention(data, line_of)
+    return rules, [PolicyProblem(name, line, message) for line, message in problems]
 
 
 @lru_cache(maxsize=256)
@@ -491,6 +524,10 @@ class Policy:
     escalation: EscalationSchedule = field(default_factory=EscalationSchedule)
     #: Hash of escalation.toml alone; the policy ``version`` covers it too.
     escalation_version: str = ""
+    #: How long each organization's message content lives (retention.toml; default: kept).
+    retention: RetentionRules = field(default_factory=RetentionRules)
+    #: Hash of retention.toml alone; the policy ``version`` covers it too.
+    retention_version: str = ""
     # Decisions by (role, workflow, facts). Safe because a Policy never changes: a reload builds a
     # new Policy, so its memo starts empty. It turns pycasbin's rule walk (~70 us) into a dict hit.
     _memo: dict[tuple[str, str, frozenset[str]], Decision] = field(
@@ -511,6 +548,8 @@ class Policy:
         problems += notice_problems
         escalation, escalation_problems = _parse_escalation(sources)
         problems += escalation_problems
+        retention, retention_problems = _parse_retention(sources)
+        problems += retention_problems
         workflows = parsed or {}
         model = Model()
         missing = [s for s in MODEL_SECTIONS if f"[{s}]" not in sources.model]
@@ -566,6 +605,8 @@ class Policy:
             part2_notice=part2_notice,
             escalation=escalation,
             escalation_version=sources.escalation_version,
+            retention=retention,
+            retention_version=sources.retention_version,
         )
 
     def decide(self, role: str, workflow: str, facts: Iterable[str]) -> Decision:

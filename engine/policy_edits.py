@@ -62,6 +62,7 @@ class PolicyFiles:
             s.sms_name: s.sms,
             s.notices_name: s.notices,
             s.escalation_name: s.escalation,
+            s.retention_name: s.retention,
         }
         if name in by_name:
             return by_name[name]
@@ -76,6 +77,7 @@ class PolicyFiles:
             s.sms_name,
             s.notices_name,
             s.escalation_name,
+            s.retention_name,
             s.model_name,
             *(n for n, _ in self.tables),
         ]
@@ -90,6 +92,7 @@ class PolicyFiles:
             s.sms_name: "sms",
             s.notices_name: "notices",
             s.escalation_name: "escalation",
+            s.retention_name: "retention",
         }
         if name in field:
             return replace(self, sources=replace(s, **{field[name]: text}))
@@ -101,8 +104,9 @@ class PolicyFiles:
 def policy_file_name(name: str, sources: PolicySources) -> str | None:
     """The policy file an edited file's name means, or None if it is none of them.
 
-    ``roles.csv``, ``workflows.toml``, ``sms.toml``, ``notices.toml``, ``escalation.toml`` and
-    ``model.conf`` are themselves; any other ``NAME.csv`` (or ``tests/NAME.csv``) is a test table,
+    ``roles.csv``, ``workflows.toml``, ``sms.toml``, ``notices.toml``, ``escalation.toml``,
+    ``retention.toml`` and ``model.conf`` are themselves; any other ``NAME.csv`` (or
+    ``tests/NAME.csv``) is a test table,
     ``tests/NAME.csv``. A browser sends an upload's bare file name, so that is all a name needs to
     be.
     """
@@ -114,6 +118,7 @@ def policy_file_name(name: str, sources: PolicySources) -> str | None:
         sources.sms_name,
         sources.notices_name,
         sources.escalation_name,
+        sources.retention_name,
     ):
         return name
     table = name.removeprefix(f"{TABLES_DIR}/")

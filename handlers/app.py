@@ -12,8 +12,8 @@ stopped in the reverse one); each stores what it built under its key in ``handle
 6. ``_relay``: the outbox relays that deliver what workflows asked for, and the on-call hand-offs.
 7. ``_services``: the engine's services, which every handler calls.
 8. ``webhook_processor``, ``_audit_sealer``, ``_audit_chain``, ``schedules.consent_expiry``,
-   ``_rejection_summaries``: background work (``handlers/schedules.py`` holds what runs on a
-   timetable).
+   ``schedules.retention_sweep``, ``_rejection_summaries``: background work
+   (``handlers/schedules.py`` holds what runs on a timetable).
 9. ``_operations``: hands ``/metrics`` and ``/ready`` what they read.
 
 Longer than 400 lines because it is the composition root: every resource's cleanup context is here,
@@ -49,6 +49,7 @@ from handlers import (
     api_patients,
     api_policy,
     api_policy_changes,
+    api_retention,
     api_rosters,
     console,
     metrics,
@@ -373,6 +374,7 @@ def default_endpoints() -> list[Endpoint]:
         *api_audit.ENDPOINTS,
         *api_contacts.ENDPOINTS,
         *api_rosters.ENDPOINTS,
+        *api_retention.ENDPOINTS,
         *api_docs.ENDPOINTS,
         *metrics.ENDPOINTS,
     ]
@@ -424,6 +426,7 @@ def create_app(
             webhook_processor,
             _audit_sealer,
             schedules.consent_expiry,
+            schedules.retention_sweep,
             _audit_chain,
             _rejection_summaries,
             _operations,

@@ -1,4 +1,4 @@
-"""The ``caremsg`` command line: serve, migrate, create-user, policy check."""
+"""The ``caremsg`` command line: serve, migrate, create-user, policy, audit, retention."""
 
 from __future__ import annotations
 
@@ -194,10 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--data-dir")
     create.set_defaults(func=cmd_create_user)
 
-    from handlers import cli_audit, cli_policy
+    from handlers import cli_audit, cli_policy, cli_retention
 
     cli_policy.register(sub)
     cli_audit.register(sub)
+    cli_retention.register(sub)
     return parser
 
 

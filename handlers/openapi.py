@@ -48,6 +48,7 @@ TAGS: dict[str, str] = {
     "conversations": "Conversations about a patient, messages and their delivery.",
     "break-glass": "Emergency access to a patient, with a reason, reviewed afterwards.",
     "audit": "The audit trail and a patient's accounting of disclosures.",
+    "retention": "Legal holds: content the retention sweep (policies/retention.toml) must keep.",
     "policy": "The policy in force and its live reload.",
     "webhooks": "Events the chat and SMS providers post to caremsg, signed.",
     "service": "Health, readiness, metrics and this document.",

@@ -254,6 +254,14 @@ class ConsentSettings(_Section):
     expiry_sweep_batch_size: int = Field(100, ge=1, le=10_000)
 
 
+class RetentionSettings(_Section):
+    """The retention sweep (policies/retention.toml says how long content lives): how often it runs
+    and how many messages one short transaction deletes the content of."""
+
+    sweep_interval_seconds: float = Field(300.0, gt=0)
+    sweep_batch_size: int = Field(500, ge=1, le=10_000)
+
+
 class Settings(_Section):
     service: ServiceSettings = ServiceSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -267,6 +275,7 @@ class Settings(_Section):
     audit: AuditSettings = AuditSettings()
     console: ConsoleSettings = ConsoleSettings()
     consents: ConsentSettings = ConsentSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     def webhook_base_url(self) -> str:
         """Where the development emulator posts its webhooks: ``messaging.webhook_base_url``, else this

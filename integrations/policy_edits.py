@@ -23,6 +23,7 @@ from integrations.policy_files import (
     ESCALATION_FILE,
     MODEL_FILE,
     NOTICES_FILE,
+    RETENTION_FILE,
     RULES_FILE,
     SMS_FILE,
     WORKFLOWS_FILE,
@@ -31,7 +32,15 @@ from integrations.policy_files import (
 )
 
 #: The files a proposal may change, besides the existing test tables.
-POLICY_FILES = (RULES_FILE, WORKFLOWS_FILE, SMS_FILE, NOTICES_FILE, ESCALATION_FILE, MODEL_FILE)
+POLICY_FILES = (
+    RULES_FILE,
+    WORKFLOWS_FILE,
+    SMS_FILE,
+    NOTICES_FILE,
+    ESCALATION_FILE,
+    RETENTION_FILE,
+    MODEL_FILE,
+)
 #: What the reload is told triggered it (the reloader announces it to the other instances).
 TRIGGER = "approval"
 

@@ -22,11 +22,14 @@ SMS_FILE = "sms.toml"
 NOTICES_FILE = "notices.toml"
 #: Optional: without it urgent messages escalate on the default schedule (engine/escalation.py).
 ESCALATION_FILE = "escalation.toml"
+#: Optional: without it every organization keeps message content (engine/retention.py).
+RETENTION_FILE = "retention.toml"
 
 
 def read_policy_sources(directory: Path) -> PolicySources:
     """Read the policy files of ``directory``; names in problems are relative to it."""
     sms, notices, escalation = directory / SMS_FILE, directory / NOTICES_FILE, directory / ESCALATION_FILE
+    retention = directory / RETENTION_FILE
     return PolicySources(
         model=(directory / MODEL_FILE).read_text(encoding="utf-8"),
         rules=(directory / RULES_FILE).read_text(encoding="utf-8"),
@@ -40,6 +43,8 @@ def read_policy_sources(directory: Path) -> PolicySources:
         notices_name=NOTICES_FILE,
         escalation=escalation.read_text(encoding="utf-8") if escalation.is_file() else "",
         escalation_name=ESCALATION_FILE,
+        retention=retention.read_text(encoding="utf-8") if retention.is_file() else "",
+        retention_name=RETENTION_FILE,
     )
 
 
@@ -59,7 +64,7 @@ def read_policy_tables(directory: Path) -> list[tuple[str, str]]:
 
 def fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
     """(name, mtime_ns, size) of every policy file and test table: cheap to poll for changes."""
-    names = (MODEL_FILE, RULES_FILE, WORKFLOWS_FILE, SMS_FILE, NOTICES_FILE, ESCALATION_FILE)
+    names = (MODEL_FILE, RULES_FILE, WORKFLOWS_FILE, SMS_FILE, NOTICES_FILE, ESCALATION_FILE, RETENTION_FILE)
     paths = [directory / name for name in names]
     paths += sorted((directory / TABLES_DIR).glob("*.csv"))
     out = []

@@ -22,6 +22,8 @@ conversations, messaging      conversations, messages, deliveries, reads, users,
 read_receipts                 conversations, messages, deliveries, reads, facts, break_glass
 recalls                       conversations, messages, recalls, deliveries, outbox,
                               facts, break_glass
+retention                     retention, outbox
+legal_holds                   legal_holds, conversations, patients, facts, break_glass
 audit                         audit_trail
 policy_admin                  (audit only)
 policy_changes                policy_proposals
@@ -54,6 +56,7 @@ from engine.ports.messaging import (
 )
 from engine.ports.patients import CareTeamRepository, PatientRepository, RelationshipFacts
 from engine.ports.policy import PolicyProposalRepository
+from engine.ports.retention import LegalHoldRepository, RetentionSweeps
 from engine.ports.rosters import AwayRepository, OnCallRoutes, RosterRepository
 
 
@@ -267,6 +270,29 @@ class RecallsUnitOfWork(ConversationReading, Protocol):
     def outbox(self) -> Outbox: ...
 
 
+class RetentionUnitOfWork(Transaction, Protocol):
+    """engine/workflows/retention.py: the sweep of message content whose lifespan has ended."""
+
+    @property
+    def retention(self) -> RetentionSweeps: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
+class LegalHoldsUnitOfWork(PatientScoped, Protocol):
+    """engine/workflows/legal_holds.py: placing, lifting and listing legal holds."""
+
+    @property
+    def legal_holds(self) -> LegalHoldRepository: ...
+
+    @property
+    def conversations(self) -> ConversationRepository: ...
+
+    @property
+    def patients(self) -> PatientRepository: ...
+
+
 class AuditUnitOfWork(Transaction, Protocol):
     """engine/workflows/audit.py and audit_figures.py: searching the trail, the accounting of
     disclosures, and the counts behind the console's charts."""
@@ -298,6 +324,8 @@ class UnitOfWork(
     MessagingUnitOfWork,
     ReadReceiptsUnitOfWork,
     RecallsUnitOfWork,
+    RetentionUnitOfWork,
+    LegalHoldsUnitOfWork,
     AuditUnitOfWork,
     PolicyChangesUnitOfWork,
     Protocol,

@@ -198,7 +198,9 @@ class MessagePublic(Response):
     id: int
     conversation_id: int
     sender_id: int
-    message: str | None = Field(description="The text; null once the message is recalled.")
+    message: str | None = Field(
+        description="The text; null once the message is recalled or its content deleted by retention."
+    )
     state: DeliveryState = Field(description="Delivery to the chat channel.")
     created_at: datetime
     deliveries: list[DeliveryPublic] = Field(
@@ -222,6 +224,12 @@ class MessagePublic(Response):
     recalled_by: int | None = Field(None, description="Who recalled it (a user id).")
     corrects_message_id: int | None = Field(None, description="The message this one corrects.")
     corrected_by_message_id: int | None = Field(None, description="The message that corrects this one.")
+    content_deleted: bool = Field(
+        False,
+        description="Its content outlived its organization's lifespan (policies/retention.toml) and was"
+        " deleted; the message's metadata stays.",
+    )
+    content_deleted_at: datetime | None = Field(None, description="When retention deleted its content.")
 
     @classmethod
     def of(cls, m: Message) -> MessagePublic:
@@ -234,7 +242,7 @@ class MessagePublic(Response):
             id=m.id,
             conversation_id=m.conversation_id,
             sender_id=m.sender_id,
-            message=None if m.recalled else m.text,
+            message=None if m.recalled or m.content_deleted else m.text,
             state=m.state,
             created_at=m.created_at,
             deliveries=[DeliveryPublic.of(d) for d in m.deliveries],
@@ -247,6 +255,8 @@ class MessagePublic(Response):
             recalled_by=m.recalled_by,
             corrects_message_id=m.corrects_message_id,
             corrected_by_message_id=m.corrected_by_message_id,
+            content_deleted=m.content_deleted,
+            content_deleted_at=m.content_deleted_at,
         )
 
 

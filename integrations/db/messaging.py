@@ -241,6 +241,7 @@ def message_of(row: Any) -> Message:
         recalled_by=row.recalled_by,
         corrects_message_id=row.corrects_message_id,
         corrected_by_message_id=row.corrected_by_message_id,
+        content_deleted_at=row.content_deleted_at,
     )
 
 

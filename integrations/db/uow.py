@@ -46,6 +46,7 @@ from integrations.db.patients import SqlCareTeamRepository, SqlPatientRepository
 from integrations.db.policy_proposals import SqlPolicyProposalRepository
 from integrations.db.reads import SqlReadStateRepository
 from integrations.db.recalls import SqlMessageRecalls
+from integrations.db.retention import SqlLegalHoldRepository, SqlRetentionSweeps
 from integrations.db.rosters import SqlAwayRepository, SqlOnCallRoutes, SqlRosterRepository
 
 audit_log = structlog.get_logger("caremsg.audit")
@@ -227,6 +228,8 @@ class SqlUnitOfWork:
         self.conversations = SqlConversationRepository(s)
         self.messages = SqlMessageRepository(s)
         self.recalls = SqlMessageRecalls(s)
+        self.retention = SqlRetentionSweeps(s)
+        self.legal_holds = SqlLegalHoldRepository(s)
         self.outbox = SqlOutbox(s)
         self.facts = SqlRelationshipFacts(s)
         self.break_glass = SqlBreakGlassRepository(s)

@@ -16,6 +16,7 @@ from engine.effects import (
     AnswerKeyword,
     AskWhichConversation,
     CreateChannel,
+    DeleteFromChannel,
     Effect,
     EscalateUrgent,
     InviteMembers,
@@ -96,7 +97,10 @@ def outbox_row(effect: Effect) -> OutboxRow:
             return OutboxRow(kind, {"step_id": step}, c, m)
         case TextUrgentAlert(message_id=m, step_id=step):
             return OutboxRow(kind, {"step_id": step}, None, m)
-        case RecallFromChannel(conversation_id=c, message_id=m):
+        case (
+            RecallFromChannel(conversation_id=c, message_id=m)
+            | DeleteFromChannel(conversation_id=c, message_id=m)
+        ):
             return OutboxRow(kind, {"message_id": m}, c, m)
 
 
@@ -156,4 +160,5 @@ _READERS: dict[str, _Reader] = {
     kind_of(TextUrgentAlert): lambda p, c, m: TextUrgentAlert(_required(m), int(p["step_id"])),
     kind_of(EscalateUrgent): lambda p, c, m: EscalateUrgent(_required(c), _required(m), int(p["step_id"])),
     kind_of(RecallFromChannel): lambda p, c, m: RecallFromChannel(_required(c), int(p["message_id"])),
+    kind_of(DeleteFromChannel): lambda p, c, m: DeleteFromChannel(_required(c), int(p["message_id"])),
 }

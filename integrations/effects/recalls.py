@@ -12,6 +12,9 @@ and not found in the channel, this effect is retried, so the copy is deleted onc
 message that never reached the channel (its post cancelled) has nothing to delete and no notice.
 Safe to repeat: deleting a message gone already is not an error, and the notice is posted once
 (``post_once``, reconciled on the recalled message's id in ``data``).
+
+The retention sweep asks for :class:`engine.effects.DeleteFromChannel`: the same deletion, done by
+this same executor, without the notice (a message whose content's lifespan ended is not news).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from engine.effects import Effect, PostMessage, RecallFromChannel, kind_of
+from engine.effects import DeleteFromChannel, Effect, PostMessage, RecallFromChannel, kind_of
 from engine.errors import ChatUnavailable
 from integrations.effects.executor import RelayContext
 from integrations.effects.messages import post_once
@@ -49,9 +52,11 @@ _RECALLED = text(
 class RecallExecutor:
     """Delete a recalled message's copy from its channel and post the recall notice there."""
 
-    handles: tuple[type[Effect], ...] = (RecallFromChannel,)
+    handles: tuple[type[Effect], ...] = (RecallFromChannel, DeleteFromChannel)
 
-    async def deliver(self, effect: RecallFromChannel, entry: OutboxEntry, ctx: RelayContext) -> None:
+    async def deliver(
+        self, effect: RecallFromChannel | DeleteFromChannel, entry: OutboxEntry, ctx: RelayContext
+    ) -> None:
         async with ctx.sessions() as session:
             row = (
                 await session.execute(_RECALLED, {"id": effect.message_id, "post": kind_of(PostMessage)})
@@ -71,6 +76,8 @@ class RecallExecutor:
             return  # it never reached the channel: nothing to delete, nobody to tell
         if chat_id > 0:  # 0: a post Sendbird took but whose id could not be learned (UNKNOWN_MESSAGE_ID)
             await ctx.chat.delete_message(row.channel_url, chat_id)
+        if isinstance(effect, DeleteFromChannel):
+            return  # retention: the content's lifespan ended; nobody is told in the channel
         await ctx.chat.ensure_user(SYSTEM_USER, "caremsg")
         await ctx.chat.invite_members(row.channel_url, [SYSTEM_USER])
         await post_once(

@@ -344,6 +344,19 @@ async def legal_record_path(w: World) -> str:
     return f"/api/messages/{message_id}/legal-record"
 
 
+async def hold_body(w: World) -> dict[str, Any]:
+    return {"patientId": await w.patient(), "reason": "matter 2026-117"}
+
+
+async def lift_path(w: World) -> str:
+    """A hold compliance officer "a" placed on the patient, to be lifted."""
+    status, hold = await w.api.call(
+        "POST", "/api/legal-holds", await w.person("compliance_officer"), json=await hold_body(w)
+    )
+    assert status == 201, hold
+    return f"/api/legal-holds/{hold['id']}/lift"
+
+
 async def contact_path(w: World) -> str:
     """A contact admin "a" listed, to be taken out again."""
     status, contact = await w.api.call(
@@ -491,6 +504,18 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
     "message.read_recalled": (
         call("compliance_officer", "GET", legal_record_path),
         call("care_team_member", "GET", legal_record_path),
+    ),
+    "legal_hold.place": (
+        call("compliance_officer", "POST", "/api/legal-holds", hold_body),
+        call("compliance_officer", "POST", "/api/legal-holds", hold_body, org="b"),
+    ),
+    "legal_hold.lift": (
+        call("compliance_officer", "POST", lift_path, {"reason": "matter closed"}),
+        call("care_team_member", "POST", lift_path, {"reason": "matter closed"}),
+    ),
+    "legal_hold.list": (
+        call("compliance_officer", "GET", "/api/legal-holds"),
+        call("care_team_member", "GET", "/api/legal-holds"),
     ),
     "audit.read": (
         call("auditor", "GET", "/api/audit-events"),

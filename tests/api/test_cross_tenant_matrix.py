@@ -77,7 +77,7 @@ FILTER = "filter"
 @dataclass(frozen=True)
 class Probe:
     kind: str  # patient, bg_patient, conversation, message, care_team, consent, group, user, organization,
-    # break_glass (a session), policy_proposal
+    # break_glass (a session), policy_proposal, legal_hold
     build: Build
     mode: str = CONCEALED
 
@@ -271,6 +271,21 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
     },
     ("GET", "/api/messages/{id}/legal-record"): {
         "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}/legal-record")),
+    },
+    # Legal holds: on a patient or a conversation of the officer's own organization only.
+    ("POST", "/api/legal-holds"): {
+        "patientId": Probe(
+            "patient", lambda own, i: _p("POST", "/api/legal-holds", {"patientId": i, "reason": "m"})
+        ),
+        "conversationId": Probe(
+            "conversation",
+            lambda own, i: _p("POST", "/api/legal-holds", {"conversationId": i, "reason": "m"}),
+        ),
+    },
+    ("POST", "/api/legal-holds/{id}/lift"): {
+        "id": Probe(
+            "legal_hold", lambda own, i: _p("POST", f"/api/legal-holds/{i}/lift", {"reason": "done"})
+        ),
     },
     ("GET", "/api/audit-events"): {
         "patientId": Probe(
@@ -506,6 +521,10 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "POST", f"/api/policy/proposals/{proposal['id']}/withdraw", officer, json={}
     )
     assert status == 200, withdrawn
+    status, hold = await api.call(
+        "POST", "/api/legal-holds", officer, json={"patientId": patient, "reason": "Matrix matter"}
+    )
+    assert status == 201, hold
     ids = {
         "organization": org,
         "neutral": neutral,
@@ -522,6 +541,7 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "break_glass": session["id"],
         "shift": shift,
         "policy_proposal": proposal["id"],
+        "legal_hold": hold["id"],
         # An account the administration probes act on (a fresh one for the own organization's check).
         "account": (await api.person("care_team_member", org)).id,
     }

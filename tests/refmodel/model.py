@@ -175,6 +175,10 @@ WORKFLOWS: dict[str, Declared] = {
     "message.read_recalled": _declared("own_org"),
     # A correction: a new message from the original's sender, naming the one it replaces.
     "message.correct": _declared("member covered sender", "message", MESSAGING),
+    # Legal holds on a patient or a conversation of the officer's organization; their listing.
+    "legal_hold.place": _declared("own_org"),
+    "legal_hold.lift": _declared("own_org"),
+    "legal_hold.list": _declared(""),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -300,6 +304,11 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow([OFFICER], "message.recall", OWN_ORG)
     allow([OFFICER], "message.read_recalled", OWN_ORG)
     allow(STAFF, "message.correct", SENDER, MEMBER, COVERED)
+    # A compliance officer places and lifts legal holds on their own organization's patients and
+    # conversations (the retention sweep keeps held content), and lists them.
+    allow([OFFICER], "legal_hold.place", OWN_ORG)
+    allow([OFFICER], "legal_hold.lift", OWN_ORG)
+    allow([OFFICER], "legal_hold.list")
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")

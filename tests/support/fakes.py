@@ -79,7 +79,9 @@ from engine.ports.messaging import (
 )
 from engine.ports.patients import NewPatient, PatientRead, PatientRelation
 from engine.ports.policy import NewPolicyProposal, PolicyProposal, ProposalState, ReloadResult
+from engine.ports.retention import Cutoffs, ExpiredContent, NewLegalHold
 from engine.ports.rosters import OnCallRole
+from engine.retention import LegalHold
 from engine.rosters import OnCallShift, StaffAway
 from engine.services import EngineSettings, Services
 from engine.sms import CHANNEL_RECIPIENT
@@ -408,6 +410,10 @@ class FakeDatabase:
     outbox: list[Effect] = field(default_factory=list)
     #: Effects a recall cancelled before they went out (outbox rows ``cancelled``), in order.
     cancelled_outbox: list[Effect] = field(default_factory=list)
+    #: legal holds as (patient id or None, conversation id or None), while they last
+    legal_holds: list[tuple[int | None, int | None]] = field(default_factory=list)
+    #: legal hold id -> the hold (``legal_holds`` rows)
+    legal_hold_rows: dict[int, LegalHold] = field(default_factory=dict)
     #: message id -> its legal record (``message_recalls``)
     message_recalls: dict[int, RecalledContent] = field(default_factory=dict)
     #: phone number -> the provider id of the STOP
@@ -1288,6 +1294,76 @@ class FakeMessageRepository(_Repo):
         return message
 
 
+class FakeRetentionSweeps(_Repo):
+    """The retention sweep's reads and writes as the SQL adapter does them (no locks: one fake)."""
+
+    def _due(self, cutoffs: Cutoffs) -> list[ExpiredContent]:
+        data = self.data
+        out = []
+        for m in sorted(data.messages.values(), key=lambda m: (m.created_at, m.id)):
+            conversation = data.conversations[m.conversation_id]
+            org = data.patients[conversation.patient_id].organization_id
+            cutoff = cutoffs.by_organization.get(org, cutoffs.default)
+            held = any(p == conversation.patient_id or c == conversation.id for p, c in data.legal_holds)
+            if m.content_deleted_at is None and cutoff is not None and m.created_at < cutoff and not held:
+                out.append(ExpiredContent(m.id, conversation.id, conversation.patient_id, org, m.recalled))
+        return out
+
+    async def plan(self, cutoffs: Cutoffs) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for e in self._due(cutoffs):
+            counts[e.organization_id] = counts.get(e.organization_id, 0) + 1
+        return counts
+
+    async def claim(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredContent]:
+        return self._due(cutoffs)[:limit]
+
+    async def delete_content(self, message_ids: list[int], at: datetime) -> None:
+        data = self.data
+        for mid in message_ids:
+            data.messages[mid] = dataclasses.replace(data.messages[mid], text="", content_deleted_at=at)
+            if mid in data.message_recalls:
+                data.message_recalls[mid] = dataclasses.replace(data.message_recalls[mid], text="")
+
+
+class FakeLegalHoldRepository(_Repo):
+    """Legal holds in memory; the ones that last are mirrored in ``legal_holds`` for the sweep."""
+
+    async def add(self, hold: NewLegalHold) -> LegalHold:
+        data = self.data
+        held = LegalHold(
+            data.new_id(),
+            hold.organization_id,
+            hold.patient_id,
+            hold.conversation_id,
+            hold.subject_patient_id,
+            hold.placed_by,
+            hold.placed_at,
+            hold.reason,
+        )
+        data.legal_hold_rows[held.id] = held
+        data.legal_holds.append((hold.patient_id, hold.conversation_id))
+        return held
+
+    async def get(self, hold_id: int) -> LegalHold | None:
+        return self.data.legal_hold_rows.get(hold_id)
+
+    async def lift(self, hold_id: int, *, by: int, at: datetime, reason: str) -> bool:
+        data = self.data
+        hold = data.legal_hold_rows[hold_id]
+        if not hold.active:
+            return False
+        data.legal_hold_rows[hold_id] = dataclasses.replace(
+            hold, lifted_by=by, lifted_at=at, lift_reason=reason
+        )
+        data.legal_holds.remove((hold.patient_id, hold.conversation_id))
+        return True
+
+    async def of_organization(self, organization_id: int, *, active_only: bool) -> list[LegalHold]:
+        holds = [h for h in self.data.legal_hold_rows.values() if h.organization_id == organization_id]
+        return sorted((h for h in holds if h.active or not active_only), key=lambda h: -h.id)
+
+
 class FakeMessageRecalls(_Repo):
     """Recall as the SQL adapter does it; every enqueued effect counts as not gone out yet."""
 
@@ -1633,6 +1709,8 @@ class FakeUnitOfWork:
         self.conversations = FakeConversationRepository(self._work)
         self.messages = FakeMessageRepository(self._work)
         self.recalls = FakeMessageRecalls(self._work)
+        self.retention = FakeRetentionSweeps(self._work)
+        self.legal_holds = FakeLegalHoldRepository(self._work)
         self.outbox = FakeOutbox(self._work)
         self.deliveries = FakeDeliveryRepository(self._work)
         self.reads = FakeReadStateRepository(self._work)

@@ -138,9 +138,17 @@ class MessageRow(SQLModel, table=True):
     # Correction: the new message names the one it replaces, and that one names its correction.
     corrects_message_id: int | None = foreign_key("messages.id", nullable=True, index=False)
     corrected_by_message_id: int | None = foreign_key("messages.id", nullable=True, index=False)
+    # Retention (migration 0025): the content outlived its lifespan; body is then empty.
+    content_deleted_at: datetime | None = timestamp(nullable=True, default_now=False)
 
     __table_args__ = (
         CheckConstraint("state IN ('queued','sent','delivered','failed')", name="state"),
+        # The retention sweep reads only the messages that still have content, oldest first.
+        Index(
+            "ix_messages_created_at_content_kept",
+            "created_at",
+            postgresql_where=text("content_deleted_at IS NULL"),
+        ),
         CheckConstraint("(recalled_at IS NULL) = (recalled_by IS NULL)", name="recalled"),
         # Unread counts: the messages of a conversation after a member's read mark (migration 0021).
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
@@ -347,3 +355,30 @@ class ConversationReadRow(SQLModel, table=True):
     source: str = Field(sa_column=Column(String(8), nullable=False))
 
     __table_args__ = (CheckConstraint("source IN ('api','chat')", name="source"),)
+
+
+class LegalHoldRow(SQLModel, table=True):
+    """A legal hold on a patient's or one conversation's messages (exactly one of the two): while
+    ``lifted_at`` is null the retention sweep leaves their content alone."""
+
+    __tablename__ = "legal_holds"
+
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = foreign_key("organizations.id", index=False)
+    patient_id: int | None = foreign_key("patients.id", nullable=True, index=False)
+    conversation_id: int | None = foreign_key("conversations.id", nullable=True, index=False)
+    reason: str = Field(sa_column=Column(String(500), nullable=False))
+    placed_by: int = foreign_key("users.id", index=False)
+    placed_at: datetime = timestamp(default_now=False)
+    lifted_by: int | None = foreign_key("users.id", nullable=True, index=False)
+    lifted_at: datetime | None = timestamp(nullable=True, default_now=False)
+    lift_reason: str | None = Field(sa_column=Column(String(500), nullable=True))
+
+    __table_args__ = (
+        CheckConstraint("(patient_id IS NULL) <> (conversation_id IS NULL)", name="subject"),
+        CheckConstraint("(lifted_at IS NULL) = (lifted_by IS NULL)", name="lifted"),
+        Index("ix_legal_holds_patient_id", "patient_id", postgresql_where=text("lifted_at IS NULL")),
+        Index(
+            "ix_legal_holds_conversation_id", "conversation_id", postgresql_where=text("lifted_at IS NULL")
+        ),
+    )

@@ -1,0 +1,83 @@
+"""Retention ports: which messages' content has outlived its lifespan, and deleting that content
+(see :mod:`engine.retention` for the lifespans and :mod:`engine.workflows.retention` for the sweep)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from engine.retention import LegalHold
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Per organization, the moment before which a message's content has outlived its lifespan.
+
+    ``by_organization`` holds the organizations with their own entry (None: kept forever); every
+    other organization takes ``default`` (None: kept forever)."""
+
+    default: datetime | None
+    by_organization: dict[int, datetime | None]
+
+    @property
+    def nothing_expires(self) -> bool:
+        return self.default is None and all(c is None for c in self.by_organization.values())
+
+
+@dataclass(frozen=True)
+class ExpiredContent:
+    """A message whose content has outlived its lifespan and that no legal hold covers."""
+
+    message_id: int
+    conversation_id: int
+    patient_id: int
+    organization_id: int
+    #: Recalled already: its copy left the channel then; only the legal record's text remains.
+    recalled: bool
+
+
+class RetentionSweeps(Protocol):
+    """Finding and deleting expired message content, in the workflow's transaction."""
+
+    async def plan(self, cutoffs: Cutoffs) -> dict[int, int]:
+        """Per organization id, how many messages the next sweep would delete the content of
+        (still have content, older than their cutoff, under no legal hold that lasts)."""
+        ...
+
+    async def claim(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredContent]:
+        """Up to ``limit`` such messages, oldest first, locked until the transaction ends; rows
+        another transaction holds are skipped (several sweeps claim different messages)."""
+        ...
+
+    async def delete_content(self, message_ids: list[int], at: datetime) -> None:
+        """Empty these messages' text (and a recalled one's legal-record text) and mark them
+        ``content_deleted_at``; their metadata, deliveries and audit records stay."""
+        ...
+
+
+@dataclass(frozen=True)
+class NewLegalHold:
+    organization_id: int
+    patient_id: int | None
+    conversation_id: int | None
+    subject_patient_id: int
+    reason: str
+    placed_by: int
+    placed_at: datetime
+
+
+class LegalHoldRepository(Protocol):
+    """Legal holds, in the workflow's transaction."""
+
+    async def add(self, hold: NewLegalHold) -> LegalHold: ...
+
+    async def get(self, hold_id: int) -> LegalHold | None: ...
+
+    async def lift(self, hold_id: int, *, by: int, at: datetime, reason: str) -> bool:
+        """Lift the hold if it still lasts (True); False if it was lifted already."""
+        ...
+
+    async def of_organization(self, organization_id: int, *, active_only: bool) -> list[LegalHold]:
+        """The organization's holds, newest first."""
+        ...

@@ -1,0 +1,136 @@
+"""SQL behind :class:`engine.ports.retention.RetentionSweeps`: which messages' content has outlived
+its organization's lifespan under no legal hold, claimed with ``SKIP LOCKED``, and emptied."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from engine.ports.retention import Cutoffs, ExpiredContent, NewLegalHold
+from engine.retention import LegalHold
+from integrations.db.base import Repository
+
+#: The messages whose content is due: the patient's organization's own cutoff if it has one (null:
+#: kept), else the default; still with content; under no legal hold that lasts, on the patient or
+#: on the conversation. The partial index on created_at (content_deleted_at IS NULL) is the scan.
+_DUE = """
+    FROM messages m
+    JOIN conversations c ON c.id = m.conversation_id
+    JOIN patients p ON p.id = c.patient_id
+    LEFT JOIN unnest(CAST(:orgs AS integer[]), CAST(:org_cutoffs AS timestamptz[])) AS r(org_id, cutoff)
+      ON r.org_id = p.organization_id
+    WHERE m.content_deleted_at IS NULL
+      AND m.created_at < CASE WHEN r.org_id IS NULL THEN CAST(:default AS timestamptz) ELSE r.cutoff END
+      AND NOT EXISTS (
+        SELECT 1 FROM legal_holds h WHERE h.lifted_at IS NULL
+          AND (h.patient_id = c.patient_id OR h.conversation_id = m.conversation_id)
+      )
+"""
+
+_PLAN = text(f"SELECT p.organization_id, count(*) AS n {_DUE} GROUP BY p.organization_id")
+
+_CLAIM = text(
+    "SELECT m.id, m.conversation_id, c.patient_id, p.organization_id, m.recalled_at IS NOT NULL AS recalled"
+    f" {_DUE} ORDER BY m.created_at, m.id LIMIT :limit FOR UPDATE OF m SKIP LOCKED"
+)
+
+_DELETE = text(
+    "UPDATE messages SET body = '', content_deleted_at = :at"
+    " WHERE id = ANY(CAST(:ids AS integer[])) AND content_deleted_at IS NULL"
+)
+_DELETE_RECALLED = text(
+    "UPDATE message_recalls SET body = '' WHERE message_id = ANY(CAST(:ids AS integer[]))"
+)
+
+
+def _params(cutoffs: Cutoffs) -> dict[str, Any]:
+    orgs = sorted(cutoffs.by_organization)
+    return {
+        "orgs": orgs,
+        "org_cutoffs": [cutoffs.by_organization[o] for o in orgs],
+        "default": cutoffs.default,
+    }
+
+
+class SqlRetentionSweeps(Repository):
+    async def plan(self, cutoffs: Cutoffs) -> dict[int, int]:
+        rows = await self.session.execute(_PLAN, _params(cutoffs))
+        return {r.organization_id: r.n for r in rows}
+
+    async def claim(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredContent]:
+        rows = await self.session.execute(_CLAIM, {**_params(cutoffs), "limit": limit})
+        return [
+            ExpiredContent(r.id, r.conversation_id, r.patient_id, r.organization_id, r.recalled) for r in rows
+        ]
+
+    async def delete_content(self, message_ids: list[int], at: datetime) -> None:
+        await self.session.execute(_DELETE, {"ids": message_ids, "at": at})
+        await self.session.execute(_DELETE_RECALLED, {"ids": message_ids})
+
+
+_HOLD = """
+    SELECT h.*, COALESCE(h.patient_id, c.patient_id) AS subject_patient_id
+    FROM legal_holds h LEFT JOIN conversations c ON c.id = h.conversation_id
+"""
+
+
+def _hold(row: Any) -> LegalHold:
+    return LegalHold(
+        id=row.id,
+        organization_id=row.organization_id,
+        patient_id=row.patient_id,
+        conversation_id=row.conversation_id,
+        subject_patient_id=row.subject_patient_id,
+        placed_by=row.placed_by,
+        placed_at=row.placed_at,
+        reason=row.reason,
+        lifted_by=row.lifted_by,
+        lifted_at=row.lifted_at,
+        lift_reason=row.lift_reason,
+    )
+
+
+class SqlLegalHoldRepository(Repository):
+    async def add(self, hold: NewLegalHold) -> LegalHold:
+        hold_id = (
+            await self.session.execute(
+                text(
+                    "INSERT INTO legal_holds (organization_id, patient_id, conversation_id, reason,"
+                    " placed_by, placed_at) VALUES (:o, :p, :c, :r, :by, :at) RETURNING id"
+                ),
+                {
+                    "o": hold.organization_id,
+                    "p": hold.patient_id,
+                    "c": hold.conversation_id,
+                    "r": hold.reason,
+                    "by": hold.placed_by,
+                    "at": hold.placed_at,
+                },
+            )
+        ).scalar_one()
+        found = await self.get(hold_id)
+        assert found is not None
+        return found
+
+    async def get(self, hold_id: int) -> LegalHold | None:
+        row = (await self.session.execute(text(f"{_HOLD} WHERE h.id = :id"), {"id": hold_id})).first()
+        return None if row is None else _hold(row)
+
+    async def lift(self, hold_id: int, *, by: int, at: datetime, reason: str) -> bool:
+        done = await self.session.execute(
+            text(
+                "UPDATE legal_holds SET lifted_at = :at, lifted_by = :by, lift_reason = :r"
+                " WHERE id = :id AND lifted_at IS NULL RETURNING id"
+            ),
+            {"id": hold_id, "at": at, "by": by, "r": reason},
+        )
+        return done.first() is not None
+
+    async def of_organization(self, organization_id: int, *, active_only: bool) -> list[LegalHold]:
+        only = " AND h.lifted_at IS NULL" if active_only else ""
+        rows = await self.session.execute(
+            text(f"{_HOLD} WHERE h.organization_id = :o{only} ORDER BY h.id DESC"), {"o": organization_id}
+        )
+        return [_hold(r) for r in rows]

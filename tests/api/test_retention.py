@@ -1,0 +1,230 @@
+"""Retention end to end: the real app, PostgreSQL, the outbox relay and the Sendbird emulator. Once
+a message's content outlives its organization's lifespan, the sweep empties it in caremsg (reads
+show ``contentDeleted`` and no text), the channel no longer holds it (deleted, no notice), and the
+audit trail keeps every record of it plus one of the deletion, without content. ``caremsg retention
+plan|run`` count and run the same sweep (in process, tests/support/cli.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from engine.policy import Policy
+from engine.workflows.retention import SWEEP, sweep_retention
+from handlers.keys import policy_key, services_key
+from integrations.policy_files import read_policy_sources
+from tests.support.api import Api
+from tests.support.cli import caremsg_in_process
+from tests.support.fakes import ShiftedClock
+from tests.support.messaging import care_team, emulator, send, settled_deliveries
+from tests.support.polling import eventually, settled
+
+POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
+TEXT = "Ann Lee's potassium is 6.1"
+
+
+@pytest.fixture
+def shipped_policy_back(api: Api) -> Iterator[None]:
+    """The app's policy is the shipped one again after the test (the module shares one app)."""
+    holder = api.app[policy_key]
+    shipped = holder.current
+    yield
+    holder.swap(shipped)
+
+
+def _lifespan(api: Api, organization_id: int, days: int) -> None:
+    sources = dataclasses.replace(
+        read_policy_sources(POLICY_DIR),
+        retention=f"[organization.{organization_id}]\ncontent_days = {days}\n",
+    )
+    api.app[policy_key].swap(Policy.from_sources(sources))
+
+
+@pytest.mark.usefixtures("shipped_policy_back")
+async def test_expired_content_leaves_caremsg_and_the_channel_and_the_audit_trail_stays(
+    api: Api, db: asyncpg.Connection, clock: ShiftedClock
+) -> None:
+    team = await care_team(api)
+    status, sent = await send(api, team.peer, team.conversation_id, TEXT)
+    assert status == 202, sent
+    await settled_deliveries(api, team.peer, sent["id"])
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+    [posted] = [m for m in channel.messages if json.loads(m.data or "{}").get("message_id") == sent["id"]]
+    before = await db.fetchval("SELECT count(*) FROM audit_events WHERE patient_id = $1", team.patient_id)
+    _lifespan(api, team.organization_id, 30)
+    services = api.app[services_key]
+
+    clock.advance(days=29)
+    assert await sweep_retention(services) == 0  # not yet
+    clock.advance(days=2)
+    assert await sweep_retention(services) == 1
+
+    await eventually(lambda: settled(posted.is_removed), "the channel's copy to be deleted")
+    assert not [m for m in channel.messages if m.custom_type == "caremsg_recall_notice"]
+    status, one = await api.call("GET", f"/api/messages/{sent['id']}", team.nurse)
+    assert status == 200, one
+    assert (one["contentDeleted"], one["message"], one["senderId"]) == (True, None, team.peer.id)
+    assert one["contentDeletedAt"] is not None
+    status, conversation = await api.call("GET", f"/api/conversations/{team.conversation_id}", team.nurse)
+    [shown] = [m for m in conversation["messages"] if m["id"] == sent["id"]]
+    assert (shown["contentDeleted"], shown["message"]) == (True, None)
+    assert await db.fetchval("SELECT body FROM messages WHERE id = $1", sent["id"]) == ""
+    # every record stays, and the deletion and its channel delivery are added, without content
+    deliveries = await eventually(
+        lambda: db.fetch(
+            "SELECT outcome FROM audit_events WHERE workflow = 'delivery.delete_message'"
+            " AND resource_id = $1",
+            str(sent["id"]),
+        ),
+        "the channel deletion's delivery record",
+    )
+    assert [r["outcome"] for r in deliveries] == ["success"]
+    [deleted] = await db.fetch(
+        "SELECT * FROM audit_events WHERE workflow = $1 AND resource_id = $2", SWEEP, str(sent["id"])
+    )
+    assert (deleted["event"], deleted["actor_id"], deleted["organization_id"]) == (
+        "message.content_deleted",
+        None,
+        team.organization_id,
+    )
+    after = await db.fetchval("SELECT count(*) FROM audit_events WHERE patient_id = $1", team.patient_id)
+    assert after >= before + 1
+    everything = await db.fetch(
+        "SELECT details::text AS d FROM audit_events WHERE patient_id = $1", team.patient_id
+    )
+    assert not any(TEXT in r["d"] for r in everything)
+
+
+async def test_caremsg_retention_plan_counts_and_run_deletes(
+    api: Api, db: asyncpg.Connection, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = await care_team(api)
+    ids = []
+    for _ in range(2):
+        status, sent = await send(api, team.peer, team.conversation_id, TEXT)
+        assert status == 202, sent
+        ids.append(sent["id"])
+    await db.execute("UPDATE messages SET created_at = now() - interval '8 days' WHERE id = ANY($1)", ids)
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, policies)
+    (policies / "retention.toml").write_text(f"[organization.{team.organization_id}]\ncontent_days = 7\n")
+    monkeypatch.setenv("CAREMSG_POLICY_DIRECTORY", str(policies))
+
+    code, out = await caremsg_in_process(database_url, "retention", "plan")
+    assert code == 0, out
+    assert f"organization {team.organization_id}: 2 message(s)" in out
+    assert TEXT not in out
+
+    code, out = await caremsg_in_process(database_url, "retention", "run")
+    assert code == 0, out
+    assert f"organization {team.organization_id}: 2 message(s) content deleted" in out
+    bodies = await db.fetch("SELECT body FROM messages WHERE id = ANY($1)", ids)
+    assert [r["body"] for r in bodies] == ["", ""]
+    code, out = await caremsg_in_process(database_url, "retention", "plan")
+    assert f"organization {team.organization_id}" not in out
+
+
+# --- legal holds ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("shipped_policy_back")
+async def test_a_legal_hold_on_a_conversation_keeps_its_content_until_it_is_lifted(
+    api: Api, db: asyncpg.Connection, clock: ShiftedClock
+) -> None:
+    team = await care_team(api)
+    status, sent = await send(api, team.peer, team.conversation_id, TEXT)
+    assert status == 202, sent
+    await settled_deliveries(api, team.peer, sent["id"])
+    status, hold = await api.call(
+        "POST",
+        "/api/legal-holds",
+        team.officer,
+        json={"conversationId": team.conversation_id, "reason": "matter 2026-117"},
+    )
+    assert status == 201, hold
+    assert (hold["active"], hold["subjectPatientId"], hold["patientId"]) == (True, team.patient_id, None)
+    _lifespan(api, team.organization_id, 1)
+    services = api.app[services_key]
+    clock.advance(days=2)
+
+    assert await sweep_retention(services) == 0
+    status, one = await api.call("GET", f"/api/messages/{sent['id']}", team.nurse)
+    assert (one["contentDeleted"], one["message"]) == (False, TEXT)
+
+    status, lifted = await api.call(
+        "POST", f"/api/legal-holds/{hold['id']}/lift", team.officer, json={"reason": "matter closed"}
+    )
+    assert status == 200, lifted
+    assert (lifted["active"], lifted["liftedBy"], lifted["liftReason"]) == (
+        False,
+        team.officer.id,
+        "matter closed",
+    )
+    status, again = await api.call(
+        "POST", f"/api/legal-holds/{hold['id']}/lift", team.officer, json={"reason": "twice"}
+    )
+    assert status == 409, again
+    assert await sweep_retention(services) == 1
+    status, one = await api.call("GET", f"/api/messages/{sent['id']}", team.nurse)
+    assert (one["contentDeleted"], one["message"]) == (True, None)
+    # audited: the place and the lift decisions, naming the hold and the patient, never the reason
+    records = await db.fetch(
+        "SELECT workflow, actor_id, outcome, details::text AS d FROM audit_events"
+        " WHERE workflow LIKE 'legal_hold.%' AND patient_id = $1 ORDER BY id",
+        team.patient_id,
+    )
+    assert [(r["workflow"], r["actor_id"], r["outcome"]) for r in records] == [
+        ("legal_hold.place", team.officer.id, "success"),
+        ("legal_hold.lift", team.officer.id, "success"),
+        ("legal_hold.lift", team.officer.id, "failure"),  # lifted already: 409
+    ]
+    assert not any("matter" in r["d"] for r in records)
+
+
+async def test_a_hold_is_for_compliance_officers_of_the_patients_organization(api: Api) -> None:
+    team = await care_team(api)
+    other = await api.person("compliance_officer", await api.organization())
+    body = {"patientId": team.patient_id, "reason": "litigation"}
+
+    status, refused = await api.call("POST", "/api/legal-holds", team.nurse, json=body)
+    assert status == 403, refused
+    status, hidden = await api.call("POST", "/api/legal-holds", other, json=body)
+    assert status == 404, hidden
+    status, hidden = await api.call(
+        "POST", "/api/legal-holds", other, json={"conversationId": team.conversation_id, "reason": "x"}
+    )
+    assert status == 404, hidden
+    status, hold = await api.call("POST", "/api/legal-holds", team.officer, json=body)
+    assert status == 201, hold
+    status, hidden = await api.call(
+        "POST", f"/api/legal-holds/{hold['id']}/lift", other, json={"reason": "x"}
+    )
+    assert status == 404, hidden
+    status, listed = await api.call("GET", "/api/legal-holds", other)
+    assert (status, listed["holds"]) == (200, [])
+    status, listed = await api.call("GET", "/api/legal-holds?active=true", team.officer)
+    assert [h["id"] for h in listed["holds"]] == [hold["id"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"reason": "x"}, "patientId"),
+        ({"patientId": 1, "conversationId": 1, "reason": "x"}, "patientId"),
+        ({"patientId": 1, "reason": "   "}, "reason"),
+        ({"patientId": 1, "reason": "x" * 501}, "reason"),
+        ({"patientId": "one", "reason": "x"}, "patientId"),
+    ],
+    ids=["no-subject", "two-subjects", "blank-reason", "long-reason", "not-an-id"],
+)
+async def test_a_bad_hold_is_422_naming_the_field(api: Api, body: dict[str, object], field: str) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    status, problem = await api.call("POST", "/api/legal-holds", officer, json=body)
+    assert status == 422, problem
+    assert field in json.dumps(problem)
