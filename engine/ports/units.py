@@ -22,6 +22,8 @@ conversations, messaging      conversations, messages, deliveries, reads, users,
 read_receipts                 conversations, messages, deliveries, reads, facts, break_glass
 recalls                       conversations, messages, recalls, deliveries, outbox,
                               facts, break_glass
+attachments                   conversations, messages, attachments, deliveries, outbox,
+                              facts, break_glass (messaging: attachments, for reads)
 audit                         audit_trail
 policy_admin                  (audit only)
 policy_changes                policy_proposals
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Self
 
+from engine.ports.attachments import MessageAttachments
 from engine.ports.audit import AuditFigures, AuditLog, AuditTrail
 from engine.ports.consents import (
     BreakGlassRepository,
@@ -235,6 +238,9 @@ class MessagingUnitOfWork(ConversationReading, Protocol):
     def messages(self) -> MessageRepository: ...
 
     @property
+    def attachments(self) -> MessageAttachments: ...
+
+    @property
     def users(self) -> UserRepository: ...
 
     @property
@@ -262,6 +268,19 @@ class RecallsUnitOfWork(ConversationReading, Protocol):
 
     @property
     def recalls(self) -> MessageRecalls: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
+class AttachmentsUnitOfWork(ConversationReading, Protocol):
+    """engine/workflows/attachments.py: attaching a file to a new message, downloading it."""
+
+    @property
+    def messages(self) -> MessageRepository: ...
+
+    @property
+    def attachments(self) -> MessageAttachments: ...
 
     @property
     def outbox(self) -> Outbox: ...

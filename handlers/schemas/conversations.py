@@ -30,6 +30,7 @@ from handlers.schemas import (
     Response,
     Title,
 )
+from handlers.schemas.attachments import AttachmentPublic
 
 # --- conversations & messages ---------------------------------------------------------------------
 
@@ -222,6 +223,11 @@ class MessagePublic(Response):
     recalled_by: int | None = Field(None, description="Who recalled it (a user id).")
     corrects_message_id: int | None = Field(None, description="The message this one corrects.")
     corrected_by_message_id: int | None = Field(None, description="The message that corrects this one.")
+    attachments: list[AttachmentPublic] = Field(
+        default_factory=list,
+        description="Files attached to it (type, size, SHA-256); download each at "
+        "/api/messages/{id}/attachments/{attachmentId}. Listed on GET /api/messages/{id} and on sending.",
+    )
 
     @classmethod
     def of(cls, m: Message) -> MessagePublic:
@@ -247,6 +253,7 @@ class MessagePublic(Response):
             recalled_by=m.recalled_by,
             corrects_message_id=m.corrects_message_id,
             corrected_by_message_id=m.corrected_by_message_id,
+            attachments=[AttachmentPublic.of(a) for a in m.attachments],
         )
 
 

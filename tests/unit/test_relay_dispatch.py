@@ -21,6 +21,7 @@ from engine.effects import (
     EscalateUrgent,
     InviteMembers,
     NotifyComplianceOfBreakGlass,
+    PostAttachment,
     PostMessage,
     PostSmsReply,
     RealertUrgent,
@@ -231,6 +232,7 @@ EVERY_EFFECT: list[Effect] = [
     TextUrgentAlert(70, 32),
     EscalateUrgent(4, 70, 33),
     RecallFromChannel(4, 70),
+    PostAttachment(4, 70, 5),
 ]
 
 
@@ -256,6 +258,7 @@ def test_the_stored_kinds_are_those_rows_already_in_databases_carry() -> None:
         "TextUrgentAlert": "urgent_text",
         "EscalateUrgent": "urgent_escalate",
         "RecallFromChannel": "recall_message",
+        "PostAttachment": "send_file",
     }
     assert {type(e) for e in EVERY_EFFECT} == set(KIND)
 
