@@ -34,16 +34,20 @@ _FILE_TO_POST = text(
 
 _SETTLE = text(
     """
-    WITH m AS (
-        UPDATE messages SET state = :state,
-            chat_message_id = CASE WHEN :state = 'sent' THEN CAST(:chat_id AS bigint) ELSE chat_message_id END
-        WHERE id = :id
+    WITH s AS (
+        SELECT CAST(:id AS integer) AS id, CAST(:state AS text) AS state,
+               CAST(:chat_id AS bigint) AS chat_id, CAST(:ts AS bigint) AS ts, CAST(:reason AS text) AS reason
+    ), m AS (
+        UPDATE messages m SET state = s.state,
+            chat_message_id = CASE WHEN s.state = 'sent' THEN s.chat_id ELSE m.chat_message_id END
+        FROM s WHERE m.id = s.id
     )
-    UPDATE message_deliveries SET state = :state,
-        provider_ts_ms = CASE WHEN :state = 'sent' THEN CAST(:ts AS bigint) ELSE provider_ts_ms END,
-        reason = CASE WHEN :state = 'failed' THEN CAST(:reason AS text) ELSE reason END,
+    UPDATE message_deliveries d SET state = s.state,
+        provider_ts_ms = CASE WHEN s.state = 'sent' THEN s.ts ELSE d.provider_ts_ms END,
+        reason = CASE WHEN s.state = 'failed' THEN s.reason ELSE d.reason END,
         updated_at = now()
-    WHERE message_id = :id AND recipient = 'channel' AND (:state = 'failed' OR state = 'queued')
+    FROM s
+    WHERE d.message_id = s.id AND d.recipient = 'channel' AND (s.state = 'failed' OR d.state = 'queued')
     """
 )
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import email.policy
+from email.parser import BytesParser
 from typing import Any
 
 import structlog
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from integrations.sendbird import (
     ALREADY_EXISTS_CODE,
@@ -46,22 +48,26 @@ MAX_FILE_BYTES = 25 * 1024 * 1024
 
 
 async def _read_multipart(request: web.Request) -> tuple[Params, EmulatedFile | None]:
-    """A multipart body's text fields as :class:`Params` and its part ``file``, if any."""
+    """A multipart body's text fields as :class:`Params` and its part ``file``, if any. Parsed from the
+    bytes the logging middleware has read already (aiohttp keeps them; the stream is spent)."""
+    raw = await request.read()
+    if len(raw) > MAX_FILE_BYTES:
+        raise ApiError(INVALID_VALUE, "The file is too large.")
+    head = f"Content-Type: {request.headers.get('Content-Type', '')}\r\n\r\n".encode()
+    form = BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+    if not form.is_multipart():
+        raise ApiError(INVALID_VALUE, "The multipart body cannot be read.")
     fields: dict[str, Any] = {}
     file: EmulatedFile | None = None
-    reader = await request.multipart()
-    async for part in reader:
-        if not isinstance(part, BodyPartReader) or part.name is None:
+    for part in form.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        content = part.get_payload(decode=True)
+        if not isinstance(name, str) or not isinstance(content, bytes):
             continue
-        if part.name == "file":
-            content = bytes(await part.read())
-            if len(content) > MAX_FILE_BYTES:
-                raise ApiError(INVALID_VALUE, "The file is too large.")
-            file = EmulatedFile(
-                part.filename or "file", part.headers.get("Content-Type", "application/octet-stream"), content
-            )
+        if name == "file":
+            file = EmulatedFile(part.get_filename() or "file", part.get_content_type(), content)
         else:
-            fields[part.name] = await part.text()
+            fields[name] = content.decode("utf-8")
     return Params(fields), file
 
 
