@@ -20,6 +20,7 @@ async def _upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str
     """The multipart form's file (content type, bytes) and text, read as a stream: a file over
     ``max_bytes`` is refused (413) as soon as it passes the limit, before the rest is read."""
     if request.content_type != "multipart/form-data":
+        await request.read()  # within api.max_body_bytes (413 beyond), like every other body
         raise InvalidInput(
             [FieldError("file", "Send multipart/form-data with a part named file.", "missing")]
         )
