@@ -175,6 +175,8 @@ WORKFLOWS: dict[str, Declared] = {
     "message.read_recalled": _declared("own_org"),
     # A correction: a new message from the original's sender, naming the one it replaces.
     "message.correct": _declared("member covered sender", "message", MESSAGING),
+    # A file sent as a new message: decided apart from message.send, on the same facts.
+    "message.attach": _declared("member covered break_glass", "message", MESSAGING),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -300,6 +302,7 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow([OFFICER], "message.recall", OWN_ORG)
     allow([OFFICER], "message.read_recalled", OWN_ORG)
     allow(STAFF, "message.correct", SENDER, MEMBER, COVERED)
+    allow(STAFF, "message.attach", MEMBER, COVERED)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")
