@@ -148,6 +148,16 @@ class DeleteFromChannel:
     message_id: int
 
 
+@dataclass(frozen=True)
+class PostAttachment:
+    """Post a stored message's attached file into its conversation's channel as its sender, as a
+    Sendbird file message, exactly once."""
+
+    conversation_id: int
+    message_id: int
+    attachment_id: int
+
+
 Effect = (
     CreateChannel
     | PostMessage
@@ -163,6 +173,7 @@ Effect = (
     | EscalateUrgent
     | RecallFromChannel
     | DeleteFromChannel
+    | PostAttachment
 )
 
 #: The stored name of each effect type (``outbox.kind``, audit workflow ``delivery.<kind>``). Texts
@@ -182,6 +193,7 @@ KIND: Mapping[type[Effect], str] = {
     EscalateUrgent: "urgent_escalate",
     RecallFromChannel: "recall_message",
     DeleteFromChannel: "delete_message",
+    PostAttachment: "send_file",
 }
 
 #: Effects that are texts, not chat effects: the service delivers them apart (a backlog of texts never
@@ -189,7 +201,7 @@ KIND: Mapping[type[Effect], str] = {
 TEXTS: tuple[type[Effect], ...] = (TextMessage, AnswerKeyword, AskWhichConversation)
 
 #: Effects a conversation's later entries of the same kind wait for: posts and texts keep their order.
-IN_ORDER: tuple[type[Effect], ...] = (PostMessage, *TEXTS)
+IN_ORDER: tuple[type[Effect], ...] = (PostMessage, PostAttachment, *TEXTS)
 
 
 def kind_of(effect: Effect | type[Effect]) -> str:

@@ -5,7 +5,9 @@ generic and never carry PHI (names, phone numbers, message text).
 
     CaremsgError
     ├── InvalidInput            422 — a field is missing, has the wrong type, or a bad value
-    │   └── MalformedRequest    400 — the body is not JSON at all
+    │   ├── MalformedRequest    400 — the body is not JSON at all
+    │   ├── FileTooLarge        413 — an attached file is larger than the configured limit
+    │   └── FileTypeRefused     415 — an attached file's type is not allowed (declared or sniffed)
     ├── Unauthenticated         401 — no credentials, bad credentials, bad or expired token
     ├── Forbidden               403 — the policy engine denied the action (carries the Decision)
     ├── NotFound                404 — the object does not exist (or the actor may not know it does)
@@ -69,6 +71,14 @@ class InvalidInput(CaremsgError):
 
 class MalformedRequest(InvalidInput):
     code = "malformed_request"
+
+
+class FileTooLarge(InvalidInput):
+    code = "payload_too_large"
+
+
+class FileTypeRefused(InvalidInput):
+    code = "unsupported_media_type"
 
 
 class Unauthenticated(CaremsgError):

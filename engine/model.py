@@ -326,6 +326,8 @@ class Message:
     corrected_by_message_id: int | None = None
     #: Set once retention deleted the content (policies/retention.toml): ``text`` is then empty.
     content_deleted_at: datetime | None = None
+    #: Files attached to it (engine/workflows/attachments.py): what they are, never their bytes.
+    attachments: tuple[Attachment, ...] = field(default=())
 
     @property
     def recalled(self) -> bool:
@@ -347,6 +349,25 @@ class EscalationTaken:
     #: queued, done, cancelled (acknowledged before it went out), failed, or none (nobody to alert).
     state: str
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file attached to a message: its content type, size and SHA-256 (hex). No file name."""
+
+    id: int
+    message_id: int
+    content_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class AttachmentFile:
+    """An attachment with its bytes (a download, or the relay's post)."""
+
+    attachment: Attachment
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from engine.login_throttle import Backoff
 from engine.policy import PolicyHolder
 from engine.services import EngineSettings, Services, utc_now
 from handlers import (
+    api_attachments,
     api_audit,
     api_consents,
     api_contacts,
@@ -92,6 +93,7 @@ from integrations.consent_sync import ConsentSync
 from integrations.db.identity import CachedAccountDirectory, SqlAccountDirectory
 from integrations.db.migrate import head_revisions
 from integrations.db.resources import DatabaseProbe, ensure_organization, is_unavailable, open_database
+from integrations.effects.attachments import PostAttachmentExecutor
 from integrations.effects.break_glass import BreakGlassAlertExecutor
 from integrations.effects.channels import InviteMembersExecutor, RemoveMembersExecutor
 from integrations.effects.executor import Executor
@@ -197,6 +199,7 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
         InviteMembersExecutor(),
         BreakGlassAlertExecutor(),
         RecallExecutor(),
+        PostAttachmentExecutor(),
         *app[messaging_key].outbox_kinds,
     ]
     sessions, gateway = app[sessions_key], app[chat_key]
@@ -368,6 +371,7 @@ def default_endpoints() -> list[Endpoint]:
         *api_consents.ENDPOINTS,
         *api_patients.ENDPOINTS,
         *api_conversations.ENDPOINTS,
+        *api_attachments.ENDPOINTS,
         *api_policy.ENDPOINTS,
         *api_policy_changes.ENDPOINTS,
         *api_messaging.ENDPOINTS,

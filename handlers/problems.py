@@ -15,6 +15,8 @@ from engine.errors import (
     CaremsgError,
     Conflict,
     FieldError,
+    FileTooLarge,
+    FileTypeRefused,
     Forbidden,
     IdempotencyMismatch,
     InvalidInput,
@@ -30,6 +32,8 @@ PROBLEM_JSON = "application/problem+json"
 
 _STATUS: list[tuple[type[CaremsgError], int, str]] = [
     (MalformedRequest, 400, "Malformed request"),
+    (FileTooLarge, 413, "Payload too large"),
+    (FileTypeRefused, 415, "Unsupported media type"),
     (InvalidInput, 422, "Invalid request"),
     (Unauthenticated, 401, "Authentication required"),
     (Forbidden, 403, "Forbidden"),

@@ -212,6 +212,11 @@ class MessagingSettings(_Section):
     # The webhook URL exactly as configured at Twilio (it is what the signature covers); empty: the
     # URL the request arrived at, which is wrong behind a proxy that rewrites scheme, host or path.
     twilio_webhook_url: str = ""
+    # Files staff attach to messages (POST /api/conversations/{id}/attachments): the content types
+    # accepted (each also sniffed from its first bytes where it has a signature) and the largest
+    # size. The bytes are kept in PostgreSQL (message_attachments), so the limit stays small.
+    attachment_types: tuple[str, ...] = ("application/pdf", "image/png", "image/jpeg")
+    attachment_max_bytes: int = Field(5 * 1024 * 1024, ge=1, le=10 * 1024 * 1024)
 
     @property
     def use_twilio_emulator(self) -> bool:

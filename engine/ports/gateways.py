@@ -77,6 +77,23 @@ class ChatGateway(Protocol):
         """
         ...
 
+    async def send_file(
+        self,
+        channel_url: str,
+        *,
+        sender_id: str,
+        file: bytes,
+        file_name: str,
+        content_type: str,
+        dedup_id: str,
+        custom_type: str = "",
+        data: str = "",
+    ) -> SentChatMessage:
+        """Post a file message as ``sender_id`` (``file_name`` is caremsg's, never the uploader's);
+        like :meth:`send_message`, the caller reconciles with :meth:`find_message` after an ambiguous
+        failure."""
+        ...
+
     async def find_message(
         self, channel_url: str, *, sender_id: str, custom_type: str, data: str, text: str | None = None
     ) -> SentChatMessage | None:

@@ -24,6 +24,8 @@ recalls                       conversations, messages, recalls, deliveries, outb
                               facts, break_glass
 retention                     retention, outbox
 legal_holds                   legal_holds, conversations, patients, facts, break_glass
+attachments                   conversations, messages, attachments, deliveries, outbox,
+                              facts, break_glass (messaging: attachments, for reads)
 audit                         audit_trail
 policy_admin                  (audit only)
 policy_changes                policy_proposals
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Self
 
+from engine.ports.attachments import MessageAttachments
 from engine.ports.audit import AuditFigures, AuditLog, AuditTrail
 from engine.ports.consents import (
     BreakGlassRepository,
@@ -238,6 +241,9 @@ class MessagingUnitOfWork(ConversationReading, Protocol):
     def messages(self) -> MessageRepository: ...
 
     @property
+    def attachments(self) -> MessageAttachments: ...
+
+    @property
     def users(self) -> UserRepository: ...
 
     @property
@@ -275,6 +281,19 @@ class RetentionUnitOfWork(Transaction, Protocol):
 
     @property
     def retention(self) -> RetentionSweeps: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
+class AttachmentsUnitOfWork(ConversationReading, Protocol):
+    """engine/workflows/attachments.py: attaching a file to a new message, downloading it."""
+
+    @property
+    def messages(self) -> MessageRepository: ...
+
+    @property
+    def attachments(self) -> MessageAttachments: ...
 
     @property
     def outbox(self) -> Outbox: ...

@@ -148,8 +148,8 @@ async def store_deliveries(
 
 
 async def get_message(services: Services, actor: Actor, message_id: int) -> Message:
-    """One message with its per-recipient delivery state and each member's receipt (sent, delivered,
-    read); decided as ``conversation.read``."""
+    """One message with its per-recipient delivery state, each member's receipt (sent, delivered,
+    read) and its attachments' metadata; decided as ``conversation.read``."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
 
@@ -174,8 +174,9 @@ async def get_message(services: Services, actor: Actor, message_id: int) -> Mess
             guard, "conversation.read", message.conversation_id, unknown_as="message"
         )
         (message,) = await with_receipts(uow, conversation, await with_deliveries(uow, [message]))
+        attached = await uow.attachments.of_messages([message.id])
         await uow.commit()
-    return message
+    return dataclasses.replace(message, attachments=attached.get(message.id, ()))
 
 
 # --- inbound events ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from handlers.schemas import (
     Response,
     Title,
 )
+from handlers.schemas.attachments import AttachmentPublic
 
 # --- conversations & messages ---------------------------------------------------------------------
 
@@ -230,6 +231,11 @@ class MessagePublic(Response):
         " deleted; the message's metadata stays.",
     )
     content_deleted_at: datetime | None = Field(None, description="When retention deleted its content.")
+    attachments: list[AttachmentPublic] = Field(
+        default_factory=list,
+        description="Files attached to it (type, size, SHA-256); download each at "
+        "/api/messages/{id}/attachments/{attachmentId}. Listed on GET /api/messages/{id} and on sending.",
+    )
 
     @classmethod
     def of(cls, m: Message) -> MessagePublic:
@@ -257,6 +263,7 @@ class MessagePublic(Response):
             corrected_by_message_id=m.corrected_by_message_id,
             content_deleted=m.content_deleted,
             content_deleted_at=m.content_deleted_at,
+            attachments=[AttachmentPublic.of(a) for a in m.attachments],
         )
 
 

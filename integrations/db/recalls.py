@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import insert, select, text, update
 
-from engine.effects import PostMessage, TextMessage, kind_of
+from engine.effects import PostAttachment, PostMessage, TextMessage, kind_of
 from engine.model import Message, RecalledContent
 from engine.ports.messaging import RecallOutcome
 from integrations.db.base import Repository
@@ -48,7 +48,8 @@ _CANCEL = text(
     ), failed AS (
         UPDATE message_deliveries d SET state = 'failed', reason = 'recalled', updated_at = now()
         WHERE d.message_id = :id AND d.state = 'queued' AND (
-            (d.recipient = 'channel' AND EXISTS (SELECT 1 FROM cancelled c WHERE c.kind = :post))
+            (d.recipient = 'channel'
+             AND EXISTS (SELECT 1 FROM cancelled c WHERE c.kind = ANY(CAST(:posts AS text[]))))
             OR d.id IN (
                 SELECT CAST(c.payload ->> 'delivery_id' AS integer) FROM cancelled c
                 WHERE c.kind = :texts AND c.payload ->> 'delivery_id' IS NOT NULL
@@ -57,7 +58,7 @@ _CANCEL = text(
         RETURNING d.id
     )
     SELECT
-        (SELECT count(*) FROM cancelled WHERE kind = :post) AS posts,
+        (SELECT count(*) FROM cancelled WHERE kind = ANY(CAST(:posts AS text[]))) AS posts,
         (SELECT count(*) FROM cancelled WHERE kind = :texts) AS texts,
         (SELECT count(*) FROM failed) AS deliveries
     """
@@ -77,10 +78,10 @@ class SqlMessageRecalls(Repository):
         ).first()
         if done is None:
             return None
-        post, texts = kind_of(PostMessage), kind_of(TextMessage)
+        posts, texts = [kind_of(PostMessage), kind_of(PostAttachment)], kind_of(TextMessage)
         counts = (
             await self.session.execute(
-                _CANCEL, {"id": message_id, "kinds": [post, texts], "post": post, "texts": texts}
+                _CANCEL, {"id": message_id, "kinds": [*posts, texts], "posts": posts, "texts": texts}
             )
         ).one()
         gone = (await self.session.execute(_TEXTS_GONE, {"id": message_id})).scalar_one()

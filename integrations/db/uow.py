@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.errors import CaremsgError, Forbidden, ServiceUnavailable
+from integrations.db.attachments import SqlMessageAttachments
 from integrations.db.audit import SqlAuditTrail
 from integrations.db.audit_figures import SqlAuditFigures
 from integrations.db.base import is_unavailable
@@ -230,6 +231,7 @@ class SqlUnitOfWork:
         self.recalls = SqlMessageRecalls(s)
         self.retention = SqlRetentionSweeps(s)
         self.legal_holds = SqlLegalHoldRepository(s)
+        self.attachments = SqlMessageAttachments(s)
         self.outbox = SqlOutbox(s)
         self.facts = SqlRelationshipFacts(s)
         self.break_glass = SqlBreakGlassRepository(s)

@@ -6,7 +6,8 @@
 - ``messages.py``: posting into a channel (messages, SMS replies) exactly once (``post_once``);
 - ``texts.py``: texts (about a message, keyword answers, reply-code questions);
 - ``break_glass.py``: the compliance alert of an emergency access;
-- ``recalls.py``: a recalled message deleted from its channel, and the notice posted in its place.
+- ``recalls.py``: a recalled message deleted from its channel, and the notice posted in its place;
+- ``attachments.py``: a message's attached file posted into its channel as a file message.
 
 The relay (``integrations/relay/``) claims rows, dispatches each effect to its executor and settles
 the outcomes; the executors know nothing of leases, retries or audit.

@@ -31,6 +31,15 @@ log = structlog.get_logger("caremsg.relay")
 SMS_REPLY_CUSTOM_TYPE = "caremsg_sms_reply"
 
 
+@dataclass(frozen=True)
+class ChatFile:
+    """A file to post as a file message: caremsg's name for it, its type and bytes."""
+
+    name: str
+    content_type: str
+    content: bytes = field(repr=False)
+
+
 async def post_once(
     chat: ChatGateway,
     entry: OutboxEntry,
@@ -41,8 +50,10 @@ async def post_once(
     dedup_id: str,
     custom_type: str,
     data: str,
+    file: ChatFile | None = None,
 ) -> SentChatMessage:
-    """Post a message unless it is in the channel already; what was posted (or found) either way.
+    """Post a message (a file message when ``file`` is given) unless it is in the channel already;
+    what was posted (or found) either way.
 
     ``data`` must carry caremsg's own id of the message: it is what the channel's messages are
     searched for. Read before posting when an earlier attempt was made (it may have landed), and
@@ -55,6 +66,17 @@ async def post_once(
             log.info("relay.reconciled", outbox_id=entry.id, kind=entry.kind, found="before_post")
             return landed
     try:
+        if file is not None:
+            return await chat.send_file(
+                channel_url,
+                sender_id=sender_id,
+                file=file.content,
+                file_name=file.name,
+                content_type=file.content_type,
+                dedup_id=dedup_id,
+                custom_type=custom_type,
+                data=data,
+            )
         return await chat.send_message(
             channel_url, sender_id=sender_id, text=text, dedup_id=dedup_id, custom_type=custom_type, data=data
         )

@@ -21,6 +21,7 @@ from engine.effects import (
     EscalateUrgent,
     InviteMembers,
     NotifyComplianceOfBreakGlass,
+    PostAttachment,
     PostMessage,
     PostSmsReply,
     RealertUrgent,
@@ -102,6 +103,8 @@ def outbox_row(effect: Effect) -> OutboxRow:
             | DeleteFromChannel(conversation_id=c, message_id=m)
         ):
             return OutboxRow(kind, {"message_id": m}, c, m)
+        case PostAttachment(conversation_id=c, message_id=m, attachment_id=a):
+            return OutboxRow(kind, {"attachment_id": a}, c, m)
 
 
 def effect_from(
@@ -141,6 +144,9 @@ _Reader = Callable[[Mapping[str, Any], int | None, int | None], Effect]
 _READERS: dict[str, _Reader] = {
     kind_of(CreateChannel): lambda p, c, m: CreateChannel(int(p["conversation_id"])),
     kind_of(PostMessage): lambda p, c, m: PostMessage(_required(c), int(p["message_id"])),
+    kind_of(PostAttachment): lambda p, c, m: PostAttachment(
+        _required(c), _required(m), int(p["attachment_id"])
+    ),
     kind_of(TextMessage): _text,
     kind_of(PostSmsReply): lambda p, c, m: PostSmsReply(
         _required(c),

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from engine.effects import DeleteFromChannel, Effect, PostMessage, RecallFromChannel, kind_of
+from engine.effects import DeleteFromChannel, Effect, PostAttachment, PostMessage, RecallFromChannel, kind_of
 from engine.errors import ChatUnavailable
 from integrations.effects.executor import RelayContext
 from integrations.effects.messages import post_once
@@ -42,7 +42,7 @@ MESSAGE_CUSTOM_TYPE = "caremsg_message"
 
 _RECALLED = text(
     "SELECT m.chat_message_id, c.channel_url, u.chat_user_id AS sender_chat_id,"
-    " EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id AND o.kind = :post"
+    " EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id AND o.kind = ANY(CAST(:posts AS text[]))"
     "         AND o.status = 'pending') AS post_pending"
     " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     " JOIN users u ON u.id = m.sender_id WHERE m.id = :id"
@@ -59,7 +59,10 @@ class RecallExecutor:
     ) -> None:
         async with ctx.sessions() as session:
             row = (
-                await session.execute(_RECALLED, {"id": effect.message_id, "post": kind_of(PostMessage)})
+                await session.execute(
+                    _RECALLED,
+                    {"id": effect.message_id, "posts": [kind_of(PostMessage), kind_of(PostAttachment)]},
+                )
             ).one()
         chat_id = row.chat_message_id
         if chat_id is None:

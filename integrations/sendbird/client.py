@@ -257,6 +257,34 @@ class SendbirdClient:
         path = f"/group_channels/{_seg(channel_url)}/messages"
         return message_from(await self._call("send_message", "POST", path, json=body))
 
+    async def send_file_message(
+        self,
+        channel_url: str,
+        *,
+        user_id: str,
+        file: bytes,
+        file_name: str,
+        content_type: str,
+        dedup_id: str | None = None,
+        custom_type: str = "",
+        data: str = "",
+    ) -> SendbirdMessage:
+        """Post a file message (FILE): the same endpoint as a text message, as multipart form data
+        with the file in the part ``file`` (sendbird-api.md §1: multipart only when uploading files;
+        §5: ``message_type`` FILE). The file's name is caremsg's own, never the uploader's."""
+        form: dict[str, str] = {"message_type": "FILE", "user_id": user_id}
+        if dedup_id is not None:
+            form["dedup_id"] = dedup_id
+        if custom_type:
+            form["custom_type"] = custom_type
+        if data:
+            form["data"] = data
+        path = f"/group_channels/{_seg(channel_url)}/messages"
+        reply = await self._call(
+            "send_file_message", "POST", path, form=form, files={"file": (file_name, file, content_type)}
+        )
+        return message_from(reply)
+
     async def list_messages(
         self,
         channel_url: str,
@@ -360,12 +388,16 @@ class SendbirdClient:
         *,
         json: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
     ) -> Any:
         """One API call with rate limiting, the time budget and 429 retries; returns the JSON body."""
         bucket = self._get_bucket if method == "GET" else self._write_bucket
         for attempt in range(self._max_retries + 1):
             await bucket.acquire()
-            response = await self._send(operation, method, path, json=json, params=params)
+            response = await self._send(
+                operation, method, path, json=json, params=params, form=form, files=files
+            )
             try:
                 return reply_body(operation, response)
             except ChatRateLimited as exc:
@@ -385,6 +417,8 @@ class SendbirdClient:
         *,
         json: Mapping[str, Any] | None,
         params: Mapping[str, str] | None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
     ) -> httpx.Response:
         # httpx's timeout applies per phase (connect, write, each read); the asyncio deadline around
         # it makes ``timeout`` a bound on the whole exchange, whatever the injected client's defaults.
@@ -395,6 +429,8 @@ class SendbirdClient:
                     self._api_root + path,
                     json=json,
                     params=params,
+                    data=form,
+                    files=files,
                     headers=self._headers,
                     timeout=self._timeout,
                 )

@@ -169,6 +169,39 @@ class SendbirdChatGateway:
             return SentChatMessage(UNKNOWN_MESSAGE_ID, channel_url, 0)
         return SentChatMessage(sent.message_id, sent.channel_url, sent.created_at_ms)
 
+    async def send_file(
+        self,
+        channel_url: str,
+        *,
+        sender_id: str,
+        file: bytes,
+        file_name: str,
+        content_type: str,
+        dedup_id: str,
+        custom_type: str = "",
+        data: str = "",
+    ) -> SentChatMessage:
+        """Post a file message; a repeat is resolved like :meth:`send_message`'s."""
+        try:
+            sent = await self._client.send_file_message(
+                channel_url,
+                user_id=sender_id,
+                file=file,
+                file_name=file_name,
+                content_type=content_type,
+                dedup_id=dedup_id,
+                custom_type=custom_type,
+                data=data,
+            )
+        except ChatAlreadyExists:
+            found = await self.find_message(
+                channel_url, sender_id=sender_id, custom_type=custom_type, data=data
+            )
+            if found is not None:
+                return found
+            return SentChatMessage(UNKNOWN_MESSAGE_ID, channel_url, 0)
+        return SentChatMessage(sent.message_id, sent.channel_url, sent.created_at_ms)
+
     async def find_message(
         self, channel_url: str, *, sender_id: str, custom_type: str, data: str, text: str | None = None
     ) -> SentChatMessage | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.policy
+from email.parser import BytesParser
 from typing import Any
 
 import structlog
@@ -14,6 +16,7 @@ from integrations.sendbird import (
 from integrations.sendbird_emulator.resource import Resource
 from integrations.sendbird_emulator.state import (
     EmulatedChannel,
+    EmulatedFile,
     EmulatedMessage,
 )
 from integrations.sendbird_emulator.wire import (
@@ -22,6 +25,7 @@ from integrations.sendbird_emulator.wire import (
     MISSING_PARAMETER,
     NOT_ALLOWED,
     ApiError,
+    Params,
     json_response,
     member_json,
     message_json,
@@ -39,6 +43,32 @@ _log = structlog.get_logger("integrations.sendbird_emulator")
 
 
 CHANNEL = "/v3/group_channels/{channel_url}"
+#: The largest file the emulator takes (Sendbird's plan limits are not in sendbird-api.md).
+MAX_FILE_BYTES = 25 * 1024 * 1024
+
+
+async def _read_multipart(request: web.Request) -> tuple[Params, EmulatedFile | None]:
+    """A multipart body's text fields as :class:`Params` and its part ``file``, if any. Parsed from the
+    bytes the logging middleware has read already (aiohttp keeps them; the stream is spent)."""
+    raw = await request.read()
+    if len(raw) > MAX_FILE_BYTES:
+        raise ApiError(INVALID_VALUE, "The file is too large.")
+    head = f"Content-Type: {request.headers.get('Content-Type', '')}\r\n\r\n".encode()
+    form = BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+    if not form.is_multipart():
+        raise ApiError(INVALID_VALUE, "The multipart body cannot be read.")
+    fields: dict[str, Any] = {}
+    file: EmulatedFile | None = None
+    for part in form.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        content = part.get_payload(decode=True)
+        if not isinstance(name, str) or not isinstance(content, bytes):
+            continue
+        if name == "file":
+            file = EmulatedFile(part.get_filename() or "file", part.get_content_type(), content)
+        else:
+            fields[name] = content.decode("utf-8")
+    return Params(fields), file
 
 
 class MessagesApi(Resource):
@@ -54,16 +84,25 @@ class MessagesApi(Resource):
 
     async def send_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
-        p = await read_params(request)
+        file: EmulatedFile | None = None
+        if request.content_type == "multipart/form-data":
+            # §1: multipart only when uploading files; a FILE message's file is the part ``file``.
+            p, file = await _read_multipart(request)
+        else:
+            p = await read_params(request)
         message_type = p.text("message_type")
-        if message_type not in ("MESG", "ADMM"):
-            raise ApiError(INVALID_VALUE, "message_type must be MESG or ADMM here (FILE is not emulated).")
-        text = p.text("message")
+        if message_type not in ("MESG", "ADMM", "FILE"):
+            raise ApiError(INVALID_VALUE, "message_type must be MESG, ADMM or FILE.")
+        if message_type == "FILE" and file is None:
+            raise ApiError(MISSING_PARAMETER, '"file" is required (multipart) for a FILE message.')
+        if message_type != "FILE" and file is not None:
+            raise ApiError(INVALID_VALUE, "Only a FILE message carries a file.")
+        text = p.text("message") if message_type != "FILE" else p.text("message", default="")
         custom_type = p.text("custom_type", default="", max_length=128)
         data = p.text("data", default="")
         dedup_id = p.text("dedup_id", default="") or None
         silent = p.flag("is_silent", default=False)
-        sender_id = p.text("user_id") if message_type == "MESG" else None
+        sender_id = p.text("user_id") if message_type in ("MESG", "FILE") else None
         # A repeat is answered before any other check, so a retry stays a no-op even if the sender
         # left or the channel froze in between. UNDOCUMENTED BEHAVIOUR: the real answer to a repeat is
         # not documented (§10 uncertainty 2); ``state.dedup_mode`` picks one of the possible ones.
@@ -94,6 +133,7 @@ class MessagesApi(Resource):
             self.state.now_ms(),
             dedup_id=dedup_id,
             silent=silent,
+            file=file,
         )
         channel.messages.append(message)
         if dedup_id is not None:

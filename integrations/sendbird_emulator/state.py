@@ -58,6 +58,17 @@ class EmulatedMessage:
     dedup_id: str | None = None
     silent: bool = False
     is_removed: bool = False
+    #: A FILE message's file (name, content type, bytes); None for text and admin messages.
+    file: EmulatedFile | None = None
+
+
+@dataclass(frozen=True)
+class EmulatedFile:
+    """The file of a FILE message, as uploaded in the multipart part ``file``."""
+
+    name: str
+    type: str
+    content: bytes = field(repr=False)
 
 
 @dataclass

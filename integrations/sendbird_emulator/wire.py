@@ -241,6 +241,15 @@ def message_json(state: EmulatorState, message: EmulatedMessage) -> dict[str, An
         "sorted_metaarray": [],
         "message_survival_seconds": -1,
     }
+    if message.file is not None:
+        # UNCERTAIN (sendbird-api.md §5 lists only ``files`` in the response): the FILE message's
+        # file as the older docs describe it, one object; its url is the emulator's own.
+        reply["file"] = {
+            "name": message.file.name,
+            "type": message.file.type,
+            "size": len(message.file.content),
+            "url": f"/emulator/files/{message.message_id}",
+        }
     sender = state.users.get(message.sender_id) if message.sender_id else None
     if sender is not None:  # admin messages have no "user"
         reply["user"] = sender_json(sender)

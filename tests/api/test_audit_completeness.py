@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -331,6 +332,16 @@ async def recall_path(w: World) -> str:
     return f"/api/messages/{await sent_message(w)}/recall"
 
 
+async def attachments_path(w: World) -> str:
+    return f"/api/conversations/{await w.conversation()}/attachments"
+
+
+def pdf_form() -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("file", b"%PDF-1.7\n%%EOF\n", filename="a.pdf", content_type="application/pdf")
+    return form
+
+
 async def legal_record_path(w: World) -> str:
     """The legal record of a message its sender recalled."""
     message_id = await sent_message(w)
@@ -501,6 +512,11 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
         call("care_team_member", "POST", correct_path, {"message": "See you at 4"}),
         call("compliance_officer", "POST", correct_path, {"message": "See you at 4"}),
     ),
+    # The form is passed as a callable (call() would build it once; a request consumes it).
+    "message.attach": (
+        call("care_team_member", "POST", attachments_path, lambda w: pdf_form),
+        call("auditor", "POST", attachments_path, lambda w: pdf_form),
+    ),
     "message.read_recalled": (
         call("compliance_officer", "GET", legal_record_path),
         call("care_team_member", "GET", legal_record_path),
@@ -569,7 +585,10 @@ DENIALS = [w for w, (_, denial) in SCENARIOS.items() if denial is not None]
 async def _send(api: Api, c: Call) -> tuple[int, str, Any]:
     rid = f"test-{uuid.uuid4().hex}"
     headers = {"X-Request-ID": rid, **(c.who.auth if c.who else {})}
-    resp = await api.client.request(c.method, c.path, json=c.json, headers=headers)
+    if callable(c.json):  # a multipart form, built fresh for each request (a form is sent once)
+        resp = await api.client.request(c.method, c.path, data=c.json(), headers=headers)
+    else:
+        resp = await api.client.request(c.method, c.path, json=c.json, headers=headers)
     return resp.status, rid, await resp.json(content_type=None)
 
 

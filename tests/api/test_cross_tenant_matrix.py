@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
@@ -84,6 +85,13 @@ class Probe:
 
 def _p(method: str, path: str, json_: Any = None, **params: str) -> Request:
     return Request(method, path, json_, dict(params))
+
+
+def _pdf() -> aiohttp.FormData:
+    """A multipart upload of a small PDF (a fresh form each time: a form is sent once)."""
+    form = aiohttp.FormData()
+    form.add_field("file", b"%PDF-1.7\n%%EOF\n", filename="matrix.pdf", content_type="application/pdf")
+    return form
 
 
 PROBES: dict[tuple[str, str], dict[str, Probe]] = {
@@ -268,6 +276,20 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
     },
     ("POST", "/api/messages/{id}/correct"): {
         "id": Probe("message", lambda own, i: _p("POST", f"/api/messages/{i}/correct", {"message": "fixed"})),
+    },
+    # Attachments: the upload is multipart (its file a one-page PDF); the download answers the bytes.
+    ("POST", "/api/conversations/{id}/attachments"): {
+        "id": Probe("conversation", lambda own, i: _p("POST", f"/api/conversations/{i}/attachments", _pdf())),
+    },
+    ("GET", "/api/messages/{id}/attachments/{attachmentId}"): {
+        "id": Probe(
+            "attached_message",
+            lambda own, i: _p("GET", f"/api/messages/{i}/attachments/{own.ids['attachment']}"),
+        ),
+        "attachmentId": Probe(
+            "attachment",
+            lambda own, i: _p("GET", f"/api/messages/{own.ids['attached_message']}/attachments/{i}"),
+        ),
     },
     ("GET", "/api/messages/{id}/legal-record"): {
         "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}/legal-record")),
@@ -498,6 +520,10 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         json={"conversationId": conversation["id"], "message": marks["text"]},
     )
     assert status == 202, message
+    status, attached = await api.call(
+        "POST", f"/api/conversations/{conversation['id']}/attachments", peer, data=_pdf()
+    )
+    assert status == 202, attached
     status, group = await api.call(
         "POST", "/api/compliance-groups", officer, json={"name": marks["group"], "organizationIds": [neutral]}
     )
@@ -534,6 +560,8 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "care_team": team["id"],
         "conversation": conversation["id"],
         "message": message["id"],
+        "attached_message": attached["id"],
+        "attachment": attached["attachments"][0]["id"],
         "group": group["id"],
         "consent": consent["id"],
         "user": colleague.id,
@@ -582,7 +610,14 @@ async def test_every_id_taking_endpoint_is_classified(matrix: tuple[Api, dict[st
 
 
 async def _answer(api: Api, who: Person, req: Request) -> tuple[int, dict[str, Any]]:
-    status, body = await api.call(req.method, req.path, who, json=req.json, params=req.params)
+    if isinstance(req.json, aiohttp.FormData):
+        status, body = await api.call(req.method, req.path, who, data=req.json, params=req.params)
+    elif "/attachments/" in req.path:  # a download answers the file's bytes, a refusal problem+json
+        resp = await api.client.request(req.method, req.path, headers=who.auth, params=req.params)
+        problem = resp.content_type == "application/problem+json"
+        status, body = resp.status, (await resp.json(content_type=None) if problem else {"file": "bytes"})
+    else:
+        status, body = await api.call(req.method, req.path, who, json=req.json, params=req.params)
     assert status < 500, body
     return status, {k: v for k, v in (body or {}).items() if k != "requestId"}
 

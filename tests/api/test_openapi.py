@@ -153,6 +153,7 @@ async def test_every_operation_documents_success_and_problem_json_errors(documen
             "text/html",
             "text/xml",
             "text/plain",
+            "application/octet-stream",  # an attachment's download
         }, (
             method,
             path,

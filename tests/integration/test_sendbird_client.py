@@ -277,6 +277,46 @@ async def test_send_message_posts_a_text_message_as_the_sender(
     assert (stored.message_id, stored.dedup_id) == (sent.message_id, "sms-1")
 
 
+async def test_a_file_message_is_posted_as_multipart_with_its_file(
+    client: SendbirdClient, emulator: RunningEmulator
+) -> None:
+    await seed_team(client)
+    pdf = b"%PDF-1.7\n%%EOF\n"
+
+    sent = await client.send_file_message(
+        CHANNEL,
+        user_id="alice",
+        file=pdf,
+        file_name="attachment-7.pdf",
+        content_type="application/pdf",
+        dedup_id="file-1",
+        custom_type="caremsg_message",
+        data='{"message_id": 7}',
+    )
+
+    assert (sent.message_type, sent.sender_id, sent.data) == ("FILE", "alice", '{"message_id": 7}')
+    [stored] = emulator.state.messages(CHANNEL)
+    assert stored.file is not None
+    assert (stored.file.name, stored.file.type, stored.file.content) == (
+        "attachment-7.pdf",
+        "application/pdf",
+        pdf,
+    )
+    assert stored.dedup_id == "file-1"
+
+
+async def test_a_file_message_without_a_file_is_refused_and_nothing_is_posted(
+    client: SendbirdClient, emulator: RunningEmulator
+) -> None:
+    await seed_team(client)
+
+    with pytest.raises(ChatInvalidRequest) as refused:
+        await client.send_message(CHANNEL, user_id="alice", message="", message_type="FILE")  # type: ignore[arg-type]
+
+    assert not refused.value.retryable
+    assert emulator.state.messages(CHANNEL) == []
+
+
 async def test_admin_message_is_sent_without_a_user_id(
     client: SendbirdClient, emulator: RunningEmulator
 ) -> None:

@@ -394,11 +394,13 @@ async def test_only_members_may_send_and_a_frozen_channel_takes_only_operators_a
     assert (await send(api, message_type="ADMM")).status_code == 200
 
 
-async def test_mesg_needs_a_sender_and_file_messages_are_not_emulated(api: httpx.AsyncClient) -> None:
+async def test_mesg_needs_a_sender_and_a_file_message_needs_its_file(api: httpx.AsyncClient) -> None:
     await seed(api)
 
     assert error_of(await send(api)) == (400, 400105)
-    assert error_of(await send(api, user_id="alice", message_type="FILE")) == (400, 400111)
+    # A FILE message is multipart with the part ``file``; as JSON it has no file.
+    assert error_of(await send(api, user_id="alice", message_type="FILE")) == (400, 400105)
+    assert error_of(await send(api, user_id="alice", message_type="LINK")) == (400, 400111)
 
 
 async def test_list_messages_needs_an_anchor_and_limits_within_200(api: httpx.AsyncClient) -> None:

@@ -179,6 +179,8 @@ WORKFLOWS: dict[str, Declared] = {
     "legal_hold.place": _declared("own_org"),
     "legal_hold.lift": _declared("own_org"),
     "legal_hold.list": _declared(""),
+    # A file sent as a new message: decided apart from message.send, on the same facts.
+    "message.attach": _declared("member covered break_glass", "message", MESSAGING),
 }
 #: Workflows the model decides only as part of another action: a member or external participant
 #: joining (decided for each person a conversation or care team is created with or given), a
@@ -309,6 +311,7 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     allow([OFFICER], "legal_hold.place", OWN_ORG)
     allow([OFFICER], "legal_hold.lift", OWN_ORG)
     allow([OFFICER], "legal_hold.list")
+    allow(STAFF, "message.attach", MEMBER, COVERED)
     # Staff list the patients on their care teams and their own conversations; each one shown is
     # decided again as patient.read or conversation.read.
     allow(STAFF, "patient.list")

@@ -34,12 +34,14 @@ from engine.audit import AuditEvent
 from engine.audit_chain import ChainHead, Problem, VerifyReport
 from engine.audit_trail import Anchor, AuditFilter, AuditRecord, ChainStatus, VerificationRun
 from engine.consent_index import ConsentIndex, IndexedConsent
-from engine.effects import Effect, PostMessage, TextMessage
+from engine.effects import Effect, PostAttachment, PostMessage, TextMessage
 from engine.errors import Conflict, Unauthenticated
 from engine.facts import ConsentCandidate, millis
 from engine.login_throttle import Backoff, ThrottleState, blocked_until
 from engine.model import (
     Actor,
+    Attachment,
+    AttachmentFile,
     CareTeam,
     CareTeamMember,
     ComplianceGroup,
@@ -64,6 +66,7 @@ from engine.model import (
 )
 from engine.policy import PolicyHolder
 from engine.policy_edits import PolicyFiles
+from engine.ports.attachments import NewAttachment
 from engine.ports.consents import BreakGlassSession, ExpiredConsent, ExternalCoverage, NewConsent
 from engine.ports.gateways import SentChatMessage
 from engine.ports.identity import IssuedToken, NewUser
@@ -196,6 +199,8 @@ class FakePost:
     custom_type: str
     data: str
     created_at_ms: int
+    #: A file message's file: (name, content type, bytes).
+    file: tuple[str, str, bytes] | None = None
 
 
 class FakeChatGateway:
@@ -259,6 +264,31 @@ class FakeChatGateway:
             self._next_message_id += 1
             channel.messages.append(post)
         return SentChatMessage(post.message_id, channel_url, post.created_at_ms)
+
+    async def send_file(
+        self,
+        channel_url: str,
+        *,
+        sender_id: str,
+        file: bytes,
+        file_name: str,
+        content_type: str,
+        dedup_id: str,
+        custom_type: str = "",
+        data: str = "",
+    ) -> SentChatMessage:
+        """A file message, posted once per dedup id like a text."""
+        sent = await self.send_message(
+            channel_url, sender_id=sender_id, text="", dedup_id=dedup_id, custom_type=custom_type, data=data
+        )
+        channel = self.channels[channel_url]
+        channel.messages[:] = [
+            dataclasses.replace(m, file=(file_name, content_type, file))
+            if m.message_id == sent.message_id and m.file is None
+            else m
+            for m in channel.messages
+        ]
+        return sent
 
     async def find_message(
         self, channel_url: str, *, sender_id: str, custom_type: str, data: str, text: str | None = None
@@ -416,6 +446,7 @@ class FakeDatabase:
     legal_hold_rows: dict[int, LegalHold] = field(default_factory=dict)
     #: message id -> its legal record (``message_recalls``)
     message_recalls: dict[int, RecalledContent] = field(default_factory=dict)
+    message_attachments: dict[int, AttachmentFile] = field(default_factory=dict)
     #: phone number -> the provider id of the STOP
     opt_outs: dict[str, str] = field(default_factory=dict)
     #: webhook event id -> how it ended (processed / ignored)
@@ -1384,12 +1415,14 @@ class FakeMessageRecalls(_Repo):
         )
         data.messages[message_id] = dataclasses.replace(message, text="", recalled_at=at, recalled_by=by)
         mine = [
-            e for e in data.outbox if isinstance(e, (PostMessage, TextMessage)) and e.message_id == message_id
+            e
+            for e in data.outbox
+            if isinstance(e, (PostMessage, PostAttachment, TextMessage)) and e.message_id == message_id
         ]
         data.outbox[:] = [e for e in data.outbox if e not in mine]
         data.cancelled_outbox.extend(mine)
         cancelled = {e.delivery_id for e in mine if isinstance(e, TextMessage)}
-        posts = sum(isinstance(e, PostMessage) for e in mine)
+        posts = sum(isinstance(e, (PostMessage, PostAttachment)) for e in mine)
         for row in list(data.deliveries.values()):
             d = row.delivery
             if row.message_id != message_id or d.state != DeliveryState.QUEUED:
@@ -1427,6 +1460,31 @@ class FakeMessageRecalls(_Repo):
             data.messages[original.id], corrected_by_message_id=message.id
         )
         return message
+
+
+class FakeMessageAttachments(_Repo):
+    """integrations/db/attachments.py in memory."""
+
+    async def add(
+        self, conversation_id: int, sender_id: int, text: str, file: NewAttachment, *, at: datetime
+    ) -> tuple[Message, Attachment]:
+        data = self.data
+        message = Message(data.new_id(), conversation_id, sender_id, text, DeliveryState.QUEUED, at)
+        data.messages[message.id] = message
+        attachment = Attachment(data.new_id(), message.id, file.content_type, file.size, file.sha256)
+        data.message_attachments[attachment.id] = AttachmentFile(attachment, file.data)
+        return message, attachment
+
+    async def of_messages(self, message_ids: list[int]) -> dict[int, tuple[Attachment, ...]]:
+        found: dict[int, list[Attachment]] = {}
+        for f in sorted(self.data.message_attachments.values(), key=lambda f: f.attachment.id):
+            if f.attachment.message_id in message_ids:
+                found.setdefault(f.attachment.message_id, []).append(f.attachment)
+        return {m: tuple(a) for m, a in found.items()}
+
+    async def file(self, message_id: int, attachment_id: int) -> AttachmentFile | None:
+        f = self.data.message_attachments.get(attachment_id)
+        return f if f is not None and f.attachment.message_id == message_id else None
 
 
 class FakeOutbox(_Repo):
@@ -1711,6 +1769,7 @@ class FakeUnitOfWork:
         self.recalls = FakeMessageRecalls(self._work)
         self.retention = FakeRetentionSweeps(self._work)
         self.legal_holds = FakeLegalHoldRepository(self._work)
+        self.attachments = FakeMessageAttachments(self._work)
         self.outbox = FakeOutbox(self._work)
         self.deliveries = FakeDeliveryRepository(self._work)
         self.reads = FakeReadStateRepository(self._work)

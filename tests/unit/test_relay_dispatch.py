@@ -22,6 +22,7 @@ from engine.effects import (
     EscalateUrgent,
     InviteMembers,
     NotifyComplianceOfBreakGlass,
+    PostAttachment,
     PostMessage,
     PostSmsReply,
     RealertUrgent,
@@ -233,6 +234,7 @@ EVERY_EFFECT: list[Effect] = [
     EscalateUrgent(4, 70, 33),
     RecallFromChannel(4, 70),
     DeleteFromChannel(4, 70),
+    PostAttachment(4, 70, 5),
 ]
 
 
@@ -259,6 +261,7 @@ def test_the_stored_kinds_are_those_rows_already_in_databases_carry() -> None:
         "EscalateUrgent": "urgent_escalate",
         "RecallFromChannel": "recall_message",
         "DeleteFromChannel": "delete_message",
+        "PostAttachment": "send_file",
     }
     assert {type(e) for e in EVERY_EFFECT} == set(KIND)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 # Re-exported: once this package is imported, every table of the schema is registered on it.
 from integrations.db.columns import metadata as metadata
+from integrations.db.tables.attachments import MessageAttachmentRow
 from integrations.db.tables.audit import AuditAnchorRow, AuditChainRow, AuditEventRow
 from integrations.db.tables.consents import (
     BreakGlassSessionRow,
@@ -67,6 +68,7 @@ __all__ = [
     "IdempotencyKeyRow",
     "LegalHoldRow",
     "LoginThrottleRow",
+    "MessageAttachmentRow",
     "MessageDeliveryRow",
     "MessageRecallRow",
     "MessageRow",

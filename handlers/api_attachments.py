@@ -1,0 +1,113 @@
+"""HTTP: attaching a file to a new message (multipart), and downloading an attachment."""
+
+from __future__ import annotations
+
+from aiohttp import BodyPartReader, web
+
+from engine.errors import FieldError, FileTooLarge, InvalidInput
+from engine.model import Actor
+from engine.workflows import attachments
+from handlers.keys import settings_key
+from handlers.requests import path_id, respond, services
+from handlers.routing import Endpoint
+from handlers.schemas.attachments import AttachmentUpload
+from handlers.schemas.conversations import MessagePublic
+
+_CHUNK = 64 * 1024
+
+
+async def _upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str]:
+    """The multipart form's file (content type, bytes) and text, read as a stream: a file over
+    ``max_bytes`` is refused (413) as soon as it passes the limit, before the rest is read."""
+    if request.content_type != "multipart/form-data":
+        await request.read()  # within api.max_body_bytes (413 beyond), like every other body
+        raise InvalidInput(
+            [FieldError("file", "Send multipart/form-data with a part named file.", "missing")]
+        )
+    content_type, data, text = "", b"", ""
+    found = False
+    async for part in await request.multipart():
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "file":
+            found = True
+            content_type = part.headers.get("Content-Type", "")
+            chunks, size = [], 0
+            while chunk := await part.read_chunk(_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FileTooLarge(
+                        [FieldError("file", f"At most {max_bytes} bytes.", "too_large")],
+                        "The file is too large.",
+                    )
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        elif part.name == "message":
+            text = await part.text()
+        else:
+            raise InvalidInput([FieldError(part.name or "body", "Unknown part.", "extra_forbidden")])
+    if not found:
+        raise InvalidInput([FieldError("file", "Attach a file (the part named file).", "missing")])
+    return content_type, data, text
+
+
+async def attach_file(request: web.Request, actor: Actor) -> web.Response:
+    limits = request.app[settings_key].messaging
+    content_type, data, text = await _upload(request, limits.attachment_max_bytes)
+    cmd = attachments.AttachFile(path_id(request, "id"), content_type, data, text)
+    message = await attachments.attach_file(
+        services(request), actor, cmd, allowed_types=limits.attachment_types
+    )
+    return respond(MessagePublic.of(message), 202)
+
+
+async def download(request: web.Request, actor: Actor) -> web.Response:
+    file = await attachments.read_attachment(
+        services(request), actor, path_id(request, "id"), path_id(request, "attachmentId")
+    )
+    return web.Response(
+        body=file.data,
+        content_type=file.attachment.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="attachment-{file.attachment.id}"',
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/api/conversations/{id}/attachments",
+        attach_file,
+        "attachFile",
+        "Send a message carrying a file (multipart: `file`, optional `message`)",
+        "conversations",
+        AttachmentUpload,
+        MessagePublic,
+        202,
+        errors=(400, 401, 403, 404, 413, 415, 422),
+        description=(
+            "Decided as message.attach (by default: who may send in the conversation). The file's type "
+            "must be in `messaging.attachment_types` and its first bytes must match it (PDF, PNG, JPEG, "
+            "GIF): else 415; over `messaging.attachment_max_bytes`: 413; no file or an empty one: 422. "
+            "The chat channel gets it as a file message; external participants are texted only the "
+            "notification. The audit record holds its SHA-256, size and type, never its name."
+        ),
+        request_media_type="multipart/form-data",
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages/{id}/attachments/{attachmentId}",
+        download,
+        "downloadAttachment",
+        "Download a message's attached file",
+        "conversations",
+        errors=(401, 403, 404, 422),
+        media_type="application/octet-stream",
+        description="Decided as conversation.read on the message's conversation, like the message. "
+        "404 for another organization's message, an attachment the message does not have, and a "
+        "recalled message's (its file is kept only for the legal record).",
+    ),
+]

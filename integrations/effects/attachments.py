@@ -1,0 +1,115 @@
+"""Posting a message's attached file into its chat channel as a Sendbird file message, exactly once.
+
+``POST /v3/group_channels/{channel_url}/messages`` with ``message_type`` FILE and the file in the
+multipart part ``file`` (sendbird-api.md §1, §5). Like a text post (``post_once``), the post carries
+caremsg's message id in ``data`` and the same ``custom_type`` as caremsg's other message posts, so a
+lost answer is reconciled, and a recall finds and deletes the copy (integrations/effects/recalls.py).
+The file is named after its attachment id and type, never after the uploader's file name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine.effects import Effect, PostAttachment
+from integrations.effects.executor import RelayContext
+from integrations.effects.messages import ChatFile, MessageRecalled, post_once
+from integrations.effects.outbox import OutboxEntry
+
+#: custom_type of caremsg's own message posts (integrations/effects/messages.py): what recalls find.
+MESSAGE_CUSTOM_TYPE = "caremsg_message"
+
+_EXTENSIONS = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg", "image/gif": "gif"}
+
+_FILE_TO_POST = text(
+    "SELECT a.content_type, a.data, m.recalled_at IS NOT NULL AS recalled, c.channel_url, u.chat_user_id"
+    " FROM message_attachments a JOIN messages m ON m.id = a.message_id"
+    " JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = m.sender_id"
+    " WHERE a.id = :attachment_id AND a.message_id = :message_id"
+)
+
+_SETTLE = text(
+    """
+    WITH s AS (
+        SELECT CAST(:id AS integer) AS id, CAST(:state AS text) AS state,
+               CAST(:chat_id AS bigint) AS chat_id, CAST(:ts AS bigint) AS ts, CAST(:reason AS text) AS reason
+    ), m AS (
+        UPDATE messages m SET state = s.state,
+            chat_message_id = CASE WHEN s.state = 'sent' THEN s.chat_id ELSE m.chat_message_id END
+        FROM s WHERE m.id = s.id
+    )
+    UPDATE message_deliveries d SET state = s.state,
+        provider_ts_ms = CASE WHEN s.state = 'sent' THEN s.ts ELSE d.provider_ts_ms END,
+        reason = CASE WHEN s.state = 'failed' THEN s.reason ELSE d.reason END,
+        updated_at = now()
+    FROM s
+    WHERE d.message_id = s.id AND d.recipient = 'channel' AND (s.state = 'failed' OR d.state = 'queued')
+    """
+)
+
+
+def file_name(attachment_id: int, content_type: str) -> str:
+    """caremsg's name for an attachment's file in the channel: its id, never the uploader's name."""
+    return f"attachment-{attachment_id}.{_EXTENSIONS.get(content_type, 'bin')}"
+
+
+def _message_id(entry: OutboxEntry) -> int:
+    if not isinstance(entry.effect, PostAttachment):
+        raise TypeError(f"outbox entry {entry.id} is not an attachment post")
+    return entry.effect.message_id
+
+
+class PostAttachmentExecutor:
+    """Post an attachment as a file message as its message's sender, exactly once (:func:`post_once`),
+    and record the message as sent (its chat id, the channel delivery) or failed."""
+
+    handles: tuple[type[Effect], ...] = (PostAttachment,)
+
+    def __init__(self) -> None:
+        self._sent: dict[int, tuple[int, int]] = {}
+
+    async def deliver(self, effect: PostAttachment, entry: OutboxEntry, ctx: RelayContext) -> None:
+        async with ctx.sessions() as session:
+            row = (
+                await session.execute(
+                    _FILE_TO_POST, {"attachment_id": effect.attachment_id, "message_id": effect.message_id}
+                )
+            ).one_or_none()
+        if row is None:
+            raise LookupError(f"attachment {effect.attachment_id} of outbox entry {entry.id} not found")
+        if row.recalled:
+            raise MessageRecalled(f"message {effect.message_id} was recalled")
+        sent = await post_once(
+            ctx.chat,
+            entry,
+            row.channel_url,
+            sender_id=row.chat_user_id,
+            text="",
+            dedup_id=f"caremsg_msg_{effect.message_id}",
+            custom_type=MESSAGE_CUSTOM_TYPE,
+            data=json.dumps({"message_id": effect.message_id}),
+            file=ChatFile(
+                file_name(effect.attachment_id, row.content_type), row.content_type, bytes(row.data)
+            ),
+        )
+        self._sent[entry.id] = (sent.message_id, sent.created_at_ms)
+
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
+    ) -> None:
+        for entry in done:
+            chat_id, ts = self._sent.pop(entry.id, (None, None))
+            await session.execute(
+                _SETTLE,
+                {"id": _message_id(entry), "state": "sent", "chat_id": chat_id, "ts": ts, "reason": None},
+            )
+        for entry, reason in failed:
+            self._sent.pop(entry.id, None)
+            await session.execute(
+                _SETTLE,
+                {"id": _message_id(entry), "state": "failed", "chat_id": None, "ts": None, "reason": reason},
+            )

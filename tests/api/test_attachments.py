@@ -1,0 +1,155 @@
+"""Attachments over HTTP, end to end: the real app, PostgreSQL, the outbox relay and the Sendbird
+emulator (the channel holds a FILE message with the file's bytes), the external participant texted
+only the notification, 413/415/422 as problem+json naming the field with nothing written, the
+download decided as conversation.read (404 for another organization's), and a recall deleting the
+file message. tests/unit/test_attachment_workflows_on_fakes.py covers the checks on fakes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from tests.support.api import Api
+from tests.support.messaging import care_team, emulator, settled_deliveries, texts
+from tests.support.polling import eventually, settled
+
+PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def _form(
+    data: bytes | None, content_type: str = "application/pdf", message: str | None = None
+) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    if data is not None:
+        form.add_field("file", io.BytesIO(data), filename="Ann Lee discharge.pdf", content_type=content_type)
+    if message is not None:
+        form.add_field("message", message)
+    return form
+
+
+async def _attach(api: Api, who: Any, conversation_id: int, form: aiohttp.FormData) -> tuple[int, Any]:
+    return await api.call("POST", f"/api/conversations/{conversation_id}/attachments", who, data=form)
+
+
+async def test_a_pdf_reaches_the_channel_as_a_file_message_and_the_external_participant_only_a_notice(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+
+    status, sent = await _attach(api, team.peer, team.conversation_id, _form(PDF, message="see attached"))
+
+    assert status == 202, sent
+    [attachment] = sent["attachments"]
+    assert attachment["sha256"] == hashlib.sha256(PDF).hexdigest()
+    assert (attachment["contentType"], attachment["size"]) == ("application/pdf", len(PDF))
+    deliveries = await settled_deliveries(api, team.peer, sent["id"])
+    assert {d["state"] for d in deliveries} == {"sent"}, deliveries
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+    [posted] = [m for m in channel.messages if json.loads(m.data or "{}").get("message_id") == sent["id"]]
+    assert posted.type == "FILE"
+    assert posted.file is not None
+    assert (posted.file.content, posted.file.type) == (PDF, "application/pdf")
+    assert "Ann Lee" not in posted.file.name
+    [text] = await eventually(lambda: settled(texts(api, team.phone)), "the notification")
+    assert "see attached" not in text.text
+    assert "%PDF" not in text.text
+    # the message's read lists its attachment; the download gives the bytes back
+    status, one = await api.call("GET", f"/api/messages/{sent['id']}", team.nurse)
+    assert (status, one["attachments"]) == (200, [attachment])
+    resp = await api.client.get(
+        f"/api/messages/{sent['id']}/attachments/{attachment['id']}", headers=team.nurse.auth
+    )
+    assert (resp.status, resp.content_type, await resp.read()) == (200, "application/pdf", PDF)
+    # the audit record: hash, size, type; never the file's name
+    details = await db.fetchval(
+        "SELECT details::text FROM audit_events WHERE workflow = 'message.attach' AND resource_id = $1",
+        str(team.conversation_id),
+    )
+    assert attachment["sha256"] in details
+    assert "Ann Lee" not in details
+
+
+async def test_a_file_over_the_limit_is_413_and_nothing_is_written(api: Api, db: asyncpg.Connection) -> None:
+    team = await care_team(api)
+    before = await db.fetchval("SELECT count(*) FROM messages")
+    limit = 5 * 1024 * 1024
+
+    status, problem = await _attach(api, team.peer, team.conversation_id, _form(PDF + b"0" * limit))
+
+    assert status == 413, problem
+    assert (problem["code"], [e["field"] for e in problem["errors"]]) == ("payload_too_large", ["file"])
+    assert await db.fetchval("SELECT count(*) FROM messages") == before
+
+
+async def test_a_type_not_allowed_or_bytes_that_are_not_it_are_415(api: Api, db: asyncpg.Connection) -> None:
+    team = await care_team(api)
+    before = await db.fetchval("SELECT count(*) FROM message_attachments")
+
+    for form in (_form(b"MZ\x90\x00", "application/x-msdownload"), _form(b"MZ\x90\x00", "application/pdf")):
+        status, problem = await _attach(api, team.peer, team.conversation_id, form)
+        assert status == 415, problem
+        assert (problem["code"], [e["field"] for e in problem["errors"]]) == (
+            "unsupported_media_type",
+            ["file"],
+        )
+    status, png = await _attach(api, team.peer, team.conversation_id, _form(PNG, "image/png"))
+    assert status == 202, png
+    assert await db.fetchval("SELECT count(*) FROM message_attachments") == before + 1
+
+
+async def test_no_file_or_an_empty_one_is_422_naming_the_field(api: Api) -> None:
+    team = await care_team(api)
+
+    for form in (_form(None, message="no file"), _form(b"")):
+        status, problem = await _attach(api, team.peer, team.conversation_id, form)
+        assert status == 422, problem
+        assert [e["field"] for e in problem["errors"]] == ["file"]
+    status, problem = await api.call(
+        "POST", f"/api/conversations/{team.conversation_id}/attachments", team.peer, json={"file": "x"}
+    )
+    assert status == 422, problem
+    assert [e["field"] for e in problem["errors"]] == ["file"]
+
+
+async def test_another_organizations_staff_get_404_and_an_auditor_403(api: Api) -> None:
+    team = await care_team(api)
+    status, sent = await _attach(api, team.peer, team.conversation_id, _form(PDF))
+    assert status == 202, sent
+    other = await api.person("care_team_member", await api.organization())
+    auditor = await api.person("auditor", team.organization_id)
+
+    status, _ = await _attach(api, other, team.conversation_id, _form(PDF))
+    assert status == 404
+    status, _ = await _attach(api, auditor, team.conversation_id, _form(PDF))
+    assert status == 403
+    download = f"/api/messages/{sent['id']}/attachments/{sent['attachments'][0]['id']}"
+    assert (await api.call("GET", download, other))[0] == 404
+    assert (await api.call("GET", f"/api/messages/{sent['id']}/attachments/999999", team.nurse))[0] == 404
+
+
+async def test_a_recalled_attachment_leaves_the_channel_and_is_no_longer_downloaded(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    status, sent = await _attach(api, team.peer, team.conversation_id, _form(PDF))
+    assert status == 202, sent
+    await settled_deliveries(api, team.peer, sent["id"])
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+    [posted] = [m for m in channel.messages if json.loads(m.data or "{}").get("message_id") == sent["id"]]
+
+    status, recalled = await api.call(
+        "POST", f"/api/messages/{sent['id']}/recall", team.peer, json={"reason": "wrong patient"}
+    )
+
+    assert status == 200, recalled
+    await eventually(lambda: settled(posted.is_removed), "the file message to be deleted")
+    download = f"/api/messages/{sent['id']}/attachments/{sent['attachments'][0]['id']}"
+    assert (await api.call("GET", download, team.peer))[0] == 404
+    # kept only in caremsg's table, for the legal record
+    assert await db.fetchval("SELECT data FROM message_attachments WHERE message_id = $1", sent["id"]) == PDF
