@@ -140,6 +140,9 @@ class ConsentsUnitOfWork(PatientScoped, Protocol):
     """engine/workflows/consents.py: recording and revoking consents."""
 
     @property
+    def patients(self) -> PatientRepository: ...
+
+    @property
     def consents(self) -> ConsentRepository: ...
 
     @property

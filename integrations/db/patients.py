@@ -81,10 +81,11 @@ def _patient(row: Any) -> Patient:
         created_by=row.created_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        part2=row.part2,
     )
 
 
-_PATIENT_COLUMNS = {"first_name", "last_name", "date_of_birth", "risk_level"}
+_PATIENT_COLUMNS = {"first_name", "last_name", "date_of_birth", "risk_level", "part2"}
 
 
 class SqlPatientRepository(Repository):
@@ -99,6 +100,7 @@ class SqlPatientRepository(Repository):
                     date_of_birth=patient.date_of_birth,
                     risk_level=patient.risk_level.value,
                     created_by=patient.created_by,
+                    part2=patient.part2,
                 )
                 .returning(patients_t)
             )

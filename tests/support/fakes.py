@@ -603,7 +603,7 @@ class FakeComplianceGroupRepository(_Repo):
         return True
 
 
-_PATIENT_FIELDS = {"first_name", "last_name", "date_of_birth", "risk_level"}
+_PATIENT_FIELDS = {"first_name", "last_name", "date_of_birth", "risk_level", "part2"}
 
 
 class FakePatientRepository(_Repo):
@@ -619,6 +619,7 @@ class FakePatientRepository(_Repo):
             patient.created_by,
             now,
             now,
+            patient.part2,
         )
         self.data.patients[new.id] = new
         return new
