@@ -231,6 +231,7 @@ class ConsentIndex:
                         (entry >> EFFECTIVE_SHIFT) * 1000,
                         expires or None,
                         None,
+                        False,
                     ),
                 )
             )

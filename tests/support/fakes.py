@@ -946,6 +946,7 @@ def _consent_candidates(
             millis(k.effective_at),
             None if k.expires_at is None else millis(k.expires_at),
             None if k.revoked_at is None else millis(k.revoked_at),
+            k.part2 is not None,
         )
         for k in chosen
     ]
