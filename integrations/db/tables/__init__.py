@@ -19,6 +19,7 @@ from integrations.db.tables.consents import (
     ConsentChangeRow,
     ConsentRow,
     OrganizationContactRow,
+    Part2NoticeRow,
 )
 from integrations.db.tables.identity import LoginThrottleRow, OrganizationRow, UserRow
 from integrations.db.tables.messaging import (
@@ -72,6 +73,7 @@ __all__ = [
     "OrganizationContactRow",
     "OrganizationRow",
     "OutboxRow",
+    "Part2NoticeRow",
     "PatientRow",
     "PolicyProposalRow",
     "SmsOptOutRow",
