@@ -16,6 +16,8 @@ tuple, so 1M consents fit in well under 150 MB. Layout, low bits first::
     bits 114-   effective at, seconds since the epoch (0 = already effective when indexed)
 
 Fields that are usually zero sit in the high bits, so a typical entry stays a three-digit int.
+Which consents are 42 CFR Part 2 consents is kept beside the packed entries, as a set of their ids
+(a handful among many), so the packed form and its size do not change.
 Time is evaluated at decision time (``at``): an expired consent stops covering the moment it ends,
 with no timer. A revoked consent is removed from the index.
 
@@ -94,6 +96,8 @@ class IndexedConsent:
     purpose: str
     effective_at: datetime
     expires_at: datetime | None
+    #: A 42 CFR Part 2 consent (decisions resting on it say so in their details).
+    part2: bool = False
 
     def pack(self, now: datetime) -> Packed:
         recipient = self.recipient_id | (
@@ -139,6 +143,7 @@ class IndexedConsent:
             consent.purpose.value,
             consent.effective_at,
             consent.expires_at,
+            consent.part2 is not None,
         )
 
 
@@ -170,6 +175,8 @@ class ConsentIndex:
         # consent id -> sequence number of the last change applied to it since the last snapshot,
         # so a late or repeated notification never undoes a newer change.
         self._applied: dict[int, int] = {}
+        #: Ids of the indexed consents that are 42 CFR Part 2 consents.
+        self._part2: set[int] = set()
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -211,6 +218,7 @@ class ConsentIndex:
         if entries is None:
             return []
         codes = self._codes_by_org.get(organization_id)
+        part2 = self._part2
         found: list[ConsentCandidate] = []
         # tuple.__new__ builds the named tuple without its Python-level __new__: this runs per
         # matching consent on every decision.
@@ -220,17 +228,19 @@ class ConsentIndex:
             if recipient != organization_id and (codes is None or recipient not in codes):
                 continue
             expires = (entry >> 70) & _EXPIRES_MASK
+            consent_id = (entry >> 39) & _ID_MASK
             found.append(
                 make(
                     ConsentCandidate,
                     (
-                        (entry >> 39) & _ID_MASK,
+                        consent_id,
                         _GROUP if recipient & GROUP_FLAG else _ORGANIZATION,
                         _SCOPE_NAMES[(entry >> 32) & 15],
                         _PURPOSE_VALUES[(entry >> 36) & 7],
                         (entry >> EFFECTIVE_SHIFT) * 1000,
                         expires or None,
                         None,
+                        consent_id in part2,
                     ),
                 )
             )
@@ -249,10 +259,15 @@ class ConsentIndex:
         packed = consent.pack(now)
         kept = self._without(consent.patient_id, consent.consent_id)
         self._store(consent.patient_id, (*kept, packed))
+        if consent.part2:
+            self._part2.add(consent.consent_id)
+        else:
+            self._part2.discard(consent.consent_id)
 
     def remove(self, consent_id: int, patient_id: int) -> None:
         """Drop one consent (revoked, or no longer disclosing to staff); absent is not an error."""
         self._store(patient_id, self._without(patient_id, consent_id))
+        self._part2.discard(consent_id)
 
     def apply(
         self, seq: int, consent_id: int, patient_id: int, state: IndexedConsent | None, now: datetime
@@ -288,7 +303,10 @@ class ConsentIndex:
     ) -> None:
         """Rebuild from a full snapshot (consents active or future at ``now``) and swap it in."""
         by_patient: dict[int, Entries] = {}
+        part2: set[int] = set()
         for consent in consents:
+            if consent.part2:
+                part2.add(consent.consent_id)
             packed = consent.pack(now)
             current = by_patient.get(consent.patient_id)
             if current is None:
@@ -300,16 +318,23 @@ class ConsentIndex:
         group_sets = {g: frozenset(orgs) for g, orgs in groups.items()}
         # One assignment each; readers use whichever map they fetched, both complete.
         self._groups, self._codes_by_org, self._by_patient = group_sets, _codes(group_sets), by_patient
+        self._part2 = part2
         self.seq = seq
         self._applied = {}
         self.loaded = True
 
     def load_packed(
-        self, by_patient: dict[int, Entries], groups: Mapping[int, Iterable[int]], seq: int
+        self,
+        by_patient: dict[int, Entries],
+        groups: Mapping[int, Iterable[int]],
+        seq: int,
+        part2_ids: Iterable[int] = (),
     ) -> None:
-        """Swap in a map built elsewhere by :func:`pack_rows` (the fast bulk-load path)."""
+        """Swap in a map built elsewhere by :func:`pack_rows` (the fast bulk-load path), with the
+        ids of its Part 2 consents."""
         group_sets = {g: frozenset(orgs) for g, orgs in groups.items()}
         self._groups, self._codes_by_org, self._by_patient = group_sets, _codes(group_sets), by_patient
+        self._part2 = set(part2_ids)
         self.seq = seq
         self._applied = {}
         self.loaded = True

@@ -63,6 +63,8 @@ class ConsentCandidate(NamedTuple):
     effective_ms: int = 0
     expires_ms: int | None = None
     revoked_ms: int | None = None
+    #: A 42 CFR Part 2 consent: what is disclosed under it carries the 2.32 notice.
+    part2: bool = False
 
     def active(self, at_ms: int) -> bool:
         """Effective, and neither expired nor revoked, at ``at_ms``."""
@@ -159,6 +161,8 @@ class Facts:
             self.facts.add(fact)
             self.details["consent_id"] = choice.consent.consent_id
             self.details["purpose"] = choice.consent.purpose
+            if choice.consent.part2:
+                self.details["part2"] = True
         elif choice.purpose_refused:
             self.purpose_refused = True
 

@@ -151,6 +151,8 @@ class Patient:
     created_by: int
     created_at: datetime
     updated_at: datetime
+    #: Covers 42 CFR Part 2 records: a consent for this patient must be a Part 2 consent.
+    part2: bool = False
 
 
 @dataclass(frozen=True)

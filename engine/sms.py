@@ -88,6 +88,14 @@ def sms_text(content: str, message_text: str, rules: SmsRules) -> str:
     return message_text if content == FULL_TEXT else rules.notification_text
 
 
+def with_part2_notice(text: str, notice: str) -> str:
+    """A text sent under a 42 CFR Part 2 consent (full text or notification alike): the text, then
+    the notice of 42 CFR 2.32, last, after any reply code. Nothing is cut to fit: the provider sends
+    a long text as concatenated segments (the short-form notice adds 75 characters, one segment more
+    at most), and a notice cut short would not be the notice."""
+    return f"{text}\n{notice}"
+
+
 # --- which conversation a reply means --------------------------------------------------------------
 #
 # One number may be an external participant in several conversations, of one organization or of

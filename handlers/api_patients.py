@@ -23,7 +23,9 @@ from handlers.schemas.patients import (
 
 async def create_patient(request: web.Request, actor: Actor) -> web.Response:
     body = await parse(request, PatientCreate)
-    cmd = patients.RegisterPatient(body.first_name, body.last_name, body.risk_level, body.date_of_birth)
+    cmd = patients.RegisterPatient(
+        body.first_name, body.last_name, body.risk_level, body.date_of_birth, body.part2
+    )
     return respond(PatientPublic.of(await patients.register_patient(services(request), actor, cmd)), 201)
 
 

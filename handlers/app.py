@@ -97,6 +97,7 @@ from integrations.effects.attachments import PostAttachmentExecutor
 from integrations.effects.break_glass import BreakGlassAlertExecutor
 from integrations.effects.channels import InviteMembersExecutor, RemoveMembersExecutor
 from integrations.effects.executor import Executor
+from integrations.effects.messages import PostMessageExecutor
 from integrations.effects.recalls import RecallExecutor
 from integrations.passwords import LoggingAccountNotifier, ZxcvbnPasswordStrength
 from integrations.policy_edits import EditablePolicyDirectory
@@ -200,6 +201,8 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
         BreakGlassAlertExecutor(),
         RecallExecutor(),
         PostAttachmentExecutor(),
+        # Message posts carry the 42 CFR 2.32 notice of the policy in force (reloads swap it).
+        PostMessageExecutor(lambda: app[policy_key].current.part2_notice),
         *app[messaging_key].outbox_kinds,
     ]
     sessions, gateway = app[sessions_key], app[chat_key]

@@ -79,6 +79,14 @@ FROM ("""
 )
 
 
+# The ids of the snapshot's Part 2 consents (few), kept by the index beside the packed entries.
+_SNAPSHOT_PART2 = (
+    "SELECT coalesce(array_agg(id), '{}') FROM consents c WHERE c.part2"
+    " AND c.recipient_type IN ('organization', 'compliance_group') AND c.revoked_at IS NULL"
+    " AND (c.expires_at IS NULL OR c.expires_at > $1)"
+)
+
+
 class ConsentSync:
     """Follows the change log into one :class:`ConsentIndex` for as long as ``run()`` runs."""
 
@@ -165,6 +173,7 @@ class ConsentSync:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM consent_changes")
             columns = await conn.fetchrow(_SNAPSHOT_COLUMNS, now)
+            part2_ids = await conn.fetchval(_SNAPSHOT_PART2, now)
             members = await conn.fetch("SELECT group_id, organization_id FROM compliance_group_members")
         by_patient = pack_rows(zip(*columns, strict=True))
         consents = len(columns[0])
@@ -172,7 +181,7 @@ class ConsentSync:
         groups: dict[int, list[int]] = {}
         for group_id, organization_id in members:
             groups.setdefault(group_id, []).append(organization_id)
-        self.index.load_packed(by_patient, groups, int(seq))
+        self.index.load_packed(by_patient, groups, int(seq), part2_ids)
         self._last_seq = int(seq)
         self.full_loads += 1
         log.info(
@@ -201,7 +210,7 @@ class ConsentSync:
         """Apply the current row of each consent as of the given change number."""
         rows = await conn.fetch(
             "SELECT id, patient_id, recipient_type, organization_id, compliance_group_id, scope, purpose,"
-            " effective_at, expires_at, revoked_at FROM consents WHERE id = ANY($1::int[])",
+            " effective_at, expires_at, revoked_at, part2 FROM consents WHERE id = ANY($1::int[])",
             list(changes),
         )
         group_ids = [r["compliance_group_id"] for r in rows if r["compliance_group_id"] is not None]
@@ -240,4 +249,5 @@ def _indexed(r: Mapping[str, Any]) -> IndexedConsent | None:
         r["purpose"],
         r["effective_at"],
         r["expires_at"],
+        bool(r["part2"]),
     )

@@ -36,7 +36,8 @@ log = structlog.get_logger("caremsg.webhooks")
 
 #: custom_types of messages caremsg itself posts; their ``message_send`` webhooks are echoes.
 OWN_CUSTOM_TYPES = frozenset(
-    {"caremsg_message", "caremsg_sms_reply", "caremsg_recall_notice"}  # the last: effects/recalls.py
+    # the last two: effects/recalls.py, effects/messages.py
+    {"caremsg_message", "caremsg_sms_reply", "caremsg_recall_notice", "caremsg_part2_notice"}
 )
 SENDBIRD = "sendbird"
 SMS = "sms"

@@ -21,6 +21,7 @@ class NewPatient:
     date_of_birth: date | None
     risk_level: RiskLevel
     created_by: int
+    part2: bool = False
 
 
 class PatientRepository(Protocol):

@@ -146,6 +146,9 @@ class ConsentsUnitOfWork(PatientScoped, Protocol):
     """engine/workflows/consents.py: recording and revoking consents."""
 
     @property
+    def patients(self) -> PatientRepository: ...
+
+    @property
     def consents(self) -> ConsentRepository: ...
 
     @property

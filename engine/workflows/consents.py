@@ -106,6 +106,18 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
             raise InvalidInput([FieldError("expiresAt", "Must be later than effectiveAt.")])
         if cmd.part2 is not None:
             _check_part2(cmd.part2, cmd.expires_at, guard.now)
+        else:
+            patient = await uow.patients.get(pid)
+            if patient is not None and patient.part2:
+                raise InvalidInput(
+                    [
+                        FieldError(
+                            "part2",
+                            "The patient's records include 42 CFR Part 2 records: the consent must hold"
+                            " the elements of 42 CFR 2.31.",
+                        )
+                    ]
+                )
         consent = await uow.consents.add(
             NewConsent(
                 patient_id=pid,

@@ -25,6 +25,7 @@ class RegisterPatient:
     last_name: str
     risk_level: RiskLevel
     date_of_birth: date | None = None
+    part2: bool = False
 
 
 async def register_patient(services: Services, actor: Actor, cmd: RegisterPatient) -> Patient:
@@ -40,6 +41,7 @@ async def register_patient(services: Services, actor: Actor, cmd: RegisterPatien
                 cmd.date_of_birth,
                 cmd.risk_level,
                 actor.user_id,
+                cmd.part2,
             )
         )
         team = await uow.care_teams.create(patient.id, "Care team", actor.organization_id, actor.user_id)

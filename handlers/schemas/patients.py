@@ -29,11 +29,19 @@ from handlers.schemas import (
 # --- patients & care teams ------------------------------------------------------------------------
 
 
+_PART2 = (
+    "The patient's records include 42 CFR Part 2 records: every consent recorded for them must be a"
+    " Part 2 consent (`part2` with the elements of 42 CFR 2.31), and disclosures under it carry the"
+    " 2.32 notice."
+)
+
+
 class PatientCreate(Request):
     first_name: Name
     last_name: Name
     risk_level: RiskLevel
     date_of_birth: BirthDate | None = None
+    part2: bool = Field(False, description=_PART2)
 
 
 def _not_null(schema: dict[str, Any]) -> None:
@@ -50,6 +58,7 @@ class PatientUpdate(Request):
     last_name: Name | None = Field(None, json_schema_extra=_not_null)
     risk_level: RiskLevel | None = Field(None, json_schema_extra=_not_null)
     date_of_birth: BirthDate | None = Field(None, description="Calendar date; null clears it.")
+    part2: bool | None = Field(None, description=_PART2, json_schema_extra=_not_null)
 
     @model_validator(mode="after")
     def _something(self) -> PatientUpdate:
@@ -57,7 +66,7 @@ class PatientUpdate(Request):
             raise ValueError("name at least one field to change")
         return self
 
-    @field_validator("first_name", "last_name", "risk_level")
+    @field_validator("first_name", "last_name", "risk_level", "part2")
     @classmethod
     def _not_null(cls, value: object) -> object:
         # Runs per field, so the 422 names the field (dateOfBirth alone may be cleared with null).
@@ -79,6 +88,7 @@ class PatientPublic(Response):
     created_by: int
     created_at: datetime
     updated_at: datetime
+    part2: bool = Field(description=_PART2)
 
     @classmethod
     def of(cls, p: Patient) -> PatientPublic:
@@ -92,6 +102,7 @@ class PatientPublic(Response):
             created_by=p.created_by,
             created_at=p.created_at,
             updated_at=p.updated_at,
+            part2=p.part2,
         )
 
 

@@ -81,10 +81,11 @@ def _patient(row: Any) -> Patient:
         created_by=row.created_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        part2=row.part2,
     )
 
 
-_PATIENT_COLUMNS = {"first_name", "last_name", "date_of_birth", "risk_level"}
+_PATIENT_COLUMNS = {"first_name", "last_name", "date_of_birth", "risk_level", "part2"}
 
 
 class SqlPatientRepository(Repository):
@@ -99,6 +100,7 @@ class SqlPatientRepository(Repository):
                     date_of_birth=patient.date_of_birth,
                     risk_level=patient.risk_level.value,
                     created_by=patient.created_by,
+                    part2=patient.part2,
                 )
                 .returning(patients_t)
             )
@@ -203,7 +205,7 @@ EXTERNAL_CONSENTS_SQL = """
                k.id, k.recipient_type, k.scope, k.purpose,
                floor(extract(epoch FROM k.effective_at) * 1000)::bigint,
                floor(extract(epoch FROM k.expires_at) * 1000)::bigint,
-               floor(extract(epoch FROM k.revoked_at) * 1000)::bigint) ORDER BY k.id), '[]'::json)
+               floor(extract(epoch FROM k.revoked_at) * 1000)::bigint, k.part2) ORDER BY k.id), '[]'::json)
     FROM consents k
     WHERE k.patient_id = {patient}
       AND ((k.recipient_type = 'external' AND k.external_phone_number = {phone})
@@ -235,8 +237,10 @@ def consent_candidates(rows: Any) -> list[ConsentCandidate]:
             int(effective_ms),
             None if expires_ms is None else int(expires_ms),
             None if revoked_ms is None else int(revoked_ms),
+            bool(part2),
         )
-        for consent_id, recipient_type, scope, purpose, effective_ms, expires_ms, revoked_ms in rows or ()
+        for consent_id, recipient_type, scope, purpose, effective_ms, expires_ms, revoked_ms, part2 in rows
+        or ()
     ]
 
 

@@ -12,16 +12,21 @@ relay's ``lease_seconds`` well above the chat client's timeout).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from engine.effects import Effect, PostMessage, PostSmsReply
+from engine.audit import AuditEvent
+from engine.effects import Effect, PostMessage, PostSmsReply, kind_of
 from engine.errors import ChatGatewayError, ChatRateLimited
+from engine.part2 import NOTICE_SENT, Covering, NoticeDue, Post, notices_due
+from engine.policy import PART2_SHORT_NOTICE
 from engine.ports import ChatGateway, SentChatMessage
+from engine.services import utc_now
+from integrations.db.uow import audit_insert_sql, audit_json
 from integrations.effects.executor import RelayContext
 from integrations.effects.outbox import OutboxEntry
 
@@ -29,6 +34,11 @@ log = structlog.get_logger("caremsg.relay")
 
 #: custom_type of SMS replies posted into channels; their webhook echoes are ignored.
 SMS_REPLY_CUSTOM_TYPE = "caremsg_sms_reply"
+#: custom_type of the 42 CFR 2.32 notice posted before the first message a recipient organization's
+#: members get under a Part 2 consent; what a chat client may render as a system line.
+PART2_NOTICE_CUSTOM_TYPE = "caremsg_part2_notice"
+#: The chat user system notices are posted as (the recall notices' too, integrations/effects/recalls.py).
+SYSTEM_USER = "caremsg_system"
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,9 @@ class MessageToPost:
     sender_chat_id: str
     #: Recalled after its post was claimed: it is never posted.
     recalled: bool = False
+    patient_id: int | None = None
+    #: The 42 CFR 2.32 notices to post before it (engine/part2.py).
+    notices: tuple[NoticeDue, ...] = ()
 
 
 class MessageRecalled(ChatGatewayError):
@@ -115,12 +128,42 @@ class MessageRecalled(ChatGatewayError):
     code = "recalled"
 
 
+# With each message, the Part 2 consents (active, disclosing conversations) naming an organization
+# of the conversation's members other than the patient's own, directly or through a compliance group,
+# whose members have not been given the notice in it yet. Only looked for when the patient has a Part
+# 2 consent at all: otherwise one index probe, and the batch read stays one statement.
 _MESSAGES_TO_POST = text(
-    "SELECT m.id, m.body, m.recalled_at IS NOT NULL AS recalled, c.channel_url, u.chat_user_id"
-    " FROM messages m"
-    " JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = m.sender_id"
-    " WHERE m.id = ANY(CAST(:ids AS integer[]))"
+    """
+    SELECT m.id, m.body, m.recalled_at IS NOT NULL AS recalled, c.channel_url, u.chat_user_id,
+           m.conversation_id, c.patient_id,
+           CASE WHEN EXISTS (SELECT 1 FROM consents k0 WHERE k0.patient_id = c.patient_id AND k0.part2)
+           THEN (SELECT json_agg(json_build_array(o.organization_id, k.id))
+                 FROM (SELECT DISTINCT mu.organization_id FROM conversation_members cm
+                       JOIN users mu ON mu.id = cm.user_id
+                       WHERE cm.conversation_id = c.id AND mu.organization_id <> p.organization_id) o
+                 JOIN consents k ON k.patient_id = c.patient_id AND k.part2
+                      AND k.revoked_at IS NULL AND k.effective_at <= now()
+                      AND (k.expires_at IS NULL OR k.expires_at > now()) AND 'message' = ANY(k.scope)
+                      AND (k.organization_id = o.organization_id
+                           OR k.compliance_group_id IN (SELECT g.group_id FROM compliance_group_members g
+                                                        WHERE g.organization_id = o.organization_id))
+                 WHERE NOT EXISTS (SELECT 1 FROM part2_notices n
+                                   WHERE n.conversation_id = c.id AND n.organization_id = o.organization_id))
+           END AS part2_covering
+    FROM messages m
+    JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = m.sender_id
+    LEFT JOIN patients p ON p.id = c.patient_id
+    WHERE m.id = ANY(CAST(:ids AS integer[]))
+    """
 )
+
+_RECORD_NOTICES = text(
+    "INSERT INTO part2_notices (conversation_id, organization_id, consent_id, message_id)"
+    " SELECT * FROM unnest(CAST(:conversations AS integer[]), CAST(:organizations AS integer[]),"
+    " CAST(:consents AS integer[]), CAST(:messages AS integer[]))"
+    " ON CONFLICT DO NOTHING"
+)
+_AUDIT_NOTICES = text(audit_insert_sql("CAST(:events AS jsonb)"))
 
 # A wave's messages and their channel delivery rows, sent or failed, in one statement. Read
 # receipts compare their read_ts with the delivery row's provider_ts_ms.
@@ -148,6 +191,13 @@ _SETTLE_MESSAGES = text(
 )
 
 
+def _json(value: object) -> list[list[int]]:
+    if value is None:
+        return []
+    loaded: list[list[int]] = json.loads(value) if isinstance(value, str) else value  # type: ignore[assignment]
+    return loaded
+
+
 def _message_id(entry: OutboxEntry) -> int:
     effect = entry.effect
     if not isinstance(effect, PostMessage):
@@ -162,14 +212,39 @@ class PostMessageExecutor:
 
     handles: tuple[type[Effect], ...] = (PostMessage,)
 
-    def __init__(self) -> None:
+    def __init__(self, part2_notice: Callable[[], str] = lambda: PART2_SHORT_NOTICE) -> None:
         # Sendbird's message id and timestamp of each post, by outbox id, for the settle.
         self._sent: dict[int, tuple[int, int]] = {}
+        #: The notice of policies/notices.toml in force (the app passes the policy's; reloads swap it).
+        self._part2_notice = part2_notice
+        # The Part 2 notices posted before each post, by outbox id, recorded and audited in the settle.
+        self._noticed: dict[int, tuple[int | None, tuple[NoticeDue, ...]]] = {}
 
     async def prepare(self, entries: Sequence[OutboxEntry], session: AsyncSession) -> Mapping[int, object]:
         message_ids = [_message_id(e) for e in entries]
-        rows = await session.execute(_MESSAGES_TO_POST, {"ids": message_ids})
-        found = {r.id: MessageToPost(r.body, r.channel_url, r.chat_user_id, r.recalled) for r in rows}
+        rows = list(await session.execute(_MESSAGES_TO_POST, {"ids": message_ids}))
+        due = notices_due(
+            Post(
+                r.id,
+                r.conversation_id,
+                [Covering(int(o), int(k), True) for o, k in _json(r.part2_covering)],
+            )
+            for r in rows
+        )
+        by_message: dict[int, list[NoticeDue]] = {}
+        for notice in due:
+            by_message.setdefault(notice.message_id, []).append(notice)
+        found = {
+            r.id: MessageToPost(
+                r.body,
+                r.channel_url,
+                r.chat_user_id,
+                r.recalled,
+                r.patient_id,
+                tuple(by_message.get(r.id, ())),
+            )
+            for r in rows
+        }
         return {e.id: found[m] for e, m in zip(entries, message_ids, strict=True) if m in found}
 
     async def deliver(self, effect: PostMessage, entry: OutboxEntry, ctx: RelayContext) -> None:
@@ -181,6 +256,8 @@ class PostMessageExecutor:
                 raise LookupError(f"message {effect.message_id} of outbox entry {entry.id} not found")
         if msg.recalled:
             raise MessageRecalled(f"message {effect.message_id} was recalled")
+        if msg.notices:
+            await self._post_notices(msg, entry, ctx)
         sent = await post_once(
             ctx.chat,
             entry,
@@ -193,15 +270,80 @@ class PostMessageExecutor:
         )
         self._sent[entry.id] = (sent.message_id, sent.created_at_ms)
 
+    async def _post_notices(self, msg: MessageToPost, entry: OutboxEntry, ctx: RelayContext) -> None:
+        """The 42 CFR 2.32 notice, as the system user, before the first message a recipient
+        organization's members get under a Part 2 consent: one post per organization noticed (its
+        ``data`` names the message and the organization, so a repeat finds it and posts nothing)."""
+        await ctx.chat.ensure_user(SYSTEM_USER, "caremsg")
+        await ctx.chat.invite_members(msg.channel_url, [SYSTEM_USER])
+        notice = self._part2_notice()
+        for due in msg.notices:
+            await post_once(
+                ctx.chat,
+                entry,
+                msg.channel_url,
+                sender_id=SYSTEM_USER,
+                text=notice,
+                dedup_id=f"caremsg_part2_{due.message_id}_{due.organization_id}",
+                custom_type=PART2_NOTICE_CUSTOM_TYPE,
+                data=json.dumps(
+                    {
+                        "part2_notice": True,
+                        "message_id": due.message_id,
+                        "organization_id": due.organization_id,
+                    }
+                ),
+            )
+        self._noticed[entry.id] = (msg.patient_id, msg.notices)
+
+    async def _record_notices(self, done: Sequence[OutboxEntry], session: AsyncSession) -> None:
+        """The notices given before the posts that went out: recorded (never given again in the
+        conversation to the organization) and audited, each naming the consent it rests on."""
+        given = [
+            (patient, n) for e in done for patient, ns in [self._noticed.pop(e.id, (None, ()))] for n in ns
+        ]
+        if not given:
+            return
+        await session.execute(
+            _RECORD_NOTICES,
+            {
+                "conversations": [n.conversation_id for _, n in given],
+                "organizations": [n.organization_id for _, n in given],
+                "consents": [n.consent_id for _, n in given],
+                "messages": [n.message_id for _, n in given],
+            },
+        )
+        now = utc_now()
+        events = [
+            AuditEvent(
+                event=NOTICE_SENT,
+                workflow=f"delivery.{kind_of(PostMessage)}",
+                outcome="success",
+                occurred_at=now,
+                resource_type="conversation",
+                resource_id=str(n.conversation_id),
+                patient_id=patient,
+                details={
+                    "consent_id": n.consent_id,
+                    "organization_id": n.organization_id,
+                    "message_id": n.message_id,
+                },
+            )
+            for patient, n in given
+        ]
+        await session.execute(_AUDIT_NOTICES, {"events": audit_json(events)})
+
     async def settle(
         self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
     ) -> None:
         rows: list[tuple[int, str, int | None, int | None, str | None]] = []
+        await self._record_notices(done, session)
         for entry in done:
             chat_id, ts = self._sent.pop(entry.id, (None, None))
             rows.append((_message_id(entry), "sent", chat_id, ts, None))
         for entry, reason in failed:
             self._sent.pop(entry.id, None)
+            self._noticed.pop(entry.id, None)
             rows.append((_message_id(entry), "failed", None, None, reason))
         if not rows:
             return

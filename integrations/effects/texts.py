@@ -21,7 +21,15 @@ from engine.facts import external_facts, sms_refusal
 from engine.policy import Policy
 from engine.ports import SmsGateway
 from engine.services import utc_now
-from engine.sms import SmsRules, keyword_reply, sms_text, textable, which_conversation, with_reply_code
+from engine.sms import (
+    SmsRules,
+    keyword_reply,
+    sms_text,
+    textable,
+    which_conversation,
+    with_part2_notice,
+    with_reply_code,
+)
 from integrations.db.patients import SqlRelationshipFacts
 from integrations.effects.executor import RelayContext
 from integrations.effects.outbox import OutboxEntry
@@ -137,6 +145,10 @@ class TextExecutor:
         text_ = sms_text(row.content, row.body, self._rules)
         if row.active_conversations > 1:  # say which conversation a reply to this text goes to
             text_ = with_reply_code(text_, row.reply_code)
+        if found.details.get("part2"):
+            # Under a Part 2 consent (chosen just above from the candidates already read: no query
+            # more) the text carries the 42 CFR 2.32 notice of policies/notices.toml.
+            text_ = with_part2_notice(text_, self._policy().part2_notice)
         try:
             self._sent[entry.id] = await self._gateway.send_sms(
                 recipient_user_id=row.chat_user_id, phone_number=row.phone_number, text=text_

@@ -185,3 +185,44 @@ async def test_a_disclosure_under_an_ordinary_consent_carries_no_notice(api: Api
 
     assert body["items"]
     assert {d["part2Notice"] for d in body["items"]} == {None}
+
+
+async def test_a_patient_marked_part2_shows_it_and_takes_only_part2_consents(api: Api) -> None:
+    org = await api.organization()
+    nurse = await api.person("care_team_member", org)
+    officer = await api.person("compliance_officer", org)
+    recipient = await api.organization()
+    patient_id = await api.patient(nurse, part2=True)
+    plain = {"patientId": patient_id, "purpose": "treatment", "organizationId": recipient}
+
+    _, read = await api.call("GET", f"/api/patients/{patient_id}", nurse)
+    refused, problem = await api.call(
+        "POST", "/api/consents", officer, json={**plain, "expiresAt": in_a_year()}
+    )
+    _, listed = await api.call("GET", f"/api/patients/{patient_id}/consents", officer)
+    recorded, consent = await api.call(
+        "POST", "/api/consents", officer, json={**plain, "expiresAt": in_a_year(), "part2": ELEMENTS}
+    )
+
+    assert read["part2"] is True
+    assert refused == 422, problem
+    assert [e["field"] for e in problem["errors"]] == ["part2"]
+    assert listed["items"] == []
+    assert recorded == 201, consent
+
+
+async def test_marking_a_patient_part2_is_an_update_and_null_is_refused(api: Api) -> None:
+    org = await api.organization()
+    nurse = await api.person("care_team_member", org)
+    patient_id = await api.patient(nurse)
+
+    _, before = await api.call("GET", f"/api/patients/{patient_id}", nurse)
+    status, updated = await api.call("PUT", f"/api/patients/{patient_id}", nurse, json={"part2": True})
+    null, problem = await api.call("PUT", f"/api/patients/{patient_id}", nurse, json={"part2": None})
+    _, after = await api.call("GET", f"/api/patients/{patient_id}", nurse)
+
+    assert before["part2"] is False
+    assert (status, updated["part2"]) == (200, True), updated
+    assert null == 422
+    assert [e["field"] for e in problem["errors"]] == ["part2"]
+    assert after["part2"] is True

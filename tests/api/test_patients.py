@@ -27,6 +27,7 @@ PATIENT_PUBLIC_KEYS = {
     "createdBy",
     "createdAt",
     "updatedAt",
+    "part2",
 }
 # Distinctive names, so a test can tell whether they leaked into a response.
 FIRST, LAST = "Marguerite", "Okonkwo"

@@ -640,7 +640,7 @@ class FakeComplianceGroupRepository(_Repo):
         return True
 
 
-_PATIENT_FIELDS = {"first_name", "last_name", "date_of_birth", "risk_level"}
+_PATIENT_FIELDS = {"first_name", "last_name", "date_of_birth", "risk_level", "part2"}
 
 
 class FakePatientRepository(_Repo):
@@ -656,6 +656,7 @@ class FakePatientRepository(_Repo):
             patient.created_by,
             now,
             now,
+            patient.part2,
         )
         self.data.patients[new.id] = new
         return new
@@ -982,6 +983,7 @@ def _consent_candidates(
             millis(k.effective_at),
             None if k.expires_at is None else millis(k.expires_at),
             None if k.revoked_at is None else millis(k.revoked_at),
+            k.part2 is not None,
         )
         for k in chosen
     ]

@@ -87,8 +87,14 @@ def wire_webhooks(api: Api) -> None:
 
 
 async def care_team(
-    api: Api, *, phones: tuple[str, ...] | None = None, external_organization_id: int | None = None
+    api: Api,
+    *,
+    phones: tuple[str, ...] | None = None,
+    external_organization_id: int | None = None,
+    consent_fields: dict[str, Any] | None = None,
 ) -> CareTeam:
+    """A conversation of a peer and a nurse with external participants, each admitted by a consent
+    naming their number (with ``consent_fields`` besides, e.g. ``part2``)."""
     phones = phones or (unique_phone(),)
     org = await api.organization()
     peer = await api.person("peer_support", org)
@@ -102,7 +108,12 @@ async def care_team(
         for phone in phones:
             await add_contact(api, admin, external_organization_id, phone)
     for phone in phones:
-        await api.consent(officer, patient_id, externalParty={"phoneNumber": phone, "name": "Dr. External"})
+        await api.consent(
+            officer,
+            patient_id,
+            externalParty={"phoneNumber": phone, "name": "Dr. External"},
+            **(consent_fields or {}),
+        )
         member: dict[str, Any] = {"phoneNumber": phone, "name": "Dr. External"}
         if external_organization_id is not None:
             member["organizationId"] = external_organization_id

@@ -4,9 +4,10 @@ times, and revocation; late or repeated changes never undo newer ones."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from engine.consent_index import ConsentIndex, IndexedConsent, purpose_mask, scope_mask
+from engine.consent_index import ConsentIndex, IndexedConsent, pack_rows, purpose_mask, scope_mask
 from engine.model import RecipientType
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -125,3 +126,21 @@ def test_several_consents_of_one_patient_are_kept_and_removed_one_by_one() -> No
     assert index.covering(PATIENT, OTHER_ORG, NOW) is None
     assert index.covering(PATIENT, ORG, NOW) is not None
     assert index.covering(PATIENT, 300, NOW) is not None
+
+
+def test_the_index_knows_which_consents_are_part2_through_every_kind_of_load() -> None:
+    part2, plain = dataclasses.replace(consent(1), part2=True), consent(2, recipient=OTHER_ORG)
+    replaced = index_with(part2, plain)
+    applied = ConsentIndex()
+    applied.apply(1, 1, PATIENT, part2, NOW)
+    applied.apply(2, 2, PATIENT, plain, NOW)
+    packed = ConsentIndex()
+    rows = [(PATIENT, c.consent_id, c.pack(NOW) & ((1 << 39) - 1), 0, 0) for c in (part2, plain)]
+    packed.load_packed(pack_rows(rows), {}, 0, part2_ids=[1])
+
+    for index in (replaced, applied, packed):
+        assert [c.part2 for c in index.candidates(PATIENT, ORG)] == [True]
+        assert [c.part2 for c in index.candidates(PATIENT, OTHER_ORG)] == [False]
+    applied.apply(3, 1, PATIENT, None, NOW)  # revoked: forgotten
+    applied.apply(4, 1, PATIENT, dataclasses.replace(part2, part2=False), NOW)
+    assert [c.part2 for c in applied.candidates(PATIENT, ORG)] == [False]

@@ -298,3 +298,16 @@ def test_treatable_needs_a_consent_for_treatment_and_records_it() -> None:
         facts, details = decider.relation_facts("break_glass.open", PatientRelation(100, 20, False))
         assert (Fact.TREATABLE in facts) is expected
         assert details.get("consent_id") == (3 if expected else None)
+
+
+def test_a_decision_resting_on_a_part2_consent_says_so_beside_its_consent_id() -> None:
+    part2 = ConsentCandidate(
+        5, RecipientType.EXTERNAL, frozenset({"sms", "message"}), "treatment", part2=True
+    )
+    plain = part2._replace(consent_id=6, part2=False)
+
+    noticed = external_facts(None, [part2], NOW).details
+    silent = external_facts(None, [plain], NOW).details
+
+    assert (noticed["consent_id"], noticed["part2"]) == (5, True)
+    assert (silent["consent_id"], "part2" in silent) == (6, False)

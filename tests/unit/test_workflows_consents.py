@@ -380,3 +380,21 @@ async def test_an_expiry_event_stands_in_for_an_expiry_date(world: FakeWorld) ->
     consent = await record_consent(world.services, officer, cmd)
 
     assert (consent.expires_at, consent.part2) == (None, elements)
+
+
+async def test_a_part2_patients_consent_must_be_a_part2_consent(world: FakeWorld) -> None:
+    officer, _, patient = await _patient(world)
+    world.db.patients[patient.id] = dataclasses.replace(patient, part2=True)
+    partner = world.organization().id
+    plain = RecordConsent(patient.id, RecipientType.ORGANIZATION, Purpose.TREATMENT, organization_id=partner)
+
+    with pytest.raises(InvalidInput) as refused:
+        await record_consent(world.services, officer, plain)
+    consent = await record_consent(
+        world.services,
+        officer,
+        dataclasses.replace(plain, expires_at=START + timedelta(days=30), part2=PART2),
+    )
+
+    assert [e.field for e in refused.value.errors] == ["part2"]
+    assert list(world.db.consents) == [consent.id]

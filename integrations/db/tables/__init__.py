@@ -20,6 +20,7 @@ from integrations.db.tables.consents import (
     ConsentChangeRow,
     ConsentRow,
     OrganizationContactRow,
+    Part2NoticeRow,
 )
 from integrations.db.tables.identity import LoginThrottleRow, OrganizationRow, UserRow
 from integrations.db.tables.messaging import (
@@ -76,6 +77,7 @@ __all__ = [
     "OrganizationContactRow",
     "OrganizationRow",
     "OutboxRow",
+    "Part2NoticeRow",
     "PatientRow",
     "PolicyProposalRow",
     "SmsOptOutRow",

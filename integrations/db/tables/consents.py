@@ -221,3 +221,20 @@ class OrganizationContactRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("organization_id", "phone_number", name="uq_organization_contacts_number"),
     )
+
+
+class Part2NoticeRow(SQLModel, table=True):
+    """The 42 CFR 2.32 notice given in a conversation to one recipient organization's members, under
+    Part 2 consent ``consent_id``, before message ``message_id`` (integrations/effects/messages.py):
+    one per (conversation, organization), so it is never repeated. ``message_id`` is a plain number,
+    not a foreign key, so the retention sweep deleting messages is not held up by it."""
+
+    __tablename__ = "part2_notices"
+
+    conversation_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True)
+    )
+    organization_id: int = Field(sa_column=Column(Integer, ForeignKey("organizations.id"), primary_key=True))
+    consent_id: int = foreign_key("consents.id", index=False)
+    message_id: int = Field(sa_column=Column(Integer, nullable=False))
+    sent_at: datetime = timestamp()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    false,
 )
 from sqlmodel import Field, SQLModel
 
@@ -39,6 +41,9 @@ class PatientRow(SQLModel, table=True):
     created_by: int = foreign_key("users.id", index=False)
     created_at: datetime = timestamp()
     updated_at: datetime = timestamp()
+    #: The patient's records include 42 CFR Part 2 records: every consent for them must be a Part 2
+    #: consent (with the elements of 42 CFR 2.31).
+    part2: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
     __table_args__ = (CheckConstraint("risk_level IN ('low','medium','high','critical')", name="risk_level"),)
 
