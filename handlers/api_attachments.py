@@ -14,6 +14,7 @@ from handlers.schemas.attachments import AttachmentUpload
 from handlers.schemas.conversations import MessagePublic
 
 _CHUNK = 64 * 1024
+_MAX_TEXT_BYTES = 16_000
 
 
 async def _upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str]:
@@ -43,7 +44,15 @@ async def _upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str
                 chunks.append(chunk)
             data = b"".join(chunks)
         elif part.name == "message":
-            text = await part.text()
+            raw = bytearray()
+            while chunk := await part.read_chunk(_CHUNK):
+                raw += chunk
+                if len(raw) > _MAX_TEXT_BYTES:  # the workflow's 4000 characters, at 4 bytes each
+                    raise InvalidInput([FieldError("message", "Write at most 4000 characters.")])
+            try:
+                text = raw.decode(part.get_charset("utf-8"))
+            except (UnicodeDecodeError, LookupError):
+                raise InvalidInput([FieldError("message", "Must be UTF-8 text.")]) from None
         else:
             raise InvalidInput([FieldError(part.name or "body", "Unknown part.", "extra_forbidden")])
     if not found:

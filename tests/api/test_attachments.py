@@ -103,7 +103,7 @@ async def test_a_type_not_allowed_or_bytes_that_are_not_it_are_415(api: Api, db:
     assert await db.fetchval("SELECT count(*) FROM message_attachments") == before + 1
 
 
-async def test_no_file_or_an_empty_one_is_422_naming_the_field(api: Api) -> None:
+async def test_no_file_an_empty_one_or_too_long_a_text_is_422_naming_the_field(api: Api) -> None:
     team = await care_team(api)
 
     for form in (_form(None, message="no file"), _form(b"")):
@@ -115,6 +115,9 @@ async def test_no_file_or_an_empty_one_is_422_naming_the_field(api: Api) -> None
     )
     assert status == 422, problem
     assert [e["field"] for e in problem["errors"]] == ["file"]
+    status, problem = await _attach(api, team.peer, team.conversation_id, _form(PDF, message="x" * 20_000))
+    assert status == 422, problem
+    assert [e["field"] for e in problem["errors"]] == ["message"]
 
 
 async def test_another_organizations_staff_get_404_and_an_auditor_403(api: Api) -> None:
