@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import BodyPartReader, web
 
-from engine.errors import FieldError, FileTooLarge, InvalidInput
+from engine.errors import FieldError, FileTooLarge, InvalidInput, MalformedRequest
 from engine.model import Actor
 from engine.workflows import attachments
 from handlers.keys import settings_key
@@ -18,6 +18,14 @@ _MAX_TEXT_BYTES = 16_000
 
 
 async def _upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str]:
+    """The upload, or 400 naming ``file`` when the multipart body cannot be read (no boundary...)."""
+    try:
+        return await _read_upload(request, max_bytes)
+    except ValueError:
+        raise MalformedRequest([FieldError("file", "The multipart body cannot be read.")]) from None
+
+
+async def _read_upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str]:
     """The multipart form's file (content type, bytes) and text, read as a stream: a file over
     ``max_bytes`` is refused (413) as soon as it passes the limit, before the rest is read."""
     if request.content_type != "multipart/form-data":

@@ -120,6 +120,18 @@ async def test_no_file_an_empty_one_or_too_long_a_text_is_422_naming_the_field(a
     assert [e["field"] for e in problem["errors"]] == ["message"]
 
 
+async def test_a_multipart_body_that_cannot_be_read_is_400_naming_the_file(api: Api) -> None:
+    team = await care_team(api)
+    path = f"/api/conversations/{team.conversation_id}/attachments"
+
+    for content_type in ("multipart/form-data", "multipart/form-data; boundary=x"):
+        status, problem = await api.call(
+            "POST", path, team.peer, data=b'{"file": ""}', headers={"Content-Type": content_type}
+        )
+        assert status == 400, problem
+        assert [e["field"] for e in problem["errors"]] == ["file"]
+
+
 async def test_another_organizations_staff_get_404_and_an_auditor_403(api: Api) -> None:
     team = await care_team(api)
     status, sent = await _attach(api, team.peer, team.conversation_id, _form(PDF))
