@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import BodyPartReader, web
 
-from engine.errors import FieldError, FileTooLarge, InvalidInput
+from engine.errors import FieldError, FileTooLarge, InvalidInput, MalformedRequest
 from engine.model import Actor
 from engine.workflows import attachments
 from handlers.keys import settings_key
@@ -14,9 +14,18 @@ from handlers.schemas.attachments import AttachmentUpload
 from handlers.schemas.conversations import MessagePublic
 
 _CHUNK = 64 * 1024
+_MAX_TEXT_BYTES = 16_000
 
 
 async def _upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str]:
+    """The upload, or 400 naming ``file`` when the multipart body cannot be read (no boundary...)."""
+    try:
+        return await _read_upload(request, max_bytes)
+    except ValueError:
+        raise MalformedRequest([FieldError("file", "The multipart body cannot be read.")]) from None
+
+
+async def _read_upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str]:
     """The multipart form's file (content type, bytes) and text, read as a stream: a file over
     ``max_bytes`` is refused (413) as soon as it passes the limit, before the rest is read."""
     if request.content_type != "multipart/form-data":
@@ -43,7 +52,15 @@ async def _upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str
                 chunks.append(chunk)
             data = b"".join(chunks)
         elif part.name == "message":
-            text = await part.text()
+            raw = bytearray()
+            while chunk := await part.read_chunk(_CHUNK):
+                raw += chunk
+                if len(raw) > _MAX_TEXT_BYTES:  # the workflow's 4000 characters, at 4 bytes each
+                    raise InvalidInput([FieldError("message", "Write at most 4000 characters.")])
+            try:
+                text = raw.decode(part.get_charset("utf-8"))
+            except (UnicodeDecodeError, LookupError):
+                raise InvalidInput([FieldError("message", "Must be UTF-8 text.")]) from None
         else:
             raise InvalidInput([FieldError(part.name or "body", "Unknown part.", "extra_forbidden")])
     if not found:

@@ -103,7 +103,7 @@ async def test_a_type_not_allowed_or_bytes_that_are_not_it_are_415(api: Api, db:
     assert await db.fetchval("SELECT count(*) FROM message_attachments") == before + 1
 
 
-async def test_no_file_or_an_empty_one_is_422_naming_the_field(api: Api) -> None:
+async def test_no_file_an_empty_one_or_too_long_a_text_is_422_naming_the_field(api: Api) -> None:
     team = await care_team(api)
 
     for form in (_form(None, message="no file"), _form(b"")):
@@ -115,6 +115,21 @@ async def test_no_file_or_an_empty_one_is_422_naming_the_field(api: Api) -> None
     )
     assert status == 422, problem
     assert [e["field"] for e in problem["errors"]] == ["file"]
+    status, problem = await _attach(api, team.peer, team.conversation_id, _form(PDF, message="x" * 20_000))
+    assert status == 422, problem
+    assert [e["field"] for e in problem["errors"]] == ["message"]
+
+
+async def test_a_multipart_body_that_cannot_be_read_is_400_naming_the_file(api: Api) -> None:
+    team = await care_team(api)
+    path = f"/api/conversations/{team.conversation_id}/attachments"
+
+    for content_type in ("multipart/form-data", "multipart/form-data; boundary=x"):
+        status, problem = await api.call(
+            "POST", path, team.peer, data=b'{"file": ""}', headers={"Content-Type": content_type}
+        )
+        assert status == 400, problem
+        assert [e["field"] for e in problem["errors"]] == ["file"]
 
 
 async def test_another_organizations_staff_get_404_and_an_auditor_403(api: Api) -> None:
