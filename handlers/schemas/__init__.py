@@ -19,7 +19,9 @@ from typing import Annotated, Any, Generic, TypeVar
 import phonenumbers
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -66,6 +68,18 @@ Title = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(visible_line)
 ]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+def _rfc3339_text(value: object) -> object:
+    """A query string's time must be written as one (``2026-12-06T08:00:00+01:00``): lax parsing
+    would otherwise read ``0.5`` as half a second after 1970."""
+    if isinstance(value, str) and not ("-" in value and ":" in value):
+        raise PydanticCustomError("datetime_format", "must be an RFC 3339 date and time with an offset")
+    return value
+
+
+#: A time in a query string: RFC 3339 text with an offset, never a bare number.
+QueryTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 
 

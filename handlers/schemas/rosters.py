@@ -10,7 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from engine.rosters import Gap, OnCallShift, StaffAway
 from engine.workflows.rosters import AwayStatus, Roster, RosterChange
-from handlers.schemas import Id, PhoneNumber, Request, Response
+from handlers.schemas import Id, PhoneNumber, QueryTime, Request, Response
 
 
 def _utc(value: datetime) -> datetime:
@@ -28,10 +28,8 @@ class OnCallShiftCreate(Request):
 class OnCallQuery(Request):
     # Query strings are text: lax parsing, but unknown parameters are still refused.
     model_config = ConfigDict(alias_generator=to_camel, extra="forbid", strict=False, frozen=True)
-    from_: AwareDatetime | None = Field(None, alias="from", description="Inclusive; default now.")
-    to: AwareDatetime | None = Field(
-        None, description="Exclusive; default 7 days after `from`; at most 62 days."
-    )
+    from_: QueryTime | None = Field(None, alias="from", description="Inclusive; default now.")
+    to: QueryTime | None = Field(None, description="Exclusive; default 7 days after `from`; at most 62 days.")
 
 
 class OnCallShiftPublic(Response):

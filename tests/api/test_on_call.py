@@ -149,6 +149,16 @@ async def test_naive_empty_and_reversed_windows_are_refused_naming_the_field(
     assert field in [e["field"] for e in problem["errors"]]
 
 
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "2027-01-01T08:00:00"])
+async def test_a_roster_window_that_is_not_an_rfc3339_time_with_an_offset_is_a_422_naming_it(
+    api: Api, team: Team, value: str
+) -> None:
+    status, problem = await api.call("GET", f"/api/care-teams/{team.team_id}/on-call?from={value}", team.lead)
+
+    assert status == 422, problem
+    assert [e["field"] for e in problem["errors"]] == ["from"]
+
+
 async def test_someone_not_on_the_care_team_cannot_be_put_on_call(api: Api, team: Team) -> None:
     outsider = await api.person("care_team_member", team.org)
     start = now() + H
