@@ -1433,6 +1433,9 @@ class FakeOutbox(_Repo):
     async def enqueue(self, effect: Effect) -> None:
         self.data.outbox.append(effect)
 
+    async def enqueue_all(self, effects: Sequence[Effect]) -> None:
+        self.data.outbox.extend(effects)
+
 
 class FakeDeliveryRepository(_Repo):
     async def escalation_of(self, message_ids: Sequence[int]) -> dict[int, tuple[EscalationTaken, ...]]:
