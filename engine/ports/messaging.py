@@ -214,6 +214,10 @@ class Outbox(Protocol):
         it is performed if and only if the transaction commits."""
         ...
 
+    async def enqueue_all(self, effects: Sequence[Effect]) -> None:
+        """:meth:`enqueue` each of ``effects``, in order, in one round trip (a sweep's batch)."""
+        ...
+
 
 @dataclass(frozen=True)
 class RecallOutcome:

@@ -70,9 +70,10 @@ async def sweep_retention(services: Services, *, limit: int = 500) -> int:
         if not expired:
             return 0
         await uow.retention.delete_content([e.message_id for e in expired], now)
+        await uow.outbox.enqueue_all(
+            [DeleteFromChannel(e.conversation_id, e.message_id) for e in expired if not e.recalled]
+        )
         for e in expired:
-            if not e.recalled:
-                await uow.outbox.enqueue(DeleteFromChannel(e.conversation_id, e.message_id))
             uow.audit.record(
                 dataclasses.replace(
                     AuditEvent.by(

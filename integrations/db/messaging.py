@@ -313,6 +313,23 @@ class SqlMessageRepository(Repository):
 
 
 class SqlOutbox(Repository):
+    async def enqueue_all(self, effects: Sequence[Effect]) -> None:
+        if not effects:
+            return
+        rows = [outbox_row(e) for e in effects]
+        await self.session.execute(
+            insert(outbox_t),
+            [
+                {
+                    "kind": r.kind,
+                    "payload": r.payload,
+                    "conversation_id": r.conversation_id,
+                    "message_id": r.message_id,
+                }
+                for r in rows
+            ],
+        )
+
     async def enqueue(self, effect: Effect) -> None:
         row = outbox_row(effect)
         await self.session.execute(

@@ -43,6 +43,9 @@ _DELETE = text(
 _DELETE_RECALLED = text(
     "UPDATE message_recalls SET body = '' WHERE message_id = ANY(CAST(:ids AS integer[]))"
 )
+# An attached file is content too: its bytes go with the text. Its type, size and SHA-256 stay in
+# the audit record of the attaching (message.attach).
+_DELETE_ATTACHMENTS = text("DELETE FROM message_attachments WHERE message_id = ANY(CAST(:ids AS integer[]))")
 
 
 def _params(cutoffs: Cutoffs) -> dict[str, Any]:
@@ -68,6 +71,7 @@ class SqlRetentionSweeps(Repository):
     async def delete_content(self, message_ids: list[int], at: datetime) -> None:
         await self.session.execute(_DELETE, {"ids": message_ids, "at": at})
         await self.session.execute(_DELETE_RECALLED, {"ids": message_ids})
+        await self.session.execute(_DELETE_ATTACHMENTS, {"ids": message_ids})
 
 
 _HOLD = """

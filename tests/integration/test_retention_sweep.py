@@ -175,3 +175,34 @@ async def test_content_younger_than_its_lifespan_stays(engine: AsyncEngine, data
         assert await retention_plan(services) == {}
         assert await sweep_retention(services) == 0
     assert (await _state(engine, seeded)) == ([TEXT] * 2, 0, 0)
+
+
+async def test_an_attached_file_is_content_and_goes_with_the_text(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    seeded = await _seed(engine, 2, age=timedelta(days=40))
+    kept, expired = seeded.message_ids[0], seeded.message_ids[1]
+    async with engine.begin() as c:
+        for message_id in (kept, expired):
+            await c.execute(
+                text(
+                    "INSERT INTO message_attachments (message_id, content_type, size, sha256, data)"
+                    " VALUES (:m, 'application/pdf', 5, :sha, :data)"
+                ),
+                {"m": message_id, "sha": "0" * 64, "data": b"%PDF-"},
+            )
+        # Only the second message is old enough: the first is made young again.
+        await c.execute(
+            text("UPDATE messages SET created_at = now() WHERE id = :m"),
+            {"m": kept},
+        )
+    async with retention_services(database_url, _policy(seeded.organization_id, 30)) as services:
+        assert await sweep_retention(services) == 1
+    async with engine.connect() as c:
+        left = (
+            await c.execute(
+                text("SELECT message_id FROM message_attachments WHERE message_id = ANY(:ids)"),
+                {"ids": seeded.message_ids},
+            )
+        ).scalars()
+        assert list(left) == [kept]

@@ -64,7 +64,7 @@ from engine.model import (
     Role,
     User,
 )
-from engine.policy import PolicyHolder
+from engine.policy import Policy, PolicyHolder
 from engine.policy_edits import PolicyFiles
 from engine.ports.attachments import NewAttachment
 from engine.ports.consents import BreakGlassSession, ExpiredConsent, ExternalCoverage, NewConsent
@@ -1357,6 +1357,9 @@ class FakeRetentionSweeps(_Repo):
             data.messages[mid] = dataclasses.replace(data.messages[mid], text="", content_deleted_at=at)
             if mid in data.message_recalls:
                 data.message_recalls[mid] = dataclasses.replace(data.message_recalls[mid], text="")
+        for attachment_id, f in list(data.message_attachments.items()):
+            if f.attachment.message_id in message_ids:
+                del data.message_attachments[attachment_id]
 
 
 class FakeLegalHoldRepository(_Repo):
@@ -1492,6 +1495,9 @@ class FakeMessageAttachments(_Repo):
 class FakeOutbox(_Repo):
     async def enqueue(self, effect: Effect) -> None:
         self.data.outbox.append(effect)
+
+    async def enqueue_all(self, effects: Sequence[Effect]) -> None:
+        self.data.outbox.extend(effects)
 
 
 class FakeDeliveryRepository(_Repo):
@@ -2031,15 +2037,16 @@ class FakeWorld:
         self.services.consents.apply(self._seq, consent_id, patient_id, None, self.clock())
 
 
-_POLICY: PolicyHolder | None = None
+_POLICY: Policy | None = None
 
 
 def _policy() -> PolicyHolder:
-    """The shipped policy, parsed once per test session (it is read-only)."""
+    """The shipped policy, parsed once per test session (a Policy is immutable), in a holder of the
+    world's own: a test that swaps its policy (a reload) changes no other test's."""
     global _POLICY
     if _POLICY is None:
-        _POLICY = PolicyHolder(load_policy(POLICY_DIR))
-    return _POLICY
+        _POLICY = load_policy(POLICY_DIR)
+    return PolicyHolder(_POLICY)
 
 
 def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
