@@ -22,7 +22,7 @@ from engine.model import Actor
 from engine.policy_edits import PolicyFiles, question_of
 from engine.policy_tables import CaseResult
 from engine.workflows import console
-from handlers.keys import settings_key
+from handlers.keys import clock_key, settings_key
 from handlers.requests import services
 from integrations.policy_files import DirectoryPolicyFiles
 
@@ -94,9 +94,17 @@ def _local(moment: datetime) -> str:
 
 
 def form_values(
-    files: PolicyFiles | None, chosen: str = "roles.csv", text: str = "", since: str = "", until: str = ""
+    files: PolicyFiles | None,
+    chosen: str = "roles.csv",
+    text: str = "",
+    since: str = "",
+    until: str = "",
+    *,
+    now: datetime,
 ) -> dict[str, Any]:
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    """The form's fields; the period defaults to the last DEFAULT_PERIOD up to the next minute of the
+    app's clock (the one its decisions are recorded by)."""
+    now = now.astimezone(UTC).replace(second=0, microsecond=0)
     return {
         "names": files.names if files is not None else [chosen],
         "name": chosen,
@@ -112,7 +120,9 @@ async def form_context(request: web.Request, actor: Actor) -> dict[str, Any]:
     chosen = request.query.get("file", "")
     text = files.text_of(chosen) if chosen else None
     return {
-        "form": form_values(files, chosen if text is not None else "roles.csv", text or ""),
+        "form": form_values(
+            files, chosen if text is not None else "roles.csv", text or "", now=request.app[clock_key]()
+        ),
         "errors": {},
         "report": None,
     }
@@ -172,10 +182,10 @@ async def try_edit(request: web.Request, actor: Actor) -> tuple[int, dict[str, A
     """Submit the what-if form: (status, context) with the report, or the form with each error
     next to its field (what was typed kept)."""
     form = await request.post()
+    now = request.app[clock_key]()
     values = form_values(
-        None, _field(form, "name"), _field(form, "text"), _field(form, "from"), _field(form, "to")
+        None, _field(form, "name"), _field(form, "text"), _field(form, "from"), _field(form, "to"), now=now
     )
-    now = datetime.now(UTC)
     unread: list[FieldError] = []
     since = _utc(_field(form, "from"), "from", now - DEFAULT_PERIOD, unread)
     until = _utc(_field(form, "to"), "to", now, unread)
