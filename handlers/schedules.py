@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -26,48 +26,55 @@ from handlers.keys import services_key, settings_key
 log = structlog.get_logger("caremsg.schedules")
 
 
-async def consent_expiry(app: web.Application) -> AsyncIterator[None]:
-    """Sweep expired consents' grants every ``consents.expiry_sweep_interval_seconds``."""
-    consents = app[settings_key].consents
-    services = app[services_key]
-    batch = consents.expiry_sweep_batch_size
+async def _batches_every(
+    name: str, interval: float, sweep: Callable[[int], Awaitable[int]], batch: int
+) -> AsyncIterator[None]:
+    """Run ``sweep`` (one short transaction of at most ``batch`` rows, returning how many it took)
+    every ``interval`` seconds, back to back while batches come back full, for as long as the app
+    runs. A failed round is logged and tried again at the next one."""
 
-    async def sweep_forever() -> None:
+    async def forever() -> None:
         while True:
             try:
-                # A full batch means there may be more; each batch is its own short transaction.
-                while await sweep_expired_consents(services, limit=batch) == batch:
+                # A full batch means there may be more; each is its own short transaction, waiting
+                # on the database, so requests are served in between.
+                while await sweep(batch) == batch:
                     pass
             except Exception:  # the next round tries again; the cause is logged
-                log.exception("consents.expiry_sweep_failed")
-            await asyncio.sleep(consents.expiry_sweep_interval_seconds)
+                log.exception("schedule.round_failed", schedule=name)
+            await asyncio.sleep(interval)
 
-    task = asyncio.create_task(sweep_forever(), name="consent-expiry")
+    task = asyncio.create_task(forever(), name=name)
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def consent_expiry(app: web.Application) -> AsyncIterator[None]:
+    """Sweep expired consents' grants every ``consents.expiry_sweep_interval_seconds``."""
+    consents, services = app[settings_key].consents, app[services_key]
+
+    async def sweep(limit: int) -> int:
+        return await sweep_expired_consents(services, limit=limit)
+
+    async for _ in _batches_every(
+        "consents.expiry_sweep",
+        consents.expiry_sweep_interval_seconds,
+        sweep,
+        consents.expiry_sweep_batch_size,
+    ):
+        yield
 
 
 async def retention_sweep(app: web.Application) -> AsyncIterator[None]:
     """Delete expired message content every ``retention.sweep_interval_seconds``."""
-    retention = app[settings_key].retention
-    services = app[services_key]
-    batch = retention.sweep_batch_size
+    retention, services = app[settings_key].retention, app[services_key]
 
-    async def sweep_forever() -> None:
-        while True:
-            try:
-                # A full batch means there may be more; each batch is its own short transaction,
-                # waiting on the database, so requests are served in between.
-                while await sweep_retention(services, limit=batch) == batch:
-                    pass
-            except Exception:  # the next round tries again; the cause is logged
-                log.exception("retention.sweep_failed")
-            await asyncio.sleep(retention.sweep_interval_seconds)
+    async def sweep(limit: int) -> int:
+        return await sweep_retention(services, limit=limit)
 
-    task = asyncio.create_task(sweep_forever(), name="retention-sweep")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async for _ in _batches_every(
+        "retention-sweep", retention.sweep_interval_seconds, sweep, retention.sweep_batch_size
+    ):
+        yield
