@@ -84,6 +84,9 @@ class OutboxRelay:
         self._resettle_failures = 0
         #: Deliveries put back for another attempt since start (the caremsg_relay_retries metric).
         self.retries = 0
+        # When (event-loop time) the earliest retry this relay scheduled falls due: an idle relay
+        # wakes then rather than at its next poll, so a retry's backoff is what it says it is.
+        self._next_retry: float | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -137,8 +140,20 @@ class OutboxRelay:
                 done = 0
             if done == 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), self._idle_wait())
                 self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        """How long an idle relay waits for a wake-up: until its next poll, or until the earliest
+        retry it scheduled falls due if that comes first (then that retry is forgotten: the claim
+        made when it falls due finds it, or a later one does)."""
+        wait = self._settings.poll_interval
+        if self._next_retry is not None:
+            until = self._next_retry - asyncio.get_running_loop().time()
+            if until <= wait:
+                self._next_retry = None
+                wait = max(until, 0.0)
+        return wait
 
     async def run_once(self) -> int:
         """Finish what an earlier cycle left, then claim one batch of due entries and work through it
@@ -264,6 +279,10 @@ class OutboxRelay:
             settled = await settle(session, outcomes, self._executors)
         for outcome in outcomes:
             self._unfinished.pop(outcome.entry.id, None)
+        delays = [o.delay for o in outcomes if isinstance(o, RetryAt)]
+        if delays:
+            due = asyncio.get_running_loop().time() + min(delays)
+            self._next_retry = due if self._next_retry is None else min(self._next_retry, due)
         logged(outcomes, settled)
 
 

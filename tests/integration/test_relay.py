@@ -353,6 +353,31 @@ async def test_a_conversations_chat_post_being_retried_does_not_hold_up_its_text
     ]
 
 
+async def test_an_idle_relay_retries_when_the_backoff_ends_not_at_its_next_poll(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """A relay that polls every 30 s still tries a failed post again when its backoff (0.2 s) ends:
+    it wakes for the retries it scheduled itself (nothing else wakes it: no new work arrives)."""
+    nurse, [conversation] = await _conversations(api, 1)
+    message_id = await _accepted(api, nurse, conversation["id"], "Dressing changed.")
+    emulator(api).faults.fail_next(1)  # the first post gets 503
+    relay = _relay(api, poll_interval=30.0, base_backoff=0.2, max_backoff=0.2)
+    task = asyncio.create_task(relay.run())
+    try:
+
+        async def delivered() -> bool:
+            status = await db.fetchval("SELECT status FROM outbox WHERE message_id = $1", message_id)
+            return bool(status == "done")
+
+        await eventually(delivered, "the retried post to be delivered", within=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert relay.retries == 1
+    assert [m.message for m in emulator(api).messages(conversation["channelUrl"])] == ["Dressing changed."]
+
+
 async def test_a_conversations_texts_go_out_in_the_order_accepted_even_when_one_is_retried(
     api: Api, db: asyncpg.Connection
 ) -> None:
