@@ -7,6 +7,7 @@ compliance officer opens it next to the files, and no server path reaches an API
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from engine.policy import Policy, PolicyProblem, PolicySources
@@ -129,12 +130,26 @@ def check_sources(
 def tested_sources(sources: PolicySources, tables: list[tuple[str, str]]) -> tuple[Policy | None, list[str]]:
     """:func:`load_tested_policy` over files already read: the policy if it passes ``policy check``
     and its own test tables, else every problem."""
-    policy, cases, problems = check_sources(sources, tables)
+    policy, problems = _tested(sources, tuple(tables))
+    return policy, list(problems)
+
+
+@lru_cache(maxsize=8)
+def _tested(
+    sources: PolicySources, tables: tuple[tuple[str, str], ...]
+) -> tuple[Policy | None, tuple[str, ...]]:
+    """Check and test files of this exact content once per process.
+
+    The outcome is a function of the text alone (a :class:`Policy` never changes, and its cases are
+    decided without a clock or a database), and running the tables is ~95 % of a load: every
+    instance start and every reload after an unrelated touch of the directory paid it again.
+    Any edit changes the key, so an edit is always checked and tested."""
+    policy, cases, problems = check_sources(sources, list(tables))
     messages = [str(p) for p in problems]
     if policy is None:
-        return None, messages
+        return None, tuple(messages)
     messages += [f"test failed: {r.describe()}" for r in run_cases(policy, cases) if not r.passed]
-    return (None, messages) if messages else (policy, [])
+    return (None, tuple(messages)) if messages else (policy, ())
 
 
 def load_tested_policy(directory: Path) -> tuple[Policy | None, list[str]]:

@@ -9,6 +9,7 @@ whoever the URL logs in as (a scratch database in a test).
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -55,8 +56,10 @@ async def upgrade_async(url: str, revision: str = "heads", *, roles: DatabaseRol
     await asyncio.to_thread(upgrade, url, revision, roles=roles)
 
 
+@functools.cache
 def head_revisions() -> frozenset[str]:
-    """The revisions ``caremsg migrate`` would bring a database to (read from the migration files)."""
+    """The revisions ``caremsg migrate`` would bring a database to (read from the migration files,
+    once per process: every app start asks, and reading them costs ~50 ms)."""
     from alembic.script import ScriptDirectory
 
     return frozenset(ScriptDirectory.from_config(alembic_config("")).get_heads())
