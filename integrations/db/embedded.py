@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,3 +107,55 @@ def start_embedded_postgres(data_dir: Path, *, temporary: bool = False) -> Embed
     url = f"postgresql+asyncpg://postgres@/postgres?host={host}&port={info.port or 5432}"
     log.info("embedded_postgres.ready", data_dir=str(data_dir), development_only=True)
     return EmbeddedPostgres(data_dir=data_dir, url=url, _server=server)
+
+
+class RestartablePostgres:
+    """A PostgreSQL server of the embedded package's binaries that its owner stops, starts and
+    restarts at will (the PostgreSQL-restart test and ``bench/soak.py``); ``start_embedded_postgres``
+    gives no such control. Listens on a Unix socket in ``directory`` only; trusts every connection."""
+
+    def __init__(self, directory: Path, *, max_connections: int = 100) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.bin = Path(POSTGRES_BIN_PATH)
+        self.dir = directory
+        self.data = directory / "data"
+        self.max_connections = max_connections
+        # initdb refuses to run as root: the package's own user runs the server then.
+        self.user = "embedded_postgres" if os.geteuid() == 0 else None
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, "LC_ALL": "C.UTF-8"}
+        return subprocess.run(args, check=True, capture_output=True, user=self.user, env=env)  # noqa: S603
+
+    def init(self) -> None:
+        self.dir.chmod(0o755)
+        self.data.mkdir(mode=0o700)
+        if self.user:
+            shutil.chown(self.data, self.user)
+            shutil.chown(self.dir, self.user)
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust")
+
+    def _ctl(self, *action: str) -> None:
+        options = f"-k {self.dir} -h '' -c max_connections={self.max_connections}"
+        pg_ctl = str(self.bin / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-w", "-l", str(self.dir / "log"), "-o", options, *action)
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def restart(self) -> None:
+        self._ctl("-m", "fast", "restart")
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
+
+    def running(self) -> bool:
+        try:
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "status")
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@/{database}?host={self.dir}&port=5432"

