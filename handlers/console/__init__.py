@@ -243,47 +243,27 @@ async def logout(request: web.Request, actor: Actor) -> web.StreamResponse:
 # --- pages -----------------------------------------------------------------------------------------
 
 
+#: The home page's links: (path under the console, title, the workflow that decides who sees it).
+#: A link shows to a role the policy lets run that workflow; the page itself decides again.
+HOME_PAGES = (
+    ("/policy", "The policy in words", "console.policy.read"),
+    ("/policy/tests", "The policy's test tables", "console.policy.tests"),
+    ("/policy/what-if", "What if: try an edited policy file", "console.policy.what_if"),
+    ("/audit", "Audit search", "audit.read"),
+    ("/audit/chain", "The audit chain: verify, anchors", "audit.chain.read"),
+    ("/break-glass", "Break-glass review", "break_glass.list"),
+    ("/disclosures", "A patient's accounting of disclosures", "patient.disclosures"),
+    ("/consents", "Consents", "consent.list"),
+    ("/policy/changes", "Policy changes (four eyes)", "policy.change.list"),
+    ("/audit/charts", "The audit trail in charts", "audit.read"),
+)
+
+
 async def home(request: web.Request, actor: Actor) -> web.StreamResponse:
     policy = request.app[services_key].policy.current
     pages = [
-        (f"{PREFIX}/policy", "The policy in words", policy.role_may(actor.role.value, "console.policy.read")),
-        (
-            f"{PREFIX}/policy/tests",
-            "The policy's test tables",
-            policy.role_may(actor.role.value, "console.policy.tests"),
-        ),
-        (
-            f"{PREFIX}/policy/what-if",
-            "What if: try an edited policy file",
-            policy.role_may(actor.role.value, "console.policy.what_if"),
-        ),
-        (f"{PREFIX}/audit", "Audit search", policy.role_may(actor.role.value, "audit.read")),
-        (
-            f"{PREFIX}/audit/chain",
-            "The audit chain: verify, anchors",
-            policy.role_may(actor.role.value, "audit.chain.read"),
-        ),
-        (
-            f"{PREFIX}/break-glass",
-            "Break-glass review",
-            policy.role_may(actor.role.value, "break_glass.list"),
-        ),
-        (
-            f"{PREFIX}/disclosures",
-            "A patient's accounting of disclosures",
-            policy.role_may(actor.role.value, "patient.disclosures"),
-        ),
-        (f"{PREFIX}/consents", "Consents", policy.role_may(actor.role.value, "consent.list")),
-        (
-            f"{PREFIX}/policy/changes",
-            "Policy changes (four eyes)",
-            policy.role_may(actor.role.value, "policy.change.list"),
-        ),
-        (
-            f"{PREFIX}/audit/charts",
-            "The audit trail in charts",
-            policy.role_may(actor.role.value, "audit.read"),
-        ),
+        (f"{PREFIX}{path}", title, policy.role_may(actor.role.value, workflow))
+        for path, title, workflow in HOME_PAGES
     ]
     return _render(request, "home.html", {"title": "Console", "pages": pages, **base_context(request)})
 
