@@ -1,12 +1,13 @@
-"""HTTP: attaching a file to a new message (multipart), and downloading an attachment."""
+"""HTTP: attaching a file to a new message (multipart), downloading an attachment, and reading a
+recalled message's attachment from the legal record."""
 
 from __future__ import annotations
 
 from aiohttp import BodyPartReader, web
 
 from engine.errors import FieldError, FileTooLarge, InvalidInput, MalformedRequest
-from engine.model import Actor
-from engine.workflows import attachments
+from engine.model import Actor, AttachmentFile
+from engine.workflows import attachments, recalls
 from handlers.keys import settings_key
 from handlers.requests import path_id, respond, services
 from handlers.routing import Endpoint
@@ -82,6 +83,18 @@ async def download(request: web.Request, actor: Actor) -> web.Response:
     file = await attachments.read_attachment(
         services(request), actor, path_id(request, "id"), path_id(request, "attachmentId")
     )
+    return _file_response(file)
+
+
+async def download_recalled(request: web.Request, actor: Actor) -> web.Response:
+    file = await recalls.read_recalled_attachment(
+        services(request), actor, path_id(request, "id"), path_id(request, "attachmentId")
+    )
+    return _file_response(file)
+
+
+def _file_response(file: AttachmentFile) -> web.Response:
+    """The file's bytes with its stored type, to be saved (never shown inline), never cached."""
     return web.Response(
         body=file.data,
         content_type=file.attachment.content_type,
@@ -126,5 +139,20 @@ ENDPOINTS = [
         description="Decided as conversation.read on the message's conversation, like the message. "
         "404 for another organization's message, an attachment the message does not have, and a "
         "recalled message's (its file is kept only for the legal record).",
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages/{id}/legal-record/attachments/{attachmentId}",
+        download_recalled,
+        "downloadRecalledAttachment",
+        "Download a file that was attached to a recalled message (the legal record)",
+        "conversations",
+        errors=(401, 403, 404, 422),
+        media_type="application/octet-stream",
+        description="Decided as message.read_recalled, like the recalled text (compliance officers); "
+        "every read is audited with the file's SHA-256. The bytes come with their stored content type "
+        "and `Content-Disposition: attachment`. 404 for another organization's message, a message that "
+        "was not recalled (download its files at /api/messages/{id}/attachments/{attachmentId}) and an "
+        "attachment the message does not have.",
     ),
 ]

@@ -20,8 +20,8 @@ conversations, messaging      conversations, messages, deliveries, reads, users,
                               facts, break_glass (+ idempotency_keys, care_teams, rosters,
                               on_call_routes; messaging: opt_outs, webhook_events)
 read_receipts                 conversations, messages, deliveries, reads, facts, break_glass
-recalls                       conversations, messages, recalls, deliveries, outbox,
-                              facts, break_glass
+recalls                       conversations, messages, recalls, attachments, deliveries,
+                              outbox, facts, break_glass
 retention                     retention, outbox
 legal_holds                   legal_holds, conversations, patients, facts, break_glass
 attachments                   conversations, messages, attachments, deliveries, outbox,
@@ -274,6 +274,9 @@ class RecallsUnitOfWork(ConversationReading, Protocol):
 
     @property
     def recalls(self) -> MessageRecalls: ...
+
+    @property
+    def attachments(self) -> MessageAttachments: ...
 
     @property
     def outbox(self) -> Outbox: ...

@@ -168,3 +168,79 @@ async def test_a_recalled_attachment_leaves_the_channel_and_is_no_longer_downloa
     assert (await api.call("GET", download, team.peer))[0] == 404
     # kept only in caremsg's table, for the legal record
     assert await db.fetchval("SELECT data FROM message_attachments WHERE message_id = $1", sent["id"]) == PDF
+
+
+async def _recalled_attachment(api: Api, team: Any) -> tuple[dict[str, Any], Any]:
+    """A PDF sent to the channel and then recalled by its sender; the message and the channel's copy."""
+    status, sent = await _attach(api, team.peer, team.conversation_id, _form(PDF, message="see attached"))
+    assert status == 202, sent
+    await settled_deliveries(api, team.peer, sent["id"])
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+    [posted] = [m for m in channel.messages if json.loads(m.data or "{}").get("message_id") == sent["id"]]
+    status, recalled = await api.call(
+        "POST", f"/api/messages/{sent['id']}/recall", team.peer, json={"reason": "wrong patient"}
+    )
+    assert status == 200, recalled
+    return sent, posted
+
+
+async def test_a_compliance_officer_reads_a_recalled_file_from_the_legal_record_each_read_audited(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    sent, posted = await _recalled_attachment(api, team)
+    [attachment] = sent["attachments"]
+
+    # the channel's copy is deleted; the bytes stay, for the legal record only
+    await eventually(lambda: settled(posted.is_removed), "the file message to be deleted")
+    status, record = await api.call("GET", f"/api/messages/{sent['id']}/legal-record", team.officer)
+    assert status == 200, record
+    assert record["attachments"] == [attachment]
+    path = f"/api/messages/{sent['id']}/legal-record/attachments/{attachment['id']}"
+    for _ in range(2):
+        resp = await api.client.get(path, headers=team.officer.auth)
+        assert (resp.status, resp.content_type, await resp.read()) == (200, "application/pdf", PDF)
+        assert resp.headers["Content-Disposition"].startswith("attachment;")
+        assert "Ann Lee" not in resp.headers["Content-Disposition"]
+        assert resp.headers["Cache-Control"] == "no-store"
+
+    reads = await db.fetch(
+        "SELECT actor_id, outcome, details FROM audit_events WHERE workflow = 'message.read_recalled'"
+        " AND resource_id = $1 ORDER BY id",
+        str(sent["id"]),
+    )
+    assert [(r["actor_id"], r["outcome"]) for r in reads] == [(team.officer.id, "success")] * 3
+    files = [json.loads(r["details"]) for r in reads if "attachment_sha256" in json.loads(r["details"])]
+    assert [(d["attachment_id"], d["attachment_sha256"]) for d in files] == [
+        (attachment["id"], hashlib.sha256(PDF).hexdigest())
+    ] * 2
+    assert await db.fetchval("SELECT data FROM message_attachments WHERE message_id = $1", sent["id"]) == PDF
+
+
+async def test_a_recalled_file_is_concealed_from_other_organizations_and_not_read_before_a_recall(
+    api: Api,
+) -> None:
+    team = await care_team(api)
+    sent, _ = await _recalled_attachment(api, team)
+    attachment_id = sent["attachments"][0]["id"]
+    status, kept = await _attach(api, team.peer, team.conversation_id, _form(PNG, "image/png"))
+    assert status == 202, kept
+    stranger = await api.person("compliance_officer", await api.organization())
+
+    def path(message_id: int, attachment: int) -> str:
+        return f"/api/messages/{message_id}/legal-record/attachments/{attachment}"
+
+    # another organization's officer: as for a message that does not exist
+    other = await api.call("GET", path(sent["id"], attachment_id), stranger)
+    missing = await api.call("GET", path(2_000_000_000, attachment_id), stranger)
+    assert (other[0], missing[0]) == (404, 404)
+    assert other[1]["detail"] == missing[1]["detail"]
+    # a message that was not recalled: its file is downloaded the ordinary way, not from the record
+    status, _ = await api.call("GET", path(kept["id"], kept["attachments"][0]["id"]), team.officer)
+    assert status == 404
+    # an attachment the recalled message does not have
+    status, _ = await api.call("GET", path(sent["id"], kept["attachments"][0]["id"]), team.officer)
+    assert status == 404
+    # the sender, like any member, may not read the legal record
+    status, refused = await api.call("GET", path(sent["id"], attachment_id), team.peer)
+    assert (status, refused["reason"]) == (403, "role_not_permitted")
