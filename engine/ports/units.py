@@ -25,7 +25,8 @@ recalls                       conversations, messages, recalls, attachments, del
 retention                     retention, outbox
 legal_holds                   legal_holds, conversations, patients, facts, break_glass
 attachments                   conversations, messages, attachments, deliveries, outbox,
-                              facts, break_glass (messaging: attachments, for reads)
+                              idempotency_keys, facts, break_glass (messaging: attachments,
+                              for reads)
 audit                         audit_trail
 policy_admin                  (audit only)
 policy_changes                policy_proposals
@@ -303,6 +304,9 @@ class AttachmentsUnitOfWork(ConversationReading, Protocol):
 
     @property
     def outbox(self) -> Outbox: ...
+
+    @property
+    def idempotency_keys(self) -> IdempotencyKeys: ...
 
 
 class LegalHoldsUnitOfWork(PatientScoped, Protocol):

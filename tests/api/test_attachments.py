@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 from typing import Any
 
 import aiohttp
 import asyncpg
 
+from handlers.api_messaging import messaging_key
+from integrations.idempotency import Claim, request_hash
 from tests.support.api import Api
 from tests.support.messaging import care_team, emulator, settled_deliveries, texts
 from tests.support.polling import eventually, settled
@@ -23,11 +26,14 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
 def _form(
-    data: bytes | None, content_type: str = "application/pdf", message: str | None = None
+    data: bytes | None,
+    content_type: str = "application/pdf",
+    message: str | None = None,
+    filename: str = "Ann Lee discharge.pdf",
 ) -> aiohttp.FormData:
     form = aiohttp.FormData()
     if data is not None:
-        form.add_field("file", io.BytesIO(data), filename="Ann Lee discharge.pdf", content_type=content_type)
+        form.add_field("file", io.BytesIO(data), filename=filename, content_type=content_type)
     if message is not None:
         form.add_field("message", message)
     return form
@@ -244,3 +250,110 @@ async def test_a_recalled_file_is_concealed_from_other_organizations_and_not_rea
     # the sender, like any member, may not read the legal record
     status, refused = await api.call("GET", path(sent["id"], attachment_id), team.peer)
     assert (status, refused["reason"]) == (403, "role_not_permitted")
+
+
+# --- Idempotency-Key on the upload ------------------------------------------------------------------
+
+
+def _key() -> dict[str, str]:
+    return {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+
+
+async def _written(db: asyncpg.Connection, conversation_id: int) -> tuple[int, int, int]:
+    """What uploads to the conversation wrote: messages, attachments, message.attach audit records."""
+    row = await db.fetchrow(
+        "SELECT (SELECT count(*) FROM messages WHERE conversation_id = $1) AS messages,"
+        " (SELECT count(*) FROM message_attachments a JOIN messages m ON m.id = a.message_id"
+        "  WHERE m.conversation_id = $1) AS files,"
+        " (SELECT count(*) FROM audit_events WHERE workflow = 'message.attach'"
+        "  AND resource_id = CAST($1 AS text)) AS audited",
+        conversation_id,
+    )
+    return int(row["messages"]), int(row["files"]), int(row["audited"])
+
+
+async def test_a_retried_upload_with_the_same_key_replays_the_first_answer_and_attaches_once(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    headers = _key()
+    path = f"/api/conversations/{team.conversation_id}/attachments"
+
+    # each form has its own multipart boundary; the retry names the file differently too
+    first = await api.send("POST", path, team.peer, data=_form(PDF, message="see"), headers=headers)
+    retry = _form(PDF, message="see", filename="retry.pdf")
+    second = await api.send("POST", path, team.peer, data=retry, headers=headers)
+
+    assert first[0] == 202, first
+    assert (second[0], second[2]) == (first[0], first[2])
+    assert second[1].get("Idempotent-Replayed") == "true"
+    assert "Idempotent-Replayed" not in first[1]
+    assert await _written(db, team.conversation_id) == (1, 1, 1)
+    await settled_deliveries(api, team.peer, first[2]["id"])
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+    assert [m.type for m in channel.messages if m.custom_type == "caremsg_message"] == ["FILE"]
+
+
+async def test_the_same_key_with_another_file_or_text_is_422_and_writes_nothing(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    headers = _key()
+    status, first = await _attach_with(api, team, _form(PDF, message="see"), headers)
+    assert status == 202, first
+
+    for other in (_form(PNG, "image/png", message="see"), _form(PDF, message="other text")):
+        status, problem = await _attach_with(api, team, other, headers)
+        assert status == 422, problem
+        assert problem["code"] == "idempotency_key_reused"
+        assert "other text" not in str(problem)
+    assert await _written(db, team.conversation_id) == (1, 1, 1)
+
+
+async def test_the_same_upload_while_the_first_is_still_running_is_409(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    headers = _key()
+    # The first upload has claimed the key and is still working: the key is held for what identifies
+    # an upload (the conversation, the file's type and SHA-256, the text).
+    identity = json.dumps(
+        {
+            "conversationId": team.conversation_id,
+            "file": {"contentType": "application/pdf", "sha256": hashlib.sha256(PDF).hexdigest()},
+            "message": "",
+        }
+    ).encode()
+    claimed = await api.app[messaging_key].idempotency.claim(
+        team.peer.id, headers["Idempotency-Key"], "message.attach", request_hash("message.attach", identity)
+    )
+    assert isinstance(claimed, Claim)
+
+    status, problem = await _attach_with(api, team, _form(PDF), headers)
+
+    assert (status, problem["code"]) == (409, "conflict")
+    assert await _written(db, team.conversation_id) == (0, 0, 0)
+
+
+async def test_a_refused_upload_does_not_use_up_its_key(api: Api, db: asyncpg.Connection) -> None:
+    team = await care_team(api)
+    headers = _key()
+
+    status, _ = await _attach_with(api, team, _form(b"MZ\x90\x00", "application/pdf"), headers)
+    assert status == 415
+    status, sent = await _attach_with(api, team, _form(PDF), headers)
+
+    assert status == 202, sent
+    assert await _written(db, team.conversation_id) == (1, 1, 1)
+
+
+async def _attach_with(
+    api: Api, team: Any, form: aiohttp.FormData, headers: dict[str, str]
+) -> tuple[int, Any]:
+    return await api.call(
+        "POST",
+        f"/api/conversations/{team.conversation_id}/attachments",
+        team.peer,
+        data=form,
+        headers=headers,
+    )
