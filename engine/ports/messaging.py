@@ -277,6 +277,9 @@ class SendContext:
     #: The conversation's on-call role, if it includes one: (care team, who holds it in the channel
     #: now, or None while nobody is on call).
     on_call: tuple[int, int | None] | None = None
+    #: The organizations of the conversation's other members that are not the patient's: whoever of
+    #: them receives the message is a disclosure, under the consent that admitted them.
+    recipient_organization_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

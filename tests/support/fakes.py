@@ -1859,6 +1859,17 @@ class FakeSendUnitOfWork:
             on_call=(route.care_team_id, route.holder_id)
             if (route := db.on_call_routes.get(conversation_id))
             else None,
+            recipient_organization_ids=tuple(
+                sorted(
+                    {
+                        db.users[m].organization_id
+                        for m in db.conversation_members.get(conversation_id, ())
+                        if m != user_id
+                        and m in db.users
+                        and (patient is None or db.users[m].organization_id != patient.organization_id)
+                    }
+                )
+            ),
         )
 
     async def commit(self, send: NewSend) -> datetime:
