@@ -103,6 +103,11 @@ class ConversationRepository(Protocol):
         it last first, then the newest admission first."""
         ...
 
+    async def recipient_organizations(self, conversation_id: int, sender_id: int) -> tuple[int, ...]:
+        """The organizations, other than the patient's, of the conversation's members besides the
+        sender, in id order: whoever of them receives a message is a disclosure."""
+        ...
+
 
 @dataclass(frozen=True)
 class Acknowledged:

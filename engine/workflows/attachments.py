@@ -38,7 +38,7 @@ from engine.ports.units import AttachmentsUnitOfWork
 from engine.services import Guard, Services
 from engine.sms import CHANNEL_RECIPIENT, NOTIFICATION, sms_recipient, textable
 from engine.workflows.conversation_access import conversation_facts, readable_conversation
-from engine.workflows.messaging import delivery_states
+from engine.workflows.messaging import delivery_states, record_disclosures
 
 ATTACH = "message.attach"
 MAX_TEXT = 4000
@@ -124,6 +124,10 @@ async def attach_file(
             if conversation.external_participants
             else []
         )
+        # A file to other organizations' staff is a disclosure like a text, under their consents.
+        organizations = await uow.conversations.recipient_organizations(conversation.id, actor.user_id)
+        disclosed = (conversation.patient_id, conversation.id, message.id)
+        record_disclosures(guard, ATTACH, disclosed, organizations)
         deliveries = [NewDelivery(CHANNEL_RECIPIENT, DeliveryState.QUEUED)]
         for r in recipients:
             if r.removed:

@@ -370,14 +370,9 @@ async def send_message(
         deliveries = messaging.plan_deliveries(
             decider, services, context.patient_id, context.message_id, context.sms_recipients
         )
-        # Last: the decision's record is complete (annotations above), the disclosures go beside it.
+        organizations = context.recipient_organization_ids
         messaging.record_disclosures(
-            decider,
-            workflow,
-            patient_id=context.patient_id,
-            conversation_id=conversation_id,
-            message_id=context.message_id,
-            organization_ids=context.recipient_organization_ids,
+            decider, workflow, (context.patient_id, conversation_id, context.message_id), organizations
         )
         created_at = await uow.commit(
             NewSend(

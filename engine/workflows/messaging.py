@@ -64,10 +64,7 @@ def _unit_of_work(services: Services) -> MessagingUnitOfWork:
 def record_disclosures(
     decider: Decider,
     workflow: str,
-    *,
-    patient_id: int,
-    conversation_id: int,
-    message_id: int,
+    message: tuple[int, int, int],
     organization_ids: Sequence[int],
 ) -> None:
     """Name the consents a message's disclosure rests on: one audit event (:data:`DISCLOSED`) per
@@ -78,10 +75,12 @@ def record_disclosures(
     that ended before the sweep took them out) is named on the decision's record only.
 
     Recorded in the workflow's transaction, so they stand or fall with the message; the accounting
-    of disclosures and the FHIR export read ``consent_id`` from each event.
+    of disclosures and the FHIR export read ``consent_id`` from each event. ``message`` is
+    (patient id, conversation id, message id).
     """
     if not organization_ids:
         return
+    patient_id, conversation_id, message_id = message
     consents: list[int] = []
     for organization_id in sorted(set(organization_ids)):
         coverage = decider.covering_consent(workflow, patient_id, organization_id) or (

@@ -164,6 +164,7 @@ async def test_a_message_to_another_organizations_staff_names_the_consent_in_its
         "POST", "/api/conversations", d.nurse, json={**members, "memberIds": [colleague.id]}
     )
     assert status == 201, own
+    sent_ids = []
     for conversation_id in (conversation["id"], own["id"]):
         status, sent = await api.call(
             "POST",
@@ -172,6 +173,7 @@ async def test_a_message_to_another_organizations_staff_names_the_consent_in_its
             json={"conversationId": conversation_id, "message": "Dose changed"},
         )
         assert status == 202, sent
+        sent_ids.append(sent["id"])
 
     # the send's own record names the consent and the organization it rests on
     decisions = await db.fetch(
@@ -206,7 +208,12 @@ async def test_a_message_to_another_organizations_staff_names_the_consent_in_its
     async with api.app[sessions_key]() as session:
         found = AuditFilter(organization_id=d.org, patient_id=d.patient, workflow="message.send")
         records = [r async for r in stream_search(await session.connection(), found)]
-    [fhir] = [fhir_audit_event(r) for r in records if r.event.event == DISCLOSED]
+    [disclosure] = [r for r in records if r.event.event == DISCLOSED]
+    assert (disclosure.event.resource_id, disclosure.event.details["message_id"]) == (
+        str(conversation["id"]),
+        sent_ids[0],
+    )
+    fhir = fhir_audit_event(disclosure)
     assert {"reference": f"Consent/{d.consent_id}"} in [e.get("what") for e in fhir["entity"]]
 
 

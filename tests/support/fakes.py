@@ -1285,6 +1285,22 @@ class FakeConversationRepository(_Repo):
             for e in rows
         ]
 
+    async def recipient_organizations(self, conversation_id: int, sender_id: int) -> tuple[int, ...]:
+        data = self.data
+        conversation = data.conversations.get(conversation_id)
+        patient = None if conversation is None else data.patients.get(conversation.patient_id)
+        return tuple(
+            sorted(
+                {
+                    data.users[m].organization_id
+                    for m in data.conversation_members.get(conversation_id, ())
+                    if m != sender_id
+                    and m in data.users
+                    and (patient is None or data.users[m].organization_id != patient.organization_id)
+                }
+            )
+        )
+
 
 class FakeMessageRepository(_Repo):
     async def get(self, message_id: int) -> Message | None:
