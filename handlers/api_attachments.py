@@ -80,7 +80,10 @@ def _compared(cmd: attachments.AttachFile) -> bytes:
     return json.dumps(
         {
             "conversationId": cmd.conversation_id,
-            "file": {"contentType": cmd.content_type, "sha256": hashlib.sha256(cmd.data).hexdigest()},
+            "file": {
+                "contentType": cmd.content_type.split(";", 1)[0].strip().lower(),
+                "sha256": hashlib.sha256(cmd.data).hexdigest(),
+            },
             "message": cmd.text,
         }
     ).encode()
