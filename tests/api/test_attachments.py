@@ -347,6 +347,27 @@ async def test_a_refused_upload_does_not_use_up_its_key(api: Api, db: asyncpg.Co
     assert await _written(db, team.conversation_id) == (1, 1, 1)
 
 
+async def test_an_upload_whose_request_died_after_committing_is_answered_from_its_message(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    headers = _key()
+    status, first = await _attach_with(api, team, _form(PDF), headers)
+    assert status == 202, first
+    # The process died after the commit and before the response was stored, long enough ago.
+    await db.execute(
+        "UPDATE idempotency_keys SET state = 'in_progress', response_body = NULL, response_status = NULL,"
+        " lease_until = now() - interval '1 second' WHERE key = $1",
+        headers["Idempotency-Key"],
+    )
+
+    status, again = await _attach_with(api, team, _form(PDF), headers)
+
+    assert status == 202, again
+    assert (again["id"], again["attachments"]) == (first["id"], first["attachments"])
+    assert await _written(db, team.conversation_id) == (1, 1, 1)
+
+
 async def _attach_with(
     api: Api, team: Any, form: aiohttp.FormData, headers: dict[str, str]
 ) -> tuple[int, Any]:
