@@ -11,6 +11,11 @@ from datetime import datetime, timedelta
 from engine.audit import AuditEvent
 from engine.audit_chain import ChainHead, VerifyReport
 
+#: The audit event of a message disclosed to the staff of another organization in its conversation:
+#: one per recipient organization, naming the consent the disclosure rests on (``consent_id``) and
+#: the organization (``recipient_organization_id``). The accounting of disclosures lists it.
+DISCLOSED = "message.disclosed"
+
 #: HIPAA's right to an accounting of disclosures covers the six years before the request.
 DISCLOSURE_PERIOD = timedelta(days=6 * 365 + 2)  # six calendar years, leap days included
 
@@ -55,7 +60,9 @@ class Disclosure:
     """One disclosure of a patient's information outside the patient's organization.
 
     ``recipient`` is ``person`` (staff of another organization, named by user id, role and
-    organization) or ``external`` (an external party named by the consent, e.g. an SMS participant).
+    organization), ``organization`` (the staff of another organization who are members of the
+    conversation a message was sent in, named by their organization) or ``external`` (an external
+    party named by the consent, e.g. an SMS participant).
     """
 
     audit_event_id: int

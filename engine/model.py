@@ -384,6 +384,9 @@ class RecalledContent:
     recalled_by: int
     reason: str = field(repr=False)
     text: str = field(repr=False)
+    #: The files attached to it (their metadata), kept with the legal record: each one's bytes are
+    #: read under the same decision (``message.read_recalled``).
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ is preceded in the channel by the notice (policies/notices.toml), once per (conv
 organization). The relay asks this module, for the messages it is about to post, which notices are
 due (integrations/effects/messages.py); it reads the Part 2 consents naming the members'
 organizations, and the notices already given, with the messages it posts anyway (no query more).
+What this answers is what one relay saw: before posting a notice the relay claims it in
+``part2_notices`` (a row per conversation and organization, locked until the notice is posted), so
+of several relays posting a conversation's first messages at once only one gives it.
 """
 
 from __future__ import annotations

@@ -1,14 +1,19 @@
-"""HTTP: attaching a file to a new message (multipart), and downloading an attachment."""
+"""HTTP: attaching a file to a new message (multipart), downloading an attachment, and reading a
+recalled message's attachment from the legal record."""
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 from aiohttp import BodyPartReader, web
 
 from engine.errors import FieldError, FileTooLarge, InvalidInput, MalformedRequest
-from engine.model import Actor
-from engine.workflows import attachments
+from engine.model import Actor, AttachmentFile
+from engine.workflows import attachments, messaging, recalls
+from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.keys import settings_key
-from handlers.requests import path_id, respond, services
+from handlers.requests import path_id, services
 from handlers.routing import Endpoint
 from handlers.schemas.attachments import AttachmentUpload
 from handlers.schemas.conversations import MessagePublic
@@ -68,20 +73,55 @@ async def _read_upload(request: web.Request, max_bytes: int) -> tuple[str, bytes
     return content_type, data, text
 
 
+def _compared(cmd: attachments.AttachFile) -> bytes:
+    """What identifies an upload for its Idempotency-Key: the conversation, the file's declared type
+    and SHA-256, and the text. Not the raw body: its multipart boundary (and the file name, which
+    caremsg does not keep) may differ on every retry of the same upload."""
+    return json.dumps(
+        {
+            "conversationId": cmd.conversation_id,
+            "file": {
+                "contentType": cmd.content_type.split(";", 1)[0].strip().lower(),
+                "sha256": hashlib.sha256(cmd.data).hexdigest(),
+            },
+            "message": cmd.text,
+        }
+    ).encode()
+
+
 async def attach_file(request: web.Request, actor: Actor) -> web.Response:
     limits = request.app[settings_key].messaging
     content_type, data, text = await _upload(request, limits.attachment_max_bytes)
     cmd = attachments.AttachFile(path_id(request, "id"), content_type, data, text)
-    message = await attachments.attach_file(
-        services(request), actor, cmd, allowed_types=limits.attachment_types
-    )
-    return respond(MessagePublic.of(message), 202)
+
+    async def run(claim: int | None) -> tuple[int, MessagePublic]:
+        message = await attachments.attach_file(
+            services(request), actor, cmd, allowed_types=limits.attachment_types, idempotency_claim=claim
+        )
+        return 202, MessagePublic.of(message)
+
+    async def recreate(message_id: int) -> tuple[int, MessagePublic]:
+        return 202, MessagePublic.of(await messaging.get_message(services(request), actor, message_id))
+
+    return await idempotent(request, actor, attachments.ATTACH, run, recreate, compared=_compared(cmd))
 
 
 async def download(request: web.Request, actor: Actor) -> web.Response:
     file = await attachments.read_attachment(
         services(request), actor, path_id(request, "id"), path_id(request, "attachmentId")
     )
+    return _file_response(file)
+
+
+async def download_recalled(request: web.Request, actor: Actor) -> web.Response:
+    file = await recalls.read_recalled_attachment(
+        services(request), actor, path_id(request, "id"), path_id(request, "attachmentId")
+    )
+    return _file_response(file)
+
+
+def _file_response(file: AttachmentFile) -> web.Response:
+    """The file's bytes with its stored type, to be saved (never shown inline), never cached."""
     return web.Response(
         body=file.data,
         content_type=file.attachment.content_type,
@@ -104,15 +144,20 @@ ENDPOINTS = [
         AttachmentUpload,
         MessagePublic,
         202,
-        errors=(400, 401, 403, 404, 413, 415, 422),
+        errors=(400, 401, 403, 404, 409, 413, 415, 422),
         description=(
             "Decided as message.attach (by default: who may send in the conversation). The file's type "
             "must be in `messaging.attachment_types` and its first bytes must match it (PDF, PNG, JPEG, "
             "GIF): else 415; over `messaging.attachment_max_bytes`: 413; no file or an empty one: 422. "
             "The chat channel gets it as a file message; external participants are texted only the "
-            "notification. The audit record holds its SHA-256, size and type, never its name."
+            "notification. The audit record holds its SHA-256, size and type, never its name. Send an "
+            "`Idempotency-Key` header to make a retry safe: the same key with the same upload (the "
+            "conversation, the file's type and bytes, the text; not the multipart boundary or file "
+            "name) replays the first response (with `Idempotent-Replayed: true`) instead of sending "
+            "the file twice."
         ),
         request_media_type="multipart/form-data",
+        contracts=(IDEMPOTENCY,),
     ),
     Endpoint(
         "GET",
@@ -126,5 +171,20 @@ ENDPOINTS = [
         description="Decided as conversation.read on the message's conversation, like the message. "
         "404 for another organization's message, an attachment the message does not have, and a "
         "recalled message's (its file is kept only for the legal record).",
+    ),
+    Endpoint(
+        "GET",
+        "/api/messages/{id}/legal-record/attachments/{attachmentId}",
+        download_recalled,
+        "downloadRecalledAttachment",
+        "Download a file that was attached to a recalled message (the legal record)",
+        "conversations",
+        errors=(401, 403, 404, 422),
+        media_type="application/octet-stream",
+        description="Decided as message.read_recalled, like the recalled text (compliance officers); "
+        "every read is audited with the file's SHA-256. The bytes come with their stored content type "
+        "and `Content-Disposition: attachment`. 404 for another organization's message, a message that "
+        "was not recalled (download its files at /api/messages/{id}/attachments/{attachmentId}) and an "
+        "attachment the message does not have.",
     ),
 ]

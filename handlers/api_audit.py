@@ -174,7 +174,11 @@ class DisclosuresQuery(_Query):
 
 
 class PersonPublic(Response):
-    kind: Literal["person", "external"]
+    kind: Literal["person", "organization", "external"] = Field(
+        description="`person`: a user (id, role, organization); `organization`: the staff of an "
+        "organization who are members of the conversation a message was sent in (organization only); "
+        "`external`: an external party named by the consent."
+    )
     user_id: int | None
     role: str | None
     organization_id: int | None
@@ -206,7 +210,11 @@ class DisclosurePublic(Response):
                 kind="person", user_id=d.actor_id, role=d.actor_role, organization_id=d.actor_organization_id
             ),
             recipient=PersonPublic(
-                kind="external" if d.recipient == "external" else "person",
+                kind="external"
+                if d.recipient == "external"
+                else "organization"
+                if d.recipient == "organization"
+                else "person",
                 user_id=d.recipient_user_id,
                 role=d.recipient_role,
                 organization_id=d.recipient_organization_id,

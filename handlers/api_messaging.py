@@ -95,11 +95,15 @@ async def idempotent(
     operation: str,
     run: Callable[[int | None], Awaitable[Outcome]],
     recreate: Callable[[int], Awaitable[Outcome]],
+    *,
+    compared: bytes | None = None,
 ) -> web.Response:
     """Run ``run`` once per ``Idempotency-Key`` (if the request has one) and replay its response.
 
     ``run`` gets the claim id to bind in its transaction; ``recreate`` rebuilds the response from the
     created resource when the first request committed but died before storing its response.
+    ``compared`` is what a repeat must match when the raw body cannot be compared (a multipart
+    upload's boundary differs on every retry): by default the body itself.
     """
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
@@ -110,7 +114,8 @@ async def idempotent(
             [FieldError(IDEMPOTENCY_HEADER, "Must be 1 to 255 printable ASCII characters.", "header_invalid")]
         )
     store = request.app[messaging_key].idempotency
-    claim = await store.claim(actor.user_id, key, operation, request_hash(operation, await request.read()))
+    raw = await request.read() if compared is None else compared
+    claim = await store.claim(actor.user_id, key, operation, request_hash(operation, raw))
     if isinstance(claim, Replay):
         return web.json_response(claim.body, status=claim.status, headers={REPLAYED_HEADER: "true"})
     if isinstance(claim, Recreate):

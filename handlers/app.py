@@ -200,8 +200,8 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
         InviteMembersExecutor(),
         BreakGlassAlertExecutor(),
         RecallExecutor(),
-        PostAttachmentExecutor(),
-        # Message posts carry the 42 CFR 2.32 notice of the policy in force (reloads swap it).
+        # Message and file posts carry the 42 CFR 2.32 notice of the policy in force (reloads swap it).
+        PostAttachmentExecutor(lambda: app[policy_key].current.part2_notice),
         PostMessageExecutor(lambda: app[policy_key].current.part2_notice),
         *app[messaging_key].outbox_kinds,
     ]

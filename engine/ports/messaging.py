@@ -103,6 +103,11 @@ class ConversationRepository(Protocol):
         it last first, then the newest admission first."""
         ...
 
+    async def recipient_organizations(self, conversation_id: int, sender_id: int) -> tuple[int, ...]:
+        """The organizations, other than the patient's, of the conversation's members besides the
+        sender, in id order: whoever of them receives a message is a disclosure."""
+        ...
+
 
 @dataclass(frozen=True)
 class Acknowledged:
@@ -277,6 +282,9 @@ class SendContext:
     #: The conversation's on-call role, if it includes one: (care team, who holds it in the channel
     #: now, or None while nobody is on call).
     on_call: tuple[int, int | None] | None = None
+    #: The organizations of the conversation's other members that are not the patient's: whoever of
+    #: them receives the message is a disclosure, under the consent that admitted them.
+    recipient_organization_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ conversations, messaging      conversations, messages, deliveries, reads, users,
                               facts, break_glass (+ idempotency_keys, care_teams, rosters,
                               on_call_routes; messaging: opt_outs, webhook_events)
 read_receipts                 conversations, messages, deliveries, reads, facts, break_glass
-recalls                       conversations, messages, recalls, deliveries, outbox,
-                              facts, break_glass
+recalls                       conversations, messages, recalls, attachments, deliveries,
+                              outbox, facts, break_glass
 retention                     retention, outbox
 legal_holds                   legal_holds, conversations, patients, facts, break_glass
 attachments                   conversations, messages, attachments, deliveries, outbox,
-                              facts, break_glass (messaging: attachments, for reads)
+                              idempotency_keys, facts, break_glass (messaging: attachments,
+                              for reads)
 audit                         audit_trail
 policy_admin                  (audit only)
 policy_changes                policy_proposals
@@ -276,6 +277,9 @@ class RecallsUnitOfWork(ConversationReading, Protocol):
     def recalls(self) -> MessageRecalls: ...
 
     @property
+    def attachments(self) -> MessageAttachments: ...
+
+    @property
     def outbox(self) -> Outbox: ...
 
 
@@ -300,6 +304,9 @@ class AttachmentsUnitOfWork(ConversationReading, Protocol):
 
     @property
     def outbox(self) -> Outbox: ...
+
+    @property
+    def idempotency_keys(self) -> IdempotencyKeys: ...
 
 
 class LegalHoldsUnitOfWork(PatientScoped, Protocol):

@@ -38,7 +38,7 @@ from engine.ports.units import AttachmentsUnitOfWork
 from engine.services import Guard, Services
 from engine.sms import CHANNEL_RECIPIENT, NOTIFICATION, sms_recipient, textable
 from engine.workflows.conversation_access import conversation_facts, readable_conversation
-from engine.workflows.messaging import delivery_states
+from engine.workflows.messaging import delivery_states, record_disclosures
 
 ATTACH = "message.attach"
 MAX_TEXT = 4000
@@ -87,12 +87,19 @@ class AttachFile:
 
 
 async def attach_file(
-    services: Services, actor: Actor, cmd: AttachFile, *, allowed_types: Sequence[str]
+    services: Services,
+    actor: Actor,
+    cmd: AttachFile,
+    *,
+    allowed_types: Sequence[str],
+    idempotency_claim: int | None = None,
 ) -> Message:
     """Send a new message carrying a file (``message.attach``): stored with its delivery rows and
     outbox entries in one transaction with the audit record (SHA-256, size, type); the relay posts
     the file to the channel and texts external participants a notification. 404 for a conversation
-    the actor may not know of, 403 with the reason for one they may, 413/415/422 for the file."""
+    the actor may not know of, 403 with the reason for one they may, 413/415/422 for the file.
+    ``idempotency_claim`` (an Idempotency-Key the handler claimed) is bound to the new message in
+    the same transaction, so a retry after a lost response is answered from it."""
     if len(cmd.text) > MAX_TEXT:
         raise InvalidInput([FieldError("message", f"Write at most {MAX_TEXT} characters.")])
     file = checked_file(cmd.content_type, cmd.data, allowed_types)
@@ -102,6 +109,8 @@ async def attach_file(
         message, attachment = await uow.attachments.add(
             conversation.id, actor.user_id, cmd.text.strip(), file, at=guard.now
         )
+        if idempotency_claim is not None:
+            await uow.idempotency_keys.bind(idempotency_claim, message.id)
         # The decision's record is the attachment's: what was attached, never its name or content.
         guard.annotate(
             message_id=message.id,
@@ -115,6 +124,10 @@ async def attach_file(
             if conversation.external_participants
             else []
         )
+        # A file to other organizations' staff is a disclosure like a text, under their consents.
+        organizations = await uow.conversations.recipient_organizations(conversation.id, actor.user_id)
+        disclosed = (conversation.patient_id, conversation.id, message.id)
+        record_disclosures(guard, ATTACH, disclosed, organizations)
         deliveries = [NewDelivery(CHANNEL_RECIPIENT, DeliveryState.QUEUED)]
         for r in recipients:
             if r.removed:

@@ -370,6 +370,10 @@ async def send_message(
         deliveries = messaging.plan_deliveries(
             decider, services, context.patient_id, context.message_id, context.sms_recipients
         )
+        organizations = context.recipient_organization_ids
+        messaging.record_disclosures(
+            decider, workflow, (context.patient_id, conversation_id, context.message_id), organizations
+        )
         created_at = await uow.commit(
             NewSend(
                 message_id=context.message_id,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from engine.audit import AuditEvent, DetailValue, Outcome
+from engine.audit_trail import DISCLOSED
 from engine.decisions import Fact
 from engine.effects import AnswerKeyword, AskWhichConversation, PostSmsReply, TextMessage
 from engine.errors import Forbidden, NotFound
@@ -58,6 +59,59 @@ IGNORED = "ignored"
 def _unit_of_work(services: Services) -> MessagingUnitOfWork:
     """This family's view of the unit of work: only the repositories its workflows use."""
     return services.uow()
+
+
+def record_disclosures(
+    decider: Decider,
+    workflow: str,
+    message: tuple[int, int, int],
+    organization_ids: Sequence[int],
+) -> None:
+    """Name the consents a message's disclosure rests on: one audit event (:data:`DISCLOSED`) per
+    organization whose staff receive it in the conversation other than the patient's own, with the
+    consent that admits them (the one that counts for ``workflow``'s scope and purposes, else any
+    active one that discloses the patient to them), and both lists on the decision's own record.
+    An organization no consent covers now (its staff there under an emergency session, or a consent
+    that ended before the sweep took them out) is named on the decision's record only.
+
+    Recorded in the workflow's transaction, so they stand or fall with the message; the accounting
+    of disclosures and the FHIR export read ``consent_id`` from each event. ``message`` is
+    (patient id, conversation id, message id).
+    """
+    if not organization_ids:
+        return
+    patient_id, conversation_id, message_id = message
+    consents: list[int] = []
+    for organization_id in sorted(set(organization_ids)):
+        coverage = decider.covering_consent(workflow, patient_id, organization_id) or (
+            decider.consents.covering(patient_id, organization_id, decider.now)
+        )
+        if coverage is None:
+            continue
+        consents.append(coverage.consent_id)
+        decider.audit.record(
+            AuditEvent.by(
+                decider.actor,
+                event=DISCLOSED,
+                workflow=workflow,
+                outcome="success",
+                occurred_at=decider.now,
+                resource_type="conversation",
+                resource_id=str(conversation_id),
+                patient_id=patient_id,
+                policy_version=decider.policy.version,
+                purpose=coverage.purpose,
+                details={
+                    "message_id": message_id,
+                    "recipient_organization_id": organization_id,
+                    "consent_id": coverage.consent_id,
+                },
+            )
+        )
+    decider.annotate(
+        disclosed_to_organizations=",".join(str(o) for o in sorted(set(organization_ids))),
+        disclosure_consent_ids=",".join(str(c) for c in consents) or None,
+    )
 
 
 def plan_deliveries(

@@ -24,6 +24,13 @@ it), so a sender who wants the wrong text gone recalls it as well. A message has
 The reason is free text that may name people, so, like a break-glass reason, it is kept with the
 legal record, not in the audit trail; the audit trail records the recall (who, when, under which
 rule, what it cancelled) and every read of the legal record (``message.read_recalled``).
+
+A recall leaves a message's attached files where they are (``message_attachments``): they leave
+ordinary reads with the text (a download answers 404) and the channel's file message is deleted,
+but their bytes stay as part of the legal record. The legal record lists them, and each one's bytes
+are read under the same decision as the text (``message.read_recalled``: what a recalled message
+carried is one record, and the policy has no reason to tell its parts apart), one audit record per
+read naming the file's SHA-256.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from engine.audit import DetailValue
 from engine.effects import PostMessage, RecallFromChannel, TextMessage
 from engine.errors import Conflict, FieldError, InvalidInput, NotFound
 from engine.facts import message_facts
-from engine.model import Actor, Conversation, DeliveryState, Message, RecalledContent
+from engine.model import Actor, AttachmentFile, Conversation, DeliveryState, Message, RecalledContent
 from engine.ports.units import RecallsUnitOfWork
 from engine.services import Guard, Services
 from engine.workflows.conversation_access import conversation_facts, with_deliveries
@@ -159,10 +166,40 @@ async def read_recalled(services: Services, actor: Actor, message_id: int) -> Re
         record = await uow.recalls.legal_record(message.id)
         if record is None:
             raise NotFound("message", "This message was not recalled.")
+        attached = await uow.attachments.of_messages([message.id])
         # The decision's record is the read's: one per read, naming whose recall was read.
         guard.annotate(read_recalled_content=1, recalled_by=record.recalled_by)
         await uow.commit()
-    return record
+    return replace(record, attachments=attached.get(message.id, ()))
+
+
+async def read_recalled_attachment(
+    services: Services, actor: Actor, message_id: int, attachment_id: int
+) -> AttachmentFile:
+    """The bytes of a file attached to a recalled message, from the legal record: decided as reading
+    its text (``message.read_recalled``), every read audited with the file's SHA-256, size and type.
+    404 for a message the actor may not know of, for one that was never recalled (its files are
+    downloaded the ordinary way) and for an attachment the message does not have."""
+    async with _unit_of_work(services) as uow:
+        guard = Guard(services, uow, actor)
+        message, _ = await _decided_message(guard, READ_RECALLED, message_id)
+        record = await uow.recalls.legal_record(message.id)
+        if record is None:
+            raise NotFound("message", "This message was not recalled.")
+        file = await uow.attachments.file(message.id, attachment_id)
+        if file is None:
+            raise NotFound("attachment")
+        # One record per read: which file of whose recall, by its hash (never its name or bytes).
+        guard.annotate(
+            read_recalled_content=1,
+            recalled_by=record.recalled_by,
+            attachment_id=file.attachment.id,
+            attachment_sha256=file.attachment.sha256,
+            attachment_size=file.attachment.size,
+            attachment_type=file.attachment.content_type,
+        )
+        await uow.commit()
+    return file
 
 
 @dataclass(frozen=True)

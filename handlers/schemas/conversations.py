@@ -292,6 +292,11 @@ class LegalRecordPublic(Response):
     recalled_at: datetime = Field(description="When it was recalled.")
     recalled_by: int = Field(description="Who recalled it (a user id).")
     reason: str = Field(description="Why, as the person who recalled it said.")
+    attachments: list[AttachmentPublic] = Field(
+        default_factory=list,
+        description="Files that were attached to it (type, size, SHA-256), kept with the legal record; "
+        "read each one's bytes at /api/messages/{id}/legal-record/attachments/{attachmentId}.",
+    )
 
     @classmethod
     def of(cls, r: RecalledContent) -> LegalRecordPublic:
@@ -304,6 +309,7 @@ class LegalRecordPublic(Response):
             recalled_at=r.recalled_at,
             recalled_by=r.recalled_by,
             reason=r.reason,
+            attachments=[AttachmentPublic.of(a) for a in r.attachments],
         )
 
 

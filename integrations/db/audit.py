@@ -29,7 +29,15 @@ from engine.audit_chain import (
     first_problem,
     out_of_sequence,
 )
-from engine.audit_trail import Anchor, AuditFilter, AuditRecord, ChainPlace, Disclosure, RecordDetail
+from engine.audit_trail import (
+    DISCLOSED,
+    Anchor,
+    AuditFilter,
+    AuditRecord,
+    ChainPlace,
+    Disclosure,
+    RecordDetail,
+)
 from engine.model import EXTERNAL_PARTICIPANT, Page
 from engine.policy_edits import AuditedDecision
 from integrations.db.columns import table_of
@@ -244,7 +252,8 @@ class SqlAuditTrail:
             .where(
                 e.patient_id == patient_id,
                 e.outcome == "success",
-                e.decision == "allow",
+                # an allowed decision under a consent, or a message disclosed beside its decision
+                or_(e.decision == "allow", e.event == DISCLOSED),
                 consent_id.is_not(None),
                 e.occurred_at >= since,
                 e.occurred_at < until,
@@ -297,6 +306,8 @@ def _disclosure(row: Any) -> Disclosure:
     consent = details.get("consent_id")
     if "external_index" in details:
         recipient, user_id, role, org = "external", None, None, None
+    elif details.get("recipient_organization_id") is not None:
+        recipient, user_id, role, org = "organization", None, None, int(details["recipient_organization_id"])
     elif details.get("subject_user_id") is not None:
         recipient = "person"
         user_id, role, org = int(details["subject_user_id"]), row.subject_role, row.subject_organization_id

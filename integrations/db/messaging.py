@@ -223,6 +223,21 @@ class SqlConversationRepository(Repository):
         ).all()
         return [ReplyRoute(**row._mapping) for row in rows]
 
+    async def recipient_organizations(self, conversation_id: int, sender_id: int) -> tuple[int, ...]:
+        found = {"id": conversation_id, "sender": sender_id}
+        rows = await self.session.execute(_RECIPIENT_ORGANIZATIONS, found)
+        return tuple(int(r.organization_id) for r in rows)
+
+
+#: The same organizations the send path's one read finds (integrations/db/send_uow.py).
+_RECIPIENT_ORGANIZATIONS = text(
+    "SELECT DISTINCT mu.organization_id FROM conversation_members cm"
+    " JOIN users mu ON mu.id = cm.user_id JOIN conversations c ON c.id = cm.conversation_id"
+    " LEFT JOIN patients p ON p.id = c.patient_id"
+    " WHERE cm.conversation_id = :id AND cm.user_id <> :sender"
+    " AND mu.organization_id IS DISTINCT FROM p.organization_id ORDER BY mu.organization_id"
+)
+
 
 def message_of(row: Any) -> Message:
     """A ``messages`` row as the engine's :class:`Message` (deliveries not attached)."""

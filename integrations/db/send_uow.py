@@ -7,9 +7,10 @@ it (bench/README.md). Here:
 
 - :meth:`PgSendUnitOfWork.context` is one statement: the conversation, whether the sender is a
   member and on the patient's care team, the sender's open emergency session for the patient, the
-  patient's organization, the SMS recipients with the consents that could let each be texted (the
-  fact builder, engine/facts.py, decides which counts), and a message id reserved from its
-  sequence (so the decisions can name the message before it exists);
+  patient's organization, the other organizations whose staff are members (each a disclosure),
+  the SMS recipients with the consents that could let each be texted (the fact builder,
+  engine/facts.py, decides which counts), and a message id reserved from its sequence (so the
+  decisions can name the message before it exists);
 - :meth:`PgSendUnitOfWork.commit` is one data-modifying statement: the message, its delivery rows,
   its outbox entries (the chat post and one text per queued SMS delivery), the Idempotency-Key
   binding and the buffered audit events. A single statement is atomic, so no BEGIN/COMMIT round
@@ -60,6 +61,11 @@ _CONTEXT = f"""
            nextval(pg_get_serial_sequence('messages', 'id')) AS message_id,
            (SELECT json_build_array(r.care_team_id, r.holder_id) FROM conversation_on_call r
             WHERE r.conversation_id = c.id) AS on_call,
+           ARRAY(SELECT DISTINCT mu.organization_id FROM conversation_members cm
+                 JOIN users mu ON mu.id = cm.user_id
+                 WHERE cm.conversation_id = c.id AND cm.user_id <> $2
+                   AND mu.organization_id IS DISTINCT FROM p.organization_id
+                 ORDER BY mu.organization_id) AS recipient_organization_ids,
            (SELECT json_agg(r ORDER BY r.participant_id) FROM (
                {SMS_RECIPIENTS_SQL.format(conversation="c.id", patient="c.patient_id")}
            ) r) AS sms_recipients
@@ -233,6 +239,7 @@ class PgSendUnitOfWork(HeldConnectionUnitOfWork):
             message_id=row["message_id"],
             sms_recipients=tuple(recipient(r) for r in recipients),
             on_call=_on_call(row["on_call"]),
+            recipient_organization_ids=tuple(row["recipient_organization_ids"]),
         )
 
     async def commit(self, send: NewSend) -> datetime:

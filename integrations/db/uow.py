@@ -73,7 +73,9 @@ class BufferedAuditLog:
     ) -> None:
         for index in range(len(self.pending) - 1, -1, -1):
             event = self.pending[index]
-            if event.workflow == workflow:
+            # The decision's own record: not an event recorded beside it under the same workflow
+            # (a disclosure, engine/workflows/messaging.py).
+            if event.workflow == workflow and event.event == "decision":
                 self.pending[index] = dataclasses.replace(
                     event,
                     resource_id=event.resource_id if resource_id is None else resource_id,

@@ -4,20 +4,30 @@
 multipart part ``file`` (sendbird-api.md §1, §5). Like a text post (``post_once``), the post carries
 caremsg's message id in ``data`` and the same ``custom_type`` as caremsg's other message posts, so a
 lost answer is reconciled, and a recall finds and deletes the copy (integrations/effects/recalls.py).
-The file is named after its attachment id and type, never after the uploader's file name.
+The file is named after its attachment id and type, never after the uploader's file name. A file
+is a disclosure like a text: the first one a recipient organization's members get under a Part 2
+consent is preceded by the 42 CFR 2.32 notice, given once per conversation and organization whichever
+of the two posts (a text's or a file's) comes first (:func:`give_part2_notices`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from engine.effects import Effect, PostAttachment
+from engine.effects import Effect, PostAttachment, kind_of
+from engine.policy import PART2_SHORT_NOTICE
 from integrations.effects.executor import RelayContext
-from integrations.effects.messages import ChatFile, MessageRecalled, post_once
+from integrations.effects.messages import (
+    ChatFile,
+    MessageRecalled,
+    give_part2_notices,
+    post_once,
+    read_messages_to_post,
+)
 from integrations.effects.outbox import OutboxEntry
 
 #: custom_type of caremsg's own message posts (integrations/effects/messages.py): what recalls find.
@@ -69,8 +79,10 @@ class PostAttachmentExecutor:
 
     handles: tuple[type[Effect], ...] = (PostAttachment,)
 
-    def __init__(self) -> None:
+    def __init__(self, part2_notice: Callable[[], str] = lambda: PART2_SHORT_NOTICE) -> None:
         self._sent: dict[int, tuple[int, int]] = {}
+        #: The notice of policies/notices.toml in force (the app passes the policy's; reloads swap it).
+        self._part2_notice = part2_notice
 
     async def deliver(self, effect: PostAttachment, entry: OutboxEntry, ctx: RelayContext) -> None:
         async with ctx.sessions() as session:
@@ -79,10 +91,14 @@ class PostAttachmentExecutor:
                     _FILE_TO_POST, {"attachment_id": effect.attachment_id, "message_id": effect.message_id}
                 )
             ).one_or_none()
-        if row is None:
+            msg = (await read_messages_to_post(session, [effect.message_id])).get(effect.message_id)
+        if row is None or msg is None:
             raise LookupError(f"attachment {effect.attachment_id} of outbox entry {entry.id} not found")
         if row.recalled:
             raise MessageRecalled(f"message {effect.message_id} was recalled")
+        if msg.notices:
+            notice = self._part2_notice()
+            await give_part2_notices(msg, entry, ctx, notice, workflow=f"delivery.{kind_of(PostAttachment)}")
         sent = await post_once(
             ctx.chat,
             entry,

@@ -157,11 +157,17 @@ _MESSAGES_TO_POST = text(
     """
 )
 
-_RECORD_NOTICES = text(
+#: Claim the notice to an organization's members in a conversation, right before it is posted. Two
+#: relays may each hold one of the conversation's first messages and both have read that no notice
+#: was given (posts of one kind are claimed in order, but sends that commit out of id order, or a
+#: message and a file, let two run at once): the primary key (conversation, organization) makes the
+#: second claim wait for the first's transaction, which stays open while the notice is posted. If
+#: it commits, the second finds the notice given (no row: nothing to post, its message follows the
+#: notice); if the post fails, it rolls back and the second claims and posts the notice itself.
+_CLAIM_NOTICE = text(
     "INSERT INTO part2_notices (conversation_id, organization_id, consent_id, message_id)"
-    " SELECT * FROM unnest(CAST(:conversations AS integer[]), CAST(:organizations AS integer[]),"
-    " CAST(:consents AS integer[]), CAST(:messages AS integer[]))"
-    " ON CONFLICT DO NOTHING"
+    " VALUES (:conversation, :organization, :consent, :message)"
+    " ON CONFLICT DO NOTHING RETURNING message_id"
 )
 _AUDIT_NOTICES = text(audit_insert_sql("CAST(:events AS jsonb)"))
 
@@ -205,79 +211,60 @@ def _message_id(entry: OutboxEntry) -> int:
     return effect.message_id
 
 
-class PostMessageExecutor:
-    """Post a stored message into its channel as its sender, exactly once (:func:`post_once`): its
-    ``data`` carries caremsg's message id, ``dedup_id`` is a second layer. The whole batch's messages
-    are read in the claim (``prepare``), a wave's outcomes written in one statement (``settle``)."""
-
-    handles: tuple[type[Effect], ...] = (PostMessage,)
-
-    def __init__(self, part2_notice: Callable[[], str] = lambda: PART2_SHORT_NOTICE) -> None:
-        # Sendbird's message id and timestamp of each post, by outbox id, for the settle.
-        self._sent: dict[int, tuple[int, int]] = {}
-        #: The notice of policies/notices.toml in force (the app passes the policy's; reloads swap it).
-        self._part2_notice = part2_notice
-        # The Part 2 notices posted before each post, by outbox id, recorded and audited in the settle.
-        self._noticed: dict[int, tuple[int | None, tuple[NoticeDue, ...]]] = {}
-
-    async def prepare(self, entries: Sequence[OutboxEntry], session: AsyncSession) -> Mapping[int, object]:
-        message_ids = [_message_id(e) for e in entries]
-        rows = list(await session.execute(_MESSAGES_TO_POST, {"ids": message_ids}))
-        due = notices_due(
-            Post(
-                r.id,
-                r.conversation_id,
-                [Covering(int(o), int(k), True) for o, k in _json(r.part2_covering)],
-            )
-            for r in rows
+async def read_messages_to_post(
+    session: AsyncSession, message_ids: Sequence[int]
+) -> dict[int, MessageToPost]:
+    """The messages as they will be posted, each with the 42 CFR 2.32 notices due before it (the
+    earliest of them, by id, takes the notice to an organization none was given to)."""
+    rows = list(await session.execute(_MESSAGES_TO_POST, {"ids": list(message_ids)}))
+    due = notices_due(
+        Post(
+            r.id,
+            r.conversation_id,
+            [Covering(int(o), int(k), True) for o, k in _json(r.part2_covering)],
         )
-        by_message: dict[int, list[NoticeDue]] = {}
-        for notice in due:
-            by_message.setdefault(notice.message_id, []).append(notice)
-        found = {
-            r.id: MessageToPost(
-                r.body,
-                r.channel_url,
-                r.chat_user_id,
-                r.recalled,
-                r.patient_id,
-                tuple(by_message.get(r.id, ())),
-            )
-            for r in rows
-        }
-        return {e.id: found[m] for e, m in zip(entries, message_ids, strict=True) if m in found}
-
-    async def deliver(self, effect: PostMessage, entry: OutboxEntry, ctx: RelayContext) -> None:
-        msg = entry.prepared
-        if not isinstance(msg, MessageToPost):
-            async with ctx.sessions() as session:
-                msg = (await self.prepare([entry], session)).get(entry.id)
-            if not isinstance(msg, MessageToPost):
-                raise LookupError(f"message {effect.message_id} of outbox entry {entry.id} not found")
-        if msg.recalled:
-            raise MessageRecalled(f"message {effect.message_id} was recalled")
-        if msg.notices:
-            await self._post_notices(msg, entry, ctx)
-        sent = await post_once(
-            ctx.chat,
-            entry,
-            msg.channel_url,
-            sender_id=msg.sender_chat_id,
-            text=msg.body,
-            dedup_id=f"caremsg_msg_{effect.message_id}",
-            custom_type="caremsg_message",
-            data=json.dumps({"message_id": effect.message_id}),
+        for r in rows
+    )
+    by_message: dict[int, list[NoticeDue]] = {}
+    for notice in due:
+        by_message.setdefault(notice.message_id, []).append(notice)
+    return {
+        r.id: MessageToPost(
+            r.body, r.channel_url, r.chat_user_id, r.recalled, r.patient_id, tuple(by_message.get(r.id, ()))
         )
-        self._sent[entry.id] = (sent.message_id, sent.created_at_ms)
+        for r in rows
+    }
 
-    async def _post_notices(self, msg: MessageToPost, entry: OutboxEntry, ctx: RelayContext) -> None:
-        """The 42 CFR 2.32 notice, as the system user, before the first message a recipient
-        organization's members get under a Part 2 consent: one post per organization noticed (its
-        ``data`` names the message and the organization, so a repeat finds it and posts nothing)."""
-        await ctx.chat.ensure_user(SYSTEM_USER, "caremsg")
-        await ctx.chat.invite_members(msg.channel_url, [SYSTEM_USER])
-        notice = self._part2_notice()
-        for due in msg.notices:
+
+async def give_part2_notices(
+    msg: MessageToPost, entry: OutboxEntry, ctx: RelayContext, notice: str, *, workflow: str
+) -> None:
+    """The 42 CFR 2.32 notice, as the system user, before the first message a recipient
+    organization's members get under a Part 2 consent: one post per organization noticed, each
+    claimed first (:data:`_CLAIM_NOTICE`), so that however many relays post the conversation's first
+    messages at once, it is given once, recorded (``part2_notices``) and audited naming the consent
+    in the transaction that claimed it, and before any of those messages. Its ``data`` names the
+    message and the organization, so a repeat after an ambiguous failure finds it."""
+    joined = False
+    for due in msg.notices:
+        async with ctx.sessions() as session, session.begin():
+            claimed = (
+                await session.execute(
+                    _CLAIM_NOTICE,
+                    {
+                        "conversation": due.conversation_id,
+                        "organization": due.organization_id,
+                        "consent": due.consent_id,
+                        "message": due.message_id,
+                    },
+                )
+            ).first()
+            if claimed is None:
+                continue  # another relay gave it, before this message: nothing more to say
+            if not joined:
+                await ctx.chat.ensure_user(SYSTEM_USER, "caremsg")
+                await ctx.chat.invite_members(msg.channel_url, [SYSTEM_USER])
+                joined = True
             await post_once(
                 ctx.chat,
                 entry,
@@ -294,56 +281,75 @@ class PostMessageExecutor:
                     }
                 ),
             )
-        self._noticed[entry.id] = (msg.patient_id, msg.notices)
-
-    async def _record_notices(self, done: Sequence[OutboxEntry], session: AsyncSession) -> None:
-        """The notices given before the posts that went out: recorded (never given again in the
-        conversation to the organization) and audited, each naming the consent it rests on."""
-        given = [
-            (patient, n) for e in done for patient, ns in [self._noticed.pop(e.id, (None, ()))] for n in ns
-        ]
-        if not given:
-            return
-        await session.execute(
-            _RECORD_NOTICES,
-            {
-                "conversations": [n.conversation_id for _, n in given],
-                "organizations": [n.organization_id for _, n in given],
-                "consents": [n.consent_id for _, n in given],
-                "messages": [n.message_id for _, n in given],
-            },
-        )
-        now = utc_now()
-        events = [
-            AuditEvent(
+            event = AuditEvent(
                 event=NOTICE_SENT,
-                workflow=f"delivery.{kind_of(PostMessage)}",
+                workflow=workflow,
                 outcome="success",
-                occurred_at=now,
+                occurred_at=utc_now(),
                 resource_type="conversation",
-                resource_id=str(n.conversation_id),
-                patient_id=patient,
+                resource_id=str(due.conversation_id),
+                patient_id=msg.patient_id,
                 details={
-                    "consent_id": n.consent_id,
-                    "organization_id": n.organization_id,
-                    "message_id": n.message_id,
+                    "consent_id": due.consent_id,
+                    "organization_id": due.organization_id,
+                    "message_id": due.message_id,
                 },
             )
-            for patient, n in given
-        ]
-        await session.execute(_AUDIT_NOTICES, {"events": audit_json(events)})
+            await session.execute(_AUDIT_NOTICES, {"events": audit_json([event])})
+
+
+class PostMessageExecutor:
+    """Post a stored message into its channel as its sender, exactly once (:func:`post_once`): its
+    ``data`` carries caremsg's message id, ``dedup_id`` is a second layer. The whole batch's messages
+    are read in the claim (``prepare``), a wave's outcomes written in one statement (``settle``)."""
+
+    handles: tuple[type[Effect], ...] = (PostMessage,)
+
+    def __init__(self, part2_notice: Callable[[], str] = lambda: PART2_SHORT_NOTICE) -> None:
+        # Sendbird's message id and timestamp of each post, by outbox id, for the settle.
+        self._sent: dict[int, tuple[int, int]] = {}
+        #: The notice of policies/notices.toml in force (the app passes the policy's; reloads swap it).
+        self._part2_notice = part2_notice
+
+    async def prepare(self, entries: Sequence[OutboxEntry], session: AsyncSession) -> Mapping[int, object]:
+        message_ids = [_message_id(e) for e in entries]
+        found = await read_messages_to_post(session, message_ids)
+        return {e.id: found[m] for e, m in zip(entries, message_ids, strict=True) if m in found}
+
+    async def deliver(self, effect: PostMessage, entry: OutboxEntry, ctx: RelayContext) -> None:
+        msg = entry.prepared
+        if not isinstance(msg, MessageToPost):
+            async with ctx.sessions() as session:
+                msg = (await self.prepare([entry], session)).get(entry.id)
+            if not isinstance(msg, MessageToPost):
+                raise LookupError(f"message {effect.message_id} of outbox entry {entry.id} not found")
+        if msg.recalled:
+            raise MessageRecalled(f"message {effect.message_id} was recalled")
+        if msg.notices:
+            await give_part2_notices(
+                msg, entry, ctx, self._part2_notice(), workflow=f"delivery.{kind_of(PostMessage)}"
+            )
+        sent = await post_once(
+            ctx.chat,
+            entry,
+            msg.channel_url,
+            sender_id=msg.sender_chat_id,
+            text=msg.body,
+            dedup_id=f"caremsg_msg_{effect.message_id}",
+            custom_type="caremsg_message",
+            data=json.dumps({"message_id": effect.message_id}),
+        )
+        self._sent[entry.id] = (sent.message_id, sent.created_at_ms)
 
     async def settle(
         self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
     ) -> None:
         rows: list[tuple[int, str, int | None, int | None, str | None]] = []
-        await self._record_notices(done, session)
         for entry in done:
             chat_id, ts = self._sent.pop(entry.id, (None, None))
             rows.append((_message_id(entry), "sent", chat_id, ts, None))
         for entry, reason in failed:
             self._sent.pop(entry.id, None)
-            self._noticed.pop(entry.id, None)
             rows.append((_message_id(entry), "failed", None, None, reason))
         if not rows:
             return

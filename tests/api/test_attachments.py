@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 from typing import Any
 
 import aiohttp
 import asyncpg
 
+from handlers.api_messaging import messaging_key
+from integrations.idempotency import Claim, request_hash
 from tests.support.api import Api
 from tests.support.messaging import care_team, emulator, settled_deliveries, texts
 from tests.support.polling import eventually, settled
@@ -23,11 +26,14 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
 def _form(
-    data: bytes | None, content_type: str = "application/pdf", message: str | None = None
+    data: bytes | None,
+    content_type: str = "application/pdf",
+    message: str | None = None,
+    filename: str = "Ann Lee discharge.pdf",
 ) -> aiohttp.FormData:
     form = aiohttp.FormData()
     if data is not None:
-        form.add_field("file", io.BytesIO(data), filename="Ann Lee discharge.pdf", content_type=content_type)
+        form.add_field("file", io.BytesIO(data), filename=filename, content_type=content_type)
     if message is not None:
         form.add_field("message", message)
     return form
@@ -168,3 +174,207 @@ async def test_a_recalled_attachment_leaves_the_channel_and_is_no_longer_downloa
     assert (await api.call("GET", download, team.peer))[0] == 404
     # kept only in caremsg's table, for the legal record
     assert await db.fetchval("SELECT data FROM message_attachments WHERE message_id = $1", sent["id"]) == PDF
+
+
+async def _recalled_attachment(api: Api, team: Any) -> tuple[dict[str, Any], Any]:
+    """A PDF sent to the channel and then recalled by its sender; the message and the channel's copy."""
+    status, sent = await _attach(api, team.peer, team.conversation_id, _form(PDF, message="see attached"))
+    assert status == 202, sent
+    await settled_deliveries(api, team.peer, sent["id"])
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+    [posted] = [m for m in channel.messages if json.loads(m.data or "{}").get("message_id") == sent["id"]]
+    status, recalled = await api.call(
+        "POST", f"/api/messages/{sent['id']}/recall", team.peer, json={"reason": "wrong patient"}
+    )
+    assert status == 200, recalled
+    return sent, posted
+
+
+async def test_a_compliance_officer_reads_a_recalled_file_from_the_legal_record_each_read_audited(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    sent, posted = await _recalled_attachment(api, team)
+    [attachment] = sent["attachments"]
+
+    # the channel's copy is deleted; the bytes stay, for the legal record only
+    await eventually(lambda: settled(posted.is_removed), "the file message to be deleted")
+    status, record = await api.call("GET", f"/api/messages/{sent['id']}/legal-record", team.officer)
+    assert status == 200, record
+    assert record["attachments"] == [attachment]
+    path = f"/api/messages/{sent['id']}/legal-record/attachments/{attachment['id']}"
+    for _ in range(2):
+        resp = await api.client.get(path, headers=team.officer.auth)
+        assert (resp.status, resp.content_type, await resp.read()) == (200, "application/pdf", PDF)
+        assert resp.headers["Content-Disposition"].startswith("attachment;")
+        assert "Ann Lee" not in resp.headers["Content-Disposition"]
+        assert resp.headers["Cache-Control"] == "no-store"
+
+    reads = await db.fetch(
+        "SELECT actor_id, outcome, details FROM audit_events WHERE workflow = 'message.read_recalled'"
+        " AND resource_id = $1 ORDER BY id",
+        str(sent["id"]),
+    )
+    assert [(r["actor_id"], r["outcome"]) for r in reads] == [(team.officer.id, "success")] * 3
+    files = [json.loads(r["details"]) for r in reads if "attachment_sha256" in json.loads(r["details"])]
+    assert [(d["attachment_id"], d["attachment_sha256"]) for d in files] == [
+        (attachment["id"], hashlib.sha256(PDF).hexdigest())
+    ] * 2
+    assert await db.fetchval("SELECT data FROM message_attachments WHERE message_id = $1", sent["id"]) == PDF
+
+
+async def test_a_recalled_file_is_concealed_from_other_organizations_and_not_read_before_a_recall(
+    api: Api,
+) -> None:
+    team = await care_team(api)
+    sent, _ = await _recalled_attachment(api, team)
+    attachment_id = sent["attachments"][0]["id"]
+    status, kept = await _attach(api, team.peer, team.conversation_id, _form(PNG, "image/png"))
+    assert status == 202, kept
+    stranger = await api.person("compliance_officer", await api.organization())
+
+    def path(message_id: int, attachment: int) -> str:
+        return f"/api/messages/{message_id}/legal-record/attachments/{attachment}"
+
+    # another organization's officer: as for a message that does not exist
+    other = await api.call("GET", path(sent["id"], attachment_id), stranger)
+    missing = await api.call("GET", path(2_000_000_000, attachment_id), stranger)
+    assert (other[0], missing[0]) == (404, 404)
+    assert other[1]["detail"] == missing[1]["detail"]
+    # a message that was not recalled: its file is downloaded the ordinary way, not from the record
+    status, _ = await api.call("GET", path(kept["id"], kept["attachments"][0]["id"]), team.officer)
+    assert status == 404
+    # an attachment the recalled message does not have
+    status, _ = await api.call("GET", path(sent["id"], kept["attachments"][0]["id"]), team.officer)
+    assert status == 404
+    # the sender, like any member, may not read the legal record
+    status, refused = await api.call("GET", path(sent["id"], attachment_id), team.peer)
+    assert (status, refused["reason"]) == (403, "role_not_permitted")
+
+
+# --- Idempotency-Key on the upload ------------------------------------------------------------------
+
+
+def _key() -> dict[str, str]:
+    return {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+
+
+async def _written(db: asyncpg.Connection, conversation_id: int) -> tuple[int, int, int]:
+    """What uploads to the conversation wrote: messages, attachments, message.attach audit records."""
+    row = await db.fetchrow(
+        "SELECT (SELECT count(*) FROM messages WHERE conversation_id = $1) AS messages,"
+        " (SELECT count(*) FROM message_attachments a JOIN messages m ON m.id = a.message_id"
+        "  WHERE m.conversation_id = $1) AS files,"
+        " (SELECT count(*) FROM audit_events WHERE workflow = 'message.attach'"
+        "  AND resource_id = CAST($1 AS text)) AS audited",
+        conversation_id,
+    )
+    return int(row["messages"]), int(row["files"]), int(row["audited"])
+
+
+async def test_a_retried_upload_with_the_same_key_replays_the_first_answer_and_attaches_once(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    headers = _key()
+    path = f"/api/conversations/{team.conversation_id}/attachments"
+
+    # each form has its own multipart boundary; the retry names the file differently too
+    first = await api.send("POST", path, team.peer, data=_form(PDF, message="see"), headers=headers)
+    retry = _form(PDF, message="see", filename="retry.pdf")
+    second = await api.send("POST", path, team.peer, data=retry, headers=headers)
+
+    assert first[0] == 202, first
+    assert (second[0], second[2]) == (first[0], first[2])
+    assert second[1].get("Idempotent-Replayed") == "true"
+    assert "Idempotent-Replayed" not in first[1]
+    assert await _written(db, team.conversation_id) == (1, 1, 1)
+    await settled_deliveries(api, team.peer, first[2]["id"])
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+    assert [m.type for m in channel.messages if m.custom_type == "caremsg_message"] == ["FILE"]
+
+
+async def test_the_same_key_with_another_file_or_text_is_422_and_writes_nothing(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    headers = _key()
+    status, first = await _attach_with(api, team, _form(PDF, message="see"), headers)
+    assert status == 202, first
+
+    for other in (_form(PNG, "image/png", message="see"), _form(PDF, message="other text")):
+        status, problem = await _attach_with(api, team, other, headers)
+        assert status == 422, problem
+        assert problem["code"] == "idempotency_key_reused"
+        assert "other text" not in str(problem)
+    assert await _written(db, team.conversation_id) == (1, 1, 1)
+
+
+async def test_the_same_upload_while_the_first_is_still_running_is_409(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    headers = _key()
+    # The first upload has claimed the key and is still working: the key is held for what identifies
+    # an upload (the conversation, the file's type and SHA-256, the text).
+    identity = json.dumps(
+        {
+            "conversationId": team.conversation_id,
+            "file": {"contentType": "application/pdf", "sha256": hashlib.sha256(PDF).hexdigest()},
+            "message": "",
+        }
+    ).encode()
+    claimed = await api.app[messaging_key].idempotency.claim(
+        team.peer.id, headers["Idempotency-Key"], "message.attach", request_hash("message.attach", identity)
+    )
+    assert isinstance(claimed, Claim)
+
+    status, problem = await _attach_with(api, team, _form(PDF), headers)
+
+    assert (status, problem["code"]) == (409, "conflict")
+    assert await _written(db, team.conversation_id) == (0, 0, 0)
+
+
+async def test_a_refused_upload_does_not_use_up_its_key(api: Api, db: asyncpg.Connection) -> None:
+    team = await care_team(api)
+    headers = _key()
+
+    status, _ = await _attach_with(api, team, _form(b"MZ\x90\x00", "application/pdf"), headers)
+    assert status == 415
+    status, sent = await _attach_with(api, team, _form(PDF), headers)
+
+    assert status == 202, sent
+    assert await _written(db, team.conversation_id) == (1, 1, 1)
+
+
+async def test_an_upload_whose_request_died_after_committing_is_answered_from_its_message(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    headers = _key()
+    status, first = await _attach_with(api, team, _form(PDF), headers)
+    assert status == 202, first
+    # The process died after the commit and before the response was stored, long enough ago.
+    await db.execute(
+        "UPDATE idempotency_keys SET state = 'in_progress', response_body = NULL, response_status = NULL,"
+        " lease_until = now() - interval '1 second' WHERE key = $1",
+        headers["Idempotency-Key"],
+    )
+
+    status, again = await _attach_with(api, team, _form(PDF), headers)
+
+    assert status == 202, again
+    assert (again["id"], again["attachments"]) == (first["id"], first["attachments"])
+    assert await _written(db, team.conversation_id) == (1, 1, 1)
+
+
+async def _attach_with(
+    api: Api, team: Any, form: aiohttp.FormData, headers: dict[str, str]
+) -> tuple[int, Any]:
+    return await api.call(
+        "POST",
+        f"/api/conversations/{team.conversation_id}/attachments",
+        team.peer,
+        data=form,
+        headers=headers,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,6 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from engine.audit_trail import DISCLOSED, AuditFilter
+from handlers.keys import sessions_key
+from integrations.audit_export import fhir_audit_event
+from integrations.db.audit import stream_search
 from tests.support.api import Api, Person
 
 EXTERNAL_PHONE = "+12025550143"
@@ -145,6 +150,71 @@ async def test_an_external_party_admitted_to_a_conversation_is_a_disclosure(
     assert external["purpose"] == "treatment"
     assert EXTERNAL_PHONE not in str(body)
     assert "Dr. External" not in str(body)
+
+
+async def test_a_message_to_another_organizations_staff_names_the_consent_in_its_record_report_and_export(
+    api: Api, disclosed: Disclosed, db: asyncpg.Connection
+) -> None:
+    d = disclosed
+    colleague = await api.person("care_team_member", d.org)
+    members = {"title": "Coordination", "patientId": d.patient, "memberIds": [d.outsider.id, colleague.id]}
+    status, conversation = await api.call("POST", "/api/conversations", d.nurse, json=members)
+    assert status == 201, conversation
+    status, own = await api.call(
+        "POST", "/api/conversations", d.nurse, json={**members, "memberIds": [colleague.id]}
+    )
+    assert status == 201, own
+    sent_ids = []
+    for conversation_id in (conversation["id"], own["id"]):
+        status, sent = await api.call(
+            "POST",
+            "/api/conversations/send-message",
+            d.nurse,
+            json={"conversationId": conversation_id, "message": "Dose changed"},
+        )
+        assert status == 202, sent
+        sent_ids.append(sent["id"])
+
+    # the send's own record names the consent and the organization it rests on
+    decisions = await db.fetch(
+        "SELECT resource_id, details FROM audit_events WHERE workflow = 'message.send'"
+        " AND event = 'decision' AND patient_id = $1 ORDER BY id",
+        d.patient,
+    )
+    named = [
+        (r["resource_id"], json.loads(r["details"]).get("disclosure_consent_ids"),
+         json.loads(r["details"]).get("disclosed_to_organizations"))
+        for r in decisions
+    ]  # fmt: skip
+    assert named == [
+        (str(conversation["id"]), str(d.consent_id), str(d.partner)),
+        (str(own["id"]), None, None),
+    ]
+    # the accounting of disclosures lists it: to the partner's staff, under the consent
+    _, body = await api.call("GET", path(d.patient), d.officer)
+    [item] = [x for x in body["items"] if x["workflow"] == "message.send"]
+    assert item["recipient"] == {
+        "kind": "organization",
+        "userId": None,
+        "role": None,
+        "organizationId": d.partner,
+    }
+    assert (item["actor"]["userId"], item["consentId"], item["purpose"]) == (
+        d.nurse.id,
+        d.consent_id,
+        "care_coordination",
+    )
+    # the FHIR export references the consent from the disclosure's AuditEvent
+    async with api.app[sessions_key]() as session:
+        found = AuditFilter(organization_id=d.org, patient_id=d.patient, workflow="message.send")
+        records = [r async for r in stream_search(await session.connection(), found)]
+    [disclosure] = [r for r in records if r.event.event == DISCLOSED]
+    assert (disclosure.event.resource_id, disclosure.event.details["message_id"]) == (
+        str(conversation["id"]),
+        sent_ids[0],
+    )
+    fhir = fhir_audit_event(disclosure)
+    assert {"reference": f"Consent/{d.consent_id}"} in [e.get("what") for e in fhir["entity"]]
 
 
 async def test_the_period_defaults_to_six_years_and_bounds_what_is_listed(

@@ -78,7 +78,8 @@ FILTER = "filter"
 @dataclass(frozen=True)
 class Probe:
     kind: str  # patient, bg_patient, conversation, message, care_team, consent, group, user, organization,
-    # break_glass (a session), policy_proposal, legal_hold
+    # break_glass (a session), policy_proposal, legal_hold, attached_message, attachment,
+    # recalled_message and recalled_attachment (a file of a recalled message)
     build: Build
     mode: str = CONCEALED
 
@@ -292,7 +293,22 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
         ),
     },
     ("GET", "/api/messages/{id}/legal-record"): {
-        "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}/legal-record")),
+        "id": Probe("recalled_message", lambda own, i: _p("GET", f"/api/messages/{i}/legal-record")),
+    },
+    # A recalled message's file, read back from the legal record (recalled when the tenant is built).
+    ("GET", "/api/messages/{id}/legal-record/attachments/{attachmentId}"): {
+        "id": Probe(
+            "recalled_message",
+            lambda own, i: _p(
+                "GET", f"/api/messages/{i}/legal-record/attachments/{own.ids['recalled_attachment']}"
+            ),
+        ),
+        "attachmentId": Probe(
+            "recalled_attachment",
+            lambda own, i: _p(
+                "GET", f"/api/messages/{own.ids['recalled_message']}/legal-record/attachments/{i}"
+            ),
+        ),
     },
     # Legal holds: on a patient or a conversation of the officer's own organization only.
     ("POST", "/api/legal-holds"): {
@@ -524,6 +540,14 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "POST", f"/api/conversations/{conversation['id']}/attachments", peer, data=_pdf()
     )
     assert status == 202, attached
+    status, recalled = await api.call(
+        "POST", f"/api/conversations/{conversation['id']}/attachments", peer, data=_pdf()
+    )
+    assert status == 202, recalled
+    status, body = await api.call(
+        "POST", f"/api/messages/{recalled['id']}/recall", peer, json={"reason": "Matrix: wrong file"}
+    )
+    assert status == 200, body
     status, group = await api.call(
         "POST", "/api/compliance-groups", officer, json={"name": marks["group"], "organizationIds": [neutral]}
     )
@@ -562,6 +586,8 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "message": message["id"],
         "attached_message": attached["id"],
         "attachment": attached["attachments"][0]["id"],
+        "recalled_message": recalled["id"],
+        "recalled_attachment": recalled["attachments"][0]["id"],
         "group": group["id"],
         "consent": consent["id"],
         "user": colleague.id,

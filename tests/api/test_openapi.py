@@ -396,7 +396,12 @@ async def test_every_401_declares_its_challenge_except_the_signed_webhooks(
 async def test_the_idempotent_operations_declare_the_key_and_the_replay_header(
     document: dict[str, Any],
 ) -> None:
-    for path in ("/api/conversations", "/api/conversations/send-message"):
+    idempotent = (
+        "/api/conversations",
+        "/api/conversations/send-message",
+        "/api/conversations/{id}/attachments",
+    )
+    for path in idempotent:
         op = document["paths"][path]["post"]
         [key] = [p for p in op["parameters"] if p["name"] == "Idempotency-Key"]
         assert (key["in"], key["required"]) == ("header", False)
@@ -409,7 +414,7 @@ async def test_the_idempotent_operations_declare_the_key_and_the_replay_header(
         for m, p, op in operations(document)
         if any(q["name"] == "Idempotency-Key" for q in op.get("parameters", []))
     ]
-    assert sorted(others) == [("POST", "/api/conversations"), ("POST", "/api/conversations/send-message")]
+    assert sorted(others) == sorted(("POST", p) for p in idempotent)
 
 
 async def test_the_503_declares_retry_after(document: dict[str, Any]) -> None:

@@ -1285,6 +1285,22 @@ class FakeConversationRepository(_Repo):
             for e in rows
         ]
 
+    async def recipient_organizations(self, conversation_id: int, sender_id: int) -> tuple[int, ...]:
+        data = self.data
+        conversation = data.conversations.get(conversation_id)
+        patient = None if conversation is None else data.patients.get(conversation.patient_id)
+        return tuple(
+            sorted(
+                {
+                    data.users[m].organization_id
+                    for m in data.conversation_members.get(conversation_id, ())
+                    if m != sender_id
+                    and m in data.users
+                    and (patient is None or data.users[m].organization_id != patient.organization_id)
+                }
+            )
+        )
+
 
 class FakeMessageRepository(_Repo):
     async def get(self, message_id: int) -> Message | None:
@@ -1859,6 +1875,17 @@ class FakeSendUnitOfWork:
             on_call=(route.care_team_id, route.holder_id)
             if (route := db.on_call_routes.get(conversation_id))
             else None,
+            recipient_organization_ids=tuple(
+                sorted(
+                    {
+                        db.users[m].organization_id
+                        for m in db.conversation_members.get(conversation_id, ())
+                        if m != user_id
+                        and m in db.users
+                        and (patient is None or db.users[m].organization_id != patient.organization_id)
+                    }
+                )
+            ),
         )
 
     async def commit(self, send: NewSend) -> datetime:

@@ -11,6 +11,7 @@ import pytest
 from engine.effects import PostMessage, RecallFromChannel
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, RiskLevel, Role
+from engine.workflows.attachments import AttachFile, attach_file
 from engine.workflows.conversations import (
     StartConversation,
     get_conversation,
@@ -24,6 +25,7 @@ from engine.workflows.recalls import (
     RecallMessage,
     correct_message,
     read_recalled,
+    read_recalled_attachment,
     recall_message,
 )
 from tests.support.fakes import FakeWorld, fake_services
@@ -208,3 +210,33 @@ async def test_only_the_sender_corrects_a_message(world: FakeWorld) -> None:
 
     assert refused.value.decision.reason == "not_sender"
     assert world.db.messages[message_id].corrected_by_message_id is None
+
+
+async def test_a_recalled_file_stays_in_the_legal_record_and_each_read_of_it_is_audited_with_its_hash(
+    world: FakeWorld,
+) -> None:
+    nurse, conversation_id, _ = await _sent(world)
+    officer = world.actor(Role.COMPLIANCE_OFFICER, nurse.organization_id)
+    pdf = b"%PDF-1.7 Ann Lee"
+    message = await attach_file(
+        world.services,
+        nurse,
+        AttachFile(conversation_id, "application/pdf", pdf),
+        allowed_types=["application/pdf"],
+    )
+    [attachment] = message.attachments
+    with pytest.raises(NotFound):  # not recalled: read the ordinary way, not from the legal record
+        await read_recalled_attachment(world.services, officer, message.id, attachment.id)
+
+    await recall_message(world.services, nurse, RecallMessage(message.id, "wrong patient"))
+    record = await read_recalled(world.services, officer, message.id)
+    file = await read_recalled_attachment(world.services, officer, message.id, attachment.id)
+
+    assert record.attachments == (attachment,)
+    assert (file.attachment, file.data) == (attachment, pdf)
+    read = world.events("message.read_recalled")[-1]
+    assert (read.outcome, read.details["attachment_sha256"]) == ("success", attachment.sha256)
+    with pytest.raises(NotFound):
+        await read_recalled_attachment(world.services, officer, message.id, attachment.id + 1)
+    with pytest.raises(Forbidden):
+        await read_recalled_attachment(world.services, nurse, message.id, attachment.id)
