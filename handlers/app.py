@@ -68,6 +68,7 @@ from handlers.keys import (
     consent_sync_key,
     database_key,
     endpoints_key,
+    openapi_body_key,
     operations_key,
     policy_files_key,
     policy_key,
@@ -417,6 +418,7 @@ def create_app(
     app[settings_key] = settings
     app[clock_key] = clock
     app[endpoints_key] = endpoints
+    app[openapi_body_key] = {}
     app[operations_key] = _new_operations(settings)
     app.on_response_prepare.append(add_limit_headers)
     app.cleanup_ctx.extend(

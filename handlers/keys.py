@@ -40,6 +40,9 @@ settings_key: web.AppKey[Settings] = web.AppKey("settings_key")
 #: The app's wall clock (``create_app``'s ``clock``): the engine's "now" and the console's sessions.
 clock_key: web.AppKey[Callable[[], datetime]] = web.AppKey("clock_key")
 endpoints_key: web.AppKey[list[Endpoint]] = web.AppKey("endpoints_key")
+#: The OpenAPI document as served, built at its first request (handlers/api_docs.py): a dict holding
+#: at most the one body, since an app's routes and middlewares no longer change once it runs.
+openapi_body_key: web.AppKey[dict[str, bytes]] = web.AppKey("openapi_body_key")
 operations_key: web.AppKey[Operations] = web.AppKey("operations_key")
 database_key: web.AppKey[Database] = web.AppKey("database_key")
 sessions_key: web.AppKey[Sessions] = web.AppKey("sessions_key")
