@@ -47,7 +47,7 @@ from engine.facts import ConsentNeed, millis
 from engine.policy import Policy
 from engine.services import utc_now
 from engine.workflows.urgent import Candidate, decide_targets
-from integrations.db.rosters import on_call_shift_sql
+from integrations.db.rosters import delegate_at_sql, on_call_shift_sql
 from integrations.db.uow import audit_insert_sql, audit_json, emit_audit_log
 from integrations.effects.outbox import outbox_row
 
@@ -99,15 +99,13 @@ _ADMINS = text(
     " AND organization_id = ANY(CAST(:orgs AS integer[])) ORDER BY id"
 )
 
-# Whom someone away has named to take their urgent messages now (the latest absence that started).
+# Whom someone away has named to take their urgent messages now (engine.rosters.delegate_at).
 _DELEGATES = text(
-    """
-    SELECT DISTINCT ON (a.user_id) a.user_id, a.delegate_id
-    FROM staff_away a JOIN users d ON d.id = a.delegate_id AND d.is_active
-    WHERE a.user_id = ANY(CAST(:ids AS integer[])) AND a.starts_at <= :now
-      AND (a.ends_at IS NULL OR :now < a.ends_at)
-    ORDER BY a.user_id, a.starts_at DESC, a.id DESC
-    """
+    f"""
+    SELECT p.user_id, d.delegate_id
+    FROM unnest(CAST(:ids AS integer[])) AS p(user_id)
+    JOIN LATERAL ({delegate_at_sql("p.user_id", "now")}) d ON true
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
 # What a decision about each (message, person) needs: role, organization, member, on the care team.
