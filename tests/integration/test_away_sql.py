@@ -7,7 +7,6 @@ name a delegate whose account is no longer active."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -15,11 +14,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from engine.model import Role
-from engine.ports.identity import NewUser
 from engine.rosters import away_at, delegate_at
 from integrations.db.rosters import away_at_sql, delegate_at_sql
 from integrations.db.uow import SqlUnitOfWork
+from tests.support.worlds import clinic
 
 T0 = datetime(2031, 6, 1, 8, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -55,15 +53,7 @@ async def test_the_sql_and_the_python_rule_name_the_same_window_and_delegate_at_
 ) -> None:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with SqlUnitOfWork(sessions) as u:
-        org = await u.organizations.add(f"Clinic {secrets.token_hex(4)}", self_registration=True)
-        people = [
-            await u.users.add(
-                NewUser(
-                    f"away.{secrets.token_hex(4)}@example.org", "h", "A", "B", Role.CARE_TEAM_MEMBER, org.id
-                )
-            )
-            for _ in range(len(WINDOWS) + 2)
-        ]
+        _, people = await clinic(u, len(WINDOWS) + 2)
         away, bystander, delegates = people[0], people[1], people[2:]
         windows = [
             await u.away.add(

@@ -5,7 +5,6 @@ mark, a mark in another conversation only, and the sender."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -13,11 +12,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from engine.model import ReadMark, RiskLevel, Role, has_read
-from engine.ports.identity import NewUser
+from engine.model import ReadMark, RiskLevel, has_read
 from engine.ports.patients import NewPatient
 from integrations.db.reads import unread_sql
 from integrations.db.uow import SqlUnitOfWork
+from tests.support.worlds import clinic
 
 AT = datetime(2031, 6, 1, 8, tzinfo=UTC)
 
@@ -34,15 +33,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def test_the_sql_and_the_python_rule_agree_on_who_has_read_each_message(engine: AsyncEngine) -> None:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with SqlUnitOfWork(sessions) as u:
-        org = await u.organizations.add(f"Clinic {secrets.token_hex(4)}", self_registration=True)
-        people = [
-            await u.users.add(
-                NewUser(
-                    f"rd.{secrets.token_hex(4)}@example.org", "h", "A", "B", Role.CARE_TEAM_MEMBER, org.id
-                )
-            )
-            for _ in range(5)
-        ]
+        org, people = await clinic(u, 5)
         ids = [p.id for p in people]
         patient = await u.patients.add(NewPatient(org.id, "Ann", "Lee", None, RiskLevel.LOW, ids[0]))
         conversations = [
