@@ -4,12 +4,14 @@ built through the repositories."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from datetime import date
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from engine.model import Actor, Organization, RiskLevel, Role, User
+from engine.model import Actor, Organization, Patient, Purpose, RecipientType, RiskLevel, Role, User
 from engine.ports.identity import NewUser
+from engine.workflows.consents import RecordConsent
 from engine.workflows.conversations import StartConversation, start_conversation
 from engine.workflows.patients import RegisterPatient, add_care_team_member, register_patient
 from integrations.db.uow import SqlUnitOfWork
@@ -39,6 +41,31 @@ async def ward(world: FakeWorld) -> Ward:
         world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id, colleague.user_id])
     )
     return Ward(nurse, colleague, conversation.id, conversation.channel_url)
+
+
+async def officer_and_patient(world: FakeWorld) -> tuple[Actor, Actor, Patient]:
+    """A compliance officer and a nurse of a new organization, and the patient the nurse registered
+    (so leads the care team of)."""
+    org = world.organization().id
+    officer, nurse = world.actor(Role.COMPLIANCE_OFFICER, org), world.actor(Role.CARE_TEAM_MEMBER, org)
+    patient = await register_patient(
+        world.services, nurse, RegisterPatient("Ann", "Lee", RiskLevel.LOW, date(1990, 1, 1))
+    )
+    return officer, nurse, patient
+
+
+def consent_to(patient: Patient, partner_id: int, **fields: Any) -> RecordConsent:
+    """A consent of ``patient`` to organization ``partner_id`` for treatment, with ``fields`` changed."""
+    cmd = RecordConsent(patient.id, RecipientType.ORGANIZATION, Purpose.TREATMENT, organization_id=partner_id)
+    return dataclasses.replace(cmd, **fields)
+
+
+async def outsider_on_the_team(world: FakeWorld, nurse: Actor, patient: Patient, partner_id: int) -> Actor:
+    """A care-team member of organization ``partner_id`` whom ``nurse`` adds to the patient's care team."""
+    outsider = world.actor(Role.CARE_TEAM_MEMBER, partner_id)
+    [team] = [t for t in world.db.care_teams.values() if t.patient_id == patient.id]
+    await add_care_team_member(world.services, nurse, team.id, outsider.user_id)
+    return outsider
 
 
 async def clinic(u: SqlUnitOfWork, staff: int) -> tuple[Organization, list[User]]:
