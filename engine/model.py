@@ -289,6 +289,21 @@ class ReadMark:
     source: str
 
 
+def has_read(message: Message, user_id: int, mark: ReadMark | None) -> bool:
+    """Whether user ``user_id`` has read ``message``: they sent it, or their mark (``mark``, None when
+    they have none) in its conversation is at it or later. What receipts, unread counts and the
+    escalation of urgent messages all rest on; its SQL spelling is
+    ``integrations.db.reads.unread_sql`` (the negation)."""
+    if user_id == message.sender_id:
+        return True
+    return (
+        mark is not None
+        and mark.conversation_id == message.conversation_id
+        and mark.user_id == user_id
+        and mark.last_read_message_id >= message.id
+    )
+
+
 @dataclass(frozen=True)
 class MemberReceipt:
     """One member's receipt of one message: its state, when it reached the channel, when read."""

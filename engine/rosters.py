@@ -10,7 +10,7 @@ overlapping shifts, so for shifts this only matters for rows written some other 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -75,9 +75,20 @@ def next_after(shifts: Iterable[OnCallShift], at: datetime) -> OnCallShift | Non
 
 
 def away_at(windows: Iterable[StaffAway], at: datetime) -> StaffAway | None:
-    """The away window holding at ``at``: the latest-starting one if several do."""
+    """The away window holding at ``at``: the latest-starting one if several do (then the highest id).
+    Its SQL spelling is ``integrations.db.rosters.away_at_sql``."""
     holding = [w for w in windows if w.holds_at(at)]
     return max(holding, key=lambda w: (w.starts_at, w.id)) if holding else None
+
+
+def delegate_at(windows: Iterable[StaffAway], at: datetime, active: Container[int]) -> int | None:
+    """Who takes the urgent messages of the person whose away windows these are, at ``at``: the
+    delegate of the window holding then (:func:`away_at`) if their account is active (``active``
+    holds the active user ids), else nobody — the person is then alerted themself, not the delegate
+    of an earlier window the latest one overrides. Its SQL spelling is
+    ``integrations.db.rosters.delegate_at_sql``."""
+    away = away_at(windows, at)
+    return away.delegate_id if away is not None and away.delegate_id in active else None
 
 
 def gaps(shifts: Iterable[OnCallShift], starts_at: datetime, ends_at: datetime) -> list[Gap]:

@@ -47,7 +47,8 @@ from engine.facts import ConsentNeed, millis
 from engine.policy import Policy
 from engine.services import utc_now
 from engine.workflows.urgent import Candidate, decide_targets
-from integrations.db.rosters import on_call_shift_sql
+from integrations.db.reads import unread_sql
+from integrations.db.rosters import delegate_at_sql, on_call_shift_sql
 from integrations.db.uow import audit_insert_sql, audit_json, emit_audit_log
 from integrations.effects.outbox import outbox_row
 
@@ -70,17 +71,16 @@ _TAKEN = text(
     " WHERE message_id = ANY(CAST(:ids AS integer[])) GROUP BY message_id, step"
 )
 
-# Members who have not read the message (a member has read message M iff their last read >= M).
+# Active members who have not read the message (engine.model.has_read).
 _UNREAD = text(
-    """
+    f"""
     SELECT m.id AS message_id, cm.user_id
     FROM messages m JOIN conversation_members cm ON cm.conversation_id = m.conversation_id
     JOIN users u ON u.id = cm.user_id AND u.is_active
-    LEFT JOIN conversation_reads r ON r.conversation_id = m.conversation_id AND r.user_id = cm.user_id
-    WHERE m.id = ANY(CAST(:ids AS integer[])) AND cm.user_id <> m.sender_id
-      AND (r.last_read_message_id IS NULL OR r.last_read_message_id < m.id)
+    WHERE m.id = ANY(CAST(:ids AS integer[]))
+      AND {unread_sql("m.id", "m.sender_id", "m.conversation_id", "cm.user_id")}
     ORDER BY m.id, cm.user_id
-    """
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
 # The care team's on-call member now: the shift covering now that started latest.
@@ -99,15 +99,13 @@ _ADMINS = text(
     " AND organization_id = ANY(CAST(:orgs AS integer[])) ORDER BY id"
 )
 
-# Whom someone away has named to take their urgent messages now (the latest absence that started).
+# Whom someone away has named to take their urgent messages now (engine.rosters.delegate_at).
 _DELEGATES = text(
-    """
-    SELECT DISTINCT ON (a.user_id) a.user_id, a.delegate_id
-    FROM staff_away a JOIN users d ON d.id = a.delegate_id AND d.is_active
-    WHERE a.user_id = ANY(CAST(:ids AS integer[])) AND a.starts_at <= :now
-      AND (a.ends_at IS NULL OR :now < a.ends_at)
-    ORDER BY a.user_id, a.starts_at DESC, a.id DESC
-    """
+    f"""
+    SELECT p.user_id, d.delegate_id
+    FROM unnest(CAST(:ids AS integer[])) AS p(user_id)
+    JOIN LATERAL ({delegate_at_sql("p.user_id", "now")}) d ON true
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
 # What a decision about each (message, person) needs: role, organization, member, on the care team.

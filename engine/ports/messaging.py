@@ -163,7 +163,8 @@ class DeliveryRepository(Protocol):
 class ReadStateRepository(Protocol):
     """Per conversation and member, the last message read (``conversation_reads``).
 
-    A member has read message M iff their mark's ``last_read_message_id >= M.id``; a mark only ever
+    A member has read message M iff their mark's ``last_read_message_id >= M.id``
+    (:func:`engine.model.has_read`, which also counts the sender as having read it); a mark only ever
     moves forward, so an older or repeated mark changes nothing (other readers of the table, such as
     urgent-message escalation, rely on both)."""
 

@@ -24,6 +24,7 @@ from engine.model import (
     ReadMark,
     ReceiptState,
     RecipientDelivery,
+    has_read,
 )
 from engine.ports.units import ConversationReading
 from engine.services import Guard
@@ -117,7 +118,7 @@ def member_receipts(
     out = []
     for user_id in sorted(set(member_ids) - {message.sender_id}):
         mark = reads.get(user_id)
-        if mark is not None and mark.last_read_message_id >= message.id:
+        if mark is not None and has_read(message, user_id, mark):
             out.append(MemberReceipt(user_id, ReceiptState.READ, delivered_at, mark.read_at))
         elif delivered_at is not None:
             out.append(MemberReceipt(user_id, ReceiptState.DELIVERED, delivered_at))

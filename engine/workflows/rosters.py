@@ -27,6 +27,7 @@ from engine.rosters import (
     Gap,
     OnCallShift,
     StaffAway,
+    away_at,
     gaps,
     next_after,
     on_call_at,
@@ -259,8 +260,7 @@ async def set_away(services: Services, actor: Actor, cmd: SetAway) -> StaffAway:
             or delegate.role not in CLINICAL_ROLES
         ):
             raise InvalidInput([FieldError("delegateId", "No such active clinical colleague.", "not_found")])
-        delegate_away = [w for w in await uow.away.of_user(delegate.id, starts_at) if w.holds_at(starts_at)]
-        if delegate_away:
+        if away_at(await uow.away.of_user(delegate.id, starts_at), starts_at) is not None:
             raise InvalidInput(
                 [
                     FieldError(
@@ -305,7 +305,7 @@ async def my_away(services: Services, actor: Actor) -> AwayStatus:
         guard.require("auth.profile", {Fact.SELF}, resource_type="user", resource_id=actor.user_id)
         windows = await uow.away.of_user(actor.user_id, guard.now)
         await uow.commit()
-    current = next((w for w in reversed(windows) if w.holds_at(guard.now)), None)
+    current = away_at(windows, guard.now)
     planned = tuple(w for w in windows if w.starts_at > guard.now)
     return AwayStatus(guard.now, current, planned)
 

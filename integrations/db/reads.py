@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from engine.model import ReadMark
@@ -20,6 +19,34 @@ from integrations.db.tables import ConversationReadRow, MessageDeliveryRow, Mess
 reads_t = table_of(ConversationReadRow)
 messages_t = table_of(MessageRow)
 deliveries_t = table_of(MessageDeliveryRow)
+
+
+def unread_sql(message: str, sender: str, conversation: str, user: str) -> str:
+    """The one SQL spelling of "user ``user`` has not read message ``message``", the negation of
+    :func:`engine.model.has_read`: they did not send it (``sender``) and their mark in the
+    conversation (``conversation``) is behind it or absent. Every argument is an SQL expression;
+    unread counts and the escalation of urgent messages both use it
+    (tests/integration/test_read_sql.py holds it to the Python rule).
+
+    Written as the message id against the mark (0 without one) rather than a join, so that where
+    ``conversation`` does not depend on the message row, counting what is unread is a range of
+    ``ix_messages_conversation_id_id`` from the mark on (README, "Read receipts")."""
+    return f"""
+        ({user} <> {sender} AND {message} > COALESCE(
+            (SELECT r.last_read_message_id FROM conversation_reads r
+             WHERE r.conversation_id = {conversation} AND r.user_id = {user}), 0))
+    """  # noqa: S608 - called with SQL expressions written in code; every value is bound
+
+
+_UNREAD_COUNTS = text(
+    f"""
+    SELECT c.id, (
+        SELECT count(*) FROM messages m
+        WHERE m.conversation_id = c.id AND {unread_sql("m.id", "m.sender_id", "c.id", ":user")}
+    ) AS unread
+    FROM unnest(CAST(:ids AS integer[])) AS c(id)
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
+)
 
 
 def _mark(row: Any) -> ReadMark:
@@ -69,26 +96,10 @@ class SqlReadStateRepository(Repository):
     async def unread_counts(self, user_id: int, conversation_ids: Sequence[int]) -> dict[int, int]:
         if not conversation_ids:
             return {}
-        m, r = messages_t.c, reads_t.c
         # Per conversation of the page, a count of the messages after the member's mark: a range of
         # ix_messages_conversation_id_id (migration 0021), so the cost follows what is unread, not
         # the conversation's history (the plans are in the README, "Read receipts").
-        page = (
-            func.unnest(cast(list(conversation_ids), ARRAY(Integer))).table_valued("id").render_derived("c")
-        )
-        mark = (
-            select(r.last_read_message_id)
-            .where(r.conversation_id == page.c.id, r.user_id == user_id)
-            .correlate(page)  # to the outermost statement's page, two levels up
-            .scalar_subquery()
-        )
-        unread = (
-            select(func.count())
-            .select_from(messages_t)
-            .where(m.conversation_id == page.c.id, m.sender_id != user_id, m.id > func.coalesce(mark, 0))
-            .scalar_subquery()
-        )
-        rows = await self.session.execute(select(page.c.id, unread.label("unread")))
+        rows = await self.session.execute(_UNREAD_COUNTS, {"user": user_id, "ids": list(conversation_ids)})
         return {row.id: int(row.unread) for row in rows if row.unread}
 
     async def last_in_channel_by(self, conversation_id: int, ts_ms: int) -> int | None:

@@ -35,6 +35,32 @@ def on_call_shift_sql(care_team: str, at: str) -> str:
     """  # noqa: S608 - called with SQL expressions written in code; every value is bound
 
 
+def away_at_sql(user: str, at: str) -> str:
+    """The one SQL spelling of :func:`engine.rosters.away_at`: the away window of user ``user`` (an
+    SQL expression) holding at the bind parameter ``at`` (from ``starts_at`` inclusive until
+    ``ends_at`` exclusive, open-ended while null) — the latest-starting one if several do, then the
+    highest id. A subquery giving ``id`` and ``delegate_id``, for a ``LATERAL`` join
+    (tests/integration/test_away_sql.py holds it to the Python rule)."""
+    return f"""
+        SELECT a.id, a.delegate_id FROM staff_away a
+        WHERE a.user_id = {user} AND a.starts_at <= :{at} AND (a.ends_at IS NULL OR :{at} < a.ends_at)
+        ORDER BY a.starts_at DESC, a.id DESC
+        LIMIT 1
+    """  # noqa: S608 - called with SQL expressions written in code; every value is bound
+
+
+def delegate_at_sql(user: str, at: str) -> str:
+    """The one SQL spelling of :func:`engine.rosters.delegate_at`: who takes the urgent messages of
+    user ``user`` (an SQL expression) at the bind parameter ``at`` — the delegate of the window
+    :func:`away_at_sql` finds, if their account is active; no row otherwise (an inactive delegate
+    does not hand the person to an earlier window's). A subquery giving ``delegate_id``, for a
+    ``LATERAL`` join; the escalation scheduler uses it."""
+    return f"""
+        SELECT w.delegate_id FROM ({away_at_sql(user, at)}) w
+        JOIN users d ON d.id = w.delegate_id AND d.is_active
+    """  # noqa: S608 - called with SQL expressions written in code; every value is bound
+
+
 def shift_of(r: Any) -> OnCallShift:
     return OnCallShift(r.id, r.care_team_id, r.user_id, r.starts_at, r.ends_at, r.created_by, r.created_at)
 

@@ -5,7 +5,6 @@ workflow did not write must not make the two disagree) and start together."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -13,12 +12,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from engine.model import RiskLevel, Role
-from engine.ports.identity import NewUser
+from engine.model import RiskLevel
 from engine.ports.patients import NewPatient
 from engine.rosters import on_call_at
 from integrations.db.rosters import on_call_shift_sql
 from integrations.db.uow import SqlUnitOfWork
+from tests.support.worlds import clinic
 
 T0 = datetime(2031, 6, 1, 8, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -38,15 +37,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def test_the_sql_and_the_python_rule_name_the_same_shift_at_every_moment(engine: AsyncEngine) -> None:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with SqlUnitOfWork(sessions) as u:
-        org = await u.organizations.add(f"Clinic {secrets.token_hex(4)}", self_registration=True)
-        people = [
-            await u.users.add(
-                NewUser(
-                    f"oc.{secrets.token_hex(4)}@example.org", "h", "A", "B", Role.CARE_TEAM_MEMBER, org.id
-                )
-            )
-            for _ in WINDOWS
-        ]
+        org, people = await clinic(u, len(WINDOWS))
         patient = await u.patients.add(NewPatient(org.id, "Ann", "Lee", None, RiskLevel.LOW, people[0].id))
         team = await u.care_teams.create(patient.id, "Team", org.id, people[0].id)
         shifts = [

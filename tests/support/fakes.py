@@ -63,6 +63,7 @@ from engine.model import (
     RiskLevel,
     Role,
     User,
+    has_read,
 )
 from engine.policy import Policy, PolicyHolder
 from engine.policy_edits import PolicyFiles
@@ -1618,11 +1619,8 @@ class FakeReadStateRepository(_Repo):
     async def unread_counts(self, user_id: int, conversation_ids: Sequence[int]) -> dict[int, int]:
         out: dict[int, int] = {}
         for m in self.data.messages.values():
-            mark = self.data.reads.get((m.conversation_id, user_id))
-            if (
-                m.conversation_id in conversation_ids
-                and m.sender_id != user_id
-                and m.id > (mark.last_read_message_id if mark else 0)
+            if m.conversation_id in conversation_ids and not has_read(
+                m, user_id, self.data.reads.get((m.conversation_id, user_id))
             ):
                 out[m.conversation_id] = out.get(m.conversation_id, 0) + 1
         return out

@@ -5,12 +5,10 @@ tests/api/test_webhooks.py and test_sms_reply_routing.py cover the same from sig
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
 
 import pytest
 
-from engine.model import Actor, DeliveryState, RiskLevel, Role
-from engine.workflows.conversations import StartConversation, start_conversation
+from engine.model import Actor, DeliveryState
 from engine.workflows.messaging import (
     IGNORED,
     PROCESSED,
@@ -21,28 +19,13 @@ from engine.workflows.messaging import (
     chat_read,
     sms_received,
 )
-from engine.workflows.patients import RegisterPatient, add_care_team_member, register_patient
 from tests.support.fakes import FakeWorld, fake_services
+from tests.support.worlds import ward
 
 
 @pytest.fixture
 def world() -> FakeWorld:
     return fake_services()
-
-
-async def _two_member_channel(world: FakeWorld) -> tuple[Actor, Actor, str]:
-    """Two care-team members in a conversation about their patient; its channel url."""
-    org = world.organization().id
-    nurse, colleague = world.actor(Role.CARE_TEAM_MEMBER, org), world.actor(Role.CARE_TEAM_MEMBER, org)
-    patient = await register_patient(
-        world.services, nurse, RegisterPatient("Ann", "Lee", RiskLevel.LOW, date(1990, 1, 1))
-    )
-    [team] = world.db.care_teams.values()
-    await add_care_team_member(world.services, nurse, team.id, colleague.user_id)
-    conversation = await start_conversation(
-        world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id, colleague.user_id])
-    )
-    return nurse, colleague, conversation.channel_url
 
 
 def _chat_id(world: FakeWorld, actor: Actor) -> str:
@@ -52,7 +35,7 @@ def _chat_id(world: FakeWorld, actor: Actor) -> str:
 async def test_a_message_posted_in_the_chat_app_is_stored_once_and_read_receipts_deliver_it(
     world: FakeWorld,
 ) -> None:
-    nurse, colleague, channel = await _two_member_channel(world)
+    nurse, colleague, _, channel = await ward(world)
     posted = ChatMessagePosted(1, channel, _chat_id(world, nurse), 41, "Seen at 9.", 1_000)
 
     first = await chat_message_posted(world.services, posted)
@@ -73,7 +56,7 @@ async def test_a_message_posted_in_the_chat_app_is_stored_once_and_read_receipts
 
 
 async def test_events_about_an_unknown_channel_are_ignored_and_store_nothing(world: FakeWorld) -> None:
-    nurse, _, _ = await _two_member_channel(world)
+    nurse = (await ward(world)).nurse
 
     posted = await chat_message_posted(
         world.services, ChatMessagePosted(1, "caremsg_unknown", _chat_id(world, nurse), 41, "Hi", 1_000)

@@ -7,13 +7,13 @@ revocation ends them; a consent is swept once; one not yet expired, or revoked, 
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from engine.effects import RemoveMembers
-from engine.model import Actor, Patient, Purpose, RecipientType, RiskLevel, Role
+from engine.model import Actor, Patient, Purpose, RecipientType, Role
 from engine.workflows.consents import (
     EXPIRE,
     RecordConsent,
@@ -23,8 +23,9 @@ from engine.workflows.consents import (
     sweep_expired_consents,
 )
 from engine.workflows.conversations import ExternalMember, StartConversation, start_conversation
-from engine.workflows.patients import RegisterPatient, add_care_team_member, register_patient
+from engine.workflows.patients import add_care_team_member
 from tests.support.fakes import FakeWorld, fake_services
+from tests.support.worlds import officer_and_patient
 
 PHONE = "+15550102031"
 
@@ -32,15 +33,6 @@ PHONE = "+15550102031"
 @pytest.fixture
 def world() -> FakeWorld:
     return fake_services()
-
-
-async def _patient(world: FakeWorld) -> tuple[Actor, Actor, Patient]:
-    org = world.organization().id
-    officer, nurse = world.actor(Role.COMPLIANCE_OFFICER, org), world.actor(Role.CARE_TEAM_MEMBER, org)
-    patient = await register_patient(
-        world.services, nurse, RegisterPatient("Ann", "Lee", RiskLevel.LOW, date(1990, 1, 1))
-    )
-    return officer, nurse, patient
 
 
 def _to(world: FakeWorld, patient: Patient, partner_id: int, **fields: Any) -> RecordConsent:
@@ -67,7 +59,7 @@ async def _conversation_with_outsider(
 
 
 async def test_nothing_is_swept_before_the_expiry(world: FakeWorld) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
     await record_consent(world.services, officer, _to(world, patient, partner))
     conversation_id, outsider = await _conversation_with_outsider(world, nurse, patient, partner)
@@ -84,7 +76,7 @@ async def test_nothing_is_swept_before_the_expiry(world: FakeWorld) -> None:
 async def test_an_expired_consent_takes_the_members_it_covered_out_of_the_channel_once(
     world: FakeWorld,
 ) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
     consent = await record_consent(world.services, officer, _to(world, patient, partner))
     conversation_id, outsider = await _conversation_with_outsider(world, nurse, patient, partner)
@@ -119,7 +111,7 @@ async def test_an_expired_consent_takes_the_members_it_covered_out_of_the_channe
 
 
 async def test_a_member_another_consent_still_covers_stays(world: FakeWorld) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
     await record_consent(world.services, officer, _to(world, patient, partner))
     await record_consent(
@@ -141,7 +133,7 @@ async def test_a_member_another_consent_still_covers_stays(world: FakeWorld) -> 
 async def test_an_external_participant_admitted_under_an_expired_consent_stops_receiving_sms(
     world: FakeWorld,
 ) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     consent = await record_consent(
         world.services,
         officer,
@@ -174,7 +166,7 @@ async def test_an_external_participant_admitted_under_an_expired_consent_stops_r
 
 
 async def test_a_revoked_consent_is_not_swept_again_when_it_would_have_expired(world: FakeWorld) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
     consent = await record_consent(world.services, officer, _to(world, patient, partner))
     await _conversation_with_outsider(world, nurse, patient, partner)
@@ -186,7 +178,7 @@ async def test_a_revoked_consent_is_not_swept_again_when_it_would_have_expired(w
 
 
 async def test_the_sweep_takes_a_batch_at_a_time_oldest_expiry_first(world: FakeWorld) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     partners = [world.organization().id for _ in range(3)]
     consents = [
         await record_consent(
@@ -207,7 +199,7 @@ async def test_the_sweep_takes_a_batch_at_a_time_oldest_expiry_first(world: Fake
 async def test_a_consent_recorded_after_it_had_expired_let_nobody_in_and_removes_nobody(
     world: FakeWorld,
 ) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
     conversation = await start_conversation(
         world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id])

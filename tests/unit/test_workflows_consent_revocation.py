@@ -6,20 +6,15 @@ removed or carried by another consent naming them, each effect audited; a refusa
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
-from typing import Any
 
 import pytest
 
 from engine.effects import RemoveMembers
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
 from engine.model import (
-    Actor,
     ConsentScope,
-    Patient,
     Purpose,
     RecipientType,
-    RiskLevel,
     Role,
 )
 from engine.workflows.consents import (
@@ -30,12 +25,8 @@ from engine.workflows.consents import (
 )
 from engine.workflows.conversations import ExternalMember, StartConversation, start_conversation
 from engine.workflows.organizations import CreateComplianceGroup, create_compliance_group
-from engine.workflows.patients import (
-    RegisterPatient,
-    add_care_team_member,
-    register_patient,
-)
 from tests.support.fakes import FakeWorld, fake_services
+from tests.support.worlds import consent_to, officer_and_patient, outsider_on_the_team
 
 PHONE = "+15550102030"
 
@@ -45,35 +36,13 @@ def world() -> FakeWorld:
     return fake_services()
 
 
-async def _patient(world: FakeWorld) -> tuple[Actor, Actor, Patient]:
-    """A compliance officer and a nurse of one organization, and the nurse's patient."""
-    org = world.organization().id
-    officer, nurse = world.actor(Role.COMPLIANCE_OFFICER, org), world.actor(Role.CARE_TEAM_MEMBER, org)
-    patient = await register_patient(
-        world.services, nurse, RegisterPatient("Ann", "Lee", RiskLevel.LOW, date(1990, 1, 1))
-    )
-    return officer, nurse, patient
-
-
-def _to(patient: Patient, partner_id: int, **fields: Any) -> RecordConsent:
-    cmd = RecordConsent(patient.id, RecipientType.ORGANIZATION, Purpose.TREATMENT, organization_id=partner_id)
-    return dataclasses.replace(cmd, **fields)
-
-
-async def _outsider_on_the_team(world: FakeWorld, nurse: Actor, patient: Patient, partner_id: int) -> Actor:
-    outsider = world.actor(Role.CARE_TEAM_MEMBER, partner_id)
-    [team] = world.db.care_teams.values()
-    await add_care_team_member(world.services, nurse, team.id, outsider.user_id)
-    return outsider
-
-
 async def test_revoking_removes_the_members_it_covered_and_queues_their_removal_from_the_channel(
     world: FakeWorld,
 ) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
-    consent = await record_consent(world.services, officer, _to(patient, partner))
-    outsider = await _outsider_on_the_team(world, nurse, patient, partner)
+    consent = await record_consent(world.services, officer, consent_to(patient, partner))
+    outsider = await outsider_on_the_team(world, nurse, patient, partner)
     conversation = await start_conversation(
         world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id, outsider.user_id])
     )
@@ -110,11 +79,13 @@ async def test_revoking_removes_the_members_it_covered_and_queues_their_removal_
 
 
 async def test_a_member_still_covered_by_another_consent_stays(world: FakeWorld) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
-    consent = await record_consent(world.services, officer, _to(patient, partner))
-    await record_consent(world.services, officer, _to(patient, partner, purpose=Purpose.CARE_COORDINATION))
-    outsider = await _outsider_on_the_team(world, nurse, patient, partner)
+    consent = await record_consent(world.services, officer, consent_to(patient, partner))
+    await record_consent(
+        world.services, officer, consent_to(patient, partner, purpose=Purpose.CARE_COORDINATION)
+    )
+    outsider = await outsider_on_the_team(world, nurse, patient, partner)
     conversation = await start_conversation(
         world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id, outsider.user_id])
     )
@@ -131,7 +102,7 @@ async def test_a_member_still_covered_by_another_consent_stays(world: FakeWorld)
 async def test_an_external_participant_is_removed_unless_another_consent_names_their_number(
     world: FakeWorld,
 ) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     external = RecordConsent(
         patient.id,
         RecipientType.EXTERNAL,
@@ -173,9 +144,9 @@ async def test_an_external_participant_is_removed_unless_another_consent_names_t
 
 
 async def test_a_refused_revocation_changes_nothing(world: FakeWorld) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     partner = world.organization().id
-    consent = await record_consent(world.services, officer, _to(patient, partner))
+    consent = await record_consent(world.services, officer, consent_to(patient, partner))
     stranger = world.actor(Role.COMPLIANCE_OFFICER, world.organization().id)
     admin = world.actor(Role.ADMIN, officer.organization_id)
     changes = list(world.db.consent_changes)
@@ -204,8 +175,8 @@ async def test_a_refused_revocation_changes_nothing(world: FakeWorld) -> None:
 
 
 async def test_a_consent_is_revoked_only_once(world: FakeWorld) -> None:
-    officer, _, patient = await _patient(world)
-    consent = await record_consent(world.services, officer, _to(patient, world.organization().id))
+    officer, _, patient = await officer_and_patient(world)
+    consent = await record_consent(world.services, officer, consent_to(patient, world.organization().id))
     first = await revoke_consent(world.services, officer, RevokeConsent(consent.id, "Patient asked."))
     world.clock.advance(minutes=1)
 
@@ -217,7 +188,7 @@ async def test_a_consent_is_revoked_only_once(world: FakeWorld) -> None:
 
 
 async def test_revoking_a_group_consent_removes_the_member_organizations_staff(world: FakeWorld) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
     group = await create_compliance_group(
         world.services, officer, CreateComplianceGroup("Network", None, [partner])
@@ -229,7 +200,7 @@ async def test_revoking_a_group_consent_removes_the_member_organizations_staff(w
             patient.id, RecipientType.COMPLIANCE_GROUP, Purpose.TREATMENT, compliance_group_id=group.id
         ),
     )
-    outsider = await _outsider_on_the_team(world, nurse, patient, partner)
+    outsider = await outsider_on_the_team(world, nurse, patient, partner)
     conversation = await start_conversation(
         world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id, outsider.user_id])
     )
@@ -245,12 +216,14 @@ async def test_revoking_a_group_consent_removes_the_member_organizations_staff(w
 async def test_a_remaining_consent_that_does_not_cover_messaging_does_not_keep_a_member(
     world: FakeWorld,
 ) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
-    consent = await record_consent(world.services, officer, _to(patient, partner))
-    await record_consent(world.services, officer, _to(patient, partner, purpose=Purpose.PAYMENT))
-    await record_consent(world.services, officer, _to(patient, partner, scope=frozenset({ConsentScope.READ})))
-    outsider = await _outsider_on_the_team(world, nurse, patient, partner)
+    consent = await record_consent(world.services, officer, consent_to(patient, partner))
+    await record_consent(world.services, officer, consent_to(patient, partner, purpose=Purpose.PAYMENT))
+    await record_consent(
+        world.services, officer, consent_to(patient, partner, scope=frozenset({ConsentScope.READ}))
+    )
+    outsider = await outsider_on_the_team(world, nurse, patient, partner)
     conversation = await start_conversation(
         world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id, outsider.user_id])
     )

@@ -5,20 +5,16 @@ test_workflows_consent_revocation.py; tests/api/test_consents.py covers the same
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, timedelta
-from typing import Any
+from datetime import timedelta
 
 import pytest
 
 from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.model import (
-    Actor,
     ConsentScope,
     Part2Elements,
-    Patient,
     Purpose,
     RecipientType,
-    RiskLevel,
     Role,
 )
 from engine.workflows.consents import (
@@ -35,14 +31,12 @@ from engine.workflows.organizations import (
     share_compliance_group,
 )
 from engine.workflows.patients import (
-    RegisterPatient,
     UpdatePatient,
-    add_care_team_member,
     get_patient,
-    register_patient,
     update_patient,
 )
 from tests.support.fakes import START, FakeWorld, fake_services
+from tests.support.worlds import consent_to, officer_and_patient, outsider_on_the_team
 
 
 @pytest.fixture
@@ -50,33 +44,11 @@ def world() -> FakeWorld:
     return fake_services()
 
 
-async def _patient(world: FakeWorld) -> tuple[Actor, Actor, Patient]:
-    """A compliance officer and a nurse of one organization, and the nurse's patient."""
-    org = world.organization().id
-    officer, nurse = world.actor(Role.COMPLIANCE_OFFICER, org), world.actor(Role.CARE_TEAM_MEMBER, org)
-    patient = await register_patient(
-        world.services, nurse, RegisterPatient("Ann", "Lee", RiskLevel.LOW, date(1990, 1, 1))
-    )
-    return officer, nurse, patient
-
-
-def _to(patient: Patient, partner_id: int, **fields: Any) -> RecordConsent:
-    cmd = RecordConsent(patient.id, RecipientType.ORGANIZATION, Purpose.TREATMENT, organization_id=partner_id)
-    return dataclasses.replace(cmd, **fields)
-
-
-async def _outsider_on_the_team(world: FakeWorld, nurse: Actor, patient: Patient, partner_id: int) -> Actor:
-    outsider = world.actor(Role.CARE_TEAM_MEMBER, partner_id)
-    [team] = world.db.care_teams.values()
-    await add_care_team_member(world.services, nurse, team.id, outsider.user_id)
-    return outsider
-
-
 async def test_an_officer_records_a_consent_and_the_partner_is_covered_at_once(world: FakeWorld) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     partner = world.organization()
 
-    consent = await record_consent(world.services, officer, _to(patient, partner.id))
+    consent = await record_consent(world.services, officer, consent_to(patient, partner.id))
 
     assert world.db.consents == {consent.id: consent}
     assert (consent.recorded_by, consent.effective_at, consent.scope) == (
@@ -96,11 +68,11 @@ async def test_an_officer_records_a_consent_and_the_partner_is_covered_at_once(w
 async def test_only_compliance_officers_record_consents_and_the_refusal_keeps_the_facts(
     world: FakeWorld, role: Role
 ) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     actor = world.actor(role, officer.organization_id)
 
     with pytest.raises(Forbidden) as raised:
-        await record_consent(world.services, actor, _to(patient, world.organization().id))
+        await record_consent(world.services, actor, consent_to(patient, world.organization().id))
 
     assert raised.value.decision.reason == "role_not_permitted"
     assert (world.db.consents, world.db.consent_changes) == ({}, [])
@@ -112,13 +84,13 @@ async def test_only_compliance_officers_record_consents_and_the_refusal_keeps_th
 async def test_another_organizations_officer_is_answered_as_if_the_patient_did_not_exist(
     world: FakeWorld,
 ) -> None:
-    _, _, patient = await _patient(world)
+    _, _, patient = await officer_and_patient(world)
     stranger = world.actor(Role.COMPLIANCE_OFFICER, world.organization().id)
 
     with pytest.raises(NotFound) as raised:
-        await record_consent(world.services, stranger, _to(patient, stranger.organization_id))
+        await record_consent(world.services, stranger, consent_to(patient, stranger.organization_id))
     with pytest.raises(NotFound) as missing:
-        await record_consent(world.services, stranger, _to(dataclasses.replace(patient, id=424242), 1))
+        await record_consent(world.services, stranger, consent_to(dataclasses.replace(patient, id=424242), 1))
 
     assert str(raised.value) == str(missing.value)
     assert world.db.consents == {}
@@ -144,10 +116,10 @@ async def test_another_organizations_officer_is_answered_as_if_the_patient_did_n
 async def test_a_consent_that_cannot_hold_is_refused_by_field_and_not_stored(
     world: FakeWorld, fields: dict[str, object], field: str
 ) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
 
     with pytest.raises(InvalidInput) as raised:
-        await record_consent(world.services, officer, _to(patient, world.organization().id, **fields))
+        await record_consent(world.services, officer, consent_to(patient, world.organization().id, **fields))
 
     assert [e.field for e in raised.value.errors] == [field]
     assert (world.db.consents, world.db.consent_changes) == ({}, [])
@@ -156,7 +128,7 @@ async def test_a_consent_that_cannot_hold_is_refused_by_field_and_not_stored(
 async def test_a_consent_may_name_the_organizations_own_group_or_one_shared_with_it(
     world: FakeWorld,
 ) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     partner = world.organization()
     own = await create_compliance_group(
         world.services, officer, CreateComplianceGroup("Own", None, [partner.id])
@@ -191,7 +163,7 @@ async def test_a_consent_may_name_the_organizations_own_group_or_one_shared_with
 
 
 async def test_a_group_neither_owned_nor_shared_is_answered_as_no_such_group(world: FakeWorld) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     other = world.organization()
     theirs = await create_compliance_group(
         world.services,
@@ -217,10 +189,10 @@ async def test_a_group_neither_owned_nor_shared_is_answered_as_no_such_group(wor
 
 
 async def test_only_a_consent_with_write_scope_lets_an_outsider_change_the_record(world: FakeWorld) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
-    reading = await record_consent(world.services, officer, _to(patient, partner))
-    outsider = await _outsider_on_the_team(world, nurse, patient, partner)
+    reading = await record_consent(world.services, officer, consent_to(patient, partner))
+    outsider = await outsider_on_the_team(world, nurse, patient, partner)
     change = UpdatePatient(patient.id, {"last_name": "Li"})
 
     with pytest.raises(Forbidden) as raised:
@@ -231,7 +203,7 @@ async def test_only_a_consent_with_write_scope_lets_an_outsider_change_the_recor
     writing = await record_consent(
         world.services,
         officer,
-        _to(patient, partner, scope=frozenset({ConsentScope.READ, ConsentScope.WRITE})),
+        consent_to(patient, partner, scope=frozenset({ConsentScope.READ, ConsentScope.WRITE})),
     )
     updated = await update_patient(world.services, outsider, change)
 
@@ -243,11 +215,11 @@ async def test_only_a_consent_with_write_scope_lets_an_outsider_change_the_recor
 
 
 async def test_a_consent_for_payment_does_not_let_an_outsider_read_for_treatment(world: FakeWorld) -> None:
-    officer, nurse, patient = await _patient(world)
+    officer, nurse, patient = await officer_and_patient(world)
     partner = world.organization().id
-    for_care = await record_consent(world.services, officer, _to(patient, partner))
-    outsider = await _outsider_on_the_team(world, nurse, patient, partner)
-    await record_consent(world.services, officer, _to(patient, partner, purpose=Purpose.PAYMENT))
+    for_care = await record_consent(world.services, officer, consent_to(patient, partner))
+    outsider = await outsider_on_the_team(world, nurse, patient, partner)
+    await record_consent(world.services, officer, consent_to(patient, partner, purpose=Purpose.PAYMENT))
 
     await get_patient(world.services, outsider, patient.id)
     await revoke_consent(world.services, officer, RevokeConsent(for_care.id, "Patient asked."))
@@ -260,10 +232,10 @@ async def test_a_consent_for_payment_does_not_let_an_outsider_read_for_treatment
 
 
 async def test_the_care_team_and_the_officer_list_the_patients_consents(world: FakeWorld) -> None:
-    officer, nurse, patient = await _patient(world)
-    first = await record_consent(world.services, officer, _to(patient, world.organization().id))
+    officer, nurse, patient = await officer_and_patient(world)
+    first = await record_consent(world.services, officer, consent_to(patient, world.organization().id))
     world.clock.advance(minutes=1)
-    second = await record_consent(world.services, officer, _to(patient, world.organization().id))
+    second = await record_consent(world.services, officer, consent_to(patient, world.organization().id))
 
     assert await list_consents(world.services, officer, patient.id) == [first, second]
     assert await list_consents(world.services, nurse, patient.id) == [first, second]
@@ -273,8 +245,8 @@ async def test_the_care_team_and_the_officer_list_the_patients_consents(world: F
 async def test_staff_off_the_care_team_may_not_list_consents_and_strangers_learn_nothing(
     world: FakeWorld,
 ) -> None:
-    officer, _, patient = await _patient(world)
-    await record_consent(world.services, officer, _to(patient, world.organization().id))
+    officer, _, patient = await officer_and_patient(world)
+    await record_consent(world.services, officer, consent_to(patient, world.organization().id))
     colleague = world.actor(Role.PEER_SUPPORT, officer.organization_id)
     stranger = world.actor(Role.COMPLIANCE_OFFICER, world.organization().id)
     auditor = world.actor(Role.AUDITOR, officer.organization_id)
@@ -296,10 +268,10 @@ async def test_staff_off_the_care_team_may_not_list_consents_and_strangers_learn
 
 
 async def test_a_consent_with_an_expiry_stops_covering_when_it_expires(world: FakeWorld) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     partner = world.organization().id
     consent = await record_consent(
-        world.services, officer, _to(patient, partner, expires_at=world.clock() + timedelta(days=1))
+        world.services, officer, consent_to(patient, partner, expires_at=world.clock() + timedelta(days=1))
     )
 
     assert consent.expires_at == world.clock() + timedelta(days=1)
@@ -319,7 +291,7 @@ PART2 = Part2Elements(
 
 
 async def test_a_part2_consent_keeps_its_elements_and_its_decision_says_part2(world: FakeWorld) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     partner = world.organization().id
     cmd = RecordConsent(
         patient.id,
@@ -349,7 +321,7 @@ async def test_a_part2_consent_keeps_its_elements_and_its_decision_says_part2(wo
 async def test_a_part2_consent_lacking_an_element_is_refused_and_not_stored(
     world: FakeWorld, elements: Part2Elements, expires: bool, field: str
 ) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     cmd = RecordConsent(
         patient.id,
         RecipientType.ORGANIZATION,
@@ -367,7 +339,7 @@ async def test_a_part2_consent_lacking_an_element_is_refused_and_not_stored(
 
 
 async def test_an_expiry_event_stands_in_for_an_expiry_date(world: FakeWorld) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     elements = dataclasses.replace(PART2, expiry_event="End of treatment")
     cmd = RecordConsent(
         patient.id,
@@ -383,7 +355,7 @@ async def test_an_expiry_event_stands_in_for_an_expiry_date(world: FakeWorld) ->
 
 
 async def test_a_part2_patients_consent_must_be_a_part2_consent(world: FakeWorld) -> None:
-    officer, _, patient = await _patient(world)
+    officer, _, patient = await officer_and_patient(world)
     world.db.patients[patient.id] = dataclasses.replace(patient, part2=True)
     partner = world.organization().id
     plain = RecordConsent(patient.id, RecipientType.ORGANIZATION, Purpose.TREATMENT, organization_id=partner)

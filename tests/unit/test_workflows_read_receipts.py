@@ -5,12 +5,12 @@ count. tests/api/test_read_receipts.py covers the same over HTTP and through the
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import pytest
 
 from engine.errors import Forbidden, InvalidInput, NotFound
-from engine.model import Actor, DeliveryState, ReceiptState, RiskLevel, Role
+from engine.model import DeliveryState, ReceiptState, Role
 from engine.sms import CHANNEL_RECIPIENT
 from engine.workflows.conversations import (
     StartConversation,
@@ -20,29 +20,14 @@ from engine.workflows.conversations import (
     start_conversation,
 )
 from engine.workflows.messaging import PROCESSED, ChatRead, chat_read, get_message
-from engine.workflows.patients import RegisterPatient, add_care_team_member, register_patient
 from engine.workflows.read_receipts import mark_read
 from tests.support.fakes import FakeDeliveryRow, FakeWorld, fake_services
+from tests.support.worlds import ward
 
 
 @pytest.fixture
 def world() -> FakeWorld:
     return fake_services()
-
-
-async def _ward(world: FakeWorld) -> tuple[Actor, Actor, int]:
-    """Two care-team members in a conversation about their patient."""
-    org = world.organization().id
-    nurse, colleague = world.actor(Role.CARE_TEAM_MEMBER, org), world.actor(Role.CARE_TEAM_MEMBER, org)
-    patient = await register_patient(
-        world.services, nurse, RegisterPatient("Ann", "Lee", RiskLevel.LOW, date(1990, 1, 1))
-    )
-    [team] = world.db.care_teams.values()
-    await add_care_team_member(world.services, nurse, team.id, colleague.user_id)
-    conversation = await start_conversation(
-        world.services, nurse, StartConversation(patient.id, "Ward", [nurse.user_id, colleague.user_id])
-    )
-    return nurse, colleague, conversation.id
 
 
 def _in_channel(world: FakeWorld, message_id: int, ts_ms: int) -> None:
@@ -54,7 +39,7 @@ def _in_channel(world: FakeWorld, message_id: int, ts_ms: int) -> None:
 
 
 async def test_a_member_marks_read_and_the_message_shows_read_for_them_only(world: FakeWorld) -> None:
-    nurse, colleague, conversation_id = await _ward(world)
+    nurse, colleague, conversation_id, _ = await ward(world)
     first = await send_message(world.services, nurse, conversation_id, "Seen at 9.")
     second = await send_message(world.services, nurse, conversation_id, "BP stable.")
     _in_channel(world, first.id, 1_000)
@@ -95,7 +80,7 @@ async def test_a_member_marks_read_and_the_message_shows_read_for_them_only(worl
 
 
 async def test_a_mark_only_moves_forward_and_repeating_it_changes_nothing(world: FakeWorld) -> None:
-    nurse, colleague, conversation_id = await _ward(world)
+    nurse, colleague, conversation_id, _ = await ward(world)
     first = await send_message(world.services, nurse, conversation_id, "One.")
     second = await send_message(world.services, nurse, conversation_id, "Two.")
     forward = await mark_read(world.services, colleague, conversation_id, second.id)
@@ -115,7 +100,7 @@ async def test_a_mark_only_moves_forward_and_repeating_it_changes_nothing(world:
 
 
 async def test_a_message_of_another_of_ones_conversations_is_refused(world: FakeWorld) -> None:
-    nurse, colleague, conversation_id = await _ward(world)
+    nurse, colleague, conversation_id, _ = await ward(world)
     second = await start_conversation(
         world.services,
         nurse,
@@ -141,7 +126,7 @@ async def test_a_message_of_another_of_ones_conversations_is_refused(world: Fake
 async def test_a_non_member_is_refused_and_another_organization_is_told_nothing_exists(
     world: FakeWorld,
 ) -> None:
-    nurse, _, conversation_id = await _ward(world)
+    nurse, _, conversation_id, _ = await ward(world)
     message = await send_message(world.services, nurse, conversation_id, "Private.")
     colleague_not_member = world.actor(Role.CARE_TEAM_MEMBER, world.db.users[nurse.user_id].organization_id)
     stranger = world.actor(Role.CARE_TEAM_MEMBER, world.organization().id)
@@ -166,7 +151,7 @@ async def test_a_non_member_is_refused_and_another_organization_is_told_nothing_
 async def test_a_chat_receipt_marks_read_up_to_the_last_message_in_the_channel_by_then(
     world: FakeWorld,
 ) -> None:
-    nurse, colleague, conversation_id = await _ward(world)
+    nurse, colleague, conversation_id, _ = await ward(world)
     first = await send_message(world.services, nurse, conversation_id, "One.")
     second = await send_message(world.services, nurse, conversation_id, "Two.")
     third = await send_message(world.services, nurse, conversation_id, "Three.")
@@ -201,7 +186,7 @@ async def test_a_chat_receipt_marks_read_up_to_the_last_message_in_the_channel_b
 async def test_a_chat_receipt_of_a_member_the_policy_no_longer_allows_is_not_recorded(
     world: FakeWorld,
 ) -> None:
-    nurse, _, conversation_id = await _ward(world)
+    nurse, _, conversation_id, _ = await ward(world)
     message = await send_message(world.services, nurse, conversation_id, "One.")
     _in_channel(world, message.id, 1_000)
     partner = world.actor(Role.CARE_TEAM_MEMBER, world.organization().id)
@@ -218,7 +203,7 @@ async def test_a_chat_receipt_of_a_member_the_policy_no_longer_allows_is_not_rec
 
 
 async def test_unread_counts_of_the_list_are_the_callers_own(world: FakeWorld) -> None:
-    nurse, colleague, conversation_id = await _ward(world)
+    nurse, colleague, conversation_id, _ = await ward(world)
     for text in ("One.", "Two.", "Three."):
         last = await send_message(world.services, nurse, conversation_id, text)
     await send_message(world.services, colleague, conversation_id, "Mine.")
