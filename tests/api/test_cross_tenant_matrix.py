@@ -77,8 +77,8 @@ FILTER = "filter"
 
 @dataclass(frozen=True)
 class Probe:
-    kind: str  # patient, bg_patient, conversation, message, care_team, consent, group, user, organization,
-    # break_glass (a session), policy_proposal, legal_hold
+    kind: str  # patient, bg_patient, conversation, message, recalled_message, attached_message, attachment,
+    # care_team, consent, group, user, organization, break_glass (a session), policy_proposal, legal_hold
     build: Build
     mode: str = CONCEALED
 
@@ -291,8 +291,10 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
             lambda own, i: _p("GET", f"/api/messages/{own.ids['attached_message']}/attachments/{i}"),
         ),
     },
+    # The legal record: of a message recalled when the tenant was built (an unrecalled one answers 404
+    # to its own compliance officer too, so it would prove nothing).
     ("GET", "/api/messages/{id}/legal-record"): {
-        "id": Probe("message", lambda own, i: _p("GET", f"/api/messages/{i}/legal-record")),
+        "id": Probe("recalled_message", lambda own, i: _p("GET", f"/api/messages/{i}/legal-record")),
     },
     # Legal holds: on a patient or a conversation of the officer's own organization only.
     ("POST", "/api/legal-holds"): {
@@ -524,6 +526,17 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "POST", f"/api/conversations/{conversation['id']}/attachments", peer, data=_pdf()
     )
     assert status == 202, attached
+    status, recalled = await api.call(
+        "POST",
+        "/api/conversations/send-message",
+        peer,
+        json={"conversationId": conversation["id"], "message": marks["text"]},
+    )
+    assert status == 202, recalled
+    status, body = await api.call(
+        "POST", f"/api/messages/{recalled['id']}/recall", officer, json={"reason": marks["text"]}
+    )
+    assert status == 200, body
     status, group = await api.call(
         "POST", "/api/compliance-groups", officer, json={"name": marks["group"], "organizationIds": [neutral]}
     )
@@ -561,6 +574,7 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
         "conversation": conversation["id"],
         "message": message["id"],
         "attached_message": attached["id"],
+        "recalled_message": recalled["id"],
         "attachment": attached["attachments"][0]["id"],
         "group": group["id"],
         "consent": consent["id"],
