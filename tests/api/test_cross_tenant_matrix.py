@@ -676,3 +676,30 @@ async def test_an_unrelated_record_answers_like_a_nonexistent_one_and_own_record
         assert own_status != 404, own_body
         if own_status == 403:
             assert own_body["reason"], own_body
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_another_organizations_hold_on_a_conversation_is_lifted_as_a_nonexistent_one(
+    matrix: tuple[Api, dict[str, Tenant]], role: str
+) -> None:
+    """The lift probe above names a hold on a patient; a hold on a conversation finds its patient
+    through the conversation, and must be concealed the same way."""
+    api, tenants = matrix
+    a, b = tenants["a"], tenants["b"]
+    status, hold = await api.call(
+        "POST",
+        "/api/legal-holds",
+        a.people["compliance_officer"],
+        json={"conversationId": a.ids["conversation"], "reason": "Matrix conversation matter"},
+    )
+    assert status == 201, hold
+    lift = {"reason": "done"}
+
+    other = await _answer(api, b.people[role], _p("POST", f"/api/legal-holds/{hold['id']}/lift", lift))
+    missing = await _answer(api, b.people[role], _p("POST", f"/api/legal-holds/{MISSING}/lift", lift))
+
+    assert other == missing
+    assert "Matrix conversation matter" not in json.dumps(other[1])
+    status, listed = await api.call("GET", "/api/legal-holds", b.people["compliance_officer"])
+    assert status == 200, listed
+    assert hold["id"] not in [h["id"] for h in listed["holds"]]
