@@ -116,10 +116,11 @@ async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) ->
         for p, org in enumerate(spec.patients):
             registrar = ids.users[spec.registrar(p)]
             pid = await db.fetchval(
-                "INSERT INTO patients (organization_id, first_name, last_name, risk_level, created_by)"
-                " VALUES ($1, 'Pat', 'Ient', 'high', $2) RETURNING id",
+                "INSERT INTO patients (organization_id, first_name, last_name, risk_level, created_by, part2)"
+                " VALUES ($1, 'Pat', 'Ient', 'high', $2, $3) RETURNING id",
                 ids.orgs[org],
                 registrar,
+                p in spec.part2,
             )
             team = await db.fetchval(
                 "INSERT INTO care_teams (patient_id, name, organization_id, created_by)"
@@ -195,7 +196,7 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
     return {
         "care_teams": [sorted(team) for team in world.care_teams],
         "risk": list(shadow.risk),
-        "consents": [c.revoked for c in world.consents],
+        "consents": [(c.revoked, c.part2) for c in world.consents],
         "conversations": [
             (c.patient, sorted(c.members), [(e.phone, e.removed) for e in c.externals])
             for c in world.conversations
@@ -232,7 +233,7 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         for r in await db.fetch("SELECT id, risk_level FROM patients WHERE id = ANY($1::int[])", ids.patients)
     }
     consents = await db.fetch(
-        "SELECT id, revoked_at IS NOT NULL AS revoked FROM consents WHERE patient_id = ANY($1::int[])"
+        "SELECT id, revoked_at IS NOT NULL AS revoked, part2 FROM consents WHERE patient_id = ANY($1::int[])"
         " ORDER BY id",
         ids.patients,
     )
@@ -356,7 +357,7 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         ),
         "care_teams": teams,
         "risk": [risk[pid] for pid in ids.patients],
-        "consents": [r["revoked"] for r in consents],
+        "consents": [(r["revoked"], r["part2"]) for r in consents],
         "conversations": conversations,
         "messages": messages,
         "reads": reads,
@@ -387,6 +388,16 @@ def _consent_body(action: m.RecordConsent, ids: Ids) -> dict[str, Any]:
         body["effectiveAt"] = (now + timedelta(days=1)).isoformat()
     elif action.expires_in_days is not None:
         body["expiresAt"] = (now + timedelta(days=action.expires_in_days)).isoformat()
+    if action.part2 is not None:
+        body["part2"] = {
+            "discloser": "Riverside Recovery Program",
+            "information": "Diagnosis, medications and treatment dates",
+            "signedBy": "The patient",
+            "signedOn": (now - timedelta(days=1)).date().isoformat(),
+            "revocationRightStated": True,
+        }
+        if action.part2 == "event":
+            body["part2"]["expiryEvent"] = "End of treatment"
     return body
 
 
@@ -617,6 +628,10 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
         found.append(("reason", f"reason {body.get('reason')!r}, model says {v.reason!r}"))
     if out.status == v.status == 403 and v.field is not None and body.get("field") != v.field:
         found.append(("field", f"field {body.get('field')!r}, model says {v.field!r}"))
+    named = [e.get("field") for e in body.get("errors", [])]
+    if out.status == v.status == 422 and v.field is not None and named[:1] != [v.field]:
+        # The service names every field at fault; the model, the first.
+        found.append(("field", f"fields {named}, model says {v.field!r} first"))
     decisions = [e for e in out.audit if e["event"] == "decision"]
     own = [e for e in decisions if e["workflow"] == v.workflow]
     if v.undecided and v.requires is None:
@@ -913,6 +928,8 @@ def describe(spec: WorldSpec, actions: tuple[m.Action, ...] | list[m.Action]) ->
         lines.append(f"  group {g} owned by org{owner}: {sorted(members)}")
     if spec.opted_out:
         lines.append(f"  opted out phones: {sorted(spec.opted_out)}")
+    if spec.part2:
+        lines.append(f"  patients with 42 CFR Part 2 records: {sorted(spec.part2)}")
     for u, p in spec.expired_break_glass:
         lines.append(f"  ended break-glass session: {who(u)} for patient {p}")
     for o, ph in sorted(spec.directory):

@@ -366,6 +366,7 @@ class Consent:
     timing: str  # active | expired | pending
     expires_in_days: int | None = None  # for an active one: when it will expire (None: never)
     revoked: bool = False
+    part2: bool = False  # it covers 42 CFR Part 2 records (and holds the elements of 2.31)
 
     @property
     def active(self) -> bool:
@@ -436,6 +437,8 @@ class World:
     attached: set[int] = field(default_factory=set)
     #: Legal holds, in the order they were placed.
     holds: list[Hold] = field(default_factory=list)
+    #: Patients whose records include 42 CFR Part 2 records: every consent for them must be a Part 2 one.
+    part2: set[int] = field(default_factory=set)
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -496,6 +499,9 @@ class RecordConsent(PatientAction):
     scope: frozenset[str]
     timing: str
     expires_in_days: int | None = None
+    #: A Part 2 consent: with the elements of 42 CFR 2.31 and the event that ends it (``event``), or
+    #: every element but that event (``no_event``: it needs an expiry date then). None: not Part 2.
+    part2: str | None = None
 
 
 @dataclass(frozen=True)
@@ -977,6 +983,14 @@ def verdict(world: World, action: Action) -> Verdict:
         group = world.groups[action.target]
         if group.owner != user.org and user.org not in group.shared_with:
             return replace(base, allowed=False, status=422, field="complianceGroupId", undecided=True)
+    if isinstance(action, RecordConsent):
+        # 42 CFR 2.31(a)(6): a Part 2 consent ends on a date or an event; a Part 2 patient's consents
+        # are all Part 2 ones. (An active consent drawn without expiry has neither date nor event.)
+        dated = action.timing == "expired" or action.expires_in_days is not None
+        if action.part2 == "no_event" and not dated:
+            return replace(base, allowed=False, status=422, field="part2.expiryEvent", undecided=True)
+        if action.part2 is None and patient in world.part2:
+            return replace(base, allowed=False, status=422, field="part2", undecided=True)
     return base
 
 
@@ -1464,6 +1478,7 @@ def apply(world: World, action: Action, v: Verdict) -> None:
                 action.scope,
                 action.timing,
                 action.expires_in_days,
+                part2=action.part2 is not None,
             )
         )
     elif isinstance(action, RevokeConsent):

@@ -37,6 +37,7 @@ class WorldSpec:
     opted_out: frozenset[int]  # phone numbers (by index) that texted STOP
     expired_break_glass: tuple[tuple[int, int], ...]  # (user, patient): sessions that have ended
     directory: frozenset[tuple[int, int]] = frozenset()  # (organization, phone) contact entries
+    part2: frozenset[int] = frozenset()  # patients whose records include 42 CFR Part 2 records
 
     def registrar(self, patient: int) -> int:
         """The care-team member of the patient's organization who registered the patient."""
@@ -56,6 +57,7 @@ class WorldSpec:
             phones=PHONES,
             opted_out=set(self.opted_out),
             directory=set(self.directory),
+            part2=set(self.part2),
         )
 
 
@@ -87,7 +89,8 @@ def world_specs(draw: st.DrawFn) -> WorldSpec:
     directory = draw(
         st.frozensets(st.tuples(st.integers(0, orgs - 1), st.integers(0, PHONES - 1)), max_size=2)
     )
-    return WorldSpec(orgs, patients, care_team, groups, opted_out, expired, directory)
+    part2 = draw(st.frozensets(st.integers(0, len(patients) - 1), max_size=1))
+    return WorldSpec(orgs, patients, care_team, groups, opted_out, expired, directory, part2)
 
 
 @st.composite
@@ -132,6 +135,8 @@ def record_consent(draw: st.DrawFn, spec: WorldSpec) -> m.RecordConsent:
         scope,
         timing := draw(st.sampled_from(["active", "active", "active", "expired", "pending"])),
         draw(st.none() | st.integers(1, 30)) if timing == "active" else None,
+        # Mostly not Part 2; a Part 2 one now and then, with its ending event or without it.
+        draw(st.sampled_from([None, None, None, None, "event", "no_event"])),
     )
 
 

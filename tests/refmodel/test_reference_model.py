@@ -253,6 +253,29 @@ CASES: dict[str, Scenario] = {
             m.MarkRead("conversation.read", ORG0_CLINICIAN, 0, 1),
         ),
     ),
+    "a Part 2 patient's consents are Part 2 ones, each ending on a date or an event": Scenario(
+        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset(), frozenset({0})),
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", READ, "active"
+            ),
+            *(
+                m.RecordConsent(
+                    "consent.create",
+                    ORG0_OFFICER,
+                    0,
+                    "organization",
+                    1,
+                    "treatment",
+                    READ,
+                    "active",
+                    days,
+                    part2,
+                )
+                for days, part2 in ((None, "no_event"), (30, "no_event"), (None, "event"))
+            ),
+        ),
+    ),
     "legal holds are placed, lifted once and listed by their organization's officers": Scenario(
         WorldSpec(2, (0, 1), (), (), frozenset(), ()),
         (
