@@ -3,7 +3,9 @@
 The inputs are the ones an attack from outside found (issue 10, item 5): JSON nested a thousand deep,
 NUL and other control characters in stored strings, non-ASCII digits in path ids, bidirectional and
 zero-width characters in names, numbers that cannot be texted, and a PostgreSQL that refuses new
-connections while it shuts down.
+connections while it shuts down. Issue 13's endpoints (recall, correction, the legal record, legal
+holds, attachments, Part 2 patients and consents) get the same inputs from one table, which also
+checks that the name and text a request carries reach neither a log line nor the answer.
 """
 
 from __future__ import annotations
@@ -699,6 +701,20 @@ HOSTILE: list[Any] = [
         )
         for raw in ("%D9%A1", "99999999999", "0")
     ],
+    # a patient marked as having Part 2 records
+    *[
+        pytest.param(Hostile("peer", method, path, 422, "part2", json=body), id=f"patient part2 {label}")
+        for label, method, path, body in (
+            (
+                "create-string",
+                "POST",
+                lambda r: "/api/patients",
+                {"firstName": MARK_NAME, "lastName": "Smith", "riskLevel": "low", "part2": "true"},
+            ),
+            ("update-null", "PUT", lambda r: f"/api/patients/{r.team.patient_id}", {"part2": None}),
+            ("update-number", "PUT", lambda r: f"/api/patients/{r.team.patient_id}", {"part2": 1}),
+        )
+    ],
     # Part 2 consent elements
     *[
         pytest.param(
@@ -748,6 +764,7 @@ async def test_hostile_input_to_an_issue13_endpoint_is_a_4xx_naming_the_field_an
     before = await db.fetchval(
         "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM legal_holds)"
         " + (SELECT count(*) FROM consents) + (SELECT count(*) FROM message_recalls)"
+        " + (SELECT count(*) FROM patients WHERE part2)"
     )
     headers = dict(who.auth)
     kwargs: dict[str, Any] = {}
@@ -773,6 +790,7 @@ async def test_hostile_input_to_an_issue13_endpoint_is_a_4xx_naming_the_field_an
     after = await db.fetchval(
         "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM legal_holds)"
         " + (SELECT count(*) FROM consents) + (SELECT count(*) FROM message_recalls)"
+        " + (SELECT count(*) FROM patients WHERE part2)"
     )
     assert after == before
     logged = json.dumps(logs, default=str)
