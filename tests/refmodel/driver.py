@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import secrets
 import uuid
@@ -74,6 +75,8 @@ class Ids:
     shifts: dict[tuple[int, int], int] = field(default_factory=dict)
     #: Legal holds, by the order they were placed.
     holds: list[int] = field(default_factory=list)
+    #: The file of each message that carries one, by message.
+    attachments: dict[int, int] = field(default_factory=dict)
 
     def user_index(self, user_id: int) -> int:
         return self.users.index(user_id)
@@ -413,6 +416,9 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
     wf = action.workflow
     if isinstance(action, m.MessageAction):
         mid = MISSING_ID if action.message is None else ids.messages[action.message]
+        if isinstance(action, m.DownloadAttachment):
+            file = MISSING_ID if action.message is None else ids.attachments.get(action.message, MISSING_ID)
+            return "GET", f"/api/messages/{mid}/attachments/{file}", None
         if wf == "message.recall":
             return "POST", f"/api/messages/{mid}/recall", {"reason": "Sent to the wrong conversation"}
         if wf == "message.correct":
@@ -585,7 +591,10 @@ async def perform(
         resp = await client.request(method, path, data=body, headers=headers)
     else:
         resp = await client.request(method, path, json=body, headers=headers)
-    payload = await resp.json(content_type=None) if resp.content_length != 0 else None
+    if resp.status == 200 and resp.content_type == "application/pdf":  # a download: the file itself
+        payload: Any = {"sha256": hashlib.sha256(await resp.read()).hexdigest()}
+    else:
+        payload = await resp.json(content_type=None) if resp.content_length != 0 else None
     rows = await db.fetch(
         "SELECT event, workflow, decision, matched_rule, reason, outcome, purpose, break_glass, details"
         " FROM audit_events"
@@ -736,6 +745,9 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
         want = sorted(records[i] for i in v.visible)
         if shown != want:
             found.append(("listing", f"listed {shown}, model shows {want}"))
+    downloaded = body.get("sha256") if out.status == 200 else None
+    if downloaded is not None and downloaded != hashlib.sha256(ATTACHED_FILE).hexdigest():
+        found.append(("download", "the file downloaded is not the file attached"))
     if v.allowed and v.deliveries and out.status == 202:
         sms = [d for d in body.get("deliveries", []) if d.get("channel") == "sms"]
         got = sorted(d.get("reason") or d.get("state") for d in sms)
@@ -1020,7 +1032,13 @@ async def run_scenario(
                 _fail(spec, done, problems, _answer(out), defect)
             # A known defect: carry on in the world the service now has (what it did, it did).
             tally.known[defect] = tally.known.get(defect, 0) + 1
-        shown_as = f"{action.workflow} (mark)" if isinstance(action, m.MarkRead) else action.workflow
+        shown_as = (
+            f"{action.workflow} (mark)"
+            if isinstance(action, m.MarkRead)
+            else f"{action.workflow} (download)"
+            if isinstance(action, m.DownloadAttachment)
+            else action.workflow
+        )
         counts = tally.by_workflow.setdefault(shown_as, [0, 0])
         counts[0 if 200 <= out.status < 300 else 1] += 1
         account = action.target if isinstance(action, m.AccountAction) else action.actor
@@ -1041,6 +1059,8 @@ async def run_scenario(
                 assert action.conversation is not None
                 shadow.messages[action.conversation] += 1
                 ids.messages.append(int(out.body["id"]))
+                if action.workflow == "message.attach":
+                    ids.attachments[len(ids.messages) - 1] = int(out.body["attachments"][0]["id"])
             elif isinstance(action, m.MessageAction) and action.workflow == "message.correct":
                 shadow.messages[world.messages[-1]] += 1
                 ids.messages.append(int(out.body["id"]))

@@ -601,6 +601,11 @@ class RecallMessage(MessageAction):
 
 
 @dataclass(frozen=True)
+class DownloadAttachment(MessageAction):
+    """Download the file a message carries (decided as ``conversation.read`` on its conversation)."""
+
+
+@dataclass(frozen=True)
 class PlaceHold(Action):
     """A legal hold on a patient (``conversation`` None) or on a conversation."""
 
@@ -921,6 +926,8 @@ def verdict(world: World, action: Action) -> Verdict:
         return Verdict(wf, True, 204, frozenset({SELF}), purpose=stated)
     if isinstance(action, ConversationAction):
         return _conversation_verdict(world, action)
+    if isinstance(action, DownloadAttachment):
+        return _download_verdict(world, action)
     if isinstance(action, MessageAction):
         return _message_verdict(world, action)
     if isinstance(action, (PlaceHold, LiftHold)):
@@ -1227,6 +1234,20 @@ def _message_verdict(world: World, action: MessageAction) -> Verdict:
             return replace(allowed, allowed=False, status=409, undecided=True)  # corrected already
         deliveries, full_text = _deliveries(world, conversation)
         return replace(allowed, status=202, deliveries=deliveries, full_text=full_text)
+    return allowed
+
+
+def _download_verdict(world: World, action: DownloadAttachment) -> Verdict:
+    """A message's file is read as the message is (``conversation.read``); a message without one,
+    and a recalled message's (its file kept for the legal record only), answer 404 once decided."""
+    if action.message is None:
+        return Verdict(action.workflow, False, 404, undecided=True)
+    read = ConversationAction(
+        action.workflow, action.actor, world.messages[action.message], purpose_of_use=action.purpose_of_use
+    )
+    allowed = _conversation_verdict(world, read)
+    if allowed.allowed and (action.message not in world.attached or action.message in world.recalled):
+        return replace(allowed, allowed=False, status=404, undecided=True)
     return allowed
 
 

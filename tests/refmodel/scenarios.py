@@ -253,6 +253,7 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "message.read_recalled",
                 "message.read_recalled",
                 "message.attach",
+                "message.download",
                 "legal_hold",
                 "legal_hold",
             ]
@@ -283,7 +284,13 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         org = actor // len(ROSTER)
         colleague = st.sampled_from([person(org, slot) for slot in (0, 1, 2, 3)])
         return m.SetAway("away.set", actor, draw(colleague | colleague | st.integers(0, users - 1)))
-    if kind in {"message.recall", "message.correct", "message.read_recalled", "legal_hold"}:
+    if kind in {
+        "message.recall",
+        "message.correct",
+        "message.read_recalled",
+        "message.download",
+        "legal_hold",
+    }:
         return draw(after_sending(spec, kind, patient, clinician))
     if kind == "patient.create":
         return m.Action(kind, clinician)
@@ -372,6 +379,9 @@ def after_sending(draw: st.DrawFn, spec: WorldSpec, kind: str, patient: int, cli
     if kind == "message.read_recalled":
         actor = draw(st.sampled_from([OFFICER_OF_IT, OFFICER_OF_IT, draw(anyone)]))
         return m.MessageAction(kind, actor, draw(_reference()))
+    if kind == "message.download":
+        actor = draw(st.sampled_from([SENDER_OF_IT, SENDER_OF_IT, clinician, draw(anyone)]))
+        return m.DownloadAttachment("conversation.read", actor, draw(_reference()))
     actor = draw(st.sampled_from([SENDER_OF_IT, SENDER_OF_IT, OFFICER_OF_IT, clinician, draw(anyone)]))
     if kind == "message.correct":
         return m.MessageAction(kind, actor, draw(_reference()))
@@ -464,7 +474,10 @@ def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
         step = st.integers(0, 11).flatmap(lambda k: sms_reply() if k == 0 else action(spec))
     actions: list[m.Action] = []
     for drawn in draw(st.lists(step, min_size=3, max_size=max_actions)):
-        if isinstance(drawn, m.MessageAction) and draw(st.booleans()):
+        if isinstance(drawn, m.DownloadAttachment) and draw(st.booleans()):
+            # A download mostly follows a file attached just before.
+            actions.append(m.ConversationAction("message.attach", MEMBER_OF_IT, draw(_reference())))
+        elif isinstance(drawn, m.MessageAction) and draw(st.booleans()):
             # Mostly a message sent just before (by a member of a conversation), for it to name.
             actions.append(m.ConversationAction("message.send", MEMBER_OF_IT, draw(_reference())))
         if drawn.workflow == "message.read_recalled" and draw(st.booleans()):
@@ -561,23 +574,31 @@ def _message_of(world: m.World, action: m.MarkRead) -> m.MarkRead:
 
 def _resolve_message(world: m.World, action: M) -> M:
     """A drawn message reference resolved: its sender or its patient's organization's compliance
-    officer when drawn so; for anyone else an even reference prefers a message they sent, an odd one
-    takes any; none when nothing was sent (or it was drawn so)."""
+    officer when drawn so; an even reference prefers a message with a legal record (to read it), one
+    that carries a file (to download it), or else one the actor sent; an odd one takes any; none
+    when nothing was sent (or it was drawn so)."""
     n = len(world.messages)
     if action.message is None or not n:
         actor = person(0, 4) if action.actor == OFFICER_OF_IT else max(action.actor, 0)
         return replace(action, actor=actor, message=None)
     chosen = action.message % n
-    recalled = sorted(world.recalled)
-    if action.workflow == "message.read_recalled" and recalled and action.message % 2 == 0:
-        chosen = recalled[action.message // 2 % len(recalled)]  # mostly a message that has a legal record
+    even = action.message % 2 == 0
+    preferred = (
+        sorted(world.recalled)
+        if action.workflow == "message.read_recalled"
+        else sorted(world.attached)
+        if isinstance(action, m.DownloadAttachment)
+        else []
+    )
+    if preferred and even:
+        chosen = preferred[action.message // 2 % len(preferred)]
     if action.actor == SENDER_OF_IT:
         return replace(action, actor=world.senders[chosen], message=chosen)
     if action.actor == OFFICER_OF_IT:
         patient = world.conversations[world.messages[chosen]].patient
         return replace(action, actor=person(world.patients[patient], 4), message=chosen)
     mine = [i for i, sender in enumerate(world.senders) if sender == action.actor]
-    if mine and action.message % 2 == 0:
+    if mine and even and not preferred:
         return replace(action, message=mine[action.message // 2 % len(mine)])
     return replace(action, message=chosen)
 

@@ -251,6 +251,12 @@ CASES: dict[str, Scenario] = {
             m.ConversationAction("message.attach", ORG1_CLINICIAN, 1),  # no relation: as none
             m.ConversationAction("message.attach", ORG0_OFFICER, 1),  # a role that never sends
             m.MarkRead("conversation.read", ORG0_CLINICIAN, 0, 1),
+            # Downloads: references prefer a message that carries a file (3, the attached one).
+            m.DownloadAttachment("conversation.read", ORG0_REGISTRAR, 0),
+            m.DownloadAttachment("conversation.read", ORG0_REGISTRAR, 1),  # message 1: no file
+            m.DownloadAttachment("conversation.read", ORG1_CLINICIAN, 0),  # no relation: as none
+            m.RecallMessage("message.recall", ORG0_OFFICER, 3),
+            m.DownloadAttachment("conversation.read", ORG0_REGISTRAR, 0),  # recalled: its file too
         ),
     ),
     "a Part 2 patient's consents are Part 2 ones, each ending on a date or an event": Scenario(
