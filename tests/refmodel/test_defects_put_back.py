@@ -1,7 +1,8 @@
 """Each decision defect of issue 9 (1, 2, 3, 8, 9, 10, 11, 12), put back into the running service, is
 caught by the reference model and attributed to that defect; so are defects put into issue 13's
-workflows (a member who did not send a message recalls it, the recall window never ends, another
-organization's legal hold is lifted), each on the action it breaks.
+workflows (a member who did not send a message recalls it, the recall window never ends, a file is
+attached under message.send's decision, another organization's legal hold is lifted), each on the
+action it breaks.
 
 For each defect a *mutant* puts it back in-process, by patching the one narrow place its fix lives
 (the fact builder's consent choice, the compliance-group ownership fact, the emergency-session fact,
@@ -28,6 +29,7 @@ from aiohttp.test_utils import TestClient
 import engine.consent_index
 import engine.facts
 import engine.services
+import engine.workflows.attachments
 import engine.workflows.consents
 import engine.workflows.legal_holds
 import engine.workflows.messaging
@@ -211,6 +213,12 @@ def hold_lifted_undecided(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine.workflows.legal_holds, "_require", require)
 
 
+def attach_decided_as_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attaching a file is decided as sending a message, not as the workflow of its own that the
+    policy may rule apart (``message.attach``)."""
+    monkeypatch.setattr(engine.workflows.attachments, "ATTACH", "message.send")
+
+
 #: Each mutant, its scenario (agreeing with the model as shipped), and the disagreement it must cause.
 ISSUE13: dict[str, tuple[Mutant, Scenario, str]] = {
     "recall-by-a-member-who-did-not-send": (
@@ -223,6 +231,11 @@ ISSUE13: dict[str, tuple[Mutant, Scenario, str]] = {
         recall_window_never_ends,
         Scenario(TWO_ORGS, (*ONE_MESSAGE, m.RecallMessage("message.recall", ORG0_REGISTRAR, 0, m.PAST))),
         "status 200, model says 403",
+    ),
+    "attach-decided-as-send": (
+        attach_decided_as_send,
+        Scenario(TWO_ORGS, (*ONE_MESSAGE, m.ConversationAction("message.attach", ORG0_REGISTRAR, 0))),
+        "audit: 0 message.attach decisions, model expects 1",
     ),
     "another-organizations-hold-lifted": (
         hold_lifted_undecided,
