@@ -793,6 +793,7 @@ async def test_hostile_input_to_an_issue13_endpoint_is_a_4xx_naming_the_field_an
         " + (SELECT count(*) FROM patients WHERE part2)"
     )
     assert after == before
+    assert [line["status"] for line in logs if line["event"] == "http.request"] == [hostile.status]
     logged = json.dumps(logs, default=str)
     for mark in ("Zebulon", "Potassium", "Quartermaine"):
         assert mark not in logged
