@@ -7,12 +7,14 @@ import hashlib
 import json
 
 from aiohttp import BodyPartReader, web
+from pydantic import ValidationError
 
 from engine.errors import FieldError, FileTooLarge, InvalidInput, MalformedRequest
 from engine.model import Actor, AttachmentFile
 from engine.workflows import attachments, messaging, recalls
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.keys import settings_key
+from handlers.problems import invalid_input
 from handlers.requests import path_id, services
 from handlers.routing import Endpoint
 from handlers.schemas.attachments import AttachmentUpload
@@ -70,6 +72,12 @@ async def _read_upload(request: web.Request, max_bytes: int) -> tuple[str, bytes
             raise InvalidInput([FieldError(part.name or "body", "Unknown part.", "extra_forbidden")])
     if not found:
         raise InvalidInput([FieldError("file", "Attach a file (the part named file).", "missing")])
+    try:
+        # The form's schema refuses what every request refuses (NUL and other control characters in
+        # the text: PostgreSQL would refuse the NUL with a 500), naming the part.
+        AttachmentUpload.model_validate({"file": data, "message": text})
+    except ValidationError as exc:
+        raise invalid_input(exc) from None
     return content_type, data, text
 
 

@@ -9,14 +9,14 @@ from pydantic import ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from engine.retention import LegalHold
-from handlers.schemas import Request, Response
+from handlers.schemas import Id, Request, Response
 
 HoldReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
 
 class LegalHoldCreate(Request):
-    patient_id: int | None = Field(None, ge=1, description="Hold every message about this patient.")
-    conversation_id: int | None = Field(None, ge=1, description="Or hold this one conversation's messages.")
+    patient_id: Id | None = Field(None, description="Hold every message about this patient.")
+    conversation_id: Id | None = Field(None, description="Or hold this one conversation's messages.")
     reason: HoldReason = Field(
         description="Why (a matter, a request); kept with the hold, not in the audit trail."
     )

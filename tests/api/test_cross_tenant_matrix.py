@@ -292,6 +292,8 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
             lambda own, i: _p("GET", f"/api/messages/{own.ids['attached_message']}/attachments/{i}"),
         ),
     },
+    # The legal record: of a message recalled when the tenant was built (an unrecalled one answers 404
+    # to its own compliance officer too, so it would prove nothing).
     ("GET", "/api/messages/{id}/legal-record"): {
         "id": Probe("recalled_message", lambda own, i: _p("GET", f"/api/messages/{i}/legal-record")),
     },
@@ -545,7 +547,7 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
     )
     assert status == 202, recalled
     status, body = await api.call(
-        "POST", f"/api/messages/{recalled['id']}/recall", peer, json={"reason": "Matrix: wrong file"}
+        "POST", f"/api/messages/{recalled['id']}/recall", peer, json={"reason": marks["text"]}
     )
     assert status == 200, body
     status, group = await api.call(
@@ -688,3 +690,30 @@ async def test_an_unrelated_record_answers_like_a_nonexistent_one_and_own_record
         assert own_status != 404, own_body
         if own_status == 403:
             assert own_body["reason"], own_body
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_another_organizations_hold_on_a_conversation_is_lifted_as_a_nonexistent_one(
+    matrix: tuple[Api, dict[str, Tenant]], role: str
+) -> None:
+    """The lift probe above names a hold on a patient; a hold on a conversation finds its patient
+    through the conversation, and must be concealed the same way."""
+    api, tenants = matrix
+    a, b = tenants["a"], tenants["b"]
+    status, hold = await api.call(
+        "POST",
+        "/api/legal-holds",
+        a.people["compliance_officer"],
+        json={"conversationId": a.ids["conversation"], "reason": "Matrix conversation matter"},
+    )
+    assert status == 201, hold
+    lift = {"reason": "done"}
+
+    other = await _answer(api, b.people[role], _p("POST", f"/api/legal-holds/{hold['id']}/lift", lift))
+    missing = await _answer(api, b.people[role], _p("POST", f"/api/legal-holds/{MISSING}/lift", lift))
+
+    assert other == missing
+    assert "Matrix conversation matter" not in json.dumps(other[1])
+    status, listed = await api.call("GET", "/api/legal-holds", b.people["compliance_officer"])
+    assert status == 200, listed
+    assert hold["id"] not in [h["id"] for h in listed["holds"]]

@@ -10,9 +10,14 @@ driver checks, against the model:
   refused, the consent it was decided under, and the decision about each member it checked;
 - the state: what the world holds in PostgreSQL (care teams, consents and their revocation,
   conversations with their members and external participants, messages, emergency sessions,
-  risk levels, contact directories, opt-outs, accounts' roles and activity, group shares), read
+  risk levels, contact directories, opt-outs, accounts' roles and activity, group shares, recalled
+  messages (their text in the legal record only), corrections, attachments, legal holds), read
   back and compared with the model's world — so an allowed action did what it says and a refused
   one changed nothing; after an account's sessions end, its earlier token is refused.
+
+Time passes for a message only: before a recall that says so, the message's time is moved back to
+a minute before, or a minute after, the end of the recall window of the policy in force (the app
+decides on its own clock, the real time here); nothing sleeps.
 
 Texts from external numbers go in through the real inbound path: the Twilio emulator signs and
 posts them to ``POST /api/webhooks/twilio``, and the driver waits for the webhook processor, then
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import secrets
 import uuid
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestClient
 
@@ -66,6 +73,10 @@ class Ids:
     messages: list[int] = field(default_factory=list)
     #: On-call shifts, by (patient, day slot).
     shifts: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: Legal holds, by the order they were placed.
+    holds: list[int] = field(default_factory=list)
+    #: The file of each message that carries one, by message.
+    attachments: dict[int, int] = field(default_factory=dict)
 
     def user_index(self, user_id: int) -> int:
         return self.users.index(user_id)
@@ -108,10 +119,11 @@ async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) ->
         for p, org in enumerate(spec.patients):
             registrar = ids.users[spec.registrar(p)]
             pid = await db.fetchval(
-                "INSERT INTO patients (organization_id, first_name, last_name, risk_level, created_by)"
-                " VALUES ($1, 'Pat', 'Ient', 'high', $2) RETURNING id",
+                "INSERT INTO patients (organization_id, first_name, last_name, risk_level, created_by, part2)"
+                " VALUES ($1, 'Pat', 'Ient', 'high', $2, $3) RETURNING id",
                 ids.orgs[org],
                 registrar,
+                p in spec.part2,
             )
             team = await db.fetchval(
                 "INSERT INTO care_teams (patient_id, name, organization_id, created_by)"
@@ -187,7 +199,7 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
     return {
         "care_teams": [sorted(team) for team in world.care_teams],
         "risk": list(shadow.risk),
-        "consents": [c.revoked for c in world.consents],
+        "consents": [(c.revoked, c.part2) for c in world.consents],
         "conversations": [
             (c.patient, sorted(c.members), [(e.phone, e.removed) for e in c.externals])
             for c in world.conversations
@@ -201,6 +213,10 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
         "shares": [sorted(g.shared_with) for g in world.groups],
         "shifts": sorted((p, slot, user) for (p, slot), user in world.shifts.items()),
         "away": sorted(world.away.items()),
+        "recalled": sorted(world.recalled),
+        "corrections": sorted(world.corrections.items()),
+        "attached": sorted(world.attached),
+        "holds": [(h.patient, h.conversation, h.active) for h in world.holds],
     }
 
 
@@ -220,7 +236,7 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         for r in await db.fetch("SELECT id, risk_level FROM patients WHERE id = ANY($1::int[])", ids.patients)
     }
     consents = await db.fetch(
-        "SELECT id, revoked_at IS NOT NULL AS revoked FROM consents WHERE patient_id = ANY($1::int[])"
+        "SELECT id, revoked_at IS NOT NULL AS revoked, part2 FROM consents WHERE patient_id = ANY($1::int[])"
         " ORDER BY id",
         ids.patients,
     )
@@ -298,7 +314,39 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         " WHERE user_id = ANY($1::int[]) AND starts_at <= now() AND (ends_at IS NULL OR ends_at > now())",
         ids.users,
     )
+    # The messages' own state: recalled (the text in the legal record only), corrected by which, a file.
+    own = await db.fetch(
+        "SELECT m.id, m.recalled_at IS NOT NULL AND m.body = ''"
+        " AND EXISTS (SELECT 1 FROM message_recalls r WHERE r.message_id = m.id) AS recalled,"
+        " (SELECT c.id FROM messages c WHERE c.id = m.corrected_by_message_id"
+        " AND c.corrects_message_id = m.id) AS correction,"
+        " EXISTS (SELECT 1 FROM message_attachments a WHERE a.message_id = m.id) AS attached"
+        " FROM messages m WHERE m.id = ANY($1::int[])",
+        ids.messages,
+    )
+    conversation_of = {cid: i for i, cid in enumerate(ids.conversations)}
+    holds = {
+        r["id"]: (
+            patients.get(r["subject"], -1),
+            None if r["conversation_id"] is None else conversation_of.get(r["conversation_id"], -1),
+            r["active"],
+        )
+        for r in await db.fetch(
+            "SELECT id, coalesce(patient_id, (SELECT patient_id FROM conversations c"
+            " WHERE c.id = h.conversation_id)) AS subject, conversation_id, lifted_at IS NULL AS active"
+            " FROM legal_holds h WHERE organization_id = ANY($1::int[])",
+            ids.orgs,
+        )
+    }
     return {
+        "recalled": sorted(message_index[r["id"]] for r in own if r["recalled"]),
+        "corrections": sorted(
+            (message_index[r["id"]], message_index.get(r["correction"], -1))
+            for r in own
+            if r["correction"] is not None
+        ),
+        "attached": sorted(message_index[r["id"]] for r in own if r["attached"]),
+        "holds": [holds[h] for h in ids.holds] + [v for k, v in holds.items() if k not in ids.holds],
         "shifts": sorted(
             (patients[r["patient_id"]], (r["starts_at"] - SHIFT_DAY_ONE).days, users.get(r["user_id"], -1))
             for r in slots
@@ -312,7 +360,7 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         ),
         "care_teams": teams,
         "risk": [risk[pid] for pid in ids.patients],
-        "consents": [r["revoked"] for r in consents],
+        "consents": [(r["revoked"], r["part2"]) for r in consents],
         "conversations": conversations,
         "messages": messages,
         "reads": reads,
@@ -343,6 +391,16 @@ def _consent_body(action: m.RecordConsent, ids: Ids) -> dict[str, Any]:
         body["effectiveAt"] = (now + timedelta(days=1)).isoformat()
     elif action.expires_in_days is not None:
         body["expiresAt"] = (now + timedelta(days=action.expires_in_days)).isoformat()
+    if action.part2 is not None:
+        body["part2"] = {
+            "discloser": "Riverside Recovery Program",
+            "information": "Diagnosis, medications and treatment dates",
+            "signedBy": "The patient",
+            "signedOn": (now - timedelta(days=1)).date().isoformat(),
+            "revocationRightStated": True,
+        }
+        if action.part2 == "event":
+            body["part2"]["expiryEvent"] = "End of treatment"
     return body
 
 
@@ -350,10 +408,39 @@ def _consent_body(action: m.RecordConsent, ids: Ids) -> dict[str, Any]:
 SHIFT_DAY_ONE = datetime(2031, 3, 2, 8, tzinfo=UTC)
 
 
-def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | None]:
+#: The file attached by ``message.attach``: a small PDF (a type of config.toml's allowlist).
+ATTACHED_FILE = b"%PDF-1.7\n1 0 obj <<>> endobj\n%%EOF\n"
+
+
+def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | aiohttp.FormData | None]:
     wf = action.workflow
+    if isinstance(action, m.MessageAction):
+        mid = MISSING_ID if action.message is None else ids.messages[action.message]
+        if isinstance(action, m.DownloadAttachment):
+            file = MISSING_ID if action.message is None else ids.attachments.get(action.message, MISSING_ID)
+            return "GET", f"/api/messages/{mid}/attachments/{file}", None
+        if wf == "message.recall":
+            return "POST", f"/api/messages/{mid}/recall", {"reason": "Sent to the wrong conversation"}
+        if wf == "message.correct":
+            return "POST", f"/api/messages/{mid}/correct", {"message": "Checking in (corrected)"}
+        return "GET", f"/api/messages/{mid}/legal-record", None
+    if isinstance(action, m.PlaceHold):
+        if action.conversation is not None:
+            subject = {"conversationId": ids.conversations[action.conversation]}
+        else:
+            subject = {"patientId": MISSING_ID if action.patient is None else ids.patients[action.patient]}
+        return "POST", "/api/legal-holds", {**subject, "reason": "Litigation hold"}
+    if isinstance(action, m.LiftHold):
+        hid = MISSING_ID if action.hold is None else ids.holds[action.hold]
+        return "POST", f"/api/legal-holds/{hid}/lift", {"reason": "Matter closed"}
+    if wf == "legal_hold.list":
+        return "GET", "/api/legal-holds", None
     if isinstance(action, m.ConversationAction):
         cid = MISSING_ID if action.conversation is None else ids.conversations[action.conversation]
+        if wf == "message.attach":
+            form = aiohttp.FormData()
+            form.add_field("file", ATTACHED_FILE, content_type="application/pdf", filename="results.pdf")
+            return "POST", f"/api/conversations/{cid}/attachments", form
         if isinstance(action, m.MarkRead):
             mid = MISSING_ID if action.message is None else ids.messages[action.message]
             return "POST", f"/api/conversations/{cid}/read", {"messageId": mid}
@@ -500,8 +587,14 @@ async def perform(
     headers = {"Authorization": f"Bearer {ids.tokens[action.actor]}", "X-Request-ID": rid}
     if action.purpose_of_use is not None:
         headers["X-Purpose-Of-Use"] = action.purpose_of_use
-    resp = await client.request(method, path, json=body, headers=headers)
-    payload = await resp.json(content_type=None) if resp.content_length != 0 else None
+    if isinstance(body, aiohttp.FormData):
+        resp = await client.request(method, path, data=body, headers=headers)
+    else:
+        resp = await client.request(method, path, json=body, headers=headers)
+    if resp.status == 200 and resp.content_type == "application/pdf":  # a download: the file itself
+        payload: Any = {"sha256": hashlib.sha256(await resp.read()).hexdigest()}
+    else:
+        payload = await resp.json(content_type=None) if resp.content_length != 0 else None
     rows = await db.fetch(
         "SELECT event, workflow, decision, matched_rule, reason, outcome, purpose, break_glass, details"
         " FROM audit_events"
@@ -544,6 +637,10 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
         found.append(("reason", f"reason {body.get('reason')!r}, model says {v.reason!r}"))
     if out.status == v.status == 403 and v.field is not None and body.get("field") != v.field:
         found.append(("field", f"field {body.get('field')!r}, model says {v.field!r}"))
+    named = [e.get("field") for e in body.get("errors", [])]
+    if out.status == v.status == 422 and v.field is not None and named[:1] != [v.field]:
+        # The service names every field at fault; the model, the first.
+        found.append(("field", f"fields {named}, model says {v.field!r} first"))
     decisions = [e for e in out.audit if e["event"] == "decision"]
     own = [e for e in decisions if e["workflow"] == v.workflow]
     if v.undecided and v.requires is None:
@@ -630,6 +727,11 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
         want = sorted(ids.phones[p] for p in v.visible)
         if shown != want:
             found.append(("listing", f"listed {len(shown)} numbers, model shows {len(want)}"))
+    elif v.visible is not None and out.status == 200 and v.workflow == "legal_hold.list":
+        shown = sorted(item["id"] for item in body.get("holds", []))
+        want = sorted(ids.holds[i] for i in v.visible)
+        if shown != want:
+            found.append(("listing", f"listed holds {shown}, model shows {want}"))
     elif v.visible is not None and out.status == 200:
         records = {
             "patient.list": ids.patients,
@@ -643,6 +745,9 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
         want = sorted(records[i] for i in v.visible)
         if shown != want:
             found.append(("listing", f"listed {shown}, model shows {want}"))
+    downloaded = body.get("sha256") if out.status == 200 else None
+    if downloaded is not None and downloaded != hashlib.sha256(ATTACHED_FILE).hexdigest():
+        found.append(("download", "the file downloaded is not the file attached"))
     if v.allowed and v.deliveries and out.status == 202:
         sms = [d for d in body.get("deliveries", []) if d.get("channel") == "sms"]
         got = sorted(d.get("reason") or d.get("state") for d in sms)
@@ -835,6 +940,8 @@ def describe(spec: WorldSpec, actions: tuple[m.Action, ...] | list[m.Action]) ->
         lines.append(f"  group {g} owned by org{owner}: {sorted(members)}")
     if spec.opted_out:
         lines.append(f"  opted out phones: {sorted(spec.opted_out)}")
+    if spec.part2:
+        lines.append(f"  patients with 42 CFR Part 2 records: {sorted(spec.part2)}")
     for u, p in spec.expired_break_glass:
         lines.append(f"  ended break-glass session: {who(u)} for patient {p}")
     for o, ph in sorted(spec.directory):
@@ -908,6 +1015,13 @@ async def run_scenario(
             m.apply_reply(world, action)
             await _check_state(db, ids, world, shadow, spec, done, answer)
             continue
+        if (
+            isinstance(action, m.RecallMessage)
+            and action.message is not None
+            and action.age > world.ages.get(action.message, m.FRESH)
+        ):
+            await _age_message(db, ids, action)
+        m.let_time_pass(world, action)
         v = m.verdict(world, action)
         out = await perform(client, db, ids, action)
         tally.actions += 1
@@ -918,7 +1032,13 @@ async def run_scenario(
                 _fail(spec, done, problems, _answer(out), defect)
             # A known defect: carry on in the world the service now has (what it did, it did).
             tally.known[defect] = tally.known.get(defect, 0) + 1
-        shown_as = f"{action.workflow} (mark)" if isinstance(action, m.MarkRead) else action.workflow
+        shown_as = (
+            f"{action.workflow} (mark)"
+            if isinstance(action, m.MarkRead)
+            else f"{action.workflow} (download)"
+            if isinstance(action, m.DownloadAttachment)
+            else action.workflow
+        )
         counts = tally.by_workflow.setdefault(shown_as, [0, 0])
         counts[0 if 200 <= out.status < 300 else 1] += 1
         account = action.target if isinstance(action, m.AccountAction) else action.actor
@@ -934,10 +1054,18 @@ async def run_scenario(
             elif isinstance(action, m.ConversationAction) and action.workflow in {
                 "message.send",
                 "message.send_urgent",
+                "message.attach",
             }:
                 assert action.conversation is not None
                 shadow.messages[action.conversation] += 1
                 ids.messages.append(int(out.body["id"]))
+                if action.workflow == "message.attach":
+                    ids.attachments[len(ids.messages) - 1] = int(out.body["attachments"][0]["id"])
+            elif isinstance(action, m.MessageAction) and action.workflow == "message.correct":
+                shadow.messages[world.messages[-1]] += 1
+                ids.messages.append(int(out.body["id"]))
+            elif isinstance(action, m.PlaceHold):
+                ids.holds.append(int(out.body["id"]))
             elif isinstance(action, m.RecordConsent):
                 ids.consents.append(int(out.body["id"]))
             elif isinstance(action, m.RemoveContact):
@@ -977,6 +1105,21 @@ async def run_scenario(
                 probe = action.workflow != "user.reactivate" or not was_active
                 await _sessions_ended(client, ids, world, account, probe, spec, done)
         await _check_state(db, ids, world, shadow, spec, done, _answer(out))
+
+
+async def _age_message(db: asyncpg.Connection, ids: Ids, action: m.RecallMessage) -> None:
+    """Time passes for the message: it was sent a minute before the policy's recall window ends
+    (``INSIDE``) or a minute after (``PAST``), by the app's clock (the real time, in the reference
+    model's app). The message's time is moved back rather than the clock forward: the clock also
+    decides consents, emergency sessions and absences, which the scenario keeps on the real time."""
+    assert action.message is not None
+    spec = ids.services.policy.current.workflows.get("message.recall")
+    minutes = spec.window_minutes + (1 if action.age == m.PAST else -1)
+    await db.execute(
+        "UPDATE messages SET created_at = $2 WHERE id = $1",
+        ids.messages[action.message],
+        ids.services.clock() - timedelta(minutes=minutes),
+    )
 
 
 async def _check_state(

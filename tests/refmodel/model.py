@@ -366,10 +366,24 @@ class Consent:
     timing: str  # active | expired | pending
     expires_in_days: int | None = None  # for an active one: when it will expire (None: never)
     revoked: bool = False
+    part2: bool = False  # it covers 42 CFR Part 2 records (and holds the elements of 2.31)
 
     @property
     def active(self) -> bool:
         return self.timing == "active" and not self.revoked
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A legal hold on a patient's messages, or on one conversation's (``conversation``)."""
+
+    patient: int
+    conversation: int | None = None
+    active: bool = True
+
+
+#: A message's age, once time has passed since it was sent: within the recall window, or past it.
+FRESH, INSIDE, PAST = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -412,6 +426,19 @@ class World:
     shifts: dict[tuple[int, int], int] = field(default_factory=dict)
     #: Staff away now (until ended) -> their delegate.
     away: dict[int, int] = field(default_factory=dict)
+    #: Who sent each message (by the order they were sent, as ``messages``).
+    senders: list[int] = field(default_factory=list)
+    #: How long ago each message was sent, where time has passed since: ``INSIDE`` the recall window
+    #: still (a minute before it ends), or ``PAST`` it. Not listed: just sent.
+    ages: dict[int, int] = field(default_factory=dict)
+    #: Messages recalled; messages corrected -> their correction; messages that carry a file.
+    recalled: set[int] = field(default_factory=set)
+    corrections: dict[int, int] = field(default_factory=dict)
+    attached: set[int] = field(default_factory=set)
+    #: Legal holds, in the order they were placed.
+    holds: list[Hold] = field(default_factory=list)
+    #: Patients whose records include 42 CFR Part 2 records: every consent for them must be a Part 2 one.
+    part2: set[int] = field(default_factory=set)
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -472,6 +499,9 @@ class RecordConsent(PatientAction):
     scope: frozenset[str]
     timing: str
     expires_in_days: int | None = None
+    #: A Part 2 consent: with the elements of 42 CFR 2.31 and the event that ends it (``event``), or
+    #: every element but that event (``no_event``: it needs an expiry date then). None: not Part 2.
+    part2: str | None = None
 
 
 @dataclass(frozen=True)
@@ -552,6 +582,40 @@ class SetAway(Action):
 @dataclass(frozen=True)
 class RevokeConsent(Action):
     consent: int | None  # None: one that does not exist
+
+
+@dataclass(frozen=True)
+class MessageAction(Action):
+    """An action on one message: recall it, read its legal record, correct it."""
+
+    message: int | None  # a message by the order it was sent; None: an id nobody has
+
+
+@dataclass(frozen=True)
+class RecallMessage(MessageAction):
+    """``age``: how long ago the message was sent by the time of the recall (``FRESH``: just now,
+    ``INSIDE``: a minute before the recall window ends, ``PAST``: a minute after); time only moves
+    forward, so a message once older stays so."""
+
+    age: int = FRESH
+
+
+@dataclass(frozen=True)
+class DownloadAttachment(MessageAction):
+    """Download the file a message carries (decided as ``conversation.read`` on its conversation)."""
+
+
+@dataclass(frozen=True)
+class PlaceHold(Action):
+    """A legal hold on a patient (``conversation`` None) or on a conversation."""
+
+    patient: int | None
+    conversation: int | None = None
+
+
+@dataclass(frozen=True)
+class LiftHold(Action):
+    hold: int | None  # a hold by the order it was placed; None: an id nobody has
 
 
 #: The actor of an action nobody of the world takes (a text from outside comes in).
@@ -862,6 +926,16 @@ def verdict(world: World, action: Action) -> Verdict:
         return Verdict(wf, True, 204, frozenset({SELF}), purpose=stated)
     if isinstance(action, ConversationAction):
         return _conversation_verdict(world, action)
+    if isinstance(action, DownloadAttachment):
+        return _download_verdict(world, action)
+    if isinstance(action, MessageAction):
+        return _message_verdict(world, action)
+    if isinstance(action, (PlaceHold, LiftHold)):
+        return _hold_verdict(world, action)
+    if wf == "legal_hold.list":
+        # An officer's organization's holds: those on its patients and their conversations.
+        shown = frozenset(i for i, h in enumerate(world.holds) if world.patients[h.patient] == user.org)
+        return Verdict(wf, True, 200, frozenset(), visible=shown, purpose=stated)
     if isinstance(action, RevokeConsent):
         return _revoke_verdict(world, action)
     if isinstance(action, AddContact):
@@ -916,6 +990,14 @@ def verdict(world: World, action: Action) -> Verdict:
         group = world.groups[action.target]
         if group.owner != user.org and user.org not in group.shared_with:
             return replace(base, allowed=False, status=422, field="complianceGroupId", undecided=True)
+    if isinstance(action, RecordConsent):
+        # 42 CFR 2.31(a)(6): a Part 2 consent ends on a date or an event; a Part 2 patient's consents
+        # are all Part 2 ones. (An active consent drawn without expiry has neither date nor event.)
+        dated = action.timing == "expired" or action.expires_in_days is not None
+        if action.part2 == "no_event" and not dated:
+            return replace(base, allowed=False, status=422, field="part2.expiryEvent", undecided=True)
+        if action.part2 is None and patient in world.part2:
+            return replace(base, allowed=False, status=422, field="part2", undecided=True)
     return base
 
 
@@ -1071,21 +1153,14 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
         return _refusal(world, action, conversation.patient, found, reason)
     deliveries: tuple[tuple[int, str], ...] = ()
     full_text: tuple[int | None, ...] = ()
-    if wf == "message.send":
-        deliveries = tuple(
-            (i, _sms_state(world, conversation.patient, ext))
-            for i, ext in enumerate(conversation.externals)
-            if not ext.removed
-        )
-        full_text = tuple(
-            admitting(world, conversation.patient, ext.phone, ext.claimed_org, TEXTING)
-            for i, ext in enumerate(conversation.externals)
-            if not ext.removed and _sms_state(world, conversation.patient, ext) == "queued"
-        )
+    if wf in SENDING:
+        deliveries, full_text = _deliveries(world, conversation)
+    if wf == "message.attach":
+        full_text = ()  # a file is never texted: sms.send_full_text is not asked, each gets a notification
     allowed = Verdict(
         wf,
         True,
-        202 if wf == "message.send" else 200,
+        202 if wf in SENDING else 200,
         requires,
         consent=found.consent,
         deliveries=deliveries,
@@ -1099,6 +1174,106 @@ def _conversation_verdict(world: World, action: ConversationAction) -> Verdict:
         # Decided and allowed, then the message is none of this conversation's: 422 naming messageId.
         return replace(allowed, allowed=False, status=422)
     return allowed
+
+
+#: Workflows that send a new message into a conversation (202, delivered to its externals by text).
+SENDING = frozenset({"message.send", "message.attach", "message.correct"})
+
+
+def _deliveries(
+    world: World, conversation: Conversation
+) -> tuple[tuple[tuple[int, str], ...], tuple[int | None, ...]]:
+    """A new message's texts: per external participant (by position) ``queued`` or why not, and the
+    consent each text queued is decided ``sms.send_full_text`` under."""
+    deliveries = tuple(
+        (i, _sms_state(world, conversation.patient, ext))
+        for i, ext in enumerate(conversation.externals)
+        if not ext.removed
+    )
+    full_text = tuple(
+        admitting(world, conversation.patient, ext.phone, ext.claimed_org, TEXTING)
+        for ext in conversation.externals
+        if not ext.removed and _sms_state(world, conversation.patient, ext) == "queued"
+    )
+    return deliveries, full_text
+
+
+def _message_verdict(world: World, action: MessageAction) -> Verdict:
+    """Recall, the legal record, correction: decided on the facts between the person and the
+    message's conversation's patient, ``member``, and the message's own: ``sender``, and
+    ``recall_window`` until the window (the policy's, 15 minutes by default) has passed."""
+    wf = action.workflow
+    if action.message is None:
+        return Verdict(wf, False, 404, undecided=True)
+    conversation = world.conversations[world.messages[action.message]]
+    found = facts_about_patient(world, wf, action.actor, conversation.patient, action.purpose_of_use)
+    if action.actor in conversation.members:
+        found.facts.add(MEMBER)
+    declared = WORKFLOWS[wf].facts
+    if SENDER in declared and world.senders[action.message] == action.actor:
+        found.facts.add(SENDER)
+    if RECALL_WINDOW in declared and world.ages.get(action.message, FRESH) < PAST:
+        found.facts.add(RECALL_WINDOW)
+    requires, reason = decide_own(world.users[action.actor].role, wf, found, action.purpose_of_use)
+    if requires is None:
+        return _refusal(world, action, conversation.patient, found, reason)
+    allowed = Verdict(
+        wf,
+        True,
+        200,
+        requires,
+        consent=found.consent,
+        purpose=_purpose(world, action.purpose_of_use, found.consent),
+    )
+    if wf == "message.recall" and action.message in world.recalled:
+        return replace(allowed, allowed=False, status=409, undecided=True)  # recalled already
+    if wf == "message.read_recalled" and action.message not in world.recalled:
+        return replace(allowed, allowed=False, status=404, undecided=True)  # nothing in the legal record
+    if wf == "message.correct":
+        if action.message in world.corrections:
+            return replace(allowed, allowed=False, status=409, undecided=True)  # corrected already
+        deliveries, full_text = _deliveries(world, conversation)
+        return replace(allowed, status=202, deliveries=deliveries, full_text=full_text)
+    return allowed
+
+
+def _download_verdict(world: World, action: DownloadAttachment) -> Verdict:
+    """A message's file is read as the message is (``conversation.read``); a message without one,
+    and a recalled message's (its file kept for the legal record only), answer 404 once decided."""
+    if action.message is None:
+        return Verdict(action.workflow, False, 404, undecided=True)
+    read = ConversationAction(
+        action.workflow, action.actor, world.messages[action.message], purpose_of_use=action.purpose_of_use
+    )
+    allowed = _conversation_verdict(world, read)
+    if allowed.allowed and (action.message not in world.attached or action.message in world.recalled):
+        return replace(allowed, allowed=False, status=404, undecided=True)
+    return allowed
+
+
+def _hold_verdict(world: World, action: PlaceHold | LiftHold) -> Verdict:
+    """A legal hold is decided on the facts between the officer and the patient it concerns (the
+    conversation's, for a hold on one); another organization's answers as none at all."""
+    wf = action.workflow
+    if isinstance(action, LiftHold):
+        hold = None if action.hold is None else world.holds[action.hold]
+        patient = None if hold is None else hold.patient
+    elif action.conversation is not None:
+        hold, patient = None, world.conversations[action.conversation].patient
+    else:
+        hold, patient = None, action.patient
+    if patient is None:
+        return Verdict(wf, False, 404, undecided=True)
+    found = facts_about_patient(world, wf, action.actor, patient, action.purpose_of_use)
+    requires, reason = decide_own(world.users[action.actor].role, wf, found, action.purpose_of_use)
+    if requires is None:
+        return _refusal(world, action, patient, found, reason)
+    base = Verdict(
+        wf, True, 201 if isinstance(action, PlaceHold) else 200, requires, purpose=action.purpose_of_use
+    )
+    if hold is not None and not hold.active:
+        return replace(base, allowed=False, status=409, undecided=True)  # lifted already
+    return base
 
 
 def _urgent_verdict(world: World, action: ConversationAction) -> Verdict:
@@ -1292,6 +1467,12 @@ def apply_reply(world: World, action: SmsReply) -> None:
 # --- effects -----------------------------------------------------------------------------------
 
 
+def let_time_pass(world: World, action: Action) -> None:
+    """Before a recall: the message is as old as the action says (never younger than it was)."""
+    if isinstance(action, RecallMessage) and action.message is not None:
+        world.ages[action.message] = max(world.ages.get(action.message, FRESH), action.age)
+
+
 def apply(world: World, action: Action, v: Verdict) -> None:
     """Change the world as an allowed action does."""
     if not v.allowed:
@@ -1318,6 +1499,7 @@ def apply(world: World, action: Action, v: Verdict) -> None:
                 action.scope,
                 action.timing,
                 action.expires_in_days,
+                part2=action.part2 is not None,
             )
         )
     elif isinstance(action, RevokeConsent):
@@ -1373,6 +1555,32 @@ def apply(world: World, action: Action, v: Verdict) -> None:
         assert action.message is not None
         key = (action.conversation, action.actor)
         world.reads[key] = max(world.reads.get(key, -1), action.message)  # only forward
-    elif isinstance(action, ConversationAction) and action.workflow == "message.send":
+    elif isinstance(action, ConversationAction) and action.workflow in {
+        "message.send",
+        "message.send_urgent",
+        "message.attach",
+    }:
         assert action.conversation is not None
         world.messages.append(action.conversation)
+        world.senders.append(action.actor)
+        if action.workflow == "message.attach":
+            world.attached.add(len(world.messages) - 1)
+    elif isinstance(action, MessageAction) and action.workflow == "message.recall":
+        assert action.message is not None
+        world.recalled.add(action.message)
+    elif isinstance(action, MessageAction) and action.workflow == "message.correct":
+        assert action.message is not None
+        world.messages.append(world.messages[action.message])
+        world.senders.append(action.actor)
+        world.corrections[action.message] = len(world.messages) - 1
+    elif isinstance(action, PlaceHold):
+        patient = (
+            action.patient
+            if action.conversation is None
+            else world.conversations[action.conversation].patient
+        )
+        assert patient is not None
+        world.holds.append(Hold(patient, action.conversation))
+    elif isinstance(action, LiftHold):
+        assert action.hold is not None
+        world.holds[action.hold] = replace(world.holds[action.hold], active=False)

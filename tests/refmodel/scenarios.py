@@ -18,8 +18,9 @@ from tests.refmodel import model as m
 #: Everyone an organization has: one person of each role, and a second care-team member.
 ROSTER = (m.PEER, m.CLINICIAN, m.CLINICIAN, m.ADMIN, m.OFFICER, m.AUDITOR)
 #: Drawn actors that :func:`resolve` makes concrete: a member of the conversation the action names,
-#: the compliance officer of the organization of the consent's patient.
-MEMBER_OF_IT, OFFICER_OF_IT = -1, -2
+#: the compliance officer of the organization of the consent's (message's, hold's) patient, the
+#: sender of the message.
+MEMBER_OF_IT, OFFICER_OF_IT, SENDER_OF_IT = -1, -2, -3
 PHONES = 3
 
 
@@ -36,6 +37,7 @@ class WorldSpec:
     opted_out: frozenset[int]  # phone numbers (by index) that texted STOP
     expired_break_glass: tuple[tuple[int, int], ...]  # (user, patient): sessions that have ended
     directory: frozenset[tuple[int, int]] = frozenset()  # (organization, phone) contact entries
+    part2: frozenset[int] = frozenset()  # patients whose records include 42 CFR Part 2 records
 
     def registrar(self, patient: int) -> int:
         """The care-team member of the patient's organization who registered the patient."""
@@ -55,6 +57,7 @@ class WorldSpec:
             phones=PHONES,
             opted_out=set(self.opted_out),
             directory=set(self.directory),
+            part2=set(self.part2),
         )
 
 
@@ -86,7 +89,8 @@ def world_specs(draw: st.DrawFn) -> WorldSpec:
     directory = draw(
         st.frozensets(st.tuples(st.integers(0, orgs - 1), st.integers(0, PHONES - 1)), max_size=2)
     )
-    return WorldSpec(orgs, patients, care_team, groups, opted_out, expired, directory)
+    part2 = draw(st.frozensets(st.integers(0, len(patients) - 1), max_size=1))
+    return WorldSpec(orgs, patients, care_team, groups, opted_out, expired, directory, part2)
 
 
 @st.composite
@@ -131,6 +135,8 @@ def record_consent(draw: st.DrawFn, spec: WorldSpec) -> m.RecordConsent:
         scope,
         timing := draw(st.sampled_from(["active", "active", "active", "expired", "pending"])),
         draw(st.none() | st.integers(1, 30)) if timing == "active" else None,
+        # Mostly not Part 2; a Part 2 one now and then, with its ending event or without it.
+        draw(st.sampled_from([None, None, None, None, "event", "no_event"])),
     )
 
 
@@ -241,6 +247,15 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "on_call",
                 "on_call",
                 "away",
+                "message.recall",
+                "message.recall",
+                "message.correct",
+                "message.read_recalled",
+                "message.read_recalled",
+                "message.attach",
+                "message.download",
+                "legal_hold",
+                "legal_hold",
             ]
         )
     )
@@ -269,6 +284,14 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         org = actor // len(ROSTER)
         colleague = st.sampled_from([person(org, slot) for slot in (0, 1, 2, 3)])
         return m.SetAway("away.set", actor, draw(colleague | colleague | st.integers(0, users - 1)))
+    if kind in {
+        "message.recall",
+        "message.correct",
+        "message.read_recalled",
+        "message.download",
+        "legal_hold",
+    }:
+        return draw(after_sending(spec, kind, patient, clinician))
     if kind == "patient.create":
         return m.Action(kind, clinician)
     if kind == "care_team.create":
@@ -314,7 +337,13 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         return m.AddCareTeamMember(kind, actor, patient, draw(st.integers(0, users - 1)))
     if kind == "conversation.create":
         return draw(create_conversation(spec, patient, clinician))
-    if kind in {"conversation.read", "message.send", "message.send_urgent", "conversation.read#mark"}:
+    if kind in {
+        "conversation.read",
+        "message.send",
+        "message.send_urgent",
+        "conversation.read#mark",
+        "message.attach",
+    }:
         actor = draw(
             st.sampled_from([MEMBER_OF_IT, MEMBER_OF_IT, clinician, draw(st.integers(0, users - 1))])
         )
@@ -325,6 +354,40 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         return draw(record_consent(spec))
     actor = draw(st.sampled_from([OFFICER_OF_IT, draw(_actor(spec, patient, 4))]))
     return m.RevokeConsent(kind, actor, draw(_reference()))
+
+
+@st.composite
+def after_sending(draw: st.DrawFn, spec: WorldSpec, kind: str, patient: int, clinician: int) -> m.Action:
+    """What happens to a message once sent (recalled by its sender, soon or late, or by a compliance
+    officer; its legal record read; corrected), and legal holds on a patient or a conversation."""
+    users = spec.orgs * len(ROSTER)
+    anyone = st.integers(0, users - 1)
+    if kind == "legal_hold":
+        actor = draw(st.sampled_from([OFFICER_OF_IT, OFFICER_OF_IT, draw(_actor(spec, patient, 4))]))
+        workflow = draw(
+            st.sampled_from(["legal_hold.place", "legal_hold.lift", "legal_hold.lift", "legal_hold.list"])
+        )
+        if workflow == "legal_hold.list":
+            return m.Action(
+                workflow, person(draw(st.integers(0, spec.orgs - 1)), draw(st.sampled_from([4, 4, 3])))
+            )
+        if workflow == "legal_hold.lift":
+            return m.LiftHold(workflow, actor, draw(_reference()))
+        if draw(st.booleans()):
+            return m.PlaceHold(workflow, actor, None, draw(_reference()))
+        return m.PlaceHold(workflow, actor, patient if draw(st.integers(0, 7)) else None)
+    if kind == "message.read_recalled":
+        actor = draw(st.sampled_from([OFFICER_OF_IT, OFFICER_OF_IT, draw(anyone)]))
+        return m.MessageAction(kind, actor, draw(_reference()))
+    if kind == "message.download":
+        actor = draw(st.sampled_from([SENDER_OF_IT, SENDER_OF_IT, clinician, draw(anyone)]))
+        return m.DownloadAttachment("conversation.read", actor, draw(_reference()))
+    actor = draw(st.sampled_from([SENDER_OF_IT, SENDER_OF_IT, OFFICER_OF_IT, clinician, draw(anyone)]))
+    if kind == "message.correct":
+        return m.MessageAction(kind, actor, draw(_reference()))
+    return m.RecallMessage(
+        kind, actor, draw(_reference()), draw(st.sampled_from([m.FRESH, m.FRESH, m.INSIDE, m.PAST]))
+    )
 
 
 @st.composite
@@ -393,6 +456,14 @@ def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
             setup.append(m.CreateConversation("conversation.create", registrar, patient, members, ()))
         else:
             setup.append(draw(create_conversation(spec, patient, registrar)))
+        if draw(st.booleans()):
+            # ... and a message in it, so that recalls, corrections and read marks have one to name.
+            sent = sum(isinstance(a, m.CreateConversation) for a in setup) - 1
+            setup.append(m.ConversationAction("message.send", MEMBER_OF_IT, sent))
+            if draw(st.integers(0, 3)) == 0:  # now and then taken back at once: a legal record to read
+                setup.append(m.RecallMessage("message.recall", SENDER_OF_IT, -1))
+    if draw(st.integers(0, 2)) == 0:  # a legal hold on a patient, for lifts to name
+        setup.append(m.PlaceHold("legal_hold.place", OFFICER_OF_IT, draw(patients)))
     texted: int | None = None
     if draw(st.integers(0, 2)) == 0:
         # Now and then a number in several conversations, and texts from it among the actions.
@@ -401,7 +472,18 @@ def scenarios(draw: st.DrawFn, max_actions: int = 20) -> Scenario:
         step = st.integers(0, 3).flatmap(lambda k: sms_reply(texted) if k == 0 else action(spec))
     else:
         step = st.integers(0, 11).flatmap(lambda k: sms_reply() if k == 0 else action(spec))
-    actions = draw(st.lists(step, min_size=3, max_size=max_actions))
+    actions: list[m.Action] = []
+    for drawn in draw(st.lists(step, min_size=3, max_size=max_actions)):
+        if isinstance(drawn, m.DownloadAttachment) and draw(st.booleans()):
+            # A download mostly follows a file attached just before.
+            actions.append(m.ConversationAction("message.attach", MEMBER_OF_IT, draw(_reference())))
+        elif isinstance(drawn, m.MessageAction) and draw(st.booleans()):
+            # Mostly a message sent just before (by a member of a conversation), for it to name.
+            actions.append(m.ConversationAction("message.send", MEMBER_OF_IT, draw(_reference())))
+        if drawn.workflow == "message.read_recalled" and draw(st.booleans()):
+            # ... and for the legal record, mostly a message recalled (by its officer) before.
+            actions.append(m.RecallMessage("message.recall", OFFICER_OF_IT, draw(_reference())))
+        actions.append(drawn)
     return Scenario(spec, (*setup, *actions))
 
 
@@ -421,6 +503,25 @@ def resolve(world: m.World, action: m.Action) -> m.Action:
         if action.code is None or not parts:
             return replace(action, code=None)
         return replace(action, names=parts[action.code % len(parts)])
+    if isinstance(action, m.MessageAction):
+        return _resolve_message(world, action)
+    if isinstance(action, m.PlaceHold) and action.conversation is not None:
+        return _resolve_hold_subject(world, action)
+    if isinstance(action, m.PlaceHold):
+        if action.actor == OFFICER_OF_IT:
+            org = 0 if action.patient is None else world.patients[action.patient]
+            return replace(action, actor=person(org, 4))
+        return action
+    if isinstance(action, m.LiftHold):
+        n = len(world.holds)
+        if action.hold is None or not n:
+            return replace(
+                action, actor=person(0, 4) if action.actor == OFFICER_OF_IT else action.actor, hold=None
+            )
+        chosen = action.hold % n
+        if action.actor == OFFICER_OF_IT:
+            return replace(action, actor=person(world.patients[world.holds[chosen].patient], 4), hold=chosen)
+        return replace(action, hold=chosen)
     if isinstance(action, m.RevokeConsent):
         n = len(world.consents)
         if action.actor == OFFICER_OF_IT:
@@ -440,6 +541,7 @@ def resolve(world: m.World, action: m.Action) -> m.Action:
 
 
 C = TypeVar("C", bound=m.ConversationAction)
+M = TypeVar("M", bound=m.MessageAction)
 
 
 def _conversation_of(world: m.World, action: C) -> C:
@@ -468,3 +570,48 @@ def _message_of(world: m.World, action: m.MarkRead) -> m.MarkRead:
     if own and action.message % 2 == 0:
         return replace(action, message=own[-1 - action.message // 2 % len(own)])
     return replace(action, message=action.message % len(world.messages))
+
+
+def _resolve_message(world: m.World, action: M) -> M:
+    """A drawn message reference resolved: its sender or its patient's organization's compliance
+    officer when drawn so; an even reference prefers a message with a legal record (to read it), one
+    that carries a file (to download it), or else one the actor sent; an odd one takes any; none
+    when nothing was sent (or it was drawn so)."""
+    n = len(world.messages)
+    if action.message is None or not n:
+        actor = person(0, 4) if action.actor == OFFICER_OF_IT else max(action.actor, 0)
+        return replace(action, actor=actor, message=None)
+    chosen = action.message % n
+    even = action.message % 2 == 0
+    preferred = (
+        sorted(world.recalled)
+        if action.workflow == "message.read_recalled"
+        else sorted(world.attached)
+        if isinstance(action, m.DownloadAttachment)
+        else []
+    )
+    if preferred and even:
+        chosen = preferred[action.message // 2 % len(preferred)]
+    if action.actor == SENDER_OF_IT:
+        return replace(action, actor=world.senders[chosen], message=chosen)
+    if action.actor == OFFICER_OF_IT:
+        patient = world.conversations[world.messages[chosen]].patient
+        return replace(action, actor=person(world.patients[patient], 4), message=chosen)
+    mine = [i for i, sender in enumerate(world.senders) if sender == action.actor]
+    if mine and even and not preferred:
+        return replace(action, message=mine[action.message // 2 % len(mine)])
+    return replace(action, message=chosen)
+
+
+def _resolve_hold_subject(world: m.World, action: m.PlaceHold) -> m.PlaceHold:
+    """A hold on a conversation: one that exists (the drawn reference taken as it is), placed by
+    its patient's organization's compliance officer when drawn so; none if there is none."""
+    n = len(world.conversations)
+    if not n or action.conversation is None:
+        actor = person(0, 4) if action.actor == OFFICER_OF_IT else action.actor
+        return replace(action, actor=actor, patient=None, conversation=None)
+    chosen = action.conversation % n
+    if action.actor == OFFICER_OF_IT:
+        org = world.patients[world.conversations[chosen].patient]
+        return replace(action, actor=person(org, 4), conversation=chosen)
+    return replace(action, conversation=chosen)

@@ -11,6 +11,7 @@ from tests.refmodel.scenarios import Scenario, WorldSpec
 
 ORG0_OFFICER, ORG0_REGISTRAR, ORG1_PEER, ORG1_CLINICIAN = 4, 1, 6, 7
 ORG1_REGISTRAR, ORG1_OFFICER = 7, 10
+ORG0_CLINICIAN, ORG0_ADMIN = 2, 3
 SMS_AND_MESSAGE = frozenset({"sms", "message"})
 TWO_ORGS = WorldSpec(2, (0,), (), (), frozenset(), ())
 

@@ -1,5 +1,8 @@
 """Each decision defect of issue 9 (1, 2, 3, 8, 9, 10, 11, 12), put back into the running service, is
-caught by the reference model and attributed to that defect.
+caught by the reference model and attributed to that defect; so are defects put into issue 13's
+workflows (a member who did not send a message recalls it, the recall window never ends, a file is
+attached under message.send's decision, another organization's legal hold is lifted), each on the
+action it breaks.
 
 For each defect a *mutant* puts it back in-process, by patching the one narrow place its fix lives
 (the fact builder's consent choice, the compliance-group ownership fact, the emergency-session fact,
@@ -26,16 +29,22 @@ from aiohttp.test_utils import TestClient
 import engine.consent_index
 import engine.facts
 import engine.services
+import engine.workflows.attachments
 import engine.workflows.consents
+import engine.workflows.legal_holds
 import engine.workflows.messaging
 import engine.workflows.organizations
+import engine.workflows.recalls
 from engine.decisions import Fact
 from engine.facts import ConsentCandidate, ConsentChoice, ConsentNeed, Facts
+from engine.policy import WorkflowSpec
 from engine.ports import ReplyRoute
 from handlers.keys import services_key
+from tests.refmodel import model as m
 from tests.refmodel.driver import Disagreement, Tally, run_scenario
 from tests.refmodel.known_defects import DEFECTS
-from tests.refmodel.showcases import SHOWCASES
+from tests.refmodel.scenarios import Scenario
+from tests.refmodel.showcases import SHOWCASES, TWO_ORGS
 
 Mutant = Callable[[pytest.MonkeyPatch], None]
 
@@ -156,3 +165,100 @@ async def test_a_decision_defect_put_back_is_caught_by_the_reference_model(
     tally = Tally()
     await run_scenario(client, db, services, scenario, frozenset({defect}), tally)
     assert tally.known.get(defect, 0) >= 1, tally.known
+
+
+# --- defects in issue 13's workflows (recall, legal holds), put back the same way ---------------------
+
+ORG0_OFFICER, ORG0_REGISTRAR, ORG0_CLINICIAN, ORG1_OFFICER = 4, 1, 2, 10
+ONE_MESSAGE = (
+    m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (ORG0_CLINICIAN,), ()),
+    m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
+)
+
+
+def _message_facts(monkeypatch: pytest.MonkeyPatch, *added: str) -> None:
+    """The message's own facts (``sender``, ``recall_window``) hold whether or not they do."""
+    original = engine.workflows.recalls.message_facts
+
+    def facts(spec: WorkflowSpec | None, **kwargs: Any) -> frozenset[str]:
+        wanted = spec.facts if spec is not None else frozenset()
+        return original(spec, **kwargs) | (frozenset(added) & wanted)
+
+    monkeypatch.setattr(engine.workflows.recalls, "message_facts", facts)
+
+
+def recall_by_anyone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule that lets a member who did not send a message recall it: ``sender`` always holds."""
+    _message_facts(monkeypatch, Fact.SENDER)
+
+
+def recall_window_never_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender recalls at any time: ``recall_window`` always holds."""
+    _message_facts(monkeypatch, Fact.RECALL_WINDOW)
+
+
+def hold_lifted_undecided(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A legal hold is lifted without a decision: any compliance officer, of any organization, lifts
+    another organization's hold (placing one is still decided)."""
+    original = engine.workflows.legal_holds._require
+
+    async def require(
+        guard: Any, workflow: str, patient_id: int, kind: str, record_id: int, **details: int
+    ) -> int:
+        if workflow != engine.workflows.legal_holds.LIFT:
+            return await original(guard, workflow, patient_id, kind, record_id, **details)
+        patient = await guard.uow.patients.get(patient_id)
+        return int(patient.organization_id)
+
+    monkeypatch.setattr(engine.workflows.legal_holds, "_require", require)
+
+
+def attach_decided_as_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attaching a file is decided as sending a message, not as the workflow of its own that the
+    policy may rule apart (``message.attach``)."""
+    monkeypatch.setattr(engine.workflows.attachments, "ATTACH", "message.send")
+
+
+#: Each mutant, its scenario (agreeing with the model as shipped), and the disagreement it must cause.
+ISSUE13: dict[str, tuple[Mutant, Scenario, str]] = {
+    "recall-by-a-member-who-did-not-send": (
+        recall_by_anyone,
+        # The clinician of the conversation recalls the registrar's message (reference 1: message 0).
+        Scenario(TWO_ORGS, (*ONE_MESSAGE, m.RecallMessage("message.recall", ORG0_CLINICIAN, 1))),
+        "status 200, model says 403",
+    ),
+    "recall-window-never-ends": (
+        recall_window_never_ends,
+        Scenario(TWO_ORGS, (*ONE_MESSAGE, m.RecallMessage("message.recall", ORG0_REGISTRAR, 0, m.PAST))),
+        "status 200, model says 403",
+    ),
+    "attach-decided-as-send": (
+        attach_decided_as_send,
+        Scenario(TWO_ORGS, (*ONE_MESSAGE, m.ConversationAction("message.attach", ORG0_REGISTRAR, 0))),
+        "audit: 0 message.attach decisions, model expects 1",
+    ),
+    "another-organizations-hold-lifted": (
+        hold_lifted_undecided,
+        Scenario(
+            TWO_ORGS,
+            (
+                m.PlaceHold("legal_hold.place", ORG0_OFFICER, 0),
+                m.LiftHold("legal_hold.lift", ORG1_OFFICER, 0),
+            ),
+        ),
+        "status 200, model says 404",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(ISSUE13))
+async def test_a_defect_in_an_issue13_workflow_put_back_is_caught_by_the_reference_model(
+    client: TestClient[Any, Any], db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, mutant: str
+) -> None:
+    services = client.server.app[services_key]
+    put_back, scenario, disagreement = ISSUE13[mutant]
+    await run_scenario(client, db, services, scenario, frozenset(), Tally())  # as shipped: agrees
+
+    put_back(monkeypatch)
+    with pytest.raises(Disagreement, match=rf"on action {len(scenario.actions) - 1}:\n  {disagreement}"):
+        await run_scenario(client, db, services, scenario, frozenset(), Tally())

@@ -30,6 +30,8 @@ from tests.refmodel.driver import TALLIES, Disagreement, Tally, run_scenario
 from tests.refmodel.known_defects import DEFECTS, EXEMPT, exempted
 from tests.refmodel.scenarios import Scenario, WorldSpec, scenarios
 from tests.refmodel.showcases import (
+    ORG0_ADMIN,
+    ORG0_CLINICIAN,
     ORG0_OFFICER,
     ORG0_REGISTRAR,
     ORG1_CLINICIAN,
@@ -213,6 +215,90 @@ CASES: dict[str, Scenario] = {
             ),
             m.UpdatePatient("patient.update", ORG1_CLINICIAN, 0, "low"),
             m.PatientAction("patient.read", ORG1_CLINICIAN, 0, purpose_of_use="payment"),
+        ),
+    ),
+    # Issue 13: what becomes of a message once sent. Message references resolve as
+    # scenarios.resolve says: an even one prefers a message the actor sent (for the legal record, one
+    # recalled), an odd one is taken modulo the messages sent so far.
+    "a message is recalled by its sender within the window, by an officer at any time": Scenario(
+        TWO_ORGS,
+        (
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (ORG0_CLINICIAN,), ()),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),  # message 0
+            m.ConversationAction("message.send", ORG0_CLINICIAN, 0),  # message 1
+            m.RecallMessage("message.recall", ORG0_REGISTRAR, 1),  # not theirs
+            m.RecallMessage("message.recall", ORG0_REGISTRAR, 0, m.INSIDE),  # a minute to spare
+            m.RecallMessage("message.recall", ORG0_REGISTRAR, 0),  # recalled already: 409
+            m.RecallMessage("message.recall", ORG0_CLINICIAN, 0, m.PAST),  # too late
+            m.RecallMessage("message.recall", ORG1_OFFICER, 1),  # another organization's: as none
+            m.RecallMessage("message.recall", ORG0_OFFICER, 1),  # the patient's officer, any time
+            m.MessageAction("message.read_recalled", ORG0_REGISTRAR, 1),  # staff never read it
+            m.MessageAction("message.read_recalled", ORG1_OFFICER, 1),
+            m.MessageAction("message.read_recalled", ORG0_OFFICER, 0),
+            m.MessageAction("message.read_recalled", ORG0_OFFICER, None),
+        ),
+    ),
+    "a correction is its sender's, once per message; a file goes as a message of its own": Scenario(
+        TWO_ORGS,
+        (
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (ORG0_CLINICIAN,), ()),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),  # message 0
+            m.MessageAction("message.correct", ORG0_CLINICIAN, 1),  # not theirs
+            m.MessageAction("message.correct", ORG0_REGISTRAR, 0),  # message 1 corrects 0
+            m.MessageAction("message.correct", ORG0_REGISTRAR, 1),  # a correction corrected: 2
+            m.MessageAction("message.correct", ORG0_REGISTRAR, 3),  # 0 again: 409
+            m.ConversationAction("message.attach", ORG0_CLINICIAN, 0),
+            m.ConversationAction("message.attach", ORG1_CLINICIAN, 1),  # no relation: as none
+            m.ConversationAction("message.attach", ORG0_OFFICER, 1),  # a role that never sends
+            m.MarkRead("conversation.read", ORG0_CLINICIAN, 0, 1),
+            # Downloads: references prefer a message that carries a file (3, the attached one).
+            m.DownloadAttachment("conversation.read", ORG0_REGISTRAR, 0),
+            m.DownloadAttachment("conversation.read", ORG0_REGISTRAR, 1),  # message 1: no file
+            m.DownloadAttachment("conversation.read", ORG1_CLINICIAN, 0),  # no relation: as none
+            m.RecallMessage("message.recall", ORG0_OFFICER, 3),
+            m.DownloadAttachment("conversation.read", ORG0_REGISTRAR, 0),  # recalled: its file too
+        ),
+    ),
+    "a Part 2 patient's consents are Part 2 ones, each ending on a date or an event": Scenario(
+        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset(), frozenset({0})),
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", READ, "active"
+            ),
+            *(
+                m.RecordConsent(
+                    "consent.create",
+                    ORG0_OFFICER,
+                    0,
+                    "organization",
+                    1,
+                    "treatment",
+                    READ,
+                    "active",
+                    days,
+                    part2,
+                )
+                for days, part2 in ((None, "no_event"), (30, "no_event"), (None, "event"))
+            ),
+        ),
+    ),
+    "legal holds are placed, lifted once and listed by their organization's officers": Scenario(
+        WorldSpec(2, (0, 1), (), (), frozenset(), ()),
+        (
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), ()),
+            m.PlaceHold("legal_hold.place", ORG0_OFFICER, 0),
+            m.PlaceHold("legal_hold.place", ORG1_OFFICER, 0),  # another organization's patient: as none
+            m.PlaceHold("legal_hold.place", ORG0_OFFICER, None, 0),  # on the conversation
+            m.PlaceHold("legal_hold.place", ORG0_ADMIN, 0),  # a role that never holds
+            m.PlaceHold("legal_hold.place", ORG1_OFFICER, 1),
+            m.PlaceHold("legal_hold.place", ORG1_OFFICER, None),  # nobody's
+            m.Action("legal_hold.list", ORG0_OFFICER),
+            m.LiftHold("legal_hold.lift", ORG1_OFFICER, 0),  # as none
+            m.LiftHold("legal_hold.lift", ORG0_OFFICER, 0),
+            m.LiftHold("legal_hold.lift", ORG0_OFFICER, 0),  # lifted already: 409
+            m.LiftHold("legal_hold.lift", ORG0_OFFICER, None),
+            m.Action("legal_hold.list", ORG1_OFFICER),
+            m.Action("legal_hold.list", ORG0_ADMIN),
         ),
     ),
 }
