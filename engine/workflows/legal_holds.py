@@ -133,6 +133,17 @@ async def place_legal_hold(services: Services, actor: Actor, cmd: PlaceLegalHold
     return hold
 
 
+async def _own_hold(guard: Guard[LegalHoldsUnitOfWork], actor: Actor, hold_id: int) -> LegalHold:
+    """The hold if it is the actor's organization's. Another organization's answers as none at all,
+    even to an officer whose organization may know the patient (a consent): a hold is its
+    organization's own legal matter, and the policy lets no one else lift it."""
+    hold = await guard.uow.legal_holds.get(hold_id)
+    if hold is None or hold.organization_id != actor.organization_id:
+        guard.record_missing(LIFT, "legal_hold", hold_id)
+        raise NotFound("legal_hold")
+    return hold
+
+
 async def lift_legal_hold(services: Services, actor: Actor, hold_id: int, reason: str) -> LegalHold:
     """Lift a hold (``legal_hold.lift``): the sweep may then delete what it kept. 404 for a hold the
     actor may not know of, 409 for one lifted already, 422 for a blank reason."""
@@ -145,10 +156,7 @@ async def lift_legal_hold(services: Services, actor: Actor, hold_id: int, reason
             return None if found is None else found.subject_patient_id
 
         await _deny_by_role_first(guard, LIFT, "legal_hold", hold_id, patient_of)
-        hold = await uow.legal_holds.get(hold_id)
-        if hold is None:
-            guard.record_missing(LIFT, "legal_hold", hold_id)
-            raise NotFound("legal_hold")
+        hold = await _own_hold(guard, actor, hold_id)
         await _require(guard, LIFT, hold.subject_patient_id, "legal_hold", hold.id)
         if not await uow.legal_holds.lift(hold.id, by=actor.user_id, at=guard.now, reason=lift_reason):
             raise Conflict("This legal hold was lifted already.")

@@ -212,6 +212,30 @@ async def test_a_hold_is_for_compliance_officers_of_the_patients_organization(ap
     assert [h["id"] for h in listed["holds"]] == [hold["id"]]
 
 
+async def test_another_organizations_hold_is_unknown_even_to_an_officer_whose_organization_knows_the_patient(
+    api: Api,
+) -> None:
+    """A consent lets another organization know the patient; it does not let it know (or lift) the
+    patient's organization's legal holds: the answer is the one for a hold that does not exist."""
+    team = await care_team(api)
+    other_org = await api.organization()
+    other = await api.person("compliance_officer", other_org)
+    await api.consent(team.officer, team.patient_id, organizationId=other_org)
+    status, hold = await api.call(
+        "POST", "/api/legal-holds", team.officer, json={"patientId": team.patient_id, "reason": "matter"}
+    )
+    assert status == 201, hold
+
+    lifted = await api.call("POST", f"/api/legal-holds/{hold['id']}/lift", other, json={"reason": "x"})
+    missing = await api.call("POST", "/api/legal-holds/2147483000/lift", other, json={"reason": "x"})
+    assert lifted[0] == missing[0] == 404, lifted
+    assert {k: v for k, v in lifted[1].items() if k not in ("instance", "requestId")} == {
+        k: v for k, v in missing[1].items() if k not in ("instance", "requestId")
+    }
+    status, listed = await api.call("GET", "/api/legal-holds?active=true", team.officer)
+    assert [h["id"] for h in listed["holds"]] == [hold["id"]]  # still held
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -1264,8 +1264,12 @@ def _hold_verdict(world: World, action: PlaceHold | LiftHold) -> Verdict:
         hold, patient = None, action.patient
     if patient is None:
         return Verdict(wf, False, 404, undecided=True)
+    user = world.users[action.actor]
+    if hold is not None and user.role == OFFICER and world.patients[patient] != user.org:
+        # Another organization's hold is unknown to an officer, whatever they know of the patient.
+        return Verdict(wf, False, 404, undecided=True)
     found = facts_about_patient(world, wf, action.actor, patient, action.purpose_of_use)
-    requires, reason = decide_own(world.users[action.actor].role, wf, found, action.purpose_of_use)
+    requires, reason = decide_own(user.role, wf, found, action.purpose_of_use)
     if requires is None:
         return _refusal(world, action, patient, found, reason)
     base = Verdict(

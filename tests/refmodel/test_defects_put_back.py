@@ -210,7 +210,11 @@ def hold_lifted_undecided(monkeypatch: pytest.MonkeyPatch) -> None:
         patient = await guard.uow.patients.get(patient_id)
         return int(patient.organization_id)
 
+    async def any_hold(guard: Any, actor: Any, hold_id: int) -> Any:
+        return await guard.uow.legal_holds.get(hold_id)
+
     monkeypatch.setattr(engine.workflows.legal_holds, "_require", require)
+    monkeypatch.setattr(engine.workflows.legal_holds, "_own_hold", any_hold)
 
 
 def attach_decided_as_send(monkeypatch: pytest.MonkeyPatch) -> None:
