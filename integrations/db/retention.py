@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy import text
 
-from engine.ports.retention import Cutoffs, ExpiredContent, NewLegalHold
+from engine.effects import PostSmsReply, kind_of
+from engine.ports.retention import Cutoffs, ExpiredContent, ExpiredSmsReply, NewLegalHold
 from engine.retention import LegalHold
 from integrations.db.base import Repository
+from integrations.webhooks import MESSAGE_CATEGORIES, SENDBIRD, SMS, sms_dedupe_key
 
 #: The messages whose content is due: the patient's organization's own cutoff if it has one (null:
 #: kept), else the default; still with content; under no legal hold that lasts, on the patient or
@@ -46,6 +48,55 @@ _DELETE_RECALLED = text(
 # An attached file is content too: its bytes go with the text. Its type, size and SHA-256 stay in
 # the audit record of the attaching (message.attach).
 _DELETE_ATTACHMENTS = text("DELETE FROM message_attachments WHERE message_id = ANY(CAST(:ids AS integer[]))")
+#: The operation under which sending a message stores its response (handlers/api_conversations.py).
+SEND_OPERATION = "message.send"
+# The response of a message's sending is stored whole (the text with it) and replayed to a repeat of
+# its idempotency key: it now says what reading the message says. Partial index: migration 0028.
+# The operation is spelled out, not bound: a generic plan could not use the partial index.
+_DELETE_RESPONSES = text(
+    "UPDATE idempotency_keys SET response_body = response_body || jsonb_build_object("  # noqa: S608 - a constant; values are bound
+    " 'message', NULL, 'contentDeleted', true, 'contentDeletedAt', CAST(:at AS timestamptz))"
+    f" WHERE operation = '{SEND_OPERATION}' AND resource_id = ANY(CAST(:ids AS integer[]))"
+    " AND jsonb_typeof(response_body) = 'object'"
+)
+# The chat provider's webhooks about a message (the echo of caremsg's own post, a post made in the
+# chat app, an edit) keep the raw body, text and all: emptied. The row (category, status, times)
+# stays, and its dedupe key still turns a late retry away. Found by that unique key.
+_DELETE_WEBHOOKS = text(
+    "UPDATE webhook_events SET body = '' WHERE source = :source AND body <> '' AND dedupe_key IN ("
+    " SELECT category || ':' || m.chat_message_id"
+    " FROM messages m, unnest(CAST(:categories AS text[])) category"
+    " WHERE m.id = ANY(CAST(:ids AS integer[])) AND m.chat_message_id IS NOT NULL)"
+)
+
+#: An SMS reply whose text is still stored: the partial index of migration 0028.
+_REPLY_WITH_TEXT = f"o.kind = '{kind_of(PostSmsReply)}' AND (o.payload -> 'text') IS NOT NULL"
+_DUE_REPLIES = f"""
+    FROM outbox o
+    JOIN conversations c ON c.id = o.conversation_id
+    JOIN patients p ON p.id = c.patient_id
+    LEFT JOIN unnest(CAST(:orgs AS integer[]), CAST(:org_cutoffs AS timestamptz[])) AS r(org_id, cutoff)
+      ON r.org_id = p.organization_id
+    LEFT JOIN webhook_events w
+      ON w.source = '{SMS}' AND w.dedupe_key = '{sms_dedupe_key("")}' || (o.payload ->> 'dedup_id')
+    WHERE {_REPLY_WITH_TEXT}
+      AND o.created_at < CASE WHEN r.org_id IS NULL THEN CAST(:default AS timestamptz) ELSE r.cutoff END
+      AND NOT EXISTS (
+        SELECT 1 FROM legal_holds h WHERE h.lifted_at IS NULL
+          AND (h.patient_id = c.patient_id OR h.conversation_id = o.conversation_id)
+      )
+"""  # noqa: S608 - assembled from constants; every value is a bound parameter
+_CLAIM_REPLIES = text(
+    f"SELECT o.id, w.id AS event_id, o.conversation_id, c.patient_id, p.organization_id {_DUE_REPLIES}"
+    " ORDER BY o.created_at, o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED"
+)
+# A reply not posted yet is not posted empty: cancelled, as a recall cancels a message's entries.
+_DELETE_REPLIES = text(
+    "UPDATE outbox SET payload = payload - 'text',"
+    " status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END"
+    " WHERE id = ANY(CAST(:ids AS integer[]))"
+)
+_DELETE_INBOUND = text("UPDATE webhook_events SET body = '' WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 def _params(cutoffs: Cutoffs) -> dict[str, Any]:
@@ -72,6 +123,25 @@ class SqlRetentionSweeps(Repository):
         await self.session.execute(_DELETE, {"ids": message_ids, "at": at})
         await self.session.execute(_DELETE_RECALLED, {"ids": message_ids})
         await self.session.execute(_DELETE_ATTACHMENTS, {"ids": message_ids})
+        await self.session.execute(
+            _DELETE_RESPONSES, {"ids": message_ids, "at": at}
+        )
+        await self.session.execute(
+            _DELETE_WEBHOOKS, {"ids": message_ids, "source": SENDBIRD, "categories": list(MESSAGE_CATEGORIES)}
+        )
+
+    async def claim_sms_replies(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredSmsReply]:
+        rows = await self.session.execute(_CLAIM_REPLIES, {**_params(cutoffs), "limit": limit})
+        return [
+            ExpiredSmsReply(r.id, r.event_id, r.conversation_id, r.patient_id, r.organization_id)
+            for r in rows
+        ]
+
+    async def delete_sms_replies(self, replies: list[ExpiredSmsReply]) -> None:
+        await self.session.execute(_DELETE_REPLIES, {"ids": [r.outbox_id for r in replies]})
+        events = [r.event_id for r in replies if r.event_id is not None]
+        if events:
+            await self.session.execute(_DELETE_INBOUND, {"ids": events})
 
 
 _HOLD = """
