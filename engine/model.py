@@ -383,7 +383,9 @@ class RecalledContent:
     recalled_at: datetime
     recalled_by: int
     reason: str = field(repr=False)
+    #: Empty once retention deleted the content (``content_deleted_at``): the record stays.
     text: str = field(repr=False)
+    content_deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
