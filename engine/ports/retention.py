@@ -49,6 +49,14 @@ class ExpiredSmsReply:
     conversation_id: int
     patient_id: int
     organization_id: int
+    #: Where it was posted, by whom, under which provider message id; the channel's id of the post
+    #: if it recorded one. ``posted``: it went out (or may be going out right now), so the channel
+    #: holds a copy to delete; one still queued is cancelled instead.
+    channel_url: str
+    sender_chat_id: str
+    dedup_id: str
+    chat_message_id: int | None
+    posted: bool
 
 
 class RetentionSweeps(Protocol):

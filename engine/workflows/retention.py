@@ -15,8 +15,8 @@ it owns the record) and no legal hold on its patient or its conversation lasts:
 - an external participant's SMS reply has no message row: its text lives in the outbox entry that
   posts it and in its stored inbound webhook, and is deleted from both by the same terms (the
   conversation's patient's organization, legal holds), audited as ``message.content_deleted`` of
-  resource ``sms_reply``; its copy in the channel is not deleted yet (caremsg does not record the
-  chat provider's id of the post);
+  resource ``sms_reply``; its copy in the channel is deleted through the outbox
+  (:class:`~engine.effects.DeleteSmsReplyFromChannel`) if it was posted, else its post is cancelled;
 - the channel's copy is deleted through the outbox (:class:`~engine.effects.DeleteFromChannel`,
   the recall's executor, without its notice); a recalled message's copy left the channel already;
 - one audit record per message (``message.content_deleted``: ids, the organization, the lifespan
@@ -32,7 +32,7 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from engine.audit import AuditEvent, DetailValue
-from engine.effects import DeleteFromChannel
+from engine.effects import DeleteFromChannel, DeleteSmsReplyFromChannel
 from engine.policy import Policy
 from engine.ports.retention import Cutoffs
 from engine.ports.units import RetentionUnitOfWork
@@ -87,6 +87,15 @@ async def sweep_retention(services: Services, *, limit: int = 500) -> int:
             )
         if replies:
             await uow.retention.delete_sms_replies(replies)
+            await uow.outbox.enqueue_all(
+                [
+                    DeleteSmsReplyFromChannel(
+                        r.conversation_id, r.channel_url, r.sender_chat_id, r.dedup_id, r.chat_message_id
+                    )
+                    for r in replies
+                    if r.posted
+                ]
+            )
 
         def record(
             resource_type: str,

@@ -87,8 +87,11 @@ _DUE_REPLIES = f"""
       )
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
 _CLAIM_REPLIES = text(
-    f"SELECT o.id, w.id AS event_id, o.conversation_id, c.patient_id, p.organization_id {_DUE_REPLIES}"
-    " ORDER BY o.created_at, o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED"
+    "SELECT o.id, w.id AS event_id, o.conversation_id, c.patient_id, p.organization_id,"
+    " o.payload ->> 'channel_url' AS channel_url, o.payload ->> 'sender_chat_id' AS sender_chat_id,"
+    " o.payload ->> 'dedup_id' AS dedup_id, CAST(o.payload ->> 'chat_message_id' AS bigint) AS chat_id,"
+    " (o.status IN ('done', 'failed') OR o.lease_until > now()) AS posted"
+    f" {_DUE_REPLIES} ORDER BY o.created_at, o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED"
 )
 # A reply not posted yet is not posted empty: cancelled, as a recall cancels a message's entries.
 _DELETE_REPLIES = text(
@@ -123,9 +126,7 @@ class SqlRetentionSweeps(Repository):
         await self.session.execute(_DELETE, {"ids": message_ids, "at": at})
         await self.session.execute(_DELETE_RECALLED, {"ids": message_ids})
         await self.session.execute(_DELETE_ATTACHMENTS, {"ids": message_ids})
-        await self.session.execute(
-            _DELETE_RESPONSES, {"ids": message_ids, "at": at}
-        )
+        await self.session.execute(_DELETE_RESPONSES, {"ids": message_ids, "at": at})
         await self.session.execute(
             _DELETE_WEBHOOKS, {"ids": message_ids, "source": SENDBIRD, "categories": list(MESSAGE_CATEGORIES)}
         )
@@ -133,7 +134,18 @@ class SqlRetentionSweeps(Repository):
     async def claim_sms_replies(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredSmsReply]:
         rows = await self.session.execute(_CLAIM_REPLIES, {**_params(cutoffs), "limit": limit})
         return [
-            ExpiredSmsReply(r.id, r.event_id, r.conversation_id, r.patient_id, r.organization_id)
+            ExpiredSmsReply(
+                r.id,
+                r.event_id,
+                r.conversation_id,
+                r.patient_id,
+                r.organization_id,
+                r.channel_url,
+                r.sender_chat_id,
+                r.dedup_id,
+                r.chat_id,
+                r.posted,
+            )
             for r in rows
         ]
 

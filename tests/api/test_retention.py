@@ -98,7 +98,9 @@ async def test_expired_content_leaves_caremsg_and_the_channel_and_the_audit_trai
     )
     assert [r["outcome"] for r in deliveries] == ["success"]
     [deleted] = await db.fetch(
-        "SELECT * FROM audit_events WHERE workflow = $1 AND resource_id = $2", SWEEP, str(sent["id"])
+        "SELECT * FROM audit_events WHERE workflow = $1 AND resource_type = 'message' AND resource_id = $2",
+        SWEEP,
+        str(sent["id"]),
     )
     assert (deleted["event"], deleted["actor_id"], deleted["organization_id"]) == (
         "message.content_deleted",
@@ -292,8 +294,9 @@ async def test_a_sweep_leaves_the_text_in_no_table_and_a_legal_hold_keeps_every_
 ) -> None:
     """The copies: the message's text, the stored response of its sending (Idempotency-Key), a staff
     post from the chat app (its message and its raw webhook), an external participant's SMS reply
-    (the outbox entry that posts it, its raw inbound webhook); the echoes of caremsg's own posts
-    keep no body once ignored. Every table of the schema is searched, audit_events included."""
+    (the outbox entry that posts it, its raw inbound webhook, and its copy in the channel); the
+    echoes of caremsg's own posts keep no body once ignored. Every table of the schema is searched,
+    audit_events included."""
     wire_webhooks(api)
     team = await care_team(api)
     sent_text, app_text, reply_text = (f"Potassium {secrets.token_hex(6)}" for _ in range(3))
@@ -321,6 +324,7 @@ async def test_a_sweep_leaves_the_text_in_no_table_and_a_legal_hold_keeps_every_
         echo = await eventually(lambda t=text: echoed(t), "the echo of caremsg's post")  # type: ignore[misc]
         assert (echo["status"], echo["body"]) == ("ignored", "")
     await eventually(lambda: _webhook(db, chat_id), "the chat app's post to be stored")
+    [reply_post] = [m for m in channel.messages if m.message == reply_text]
     before = {t: await _tables_holding(db, t) for t in (sent_text, app_text, reply_text)}
     assert before == {
         sent_text: ["idempotency_keys", "messages"],
@@ -339,9 +343,11 @@ async def test_a_sweep_leaves_the_text_in_no_table_and_a_legal_hold_keeps_every_
 
     after = {t: await _tables_holding(db, t) for t in (sent_text, app_text, reply_text)}
     if held:
-        assert (swept, after) == (0, before)
+        assert (swept, after, reply_post.is_removed) == (0, before, False)
         return
     assert (swept, after) == (3, {sent_text: [], app_text: [], reply_text: []})
+    # the channel's copy of the reply goes too (by the id its post recorded), without a notice
+    await eventually(lambda: settled(reply_post.is_removed), "the channel's copy of the reply to go")
     # the rows stay, without the text: the webhook's, the reply's entry, the key's (replayed as now)
     assert (await _webhook(db, chat_id))["body"] == ""  # type: ignore[index]
     status, replayed = await send(api, team.peer, team.conversation_id, sent_text, headers=key)

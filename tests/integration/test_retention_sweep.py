@@ -104,7 +104,10 @@ async def _state(engine: AsyncEngine, seeded: Seeded) -> tuple[list[str], int, i
         ).scalars()
         audited = (
             await c.execute(
-                text("SELECT count(*) FROM audit_events WHERE workflow = :w AND resource_id = ANY(:ids)"),
+                text(
+                    "SELECT count(*) FROM audit_events WHERE workflow = :w AND resource_type = 'message'"
+                    " AND resource_id = ANY(:ids)"
+                ),
                 {"w": SWEEP, "ids": ids},
             )
         ).scalar_one()
