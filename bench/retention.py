@@ -57,6 +57,7 @@ from bench.http_harness import (
     start,
     stop,
 )
+from bench.proc_cpu import cpu_seconds, postgres_pids
 
 POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
 
@@ -160,7 +161,7 @@ async def check(url: str, messages: int) -> tuple[int, int]:
 def _sweeper(url: str, org: int, batch: int, duty: float, halt: Any, done: Any, ready: Any) -> None:
     """Another instance's retention schedule, in a process of its own: batch after batch, busy at
     most ``duty`` of the time (as handlers/schedules.py waits), until ``halt`` is set or nothing is
-    due; puts (deleted, seconds, batch timings) on ``done``."""
+    due; puts (deleted, seconds, batch timings, its own CPU seconds) on ``done``."""
     from engine.workflows.retention import sweep_retention
     from handlers.logs import configure_logging
     from integrations.retention_runner import retention_services
@@ -172,7 +173,7 @@ def _sweeper(url: str, org: int, batch: int, duty: float, halt: Any, done: Any, 
         deleted = 0
         async with retention_services(url, _policy(org)) as services:
             ready.put(0)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             while not halt.is_set():
                 t = time.perf_counter()
                 n = await sweep_retention(services, limit=batch)
@@ -182,7 +183,7 @@ def _sweeper(url: str, org: int, batch: int, duty: float, halt: Any, done: Any, 
                 deleted += n
                 if duty < 1:
                     await asyncio.sleep(timings[-1] * (1 - duty) / duty)
-            done.put((deleted, time.perf_counter() - started, timings))
+            done.put((deleted, time.perf_counter() - started, timings, time.process_time() - cpu))
 
     asyncio.run(main())
 
@@ -241,6 +242,9 @@ class _Round:
     sweep_seconds: float
     batches: list[float]
     sealing: float  # seconds the sealer took to catch up after the sweep stopped
+    # cores busy during each load: (caremsg, postgres) without; (caremsg, postgres, sweeper) with
+    cpu_alone: tuple[float, float]
+    cpu_swept: tuple[float, float, float]
 
 
 def with_sends(args: argparse.Namespace) -> int:
@@ -264,10 +268,22 @@ def with_sends(args: argparse.Namespace) -> int:
             request = asyncio.run(_sender(f"http://127.0.0.1:{port}"))
             asyncio.run(load(request, args.clients, args.warmup, args.seconds))
 
-            def sends() -> tuple[float, list[float]]:
-                return asyncio.run(load(request, args.clients, 10**9, args.seconds))
+            app_pid = processes[-1].pid or 0
 
-            def swept() -> tuple[tuple[float, list[float]], tuple[int, float, list[float]]]:
+            def busy() -> tuple[float, float]:
+                """CPU seconds used so far by caremsg's process and by PostgreSQL's."""
+                return cpu_seconds([app_pid]), cpu_seconds(postgres_pids(db.pgdata))
+
+            def sends() -> tuple[tuple[float, list[float]], tuple[float, float]]:
+                """The load, and the cores caremsg and PostgreSQL kept busy meanwhile."""
+                before, started = busy(), time.perf_counter()
+                measured = asyncio.run(load(request, args.clients, 10**9, args.seconds))
+                after, elapsed = busy(), time.perf_counter() - started
+                return measured, ((after[0] - before[0]) / elapsed, (after[1] - before[1]) / elapsed)
+
+            def swept() -> tuple[
+                tuple[float, list[float]], tuple[float, float], tuple[int, float, list[float], float]
+            ]:
                 halt, done, ready = ctx.Event(), ctx.Queue(), ctx.Queue()
                 sweeper = ctx.Process(
                     target=_sweeper,
@@ -276,25 +292,36 @@ def with_sends(args: argparse.Namespace) -> int:
                 )
                 sweeper.start()
                 ready.get(timeout=120)
-                measured = sends()
+                measured, cores = sends()
                 halt.set()
                 result = done.get(timeout=600)
                 sweeper.join(30)
-                return measured, result
+                return measured, cores, result
 
             def sealed() -> float:
                 return asyncio.run(_sealed(db.url)) if sealer else 0.0
 
             for round_ in range(args.rounds):
                 if round_ % 2 == 0:
-                    alone = sends()
-                    with_sweep, (deleted, seconds, batches) = swept()
+                    alone, cores = sends()
+                    with_sweep, swept_cores, (deleted, seconds, batches, cpu) = swept()
                     sealing = sealed()
                 else:
-                    with_sweep, (deleted, seconds, batches) = swept()
+                    with_sweep, swept_cores, (deleted, seconds, batches, cpu) = swept()
                     sealing = sealed()
-                    alone = sends()
-                rounds.append(_Round(alone, with_sweep, deleted, seconds, batches, sealing))
+                    alone, cores = sends()
+                rounds.append(
+                    _Round(
+                        alone,
+                        with_sweep,
+                        deleted,
+                        seconds,
+                        batches,
+                        sealing,
+                        cores,
+                        (*swept_cores, cpu / seconds),
+                    )
+                )
         finally:
             stop(processes)
 
@@ -325,6 +352,16 @@ def with_sends(args: argparse.Namespace) -> int:
         f" p99 {pct(batches, 99):.0f} ms; the service's sealer then took"
         f" [{' '.join(f'{r.sealing:.1f}' for r in rounds)}] s to chain its audit records"
     )
+    alone_cores = [statistics.median(r.cpu_alone[i] for r in rounds) for i in range(2)]
+    swept_cores = [statistics.median(r.cpu_swept[i] for r in rounds) for i in range(3)]
+    print(
+        f"  cores busy (median): no sweep: caremsg {alone_cores[0]:.2f}, postgres {alone_cores[1]:.2f};"
+        f" sweeping: caremsg {swept_cores[0]:.2f}, postgres {swept_cores[1]:.2f} (the sweep's"
+        f" statements included), the sweeper's process {swept_cores[2]:.2f}"
+    )
+    if deleted:
+        sweeper_cpu = sum(r.cpu_swept[2] * r.sweep_seconds for r in rounds)
+        print(f"  the sweeper's own CPU per message deleted: {sweeper_cpu / deleted * 1e6:.0f} µs")
     return 0
 
 
