@@ -63,8 +63,8 @@ class RetentionSweeps(Protocol):
     """Finding and deleting expired message content, in the workflow's transaction."""
 
     async def plan(self, cutoffs: Cutoffs) -> dict[int, int]:
-        """Per organization id, how many messages the next sweep would delete the content of
-        (still have content, older than their cutoff, under no legal hold that lasts)."""
+        """Per organization id, how many messages (and SMS replies) the next sweep would delete
+        the content of (still have content, older than their cutoff, under no legal hold that lasts)."""
         ...
 
     async def claim(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredContent]:

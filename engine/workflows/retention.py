@@ -55,8 +55,8 @@ def cutoffs(policy: Policy, now: datetime) -> Cutoffs:
 
 
 async def retention_plan(services: Services) -> dict[int, int]:
-    """Per organization id, how many messages' content the next sweep would delete (no content,
-    no names: counts only). Reads; changes nothing."""
+    """Per organization id, how many messages' (and SMS replies') content the next sweep would
+    delete (no content, no names: counts only). Reads; changes nothing."""
     now = services.clock()
     due = cutoffs(services.policy.current, now)
     if due.nothing_expires:

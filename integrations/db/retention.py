@@ -86,6 +86,7 @@ _DUE_REPLIES = f"""
           AND (h.patient_id = c.patient_id OR h.conversation_id = o.conversation_id)
       )
 """  # noqa: S608 - assembled from constants; every value is a bound parameter
+_PLAN_REPLIES = text(f"SELECT p.organization_id, count(*) AS n {_DUE_REPLIES} GROUP BY p.organization_id")
 _CLAIM_REPLIES = text(
     "SELECT o.id, w.id AS event_id, o.conversation_id, c.patient_id, p.organization_id,"
     " o.payload ->> 'channel_url' AS channel_url, o.payload ->> 'sender_chat_id' AS sender_chat_id,"
@@ -113,8 +114,11 @@ def _params(cutoffs: Cutoffs) -> dict[str, Any]:
 
 class SqlRetentionSweeps(Repository):
     async def plan(self, cutoffs: Cutoffs) -> dict[int, int]:
-        rows = await self.session.execute(_PLAN, _params(cutoffs))
-        return {r.organization_id: r.n for r in rows}
+        counts: dict[int, int] = {}
+        for query in (_PLAN, _PLAN_REPLIES):
+            for r in await self.session.execute(query, _params(cutoffs)):
+                counts[r.organization_id] = counts.get(r.organization_id, 0) + r.n
+        return counts
 
     async def claim(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredContent]:
         rows = await self.session.execute(_CLAIM, {**_params(cutoffs), "limit": limit})

@@ -234,8 +234,10 @@ async def test_an_sms_reply_not_posted_yet_loses_its_text_and_is_not_posted_empt
             )
         ).scalar_one()
     async with retention_services(database_url, _policy(seeded.organization_id, 30)) as services:
+        assert await retention_plan(services) == {seeded.organization_id: 1}  # counted as a message is
         assert await sweep_retention(services) == 1
         assert await sweep_retention(services) == 0
+        assert await retention_plan(services) == {}
     async with engine.connect() as c:
         row = (
             await c.execute(text("SELECT status, payload FROM outbox WHERE id = :id"), {"id": outbox_id})
