@@ -222,6 +222,27 @@ async def test_a_staff_post_from_the_chat_app_texts_external_members_a_notificat
     assert len(texts(api, team.phone)) == 1
 
 
+async def test_a_post_caremsg_ignores_keeps_no_body(api: Api, db: asyncpg.Connection) -> None:
+    team = await care_team(api)
+    nurse_chat = await db.fetchval("SELECT chat_user_id FROM users WHERE id = $1", team.nurse.id)
+    event = staff_post(team, nurse_chat, message_id=515151, text="Posted where caremsg has no conversation")
+    event["channel"]["channel_url"] = "not_a_caremsg_channel"
+    body = sendbird_json(event)
+
+    status, answer = await post(api, body, sign_webhook(body, token(api)))
+    assert status == 200, answer
+
+    stored = await eventually(
+        lambda: db.fetchrow(
+            "SELECT status, body FROM webhook_events WHERE dedupe_key = $1 AND status <> 'pending'",
+            "group_channel:message_send:515151",
+        ),
+        "the post to be processed",
+    )
+    # the workflow ignored it (no conversation): the text it carried is not kept
+    assert (stored["status"], stored["body"]) == ("ignored", "")
+
+
 async def test_a_read_receipt_marks_the_channel_delivery_delivered(api: Api, db: asyncpg.Connection) -> None:
     wire_webhooks(api)
     team = await care_team(api)
