@@ -164,6 +164,7 @@ def _sweeper(url: str, org: int, batch: int, duty: float, halt: Any, done: Any, 
     due; puts (deleted, seconds, batch timings, its own CPU seconds) on ``done``."""
     from engine.workflows.retention import sweep_retention
     from handlers.logs import configure_logging
+    from handlers.schedules import wait_after
     from integrations.retention_runner import retention_services
 
     configure_logging(fmt="json", level="error")
@@ -182,7 +183,7 @@ def _sweeper(url: str, org: int, batch: int, duty: float, halt: Any, done: Any, 
                 timings.append(time.perf_counter() - t)
                 deleted += n
                 if duty < 1:
-                    await asyncio.sleep(timings[-1] * (1 - duty) / duty)
+                    await asyncio.sleep(wait_after(timings[-1], duty))
             done.put((deleted, time.perf_counter() - started, timings, time.process_time() - cpu))
 
     asyncio.run(main())

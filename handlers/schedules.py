@@ -26,6 +26,12 @@ from handlers.keys import services_key, settings_key
 log = structlog.get_logger("caremsg.schedules")
 
 
+def wait_after(batch_seconds: float, duty_cycle: float) -> float:
+    """How long a sweep waits after a batch that took ``batch_seconds`` to be busy ``duty_cycle`` of
+    its time (0 < duty_cycle <= 1; 1: no wait)."""
+    return batch_seconds * (1 - duty_cycle) / duty_cycle
+
+
 async def _batches_every(
     name: str,
     interval: float,
@@ -51,7 +57,7 @@ async def _batches_every(
                     if await sweep(batch) < batch:
                         break
                     if duty_cycle < 1:
-                        await asyncio.sleep((loop.time() - started) * (1 - duty_cycle) / duty_cycle)
+                        await asyncio.sleep(wait_after(loop.time() - started, duty_cycle))
             except Exception:  # the next round tries again; the cause is logged
                 log.exception("schedule.round_failed", schedule=name)
             await asyncio.sleep(interval)
