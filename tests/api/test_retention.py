@@ -389,6 +389,12 @@ async def test_content_retention_deleted_is_409_to_recall_still_correctable_and_
     assert status == 409, problem
     assert (problem["code"], problem["title"]) == ("content_deleted", "Content already deleted")
     assert await db.fetchval("SELECT count(*) FROM message_recalls WHERE message_id = $1", kept) == 0
+    records = await db.fetch(
+        "SELECT outcome, details ->> 'recalled' AS recalled FROM audit_events"
+        " WHERE workflow = 'message.recall' AND resource_id = $1",
+        str(kept),
+    )
+    assert [(r["outcome"], r["recalled"]) for r in records] == [("failure", None)]  # refused, not done
     status, one = await api.call("GET", f"/api/messages/{kept}", team.nurse)
     assert (one["recalled"], one["contentDeleted"]) == (False, True)
 
