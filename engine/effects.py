@@ -149,6 +149,19 @@ class DeleteFromChannel:
 
 
 @dataclass(frozen=True)
+class DeleteSmsReplyFromChannel:
+    """Take an SMS reply whose text outlived its lifespan (retention) out of its conversation's
+    channel, silently: by the chat provider's id recorded when it was posted, else by its provider
+    message id in ``data``. A reply that never reached the channel has nothing to delete."""
+
+    conversation_id: int
+    channel_url: str
+    sender_chat_id: str
+    dedup_id: str
+    chat_message_id: int | None = None
+
+
+@dataclass(frozen=True)
 class PostAttachment:
     """Post a stored message's attached file into its conversation's channel as its sender, as a
     Sendbird file message, exactly once."""
@@ -173,6 +186,7 @@ Effect = (
     | EscalateUrgent
     | RecallFromChannel
     | DeleteFromChannel
+    | DeleteSmsReplyFromChannel
     | PostAttachment
 )
 
@@ -193,6 +207,7 @@ KIND: Mapping[type[Effect], str] = {
     EscalateUrgent: "urgent_escalate",
     RecallFromChannel: "recall_message",
     DeleteFromChannel: "delete_message",
+    DeleteSmsReplyFromChannel: "delete_sms_reply",
     PostAttachment: "send_file",
 }
 

@@ -12,6 +12,7 @@ generic and never carry PHI (names, phone numbers, message text).
     ├── Forbidden               403 — the policy engine denied the action (carries the Decision)
     ├── NotFound                404 — the object does not exist (or the actor may not know it does)
     ├── Conflict                409 — the action collides with existing state
+    │   └── ContentDeleted      409 — the message's content was deleted by retention already
     ├── IdempotencyMismatch     422 — an Idempotency-Key was reused with a different request
     ├── TooManyRequests         429 — a rate limit or login back-off (carries retry_after seconds)
     │   └── AccountLocked       429 — too many failed logins: only an admin's unlock opens it
@@ -116,6 +117,12 @@ class NotFound(CaremsgError):
 
 class Conflict(CaremsgError):
     code = "conflict"
+
+
+class ContentDeleted(Conflict):
+    """The action needs a message's content, which retention deleted already (policies/retention.toml)."""
+
+    code = "content_deleted"
 
 
 class IdempotencyMismatch(CaremsgError):

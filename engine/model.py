@@ -403,10 +403,12 @@ class RecalledContent:
     recalled_at: datetime
     recalled_by: int
     reason: str = field(repr=False)
+    #: Empty once retention deleted the content (``content_deleted_at``): the record stays.
     text: str = field(repr=False)
     #: The files attached to it (their metadata), kept with the legal record: each one's bytes are
     #: read under the same decision (``message.read_recalled``).
     attachments: tuple[Attachment, ...] = ()
+    content_deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True)

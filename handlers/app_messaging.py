@@ -35,7 +35,7 @@ from handlers.keys import (
     twilio_emulator_key,
 )
 from handlers.logs import show_emulator_credentials
-from integrations.effects.messages import PostSmsReplyExecutor
+from integrations.effects.sms_replies import DeleteSmsReplyExecutor, PostSmsReplyExecutor
 from integrations.effects.texts import TextExecutor
 from integrations.effects.urgent import UrgentAlertExecutor
 from integrations.escalation import EscalationScheduler
@@ -211,6 +211,7 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
                     accept_outbound_only=m.accept_outbound_only_sms,
                 ),
                 PostSmsReplyExecutor(),
+                DeleteSmsReplyExecutor(),
                 # Escalation steps of urgent messages: chat alerts, and texts to staff phones.
                 UrgentAlertExecutor(gateway),
             ],

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from engine.errors import (
     CaremsgError,
     Conflict,
+    ContentDeleted,
     FieldError,
     FileTooLarge,
     FileTypeRefused,
@@ -38,6 +39,7 @@ _STATUS: list[tuple[type[CaremsgError], int, str]] = [
     (Unauthenticated, 401, "Authentication required"),
     (Forbidden, 403, "Forbidden"),
     (NotFound, 404, "Not found"),
+    (ContentDeleted, 409, "Content already deleted"),
     (Conflict, 409, "Conflict"),
     (IdempotencyMismatch, 422, "Idempotency key reused"),
     (TooManyRequests, 429, "Too many requests"),

@@ -260,11 +260,15 @@ class ConsentSettings(_Section):
 
 
 class RetentionSettings(_Section):
-    """The retention sweep (policies/retention.toml says how long content lives): how often it runs
-    and how many messages one short transaction deletes the content of."""
+    """The retention sweep (policies/retention.toml says how long content lives): how often it runs,
+    how many messages one short transaction deletes the content of, and the share of its time it
+    may spend in batches: after a batch that took t seconds it waits t * (1 - share) / share, so
+    requests keep the database and the CPU, the more so the busier they are (a busy database makes
+    batches slower and so the waits longer). bench/retention.py --with-sends measures it."""
 
     sweep_interval_seconds: float = Field(300.0, gt=0)
     sweep_batch_size: int = Field(500, ge=1, le=10_000)
+    sweep_duty_cycle: float = Field(0.25, gt=0, le=1)
 
 
 class Settings(_Section):

@@ -41,6 +41,13 @@ OWN_CUSTOM_TYPES = frozenset(
 )
 SENDBIRD = "sendbird"
 SMS = "sms"
+#: Sendbird's categories whose payload is one message (and its text): their dedupe key is
+#: ``category:message id`` (:func:`sendbird_event_key`), which is how retention finds the copies.
+MESSAGE_CATEGORIES = (
+    "group_channel:message_send",
+    "group_channel:message_update",
+    "group_channel:message_delete",
+)
 MAX_ATTEMPTS = 10
 
 
@@ -80,7 +87,12 @@ def inbound_sms_event(
         "keyword": keyword,
         "provider_answers_keywords": provider_answers_keywords,
     }
-    return StoredEvent("sms:inbound", f"sms:{message_id}"), json.dumps(body).encode("utf-8")
+    return StoredEvent("sms:inbound", sms_dedupe_key(message_id)), json.dumps(body).encode("utf-8")
+
+
+def sms_dedupe_key(message_id: str) -> str:
+    """The dedupe key of an inbound SMS stored under the provider's message id."""
+    return f"sms:{message_id}"
 
 
 #: NUL and the other control characters but tab and line breaks: PostgreSQL refuses NUL in text, and
@@ -195,13 +207,15 @@ class WebhookProcessor:
         return await self._handle(event)
 
     async def _finish(self, event_id: int, status: str) -> None:
+        # An event caremsg ignores keeps no body: the echo of its own post is a copy of text it
+        # holds where retention and legal holds govern it; other categories carry text it never uses.
         async with self._sessions() as session, session.begin():
             await session.execute(
                 text(
-                    "UPDATE webhook_events SET status = :status, processed_at = now(), lease_until = NULL"
-                    " WHERE id = :id"
+                    "UPDATE webhook_events SET status = :status, processed_at = now(), lease_until = NULL,"
+                    " body = CASE WHEN :ignored THEN '' ELSE body END WHERE id = :id"
                 ),
-                {"status": status, "id": event_id},
+                {"status": status, "ignored": status == messaging.IGNORED, "id": event_id},
             )
 
     async def _failed(self, event_id: int, attempts: int, error: str) -> None:

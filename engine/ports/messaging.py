@@ -202,7 +202,8 @@ class WebhookEventLog(Protocol):
     """The stored inbound webhook events (integrations/webhooks.py claims them)."""
 
     async def finish(self, event_id: int, status: str) -> None:
-        """Mark a stored webhook event processed or ignored, in the transaction of its effects."""
+        """Mark a stored webhook event processed or ignored, in the transaction of its effects. An
+        ignored event keeps no body: it may carry text caremsg never acts on."""
         ...
 
 

@@ -37,12 +37,34 @@ class ExpiredContent:
     recalled: bool
 
 
+@dataclass(frozen=True)
+class ExpiredSmsReply:
+    """An external participant's SMS reply, posted into a conversation's channel, whose text has
+    outlived its lifespan and that no legal hold covers. caremsg keeps no message row for it: its
+    text lives in the post's outbox entry and the stored inbound webhook (``event_id``, None if
+    that is gone)."""
+
+    outbox_id: int
+    event_id: int | None
+    conversation_id: int
+    patient_id: int
+    organization_id: int
+    #: Where it was posted, by whom, under which provider message id; the channel's id of the post
+    #: if it recorded one. ``posted``: it went out (or may be going out right now), so the channel
+    #: holds a copy to delete; one still queued is cancelled instead.
+    channel_url: str
+    sender_chat_id: str
+    dedup_id: str
+    chat_message_id: int | None
+    posted: bool
+
+
 class RetentionSweeps(Protocol):
     """Finding and deleting expired message content, in the workflow's transaction."""
 
     async def plan(self, cutoffs: Cutoffs) -> dict[int, int]:
-        """Per organization id, how many messages the next sweep would delete the content of
-        (still have content, older than their cutoff, under no legal hold that lasts)."""
+        """Per organization id, how many messages (and SMS replies) the next sweep would delete
+        the content of (still have content, older than their cutoff, under no legal hold that lasts)."""
         ...
 
     async def claim(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredContent]:
@@ -51,8 +73,21 @@ class RetentionSweeps(Protocol):
         ...
 
     async def delete_content(self, message_ids: list[int], at: datetime) -> None:
-        """Empty these messages' text (and a recalled one's legal-record text) and mark them
-        ``content_deleted_at``; their metadata, deliveries and audit records stay."""
+        """Delete every copy of these messages' content in caremsg's tables and mark them
+        ``content_deleted_at``: their text, a recalled one's legal-record text, their attached
+        files, the stored response of their sending (replayed to a repeated idempotency key) and
+        the raw bodies of the chat provider's webhooks about them. Their metadata, deliveries and
+        audit records stay."""
+        ...
+
+    async def claim_sms_replies(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredSmsReply]:
+        """Up to ``limit`` SMS replies whose text is due (by the conversation's patient's
+        organization, under no legal hold that lasts), oldest first, locked as :meth:`claim` does."""
+        ...
+
+    async def delete_sms_replies(self, replies: list[ExpiredSmsReply]) -> None:
+        """Delete these replies' text from their outbox entries (one not posted yet is cancelled)
+        and from their stored inbound webhooks; the entries and webhook rows stay."""
         ...
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 
 from engine.audit import DetailValue
 from engine.effects import PostMessage, RecallFromChannel, TextMessage
-from engine.errors import Conflict, FieldError, InvalidInput, NotFound
+from engine.errors import Conflict, ContentDeleted, FieldError, InvalidInput, NotFound
 from engine.facts import message_facts
 from engine.model import Actor, AttachmentFile, Conversation, DeliveryState, Message, RecalledContent
 from engine.ports.units import RecallsUnitOfWork
@@ -127,10 +127,10 @@ async def recall_message(services: Services, actor: Actor, cmd: RecallMessage) -
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         message, conversation = await _decided_message(guard, RECALL, cmd.message_id)
-        if message.recalled:
-            raise Conflict("This message was recalled already.")
+        _recallable(message)
         outcome = await uow.recalls.recall(message.id, at=guard.now, by=actor.user_id, reason=reason)
-        if outcome is None:
+        if outcome is None:  # a recall or a sweep got there first
+            _recallable(await _reread(uow, message.id))
             raise Conflict("This message was recalled already.")
         # The decision's record is the recall's: who, when, under which rule, what it cancelled.
         # The reason is in the legal record (message_recalls), read under message.read_recalled.
@@ -149,6 +149,15 @@ async def recall_message(services: Services, actor: Actor, cmd: RecallMessage) -
     return message
 
 
+def _recallable(message: Message) -> None:
+    """409 for a message recalled already, or whose content retention deleted: there is nothing
+    left to take back, and a legal record would keep nothing."""
+    if message.recalled:
+        raise Conflict("This message was recalled already.")
+    if message.content_deleted:
+        raise ContentDeleted("This message's content was deleted under the retention policy already.")
+
+
 async def _reread(uow: RecallsUnitOfWork, message_id: int) -> Message:
     message = await uow.messages.get(message_id)
     if message is None:  # pragma: no cover - the row was read in this very transaction
@@ -158,8 +167,9 @@ async def _reread(uow: RecallsUnitOfWork, message_id: int) -> Message:
 
 async def read_recalled(services: Services, actor: Actor, message_id: int) -> RecalledContent:
     """What a recalled message said, and who recalled it when and why (``message.read_recalled``;
-    by default a compliance officer of the patient's organization). Every read is audited. 404 for a
-    message the actor may not know of and for one that was never recalled."""
+    by default a compliance officer of the patient's organization). Every read is audited. Once
+    retention deleted the content the record says when (``content_deleted_at``) and holds no text.
+    404 for a message the actor may not know of and for one that was never recalled."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         message, _ = await _decided_message(guard, READ_RECALLED, message_id)
@@ -168,7 +178,11 @@ async def read_recalled(services: Services, actor: Actor, message_id: int) -> Re
             raise NotFound("message", "This message was not recalled.")
         attached = await uow.attachments.of_messages([message.id])
         # The decision's record is the read's: one per read, naming whose recall was read.
-        guard.annotate(read_recalled_content=1, recalled_by=record.recalled_by)
+        guard.annotate(
+            read_recalled_content=1,
+            recalled_by=record.recalled_by,
+            **({} if record.content_deleted_at is None else {"content_deleted": 1}),
+        )
         await uow.commit()
     return replace(record, attachments=attached.get(message.id, ()))
 

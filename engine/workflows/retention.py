@@ -9,6 +9,14 @@ it owns the record) and no legal hold on its patient or its conversation lasts:
 - a recalled message's legal record loses its text too: the recall is a record (who, when, why,
   all kept), but the text it preserved is message content and lives no longer than the message
   would have; a legal hold is what keeps it longer;
+- every other copy in caremsg's tables goes in the same batch: attached files, the stored response
+  of the message's sending (replayed to a repeated idempotency key), the raw bodies of the chat
+  provider's webhooks about it (outbox entries of a message carry ids, never its text);
+- an external participant's SMS reply has no message row: its text lives in the outbox entry that
+  posts it and in its stored inbound webhook, and is deleted from both by the same terms (the
+  conversation's patient's organization, legal holds), audited as ``message.content_deleted`` of
+  resource ``sms_reply``; its copy in the channel is deleted through the outbox
+  (:class:`~engine.effects.DeleteSmsReplyFromChannel`) if it was posted, else its post is cancelled;
 - the channel's copy is deleted through the outbox (:class:`~engine.effects.DeleteFromChannel`,
   the recall's executor, without its notice); a recalled message's copy left the channel already;
 - one audit record per message (``message.content_deleted``: ids, the organization, the lifespan
@@ -23,8 +31,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta
 
-from engine.audit import AuditEvent
-from engine.effects import DeleteFromChannel
+from engine.audit import AuditEvent, DetailValue
+from engine.effects import DeleteFromChannel, DeleteSmsReplyFromChannel
 from engine.policy import Policy
 from engine.ports.retention import Cutoffs
 from engine.ports.units import RetentionUnitOfWork
@@ -47,8 +55,8 @@ def cutoffs(policy: Policy, now: datetime) -> Cutoffs:
 
 
 async def retention_plan(services: Services) -> dict[int, int]:
-    """Per organization id, how many messages' content the next sweep would delete (no content,
-    no names: counts only). Reads; changes nothing."""
+    """Per organization id, how many messages' (and SMS replies') content the next sweep would
+    delete (no content, no names: counts only). Reads; changes nothing."""
     now = services.clock()
     due = cutoffs(services.policy.current, now)
     if due.nothing_expires:
@@ -58,8 +66,9 @@ async def retention_plan(services: Services) -> dict[int, int]:
 
 
 async def sweep_retention(services: Services, *, limit: int = 500) -> int:
-    """Delete the content of up to ``limit`` messages whose lifespan has ended and that no legal
-    hold covers, in one transaction; returns how many. A full batch means there may be more."""
+    """Delete the content of up to ``limit`` messages (then SMS replies) whose lifespan has ended
+    and that no legal hold covers, in one transaction; returns how many. A full batch means there
+    may be more."""
     now = services.clock()
     policy = services.policy.current
     due = cutoffs(policy, now)
@@ -67,13 +76,35 @@ async def sweep_retention(services: Services, *, limit: int = 500) -> int:
         return 0
     async with _unit_of_work(services) as uow:
         expired = await uow.retention.claim(due, limit)
-        if not expired:
+        left = limit - len(expired)
+        replies = await uow.retention.claim_sms_replies(due, left) if left > 0 else []
+        if not expired and not replies:
             return 0
-        await uow.retention.delete_content([e.message_id for e in expired], now)
-        await uow.outbox.enqueue_all(
-            [DeleteFromChannel(e.conversation_id, e.message_id) for e in expired if not e.recalled]
-        )
-        for e in expired:
+        if expired:
+            await uow.retention.delete_content([e.message_id for e in expired], now)
+            await uow.outbox.enqueue_all(
+                [DeleteFromChannel(e.conversation_id, e.message_id) for e in expired if not e.recalled]
+            )
+        if replies:
+            await uow.retention.delete_sms_replies(replies)
+            await uow.outbox.enqueue_all(
+                [
+                    DeleteSmsReplyFromChannel(
+                        r.conversation_id, r.channel_url, r.sender_chat_id, r.dedup_id, r.chat_message_id
+                    )
+                    for r in replies
+                    if r.posted
+                ]
+            )
+
+        def record(
+            resource_type: str,
+            resource_id: int,
+            patient_id: int,
+            organization_id: int,
+            request_id: str | None = None,
+            **details: DetailValue,
+        ) -> None:
             uow.audit.record(
                 dataclasses.replace(
                     AuditEvent.by(
@@ -82,20 +113,40 @@ async def sweep_retention(services: Services, *, limit: int = 500) -> int:
                         workflow=SWEEP,
                         outcome="success",
                         occurred_at=now,
-                        resource_type="message",
-                        resource_id=str(e.message_id),
-                        patient_id=e.patient_id,
+                        resource_type=resource_type,
+                        resource_id=str(resource_id),
+                        patient_id=patient_id,
                         policy_version=policy.version,
                         details={
-                            "conversation_id": e.conversation_id,
-                            "content_days": policy.retention.days_for(e.organization_id),
+                            **details,
+                            "content_days": policy.retention.days_for(organization_id),
                             "retention_version": policy.retention_version,
-                            "recalled": e.recalled,
                         },
                     ),
-                    organization_id=e.organization_id,
+                    organization_id=organization_id,
+                    request_id=request_id,
                 )
+            )
+
+        for e in expired:
+            record(
+                "message",
+                e.message_id,
+                e.patient_id,
+                e.organization_id,
+                conversation_id=e.conversation_id,
+                recalled=e.recalled,
+            )
+        for r in replies:
+            # The reply's other records (its sms.reply decision) name its webhook event the same way.
+            record(
+                "sms_reply",
+                r.outbox_id,
+                r.patient_id,
+                r.organization_id,
+                None if r.event_id is None else f"webhook-{r.event_id}",
+                conversation_id=r.conversation_id,
             )
         await uow.commit()
     services.delivery.wake()
-    return len(expired)
+    return len(expired) + len(replies)

@@ -288,7 +288,9 @@ class LegalRecordPublic(Response):
     conversation_id: int = Field(description="Its conversation.")
     sender_id: int = Field(description="Who sent it (a user id).")
     sent_at: datetime = Field(description="When it was sent.")
-    message: str = Field(description="The recalled text.")
+    message: str | None = Field(
+        description="The recalled text; null once retention deleted it (see contentDeletedAt)."
+    )
     recalled_at: datetime = Field(description="When it was recalled.")
     recalled_by: int = Field(description="Who recalled it (a user id).")
     reason: str = Field(description="Why, as the person who recalled it said.")
@@ -297,6 +299,12 @@ class LegalRecordPublic(Response):
         description="Files that were attached to it (type, size, SHA-256), kept with the legal record; "
         "read each one's bytes at /api/messages/{id}/legal-record/attachments/{attachmentId}.",
     )
+    content_deleted: bool = Field(
+        False,
+        description="Its content outlived its organization's lifespan (policies/retention.toml) and"
+        " was deleted from the legal record too; the record of the recall stays.",
+    )
+    content_deleted_at: datetime | None = Field(None, description="When retention deleted its content.")
 
     @classmethod
     def of(cls, r: RecalledContent) -> LegalRecordPublic:
@@ -305,11 +313,13 @@ class LegalRecordPublic(Response):
             conversation_id=r.conversation_id,
             sender_id=r.sender_id,
             sent_at=r.sent_at,
-            message=r.text,
+            message=None if r.content_deleted_at is not None else r.text,
             recalled_at=r.recalled_at,
             recalled_by=r.recalled_by,
             reason=r.reason,
             attachments=[AttachmentPublic.of(a) for a in r.attachments],
+            content_deleted=r.content_deleted_at is not None,
+            content_deleted_at=r.content_deleted_at,
         )
 
 

@@ -16,6 +16,7 @@ from engine.model import (
 )
 from engine.ports.messaging import NewDelivery, SmsRecipient
 from engine.sms import CHANNEL_RECIPIENT
+from engine.workflows.messaging import IGNORED
 from integrations.db.base import Repository
 from integrations.db.columns import table_of
 from integrations.db.patients import EXTERNAL_CONSENTS_SQL, consent_candidates
@@ -196,7 +197,13 @@ class SqlWebhookEventLog(Repository):
         await self.session.execute(
             update(webhooks_t)
             .where(webhooks_t.c.id == event_id)
-            .values(status=status, processed_at=func.now(), lease_until=None)
+            .values(
+                status=status,
+                processed_at=func.now(),
+                lease_until=None,
+                # An event caremsg ignores keeps no body: it may carry text caremsg never acts on.
+                **({"body": ""} if status == IGNORED else {}),
+            )
         )
 
 

@@ -19,11 +19,13 @@ messages_t = table_of(MessageRow)
 recalls_t = table_of(MessageRecallRow)
 
 #: Move the text into the legal record and empty it in the message, once (the row lock makes a
-#: second, concurrent recall find ``recalled_at`` set and change nothing).
+#: second, concurrent recall, or one after a concurrent retention sweep, find ``recalled_at`` or
+#: ``content_deleted_at`` set and change nothing).
 _RECALL = text(
     """
     WITH m AS (
-        SELECT id, body FROM messages WHERE id = :id AND recalled_at IS NULL FOR UPDATE
+        SELECT id, body FROM messages
+        WHERE id = :id AND recalled_at IS NULL AND content_deleted_at IS NULL FOR UPDATE
     ), kept AS (
         INSERT INTO message_recalls (message_id, recalled_at, recalled_by, reason, body)
         SELECT id, :at, :by, :reason, body FROM m
@@ -95,6 +97,7 @@ class SqlMessageRecalls(Repository):
                     messages_t.c.conversation_id,
                     messages_t.c.sender_id,
                     messages_t.c.created_at,
+                    messages_t.c.content_deleted_at,
                 )
                 .join(messages_t, messages_t.c.id == recalls_t.c.message_id)
                 .where(recalls_t.c.message_id == message_id)
@@ -111,6 +114,7 @@ class SqlMessageRecalls(Repository):
             recalled_by=row.recalled_by,
             reason=row.reason,
             text=row.body,
+            content_deleted_at=row.content_deleted_at,
         )
 
     async def add_correction(self, original: Message, text: str, *, at: datetime) -> Message | None:

@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy import text
 
-from engine.ports.retention import Cutoffs, ExpiredContent, NewLegalHold
+from engine.effects import PostSmsReply, kind_of
+from engine.ports.retention import Cutoffs, ExpiredContent, ExpiredSmsReply, NewLegalHold
 from engine.retention import LegalHold
 from integrations.db.base import Repository
+from integrations.webhooks import MESSAGE_CATEGORIES, SENDBIRD, SMS, sms_dedupe_key
 
 #: The messages whose content is due: the patient's organization's own cutoff if it has one (null:
 #: kept), else the default; still with content; under no legal hold that lasts, on the patient or
@@ -46,6 +48,59 @@ _DELETE_RECALLED = text(
 # An attached file is content too: its bytes go with the text. Its type, size and SHA-256 stay in
 # the audit record of the attaching (message.attach).
 _DELETE_ATTACHMENTS = text("DELETE FROM message_attachments WHERE message_id = ANY(CAST(:ids AS integer[]))")
+#: The operation under which sending a message stores its response (handlers/api_conversations.py).
+SEND_OPERATION = "message.send"
+# The response of a message's sending is stored whole (the text with it) and replayed to a repeat of
+# its idempotency key: it now says what reading the message says. Partial index: migration 0028.
+# The operation is spelled out, not bound: a generic plan could not use the partial index.
+_DELETE_RESPONSES = text(
+    "UPDATE idempotency_keys SET response_body = response_body || jsonb_build_object("  # noqa: S608 - a constant; values are bound
+    " 'message', NULL, 'contentDeleted', true, 'contentDeletedAt', CAST(:at AS timestamptz))"
+    f" WHERE operation = '{SEND_OPERATION}' AND resource_id = ANY(CAST(:ids AS integer[]))"
+    " AND jsonb_typeof(response_body) = 'object'"
+)
+# The chat provider's webhooks about a message (the echo of caremsg's own post, a post made in the
+# chat app, an edit) keep the raw body, text and all: emptied. The row (category, status, times)
+# stays, and its dedupe key still turns a late retry away. Found by that unique key.
+_DELETE_WEBHOOKS = text(
+    "UPDATE webhook_events SET body = '' WHERE source = :source AND body <> '' AND dedupe_key IN ("
+    " SELECT category || ':' || m.chat_message_id"
+    " FROM messages m, unnest(CAST(:categories AS text[])) category"
+    " WHERE m.id = ANY(CAST(:ids AS integer[])) AND m.chat_message_id IS NOT NULL)"
+)
+
+#: An SMS reply whose text is still stored: the partial index of migration 0028.
+_REPLY_WITH_TEXT = f"o.kind = '{kind_of(PostSmsReply)}' AND (o.payload -> 'text') IS NOT NULL"
+_DUE_REPLIES = f"""
+    FROM outbox o
+    JOIN conversations c ON c.id = o.conversation_id
+    JOIN patients p ON p.id = c.patient_id
+    LEFT JOIN unnest(CAST(:orgs AS integer[]), CAST(:org_cutoffs AS timestamptz[])) AS r(org_id, cutoff)
+      ON r.org_id = p.organization_id
+    LEFT JOIN webhook_events w
+      ON w.source = '{SMS}' AND w.dedupe_key = '{sms_dedupe_key("")}' || (o.payload ->> 'dedup_id')
+    WHERE {_REPLY_WITH_TEXT}
+      AND o.created_at < CASE WHEN r.org_id IS NULL THEN CAST(:default AS timestamptz) ELSE r.cutoff END
+      AND NOT EXISTS (
+        SELECT 1 FROM legal_holds h WHERE h.lifted_at IS NULL
+          AND (h.patient_id = c.patient_id OR h.conversation_id = o.conversation_id)
+      )
+"""  # noqa: S608 - assembled from constants; every value is a bound parameter
+_PLAN_REPLIES = text(f"SELECT p.organization_id, count(*) AS n {_DUE_REPLIES} GROUP BY p.organization_id")
+_CLAIM_REPLIES = text(
+    "SELECT o.id, w.id AS event_id, o.conversation_id, c.patient_id, p.organization_id,"
+    " o.payload ->> 'channel_url' AS channel_url, o.payload ->> 'sender_chat_id' AS sender_chat_id,"
+    " o.payload ->> 'dedup_id' AS dedup_id, CAST(o.payload ->> 'chat_message_id' AS bigint) AS chat_id,"
+    " (o.status IN ('done', 'failed') OR o.lease_until > now()) AS posted"
+    f" {_DUE_REPLIES} ORDER BY o.created_at, o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED"
+)
+# A reply not posted yet is not posted empty: cancelled, as a recall cancels a message's entries.
+_DELETE_REPLIES = text(
+    "UPDATE outbox SET payload = payload - 'text',"
+    " status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END"
+    " WHERE id = ANY(CAST(:ids AS integer[]))"
+)
+_DELETE_INBOUND = text("UPDATE webhook_events SET body = '' WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 def _params(cutoffs: Cutoffs) -> dict[str, Any]:
@@ -59,8 +114,11 @@ def _params(cutoffs: Cutoffs) -> dict[str, Any]:
 
 class SqlRetentionSweeps(Repository):
     async def plan(self, cutoffs: Cutoffs) -> dict[int, int]:
-        rows = await self.session.execute(_PLAN, _params(cutoffs))
-        return {r.organization_id: r.n for r in rows}
+        counts: dict[int, int] = {}
+        for query in (_PLAN, _PLAN_REPLIES):
+            for r in await self.session.execute(query, _params(cutoffs)):
+                counts[r.organization_id] = counts.get(r.organization_id, 0) + r.n
+        return counts
 
     async def claim(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredContent]:
         rows = await self.session.execute(_CLAIM, {**_params(cutoffs), "limit": limit})
@@ -72,6 +130,34 @@ class SqlRetentionSweeps(Repository):
         await self.session.execute(_DELETE, {"ids": message_ids, "at": at})
         await self.session.execute(_DELETE_RECALLED, {"ids": message_ids})
         await self.session.execute(_DELETE_ATTACHMENTS, {"ids": message_ids})
+        await self.session.execute(_DELETE_RESPONSES, {"ids": message_ids, "at": at})
+        await self.session.execute(
+            _DELETE_WEBHOOKS, {"ids": message_ids, "source": SENDBIRD, "categories": list(MESSAGE_CATEGORIES)}
+        )
+
+    async def claim_sms_replies(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredSmsReply]:
+        rows = await self.session.execute(_CLAIM_REPLIES, {**_params(cutoffs), "limit": limit})
+        return [
+            ExpiredSmsReply(
+                r.id,
+                r.event_id,
+                r.conversation_id,
+                r.patient_id,
+                r.organization_id,
+                r.channel_url,
+                r.sender_chat_id,
+                r.dedup_id,
+                r.chat_id,
+                r.posted,
+            )
+            for r in rows
+        ]
+
+    async def delete_sms_replies(self, replies: list[ExpiredSmsReply]) -> None:
+        await self.session.execute(_DELETE_REPLIES, {"ids": [r.outbox_id for r in replies]})
+        events = [r.event_id for r in replies if r.event_id is not None]
+        if events:
+            await self.session.execute(_DELETE_INBOUND, {"ids": events})
 
 
 _HOLD = """

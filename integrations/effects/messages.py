@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.audit import AuditEvent
-from engine.effects import Effect, PostMessage, PostSmsReply, kind_of
+from engine.effects import Effect, PostMessage, kind_of
 from engine.errors import ChatGatewayError, ChatRateLimited
 from engine.part2 import NOTICE_SENT, Covering, NoticeDue, Post, notices_due
 from engine.policy import PART2_SHORT_NOTICE
@@ -358,30 +358,3 @@ class PostMessageExecutor:
             _SETTLE_MESSAGES,
             {"ids": ids, "states": states, "chat_ids": chat_ids, "ts": timestamps, "reasons": reasons},
         )
-
-
-class PostSmsReplyExecutor:
-    """Post an inbound SMS into the channel as the external participant who sent it.
-
-    The provider's message id is carried in ``data`` (what :func:`post_once` reconciles on) and as
-    ``dedup_id`` (a second layer), so a provider retry (or ours) never posts twice.
-    """
-
-    handles: tuple[type[Effect], ...] = (PostSmsReply,)
-
-    async def deliver(self, effect: PostSmsReply, entry: OutboxEntry, ctx: RelayContext) -> None:
-        await post_once(
-            ctx.chat,
-            entry,
-            effect.channel_url,
-            sender_id=effect.sender_chat_id,
-            text=effect.text,
-            dedup_id=effect.dedup_id,
-            custom_type=SMS_REPLY_CUSTOM_TYPE,
-            data=json.dumps({"source": "sms", "sms_id": effect.dedup_id}),
-        )
-
-    async def settle(
-        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
-    ) -> None:
-        """Nothing to record beyond the relay's own row and audit record of each entry."""

@@ -17,6 +17,7 @@ from engine.effects import (
     AskWhichConversation,
     CreateChannel,
     DeleteFromChannel,
+    DeleteSmsReplyFromChannel,
     Effect,
     EscalateUrgent,
     InviteMembers,
@@ -105,6 +106,14 @@ def outbox_row(effect: Effect) -> OutboxRow:
             return OutboxRow(kind, {"message_id": m}, c, m)
         case PostAttachment(conversation_id=c, message_id=m, attachment_id=a):
             return OutboxRow(kind, {"attachment_id": a}, c, m)
+        case DeleteSmsReplyFromChannel(conversation_id=c):
+            where: dict[str, Any] = {
+                "channel_url": effect.channel_url,
+                "sender_chat_id": effect.sender_chat_id,
+                "dedup_id": effect.dedup_id,
+                "chat_message_id": effect.chat_message_id,
+            }
+            return OutboxRow(kind, where, c)
 
 
 def effect_from(
@@ -167,4 +176,11 @@ _READERS: dict[str, _Reader] = {
     kind_of(EscalateUrgent): lambda p, c, m: EscalateUrgent(_required(c), _required(m), int(p["step_id"])),
     kind_of(RecallFromChannel): lambda p, c, m: RecallFromChannel(_required(c), int(p["message_id"])),
     kind_of(DeleteFromChannel): lambda p, c, m: DeleteFromChannel(_required(c), int(p["message_id"])),
+    kind_of(DeleteSmsReplyFromChannel): lambda p, c, m: DeleteSmsReplyFromChannel(
+        _required(c),
+        str(p["channel_url"]),
+        str(p["sender_chat_id"]),
+        str(p["dedup_id"]),
+        None if p.get("chat_message_id") is None else int(p["chat_message_id"]),
+    ),
 }

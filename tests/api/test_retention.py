@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,10 +21,20 @@ from engine.policy import Policy
 from engine.workflows.retention import SWEEP, sweep_retention
 from handlers.keys import policy_key, services_key
 from integrations.policy_files import read_policy_sources
+from integrations.sendbird import sign_webhook
+from integrations.sendbird_emulator import sendbird_json
 from tests.support.api import Api
 from tests.support.cli import caremsg_in_process
 from tests.support.fakes import ShiftedClock
-from tests.support.messaging import care_team, emulator, send, settled_deliveries
+from tests.support.messaging import (
+    CareTeam,
+    care_team,
+    emulator,
+    receive_sms,
+    send,
+    settled_deliveries,
+    wire_webhooks,
+)
 from tests.support.polling import eventually, settled
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
@@ -86,7 +98,9 @@ async def test_expired_content_leaves_caremsg_and_the_channel_and_the_audit_trai
     )
     assert [r["outcome"] for r in deliveries] == ["success"]
     [deleted] = await db.fetch(
-        "SELECT * FROM audit_events WHERE workflow = $1 AND resource_id = $2", SWEEP, str(sent["id"])
+        "SELECT * FROM audit_events WHERE workflow = $1 AND resource_type = 'message' AND resource_id = $2",
+        SWEEP,
+        str(sent["id"]),
     )
     assert (deleted["event"], deleted["actor_id"], deleted["organization_id"]) == (
         "message.content_deleted",
@@ -252,3 +266,170 @@ async def test_a_bad_hold_is_422_naming_the_field(api: Api, body: dict[str, obje
     status, problem = await api.call("POST", "/api/legal-holds", officer, json=body)
     assert status == 422, problem
     assert field in json.dumps(problem)
+
+
+# --- every copy -----------------------------------------------------------------------------------
+
+
+def staff_post(team: CareTeam, sender_chat_id: str, message_id: int, text: str) -> Any:
+    """A ``group_channel:message_send`` event as Sendbird sends it for a post from a chat SDK (§7)."""
+    return {
+        "category": "group_channel:message_send",
+        "app_id": "emulator",
+        "type": "MESG",
+        "custom_type": "",
+        "silent": False,
+        "sdk": "JavaScript",
+        "sender": {"user_id": sender_chat_id, "nickname": "N", "profile_url": "https://x.example/a.png"},
+        "payload": {
+            "message_id": message_id,
+            "message": text,
+            "custom_type": "",
+            "data": "",
+            "created_at": 1,
+        },
+        "channel": {"channel_url": team.conversation["channelUrl"], "name": "Care", "custom_type": ""},
+    }
+
+
+async def _tables_holding(db: asyncpg.Connection, needle: str) -> list[str]:
+    """The tables of caremsg's schema with a row whose text holds ``needle`` (JSON and bodies too)."""
+    tables = await db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
+    return [
+        t["tablename"]
+        for t in tables
+        if await db.fetchval(
+            f'SELECT count(*) FROM "{t["tablename"]}" t WHERE strpos(t::text, $1) > 0', needle
+        )
+    ]
+
+
+async def _webhook(db: asyncpg.Connection, chat_message_id: int) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT status, body FROM webhook_events WHERE dedupe_key = $1 AND status <> 'pending'",
+        f"group_channel:message_send:{chat_message_id}",
+    )
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["swept", "held"])
+@pytest.mark.usefixtures("shipped_policy_back")
+async def test_a_sweep_leaves_the_text_in_no_table_and_a_legal_hold_keeps_every_copy(
+    api: Api, db: asyncpg.Connection, clock: ShiftedClock, held: bool
+) -> None:
+    """The copies: the message's text, the stored response of its sending (Idempotency-Key), a staff
+    post from the chat app (its message and its raw webhook), an external participant's SMS reply
+    (the outbox entry that posts it, its raw inbound webhook, and its copy in the channel); the
+    echoes of caremsg's own posts keep no body once ignored. Every table of the schema is searched,
+    audit_events included."""
+    wire_webhooks(api)
+    team = await care_team(api)
+    sent_text, app_text, reply_text = (f"Potassium {secrets.token_hex(6)}" for _ in range(3))
+    key = {"Idempotency-Key": secrets.token_hex(8)}
+    status, sent = await send(api, team.peer, team.conversation_id, sent_text, headers=key)
+    assert status == 202, sent
+    await settled_deliveries(api, team.peer, sent["id"])
+    nurse_chat = await db.fetchval("SELECT chat_user_id FROM users WHERE id = $1", team.nurse.id)
+    chat_id = 900_000_000 + secrets.randbelow(10**8)
+    raw = sendbird_json(staff_post(team, nurse_chat, chat_id, app_text))
+    resp = await api.client.post(
+        "/api/webhooks/sendbird",
+        data=raw,
+        headers={"x-sendbird-signature": sign_webhook(raw, emulator(api).api_token)},
+    )
+    assert resp.status == 200
+    receive_sms(api, team.phone, reply_text)
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+
+    async def echoed(text: str) -> asyncpg.Record | None:
+        posted = [m for m in channel.messages if m.message == text]
+        return await _webhook(db, posted[0].message_id) if posted else None
+
+    for text in (sent_text, reply_text):  # the echoes of caremsg's own posts, ignored: no body kept
+        echo = await eventually(lambda t=text: echoed(t), "the echo of caremsg's post")  # type: ignore[misc]
+        assert (echo["status"], echo["body"]) == ("ignored", "")
+    await eventually(lambda: _webhook(db, chat_id), "the chat app's post to be stored")
+    [reply_post] = [m for m in channel.messages if m.message == reply_text]
+    before = {t: await _tables_holding(db, t) for t in (sent_text, app_text, reply_text)}
+    assert before == {
+        sent_text: ["idempotency_keys", "messages"],
+        app_text: ["messages", "webhook_events"],
+        reply_text: ["outbox", "webhook_events"],
+    }
+    if held:
+        body = {"patientId": team.patient_id, "reason": "matter 2026-118"}
+        status, hold = await api.call("POST", "/api/legal-holds", team.officer, json=body)
+        assert status == 201, hold
+    _lifespan(api, team.organization_id, 30)
+    clock.advance(days=31)
+    swept = 0
+    while n := await sweep_retention(api.app[services_key]):
+        swept += n
+
+    after = {t: await _tables_holding(db, t) for t in (sent_text, app_text, reply_text)}
+    if held:
+        assert (swept, after, reply_post.is_removed) == (0, before, False)
+        return
+    assert (swept, after) == (3, {sent_text: [], app_text: [], reply_text: []})
+    # the channel's copy of the reply goes too (by the id its post recorded), without a notice
+    await eventually(lambda: settled(reply_post.is_removed), "the channel's copy of the reply to go")
+    # the rows stay, without the text: the webhook's, the reply's entry, the key's (replayed as now)
+    assert (await _webhook(db, chat_id))["body"] == ""  # type: ignore[index]
+    status, replayed = await send(api, team.peer, team.conversation_id, sent_text, headers=key)
+    assert status == 202, replayed
+    assert (replayed["id"], replayed["message"], replayed["contentDeleted"]) == (sent["id"], None, True)
+    records = await db.fetch(
+        "SELECT resource_type, details ->> 'conversation_id' AS c FROM audit_events"
+        " WHERE workflow = $1 AND patient_id = $2 ORDER BY resource_type",
+        SWEEP,
+        team.patient_id,
+    )
+    assert [(r["resource_type"], r["c"]) for r in records] == [
+        ("message", str(team.conversation_id)),
+        ("message", str(team.conversation_id)),
+        ("sms_reply", str(team.conversation_id)),
+    ]
+
+
+# --- recall, correction and the legal record after retention --------------------------------------
+
+
+@pytest.mark.usefixtures("shipped_policy_back")
+async def test_content_retention_deleted_is_409_to_recall_still_correctable_and_dated_in_the_legal_record(
+    api: Api, db: asyncpg.Connection, clock: ShiftedClock
+) -> None:
+    team = await care_team(api)
+    recalled, kept = [(await send(api, team.peer, team.conversation_id, TEXT))[1]["id"] for _ in range(2)]
+    status, body = await api.call(
+        "POST", f"/api/messages/{recalled}/recall", team.peer, json={"reason": "wrong patient"}
+    )
+    assert status == 200, body
+    _lifespan(api, team.organization_id, 30)
+    clock.advance(days=31)
+    assert await sweep_retention(api.app[services_key]) == 2
+
+    status, problem = await api.call(
+        "POST", f"/api/messages/{kept}/recall", team.officer, json={"reason": "litigation review"}
+    )
+    assert status == 409, problem
+    assert (problem["code"], problem["title"]) == ("content_deleted", "Content already deleted")
+    assert await db.fetchval("SELECT count(*) FROM message_recalls WHERE message_id = $1", kept) == 0
+    records = await db.fetch(
+        "SELECT outcome, details ->> 'recalled' AS recalled FROM audit_events"
+        " WHERE workflow = 'message.recall' AND resource_id = $1",
+        str(kept),
+    )
+    assert [(r["outcome"], r["recalled"]) for r in records] == [("failure", None)]  # refused, not done
+    status, one = await api.call("GET", f"/api/messages/{kept}", team.nurse)
+    assert (one["recalled"], one["contentDeleted"]) == (False, True)
+
+    status, correction = await api.call(
+        "POST", f"/api/messages/{kept}/correct", team.peer, json={"message": "K+ was 4.1"}
+    )
+    assert status == 202, correction
+    assert correction["correctsMessageId"] == kept
+
+    status, record = await api.call("GET", f"/api/messages/{recalled}/legal-record", team.officer)
+    assert status == 200, record
+    assert (record["message"], record["contentDeleted"], record["reason"]) == (None, True, "wrong patient")
+    deleted_at = await db.fetchval("SELECT content_deleted_at FROM messages WHERE id = $1", recalled)
+    assert record["contentDeletedAt"] == deleted_at.isoformat().replace("+00:00", "Z")

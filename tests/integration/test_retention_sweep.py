@@ -1,8 +1,9 @@
 """The retention sweep on real PostgreSQL: two instances sweeping at once delete each message's
 content once (``FOR UPDATE SKIP LOCKED``; one audit record and one channel deletion each), a legal
 hold on the patient or the conversation keeps content until it is lifted, and the plan counts what
-the next sweep deletes. Each test uses its own organization, the only one its policy sets a
-lifespan for (other tests' messages share the database)."""
+the next sweep deletes; an SMS reply still queued loses its text and is cancelled. Each test uses
+its own organization, the only one its policy sets a lifespan for (other tests' messages share the
+database)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from engine.effects import PostSmsReply, kind_of
 from engine.model import RiskLevel, Role
 from engine.policy import Policy
 from engine.ports.identity import NewUser
@@ -102,7 +104,10 @@ async def _state(engine: AsyncEngine, seeded: Seeded) -> tuple[list[str], int, i
         ).scalars()
         audited = (
             await c.execute(
-                text("SELECT count(*) FROM audit_events WHERE workflow = :w AND resource_id = ANY(:ids)"),
+                text(
+                    "SELECT count(*) FROM audit_events WHERE workflow = :w AND resource_type = 'message'"
+                    " AND resource_id = ANY(:ids)"
+                ),
                 {"w": SWEEP, "ids": ids},
             )
         ).scalar_one()
@@ -206,3 +211,47 @@ async def test_an_attached_file_is_content_and_goes_with_the_text(
             )
         ).scalars()
         assert list(left) == [kept]
+
+
+async def test_an_sms_reply_not_posted_yet_loses_its_text_and_is_not_posted_empty(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    seeded = await _seed(engine, 0, age=timedelta(days=0))
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    reply = PostSmsReply(seeded.conversation_id, "ch", sender_chat_id="ext_1", text=TEXT, dedup_id="SM1")
+    async with SqlUnitOfWork(sessions) as u:
+        await u.outbox.enqueue(reply)
+        await u.commit()
+    async with engine.begin() as c:
+        # a relay not running: still pending a month and a day later
+        outbox_id = (
+            await c.execute(
+                text(
+                    "UPDATE outbox SET created_at = now() - interval '31 days'"
+                    " WHERE conversation_id = :c AND kind = :k RETURNING id"
+                ),
+                {"c": seeded.conversation_id, "k": kind_of(PostSmsReply)},
+            )
+        ).scalar_one()
+    async with retention_services(database_url, _policy(seeded.organization_id, 30)) as services:
+        assert await retention_plan(services) == {seeded.organization_id: 1}  # counted as a message is
+        assert await sweep_retention(services) == 1
+        assert await sweep_retention(services) == 0
+        assert await retention_plan(services) == {}
+    async with engine.connect() as c:
+        row = (
+            await c.execute(text("SELECT status, payload FROM outbox WHERE id = :id"), {"id": outbox_id})
+        ).one()
+        audited = (
+            await c.execute(
+                text(
+                    "SELECT resource_type, patient_id FROM audit_events"
+                    " WHERE workflow = :w AND resource_id = :r"
+                ),
+                {"w": SWEEP, "r": str(outbox_id)},
+            )
+        ).all()
+    assert row.status == "cancelled"
+    assert "text" not in row.payload
+    assert row.payload["dedup_id"] == "SM1"
+    assert [tuple(a) for a in audited] == [("sms_reply", seeded.patient_id)]

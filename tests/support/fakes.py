@@ -83,7 +83,7 @@ from engine.ports.messaging import (
 )
 from engine.ports.patients import NewPatient, PatientRead, PatientRelation
 from engine.ports.policy import NewPolicyProposal, PolicyProposal, ProposalState, ReloadResult
-from engine.ports.retention import Cutoffs, ExpiredContent, NewLegalHold
+from engine.ports.retention import Cutoffs, ExpiredContent, ExpiredSmsReply, NewLegalHold
 from engine.ports.rosters import OnCallRole
 from engine.retention import LegalHold
 from engine.rosters import OnCallShift, StaffAway
@@ -1378,6 +1378,14 @@ class FakeRetentionSweeps(_Repo):
             if f.attachment.message_id in message_ids:
                 del data.message_attachments[attachment_id]
 
+    async def claim_sms_replies(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredSmsReply]:
+        """No SMS replies here: their text lives in outbox rows and stored webhooks, which only the
+        SQL adapter has (tests/integration/test_retention_copies.py)."""
+        return []
+
+    async def delete_sms_replies(self, replies: list[ExpiredSmsReply]) -> None:
+        assert not replies
+
 
 class FakeLegalHoldRepository(_Repo):
     """Legal holds in memory; the ones that last are mirrored in ``legal_holds`` for the sweep."""
@@ -1423,7 +1431,7 @@ class FakeMessageRecalls(_Repo):
     async def recall(self, message_id: int, *, at: datetime, by: int, reason: str) -> RecallOutcome | None:
         data = self.data
         message = data.messages[message_id]
-        if message.recalled:
+        if message.recalled or message.content_deleted:
             return None
         data.message_recalls[message_id] = RecalledContent(
             message_id,
@@ -1462,7 +1470,9 @@ class FakeMessageRecalls(_Repo):
         return RecallOutcome(posts, len(cancelled), gone)
 
     async def legal_record(self, message_id: int) -> RecalledContent | None:
-        return self.data.message_recalls.get(message_id)
+        record = self.data.message_recalls.get(message_id)
+        deleted = self.data.messages[message_id].content_deleted_at
+        return None if record is None else dataclasses.replace(record, content_deleted_at=deleted)
 
     async def add_correction(self, original: Message, text: str, *, at: datetime) -> Message | None:
         data = self.data

@@ -18,6 +18,7 @@ from engine.effects import (
     AskWhichConversation,
     CreateChannel,
     DeleteFromChannel,
+    DeleteSmsReplyFromChannel,
     Effect,
     EscalateUrgent,
     InviteMembers,
@@ -234,6 +235,8 @@ EVERY_EFFECT: list[Effect] = [
     EscalateUrgent(4, 70, 33),
     RecallFromChannel(4, 70),
     DeleteFromChannel(4, 70),
+    DeleteSmsReplyFromChannel(4, "channel_4", "ext_9", "SM1", 880),
+    DeleteSmsReplyFromChannel(4, "channel_4", "ext_9", "SM2"),  # posted before its id was recorded
     PostAttachment(4, 70, 5),
 ]
 
@@ -261,6 +264,7 @@ def test_the_stored_kinds_are_those_rows_already_in_databases_carry() -> None:
         "EscalateUrgent": "urgent_escalate",
         "RecallFromChannel": "recall_message",
         "DeleteFromChannel": "delete_message",
+        "DeleteSmsReplyFromChannel": "delete_sms_reply",
         "PostAttachment": "send_file",
     }
     assert {type(e) for e in EVERY_EFFECT} == set(KIND)

@@ -2,6 +2,7 @@
 (policies/retention.toml) is emptied, marked and audited without content, its channel copy deleted
 through the outbox (a recalled message's copy left already; its legal-record text goes too);
 another organization's lifespan, "keep", a legal hold, and a second sweep each leave content alone.
+Content retention deleted cannot be recalled (409), can be corrected, and its legal record says when.
 tests/integration/test_retention_sweep.py covers the SQL, concurrency and the emulator."""
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ from pathlib import Path
 import pytest
 
 from engine.effects import DeleteFromChannel
+from engine.errors import ContentDeleted
 from engine.model import Actor, RiskLevel, Role
 from engine.policy import Policy
 from engine.workflows.conversations import StartConversation, send_message, start_conversation
 from engine.workflows.messaging import get_message
 from engine.workflows.patients import RegisterPatient, register_patient
-from engine.workflows.recalls import RecallMessage, recall_message
+from engine.workflows.recalls import (
+    CorrectMessage,
+    RecallMessage,
+    correct_message,
+    read_recalled,
+    recall_message,
+)
 from engine.workflows.retention import SWEEP, retention_plan, sweep_retention
 from integrations.policy_files import read_policy_sources
 from tests.support.fakes import FakeWorld, fake_services
@@ -151,3 +159,52 @@ async def test_a_sweep_takes_a_batch_at_a_time(world: FakeWorld) -> None:
     assert await sweep_retention(world.services, limit=2) == 2
     assert await sweep_retention(world.services, limit=2) == 1
     assert await sweep_retention(world.services, limit=2) == 0
+
+
+# --- recall and correction of content retention deleted ------------------------------------------
+
+
+async def test_a_message_whose_content_was_deleted_cannot_be_recalled_and_nothing_is_recorded(
+    world: FakeWorld,
+) -> None:
+    _retention(world, "[default]\ncontent_days = 1\n")
+    nurse, _, _, message_id = await _sent(world)
+    officer = world.actor(Role.COMPLIANCE_OFFICER, nurse.organization_id)  # may recall at any time
+    world.clock.advance(days=2)
+    assert await sweep_retention(world.services) == 1
+
+    with pytest.raises(ContentDeleted):
+        await recall_message(world.services, officer, RecallMessage(message_id, "wrong patient"))
+
+    assert message_id not in world.db.message_recalls
+    read = await get_message(world.services, nurse, message_id)
+    assert (read.recalled, read.content_deleted) == (False, True)
+
+
+async def test_a_message_whose_content_was_deleted_can_still_be_corrected(world: FakeWorld) -> None:
+    _retention(world, "[default]\ncontent_days = 1\n")
+    nurse, _, _, message_id = await _sent(world)
+    world.clock.advance(days=2)
+    assert await sweep_retention(world.services) == 1
+
+    correction = await correct_message(world.services, nurse, CorrectMessage(message_id, "K+ was 4.1"))
+
+    assert (correction.corrects_message_id, correction.text) == (message_id, "K+ was 4.1")
+    assert (await get_message(world.services, nurse, message_id)).corrected_by_message_id == correction.id
+
+
+async def test_the_legal_record_says_when_retention_deleted_the_recalled_text(world: FakeWorld) -> None:
+    _retention(world, "[default]\ncontent_days = 1\n")
+    nurse, _, _, message_id = await _sent(world)
+    officer = world.actor(Role.COMPLIANCE_OFFICER, nurse.organization_id)
+    await recall_message(world.services, nurse, RecallMessage(message_id, "wrong patient"))
+    assert (await read_recalled(world.services, officer, message_id)).content_deleted_at is None
+    world.clock.advance(days=2)
+    swept_at = world.services.clock()
+    assert await sweep_retention(world.services) == 1
+
+    record = await read_recalled(world.services, officer, message_id)
+
+    assert (record.text, record.content_deleted_at, record.reason) == ("", swept_at, "wrong patient")
+    reads = [e for e in world.db.audit if e.workflow == "message.read_recalled"]
+    assert [e.details.get("content_deleted") for e in reads] == [None, 1]

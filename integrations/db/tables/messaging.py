@@ -243,6 +243,12 @@ class OutboxRow(SQLModel, table=True):
         ),
         # The claim takes pending rows in id order (migration 0008).
         Index("ix_outbox_pending", "id", postgresql_where=text("status = 'pending'")),
+        # SMS replies whose text retention has yet to delete, oldest first (migration 0028).
+        Index(
+            "ix_outbox_sms_reply_text",
+            "created_at",
+            postgresql_where=text("kind = 'post_sms_reply' AND (payload -> 'text') IS NOT NULL"),
+        ),
     )
 
 
@@ -307,6 +313,12 @@ class IdempotencyKeyRow(SQLModel, table=True):
         UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_key"),
         CheckConstraint("state IN ('in_progress','completed')", name="state"),
         Index("ix_idempotency_keys_expires_at", "expires_at"),
+        # Retention finds a message's stored sending response by the message (migration 0028).
+        Index(
+            "ix_idempotency_keys_message_send",
+            "resource_id",
+            postgresql_where=text("operation = 'message.send'"),
+        ),
     )
 
 
