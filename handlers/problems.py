@@ -82,7 +82,8 @@ def simple_problem(status: int, code: str, title: str, detail: str, request_id: 
     return Problem(title=title, status=status, detail=detail, code=code, request_id=request_id)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+def location(loc: tuple[int | str, ...]) -> str:
+    """A field's name as the errors give it: ``externalMembers[0].phoneNumber``; ``body`` for the whole."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -97,5 +98,5 @@ def invalid_input(exc: ValidationError, prefix: str = "") -> InvalidInput:
         loc = tuple(e["loc"])
         if e["type"] == "missing":
             message = "Field required."
-        errors.append(FieldError(_location(((prefix,) if prefix else ()) + loc), message, str(e["type"])))
+        errors.append(FieldError(location(((prefix,) if prefix else ()) + loc), message, str(e["type"])))
     return InvalidInput(errors)
