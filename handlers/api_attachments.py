@@ -13,8 +13,10 @@ from engine.model import Actor, AttachmentFile
 from engine.workflows import attachments, messaging, recalls
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.keys import settings_key
+from handlers.problems import location
 from handlers.requests import path_id, services
 from handlers.routing import Endpoint
+from handlers.schemas import has_control_characters
 from handlers.schemas.attachments import AttachmentUpload
 from handlers.schemas.conversations import MessagePublic
 
@@ -66,8 +68,16 @@ async def _read_upload(request: web.Request, max_bytes: int) -> tuple[str, bytes
                 text = raw.decode(part.get_charset("utf-8"))
             except (UnicodeDecodeError, LookupError):
                 raise InvalidInput([FieldError("message", "Must be UTF-8 text.")]) from None
+            if has_control_characters(text):  # PostgreSQL refuses NUL: it was a 500 at the insert
+                raise InvalidInput(
+                    [
+                        FieldError(
+                            "message", "Must not contain control characters such as NUL.", "control_character"
+                        )
+                    ]
+                )
         else:
-            raise InvalidInput([FieldError(part.name or "body", "Unknown part.", "extra_forbidden")])
+            raise InvalidInput([FieldError(location((part.name or "",)), "Unknown part.", "extra_forbidden")])
     if not found:
         raise InvalidInput([FieldError("file", "Attach a file (the part named file).", "missing")])
     return content_type, data, text

@@ -124,7 +124,7 @@ def query(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
-        raise invalid_input(exc) from None
+        raise invalid_input(exc, whole="query") from None
 
 
 def path_id(request: web.Request, name: str) -> int:

@@ -8,10 +8,10 @@ operation. :func:`test_the_cases_cover_the_table_the_app_serves` keeps the impor
 served one the same.
 
 - every path id: a non-ASCII digit, an id beyond the 32-bit range and a negative one;
-- every query parameter: a NUL;
-- every JSON body: nested a thousand deep (a 400 naming ``body``), and a body valid by its schema with
+- every query parameter: a NUL; every query: an unknown parameter named with a NUL;
+- every JSON body: nested a thousand deep (a 400 naming ``body``); a body valid by its schema with
   a NUL, or a lone surrogate, in one top-level string property (a 4xx; a 422 names the property),
-  which writes nothing.
+  which writes nothing; and an unknown property named with a NUL (its name is not repeated).
 
 The hand-written cases (nested NUL, signed webhooks, invisible characters, phone numbers) are in
 tests/api/test_input_robustness.py. Multipart uploads and signed webhooks are skipped here (reasons
@@ -28,7 +28,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import asyncpg
 import pytest
@@ -50,6 +50,8 @@ SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
 #: Characters no stored string may hold: PostgreSQL refuses NUL in text, and a lone UTF-16 surrogate
 #: (which JSON can escape, ``"\ud800"``) is no character at all.
 HOSTILE_CHARACTERS = {"nul": "\u0000", "lone-surrogate": "\ud800"}
+#: An unknown property or query parameter the client named: what looks like a person's name, and a NUL.
+HOSTILE_KEY = "Ann Lee\u0000"
 #: A string property's placeholder: text a person might write, which no rule refuses.
 TEXT = "Wandering heron by the placid lake"
 
@@ -243,6 +245,12 @@ def _query_cases() -> Iterator[Any]:
             yield pytest.param(op, name, id=f"{op.operation_id}-{case}", marks=_marks(op, case))
 
 
+def _query_operations() -> Iterator[Any]:
+    for op in OPERATIONS:
+        if op.query:
+            yield pytest.param(op, id=op.operation_id, marks=_marks(op, "unknown-query-parameter"))
+
+
 def _body_operations() -> Iterator[Any]:
     for op in OPERATIONS:
         if op.body_media_type is None:
@@ -398,6 +406,34 @@ async def test_a_nul_in_a_query_parameter_is_a_4xx_problem_naming_it(
     if answer.status == 422:
         assert field_names(answer.body) == [name], answer.body
     assert not echoed(answer, "\u0000")
+    assert not [s for s in _strings(answer.logs) if "\u0000" in s]
+
+
+@pytest.mark.parametrize("op", list(_query_operations()))
+async def test_an_unknown_query_parameter_with_a_hostile_name_is_refused_without_repeating_it(
+    api: Api, callers: dict[str, Person], op: Operation
+) -> None:
+    answer = await ask(api, op, callers[op.role], f"{op.url()}?{quote(HOSTILE_KEY)}=1", valid_body(op))
+
+    assert_refused(answer)
+    if answer.status == 422:
+        assert field_names(answer.body) == ["query"], answer.body
+    assert not echoed(answer, HOSTILE_KEY.strip("\u0000"))
+    assert not [s for s in _strings(answer.logs) if "\u0000" in s]
+
+
+@pytest.mark.parametrize("op", list(_body_operations()))
+async def test_an_unknown_property_with_a_hostile_name_is_refused_without_repeating_it(
+    api: Api, callers: dict[str, Person], op: Operation
+) -> None:
+    body = {**minimal_body(op), HOSTILE_KEY: 1}
+
+    answer = await ask(api, op, callers[op.role], op.url(), json.dumps(body))
+
+    assert_refused(answer)
+    if answer.status == 422:
+        assert field_names(answer.body) == ["body"], answer.body
+    assert not echoed(answer, HOSTILE_KEY.strip("\u0000"))
     assert not [s for s in _strings(answer.logs) if "\u0000" in s]
 
 
