@@ -13,10 +13,10 @@ served one the same.
   a NUL, or a lone surrogate, in one of its strings, at the top level or nested (a 4xx; a 422 names
   the field), which writes nothing; and an unknown property named with a NUL (its name is not repeated).
 
-The hand-written cases (nested NUL, signed webhooks, invisible characters, phone numbers) are in
-tests/api/test_input_robustness.py. Multipart uploads and signed webhooks are skipped here (reasons
-at :data:`SKIP_BODY`). Each request runs as a compliance officer or an administrator of a fresh
-organization: validation comes before any decision, so the role only has to be able to log in.
+The hand-written cases (signed webhooks, invisible characters, phone numbers, a database shutting
+down) are in tests/api/test_input_robustness.py. Multipart uploads and signed webhooks are skipped
+here (reasons at :data:`SKIP_BODY`). Each request runs as a compliance officer or an administrator of
+a fresh organization: validation comes before any decision, so the role only has to log in.
 
 Longer than 400 lines because the case builders (reading the document, bodies from schemas) serve
 only these tests, and a test module does not import another.
