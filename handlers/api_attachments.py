@@ -14,7 +14,7 @@ from engine.model import Actor, AttachmentFile
 from engine.workflows import attachments, messaging, recalls
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.keys import settings_key
-from handlers.problems import invalid_input
+from handlers.problems import invalid_input, location
 from handlers.requests import path_id, services
 from handlers.routing import Endpoint
 from handlers.schemas.attachments import AttachmentUpload
@@ -69,7 +69,7 @@ async def _read_upload(request: web.Request, max_bytes: int) -> tuple[str, bytes
             except (UnicodeDecodeError, LookupError):
                 raise InvalidInput([FieldError("message", "Must be UTF-8 text.")]) from None
         else:
-            raise InvalidInput([FieldError(part.name or "body", "Unknown part.", "extra_forbidden")])
+            raise InvalidInput([FieldError(location((part.name or "",)), "Unknown part.", "extra_forbidden")])
     if not found:
         raise InvalidInput([FieldError("file", "Attach a file (the part named file).", "missing")])
     try:

@@ -170,7 +170,7 @@ def _operation(ep: Endpoint, contracts: list[Contract], ref: Any) -> dict[str, A
     elif ep.request is not None:
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": ref(ep.request, "validation")}},
+            "content": {ep.request_media_type: {"schema": ref(ep.request, "validation")}},
         }
     if ep.security is not None:
         op["security"] = [{ep.security: []}]

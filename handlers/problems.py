@@ -6,6 +6,7 @@ a 500 whose traceback goes to the operational log only.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -84,14 +85,23 @@ def simple_problem(status: int, code: str, title: str, detail: str, request_id: 
     return Problem(title=title, status=status, detail=detail, code=code, request_id=request_id)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+#: A name a schema could give a field. Anything else in a location is a key the client chose (an
+#: unknown property, query parameter or form part), which may hold anything: it is not repeated.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def location(loc: tuple[int | str, ...], whole: str = "body") -> str:
+    """A field's name as the errors give it: ``externalMembers[0].phoneNumber``; ``whole`` for the
+    whole. A key that is not a plain name is not echoed: the object holding it is named instead."""
     out = ""
     for part in loc:
+        if isinstance(part, str) and not _NAME.fullmatch(part):
+            break
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
+    return out or whole
 
 
-def invalid_input(exc: ValidationError, prefix: str = "") -> InvalidInput:
+def invalid_input(exc: ValidationError, prefix: str = "", whole: str = "body") -> InvalidInput:
     """Pydantic errors as field errors; the submitted values are never echoed (they may be PHI)."""
     errors = []
     for e in exc.errors(include_input=False, include_url=False):
@@ -99,5 +109,7 @@ def invalid_input(exc: ValidationError, prefix: str = "") -> InvalidInput:
         loc = tuple(e["loc"])
         if e["type"] == "missing":
             message = "Field required."
-        errors.append(FieldError(_location(((prefix,) if prefix else ()) + loc), message, str(e["type"])))
+        errors.append(
+            FieldError(location(((prefix,) if prefix else ()) + loc, whole), message, str(e["type"]))
+        )
     return InvalidInput(errors)

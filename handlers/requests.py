@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from engine.errors import FieldError, InvalidInput, MalformedRequest
 from engine.services import Services
 from handlers.keys import actor_key, request_id_key, services_key
-from handlers.problems import invalid_input
+from handlers.problems import invalid_input, location
 from handlers.routing import ActorHandler, Endpoint, PublicHandler
 
 M = TypeVar("M", bound=BaseModel)
@@ -70,6 +70,9 @@ async def parse(request: web.Request, model: type[M]) -> M:
             [FieldError("body", f"Nested deeper than {MAX_JSON_DEPTH} levels.", "json_too_deep")],
             detail="The request body is nested too deeply.",
         )
+    surrogate = _lone_surrogate(document)
+    if surrogate is not None:
+        raise InvalidInput([FieldError(surrogate, "Must be Unicode text.", "string_unicode")])
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -96,11 +99,32 @@ def _deeper_than(document: Any, limit: int) -> bool:
     return any(isinstance(node, (dict, list)) for node in level)
 
 
+#: A UTF-16 surrogate: JSON may escape one alone (``"\ud800"``), which is no character; pydantic's
+#: parser refuses it as invalid JSON, without naming where it was.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(document: Any) -> str | None:
+    """The field of the first string holding a lone surrogate (a key holding one: its object), or None."""
+    pending: list[tuple[tuple[int | str, ...], Any]] = [((), document)]
+    while pending:
+        path, node = pending.pop()
+        if isinstance(node, str) and _SURROGATE.search(node):
+            return location(path)
+        if isinstance(node, dict):
+            if any(_SURROGATE.search(key) for key in node):
+                return location(path)
+            pending.extend(((*path, key), value) for key, value in reversed(node.items()))
+        elif isinstance(node, list):
+            pending.extend(((*path, i), value) for i, value in reversed(list(enumerate(node))))
+    return None
+
+
 def query(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
-        raise invalid_input(exc) from None
+        raise invalid_input(exc, whole="query") from None
 
 
 def path_id(request: web.Request, name: str) -> int:

@@ -42,13 +42,15 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _INVISIBLE = re.compile(r"[\t\n\r\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
-def _has_control(value: object) -> bool:
+def has_control_characters(value: object) -> bool:
+    """Whether a string (or any string in a list or mapping, keys included) holds NUL or another C0
+    or C1 control character other than tab, line feed and carriage return."""
     if isinstance(value, str):
         return _CONTROL.search(value) is not None
     if isinstance(value, (list, tuple, set, frozenset)):
-        return any(_has_control(v) for v in value)
+        return any(has_control_characters(v) for v in value)
     if isinstance(value, dict):
-        return any(_has_control(k) or _has_control(v) for k, v in value.items())
+        return any(has_control_characters(k) or has_control_characters(v) for k, v in value.items())
     return False
 
 
@@ -147,7 +149,7 @@ class Request(BaseModel):
     def _no_control_characters(cls, value: Any) -> Any:
         """Every string of every request (query strings too) refuses NUL and the other control
         characters, with a 422 naming the field, before anything is stored or looked up."""
-        if _has_control(value):
+        if has_control_characters(value):
             raise PydanticCustomError("control_character", "must not contain control characters such as NUL")
         return value
 

@@ -126,6 +126,27 @@ async def test_no_file_an_empty_one_or_too_long_a_text_is_422_naming_the_field(a
     assert [e["field"] for e in problem["errors"]] == ["message"]
 
 
+async def test_a_nul_in_the_text_or_an_unknown_part_is_422_without_echo_and_writes_nothing(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    before = await db.fetchval("SELECT count(*) FROM messages")
+
+    # PostgreSQL refuses NUL in text: this was a 500 at the insert.
+    status, problem = await _attach(api, team.peer, team.conversation_id, _form(PDF, message="hi\u0000there"))
+    assert status == 422, problem
+    assert [(e["field"], e["type"]) for e in problem["errors"]] == [("message", "control_character")]
+
+    form = _form(PDF)
+    form.add_field("Ann Lee", "x")  # a part name the client chose is not repeated
+    status, problem = await _attach(api, team.peer, team.conversation_id, form)
+    assert status == 422, problem
+    assert [e["field"] for e in problem["errors"]] == ["body"]
+    assert "Ann Lee" not in json.dumps(problem)
+
+    assert await db.fetchval("SELECT count(*) FROM messages") == before
+
+
 async def test_a_multipart_body_that_cannot_be_read_is_400_naming_the_file(api: Api) -> None:
     team = await care_team(api)
     path = f"/api/conversations/{team.conversation_id}/attachments"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from handlers.keys import settings_key
+from handlers.keys import endpoints_key, settings_key
 from handlers.routing import contracts_of
 from tests.support.api import Api
 
@@ -233,9 +233,10 @@ async def test_request_schemas_name_their_fields_and_required_fields_in_camel_ca
     seen: set[str] = set()
     # Webhook bodies are the providers' own formats (snake_case); they are tested below.
     pending = [
-        op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        content["schema"]["$ref"]
         for _, path, op in operations(document)
         if "requestBody" in op and not path.startswith(SIGNED_PATH_PREFIX)
+        for content in op["requestBody"]["content"].values()
     ]
     while pending:
         ref = pending.pop()
@@ -521,6 +522,21 @@ async def test_webhooks_declare_their_bodies_and_signature(document: dict[str, A
         [body] = [c["schema"] for c in op["requestBody"]["content"].values()]
         assert resolve(document, body), name
         assert "401" in op["responses"], name
+
+
+async def test_each_request_body_is_declared_in_the_media_type_its_handler_reads(
+    api: Api, document: dict[str, Any]
+) -> None:
+    declared = {
+        op["operationId"]: set(op["requestBody"]["content"])
+        for _, _, op in operations(document)
+        if "requestBody" in op
+    }
+
+    assert declared == {
+        ep.operation_id: {ep.request_media_type} for ep in api.app[endpoints_key] if ep.reads_body
+    }
+    assert declared["attachFile"] == {"multipart/form-data"}  # it was documented as a JSON body
 
 
 async def test_the_document_lists_itself_and_the_api_reference(document: dict[str, Any]) -> None:
