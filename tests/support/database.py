@@ -70,6 +70,9 @@ def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
     Yields the administrator's URL to it; :func:`app_url` is the application role's."""
     name = f"{prefix}_{secrets.token_hex(4)}"
     asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
+    # A throwaway database need not wait for each commit's WAL flush (the durability tests run on a
+    # server of their own, RestartablePostgres, with the default): ~7 % off an API module's time.
+    asyncio.run(admin(server_url, f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     roles = roles_of(url)
     try:
