@@ -5,16 +5,9 @@ file (``message.read_recalled``, every read audited); every form with the CSRF t
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
-import aiohttp
-
 from tests.console.test_console_http import CSRF, audit_records, sign_in
 from tests.support.api import Api, Person
-from tests.support.messaging import CareTeam, care_team, settled_deliveries
-
-PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
+from tests.support.messaging import PDF, recalled_with_a_file
 
 
 async def a_patient(api: Api) -> tuple[Person, int]:
@@ -31,24 +24,6 @@ async def token_of(api: Api) -> str:
     match = CSRF.search(await page.text())
     assert match is not None
     return match.group(1)
-
-
-async def recalled_with_a_file(api: Api) -> tuple[CareTeam, dict[str, Any]]:
-    """A PDF sent by the team's peer with a text, then recalled by them; (the team, the message)."""
-    team = await care_team(api)
-    form = aiohttp.FormData()
-    form.add_field("file", io.BytesIO(PDF), filename="discharge.pdf", content_type="application/pdf")
-    form.add_field("message", "see the discharge letter")
-    status, sent = await api.call(
-        "POST", f"/api/conversations/{team.conversation_id}/attachments", team.peer, data=form
-    )
-    assert status == 202, sent
-    await settled_deliveries(api, team.peer, sent["id"])
-    status, recalled = await api.call(
-        "POST", f"/api/messages/{sent['id']}/recall", team.peer, json={"reason": "wrong patient"}
-    )
-    assert status == 200, recalled
-    return team, sent
 
 
 async def test_an_officer_places_a_hold_and_lifts_it_with_a_reason(api: Api) -> None:
