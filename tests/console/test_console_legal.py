@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tests.console.test_console_http import CSRF, audit_records, sign_in
 from tests.support.api import Api, Person
-from tests.support.messaging import PDF, recalled_with_a_file
+from tests.support.messaging import PDF, care_team, recalled_with_a_file
 
 
 async def a_patient(api: Api) -> tuple[Person, int]:
@@ -225,3 +225,31 @@ async def test_a_message_not_recalled_or_of_another_organization_answers_like_a_
     file = await api.client.get(f"/console/messages/{sent['id']}/legal-record/attachments/{attachment_id}")
     assert file.status == 404
     assert PDF not in await file.read()
+
+
+async def test_a_hold_on_a_conversation_is_listed_with_its_patient_and_active_holds_come_first(
+    api: Api,
+) -> None:
+    team = await care_team(api)
+    assert (await sign_in(api, team.officer)).status == 303
+    token = await token_of(api)
+    for subject in ({"patientId": str(team.patient_id)}, {"conversationId": str(team.conversation_id)}):
+        placed = await api.client.post(
+            "/console/legal-holds",
+            data={"csrf_token": token, "reason": f"Matter {len(subject)}", **subject},
+            allow_redirects=False,
+        )
+        assert placed.status == 303, await placed.text()
+    _, listed = await api.call("GET", "/api/legal-holds", team.officer)
+    newer, older = listed["holds"]
+    assert newer["conversationId"] == team.conversation_id
+    lifted = await api.client.post(
+        f"/console/legal-holds/{newer['id']}/lift",
+        data={"csrf_token": token, "reason": "Released"},
+        allow_redirects=False,
+    )
+    assert lifted.status == 303
+    html = await (await api.client.get("/console/legal-holds")).text()
+    assert f"conversation {team.conversation_id} (patient {team.patient_id})" in html
+    # The API lists newest first; the page puts the active (older) hold before the lifted one.
+    assert html.index(f"<td>{older['id']}</td>") < html.index(f"<td>{newer['id']}</td>")
