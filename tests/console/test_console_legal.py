@@ -191,7 +191,7 @@ async def test_the_legal_record_names_the_correction(api: Api) -> None:
     assert status == 202, correction
     assert (await sign_in(api, team.officer)).status == 303
     html = await (await api.client.get(f"/console/messages/{sent['id']}/legal-record")).text()
-    assert f"message {correction['id']}" in html
+    assert f"<dt>Correction</dt><dd>message {correction['id']}</dd>" in html
 
 
 async def test_a_message_not_recalled_or_of_another_organization_answers_like_a_missing_one(
