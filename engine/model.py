@@ -409,6 +409,8 @@ class RecalledContent:
     #: read under the same decision (``message.read_recalled``).
     attachments: tuple[Attachment, ...] = ()
     content_deleted_at: datetime | None = None
+    #: The message that corrects it (``message.correct``), if one was sent.
+    corrected_by_message_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,8 @@ async def _reread(uow: RecallsUnitOfWork, message_id: int) -> Message:
 
 
 async def read_recalled(services: Services, actor: Actor, message_id: int) -> RecalledContent:
-    """What a recalled message said, and who recalled it when and why (``message.read_recalled``;
+    """What a recalled message said, who recalled it when and why, and its correction if one was sent
+    (``message.read_recalled``;
     by default a compliance officer of the patient's organization). Every read is audited. Once
     retention deleted the content the record says when (``content_deleted_at``) and holds no text.
     404 for a message the actor may not know of and for one that was never recalled."""
@@ -184,7 +185,11 @@ async def read_recalled(services: Services, actor: Actor, message_id: int) -> Re
             **({} if record.content_deleted_at is None else {"content_deleted": 1}),
         )
         await uow.commit()
-    return replace(record, attachments=attached.get(message.id, ()))
+    return replace(
+        record,
+        attachments=attached.get(message.id, ()),
+        corrected_by_message_id=message.corrected_by_message_id,
+    )
 
 
 async def read_recalled_attachment(

@@ -9,7 +9,8 @@ with autoescaping (``handlers/console/templates``) and one stylesheet; no script
 Longer than 400 lines because every route of the console is here with the one wrapper each page
 passes through (session, CSRF, the engine's refusals as pages) and the thin handler of each page; what
 each page does lives in a module of its own (``audit_page``, ``chain_page``, ``charts_page``,
-``consents_page``, ``groups_page``, ``policy_pages``, ``policy_changes_page`` ...).
+``consents_page``, ``groups_page``, ``legal_holds_page``, ``legal_record_page``, ``policy_pages``,
+``policy_changes_page`` ...).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from handlers.console import (
     consents_page,
     disclosures_page,
     groups_page,
+    legal_holds_page,
+    legal_record_page,
     policy_changes_page,
     policy_pages,
 )
@@ -256,6 +259,7 @@ HOME_PAGES = (
     ("/consents", "Consents", "consent.list"),
     ("/policy/changes", "Policy changes (four eyes)", "policy.change.list"),
     ("/audit/charts", "The audit trail in charts", "audit.read"),
+    ("/legal-holds", "Legal holds, and the legal record of a recalled message", "legal_hold.list"),
 )
 
 
@@ -493,6 +497,63 @@ async def group_share(request: web.Request, actor: Actor) -> web.StreamResponse:
     return _groups_page(request, context, status)
 
 
+def _holds_page(request: web.Request, context: dict[str, Any], status: int) -> web.Response:
+    return _render(
+        request, "legal_holds.html", {"title": "Legal holds", **context, **base_context(request)}, status
+    )
+
+
+async def holds_list(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await legal_holds_page.listing(request, actor)
+    if request.query.get("done") in {"placed", "lifted"}:
+        context["message"] = f"The hold was {request.query['done']}."
+    return _holds_page(request, context, 200)
+
+
+async def hold_place(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Place a hold: back to the list (POST-redirect-GET), or the form again with each error next
+    to its field and what was typed kept."""
+    status, state = await legal_holds_page.place(request, actor)
+    if status == 303:
+        raise web.HTTPSeeOther(f"{PREFIX}/legal-holds?done=placed")
+    context = await legal_holds_page.listing(request, actor)
+    context["place"] = state
+    return _holds_page(request, context, status)
+
+
+async def hold_lift(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Lift a hold with a reason: back to the list, or the list again with the error next to that
+    hold's reason."""
+    hold_id, status, error = await legal_holds_page.lift(request, actor)
+    if error is None:
+        raise web.HTTPSeeOther(f"{PREFIX}/legal-holds?done=lifted")
+    context = await legal_holds_page.listing(request, actor)
+    context["lift_errors"] = {hold_id: error}
+    return _holds_page(request, context, status)
+
+
+async def legal_record_open(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """The "open a legal record" form: to the message's record, or the holds page again with the
+    error next to the message id."""
+    message_id, error = legal_holds_page.record_to_open(request)
+    if message_id is not None:
+        raise web.HTTPSeeOther(f"{PREFIX}/messages/{message_id}/legal-record")
+    context = await legal_holds_page.listing(request, actor)
+    context["record_value"] = request.query.get("messageId", "")
+    context["record_error"] = error
+    return _holds_page(request, context, 422)
+
+
+async def legal_record(request: web.Request, actor: Actor) -> web.StreamResponse:
+    context = await legal_record_page.record_context(request, actor)
+    title = f"Legal record of message {context['record'].message_id}"
+    return _render(request, "legal_record.html", {"title": title, **context, **base_context(request)})
+
+
+async def legal_record_file(request: web.Request, actor: Actor) -> web.StreamResponse:
+    return await legal_record_page.attachment(request, actor)
+
+
 async def stylesheet(request: web.Request) -> web.Response:
     css = resources.files("handlers.console").joinpath("static/console.css").read_text()
     return web.Response(text=css, content_type="text/css")
@@ -538,6 +599,17 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("GET", f"{PREFIX}/compliance-groups", page(groups_list), "console-groups"),
     ("POST", f"{PREFIX}/compliance-groups", page(group_create), "console-group-create"),
     ("POST", f"{PREFIX}/compliance-groups/{{group_id}}/shares", page(group_share), "console-group-share"),
+    ("GET", f"{PREFIX}/legal-holds", page(holds_list), "console-legal-holds"),
+    ("POST", f"{PREFIX}/legal-holds", page(hold_place), "console-legal-hold-place"),
+    ("POST", f"{PREFIX}/legal-holds/{{hold_id}}/lift", page(hold_lift), "console-legal-hold-lift"),
+    ("GET", f"{PREFIX}/legal-record", page(legal_record_open), "console-legal-record-open"),
+    ("GET", f"{PREFIX}/messages/{{message_id}}/legal-record", page(legal_record), "console-legal-record"),
+    (
+        "GET",
+        f"{PREFIX}/messages/{{message_id}}/legal-record/attachments/{{attachment_id}}",
+        page(legal_record_file),
+        "console-legal-record-file",
+    ),
     ("GET", f"{PREFIX}/console.css", stylesheet, "console-stylesheet"),
 ]
 #: The routes' canonical paths (a ``{name:regex}`` placeholder is ``{name}`` there).

@@ -305,6 +305,9 @@ class LegalRecordPublic(Response):
         " was deleted from the legal record too; the record of the recall stays.",
     )
     content_deleted_at: datetime | None = Field(None, description="When retention deleted its content.")
+    corrected_by_message_id: int | None = Field(
+        None, description="The message that corrects it (message.correct), if one was sent."
+    )
 
     @classmethod
     def of(cls, r: RecalledContent) -> LegalRecordPublic:
@@ -320,6 +323,7 @@ class LegalRecordPublic(Response):
             attachments=[AttachmentPublic.of(a) for a in r.attachments],
             content_deleted=r.content_deleted_at is not None,
             content_deleted_at=r.content_deleted_at,
+            corrected_by_message_id=r.corrected_by_message_id,
         )
 
 

@@ -227,6 +227,13 @@ async def test_a_correction_is_delivered_as_a_new_message_and_the_link_shows_on_
         "POST", f"/api/messages/{sent['id']}/correct", team.nurse, json={"message": "mine"}
     )
     assert (status, refused["reason"]) == (403, "not_sender")
+    # Recalled as well, its legal record names the correction.
+    status, _ = await api.call(
+        "POST", f"/api/messages/{sent['id']}/recall", team.peer, json={"reason": "wrong value"}
+    )
+    assert status == 200
+    status, record = await api.call("GET", f"/api/messages/{sent['id']}/legal-record", team.officer)
+    assert (status, record["correctedByMessageId"], record["message"]) == (200, correction["id"], TEXT)
 
 
 async def test_a_post_in_flight_during_the_recall_lands_and_is_then_deleted_from_the_channel(

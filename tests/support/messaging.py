@@ -3,9 +3,12 @@ the app's own webhook endpoints, sends, their deliveries and the texts that went
 
 from __future__ import annotations
 
+import io
 import secrets
 from dataclasses import dataclass
 from typing import Any
+
+import aiohttp
 
 from handlers.keys import emulator_key, twilio_emulator_key
 from integrations.sendbird_emulator import EmulatorState, RunningEmulator
@@ -13,6 +16,8 @@ from integrations.twilio_emulator import EmulatedSms, RunningTwilioEmulator
 from tests.support.api import Api, Person
 from tests.support.polling import eventually
 
+#: A small PDF (its magic bytes are what the attachment check reads).
+PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
 #: A valid US number (libphonenumber) for the external participant.
 PHONE = "+12025550143"
 
@@ -172,3 +177,22 @@ async def settled_deliveries(api: Api, who: Person, message_id: int) -> list[dic
         return deliveries if all(d["state"] != "queued" for d in deliveries) else None
 
     return await eventually(probe, f"the deliveries of message {message_id} to settle")
+
+
+async def recalled_with_a_file(api: Api) -> tuple[CareTeam, dict[str, Any]]:
+    """A care team whose peer sent a PDF with a text, then recalled it: (the team, the message as
+    sent). Its legal record holds the text, the reason ("wrong patient") and the file."""
+    team = await care_team(api)
+    form = aiohttp.FormData()
+    form.add_field("file", io.BytesIO(PDF), filename="discharge.pdf", content_type="application/pdf")
+    form.add_field("message", "see the discharge letter")
+    status, sent = await api.call(
+        "POST", f"/api/conversations/{team.conversation_id}/attachments", team.peer, data=form
+    )
+    assert status == 202, sent
+    await settled_deliveries(api, team.peer, sent["id"])
+    status, recalled = await api.call(
+        "POST", f"/api/messages/{sent['id']}/recall", team.peer, json={"reason": "wrong patient"}
+    )
+    assert status == 200, recalled
+    return team, sent

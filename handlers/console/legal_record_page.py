@@ -1,0 +1,55 @@
+"""The console's legal record of a recalled message: what it said (or when retention deleted it), who
+recalled it, when and why, its correction if one was sent, and each attached file as a download.
+The API's ``message.read_recalled`` (``GET /api/messages/{id}/legal-record`` and its attachments'
+bytes): every read, the page's and each file's, is decided and audited. Another organization's
+message, or one never recalled, answers 404 as one that does not exist. No second path.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from typing import Any
+
+from aiohttp import web
+
+from engine.errors import NotFound
+from engine.model import Actor
+from engine.workflows import recalls
+from handlers.requests import services
+from handlers.schemas.conversations import LegalRecordPublic
+
+_ID = re.compile(r"[0-9]{1,10}")
+
+
+def _id(request: web.Request, name: str, resource: str) -> int:
+    raw = request.match_info[name]
+    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
+        raise NotFound(resource)
+    return int(raw)
+
+
+async def record_context(request: web.Request, actor: Actor) -> dict[str, Any]:
+    """The legal record, as the API answers it (``message.read_recalled``; this read is audited)."""
+    message_id = _id(request, "message_id", "message")
+    record = await recalls.read_recalled(services(request), actor, message_id)
+    return {"record": LegalRecordPublic.of(record)}
+
+
+async def attachment(request: web.Request, actor: Actor) -> web.Response:
+    """One attached file's bytes from the legal record, to be saved (never shown inline), never
+    cached; the read is audited with the file's SHA-256."""
+    message_id = _id(request, "message_id", "message")
+    attachment_id = _id(request, "attachment_id", "attachment")
+    file = await recalls.read_recalled_attachment(services(request), actor, message_id, attachment_id)
+    # No file name is stored (it may name the patient): the id, and the type's usual extension.
+    suffix = mimetypes.guess_extension(file.attachment.content_type) or ""
+    return web.Response(
+        body=file.data,
+        content_type=file.attachment.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="attachment-{file.attachment.id}{suffix}"',
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )
