@@ -227,7 +227,9 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(relay.run(), name="outbox-relay")
     # Conversations routed to a care team's on-call role change hands at shift boundaries; the
     # effects of a hand-off go out through this relay.
-    handoffs = OnCallHandoffs(sessions, poll_interval=outbox.poll_interval_seconds, wake=relay.wake)
+    handoffs = OnCallHandoffs(
+        sessions, clock=app[clock_key], poll_interval=outbox.poll_interval_seconds, wake=relay.wake
+    )
     handoff_task = asyncio.create_task(handoffs.run(), name="on-call-handoffs")
     yield
     await _stop(handoff_task)

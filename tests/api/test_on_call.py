@@ -17,6 +17,7 @@ import pytest
 
 from handlers.keys import emulator_key
 from tests.support.api import Api, Person
+from tests.support.fakes import ShiftedClock
 from tests.support.polling import eventually
 
 H = timedelta(hours=1)
@@ -298,12 +299,12 @@ async def chat_id(db: asyncpg.Connection, user: Person) -> str:
 
 
 async def test_the_holder_changes_at_a_shift_boundary_and_the_channel_follows(
-    api: Api, team: Team, db: asyncpg.Connection
+    api: Api, team: Team, db: asyncpg.Connection, clock: ShiftedClock
 ) -> None:
-    """The colleague holds the role until a boundary a few seconds away, then the lead does: the relay
-    invites the lead and removes the colleague (not a member in their own right); each hand-off and
-    each message's receiver is on record."""
-    boundary = datetime.now(UTC) + timedelta(seconds=4)
+    """The colleague holds the role until a boundary, then a nurse does: the relay invites the nurse
+    and removes the colleague (not a member in their own right); each hand-off and each message's
+    receiver is on record. The app's clock is moved past the boundary (hand-offs run on it)."""
+    boundary = datetime.now(UTC) + timedelta(minutes=30)
     await add_shift(api, team.lead, team.team_id, team.colleague.id, boundary - H, boundary)
     nurse = await api.person("care_team_member", team.org)
     await api.call("POST", f"/api/care-teams/{team.team_id}/members", team.lead, json={"userId": nurse.id})
@@ -333,6 +334,7 @@ async def test_the_holder_changes_at_a_shift_boundary_and_the_channel_follows(
     )
     assert status == 202, sent
 
+    clock.advance(minutes=30, seconds=1)
     await eventually(
         lambda: _exactly(api, url, {lead_chat, nurse_chat}), "the hand-off at the boundary", within=15
     )
@@ -372,9 +374,9 @@ async def _exactly(api: Api, url: str, wanted: set[str]) -> bool:
 
 
 async def test_a_holder_who_is_also_a_member_stays_in_the_channel_after_the_hand_off(
-    api: Api, team: Team, db: asyncpg.Connection
+    api: Api, team: Team, db: asyncpg.Connection, clock: ShiftedClock
 ) -> None:
-    boundary = datetime.now(UTC) + timedelta(seconds=2)
+    boundary = datetime.now(UTC) + timedelta(minutes=30)
     await add_shift(api, team.lead, team.team_id, team.colleague.id, boundary - H, boundary)
     status, conversation = await api.call(
         "POST",
@@ -390,6 +392,7 @@ async def test_a_holder_who_is_also_a_member_stays_in_the_channel_after_the_hand
     assert status == 201, conversation
     url = conversation["channelUrl"]
     colleague_chat, lead_chat = await chat_id(db, team.colleague), await chat_id(db, team.lead)
+    clock.advance(minutes=30, seconds=1)
 
     async def handed_to_nobody() -> bool:
         row = await db.fetchrow(
