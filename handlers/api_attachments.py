@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mimetypes
 
 from aiohttp import BodyPartReader, web
 from pydantic import ValidationError
@@ -118,23 +119,26 @@ async def download(request: web.Request, actor: Actor) -> web.Response:
     file = await attachments.read_attachment(
         services(request), actor, path_id(request, "id"), path_id(request, "attachmentId")
     )
-    return _file_response(file)
+    return file_response(file)
 
 
 async def download_recalled(request: web.Request, actor: Actor) -> web.Response:
     file = await recalls.read_recalled_attachment(
         services(request), actor, path_id(request, "id"), path_id(request, "attachmentId")
     )
-    return _file_response(file)
+    return file_response(file)
 
 
-def _file_response(file: AttachmentFile) -> web.Response:
-    """The file's bytes with its stored type, to be saved (never shown inline), never cached."""
+def file_response(file: AttachmentFile) -> web.Response:
+    """The file's bytes with its stored type, to be saved (never shown inline), never cached (the
+    API's downloads and the console's legal record alike). No file name is stored (it may name the
+    patient): the attachment's id, and its type's usual extension."""
+    suffix = mimetypes.guess_extension(file.attachment.content_type) or ""
     return web.Response(
         body=file.data,
         content_type=file.attachment.content_type,
         headers={
-            "Content-Disposition": f'attachment; filename="attachment-{file.attachment.id}"',
+            "Content-Disposition": f'attachment; filename="attachment-{file.attachment.id}{suffix}"',
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-store",
         },

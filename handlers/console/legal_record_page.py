@@ -7,7 +7,6 @@ message, or one never recalled, answers 404 as one that does not exist. No secon
 
 from __future__ import annotations
 
-import mimetypes
 import re
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiohttp import web
 from engine.errors import NotFound
 from engine.model import Actor
 from engine.workflows import recalls
+from handlers.api_attachments import file_response
 from handlers.requests import services
 from handlers.schemas.conversations import LegalRecordPublic
 
@@ -42,14 +42,4 @@ async def attachment(request: web.Request, actor: Actor) -> web.Response:
     message_id = _id(request, "message_id", "message")
     attachment_id = _id(request, "attachment_id", "attachment")
     file = await recalls.read_recalled_attachment(services(request), actor, message_id, attachment_id)
-    # No file name is stored (it may name the patient): the id, and the type's usual extension.
-    suffix = mimetypes.guess_extension(file.attachment.content_type) or ""
-    return web.Response(
-        body=file.data,
-        content_type=file.attachment.content_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="attachment-{file.attachment.id}{suffix}"',
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "no-store",
-        },
-    )
+    return file_response(file)
