@@ -18,15 +18,10 @@ from engine.workflows.conversations import StartConversation, start_conversation
 from engine.workflows.messaging import get_message
 from engine.workflows.patients import RegisterPatient, register_patient
 from engine.workflows.recalls import RecallMessage, recall_message
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 
 PDF = b"%PDF-1.7\n% a discharge summary\n"
 ALLOWED = ("application/pdf", "image/png", "image/jpeg")
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 async def _conversation(world: FakeWorld) -> tuple[Actor, int]:

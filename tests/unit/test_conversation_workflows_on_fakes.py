@@ -23,14 +23,9 @@ from engine.workflows.conversations import (
     start_conversation,
 )
 from engine.workflows.patients import RegisterPatient, register_patient
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 
 PHONE = "+16175550123"
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 async def _conversation(world: FakeWorld) -> tuple[Actor, int]:

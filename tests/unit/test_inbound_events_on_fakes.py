@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from engine.model import Actor, DeliveryState
 from engine.workflows.messaging import (
     IGNORED,
@@ -19,13 +17,8 @@ from engine.workflows.messaging import (
     chat_read,
     sms_received,
 )
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 from tests.support.worlds import ward
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 def _chat_id(world: FakeWorld, actor: Actor) -> str:

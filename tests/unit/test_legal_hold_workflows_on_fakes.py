@@ -19,14 +19,9 @@ from engine.workflows.legal_holds import PlaceLegalHold, lift_legal_hold, list_l
 from engine.workflows.patients import RegisterPatient, register_patient
 from engine.workflows.retention import sweep_retention
 from integrations.policy_files import read_policy_sources
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 async def _setting(world: FakeWorld) -> tuple[Actor, Actor, int, int]:

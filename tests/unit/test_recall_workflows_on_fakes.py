@@ -28,14 +28,9 @@ from engine.workflows.recalls import (
     read_recalled_attachment,
     recall_message,
 )
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 
 TEXT = "Ann Lee's potassium is 6.1"
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 async def _sent(world: FakeWorld) -> tuple[Actor, int, int]:

@@ -29,15 +29,10 @@ from engine.workflows.recalls import (
 )
 from engine.workflows.retention import SWEEP, retention_plan, sweep_retention
 from integrations.policy_files import read_policy_sources
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 TEXT = "Ann Lee's potassium is 6.1"
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 def _retention(world: FakeWorld, text: str) -> None:

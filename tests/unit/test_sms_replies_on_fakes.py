@@ -8,8 +8,6 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-import pytest
-
 from engine.effects import AnswerKeyword, AskWhichConversation, PostSmsReply, RemoveMembers, TextMessage
 from engine.model import Actor, Conversation, DeliveryState, Patient, Purpose, RecipientType, RiskLevel, Role
 from engine.sms import Keyword, sms_recipient
@@ -24,14 +22,9 @@ from engine.workflows.messaging import (
     sms_received,
 )
 from engine.workflows.patients import RegisterPatient, register_patient
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 
 PHONE = "+16175550123"
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 async def _patient(world: FakeWorld) -> tuple[Actor, Actor, Patient]:

@@ -18,7 +18,7 @@ from engine.workflows import accounts
 from engine.workflows.conversations import StartConversation, start_conversation
 from engine.workflows.identity import account_throttle_key, login
 from engine.workflows.patients import RegisterPatient, add_care_team_member, register_patient
-from tests.support.fakes import FakeAccountDirectory, FakeWorld, fake_services
+from tests.support.fakes import FakeAccountDirectory, FakeWorld
 
 Admin = Callable[[Services, Actor, int], Awaitable[User]]
 
@@ -32,11 +32,6 @@ ADMIN_WORKFLOWS: list[tuple[str, Admin]] = [
     ("user.unlock", accounts.unlock),
 ]
 IDS = [name for name, _ in ADMIN_WORKFLOWS]
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 def _staff(world: FakeWorld) -> tuple[Actor, Actor]:

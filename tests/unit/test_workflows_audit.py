@@ -15,12 +15,7 @@ from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.model import RiskLevel, Role
 from engine.workflows.audit import ListDisclosures, SearchAuditEvents, list_disclosures, search_audit_events
 from engine.workflows.patients import RegisterPatient, register_patient
-from tests.support.fakes import FakeWorld, fake_services
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
+from tests.support.fakes import FakeWorld
 
 
 @pytest.mark.parametrize("role", [Role.AUDITOR, Role.COMPLIANCE_OFFICER])

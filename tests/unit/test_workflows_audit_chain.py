@@ -12,15 +12,10 @@ from engine.errors import Forbidden, NotFound
 from engine.model import Role
 from engine.workflows import audit_chain
 from engine.workflows.audit import SearchAuditEvents, export_audit_events, read_audit_event
-from tests.support.fakes import FakeAuditChain, FakeWorld, fake_services
+from tests.support.fakes import FakeAuditChain, FakeWorld
 
 ALLOWED = [Role.AUDITOR, Role.COMPLIANCE_OFFICER]
 REFUSED = [Role.PEER_SUPPORT, Role.CARE_TEAM_MEMBER, Role.ADMIN]
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 @pytest.fixture

@@ -12,12 +12,7 @@ from engine.audit_figures import Period
 from engine.errors import Forbidden, InvalidInput
 from engine.model import Role
 from engine.workflows.audit_figures import CountDecisions, audit_figures
-from tests.support.fakes import FakeWorld, fake_services
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
+from tests.support.fakes import FakeWorld
 
 
 @pytest.mark.parametrize("role", [Role.AUDITOR, Role.COMPLIANCE_OFFICER])

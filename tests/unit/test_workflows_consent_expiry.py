@@ -10,8 +10,6 @@ import dataclasses
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from engine.effects import RemoveMembers
 from engine.model import Actor, Patient, Purpose, RecipientType, Role
 from engine.workflows.consents import (
@@ -24,15 +22,10 @@ from engine.workflows.consents import (
 )
 from engine.workflows.conversations import ExternalMember, StartConversation, start_conversation
 from engine.workflows.patients import add_care_team_member
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 from tests.support.worlds import officer_and_patient
 
 PHONE = "+15550102031"
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 def _to(world: FakeWorld, patient: Patient, partner_id: int, **fields: Any) -> RecordConsent:

@@ -25,15 +25,10 @@ from engine.workflows.consents import (
 )
 from engine.workflows.conversations import ExternalMember, StartConversation, start_conversation
 from engine.workflows.organizations import CreateComplianceGroup, create_compliance_group
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 from tests.support.worlds import consent_to, officer_and_patient, outsider_on_the_team
 
 PHONE = "+15550102030"
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 async def test_revoking_removes_the_members_it_covered_and_queues_their_removal_from_the_channel(

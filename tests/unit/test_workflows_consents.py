@@ -35,13 +35,8 @@ from engine.workflows.patients import (
     get_patient,
     update_patient,
 )
-from tests.support.fakes import START, FakeWorld, fake_services
+from tests.support.fakes import START, FakeWorld
 from tests.support.worlds import consent_to, officer_and_patient, outsider_on_the_team
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 async def test_an_officer_records_a_consent_and_the_partner_is_covered_at_once(world: FakeWorld) -> None:

@@ -22,7 +22,7 @@ from engine.workflows.console import (
     try_policy_edit,
 )
 from integrations.policy_files import read_policy_files
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 PEER_ADDS_MEMBERS = "p, peer_support, care_team.add_member, care_team & covered\n"
@@ -39,11 +39,6 @@ class StaticPolicyFiles:
     async def read(self) -> PolicyFiles:
         self.reads += 1
         return self.files
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 def an_edit(*files: EditedFile) -> TryEdit:

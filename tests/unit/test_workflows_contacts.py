@@ -14,14 +14,9 @@ from engine.workflows.consents import RecordConsent, record_consent
 from engine.workflows.contacts import AddContact, add_contact, list_contacts, remove_contact
 from engine.workflows.conversations import ExternalMember, StartConversation, start_conversation
 from engine.workflows.patients import RegisterPatient, register_patient
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 
 PHONE = "+15550102030"
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 def _admin(world: FakeWorld) -> Actor:

@@ -25,11 +25,6 @@ from tests.support.fakes import FakeUnitOfWork, FakeWorld, fake_services
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
-
-
 def _register(organization_id: int | None, role: Role = Role.CARE_TEAM_MEMBER, email: str = "") -> Register:
     return Register(email or "New.Nurse@Example.org", PASSWORD, "New", "Nurse", role, organization_id)
 

@@ -22,15 +22,10 @@ from engine.workflows.conversations import StartConversation, send_message, star
 from engine.workflows.messaging import get_message, plan_deliveries
 from engine.workflows.patients import RegisterPatient, register_patient
 from integrations.db.uow import BufferedAuditLog
-from tests.support.fakes import START, FakeWorld, fake_services
+from tests.support.fakes import START, FakeWorld
 
 TEXTABLE = "+16175550123"
 GROUP = 7
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 # --- get_message --------------------------------------------------------------------------------------

@@ -16,12 +16,7 @@ from engine.workflows.organizations import (
     list_organizations,
     share_compliance_group,
 )
-from tests.support.fakes import FakeWorld, fake_services
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
+from tests.support.fakes import FakeWorld
 
 
 async def test_an_admin_creates_an_organization_and_its_id_is_on_the_decision_record(

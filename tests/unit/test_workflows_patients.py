@@ -21,14 +21,9 @@ from engine.workflows.patients import (
     register_patient,
     update_patient,
 )
-from tests.support.fakes import FakeWorld, fake_services
+from tests.support.fakes import FakeWorld
 
 JOHN = RegisterPatient("John", "Smith", RiskLevel.HIGH, date(1980, 2, 3))
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 async def _registered(world: FakeWorld, role: Role = Role.PEER_SUPPORT) -> tuple[Actor, Patient]:

@@ -10,15 +10,10 @@ from engine.model import Role
 from engine.ports import ReloadResult
 from engine.workflows.audit import RejectionSummary, record_rejection_summaries
 from engine.workflows.policy_admin import policy_status, reload_policy
-from tests.support.fakes import FakePolicyReloader, FakeWorld, fake_services
+from tests.support.fakes import FakePolicyReloader, FakeWorld
 
 SWAPPED = ReloadResult("swapped", "new-version", "old-version")
 REJECTED = ReloadResult("rejected", "old-version", "old-version", ("roles.csv:3: unknown workflow",))
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 @pytest.mark.parametrize("role", [Role.ADMIN, Role.COMPLIANCE_OFFICER, Role.AUDITOR])

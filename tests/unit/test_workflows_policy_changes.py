@@ -26,7 +26,7 @@ from engine.workflows.policy_changes import (
     withdraw_policy_change,
 )
 from integrations.policy_files import read_policy_sources
-from tests.support.fakes import POLICY_DIR, FakePolicyDirectory, FakeWorld, fake_services
+from tests.support.fakes import POLICY_DIR, FakePolicyDirectory, FakeWorld
 
 REASON = "Peer support may add colleagues to care teams (ticket 4711)"
 NEW_RULE = "p, peer_support, care_team.add_member, care_team & covered\n"
@@ -34,11 +34,6 @@ OLD_CASE = (
     "peer_support,       care_team & own_org,  none,     care_team.add_member,    deny: role_not_permitted"
 )
 NEW_CASE = "peer_support,       care_team & own_org,  none,     care_team.add_member,    allow"
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 @pytest.fixture

@@ -21,13 +21,8 @@ from engine.workflows.conversations import (
 )
 from engine.workflows.messaging import PROCESSED, ChatRead, chat_read, get_message
 from engine.workflows.read_receipts import mark_read
-from tests.support.fakes import FakeDeliveryRow, FakeWorld, fake_services
+from tests.support.fakes import FakeDeliveryRow, FakeWorld
 from tests.support.worlds import ward
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 def _in_channel(world: FakeWorld, message_id: int, ts_ms: int) -> None:

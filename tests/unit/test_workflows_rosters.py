@@ -25,16 +25,11 @@ from engine.workflows.rosters import (
     remove_shift,
     set_away,
 )
-from tests.support.fakes import START, FakeWorld, fake_services
+from tests.support.fakes import START, FakeWorld
 
 H = timedelta(hours=1)
 PARIS = timezone(timedelta(hours=1))  # a fixed offset, as RFC 3339 times carry
 NEW_YORK = timezone(timedelta(hours=-5))
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
 
 
 async def _team(world: FakeWorld) -> tuple[Actor, CareTeam, Actor]:

@@ -13,12 +13,7 @@ from engine.model import Actor, RiskLevel, Role
 from engine.workflows.conversations import StartConversation, send_message, start_conversation
 from engine.workflows.patients import RegisterPatient, register_patient
 from engine.workflows.urgent import Candidate, acknowledge, decide_targets
-from tests.support.fakes import START, FakeWorld, fake_services
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return fake_services()
+from tests.support.fakes import START, FakeWorld
 
 
 async def _sent(world: FakeWorld, priority: str = "urgent") -> tuple[Actor, Actor, int]:
