@@ -201,9 +201,12 @@ class OptOutRepository(Protocol):
 class WebhookEventLog(Protocol):
     """The stored inbound webhook events (integrations/webhooks.py claims them)."""
 
-    async def finish(self, event_id: int, status: str) -> None:
+    async def finish(self, event_id: int, status: str, *, keep_body: bool = True) -> None:
         """Mark a stored webhook event processed or ignored, in the transaction of its effects. An
-        ignored event keeps no body: it may carry text caremsg never acts on."""
+        ignored event keeps no body: it may carry text caremsg never acts on; nor does one whose
+        text caremsg did not post (``keep_body=False``: a keyword, a held or refused reply, a text
+        from an unknown number), which has no further use and which no conversation's lifespan
+        would ever time the deletion of."""
         ...
 
 

@@ -370,7 +370,7 @@ async def _sms_from_unknown_number(services: Services, uow: MessagingUnitOfWork,
             details={"changed": int(changed), "known_number": 0},
         )
     )
-    await uow.webhook_events.finish(event.event_id, PROCESSED)
+    await uow.webhook_events.finish(event.event_id, PROCESSED, keep_body=False)  # a keyword: nothing posted
     await uow.commit()
     return PROCESSED
 
@@ -419,7 +419,7 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                 )
             )
 
-        changed = False
+        changed = posted = False
         if word is Keyword.STOP:
             changed = await uow.opt_outs.set(event.from_number, True, event.provider_message_id)
             audit("sms_opt_out", latest, changed=int(changed))
@@ -448,8 +448,9 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                     AskWhichConversation(held[0].conversation_id, held[0].participant_id, codes)
                 )
             elif text.strip():
-                await _post_reply(services, uow, route, event, text, now)
-        await uow.webhook_events.finish(event.event_id, PROCESSED)
+                posted = await _post_reply(services, uow, route, event, text, now)
+        # A text not posted (a keyword, a held or refused reply) has no further use for its body.
+        await uow.webhook_events.finish(event.event_id, PROCESSED, keep_body=posted)
         await uow.commit()
     services.delivery.wake()
     return PROCESSED
@@ -482,8 +483,9 @@ async def _post_reply(
     event: InboundSms,
     text: str,
     now: datetime,
-) -> None:
-    """Decide ``sms.reply`` for the participant and, if allowed, queue the post into their channel.
+) -> bool:
+    """Decide ``sms.reply`` for the participant and, if allowed, queue the post into their channel
+    (returns whether it did).
 
     A participant removed from the conversation is no longer established there: no consent counts
     for them (a consent recorded later for another conversation does not bring them back), so the
@@ -512,13 +514,15 @@ async def _post_reply(
     )
     # The inbound text's own records (held, opt-out) carry its event; so does its decision.
     uow.audit.record(dataclasses.replace(decided, request_id=f"webhook-{event.event_id}"))
-    if decision.allowed:
-        await uow.outbox.enqueue(
-            PostSmsReply(
-                route.conversation_id,
-                route.channel_url,
-                sender_chat_id=route.chat_user_id,
-                text=text,
-                dedup_id=event.provider_message_id,
-            )
+    if not decision.allowed:
+        return False
+    await uow.outbox.enqueue(
+        PostSmsReply(
+            route.conversation_id,
+            route.channel_url,
+            sender_chat_id=route.chat_user_id,
+            text=text,
+            dedup_id=event.provider_message_id,
         )
+    )
+    return True

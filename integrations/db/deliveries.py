@@ -193,7 +193,7 @@ class SqlOptOutRepository(Repository):
 
 
 class SqlWebhookEventLog(Repository):
-    async def finish(self, event_id: int, status: str) -> None:
+    async def finish(self, event_id: int, status: str, *, keep_body: bool = True) -> None:
         await self.session.execute(
             update(webhooks_t)
             .where(webhooks_t.c.id == event_id)
@@ -201,8 +201,8 @@ class SqlWebhookEventLog(Repository):
                 status=status,
                 processed_at=func.now(),
                 lease_until=None,
-                # An event caremsg ignores keeps no body: it may carry text caremsg never acts on.
-                **({"body": ""} if status == IGNORED else {}),
+                # An event caremsg ignores, or whose text it did not post, keeps no body.
+                **({"body": ""} if status == IGNORED or not keep_body else {}),
             )
         )
 

@@ -96,9 +96,15 @@ async def test_a_reply_without_a_code_is_held_and_asked_back_never_posted_where_
     await settled_deliveries(api, b.peer, accepted["id"])
     sent_before = len(await _texted(api, phone, 1))
 
-    receive_sms(api, phone, "Yes, she took her dose at 9")
+    provider_id = receive_sms(api, phone, "Yes, she took her dose at 9")
 
     held = await _held(db, a, b)
+    # Held, never posted (the sender is asked to resend): the stored webhook keeps no body, so the
+    # text is nowhere in caremsg (no conversation's lifespan would ever time its deletion).
+    stored = await db.fetchrow(
+        "SELECT status, body FROM webhook_events WHERE dedupe_key = $1", f"sms:{provider_id}"
+    )
+    assert (stored["status"], stored["body"]) == ("processed", "")
     assert [(r["patient_id"], r["outcome"], r["reason"]) for r in held] == [
         (a.patient_id, "failure", "ambiguous_reply"),
         (b.patient_id, "failure", "ambiguous_reply"),
@@ -154,6 +160,9 @@ async def test_a_reply_starting_with_a_code_goes_to_that_conversation_only_witho
     # The decision is tied to the inbound text, as its other records are (found by the reference model).
     event_id = await db.fetchval("SELECT id FROM webhook_events WHERE dedupe_key = $1", f"sms:{provider_id}")
     assert decision["request_id"] == f"webhook-{event_id}"
+    # Posted: the stored webhook keeps its body until retention ends the reply's lifespan.
+    body = await db.fetchval("SELECT body FROM webhook_events WHERE id = $1", event_id)
+    assert "Yes, at 9" in body
 
 
 async def test_a_reply_with_a_code_the_number_does_not_have_is_held_too(

@@ -452,6 +452,8 @@ class FakeDatabase:
     opt_outs: dict[str, str] = field(default_factory=dict)
     #: webhook event id -> how it ended (processed / ignored)
     webhook_events: dict[int, str] = field(default_factory=dict)
+    #: The stored events whose body was emptied when they were finished.
+    webhook_bodies_dropped: set[int] = field(default_factory=set)
     #: Idempotency-Key claim id -> the resource it created
     idempotency_keys: dict[int, int] = field(default_factory=dict)
     on_call_shifts: dict[int, OnCallShift] = field(default_factory=dict)
@@ -1661,8 +1663,10 @@ class FakeOptOutRepository(_Repo):
 class FakeWebhookEventLog(_Repo):
     """Records how each stored event ended (storing and claiming them is integrations/webhooks.py's)."""
 
-    async def finish(self, event_id: int, status: str) -> None:
+    async def finish(self, event_id: int, status: str, *, keep_body: bool = True) -> None:
         self.data.webhook_events[event_id] = status
+        if status == "ignored" or not keep_body:
+            self.data.webhook_bodies_dropped.add(event_id)
 
 
 class FakeIdempotencyKeys(_Repo):

@@ -66,6 +66,7 @@ async def test_a_reply_is_posted_into_the_participants_only_conversation_as_them
     assert world.db.outbox[outbox_before:] == [
         PostSmsReply(conversation.id, conversation.channel_url, sam.chat_user_id, "See you at 10", "SM1")
     ]
+    assert world.db.webhook_bodies_dropped == set()  # posted: its text lives until retention ends it
     [decision] = world.events("sms.reply")
     assert (decision.outcome, decision.actor_id, decision.patient_id) == ("success", None, patient.id)
     assert (decision.details["external_participant_id"], decision.details["consent_id"]) == (
@@ -87,6 +88,7 @@ async def test_after_the_consent_is_revoked_a_reply_is_refused_and_not_posted(wo
 
     assert status == PROCESSED
     assert world.db.outbox[outbox_before:] == []
+    assert world.db.webhook_bodies_dropped == {1}  # refused: its text has no further use
     [decision] = world.events("sms.reply")
     assert (decision.outcome, decision.reason, decision.details["consent_id"]) == (
         "denied",
@@ -111,6 +113,7 @@ async def test_stop_and_start_are_kept_and_confirmed_once_and_help_is_always_ans
         AnswerKeyword(conversation.id, sam.id, word)
         for word in (Keyword.STOP, Keyword.HELP, Keyword.START, Keyword.HELP)
     ]
+    assert world.db.webhook_bodies_dropped == {1, 2, 3, 4, 5}  # keywords: nothing to keep
     assert [(e.event, e.details.get("changed")) for e in world.events("sms.reply")] == [
         ("sms_opt_out", 1),
         ("sms_opt_out", 0),
@@ -153,6 +156,7 @@ async def test_a_number_in_two_conversations_is_asked_which_unless_its_reply_nam
         AskWhichConversation(second.id, two.id, (1, 2)),
         PostSmsReply(first.id, first.channel_url, one.chat_user_id, "for the first", "SM3"),
     ]
+    assert world.db.webhook_bodies_dropped == {1, 2}  # held (never reposted: the sender resends)
     held = [e for e in world.events("sms.reply") if e.event == "sms_reply_held"]
     assert [(e.reason, e.details["conversation_id"]) for e in held] == [
         ("ambiguous_reply", second.id),
