@@ -127,12 +127,20 @@ def query(request: web.Request, model: type[M]) -> M:
         raise invalid_input(exc, whole="query") from None
 
 
-def path_id(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    # ASCII digits only: str.isdigit() takes "¹" (int() then fails) and U+0661 (which int() reads as 1).
+def record_id(raw: str) -> int | None:
+    """``raw`` as a record id, or None: ASCII digits only (str.isdigit() takes "¹", which int()
+    then refuses, and U+0661, which int() reads as 1), within the id columns' range. The API's
+    path ids and the console's ids and cursors all ask this."""
     if not _ASCII_ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
-        raise InvalidInput([FieldError(name, "Must be a positive integer id.", "int_parsing")])
+        return None
     return int(raw)
+
+
+def path_id(request: web.Request, name: str) -> int:
+    found = record_id(request.match_info[name])
+    if found is None:
+        raise InvalidInput([FieldError(name, "Must be a positive integer id.", "int_parsing")])
+    return found
 
 
 def respond(model: BaseModel | list[Any], status: int = 200) -> web.Response:

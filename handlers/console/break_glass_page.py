@@ -7,7 +7,6 @@ patient and time window: no second query path), and "mark reviewed with a note"
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,11 +18,9 @@ from engine.model import Actor
 from engine.ports.consents import BreakGlassSession
 from engine.workflows import audit, break_glass
 from handlers.api_audit import AuditEventPublic
-from handlers.requests import services
+from handlers.requests import record_id, services
 
 PAGE_SIZE = 25
-_ID = re.compile(r"[0-9]{1,10}")
-MAX_ID = 2**31 - 1
 #: The records of one session shown on its page (the audit search page shows them all, paginated).
 RECORDS_SHOWN = 100
 
@@ -32,17 +29,17 @@ def _cursor(request: web.Request) -> int | None:
     raw = request.query.get("cursor", "")
     if not raw:
         return None
-    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= MAX_ID:
+    cursor = record_id(raw)
+    if cursor is None:
         raise NotFound("page")
-    return int(raw)
+    return cursor
 
 
 def session_id(request: web.Request) -> int:
-    raw = request.match_info["session_id"]
-    # ASCII digits within the column's range ("¹".isdigit() holds, and int() refuses it).
-    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= MAX_ID:
+    found = record_id(request.match_info["session_id"])
+    if found is None:
         raise NotFound("break_glass")
-    return int(raw)
+    return found
 
 
 async def list_context(request: web.Request, actor: Actor) -> dict[str, Any]:

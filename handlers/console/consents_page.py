@@ -20,7 +20,7 @@ from engine.model import Actor, ConsentScope, Purpose
 from engine.workflows import audit, consents
 from handlers.api_audit import DisclosurePublic
 from handlers.problems import invalid_input
-from handlers.requests import services
+from handlers.requests import record_id, services
 from handlers.schemas.consents import ConsentCreate, ConsentPublic
 
 _ID = re.compile(r"[0-9]{1,10}")
@@ -43,10 +43,10 @@ SCOPES = [s.value for s in ConsentScope]
 
 
 def an_id(raw: str | None, field: str) -> int:
-    raw = (raw or "").strip()
-    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
+    found = record_id((raw or "").strip())
+    if found is None:
         raise InvalidInput([FieldError(field, "Enter an id (a positive whole number).")])
-    return int(raw)
+    return found
 
 
 def _utc(value: str) -> str:
@@ -91,7 +91,7 @@ async def listing(request: web.Request, actor: Actor, patient_raw: str | None) -
     context["patient_id"] = patient_id
     context["consents"] = [ConsentPublic.of(c, now) for c in found]
     asked = request.query.get("consent", "")
-    if _ID.fullmatch(asked) and int(asked) in {c.id for c in found}:
+    if record_id(asked) in {c.id for c in found}:
         context["rested"] = await rested_on(request, actor, patient_id, int(asked))
     return 200, context
 

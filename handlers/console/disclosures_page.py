@@ -16,12 +16,11 @@ from engine.errors import FieldError, InvalidInput, NotFound
 from engine.model import Actor
 from engine.workflows import audit
 from handlers.api_audit import DisclosurePublic, DisclosuresQuery
-from handlers.requests import query, services
+from handlers.requests import query, record_id, services
 
 FIELDS = ("patientId", "from", "to")
 #: Rows on one page: the API's largest, so a printed accounting is usually one page of the site.
 PAGE_SIZE = 1000
-_ID = re.compile(r"[0-9]{1,10}")
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 
 
@@ -31,10 +30,10 @@ def form_context(request: web.Request, errors: dict[str, str] | None = None) -> 
 
 
 def _patient_id(raw: str) -> int:
-    raw = raw.strip()
-    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
+    found = record_id(raw.strip())
+    if found is None:
         raise InvalidInput([FieldError("patientId", "Enter the patient's id (a positive whole number).")])
-    return int(raw)
+    return found
 
 
 async def accounting(request: web.Request, actor: Actor) -> tuple[int, dict[str, Any]]:

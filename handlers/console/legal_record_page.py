@@ -7,7 +7,6 @@ message, or one never recalled, answers 404 as one that does not exist. No secon
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
@@ -16,17 +15,15 @@ from engine.errors import NotFound
 from engine.model import Actor
 from engine.workflows import recalls
 from handlers.api_attachments import file_response
-from handlers.requests import services
+from handlers.requests import record_id, services
 from handlers.schemas.conversations import LegalRecordPublic
-
-_ID = re.compile(r"[0-9]{1,10}")
 
 
 def _id(request: web.Request, name: str, resource: str) -> int:
-    raw = request.match_info[name]
-    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
+    found = record_id(request.match_info[name])
+    if found is None:
         raise NotFound(resource)
-    return int(raw)
+    return found
 
 
 async def record_context(request: web.Request, actor: Actor) -> dict[str, Any]:

@@ -9,7 +9,6 @@ this module does not import the package that imports it).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -20,22 +19,20 @@ from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
 from engine.model import Actor
 from engine.workflows import policy_changes as changes
 from handlers.keys import policy_files_key
-from handlers.requests import services
+from handlers.requests import record_id, services
 
 Render = Callable[[web.Request, str, dict[str, Any], int], web.Response]
 Page = Callable[[Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]], Any]
 Base = Callable[[web.Request], dict[str, Any]]
 
-_ID = re.compile(r"[0-9]{1,10}")
-MAX_ID = 2**31 - 1
 PAGE_SIZE = 25
 
 
 def _id(raw: str, what: str) -> int:
-    # ASCII digits within the column's range ("¹".isdigit() holds, and int() refuses it).
-    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= MAX_ID:
+    found = record_id(raw)
+    if found is None:
         raise NotFound(what)
-    return int(raw)
+    return found
 
 
 def _field(form: Any, name: str) -> str:
