@@ -19,11 +19,11 @@ from engine.errors import Conflict, FieldError, InvalidInput, NotFound
 from engine.model import Actor, ConsentScope, Purpose
 from engine.workflows import audit, consents
 from handlers.api_audit import DisclosurePublic
+from handlers.console.forms import json_number, text
 from handlers.problems import invalid_input
 from handlers.requests import record_id, services
 from handlers.schemas.consents import ConsentCreate, ConsentPublic
 
-_ID = re.compile(r"[0-9]{1,10}")
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
 #: The record form's fields (the API's names); the recipient is one of the first three.
 FORM_FIELDS = (
@@ -51,11 +51,6 @@ def an_id(raw: str | None, field: str) -> int:
 
 def _utc(value: str) -> str:
     return value + "+00:00" if _LOCAL_TIME.match(value) else value
-
-
-def _text(form: MultiDictProxy[Any], name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 def blank_form() -> dict[str, Any]:
@@ -113,17 +108,17 @@ async def rested_on(request: web.Request, actor: Actor, patient_id: int, consent
 
 
 def _create_body(form: MultiDictProxy[Any], patient_id: int) -> dict[str, Any]:
-    body: dict[str, Any] = {"patientId": patient_id, "purpose": _text(form, "purpose")}
+    body: dict[str, Any] = {"patientId": patient_id, "purpose": text(form, "purpose")}
     for name in ("organizationId", "complianceGroupId"):
-        value = _text(form, name)
+        value = text(form, name)
         if value:
             # As a JSON number when it is one, so the API's model judges it exactly as over the API.
-            body[name] = int(value) if _ID.fullmatch(value) else value
-    if _text(form, "phoneNumber") or _text(form, "name"):
-        body["externalParty"] = {"phoneNumber": _text(form, "phoneNumber"), "name": _text(form, "name")}
+            body[name] = json_number(value)
+    if text(form, "phoneNumber") or text(form, "name"):
+        body["externalParty"] = {"phoneNumber": text(form, "phoneNumber"), "name": text(form, "name")}
     for name in ("effectiveAt", "expiresAt"):
-        if _text(form, name):
-            body[name] = _utc(_text(form, name))
+        if text(form, name):
+            body[name] = _utc(text(form, name))
     body["scope"] = [s for s in form.getall("scope", []) if isinstance(s, str)]
     return body
 
@@ -137,8 +132,8 @@ def _field_of(location: str) -> str:
 async def record(request: web.Request, actor: Actor) -> tuple[int | None, int, dict[str, Any]]:
     """Submit the record form: (the patient, status, the form's context with errors next to fields)."""
     form = await request.post()
-    patient_id = an_id(_text(form, "patientId"), "patientId")
-    values = {name: _text(form, name) for name in FORM_FIELDS}
+    patient_id = an_id(text(form, "patientId"), "patientId")
+    values = {name: text(form, name) for name in FORM_FIELDS}
     chosen = [s for s in form.getall("scope", []) if isinstance(s, str)]
     state = {"values": values, "scope": chosen, "errors": {}}
     try:
@@ -179,7 +174,7 @@ async def revoke(request: web.Request, actor: Actor) -> tuple[int, int, str | No
     form = await request.post()
     try:
         await consents.revoke_consent(
-            services(request), actor, consents.RevokeConsent(consent_id, _text(form, "reason"))
+            services(request), actor, consents.RevokeConsent(consent_id, text(form, "reason"))
         )
     except InvalidInput as invalid:
         return consent_id, 422, "; ".join(e.message for e in invalid.errors)

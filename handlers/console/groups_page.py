@@ -8,33 +8,21 @@ No second path.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from aiohttp import web
-from multidict import MultiDictProxy
 from pydantic import ValidationError
 
 from engine.errors import FieldError, InvalidInput, NotFound
 from engine.model import Actor, ComplianceGroup, Organization
 from engine.workflows import organizations
+from handlers.console.forms import json_number, text
 from handlers.problems import invalid_input
-from handlers.requests import services
+from handlers.requests import record_id, services
 from handlers.schemas.identity import ComplianceGroupCreate, ComplianceGroupShare
 
-_ID = re.compile(r"[0-9]{1,10}")
 #: Pages of the API's largest size read for the lists (groups, organizations to choose among).
 PAGES = 5
-
-
-def _text(form: MultiDictProxy[Any], name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _number(value: str) -> int | str:
-    """A JSON number when it is one, so the API's model judges it exactly as over the API."""
-    return int(value) if _ID.fullmatch(value) else value
 
 
 def blank_form() -> dict[str, Any]:
@@ -92,12 +80,12 @@ async def create(request: web.Request, actor: Actor) -> tuple[int, dict[str, Any
     form = await request.post()
     chosen = [v.strip() for v in form.getall("organizationIds", []) if isinstance(v, str) and v.strip()]
     state: dict[str, Any] = {
-        "name": _text(form, "name"),
-        "description": _text(form, "description"),
+        "name": text(form, "name"),
+        "description": text(form, "description"),
         "organizationIds": chosen,
         "errors": {},
     }
-    body: dict[str, Any] = {"name": state["name"], "organizationIds": [_number(v) for v in chosen]}
+    body: dict[str, Any] = {"name": state["name"], "organizationIds": [json_number(v) for v in chosen]}
     if state["description"]:
         body["description"] = state["description"]
     try:
@@ -124,15 +112,14 @@ async def create(request: web.Request, actor: Actor) -> tuple[int, dict[str, Any
 
 async def share(request: web.Request, actor: Actor) -> tuple[int, int, str | None]:
     """Submit a share form: (group id, status, the error to show next to its organization or None)."""
-    raw = request.match_info["group_id"]
-    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
+    group_id = record_id(request.match_info["group_id"])
+    if group_id is None:
         raise NotFound("compliance_group")
-    group_id = int(raw)
     form = await request.post()
     try:
         try:
             body = ComplianceGroupShare.model_validate_json(
-                json.dumps({"organizationId": _number(_text(form, "organizationId"))})
+                json.dumps({"organizationId": json_number(text(form, "organizationId"))})
             )
         except ValidationError:
             raise InvalidInput([FieldError("organizationId", "Choose an organization.")]) from None

@@ -7,36 +7,24 @@ No second path: the policy decides each, and the audit trail records it.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from aiohttp import web
-from multidict import MultiDictProxy
 from pydantic import ValidationError
 
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.model import Actor
 from engine.workflows import legal_holds
+from handlers.console.forms import json_number, text
 from handlers.problems import invalid_input
-from handlers.requests import services
+from handlers.requests import record_id, services
 from handlers.schemas.retention import LegalHoldCreate, LegalHoldPublic
 
-_ID = re.compile(r"[0-9]{1,10}")
 #: The place form's fields (the API's names).
 FORM_FIELDS = ("patientId", "conversationId", "reason")
 ONE_SUBJECT = "Enter a patient id or a conversation id (one of the two, not both)."
 AN_ID = "Enter an id (a positive whole number)."
 A_REASON = f"Say why, in 1 to {legal_holds.MAX_REASON} characters."
-
-
-def _text(form: MultiDictProxy[Any], name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _number(value: str) -> int | str:
-    """A JSON number when it is one, so the API's model judges it exactly as over the API."""
-    return int(value) if _ID.fullmatch(value) else value
 
 
 def blank_form() -> dict[str, Any]:
@@ -75,12 +63,12 @@ async def place(request: web.Request, actor: Actor) -> tuple[int, dict[str, Any]
     """Submit the place form: (303, 422 or 404; the form's state with each error next to its field,
     what was typed kept)."""
     form = await request.post()
-    values = {name: _text(form, name) for name in FORM_FIELDS}
+    values = {name: text(form, name) for name in FORM_FIELDS}
     state: dict[str, Any] = {"values": values, "errors": {}}
     body: dict[str, Any] = {"reason": values["reason"]}
     for name in ("patientId", "conversationId"):
         if values[name]:
-            body[name] = _number(values[name])
+            body[name] = json_number(values[name])
     try:
         try:
             parsed = LegalHoldCreate.model_validate_json(json.dumps(body))
@@ -105,10 +93,10 @@ async def place(request: web.Request, actor: Actor) -> tuple[int, dict[str, Any]
 
 
 def hold_id(request: web.Request) -> int:
-    raw = request.match_info["hold_id"]
-    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
+    found = record_id(request.match_info["hold_id"])
+    if found is None:
         raise NotFound("legal_hold")
-    return int(raw)
+    return found
 
 
 async def lift(request: web.Request, actor: Actor) -> tuple[int, int, str | None]:
@@ -117,7 +105,7 @@ async def lift(request: web.Request, actor: Actor) -> tuple[int, int, str | None
     held = hold_id(request)
     form = await request.post()
     try:
-        await legal_holds.lift_legal_hold(services(request), actor, held, _text(form, "reason"))
+        await legal_holds.lift_legal_hold(services(request), actor, held, text(form, "reason"))
     except InvalidInput:
         return held, 422, A_REASON
     except Conflict:
@@ -127,7 +115,5 @@ async def lift(request: web.Request, actor: Actor) -> tuple[int, int, str | None
 
 def record_to_open(request: web.Request) -> tuple[int | None, str | None]:
     """The "open a message's legal record" form: (the message id, None) or (None, the error)."""
-    raw = request.query.get("messageId", "").strip()
-    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= 2**31 - 1:
-        return None, AN_ID
-    return int(raw), None
+    found = record_id(request.query.get("messageId", "").strip())
+    return (None, AN_ID) if found is None else (found, None)
