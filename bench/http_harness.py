@@ -260,6 +260,25 @@ async def register(base: str, role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def send_message_request(base: str) -> Request:
+    """A registered peer support user's send-message request into a ready conversation of their
+    patient, set up through the API (bench/send_message.py and bench/retention.py load it)."""
+    auth = await register(base, "peer_support")
+    async with aiohttp.ClientSession(headers=auth) as s:
+        patient = {"firstName": "P", "lastName": "Q", "riskLevel": "low"}
+        async with s.post(f"{base}/api/patients", json=patient) as r:
+            patient_id = (await r.json())["id"]
+        async with s.post(f"{base}/api/conversations", json={"title": "Bench", "patientId": patient_id}) as r:
+            conversation_id = (await r.json())["id"]
+        for _ in range(500):
+            async with s.get(f"{base}/api/conversations/{conversation_id}") as r:
+                if (await r.json())["channelState"] == "ready":
+                    break
+            await asyncio.sleep(0.02)
+    body = {"conversationId": conversation_id, "message": "Checking in after discharge."}
+    return Request("POST", f"{base}/api/conversations/send-message", body, auth, 202)
+
+
 @dataclass(frozen=True)
 class Contender:
     """One server under load: its request, and the processes whose CPU is charged to it."""

@@ -45,13 +45,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.http_harness import (
-    Request,
     embedded_database,
     free_port,
     load,
     load_average,
     pct,
-    register,
+    send_message_request,
     serve_caremsg,
     serve_emulator,
     start,
@@ -189,27 +188,6 @@ def _sweeper(url: str, org: int, batch: int, duty: float, halt: Any, done: Any, 
     asyncio.run(main())
 
 
-async def _sender(base: str) -> Request:
-    """A registered peer support user's send-message request into a ready conversation (as
-    bench/send_message.py sets it up, through the API)."""
-    import aiohttp
-
-    auth = await register(base, "peer_support")
-    async with aiohttp.ClientSession(headers=auth) as s:
-        patient = {"firstName": "P", "lastName": "Q", "riskLevel": "low"}
-        async with s.post(f"{base}/api/patients", json=patient) as r:
-            patient_id = (await r.json())["id"]
-        async with s.post(f"{base}/api/conversations", json={"title": "Bench", "patientId": patient_id}) as r:
-            conversation_id = (await r.json())["id"]
-        for _ in range(500):
-            async with s.get(f"{base}/api/conversations/{conversation_id}") as r:
-                if (await r.json())["channelState"] == "ready":
-                    break
-            await asyncio.sleep(0.02)
-    body = {"conversationId": conversation_id, "message": "Checking in after discharge."}
-    return Request("POST", f"{base}/api/conversations/send-message", body, auth, 202)
-
-
 async def _sealed(url: str) -> float:
     """Wait until the service's audit sealer has chained every record written so far (the sweep's
     included: the serving instances seal them), so that a load without the sweep does not pay for
@@ -266,7 +244,7 @@ def with_sends(args: argparse.Namespace) -> int:
             processes.append(emulator)
             port = free_port()
             processes.append(start(serve_caremsg, db.url, emulator_port, token, port, None)[0])
-            request = asyncio.run(_sender(f"http://127.0.0.1:{port}"))
+            request = asyncio.run(send_message_request(f"http://127.0.0.1:{port}"))
             asyncio.run(load(request, args.clients, args.warmup, args.seconds))
 
             app_pid = processes[-1].pid or 0

@@ -27,8 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.http_harness import (
@@ -39,8 +37,8 @@ from bench.http_harness import (
     load_average,
     measure,
     print_profile,
-    register,
     report,
+    send_message_request,
     serve_caremsg,
     serve_emulator,
     start,
@@ -82,23 +80,6 @@ def _serve_baseline(dsn: dict[str, Any], port: int, ready: Any) -> None:
     asyncio.run(main())
 
 
-async def _caremsg_setup(base: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """A registered peer support user with a patient and a ready conversation, through the API."""
-    auth = await register(base, "peer_support")
-    async with aiohttp.ClientSession(headers=auth) as s:
-        patient = {"firstName": "P", "lastName": "Q", "riskLevel": "low"}
-        async with s.post(f"{base}/api/patients", json=patient) as r:
-            patient_id = (await r.json())["id"]
-        async with s.post(f"{base}/api/conversations", json={"title": "Bench", "patientId": patient_id}) as r:
-            conversation_id = (await r.json())["id"]
-        for _ in range(500):
-            async with s.get(f"{base}/api/conversations/{conversation_id}") as r:
-                if (await r.json())["channelState"] == "ready":
-                    break
-            await asyncio.sleep(0.02)
-    return {"conversationId": conversation_id, "message": "Checking in after discharge."}, auth
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,8 +115,7 @@ def main() -> None:
             ]
             processes += caremsg
             base = f"http://127.0.0.1:{port}"
-            body, headers = asyncio.run(_caremsg_setup(base))
-            caremsg_request = Request("POST", f"{base}/api/conversations/send-message", body, headers, 202)
+            caremsg_request = asyncio.run(send_message_request(base))
 
             def pids(group: list[multiprocessing.Process]) -> Callable[[], list[int]]:
                 return lambda: [p.pid for p in group if p.pid]
