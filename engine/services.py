@@ -88,6 +88,10 @@ def _unobserved(decision: Decision) -> None:
     return None
 
 
+def _no_one_told(user_id: int) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Services:
     """The dependencies of every workflow, built once by the composition root."""
@@ -117,6 +121,10 @@ class Services:
     password_strength: PasswordStrength | None = None
     # Tells account owners what was done with their address; None tells no one.
     notifier: AccountNotifier | None = None
+    # Told, once committed, of each account whose tokens stopped working (deactivated, re-roled,
+    # its sessions ended): this process's account check forgets it at once instead of within
+    # ``auth.account_recheck_seconds``; must not raise or block.
+    on_sessions_ended: Callable[[int], None] = _no_one_told
 
     def page_size(self, requested: int | None) -> int:
         if requested is None:

@@ -264,6 +264,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         identifiers=IdentifierHasher(settings.audit.identifier_key.encode()),
         sms=app[sms_rules_key],
         on_decision=app[operations_key].metrics.observe_decision,
+        on_sessions_ended=app[accounts_key].forget,
     )
     if settings.service.environment == "development" and auth.self_registration:
         # The development walkthrough registers into this organization straight away.

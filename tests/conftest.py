@@ -154,15 +154,15 @@ def app_settings(database_url: str) -> Settings:
     return load_settings(
         env={},
         service={"environment": "development", "log_format": "json"},
-        # Hashing strength is not under test; account changes must show at once in tests (the cache
-        # has its own test in tests/unit/test_account_cache.py).
+        # Hashing strength is not under test. The account check keeps its production cache (2 s):
+        # an account's sessions ended through an app end there at once (test_accounts.py), and a
+        # check per request was 7 % of an API test's CPU.
         # Every test logs in from 127.0.0.1 into one database per session: the address back-off and
         # the rate limits are tested with their own settings (tests/api/test_login_throttle.py,
         # tests/api/test_rate_limits.py), not by the suite's own traffic.
         auth={
             "argon2_time_cost": 1,
             "argon2_memory_kib": 64,
-            "account_recheck_seconds": 0,
             "login_address_free_failures": 100_000,
         },
         ratelimit={

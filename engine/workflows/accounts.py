@@ -6,7 +6,8 @@ Each action is a policy-decided workflow (``user.approve``, ``user.deactivate``,
 with its effects. An account of another organization answers like one that does not exist.
 
 Sessions end through ``users.sessions_valid_after``: a token issued before it is refused by the
-account check (:class:`engine.ports.AccountDirectory`), within ``auth.account_recheck_seconds``.
+account check (:class:`engine.ports.AccountDirectory`): at once by the instance that ended them
+(``Services.on_sessions_ended``), within ``auth.account_recheck_seconds`` by every other.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ async def deactivate(services: Services, actor: Actor, user_id: int) -> User:
                 break
             after = page.next_cursor
         await uow.commit()
+    services.on_sessions_ended(user_id)
     services.delivery.wake()
     return user
 
@@ -140,6 +142,7 @@ async def change_role(services: Services, actor: Actor, user_id: int, role: Role
         guard.annotate(previous_role=user.role.value)
         user = await uow.users.update_account(user_id, role=role, sessions_valid_after=guard.now)
         await uow.commit()
+    services.on_sessions_ended(user_id)
     return user
 
 
@@ -150,6 +153,7 @@ async def revoke_sessions(services: Services, actor: Actor, user_id: int) -> Use
         await _target(guard, "user.revoke_sessions", user_id)
         user = await uow.users.update_account(user_id, sessions_valid_after=guard.now)
         await uow.commit()
+    services.on_sessions_ended(user_id)
     return user
 
 
@@ -171,3 +175,4 @@ async def logout(services: Services, actor: Actor) -> None:
         guard.require("auth.logout", {Fact.SELF}, resource_type="user", resource_id=actor.user_id)
         await uow.users.update_account(actor.user_id, sessions_valid_after=guard.now)
         await uow.commit()
+    services.on_sessions_ended(actor.user_id)

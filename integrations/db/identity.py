@@ -209,7 +209,9 @@ class CachedAccountDirectory:
     """Remembers an account check for ``ttl`` seconds, per (user, role, organization, issued at).
 
     Every authenticated request would otherwise cost its own session and three round trips. The
-    price: a deactivated, re-roled or logged-out account keeps access for at most ``ttl`` seconds.
+    price: an account deactivated, re-roled or logged out through another instance (or the command
+    line) keeps access here for at most ``ttl`` seconds; through this one, :meth:`forget` ends it at
+    once (``Services.on_sessions_ended``).
     """
 
     def __init__(
@@ -232,3 +234,7 @@ class CachedAccountDirectory:
             self._checked.clear()
         self._checked[key] = now + self._ttl
         return True
+
+    def forget(self, user_id: int) -> None:
+        """The account's tokens are checked again on their next request (its sessions ended)."""
+        self._checked = {key: until for key, until in self._checked.items() if key[0] != user_id}

@@ -64,7 +64,7 @@ async def test_a_deactivated_member_loses_access_and_leaves_its_chat_channels(
     assert status == 200, body
     assert body["isActive"] is False
     status, _ = await api.call("GET", PROFILE, peer)
-    assert status == 401  # the token stopped working (account_recheck_seconds is 0 in tests)
+    assert status == 401  # the token stopped working
     status, _ = await _login(api, peer.email)
     assert status == 401
     chat_id = await db.fetchval("SELECT chat_user_id FROM users WHERE id = $1", peer.id)
@@ -164,6 +164,24 @@ async def test_logout_ends_the_token_and_a_new_login_works_at_once(
     assert status == 200
     assert (await api.call("GET", PROFILE, headers={"Authorization": f"Bearer {session['token']}"}))[0] == 200
     assert (await _decision(db, rid, "auth.logout"))["outcome"] == "success"
+
+
+@pytest.mark.parametrize(
+    ("method", "action", "body"),
+    [
+        ("POST", "deactivate", None),
+        ("PUT", "role", {"role": "care_team_member"}),
+        ("POST", "sessions/revoke", None),
+    ],
+)
+async def test_a_token_this_instance_remembers_as_current_stops_at_once_when_its_sessions_end(
+    api: Api, org: int, admin: Person, method: str, action: str, body: Any
+) -> None:
+    peer = await api.person("peer_support", org)
+    assert (await api.call("GET", PROFILE, peer))[0] == 200  # checked, and remembered for 2 s
+    status, _ = await api.call(method, f"/api/users/{peer.id}/{action}", admin, json=body)
+    assert status == 200
+    assert (await api.call("GET", PROFILE, peer))[0] == 401
 
 
 @pytest.mark.parametrize("action", ["approve", "deactivate", "reactivate", "sessions/revoke", "unlock"])

@@ -13,6 +13,7 @@ import pytest
 from joserfc import jws, jwt
 from joserfc.jwk import OctKey
 
+from handlers.keys import accounts_key
 from handlers.settings import Settings
 from tests.support.api import Api, Person
 
@@ -298,7 +299,10 @@ async def test_a_still_unexpired_token_of_an_account_that_changed_is_refused(
 ) -> None:
     status, _ = await api.call("GET", PROFILE, nurse)
     assert status == 200
-    await db.execute(change, nurse.id)
+    await db.execute(change, nurse.id)  # elsewhere: another instance, the command line
+    # This instance checks again once ``auth.account_recheck_seconds`` have passed since the last
+    # check (tests/unit/test_account_cache.py times it): here, at once.
+    api.app[accounts_key].forget(nurse.id)
 
     rid = f"jwt-{uuid.uuid4().hex}"
     resp = await api.client.get(PROFILE, headers={**nurse.auth, "X-Request-ID": rid})

@@ -71,3 +71,17 @@ async def test_a_zero_time_to_live_checks_every_time() -> None:
     await cache.current(ALICE)
     await cache.current(ALICE)
     assert inner.calls == [1, 1]
+
+
+async def test_a_forgotten_account_is_read_again_and_others_are_still_remembered() -> None:
+    inner, clock = FakeDirectory(), Clock()
+    cache = CachedAccountDirectory(inner, ttl=2.0, clock=clock)  # type: ignore[arg-type]
+    bob = Actor(user_id=2, role=Role.PEER_SUPPORT, organization_id=7)
+    await cache.current(ALICE)
+    await cache.current(Actor(user_id=1, role=Role.ADMIN, organization_id=7))
+    await cache.current(bob)
+    inner.answer = False  # Alice's sessions ended
+    cache.forget(ALICE.user_id)
+    assert not await cache.current(ALICE)
+    assert await cache.current(bob)
+    assert inner.calls == [1, 1, 2, 1]

@@ -242,3 +242,37 @@ async def test_an_account_of_another_organization_is_answered_as_one_that_does_n
     assert [(e.event, e.outcome, e.reason) for e in world.events(workflow)] == [
         ("lookup", "failure", "not_found")
     ] * 2
+
+
+#: The workflows that end an account's sessions, and so must tell this instance's account check.
+ENDING: list[tuple[str, Admin]] = [
+    ("user.deactivate", accounts.deactivate),
+    ("user.change_role", lambda s, a, u: accounts.change_role(s, a, u, Role.AUDITOR)),
+    ("user.revoke_sessions", accounts.revoke_sessions),
+]
+
+
+@pytest.mark.parametrize(("workflow", "call"), ADMIN_WORKFLOWS, ids=IDS)
+async def test_the_account_check_is_told_exactly_when_sessions_end(
+    world: FakeWorld, workflow: str, call: Admin
+) -> None:
+    admin, nurse = _staff(world)
+    told: list[int] = []
+    services = dataclasses.replace(world.services, on_sessions_ended=told.append)
+    stranger, _ = _staff(world)
+
+    with pytest.raises(NotFound):
+        await call(services, stranger, nurse.user_id)
+    assert told == []
+    await call(services, admin, nurse.user_id)
+
+    assert told == ([nurse.user_id] if workflow in dict(ENDING) else [])
+
+
+async def test_logging_out_tells_the_account_check(world: FakeWorld) -> None:
+    _, nurse = _staff(world)
+    told: list[int] = []
+
+    await accounts.logout(dataclasses.replace(world.services, on_sessions_ended=told.append), nurse)
+
+    assert told == [nurse.user_id]
