@@ -240,29 +240,36 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         " ORDER BY id",
         ids.patients,
     )
-    conversations = []
-    messages = []
-    for c in await db.fetch(
+    # Every conversation of the world's patients, with its members, external participants and
+    # number of messages: four queries whatever the number of conversations (this runs after every
+    # action).
+    found = await db.fetch(
         "SELECT id, patient_id FROM conversations WHERE patient_id = ANY($1::int[]) ORDER BY id", ids.patients
+    )
+    found_ids = [c["id"] for c in found]
+    members: dict[int, list[int]] = {cid: [] for cid in found_ids}
+    for r in await db.fetch(
+        "SELECT conversation_id, user_id FROM conversation_members WHERE conversation_id = ANY($1::int[])",
+        found_ids,
     ):
-        members = await db.fetch(
-            "SELECT user_id FROM conversation_members WHERE conversation_id = $1 ORDER BY user_id", c["id"]
+        members[r["conversation_id"]].append(users.get(r["user_id"], -r["user_id"]))
+    externals: dict[int, list[tuple[int, bool]]] = {cid: [] for cid in found_ids}
+    for r in await db.fetch(
+        "SELECT conversation_id, phone_number, removed_at IS NOT NULL AS removed FROM external_participants"
+        " WHERE conversation_id = ANY($1::int[]) ORDER BY id",
+        found_ids,
+    ):
+        externals[r["conversation_id"]].append((phones.get(r["phone_number"], -1), r["removed"]))
+    counts = {
+        r["conversation_id"]: r["n"]
+        for r in await db.fetch(
+            "SELECT conversation_id, count(*) AS n FROM messages WHERE conversation_id = ANY($1::int[])"
+            " GROUP BY conversation_id",
+            found_ids,
         )
-        externals = await db.fetch(
-            "SELECT phone_number, removed_at IS NOT NULL AS removed FROM external_participants"
-            " WHERE conversation_id = $1 ORDER BY id",
-            c["id"],
-        )
-        conversations.append(
-            (
-                patients[c["patient_id"]],
-                sorted(users.get(r["user_id"], -r["user_id"]) for r in members),
-                [(phones.get(e["phone_number"], -1), e["removed"]) for e in externals],
-            )
-        )
-        messages.append(
-            await db.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", c["id"])
-        )
+    }
+    conversations = [(patients[c["patient_id"]], sorted(members[c["id"]]), externals[c["id"]]) for c in found]
+    messages = [counts.get(cid, 0) for cid in found_ids]
     conversation_index = {cid: i for i, cid in enumerate(ids.conversations)}
     message_index = {mid: i for i, mid in enumerate(ids.messages)}
     reads = sorted(
