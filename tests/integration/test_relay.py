@@ -157,8 +157,11 @@ async def test_conversations_are_delivered_side_by_side_each_in_the_order_its_me
         emulator(api).faults.release_hangs()
 
     releaser = asyncio.create_task(release_once_the_others_are_posted())
-    await _work_off(_relay(api, concurrency=4), db, ids)
-    await releaser
+    try:
+        await _work_off(_relay(api, concurrency=4), db, ids)
+    finally:
+        emulator(api).faults.release_hangs()
+        await releaser
 
     for channel_url, wanted in written.items():
         assert [m.message for m in emulator(api).messages(channel_url)] == wanted
@@ -430,8 +433,9 @@ async def test_chat_posts_go_out_while_the_sms_provider_is_slow_and_texts_follow
     api: Api, db: asyncpg.Connection
 ) -> None:
     team = await care_team(api)  # the app's own relays: one for chat effects, one for texts
-    # Every text is held at the carrier until the chat posts are done (its client gives up at 5 s).
-    twilio(api).state.faults.hang_next(UNTIL_RELEASED, count=3)
+    # Every text (and any an earlier test left queued) is held at the carrier until the chat posts
+    # are done (its client gives up at 5 s).
+    twilio(api).state.faults.hang_for(UNTIL_RELEASED)
     ids = [await _accepted(api, team.peer, team.conversation_id, f"update {i}") for i in range(3)]
 
     async def chat_sent() -> bool:
