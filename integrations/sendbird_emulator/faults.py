@@ -61,6 +61,11 @@ class FaultInjector:
         """Hold the next ``count`` requests for ``seconds`` before processing them."""
         self.add(Fault("hang", hang_seconds=seconds, remaining=count))
 
+    def hang_for(self, seconds: float) -> None:
+        """Hold every request arriving in the next ``seconds`` of the fault clock for as long, or
+        until :meth:`release_hangs`: a provider that is slow for everyone until the test says so."""
+        self.add(Fault("hang", hang_seconds=seconds, remaining=None, until=self._clock() + seconds))
+
     def drop_next(self, count: int = 1) -> None:
         """Process the next ``count`` requests, then close their connections without a reply."""
         self.add(Fault("drop", remaining=count))

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from integrations.sendbird import SendbirdClient
+from integrations.sendbird import RateLimits, SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
 from integrations.sms import SendbirdSmsGateway
 from integrations.twilio import (
@@ -140,8 +140,13 @@ async def carrier() -> AsyncIterator[RunningTwilioEmulator]:
     await running.close()
 
 
+#: The calls' shapes are under test here, not the client's pacing (tests/unit has its own tests):
+#: the free-trial default of 5 writes a second spread one run of the table over 3 s.
+UNPACED = RateLimits(get_per_second=1000, write_per_second=1000)
+
+
 def _sendbird_client(http: httpx.AsyncClient, base_url: str) -> SendbirdClient:
-    return SendbirdClient(http, base_url=base_url, api_token=TOKEN)
+    return SendbirdClient(http, base_url=base_url, api_token=TOKEN, rate_limits=UNPACED)
 
 
 async def test_the_sendbird_client_sends_only_documented_fields_and_reads_only_documented_ones() -> None:

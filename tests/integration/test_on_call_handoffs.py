@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from engine.rosters import Handoff
 from handlers.app import create_app
-from handlers.keys import emulator_key, sessions_key
+from handlers.keys import emulator_key, relay_key, sessions_key
 from handlers.settings import Settings
 from integrations.relay.handoffs import OnCallHandoffs
 from tests.support.api import Api, Person
@@ -52,6 +52,12 @@ async def other_sessions(database_url: str) -> AsyncIterator[async_sessionmaker[
         yield async_sessionmaker(engine, expire_on_commit=False)
     finally:
         await engine.dispose()
+
+
+def _scheduler(api: Api, clock: Callable[[], datetime], **kw: Any) -> OnCallHandoffs:
+    """A scheduler on the app's connections that wakes the app's relay for its effects, as the app's
+    own does (else each hand-off's effects wait for the relay's next poll)."""
+    return OnCallHandoffs(api.app[sessions_key], clock=clock, wake=api.app[relay_key].wake, **kw)
 
 
 async def _round(scheduler: OnCallHandoffs, *conversation_ids: int) -> list[Handoff]:
@@ -128,7 +134,7 @@ async def test_the_holder_moves_at_each_boundary_and_the_channel_follows(
     url, cid = conversation["channelUrl"], conversation["id"]
     lead_chat, day_chat, night_chat = [await _chat_id(db, p) for p in (lead, day, night)]
     clock = Clock(T0 - timedelta(microseconds=1))
-    scheduler = OnCallHandoffs(api.app[sessions_key], clock=clock)
+    scheduler = _scheduler(api, clock)
 
     assert await _round(scheduler, cid) == []  # before the first shift: nobody, as recorded
     clock.now = T0
@@ -171,7 +177,7 @@ async def test_two_instances_hand_each_conversation_off_exactly_once(
     lead, day, _, patient, team = await _team(api)
     conversations = [await _conversation(api, lead, patient, team, []) for _ in range(5)]
     clock = Clock(T0 + H)
-    one = OnCallHandoffs(api.app[sessions_key], clock=clock, batch_size=2)
+    one = _scheduler(api, clock, batch_size=2)
     two = OnCallHandoffs(other_sessions, clock=clock, batch_size=2)
 
     rounds = 0
@@ -202,7 +208,7 @@ async def test_a_holder_who_is_a_member_in_their_own_right_stays_in_the_channel(
     url = conversation["channelUrl"]
     lead_chat, day_chat, night_chat = [await _chat_id(db, p) for p in (lead, day, night)]
     clock = Clock(T0)
-    scheduler = OnCallHandoffs(api.app[sessions_key], clock=clock)
+    scheduler = _scheduler(api, clock)
     await scheduler.run_once()
 
     clock.now = T0 + 8 * H
@@ -222,7 +228,7 @@ async def test_a_holder_who_is_a_member_in_their_own_right_stays_in_the_channel(
 async def test_a_deactivated_holder_hands_the_role_to_nobody(api: Api, db: asyncpg.Connection) -> None:
     lead, day, _, patient, team = await _team(api)
     conversation = await _conversation(api, lead, patient, team, [])
-    scheduler = OnCallHandoffs(api.app[sessions_key], clock=Clock(T0 + H))
+    scheduler = _scheduler(api, Clock(T0 + H))
     await scheduler.run_once()
     admin = await api.person(
         "admin", await db.fetchval("SELECT organization_id FROM users WHERE id = $1", lead.id)

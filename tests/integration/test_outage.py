@@ -36,9 +36,12 @@ from tests.support.messaging import (
     texts,
     twilio,
 )
-from tests.support.polling import eventually
+from tests.support.polling import eventually, settled
 
 N = 10
+#: Longer than any test: an outage, a drop or a hang lasts until the test ends it (``clear``,
+#: ``release_hangs``) once what it is waiting for has happened, not for a fixed time.
+UNTIL_ENDED = 60.0
 
 
 @pytest.fixture(params=DEDUP_MODES)
@@ -109,15 +112,27 @@ async def test_messages_accepted_during_a_sendbird_outage_are_delivered_exactly_
 ) -> None:
     team = await care_team(api)
     channel = team.conversation["channelUrl"]
-    emulator(api).faults.fail_for(1.5)  # every chat request answers 503 for 1.5 s
-    twilio(api).state.faults.fail_for(1.5)  # and every text too
+    path = f"/v3/group_channels/{channel}/messages"
+    emulator(api).faults.fail_for(UNTIL_ENDED)  # every chat request answers 503 until the outage ends
+    twilio(api).state.faults.fail_for(UNTIL_ENDED)  # and every text too
 
     ids = []
     for i in range(N):
         status, accepted = await send(api, team.peer, team.conversation_id, f"message {i}")
         assert status == 202, accepted
         ids.append(accepted["id"])
+
+    # The outage lasts until the relay was refused and tried again, for a post (3 requests: a post, a
+    # read of the channel after its 503, the next attempt's first request) and for a text.
+    def tried() -> int:
+        return len([r for r in emulator(api).received if r.path == path])
+
+    await eventually(lambda: settled(tried() >= 3), "a post refused and tried again")
+    await eventually(lambda: settled(len(_text_requests(api, team.phone)) >= 2), "a text refused twice")
     assert emulator(api).messages(channel) == []
+    assert texts(api, team.phone) == []
+    emulator(api).faults.clear()
+    twilio(api).state.faults.clear()
 
     for message_id in ids:
         deliveries = await settled_deliveries(api, team.peer, message_id)
@@ -125,8 +140,8 @@ async def test_messages_accepted_during_a_sendbird_outage_are_delivered_exactly_
     assert _posted_once(api, channel, ids)
     assert [m.message for m in emulator(api).messages(channel)] == [f"message {i}" for i in range(N)]
     assert len(texts(api, team.phone)) == N
-    attempts = emulator(api).requests("POST", f"/v3/group_channels/{channel}/messages")
-    assert len(attempts) > N  # the outage was real: posts were refused and retried
+    assert len(emulator(api).requests("POST", path)) > N  # the refused posts were tried again
+    assert len(_text_requests(api, team.phone)) > N  # and the refused texts
 
 
 async def test_messages_whose_answers_are_lost_are_found_in_the_channel_and_not_posted_again(
@@ -137,11 +152,20 @@ async def test_messages_whose_answers_are_lost_are_found_in_the_channel_and_not_
     path = f"/v3/group_channels/{channel}/messages"
     ids = []
     for i in range(3):
-        # Accept-then-drop for a while: every request takes effect, no answer comes back.
-        emulator(api).faults.drop_for(0.5)
+        # Accept-then-drop: every request takes effect, no answer comes back; until the post has
+        # landed and the relay's next request about it was lost as well.
+        emulator(api).faults.drop_for(UNTIL_ENDED)
+        before = len([r for r in emulator(api).received if r.path == path])
         status, accepted = await send(api, team.peer, team.conversation_id, f"message {i}")
         assert status == 202, accepted
         ids.append(accepted["id"])
+
+        async def two_answers_lost(landed: int = i + 1, before: int = before) -> bool:
+            requests = len([r for r in emulator(api).received if r.path == path]) - before
+            return len(emulator(api).messages(channel)) >= landed and requests >= 2
+
+        await eventually(two_answers_lost, "the post to land and the next request to be lost too")
+        emulator(api).faults.clear()
         await settled_deliveries(api, team.peer, accepted["id"])
 
     assert _posted_once(api, channel, ids)
@@ -160,12 +184,13 @@ async def test_a_relay_killed_mid_delivery_is_finished_by_another_exactly_once(
     team = await care_team(api)
     channel = team.conversation["channelUrl"]
     path = f"/v3/group_channels/{channel}/messages"
-    emulator(api).faults.hang_next(0.5)  # the post reaches Sendbird, which takes its time
+    emulator(api).faults.hang_next(UNTIL_ENDED)  # the post reaches Sendbird, which takes its time
 
     status, accepted = await send(api, team.peer, team.conversation_id, "mid-flight")
     assert status == 202, accepted
     await eventually(lambda: _async(emulator(api).requests("POST", path)), "the post to be in flight")
     await _stop_app_relay()  # killed while waiting for the answer
+    emulator(api).faults.release_hangs()  # then Sendbird gets to the post
     # The killed relay's lease runs out a minute later, long after its request ended one way or the
     # other (here: it took effect). Wait for that, then move the lease instead of waiting for it.
     await eventually(lambda: _async(emulator(api).messages(channel)), "the held post to take effect")
@@ -203,11 +228,13 @@ async def test_two_relays_on_one_database_post_every_message_exactly_once(api: A
             status, accepted = await send(api, team.peer, conversation_id, f"message {i}")
             assert status == 202, accepted
             ids[channel].append(accepted["id"])
-    emulator(api).faults.hang_next(0.3)  # holds one relay on one message while the other works
+    emulator(api).faults.hang_next(UNTIL_ENDED)  # holds one relay on one message while the other works
     first, second = CountingChat(api.app[chat_key]), CountingChat(api.app[chat_key])
 
     tasks = [asyncio.create_task(_relay(api, chat).run()) for chat in (first, second)]
     try:
+        await eventually(lambda: settled(first.posted + second.posted), "the other relay to post meanwhile")
+        emulator(api).faults.release_hangs()
         for message_ids in ids.values():
             for message_id in message_ids:
                 await settled_deliveries(api, team.peer, message_id)
@@ -224,6 +251,11 @@ async def test_two_relays_on_one_database_post_every_message_exactly_once(api: A
     assert first.posted > 0
     assert second.posted > 0
     assert len(texts(api, team.phone)) == N  # the first conversation's external participant
+
+
+def _text_requests(api: Api, phone: str) -> list[tuple[str, str, dict[str, str]]]:
+    """The requests to send ``phone`` a text that reached the carrier, answered or refused."""
+    return [r for r in twilio(api).state.received if r[0] == "POST" and r[2].get("To") == phone]
 
 
 async def _channel_ready(api: Api, who: Any, conversation_id: int) -> bool:

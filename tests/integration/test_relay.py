@@ -38,7 +38,11 @@ from tests.support.messaging import (
     texts,
     twilio,
 )
-from tests.support.polling import eventually
+from tests.support.polling import eventually, settled
+
+#: Longer than any test: a hang lasts until the test releases it (``release_hangs``) once what it
+#: waits for has happened, not for a fixed time.
+UNTIL_RELEASED = 60.0
 
 
 @pytest.fixture
@@ -140,11 +144,24 @@ async def test_conversations_are_delivered_side_by_side_each_in_the_order_its_me
         for c in conversations:
             ids.append(await _accepted(api, nurse, c["id"], f"{c['title']}, message {i}"))
             written[c["channelUrl"]].append(f"{c['title']}, message {i}")
-    # The first post is held 1.5 s (the client gives up at 2 s): time for a loaded machine to send the
-    # other conversations' posts meanwhile.
-    emulator(api).faults.hang_next(1.5)
+    # The first post is held until the other conversations' first posts are in (the client gives up
+    # at 2 s, long after that).
+    emulator(api).faults.hang_next(UNTIL_RELEASED)
 
-    await _work_off(_relay(api, concurrency=4), db, ids)
+    async def release_once_the_others_are_posted() -> None:
+        channels = [c["channelUrl"] for c in conversations]
+        await eventually(
+            lambda: settled(len([url for url in channels if emulator(api).messages(url)]) >= 2),
+            "two conversations posted while the first post is held",
+        )
+        emulator(api).faults.release_hangs()
+
+    releaser = asyncio.create_task(release_once_the_others_are_posted())
+    try:
+        await _work_off(_relay(api, concurrency=4), db, ids)
+    finally:
+        emulator(api).faults.release_hangs()
+        await releaser
 
     for channel_url, wanted in written.items():
         assert [m.message for m in emulator(api).messages(channel_url)] == wanted
@@ -308,12 +325,13 @@ async def test_a_relay_whose_lease_ran_out_settles_nothing_another_relay_has_cla
 ) -> None:
     nurse, [conversation] = await _conversations(api, 1)
     message_id = await _accepted(api, nurse, conversation["id"], "Lab results are in.")
-    emulator(api).faults.hang_next(1.0)  # the first relay's post is held past its lease
+    emulator(api).faults.hang_next(UNTIL_RELEASED)  # the first relay's post is held past its lease
     slow = asyncio.create_task(_relay(api, lease_seconds=0.2).run_once())
     await eventually(lambda: _async(_posts(api, conversation["channelUrl"])), "the first post to arrive")
 
     with capture_logs() as logs:
         await _work_off(_relay(api), db, [message_id])  # claims it once the lease is over
+        emulator(api).faults.release_hangs()  # only then does the first relay get its answer
         await slow
 
     assert [e["event"] for e in logs if e.get("event") == "relay.settle_skipped"] == ["relay.settle_skipped"]
@@ -415,7 +433,9 @@ async def test_chat_posts_go_out_while_the_sms_provider_is_slow_and_texts_follow
     api: Api, db: asyncpg.Connection
 ) -> None:
     team = await care_team(api)  # the app's own relays: one for chat effects, one for texts
-    twilio(api).state.faults.hang_next(1.0, count=3)  # every text takes a second at the carrier
+    # Every text (and any an earlier test left queued) is held at the carrier until the chat posts
+    # are done (its client gives up at 5 s).
+    twilio(api).state.faults.hang_for(UNTIL_RELEASED)
     ids = [await _accepted(api, team.peer, team.conversation_id, f"update {i}") for i in range(3)]
 
     async def chat_sent() -> bool:
@@ -424,13 +444,14 @@ async def test_chat_posts_go_out_while_the_sms_provider_is_slow_and_texts_follow
         )
         return all(r["state"] == "sent" for r in states if r["recipient"] == "channel")
 
-    await eventually(chat_sent, "every chat post", within=2.0)  # not held up behind 3 s of texts
+    await eventually(chat_sent, "every chat post")  # not held up behind the texts
     queued = await db.fetchval(
         "SELECT count(*) FROM message_deliveries WHERE message_id = ANY($1::int[])"
         " AND recipient <> 'channel' AND state = 'queued'",
         ids,
     )
-    assert queued >= 1  # texts were still on their way when every chat post was done
+    assert queued == 3  # no text was through when every chat post was done
+    twilio(api).state.faults.release_hangs()
     assert [m.message for m in emulator(api).messages(team.conversation["channelUrl"])] == [
         f"update {i}" for i in range(3)
     ]

@@ -29,6 +29,7 @@ from integrations.sendbird_emulator import (
     sendbird_json,
     start_emulator,
 )
+from tests.support.polling import eventually, settled
 
 API_TOKEN = "emulator-test-token"
 APP_ID = "emulator-test-app"
@@ -328,6 +329,25 @@ async def test_accept_then_drop_for_a_while_stores_every_request_and_answers_non
     assert (await send(api, user_id="alice", message="three")).status_code == 200
 
     assert [m.message for m in emulator.state.messages(CHANNEL)] == ["one", "two", "three"]
+
+
+async def test_a_hang_for_a_while_holds_every_request_until_released_and_ends_with_its_time(
+    api: httpx.AsyncClient, emulator: RunningEmulator, fault_clock: FaultClock
+) -> None:
+    await seed(api)
+    emulator.state.faults.hang_for(30)
+
+    held = [asyncio.create_task(send(api, user_id="alice", message=text)) for text in ("one", "two")]
+    path = f"/v3/group_channels/{CHANNEL}/messages"
+    await eventually(lambda: settled(len(emulator.state.requests("POST", path)) == 2), "both held")
+    assert emulator.state.messages(CHANNEL) == []  # held before they are processed
+    emulator.state.faults.release_hangs()
+
+    assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+    assert [m.message for m in emulator.state.messages(CHANNEL)] == ["one", "two"]
+    assert [f.kind for f in emulator.state.faults.pending()] == ["hang"]
+    fault_clock.now += 30
+    assert emulator.state.faults.pending() == []
 
 
 async def test_channel_metadata_create_answers_metadata_and_include_ts_as_sendbird_does(
