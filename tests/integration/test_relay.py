@@ -108,11 +108,16 @@ async def _accepted(api: Api, nurse: Person, conversation_id: int, text: str) ->
     return int(accepted["id"])
 
 
-async def _work_off(relay: OutboxRelay, db: asyncpg.Connection, message_ids: Sequence[int]) -> None:
-    """Run the relay until none of these messages' outbox entries is pending."""
+async def _work_off(
+    relay: OutboxRelay, db: asyncpg.Connection, message_ids: Sequence[int], *, impatient: bool = False
+) -> None:
+    """Run the relay until none of these messages' outbox entries is pending. An ``impatient``
+    relay's round that gave up waiting 100 ms for a row lock (another transaction's, on a loaded
+    machine) is tried again, as its next poll would."""
 
     async def settled() -> bool:
-        await relay.run_once()
+        with contextlib.suppress(*((DBAPIError,) if impatient else ())):
+            await relay.run_once()
         pending = await db.fetchval(
             "SELECT count(*) FROM outbox WHERE message_id = ANY($1::int[]) AND status = 'pending'",
             list(message_ids),
@@ -304,7 +309,7 @@ async def test_a_settle_that_keeps_failing_gives_its_entries_back_and_the_repeat
         await lock.rollback()
     assert [e["outbox_ids"] for e in logs if e["event"] == "relay.settle_abandoned"] != []
 
-    await _work_off(relay, db, ids)
+    await _work_off(relay, db, ids, impatient=True)
 
     for c in conversations:
         # Delivered again: the channel was read, the post found there, nothing posted a second time.
