@@ -3,11 +3,12 @@ installs where it can; ``playwright install`` is never used, it would download a
 the URL of a console page, and two ways in: the sign-in form, or a session cookie sealed by the
 app's own codec (the fixtures that start the browser are in tests/console/conftest.py).
 
-A new page costs a page load, two fields filled, a post and a redirect followed; a sealed cookie
-costs one request. The tests about signing in (the form, the keyboard, the roles kept out, the
-forged post that must not sign out) go through the form; the others open their first page with a
-cookie, which is what the form would have left: the same name, path and flags, the same codec, the
-same access token the login workflow issues (``Person.token`` comes from ``POST /api/auth/login``).
+Signing in through the form costs a page load, two fields filled, a post and a redirect followed;
+a sealed cookie costs nothing but the request for the first page. The tests about signing in (the
+form, the keyboard, the roles kept out, the forged post that must not sign out) go through the
+form; the others open their first page with a cookie, which is what the form would have left: the
+same name, path and flags, the same codec, the same access token the login workflow issues
+(``Person.token`` comes from ``POST /api/auth/login``).
 
 ``CAREMSG_SCREENSHOTS=DIR`` saves the pages the tests visit there (the README's come from
 ``CAREMSG_SCREENSHOTS=docs/screenshots``)."""
@@ -38,7 +39,7 @@ FLAGS = [
 PLAYWRIGHT_MISSING = "Playwright is not installed (pip install -e '.[dev]')"
 CHROMIUM_MISSING = f"no Chromium at {CHROMIUM}: ./run.sh test installs it when run as root with apt-get"
 
-#: The browser modules' mark: without Chromium they skip and say why (so does the ``browser``
+#: The browser modules' mark: without Chromium they skip and say why (so does the ``browser_page``
 #: fixture, without Playwright).
 requires_chromium = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=CHROMIUM_MISSING)
 
