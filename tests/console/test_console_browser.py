@@ -1,71 +1,21 @@
-"""The console in a real browser: Playwright drives Debian's Chromium (/usr/bin/chromium, which
-``./run.sh test`` installs where it can). Without it, or without Playwright, these tests skip and say
-why; ``playwright install`` is never used (it would download a browser of its own)."""
+"""The console in a real browser: Playwright drives Debian's Chromium (tests/support/browser.py);
+without it, or without Playwright, these tests skip and say why. The tests about signing in go
+through the form; the others start with the session cookie it would have set."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.console.conftest import IDLE_SECONDS
-from tests.support.api import PASSWORD, Api, Person
+from tests.support.api import PASSWORD, Api
+from tests.support.browser import append_line, open_signed_in, requires_chromium, shoot, sign_in, url
 from tests.support.fakes import ShiftedClock
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="Playwright is not installed (pip install -e '.[dev]')"
-)
-pytestmark = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK),
-    reason=f"no Chromium at {CHROMIUM}: ./run.sh test installs it when run as root with apt-get",
-)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def page(browser: Any) -> AsyncIterator[Any]:
-    context = await browser.new_context()
-    try:
-        yield await context.new_page()
-    finally:
-        await context.close()
-
-
-def url(api: Api, path: str) -> str:
-    return str(api.client.make_url(path))
-
-
-async def sign_in(page: Any, api: Api, who: Person) -> None:
-    await page.goto(url(api, "/console/login"))
-    await page.get_by_label("Email").fill(who.email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_load_state()
+pytestmark = requires_chromium
 
 
 async def test_a_compliance_officer_sees_the_policy_in_words_and_the_audit_search(
@@ -86,7 +36,7 @@ async def test_a_compliance_officer_sees_the_policy_in_words_and_the_audit_searc
 
 async def test_an_auditor_has_the_audit_search_and_not_the_policy_page(page: Any, api: Api) -> None:
     auditor = await api.person("auditor", await api.organization())
-    await sign_in(page, api, auditor)
+    await open_signed_in(page, api, auditor)
     main = page.get_by_role("main")
     assert await main.get_by_role("link", name="Audit search").count() == 1
     assert await main.get_by_role("link", name="The policy in words").count() == 0
@@ -149,7 +99,7 @@ async def test_a_form_posted_from_another_page_without_the_token_is_refused(page
 
 async def test_the_session_expires_after_the_idle_timeout(page: Any, api: Api, clock: ShiftedClock) -> None:
     auditor = await api.person("auditor", await api.organization())
-    await sign_in(page, api, auditor)
+    await open_signed_in(page, api, auditor)
     assert await page.get_by_role("button", name="Sign out").is_visible()
     clock.advance(seconds=IDLE_SECONDS + 1.5)  # idle past the timeout, on the app's clock
     await page.goto(url(api, "/console/audit"))
@@ -159,7 +109,7 @@ async def test_the_session_expires_after_the_idle_timeout(page: Any, api: Api, c
 
 async def test_sign_out_returns_to_the_sign_in_page(page: Any, api: Api) -> None:
     auditor = await api.person("auditor", await api.organization())
-    await sign_in(page, api, auditor)
+    await open_signed_in(page, api, auditor)
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_url("**/console/login")
     await page.goto(url(api, "/console/"))
@@ -171,8 +121,7 @@ async def test_an_auditor_searches_the_audit_trail_and_opens_a_record(page: Any,
     auditor = await api.person("auditor", org)
     peer = await api.person("peer_support", org)
     await api.patient(peer)
-    await sign_in(page, api, auditor)
-    await page.goto(url(api, "/console/audit"))
+    await open_signed_in(page, api, auditor, "/console/audit")
     await page.get_by_label("Actor (user id)").fill(str(peer.id))
     await page.get_by_label("Workflow (e.g. patient.read)").fill("patient.create")
     await page.get_by_label("Decision").select_option("allow")
@@ -195,8 +144,7 @@ async def test_every_field_has_a_label_and_the_audit_page_prints_without_its_for
     page: Any, api: Api
 ) -> None:
     officer = await api.person("compliance_officer", await api.organization())
-    await sign_in(page, api, officer)
-    await page.goto(url(api, "/console/audit?search=1"))
+    await open_signed_in(page, api, officer, "/console/audit?search=1")
     unlabelled = await page.evaluate(
         """() => [...document.querySelectorAll('input:not([type=hidden]), select')]
                .filter(field => field.labels.length === 0).map(field => field.name)"""
@@ -222,7 +170,7 @@ async def test_an_officer_reviews_a_break_glass_session_from_the_list(page: Any,
     )
     assert status == 201, opened
     assert (await api.call("GET", f"/api/patients/{patient_id}", clinician))[0] == 200
-    await sign_in(page, api, officer)
+    await open_signed_in(page, api, officer)
     nav = page.get_by_role("navigation", name="Console")
     await nav.get_by_role("link", name="Break-glass review").click()
     await page.wait_for_load_state()
@@ -256,7 +204,7 @@ async def test_a_patients_accounting_of_disclosures_prints_as_a_table(page: Any,
     )
     assert status == 201
     assert (await api.call("GET", f"/api/patients/{patient}", outsider))[0] == 200
-    await sign_in(page, api, officer)
+    await open_signed_in(page, api, officer)
     await page.get_by_role("main").get_by_role("link", name="A patient's accounting of disclosures").click()
     await page.wait_for_load_state()
     await page.get_by_label("Patient (id)").fill(str(patient))
@@ -280,7 +228,7 @@ async def test_an_officer_records_a_consent_with_a_field_error_then_revokes_it(p
     nurse = await api.person("care_team_member", org)
     officer = await api.person("compliance_officer", org)
     patient = await api.patient(nurse)
-    await sign_in(page, api, officer)
+    await open_signed_in(page, api, officer)
     await page.get_by_role("navigation", name="Console").get_by_role("link", name="Consents").click()
     await page.wait_for_load_state()
     await page.get_by_label("Patient (id)").fill(str(patient))
@@ -310,22 +258,12 @@ async def test_an_officer_records_a_consent_with_a_field_error_then_revokes_it(p
     assert "Patient withdrew it" in await page.get_by_role("table").inner_text()
 
 
-#: Set to a directory (``docs/screenshots``) to save the pages these tests visit as the README's
-#: screenshots; unset, nothing is written.
-SCREENSHOTS = os.environ.get("CAREMSG_SCREENSHOTS")
-
-
-async def screenshot(page: Any, name: str) -> None:
-    if SCREENSHOTS:
-        await page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"))
-
-
 async def test_a_what_if_with_a_breaking_edit_shows_the_error_at_its_file_and_line(
     page: Any, api: Api
 ) -> None:
     officer = await api.person("compliance_officer", await api.organization())
     await page.set_viewport_size({"width": 1280, "height": 900})
-    await sign_in(page, api, officer)
+    await open_signed_in(page, api, officer)
     await page.get_by_role("navigation", name="Console").get_by_role("link", name="What if").click()
     await page.wait_for_load_state()
     assert "A dry run: nothing you send here is applied." in await page.get_by_role("note").inner_text()
@@ -337,7 +275,7 @@ async def test_a_what_if_with_a_breaking_edit_shows_the_error_at_its_file_and_li
     current = await area.input_value()
     assert current.startswith("#")
     edited = current + "p, peer_suport, patient.read, care_team & covered\n"
-    await area.fill(edited)
+    await append_line(page, area, "p, peer_suport, patient.read, care_team & covered\n")
     assert await page.get_by_label("The pasted text replaces").input_value() == "roles.csv"
     async with page.expect_navigation():
         await page.get_by_role("button", name="Try the edit").press("Enter")
@@ -352,7 +290,7 @@ async def test_a_what_if_with_a_breaking_edit_shows_the_error_at_its_file_and_li
     )
     assert unlabelled == []
     await page.get_by_role("heading", name="The edit (not applied)").scroll_into_view_if_needed()
-    await screenshot(page, "console-what-if")
+    await shoot(page, "console-what-if")
     await page.emulate_media(media="print")
     assert not await page.get_by_role("button", name="Try the edit").is_visible()
     assert await page.get_by_role("heading", name="Policy check").is_visible()
@@ -361,7 +299,7 @@ async def test_a_what_if_with_a_breaking_edit_shows_the_error_at_its_file_and_li
 async def test_an_officer_reads_the_test_tables_and_the_rules_no_case_exercises(page: Any, api: Api) -> None:
     officer = await api.person("compliance_officer", await api.organization())
     await page.set_viewport_size({"width": 1280, "height": 900})
-    await sign_in(page, api, officer)
+    await open_signed_in(page, api, officer)
     await page.get_by_role("main").get_by_role("link", name="The policy's test tables").click()
     await page.wait_for_load_state()
     assert await page.get_by_role("heading", name="What no case exercises").is_visible()
@@ -369,7 +307,7 @@ async def test_an_officer_reads_the_test_tables_and_the_rules_no_case_exercises(
     rows = page.locator("table tbody tr")
     assert await rows.count() > 100
     assert await page.locator("ul.rules li").count() >= 1
-    await screenshot(page, "console-policy-tests")
+    await shoot(page, "console-policy-tests")
 
 
 async def test_a_what_if_of_a_rule_change_counts_the_decisions_it_would_change_per_workflow(
@@ -387,10 +325,9 @@ async def test_a_what_if_of_a_rule_change_counts_the_decisions_it_would_change_p
         )
         assert status == 403
     await page.set_viewport_size({"width": 1280, "height": 900})
-    await sign_in(page, api, officer)
-    await page.goto(url(api, "/console/policy/what-if?file=roles.csv"))
+    await open_signed_in(page, api, officer, "/console/policy/what-if?file=roles.csv")
     area = page.get_by_label("Edited text (paste a whole file)")
-    await area.fill(await area.input_value() + "p, peer_support, care_team.add_member, care_team & covered\n")
+    await append_line(page, area, "p, peer_support, care_team.add_member, care_team & covered\n")
     await page.get_by_role("button", name="Try the edit").click()
     await page.wait_for_load_state()
     per_workflow = page.get_by_role("table", name="Decisions that would change, per workflow")
@@ -399,7 +336,7 @@ async def test_a_what_if_of_a_rule_change_counts_the_decisions_it_would_change_p
     await page.get_by_role(
         "heading", name="Audited decisions the edit would change"
     ).scroll_into_view_if_needed()
-    await screenshot(page, "console-what-if-diff")
+    await shoot(page, "console-what-if-diff")
 
 
 async def test_an_auditor_reads_the_charts_and_their_tables_which_print(page: Any, api: Api) -> None:
@@ -409,7 +346,7 @@ async def test_an_auditor_reads_the_charts_and_their_tables_which_print(page: An
     patient = await api.patient(nurse)
     stranger = await api.person("care_team_member", await api.organization())
     assert (await api.call("GET", f"/api/patients/{patient}", stranger))[0] == 404  # a denial
-    await sign_in(page, api, auditor)
+    await open_signed_in(page, api, auditor)
     await page.get_by_role("navigation", name="Console").get_by_role("link", name="Charts").click()
     await page.wait_for_load_state()
     decisions = page.get_by_role("img", name="Decisions per week, by outcome and reason")

@@ -1,6 +1,6 @@
-"""The auditor's pages in a real browser (Debian's Chromium, as tests/console/test_console_browser.py
-drives it): an audit search with a filter down to one record's page, a verification run followed
-until its page stops refreshing, and a signed anchor created and downloaded.
+"""The auditor's pages in a real browser (Debian's Chromium, as tests/support/browser.py drives it):
+an audit search with a filter down to one record's page, a verification run followed until its page
+stops refreshing, and a signed anchor created and downloaded.
 
 With ``CAREMSG_SCREENSHOTS=DIR`` the tests also save the pages' screenshots there (the README's come
 from ``CAREMSG_SCREENSHOTS=docs/screenshots``).
@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from handlers.console import chain_page
 from handlers.keys import audit_sealer_key, settings_key
 from integrations.audit_anchor import private_key, verify_anchor
-from tests.console.test_console_browser import CHROMIUM, browser, page, sign_in, url
 from tests.support.api import Api
+from tests.support.browser import open_signed_in, requires_chromium, shoot
 
-__all__ = ["browser", "page"]  # the fixtures, shared with the other browser module
-
-pytestmark = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK),
-    reason=f"no Chromium at {CHROMIUM}: ./run.sh test installs it when run as root with apt-get",
-)
-
-
-async def shoot(page: Any, name: str) -> None:
-    """Save a screenshot of the page when asked to (``CAREMSG_SCREENSHOTS``)."""
-    target = os.environ.get("CAREMSG_SCREENSHOTS")
-    if target:
-        await page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
+pytestmark = requires_chromium
 
 
 async def test_an_auditor_filters_by_reason_and_opens_the_records_own_page(page: Any, api: Api) -> None:
@@ -44,9 +32,8 @@ async def test_an_auditor_filters_by_reason_and_opens_the_records_own_page(page:
     patient = await api.patient(nurse)
     assert (await api.call("GET", f"/api/patients/{patient}", peer))[0] == 403
     await api.app[audit_sealer_key].seal_pending()
-    await sign_in(page, api, auditor)
 
-    await page.goto(url(api, "/console/audit"))
+    await open_signed_in(page, api, auditor, "/console/audit")
     await page.get_by_label("Reason (e.g. no_active_consent)").fill("not_on_care_team")
     await page.get_by_label("Patient (id)").fill(str(patient))
     await page.get_by_role("button", name="Search").click()
@@ -54,7 +41,7 @@ async def test_an_auditor_filters_by_reason_and_opens_the_records_own_page(page:
     rows = page.locator("table tbody tr")
     assert await rows.count() == 1
     assert "not_on_care_team" in await rows.first.inner_text()
-    await shoot(page, "console-audit")
+    await shoot(page, "console-audit", full_page=True)
 
     await rows.first.get_by_role("link").click()
     await page.wait_for_load_state()
@@ -62,17 +49,20 @@ async def test_an_auditor_filters_by_reason_and_opens_the_records_own_page(page:
     chain = page.get_by_role("region", name="Its place in the hash chain")
     assert "Sealed at position" in await chain.inner_text()
     assert "Previous hash" in await chain.inner_text()
-    await shoot(page, "console-audit-record")
+    await shoot(page, "console-audit-record", full_page=True)
 
 
-async def test_an_auditor_runs_a_verification_and_downloads_a_signed_anchor(page: Any, api: Api) -> None:
+async def test_an_auditor_runs_a_verification_and_downloads_a_signed_anchor(
+    page: Any, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run's page reloads itself until the run is done: every second here, not every two.
+    monkeypatch.setattr(chain_page, "REFRESH_SECONDS", 1)
     auditor = await api.person("auditor", await api.organization())
-    await sign_in(page, api, auditor)
-    await page.goto(url(api, "/console/audit/chain"))
+    await open_signed_in(page, api, auditor, "/console/audit/chain")
     await page.get_by_role("button", name="Seal and sign an anchor now").click()
     await page.wait_for_load_state()
     assert "was created and stored" in await page.get_by_role("status").first.inner_text()
-    await shoot(page, "console-audit-chain")
+    await shoot(page, "console-audit-chain", full_page=True)
 
     async with page.expect_download() as downloading:
         await page.get_by_role("link", name="(JSON)").first.click()
@@ -88,4 +78,4 @@ async def test_an_auditor_runs_a_verification_and_downloads_a_signed_anchor(page
     await page.get_by_text("The chain is intact").wait_for(timeout=120_000)
     assert await page.locator('meta[http-equiv="refresh"]').count() == 0
     assert await page.locator("progress").get_attribute("value") == "100"
-    await shoot(page, "console-audit-verification")
+    await shoot(page, "console-audit-verification", full_page=True)

@@ -1,7 +1,7 @@
 """Legal holds and the legal record in a real browser (Debian's Chromium, as
-tests/console/test_console_browser.py drives it): a compliance officer places a hold (first with a
-field error), lifts it from the keyboard, then opens a recalled message's legal record by its id and
-downloads the file it carried.
+tests/support/browser.py drives it): a compliance officer places a hold (first with a field error),
+lifts it from the keyboard, then opens a recalled message's legal record by its id and downloads the
+file it carried.
 
 With ``CAREMSG_SCREENSHOTS=DIR`` the test also saves the pages' screenshots there.
 """
@@ -9,35 +9,20 @@ With ``CAREMSG_SCREENSHOTS=DIR`` the test also saves the pages' screenshots ther
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.console.test_console_browser import CHROMIUM, browser, page, sign_in
 from tests.support.api import Api
+from tests.support.browser import open_signed_in, requires_chromium, shoot
 from tests.support.messaging import PDF, recalled_with_a_file
 
-__all__ = ["browser", "page"]  # the fixtures, shared with the other browser modules
-
-pytestmark = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK),
-    reason=f"no Chromium at {CHROMIUM}: ./run.sh test installs it when run as root with apt-get",
-)
-
-
-async def shoot(page: Any, name: str) -> None:
-    """Save a screenshot of the page when asked to (``CAREMSG_SCREENSHOTS``)."""
-    target = os.environ.get("CAREMSG_SCREENSHOTS")
-    if target:
-        await page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
+pytestmark = requires_chromium
 
 
 async def test_an_officer_places_and_lifts_a_hold_and_downloads_a_recalled_file(page: Any, api: Api) -> None:
     team, sent = await recalled_with_a_file(api)
     [attachment] = sent["attachments"]
-    await sign_in(page, api, team.officer)
+    await open_signed_in(page, api, team.officer)
     await page.get_by_role("navigation", name="Console").get_by_role("link", name="Legal holds").click()
     await page.wait_for_load_state()
     assert await page.get_by_role("heading", level=1).inner_text() == "Legal holds"
@@ -54,7 +39,7 @@ async def test_an_officer_places_and_lifts_a_hold_and_downloads_a_recalled_file(
     assert await page.get_by_label("Reason (a matter, a request; up to 500 characters)").input_value() == (
         "Litigation 2026-114"
     )
-    await shoot(page, "console-legal-holds-error")
+    await shoot(page, "console-legal-holds-error", full_page=True)
     await patient.fill(str(team.patient_id))
     await page.get_by_role("button", name="Place the hold").click()
     await page.wait_for_load_state()
@@ -62,7 +47,7 @@ async def test_an_officer_places_and_lifts_a_hold_and_downloads_a_recalled_file(
     row = page.get_by_role("row").filter(has_text="Litigation 2026-114")
     assert f"patient {team.patient_id}" in await row.inner_text()
     assert "active" in await row.inner_text()
-    await shoot(page, "console-legal-holds")
+    await shoot(page, "console-legal-holds", full_page=True)
 
     # Lift it from the keyboard: the reason, then Enter.
     [hold_id] = [h["id"] for h in (await api.call("GET", "/api/legal-holds", team.officer))[1]["holds"]]
@@ -87,7 +72,7 @@ async def test_an_officer_places_and_lifts_a_hold_and_downloads_a_recalled_file(
     assert "see the discharge letter" in await said.inner_text()
     recall = page.get_by_role("region", name="The recall")
     assert "wrong patient" in await recall.inner_text()
-    await shoot(page, "console-legal-record")
+    await shoot(page, "console-legal-record", full_page=True)
     async with page.expect_download() as downloading:
         await page.get_by_role("link", name=f"Download file {attachment['id']}").click()
     download = await downloading.value

@@ -1,7 +1,8 @@
-"""Four eyes in a real browser (Chromium through Playwright, as tests/console/test_console_browser.py):
+"""Four eyes in a real browser (Chromium through Playwright, as tests/support/browser.py drives it):
 compliance officer A proposes an edit, B approves it and the policy changes; then the previous
-version is restored the same way. The app serves a temporary copy of policies/, never the
-repository's own files."""
+version is restored the same way. Each officer takes over the browser with a session cookie of
+their own (signing in and out have their tests in tests/console/test_console_browser.py). The app
+serves a temporary copy of policies/, never the repository's own files."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from yarl import URL
+
 from handlers.keys import policy_key
-from tests.console.test_console_browser import browser, page, sign_in, url  # noqa: F401 - fixtures
 from tests.console.test_console_policy_changes import api, policy_dir  # noqa: F401 - fixtures
 from tests.support.api import Api
+from tests.support.browser import append_line, open_signed_in, requires_chromium
+
+pytestmark = requires_chromium
 
 
 async def test_officer_a_proposes_b_approves_and_the_previous_version_is_restored_with_four_eyes(
-    page: Any,  # noqa: F811 - the fixture imported above
-    api: Api,  # noqa: F811
+    page: Any,
+    api: Api,  # noqa: F811 - the fixture imported above
     policy_dir: Path,  # noqa: F811
 ) -> None:
     org = await api.organization()
@@ -28,12 +33,12 @@ async def test_officer_a_proposes_b_approves_and_the_previous_version_is_restore
     line = f"# reviewed by the compliance team {secrets.token_hex(3)}"
 
     # A proposes: the textarea holds the file in force; A adds a line and gives a reason.
-    await sign_in(page, api, alice)
+    await open_signed_in(page, api, alice)
     await page.get_by_role("navigation", name="Console").get_by_role("link", name="Policy changes").click()
     await page.wait_for_load_state()
     content = page.get_by_label("New content of roles.csv (prefilled with the file in force)")
     assert await content.input_value() == original
-    await content.fill(original + line + "\n")
+    await append_line(page, content, line + "\n")
     await page.get_by_label("Reason for the change").fill("Note the yearly review in the rules file")
     await page.get_by_role("button", name="Propose this change").click()
     await page.wait_for_load_state()
@@ -42,13 +47,10 @@ async def test_officer_a_proposes_b_approves_and_the_previous_version_is_restore
     assert await page.get_by_role("button", name="Approve and apply").count() == 0
     proposal_url = page.url.split("?")[0]
     assert rules.read_text() == original
-    await page.get_by_role("button", name="Sign out").click()
-    await page.wait_for_url("**/console/login")
 
     # B approves: the file is written and the policy in force changes.
     version = api.app[policy_key].current.version
-    await sign_in(page, api, bob)
-    await page.goto(proposal_url)
+    await open_signed_in(page, api, bob, URL(proposal_url).path)
     await page.get_by_label("Approval note (optional)").fill("Read the diff: comment only")
     await page.get_by_role("button", name="Approve and apply").click()
     await page.wait_for_load_state()
@@ -69,12 +71,9 @@ async def test_officer_a_proposes_b_approves_and_the_previous_version_is_restore
     await page.wait_for_load_state()
     restore_url = page.url.split("?")[0]
     assert "restores" in (await page.get_by_role("main").inner_text()).lower()
-    await page.get_by_role("button", name="Sign out").click()
-    await page.wait_for_url("**/console/login")
 
     # ... and A, the second pair of eyes this time, approves it: the file is as it was.
-    await sign_in(page, api, alice)
-    await page.goto(restore_url)
+    await open_signed_in(page, api, alice, URL(restore_url).path)
     await page.get_by_role("button", name="Approve and apply").click()
     await page.wait_for_load_state()
     assert "approved and applied" in await page.get_by_role("status").inner_text()
