@@ -47,8 +47,6 @@ def _refuse_a_broken_policy(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from handlers.app import create_app
-
     settings = load(args)
     _refuse_a_broken_policy(settings)
     service = settings.service
@@ -65,7 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if workers > 1:
             from handlers.workers import serve_workers
 
-            return serve_workers(resolved)
+            return serve_workers(resolved)  # the workers import the app; this parent does not
+        from handlers.app import create_app
+
         app = create_app(resolved)
         web.run_app(app, host=host, port=port, access_log=None, print=None)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -30,14 +31,21 @@ class Argon2Passwords:
 
     def __init__(self, *, time_cost: int = 3, memory_kib: int = 65536) -> None:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        # What an unknown email is verified against: a hash of this hasher's cost, so it costs what
+        # a real account's costs (a fixed hash of other parameters would take another time, which
+        # tells whether an account exists). Made once, with the cost it equalises.
+        self._no_account_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
 
-    async def verify(self, password_hash: str, password: str) -> bool:
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        known = password_hash is not None
+        checked = self._no_account_hash if password_hash is None else password_hash
+
         def check() -> bool:
             try:
-                return self._hasher.verify(password_hash, password)
+                return self._hasher.verify(checked, password) and known
             except (VerifyMismatchError, VerificationError, InvalidHashError):
                 return False
 

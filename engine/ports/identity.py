@@ -103,8 +103,9 @@ class LoginThrottleRepository(Protocol):
 class PasswordHasher(Protocol):
     async def hash(self, password: str) -> str: ...
 
-    async def verify(self, password_hash: str, password: str) -> bool:
-        """True if the password matches; never raises for a mismatch."""
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """True if the password matches; never raises for a mismatch. ``None`` (no account has
+        this email) is False after the same work as a hash of the hasher's own cost would take."""
         ...
 
 

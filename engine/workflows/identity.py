@@ -33,12 +33,6 @@ from engine.ports.identity import IssuedToken, NewUser, PasswordHasher
 from engine.ports.units import IdentityUnitOfWork
 from engine.services import Guard, Services, utc_now
 
-# A valid argon2 hash of a random password: verifying against it when the email is unknown makes
-# login take the same time whether or not the account exists.
-_DUMMY_HASH = (
-    "$argon2id$v=19$m=65536,t=3,p=4$g6SoXOwRN10X/g+7U/c7dQ$woOOJvZByuCTn0LT5k0eKez4MR2fLKP8cal4WDWpebo"
-)
-
 
 def _unit_of_work(services: Services) -> IdentityUnitOfWork:
     """This family's view of the unit of work: only the repositories its workflows use."""
@@ -277,9 +271,9 @@ async def login(
         if waits:
             raise TooManyRequests("Too many failed logins; try again later.", retry_after=max(waits))
         credentials = await uow.users.credentials(email.lower())
-        ok = await services.passwords.verify(
-            credentials.password_hash if credentials else _DUMMY_HASH, password
-        )
+        # An unknown email costs the same verification as a known one (the hasher's own dummy
+        # hash): login takes as long whether or not the account exists.
+        ok = await services.passwords.verify(credentials.password_hash if credentials else None, password)
         user = credentials.user if credentials else None
         if not ok or user is None or not user.is_active:
             reason = "unknown_email" if user is None else ("inactive" if ok else "bad_password")

@@ -10,11 +10,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+import pytest_asyncio
 
 from handlers.app import create_app
 from handlers.settings import Settings
-from tests.api.conftest import PASSWORD, Api, Person, new_request_id
+from tests.api.conftest import PASSWORD, Api, Person, SharedApp, new_request_id
 
 LOGIN = "/api/auth/login"
 WRONG = "not-the-password-at-all"
@@ -40,11 +40,22 @@ async def clean_address(db: asyncpg.Connection) -> AsyncIterator[None]:
     await db.execute("DELETE FROM login_throttles WHERE key = $1", ADDRESS_KEY)
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def strict_app(settings: Settings) -> AsyncIterator[SharedApp]:
+    """The service with a tight account throttle, started once for the module's tests: what a test
+    throttles is its own account (a new one each time) and the address, which ``clean_address``
+    clears around every test; the counts live in PostgreSQL, not in the app."""
+    shared = SharedApp(_throttled(settings))
+    try:
+        yield shared
+    finally:
+        await shared.stop()
+
+
 @pytest.fixture
-async def strict(aiohttp_client: Any, settings: Settings, clean_address: None) -> Api:
+async def strict(strict_app: SharedApp, clean_address: None) -> Api:
     """The service with a tight account throttle: 2 free failures, then 30 s doubling, lock at 5."""
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(_throttled(settings)))
-    return Api(client)
+    return await strict_app.started()
 
 
 async def _login(api: Api, email: str, password: str, **kw: Any) -> tuple[int, dict[str, str], Any]:

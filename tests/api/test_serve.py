@@ -2,9 +2,10 @@
 
 Each service runs in a process group of its own; the tests read its JSON log lines, talk HTTP to
 it over fresh connections (so SO_REUSEPORT can hand each to either worker) and stop it. The tests
-that leave a two-worker service running share one (started once per module, in file order: the one
-that stops it comes last); the others start their own. Worker
-processes are told apart by the ``pid`` every log line carries when there are several.
+of a two-worker service that stops cleanly share one (started once per module; in file order, those
+that leave it running come first, then the ones that stop it and read how it stopped); the others
+start their own. Worker processes are told apart by the ``pid`` every log line carries when there
+are several.
 
 The served processes get a database of their own: what they store (webhook events keyed by the
 emulator's message ids, which every new emulator counts from 1 again) stays out of the database
@@ -23,7 +24,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,35 +206,49 @@ async def serve(served_database_url: str) -> AsyncIterator[Callable[..., Any]]:
     await starter.stop_all()
 
 
-@pytest.fixture(scope="module")
-async def two_workers_of_the_module(
-    served_database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Callable[[], Awaitable[Served]]]:
-    """``caremsg serve --workers 2``, started once and shared by the tests that leave it running
-    (starting two workers is most of such a test's time); a test that stops it is its last user,
-    and the next test to ask gets a new one. Its policy is a copy of its own, polled hourly, which
-    only the SIGHUP test edits (a later copy starts from the project's policy again).
+class ModuleService:
+    """``caremsg serve --workers 2``, started once and shared by the tests that only use it and by
+    the ones that stop it with SIGTERM (starting two workers is most of such a test's time). Once
+    stopped, it stays stopped for the tests that read how it stopped; the next test to ask for a
+    running one gets a new one. Its policy is a copy of its own, polled hourly, which only the
+    SIGHUP test edits (a later copy starts from the project's policy again).
     """
-    starter = Starter(served_database_url)
-    current: list[Served] = []
 
-    async def running() -> Served:
-        if current and current[-1].process.returncode is None:
-            return current[-1]
-        policies = tmp_path_factory.mktemp("policies") / "policies"
+    def __init__(self, starter: Starter, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.starter, self.tmp_path_factory = starter, tmp_path_factory
+        self.current: Served | None = None
+
+    async def running(self) -> Served:
+        if self.current is not None and self.current.process.returncode is None:
+            return self.current
+        policies = self.tmp_path_factory.mktemp("policies") / "policies"
         shutil.copytree(PROJECT_ROOT / "policies", policies)
-        served = await starter.start(
+        served = await self.starter.start(
             "--workers",
             "2",
             CAREMSG_POLICY_DIRECTORY=str(policies),
             CAREMSG_POLICY_WATCH_INTERVAL_SECONDS="3600",
         )
         served.policies = policies
-        current.append(served)
+        self.current = served
         await served.wait_for("serve.ready", within=START_WITHIN)
         return served
 
-    yield running
+    async def stopped(self) -> tuple[Served, int]:
+        """The service stopped by SIGTERM (sent now, unless an earlier test sent it; started first
+        when no test did), with its exit status."""
+        served = self.current if self.current is not None else await self.running()
+        if served.process.returncode is None:
+            served.process.send_signal(signal.SIGTERM)
+        return served, await served.stopped()
+
+
+@pytest.fixture(scope="module")
+async def two_workers_of_the_module(
+    served_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ModuleService]:
+    starter = Starter(served_database_url)
+    yield ModuleService(starter, tmp_path_factory)
     await starter.stop_all()
 
 
@@ -371,9 +386,9 @@ async def send_and_settle(api: Http, chat: Conversation, text: str) -> dict[str,
 
 
 async def test_two_workers_each_serve_requests_on_the_one_port(
-    two_workers_of_the_module: Callable[[], Awaitable[Served]], http: Callable[[Served], Http]
+    two_workers_of_the_module: ModuleService, http: Callable[[Served], Http]
 ) -> None:
-    served = await two_workers_of_the_module()
+    served = await two_workers_of_the_module.running()
     parent = served.process.pid
     assert len(served.worker_pids) == 2
 
@@ -395,11 +410,11 @@ async def test_two_workers_each_serve_requests_on_the_one_port(
 
 
 async def test_sighup_to_the_parent_reloads_the_policy_in_every_worker(
-    two_workers_of_the_module: Callable[[], Awaitable[Served]], http: Callable[[Served], Http]
+    two_workers_of_the_module: ModuleService, http: Callable[[Served], Http]
 ) -> None:
     # Its policy directory is a copy; polled hourly, so the files' watcher cannot notice an edit
     # within this test.
-    served = await two_workers_of_the_module()
+    served = await two_workers_of_the_module.running()
     assert served.policies is not None
     policies = served.policies
     rules = policies / "roles.csv"
@@ -435,14 +450,15 @@ async def test_sighup_to_the_parent_reloads_the_policy_in_every_worker(
 
 
 async def test_messages_sent_through_two_workers_reach_the_one_shared_emulator_exactly_once(
-    two_workers_of_the_module: Callable[[], Awaitable[Served]],
+    two_workers_of_the_module: ModuleService,
     http: Callable[[Served], Http],
     settings: Settings,
     served_database_url: str,
     served_db: asyncpg.Connection,
 ) -> None:
-    # The module's service's last user: it stops the service to count what was settled.
-    served = await two_workers_of_the_module()
+    # It stops the module's service (SIGTERM) to count what was settled; the next test reads how
+    # the service stopped.
+    served = await two_workers_of_the_module.running()
     (emulator,) = served.events("sendbird.emulator_in_use")
     assert (emulator["shared_by_workers"], emulator["pid"]) == (2, served.process.pid)
     api = http(served)
@@ -474,8 +490,7 @@ async def test_messages_sent_through_two_workers_reach_the_one_shared_emulator_e
     await served.wait_for(
         "sendbird_emulator.webhook_delivered", count=10, category="group_channel:message_send"
     )
-    served.process.send_signal(signal.SIGTERM)
-    assert await served.stopped() == 0
+    assert await two_workers_of_the_module.stopped() == (served, 0)
     posted = served.events("sendbird_emulator.webhook_delivered", category="group_channel:message_send")
     assert len(posted) == 10
     assert {line["pid"] for line in posted} == {served.process.pid}
@@ -485,15 +500,15 @@ async def test_messages_sent_through_two_workers_reach_the_one_shared_emulator_e
 
 
 async def test_sigterm_stops_every_worker_and_the_emulator_with_exit_status_0(
-    serve: Callable[..., Any],
+    two_workers_of_the_module: ModuleService,
 ) -> None:
-    served: Served = await serve("--workers", "2")
-    await served.wait_for("serve.ready", within=START_WITHIN)
+    # The module's service, which served the tests above: the SIGTERM is the previous test's (it
+    # counts what stopping settled), or this test's own when it runs alone.
+    served, status = await two_workers_of_the_module.stopped()
     workers = served.worker_pids
+    assert len(workers) == 2
 
-    served.process.send_signal(signal.SIGTERM)
-
-    assert await served.stopped() == 0
+    assert status == 0
     assert {line["pid"] for line in served.events("serve.worker_stopped")} == workers
     assert served.events("sendbird_emulator.stopped", pid=served.process.pid)
     assert served.events("serve.stopped", clean=True)

@@ -145,7 +145,7 @@ class FakePasswords:
     async def hash(self, password: str) -> str:
         return f"fake-hash:{password}"
 
-    async def verify(self, password_hash: str, password: str) -> bool:
+    async def verify(self, password_hash: str | None, password: str) -> bool:
         return password_hash == f"fake-hash:{password}"
 
 
