@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,17 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
     for rule in run.coverage.unexercised_rules:
         print(f"  no case is allowed by {rule.located}")
     return 0 if run.ok else 1
+
+
+def _moment(text: str) -> datetime:
+    """``--since``: an ISO 8601 date and time with its offset from UTC (a moment, not a wall clock)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date and time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the offset from UTC too, e.g. {text}+00:00")
+    return moment
 
 
 def _load(directory: Path) -> Any:
@@ -151,6 +163,7 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from engine.policy_edits import case_changes, distinct_cases, question_of, replay
+    from engine.services import utc_now
     from integrations.policy_files import read_policy_tables
 
     old, new = _load(Path(args.old)), _load(Path(args.new))
@@ -173,10 +186,10 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
     from handlers.cli_setup import database
     from integrations.policy_explain import recent_decisions
 
+    since = args.since or utc_now() - timedelta(hours=args.since_hours)
+    period = f"since {since.isoformat()}" if args.since else f"of the last {args.since_hours} h"
     with database(load_settings()) as resolved:
-        decisions = asyncio.run(
-            recent_decisions(resolved.database.url, timedelta(hours=args.since_hours), args.limit)
-        )
+        decisions = asyncio.run(recent_decisions(resolved.database.url, since, args.limit))
     replayed = replay(old, new, decisions)
     for c in replayed.changed[: args.show]:
         d = c.decision
@@ -184,10 +197,7 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
             f"audit {d.id} {d.occurred_at:%Y-%m-%d %H:%M}: {d.role} {d.workflow} "
             f"[{d.facts_text}]: {c.before.decision} -> {c.after.decision}"
         )
-    print(
-        f"{len(replayed.changed)} of {replayed.replayed} audited decisions of the last "
-        f"{args.since_hours} h change outcome"
-    )
+    print(f"{len(replayed.changed)} of {replayed.replayed} audited decisions {period} change outcome")
     if replayed.unreplayable:
         for d in replayed.touched[: args.show]:
             print(
@@ -246,7 +256,13 @@ def register(sub: Any) -> None:
     )
     diff.add_argument("old", help="the policy directory in force")
     diff.add_argument("new", help="the edited policy directory")
-    diff.add_argument("--since-hours", type=int, default=24, help="audited decisions of this many hours")
+    window = diff.add_mutually_exclusive_group()
+    window.add_argument("--since-hours", type=int, default=24, help="audited decisions of this many hours")
+    window.add_argument(
+        "--since",
+        type=_moment,
+        help="audited decisions since this moment, e.g. 2026-12-01T09:00:00+01:00 (the last policy change)",
+    )
     diff.add_argument("--limit", type=int, default=100_000, help="at most this many audited decisions")
     diff.add_argument("--show", type=int, default=50, help="list at most this many changed decisions")
     diff.add_argument("--no-audit", action="store_true", help="compare the test cases only")

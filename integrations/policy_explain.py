@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
@@ -21,7 +21,7 @@ from engine.errors import NotFound
 from engine.model import Actor
 from engine.policy import Policy, PolicyHolder
 from engine.policy_edits import AuditedDecision
-from engine.services import Guard, Services, utc_now
+from engine.services import Guard, Services
 from integrations.consent_sync import ConsentSync, asyncpg_connect_args
 from integrations.db.audit import SqlAuditTrail
 from integrations.db.uow import SqlUnitOfWork
@@ -94,14 +94,14 @@ async def explain(
         await engine.dispose()
 
 
-async def recent_decisions(database_url: str, since: timedelta, limit: int) -> list[AuditedDecision]:
-    """Audited policy decisions of the last ``since``, of every organization, newest first, denials
+async def recent_decisions(database_url: str, since: datetime, limit: int) -> list[AuditedDecision]:
+    """Audited policy decisions from ``since`` on, of every organization, newest first, denials
     included, with the role that was decided and the recorded facts: the audit trail's own query
     (:meth:`integrations.db.audit.SqlAuditTrail.decisions`), which the console's what-if page runs
     for one organization."""
     engine = create_async_engine(database_url)
     try:
         async with async_sessionmaker(engine)() as session:
-            return await SqlAuditTrail(session).decisions(None, utc_now() - since, None, limit)
+            return await SqlAuditTrail(session).decisions(None, since, None, limit)
     finally:
         await engine.dispose()

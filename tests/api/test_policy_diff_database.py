@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +27,14 @@ def database_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
 
 
 @pytest.fixture
+def since() -> str:
+    """``--since`` for this test's own decisions (a second early, for the clocks): the session's
+    database holds every earlier test's too, and replaying them all made each diff cost as much as
+    the suite had run before it."""
+    return (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+
+
+@pytest.fixture
 def edited(tmp_path: Path) -> Path:
     target = tmp_path / "policies"
     shutil.copytree(POLICY_DIR, target)
@@ -41,7 +50,7 @@ async def _diff(*args: str) -> int:
 
 async def _recorded(db: asyncpg.Connection, actor_id: int, workflow: str) -> asyncpg.Record:
     row = await db.fetchrow(
-        "SELECT id, decision, reason, details FROM audit_events"
+        "SELECT id, occurred_at, decision, reason, details FROM audit_events"
         " WHERE actor_id = $1 AND workflow = $2 AND event = 'decision' ORDER BY id DESC LIMIT 1",
         actor_id,
         workflow,
@@ -76,8 +85,35 @@ async def test_diff_shows_the_denied_care_team_addition_that_the_readme_edit_wou
 
 
 @pytest.mark.usefixtures("database_env")
+async def test_since_replays_the_decisions_from_that_moment_on_and_wants_its_offset(
+    api: Api, edited: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str], since: str
+) -> None:
+    org = await api.organization()
+    peer = await api.person("peer_support", org)
+    nurse = await api.person("care_team_member", org)
+    team_id = await db.fetchval("SELECT id FROM care_teams WHERE patient_id = $1", await api.patient(peer))
+    await api.call("POST", f"/api/care-teams/{team_id}/members", peer, json={"userId": nurse.id})
+    record = await _recorded(db, peer.id, "care_team.add_member")
+    after = (record["occurred_at"] + timedelta(milliseconds=1)).isoformat()
+    capsys.readouterr()
+
+    assert await _diff(str(POLICY_DIR), str(edited), "--since", since) == 0
+    listed = capsys.readouterr().out
+    assert await _diff(str(POLICY_DIR), str(edited), "--since", after) == 0
+    not_listed = capsys.readouterr().out
+
+    assert f"audit {record['id']} " in listed
+    assert f"audited decisions since {datetime.fromisoformat(since).isoformat()} change outcome" in listed
+    assert f"audit {record['id']} " not in not_listed
+    with pytest.raises(SystemExit) as refused:
+        await _diff(str(POLICY_DIR), str(edited), "--since", "2026-12-01T09:00:00")
+    assert refused.value.code == 2
+    assert "give the offset from UTC too" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("database_env")
 async def test_a_refusal_whose_facts_were_not_computed_is_reported_as_cannot_replay(
-    api: Api, edited: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+    api: Api, edited: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str], since: str
 ) -> None:
     org = await api.organization()
     peer = await api.person("peer_support", org)
@@ -89,7 +125,7 @@ async def test_a_refusal_whose_facts_were_not_computed_is_reported_as_cannot_rep
     record = await _recorded(db, peer.id, "care_team.add_member")
     assert json.loads(record["details"])["facts"] is None
 
-    assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
+    assert await _diff(str(POLICY_DIR), str(edited), "--since", since) == 0
 
     out = capsys.readouterr().out
     assert f"audit {record['id']} " in out
@@ -99,7 +135,7 @@ async def test_a_refusal_whose_facts_were_not_computed_is_reported_as_cannot_rep
 
 @pytest.mark.usefixtures("database_env")
 async def test_a_denial_decided_on_no_facts_records_an_explicit_empty_set_and_is_replayed(
-    api: Api, tmp_path: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+    api: Api, tmp_path: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str], since: str
 ) -> None:
     admin = await api.person("admin", await api.organization())
     status, _ = await api.call("GET", "/api/patients", admin)  # admins never list patient records
@@ -110,7 +146,7 @@ async def test_a_denial_decided_on_no_facts_records_an_explicit_empty_set_and_is
     shutil.copytree(POLICY_DIR, edited)
     (edited / "roles.csv").write_text((edited / "roles.csv").read_text() + "p, admin, patient.list, any\n")
 
-    assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
+    assert await _diff(str(POLICY_DIR), str(edited), "--since", since) == 0
 
     assert f"audit {record['id']} " in capsys.readouterr().out
 
@@ -159,7 +195,7 @@ async def test_a_role_refused_on_a_conversation_records_the_facts_of_its_patient
 
 @pytest.mark.usefixtures("database_env")
 async def test_a_refusal_for_the_stated_purpose_of_use_is_replayed_only_while_the_purposes_stay(
-    api: Api, tmp_path: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+    api: Api, tmp_path: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str], since: str
 ) -> None:
     peer = await api.person("peer_support", await api.organization())
     patient_id = await api.patient(peer)
@@ -174,7 +210,7 @@ async def test_a_refusal_for_the_stated_purpose_of_use_is_replayed_only_while_th
     rules.write_text(rules.read_text().replace("p, peer_support,     patient.read,", "# removed:", 1))
 
     # The rules alone change: the refusal stays a refusal, not a change "allow -> deny".
-    assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
+    assert await _diff(str(POLICY_DIR), str(edited), "--since", since) == 0
     assert f"audit {record['id']} " not in capsys.readouterr().out
 
     workflows = edited / "workflows.toml"
@@ -185,7 +221,7 @@ async def test_a_refusal_for_the_stated_purpose_of_use_is_replayed_only_while_th
             1,
         )
     )
-    assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
+    assert await _diff(str(POLICY_DIR), str(edited), "--since", since) == 0
     out = capsys.readouterr().out
     line = next(text for text in out.splitlines() if text.startswith(f"audit {record['id']} "))
     assert line.endswith(
@@ -195,7 +231,7 @@ async def test_a_refusal_for_the_stated_purpose_of_use_is_replayed_only_while_th
 
 @pytest.mark.usefixtures("database_env")
 async def test_refusals_of_a_role_on_consents_messages_sends_accounts_and_groups_are_replayed(
-    api: Api, tmp_path: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+    api: Api, tmp_path: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str], since: str
 ) -> None:
     """Each of these refusals used to record ``facts: null`` ("cannot replay"): a role that may never
     run the workflow was refused before the record was looked up. The answer stays the same; the
@@ -255,7 +291,7 @@ async def test_refusals_of_a_role_on_consents_messages_sends_accounts_and_groups
     added = "".join(f"p, {who.role}, {wf}, {needs.get(wf, 'own_org')}\n" for who, wf, *_ in refusals)
     rules.write_text(rules.read_text() + added)
 
-    assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
+    assert await _diff(str(POLICY_DIR), str(edited), "--since", since) == 0
     out = capsys.readouterr().out
     for record in records:
         line = next(text for text in out.splitlines() if text.startswith(f"audit {record['id']} "))
