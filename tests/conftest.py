@@ -42,34 +42,34 @@ _asyncpg_dsn, _admin = asyncpg_dsn, admin
 __all__ = ["_admin", "_asyncpg_dsn", "app_url", "database_settings", "fresh_database", "roles_of"]
 
 
-#: The modules that take longest (summed test time, slowest first), measured on 2026-12-05 with
-#: ``--durations=0``. They run first, in this order, and every other module after them in collection
-#: order: under ``--dist loadfile`` a module runs whole on one worker, so a long module dealt out
-#: last keeps one worker busy while the other has nothing left to do. Update it when a module's time
-#: changes a lot; a name missing here only costs time, never a test.
+#: The modules that take longest (summed test time, slowest first), measured on 2026-12-06 with
+#: ``--durations=0`` (two full runs, averaged). They run first, in this order, and every other module
+#: after them in collection order: under ``--dist loadfile`` a module runs whole on one worker, so a
+#: long module dealt out last keeps one worker busy while the other has nothing left to do. Update it
+#: when a module's time changes a lot; a name missing here only costs time, never a test.
 SLOWEST_FIRST = (
-    "tests/integration/test_outage.py",
-    "tests/api/test_serve.py",
-    "tests/integration/test_postgres_restart.py",
-    "tests/api/test_schemathesis_clinical.py",
-    "tests/api/test_schemathesis.py",
-    "tests/integration/test_relay.py",
-    "tests/console/test_console_browser.py",
     "tests/refmodel/test_reference_model.py",
-    "tests/api/test_audit_completeness.py",
+    "tests/api/test_schemathesis.py",
+    "tests/api/test_serve.py",
+    "tests/console/test_console_browser.py",
+    "tests/api/test_schemathesis_clinical.py",
+    "tests/integration/test_outage.py",
+    "tests/integration/test_relay.py",
     "tests/api/test_cross_tenant_matrix.py",
-    "tests/api/test_policy_reload.py",
-    "tests/integration/test_database_roles.py",
-    "tests/api/test_login_throttle.py",
-    "tests/api/test_sms_reply_routing.py",
     "tests/integration/test_audit_chain.py",
-    "tests/contract/test_provider_contract.py",
-    "tests/api/test_care_teams.py",
-    "tests/api/test_users_and_organizations.py",
-    "tests/api/test_audit_events.py",
-    "tests/integration/test_relay_recovery.py",
+    "tests/api/test_audit_completeness.py",
+    "tests/integration/test_postgres_restart.py",
     "tests/api/test_idempotency.py",
-    "tests/console/test_console_http.py",
+    "tests/integration/test_database_roles.py",
+    "tests/api/test_message_recall.py",
+    "tests/console/test_console_audit_chain.py",
+    "tests/refmodel/test_defects_put_back.py",
+    "tests/api/test_conversations.py",
+    "tests/api/test_generated_client.py",
+    "tests/console/test_console_policy_changes_browser.py",
+    "tests/api/test_care_teams.py",
+    "tests/api/test_urgent_messages.py",
+    "tests/api/test_policy_reload.py",
 )
 
 
