@@ -59,21 +59,26 @@ async def _recorded(db: asyncpg.Connection, actor_id: int, workflow: str) -> asy
     return row
 
 
-@pytest.mark.usefixtures("database_env")
-async def test_diff_shows_the_denied_care_team_addition_that_the_readme_edit_would_allow(
-    api: Api, edited: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def _refused_addition(api: Api, db: asyncpg.Connection) -> asyncpg.Record:
+    """A peer support refused adding a nurse to the care team of a patient they registered (the
+    edit in ``edited`` allows it): the refusal's audit record."""
     org = await api.organization()
     peer = await api.person("peer_support", org)
     nurse = await api.person("care_team_member", org)
     patient_id = await api.patient(peer)  # whoever registers a patient joins its care team
     team_id = await db.fetchval("SELECT id FROM care_teams WHERE patient_id = $1", patient_id)
-
     status, body = await api.call(
         "POST", f"/api/care-teams/{team_id}/members", peer, json={"userId": nurse.id}
     )
     assert (status, body["reason"]) == (403, "role_not_permitted")
-    record = await _recorded(db, peer.id, "care_team.add_member")
+    return await _recorded(db, peer.id, "care_team.add_member")
+
+
+@pytest.mark.usefixtures("database_env")
+async def test_diff_shows_the_denied_care_team_addition_that_the_readme_edit_would_allow(
+    api: Api, edited: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = await _refused_addition(api, db)
     assert json.loads(record["details"])["facts"] == "care_team&covered&own_org"
 
     assert await _diff(str(POLICY_DIR), str(edited), "--since-hours", "1") == 0
@@ -88,12 +93,7 @@ async def test_diff_shows_the_denied_care_team_addition_that_the_readme_edit_wou
 async def test_since_replays_the_decisions_from_that_moment_on_and_wants_its_offset(
     api: Api, edited: Path, db: asyncpg.Connection, capsys: pytest.CaptureFixture[str], since: str
 ) -> None:
-    org = await api.organization()
-    peer = await api.person("peer_support", org)
-    nurse = await api.person("care_team_member", org)
-    team_id = await db.fetchval("SELECT id FROM care_teams WHERE patient_id = $1", await api.patient(peer))
-    await api.call("POST", f"/api/care-teams/{team_id}/members", peer, json={"userId": nurse.id})
-    record = await _recorded(db, peer.id, "care_team.add_member")
+    record = await _refused_addition(api, db)
     after = (record["occurred_at"] + timedelta(milliseconds=1)).isoformat()
     capsys.readouterr()
 
