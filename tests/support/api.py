@@ -15,7 +15,6 @@ from engine.model import Role
 from engine.workflows.identity import CreateUser, bootstrap_user
 from handlers.keys import rejections_key, services_key, sessions_key
 from integrations.db.uow import SqlUnitOfWork
-from integrations.security import Argon2Passwords
 
 PASSWORD = "correct horse battery"
 
@@ -89,7 +88,7 @@ class Api:
         sessions = self.app[sessions_key]
         user = await bootstrap_user(
             lambda: SqlUnitOfWork(sessions),
-            Argon2Passwords(time_cost=1, memory_kib=64),
+            self.services.passwords,  # the app's own hasher (a new one hashes once to start)
             CreateUser(
                 email,
                 PASSWORD,
