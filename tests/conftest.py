@@ -7,10 +7,10 @@ cluster-wide, so each test database has roles named after it, dropped with it. `
 (and the ``db`` connection) stay the server's administrator, for setting up and asserting.
 The helpers behind these fixtures live in tests/support/database.py.
 
-Under pytest-xdist (``./run.sh test`` runs ``-n auto``) every worker is a test session of its own,
-with its own database; without DATABASE_URL the controller starts one embedded server before the
-workers start, and they inherit its URL. The reference model's figures are gathered from the workers
-and printed by the controller (see the end of this module)."""
+Under pytest-xdist (``./run.sh test`` runs one worker per core and one more) every worker is a test
+session of its own, with its own database; without DATABASE_URL the controller starts one embedded
+server before the workers start, and they inherit its URL. The reference model's figures are
+gathered from the workers and printed by the controller (see the end of this module)."""
 
 from __future__ import annotations
 
