@@ -45,7 +45,7 @@ __all__ = ["_admin", "_asyncpg_dsn", "app_url", "database_settings", "fresh_data
 #: The modules that take longest (summed test time, slowest first), measured on 2026-12-06 with
 #: ``--durations=0`` (two full runs, averaged). They run first, in this order, and every other module
 #: after them in collection order: under ``--dist loadfile`` a module runs whole on one worker, so a
-#: long module dealt out last keeps one worker busy while the other has nothing left to do. Update it
+#: long module dealt out last keeps one worker busy while the others have nothing left to do. Update it
 #: when a module's time changes a lot; a name missing here only costs time, never a test.
 SLOWEST_FIRST = (
     "tests/refmodel/test_reference_model.py",
