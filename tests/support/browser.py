@@ -7,8 +7,8 @@ Signing in through the form costs a page load, two fields filled, a post and a r
 a sealed cookie costs nothing but the request for the first page. The tests about signing in (the
 form, the keyboard, the roles kept out, the forged post that must not sign out) go through the
 form; the others open their first page with a cookie, which is what the form would have left: the
-same name, path and flags, the same codec, the same access token the login workflow issues
-(``Person.token`` comes from ``POST /api/auth/login``).
+same name, path and flags, the same codec, and an access token as the login workflow issues it
+(``Person.token``: the app's token service, the login's claims).
 
 ``CAREMSG_SCREENSHOTS=DIR`` saves the pages the tests visit there (the README's come from
 ``CAREMSG_SCREENSHOTS=docs/screenshots``)."""
