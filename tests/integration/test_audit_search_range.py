@@ -5,11 +5,9 @@ the records' times do not follow their ids."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from engine.audit import AuditEvent
 from engine.audit_trail import AuditFilter
@@ -19,13 +17,6 @@ from integrations.db.uow import SqlUnitOfWork
 #: A day nobody else's records fall on, and organizations nobody else has.
 DAY = datetime(2002, 5, 6, tzinfo=UTC)
 ORG, OTHER = 2_000_000_001, 2_000_000_002
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def _write(engine: AsyncEngine) -> dict[int, tuple[datetime, int]]:

@@ -7,12 +7,10 @@ name a delegate whose account is no longer active."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from engine.rosters import away_at, delegate_at
 from integrations.db.rosters import away_at_sql, delegate_at_sql
@@ -37,15 +35,6 @@ WINDOWS: list[tuple[int, int | None]] = [
 #: The windows whose delegate's account is deactivated: the one winning where two start together,
 #: one nested in the open-ended window, and one alone.
 INACTIVE = {5, 7, 8}
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def test_the_sql_and_the_python_rule_name_the_same_window_and_delegate_at_every_moment(

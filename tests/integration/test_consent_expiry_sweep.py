@@ -4,26 +4,15 @@ consents (``FOR UPDATE SKIP LOCKED``), and a consent one of them swept is never 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from engine.model import Purpose, RecipientType, RiskLevel, Role
 from engine.ports.consents import NewConsent
 from engine.ports.identity import NewUser
 from engine.ports.patients import NewPatient
 from integrations.db.uow import SqlUnitOfWork
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def test_two_sweeps_at_once_claim_different_consents_and_a_swept_one_never_again(

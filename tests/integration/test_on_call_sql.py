@@ -5,12 +5,10 @@ workflow did not write must not make the two disagree) and start together."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from engine.model import RiskLevel
 from engine.ports.patients import NewPatient
@@ -23,15 +21,6 @@ T0 = datetime(2031, 6, 1, 8, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 #: (start, end) in hours after T0: touching, nested, overlapping, and two starting together.
 WINDOWS = [(0, 8), (8, 16), (2, 4), (3, 10), (12, 14), (12, 13), (20, 21)]
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def test_the_sql_and_the_python_rule_name_the_same_shift_at_every_moment(engine: AsyncEngine) -> None:

@@ -5,12 +5,10 @@ mark, a mark in another conversation only, and the sender."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from engine.model import ReadMark, RiskLevel, has_read
 from engine.ports.patients import NewPatient
@@ -19,15 +17,6 @@ from integrations.db.uow import SqlUnitOfWork
 from tests.support.worlds import clinic
 
 AT = datetime(2031, 6, 1, 8, tzinfo=UTC)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 async def test_the_sql_and_the_python_rule_agree_on_who_has_read_each_message(engine: AsyncEngine) -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from engine.effects import PostSmsReply, kind_of
 from engine.model import RiskLevel, Role
@@ -31,15 +30,6 @@ from integrations.retention_runner import retention_services
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 TEXT = "Ann Lee's potassium is 6.1"
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @dataclasses.dataclass
