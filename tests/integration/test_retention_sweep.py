@@ -234,11 +234,13 @@ async def test_an_sms_reply_not_posted_yet_loses_its_text_and_is_not_posted_empt
         ).one()
         audited = (
             await c.execute(
+                # Of this test's patient: an earlier sweep in the session's database may have
+                # audited a message whose id is this outbox entry's.
                 text(
                     "SELECT resource_type, patient_id FROM audit_events"
-                    " WHERE workflow = :w AND resource_id = :r"
+                    " WHERE workflow = :w AND resource_id = :r AND patient_id = :p"
                 ),
-                {"w": SWEEP, "r": str(outbox_id)},
+                {"w": SWEEP, "r": str(outbox_id), "p": seeded.patient_id},
             )
         ).all()
     assert row.status == "cancelled"
