@@ -14,21 +14,33 @@ from engine.retention import LegalHold
 from integrations.db.base import Repository
 from integrations.webhooks import MESSAGE_CATEGORIES, SENDBIRD, SMS, sms_dedupe_key
 
+#: Each organization's own cutoff, joined to ``p`` (the patient): :orgs and :org_cutoffs side by side.
+_CUTOFFS = """
+    LEFT JOIN unnest(CAST(:orgs AS integer[]), CAST(:org_cutoffs AS timestamptz[])) AS r(org_id, cutoff)
+      ON r.org_id = p.organization_id"""
+
+
+def _past_cutoff_and_not_held(row: str) -> str:
+    """``row`` (a message or an SMS reply, with its conversation ``c``) was created before its
+    organization's cutoff, or the default, and no legal hold that lasts is on the patient or on the
+    conversation: the one rule for both kinds of content."""
+    cutoff = "CASE WHEN r.org_id IS NULL THEN CAST(:default AS timestamptz) ELSE r.cutoff END"
+    return f"""{row}.created_at < {cutoff}
+      AND NOT EXISTS (
+        SELECT 1 FROM legal_holds h WHERE h.lifted_at IS NULL
+          AND (h.patient_id = c.patient_id OR h.conversation_id = {row}.conversation_id)
+      )"""  # noqa: S608 - ``row`` is a table alias of this module; every value is a bound parameter
+
+
 #: The messages whose content is due: the patient's organization's own cutoff if it has one (null:
 #: kept), else the default; still with content; under no legal hold that lasts, on the patient or
 #: on the conversation. The partial index on created_at (content_deleted_at IS NULL) is the scan.
-_DUE = """
+_DUE = f"""
     FROM messages m
     JOIN conversations c ON c.id = m.conversation_id
-    JOIN patients p ON p.id = c.patient_id
-    LEFT JOIN unnest(CAST(:orgs AS integer[]), CAST(:org_cutoffs AS timestamptz[])) AS r(org_id, cutoff)
-      ON r.org_id = p.organization_id
+    JOIN patients p ON p.id = c.patient_id{_CUTOFFS}
     WHERE m.content_deleted_at IS NULL
-      AND m.created_at < CASE WHEN r.org_id IS NULL THEN CAST(:default AS timestamptz) ELSE r.cutoff END
-      AND NOT EXISTS (
-        SELECT 1 FROM legal_holds h WHERE h.lifted_at IS NULL
-          AND (h.patient_id = c.patient_id OR h.conversation_id = m.conversation_id)
-      )
+      AND {_past_cutoff_and_not_held("m")}
 """
 
 _PLAN = text(f"SELECT p.organization_id, count(*) AS n {_DUE} GROUP BY p.organization_id")
@@ -74,18 +86,12 @@ _REPLY_WITH_TEXT = f"o.kind = '{kind_of(PostSmsReply)}' AND (o.payload -> 'text'
 _DUE_REPLIES = f"""
     FROM outbox o
     JOIN conversations c ON c.id = o.conversation_id
-    JOIN patients p ON p.id = c.patient_id
-    LEFT JOIN unnest(CAST(:orgs AS integer[]), CAST(:org_cutoffs AS timestamptz[])) AS r(org_id, cutoff)
-      ON r.org_id = p.organization_id
+    JOIN patients p ON p.id = c.patient_id{_CUTOFFS}
     LEFT JOIN webhook_events w
       ON w.source = '{SMS}' AND w.dedupe_key = '{sms_dedupe_key("")}' || (o.payload ->> 'dedup_id')
     WHERE {_REPLY_WITH_TEXT}
-      AND o.created_at < CASE WHEN r.org_id IS NULL THEN CAST(:default AS timestamptz) ELSE r.cutoff END
-      AND NOT EXISTS (
-        SELECT 1 FROM legal_holds h WHERE h.lifted_at IS NULL
-          AND (h.patient_id = c.patient_id OR h.conversation_id = o.conversation_id)
-      )
-"""  # noqa: S608 - assembled from constants; every value is a bound parameter
+      AND {_past_cutoff_and_not_held("o")}
+"""
 _PLAN_REPLIES = text(f"SELECT p.organization_id, count(*) AS n {_DUE_REPLIES} GROUP BY p.organization_id")
 _CLAIM_REPLIES = text(
     "SELECT o.id, w.id AS event_id, o.conversation_id, c.patient_id, p.organization_id,"
