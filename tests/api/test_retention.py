@@ -12,7 +12,6 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -27,12 +26,12 @@ from tests.support.api import Api
 from tests.support.cli import caremsg_in_process
 from tests.support.fakes import ShiftedClock
 from tests.support.messaging import (
-    CareTeam,
     care_team,
     emulator,
     receive_sms,
     send,
     settled_deliveries,
+    staff_post,
     wire_webhooks,
 )
 from tests.support.polling import eventually, settled
@@ -271,27 +270,6 @@ async def test_a_bad_hold_is_422_naming_the_field(api: Api, body: dict[str, obje
 # --- every copy -----------------------------------------------------------------------------------
 
 
-def staff_post(team: CareTeam, sender_chat_id: str, message_id: int, text: str) -> Any:
-    """A ``group_channel:message_send`` event as Sendbird sends it for a post from a chat SDK (§7)."""
-    return {
-        "category": "group_channel:message_send",
-        "app_id": "emulator",
-        "type": "MESG",
-        "custom_type": "",
-        "silent": False,
-        "sdk": "JavaScript",
-        "sender": {"user_id": sender_chat_id, "nickname": "N", "profile_url": "https://x.example/a.png"},
-        "payload": {
-            "message_id": message_id,
-            "message": text,
-            "custom_type": "",
-            "data": "",
-            "created_at": 1,
-        },
-        "channel": {"channel_url": team.conversation["channelUrl"], "name": "Care", "custom_type": ""},
-    }
-
-
 async def _tables_holding(db: asyncpg.Connection, needle: str) -> list[str]:
     """The tables of caremsg's schema with a row whose text holds ``needle`` (JSON and bodies too)."""
     tables = await db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
@@ -330,7 +308,7 @@ async def test_a_sweep_leaves_the_text_in_no_table_and_a_legal_hold_keeps_every_
     await settled_deliveries(api, team.peer, sent["id"])
     nurse_chat = await db.fetchval("SELECT chat_user_id FROM users WHERE id = $1", team.nurse.id)
     chat_id = 900_000_000 + secrets.randbelow(10**8)
-    raw = sendbird_json(staff_post(team, nurse_chat, chat_id, app_text))
+    raw = sendbird_json(staff_post(team, nurse_chat, message_id=chat_id, text=app_text))
     resp = await api.client.post(
         "/api/webhooks/sendbird",
         data=raw,

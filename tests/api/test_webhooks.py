@@ -19,13 +19,13 @@ from tests.support.api import Api
 from tests.support.messaging import (
     NOTIFICATION,
     PHONE,
-    CareTeam,
     care_team,
     emulator,
     receive_sms,
     running_emulator,
     send,
     settled_deliveries,
+    staff_post,
     texts,
     twilio,
     unique_phone,
@@ -38,29 +38,6 @@ SENDBIRD = "/api/webhooks/sendbird"
 
 def token(api: Api) -> str:
     return emulator(api).api_token
-
-
-def staff_post(
-    team: CareTeam, sender_chat_id: str, *, message_id: int, text: str, sdk: str = "JavaScript"
-) -> Any:
-    """A ``group_channel:message_send`` event as Sendbird sends it for a post from a chat SDK (§7)."""
-    return {
-        "category": "group_channel:message_send",
-        "app_id": "emulator",
-        "type": "MESG",
-        "custom_type": "",
-        "silent": False,
-        "sdk": sdk,
-        "sender": {"user_id": sender_chat_id, "nickname": "N", "profile_url": "https://x.example/a.png"},
-        "payload": {
-            "message_id": message_id,
-            "message": text,
-            "custom_type": "",
-            "data": "",
-            "created_at": 1,
-        },
-        "channel": {"channel_url": team.conversation["channelUrl"], "name": "Care", "custom_type": ""},
-    }
 
 
 async def post(api: Api, body: bytes, signature: str | None) -> tuple[int, Any]:

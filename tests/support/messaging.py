@@ -196,3 +196,26 @@ async def recalled_with_a_file(api: Api) -> tuple[CareTeam, dict[str, Any]]:
     )
     assert status == 200, recalled
     return team, sent
+
+
+def staff_post(
+    team: CareTeam, sender_chat_id: str, *, message_id: int, text: str, sdk: str = "JavaScript"
+) -> Any:
+    """A ``group_channel:message_send`` event as Sendbird sends it for a post from a chat SDK (§7)."""
+    return {
+        "category": "group_channel:message_send",
+        "app_id": "emulator",
+        "type": "MESG",
+        "custom_type": "",
+        "silent": False,
+        "sdk": sdk,
+        "sender": {"user_id": sender_chat_id, "nickname": "N", "profile_url": "https://x.example/a.png"},
+        "payload": {
+            "message_id": message_id,
+            "message": text,
+            "custom_type": "",
+            "data": "",
+            "created_at": 1,
+        },
+        "channel": {"channel_url": team.conversation["channelUrl"], "name": "Care", "custom_type": ""},
+    }
