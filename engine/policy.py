@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import PurePath
-from typing import Any
 
 import casbin
 from casbin.model import Model
@@ -30,6 +29,7 @@ from casbin.model import Model
 from engine.decisions import MISSING_FACT_REASONS, ROLE_NOT_PERMITTED, UNKNOWN_WORKFLOW, Decision, Fact
 from engine.escalation import EscalationSchedule, parse_schedule
 from engine.model import EXTERNAL_PARTICIPANT, ConsentScope, Purpose, Role
+from engine.policy_enforcers import WorkflowEnforcers
 from engine.retention import RetentionRules
 from engine.retention import parse_rules as parse_retention
 
@@ -81,9 +81,13 @@ class Rule:
     line: int
 
     @property
+    def casbin(self) -> list[str]:
+        """The rule as pycasbin holds it: role, workflow, the required facts joined with ``&``."""
+        return [self.role, self.workflow, " & ".join(sorted(self.requires)) or ANY]
+
+    @property
     def text(self) -> str:
-        requires = " & ".join(sorted(self.requires)) or ANY
-        return f"{self.role}, {self.workflow}, {requires}"
+        return ", ".join(self.casbin)
 
     @property
     def located(self) -> str:
@@ -342,7 +346,8 @@ def _parse_requires(requires: str) -> frozenset[str]:
     return frozenset() if parts == {ANY} else parts
 
 
-def _holds(requires: str, facts: Collection[str]) -> bool:
+def holds(requires: str, facts: Collection[str]) -> bool:
+    """The model's ``holds(p.requires, r.facts)``: every fact the rule requires holds."""
     return _parse_requires(requires) <= frozenset(facts)
 
 
@@ -510,8 +515,8 @@ class Policy:
     version: str
     workflows: dict[str, WorkflowSpec]
     rules: tuple[Rule, ...]
-    _enforcer: Any = field(repr=False)
-    _by_text: dict[tuple[str, str, str], Rule] = field(repr=False)
+    _enforcers: WorkflowEnforcers = field(repr=False)
+    _by_text: dict[tuple[str, ...], Rule] = field(repr=False)
     warnings: tuple[PolicyProblem, ...] = ()
     #: Compliance groups whose organizations' external participants may get full-text SMS (sms.toml);
     #: the fact ``sms_full_text_group`` holds for them.
@@ -529,7 +534,8 @@ class Policy:
     #: Hash of retention.toml alone; the policy ``version`` covers it too.
     retention_version: str = ""
     # Decisions by (role, workflow, facts). Safe because a Policy never changes: a reload builds a
-    # new Policy, so its memo starts empty. It turns pycasbin's rule walk (~70 us) into a dict hit.
+    # new Policy, so its memo starts empty. It turns pycasbin's walk of the workflow's rules (~60 us,
+    # bench/policy_walk.py) into a dict hit.
     _memo: dict[tuple[str, str, frozenset[str]], Decision] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -557,22 +563,14 @@ class Policy:
             if missing:
                 raise ValueError(f"missing section {', '.join(f'[{s}]' for s in missing)}")
             model.load_model_from_text(sources.model)
-            enforcer = casbin.Enforcer(model)
+            casbin.Enforcer(model)
         except Exception as exc:  # pycasbin raises bare exceptions for malformed models
             problems.append(PolicyProblem(sources.model_name, 1, f"not a valid Casbin model: {exc}"))
         if problems:
             raise PolicyError(problems)
-        enforcer.add_function("holds", _holds)
-        by_text: dict[tuple[str, str, str], Rule] = {}
-        casbin_rules: list[list[str]] = []
-        for rule in rules:
-            requires = " & ".join(sorted(rule.requires)) or ANY
-            by_text[(rule.role, rule.workflow, requires)] = rule
-            casbin_rules.append([rule.role, rule.workflow, requires])
-        if casbin_rules:
-            enforcer.add_policies(casbin_rules)
-        for role, inherited in inheritance:
-            enforcer.add_grouping_policy(role, inherited)
+        casbin_rules = [rule.casbin for rule in rules]
+        by_text: dict[tuple[str, ...], Rule] = {tuple(rule.casbin): rule for rule in rules}
+        enforcers = WorkflowEnforcers(sources.model, casbin_rules, inheritance, {"holds": holds})
         covered = {r.workflow for r in rules}
         warnings = [
             PolicyProblem(
@@ -597,7 +595,7 @@ class Policy:
             sources.version,
             workflows,
             tuple(rules),
-            enforcer,
+            enforcers,
             by_text,
             tuple(warnings),
             sms_full_text_groups=sms_groups,
@@ -634,9 +632,9 @@ class Policy:
         if workflow not in self.workflows:
             reason, hint = UNKNOWN_WORKFLOW
             return Decision(False, workflow, role, reason, hint=hint, policy_version=self.version)
-        allowed, matched = self._enforcer.enforce_ex(role, workflow, fact_set)
+        allowed, matched = self._enforcers.enforce(role, workflow, fact_set)
         if allowed and matched:
-            rule = self._by_text.get((matched[0], matched[1], matched[2]))
+            rule = self._by_text.get(tuple(matched))
             rule_text = rule.located if rule else ", ".join(matched)
             return Decision(True, workflow, role, "allowed", rule=rule_text, policy_version=self.version)
         return self._explain_denial(role, workflow, fact_set)
@@ -675,7 +673,7 @@ class Policy:
         )
 
     def _role_has(self, role: str, rule_role: str) -> bool:
-        return role == rule_role or bool(self._enforcer.has_role_for_user(role, rule_role))
+        return role == rule_role or self._enforcers.has_role(role, rule_role)
 
 
 class PolicyHolder:
