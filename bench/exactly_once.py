@@ -40,10 +40,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # type: ignore[import-untyped]
-import httpx
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from integrations.http_clients import http_client
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import DEDUP_MODES, RunningEmulator, start_emulator
 
@@ -166,7 +166,7 @@ async def _one(server_url: str, mode: str, module: ModuleType, args: argparse.Na
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     emulator = await start_emulator(api_token="bench-token", dedup_mode=mode)  # type: ignore[arg-type]
     try:
-        async with httpx.AsyncClient() as http:
+        async with http_client() as http:
             client = SendbirdClient(
                 http,
                 base_url=emulator.base_url,

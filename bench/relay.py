@@ -48,11 +48,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # type: ignore[import-untyped]
-import httpx
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from integrations.http_clients import http_client
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 
 BODY = "Checking in after discharge."
@@ -309,7 +309,7 @@ async def _run(url: str, emulator_port: int, token: str, args: argparse.Namespac
         contenders.append((f"relay ({Path(args.compare).name})", _load_relay(args.compare)))
     results = {name: Result(name) for name, _ in contenders}
     try:
-        async with httpx.AsyncClient() as http:
+        async with http_client() as http:
             client = SendbirdClient(
                 http,
                 base_url=f"http://127.0.0.1:{emulator_port}",

@@ -10,11 +10,9 @@ import asyncio
 import contextlib
 import functools
 import secrets
-import ssl
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import httpx
 import structlog
 from aiohttp import web
 
@@ -39,6 +37,7 @@ from integrations.effects.sms_replies import DeleteSmsReplyExecutor, PostSmsRepl
 from integrations.effects.texts import TextExecutor
 from integrations.effects.urgent import UrgentAlertExecutor
 from integrations.escalation import EscalationScheduler
+from integrations.http_clients import http_client
 from integrations.idempotency import IdempotencyStore
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import start_emulator
@@ -48,13 +47,6 @@ from integrations.twilio_emulator import start_twilio_emulator
 from integrations.webhooks import WebhookInbox, WebhookProcessor
 
 log = structlog.get_logger("caremsg.app")
-
-
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """The TLS client context of every outbound client (Sendbird, Twilio), one per process: reading
-    the CA bundle costs ~40 ms of CPU, which each client paid again (twice per app start)."""
-    return httpx.create_ssl_context()
 
 
 async def chat(app: web.Application) -> AsyncIterator[None]:
@@ -76,7 +68,7 @@ async def chat(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         base_url, api_token = settings.resolved_base_url, settings.api_token
-    async with httpx.AsyncClient(verify=_tls()) as http:
+    async with http_client() as http:
         client = SendbirdClient(
             http,
             base_url=base_url,
@@ -121,7 +113,7 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
         webhook_token = settings.sendbird.webhook_token
     twilio_emulator = None
     async with contextlib.AsyncExitStack() as stack:
-        http = await stack.enter_async_context(httpx.AsyncClient(verify=_tls()))
+        http = await stack.enter_async_context(http_client())
         gateway: SmsGateway
         twilio_check = None
         if m.sms_provider == "twilio":

@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import httpx
 
+from integrations.http_clients import http_client
 from tests.support.api import Api, Person
 from tests.support.messaging import (
     CareTeam,
@@ -171,7 +171,7 @@ async def _mark_as_read_in_chat(api: Api, channel_url: str, chat_user_id: str) -
     """What a Sendbird client does when its user reads the channel (the emulator then sends the
     signed ``group_channel:message_read`` webhook)."""
     running = running_emulator(api)
-    async with httpx.AsyncClient(base_url=running.base_url) as client:
+    async with http_client(base_url=running.base_url) as client:
         resp = await client.put(
             f"/v3/group_channels/{channel_url}/messages/mark_as_read",
             json={"user_id": chat_user_id},

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from integrations.http_clients import http_client
 from integrations.sendbird import RateLimits, SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
 from integrations.sms import SendbirdSmsGateway
@@ -115,7 +116,7 @@ async def _against_emulator(
         await response.aread()
         exchanges.append((response.request, response))
 
-    async with httpx.AsyncClient(event_hooks={"response": [record]}) as http:
+    async with http_client(event_hooks={"response": [record]}) as http:
         await run(http)
     hit = []
     for request, response in exchanges:

@@ -26,6 +26,7 @@ from engine.errors import (
     ChatUnavailable,
 )
 from engine.ports import ChatGateway, SentChatMessage
+from integrations.http_clients import http_client
 from integrations.sendbird import (
     UNKNOWN_MESSAGE_ID,
     RateLimits,
@@ -84,7 +85,7 @@ async def emulator(fault_clock: FakeClock) -> AsyncIterator[RunningEmulator]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         yield client
 
 

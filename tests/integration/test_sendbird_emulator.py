@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from integrations.http_clients import http_client
 from integrations.sendbird import verify_webhook_signature
 from integrations.sendbird_emulator import (
     DedupMode,
@@ -79,7 +80,7 @@ async def emulator(start: StartEmulator) -> RunningEmulator:
 @pytest.fixture
 async def api(emulator: RunningEmulator) -> AsyncIterator[httpx.AsyncClient]:
     """Raw HTTP to the emulator, with the right token."""
-    async with httpx.AsyncClient(base_url=emulator.base_url, headers={"Api-Token": API_TOKEN}) as client:
+    async with http_client(base_url=emulator.base_url, headers={"Api-Token": API_TOKEN}) as client:
         yield client
 
 
@@ -157,7 +158,7 @@ def test_command_line_requires_an_api_token(monkeypatch: pytest.MonkeyPatch) -> 
 async def test_requests_without_the_right_api_token_get_400401_with_http_401(
     emulator: RunningEmulator, headers: dict[str, str]
 ) -> None:
-    async with httpx.AsyncClient(base_url=emulator.base_url, headers=headers) as client:
+    async with http_client(base_url=emulator.base_url, headers=headers) as client:
         reply = await client.get("/v3/users/alice")
 
     assert error_of(reply) == (401, 400401)
@@ -380,7 +381,7 @@ async def test_emulators_started_one_after_another_never_hand_out_the_same_messa
         running = await start_emulator(app_id=APP_ID, api_token=API_TOKEN)
         try:
             headers = {"Api-Token": API_TOKEN}
-            async with httpx.AsyncClient(base_url=running.base_url, headers=headers) as api:
+            async with http_client(base_url=running.base_url, headers=headers) as api:
                 await seed(api)
                 replies = [await send(api, user_id="alice") for _ in range(20)]
                 handed_out.append([reply.json()["message_id"] for reply in replies])
@@ -619,7 +620,7 @@ async def hooked(
     """An emulator posting webhooks to the receiver, and a raw client for it."""
     hook, url = receiver
     running = await start(webhook_url=url)
-    async with httpx.AsyncClient(base_url=running.base_url, headers={"Api-Token": API_TOKEN}) as client:
+    async with http_client(base_url=running.base_url, headers={"Api-Token": API_TOKEN}) as client:
         yield running, client, hook
 
 
@@ -714,7 +715,7 @@ async def test_an_unreachable_webhook_url_is_given_up_without_failing_the_send(s
     async with TestServer(web.Application()) as gone:  # a port that was free a moment ago and is closed now
         url = str(gone.make_url("/sendbird/webhook"))
     emulator = await start(webhook_url=url)
-    async with httpx.AsyncClient(base_url=emulator.base_url, headers={"Api-Token": API_TOKEN}) as api:
+    async with http_client(base_url=emulator.base_url, headers={"Api-Token": API_TOKEN}) as api:
         await seed(api)
         reply = await send(api, user_id="alice")
     await asyncio.wait_for(emulator.drain_webhooks(), WAIT_S)
@@ -778,7 +779,7 @@ async def test_members_are_in_message_send_webhooks_only_when_configured(
 ) -> None:
     hook, url = receiver
     emulator = await start(webhook_url=url, include_members=True)
-    async with httpx.AsyncClient(base_url=emulator.base_url, headers={"Api-Token": API_TOKEN}) as api:
+    async with http_client(base_url=emulator.base_url, headers={"Api-Token": API_TOKEN}) as api:
         await seed(api)
         await send(api, user_id="alice")
     await hook.wait_for_calls(1)

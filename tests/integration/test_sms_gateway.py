@@ -10,6 +10,7 @@ import pytest
 
 from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
 from engine.sms import textable
+from integrations.http_clients import http_client
 from integrations.sendbird import SendbirdClient
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
 from integrations.sms import SendbirdSmsGateway
@@ -28,7 +29,7 @@ async def running() -> AsyncIterator[RunningEmulator]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         yield client
 
 

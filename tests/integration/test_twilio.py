@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
+from integrations.http_clients import http_client
 from integrations.twilio import (
     SmsNotSent,
     TwilioSmsGateway,
@@ -84,7 +84,7 @@ async def carrier() -> AsyncIterator[RunningTwilioEmulator]:
 
 @pytest.fixture
 async def gateway(carrier: RunningTwilioEmulator) -> AsyncIterator[TwilioSmsGateway]:
-    async with httpx.AsyncClient() as http:
+    async with http_client() as http:
         yield TwilioSmsGateway(
             http,
             account_sid=carrier.state.account_sid,
@@ -138,7 +138,7 @@ async def test_an_invalid_number_is_refused_for_good_without_echoing_it(gateway:
 
 
 async def test_wrong_credentials_are_an_invalid_request_not_retried(carrier: RunningTwilioEmulator) -> None:
-    async with httpx.AsyncClient() as http:
+    async with http_client() as http:
         gateway = TwilioSmsGateway(
             http,
             account_sid=carrier.state.account_sid,

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import requests
 import schemathesis
 from aiohttp import web
@@ -25,6 +24,7 @@ from hypothesis import HealthCheck, settings
 
 from handlers.api_docs import document_of
 from handlers.app import create_app
+from integrations.http_clients import http_client
 from tests.conftest import app_settings
 from tests.support.api import PASSWORD
 
@@ -84,7 +84,7 @@ def serving(database_url: str) -> Iterator[Served]:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        async with httpx.AsyncClient(base_url=base_url) as client:
+        async with http_client(base_url=base_url) as client:
             email = f"fuzz.{secrets.token_hex(4)}@example.org"
             registered = await client.post(
                 "/api/auth/register",
