@@ -17,8 +17,9 @@ import asyncpg
 
 from handlers.api_messaging import messaging_key
 from integrations.idempotency import Claim, request_hash
-from tests.support.api import Api
-from tests.support.messaging import care_team, emulator, settled_deliveries, texts
+from tests.support.api import Api, new_request_id
+from tests.support.audit import request_records
+from tests.support.messaging import CareTeam, care_team, emulator, settled_deliveries, texts
 from tests.support.polling import eventually, settled
 
 PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
@@ -72,10 +73,13 @@ async def test_a_pdf_reaches_the_channel_as_a_file_message_and_the_external_part
         f"/api/messages/{sent['id']}/attachments/{attachment['id']}", headers=team.nurse.auth
     )
     assert (resp.status, resp.content_type, await resp.read()) == (200, "application/pdf", PDF)
-    # the audit record: hash, size, type; never the file's name
+    # the audit record: hash, size, type; never the file's name (of this organization's upload: a
+    # refused or missing-conversation upload elsewhere is audited under the conversation id it named)
     details = await db.fetchval(
-        "SELECT details::text FROM audit_events WHERE workflow = 'message.attach' AND resource_id = $1",
+        "SELECT details::text FROM audit_events WHERE workflow = 'message.attach' AND resource_id = $1"
+        " AND organization_id = $2",
         str(team.conversation_id),
+        team.organization_id,
     )
     assert attachment["sha256"] in details
     assert "Ann Lee" not in details
@@ -220,23 +224,25 @@ async def test_a_compliance_officer_reads_a_recalled_file_from_the_legal_record_
 
     # the channel's copy is deleted; the bytes stay, for the legal record only
     await eventually(lambda: settled(posted.is_removed), "the file message to be deleted")
-    status, record = await api.call("GET", f"/api/messages/{sent['id']}/legal-record", team.officer)
+    read_ids = [new_request_id() for _ in range(3)]
+    status, record = await api.call(
+        "GET", f"/api/messages/{sent['id']}/legal-record", team.officer, headers={"X-Request-ID": read_ids[0]}
+    )
     assert status == 200, record
     assert record["attachments"] == [attachment]
     path = f"/api/messages/{sent['id']}/legal-record/attachments/{attachment['id']}"
-    for _ in range(2):
-        resp = await api.client.get(path, headers=team.officer.auth)
+    for read_id in read_ids[1:]:
+        resp = await api.client.get(path, headers={**team.officer.auth, "X-Request-ID": read_id})
         assert (resp.status, resp.content_type, await resp.read()) == (200, "application/pdf", PDF)
         assert resp.headers["Content-Disposition"].startswith("attachment;")
         assert "Ann Lee" not in resp.headers["Content-Disposition"]
         assert resp.headers["Cache-Control"] == "no-store"
 
-    reads = await db.fetch(
-        "SELECT actor_id, outcome, details FROM audit_events WHERE workflow = 'message.read_recalled'"
-        " AND resource_id = $1 ORDER BY id",
-        str(sent["id"]),
-    )
-    assert [(r["actor_id"], r["outcome"]) for r in reads] == [(team.officer.id, "success")] * 3
+    # By request: a refused or missing-message read elsewhere is audited under the id it asked for.
+    reads = await request_records(db, *read_ids, workflow="message.read_recalled")
+    assert [(r["actor_id"], r["outcome"], r["resource_id"]) for r in reads] == [
+        (team.officer.id, "success", str(sent["id"]))
+    ] * 3
     files = [json.loads(r["details"]) for r in reads if "attachment_sha256" in json.loads(r["details"])]
     assert [(d["attachment_id"], d["attachment_sha256"]) for d in files] == [
         (attachment["id"], hashlib.sha256(PDF).hexdigest())
@@ -280,15 +286,18 @@ def _key() -> dict[str, str]:
     return {"Idempotency-Key": f"k-{uuid.uuid4()}"}
 
 
-async def _written(db: asyncpg.Connection, conversation_id: int) -> tuple[int, int, int]:
-    """What uploads to the conversation wrote: messages, attachments, message.attach audit records."""
+async def _written(db: asyncpg.Connection, team: CareTeam) -> tuple[int, int, int]:
+    """What uploads to the team's conversation wrote: messages, attachments, and message.attach
+    audit records of the team's organization (an upload refused elsewhere, or one naming a
+    conversation that did not exist yet, is audited under the conversation id it named)."""
     row = await db.fetchrow(
         "SELECT (SELECT count(*) FROM messages WHERE conversation_id = $1) AS messages,"
         " (SELECT count(*) FROM message_attachments a JOIN messages m ON m.id = a.message_id"
         "  WHERE m.conversation_id = $1) AS files,"
         " (SELECT count(*) FROM audit_events WHERE workflow = 'message.attach'"
-        "  AND resource_id = CAST($1 AS text)) AS audited",
-        conversation_id,
+        "  AND resource_id = CAST($1 AS text) AND organization_id = $2) AS audited",
+        team.conversation_id,
+        team.organization_id,
     )
     return int(row["messages"]), int(row["files"]), int(row["audited"])
 
@@ -309,7 +318,7 @@ async def test_a_retried_upload_with_the_same_key_replays_the_first_answer_and_a
     assert (second[0], second[2]) == (first[0], first[2])
     assert second[1].get("Idempotent-Replayed") == "true"
     assert "Idempotent-Replayed" not in first[1]
-    assert await _written(db, team.conversation_id) == (1, 1, 1)
+    assert await _written(db, team) == (1, 1, 1)
     await settled_deliveries(api, team.peer, first[2]["id"])
     channel = emulator(api).channels[team.conversation["channelUrl"]]
     assert [m.type for m in channel.messages if m.custom_type == "caremsg_message"] == ["FILE"]
@@ -328,7 +337,7 @@ async def test_the_same_key_with_another_file_or_text_is_422_and_writes_nothing(
         assert status == 422, problem
         assert problem["code"] == "idempotency_key_reused"
         assert "other text" not in str(problem)
-    assert await _written(db, team.conversation_id) == (1, 1, 1)
+    assert await _written(db, team) == (1, 1, 1)
 
 
 async def test_the_same_upload_while_the_first_is_still_running_is_409(
@@ -353,7 +362,7 @@ async def test_the_same_upload_while_the_first_is_still_running_is_409(
     status, problem = await _attach_with(api, team, _form(PDF), headers)
 
     assert (status, problem["code"]) == (409, "conflict")
-    assert await _written(db, team.conversation_id) == (0, 0, 0)
+    assert await _written(db, team) == (0, 0, 0)
 
 
 async def test_a_refused_upload_does_not_use_up_its_key(api: Api, db: asyncpg.Connection) -> None:
@@ -365,7 +374,7 @@ async def test_a_refused_upload_does_not_use_up_its_key(api: Api, db: asyncpg.Co
     status, sent = await _attach_with(api, team, _form(PDF), headers)
 
     assert status == 202, sent
-    assert await _written(db, team.conversation_id) == (1, 1, 1)
+    assert await _written(db, team) == (1, 1, 1)
 
 
 async def test_an_upload_whose_request_died_after_committing_is_answered_from_its_message(
@@ -386,7 +395,7 @@ async def test_an_upload_whose_request_died_after_committing_is_answered_from_it
 
     assert status == 202, again
     assert (again["id"], again["attachments"]) == (first["id"], first["attachments"])
-    assert await _written(db, team.conversation_id) == (1, 1, 1)
+    assert await _written(db, team) == (1, 1, 1)
 
 
 async def _attach_with(

@@ -275,9 +275,12 @@ async def test_a_post_in_flight_during_the_recall_lands_and_is_then_deleted_from
         "the recall notice",
     )
     assert notices == ["A message in this conversation was recalled."]
+    # Of this organization: a recall refused elsewhere is audited under the message id it named.
     decision = await db.fetchrow(
-        "SELECT details FROM audit_events WHERE workflow = 'message.recall' AND resource_id = $1",
+        "SELECT details FROM audit_events WHERE workflow = 'message.recall' AND resource_id = $1"
+        " AND organization_id = $2",
         str(sent["id"]),
+        team.organization_id,
     )
     assert json.loads(decision["details"])["cancelled_posts"] == 0
 

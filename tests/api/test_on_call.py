@@ -359,9 +359,12 @@ async def test_the_holder_changes_at_a_shift_boundary_and_the_channel_follows(
     details = json.loads(handoff["details"])
     assert (details["from_user_id"], details["to_user_id"]) == (team.colleague.id, nurse.id)
     assert details["received_as"] == f"on call for care team {team.team_id}"
+    # The lead's send: a send refused elsewhere is audited under the conversation id it named.
     send = await db.fetchval(
-        "SELECT details FROM audit_events WHERE workflow = 'message.send' AND resource_id = $1",
+        "SELECT details FROM audit_events WHERE workflow = 'message.send' AND resource_id = $1"
+        " AND actor_id = $2",
         str(conversation["id"]),
+        team.lead.id,
     )
     send = json.loads(send)
     assert (send["on_call_of"], send["on_call_holder_id"]) == (team.team_id, team.colleague.id)

@@ -402,10 +402,12 @@ async def test_content_retention_deleted_is_409_to_recall_still_correctable_and_
     assert status == 409, problem
     assert (problem["code"], problem["title"]) == ("content_deleted", "Content already deleted")
     assert await db.fetchval("SELECT count(*) FROM message_recalls WHERE message_id = $1", kept) == 0
+    # Of this organization: a recall refused elsewhere is audited under the message id it named.
     records = await db.fetch(
         "SELECT outcome, details ->> 'recalled' AS recalled FROM audit_events"
-        " WHERE workflow = 'message.recall' AND resource_id = $1",
+        " WHERE workflow = 'message.recall' AND resource_id = $1 AND organization_id = $2",
         str(kept),
+        team.organization_id,
     )
     assert [(r["outcome"], r["recalled"]) for r in records] == [("failure", None)]  # refused, not done
     status, one = await api.call("GET", f"/api/messages/{kept}", team.nurse)

@@ -183,10 +183,13 @@ async def test_the_first_acknowledgement_wins_and_a_later_one_answers_with_it(
         "SELECT acknowledged_by, escalation_due_at FROM messages WHERE id = $1", message_id
     )
     assert (row["acknowledged_by"], row["escalation_due_at"]) == (team.nurse.id, None)
+    # Of this organization: an acknowledgement refused elsewhere is audited under the id it named.
     events = await db.fetch(
         "SELECT actor_id, decision, details->>'first' AS first, details->>'acknowledged_by' AS by"
-        " FROM audit_events WHERE workflow = 'message.acknowledge' AND resource_id = $1 ORDER BY id",
+        " FROM audit_events WHERE workflow = 'message.acknowledge' AND resource_id = $1"
+        " AND organization_id = $2 ORDER BY id",
         str(message_id),
+        team.organization_id,
     )
     assert [(e["actor_id"], e["decision"], e["first"], e["by"]) for e in events] == [
         (team.nurse.id, "allow", "1", str(team.nurse.id)),
@@ -313,8 +316,10 @@ async def test_every_step_is_taken_on_schedule_through_the_relay_until_someone_a
         str(message_id),
     )
     assert {r["step"]: r["n"] for r in audited} == {"realert": 4, "text": 1, "on_call": 1, "admin": 1}
+    # Of the message: a conversation's deliveries carry its id, which may be this message's number.
     delivered = await db.fetch(
-        "SELECT DISTINCT workflow FROM audit_events WHERE event = 'delivery' AND resource_id = $1",
+        "SELECT DISTINCT workflow FROM audit_events WHERE event = 'delivery' AND resource_type = 'message'"
+        " AND resource_id = $1",
         str(message_id),
     )
     assert {r["workflow"] for r in delivered} >= {

@@ -23,6 +23,11 @@ from tests.support.cli import caremsg_in_process
 
 #: A day nobody else's events fall on, so the export holds exactly this test's records.
 DAY = datetime(2001, 3, 4, tzinfo=UTC)
+#: People, an organization and a patient no sequence of the session's database reaches: these
+#: records stay in that database, where a small id is some other test's nurse or patient, whose
+#: records a later test finds by actor or patient.
+NURSE, COLLEAGUE, PEER = 2_000_000_007, 2_000_000_008, 2_000_000_009
+ORG, PATIENT = 2_000_000_003, 2_000_000_042
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +45,14 @@ async def _write_day(engine: AsyncEngine, written: dict[str, bool]) -> None:
             workflow="patient.read",
             outcome="success",
             occurred_at=DAY + timedelta(hours=1),
-            actor_id=7,
+            actor_id=NURSE,
             actor_role="care_team_member",
-            organization_id=3,
+            organization_id=ORG,
             request_id="exp-1",
             source_address="10.1.2.3",
             resource_type="patient",
-            resource_id="42",
-            patient_id=42,
+            resource_id=str(PATIENT),
+            patient_id=PATIENT,
             decision="allow",
             matched_rule="roles.csv:31: care_team_member, patient.read, care_team & covered",
             reason="allowed",
@@ -60,12 +65,12 @@ async def _write_day(engine: AsyncEngine, written: dict[str, bool]) -> None:
             workflow="patient.read",
             outcome="success",
             occurred_at=DAY + timedelta(hours=2),
-            actor_id=8,
+            actor_id=COLLEAGUE,
             actor_role="care_team_member",
-            organization_id=3,
-            patient_id=42,
+            organization_id=ORG,
+            patient_id=PATIENT,
             resource_type="patient",
-            resource_id="42",
+            resource_id=str(PATIENT),
             decision="allow",
             reason="allowed",
             break_glass=True,
@@ -76,12 +81,12 @@ async def _write_day(engine: AsyncEngine, written: dict[str, bool]) -> None:
             workflow="patient.update",
             outcome="denied",
             occurred_at=DAY + timedelta(hours=3),
-            actor_id=9,
+            actor_id=PEER,
             actor_role="peer_support",
-            organization_id=3,
-            patient_id=42,
+            organization_id=ORG,
+            patient_id=PATIENT,
             resource_type="patient",
-            resource_id="42",
+            resource_id=str(PATIENT),
             decision="deny",
             reason="not_on_care_team",
         ),
@@ -101,10 +106,10 @@ async def _write_day(engine: AsyncEngine, written: dict[str, bool]) -> None:
             workflow="conversation.create",
             outcome="failure",
             occurred_at=DAY + timedelta(hours=5),
-            actor_id=7,
+            actor_id=NURSE,
             actor_role="care_team_member",
-            organization_id=3,
-            patient_id=42,
+            organization_id=ORG,
+            patient_id=PATIENT,
             resource_type="conversation",
             decision="allow",
             reason="allowed",
@@ -150,9 +155,9 @@ async def test_the_fhir_export_is_a_valid_r4_bundle_of_audit_events(
     assert read.outcome == "0"
     assert read.type.code == "rest"
     assert read.subtype[0].code == "patient.read"
-    assert read.agent[0].who.identifier.value == "7"
+    assert read.agent[0].who.identifier.value == str(NURSE)
     assert read.agent[0].network.address == "10.1.2.3"
-    assert read.entity[0].what.reference == "Patient/42"
+    assert read.entity[0].what.reference == f"Patient/{PATIENT}"
     assert {d.type: d.valueString for d in read.entity[1].detail}["requestId"] == "exp-1"
     assert read.entity[2].what.reference == "Consent/5"  # the consent the read rested on
     assert [len(r.entity) for r in (glass, denied, failed)] == [2, 2, 2]  # no consent: none referenced

@@ -89,9 +89,13 @@ async def test_an_approved_change_is_written_and_flips_a_decision_here_and_on_an
     assert (await there.call("GET", "/api/policy", peer))[0] == 200
     assert temporary_files(policy_dir) == []
 
+    # Of the approver's organization: an approval refused elsewhere, or of a proposal that did not
+    # exist yet, is audited under the proposal id it named.
     [row] = await db.fetch(
-        "SELECT * FROM audit_events WHERE workflow = 'policy.approve' AND resource_id = $1",
+        "SELECT * FROM audit_events WHERE workflow = 'policy.approve' AND resource_id = $1"
+        " AND organization_id = $2",
         str(applied.proposal.id),
+        org,
     )
     details = _json(row["details"])
     assert (row["decision"], row["outcome"], row["actor_id"]) == ("allow", "success", alice.id)
