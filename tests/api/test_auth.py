@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from handlers.app import create_app
 from handlers.settings import Settings
 from tests.support.api import PASSWORD, Api, new_request_id
+from tests.support.audit import request_records
 
 REGISTER = "/api/auth/register"
 LOGIN = "/api/auth/login"
@@ -76,10 +77,6 @@ def _assert_no_phi(body: Any, *values: str) -> None:
     text = json.dumps(body).lower()
     for value in (FIRST_NAME, LAST_NAME, SECRET, PASSWORD, *values):
         assert value.lower() not in text, f"{value!r} leaked into {text}"
-
-
-async def _audit(db: asyncpg.Connection, rid: str) -> list[asyncpg.Record]:
-    return await db.fetch("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY id", rid)
 
 
 async def _default_organization_id(db: asyncpg.Connection, settings: Settings) -> int:
@@ -151,7 +148,7 @@ async def test_a_registration_is_audited_without_names_or_email(api: Api, db: as
     assert status == 202, body
     user_id = await db.fetchval("SELECT id FROM users WHERE email = $1", email)
 
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert row["event"] == "auth.register"
     assert row["workflow"] == "auth.register"
     assert row["outcome"] == "success"
@@ -236,7 +233,7 @@ async def test_registering_a_taken_email_answers_like_a_new_one_and_changes_noth
         e for e in logs if e["event"] == "account.notice"
     ).items()
     assert email not in json.dumps(logs, default=str)
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["outcome"], row["reason"], row["actor_id"]) == ("denied", "email_taken", None)
     assert (row["organization_id"], row["resource_id"]) == (before["organization_id"], str(before["id"]))
 
@@ -277,7 +274,7 @@ async def test_a_refused_self_registration_is_on_the_audit_record(
     )
     assert status == 403, body
 
-    rows = await _audit(db, rid)
+    rows = await request_records(db, rid)
     assert [(r["workflow"], r["outcome"], r["reason"]) for r in rows] == [
         ("auth.register", "denied", "self_registration_disabled")
     ]
@@ -417,7 +414,7 @@ async def test_a_successful_login_is_audited(api: Api, db: asyncpg.Connection) -
     )
     assert status == 200
 
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["event"], row["workflow"], row["outcome"], row["reason"]) == (
         "auth.login",
         "auth.login",
@@ -458,7 +455,7 @@ async def test_a_login_with_an_unknown_email_is_audited_without_the_email(
     )
     assert status == 401
 
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["reason"]) == ("auth.login", "denied", "unknown_email")
     assert row["actor_id"] is None
     stored = json.dumps({k: str(v) for k, v in dict(row).items()}).lower()
@@ -477,7 +474,7 @@ async def test_a_login_with_a_wrong_password_is_audited_against_the_account(
     )
     assert status == 401
 
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["reason"]) == ("auth.login", "denied", "bad_password")
     assert row["actor_id"] == nurse.id
     assert row["organization_id"] == org
@@ -501,7 +498,7 @@ async def test_a_deactivated_account_cannot_log_in_even_with_the_right_password(
     assert {k: v for k, v in body.items() if k != "requestId"} == {
         k: v for k, v in unknown_body.items() if k != "requestId"
     }
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["outcome"], row["reason"], row["actor_id"]) == ("denied", "inactive", nurse.id)
 
 
@@ -578,7 +575,7 @@ async def test_reading_ones_profile_is_audited_as_an_allowed_decision(
     status, _ = await api.call("GET", PROFILE, nurse, headers={"X-Request-ID": rid})
     assert status == 200
 
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["decision"], row["reason"]) == (
         "auth.profile",
         "success",

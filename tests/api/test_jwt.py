@@ -16,6 +16,7 @@ from joserfc.jwk import OctKey
 from handlers.keys import accounts_key
 from handlers.settings import Settings
 from tests.support.api import Api, Person
+from tests.support.audit import request_records
 
 PROFILE = "/api/auth/profile"
 DROP = object()  # a claim value meaning "leave this claim out"
@@ -255,10 +256,6 @@ async def test_every_protected_endpoint_refuses_a_token_with_a_wrong_signature(
     _assert_refused(resp.status, dict(resp.headers), await resp.json(content_type=None))
 
 
-async def _audit(db: Any, rid: str) -> list[Any]:
-    return list(await db.fetch("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY id", rid))
-
-
 async def test_a_refused_token_is_on_record_without_trusting_its_claims(
     api: Api, settings: Settings, nurse: Person, db: Any
 ) -> None:
@@ -270,7 +267,7 @@ async def test_a_refused_token_is_on_record_without_trusting_its_claims(
 
     # One refusal row and no decision: nothing ran in the nurse's name, and the unverified
     # claims are not taken as the actor.
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["reason"]) == ("auth.token", "denied", "token_invalid")
     assert row["actor_id"] is None
     assert row["decision"] is None
@@ -282,7 +279,7 @@ async def test_a_request_without_a_token_is_on_record(api: Api, db: Any) -> None
     assert resp.status == 401
     await api.flush_rejections()
 
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["reason"]) == ("auth.token", "denied", "token_missing")
     assert row["actor_id"] is None
 
@@ -308,7 +305,7 @@ async def test_a_still_unexpired_token_of_an_account_that_changed_is_refused(
     resp = await api.client.get(PROFILE, headers={**nurse.auth, "X-Request-ID": rid})
     _assert_refused(resp.status, dict(resp.headers), await resp.json(content_type=None))
     await api.flush_rejections()
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["reason"], row["actor_id"]) == (
         "auth.token",
         "account_not_current",

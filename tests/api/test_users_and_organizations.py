@@ -13,6 +13,7 @@ import pytest
 
 from handlers.settings import Settings
 from tests.support.api import Api, Person, new_request_id
+from tests.support.audit import request_records
 
 USERS = "/api/users"
 ORGANIZATIONS = "/api/organizations"
@@ -93,10 +94,6 @@ def _fields(body: Any) -> set[str]:
     return {e["field"] for e in body.get("errors", [])}
 
 
-async def _audit(db: asyncpg.Connection, rid: str) -> list[asyncpg.Record]:
-    return await db.fetch("SELECT * FROM audit_events WHERE request_id = $1 ORDER BY id", rid)
-
-
 def _details(row: asyncpg.Record) -> dict[str, Any]:
     raw = row["details"]
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
@@ -173,7 +170,7 @@ async def test_creating_an_account_is_audited_as_an_allowed_decision(
     status, body = await api.call("POST", USERS, admin, json=_new_user(), headers={"X-Request-ID": rid})
     assert status == 201, body
 
-    [row] = [r for r in await _audit(db, rid) if r["event"] == "decision"]
+    [row] = [r for r in await request_records(db, rid) if r["event"] == "decision"]
     assert (row["workflow"], row["outcome"], row["decision"], row["reason"]) == (
         "user.create",
         "success",
@@ -200,7 +197,7 @@ async def test_the_audit_record_of_a_created_account_names_the_new_account(
     )
     assert status == 201, body
 
-    rows = await _audit(db, rid)
+    rows = await request_records(db, rid)
     naming_the_account = [
         r
         for r in rows
@@ -228,7 +225,7 @@ async def test_an_admin_cannot_create_a_user_in_another_organization(
     assert body["field"] == "organizationId"
     assert "user.create" in body["rule"]
     assert await db.fetchval("SELECT count(*) FROM users WHERE email = $1", email) == 0
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["decision"], row["reason"]) == (
         "user.create",
         "denied",
@@ -262,7 +259,7 @@ async def test_only_an_admin_may_create_accounts(
 
     _assert_denied(status, headers, body, "role_not_permitted", email)
     assert await db.fetchval("SELECT count(*) FROM users WHERE email = $1", email) == 0
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["decision"], row["reason"], row["actor_id"]) == (
         "user.create",
         "denied",
@@ -287,7 +284,7 @@ async def test_creating_an_account_with_a_taken_email_is_a_conflict(
 
     _assert_problem(status, headers, body, 409, "conflict")
     assert someone_else.email not in json.dumps(body).lower()
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     # Allowed by the policy, then stopped by the conflict: on record as a failure, saying why.
     assert (row["workflow"], row["decision"], row["outcome"]) == ("user.create", "allow", "failure")
     assert _details(row)["ended_by"] == "conflict"
@@ -408,7 +405,7 @@ async def test_only_an_admin_may_list_accounts(api: Api, org: int, db: asyncpg.C
 
     _assert_denied(status, headers, body, "role_not_permitted", person.email)
     assert "items" not in body
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["reason"], row["actor_id"]) == (
         "user.list",
         "denied",
@@ -422,7 +419,7 @@ async def test_listing_accounts_is_audited(api: Api, admin: Person, org: int, db
     status, _ = await api.call("GET", USERS, admin, headers={"X-Request-ID": rid})
     assert status == 200
 
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["decision"], row["actor_id"], row["resource_id"]) == (
         "user.list",
         "success",
@@ -505,7 +502,7 @@ async def test_creating_an_organization_is_audited_with_its_id(
     )
     assert status == 201, body
 
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["decision"], row["actor_id"], row["resource_type"]) == (
         "organization.create",
         "success",
@@ -530,7 +527,7 @@ async def test_only_an_admin_may_create_an_organization(
 
     _assert_denied(status, headers, body, "role_not_permitted")
     assert await db.fetchval("SELECT count(*) FROM organizations WHERE name = $1", name) == 0
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["reason"], row["actor_id"]) == (
         "organization.create",
         "denied",
@@ -607,7 +604,7 @@ async def test_an_auditor_may_not_list_organizations(api: Api, org: int, db: asy
     status, headers, body = await api.send("GET", ORGANIZATIONS, auditor, headers={"X-Request-ID": rid})
 
     _assert_denied(status, headers, body, "role_not_permitted")
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["reason"]) == (
         "organization.list",
         "denied",
@@ -628,7 +625,7 @@ async def test_staff_other_than_compliance_officers_see_only_their_own_organizat
     assert status == 200, body
     assert [o["id"] for o in body["items"]] == [org]
     assert body["nextCursor"] is None
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["decision"]) == ("organization.list", "allow")
     assert _details(row)["shown"] == "own_org"
 
@@ -734,7 +731,7 @@ async def test_creating_a_compliance_group_is_audited_with_its_id(
     )
     assert status == 201, body
 
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["decision"], row["actor_id"], row["resource_type"]) == (
         "compliance_group.create",
         "success",
@@ -763,7 +760,7 @@ async def test_a_compliance_group_naming_an_unknown_organization_is_refused(
         {"field": "organizationIds[1]", "message": "No such organization.", "type": "not_found"}
     ]
     assert await db.fetchval("SELECT count(*) FROM compliance_groups WHERE name = $1", name) == 0
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["decision"], row["outcome"]) == (
         "compliance_group.create",
         "allow",
@@ -789,7 +786,7 @@ async def test_only_a_compliance_officer_may_create_a_compliance_group(
 
     _assert_denied(status, headers, body, "role_not_permitted")
     assert await db.fetchval("SELECT count(*) FROM compliance_groups WHERE name = $1", name) == 0
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["decision"], row["reason"], row["actor_id"]) == (
         "compliance_group.create",
         "denied",
@@ -895,7 +892,7 @@ async def test_other_roles_may_not_list_compliance_groups(
     status, headers, body = await api.send("GET", GROUPS, person, headers={"X-Request-ID": rid})
 
     _assert_denied(status, headers, body, "role_not_permitted")
-    [row] = await _audit(db, rid)
+    [row] = await request_records(db, rid)
     assert (row["workflow"], row["outcome"], row["reason"], row["actor_id"]) == (
         "compliance_group.list",
         "denied",
