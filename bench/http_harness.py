@@ -85,7 +85,7 @@ def serve_caremsg(
     """The real app (``create_app``: relay, sealer, consent listener and all) on ``port``."""
     from aiohttp import web
 
-    from handlers.app import create_app
+    from handlers.app import create_app, for_serving
     from handlers.logs import configure_logging
 
     settings = caremsg_settings(url, sendbird_port, token)
@@ -94,7 +94,8 @@ def serve_caremsg(
     async def main() -> None:
         if profile:
             _install_profiler(profile)
-        runner = web.AppRunner(create_app(settings), access_log=None)
+        # As `caremsg serve` runs it: what the start built is frozen out of the collector's way.
+        runner = web.AppRunner(for_serving(create_app(settings)), access_log=None)
         await runner.setup()
         # Several processes on one port share it as `caremsg serve --workers N` does (SO_REUSEPORT).
         site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)

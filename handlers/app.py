@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -389,6 +391,34 @@ def default_endpoints() -> list[Endpoint]:
         *api_docs.ENDPOINTS,
         *metrics.ENDPOINTS,
     ]
+
+
+def for_serving(app: web.Application) -> web.Application:
+    """``app`` as a serving process runs it (``caremsg serve``, each worker of ``--workers``, and
+    the benches that stand in for them): once everything has started, what the start built is moved
+    out of the garbage collector's way (``gc.freeze``).
+
+    What a start builds (the modules, SQLAlchemy's metadata, the policy, the pools: ~190,000
+    objects) lives as long as the process, yet every full collection walked all of it: a pause of
+    ~80 ms in the middle of requests, which every request in flight then waited out (the patient
+    read bench's p99). Frozen, a full collection walks only what was made since. The price: a
+    reference cycle among frozen objects is never collected, so what the start built and a policy
+    reload later drops stays in memory (a policy's rules, once per reload).
+
+    Tests leave it out: a test process starts hundreds of apps, and each would freeze the last
+    one's leftovers."""
+    app.on_startup.append(_freeze_heap)
+    return app
+
+
+async def _freeze_heap(app: web.Application) -> None:
+    # After the cleanup contexts: aiohttp runs them as the first startup handler.
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "serve.heap_frozen", objects=gc.get_freeze_count(), seconds=round(time.perf_counter() - started, 3)
+    )
 
 
 def create_app(

@@ -64,9 +64,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from handlers.workers import serve_workers
 
             return serve_workers(resolved)  # the workers import the app; this parent does not
-        from handlers.app import create_app
+        from handlers.app import create_app, for_serving
 
-        app = create_app(resolved)
+        app = for_serving(create_app(resolved))
         web.run_app(app, host=host, port=port, access_log=None, print=None)
     return 0
 

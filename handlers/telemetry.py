@@ -13,6 +13,7 @@ reason code the policy declares. Nothing here names a person.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -105,6 +106,13 @@ class Metrics:
             "Scrapes whose database gauges could not be read (the gauges keep their last values).",
             registry=r,
         )
+        self.frozen_objects = Gauge(
+            "caremsg_gc_frozen_objects",
+            "Objects the garbage collector no longer walks: what the start built, once a serving "
+            "process has frozen it (0 before, and in processes that do not, such as tests).",
+            registry=r,
+        )
+        self.frozen_objects.set_function(gc.get_freeze_count)
         self._callbacks = _Callbacks()
         r.register(self._callbacks)
 

@@ -286,9 +286,10 @@ async def _serve(index: int, settings: Settings, ready: Connection) -> None:
         _when_readable(parent.sentinel, lambda: _parent_gone(index, stop))
     # Not at the top: the parent, which imports this module too, never builds an app (the fork
     # server has imported it already).
-    from handlers.app import create_app
+    from handlers.app import create_app, for_serving
 
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=WORKER_SHUTDOWN_TIMEOUT)
+    app = for_serving(create_app(settings))
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=WORKER_SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         service = settings.service

@@ -409,6 +409,21 @@ async def test_two_workers_each_serve_requests_on_the_one_port(
     assert parent not in served.worker_pids
 
 
+async def test_each_worker_moves_what_its_start_built_out_of_the_garbage_collectors_way(
+    two_workers_of_the_module: ModuleService, http: Callable[[Served], Http]
+) -> None:
+    served = await two_workers_of_the_module.running()
+    frozen = served.events("serve.heap_frozen")
+    # Logged at each worker's start, before it listens (so before "serve.ready").
+    assert {line["pid"] for line in frozen} == served.worker_pids
+    # What a start builds: the modules, SQLAlchemy's metadata, the policy, the pools.
+    assert all(line["objects"] > 50_000 for line in frozen), frozen
+    resp = await http(served).session.get(f"{http(served).base}/metrics")
+    exposition = await resp.text()
+    (gauge,) = [line for line in exposition.splitlines() if line.startswith("caremsg_gc_frozen_objects ")]
+    assert float(gauge.split()[1]) > 50_000
+
+
 async def test_sighup_to_the_parent_reloads_the_policy_in_every_worker(
     two_workers_of_the_module: ModuleService, http: Callable[[Served], Http]
 ) -> None:
@@ -566,3 +581,5 @@ async def test_the_emulator_posts_its_webhooks_to_the_port_given_on_the_command_
     answered = served.events("http.request", route="/api/webhooks/sendbird", status=200)
     assert len(answered) == 1
     assert not served.events("serve.worker_started")  # one process: today's path
+    (frozen,) = served.events("serve.heap_frozen")  # and it too froze what its start built
+    assert frozen["objects"] > 50_000
