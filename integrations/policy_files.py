@@ -51,7 +51,17 @@ def read_policy_sources(directory: Path) -> PolicySources:
 
 def load_policy(directory: Path) -> Policy:
     """Read and validate the policy in ``directory``; raises :class:`engine.policy.PolicyError`."""
-    return Policy.from_sources(read_policy_sources(directory))
+    return _policy_of(read_policy_sources(directory))
+
+
+@lru_cache(maxsize=8)
+def _policy_of(sources: PolicySources) -> Policy:
+    """Parse files of this exact content once per process (as :func:`_tested` checks them once).
+
+    A :class:`Policy` never changes and what it remembers are pure answers, so the apps and commands
+    of one process (a test process starts hundreds) may share one. A malformed set raises every
+    time: exceptions are not cached."""
+    return Policy.from_sources(sources)
 
 
 def read_policy_tables(directory: Path) -> list[tuple[str, str]]:

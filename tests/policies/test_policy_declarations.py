@@ -10,7 +10,7 @@ import pytest
 
 from engine.policy import Policy
 from handlers.cli import main
-from integrations.policy_files import load_policy, load_tested_policy
+from integrations.policy_files import load_policy, load_tested_policy, read_policy_sources
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 
@@ -55,12 +55,25 @@ def test_the_shipped_declarations_name_scope_and_purposes_for_patient_data() -> 
 
 
 def test_a_policy_remembers_its_decisions_and_a_new_policy_starts_afresh() -> None:
-    policy = load_policy(POLICY_DIR)
+    sources = read_policy_sources(POLICY_DIR)
+    policy = Policy.from_sources(sources)
     first = policy.decide("peer_support", "patient.read", {"care_team", "covered"})
     assert policy.decide("peer_support", "patient.read", frozenset({"covered", "care_team"})) is first
-    assert (
-        load_policy(POLICY_DIR).decide("peer_support", "patient.read", {"care_team", "covered"}) is not first
-    )
+    fresh = Policy.from_sources(sources)
+    assert fresh.decide("peer_support", "patient.read", {"care_team", "covered"}) is not first
+
+
+def test_files_of_the_same_content_load_as_one_policy_and_an_edit_as_a_new_one(edited: Path) -> None:
+    # Parsed once per process: the apps of one process share the policy, and what it remembers.
+    loaded = load_policy(edited)
+    assert load_policy(edited) is loaded
+    rules = edited / "roles.csv"
+    rules.write_text(rules.read_text() + "p, auditor, policy.reload, any\n")
+    changed = load_policy(edited)
+    assert changed is not loaded
+    assert changed.version != loaded.version
+    assert changed.decide("auditor", "policy.reload", set()).allowed
+    assert not loaded.decide("auditor", "policy.reload", set()).allowed
 
 
 def test_the_reload_gate_refuses_a_policy_whose_tables_fail(edited: Path) -> None:

@@ -8,6 +8,7 @@ the shipped model and for models whose matcher does not allow the split (which m
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,11 @@ SHIPPED_MATCHER = "r.wf == p.wf && g(r.role, p.role) && holds(p.requires, r.fact
 ROLES = ("nurse", "physician", "admin", "external", "peer_support")
 WORKFLOWS = ("patient.read", "patient.update", "message.send", "consent.create", "unused.workflow")
 FACTS = ("on_care_team", "covered", "break_glass", "same_organization", "recall_window")
+
+
+@functools.cache
+def shipped_policy() -> Policy:
+    return Policy.from_sources(read_policy_sources(POLICIES))
 
 
 def model_with(matcher: str, effect: str = "some(where (p.eft == allow))") -> str:
@@ -138,7 +144,7 @@ def test_only_a_matcher_that_requires_the_same_workflow_at_its_top_level_is_spli
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_the_shipped_rules_split_answer_as_pycasbin_over_every_rule(data: st.DataObject) -> None:
-    policy = Policy.from_sources(read_policy_sources(POLICIES))
+    policy = shipped_policy()
     enforcers = WorkflowEnforcers(
         SHIPPED_MODEL,
         [r.casbin for r in policy.rules],
