@@ -94,8 +94,12 @@ def serve_caremsg(
     async def main() -> None:
         if profile:
             _install_profiler(profile)
-        # As `caremsg serve` runs it: what the start built is frozen out of the collector's way.
-        runner = web.AppRunner(for_serving(create_app(settings)), access_log=None)
+        # As `caremsg serve` runs it: what the start built is frozen out of the collector's way
+        # (CAREMSG_BENCH_NO_FREEZE=1: as before, for a side-by-side run; bench/README.md).
+        app = create_app(settings)
+        runner = web.AppRunner(
+            app if os.environ.get("CAREMSG_BENCH_NO_FREEZE") else for_serving(app), access_log=None
+        )
         await runner.setup()
         # Several processes on one port share it as `caremsg serve --workers N` does (SO_REUSEPORT).
         site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)
