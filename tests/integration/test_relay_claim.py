@@ -5,12 +5,14 @@
   keep their order, every entry of the other kinds and of no conversation, nothing of a
   conversation whose channel is not ready but its channel, nothing leased, nothing not yet due, the
   kinds asked for, the earliest first.
+- While another relay's claim holds its entries, a claim skips them (SKIP LOCKED) and takes the
+  next ones, as the walking claim did.
 - Behind a backlog of one conversation its cost does not grow with the backlog: counted as the rows
   PostgreSQL reads from ``outbox`` (``EXPLAIN ANALYZE``), not timed.
 
-Everything runs in one transaction that is rolled back: other tests' pending entries are set aside
-inside it, and foreign keys are not checked (``session_replication_role``) so that a conversation
-needs no patient.
+Each test runs in a transaction that is rolled back (but the one with two relays, which commits its
+entries and deletes them afterwards): other tests' pending entries are set aside inside it, and
+foreign keys are not checked (``session_replication_role``) so that a conversation needs no patient.
 """
 
 from __future__ import annotations
@@ -207,6 +209,42 @@ async def _goes_beyond_window(session: AsyncSession, parameters: dict[str, Any])
         answered = (await session.execute(CLAIM, parameters)).all()
         await savepoint.rollback()
     return any(row.id is None for row in answered)
+
+
+async def test_a_claim_skips_the_entries_another_relay_is_claiming_and_takes_the_next_ones(
+    database_url: str,
+) -> None:
+    engine = create_async_engine(database_url)
+    mine: list[int] = []
+    conversations: list[int] = []
+    try:
+        async with AsyncSession(engine) as setup, setup.begin():
+            await setup.execute(text("SET LOCAL session_replication_role = replica"))
+            conversations = [await _conversation(setup) for _ in range(31)]
+            # A backlog filling the first statement's window, then 30 conversations' single posts.
+            mine += await _entries(setup, "send_message", conversations[0], 120)
+            for conversation in conversations[1:]:
+                mine += await _entries(setup, "send_message", conversation)
+        parameters = claim_parameters(lease=10, limit=20)
+        async with AsyncSession(engine) as first, first.begin():
+            held = {row.id for row in await claim(first, parameters)}
+            async with AsyncSession(engine) as second, second.begin():
+                specified = set(await _specified(second, parameters))
+                claimed = {row.id for row in await claim(second, parameters)}
+                await second.rollback()
+            await first.rollback()
+        assert mine[0] in held
+        assert claimed & set(mine[120:])  # past the window: what CLAIM_HEADS found
+        assert not claimed & held
+        assert claimed == specified
+    finally:
+        async with AsyncSession(engine) as cleanup, cleanup.begin():
+            await cleanup.execute(text("SET LOCAL session_replication_role = replica"))
+            await cleanup.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": mine})
+            await cleanup.execute(
+                text("DELETE FROM conversations WHERE id = ANY(:ids)"), {"ids": conversations}
+            )
+        await engine.dispose()
 
 
 def _rows_read(plan: dict[str, Any]) -> int:
