@@ -2,7 +2,7 @@
 the same N messages posted straight to the Sendbird emulator (no database at all) in the same run.
 
     python bench/relay.py [--messages 2000] [--conversations 50] [--rounds 3] [--concurrency 8]
-                          [--latency-ms 0] [--compare OLD_RELAY.py]
+                          [--latency-ms 0] [--compare OLD_RELAY.py] [--claim-before]
 
 A throwaway embedded PostgreSQL is migrated and seeded with one sender and M ready conversations
 (their channels exist in the emulator). Each round, for each contender in turn:
@@ -15,13 +15,17 @@ A throwaway embedded PostgreSQL is migrated and seeded with one sender and M rea
   ``--compare`` loads another single-file ``integrations/relay.py`` and measures it the same way in
   the same run; a relay from before ``integrations/relay/`` became a package no longer imports
   against this checkout, so compare with those from a worktree of their revision.
+- **claim before** (``--claim-before``): this checkout's relay with the claim it had before the
+  claim learnt to skip a conversation's backlog (:data:`WALKING_CLAIM`, one statement that walks
+  every pending entry in id order). With ``--conversations 1`` every entry waits behind the one
+  before it: a backlog of N in one conversation, drained.
 
 The emulator runs in a process of its own (Sendbird's work is not on our CPU), answering at once
 unless ``--latency-ms`` holds each request for a network round trip; the relay runs in this process,
-like in the service. Besides deliveries/s it prints this process's CPU time and the SQL
-statements and transactions per delivered message, the cost the relay puts on a process it shares
-with the request handlers. Rate limits are lifted: plan limits pace delivery in production, here
-the relay's own cost is measured.
+like in the service. Besides deliveries/s it prints this process's CPU time, PostgreSQL's CPU time
+(the embedded server's processes) and the SQL statements and transactions per delivered message,
+the cost the relay puts on a process and a database it shares with the request handlers. Rate
+limits are lifted: plan limits pace delivery in production, here the relay's own cost is measured.
 """
 
 from __future__ import annotations
@@ -48,15 +52,40 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import event
+from sqlalchemy import TextClause, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from bench.proc_cpu import cpu_seconds, postgres_pids
 from integrations.http_clients import http_client
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 
 BODY = "Checking in after discharge."
+CLAIM_BEFORE = "relay, claim before"
 SENDER = "bench_sender"
+
+#: The relay's claim before it skipped conversations' backlogs (``CLAIM`` in
+#: integrations/relay/statements.py at 0b7e917), kept for ``--claim-before``: it walks the pending
+#: entries in id order, probing each for an earlier one of its conversation, until its batch is full.
+WALKING_CLAIM = text(
+    """
+    UPDATE outbox SET lease_until = now() + make_interval(secs => :lease), attempts = attempts + 1
+    WHERE id IN (
+        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
+        WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+          AND (o.lease_until IS NULL OR o.lease_until < now())
+          AND (o.kind = :creates_channel OR o.conversation_id IS NULL OR c.channel_state = 'ready')
+          AND (o.conversation_id IS NULL OR NOT o.kind = ANY(CAST(:in_order AS text[])) OR NOT EXISTS (
+                SELECT 1 FROM outbox e WHERE e.status = 'pending' AND e.kind = o.kind
+                  AND e.conversation_id = o.conversation_id AND e.id < o.id))
+          AND (CAST(:only AS text[]) IS NULL OR o.kind = ANY(CAST(:only AS text[])))
+          AND NOT o.kind = ANY(CAST(:except AS text[]))
+        ORDER BY o.id
+        LIMIT :limit
+        FOR UPDATE OF o SKIP LOCKED)
+    RETURNING id, kind, payload, attempts, conversation_id, message_id
+    """
+)
 
 
 def _serve_emulator(token: str, latency: float, ready: Any) -> None:
@@ -130,6 +159,7 @@ class Result:
     messages: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    db_cpu_seconds: float = 0.0
     statements: int = 0
     transactions: int = 0
     rates: list[float] = field(default_factory=list)
@@ -207,13 +237,18 @@ async def _seed(conn: asyncpg.Connection, setup: Setup, messages: int) -> None:
     await conn.execute("VACUUM ANALYZE outbox, messages, message_deliveries")
 
 
-async def _measure(result: Result, counter: Counter, work: Awaitable[None], messages: int) -> None:
+async def _measure(
+    result: Result, counter: Counter, work: Awaitable[None], messages: int, data_dir: Path
+) -> None:
     statements, transactions = counter.statements, counter.transactions
     cpu = time.process_time()
+    server = postgres_pids(data_dir)
+    db_cpu = cpu_seconds(server)
     started = time.perf_counter()
     await work
     elapsed = time.perf_counter() - started
     result.cpu_seconds += time.process_time() - cpu
+    result.db_cpu_seconds += cpu_seconds(server) - db_cpu
     result.seconds += elapsed
     result.messages += messages
     result.statements += counter.statements - statements
@@ -250,17 +285,27 @@ async def _relay(
     chat: SendbirdChatGateway,
     conn: asyncpg.Connection,
     args: argparse.Namespace,
+    claim: TextClause | None = None,
 ) -> None:
     names = {f.name for f in dataclasses.fields(module.RelaySettings)}
     options: dict[str, Any] = {"batch_size": args.batch_size}
     if "concurrency" in names:
         options["concurrency"] = args.concurrency
     relay = module.OutboxRelay(sessions, chat, module.RelaySettings(**options))
-    while True:
-        if await relay.run_once() == 0:
-            if not await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'"):
-                return
-            await asyncio.sleep(0.01)  # only if something is waiting out a retry
+    statements = sys.modules[f"{module.__name__}.statements"] if claim is not None else None
+    kept = statements.CLAIM if statements is not None else None
+    try:
+        if statements is not None:
+            # It answers no "more beyond the window" row, so CLAIM_HEADS never runs.
+            statements.CLAIM = claim
+        while True:
+            if await relay.run_once() == 0:
+                if not await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'"):
+                    return
+                await asyncio.sleep(0.01)  # only if something is waiting out a retry
+    finally:
+        if statements is not None:
+            statements.CLAIM = kept
 
 
 async def _check(conn: asyncpg.Connection, messages: int) -> None:
@@ -278,7 +323,9 @@ async def _check(conn: asyncpg.Connection, messages: int) -> None:
         raise SystemExit(f"bookkeeping mismatch: {done=} {sent=} {audited=} {channel=}, expected {messages}")
 
 
-async def _run(url: str, emulator_port: int, token: str, args: argparse.Namespace) -> list[Result]:
+async def _run(
+    url: str, data_dir: Path, emulator_port: int, token: str, args: argparse.Namespace
+) -> list[Result]:
     from handlers.logs import configure_logging
 
     configure_logging(fmt="json", level="error")
@@ -305,6 +352,8 @@ async def _run(url: str, emulator_port: int, token: str, args: argparse.Namespac
         (f"baseline, {args.concurrency} in flight", None),
         ("relay (this checkout)", _load_relay(None)),
     ]
+    if args.claim_before:
+        contenders.append((CLAIM_BEFORE, _load_relay(None)))
     if args.compare:
         contenders.append((f"relay ({Path(args.compare).name})", _load_relay(args.compare)))
     results = {name: Result(name) for name, _ in contenders}
@@ -328,10 +377,12 @@ async def _run(url: str, emulator_port: int, token: str, args: argparse.Namespac
                     into = Result(name) if warmup else results[name]
                     if module is None:
                         in_flight = 1 if name.startswith("baseline, 1 ") else args.concurrency
-                        await _measure(into, counter, _baseline(chat, setup, n, in_flight), n)
+                        await _measure(into, counter, _baseline(chat, setup, n, in_flight), n, data_dir)
                     else:
                         await _seed(conn, setup, n)
-                        await _measure(into, counter, _relay(module, sessions, chat, conn, args), n)
+                        claim = WALKING_CLAIM if name == CLAIM_BEFORE else None
+                        work = _relay(module, sessions, chat, conn, args, claim)
+                        await _measure(into, counter, work, n, data_dir)
                         delivered += n
                         await _check(conn, delivered)
     finally:
@@ -355,6 +406,11 @@ def main() -> None:
         "--latency-ms", type=float, default=0.0, help="hold every emulator request this long (network)"
     )
     parser.add_argument("--compare", help="another integrations/relay.py to measure in the same run")
+    parser.add_argument(
+        "--claim-before",
+        action="store_true",
+        help="also measure this relay with the claim that walked every pending entry (WALKING_CLAIM)",
+    )
     args = parser.parse_args()
 
     from integrations.db.embedded import start_embedded_postgres
@@ -367,7 +423,7 @@ def main() -> None:
         try:
             upgrade(server.url)
             emulator, port = _start_emulator(token, args.latency_ms / 1000)
-            results = asyncio.run(_run(server.url, port, token, args))
+            results = asyncio.run(_run(server.url, server.data_dir, port, token, args))
         finally:
             if emulator is not None:
                 emulator.terminate()
@@ -384,8 +440,10 @@ def main() -> None:
     sequential = results[0]
     for r in results:
         per_msg_cpu = r.cpu_seconds / r.messages * 1e6 if r.messages else 0.0
+        per_msg_db = r.db_cpu_seconds / r.messages * 1e6 if r.messages else 0.0
         rounds = " ".join(f"{x:.0f}" for x in r.rates)
         line = f"  {r.name:34s} {r.rate:7.0f} deliveries/s  [{rounds}]  CPU {per_msg_cpu:5.0f} µs/msg"
+        line += f"  PostgreSQL {per_msg_db:5.0f} µs/msg"
         if not r.name.startswith("baseline"):
             line += (
                 f"  SQL {r.statements / r.messages:4.2f} stmt + {r.transactions / r.messages:4.2f} tx /msg"
@@ -393,6 +451,13 @@ def main() -> None:
                 f" {r.rate / concurrent.rate:4.0%} ({args.concurrency} in flight)"
             )
         print(line)
+    before = next((r for r in results if r.name == CLAIM_BEFORE), None)
+    if before is not None and before.rate:
+        now = next(r for r in results if r.name == "relay (this checkout)")
+        print(
+            f"  this checkout / claim before: {now.rate / before.rate:.1f}x deliveries/s,"
+            f" PostgreSQL CPU per message {before.db_cpu_seconds / max(now.db_cpu_seconds, 1e-9):.1f}x less"
+        )
 
 
 if __name__ == "__main__":

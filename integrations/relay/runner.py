@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from engine.effects import IN_ORDER, TEXTS, CreateChannel, kind_of, kinds
+from engine.effects import TEXTS, kinds
 from engine.errors import ChatGatewayError, ChatRateLimited
 from engine.ports import ChatGateway
 from integrations.db.base import is_unavailable
@@ -26,7 +26,7 @@ from integrations.effects.executor import Executor, Executors, Preparing, RelayC
 from integrations.effects.messages import PostMessageExecutor
 from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from
 from integrations.relay.outcomes import Dead, Done, GivenBack, Outcome, RetryAt, logged, settle
-from integrations.relay.statements import CLAIM, RELEASE, RENEW
+from integrations.relay.statements import RELEASE, RENEW, claim, claim_parameters
 
 log = structlog.get_logger("caremsg.relay")
 
@@ -180,21 +180,14 @@ class OutboxRelay:
 
     async def _claim(self) -> list[OutboxEntry]:
         """Lease a batch of due entries and, in the same transaction, let executors read for it."""
-        claim = self._settings.claim_kinds
+        parameters = claim_parameters(
+            lease=self._settings.lease_seconds,
+            limit=self._settings.batch_size,
+            only=self._settings.claim_kinds,
+            skip=self._settings.skip_kinds,
+        )
         async with self._ctx.sessions() as session, session.begin():
-            rows = (
-                await session.execute(
-                    CLAIM,
-                    {
-                        "lease": self._settings.lease_seconds,
-                        "limit": self._settings.batch_size,
-                        "creates_channel": kind_of(CreateChannel),
-                        "in_order": list(kinds(IN_ORDER)),
-                        "only": list(claim) if claim else None,
-                        "except": list(self._settings.skip_kinds),
-                    },
-                )
-            ).all()
+            rows = await claim(session, parameters)
             entries = sorted(
                 (
                     OutboxEntry(

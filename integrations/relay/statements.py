@@ -1,35 +1,165 @@
 """The relay's SQL: claim, settle, give back, renew. No statement spells an effect's kind: the kinds
-a statement needs arrive as bind parameters, derived from the effect types (engine/effects.py)."""
+a statement needs arrive as bind parameters, derived from the effect types (engine/effects.py).
+
+The claim is two statements run by :func:`claim`: :data:`CLAIM` walks the earliest pending entries
+only, and when it cannot fill a batch there, :data:`CLAIM_HEADS` takes the rest from the first
+pending entry of each conversation, so a claim never walks a whole backlog.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from collections.abc import Sequence
+from typing import Any
 
+from sqlalchemy import Row, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from engine.effects import IN_ORDER, CreateChannel, kind_of, kinds
 from integrations.db.uow import audit_insert_sql, audit_object_sql
 
-CLAIM = text(
-    """
-    UPDATE outbox SET lease_until = now() + make_interval(secs => :lease), attempts = attempts + 1
-    WHERE id IN (
-        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
-        WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+#: :data:`CLAIM` walks this many batches' worth of the earliest pending entries: enough to fill a
+#: batch when conversations are many (or several relays hold the first entries), few enough to stay
+#: cheap in front of a long backlog of one conversation.
+CLAIM_WINDOW_BATCHES = 4
+
+# A candidate (``o``, with its conversation ``c`` left-joined) is claimed when it is due, no relay
+# holds it, its conversation's channel exists (everything about a conversation waits for that, but
+# creating it) and it is of the kinds asked for. Which entries are candidates keeps the order (see
+# each claim): a conversation's messages are posted, and its texts sent, in the order they were
+# accepted, even after an outage (retries with jitter would shuffle them), so an entry of those
+# kinds waits for the earlier pending ones of its kind and conversation.
+_CLAIMABLE = """
+          o.status = 'pending' AND o.next_attempt_at <= now()
           AND (o.lease_until IS NULL OR o.lease_until < now())
-          -- everything about a conversation waits until its channel exists
           AND (o.kind = :creates_channel OR o.conversation_id IS NULL OR c.channel_state = 'ready')
-          -- a conversation's messages are posted, and its texts sent, in the order they were
-          -- accepted, even after an outage (retries with jitter would shuffle them): each waits for
-          -- the earlier ones of its kind (ix_outbox_pending_in_order answers this probe)
-          AND (o.conversation_id IS NULL OR NOT o.kind = ANY(CAST(:in_order AS text[])) OR NOT EXISTS (
-                SELECT 1 FROM outbox e WHERE e.status = 'pending' AND e.kind = o.kind
-                  AND e.conversation_id = o.conversation_id AND e.id < o.id))
           AND (CAST(:only AS text[]) IS NULL OR o.kind = ANY(CAST(:only AS text[])))
-          AND NOT o.kind = ANY(CAST(:except AS text[]))
+          AND NOT o.kind = ANY(CAST(:except AS text[]))"""
+
+_LEASE = "lease_until = now() + make_interval(secs => :lease), attempts = attempts + 1"
+_RETURNED = "id, kind, payload, attempts, conversation_id, message_id"
+
+#: Leases the earliest claimable entries (at most ``:limit``) in id order, FOR UPDATE SKIP LOCKED,
+#: among the first ``:window`` pending entries only. Every pending entry earlier than one in the
+#: window is in the window too, so whether an entry is the first pending one of its kind and
+#: conversation is read off the window itself, with no probe per entry. When conversations are many,
+#: their first entries come early in id order and the window fills the batch; behind a long backlog
+#: of one conversation it costs the window, not the backlog (walking the backlog, each entry probed
+#: for an earlier one, made draining N entries cost N² rows read).
+#:
+#: Besides the claimed rows it answers ONE row of NULLs when the window ended before the batch was
+#: full and more entries are pending beyond it: :func:`claim` then fills the batch with
+#: :data:`CLAIM_HEADS`, in the same transaction.
+CLAIM = text(
+    f"""
+    WITH earliest AS (
+        SELECT id, kind, conversation_id FROM outbox WHERE status = 'pending' ORDER BY id LIMIT :window
+    ), candidates AS (
+        SELECT id FROM (
+            SELECT id, kind, conversation_id,
+                   row_number() OVER (PARTITION BY kind, conversation_id ORDER BY id) AS nth
+            FROM earliest) w
+        WHERE nth = 1 OR conversation_id IS NULL OR NOT kind = ANY(CAST(:in_order AS text[]))
+    ), picked AS (
+        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
+        WHERE o.id = ANY(ARRAY(SELECT id FROM candidates)) AND {_CLAIMABLE}
         ORDER BY o.id
         LIMIT :limit
-        FOR UPDATE OF o SKIP LOCKED)
-    RETURNING id, kind, payload, attempts, conversation_id, message_id
-    """
+        FOR UPDATE OF o SKIP LOCKED
+    ), claimed AS (
+        UPDATE outbox SET {_LEASE} WHERE id IN (SELECT id FROM picked) RETURNING {_RETURNED}
+    )
+    SELECT {_RETURNED} FROM claimed
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL
+    WHERE (SELECT count(*) FROM picked) < :limit AND (SELECT count(*) FROM earliest) = :window
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
+
+#: The same claim over every pending entry, at a cost that grows with what can be claimed, not with
+#: the backlog. The candidates: the first pending entry of each (kind, conversation), found by
+#: skipping through ix_outbox_pending_in_order (kind, conversation_id, id) from one (kind,
+#: conversation) to the next, one index descent each (a "loose index scan"); and every later entry
+#: of a kind that keeps no order, or of no conversation. Of those it leases the earliest ``:limit``
+#: claimable in id order, FOR UPDATE SKIP LOCKED, as :data:`CLAIM` does; entries :data:`CLAIM` just
+#: leased in the same transaction are held, so not claimable again.
+CLAIM_HEADS = text(
+    f"""
+    WITH RECURSIVE firsts(kind, conversation_id, id) AS (
+        (SELECT kind, conversation_id, id FROM outbox WHERE status = 'pending'
+         ORDER BY kind, conversation_id, id LIMIT 1)
+        UNION ALL
+        SELECT n.kind, n.conversation_id, n.id FROM firsts f CROSS JOIN LATERAL (
+            (SELECT kind, conversation_id, id FROM outbox
+             WHERE status = 'pending' AND kind = f.kind AND conversation_id > f.conversation_id
+             ORDER BY kind, conversation_id, id LIMIT 1)
+            UNION ALL
+            -- a kind's entries of no conversation come last in the index (NULLS LAST)
+            (SELECT kind, conversation_id, id FROM outbox
+             WHERE status = 'pending' AND kind = f.kind AND conversation_id IS NULL
+               AND f.conversation_id IS NOT NULL
+             ORDER BY kind, conversation_id, id LIMIT 1)
+            UNION ALL
+            (SELECT kind, conversation_id, id FROM outbox
+             WHERE status = 'pending' AND kind > f.kind
+             ORDER BY kind, conversation_id, id LIMIT 1)
+            LIMIT 1) n
+    ), wanted AS (
+        SELECT * FROM firsts
+        WHERE (CAST(:only AS text[]) IS NULL OR kind = ANY(CAST(:only AS text[])))
+          AND NOT kind = ANY(CAST(:except AS text[]))
+    ), candidates AS (
+        SELECT id FROM wanted
+        UNION ALL
+        SELECT r.id FROM wanted f CROSS JOIN LATERAL (
+            -- the later entries of a kind that keeps no order
+            (SELECT id FROM outbox
+             WHERE status = 'pending' AND kind = f.kind AND conversation_id = f.conversation_id
+               AND id > f.id AND NOT f.kind = ANY(CAST(:in_order AS text[])))
+            UNION ALL
+            -- the later entries of no conversation
+            (SELECT id FROM outbox
+             WHERE status = 'pending' AND kind = f.kind AND conversation_id IS NULL
+               AND id > f.id AND f.conversation_id IS NULL)) r
+    ), picked AS (
+        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
+        WHERE o.id = ANY(ARRAY(SELECT id FROM candidates)) AND {_CLAIMABLE}
+        ORDER BY o.id
+        LIMIT :limit
+        FOR UPDATE OF o SKIP LOCKED
+    )
+    UPDATE outbox SET {_LEASE} WHERE id IN (SELECT id FROM picked) RETURNING {_RETURNED}
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
+)
+
+
+def claim_parameters(
+    *, lease: float, limit: int, only: Sequence[str] | None = None, skip: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The bind parameters of :data:`CLAIM` (and :data:`CLAIM_HEADS`): a batch of ``limit`` leased
+    for ``lease`` seconds, of the stored kinds ``only`` (None: every kind) and none of ``skip``."""
+    return {
+        "lease": lease,
+        "limit": limit,
+        "window": CLAIM_WINDOW_BATCHES * limit,
+        "creates_channel": kind_of(CreateChannel),
+        "in_order": list(kinds(IN_ORDER)),
+        "only": list(only) if only else None,
+        "except": list(skip),
+    }
+
+
+async def claim(session: AsyncSession, parameters: dict[str, Any]) -> list[Row[Any]]:
+    """Lease the earliest claimable entries, at most ``parameters["limit"]``, in the session's
+    transaction: the rows :data:`CLAIM` leases, then, when it says more lies beyond its window, what
+    :data:`CLAIM_HEADS` leases to fill the batch (in id order each; the caller sorts). Each statement
+    reads its own snapshot, so the pair leases what two claims in a row would."""
+    answered = (await session.execute(CLAIM, parameters)).all()
+    rows = [r for r in answered if r.id is not None]
+    if len(rows) < len(answered):
+        rest = {**parameters, "limit": parameters["limit"] - len(rows)}
+        rows += (await session.execute(CLAIM_HEADS, rest)).all()
+    return rows
+
 
 # One statement settles a wave: the outbox rows (finished, rescheduled, or given back untried) and,
 # for each entry it finishes, its audit record. Only rows this relay still holds are touched: still

@@ -232,8 +232,9 @@ class OutboxRow(SQLModel, table=True):
         # cancelled: an entry of a recalled message that had not gone out yet (migration 0024).
         CheckConstraint("status IN ('pending','done','failed','cancelled')", name="status"),
         Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
-        # The claim's "an earlier entry of this kind and conversation is still pending" probe, which
-        # keeps a conversation's posts and its texts in order (migration 0014).
+        # The first pending entry of each kind and conversation, which keeps a conversation's posts
+        # and its texts in order: the claim skips from one (kind, conversation) to the next through
+        # it (CLAIM_HEADS in integrations/relay/statements.py; migration 0014).
         Index(
             "ix_outbox_pending_in_order",
             "kind",
