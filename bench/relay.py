@@ -26,6 +26,10 @@ like in the service. Besides deliveries/s it prints this process's CPU time, Pos
 (the embedded server's processes) and the SQL statements and transactions per delivered message,
 the cost the relay puts on a process and a database it shares with the request handlers. Rate
 limits are lifted: plan limits pace delivery in production, here the relay's own cost is measured.
+
+Longer than 400 lines because its contenders (the gateway alone, the relay, the relay with the claim
+before, another revision's relay) share one seeding, one emulator and one way of counting CPU and
+statements, which keeps their figures comparable.
 """
 
 from __future__ import annotations
@@ -52,40 +56,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import TextClause, event, text
+from sqlalchemy import TextClause, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from bench.proc_cpu import cpu_seconds, postgres_pids
 from integrations.http_clients import http_client
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
+from tests.support.outbox_claims import WALKING_CLAIM
 
 BODY = "Checking in after discharge."
 CLAIM_BEFORE = "relay, claim before"
 SENDER = "bench_sender"
-
-#: The relay's claim before it skipped conversations' backlogs (``CLAIM`` in
-#: integrations/relay/statements.py at 0b7e917), kept for ``--claim-before``: it walks the pending
-#: entries in id order, probing each for an earlier one of its conversation, until its batch is full.
-WALKING_CLAIM = text(
-    """
-    UPDATE outbox SET lease_until = now() + make_interval(secs => :lease), attempts = attempts + 1
-    WHERE id IN (
-        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
-        WHERE o.status = 'pending' AND o.next_attempt_at <= now()
-          AND (o.lease_until IS NULL OR o.lease_until < now())
-          AND (o.kind = :creates_channel OR o.conversation_id IS NULL OR c.channel_state = 'ready')
-          AND (o.conversation_id IS NULL OR NOT o.kind = ANY(CAST(:in_order AS text[])) OR NOT EXISTS (
-                SELECT 1 FROM outbox e WHERE e.status = 'pending' AND e.kind = o.kind
-                  AND e.conversation_id = o.conversation_id AND e.id < o.id))
-          AND (CAST(:only AS text[]) IS NULL OR o.kind = ANY(CAST(:only AS text[])))
-          AND NOT o.kind = ANY(CAST(:except AS text[]))
-        ORDER BY o.id
-        LIMIT :limit
-        FOR UPDATE OF o SKIP LOCKED)
-    RETURNING id, kind, payload, attempts, conversation_id, message_id
-    """
-)
 
 
 def _serve_emulator(token: str, latency: float, ready: Any) -> None:

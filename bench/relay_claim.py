@@ -12,7 +12,7 @@ entries (``VACUUM ANALYZE`` after seeding, as autovacuum would):
   lie far apart in id order.
 
 Each claim (batch 20) runs three times in a transaction rolled back: **before** is
-``WALKING_CLAIM`` (``bench/relay.py``, the single statement the claim was), **now** is
+``WALKING_CLAIM`` (``tests/support/outbox_claims.py``, the single statement the claim was), **now** is
 ``integrations.relay.statements.claim``'s statements (``CLAIM`` and, when it says more lies beyond its
 window, ``CLAIM_HEADS``). Printed per claim: the best execution time, planning time, rows read from
 ``outbox`` (returned or filtered out, by every plan node, times its loops), shared buffers touched,
@@ -37,8 +37,8 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bench.http_harness import embedded_database
-from bench.relay import WALKING_CLAIM
 from integrations.relay.statements import CLAIM, CLAIM_HEADS, claim_parameters
+from tests.support.outbox_claims import WALKING_CLAIM, outbox_rows_read
 
 HISTORY_CONVERSATIONS = 3_000
 HISTORY_ENTRIES = 30_000
@@ -88,14 +88,6 @@ async def _seed(conn: AsyncConnection, layout: str, backlog: int) -> None:
     )
 
 
-def _rows_read(plan: dict[str, Any]) -> int:
-    own = 0
-    if plan.get("Relation Name") == "outbox":
-        kept = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
-        own = (kept + plan.get("Rows Removed by Index Recheck", 0)) * plan.get("Actual Loops", 1)
-    return int(own) + sum(_rows_read(child) for child in plan.get("Plans", []))
-
-
 async def _explain(
     conn: AsyncConnection, statement: TextClause, parameters: dict[str, Any], into: Measured
 ) -> None:
@@ -103,7 +95,7 @@ async def _explain(
     plan = (await conn.execute(explained, parameters)).scalar_one()[0]
     into.execution_ms += plan["Execution Time"]
     into.planning_ms += plan["Planning Time"]
-    into.rows_read += _rows_read(plan["Plan"])
+    into.rows_read += outbox_rows_read(plan["Plan"])
     into.buffers += plan["Plan"].get("Shared Hit Blocks", 0) + plan["Plan"].get("Shared Read Blocks", 0)
     into.statements += 1
 

@@ -35,6 +35,14 @@ _CLAIMABLE = """
           AND (CAST(:only AS text[]) IS NULL OR o.kind = ANY(CAST(:only AS text[])))
           AND NOT o.kind = ANY(CAST(:except AS text[]))"""
 
+#: Of the ``candidates`` (ids), the earliest ``:limit`` claimable ones, locked (another relay's are skipped).
+_PICKED = f"""
+        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
+        WHERE o.id = ANY(ARRAY(SELECT id FROM candidates)) AND {_CLAIMABLE}
+        ORDER BY o.id
+        LIMIT :limit
+        FOR UPDATE OF o SKIP LOCKED"""  # noqa: S608 - assembled from constants
+
 _LEASE = "lease_until = now() + make_interval(secs => :lease), attempts = attempts + 1"
 _RETURNED = "id, kind, payload, attempts, conversation_id, message_id"
 
@@ -59,12 +67,7 @@ CLAIM = text(
                    row_number() OVER (PARTITION BY kind, conversation_id ORDER BY id) AS nth
             FROM earliest) w
         WHERE nth = 1 OR conversation_id IS NULL OR NOT kind = ANY(CAST(:in_order AS text[]))
-    ), picked AS (
-        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
-        WHERE o.id = ANY(ARRAY(SELECT id FROM candidates)) AND {_CLAIMABLE}
-        ORDER BY o.id
-        LIMIT :limit
-        FOR UPDATE OF o SKIP LOCKED
+    ), picked AS ({_PICKED}
     ), claimed AS (
         UPDATE outbox SET {_LEASE} WHERE id IN (SELECT id FROM picked) RETURNING {_RETURNED}
     )
@@ -120,12 +123,7 @@ CLAIM_HEADS = text(
             (SELECT id FROM outbox
              WHERE status = 'pending' AND kind = f.kind AND conversation_id IS NULL
                AND id > f.id AND f.conversation_id IS NULL)) r
-    ), picked AS (
-        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
-        WHERE o.id = ANY(ARRAY(SELECT id FROM candidates)) AND {_CLAIMABLE}
-        ORDER BY o.id
-        LIMIT :limit
-        FOR UPDATE OF o SKIP LOCKED
+    ), picked AS ({_PICKED}
     )
     UPDATE outbox SET {_LEASE} WHERE id IN (SELECT id FROM picked) RETURNING {_RETURNED}
     """  # noqa: S608 - assembled from constants; every value is a bound parameter

@@ -27,28 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from integrations.relay.runner import TEXT_KINDS
 from integrations.relay.statements import CLAIM, CLAIM_HEADS, claim, claim_parameters
-
-#: The claim as it was until it learnt to skip a conversation's backlog (``CLAIM`` at 0b7e917): one
-#: statement walking every pending entry in id order. What it leases is what the claim must lease.
-WALKING_CLAIM = text(
-    """
-    UPDATE outbox SET lease_until = now() + make_interval(secs => :lease), attempts = attempts + 1
-    WHERE id IN (
-        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
-        WHERE o.status = 'pending' AND o.next_attempt_at <= now()
-          AND (o.lease_until IS NULL OR o.lease_until < now())
-          AND (o.kind = :creates_channel OR o.conversation_id IS NULL OR c.channel_state = 'ready')
-          AND (o.conversation_id IS NULL OR NOT o.kind = ANY(CAST(:in_order AS text[])) OR NOT EXISTS (
-                SELECT 1 FROM outbox e WHERE e.status = 'pending' AND e.kind = o.kind
-                  AND e.conversation_id = o.conversation_id AND e.id < o.id))
-          AND (CAST(:only AS text[]) IS NULL OR o.kind = ANY(CAST(:only AS text[])))
-          AND NOT o.kind = ANY(CAST(:except AS text[]))
-        ORDER BY o.id
-        LIMIT :limit
-        FOR UPDATE OF o SKIP LOCKED)
-    RETURNING id
-    """
-)
+from tests.support.outbox_claims import WALKING_CLAIM, outbox_rows_read
 
 #: Stored kinds of each sort: ordered (posts, files, texts), unordered, and two no effect has (the
 #: relay claims those too, and dead-letters them).
@@ -247,19 +226,10 @@ async def test_a_claim_skips_the_entries_another_relay_is_claiming_and_takes_the
         await engine.dispose()
 
 
-def _rows_read(plan: dict[str, Any]) -> int:
-    """Rows the plan's nodes read from ``outbox``: returned or filtered out, times their loops."""
-    own = 0
-    if plan.get("Relation Name") == "outbox":
-        kept = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
-        own = (kept + plan.get("Rows Removed by Index Recheck", 0)) * plan.get("Actual Loops", 1)
-    return int(own) + sum(_rows_read(child) for child in plan.get("Plans", []))
-
-
 async def _read_by(session: AsyncSession, statement: TextClause, parameters: dict[str, Any]) -> int:
     explained = f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.text}"
     plan = (await session.execute(text(explained), parameters)).scalar_one()
-    return _rows_read(plan[0]["Plan"])
+    return outbox_rows_read(plan[0]["Plan"])
 
 
 @pytest.mark.parametrize("backlog", [2_000, 5_000])
