@@ -284,6 +284,8 @@ class Relays:
 
     def __init__(self, relays: Sequence[OutboxRelay]) -> None:
         self.relays = tuple(relays)
+        #: The task running them, once :meth:`run` has started (the app's, which it stops).
+        self.task: asyncio.Task[None] | None = None
 
     @property
     def retries(self) -> int:
@@ -296,6 +298,7 @@ class Relays:
 
     async def run(self) -> None:
         """Run every relay until cancelled (each waits outages out by itself)."""
+        self.task = asyncio.current_task()
         await asyncio.gather(*(relay.run() for relay in self.relays))
 
 

@@ -33,6 +33,7 @@ from tests.support.messaging import (
     emulator,
     send,
     settled_deliveries,
+    stop_app_relay,
     texts,
     twilio,
 )
@@ -55,17 +56,6 @@ async def api(aiohttp_client: Any, settings: Settings, dedup_mode: DedupMode) ->
     api = Api(await aiohttp_client(create_app(settings)))
     emulator(api).dedup_mode = dedup_mode
     return api
-
-
-def _app_relay_task() -> asyncio.Task[Any]:
-    return next(t for t in asyncio.all_tasks() if t.get_name() == "outbox-relay" and not t.done())
-
-
-async def _stop_app_relay() -> None:
-    task = _app_relay_task()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 class CountingChat:
@@ -189,7 +179,7 @@ async def test_a_relay_killed_mid_delivery_is_finished_by_another_exactly_once(
     status, accepted = await send(api, team.peer, team.conversation_id, "mid-flight")
     assert status == 202, accepted
     await eventually(lambda: _async(emulator(api).requests("POST", path)), "the post to be in flight")
-    await _stop_app_relay()  # killed while waiting for the answer
+    await stop_app_relay(api.app)  # killed while waiting for the answer
     emulator(api).faults.release_hangs()  # then Sendbird gets to the post
     # The killed relay's lease runs out a minute later, long after its request ended one way or the
     # other (here: it took effect). Wait for that, then move the lease instead of waiting for it.
@@ -218,7 +208,7 @@ async def test_two_relays_on_one_database_post_every_message_exactly_once(api: A
     )
     assert status == 201, other
     await eventually(lambda: _channel_ready(api, team.peer, other["id"]), "the second channel")
-    await _stop_app_relay()
+    await stop_app_relay(api.app)
     ids: dict[str, list[int]] = {team.conversation["channelUrl"]: [], other["channelUrl"]: []}
     for i in range(N):
         for conversation_id, channel in (

@@ -35,6 +35,7 @@ from tests.support.messaging import (
     care_team,
     emulator,
     send,
+    stop_app_relay,
     texts,
     twilio,
 )
@@ -58,13 +59,6 @@ async def impatient_sessions(database_url: str) -> AsyncIterator[async_sessionma
         yield async_sessionmaker(engine, expire_on_commit=False)
     finally:
         await engine.dispose()
-
-
-async def _stop_app_relay() -> None:
-    task = next(t for t in asyncio.all_tasks() if t.get_name() == "outbox-relay" and not t.done())
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def _relay(
@@ -98,7 +92,7 @@ async def _conversations(api: Api, count: int) -> tuple[Person, list[dict[str, A
             return status == 200 and bool(body["channelState"] == "ready")
 
         await eventually(ready, "the channel to be ready")
-    await _stop_app_relay()
+    await stop_app_relay(api.app)
     return nurse, conversations
 
 
@@ -352,7 +346,7 @@ async def test_a_conversations_chat_post_being_retried_does_not_hold_up_its_text
     api: Api, db: asyncpg.Connection
 ) -> None:
     team = await care_team(api)  # one external participant: a message is a chat post and a text
-    await _stop_app_relay()
+    await stop_app_relay(api.app)
     message_id = await _accepted(api, team.peer, team.conversation_id, "See you Tuesday.")
     emulator(api).faults.fail_next(1)  # the chat post gets 503
     relay = _relay(api, base_backoff=0.3, max_backoff=0.3)
@@ -405,7 +399,7 @@ async def test_a_conversations_texts_go_out_in_the_order_accepted_even_when_one_
     api: Api, db: asyncpg.Connection
 ) -> None:
     team = await care_team(api)
-    await _stop_app_relay()
+    await stop_app_relay(api.app)
     ids = [await _accepted(api, team.peer, team.conversation_id, f"message {i}") for i in range(3)]
     text_relay = _relay(api, claim_kinds=TEXT_KINDS, base_backoff=0.2, max_backoff=0.2)
     twilio(api).state.faults.fail_next(1)  # the first text gets 503 and must wait its backoff

@@ -19,7 +19,7 @@ from handlers.keys import chat_key, sessions_key
 from handlers.settings import Settings
 from integrations.relay import OutboxRelay, RelaySettings
 from tests.support.api import Api
-from tests.support.messaging import emulator, send
+from tests.support.messaging import emulator, send, stop_app_relay
 from tests.support.polling import eventually
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -52,13 +52,6 @@ async def api(aiohttp_client: Any, settings: Settings) -> Api:
     return Api(await aiohttp_client(create_app(settings)))
 
 
-async def _stop_app_relay() -> None:
-    task = next(t for t in asyncio.all_tasks() if t.get_name() == "outbox-relay" and not t.done())
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 async def test_a_killed_relays_entries_are_delivered_by_another_within_seconds(
     api: Api, settings: Settings, db: asyncpg.Connection
 ) -> None:
@@ -75,7 +68,7 @@ async def test_a_killed_relays_entries_are_delivered_by_another_within_seconds(
         return bool(body["channelState"] == "ready")
 
     await eventually(channel_ready, "the channel to be ready")
-    await _stop_app_relay()
+    await stop_app_relay(api.app)
     status, accepted = await send(api, nurse, conversation["id"], "Vitals are stable.")
     assert status == 202, accepted
     lease = "SELECT lease_until > now() FROM outbox WHERE message_id = $1 AND status = 'pending'"

@@ -3,14 +3,17 @@ the app's own webhook endpoints, sends, their deliveries and the texts that went
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
-from handlers.keys import emulator_key, twilio_emulator_key
+from handlers.keys import emulator_key, relay_key, twilio_emulator_key
 from integrations.sendbird_emulator import EmulatorState, RunningEmulator
 from integrations.twilio_emulator import EmulatedSms, RunningTwilioEmulator
 from tests.support.api import Api, Person
@@ -219,3 +222,13 @@ def staff_post(
         },
         "channel": {"channel_url": team.conversation["channelUrl"], "name": "Care", "custom_type": ""},
     }
+
+
+async def stop_app_relay(app: web.Application) -> None:
+    """Stop ``app``'s outbox relay (its task, not any relay's: other apps may be running on the
+    test's event loop): what the app accepts from now on stays in the outbox for the test."""
+    task = app[relay_key].task
+    assert task is not None, "the app's relay has not started"
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
