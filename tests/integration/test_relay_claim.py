@@ -33,6 +33,8 @@ from tests.support.outbox_claims import WALKING_CLAIM, outbox_rows_read
 #: relay claims those too, and dead-letters them).
 KINDS = ("send_message", "send_file", "send_sms", "ensure_channel", "invite_members", "post_sms_reply")
 UNKNOWN_KINDS = ("aa_retired", "zz_retired")
+#: The kind of the entries the two-relay test commits: no other test's entries are of it.
+OWN_KIND = "zz_claim_test"
 
 
 @pytest.fixture
@@ -201,10 +203,13 @@ async def test_a_claim_skips_the_entries_another_relay_is_claiming_and_takes_the
             await setup.execute(text("SET LOCAL session_replication_role = replica"))
             conversations = [await _conversation(setup) for _ in range(31)]
             # A backlog filling the first statement's window, then 30 conversations' single posts.
-            mine += await _entries(setup, "send_message", conversations[0], 120)
+            mine += await _entries(setup, OWN_KIND, conversations[0], 120)
             for conversation in conversations[1:]:
-                mine += await _entries(setup, "send_message", conversation)
-        parameters = claim_parameters(lease=10, limit=20)
+                mine += await _entries(setup, OWN_KIND, conversation)
+        # These entries are committed, on a database other tests have left pending entries in: the
+        # claims take this test's kind alone, kept in order as a post's kind is.
+        kept = claim_parameters(lease=10, limit=20, only=[OWN_KIND])
+        parameters = {**kept, "in_order": [*kept["in_order"], OWN_KIND]}
         async with AsyncSession(engine) as first, first.begin():
             held = {row.id for row in await claim(first, parameters)}
             async with AsyncSession(engine) as second, second.begin():
