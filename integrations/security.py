@@ -26,15 +26,21 @@ ALGORITHMS = ["HS256"]
 TOKEN_TYPE = "access"  # noqa: S105 - a claim value, not a secret
 
 
+@functools.cache
+def _no_account_hash(time_cost: int, memory_kib: int) -> str:
+    """What an unknown email is verified against: a hash of this cost, so it costs what a real
+    account's costs (a fixed hash of other parameters would take another time, which tells whether
+    an account exists). Made once per process and cost (~0.1 s of CPU at the default cost), not at
+    every app start."""
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib).hash(secrets.token_urlsafe(16))
+
+
 class Argon2Passwords:
     """argon2id with the library's defaults; each hash costs ~0.1 s of CPU, so it runs in a thread."""
 
     def __init__(self, *, time_cost: int = 3, memory_kib: int = 65536) -> None:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
-        # What an unknown email is verified against: a hash of this hasher's cost, so it costs what
-        # a real account's costs (a fixed hash of other parameters would take another time, which
-        # tells whether an account exists). Made once, with the cost it equalises.
-        self._no_account_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._no_account_hash = _no_account_hash(time_cost, memory_kib)
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
