@@ -112,17 +112,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slowest modules first (``SLOWEST_FIRST``; a stable sort, so each module's tests keep their
-    order), every worker alike, as xdist requires.
-
-    Schemathesis names each operation's test ``test_x[GET /path]`` but gives them all one node id;
-    pytest-xdist tells items apart by node id (it would run one of them), so the name's operation goes
-    into the id too."""
+    order), every worker alike, as xdist requires."""
     rank = {path: index for index, path in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
-    for item in items:
-        operation = item.name.partition("[")[2].removesuffix("]")
-        if operation and not item.nodeid.endswith(item.name):
-            item._id = item.id.with_params(operation)  # pytest 9 keeps the id in _id (a NodeId)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ input refused, methods and authentication as documented).
 
 This module takes every operation but the clinical ones (``tests.support.fuzz.CLINICAL``), which
 tests/api/test_schemathesis_clinical.py takes: two modules, so that two workers share them. The
-document, the checks and the served app are in tests/support/fuzz.py.
+document, the checks and the served app are in tests/support/fuzz.py. The schema comes from a fixture
+(``schemathesis.pytest.from_fixture``): each operation is a subtest of one test, and its cases are
+built when the test runs, on the one worker that runs it, not while every worker collects.
 
 The budget is ``CAREMSG_SCHEMATHESIS_EXAMPLES`` examples per operation (default 10); raise it for a
 deeper run. The app runs in a thread of its own, with its own event loop, because schemathesis'
@@ -25,10 +27,16 @@ from typing import Any
 
 import pytest
 import schemathesis
+from schemathesis.schemas import BaseSchema
 
-from tests.support.fuzz import CLINICAL, DOCUMENT, FUZZ_SETTINGS, Served, call_and_validate, serving
+from tests.support.fuzz import CLINICAL, FUZZ_SETTINGS, Served, call_and_validate, fuzzed_schema, serving
 
-schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path_regex=CLINICAL)
+schema = schemathesis.pytest.from_fixture("fuzzed").exclude(path_regex=CLINICAL)
+
+
+@pytest.fixture
+def fuzzed(request: pytest.FixtureRequest) -> BaseSchema:
+    return fuzzed_schema(request.node)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +46,7 @@ def served(database_url: str) -> Iterator[Served]:
         yield served
 
 
-@schema.parametrize()
 @FUZZ_SETTINGS
+@schema.parametrize()
 def test_the_api_answers_every_generated_request_as_its_document_says(case: Any, served: Served) -> None:
     call_and_validate(case, served)

@@ -10,10 +10,16 @@ from typing import Any
 
 import pytest
 import schemathesis
+from schemathesis.schemas import BaseSchema
 
-from tests.support.fuzz import CLINICAL, DOCUMENT, FUZZ_SETTINGS, Served, call_and_validate, serving
+from tests.support.fuzz import CLINICAL, FUZZ_SETTINGS, Served, call_and_validate, fuzzed_schema, serving
 
-schema = schemathesis.openapi.from_dict(DOCUMENT).include(path_regex=CLINICAL)
+schema = schemathesis.pytest.from_fixture("fuzzed").include(path_regex=CLINICAL)
+
+
+@pytest.fixture
+def fuzzed(request: pytest.FixtureRequest) -> BaseSchema:
+    return fuzzed_schema(request.node)
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +29,8 @@ def served(database_url: str) -> Iterator[Served]:
         yield served
 
 
-@schema.parametrize()
 @FUZZ_SETTINGS
+@schema.parametrize()
 def test_the_clinical_operations_answer_every_generated_request_as_documented(
     case: Any, served: Served
 ) -> None:
