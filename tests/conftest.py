@@ -110,6 +110,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(stop)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (every module imported, every test item) lives until the process ends:
+    frozen, the collector never walks it again (a full collection walked it each time, and pytest
+    collects twice more at the end)."""
+    gc.freeze()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slowest modules first (``SLOWEST_FIRST``; a stable sort, so each module's tests keep their
     order), every worker alike, as xdist requires."""
