@@ -12,7 +12,8 @@ transaction, none of which walks a backlog:
    before any gets a second, so a long backlog of one conversation never keeps another waiting;
 2. when the batch still has room, :data:`CLAIM_LATER` fills it with the next entries of the
    conversations whose head was just leased, round-robin (every such conversation's second entry,
-   then every third, ...), each conversation's stopping at the first it may not take.
+   then every third, ...), each conversation's run ending at the first entry it may not take
+   (one not claimable, or one another relay's claim holds).
 """
 
 from __future__ import annotations
