@@ -2,7 +2,7 @@
 the same N messages posted straight to the Sendbird emulator (no database at all) in the same run.
 
     python bench/relay.py [--messages 2000] [--conversations 50] [--rounds 3] [--concurrency 8]
-                          [--latency-ms 0] [--compare OLD_RELAY.py] [--claim-before]
+                          [--latency-ms 0] [--compare OLD_RELAY.py] [--claim-before] [--heads-only]
 
 A throwaway embedded PostgreSQL is migrated and seeded with one sender and M ready conversations
 (their channels exist in the emulator). Each round, for each contender in turn:
@@ -19,6 +19,10 @@ A throwaway embedded PostgreSQL is migrated and seeded with one sender and M rea
   claim learnt to skip a conversation's backlog (:data:`WALKING_CLAIM`, one statement that walks
   every pending entry in id order). With ``--conversations 1`` every entry waits behind the one
   before it: a backlog of N in one conversation, drained.
+- **heads only** (``--heads-only``): this checkout's relay with the claim it had before it took a
+  conversation's next entries with its first (``heads_claim`` in tests/support/outbox_claims.py:
+  each conversation's first pending entry only, so one conversation's backlog drains one entry
+  per claim).
 
 The emulator runs in a process of its own (Sendbird's work is not on our CPU), answering at once
 unless ``--latency-ms`` holds each request for a network round trip; the relay runs in this process,
@@ -45,7 +49,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
@@ -56,17 +60,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import TextClause, event
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from bench.proc_cpu import cpu_seconds, postgres_pids
 from integrations.http_clients import http_client
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
-from tests.support.outbox_claims import WALKING_CLAIM
+from tests.support.outbox_claims import heads_claim, walking_claim
 
 BODY = "Checking in after discharge."
 CLAIM_BEFORE = "relay, claim before"
+HEADS_ONLY = "relay, heads only"
+#: The claims other than this checkout's that the relay is measured with, by contender.
+OLD_CLAIMS = {CLAIM_BEFORE: walking_claim, HEADS_ONLY: heads_claim}
 SENDER = "bench_sender"
 
 
@@ -267,27 +274,26 @@ async def _relay(
     chat: SendbirdChatGateway,
     conn: asyncpg.Connection,
     args: argparse.Namespace,
-    claim: TextClause | None = None,
+    claim: Callable[..., Awaitable[Any]] | None = None,
 ) -> None:
     names = {f.name for f in dataclasses.fields(module.RelaySettings)}
     options: dict[str, Any] = {"batch_size": args.batch_size}
     if "concurrency" in names:
         options["concurrency"] = args.concurrency
     relay = module.OutboxRelay(sessions, chat, module.RelaySettings(**options))
-    statements = sys.modules[f"{module.__name__}.statements"] if claim is not None else None
-    kept = statements.CLAIM if statements is not None else None
+    runner = sys.modules[f"{module.__name__}.runner"] if claim is not None else None
+    kept = runner.claim if runner is not None else None
     try:
-        if statements is not None:
-            # It answers no "more beyond the window" row, so CLAIM_HEADS never runs.
-            statements.CLAIM = claim
+        if runner is not None:
+            runner.claim = claim  # what the relay's cycle calls to claim a batch
         while True:
             if await relay.run_once() == 0:
                 if not await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'"):
                     return
                 await asyncio.sleep(0.01)  # only if something is waiting out a retry
     finally:
-        if statements is not None:
-            statements.CLAIM = kept
+        if runner is not None:
+            runner.claim = kept
 
 
 async def _check(conn: asyncpg.Connection, messages: int) -> None:
@@ -336,6 +342,8 @@ async def _run(
     ]
     if args.claim_before:
         contenders.append((CLAIM_BEFORE, _load_relay(None)))
+    if args.heads_only:
+        contenders.append((HEADS_ONLY, _load_relay(None)))
     if args.compare:
         contenders.append((f"relay ({Path(args.compare).name})", _load_relay(args.compare)))
     results = {name: Result(name) for name, _ in contenders}
@@ -362,7 +370,7 @@ async def _run(
                         await _measure(into, counter, _baseline(chat, setup, n, in_flight), n, data_dir)
                     else:
                         await _seed(conn, setup, n)
-                        claim = WALKING_CLAIM if name == CLAIM_BEFORE else None
+                        claim = OLD_CLAIMS.get(name)
                         work = _relay(module, sessions, chat, conn, args, claim)
                         await _measure(into, counter, work, n, data_dir)
                         delivered += n
@@ -392,6 +400,11 @@ def main() -> None:
         "--claim-before",
         action="store_true",
         help="also measure this relay with the claim that walked every pending entry (WALKING_CLAIM)",
+    )
+    parser.add_argument(
+        "--heads-only",
+        action="store_true",
+        help="also measure this relay with the claim that took a conversation's first entry alone",
     )
     args = parser.parse_args()
 
@@ -433,12 +446,13 @@ def main() -> None:
                 f" {r.rate / concurrent.rate:4.0%} ({args.concurrency} in flight)"
             )
         print(line)
-    before = next((r for r in results if r.name == CLAIM_BEFORE), None)
-    if before is not None and before.rate:
-        now = next(r for r in results if r.name == "relay (this checkout)")
+    now = next(r for r in results if r.name == "relay (this checkout)")
+    for before in (r for r in results if r.name in OLD_CLAIMS and r.rate):
         print(
-            f"  this checkout / claim before: {now.rate / before.rate:.1f}x deliveries/s,"
-            f" PostgreSQL CPU per message {before.db_cpu_seconds / max(now.db_cpu_seconds, 1e-9):.1f}x less"
+            f"  this checkout / {before.name.removeprefix('relay, ')}:"
+            f" {now.rate / before.rate:.1f}x deliveries/s,"
+            f" CPU per message {before.cpu_seconds / max(now.cpu_seconds, 1e-9):.1f}x less (relay),"
+            f" {before.db_cpu_seconds / max(now.db_cpu_seconds, 1e-9):.1f}x less (PostgreSQL)"
         )
 
 

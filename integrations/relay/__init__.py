@@ -42,9 +42,17 @@ every database round trip it saves is CPU the handlers get back. Per batch of cl
   conversation's entries go out strictly one after the other. A lane stops at an entry that must
   be retried, and its later entries are given back untried (their attempt not counted), so nothing
   of a conversation overtakes what was accepted before it. Across batches and relays the claim
-  keeps the order: it lets only a conversation's oldest pending post (and oldest pending text) in,
-  and finds those without reading the entries queued behind them (``statements.py``: a backlog of
-  thousands in one conversation costs a claim the same as none);
+  keeps the order: it leases a conversation's posts (and its texts) only as a contiguous prefix of
+  its pending ones, an entry only with every earlier pending one of its kind leased by the same
+  claim, so none can go out before one that another relay holds, or one waiting out a retry.
+  Every conversation with something to deliver gets its first entry into a batch before any gets
+  a second; the room left goes to the next entries of those conversations, round-robin, so one
+  busy conversation drains a whole batch per claim and several share it. None of this reads the
+  entries queued behind a batch's worth (``statements.py``: a backlog of thousands in one
+  conversation costs a claim the same as none). An entry leased counts as being delivered for
+  a recall (``integrations/db/recalls.py``: not cancelled, its channel copy deleted once it
+  lands), so behind a backlog up to a batch of a conversation's entries are past recalling,
+  where only its first one was when a claim took one entry of a conversation;
 - each wave is settled in ONE transaction: one statement updates every outbox row of the wave and
   inserts the ``delivery.*`` audit record of each entry it finishes, and each executor records
   the wave's outcomes of its effects with multi-row statements (its ``settle``).

@@ -1,9 +1,19 @@
 """The relay's SQL: claim, settle, give back, renew. No statement spells an effect's kind: the kinds
 a statement needs arrive as bind parameters, derived from the effect types (engine/effects.py).
 
-The claim is two statements run by :func:`claim`: :data:`CLAIM` walks the earliest pending entries
-only, and when it cannot fill a batch there, :data:`CLAIM_HEADS` takes the rest from the first
-pending entry of each conversation, so a claim never walks a whole backlog.
+A claim leases, for the kinds that keep their order (posts, files, texts), a conversation's earliest
+pending entries as a contiguous prefix: an entry only with every earlier pending entry of its kind
+and conversation leased by the same claim. It is up to three statements, run by :func:`claim` in one
+transaction, none of which walks a backlog:
+
+1. the heads, as the claim always leased them: :data:`CLAIM` walks the earliest pending entries only,
+   and when it cannot fill a batch there, :data:`CLAIM_HEADS` takes the rest from the first pending
+   entry of each conversation. Each conversation with something claimable gets its first entry
+   before any gets a second, so a long backlog of one conversation never keeps another waiting;
+2. when the batch still has room, :data:`CLAIM_LATER` fills it with the next entries of the
+   conversations whose head was just leased, round-robin (every such conversation's second entry,
+   then every third, ...), each conversation's run ending at the first entry it may not take
+   (one not claimable, or one another relay's claim holds).
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ CLAIM_WINDOW_BATCHES = 4
 # creating it) and it is of the kinds asked for. Which entries are candidates keeps the order (see
 # each claim): a conversation's messages are posted, and its texts sent, in the order they were
 # accepted, even after an outage (retries with jitter would shuffle them), so an entry of those
-# kinds waits for the earlier pending ones of its kind and conversation.
+# kinds is leased only together with every earlier pending one of its kind and conversation.
 _CLAIMABLE = """
           o.status = 'pending' AND o.next_attempt_at <= now()
           AND (o.lease_until IS NULL OR o.lease_until < now())
@@ -130,6 +140,54 @@ CLAIM_HEADS = text(
 )
 
 
+#: The next entries of the conversations whose first pending entry (of a kind that keeps its order)
+#: this claim has just leased (``:heads``: the ids :data:`CLAIM` and :data:`CLAIM_HEADS` leased), at
+#: most ``:limit`` in all. The candidates are each head's next pending entries of its kind and
+#: conversation, at most ``:limit`` each, read through ix_outbox_pending_in_order: the queue behind
+#: the head, never the backlog behind that. The claimable ones are locked FOR UPDATE SKIP LOCKED,
+#: and a conversation's run ends at the first candidate not locked (not claimable, or another
+#: relay's claim holds it): an entry is leased only when every earlier pending entry of its kind and
+#: conversation is leased by this claim. Of the runs, the batch takes every conversation's second
+#: entry first, then every third, ... (ties in id order): conversations share the room evenly and
+#: a wave (one entry of each) stays full. Candidates locked past the end of a run stay locked, not
+#: leased, until the claim commits; another relay could not have taken them either.
+CLAIM_LATER = text(
+    f"""
+    WITH heads AS (
+        SELECT id, kind, conversation_id FROM outbox
+        WHERE id = ANY(CAST(:heads AS integer[])) AND status = 'pending'
+          AND conversation_id IS NOT NULL AND kind = ANY(CAST(:in_order AS text[]))
+    ), later AS (
+        SELECT l.id, h.id AS head, row_number() OVER (PARTITION BY h.id ORDER BY l.id) AS nth
+        FROM heads h CROSS JOIN LATERAL (
+            -- its kind and conversation, after it: spelt as a range of ix_outbox_pending_in_order
+            -- (with "conversation_id = ..." the planner may read the whole conversation through
+            -- the index on conversation_id, and sort it)
+            SELECT id FROM outbox
+            WHERE status = 'pending'
+              AND (kind, conversation_id, id) > (h.kind, h.conversation_id, h.id)
+              AND (kind, conversation_id) <= (h.kind, h.conversation_id)
+            ORDER BY kind, conversation_id, id
+            LIMIT :limit) l
+    ), locked AS (
+        SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
+        WHERE o.id = ANY(ARRAY(SELECT id FROM later)) AND {_CLAIMABLE}
+        FOR UPDATE OF o SKIP LOCKED
+    ), picked AS (
+        SELECT id FROM (
+            SELECT later.id, later.nth,
+                   bool_and(locked.id IS NOT NULL) OVER (PARTITION BY later.head ORDER BY later.nth) AS run
+            FROM later LEFT JOIN locked ON locked.id = later.id) r
+        WHERE run
+        ORDER BY nth, id
+        LIMIT :limit
+    )
+    -- (not "IN (SELECT ...)": planned as a hash join, that reads the whole pending outbox)
+    UPDATE outbox SET {_LEASE} WHERE id = ANY(ARRAY(SELECT id FROM picked)) RETURNING {_RETURNED}
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
+)
+
+
 def claim_parameters(
     *, lease: float, limit: int, only: Sequence[str] | None = None, skip: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -148,14 +206,21 @@ def claim_parameters(
 
 async def claim(session: AsyncSession, parameters: dict[str, Any]) -> list[Row[Any]]:
     """Lease the earliest claimable entries, at most ``parameters["limit"]``, in the session's
-    transaction: the rows :data:`CLAIM` leases, then, when it says more lies beyond its window, what
-    :data:`CLAIM_HEADS` leases to fill the batch (in id order each; the caller sorts). Each statement
-    reads its own snapshot, so the pair leases what two claims in a row would."""
+    transaction: the heads (the rows :data:`CLAIM` leases, then, when it says more lies beyond its
+    window, what :data:`CLAIM_HEADS` leases to fill the batch), then, while the batch has room, what
+    :data:`CLAIM_LATER` leases behind the heads of the ordered kinds (in id order each; the caller
+    sorts). Each statement reads its own snapshot, so they lease what claims in a row would, but
+    that a later entry is leased only with the head leased just before it."""
     answered = (await session.execute(CLAIM, parameters)).all()
     rows = [r for r in answered if r.id is not None]
     if len(rows) < len(answered):
         rest = {**parameters, "limit": parameters["limit"] - len(rows)}
         rows += (await session.execute(CLAIM_HEADS, rest)).all()
+    room = parameters["limit"] - len(rows)
+    in_order = set(parameters["in_order"])
+    if room > 0 and any(r.conversation_id is not None and r.kind in in_order for r in rows):
+        later = {**parameters, "limit": room, "heads": [r.id for r in rows]}
+        rows += (await session.execute(CLAIM_LATER, later)).all()
     return rows
 
 

@@ -5,9 +5,14 @@
 - A settle that fails loses nothing: kept and settled again without posting again; or, if it keeps
   failing, given back and delivered again, which the chat's dedup id makes harmless.
 - A relay whose lease ran out settles nothing that another relay has claimed since.
-- Within a batch, a conversation's later entries wait for an earlier one that must be retried.
+- Within a batch, a conversation's later entries wait for an earlier one that must be retried: one
+  claim takes a conversation's queue, and a retry in its middle gives the rest back untried, to go
+  out in order after it.
 
 Each test stops the app's own relay and drives one of its own with ``run_once``.
+
+Longer than 400 lines because every test here drives the same relay against the same app and
+emulators, with the same helpers to accept messages and read back what was posted and settled.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -24,6 +29,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from structlog.testing import capture_logs
 
+from engine.errors import ChatUnavailable
+from engine.ports import ChatGateway
 from handlers.api_messaging import messaging_key
 from handlers.app import create_app
 from handlers.keys import chat_key, sessions_key
@@ -62,11 +69,14 @@ async def impatient_sessions(database_url: str) -> AsyncIterator[async_sessionma
 
 
 def _relay(
-    api: Api, sessions: async_sessionmaker[AsyncSession] | None = None, **settings: Any
+    api: Api,
+    sessions: async_sessionmaker[AsyncSession] | None = None,
+    chat: ChatGateway | None = None,
+    **settings: Any,
 ) -> OutboxRelay:
     return OutboxRelay(
         sessions or api.app[sessions_key],
-        api.app[chat_key],
+        chat or api.app[chat_key],
         RelaySettings(**{"poll_interval": 0.05, "base_backoff": 0.05, "max_backoff": 0.5, **settings}),
         executors=api.app[messaging_key].outbox_kinds,
         jitter=lambda cap: cap,
@@ -470,3 +480,56 @@ async def test_chat_posts_go_out_while_the_sms_provider_is_slow_and_texts_follow
     )
     in_order = [r["provider_message_id"] for r in sms]
     assert [t.sid for t in texts(api, team.phone)] == in_order  # in the order accepted
+
+
+class FirstPostOfFails:
+    """The app's chat gateway, but the first post of ``text`` fails as Sendbird being away would
+    (before it reaches the emulator)."""
+
+    def __init__(self, chat: ChatGateway, text: str) -> None:
+        self._chat = chat
+        self._text: str | None = text
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chat, name)
+
+    async def send_message(self, channel_url: str, *, text: str, **post: Any) -> Any:
+        if text == self._text:
+            self._text = None
+            raise ChatUnavailable("away")
+        return await self._chat.send_message(channel_url, text=text, **post)
+
+
+async def test_one_claim_takes_a_conversations_queue_and_a_retry_in_it_gives_the_rest_back_untried(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    nurse, [conversation] = await _conversations(api, 1)
+    written = [f"message {i}" for i in range(4)]
+    ids = [await _accepted(api, nurse, conversation["id"], text) for text in written]
+    chat = cast(ChatGateway, FirstPostOfFails(api.app[chat_key], "message 1"))
+    relay = _relay(api, chat=chat, base_backoff=0.2, max_backoff=0.2)
+
+    assert await relay.run_once() == 4  # the whole queue in one claim
+
+    rows = await db.fetch(
+        "SELECT status, attempts, lease_until IS NOT NULL AS leased, next_attempt_at > now() AS backing_off"
+        " FROM outbox WHERE message_id = ANY($1::int[]) ORDER BY id",
+        ids,
+    )
+    assert [tuple(r) for r in rows] == [
+        ("done", 1, False, False),
+        ("pending", 1, False, True),  # to be retried after its backoff
+        ("pending", 0, False, False),  # given back untried: no attempt counted
+        ("pending", 0, False, False),
+    ]
+    assert [m.message for m in emulator(api).messages(conversation["channelUrl"])] == written[:1]
+
+    await _work_off(relay, db, ids)
+
+    assert [m.message for m in emulator(api).messages(conversation["channelUrl"])] == written
+    assert [r.body["message"] for r in _posts(api, conversation["channelUrl"])] == written  # once each
+    attempts = await db.fetch(
+        "SELECT status, attempts FROM outbox WHERE message_id = ANY($1::int[]) ORDER BY id", ids
+    )
+    assert [tuple(r) for r in attempts] == [("done", 1), ("done", 2), ("done", 1), ("done", 1)]
+    assert [a["resource_id"] for a in await _audit(db, ids)] == [str(i) for i in ids]

@@ -1,33 +1,41 @@
 """The relay's claim on real PostgreSQL: what it leases, and what it costs behind a long backlog.
 
-- It leases what the claim always leased (:data:`WALKING_CLAIM`, the single statement it replaces,
-  is the specification): the first pending entry of each (kind, conversation) for the kinds that
-  keep their order, every entry of the other kinds and of no conversation, nothing of a
-  conversation whose channel is not ready but its channel, nothing leased, nothing not yet due, the
-  kinds asked for, the earliest first.
-- While another relay's claim holds its entries, a claim skips them (SKIP LOCKED) and takes the
-  next ones, as the walking claim did.
+- It leases what the specification says (:func:`specified_claim`, a plain reading of the rule, in
+  random backlogs): for the kinds that keep their order, a conversation's earliest pending entries
+  as a contiguous prefix (an entry only with every earlier pending one of its kind and
+  conversation), each conversation's first entry before any conversation's second; every entry of
+  the other kinds and of no conversation; nothing of a conversation whose channel is not ready but
+  its channel, nothing leased, nothing not yet due, the kinds asked for, the earliest first. Its
+  heads are what the claim leased before it took more than one entry of a conversation
+  (:data:`WALKING_CLAIM`).
+- While another relay's claim holds entries, a claim skips them (SKIP LOCKED) and takes the next
+  ones, but never an entry of a conversation behind one it skipped; and it never waits for them.
 - Behind a backlog of one conversation its cost does not grow with the backlog: counted as the rows
   PostgreSQL reads from ``outbox`` (``EXPLAIN ANALYZE``), not timed.
 
-Each test runs in a transaction that is rolled back (but the one with two relays, which commits its
-entries and deletes them afterwards): other tests' pending entries are set aside inside it, and
+Each test runs in a transaction that is rolled back (but those with another relay, which commit their
+entries and delete them afterwards): other tests' pending entries are set aside inside it, and
 foreign keys are not checked (``session_replication_role``) so that a conversation needs no patient.
+
+Longer than 400 lines because the claim's rule, its specification and the backlogs it is compared in
+are read together: split, a test would lose the layouts it is checked against.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from sqlalchemy import TextClause, text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from integrations.relay.runner import TEXT_KINDS
-from integrations.relay.statements import CLAIM, CLAIM_HEADS, claim, claim_parameters
-from tests.support.outbox_claims import WALKING_CLAIM, outbox_rows_read
+from integrations.relay.statements import CLAIM, CLAIM_HEADS, CLAIM_LATER, claim, claim_parameters
+from tests.support.outbox_claims import WALKING_CLAIM, outbox_rows_read, seen, specified_claim
 
 #: Stored kinds of each sort: ordered (posts, files, texts), unordered, and two no effect has (the
 #: relay claims those too, and dead-letters them).
@@ -35,6 +43,13 @@ KINDS = ("send_message", "send_file", "send_sms", "ensure_channel", "invite_memb
 UNKNOWN_KINDS = ("aa_retired", "zz_retired")
 #: The kind of the entries the two-relay test commits: no other test's entries are of it.
 OWN_KIND = "zz_claim_test"
+#: The kinds of the entries the other tests with another relay commit, claimed as :func:`_own_parameters`
+#: says: posts and texts kept in order, one kind that creates a channel, one that goes alone.
+OWN_POST, OWN_TEXT = "zz_claim_post", "zz_claim_text"
+OWN_LOOSE, OWN_CHANNEL = "zz_claim_loose", "zz_claim_channel"
+OWN_KINDS = (OWN_POST, OWN_TEXT, OWN_LOOSE, OWN_CHANNEL)
+#: A claim never waits for another relay's locks (it skips them): one that did fails, not hangs.
+NEVER_WAITS = {"server_settings": {"lock_timeout": "10000"}}
 
 
 @pytest.fixture
@@ -108,7 +123,14 @@ async def _claimed(session: AsyncSession, parameters: dict[str, Any]) -> list[in
     return ids
 
 
-async def _specified(session: AsyncSession, parameters: dict[str, Any]) -> list[int]:
+async def _specified(
+    session: AsyncSession, parameters: dict[str, Any], locked: Sequence[int] = ()
+) -> list[int]:
+    """What :func:`specified_claim` says a claim made now in ``session``'s transaction leases."""
+    return specified_claim(await seen(session), parameters, locked=locked)
+
+
+async def _walked(session: AsyncSession, parameters: dict[str, Any]) -> list[int]:
     """What :data:`WALKING_CLAIM` leases, then given back."""
     async with session.begin_nested() as savepoint:
         ids = sorted((await session.execute(WALKING_CLAIM, parameters)).scalars())
@@ -116,15 +138,15 @@ async def _specified(session: AsyncSession, parameters: dict[str, Any]) -> list[
     return ids
 
 
-async def test_the_claim_takes_each_conversations_first_entry_past_a_backlog_and_every_unordered_one(
+async def test_the_claim_takes_each_conversations_first_entries_past_a_backlog_and_every_unordered_one(
     session: AsyncSession,
 ) -> None:
     busy, quiet = await _conversation(session), await _conversation(session)
     unready = await _conversation(session, "pending")
     # A backlog longer than the first statement's window, accepted first.
     backlog = await _entries(session, "send_message", busy, 300)
-    busy_text, *_ = await _entries(session, "send_sms", busy, 2)
-    quiet_post, *_ = await _entries(session, "send_message", quiet, 2)
+    busy_texts = await _entries(session, "send_sms", busy, 2)
+    quiet_posts = await _entries(session, "send_message", quiet, 2)
     invites = await _entries(session, "invite_members", quiet, 2)
     channel, *_ = await _entries(session, "ensure_channel", unready)
     await _entries(session, "send_message", unready, 2)  # waits for the channel
@@ -133,19 +155,47 @@ async def test_the_claim_takes_each_conversations_first_entry_past_a_backlog_and
     await _entries(session, "post_sms_reply", quiet, due=False)
     await _entries(session, "post_sms_reply", quiet, lease="held")
     expired, *_ = await _entries(session, "post_sms_reply", quiet, lease="expired")
+    heads = [backlog[0], busy_texts[0], quiet_posts[0], *invites, channel, *loose_texts, expired]
 
     parameters = claim_parameters(lease=10, limit=20)
     claimed = await _claimed(session, parameters)
 
-    assert claimed == sorted([backlog[0], busy_text, quiet_post, *invites, channel, *loose_texts, expired])
+    # The 9 heads, then round-robin: each conversation's second entry, then the backlog's next ones.
+    assert claimed == sorted([*heads, backlog[1], busy_texts[1], quiet_posts[1], *backlog[2:10]])
     assert claimed == await _specified(session, parameters)
+    assert sorted(heads) == await _walked(session, parameters)
     texts_only = claim_parameters(lease=10, limit=20, only=TEXT_KINDS)
-    assert await _claimed(session, texts_only) == sorted([busy_text, *loose_texts])
+    assert await _claimed(session, texts_only) == sorted([*busy_texts, *loose_texts])
     no_texts = claim_parameters(lease=10, limit=20, skip=TEXT_KINDS)
-    assert await _claimed(session, no_texts) == sorted([backlog[0], quiet_post, *invites, channel, expired])
+    assert await _claimed(session, no_texts) == sorted(
+        [backlog[0], *quiet_posts, *invites, channel, expired, *backlog[1:14]]
+    )
+    # One conversation alone: the whole batch.
+    alone = claim_parameters(lease=10, limit=20, only=["send_message"])
+    assert await _claimed(session, alone) == sorted([*quiet_posts, *backlog[:18]])
 
 
-async def test_the_claim_leases_what_the_walking_claim_leased_in_random_backlogs(
+async def test_a_conversations_entries_are_claimed_only_up_to_the_first_that_may_not_go(
+    session: AsyncSession,
+) -> None:
+    parameters = claim_parameters(lease=10, limit=20, only=["send_message"])
+    conversations = [await _conversation(session) for _ in range(4)]
+    first = await _entries(session, "send_message", conversations[0], 2)
+    await _entries(session, "send_message", conversations[0], due=False)  # backing off
+    await _entries(session, "send_message", conversations[0], 2)
+    await _entries(session, "send_message", conversations[1], lease="held")  # another relay's
+    await _entries(session, "send_message", conversations[1], 3)
+    await _entries(session, "send_message", conversations[2], due=False)
+    await _entries(session, "send_message", conversations[2], 3)
+    third = await _entries(session, "send_message", conversations[3], 2)
+    await _entries(session, "send_message", conversations[3], status="done")  # not pending: no gap
+    third += await _entries(session, "send_message", conversations[3], 2)
+
+    assert await _claimed(session, parameters) == sorted([*first, *third])
+    assert await _claimed(session, parameters) == await _specified(session, parameters)
+
+
+async def test_the_claim_leases_what_the_specification_says_in_random_backlogs(
     session: AsyncSession,
 ) -> None:
     kinds_asked: list[tuple[tuple[str, ...] | None, tuple[str, ...]]] = [
@@ -154,35 +204,47 @@ async def test_the_claim_leases_what_the_walking_claim_leased_in_random_backlogs
         (None, TEXT_KINDS),
         (("send_message", "ensure_channel", UNKNOWN_KINDS[1]), ("ensure_channel",)),
     ]
-    compared = went_beyond_window = 0
+    compared = went_beyond_window = took_later = 0
     for seed in range(24):
         rnd = random.Random(seed)
         async with session.begin_nested() as layout:
-            conversations = [
+            conversations = [await _conversation(session)] + [
                 await _conversation(session, rnd.choice(["ready", "ready", "pending", "failed"]))
-                for _ in range(rnd.choice([1, 2, 6]))
+                for _ in range(rnd.choice([0, 1, 5]))
             ]
-            for _ in range(rnd.choice([5, 40, 150])):
+            # Every kind, or mostly posts: few queues, each longer.
+            palette = rnd.choice([KINDS + UNKNOWN_KINDS, ("send_message",) * 5 + KINDS[2:4]])
+            entries = rnd.choice([5, 40, 150])
+            calm = rnd.randrange(entries)  # when a ready conversation's posts and texts queue up
+            for n in range(entries):
+                if n == calm:
+                    await _entries(session, "send_message", conversations[0], 12)
+                    await _entries(session, "send_sms", conversations[0], 6)
                 await _entries(
                     session,
-                    rnd.choice(KINDS + UNKNOWN_KINDS),
+                    rnd.choice(palette),
                     None if rnd.random() < 0.15 else rnd.choice(conversations),
                     rnd.choice([1, 1, 1, 4]),
                     status=rnd.choice(["pending"] * 6 + ["done", "failed", "cancelled"]),
                     due=rnd.random() < 0.8,
                     lease=rnd.choice([None, None, None, "held", "expired"]),
                 )
+            rows = await seen(session)
             for limit in (1, 7, 20):
                 for only, skip in kinds_asked:
                     parameters = claim_parameters(lease=10, limit=limit, only=only, skip=skip)
                     claimed = await _claimed(session, parameters)
-                    assert claimed == await _specified(session, parameters), (seed, limit, only, skip)
+                    assert claimed == specified_claim(rows, parameters), (seed, limit, only, skip)
+                    heads = specified_claim(rows, parameters, later=False)
+                    assert heads == await _walked(session, parameters), (seed, limit, only, skip)
                     compared += 1
                     went_beyond_window += await _goes_beyond_window(session, parameters)
+                    took_later += len(claimed) > len(heads)
             await layout.rollback()
-    # Both paths of the claim were compared, not only the first statement's window.
+    # Every path of the claim was compared, not only the first statement's window.
     assert compared == 24 * 3 * len(kinds_asked)
-    assert went_beyond_window > compared // 10
+    assert went_beyond_window > compared // 10, went_beyond_window
+    assert took_later > compared // 5, took_later
 
 
 async def _goes_beyond_window(session: AsyncSession, parameters: dict[str, Any]) -> bool:
@@ -192,10 +254,139 @@ async def _goes_beyond_window(session: AsyncSession, parameters: dict[str, Any])
     return any(row.id is None for row in answered)
 
 
+@dataclass
+class Committed:
+    """What a test with another relay makes, to be committed (:meth:`commit`) and deleted."""
+
+    session: AsyncSession
+    entries: list[int] = field(default_factory=list)
+    conversations: list[int] = field(default_factory=list)
+
+    async def conversation(self, channel_state: str = "ready") -> int:
+        made = await _conversation(self.session, channel_state)
+        self.conversations.append(made)
+        return made
+
+    async def add(self, kind: str, conversation_id: int | None, count: int = 1, **row: Any) -> list[int]:
+        made = await _entries(self.session, kind, conversation_id, count, **row)
+        self.entries += made
+        return made
+
+    async def commit(self) -> None:
+        await self.session.commit()
+
+
+@contextlib.asynccontextmanager
+async def _committed(engine: AsyncEngine) -> AsyncIterator[Committed]:
+    """Entries and conversations made in ``Committed.session``'s transaction are committed when the
+    setup is done (another relay's claim must see them to lock them), and deleted at the end."""
+    made = Committed(AsyncSession(engine))
+    try:
+        await made.session.begin()
+        await made.session.execute(text("SET LOCAL session_replication_role = replica"))
+        yield made
+    finally:
+        await made.session.close()
+        async with AsyncSession(engine) as cleanup, cleanup.begin():
+            await cleanup.execute(text("SET LOCAL session_replication_role = replica"))
+            await cleanup.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": made.entries})
+            await cleanup.execute(
+                text("DELETE FROM conversations WHERE id = ANY(:ids)"), {"ids": made.conversations}
+            )
+
+
+@contextlib.asynccontextmanager
+async def _claiming(engine: AsyncEngine, ids: Sequence[int]) -> AsyncIterator[None]:
+    """Another relay in the middle of its claim: it holds these rows locked until the block ends."""
+    async with AsyncSession(engine) as other, other.begin():
+        await other.execute(text("SELECT id FROM outbox WHERE id = ANY(:ids) FOR UPDATE"), {"ids": list(ids)})
+        yield
+        await other.rollback()
+
+
+def _own_parameters(limit: int, only: Sequence[str] = (), skip: Sequence[str] = ()) -> dict[str, Any]:
+    """A claim of this test's own kinds alone (other tests leave entries of the real kinds pending,
+    committed): posts and texts kept in order, one kind creates a channel, one goes alone."""
+    parameters = claim_parameters(lease=10, limit=limit, only=only or OWN_KINDS, skip=skip)
+    return {**parameters, "in_order": [OWN_POST, OWN_TEXT], "creates_channel": OWN_CHANNEL}
+
+
+async def test_a_claim_never_takes_an_entry_behind_one_another_relay_is_claiming(database_url: str) -> None:
+    engine = create_async_engine(database_url, connect_args=NEVER_WAITS)
+    try:
+        async with _committed(engine) as made:
+            middle, head, free = [await made.conversation() for _ in range(3)]
+            held_middle = await made.add(OWN_POST, middle, 5)
+            held_head = await made.add(OWN_POST, head, 3)
+            unheld = await made.add(OWN_POST, free, 3)
+            await made.commit()
+            locked = [held_middle[2], held_head[0]]
+            parameters = _own_parameters(limit=20)
+            async with _claiming(engine, locked), AsyncSession(engine) as session, session.begin():
+                claimed = await _claimed(session, parameters)
+                assert claimed == sorted([*held_middle[:2], *unheld])
+                assert claimed == await _specified(session, parameters, locked)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_claim_leases_what_the_specification_says_while_another_relay_is_claiming(
+    database_url: str,
+) -> None:
+    kinds_asked: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+        (OWN_KINDS, ()),
+        ((OWN_POST, OWN_LOOSE, OWN_CHANNEL), (OWN_CHANNEL,)),
+    ]
+    engine = create_async_engine(database_url, connect_args=NEVER_WAITS)
+    compared = took_later = locks_mattered = 0
+    try:
+        for seed in range(12):
+            rnd = random.Random(seed)
+            async with _committed(engine) as made:
+                conversations = [await made.conversation()] + [
+                    await made.conversation(rnd.choice(["ready", "ready", "ready", "pending"]))
+                    for _ in range(rnd.choice([0, 1, 5]))
+                ]
+                entries = rnd.choice([10, 40, 100])
+                calm = rnd.randrange(entries)  # when a ready conversation's posts and texts queue up
+                for n in range(entries):
+                    if n == calm:
+                        await made.add(OWN_POST, conversations[0], 12)
+                        await made.add(OWN_TEXT, conversations[0], 6)
+                    await made.add(
+                        rnd.choice(OWN_KINDS),
+                        None if rnd.random() < 0.1 else rnd.choice(conversations),
+                        rnd.choice([1, 1, 1, 4]),
+                        status=rnd.choice(["pending"] * 8 + ["done", "cancelled"]),
+                        due=rnd.random() < 0.9,
+                        lease=rnd.choice([None] * 8 + ["held", "expired"]),
+                    )
+                await made.commit()
+                # Heads and entries in the middle of a conversation's queue alike.
+                locked = rnd.sample(made.entries, len(made.entries) // 6)
+                async with _claiming(engine, locked), AsyncSession(engine) as session, session.begin():
+                    rows = await seen(session)
+                    for limit in (1, 7, 20):
+                        for only, skip in kinds_asked:
+                            parameters = _own_parameters(limit, only, skip)
+                            claimed = await _claimed(session, parameters)
+                            specified = specified_claim(rows, parameters, locked=locked)
+                            assert claimed == specified, (seed, limit, only, skip)
+                            heads = specified_claim(rows, parameters, locked=locked, later=False)
+                            compared += 1
+                            took_later += len(claimed) > len(heads)
+                            locks_mattered += specified != specified_claim(rows, parameters)
+    finally:
+        await engine.dispose()
+    assert compared == 12 * 3 * len(kinds_asked)
+    assert took_later > compared // 10
+    assert locks_mattered > compared // 4
+
+
 async def test_a_claim_skips_the_entries_another_relay_is_claiming_and_takes_the_next_ones(
     database_url: str,
 ) -> None:
-    engine = create_async_engine(database_url)
+    engine = create_async_engine(database_url, connect_args=NEVER_WAITS)
     mine: list[int] = []
     conversations: list[int] = []
     try:
@@ -213,7 +404,7 @@ async def test_a_claim_skips_the_entries_another_relay_is_claiming_and_takes_the
         async with AsyncSession(engine) as first, first.begin():
             held = {row.id for row in await claim(first, parameters)}
             async with AsyncSession(engine) as second, second.begin():
-                specified = set(await _specified(second, parameters))
+                specified = set(await _specified(second, parameters, sorted(held)))
                 claimed = {row.id for row in await claim(second, parameters)}
                 await second.rollback()
             await first.rollback()
@@ -242,20 +433,24 @@ async def test_a_claim_behind_one_conversations_backlog_reads_a_bounded_number_o
     session: AsyncSession, backlog: int
 ) -> None:
     conversation = await _conversation(session)
-    head, *_ = await _entries(session, "send_message", conversation, backlog)
+    queue = await _entries(session, "send_message", conversation, backlog)
     elsewhere = await _entries(session, "send_message", await _conversation(session))
     await session.execute(text("ANALYZE outbox"))
     parameters = claim_parameters(lease=10, limit=20)
 
-    assert await _claimed(session, parameters) == sorted([head, *elsewhere])
+    assert await _claimed(session, parameters) == sorted([*queue[:19], *elsewhere])
     async with session.begin_nested() as savepoint:
-        # What claim() runs here: the window's statement (it leases the head), then the heads'.
+        # What claim() runs here: the window's statement (it leases the head), then the heads' (the
+        # other conversation's), then the one taking the queue behind the head.
         read = await _read_by(session, CLAIM, parameters)
         read += await _read_by(session, CLAIM_HEADS, {**parameters, "limit": 19})
+        behind = {**parameters, "limit": 18, "heads": [queue[0], *elsewhere]}
+        read += await _read_by(session, CLAIM_LATER, behind)
         await savepoint.rollback()
     async with session.begin_nested() as savepoint:
         walked = await _read_by(session, WALKING_CLAIM, parameters)
         await savepoint.rollback()
     assert walked >= backlog  # the count sees a walk through the backlog
-    # The window (4 batches) with a probe each, and a few index descents: not the backlog.
+    # The window (4 batches) with a probe each, a few index descents, and the batch's worth of the
+    # queue behind the head: not the backlog.
     assert read < 400, (read, walked)

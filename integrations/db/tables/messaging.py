@@ -234,7 +234,8 @@ class OutboxRow(SQLModel, table=True):
         Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
         # The first pending entry of each kind and conversation, which keeps a conversation's posts
         # and its texts in order: the claim skips from one (kind, conversation) to the next through
-        # it (CLAIM_HEADS in integrations/relay/statements.py; migration 0014).
+        # it (CLAIM_HEADS in integrations/relay/statements.py; migration 0014), and reads the
+        # entries queued behind a head it leased (CLAIM_LATER).
         Index(
             "ix_outbox_pending_in_order",
             "kind",
