@@ -50,9 +50,11 @@ every database round trip it saves is CPU the handlers get back. Per batch of cl
   busy conversation drains a whole batch per claim and several share it. None of this reads the
   entries queued behind a batch's worth (``statements.py``: a backlog of thousands in one
   conversation costs a claim the same as none). An entry leased counts as being delivered for
-  a recall (``integrations/db/recalls.py``: not cancelled, its channel copy deleted once it
-  lands), so behind a backlog up to a batch of a conversation's entries are past recalling,
-  where only its first one was when a claim took one entry of a conversation;
+  a recall (``integrations/db/recalls.py``: not cancelled): a post's body is read at the claim,
+  so a post recalled while leased still lands and its channel copy is then deleted, and behind
+  a backlog that can be up to a batch of a conversation's posts, where it was one when a claim
+  took one entry of a conversation; a text reads its message just before it is sent and is not
+  sent once recalled (``integrations/effects/texts.py``);
 - each wave is settled in ONE transaction: one statement updates every outbox row of the wave and
   inserts the ``delivery.*`` audit record of each entry it finishes, and each executor records
   the wave's outcomes of its effects with multi-row statements (its ``settle``).
