@@ -87,18 +87,20 @@ class AuditGroupCommit:
         entry = _Entry(events)
         self._queue.append(entry)
         if self._flushing is not None:
-            await self._pool.release(connection)
+            await self._pool.release(connection, reuse=True)  # its read has finished
         else:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_while_queued(connection))
         await entry.stored
 
     async def _flush_while_queued(self, connection: asyncpg.Connection) -> None:
         batch: list[_Entry] = []
+        finished = False
         try:
             while self._queue:
                 batch = self._queue[:MAX_READS_PER_FLUSH]
                 del self._queue[:MAX_READS_PER_FLUSH]
                 await self._flush(batch, connection)
+            finished = True
         except BaseException as error:
             # Cancelled (the service is stopping) or a bug: whether the batch in flight was stored
             # is unknown, so its reads and every queued one fail closed rather than wait forever.
@@ -108,7 +110,7 @@ class AuditGroupCommit:
             raise
         finally:
             self._flushing = None
-            await self._pool.release(connection)
+            await self._pool.release(connection, reuse=finished)
 
     async def _flush(self, batch: list[_Entry], connection: asyncpg.Connection) -> None:
         self.flushes += 1

@@ -154,4 +154,4 @@ async def test_a_flush_gives_its_connection_back_and_a_later_read_flushes_at_onc
 
     assert [request_id for request_id, _ in await _stored(db, [first, second])] == [first, second]
     assert (batch.flushes, batch.reads) == (2, 2)
-    assert pool.pool.get_idle_size() == pool.pool.get_size(), "every connection is back in the pool"
+    assert pool.available == 6, "every connection is back in the pool"
