@@ -23,8 +23,9 @@ order. Every statement takes the sealer's shared lock by trigger as before (migr
 chain's horizon holds as for any other insert.
 
 The flush runs in a task of its own, not in a request's task: a read that is cancelled while it
-waits leaves the others' flush alone (its events are stored or not with their flush; it answers
-nothing either way).
+waits leaves the others' flush alone. It answers nothing either way; if no statement had taken its
+events yet, none will (its unit of work records them as unfinished, as for any cancelled read),
+else they are stored or not with the others'.
 """
 
 from __future__ import annotations
@@ -90,7 +91,14 @@ class AuditGroupCommit:
             await self._pool.release(connection, reuse=True)  # its read has finished
         else:
             self._flushing = asyncio.get_running_loop().create_task(self._flush_while_queued(connection))
-        await entry.stored
+        try:
+            await entry.stored
+        except asyncio.CancelledError:
+            # Not yet taken into a statement: it never will be (the caller's unit of work records
+            # the events as unfinished). Once taken, they are stored or not with the others.
+            if entry in self._queue:
+                self._queue.remove(entry)
+            raise
 
     async def _flush_while_queued(self, connection: asyncpg.Connection) -> None:
         batch: list[_Entry] = []

@@ -155,3 +155,34 @@ async def test_a_flush_gives_its_connection_back_and_a_later_read_flushes_at_onc
     assert [request_id for request_id, _ in await _stored(db, [first, second])] == [first, second]
     assert (batch.flushes, batch.reads) == (2, 2)
     assert pool.available == 6, "every connection is back in the pool"
+
+
+async def test_a_read_cancelled_while_queued_is_left_out_of_the_next_statement(
+    db: asyncpg.Connection, pool: SendPool
+) -> None:
+    """Its unit of work then records the events as unfinished; they are not also stored as done."""
+    batch = AuditGroupCommit(pool)
+    ids = [new_request_id() for _ in range(3)]
+
+    async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_WRITE_LOCK)
+        leader = asyncio.create_task(batch.store(_read(ids[0]), await pool.acquire()))
+
+        async def flush_in_flight() -> bool:
+            return batch.reads == 1
+
+        await eventually(flush_in_flight, "the leader's flush to start")
+        cancelled = asyncio.create_task(batch.store(_read(ids[1]), await pool.acquire()))
+        follower = asyncio.create_task(batch.store(_read(ids[2]), await pool.acquire()))
+
+        async def both_queued() -> bool:
+            return batch.waiting == 2
+
+        await eventually(both_queued, "the followers to queue")
+        cancelled.cancel()
+        await asyncio.wait([cancelled])
+        assert batch.waiting == 1
+    await asyncio.gather(leader, follower)
+
+    assert [request_id for request_id, _ in await _stored(db, ids)] == [ids[0], ids[2]]
+    assert pool.available == 6
