@@ -145,24 +145,30 @@ class SendPool:
     def __init__(self, pool: asyncpg.Pool, max_size: int) -> None:
         self.pool = pool
         self._gate = asyncio.Semaphore(max_size)
+        self._max_size = max_size
+        self._held = 0
         self._idle: list[asyncpg.Connection] = []
         self._closing = False
 
     @property
     def available(self) -> int:
         """How many more holders the gate would admit now (all of them when nothing is held)."""
-        return self._gate._value
+        return self._max_size - self._held
 
     async def acquire(self) -> asyncpg.Connection:
         """A connection, after every send that asked earlier got one; give it back with :meth:`release`."""
         await self._gate.acquire()
         try:
-            while self._idle:
+            connection = None
+            while self._idle and connection is None:
                 connection = self._idle.pop()
-                if _open(connection):
-                    return connection
-                await self.pool.release(connection)  # closed while idle: asyncpg replaces it
-            return await self.pool.acquire()
+                if not _open(connection):
+                    await self.pool.release(connection)  # closed while idle: asyncpg replaces it
+                    connection = None
+            if connection is None:
+                connection = await self.pool.acquire()
+            self._held += 1
+            return connection
         except BaseException:
             self._gate.release()
             raise
@@ -176,6 +182,7 @@ class SendPool:
             else:
                 await self.pool.release(connection)
         finally:
+            self._held -= 1
             self._gate.release()
 
     async def close(self) -> None:
