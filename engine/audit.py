@@ -83,6 +83,8 @@ class AuditEvent:
         resource_id: object | None = None,
         patient_id: int | None = None,
         details: Mapping[str, DetailValue] | None = None,
+        purpose: str | None = None,
+        break_glass: bool = False,
     ) -> AuditEvent:
         return cls.by(
             actor,
@@ -98,6 +100,8 @@ class AuditEvent:
             reason=decision.reason,
             policy_version=decision.policy_version,
             details={**(details or {}), "facts": recorded_facts(decision.facts)},
+            purpose=purpose,
+            break_glass=break_glass,
         )
 
     def ended(self, outcome: Outcome, cause: str) -> AuditEvent:

@@ -233,18 +233,16 @@ class Decider(ConsentView):
         # The purpose of use the client stated, else the purpose of the consent that covered it.
         purpose = self.actor.purpose_of_use or recorded.get("purpose")
         self.audit.record(
-            replace(
-                AuditEvent.for_decision(
-                    decision,
-                    actor=self.actor,
-                    occurred_at=self.now,
-                    resource_type=resource_type,
-                    resource_id=resource_id,
-                    patient_id=patient_id,
-                    details=recorded,
-                ),
-                break_glass=Fact.BREAK_GLASS in fact_set,
+            AuditEvent.for_decision(
+                decision,
+                actor=self.actor,
+                occurred_at=self.now,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                patient_id=patient_id,
+                details=recorded,
                 purpose=purpose if isinstance(purpose, str) else None,
+                break_glass=Fact.BREAK_GLASS in fact_set,
             )
         )
         if concealed_as is not None:

@@ -115,14 +115,27 @@ class Metrics:
         self.frozen_objects.set_function(gc.get_freeze_count)
         self._callbacks = _Callbacks()
         r.register(self._callbacks)
+        # The labelled series already used (labels are bounded sets, see the module docstring).
+        self._request_series: dict[tuple[str, str, int], Any] = {}
+        self._decision_series: dict[tuple[str, bool, str | None], Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).observe(seconds)
+        key = (route, method, status)
+        series = self._request_series.get(key)
+        if series is None:  # labels() takes a lock and builds the key each time: once per series
+            series = self._request_series[key] = self.requests.labels(route, method, str(status))
+        series.observe(seconds)
 
     def observe_decision(self, decision: Decision) -> None:
         """Count one policy decision (the engine's decider calls this for every decision)."""
-        outcome = "allow" if decision.allowed else "deny"
-        self.decisions.labels(decision.workflow, outcome, decision.reason or "").inc()
+        key = (decision.workflow, decision.allowed, decision.reason)
+        series = self._decision_series.get(key)
+        if series is None:
+            outcome = "allow" if decision.allowed else "deny"
+            series = self._decision_series[key] = self.decisions.labels(
+                decision.workflow, outcome, decision.reason or ""
+            )
+        series.inc()
 
     def rate_limit_refused(self, limit: str) -> None:
         """Count one request a rate limit refused; ``limit`` names the limit (a small fixed set)."""

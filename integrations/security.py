@@ -9,6 +9,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -24,6 +25,8 @@ from engine.ports import IssuedToken
 
 ALGORITHMS = ["HS256"]
 TOKEN_TYPE = "access"  # noqa: S105 - a claim value, not a secret
+#: Seconds of clock skew allowed on the time-bound claims.
+_LEEWAY = 5
 
 
 @functools.cache
@@ -66,8 +69,11 @@ class JwtTokens:
     RS/HS confusion).
 
     A client sends the same token with every request, so the claims of tokens whose signature has
-    been checked are kept (by the exact token string, at most ``verified_cache_size``); the claims
-    (expiry first of all) are validated again on every use. Tokens that fail are never kept.
+    been checked are kept (by the exact token string, at most ``verified_cache_size``), and so is
+    the actor of a token whose claims have all been validated once. Only the time-bound claims can
+    change their verdict after that, so each later use checks those again, exactly as joserfc's
+    registry does (``exp``, ``nbf`` and ``iat`` against the clock, with the same leeway): an expired
+    token is refused as before, cached or not. Tokens that fail are never kept as validated.
     """
 
     def __init__(
@@ -82,13 +88,14 @@ class JwtTokens:
     ) -> None:
         self._key = OctKey.import_key(secret.encode())
         self._signed_claims = functools.lru_cache(maxsize=verified_cache_size)(self._check_signature)
+        self._validated = functools.lru_cache(maxsize=verified_cache_size)(self._validate)
         self._issuer = issuer
         self._audience = audience
         self._lifetime = lifetime_seconds
         self._clock = clock
         self._registry = jwt.JWTClaimsRegistry(
             now=lambda: int(self._clock()),
-            leeway=5,
+            leeway=_LEEWAY,
             exp={"essential": True},
             iat={"essential": True},
             sub={"essential": True},
@@ -123,15 +130,43 @@ class JwtTokens:
     def _check_signature(self, token: str) -> Mapping[str, Any]:
         return MappingProxyType(jwt.decode(token, self._key, algorithms=ALGORITHMS).claims)
 
+    def _validate(self, token: str) -> _Validated:
+        """Every claim checked by joserfc's registry now; raises if any fails (then nothing is kept)."""
+        claims = self._signed_claims(token)
+        self._registry.validate(dict(claims))
+        actor = Actor(
+            user_id=int(claims["sub"]),
+            role=Role(claims["role"]),
+            organization_id=int(claims["org"]),
+            issued_at=float(claims["iat"]),
+        )
+        return _Validated(actor, claims["exp"], claims.get("nbf"), claims["iat"])
+
     def verify(self, token: str) -> Actor:
         try:
-            claims = self._signed_claims(token)
-            self._registry.validate(dict(claims))
-            return Actor(
-                user_id=int(claims["sub"]),
-                role=Role(claims["role"]),
-                organization_id=int(claims["org"]),
-                issued_at=float(claims["iat"]),
-            )
+            validated = self._validated(token)
         except (JoseError, ValueError, KeyError, TypeError) as exc:
             raise Unauthenticated("The access token is not valid.") from exc
+        if not validated.current(int(self._clock())):
+            raise Unauthenticated("The access token is not valid.")
+        return validated.actor
+
+
+@dataclass(frozen=True)
+class _Validated:
+    """A token whose claims all passed once: its actor and its time-bound claims (already checked to
+    be NumericDates)."""
+
+    actor: Actor
+    exp: float
+    nbf: float | None
+    iat: float
+
+    def current(self, now: int) -> bool:
+        """The time-bound claims hold at ``now``, by joserfc's own comparisons
+        (``JWTClaimsRegistry.validate_exp``, ``validate_nbf``, ``validate_iat``)."""
+        return (
+            self.exp > now - _LEEWAY
+            and (self.nbf is None or self.nbf <= now + _LEEWAY)
+            and self.iat <= now + _LEEWAY
+        )

@@ -99,8 +99,9 @@ class PatientReadUnitOfWork(Protocol):
     Reading a patient is the busiest read, and through the general unit of work it took five round
     trips (BEGIN, relation, row, audit, COMMIT). Here :meth:`read` returns the reader's relation to
     the patient (with their emergency session open at ``at``) and the record in one statement, and
-    :meth:`commit` stores the buffered audit events in one statement, which is its own transaction:
-    the record is written whole or not at all, and a read whose record cannot be written fails
+    :meth:`commit` stores the buffered audit events in one statement (which concurrent reads may
+    share), which is its own transaction: the record is written whole or not at all, the read
+    returns only once its own record is written, and a read whose record cannot be written fails
     (fail closed). Leaving the ``async with`` block without committing writes the buffered events on
     their own, marked ``denied`` or ``failure``, as the general unit of work does.
     """

@@ -9,9 +9,11 @@ COMMIT), each a socket write that costs far more than PostgreSQL's work on these
   whether the reader is on its care team, and the reader's latest emergency session for it open at
   the moment of the decision, the same facts :class:`integrations.db.patients.SqlRelationshipFacts`
   reads for every other workflow;
-- :meth:`PgPatientReadUnitOfWork.commit` is one statement inserting the buffered audit events. A
-  single statement is its own transaction: the record is stored whole or not at all, and if it
-  cannot be stored the read fails and nothing is disclosed (fail closed).
+- :meth:`PgPatientReadUnitOfWork.commit` stores the buffered audit events in one statement, shared
+  with the reads running at the same moment (group commit, integrations/db/audit_batch.py). A
+  single statement is its own transaction: the record is stored whole or not at all, the read
+  answers only once its own record is stored, and if it cannot be stored the read fails and nothing
+  is disclosed (fail closed).
 
 The read runs outside the audit insert's transaction. Under READ COMMITTED, which the general unit
 of work uses too, each statement sees what was committed when it started, so the disclosed record
@@ -23,21 +25,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import structlog
-
-from engine.errors import ServiceUnavailable
 from engine.model import Patient, RiskLevel
 from engine.ports.patients import PatientRead, PatientRelation
-from integrations.db.base import is_unavailable
+from integrations.db.audit_batch import AuditGroupCommit
 from integrations.db.columns import table_of
-from integrations.db.send_uow import STORE_AUDIT, HeldConnectionUnitOfWork
+from integrations.db.send_uow import STORE_AUDIT, HeldConnectionUnitOfWork, SendPool
 from integrations.db.tables import PatientRow
-from integrations.db.uow import (
-    audit_json,
-    emit_audit_log,
-)
-
-log = structlog.get_logger("caremsg.db")
+from integrations.db.uow import emit_audit_log
 
 #: The record's columns, as the table class declares them (and as :class:`Patient` names its fields).
 _PATIENT_COLUMNS = tuple(table_of(PatientRow).c.keys())
@@ -64,8 +58,14 @@ def _patient(row: Any) -> Patient:
 
 class PgPatientReadUnitOfWork(HeldConnectionUnitOfWork):
     """:class:`engine.ports.PatientReadUnitOfWork` on the asyncpg pool the send path uses (its
-    first-come, first-served gate included); see the module docstring.
+    first-come, first-served gate included); see the module docstring. ``audit`` stores the read's
+    record together with concurrent reads' (group commit, integrations/db/audit_batch.py); without
+    one, each read's record is a statement of its own.
     """
+
+    def __init__(self, pool: SendPool, group_commit: AuditGroupCommit | None = None) -> None:
+        super().__init__(pool)
+        self._group_commit = group_commit or AuditGroupCommit(pool)
 
     async def read(self, patient_id: int, *, user_id: int, at: datetime) -> PatientRead | None:
         row = await (await self._connect()).fetchrow(_READ, patient_id, user_id, at)
@@ -79,16 +79,10 @@ class PgPatientReadUnitOfWork(HeldConnectionUnitOfWork):
     async def commit(self) -> None:
         events = list(self.audit.pending)
         if events:
-            try:
-                await (await self._connect()).execute(STORE_AUDIT, audit_json(events))
-            except Exception as error:
-                if is_unavailable(error):
-                    raise ServiceUnavailable.database() from error
-                # Fail closed: no audit record, no disclosure.
-                log.error("audit.write_failed", error=type(error).__name__, events=len(events))
-                raise ServiceUnavailable(
-                    "The audit record could not be written, so nothing was done; try again shortly."
-                ) from error
+            # The connection goes with the events: the flush uses it or gives it back at once.
+            connection = await self._connect()
+            self._connection = None
+            await self._group_commit.store(events, connection)
         self._committed = True
         self.audit.pending.clear()
         emit_audit_log(events)

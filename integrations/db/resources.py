@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from integrations.consent_sync import asyncpg_connect_args
 from integrations.db import operations
+from integrations.db.audit_batch import AuditGroupCommit
 
 # What the request middleware answers 503 for: the database cannot be reached right now.
 from integrations.db.base import is_unavailable as is_unavailable
@@ -78,6 +79,8 @@ class Database:
     #: Workflows enter the general pool in arrival order, at most as many at once as it has
     #: connections (SqlUnitOfWork), so they seldom wait in the pool's own, unfair queue.
     uow_gate: asyncio.Semaphore
+    #: Concurrent patient reads' audit records, stored by one statement (integrations/db/audit_batch.py).
+    audit_group_commit: AuditGroupCommit
 
     def unit_of_work(self) -> SqlUnitOfWork:
         """A new unit of work: one session, one transaction, committed only when the workflow says so."""
@@ -89,7 +92,7 @@ class Database:
 
     def patient_read_unit_of_work(self) -> PgPatientReadUnitOfWork:
         """A new unit of work for reading one patient, on the send path's asyncpg pool."""
-        return PgPatientReadUnitOfWork(self.send_pool)
+        return PgPatientReadUnitOfWork(self.send_pool, self.audit_group_commit)
 
 
 @asynccontextmanager
@@ -110,6 +113,7 @@ async def open_database(
                 async_sessionmaker(engine, expire_on_commit=False),
                 send_pool,
                 asyncio.Semaphore(pool_size + max_overflow),
+                AuditGroupCommit(send_pool),
             )
         finally:
             await send_pool.close()

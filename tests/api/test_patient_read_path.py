@@ -11,6 +11,7 @@ under its request id.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -36,10 +37,19 @@ async def _rows(db: asyncpg.Connection, request_id: str) -> list[dict[str, Any]]
 async def _both(api: Api, db: asyncpg.Connection, who: Person, patient_id: int) -> tuple[int, Any, Any]:
     """Read over HTTP, then through the general unit of work as the same person; assert both stored
     the same audit rows and answered alike. Returns the HTTP status and body, and the stored rows."""
-    fast_id, general_id = new_request_id(), new_request_id()
+    fast_id = new_request_id()
     status, body = await api.call(
         "GET", f"/api/patients/{patient_id}", who, headers={"X-Request-ID": fast_id}
     )
+    return await _held_to_general(api, db, who, patient_id, fast_id, status, body)
+
+
+async def _held_to_general(
+    api: Api, db: asyncpg.Connection, who: Person, patient_id: int, fast_id: str, status: int, body: Any
+) -> tuple[int, Any, Any]:
+    """The same read through the general unit of work, held to the HTTP read ``fast_id`` (which
+    answered ``status`` and ``body``): the same stored rows and the same answer."""
+    general_id = new_request_id()
     fast = await _rows(db, fast_id)
     assert fast, "the read is on record"
     actor = Actor(
@@ -166,3 +176,45 @@ async def test_a_read_whose_audit_record_cannot_be_stored_discloses_nothing_on_e
     assert status == 503
     assert "John" not in str(body)
     assert [(r["decision"], r["outcome"]) for r in rows] == [("allow", "failure")]
+
+
+async def test_concurrent_reads_each_store_the_same_rows_as_the_general_path(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Reads at the same moment share their audit statement (integrations/db/audit_batch.py); each
+    read's rows are still its own and the general path's, column for column."""
+    _, nurse, patient_id = await _clinic(api)
+    ids = [new_request_id() for _ in range(8)]
+
+    answers = await asyncio.gather(
+        *(
+            api.call("GET", f"/api/patients/{patient_id}", nurse, headers={"X-Request-ID": request_id})
+            for request_id in ids
+        )
+    )
+
+    for request_id, (status, body) in zip(ids, answers, strict=True):
+        assert (status, body["id"]) == (200, patient_id)
+        _, _, rows = await _held_to_general(api, db, nurse, patient_id, request_id, status, body)
+        assert [(r["decision"], r["outcome"]) for r in rows] == [("allow", "success")]
+
+
+async def test_concurrent_reads_whose_records_cannot_be_stored_each_answer_503_and_disclose_nothing(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    _, nurse, patient_id = await _clinic(api)
+    ids = [new_request_id() for _ in range(8)]
+
+    async with audit_refuses(db, "NEW.workflow = 'patient.read' AND NEW.outcome = 'success'"):
+        answers = await asyncio.gather(
+            *(
+                api.call("GET", f"/api/patients/{patient_id}", nurse, headers={"X-Request-ID": request_id})
+                for request_id in ids
+            )
+        )
+
+    assert [status for status, _ in answers] == [503] * len(ids)
+    assert "John" not in str(answers)
+    assert "Smith" not in str(answers)
+    for request_id in ids:
+        assert [(r["decision"], r["outcome"]) for r in await _rows(db, request_id)] == [("allow", "failure")]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from integrations.consent_sync import asyncpg_connect_args
 from integrations.db.send_uow import create_send_pool
+from tests.support.polling import eventually
 
 
 @pytest.mark.parametrize("turns", range(6), ids=lambda n: f"newcomer_after_{n}_turns")
@@ -58,5 +60,46 @@ async def test_a_send_that_gives_up_waiting_leaves_its_turn_to_the_next(database
         connection = await asyncio.wait_for(pool.acquire(), timeout=5)
         assert await connection.fetchval("SELECT 1") == 1
         await pool.release(connection)
+    finally:
+        await pool.close()
+
+
+async def test_a_connection_given_back_inside_a_transaction_is_not_handed_on_in_it(database_url: str) -> None:
+    pool = await create_send_pool(asyncpg_connect_args(database_url), max_size=1, statement_timeout_ms=5000)
+    try:
+        connection = await pool.acquire()
+        await connection.execute("BEGIN")
+        await pool.release(connection, reuse=True)
+
+        connection = await pool.acquire()
+        assert not connection.is_in_transaction()
+        await pool.release(connection, reuse=True)
+    finally:
+        await pool.close()
+
+
+async def test_a_kept_connection_whose_backend_ended_is_replaced_not_handed_on(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """A kept connection dies with its backend (a restart, an administrator): the next holder gets
+    a working one, and the pool admits as many holders as before."""
+    pool = await create_send_pool(asyncpg_connect_args(database_url), max_size=1, statement_timeout_ms=5000)
+    try:
+        connection = await pool.acquire()
+        backend = await connection.fetchval("SELECT pg_backend_pid()")
+        await pool.release(connection, reuse=True)
+        assert await db.fetchval("SELECT pg_terminate_backend($1)", backend)
+
+        async def closed() -> bool:
+            try:
+                return bool(connection.is_closed())
+            except asyncpg.InterfaceError:  # asyncpg let go of it once it closed
+                return True
+
+        await eventually(closed, "the kept connection to see its backend end")
+        connection = await pool.acquire()
+        assert await connection.fetchval("SELECT pg_backend_pid()") != backend
+        await pool.release(connection, reuse=True)
+        assert pool.available == 1
     finally:
         await pool.close()
