@@ -14,14 +14,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from integrations.consent_sync import asyncpg_connect_args
-from integrations.db import operations
+from integrations.db import array_codecs, operations
 from integrations.db.audit_batch import AuditGroupCommit
 
 # What the request middleware answers 503 for: the database cannot be reached right now.
@@ -43,7 +44,7 @@ def create_engine(url: str, *, pool_size: int, max_overflow: int, statement_time
     """The service's SQLAlchemy engine: a bounded pool, every statement under ``statement_timeout_ms``."""
     if not url:
         raise ValueError("database.url is empty: resolve the embedded server first (caremsg serve does)")
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -52,6 +53,13 @@ def create_engine(url: str, *, pool_size: int, max_overflow: int, statement_time
         pool_recycle=1800,
         connect_args={"server_settings": {"statement_timeout": str(statement_timeout_ms)}, "timeout": 5},
     )
+    event.listen(engine.sync_engine, "connect", _prime_array_codecs)
+    return engine
+
+
+def _prime_array_codecs(dbapi_connection: Any, _record: Any) -> None:
+    """Each new connection starts with the built-in arrays' codecs (integrations/db/array_codecs.py)."""
+    dbapi_connection.run_async(array_codecs.prime)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import structlog
 from engine.effects import PostMessage, TextMessage, kind_of
 from engine.errors import CaremsgError, ServiceUnavailable
 from engine.ports import NewSend, SendContext
+from integrations.db import array_codecs
 from integrations.db.base import is_unavailable
 from integrations.db.deliveries import SMS_RECIPIENTS_SQL, recipient
 from integrations.db.uow import (
@@ -215,6 +216,7 @@ async def create_send_pool(
         min_size=1,
         max_size=max_size,
         reset=_no_reset,
+        init=array_codecs.prime,
         timeout=5,
         server_settings=server_settings,
     )
