@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 #: PostgreSQL's first OID for objects a database creates; built-in types' OIDs are below it.
 FIRST_NORMAL_OBJECT_ID = 16384
 
@@ -60,3 +63,12 @@ async def prime(connection: Any) -> None:
         types, _statement = await introspect(ARRAY_TYPES, None)
         _learnt[:] = [t for t in types if t["oid"] < FIRST_NORMAL_OBJECT_ID]
     protocol.get_settings().register_data_types(_learnt)
+
+
+def prime_each_connection(engine: AsyncEngine) -> None:
+    """Have every new connection of ``engine`` primed (:func:`prime`) as it is opened."""
+    event.listen(engine.sync_engine, "connect", _primed)
+
+
+def _primed(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.run_async(prime)

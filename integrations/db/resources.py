@@ -14,9 +14,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -53,13 +52,9 @@ def create_engine(url: str, *, pool_size: int, max_overflow: int, statement_time
         pool_recycle=1800,
         connect_args={"server_settings": {"statement_timeout": str(statement_timeout_ms)}, "timeout": 5},
     )
-    event.listen(engine.sync_engine, "connect", _prime_array_codecs)
+    # Each new connection starts with the built-in arrays' codecs (integrations/db/array_codecs.py).
+    array_codecs.prime_each_connection(engine)
     return engine
-
-
-def _prime_array_codecs(dbapi_connection: Any, _record: Any) -> None:
-    """Each new connection starts with the built-in arrays' codecs (integrations/db/array_codecs.py)."""
-    dbapi_connection.run_async(array_codecs.prime)
 
 
 @dataclass(frozen=True)
