@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 
 from engine.consent_index import ConsentIndex, IndexedConsent, pack_rows
 from engine.model import RecipientType
+from integrations.db import array_codecs
 from integrations.db.consents import CONSENT_CHANNEL
 
 log = structlog.get_logger("caremsg.consents")
@@ -116,6 +117,7 @@ class ConsentSync:
                 conn = await asyncpg.connect(
                     **self._connect_args, server_settings={"application_name": APPLICATION_NAME}
                 )
+                await array_codecs.prime(conn)  # the snapshot reads bigint[] columns
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, event=lost: event.set())
                 await conn.add_listener(CONSENT_CHANNEL, self._notified)

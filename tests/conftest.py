@@ -29,6 +29,7 @@ import pytest_asyncio
 
 from handlers.logs import configure_logging
 from handlers.settings import Settings, load_settings
+from integrations.db import array_codecs
 from tests.support.database import (
     admin,
     app_url,
@@ -197,7 +198,9 @@ def app_settings(database_url: str) -> Settings:
 async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """Connections for ``db``: a new backend for each of ~300 tests cost ~30 ms and PostgreSQL a
     fork each; the pool hands one back reset (no transaction, locks, listeners or settings left)."""
-    pool = await asyncpg.create_pool(**asyncpg_dsn(database_url), min_size=0, max_size=4)  # type: ignore[arg-type]
+    pool = await asyncpg.create_pool(  # type: ignore[call-overload]
+        **asyncpg_dsn(database_url), min_size=0, max_size=4, init=array_codecs.prime
+    )
     try:
         yield pool
     finally:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from integrations.consent_sync import asyncpg_connect_args
-from integrations.db import operations
+from integrations.db import array_codecs, operations
 from integrations.db.audit_batch import AuditGroupCommit
 
 # What the request middleware answers 503 for: the database cannot be reached right now.
@@ -43,7 +43,7 @@ def create_engine(url: str, *, pool_size: int, max_overflow: int, statement_time
     """The service's SQLAlchemy engine: a bounded pool, every statement under ``statement_timeout_ms``."""
     if not url:
         raise ValueError("database.url is empty: resolve the embedded server first (caremsg serve does)")
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -52,6 +52,9 @@ def create_engine(url: str, *, pool_size: int, max_overflow: int, statement_time
         pool_recycle=1800,
         connect_args={"server_settings": {"statement_timeout": str(statement_timeout_ms)}, "timeout": 5},
     )
+    # Each new connection starts with the built-in arrays' codecs (integrations/db/array_codecs.py).
+    array_codecs.prime_each_connection(engine)
+    return engine
 
 
 @dataclass(frozen=True)

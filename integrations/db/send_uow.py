@@ -35,6 +35,7 @@ import structlog
 from engine.effects import PostMessage, TextMessage, kind_of
 from engine.errors import CaremsgError, ServiceUnavailable
 from engine.ports import NewSend, SendContext
+from integrations.db import array_codecs
 from integrations.db.base import is_unavailable
 from integrations.db.deliveries import SMS_RECIPIENTS_SQL, recipient
 from integrations.db.uow import (
@@ -205,16 +206,20 @@ def _open(connection: asyncpg.Connection) -> bool:
 async def create_send_pool(
     connect_args: dict[str, Any], *, max_size: int, statement_timeout_ms: int
 ) -> SendPool:
-    """The send path's pool: its own connections (at most ``max_size``), no reset round trip."""
+    """The send path's pool: its own connections (at most ``max_size``), no reset round trip.
+
+    None is opened before the first send or patient read asks for one: an app that never serves
+    either (a CLI command, many of the test suite's apps) costs PostgreSQL no backend for it."""
     server_settings = {
         **connect_args.pop("server_settings", {}),
         "statement_timeout": str(statement_timeout_ms),
     }
     pool: asyncpg.Pool = await asyncpg.create_pool(
         **connect_args,
-        min_size=1,
+        min_size=0,
         max_size=max_size,
         reset=_no_reset,
+        init=array_codecs.prime,
         timeout=5,
         server_settings=server_settings,
     )

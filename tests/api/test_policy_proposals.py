@@ -1,6 +1,7 @@
 """Four-eyes policy changes over the API (``/api/policy/proposals``), on an app serving a temporary copy
 of policies/: propose, approve by someone else only, reject, withdraw, restore; broken and stale
-proposals refused with their reasons, bad input a 4xx, never a 5xx."""
+proposals refused with their reasons, bad input a 4xx, never a 5xx. The refusals of bad input and of
+other roles write no file, so they run on the module's shared app (``api``), which serves policies/."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def policy_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def api(aiohttp_client: Any, settings: Settings, policy_dir: Path) -> Api:
+async def editable(aiohttp_client: Any, settings: Settings, policy_dir: Path) -> Api:
+    """An app of its own serving ``policy_dir``: an approved proposal rewrites the files it serves."""
     policy = settings.policy.model_copy(update={"directory": str(policy_dir), "watch_interval_seconds": 3600})
     return Api(await aiohttp_client(create_app(settings.model_copy(update={"policy": policy}))))
 
@@ -36,7 +38,8 @@ async def officers(api: Api) -> tuple[Person, Person]:
     return await api.person("compliance_officer", org), await api.person("compliance_officer", org)
 
 
-async def test_a_proposal_applies_only_when_someone_else_approves_it(api: Api, policy_dir: Path) -> None:
+async def test_a_proposal_applies_only_when_someone_else_approves_it(editable: Api, policy_dir: Path) -> None:
+    api = editable
     alice, bob = await officers(api)
     rules = policy_dir / "roles.csv"
     before = rules.read_text()
@@ -79,7 +82,8 @@ async def test_a_proposal_applies_only_when_someone_else_approves_it(api: Api, p
     assert rules.read_text() == before
 
 
-async def test_broken_stale_and_closed_proposals_are_refused(api: Api, policy_dir: Path) -> None:
+async def test_broken_stale_and_closed_proposals_are_refused(editable: Api, policy_dir: Path) -> None:
+    api = editable
     alice, bob = await officers(api)
     rules = policy_dir / "roles.csv"
 

@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from integrations.db.array_codecs import prime_each_connection
+
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(database_url)
+    prime_each_connection(engine)  # as the service's engine: no catalog lookup of array types
     try:
         yield engine
     finally:
