@@ -3,6 +3,7 @@ the same N messages posted straight to the Sendbird emulator (no database at all
 
     python bench/relay.py [--messages 2000] [--conversations 50] [--rounds 3] [--concurrency 8]
                           [--latency-ms 0] [--compare OLD_RELAY.py] [--claim-before] [--heads-only]
+                          [--long-runs]
 
 A throwaway embedded PostgreSQL is migrated and seeded with one sender and M ready conversations
 (their channels exist in the emulator). Each round, for each contender in turn:
@@ -23,6 +24,8 @@ A throwaway embedded PostgreSQL is migrated and seeded with one sender and M rea
   conversation's next entries with its first (``heads_claim`` in tests/support/outbox_claims.py:
   each conversation's first pending entry only, so one conversation's backlog drains one entry
   per claim).
+- **runs of a batch** (``--long-runs``): this checkout's claim with as many of a conversation's
+  entries behind its head as the batch holds, instead of ``CLAIM_RUN``.
 
 The emulator runs in a process of its own (Sendbird's work is not on our CPU), answering at once
 unless ``--latency-ms`` holds each request for a network round trip; the relay runs in this process,
@@ -66,14 +69,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from bench.proc_cpu import cpu_seconds, postgres_pids
 from integrations.http_clients import http_client
+from integrations.relay.statements import claim
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from tests.support.outbox_claims import heads_claim, walking_claim
 
 BODY = "Checking in after discharge."
 CLAIM_BEFORE = "relay, claim before"
 HEADS_ONLY = "relay, heads only"
+LONG_RUNS = "relay, runs of a batch"
+
+
+async def long_runs_claim(session: Any, parameters: dict[str, Any]) -> list[Any]:
+    """This checkout's claim with runs as long as its batch (``run`` = ``limit``), not CLAIM_RUN."""
+    return await claim(session, {**parameters, "run": parameters["limit"]})
+
+
 #: The claims other than this checkout's that the relay is measured with, by contender.
-OLD_CLAIMS = {CLAIM_BEFORE: walking_claim, HEADS_ONLY: heads_claim}
+OLD_CLAIMS = {CLAIM_BEFORE: walking_claim, HEADS_ONLY: heads_claim, LONG_RUNS: long_runs_claim}
 SENDER = "bench_sender"
 
 
@@ -344,6 +356,8 @@ async def _run(
         contenders.append((CLAIM_BEFORE, _load_relay(None)))
     if args.heads_only:
         contenders.append((HEADS_ONLY, _load_relay(None)))
+    if args.long_runs:
+        contenders.append((LONG_RUNS, _load_relay(None)))
     if args.compare:
         contenders.append((f"relay ({Path(args.compare).name})", _load_relay(args.compare)))
     results = {name: Result(name) for name, _ in contenders}
@@ -405,6 +419,11 @@ def main() -> None:
         "--heads-only",
         action="store_true",
         help="also measure this relay with the claim that took a conversation's first entry alone",
+    )
+    parser.add_argument(
+        "--long-runs",
+        action="store_true",
+        help="also measure this relay with runs behind a head as long as the batch, not CLAIM_RUN",
     )
     args = parser.parse_args()
 

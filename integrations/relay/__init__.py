@@ -46,15 +46,18 @@ every database round trip it saves is CPU the handlers get back. Per batch of cl
   its pending ones, an entry only with every earlier pending one of its kind leased by the same
   claim, so none can go out before one that another relay holds, or one waiting out a retry.
   Every conversation with something to deliver gets its first entry into a batch before any gets
-  a second; the room left goes to the next entries of those conversations, round-robin, so one
-  busy conversation drains a whole batch per claim and several share it. None of this reads the
-  entries queued behind a batch's worth (``statements.py``: a backlog of thousands in one
-  conversation costs a claim the same as none). An entry leased counts as being delivered for
-  a recall (``integrations/db/recalls.py``: not cancelled): a post's body is read at the claim,
-  so a post recalled while leased still lands and its channel copy is then deleted, and behind
-  a backlog that can be up to a batch of a conversation's posts, where it was one when a claim
-  took one entry of a conversation; a text reads its message just before it is sent and is not
-  sent once recalled (``integrations/effects/texts.py``);
+  a second; the room left goes to the next entries of those conversations, round-robin, at most
+  ``CLAIM_RUN`` (3) behind each head: a busy conversation drains four entries per claim, and
+  since the relay claims again only once a batch has gone out (a conversation's entries one wave
+  each), no other conversation's new entry waits behind a backlog for more than about the waves
+  a batch of heads takes anyway. None of this reads the entries queued behind a run
+  (``statements.py``: a backlog of thousands in one conversation costs a claim the same as none).
+  An entry leased counts as being delivered for a recall (``integrations/db/recalls.py``: not
+  cancelled): a post's body is read at the claim, so a post recalled while leased still lands and
+  its channel copy is then deleted, and behind a backlog that can be up to four of a
+  conversation's posts, where it was one when a claim took one entry of a conversation; a text
+  reads its message just before it is sent and is not sent once recalled
+  (``integrations/effects/texts.py``);
 - each wave is settled in ONE transaction: one statement updates every outbox row of the wave and
   inserts the ``delivery.*`` audit record of each entry it finishes, and each executor records
   the wave's outcomes of its effects with multi-row statements (its ``settle``).

@@ -13,7 +13,7 @@ transaction, none of which walks a backlog:
 2. when the batch still has room, :data:`CLAIM_LATER` fills it with the next entries of the
    conversations whose head was just leased, round-robin (every such conversation's second entry,
    then every third, ...), each conversation's run ending at the first entry it may not take
-   (one not claimable, or one another relay's claim holds).
+   (one not claimable, or one another relay's claim holds), and after :data:`CLAIM_RUN` entries.
 """
 
 from __future__ import annotations
@@ -31,6 +31,14 @@ from integrations.db.uow import audit_insert_sql, audit_object_sql
 #: batch when conversations are many (or several relays hold the first entries), few enough to stay
 #: cheap in front of a long backlog of one conversation.
 CLAIM_WINDOW_BATCHES = 4
+
+#: At most this many of a conversation's entries behind its head in one claim. A relay claims again
+#: only once its batch is delivered, and a conversation's entries go out one after the other, a wave
+#: each: a run of 20 would hold every other conversation's new entries for 20 posts in turn (with
+#: Sendbird's ~0.1-0.3 s per call, seconds; an urgent message too). A batch of heads alone takes
+#: ``batch_size / concurrency`` waves (3 by default); a run of 3 behind its head takes 4. Draining
+#: one conversation, the claim's statements are shared by 4 messages instead of 1.
+CLAIM_RUN = 3
 
 # A candidate (``o``, with its conversation ``c`` left-joined) is claimed when it is due, no relay
 # holds it, its conversation's channel exists (everything about a conversation waits for that, but
@@ -143,14 +151,15 @@ CLAIM_HEADS = text(
 #: The next entries of the conversations whose first pending entry (of a kind that keeps its order)
 #: this claim has just leased (``:heads``: the ids :data:`CLAIM` and :data:`CLAIM_HEADS` leased), at
 #: most ``:limit`` in all. The candidates are each head's next pending entries of its kind and
-#: conversation, at most ``:limit`` each, read through ix_outbox_pending_in_order: the queue behind
-#: the head, never the backlog behind that. The claimable ones are locked FOR UPDATE SKIP LOCKED,
-#: and a conversation's run ends at the first candidate not locked (not claimable, or another
-#: relay's claim holds it): an entry is leased only when every earlier pending entry of its kind and
-#: conversation is leased by this claim. Of the runs, the batch takes every conversation's second
-#: entry first, then every third, ... (ties in id order): conversations share the room evenly and
-#: a wave (one entry of each) stays full. Candidates locked past the end of a run stay locked, not
-#: leased, until the claim commits; another relay could not have taken them either.
+#: conversation, at most ``:run`` each (:data:`CLAIM_RUN`), read through ix_outbox_pending_in_order:
+#: the queue behind the head, never the backlog behind that. The claimable ones are locked FOR
+#: UPDATE SKIP LOCKED, and a conversation's run ends at the first candidate not locked (not
+#: claimable, or another relay's claim holds it): an entry is leased only when every earlier pending
+#: entry of its kind and conversation is leased by this claim. Of the runs, the batch takes every
+#: conversation's second entry first, then every third, ... (ties in id order): conversations share
+#: the room evenly and a wave (one entry of each) stays full. Candidates locked past the end of a
+#: run stay locked, not leased, until the claim commits; another relay could not have taken them
+#: either.
 CLAIM_LATER = text(
     f"""
     WITH heads AS (
@@ -168,7 +177,7 @@ CLAIM_LATER = text(
               AND (kind, conversation_id, id) > (h.kind, h.conversation_id, h.id)
               AND (kind, conversation_id) <= (h.kind, h.conversation_id)
             ORDER BY kind, conversation_id, id
-            LIMIT :limit) l
+            LIMIT :run) l
     ), locked AS (
         SELECT o.id FROM outbox o LEFT JOIN conversations c ON c.id = o.conversation_id
         WHERE o.id = ANY(ARRAY(SELECT id FROM later)) AND {_CLAIMABLE}
@@ -189,13 +198,20 @@ CLAIM_LATER = text(
 
 
 def claim_parameters(
-    *, lease: float, limit: int, only: Sequence[str] | None = None, skip: Sequence[str] = ()
+    *,
+    lease: float,
+    limit: int,
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
+    run: int = CLAIM_RUN,
 ) -> dict[str, Any]:
-    """The bind parameters of :data:`CLAIM` (and :data:`CLAIM_HEADS`): a batch of ``limit`` leased
-    for ``lease`` seconds, of the stored kinds ``only`` (None: every kind) and none of ``skip``."""
+    """The bind parameters of :data:`CLAIM` (and :data:`CLAIM_HEADS`, :data:`CLAIM_LATER`): a batch of
+    ``limit`` leased for ``lease`` seconds, of the stored kinds ``only`` (None: every kind) and none of
+    ``skip``, with at most ``run`` of a conversation's entries behind its head."""
     return {
         "lease": lease,
         "limit": limit,
+        "run": run,
         "window": CLAIM_WINDOW_BATCHES * limit,
         "creates_channel": kind_of(CreateChannel),
         "in_order": list(kinds(IN_ORDER)),

@@ -34,7 +34,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from integrations.relay.runner import TEXT_KINDS
-from integrations.relay.statements import CLAIM, CLAIM_HEADS, CLAIM_LATER, claim, claim_parameters
+from integrations.relay.statements import CLAIM, CLAIM_HEADS, CLAIM_LATER, CLAIM_RUN, claim, claim_parameters
 from tests.support.outbox_claims import WALKING_CLAIM, outbox_rows_read, seen, specified_claim
 
 #: Stored kinds of each sort: ordered (posts, files, texts), unordered, and two no effect has (the
@@ -50,6 +50,10 @@ OWN_LOOSE, OWN_CHANNEL = "zz_claim_loose", "zz_claim_channel"
 OWN_KINDS = (OWN_POST, OWN_TEXT, OWN_LOOSE, OWN_CHANNEL)
 #: A claim never waits for another relay's locks (it skips them): one that did fails, not hangs.
 NEVER_WAITS = {"server_settings": {"lock_timeout": "10000"}}
+
+#: (batch size, run) of the random-backlog comparisons: a batch of one, the default run, and runs as
+#: long as the batch.
+RUNS = ((1, CLAIM_RUN), (7, 20), (20, CLAIM_RUN))
 
 
 @pytest.fixture
@@ -157,22 +161,28 @@ async def test_the_claim_takes_each_conversations_first_entries_past_a_backlog_a
     expired, *_ = await _entries(session, "post_sms_reply", quiet, lease="expired")
     heads = [backlog[0], busy_texts[0], quiet_posts[0], *invites, channel, *loose_texts, expired]
 
-    parameters = claim_parameters(lease=10, limit=20)
+    # With runs as long as a batch (run=20), to show the round-robin; the default run is below.
+    parameters = claim_parameters(lease=10, limit=20, run=20)
     claimed = await _claimed(session, parameters)
 
     # The 9 heads, then round-robin: each conversation's second entry, then the backlog's next ones.
     assert claimed == sorted([*heads, backlog[1], busy_texts[1], quiet_posts[1], *backlog[2:10]])
     assert claimed == await _specified(session, parameters)
     assert sorted(heads) == await _walked(session, parameters)
-    texts_only = claim_parameters(lease=10, limit=20, only=TEXT_KINDS)
+    texts_only = claim_parameters(lease=10, limit=20, only=TEXT_KINDS, run=20)
     assert await _claimed(session, texts_only) == sorted([*busy_texts, *loose_texts])
-    no_texts = claim_parameters(lease=10, limit=20, skip=TEXT_KINDS)
+    no_texts = claim_parameters(lease=10, limit=20, skip=TEXT_KINDS, run=20)
     assert await _claimed(session, no_texts) == sorted(
         [backlog[0], *quiet_posts, *invites, channel, expired, *backlog[1:14]]
     )
     # One conversation alone: the whole batch.
-    alone = claim_parameters(lease=10, limit=20, only=["send_message"])
+    alone = claim_parameters(lease=10, limit=20, only=["send_message"], run=20)
     assert await _claimed(session, alone) == sorted([*quiet_posts, *backlog[:18]])
+    # By default a conversation gets at most CLAIM_RUN entries behind its head in one claim: the
+    # relay claims again only once the batch has gone out, one post of a conversation at a time.
+    capped = claim_parameters(lease=10, limit=20, only=["send_message"])
+    assert await _claimed(session, capped) == sorted([*quiet_posts, *backlog[: 1 + CLAIM_RUN]])
+    assert await _claimed(session, capped) == await _specified(session, capped)
 
 
 async def test_a_conversations_entries_are_claimed_only_up_to_the_first_that_may_not_go(
@@ -230,9 +240,9 @@ async def test_the_claim_leases_what_the_specification_says_in_random_backlogs(
                     lease=rnd.choice([None, None, None, "held", "expired"]),
                 )
             rows = await seen(session)
-            for limit in (1, 7, 20):
+            for limit, run in RUNS:
                 for only, skip in kinds_asked:
-                    parameters = claim_parameters(lease=10, limit=limit, only=only, skip=skip)
+                    parameters = claim_parameters(lease=10, limit=limit, only=only, skip=skip, run=run)
                     claimed = await _claimed(session, parameters)
                     assert claimed == specified_claim(rows, parameters), (seed, limit, only, skip)
                     heads = specified_claim(rows, parameters, later=False)
@@ -242,7 +252,7 @@ async def test_the_claim_leases_what_the_specification_says_in_random_backlogs(
                     took_later += len(claimed) > len(heads)
             await layout.rollback()
     # Every path of the claim was compared, not only the first statement's window.
-    assert compared == 24 * 3 * len(kinds_asked)
+    assert compared == 24 * len(RUNS) * len(kinds_asked)
     assert went_beyond_window > compared // 10, went_beyond_window
     assert took_later > compared // 5, took_later
 
@@ -304,10 +314,12 @@ async def _claiming(engine: AsyncEngine, ids: Sequence[int]) -> AsyncIterator[No
         await other.rollback()
 
 
-def _own_parameters(limit: int, only: Sequence[str] = (), skip: Sequence[str] = ()) -> dict[str, Any]:
+def _own_parameters(
+    limit: int, only: Sequence[str] = (), skip: Sequence[str] = (), run: int = CLAIM_RUN
+) -> dict[str, Any]:
     """A claim of this test's own kinds alone (other tests leave entries of the real kinds pending,
     committed): posts and texts kept in order, one kind creates a channel, one goes alone."""
-    parameters = claim_parameters(lease=10, limit=limit, only=only or OWN_KINDS, skip=skip)
+    parameters = claim_parameters(lease=10, limit=limit, only=only or OWN_KINDS, skip=skip, run=run)
     return {**parameters, "in_order": [OWN_POST, OWN_TEXT], "creates_channel": OWN_CHANNEL}
 
 
@@ -366,9 +378,9 @@ async def test_the_claim_leases_what_the_specification_says_while_another_relay_
                 locked = rnd.sample(made.entries, len(made.entries) // 6)
                 async with _claiming(engine, locked), AsyncSession(engine) as session, session.begin():
                     rows = await seen(session)
-                    for limit in (1, 7, 20):
+                    for limit, run in RUNS:
                         for only, skip in kinds_asked:
-                            parameters = _own_parameters(limit, only, skip)
+                            parameters = _own_parameters(limit, only, skip, run)
                             claimed = await _claimed(session, parameters)
                             specified = specified_claim(rows, parameters, locked=locked)
                             assert claimed == specified, (seed, limit, only, skip)
@@ -378,7 +390,7 @@ async def test_the_claim_leases_what_the_specification_says_while_another_relay_
                             locks_mattered += specified != specified_claim(rows, parameters)
     finally:
         await engine.dispose()
-    assert compared == 12 * 3 * len(kinds_asked)
+    assert compared == 12 * len(RUNS) * len(kinds_asked)
     assert took_later > compared // 10
     assert locks_mattered > compared // 4
 
@@ -436,7 +448,7 @@ async def test_a_claim_behind_one_conversations_backlog_reads_a_bounded_number_o
     queue = await _entries(session, "send_message", conversation, backlog)
     elsewhere = await _entries(session, "send_message", await _conversation(session))
     await session.execute(text("ANALYZE outbox"))
-    parameters = claim_parameters(lease=10, limit=20)
+    parameters = claim_parameters(lease=10, limit=20, run=20)  # the longest run a batch allows
 
     assert await _claimed(session, parameters) == sorted([*queue[:19], *elsewhere])
     async with session.begin_nested() as savepoint:

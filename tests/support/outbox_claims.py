@@ -118,14 +118,16 @@ def specified_claim(
        kind and conversation (what :data:`WALKING_CLAIM` leases), so a conversation's first entry
        never waits behind another conversation's backlog;
     2. then, while the batch has room, the entries behind the heads just leased, each
-       conversation's run of claimable ones up to the first that is not (or is locked), taken
-       round-robin: every conversation's second entry, then every third, ...; ties in id order.
+       conversation's run of claimable ones up to the first that is not (or is locked), at most
+       ``run`` of them, taken round-robin: every conversation's second entry, then every third,
+       ...; ties in id order.
 
     With ``later=False``, the heads alone: what :data:`WALKING_CLAIM` leases.
     """
     rows = sorted(rows, key=lambda r: r.id)
     held = set(locked)
     limit = int(parameters["limit"])
+    run = int(parameters["run"])
     only = parameters["only"]
     in_order = set(parameters["in_order"])
     queues: dict[tuple[str, int], list[Seen]] = {}  # pending entries of ordered kinds, by conversation
@@ -157,7 +159,7 @@ def specified_claim(
     for head in heads if later else []:
         if head.conversation_id is None or head.kind not in in_order:
             continue
-        for place, row in enumerate(queues[(head.kind, head.conversation_id)][1:], start=1):
+        for place, row in enumerate(queues[(head.kind, head.conversation_id)][1 : run + 1], start=1):
             if not claimable(row):
                 break
             behind.append((place, row.id))
