@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import asyncpg  # type: ignore[import-untyped]
+import httpx
 import pytest
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -33,9 +34,10 @@ from engine.errors import ChatUnavailable
 from engine.ports import ChatGateway
 from handlers.api_messaging import messaging_key
 from handlers.app import create_app
-from handlers.keys import chat_key, sessions_key
+from handlers.keys import chat_key, emulator_key, sessions_key
 from handlers.settings import Settings
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
+from integrations.sendbird import SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode, ReceivedRequest
 from tests.support.api import Api, Person
 from tests.support.messaging import (
@@ -49,13 +51,36 @@ from tests.support.messaging import (
 from tests.support.polling import eventually, settled
 
 #: Longer than any test: a hang lasts until the test releases it (``release_hangs``) once what it
-#: waits for has happened, not for a fixed time.
+#: waits for has happened, not for a fixed time. A client that is to see a hang out waits as long
+#: (``patient_chat``, ``patient_api``): the app's gives up after 2 s (tests/conftest.py), and on a
+#: loaded machine what a test waits for can take that long, so a hang would end in a timeout the
+#: test did not ask for.
 UNTIL_RELEASED = 60.0
 
 
 @pytest.fixture
 async def api(aiohttp_client: Any, settings: Settings) -> Api:
     return Api(await aiohttp_client(create_app(settings)))
+
+
+@pytest.fixture
+async def patient_api(aiohttp_client: Any, settings: Settings) -> Api:
+    """The app, its chat and SMS clients waiting out a hang until the test releases it."""
+    sendbird = settings.sendbird.model_copy(update={"timeout_seconds": UNTIL_RELEASED})
+    return Api(await aiohttp_client(create_app(settings.model_copy(update={"sendbird": sendbird}))))
+
+
+@pytest.fixture
+async def patient_chat(api: Api) -> AsyncIterator[ChatGateway]:
+    """The app's emulator through a chat client that waits out a hang until the test releases it."""
+    async with httpx.AsyncClient() as http:
+        client = SendbirdClient(
+            http,
+            base_url=api.app[emulator_key].base_url,
+            api_token=emulator(api).api_token,
+            timeout=UNTIL_RELEASED,
+        )
+        yield SendbirdChatGateway(client)
 
 
 @pytest.fixture
@@ -144,7 +169,7 @@ async def _audit(db: asyncpg.Connection, message_ids: Sequence[int]) -> list[asy
 
 
 async def test_conversations_are_delivered_side_by_side_each_in_the_order_its_messages_were_accepted(
-    api: Api, db: asyncpg.Connection
+    api: Api, db: asyncpg.Connection, patient_chat: ChatGateway
 ) -> None:
     nurse, conversations = await _conversations(api, 3)
     written: dict[str, list[str]] = {c["channelUrl"]: [] for c in conversations}
@@ -153,8 +178,8 @@ async def test_conversations_are_delivered_side_by_side_each_in_the_order_its_me
         for c in conversations:
             ids.append(await _accepted(api, nurse, c["id"], f"{c['title']}, message {i}"))
             written[c["channelUrl"]].append(f"{c['title']}, message {i}")
-    # The first post is held until the other conversations' first posts are in (the client gives up
-    # at 2 s, long after that).
+    # The first post is held until the other conversations' first posts are in (the relay's client
+    # waits for that, however long it takes).
     emulator(api).faults.hang_next(UNTIL_RELEASED)
 
     async def release_once_the_others_are_posted() -> None:
@@ -167,7 +192,7 @@ async def test_conversations_are_delivered_side_by_side_each_in_the_order_its_me
 
     releaser = asyncio.create_task(release_once_the_others_are_posted())
     try:
-        await _work_off(_relay(api, concurrency=4), db, ids)
+        await _work_off(_relay(api, chat=patient_chat, concurrency=4), db, ids)
     finally:
         emulator(api).faults.release_hangs()
         await releaser
@@ -330,12 +355,15 @@ async def test_a_settle_that_keeps_failing_gives_its_entries_back_and_the_repeat
 
 
 async def test_a_relay_whose_lease_ran_out_settles_nothing_another_relay_has_claimed_since(
-    api: Api, db: asyncpg.Connection
+    api: Api, db: asyncpg.Connection, patient_chat: ChatGateway
 ) -> None:
     nurse, [conversation] = await _conversations(api, 1)
     message_id = await _accepted(api, nurse, conversation["id"], "Lab results are in.")
-    emulator(api).faults.hang_next(UNTIL_RELEASED)  # the first relay's post is held past its lease
-    slow = asyncio.create_task(_relay(api, lease_seconds=0.2).run_once())
+    # The first relay's post is held past its lease, until the other relay has delivered: with the
+    # app's client it would time out first on a loaded machine, and its relay settle a retry while
+    # it still held the entry, before any other relay claimed it.
+    emulator(api).faults.hang_next(UNTIL_RELEASED)
+    slow = asyncio.create_task(_relay(api, chat=patient_chat, lease_seconds=0.2).run_once())
     await eventually(lambda: _async(_posts(api, conversation["channelUrl"])), "the first post to arrive")
 
     with capture_logs() as logs:
@@ -439,11 +467,13 @@ async def _async(value: Any) -> Any:
 
 
 async def test_chat_posts_go_out_while_the_sms_provider_is_slow_and_texts_follow_in_order(
-    api: Api, db: asyncpg.Connection
+    patient_api: Api, db: asyncpg.Connection
 ) -> None:
+    api = patient_api
     team = await care_team(api)  # the app's own relays: one for chat effects, one for texts
     # Every text (and any an earlier test left queued) is held at the carrier until the chat posts
-    # are done (its client gives up at 5 s).
+    # are done (its client waits for that, however long it takes: a text that timed out would be
+    # retried, and sent twice once the carrier answers).
     twilio(api).state.faults.hang_for(UNTIL_RELEASED)
     ids = [await _accepted(api, team.peer, team.conversation_id, f"update {i}") for i in range(3)]
 
