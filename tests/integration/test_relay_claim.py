@@ -34,7 +34,15 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from integrations.relay.runner import TEXT_KINDS
-from integrations.relay.statements import CLAIM, CLAIM_HEADS, CLAIM_LATER, CLAIM_RUN, claim, claim_parameters
+from integrations.relay.statements import (
+    CLAIM,
+    CLAIM_HEADS,
+    CLAIM_LATER,
+    CLAIM_RUN,
+    SETTLE,
+    claim,
+    claim_parameters,
+)
 from tests.support.outbox_claims import WALKING_CLAIM, outbox_rows_read, seen, specified_claim
 
 #: Stored kinds of each sort: ordered (posts, files, texts), unordered, and two no effect has (the
@@ -466,3 +474,53 @@ async def test_a_claim_behind_one_conversations_backlog_reads_a_bounded_number_o
     # The window (4 batches) with a probe each, a few index descents, and the batch's worth of the
     # queue behind the head: not the backlog.
     assert read < 400, (read, walked)
+
+
+async def _settled(session: AsyncSession, entry: int, attempts: int) -> list[int]:
+    """What :data:`SETTLE` settles of a relay's "done" for ``entry`` under the claim that counted
+    ``attempts``."""
+    parameters = {
+        "ids": [entry],
+        "attempts": [attempts],
+        "outcomes": ["done"],
+        "reasons": [None],
+        "delays": [0.0],
+    }
+    return list((await session.execute(SETTLE, parameters)).scalars())
+
+
+async def test_a_relay_whose_claim_was_overtaken_settles_nothing_even_while_the_entry_is_pending(
+    session: AsyncSession,
+) -> None:
+    """A settle touches only what its relay still holds: a relay whose lease ran out, and whose entry
+    another relay has claimed since (one attempt more), settles nothing of it and audits nothing,
+    while the other relay is still delivering it; the other relay's settle then finishes it once."""
+    [entry] = await _entries(session, "send_message", await _conversation(session))
+    parameters = claim_parameters(lease=10, limit=20)
+    assert [(r.id, r.attempts) for r in await claim(session, parameters)] == [(entry, 1)]
+    await session.execute(  # the first relay's lease runs out (it is still posting, say)
+        text("UPDATE outbox SET lease_until = now() - interval '1 second' WHERE id = :id"), {"id": entry}
+    )
+    assert [(r.id, r.attempts) for r in await claim(session, parameters)] == [(entry, 2)]
+
+    async def state() -> tuple[Any, ...]:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT status, attempts, lease_until > now(),"
+                    " (SELECT count(*) FROM audit_events"
+                    "  WHERE event = 'delivery' AND details ->> 'outbox_id' = :key)"
+                    " FROM outbox WHERE id = :id"
+                ),
+                {"id": entry, "key": str(entry)},
+            )
+        ).one()
+        return tuple(row)
+
+    # Triggers on again (the fixture turns them off to make conversations of no patient): an audit
+    # record takes its id from one.
+    await session.execute(text("SET LOCAL session_replication_role = origin"))
+    assert await _settled(session, entry, attempts=1) == []
+    assert await state() == ("pending", 2, True, 0), "the second relay's claim stands"
+    assert await _settled(session, entry, attempts=2) == [entry]
+    assert await state() == ("done", 2, None, 1)
