@@ -35,25 +35,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg  # type: ignore[import-untyped]
-import structlog
 
 from engine.audit import AuditEvent
 from engine.errors import ServiceUnavailable
 from integrations.db.base import is_unavailable
 from integrations.db.send_uow import STORE_AUDIT, SendPool
-from integrations.db.uow import audit_json
-
-log = structlog.get_logger("caremsg.db")
+from integrations.db.uow import audit_json, audit_not_stored
 
 #: At most this many reads' events in one statement (a queue longer than that flushes in turns).
 MAX_READS_PER_FLUSH = 256
-
-
-def audit_not_stored() -> ServiceUnavailable:
-    """What a read whose audit record could not be stored raises: nothing was disclosed."""
-    return ServiceUnavailable(
-        "The audit record could not be written, so nothing was done; try again shortly."
-    )
 
 
 @dataclass(eq=False)
@@ -151,11 +141,9 @@ def _done(entry: _Entry) -> None:
 def _fail(entry: _Entry, error: BaseException) -> None:
     if entry.stored.done():  # stored before, or a read cancelled while it waited
         return
-    if is_unavailable(error):
-        failure = ServiceUnavailable.database()
-    else:
-        # Fail closed: no audit record, no disclosure.
-        log.error("audit.write_failed", error=type(error).__name__, events=len(entry.events))
-        failure = audit_not_stored()
+    # Fail closed: no audit record, no disclosure.
+    failure = (
+        ServiceUnavailable.database() if is_unavailable(error) else audit_not_stored(entry.events, error)
+    )
     failure.__cause__ = error
     entry.stored.set_exception(failure)

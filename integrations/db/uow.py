@@ -260,10 +260,7 @@ class SqlUnitOfWork:
                 await self._sink.write(self.session, [audit_row(e) for e in events])
             except Exception as error:
                 # Fail closed: no audit record, no action. The caller's transaction rolls back.
-                log.error("audit.write_failed", error=type(error).__name__, events=len(events))
-                raise ServiceUnavailable(
-                    "The audit record could not be written, so nothing was done; try again shortly."
-                ) from error
+                raise audit_not_stored(events, error) from error
         await self.session.commit()
         self._committed = True
         self.audit.pending.clear()
@@ -312,6 +309,15 @@ def unfinished(pending: Sequence[AuditEvent], exc: BaseException | None) -> list
     else:
         outcome, cause = "failure", "error" if exc is not None else "not_committed"
     return [e.ended(outcome, cause) for e in pending]
+
+
+def audit_not_stored(events: Sequence[AuditEvent], error: BaseException) -> ServiceUnavailable:
+    """What a workflow whose audit record the database refused raises (fail closed: nothing was done
+    or disclosed), logged without the record's content."""
+    log.error("audit.write_failed", error=type(error).__name__, events=len(events))
+    return ServiceUnavailable(
+        "The audit record could not be written, so nothing was done; try again shortly."
+    )
 
 
 def log_undurable(events: Sequence[AuditEvent], error: BaseException) -> None:
