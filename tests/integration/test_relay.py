@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import asyncpg  # type: ignore[import-untyped]
-import httpx
 import pytest
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -36,6 +35,7 @@ from handlers.api_messaging import messaging_key
 from handlers.app import create_app
 from handlers.keys import chat_key, emulator_key, sessions_key
 from handlers.settings import Settings
+from integrations.http_clients import http_client
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
 from integrations.sendbird import SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode, ReceivedRequest
@@ -73,7 +73,7 @@ async def patient_api(aiohttp_client: Any, settings: Settings) -> Api:
 @pytest.fixture
 async def patient_chat(api: Api) -> AsyncIterator[ChatGateway]:
     """The app's emulator through a chat client that waits out a hang until the test releases it."""
-    async with httpx.AsyncClient() as http:
+    async with http_client() as http:
         client = SendbirdClient(
             http,
             base_url=api.app[emulator_key].base_url,
