@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import cProfile
+import gc
 import multiprocessing
 import os
 import pstats
@@ -317,6 +318,24 @@ def _collect_profile(pid: int, path: str) -> None:
     raise RuntimeError(f"no profile from process {pid}")
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No collection in the load generator while a round is measured; one before and after.
+
+    Its heap grows round by round (every latency is kept), so its full collections grew to
+    50 to 70 ms each, and one landing inside a round held all 64 clients' responses unread: the
+    round's p99 was the generator's pause, whichever server it was loading (the third round of
+    ``bench/read_patient.py`` every time: 70 to 80 ms against 23 to 35 ms in the others). The servers'
+    own collectors run as they do in service."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
 def measure(
     contenders: list[Contender], levels: list[int], rounds: int, total: int, seconds: float, warmup: int
 ) -> list[Sample]:
@@ -332,7 +351,8 @@ def measure(
                 for pid in contender.profiled:
                     os.kill(pid, PROFILE_START)
                 before = cpu(contender.groups)
-                rate, latencies = asyncio.run(load(contender.request, clients, total, seconds))
+                with collector_paused():
+                    rate, latencies = asyncio.run(load(contender.request, clients, total, seconds))
                 after = cpu(contender.groups)
                 for pid in contender.profiled:
                     _collect_profile(pid, contender.profile)
