@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -212,6 +213,12 @@ class CachedAccountDirectory:
     price: an account deactivated, re-roled or logged out through another instance (or the command
     line) keeps access here for at most ``ttl`` seconds; through this one, :meth:`forget` ends it at
     once (``Services.on_sessions_ended``).
+
+    Requests with the same token that arrive while its check is being read wait for that read
+    instead of starting their own: when a busy token's time to live ran out, every request in
+    flight (64 in ``bench/read_patient.py``) used to read the account at once, queueing on the
+    connection pool, and that burst was the p99 of a whole round. A read that began before a
+    :meth:`forget` is not remembered, and requests after the forget start a read of their own.
     """
 
     def __init__(
@@ -221,20 +228,41 @@ class CachedAccountDirectory:
         self._ttl = ttl
         self._clock = clock
         self._checked: dict[tuple[int, str, int, float | None], float] = {}
+        self._reading: dict[tuple[int, str, int, float | None], asyncio.Future[bool]] = {}
+        #: Counts :meth:`forget` calls: a read is remembered only if none came while it ran.
+        self._forgets = 0
 
     async def current(self, actor: Actor) -> bool:
         key = (actor.user_id, actor.role.value, actor.organization_id, actor.issued_at)
         now = self._clock()
         if self._checked.get(key, -1.0) > now:
             return True
-        if not await self._inner.current(actor):
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.ensure_future(self._read(key, actor, now))
+            # Retrieved even when every waiter was cancelled, so no "never retrieved" warning.
+            reading.add_done_callback(lambda done: done.cancelled() or done.exception())
+        # Shielded: a waiter cancelled (its client went away) does not cancel the others' read.
+        return await asyncio.shield(reading)
+
+    async def _read(self, key: tuple[int, str, int, float | None], actor: Actor, asked: float) -> bool:
+        forgets = self._forgets
+        try:
+            current = await self._inner.current(actor)
+        finally:
+            if self._reading.get(key) is asyncio.current_task():
+                del self._reading[key]
+        if not current:
             self._checked.pop(key, None)
             return False
-        if len(self._checked) > 10_000:  # bounded: drop everything rather than track recency
-            self._checked.clear()
-        self._checked[key] = now + self._ttl
+        if forgets == self._forgets:
+            if len(self._checked) > 10_000:  # bounded: drop everything rather than track recency
+                self._checked.clear()
+            self._checked[key] = asked + self._ttl
         return True
 
     def forget(self, user_id: int) -> None:
         """The account's tokens are checked again on their next request (its sessions ended)."""
+        self._forgets += 1
         self._checked = {key: until for key, until in self._checked.items() if key[0] != user_id}
+        self._reading = {key: read for key, read in self._reading.items() if key[0] != user_id}
