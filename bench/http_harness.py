@@ -324,8 +324,8 @@ def collector_paused() -> Iterator[None]:
 
     Its heap grows round by round (every latency is kept), so its full collections grew to
     50 to 70 ms each, and one landing inside a round held all 64 clients' responses unread: the
-    round's p99 was the generator's pause, whichever server it was loading (the third round of
-    ``bench/read_patient.py`` every time: 70 to 80 ms against 23 to 35 ms in the others). The servers'
+    round's p99 was the generator's pause, whichever server it was loading (the fourth round of
+    ``bench/read_patient.py`` in most runs: 70 to 80 ms against 23 to 35 ms in the others). The servers'
     own collectors run as they do in service."""
     gc.collect()
     gc.disable()
