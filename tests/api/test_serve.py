@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -50,7 +51,29 @@ PASSWORD = "correct horse battery"
 START_WITHIN = 20.0  # seconds: two interpreters importing everything on a busy 2-core machine
 
 
+#: Where the kernel picks the local ports of outgoing connections and of binds to port 0.
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
+    """A port ``caremsg serve --port`` can bind: free now, and outside the kernel's ephemeral range.
+
+    ``serve`` binds it a second or more later (the emulators and the workers start first). A port
+    from a bind to port 0 lies in the ephemeral range, where meanwhile any outgoing connection of
+    the suite's other workers may take it as its local port; one below the range is never handed
+    out that way. (Once in about a dozen full runs a worker failed and ``serve`` exited 1 before it
+    was ready; its output was not kept then, so a taken port is the likely cause, not a proven one.
+    :meth:`Served.wait_for` now shows the output of a service that exits early.)"""
+    low = int(EPHEMERAL.read_text().split()[0]) if EPHEMERAL.exists() else 0
+    if low > 11_000:
+        for _ in range(100):
+            port = random.randrange(10_000, low)
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -65,6 +88,7 @@ class Served:
     lines: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
     policies: Path | None = None  # the policy directory it reads, when a test gave it one
+    reader: asyncio.Task[None] | None = None  # reads its output into ``lines`` and ``raw``
 
     @property
     def url(self) -> str:
@@ -87,10 +111,21 @@ class Served:
             if len(found) >= count:
                 return found[:count]
             if self.process.returncode is not None:
-                raise AssertionError(f"caremsg serve exited ({self.process.returncode}) before {name}")
+                raise AssertionError(
+                    f"caremsg serve exited ({self.process.returncode}) before {name}; it said:\n"
+                    + await self.last_words()
+                )
             return None
 
         return await eventually(probe, f"{count} x {name} {match or ''}", within=within)
+
+    async def last_words(self, count: int = 30) -> str:
+        """Its last lines of output, once it has written them all (for a failure's message: a
+        module's service is stopped, and its output shown, only after the module's last test)."""
+        if self.reader is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.reader), 5)
+        return "\n".join(self.raw[-count:])
 
     @property
     def worker_pids(self) -> set[int]:
@@ -177,8 +212,9 @@ class Starter:
             start_new_session=True,  # its own process group: the teardown can end all of it
         )
         served = Served(process, port)
+        served.reader = asyncio.create_task(_read_log(served))
         self.started.append(served)
-        self.readers.append(asyncio.create_task(_read_log(served)))
+        self.readers.append(served.reader)
         return served
 
     async def stop_all(self) -> None:
