@@ -134,13 +134,21 @@ class BenchDatabase:
 
 
 @contextlib.contextmanager
-def embedded_database() -> Iterator[BenchDatabase]:
-    """A throwaway embedded PostgreSQL migrated to head, stopped and removed on the way out."""
+def embedded_database(*, statements: bool = False) -> Iterator[BenchDatabase]:
+    """A throwaway embedded PostgreSQL migrated to head, stopped and removed on the way out.
+
+    With ``statements`` it runs with ``pg_stat_statements`` loaded (a server of the same binaries that
+    the harness starts itself, as the restart tests do) and, on the way out, prints the statements that
+    took the most time since the migrations (:func:`print_statements`)."""
     from sqlalchemy.engine import make_url
 
     from integrations.db.embedded import start_embedded_postgres
     from integrations.db.migrate import upgrade
 
+    if statements:
+        with _database_with_statements() as db:
+            yield db
+        return
     with tempfile.TemporaryDirectory(prefix="caremsg-bench-") as tmp:
         pgdata = Path(tmp) / "pgdata"
         server = start_embedded_postgres(pgdata, temporary=True)
@@ -156,6 +164,63 @@ def embedded_database() -> Iterator[BenchDatabase]:
             yield BenchDatabase(server.url, dsn, pgdata)
         finally:
             server.stop()
+
+
+@contextlib.contextmanager
+def _database_with_statements() -> Iterator[BenchDatabase]:
+    from integrations.db.embedded import RestartablePostgres
+    from integrations.db.migrate import upgrade
+
+    with tempfile.TemporaryDirectory(prefix="caremsg-bench-") as tmp:
+        server = RestartablePostgres(Path(tmp), max_connections=200)
+        server.init()
+        with (server.data / "postgresql.auto.conf").open("a") as conf:
+            conf.write("shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = 'all'\n")
+        server.start()
+        try:
+            upgrade(server.url())
+            dsn = {"user": "postgres", "host": str(server.dir), "port": 5432, "database": "postgres"}
+            asyncio.run(_statements_reset(dsn))
+            yield BenchDatabase(server.url(), dsn, server.data)
+            asyncio.run(print_statements(dsn))
+        finally:
+            server.stop()
+
+
+async def _statements_reset(dsn: dict[str, Any]) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(**dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await conn.execute("SELECT pg_stat_statements_reset()")
+    finally:
+        await conn.close()
+
+
+async def print_statements(dsn: dict[str, Any], limit: int = 25) -> None:
+    """The statements that took the most executor time (wall time, so inflated alike on a saturated
+    machine): calls, total, mean per call, rows, and the statement's start."""
+    import asyncpg
+
+    conn = await asyncpg.connect(**dsn)
+    try:
+        total = await conn.fetchval("SELECT sum(total_exec_time) FROM pg_stat_statements")
+        rows = await conn.fetch(
+            "SELECT calls, total_exec_time, mean_exec_time, rows,"
+            " left(regexp_replace(query, '\\s+', ' ', 'g'), 100) AS query"
+            " FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT $1",
+            limit,
+        )
+    finally:
+        await conn.close()
+    print(f"\nPostgreSQL executor time, all statements: {total:.0f} ms (pg_stat_statements)")
+    for r in rows:
+        share = 100 * r["total_exec_time"] / total if total else 0.0
+        print(
+            f"  {r['calls']:8d} calls {r['total_exec_time']:8.0f} ms {share:4.1f} %"
+            f" {r['mean_exec_time'] * 1000:7.0f} µs/call {r['rows']:8d} rows  {r['query']}"
+        )
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@
 same row measured in the same run on the same PostgreSQL.
 
     python bench/read_patient.py [--clients 1 16 64] [--rounds 3] [--requests 2000] [--seconds 8]
-                                 [--workers 1] [--profile FILE]
+                                 [--workers 1] [--profile FILE] [--pg-statements]
 
 - **baseline**: bare aiohttp + an asyncpg pool (10 to 20 connections), ``GET /patients/{id}`` doing one
   ``SELECT … FROM patients WHERE id = $1`` and answering the row as JSON;
@@ -113,11 +113,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--workers", type=int, default=1, help="caremsg processes sharing the port")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the caremsg process's measured runs")
+    parser.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="load pg_stat_statements and print the statements that took PostgreSQL the most time",
+    )
     args = parser.parse_args()
 
     load_before = load_average()
     processes: list[multiprocessing.Process] = []
-    with embedded_database() as db:
+    with embedded_database(statements=args.pg_statements) as db:
         try:
             token = secrets.token_hex(20)
             emulator, emulator_port = start(serve_emulator, token)

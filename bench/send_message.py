@@ -2,7 +2,7 @@
 single-INSERT endpoint measured in the same run on the same PostgreSQL.
 
     python bench/send_message.py [--clients 64 ...] [--rounds 3] [--requests 3000] [--seconds 10]
-                                 [--workers 1] [--baseline-workers 1] [--profile FILE]
+                                 [--workers 1] [--baseline-workers 1] [--profile FILE] [--pg-statements]
 
 Both servers run in their own process(es) side by side (the machine has 2 cores: one for the server,
 one for the load generator and PostgreSQL) and are loaded in turn, round by round; the load
@@ -92,11 +92,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="caremsg processes sharing the port")
     parser.add_argument("--baseline-workers", type=int, default=1, help="baseline processes sharing the port")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the caremsg process's measured runs")
+    parser.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="load pg_stat_statements and print the statements that took PostgreSQL the most time",
+    )
     args = parser.parse_args()
 
     load_before = load_average()
     processes: list[multiprocessing.Process] = []
-    with embedded_database() as db:
+    with embedded_database(statements=args.pg_statements) as db:
         try:
             port = free_port()
             baseline = [start(_serve_baseline, db.dsn, port)[0] for _ in range(args.baseline_workers)]
