@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
 from datetime import timedelta
@@ -224,46 +225,49 @@ async def test_a_key_whose_request_was_killed_is_usable_again_within_seconds(
         sys.executable, "-c", RUNNING_REQUEST, settings.database.url, str(team.peer.id), key, str(lease),
         cwd=PROJECT, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert request.stdout is not None
-    assert await request.stdout.readline() == b"claimed\n"
     store = IdempotencyStore(api.app[sessions_key], ttl=timedelta(hours=1), lease=timedelta(seconds=lease))
 
     async def repeat() -> object:
         return await store.claim(team.peer.id, key, "message.send", "digest")
 
-    # Alive, it renews its lease: the lease reaches two leases past where its claim set it, and a
-    # repeat then, when the claim's own lease would long have run out, is refused. Renewals are
-    # checked, not an unbroken lease: a subprocess starved for longer than a lease on a busy machine
-    # lets it lapse for a moment (a repeat in that moment takes the key over, as it should).
-    leased = (
-        "SELECT lease_until, lease_until - now() AS remaining FROM idempotency_keys"
-        " WHERE user_id = $1 AND key = $2 AND state = 'in_progress'"
-    )
-    claimed = await db.fetchrow(leased, team.peer.id, key)
-    assert claimed is not None
+    try:
+        assert request.stdout is not None
+        assert await request.stdout.readline() == b"claimed\n"
 
-    async def renewed() -> bool:
-        row = await db.fetchrow(leased, team.peer.id, key)
-        assert row is not None, "the running request keeps its key"
-        return bool(
-            row["lease_until"] >= claimed["lease_until"] + timedelta(seconds=2 * lease)
-            and row["remaining"] > timedelta(seconds=lease / 2)
+        # Alive, it renews its lease: the lease reaches two leases past where its claim set it, and a
+        # repeat then, when the claim's own lease would long have run out, is refused. Renewals are
+        # checked, not an unbroken lease: a subprocess starved for longer than a lease on a busy machine
+        # lets it lapse for a moment (a repeat in that moment takes the key over, as it should).
+        leased = (
+            "SELECT lease_until, lease_until - now() AS remaining FROM idempotency_keys"
+            " WHERE user_id = $1 AND key = $2 AND state = 'in_progress'"
         )
+        claimed = await db.fetchrow(leased, team.peer.id, key)
+        assert claimed is not None
 
-    await eventually(renewed, "the running request to renew its lease", within=30)
-    with pytest.raises(Conflict):
-        await repeat()
+        async def renewed() -> bool:
+            row = await db.fetchrow(leased, team.peer.id, key)
+            assert row is not None, "the running request keeps its key"
+            return bool(
+                row["lease_until"] >= claimed["lease_until"] + timedelta(seconds=2 * lease)
+                and row["remaining"] > timedelta(seconds=lease / 2)
+            )
 
-    request.kill()  # SIGKILL: nothing releases the key
-    await request.wait()
+        await eventually(renewed, "the running request to renew its lease", within=30)
+        with pytest.raises(Conflict):
+            await repeat()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            request.kill()  # SIGKILL: nothing releases the key (nor is it left running if a check failed)
+        await request.wait()
 
     async def taken_over() -> Claim | None:
         try:
-            claimed = await repeat()
+            taken = await repeat()
         except Conflict:
             return None
-        assert isinstance(claimed, Claim)
-        return claimed
+        assert isinstance(taken, Claim)
+        return taken
 
     # Free again about one lease after the last renewal, where it used to take a whole minute.
     await eventually(taken_over, "the killed request's key to be free", within=3 * lease + 2)
