@@ -48,7 +48,7 @@ POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
 
 
 class NoDelivery:
-    def wake(self) -> None:
+    def wake(self, queued: object = None) -> None:
         return None
 
 

@@ -8,7 +8,7 @@ decided again under another policy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from engine.consent_index import ConsentIndex
 from engine.decisions import Decision, Fact
+from engine.effects import Effect
 from engine.errors import NotFound
 from engine.model import Actor
 from engine.policy import Policy, PolicyHolder
@@ -37,7 +38,7 @@ class Explanation:
 
 
 class _NoDelivery:
-    def wake(self) -> None:
+    def wake(self, queued: Collection[type[Effect]] | None = None) -> None:
         """Explaining delivers nothing."""
 
 

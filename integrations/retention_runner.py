@@ -7,19 +7,20 @@ entries that delete the channels' copies); a running service's relay delivers th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from engine.consent_index import ConsentIndex
+from engine.effects import Effect
 from engine.policy import Policy, PolicyHolder
 from engine.services import Services
 from integrations.db.uow import SqlUnitOfWork
 
 
 class _NoDelivery:
-    def wake(self) -> None:
+    def wake(self, queued: Collection[type[Effect]] | None = None) -> None:
         """The service's relay finds the entries on its own (it polls the outbox)."""
 
 

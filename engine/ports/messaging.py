@@ -4,7 +4,7 @@ unit of work."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -263,8 +263,10 @@ class MessageRecalls(Protocol):
 
 
 class DeliveryTrigger(Protocol):
-    def wake(self) -> None:
-        """Tell the outbox relay there is work (after a commit); a hint, never required for delivery."""
+    def wake(self, queued: Collection[type[Effect]] | None = None) -> None:
+        """Tell the outbox relay there is work (after a commit): the types of the effects just queued,
+        or None when the caller does not say (every relay looks). A hint, never required for
+        delivery: a relay not woken finds the work at its next poll."""
         ...
 
 

@@ -386,7 +386,7 @@ async def send_message(
                 first_escalation_seconds=first_escalation,
             )
         )
-    services.delivery.wake()
+    services.delivery.wake(messaging.queued_by(deliveries, posted=False))
     return Message(
         id=context.message_id,
         conversation_id=conversation_id,

@@ -25,7 +25,7 @@ from datetime import datetime
 from engine.audit import AuditEvent, DetailValue, Outcome
 from engine.audit_trail import DISCLOSED
 from engine.decisions import Fact
-from engine.effects import AnswerKeyword, AskWhichConversation, PostSmsReply, TextMessage
+from engine.effects import AnswerKeyword, AskWhichConversation, Effect, PostMessage, PostSmsReply, TextMessage
 from engine.errors import Forbidden, NotFound
 from engine.facts import external_facts, sms_refusal
 from engine.model import EXTERNAL_PARTICIPANT, Actor, DeliveryState, Message, RecipientDelivery
@@ -197,8 +197,22 @@ async def store_deliveries(
     """
     ids = await uow.deliveries.add(message_id, deliveries)
     for delivery, delivery_id in zip(deliveries, ids, strict=True):
-        if delivery.external_participant_id is not None and delivery.state == DeliveryState.QUEUED:
+        if texted(delivery):
             await uow.outbox.enqueue(TextMessage(conversation_id, message_id, delivery_id))
+
+
+def texted(delivery: NewDelivery) -> bool:
+    """Whether a planned delivery queues a text: an SMS delivery that was not refused."""
+    return delivery.external_participant_id is not None and delivery.state == DeliveryState.QUEUED
+
+
+def queued_by(deliveries: Sequence[NewDelivery], *, posted: bool) -> tuple[type[Effect], ...]:
+    """The effect types a message's deliveries queue (what the relay is woken for): its chat post
+    unless it was ``posted`` in the channel already, and texts when any SMS delivery goes out."""
+    queued: list[type[Effect]] = [] if posted else [PostMessage]
+    if any(texted(d) for d in deliveries):
+        queued.append(TextMessage)
+    return tuple(queued)
 
 
 async def get_message(services: Services, actor: Actor, message_id: int) -> Message:
@@ -307,6 +321,7 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
         message = await uow.messages.add_posted(
             conversation.id, sender.id, event.text, event.chat_message_id, event.created_at_ms
         )
+        queued: tuple[type[Effect], ...] = ()
         if message is not None:
             recipients = (
                 await uow.deliveries.sms_recipients(conversation.id, conversation.patient_id)
@@ -323,9 +338,11 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
                 channel_ts_ms=event.created_at_ms,
             )
             await store_deliveries(uow, conversation.id, message.id, deliveries)
+            queued = queued_by(deliveries, posted=True)
         await uow.webhook_events.finish(event.event_id, PROCESSED)
         await uow.commit()
-    services.delivery.wake()
+    if queued:
+        services.delivery.wake(queued)
     return PROCESSED
 
 

@@ -10,14 +10,14 @@ import contextlib
 import dataclasses
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from engine.effects import TEXTS, kinds
+from engine.effects import TEXTS, Effect, kinds
 from engine.errors import ChatGatewayError, ChatRateLimited
 from engine.ports import ChatGateway
 from integrations.db.base import is_unavailable
@@ -90,6 +90,11 @@ class OutboxRelay:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def claims(self, kind: str) -> bool:
+        """Whether this relay claims entries of the stored ``kind``."""
+        asked, skipped = self._settings.claim_kinds, self._settings.skip_kinds
+        return (asked is None or kind in asked) and kind not in skipped
 
     def backoff(self, attempts: int) -> float:
         """Full jitter: a random delay up to base·2^(attempts-1), capped."""
@@ -292,9 +297,14 @@ class Relays:
         """Deliveries put back for another attempt since start, by every relay together."""
         return sum(relay.retries for relay in self.relays)
 
-    def wake(self) -> None:
+    def wake(self, queued: Collection[type[Effect]] | None = None) -> None:
+        """Wake the relays that claim any of the ``queued`` effect types (every relay when None):
+        a send that queued a chat post alone leaves the text relay asleep, where it would otherwise
+        run its claims over the chat backlog only to find nothing of its own."""
+        queued_kinds = None if queued is None else kinds(tuple(queued))
         for relay in self.relays:
-            relay.wake()
+            if queued_kinds is None or any(relay.claims(kind) for kind in queued_kinds):
+                relay.wake()
 
     async def run(self) -> None:
         """Run every relay until cancelled (each waits outages out by itself)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -89,6 +89,7 @@ from engine.retention import LegalHold
 from engine.rosters import OnCallShift, StaffAway
 from engine.services import EngineSettings, Services
 from engine.sms import CHANNEL_RECIPIENT
+from engine.workflows.messaging import texted
 from integrations.db.uow import BufferedAuditLog, unfinished
 from integrations.policy_edits import POLICY_FILES
 from integrations.policy_files import load_policy, read_policy_files, tested_sources
@@ -168,13 +169,28 @@ class FakeTokens:
 
 
 class FakeDelivery:
-    """Counts wake-ups of the outbox relay."""
+    """Counts wake-ups of the outbox relay, and checks what each says it was woken for: a wake that
+    names the effect types queued must name the type of every effect enqueued since the wake before
+    it (one naming too little would leave the relay that delivers the rest asleep until its poll)."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: FakeDatabase) -> None:
         self.wakes = 0
+        #: What each wake named, in order (None: it did not say).
+        self.named: list[frozenset[type[Effect]] | None] = []
+        self._database = database
+        self._seen: list[Effect] = []
 
-    def wake(self) -> None:
+    def wake(self, queued: Collection[type[Effect]] | None = None) -> None:
         self.wakes += 1
+        self.named.append(None if queued is None else frozenset(queued))
+        seen = {id(e) for e in self._seen}
+        new = [e for e in self._database.outbox if id(e) not in seen]
+        self._seen = list(self._database.outbox)
+        if queued is not None:
+            missed = sorted({type(e).__name__ for e in new} - {t.__name__ for t in queued})
+            if missed:
+                named = sorted(t.__name__ for t in queued)
+                raise AssertionError(f"a wake named {named}, not {missed} queued")
 
 
 # --- the chat and SMS gateways ---------------------------------------------------------------------
@@ -1916,7 +1932,7 @@ class FakeSendUnitOfWork:
         db.outbox += [
             TextMessage(send.conversation_id, send.message_id, delivery_id)
             for delivery_id, d in zip(ids, send.deliveries, strict=True)
-            if d.external_participant_id is not None and d.state == DeliveryState.QUEUED
+            if texted(d)
         ]
         if send.idempotency_claim is not None:
             db.idempotency_keys[send.idempotency_claim] = send.message_id
@@ -2092,7 +2108,7 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
     """The real :class:`Services` and the shipped policy over in-memory fakes of every port used."""
     clock = FakeClock()
     db = FakeDatabase(clock=clock)
-    passwords, tokens, delivery, notifier = FakePasswords(), FakeTokens(), FakeDelivery(), FakeNotifier()
+    passwords, tokens, delivery, notifier = FakePasswords(), FakeTokens(), FakeDelivery(db), FakeNotifier()
     consents = ConsentIndex()
     consents.replace_all([], {}, clock(), seq=0)  # loaded, and empty: no consent covers anyone
     services = Services(

@@ -233,6 +233,8 @@ async def test_a_message_is_texted_to_an_external_member_unless_they_opted_out(w
         PostMessage(conversation.id, second.id),
     ]
     assert [e.outcome for e in world.events("sms.send_full_text")] == ["denied"]  # by default: no content
+    # Each send woke the relays for what it queued: the text relay for the first only.
+    assert world.delivery.named[-2:] == [frozenset({PostMessage, TextMessage}), frozenset({PostMessage})]
 
 
 async def test_members_read_and_list_a_conversation_until_the_consent_covering_them_ends(

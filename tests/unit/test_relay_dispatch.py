@@ -37,7 +37,7 @@ from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
 from engine.sms import Keyword
 from integrations.effects.executor import Executors, RelayContext
 from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from, outbox_row
-from integrations.relay import Dead, Done, GivenBack, OutboxRelay, RelaySettings, RetryAt
+from integrations.relay import TEXT_KINDS, Dead, Done, GivenBack, OutboxRelay, Relays, RelaySettings, RetryAt
 from integrations.relay.outcomes import finished, settle_params
 from tests.support.fakes import FakeChatGateway
 
@@ -274,3 +274,49 @@ def test_a_help_answer_queued_in_the_old_shape_is_still_a_help_answer() -> None:
     effect = effect_from("send_sms", {"help_participant_id": 9}, 4, None)
 
     assert effect == AnswerKeyword(4, 9, Keyword.HELP)
+
+
+class _WakeCounting(OutboxRelay):
+    def __init__(self, settings: RelaySettings) -> None:
+        super().__init__(async_sessionmaker(), FakeChatGateway(), settings)  # type: ignore[arg-type]
+        self.woken = 0
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+def _service_relays() -> tuple[_WakeCounting, _WakeCounting]:
+    """The service's two relays (handlers/app.py): chat effects, and texts."""
+    chat = _WakeCounting(RelaySettings(skip_kinds=TEXT_KINDS))
+    return chat, _WakeCounting(RelaySettings(claim_kinds=TEXT_KINDS))
+
+
+@pytest.mark.parametrize(
+    ("queued", "woken"),
+    [
+        ([PostMessage], (1, 0)),
+        ([TextMessage], (0, 1)),
+        ([AnswerKeyword, AskWhichConversation], (0, 1)),
+        ([PostMessage, TextMessage], (1, 1)),
+        ([CreateChannel, InviteMembers], (1, 0)),
+        ([], (0, 0)),
+        (None, (1, 1)),
+    ],
+    ids=["a post", "a text", "keyword answers", "a post and a text", "chat effects", "nothing", "unsaid"],
+)
+def test_a_wake_reaches_the_relays_that_claim_what_was_queued(
+    queued: list[type[Effect]] | None, woken: tuple[int, int]
+) -> None:
+    chat, texts = _service_relays()
+
+    Relays([chat, texts]).wake(queued)
+
+    assert (chat.woken, texts.woken) == woken
+
+
+def test_every_kind_is_claimed_by_exactly_one_of_the_service_relays() -> None:
+    chat, texts = _service_relays()
+
+    assert {kind: (chat.claims(kind), texts.claims(kind)) for kind in KIND.values()} == {
+        kind: (kind not in TEXT_KINDS, kind in TEXT_KINDS) for kind in KIND.values()
+    }
