@@ -240,6 +240,16 @@ async def claim(session: AsyncSession, parameters: dict[str, Any]) -> list[Row[A
     return rows
 
 
+# The statements below touch entries this relay holds, by id, and only while they are still pending.
+# They compare ``status`` with the ``held`` column of their list of ids, never with the literal
+# 'pending': a literal lets the planner answer through a partial index of pending entries
+# (ix_outbox_pending, ix_outbox_due, ix_outbox_pending_in_order), which it does, with a plan it then
+# keeps, whenever its statistics say few entries are pending. After an outage they say so while
+# thousands are: each settle walked every one of them (tests/integration/test_relay_plans.py). A
+# column of the ids' list (materialized, so it is not folded back into a literal) leaves the primary
+# key as the way in: a read per id, however long the backlog.
+_HELD = "'pending' AS held"
+
 # One statement settles a wave: the outbox rows (finished, rescheduled, or given back untried) and,
 # for each entry it finishes, its audit record. Only rows this relay still holds are touched: still
 # pending, with the attempt count of this relay's claim (a later claim elsewhere has counted one
@@ -266,8 +276,8 @@ _DELIVERY_AUDIT = audit_insert_sql(
 #: Outcome codes of :data:`SETTLE` (``outcomes``): done, failed (dead), retry, untried (given back).
 SETTLE = text(
     f"""
-    WITH s AS (
-        SELECT * FROM unnest(
+    WITH s AS MATERIALIZED (
+        SELECT *, {_HELD} FROM unnest(
             CAST(:ids AS integer[]), CAST(:attempts AS integer[]), CAST(:outcomes AS text[]),
             CAST(:reasons AS text[]), CAST(:delays AS double precision[])
         ) AS s(id, attempts, outcome, reason, delay)
@@ -282,7 +292,7 @@ SETTLE = text(
             -- given back untried: the claim counted an attempt that was never made
             attempts = CASE WHEN s.outcome = 'untried' THEN o.attempts - 1 ELSE o.attempts END
         FROM s
-        WHERE o.id = s.id AND o.status = 'pending' AND o.attempts = s.attempts
+        WHERE o.id = s.id AND o.status = s.held AND o.attempts = s.attempts
         RETURNING o.id, o.kind, o.attempts, o.conversation_id, o.message_id, s.outcome, s.reason
     ), audited AS (
         {_DELIVERY_AUDIT}
@@ -291,25 +301,32 @@ SETTLE = text(
     """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
+#: The ids (and the attempt counts of their claim) that :data:`RELEASE` and :data:`RENEW` touch.
+_HELD_IDS = f"""held AS MATERIALIZED (
+        SELECT *, {_HELD}
+        FROM unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts)
+    )"""  # noqa: S608 - constants
+
 RELEASE = text(
-    """
+    f"""
+    WITH {_HELD_IDS}
     UPDATE outbox o SET lease_until = NULL
-    FROM unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts)
-    WHERE o.id = s.id AND o.status = 'pending' AND o.attempts = s.attempts
-    """
+    FROM held s
+    WHERE o.id = s.id AND o.status = s.held AND o.attempts = s.attempts
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
 # The relay's heartbeat: entries it still holds keep their lease while it lives (rows it settled
 # meanwhile have no lease left to renew). SKIP LOCKED: a row being settled right now needs no
 # renewal, and the heartbeat never waits on a settle, so the two cannot deadlock.
 RENEW = text(
-    """
+    f"""
+    WITH {_HELD_IDS}
     UPDATE outbox SET lease_until = now() + make_interval(secs => :lease)
     WHERE id IN (
         SELECT o.id FROM outbox o
-        JOIN unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts)
-          ON o.id = s.id AND o.attempts = s.attempts
-        WHERE o.status = 'pending' AND o.lease_until IS NOT NULL
+        JOIN held s ON o.id = s.id AND o.attempts = s.attempts AND o.status = s.held
+        WHERE o.lease_until IS NOT NULL
         FOR UPDATE OF o SKIP LOCKED)
-    """
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )

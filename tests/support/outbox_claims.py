@@ -5,11 +5,12 @@ the claims side by side."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, text
+from sqlalchemy import Row, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from integrations.relay.statements import CLAIM, CLAIM_HEADS
@@ -165,3 +166,46 @@ def specified_claim(
             behind.append((place, row.id))
     leased += [i for _, i in sorted(behind)[: limit - len(leased)]]
     return sorted(leased)
+
+
+async def generic_plan(session: AsyncSession, statement: TextClause, parameters: dict[str, Any]) -> Any:
+    """``EXPLAIN (ANALYZE, FORMAT JSON)`` of ``statement`` as a prepared statement's generic plan: the
+    plan PostgreSQL keeps for a statement it has run several times (the relay's are prepared once
+    per connection), made from the statistics it has, not from these parameters' values. The
+    statement runs: call it in a transaction that is rolled back."""
+    names: list[str] = []
+    for name in re.findall(r"(?<![:\w]):(\w+)", statement.text):
+        if name not in names:
+            names.append(name)
+    numbered = re.sub(r"(?<![:\w]):(\w+)", lambda m: f"${names.index(m.group(1)) + 1}", statement.text)
+    # PREPARE and DEALLOCATE over the simple protocol (the driver's, without arguments): prepared by
+    # the driver, the $n of the statement would be taken for the driver's own parameters.
+    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    assert driver is not None
+    await driver.execute(f"PREPARE generic_plan_probe AS {numbered}")
+    try:
+        types = await session.scalar(
+            text("SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = :name"),
+            {"name": "generic_plan_probe"},
+        )
+        await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        # EXECUTE takes no bound parameters: the values are written out (test data, not input).
+        arguments = ", ".join(
+            f"CAST({_literal(parameters[name])} AS {type_})" for name, type_ in zip(names, types, strict=True)
+        )
+        explain = f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE generic_plan_probe({arguments})"
+        plan = (await session.execute(text(explain))).scalar_one()
+    finally:
+        await driver.execute("DEALLOCATE generic_plan_probe")
+    return plan[0]["Plan"]
+
+
+def _literal(value: Any) -> str:
+    """A SQL literal of a number, a string, None or a list of them."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, list):
+        return f"ARRAY[{', '.join(map(_literal, value))}]"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)

@@ -210,7 +210,9 @@ class OutboxRow(SQLModel, table=True):
     """Side effects on the chat provider, written in the same transaction as the action that causes them.
 
     The relay claims due rows with ``FOR UPDATE SKIP LOCKED`` and a lease, so several instances can
-    run it at once and a killed relay's rows are picked up again when the lease runs out.
+    run it at once and a killed relay's rows are picked up again when the lease runs out. Rows are
+    never deleted; autovacuum analyzes the table after every 1,000 changes whatever its size
+    (migration 0029), so the claims' plans follow the number of pending entries.
     """
 
     __tablename__ = "outbox"
