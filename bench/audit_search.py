@@ -23,6 +23,10 @@ the console page as ``GET /console/audit?search=1&…`` (25 records a page, rend
 first byte of the body. The query alone (``SqlAuditTrail.search``, the repository both call) is
 timed over the same filters on a connection of its own. ``--explain`` prints ``EXPLAIN (ANALYZE,
 BUFFERS)`` of each search.
+
+Longer than 400 lines because it is one run: the trail its SQL fills is searched by the console page
+and the API, timed against each other, and by the query alone and its EXPLAIN, all with searches
+drawn the same way (``searches``); the figures only compare within that run.
 """
 
 from __future__ import annotations

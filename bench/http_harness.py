@@ -4,6 +4,10 @@ latency percentiles, CPU per request from /proc, and an optional cProfile of the
 
 Closed loop: each of N clients sends its next request when the previous one is answered, so mean
 latency is N / throughput (Little's law) and a p99 target at 64 clients is also a throughput target.
+
+Longer than 400 lines because it is the one way the HTTP benchmarks measure: :func:`measure` drives
+the server processes, the closed-loop load, the CPU read from /proc and the profile together, and
+each benchmark takes them from here so that their figures compare.
 """
 
 from __future__ import annotations

@@ -2,7 +2,12 @@
 emulator (the channel holds a FILE message with the file's bytes), the external participant texted
 only the notification, 413/415/422 as problem+json naming the field with nothing written, the
 download decided as conversation.read (404 for another organization's), and a recall deleting the
-file message. tests/unit/test_attachment_workflows_on_fakes.py covers the checks on fakes."""
+file message. tests/unit/test_attachment_workflows_on_fakes.py covers the checks on fakes.
+
+Longer than 400 lines because the upload's checks, the download, the recall and the Idempotency-Key
+retries are all cases of one endpoint, posted as the same multipart form (``_form``) into the same
+care team's conversation; split, each part would need its own copy of the form builder.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,10 @@ a failure; and if the audit record cannot be written, the action fails and nothi
 A *failure* is produced the same way for every workflow: a test-only trigger refuses the action's
 own (``success``) audit row, so the action's transaction cannot commit (fail closed, 503) and the
 unit of work records the event again, on its own, with outcome ``failure``.
+
+Longer than 400 lines because ``SCENARIOS`` is one table, a success and (where one exists) a denial
+for each declared workflow, with the builders its rows call; the three parametrised tests and the
+check that no workflow lacks a scenario each read the whole table.
 """
 
 from __future__ import annotations

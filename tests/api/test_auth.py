@@ -1,4 +1,9 @@
-"""Registration, login and the profile over HTTP: what a client sees, what is stored, what is audited."""
+"""Registration, login and the profile over HTTP: what a client sees, what is stored, what is audited.
+
+Longer than 400 lines because registration, login and the profile are one endpoint family: their
+tests share the registration body, the problem and no-PHI assertions, and the accounts that
+registering and then logging in make.
+"""
 
 from __future__ import annotations
 

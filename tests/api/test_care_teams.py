@@ -5,6 +5,10 @@ The rule under test: whoever is added to a care team must belong to the patient'
 covered by an active consent of that organization (directly or through a compliance group), decided
 as ``care_team.join`` about the person added; the person adding must be the patient's admin or on the
 care team. Every decision is on record in ``audit_events``; a refused addition stores no member.
+
+Longer than 400 lines because the three endpoints apply one rule (who may join a care team) and
+share the Clinic setup and the denial and audit assertions; the consent cases (direct, through a
+group, for payment only, revoked, not active yet) are that rule's table and are read together.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Only compliance officers of the patient's organization record consents; a consen
 recipient (an organization, a compliance group or an external party by phone) and is active from
 ``effectiveAt`` until ``expiresAt``. Every decision is on record in ``audit_events``; a refused or
 invalid request stores no consent.
+
+Longer than 400 lines because recording and listing consents share the Clinic setup, the denial and
+validation assertions and the consent count, and the list is checked on consents recorded through
+the same endpoint; the invalid bodies are one table built by ``_body``.
 """
 
 from __future__ import annotations

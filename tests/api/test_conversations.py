@@ -1,6 +1,11 @@
 """Conversations over HTTP: create, list, read and send, against the real app, PostgreSQL and the
 Sendbird emulator that the app runs on loopback. Delivery is asynchronous (the outbox relay), so
-tests wait for it by polling with a deadline, never by sleeping a fixed time."""
+tests wait for it by polling with a deadline, never by sleeping a fixed time.
+
+Longer than 400 lines because create, list, read and send share the Team fixtures and the helpers
+that wait for the relay (``settled``, ``ready``, ``sent``): every send needs a conversation made
+ready the same way, and the cases of a failing chat service reuse them.
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,10 @@ the same, status and body (the request id aside), and neither may carry anything
 caller of organization A given the same record of A must never be told it does not exist (a denial
 there is a 403 with its reason) and never get a 5xx. The app and the two organizations are built once
 for the module.
+
+Longer than 400 lines because ``PROBES`` is one table, an entry per id-taking endpoint, which
+:func:`test_every_id_taking_endpoint_is_classified` checks as a whole against the route table; the
+two tenants it probes are built once for the module, beside it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ zero-width characters in names, numbers that cannot be texted, and a PostgreSQL 
 connections while it shuts down. Issue 13's endpoints (recall, correction, the legal record, legal
 holds, attachments, Part 2 patients and consents) get the same inputs from one table, which also
 checks that the name and text a request carries reach neither a log line nor the answer.
+
+Longer than 400 lines because the table at the end gives the later endpoints the same hostile inputs
+(deep JSON, NUL and control characters, ids that are not ASCII digits) that the tests above try one
+at a time, held to the same answer: a 4xx naming the field and nothing written.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@ app's real relay and hand-off scheduler delivering to the Sendbird emulator.
 
 GET/POST/DELETE /api/care-teams/{id}/on-call[/shifts/{shiftId}], GET/PUT/DELETE /api/auth/away and
 POST /api/conversations with ``onCallOf``.
+
+Longer than 400 lines because the roster, staff away and routing to the on-call role share the Team
+fixture and ``add_shift``; the routing tests at the end hand off along shifts stored through the
+roster endpoints tested above.
 """
 
 from __future__ import annotations

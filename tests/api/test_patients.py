@@ -2,6 +2,11 @@
 
 Every decision the policy takes is checked twice: in the response (status, problem+json, reason) and
 in ``audit_events``, where allowed and denied decisions alike must be on record.
+
+Longer than 400 lines because registering, listing, reading and changing a patient are one endpoint
+family decided on the same care-team and consent facts; the tests share the denial and validation
+assertions, the audit reader (``decisions``) and the covered outsider whose consent a list test and
+a read test revoke.
 """
 
 from __future__ import annotations

@@ -2,7 +2,12 @@
 a message's content outlives its organization's lifespan, the sweep empties it in caremsg (reads
 show ``contentDeleted`` and no text), the channel no longer holds it (deleted, no notice), and the
 audit trail keeps every record of it plus one of the deletion, without content. ``caremsg retention
-plan|run`` count and run the same sweep (in process, tests/support/cli.py)."""
+plan|run`` count and run the same sweep (in process, tests/support/cli.py).
+
+Longer than 400 lines because the sweep and the legal holds that stop it are tested together: the
+hold tests shorten the lifespan with the same ``_lifespan`` and put the shipped policy back with the
+same fixture as the sweep's, on the one app the module shares.
+"""
 
 from __future__ import annotations
 

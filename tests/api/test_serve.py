@@ -10,6 +10,10 @@ are several.
 The served processes get a database of their own: what they store (webhook events keyed by the
 emulator's message ids, which every new emulator counts from 1 again) stays out of the database
 the in-process tests share.
+
+Longer than 400 lines because the harness that runs ``caremsg serve`` as processes (``Served``,
+``Starter``, the module's shared two-worker service, ``Http``) serves only these tests, and the
+tests sharing that service rely on their order in this one file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
 """Urgent messages: sending one (message.send_urgent), acknowledging it (message.acknowledge), and the
 escalation scheduler taking each step on a fake clock, through the real relay and the emulators,
-until someone acknowledges."""
+until someone acknowledges.
+
+Longer than 400 lines because sending, acknowledging and escalating are one urgent message's life:
+the tests share its helpers (``send_urgent``, ``urgent_message``, the fake-clock ``scheduler``,
+``steps``), and escalation is checked up to the acknowledgement that stops it.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
 """Account administration, organizations and compliance groups over HTTP: who may do what, what the
-answers look like, how lists page, and what the audit log keeps."""
+answers look like, how lists page, and what the audit log keeps.
+
+Longer than 400 lines because accounts, organizations and compliance groups are the administration
+endpoints: they share the fixtures (``org``, ``admin``, ``officer``), the problem and denial
+assertions, and one paging test that runs over all three lists.
+"""
 
 from __future__ import annotations
 

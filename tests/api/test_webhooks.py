@@ -1,7 +1,12 @@
 """Inbound webhooks over HTTP: Sendbird's signed events and the SMS provider's (played by the emulator).
 
 The endpoints are public and authenticated by ``x-sendbird-signature`` only; they answer at once and
-the events are processed in the background, so tests poll for the effect with a deadline."""
+the events are processed in the background, so tests poll for the effect with a deadline.
+
+Longer than 400 lines because Sendbird's and the SMS provider's webhooks are the two ends of one
+path: a staff post in the channel becomes a text and a texted reply becomes a post, so the tests
+follow events through both, on the same care teams and emulators.
+"""
 
 from __future__ import annotations
 

@@ -13,6 +13,9 @@ while disagreeing with the providers:
   example reply, sends only what the row documents and reads only what the reply documents;
 - ``test_*_emulator_*``: the same calls against the emulator over real HTTP, whose requests and
   answers are checked against the same rows.
+
+Longer than 400 lines because it is one table: each call caremsg's clients make is one row, read by
+both kinds of test, so that a call is documented once; the rows are most of the file.
 """
 
 from __future__ import annotations

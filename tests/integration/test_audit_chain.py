@@ -3,6 +3,10 @@ insert, reorder) is done directly in PostgreSQL, with the append-only triggers s
 a superuser could, and ``caremsg audit verify`` must catch it and name the record.
 
 Every test gets its own database, cloned from a migrated template, because tampering is permanent.
+
+Longer than 400 lines because the tampering, anchor and sealer tests all run on a database cloned
+from one migrated template and write and seal their trail the same way (``write_events``,
+``sealed_trail``); the sealer's tests check that it hashes what the verifier reads back.
 """
 
 from __future__ import annotations

@@ -1,6 +1,12 @@
 """The fakes the workflow tests run on behave like the PostgreSQL repositories they stand in for:
 each scenario runs against both (tests/support/fakes.py and integrations/db), so a workflow test
-on fakes shows what the service would do."""
+on fakes shows what the service would do.
+
+Longer than 400 lines because each scenario runs twice, on the fake and on PostgreSQL, through the
+module's fixtures (``uow``, ``units``, ``reads``) and shared record builders, and the scenarios
+follow tests/support/fakes.py, itself one module; split, those fixtures and builders would be
+copied.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,11 @@
 Time that the client waits on (rate limiter, retry-after) runs on :class:`FakeClock`, so no test
 sleeps and spacing is asserted on fake timestamps. Only the timeout test waits for real, 0.2 s,
 because a timeout is what it checks.
+
+Longer than 400 lines because the client's calls, its error mapping, retries and rate limits, and
+the gateway built on it are driven through the same fixtures (the emulator, a MockTransport, the
+fake clock, ``seed_team``); the gateway's cases (duplicates, ambiguous creates, retryable failures)
+are the client's errors one layer up.
 """
 
 from __future__ import annotations

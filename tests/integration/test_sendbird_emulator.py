@@ -2,6 +2,10 @@
 
 Requests go over real HTTP on a loopback port chosen by the OS. Webhooks go to a small aiohttp
 receiver started in the test; tests wait for them on a condition with a timeout, never by sleeping.
+
+Longer than 400 lines because the emulator is one program: its replies, faults and webhooks are
+checked with the same requests, through the same fixtures and helpers (``start``, ``seed``,
+``error_of``), and the webhook tests only add a receiver to them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,11 @@
 """`caremsg policy check` and policy loading on deliberately broken files: each kind of error is
-reported with its file and line, and a broken policy never loads."""
+reported with its file and line, and a broken policy never loads.
+
+Longer than 400 lines because every test breaks a copy of the shipped policy through the same
+fixture (``edited``) and reads what loading, ``policy check`` or ``policy test`` report; the files
+it breaks (roles.csv, sms.toml, notices.toml, recall windows, test tables) load and are versioned as
+one policy.
+"""
 
 from __future__ import annotations
 

@@ -23,6 +23,10 @@ Texts from external numbers go in through the real inbound path: the Twilio emul
 posts them to ``POST /api/webhooks/twilio``, and the driver waits for the webhook processor, then
 compares where ``sms.reply`` was decided (its audit record, tied to the text), the outbox (the post
 into the channel, or the question back with the codes) and the ``sms_reply_held`` records.
+
+Longer than 400 lines because building the world, making each action's request and comparing the
+answer, the audit and the state all work from the same ``Ids`` and the model's action types: what is
+compared for an action is read next to how it was performed.
 """
 
 from __future__ import annotations

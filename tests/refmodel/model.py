@@ -12,6 +12,11 @@ purpose of use, scope), emergency access and external participants, and issue 9'
 (the intended semantics: a read-only consent never allows a change, external participants are
 established by a consent naming their number, break-the-glass needs a patient one's organization
 may treat, a record one has no relation to answers like a nonexistent one).
+
+Longer than 400 lines because it is one independent statement of the policy: the rule table, the
+world and its actions, and the verdict and change of every action share the facts and the choice of
+consent (``facts_about_patient``, ``choose``, ``decide``), and each verdict is read next to the
+rules it applies.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ compliance groups, phone numbers, opt-outs, expired emergency sessions) and rand
 Actions are drawn before anything runs, so a consent or conversation they name is a raw number that
 :func:`resolve` turns into one that exists when the action runs (or into "none", a record that does
 not exist). Shrinking then removes actions and simplifies indices while keeping the story readable.
+
+Longer than 400 lines because the worlds, the actions drawn in them and :func:`resolve`, which turns
+the drawn references into records of that world, are one set of strategies: an action's draw and its
+resolution are read together.
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
 """The on-call roster and staff away on fakes, with a fake clock: the shipped policy decides, the real
 fact builder computes the facts (tests/api/test_on_call.py covers the same over HTTP and PostgreSQL;
-tests/integration/test_on_call_handoffs.py the hand-off scheduler and the channel)."""
+tests/integration/test_on_call_handoffs.py the hand-off scheduler and the channel).
+
+Longer than 400 lines because the roster, staff away and routing workflows on fakes share ``_team``
+on one FakeWorld clock, and the engine/rosters.py rules at the end (who holds, gaps, hand-offs) are
+what those workflow tests rest on.
+"""
 
 from __future__ import annotations
 
