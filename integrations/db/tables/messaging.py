@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import conv
 from sqlmodel import Field, SQLModel
 
+from engine.effects import PostSmsReply, kind_of
 from integrations.db.columns import foreign_key, timestamp
 
 
@@ -211,8 +212,7 @@ class OutboxRow(SQLModel, table=True):
 
     The relay claims due rows with ``FOR UPDATE SKIP LOCKED`` and a lease, so several instances can
     run it at once and a killed relay's rows are picked up again when the lease runs out. Rows are
-    never deleted; autovacuum analyzes the table after every 1,000 changes whatever its size
-    (migration 0029), so the claims' plans follow the number of pending entries.
+    never deleted; it is analyzed after every 1,000 changes, whatever its size (migration 0029).
     """
 
     __tablename__ = "outbox"
@@ -251,7 +251,7 @@ class OutboxRow(SQLModel, table=True):
         Index(
             "ix_outbox_sms_reply_text",
             "created_at",
-            postgresql_where=text("kind = 'post_sms_reply' AND (payload -> 'text') IS NOT NULL"),
+            postgresql_where=text(f"kind = '{kind_of(PostSmsReply)}' AND (payload -> 'text') IS NOT NULL"),
         ),
     )
 
