@@ -185,6 +185,7 @@ async def test_a_message_posted_in_the_chat_app_texts_the_external_member(world:
         (sms_recipient(sam.id), DeliveryState.QUEUED),
     ]
     assert world.db.outbox[outbox_before:] == [TextMessage(conversation.id, message.id, rows[1].id)]
+    assert world.delivery.named[-1] == frozenset({TextMessage})  # the post is in the channel already
     [decision] = world.events("message.send")
     assert (decision.outcome, decision.details["via"]) == ("success", "chat_app")
 
