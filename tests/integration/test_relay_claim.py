@@ -43,7 +43,13 @@ from integrations.relay.statements import (
     claim,
     claim_parameters,
 )
-from tests.support.outbox_claims import WALKING_CLAIM, outbox_rows_read, seen, specified_claim
+from tests.support.outbox_claims import (
+    WALKING_CLAIM,
+    outbox_rows_read,
+    outbox_set_aside,
+    seen,
+    specified_claim,
+)
 
 #: Stored kinds of each sort: ordered (posts, files, texts), unordered, and two no effect has (the
 #: relay claims those too, and dead-letters them).
@@ -67,20 +73,8 @@ RUNS = ((1, CLAIM_RUN), (7, 20), (20, CLAIM_RUN))
 @pytest.fixture
 async def session(database_url: str) -> AsyncIterator[AsyncSession]:
     """A session on a transaction rolled back at the end, with no other pending entry in sight."""
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            transaction = await conn.begin()
-            session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
-            await session.execute(text("SET LOCAL session_replication_role = replica"))
-            await session.execute(text("UPDATE outbox SET status = 'cancelled' WHERE status = 'pending'"))
-            try:
-                yield session
-            finally:
-                await session.close()
-                await transaction.rollback()
-    finally:
-        await engine.dispose()
+    async with outbox_set_aside(database_url) as session:
+        yield session
 
 
 async def _conversation(session: AsyncSession, channel_state: str = "ready") -> int:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import TextClause, text
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from integrations.relay.statements import (
     CLAIM,
@@ -35,26 +35,16 @@ from integrations.relay.statements import (
     SETTLE,
     claim_parameters,
 )
-from tests.support.outbox_claims import generic_plan, outbox_rows_read
+from tests.support.outbox_claims import generic_plan, outbox_rows_read, outbox_set_aside
 
 BACKLOG = 3_000
 
 
 @pytest.fixture
 async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as conn, conn.begin() as transaction:
-            session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
-            await session.execute(text("SET LOCAL session_replication_role = replica"))
-            await session.execute(text("UPDATE outbox SET status = 'cancelled' WHERE status = 'pending'"))
-            try:
-                yield session
-            finally:
-                await session.close()
-                await transaction.rollback()
-    finally:
-        await engine.dispose()
+    """A session on a transaction rolled back at the end, with no other pending entry in sight."""
+    async with outbox_set_aside(database_url) as session:
+        yield session
 
 
 async def _entries(

@@ -1,17 +1,19 @@
 """What the relay's claim must lease (:func:`specified_claim`), the claims as they were
-(:data:`WALKING_CLAIM`, :func:`heads_claim`) and a count of what a statement reads: used by
-tests/integration/test_relay_claim.py and by bench/relay.py and bench/relay_claim.py, which measure
-the claims side by side."""
+(:data:`WALKING_CLAIM`, :func:`heads_claim`), a count of what a statement reads and the generic plan
+it is read from (:func:`generic_plan`), and a session on the outbox alone (:func:`outbox_set_aside`):
+used by tests/integration/test_relay_claim.py and test_relay_plans.py, and by bench/relay.py and
+bench/relay_claim.py, which measure the claims side by side."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, TextClause, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from integrations.relay.statements import CLAIM, CLAIM_HEADS
 
@@ -40,6 +42,26 @@ WALKING_CLAIM = text(
     RETURNING id, kind, payload, attempts, conversation_id, message_id
     """
 )
+
+
+@asynccontextmanager
+async def outbox_set_aside(database_url: str) -> AsyncIterator[AsyncSession]:
+    """A session on a transaction rolled back at the end, with no other pending entry in sight (other
+    tests' are cancelled inside it) and foreign keys not checked (``session_replication_role``), so
+    that an entry's conversation needs no patient."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn, conn.begin() as transaction:
+            session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
+            await session.execute(text("SET LOCAL session_replication_role = replica"))
+            await session.execute(text("UPDATE outbox SET status = 'cancelled' WHERE status = 'pending'"))
+            try:
+                yield session
+            finally:
+                await session.close()
+                await transaction.rollback()
+    finally:
+        await engine.dispose()
 
 
 async def walking_claim(session: AsyncSession, parameters: dict[str, Any]) -> list[Row[Any]]:
