@@ -11,7 +11,7 @@ The claims cannot: which of a conversation's entries they lease is read off the 
 themselves, through the partial indexes of them, and with statistics that know of no backlog their
 generic plans walk it (3,000 rows and more for each of the three statements, measured). With
 statistics that know it their generic plans are bounded, and migration 0029 has autovacuum take
-them after every 1,000 changes to the outbox.
+them after every 1,000 changes to the outbox; new statistics make a kept plan again.
 
 Each test runs in a transaction that is rolled back (the statistics taken in it too), with other
 tests' pending entries set aside and foreign keys not checked, as in test_relay_claim.py.
@@ -35,7 +35,7 @@ from integrations.relay.statements import (
     SETTLE,
     claim_parameters,
 )
-from tests.support.outbox_claims import generic_plan, outbox_rows_read, outbox_set_aside
+from tests.support.outbox_claims import generic_plan, kept_plan, outbox_rows_read, outbox_set_aside
 
 BACKLOG = 3_000
 
@@ -61,6 +61,21 @@ async def _entries(
         {"status": status, "count": count, "leased": leased, "conversation_id": conversation_id},
     )
     return [r.id for r in rows]
+
+
+async def _backlog_after_statistics(session: AsyncSession) -> list[int]:
+    """A conversation whose channel is ready, 2,000 done entries, the statistics taken, and then a
+    backlog of ``BACKLOG`` pending entries (none leased) that the statistics do not know of."""
+    conversation_id = await session.scalar(
+        text(
+            "INSERT INTO conversations (patient_id, title, channel_url, channel_state, organization_id,"
+            " created_by) VALUES (0, 'plans', 'plans_' || md5(random()::text), 'ready', 0, 0) RETURNING id"
+        )
+    )
+    assert isinstance(conversation_id, int)
+    await _entries(session, 2_000, "done", conversation_id=conversation_id)
+    await session.execute(text("ANALYZE outbox"))  # statistics of a quiet outbox
+    return await _entries(session, BACKLOG, "pending", leased=False, conversation_id=conversation_id)
 
 
 def _parameters(name: str, held: list[int]) -> dict[str, Any]:
@@ -102,16 +117,7 @@ async def test_the_outbox_is_analyzed_after_a_fixed_number_of_changes_whatever_i
 async def test_the_claims_generic_plans_are_bounded_once_the_statistics_know_the_backlog(
     session: AsyncSession,
 ) -> None:
-    conversation_id = await session.scalar(
-        text(
-            "INSERT INTO conversations (patient_id, title, channel_url, channel_state, organization_id,"
-            " created_by) VALUES (0, 'plans', 'plans_' || md5(random()::text), 'ready', 0, 0) RETURNING id"
-        )
-    )
-    assert isinstance(conversation_id, int)
-    await _entries(session, 2_000, "done", conversation_id=conversation_id)
-    await session.execute(text("ANALYZE outbox"))  # statistics of a quiet outbox
-    queue = await _entries(session, BACKLOG, "pending", leased=False, conversation_id=conversation_id)
+    queue = await _backlog_after_statistics(session)
     await session.execute(text("ANALYZE outbox"))  # what autovacuum does after 1,000 changes
     parameters = claim_parameters(lease=10, limit=20)
 
@@ -129,3 +135,21 @@ async def test_the_claims_generic_plans_are_bounded_once_the_statistics_know_the
     assert read["window"] <= 4 * 20 + 10
     assert read["heads"] <= 10
     assert read["later"] <= 20
+
+
+async def test_a_kept_plan_is_made_again_once_the_outbox_is_analyzed(session: AsyncSession) -> None:
+    """What migration 0029 relies on: the plan a prepared claim keeps is not kept past new statistics."""
+    await _backlog_after_statistics(session)
+    parameters = claim_parameters(lease=10, limit=20)
+
+    read = []
+    async with kept_plan(session, CLAIM) as explain:
+        for analyzed in (False, True):
+            if analyzed:
+                await session.execute(text("ANALYZE outbox"))  # autovacuum's, after 1,000 changes
+            async with session.begin_nested() as savepoint:
+                read.append(outbox_rows_read(await explain(parameters)))
+                await savepoint.rollback()
+
+    assert read[0] > BACKLOG  # the plan made from the quiet outbox's statistics walks the backlog
+    assert read[1] <= 4 * 20 + 10  # the same prepared statement, planned again: the window
