@@ -5,7 +5,8 @@ none are. A prepared statement's generic plan is made from those statistics and 
 that walks every pending entry looks as cheap as one that reads only its own. These tests take the
 statistics on a quiet outbox, let a backlog grow, and count the rows the generic plan of each
 statement reads from ``outbox`` (``EXPLAIN ANALYZE``; a count, not a time): a settle, a release and
-a renewal read their own entries only, through the primary key, however long the backlog.
+a renewal read their own entries only, through the primary key, however long the backlog; a
+recall's cancel reads its message's entries, through their index.
 
 The claims cannot: which of a conversation's entries they lease is read off the pending entries
 themselves, through the partial indexes of them, and with statistics that know of no backlog their
@@ -26,6 +27,7 @@ import pytest
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from integrations.db.recalls import CANCEL, cancel_parameters
 from integrations.relay.statements import (
     CLAIM,
     CLAIM_HEADS,
@@ -153,3 +155,19 @@ async def test_a_kept_plan_is_made_again_once_the_outbox_is_analyzed(session: As
 
     assert read[0] > BACKLOG  # the plan made from the quiet outbox's statistics walks the backlog
     assert read[1] <= 4 * 20 + 10  # the same prepared statement, planned again: the window
+
+
+async def test_a_recall_reads_its_messages_entries_alone_behind_a_backlog_the_statistics_missed(
+    session: AsyncSession,
+) -> None:
+    queue = await _backlog_after_statistics(session)
+    recalled = 777_777_777  # a message of the backlog: its post is pending, no relay holds it
+    await session.execute(
+        text("UPDATE outbox SET message_id = :message WHERE id = :id"), {"message": recalled, "id": queue[-1]}
+    )
+
+    async with session.begin_nested() as savepoint:
+        plan = await generic_plan(session, CANCEL, cancel_parameters(recalled))
+        await savepoint.rollback()
+
+    assert outbox_rows_read(plan) <= 3  # found by message id, then cancelled; not the backlog
