@@ -40,10 +40,14 @@ RECALL_NOTICE = "A message in this conversation was recalled."
 #: custom_type caremsg's own message posts carry (integrations/effects/messages.py).
 MESSAGE_CUSTOM_TYPE = "caremsg_message"
 
-_RECALLED = text(
-    "SELECT m.chat_message_id, c.channel_url, u.chat_user_id AS sender_chat_id,"
-    " EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id AND o.kind = ANY(CAST(:posts AS text[]))"
-    "         AND o.status = 'pending') AS post_pending"
+#: The recalled message's post in the channel, and whether its post is still to go out. ``status`` is
+#: compared with a column, not the literal 'pending' (integrations/relay/statements.py says why):
+#: the message's own index finds its entries whatever the statistics say.
+RECALLED = text(
+    "WITH pending AS MATERIALIZED (SELECT 'pending' AS status)"
+    " SELECT m.chat_message_id, c.channel_url, u.chat_user_id AS sender_chat_id,"
+    " EXISTS (SELECT 1 FROM outbox o, pending p WHERE o.message_id = m.id"
+    "         AND o.kind = ANY(CAST(:posts AS text[])) AND o.status = p.status) AS post_pending"
     " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     " JOIN users u ON u.id = m.sender_id WHERE m.id = :id"
 )
@@ -60,7 +64,7 @@ class RecallExecutor:
         async with ctx.sessions() as session:
             row = (
                 await session.execute(
-                    _RECALLED,
+                    RECALLED,
                     {"id": effect.message_id, "posts": [kind_of(PostMessage), kind_of(PostAttachment)]},
                 )
             ).one()

@@ -6,7 +6,8 @@ that walks every pending entry looks as cheap as one that reads only its own. Th
 statistics on a quiet outbox, let a backlog grow, and count the rows the generic plan of each
 statement reads from ``outbox`` (``EXPLAIN ANALYZE``; a count, not a time): a settle, a release and
 a renewal read their own entries only, through the primary key, however long the backlog; a
-recall's cancel reads its message's entries, through their index.
+recall's cancel, and the relay's look at a recalled message's post, read its message's entries,
+through their index.
 
 The claims cannot: which of a conversation's entries they lease is read off the pending entries
 themselves, through the partial indexes of them, and with statistics that know of no backlog their
@@ -27,7 +28,9 @@ import pytest
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from engine.effects import PostAttachment, PostMessage, kind_of
 from integrations.db.recalls import CANCEL, cancel_parameters
+from integrations.effects.recalls import RECALLED
 from integrations.relay.statements import (
     CLAIM,
     CLAIM_HEADS,
@@ -171,3 +174,31 @@ async def test_a_recall_reads_its_messages_entries_alone_behind_a_backlog_the_st
         await savepoint.rollback()
 
     assert outbox_rows_read(plan) <= 3  # found by message id, then cancelled; not the backlog
+
+
+async def test_the_relays_look_at_a_recalled_post_reads_its_messages_entries_alone(
+    session: AsyncSession,
+) -> None:
+    queue = await _backlog_after_statistics(session)
+    conversation_id = await session.scalar(
+        text("SELECT conversation_id FROM outbox WHERE id = :id"), {"id": queue[0]}
+    )
+    sender = await session.scalar(
+        text(
+            "INSERT INTO users (organization_id, email, password_hash, first_name, last_name, role,"
+            " chat_user_id) VALUES (0, 'plans_' || md5(random()::text), '-', 'A', 'B', 'care_team_member',"
+            " 'plans_' || md5(random()::text)) RETURNING id"
+        )
+    )
+    recalled = await session.scalar(
+        text("INSERT INTO messages (conversation_id, sender_id, body) VALUES (:c, :s, '') RETURNING id"),
+        {"c": conversation_id, "s": sender},
+    )
+    await session.execute(
+        text("UPDATE outbox SET message_id = :message WHERE id = :id"), {"message": recalled, "id": queue[-1]}
+    )
+    posts = [kind_of(PostMessage), kind_of(PostAttachment)]
+
+    plan = await generic_plan(session, RECALLED, {"id": recalled, "posts": posts})
+
+    assert outbox_rows_read(plan) <= 2  # the message's pending post, found by message id
