@@ -285,7 +285,8 @@ class OutboxRelay:
 
 
 class Relays:
-    """Several relays run as one (the service's chat relay and text relay): one wake, one task."""
+    """Several relays run as one (the service's chat relay and text relay): one task, and one wake
+    that reaches the relays claiming what was queued."""
 
     def __init__(self, relays: Sequence[OutboxRelay]) -> None:
         self.relays = tuple(relays)
