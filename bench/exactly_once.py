@@ -43,11 +43,10 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from bench.seed import queue_posts, seed_conversations
 from integrations.http_clients import http_client
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import DEDUP_MODES, RunningEmulator, start_emulator
-
-SENDER = "bench_sender"
 
 
 def _load_relay(path: str | None) -> ModuleType:
@@ -76,61 +75,6 @@ async def _admin(server_url: str, statement: str) -> None:
         await conn.execute(statement)
     finally:
         await conn.close()
-
-
-async def _setup(
-    conn: asyncpg.Connection, chat: SendbirdChatGateway, conversations: int, messages: int
-) -> None:
-    org = await conn.fetchval("INSERT INTO organizations (name) VALUES ('Bench') RETURNING id")
-    sender = await conn.fetchval(
-        "INSERT INTO users (organization_id, email, password_hash, first_name, last_name, role, chat_user_id)"
-        " VALUES ($1, 'bench@example.org', 'x', 'Bench', 'Sender', 'peer_support', $2) RETURNING id",
-        org,
-        SENDER,
-    )
-    patient = await conn.fetchval(
-        "INSERT INTO patients (organization_id, first_name, last_name, risk_level, created_by)"
-        " VALUES ($1, 'P', 'Q', 'low', $2) RETURNING id",
-        org,
-        sender,
-    )
-    await chat.ensure_user(SENDER, "Bench S.")
-    ids = []
-    for i in range(conversations):
-        channel_url = f"bench_{secrets.token_hex(6)}_{i}"
-        conversation_id = await conn.fetchval(
-            "INSERT INTO conversations (patient_id, title, channel_url, channel_state, organization_id,"
-            " created_by) VALUES ($1, $2, $3, 'ready', $4, $5) RETURNING id",
-            patient,
-            f"Bench {i}",
-            channel_url,
-            org,
-            sender,
-        )
-        await conn.execute(
-            "INSERT INTO conversation_members (conversation_id, user_id) VALUES ($1, $2)",
-            conversation_id,
-            sender,
-        )
-        await chat.ensure_channel(channel_url, name=f"Bench {i}", user_ids=[SENDER])
-        ids.append(conversation_id)
-    await conn.execute(
-        """
-        WITH m AS (
-            INSERT INTO messages (conversation_id, sender_id, body)
-            SELECT ($1::int[])[1 + g % cardinality($1::int[])], $2, 'Message #' || g
-            FROM generate_series(0, $3 - 1) AS g ORDER BY g
-            RETURNING id, conversation_id
-        ), d AS (
-            INSERT INTO message_deliveries (message_id, recipient) SELECT id, 'channel' FROM m
-        )
-        INSERT INTO outbox (kind, payload, conversation_id, message_id)
-        SELECT 'send_message', jsonb_build_object('message_id', id), conversation_id, id FROM m ORDER BY id
-        """,
-        ids,
-        sender,
-        messages,
-    )
 
 
 async def _outages(emulator: RunningEmulator) -> None:
@@ -175,7 +119,8 @@ async def _one(server_url: str, mode: str, module: ModuleType, args: argparse.Na
                 rate_limits=RateLimits(get_per_second=100_000, write_per_second=100_000),
             )
             chat = SendbirdChatGateway(client)
-            await _setup(conn, chat, args.conversations, args.messages)
+            seeded = await seed_conversations(conn, chat, args.conversations)
+            await queue_posts(conn, seeded, args.messages, "Message")
             settings = module.RelaySettings(
                 poll_interval=0.02, base_backoff=0.05, max_backoff=0.4, batch_size=20, lease_seconds=30
             )

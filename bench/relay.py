@@ -68,6 +68,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from bench.proc_cpu import cpu_seconds, postgres_pids
+from bench.seed import SENDER, Seeded, queue_posts, seed_conversations
 from integrations.http_clients import http_client
 from integrations.relay.statements import claim
 from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient
@@ -86,7 +87,6 @@ async def long_runs_claim(session: Any, parameters: dict[str, Any]) -> list[Any]
 
 #: The claims other than this checkout's that the relay is measured with, by contender.
 OLD_CLAIMS = {CLAIM_BEFORE: walking_claim, HEADS_ONLY: heads_claim, LONG_RUNS: long_runs_claim}
-SENDER = "bench_sender"
 
 
 def _serve_emulator(token: str, latency: float, ready: Any) -> None:
@@ -170,71 +170,10 @@ class Result:
         return self.messages / self.seconds if self.seconds else 0.0
 
 
-@dataclass(frozen=True)
-class Setup:
-    sender_id: int
-    conversations: list[tuple[int, str]]  # (id, channel_url)
-
-
-async def _setup(conn: asyncpg.Connection, chat: SendbirdChatGateway, count: int) -> Setup:
-    org = await conn.fetchval("INSERT INTO organizations (name) VALUES ('Bench') RETURNING id")
-    sender = await conn.fetchval(
-        "INSERT INTO users (organization_id, email, password_hash, first_name, last_name, role, chat_user_id)"
-        " VALUES ($1, 'bench@example.org', 'x', 'Bench', 'Sender', 'peer_support', $2) RETURNING id",
-        org,
-        SENDER,
-    )
-    patient = await conn.fetchval(
-        "INSERT INTO patients (organization_id, first_name, last_name, risk_level, created_by)"
-        " VALUES ($1, 'P', 'Q', 'low', $2) RETURNING id",
-        org,
-        sender,
-    )
-    await chat.ensure_user(SENDER, "Bench S.")
-    conversations = []
-    for i in range(count):
-        channel_url = f"bench_{secrets.token_hex(6)}_{i}"
-        conversation_id = await conn.fetchval(
-            "INSERT INTO conversations (patient_id, title, channel_url, channel_state, organization_id,"
-            " created_by) VALUES ($1, $2, $3, 'ready', $4, $5) RETURNING id",
-            patient,
-            f"Bench {i}",
-            channel_url,
-            org,
-            sender,
-        )
-        await conn.execute(
-            "INSERT INTO conversation_members (conversation_id, user_id) VALUES ($1, $2)",
-            conversation_id,
-            sender,
-        )
-        await chat.ensure_channel(channel_url, name=f"Bench {i}", user_ids=[SENDER])
-        conversations.append((conversation_id, channel_url))
-    return Setup(sender, conversations)
-
-
-async def _seed(conn: asyncpg.Connection, setup: Setup, messages: int) -> None:
-    """N messages round-robin over the conversations, each with its channel delivery row and its
-    send_message outbox entry, as the send-message workflow stores them (outbox ids in message order)."""
-    await conn.execute(
-        """
-        WITH m AS (
-            INSERT INTO messages (conversation_id, sender_id, body)
-            SELECT ($1::int[])[1 + g % cardinality($1::int[])], $2, $3 || ' #' || g
-            FROM generate_series(0, $4 - 1) AS g ORDER BY g
-            RETURNING id, conversation_id
-        ), d AS (
-            INSERT INTO message_deliveries (message_id, recipient) SELECT id, 'channel' FROM m
-        )
-        INSERT INTO outbox (kind, payload, conversation_id, message_id)
-        SELECT 'send_message', jsonb_build_object('message_id', id), conversation_id, id FROM m ORDER BY id
-        """,
-        [c for c, _ in setup.conversations],
-        setup.sender_id,
-        BODY,
-        messages,
-    )
-    # What autovacuum would have done by the time a real backlog is worked off.
+async def _seed(conn: asyncpg.Connection, seeded: Seeded, messages: int) -> None:
+    """N chat posts queued round-robin over the conversations (bench/seed.py), then what autovacuum
+    would have done by the time a real backlog is worked off."""
+    await queue_posts(conn, seeded, messages, BODY)
     await conn.execute("VACUUM ANALYZE outbox, messages, message_deliveries")
 
 
@@ -257,7 +196,7 @@ async def _measure(
     result.rates.append(messages / elapsed)
 
 
-async def _baseline(chat: SendbirdChatGateway, setup: Setup, messages: int, in_flight: int) -> None:
+async def _baseline(chat: SendbirdChatGateway, setup: Seeded, messages: int, in_flight: int) -> None:
     """The relay's HTTP work alone: per conversation in order, conversations side by side."""
     lanes: list[list[tuple[str, int]]] = [[] for _ in setup.conversations]
     for g in range(messages):
@@ -370,7 +309,7 @@ async def _run(
                 rate_limits=RateLimits(get_per_second=100_000, write_per_second=100_000),
             )
             chat = SendbirdChatGateway(client)
-            setup = await _setup(conn, chat, args.conversations)
+            setup = await seed_conversations(conn, chat, args.conversations)
             delivered = 0
             for round_no in range(args.warmup_rounds + args.rounds):
                 warmup = round_no < args.warmup_rounds

@@ -38,11 +38,14 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bench.http_harness import embedded_database
+from engine.effects import CreateChannel, InviteMembers, PostMessage, TextMessage, kind_of
 from integrations.relay.statements import CLAIM, CLAIM_HEADS, CLAIM_LATER, claim_parameters
 from tests.support.outbox_claims import WALKING_CLAIM, outbox_rows_read
 
 HISTORY_CONVERSATIONS = 3_000
 HISTORY_ENTRIES = 30_000
+#: The history's kinds, in turn: chat posts, texts, channels, invitations.
+HISTORY_KINDS = [kind_of(t) for t in (PostMessage, TextMessage, CreateChannel, InviteMembers)]
 GROUPS = 100
 BATCH = 20
 
@@ -74,18 +77,18 @@ async def _seed(conn: AsyncConnection, layout: str, backlog: int) -> None:
     await conn.execute(
         text(
             "INSERT INTO outbox (kind, payload, conversation_id, status, done_at)"
-            " SELECT (ARRAY['send_message','send_sms','ensure_channel','invite_members'])[1 + g % 4],"
+            " SELECT (CAST(:kinds AS text[]))[1 + g % 4],"
             " '{}'::jsonb, 1 + g % :conversations, 'done', now() FROM generate_series(1, :n) g"
         ),
-        {"conversations": HISTORY_CONVERSATIONS, "n": HISTORY_ENTRIES},
+        {"kinds": HISTORY_KINDS, "conversations": HISTORY_CONVERSATIONS, "n": HISTORY_ENTRIES},
     )
     conversation = {"one": "1", "spread": "g", "grouped": f"1 + (g - 1) * {GROUPS} / :n"}[layout]
     await conn.execute(
         text(
             "INSERT INTO outbox (kind, payload, conversation_id)"  # noqa: S608 - constants only
-            f" SELECT 'send_message', '{{}}'::jsonb, {conversation} FROM generate_series(1, :n) g"
+            f" SELECT :post, '{{}}'::jsonb, {conversation} FROM generate_series(1, :n) g"
         ),
-        {"n": backlog},
+        {"post": kind_of(PostMessage), "n": backlog},
     )
 
 
