@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.proc_cpu import ticks
+from bench.proc_cpu import postgres_pids, ticks
 
 PROFILE_START = signal.SIGUSR1
 PROFILE_STOP = signal.SIGUSR2
@@ -363,6 +363,40 @@ class Contender:
     groups: dict[str, Callable[[], list[int]]]
     profiled: list[int]  # pids to signal PROFILE_START / PROFILE_STOP around its measured loads
     profile: str = ""  # where the (one) profiled process writes its stats
+
+
+def baseline_and_caremsg(
+    db: BenchDatabase,
+    baseline: tuple[Request, list[multiprocessing.Process]],
+    caremsg: tuple[Request, list[multiprocessing.Process]],
+    *,
+    profile: str | None = None,
+    also: dict[str, list[multiprocessing.Process]] | None = None,
+) -> list[Contender]:
+    """The two contenders of a benchmark against its bare baseline: each server's own processes and
+    PostgreSQL charged to it, caremsg also ``also``'s (e.g. the emulator, for delivery work after
+    acceptance); with ``profile``, the caremsg process is profiled into that file."""
+
+    def pids(group: list[multiprocessing.Process]) -> Callable[[], list[int]]:
+        return lambda: [p.pid for p in group if p.pid]
+
+    def postgres() -> list[int]:
+        return postgres_pids(db.pgdata)
+
+    (baseline_request, baseline_processes), (caremsg_request, caremsg_processes) = baseline, caremsg
+    baseline_groups = {"server": pids(baseline_processes), "postgres": postgres}
+    caremsg_groups = {"server": pids(caremsg_processes), "postgres": postgres}
+    caremsg_groups.update((name, pids(group)) for name, group in (also or {}).items())
+    return [
+        Contender("baseline", baseline_request, baseline_groups, []),
+        Contender(
+            "caremsg",
+            caremsg_request,
+            caremsg_groups,
+            pids(caremsg_processes)() if profile else [],
+            profile or "",
+        ),
+    ]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import os
 import platform
 import secrets
 import sys
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.http_harness import (
-    Contender,
     Request,
+    baseline_and_caremsg,
     embedded_database,
     free_port,
     load_average,
@@ -51,7 +50,6 @@ from bench.http_harness import (
     start,
     stop,
 )
-from bench.proc_cpu import postgres_pids
 
 _PATIENT = """
     SELECT id, first_name, last_name, date_of_birth, risk_level, organization_id, created_by,
@@ -142,22 +140,9 @@ def main() -> None:
             processes += baseline
             baseline_request = Request("GET", f"http://127.0.0.1:{port}/patients/{patient_id}", None, {}, 200)
 
-            def pids(group: list[multiprocessing.Process]) -> Callable[[], list[int]]:
-                return lambda: [p.pid for p in group if p.pid]
-
-            def postgres() -> list[int]:
-                return postgres_pids(db.pgdata)
-
-            contenders = [
-                Contender("baseline", baseline_request, {"server": pids(baseline), "postgres": postgres}, []),
-                Contender(
-                    "caremsg",
-                    caremsg_request,
-                    {"server": pids(caremsg), "postgres": postgres},
-                    pids(caremsg)() if args.profile else [],
-                    args.profile or "",
-                ),
-            ]
+            contenders = baseline_and_caremsg(
+                db, (baseline_request, baseline), (caremsg_request, caremsg), profile=args.profile
+            )
             samples = measure(contenders, args.clients, args.rounds, args.requests, args.seconds, args.warmup)
         finally:
             stop(processes)

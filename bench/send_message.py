@@ -22,7 +22,6 @@ import os
 import platform
 import secrets
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.http_harness import (
-    Contender,
     Request,
+    baseline_and_caremsg,
     embedded_database,
     free_port,
     load_average,
@@ -44,7 +43,6 @@ from bench.http_harness import (
     start,
     stop,
 )
-from bench.proc_cpu import postgres_pids
 
 BASELINE_TABLE = (
     "CREATE TABLE IF NOT EXISTS bench_messages (id serial PRIMARY KEY, conversation_id int, body text)"
@@ -122,23 +120,14 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             caremsg_request = asyncio.run(send_message_request(base))
 
-            def pids(group: list[multiprocessing.Process]) -> Callable[[], list[int]]:
-                return lambda: [p.pid for p in group if p.pid]
-
-            def postgres() -> list[int]:
-                return postgres_pids(db.pgdata)
-
-            contenders = [
-                Contender("baseline", baseline_request, {"server": pids(baseline), "postgres": postgres}, []),
-                Contender(
-                    "caremsg",
-                    caremsg_request,
-                    # emulator: the Sendbird stand-in, delivery work after acceptance
-                    {"server": pids(caremsg), "postgres": postgres, "emulator": pids([emulator])},
-                    pids(caremsg)() if args.profile else [],
-                    args.profile or "",
-                ),
-            ]
+            # the emulator: the Sendbird stand-in, delivery work after acceptance
+            contenders = baseline_and_caremsg(
+                db,
+                (baseline_request, baseline),
+                (caremsg_request, caremsg),
+                profile=args.profile,
+                also={"emulator": [emulator]},
+            )
             samples = measure(contenders, args.clients, args.rounds, args.requests, args.seconds, args.warmup)
         finally:
             stop(processes)
