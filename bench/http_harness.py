@@ -88,7 +88,6 @@ def serve_caremsg(
     url: str, sendbird_port: int, token: str, port: int, profile: str | None, ready: Any
 ) -> None:
     """The real app (``create_app``: relay, sealer, consent listener and all) on ``port``."""
-    from aiohttp import web
 
     from handlers.app import create_app, for_serving
     from handlers.logs import configure_logging
@@ -102,17 +101,24 @@ def serve_caremsg(
         # As `caremsg serve` runs it: what the start built is frozen out of the collector's way
         # (CAREMSG_BENCH_NO_FREEZE=1: as before, for a side-by-side run; bench/README.md).
         app = create_app(settings)
-        runner = web.AppRunner(
-            app if os.environ.get("CAREMSG_BENCH_NO_FREEZE") else for_serving(app), access_log=None
-        )
-        await runner.setup()
-        # Several processes on one port share it as `caremsg serve --workers N` does (SO_REUSEPORT).
-        site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)
-        await site.start()
-        ready.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
+        served = app if os.environ.get("CAREMSG_BENCH_NO_FREEZE") else for_serving(app)
+        await serve_forever(served, port, ready)
 
     asyncio.run(main())
+
+
+async def serve_forever(app: Any, port: int, ready: Any) -> None:
+    """Serve ``app`` on loopback ``port`` without an access log, say which port on ``ready``, and
+    serve until the process is stopped. Several processes on one port share it as `caremsg serve
+    --workers N` does (SO_REUSEPORT)."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)
+    await site.start()
+    ready.put(runner.addresses[0][1])
+    await asyncio.Event().wait()
 
 
 def serve_emulator(token: str, ready: Any) -> None:

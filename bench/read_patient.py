@@ -47,6 +47,7 @@ from bench.http_harness import (
     report,
     serve_caremsg,
     serve_emulator,
+    serve_forever,
     start,
     stop,
 )
@@ -76,12 +77,7 @@ def _serve_baseline(dsn: dict[str, Any], port: int, ready: Any) -> None:
 
         app = web.Application()
         app.router.add_get("/patients/{id}", read)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)
-        await site.start()
-        ready.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
+        await serve_forever(app, port, ready)
 
     asyncio.run(main())
 

@@ -40,6 +40,7 @@ from bench.http_harness import (
     send_message_request,
     serve_caremsg,
     serve_emulator,
+    serve_forever,
     start,
     stop,
 )
@@ -68,12 +69,7 @@ def _serve_baseline(dsn: dict[str, Any], port: int, ready: Any) -> None:
 
         app = web.Application()
         app.router.add_post("/insert", insert)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)
-        await site.start()
-        ready.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
+        await serve_forever(app, port, ready)
 
     asyncio.run(main())
 
