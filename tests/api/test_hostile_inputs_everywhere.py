@@ -42,9 +42,8 @@ from handlers.keys import endpoints_key
 from handlers.openapi import build_openapi
 from handlers.routing import Endpoint
 from tests.api.conftest import SharedApp
-from tests.support.api import Api, Person, new_request_id
+from tests.support.api import PROBLEM_JSON, Api, Person, field_names, new_request_id
 
-PROBLEM_JSON = "application/problem+json"
 DOCUMENT = build_openapi(default_endpoints(), version="test")
 SCHEMAS: dict[str, Any] = DOCUMENT["components"]["schemas"]
 #: Characters no stored string may hold: PostgreSQL refuses NUL in text, and a lone UTF-16 surrogate
@@ -359,10 +358,6 @@ def echoed(answer: Answer, value: str) -> bool:
     """Whether the answer's body repeats ``value`` (its request id, which the test chose, aside)."""
     body = {k: v for k, v in answer.body.items() if k != "requestId"}
     return any(value in text for text in _strings(body))
-
-
-def field_names(body: Any) -> list[str]:
-    return [e["field"] for e in (body or {}).get("errors", [])]
 
 
 def assert_refused(answer: Answer) -> None:

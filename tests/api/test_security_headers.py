@@ -11,8 +11,7 @@ from aiohttp.test_utils import TestClient
 from handlers.app import create_app
 from handlers.settings import Settings
 from tests.api.conftest import Api
-
-PROBLEM_JSON = "application/problem+json"
+from tests.support.api import PROBLEM_JSON
 
 
 async def responses(api: Api) -> list[tuple[str, int, dict[str, str]]]:

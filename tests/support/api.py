@@ -17,6 +17,13 @@ from handlers.keys import rejections_key, services_key, sessions_key
 from integrations.db.uow import SqlUnitOfWork
 
 PASSWORD = "correct horse battery"
+#: The media type of every refusal (RFC 9457).
+PROBLEM_JSON = "application/problem+json"
+
+
+def field_names(body: Any) -> list[str]:
+    """The fields a problem+json refusal names, in order (``errors[].field``)."""
+    return [e["field"] for e in (body or {}).get("errors", [])]
 
 
 def new_request_id() -> str:
