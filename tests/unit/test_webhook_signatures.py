@@ -9,8 +9,7 @@ import json
 import pytest
 
 from integrations.sendbird import sign_webhook, verify_webhook_signature
-
-API_TOKEN = "test-master-api-token"
+from tests.support.sendbird import API_TOKEN
 
 WEBHOOK_BODY = (
     b'{"category":"group_channel:message_send","sender":{"profile_url":"https:\\/\\/img.example\\/a.png"}}'

@@ -1,21 +1,21 @@
-"""SendbirdClient and SendbirdChatGateway over real HTTP against the emulator, plus MockTransport edge cases.
+"""SendbirdClient over real HTTP against the emulator, plus MockTransport edge cases: users, group
+channels, messages, channel metadata, the mapping of Sendbird's errors, retries (429, timeouts, 5xx
+windows, dropped connections) and client-side rate limiting. The gateway built on it:
+test_gateway.py; shared fixtures: conftest.py here.
 
-Time that the client waits on (rate limiter, retry-after) runs on :class:`FakeClock`, so no test
+Time that the client waits on (rate limiter, retry-after) runs on :class:`ManualClock`, so no test
 sleeps and spacing is asserted on fake timestamps. Only the timeout test waits for real, 0.2 s,
 because a timeout is what it checks.
 
-Longer than 400 lines because the client's calls, its error mapping, retries and rate limits, and
-the gateway built on it are driven through the same fixtures (the emulator, a MockTransport, the
-fake clock, ``seed_team``); the gateway's cases (duplicates, ambiguous creates, retryable failures)
-are the client's errors one layer up.
+Longer than 400 lines because the client's calls, its error mapping, retries and rate limits are
+driven through the same fixtures and canned errors, and each error case is read next to the call it
+breaks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -29,112 +29,20 @@ from engine.errors import (
     ChatRateLimited,
     ChatUnavailable,
 )
-from engine.ports import ChatGateway, SentChatMessage
-from integrations.http_clients import http_client
-from integrations.sendbird import (
-    UNKNOWN_MESSAGE_ID,
-    RateLimits,
-    SendbirdChatGateway,
-    SendbirdClient,
-    TokenBucket,
+from engine.ports import SentChatMessage
+from integrations.sendbird import RateLimits, SendbirdChatGateway, SendbirdClient, TokenBucket
+from integrations.sendbird_emulator import RunningEmulator
+from tests.support.sendbird import (
+    API_TOKEN,
+    CHANNEL,
+    PHONE,
+    SECRET_TEXT,
+    Handler,
+    ManualClock,
+    client_events,
+    seed_team,
+    sendbird_error,
 )
-from integrations.sendbird_emulator import RunningEmulator, start_emulator
-
-API_TOKEN = "test-master-api-token"
-APP_ID = "test-app"
-CHANNEL = "care_team_ward_7"
-PHONE = "+15555550123"
-SECRET_TEXT = "Patient in bed 4 needs a potassium check"
-MOCK_BASE_URL = "https://api-test-app.sendbird.com"
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeClock:
-    """Monotonic time that moves only when someone sleeps on it; every sleep is recorded."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fault_clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def emulator(fault_clock: FakeClock) -> AsyncIterator[RunningEmulator]:
-    ticks = itertools.count(1_700_000_000_000, 1_000)  # distinct created_at per object, 1 s apart
-    running = await start_emulator(
-        app_id=APP_ID, api_token=API_TOKEN, clock=fault_clock, wall_clock_ms=lambda: next(ticks)
-    )
-    yield running
-    await running.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with http_client() as client:
-        yield client
-
-
-@pytest.fixture
-def client(http: httpx.AsyncClient, emulator: RunningEmulator, clock: FakeClock) -> SendbirdClient:
-    return SendbirdClient(
-        http, base_url=emulator.base_url, api_token=API_TOKEN, clock=clock, sleep=clock.sleep
-    )
-
-
-@pytest.fixture
-def gateway(client: SendbirdClient) -> SendbirdChatGateway:
-    return SendbirdChatGateway(client)
-
-
-@pytest.fixture
-async def mocked(clock: FakeClock) -> AsyncIterator[Callable[..., SendbirdClient]]:
-    """Builds clients whose HTTP goes to a MockTransport handler instead of the network."""
-    opened: list[httpx.AsyncClient] = []
-
-    def make(handler: Handler, **options: Any) -> SendbirdClient:
-        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-        opened.append(http)
-        options.setdefault("clock", clock)
-        options.setdefault("sleep", clock.sleep)
-        return SendbirdClient(http, base_url=MOCK_BASE_URL, api_token=API_TOKEN, **options)
-
-    yield make
-    for http in opened:
-        await http.aclose()
-
-
-def sendbird_error(code: int, *, status: int = 400, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, json={"error": True, "code": code, "message": "x"}, headers=headers)
-
-
-def client_events(logs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The client's log events, without the emulator's."""
-    return [entry["event"] for entry in logs if entry["event"].startswith("sendbird.")]
-
-
-async def seed_team(client: SendbirdClient, *user_ids: str) -> None:
-    """Users alice, bob (and any others given) and a channel with alice and bob in it."""
-    for user_id in ("alice", "bob", *user_ids):
-        await client.create_user(user_id, nickname=user_id.title())
-    await client.create_group_channel(CHANNEL, name="Ward 7", user_ids=["alice", "bob"])
-
 
 # --------------------------------------------------------------------------------------------------
 # Users
@@ -684,7 +592,7 @@ async def test_errors_logs_and_reprs_never_carry_message_text_or_phone_numbers(
 
 
 async def test_rate_limited_call_is_retried_after_retry_after_then_succeeds(
-    client: SendbirdClient, emulator: RunningEmulator, clock: FakeClock
+    client: SendbirdClient, emulator: RunningEmulator, clock: ManualClock
 ) -> None:
     emulator.state.faults.rate_limit_next(2, retry_after=1.5)
 
@@ -699,7 +607,7 @@ async def test_rate_limited_call_is_retried_after_retry_after_then_succeeds(
 
 
 async def test_rate_limiting_beyond_the_retries_raises_chat_rate_limited(
-    client: SendbirdClient, emulator: RunningEmulator, clock: FakeClock
+    client: SendbirdClient, emulator: RunningEmulator, clock: ManualClock
 ) -> None:
     emulator.state.faults.rate_limit_next(4, retry_after=2)
 
@@ -749,7 +657,7 @@ async def test_retry_after_comes_from_the_header_else_the_body_else_none(
 
 
 async def test_retry_waits_are_capped_and_back_off_when_sendbird_gives_no_retry_after(
-    mocked: Callable[..., SendbirdClient], clock: FakeClock
+    mocked: Callable[..., SendbirdClient], clock: ManualClock
 ) -> None:
     huge = mocked(
         lambda r: sendbird_error(500910, status=429, headers={"X-RateLimit-RetryAfter": "3600"}),
@@ -767,7 +675,7 @@ async def test_retry_waits_are_capped_and_back_off_when_sendbird_gives_no_retry_
 
 
 async def test_request_hanging_past_the_timeout_is_chat_unavailable(
-    http: httpx.AsyncClient, emulator: RunningEmulator, clock: FakeClock
+    http: httpx.AsyncClient, emulator: RunningEmulator, clock: ManualClock
 ) -> None:
     client = SendbirdClient(
         http, base_url=emulator.base_url, api_token=API_TOKEN, timeout=0.2, clock=clock, sleep=clock.sleep
@@ -781,7 +689,7 @@ async def test_request_hanging_past_the_timeout_is_chat_unavailable(
 
 
 async def test_5xx_window_is_chat_unavailable_until_it_ends(
-    client: SendbirdClient, emulator: RunningEmulator, fault_clock: FakeClock
+    client: SendbirdClient, emulator: RunningEmulator, fault_clock: ManualClock
 ) -> None:
     await client.create_user("alice", nickname="Alice")
     emulator.state.faults.fail_for(10, status=503)
@@ -815,7 +723,7 @@ async def test_dropped_connection_after_accept_then_retry_with_same_dedup_id_rec
 # --------------------------------------------------------------------------------------------------
 
 
-def recording(clock: FakeClock, calls: list[tuple[str, float]]) -> Handler:
+def recording(clock: ManualClock, calls: list[tuple[str, float]]) -> Handler:
     """A MockTransport handler that notes (method, fake time) and answers a valid user."""
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -826,7 +734,7 @@ def recording(clock: FakeClock, calls: list[tuple[str, float]]) -> Handler:
 
 
 async def test_writes_are_spaced_at_the_write_rate(
-    mocked: Callable[..., SendbirdClient], clock: FakeClock
+    mocked: Callable[..., SendbirdClient], clock: ManualClock
 ) -> None:
     calls: list[tuple[str, float]] = []
     client = mocked(recording(clock, calls))
@@ -838,7 +746,7 @@ async def test_writes_are_spaced_at_the_write_rate(
 
 
 async def test_reads_are_spaced_at_the_read_rate_independently_of_writes(
-    mocked: Callable[..., SendbirdClient], clock: FakeClock
+    mocked: Callable[..., SendbirdClient], clock: ManualClock
 ) -> None:
     calls: list[tuple[str, float]] = []
     client = mocked(recording(clock, calls))
@@ -853,7 +761,7 @@ async def test_reads_are_spaced_at_the_read_rate_independently_of_writes(
 
 
 async def test_a_larger_burst_lets_that_many_calls_through_at_once(
-    mocked: Callable[..., SendbirdClient], clock: FakeClock
+    mocked: Callable[..., SendbirdClient], clock: ManualClock
 ) -> None:
     calls: list[tuple[str, float]] = []
     client = mocked(recording(clock, calls), rate_limits=RateLimits(write_per_second=5, burst=3))
@@ -882,268 +790,3 @@ def test_rate_limits_must_be_positive() -> None:
         TokenBucket(0)
     with pytest.raises(ValueError, match="burst"):
         TokenBucket(5, burst=0)
-
-
-# --------------------------------------------------------------------------------------------------
-# SendbirdChatGateway
-# --------------------------------------------------------------------------------------------------
-
-
-async def test_gateway_implements_the_chat_gateway_port(
-    gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    port: ChatGateway = gateway  # mypy checks the structural match
-
-    await port.ensure_user("alice", "Alice")
-
-    assert "alice" in emulator.state.users
-
-
-async def test_ensure_user_creates_a_missing_user(
-    gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    await gateway.ensure_user("alice", "Alice", phone_number=PHONE)
-
-    user = emulator.state.users["alice"]
-    assert (user.nickname, user.phone_number) == ("Alice", PHONE)
-
-
-async def test_ensure_user_updates_nickname_and_phone_of_an_existing_user(
-    gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    await gateway.ensure_user("alice", "Alice")
-
-    await gateway.ensure_user("alice", "Alice B.", phone_number=PHONE)
-    await gateway.ensure_user("alice", "Alice B.")  # no phone given: the stored one stays
-
-    user = emulator.state.users["alice"]
-    assert (user.nickname, user.phone_number) == ("Alice B.", PHONE)
-
-
-async def test_ensure_channel_creates_the_channel_with_its_members(
-    gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    for user_id in ("alice", "bob"):
-        await gateway.ensure_user(user_id, user_id)
-
-    await gateway.ensure_channel(
-        CHANNEL, name="Ward 7", user_ids=["alice", "bob"], custom_type="care_team", data="{}"
-    )
-
-    channel = emulator.state.channels[CHANNEL]
-    assert (channel.name, channel.custom_type, channel.data, channel.members) == (
-        "Ward 7",
-        "care_team",
-        "{}",
-        ["alice", "bob"],
-    )
-
-
-async def test_ensure_channel_on_an_existing_channel_invites_the_members(
-    gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    for user_id in ("alice", "bob", "carol"):
-        await gateway.ensure_user(user_id, user_id)
-    await gateway.ensure_channel(CHANNEL, name="Ward 7", user_ids=["alice"])
-
-    await gateway.ensure_channel(CHANNEL, name="Ward 7", user_ids=["alice", "bob", "carol"])
-
-    assert emulator.state.channels[CHANNEL].members == ["alice", "bob", "carol"]
-
-
-async def test_invite_members_keeps_existing_members_and_ignores_an_empty_list(
-    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    await seed_team(client, "carol")
-    before = len(emulator.state.received)
-
-    await gateway.invite_members(CHANNEL, [])
-    await gateway.invite_members(CHANNEL, ["carol", "carol", "bob"])
-
-    assert emulator.state.channels[CHANNEL].members == ["alice", "bob", "carol"]
-    assert len(emulator.state.received) == before + 1
-
-
-async def test_remove_members_removes_the_members_and_ignores_non_members(
-    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    await seed_team(client, "dave")
-
-    await gateway.remove_members(CHANNEL, ["alice", "dave", "ghost"])
-
-    assert emulator.state.channels[CHANNEL].members == ["bob"]
-
-
-async def test_remove_members_on_a_missing_channel_is_not_an_error(gateway: SendbirdChatGateway) -> None:
-    await gateway.remove_members("no_such_channel", ["alice"])
-
-
-async def test_send_message_returns_the_sent_message(
-    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    await seed_team(client)
-
-    sent = await gateway.send_message(
-        CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-1", custom_type="sms"
-    )
-
-    [stored] = emulator.state.messages(CHANNEL)
-    assert sent == SentChatMessage(stored.message_id, CHANNEL, stored.created_at)
-    assert (stored.sender_id, stored.message, stored.custom_type, stored.dedup_id) == (
-        "alice",
-        SECRET_TEXT,
-        "sms",
-        "d-1",
-    )
-
-
-async def test_send_message_with_a_repeated_dedup_id_returns_the_original_and_posts_once(
-    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    await seed_team(client)
-
-    first = await gateway.send_message(CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-1")
-    again = await gateway.send_message(CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-1")
-
-    assert again == first
-    assert len(emulator.state.messages(CHANNEL)) == 1
-
-
-def message_json(
-    message_id: int, text: str, *, sender: str = "alice", custom_type: str = ""
-) -> dict[str, Any]:
-    return {
-        "message_id": message_id,
-        "channel_url": CHANNEL,
-        "type": "MESG",
-        "message": text,
-        "custom_type": custom_type,
-        "data": "",
-        "created_at": 1_000 + message_id,
-        "user": {"user_id": sender},
-    }
-
-
-async def test_duplicate_refused_with_an_error_resolves_to_the_original_message(
-    mocked: Callable[..., SendbirdClient],
-) -> None:
-    requests: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        if request.method == "POST":
-            return sendbird_error(400202)
-        return httpx.Response(
-            200,
-            json={
-                "messages": [
-                    message_json(7, SECRET_TEXT),
-                    message_json(8, "something else"),
-                    message_json(9, SECRET_TEXT, custom_type="sms"),
-                ]
-            },
-        )
-
-    gateway = SendbirdChatGateway(mocked(handler), wall_clock_ms=lambda: 5_000)
-
-    sent = await gateway.send_message(
-        CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-1", custom_type="sms"
-    )
-
-    assert sent == SentChatMessage(9, CHANNEL, 1_009)
-    lookup = requests[1].url.params
-    assert (lookup["sender_ids"], lookup["message_type"], lookup["next_limit"]) == ("alice", "MESG", "0")
-    assert int(lookup["message_ts"]) >= 5_000
-
-
-async def test_duplicate_refused_and_not_found_again_is_reported_delivered_with_unknown_id(
-    mocked: Callable[..., SendbirdClient],
-) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "POST":
-            return sendbird_error(400202)
-        return httpx.Response(200, json={"messages": [message_json(8, "something else")]})
-
-    with capture_logs() as logs:
-        sent = await SendbirdChatGateway(mocked(handler)).send_message(
-            CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-1"
-        )
-
-    assert sent == SentChatMessage(UNKNOWN_MESSAGE_ID, CHANNEL, 0)
-    assert client_events(logs) == ["sendbird.duplicate_unresolved"]
-
-
-async def test_gateway_lets_retryable_failures_through_for_the_outbox_to_retry(
-    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    emulator.state.faults.fail_next(1, status=502)
-
-    with pytest.raises(ChatUnavailable):
-        await gateway.ensure_user("alice", "Alice")
-    await gateway.ensure_user("alice", "Alice")
-
-    assert list(emulator.state.users) == ["alice"]
-
-
-async def test_find_message_finds_a_post_by_the_callers_own_id_in_data_and_nothing_else(
-    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    await seed_team(client)
-    emulator.state.faults.drop_next(1)  # accept-then-drop: the post lands, its answer is lost
-    with pytest.raises(ChatUnavailable):
-        await gateway.send_message(
-            CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-1", custom_type="m", data='{"id": 1}'
-        )
-    await gateway.send_message(
-        CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-2", custom_type="m", data='{"id": 2}'
-    )
-
-    found = await gateway.find_message(CHANNEL, sender_id="alice", custom_type="m", data='{"id": 1}')
-    missing = await gateway.find_message(CHANNEL, sender_id="alice", custom_type="m", data='{"id": 3}')
-    other_sender = await gateway.find_message(CHANNEL, sender_id="bob", custom_type="m", data='{"id": 1}')
-
-    first = emulator.state.messages(CHANNEL)[0]
-    assert found == SentChatMessage(first.message_id, CHANNEL, first.created_at)
-    assert missing is None
-    assert other_sender is None
-
-
-async def test_ensure_channel_after_an_ambiguous_create_reads_the_channel_and_adds_only_who_is_missing(
-    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    for user_id in ("alice", "bob", "carol"):
-        await client.create_user(user_id, nickname=user_id)
-    emulator.state.faults.drop_next(1)  # the create takes effect, its answer is lost
-
-    await gateway.ensure_channel(CHANNEL, name="Ward 7", user_ids=["alice", "bob"])
-    await gateway.ensure_channel(CHANNEL, name="Ward 7", user_ids=["alice", "bob", "carol"], repeat=True)
-
-    assert emulator.state.channels[CHANNEL].members == ["alice", "bob", "carol"]
-    creates = emulator.state.requests("POST", "/v3/group_channels")
-    invites = emulator.state.requests("POST", f"/v3/group_channels/{CHANNEL}/invite")
-    assert len(creates) == 1  # created once; then read, and only carol invited
-    assert [r.body["user_ids"] for r in invites] == [["carol"]]
-
-
-async def test_remove_members_repeated_reads_the_channel_and_leaves_only_who_is_still_in(
-    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
-) -> None:
-    await seed_team(client)
-    await client.leave_members(CHANNEL, ["alice"])  # an earlier attempt took effect
-
-    await gateway.remove_members(CHANNEL, ["alice"], repeat=True)
-
-    assert emulator.state.requests("PUT", f"/v3/group_channels/{CHANNEL}/leave")[1:] == []
-    assert emulator.state.channels[CHANNEL].members == ["bob"]
-
-
-async def test_the_gateway_deletes_a_message_once_and_a_repeat_finds_it_gone_without_error(
-    client: SendbirdClient, gateway: SendbirdChatGateway
-) -> None:
-    await seed_team(client)
-    sent = await client.send_message(CHANNEL, user_id="alice", message=SECRET_TEXT)
-
-    await gateway.delete_message(CHANNEL, sent.message_id)
-    await gateway.delete_message(CHANNEL, sent.message_id)  # an earlier attempt's answer was lost
-
-    assert await client.list_messages(CHANNEL, message_ts=0, prev_limit=0, next_limit=10) == []
