@@ -10,7 +10,8 @@ By default autovacuum analyzes a table after 50 changes plus 10 % of its rows, a
 never deleted (a done entry is the record of a delivery), so the threshold grows with the service's
 age: at ten million rows, a million changes. With a fixed threshold of 1,000 changes the statistics
 follow the pending set within autovacuum's interval (a minute by default) at any size, and the new
-statistics replace the kept plans. ANALYZE reads a fixed sample (30,000 rows at the default
+statistics replace the kept plans (PostgreSQL plans a prepared statement again when the statistics of
+a table it uses were updated since its last use: the PREPARE documentation). ANALYZE reads a fixed sample (30,000 rows at the default
 statistics target), so its cost does not grow with the table either.
 
 ALTER TABLE ... SET for autovacuum settings takes a SHARE UPDATE EXCLUSIVE lock: it does not block

@@ -13,7 +13,8 @@ The claims cannot: which of a conversation's entries they lease is read off the 
 themselves, through the partial indexes of them, and with statistics that know of no backlog their
 generic plans walk it (3,000 rows and more for each of the three statements, measured). With
 statistics that know it their generic plans are bounded, and migration 0029 has autovacuum take
-them after every 1,000 changes to the outbox; new statistics make a kept plan again.
+them after every 1,000 changes to the outbox (new statistics make PostgreSQL plan a prepared
+statement again: the PREPARE documentation).
 
 Each test runs in a transaction that is rolled back (the statistics taken in it too), with other
 tests' pending entries set aside and foreign keys not checked, as in test_relay_claim.py.
@@ -40,7 +41,7 @@ from integrations.relay.statements import (
     SETTLE,
     claim_parameters,
 )
-from tests.support.outbox_claims import generic_plan, kept_plan, outbox_rows_read, outbox_set_aside
+from tests.support.outbox_claims import generic_plan, outbox_rows_read, outbox_set_aside
 
 BACKLOG = 3_000
 
@@ -140,24 +141,6 @@ async def test_the_claims_generic_plans_are_bounded_once_the_statistics_know_the
     assert read["window"] <= 4 * 20 + 10
     assert read["heads"] <= 10
     assert read["later"] <= 20
-
-
-async def test_a_kept_plan_is_made_again_once_the_outbox_is_analyzed(session: AsyncSession) -> None:
-    """What migration 0029 relies on: the plan a prepared claim keeps is not kept past new statistics."""
-    await _backlog_after_statistics(session)
-    parameters = claim_parameters(lease=10, limit=20)
-
-    read = []
-    async with kept_plan(session, CLAIM) as explain:
-        for analyzed in (False, True):
-            if analyzed:
-                await session.execute(text("ANALYZE outbox"))  # autovacuum's, after 1,000 changes
-            async with session.begin_nested() as savepoint:
-                read.append(outbox_rows_read(await explain(parameters)))
-                await savepoint.rollback()
-
-    assert read[0] > BACKLOG  # the plan made from the quiet outbox's statistics walks the backlog
-    assert read[1] <= 4 * 20 + 10  # the same prepared statement, planned again: the window
 
 
 async def test_a_recall_reads_its_messages_entries_alone_behind_a_backlog_the_statistics_missed(
