@@ -103,8 +103,14 @@ async def test_remove_members_removes_the_members_and_ignores_non_members(
     assert emulator.state.channels[CHANNEL].members == ["bob"]
 
 
-async def test_remove_members_on_a_missing_channel_is_not_an_error(gateway: SendbirdChatGateway) -> None:
-    await gateway.remove_members("no_such_channel", ["alice"])
+async def test_remove_members_on_a_missing_channel_is_not_an_error(
+    gateway: SendbirdChatGateway, emulator: RunningEmulator
+) -> None:
+    await gateway.remove_members("no_such_channel", ["alice"])  # returns: nothing to remove
+
+    # It asked to leave, was told the channel does not exist, read it to be sure, and made nothing.
+    assert [r.method for r in emulator.state.received if "no_such_channel" in r.path] == ["PUT", "GET"]
+    assert "no_such_channel" not in emulator.state.channels
 
 
 async def test_send_message_returns_the_sent_message(
