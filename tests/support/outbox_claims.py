@@ -7,7 +7,7 @@ bench/relay_claim.py, which measure the claims side by side."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -190,15 +190,11 @@ def specified_claim(
     return sorted(leased)
 
 
-@asynccontextmanager
-async def kept_plan(
-    session: AsyncSession, statement: TextClause
-) -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[Any]]]:
-    """``statement`` prepared in the session with its generic plan forced: the plan PostgreSQL keeps
-    for a statement it has run several times (the relay's are prepared once per connection), made
-    from the statistics it has, not from the parameters' values, and made again only when the
-    table's statistics change. Yields ``explain(parameters)``: ``EXPLAIN (ANALYZE, FORMAT JSON)`` of
-    an execution, its plan's root. Each execution runs the statement: roll it back."""
+async def generic_plan(session: AsyncSession, statement: TextClause, parameters: dict[str, Any]) -> Any:
+    """``EXPLAIN (ANALYZE, FORMAT JSON)`` of ``statement`` under its generic plan, the plan's root: the
+    plan PostgreSQL keeps for a statement it has run several times (the relay's are prepared once
+    per connection), made from the statistics it has, not from these parameters' values. The
+    statement runs: call it in a transaction that is rolled back."""
     names: list[str] = []
     for name in re.findall(r"(?<![:\w]):(\w+)", statement.text):
         if name not in names:
@@ -208,31 +204,21 @@ async def kept_plan(
     # the driver, the $n of the statement would be taken for the driver's own parameters.
     driver = (await (await session.connection()).get_raw_connection()).driver_connection
     assert driver is not None
-    await driver.execute(f"PREPARE kept_plan_probe AS {numbered}")
+    await driver.execute(f"PREPARE generic_plan_probe AS {numbered}")
     try:
         types = await session.scalar(
             text("SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = :name"),
-            {"name": "kept_plan_probe"},
+            {"name": "generic_plan_probe"},
         )
         await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
-
-        async def explain(parameters: dict[str, Any]) -> Any:
-            # EXECUTE takes no bound parameters: the values are written out (test data, not input).
-            arguments = ", ".join(
-                f"CAST({_literal(parameters[n])} AS {type_})" for n, type_ in zip(names, types, strict=True)
-            )
-            query = f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE kept_plan_probe({arguments})"
-            return (await session.execute(text(query))).scalar_one()[0]["Plan"]
-
-        yield explain
+        # EXECUTE takes no bound parameters: the values are written out (test data, not input).
+        arguments = ", ".join(
+            f"CAST({_literal(parameters[n])} AS {type_})" for n, type_ in zip(names, types, strict=True)
+        )
+        query = f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE generic_plan_probe({arguments})"
+        return (await session.execute(text(query))).scalar_one()[0]["Plan"]
     finally:
-        await driver.execute("DEALLOCATE kept_plan_probe")
-
-
-async def generic_plan(session: AsyncSession, statement: TextClause, parameters: dict[str, Any]) -> Any:
-    """The plan of one execution of ``statement`` under its kept generic plan (:func:`kept_plan`)."""
-    async with kept_plan(session, statement) as explain:
-        return await explain(parameters)
+        await driver.execute("DEALLOCATE generic_plan_probe")
 
 
 def _literal(value: Any) -> str:
