@@ -47,6 +47,17 @@ outbox_t = table_of(OutboxRow)
 opt_outs_t = table_of(SmsOptOutRow)
 webhooks_t = table_of(WebhookEventRow)
 
+#: A one-row CTE ``pending`` (its ``status``: an entry still to go out), for the statements that find
+#: outbox entries by id or by message and touch only pending ones (the relay's settle, give-back and
+#: renewal; a recall's cancel and its look at the post). They compare ``status`` with
+#: ``pending.status``, never with the literal 'pending': a literal lets the planner answer through a
+#: partial index of pending entries (ix_outbox_pending, ix_outbox_due, ix_outbox_pending_in_order),
+#: which it does, with a plan it then keeps, whenever its statistics say few entries are pending.
+#: After an outage they say so while thousands are, and each such statement walked every one of them
+#: (tests/integration/test_relay_plans.py). Materialized, so it is not folded back into a literal: the
+#: primary key, or the message's index, leads however long the backlog.
+PENDING_CTE = "pending AS MATERIALIZED (SELECT 'pending' AS status)"
+
 
 def hydrated_conversations() -> Any:
     """Conversations with their member ids and external participants, in one statement (the send path

@@ -12,7 +12,7 @@ from engine.model import Message, RecalledContent
 from engine.ports.messaging import RecallOutcome
 from integrations.db.base import Repository
 from integrations.db.columns import table_of
-from integrations.db.messaging import message_of
+from integrations.db.messaging import PENDING_CTE, message_of
 from integrations.db.tables import MessageRecallRow, MessageRow
 
 messages_t = table_of(MessageRow)
@@ -40,13 +40,10 @@ _RECALL = text(
 #: The message's outbox entries that have not gone out and no relay holds right now: cancelled,
 #: with their delivery rows failed as ``recalled``. An entry a relay is delivering at this moment
 #: (its lease runs) is left to finish: the channel's copy is deleted afterwards, a text goes out.
-#: ``status`` is compared with a column, not the literal 'pending', for the reason the relay's
-#: settle gives (integrations/relay/statements.py): with statistics that say few entries are
-#: pending, a literal let the plan walk every pending entry to find this message's few
-#: (tests/integration/test_relay_plans.py); the message's own index leads instead.
+#: Pending: compared with ``pending.status`` (:data:`~integrations.db.messaging.PENDING_CTE` says why).
 CANCEL = text(
-    """
-    WITH pending AS MATERIALIZED (SELECT 'pending' AS status), cancelled AS (
+    f"""
+    WITH {PENDING_CTE}, cancelled AS (
         UPDATE outbox o SET status = 'cancelled', last_error = 'recalled', done_at = now()
         FROM pending p
         WHERE o.message_id = :id AND o.status = p.status AND o.kind = ANY(CAST(:kinds AS text[]))
@@ -68,7 +65,7 @@ CANCEL = text(
         (SELECT count(*) FROM cancelled WHERE kind = ANY(CAST(:posts AS text[]))) AS posts,
         (SELECT count(*) FROM cancelled WHERE kind = :texts) AS texts,
         (SELECT count(*) FROM failed) AS deliveries
-    """
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
 

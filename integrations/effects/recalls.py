@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.effects import DeleteFromChannel, Effect, PostAttachment, PostMessage, RecallFromChannel, kind_of
 from engine.errors import ChatUnavailable
+from integrations.db.messaging import PENDING_CTE
 from integrations.effects.executor import RelayContext
 from integrations.effects.messages import post_once
 from integrations.effects.outbox import OutboxEntry
@@ -40,11 +41,10 @@ RECALL_NOTICE = "A message in this conversation was recalled."
 #: custom_type caremsg's own message posts carry (integrations/effects/messages.py).
 MESSAGE_CUSTOM_TYPE = "caremsg_message"
 
-#: The recalled message's post in the channel, and whether its post is still to go out. ``status`` is
-#: compared with a column, not the literal 'pending' (integrations/relay/statements.py says why):
-#: the message's own index finds its entries whatever the statistics say.
+#: The recalled message's post in the channel, and whether its post is still to go out (compared with
+#: ``pending.status``: :data:`~integrations.db.messaging.PENDING_CTE` says why).
 RECALLED = text(
-    "WITH pending AS MATERIALIZED (SELECT 'pending' AS status)"
+    f"WITH {PENDING_CTE}"  # noqa: S608 - assembled from constants; every value is a bound parameter
     " SELECT m.chat_message_id, c.channel_url, u.chat_user_id AS sender_chat_id,"
     " EXISTS (SELECT 1 FROM outbox o, pending p WHERE o.message_id = m.id"
     "         AND o.kind = ANY(CAST(:posts AS text[])) AND o.status = p.status) AS post_pending"

@@ -25,6 +25,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.effects import IN_ORDER, CreateChannel, kind_of, kinds
+from integrations.db.messaging import PENDING_CTE
 from integrations.db.uow import audit_insert_sql, audit_object_sql
 
 #: :data:`CLAIM` walks this many batches' worth of the earliest pending entries: enough to fill a
@@ -240,16 +241,6 @@ async def claim(session: AsyncSession, parameters: dict[str, Any]) -> list[Row[A
     return rows
 
 
-# The statements below touch entries this relay holds, by id, and only while they are still pending.
-# They compare ``status`` with the ``held`` column of their list of ids, never with the literal
-# 'pending': a literal lets the planner answer through a partial index of pending entries
-# (ix_outbox_pending, ix_outbox_due, ix_outbox_pending_in_order), which it does, with a plan it then
-# keeps, whenever its statistics say few entries are pending. After an outage they say so while
-# thousands are: each settle walked every one of them (tests/integration/test_relay_plans.py). A
-# column of the ids' list (materialized, so it is not folded back into a literal) leaves the primary
-# key as the way in: a read per id, however long the backlog.
-_HELD = "'pending' AS held"
-
 # One statement settles a wave: the outbox rows (finished, rescheduled, or given back untried) and,
 # for each entry it finishes, its audit record. Only rows this relay still holds are touched: still
 # pending, with the attempt count of this relay's claim (a later claim elsewhere has counted one
@@ -276,8 +267,8 @@ _DELIVERY_AUDIT = audit_insert_sql(
 #: Outcome codes of :data:`SETTLE` (``outcomes``): done, failed (dead), retry, untried (given back).
 SETTLE = text(
     f"""
-    WITH s AS MATERIALIZED (
-        SELECT *, {_HELD} FROM unnest(
+    WITH {PENDING_CTE}, s AS (
+        SELECT * FROM unnest(
             CAST(:ids AS integer[]), CAST(:attempts AS integer[]), CAST(:outcomes AS text[]),
             CAST(:reasons AS text[]), CAST(:delays AS double precision[])
         ) AS s(id, attempts, outcome, reason, delay)
@@ -291,8 +282,8 @@ SETTLE = text(
                 THEN now() + make_interval(secs => s.delay) ELSE o.next_attempt_at END,
             -- given back untried: the claim counted an attempt that was never made
             attempts = CASE WHEN s.outcome = 'untried' THEN o.attempts - 1 ELSE o.attempts END
-        FROM s
-        WHERE o.id = s.id AND o.status = s.held AND o.attempts = s.attempts
+        FROM s, pending p  -- integrations/db/messaging.py, PENDING_CTE, says why not 'pending'
+        WHERE o.id = s.id AND o.status = p.status AND o.attempts = s.attempts
         RETURNING o.id, o.kind, o.attempts, o.conversation_id, o.message_id, s.outcome, s.reason
     ), audited AS (
         {_DELIVERY_AUDIT}
@@ -301,18 +292,12 @@ SETTLE = text(
     """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
-#: The ids (and the attempt counts of their claim) that :data:`RELEASE` and :data:`RENEW` touch.
-_HELD_IDS = f"""held AS MATERIALIZED (
-        SELECT *, {_HELD}
-        FROM unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts)
-    )"""  # noqa: S608 - constants
-
 RELEASE = text(
     f"""
-    WITH {_HELD_IDS}
+    WITH {PENDING_CTE}
     UPDATE outbox o SET lease_until = NULL
-    FROM held s
-    WHERE o.id = s.id AND o.status = s.held AND o.attempts = s.attempts
+    FROM unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts), pending p
+    WHERE o.id = s.id AND o.status = p.status AND o.attempts = s.attempts
     """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
 
@@ -321,11 +306,13 @@ RELEASE = text(
 # renewal, and the heartbeat never waits on a settle, so the two cannot deadlock.
 RENEW = text(
     f"""
-    WITH {_HELD_IDS}
+    WITH {PENDING_CTE}
     UPDATE outbox SET lease_until = now() + make_interval(secs => :lease)
     WHERE id IN (
         SELECT o.id FROM outbox o
-        JOIN held s ON o.id = s.id AND o.attempts = s.attempts AND o.status = s.held
+        JOIN unnest(CAST(:ids AS integer[]), CAST(:attempts AS integer[])) AS s(id, attempts)
+          ON o.id = s.id AND o.attempts = s.attempts
+        JOIN pending p ON o.status = p.status
         WHERE o.lease_until IS NOT NULL
         FOR UPDATE OF o SKIP LOCKED)
     """  # noqa: S608 - assembled from constants; every value is a bound parameter
