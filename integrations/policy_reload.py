@@ -24,6 +24,7 @@ import structlog
 
 from engine.policy import PolicyHolder
 from engine.ports import ReloadResult
+from integrations.background import BackgroundTasks
 from integrations.consent_sync import asyncpg_connect_args
 from integrations.policy_files import fingerprint, load_tested_policy
 
@@ -42,7 +43,7 @@ class FilePolicyReloader:
         self._fingerprint = fingerprint(directory)
         self._rejected: tuple[object, ...] | None = None
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[ReloadResult]] = set()
+        self._tasks = BackgroundTasks()
 
     async def reload(self, trigger: str) -> ReloadResult:
         """Check, test and swap (or refuse); tell the other instances when this one swapped."""
@@ -120,9 +121,7 @@ class FilePolicyReloader:
         self._spawn("sighup")
 
     def _spawn(self, trigger: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.reload(trigger))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.reload(trigger))
 
 
 def install_sighup(reloader: FilePolicyReloader) -> bool:

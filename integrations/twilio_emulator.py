@@ -20,7 +20,6 @@ Never point real traffic or real PHI at it: it keeps everything in memory. Loopb
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import re
@@ -35,6 +34,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from integrations.background import BackgroundTasks
 from integrations.sendbird_emulator import FaultInjector
 from integrations.sendbird_emulator.app import is_loopback_host
 from integrations.twilio import (
@@ -210,7 +210,7 @@ class RunningTwilioEmulator:
     _runner: web.AppRunner = field(repr=False)
     webhook_url: str | None = None
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _tasks: BackgroundTasks = field(default_factory=BackgroundTasks, repr=False)
 
     def set_webhook_url(self, url: str | None) -> None:
         """Where incoming messages are posted (the number's "A message comes in" webhook)."""
@@ -261,15 +261,12 @@ class RunningTwilioEmulator:
             state.auto_replies.append((from_number, opt_out_type))
             if state.messaging_service_sid:  # Advanced Opt-Out lives on a Messaging Service
                 params["OptOutType"] = opt_out_type
-        task = asyncio.create_task(self._post(self.webhook_url, params))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._post(self.webhook_url, params))
         return sid
 
     async def drain(self) -> None:
         """Wait until every webhook posted so far has been answered (or failed)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+        await self._tasks.drain()
 
     async def _post(self, url: str, params: dict[str, str]) -> None:
         if self._session is None:
@@ -292,9 +289,7 @@ class RunningTwilioEmulator:
     async def close(self) -> None:
         """Stop serving; webhooks still in flight are abandoned."""
         self.state.faults.release_hangs()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         if self._session is not None:
             await self._session.close()
         await self._runner.cleanup()

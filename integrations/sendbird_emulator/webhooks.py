@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from integrations.background import BackgroundTasks
 from integrations.sendbird import (
     SIGNATURE_HEADER,
     sign_webhook,
@@ -41,7 +42,7 @@ class WebhookSender:
         self.include_members = include_members
         self._retry_delay = retry_delay
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
 
     async def start(self) -> None:
         """Open the HTTP session (inside the running loop, never at import)."""
@@ -50,17 +51,13 @@ class WebhookSender:
 
     async def close(self) -> None:
         """Abandon deliveries still in flight and close the session."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel()
         if self._session is not None:
             await self._session.close()
 
     async def drain(self) -> None:
         """Wait until every delivery started so far has succeeded or been given up."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+        await self._tasks.drain()
 
     def set_url(self, url: str | None) -> None:
         """Post future events to ``url`` (None: stop sending)."""
@@ -77,9 +74,7 @@ class WebhookSender:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
         delivery = WebhookDelivery(category, sendbird_json(payload))
         self._state.webhook_deliveries.append(delivery)
-        task = asyncio.create_task(self._deliver(self._session, target, delivery))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._deliver(self._session, target, delivery))
 
     async def _deliver(self, session: aiohttp.ClientSession, url: str, delivery: WebhookDelivery) -> None:
         signature = sign_webhook(delivery.body, self._state.api_token)
