@@ -8,6 +8,7 @@ import json
 import mimetypes
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from engine.errors import FieldError, FileTooLarge, InvalidInput, MalformedRequest
@@ -26,10 +27,12 @@ _MAX_TEXT_BYTES = 16_000
 
 
 async def _upload(request: web.Request, max_bytes: int) -> tuple[str, bytes, str]:
-    """The upload, or 400 naming ``file`` when the multipart body cannot be read (no boundary...)."""
+    """The upload, or 400 naming ``file`` when the multipart body cannot be read (no boundary, a
+    part's headers that are no headers: aiohttp raises ValueError for some, its own HTTP parser's
+    errors for others)."""
     try:
         return await _read_upload(request, max_bytes)
-    except ValueError:
+    except (ValueError, HttpProcessingError):
         raise MalformedRequest([FieldError("file", "The multipart body cannot be read.")]) from None
 
 

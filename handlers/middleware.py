@@ -10,12 +10,14 @@ from collections.abc import Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler, Middleware
 
 from engine.errors import (
     CaremsgError,
     FieldError,
     InvalidInput,
+    MalformedRequest,
     ServiceUnavailable,
     TooManyRequests,
     Unauthenticated,
@@ -150,6 +152,11 @@ async def _with_problems(
         code, title, detail = _HTTP_CODES.get(exc.status, ("http_error", exc.reason, exc.reason))
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # 405 says what is
         return problem_response(simple_problem(exc.status, code, title, detail, rid), allow)
+    except BadHttpMessage:
+        # A body aiohttp's parser refuses while a handler reads it (a multipart part whose headers
+        # are no headers, read as a form or an upload): the client's mistake, not a 500.
+        unreadable = FieldError("body", "The request body cannot be read.", "body_unreadable")
+        return problem_response(problem_for(MalformedRequest([unreadable]), rid))
     except Exception as exc:
         if unavailable(exc):  # e.g. the account check during a PostgreSQL restart
             log.warning("http.dependency_unavailable", request_id=rid, error=type(exc).__name__)

@@ -13,7 +13,7 @@ problem+json body); each capability's schemas are a module of this package: ``id
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import phonenumbers
@@ -80,8 +80,20 @@ def _rfc3339_text(value: object) -> object:
     return value
 
 
+def _instant(value: datetime) -> datetime:
+    """Within years a clinic's records can mean. Python's datetime ends at years 1 and 9999, so an
+    offset (``0001-01-01T00:00+05:00``, ``9999-12-31T23:59-05:00``) or a period the engine counts
+    back or forward from a time (six years of disclosures, a week of shifts) would carry a time out
+    of range, a 500 instead of an answer."""
+    if not 1900 <= value.year <= 2999:
+        raise ValueError("must be a date and time between 1900-01-01 and 2999-12-31")
+    return value
+
+
+#: A date and time the API takes: RFC 3339 with an offset, written between 1900 and 2999.
+Instant = Annotated[AwareDatetime, AfterValidator(_instant)]
 #: A time in a query string: RFC 3339 text with an offset, never a bare number.
-QueryTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+QueryTime = Annotated[Instant, BeforeValidator(_rfc3339_text)]
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 
 

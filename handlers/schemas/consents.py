@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     Field,
     StringConstraints,
     model_validator,
@@ -23,6 +22,7 @@ from engine.model import (
 )
 from handlers.schemas import (
     Id,
+    Instant,
     Name,
     PhoneNumber,
     Request,
@@ -85,8 +85,8 @@ class ConsentCreate(Request):
     organization_id: Id | None = Field(None, description="Disclose to this organization...")
     compliance_group_id: Id | None = Field(None, description="...or to every organization of this group...")
     external_party: ExternalParty | None = Field(None, description="...or to this external person, by phone.")
-    effective_at: AwareDatetime | None = Field(None, description="Default: now. With a time zone offset.")
-    expires_at: AwareDatetime | None = Field(None, description="Optional. With a time zone offset.")
+    effective_at: Instant | None = Field(None, description="Default: now. With a time zone offset.")
+    expires_at: Instant | None = Field(None, description="Optional. With a time zone offset.")
     scope: Annotated[list[ConsentScope], Field(min_length=1, max_length=4)] = Field(
         default_factory=lambda: sorted(FULL_SCOPE),
         description="What the consent discloses: read (record, care team), message (conversations), "

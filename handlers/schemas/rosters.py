@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from engine.rosters import Gap, OnCallShift, StaffAway
 from engine.workflows.rosters import AwayStatus, Roster, RosterChange
-from handlers.schemas import Id, PhoneNumber, QueryTime, Request, Response
+from handlers.schemas import Id, Instant, PhoneNumber, QueryTime, Request, Response
 
 
 def _utc(value: datetime) -> datetime:
@@ -21,8 +21,8 @@ class OnCallShiftCreate(Request):
     user_id: Id = Field(
         description="An active clinical member of this care team, of the patient's organization."
     )
-    starts_at: AwareDatetime = Field(description="Inclusive; RFC 3339 with an offset (stored in UTC).")
-    ends_at: AwareDatetime = Field(description="Exclusive; after startsAt, at most 31 days later.")
+    starts_at: Instant = Field(description="Inclusive; RFC 3339 with an offset (stored in UTC).")
+    ends_at: Instant = Field(description="Exclusive; after startsAt, at most 31 days later.")
 
 
 class OnCallQuery(Request):
@@ -109,10 +109,8 @@ class AwaySet(Request):
     delegate_id: Id = Field(
         description="An active peer support specialist or care-team member of one's organization."
     )
-    from_: AwareDatetime | None = Field(
-        None, alias="from", description="Inclusive; default now; with an offset."
-    )
-    until: AwareDatetime | None = Field(None, description="Exclusive; null or absent: until ended.")
+    from_: Instant | None = Field(None, alias="from", description="Inclusive; default now; with an offset.")
+    until: Instant | None = Field(None, description="Exclusive; null or absent: until ended.")
 
 
 class StaffAwayPublic(Response):

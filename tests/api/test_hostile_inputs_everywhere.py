@@ -9,6 +9,9 @@ served one the same.
 
 - every path id: a non-ASCII digit, an id beyond the 32-bit range and a negative one;
 - every query parameter: a NUL; every query: an unknown parameter named with a NUL;
+- every date and time, in a query or a body: one at the calendar's edge, which an offset or a period
+  counted from it would carry past what Python and PostgreSQL hold (a 422 naming it, no write);
+- every multipart upload: a part whose headers are no headers (a 400);
 - every JSON body: nested a thousand deep (a 400 naming ``body``); a body valid by its schema with
   a NUL, or a lone surrogate, in one of its strings, at the top level or nested (a 4xx; a 422 names
   the field), which writes nothing; and an unknown property named with a NUL (its name is not repeated).
@@ -59,6 +62,15 @@ TEXT = "Wandering heron by the placid lake"
 HOSTILE_IDS = {"arabic-indic-one": "%D9%A1", "eleven-digits": "99999999999", "minus-one": "-1"}
 #: A well-formed id nobody has, where a case needs the other path ids to be valid.
 SOME_ID = str(2**31 - 1)
+#: Times at the edges of the calendar: an offset carries the first two past Python's years 1 and
+#: 9999; six years of disclosures counted back from the third would too.
+EDGE_TIMES = {
+    "year-1-east": "0001-01-01T00:00:00+05:00",
+    "year-9999-west": "9999-12-31T23:59:59-05:00",
+    "year-1-utc": "0001-01-01T00:00:00Z",
+}
+#: A multipart body whose one part has a line for headers that is no header.
+BROKEN_MULTIPART = b"--b0undary\r\nnot a header--b0undary--\r\n"
 
 #: Endpoints whose body this module does not send, and why.
 SKIP_BODY = {
@@ -84,6 +96,8 @@ class Operation:
     tag: str
     path_ids: tuple[str, ...]
     query: tuple[str, ...]
+    #: The query parameters that are dates and times.
+    query_times: tuple[str, ...]
     body_media_type: str | None
     body_schema: dict[str, Any] | None
     bearer: bool
@@ -131,6 +145,11 @@ def _operations() -> list[Operation]:
                     tag=op["tags"][0],
                     path_ids=tuple(p["name"] for p in op.get("parameters", []) if p["in"] == "path"),
                     query=tuple(p["name"] for p in op.get("parameters", []) if p["in"] == "query"),
+                    query_times=tuple(
+                        p["name"]
+                        for p in op.get("parameters", [])
+                        if p["in"] == "query" and _resolve(p["schema"]).get("format") == "date-time"
+                    ),
                     body_media_type=media_type,
                     body_schema=_resolve(body["schema"]) if body and "$ref" in body["schema"] else None,
                     bearer="bearerAuth" in security,
@@ -304,6 +323,32 @@ def _string_cases() -> Iterator[Any]:
                     id=f"{op.operation_id}-{case}",
                     marks=_marks(op, case),
                 )
+
+
+def _time_query_cases() -> Iterator[Any]:
+    for op in OPERATIONS:
+        for name in op.query_times:
+            for label, raw in EDGE_TIMES.items():
+                case = f"{name}-{label}"
+                yield pytest.param(op, name, raw, id=f"{op.operation_id}-{case}", marks=_marks(op, case))
+
+
+def _time_body_cases() -> Iterator[Any]:
+    for op in OPERATIONS:
+        if op.body_schema is None or _skip_body(op):
+            continue
+        for loc, schema in string_fields(op.body_schema):
+            if schema.get("format") != "date-time":
+                continue
+            for label, raw in EDGE_TIMES.items():
+                case = f"{field_of(loc)}-{label}"
+                yield pytest.param(op, loc, raw, id=f"{op.operation_id}-{case}", marks=_marks(op, case))
+
+
+def _multipart_operations() -> Iterator[Any]:
+    for op in OPERATIONS:
+        if op.body_media_type == "multipart/form-data":
+            yield pytest.param(op, id=op.operation_id, marks=_marks(op, "broken-multipart"))
 
 
 # --- fixtures and helpers ------------------------------------------------------------------------------
@@ -522,3 +567,52 @@ async def test_a_lone_surrogate_in_a_property_name_names_the_object_holding_it(
     assert answer["errors"] == [
         {"field": "externalParty", "message": "Must be Unicode text.", "type": "string_unicode"}
     ]
+
+
+@pytest.mark.parametrize(("op", "name", "raw"), list(_time_query_cases()))
+async def test_a_time_at_the_calendars_edge_in_a_query_is_a_422_naming_it(
+    api: Api, callers: dict[str, Person], op: Operation, name: str, raw: str
+) -> None:
+    answer = await ask(api, op, callers[op.role], f"{op.url()}?{name}={quote(raw)}", valid_body(op))
+
+    assert answer.status == 422, answer.text
+    assert_refused(answer)
+    assert field_names(answer.body) == [name], answer.body
+
+
+@pytest.mark.parametrize(("op", "loc", "raw"), list(_time_body_cases()))
+async def test_a_time_at_the_calendars_edge_in_a_body_is_a_422_naming_it_and_writes_nothing(
+    api: Api, db: asyncpg.Connection, callers: dict[str, Person], op: Operation, loc: Location, raw: str
+) -> None:
+    assert op.body_schema is not None
+    body = minimal_body(op)
+    put(body, op.body_schema, loc, raw)
+    before = await row_counts(db)
+
+    answer = await ask(api, op, callers[op.role], op.url(), json.dumps(body))
+
+    assert answer.status == 422, answer.text
+    assert_refused(answer)
+    assert field_names(answer.body) == [field_of(loc)], answer.body
+    assert await row_counts(db) == before
+
+
+def test_there_are_times_to_take_to_the_edge() -> None:
+    """The two tests above are generated from the document: they must find something to test."""
+    assert list(_time_query_cases())
+    assert list(_time_body_cases())
+    assert list(_multipart_operations())
+
+
+@pytest.mark.parametrize("op", list(_multipart_operations()))
+async def test_a_multipart_part_whose_headers_are_no_headers_is_a_400_and_writes_nothing(
+    api: Api, db: asyncpg.Connection, callers: dict[str, Person], op: Operation
+) -> None:
+    before = await row_counts(db)
+    headers = {**callers[op.role].auth, "Content-Type": "multipart/form-data; boundary=b0undary"}
+
+    resp = await api.client.request(op.method, op.url(), data=BROKEN_MULTIPART, headers=headers)
+
+    assert resp.status == 400, await resp.text()
+    assert resp.content_type == PROBLEM_JSON
+    assert await row_counts(db) == before
