@@ -13,8 +13,8 @@ document, the checks and the served app are in tests/support/fuzz.py. The schema
 (``schemathesis.pytest.from_fixture``): each operation is a subtest of one test, and its cases are
 built when the test runs, on the one worker that runs it, not while every worker collects.
 
-The budget is ``CAREMSG_SCHEMATHESIS_EXAMPLES`` examples per operation (default 10); raise it for a
-deeper run. The app runs in a thread of its own, with its own event loop, because schemathesis'
+The budget is ``CAREMSG_SCHEMATHESIS_EXAMPLES`` examples per operation (default 10; 500 is green);
+raise it for a deeper run. The app runs in a thread of its own, with its own event loop, because schemathesis'
 client is synchronous. (This module was two until the OpenAPI work was done: a no-5xx run over the
 route table's document and a response-conformance run over the app's; one run of the wider document
 with both sets of checks shows the same.)
