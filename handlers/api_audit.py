@@ -15,7 +15,7 @@ from engine.model import Actor, Purpose
 from engine.workflows import audit
 from handlers.requests import path_id, query, respond, services
 from handlers.routing import Endpoint
-from handlers.schemas import Email, Id, Instant, PageOf, Request, Response
+from handlers.schemas import Email, Id, PageOf, QueryTime, Request, Response
 
 #: The keys an audit event's ``details`` may carry (stored snake_case, answered camelCase).
 AUDIT_DETAILS: dict[str, tuple[str, str]] = {
@@ -85,8 +85,8 @@ class AuditEventsQuery(_Query):
     workflow: WorkflowName | None = None
     decision: Literal["allow", "deny"] | None = None
     outcome: Literal["success", "denied", "failure"] | None = None
-    from_: Instant | None = Field(None, alias="from", description="Inclusive, ISO 8601 with offset.")
-    to: Instant | None = Field(None, description="Exclusive, ISO 8601 with offset.")
+    from_: QueryTime | None = Field(None, alias="from", description="Inclusive, ISO 8601 with offset.")
+    to: QueryTime | None = Field(None, description="Exclusive, ISO 8601 with offset.")
     break_glass: bool | None = None
     email: Email | None = Field(None, description="Matched through its keyed hash; never stored in clear.")
     reason: ReasonCode | None = Field(
@@ -169,8 +169,8 @@ class AuditEventPublic(Response):
 class DisclosuresQuery(_Query):
     cursor: Id | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] | None = None
-    from_: Instant | None = Field(None, alias="from", description="Default: six years before `to`.")
-    to: Instant | None = Field(None, description="Default: now. At most six years after `from`.")
+    from_: QueryTime | None = Field(None, alias="from", description="Default: six years before `to`.")
+    to: QueryTime | None = Field(None, description="Default: now. At most six years after `from`.")
 
 
 class PersonPublic(Response):

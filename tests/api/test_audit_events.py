@@ -84,6 +84,20 @@ async def test_an_auditor_may_not_search_another_organizations_trail_and_is_told
     assert (row["workflow"], row["decision"], row["outcome"]) == ("audit.read", "deny", "denied")
 
 
+@pytest.mark.parametrize("path", [EVENTS, "/api/patients/1/disclosures"])
+@pytest.mark.parametrize("written", ["0.5", "1700000000", "2026-12-06"])
+async def test_a_time_filter_must_be_written_as_a_date_and_time_with_an_offset(
+    api: Api, path: str, written: str
+) -> None:
+    """Not guessed at: lax parsing read ``0.5`` as half a second after 1970 and a date as midnight."""
+    _, _, auditor, _ = await _clinic(api)
+
+    status, body = await api.call("GET", path, auditor, params={"from": written})
+
+    assert status == 422, body
+    assert [e["field"] for e in body["errors"]] == ["from"]
+
+
 async def test_an_auditor_never_sees_another_organizations_events(api: Api) -> None:
     _, _, auditor, _ = await _clinic(api)
     _, other_nurse, _, other_patient = await _clinic(api)
