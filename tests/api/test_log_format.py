@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import structlog
+from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from handlers.app import create_app
@@ -150,6 +151,26 @@ def test_a_policy_version_with_a_long_run_of_digits_is_logged_whole(
     record = json.loads(json_logs()[0])
 
     assert (record["version"], record["previous_version"]) == ("5071610687203b3e", "1234567890abcdef")
+
+
+async def test_a_request_line_too_long_to_read_is_logged_without_its_query(
+    json_logs: Callable[[], list[str]], settings: Settings
+) -> None:
+    """aiohttp refuses a request line over 8,190 bytes before caremsg sees it, and logs the start of
+    it: a query such as ``?email=ann%40example.org`` (percent-encoded: no email pattern sees it)."""
+    async with TestClient(TestServer(create_app(settings))) as client:
+        resp = await client.get("/api/audit-events", params={"email": "ann@example.org", "x": "y" * 9000})
+        assert resp.status == 400
+
+    refused = [json.loads(line) for line in json_logs() if "Error handling request" in line]
+    assert refused, "aiohttp logged no refusal"
+    assert all("ann%40example.org" not in line and "ann@example.org" not in line for line in json_logs())
+    assert "/api/audit-events?[query]" in refused[0]["exception"]
+
+
+def test_a_query_in_free_text_is_masked_and_its_path_kept() -> None:
+    assert scrub_text("b'/api/users?email=ann%40example.org&x=1'") == "b'/api/users?[query]'"
+    assert scrub_text("GET /api/patients/7 took 3 ms") == "GET /api/patients/7 took 3 ms"
 
 
 def test_phone_numbers_are_still_masked_next_to_addresses() -> None:
