@@ -41,15 +41,11 @@ from handlers.logs import configure_logging
 from integrations.audit_sealer import AuditSealer
 from integrations.db.migrate import upgrade_async
 from integrations.db.uow import AuditSink, DiscardingAuditSink, PostgresAuditSink, SqlUnitOfWork
+from integrations.offline import NoDelivery
 from integrations.policy_files import load_policy
 from integrations.security import Argon2Passwords, JwtTokens
 
 POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
-
-
-class NoDelivery:
-    def wake(self, queued: object = None) -> None:
-        return None
 
 
 def services(engine: AsyncEngine, sink: AuditSink) -> Services:

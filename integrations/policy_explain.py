@@ -8,7 +8,7 @@ decided again under another policy.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,15 +17,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from engine.consent_index import ConsentIndex
 from engine.decisions import Decision, Fact
-from engine.effects import Effect
 from engine.errors import NotFound
 from engine.model import Actor
-from engine.policy import Policy, PolicyHolder
+from engine.policy import Policy
 from engine.policy_edits import AuditedDecision
-from engine.services import Guard, Services
+from engine.services import Guard
 from integrations.consent_sync import ConsentSync, asyncpg_connect_args
 from integrations.db.audit import SqlAuditTrail
-from integrations.db.uow import SqlUnitOfWork
+from integrations.offline import offline_services
 
 
 @dataclass(frozen=True)
@@ -35,11 +34,6 @@ class Explanation:
     details: Mapping[str, object]
     role: str
     patient_id: int
-
-
-class _NoDelivery:
-    def wake(self, queued: Collection[type[Effect]] | None = None) -> None:
-        """Explaining delivers nothing."""
 
 
 async def explain(
@@ -58,41 +52,28 @@ async def explain(
         await ConsentSync(index, database_url).full_load(conn)
     finally:
         await conn.close()
-    engine = create_async_engine(database_url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    try:
-        services = Services(
-            uow=lambda: SqlUnitOfWork(sessions),
-            policy=PolicyHolder(policy),
-            passwords=None,  # type: ignore[arg-type]  # never used: explaining logs nobody in
-            tokens=None,  # type: ignore[arg-type]
-            delivery=_NoDelivery(),
-            consents=index,
-        )
-        async with services.uow() as uow:
-            user = await uow.users.get(user_id)
-            if user is None:
-                raise NotFound("user")
-            guard = Guard(services, uow, Actor(user.id, user.role, user.organization_id))
-            member = False
-            if conversation_id is not None:
-                conversation = await uow.conversations.get(conversation_id)
-                if conversation is None:
-                    raise NotFound("conversation")
-                patient_id = conversation.patient_id
-                member = user.id in conversation.member_ids
-            if patient_id is None:
-                raise NotFound("patient")
-            facts, details = await guard.patient_facts(workflow, patient_id)
-            if member:
-                facts |= {Fact.MEMBER}
-            # Nothing of this is an access: drop what the guard buffered, commit nothing.
-            uow.audit.pending.clear()  # type: ignore[attr-defined]
-        return Explanation(
-            policy.decide(user.role.value, workflow, facts), facts, details, user.role.value, patient_id
-        )
-    finally:
-        await engine.dispose()
+    async with offline_services(database_url, policy, index) as services, services.uow() as uow:
+        user = await uow.users.get(user_id)
+        if user is None:
+            raise NotFound("user")
+        guard = Guard(services, uow, Actor(user.id, user.role, user.organization_id))
+        member = False
+        if conversation_id is not None:
+            conversation = await uow.conversations.get(conversation_id)
+            if conversation is None:
+                raise NotFound("conversation")
+            patient_id = conversation.patient_id
+            member = user.id in conversation.member_ids
+        if patient_id is None:
+            raise NotFound("patient")
+        facts, details = await guard.patient_facts(workflow, patient_id)
+        if member:
+            facts |= {Fact.MEMBER}
+        # Nothing of this is an access: drop what the guard buffered, commit nothing.
+        uow.audit.pending.clear()  # type: ignore[attr-defined]
+    return Explanation(
+        policy.decide(user.role.value, workflow, facts), facts, details, user.role.value, patient_id
+    )
 
 
 async def recent_decisions(database_url: str, since: datetime, limit: int) -> list[AuditedDecision]:

@@ -7,36 +7,13 @@ entries that delete the channels' copies); a running service's relay delivers th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-
-from engine.consent_index import ConsentIndex
-from engine.effects import Effect
-from engine.policy import Policy, PolicyHolder
+from engine.policy import Policy
 from engine.services import Services
-from integrations.db.uow import SqlUnitOfWork
+from integrations.offline import offline_services
 
 
-class _NoDelivery:
-    def wake(self, queued: Collection[type[Effect]] | None = None) -> None:
-        """The service's relay finds the entries on its own (it polls the outbox)."""
-
-
-@asynccontextmanager
-async def retention_services(database_url: str, policy: Policy) -> AsyncIterator[Services]:
+def retention_services(database_url: str, policy: Policy) -> AbstractAsyncContextManager[Services]:
     """Services enough for the retention workflows, on ``database_url`` under ``policy``."""
-    engine = create_async_engine(database_url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    try:
-        yield Services(
-            uow=lambda: SqlUnitOfWork(sessions),
-            policy=PolicyHolder(policy),
-            passwords=None,  # type: ignore[arg-type]  # never used: nobody logs in
-            tokens=None,  # type: ignore[arg-type]
-            delivery=_NoDelivery(),
-            consents=ConsentIndex(),
-        )
-    finally:
-        await engine.dispose()
+    return offline_services(database_url, policy)
