@@ -58,3 +58,25 @@ async def test_the_audit_table_refuses_update_delete_and_truncate(db: asyncpg.Co
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
             await db.execute(statement)
+
+
+#: Plain B-tree indexes (no predicate, no expression, not unique) whose columns are the leading
+#: columns of another plain B-tree index of the same table: every lookup by them can use the wider
+#: one, so each is only a cost on every write (migration 0030 dropped four).
+_PREFIX_INDEXES = """
+    WITH plain AS (
+        SELECT i.indexrelid, i.indrelid, i.indisunique, string_to_array(i.indkey::text, ' ') AS columns
+        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND am.amname = 'btree' AND i.indpred IS NULL AND i.indexprs IS NULL
+    )
+    SELECT a.indexrelid::regclass::text AS redundant, b.indexrelid::regclass::text AS wider
+    FROM plain a JOIN plain b ON b.indrelid = a.indrelid AND b.indexrelid <> a.indexrelid
+    WHERE NOT a.indisunique AND cardinality(b.columns) > cardinality(a.columns)
+      AND b.columns[1:cardinality(a.columns)] = a.columns
+    ORDER BY 1
+"""
+
+
+async def test_no_index_repeats_the_leading_columns_of_another(db: asyncpg.Connection) -> None:
+    assert [tuple(row) for row in await db.fetch(_PREFIX_INDEXES)] == []

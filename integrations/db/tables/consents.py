@@ -45,7 +45,8 @@ class ComplianceGroupRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=Column(String(200), nullable=False))
     description: str | None = Field(sa_column=Column(String(2000), nullable=True))
-    organization_id: int = foreign_key("organizations.id")
+    # No index of its own: uq_compliance_groups_organization_id_name leads with it (migration 0030).
+    organization_id: int = foreign_key("organizations.id", index=False)
     created_by: int = foreign_key("users.id", index=False)
     created_at: datetime = timestamp()
 

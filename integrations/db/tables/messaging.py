@@ -90,7 +90,8 @@ class ExternalParticipantRow(SQLModel, table=True):
     __tablename__ = "external_participants"
 
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: int = foreign_key("conversations.id", ondelete="CASCADE")
+    # No index of its own: uq_external_participants_conversation_id_phone_number leads with it (0030).
+    conversation_id: int = foreign_key("conversations.id", ondelete="CASCADE", index=False)
     phone_number: str = Field(sa_column=Column(String(20), nullable=False))
     display_name: str = Field(sa_column=Column(String(200), nullable=False))
     organization_id: int | None = foreign_key("organizations.id", nullable=True, index=False)
@@ -119,7 +120,8 @@ class MessageRow(SQLModel, table=True):
     __tablename__ = "messages"
 
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: int = foreign_key("conversations.id")
+    # No index of its own: ix_messages_conversation_id_id leads with it (migration 0030).
+    conversation_id: int = foreign_key("conversations.id", index=False)
     sender_id: int = foreign_key("users.id", index=False)
     body: str = Field(sa_column=Column(Text, nullable=False))
     state: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'queued'")))
@@ -268,8 +270,9 @@ class MessageDeliveryRow(SQLModel, table=True):
     __tablename__ = "message_deliveries"
 
     id: int | None = Field(default=None, primary_key=True)
+    # No index of its own: uq_message_deliveries_message_recipient leads with it (migration 0030).
     message_id: int = Field(
-        sa_column=Column(Integer, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False, index=True)
+        sa_column=Column(Integer, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False)
     )
     # "channel" for the group-channel post, "sms:<external participant id>" for a text message.
     recipient: str = Field(sa_column=Column(String(40), nullable=False))
