@@ -24,6 +24,7 @@ from engine.policy_tables import CaseResult
 from engine.workflows import console
 from handlers.keys import clock_key, settings_key
 from handlers.requests import services
+from handlers.schemas import within_clinical_years
 from integrations.policy_files import DirectoryPolicyFiles
 
 #: The changed audited decisions a what-if lists (the counts per workflow cover all of them).
@@ -76,15 +77,21 @@ async def tests_context(request: web.Request, actor: Actor) -> dict[str, Any]:
 
 
 def _utc(raw: str, field: str, default: datetime, errors: list[FieldError]) -> datetime:
-    """A ``datetime-local`` field read as UTC; an error for the workflow to report if it is none."""
+    """A ``datetime-local`` field read as UTC, within the API's years (1900-2999); an error for the
+    workflow to report if it is none."""
     value = raw.strip()
     if not value:
         return default
     for fmt in _TIME_FORMATS:
         try:
-            return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+            moment = datetime.strptime(value, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
+        try:
+            return within_clinical_years(moment)
+        except ValueError as out_of_range:
+            errors.append(FieldError(field, f"{str(out_of_range).capitalize()}."))
+            return default
     errors.append(FieldError(field, "Enter a date and time, e.g. 2026-12-05T09:30 (UTC)."))
     return default
 

@@ -80,18 +80,19 @@ def _rfc3339_text(value: object) -> object:
     return value
 
 
-def _instant(value: datetime) -> datetime:
-    """Within years a clinic's records can mean. Python's datetime ends at years 1 and 9999, so an
-    offset (``0001-01-01T00:00+05:00``, ``9999-12-31T23:59-05:00``) or a period the engine counts
-    back or forward from a time (six years of disclosures, a week of shifts) would carry a time out
-    of range, a 500 instead of an answer."""
+def within_clinical_years(value: datetime) -> datetime:
+    """Within years a clinic's records can mean, for every date and time caremsg takes (the API's
+    and the console's). Python's datetime ends at years 1 and 9999, so an offset
+    (``0001-01-01T00:00+05:00``, ``9999-12-31T23:59-05:00``) or a period the engine counts back or
+    forward from a time (six years of disclosures, a week of shifts) would carry a time out of
+    range, a 500 instead of an answer."""
     if not 1900 <= value.year <= 2999:
         raise ValueError("must be a date and time between 1900-01-01 and 2999-12-31")
     return value
 
 
 #: A date and time the API takes: RFC 3339 with an offset, written between 1900 and 2999.
-Instant = Annotated[AwareDatetime, AfterValidator(_instant)]
+Instant = Annotated[AwareDatetime, AfterValidator(within_clinical_years)]
 #: A time in a query string: RFC 3339 text with an offset, never a bare number.
 QueryTime = Annotated[Instant, BeforeValidator(_rfc3339_text)]
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")

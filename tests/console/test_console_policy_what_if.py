@@ -46,8 +46,9 @@ async def what_if(
     text: str = "",
     name: str = "roles.csv",
     uploads: tuple[tuple[str, bytes], ...] = (),
-    since: datetime | None = None,
+    since: datetime | str | None = None,
 ) -> ClientResponse:
+    """Post the what-if form; ``since`` as text is sent as typed."""
     now = datetime.now(UTC)
     form = FormData()
     if token is not None:
@@ -56,7 +57,7 @@ async def what_if(
     form.add_field("text", text)
     for filename, content in uploads:
         form.add_field("upload", content, filename=filename, content_type="text/csv")
-    form.add_field("from", _minute(since or now - timedelta(hours=1)))
+    form.add_field("from", since if isinstance(since, str) else _minute(since or now - timedelta(hours=1)))
     form.add_field("to", _minute(now + timedelta(minutes=2)))
     return await api.client.post("/console/policy/what-if", data=form, allow_redirects=False)
 
@@ -249,6 +250,23 @@ async def test_a_file_that_is_no_policy_file_and_a_bad_period_are_named_next_to_
     later = await what_if(api, token=token, text="x", since=datetime.now(UTC) + timedelta(hours=1))
     assert later.status == 422
     assert 'id="e-from">Must be earlier than to.' in await later.text()
+
+
+@pytest.mark.parametrize("typed", ["0001-01-01T00:00", "1899-12-31T23:59", "3000-01-01T00:00"])
+async def test_a_period_outside_the_years_the_api_takes_is_named_and_nothing_is_read(
+    api: Api, typed: str
+) -> None:
+    officer = await api.person("compliance_officer", await api.organization())
+    assert (await sign_in(api, officer)).status == 303
+    response = await what_if(api, token=await csrf_of(api), text="x", since=typed)
+    assert response.status == 422
+    assert 'id="e-from">Must be a date and time between 1900-01-01 and 2999-12-31.' in await response.text()
+    records = await audit_records(api, officer, workflow="console.policy.what_if", actorId=officer.id)
+    # Opening the form, then the what-if refused for its input before it read a decision.
+    assert [(r["event"], r["outcome"], r["details"].get("endedBy")) for r in records] == [
+        ("decision", "success", None),
+        ("decision", "failure", "validation_error"),
+    ]
 
 
 async def test_the_form_loads_a_current_file_to_start_from(api: Api) -> None:
