@@ -11,7 +11,6 @@ import sys
 from collections.abc import Sequence
 
 import structlog
-from aiohttp import web
 
 from engine.model import Role
 from handlers.cli_setup import database, load, migrate, settings_for
@@ -65,9 +64,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
             return serve_workers(resolved)  # the workers import the app; this parent does not
         from handlers.app import create_app, for_serving
+        from handlers.serving import serve_until_signalled
 
-        app = for_serving(create_app(resolved))
-        web.run_app(app, host=host, port=port, access_log=None, print=None)
+        asyncio.run(serve_until_signalled(for_serving(create_app(resolved)), host, port))
     return 0
 
 

@@ -61,6 +61,8 @@ REQUEST_CONTEXT = Contract(
         ),
     ),
     statuses=(
+        # Answered by the connection before the request is routed (handlers/serving.py).
+        Status(400, "Not well-formed HTTP (the request line, a header, or the body's framing)"),
         Status(500, "Unexpected error (no details; see the request id)"),
         Status(503, "A dependency (the database) is unavailable; retry later", (RETRY_AFTER,)),
     ),

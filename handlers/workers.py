@@ -44,7 +44,6 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from handlers.logs import configure_logging, show_emulator_credentials
 from handlers.settings import Settings
@@ -287,20 +286,25 @@ async def _serve(index: int, settings: Settings, ready: Connection) -> None:
     # Not at the top: the parent, which imports this module too, never builds an app (the fork
     # server has imported it already).
     from handlers.app import create_app, for_serving
+    from handlers.serving import serve
 
-    app = for_serving(create_app(settings))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=WORKER_SHUTDOWN_TIMEOUT)
-    await runner.setup()
-    try:
-        service = settings.service
-        await web.TCPSite(runner, service.host, service.port, reuse_port=True).start()
+    def listening() -> None:
         with contextlib.suppress(OSError):  # the parent is gone: its sentinel stops us next
             ready.send(_READY)
         ready.close()
         log.info("serve.worker_listening", worker=index, port=service.port)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+
+    service = settings.service
+    app = for_serving(create_app(settings))
+    await serve(
+        app,
+        service.host,
+        service.port,
+        stop,
+        reuse_port=True,
+        shutdown_timeout=WORKER_SHUTDOWN_TIMEOUT,
+        listening=listening,
+    )
     log.info("serve.worker_stopped", worker=index)
 
 

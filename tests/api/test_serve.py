@@ -623,3 +623,26 @@ async def test_the_emulator_posts_its_webhooks_to_the_port_given_on_the_command_
     assert not served.events("serve.worker_started")  # one process: today's path
     (frozen,) = served.events("serve.heap_frozen")  # and it too froze what its start built
     assert frozen["objects"] > 50_000
+
+
+async def test_one_process_answers_http_it_cannot_parse_as_a_problem_and_stops_on_sigterm(
+    serve: Callable[..., Any],
+) -> None:
+    served: Served = await serve()
+    await served.wait_for("serve.ready", within=START_WITHIN, workers=1)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    writer.write(b"GET /api/patients HTTP/1.1\r\nHost: x\r\nX-Note: Jane\x01Roe\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split(b" ")[1] == b"400"  # HTTP/1.0: the version was not read
+    assert b"Content-Type: application/problem+json" in head
+    assert json.loads(body)["code"] == "malformed_request"
+    assert b"Jane" not in answer
+    await served.wait_for("http.malformed_request", error="BadHttpMessage")
+
+    served.process.send_signal(signal.SIGTERM)
+    assert await served.stopped() == 0
+    assert served.events("serve.stopped", clean=True)
+    assert not any("Jane" in line for line in served.raw)
