@@ -66,7 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from handlers.app import create_app, for_serving
         from handlers.serving import serve_until_signalled
 
-        asyncio.run(serve_until_signalled(for_serving(create_app(resolved)), host, port))
+        app = for_serving(create_app(resolved))
+        asyncio.run(serve_until_signalled(app, host, port, idle_seconds=service.idle_connection_seconds))
     return 0
 
 

@@ -101,13 +101,15 @@ async def serve(
     port: int,
     stop: asyncio.Event,
     *,
+    idle_seconds: float,
     reuse_port: bool = False,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     listening: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve ``app`` on ``host:port`` until ``stop`` is set, then stop it gracefully (requests in
-    flight finish, then the app's cleanup runs)."""
-    runner = Runner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    flight finish, then the app's cleanup runs). A connection with no request under way is closed
+    after ``idle_seconds`` (``service.idle_connection_seconds``)."""
+    runner = Runner(app, access_log=None, shutdown_timeout=shutdown_timeout, keepalive_timeout=idle_seconds)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
@@ -117,7 +119,7 @@ async def serve(
         await runner.cleanup()
 
 
-async def serve_until_signalled(app: web.Application, host: str, port: int) -> None:
+async def serve_until_signalled(app: web.Application, host: str, port: int, *, idle_seconds: float) -> None:
     """``caremsg serve`` in one process: SIGINT (Ctrl-C) or SIGTERM stops it gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -127,5 +129,5 @@ async def serve_until_signalled(app: web.Application, host: str, port: int) -> N
     def ready() -> None:  # as the parent of --workers says it
         log.info("serve.ready", host=host, port=port, workers=1)
 
-    await serve(app, host, port, stop, listening=ready)
+    await serve(app, host, port, stop, idle_seconds=idle_seconds, listening=ready)
     log.info("serve.stopped", clean=True)

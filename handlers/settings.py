@@ -36,6 +36,11 @@ class ServiceSettings(_Section):
     # proxy's X-Forwarded-Proto: https counts as TLS (only behind a proxy that sets it itself).
     hsts_max_age_seconds: int = Field(63_072_000, ge=0)
     trust_forwarded_proto: bool = False
+    # A connection with no request under way (just opened, or after its last answer, a request half
+    # sent included) is closed after this long (aiohttp's default is an hour: a client could hold
+    # connections open that long without sending a byte). Keep it above any proxy's idle timeout for
+    # its connections to the service (nginx and AWS ALB: 60 s), or the proxy reuses closed ones.
+    idle_connection_seconds: float = Field(75.0, gt=0, le=3600)
     # GET /metrics needs `Authorization: Bearer <metrics_token>` when set; unset, it is open in
     # development and test and not served in production. GET /ready fails past this sealer lag.
     metrics_token: str = ""

@@ -301,6 +301,7 @@ async def _serve(index: int, settings: Settings, ready: Connection) -> None:
         service.host,
         service.port,
         stop,
+        idle_seconds=service.idle_connection_seconds,
         reuse_port=True,
         shutdown_timeout=WORKER_SHUTDOWN_TIMEOUT,
         listening=listening,

@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -625,12 +626,13 @@ async def test_the_emulator_posts_its_webhooks_to_the_port_given_on_the_command_
     assert frozen["objects"] > 50_000
 
 
-async def test_one_process_answers_http_it_cannot_parse_as_a_problem_and_stops_on_sigterm(
+async def test_one_process_answers_unparseable_http_closes_idle_connections_and_stops_on_sigterm(
     serve: Callable[..., Any],
 ) -> None:
-    served: Served = await serve()
+    served: Served = await serve(CAREMSG_SERVICE_IDLE_CONNECTION_SECONDS="1")
     await served.wait_for("serve.ready", within=START_WITHIN, workers=1)
 
+    # HTTP it cannot parse: caremsg's problem (handlers/serving.py), echoing nothing.
     reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
     writer.write(b"GET /api/patients HTTP/1.1\r\nHost: x\r\nX-Note: Jane\x01Roe\r\n\r\n")
     answer = await asyncio.wait_for(reader.read(), 10)
@@ -641,6 +643,21 @@ async def test_one_process_answers_http_it_cannot_parse_as_a_problem_and_stops_o
     assert json.loads(body)["code"] == "malformed_request"
     assert b"Jane" not in answer
     await served.wait_for("http.malformed_request", error="BadHttpMessage")
+
+    # A connection that sends nothing, and one that stops halfway through its request line, are
+    # closed once idle for service.idle_connection_seconds (aiohttp's own default: an hour).
+    async def closed_after(sent: bytes) -> float:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        try:
+            writer.write(sent)
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        finally:
+            writer.close()
+        return time.monotonic() - started
+
+    for waited in await asyncio.gather(closed_after(b""), closed_after(b"GET /health HT")):
+        assert 0.9 < waited < 5, waited
 
     served.process.send_signal(signal.SIGTERM)
     assert await served.stopped() == 0
