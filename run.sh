@@ -3,6 +3,8 @@
 #   ./run.sh serve [caremsg serve options]   run the service (embedded PostgreSQL + Sendbird emulator)
 #   ./run.sh test  [pytest options]          ruff, then mypy beside the whole test suite against real
 #                                            PostgreSQL, on one pytest-xdist worker per core and one more
+# CAREMSG_PYTHON=/path/to/python3.13 runs either on that interpreter, in a venv of its own
+# (.venv-3.13): CI runs the suite so on every supported Python the machine has (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -18,16 +20,22 @@ find_python() {
     exit 1
 }
 
+python=${CAREMSG_PYTHON:-}
+venv=.venv
+if [ -n "$python" ]; then
+    venv=.venv-$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+fi
+
 ensure_venv() {
-    if [ ! -x .venv/bin/python ]; then
-        "$(find_python)" -m venv .venv
+    if [ ! -x "$venv/bin/python" ]; then
+        "${python:-$(find_python)}" -m venv "$venv"
     fi
     # Reinstall only when the dependency pins change.
-    local stamp=.venv/.caremsg-installed want
+    local stamp="$venv/.caremsg-installed" want
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-        .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+        "$venv"/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+        "$venv"/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
         echo "$want" >"$stamp"
     fi
 }
@@ -48,24 +56,24 @@ command=${1:-}
 case "$command" in
 serve)
     ensure_venv
-    exec .venv/bin/caremsg serve "$@"
+    exec "$venv"/bin/caremsg serve "$@"
     ;;
 test)
     ensure_venv
     ensure_chromium
-    .venv/bin/ruff check .
-    .venv/bin/ruff format --check .
+    "$venv"/bin/ruff check .
+    "$venv"/bin/ruff format --check .
     # mypy (one process, ~9 s of CPU when its cache is cold) checks beside pytest, whose workers
     # leave part of the two cores idle while they wait for PostgreSQL, the emulators and timeouts.
     # Its output is shown when pytest ends; either failing fails the command.
     mypy_log=$(mktemp)
-    .venv/bin/mypy >"$mypy_log" 2>&1 &
+    "$venv"/bin/mypy >"$mypy_log" 2>&1 &
     mypy_pid=$!
     trap 'kill "$mypy_pid" 2>/dev/null || true; rm -f "$mypy_log"' EXIT
     # Each worker compiles every module it imports and rewrites every test module's asserts (~5 s of
-    # CPU per worker); bytecode kept under .venv (never in the tree, whatever PYTHONDONTWRITEBYTECODE
+    # CPU per worker); bytecode kept under the venv (never in the tree, whatever PYTHONDONTWRITEBYTECODE
     # says) lets the next run skip both. A fresh checkout pays it once.
-    export PYTHONPYCACHEPREFIX="$PWD/.venv/pycache"
+    export PYTHONPYCACHEPREFIX="$PWD/$venv/pycache"
     unset PYTHONDONTWRITEBYTECODE
     # One worker per core and one more, each a test session with its own database; a module stays
     # on one worker, so its shared app is built once. The extra worker runs while the others wait
@@ -73,7 +81,7 @@ test)
     # three 97 % (166 s against 194 s side by side; four were slower). Options given here come
     # later and win (e.g. -n 0).
     pytest_status=0
-    .venv/bin/python -m pytest -n "$(($(nproc) + 1))" --dist loadfile "$@" || pytest_status=$?
+    "$venv"/bin/python -m pytest -n "$(($(nproc) + 1))" --dist loadfile "$@" || pytest_status=$?
     mypy_status=0
     wait "$mypy_pid" || mypy_status=$?
     cat "$mypy_log"
