@@ -10,7 +10,8 @@ stray byte, a patient's name in a query, in the operational log. aiohttp has no 
 (aio-libs/aiohttp#3287): the answer is made by the connection's protocol,
 ``RequestHandler.handle_error``. :class:`Runner` is ``web.AppRunner`` serving through
 :class:`_Protocol`, which answers ``400 malformed_request`` (naming ``request``, echoing nothing)
-and logs ``http.malformed_request`` with the error's class only. ``caremsg serve`` (one process or
+and logs ``http.malformed_request`` with the error's class only (and counts it:
+``caremsg_http_unparseable_requests_total``). ``caremsg serve`` (one process or
 ``--workers``, through :func:`serve`) and the schemathesis harness serve through it.
 """
 
@@ -21,6 +22,7 @@ import signal
 import uuid
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import cast
 
 import structlog
 from aiohttp import web
@@ -29,8 +31,10 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from engine.errors import FieldError, MalformedRequest
+from handlers.keys import operations_key
 from handlers.middleware import REQUEST_ID_HEADER, SECURITY_HEADERS, SERVER_NAME
 from handlers.problems import problem_for, problem_response, simple_problem
+from handlers.telemetry import Metrics
 
 log = structlog.get_logger("caremsg.http")
 
@@ -41,6 +45,8 @@ _NOT_HTTP = "The request is not well-formed HTTP/1.1 (its request line, a header
 
 class _Protocol(RequestHandler):
     """aiohttp's connection protocol, answering what it refuses as caremsg answers every error."""
+
+    _manager: _Server | None  # None once the connection is lost
 
     def handle_error(
         self,
@@ -57,6 +63,8 @@ class _Protocol(RequestHandler):
             log.warning(
                 "http.malformed_request", request_id=rid, status=status, error=error, peer=request.remote
             )
+            if self._manager is not None:
+                self._manager.unparseable()
             detail = _TOO_LONG if isinstance(exc, LineTooLong) else _NOT_HTTP
             problem = problem_for(MalformedRequest([FieldError("request", detail, "http_malformed")]), rid)
         elif status == HTTPStatus.INTERNAL_SERVER_ERROR:  # the handler raised past the middlewares
@@ -76,8 +84,15 @@ class _Protocol(RequestHandler):
 
 
 class _Server(web.Server):
+    #: The app's metrics, told of each request refused before routing (set by :class:`Runner`).
+    metrics: Metrics | None = None
+
     def __call__(self) -> RequestHandler:
         return _Protocol(self, loop=self._loop, **self._kwargs)
+
+    def unparseable(self) -> None:
+        if self.metrics is not None:
+            self.metrics.unparseable_request()
 
 
 class Runner(web.AppRunner):
@@ -86,8 +101,10 @@ class Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         # BaseRunner's extension point. The app builds its server as aiohttp does (its handler
         # arguments, its loop); only the class that makes each connection's protocol is ours.
-        server = await super()._make_server()
+        server = cast(_Server, await super()._make_server())
         server.__class__ = _Server
+        operations = self.app.get(operations_key)
+        server.metrics = operations.metrics if operations is not None else None
         return server
 
 

@@ -42,8 +42,8 @@ class _Callbacks(Collector):
 
 @dataclass
 class Metrics:
-    """The app's metrics. ``rate_limit_refused`` and ``observe_decision`` are the two hooks other
-    parts of caremsg call; everything else is filled here."""
+    """The app's metrics. ``rate_limit_refused``, ``observe_decision`` and ``unparseable_request``
+    are the hooks other parts of caremsg call; everything else is filled here."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -65,6 +65,11 @@ class Metrics:
             "caremsg_rate_limit_refusals",
             "Requests refused by a rate limit (429), by the limit that refused them.",
             ["limit"],
+            registry=r,
+        )
+        self.unparseable = Counter(
+            "caremsg_http_unparseable_requests",
+            "Requests answered 400 before routing because they are not well-formed HTTP.",
             registry=r,
         )
         self.outbox_pending = Gauge(
@@ -140,6 +145,10 @@ class Metrics:
     def rate_limit_refused(self, limit: str) -> None:
         """Count one request a rate limit refused; ``limit`` names the limit (a small fixed set)."""
         self.rate_limited.labels(limit).inc()
+
+    def unparseable_request(self) -> None:
+        """Count one request the connection refused before routing (handlers/serving.py)."""
+        self.unparseable.inc()
 
     def count_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """Expose a counter kept by another component (read at scrape time)."""

@@ -148,3 +148,17 @@ async def test_an_error_past_every_middleware_is_a_problem_without_its_traceback
     assert MARK not in answer
     (logged,) = [e for e in events if e["event"] == "http.unhandled_error"]
     assert logged["error"] == "RuntimeError"
+
+
+async def test_each_refusal_is_counted_for_the_operators(port: int) -> None:
+    async def counted() -> float:
+        _, _, body = parsed(await exchange(port, request(b"GET /metrics HTTP/1.1", b"Connection: close")))
+        (line,) = [
+            x for x in body.decode().splitlines() if x.startswith("caremsg_http_unparseable_requests_total")
+        ]
+        return float(line.split()[-1])
+
+    before = await counted()
+    for raw in CASES.values():
+        await exchange(port, raw)
+    assert await counted() == before + len(CASES)
