@@ -12,7 +12,9 @@ stray byte, a patient's name in a query, in the operational log. aiohttp has no 
 :class:`_Protocol`, which answers ``400 malformed_request`` (naming ``request``, echoing nothing)
 and logs ``http.malformed_request`` with the error's class only (and counts it:
 ``caremsg_http_unparseable_requests_total``). ``caremsg serve`` (one process or
-``--workers``, through :func:`serve`) and the schemathesis harness serve through it.
+``--workers``, through :func:`serve`) and the schemathesis harness serve through it. This leans on
+aiohttp's protocol and server classes (pinned in pyproject.toml); tests/api/test_unparseable_requests.py
+fails if an upgrade changes what they do.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ class Runner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         # BaseRunner's extension point. The app builds its server as aiohttp does (its handler
-        # arguments, its loop); only the class that makes each connection's protocol is ours.
+        # arguments, its loop); only the class that makes each connection's protocol is swapped for
+        # ours, which adds behaviour and no state of its own.
         server = cast(_Server, await super()._make_server())
         server.__class__ = _Server
         operations = self.app.get(operations_key)
