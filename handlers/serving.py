@@ -39,6 +39,7 @@ from handlers.problems import problem_for, problem_response, simple_problem
 from handlers.telemetry import Metrics
 
 log = structlog.get_logger("caremsg.http")
+serve_log = structlog.get_logger("caremsg.serve")  # as handlers/workers.py's parent logs the same events
 
 #: What the client is told, by the kind of refusal; never the bytes refused.
 _TOO_LONG = "The request line or a header is longer than the service reads (8,190 bytes)."
@@ -147,7 +148,7 @@ async def serve_until_signalled(app: web.Application, host: str, port: int, *, i
         loop.add_signal_handler(signum, stop.set)
 
     def ready() -> None:  # as the parent of --workers says it
-        log.info("serve.ready", host=host, port=port, workers=1)
+        serve_log.info("serve.ready", host=host, port=port, workers=1)
 
     await serve(app, host, port, stop, idle_seconds=idle_seconds, listening=ready)
-    log.info("serve.stopped", clean=True)
+    serve_log.info("serve.stopped", clean=True)

@@ -630,7 +630,7 @@ async def test_one_process_answers_unparseable_http_closes_idle_connections_and_
     serve: Callable[..., Any],
 ) -> None:
     served: Served = await serve(CAREMSG_SERVICE_IDLE_CONNECTION_SECONDS="1")
-    await served.wait_for("serve.ready", within=START_WITHIN, workers=1)
+    await served.wait_for("serve.ready", within=START_WITHIN, workers=1, logger="caremsg.serve")
 
     # HTTP it cannot parse: caremsg's problem (handlers/serving.py), echoing nothing.
     reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
@@ -661,5 +661,5 @@ async def test_one_process_answers_unparseable_http_closes_idle_connections_and_
 
     served.process.send_signal(signal.SIGTERM)
     assert await served.stopped() == 0
-    assert served.events("serve.stopped", clean=True)
+    assert served.events("serve.stopped", clean=True, logger="caremsg.serve")  # as --workers says it
     assert not any("Jane" in line for line in served.raw)
