@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from handlers.app import create_app
 from handlers.keys import emulator_key, twilio_emulator_key
 from handlers.settings import Settings
 
 # Older import path, for tests written before tests/support existed: import from tests.support.api.
-from tests.support.api import PASSWORD, Api, Person, new_request_id
+from tests.support.api import PASSWORD, Api, Person, ServedTestServer, new_request_id
 from tests.support.fakes import ShiftedClock
 
 __all__ = ["PASSWORD", "Api", "Person", "new_request_id"]
@@ -45,7 +45,9 @@ class SharedApp:
 
     async def started(self) -> Api:
         if self.api is None:
-            client: TestClient[Any, Any] = TestClient(TestServer(create_app(self.settings, clock=self.clock)))
+            client: TestClient[Any, Any] = TestClient(
+                ServedTestServer(create_app(self.settings, clock=self.clock))
+            )
             await client.start_server()
             self.api = Api(client)
             self.builds += 1

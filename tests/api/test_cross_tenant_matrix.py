@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from pydantic import BaseModel
 
 from handlers.app import create_app
@@ -38,6 +38,7 @@ from handlers.keys import endpoints_key
 from handlers.routing import Endpoint
 from tests.api.conftest import Api, Person
 from tests.conftest import app_settings
+from tests.support.api import ServedTestServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -507,7 +508,7 @@ def _cells() -> Iterator[Any]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def matrix(database_url: str) -> AsyncIterator[tuple[Api, dict[str, Tenant]]]:
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(app_settings(database_url))))
+    client: TestClient[Any, Any] = TestClient(ServedTestServer(create_app(app_settings(database_url))))
     await client.start_server()
     try:
         api = Api(client)

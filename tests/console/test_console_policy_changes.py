@@ -15,14 +15,14 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from handlers.app import create_app
 from handlers.keys import policy_key
 from handlers.settings import Settings
 from tests.console.conftest import console_settings
 from tests.console.test_console_http import CSRF, audit_records, sign_in
-from tests.support.api import Api, Person
+from tests.support.api import Api, Person, ServedTestServer
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 CHANGES = "/console/policy/changes"
@@ -39,7 +39,7 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def api(settings: Settings, policy_dir: Path) -> AsyncIterator[Api]:
     policy = settings.policy.model_copy(update={"directory": str(policy_dir), "watch_interval_seconds": 3600})
     configured = console_settings(settings).model_copy(update={"policy": policy})
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(configured)))
+    client: TestClient[Any, Any] = TestClient(ServedTestServer(create_app(configured)))
     await client.start_server()
     try:
         yield Api(client)

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from handlers.app import create_app
 from handlers.settings import Settings
+from tests.support.api import ServedTestServer
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -19,7 +20,7 @@ async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
     data in it (new organizations, people, patients and phone numbers), as the examples of the
     model's own test always did in one app. A start per test was 32 app starts for nothing, each
     ~11 new PostgreSQL backends."""
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
+    client: TestClient[Any, Any] = TestClient(ServedTestServer(create_app(settings)))
     await client.start_server()
     try:
         yield client

@@ -9,16 +9,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import BaseRunner, TestClient, TestServer
 
 from engine.model import Role
 from engine.workflows.identity import CreateUser, bootstrap_user
 from handlers.keys import rejections_key, services_key, sessions_key
+from handlers.serving import Runner
 from integrations.db.uow import SqlUnitOfWork
 
 PASSWORD = "correct horse battery"
 #: The media type of every refusal (RFC 9457).
 PROBLEM_JSON = "application/problem+json"
+
+
+class ServedTestServer(TestServer):
+    """aiohttp's test server, serving the app as ``caremsg serve`` does (handlers.serving.Runner):
+    what the connection answers before routing is caremsg's in every test that uses it."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return Runner(self.app, **kwargs)
 
 
 def field_names(body: Any) -> list[str]:
