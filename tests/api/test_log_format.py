@@ -157,7 +157,9 @@ async def test_a_request_line_too_long_to_read_is_logged_without_its_query(
     json_logs: Callable[[], list[str]], settings: Settings
 ) -> None:
     """aiohttp refuses a request line over 8,190 bytes before caremsg sees it, and logs the start of
-    it: a query such as ``?email=ann%40example.org`` (percent-encoded: no email pattern sees it)."""
+    it: a query such as ``?email=ann%40example.org`` (percent-encoded: no email pattern sees it).
+    aiohttp's own TestServer on purpose: ``caremsg serve`` answers and logs such a request itself
+    (handlers/serving.py), so only an app served otherwise still reaches aiohttp's log of it."""
     async with TestClient(TestServer(create_app(settings))) as client:
         resp = await client.get("/api/audit-events", params={"email": "ann@example.org", "x": "y" * 9000})
         assert resp.status == 400
