@@ -25,7 +25,7 @@ from engine.errors import (
 from engine.model import Purpose
 from engine.ports import AccountDirectory, TokenService
 from handlers.keys import actor_key, operations_key, rejections_key, request_id_key
-from handlers.problems import problem_for, problem_response, simple_problem
+from handlers.problems import internal_error, problem_for, problem_response, simple_problem
 from handlers.routing import Contract, Endpoint, Header, Status, declares
 
 log = structlog.get_logger("caremsg.http")
@@ -165,9 +165,7 @@ async def _with_problems(
             problem = problem_for(ServiceUnavailable.database(), rid)
             return problem_response(problem, {RETRY_AFTER.name: "2"})
         log.exception("http.unhandled_error", request_id=rid)
-        return problem_response(
-            simple_problem(500, "internal_error", "Internal error", "Something went wrong on our side.", rid)
-        )
+        return problem_response(internal_error(rid))
 
 
 #: Set on every response (OWASP ASVS 5.0 ch. 3.4 and the Secure Headers Project): a JSON API is never

@@ -85,6 +85,14 @@ def simple_problem(status: int, code: str, title: str, detail: str, request_id: 
     return Problem(title=title, status=status, detail=detail, code=code, request_id=request_id)
 
 
+def internal_error(request_id: str) -> Problem:
+    """The 500 for anything unexpected: nothing about it but the request id (its traceback goes to
+    the operational log only)."""
+    return simple_problem(
+        500, "internal_error", "Internal error", "Something went wrong on our side.", request_id
+    )
+
+
 #: A name a schema could give a field. Anything else in a location is a key the client chose (an
 #: unknown property, query parameter or form part), which may hold anything: it is not repeated.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -35,7 +35,7 @@ from aiohttp.web_request import BaseRequest
 from engine.errors import FieldError, MalformedRequest
 from handlers.keys import operations_key
 from handlers.middleware import REQUEST_ID_HEADER, SECURITY_HEADERS, SERVER_NAME
-from handlers.problems import problem_for, problem_response, simple_problem
+from handlers.problems import internal_error, problem_for, problem_response, simple_problem
 from handlers.telemetry import Metrics
 
 log = structlog.get_logger("caremsg.http")
@@ -72,9 +72,7 @@ class _Protocol(RequestHandler):
             problem = problem_for(MalformedRequest([FieldError("request", detail, "http_malformed")]), rid)
         elif status == HTTPStatus.INTERNAL_SERVER_ERROR:  # the handler raised past the middlewares
             log.error("http.unhandled_error", request_id=rid, error=error, exc_info=exc)
-            problem = simple_problem(
-                status, "internal_error", "Internal error", "Something went wrong on our side.", rid
-            )
+            problem = internal_error(rid)
         else:  # 504: the handler timed out (aiohttp's handler timeout; caremsg sets none)
             log.warning("http.request_failed", request_id=rid, status=status, error=error)
             phrase = HTTPStatus(status).phrase
