@@ -1,7 +1,8 @@
 """A request aiohttp cannot parse is answered as every other error (problem+json naming ``request``,
 a request id, the security headers) and echoes nothing it was sent, to the client or to the log.
 
-These go over a raw socket to the app served as ``caremsg serve`` serves it (handlers.serving):
+These go over a raw socket to the app served as ``caremsg serve`` serves it (handlers.serving, through
+tests.support.api.ServedTestServer):
 aiohttp's parser refuses them before any middleware runs, so no test client could send them.
 """
 
@@ -18,8 +19,8 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from handlers.app import create_app
-from handlers.serving import Runner
 from handlers.settings import Settings
+from tests.support.api import ServedTestServer
 
 #: Stands for what a refused request may carry (a patient's name, an access token): never repeated.
 MARK = b"Jane-Roe-7431"
@@ -56,14 +57,8 @@ CASES = {
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def port(settings: Settings) -> AsyncIterator[int]:
     """The whole app, served through handlers.serving's runner on a free loopback port."""
-    runner = Runner(create_app(settings), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
+    async with ServedTestServer(create_app(settings)) as server:
+        yield server.port
 
 
 async def exchange(port: int, raw: bytes) -> bytes:
@@ -132,14 +127,9 @@ async def test_an_error_past_every_middleware_is_a_problem_without_its_traceback
 
     app = web.Application()
     app.router.add_get("/broken", broken)
-    runner = Runner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+    async with ServedTestServer(app) as server:
         with capture_logs() as events:
-            answer = await exchange(runner.addresses[0][1], request(b"GET /broken HTTP/1.1"))
-    finally:
-        await runner.cleanup()
+            answer = await exchange(server.port, request(b"GET /broken HTTP/1.1"))
 
     status_line, headers, body = parsed(answer)
     assert status_line.split(" ", 2)[1] == "500", status_line
