@@ -145,7 +145,7 @@ CONSENT_INDEX_START_TIMEOUT = 60.0
 async def _consent_index(app: web.Application) -> AsyncIterator[None]:
     """The in-memory consent index, loaded before the first request and followed via LISTEN/NOTIFY."""
     index = ConsentIndex()
-    sync = ConsentSync(index, app[settings_key].database.url)
+    sync = ConsentSync(index, app[settings_key].database.url, clock=app[clock_key])
     app[consent_index_key] = index
     app[consent_sync_key] = sync
     task = asyncio.create_task(sync.run(), name="consent-sync")

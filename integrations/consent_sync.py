@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 
 from engine.consent_index import ConsentIndex, IndexedConsent, pack_rows
 from engine.model import RecipientType
+from engine.services import utc_now
 from integrations.db import array_codecs
 from integrations.db.consents import CONSENT_CHANNEL
 
@@ -96,10 +97,14 @@ class ConsentSync:
         index: ConsentIndex,
         database_url: str,
         *,
+        clock: Callable[[], datetime] = utc_now,
         reconnect_delay: float = 0.5,
         max_reconnect_delay: float = 10.0,
     ) -> None:
         self.index = index
+        # The app's clock, the one its decisions read: a consent that begins "now" is packed as
+        # already effective only if it is so by the time the decisions compare it with.
+        self._clock = clock
         self._connect_args = asyncpg_connect_args(database_url)
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max_reconnect_delay
@@ -171,7 +176,7 @@ class ConsentSync:
     async def full_load(self, conn: asyncpg.Connection) -> None:
         """Replace the index with every active consent, as of one consistent snapshot."""
         started = time.perf_counter()
-        now = datetime.now(UTC)
+        now = self._clock()
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM consent_changes")
             columns = await conn.fetchrow(_SNAPSHOT_COLUMNS, now)
@@ -226,7 +231,7 @@ class ConsentSync:
                 groups[member["group_id"]].append(member["organization_id"])
             for group_id, orgs in groups.items():
                 self.index.set_group(group_id, orgs)
-        now = datetime.now(UTC)
+        now = self._clock()
         for r in rows:
             state = _indexed(r)
             self.index.apply(changes[r["id"]], r["id"], r["patient_id"], state, now)

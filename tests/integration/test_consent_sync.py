@@ -6,14 +6,18 @@ reloads everything."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
 
+from engine.consent_index import ConsentIndex, Coverage
 from handlers.app import create_app
 from handlers.keys import consent_sync_key
 from handlers.settings import Settings
+from integrations.consent_sync import ConsentSync, asyncpg_connect_args
 from tests.support.api import Api, Person
 
 T = TypeVar("T")
@@ -124,3 +128,50 @@ async def test_a_dropped_listener_reconnects_and_reloads_what_it_missed(
 
     await within(status_is(b, outsider, path, 403), "B reloads after reconnecting", 5.0)
     assert sync.full_loads > loads
+
+
+async def test_the_listener_judges_a_new_consent_by_the_apps_clock_not_the_machines(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """A consent that begins "now" by the app's clock is effective for every decision from then on,
+    whichever of the recording workflow and the listener puts it in the index first. The listener
+    once judged it by the machine's time: an app whose clock runs ahead (as the console tests move
+    it) stored it as beginning at the next whole second, and a partner added at once was refused
+    for want of a consent (seen in CI). A clock that stands still a quarter second past a whole
+    second makes that deterministic: by the machine's time the consent lies an hour ahead."""
+    instant = datetime.now(UTC).replace(microsecond=250_000) + timedelta(hours=1)
+
+    def clock() -> datetime:
+        return instant
+
+    a = Api(await aiohttp_client(create_app(settings, clock=clock)))
+    org, partner = await a.organization(), await a.organization()
+    nurse = await a.person("care_team_member", org)
+    officer = await a.person("compliance_officer", org)
+    patient_id = await a.patient(nurse)
+    # A second instance's index, which learns of consents only through the listener.
+    index = ConsentIndex()
+    sync = ConsentSync(index, settings.database.url, clock=clock)
+    follower = asyncio.create_task(sync.run())
+    try:
+        await asyncio.wait_for(sync.ready.wait(), 10)
+        consent = await a.consent(officer, patient_id, organizationId=partner)
+
+        async def learned() -> bool:
+            return bool(index.candidates(patient_id, partner))
+
+        await within(learned, "the listener learns of the consent", PROPAGATION_BOUND)
+        coverage = index.covering(patient_id, partner, clock())
+        assert coverage == Coverage(consent["id"], "treatment")
+        # The same holds for a full reload (a restart, a reconnection).
+        reloaded = ConsentIndex()
+        conn = await asyncpg.connect(**asyncpg_connect_args(settings.database.url))
+        try:
+            await ConsentSync(reloaded, settings.database.url, clock=clock).full_load(conn)
+        finally:
+            await conn.close()
+        assert reloaded.covering(patient_id, partner, clock()) == coverage
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
