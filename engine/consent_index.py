@@ -172,9 +172,10 @@ class ConsentIndex:
         self._groups: dict[int, frozenset[int]] = {}
         self.seq = 0
         self.loaded = False
-        # consent id -> sequence number of the last change applied to it since the last snapshot,
-        # so a late or repeated notification never undoes a newer change.
-        self._applied: dict[int, int] = {}
+        # consent id -> (sequence number of the last change applied to it since the last snapshot,
+        # its patient), so a late or repeated notification never undoes a newer change and a
+        # snapshot older than a change applied meanwhile does not undo it either.
+        self._applied: dict[int, tuple[int, int]] = {}
         #: Ids of the indexed consents that are 42 CFR Part 2 consents.
         self._part2: set[int] = set()
 
@@ -258,7 +259,7 @@ class ConsentIndex:
         """Add or replace one consent (by id)."""
         packed = consent.pack(now)
         kept = self._without(consent.patient_id, consent.consent_id)
-        self._store(consent.patient_id, (*kept, packed))
+        _store(self._by_patient, consent.patient_id, (*kept, packed))
         if consent.part2:
             self._part2.add(consent.consent_id)
         else:
@@ -266,7 +267,7 @@ class ConsentIndex:
 
     def remove(self, consent_id: int, patient_id: int) -> None:
         """Drop one consent (revoked, or no longer disclosing to staff); absent is not an error."""
-        self._store(patient_id, self._without(patient_id, consent_id))
+        _store(self._by_patient, patient_id, self._without(patient_id, consent_id))
         self._part2.discard(consent_id)
 
     def apply(
@@ -277,9 +278,9 @@ class ConsentIndex:
         Idempotent and order-proof: a change older than one already applied (or than the last
         snapshot) is ignored. Returns whether it was applied.
         """
-        if seq <= self.seq or seq <= self._applied.get(consent_id, 0):
+        if seq <= self.seq or seq <= self._applied.get(consent_id, (0, 0))[0]:
             return False
-        self._applied[consent_id] = seq
+        self._applied[consent_id] = (seq, patient_id)
         if state is None or not state.still_counts(now):
             self.remove(consent_id, patient_id)
         else:
@@ -302,26 +303,11 @@ class ConsentIndex:
         seq: int,
     ) -> None:
         """Rebuild from a full snapshot (consents active or future at ``now``) and swap it in."""
-        by_patient: dict[int, Entries] = {}
-        part2: set[int] = set()
-        for consent in consents:
-            if consent.part2:
-                part2.add(consent.consent_id)
-            packed = consent.pack(now)
-            current = by_patient.get(consent.patient_id)
-            if current is None:
-                by_patient[consent.patient_id] = packed
-            elif isinstance(current, int):
-                by_patient[consent.patient_id] = (current, packed)
-            else:
-                by_patient[consent.patient_id] = (*current, packed)
-        group_sets = {g: frozenset(orgs) for g, orgs in groups.items()}
-        # One assignment each; readers use whichever map they fetched, both complete.
-        self._groups, self._codes_by_org, self._by_patient = group_sets, _codes(group_sets), by_patient
-        self._part2 = part2
-        self.seq = seq
-        self._applied = {}
-        self.loaded = True
+        consents = list(consents)
+        # A whole packed entry is a valid ``low`` (its other fields are OR-ed in again as zeros).
+        by_patient = pack_rows((c.patient_id, c.consent_id, c.pack(now), 0, 0) for c in consents)
+        part2 = {c.consent_id for c in consents if c.part2}
+        self.load_packed(by_patient, groups, seq, part2)
 
     def load_packed(
         self,
@@ -332,27 +318,54 @@ class ConsentIndex:
     ) -> None:
         """Swap in a map built elsewhere by :func:`pack_rows` (the fast bulk-load path), with the
         ids of its Part 2 consents."""
+        part2 = set(part2_ids)
+        applied = self._keep_newer(by_patient, part2, seq)
         group_sets = {g: frozenset(orgs) for g, orgs in groups.items()}
+        # One assignment each; readers use whichever map they fetched, both complete.
         self._groups, self._codes_by_org, self._by_patient = group_sets, _codes(group_sets), by_patient
-        self._part2 = set(part2_ids)
+        self._part2 = part2
         self.seq = seq
-        self._applied = {}
+        self._applied = applied
         self.loaded = True
 
-    def _without(self, patient_id: int, consent_id: int) -> tuple[int, ...]:
-        entries = self._by_patient.get(patient_id)
-        if entries is None:
-            return ()
-        as_tuple = (entries,) if isinstance(entries, int) else entries
-        return tuple(e for e in as_tuple if consent_id_of(e) != consent_id)
+    def _keep_newer(
+        self, by_patient: dict[int, Entries], part2: set[int], seq: int
+    ) -> dict[int, tuple[int, int]]:
+        """Carry into a snapshot as of change ``seq`` the consents changed here after it was taken.
 
-    def _store(self, patient_id: int, entries: tuple[int, ...]) -> None:
-        if not entries:
-            self._by_patient.pop(patient_id, None)
-        elif len(entries) == 1:
-            self._by_patient[patient_id] = entries[0]
-        else:
-            self._by_patient[patient_id] = entries
+        A reload (after a reconnection) reads its snapshot while requests go on; a revocation this
+        instance recorded and applied meanwhile has a higher number than the snapshot, which still
+        holds the consent. Swapping the snapshot in as it is would let the revoked consent cover
+        requests again until the revocation's notification came round. Returns those changes, which
+        stay the ones a late notification is compared with."""
+        newer = {cid: change for cid, change in self._applied.items() if change[0] > seq}
+        for consent_id, (_, patient_id) in newer.items():
+            held_here = _as_tuple(self._by_patient.get(patient_id))
+            current = tuple(e for e in held_here if consent_id_of(e) == consent_id)
+            others = tuple(e for e in _as_tuple(by_patient.get(patient_id)) if consent_id_of(e) != consent_id)
+            _store(by_patient, patient_id, others + current)
+            if consent_id in self._part2:
+                part2.add(consent_id)
+            else:
+                part2.discard(consent_id)
+        return newer
+
+    def _without(self, patient_id: int, consent_id: int) -> tuple[int, ...]:
+        return tuple(e for e in _as_tuple(self._by_patient.get(patient_id)) if consent_id_of(e) != consent_id)
+
+
+def _store(by_patient: dict[int, Entries], patient_id: int, entries: tuple[int, ...]) -> None:
+    """Keep a patient's entries in their compact form (none, one int, or a tuple)."""
+    if not entries:
+        by_patient.pop(patient_id, None)
+    else:
+        by_patient[patient_id] = entries[0] if len(entries) == 1 else entries
+
+
+def _as_tuple(entries: Entries | None) -> tuple[int, ...]:
+    if entries is None:
+        return ()
+    return (entries,) if isinstance(entries, int) else entries
 
 
 @lru_cache(maxsize=256)

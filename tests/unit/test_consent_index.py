@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from engine.consent_index import ConsentIndex, IndexedConsent, pack_rows, purpose_mask, scope_mask
+from engine.consent_index import ConsentIndex, Coverage, IndexedConsent, pack_rows, purpose_mask, scope_mask
 from engine.model import RecipientType
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -114,6 +114,39 @@ def test_changes_older_than_the_snapshot_are_ignored() -> None:
     index.replace_all([consent(1)], {}, NOW, seq=10)
     assert not index.apply(9, 1, PATIENT, None, NOW)
     assert index.covering(PATIENT, ORG, NOW) is not None
+
+
+def test_a_reload_from_an_older_snapshot_keeps_the_changes_applied_after_it() -> None:
+    """A reconnection reloads while requests go on: a revocation (change 11) recorded here after the
+    snapshot (as of change 10) was read must not be undone by swapping the snapshot in, nor must a
+    consent recorded meanwhile (change 12) disappear until its notification comes round."""
+    index = index_with(consent(1), dataclasses.replace(consent(3, recipient=OTHER_ORG), part2=True))
+    assert index.apply(11, 1, PATIENT, None, NOW)
+    assert index.apply(
+        12,
+        2,
+        PATIENT,
+        dataclasses.replace(consent(2, recipient=GROUP, kind=RecipientType.COMPLIANCE_GROUP), part2=True),
+        NOW,
+    )
+    assert index.apply(13, 3, PATIENT, None, NOW)
+    snapshot = [consent(1), dataclasses.replace(consent(3, recipient=OTHER_ORG), part2=True)]
+
+    index.replace_all(snapshot, {GROUP: [ORG]}, NOW, seq=10)
+
+    assert index.covering(PATIENT, ORG, NOW) == Coverage(2, "treatment")  # the group's, not 1
+    assert index.covering(PATIENT, OTHER_ORG, NOW) is None
+    assert [c.part2 for c in index.candidates(PATIENT, ORG)] == [True]
+    # The notifications of those changes, when they come, change nothing; an older one neither.
+    assert not index.apply(11, 1, PATIENT, consent(1), NOW)
+    assert not index.apply(13, 3, PATIENT, consent(3), NOW)
+    assert index.covering(PATIENT, OTHER_ORG, NOW) is None
+    # A later snapshot that holds them all takes over.
+    index.replace_all(
+        [consent(2, recipient=GROUP, kind=RecipientType.COMPLIANCE_GROUP)], {GROUP: [ORG]}, NOW, seq=13
+    )
+    assert index.covering(PATIENT, ORG, NOW) == Coverage(2, "treatment")
+    assert index.apply(14, 1, PATIENT, consent(1), NOW)
 
 
 def test_several_consents_of_one_patient_are_kept_and_removed_one_by_one() -> None:
