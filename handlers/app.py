@@ -209,6 +209,7 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
         *app[messaging_key].outbox_kinds,
     ]
     sessions, gateway = app[sessions_key], app[chat_key]
+    retried = app[operations_key].metrics.relay_retried
     relay = Relays(
         [
             OutboxRelay(
@@ -216,12 +217,14 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
                 gateway,
                 dataclasses.replace(relay_settings, skip_kinds=TEXT_KINDS),
                 executors=executors,
+                on_retry=retried,
             ),
             OutboxRelay(
                 sessions,
                 gateway,
                 dataclasses.replace(relay_settings, claim_kinds=TEXT_KINDS),
                 executors=executors,
+                on_retry=retried,
             ),
         ]
     )
@@ -307,10 +310,10 @@ def _tokens(settings: Settings) -> JwtTokens:
 # --- operations: /metrics, /health, /ready (handlers/metrics.py) ---------------------------------------
 
 
-def _new_operations(settings: Settings) -> Operations:
+def _new_operations(settings: Settings, shared_metrics: str | None) -> Operations:
     service = settings.service
     return Operations(
-        Metrics(),
+        Metrics(shared_dir=shared_metrics),
         metrics_token=service.metrics_token,
         metrics_open=service.environment != "production",
         sealer_enabled=settings.audit.sealer_enabled,
@@ -324,10 +327,6 @@ async def _operations(app: web.Application) -> AsyncIterator[None]:
     ops = app[operations_key]
     ops.probe = DatabaseProbe(app[database_key].engine)
     ops.policy, ops.consents = app[policy_key], app[consent_index_key]
-    relay = app[relay_key]
-    ops.metrics.count_from(
-        "caremsg_relay_retries", "Outbox deliveries put back for another attempt.", lambda: relay.retries
-    )
     yield
 
 
@@ -426,11 +425,14 @@ def create_app(
     *,
     endpoints: list[Endpoint] | None = None,
     clock: Callable[[], datetime] = utc_now,
+    shared_metrics: str | None = None,
 ) -> web.Application:
     """The aiohttp application for these settings; resources start with the app and stop with it.
 
     ``clock`` is the app's wall clock: the engine's "now" (consent expiry, break-glass windows, what
-    a listing calls expired) and the console's session times. Tests move it instead of waiting."""
+    a listing calls expired) and the console's session times. Tests move it instead of waiting.
+    ``shared_metrics`` is the metrics directory the ``--workers`` of one service share (see
+    handlers/telemetry.py); None: the app's metrics are its own."""
     if endpoints is None:
         endpoints = default_endpoints()
     # The console (/console/) authenticates by its own session cookie, not a bearer token.
@@ -452,7 +454,7 @@ def create_app(
     app[clock_key] = clock
     app[endpoints_key] = endpoints
     app[openapi_body_key] = {}
-    app[operations_key] = _new_operations(settings)
+    app[operations_key] = _new_operations(settings, shared_metrics)
     app.on_response_prepare.append(add_limit_headers)
     app.cleanup_ctx.extend(
         [

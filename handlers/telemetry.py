@@ -9,18 +9,26 @@ gauges of what is stored (outbox, deliveries, sealer lag, consent log) are read 
 scrape time, through :class:`integrations.db.resources.DatabaseProbe`. Labels are bounded sets: the
 canonical route (``/api/patients/{id}``, never the raw path), the status code, the workflow and the
 reason code the policy declares. Nothing here names a person.
+
+With ``--workers N`` a scrape reaches whichever worker accepts the connection, yet must count what
+every worker did: the workers run in prometheus-client's multiprocess mode (handlers/workers.py
+sets its directory before the app is imported), each writing its counters and histograms to files
+there, and a scrape merges every worker's files (``shared_dir``). The stored-state gauges are the
+scraping worker's fresh reading (mode ``mostrecent``); what describes one process (its consent
+index, its frozen heap) is the answering process's own, reported by :class:`_ThisProcess`.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from engine.consent_index import ConsentIndex
@@ -29,25 +37,54 @@ from engine.policy import PolicyHolder
 from integrations.db.resources import DatabaseProbe
 
 
-class _Callbacks(Collector):
-    """Counters that live elsewhere (the outbox relay's retries), read when scraped."""
+class _ThisProcess(Collector):
+    """What describes the answering process rather than the service: its consent index (as of the
+    scrape's refresh) and its frozen heap. Read at collection, never written to shared files."""
 
     def __init__(self) -> None:
-        self.counters: list[tuple[str, str, Callable[[], float]]] = []
+        self.consents: int | None = None
+        self.changes_behind = 0
 
     def collect(self) -> Iterable[Metric]:
-        for name, documentation, read in self.counters:
-            yield CounterMetricFamily(name, documentation, value=read())
+        yield GaugeMetricFamily(
+            "caremsg_gc_frozen_objects",
+            "Objects the garbage collector no longer walks: what the start built, once a serving "
+            "process has frozen it (0 before, and in processes that do not, such as tests).",
+            value=gc.get_freeze_count(),
+        )
+        if self.consents is not None:
+            yield GaugeMetricFamily(
+                "caremsg_consent_index_consents",
+                "Consents held by this instance's consent index.",
+                value=self.consents,
+            )
+            yield GaugeMetricFamily(
+                "caremsg_consent_index_changes_behind",
+                "Consent changes in the database this instance's index has not applied yet.",
+                value=self.changes_behind,
+            )
+
+
+#: How the gauges read from PostgreSQL at scrape time merge over workers: the latest reading.
+STORED: Final = "mostrecent"
 
 
 @dataclass
 class Metrics:
-    """The app's metrics. ``rate_limit_refused``, ``observe_decision`` and ``unparseable_request``
-    are the hooks other parts of caremsg call; everything else is filled here."""
+    """The app's metrics. ``rate_limit_refused``, ``observe_decision``, ``unparseable_request``
+    and ``relay_retried`` are the hooks other parts of caremsg call; everything else is filled here.
+
+    ``shared_dir``: the multiprocess directory of ``--workers`` (see the module docstring); None in
+    one process, where the app's own registry is what a scrape shows."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    shared_dir: str | None = None
 
     def __post_init__(self) -> None:
+        if self.shared_dir is not None and issubclass(values.ValueClass, values.MutexValue):
+            raise RuntimeError(
+                "shared metrics need PROMETHEUS_MULTIPROC_DIR set before prometheus_client is imported"
+            )
         r = self.registry
         self.requests = Histogram(
             "caremsg_http_request_duration_seconds",
@@ -73,53 +110,57 @@ class Metrics:
             registry=r,
         )
         self.outbox_pending = Gauge(
-            "caremsg_outbox_pending", "Outbox entries waiting to be delivered.", registry=r
+            "caremsg_outbox_pending",
+            "Outbox entries waiting to be delivered.",
+            registry=r,
+            multiprocess_mode=STORED,
         )
         self.outbox_oldest = Gauge(
             "caremsg_outbox_oldest_age_seconds",
             "Age of the oldest pending outbox entry (0: none).",
             registry=r,
+            multiprocess_mode=STORED,
         )
         self.deliveries = Gauge(
-            "caremsg_deliveries", "Per-recipient message deliveries by state.", ["state"], registry=r
+            "caremsg_deliveries",
+            "Per-recipient message deliveries by state.",
+            ["state"],
+            registry=r,
+            multiprocess_mode=STORED,
         )
         self.sealer_lag_events = Gauge(
             "caremsg_audit_sealer_lag_events",
             "Committed audit events not yet sealed in the chain.",
             registry=r,
+            multiprocess_mode=STORED,
         )
         self.sealer_lag_seconds = Gauge(
             "caremsg_audit_sealer_lag_seconds",
             "Age of the oldest audit event not yet sealed (0: none).",
             registry=r,
-        )
-        self.consent_index_entries = Gauge(
-            "caremsg_consent_index_consents", "Consents held by this instance's consent index.", registry=r
-        )
-        self.consent_index_behind = Gauge(
-            "caremsg_consent_index_changes_behind",
-            "Consent changes in the database this instance's index has not applied yet.",
-            registry=r,
+            multiprocess_mode=STORED,
         )
         self.consent_last_change_age = Gauge(
             "caremsg_consent_last_change_age_seconds",
             "Time since the newest consent change was recorded (0: none yet).",
             registry=r,
+            multiprocess_mode=STORED,
         )
         self.scrape_failures = Counter(
             "caremsg_metrics_database_probe_failures",
             "Scrapes whose database gauges could not be read (the gauges keep their last values).",
             registry=r,
         )
-        self.frozen_objects = Gauge(
-            "caremsg_gc_frozen_objects",
-            "Objects the garbage collector no longer walks: what the start built, once a serving "
-            "process has frozen it (0 before, and in processes that do not, such as tests).",
-            registry=r,
+        self.relay_retries = Counter(
+            "caremsg_relay_retries", "Outbox deliveries put back for another attempt.", registry=r
         )
-        self.frozen_objects.set_function(gc.get_freeze_count)
-        self._callbacks = _Callbacks()
-        r.register(self._callbacks)
+        self._this_process = _ThisProcess()
+        r.register(self._this_process)
+        self._exposed = r
+        if self.shared_dir is not None:
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed, path=self.shared_dir)  # type: ignore[no-untyped-call]
+            self._exposed.register(self._this_process)
         # The labelled series already used (labels are bounded sets, see the module docstring).
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._decision_series: dict[tuple[str, bool, str | None], Any] = {}
@@ -150,9 +191,9 @@ class Metrics:
         """Count one request the connection refused before routing (handlers/serving.py)."""
         self.unparseable.inc()
 
-    def count_from(self, name: str, documentation: str, read: Callable[[], float]) -> None:
-        """Expose a counter kept by another component (read at scrape time)."""
-        self._callbacks.counters.append((name, documentation, read))
+    def relay_retried(self) -> None:
+        """Count one outbox delivery put back for another attempt (the relay calls this)."""
+        self.relay_retries.inc()
 
     async def refresh(self, probe: DatabaseProbe, consents: ConsentIndex | None) -> None:
         """Read the stored-state gauges from PostgreSQL (a probe that fails counts a scrape failure)."""
@@ -175,11 +216,11 @@ class Metrics:
         self.sealer_lag_seconds.set(lag.oldest_seconds)
         self.consent_last_change_age.set(consent_log.age_seconds)
         if consents is not None:
-            self.consent_index_entries.set(len(consents))
-            self.consent_index_behind.set(max(0, consent_log.seq - consents.seq))
+            self._this_process.consents = len(consents)
+            self._this_process.changes_behind = max(0, consent_log.seq - consents.seq)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
 
 
 # --- readiness ----------------------------------------------------------------------------------------

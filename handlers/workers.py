@@ -21,6 +21,12 @@ forwarded to every serving worker (each reloads its policy). Ctrl-C also reaches
 process group): they ignore SIGINT and wait for the parent's SIGTERM, so there is one orderly
 shutdown rather than N racing ones. A worker whose parent disappears stops by itself.
 
+Metrics count what every worker did, whichever worker a scrape reaches: the parent makes an empty
+directory for prometheus-client's multiprocess mode and names it in ``PROMETHEUS_MULTIPROC_DIR``
+before the fork server imports the app (the library picks its storage at import), each worker writes
+its counters there and merges them all when scraped (handlers/telemetry.py); the parent removes the
+directory when the service stops, so a restart counts from zero as one process does.
+
 A worker that exits on its own is a fault, not something to run on degraded: the parent logs it
 (worker number, pid, exit code), stops the others and exits with status 1, so whatever supervises
 caremsg (systemd, Kubernetes, a shell loop) restarts the whole service. Workers are not restarted
@@ -34,8 +40,10 @@ import contextlib
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -60,6 +68,8 @@ WORKER_STOP_DEADLINE = WORKER_SHUTDOWN_TIMEOUT + 15.0
 EMULATOR_APP_ID = "emulator"
 
 _READY = "ready"
+#: prometheus-client's switch to its multiprocess mode: the directory the workers' metrics share.
+METRICS_DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def serve_workers(settings: Settings) -> int:
@@ -108,6 +118,7 @@ class _Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._forward_sighup)
         emulator: RunningEmulator | None = None
         twilio: RunningTwilioEmulator | None = None
+        metrics_dir: str | None = None
         clean = False
         try:
             worker_settings = self.settings
@@ -115,6 +126,10 @@ class _Supervisor:
                 emulator, worker_settings = await _shared_emulator(self.settings)
             if worker_settings.messaging.use_twilio_emulator:
                 twilio, worker_settings = await _shared_twilio_emulator(worker_settings)
+            # Named before the fork server starts (at the first worker), so every worker inherits it.
+            metrics_dir = tempfile.mkdtemp(prefix="caremsg-metrics-")
+            os.environ[METRICS_DIRECTORY_ENV] = metrics_dir
+            log.info("serve.metrics_shared", directory=metrics_dir)
             context = multiprocessing.get_context("forkserver")
             # Imported once, in the fork server, before it forks the first worker.
             context.set_forkserver_preload(["handlers.workers", "handlers.app"])
@@ -136,6 +151,9 @@ class _Supervisor:
                 await emulator.close()
             if twilio is not None:
                 await twilio.close()
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+                os.environ.pop(METRICS_DIRECTORY_ENV, None)
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         log.info("serve.stopped", clean=clean)
@@ -295,7 +313,7 @@ async def _serve(index: int, settings: Settings, ready: Connection) -> None:
         log.info("serve.worker_listening", worker=index, port=service.port)
 
     service = settings.service
-    app = for_serving(create_app(settings))
+    app = for_serving(create_app(settings, shared_metrics=os.environ.get(METRICS_DIRECTORY_ENV)))
     await serve(
         app,
         service.host,

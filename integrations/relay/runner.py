@@ -66,6 +66,7 @@ class OutboxRelay:
         *,
         executors: Sequence[Executor[Any]] = (),
         jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap),  # noqa: S311 - not crypto
+        on_retry: Callable[[], None] = lambda: None,
     ) -> None:
         if settings.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -82,8 +83,10 @@ class OutboxRelay:
         # Outcomes of deliveries whose settle failed: settled again before anything else.
         self._unsettled: list[Outcome] = []
         self._resettle_failures = 0
-        #: Deliveries put back for another attempt since start (the caremsg_relay_retries metric).
+        #: Deliveries put back for another attempt since start; each is also told to ``on_retry``
+        #: (the caremsg_relay_retries metric).
         self.retries = 0
+        self._on_retry = on_retry
         # When (event-loop time) the earliest retry this relay scheduled falls due: an idle relay
         # wakes then rather than at its next poll, so a retry's backoff is what it says it is.
         self._next_retry: float | None = None
@@ -176,6 +179,7 @@ class OutboxRelay:
                 if isinstance(outcome, RetryAt):
                     # Nothing of a conversation overtakes what was accepted before it.
                     self.retries += 1
+                    self._on_retry()
                     given_back.extend(GivenBack(entry) for entry in lane)
                 elif lane:
                     still.append(lane)
@@ -292,11 +296,6 @@ class Relays:
         self.relays = tuple(relays)
         #: The task running them, once :meth:`run` has started (the app's, which it stops).
         self.task: asyncio.Task[None] | None = None
-
-    @property
-    def retries(self) -> int:
-        """Deliveries put back for another attempt since start, by every relay together."""
-        return sum(relay.retries for relay in self.relays)
 
     def wake(self, queued: Collection[type[Effect]] | None = None) -> None:
         """Wake the relays that claim any of the ``queued`` effect types (every relay when None):

@@ -20,7 +20,7 @@ from handlers.middleware import request_context
 from handlers.settings import Settings
 from handlers.telemetry import Metrics, Operations
 from tests.api.conftest import Api
-from tests.api.messaging_support import care_team, send, settled_deliveries
+from tests.support.messaging import care_team, emulator, send, settled_deliveries
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -114,8 +114,17 @@ async def test_outbox_deliveries_and_relay_retries_are_exposed(api: Api) -> None
         assert ("caremsg_deliveries", frozenset({("state", state)})) in samples
     assert value(samples, "caremsg_outbox_pending") >= 0
     assert value(samples, "caremsg_outbox_oldest_age_seconds") >= 0
-    assert value(samples, "caremsg_relay_retries_total") >= 0
     assert ("caremsg_relay_retries_total", frozenset()) in samples
+
+
+async def test_a_post_the_relay_tries_again_counts_one_retry(api: Api) -> None:
+    team = await care_team(api)
+    before = value(await scrape(api.client), "caremsg_relay_retries_total")
+    emulator(api).faults.fail_next(1)  # Sendbird answers the next call 503
+    status, accepted = await send(api, team.peer, team.conversation_id, "hello")
+    assert status == 202, accepted
+    assert {d["state"] for d in await settled_deliveries(api, team.peer, accepted["id"])} == {"sent"}
+    assert value(await scrape(api.client), "caremsg_relay_retries_total") == before + 1
 
 
 async def test_sealer_lag_and_the_consent_index_are_exposed(api: Api) -> None:

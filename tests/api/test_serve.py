@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from engine.model import Role
@@ -465,6 +466,51 @@ async def test_each_worker_moves_what_its_start_built_out_of_the_garbage_collect
     assert float(gauge.split()[1]) > 50_000
 
 
+async def test_any_worker_a_scrape_reaches_reports_what_every_worker_counted(
+    two_workers_of_the_module: ModuleService, http: Callable[[Served], Http]
+) -> None:
+    """A scrape lands on whichever worker accepts its connection; the counts it reports are the
+    service's, not that worker's share (prometheus-client's multiprocess mode)."""
+    served = await two_workers_of_the_module.running()
+    api = http(served)
+
+    async def scrape() -> list[tuple[str, dict[str, str], float]]:
+        resp = await api.session.get(f"{api.base}/metrics")
+        families = text_string_to_metric_families(await resp.text())
+        return [(s.name, s.labels, s.value) for family in families for s in family.samples]
+
+    async def health_answers() -> float:
+        (count,) = [
+            value
+            for name, labels, value in await scrape()
+            if name == "caremsg_http_request_duration_seconds_count"
+            and labels == {"route": "/health", "method": "GET", "status": "200"}
+        ] or [0.0]
+        return count
+
+    before = await health_answers()
+    ids = [f"test-{uuid.uuid4().hex}" for _ in range(40)]
+    for request_id in ids:
+        assert (await api.call("GET", "/health", request_id=request_id))[0] == 200
+
+    async def all_logged() -> list[dict[str, Any]] | None:
+        found = [line for line in served.events("http.request") if line["request_id"] in ids]
+        return found if len(found) >= len(ids) else None
+
+    # Both workers answered some of them: one worker's count alone would fall short.
+    assert {line["pid"] for line in await eventually(all_logged, "a log line per request")} == (
+        served.worker_pids
+    )
+    assert [await health_answers() for _ in range(6)] == [before + len(ids)] * 6
+    # A gauge read at scrape time, and one of the answering process, each appear once (no series
+    # per worker), beside the service-wide counters.
+    samples = await scrape()
+    for gauge in ("caremsg_outbox_pending", "caremsg_consent_index_consents", "caremsg_relay_retries_total"):
+        assert [labels for name, labels, _ in samples if name == gauge] == [{}], gauge
+    (shared,) = served.events("serve.metrics_shared")
+    assert await asyncio.to_thread(os.path.isdir, shared["directory"])
+
+
 async def test_sighup_to_the_parent_reloads_the_policy_in_every_worker(
     two_workers_of_the_module: ModuleService, http: Callable[[Served], Http]
 ) -> None:
@@ -568,6 +614,9 @@ async def test_sigterm_stops_every_worker_and_the_emulator_with_exit_status_0(
     assert {line["pid"] for line in served.events("serve.worker_stopped")} == workers
     assert served.events("sendbird_emulator.stopped", pid=served.process.pid)
     assert served.events("serve.stopped", clean=True)
+    # The workers' shared metrics go with the service: a restart counts from zero.
+    (shared,) = served.events("serve.metrics_shared")
+    assert not await asyncio.to_thread(os.path.exists, shared["directory"])
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
