@@ -9,7 +9,7 @@ from several modules; kept whole, a reader finds every noun in one place."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Generic, TypeVar
 
@@ -67,6 +67,17 @@ class ConsentScope(StrEnum):
 #: The scope of a consent recorded without one: read, message and sms (what consents meant before
 #: scopes). ``write`` is never implied: a consent allows changes only if it says so.
 FULL_SCOPE = frozenset({ConsentScope.READ, ConsentScope.MESSAGE, ConsentScope.SMS})
+
+
+#: How far the civil time furthest ahead (Kiribati's Line Islands, UTC+14) runs ahead of UTC.
+FURTHEST_AHEAD_OF_UTC = timedelta(hours=14)
+
+
+def latest_today(now: datetime) -> date:
+    """The latest calendar date that is "today" somewhere at ``now``. A date a person writes down
+    (a signature, a birth) is in the future only after this one: the clinic's today, wherever the
+    clinic is, may be a day ahead of the service's UTC date."""
+    return (now.astimezone(UTC) + FURTHEST_AHEAD_OF_UTC).date()
 
 
 class DeliveryState(StrEnum):

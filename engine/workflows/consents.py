@@ -25,7 +25,16 @@ from engine.audit import AuditEvent, DetailValue
 from engine.consent_index import IndexedConsent
 from engine.effects import RemoveMembers
 from engine.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
-from engine.model import FULL_SCOPE, Actor, Consent, ConsentScope, Part2Elements, Purpose, RecipientType
+from engine.model import (
+    FULL_SCOPE,
+    Actor,
+    Consent,
+    ConsentScope,
+    Part2Elements,
+    Purpose,
+    RecipientType,
+    latest_today,
+)
 from engine.ports.consents import NewConsent
 from engine.ports.units import ConsentsUnitOfWork
 from engine.services import ConsentView, Guard, Services
@@ -155,7 +164,7 @@ def _check_part2(elements: Part2Elements, expires_at: datetime | None, now: date
                 " (42 CFR 2.31(a)(6)).",
             )
         )
-    if elements.signed_on > now.date():
+    if elements.signed_on > latest_today(now):
         problems.append(FieldError("part2.signedOn", "Must not be in the future."))
     if not elements.revocation_right_stated:
         problems.append(

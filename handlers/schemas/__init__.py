@@ -13,7 +13,7 @@ problem+json body); each capability's schemas are a module of this package: ``id
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import phonenumbers
@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from engine.model import latest_today
 from engine.sms import textable
 from handlers.field_docs import describe_fields
 
@@ -123,7 +124,8 @@ def _e164(value: str) -> str:
 
 
 def _birth_date(value: date) -> date:
-    if not date(1900, 1, 1) <= value <= date.today():  # noqa: DTZ011 - a calendar date, not an instant
+    # "Today" where the patient was born: at most a day ahead of the UTC date (engine.model).
+    if not date(1900, 1, 1) <= value <= latest_today(datetime.now(UTC)):
         raise ValueError("must be a date between 1900-01-01 and today")
     return value
 

@@ -64,7 +64,10 @@ class Part2Consent(Request):
     signed_by: Title = Field(
         description="Who signed: the patient, or the person authorized to sign for them (2.31(a)(8))."
     )
-    signed_on: date = Field(description="The date of the signature (YYYY-MM-DD); not in the future.")
+    signed_on: date = Field(
+        description="The date of the signature (YYYY-MM-DD); not in the future: at most today anywhere on"
+        " Earth (UTC+14)."
+    )
     revocation_right_stated: Literal[True] = Field(
         description="The patient was told they may revoke the consent at any time (2.31(a)(5)): must be true."
     )

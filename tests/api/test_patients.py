@@ -241,6 +241,24 @@ async def test_roles_without_patient_access_cannot_register_patients(
             id="date-of-birth-not-a-date",
         ),
         pytest.param(
+            {"firstName": FIRST, "lastName": LAST, "riskLevel": "high", "dateOfBirth": "1899-12-31"},
+            "dateOfBirth",
+            "value_error",
+            id="date-of-birth-before-1900",
+        ),
+        pytest.param(
+            {
+                "firstName": FIRST,
+                "lastName": LAST,
+                "riskLevel": "high",
+                # Not today anywhere: the furthest time zone is one day ahead of UTC at most.
+                "dateOfBirth": (datetime.now(UTC) + timedelta(days=2)).date().isoformat(),
+            },
+            "dateOfBirth",
+            "value_error",
+            id="date-of-birth-in-the-future",
+        ),
+        pytest.param(
             {"firstName": FIRST, "lastName": LAST, "riskLevel": "high", "ssn": "078-05-1120"},
             "ssn",
             "extra_forbidden",
@@ -269,6 +287,21 @@ async def test_an_invalid_patient_is_a_422_naming_the_field_without_echoing_valu
         if isinstance(value, str) and value.strip():
             assert value not in text
     assert await db.fetchval("SELECT count(*) FROM patients WHERE organization_id = $1", org) == 0
+
+
+async def test_a_baby_born_today_where_the_clinic_is_is_registered_whatever_the_utc_date(api: Api) -> None:
+    """A birth "today" is the clinic's today: east of UTC the date is already ahead of UTC's, so
+    from 10:00 UTC on a birth today carries tomorrow's UTC date. The day after is today nowhere."""
+    nurse = await api.person("care_team_member", await api.organization())
+    today_somewhere = (datetime.now(UTC) + timedelta(hours=14)).date()
+    patient_id = await registered(api, nurse, dateOfBirth=today_somewhere.isoformat())
+    status, body = await api.call("GET", f"/api/patients/{patient_id}", nurse)
+    assert (status, body["dateOfBirth"]) == (200, today_somewhere.isoformat())
+    nowhere = (today_somewhere + timedelta(days=1)).isoformat()
+    payload = {"firstName": FIRST, "lastName": LAST, "riskLevel": "high", "dateOfBirth": nowhere}
+    status, body = await api.call("POST", "/api/patients", nurse, json=payload)
+    assert status == 422
+    assert_validation_problem(body, "dateOfBirth")
 
 
 async def test_a_validation_problem_is_served_as_problem_json(api: Api) -> None:

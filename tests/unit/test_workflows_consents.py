@@ -333,6 +333,34 @@ async def test_a_part2_consent_lacking_an_element_is_refused_and_not_stored(
     assert world.db.consents == {}
 
 
+async def test_a_part2_consent_signed_today_where_the_clinic_is_ahead_of_utc_is_accepted(
+    world: FakeWorld,
+) -> None:
+    """At 20:00 UTC it is already tomorrow in Auckland (UTC+13): a consent signed there this
+    morning carries tomorrow's UTC date and is not signed in the future. Two days ahead is."""
+    world.clock.advance(hours=11)  # START is 09:00 UTC
+    officer, _, patient = await officer_and_patient(world)
+    tomorrow = dataclasses.replace(PART2, signed_on=START.date() + timedelta(days=1))
+    cmd = RecordConsent(
+        patient.id,
+        RecipientType.ORGANIZATION,
+        Purpose.TREATMENT,
+        organization_id=world.organization().id,
+        expires_at=START + timedelta(days=30),
+        part2=tomorrow,
+    )
+
+    consent = await record_consent(world.services, officer, cmd)
+    assert world.db.consents[consent.id].part2 == tomorrow
+
+    later = dataclasses.replace(
+        cmd, part2=dataclasses.replace(PART2, signed_on=START.date() + timedelta(days=2))
+    )
+    with pytest.raises(InvalidInput) as refused:
+        await record_consent(world.services, officer, later)
+    assert [e.field for e in refused.value.errors] == ["part2.signedOn"]
+
+
 async def test_an_expiry_event_stands_in_for_an_expiry_date(world: FakeWorld) -> None:
     officer, _, patient = await officer_and_patient(world)
     elements = dataclasses.replace(PART2, expiry_event="End of treatment")
