@@ -204,8 +204,8 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
         BreakGlassAlertExecutor(),
         RecallExecutor(),
         # Message and file posts carry the 42 CFR 2.32 notice of the policy in force (reloads swap it).
-        PostAttachmentExecutor(lambda: app[policy_key].current.part2_notice),
-        PostMessageExecutor(lambda: app[policy_key].current.part2_notice),
+        PostAttachmentExecutor(lambda: app[policy_key].current.part2_notice, app[clock_key]),
+        PostMessageExecutor(lambda: app[policy_key].current.part2_notice, app[clock_key]),
         *app[messaging_key].outbox_kinds,
     ]
     sessions, gateway = app[sessions_key], app[chat_key]

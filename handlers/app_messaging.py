@@ -22,6 +22,7 @@ from engine.sms import SmsRules
 from handlers.api_messaging import MessagingResources, messaging_key
 from handlers.keys import (
     chat_key,
+    clock_key,
     emulator_key,
     escalation_key,
     policy_key,
@@ -199,6 +200,7 @@ async def messaging(app: web.Application) -> AsyncIterator[None]:
                     gateway,
                     rules,
                     lambda: app[policy_key].current,
+                    app[clock_key],
                     two_way=twilio_check is not None,
                     accept_outbound_only=m.accept_outbound_only_sms,
                 ),

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.effects import Effect, PostAttachment, kind_of
 from engine.policy import PART2_SHORT_NOTICE
+from engine.services import utc_now
 from integrations.effects.executor import RelayContext
 from integrations.effects.messages import (
     ChatFile,
@@ -79,10 +81,15 @@ class PostAttachmentExecutor:
 
     handles: tuple[type[Effect], ...] = (PostAttachment,)
 
-    def __init__(self, part2_notice: Callable[[], str] = lambda: PART2_SHORT_NOTICE) -> None:
+    def __init__(
+        self,
+        part2_notice: Callable[[], str] = lambda: PART2_SHORT_NOTICE,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self._sent: dict[int, tuple[int, int]] = {}
         #: The notice of policies/notices.toml in force (the app passes the policy's; reloads swap it).
         self._part2_notice = part2_notice
+        self._clock = clock  # the app's: which Part 2 consents are active, when a notice was given
 
     async def deliver(self, effect: PostAttachment, entry: OutboxEntry, ctx: RelayContext) -> None:
         async with ctx.sessions() as session:
@@ -91,14 +98,16 @@ class PostAttachmentExecutor:
                     _FILE_TO_POST, {"attachment_id": effect.attachment_id, "message_id": effect.message_id}
                 )
             ).one_or_none()
-            msg = (await read_messages_to_post(session, [effect.message_id])).get(effect.message_id)
+            now = self._clock()
+            msg = (await read_messages_to_post(session, [effect.message_id], now)).get(effect.message_id)
         if row is None or msg is None:
             raise LookupError(f"attachment {effect.attachment_id} of outbox entry {entry.id} not found")
         if row.recalled:
             raise MessageRecalled(f"message {effect.message_id} was recalled")
         if msg.notices:
             notice = self._part2_notice()
-            await give_part2_notices(msg, entry, ctx, notice, workflow=f"delivery.{kind_of(PostAttachment)}")
+            workflow = f"delivery.{kind_of(PostAttachment)}"
+            await give_part2_notices(msg, entry, ctx, notice, workflow=workflow, at=self._clock())
         sent = await post_once(
             ctx.chat,
             entry,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 from sqlalchemy import text
@@ -131,7 +132,8 @@ class MessageRecalled(ChatGatewayError):
 # With each message, the Part 2 consents (active, disclosing conversations) naming an organization
 # of the conversation's members other than the patient's own, directly or through a compliance group,
 # whose members have not been given the notice in it yet. Only looked for when the patient has a Part
-# 2 consent at all: otherwise one index probe, and the batch read stays one statement.
+# 2 consent at all: otherwise one index probe, and the batch read stays one statement. "Active" is as
+# of the app's clock (``:now``), the one the decision to send read, not the database's.
 _MESSAGES_TO_POST = text(
     """
     SELECT m.id, m.body, m.recalled_at IS NOT NULL AS recalled, c.channel_url, u.chat_user_id,
@@ -142,8 +144,9 @@ _MESSAGES_TO_POST = text(
                        JOIN users mu ON mu.id = cm.user_id
                        WHERE cm.conversation_id = c.id AND mu.organization_id <> p.organization_id) o
                  JOIN consents k ON k.patient_id = c.patient_id AND k.part2
-                      AND k.revoked_at IS NULL AND k.effective_at <= now()
-                      AND (k.expires_at IS NULL OR k.expires_at > now()) AND 'message' = ANY(k.scope)
+                      AND k.revoked_at IS NULL AND k.effective_at <= CAST(:now AS timestamptz)
+                      AND (k.expires_at IS NULL OR k.expires_at > CAST(:now AS timestamptz))
+                      AND 'message' = ANY(k.scope)
                       AND (k.organization_id = o.organization_id
                            OR k.compliance_group_id IN (SELECT g.group_id FROM compliance_group_members g
                                                         WHERE g.organization_id = o.organization_id))
@@ -212,11 +215,12 @@ def _message_id(entry: OutboxEntry) -> int:
 
 
 async def read_messages_to_post(
-    session: AsyncSession, message_ids: Sequence[int]
+    session: AsyncSession, message_ids: Sequence[int], now: datetime
 ) -> dict[int, MessageToPost]:
     """The messages as they will be posted, each with the 42 CFR 2.32 notices due before it (the
-    earliest of them, by id, takes the notice to an organization none was given to)."""
-    rows = list(await session.execute(_MESSAGES_TO_POST, {"ids": list(message_ids)}))
+    earliest of them, by id, takes the notice to an organization none was given to) under the Part 2
+    consents active at ``now``."""
+    rows = list(await session.execute(_MESSAGES_TO_POST, {"ids": list(message_ids), "now": now}))
     due = notices_due(
         Post(
             r.id,
@@ -237,7 +241,7 @@ async def read_messages_to_post(
 
 
 async def give_part2_notices(
-    msg: MessageToPost, entry: OutboxEntry, ctx: RelayContext, notice: str, *, workflow: str
+    msg: MessageToPost, entry: OutboxEntry, ctx: RelayContext, notice: str, *, workflow: str, at: datetime
 ) -> None:
     """The 42 CFR 2.32 notice, as the system user, before the first message a recipient
     organization's members get under a Part 2 consent: one post per organization noticed, each
@@ -285,7 +289,7 @@ async def give_part2_notices(
                 event=NOTICE_SENT,
                 workflow=workflow,
                 outcome="success",
-                occurred_at=utc_now(),
+                occurred_at=at,
                 resource_type="conversation",
                 resource_id=str(due.conversation_id),
                 patient_id=msg.patient_id,
@@ -305,15 +309,20 @@ class PostMessageExecutor:
 
     handles: tuple[type[Effect], ...] = (PostMessage,)
 
-    def __init__(self, part2_notice: Callable[[], str] = lambda: PART2_SHORT_NOTICE) -> None:
+    def __init__(
+        self,
+        part2_notice: Callable[[], str] = lambda: PART2_SHORT_NOTICE,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         # Sendbird's message id and timestamp of each post, by outbox id, for the settle.
         self._sent: dict[int, tuple[int, int]] = {}
         #: The notice of policies/notices.toml in force (the app passes the policy's; reloads swap it).
         self._part2_notice = part2_notice
+        self._clock = clock  # the app's: which Part 2 consents are active, when a notice was given
 
     async def prepare(self, entries: Sequence[OutboxEntry], session: AsyncSession) -> Mapping[int, object]:
         message_ids = [_message_id(e) for e in entries]
-        found = await read_messages_to_post(session, message_ids)
+        found = await read_messages_to_post(session, message_ids, self._clock())
         return {e.id: found[m] for e, m in zip(entries, message_ids, strict=True) if m in found}
 
     async def deliver(self, effect: PostMessage, entry: OutboxEntry, ctx: RelayContext) -> None:
@@ -327,7 +336,12 @@ class PostMessageExecutor:
             raise MessageRecalled(f"message {effect.message_id} was recalled")
         if msg.notices:
             await give_part2_notices(
-                msg, entry, ctx, self._part2_notice(), workflow=f"delivery.{kind_of(PostMessage)}"
+                msg,
+                entry,
+                ctx,
+                self._part2_notice(),
+                workflow=f"delivery.{kind_of(PostMessage)}",
+                at=self._clock(),
             )
         sent = await post_once(
             ctx.chat,

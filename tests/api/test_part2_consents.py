@@ -13,14 +13,7 @@ import asyncpg
 import pytest
 
 from tests.support.api import Api, Person
-
-ELEMENTS: dict[str, Any] = {
-    "discloser": "Riverside Recovery Program",
-    "information": "Diagnosis, medications and dates of treatment",
-    "signedBy": "The patient",
-    "signedOn": "2026-11-30",
-    "revocationRightStated": True,
-}
+from tests.support.part2 import PART2_ELEMENTS
 
 
 async def officer_and_patient(api: Api) -> tuple[Person, int, int]:
@@ -48,12 +41,12 @@ async def test_a_part2_consent_with_every_element_is_recorded_and_shows_them(
             "purpose": "treatment",
             "organizationId": recipient,
             "expiresAt": in_a_year(),
-            "part2": ELEMENTS,
+            "part2": PART2_ELEMENTS,
         },
     )
 
     assert status == 201, body
-    assert body["part2"] == {**ELEMENTS, "expiryEvent": None}
+    assert body["part2"] == {**PART2_ELEMENTS, "expiryEvent": None}
     _, listed = await api.call("GET", f"/api/patients/{patient_id}/consents", officer)
     assert listed["items"][0]["part2"] == body["part2"]
     row = await db.fetchrow(
@@ -61,7 +54,7 @@ async def test_a_part2_consent_with_every_element_is_recorded_and_shows_them(
     )
     assert (row["part2"], row["part2_discloser"], row["part2_signed_on"]) == (
         True,
-        ELEMENTS["discloser"],
+        PART2_ELEMENTS["discloser"],
         date(2026, 11, 30),
     )
     details = await db.fetchval(
@@ -74,7 +67,7 @@ async def test_a_part2_consent_with_every_element_is_recorded_and_shows_them(
 
 async def test_an_expiry_event_stands_in_for_an_expiry_date(api: Api) -> None:
     officer, patient_id, recipient = await officer_and_patient(api)
-    part2 = {**ELEMENTS, "expiryEvent": "End of treatment at Riverside"}
+    part2 = {**PART2_ELEMENTS, "expiryEvent": "End of treatment at Riverside"}
 
     status, body = await api.call(
         "POST",
@@ -94,7 +87,7 @@ async def test_a_consent_without_part2_is_unchanged(api: Api) -> None:
 
 
 def _without(key: str) -> dict[str, Any]:
-    return {k: v for k, v in ELEMENTS.items() if k != key}
+    return {k: v for k, v in PART2_ELEMENTS.items() if k != key}
 
 
 @pytest.mark.parametrize(
@@ -108,23 +101,23 @@ def _without(key: str) -> dict[str, Any]:
             _without("revocationRightStated"), True, "part2.revocationRightStated", id="right-to-revoke"
         ),
         pytest.param(
-            {**ELEMENTS, "revocationRightStated": False},
+            {**PART2_ELEMENTS, "revocationRightStated": False},
             True,
             "part2.revocationRightStated",
             id="revoke-false",
         ),
-        pytest.param({**ELEMENTS, "discloser": "  "}, True, "part2.discloser", id="blank-discloser"),
+        pytest.param({**PART2_ELEMENTS, "discloser": "  "}, True, "part2.discloser", id="blank-discloser"),
         pytest.param(
-            {**ELEMENTS, "information": "x" * 501}, True, "part2.information", id="long-information"
+            {**PART2_ELEMENTS, "information": "x" * 501}, True, "part2.information", id="long-information"
         ),
-        pytest.param(ELEMENTS, False, "part2.expiryEvent", id="no-expiry-date-or-event"),
+        pytest.param(PART2_ELEMENTS, False, "part2.expiryEvent", id="no-expiry-date-or-event"),
         pytest.param(
-            {**ELEMENTS, "signedOn": (datetime.now(UTC).date() + timedelta(days=2)).isoformat()},
+            {**PART2_ELEMENTS, "signedOn": (datetime.now(UTC).date() + timedelta(days=2)).isoformat()},
             True,
             "part2.signedOn",
             id="signed-in-the-future",
         ),
-        pytest.param({**ELEMENTS, "signedOn": "30/11/2026"}, True, "part2.signedOn", id="not-a-date"),
+        pytest.param({**PART2_ELEMENTS, "signedOn": "30/11/2026"}, True, "part2.signedOn", id="not-a-date"),
     ],
 )
 async def test_a_part2_consent_lacking_an_element_is_refused_naming_it_and_nothing_is_stored(
@@ -150,7 +143,7 @@ async def test_a_disclosure_under_a_part2_consent_carries_the_notice_in_the_acco
     partner = await api.organization()
     outsider = await api.person("care_team_member", partner)
     part2 = await api.consent(
-        officer, patient_id, organizationId=partner, expiresAt=in_a_year(), part2=ELEMENTS
+        officer, patient_id, organizationId=partner, expiresAt=in_a_year(), part2=PART2_ELEMENTS
     )
     _, team = await api.call("GET", f"/api/patients/{patient_id}/care-team", nurse)
     status, body = await api.call(
@@ -201,7 +194,7 @@ async def test_a_patient_marked_part2_shows_it_and_takes_only_part2_consents(api
     )
     _, listed = await api.call("GET", f"/api/patients/{patient_id}/consents", officer)
     recorded, consent = await api.call(
-        "POST", "/api/consents", officer, json={**plain, "expiresAt": in_a_year(), "part2": ELEMENTS}
+        "POST", "/api/consents", officer, json={**plain, "expiresAt": in_a_year(), "part2": PART2_ELEMENTS}
     )
 
     assert read["part2"] is True

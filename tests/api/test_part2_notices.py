@@ -21,7 +21,6 @@ from handlers.keys import sessions_key
 from integrations.effects.executor import RelayContext
 from integrations.effects.messages import PART2_NOTICE_CUSTOM_TYPE, PostMessageExecutor
 from integrations.effects.outbox import OutboxEntry
-from tests.api.test_part2_consents import ELEMENTS
 from tests.support.api import Api, Person
 from tests.support.fakes import FakeChannel, FakeChatGateway
 from tests.support.messaging import (
@@ -34,8 +33,9 @@ from tests.support.messaging import (
     settled_deliveries,
     texts,
 )
+from tests.support.part2 import PART2_ELEMENTS
 
-PART2 = {"expiresAt": (datetime.now(UTC) + timedelta(days=365)).isoformat(), "part2": ELEMENTS}
+PART2 = {"expiresAt": (datetime.now(UTC) + timedelta(days=365)).isoformat(), "part2": PART2_ELEMENTS}
 
 
 async def test_a_text_under_a_part2_consent_ends_with_the_notice_and_its_send_names_the_consent(
