@@ -21,18 +21,8 @@ from handlers.app import create_app
 from handlers.settings import Settings
 from tests.support.api import Api, ServedTestServer
 from tests.support.browser import CHROMIUM, CHROMIUM_MISSING, FLAGS, PLAYWRIGHT_MISSING
+from tests.support.console import console_settings
 from tests.support.fakes import ShiftedClock
-
-#: The session's idle timeout in these tests. The idle tests move the app's clock past it, so it need
-#: not be short; it must outlast the gaps between a busy machine's requests (a page that refreshes
-#: itself every 2 s was sent to sign-in when 3 s passed between two refreshes).
-IDLE_SECONDS = 120
-
-
-def console_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"console": settings.console.model_copy(update={"idle_timeout_seconds": IDLE_SECONDS})}
-    )
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 from handlers.keys import audit_sealer_key, settings_key
 from integrations.audit_anchor import private_key, verify_anchor
 from integrations.audit_sealer import SEAL_LOCK
-from tests.console.test_console_http import CSRF, audit_records, sign_in
 from tests.support.api import Api, Person
+from tests.support.console import CSRF, audit_records, sign_in
 from tests.support.polling import eventually
 
 RUN_URL = re.compile(r"/console/audit/chain/runs/([0-9a-f]{16})$")

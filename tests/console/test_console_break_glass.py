@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.console.test_console_http import CSRF, audit_records, sign_in
 from tests.support.api import Api, Person
+from tests.support.console import CSRF, audit_records, sign_in
 
 REASON = "Unresponsive patient in the ED, care team unreachable"
 NOTE = "Checked with the ED lead: justified, records read match the emergency."

@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.console.conftest import IDLE_SECONDS
 from tests.support.api import PASSWORD, Api
 from tests.support.browser import append_line, open_signed_in, requires_chromium, shoot, sign_in, url
+from tests.support.console import IDLE_SECONDS
 from tests.support.fakes import ShiftedClock
 
 pytestmark = requires_chromium

@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from tests.console.test_console_http import sign_in
 from tests.support.api import Api, Person
+from tests.support.console import sign_in
 
 ROW = re.compile(r'<tr><th scope="row">([0-9-]+)</th>(.*?)</tr>', re.S)
 CELL = re.compile(r"<td>(\d+)</td>")

@@ -4,8 +4,8 @@ through the form (``consent.create``, each error next to its field), one revoked
 
 from __future__ import annotations
 
-from tests.console.test_console_http import CSRF, audit_records, sign_in
 from tests.support.api import Api, Person
+from tests.support.console import CSRF, audit_records, sign_in
 
 
 async def a_patient(api: Api) -> tuple[Person, int, int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from tests.console.test_console_http import audit_records, sign_in
 from tests.support.api import Api, Person
+from tests.support.console import audit_records, sign_in
 
 
 async def a_disclosure(api: Api) -> tuple[Person, Person, int, int]:

@@ -4,8 +4,8 @@ error next to its field) and shared (``compliance_group.share``); every form wit
 
 from __future__ import annotations
 
-from tests.console.test_console_http import CSRF, audit_records, sign_in
 from tests.support.api import Api
+from tests.support.console import CSRF, audit_records, sign_in
 
 
 async def token_of(api: Api) -> str:

@@ -3,42 +3,11 @@ timeouts and sign-out, and the policy's refusals of staff roles."""
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-from aiohttp import ClientResponse
-
 from handlers.console import cookie_flags
 from handlers.console.session import SESSION_COOKIE
-from tests.console.conftest import IDLE_SECONDS
-from tests.support.api import PASSWORD, Api, Person
+from tests.support.api import PASSWORD, Api
+from tests.support.console import CSRF, IDLE_SECONDS, audit_records, login_csrf, sign_in
 from tests.support.fakes import ShiftedClock
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-async def login_csrf(api: Api) -> str:
-    response = await api.client.get("/console/login")
-    assert response.status == 200
-    match = CSRF.search(await response.text())
-    assert match is not None
-    return match.group(1)
-
-
-async def sign_in(api: Api, who: Person) -> ClientResponse:
-    api.client.session.cookie_jar.clear()
-    token = await login_csrf(api)
-    return await api.client.post(
-        "/console/login",
-        data={"csrf_token": token, "email": who.email, "password": PASSWORD},
-        allow_redirects=False,
-    )
-
-
-async def audit_records(api: Api, who: Person, **filters: Any) -> list[dict[str, Any]]:
-    status, body = await api.call("GET", "/api/audit-events", who, params=filters)
-    assert status == 200, body
-    return list(body["items"])
 
 
 async def test_sign_in_sets_an_http_only_strict_session_cookie(api: Api) -> None:

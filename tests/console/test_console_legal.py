@@ -5,8 +5,8 @@ file (``message.read_recalled``, every read audited); every form with the CSRF t
 
 from __future__ import annotations
 
-from tests.console.test_console_http import CSRF, audit_records, sign_in
 from tests.support.api import Api, Person
+from tests.support.console import CSRF, audit_records, sign_in
 from tests.support.messaging import PDF, care_team, recalled_with_a_file
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,36 +14,24 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient
 
-from handlers.app import create_app
 from handlers.keys import policy_key
 from handlers.settings import Settings
-from tests.console.conftest import console_settings
-from tests.console.test_console_http import CSRF, audit_records, sign_in
-from tests.support.api import Api, Person, ServedTestServer
+from tests.support.api import Api, Person
+from tests.support.console import CSRF, audit_records, console_app_reading, copy_of_policies, sign_in
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 CHANGES = "/console/policy/changes"
 
 
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("four-eyes") / "policies"
-    shutil.copytree(POLICY_DIR, target)
-    return target
+    return copy_of_policies(tmp_path_factory.mktemp("four-eyes"))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def api(settings: Settings, policy_dir: Path) -> AsyncIterator[Api]:
-    policy = settings.policy.model_copy(update={"directory": str(policy_dir), "watch_interval_seconds": 3600})
-    configured = console_settings(settings).model_copy(update={"policy": policy})
-    client: TestClient[Any, Any] = TestClient(ServedTestServer(create_app(configured)))
-    await client.start_server()
-    try:
-        yield Api(client)
-    finally:
-        await client.close()
+    async with console_app_reading(settings, policy_dir) as api:
+        yield api
 
 
 async def officers(api: Api) -> tuple[Person, Person]:

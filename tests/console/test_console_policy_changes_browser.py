@@ -7,23 +7,38 @@ serves a temporary copy of policies/, never the repository's own files."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import pytest_asyncio
 from yarl import URL
 
 from handlers.keys import policy_key
-from tests.console.test_console_policy_changes import api, policy_dir  # noqa: F401 - fixtures
+from handlers.settings import Settings
 from tests.support.api import Api
 from tests.support.browser import append_line, open_signed_in, requires_chromium
+from tests.support.console import console_app_reading, copy_of_policies
 
 pytestmark = requires_chromium
 
 
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_of_policies(tmp_path_factory.mktemp("four-eyes"))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def api(settings: Settings, policy_dir: Path) -> AsyncIterator[Api]:
+    async with console_app_reading(settings, policy_dir) as api:
+        yield api
+
+
 async def test_officer_a_proposes_b_approves_and_the_previous_version_is_restored_with_four_eyes(
     page: Any,
-    api: Api,  # noqa: F811 - the fixture imported above
-    policy_dir: Path,  # noqa: F811
+    api: Api,
+    policy_dir: Path,
 ) -> None:
     org = await api.organization()
     alice = await api.person("compliance_officer", org)

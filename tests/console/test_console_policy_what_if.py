@@ -19,8 +19,8 @@ from markupsafe import escape
 from engine.policy_edits import run_tables
 from handlers.keys import settings_key
 from integrations.policy_files import read_policy_tables
-from tests.console.test_console_http import CSRF, audit_records, sign_in
 from tests.support.api import Api
+from tests.support.console import CSRF, audit_records, sign_in
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 #: The README's worked example: peer support may add people to care teams.

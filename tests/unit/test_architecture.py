@@ -11,7 +11,9 @@
 - no source file is longer than 400 lines unless its module docstring says why
   ("Longer than 400 lines because ..."): in engine/, handlers/ and integrations/, and in tests/ and
   bench/ too, which only this rule covers;
-- no "(issue N)" markers: code says what it does, not which ticket brought it.
+- no "(issue N)" markers: code says what it does, not which ticket brought it;
+- no test module imports another test module (helpers and fixtures shared by several live in
+  tests/support/ or a conftest): a module's tests can move, be renamed or run alone.
 
 ``ALLOWED`` lists violations in code that another change is splitting right now; each entry must still
 occur (a listed violation that is gone fails the test, so the list only shrinks) and is removed when
@@ -268,6 +270,25 @@ def marker_violations() -> Iterator[str]:
             yield f"marker: {source.module} — lines {', '.join(map(str, lines))}"
 
 
+def _is_test_module(module: str) -> bool:
+    return module.startswith("tests.") and module.rsplit(".", 1)[-1].startswith("test_")
+
+
+def cross_test_import_violations() -> Iterator[str]:
+    for source in sources(("tests",)).values():
+        for node in ast.walk(source.tree):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(source, node)
+                targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for target in targets:
+                if _is_test_module(target) and target != source.module:
+                    yield f"test import: {source.module} — imports {target} (line {node.lineno})"
+
+
 CHECKS = {
     "no import circles": cycle_violations,
     "no private imports": private_import_violations,
@@ -275,6 +296,7 @@ CHECKS = {
     "handlers touch no database directly": handler_database_violations,
     "long files say why": length_violations,
     "no issue markers": marker_violations,
+    "test modules import no test module": cross_test_import_violations,
 }
 
 
@@ -307,3 +329,5 @@ def test_the_checks_see_the_code() -> None:
     assert _components({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert SQL.search("INSERT INTO organizations (name) VALUES ($1)")
     assert ISSUE_MARKER.search("# consent lifecycle (issue 4)")
+    assert _is_test_module("tests.api.test_serve")
+    assert not _is_test_module("tests.support.api")
