@@ -3,7 +3,6 @@ any log line, under the service's own logging configuration (structlog JSON + th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ import structlog
 
 from handlers.logs import configure_logging
 from tests.support.api import PASSWORD, Api
+from tests.support.polling import eventually
 
 FIRST, LAST = "Quintessa", "Vandermolen"
 PATIENT_FIRST, PATIENT_LAST = "Bartholomew", "Okafor-Lindqvist"
@@ -178,11 +178,11 @@ async def test_a_full_request_cycle_with_phi_leaves_none_in_any_log_line(
 
 async def _delivered(db: asyncpg.Connection, message_id: int) -> None:
     """Let the relay deliver the message (its log lines are part of the cycle)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while await db.fetchval("SELECT state FROM messages WHERE id = $1", message_id) == "queued":
-        assert loop.time() < deadline, "the message was never delivered"
-        await asyncio.sleep(0.02)
+
+    async def left_the_queue() -> bool:
+        return bool(await db.fetchval("SELECT state FROM messages WHERE id = $1", message_id) != "queued")
+
+    await eventually(left_the_queue, "the message to be delivered")
 
 
 def test_phi_in_a_structlog_line_is_stripped_even_when_a_developer_logs_it_by_mistake(

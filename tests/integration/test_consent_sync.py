@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
@@ -19,22 +19,10 @@ from handlers.keys import consent_sync_key
 from handlers.settings import Settings
 from integrations.consent_sync import ConsentSync, asyncpg_connect_args
 from tests.support.api import Api, Person
+from tests.support.polling import eventually
 
-T = TypeVar("T")
 #: How long another instance may take to act on a consent change.
 PROPAGATION_BOUND = 2.0
-
-
-async def within(probe: Callable[[], Awaitable[T | None]], what: str, seconds: float) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {seconds}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def two_instances(aiohttp_client: Any, settings: Settings) -> tuple[Api, Api]:
@@ -75,7 +63,9 @@ async def test_a_revocation_on_one_instance_is_denied_on_the_other_within_two_se
     officer, outsider, patient_id, _, consent = await partner_reads_patient(a)
     path = f"/api/patients/{patient_id}"
     # The consent recorded on A reaches B the same way.
-    await within(status_is(b, outsider, path, 200), "B learns of the new consent", PROPAGATION_BOUND)
+    await eventually(
+        status_is(b, outsider, path, 200), "B learns of the new consent", within=PROPAGATION_BOUND
+    )
 
     status, _ = await a.call(
         "POST", f"/api/consents/{consent['id']}/revoke", officer, json={"reason": "Withdrawn by patient"}
@@ -83,7 +73,9 @@ async def test_a_revocation_on_one_instance_is_denied_on_the_other_within_two_se
     assert status == 200
 
     assert (await a.call("GET", path, outsider))[0] == 403  # at once where it happened
-    await within(status_is(b, outsider, path, 403), "B denies after the revocation", PROPAGATION_BOUND)
+    await eventually(
+        status_is(b, outsider, path, 403), "B denies after the revocation", within=PROPAGATION_BOUND
+    )
 
 
 async def test_a_lost_notification_is_recovered_from_the_change_log(
@@ -92,7 +84,7 @@ async def test_a_lost_notification_is_recovered_from_the_change_log(
     a, b = await two_instances(aiohttp_client, settings)
     officer, outsider, patient_id, partner, consent = await partner_reads_patient(a)
     path = f"/api/patients/{patient_id}"
-    await within(status_is(b, outsider, path, 200), "B learns of the consent", PROPAGATION_BOUND)
+    await eventually(status_is(b, outsider, path, 200), "B learns of the consent", within=PROPAGATION_BOUND)
     # A revocation whose notification never arrives (written without pg_notify).
     async with db.transaction():
         await db.execute("UPDATE consents SET revoked_at = now() WHERE id = $1", consent["id"])
@@ -106,7 +98,9 @@ async def test_a_lost_notification_is_recovered_from_the_change_log(
     # The next change's number reveals the gap; B re-reads the change log.
     await a.consent(officer, patient_id, organizationId=partner, scope=["sms"])
 
-    await within(status_is(b, outsider, path, 403), "B catches up on the lost revocation", PROPAGATION_BOUND)
+    await eventually(
+        status_is(b, outsider, path, 403), "B catches up on the lost revocation", within=PROPAGATION_BOUND
+    )
 
 
 async def test_a_dropped_listener_reconnects_and_reloads_what_it_missed(
@@ -115,7 +109,7 @@ async def test_a_dropped_listener_reconnects_and_reloads_what_it_missed(
     a, b = await two_instances(aiohttp_client, settings)
     _officer, outsider, patient_id, _, consent = await partner_reads_patient(a)
     path = f"/api/patients/{patient_id}"
-    await within(status_is(b, outsider, path, 200), "B learns of the consent", PROPAGATION_BOUND)
+    await eventually(status_is(b, outsider, path, 200), "B learns of the consent", within=PROPAGATION_BOUND)
     sync = b.app[consent_sync_key]
     loads = sync.full_loads
     # Cut every consent listener of this database (another xdist worker's are not this test's),
@@ -126,7 +120,7 @@ async def test_a_dropped_listener_reconnects_and_reloads_what_it_missed(
     )
     await db.execute("UPDATE consents SET revoked_at = now() WHERE id = $1", consent["id"])
 
-    await within(status_is(b, outsider, path, 403), "B reloads after reconnecting", 5.0)
+    await eventually(status_is(b, outsider, path, 403), "B reloads after reconnecting", within=5.0)
     assert sync.full_loads > loads
 
 
@@ -160,7 +154,7 @@ async def test_the_listener_judges_a_new_consent_by_the_apps_clock_not_the_machi
         async def learned() -> bool:
             return bool(index.candidates(patient_id, partner))
 
-        await within(learned, "the listener learns of the consent", PROPAGATION_BOUND)
+        await eventually(learned, "the listener learns of the consent", within=PROPAGATION_BOUND)
         coverage = index.covering(patient_id, partner, clock())
         assert coverage == Coverage(consent["id"], "treatment")
         # The same holds for a full reload (a restart, a reconnection).
