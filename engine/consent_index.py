@@ -257,9 +257,8 @@ class ConsentIndex:
 
     def put(self, consent: IndexedConsent, now: datetime) -> None:
         """Add or replace one consent (by id)."""
-        packed = consent.pack(now)
         kept = self._without(consent.patient_id, consent.consent_id)
-        _store(self._by_patient, consent.patient_id, (*kept, packed))
+        _store(self._by_patient, consent.patient_id, (*kept, consent.pack(now)))
         if consent.part2:
             self._part2.add(consent.consent_id)
         else:
@@ -320,7 +319,8 @@ class ConsentIndex:
         ids of its Part 2 consents."""
         part2 = set(part2_ids)
         applied = self._keep_newer(by_patient, part2, seq)
-        group_sets = {g: frozenset(orgs) for g, orgs in groups.items()}
+        # Groups never change members nor go away: keep those learned since the snapshot was read.
+        group_sets = {**self._groups, **{g: frozenset(orgs) for g, orgs in groups.items()}}
         # One assignment each; readers use whichever map they fetched, both complete.
         self._groups, self._codes_by_org, self._by_patient = group_sets, _codes(group_sets), by_patient
         self._part2 = part2
@@ -335,9 +335,9 @@ class ConsentIndex:
 
         A reload (after a reconnection) reads its snapshot while requests go on; a revocation this
         instance recorded and applied meanwhile has a higher number than the snapshot, which still
-        holds the consent. Swapping the snapshot in as it is would let the revoked consent cover
-        requests again until the revocation's notification came round. Returns those changes, which
-        stay the ones a late notification is compared with."""
+        holds the consent: swapped in as it is, the revoked consent would cover requests again until
+        the revocation's notification came round. Returns those changes (late notifications are
+        compared with them)."""
         newer = {cid: change for cid, change in self._applied.items() if change[0] > seq}
         for consent_id, (_, patient_id) in newer.items():
             held_here = _as_tuple(self._by_patient.get(patient_id))
