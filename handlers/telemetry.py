@@ -197,6 +197,8 @@ class Metrics:
 
     async def refresh(self, probe: DatabaseProbe, consents: ConsentIndex | None) -> None:
         """Read the stored-state gauges from PostgreSQL (a probe that fails counts a scrape failure)."""
+        if consents is not None:  # the index's size needs no database
+            self._this_process.consents = len(consents)
         try:
             stored = await probe.stored_state()
         except Exception:
@@ -216,7 +218,6 @@ class Metrics:
         self.sealer_lag_seconds.set(lag.oldest_seconds)
         self.consent_last_change_age.set(consent_log.age_seconds)
         if consents is not None:
-            self._this_process.consents = len(consents)
             self._this_process.changes_behind = max(0, consent_log.seq - consents.seq)
 
     def render(self) -> bytes:

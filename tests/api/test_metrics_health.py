@@ -6,6 +6,7 @@ exposition as well as on a wrong number.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.consent_index import ConsentIndex, IndexedConsent
+from engine.model import RecipientType
 from handlers.app import create_app
 from handlers.keys import audit_sealer_key, operations_key
 from handlers.metrics import add_routes
@@ -23,6 +26,9 @@ from tests.api.conftest import Api
 from tests.support.messaging import care_team, emulator, send, settled_deliveries
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def parse(exposition: str) -> Samples:
@@ -164,6 +170,25 @@ def test_each_app_counts_in_its_own_registry() -> None:
 
     assert value(parse(first.render().decode()), "caremsg_rate_limit_refusals_total", limit="x") == 1
     assert value(parse(second.render().decode()), "caremsg_rate_limit_refusals_total", limit="x") == 0
+
+
+class _DatabaseDown:
+    async def stored_state(self) -> Any:
+        raise ConnectionRefusedError
+
+
+async def test_a_scrape_without_the_database_counts_a_failure_and_still_reports_the_consent_index() -> None:
+    metrics, index = Metrics(), ConsentIndex()
+    index.put(
+        IndexedConsent(1, 7, RecipientType.ORGANIZATION, 100, frozenset({"read"}), "treatment", NOW, None),
+        NOW,
+    )
+
+    await metrics.refresh(_DatabaseDown(), index)  # type: ignore[arg-type]
+
+    samples = parse(metrics.render().decode())
+    assert value(samples, "caremsg_metrics_database_probe_failures_total") == 1
+    assert value(samples, "caremsg_consent_index_consents") == 1
 
 
 @pytest.fixture
