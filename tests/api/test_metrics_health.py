@@ -7,6 +7,7 @@ exposition as well as on a wrong number.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,6 +171,14 @@ def test_each_app_counts_in_its_own_registry() -> None:
 
     assert value(parse(first.render().decode()), "caremsg_rate_limit_refusals_total", limit="x") == 1
     assert value(parse(second.render().decode()), "caremsg_rate_limit_refusals_total", limit="x") == 0
+
+
+def test_shared_metrics_refuse_a_process_that_keeps_its_counts_in_memory(tmp_path: Path) -> None:
+    """A worker whose prometheus-client was imported before ``PROMETHEUS_MULTIPROC_DIR`` was set
+    would count in memory and merge nobody's files: a scrape would show zeros. It refuses to start
+    (this test process is such a process); handlers/workers.py sets the variable first."""
+    with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
+        Metrics(shared_dir=str(tmp_path))
 
 
 class _DatabaseDown:
