@@ -28,10 +28,11 @@ from integrations.db.audit import (
     unsealed_count,
     verify_chain,
 )
+from integrations.db.columns import table_of
 from integrations.db.resources import create_engine
-from integrations.db.tables import metadata
+from integrations.db.tables.audit import AuditAnchorRow
 
-_anchors: Table = metadata.tables["audit_anchors"]
+_anchors: Table = table_of(AuditAnchorRow)
 
 
 class AuditArchive:

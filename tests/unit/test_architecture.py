@@ -12,6 +12,8 @@
   ("Longer than 400 lines because ..."): in engine/, handlers/ and integrations/, and in tests/ and
   bench/ too, which only this rule covers;
 - no "(issue N)" markers: code says what it does, not which ticket brought it;
+- no table is looked up by name (``metadata.tables["..."]``): the SQLModel classes are the tables'
+  one declaration, and queries reach a table through its class (``integrations.db.columns.table_of``);
 - no test module imports another test module (helpers and fixtures shared by several live in
   tests/support/ or a conftest): a module's tests can move, be renamed or run alone.
 
@@ -270,6 +272,16 @@ def marker_violations() -> Iterator[str]:
             yield f"marker: {source.module} — lines {', '.join(map(str, lines))}"
 
 
+TABLE_BY_NAME = re.compile(r"metadata\.tables\[")
+
+
+def table_by_name_violations() -> Iterator[str]:
+    for source in sources().values():
+        lines = [n for n, line in enumerate(source.text.splitlines(), 1) if TABLE_BY_NAME.search(line)]
+        if lines:
+            yield f"table by name: {source.module} — lines {', '.join(map(str, lines))}"
+
+
 def _is_test_module(module: str) -> bool:
     return module.startswith("tests.") and module.rsplit(".", 1)[-1].startswith("test_")
 
@@ -296,6 +308,7 @@ CHECKS = {
     "handlers touch no database directly": handler_database_violations,
     "long files say why": length_violations,
     "no issue markers": marker_violations,
+    "tables through their classes": table_by_name_violations,
     "test modules import no test module": cross_test_import_violations,
 }
 
@@ -329,5 +342,6 @@ def test_the_checks_see_the_code() -> None:
     assert _components({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert SQL.search("INSERT INTO organizations (name) VALUES ($1)")
     assert ISSUE_MARKER.search("# consent lifecycle (issue 4)")
+    assert TABLE_BY_NAME.search('_anchors = metadata.tables["audit_anchors"]')
     assert _is_test_module("tests.api.test_serve")
     assert not _is_test_module("tests.support.api")
