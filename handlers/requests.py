@@ -14,9 +14,10 @@ from pydantic import BaseModel, ValidationError
 
 from engine.errors import FieldError, InvalidInput, MalformedRequest
 from engine.services import Services
-from handlers.keys import actor_key, request_id_key, services_key
+from handlers.keys import actor_key, clock_key, request_id_key, services_key
 from handlers.problems import invalid_input, location
 from handlers.routing import ActorHandler, Endpoint, PublicHandler
+from handlers.schemas import NOW
 
 M = TypeVar("M", bound=BaseModel)
 _ASCII_ID = re.compile(r"[0-9]{1,10}")
@@ -74,7 +75,8 @@ async def parse(request: web.Request, model: type[M]) -> M:
     if surrogate is not None:
         raise InvalidInput([FieldError(surrogate, "Must be Unicode text.", "string_unicode")])
     try:
-        return model.model_validate_json(raw)
+        # The app's clock, for what a body is checked against "today" (a date of birth).
+        return model.model_validate_json(raw, context={NOW: request.app[clock_key]()})
     except ValidationError as exc:
         raise invalid_input(exc) from None
 

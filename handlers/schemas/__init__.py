@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
@@ -123,9 +124,15 @@ def _e164(value: str) -> str:
     return formatted
 
 
-def _birth_date(value: date) -> date:
-    # "Today" where the patient was born: at most a day ahead of the UTC date (engine.model).
-    if not date(1900, 1, 1) <= value <= latest_today(datetime.now(UTC)):
+#: The validation context's key for the app's clock reading (handlers.requests.parse passes it).
+NOW = "now"
+
+
+def _birth_date(value: date, info: ValidationInfo) -> date:
+    # "Today" where the patient was born: at most a day ahead of the UTC date (engine.model), by
+    # the app's clock when the request's parse passes it.
+    now = (info.context or {}).get(NOW) or datetime.now(UTC)
+    if not date(1900, 1, 1) <= value <= latest_today(now):
         raise ValueError("must be a date between 1900-01-01 and today")
     return value
 

@@ -1,7 +1,8 @@
 """An app judges every fact by its own clock (``create_app``'s ``clock``), in the background as in
 requests: whether a consent is active when a text goes out, and which Part 2 consents call for the
 42 CFR 2.32 notice before a message, are read by the clock that decided the send, not by the
-machine's time or the database's ``now()``. The apps here run an hour ahead of both, so a consent
+machine's time or the database's ``now()``; a request body's "today" (a date of birth) is the
+app's too. The apps here run an hour ahead of both, so a consent
 that begins "now" by the app's clock lies an hour in the future by theirs.
 
 (The consent listener's clock is tested in test_consent_sync.py.)"""
@@ -31,10 +32,14 @@ from tests.support.messaging import (
 from tests.support.part2 import PART2_ELEMENTS
 
 
-async def app_an_hour_ahead(aiohttp_client: Any, settings: Settings) -> tuple[Api, ShiftedClock]:
+async def app_ahead(aiohttp_client: Any, settings: Settings, **delta: float) -> tuple[Api, ShiftedClock]:
     clock = ShiftedClock()
-    clock.advance(hours=1)
+    clock.advance(**delta)
     return Api(await aiohttp_client(create_app(settings, clock=clock))), clock
+
+
+async def app_an_hour_ahead(aiohttp_client: Any, settings: Settings) -> tuple[Api, ShiftedClock]:
+    return await app_ahead(aiohttp_client, settings, hours=1)
 
 
 async def test_a_text_under_a_consent_that_began_now_by_the_apps_clock_goes_out(
@@ -88,3 +93,21 @@ async def test_the_part2_notice_is_due_under_a_consent_that_began_now_by_the_app
         str(created["id"]),
     )
     assert noticed_at >= effective  # audited by the same clock
+
+
+async def test_a_date_of_birth_is_checked_against_the_apps_today(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """Three days ahead, the app's today is three days past the machine's: a birth then is no
+    birth in the future, and the day after the app's today (anywhere) still is."""
+    api, clock = await app_ahead(aiohttp_client, settings, days=3)
+    nurse = await api.person("care_team_member", await api.organization())
+    today = (clock() + timedelta(hours=14)).date()
+    body = {"firstName": "Ada", "lastName": "Quist", "riskLevel": "low", "dateOfBirth": today.isoformat()}
+
+    status, created = await api.call("POST", "/api/patients", nurse, json=body)
+    assert status == 201, created
+    later = {**body, "dateOfBirth": (today + timedelta(days=1)).isoformat()}
+    status, refused = await api.call("POST", "/api/patients", nurse, json=later)
+    assert status == 422
+    assert [e["field"] for e in refused["errors"]] == ["dateOfBirth"]
