@@ -257,7 +257,7 @@ class ConsentIndex:
 
     def put(self, consent: IndexedConsent, now: datetime) -> None:
         """Add or replace one consent (by id)."""
-        kept = self._without(consent.patient_id, consent.consent_id)
+        kept = _excluding(self._by_patient.get(consent.patient_id), consent.consent_id)
         _store(self._by_patient, consent.patient_id, (*kept, consent.pack(now)))
         if consent.part2:
             self._part2.add(consent.consent_id)
@@ -266,7 +266,7 @@ class ConsentIndex:
 
     def remove(self, consent_id: int, patient_id: int) -> None:
         """Drop one consent (revoked, or no longer disclosing to staff); absent is not an error."""
-        _store(self._by_patient, patient_id, self._without(patient_id, consent_id))
+        _store(self._by_patient, patient_id, _excluding(self._by_patient.get(patient_id), consent_id))
         self._part2.discard(consent_id)
 
     def apply(
@@ -342,16 +342,12 @@ class ConsentIndex:
         for consent_id, (_, patient_id) in newer.items():
             held_here = _as_tuple(self._by_patient.get(patient_id))
             current = tuple(e for e in held_here if consent_id_of(e) == consent_id)
-            others = tuple(e for e in _as_tuple(by_patient.get(patient_id)) if consent_id_of(e) != consent_id)
-            _store(by_patient, patient_id, others + current)
+            _store(by_patient, patient_id, _excluding(by_patient.get(patient_id), consent_id) + current)
             if consent_id in self._part2:
                 part2.add(consent_id)
             else:
                 part2.discard(consent_id)
         return newer
-
-    def _without(self, patient_id: int, consent_id: int) -> tuple[int, ...]:
-        return tuple(e for e in _as_tuple(self._by_patient.get(patient_id)) if consent_id_of(e) != consent_id)
 
 
 def _store(by_patient: dict[int, Entries], patient_id: int, entries: tuple[int, ...]) -> None:
@@ -366,6 +362,10 @@ def _as_tuple(entries: Entries | None) -> tuple[int, ...]:
     if entries is None:
         return ()
     return (entries,) if isinstance(entries, int) else entries
+
+
+def _excluding(entries: Entries | None, consent_id: int) -> tuple[int, ...]:
+    return tuple(e for e in _as_tuple(entries) if consent_id_of(e) != consent_id)
 
 
 @lru_cache(maxsize=256)

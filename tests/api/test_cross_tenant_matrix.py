@@ -508,15 +508,11 @@ def _cells() -> Iterator[Any]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def matrix(database_url: str) -> AsyncIterator[tuple[Api, dict[str, Tenant]]]:
-    client: TestClient[Any, Any] = TestClient(ServedTestServer(create_app(app_settings(database_url))))
-    await client.start_server()
-    try:
+    async with TestClient(ServedTestServer(create_app(app_settings(database_url)))) as client:
         api = Api(client)
         neutral = await api.organization()  # a third organization, with nobody in it
         tenants = {name: await _tenant(api, name, neutral) for name in ("a", "b")}
         yield api, tenants
-    finally:
-        await client.close()
 
 
 async def _tenant(api: Api, name: str, neutral: int) -> Tenant:

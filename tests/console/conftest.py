@@ -15,13 +15,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient
 
-from handlers.app import create_app
 from handlers.settings import Settings
-from tests.support.api import Api, ServedTestServer
+from tests.support.api import Api
 from tests.support.browser import CHROMIUM, CHROMIUM_MISSING, FLAGS, PLAYWRIGHT_MISSING
-from tests.support.console import console_settings
+from tests.support.console import console_app
 from tests.support.fakes import ShiftedClock
 
 
@@ -33,13 +31,8 @@ def clock() -> ShiftedClock:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def api(settings: Settings, clock: ShiftedClock) -> AsyncIterator[Api]:
-    app = create_app(console_settings(settings), clock=clock)
-    client: TestClient[Any, Any] = TestClient(ServedTestServer(app))
-    await client.start_server()
-    try:
-        yield Api(client)
-    finally:
-        await client.close()
+    async with console_app(settings, clock=clock) as api:
+        yield api
 
 
 #: The page's size unless a test sets another: Playwright's default for a new page.

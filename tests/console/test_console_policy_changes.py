@@ -18,7 +18,7 @@ import pytest_asyncio
 from handlers.keys import policy_key
 from handlers.settings import Settings
 from tests.support.api import Api, Person
-from tests.support.console import CSRF, audit_records, console_app_reading, copy_of_policies, sign_in
+from tests.support.console import CSRF, audit_records, console_app, copy_of_policies, sign_in
 
 CHANGES = "/console/policy/changes"
 
@@ -30,7 +30,7 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def api(settings: Settings, policy_dir: Path) -> AsyncIterator[Api]:
-    async with console_app_reading(settings, policy_dir) as api:
+    async with console_app(settings, policy_dir=policy_dir) as api:
         yield api
 
 

@@ -19,7 +19,7 @@ from handlers.keys import policy_key
 from handlers.settings import Settings
 from tests.support.api import Api
 from tests.support.browser import append_line, open_signed_in, requires_chromium
-from tests.support.console import console_app_reading, copy_of_policies
+from tests.support.console import console_app, copy_of_policies
 
 pytestmark = requires_chromium
 
@@ -31,7 +31,7 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def api(settings: Settings, policy_dir: Path) -> AsyncIterator[Api]:
-    async with console_app_reading(settings, policy_dir) as api:
+    async with console_app(settings, policy_dir=policy_dir) as api:
         yield api
 
 

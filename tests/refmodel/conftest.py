@@ -20,9 +20,5 @@ async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
     data in it (new organizations, people, patients and phone numbers), as the examples of the
     model's own test always did in one app. A start per test was 32 app starts for nothing, each
     ~11 new PostgreSQL backends."""
-    client: TestClient[Any, Any] = TestClient(ServedTestServer(create_app(settings)))
-    await client.start_server()
-    try:
+    async with TestClient(ServedTestServer(create_app(settings))) as client:
         yield client
-    finally:
-        await client.close()

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from engine.services import utc_now
 from handlers.app import create_app
 from handlers.settings import PROJECT_ROOT, Settings
 from tests.support.api import PASSWORD, Api, Person, ServedTestServer
@@ -64,14 +66,17 @@ def copy_of_policies(target: Path) -> Path:
 
 
 @asynccontextmanager
-async def console_app_reading(settings: Settings, policy_dir: Path) -> AsyncIterator[Api]:
-    """The console's app reading its policy from ``policy_dir`` (polled hourly: edits reach it by
-    the console's own reload), served as ``caremsg serve`` serves."""
-    policy = settings.policy.model_copy(update={"directory": str(policy_dir), "watch_interval_seconds": 3600})
-    configured = console_settings(settings).model_copy(update={"policy": policy})
-    client: TestClient[Any, Any] = TestClient(ServedTestServer(create_app(configured)))
-    await client.start_server()
-    try:
+async def console_app(
+    settings: Settings, *, clock: Callable[[], datetime] = utc_now, policy_dir: Path | None = None
+) -> AsyncIterator[Api]:
+    """The console's app (its test settings, ``clock``), served as ``caremsg serve`` serves; with
+    ``policy_dir``, reading its policy from there (polled hourly: edits reach it by the console's
+    own reload)."""
+    configured = console_settings(settings)
+    if policy_dir is not None:
+        policy = settings.policy.model_copy(
+            update={"directory": str(policy_dir), "watch_interval_seconds": 3600}
+        )
+        configured = configured.model_copy(update={"policy": policy})
+    async with TestClient(ServedTestServer(create_app(configured, clock=clock))) as client:
         yield Api(client)
-    finally:
-        await client.close()
