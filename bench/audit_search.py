@@ -432,7 +432,7 @@ def main() -> None:
             emulator, emulator_port = start(serve_emulator, token)
             processes.append(emulator)
             port = free_port()
-            processes.append(start(serve_caremsg, db.url, emulator_port, token, port, None)[0])
+            processes.append(start(serve_caremsg, db.url, emulator_port, token, port, None, None)[0])
             base = f"http://127.0.0.1:{port}"
             email = asyncio.run(_email_of(db.url, user_id))
             bearer, cookie = asyncio.run(sign_in(base, email))

@@ -85,9 +85,10 @@ def _install_profiler(path: str) -> None:
 
 
 def serve_caremsg(
-    url: str, sendbird_port: int, token: str, port: int, profile: str | None, ready: Any
+    url: str, sendbird_port: int, token: str, port: int, profile: str | None, limits: str | None, ready: Any
 ) -> None:
-    """The real app (``create_app``: relay, sealer, consent listener and all) on ``port``."""
+    """The real app (``create_app``: relay, sealer, consent listener and all) on ``port``; ``limits``
+    is the directory of the rate limits' buckets that several processes share (:func:`shared_limits`)."""
 
     from handlers.app import create_app, for_serving
     from handlers.logs import configure_logging
@@ -100,7 +101,7 @@ def serve_caremsg(
             _install_profiler(profile)
         # As `caremsg serve` runs it: what the start built is frozen out of the collector's way
         # (CAREMSG_BENCH_NO_FREEZE=1: as before, for a side-by-side run; bench/README.md).
-        app = create_app(settings)
+        app = create_app(settings, shared_rate_limits=limits)
         served = app if os.environ.get("CAREMSG_BENCH_NO_FREEZE") else for_serving(app)
         await serve_forever(served, port, ready)
 
@@ -237,6 +238,20 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def shared_limits(workers: int) -> Iterator[str | None]:
+    """With several caremsg processes, the directory of the rate limits' buckets they share, as
+    ``caremsg serve --workers N`` makes it; with one, None (its buckets are its own)."""
+    if workers == 1:
+        yield None
+        return
+    from handlers.ratelimit import create_shared_limits
+
+    with tempfile.TemporaryDirectory(prefix="caremsg-bench-limits-") as directory:
+        create_shared_limits(directory)
+        yield directory
 
 
 def start(target: Any, *args: Any) -> tuple[multiprocessing.Process, int]:

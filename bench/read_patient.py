@@ -48,6 +48,7 @@ from bench.http_harness import (
     serve_caremsg,
     serve_emulator,
     serve_forever,
+    shared_limits,
     start,
     stop,
 )
@@ -116,14 +117,14 @@ def main() -> None:
 
     load_before = load_average()
     processes: list[multiprocessing.Process] = []
-    with embedded_database(statements=args.pg_statements) as db:
+    with embedded_database(statements=args.pg_statements) as db, shared_limits(args.workers) as limits:
         try:
             token = secrets.token_hex(20)
             emulator, emulator_port = start(serve_emulator, token)
             processes.append(emulator)
             port = free_port()
             caremsg = [
-                start(serve_caremsg, db.url, emulator_port, token, port, args.profile)[0]
+                start(serve_caremsg, db.url, emulator_port, token, port, args.profile, limits)[0]
                 for _ in range(args.workers)
             ]
             processes += caremsg

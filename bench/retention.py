@@ -243,7 +243,7 @@ def with_sends(args: argparse.Namespace) -> int:
             emulator, emulator_port = start(serve_emulator, token)
             processes.append(emulator)
             port = free_port()
-            processes.append(start(serve_caremsg, db.url, emulator_port, token, port, None)[0])
+            processes.append(start(serve_caremsg, db.url, emulator_port, token, port, None, None)[0])
             request = asyncio.run(send_message_request(f"http://127.0.0.1:{port}"))
             asyncio.run(load(request, args.clients, args.warmup, args.seconds))
 

@@ -41,6 +41,7 @@ from bench.http_harness import (
     serve_caremsg,
     serve_emulator,
     serve_forever,
+    shared_limits,
     start,
     stop,
 )
@@ -95,7 +96,7 @@ def main() -> None:
 
     load_before = load_average()
     processes: list[multiprocessing.Process] = []
-    with embedded_database(statements=args.pg_statements) as db:
+    with embedded_database(statements=args.pg_statements) as db, shared_limits(args.workers) as limits:
         try:
             port = free_port()
             baseline = [start(_serve_baseline, db.dsn, port)[0] for _ in range(args.baseline_workers)]
@@ -109,7 +110,7 @@ def main() -> None:
             processes.append(emulator)
             port = free_port()
             caremsg = [
-                start(serve_caremsg, db.url, emulator_port, token, port, args.profile)[0]
+                start(serve_caremsg, db.url, emulator_port, token, port, args.profile, limits)[0]
                 for _ in range(args.workers)
             ]
             processes += caremsg

@@ -426,13 +426,15 @@ def create_app(
     endpoints: list[Endpoint] | None = None,
     clock: Callable[[], datetime] = utc_now,
     shared_metrics: str | None = None,
+    shared_rate_limits: str | None = None,
 ) -> web.Application:
     """The aiohttp application for these settings; resources start with the app and stop with it.
 
     ``clock`` is the app's wall clock: the engine's "now" (consent expiry, break-glass windows, what
     a listing calls expired) and the console's session times. Tests move it instead of waiting.
     ``shared_metrics`` is the metrics directory the ``--workers`` of one service share (see
-    handlers/telemetry.py); None: the app's metrics are its own."""
+    handlers/telemetry.py); None: the app's metrics are its own. ``shared_rate_limits`` likewise
+    holds the rate limits' buckets (handlers/ratelimit.py); None: the app's buckets are its own."""
     if endpoints is None:
         endpoints = default_endpoints()
     # The console (/console/) authenticates by its own session cookie, not a bearer token.
@@ -444,7 +446,7 @@ def create_app(
                 trust_forwarded_proto=settings.service.trust_forwarded_proto,
             ),
             request_context(is_unavailable),
-            rate_limit(settings.ratelimit),
+            rate_limit(settings.ratelimit, shared=shared_rate_limits),
             # The directory needs the database, which starts with the app: look it up per request.
             authenticate(_tokens(settings), lambda: app[accounts_key], frozenset(public)),
         ],

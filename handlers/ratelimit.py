@@ -7,9 +7,10 @@ request gets 429 problem+json with ``Retry-After``; every response carries the I
 ``RateLimit-Policy`` and ``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers) for the
 bucket nearest to empty.
 
-The buckets live in each worker's memory: with N workers behind one port, a client may get up to
-N times the configured rate (the kernel spreads connections, not clients, over the workers). A
-shared limit would cost a database round trip per request; a front proxy can add one if needed.
+The limits are the service's, whichever process answers: with ``caremsg serve --workers N`` the
+workers share their buckets through a file the parent made (handlers/buckets.py), since the kernel
+spreads connections, not clients, over the workers. Several instances of the service on several
+hosts each count their own; a front proxy can limit across them.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from engine.errors import TooManyRequests
+from handlers.buckets import Buckets, SharedTokenBuckets, TokenBuckets, Verdict
 from handlers.keys import operations_key, rate_limit_headers_key, request_id_key
 from handlers.problems import problem_for, problem_response
 from handlers.routing import Contract, Header, Status, declares
@@ -34,66 +36,6 @@ log = structlog.get_logger("caremsg.http")
 
 #: Routes never limited: probes of the service's own health.
 EXEMPT_ROUTES = frozenset({"/health", "/ready", "/metrics"})
-
-
-@dataclass(frozen=True)
-class Verdict:
-    policy: str
-    allowed: bool
-    quota: int
-    window: int
-    remaining: int
-    reset: int
-    retry_after: float
-
-
-class TokenBuckets:
-    """One bucket per key, refilled lazily on use; at most ``max_keys`` are kept (full buckets,
-    which hold nothing worth remembering, are dropped first)."""
-
-    def __init__(
-        self,
-        name: str,
-        per_second: float,
-        burst: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 100_000,
-    ) -> None:
-        self.name = name
-        self._rate = per_second
-        self._burst = burst
-        self._clock = clock
-        self._max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def take(self, key: str) -> Verdict:
-        now = self._clock()
-        tokens, at = self._buckets.get(key, (float(self._burst), now))
-        tokens = min(float(self._burst), tokens + (now - at) * self._rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        if key not in self._buckets and len(self._buckets) >= self._max_keys:
-            self._prune(now)
-        self._buckets[key] = (tokens, now)
-        return Verdict(
-            policy=self.name,
-            allowed=allowed,
-            quota=self._burst,
-            window=max(1, math.ceil(self._burst / self._rate)),
-            remaining=int(tokens),
-            reset=math.ceil((self._burst - tokens) / self._rate),
-            retry_after=0.0 if allowed else (1.0 - tokens) / self._rate,
-        )
-
-    def _prune(self, now: float) -> None:
-        full = [k for k, (t, at) in self._buckets.items() if t + (now - at) * self._rate >= self._burst]
-        for key in full:
-            del self._buckets[key]
-        if len(self._buckets) >= self._max_keys:  # all busy: forget half rather than grow
-            for key in list(self._buckets)[: self._max_keys // 2]:
-                del self._buckets[key]
 
 
 def _token_key(request: web.Request) -> str | None:
@@ -137,13 +79,28 @@ LIMIT_HEADERS_CONTRACT = Contract(
 )
 
 
-def rate_limit(settings: RateLimitSettings, *, clock: Callable[[], float] = time.monotonic) -> Middleware:
+#: The limits, by the name the ``RateLimit`` fields give them (and their shared files are named).
+LIMITS = ("address", "token")
+
+
+def rate_limit(
+    settings: RateLimitSettings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    shared: str | Path | None = None,
+) -> Middleware:
     """The middleware; put it after ``request_context`` (for the request id) and before
-    authentication (so unauthenticated floods are limited too)."""
-    by_address = TokenBuckets(
-        "address", settings.per_address_per_second, settings.per_address_burst, clock=clock
-    )
-    by_token = TokenBuckets("token", settings.per_token_per_second, settings.per_token_burst, clock=clock)
+    authentication (so unauthenticated floods are limited too). ``shared`` is the directory whose
+    files (``LIMITS``, made by :func:`create_shared_limits`) hold the buckets every worker of the
+    service shares; None: this process's own."""
+
+    def buckets(name: str, per_second: float, burst: int) -> Buckets:
+        if shared is None:
+            return TokenBuckets(name, per_second, burst, clock=clock)
+        return SharedTokenBuckets(shared, name, per_second, burst, clock=clock)
+
+    by_address = buckets("address", settings.per_address_per_second, settings.per_address_burst)
+    by_token = buckets("token", settings.per_token_per_second, settings.per_token_burst)
 
     @web.middleware
     @declares(RATE_LIMIT_CONTRACT)
@@ -176,6 +133,12 @@ def rate_limit(settings: RateLimitSettings, *, clock: Callable[[], float] = time
         return await handler(request)
 
     return middleware
+
+
+def create_shared_limits(directory: str | Path) -> None:
+    """Make the files of the buckets the workers will share (the parent, before any worker starts)."""
+    for name in LIMITS:
+        SharedTokenBuckets.create(directory, name)
 
 
 @declares(LIMIT_HEADERS_CONTRACT)

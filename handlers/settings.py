@@ -96,8 +96,8 @@ class AuthSettings(_Section):
 
 class RateLimitSettings(_Section):
     """Abuse limits on the whole API (handlers/ratelimit.py): token buckets per source address and
-    per access token, each refilled at ``*_per_second`` up to ``*_burst``. Kept in each worker's
-    memory: with N workers a client may get up to N times the rate."""
+    per access token, each refilled at ``*_per_second`` up to ``*_burst``. The workers of one
+    service (``--workers``) share them (handlers/buckets.py)."""
 
     per_address_per_second: float = Field(50.0, gt=0)
     per_address_burst: int = Field(200, ge=1)

@@ -21,11 +21,15 @@ forwarded to every serving worker (each reloads its policy). Ctrl-C also reaches
 process group): they ignore SIGINT and wait for the parent's SIGTERM, so there is one orderly
 shutdown rather than N racing ones. A worker whose parent disappears stops by itself.
 
-Metrics count what every worker did, whichever worker a scrape reaches: the parent makes an empty
-directory for prometheus-client's multiprocess mode and names it in ``PROMETHEUS_MULTIPROC_DIR``
-before the fork server imports the app (the library picks its storage at import), each worker writes
-its counters there and merges them all when scraped (handlers/telemetry.py); the parent removes the
-directory when the service stops, so a restart counts from zero as one process does.
+What counts across requests is the service's, not a worker's, and lives in one temporary directory
+the parent makes before the first worker starts and removes when the service stops (so a restart
+counts from zero as one process does):
+
+- metrics, whichever worker a scrape reaches: ``metrics/`` is named in ``PROMETHEUS_MULTIPROC_DIR``
+  before the fork server imports the app (prometheus-client picks its storage at import), each worker
+  writes its counters there and merges them all when scraped (handlers/telemetry.py);
+- the rate limits' buckets: ``rate-limits/`` holds a file per limit that every worker maps into
+  memory (handlers/buckets.py), so a client gets the configured rate, not N times it.
 
 A worker that exits on its own is a fault, not something to run on degraded: the parent logs it
 (worker number, pid, exit code), stops the others and exits with status 1, so whatever supervises
@@ -54,6 +58,7 @@ from typing import Any
 import structlog
 
 from handlers.logs import configure_logging, show_emulator_credentials
+from handlers.ratelimit import create_shared_limits
 from handlers.settings import Settings
 from integrations.sendbird_emulator import RunningEmulator, start_emulator
 from integrations.twilio_emulator import RunningTwilioEmulator, start_twilio_emulator
@@ -118,7 +123,7 @@ class _Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._forward_sighup)
         emulator: RunningEmulator | None = None
         twilio: RunningTwilioEmulator | None = None
-        metrics_dir: str | None = None
+        shared_dir: str | None = None
         clean = False
         try:
             worker_settings = self.settings
@@ -126,15 +131,21 @@ class _Supervisor:
                 emulator, worker_settings = await _shared_emulator(self.settings)
             if worker_settings.messaging.use_twilio_emulator:
                 twilio, worker_settings = await _shared_twilio_emulator(worker_settings)
+            shared_dir = tempfile.mkdtemp(prefix="caremsg-shared-")
+            metrics_dir = os.path.join(shared_dir, "metrics")
+            os.mkdir(metrics_dir)
             # Named before the fork server starts (at the first worker), so every worker inherits it.
-            metrics_dir = tempfile.mkdtemp(prefix="caremsg-metrics-")
             os.environ[METRICS_DIRECTORY_ENV] = metrics_dir
             log.info("serve.metrics_shared", directory=metrics_dir)
+            limits_dir = os.path.join(shared_dir, "rate-limits")
+            os.mkdir(limits_dir)
+            create_shared_limits(limits_dir)
+            log.info("serve.rate_limits_shared", directory=limits_dir)
             context = multiprocessing.get_context("forkserver")
             # Imported once, in the fork server, before it forks the first worker.
             context.set_forkserver_preload(["handlers.workers", "handlers.app"])
             for index in range(1, self.settings.service.workers + 1):
-                self.workers.append(self._start(context, index, worker_settings))
+                self.workers.append(self._start(context, index, worker_settings, limits_dir))
             stop = asyncio.create_task(self.stop.wait())
             waiting: list[asyncio.Future[Any]] = [stop, *(w.exited for w in self.workers)]
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -151,19 +162,19 @@ class _Supervisor:
                 await emulator.close()
             if twilio is not None:
                 await twilio.close()
-            if metrics_dir is not None:
-                shutil.rmtree(metrics_dir, ignore_errors=True)
+            if shared_dir is not None:
+                shutil.rmtree(shared_dir, ignore_errors=True)
                 os.environ.pop(METRICS_DIRECTORY_ENV, None)
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
         log.info("serve.stopped", clean=clean)
         return 0 if clean else 1
 
-    def _start(self, context: ForkServerContext, index: int, settings: Settings) -> _Worker:
+    def _start(self, context: ForkServerContext, index: int, settings: Settings, limits_dir: str) -> _Worker:
         loop = asyncio.get_running_loop()
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(
-            target=run_worker, args=(index, settings, writer), name=f"caremsg-worker-{index}"
+            target=run_worker, args=(index, settings, writer, limits_dir), name=f"caremsg-worker-{index}"
         )
         process.start()
         writer.close()  # the worker holds its own end
@@ -279,22 +290,23 @@ async def _shared_twilio_emulator(settings: Settings) -> tuple[RunningTwilioEmul
 # --- a worker --------------------------------------------------------------------------------------
 
 
-def run_worker(index: int, settings: Settings, ready: Connection) -> None:
-    """A worker process's entry point: serve until the parent's SIGTERM (or the parent is gone)."""
+def run_worker(index: int, settings: Settings, ready: Connection, limits_dir: str) -> None:
+    """A worker process's entry point: serve until the parent's SIGTERM (or the parent is gone).
+    ``limits_dir`` holds the buckets of the rate limits the workers share."""
     # Ctrl-C reaches the whole process group; the parent alone decides and sends SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Until the app installs its reload handler, a SIGHUP must not end the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(fmt=settings.service.log_format, level=settings.service.log_level, with_pid=True)
     try:
-        asyncio.run(_serve(index, settings, ready))
+        asyncio.run(_serve(index, settings, ready, limits_dir))
     except Exception:
         # Logged here (scrubbed), not printed by multiprocessing: a traceback may quote values.
         log.exception("serve.worker_failed", worker=index)
         sys.exit(1)
 
 
-async def _serve(index: int, settings: Settings, ready: Connection) -> None:
+async def _serve(index: int, settings: Settings, ready: Connection, limits_dir: str) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -313,7 +325,11 @@ async def _serve(index: int, settings: Settings, ready: Connection) -> None:
         log.info("serve.worker_listening", worker=index, port=service.port)
 
     service = settings.service
-    app = for_serving(create_app(settings, shared_metrics=os.environ.get(METRICS_DIRECTORY_ENV)))
+    app = for_serving(
+        create_app(
+            settings, shared_metrics=os.environ.get(METRICS_DIRECTORY_ENV), shared_rate_limits=limits_dir
+        )
+    )
     await serve(
         app,
         service.host,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -270,6 +271,9 @@ class ModuleService:
             "2",
             CAREMSG_POLICY_DIRECTORY=str(policies),
             CAREMSG_POLICY_WATCH_INTERVAL_SECONDS="3600",
+            # A bucket that all but never refills: each request leaves one fewer in it, so the
+            # `RateLimit` field's count shows whether the workers spend one bucket.
+            CAREMSG_RATELIMIT_PER_ADDRESS_PER_SECOND="0.001",
         )
         served.policies = policies
         self.current = served
@@ -511,6 +515,37 @@ async def test_any_worker_a_scrape_reaches_reports_what_every_worker_counted(
     assert await asyncio.to_thread(os.path.isdir, shared["directory"])
 
 
+async def test_a_clients_requests_spend_one_rate_limit_whichever_worker_answers(
+    two_workers_of_the_module: ModuleService, http: Callable[[Served], Http]
+) -> None:
+    """The configured limit is the service's: with a bucket per worker, a client spreading its
+    connections over N workers would get N times it."""
+    served = await two_workers_of_the_module.running()
+    api = http(served)
+    remaining: list[int] = []
+    ids = [f"test-{uuid.uuid4().hex}" for _ in range(40)]
+    for request_id in ids:
+        # Limited (unlike /health), and refused for want of a token after the limit is spent.
+        async with api.session.get(f"{api.base}/api/patients", headers={"X-Request-ID": request_id}) as resp:
+            assert resp.status == 401
+            policy, _, left = resp.headers["RateLimit"].partition(";r=")
+            assert policy == '"address"'
+            remaining.append(int(left.partition(";")[0]))
+
+    async def all_logged() -> list[dict[str, Any]] | None:
+        found = [line for line in served.events("http.request") if line["request_id"] in ids]
+        return found if len(found) >= len(ids) else None
+
+    assert {line["pid"] for line in await eventually(all_logged, "a log line per request")} == (
+        served.worker_pids
+    )
+    # One bucket, whichever worker took the request: each answer counts one fewer left (or more
+    # fewer, if the emulator's webhooks spent some meanwhile), never the same or more.
+    assert all(later < earlier for earlier, later in itertools.pairwise(remaining)), remaining
+    (shared,) = served.events("serve.rate_limits_shared")
+    assert sorted(await asyncio.to_thread(os.listdir, shared["directory"])) == ["address", "token"]
+
+
 async def test_sighup_to_the_parent_reloads_the_policy_in_every_worker(
     two_workers_of_the_module: ModuleService, http: Callable[[Served], Http]
 ) -> None:
@@ -615,8 +650,8 @@ async def test_sigterm_stops_every_worker_and_the_emulator_with_exit_status_0(
     assert served.events("sendbird_emulator.stopped", pid=served.process.pid)
     assert served.events("serve.stopped", clean=True)
     # The workers' shared metrics go with the service: a restart counts from zero.
-    (shared,) = served.events("serve.metrics_shared")
-    assert not await asyncio.to_thread(os.path.exists, shared["directory"])
+    for shared in served.events("serve.metrics_shared") + served.events("serve.rate_limits_shared"):
+        assert not await asyncio.to_thread(os.path.exists, shared["directory"])
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -1,8 +1,19 @@
-"""The rate limiter's token buckets: burst, refill, and the numbers the RateLimit fields carry."""
+"""The rate limiter's token buckets: burst, refill, and the numbers the RateLimit fields carry, for
+one process's buckets and for the ones the workers of ``caremsg serve --workers N`` share."""
 
 from __future__ import annotations
 
-from handlers.ratelimit import TokenBuckets
+import asyncio
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from handlers.buckets import PROBES, SLOT, Buckets, SharedTokenBuckets, TokenBuckets
+from handlers.settings import PROJECT_ROOT
 
 
 class Clock:
@@ -13,9 +24,25 @@ class Clock:
         return self.now
 
 
-def test_a_bucket_allows_its_burst_then_refuses_until_it_refills() -> None:
+MakeBuckets = Callable[..., Buckets]
+
+
+@pytest.fixture(params=["this process's", "shared"])
+def make_buckets(request: pytest.FixtureRequest, tmp_path: Path) -> MakeBuckets:
+    """Either store, built as ``TokenBuckets(name, per_second, burst, clock=...)`` is."""
+    if request.param == "shared":
+
+        def shared(name: str, per_second: float, burst: int, *, clock: Clock) -> Buckets:
+            SharedTokenBuckets.create(tmp_path, name)
+            return SharedTokenBuckets(tmp_path, name, per_second, burst, clock=clock)
+
+        return shared
+    return TokenBuckets
+
+
+def test_a_bucket_allows_its_burst_then_refuses_until_it_refills(make_buckets: MakeBuckets) -> None:
     clock = Clock()
-    buckets = TokenBuckets("address", per_second=2.0, burst=3, clock=clock)
+    buckets = make_buckets("address", per_second=2.0, burst=3, clock=clock)
 
     verdicts = [buckets.take("10.0.0.1") for _ in range(4)]
 
@@ -26,24 +53,26 @@ def test_a_bucket_allows_its_burst_then_refuses_until_it_refills() -> None:
     assert buckets.take("10.0.0.1").allowed
 
 
-def test_each_key_has_its_own_bucket() -> None:
-    buckets = TokenBuckets("token", per_second=1.0, burst=1, clock=Clock())
+def test_each_key_has_its_own_bucket(make_buckets: MakeBuckets) -> None:
+    buckets = make_buckets("token", per_second=1.0, burst=1, clock=Clock())
     assert buckets.take("a").allowed
     assert not buckets.take("a").allowed
     assert buckets.take("b").allowed
 
 
-def test_the_verdict_says_the_quota_its_window_and_when_the_bucket_is_full_again() -> None:
+def test_the_verdict_says_the_quota_its_window_and_when_the_bucket_is_full_again(
+    make_buckets: MakeBuckets,
+) -> None:
     clock = Clock()
-    buckets = TokenBuckets("address", per_second=10.0, burst=100, clock=clock)
+    buckets = make_buckets("address", per_second=10.0, burst=100, clock=clock)
     for _ in range(30):
         verdict = buckets.take("k")
     assert (verdict.quota, verdict.window, verdict.remaining, verdict.reset) == (100, 10, 70, 3)
 
 
-def test_a_refused_request_does_not_dig_the_bucket_deeper() -> None:
+def test_a_refused_request_does_not_dig_the_bucket_deeper(make_buckets: MakeBuckets) -> None:
     clock = Clock()
-    buckets = TokenBuckets("address", per_second=1.0, burst=1, clock=clock)
+    buckets = make_buckets("address", per_second=1.0, burst=1, clock=clock)
     buckets.take("k")
     for _ in range(50):
         assert not buckets.take("k").allowed
@@ -59,3 +88,89 @@ def test_memory_stays_bounded_dropping_idle_buckets_first() -> None:
     clock.now += 60  # every bucket full again: nothing worth keeping
     buckets.take("new")
     assert len(buckets._buckets) == 1
+
+
+# --- shared by the workers of one service -------------------------------------------------------
+
+
+def test_workers_mapping_one_file_spend_one_bucket(tmp_path: Path) -> None:
+    clock = Clock()
+    SharedTokenBuckets.create(tmp_path, "address")
+    first, second = (SharedTokenBuckets(tmp_path, "address", 1.0, 4, clock=clock) for _ in range(2))
+
+    taken = [worker.take("10.0.0.1") for worker in (first, second, first, second, first)]
+
+    assert [v.allowed for v in taken] == [True, True, True, True, False]
+    assert [v.remaining for v in taken] == [3, 2, 1, 0, 0]
+    clock.now += 1.0
+    assert second.take("10.0.0.1").allowed  # the refill is the service's too
+
+
+def test_a_full_table_forgets_the_least_spent_bucket_and_no_other(tmp_path: Path) -> None:
+    """A table of PROBES slots: every key competes for the same ones."""
+    clock = Clock()
+    SharedTokenBuckets.create(tmp_path, "token", slots=PROBES)
+    buckets = SharedTokenBuckets(tmp_path, "token", 1.0, 10, clock=clock)
+    spent = {f"key-{i}": 2 + i % 5 for i in range(PROBES)}
+    spent["key-3"] = 1  # the least spent
+    for key, count in spent.items():
+        for _ in range(count):
+            buckets.take(key)
+
+    assert buckets.take("newcomer").remaining == 9  # took key-3's slot
+
+    assert buckets.take("key-3").remaining == 9  # forgotten: a full bucket again ...
+    for key, count in spent.items():
+        if key != "key-3":  # ... and every other key's spending kept
+            assert buckets.take(key).remaining == 10 - count - 1, key
+    assert (tmp_path / "token").stat().st_size == PROBES * SLOT.size
+
+
+def test_an_idle_bucket_makes_room_before_a_spending_one(tmp_path: Path) -> None:
+    clock = Clock()
+    SharedTokenBuckets.create(tmp_path, "token", slots=PROBES)
+    buckets = SharedTokenBuckets(tmp_path, "token", 1.0, 10, clock=clock)
+    for i in range(PROBES):
+        buckets.take(f"key-{i}")
+    clock.now += 100.0  # every bucket full again: idle
+    for _ in range(9):
+        buckets.take("key-0")  # spending: 1 left
+
+    buckets.take("newcomer")
+
+    assert buckets.take("key-0").remaining == 0  # its spending still counted
+
+
+def test_a_file_that_is_no_table_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "address").write_bytes(b"\0" * (SLOT.size * PROBES + 1))
+    with pytest.raises(ValueError, match="no table of slots"):
+        SharedTokenBuckets(tmp_path, "address", 1.0, 1)
+
+
+async def test_processes_taking_at_once_never_take_more_than_the_burst(tmp_path: Path) -> None:
+    """Two processes spending one bucket as fast as they can, from the same moment: exactly ``burst``
+    takes allowed (without the lock, one process's write overwrites the other's and lets more by)."""
+    burst, attempts = 30_000, 20_000
+    SharedTokenBuckets.create(tmp_path, "address")
+    script = textwrap.dedent(
+        f"""
+        import time
+        from handlers.buckets import SharedTokenBuckets
+        buckets = SharedTokenBuckets({str(tmp_path)!r}, "address", 1e-9, {burst})
+        time.sleep(max(0.0, {time.time() + 2.0} - time.time()))
+        print(sum(buckets.take("10.0.0.1").allowed for _ in range({attempts})))
+        """
+    )
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    printed = [(await process.communicate())[0] for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0]
+    allowed = [int(output) for output in printed]
+    assert sum(allowed) == burst, allowed
+    # Had one run before the other, the first would have been allowed every one of its attempts.
+    assert max(allowed) < attempts, f"the processes did not take at once: {allowed}"
