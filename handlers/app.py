@@ -83,6 +83,7 @@ from handlers.keys import (
     sms_rules_key,
 )
 from handlers.middleware import authenticate, request_context, security_headers
+from handlers.proxies import forwarded_client
 from handlers.ratelimit import add_limit_headers, rate_limit
 from handlers.rejections import RejectionSummaries
 from handlers.requests import route
@@ -446,6 +447,7 @@ def create_app(
                 trust_forwarded_proto=settings.service.trust_forwarded_proto,
             ),
             request_context(is_unavailable),
+            forwarded_client(settings.service.trusted_proxies),
             rate_limit(settings.ratelimit, shared=shared_rate_limits),
             # The directory needs the database, which starts with the app: look it up per request.
             authenticate(_tokens(settings), lambda: app[accounts_key], frozenset(public)),

@@ -70,6 +70,8 @@ console_codec_key: web.AppKey[SessionCodec] = web.AppKey("console_codec_key")
 # --- what each request carries ---------------------------------------------------------------------
 request_id_key: web.RequestKey[str] = web.RequestKey("request_id_key", str)
 actor_key: web.RequestKey[Actor] = web.RequestKey("actor_key", Actor)
+# The client's address, behind a trusted proxy the one it saw (handlers/proxies.py).
+client_address_key: web.RequestKey[str] = web.RequestKey("client_address_key", str)
 # The RateLimit-Policy / RateLimit fields for the request's response (handlers/ratelimit.py).
 rate_limit_headers_key: web.RequestKey[dict[str, str]] = web.RequestKey("rate_limit_headers_key", dict)
 # A console request's signed-in actor, and the CSRF token its forms carry (handlers/console/).

@@ -26,6 +26,7 @@ from engine.model import Purpose
 from engine.ports import AccountDirectory, TokenService
 from handlers.keys import actor_key, operations_key, rejections_key, request_id_key
 from handlers.problems import internal_error, problem_for, problem_response, simple_problem
+from handlers.proxies import client_address
 from handlers.routing import Contract, Endpoint, Header, Status, declares
 
 log = structlog.get_logger("caremsg.http")
@@ -288,7 +289,7 @@ def authenticate(
             role=actor.role,
             organization_id=actor.organization_id,
             request_id=request[request_id_key],
-            source_address=request.remote,
+            source_address=client_address(request),
             purpose_of_use=_purpose_of_use(request),
             issued_at=actor.issued_at,
         )
@@ -305,7 +306,7 @@ def _count_rejection(request: web.Request, reason: str, actor_id: int | None = N
     if summaries is None:  # the app is still starting or already stopping: the log line remains
         return
     summaries.count(
-        source_address=request.remote,
+        source_address=client_address(request),
         actor_id=actor_id,
         reason=reason,
         request_id=request[request_id_key],

@@ -29,6 +29,7 @@ from engine.errors import TooManyRequests
 from handlers.buckets import Buckets, SharedTokenBuckets, TokenBuckets, Verdict
 from handlers.keys import operations_key, rate_limit_headers_key, request_id_key
 from handlers.problems import problem_for, problem_response
+from handlers.proxies import client_address
 from handlers.routing import Contract, Header, Status, declares
 from handlers.settings import RateLimitSettings
 
@@ -108,7 +109,7 @@ def rate_limit(
         resource = request.match_info.route.resource
         if resource is not None and resource.canonical in EXEMPT_ROUTES:
             return await handler(request)
-        verdicts = [by_address.take(request.remote or "unknown")]
+        verdicts = [by_address.take(client_address(request) or "unknown")]
         token = _token_key(request)
         if token is not None:
             verdicts.append(by_token.take(token))
@@ -120,7 +121,7 @@ def rate_limit(
                 "http.rate_limited",
                 request_id=request[request_id_key],
                 policy=refused[0].policy,
-                source_address=request.remote,
+                source_address=client_address(request),
             )
             operations = request.app.get(operations_key)
             if operations is not None:  # the caremsg_rate_limit_refusals_total metric, by limit

@@ -16,6 +16,7 @@ from engine.errors import FieldError, InvalidInput, MalformedRequest
 from engine.services import Services
 from handlers.keys import actor_key, clock_key, request_id_key, services_key
 from handlers.problems import invalid_input, location
+from handlers.proxies import client_address
 from handlers.routing import ActorHandler, Endpoint, PublicHandler
 from handlers.schemas import NOW
 
@@ -46,7 +47,7 @@ def request_id(request: web.Request) -> str:
 
 
 def source_address(request: web.Request) -> str | None:
-    return request.remote
+    return client_address(request)
 
 
 async def parse(request: web.Request, model: type[M]) -> M:

@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"  # noqa: S105 - refused outside development
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +44,9 @@ class ServiceSettings(_Section):
     # proxy's X-Forwarded-Proto: https counts as TLS (only behind a proxy that sets it itself).
     hsts_max_age_seconds: int = Field(63_072_000, ge=0)
     trust_forwarded_proto: bool = False
+    # The proxies in front (addresses or networks): a request from one of them is from the client
+    # its X-Forwarded-For names (handlers/proxies.py). Empty: every peer is the client.
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     # A connection with no request under way (just opened, or after its last answer, a request half
     # sent included) is closed after this long (aiohttp's default is an hour: a client could hold
     # connections open that long without sending a byte). Keep it above any proxy's idle timeout for
@@ -45,6 +56,14 @@ class ServiceSettings(_Section):
     # development and test and not served in production. GET /ready fails past this sealer lag.
     metrics_token: str = ""
     ready_max_sealer_lag_seconds: float = Field(300.0, gt=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """``CAREMSG_SERVICE_TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7`` as config.toml's list."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
 
 class DatabaseSettings(_Section):

@@ -54,6 +54,7 @@ from handlers.keys import (
     settings_key,
 )
 from handlers.middleware import SECURITY_HEADERS, SERVER_NAME
+from handlers.proxies import client_address
 from handlers.requests import services
 
 PREFIX = "/console"
@@ -108,7 +109,7 @@ async def _session_actor(request: web.Request) -> tuple[Actor, str] | None:
             role=actor.role,
             organization_id=actor.organization_id,
             request_id=request[request_id_key],
-            source_address=request.remote,
+            source_address=client_address(request),
             issued_at=actor.issued_at,
         ),
         opened.token,
@@ -205,7 +206,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     try:
         session = await identity.login(
-            svc, email, password, request_id=request[request_id_key], source_address=request.remote
+            svc, email, password, request_id=request[request_id_key], source_address=client_address(request)
         )
     except TooManyRequests:
         return await login_form(request, error="Too many attempts; wait a moment and try again.", status=429)
@@ -219,7 +220,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         role=verified.role,
         organization_id=verified.organization_id,
         request_id=request[request_id_key],
-        source_address=request.remote,
+        source_address=client_address(request),
         issued_at=verified.issued_at,
     )
     try:
