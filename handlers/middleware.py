@@ -24,6 +24,7 @@ from engine.errors import (
 )
 from engine.model import Purpose
 from engine.ports import AccountDirectory, TokenService
+from engine.sources import counted_source
 from handlers.keys import actor_key, operations_key, rejections_key, request_id_key
 from handlers.problems import internal_error, problem_for, problem_response, simple_problem
 from handlers.proxies import client_address
@@ -301,12 +302,15 @@ def authenticate(
 
 def _count_rejection(request: web.Request, reason: str, actor_id: int | None = None) -> None:
     """Put a refused token on the audit record, as a count in its source's summary for the window
-    (handlers/rejections.py): one row per source and window, however many requests."""
+    (handlers/rejections.py): one row per source and window, however many requests. A source is
+    counted as the limits count it (an IPv6 address by its /64), or rotating addresses would make
+    a row per request."""
     summaries = request.app.get(rejections_key)
     if summaries is None:  # the app is still starting or already stopping: the log line remains
         return
+    address = client_address(request)
     summaries.count(
-        source_address=client_address(request),
+        source_address=None if address is None else counted_source(address),
         actor_id=actor_id,
         reason=reason,
         request_id=request[request_id_key],

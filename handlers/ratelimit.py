@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from engine.errors import TooManyRequests
+from engine.sources import counted_source
 from handlers.buckets import Buckets, SharedTokenBuckets, TokenBuckets, Verdict
 from handlers.keys import operations_key, rate_limit_headers_key, request_id_key
 from handlers.problems import problem_for, problem_response
@@ -109,7 +110,7 @@ def rate_limit(
         resource = request.match_info.route.resource
         if resource is not None and resource.canonical in EXEMPT_ROUTES:
             return await handler(request)
-        verdicts = [by_address.take(client_address(request) or "unknown")]
+        verdicts = [by_address.take(counted_source(client_address(request) or "unknown"))]
         token = _token_key(request)
         if token is not None:
             verdicts.append(by_token.take(token))

@@ -1,5 +1,6 @@
 """Requests refused for their credentials, counted in memory and audited as one summary per source
-address and window (``ratelimit.rejection_summary_seconds``), not one permanent row each.
+(an address, an IPv6 one by its /64: engine/sources.py) and window
+(``ratelimit.rejection_summary_seconds``), not one permanent row each.
 
 Each worker keeps its own counts and writes its own summaries: with N workers a source may get up
 to N records per window. A worker killed without a clean stop loses at most one window's counts

@@ -32,6 +32,7 @@ from engine.model import SELF_REGISTRABLE_ROLES, Actor, Page, Role, User
 from engine.ports.identity import IssuedToken, NewUser, PasswordHasher
 from engine.ports.units import IdentityUnitOfWork
 from engine.services import Guard, Services, utc_now
+from engine.sources import counted_source
 
 
 def _unit_of_work(services: Services) -> IdentityUnitOfWork:
@@ -258,7 +259,7 @@ async def login(
     rules = services.settings
     now = services.clock()
     account_key = account_throttle_key(services, email)
-    address_key = ADDRESS_PREFIX + source_address if source_address else None
+    address_key = ADDRESS_PREFIX + counted_source(source_address) if source_address else None
     keys = [account_key] if address_key is None else [account_key, address_key]
     async with _unit_of_work(services) as uow:
         throttled = await uow.login_throttle.states(keys)

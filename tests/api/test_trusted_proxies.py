@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from engine.sources import counted_source
 from handlers.app import create_app
 from handlers.settings import Settings
 from tests.api.conftest import PASSWORD, Api, SharedApp, new_request_id
@@ -56,13 +57,15 @@ async def proxied(proxied_app: SharedApp) -> Api:
 
 @pytest.fixture
 async def clients(db: asyncpg.Connection) -> AsyncIterator[list[str]]:
-    """Three client addresses of this test's own; their login back-off is cleared afterwards."""
+    """Three client addresses of this test's own (the IPv6 one in a /64 of its own); their login
+    back-off is cleared afterwards."""
     written = [f"203.0.113.{n}" for n in random.sample(range(1, 255), 2)] + [
-        f"2001:db8::{secrets.token_hex(2)}"
+        f"2001:db8:{secrets.token_hex(2)}:{secrets.token_hex(2)}::{secrets.token_hex(2)}"
     ]
     addresses = [str(ipaddress.ip_address(a)) for a in written]  # as the service writes them
     yield addresses
-    await db.execute("DELETE FROM login_throttles WHERE key = ANY($1)", [f"address:{a}" for a in addresses])
+    counted = [f"address:{counted_source(a)}" for a in addresses]
+    await db.execute("DELETE FROM login_throttles WHERE key = ANY($1)", counted)
 
 
 def _via(client: str, *more: str) -> dict[str, str]:
@@ -93,6 +96,20 @@ async def test_what_the_client_wrote_before_the_proxys_entry_is_not_believed(
     statuses = [(await proxied.client.get("/api/openapi.json", headers=h)).status for h in spoofed]
 
     assert statuses == [200] * BURST + [429]  # one client, however many addresses it made up
+
+
+async def test_one_ipv6_subscriber_is_one_client_whichever_of_its_addresses_it_uses(
+    proxied: Api, clients: list[str]
+) -> None:
+    """A /64 is one subscriber's: a fresh address per request does not start a fresh limit."""
+    subscriber = ipaddress.IPv6Network(f"{clients[2]}/64", strict=False)
+    addresses = [str(subscriber[secrets.randbits(64)]) for _ in range(BURST + 1)]
+    neighbour = str(ipaddress.IPv6Network((int(subscriber.network_address) + 2**64, 64))[1])
+
+    statuses = [(await proxied.client.get("/api/openapi.json", headers=_via(a))).status for a in addresses]
+
+    assert statuses == [200] * BURST + [429]
+    assert await _statuses(proxied, _via(neighbour), 1) == [200]  # the next /64: another subscriber
 
 
 async def test_the_audit_trail_records_the_client_not_the_proxy(
@@ -131,6 +148,48 @@ async def test_one_clients_failed_logins_do_not_back_off_another_behind_the_same
 
     assert await login(attacker, nurse.email, PASSWORD) == 429  # the attacker's address waits ...
     assert await login(nurse_address, nurse.email, PASSWORD) == 200  # ... the nurse's does not
+
+
+async def test_an_ipv6_subscriber_changing_address_between_logins_still_backs_off(
+    proxied: Api, clients: list[str]
+) -> None:
+    subscriber = ipaddress.IPv6Network(f"{clients[2]}/64", strict=False)
+    nurse = await proxied.person("care_team_member", await proxied.organization())
+
+    async def login(email: str, password: str) -> int:
+        address = str(subscriber[secrets.randbits(64)])  # a new one each time
+        body = {"email": email, "password": password}
+        return (await proxied.client.post("/api/auth/login", json=body, headers=_via(address))).status
+
+    for _ in range(3):  # two free failures, the third earns a wait
+        assert await login(f"nobody.{secrets.token_hex(4)}@example.org", "wrong") == 401
+
+    assert await login(nurse.email, PASSWORD) == 429
+
+
+async def test_refused_tokens_from_one_ipv6_subscriber_are_audited_as_one_summary(
+    proxied: Api, clients: list[str], db: asyncpg.Connection
+) -> None:
+    subscriber = ipaddress.IPv6Network(f"{clients[2]}/64", strict=False)
+    await proxied.flush_rejections()
+    ids = [new_request_id() for _ in range(BURST)]
+    for rid in ids:
+        headers = {
+            **_via(str(subscriber[secrets.randbits(64)])),
+            "Authorization": "Bearer made.up",
+            "X-Request-ID": rid,
+        }
+        assert (await proxied.client.get("/api/patients", headers=headers)).status == 401
+
+    await proxied.flush_rejections()
+
+    (row,) = await db.fetch(
+        "SELECT source_address, details FROM audit_events WHERE event = 'auth.token_rejected'"
+        " AND request_id = ANY($1)",
+        ids,
+    )
+    assert row["source_address"] == str(subscriber)
+    assert json.loads(row["details"])["count"] == BURST
 
 
 async def test_a_trusted_proxys_entry_that_is_no_address_is_refused_without_echoing_it(

@@ -57,7 +57,8 @@ class UserRow(SQLModel, table=True):
 
 
 class LoginThrottleRow(SQLModel, table=True):
-    """Failed logins per account (``account:<keyed email hash>``) or source (``address:<ip>``)."""
+    """Failed logins per account (``account:<keyed email hash>``) or source (``address:<ip>``, an IPv6
+    address by its /64: engine/sources.py)."""
 
     __tablename__ = "login_throttles"
 
