@@ -11,15 +11,17 @@ address, a hash of an access token):
   (:meth:`SharedTokenBuckets.create`), so the limits configured are the service's whichever worker
   the kernel hands a connection to, not N times them.
 
-The shared file is a table of 65,536 slots (1.5 MiB) of (key fingerprint, tokens, time). A key
-lives in one of the 8 slots from its fingerprint's position on; a key found in none takes the one of
-those 8 whose bucket is fullest: an empty slot, or a bucket refilled to ``burst``, remembers nothing.
-Only when all 8 hold keys still spending is the least spent of them forgotten, which forgives that
-key and never charges another. Each take holds an exclusive ``flock`` on the file (a take costs
-4-8 µs of CPU here, against ~2 µs in memory: bench/rate_limits.py); the kernel lets go of it when a
-worker dies, so a killed worker never blocks the others. Times are ``time.monotonic()``, one clock
-for every process on the host. Addresses and tokens have a file each: made-up tokens can move only
-token buckets, and only to forgive them.
+The shared file is a table of 65,536 slots (1.5 MiB) of (key fingerprint, tokens, time). A key lives
+in one of the 8 slots from its fingerprint's position on; a key found in none takes the one of those
+8 whose bucket is fullest: an empty slot, or a bucket refilled to ``burst``, remembers nothing. Only
+when all 8 hold keys still spending is the least spent of them forgotten, which forgives that key
+and never charges another. Each take holds an exclusive ``flock`` on the file (a take costs 4-8 µs
+of CPU here, against ~2 µs in memory: bench/rate_limits.py); the kernel lets go of it when a worker
+dies, so a killed worker never blocks the others. The lock is no queue: a process taking in a tight
+loop may win it again and again, but a worker takes twice per request between milliseconds of other
+work, so none waits long. Times are ``time.monotonic()``, one clock for every process on the host.
+Addresses and tokens have a file each: made-up tokens can move only token buckets, and only to
+forgive them.
 """
 
 from __future__ import annotations

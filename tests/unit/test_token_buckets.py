@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,25 +151,40 @@ async def test_processes_taking_at_once_never_take_more_than_the_burst(tmp_path:
     takes allowed (without the lock, one process's write overwrites the other's and lets more by)."""
     burst, attempts = 30_000, 20_000
     SharedTokenBuckets.create(tmp_path, "address")
+    # Each says when it is ready and waits for the word: both start taking together, however long
+    # their interpreters took to start on a busy machine.
     script = textwrap.dedent(
         f"""
-        import time
+        import sys, time
         from handlers.buckets import SharedTokenBuckets
         buckets = SharedTokenBuckets({str(tmp_path)!r}, "address", 1e-9, {burst})
-        time.sleep(max(0.0, {time.time() + 2.0} - time.time()))
-        print(sum(buckets.take("10.0.0.1").allowed for _ in range({attempts})))
+        print("ready", flush=True)
+        sys.stdin.readline()
+        started = time.monotonic()
+        allowed = sum(buckets.take("10.0.0.1").allowed for _ in range({attempts}))
+        print(allowed, started, time.monotonic(), flush=True)
         """
     )
     processes = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", script, cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-c",
+            script,
+            cwd=PROJECT_ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         for _ in range(2)
     ]
-    printed = [(await process.communicate())[0] for process in processes]
+    for process in processes:
+        assert process.stdout is not None
+        assert await process.stdout.readline() == b"ready\n"
+    printed = await asyncio.gather(*(process.communicate(b"go\n") for process in processes))
 
     assert [process.returncode for process in processes] == [0, 0]
-    allowed = [int(output) for output in printed]
-    assert sum(allowed) == burst, allowed
-    # Had one run before the other, the first would have been allowed every one of its attempts.
-    assert max(allowed) < attempts, f"the processes did not take at once: {allowed}"
+    (allowed, first, last), (allowed_too, first_too, last_too) = (
+        [float(x) for x in out.split()] for out, _ in printed
+    )
+    assert allowed + allowed_too == burst, (allowed, allowed_too)
+    # Both were taking at the same time (the lock is no queue: one may have had it most of the time).
+    assert max(first, first_too) < min(last, last_too), "the processes did not take at once"
