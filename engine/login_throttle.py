@@ -1,5 +1,8 @@
 """Login throttling: exponential back-off after failed logins, per account and per source address,
-and the lockout of an account after too many (ASVS 5.0 V6.3.1).
+and the lockout of an account after too many (ASVS 5.0 V6.3.1). The same counts pace
+self-registration: per source (each registration counts, so one source cannot mint accounts or
+burn the password hasher's CPU without end), and the notices an account's owner gets when someone
+tries to register their address (one per window, so nobody can fill an inbox through caremsg).
 
 The counts live in the database (``LoginThrottleRepository``) so that every worker and instance sees
 them; the arithmetic lives here. An account is counted by the keyed hash of the email it was tried
@@ -14,6 +17,8 @@ from datetime import datetime, timedelta
 
 ACCOUNT_PREFIX = "account:"
 ADDRESS_PREFIX = "address:"
+REGISTRATION_PREFIX = "registration:"
+NOTICE_PREFIX = "notice:"
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,7 @@ def blocked_until(backoff: Backoff, failures: int, now: datetime) -> datetime | 
 #: a source address (a clinic's shared NAT included) backs off after 20.
 ACCOUNT_BACKOFF = Backoff(3, 1.0, 900.0, timedelta(minutes=15), lock_after=10)
 ADDRESS_BACKOFF = Backoff(20, 1.0, 900.0, timedelta(minutes=15))
+#: 20 registrations from a source within the hour, then a minute's wait doubling up to an hour.
+REGISTRATION_BACKOFF = Backoff(20, 60.0, 3600.0, timedelta(hours=1))
+#: Each notice about an attempt on an account's address silences the next ones for the window.
+NOTICE_BACKOFF = Backoff(0, 3600.0, 3600.0, timedelta(hours=1))

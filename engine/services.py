@@ -28,7 +28,13 @@ from engine.facts import (
     millis,
     relation_facts,
 )
-from engine.login_throttle import ACCOUNT_BACKOFF, ADDRESS_BACKOFF, Backoff
+from engine.login_throttle import (
+    ACCOUNT_BACKOFF,
+    ADDRESS_BACKOFF,
+    NOTICE_BACKOFF,
+    REGISTRATION_BACKOFF,
+    Backoff,
+)
 from engine.model import Actor
 from engine.policy import Policy, PolicyHolder, WorkflowSpec
 from engine.ports.audit import AuditLog
@@ -55,6 +61,8 @@ class EngineSettings:
     password_min_length: int = 15
     account_backoff: Backoff = ACCOUNT_BACKOFF
     address_backoff: Backoff = ADDRESS_BACKOFF
+    registration_backoff: Backoff = REGISTRATION_BACKOFF
+    notice_backoff: Backoff = NOTICE_BACKOFF
 
 
 #: What makes a patient treatable: a consent for treatment, whatever its scope.

@@ -288,6 +288,7 @@ def _account_settings(settings: Settings) -> dict[str, Any]:
     auth = settings.auth
     window = timedelta(minutes=auth.login_failure_window_minutes)
     base, most = auth.login_backoff_base_seconds, auth.login_backoff_max_seconds
+    notice = timedelta(minutes=auth.registration_notice_minutes)
     return {
         "require_approval": auth.approval_required(settings.service.environment),
         "password_min_length": auth.password_min_length,
@@ -295,6 +296,8 @@ def _account_settings(settings: Settings) -> dict[str, Any]:
             auth.login_account_free_failures, base, most, window, lock_after=auth.lockout_failures or None
         ),
         "address_backoff": Backoff(auth.login_address_free_failures, base, most, window),
+        "registration_backoff": Backoff(auth.registration_source_free, 60.0, 3600.0, timedelta(hours=1)),
+        "notice_backoff": Backoff(0, notice.total_seconds(), notice.total_seconds(), notice),
     }
 
 

@@ -108,6 +108,10 @@ class AuthSettings(_Section):
     login_failure_window_minutes: float = Field(15.0, gt=0)
     # This many failures in a row lock the account until an admin unlocks it (0: never lock).
     lockout_failures: int = Field(10, ge=0)
+    # Self-registration: free ones per source within the hour, then a wait doubling from a minute
+    # to an hour; and one notice per window to an account's owner about attempts on their address.
+    registration_source_free: int = Field(20, ge=1)
+    registration_notice_minutes: float = Field(60.0, gt=0)
 
     def approval_required(self, environment: str) -> bool:
         return self.require_approval if self.require_approval is not None else environment == "production"

@@ -163,13 +163,15 @@ def app_settings(database_url: str) -> Settings:
         # Hashing strength is not under test. The account check keeps its production cache (2 s):
         # an account's sessions ended through an app end there at once (test_accounts.py), and a
         # check per request was 7 % of an API test's CPU.
-        # Every test logs in from 127.0.0.1 into one database per session: the address back-off and
-        # the rate limits are tested with their own settings (tests/api/test_login_throttle.py,
-        # tests/api/test_rate_limits.py), not by the suite's own traffic.
+        # Every test logs in and registers from 127.0.0.1 into one database per session: the
+        # address back-off, the registrations' pace and the rate limits are tested with their own
+        # settings (tests/api/test_login_throttle.py, test_registration_pace.py,
+        # test_rate_limits.py), not by the suite's own traffic.
         auth={
             "argon2_time_cost": 1,
             "argon2_memory_kib": 64,
             "login_address_free_failures": 100_000,
+            "registration_source_free": 100_000,
         },
         ratelimit={
             "per_address_per_second": 1e6,

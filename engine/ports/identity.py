@@ -84,7 +84,8 @@ class OrganizationRepository(Protocol):
 
 
 class LoginThrottleRepository(Protocol):
-    """Failed-login counts shared by every instance (keys from :mod:`engine.login_throttle`)."""
+    """The counts behind the back-offs (failed logins, registrations per source, notices per
+    account), shared by every instance; keys from :mod:`engine.login_throttle`."""
 
     async def states(self, keys: Sequence[str]) -> dict[str, ThrottleState]:
         """The state of each key that has one; a key without failures is absent."""

@@ -27,7 +27,7 @@ from engine.errors import (
     TooManyRequests,
     Unauthenticated,
 )
-from engine.login_throttle import ACCOUNT_PREFIX, ADDRESS_PREFIX
+from engine.login_throttle import ACCOUNT_PREFIX, ADDRESS_PREFIX, NOTICE_PREFIX, REGISTRATION_PREFIX
 from engine.model import SELF_REGISTRABLE_ROLES, Actor, Page, Role, User
 from engine.ports.identity import IssuedToken, NewUser, PasswordHasher
 from engine.ports.units import IdentityUnitOfWork
@@ -167,11 +167,22 @@ async def register(services: Services, cmd: Register, *, request_id: str, source
             )
             await uow.commit()
         raise Forbidden(decision)
+    now = services.clock()
+    source_key = REGISTRATION_PREFIX + counted_source(source_address) if source_address else None
+    if source_key is not None:  # before the costly part: the password's checks and its hash
+        async with _unit_of_work(services) as uow:
+            source = (await uow.login_throttle.states([source_key])).get(source_key)
+        wait = source.retry_after(now) if source is not None else None
+        if wait is not None:
+            raise TooManyRequests(
+                "Too many registrations from this address; try again later.", retry_after=wait
+            )
     await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))
     # Hashed whether or not the email is taken: both answers take the same time.
     password_hash = await services.passwords.hash(cmd.password)
     email = cmd.email.lower()
     pending = services.settings.require_approval
+    notify = True
     async with _unit_of_work(services) as uow:
         if cmd.organization_id is None:
             organization = await uow.organizations.by_name(services.settings.default_organization)
@@ -228,21 +239,38 @@ async def register(services: Services, cmd: Register, *, request_id: str, source
                 reason="email_taken",
                 subject_hash=services.identifiers.email(email) if services.identifiers else None,
             )
+            if existing is not None:  # its owner is told once per window, however often it is tried
+                notify = await _first_notice(uow, NOTICE_PREFIX + _email_key(services, email), now, services)
+        if source_key is not None:
+            await uow.login_throttle.record_failure(source_key, now, services.settings.registration_backoff)
         uow.audit.record(event)
         await uow.commit()
-    if services.notifier is not None:
+    if services.notifier is not None and notify:
         if user is not None:
             await services.notifier.registration_received(user)
         elif existing is not None:
             await services.notifier.registration_attempted(existing.user)
 
 
+async def _first_notice(uow: IdentityUnitOfWork, key: str, now: datetime, services: Services) -> bool:
+    """Whether a notice under ``key`` is the first of its window (and if so, count it)."""
+    state = (await uow.login_throttle.states([key])).get(key)
+    if state is not None and state.retry_after(now) is not None:
+        return False
+    await uow.login_throttle.record_failure(key, now, services.settings.notice_backoff)
+    return True
+
+
 def account_throttle_key(services: Services, email: str) -> str:
     """The throttle key of the account an email names, whether or not that account exists."""
+    return ACCOUNT_PREFIX + _email_key(services, email)
+
+
+def _email_key(services: Services, email: str) -> str:
     normalized = email.strip().lower()
     if services.identifiers is not None:
-        return ACCOUNT_PREFIX + services.identifiers.email(normalized)
-    return ACCOUNT_PREFIX + hashlib.sha256(normalized.encode()).hexdigest()
+        return services.identifiers.email(normalized)
+    return hashlib.sha256(normalized.encode()).hexdigest()
 
 
 async def login(

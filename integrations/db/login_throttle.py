@@ -1,4 +1,5 @@
-"""The login throttle's counts in PostgreSQL: one row per account key or source address.
+"""The login throttle's counts in PostgreSQL: one row per key (an account or a source address's
+failed logins, a source's registrations, an account's notices: engine/login_throttle.py).
 
 In the database rather than process memory so that every worker and instance counts the same
 failures; a failure is one upsert plus one update, in the login's own transaction.

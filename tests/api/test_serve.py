@@ -168,6 +168,7 @@ def _environment(database_url: str, **extra: str) -> dict[str, str]:
         CAREMSG_MESSAGING_WEBHOOK_POLL_INTERVAL_SECONDS="0.05",
         # The whole test session logs in from 127.0.0.1 into this database; tests poll quickly.
         CAREMSG_AUTH_LOGIN_ADDRESS_FREE_FAILURES="100000",
+        CAREMSG_AUTH_REGISTRATION_SOURCE_FREE="100000",
         CAREMSG_RATELIMIT_PER_ADDRESS_PER_SECOND="100000",
         CAREMSG_RATELIMIT_PER_ADDRESS_BURST="100000",
         CAREMSG_RATELIMIT_PER_TOKEN_PER_SECOND="100000",

@@ -58,7 +58,8 @@ class UserRow(SQLModel, table=True):
 
 class LoginThrottleRow(SQLModel, table=True):
     """Failed logins per account (``account:<keyed email hash>``) or source (``address:<ip>``, an IPv6
-    address by its /64: engine/sources.py)."""
+    address by its /64: engine/sources.py); registrations per source (``registration:<ip>``) and
+    notices per account (``notice:<keyed email hash>``), paced the same way."""
 
     __tablename__ = "login_throttles"
 
