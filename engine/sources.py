@@ -8,6 +8,7 @@ rate limit or a fresh login back-off with every request. The audit trail keeps t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 #: The IPv6 prefix one subscriber is assumed to hold (RFC 6177 gives sites /48 to /64; /64 is the
@@ -15,6 +16,7 @@ import ipaddress
 IPV6_SUBSCRIBER_PREFIX = 64
 
 
+@functools.lru_cache(maxsize=65_536)  # the same few addresses on every request: parsed once (~4 µs)
 def counted_source(address: str) -> str:
     """The key ``address``'s requests are counted under: itself, or for IPv6 its /64 network (an
     IPv4 address written as IPv6 is the IPv4 one). Anything that is no IP address is itself."""

@@ -443,6 +443,8 @@ def create_app(
         endpoints = default_endpoints()
     # The console (/console/) authenticates by its own session cookie, not a bearer token.
     public = PUBLIC_PATHS | console.PATHS | {ep.path for ep in endpoints if ep.public}
+    # Without trusted proxies every peer is its client (handlers/proxies.py): no middleware to ask.
+    proxies = settings.service.trusted_proxies
     app = web.Application(
         middlewares=[
             security_headers(
@@ -450,7 +452,7 @@ def create_app(
                 trust_forwarded_proto=settings.service.trust_forwarded_proto,
             ),
             request_context(is_unavailable),
-            forwarded_client(settings.service.trusted_proxies),
+            *([forwarded_client(proxies)] if proxies else []),
             rate_limit(settings.ratelimit, shared=shared_rate_limits),
             # The directory needs the database, which starts with the app: look it up per request.
             authenticate(_tokens(settings), lambda: app[accounts_key], frozenset(public)),

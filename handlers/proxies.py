@@ -53,7 +53,8 @@ def client_address(request: web.Request) -> str | None:
 
 def forwarded_client(trusted: Sequence[Network]) -> Middleware:
     """The middleware deciding :func:`client_address`; put it after ``request_context`` (its refusal is
-    problem+json with the request's id) and before everything that reads the address."""
+    problem+json with the request's id) and before everything that reads the address. Without
+    trusted proxies it has nothing to decide: the app installs it only with some."""
 
     @web.middleware
     @declares(CLIENT_ADDRESS)
