@@ -453,7 +453,11 @@ def create_app(
             ),
             request_context(is_unavailable),
             *([forwarded_client(proxies)] if proxies else []),
-            rate_limit(settings.ratelimit, shared=shared_rate_limits),
+            rate_limit(
+                settings.ratelimit,
+                shared=shared_rate_limits,
+                signed=frozenset(ep.path for ep in endpoints if ep.security is not None),
+            ),
             # The directory needs the database, which starts with the app: look it up per request.
             authenticate(_tokens(settings), lambda: app[accounts_key], frozenset(public)),
         ],

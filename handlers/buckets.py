@@ -74,7 +74,11 @@ class Limit:
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
-        return tokens, Verdict(
+        return tokens, self.verdict(tokens, allowed)
+
+    def verdict(self, tokens: float, allowed: bool) -> Verdict:
+        """The verdict on a bucket left holding ``tokens``."""
+        return Verdict(
             policy=self.name,
             allowed=allowed,
             quota=self.burst,
@@ -88,7 +92,13 @@ class Limit:
 class Buckets(Protocol):
     """One limit's buckets, by key."""
 
-    def take(self, key: str) -> Verdict: ...
+    def take(self, key: str) -> Verdict:
+        """Spend a token of ``key``'s bucket, if it holds one."""
+        ...
+
+    def peek(self, key: str) -> Verdict:
+        """Whether a take would be allowed now, spending nothing."""
+        ...
 
 
 class TokenBuckets:
@@ -117,6 +127,12 @@ class TokenBuckets:
             self._prune(now)
         self._buckets[key] = (tokens, now)
         return verdict
+
+    def peek(self, key: str) -> Verdict:
+        now = self._clock()
+        tokens, at = self._buckets.get(key, (float(self._limit.burst), now))
+        tokens = self._limit.refilled(tokens, at, now)
+        return self._limit.verdict(tokens, tokens >= 1.0)
 
     def _prune(self, now: float) -> None:
         burst = self._limit.burst
@@ -165,28 +181,40 @@ class SharedTokenBuckets:
 
     def take(self, key: str) -> Verdict:
         fingerprint = _fingerprint(key)
-        slots, limit, table = self._slots, self._limit, self._table
-        start = fingerprint % slots
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             now = self._clock()
-            fullest, fullest_tokens = -1, -1.0
-            for probe in range(PROBES):
-                offset = (start + probe) % slots * SLOT.size
-                held, tokens, at = SLOT.unpack_from(table, offset)
-                if held == fingerprint:
-                    tokens = limit.refilled(tokens, at, now)
-                    break
-                unused = float(limit.burst) if held == 0 else limit.refilled(tokens, at, now)
-                if unused > fullest_tokens:
-                    fullest, fullest_tokens = offset, unused
-            else:
-                offset, tokens = fullest, float(limit.burst)
-            tokens, verdict = limit.take(tokens)
-            SLOT.pack_into(table, offset, fingerprint, tokens, now)
+            offset, tokens = self._slot(fingerprint, now)
+            tokens, verdict = self._limit.take(tokens)
+            SLOT.pack_into(self._table, offset, fingerprint, tokens, now)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         return verdict
+
+    def peek(self, key: str) -> Verdict:
+        fingerprint = _fingerprint(key)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            _, tokens = self._slot(fingerprint, self._clock())
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return self._limit.verdict(tokens, tokens >= 1.0)
+
+    def _slot(self, fingerprint: int, now: float) -> tuple[int, float]:
+        """The offset of the key's slot (or of the one it would take) and its tokens refilled up to
+        ``now`` (a full bucket for a key that has none). Under the lock."""
+        slots, limit, table = self._slots, self._limit, self._table
+        start = fingerprint % slots
+        fullest, fullest_tokens = -1, -1.0
+        for probe in range(PROBES):
+            offset = (start + probe) % slots * SLOT.size
+            held, tokens, at = SLOT.unpack_from(table, offset)
+            if held == fingerprint:
+                return offset, limit.refilled(tokens, at, now)
+            unused = float(limit.burst) if held == 0 else limit.refilled(tokens, at, now)
+            if unused > fullest_tokens:
+                fullest, fullest_tokens = offset, unused
+        return fullest, float(limit.burst)
 
     def close(self) -> None:
         self._table.close()

@@ -19,13 +19,14 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from engine.errors import TooManyRequests
+from engine.errors import TooManyRequests, Unauthenticated
 from engine.sources import counted_source
 from handlers.buckets import Buckets, SharedTokenBuckets, TokenBuckets, Verdict
 from handlers.keys import operations_key, rate_limit_headers_key, request_id_key
@@ -90,11 +91,18 @@ def rate_limit(
     *,
     clock: Callable[[], float] = time.monotonic,
     shared: str | Path | None = None,
+    signed: frozenset[str] = frozenset(),
 ) -> Middleware:
     """The middleware; put it after ``request_context`` (for the request id) and before
     authentication (so unauthenticated floods are limited too). ``shared`` is the directory whose
     files (``LIMITS``, made by :func:`create_shared_limits`) hold the buckets every worker of the
-    service shares; None: this process's own."""
+    service shares; None: this process's own.
+
+    ``signed`` are the routes authenticated by a signature over the body (the providers'
+    webhooks): a delivery that proves itself spends nothing, since a busy clinic's Sendbird may
+    well send more events a second than one client's budget, and an event refused is an event lost
+    after its retries. A request whose signature fails spends a token of its source's bucket, and a
+    source whose bucket is empty is refused before its body is read, as anywhere else."""
 
     def buckets(name: str, per_second: float, burst: int) -> Buckets:
         if shared is None:
@@ -108,33 +116,61 @@ def rate_limit(
     @declares(RATE_LIMIT_CONTRACT)
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
-        if resource is not None and resource.canonical in EXEMPT_ROUTES:
+        route = resource.canonical if resource is not None else None
+        if route in EXEMPT_ROUTES:
             return await handler(request)
-        verdicts = [by_address.take(counted_source(client_address(request) or "unknown"))]
+        source = counted_source(client_address(request) or "unknown")
+        if route in signed:
+            return await _charged_on_failure(request, handler, by_address, source)
+        verdicts = [by_address.take(source)]
         token = _token_key(request)
         if token is not None:
             verdicts.append(by_token.take(token))
         headers = _headers(verdicts)
         refused = [v for v in verdicts if not v.allowed]
         if refused:
-            wait = max(v.retry_after for v in refused)
-            log.warning(
-                "http.rate_limited",
-                request_id=request[request_id_key],
-                policy=refused[0].policy,
-                source_address=client_address(request),
-            )
-            operations = request.app.get(operations_key)
-            if operations is not None:  # the caremsg_rate_limit_refusals_total metric, by limit
-                for verdict in refused:
-                    operations.metrics.rate_limit_refused(f"api_per_{verdict.policy}")
-            error = TooManyRequests("Too many requests; slow down.", retry_after=wait)
-            headers["Retry-After"] = str(max(1, math.ceil(wait)))
-            return problem_response(problem_for(error, request[request_id_key]), headers)
+            return _refusal(request, refused, headers)
         request[rate_limit_headers_key] = headers
         return await handler(request)
 
     return middleware
+
+
+async def _charged_on_failure(
+    request: web.Request, handler: Handler, by_address: Buckets, source: str
+) -> web.StreamResponse:
+    """A signed route's request: refused if its source has nothing left, charged only if its
+    signature fails (401)."""
+    verdict = by_address.peek(source)
+    headers = _headers([verdict])
+    if not verdict.allowed:
+        return _refusal(request, [verdict], headers)
+    request[rate_limit_headers_key] = headers
+    try:
+        response = await handler(request)
+    except Unauthenticated:
+        by_address.take(source)
+        raise
+    if response.status == HTTPStatus.UNAUTHORIZED:
+        by_address.take(source)
+    return response
+
+
+def _refusal(request: web.Request, refused: list[Verdict], headers: dict[str, str]) -> web.StreamResponse:
+    wait = max(v.retry_after for v in refused)
+    log.warning(
+        "http.rate_limited",
+        request_id=request[request_id_key],
+        policy=refused[0].policy,
+        source_address=client_address(request),
+    )
+    operations = request.app.get(operations_key)
+    if operations is not None:  # the caremsg_rate_limit_refusals_total metric, by limit
+        for verdict in refused:
+            operations.metrics.rate_limit_refused(f"api_per_{verdict.policy}")
+    error = TooManyRequests("Too many requests; slow down.", retry_after=wait)
+    headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return problem_response(problem_for(error, request[request_id_key]), headers)
 
 
 def create_shared_limits(directory: str | Path) -> None:

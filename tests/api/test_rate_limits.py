@@ -9,7 +9,10 @@ from typing import Any
 
 from handlers.app import create_app
 from handlers.settings import Settings
+from integrations.sendbird import sign_webhook
+from integrations.sendbird_emulator import sendbird_json
 from tests.api.conftest import Api
+from tests.support.messaging import emulator
 
 SLOW = 0.001  # tokens per second: nothing refills during a test
 
@@ -96,3 +99,42 @@ async def test_a_refusal_is_counted_in_the_metrics_by_limit(aiohttp_client: Any,
     scrape = await (await api.client.get("/metrics")).text()
 
     assert 'caremsg_rate_limit_refusals_total{limit="api_per_address"} 1.0' in scrape
+
+
+# --- the providers' signed webhooks ------------------------------------------------------------------
+
+
+def _event(n: int) -> bytes:
+    return sendbird_json({"category": "group_channel:message_read", "channel": {"channel_url": f"c{n}"}})
+
+
+async def _webhook(api: Api, body: bytes, signature: str) -> int:
+    headers = {"Content-Type": "application/json", "x-sendbird-signature": signature}
+    return (await api.client.post("/api/webhooks/sendbird", data=body, headers=headers)).status
+
+
+async def test_signed_deliveries_spend_nothing_of_their_sources_budget(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """A busy clinic's Sendbird may send more events a second than one client's budget."""
+    api = Api(await aiohttp_client(create_app(_limited(settings, per_address_burst=3))))
+    key = emulator(api).api_token
+
+    statuses = [await _webhook(api, _event(n), sign_webhook(_event(n), key)) for n in range(8)]
+
+    assert statuses == [200] * 8
+    # The source's whole budget is still there for anything else it asks.
+    assert [(await api.client.get("/api/openapi.json")).status for _ in range(4)] == [200, 200, 200, 429]
+
+
+async def test_failed_signatures_spend_the_budget_and_then_are_refused_unread(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    api = Api(await aiohttp_client(create_app(_limited(settings, per_address_burst=3))))
+    key = emulator(api).api_token
+
+    forged = [await _webhook(api, _event(n), sign_webhook(_event(n), "not-the-key")) for n in range(3)]
+    then = await _webhook(api, _event(9), sign_webhook(_event(9), key))
+
+    assert forged == [401, 401, 401]
+    assert then == 429  # the source spent its budget on forgeries: refused before its body is read

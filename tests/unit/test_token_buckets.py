@@ -79,6 +79,20 @@ def test_a_refused_request_does_not_dig_the_bucket_deeper(make_buckets: MakeBuck
     assert buckets.take("k").allowed
 
 
+def test_a_peek_spends_nothing_and_says_whether_a_take_would_pass(make_buckets: MakeBuckets) -> None:
+    clock = Clock()
+    buckets = make_buckets("address", per_second=1.0, burst=2, clock=clock)
+    assert [buckets.peek("k").allowed for _ in range(5)] == [True] * 5  # a bucket nobody spent: full
+    assert buckets.peek("k").remaining == 2
+    buckets.take("k")
+    buckets.take("k")
+
+    assert (buckets.peek("k").allowed, buckets.peek("k").remaining) == (False, 0)
+    clock.now += 1.0
+    assert buckets.peek("k").allowed
+    assert buckets.take("k").allowed
+
+
 def test_memory_stays_bounded_dropping_idle_buckets_first() -> None:
     clock = Clock()
     buckets = TokenBuckets("address", per_second=1.0, burst=5, clock=clock, max_keys=10)
