@@ -19,7 +19,10 @@ Signals go to the parent. SIGINT and SIGTERM stop every worker gracefully (reque
 finish), then the emulator; the command line stops the embedded server after that. SIGHUP is
 forwarded to every serving worker (each reloads its policy). Ctrl-C also reaches the workers (one
 process group): they ignore SIGINT and wait for the parent's SIGTERM, so there is one orderly
-shutdown rather than N racing ones. A worker whose parent disappears stops by itself.
+shutdown rather than N racing ones. A SIGTERM or SIGHUP sent to the whole group (systemd's
+default) reaches the workers directly, which is fine, and the fork server, which ignores both
+(handlers/forkserver.py): through it the parent hears each worker's exit status. A worker whose
+parent disappears stops by itself.
 
 What counts across requests is the service's, not a worker's, and lives in one temporary directory
 the parent makes before the first worker starts and removes when the service stops (so a restart
@@ -143,7 +146,8 @@ class _Supervisor:
             log.info("serve.rate_limits_shared", directory=limits_dir)
             context = multiprocessing.get_context("forkserver")
             # Imported once, in the fork server, before it forks the first worker.
-            context.set_forkserver_preload(["handlers.workers", "handlers.app"])
+            # handlers.forkserver: a stop signal to the whole process group must not end it.
+            context.set_forkserver_preload(["handlers.forkserver", "handlers.workers", "handlers.app"])
             for index in range(1, self.settings.service.workers + 1):
                 self.workers.append(self._start(context, index, worker_settings, limits_dir))
             stop = asyncio.create_task(self.stop.wait())
@@ -293,6 +297,9 @@ async def _shared_twilio_emulator(settings: Settings) -> tuple[RunningTwilioEmul
 def run_worker(index: int, settings: Settings, ready: Connection, limits_dir: str) -> None:
     """A worker process's entry point: serve until the parent's SIGTERM (or the parent is gone).
     ``limits_dir`` holds the buckets of the rate limits the workers share."""
+    # Forked from the fork server, which ignores SIGTERM (handlers/forkserver.py): until the loop
+    # installs its handler, a SIGTERM ends a starting worker, as the parent expects.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Ctrl-C reaches the whole process group; the parent alone decides and sends SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Until the app installs its reload handler, a SIGHUP must not end the process.

@@ -660,6 +660,28 @@ async def test_sigterm_stops_every_worker_and_the_emulator_with_exit_status_0(
         pass
 
 
+async def test_signals_to_the_whole_process_group_reload_and_then_stop_cleanly(
+    serve: Callable[..., Any], http: Callable[[Served], Http]
+) -> None:
+    """As systemd sends them by default (to every process of the unit): the fork server ignores
+    them, so the parent still hears each worker's own exit status (it read 255 before)."""
+    served: Served = await serve("--workers", "2")
+    await served.wait_for("serve.ready", within=START_WITHIN)
+    workers = served.worker_pids
+
+    os.killpg(served.process.pid, signal.SIGHUP)  # a hangup of the fork server ended it too
+    await served.wait_for("serve.sighup_forwarded", within=START_WITHIN)
+    assert [(await http(served).call("GET", "/ready"))[0] for _ in range(6)] == [200] * 6
+    assert served.process.returncode is None
+    assert not served.events("serve.worker_died")
+    os.killpg(served.process.pid, signal.SIGTERM)
+
+    assert await served.stopped() == 0
+    assert not served.events("serve.worker_stop_failed")
+    assert {line["pid"] for line in served.events("serve.worker_stopped")} == workers
+    assert served.events("serve.stopped", clean=True)
+
+
 async def test_a_worker_that_dies_stops_the_service_with_a_non_zero_exit_status(
     serve: Callable[..., Any],
 ) -> None:

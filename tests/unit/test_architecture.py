@@ -15,7 +15,9 @@
 - no table is looked up by name (``metadata.tables["..."]``): the SQLModel classes are the tables'
   one declaration, and queries reach a table through its class (``integrations.db.columns.table_of``);
 - no test module imports another test module (helpers and fixtures shared by several live in
-  tests/support/ or a conftest): a module's tests can move, be renamed or run alone.
+  tests/support/ or a conftest): a module's tests can move, be renamed or run alone;
+- nothing imports ``handlers.forkserver``: importing it makes the process ignore SIGTERM and SIGHUP,
+  which only ``caremsg serve --workers``'s fork server may (it is preloaded there by name).
 
 ``ALLOWED`` lists violations in code that another change is splitting right now; each entry must still
 occur (a listed violation that is gone fails the test, so the list only shrinks) and is removed when
@@ -301,6 +303,12 @@ def cross_test_import_violations() -> Iterator[str]:
                     yield f"test import: {source.module} — imports {target} (line {node.lineno})"
 
 
+def forkserver_import_violations() -> Iterator[str]:
+    for imp in imports():
+        if imp.target == "handlers.forkserver" or (imp.target == "handlers" and "forkserver" in imp.names):
+            yield f"imports the fork server's module: {imp.importer} — line {imp.line}"
+
+
 CHECKS = {
     "no import circles": cycle_violations,
     "no private imports": private_import_violations,
@@ -310,6 +318,7 @@ CHECKS = {
     "no issue markers": marker_violations,
     "tables through their classes": table_by_name_violations,
     "test modules import no test module": cross_test_import_violations,
+    "nothing imports the fork server's module": forkserver_import_violations,
 }
 
 
