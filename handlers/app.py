@@ -253,7 +253,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         patient_reads=database.patient_read_unit_of_work,
         policy=app[policy_key],
         clock=app[clock_key],
-        passwords=Argon2Passwords(time_cost=auth.argon2_time_cost, memory_kib=auth.argon2_memory_kib),
+        passwords=Argon2Passwords(
+            time_cost=auth.argon2_time_cost,
+            memory_kib=auth.argon2_memory_kib,
+            concurrency=auth.argon2_concurrency,
+        ),
         tokens=_tokens(settings),
         delivery=app[relay_key],
         settings=EngineSettings(

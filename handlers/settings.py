@@ -93,6 +93,8 @@ class AuthSettings(_Section):
     account_recheck_seconds: float = Field(2.0, ge=0, le=60)
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_kib: int = Field(65536, ge=8)
+    # Hashes computed at once (the rest wait their turn); 0: half the cores, at least one.
+    argon2_concurrency: int = Field(0, ge=0)
     # Accounts (README "Accounts"). Self-registered accounts wait for an admin's approval; unset:
     # on in production, off otherwise (the development walkthrough registers and goes on at once).
     require_approval: bool | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import os
 import secrets
 import time
 import uuid
@@ -39,14 +40,21 @@ def _no_account_hash(time_cost: int, memory_kib: int) -> str:
 
 
 class Argon2Passwords:
-    """argon2id with the library's defaults; each hash costs ~0.1 s of CPU, so it runs in a thread."""
+    """argon2id with the library's defaults; each hash costs ~0.1 s of CPU, so it runs in a thread.
 
-    def __init__(self, *, time_cost: int = 3, memory_kib: int = 65536) -> None:
+    At most ``concurrency`` hashes run at once (default: half the cores, at least one); the rest
+    wait their turn. A storm of logins (many sources, each within its free failures) then takes
+    that share of the CPU and no more: requests that hash nothing keep the rest, instead of the
+    default executor's threads hashing on every core while the event loop waits for one."""
+
+    def __init__(self, *, time_cost: int = 3, memory_kib: int = 65536, concurrency: int = 0) -> None:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
         self._no_account_hash = _no_account_hash(time_cost, memory_kib)
+        self._turns = asyncio.Semaphore(concurrency or max(1, (os.cpu_count() or 2) // 2))
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        async with self._turns:
+            return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         known = password_hash is not None
@@ -58,7 +66,8 @@ class Argon2Passwords:
             except (VerifyMismatchError, VerificationError, InvalidHashError):
                 return False
 
-        return await asyncio.to_thread(check)
+        async with self._turns:
+            return await asyncio.to_thread(check)
 
 
 class JwtTokens:

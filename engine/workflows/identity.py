@@ -300,10 +300,13 @@ async def login(
         if waits:
             raise TooManyRequests("Too many failed logins; try again later.", retry_after=max(waits))
         credentials = await uow.users.credentials(email.lower())
-        # An unknown email costs the same verification as a known one (the hasher's own dummy
-        # hash): login takes as long whether or not the account exists.
-        ok = await services.passwords.verify(credentials.password_hash if credentials else None, password)
-        user = credentials.user if credentials else None
+    # Verified with no transaction open: a hash takes ~0.1 s of CPU and may wait its turn
+    # (integrations/security.py), and a connection held meanwhile would let a storm of logins drain
+    # the pool that every other request needs. An unknown email costs the same verification as a
+    # known one (the hasher's own dummy hash): login takes as long whether or not the account exists.
+    ok = await services.passwords.verify(credentials.password_hash if credentials else None, password)
+    user = credentials.user if credentials else None
+    async with _unit_of_work(services) as uow:
         if not ok or user is None or not user.is_active:
             reason = "unknown_email" if user is None else ("inactive" if ok else "bad_password")
             details: dict[str, DetailValue] = {}

@@ -4,6 +4,10 @@ test_users_and_organizations.py cover the same workflows over HTTP and PostgreSQ
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
+from types import TracebackType
+
 import pytest
 
 from engine.errors import AccountLocked, Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
@@ -20,7 +24,7 @@ from engine.workflows.identity import (
     profile,
     register,
 )
-from tests.support.fakes import FakeUnitOfWork, FakeWorld, fake_services
+from tests.support.fakes import FakePasswords, FakeUnitOfWork, FakeWorld, fake_services
 
 PASSWORD = "correct horse battery"
 
@@ -158,6 +162,41 @@ async def test_login_with_the_right_password_is_audited_as_a_success(world: Fake
     assert (event.outcome, event.reason, event.actor_id) == ("success", "authenticated", registered.id)
     assert (event.request_id, event.source_address, event.details) == ("r2", "10.0.0.3", {})
     assert world.db.login_throttles == {}  # a success with no failures before it counts nothing
+
+
+@pytest.mark.parametrize("password", [PASSWORD, "wrong"], ids=["right", "wrong"])
+async def test_a_password_is_verified_with_no_transaction_open(world: FakeWorld, password: str) -> None:
+    """A hash takes ~0.1 s and may wait its turn: a connection held meanwhile would let a storm of
+    logins drain the pool every other request needs."""
+    org = world.organization()
+    await register(world.services, _register(org.id), request_id="r", source_address=None)
+    open_units: list[FakeUnitOfWork] = []
+    verified_with: list[int] = []
+
+    class Tracked(FakeUnitOfWork):
+        async def __aenter__(self) -> FakeUnitOfWork:
+            open_units.append(self)
+            return await super().__aenter__()
+
+        async def __aexit__(
+            self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        ) -> None:
+            open_units.remove(self)
+            await super().__aexit__(exc_type, exc, tb)
+
+    class Watching(FakePasswords):
+        async def verify(self, password_hash: str | None, password: str) -> bool:
+            verified_with.append(len(open_units))
+            return await super().verify(password_hash, password)
+
+    services = replace(world.services, uow=lambda: Tracked(world.db), passwords=Watching())
+    with contextlib.suppress(Unauthenticated):
+        await login(services, "new.nurse@example.org", password, request_id="r2", source_address="10.0.0.3")
+
+    assert verified_with == [0]
+    assert [e.outcome for e in world.events("auth.login")] == [
+        "success" if password == PASSWORD else "denied"
+    ]
 
 
 @pytest.mark.parametrize(
