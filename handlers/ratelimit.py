@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from engine.errors import TooManyRequests, Unauthenticated
+from engine.errors import InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from engine.sources import counted_source
 from handlers.buckets import Buckets, SharedTokenBuckets, TokenBuckets, Verdict
 from handlers.keys import operations_key, rate_limit_headers_key, request_id_key
@@ -101,8 +101,9 @@ def rate_limit(
     ``signed`` are the routes authenticated by a signature over the body (the providers'
     webhooks): a delivery that proves itself spends nothing, since a busy clinic's Sendbird may
     well send more events a second than one client's budget, and an event refused is an event lost
-    after its retries. A request whose signature fails spends a token of its source's bucket, and a
-    source whose bucket is empty is refused before its body is read, as anywhere else."""
+    after its retries. A request refused for its own fault (a failed signature first of all) spends
+    a token of its source's bucket, and a source whose bucket is empty is refused before its body is
+    read, as anywhere else."""
 
     def buckets(name: str, per_second: float, burst: int) -> Buckets:
         if shared is None:
@@ -139,8 +140,9 @@ def rate_limit(
 async def _charged_on_failure(
     request: web.Request, handler: Handler, by_address: Buckets, source: str
 ) -> web.StreamResponse:
-    """A signed route's request: refused if its source has nothing left, charged only if its
-    signature fails (401)."""
+    """A signed route's request: refused if its source has nothing left, charged only if it is
+    refused for its own fault (a failed signature, an unreadable event, a receiver not configured
+    here): never for a delivery accepted, nor for the service's own trouble (503)."""
     verdict = by_address.peek(source)
     headers = _headers([verdict])
     if not verdict.allowed:
@@ -148,10 +150,10 @@ async def _charged_on_failure(
     request[rate_limit_headers_key] = headers
     try:
         response = await handler(request)
-    except Unauthenticated:
+    except (Unauthenticated, NotFound, InvalidInput):  # the sender's fault, not the service's
         by_address.take(source)
         raise
-    if response.status == HTTPStatus.UNAUTHORIZED:
+    if HTTPStatus.BAD_REQUEST <= response.status < HTTPStatus.INTERNAL_SERVER_ERROR:
         by_address.take(source)
     return response
 

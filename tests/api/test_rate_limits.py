@@ -138,3 +138,17 @@ async def test_failed_signatures_spend_the_budget_and_then_are_refused_unread(
 
     assert forged == [401, 401, 401]
     assert then == 429  # the source spent its budget on forgeries: refused before its body is read
+
+
+async def test_posts_to_a_receiver_not_configured_here_spend_the_budget_too(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """Texts go through Sendbird here, so the Twilio receiver answers 404: the sender's fault."""
+    limited = _limited(settings, per_address_burst=3)
+    messaging = limited.messaging.model_copy(update={"sms_provider": "sendbird_business_messaging"})
+    api = Api(await aiohttp_client(create_app(limited.model_copy(update={"messaging": messaging}))))
+
+    form = {"From": "+15555550100", "Body": "hello"}
+    statuses = [(await api.client.post("/api/webhooks/twilio", data=form)).status for _ in range(4)]
+
+    assert statuses == [404, 404, 404, 429]
