@@ -95,13 +95,16 @@ def _is_trusted(address: Address, trusted: Sequence[Network]) -> bool:
 
 def _address(entry: str) -> Address:
     """An address as proxies write it: ``192.0.2.1``, ``192.0.2.1:443``, ``[2001:db8::1]:443`` or
-    ``2001:db8::1``; an IPv4 address written as IPv6 (``::ffff:192.0.2.1``) is the IPv4 one."""
+    ``2001:db8::1``; an IPv4 address written as IPv6 (``::ffff:192.0.2.1``) is the IPv4 one. At most
+    39 characters as text."""
     text = entry.strip()
     if text.startswith("["):
         text = text[1 : text.find("]")] if "]" in text else ""
     elif text.count(":") == 1:
         text = text.partition(":")[0]
-    address = ipaddress.ip_address(text)
+    # A zone index (``fe80::1%eth0``) means something only on the host that wrote it, and would let
+    # a written address run to any length: dropped.
+    address = ipaddress.ip_address(text.partition("%")[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address

@@ -68,6 +68,8 @@ def test_with_no_trusted_proxy_the_header_is_never_read(
         (" 198.51.100.7 ,192.0.2.1 ", "192.0.2.1"),
         ("192.0.2.1, 10.1.1.1", "192.0.2.1"),  # a second proxy of ours in between
         ("10.2.2.2, 10.1.1.1", "10.2.2.2"),  # only proxies: the leftmost
+        ("fe80::1%eth0", "fe80::1"),  # a zone index means nothing here
+        ("fe80::2%" + "x" * 200 + ", 10.1.1.1", "fe80::2"),
     ],
 )
 def test_addresses_as_proxies_write_them(header: str, client: str) -> None:
