@@ -169,14 +169,18 @@ async def register(services: Services, cmd: Register, *, request_id: str, source
         raise Forbidden(decision)
     now = services.clock()
     source_key = REGISTRATION_PREFIX + counted_source(source_address) if source_address else None
-    if source_key is not None:  # before the costly part: the password's checks and its hash
+    if source_key is not None:
+        # Paced and counted before the costly part (the password's checks and its hash), whatever
+        # comes of the attempt: one refused for its organization or its password costs as much.
         async with _unit_of_work(services) as uow:
             source = (await uow.login_throttle.states([source_key])).get(source_key)
-        wait = source.retry_after(now) if source is not None else None
-        if wait is not None:
-            raise TooManyRequests(
-                "Too many registrations from this address; try again later.", retry_after=wait
-            )
+            wait = source.retry_after(now) if source is not None else None
+            if wait is not None:
+                raise TooManyRequests(
+                    "Too many registrations from this address; try again later.", retry_after=wait
+                )
+            await uow.login_throttle.record_failure(source_key, now, services.settings.registration_backoff)
+            await uow.commit()
     await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))
     # Hashed whether or not the email is taken: both answers take the same time.
     password_hash = await services.passwords.hash(cmd.password)
@@ -241,8 +245,6 @@ async def register(services: Services, cmd: Register, *, request_id: str, source
             )
             if existing is not None:  # its owner is told once per window, however often it is tried
                 notify = await _first_notice(uow, NOTICE_PREFIX + _email_key(services, email), now, services)
-        if source_key is not None:
-            await uow.login_throttle.record_failure(source_key, now, services.settings.registration_backoff)
         uow.audit.record(event)
         await uow.commit()
     if services.notifier is not None and notify:

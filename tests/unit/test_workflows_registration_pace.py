@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from engine.errors import TooManyRequests
+from engine.errors import InvalidInput, TooManyRequests
 from engine.login_throttle import Backoff
 from engine.model import Role
 from engine.services import EngineSettings
@@ -104,3 +104,25 @@ async def test_an_accounts_owner_hears_of_attempts_on_their_address_once_per_win
         ("registration_attempted", owner.id),
         ("registration_attempted", owner.id),
     ]
+
+
+async def test_registrations_refused_for_their_organization_or_password_count_too() -> None:
+    """Each cost a password estimate and a hash: refusing them later must not make them free."""
+    world = fake_services(_paced(free=2))
+    closed = world.organization(self_registration=False)
+    weak = Register("w@example.org", "short", "New", "Nurse", Role.CARE_TEAM_MEMBER, closed.id)
+    for cmd in (
+        _register(closed.id, email="a@example.org"),
+        weak,
+        _register(closed.id, email="b@example.org"),
+    ):
+        with pytest.raises(InvalidInput):
+            await register(world.services, cmd, request_id="r", source_address="192.0.2.9")
+
+    with pytest.raises(TooManyRequests):
+        await register(
+            world.services,
+            _register(closed.id, email="c@example.org"),
+            request_id="r",
+            source_address="192.0.2.9",
+        )
