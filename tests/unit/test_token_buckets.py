@@ -162,16 +162,35 @@ def test_a_file_that_is_no_table_is_refused(tmp_path: Path) -> None:
 
 async def test_processes_taking_at_once_never_take_more_than_the_burst(tmp_path: Path) -> None:
     """Two processes spending one bucket as fast as they can, from the same moment: exactly ``burst``
-    takes allowed (without the lock, one process's write overwrites the other's and lets more by)."""
+    takes allowed (without the lock, one process's write overwrites the other's and lets more by).
+    A busy machine may run one process's whole loop before the other's starts, which proves nothing
+    about the lock: then the pair runs again, on a fresh bucket, up to three times."""
     burst, attempts = 30_000, 20_000
-    SharedTokenBuckets.create(tmp_path, "address")
-    # Each says when it is ready and waits for the word: both start taking together, however long
-    # their interpreters took to start on a busy machine.
+    spans: list[tuple[float, float, float, float]] = []
+    for round_ in range(3):
+        directory = tmp_path / str(round_)
+        directory.mkdir()
+        SharedTokenBuckets.create(directory, "address")
+        (allowed, first, last), (allowed_too, first_too, last_too) = await _take_at_once(
+            directory, burst, attempts
+        )
+        assert allowed + allowed_too == burst, (allowed, allowed_too)
+        spans.append((first, last, first_too, last_too))
+        # Both were taking at the same time (the lock is no queue: one may have held it most of it).
+        if max(first, first_too) < min(last, last_too):
+            return
+    raise AssertionError(f"the processes never took at once: {spans}")
+
+
+async def _take_at_once(directory: Path, burst: int, attempts: int) -> list[list[float]]:
+    """Each process says when it is ready and waits for the word, so both start taking together
+    however long their interpreters took to start; each prints what it was allowed, and when its
+    taking began and ended."""
     script = textwrap.dedent(
         f"""
         import sys, time
         from handlers.buckets import SharedTokenBuckets
-        buckets = SharedTokenBuckets({str(tmp_path)!r}, "address", 1e-9, {burst})
+        buckets = SharedTokenBuckets({str(directory)!r}, "address", 1e-9, {burst})
         print("ready", flush=True)
         sys.stdin.readline()
         started = time.monotonic()
@@ -194,11 +213,5 @@ async def test_processes_taking_at_once_never_take_more_than_the_burst(tmp_path:
         assert process.stdout is not None
         assert await process.stdout.readline() == b"ready\n"
     printed = await asyncio.gather(*(process.communicate(b"go\n") for process in processes))
-
     assert [process.returncode for process in processes] == [0, 0]
-    (allowed, first, last), (allowed_too, first_too, last_too) = (
-        [float(x) for x in out.split()] for out, _ in printed
-    )
-    assert allowed + allowed_too == burst, (allowed, allowed_too)
-    # Both were taking at the same time (the lock is no queue: one may have had it most of the time).
-    assert max(first, first_too) < min(last, last_too), "the processes did not take at once"
+    return [[float(x) for x in out.split()] for out, _ in printed]
