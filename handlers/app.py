@@ -454,6 +454,7 @@ def create_app(
             security_headers(
                 hsts_max_age=settings.service.hsts_max_age_seconds,
                 trust_forwarded_proto=settings.service.trust_forwarded_proto,
+                trusted_proxies=proxies,
             ),
             request_context(is_unavailable),
             *([forwarded_client(proxies)] if proxies else []),

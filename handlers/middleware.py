@@ -6,7 +6,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 from aiohttp import web
@@ -27,7 +27,7 @@ from engine.ports import AccountDirectory, TokenService
 from engine.sources import counted_source
 from handlers.keys import actor_key, operations_key, rejections_key, request_id_key
 from handlers.problems import internal_error, problem_for, problem_response, simple_problem
-from handlers.proxies import client_address
+from handlers.proxies import Network, client_address, is_trusted_peer
 from handlers.routing import Contract, Endpoint, Header, Status, declares
 
 log = structlog.get_logger("caremsg.http")
@@ -196,10 +196,13 @@ SECURITY_HEADERS_CONTRACT = Contract(
 )
 
 
-def security_headers(*, hsts_max_age: int, trust_forwarded_proto: bool) -> Middleware:
+def security_headers(
+    *, hsts_max_age: int, trust_forwarded_proto: bool, trusted_proxies: Sequence[Network] = ()
+) -> Middleware:
     """Add the security headers to every response, once, here. HSTS only where the client reached
     us over TLS: directly, or through a proxy saying ``X-Forwarded-Proto: https`` when configured
-    to trust it (``service.trust_forwarded_proto``)."""
+    to trust it (``service.trust_forwarded_proto``); with ``service.trusted_proxies`` named, only a
+    request from one of them is believed, as for ``X-Forwarded-For`` (handlers/proxies.py)."""
     hsts = f"max-age={hsts_max_age}; includeSubDomains"
 
     @web.middleware
@@ -213,7 +216,11 @@ def security_headers(*, hsts_max_age: int, trust_forwarded_proto: bool) -> Middl
         if own_policy is not None and "frame-ancestors 'none'" in own_policy:
             response.headers["Content-Security-Policy"] = own_policy
         response.headers["Server"] = SERVER_NAME
-        forwarded = trust_forwarded_proto and request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        forwarded = (
+            trust_forwarded_proto
+            and request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+            and (not trusted_proxies or is_trusted_peer(request.remote, trusted_proxies))
+        )
         if hsts_max_age > 0 and (request.secure or forwarded):
             response.headers["Strict-Transport-Security"] = hsts
         return response

@@ -89,6 +89,14 @@ def resolve(peer: str | None, forwarded: Iterable[str], trusted: Sequence[Networ
     return str(hop)
 
 
+def is_trusted_peer(peer: str | None, trusted: Sequence[Network]) -> bool:
+    """Whether the connection came from one of the ``trusted`` proxies."""
+    try:
+        return peer is not None and _is_trusted(_address(peer), trusted)
+    except ValueError:
+        return False
+
+
 def _is_trusted(address: Address, trusted: Sequence[Network]) -> bool:
     return any(address in network for network in trusted)
 

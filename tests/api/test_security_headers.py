@@ -3,6 +3,7 @@ each header has its test here, on a success, a refusal and an endpoint that does
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -92,3 +93,20 @@ async def test_hsts_behind_a_trusted_proxy_that_says_https(
     assert hsts.startswith("max-age=")
     assert int(hsts.split(";")[0].removeprefix("max-age=")) >= 31_536_000  # a year at least
     assert "Strict-Transport-Security" not in over_http.headers
+
+
+@pytest.mark.parametrize(("proxies", "hsts"), [(("127.0.0.1/32",), True), (("10.0.0.0/8",), False)])
+async def test_with_proxies_named_only_theirs_is_believed(
+    aiohttp_client: Any, behind_tls_proxy: Settings, proxies: tuple[str, ...], hsts: bool
+) -> None:
+    """As for X-Forwarded-For (handlers/proxies.py): the test client connects from 127.0.0.1."""
+    service = behind_tls_proxy.service.model_copy(
+        update={"trusted_proxies": tuple(ipaddress.ip_network(p) for p in proxies)}
+    )
+    client: TestClient[Any, Any] = await aiohttp_client(
+        create_app(behind_tls_proxy.model_copy(update={"service": service}))
+    )
+
+    resp = await client.get("/health", headers={"X-Forwarded-Proto": "https"})
+
+    assert ("Strict-Transport-Security" in resp.headers) is hsts
