@@ -48,6 +48,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.audit_chain import DIGEST_FIELDS, ChainEntry, ChainHead, digest_of_values, link
+from integrations.background import woken_or_after
 
 log = structlog.get_logger("caremsg.audit_sealer")
 
@@ -212,8 +213,7 @@ class AuditSealer:
                 raise
             except Exception as error:  # the database may be away; the next round tries again
                 log.warning("audit.seal_failed", error=type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            await woken_or_after(self._wake, self.interval)
             self._wake.clear()
 
 

@@ -1,5 +1,6 @@
 """Tasks an object starts in the background and must be able to wait for or abandon: the emulators'
-webhook deliveries, the policy reloads a signal or another instance asks for.
+webhook deliveries, the policy reloads a signal or another instance asks for; and how a background
+loop waits for its next round (:func:`woken_or_after`).
 
 asyncio keeps only a weak reference to a task, so whoever starts one keeps it until it ends; this
 set forgets each task once done. :meth:`BackgroundTasks.drain` waits on the unfinished ones only:
@@ -11,6 +12,7 @@ had finished but whose done callback (the one that forgets it) had not run yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -48,3 +50,18 @@ class BackgroundTasks:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def woken_or_after(wake: asyncio.Event, seconds: float) -> None:
+    """Return when ``wake`` is set or after ``seconds``, whichever comes first; a cancellation always
+    ends the wait.
+
+    ``asyncio.wait_for(wake.wait(), seconds)`` did not always: on Python 3.11, cancelled at the
+    moment the event was set, it returned as if woken and the cancellation was lost (fixed in 3.12).
+    The relay, the webhook processor and the audit sealer wait so between rounds; one of them lost
+    the cancellation of the app's shutdown and the shutdown waited for it for ever (a CI run hung
+    in a fixture's teardown, the webhook processor "cancelling" and polling on).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()

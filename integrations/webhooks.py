@@ -16,7 +16,6 @@ Nothing here logs bodies: they carry message text and phone numbers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import re
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from engine.inbound import InboundEvent
 from engine.sms import Keyword
 from engine.workflows import messaging
+from integrations.background import woken_or_after
 
 log = structlog.get_logger("caremsg.webhooks")
 
@@ -181,8 +181,7 @@ class WebhookProcessor:
                 log.warning("webhooks.cycle_failed", error=type(exc).__name__)
                 done = 0
             if done == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                await woken_or_after(self._wake, self._poll_interval)
                 self._wake.clear()
 
     async def run_once(self) -> int:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from engine.effects import TEXTS, Effect, kinds
 from engine.errors import ChatGatewayError, ChatRateLimited
 from engine.ports import ChatGateway
+from integrations.background import woken_or_after
 from integrations.db.base import is_unavailable
 from integrations.effects.channels import CreateChannelExecutor
 from integrations.effects.executor import Executor, Executors, Preparing, RelayContext
@@ -147,8 +148,7 @@ class OutboxRelay:
                 log.warning("relay.cycle_failed", error=type(exc).__name__)
                 done = 0
             if done == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+                await woken_or_after(self._wake, self._idle_wait())
                 self._wake.clear()
 
     def _idle_wait(self) -> float:
