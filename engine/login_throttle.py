@@ -70,5 +70,13 @@ ACCOUNT_BACKOFF = Backoff(3, 1.0, 900.0, timedelta(minutes=15), lock_after=10)
 ADDRESS_BACKOFF = Backoff(20, 1.0, 900.0, timedelta(minutes=15))
 #: 20 registrations from a source within the hour, then a minute's wait doubling up to an hour.
 REGISTRATION_BACKOFF = Backoff(20, 60.0, 3600.0, timedelta(hours=1))
-#: Each notice about an attempt on an account's address silences the next ones for the window.
-NOTICE_BACKOFF = Backoff(0, 3600.0, 3600.0, timedelta(hours=1))
+
+
+def once_per(window: timedelta) -> Backoff:
+    """Each one counted silences the next ones for ``window`` (the notices about attempts on an
+    account's address)."""
+    seconds = window.total_seconds()
+    return Backoff(0, seconds, seconds, window)
+
+
+NOTICE_BACKOFF = once_per(timedelta(hours=1))

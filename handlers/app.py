@@ -37,7 +37,7 @@ from aiohttp import web
 
 from engine.audit_chain import IdentifierHasher
 from engine.consent_index import ConsentIndex
-from engine.login_throttle import Backoff
+from engine.login_throttle import REGISTRATION_BACKOFF, Backoff, once_per
 from engine.policy import PolicyHolder
 from engine.services import EngineSettings, Services, utc_now
 from handlers import (
@@ -292,7 +292,6 @@ def _account_settings(settings: Settings) -> dict[str, Any]:
     auth = settings.auth
     window = timedelta(minutes=auth.login_failure_window_minutes)
     base, most = auth.login_backoff_base_seconds, auth.login_backoff_max_seconds
-    notice = timedelta(minutes=auth.registration_notice_minutes)
     return {
         "require_approval": auth.approval_required(settings.service.environment),
         "password_min_length": auth.password_min_length,
@@ -300,8 +299,10 @@ def _account_settings(settings: Settings) -> dict[str, Any]:
             auth.login_account_free_failures, base, most, window, lock_after=auth.lockout_failures or None
         ),
         "address_backoff": Backoff(auth.login_address_free_failures, base, most, window),
-        "registration_backoff": Backoff(auth.registration_source_free, 60.0, 3600.0, timedelta(hours=1)),
-        "notice_backoff": Backoff(0, notice.total_seconds(), notice.total_seconds(), notice),
+        "registration_backoff": dataclasses.replace(
+            REGISTRATION_BACKOFF, free_failures=auth.registration_source_free
+        ),
+        "notice_backoff": once_per(timedelta(minutes=auth.registration_notice_minutes)),
     }
 
 

@@ -27,7 +27,7 @@ from engine.errors import (
     TooManyRequests,
     Unauthenticated,
 )
-from engine.login_throttle import ACCOUNT_PREFIX, ADDRESS_PREFIX, NOTICE_PREFIX, REGISTRATION_PREFIX
+from engine.login_throttle import ACCOUNT_PREFIX, ADDRESS_PREFIX, NOTICE_PREFIX, REGISTRATION_PREFIX, Backoff
 from engine.model import SELF_REGISTRABLE_ROLES, Actor, Page, Role, User
 from engine.ports.identity import IssuedToken, NewUser, PasswordHasher
 from engine.ports.units import IdentityUnitOfWork
@@ -173,13 +173,11 @@ async def register(services: Services, cmd: Register, *, request_id: str, source
         # Paced and counted before the costly part (the password's checks and its hash), whatever
         # comes of the attempt: one refused for its organization or its password costs as much.
         async with _unit_of_work(services) as uow:
-            source = (await uow.login_throttle.states([source_key])).get(source_key)
-            wait = source.retry_after(now) if source is not None else None
+            wait = await _counted(uow, source_key, now, services.settings.registration_backoff)
             if wait is not None:
                 raise TooManyRequests(
                     "Too many registrations from this address; try again later.", retry_after=wait
                 )
-            await uow.login_throttle.record_failure(source_key, now, services.settings.registration_backoff)
             await uow.commit()
     await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))
     # Hashed whether or not the email is taken: both answers take the same time.
@@ -244,7 +242,8 @@ async def register(services: Services, cmd: Register, *, request_id: str, source
                 subject_hash=services.identifiers.email(email) if services.identifiers else None,
             )
             if existing is not None:  # its owner is told once per window, however often it is tried
-                notify = await _first_notice(uow, NOTICE_PREFIX + _email_key(services, email), now, services)
+                notice_key = NOTICE_PREFIX + _email_key(services, email)
+                notify = await _counted(uow, notice_key, now, services.settings.notice_backoff) is None
         uow.audit.record(event)
         await uow.commit()
     if services.notifier is not None and notify:
@@ -254,13 +253,14 @@ async def register(services: Services, cmd: Register, *, request_id: str, source
             await services.notifier.registration_attempted(existing.user)
 
 
-async def _first_notice(uow: IdentityUnitOfWork, key: str, now: datetime, services: Services) -> bool:
-    """Whether a notice under ``key`` is the first of its window (and if so, count it)."""
+async def _counted(uow: IdentityUnitOfWork, key: str, now: datetime, backoff: Backoff) -> float | None:
+    """Count one more under ``key`` (paced by ``backoff``), unless it is still waiting: then the
+    seconds left, and nothing counted."""
     state = (await uow.login_throttle.states([key])).get(key)
-    if state is not None and state.retry_after(now) is not None:
-        return False
-    await uow.login_throttle.record_failure(key, now, services.settings.notice_backoff)
-    return True
+    wait = state.retry_after(now) if state is not None else None
+    if wait is None:
+        await uow.login_throttle.record_failure(key, now, backoff)
+    return wait
 
 
 def account_throttle_key(services: Services, email: str) -> str:
