@@ -216,10 +216,6 @@ class SharedTokenBuckets:
                 fullest, fullest_tokens = offset, unused
         return fullest, float(limit.burst)
 
-    def close(self) -> None:
-        self._table.close()
-        os.close(self._fd)
-
 
 def _fingerprint(key: str) -> int:
     """64 bits of the key's hash, never 0 (0 marks a slot never used)."""

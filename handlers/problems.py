@@ -57,8 +57,17 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     )
 
 
+def _status_and_title(error: CaremsgError) -> tuple[int, str]:
+    return next(((s, t) for cls, s, t in _STATUS if isinstance(error, cls)), (500, "Internal error"))
+
+
+def status_of(error: CaremsgError) -> int:
+    """The HTTP status ``error`` is answered with."""
+    return _status_and_title(error)[0]
+
+
 def problem_for(error: CaremsgError, request_id: str) -> Problem:
-    status, title = next(((s, t) for cls, s, t in _STATUS if isinstance(error, cls)), (500, "Internal error"))
+    status, title = _status_and_title(error)
     fields: dict[str, Any] = {}
     if isinstance(error, InvalidInput):
         fields["errors"] = [FieldProblem(field=e.field, message=e.message, type=e.type) for e in error.errors]

@@ -26,11 +26,11 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from engine.errors import InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from engine.errors import CaremsgError, TooManyRequests
 from engine.sources import counted_source
 from handlers.buckets import Buckets, SharedTokenBuckets, TokenBuckets, Verdict
 from handlers.keys import operations_key, rate_limit_headers_key, request_id_key
-from handlers.problems import problem_for, problem_response
+from handlers.problems import problem_for, problem_response, status_of
 from handlers.proxies import client_address
 from handlers.routing import Contract, Header, Status, declares
 from handlers.settings import RateLimitSettings
@@ -150,12 +150,17 @@ async def _charged_on_failure(
     request[rate_limit_headers_key] = headers
     try:
         response = await handler(request)
-    except (Unauthenticated, NotFound, InvalidInput):  # the sender's fault, not the service's
-        by_address.take(source)
+    except CaremsgError as error:  # answered further out (request_context), with this status
+        if _senders_fault(status_of(error)):
+            by_address.take(source)
         raise
-    if HTTPStatus.BAD_REQUEST <= response.status < HTTPStatus.INTERNAL_SERVER_ERROR:
+    if _senders_fault(response.status):
         by_address.take(source)
     return response
+
+
+def _senders_fault(status: int) -> bool:
+    return HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR
 
 
 def _refusal(request: web.Request, refused: list[Verdict], headers: dict[str, str]) -> web.StreamResponse:
