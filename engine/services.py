@@ -464,6 +464,33 @@ class Decider(ConsentView):
         )
 
 
+class _Unrecorded:
+    """An audit log that keeps nothing: for :func:`would_allow`'s look ahead, never for a decision."""
+
+    def record(self, event: AuditEvent) -> None:
+        return None
+
+    def amend_last(
+        self,
+        workflow: str,
+        *,
+        resource_id: str | None = None,
+        patient_id: int | None = None,
+        details: Mapping[str, DetailValue] | None = None,
+    ) -> None:
+        return None
+
+
+def would_allow(services: Services, actor: Actor, workflow: str, facts: Iterable[str]) -> bool:
+    """Whether the policy as it stands would allow the actor this step, decided as
+    :meth:`Decider.require` decides it (the stated purpose of use included) but neither recorded nor
+    counted: for a workflow that prepares something costly before its unit of work opens and would
+    waste it on a denial. The workflow still requires the step inside its unit of work, where the
+    decision is made again and recorded; a policy reloaded in between is what that one decides by."""
+    decider = Decider(services, _Unrecorded(), actor)
+    return decider._decide(actor.role.value, workflow, frozenset(facts), {}, stated=True).allowed
+
+
 U = TypeVar("U", bound=Transaction)
 P = TypeVar("P", bound=PatientScoped)
 

@@ -151,7 +151,8 @@ async def _consent_index(app: web.Application) -> AsyncIterator[None]:
     app[consent_sync_key] = sync
     task = asyncio.create_task(sync.run(), name="consent-sync")
     try:
-        await asyncio.wait_for(sync.ready.wait(), CONSENT_INDEX_START_TIMEOUT)
+        async with asyncio.timeout(CONSENT_INDEX_START_TIMEOUT):  # never wait_for: see woken_or_after
+            await sync.ready.wait()
     except TimeoutError:
         task.cancel()
         raise

@@ -31,7 +31,7 @@ from engine.login_throttle import ACCOUNT_PREFIX, ADDRESS_PREFIX, NOTICE_PREFIX,
 from engine.model import SELF_REGISTRABLE_ROLES, Actor, Page, Role, User
 from engine.ports.identity import IssuedToken, NewUser, PasswordHasher
 from engine.ports.units import IdentityUnitOfWork
-from engine.services import Guard, Services, utc_now
+from engine.services import Guard, Services, utc_now, would_allow
 from engine.sources import counted_source
 
 
@@ -388,10 +388,24 @@ async def profile(services: Services, actor: Actor) -> User:
 
 
 async def create_user(services: Services, actor: Actor, cmd: CreateUser) -> User:
-    """An admin creates an account of any role, in their own organization only."""
+    """An admin creates an account of any role, in their own organization only.
+
+    The password is checked and hashed only when the policy would allow (an argon2 hash costs ~0.1 s
+    of CPU and 64 MiB) and before the unit of work opens: a hash may wait its turn behind a storm of
+    logins (``auth.argon2_concurrency``), and an open unit of work holds one of the database pool's
+    places all the while (an admin's script creating a clinic's accounts in parallel would hold them
+    all). A password refused is refused inside the unit of work, after the allowed decision, so the
+    decision is on record with the 422 as before."""
+    facts = {Fact.OWN_ORG} if cmd.organization_id == actor.organization_id else set()
+    prepared: str | InvalidInput | None = None
+    if would_allow(services, actor, "user.create", facts):
+        try:
+            await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))
+            prepared = await services.passwords.hash(cmd.password)
+        except InvalidInput as refused:
+            prepared = refused
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        facts = {Fact.OWN_ORG} if cmd.organization_id == actor.organization_id else set()
         guard.require(
             "user.create",
             facts,
@@ -400,13 +414,13 @@ async def create_user(services: Services, actor: Actor, cmd: CreateUser) -> User
             field="organizationId",
             details={"role": cmd.role.value},
         )
-        # Checked and hashed only once allowed: an argon2 hash costs ~0.1 s of CPU and 64 MiB.
-        await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))
-        password_hash = await services.passwords.hash(cmd.password)
+        if isinstance(prepared, InvalidInput):
+            raise prepared
+        if prepared is None:  # the policy was reloaded to allow it a moment ago: rare, so hashed here
+            await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))
+            prepared = await services.passwords.hash(cmd.password)
         user = await uow.users.add(
-            NewUser(
-                cmd.email.lower(), password_hash, cmd.first_name, cmd.last_name, cmd.role, cmd.organization_id
-            )
+            NewUser(cmd.email.lower(), prepared, cmd.first_name, cmd.last_name, cmd.role, cmd.organization_id)
         )
         guard.annotate(user_id=user.id)
         await uow.commit()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
@@ -11,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
+
+from integrations.background import woken_or_after
 
 _log = structlog.get_logger("integrations.sendbird_emulator")
 
@@ -138,8 +139,7 @@ class FaultInjector:
 
     async def hang(self, seconds: float) -> None:
         """Wait ``seconds``, or less if :meth:`release_hangs` is called (the emulator is closing)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._released.wait(), timeout=seconds)
+        await woken_or_after(self._released, seconds)
 
     def release_hangs(self) -> None:
         """End every current and future hang at once."""

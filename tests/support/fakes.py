@@ -2127,6 +2127,35 @@ def fake_services(settings: EngineSettings | None = None) -> FakeWorld:
     return FakeWorld(services, db, clock, passwords, tokens, delivery, notifier)
 
 
+def counting_open_transactions(world: FakeWorld) -> tuple[Services, list[int]]:
+    """The world's services, and how many units of work were open at each hash or verify they did."""
+    open_units: list[FakeUnitOfWork] = []
+    hashed_with: list[int] = []
+
+    class Tracked(FakeUnitOfWork):
+        async def __aenter__(self) -> FakeUnitOfWork:
+            open_units.append(self)
+            return await super().__aenter__()
+
+        async def __aexit__(
+            self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        ) -> None:
+            open_units.remove(self)
+            await super().__aexit__(exc_type, exc, tb)
+
+    class Watching(FakePasswords):
+        async def hash(self, password: str) -> str:
+            hashed_with.append(len(open_units))
+            return await super().hash(password)
+
+        async def verify(self, password_hash: str | None, password: str) -> bool:
+            hashed_with.append(len(open_units))
+            return await super().verify(password_hash, password)
+
+    services = dataclasses.replace(world.services, uow=lambda: Tracked(world.db), passwords=Watching())
+    return services, hashed_with
+
+
 __all__ = [
     "FakeAccountDirectory",
     "FakeAwayRepository",
@@ -2161,5 +2190,6 @@ __all__ = [
     "FakeUnitOfWork",
     "FakeWebhookEventLog",
     "FakeWorld",
+    "counting_open_transactions",
     "fake_services",
 ]

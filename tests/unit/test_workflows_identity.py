@@ -1,30 +1,24 @@
-"""Identity workflows (register, login, profile, users) on fakes: the real policy decides, storage,
-hashing and tokens are in memory. Each test runs in milliseconds; tests/api/test_auth.py and
-test_users_and_organizations.py cover the same workflows over HTTP and PostgreSQL."""
+"""Identity workflows (register, login, profile) on fakes: the real policy decides; storage, hashing
+and tokens are in memory. Each test runs in milliseconds; tests/api/test_auth.py covers the same
+workflows over HTTP and PostgreSQL. An admin's accounts are in test_workflows_users.py."""
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
-from types import TracebackType
 
 import pytest
 
-from engine.errors import AccountLocked, Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from engine.errors import AccountLocked, Forbidden, InvalidInput, TooManyRequests, Unauthenticated
 from engine.login_throttle import ACCOUNT_BACKOFF
 from engine.model import Role
 from engine.services import EngineSettings
 from engine.workflows.identity import (
-    CreateUser,
     Register,
-    bootstrap_user,
-    create_user,
-    list_users,
     login,
     profile,
     register,
 )
-from tests.support.fakes import FakePasswords, FakeUnitOfWork, FakeWorld, fake_services
+from tests.support.fakes import FakeWorld, counting_open_transactions, fake_services
 
 PASSWORD = "correct horse battery"
 
@@ -170,26 +164,7 @@ async def test_a_password_is_verified_with_no_transaction_open(world: FakeWorld,
     logins drain the pool every other request needs."""
     org = world.organization()
     await register(world.services, _register(org.id), request_id="r", source_address=None)
-    open_units: list[FakeUnitOfWork] = []
-    verified_with: list[int] = []
-
-    class Tracked(FakeUnitOfWork):
-        async def __aenter__(self) -> FakeUnitOfWork:
-            open_units.append(self)
-            return await super().__aenter__()
-
-        async def __aexit__(
-            self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-        ) -> None:
-            open_units.remove(self)
-            await super().__aexit__(exc_type, exc, tb)
-
-    class Watching(FakePasswords):
-        async def verify(self, password_hash: str | None, password: str) -> bool:
-            verified_with.append(len(open_units))
-            return await super().verify(password_hash, password)
-
-    services = replace(world.services, uow=lambda: Tracked(world.db), passwords=Watching())
+    services, verified_with = counting_open_transactions(world)
     with contextlib.suppress(Unauthenticated):
         await login(services, "new.nurse@example.org", password, request_id="r2", source_address="10.0.0.3")
 
@@ -276,87 +251,3 @@ async def test_everyone_reads_their_own_profile(world: FakeWorld) -> None:
         actor = world.actor(role, org.id)
         assert (await profile(world.services, actor)).id == actor.user_id
     assert {e.outcome for e in world.events("auth.profile")} == {"success"}
-
-
-async def test_an_admin_creates_a_user_of_any_role_in_their_own_organization(world: FakeWorld) -> None:
-    org = world.organization()
-    admin = world.actor(Role.ADMIN, org.id)
-
-    user = await create_user(
-        world.services, admin, CreateUser("Auditor@Example.org", PASSWORD, "A", "B", Role.AUDITOR, org.id)
-    )
-
-    assert (user.email, user.role, user.organization_id) == ("auditor@example.org", Role.AUDITOR, org.id)
-    [event] = world.events("user.create")
-    assert (event.outcome, event.decision) == ("success", "allow")
-    assert event.details["user_id"] == user.id
-    assert event.details["role"] == "auditor"
-
-
-async def test_an_admin_cannot_create_a_user_in_another_organization_and_no_password_is_hashed(
-    world: FakeWorld,
-) -> None:
-    org, other = world.organization(), world.organization()
-    admin = world.actor(Role.ADMIN, org.id)
-    users_before = dict(world.db.users)
-
-    with pytest.raises(Forbidden) as raised:
-        await create_user(
-            world.services, admin, CreateUser("x@example.org", PASSWORD, "X", "Y", Role.ADMIN, other.id)
-        )
-
-    assert raised.value.field == "organizationId"
-    assert world.db.users == users_before
-    [event] = world.events("user.create")
-    assert (event.outcome, event.decision, event.resource_id) == ("denied", "deny", str(other.id))
-
-
-@pytest.mark.parametrize("role", [r for r in Role if r is not Role.ADMIN])
-async def test_only_admins_create_users(world: FakeWorld, role: Role) -> None:
-    org = world.organization()
-    actor = world.actor(role, org.id)
-
-    with pytest.raises(Forbidden):
-        await create_user(
-            world.services, actor, CreateUser("x@example.org", PASSWORD, "X", "Y", Role.PEER_SUPPORT, org.id)
-        )
-
-    assert [e.outcome for e in world.events("user.create")] == ["denied"]
-
-
-async def test_an_admin_lists_the_users_of_their_own_organization_page_by_page(world: FakeWorld) -> None:
-    org, other = world.organization(), world.organization()
-    admin = world.actor(Role.ADMIN, org.id)
-    mine = [admin.user_id] + [world.actor(Role.PEER_SUPPORT, org.id).user_id for _ in range(3)]
-    world.actor(Role.PEER_SUPPORT, other.id)
-
-    first = await list_users(world.services, admin, None, 3)
-    second = await list_users(world.services, admin, first.next_cursor, 3)
-
-    assert [u.id for u in first.items + second.items] == mine
-    assert second.next_cursor is None
-
-
-async def test_the_command_line_creates_the_first_admin_as_an_audited_system_action(world: FakeWorld) -> None:
-    org = world.organization()
-
-    user = await bootstrap_user(
-        lambda: FakeUnitOfWork(world.db),
-        world.passwords,
-        CreateUser("root@example.org", PASSWORD, "R", "T", Role.ADMIN, org.id),
-        clock=world.clock,
-    )
-
-    [event] = world.events("user.create")
-    assert (event.event, event.reason, event.actor_id) == ("admin.create_user", "command_line", None)
-    assert event.resource_id == str(user.id)
-
-
-async def test_the_command_line_refuses_an_organization_that_does_not_exist(world: FakeWorld) -> None:
-    with pytest.raises(NotFound):
-        await bootstrap_user(
-            lambda: FakeUnitOfWork(world.db),
-            world.passwords,
-            CreateUser("root@example.org", PASSWORD, "R", "T", Role.ADMIN, 424242),
-        )
-    assert world.db.users == {}
