@@ -56,6 +56,8 @@ class EngineSettings:
     default_page_size: int = 50
     max_page_size: int = 200
     break_glass_minutes: int = 60
+    # The organization whose compliance officers may change the policy files (policy.governing_organization).
+    governing_organization: str = "Default Organization"
     # Accounts (auth.* settings): see README "Accounts".
     require_approval: bool = False
     password_min_length: int = 15

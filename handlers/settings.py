@@ -178,6 +178,8 @@ class PolicySettings(_Section):
     reload_on_sighup: bool = True
     # How long an emergency (break-the-glass) session lasts.
     break_glass_minutes: int = Field(60, ge=1, le=24 * 60)
+    # Whose compliance officers change the policy (README "Four eyes"); "": auth.default_organization.
+    governing_organization: str = ""
 
     def path(self) -> Path:
         candidate = Path(self.directory)

@@ -399,9 +399,10 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
             ),
         ),
     },
-    # Policy proposals are the deployment's, not a tenant's: every compliance officer sees and may
-    # decide every one (policies/README.md "Four eyes"), so they are not concealed. The matrix's
-    # are withdrawn at once: no probe can apply one (the app reads the repository's policy files).
+    # Policy proposals are the deployment's, not a tenant's: every compliance officer sees every one,
+    # and only the governing organization's decide them (policies/README.md "Four eyes"), so they
+    # are not concealed. The matrix's are the governing organization's, withdrawn at once: no probe
+    # can apply one (the app reads the repository's policy files).
     **{
         ("POST" if action else "GET", f"/api/policy/proposals/{{proposalId}}{action}"): {
             "proposalId": Probe(
@@ -566,12 +567,17 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
     )
     assert status == 201, session
     shift = await _new_shift(api, peer, team["id"])
+    # Only the governing organization's officers propose (policies/README.md "Four eyes").
+    governor = await api.person("compliance_officer", await api.governing_organization())
     status, proposal = await api.call(
-        "POST", "/api/policy/proposals", officer, json={"file": "sms.toml", "content": "", "reason": "Matrix"}
+        "POST",
+        "/api/policy/proposals",
+        governor,
+        json={"file": "sms.toml", "content": "", "reason": "Matrix"},
     )
     assert status == 201, proposal
     status, withdrawn = await api.call(
-        "POST", f"/api/policy/proposals/{proposal['id']}/withdraw", officer, json={}
+        "POST", f"/api/policy/proposals/{proposal['id']}/withdraw", governor, json={}
     )
     assert status == 200, withdrawn
     status, hold = await api.call(

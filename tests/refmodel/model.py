@@ -51,6 +51,8 @@ SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATA
 )
 #: Between a person and a proposed policy change: they proposed it, or someone else did (four eyes).
 PROPOSED_BY_SELF, PROPOSED_BY_OTHER = "proposed_by_self", "proposed_by_other"
+#: The person's organization governs the deployment's policy (policy.governing_organization).
+GOVERNING = "governing"
 #: A message's own facts (recall): its sender, and whether it is still within the recall window.
 SENDER, RECALL_WINDOW = "sender", "recall_window"
 FACT_ORDER = (
@@ -64,6 +66,7 @@ FACT_ORDER = (
     TREATABLE,
     PROPOSED_BY_SELF,
     PROPOSED_BY_OTHER,
+    GOVERNING,
     SENDER,
     RECALL_WINDOW,
 )
@@ -78,6 +81,7 @@ REASONS = {
     TREATABLE: "not_treatable",
     PROPOSED_BY_SELF: "not_proposer",
     PROPOSED_BY_OTHER: "own_proposal",
+    GOVERNING: "not_governing_organization",
     SENDER: "not_sender",
     RECALL_WINDOW: "recall_window_passed",
 }
@@ -169,11 +173,11 @@ WORKFLOWS: dict[str, Declared] = {
     "alert_phone.set": _declared("self"),
     "policy.change.list": _declared(""),
     "policy.change.read": _declared(""),
-    "policy.propose": _declared(""),
-    "policy.restore": _declared(""),
-    "policy.approve": _declared("proposed_by_self proposed_by_other own_org"),
-    "policy.reject": _declared("proposed_by_self proposed_by_other own_org"),
-    "policy.withdraw": _declared("proposed_by_self proposed_by_other own_org"),
+    "policy.propose": _declared("governing"),
+    "policy.restore": _declared("governing"),
+    "policy.approve": _declared("proposed_by_self proposed_by_other own_org governing"),
+    "policy.reject": _declared("proposed_by_self proposed_by_other own_org governing"),
+    "policy.withdraw": _declared("proposed_by_self proposed_by_other own_org governing"),
     # Recall: the message's sender soon after sending, a compliance officer of the patient's
     # organization at any time; the legal record of what it said, for compliance officers.
     "message.recall": _declared("member covered own_org sender recall_window", "message", MESSAGING),
@@ -297,12 +301,15 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # ... and the test tables with their results, and a what-if of an edited file (a dry run).
     allow([OFFICER], "console.policy.tests")
     allow([OFFICER], "console.policy.what_if")
-    # Four eyes: compliance officers (of any organization: the files are the deployment's) propose
-    # policy changes; someone else approves or rejects one; its proposer may withdraw it.
-    for workflow in ("policy.change.list", "policy.change.read", "policy.propose", "policy.restore"):
+    # Four eyes: every compliance officer reads the proposals; the files decide for every organization,
+    # so only the governing organization's officers propose policy changes, and another of them
+    # approves or rejects one; its proposer may withdraw it.
+    for workflow in ("policy.change.list", "policy.change.read"):
         allow([OFFICER], workflow)
-    allow([OFFICER], "policy.approve", PROPOSED_BY_OTHER)
-    allow([OFFICER], "policy.reject", PROPOSED_BY_OTHER)
+    for workflow in ("policy.propose", "policy.restore"):
+        allow([OFFICER], workflow, GOVERNING)
+    allow([OFFICER], "policy.approve", PROPOSED_BY_OTHER, GOVERNING)
+    allow([OFFICER], "policy.reject", PROPOSED_BY_OTHER, GOVERNING)
     allow([OFFICER], "policy.withdraw", PROPOSED_BY_SELF)
     # A message is recalled by its sender while the recall window lasts (a member, the patient
     # covered), or by a compliance officer of the patient's organization at any time; what it said

@@ -2040,6 +2040,13 @@ class FakeWorld:
         self.db.organizations[org.id] = org
         return org
 
+    def governing_organization(self) -> Organization:
+        """The organization that governs the policy (``EngineSettings.governing_organization``),
+        added the first time it is asked for."""
+        name = self.services.settings.governing_organization
+        found = [org for org in self.db.organizations.values() if org.name == name]
+        return found[0] if found else self.organization(name)
+
     def actor(self, role: Role | str, organization_id: int, **context: Any) -> Actor:
         """A stored user of this role, as the actor of a request."""
         role = Role(role)
