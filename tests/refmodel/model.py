@@ -739,7 +739,8 @@ def admitting(
 ) -> int | None:
     """The consent that lets an external participant take part (or be texted: ``TEXTING``): one
     naming their number, or one disclosing to the organization named for them (directly or through
-    a group) if that organization's contact directory lists the number. Naming it alone is nothing."""
+    a group) if that organization's contact directory lists the number. Naming it alone is nothing,
+    and only that organization's own staff may name it when adding them (the caller decides that)."""
     vouched = claimed_org is not None and (claimed_org, phone) in world.directory
 
     def reaches(c: Consent) -> bool:
@@ -1120,8 +1121,11 @@ def _create_conversation_verdict(world: World, base: Verdict, action: CreateConv
                 field=subject.field,
             )
     for i, ext in enumerate(action.externals):
-        # Established, never asserted: the organization the caller names for the number counts for nothing.
-        consent = admitting(world, action.patient, ext.phone, ext.claimed_org)
+        # Established, never asserted: the organization the caller names for the number counts for
+        # nothing. And an organization's contact directory vouches only to its own staff: named by
+        # anyone else it is not read, so every number is refused alike.
+        own_directory = ext.claimed_org in (None, world.users[action.actor].org)
+        consent = admitting(world, action.patient, ext.phone, ext.claimed_org) if own_directory else None
         allowed = consent is not None
         subject = Subject(
             EXTERNAL,

@@ -172,8 +172,11 @@ def create_conversation(draw: st.DrawFn, spec: WorldSpec, patient: int, creator:
         draw(st.lists(colleague | colleague | st.integers(0, users - 1), max_size=3, unique=True))
     )
     phones = draw(st.lists(st.integers(0, PHONES - 1), max_size=2, unique=True) | st.just([]))
+    # The organization named for a number: none, any (another's directory is not read), or the
+    # creator's own (whose directory vouches to them).
+    own = st.just(creator // len(ROSTER))
     externals = tuple(
-        m.NewExternal(phone, draw(st.none() | st.integers(0, spec.orgs - 1))) for phone in phones
+        m.NewExternal(phone, draw(st.none() | st.integers(0, spec.orgs - 1) | own)) for phone in phones
     )
     return m.CreateConversation("conversation.create", creator, patient, members, externals)
 
