@@ -421,6 +421,10 @@ class World:
     consents: list[Consent] = field(default_factory=list)
     conversations: list[Conversation] = field(default_factory=list)
     break_glass: set[tuple[int, int]] = field(default_factory=set)  # (user, patient), open
+    #: Every emergency session, open or ended, by the order it was opened: (clinician, patient).
+    sessions: list[tuple[int, int]] = field(default_factory=list)
+    #: Sessions reviewed, and by which organization: each reviews a session on its own.
+    reviews: set[tuple[int, int]] = field(default_factory=set)  # (session, organization)
     #: Organizations' contact directories: (organization, phone) pairs their admins listed.
     directory: set[tuple[int, int]] = field(default_factory=set)
     #: The conversation of each message sent, by the order they were sent.
@@ -621,6 +625,14 @@ class PlaceHold(Action):
 @dataclass(frozen=True)
 class LiftHold(Action):
     hold: int | None  # a hold by the order it was placed; None: an id nobody has
+
+
+@dataclass(frozen=True)
+class ReviewSession(Action):
+    """A compliance officer marks an emergency session reviewed (``break_glass.review``; the
+    console's ``break_glass.read`` of one session is decided on the same facts)."""
+
+    session: int | None  # a session by the order it was opened; None: an id nobody has
 
 
 #: The actor of an action nobody of the world takes (a text from outside comes in).
@@ -938,6 +950,8 @@ def verdict(world: World, action: Action) -> Verdict:
         return _message_verdict(world, action)
     if isinstance(action, (PlaceHold, LiftHold)):
         return _hold_verdict(world, action)
+    if isinstance(action, ReviewSession):
+        return _session_verdict(world, action)
     if wf == "legal_hold.list":
         # An officer's organization's holds: those on its patients and their conversations.
         shown = frozenset(i for i, h in enumerate(world.holds) if world.patients[h.patient] == user.org)
@@ -1289,6 +1303,23 @@ def _hold_verdict(world: World, action: PlaceHold | LiftHold) -> Verdict:
     return base
 
 
+def _session_verdict(world: World, action: ReviewSession) -> Verdict:
+    """An emergency session is its clinician's organization's and its patient's organization's:
+    another answers as none at all. Each of the two reviews it once, on its own: one's review is no
+    bar to the other's."""
+    wf, stated = action.workflow, action.purpose_of_use
+    org = world.users[action.actor].org
+    if action.session is None:
+        return Verdict(wf, False, 404, undecided=True, purpose=stated)
+    clinician, patient = world.sessions[action.session]
+    if org not in (world.users[clinician].org, world.patients[patient]):
+        return Verdict(wf, False, 404, undecided=True, purpose=stated)
+    base = Verdict(wf, True, 200, frozenset({OWN_ORG}), purpose=stated)
+    if (action.session, org) in world.reviews:
+        return replace(base, allowed=False, status=409, undecided=True)  # reviewed by it already
+    return base
+
+
 def _urgent_verdict(world: World, action: ConversationAction) -> Verdict:
     """Sending urgent is sending (decided first, its refusal the answer), then message.send_urgent."""
     sent = verdict(world, replace(action, workflow="message.send"))
@@ -1563,6 +1594,10 @@ def apply(world: World, action: Action, v: Verdict) -> None:
     elif action.workflow == "break_glass.open":
         assert isinstance(action, PatientAction)
         world.break_glass.add((action.actor, action.patient))
+        world.sessions.append((action.actor, action.patient))
+    elif isinstance(action, ReviewSession):
+        assert action.session is not None
+        world.reviews.add((action.session, world.users[action.actor].org))
     elif isinstance(action, MarkRead):
         assert action.conversation is not None
         assert action.message is not None

@@ -113,6 +113,19 @@ CASES: dict[str, Scenario] = {
             m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
         ),
     ),
+    "the patient's organization and the clinician's each review an emergency session on their own": Scenario(
+        TWO_ORGS,
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", READ, "active"
+            ),
+            m.PatientAction("break_glass.open", ORG1_CLINICIAN, 0),
+            m.ReviewSession("break_glass.review", ORG1_OFFICER, 0),  # the clinician's, first
+            m.ReviewSession("break_glass.review", ORG0_OFFICER, 0),  # the patient's: still its own to do
+            m.ReviewSession("break_glass.review", ORG1_OFFICER, 0),  # once per organization
+            m.ReviewSession("break_glass.review", ORG0_OFFICER, None),
+        ),
+    ),
     "another organization's directory is not read: a number it lists is refused like any other": Scenario(
         WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
         (
