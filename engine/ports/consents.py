@@ -40,7 +40,10 @@ class NewConsent:
 class ConsentRepository(Protocol):
     async def add(self, consent: NewConsent) -> Consent: ...
 
-    async def list_for_patient(self, patient_id: int) -> list[Consent]: ...
+    async def list_for_patient(self, patient_id: int, *, disclosed_to: int | None = None) -> list[Consent]:
+        """The patient's consents, oldest first; with ``disclosed_to``, only those naming that
+        organization or a compliance group it belongs to."""
+        ...
 
 
 class ComplianceGroupRepository(Protocol):

@@ -130,10 +130,15 @@ class SqlConsentRepository(Repository):
         ).one()
         return _consent(row)
 
-    async def list_for_patient(self, patient_id: int) -> list[Consent]:
-        rows = await self.session.execute(
-            select(consents_t).where(consents_t.c.patient_id == patient_id).order_by(consents_t.c.id)
-        )
+    async def list_for_patient(self, patient_id: int, *, disclosed_to: int | None = None) -> list[Consent]:
+        k = consents_t.c
+        query = select(consents_t).where(k.patient_id == patient_id)
+        if disclosed_to is not None:
+            groups = select(group_members_t.c.group_id).where(
+                group_members_t.c.organization_id == disclosed_to
+            )
+            query = query.where(or_(k.organization_id == disclosed_to, k.compliance_group_id.in_(groups)))
+        rows = await self.session.execute(query.order_by(k.id))
         return [_consent(r) for r in rows]
 
 

@@ -983,7 +983,13 @@ def verdict(world: World, action: Action) -> Verdict:
         purpose=_purpose(world, stated, found.consent),
     )
     if wf == "consent.list":
-        shown = frozenset(i for i, c in enumerate(world.consents) if c.patient == patient)
+        # The patient's organization sees them all; another, only those disclosing to it.
+        org = world.users[action.actor].org
+        shown = frozenset(
+            i
+            for i, c in enumerate(world.consents)
+            if c.patient == patient and (org == world.patients[patient] or _reaches(org, c, world))
+        )
         return replace(base, status=200, visible=shown)
     if wf == "break_glass.open":
         # Each opening is on record, and tells the patient's organization's compliance officers.

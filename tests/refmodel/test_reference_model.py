@@ -126,6 +126,17 @@ CASES: dict[str, Scenario] = {
             m.ReviewSession("break_glass.review", ORG0_OFFICER, None),
         ),
     ),
+    "a partner's care-team member lists only the consents disclosing to its organization": Scenario(
+        WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), ()),
+        (
+            m.RecordConsent("consent.create", ORG0_OFFICER, 0, "organization", 1, "payment", READ, "active"),
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "external", 0, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.PatientAction("consent.list", ORG1_CLINICIAN, 0),
+            m.PatientAction("consent.list", ORG0_REGISTRAR, 0),
+        ),
+    ),
     "another organization's directory is not read: a number it lists is refused like any other": Scenario(
         WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
         (

@@ -1031,9 +1031,22 @@ class FakeConsentRepository(_Repo):
         self.data.consents[new.id] = new
         return new
 
-    async def list_for_patient(self, patient_id: int) -> list[Consent]:
+    async def list_for_patient(self, patient_id: int, *, disclosed_to: int | None = None) -> list[Consent]:
+        groups = {
+            g.id for g in self.data.compliance_groups.values() if disclosed_to in g.member_organization_ids
+        }
         return sorted(
-            (k for k in self.data.consents.values() if k.patient_id == patient_id), key=lambda k: k.id
+            (
+                k
+                for k in self.data.consents.values()
+                if k.patient_id == patient_id
+                and (
+                    disclosed_to is None
+                    or k.organization_id == disclosed_to
+                    or k.compliance_group_id in groups
+                )
+            ),
+            key=lambda k: k.id,
         )
 
 
