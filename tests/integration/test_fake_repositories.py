@@ -524,6 +524,32 @@ async def test_read_marks_move_forward_only_and_count_what_others_sent_after_the
     assert [d.provider_ts_ms for d in deliveries[first.id]] == [1_000]
 
 
+async def test_a_patients_consents_are_listed_whole_or_only_those_disclosing_to_one_organization(
+    uow: UowFactory,
+) -> None:
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        partner = await u.organizations.add(_name("Partner"), self_registration=True)
+        other = await u.organizations.add(_name("Other"), self_registration=True)
+        group = await u.compliance_groups.add(_name("G"), None, org.id, nurse.id, [partner.id])
+        direct = await u.consents.add(_consent(patient.id, nurse.id, organization_id=partner.id))
+        elsewhere = await u.consents.add(_consent(patient.id, nurse.id, organization_id=other.id))
+        number = await u.consents.add(
+            _consent(patient.id, nurse.id, external_phone_number=_phone(), external_name="Aunt")
+        )
+        through_group = await u.consents.add(
+            dataclasses.replace(
+                _consent(patient.id, nurse.id),
+                recipient_type=RecipientType.COMPLIANCE_GROUP,
+                compliance_group_id=group.id,
+            )
+        )
+        everything = await u.consents.list_for_patient(patient.id)
+        partners = await u.consents.list_for_patient(patient.id, disclosed_to=partner.id)
+    assert [c.id for c in everything] == [direct.id, elsewhere.id, number.id, through_group.id]
+    assert [c.id for c in partners] == [direct.id, through_group.id]
+
+
 async def test_an_organization_consent_lets_a_number_take_part_only_if_it_is_in_the_directory(
     uow: UowFactory,
 ) -> None:
