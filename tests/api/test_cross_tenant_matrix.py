@@ -699,6 +699,47 @@ async def test_an_unrelated_record_answers_like_a_nonexistent_one_and_own_record
             assert own_body["reason"], own_body
 
 
+async def test_a_session_on_another_organizations_patient_is_reviewed_by_each_organization_alone(
+    matrix: tuple[Api, dict[str, Tenant]],
+) -> None:
+    """A session concerns two organizations when B's clinician breaks the glass on A's patient
+    (under A's consent for treatment): each reviews it on its own, the clinician's first closing
+    nothing for the patient's, and neither's officers read the other's note."""
+    api, tenants = matrix
+    a, b = tenants["a"], tenants["b"]
+    patient = await api.patient(a.people["peer_support"])
+    await api.consent(
+        a.people["compliance_officer"], patient, organizationId=b.ids["organization"], scope=["read"]
+    )
+    clinician = await api.person("care_team_member", b.ids["organization"])
+    status, session = await api.call(
+        "POST", f"/api/patients/{patient}/break-glass", clinician, json={"reason": "Matrix: ED, no history"}
+    )
+    assert status == 201, session
+    notes = {t.name: _unique(f"review by {t.name}") for t in (a, b)}
+
+    reviews = [
+        await api.call(
+            "POST",
+            f"/api/break-glass/{session['id']}/review",
+            t.people["compliance_officer"],
+            json={"note": notes[t.name]},
+        )
+        for t in (b, a)
+    ]
+
+    assert [status for status, _ in reviews] == [200, 200], reviews
+    for t, other in ((a, b), (b, a)):
+        status, page = await api.call("GET", "/api/break-glass", t.people["compliance_officer"])
+        assert status == 200, page
+        [listed] = [s for s in page["items"] if s["id"] == session["id"]]
+        assert (listed["reviewedBy"], listed["reviewNote"]) == (
+            t.people["compliance_officer"].id,
+            notes[t.name],
+        )
+        assert notes[other.name] not in json.dumps(page)
+
+
 @pytest.mark.parametrize("role", ROLES)
 async def test_another_organizations_hold_on_a_conversation_is_lifted_as_a_nonexistent_one(
     matrix: tuple[Api, dict[str, Tenant]], role: str

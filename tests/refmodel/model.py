@@ -428,6 +428,10 @@ class World:
     consents: list[Consent] = field(default_factory=list)
     conversations: list[Conversation] = field(default_factory=list)
     break_glass: set[tuple[int, int]] = field(default_factory=set)  # (user, patient), open
+    #: Every emergency session, open or ended, by the order it was opened: (clinician, patient).
+    sessions: list[tuple[int, int]] = field(default_factory=list)
+    #: Sessions reviewed, and by which organization: each reviews a session on its own.
+    reviews: set[tuple[int, int]] = field(default_factory=set)  # (session, organization)
     #: Organizations' contact directories: (organization, phone) pairs their admins listed.
     directory: set[tuple[int, int]] = field(default_factory=set)
     #: The conversation of each message sent, by the order they were sent.
@@ -630,6 +634,14 @@ class LiftHold(Action):
     hold: int | None  # a hold by the order it was placed; None: an id nobody has
 
 
+@dataclass(frozen=True)
+class ReviewSession(Action):
+    """A compliance officer marks an emergency session reviewed (``break_glass.review``; the
+    console's ``break_glass.read`` of one session is decided on the same facts)."""
+
+    session: int | None  # a session by the order it was opened; None: an id nobody has
+
+
 #: The actor of an action nobody of the world takes (a text from outside comes in).
 NOBODY = -1
 
@@ -746,7 +758,8 @@ def admitting(
 ) -> int | None:
     """The consent that lets an external participant take part (or be texted: ``TEXTING``): one
     naming their number, or one disclosing to the organization named for them (directly or through
-    a group) if that organization's contact directory lists the number. Naming it alone is nothing."""
+    a group) if that organization's contact directory lists the number. Naming it alone is nothing,
+    and only that organization's own staff may name it when adding them (the caller decides that)."""
     vouched = claimed_org is not None and (claimed_org, phone) in world.directory
 
     def reaches(c: Consent) -> bool:
@@ -944,6 +957,8 @@ def verdict(world: World, action: Action) -> Verdict:
         return _message_verdict(world, action)
     if isinstance(action, (PlaceHold, LiftHold)):
         return _hold_verdict(world, action)
+    if isinstance(action, ReviewSession):
+        return _session_verdict(world, action)
     if wf == "legal_hold.list":
         # An officer's organization's holds: those on its patients and their conversations.
         shown = frozenset(i for i, h in enumerate(world.holds) if world.patients[h.patient] == user.org)
@@ -975,7 +990,13 @@ def verdict(world: World, action: Action) -> Verdict:
         purpose=_purpose(world, stated, found.consent),
     )
     if wf == "consent.list":
-        shown = frozenset(i for i, c in enumerate(world.consents) if c.patient == patient)
+        # The patient's organization sees them all; another, only those disclosing to it.
+        org = world.users[action.actor].org
+        shown = frozenset(
+            i
+            for i, c in enumerate(world.consents)
+            if c.patient == patient and (org == world.patients[patient] or _reaches(org, c, world))
+        )
         return replace(base, status=200, visible=shown)
     if wf == "break_glass.open":
         # Each opening is on record, and tells the patient's organization's compliance officers.
@@ -1127,8 +1148,11 @@ def _create_conversation_verdict(world: World, base: Verdict, action: CreateConv
                 field=subject.field,
             )
     for i, ext in enumerate(action.externals):
-        # Established, never asserted: the organization the caller names for the number counts for nothing.
-        consent = admitting(world, action.patient, ext.phone, ext.claimed_org)
+        # Established, never asserted: the organization the caller names for the number counts for
+        # nothing. And an organization's contact directory vouches only to its own staff: named by
+        # anyone else it is not read, so every number is refused alike.
+        own_directory = ext.claimed_org in (None, world.users[action.actor].org)
+        consent = admitting(world, action.patient, ext.phone, ext.claimed_org) if own_directory else None
         allowed = consent is not None
         subject = Subject(
             EXTERNAL,
@@ -1289,6 +1313,23 @@ def _hold_verdict(world: World, action: PlaceHold | LiftHold) -> Verdict:
     )
     if hold is not None and not hold.active:
         return replace(base, allowed=False, status=409, undecided=True)  # lifted already
+    return base
+
+
+def _session_verdict(world: World, action: ReviewSession) -> Verdict:
+    """An emergency session is its clinician's organization's and its patient's organization's:
+    another answers as none at all. Each of the two reviews it once, on its own: one's review is no
+    bar to the other's."""
+    wf, stated = action.workflow, action.purpose_of_use
+    org = world.users[action.actor].org
+    if action.session is None:
+        return Verdict(wf, False, 404, undecided=True, purpose=stated)
+    clinician, patient = world.sessions[action.session]
+    if org not in (world.users[clinician].org, world.patients[patient]):
+        return Verdict(wf, False, 404, undecided=True, purpose=stated)
+    base = Verdict(wf, True, 200, frozenset({OWN_ORG}), purpose=stated)
+    if (action.session, org) in world.reviews:
+        return replace(base, allowed=False, status=409, undecided=True)  # reviewed by it already
     return base
 
 
@@ -1566,6 +1607,10 @@ def apply(world: World, action: Action, v: Verdict) -> None:
     elif action.workflow == "break_glass.open":
         assert isinstance(action, PatientAction)
         world.break_glass.add((action.actor, action.patient))
+        world.sessions.append((action.actor, action.patient))
+    elif isinstance(action, ReviewSession):
+        assert action.session is not None
+        world.reviews.add((action.session, world.users[action.actor].org))
     elif isinstance(action, MarkRead):
         assert action.conversation is not None
         assert action.message is not None
