@@ -156,7 +156,9 @@ class DeliveryRepository(Protocol):
         ...
 
     async def mark_read(self, conversation_id: int, reader_chat_id: str, read_ts_ms: int) -> int:
-        """Channel deliveries of others' messages posted up to ``read_ts_ms`` become ``delivered``."""
+        """Channel deliveries of others' messages posted up to ``read_ts_ms`` become ``delivered``.
+        Says nothing of who the reader is: the caller asks only for a reader who counts, an active
+        member whose read is allowed (``engine.workflows.read_receipts.record_chat_read``)."""
         ...
 
 

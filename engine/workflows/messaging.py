@@ -347,15 +347,15 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
 
 
 async def chat_read(services: Services, event: ChatRead) -> str:
-    """Read receipts from chat clients: channel deliveries the reader has now seen become
-    ``delivered``, and a member's read state moves up to the last message the receipt covers
-    (:func:`engine.workflows.read_receipts.record_chat_read`: decided and audited per member)."""
+    """Read receipts from chat clients: for each reader who is an active member, the channel
+    deliveries they have now seen become ``delivered`` and their read state moves up to the last
+    message the receipt covers (:func:`engine.workflows.read_receipts.record_chat_read`: decided
+    and audited per member). Anyone else's receipt changes nothing."""
     async with _unit_of_work(services) as uow:
         conversation = await uow.conversations.by_channel(event.channel_url)
         status = IGNORED
         if conversation is not None:
             for reader, read_ts in event.reads:
-                await uow.deliveries.mark_read(conversation.id, reader, read_ts)
                 await read_receipts.record_chat_read(
                     services, uow, conversation, reader, read_ts, event.event_id
                 )
