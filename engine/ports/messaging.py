@@ -203,6 +203,13 @@ class OptOutRepository(Protocol):
 class WebhookEventLog(Protocol):
     """The stored inbound webhook events (integrations/webhooks.py claims them)."""
 
+    async def take(self, event_id: int) -> bool:
+        """Hold the stored event for this transaction (its row locked until commit or rollback) and
+        say whether it is still pending. The first thing a workflow of an inbound event does: a
+        second processor of the same event (its claim's lease ran out while the first was still at
+        it) waits here for the first to finish, then finds it no longer pending and does nothing."""
+        ...
+
     async def finish(self, event_id: int, status: str, *, keep_body: bool = True) -> None:
         """Mark a stored webhook event processed or ignored, in the transaction of its effects. An
         ignored event keeps no body: it may carry text caremsg never acts on; nor does one whose

@@ -11,8 +11,9 @@ transaction, so ``GET`` shows ``queued`` at once and a refusal (``failed`` with 
 record. The effects themselves go through the outbox.
 
 Inbound events arrive through webhooks that were stored first (``webhook_events``) and are handled
-here, each in one transaction that also marks the event done, so a retried or re-processed event has
-no second effect.
+here, each in one transaction that first takes the stored event (its row locked, and nothing done
+unless it is still pending) and last marks it done, so a retried or re-processed event has no second
+effect, even when two processors hold it at once.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ CHANNEL, SMS = "chat", "sms"
 
 PROCESSED = "processed"
 IGNORED = "ignored"
+#: A stored event not handled yet (``webhook_events.status``).
+PENDING = "pending"
+#: What an inbound event's workflow answers when the event was no longer pending as it took it:
+#: another processor handled it (its claim's lease ran out mid-batch), so this one did nothing.
+ALREADY_HANDLED = "already_handled"
 
 
 def _unit_of_work(services: Services) -> MessagingUnitOfWork:
@@ -293,9 +299,12 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
     """Store a message staff posted directly in the chat app and text external members about it.
 
     The sender must still be allowed ``message.send`` (member, patient covered); if not, nothing is
-    texted and the denial is on record. Returns ``processed`` or ``ignored``.
+    texted and the denial is on record. Returns ``processed`` or ``ignored`` (``already_handled``
+    when another processor handled the event first, as every inbound workflow does).
     """
     async with _unit_of_work(services) as uow:
+        if not await uow.webhook_events.take(event.event_id):
+            return ALREADY_HANDLED
         conversation = await uow.conversations.by_channel(event.channel_url)
         sender = await uow.users.by_chat_id(event.sender_chat_id)
         if conversation is None or sender is None:
@@ -352,6 +361,8 @@ async def chat_read(services: Services, event: ChatRead) -> str:
     message the receipt covers (:func:`engine.workflows.read_receipts.record_chat_read`: decided
     and audited per member). Anyone else's receipt changes nothing."""
     async with _unit_of_work(services) as uow:
+        if not await uow.webhook_events.take(event.event_id):
+            return ALREADY_HANDLED
         conversation = await uow.conversations.by_channel(event.channel_url)
         status = IGNORED
         if conversation is not None:
@@ -404,6 +415,8 @@ async def sms_received(services: Services, event: InboundSms) -> str:
     """
     rules = services.sms
     async with _unit_of_work(services) as uow:
+        if not await uow.webhook_events.take(event.event_id):
+            return ALREADY_HANDLED
         routes = await uow.conversations.reply_routes(event.from_number)
         if not routes:
             return await _sms_from_unknown_number(services, uow, event)
