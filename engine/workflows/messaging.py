@@ -38,7 +38,7 @@ from engine.sms import (
     FULL_TEXT,
     NOTIFICATION,
     Keyword,
-    keyword,
+    inbound_keyword,
     reply_code,
     sms_recipient,
     textable,
@@ -377,10 +377,11 @@ async def chat_read(services: Services, event: ChatRead) -> str:
 
 
 async def _sms_from_unknown_number(services: Services, uow: MessagingUnitOfWork, event: InboundSms) -> str:
-    """A text from a number no conversation has texted. STOP and START still count: the opt-out is
-    kept by number, so a number added to a conversation later is not texted after its STOP. No
+    """A text from a number no conversation has texted. STOP and START still count, read as from a
+    known number (:func:`engine.sms.inbound_keyword`: the provider's ``OptOutType`` first): the
+    opt-out is kept by number, so a number added to a conversation later is not texted after its STOP. No
     confirmation is sent (there is no participant to send it as), and nothing else is done."""
-    word = keyword(event.text, services.sms)
+    word = inbound_keyword(event.text, event.provider_keyword, services.sms)
     if word not in (Keyword.STOP, Keyword.START):
         await uow.webhook_events.finish(event.event_id, IGNORED)
         await uow.commit()
@@ -423,7 +424,7 @@ async def sms_received(services: Services, event: InboundSms) -> str:
         now = services.clock()
         code, text = reply_code(event.text)
         # "#2 STOP" opts out too: keywords are about the number
-        word = event.provider_keyword or keyword(text, rules)
+        word = inbound_keyword(event.text, event.provider_keyword, rules)
         latest = routes[0]  # the conversation that texted the number last: where keywords are recorded
 
         def audit(
