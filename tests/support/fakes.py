@@ -1701,9 +1701,15 @@ class FakeOptOutRepository(_Repo):
 
 
 class FakeWebhookEventLog(_Repo):
-    """Records how each stored event ended (storing and claiming them is integrations/webhooks.py's)."""
+    """Records how each stored event ended (storing and claiming them is integrations/webhooks.py's):
+    an event with no ending recorded is pending."""
+
+    async def take(self, event_id: int) -> bool:
+        return event_id not in self.data.webhook_events
 
     async def finish(self, event_id: int, status: str, *, keep_body: bool = True) -> None:
+        if event_id in self.data.webhook_events:
+            return  # no longer pending: ended already
         self.data.webhook_events[event_id] = status
         if status == "ignored" or not keep_body:
             self.data.webhook_bodies_dropped.add(event_id)
