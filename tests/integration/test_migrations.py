@@ -67,7 +67,7 @@ _REVIEWED_SESSION = """
 """
 
 
-def test_0032_keeps_a_review_as_the_reviewers_organizations_own_and_back(empty_database: str) -> None:
+def test_0031_keeps_a_review_as_the_reviewers_organizations_own_and_back(empty_database: str) -> None:
     async def run(*statements: str) -> list[list[asyncpg.Record]]:
         conn = await asyncpg.connect(**asyncpg_dsn(empty_database))  # type: ignore[arg-type]
         try:

@@ -8,7 +8,7 @@ sessions, and organizations' contact directories.
 - ``break_glass_sessions``: emergency access a clinician opened to one patient, with the reason,
   until it expires; the compliance review list reads it.
 - ``break_glass_reviews``: each organization's own review of a session (the patient's, and the
-  clinician's when another): who, when, the note; once per organization (migration 0032).
+  clinician's when another): who, when, the note; once per organization (migration 0031).
 - ``organization_contacts``: an organization's directory of external phone numbers, kept by its
   admins. A consent naming an organization lets one of its people be texted only if their number is
   in this directory: a caller's word that a number belongs to an organization counts for
@@ -203,7 +203,7 @@ class BreakGlassSessionRow(SQLModel, table=True):
 
 
 class BreakGlassReviewRow(SQLModel, table=True):
-    """One organization's compliance review of an emergency session (migration 0032). The patient's
+    """One organization's compliance review of an emergency session (migration 0031). The patient's
     organization reviews access to its patient, the clinician's reviews its own staff's use; each
     review is its own, so one never closes or shows the other. The note may describe the patient's
     circumstances: it is read only by that organization's compliance officers, never logged."""

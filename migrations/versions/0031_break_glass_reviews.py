@@ -12,7 +12,7 @@ The upgrade moves each existing review to the reviewer's organization (the only 
 and drops the three columns. The downgrade puts one review back per session, the patient's
 organization's when both reviewed (the other's is lost: the old schema has room for one).
 
-Revision ID: 0032
+Revision ID: 0031
 Revises: 0030
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0032"
+revision: str = "0031"
 # 0031 is being written on another branch; whoever merges both points this at it.
 down_revision: str | None = "0030"
 branch_labels: str | Sequence[str] | None = None
