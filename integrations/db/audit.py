@@ -115,7 +115,9 @@ def anchor_of(row: Any) -> Anchor:
 def visible_to(organization_id: int) -> Any:
     """The records an organization's auditors see: its staff's, and any about one of its patients;
     but not its staff's records of what they were not told (``details.answered``, see
-    :data:`engine.audit.ANSWERED`: the records of what they were answered stand beside them).
+    :data:`engine.audit.ANSWERED`: the records of what they were answered stand beside them), nor
+    the events of no organization (a failed login for an email without an account: telling it from
+    one for another organization's account would tell that the account exists).
 
     The organization's own records need their row read for ``details`` (not in the time index).
     """
@@ -128,13 +130,7 @@ def visible_to(organization_id: int) -> Any:
 def search_conditions(query: AuditFilter) -> list[Any]:
     """The WHERE conditions of an auditor's search: the organization's visibility, then each filter."""
     e = events_t.c
-    visible = visible_to(query.organization_id)
-    if query.subject_hash is not None:
-        # Searched by an exact email: also the events of no organization about that address (a
-        # failed login or registration for an email without an account). The searcher must
-        # know the address already; nothing of another organization comes with it.
-        visible = or_(visible, and_(e.organization_id.is_(None), e.subject_hash == query.subject_hash))
-    conditions: list[Any] = [visible]
+    conditions: list[Any] = [visible_to(query.organization_id)]
     for column, value in (
         (e.actor_id, query.actor_id),
         (e.patient_id, query.patient_id),
