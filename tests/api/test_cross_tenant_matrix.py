@@ -780,10 +780,15 @@ async def test_another_organizations_hold_on_a_conversation_is_lifted_as_a_nonex
     assert status == 201, hold
     lift = {"reason": "done"}
 
-    other = await _answer(api, b.people[role], _p("POST", f"/api/legal-holds/{hold['id']}/lift", lift))
-    missing = await _answer(api, b.people[role], _p("POST", f"/api/legal-holds/{MISSING}/lift", lift))
+    outsider = b.people[role]
+    _, last = await _trail_of(api, b, outsider, _TRAIL_READ.get(outsider.id, 0))
+    other = await _answer(api, outsider, _p("POST", f"/api/legal-holds/{hold['id']}/lift", lift))
+    other_trail, last = await _trail_of(api, b, outsider, last)
+    missing = await _answer(api, outsider, _p("POST", f"/api/legal-holds/{MISSING}/lift", lift))
+    missing_trail, _TRAIL_READ[outsider.id] = await _trail_of(api, b, outsider, last)
 
     assert other == missing
+    assert _differences(other_trail, hold["id"], missing_trail) == []
     assert "Matrix conversation matter" not in json.dumps(other[1])
     status, listed = await api.call("GET", "/api/legal-holds", b.people["compliance_officer"])
     assert status == 200, listed
