@@ -107,6 +107,7 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
                 )
             except Forbidden as denied:
                 if not facts:  # another organization's group, not shared: as if there were none
+                    guard.hide_last("compliance_group.use")
                     raise no_such_group.concealing(denied.decision) from None
                 raise
         if not cmd.scope:

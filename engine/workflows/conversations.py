@@ -107,6 +107,7 @@ async def start_conversation(
                 if denial is None:
                     decided.add(i)
                 else:
+                    guard.hide_last("conversation.join")
                     unknown[i] = denial
         missing = [
             FieldError(f"memberIds[{i}]", "No such active user.", "not_found")
@@ -269,15 +270,13 @@ def _send_facts(
     decider: Decider, workflow: str, context: SendContext
 ) -> tuple[set[str], dict[str, DetailValue]]:
     """The sender's facts from the send path's one read, by the fact builder (and ``member``)."""
-    assert context.patient_organization_id is not None
+    c = context
+    assert c.patient_organization_id is not None
     relation = PatientRelation(
-        context.patient_id,
-        context.patient_organization_id,
-        context.on_care_team,
-        context.break_glass_session_id,
+        c.patient_id, c.patient_organization_id, c.on_care_team, c.break_glass_session_id
     )
     facts, details = decider.relation_facts(workflow, relation)
-    if context.is_member:
+    if c.is_member:
         facts.add(Fact.MEMBER)
     return facts, details
 
@@ -307,10 +306,12 @@ async def send_message(
         context = await uow.context(conversation_id, actor.user_id, decider.now)
         known = context is not None and context.patient_organization_id is not None
         if not decider.policy.role_may(actor.role.value, workflow):
-            # Refused whatever the conversation (the same 403 for one that does not exist); the facts
-            # it would have had are recorded so that `caremsg policy diff` can replay the refusal.
-            refused_facts = _send_facts(decider, workflow, context)[0] if known and context else None
-            decider.require(
+            # Refused alike for a conversation that does not exist; its facts kept for `policy diff`.
+            refused_facts: frozenset[str] | None = None
+            if known and context:
+                refused_facts = frozenset(_send_facts(decider, workflow, context)[0])
+                decider.note_relation(context.patient_id, refused_facts, unknown_as="conversation")
+            decider.refuse_role(
                 workflow,
                 refused_facts,
                 resource_type="conversation",

@@ -245,7 +245,7 @@ async def get_message(services: Services, actor: Actor, message_id: int) -> Mess
             guard.record_missing("conversation.read", "message", message_id)
             raise NotFound("message")
         conversation = await readable_conversation(
-            guard, "conversation.read", message.conversation_id, unknown_as="message"
+            guard, "conversation.read", message.conversation_id, unknown_as="message", sent_id=message_id
         )
         (message,) = await with_receipts(uow, conversation, await with_deliveries(uow, [message]))
         attached = await uow.attachments.of_messages([message.id])
@@ -313,7 +313,11 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
             return IGNORED
         actor = _system_actor(sender.id, sender.role.value, sender.organization_id, event.event_id)
         guard = Guard(services, uow, actor)
-        facts, details = await guard.patient_facts("message.send", conversation.patient_id)
+        # A sender who may no longer know of the patient: the record their organization sees names
+        # the conversation they posted in, not the patient.
+        facts, details = await guard.patient_facts(
+            "message.send", conversation.patient_id, unknown_as="conversation"
+        )
         if sender.id in conversation.member_ids:
             facts |= {Fact.MEMBER}
         if not guard.permits(

@@ -666,7 +666,13 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
     if out.status == v.status == 422 and v.field is not None and named[:1] != [v.field]:
         # The service names every field at fault; the model, the first.
         found.append(("field", f"fields {named}, model says {v.field!r} first"))
-    decisions = [e for e in out.audit if e["event"] == "decision"]
+    # A role refusal about a record the actor may not know of also keeps the facts it found, for the
+    # record only, beside the refusal its organization sees (details.answered): one decision still.
+    decisions = [
+        e
+        for e in out.audit
+        if e["event"] == "decision" and e["details"].get("answered") != "role_not_permitted"
+    ]
     own = [e for e in decisions if e["workflow"] == v.workflow]
     if v.undecided and v.requires is None:
         # Refused before any decision (nothing there): no allow may be on record.

@@ -205,7 +205,8 @@ async def test_a_chat_app_post_by_someone_no_longer_allowed_is_ignored_and_on_re
 
     assert (status, world.db.webhook_events) == (IGNORED, {1: IGNORED})
     assert (world.db.messages, world.db.outbox[outbox_before:]) == ({}, [])
-    [decision] = world.events("message.send")
+    decision, lookup = world.events("message.send")
+    assert (lookup.event, lookup.resource_type) == ("lookup", "conversation")
     assert (decision.outcome, decision.actor_id) == ("denied", outsider.user_id)
 
 

@@ -139,7 +139,8 @@ async def test_an_outsider_without_any_consent_is_answered_as_if_there_were_no_p
 
     assert str(raised.value) == str(missing.value)
     assert (world.db.break_glass_sessions, world.db.outbox, world.delivery.wakes) == ({}, [], 0)
-    decision, lookup = world.events("break_glass.open")
+    decision, seen, lookup = world.events("break_glass.open")
+    assert (seen.event, seen.resource_type, seen.resource_id) == ("lookup", "patient", str(patient.id))
     assert (decision.outcome, decision.reason, decision.details["answered"]) == (
         "denied",
         "not_treatable",
