@@ -190,8 +190,7 @@ class OutboxSettings(_Section):
     poll_interval_seconds: float = Field(1.0, gt=0)
     base_backoff_seconds: float = Field(1.0, gt=0)
     max_backoff_seconds: float = Field(300.0, gt=0)
-    # Only an unexpected error of caremsg's own uses attempts up: an outage is retried until it ends.
-    max_attempts: int = Field(50, ge=1)
+    max_attempts: int = Field(50, ge=1)  # caremsg's own errors only: an outage is retried until it ends
     batch_size: int = Field(20, ge=1)
     # A relay's claim on its entries, renewed every third of it while it runs: after a crash they are
     # delivered by another relay (or the restarted one) this long after.

@@ -497,9 +497,11 @@ def _routes() -> list[Endpoint]:
     return default_endpoints()
 
 
-def _cells() -> Iterator[Any]:
+def _cells(*, concealed_only: bool = False) -> Iterator[Any]:
     for (method, path), probes in PROBES.items():
-        for name, _probe in probes.items():
+        for name, probe in probes.items():
+            if concealed_only and probe.mode == DIRECTORY:
+                continue
             for role in ROLES:
                 yield pytest.param(method, path, name, role, id=f"{method} {path} [{name}] {role}")
 
@@ -786,7 +788,7 @@ def _differences(
 _TRAIL_READ: dict[int, int] = {}
 
 
-@pytest.mark.parametrize(("method", "path", "field_", "role"), list(_cells()))
+@pytest.mark.parametrize(("method", "path", "field_", "role"), list(_cells(concealed_only=True)))
 async def test_an_unrelated_records_probe_leaves_the_same_trail_as_a_nonexistent_ones(
     matrix: tuple[Api, dict[str, Tenant]], method: str, path: str, field_: str, role: str
 ) -> None:
@@ -795,9 +797,7 @@ async def test_an_unrelated_records_probe_leaves_the_same_trail_as_a_nonexistent
     fields), or the trail tells which of A's ids exist and what they are about."""
     api, tenants = matrix
     a, b = tenants["a"], tenants["b"]
-    probe = PROBES[(method, path)][field_]
-    if probe.mode == DIRECTORY:
-        pytest.skip("a directory id is not concealed")
+    probe = PROBES[(method, path)][field_]  # a directory's ids are not concealed: not among the cells
     outsider = b.people[role]
     _, last = await _trail_of(api, b, outsider, _TRAIL_READ.get(outsider.id, 0))
 
