@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Integer, Select, and_, cast, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from engine.audit import ANSWERED, AuditEvent, replayable_facts
+from engine.audit import AuditEvent, replayable_facts
 from engine.audit_chain import (
     CONTENT_FIELDS,
     ChainEntry,
@@ -119,11 +119,12 @@ def visible_to(organization_id: int) -> Any:
     the events of no organization (a failed login for an email without an account: telling it from
     one for another organization's account would tell that the account exists).
 
-    The organization's own records need their row read for ``details`` (not in the time index).
+    Whether a record was told is the stored column ``answered`` (migration 0032), in the time index,
+    so a time-range search still reads the index alone.
     """
     e = events_t.c
     own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == organization_id)
-    told = or_(e.organization_id != organization_id, ~e.details.has_key(ANSWERED))
+    told = or_(e.organization_id != organization_id, e.answered.is_(False))
     return and_(or_(e.organization_id == organization_id, e.patient_id.in_(own_patients)), told)
 
 

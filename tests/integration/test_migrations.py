@@ -90,6 +90,41 @@ def test_0031_keeps_a_review_as_the_reviewers_organizations_own_and_back(empty_d
     assert [tuple(r) for r in back] == [(session["id"], session["reviewed_by"], "Fine by us.")]
 
 
+def test_0032_keeps_whether_a_record_was_told_in_the_time_index(empty_database: str) -> None:
+    """A time-range search leaves out what an actor was not told of (details.answered) and reads the
+    time index alone: the index holds the flag, for records stored before the migration too."""
+
+    async def run(*statements: str) -> list[list[asyncpg.Record]]:
+        conn = await asyncpg.connect(**asyncpg_dsn(empty_database))  # type: ignore[arg-type]
+        try:
+            return [await conn.fetch(s) for s in statements]
+        finally:
+            await conn.close()
+
+    stored = (
+        "INSERT INTO audit_events (event, workflow, outcome, details) VALUES"
+        " ('decision', 'patient.read', 'denied', '{\"answered\": \"not_found\"}'),"
+        " ('decision', 'patient.read', 'success', '{\"facts\": \"own_org\"}')"
+    )
+    upgrade(empty_database, "0031")
+    asyncio.run(run(stored))
+    upgrade(empty_database)
+    flags, [index] = asyncio.run(
+        run(
+            "SELECT answered FROM audit_events ORDER BY id",
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_audit_events_occurred_at_visible'",
+        )
+    )
+    downgrade(empty_database, "0031")
+    [columns] = asyncio.run(
+        run("SELECT column_name FROM information_schema.columns WHERE table_name = 'audit_events'")
+    )
+
+    assert [r["answered"] for r in flags] == [True, False]
+    assert "answered" in index["indexdef"].partition("INCLUDE")[2]
+    assert "answered" not in {r["column_name"] for r in columns}
+
+
 async def test_the_audit_table_refuses_update_delete_and_truncate(db: asyncpg.Connection) -> None:
     await db.execute(
         "INSERT INTO audit_events (event, workflow, outcome) VALUES ('decision', 'patient.read', 'success')"

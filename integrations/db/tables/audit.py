@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     Index,
     Integer,
     String,
@@ -60,12 +61,18 @@ class AuditEventRow(SQLModel, table=True):
     # Keyed hash (HMAC-SHA-256) of an identifier that must be searchable but never stored in clear,
     # such as the email of a failed login.
     subject_hash: str | None = Field(sa_column=Column(String(64), nullable=True, index=True))
+    # Whether the record is one its actor was not told of (details.answered, engine.audit.ANSWERED):
+    # kept by PostgreSQL for the time index (0032), never written, not part of the chained content.
+    answered: bool | None = Field(
+        default=None,
+        sa_column=Column(Boolean, Computed("(details -> 'answered') IS NOT NULL", persisted=True)),
+    )
 
     __table_args__ = (
         CheckConstraint("decision IS NULL OR decision IN ('allow','deny')", name="decision"),
         CheckConstraint("outcome IN ('success','denied','failure')", name="outcome"),
-        # Covering: a time-range search reads whose record it is, and the charts what they count,
-        # from the index alone (0017).
+        # Covering: a time-range search reads whose record it is (and whether its actor was told of
+        # it), and the charts what they count, from the index alone (0017, 0032).
         Index(
             "ix_audit_events_occurred_at_visible",
             "occurred_at",
@@ -77,6 +84,7 @@ class AuditEventRow(SQLModel, table=True):
                 "outcome",
                 "reason",
                 "workflow",
+                "answered",
             ],
         ),
     )
