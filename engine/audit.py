@@ -19,6 +19,16 @@ Outcome = Literal["success", "denied", "failure"]
 DetailValue = str | int | bool | None
 
 
+#: ``details.answered`` on a record the actor's organization does not see: what the actor was
+#: answered instead of what the record says (``not_found`` for a record they may not know of, see
+#: :meth:`engine.services.Decider.require`; ``role_not_permitted`` for what a role refusal gathered
+#: for the record only, see :meth:`engine.services.Guard.require_role_recording_facts`). The
+#: organization's view of the trail shows the records of what it was answered, made beside it, the
+#: same as for an id that does not exist; the record with the truth stays for the deployment's own
+#: tools (``caremsg audit``) and for the organization whose patient it concerns.
+ANSWERED = "answered"
+
+
 def recorded_facts(facts: frozenset[str] | None) -> str | None:
     """How a decision's facts are kept in ``details.facts``: joined with ``&`` (``""`` for none), or
     null when they were not computed. ``caremsg policy diff`` decides a record again from them."""

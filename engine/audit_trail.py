@@ -36,9 +36,10 @@ class AuditFilter:
 
     An event belongs to an organization when its actor acted for it or when it is about one of the
     organization's patients (so an auditor sees who of another organization read their patients).
-    Searched by ``subject_hash`` (an exact email), the events of no organization about that address
-    are included too: a failed login for an email without an account belongs to no organization,
-    and any auditor who knows the address can find it.
+    The events of no organization (a failed login for an email without an account) belong to none,
+    even searched by ``subject_hash`` (an exact email): finding one for an address and nothing for
+    another would tell that the other has an account in another organization. Nor do its staff's
+    records of what they were not told (see :data:`engine.audit.ANSWERED`).
     """
 
     organization_id: int

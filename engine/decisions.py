@@ -30,6 +30,9 @@ class Fact(StrEnum):
     #: The policy change was proposed by someone else: the second pair of eyes that may approve or
     #: reject it.
     PROPOSED_BY_OTHER = "proposed_by_other"
+    #: The person's organization governs the deployment's policy (``policy.governing_organization``):
+    #: the policy files decide for every organization, so only its people may change them.
+    GOVERNING = "governing"
     #: The person sent the message (recall).
     SENDER = "sender"
     #: The message was sent less than its workflow's ``window_minutes`` ago (workflows.toml).
@@ -76,6 +79,11 @@ MISSING_FACT_REASONS: dict[Fact, tuple[str, str]] = {
     Fact.PROPOSED_BY_OTHER: (
         "own_proposal",
         "You proposed this policy change: a second compliance officer must approve or reject it.",
+    ),
+    Fact.GOVERNING: (
+        "not_governing_organization",
+        "The policy decides for every organization of this deployment: only the organization that "
+        "governs it (policy.governing_organization) may change it.",
     ),
     Fact.SENDER: ("not_sender", "Only the person who sent the message may do this."),
     Fact.RECALL_WINDOW: (

@@ -41,6 +41,7 @@ RELATIONSHIPS = {
     Fact.SHARED,
     Fact.PROPOSED_BY_SELF,
     Fact.PROPOSED_BY_OTHER,
+    Fact.GOVERNING,
     Fact.SENDER,
     Fact.RECALL_WINDOW,
 }

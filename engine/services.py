@@ -9,13 +9,14 @@ gather facts → decide → do the work in one unit of work → enqueue effects 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Generic, TypeVar
 
-from engine.audit import AuditEvent, DetailValue
+from engine.audit import ANSWERED, AuditEvent, DetailValue
 from engine.audit_chain import IdentifierHasher
 from engine.consent_index import ConsentIndex, Coverage
 from engine.decisions import PURPOSE_NOT_PERMITTED, ROLE_NOT_PERMITTED, Decision, Fact
@@ -56,6 +57,8 @@ class EngineSettings:
     default_page_size: int = 50
     max_page_size: int = 200
     break_glass_minutes: int = 60
+    # The organization whose compliance officers may change the policy files (policy.governing_organization).
+    governing_organization: str = "Default Organization"
     # Accounts (auth.* settings): see README "Accounts".
     require_approval: bool = False
     password_min_length: int = 15
@@ -198,8 +201,13 @@ class Decider(ConsentView):
         self.actor = actor
         self._primary_workflow: str | None = None
         self._observe = services.on_decision
-        # Patients the actor has no relation to, and what a denial about one answers as (not found).
-        self._unrelated: dict[int, str] = {}
+        # Patients the actor has no relation to, what a denial about one answers as (not found), and
+        # the id the client sent for it (None: the patient's own id, or the decision's record).
+        self._unrelated: dict[int, tuple[str, object | None]] = {}
+        # While a role refusal gathers its facts: what the actor is answered (see ANSWERED).
+        self._answering: str | None = None
+        # Whether the last relation noted (see note_relation) is one the actor may know of.
+        self._last_known: bool | None = None
         self._patient_organizations: dict[int, int] = {}
 
     def require(
@@ -232,14 +240,37 @@ class Decider(ConsentView):
         if facts is None:
             decision = replace(decision, facts=None)  # not computed: `policy diff` cannot replay it
         self._observe(decision)
-        concealed_as = self._concealed(decision, role, fact_set, patient_id, subject_role, unrelated_as)
-        if concealed_as is not None:
-            recorded["answered"] = "not_found"  # the record keeps the real reason; the client does not
+        concealed = self._concealed(
+            decision, role, fact_set, patient_id, subject_role, unrelated_as, resource_id
+        )
+        if concealed is not None:
+            recorded[ANSWERED] = "not_found"  # the record keeps the real reason; the client does not
         if subject_role is not None:
             # The role decided on, as it was then: `policy diff` replays it even if the person changes.
             recorded["subject_role"] = subject_role
+        self._record(decision, recorded, resource_type, resource_id, patient_id)
+        if concealed is not None:
+            # What the actor's organization sees: the same lookup as for an id that does not exist.
+            kind, sent_id = concealed
+            self.record_missing(workflow, kind, sent_id)
+            raise NotFound(kind).concealing(decision)
+        if not decision.allowed:
+            if subject_role is not None and decision.reason == "role_not_permitted":
+                # The denial is about the person being added, not the one asking: say so.
+                decision = replace(decision, hint="This person's role may not take part in this.")
+            raise Forbidden(decision, field=field)
+        return decision
+
+    def _record(
+        self,
+        decision: Decision,
+        details: Mapping[str, DetailValue],
+        resource_type: str | None,
+        resource_id: object | None,
+        patient_id: int | None,
+    ) -> None:
         # The purpose of use the client stated, else the purpose of the consent that covered it.
-        purpose = self.actor.purpose_of_use or recorded.get("purpose")
+        purpose = self.actor.purpose_of_use or details.get("purpose")
         self.audit.record(
             AuditEvent.for_decision(
                 decision,
@@ -248,19 +279,11 @@ class Decider(ConsentView):
                 resource_type=resource_type,
                 resource_id=resource_id,
                 patient_id=patient_id,
-                details=recorded,
+                details=details,
                 purpose=purpose if isinstance(purpose, str) else None,
-                break_glass=Fact.BREAK_GLASS in fact_set,
+                break_glass=Fact.BREAK_GLASS in (decision.facts or ()),
             )
         )
-        if concealed_as is not None:
-            raise NotFound(concealed_as).concealing(decision)
-        if not decision.allowed:
-            if subject_role is not None and decision.reason == "role_not_permitted":
-                # The denial is about the person being added, not the one asking: say so.
-                decision = replace(decision, hint="This person's role may not take part in this.")
-            raise Forbidden(decision, field=field)
-        return decision
 
     def _decide(
         self,
@@ -310,21 +333,26 @@ class Decider(ConsentView):
             return False
         return True
 
-    def note_relation(self, patient_id: int, facts: Iterable[str], *, unknown_as: str) -> None:
+    def note_relation(
+        self, patient_id: int, facts: Iterable[str], *, unknown_as: str, sent_id: object | None = None
+    ) -> None:
         """Remember whether the actor may know that this patient's records exist.
 
         They may if a fact of :data:`KNOWING_FACTS` holds or any active consent (of any scope or
         purpose) discloses the patient to their organization. If not, :meth:`require` answers a
         denial about the patient with ``NotFound(unknown_as)``, exactly as for an id that does not
-        exist, while the audit record keeps the real decision and reason.
+        exist, while the audit record keeps the real decision and reason. ``sent_id`` is the id the
+        client sent for that record (by default the patient's for a patient, else the decision's
+        record's): the lookup recorded beside the denial names it, as a lookup of a missing one would.
         """
         known = bool(frozenset(facts) & KNOWING_FACTS) or (
             self.consents.covering(patient_id, self.actor.organization_id, self.now) is not None
         )
+        self._last_known = known
         if known:
             self._unrelated.pop(patient_id, None)
         else:
-            self._unrelated[patient_id] = unknown_as
+            self._unrelated[patient_id] = (unknown_as, sent_id)
 
     def knows_organization(self, patient_id: int, organization_id: int) -> bool:
         """Whether the actor may know of people of ``organization_id`` in a decision about this patient
@@ -343,7 +371,10 @@ class Decider(ConsentView):
         patient_id: int | None,
         subject_role: str | None,
         unrelated_as: str | None,
-    ) -> str | None:
+        resource_id: object | None,
+    ) -> tuple[str, object | None] | None:
+        """What a denial is answered as when the actor may not know of its record: the kind of
+        record, and the id the client sent for it (as its lookup records it); None to answer it."""
         # A role that may never run the workflow is refused alike for every record, existing or not
         # (its facts are gathered for the audit record only): nothing to conceal. That holds when the
         # refusal names the stated purpose of use instead: a record that does not exist is refused
@@ -357,8 +388,62 @@ class Decider(ConsentView):
         if subject_role is not None or facts & KNOWING_FACTS:
             return None
         if unrelated_as is not None:
-            return unrelated_as
-        return self._unrelated.get(patient_id) if patient_id is not None else None
+            return unrelated_as, resource_id
+        if patient_id is None or patient_id not in self._unrelated:
+            return None
+        kind, sent_id = self._unrelated[patient_id]
+        if sent_id is None:
+            sent_id = patient_id if kind == "patient" else resource_id
+        return kind, sent_id
+
+    @contextmanager
+    def gathering_for_refusal(self) -> Iterator[None]:
+        """While a role refusal gathers the facts it records (see :meth:`refuse_role`): a lookup of
+        a record that does not exist is kept from the actor's organization's view, as the facts of
+        one that does are, since the actor is told neither (:data:`~engine.audit.ANSWERED`)."""
+        self._answering, self._last_known = ROLE_NOT_PERMITTED[0], None
+        try:
+            yield
+        finally:
+            self._answering = None
+
+    def refuse_role(
+        self,
+        workflow: str,
+        facts: frozenset[str] | None,
+        *,
+        resource_type: str,
+        resource_id: object | None,
+        patient_id: int | None,
+        sent_patient_id: int | None = None,
+    ) -> None:
+        """Record and raise the refusal of a role that may not run ``workflow`` at all, with the facts
+        gathered (:meth:`gathering_for_refusal`; None: there is no such record).
+
+        Unless the record is one the actor may know of, the actor's organization sees the refusal as
+        for an id that does not exist (facts not computed, the patient as the client named it:
+        ``sent_patient_id``), and the record with the facts found stands beside it, for the
+        deployment's tools and ``caremsg policy diff`` (:data:`~engine.audit.ANSWERED`).
+        """
+        if facts is not None and not self._may_know(facts):
+            found = self._decide(self.actor.role.value, workflow, facts, {}, stated=True)
+            answered = {ANSWERED: ROLE_NOT_PERMITTED[0]}
+            self._record(found, answered, resource_type, resource_id, patient_id)
+            facts, patient_id = None, sent_patient_id
+        self.require(
+            workflow, facts, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
+        )
+
+    def _may_know(self, facts: frozenset[str]) -> bool:
+        """Whether the record a role refusal gathered ``facts`` for is one the actor may know of: by
+        the relation to its patient if one was noted, else by the facts."""
+        return self._last_known if self._last_known is not None else bool(facts & KNOWING_FACTS)
+
+    def hide_last(self, workflow: str) -> None:
+        """Keep the last decision of ``workflow`` from the actor's organization's view: the workflow
+        answers it as a record (a person, a group) that does not exist, and the organization's view
+        must show what it shows for one that does not (:data:`~engine.audit.ANSWERED`)."""
+        self.audit.amend_last(workflow, details={ANSWERED: "not_found"})
 
     def identify(self, *, resource_id: object, patient_id: int | None = None) -> None:
         """Attach the id of a record created after its decision to the audit event of the workflow's
@@ -418,6 +503,7 @@ class Decider(ConsentView):
         organization_id: int | None = None,
         as_actor: bool = True,
         unknown_as: str = "patient",
+        sent_id: object | None = None,
     ) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
         """The facts between a person and a patient from their relation as read; 404 (the lookup on
         record) if there is no patient. Every path that decides about a patient comes here:
@@ -439,7 +525,7 @@ class Decider(ConsentView):
             known = set(facts)
             if relation.break_glass_session_id is not None:
                 known.add(Fact.BREAK_GLASS)
-            self.note_relation(patient_id, known, unknown_as=unknown_as)
+            self.note_relation(patient_id, known, unknown_as=unknown_as, sent_id=sent_id)
         return frozenset(facts), details
 
     def consent_need(self, workflow: str, *, stated: bool = True) -> ConsentNeed:
@@ -450,6 +536,8 @@ class Decider(ConsentView):
         )
 
     def record_missing(self, workflow: str, resource_type: str, resource_id: object) -> None:
+        """Record that the record the client named does not exist (hidden from the actor's
+        organization while a role refusal gathers its facts: see :data:`ANSWERED`)."""
         self.audit.record(
             AuditEvent.by(
                 self.actor,
@@ -460,6 +548,7 @@ class Decider(ConsentView):
                 resource_type=resource_type,
                 resource_id=str(resource_id),
                 reason="not_found",
+                details={} if self._answering is None else {ANSWERED: self._answering},
             )
         )
 
@@ -518,16 +607,25 @@ class Guard(Decider, Generic[U]):
 
         They are gathered after the decision, for the record only: the client gets the same 403
         ``role_not_permitted`` whether or not the record exists, so nothing is revealed. (The send
-        path, which reads through its own unit of work, does the same from its one read.)
+        path, which reads through its own unit of work, does the same from its one read.) Nor does
+        the actor's organization's view of the trail: unless the record is one the actor may know
+        of, it shows the refusal as recorded for an id that does not exist (facts not computed),
+        and the records with what was found, or not found, are kept beside it (see :data:`ANSWERED`).
         """
         if self.policy.role_may(self.actor.role.value, workflow):
             return
-        try:
-            facts = await facts_of()
-        except NotFound:
-            facts = None
-        self.require(
-            workflow, facts, resource_type=resource_type, resource_id=resource_id, patient_id=patient_id
+        with self.gathering_for_refusal():
+            try:
+                facts = await facts_of()
+            except NotFound:
+                facts = None
+        self.refuse_role(
+            workflow,
+            facts,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            patient_id=patient_id,
+            sent_patient_id=patient_id,
         )
 
     async def require_role_for_patient(
@@ -555,6 +653,7 @@ class Guard(Decider, Generic[U]):
         user_id: int | None = None,
         organization_id: int | None = None,
         unknown_as: str = "patient",
+        sent_id: object | None = None,
     ) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
         """The facts between a person (the actor by default) and a patient; 404 if there is no patient.
 
@@ -577,6 +676,7 @@ class Guard(Decider, Generic[U]):
             organization_id=organization_id,
             as_actor=is_actor,
             unknown_as=unknown_as,
+            sent_id=sent_id,
         )
         if (
             is_actor
@@ -585,5 +685,5 @@ class Guard(Decider, Generic[U]):
             and await self.uow.break_glass.open_session(user_id, patient_id, self.now) is not None
         ):
             # An open emergency session means they know of the patient, whatever this workflow uses.
-            self.note_relation(patient_id, {Fact.BREAK_GLASS}, unknown_as=unknown_as)
+            self.note_relation(patient_id, {Fact.BREAK_GLASS}, unknown_as=unknown_as, sent_id=sent_id)
         return facts, details

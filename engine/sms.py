@@ -8,6 +8,7 @@ is pure: no I/O.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -59,8 +60,12 @@ def keyword_reply(word: Keyword, rules: SmsRules) -> str:
 
 
 def keyword(text: str, rules: SmsRules) -> Keyword | None:
-    """The carrier keyword an inbound text is, if it is exactly one (case and spacing ignored)."""
-    word = "".join(text.split()).upper().strip(".!")
+    """The carrier keyword an inbound text is, if it is exactly one word of the lists, read as a
+    person means it: case and spacing ignored, and what a phone or a keyboard adds around the word
+    too (:func:`keyword_word`: full-width letters, invisible characters, punctuation and emoji
+    around it, a reply code before or after it). A text with anything more in it ("please don't
+    stop the meds") is a message; so is a question ("Stop?"), which the care team should read."""
+    word = keyword_word(text)
     if word in rules.stop_words:
         return Keyword.STOP
     if word in rules.start_words:
@@ -68,6 +73,56 @@ def keyword(text: str, rules: SmsRules) -> Keyword | None:
     if word in rules.help_words:
         return Keyword.HELP
     return None
+
+
+def inbound_keyword(text: str, provider_keyword: Keyword | None, rules: SmsRules) -> Keyword | None:
+    """The keyword an inbound text is, for every inbound path (a known number or not): the SMS
+    provider's own reading when it sent one (Twilio's ``OptOutType``, which also covers keywords
+    configured at Twilio and not listed here), so caremsg's opt-out record follows the carrier's;
+    else caremsg's (:func:`keyword`)."""
+    return provider_keyword or keyword(text, rules)
+
+
+#: A reply code next to the word ("#2 STOP", "STOP #2"): keywords are about the number.
+_CODE_BEFORE = re.compile(r"^#\s*\d{1,6}(?!\d)")
+_CODE_AFTER = re.compile(r"#\s*\d{1,6}$")
+#: A question is not a command: "Stop?" stays a message.
+_QUESTION = frozenset("?¿")
+
+
+def keyword_word(text: str) -> str | None:
+    """The one word a text consists of, upper-cased, as :func:`keyword` compares it with the lists;
+    None when the text is not one word of ASCII letters.
+
+    Unicode compatibility forms become their plain letters (NFKC: full-width ``STOP`` is ``STOP``);
+    invisible format characters (zero-width spaces and joiners, byte order marks, direction marks)
+    and emoji variation selectors go wherever they are; then whatever surrounds the word that is no
+    letter or digit (spaces, punctuation, emoji) and a reply code before or after it. Spaces inside
+    are ignored (``S T O P``); anything else inside (a digit, an apostrophe, an emoji, a
+    letter outside ASCII) leaves no keyword."""
+    visible = "".join(
+        ch
+        for ch in unicodedata.normalize("NFKC", text)
+        if unicodedata.category(ch) != "Cf" and not "\ufe00" <= ch <= "\ufe0f"
+    )
+    if any(ch in _QUESTION for ch in visible):
+        return None
+    core = _trim(visible, keep="#")
+    core = _CODE_AFTER.sub("", _CODE_BEFORE.sub("", core, count=1), count=1)
+    word = "".join(_trim(core).split())
+    if not (word.isascii() and word.isalpha()):
+        return None
+    return word.upper()
+
+
+def _trim(text: str, keep: str = "") -> str:
+    """``text`` without what surrounds its first and last letter or digit (or character of ``keep``)."""
+    start, end = 0, len(text)
+    while start < end and not (text[start].isalnum() or text[start] in keep):
+        start += 1
+    while end > start and not (text[end - 1].isalnum() or text[end - 1] in keep):
+        end -= 1
+    return text[start:end]
 
 
 def textable(phone_number: str) -> bool:

@@ -61,10 +61,14 @@ class BreakGlassPublic(Response):
     expires_at: datetime
     open: bool
     reviewed_at: datetime | None = Field(
-        description="When a compliance officer reviewed it; null until then."
+        description="When a compliance officer of the caller's organization reviewed it; null until"
+        " then. The patient's organization and the clinician's each review a session on their own;"
+        " neither's review shows to the other."
     )
-    reviewed_by: int | None = Field(description="The compliance officer who reviewed it.")
-    review_note: str | None = Field(description="The review's note.")
+    reviewed_by: int | None = Field(
+        description="The compliance officer of the caller's organization who reviewed it."
+    )
+    review_note: str | None = Field(description="The caller's organization's review note.")
 
     @classmethod
     def of(cls, s: BreakGlassSession, now: datetime) -> BreakGlassPublic:

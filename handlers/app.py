@@ -267,6 +267,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             default_page_size=settings.api.default_page_size,
             max_page_size=settings.api.max_page_size,
             break_glass_minutes=settings.policy.break_glass_minutes,
+            governing_organization=settings.policy.governing_organization or auth.default_organization,
             **_account_settings(settings),
         ),
         password_strength=ZxcvbnPasswordStrength(min_score=auth.password_min_score),

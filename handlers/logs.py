@@ -70,9 +70,22 @@ _EXEMPT = frozenset(
 )
 
 
-# Database errors quote the statement's parameters and the offending values: both may be PHI.
-_SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(\(|\n|$))", re.DOTALL)
-_SQL_DETAIL = re.compile(r"(DETAIL:\s+Key \([^)]*\)=)\(.*?\)")
+# Database errors quote the statement's parameters and the offending values: both may be PHI, and
+# a value may hold anything, brackets and line breaks included. So each is masked up to the next
+# part SQLAlchemy adds after it (its "[SQL: ...]" and "(Background on this error ...)" lines), not
+# up to a closing bracket a message could contain, or where a traceback goes on to the exception it
+# caused. The engine hides its parameters anyway (integrations/db/resources.py); this is for any
+# other database error that reaches a log.
+_SQL_END = (
+    r"(?=\n\[SQL: |\n\[parameters: |\n\(Background on this error"
+    r"|\n\nThe above exception|\n\nDuring handling of|\Z)"
+)
+_SQL_PARAMETERS = re.compile(r"\[parameters: .*?" + _SQL_END, re.DOTALL)
+# PostgreSQL's DETAIL ("Key (email)=(...) already exists", "Failing row contains (...)"): the key's
+# columns stay, every value goes.
+_SQL_DETAIL = re.compile(r"(DETAIL:\s+(?:Key \([^)]*\)=)?).*?" + _SQL_END, re.DOTALL)
+# asyncpg names the argument it could not encode and quotes its value.
+_QUERY_ARGUMENT = re.compile(r"(invalid input for query argument \$\d+:).*?" + _SQL_END, re.DOTALL)
 
 
 def _mask_number(match: re.Match[str]) -> str:
@@ -96,7 +109,8 @@ def scrub_text(text: str) -> str:
     """Mask phone numbers and emails, URL queries, and the values database errors quote, in free text."""
     text = _QUERY.sub(r"\1?[query]", text)
     text = _SQL_PARAMETERS.sub("[parameters: redacted]", text)
-    text = _SQL_DETAIL.sub(r"\1([redacted])", text)
+    text = _SQL_DETAIL.sub(r"\1[redacted]", text)
+    text = _QUERY_ARGUMENT.sub(r"\1 [redacted]", text)
     return _EMAIL.sub("[email]", _PHONE.sub(_mask_number, text))
 
 

@@ -151,8 +151,8 @@ async def _with_problems(
             headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
         return problem_response(problem_for(error, rid), headers)
     except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+        if exc.status < 400:  # a redirect a console page raised: finished like any answer
+            return _answered(exc)
         code, title, detail = _HTTP_CODES.get(exc.status, ("http_error", exc.reason, exc.reason))
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # 405 says what is
         return problem_response(simple_problem(exc.status, code, title, detail, rid), allow)
@@ -168,6 +168,17 @@ async def _with_problems(
             return problem_response(problem, {RETRY_AFTER.name: "2"})
         log.exception("http.unhandled_error", request_id=rid)
         return problem_response(internal_error(rid))
+
+
+def _answered(raised: web.HTTPException) -> web.Response:
+    """A non-error a handler raised (the console's redirects), as a response: re-raised, it went past
+    every middleware's work on the way out, so it had no security headers (aiohttp's own Server
+    header, with its version, and no ``no-store`` on the sign-in's redirect that sets the session
+    cookie), no request id and no log line or metric."""
+    answer = web.Response(status=raised.status, body=raised.body, headers=raised.headers)
+    for name, morsel in raised.cookies.items():
+        answer.cookies[name] = morsel
+    return answer
 
 
 #: Set on every response (OWASP ASVS 5.0 ch. 3.4 and the Secure Headers Project): a JSON API is never

@@ -178,6 +178,8 @@ class PolicySettings(_Section):
     reload_on_sighup: bool = True
     # How long an emergency (break-the-glass) session lasts.
     break_glass_minutes: int = Field(60, ge=1, le=24 * 60)
+    # Whose compliance officers change the policy (README "Four eyes"); "": auth.default_organization.
+    governing_organization: str = ""
 
     def path(self) -> Path:
         candidate = Path(self.directory)
@@ -188,7 +190,7 @@ class OutboxSettings(_Section):
     poll_interval_seconds: float = Field(1.0, gt=0)
     base_backoff_seconds: float = Field(1.0, gt=0)
     max_backoff_seconds: float = Field(300.0, gt=0)
-    max_attempts: int = Field(50, ge=1)
+    max_attempts: int = Field(50, ge=1)  # caremsg's own errors only: an outage is retried until it ends
     batch_size: int = Field(20, ge=1)
     # A relay's claim on its entries, renewed every third of it while it runs: after a crash they are
     # delivered by another relay (or the restarted one) this long after.

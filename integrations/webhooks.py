@@ -6,9 +6,11 @@ verifies the signature, stores the raw body in ``webhook_events`` under a unique
 stored events (``FOR UPDATE SKIP LOCKED`` and a lease, like the outbox relay, so several instances
 may run it), reads each into an engine event (:func:`parse_stored_event`) and hands it to the
 handler it was given: the engine's ``handle_inbound`` (engine/inbound.py) decides which workflow
-runs, and that workflow marks the event done in the transaction of its effects. What is not an
-event for caremsg (echoes of our own sends: ``sdk: "API"``, our custom types; other categories) is
-marked ``ignored`` here. A failing event is retried with backoff, then marked ``failed``.
+runs, and that workflow takes the event (``SELECT ... FOR UPDATE``: nothing is done unless it is
+still pending, so an event two processors hold is handled once) and marks it done in the transaction
+of its effects. What is not an event for caremsg (echoes of our own sends: ``sdk: "API"``, our
+custom types; other categories) is marked ``ignored`` here. A failing event is retried with backoff,
+then marked ``failed``.
 
 Nothing here logs bodies: they carry message text and phone numbers.
 """
@@ -149,8 +151,28 @@ _CLAIM = text(
 )
 
 
+#: An event of a claimed batch is leased again, for a whole lease, just before it is processed, if
+#: this claim still holds it (still pending, its attempts as the claim set them); else another
+#: processor claimed it since (this claim's lease ran out while earlier events were processed) and
+#: it is left to that one.
+_LEASE_AGAIN = text(
+    """
+    UPDATE webhook_events SET lease_until = now() + make_interval(secs => :lease)
+    WHERE id = :id AND status = 'pending' AND attempts = :attempts
+    RETURNING id
+    """
+)
+
+
 class WebhookProcessor:
-    """Works through stored webhook events until cancelled; a failing event is retried, then ``failed``."""
+    """Works through stored webhook events until cancelled; a failing event is retried, then ``failed``.
+
+    A claim takes up to ``batch_size`` events under one lease, and each event is leased again just
+    before it is processed, so a slow batch does not let another processor take the event being
+    processed; an event of the batch another processor claimed meanwhile is skipped. The workflow
+    itself takes the event's row in its own transaction and does nothing unless it is still
+    pending (``WebhookEventLog.take``): whatever the leases, an event is handled once.
+    """
 
     def __init__(
         self,
@@ -188,6 +210,9 @@ class WebhookProcessor:
         async with self._sessions() as session, session.begin():
             rows = (await session.execute(_CLAIM, {"lease": self._lease, "limit": self._batch})).all()
         for row in sorted(rows, key=lambda r: r.id):
+            if not await self._still_ours(row.id, row.attempts):
+                log.info("webhooks.claimed_elsewhere", event_id=row.id, category=row.category)
+                continue
             try:
                 status = await self._process(row.id, row.source, row.category, row.body)
             except asyncio.CancelledError:
@@ -197,6 +222,14 @@ class WebhookProcessor:
                 continue
             log.info("webhooks.processed", event_id=row.id, category=row.category, status=status)
         return len(rows)
+
+    async def _still_ours(self, event_id: int, attempts: int) -> bool:
+        """Lease the event again, for a whole lease, if this claim still holds it."""
+        async with self._sessions() as session, session.begin():
+            found = await session.execute(
+                _LEASE_AGAIN, {"id": event_id, "attempts": attempts, "lease": self._lease}
+            )
+            return found.first() is not None
 
     async def _process(self, event_id: int, source: str, category: str, body: str) -> str:
         event = parse_stored_event(event_id, source, category, body)
@@ -212,12 +245,13 @@ class WebhookProcessor:
             await session.execute(
                 text(
                     "UPDATE webhook_events SET status = :status, processed_at = now(), lease_until = NULL,"
-                    " body = CASE WHEN :ignored THEN '' ELSE body END WHERE id = :id"
+                    " body = CASE WHEN :ignored THEN '' ELSE body END WHERE id = :id AND status = 'pending'"
                 ),
                 {"status": status, "ignored": status == messaging.IGNORED, "id": event_id},
             )
 
     async def _failed(self, event_id: int, attempts: int, error: str) -> None:
+        """Put the event back for a retry after a backoff, or mark it ``failed`` after MAX_ATTEMPTS."""
         final = attempts >= MAX_ATTEMPTS
         log.warning("webhooks.processing_failed", event_id=event_id, error=error, final=final)
         async with self._sessions() as session, session.begin():
@@ -225,9 +259,17 @@ class WebhookProcessor:
                 text(
                     "UPDATE webhook_events SET last_error = :error,"
                     " status = CASE WHEN :final THEN 'failed' ELSE status END,"
-                    " lease_until = now() + make_interval(secs => :delay) WHERE id = :id"
+                    " lease_until = now() + make_interval(secs => :delay)"
+                    # Not an event another processor handled or claimed since this one did.
+                    " WHERE id = :id AND status = 'pending' AND attempts = :attempts"
                 ),
-                {"error": error, "final": final, "delay": min(60.0, 0.5 * 2**attempts), "id": event_id},
+                {
+                    "error": error,
+                    "final": final,
+                    "delay": min(60.0, 0.5 * 2**attempts),
+                    "id": event_id,
+                    "attempts": attempts,
+                },
             )
 
 

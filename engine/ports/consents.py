@@ -40,7 +40,10 @@ class NewConsent:
 class ConsentRepository(Protocol):
     async def add(self, consent: NewConsent) -> Consent: ...
 
-    async def list_for_patient(self, patient_id: int) -> list[Consent]: ...
+    async def list_for_patient(self, patient_id: int, *, disclosed_to: int | None = None) -> list[Consent]:
+        """The patient's consents, oldest first; with ``disclosed_to``, only those naming that
+        organization or a compliance group it belongs to."""
+        ...
 
 
 class ComplianceGroupRepository(Protocol):
@@ -136,7 +139,11 @@ class ExternalCoverage:
 
 @dataclass(frozen=True)
 class BreakGlassSession:
-    """Emergency access one clinician opened to one patient, until ``expires_at``."""
+    """Emergency access one clinician opened to one patient, until ``expires_at``.
+
+    ``reviewed_at``, ``reviewed_by`` and ``review_note`` are the review of the organization the
+    session was read for (the patient's, or the clinician's when another): each organization reviews
+    a session on its own, and neither sees the other's review."""
 
     id: int
     user_id: int
@@ -166,15 +173,20 @@ class BreakGlassRepository(Protocol):
     async def list_for_organization(
         self, organization_id: int, after: int | None, limit: int
     ) -> Page[BreakGlassSession]:
-        """Sessions opened by the organization's staff or on its patients, newest first."""
+        """Sessions opened by the organization's staff or on its patients, newest first, each with
+        that organization's own review of it (none while it has not reviewed it)."""
         ...
 
-    async def get(self, session_id: int) -> BreakGlassSession | None:
-        """One session by id, whatever its organization (the workflow decides who may see it)."""
+    async def get(self, session_id: int, organization_id: int) -> BreakGlassSession | None:
+        """One session by id, whatever its organization (the workflow decides who may see it), with
+        ``organization_id``'s own review of it, if any."""
         ...
 
-    async def mark_reviewed(self, session_id: int, *, by: int, note: str, at: datetime) -> bool:
-        """Record the review of a session not reviewed yet; False if it already was."""
+    async def mark_reviewed(
+        self, session_id: int, organization_id: int, *, by: int, note: str, at: datetime
+    ) -> bool:
+        """Record ``organization_id``'s review of a session it has not reviewed yet; False if it
+        already has (another organization's review of the same session is no bar)."""
         ...
 
 

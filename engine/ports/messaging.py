@@ -156,7 +156,9 @@ class DeliveryRepository(Protocol):
         ...
 
     async def mark_read(self, conversation_id: int, reader_chat_id: str, read_ts_ms: int) -> int:
-        """Channel deliveries of others' messages posted up to ``read_ts_ms`` become ``delivered``."""
+        """Channel deliveries of others' messages posted up to ``read_ts_ms`` become ``delivered``.
+        Says nothing of who the reader is: the caller asks only for a reader who counts, an active
+        member whose read is allowed (``engine.workflows.read_receipts.record_chat_read``)."""
         ...
 
 
@@ -200,6 +202,13 @@ class OptOutRepository(Protocol):
 
 class WebhookEventLog(Protocol):
     """The stored inbound webhook events (integrations/webhooks.py claims them)."""
+
+    async def take(self, event_id: int) -> bool:
+        """Hold the stored event for this transaction (its row locked until commit or rollback) and
+        say whether it is still pending. The first thing a workflow of an inbound event does: a
+        second processor of the same event (its claim's lease ran out while the first was still at
+        it) waits here for the first to finish, then finds it no longer pending and does nothing."""
+        ...
 
     async def finish(self, event_id: int, status: str, *, keep_body: bool = True) -> None:
         """Mark a stored webhook event processed or ignored, in the transaction of its effects. An

@@ -334,10 +334,14 @@ class AuditUnitOfWork(Transaction, Protocol):
 
 
 class PolicyChangesUnitOfWork(Transaction, Protocol):
-    """engine/workflows/policy_changes.py: proposed policy edits and their four-eyes approval."""
+    """engine/workflows/policy_changes.py: proposed policy edits and their four-eyes approval, and the
+    organizations (which one governs the policy)."""
 
     @property
     def policy_proposals(self) -> PolicyProposalRepository: ...
+
+    @property
+    def organizations(self) -> OrganizationRepository: ...
 
 
 class UnitOfWork(

@@ -192,7 +192,9 @@ async def read_attachment(
         if message is None:
             guard.record_missing("conversation.read", "message", message_id)
             raise NotFound("message")
-        await readable_conversation(guard, "conversation.read", message.conversation_id, unknown_as="message")
+        await readable_conversation(
+            guard, "conversation.read", message.conversation_id, unknown_as="message", sent_id=message_id
+        )
         file = None if message.recalled else await uow.attachments.file(message_id, attachment_id)
         if file is None:
             raise NotFound("attachment")

@@ -8,6 +8,12 @@ each decision, against the session's expiry. Each opening tells the patient's or
 compliance officers at once (the :class:`NotifyComplianceOfBreakGlass` effect, through the outbox,
 audited); every audit record made while it is in force is flagged ``break_glass``; compliance
 officers list the sessions of their organization to review them.
+
+A session on another organization's patient concerns two organizations, and each reviews it on its
+own: the patient's organization reviews access to its patient's record, the clinician's reviews its
+own staff's use. One's review never closes the other's, and neither reads the other's note (it may
+describe the patient's circumstances); each sees the session's own facts (clinician, patient,
+window, reason) as before.
 """
 
 from __future__ import annotations
@@ -98,7 +104,8 @@ async def break_glass(services: Services, actor: Actor, cmd: BreakGlass) -> Brea
 async def list_break_glass(
     services: Services, actor: Actor, after: int | None, limit: int | None
 ) -> Page[BreakGlassSession]:
-    """Sessions opened by the officer's organization's staff or on its patients, newest first."""
+    """Sessions opened by the officer's organization's staff or on its patients, newest first, each
+    with the officer's organization's own review."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require("break_glass.list", resource_type="break_glass")
@@ -115,15 +122,16 @@ MAX_NOTE = 2000
 async def _session_of_own_org(
     guard: Guard[BreakGlassUnitOfWork], workflow: str, session_id: int
 ) -> BreakGlassSession:
-    """The session, decided as ``workflow`` with ``own_org`` (opened by the officer's organization's
-    staff or on its patient); 404 if there is none or it is another organization's."""
+    """The session with the officer's organization's own review, decided as ``workflow`` with
+    ``own_org`` (opened by the officer's organization's staff or on its patient); 404 if there is
+    none or it is another organization's."""
 
     def mine(session: BreakGlassSession) -> bool:
         return guard.actor.organization_id in (session.organization_id, session.patient_organization_id)
 
     async def facts_of() -> frozenset[str] | None:
         # For the record of a refused role only (`policy diff` replays it): the answer is the same.
-        found = await guard.uow.break_glass.get(session_id)
+        found = await guard.uow.break_glass.get(session_id, guard.actor.organization_id)
         if found is None:
             return None
         return frozenset({Fact.OWN_ORG}) if mine(found) else frozenset()
@@ -131,7 +139,7 @@ async def _session_of_own_org(
     await guard.require_role_recording_facts(
         workflow, facts_of, resource_type="break_glass", resource_id=session_id
     )
-    session = await guard.uow.break_glass.get(session_id)
+    session = await guard.uow.break_glass.get(session_id, guard.actor.organization_id)
     if session is None or not mine(session):
         guard.record_missing(workflow, "break_glass", session_id)
         raise NotFound("break_glass")
@@ -161,17 +169,20 @@ class ReviewBreakGlass:
 
 
 async def review_break_glass(services: Services, actor: Actor, cmd: ReviewBreakGlass) -> BreakGlassSession:
-    """Mark an emergency session reviewed, with a note, once (``break_glass.review``, fact
-    ``own_org``). Another organization's session, or none, answers 404; a reviewed one, 409. The
-    decision's record is the review's audit record; the note stays in the session's row only (it
-    may name the patient's circumstances)."""
+    """Record the officer's organization's review of an emergency session, with a note, once per
+    organization (``break_glass.review``, fact ``own_org``). Another organization's session, or
+    none, answers 404; one this organization reviewed already, 409 (the other organization's review
+    is no bar). The decision's record is the review's audit record; the note stays in the review's
+    row only (it may name the patient's circumstances)."""
     note = cmd.note.strip()
     if not 1 <= len(note) <= MAX_NOTE:
         raise InvalidInput([FieldError("note", f"Write a review note of 1 to {MAX_NOTE} characters.")])
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         session = await _session_of_own_org(guard, "break_glass.review", cmd.session_id)
-        if not await uow.break_glass.mark_reviewed(session.id, by=actor.user_id, note=note, at=guard.now):
-            raise Conflict("This session was already reviewed.")
+        if not await uow.break_glass.mark_reviewed(
+            session.id, actor.organization_id, by=actor.user_id, note=note, at=guard.now
+        ):
+            raise Conflict("Your organization already reviewed this session.")
         await uow.commit()
     return replace(session, reviewed_at=guard.now, reviewed_by=actor.user_id, review_note=note)

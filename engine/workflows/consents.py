@@ -23,6 +23,7 @@ from datetime import datetime
 
 from engine.audit import AuditEvent, DetailValue
 from engine.consent_index import IndexedConsent
+from engine.decisions import Fact
 from engine.effects import RemoveMembers
 from engine.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import (
@@ -106,6 +107,7 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
                 )
             except Forbidden as denied:
                 if not facts:  # another organization's group, not shared: as if there were none
+                    guard.hide_last("compliance_group.use")
                     raise no_such_group.concealing(denied.decision) from None
                 raise
         if not cmd.scope:
@@ -175,12 +177,20 @@ def _check_part2(elements: Part2Elements, expires_at: datetime | None, now: date
 
 
 async def list_consents(services: Services, actor: Actor, patient_id: int) -> list[Consent]:
+    """A patient's consents (``consent.list``). Its own organization sees them all; staff of another
+    organization, covered by a consent, see only the consents disclosing the patient to their own
+    organization (directly or through a compliance group it is in): the others name other
+    recipients, external parties' names and numbers, revocation reasons and Part 2 elements that are
+    none of theirs, whatever their own consent discloses."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await guard.require_role_for_patient("consent.list", patient_id, resource_type="consent")
         facts, details = await guard.patient_facts("consent.list", patient_id)
         guard.require("consent.list", facts, resource_type="consent", patient_id=patient_id, details=details)
-        consents = await uow.consents.list_for_patient(patient_id)
+        own = Fact.OWN_ORG in facts
+        guard.annotate(shown="all" if own else "disclosed_to_own_organization")
+        disclosed_to = None if own else actor.organization_id
+        consents = await uow.consents.list_for_patient(patient_id, disclosed_to=disclosed_to)
         await uow.commit()
     return consents
 

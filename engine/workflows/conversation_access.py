@@ -40,9 +40,13 @@ async def conversation_facts(
     conversation: Conversation,
     *,
     unknown_as: str = "conversation",
+    sent_id: object | None = None,
 ) -> tuple[frozenset[str], Mapping[str, DetailValue]]:
-    """The actor's facts for the conversation's patient, and ``member`` if the actor is one."""
-    facts, details = await guard.patient_facts(workflow, conversation.patient_id, unknown_as=unknown_as)
+    """The actor's facts for the conversation's patient, and ``member`` if the actor is one
+    (``unknown_as`` and ``sent_id``: see :meth:`engine.services.Decider.note_relation`)."""
+    facts, details = await guard.patient_facts(
+        workflow, conversation.patient_id, unknown_as=unknown_as, sent_id=sent_id
+    )
     if guard.actor.user_id in conversation.member_ids:
         facts |= {Fact.MEMBER}
     return facts, details
@@ -54,15 +58,19 @@ async def readable_conversation(
     conversation_id: int,
     *,
     unknown_as: str = "conversation",
+    sent_id: object | None = None,
 ) -> Conversation:
     """The conversation, if the actor may run ``workflow`` on it; ``unknown_as`` names the record a
-    conversation the actor has no relation to is answered as (not found: the id the client sent)."""
+    conversation the actor has no relation to is answered as (not found: the id the client sent,
+    ``sent_id``, by default the conversation's)."""
 
     async def facts_of() -> frozenset[str] | None:
         conversation = await guard.uow.conversations.get(conversation_id)
         if conversation is None:
             return None
-        return (await conversation_facts(guard, workflow, conversation, unknown_as=unknown_as))[0]
+        return (
+            await conversation_facts(guard, workflow, conversation, unknown_as=unknown_as, sent_id=sent_id)
+        )[0]
 
     await guard.require_role_recording_facts(
         workflow, facts_of, resource_type="conversation", resource_id=conversation_id
@@ -71,7 +79,9 @@ async def readable_conversation(
     if conversation is None:
         guard.record_missing(workflow, "conversation", conversation_id)
         raise NotFound("conversation")
-    facts, details = await conversation_facts(guard, workflow, conversation, unknown_as=unknown_as)
+    facts, details = await conversation_facts(
+        guard, workflow, conversation, unknown_as=unknown_as, sent_id=sent_id
+    )
     guard.require(
         workflow,
         facts,

@@ -2,8 +2,10 @@
 
 Creating a conversation decides about every member, not just the actor: each internal member must
 be covered for the patient and each external SMS participant needs a consent naming them. One
-uncovered member fails the whole request and nothing is created. The chat channel and every message
-are delivered through the outbox, so an acknowledged message survives a Sendbird outage.
+uncovered member fails the whole request and nothing is created. Who may bring in an external
+participant, and through whose contact directory: :mod:`engine.workflows.external_admission`. The
+chat channel and every message are delivered through the outbox, so an acknowledged message
+survives a Sendbird outage.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from engine.decisions import Decision, Fact
 from engine.effects import CreateChannel, InviteMembers
 from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
 from engine.escalation import ROUTINE, SEND_URGENT, URGENT, first_due
-from engine.model import EXTERNAL_PARTICIPANT, Actor, Conversation, DeliveryState, Message, Page, User
+from engine.model import Actor, Conversation, DeliveryState, Message, Page, User
 from engine.ports.messaging import NewExternalParticipant, NewSend, SendContext
 from engine.ports.patients import PatientRelation
 from engine.ports.units import ConversationsUnitOfWork
@@ -31,6 +33,7 @@ from engine.workflows.conversation_access import (
     with_receipts,
     with_unread_counts,
 )
+from engine.workflows.external_admission import admit_external
 
 #: A Sendbird group channel holds up to 100 members (sendbird-api.md §4).
 MAX_CHANNEL_MEMBERS = 100
@@ -104,6 +107,7 @@ async def start_conversation(
                 if denial is None:
                     decided.add(i)
                 else:
+                    guard.hide_last("conversation.join")
                     unknown[i] = denial
         missing = [
             FieldError(f"memberIds[{i}]", "No such active user.", "not_found")
@@ -125,23 +129,8 @@ async def start_conversation(
                     [FieldError(f"externalMembers[{i}].phoneNumber", "Listed twice.", "duplicate")]
                 )
             seen_numbers.add(ext.phone_number)
-            # Admitted only by a consent naming the number, or naming the organization (or one of its
-            # groups) whose admins listed the number in its contact directory: never on the caller's word.
-            candidates = await uow.facts.external_consents(pid, ext.phone_number, ext.organization_id)
-            ext_facts, ext_details = guard.external_facts("conversation.join", candidates)
-            guard.require(
-                "conversation.join",
-                ext_facts,
-                resource_type="conversation",
-                patient_id=pid,
-                subject_role=EXTERNAL_PARTICIPANT,
-                field=f"externalMembers[{i}]",
-                details={"external_index": i, **ext_details},
-            )
-            consent_id = ext_details["consent_id"]
-            assert isinstance(consent_id, int)
             external.append(
-                NewExternalParticipant(ext.phone_number, ext.name, ext.organization_id, consent_id)
+                await admit_external(guard, pid, i, ext.phone_number, ext.name, ext.organization_id)
             )
 
         holder = await _on_call_holder(guard, cmd) if cmd.on_call_of is not None else None
@@ -281,15 +270,13 @@ def _send_facts(
     decider: Decider, workflow: str, context: SendContext
 ) -> tuple[set[str], dict[str, DetailValue]]:
     """The sender's facts from the send path's one read, by the fact builder (and ``member``)."""
-    assert context.patient_organization_id is not None
+    c = context
+    assert c.patient_organization_id is not None
     relation = PatientRelation(
-        context.patient_id,
-        context.patient_organization_id,
-        context.on_care_team,
-        context.break_glass_session_id,
+        c.patient_id, c.patient_organization_id, c.on_care_team, c.break_glass_session_id
     )
     facts, details = decider.relation_facts(workflow, relation)
-    if context.is_member:
+    if c.is_member:
         facts.add(Fact.MEMBER)
     return facts, details
 
@@ -319,10 +306,12 @@ async def send_message(
         context = await uow.context(conversation_id, actor.user_id, decider.now)
         known = context is not None and context.patient_organization_id is not None
         if not decider.policy.role_may(actor.role.value, workflow):
-            # Refused whatever the conversation (the same 403 for one that does not exist); the facts
-            # it would have had are recorded so that `caremsg policy diff` can replay the refusal.
-            refused_facts = _send_facts(decider, workflow, context)[0] if known and context else None
-            decider.require(
+            # Refused alike for a conversation that does not exist; its facts kept for `policy diff`.
+            refused_facts: frozenset[str] | None = None
+            if known and context:
+                refused_facts = frozenset(_send_facts(decider, workflow, context)[0])
+                decider.note_relation(context.patient_id, refused_facts, unknown_as="conversation")
+            decider.refuse_role(
                 workflow,
                 refused_facts,
                 resource_type="conversation",

@@ -11,8 +11,9 @@ transaction, so ``GET`` shows ``queued`` at once and a refusal (``failed`` with 
 record. The effects themselves go through the outbox.
 
 Inbound events arrive through webhooks that were stored first (``webhook_events``) and are handled
-here, each in one transaction that also marks the event done, so a retried or re-processed event has
-no second effect.
+here, each in one transaction that first takes the stored event (its row locked, and nothing done
+unless it is still pending) and last marks it done, so a retried or re-processed event has no second
+effect, even when two processors hold it at once.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from engine.sms import (
     FULL_TEXT,
     NOTIFICATION,
     Keyword,
-    keyword,
+    inbound_keyword,
     reply_code,
     sms_recipient,
     textable,
@@ -54,6 +55,11 @@ CHANNEL, SMS = "chat", "sms"
 
 PROCESSED = "processed"
 IGNORED = "ignored"
+#: A stored event not handled yet (``webhook_events.status``).
+PENDING = "pending"
+#: What an inbound event's workflow answers when the event was no longer pending as it took it:
+#: another processor handled it (its claim's lease ran out mid-batch), so this one did nothing.
+ALREADY_HANDLED = "already_handled"
 
 
 def _unit_of_work(services: Services) -> MessagingUnitOfWork:
@@ -239,7 +245,7 @@ async def get_message(services: Services, actor: Actor, message_id: int) -> Mess
             guard.record_missing("conversation.read", "message", message_id)
             raise NotFound("message")
         conversation = await readable_conversation(
-            guard, "conversation.read", message.conversation_id, unknown_as="message"
+            guard, "conversation.read", message.conversation_id, unknown_as="message", sent_id=message_id
         )
         (message,) = await with_receipts(uow, conversation, await with_deliveries(uow, [message]))
         attached = await uow.attachments.of_messages([message.id])
@@ -293,9 +299,12 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
     """Store a message staff posted directly in the chat app and text external members about it.
 
     The sender must still be allowed ``message.send`` (member, patient covered); if not, nothing is
-    texted and the denial is on record. Returns ``processed`` or ``ignored``.
+    texted and the denial is on record. Returns ``processed`` or ``ignored`` (``already_handled``
+    when another processor handled the event first, as every inbound workflow does).
     """
     async with _unit_of_work(services) as uow:
+        if not await uow.webhook_events.take(event.event_id):
+            return ALREADY_HANDLED
         conversation = await uow.conversations.by_channel(event.channel_url)
         sender = await uow.users.by_chat_id(event.sender_chat_id)
         if conversation is None or sender is None:
@@ -304,7 +313,11 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
             return IGNORED
         actor = _system_actor(sender.id, sender.role.value, sender.organization_id, event.event_id)
         guard = Guard(services, uow, actor)
-        facts, details = await guard.patient_facts("message.send", conversation.patient_id)
+        # A sender who may no longer know of the patient: the record their organization sees names
+        # the conversation they posted in, not the patient.
+        facts, details = await guard.patient_facts(
+            "message.send", conversation.patient_id, unknown_as="conversation"
+        )
         if sender.id in conversation.member_ids:
             facts |= {Fact.MEMBER}
         if not guard.permits(
@@ -347,15 +360,17 @@ async def chat_message_posted(services: Services, event: ChatMessagePosted) -> s
 
 
 async def chat_read(services: Services, event: ChatRead) -> str:
-    """Read receipts from chat clients: channel deliveries the reader has now seen become
-    ``delivered``, and a member's read state moves up to the last message the receipt covers
-    (:func:`engine.workflows.read_receipts.record_chat_read`: decided and audited per member)."""
+    """Read receipts from chat clients: for each reader who is an active member, the channel
+    deliveries they have now seen become ``delivered`` and their read state moves up to the last
+    message the receipt covers (:func:`engine.workflows.read_receipts.record_chat_read`: decided
+    and audited per member). Anyone else's receipt changes nothing."""
     async with _unit_of_work(services) as uow:
+        if not await uow.webhook_events.take(event.event_id):
+            return ALREADY_HANDLED
         conversation = await uow.conversations.by_channel(event.channel_url)
         status = IGNORED
         if conversation is not None:
             for reader, read_ts in event.reads:
-                await uow.deliveries.mark_read(conversation.id, reader, read_ts)
                 await read_receipts.record_chat_read(
                     services, uow, conversation, reader, read_ts, event.event_id
                 )
@@ -366,10 +381,11 @@ async def chat_read(services: Services, event: ChatRead) -> str:
 
 
 async def _sms_from_unknown_number(services: Services, uow: MessagingUnitOfWork, event: InboundSms) -> str:
-    """A text from a number no conversation has texted. STOP and START still count: the opt-out is
-    kept by number, so a number added to a conversation later is not texted after its STOP. No
+    """A text from a number no conversation has texted. STOP and START still count, read as from a
+    known number (:func:`engine.sms.inbound_keyword`: the provider's ``OptOutType`` first): the
+    opt-out is kept by number, so a number added to a conversation later is not texted after its STOP. No
     confirmation is sent (there is no participant to send it as), and nothing else is done."""
-    word = keyword(event.text, services.sms)
+    word = inbound_keyword(event.text, event.provider_keyword, services.sms)
     if word not in (Keyword.STOP, Keyword.START):
         await uow.webhook_events.finish(event.event_id, IGNORED)
         await uow.commit()
@@ -404,13 +420,15 @@ async def sms_received(services: Services, event: InboundSms) -> str:
     """
     rules = services.sms
     async with _unit_of_work(services) as uow:
+        if not await uow.webhook_events.take(event.event_id):
+            return ALREADY_HANDLED
         routes = await uow.conversations.reply_routes(event.from_number)
         if not routes:
             return await _sms_from_unknown_number(services, uow, event)
         now = services.clock()
         code, text = reply_code(event.text)
         # "#2 STOP" opts out too: keywords are about the number
-        word = event.provider_keyword or keyword(text, rules)
+        word = inbound_keyword(event.text, event.provider_keyword, rules)
         latest = routes[0]  # the conversation that texted the number last: where keywords are recorded
 
         def audit(

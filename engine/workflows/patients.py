@@ -93,12 +93,18 @@ async def _read_patient(services: Services, actor: Actor, patient_id: int) -> Pa
         if not decider.policy.role_may(actor.role.value, workflow):
             # As Guard.require_role_for_patient: refused alike whether or not the patient exists; the
             # facts it would have had are on record, so `policy diff` can replay the refusal.
-            try:
-                known: frozenset[str] | None = decider.patient_facts_of(workflow, patient_id, relation)[0]
-            except NotFound:
-                known = None
-            decider.require(
-                workflow, known, resource_type="patient", resource_id=patient_id, patient_id=patient_id
+            with decider.gathering_for_refusal():
+                try:
+                    known: frozenset[str] | None = decider.patient_facts_of(workflow, patient_id, relation)[0]
+                except NotFound:
+                    known = None
+            decider.refuse_role(
+                workflow,
+                known,
+                resource_type="patient",
+                resource_id=patient_id,
+                patient_id=patient_id,
+                sent_patient_id=patient_id,
             )
         facts, details = decider.patient_facts_of(workflow, patient_id, relation)
         decider.require(
@@ -279,6 +285,7 @@ async def add_care_team_member(
             # Someone of an organization the actor has no relation to: answered as no such user
             # (neither their existence nor their role shows); the record keeps the real reason.
             if not guard.knows_organization(pid, member.organization_id):
+                guard.hide_last("care_team.join")
                 raise no_such_user.concealing(denied.decision) from None
             raise
         added = await uow.care_teams.add_member(team.id, member.id, actor.user_id)

@@ -91,6 +91,20 @@ def who_proposed(proposal: PolicyProposal, actor: Actor) -> frozenset[str]:
     return frozenset({mine, Fact.OWN_ORG} if proposal.organization_id == actor.organization_id else {mine})
 
 
+async def governing(services: Services, uow: PolicyChangesUnitOfWork, actor: Actor) -> frozenset[str]:
+    """``governing`` when the person is of the organization that governs the deployment's policy
+    (``policy.governing_organization``, looked up by name each time: an organization created or
+    renamed later counts at once). The files decide for every organization; the shipped rules let
+    only that organization's compliance officers change them, or one organization's admin could
+    create two officers and change every organization's rules alone."""
+    found = await uow.organizations.by_name(services.settings.governing_organization)
+    return (
+        frozenset({Fact.GOVERNING})
+        if found is not None and found.id == actor.organization_id
+        else frozenset()
+    )
+
+
 def _details(proposal: PolicyProposal) -> dict[str, DetailValue]:
     """What every decision about a proposal records: the file, who proposed it and why, the diff."""
     return {
@@ -151,6 +165,8 @@ class PolicyChanges:
     file: str
     current: str
     history: tuple[PolicyProposal, ...]
+    #: Whether the policy would let the reader propose (and restore): what the page offers.
+    may_propose: bool = False
 
 
 async def list_policy_changes(
@@ -176,8 +192,10 @@ async def list_policy_changes(
         )
         history = await uow.policy_proposals.history(chosen, HISTORY_SHOWN)
         current = await files.read(chosen)
+        governs = await governing(services, uow, actor)
         await uow.commit()
-    return PolicyChanges(proposals, editable, chosen, current, history)
+    may_propose = guard.policy.decide(actor.role.value, "policy.propose", governs).allowed
+    return PolicyChanges(proposals, editable, chosen, current, history, may_propose)
 
 
 @dataclass(frozen=True)
@@ -203,8 +221,9 @@ async def read_policy_change(
             guard.record_missing("policy.change.read", "policy_proposal", proposal_id)
             raise NotFound("policy_proposal")
         live = await files.read(proposal.file) if proposal.file in files.editable() else None
+        governs = await governing(services, uow, actor)
         await uow.commit()
-    facts = who_proposed(proposal, actor)
+    facts = who_proposed(proposal, actor) | governs
     offered = frozenset(
         workflow
         for workflow in DECIDING
@@ -280,7 +299,9 @@ async def propose_policy_change(
         raise InvalidInput(errors)
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        guard.require("policy.propose", resource_type="policy_proposal")
+        guard.require(
+            "policy.propose", await governing(services, uow, actor), resource_type="policy_proposal"
+        )
         base = await files.read(cmd.file)
         new = NewPolicyProposal(cmd.file, content, base, reason, actor.user_id, actor.organization_id)
         proposal = await _store(guard, files, new)
@@ -301,7 +322,12 @@ async def restore_policy_version(
         raise InvalidInput(errors)
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        guard.require("policy.restore", resource_type="policy_proposal", resource_id=cmd.proposal_id)
+        guard.require(
+            "policy.restore",
+            await governing(services, uow, actor),
+            resource_type="policy_proposal",
+            resource_id=cmd.proposal_id,
+        )
         source = await uow.policy_proposals.get(cmd.proposal_id)
         if source is None or source.state is not ProposalState.APPLIED or source.file not in files.editable():
             guard.record_missing("policy.restore", "policy_version", cmd.proposal_id)
@@ -333,15 +359,15 @@ class DecidePolicyChange:
 
 
 async def _open_proposal(
-    guard: Guard[PolicyChangesUnitOfWork], workflow: str, proposal_id: int
+    guard: Guard[PolicyChangesUnitOfWork], workflow: str, proposal_id: int, governs: frozenset[str]
 ) -> PolicyProposal:
-    """The proposal, decided as ``workflow`` with the fact between the actor and it (who proposed
-    it); 404 if there is none, 409 if it is no longer open."""
+    """The proposal, decided as ``workflow`` with the facts between the actor and it (who proposed
+    it, and ``governs``: see :func:`governing`); 404 if there is none, 409 if it is no longer open."""
 
     async def facts_of() -> frozenset[str] | None:
         # For the record of a refused role only (`policy diff` replays it): the answer is the same.
         found = await guard.uow.policy_proposals.get(proposal_id)
-        return None if found is None else who_proposed(found, guard.actor)
+        return None if found is None else who_proposed(found, guard.actor) | governs
 
     await guard.require_role_recording_facts(
         workflow, facts_of, resource_type="policy_proposal", resource_id=proposal_id
@@ -352,7 +378,7 @@ async def _open_proposal(
         raise NotFound("policy_proposal")
     guard.require(
         workflow,
-        who_proposed(proposal, guard.actor),
+        who_proposed(proposal, guard.actor) | governs,
         resource_type="policy_proposal",
         resource_id=proposal.id,
         details=_details(proposal),
@@ -387,7 +413,9 @@ async def approve_policy_change(
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         await uow.policy_proposals.lock_files()
-        proposal = await _open_proposal(guard, "policy.approve", cmd.proposal_id)
+        proposal = await _open_proposal(
+            guard, "policy.approve", cmd.proposal_id, await governing(services, uow, actor)
+        )
         if proposal.file not in files.editable():
             guard.annotate(refused="missing_file")
             raise Conflict(
@@ -458,7 +486,9 @@ async def _close(
         raise InvalidInput(errors)
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
-        proposal = await _open_proposal(guard, workflow, cmd.proposal_id)
+        proposal = await _open_proposal(
+            guard, workflow, cmd.proposal_id, await governing(services, uow, actor)
+        )
         if not await uow.policy_proposals.decide(
             proposal.id, state, by=actor.user_id, at=guard.now, note=note or None
         ):

@@ -80,10 +80,14 @@ async def record_chat_read(
     event_id: int,
 ) -> bool:
     """A chat client's read receipt: the member read the channel up to ``read_ts_ms``, so up to the
-    latest message the chat provider took by then. Recorded (source ``chat``) if the reader is an
-    active member and ``conversation.read`` allows them; returns whether the state moved.
+    latest message the chat provider took by then. Counted only if the reader is an active member
+    and ``conversation.read`` allows them: then the channel deliveries of others' messages the
+    receipt covers become ``delivered`` (a message is delivered when a member reads it) and the
+    member's mark moves (source ``chat``); returns whether the mark moved.
 
-    Anyone else is not a member here (an external SMS participant's chat user, a stranger): nothing.
+    Anyone else is not a member here (an external SMS participant's chat user, caremsg's own system
+    user, a deactivated or removed member, a stranger): their receipt changes nothing, neither the
+    marks nor the deliveries.
     """
     reader = await uow.users.by_chat_id(reader_chat_id)
     if reader is None or not reader.is_active or reader.id not in conversation.member_ids:
@@ -103,6 +107,7 @@ async def record_chat_read(
         details={**details, "via": "chat_app", "read_up_to": message_id},
     ):
         return False
+    await uow.deliveries.mark_read(conversation.id, reader_chat_id, read_ts_ms)
     # When they read: the receipt's own time (never later than now: a skewed clock cannot post-date it).
     at = min(datetime.fromtimestamp(read_ts_ms / 1000, UTC), guard.now)
     _, moved = await uow.reads.mark(conversation.id, reader.id, message_id, at, CHAT)

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from pydantic import ValidationError
 
 from engine.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from engine.model import Actor
@@ -56,6 +57,7 @@ from handlers.keys import (
 from handlers.middleware import SECURITY_HEADERS, SERVER_NAME
 from handlers.proxies import client_address
 from handlers.requests import services
+from handlers.schemas.identity import LoginRequest
 
 PREFIX = "/console"
 #: The console's own Content-Security-Policy: its stylesheet, its forms, nothing else.
@@ -203,10 +205,18 @@ async def login(request: web.Request) -> web.StreamResponse:
     email, password = form.get("email"), form.get("password")
     if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
         return await login_form(request, error="Enter your email and password.", status=422)
+    try:  # read as the API reads them: an email with a NUL in it never reaches the database
+        credentials = LoginRequest.model_validate({"email": email, "password": password})
+    except ValidationError:
+        return await login_form(request, error="Enter a valid email address and password.", status=422)
     svc = services(request)
     try:
         session = await identity.login(
-            svc, email, password, request_id=request[request_id_key], source_address=client_address(request)
+            svc,
+            credentials.email,
+            credentials.password,
+            request_id=request[request_id_key],
+            source_address=client_address(request),
         )
     except TooManyRequests:
         return await login_form(request, error="Too many attempts; wait a moment and try again.", status=429)

@@ -2,7 +2,9 @@
 (the API's ``break_glass.list`` workflow and repository), one session with the audit records it
 produced (the API's audit search, ``audit.read``, filtered by break-glass, the session's clinician,
 patient and time window: no second query path), and "mark reviewed with a note"
-(``break_glass.review``).
+(``break_glass.review``). The review shown and made is the officer's organization's own: on another
+organization's patient, that organization reviews the same session separately and neither sees the
+other's note.
 """
 
 from __future__ import annotations
@@ -109,5 +111,5 @@ async def review(request: web.Request, actor: Actor) -> tuple[int, str, str | No
     except InvalidInput as invalid:
         return 422, note, "; ".join(e.message for e in invalid.errors)
     except Conflict:
-        return 409, note, "This session was already reviewed."
+        return 409, note, "Your organization already reviewed this session."
     return 200, note, None

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Integer, Select, and_, cast, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from engine.audit import AuditEvent, replayable_facts
+from engine.audit import ANSWERED, AuditEvent, replayable_facts
 from engine.audit_chain import (
     CONTENT_FIELDS,
     ChainEntry,
@@ -112,17 +112,25 @@ def anchor_of(row: Any) -> Anchor:
     return Anchor(row.id, row.seq, row.event_id, row.hash, row.key_id, row.signed_at)
 
 
+def visible_to(organization_id: int) -> Any:
+    """The records an organization's auditors see: its staff's, and any about one of its patients;
+    but not its staff's records of what they were not told (``details.answered``, see
+    :data:`engine.audit.ANSWERED`: the records of what they were answered stand beside them), nor
+    the events of no organization (a failed login for an email without an account: telling it from
+    one for another organization's account would tell that the account exists).
+
+    The organization's own records need their row read for ``details`` (not in the time index).
+    """
+    e = events_t.c
+    own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == organization_id)
+    told = or_(e.organization_id != organization_id, ~e.details.has_key(ANSWERED))
+    return and_(or_(e.organization_id == organization_id, e.patient_id.in_(own_patients)), told)
+
+
 def search_conditions(query: AuditFilter) -> list[Any]:
     """The WHERE conditions of an auditor's search: the organization's visibility, then each filter."""
     e = events_t.c
-    own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == query.organization_id)
-    visible = [e.organization_id == query.organization_id, e.patient_id.in_(own_patients)]
-    if query.subject_hash is not None:
-        # Searched by an exact email: also the events of no organization about that address (a
-        # failed login or registration for an email without an account). The searcher must
-        # know the address already; nothing of another organization comes with it.
-        visible.append(and_(e.organization_id.is_(None), e.subject_hash == query.subject_hash))
-    conditions: list[Any] = [or_(*visible)]
+    conditions: list[Any] = [visible_to(query.organization_id)]
     for column, value in (
         (e.actor_id, query.actor_id),
         (e.patient_id, query.patient_id),
@@ -275,8 +283,7 @@ class SqlAuditTrail:
         if until is not None:
             conditions.append(e.occurred_at < until)
         if organization_id is not None:
-            own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == organization_id)
-            conditions.append(or_(e.organization_id == organization_id, e.patient_id.in_(own_patients)))
+            conditions.append(visible_to(organization_id))
         query = (
             select(
                 e.id,

@@ -1,31 +1,25 @@
 """The counts behind the console's charts, in PostgreSQL: one grouped query each, over the records
-an auditor of the organization may search (its staff's, and any about one of its patients).
+an auditor of the organization may search (:func:`integrations.db.audit.visible_to`).
 
 Periods are UTC days or ISO weeks (``date_trunc`` on the UTC time). Both read the time range from
-``ix_audit_events_occurred_at_visible`` alone (migration 0017): it holds whose record it is and
-every column counted here.
+``ix_audit_events_occurred_at_visible`` (migration 0017): it holds whose record it is and every
+column counted here; the organization's own records are also read for what their staff were not
+told (``details.answered``), which the index does not hold.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.audit_figures import DecisionCount, Period, PeriodCount
+from integrations.db.audit import visible_to
 from integrations.db.columns import table_of
-from integrations.db.tables import AuditEventRow, PatientRow
+from integrations.db.tables import AuditEventRow
 
 events_t = table_of(AuditEventRow)
-patients_t = table_of(PatientRow)
-
-
-def _visible(organization_id: int) -> Any:
-    e = events_t.c
-    own_patients = select(patients_t.c.id).where(patients_t.c.organization_id == organization_id)
-    return or_(e.organization_id == organization_id, e.patient_id.in_(own_patients))
 
 
 def _utc(value: datetime) -> datetime:
@@ -47,7 +41,7 @@ class SqlAuditFigures:
         query = (
             select(start, e.outcome, reason, func.count().label("n"))
             .where(
-                _visible(organization_id),
+                visible_to(organization_id),
                 e.decision.is_not(None),
                 e.occurred_at >= since,
                 e.occurred_at < until,
@@ -66,7 +60,7 @@ class SqlAuditFigures:
         query = (
             select(start, func.count().label("n"))
             .where(
-                _visible(organization_id),
+                visible_to(organization_id),
                 e.workflow == "break_glass.open",  # a decision: only decisions have one
                 e.decision == "allow",
                 e.outcome == "success",

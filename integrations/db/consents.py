@@ -31,6 +31,7 @@ from integrations.db.columns import table_of
 from integrations.db.messaging import conversation_of, hydrated_conversations
 from integrations.db.patients import OPEN_SESSION
 from integrations.db.tables import (
+    BreakGlassReviewRow,
     BreakGlassSessionRow,
     ComplianceGroupMemberRow,
     ComplianceGroupRow,
@@ -45,6 +46,7 @@ from integrations.db.tables import (
 )
 
 break_glass_t = table_of(BreakGlassSessionRow)
+break_glass_reviews_t = table_of(BreakGlassReviewRow)
 changes_t = table_of(ConsentChangeRow)
 group_members_t = table_of(ComplianceGroupMemberRow)
 groups_t = table_of(ComplianceGroupRow)
@@ -128,10 +130,15 @@ class SqlConsentRepository(Repository):
         ).one()
         return _consent(row)
 
-    async def list_for_patient(self, patient_id: int) -> list[Consent]:
-        rows = await self.session.execute(
-            select(consents_t).where(consents_t.c.patient_id == patient_id).order_by(consents_t.c.id)
-        )
+    async def list_for_patient(self, patient_id: int, *, disclosed_to: int | None = None) -> list[Consent]:
+        k = consents_t.c
+        query = select(consents_t).where(k.patient_id == patient_id)
+        if disclosed_to is not None:
+            groups = select(group_members_t.c.group_id).where(
+                group_members_t.c.organization_id == disclosed_to
+            )
+            query = query.where(or_(k.organization_id == disclosed_to, k.compliance_group_id.in_(groups)))
+        rows = await self.session.execute(query.order_by(k.id))
         return [_consent(r) for r in rows]
 
 
@@ -341,9 +348,23 @@ def _break_glass(row: Any) -> BreakGlassSession:
 
 
 class SqlBreakGlassRepository(Repository):
-    def _select(self) -> Any:
-        return select(break_glass_t, patients_t.c.organization_id.label("patient_organization_id")).join(
-            patients_t, patients_t.c.id == break_glass_t.c.patient_id
+    def _select(self, reviewer_organization_id: int) -> Any:
+        """Sessions with their patient's organization and ``reviewer_organization_id``'s own review
+        (the other organization's review is never read with it)."""
+        r = break_glass_reviews_t.c
+        return (
+            select(
+                break_glass_t,
+                patients_t.c.organization_id.label("patient_organization_id"),
+                r.reviewed_at,
+                r.reviewed_by,
+                r.note.label("review_note"),
+            )
+            .join(patients_t, patients_t.c.id == break_glass_t.c.patient_id)
+            .outerjoin(
+                break_glass_reviews_t,
+                (r.session_id == break_glass_t.c.id) & (r.organization_id == reviewer_organization_id),
+            )
         )
 
     async def add(
@@ -362,8 +383,8 @@ class SqlBreakGlassRepository(Repository):
                 .returning(break_glass_t.c.id)
             )
         ).scalar_one()
-        row = (await self.session.execute(self._select().where(break_glass_t.c.id == new_id))).one()
-        return _break_glass(row)
+        query = self._select(organization_id).where(break_glass_t.c.id == new_id)
+        return _break_glass((await self.session.execute(query)).one())
 
     async def open_session(self, user_id: int, patient_id: int, at: datetime) -> int | None:
         values = {"user_id": user_id, "patient_id": patient_id, "at": at}
@@ -373,7 +394,7 @@ class SqlBreakGlassRepository(Repository):
         self, organization_id: int, after: int | None, limit: int
     ) -> Page[BreakGlassSession]:
         b = break_glass_t.c
-        query = self._select().where(
+        query = self._select(organization_id).where(
             or_(b.organization_id == organization_id, patients_t.c.organization_id == organization_id)
         )
         if after is not None:
@@ -381,18 +402,26 @@ class SqlBreakGlassRepository(Repository):
         rows = (await self.session.execute(query.order_by(b.id.desc()).limit(limit + 1))).all()
         return page([_break_glass(r) for r in rows], limit, lambda g: g.id)
 
-    async def get(self, session_id: int) -> BreakGlassSession | None:
-        query = self._select().where(break_glass_t.c.id == session_id)
+    async def get(self, session_id: int, organization_id: int) -> BreakGlassSession | None:
+        query = self._select(organization_id).where(break_glass_t.c.id == session_id)
         row = (await self.session.execute(query)).one_or_none()
         return None if row is None else _break_glass(row)
 
-    async def mark_reviewed(self, session_id: int, *, by: int, note: str, at: datetime) -> bool:
-        b = break_glass_t.c
+    async def mark_reviewed(
+        self, session_id: int, organization_id: int, *, by: int, note: str, at: datetime
+    ) -> bool:
+        r = break_glass_reviews_t.c
         done = await self.session.execute(
-            update(break_glass_t)
-            .where(b.id == session_id, b.reviewed_at.is_(None))
-            .values(reviewed_at=at, reviewed_by=by, review_note=note)
-            .returning(b.id)
+            pg_insert(break_glass_reviews_t)
+            .values(
+                session_id=session_id,
+                organization_id=organization_id,
+                reviewed_by=by,
+                reviewed_at=at,
+                note=note,
+            )
+            .on_conflict_do_nothing(index_elements=[r.session_id, r.organization_id])
+            .returning(r.session_id)
         )
         return done.scalar_one_or_none() is not None
 

@@ -16,7 +16,7 @@ from engine.model import (
 )
 from engine.ports.messaging import NewDelivery, SmsRecipient
 from engine.sms import CHANNEL_RECIPIENT
-from engine.workflows.messaging import IGNORED
+from engine.workflows.messaging import IGNORED, PENDING
 from integrations.db.base import Repository
 from integrations.db.columns import table_of
 from integrations.db.patients import EXTERNAL_CONSENTS_SQL, consent_candidates
@@ -193,10 +193,18 @@ class SqlOptOutRepository(Repository):
 
 
 class SqlWebhookEventLog(Repository):
+    async def take(self, event_id: int) -> bool:
+        status = (
+            await self.session.execute(
+                select(webhooks_t.c.status).where(webhooks_t.c.id == event_id).with_for_update()
+            )
+        ).scalar_one_or_none()
+        return status == PENDING
+
     async def finish(self, event_id: int, status: str, *, keep_body: bool = True) -> None:
         await self.session.execute(
             update(webhooks_t)
-            .where(webhooks_t.c.id == event_id)
+            .where(webhooks_t.c.id == event_id, webhooks_t.c.status == PENDING)
             .values(
                 status=status,
                 processed_at=func.now(),

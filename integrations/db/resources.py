@@ -50,6 +50,9 @@ def create_engine(url: str, *, pool_size: int, max_overflow: int, statement_time
         # No pre-ping (a round trip per checkout): a connection a PostgreSQL restart killed fails its
         # request with 503, and SQLAlchemy then invalidates the whole pool, so the next one works.
         pool_recycle=1800,
+        # A statement's parameters are patients' names, numbers and messages: never in an error's
+        # text, which reaches the logs with its traceback (handlers/logs.py masks them there too).
+        hide_parameters=True,
         connect_args={"server_settings": {"statement_timeout": str(statement_timeout_ms)}, "timeout": 5},
     )
     # Each new connection starts with the built-in arrays' codecs (integrations/db/array_codecs.py).

@@ -302,8 +302,11 @@ def unfinished(pending: Sequence[AuditEvent], exc: BaseException | None) -> list
     outcome: Outcome
     if isinstance(exc, Forbidden):
         outcome, cause = "denied", exc.decision.reason
-    elif isinstance(exc, CaremsgError) and exc.denial is not None:  # a denial answered as not found
-        outcome, cause = "denied", exc.denial.reason
+    elif isinstance(exc, CaremsgError) and exc.denial is not None:
+        # A denial answered as not found: the other events end as that answer, as they would for an
+        # id that does not exist; the denial's own record (hidden from the actor's organization)
+        # keeps the real reason.
+        outcome, cause = "failure", exc.code
     elif isinstance(exc, CaremsgError):
         outcome, cause = "failure", exc.code
     else:

@@ -27,8 +27,15 @@ runs one relay for chat effects and one for texts, each with its own claims, wav
 so a backlog of texts never holds up chat posts. Within a family a conversation's entries keep
 their order: chat posts after each other, texts after each other.
 
-Retries use exponential backoff with full jitter; errors the chat provider calls permanent, or
-running out of attempts, mark the row (and its message or conversation) ``failed`` with a reason.
+Retries use exponential backoff with full jitter, capped (``max_backoff``, 300 s). An outage is never
+a reason to give up: the provider unavailable, timing out, answering 5xx or rate limiting (the
+gateway's retryable errors, :class:`engine.errors.ChatUnavailable` and
+:class:`engine.errors.ChatRateLimited`), or the database unreachable from an executor, is retried at
+the cap for as long as it lasts, so nothing acknowledged is dropped by a long outage; the backlog it
+builds shows in the outbox gauges (``caremsg_outbox_pending``, ``caremsg_outbox_oldest_age_seconds``).
+Errors the provider calls permanent (an invalid request, no such channel, a refused number) mark the
+row (and its message or conversation) ``failed`` with a reason at once, and an unexpected error of
+caremsg's own (``relay_error``) does after ``max_attempts``.
 
 **What a batch costs.** The relay runs in the service's process, next to the request handlers, so
 every database round trip it saves is CPU the handlers get back. Per batch of claimed entries:

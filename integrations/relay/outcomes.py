@@ -1,11 +1,12 @@
 """What became of each claimed entry, and how a wave's outcomes are settled in one transaction.
 
 Five outcomes, one type each: :class:`Done` (delivered), :class:`RetryAt` (a transient failure: tried
-again after a delay), :class:`Dead` (a permanent failure, or out of attempts: dead-lettered with a
-reason), :class:`Cancelled` (no longer to be done: its message was recalled after the claim) and
-:class:`GivenBack` (never tried: a lane stopped before it). Each knows the row it writes
-(:meth:`row`) and what it logs once settled (:meth:`logged`); :func:`settle` writes a whole wave with
-one statement and hands what it finished to the executors, in the same transaction.
+again after a delay; an outage always is), :class:`Dead` (a permanent failure, or an unexpected one
+out of attempts: dead-lettered with a reason), :class:`Cancelled` (no longer to be done: its message
+was recalled after the claim) and :class:`GivenBack` (never tried: a lane stopped before it). Each
+knows the row it writes (:meth:`row`) and what it logs once settled (:meth:`logged`); :func:`settle`
+writes a whole wave with one statement and hands what it finished to the executors, in the same
+transaction.
 """
 
 from __future__ import annotations

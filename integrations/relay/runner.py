@@ -44,12 +44,19 @@ TEXT_KINDS: tuple[str, ...] = kinds(TEXTS)
 #: How often kept outcomes are settled again, with the database reachable, before they are dropped.
 _RESETTLE_TRIES = 3
 
+#: The backoff's exponent at most: 2^64 times any sensible base is far past any cap.
+_MAX_EXPONENT = 64
+
 
 @dataclass(frozen=True)
 class RelaySettings:
     poll_interval: float = 1.0
     base_backoff: float = 1.0
     max_backoff: float = 300.0
+    #: Attempts for a failure that is neither an outage nor a refusal (an unexpected error in an
+    #: executor): after these it is dead-lettered. An outage (the provider unavailable, timing out,
+    #: answering 5xx or rate limiting; the database unreachable) never uses them up: it is retried
+    #: at the backoff's cap for as long as it lasts (``_retry_or_dead``).
     max_attempts: int = 50
     batch_size: int = 20
     #: A claim's lease, renewed every third of it while the relay runs (``run``): a relay that dies
@@ -108,8 +115,11 @@ class OutboxRelay:
         return (asked is None or kind in asked) and kind not in skipped
 
     def backoff(self, attempts: int) -> float:
-        """Full jitter: a random delay up to base·2^(attempts-1), capped."""
-        cap = min(self._settings.max_backoff, self._settings.base_backoff * 2 ** max(0, attempts - 1))
+        """Full jitter: a random delay up to base·2^(attempts-1), capped. The exponent is bounded, so
+        an entry retried through a long outage (thousands of attempts) stays at the cap rather than
+        overflow a float."""
+        exponent = min(max(0, attempts - 1), _MAX_EXPONENT)
+        cap = min(self._settings.max_backoff, self._settings.base_backoff * 2.0**exponent)
         return self._jitter(cap)
 
     async def run(self) -> None:
@@ -276,19 +286,27 @@ class OutboxRelay:
         except ChatGatewayError as exc:
             if not exc.retryable:
                 return Dead(entry, exc.code)
+            # The gateway's "try again" (ChatUnavailable: 5xx, timeouts, dropped connections;
+            # ChatRateLimited): an outage, however long, never ends the entry.
             retry_after = exc.retry_after if isinstance(exc, ChatRateLimited) else None
-            return self._retry_or_dead(entry, exc.code, retry_after)
-        except Exception:
+            return self._retry_or_dead(entry, exc.code, retry_after, outage=True)
+        except Exception as exc:
             # A bug or a lost database connection in the executor: the wave's other outcomes must
             # still be settled (a text already sent must not be sent again), so this one is retried
-            # with backoff like any transient failure, and fails for good after max_attempts.
+            # with backoff like any transient failure. The database being away is an outage; any
+            # other error fails for good after max_attempts.
             log.exception("relay.delivery_error", outbox_id=entry.id, kind=entry.kind)
-            return self._retry_or_dead(entry, "relay_error", None)
+            return self._retry_or_dead(entry, "relay_error", None, outage=is_unavailable(exc))
         return Done(entry)
 
-    def _retry_or_dead(self, entry: OutboxEntry, reason: str, retry_after: float | None) -> Outcome:
-        """Retried after a backoff (at least what a rate limit asked for) while attempts remain."""
-        if entry.attempts >= self._settings.max_attempts:
+    def _retry_or_dead(
+        self, entry: OutboxEntry, reason: str, retry_after: float | None, *, outage: bool
+    ) -> Outcome:
+        """Retried after a backoff (at least what a rate limit asked for). An outage is retried for
+        as long as it lasts, at the backoff's cap once it is reached: what was acknowledged is never
+        dropped because a provider was away (the backlog shows in ``caremsg_outbox_pending`` and
+        ``caremsg_outbox_oldest_age_seconds``). Any other failure is dead after ``max_attempts``."""
+        if not outage and entry.attempts >= self._settings.max_attempts:
             return Dead(entry, reason)
         return RetryAt(entry, reason, max(self.backoff(entry.attempts), retry_after or 0.0))
 

@@ -122,6 +122,34 @@ async def test_compliance_officers_review_the_sessions_on_their_patients(api: Ap
     assert (await api.call("GET", "/api/break-glass", peer))[0] == 403
 
 
+async def test_the_clinicians_organization_reviewing_first_leaves_the_patients_review_open(
+    api: Api,
+) -> None:
+    clinician, officer, _, patient_id = await setting(api)
+    _, opened = await api.call(
+        "POST", f"/api/patients/{patient_id}/break-glass", clinician, json={"reason": REASON}
+    )
+    theirs = await api.person("compliance_officer", clinician.organization_id)
+    path = f"/api/break-glass/{opened['id']}/review"
+
+    by_them = await api.call("POST", path, theirs, json={"note": "Fine by us; nothing to see."})
+    by_us = await api.call("POST", path, officer, json={"note": "Our own review of this access."})
+    again = await api.call("POST", path, theirs, json={"note": "A second look."})
+    [ours] = (await api.call("GET", "/api/break-glass", officer))[1]["items"]
+    [their_view] = (await api.call("GET", "/api/break-glass", theirs))[1]["items"]
+
+    assert (by_them[0], by_them[1]["reviewNote"]) == (200, "Fine by us; nothing to see.")
+    assert (by_us[0], by_us[1]["reviewedBy"], by_us[1]["reviewNote"]) == (
+        200,
+        officer.id,
+        "Our own review of this access.",
+    )
+    assert again[0] == 409
+    # Each organization reads its own review only, never the other's note.
+    assert (ours["reviewedBy"], ours["reviewNote"]) == (officer.id, "Our own review of this access.")
+    assert (their_view["reviewedBy"], their_view["reviewNote"]) == (theirs.id, "Fine by us; nothing to see.")
+
+
 async def test_a_clinician_cannot_break_the_glass_on_a_patient_their_organization_never_treats(
     api: Api,
 ) -> None:

@@ -475,9 +475,10 @@ async def test_a_care_team_member_of_another_organization_cannot_join_without_co
     assert_no_such_user(status, body)
     assert await member_ids(db, c.team_id) == {c.nurse.id}
     [add] = await decisions(db, who, "care_team.add_member")
-    assert (add["decision"], add["outcome"]) == ("allow", "denied")
+    assert (add["decision"], add["outcome"]) == ("allow", "failure")  # ended as its answer, as for nobody
     [join] = await decisions(db, who, "care_team.join")
     assert (join["decision"], join["outcome"], join["reason"]) == ("deny", "denied", "no_active_consent")
+    assert json.loads(join["details"])["answered"] == "not_found"  # not in the adder's organization's view
     assert (join["actor_id"], join["patient_id"], join["resource_id"]) == (
         who.id,
         c.patient_id,

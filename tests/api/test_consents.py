@@ -560,6 +560,44 @@ async def test_a_care_team_member_reads_their_patients_consents(api: Api, db: as
     assert "care_team_member, consent.list, care_team & covered" in row["matched_rule"]
 
 
+async def test_a_partners_care_team_member_lists_only_the_consents_disclosing_to_their_organization(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    c = await clinic(api)
+    partner, other = await api.organization(), await api.organization()
+    theirs = await api.consent(
+        c.officer, c.patient_id, organizationId=partner, purpose="payment", scope=["read"]
+    )
+    await api.consent(c.officer, c.patient_id, organizationId=other)
+    await api.consent(c.officer, c.patient_id, externalParty={"phoneNumber": PHONE, "name": "Aunt"})
+    group = await api.call(
+        "POST",
+        "/api/compliance-groups",
+        c.officer,
+        json={"name": f"G {c.patient_id}", "organizationIds": [partner]},
+    )
+    through_group = await api.consent(c.officer, c.patient_id, complianceGroupId=group[1]["id"])
+    outsider = await api.person("care_team_member", partner)
+    _, team = await api.call("GET", f"/api/patients/{c.patient_id}/care-team", c.nurse)
+    status, _ = await api.call(
+        "POST", f"/api/care-teams/{team['id']}/members", c.nurse, json={"userId": outsider.id}
+    )
+    assert status == 201
+
+    status, body = await api.call("GET", f"/api/patients/{c.patient_id}/consents", outsider)
+    _, everything = await api.call("GET", f"/api/patients/{c.patient_id}/consents", c.nurse)
+
+    assert status == 200
+    assert [i["id"] for i in body["items"]] == [theirs["id"], through_group["id"]]
+    assert PHONE not in json.dumps(body)
+    assert len(everything["items"]) == 4
+    [row] = await decisions(db, outsider, "consent.list")
+    assert (row["decision"], json.loads(row["details"])["shown"]) == (
+        "allow",
+        "disclosed_to_own_organization",
+    )
+
+
 @pytest.mark.parametrize(
     ("who", "reason"),
     [

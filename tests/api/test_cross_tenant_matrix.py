@@ -399,9 +399,10 @@ PROBES: dict[tuple[str, str], dict[str, Probe]] = {
             ),
         ),
     },
-    # Policy proposals are the deployment's, not a tenant's: every compliance officer sees and may
-    # decide every one (policies/README.md "Four eyes"), so they are not concealed. The matrix's
-    # are withdrawn at once: no probe can apply one (the app reads the repository's policy files).
+    # Policy proposals are the deployment's, not a tenant's: every compliance officer sees every one,
+    # and only the governing organization's decide them (policies/README.md "Four eyes"), so they
+    # are not concealed. The matrix's are the governing organization's, withdrawn at once: no probe
+    # can apply one (the app reads the repository's policy files).
     **{
         ("POST" if action else "GET", f"/api/policy/proposals/{{proposalId}}{action}"): {
             "proposalId": Probe(
@@ -496,9 +497,11 @@ def _routes() -> list[Endpoint]:
     return default_endpoints()
 
 
-def _cells() -> Iterator[Any]:
+def _cells(*, concealed_only: bool = False) -> Iterator[Any]:
     for (method, path), probes in PROBES.items():
-        for name, _probe in probes.items():
+        for name, probe in probes.items():
+            if concealed_only and probe.mode == DIRECTORY:
+                continue
             for role in ROLES:
                 yield pytest.param(method, path, name, role, id=f"{method} {path} [{name}] {role}")
 
@@ -566,12 +569,17 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
     )
     assert status == 201, session
     shift = await _new_shift(api, peer, team["id"])
+    # Only the governing organization's officers propose (policies/README.md "Four eyes").
+    governor = await api.person("compliance_officer", await api.governing_organization())
     status, proposal = await api.call(
-        "POST", "/api/policy/proposals", officer, json={"file": "sms.toml", "content": "", "reason": "Matrix"}
+        "POST",
+        "/api/policy/proposals",
+        governor,
+        json={"file": "sms.toml", "content": "", "reason": "Matrix"},
     )
     assert status == 201, proposal
     status, withdrawn = await api.call(
-        "POST", f"/api/policy/proposals/{proposal['id']}/withdraw", officer, json={}
+        "POST", f"/api/policy/proposals/{proposal['id']}/withdraw", governor, json={}
     )
     assert status == 200, withdrawn
     status, hold = await api.call(
@@ -693,6 +701,115 @@ async def test_an_unrelated_record_answers_like_a_nonexistent_one_and_own_record
             assert own_body["reason"], own_body
 
 
+async def test_a_session_on_another_organizations_patient_is_reviewed_by_each_organization_alone(
+    matrix: tuple[Api, dict[str, Tenant]],
+) -> None:
+    """A session concerns two organizations when B's clinician breaks the glass on A's patient
+    (under A's consent for treatment): each reviews it on its own, the clinician's first closing
+    nothing for the patient's, and neither's officers read the other's note."""
+    api, tenants = matrix
+    a, b = tenants["a"], tenants["b"]
+    patient = await api.patient(a.people["peer_support"])
+    await api.consent(
+        a.people["compliance_officer"], patient, organizationId=b.ids["organization"], scope=["read"]
+    )
+    clinician = await api.person("care_team_member", b.ids["organization"])
+    status, session = await api.call(
+        "POST", f"/api/patients/{patient}/break-glass", clinician, json={"reason": "Matrix: ED, no history"}
+    )
+    assert status == 201, session
+    notes = {t.name: _unique(f"review by {t.name}") for t in (a, b)}
+
+    reviews = [
+        await api.call(
+            "POST",
+            f"/api/break-glass/{session['id']}/review",
+            t.people["compliance_officer"],
+            json={"note": notes[t.name]},
+        )
+        for t in (b, a)
+    ]
+
+    assert [status for status, _ in reviews] == [200, 200], reviews
+    for t, other in ((a, b), (b, a)):
+        status, page = await api.call("GET", "/api/break-glass", t.people["compliance_officer"])
+        assert status == 200, page
+        [listed] = [s for s in page["items"] if s["id"] == session["id"]]
+        assert (listed["reviewedBy"], listed["reviewNote"]) == (
+            t.people["compliance_officer"].id,
+            notes[t.name],
+        )
+        assert notes[other.name] not in json.dumps(page)
+
+
+#: What differs between two records of the same answer whatever the record probed: when, which
+#: request, and the chain position.
+_PER_REQUEST = ("id", "occurredAt", "requestId", "chainSeq", "chainHash")
+
+
+async def _trail_of(api: Api, tenant: Tenant, actor: Person, after: int) -> tuple[list[dict[str, Any]], int]:
+    """What the actor's organization's own audit search shows of the actor's records after id
+    ``after`` (read by a colleague who may search, so the reading adds nothing to it), and the last id."""
+    reader = tenant.people["auditor" if actor.role != "auditor" else "compliance_officer"]
+    items: list[dict[str, Any]] = []
+    while True:
+        params = {"actorId": str(actor.id), "limit": "1000", **({"cursor": str(after)} if after else {})}
+        status, page = await api.call("GET", "/api/audit-events", reader, params=params)
+        assert status == 200, page
+        items += page["items"]
+        after = items[-1]["id"] if items else after
+        if page.get("nextCursor") is None:
+            return items, after
+
+
+def _differences(
+    other: list[dict[str, Any]], probed: int, missing: list[dict[str, Any]]
+) -> list[tuple[str, Any, Any]]:
+    """How two trails differ, field by field, but for what differs per request and for the id the
+    client sent (``probed`` in the one, :data:`MISSING` in the other)."""
+    if len(other) != len(missing):
+        return [("records", other, missing)]
+    found = []
+    for one, two in zip(other, missing, strict=True):
+        flat = [
+            (key, one.get(key), two.get(key))
+            for key in sorted(set(one) | set(two))
+            if key not in (*_PER_REQUEST, "details")
+        ] + [
+            (f"details.{key}", one["details"].get(key), two["details"].get(key))
+            for key in sorted(set(one["details"]) | set(two["details"]))
+        ]
+        sent = ((probed, MISSING), (str(probed), str(MISSING)))
+        found += [(key, x, y) for key, x, y in flat if x != y and (x, y) not in sent]
+    return found
+
+
+#: The last record id of each actor's trail the test below has read (each starts at 0).
+_TRAIL_READ: dict[int, int] = {}
+
+
+@pytest.mark.parametrize(("method", "path", "field_", "role"), list(_cells(concealed_only=True)))
+async def test_an_unrelated_records_probe_leaves_the_same_trail_as_a_nonexistent_ones(
+    matrix: tuple[Api, dict[str, Tenant]], method: str, path: str, field_: str, role: str
+) -> None:
+    """Organization B's auditors read their own organization's trail: what B's person's probe of A's
+    record left there must be what a probe of an id nobody has leaves (as many records, the same
+    fields), or the trail tells which of A's ids exist and what they are about."""
+    api, tenants = matrix
+    a, b = tenants["a"], tenants["b"]
+    probe = PROBES[(method, path)][field_]  # a directory's ids are not concealed: not among the cells
+    outsider = b.people[role]
+    _, last = await _trail_of(api, b, outsider, _TRAIL_READ.get(outsider.id, 0))
+
+    await _answer(api, outsider, probe.build(b, a.ids[probe.kind]))
+    other, last = await _trail_of(api, b, outsider, last)
+    await _answer(api, outsider, probe.build(b, MISSING))
+    missing, _TRAIL_READ[outsider.id] = await _trail_of(api, b, outsider, last)
+
+    assert other, "the probe is on record"
+    assert _differences(other, a.ids[probe.kind], missing) == []
+
+
 @pytest.mark.parametrize("role", ROLES)
 async def test_another_organizations_hold_on_a_conversation_is_lifted_as_a_nonexistent_one(
     matrix: tuple[Api, dict[str, Tenant]], role: str
@@ -710,10 +827,15 @@ async def test_another_organizations_hold_on_a_conversation_is_lifted_as_a_nonex
     assert status == 201, hold
     lift = {"reason": "done"}
 
-    other = await _answer(api, b.people[role], _p("POST", f"/api/legal-holds/{hold['id']}/lift", lift))
-    missing = await _answer(api, b.people[role], _p("POST", f"/api/legal-holds/{MISSING}/lift", lift))
+    outsider = b.people[role]
+    _, last = await _trail_of(api, b, outsider, _TRAIL_READ.get(outsider.id, 0))
+    other = await _answer(api, outsider, _p("POST", f"/api/legal-holds/{hold['id']}/lift", lift))
+    other_trail, last = await _trail_of(api, b, outsider, last)
+    missing = await _answer(api, outsider, _p("POST", f"/api/legal-holds/{MISSING}/lift", lift))
+    missing_trail, _TRAIL_READ[outsider.id] = await _trail_of(api, b, outsider, last)
 
     assert other == missing
+    assert _differences(other_trail, hold["id"], missing_trail) == []
     assert "Matrix conversation matter" not in json.dumps(other[1])
     status, listed = await api.call("GET", "/api/legal-holds", b.people["compliance_officer"])
     assert status == 200, listed

@@ -1,6 +1,7 @@
 """External SMS participants are established, never asserted (issue 9, defect 1): a consent admits a
 number only if it names that number, or names an organization whose admins listed the number in its
-contact directory, and only with scope sms plus the workflow's own scope and purposes. When several
+contact directory, and only with scope sms plus the workflow's own scope and purposes. A directory
+vouches only to its own organization's staff: named by anyone else it is not read. When several
 consents qualify, the one the decision records is chosen by the documented order."""
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ async def _clinic(api: Api) -> tuple[Person, Person, int, int]:
     return peer, officer, await api.patient(peer), partner
 
 
+async def _partner_nurse(api: Api, peer: Person, patient_id: int, partner: int) -> Person:
+    """A nurse of ``partner`` put on the patient's care team by the patient's organization's admin
+    (a consent naming the partner must cover them): who brings the partner's contacts in."""
+    nurse = await api.person("care_team_member", partner)
+    _, team = await api.call("GET", f"/api/patients/{patient_id}/care-team", peer)
+    admin = await api.person("admin", peer.organization_id)
+    status, body = await api.call(
+        "POST", f"/api/care-teams/{team['id']}/members", admin, json={"userId": nurse.id}
+    )
+    assert status == 201, body
+    return nurse
+
+
 async def _start(api: Api, peer: Person, patient_id: int, *members: dict[str, Any]) -> tuple[int, Any]:
     body = {
         "title": "Coordination",
@@ -36,9 +50,12 @@ async def test_an_organization_consent_for_payment_and_reading_admits_no_texting
     phone = unique_phone()
     await add_contact(api, await api.person("admin", partner), partner, phone)
     await api.consent(officer, patient_id, organizationId=partner, purpose="payment", scope=["read"])
+    # What covers the partner's nurse for conversations discloses nothing by text either.
+    await api.consent(officer, patient_id, organizationId=partner, scope=["read", "message"])
+    nurse = await _partner_nurse(api, peer, patient_id, partner)
 
     status, body = await _start(
-        api, peer, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
+        api, nurse, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
     )
 
     assert (status, body["reason"], body["field"]) == (403, "no_external_consent", "externalMembers[0]")
@@ -47,9 +64,10 @@ async def test_an_organization_consent_for_payment_and_reading_admits_no_texting
 async def test_naming_an_organization_for_a_number_it_never_listed_admits_nobody(api: Api) -> None:
     peer, officer, patient_id, partner = await _clinic(api)
     await api.consent(officer, patient_id, organizationId=partner, purpose="treatment")
+    nurse = await _partner_nurse(api, peer, patient_id, partner)
 
     status, body = await _start(
-        api, peer, patient_id, {"phoneNumber": unique_phone(), "name": "x", "organizationId": partner}
+        api, nurse, patient_id, {"phoneNumber": unique_phone(), "name": "x", "organizationId": partner}
     )
 
     assert (status, body["reason"]) == (403, "no_external_consent")
@@ -62,9 +80,10 @@ async def test_a_number_in_the_consented_organizations_directory_is_admitted_und
     phone = unique_phone()
     await add_contact(api, await api.person("admin", partner), partner, phone)
     consent = await api.consent(officer, patient_id, organizationId=partner, purpose="care_coordination")
+    nurse = await _partner_nurse(api, peer, patient_id, partner)
 
     status, created = await _start(
-        api, peer, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
+        api, nurse, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
     )
 
     assert status == 201, created
@@ -91,9 +110,10 @@ async def test_the_most_specific_and_longest_lasting_consent_is_the_one_recorded
         expiresAt="2099-01-01T00:00:00+00:00",
     )
     lasting = await api.consent(officer, patient_id, externalParty={"phoneNumber": phone, "name": "x"})
+    nurse = await _partner_nurse(api, peer, patient_id, partner)
 
     status, created = await _start(
-        api, peer, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
+        api, nurse, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
     )
 
     assert status == 201, created
@@ -141,12 +161,14 @@ async def test_a_text_is_recorded_under_the_consent_that_allows_texting_not_a_re
     await add_contact(api, await api.person("admin", partner), partner, phone)
     await api.consent(officer, patient_id, organizationId=partner, scope=["read"])  # the lowest id
     texting = await api.consent(officer, patient_id, externalParty={"phoneNumber": phone, "name": "x"})
+    await api.consent(officer, patient_id, organizationId=partner, scope=["read", "message"])  # the nurse's
+    nurse = await _partner_nurse(api, peer, patient_id, partner)
     status, created = await _start(
-        api, peer, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
+        api, nurse, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
     )
     assert status == 201, created
 
-    status, accepted = await send(api, peer, created["id"], "See you at 3")
+    status, accepted = await send(api, nurse, created["id"], "See you at 3")
 
     assert status == 202, accepted
     details = await db.fetchval(
@@ -164,8 +186,9 @@ async def test_a_number_taken_out_of_the_directory_is_no_longer_texted_under_the
     admin = await api.person("admin", partner)
     contact = await add_contact(api, admin, partner, phone)
     await api.consent(officer, patient_id, organizationId=partner)
+    nurse = await _partner_nurse(api, peer, patient_id, partner)
     status, created = await _start(
-        api, peer, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
+        api, nurse, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
     )
     assert status == 201, created
     path = f"/api/organizations/{partner}/contacts/{contact['id']}"
@@ -175,7 +198,29 @@ async def test_a_number_taken_out_of_the_directory_is_no_longer_texted_under_the
 
     assert status == 204
     assert (await api.call("DELETE", path, admin))[0] == 404
-    status, accepted = await send(api, peer, created["id"], "See you at 3")
+    status, accepted = await send(api, nurse, created["id"], "See you at 3")
     assert status == 202, accepted
     sms = [d for d in accepted["deliveries"] if d["channel"] == "sms"]
     assert [(d["state"], d["reason"]) for d in sms] == [("failed", "no_sms_consent")]
+
+
+async def test_another_organization_learns_nothing_of_a_directory_and_texts_none_of_its_contacts(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """The reviewer's probe: B records a consent naming A, then names A for guessed numbers. A listed
+    number and an unlisted one get the same refusal, and nobody is added."""
+    peer, officer, patient_id, partner = await _clinic(api)
+    listed = unique_phone()
+    await add_contact(api, await api.person("admin", partner), partner, listed)
+    await api.consent(officer, patient_id, organizationId=partner)
+
+    answers = []
+    for phone in (listed, unique_phone()):
+        status, body = await _start(
+            api, peer, patient_id, {"phoneNumber": phone, "name": "x", "organizationId": partner}
+        )
+        answers.append((status, body.get("reason"), body.get("field"), body.get("hint")))
+
+    assert answers[0] == answers[1]
+    assert answers[0][:3] == (403, "no_external_consent", "externalMembers[0]")
+    assert await db.fetchval("SELECT count(*) FROM conversations WHERE patient_id = $1", patient_id) == 0

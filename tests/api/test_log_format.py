@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -14,12 +15,15 @@ from typing import Any
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from structlog.testing import capture_logs
 
 from handlers.app import create_app
 from handlers.keys import emulator_key
 from handlers.logs import configure_logging, scrub_text
 from handlers.settings import Settings
+from integrations.db.resources import create_engine
 from integrations.policy_files import load_policy
 
 
@@ -173,6 +177,59 @@ async def test_a_request_line_too_long_to_read_is_logged_without_its_query(
 def test_a_query_in_free_text_is_masked_and_its_path_kept() -> None:
     assert scrub_text("b'/api/users?email=ann%40example.org&x=1'") == "b'/api/users?[query]'"
     assert scrub_text("GET /api/patients/7 took 3 ms") == "GET /api/patients/7 took 3 ms"
+
+
+#: What a patient's message may hold, brackets and line breaks included.
+HOSTILE_TEXT = "Ann Lee ]\n(HIV+) call her)\n\nat home"
+
+
+def test_a_database_errors_values_are_masked_whatever_they_hold() -> None:
+    """Each value is masked up to the next part of SQLAlchemy's message or of the traceback: a
+    bracket or a line break in a message used to end the mask early and leave the rest in the log."""
+    error = (
+        '(IntegrityError) null value in column "b"\n'
+        f"DETAIL:  Failing row contains (7, {HOSTILE_TEXT}).\n"
+        "[SQL: INSERT INTO messages VALUES ($1, $2)]\n"
+        f"[parameters: (7, '{HOSTILE_TEXT}')]\n"
+        "(Background on this error at: https://sqlalche.me/e/21/gkpj)"
+    )
+    argument = (
+        f"asyncpg.exceptions.DataError: invalid input for query argument $1: '{HOSTILE_TEXT}' (expected int)"
+        "\n\nThe above exception was the direct cause of the following exception:\n\nTraceback"
+    )
+    duplicate = "DETAIL:  Key (email)=(ann@example.org) already exists.\n[SQL: INSERT ...]"
+
+    scrubbed = [scrub_text(error), scrub_text(argument), scrub_text(duplicate)]
+
+    assert all("Ann" not in text and "HIV" not in text and "home" not in text for text in scrubbed)
+    assert scrubbed[0] == (
+        '(IntegrityError) null value in column "b"\nDETAIL:  [redacted]\n'
+        "[SQL: INSERT INTO messages VALUES ($1, $2)]\n[parameters: redacted]\n"
+        "(Background on this error at: https://sqlalche.me/e/21/gkpj)"
+    )
+    assert scrubbed[1].startswith(
+        "asyncpg.exceptions.DataError: invalid input for query argument $1: [redacted]"
+    )
+    assert scrubbed[1].endswith(
+        "The above exception was the direct cause of the following exception:\n\nTraceback"
+    )
+    assert scrubbed[2] == "DETAIL:  Key (email)=[redacted]\n[SQL: INSERT ...]"
+
+
+async def test_the_engine_keeps_a_statements_values_out_of_its_errors(database_url: str) -> None:
+    engine = create_engine(database_url, pool_size=1, max_overflow=0, statement_timeout_ms=5000)
+    try:
+        async with engine.connect() as connection:
+            with pytest.raises(DBAPIError) as raised:
+                await connection.execute(
+                    text("SELECT CAST(:value AS int) + :n"), {"value": "x", "n": HOSTILE_TEXT}
+                )
+    finally:
+        await engine.dispose()
+
+    assert "HIV" not in str(raised.value)
+    assert "[SQL parameters hidden due to hide_parameters=True]" in str(raised.value)
+    assert "HIV" not in scrub_text("".join(traceback.format_exception(raised.value)))
 
 
 def test_phone_numbers_are_still_masked_next_to_addresses() -> None:

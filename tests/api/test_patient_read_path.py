@@ -115,9 +115,11 @@ async def test_someone_with_no_relation_gets_the_same_404_and_the_real_reason_st
     status, _, rows = await _both(api, db, stranger, patient_id)
 
     assert status == 404
-    [row] = rows
+    row, lookup = rows
     assert (row["decision"], row["outcome"]) == ("deny", "denied")
     assert '"answered": "not_found"' in row["details"]
+    # What the stranger's organization sees instead: the lookup an id that does not exist leaves.
+    assert (lookup["event"], lookup["reason"], lookup["patient_id"]) == ("lookup", "not_found", None)
 
 
 async def test_a_patient_that_does_not_exist_is_the_same_404_with_the_same_failed_lookup_stored(

@@ -13,7 +13,7 @@ import pytest
 
 from handlers.app import create_app
 from handlers.settings import Settings
-from tests.support.api import Api, Person
+from tests.support.api import PASSWORD, Api, Person
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 PROPOSALS = "/api/policy/proposals"
@@ -34,7 +34,7 @@ async def editable(aiohttp_client: Any, settings: Settings, policy_dir: Path) ->
 
 
 async def officers(api: Api) -> tuple[Person, Person]:
-    org = await api.organization()
+    org = await api.governing_organization()  # only its officers change the policy
     return await api.person("compliance_officer", org), await api.person("compliance_officer", org)
 
 
@@ -142,3 +142,45 @@ async def test_only_compliance_officers_see_or_make_proposals(api: Api, role: st
         "POST", PROPOSALS, person, json={"file": "sms.toml", "content": "", "reason": "r"}
     )
     assert status == 403
+
+
+async def test_an_admin_cannot_change_the_policy_through_officers_of_their_own_making(
+    editable: Api, policy_dir: Path
+) -> None:
+    """The files decide for every organization. An organization's admin may create compliance
+    officers in their own organization; two of them were once four eyes enough to change every
+    organization's rules. They see the proposals; they neither propose nor approve."""
+    api = editable
+    org = await api.organization()
+    admin = await api.person("admin", org)
+    made = []
+    for n in (1, 2):
+        email = f"officer{n}.{org}@example.org"
+        body = {"email": email, "password": PASSWORD, "firstName": "O", "lastName": str(n)}
+        status, user = await api.call(
+            "POST", "/api/users", admin, json={**body, "role": "compliance_officer", "organizationId": org}
+        )
+        assert status == 201, user
+        status, session = await api.call(
+            "POST", "/api/auth/login", None, json={"email": email, "password": PASSWORD}
+        )
+        assert status == 200, session
+        made.append(Person(user["id"], session["token"], "compliance_officer", org, email))
+    governor, _ = await officers(api)
+    rules = policy_dir / "roles.csv"
+    before = rules.read_text()
+    status, proposal = await api.call(
+        "POST", PROPOSALS, governor, json={"file": "roles.csv", "content": before + "# g\n", "reason": "Note"}
+    )
+    assert status == 201, proposal
+
+    status, own = await api.call(
+        "POST", PROPOSALS, made[0], json={"file": "roles.csv", "content": before + "# x\n", "reason": "Mine"}
+    )
+    assert (status, own["reason"]) == (403, "not_governing_organization")
+    status, approved = await api.call("POST", f"{PROPOSALS}/{proposal['id']}/approve", made[1], json={})
+    assert (status, approved["reason"]) == (403, "not_governing_organization")
+    status, listed = await api.call("GET", PROPOSALS, made[1])
+    assert status == 200
+    assert proposal["id"] in [p["id"] for p in listed["items"]]
+    assert rules.read_text() == before

@@ -213,3 +213,44 @@ async def test_reading_in_a_chat_client_shows_as_read_through_the_webhook(
         team.nurse.id,
     )
     assert decided == 1
+
+
+async def test_a_read_receipt_of_someone_in_the_channel_who_is_no_member_delivers_nothing(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """The external SMS participant's chat user is in the Sendbird channel but is no member: their
+    receipt leaves the message ``sent``; the member's that follows delivers it."""
+    wire_webhooks(api)
+    team = await care_team(api)
+    message = await _sent(api, team.peer, team, "Please confirm the dose.")
+    await settled_deliveries(api, team.peer, message)
+    external_chat = await db.fetchval(
+        "SELECT chat_user_id FROM external_participants WHERE id = $1", team.external_id
+    )
+    nurse_chat = await db.fetchval("SELECT chat_user_id FROM users WHERE id = $1", team.nurse.id)
+
+    async def processed() -> bool:
+        return bool(
+            await db.fetchval(
+                "SELECT count(*) FROM webhook_events WHERE category = 'group_channel:message_read'"
+                " AND status <> 'pending' AND body LIKE $1",
+                f"%{team.conversation['channelUrl']}%",
+            )
+        )
+
+    await _mark_as_read_in_chat(api, team.conversation["channelUrl"], external_chat)
+    await eventually(processed, "the outsider's read receipt to be processed")
+    after_outsider = await message_status(api, team.peer, message)
+    await _mark_as_read_in_chat(api, team.conversation["channelUrl"], nurse_chat)
+
+    async def delivered_by_member() -> bool:
+        # Both together: one GET reads the message and the receipts in statements of their own, so
+        # it may see the receipt's commit in the second and not in the first.
+        body = await message_status(api, team.peer, message)
+        return body["state"] == "delivered" and [r["state"] for r in body["recipients"]] == ["read"]
+
+    await eventually(delivered_by_member, "the member's read receipt to deliver the message")
+
+    chat = [d["state"] for d in after_outsider["deliveries"] if d["channel"] == "chat"]
+    assert (after_outsider["state"], chat) == ("sent", ["sent"])
+    assert [r["state"] for r in after_outsider["recipients"]] == ["delivered"]  # in the channel, unread

@@ -110,11 +110,13 @@ async def test_a_refused_send_leaves_only_its_denial(api: Api, db: asyncpg.Conne
 
     assert status == 404, problem  # no relation to the patient: answered as no such conversation
     assert await db.fetchval("SELECT count(*) FROM messages WHERE body = $1", text_) == 0
-    [denial] = await db.fetch(
-        "SELECT outcome, decision FROM audit_events WHERE workflow = 'message.send' AND actor_id = $1",
+    denial, lookup = await db.fetch(
+        "SELECT event, outcome, decision FROM audit_events WHERE workflow = 'message.send' AND actor_id = $1"
+        " ORDER BY id",
         outsider.id,
     )
     assert (denial["outcome"], denial["decision"]) == ("denied", "deny")
+    assert (lookup["event"], lookup["outcome"]) == ("lookup", "failure")  # what its organization sees
 
 
 async def test_a_send_to_a_conversation_that_does_not_exist_is_404_and_recorded(

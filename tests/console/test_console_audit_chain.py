@@ -159,11 +159,15 @@ async def test_another_organizations_record_answers_exactly_as_a_missing_one(api
     assert other.status == missing.status == garbage.status == 404
     assert await other.text() == await missing.text()
     assert "There is no such record, or none your organization may see." in await missing.text()
-    refused = await audit_records(api, outsider, workflow="audit.read", actorId=outsider.id, decision="deny")
-    assert [(r["resourceId"], r["details"].get("answered")) for r in refused] == [
-        (str(theirs["id"]), "not_found"),
-        (str(2**62), "not_found"),
+    # The outsider's organization sees the same failed lookup for both; the denials stay stored.
+    seen = await audit_records(api, outsider, workflow="audit.read", actorId=outsider.id, outcome="failure")
+    assert [(r["event"], r["resourceId"], r["reason"]) for r in seen] == [
+        ("lookup", str(theirs["id"]), "not_found"),
+        ("lookup", str(2**62), "not_found"),
     ]
+    assert (
+        await audit_records(api, outsider, workflow="audit.read", actorId=outsider.id, decision="deny") == []
+    )
 
 
 # --- the chain page: verification runs and anchors ------------------------------------------------

@@ -84,7 +84,7 @@ async def test_a_session_is_reviewed_once_with_a_note_and_the_review_is_audited(
     assert done.status == 303
     shown = await api.client.get(done.headers["Location"])
     text = await shown.text()
-    assert f"Reviewed by user {officer.id}" in text
+    assert f"Reviewed for your organization by user {officer.id}" in text
     assert NOTE in text
     assert "Mark reviewed" not in text
 

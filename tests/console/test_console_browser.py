@@ -184,7 +184,10 @@ async def test_an_officer_reviews_a_break_glass_session_from_the_list(page: Any,
     await page.keyboard.press("Tab")
     async with page.expect_navigation():
         await page.keyboard.press("Enter")
-    assert f"Reviewed by user {officer.id}" in await page.get_by_role("status").inner_text()
+    assert (
+        f"Reviewed for your organization by user {officer.id}"
+        in await page.get_by_role("status").inner_text()
+    )
     assert await page.get_by_label("Review note").count() == 0
     await page.get_by_role("link", name="Back to the review list").click()
     await page.wait_for_load_state()

@@ -17,9 +17,11 @@ ROW = re.compile(r'<tr><th scope="row">([0-9-]+)</th>(.*?)</tr>', re.S)
 CELL = re.compile(r"<td>(\d+)</td>")
 HEADER = re.compile(r'<th scope="col">(.*?)</th>')
 
-#: The records an auditor of organization $1 may search: its staff's, and any about its patients.
+#: The records an auditor of organization $1 may search: its staff's, and any about its patients, but
+#: not its staff's records of what they were not told (``details.answered``).
 VISIBLE = """
     (organization_id = $1 OR patient_id IN (SELECT id FROM patients WHERE organization_id = $1))
+    AND NOT (organization_id = $1 AND details ? 'answered')
     AND id <= $2 AND occurred_at >= $3 AND occurred_at < $4
 """
 

@@ -3,6 +3,8 @@ timeouts and sign-out, and the policy's refusals of staff roles."""
 
 from __future__ import annotations
 
+from structlog.testing import capture_logs
+
 from handlers.console import cookie_flags
 from handlers.console.session import SESSION_COOKIE
 from tests.support.api import PASSWORD, Api
@@ -205,3 +207,26 @@ async def test_entering_the_console_and_reading_the_policy_are_audited_when_allo
     ]
     assert [(r["decision"], r["matchedRule"]) for r in entered] == [("allow", rule)]
     assert [r["decision"] for r in read] == ["allow"]
+
+
+async def test_a_redirect_carries_the_security_headers_and_is_logged_like_any_answer(api: Api) -> None:
+    """The console's redirects are raised; they went out past the middlewares: aiohttp's Server
+    header with its version, no no-store on the sign-in's answer that sets the session cookie, no
+    request id, no log line."""
+    officer = await api.person("compliance_officer", await api.organization())
+    api.client.session.cookie_jar.clear()
+    with capture_logs() as logs:
+        signed_out = await api.client.get("/console/", allow_redirects=False)
+        signed_in = await sign_in(api, officer)
+
+    for response in (signed_out, signed_in):
+        assert response.status == 303
+        assert response.headers["Server"] == "caremsg"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Request-ID"]
+    assert SESSION_COOKIE in signed_in.cookies
+    assert signed_in.headers["Location"] == "/console/"
+    logged = [(line["route"], line["status"]) for line in logs if line["event"] == "http.request"]
+    assert ("/console/", 303) in logged
+    assert ("/console/login", 303) in logged

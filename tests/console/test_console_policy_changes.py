@@ -35,7 +35,7 @@ async def api(settings: Settings, policy_dir: Path) -> AsyncIterator[Api]:
 
 
 async def officers(api: Api) -> tuple[Person, Person]:
-    org = await api.organization()
+    org = await api.governing_organization()  # only its officers change the policy
     return await api.person("compliance_officer", org), await api.person("compliance_officer", org)
 
 
@@ -272,3 +272,28 @@ async def test_a_proposal_id_that_is_not_one_answers_404(api: Api) -> None:
     for path in (f"{CHANGES}/2147483647", f"{CHANGES}/%C2%B9", f"{CHANGES}?cursor=abc"):
         assert (await api.client.get(path)).status == 404, path
     assert (await api.client.get(f"{CHANGES}?file=../config.toml")).status == 200  # shows roles.csv
+
+
+async def test_another_organizations_officer_reads_proposals_but_is_offered_no_change(
+    api: Api, policy_dir: Path
+) -> None:
+    """The files decide for every organization: only the governing organization's officers change
+    them (an organization's admin could otherwise make two officers and change them alone)."""
+    alice, _ = await officers(api)
+    proposal = proposal_id(await propose(api, alice, "sms.toml", "# outsider test\n", "Read by another"))
+    outsider = await api.person("compliance_officer", await api.organization())
+    assert (await sign_in(api, outsider)).status == 303
+
+    listing = await (await api.client.get(CHANGES)).text()
+    one = await (await api.client.get(f"{CHANGES}/{proposal}")).text()
+    token = await csrf_of(api, f"{CHANGES}/{proposal}")
+    approved = await api.client.post(
+        f"{CHANGES}/{proposal}/approve", data={"csrf_token": token, "note": ""}, allow_redirects=False
+    )
+
+    assert f"{CHANGES}/{proposal}" in listing
+    assert "Only the compliance officers of the organization that governs" in listing
+    assert "Propose this change" not in listing
+    assert "Approve and apply" not in one
+    assert approved.status == 403
+    assert "# outsider test" not in (policy_dir / "sms.toml").read_text()

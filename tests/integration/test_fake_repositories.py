@@ -524,6 +524,32 @@ async def test_read_marks_move_forward_only_and_count_what_others_sent_after_the
     assert [d.provider_ts_ms for d in deliveries[first.id]] == [1_000]
 
 
+async def test_a_patients_consents_are_listed_whole_or_only_those_disclosing_to_one_organization(
+    uow: UowFactory,
+) -> None:
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        partner = await u.organizations.add(_name("Partner"), self_registration=True)
+        other = await u.organizations.add(_name("Other"), self_registration=True)
+        group = await u.compliance_groups.add(_name("G"), None, org.id, nurse.id, [partner.id])
+        direct = await u.consents.add(_consent(patient.id, nurse.id, organization_id=partner.id))
+        elsewhere = await u.consents.add(_consent(patient.id, nurse.id, organization_id=other.id))
+        number = await u.consents.add(
+            _consent(patient.id, nurse.id, external_phone_number=_phone(), external_name="Aunt")
+        )
+        through_group = await u.consents.add(
+            dataclasses.replace(
+                _consent(patient.id, nurse.id),
+                recipient_type=RecipientType.COMPLIANCE_GROUP,
+                compliance_group_id=group.id,
+            )
+        )
+        everything = await u.consents.list_for_patient(patient.id)
+        partners = await u.consents.list_for_patient(patient.id, disclosed_to=partner.id)
+    assert [c.id for c in everything] == [direct.id, elsewhere.id, number.id, through_group.id]
+    assert [c.id for c in partners] == [direct.id, through_group.id]
+
+
 async def test_an_organization_consent_lets_a_number_take_part_only_if_it_is_in_the_directory(
     uow: UowFactory,
 ) -> None:
@@ -596,6 +622,46 @@ async def test_break_glass_sessions_are_open_until_they_expire_and_listed_newest
     assert ([s.id for s in page.items], page.next_cursor) == ([second.id], second.id)
     assert ([s.id for s in rest.items], rest.next_cursor) == ([first.id], None)
     assert [s.id for s in own.items] == [second.id, first.id]
+
+
+async def test_each_organization_reviews_a_break_glass_session_once_and_reads_only_its_own_review(
+    uow: UowFactory,
+) -> None:
+    now = datetime.now(UTC)
+    async with uow() as u:
+        org, nurse, patient = await _clinic(u)
+        elsewhere = await u.organizations.add(_name("ER"), self_registration=True)
+        doctor = await u.users.add(_user(elsewhere.id))
+        officer = await u.users.add(_user(elsewhere.id, Role.COMPLIANCE_OFFICER))
+        session = await u.break_glass.add(
+            user_id=doctor.id,
+            organization_id=elsewhere.id,
+            patient_id=patient.id,
+            reason=_REASON,
+            expires_at=now + timedelta(hours=1),
+        )
+        theirs = await u.break_glass.mark_reviewed(
+            session.id, elsewhere.id, by=officer.id, note="Ours.", at=now
+        )
+        twice = await u.break_glass.mark_reviewed(
+            session.id, elsewhere.id, by=officer.id, note="Again", at=now
+        )
+        await u.commit()
+    async with uow() as u:
+        patients_view = await u.break_glass.get(session.id, org.id)
+        ours = await u.break_glass.mark_reviewed(session.id, org.id, by=nurse.id, note="Home.", at=now)
+        [listed] = (await u.break_glass.list_for_organization(org.id, None, 10)).items
+        [their_listing] = (await u.break_glass.list_for_organization(elsewhere.id, None, 10)).items
+        await u.commit()
+    assert (theirs, twice, ours) == (True, False, True)
+    assert patients_view is not None
+    assert (patients_view.reviewed_at, patients_view.reviewed_by, patients_view.review_note) == (
+        None,
+        None,
+        None,
+    )
+    assert (listed.reviewed_by, listed.review_note) == (nurse.id, "Home.")
+    assert (their_listing.reviewed_by, their_listing.review_note) == (officer.id, "Ours.")
 
 
 async def test_an_account_update_changes_only_the_fields_given(uow: UowFactory) -> None:

@@ -47,6 +47,49 @@ def test_migrations_downgrade_to_nothing_and_upgrade_again(empty_database: str) 
     assert {"patients", "consents", "audit_events", "outbox"} <= asyncio.run(tables())
 
 
+#: Two organizations, a clinician of the second, the first's patient, and an emergency session on it
+#: reviewed by an officer of the clinician's organization (one review, in 0015's columns).
+_REVIEWED_SESSION = """
+    WITH o AS (INSERT INTO organizations (name) VALUES ('Home'), ('ER') RETURNING id),
+    u AS (INSERT INTO users (organization_id, email, password_hash, first_name, last_name, role, chat_user_id)
+          SELECT max(id), v.email, 'x', 'A', 'B', v.role, v.email FROM o,
+                 (VALUES ('doc@er', 'care_team_member'), ('co@er', 'compliance_officer')) v(email, role)
+          GROUP BY v.email, v.role RETURNING id, role, organization_id),
+    p AS (INSERT INTO patients (organization_id, first_name, last_name, risk_level, created_by)
+          SELECT (SELECT min(id) FROM o), 'P', 'Q', 'low', (SELECT id FROM u WHERE role = 'care_team_member')
+          RETURNING id)
+    INSERT INTO break_glass_sessions (user_id, organization_id, patient_id, reason, expires_at,
+                                      reviewed_at, reviewed_by, review_note)
+    SELECT d.id, d.organization_id, p.id, 'Unresponsive in our ED', now() + interval '1 hour',
+           now(), c.id, 'Fine by us.'
+    FROM p, u d, u c WHERE d.role = 'care_team_member' AND c.role = 'compliance_officer'
+    RETURNING id, reviewed_by, organization_id
+"""
+
+
+def test_0031_keeps_a_review_as_the_reviewers_organizations_own_and_back(empty_database: str) -> None:
+    async def run(*statements: str) -> list[list[asyncpg.Record]]:
+        conn = await asyncpg.connect(**asyncpg_dsn(empty_database))  # type: ignore[arg-type]
+        try:
+            return [await conn.fetch(s) for s in statements]
+        finally:
+            await conn.close()
+
+    upgrade(empty_database, "0030")
+    [[session]] = asyncio.run(run(_REVIEWED_SESSION))
+    upgrade(empty_database)
+    [moved] = asyncio.run(
+        run("SELECT session_id, organization_id, reviewed_by, note FROM break_glass_reviews")
+    )
+    downgrade(empty_database, "0030")
+    [back] = asyncio.run(run("SELECT id, reviewed_by, review_note FROM break_glass_sessions"))
+
+    assert [tuple(r) for r in moved] == [
+        (session["id"], session["organization_id"], session["reviewed_by"], "Fine by us.")
+    ]
+    assert [tuple(r) for r in back] == [(session["id"], session["reviewed_by"], "Fine by us.")]
+
+
 async def test_the_audit_table_refuses_update_delete_and_truncate(db: asyncpg.Connection) -> None:
     await db.execute(
         "INSERT INTO audit_events (event, workflow, outcome) VALUES ('decision', 'patient.read', 'success')"

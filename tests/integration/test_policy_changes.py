@@ -65,9 +65,9 @@ async def test_an_approved_change_is_written_and_flips_a_decision_here_and_on_an
     # This instance polls its files only hourly: the change reaches it through the approval itself.
     here = Api(await aiohttp_client(create_app(configured(settings, policy_dir, 3600))))
     there = Api(await aiohttp_client(create_app(configured(settings, policy_dir, 0.05))))
-    org = await here.organization()
+    org = await here.governing_organization()  # only its officers change the policy
     alice = await here.person("compliance_officer", org)
-    bob = await here.person("compliance_officer", await here.organization())
+    bob = await here.person("compliance_officer", org)
     peer = await here.person("peer_support", org)
     assert (await here.call("GET", "/api/policy", peer))[0] == 403
     table, rules = policy_dir / "tests" / "default.csv", policy_dir / "roles.csv"
@@ -100,7 +100,7 @@ async def test_an_approved_change_is_written_and_flips_a_decision_here_and_on_an
     details = _json(row["details"])
     assert (row["decision"], row["outcome"], row["actor_id"]) == ("allow", "success", alice.id)
     assert (details["proposer_id"], details["approver_id"]) == (bob.id, alice.id)
-    assert details["facts"] == "proposed_by_other"
+    assert details["facts"] == "governing&own_org&proposed_by_other"
     assert details["version_after"] == applied.proposal.applied_version
     assert f"+{RULE}" in details["diff"]
 
@@ -140,7 +140,7 @@ async def test_the_database_refuses_an_applied_change_its_proposer_approved(
     aiohttp_client: Any, settings: Settings, policy_dir: Path, db: asyncpg.Connection
 ) -> None:
     api = Api(await aiohttp_client(create_app(configured(settings, policy_dir, 3600))))
-    alice = await api.person("compliance_officer", await api.organization())
+    alice = await api.person("compliance_officer", await api.governing_organization())
     proposal = await changes.propose_policy_change(
         api.app[services_key],
         actor(alice),

@@ -35,6 +35,7 @@ from handlers.api_messaging import messaging_key
 from handlers.app import create_app
 from handlers.keys import chat_key, emulator_key, sessions_key
 from handlers.settings import Settings
+from integrations.db.operations import outbox_backlog
 from integrations.http_clients import http_client
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
 from integrations.sendbird import SendbirdChatGateway, SendbirdClient
@@ -431,6 +432,48 @@ async def test_an_idle_relay_retries_when_the_backoff_ends_not_at_its_next_poll(
             await task
     assert relay.retries == 1
     assert [m.message for m in emulator(api).messages(conversation["channelUrl"])] == ["Dressing changed."]
+
+
+async def test_an_outage_outlasting_max_attempts_drops_nothing_and_shows_as_a_growing_backlog(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Sendbird and Twilio answer 503 for longer than ``max_attempts`` attempts: the post and the
+    text stay pending (the outbox gauges' query counts them), and both go out once the outage ends."""
+    team = await care_team(api)
+    await stop_app_relay(api.app)
+    emulator(api).faults.fail_for(UNTIL_RELEASED)
+    twilio(api).state.faults.fail_for(UNTIL_RELEASED)
+    message_id = await _accepted(api, team.peer, team.conversation_id, "Call the clinic today.")
+    relay = _relay(api, max_attempts=2, base_backoff=0.01, max_backoff=0.02)
+
+    async def outlasted() -> bool:
+        await relay.run_once()
+        rows = await db.fetch("SELECT status, attempts FROM outbox WHERE message_id = $1", message_id)
+        assert {r["status"] for r in rows} == {"pending"}, rows  # never given up
+        return len(rows) == 2 and all(r["attempts"] >= 6 for r in rows)
+
+    await eventually(outlasted, "the post and the text to outlast max_attempts three times over")
+    async with api.app[sessions_key]() as session:
+        backlog = await outbox_backlog(await session.connection())
+    oldest = await db.fetchval(
+        "SELECT extract(epoch FROM now() - min(created_at)) FROM outbox WHERE message_id = $1", message_id
+    )
+    emulator(api).faults.clear()
+    twilio(api).state.faults.clear()
+    await _work_off(relay, db, [message_id])
+
+    assert backlog.count >= 2
+    assert backlog.oldest_seconds >= float(oldest) - 0.5
+    rows = await db.fetch("SELECT status FROM outbox WHERE message_id = $1", message_id)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    states = await db.fetch(
+        "SELECT state FROM message_deliveries WHERE message_id = $1 ORDER BY id", message_id
+    )
+    assert [r["state"] for r in states] == ["sent", "sent"]
+    assert [m.message for m in emulator(api).messages(team.conversation["channelUrl"])] == [
+        "Call the clinic today."
+    ]
+    assert len(texts(api, team.phone)) == 1
 
 
 async def test_a_conversations_texts_go_out_in_the_order_accepted_even_when_one_is_retried(

@@ -81,6 +81,8 @@ class Ids:
     holds: list[int] = field(default_factory=list)
     #: The file of each message that carries one, by message.
     attachments: dict[int, int] = field(default_factory=dict)
+    #: Emergency sessions, by the order they were opened (the ended ones of the world first).
+    sessions: list[int] = field(default_factory=list)
 
     def user_index(self, user_id: int) -> int:
         return self.users.index(user_id)
@@ -177,14 +179,16 @@ async def build_world(db: asyncpg.Connection, services: Any, spec: WorldSpec) ->
                 ids.users[org * len(ROSTER) + 3],
             )
         for user, patient in spec.expired_break_glass:
-            await db.execute(
+            session = await db.fetchval(
                 "INSERT INTO break_glass_sessions (user_id, organization_id, patient_id, reason, opened_at,"
-                " expires_at) VALUES ($1, $2, $3, $4, now() - interval '2 hours', now() - interval '1 hour')",
+                " expires_at) VALUES ($1, $2, $3, $4, now() - interval '2 hours', now() - interval '1 hour')"
+                " RETURNING id",
                 ids.users[user],
                 ids.orgs[user // len(ROSTER)],
                 ids.patients[patient],
                 GLASS_REASON,
             )
+            ids.sessions.append(session)
     return ids
 
 
@@ -211,6 +215,7 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
         "messages": list(shadow.messages),
         "reads": sorted((c, u, message) for (c, u), message in world.reads.items()),
         "break_glass": sorted(world.break_glass),
+        "reviews": sorted(world.reviews),
         "directory": sorted(world.directory),
         "opted_out": sorted(world.opted_out),
         "accounts": [(u.active, u.role) for u in world.users],
@@ -294,6 +299,11 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         ids.patients,
     )
     orgs = {oid: i for i, oid in enumerate(ids.orgs)}
+    sessions = {sid: i for i, sid in enumerate(ids.sessions)}
+    reviews = await db.fetch(
+        "SELECT session_id, organization_id FROM break_glass_reviews WHERE session_id = ANY($1::int[])",
+        ids.sessions,
+    )
     directory = await db.fetch(
         "SELECT organization_id, phone_number FROM organization_contacts"
         " WHERE organization_id = ANY($1::int[])",
@@ -376,6 +386,7 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         "messages": messages,
         "reads": reads,
         "break_glass": sorted((users[r["user_id"]], patients[r["patient_id"]]) for r in glass),
+        "reviews": sorted((sessions[r["session_id"]], orgs.get(r["organization_id"], -1)) for r in reviews),
     }
 
 
@@ -446,6 +457,9 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
         return "POST", f"/api/legal-holds/{hid}/lift", {"reason": "Matter closed"}
     if wf == "legal_hold.list":
         return "GET", "/api/legal-holds", None
+    if isinstance(action, m.ReviewSession):
+        sid = MISSING_ID if action.session is None else ids.sessions[action.session]
+        return "POST", f"/api/break-glass/{sid}/review", {"note": "Reviewed: justified"}
     if isinstance(action, m.ConversationAction):
         cid = MISSING_ID if action.conversation is None else ids.conversations[action.conversation]
         if wf == "message.attach":
@@ -652,7 +666,13 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
     if out.status == v.status == 422 and v.field is not None and named[:1] != [v.field]:
         # The service names every field at fault; the model, the first.
         found.append(("field", f"fields {named}, model says {v.field!r} first"))
-    decisions = [e for e in out.audit if e["event"] == "decision"]
+    # A role refusal about a record the actor may not know of also keeps the facts it found, for the
+    # record only, beside the refusal its organization sees (details.answered): one decision still.
+    decisions = [
+        e
+        for e in out.audit
+        if e["event"] == "decision" and e["details"].get("answered") != "role_not_permitted"
+    ]
     own = [e for e in decisions if e["workflow"] == v.workflow]
     if v.undecided and v.requires is None:
         # Refused before any decision (nothing there): no allow may be on record.
@@ -1077,6 +1097,8 @@ async def run_scenario(
                 ids.messages.append(int(out.body["id"]))
             elif isinstance(action, m.PlaceHold):
                 ids.holds.append(int(out.body["id"]))
+            elif action.workflow == "break_glass.open":
+                ids.sessions.append(int(out.body["id"]))
             elif isinstance(action, m.RecordConsent):
                 ids.consents.append(int(out.body["id"]))
             elif isinstance(action, m.RemoveContact):

@@ -51,6 +51,8 @@ SELF, OWN_ORG, CARE_TEAM, COVERED, MEMBER, EXTERNAL_CONSENT, BREAK_GLASS, TREATA
 )
 #: Between a person and a proposed policy change: they proposed it, or someone else did (four eyes).
 PROPOSED_BY_SELF, PROPOSED_BY_OTHER = "proposed_by_self", "proposed_by_other"
+#: The person's organization governs the deployment's policy (policy.governing_organization).
+GOVERNING = "governing"
 #: A message's own facts (recall): its sender, and whether it is still within the recall window.
 SENDER, RECALL_WINDOW = "sender", "recall_window"
 FACT_ORDER = (
@@ -64,6 +66,7 @@ FACT_ORDER = (
     TREATABLE,
     PROPOSED_BY_SELF,
     PROPOSED_BY_OTHER,
+    GOVERNING,
     SENDER,
     RECALL_WINDOW,
 )
@@ -78,6 +81,7 @@ REASONS = {
     TREATABLE: "not_treatable",
     PROPOSED_BY_SELF: "not_proposer",
     PROPOSED_BY_OTHER: "own_proposal",
+    GOVERNING: "not_governing_organization",
     SENDER: "not_sender",
     RECALL_WINDOW: "recall_window_passed",
 }
@@ -169,11 +173,11 @@ WORKFLOWS: dict[str, Declared] = {
     "alert_phone.set": _declared("self"),
     "policy.change.list": _declared(""),
     "policy.change.read": _declared(""),
-    "policy.propose": _declared(""),
-    "policy.restore": _declared(""),
-    "policy.approve": _declared("proposed_by_self proposed_by_other own_org"),
-    "policy.reject": _declared("proposed_by_self proposed_by_other own_org"),
-    "policy.withdraw": _declared("proposed_by_self proposed_by_other own_org"),
+    "policy.propose": _declared("governing"),
+    "policy.restore": _declared("governing"),
+    "policy.approve": _declared("proposed_by_self proposed_by_other own_org governing"),
+    "policy.reject": _declared("proposed_by_self proposed_by_other own_org governing"),
+    "policy.withdraw": _declared("proposed_by_self proposed_by_other own_org governing"),
     # Recall: the message's sender soon after sending, a compliance officer of the patient's
     # organization at any time; the legal record of what it said, for compliance officers.
     "message.recall": _declared("member covered own_org sender recall_window", "message", MESSAGING),
@@ -297,12 +301,15 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # ... and the test tables with their results, and a what-if of an edited file (a dry run).
     allow([OFFICER], "console.policy.tests")
     allow([OFFICER], "console.policy.what_if")
-    # Four eyes: compliance officers (of any organization: the files are the deployment's) propose
-    # policy changes; someone else approves or rejects one; its proposer may withdraw it.
-    for workflow in ("policy.change.list", "policy.change.read", "policy.propose", "policy.restore"):
+    # Four eyes: every compliance officer reads the proposals; the files decide for every organization,
+    # so only the governing organization's officers propose policy changes, and another of them
+    # approves or rejects one; its proposer may withdraw it.
+    for workflow in ("policy.change.list", "policy.change.read"):
         allow([OFFICER], workflow)
-    allow([OFFICER], "policy.approve", PROPOSED_BY_OTHER)
-    allow([OFFICER], "policy.reject", PROPOSED_BY_OTHER)
+    for workflow in ("policy.propose", "policy.restore"):
+        allow([OFFICER], workflow, GOVERNING)
+    allow([OFFICER], "policy.approve", PROPOSED_BY_OTHER, GOVERNING)
+    allow([OFFICER], "policy.reject", PROPOSED_BY_OTHER, GOVERNING)
     allow([OFFICER], "policy.withdraw", PROPOSED_BY_SELF)
     # A message is recalled by its sender while the recall window lasts (a member, the patient
     # covered), or by a compliance officer of the patient's organization at any time; what it said
@@ -421,6 +428,10 @@ class World:
     consents: list[Consent] = field(default_factory=list)
     conversations: list[Conversation] = field(default_factory=list)
     break_glass: set[tuple[int, int]] = field(default_factory=set)  # (user, patient), open
+    #: Every emergency session, open or ended, by the order it was opened: (clinician, patient).
+    sessions: list[tuple[int, int]] = field(default_factory=list)
+    #: Sessions reviewed, and by which organization: each reviews a session on its own.
+    reviews: set[tuple[int, int]] = field(default_factory=set)  # (session, organization)
     #: Organizations' contact directories: (organization, phone) pairs their admins listed.
     directory: set[tuple[int, int]] = field(default_factory=set)
     #: The conversation of each message sent, by the order they were sent.
@@ -623,6 +634,14 @@ class LiftHold(Action):
     hold: int | None  # a hold by the order it was placed; None: an id nobody has
 
 
+@dataclass(frozen=True)
+class ReviewSession(Action):
+    """A compliance officer marks an emergency session reviewed (``break_glass.review``; the
+    console's ``break_glass.read`` of one session is decided on the same facts)."""
+
+    session: int | None  # a session by the order it was opened; None: an id nobody has
+
+
 #: The actor of an action nobody of the world takes (a text from outside comes in).
 NOBODY = -1
 
@@ -739,7 +758,8 @@ def admitting(
 ) -> int | None:
     """The consent that lets an external participant take part (or be texted: ``TEXTING``): one
     naming their number, or one disclosing to the organization named for them (directly or through
-    a group) if that organization's contact directory lists the number. Naming it alone is nothing."""
+    a group) if that organization's contact directory lists the number. Naming it alone is nothing,
+    and only that organization's own staff may name it when adding them (the caller decides that)."""
     vouched = claimed_org is not None and (claimed_org, phone) in world.directory
 
     def reaches(c: Consent) -> bool:
@@ -937,6 +957,8 @@ def verdict(world: World, action: Action) -> Verdict:
         return _message_verdict(world, action)
     if isinstance(action, (PlaceHold, LiftHold)):
         return _hold_verdict(world, action)
+    if isinstance(action, ReviewSession):
+        return _session_verdict(world, action)
     if wf == "legal_hold.list":
         # An officer's organization's holds: those on its patients and their conversations.
         shown = frozenset(i for i, h in enumerate(world.holds) if world.patients[h.patient] == user.org)
@@ -968,7 +990,13 @@ def verdict(world: World, action: Action) -> Verdict:
         purpose=_purpose(world, stated, found.consent),
     )
     if wf == "consent.list":
-        shown = frozenset(i for i, c in enumerate(world.consents) if c.patient == patient)
+        # The patient's organization sees them all; another, only those disclosing to it.
+        org = world.users[action.actor].org
+        shown = frozenset(
+            i
+            for i, c in enumerate(world.consents)
+            if c.patient == patient and (org == world.patients[patient] or _reaches(org, c, world))
+        )
         return replace(base, status=200, visible=shown)
     if wf == "break_glass.open":
         # Each opening is on record, and tells the patient's organization's compliance officers.
@@ -1120,8 +1148,11 @@ def _create_conversation_verdict(world: World, base: Verdict, action: CreateConv
                 field=subject.field,
             )
     for i, ext in enumerate(action.externals):
-        # Established, never asserted: the organization the caller names for the number counts for nothing.
-        consent = admitting(world, action.patient, ext.phone, ext.claimed_org)
+        # Established, never asserted: the organization the caller names for the number counts for
+        # nothing. And an organization's contact directory vouches only to its own staff: named by
+        # anyone else it is not read, so every number is refused alike.
+        own_directory = ext.claimed_org in (None, world.users[action.actor].org)
+        consent = admitting(world, action.patient, ext.phone, ext.claimed_org) if own_directory else None
         allowed = consent is not None
         subject = Subject(
             EXTERNAL,
@@ -1282,6 +1313,23 @@ def _hold_verdict(world: World, action: PlaceHold | LiftHold) -> Verdict:
     )
     if hold is not None and not hold.active:
         return replace(base, allowed=False, status=409, undecided=True)  # lifted already
+    return base
+
+
+def _session_verdict(world: World, action: ReviewSession) -> Verdict:
+    """An emergency session is its clinician's organization's and its patient's organization's:
+    another answers as none at all. Each of the two reviews it once, on its own: one's review is no
+    bar to the other's."""
+    wf, stated = action.workflow, action.purpose_of_use
+    org = world.users[action.actor].org
+    if action.session is None:
+        return Verdict(wf, False, 404, undecided=True, purpose=stated)
+    clinician, patient = world.sessions[action.session]
+    if org not in (world.users[clinician].org, world.patients[patient]):
+        return Verdict(wf, False, 404, undecided=True, purpose=stated)
+    base = Verdict(wf, True, 200, frozenset({OWN_ORG}), purpose=stated)
+    if (action.session, org) in world.reviews:
+        return replace(base, allowed=False, status=409, undecided=True)  # reviewed by it already
     return base
 
 
@@ -1559,6 +1607,10 @@ def apply(world: World, action: Action, v: Verdict) -> None:
     elif action.workflow == "break_glass.open":
         assert isinstance(action, PatientAction)
         world.break_glass.add((action.actor, action.patient))
+        world.sessions.append((action.actor, action.patient))
+    elif isinstance(action, ReviewSession):
+        assert action.session is not None
+        world.reviews.add((action.session, world.users[action.actor].org))
     elif isinstance(action, MarkRead):
         assert action.conversation is not None
         assert action.message is not None

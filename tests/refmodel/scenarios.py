@@ -25,6 +25,9 @@ ROSTER = (m.PEER, m.CLINICIAN, m.CLINICIAN, m.ADMIN, m.OFFICER, m.AUDITOR)
 #: the compliance officer of the organization of the consent's (message's, hold's) patient, the
 #: sender of the message.
 MEMBER_OF_IT, OFFICER_OF_IT, SENDER_OF_IT = -1, -2, -3
+#: For an emergency session: the compliance officer of its clinician's organization (OFFICER_OF_IT:
+#: of its patient's).
+OFFICER_OF_CLINICIAN = -4
 PHONES = 3
 
 
@@ -62,6 +65,7 @@ class WorldSpec:
             opted_out=set(self.opted_out),
             directory=set(self.directory),
             part2=set(self.part2),
+            sessions=list(self.expired_break_glass),
         )
 
 
@@ -172,8 +176,11 @@ def create_conversation(draw: st.DrawFn, spec: WorldSpec, patient: int, creator:
         draw(st.lists(colleague | colleague | st.integers(0, users - 1), max_size=3, unique=True))
     )
     phones = draw(st.lists(st.integers(0, PHONES - 1), max_size=2, unique=True) | st.just([]))
+    # The organization named for a number: none, any (another's directory is not read), or the
+    # creator's own (whose directory vouches to them).
+    own = st.just(creator // len(ROSTER))
     externals = tuple(
-        m.NewExternal(phone, draw(st.none() | st.integers(0, spec.orgs - 1))) for phone in phones
+        m.NewExternal(phone, draw(st.none() | st.integers(0, spec.orgs - 1) | own)) for phone in phones
     )
     return m.CreateConversation("conversation.create", creator, patient, members, externals)
 
@@ -230,6 +237,7 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
                 "consent.create",
                 "consent.revoke",
                 "break_glass.open",
+                "break_glass.review",
                 "patient.list",
                 "conversation.list",
                 "organization_contact.add",
@@ -296,6 +304,14 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         "legal_hold",
     }:
         return draw(after_sending(spec, kind, patient, clinician))
+    if kind == "break_glass.review":
+        # Mostly an officer of either organization the session concerns (each reviews on its own).
+        actor = draw(
+            st.sampled_from(
+                [OFFICER_OF_IT, OFFICER_OF_CLINICIAN, OFFICER_OF_IT, draw(st.integers(0, users - 1))]
+            )
+        )
+        return m.ReviewSession(kind, actor, draw(_reference()))
     if kind == "patient.create":
         return m.Action(kind, clinician)
     if kind == "care_team.create":
@@ -516,6 +532,16 @@ def resolve(world: m.World, action: m.Action) -> m.Action:
             org = 0 if action.patient is None else world.patients[action.patient]
             return replace(action, actor=person(org, 4))
         return action
+    if isinstance(action, m.ReviewSession):
+        n = len(world.sessions)
+        session = None if action.session is None or not n else action.session % n
+        if action.actor not in (OFFICER_OF_IT, OFFICER_OF_CLINICIAN):
+            return replace(action, session=session)
+        if session is None:
+            return replace(action, actor=person(0, 4), session=None)
+        clinician, patient = world.sessions[session]
+        org = world.patients[patient] if action.actor == OFFICER_OF_IT else world.users[clinician].org
+        return replace(action, actor=person(org, 4), session=session)
     if isinstance(action, m.LiftHold):
         n = len(world.holds)
         if action.hold is None or not n:

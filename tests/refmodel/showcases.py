@@ -17,14 +17,26 @@ TWO_ORGS = WorldSpec(2, (0,), (), (), frozenset(), ())
 
 SHOWCASES: dict[str, Scenario] = {
     "1": Scenario(
-        # Organization 1's contact directory lists the number, but its consent is for payment and
-        # discloses the record only: it admits nobody to a conversation, by text or otherwise.
-        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
+        # Organization 1's contact directory lists the number, and its clinician on the patient's care
+        # team brings it in; but one consent naming organization 1 is for payment and discloses the
+        # record only, the other (which lets the clinician converse) has no sms: neither admits the
+        # number to a conversation.
+        WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), (), frozenset({(1, 0)})),
         (
             m.RecordConsent(
                 "consent.create", ORG0_OFFICER, 0, "organization", 1, "payment", frozenset({"read"}), "active"
             ),
-            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "organization",
+                1,
+                "treatment",
+                frozenset({"read", "message"}),
+                "active",
+            ),
+            m.CreateConversation("conversation.create", ORG1_CLINICIAN, 0, (), (m.NewExternal(0, 1),)),
         ),
     ),
     "3": Scenario(

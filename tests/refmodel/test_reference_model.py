@@ -101,14 +101,50 @@ async def test_each_exempted_defect_is_still_there(
 
 READ = frozenset({"read"})
 CASES: dict[str, Scenario] = {
-    "an organization consent admits a number its contact directory lists": Scenario(
+    "an organization consent admits a number its contact directory lists, brought in by its staff": Scenario(
+        WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), (), frozenset({(1, 0)})),
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.CreateConversation(
+                "conversation.create", ORG1_CLINICIAN, 0, (ORG0_REGISTRAR,), (m.NewExternal(0, 1),)
+            ),
+            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
+        ),
+    ),
+    "the patient's organization and the clinician's each review an emergency session on their own": Scenario(
+        TWO_ORGS,
+        (
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", READ, "active"
+            ),
+            m.PatientAction("break_glass.open", ORG1_CLINICIAN, 0),
+            m.ReviewSession("break_glass.review", ORG1_OFFICER, 0),  # the clinician's, first
+            m.ReviewSession("break_glass.review", ORG0_OFFICER, 0),  # the patient's: still its own to do
+            m.ReviewSession("break_glass.review", ORG1_OFFICER, 0),  # once per organization
+            m.ReviewSession("break_glass.review", ORG0_OFFICER, None),
+        ),
+    ),
+    "a partner's care-team member lists only the consents disclosing to its organization": Scenario(
+        WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), ()),
+        (
+            m.RecordConsent("consent.create", ORG0_OFFICER, 0, "organization", 1, "payment", READ, "active"),
+            m.RecordConsent(
+                "consent.create", ORG0_OFFICER, 0, "external", 0, "treatment", SMS_AND_MESSAGE, "active"
+            ),
+            m.PatientAction("consent.list", ORG1_CLINICIAN, 0),
+            m.PatientAction("consent.list", ORG0_REGISTRAR, 0),
+        ),
+    ),
+    "another organization's directory is not read: a number it lists is refused like any other": Scenario(
         WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
         (
             m.RecordConsent(
                 "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", SMS_AND_MESSAGE, "active"
             ),
             m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
-            m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
+            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(1, 1),)),
         ),
     ),
     "naming an organization for a number it does not list admits nobody": Scenario(
@@ -121,7 +157,7 @@ CASES: dict[str, Scenario] = {
         ),
     ),
     "a consent naming the number outranks the organization's, and its revocation hands over": Scenario(
-        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset({(1, 0)})),
+        WorldSpec(2, (0,), ((0, ORG1_CLINICIAN),), (), frozenset(), (), frozenset({(1, 0)})),
         (
             m.RecordConsent(
                 "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", SMS_AND_MESSAGE, "active"
@@ -136,7 +172,9 @@ CASES: dict[str, Scenario] = {
                 SMS_AND_MESSAGE,
                 "active",
             ),
-            m.CreateConversation("conversation.create", ORG0_REGISTRAR, 0, (), (m.NewExternal(0, 1),)),
+            m.CreateConversation(
+                "conversation.create", ORG1_CLINICIAN, 0, (ORG0_REGISTRAR,), (m.NewExternal(0, 1),)
+            ),
             m.RevokeConsent("consent.revoke", ORG0_OFFICER, 1),
             m.ConversationAction("message.send", ORG0_REGISTRAR, 0),
         ),

@@ -97,6 +97,20 @@ class Api:
             ).one()
         return int(row.id)
 
+    async def governing_organization(self) -> int:
+        """The organization whose compliance officers may change the policy (the app's
+        ``EngineSettings.governing_organization``), added the first time it is asked for."""
+        name = self.app[services_key].settings.governing_organization
+        async with self.app[sessions_key]() as session, session.begin():
+            from sqlalchemy import text
+
+            found = (
+                await session.execute(
+                    text("SELECT id FROM organizations WHERE name = :n ORDER BY id LIMIT 1"), {"n": name}
+                )
+            ).first()
+        return int(found.id) if found is not None else await self.organization(name)
+
     async def person(self, role: str | Role, organization_id: int, **names: str) -> Person:
         """A user of any role, created the way the command line does, with an access token of their own."""
         role = Role(role)

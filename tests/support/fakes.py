@@ -445,6 +445,8 @@ class FakeDatabase:
     patients: dict[int, Patient] = field(default_factory=dict)
     care_teams: dict[int, CareTeam] = field(default_factory=dict)
     break_glass_sessions: dict[int, BreakGlassSession] = field(default_factory=dict)
+    #: Each organization's own review of a session: (session, organization) -> (at, by, note).
+    break_glass_reviews: dict[tuple[int, int], tuple[datetime, int, str]] = field(default_factory=dict)
     #: the login_throttles table: key -> its row
     login_throttles: dict[str, FakeThrottleRow] = field(default_factory=dict)
     consents: dict[int, Consent] = field(default_factory=dict)
@@ -1039,9 +1041,22 @@ class FakeConsentRepository(_Repo):
         self.data.consents[new.id] = new
         return new
 
-    async def list_for_patient(self, patient_id: int) -> list[Consent]:
+    async def list_for_patient(self, patient_id: int, *, disclosed_to: int | None = None) -> list[Consent]:
+        groups = {
+            g.id for g in self.data.compliance_groups.values() if disclosed_to in g.member_organization_ids
+        }
         return sorted(
-            (k for k in self.data.consents.values() if k.patient_id == patient_id), key=lambda k: k.id
+            (
+                k
+                for k in self.data.consents.values()
+                if k.patient_id == patient_id
+                and (
+                    disclosed_to is None
+                    or k.organization_id == disclosed_to
+                    or k.compliance_group_id in groups
+                )
+            ),
+            key=lambda k: k.id,
         )
 
 
@@ -1153,13 +1168,21 @@ class FakeBreakGlassRepository(_Repo):
         ]
         return max(open_ids, default=None)
 
+    def _reviewed_by(self, session: BreakGlassSession, organization_id: int) -> BreakGlassSession:
+        """The session with ``organization_id``'s own review of it, if any (never another's)."""
+        review = self.data.break_glass_reviews.get((session.id, organization_id))
+        if review is None:
+            return session
+        at, by, note = review
+        return dataclasses.replace(session, reviewed_at=at, reviewed_by=by, review_note=note)
+
     async def list_for_organization(
         self, organization_id: int, after: int | None, limit: int
     ) -> Page[BreakGlassSession]:
         """Newest first: the cursor is the last id shown, and the next page has lower ids."""
         mine = sorted(
             (
-                s
+                self._reviewed_by(s, organization_id)
                 for s in self.data.break_glass_sessions.values()
                 if organization_id in (s.organization_id, s.patient_organization_id)
                 and (after is None or s.id < after)
@@ -1170,16 +1193,17 @@ class FakeBreakGlassRepository(_Repo):
             return Page(tuple(mine[:limit]), mine[limit - 1].id)
         return Page(tuple(mine), None)
 
-    async def get(self, session_id: int) -> BreakGlassSession | None:
-        return self.data.break_glass_sessions.get(session_id)
-
-    async def mark_reviewed(self, session_id: int, *, by: int, note: str, at: datetime) -> bool:
+    async def get(self, session_id: int, organization_id: int) -> BreakGlassSession | None:
         session = self.data.break_glass_sessions.get(session_id)
-        if session is None or session.reviewed_at is not None:
+        return None if session is None else self._reviewed_by(session, organization_id)
+
+    async def mark_reviewed(
+        self, session_id: int, organization_id: int, *, by: int, note: str, at: datetime
+    ) -> bool:
+        key = (session_id, organization_id)
+        if session_id not in self.data.break_glass_sessions or key in self.data.break_glass_reviews:
             return False
-        self.data.break_glass_sessions[session_id] = dataclasses.replace(
-            session, reviewed_at=at, reviewed_by=by, review_note=note
-        )
+        self.data.break_glass_reviews[key] = (at, by, note)
         return True
 
 
@@ -1687,9 +1711,15 @@ class FakeOptOutRepository(_Repo):
 
 
 class FakeWebhookEventLog(_Repo):
-    """Records how each stored event ended (storing and claiming them is integrations/webhooks.py's)."""
+    """Records how each stored event ended (storing and claiming them is integrations/webhooks.py's):
+    an event with no ending recorded is pending."""
+
+    async def take(self, event_id: int) -> bool:
+        return event_id not in self.data.webhook_events
 
     async def finish(self, event_id: int, status: str, *, keep_body: bool = True) -> None:
+        if event_id in self.data.webhook_events:
+            return  # no longer pending: ended already
         self.data.webhook_events[event_id] = status
         if status == "ignored" or not keep_body:
             self.data.webhook_bodies_dropped.add(event_id)
@@ -2049,6 +2079,13 @@ class FakeWorld:
         org = Organization(self.db.new_id(), name, self_registration, self.clock())
         self.db.organizations[org.id] = org
         return org
+
+    def governing_organization(self) -> Organization:
+        """The organization that governs the policy (``EngineSettings.governing_organization``),
+        added the first time it is asked for."""
+        name = self.services.settings.governing_organization
+        found = [org for org in self.db.organizations.values() if org.name == name]
+        return found[0] if found else self.organization(name)
 
     def actor(self, role: Role | str, organization_id: int, **context: Any) -> Actor:
         """A stored user of this role, as the actor of a request."""

@@ -102,7 +102,10 @@ async def care_team(
     consent_fields: dict[str, Any] | None = None,
 ) -> CareTeam:
     """A conversation of a peer and a nurse with external participants, each admitted by a consent
-    naming their number (with ``consent_fields`` besides, e.g. ``part2``)."""
+    naming their number (with ``consent_fields`` besides, e.g. ``part2``). With
+    ``external_organization_id`` the participants are that organization's (its directory lists
+    them), so one of its nurses, on the patient's care team under a consent naming it, starts the
+    conversation: a directory vouches only to its own organization's staff."""
     phones = phones or (unique_phone(),)
     org = await api.organization()
     peer = await api.person("peer_support", org)
@@ -132,7 +135,23 @@ async def care_team(
         "memberIds": [nurse.id],
         "externalMembers": externals,
     }
-    status, created = await api.call("POST", "/api/conversations", peer, json=body)
+    creator = peer
+    if external_organization_id is not None:
+        # Covered for conversations, not for texts: each text stays under its number's consent.
+        await api.consent(
+            officer, patient_id, organizationId=external_organization_id, scope=["read", "message"]
+        )
+        creator = await api.person("care_team_member", external_organization_id)
+        _, team = await api.call("GET", f"/api/patients/{patient_id}/care-team", peer)
+        status, added = await api.call(
+            "POST",
+            f"/api/care-teams/{team['id']}/members",
+            await api.person("admin", org),
+            json={"userId": creator.id},
+        )
+        assert status == 201, added
+        body["memberIds"] = [peer.id, nurse.id]
+    status, created = await api.call("POST", "/api/conversations", creator, json=body)
     assert status == 201, created
     team = CareTeam(org, peer, nurse, officer, patient_id, created, phones)
     await ready(api, team)

@@ -147,6 +147,7 @@ async def test_staff_off_the_care_team_may_not_start_a_conversation_and_nothing_
         (colleague.user_id, "denied"),
         (auditor.user_id, "denied"),
         (stranger.user_id, "denied"),
+        (stranger.user_id, "failure"),  # the lookup a missing patient leaves, which it sees instead
     ]
 
 

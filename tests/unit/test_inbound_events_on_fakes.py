@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from engine.model import Actor, DeliveryState
+from engine.sms import Keyword
 from engine.workflows.messaging import (
     IGNORED,
     PROCESSED,
@@ -76,3 +77,28 @@ async def test_stop_and_start_from_an_unknown_number_are_kept_by_number_and_audi
         ("sms_opt_in", 1),
     ]
     assert world.db.webhook_events == {1: PROCESSED, 2: PROCESSED, 3: IGNORED}
+
+
+async def test_an_unknown_numbers_keyword_is_read_as_a_known_numbers_is_the_providers_first(
+    world: FakeWorld,
+) -> None:
+    """Twilio's OptOutType decides for a number no conversation has texted too: a keyword configured
+    at Twilio only (``ARRET``), an opt-in word caremsg does not list (``YES``); and caremsg's own
+    reading of a body sees through what phones add around the word."""
+    custom, opted_in, disguised = "+15550002222", "+15550003333", "+15550004444"
+    fullwidth_stop = "\uff33\uff34\uff2f\uff30"
+
+    outcomes = [
+        await sms_received(
+            world.services, InboundSms(1, "SM1", custom, "ARRET", provider_keyword=Keyword.STOP)
+        ),
+        await sms_received(world.services, InboundSms(2, "SM2", opted_in, "STOP")),
+        await sms_received(
+            world.services, InboundSms(3, "SM3", opted_in, "YES", provider_keyword=Keyword.START)
+        ),
+        await sms_received(world.services, InboundSms(4, "SM4", disguised, f"{fullwidth_stop}\u200b 🙏")),
+        await sms_received(world.services, InboundSms(5, "SM5", disguised, "why stop?")),
+    ]
+
+    assert outcomes == [PROCESSED, PROCESSED, PROCESSED, PROCESSED, IGNORED]
+    assert world.db.opt_outs == {custom: "SM1", disguised: "SM4"}

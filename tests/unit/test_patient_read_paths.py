@@ -93,8 +93,11 @@ async def test_someone_with_no_relation_gets_the_same_404_and_the_real_reason_on
     answer, events = await _both(world, stranger, patient.id)
 
     assert answer[0] == "NotFound"
-    [event] = events
+    event, lookup = events
     assert (event.outcome, event.details["answered"]) == ("denied", "not_found")
+    # What the organization sees of it: the lookup a missing id leaves (the truth is hidden from it).
+    assert (lookup.event, lookup.resource_id, lookup.outcome) == ("lookup", str(patient.id), "failure")
+    assert "answered" not in lookup.details
 
 
 async def test_a_patient_that_does_not_exist_is_the_same_404_with_the_same_failed_lookup() -> None:

@@ -170,12 +170,33 @@ async def test_a_permanent_failure_is_dead_at_once_with_the_providers_code() -> 
     assert outcome == Dead(e, "chat_invalid_request")
 
 
-async def test_a_transient_failure_of_the_last_attempt_is_dead() -> None:
-    e = entry(REPLY, attempts=5)
+@pytest.mark.parametrize(
+    "outage",
+    [
+        ChatUnavailable("down", status=503),
+        ChatUnavailable("Sendbird send_message timed out"),
+        ChatRateLimited("slow down"),
+        ConnectionRefusedError("the database is away"),
+    ],
+    ids=["5xx", "timeout", "rate limited", "database unreachable"],
+)
+async def test_an_outage_is_never_dead_however_long_it_lasts_and_is_retried_at_the_cap(
+    outage: Exception,
+) -> None:
+    """An outage of hours (thousands of attempts at a 60 s cap) ends no entry: what was acknowledged
+    is delivered when the provider is back, however long it was away."""
+    r = relay(FakeExecutor((PostSmsReply,), outage), max_attempts=5)
 
-    outcome = await relay(FakeExecutor((PostSmsReply,), ChatUnavailable("down")), max_attempts=5).attempt(e)
+    outcomes = [await r.attempt(entry(REPLY, attempts=n)) for n in (5, 6, 50, 5_000, 10**9)]
 
-    assert outcome == Dead(e, "chat_unavailable")
+    assert all(isinstance(o, RetryAt) for o in outcomes), outcomes
+    assert [o.delay for o in outcomes if isinstance(o, RetryAt)] == [16.0, 32.0, 60.0, 60.0, 60.0]
+
+
+async def test_the_backoff_stays_at_its_cap_for_any_number_of_attempts() -> None:
+    r = relay()
+
+    assert [r.backoff(n) for n in (0, 1, 2, 7, 1_100, 10**6)] == [1.0, 1.0, 2.0, 60.0, 60.0, 60.0]
 
 
 @pytest.mark.parametrize(
@@ -213,6 +234,16 @@ async def test_a_bug_in_an_executor_is_retried_as_a_relay_error_and_never_escape
     outcome = await relay(FakeExecutor((PostSmsReply,), KeyError("channel_url"))).attempt(e)
 
     assert outcome == RetryAt(e, "relay_error", 2.0)
+
+
+async def test_a_bug_in_an_executor_is_dead_after_the_last_attempt() -> None:
+    """Only what is no outage uses attempts up: an error of caremsg's own that keeps happening does
+    not hold its conversation up for ever."""
+    e = entry(REPLY, attempts=5)
+
+    outcome = await relay(FakeExecutor((PostSmsReply,), KeyError("channel_url")), max_attempts=5).attempt(e)
+
+    assert outcome == Dead(e, "relay_error")
 
 
 # --- settling a wave --------------------------------------------------------------------------------

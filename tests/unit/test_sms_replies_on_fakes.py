@@ -205,5 +205,34 @@ async def test_a_chat_app_post_by_someone_no_longer_allowed_is_ignored_and_on_re
 
     assert (status, world.db.webhook_events) == (IGNORED, {1: IGNORED})
     assert (world.db.messages, world.db.outbox[outbox_before:]) == ({}, [])
-    [decision] = world.events("message.send")
+    decision, lookup = world.events("message.send")
+    assert (lookup.event, lookup.resource_type) == ("lookup", "conversation")
     assert (decision.outcome, decision.actor_id) == ("denied", outsider.user_id)
+
+
+async def test_a_stop_as_phones_write_it_opts_out_and_a_sentence_with_stop_in_it_is_posted(
+    world: FakeWorld,
+) -> None:
+    nurse, _, patient = await _patient(world)
+    conversation = await _with_sam(world, nurse, patient)
+    [sam] = conversation.external_participants
+    disguised = ["\uff33\uff34\uff2f\uff30", "STOP\u200b", "Stop,", "Stop 🙏", "STOP #2"]
+    outbox_before = len(world.db.outbox)
+
+    for event_id, text in enumerate(disguised, start=1):
+        assert await sms_received(world.services, _sms(event_id, text)) == PROCESSED
+    opted_out = dict(world.db.opt_outs)
+    keywords_answered = world.db.outbox[outbox_before:]
+    await sms_received(world.services, _sms(10, "START"))
+    outbox_before = len(world.db.outbox)
+    await sms_received(world.services, _sms(11, "please don't stop the meds"))
+
+    assert opted_out == {PHONE: "SM1"}
+    assert keywords_answered == [AnswerKeyword(conversation.id, sam.id, Keyword.STOP)]  # confirmed once
+    opt_outs = [e.details["changed"] for e in world.events("sms.reply") if e.event == "sms_opt_out"]
+    assert opt_outs == [1, *[0] * (len(disguised) - 1)]
+    assert world.db.outbox[outbox_before:] == [
+        PostSmsReply(
+            conversation.id, conversation.channel_url, sam.chat_user_id, "please don't stop the meds", "SM11"
+        )
+    ]

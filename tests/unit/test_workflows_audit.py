@@ -128,7 +128,9 @@ async def test_disclosures_of_another_organizations_patient_answer_as_a_patient_
 
     assert raised.value.denial is not None  # the same 404 as a missing id, not a 403
     assert world.db.audit_queries == []  # the trail was never asked
-    [event] = world.events("patient.disclosures")
+    event, lookup = world.events("patient.disclosures")
+    # What the organization sees of it: the lookup a missing id leaves (the truth is hidden from it).
+    assert (lookup.event, lookup.resource_type, lookup.resource_id) == ("lookup", "patient", str(patient.id))
     # The record keeps the real decision and its reason; only the client hears "not found".
     assert (event.event, event.outcome, event.patient_id) == ("decision", "denied", patient.id)
     assert event.details["answered"] == "not_found"

@@ -155,6 +155,7 @@ async def test_a_record_the_organization_may_not_see_is_not_found_and_the_refusa
     with pytest.raises(NotFound):
         await read_audit_event(world.services, world.actor(Role.AUDITOR, org), 12)
 
-    [event] = world.events("audit.read")
+    event, lookup = world.events("audit.read")
+    assert (lookup.event, lookup.resource_type, lookup.resource_id) == ("lookup", "audit_event", "12")
     assert (event.outcome, event.resource_id, event.details["answered"]) == ("denied", "12", "not_found")
     assert world.db.audit_queries == [("detail", (12, org))]

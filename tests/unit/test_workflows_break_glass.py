@@ -9,10 +9,17 @@ from datetime import date, timedelta
 import pytest
 
 from engine.effects import NotifyComplianceOfBreakGlass, kind_of
-from engine.errors import Forbidden, InvalidInput, NotFound
+from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, Patient, RiskLevel, Role
 from engine.services import EngineSettings
-from engine.workflows.break_glass import BreakGlass, break_glass, list_break_glass
+from engine.workflows.break_glass import (
+    BreakGlass,
+    ReviewBreakGlass,
+    break_glass,
+    list_break_glass,
+    read_break_glass,
+    review_break_glass,
+)
 from engine.workflows.patients import RegisterPatient, get_patient, register_patient
 from tests.support.fakes import FakeWorld, fake_services
 
@@ -132,7 +139,8 @@ async def test_an_outsider_without_any_consent_is_answered_as_if_there_were_no_p
 
     assert str(raised.value) == str(missing.value)
     assert (world.db.break_glass_sessions, world.db.outbox, world.delivery.wakes) == ({}, [], 0)
-    decision, lookup = world.events("break_glass.open")
+    decision, seen, lookup = world.events("break_glass.open")
+    assert (seen.event, seen.resource_type, seen.resource_id) == ("lookup", "patient", str(patient.id))
     assert (decision.outcome, decision.reason, decision.details["answered"]) == (
         "denied",
         "not_treatable",
@@ -217,3 +225,29 @@ async def test_only_compliance_officers_review_sessions(world: FakeWorld, role: 
     assert raised.value.decision.reason == "role_not_permitted"
     [event] = world.events("break_glass.list")
     assert event.outcome == "denied"
+
+
+async def test_each_organization_reviews_a_session_on_another_organizations_patient_on_its_own(
+    world: FakeWorld,
+) -> None:
+    _, patient = await _patient(world)
+    home = patient.organization_id
+    partner = world.organization().id
+    world.consent(patient.id, partner, scope=frozenset({"read"}))
+    session = await break_glass(
+        world.services, world.actor(Role.CARE_TEAM_MEMBER, partner), BreakGlass(patient.id, REASON)
+    )
+    theirs, ours = world.actor(Role.COMPLIANCE_OFFICER, partner), world.actor(Role.COMPLIANCE_OFFICER, home)
+
+    by_partner = await review_break_glass(world.services, theirs, ReviewBreakGlass(session.id, "Our use."))
+    by_home = await review_break_glass(world.services, ours, ReviewBreakGlass(session.id, "Our patient."))
+    with pytest.raises(Conflict):
+        await review_break_glass(world.services, ours, ReviewBreakGlass(session.id, "Again."))
+
+    assert (by_partner.reviewed_by, by_partner.review_note) == (theirs.user_id, "Our use.")
+    assert (by_home.reviewed_by, by_home.review_note) == (ours.user_id, "Our patient.")
+    read_home = await read_break_glass(world.services, ours, session.id)
+    [listed_partner] = (await list_break_glass(world.services, theirs, None, None)).items
+    assert (read_home.reviewed_by, read_home.review_note) == (ours.user_id, "Our patient.")
+    assert (listed_partner.reviewed_by, listed_partner.review_note) == (theirs.user_id, "Our use.")
+    assert [e.outcome for e in world.events("break_glass.review")] == ["success", "success", "failure"]

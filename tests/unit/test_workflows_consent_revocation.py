@@ -163,6 +163,7 @@ async def test_a_refused_revocation_changes_nothing(world: FakeWorld) -> None:
     assert world.services.consents.covering(patient.id, partner, world.clock()) is not None
     assert [(e.actor_id, e.event, e.outcome) for e in world.events("consent.revoke")] == [
         (stranger.user_id, "decision", "denied"),
+        (stranger.user_id, "lookup", "failure"),  # what its organization sees, as for the missing one
         (stranger.user_id, "lookup", "failure"),
         (admin.user_id, "decision", "denied"),
     ]

@@ -89,7 +89,8 @@ async def test_another_organizations_officer_is_answered_as_if_the_patient_did_n
 
     assert str(raised.value) == str(missing.value)
     assert world.db.consents == {}
-    decision, lookup = world.events("consent.create")
+    decision, seen, lookup = world.events("consent.create")
+    assert (seen.event, seen.resource_type, seen.resource_id) == ("lookup", "patient", str(patient.id))
     # The client hears "not found"; the record keeps the real decision and reason.
     assert (decision.outcome, decision.reason, decision.details["answered"]) == (
         "denied",
@@ -258,6 +259,7 @@ async def test_staff_off_the_care_team_may_not_list_consents_and_strangers_learn
     assert [(e.actor_id, e.outcome) for e in world.events("consent.list")] == [
         (colleague.user_id, "denied"),
         (stranger.user_id, "denied"),
+        (stranger.user_id, "failure"),  # the lookup a missing patient leaves, which it sees instead
         (auditor.user_id, "denied"),
     ]
 

@@ -4,6 +4,7 @@ officers read it, and a number counts for a consent naming the organization only
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
 import pytest
@@ -150,32 +151,73 @@ async def _patient_disclosed_to(world: FakeWorld, partner_id: int) -> tuple[Acto
     return nurse, patient, consent
 
 
+def _on_care_team(world: FakeWorld, patient: Patient, actor: Actor) -> None:
+    """Put ``actor`` on the patient's care team (as its admin would: covered by the consent)."""
+    world.db.care_teams = {
+        i: dataclasses.replace(
+            t, members=(*t.members, dataclasses.replace(t.members[0], user_id=actor.user_id))
+        )
+        if t.patient_id == patient.id
+        else t
+        for i, t in world.db.care_teams.items()
+    }
+
+
 async def test_a_consent_naming_an_organization_admits_its_number_only_while_it_is_listed(
     world: FakeWorld,
 ) -> None:
     partner_admin = _admin(world)
     partner = partner_admin.organization_id
     nurse, patient, consent = await _patient_disclosed_to(world, partner)
+    # The partner's own staff bring the partner's contact in: its directory vouches to them.
+    partner_nurse = world.actor(Role.CARE_TEAM_MEMBER, partner)
+    _on_care_team(world, patient, partner_nurse)
     member = ExternalMember(PHONE, "Sam", organization_id=partner)
 
     def start() -> StartConversation:
         return StartConversation(patient.id, "Ward", [nurse.user_id], [member])
 
     with pytest.raises(Forbidden) as unlisted:
-        await start_conversation(world.services, nurse, start())
+        await start_conversation(world.services, partner_nurse, start())
     contact = await add_contact(world.services, partner_admin, AddContact(partner, PHONE, "Sam"))
-    admitted = await start_conversation(world.services, nurse, start())
+    admitted = await start_conversation(world.services, partner_nurse, start())
     await remove_contact(world.services, partner_admin, partner, contact.id)
     with pytest.raises(Forbidden) as delisted:
-        await start_conversation(world.services, nurse, start())
+        await start_conversation(world.services, partner_nurse, start())
 
     assert [c.id for c in world.db.conversations.values()] == [admitted.id]
     assert [e.phone_number for e in admitted.external_participants] == [PHONE]
     assert (unlisted.value.decision.reason, delisted.value.decision.reason) == ("no_external_consent",) * 2
-    joins = world.events("conversation.join")
+    joins = [e for e in world.events("conversation.join") if e.details["subject_role"] == "external"]
     assert [(e.outcome, e.details["consent_id"]) for e in joins] == [
         ("denied", None),
         ("success", consent.id),
         ("denied", None),
     ]
-    assert {e.details["subject_role"] for e in joins} == {"external"}
+
+
+async def test_another_organizations_directory_is_not_read_so_every_number_is_refused_alike(
+    world: FakeWorld,
+) -> None:
+    partner_admin = _admin(world)
+    partner = partner_admin.organization_id
+    nurse, patient, _ = await _patient_disclosed_to(world, partner)
+    await add_contact(world.services, partner_admin, AddContact(partner, PHONE, "Sam"))
+    refusals = []
+    for phone in (PHONE, "+15550102031"):  # in the partner's directory, and not
+        with pytest.raises(Forbidden) as refused:
+            await start_conversation(
+                world.services,
+                nurse,
+                StartConversation(
+                    patient.id, "Probe", [], [ExternalMember(phone, "x", organization_id=partner)]
+                ),
+            )
+        refusals.append((refused.value.decision.reason, refused.value.field))
+
+    assert refusals == [("no_external_consent", "externalMembers[0]")] * 2
+    assert world.db.conversations == {}
+    joins = world.events("conversation.join")
+    assert [(e.outcome, e.details["directory"], e.details["consent_id"]) for e in joins] == [
+        ("denied", "another_organization", None)
+    ] * 2

@@ -86,7 +86,8 @@ async def test_a_stranger_hears_of_an_existing_message_what_a_missing_one_answer
         await get_message(world.services, stranger, 424242)
 
     assert str(raised.value) == str(missing.value) == "No such message."
-    decision, lookup = world.events("conversation.read")
+    decision, seen, lookup = world.events("conversation.read")
+    assert (seen.event, seen.resource_type, seen.resource_id) == ("lookup", "message", str(message_id))
     assert (decision.outcome, decision.details["answered"]) == ("denied", "not_found")
     assert (lookup.event, lookup.resource_type, lookup.resource_id) == ("lookup", "message", "424242")
 

@@ -186,6 +186,7 @@ async def test_a_group_neither_owned_nor_shared_is_answered_as_missing_when_shar
         await share_compliance_group(world.services, outsider, ShareComplianceGroup(group.id, other.id))
 
     assert world.db.compliance_groups[group.id].shared_with == ()
-    [event] = world.events("compliance_group.share")
+    event, lookup = world.events("compliance_group.share")
+    assert (lookup.event, lookup.resource_id) == ("lookup", str(group.id))
     # The client hears "not found"; the record keeps the real decision.
     assert (event.outcome, event.details["answered"]) == ("denied", "not_found")

@@ -286,7 +286,8 @@ async def test_an_admin_of_another_organization_cannot_create_a_care_team_nor_le
 
     assert str(raised.value) == str(missing.value)  # the same answer as for a missing patient
     assert [t.patient_id for t in world.db.care_teams.values()] == [patient.id]  # only the first one
-    decision, lookup = world.events("care_team.create")
+    decision, seen, lookup = world.events("care_team.create")
+    assert (seen.event, seen.resource_type, seen.resource_id) == ("lookup", "patient", str(patient.id))
     assert (decision.event, decision.outcome, decision.patient_id) == ("decision", "denied", patient.id)
     assert (decision.reason, decision.details["answered"]) == ("other_organization", "not_found")
     assert (lookup.event, lookup.reason) == ("lookup", "not_found")

@@ -11,7 +11,6 @@ import pytest
 
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, Role
-from engine.policy import Policy, PolicyHolder
 from engine.ports import ProposalState, ReloadResult
 from engine.workflows.policy_changes import (
     DecidePolicyChange,
@@ -25,8 +24,7 @@ from engine.workflows.policy_changes import (
     restore_policy_version,
     withdraw_policy_change,
 )
-from integrations.policy_files import read_policy_sources
-from tests.support.fakes import POLICY_DIR, FakePolicyDirectory, FakeWorld
+from tests.support.fakes import FakePolicyDirectory, FakeWorld
 
 REASON = "Peer support may add colleagues to care teams (ticket 4711)"
 NEW_RULE = "p, peer_support, care_team.add_member, care_team & covered\n"
@@ -41,8 +39,9 @@ def files() -> FakePolicyDirectory:
     return FakePolicyDirectory()
 
 
-def officers(world: FakeWorld, count: int = 2) -> list[Actor]:
-    org = world.organization()
+def officers(world: FakeWorld, count: int = 2, *, governing: bool = True) -> list[Actor]:
+    """Compliance officers of the organization that governs the policy (or of a new one)."""
+    org = world.governing_organization() if governing else world.organization()
     return [world.actor(Role.COMPLIANCE_OFFICER, org.id) for _ in range(count)]
 
 
@@ -99,7 +98,7 @@ async def test_a_change_is_proposed_checked_and_left_unapplied_until_approved(
     assert files.files["roles.csv"].endswith(NEW_RULE)
     [approval] = world.events("policy.approve")
     assert (approval.decision, approval.outcome, approval.actor_id) == ("allow", "success", approver.user_id)
-    assert approval.details["facts"] == "own_org&proposed_by_other"
+    assert approval.details["facts"] == "governing&own_org&proposed_by_other"
     assert approval.details["proposer_id"] == proposer.user_id
     assert approval.details["approver_id"] == approver.user_id
     assert approval.details["proposal_reason"] == REASON
@@ -134,7 +133,7 @@ async def test_the_proposer_cannot_approve_their_own_change(
     assert world.db.policy_proposals[proposal_id].state is ProposalState.PROPOSED
     [event] = world.events("policy.approve")
     assert (event.decision, event.outcome, event.reason) == ("deny", "denied", "own_proposal")
-    assert event.details["facts"] == "own_org&proposed_by_self"
+    assert event.details["facts"] == "governing&own_org&proposed_by_self"
 
 
 @pytest.mark.parametrize("role", [Role.ADMIN, Role.AUDITOR, Role.PEER_SUPPORT, Role.CARE_TEAM_MEMBER])
@@ -155,44 +154,49 @@ async def test_only_compliance_officers_propose_or_approve(
     assert refused.value.decision.reason == "role_not_permitted"
     assert files.applied == []
     # The refusal records the fact it would have had, for `policy diff`.
-    assert world.events("policy.approve")[-1].details["facts"] == "own_org&proposed_by_other"
+    assert world.events("policy.approve")[-1].details["facts"] == "governing&own_org&proposed_by_other"
 
 
-async def test_a_compliance_officer_of_another_organization_may_approve(
+async def test_officers_of_another_organization_neither_propose_nor_approve(
     world: FakeWorld, files: FakePolicyDirectory
 ) -> None:
-    # The policy files are the deployment's: the shipped rule asks for another person, not the
-    # same organization (policies/README.md "Four eyes" says how to require it).
+    """The files decide for every organization, and any organization's admin creates compliance
+    officers in their own: were they allowed, one admin could create two and change every
+    organization's rules alone."""
     [proposer] = officers(world, 1)
-    [elsewhere] = officers(world, 1)
+    outsider, colleague = officers(world, governing=False)
     proposal_id = await proposed(world, files, proposer)
 
-    applied = await approve_policy_change(world.services, elsewhere, files, DecidePolicyChange(proposal_id))
+    with pytest.raises(Forbidden) as not_proposed:
+        await propose_policy_change(
+            world.services, outsider, files, ProposePolicyChange("sms.toml", "# theirs\n", REASON)
+        )
+    with pytest.raises(Forbidden) as not_approved:
+        await approve_policy_change(world.services, colleague, files, DecidePolicyChange(proposal_id))
 
-    assert applied.proposal.state is ProposalState.APPLIED
+    reasons = {not_proposed.value.decision.reason, not_approved.value.decision.reason}
+    assert reasons == {"not_governing_organization"}
+    assert [p.proposed_by for p in world.db.policy_proposals.values()] == [proposer.user_id]
+    assert world.db.policy_proposals[proposal_id].state is ProposalState.PROPOSED
     assert world.events("policy.approve")[-1].details["facts"] == "proposed_by_other"
+    assert files.applied == []
 
 
-async def test_a_deployment_may_keep_approval_inside_the_proposers_organization(
+async def test_the_governing_organization_is_a_setting_read_at_each_decision(
     world: FakeWorld, files: FakePolicyDirectory
 ) -> None:
-    # The choice is the policy's: with `proposed_by_other & own_org`, an officer of another
-    # organization is refused (other_organization) and one of the proposer's may approve.
-    strict = files.files["roles.csv"].replace(
-        "policy.approve,     proposed_by_other", "policy.approve,     proposed_by_other & own_org"
-    )
-    sources = dataclasses.replace(read_policy_sources(POLICY_DIR), rules=strict)
-    services = dataclasses.replace(world.services, policy=PolicyHolder(Policy.from_sources(sources)))
-    proposer, colleague = officers(world)
-    [elsewhere] = officers(world, 1)
+    # The same rules let whichever organization the setting names decide, from the next decision on.
+    [proposer] = officers(world, 1)
+    elsewhere = world.organization()
+    [other] = [world.actor(Role.COMPLIANCE_OFFICER, elsewhere.id)]
     proposal_id = await proposed(world, files, proposer)
+    settings = dataclasses.replace(world.services.settings, governing_organization=elsewhere.name)
+    moved = dataclasses.replace(world.services, settings=settings)
 
-    with pytest.raises(Forbidden) as refused:
-        await approve_policy_change(services, elsewhere, files, DecidePolicyChange(proposal_id))
-    applied = await approve_policy_change(services, colleague, files, DecidePolicyChange(proposal_id))
+    applied = await approve_policy_change(moved, other, files, DecidePolicyChange(proposal_id))
 
-    assert refused.value.decision.reason == "other_organization"
     assert applied.proposal.state is ProposalState.APPLIED
+    assert world.events("policy.approve")[-1].details["facts"] == "governing&proposed_by_other"
 
 
 async def test_a_stale_proposal_is_refused_and_the_file_left_as_it_is(

@@ -225,3 +225,39 @@ def test_a_failed_channel_post_shows_failed_to_members_who_did_not_read_it() -> 
     receipts = member_receipts(message, (7, 8, 9), reads)
 
     assert [(r.user_id, r.state) for r in receipts] == [(8, ReceiptState.READ), (9, ReceiptState.FAILED)]
+
+
+async def test_only_an_active_members_receipt_delivers_a_message(world: FakeWorld) -> None:
+    """A message is delivered when a member reads it: a receipt from anyone else in the channel
+    (a stranger, a member the policy no longer allows, a deactivated member) leaves its channel
+    delivery and its state ``sent``."""
+    nurse, colleague, conversation_id, channel = await ward(world)
+    message = await send_message(world.services, nurse, conversation_id, "One.")
+    _in_channel(world, message.id, 1_000)
+    world.db.messages[message.id] = dataclasses.replace(
+        world.db.messages[message.id], state=DeliveryState.SENT
+    )
+    org = world.db.users[nurse.user_id].organization_id
+    stranger = world.actor(Role.CARE_TEAM_MEMBER, org)
+    partner = world.actor(Role.CARE_TEAM_MEMBER, world.organization().id)
+    world.db.conversation_members[conversation_id] += (partner.user_id,)  # no consent covers them
+    colleague_user = world.db.users[colleague.user_id]
+    world.db.users[colleague.user_id] = dataclasses.replace(colleague_user, is_active=False)
+
+    def chat_id(user_id: int) -> str:
+        return world.db.users[user_id].chat_user_id
+
+    def states() -> tuple[DeliveryState, DeliveryState]:
+        [row] = [r for r in world.db.deliveries.values() if r.message_id == message.id]
+        return row.delivery.state, world.db.messages[message.id].state
+
+    readers = ("ext_abc", "caremsg_system", chat_id(stranger.user_id), chat_id(partner.user_id))
+    await chat_read(world.services, ChatRead(1, channel, tuple((r, 5_000) for r in readers)))
+    await chat_read(world.services, ChatRead(2, channel, ((chat_id(colleague.user_id), 5_000),)))
+    unread = states()
+    world.db.users[colleague.user_id] = colleague_user  # active again
+    await chat_read(world.services, ChatRead(3, channel, ((chat_id(colleague.user_id), 5_000),)))
+
+    assert unread == (DeliveryState.SENT, DeliveryState.SENT)
+    assert states() == (DeliveryState.DELIVERED, DeliveryState.DELIVERED)
+    assert set(world.db.reads) == {(conversation_id, colleague.user_id)}

@@ -13,6 +13,7 @@ from integrations.db.columns import metadata as metadata
 from integrations.db.tables.attachments import MessageAttachmentRow
 from integrations.db.tables.audit import AuditAnchorRow, AuditChainRow, AuditEventRow
 from integrations.db.tables.consents import (
+    BreakGlassReviewRow,
     BreakGlassSessionRow,
     ComplianceGroupMemberRow,
     ComplianceGroupRow,
@@ -52,6 +53,7 @@ __all__ = [
     "AuditAnchorRow",
     "AuditChainRow",
     "AuditEventRow",
+    "BreakGlassReviewRow",
     "BreakGlassSessionRow",
     "CareTeamMemberRow",
     "CareTeamRow",

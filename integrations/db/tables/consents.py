@@ -7,6 +7,8 @@ sessions, and organizations' contact directories.
   when a number is missing. It holds ids only, never PHI.
 - ``break_glass_sessions``: emergency access a clinician opened to one patient, with the reason,
   until it expires; the compliance review list reads it.
+- ``break_glass_reviews``: each organization's own review of a session (the patient's, and the
+  clinician's when another): who, when, the note; once per organization (migration 0031).
 - ``organization_contacts``: an organization's directory of external phone numbers, kept by its
   admins. A consent naming an organization lets one of its people be texted only if their number is
   in this directory: a caller's word that a number belongs to an organization counts for
@@ -192,21 +194,31 @@ class BreakGlassSessionRow(SQLModel, table=True):
     reason: str = Field(sa_column=Column(Text, nullable=False))
     opened_at: datetime = timestamp()
     expires_at: datetime = timestamp(default_now=False)
-    # The compliance review (migration 0015): who, when, and the note; set together, once.
-    reviewed_at: datetime | None = timestamp(nullable=True, default_now=False)
-    reviewed_by: int | None = foreign_key("users.id", nullable=True, index=False)
-    review_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
     __table_args__ = (
         CheckConstraint("expires_at > opened_at", name="expires_after_opened"),
         CheckConstraint("char_length(reason) >= 10", name="reason_length"),
-        CheckConstraint(
-            "(reviewed_at IS NULL AND reviewed_by IS NULL AND review_note IS NULL)"
-            " OR (reviewed_at IS NOT NULL AND reviewed_by IS NOT NULL AND char_length(review_note) >= 1)",
-            name="review_complete",
-        ),
         Index("ix_break_glass_sessions_user_patient", "user_id", "patient_id", "expires_at"),
     )
+
+
+class BreakGlassReviewRow(SQLModel, table=True):
+    """One organization's compliance review of an emergency session (migration 0031). The patient's
+    organization reviews access to its patient, the clinician's reviews its own staff's use; each
+    review is its own, so one never closes or shows the other. The note may describe the patient's
+    circumstances: it is read only by that organization's compliance officers, never logged."""
+
+    __tablename__ = "break_glass_reviews"
+
+    session_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("break_glass_sessions.id"), primary_key=True)
+    )
+    organization_id: int = Field(sa_column=Column(Integer, ForeignKey("organizations.id"), primary_key=True))
+    reviewed_by: int = foreign_key("users.id", index=False)
+    reviewed_at: datetime = timestamp(default_now=False)
+    note: str = Field(sa_column=Column(Text, nullable=False))
+
+    __table_args__ = (CheckConstraint("char_length(note) >= 1", name="note_length"),)
 
 
 class OrganizationContactRow(SQLModel, table=True):
