@@ -36,6 +36,7 @@ from engine.ports.consents import (
 )
 from engine.ports.gateways import (
     ChatGateway,
+    ChatPostKind,
     SentChatMessage,
     SmsGateway,
 )
@@ -124,6 +125,7 @@ __all__ = [
     "BreakGlassUnitOfWork",
     "CareTeamRepository",
     "ChatGateway",
+    "ChatPostKind",
     "ComplianceGroupRepository",
     "ConsentLifecycle",
     "ConsentRepository",

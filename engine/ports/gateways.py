@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+
+#: The kind of a chat post: a text message or a file message (Sendbird's ``MESG`` and ``FILE``). A
+#: post is looked for among the channel's messages of its own kind (:meth:`ChatGateway.find_message`).
+ChatPostKind = Literal["text", "file"]
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,19 @@ class ChatGateway(Protocol):
         ...
 
     async def find_message(
-        self, channel_url: str, *, sender_id: str, custom_type: str, data: str, text: str | None = None
+        self,
+        channel_url: str,
+        *,
+        sender_id: str,
+        custom_type: str,
+        data: str,
+        kind: ChatPostKind | None,
+        text: str | None = None,
     ) -> SentChatMessage | None:
         """The message ``sender_id`` posted with exactly this ``custom_type`` and ``data`` (which
-        carries the caller's own id of it) among the channel's recent messages, or None.
+        carries the caller's own id of it) among the channel's recent messages of ``kind`` (a text
+        post is not a file post: each is looked for as what it was posted as; None: of any kind), or
+        None.
 
         Raises :class:`engine.errors.ChatGatewayError` when the channel cannot be read.
         """

@@ -3,7 +3,10 @@
 ``POST /v3/group_channels/{channel_url}/messages`` with ``message_type`` FILE and the file in the
 multipart part ``file`` (sendbird-api.md §1, §5). Like a text post (``post_once``), the post carries
 caremsg's message id in ``data`` and the same ``custom_type`` as caremsg's other message posts, so a
-lost answer is reconciled, and a recall finds and deletes the copy (integrations/effects/recalls.py).
+lost answer is reconciled, and a recall finds and deletes the copy (integrations/effects/recalls.py):
+both look for it among the channel's file messages (``message_type`` FILE), where it is, never among
+the text ones. The file and its message are read right before the post: a message recalled after
+the claim is not posted, its post cancelled as the recall cancels one no relay holds.
 The file is named after its attachment id and type, never after the uploader's file name. A file
 is a disclosure like a text: the first one a recipient organization's members get under a Part 2
 consent is preceded by the 42 CFR 2.32 notice, given once per conversation and organization whichever
@@ -23,14 +26,9 @@ from engine.effects import Effect, PostAttachment, kind_of
 from engine.policy import PART2_SHORT_NOTICE
 from engine.services import utc_now
 from integrations.effects.executor import RelayContext
-from integrations.effects.messages import (
-    ChatFile,
-    MessageRecalled,
-    give_part2_notices,
-    post_once,
-    read_messages_to_post,
-)
+from integrations.effects.messages import ChatFile, give_part2_notices, post_once, read_messages_to_post
 from integrations.effects.outbox import OutboxEntry
+from integrations.effects.posts import MessageRecalled, not_posted, posted, record_posts
 
 #: custom_type of caremsg's own message posts (integrations/effects/messages.py): what recalls find.
 MESSAGE_CUSTOM_TYPE = "caremsg_message"
@@ -42,25 +40,6 @@ _FILE_TO_POST = text(
     " FROM message_attachments a JOIN messages m ON m.id = a.message_id"
     " JOIN conversations c ON c.id = m.conversation_id JOIN users u ON u.id = m.sender_id"
     " WHERE a.id = :attachment_id AND a.message_id = :message_id"
-)
-
-_SETTLE = text(
-    """
-    WITH s AS (
-        SELECT CAST(:id AS integer) AS id, CAST(:state AS text) AS state,
-               CAST(:chat_id AS bigint) AS chat_id, CAST(:ts AS bigint) AS ts, CAST(:reason AS text) AS reason
-    ), m AS (
-        UPDATE messages m SET state = s.state,
-            chat_message_id = CASE WHEN s.state = 'sent' THEN s.chat_id ELSE m.chat_message_id END
-        FROM s WHERE m.id = s.id
-    )
-    UPDATE message_deliveries d SET state = s.state,
-        provider_ts_ms = CASE WHEN s.state = 'sent' THEN s.ts ELSE d.provider_ts_ms END,
-        reason = CASE WHEN s.state = 'failed' THEN s.reason ELSE d.reason END,
-        updated_at = now()
-    FROM s
-    WHERE d.message_id = s.id AND d.recipient = 'channel' AND (s.state = 'failed' OR d.state = 'queued')
-    """
 )
 
 
@@ -126,15 +105,10 @@ class PostAttachmentExecutor:
     async def settle(
         self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
     ) -> None:
-        for entry in done:
-            chat_id, ts = self._sent.pop(entry.id, (None, None))
-            await session.execute(
-                _SETTLE,
-                {"id": _message_id(entry), "state": "sent", "chat_id": chat_id, "ts": ts, "reason": None},
-            )
+        """Record a wave's file posts as its message posts are recorded (one statement): sent, failed,
+        or cancelled because the message was recalled before its file went out."""
+        rows = [posted(_message_id(e), self._sent.pop(e.id, None)) for e in done]
         for entry, reason in failed:
             self._sent.pop(entry.id, None)
-            await session.execute(
-                _SETTLE,
-                {"id": _message_id(entry), "state": "failed", "chat_id": None, "ts": None, "reason": reason},
-            )
+            rows.append(not_posted(_message_id(entry), reason))
+        await record_posts(session, rows)

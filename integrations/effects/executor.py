@@ -27,6 +27,16 @@ class RelayContext:
     chat: ChatGateway
 
 
+class EffectCancelled(Exception):
+    """Raised by ``deliver`` when the effect is no longer to be performed at all (its message was
+    recalled after the entry was claimed): nothing was done, nothing will be. The relay settles the
+    entry ``cancelled`` with ``code`` as its reason, as the recall's own cancel leaves the entries it
+    reaches before any relay, and hands it to the executor's ``settle`` among the failed ones with
+    that reason; never retried."""
+
+    code = "cancelled"
+
+
 E = TypeVar("E", bound=Effect, contravariant=True)
 
 
@@ -39,7 +49,8 @@ class Executor(Protocol[E]):
         ...
 
     async def deliver(self, effect: E, entry: OutboxEntry, ctx: RelayContext) -> None:
-        """Perform the effect; raise ChatGatewayError on failure. Must be safe to repeat.
+        """Perform the effect; raise ChatGatewayError on failure, :class:`EffectCancelled` when it is
+        no longer to be performed. Must be safe to repeat.
 
         Deliveries of different conversations run concurrently; one conversation's never do.
         """
@@ -64,7 +75,26 @@ class Preparing(Protocol):
         """Load what delivering ``entries`` needs, in as few statements as possible, by outbox id.
 
         Runs in the claim's transaction. Each value reaches ``deliver`` as ``entry.prepared``; an
-        entry left out is delivered without (``deliver`` must then read for itself).
+        entry left out is delivered without (``deliver`` must then read for itself). An entry that
+        does not go out right after the claim (a later wave, unless :class:`Rechecking` brought it
+        up to date; one that waited for a delivery slot) arrives with ``entry.fresh`` False:
+        ``deliver`` must then check again what may have changed since and matters (a recall),
+        right before it acts.
+        """
+        ...
+
+
+@runtime_checkable
+class Rechecking(Protocol):
+    """A :class:`Preparing` executor that can bring what ``prepare`` read up to date for entries that
+    waited since the claim (behind their conversation's earlier entries), with one cheap statement."""
+
+    async def recheck(self, entries: Sequence[OutboxEntry], session: AsyncSession) -> Mapping[int, object]:
+        """What ``entries`` need, as ``prepare`` read it (``entry.prepared``) brought up to date with
+        what may have changed since and matters (a recall), by outbox id.
+
+        Runs in the transaction that settles the wave before theirs, right before they go out; an
+        entry left out is delivered with ``entry.fresh`` False (``deliver`` checks for itself).
         """
         ...
 

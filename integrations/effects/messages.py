@@ -11,6 +11,7 @@ relay's ``lease_seconds`` well above the chat client's timeout).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +26,12 @@ from engine.effects import Effect, PostMessage, kind_of
 from engine.errors import ChatGatewayError, ChatRateLimited
 from engine.part2 import NOTICE_SENT, Covering, NoticeDue, Post, notices_due
 from engine.policy import PART2_SHORT_NOTICE
-from engine.ports import ChatGateway, SentChatMessage
+from engine.ports import ChatGateway, ChatPostKind, SentChatMessage
 from engine.services import utc_now
 from integrations.db.uow import audit_insert_sql, audit_json
 from integrations.effects.executor import RelayContext
 from integrations.effects.outbox import OutboxEntry
+from integrations.effects.posts import MessageRecalled, not_posted, posted, record_posts
 
 log = structlog.get_logger("caremsg.relay")
 
@@ -69,10 +71,14 @@ async def post_once(
     ``data`` must carry caremsg's own id of the message: it is what the channel's messages are
     searched for. Read before posting when an earlier attempt was made (it may have landed), and
     after an ambiguous failure of this post (timeout, dropped connection, 5xx) or any failure of a
-    repeat, before the failure is believed. A failed read leaves the original error standing.
+    repeat, before the failure is believed. A failed read leaves the original error standing. A file
+    post is looked for among the channel's file messages, a text among its text messages.
     """
+    kind: ChatPostKind = "text" if file is None else "file"
     if entry.attempts > 1:
-        landed = await chat.find_message(channel_url, sender_id=sender_id, custom_type=custom_type, data=data)
+        landed = await chat.find_message(
+            channel_url, sender_id=sender_id, custom_type=custom_type, data=data, kind=kind
+        )
         if landed is not None:
             log.info("relay.reconciled", outbox_id=entry.id, kind=entry.kind, found="before_post")
             return landed
@@ -98,7 +104,7 @@ async def post_once(
             raise
         try:
             landed = await chat.find_message(
-                channel_url, sender_id=sender_id, custom_type=custom_type, data=data
+                channel_url, sender_id=sender_id, custom_type=custom_type, data=data, kind=kind
             )
         except ChatGatewayError:
             raise exc from None
@@ -120,13 +126,6 @@ class MessageToPost:
     patient_id: int | None = None
     #: The 42 CFR 2.32 notices to post before it (engine/part2.py).
     notices: tuple[NoticeDue, ...] = ()
-
-
-class MessageRecalled(ChatGatewayError):
-    """The message was recalled before it was posted: the post is given up (delivery ``failed:
-    recalled``), never retried."""
-
-    code = "recalled"
 
 
 # With each message, the Part 2 consents (active, disclosing conversations) naming an organization
@@ -160,6 +159,13 @@ _MESSAGES_TO_POST = text(
     """
 )
 
+#: Whether the message was recalled: what a post read at the claim checks again after waiting.
+_RECALLED = text("SELECT recalled_at IS NOT NULL FROM messages WHERE id = :id")
+#: Of these messages, the recalled ones: what a wave's posts read at the claim check again before it.
+_RECALLED_OF = text(
+    "SELECT id FROM messages WHERE id = ANY(CAST(:ids AS integer[])) AND recalled_at IS NOT NULL"
+)
+
 #: Claim the notice to an organization's members in a conversation, right before it is posted. Two
 #: relays may each hold one of the conversation's first messages and both have read that no notice
 #: was given (posts of one kind are claimed in order, but sends that commit out of id order, or a
@@ -173,31 +179,6 @@ _CLAIM_NOTICE = text(
     " ON CONFLICT DO NOTHING RETURNING message_id"
 )
 _AUDIT_NOTICES = text(audit_insert_sql("CAST(:events AS jsonb)"))
-
-# A wave's messages and their channel delivery rows, sent or failed, in one statement. Read
-# receipts compare their read_ts with the delivery row's provider_ts_ms.
-_SETTLE_MESSAGES = text(
-    """
-    WITH s AS (
-        SELECT * FROM unnest(
-            CAST(:ids AS integer[]), CAST(:states AS text[]), CAST(:chat_ids AS bigint[]),
-            CAST(:ts AS bigint[]), CAST(:reasons AS text[])
-        ) AS s(id, state, chat_id, ts, reason)
-    ), m AS (
-        UPDATE messages m SET
-            state = s.state,
-            chat_message_id = CASE WHEN s.state = 'sent' THEN s.chat_id ELSE m.chat_message_id END
-        FROM s WHERE m.id = s.id
-    )
-    UPDATE message_deliveries d SET
-        state = s.state,
-        provider_ts_ms = CASE WHEN s.state = 'sent' THEN s.ts ELSE d.provider_ts_ms END,
-        reason = CASE WHEN s.state = 'failed' THEN s.reason ELSE d.reason END,
-        updated_at = now()
-    FROM s
-    WHERE d.message_id = s.id AND d.recipient = 'channel' AND (s.state = 'failed' OR d.state = 'queued')
-    """
-)
 
 
 def _json(value: object) -> list[list[int]]:
@@ -305,7 +286,12 @@ async def give_part2_notices(
 class PostMessageExecutor:
     """Post a stored message into its channel as its sender, exactly once (:func:`post_once`): its
     ``data`` carries caremsg's message id, ``dedup_id`` is a second layer. The whole batch's messages
-    are read in the claim (``prepare``), a wave's outcomes written in one statement (``settle``)."""
+    are read in the claim (``prepare``). A post that did not go out right after the claim learns
+    whether its message was recalled since, right before it is made: behind its conversation's
+    earlier posts, from the settle of the wave before it (``recheck``: one statement for the wave);
+    after waiting for a delivery slot, by itself (one primary-key read). A post recalled while it
+    waited is cancelled (:class:`MessageRecalled`), never posted. A wave's outcomes are written in
+    one statement (``settle``)."""
 
     handles: tuple[type[Effect], ...] = (PostMessage,)
 
@@ -325,6 +311,18 @@ class PostMessageExecutor:
         found = await read_messages_to_post(session, message_ids, self._clock())
         return {e.id: found[m] for e, m in zip(entries, message_ids, strict=True) if m in found}
 
+    async def recheck(self, entries: Sequence[OutboxEntry], session: AsyncSession) -> Mapping[int, object]:
+        """What the claim read for these posts, with the messages recalled since marked so."""
+        read = {e.id: (_message_id(e), e.prepared) for e in entries if isinstance(e.prepared, MessageToPost)}
+        if not read:
+            return {}
+        ids = [message_id for message_id, _ in read.values()]
+        recalled = set((await session.execute(_RECALLED_OF, {"ids": ids})).scalars())
+        return {
+            entry_id: dataclasses.replace(msg, recalled=True) if message_id in recalled else msg
+            for entry_id, (message_id, msg) in read.items()
+        }
+
     async def deliver(self, effect: PostMessage, entry: OutboxEntry, ctx: RelayContext) -> None:
         msg = entry.prepared
         if not isinstance(msg, MessageToPost):
@@ -332,7 +330,13 @@ class PostMessageExecutor:
                 msg = (await self.prepare([entry], session)).get(entry.id)
             if not isinstance(msg, MessageToPost):
                 raise LookupError(f"message {effect.message_id} of outbox entry {entry.id} not found")
-        if msg.recalled:
+        elif not entry.fresh:  # read at the claim, and it waited since: recalled meanwhile?
+            async with ctx.sessions() as session:
+                # one statement, no transaction around it (no BEGIN, no ROLLBACK): a round trip
+                read = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                recalled = await read.scalar(_RECALLED, {"id": effect.message_id})
+            msg = dataclasses.replace(msg, recalled=bool(recalled))
+        if msg.recalled:  # recalled after its post was claimed: it never goes out
             raise MessageRecalled(f"message {effect.message_id} was recalled")
         if msg.notices:
             await give_part2_notices(
@@ -358,17 +362,8 @@ class PostMessageExecutor:
     async def settle(
         self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
     ) -> None:
-        rows: list[tuple[int, str, int | None, int | None, str | None]] = []
-        for entry in done:
-            chat_id, ts = self._sent.pop(entry.id, (None, None))
-            rows.append((_message_id(entry), "sent", chat_id, ts, None))
+        rows = [posted(_message_id(e), self._sent.pop(e.id, None)) for e in done]
         for entry, reason in failed:
             self._sent.pop(entry.id, None)
-            rows.append((_message_id(entry), "failed", None, None, reason))
-        if not rows:
-            return
-        ids, states, chat_ids, timestamps, reasons = (list(column) for column in zip(*rows, strict=True))
-        await session.execute(
-            _SETTLE_MESSAGES,
-            {"ids": ids, "states": states, "chat_ids": chat_ids, "ts": timestamps, "reasons": reasons},
-        )
+            rows.append(not_posted(_message_id(entry), reason))
+        await record_posts(session, rows)

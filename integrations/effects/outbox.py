@@ -62,6 +62,10 @@ class OutboxEntry:
     attempts: int
     #: What the executor's ``prepare`` loaded for this entry (None without one); ``deliver`` reads it.
     prepared: object = field(default=None, compare=False, repr=False)
+    #: Whether ``prepared`` was read right before this delivery (by the claim, or by the settle of the
+    #: wave before it). False for an entry that waited since (behind its conversation's earlier
+    #: entries, or for a delivery slot): its message may have been recalled, ``deliver`` checks first.
+    fresh: bool = field(default=True, compare=False, repr=False)
 
 
 def outbox_row(effect: Effect) -> OutboxRow:

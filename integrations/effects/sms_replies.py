@@ -74,6 +74,7 @@ class DeleteSmsReplyExecutor:
                 sender_id=effect.sender_chat_id,
                 custom_type=SMS_REPLY_CUSTOM_TYPE,
                 data=sms_reply_data(effect.dedup_id),
+                kind="text",  # posted as a text message (PostSmsReplyExecutor)
             )
             chat_id = None if found is None else found.message_id
         if chat_id:  # 0: a post Sendbird took but whose id could not be learned

@@ -31,7 +31,7 @@ from engine.sms import (
     with_reply_code,
 )
 from integrations.db.patients import SqlRelationshipFacts
-from integrations.effects.executor import RelayContext
+from integrations.effects.executor import EffectCancelled, RelayContext
 from integrations.effects.outbox import OutboxEntry
 
 Text = TextMessage | AnswerKeyword | AskWhichConversation
@@ -71,6 +71,14 @@ _CARRIER_OPT_OUTS = text(
     "INSERT INTO sms_opt_outs (phone_number, provider_message_id)"
     " SELECT unnest(CAST(:numbers AS text[])), 'carrier_refusal' ON CONFLICT DO NOTHING"
 )
+
+
+class TextRecalled(EffectCancelled):
+    """The message was recalled after this text was claimed: the text is cancelled (outbox
+    ``cancelled: recalled``, its delivery ``failed: recalled``), as the recall cancels a text no relay
+    holds; never sent, never retried."""
+
+    code = "recalled"
 
 
 class SmsRefused(ChatGatewayError):
@@ -128,7 +136,7 @@ class TextExecutor:
         if row.state != "queued":
             return  # done before (a relay died between texting and recording it)
         if row.recalled:  # recalled after this text was claimed: it never goes out
-            raise SmsRefused("recalled")
+            raise TextRecalled(f"message of delivery {delivery_id} was recalled")
         if self._refuse_reason is not None:
             raise SmsRefused(self._refuse_reason)
         # The same facts and the same refusal order as when the message was accepted (engine/facts.py).

@@ -42,7 +42,7 @@ every database round trip it saves is CPU the handlers get back. Per batch of cl
 
 - one transaction claims the batch and, in it, reads what delivering it needs: an executor with a
   ``prepare`` hook loads its whole share of the batch with one query (a message post then needs
-  no read of its own);
+  no read of its own, but the recall check below);
 - the batch is split into lanes, one per conversation, each in claim order (the order the entries
   were accepted in). A *wave* takes the next entry of every lane and delivers them concurrently,
   at most ``concurrency`` at a time, so conversations do not wait for each other while each
@@ -60,14 +60,24 @@ every database round trip it saves is CPU the handlers get back. Per batch of cl
   a batch of heads takes anyway. None of this reads the entries queued behind a run
   (``statements.py``: a backlog of thousands in one conversation costs a claim the same as none).
   An entry leased counts as being delivered for a recall (``integrations/db/recalls.py``: not
-  cancelled): a post's body is read at the claim, so a post recalled while leased still lands and
-  its channel copy is then deleted, and behind a backlog that can be up to four of a
-  conversation's posts, where it was one when a claim took one entry of a conversation; a text
-  reads its message just before it is sent and is not sent once recalled
-  (``integrations/effects/texts.py``);
+  cancelled), so whether its message was recalled is known right before it goes out, never as of
+  earlier than its turn: the claim's read serves the first wave's entries that get a delivery slot
+  at once; for a later wave's, the transaction that settles the wave before it reads again
+  (``Rechecking``: one statement for the wave, no transaction of its own), and an entry that waits
+  for a slot (a wave larger than ``concurrency``) is delivered with ``entry.fresh`` False and its
+  executor checks by itself when the slot comes (one primary-key read). A file post and a text
+  read their message as they are delivered. An entry whose message was recalled meanwhile is not
+  posted or sent: its executor raises ``EffectCancelled`` and the entry is settled ``cancelled``,
+  its delivery ``failed: recalled``, as the recall's own cancel leaves one no relay held, audited
+  as a ``delivery.*`` failure naming the reason. What the recall cannot stop is a delivery already
+  under way (its read done, its remote call made): that post lands and the recall's
+  ``RecallFromChannel`` deletes it (``integrations/effects/recalls.py``). The cost: nothing for a
+  batch that is one wave of at most ``concurrency`` entries; one statement in each later wave's
+  settle; one read for each entry that waited for a slot;
 - each wave is settled in ONE transaction: one statement updates every outbox row of the wave and
   inserts the ``delivery.*`` audit record of each entry it finishes, and each executor records
-  the wave's outcomes of its effects with multi-row statements (its ``settle``).
+  the wave's outcomes of its effects with multi-row statements (its ``settle``); the next wave's
+  posts are checked for recalls in it (above).
 
 **Why each wave is settled at once, not the batch at its end.** Between a side effect and the commit
 of its settle, a relay that dies leaves an entry that is delivered again when its lease runs out.

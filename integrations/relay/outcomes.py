@@ -1,11 +1,12 @@
 """What became of each claimed entry, and how a wave's outcomes are settled in one transaction.
 
-Four outcomes, one type each: :class:`Done` (delivered), :class:`RetryAt` (a transient failure: tried
+Five outcomes, one type each: :class:`Done` (delivered), :class:`RetryAt` (a transient failure: tried
 again after a delay; an outage always is), :class:`Dead` (a permanent failure, or an unexpected one
-out of attempts: dead-lettered with a reason) and :class:`GivenBack` (never tried: a lane stopped
-before it). Each knows the row it writes (:meth:`row`) and what it logs once settled
-(:meth:`logged`); :func:`settle` writes a whole wave with one statement and hands what it finished to
-the executors, in the same transaction.
+out of attempts: dead-lettered with a reason), :class:`Cancelled` (no longer to be done: its message
+was recalled after the claim) and :class:`GivenBack` (never tried: a lane stopped before it). Each
+knows the row it writes (:meth:`row`) and what it logs once settled (:meth:`logged`); :func:`settle`
+writes a whole wave with one statement and hands what it finished to the executors, in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from integrations.relay.statements import SETTLE
 log = structlog.get_logger("caremsg.relay")
 
 #: The outcome codes :data:`integrations.relay.statements.SETTLE` writes.
-Code = Literal["done", "failed", "retry", "untried"]
+Code = Literal["done", "failed", "cancelled", "retry", "untried"]
 Row = tuple[Code, str | None, float | None]  # (code, reason, delay in seconds)
 
 
@@ -82,6 +83,24 @@ class Dead:
 
 
 @dataclass(frozen=True)
+class Cancelled:
+    """Not done and never to be (the executor raised :class:`EffectCancelled`: its message was
+    recalled after the claim): the row is ``cancelled`` with ``reason``, as a recall's own cancel
+    leaves it; audited as a failure with that reason, its executor told as of a failure."""
+
+    entry: OutboxEntry
+    reason: str
+
+    def row(self) -> Row:
+        return ("cancelled", self.reason, None)
+
+    def logged(self) -> None:
+        log.info(
+            "relay.delivery_cancelled", outbox_id=self.entry.id, kind=self.entry.kind, reason=self.reason
+        )
+
+
+@dataclass(frozen=True)
 class GivenBack:
     """Never tried (its lane stopped first): the row's lease and the claim's attempt are given back."""
 
@@ -94,7 +113,7 @@ class GivenBack:
         """Nothing happened to it worth a line."""
 
 
-Outcome = Done | RetryAt | Dead | GivenBack
+Outcome = Done | RetryAt | Dead | Cancelled | GivenBack
 
 
 Finished = dict[Executor[Any], tuple[list[OutboxEntry], list[tuple[OutboxEntry, str]]]]
@@ -115,13 +134,13 @@ def settle_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
 
 
 def finished(outcomes: Sequence[Outcome], settled: set[int], executors: Executors) -> Finished:
-    """What each executor must record: the entries this settle finished (done, or dead with a reason),
-    by executor, in id order. A retry or a give-back is not finished; an entry not ``settled`` here
-    (another relay holds it by now) is left to that relay."""
+    """What each executor must record: the entries this settle finished (done, or dead or cancelled
+    with a reason), by executor, in id order. A retry or a give-back is not finished; an entry not
+    ``settled`` here (another relay holds it by now) is left to that relay."""
     by_executor: Finished = {}
     for o in sorted(outcomes, key=lambda o: o.entry.id):
         executor = executors.for_entry(o.entry)
-        if executor is None or o.entry.id not in settled or not isinstance(o, Done | Dead):
+        if executor is None or o.entry.id not in settled or not isinstance(o, Done | Dead | Cancelled):
             continue
         done, dead = by_executor.setdefault(executor, ([], []))
         if isinstance(o, Done):

@@ -23,10 +23,17 @@ from engine.ports import ChatGateway
 from integrations.background import woken_or_after
 from integrations.db.base import is_unavailable
 from integrations.effects.channels import CreateChannelExecutor
-from integrations.effects.executor import Executor, Executors, Preparing, RelayContext
+from integrations.effects.executor import (
+    EffectCancelled,
+    Executor,
+    Executors,
+    Preparing,
+    Rechecking,
+    RelayContext,
+)
 from integrations.effects.messages import PostMessageExecutor
 from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from
-from integrations.relay.outcomes import Dead, Done, GivenBack, Outcome, RetryAt, logged, settle
+from integrations.relay.outcomes import Cancelled, Dead, Done, GivenBack, Outcome, RetryAt, logged, settle
 from integrations.relay.statements import RELEASE, RENEW, claim, claim_parameters
 
 log = structlog.get_logger("caremsg.relay")
@@ -180,8 +187,15 @@ class OutboxRelay:
         entries = await self._claim()
         self._unfinished.update((e.id, e.attempts) for e in entries)
         lanes = _lanes(entries)
+        # What was read for the entries of the next wave right before it (None: the claim's read).
+        rechecked: dict[int, OutboxEntry] | None = None
         while lanes:
             wave = [lane.popleft() for lane in lanes]
+            if rechecked is not None:
+                # Behind the waves before it, what the claim read may have changed (a recall): an
+                # entry the last settle read again is as fresh as the claim's was; any other checks
+                # again right before it is delivered (its executor, told it is not fresh).
+                wave = [rechecked.get(e.id) or dataclasses.replace(e, fresh=False) for e in wave]
             attempted = await asyncio.gather(*(self.attempt(entry) for entry in wave))
             given_back: list[Outcome] = []
             still: list[deque[OutboxEntry]] = []
@@ -193,7 +207,10 @@ class OutboxRelay:
                     given_back.extend(GivenBack(entry) for entry in lane)
                 elif lane:
                     still.append(lane)
-            await self._settle_wave([*attempted, *given_back])
+            # The next wave's entries that get a delivery slot at once are read again in the same
+            # transaction (a wave starts with every slot free; the others wait and check their own).
+            upcoming = [lane[0] for lane in still][: self._settings.concurrency]
+            rechecked = await self._settle_wave([*attempted, *given_back], upcoming)
             lanes = still
         return len(entries)
 
@@ -257,8 +274,15 @@ class OutboxRelay:
             unreadable = entry.effect if isinstance(entry.effect, Unreadable) else None
             return Dead(entry, unreadable.reason if unreadable else "unknown_kind")
         try:
+            waits = self._gate.locked()
             async with self._gate:
+                if waits and entry.fresh:
+                    # What the claim read for it is older than its turn (a recall may have come
+                    # since): its executor checks again right before delivering.
+                    entry = dataclasses.replace(entry, fresh=False)
                 await executor.deliver(entry.effect, entry, self._ctx)
+        except EffectCancelled as exc:
+            return Cancelled(entry, exc.code)
         except ChatGatewayError as exc:
             if not exc.retryable:
                 return Dead(entry, exc.code)
@@ -286,17 +310,30 @@ class OutboxRelay:
             return Dead(entry, reason)
         return RetryAt(entry, reason, max(self.backoff(entry.attempts), retry_after or 0.0))
 
-    async def _settle_wave(self, outcomes: Sequence[Outcome]) -> None:
+    async def _settle_wave(
+        self, outcomes: Sequence[Outcome], upcoming: Sequence[OutboxEntry]
+    ) -> dict[int, OutboxEntry]:
         try:
-            await self._settle(outcomes)
+            return await self._settle(outcomes, upcoming)
         except Exception:
             self._unsettled = list(outcomes)
             raise
 
-    async def _settle(self, outcomes: Sequence[Outcome]) -> None:
-        """Write a wave's outcomes in one transaction; the entries are then no longer this relay's."""
+    async def _settle(
+        self, outcomes: Sequence[Outcome], upcoming: Sequence[OutboxEntry] = ()
+    ) -> dict[int, OutboxEntry]:
+        """Write a wave's outcomes in one transaction (the entries are then no longer this relay's)
+        and, in it, let executors read again for the ``upcoming`` entries (:class:`Rechecking`):
+        those they brought up to date, by id."""
         async with self._ctx.sessions() as session, session.begin():
             settled = await settle(session, outcomes, self._executors)
+            rechecked: dict[int, OutboxEntry] = {}
+            for executor, group in self._executors.grouped(upcoming).items():
+                if isinstance(executor, Rechecking):
+                    fresh = await executor.recheck(group, session)
+                    rechecked.update(
+                        (e.id, dataclasses.replace(e, prepared=fresh[e.id])) for e in group if e.id in fresh
+                    )
         for outcome in outcomes:
             self._unfinished.pop(outcome.entry.id, None)
         delays = [o.delay for o in outcomes if isinstance(o, RetryAt)]
@@ -304,6 +341,7 @@ class OutboxRelay:
             due = asyncio.get_running_loop().time() + min(delays)
             self._next_retry = due if self._next_retry is None else min(self._next_retry, due)
         logged(outcomes, settled)
+        return rechecked
 
 
 class Relays:

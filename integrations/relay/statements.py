@@ -241,12 +241,12 @@ async def claim(session: AsyncSession, parameters: dict[str, Any]) -> list[Row[A
     return rows
 
 
-# One statement settles a wave: the outbox rows (finished, rescheduled, or given back untried) and,
-# for each entry it finishes, its audit record. Only rows this relay still holds are touched: still
-# pending, with the attempt count of this relay's claim (a later claim elsewhere has counted one
-# more). Settling the same outcomes twice (a commit whose answer was lost) therefore changes nothing
-# the second time. The relay acts for the system: audit records have no actor. Ids come back so the
-# executors record only what was settled here.
+# One statement settles a wave: the outbox rows (finished, cancelled, rescheduled, or given back
+# untried) and, for each entry it finishes or cancels, its audit record. Only rows this relay still
+# holds are touched: still pending, with the attempt count of this relay's claim (a later claim
+# elsewhere has counted one more). Settling the same outcomes twice (a commit whose answer was
+# lost) therefore changes nothing the second time. The relay acts for the system: audit records have
+# no actor. Ids come back so the executors record only what was settled here.
 # The relay's audit records, in the one column list every audit insert uses (integrations/db/uow.py).
 _DELIVERY_EVENT = audit_object_sql(
     event="'delivery'",
@@ -261,10 +261,12 @@ _DELIVERY_EVENT = audit_object_sql(
 _DELIVERY_AUDIT = audit_insert_sql(
     f"""(SELECT coalesce(jsonb_agg({_DELIVERY_EVENT} ORDER BY t.id), '[]'::jsonb)
          FROM settled t LEFT JOIN conversations c ON c.id = t.conversation_id
-         WHERE t.outcome IN ('done', 'failed'))"""  # noqa: S608 - constants; every value is bound
+         WHERE t.outcome IN ('done', 'failed', 'cancelled'))"""  # noqa: S608 - constants; values bound
 )
 
-#: Outcome codes of :data:`SETTLE` (``outcomes``): done, failed (dead), retry, untried (given back).
+#: Outcome codes of :data:`SETTLE` (``outcomes``): done, failed (dead), cancelled (found recalled right
+#: before it was done: the row as a recall's cancel leaves it, :data:`integrations.db.recalls.CANCEL`),
+#: retry, untried (given back).
 SETTLE = text(
     f"""
     WITH {PENDING_CTE}, s AS (
@@ -274,10 +276,10 @@ SETTLE = text(
         ) AS s(id, attempts, outcome, reason, delay)
     ), settled AS (
         UPDATE outbox o SET
-            status = CASE WHEN s.outcome IN ('done', 'failed') THEN s.outcome ELSE 'pending' END,
+            status = CASE WHEN s.outcome IN ('done', 'failed', 'cancelled') THEN s.outcome ELSE 'pending' END,
             lease_until = NULL,
             last_error = CASE WHEN s.outcome = 'untried' THEN o.last_error ELSE s.reason END,
-            done_at = CASE WHEN s.outcome = 'done' THEN now() END,
+            done_at = CASE WHEN s.outcome IN ('done', 'cancelled') THEN now() END,
             next_attempt_at = CASE WHEN s.outcome = 'retry'
                 THEN now() + make_interval(secs => s.delay) ELSE o.next_attempt_at END,
             -- given back untried: the claim counted an attempt that was never made

@@ -19,7 +19,7 @@ No exception message or log line carries message text, ``data`` or phone numbers
 Provider error messages are not copied either, because they can echo request values.
 """
 
-from integrations.sendbird.client import MessageType, SendbirdClient
+from integrations.sendbird.client import ListedType, MessageType, SendbirdClient
 from integrations.sendbird.gateway import UNKNOWN_MESSAGE_ID, SendbirdChatGateway
 from integrations.sendbird.rate import RateLimits, TokenBucket
 from integrations.sendbird.webhooks import SIGNATURE_HEADER, sign_webhook, verify_webhook_signature
@@ -45,6 +45,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "UNAUTHORIZED_CODE",
     "UNKNOWN_MESSAGE_ID",
+    "ListedType",
     "MessageType",
     "RateLimits",
     "SendbirdChatGateway",

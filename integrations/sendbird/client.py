@@ -35,6 +35,8 @@ from integrations.sendbird.wire import (
 _log = structlog.get_logger("integrations.sendbird")
 
 MessageType = Literal["MESG", "ADMM"]
+#: The types list_messages can be limited to (§5): text, file and admin messages; one at a time.
+ListedType = Literal["MESG", "FILE", "ADMM"]
 
 # Sendbird caps list_messages' prev_limit/next_limit at 200 (§2 "Pagination").
 _MAX_MESSAGE_PAGE: Final = 200
@@ -297,13 +299,15 @@ class SendbirdClient:
         reverse: bool = False,
         sender_ids: Sequence[str] = (),
         custom_types: Sequence[str] = (),
-        message_type: MessageType | None = None,
+        message_type: ListedType | None = None,
         including_removed: bool = False,
     ) -> list[SendbirdMessage]:
         """Messages around one anchor: exactly one of ``message_ts`` (ms) or ``message_id``.
 
         Up to ``prev_limit`` messages before and ``next_limit`` after the anchor (0-200 each), oldest
         first unless ``reverse``; the anchor itself only if ``include``. Not token-paginated (§2).
+        ``message_type`` lists only messages of that type (a FILE message is not a MESG one); None
+        lists every type.
         """
         if (message_ts is None) == (message_id is None):
             raise ValueError("pass exactly one of message_ts or message_id")

@@ -14,8 +14,8 @@ from engine.errors import (
     ChatNotFound,
     ChatUnavailable,
 )
-from engine.ports import SentChatMessage
-from integrations.sendbird.client import SendbirdClient
+from engine.ports import ChatPostKind, SentChatMessage
+from integrations.sendbird.client import ListedType, SendbirdClient
 
 _log = structlog.get_logger("integrations.sendbird")
 
@@ -29,6 +29,11 @@ _DUPLICATE_LOOKBACK: Final = 100
 # A day: a false "not posted" (anchor behind Sendbird's clock, newest messages missed) would post twice,
 # while anchoring later than needed costs nothing (the page is the newest messages before it).
 _CLOCK_SKEW_MS: Final = 86_400_000
+
+
+# The Sendbird message type each kind of post is stored as (§5: MESG a text, FILE a file), which is
+# what list_messages filters on: a file post is found only among FILE messages, a text among MESG.
+_LISTED_AS: Final[dict[ChatPostKind, ListedType]] = {"text": "MESG", "file": "FILE"}
 
 
 def _wall_clock_ms() -> int:
@@ -160,7 +165,7 @@ class SendbirdChatGateway:
             )
         except ChatAlreadyExists:
             found = await self.find_message(
-                channel_url, sender_id=sender_id, custom_type=custom_type, data=data, text=text
+                channel_url, sender_id=sender_id, custom_type=custom_type, data=data, kind="text", text=text
             )
             if found is not None:
                 _log.info("sendbird.duplicate_resolved", message_id=found.message_id)
@@ -181,7 +186,8 @@ class SendbirdChatGateway:
         custom_type: str = "",
         data: str = "",
     ) -> SentChatMessage:
-        """Post a file message; a repeat is resolved like :meth:`send_message`'s."""
+        """Post a file message; a repeat is resolved like :meth:`send_message`'s, the original looked
+        for among the channel's file messages."""
         try:
             sent = await self._client.send_file_message(
                 channel_url,
@@ -195,18 +201,29 @@ class SendbirdChatGateway:
             )
         except ChatAlreadyExists:
             found = await self.find_message(
-                channel_url, sender_id=sender_id, custom_type=custom_type, data=data
+                channel_url, sender_id=sender_id, custom_type=custom_type, data=data, kind="file"
             )
             if found is not None:
+                _log.info("sendbird.duplicate_resolved", message_id=found.message_id)
                 return found
+            _log.warning("sendbird.duplicate_unresolved")
             return SentChatMessage(UNKNOWN_MESSAGE_ID, channel_url, 0)
         return SentChatMessage(sent.message_id, sent.channel_url, sent.created_at_ms)
 
     async def find_message(
-        self, channel_url: str, *, sender_id: str, custom_type: str, data: str, text: str | None = None
+        self,
+        channel_url: str,
+        *,
+        sender_id: str,
+        custom_type: str,
+        data: str,
+        kind: ChatPostKind | None,
+        text: str | None = None,
     ) -> SentChatMessage | None:
         """The newest message ``sender_id`` posted with exactly this ``custom_type`` and ``data``, if it
-        is among the sender's latest messages of that type in the channel; None if it is not.
+        is among the sender's latest messages of that custom type and ``kind`` in the channel (a
+        file post among the FILE messages, a text among the MESG ones; None: any type); None if it
+        is not.
 
         ``data`` carries the caller's own id of the message, so a match is that message. Without
         ``data`` (older posts), ``text`` must match too. Raises like any call when the read fails:
@@ -219,7 +236,7 @@ class SendbirdChatGateway:
             next_limit=0,
             sender_ids=[sender_id],
             custom_types=[custom_type] if custom_type else (),
-            message_type="MESG",
+            message_type=None if kind is None else _LISTED_AS[kind],
         )
         for message in reversed(recent):  # newest first: a retry follows its original closely
             if (message.sender_id, message.custom_type, message.data) != (sender_id, custom_type, data):

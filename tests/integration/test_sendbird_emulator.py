@@ -437,6 +437,32 @@ async def test_list_messages_needs_an_anchor_and_limits_within_200(api: httpx.As
     assert error_of(await api.get(path, params={"message_ts": "soon"})) == (400, 400101)
 
 
+async def test_list_messages_lists_one_type_as_each_message_was_sent_and_refuses_an_unknown_one(
+    api: httpx.AsyncClient,
+) -> None:
+    await seed(api)
+    path = f"/v3/group_channels/{CHANNEL}/messages"
+    assert (await send(api, user_id="alice", message="a text")).status_code == 200
+    form = {"message_type": "FILE", "user_id": "alice", "data": '{"message_id": 7}'}
+    file = {"file": ("attachment-7.pdf", b"%PDF-1.7\n%%EOF\n", "application/pdf")}
+    assert (await api.post(path, data=form, files=file)).status_code == 200
+    assert (await send(api, message_type="ADMM", message="an admin line")).status_code == 200
+
+    async def listed(**query: str) -> list[str]:
+        reply = await api.get(
+            path, params={"message_ts": "0", "prev_limit": "0", "next_limit": "10", **query}
+        )
+        assert reply.status_code == 200, reply.text
+        return [m["type"] for m in reply.json()["messages"]]
+
+    assert await listed() == ["MESG", "FILE", "ADMM"]
+    assert await listed(message_type="MESG") == ["MESG"]
+    assert await listed(message_type="FILE") == ["FILE"]
+    assert await listed(message_type="ADMM") == ["ADMM"]
+    # not an empty list, which a caller would take for "not posted" (and post again)
+    assert error_of(await api.get(path, params={"message_ts": "0", "message_type": "LINK"})) == (400, 400111)
+
+
 async def test_replies_escape_slashes_like_sendbird(api: httpx.AsyncClient) -> None:
     await seed(api)
 

@@ -69,7 +69,7 @@ from engine.policy import Policy, PolicyHolder
 from engine.policy_edits import PolicyFiles
 from engine.ports.attachments import NewAttachment
 from engine.ports.consents import BreakGlassSession, ExpiredConsent, ExternalCoverage, NewConsent
-from engine.ports.gateways import SentChatMessage
+from engine.ports.gateways import ChatPostKind, SentChatMessage
 from engine.ports.identity import IssuedToken, NewUser
 from engine.ports.messaging import (
     Acknowledged,
@@ -308,9 +308,19 @@ class FakeChatGateway:
         return sent
 
     async def find_message(
-        self, channel_url: str, *, sender_id: str, custom_type: str, data: str, text: str | None = None
+        self,
+        channel_url: str,
+        *,
+        sender_id: str,
+        custom_type: str,
+        data: str,
+        kind: ChatPostKind | None,
+        text: str | None = None,
     ) -> SentChatMessage | None:
+        """Among the posts of ``kind`` only, as Sendbird lists them: a file post is no text post."""
         for post in reversed(self.channels[channel_url].messages):
+            if kind is not None and ("text" if post.file is None else "file") != kind:
+                continue
             if (post.sender_id, post.custom_type, post.data) == (sender_id, custom_type, data) and (
                 text is None or post.text == text
             ):

@@ -18,7 +18,8 @@ from engine.errors import (
     ChatRateLimited,
     ChatUnavailable,
 )
-from engine.ports import SentChatMessage
+from engine.ports import ChatPostKind, SentChatMessage
+from integrations.effects.messages import ChatFile
 from integrations.relay import OutboxEntry, post_once
 
 CHANNEL = "ward_7"
@@ -32,6 +33,9 @@ class FakeChat:
 
     posted: list[SentChatMessage] = field(default_factory=list)
     data: dict[int, str] = field(default_factory=dict)
+    #: What each post was posted as, by its id; what each read asked for, in order.
+    kinds: dict[int, ChatPostKind] = field(default_factory=dict)
+    asked: list[ChatPostKind | None] = field(default_factory=list)
     post_errors: list[tuple[ChatGatewayError, bool]] = field(default_factory=list)
     read_errors: list[ChatGatewayError] = field(default_factory=list)
     posts: int = 0
@@ -70,39 +74,74 @@ class FakeChat:
         custom_type: str = "",
         data: str = "",
     ) -> SentChatMessage:
+        return self._post(channel_url, data, "text")
+
+    async def send_file(
+        self,
+        channel_url: str,
+        *,
+        sender_id: str,
+        file: bytes,
+        file_name: str,
+        content_type: str,
+        dedup_id: str,
+        custom_type: str = "",
+        data: str = "",
+    ) -> SentChatMessage:
+        return self._post(channel_url, data, "file")
+
+    def _post(self, channel_url: str, data: str, kind: ChatPostKind) -> SentChatMessage:
         self.posts += 1
         error, lands = self.post_errors.pop(0) if self.post_errors else (None, True)
         if lands:
             message = SentChatMessage(100 + len(self.posted), channel_url, 1_000)
             self.posted.append(message)
             self.data[message.message_id] = data
+            self.kinds[message.message_id] = kind
         if error is not None:
             raise error
         return self.posted[-1]
 
     async def find_message(
-        self, channel_url: str, *, sender_id: str, custom_type: str, data: str, text: str | None = None
+        self,
+        channel_url: str,
+        *,
+        sender_id: str,
+        custom_type: str,
+        data: str,
+        kind: ChatPostKind | None,
+        text: str | None = None,
     ) -> SentChatMessage | None:
+        """Like Sendbird's listing, only messages of the kind asked for (None: any)."""
         self.reads += 1
+        self.asked.append(kind)
         if self.read_errors:
             raise self.read_errors.pop(0)
-        return next((m for m in reversed(self.posted) if self.data[m.message_id] == data), None)
+        return next(
+            (
+                m
+                for m in reversed(self.posted)
+                if self.data[m.message_id] == data and kind in (None, self.kinds[m.message_id])
+            ),
+            None,
+        )
 
 
 def entry(attempts: int) -> OutboxEntry:
     return OutboxEntry(1, "send_message", PostMessage(conversation_id=3, message_id=7), attempts)
 
 
-async def post(chat: FakeChat, attempts: int = 1) -> SentChatMessage:
+async def post(chat: FakeChat, attempts: int = 1, file: ChatFile | None = None) -> SentChatMessage:
     return await post_once(
         chat,
         entry(attempts),
         CHANNEL,
         sender_id="alice",
-        text="hi",
+        text="" if file else "hi",
         dedup_id="caremsg_msg_7",
         custom_type="caremsg_message",
         data=DATA,
+        file=file,
     )
 
 
@@ -187,3 +226,26 @@ async def test_a_rate_limit_is_not_reconciled_sendbird_did_nothing() -> None:
     with pytest.raises(ChatRateLimited):
         await post(chat)
     assert chat.reads == 0
+
+
+PDF = ChatFile("attachment-3.pdf", "application/pdf", b"%PDF-1.4 ...")
+
+
+async def test_a_file_post_is_looked_for_among_file_messages_before_and_after_posting() -> None:
+    # Its answer lost after it landed: found as a file, not posted again on the repeat either.
+    chat = FakeChat(post_errors=[(ChatUnavailable("timeout"), True)])
+    found = await post(chat, file=PDF)
+    again = await post(chat, attempts=2, file=PDF)
+    assert (chat.posts, chat.asked, found, again) == (1, ["file", "file"], chat.posted[0], chat.posted[0])
+
+
+async def test_a_text_post_is_not_taken_for_a_file_post_with_the_same_id_nor_the_other_way() -> None:
+    # (caremsg posts a message either as a text or as a file, never both: this holds the kinds apart)
+    chat = FakeChat()
+    await post(chat)  # the text landed
+    await post(chat, attempts=2, file=PDF)  # a file of the same id is still posted
+    assert (chat.posts, chat.asked, [chat.kinds[m.message_id] for m in chat.posted]) == (
+        2,
+        ["file"],
+        ["text", "file"],
+    )

@@ -1,10 +1,11 @@
 """The relay without a database: each effect reaches the executor registered for its type, each
-result becomes its outcome (done, retry at, dead, given back), and a settled wave tells each
+result becomes its outcome (done, retry at, dead, cancelled, given back), and a settled wave tells each
 executor exactly what it finished. The SQL those outcomes run is tested on PostgreSQL in
 tests/integration/test_relay.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,10 +36,11 @@ from engine.effects import (
 )
 from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
 from engine.sms import Keyword
-from integrations.effects.executor import Executors, RelayContext
+from integrations.effects.executor import EffectCancelled, Executors, RelayContext
 from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from, outbox_row
+from integrations.effects.posts import MessageRecalled
 from integrations.relay import TEXT_KINDS, Dead, Done, GivenBack, OutboxRelay, Relays, RelaySettings, RetryAt
-from integrations.relay.outcomes import finished, settle_params
+from integrations.relay.outcomes import Cancelled, finished, settle_params
 from tests.support.fakes import FakeChatGateway
 
 
@@ -49,9 +51,16 @@ class FakeExecutor:
     handles: tuple[type[Effect], ...]
     fails_with: BaseException | None = None
     delivered: list[Effect] = field(default_factory=list)
+    #: Whether each delivery was told what the claim read is fresh (``entry.fresh``), in order.
+    fresh: list[bool] = field(default_factory=list)
+    #: Set to hold every delivery until the test sets it.
+    hold: asyncio.Event | None = None
 
     async def deliver(self, effect: Effect, entry: OutboxEntry, ctx: RelayContext) -> None:
         self.delivered.append(effect)
+        self.fresh.append(entry.fresh)
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fails_with is not None:
             raise self.fails_with
 
@@ -61,12 +70,12 @@ class FakeExecutor:
         raise AssertionError("settle is not called without a database in these tests")
 
 
-def relay(*executors: FakeExecutor, max_attempts: int = 5) -> OutboxRelay:
+def relay(*executors: FakeExecutor, max_attempts: int = 5, concurrency: int = 8) -> OutboxRelay:
     # An unbound session factory: attempt() never opens a session (the executors are fakes).
     return OutboxRelay(
         async_sessionmaker(),
         FakeChatGateway(),  # type: ignore[arg-type]
-        RelaySettings(base_backoff=1.0, max_backoff=60.0, max_attempts=max_attempts),
+        RelaySettings(base_backoff=1.0, max_backoff=60.0, max_attempts=max_attempts, concurrency=concurrency),
         executors=list(executors),  # type: ignore[arg-type]
         jitter=lambda cap: cap,  # the backoff's upper bound, so delays can be asserted
     )
@@ -190,6 +199,35 @@ async def test_the_backoff_stays_at_its_cap_for_any_number_of_attempts() -> None
     assert [r.backoff(n) for n in (0, 1, 2, 7, 1_100, 10**6)] == [1.0, 1.0, 2.0, 60.0, 60.0, 60.0]
 
 
+@pytest.mark.parametrize(
+    "cancelled", [MessageRecalled("recalled since the claim"), EffectCancelled()], ids=["recalled", "any"]
+)
+async def test_an_effect_no_longer_to_be_done_is_cancelled_with_its_reason_never_retried(
+    cancelled: EffectCancelled,
+) -> None:
+    e = entry(PostMessage(4, 70), attempts=1)
+
+    outcome = await relay(FakeExecutor((PostMessage,), cancelled)).attempt(e)
+
+    assert outcome == Cancelled(e, cancelled.code)
+
+
+async def test_an_entry_that_waits_for_a_delivery_slot_is_told_what_the_claim_read_is_not_fresh() -> None:
+    """A recall may come while it waits: its executor checks again when its turn comes."""
+    posts = FakeExecutor((PostMessage,), hold=asyncio.Event())
+    r = relay(posts, concurrency=1)
+
+    attempts = asyncio.gather(
+        r.attempt(entry(PostMessage(4, 70), id=1)), r.attempt(entry(PostMessage(5, 80), id=2))
+    )
+    await asyncio.sleep(0)  # the first has the only slot, the second waits for it
+    assert posts.hold is not None
+    posts.hold.set()
+    await attempts
+
+    assert posts.fresh == [True, False]
+
+
 async def test_a_bug_in_an_executor_is_retried_as_a_relay_error_and_never_escapes() -> None:
     e = entry(REPLY, attempts=2)
 
@@ -215,16 +253,17 @@ def test_each_outcome_writes_its_own_row_in_one_lock_order() -> None:
     wave = [
         GivenBack(entry(TextMessage(4, 71, 711), id=9, attempts=2)),
         RetryAt(entry(TextMessage(4, 70, 700), id=7, attempts=2), "chat_unavailable", 2.0),
+        Cancelled(entry(PostMessage(4, 72), id=6, attempts=1), "recalled"),
         Dead(entry(REPLY, id=5, attempts=50), "invalid_request"),
         Done(entry(PostMessage(4, 70), id=3, attempts=1)),
     ]
 
     assert settle_params(wave) == {
-        "ids": [3, 5, 7, 9],
-        "attempts": [1, 50, 2, 2],
-        "outcomes": ["done", "failed", "retry", "untried"],
-        "reasons": [None, "invalid_request", "chat_unavailable", None],
-        "delays": [None, None, 2.0, None],
+        "ids": [3, 5, 6, 7, 9],
+        "attempts": [1, 50, 1, 2, 2],
+        "outcomes": ["done", "failed", "cancelled", "retry", "untried"],
+        "reasons": [None, "invalid_request", "recalled", "chat_unavailable", None],
+        "delays": [None, None, None, 2.0, None],
     }
 
 
@@ -234,19 +273,24 @@ def test_a_settled_wave_tells_each_executor_only_what_it_finished_here() -> None
     executors = Executors([posts, texts])
     sent, refused = entry(TextMessage(4, 70, 700), id=2), entry(TextMessage(5, 80, 800), id=4)
     posted, elsewhere = entry(PostMessage(4, 70), id=1), entry(PostMessage(6, 90), id=6)
+    recalled = entry(PostMessage(4, 71), id=3)
     wave = [
         Done(sent),
         Dead(refused, "opted_out"),
         Done(posted),
+        Cancelled(recalled, "recalled"),  # told as a failure with its reason
         Done(elsewhere),  # its lease ran out: another relay holds it, the settle skipped it
         RetryAt(entry(TextMessage(7, 91, 910), id=7), "chat_unavailable", 1.0),
         GivenBack(entry(TextMessage(7, 92, 920), id=8)),
         Dead(entry(RemoveMembers(4, ("u1",)), id=9), "unknown_kind"),  # no executor registered
     ]
 
-    told = finished(wave, settled={1, 2, 4, 7, 8, 9}, executors=executors)
+    told = finished(wave, settled={1, 2, 3, 4, 7, 8, 9}, executors=executors)
 
-    assert told == {posts: ([posted], []), texts: ([sent], [(refused, "opted_out")])}
+    assert told == {
+        posts: ([posted], [(recalled, "recalled")]),
+        texts: ([sent], [(refused, "opted_out")]),
+    }
 
 
 # --- how effects are stored -------------------------------------------------------------------------

@@ -282,11 +282,14 @@ async def test_list_messages_around_a_message_id_honours_prev_and_next_limits(cl
     assert [m.message_id for m in after] == [m.message_id for m in sent[2:]]
 
 
-async def test_list_messages_filters_by_sender_and_type(client: SendbirdClient) -> None:
+async def test_list_messages_filters_by_sender_and_type_a_file_only_as_a_file(client: SendbirdClient) -> None:
     await seed_team(client)
     await client.send_message(CHANNEL, user_id="alice", message="from alice")
     await client.send_message(CHANNEL, user_id="bob", message="from bob")
     await client.send_message(CHANNEL, message="from admin", message_type="ADMM")
+    await client.send_file_message(
+        CHANNEL, user_id="alice", file=b"%PDF-1.7", file_name="a.pdf", content_type="application/pdf"
+    )
 
     by_bob = await client.list_messages(
         CHANNEL, message_ts=0, prev_limit=0, next_limit=10, sender_ids=["bob"]
@@ -294,9 +297,17 @@ async def test_list_messages_filters_by_sender_and_type(client: SendbirdClient) 
     admin = await client.list_messages(
         CHANNEL, message_ts=0, prev_limit=0, next_limit=10, message_type="ADMM"
     )
+    alices_texts = await client.list_messages(
+        CHANNEL, message_ts=0, prev_limit=0, next_limit=10, sender_ids=["alice"], message_type="MESG"
+    )
+    alices_files = await client.list_messages(
+        CHANNEL, message_ts=0, prev_limit=0, next_limit=10, sender_ids=["alice"], message_type="FILE"
+    )
 
     assert [m.message for m in by_bob] == ["from bob"]
     assert [m.message for m in admin] == ["from admin"]
+    assert [m.message_type for m in alices_texts] == ["MESG"]
+    assert [m.message_type for m in alices_files] == ["FILE"]
 
 
 async def test_list_messages_needs_exactly_one_anchor_and_limits_within_200(client: SendbirdClient) -> None:

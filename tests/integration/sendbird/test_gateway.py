@@ -4,7 +4,7 @@ reach the relay (duplicates, ambiguous creates, retryable failures). Fixtures: c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -12,9 +12,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from engine.errors import ChatUnavailable
-from engine.ports import ChatGateway, SentChatMessage
+from engine.ports import ChatGateway, ChatPostKind, SentChatMessage
 from integrations.sendbird import UNKNOWN_MESSAGE_ID, SendbirdChatGateway, SendbirdClient
-from integrations.sendbird_emulator import RunningEmulator
+from integrations.sendbird_emulator import DedupMode, RunningEmulator
 from tests.support.sendbird import CHANNEL, PHONE, SECRET_TEXT, client_events, seed_team, sendbird_error
 
 
@@ -233,14 +233,83 @@ async def test_find_message_finds_a_post_by_the_callers_own_id_in_data_and_nothi
         CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-2", custom_type="m", data='{"id": 2}'
     )
 
-    found = await gateway.find_message(CHANNEL, sender_id="alice", custom_type="m", data='{"id": 1}')
-    missing = await gateway.find_message(CHANNEL, sender_id="alice", custom_type="m", data='{"id": 3}')
-    other_sender = await gateway.find_message(CHANNEL, sender_id="bob", custom_type="m", data='{"id": 1}')
+    found = await gateway.find_message(
+        CHANNEL, sender_id="alice", custom_type="m", data='{"id": 1}', kind="text"
+    )
+    missing = await gateway.find_message(
+        CHANNEL, sender_id="alice", custom_type="m", data='{"id": 3}', kind="text"
+    )
+    other_sender = await gateway.find_message(
+        CHANNEL, sender_id="bob", custom_type="m", data='{"id": 1}', kind="text"
+    )
 
     first = emulator.state.messages(CHANNEL)[0]
     assert found == SentChatMessage(first.message_id, CHANNEL, first.created_at)
     assert missing is None
     assert other_sender is None
+
+
+async def _send_file(gateway: SendbirdChatGateway, data: str, dedup_id: str = "f-1") -> SentChatMessage:
+    return await gateway.send_file(
+        CHANNEL,
+        sender_id="alice",
+        file=b"%PDF-1.7\n%%EOF\n",
+        file_name="attachment-7.pdf",
+        content_type="application/pdf",
+        dedup_id=dedup_id,
+        custom_type="m",
+        data=data,
+    )
+
+
+async def test_find_message_finds_a_file_post_among_the_file_messages_only(
+    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator
+) -> None:
+    await seed_team(client)
+    await gateway.send_message(
+        CHANNEL, sender_id="alice", text=SECRET_TEXT, dedup_id="d-1", custom_type="m", data='{"id": 1}'
+    )
+    emulator.state.faults.drop_next(1)  # accept-then-drop: the file lands, its answer is lost
+    with pytest.raises(ChatUnavailable):
+        await _send_file(gateway, '{"id": 2}')
+    text_post, file_post = emulator.state.messages(CHANNEL)
+
+    def find(data: str, kind: ChatPostKind | None) -> Awaitable[SentChatMessage | None]:
+        return gateway.find_message(CHANNEL, sender_id="alice", custom_type="m", data=data, kind=kind)
+
+    assert await find('{"id": 2}', "file") == SentChatMessage(
+        file_post.message_id, CHANNEL, file_post.created_at
+    )
+    assert await find('{"id": 2}', None) == SentChatMessage(
+        file_post.message_id, CHANNEL, file_post.created_at
+    )
+    assert await find('{"id": 2}', "text") is None  # the file is no text message
+    assert await find('{"id": 1}', "file") is None  # nor the text a file message
+    assert await find('{"id": 1}', "text") == SentChatMessage(
+        text_post.message_id, CHANNEL, text_post.created_at
+    )
+    lookups = [
+        r.query.get("message_type")
+        for r in emulator.state.requests("GET", f"/v3/group_channels/{CHANNEL}/messages")
+    ]
+    assert lookups == ["FILE", None, "MESG", "FILE", "MESG"]
+
+
+@pytest.mark.parametrize("dedup_mode", ["original", "already_exists"])
+async def test_send_file_with_a_repeated_dedup_id_answers_the_original_file_message(
+    client: SendbirdClient, gateway: SendbirdChatGateway, emulator: RunningEmulator, dedup_mode: DedupMode
+) -> None:
+    """Refused as existing, the original is looked up among the file messages: its id is learned,
+    not recorded as unknown (0), which would leave a recall nothing to delete."""
+    await seed_team(client)
+    emulator.state.dedup_mode = dedup_mode
+
+    first = await _send_file(gateway, '{"id": 7}')
+    again = await _send_file(gateway, '{"id": 7}')
+
+    assert again == first
+    assert again.message_id != UNKNOWN_MESSAGE_ID
+    assert len(emulator.state.messages(CHANNEL)) == 1
 
 
 async def test_ensure_channel_after_an_ambiguous_create_reads_the_channel_and_adds_only_who_is_missing(
