@@ -33,15 +33,14 @@ from engine.errors import ChatUnavailable
 from engine.ports import ChatGateway
 from handlers.api_messaging import messaging_key
 from handlers.app import create_app
-from handlers.keys import chat_key, emulator_key, sessions_key
+from handlers.keys import chat_key, sessions_key
 from handlers.settings import Settings
 from integrations.db.operations import outbox_backlog
-from integrations.http_clients import http_client
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
-from integrations.sendbird import SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode, ReceivedRequest
 from tests.support.api import Api, Person
 from tests.support.messaging import (
+    UNTIL_RELEASED,
     care_team,
     emulator,
     send,
@@ -51,37 +50,10 @@ from tests.support.messaging import (
 )
 from tests.support.polling import eventually, settled
 
-#: Longer than any test: a hang lasts until the test releases it (``release_hangs``) once what it
-#: waits for has happened, not for a fixed time. A client that is to see a hang out waits as long
-#: (``patient_chat``, ``patient_api``): the app's gives up after 2 s (tests/conftest.py), and on a
-#: loaded machine what a test waits for can take that long, so a hang would end in a timeout the
-#: test did not ask for.
-UNTIL_RELEASED = 60.0
-
 
 @pytest.fixture
 async def api(aiohttp_client: Any, settings: Settings) -> Api:
     return Api(await aiohttp_client(create_app(settings)))
-
-
-@pytest.fixture
-async def patient_api(aiohttp_client: Any, settings: Settings) -> Api:
-    """The app, its chat and SMS clients waiting out a hang until the test releases it."""
-    sendbird = settings.sendbird.model_copy(update={"timeout_seconds": UNTIL_RELEASED})
-    return Api(await aiohttp_client(create_app(settings.model_copy(update={"sendbird": sendbird}))))
-
-
-@pytest.fixture
-async def patient_chat(api: Api) -> AsyncIterator[ChatGateway]:
-    """The app's emulator through a chat client that waits out a hang until the test releases it."""
-    async with http_client() as http:
-        client = SendbirdClient(
-            http,
-            base_url=api.app[emulator_key].base_url,
-            api_token=emulator(api).api_token,
-            timeout=UNTIL_RELEASED,
-        )
-        yield SendbirdChatGateway(client)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -28,48 +28,33 @@ from engine.effects import PostMessage
 from engine.ports import ChatGateway
 from handlers.api_messaging import messaging_key
 from handlers.app import create_app
-from handlers.keys import chat_key, emulator_key, sessions_key
+from handlers.keys import chat_key, sessions_key
 from handlers.settings import Settings
 from integrations.effects.attachments import PostAttachmentExecutor
 from integrations.effects.executor import RelayContext
 from integrations.effects.messages import PostMessageExecutor
 from integrations.effects.outbox import OutboxEntry
 from integrations.effects.recalls import RecallExecutor
-from integrations.http_clients import http_client
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
-from integrations.sendbird import SendbirdChatGateway, SendbirdClient
 from integrations.sendbird_emulator import DEDUP_MODES, DedupMode, EmulatedMessage
 from tests.support.api import Api
-from tests.support.messaging import PDF, CareTeam, care_team, emulator, send, stop_app_relay, texts, twilio
+from tests.support.messaging import (
+    PDF,
+    UNTIL_RELEASED,
+    CareTeam,
+    care_team,
+    emulator,
+    send,
+    stop_app_relay,
+    texts,
+    twilio,
+)
 from tests.support.polling import eventually, settled
-
-#: Longer than any test: a hang lasts until the test releases it once what it waits for happened.
-UNTIL_RELEASED = 60.0
 
 
 @pytest.fixture
 async def api(aiohttp_client: Any, settings: Settings) -> Api:
     return Api(await aiohttp_client(create_app(settings)))
-
-
-@pytest.fixture
-async def patient_api(aiohttp_client: Any, settings: Settings) -> Api:
-    """The app, its chat and SMS clients waiting out a hang until the test releases it."""
-    sendbird = settings.sendbird.model_copy(update={"timeout_seconds": UNTIL_RELEASED})
-    return Api(await aiohttp_client(create_app(settings.model_copy(update={"sendbird": sendbird}))))
-
-
-@pytest.fixture
-async def patient_chat(api: Api) -> AsyncIterator[ChatGateway]:
-    """The app's emulator through a chat client that waits out a hang until the test releases it."""
-    async with http_client() as http:
-        client = SendbirdClient(
-            http,
-            base_url=api.app[emulator_key].base_url,
-            api_token=emulator(api).api_token,
-            timeout=UNTIL_RELEASED,
-        )
-        yield SendbirdChatGateway(client)
 
 
 class WatchedPosts(PostMessageExecutor):

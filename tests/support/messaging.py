@@ -24,6 +24,13 @@ PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
 #: A valid US number (libphonenumber) for the external participant.
 PHONE = "+12025550143"
 
+#: Longer than any test: a hang lasts until the test releases it (``release_hangs``) once what it
+#: waits for has happened, not for a fixed time. A client that is to see a hang out waits as long
+#: (``patient_chat``, ``patient_api`` in tests/integration/conftest.py): the app's gives up after
+#: 2 s (tests/conftest.py), and on a loaded machine what a test waits for can take that long, so a
+#: hang would end in a timeout the test did not ask for.
+UNTIL_RELEASED = 60.0
+
 
 def unique_phone() -> str:
     """A valid US number no other test uses: inbound SMS are routed by number."""
