@@ -182,6 +182,23 @@ async def test_officers_of_another_organization_neither_propose_nor_approve(
     assert files.applied == []
 
 
+async def test_with_no_organization_of_the_governing_name_nobody_proposes(
+    world: FakeWorld, files: FakePolicyDirectory
+) -> None:
+    # Deny by default: a name no organization has (not created yet, or misspelt) governs nothing.
+    [officer] = officers(world, 1, governing=False)
+    settings = dataclasses.replace(world.services.settings, governing_organization="No Such Organization")
+    services = dataclasses.replace(world.services, settings=settings)
+
+    with pytest.raises(Forbidden) as refused:
+        await propose_policy_change(
+            services, officer, files, ProposePolicyChange("sms.toml", "# x\n", REASON)
+        )
+
+    assert refused.value.decision.reason == "not_governing_organization"
+    assert world.db.policy_proposals == {}
+
+
 async def test_the_governing_organization_is_a_setting_read_at_each_decision(
     world: FakeWorld, files: FakePolicyDirectory
 ) -> None:
