@@ -394,16 +394,16 @@ async def create_user(services: Services, actor: Actor, cmd: CreateUser) -> User
     of CPU and 64 MiB) and before the unit of work opens: a hash may wait its turn behind a storm of
     logins (``auth.argon2_concurrency``), and an open unit of work holds one of the database pool's
     places all the while (an admin's script creating a clinic's accounts in parallel would hold them
-    all). A password refused is refused inside the unit of work, after the allowed decision, so the
-    decision is on record with the 422 as before."""
+    all). A password refused (or a check or hash that failed) is raised inside the unit of work,
+    after the allowed decision, so the decision is on record with the 422 (or the failure) as before."""
     facts = {Fact.OWN_ORG} if cmd.organization_id == actor.organization_id else set()
-    prepared: str | InvalidInput | None = None
+    prepared: str | Exception | None = None
     if would_allow(services, actor, "user.create", facts):
         try:
             await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))
             prepared = await services.passwords.hash(cmd.password)
-        except InvalidInput as refused:
-            prepared = refused
+        except Exception as failed:  # raised again once the decision is on record
+            prepared = failed
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         guard.require(
@@ -414,7 +414,7 @@ async def create_user(services: Services, actor: Actor, cmd: CreateUser) -> User
             field="organizationId",
             details={"role": cmd.role.value},
         )
-        if isinstance(prepared, InvalidInput):
+        if isinstance(prepared, Exception):
             raise prepared
         if prepared is None:  # the policy was reloaded to allow it a moment ago: rare, so hashed here
             await check_password(services, cmd.password, (cmd.email, cmd.first_name, cmd.last_name))

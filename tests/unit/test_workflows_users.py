@@ -4,12 +4,14 @@ test_users_and_organizations.py covers the same workflows over HTTP and PostgreS
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.model import Role
 from engine.workflows.identity import CreateUser, bootstrap_user, create_user, list_users
-from tests.support.fakes import FakeUnitOfWork, FakeWorld, counting_open_transactions
+from tests.support.fakes import FakePasswords, FakeUnitOfWork, FakeWorld, counting_open_transactions
 
 PASSWORD = "correct horse battery"
 
@@ -93,6 +95,27 @@ async def test_a_weak_password_for_a_new_user_is_refused_after_the_allowed_decis
 
     assert [e.field for e in refused.value.errors] == ["password"]
     assert world.db.users == users_before
+    [event] = world.events("user.create")
+    assert (event.decision, event.outcome) == ("allow", "failure")
+
+
+async def test_a_hash_that_fails_leaves_the_allowed_decision_on_record_as_a_failure(world: FakeWorld) -> None:
+    """Hashed before the unit of work opens, a failure is raised inside it, so the decision it
+    followed is recorded, as when the hash ran inside."""
+    org = world.organization()
+    admin = world.actor(Role.ADMIN, org.id)
+
+    class Failing(FakePasswords):
+        async def hash(self, password: str) -> str:
+            raise RuntimeError("the hashing thread died")
+
+    with pytest.raises(RuntimeError):
+        await create_user(
+            dataclasses.replace(world.services, passwords=Failing()),
+            admin,
+            CreateUser("nurse@example.org", PASSWORD, "N", "U", Role.AUDITOR, org.id),
+        )
+
     [event] = world.events("user.create")
     assert (event.decision, event.outcome) == ("allow", "failure")
 
