@@ -763,10 +763,13 @@ async def _trail_of(api: Api, tenant: Tenant, actor: Person, after: int) -> tupl
 
 
 def _differences(
-    other: list[dict[str, Any]], probed: int, missing: list[dict[str, Any]]
+    other: list[dict[str, Any]], probed: int | dict[int, int], missing: list[dict[str, Any]]
 ) -> list[tuple[str, Any, Any]]:
-    """How two trails differ, field by field, but for what differs per request and for the id the
-    client sent (``probed`` in the one, :data:`MISSING` in the other)."""
+    """How two trails differ, field by field, but for what differs per request and for the ids the
+    client sent (``probed`` in the one, :data:`MISSING` in the other; or each key of ``probed`` in
+    the one and its value in the other)."""
+    swapped = probed if isinstance(probed, dict) else {probed: MISSING}
+    sent = {pair for one, two in swapped.items() for pair in ((one, two), (str(one), str(two)))}
     if len(other) != len(missing):
         return [("records", other, missing)]
     found = []
@@ -779,7 +782,6 @@ def _differences(
             (f"details.{key}", one["details"].get(key), two["details"].get(key))
             for key in sorted(set(one["details"]) | set(two["details"]))
         ]
-        sent = ((probed, MISSING), (str(probed), str(MISSING)))
         found += [(key, x, y) for key, x, y in flat if x != y and (x, y) not in sent]
     return found
 
@@ -808,6 +810,33 @@ async def test_an_unrelated_records_probe_leaves_the_same_trail_as_a_nonexistent
 
     assert other, "the probe is on record"
     assert _differences(other, a.ids[probe.kind], missing) == []
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_a_conversation_naming_several_of_another_organizations_people_leaves_a_missing_ids_trail(
+    matrix: tuple[Api, dict[str, Tenant]], role: str
+) -> None:
+    """The probe above names one of A's people as a member; a conversation may name several, each
+    refused on its own: every one of them must be concealed, in the answer and in B's trail."""
+    api, tenants = matrix
+    a, b = tenants["a"], tenants["b"]
+    theirs = [a.people[r].id for r in ("care_team_member", "admin", "auditor")]
+    nobodys = [MISSING - n for n in range(len(theirs))]
+    outsider = b.people[role]
+
+    def create(members: list[int]) -> Request:
+        body = {"title": "Matrix", "patientId": b.ids["patient"], "memberIds": [b.ids["user"], *members]}
+        return _p("POST", "/api/conversations", body)
+
+    _, last = await _trail_of(api, b, outsider, _TRAIL_READ.get(outsider.id, 0))
+    other = await _answer(api, outsider, create(theirs))
+    other_trail, last = await _trail_of(api, b, outsider, last)
+    missing = await _answer(api, outsider, create(nobodys))
+    missing_trail, _TRAIL_READ[outsider.id] = await _trail_of(api, b, outsider, last)
+
+    assert other == missing
+    assert other_trail, "the refusal is on record"
+    assert _differences(other_trail, dict(zip(theirs, nobodys, strict=True)), missing_trail) == []
 
 
 @pytest.mark.parametrize("role", ROLES)
