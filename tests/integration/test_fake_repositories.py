@@ -249,6 +249,24 @@ async def _clinic(u: Any) -> tuple[Any, Any, Any]:
     return org, nurse, patient
 
 
+async def _texting_conversation(
+    u: Any, org: Any, nurse: Any, patient: Any, number: str, member_ids: list[int]
+) -> tuple[Any, Any]:
+    """A consent to text ``number`` about the patient, and a conversation with it as its guest."""
+    consent = await u.consents.add(
+        _consent(patient.id, nurse.id, external_phone_number=number, external_name="Sam")
+    )
+    conversation = await u.conversations.add(
+        patient_id=patient.id,
+        title="Chat",
+        organization_id=org.id,
+        created_by=nurse.id,
+        member_ids=member_ids,
+        external=[NewExternalParticipant(number, "Sam", None, consent.id)],
+    )
+    return consent, conversation
+
+
 async def test_a_contact_directory_lists_a_number_once_per_organization(uow: UowFactory) -> None:
     number = _phone()
     async with uow() as u:
@@ -400,16 +418,8 @@ async def test_posted_messages_their_deliveries_read_receipts_and_opt_outs(uow: 
     async with uow() as u:
         org, nurse, patient = await _clinic(u)
         reader = await u.users.add(_user(org.id))
-        consent = await u.consents.add(
-            _consent(patient.id, nurse.id, external_phone_number=number, external_name="Sam")
-        )
-        conversation = await u.conversations.add(
-            patient_id=patient.id,
-            title="Chat",
-            organization_id=org.id,
-            created_by=nurse.id,
-            member_ids=[nurse.id, reader.id],
-            external=[NewExternalParticipant(number, "Sam", None, consent.id)],
+        consent, conversation = await _texting_conversation(
+            u, org, nurse, patient, number, [nurse.id, reader.id]
         )
         message = await u.messages.add_posted(conversation.id, nurse.id, "Hello", 41, 1_000)
         repeat = await u.messages.add_posted(conversation.id, nurse.id, "Hello", 41, 1_000)
@@ -717,17 +727,7 @@ async def test_the_send_path_reads_the_senders_relation_and_stores_a_send_whole(
         outsider = await u.users.add(_user(org.id))
         team = await u.care_teams.create(patient.id, "Team", org.id, nurse.id)
         await u.care_teams.add_member(team.id, nurse.id, nurse.id)
-        consent = await u.consents.add(
-            _consent(patient.id, nurse.id, external_phone_number=number, external_name="Sam")
-        )
-        conversation = await u.conversations.add(
-            patient_id=patient.id,
-            title="Chat",
-            organization_id=org.id,
-            created_by=nurse.id,
-            member_ids=[nurse.id],
-            external=[NewExternalParticipant(number, "Sam", None, consent.id)],
-        )
+        consent, conversation = await _texting_conversation(u, org, nurse, patient, number, [nurse.id])
         await u.commit()
     participant = conversation.external_participants[0].id
     now = datetime.now(UTC)

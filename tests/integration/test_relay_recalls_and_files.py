@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -148,6 +149,21 @@ def _posted_texts(api: Api, team: CareTeam) -> list[str]:
     return [str(r.body.get("message")) for r in emulator(api).requests("POST", path) if r.body]
 
 
+@asynccontextmanager
+async def _first_post_in_flight(
+    api: Api, relay: OutboxRelay, team: CareTeam
+) -> AsyncIterator[asyncio.Task[int]]:
+    """One batch of ``relay`` (the task yielded), its first post held in flight in ``team``'s
+    channel while the block runs; then the post goes on."""
+    emulator(api).faults.hang_next(UNTIL_RELEASED)
+    batch = asyncio.create_task(relay.run_once())
+    try:
+        await eventually(lambda: settled(_posted_texts(api, team)), "the first post to be on its way")
+        yield batch
+    finally:
+        emulator(api).faults.release_hangs()
+
+
 async def _outcome(db: asyncpg.Connection, message_id: int, kind: str) -> tuple[Any, ...]:
     """What became of the message's post: (outbox status, its last error, the channel delivery's state
     and reason, the message's own state, its recorded Sendbird id)."""
@@ -236,10 +252,8 @@ async def test_a_post_recalled_behind_its_conversations_first_in_a_claimed_batch
     wrong = await _sent(api, team, "WRONG PATIENT: Ann Lee")
     posts = WatchedPosts()
     relay = _relay(api, chat=patient_chat, posts=posts, skip_kinds=TEXT_KINDS)
-    emulator(api).faults.hang_next(UNTIL_RELEASED)
-    batch = asyncio.create_task(relay.run_once())  # claims both posts: the second waits behind the first
-    try:
-        await eventually(lambda: settled(_posted_texts(api, team)), "the first post to be on its way")
+    # The batch claims both posts: the second waits behind the first.
+    async with _first_post_in_flight(api, relay, team) as batch:
         leased = await db.fetchval(
             "SELECT lease_until > now() FROM outbox WHERE message_id = $1 AND kind = 'send_message'", wrong
         )
@@ -252,8 +266,6 @@ async def test_a_post_recalled_behind_its_conversations_first_in_a_claimed_batch
         # A message sent after the claim and recalled before any relay took it, for comparison.
         unclaimed = await _sent(api, team, "WRONG PATIENT again")
         await _recall(api, team, unclaimed)
-    finally:
-        emulator(api).faults.release_hangs()
     assert await batch == 2
 
     assert _posted_texts(api, team) == ["first message"]
@@ -289,13 +301,8 @@ async def test_a_file_recalled_behind_a_text_in_a_claimed_batch_is_never_posted(
     first = await _sent(api, team, "first message")
     file = await _attach(api, team)
     relay = _relay(api, chat=patient_chat, skip_kinds=TEXT_KINDS)
-    emulator(api).faults.hang_next(UNTIL_RELEASED)
-    batch = asyncio.create_task(relay.run_once())
-    try:
-        await eventually(lambda: settled(_posted_texts(api, team)), "the first post to be on its way")
+    async with _first_post_in_flight(api, relay, team) as batch:
         await _recall(api, team, file)
-    finally:
-        emulator(api).faults.release_hangs()
     assert await batch == 2
 
     assert _copies(api, team, file) == []
@@ -321,13 +328,8 @@ async def test_a_post_recalled_while_it_waits_for_a_delivery_slot_is_never_poste
     wrong = await _sent(api, waiting, "WRONG PATIENT: Ann Lee")
     posts = WatchedPosts()
     relay = _relay(api, chat=patient_chat, posts=posts, skip_kinds=TEXT_KINDS, concurrency=1)
-    emulator(api).faults.hang_next(UNTIL_RELEASED)
-    batch = asyncio.create_task(relay.run_once())
-    try:
-        await eventually(lambda: settled(_posted_texts(api, held)), "the first post to be on its way")
+    async with _first_post_in_flight(api, relay, held) as batch:
         await _recall(api, waiting, wrong)
-    finally:
-        emulator(api).faults.release_hangs()
     assert await batch == 2
 
     assert _posted_texts(api, waiting) == []
