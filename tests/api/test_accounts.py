@@ -48,13 +48,7 @@ async def test_a_deactivated_member_loses_access_and_leaves_its_chat_channels(
     nurse = await api.person("care_team_member", org)
     peer = await api.person("peer_support", org)
     patient = await api.patient(nurse)
-    status, conversation = await api.call(
-        "POST",
-        "/api/conversations",
-        nurse,
-        json={"title": "Plan", "patientId": patient, "memberIds": [peer.id]},
-    )
-    assert status == 201, conversation
+    conversation = await api.conversation(nurse, patient, peer.id)
 
     rid = new_request_id()
     status, body = await api.call(

@@ -22,13 +22,7 @@ async def _probed(api: Api) -> tuple[Person, Person, Person, int, int]:
     peer = await api.person("peer_support", a_org)
     colleague = await api.person("care_team_member", a_org)
     patient = await api.patient(peer)
-    status, conversation = await api.call(
-        "POST",
-        "/api/conversations",
-        peer,
-        json={"title": "t", "patientId": patient, "memberIds": [colleague.id]},
-    )
-    assert status == 201, conversation
+    conversation = await api.conversation(peer, patient, colleague.id)
     status, message = await api.call(
         "POST",
         "/api/conversations/send-message",

@@ -528,13 +528,7 @@ async def _tenant(api: Api, name: str, neutral: int) -> Tenant:
     bg_patient = await api.patient(peer, firstName=marks["first"], lastName=marks["last"])
     spare_patient = await api.patient(peer, firstName=marks["first"], lastName=marks["last"])
     _, team = await api.call("GET", f"/api/patients/{patient}/care-team", peer)
-    status, conversation = await api.call(
-        "POST",
-        "/api/conversations",
-        peer,
-        json={"title": marks["title"], "patientId": patient, "memberIds": [people["care_team_member"].id]},
-    )
-    assert status == 201, conversation
+    conversation = await api.conversation(peer, patient, people["care_team_member"].id, title=marks["title"])
     status, message = await api.call(
         "POST",
         "/api/conversations/send-message",

@@ -140,6 +140,15 @@ class Api:
         assert status == 201, created
         return int(created["id"])
 
+    async def conversation(
+        self, who: Person, patient_id: int, *member_ids: int, **fields: Any
+    ) -> dict[str, Any]:
+        """A conversation about the patient that ``who`` creates with ``member_ids``, as created."""
+        body = {"title": "Plan", "patientId": patient_id, "memberIds": list(member_ids), **fields}
+        status, created = await self.call("POST", "/api/conversations", who, json=body)
+        assert status == 201, created
+        return created  # type: ignore[no-any-return]
+
     async def consent(self, officer: Person, patient_id: int, **recipient: Any) -> dict[str, Any]:
         body = {"patientId": patient_id, "purpose": "treatment", **recipient}
         status, created = await self.call("POST", "/api/consents", officer, json=body)
