@@ -76,6 +76,9 @@ class ReplyRoute:
     reply_code: int = 0
     #: False once the participant was removed from the conversation (their consent revoked).
     active: bool = True
+    #: The number has texted STOP (and not START since): what it sends is still read, but nothing
+    #: but the confirmation of its STOP is texted back (:func:`engine.facts.answer_refusal`).
+    opted_out: bool = False
 
 
 class ConversationRepository(Protocol):

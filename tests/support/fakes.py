@@ -1334,6 +1334,7 @@ class FakeConversationRepository(_Repo):
                 e.organization_id,
                 e.reply_code,
                 e.removed_at is None,
+                e.phone_number in data.opt_outs,
             )
             for e in rows
         ]
