@@ -257,6 +257,22 @@ def sms_refusal(*, removed: bool, opted_out: bool, consented: bool, textable: bo
     return None
 
 
+def answer_refusal(*, confirms_stop: bool, opted_out: bool, textable: bool) -> str | None:
+    """Why caremsg's answer to a text a number sent (a keyword's answer, the question which
+    conversation a reply means) must not go out now, or None: the rule of every text,
+    :func:`sms_refusal`, asked at decision time and again by the relay right before texting.
+
+    The confirmation of STOP (``confirms_stop``) is the one text a number that opted out gets
+    (carriers and CTIA expect it): only an invalid number refuses it. Every other answer obeys the
+    rule as a message's text does, opted out first; it answers the person's own text and says
+    nothing of a patient, so no consent is asked of it, and it goes to the number whichever of its
+    conversations it is addressed from.
+    """
+    if confirms_stop:
+        return None if textable else "invalid_number"
+    return sms_refusal(removed=False, opted_out=opted_out, consented=True, textable=textable)
+
+
 def message_facts(
     spec: WorkflowSpec | None, *, actor_id: int, sender_id: int, sent_at: datetime, now: datetime
 ) -> frozenset[str]:

@@ -76,6 +76,9 @@ class ReplyRoute:
     reply_code: int = 0
     #: False once the participant was removed from the conversation (their consent revoked).
     active: bool = True
+    #: The number has texted STOP (and not START since): what it sends is still read, but nothing
+    #: but the confirmation of its STOP is texted back (:func:`engine.facts.answer_refusal`).
+    opted_out: bool = False
 
 
 class ConversationRepository(Protocol):
@@ -246,8 +249,13 @@ class RecallOutcome:
     cancelled_posts: int = 0
     #: Texts (SMS) about the message that had not gone out yet: they never will.
     cancelled_texts: int = 0
-    #: Texts already handed to the carrier (or being handed over right now): not undone.
+    #: Texts the carrier has (their deliveries ``sent`` or ``delivered``): not undone.
     texts_already_sent: int = 0
+    #: Texts a relay held at that moment (claimed, not yet settled): the relay reads the recall
+    #: right before texting and cancels one it has not sent (``failed: recalled``); one it was
+    #: handing over already reaches the carrier. Either way its own ``delivery.send_sms`` record
+    #: says which (failure ``recalled``, or success); counted in neither of the two above.
+    texts_in_flight: int = 0
 
 
 class MessageRecalls(Protocol):

@@ -28,7 +28,7 @@ from engine.audit_trail import DISCLOSED
 from engine.decisions import Fact
 from engine.effects import AnswerKeyword, AskWhichConversation, Effect, PostMessage, PostSmsReply, TextMessage
 from engine.errors import Forbidden, NotFound
-from engine.facts import external_facts, sms_refusal
+from engine.facts import answer_refusal, external_facts, sms_refusal
 from engine.model import EXTERNAL_PARTICIPANT, Actor, DeliveryState, Message, RecipientDelivery
 from engine.ports.messaging import NewDelivery, ReplyRoute, SmsRecipient
 from engine.ports.units import MessagingUnitOfWork
@@ -417,6 +417,10 @@ async def sms_received(services: Services, event: InboundSms) -> str:
     none of them, it is never guessed: it is held, each candidate conversation's organization finds a
     ``sms_reply_held`` record, and the sender is asked to resend with one of the codes (the question
     names codes only). Posting needs ``sms.reply`` (an active consent naming them).
+
+    Nothing but the confirmation of a STOP is texted back to a number that opted out
+    (:func:`engine.facts.answer_refusal`, asked again by the relay right before texting): its HELP
+    and its held replies are on record with ``answer_refused``, and no answer is queued.
     """
     rules = services.sms
     async with _unit_of_work(services) as uow:
@@ -437,8 +441,10 @@ async def sms_received(services: Services, event: InboundSms) -> str:
             *,
             outcome: Outcome = "success",
             reason: str | None = None,
+            answering: bool = False,
             **details: DetailValue,
         ) -> None:
+            # ``answering``: the text would be answered, so a refused answer is on its record.
             uow.audit.record(
                 AuditEvent(
                     event=name,
@@ -450,22 +456,35 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                     resource_type="external_participant",
                     resource_id=str(route.participant_id),
                     patient_id=route.patient_id,
-                    details={"conversation_id": route.conversation_id, **details},
+                    details={
+                        "conversation_id": route.conversation_id,
+                        **details,
+                        **(refused if answering else {}),
+                    },
                 )
             )
 
+        # The number's opt-out once this text is read (a STOP or START changes it), and why an
+        # answer to it must not be texted, if so: the one rule, asked again by the relay.
+        opted_out = word is Keyword.STOP or (word is not Keyword.START and latest.opted_out)
+        refusal = answer_refusal(
+            confirms_stop=word is Keyword.STOP, opted_out=opted_out, textable=textable(event.from_number)
+        )
+        silent = word is not None and event.provider_answers_keywords  # the provider answers those
+        refused: dict[str, DetailValue] = {} if refusal is None or silent else {"answer_refused": refusal}
         changed = posted = False
         if word is Keyword.STOP:
             changed = await uow.opt_outs.set(event.from_number, True, event.provider_message_id)
-            audit("sms_opt_out", latest, changed=int(changed))
+            audit("sms_opt_out", latest, changed=int(changed), answering=changed)
         elif word is Keyword.START:
             changed = await uow.opt_outs.set(event.from_number, False, event.provider_message_id)
-            audit("sms_opt_in", latest, changed=int(changed))
+            audit("sms_opt_in", latest, changed=int(changed), answering=changed)
         elif word is Keyword.HELP:
-            audit("sms_help", latest)
-        if word is not None and not event.provider_answers_keywords and (word is Keyword.HELP or changed):
-            # HELP is always answered; STOP and START are confirmed once, when they change something
-            # (a repeated STOP gets no second text). The STOP confirmation is the last text sent.
+            audit("sms_help", latest, answering=True)
+        if word is not None and not silent and refusal is None and (word is Keyword.HELP or changed):
+            # HELP is answered unless the number opted out; STOP and START are confirmed once, when
+            # they change something (a repeated STOP gets no second text). The STOP confirmation is
+            # the last text sent.
             await uow.outbox.enqueue(AnswerKeyword(latest.conversation_id, latest.participant_id, word))
         if word is None:
             route, held = _reply_destination(routes, code)
@@ -477,11 +496,13 @@ async def sms_received(services: Services, event: InboundSms) -> str:
                         outcome="failure",
                         reason="unknown_reply_code" if code is not None else "ambiguous_reply",
                         candidates=len(held),
+                        answering=True,
                     )
                 codes = tuple(sorted(r.reply_code for r in held))
-                await uow.outbox.enqueue(
-                    AskWhichConversation(held[0].conversation_id, held[0].participant_id, codes)
-                )
+                if refusal is None:  # a number that opted out is not asked back
+                    await uow.outbox.enqueue(
+                        AskWhichConversation(held[0].conversation_id, held[0].participant_id, codes)
+                    )
             elif text.strip():
                 posted = await _post_reply(services, uow, route, event, text, now)
         # A text not posted (a keyword, a held or refused reply) has no further use for its body.

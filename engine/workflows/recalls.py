@@ -132,7 +132,8 @@ async def recall_message(services: Services, actor: Actor, cmd: RecallMessage) -
         if outcome is None:  # a recall or a sweep got there first
             _recallable(await _reread(uow, message.id))
             raise Conflict("This message was recalled already.")
-        # The decision's record is the recall's: who, when, under which rule, what it cancelled.
+        # The decision's record is the recall's: who, when, under which rule, what it cancelled,
+        # which texts the carrier has, and which a relay held (each then settled on its own record).
         # The reason is in the legal record (message_recalls), read under message.read_recalled.
         guard.annotate(
             recalled=1,
@@ -141,6 +142,7 @@ async def recall_message(services: Services, actor: Actor, cmd: RecallMessage) -
             cancelled_posts=outcome.cancelled_posts,
             cancelled_texts=outcome.cancelled_texts,
             texts_already_sent=outcome.texts_already_sent,
+            texts_in_flight=outcome.texts_in_flight,
         )
         await uow.outbox.enqueue(RecallFromChannel(conversation.id, message.id))
         (message,) = await with_deliveries(uow, [await _reread(uow, message.id)])

@@ -222,6 +222,9 @@ class SqlConversationRepository(Repository):
                     externals_t.c.organization_id,
                     externals_t.c.reply_code,
                     externals_t.c.removed_at.is_(None).label("active"),
+                    exists()
+                    .where(opt_outs_t.c.phone_number == externals_t.c.phone_number)
+                    .label("opted_out"),
                 )
                 .select_from(externals_t)
                 .join(conversations_t, conversations_t.c.id == externals_t.c.conversation_id)

@@ -75,10 +75,13 @@ def cancel_parameters(message_id: int) -> dict[str, object]:
     return {"id": message_id, "kinds": [*posts, texts], "posts": posts, "texts": texts}
 
 
-#: Texts about the message the carrier has (or is being handed right now): not undone.
-_TEXTS_GONE = text(
-    "SELECT count(*) FROM message_deliveries WHERE message_id = :id AND recipient LIKE 'sms:%'"
-    " AND state IN ('queued', 'sent', 'delivered')"
+#: After :data:`CANCEL`: texts about the message the carrier has (``sent``), and those still
+#: ``queued``, which a relay holds (``in_flight``: it sends or cancels each, and settles it with its
+#: own audit record). A text held is not counted as sent: it may never be.
+_TEXTS_LEFT = text(
+    "SELECT count(*) FILTER (WHERE state IN ('sent', 'delivered')) AS sent,"
+    " count(*) FILTER (WHERE state = 'queued') AS in_flight"
+    " FROM message_deliveries WHERE message_id = :id AND recipient LIKE 'sms:%'"
 )
 
 
@@ -90,8 +93,8 @@ class SqlMessageRecalls(Repository):
         if done is None:
             return None
         counts = (await self.session.execute(CANCEL, cancel_parameters(message_id))).one()
-        gone = (await self.session.execute(_TEXTS_GONE, {"id": message_id})).scalar_one()
-        return RecallOutcome(int(counts.posts), int(counts.texts), int(gone))
+        left = (await self.session.execute(_TEXTS_LEFT, {"id": message_id})).one()
+        return RecallOutcome(int(counts.posts), int(counts.texts), int(left.sent), int(left.in_flight))
 
     async def legal_record(self, message_id: int) -> RecalledContent | None:
         row = (

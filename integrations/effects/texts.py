@@ -3,7 +3,10 @@
 Whether a text about a message may go out is decided again right before texting, because time passed
 since the message was accepted, by the same pure rule that planned it (:func:`engine.facts.sms_refusal`,
 over the fact builder's ``external_consent``): the participant is still in the conversation, has not
-texted STOP, a consent still counts for them, the number is valid. Nothing else here decides it.
+texted STOP, a consent still counts for them, the number is valid. An answer to a number's own
+text (a keyword's, the question which conversation a reply means) is decided again the same way, by
+:func:`engine.facts.answer_refusal`: nothing but the confirmation of a STOP goes to a number that
+has opted out, even one that opted out after the answer was queued. Nothing else here decides it.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine.decisions import Fact
 from engine.effects import AnswerKeyword, AskWhichConversation, Effect, TextMessage
 from engine.errors import ChatGatewayError
-from engine.facts import external_facts, sms_refusal
+from engine.facts import answer_refusal, external_facts, sms_refusal
 from engine.policy import Policy
 from engine.ports import SmsGateway
 from engine.services import utc_now
 from engine.sms import (
+    Keyword,
     SmsRules,
     keyword_reply,
     sms_text,
@@ -52,6 +56,13 @@ _DELIVERY = text(
     " WHERE d.id = :id"
 )
 
+#: Whom an answer goes to, and whether the number has opted out by now.
+_ANSWERED = text(
+    "SELECT e.phone_number, e.chat_user_id,"
+    " EXISTS (SELECT 1 FROM sms_opt_outs o WHERE o.phone_number = e.phone_number) AS opted_out"
+    " FROM external_participants e WHERE e.id = :id"
+)
+
 _SETTLE_DELIVERIES = text(
     """
     UPDATE message_deliveries d SET
@@ -79,6 +90,16 @@ class TextRecalled(EffectCancelled):
     holds; never sent, never retried."""
 
     code = "recalled"
+
+
+class TextRefused(EffectCancelled):
+    """An answer to a number's text that the rule no longer lets go out (the number opted out after
+    it was queued, or cannot be texted): cancelled (outbox ``cancelled`` with the rule's reason,
+    audited as a ``delivery.send_sms`` failure naming it), never sent, never retried."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"answer not sent: {reason}")
+        self.code = reason
 
 
 class SmsRefused(ChatGatewayError):
@@ -121,9 +142,10 @@ class TextExecutor:
     async def deliver(self, effect: Text, entry: OutboxEntry, ctx: RelayContext) -> None:
         match effect:
             case AnswerKeyword(participant_id=participant, keyword=word):
-                await self._reply(participant, keyword_reply(word, self._rules), ctx)
+                stop = word is Keyword.STOP
+                await self._reply(participant, keyword_reply(word, self._rules), ctx, confirms_stop=stop)
             case AskWhichConversation(participant_id=participant, reply_codes=codes):
-                await self._reply(participant, which_conversation(codes), ctx)
+                await self._reply(participant, which_conversation(codes), ctx, confirms_stop=False)
             case TextMessage(delivery_id=delivery_id):
                 await self._text(delivery_id, entry, ctx)
 
@@ -166,20 +188,23 @@ class TextExecutor:
                 self._carrier_opt_outs[entry.id] = row.phone_number
             raise
 
-    async def _reply(self, participant_id: int, reply: str, ctx: RelayContext) -> None:
-        """Answer a carrier keyword; sent whatever the opt-out state (the STOP confirmation is sent to
-        a number that has just opted out)."""
+    async def _reply(
+        self, participant_id: int, reply: str, ctx: RelayContext, *, confirms_stop: bool
+    ) -> None:
+        """Answer a text the number sent (a keyword, or a reply whose conversation is not clear), if
+        :func:`engine.facts.answer_refusal` still lets it go out now: the STOP confirmation goes to
+        a number that has just opted out; anything else to a number that opted out after the answer
+        was queued is cancelled (:class:`TextRefused`), never sent."""
         async with ctx.sessions() as session:
-            row = (
-                await session.execute(
-                    text("SELECT phone_number, chat_user_id FROM external_participants WHERE id = :id"),
-                    {"id": participant_id},
-                )
-            ).one()
-        if textable(row.phone_number):
-            await self._gateway.send_sms(
-                recipient_user_id=row.chat_user_id, phone_number=row.phone_number, text=reply
-            )
+            row = (await session.execute(_ANSWERED, {"id": participant_id})).one()
+        reason = answer_refusal(
+            confirms_stop=confirms_stop, opted_out=row.opted_out, textable=textable(row.phone_number)
+        )
+        if reason is not None:
+            raise TextRefused(reason)
+        await self._gateway.send_sms(
+            recipient_user_id=row.chat_user_id, phone_number=row.phone_number, text=reply
+        )
 
     async def settle(
         self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession

@@ -389,6 +389,7 @@ async def test_conversations_carry_members_and_numbered_external_participants(uo
         covered = await u.consent_lifecycle.externals_admitted_by(consent.id)
         await u.consent_lifecycle.remove_members(first.id, [colleague.id])
         await u.consent_lifecycle.remove_external(covered[0].participant_id, datetime.now(UTC))
+        await u.opt_outs.set(number, True, "SM1")
         await u.commit()
     async with uow() as u:
         about_patient = await u.consent_lifecycle.patient_conversations(patient.id)
@@ -403,14 +404,18 @@ async def test_conversations_carry_members_and_numbered_external_participants(uo
     assert external.chat_user_id.startswith("ext_")
     assert ([c.id for c in page.items + rest.items], rest.next_cursor) == ([first.id, second.id], None)
     # Nothing was texted yet: the newest admission first; reply codes count up per number.
-    assert [(r.conversation_id, r.reply_code, r.active) for r in routes] == [
-        (second.id, 2, True),
-        (first.id, 1, True),
+    assert [(r.conversation_id, r.reply_code, r.active, r.opted_out) for r in routes] == [
+        (second.id, 2, True, False),
+        (first.id, 1, True, False),
     ]
     assert [c.conversation_id for c in covered] == [first.id, second.id]
     assert [c.member_ids for c in about_patient] == [(nurse.id,), (nurse.id,)]
     assert [c.conversation_id for c in still_covered] == [second.id]
-    assert [(r.conversation_id, r.active) for r in routes_after] == [(second.id, True), (first.id, False)]
+    # The number's STOP is on every route of it.
+    assert [(r.conversation_id, r.active, r.opted_out) for r in routes_after] == [
+        (second.id, True, True),
+        (first.id, False, True),
+    ]
 
 
 async def test_posted_messages_their_deliveries_read_receipts_and_opt_outs(uow: UowFactory) -> None:

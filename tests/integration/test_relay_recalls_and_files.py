@@ -375,3 +375,24 @@ async def test_a_text_recalled_after_its_claim_is_never_sent_and_cancelled_like_
         ("done", None, "sent", None),
         ("cancelled", "recalled", "failed", "recalled"),
     ]
+    # The recall's record told no auditor the patient got a text: it was held, not sent, and
+    # its own record says it was cancelled.
+    recall = await db.fetchval(
+        "SELECT details FROM audit_events WHERE workflow = 'message.recall' AND resource_id = $1",
+        str(wrong),
+    )
+    counts = {k: v for k, v in json.loads(recall).items() if "texts" in k}
+    assert counts == {"cancelled_texts": 0, "texts_already_sent": 0, "texts_in_flight": 1}
+    cancelled = await db.fetch(
+        "SELECT outcome, reason FROM audit_events WHERE workflow = 'delivery.send_sms' AND resource_id = $1",
+        str(wrong),
+    )
+    assert [tuple(r) for r in cancelled] == [("failure", "recalled")]
+    # A text the carrier has is counted as sent.
+    await _recall(api, team, first)
+    recall = await db.fetchval(
+        "SELECT details FROM audit_events WHERE workflow = 'message.recall' AND resource_id = $1",
+        str(first),
+    )
+    counts = {k: v for k, v in json.loads(recall).items() if "texts" in k}
+    assert counts == {"cancelled_texts": 0, "texts_already_sent": 1, "texts_in_flight": 0}

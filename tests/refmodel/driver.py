@@ -943,8 +943,9 @@ def reply_disagreements(v: m.ReplyVerdict, out: ReplyOutcome, ids: Ids) -> list[
     elif held:
         codes = sorted(code for (ci, _), code in out.codes.items() if ci in got_held)
         asked = [r["payload"]["reply_codes"] for r in questions]
-        if asked != [codes]:
-            found.append(("reply.question", f"asked back with codes {asked}, model: [{codes}]"))
+        if asked != ([codes] if v.asks else []):
+            want = [codes] if v.asks else "nothing (the number opted out)"
+            found.append(("reply.question", f"asked back with codes {asked}, model: {want}"))
     elif questions:
         found.append(("reply.question", f"asked back with {[r['payload'] for r in questions]}, not held"))
     want_keywords = [] if v.opted_out is None else ["sms_opt_out" if v.opted_out else "sms_opt_in"]

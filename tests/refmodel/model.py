@@ -1467,6 +1467,8 @@ class ReplyVerdict:
     held_reason: str | None = None
     #: STOP / START: the number's opt-out afterwards, and the record of it (one).
     opted_out: bool | None = None
+    #: A held reply is asked back about (the question lists the codes), unless its number opted out.
+    asks: bool = True
 
 
 def participations(world: World, phone: int) -> list[tuple[int, int]]:
@@ -1497,20 +1499,22 @@ def reply_verdict(world: World, action: SmsReply) -> ReplyVerdict:
     if not parts:
         return ReplyVerdict(wf)  # a number no conversation has: ignored
     active = [(ci, xi) for ci, xi in parts if not world.conversations[ci].externals[xi].removed]
+    asks = action.phone not in world.opted_out  # nothing but a STOP's confirmation is texted then
     if action.unknown_code or action.names is not None:
         if action.names is not None and action.names in active:
             return ReplyVerdict(wf, decided=(_reply_decision(world, *action.names),))
         if active:
-            return ReplyVerdict(wf, held=frozenset(ci for ci, _ in active), held_reason="unknown_reply_code")
+            held = frozenset(ci for ci, _ in active)
+            return ReplyVerdict(wf, held=held, held_reason="unknown_reply_code", asks=asks)
         pool = frozenset(ci for ci, _ in parts)
-        return ReplyVerdict(wf, held_one_of=pool, held_reason="unknown_reply_code")
+        return ReplyVerdict(wf, held_one_of=pool, held_reason="unknown_reply_code", asks=asks)
     if len(active) == 1:
         return ReplyVerdict(wf, decided=(_reply_decision(world, *active[0]),))
     if not active:
         # Active nowhere any more: refused where it texted last (a removed participant is not
         # established there, whatever consents name the number now).
         return ReplyVerdict(wf, decided=tuple((ci, None) for ci, _ in parts))
-    return ReplyVerdict(wf, held=frozenset(ci for ci, _ in active), held_reason="ambiguous_reply")
+    return ReplyVerdict(wf, held=frozenset(ci for ci, _ in active), held_reason="ambiguous_reply", asks=asks)
 
 
 def apply_reply(world: World, action: SmsReply) -> None:

@@ -1334,6 +1334,7 @@ class FakeConversationRepository(_Repo):
                 e.organization_id,
                 e.reply_code,
                 e.removed_at is None,
+                e.phone_number in data.opt_outs,
             )
             for e in rows
         ]
@@ -1512,14 +1513,13 @@ class FakeMessageRecalls(_Repo):
             if row.id in cancelled or (d.recipient == CHANNEL_RECIPIENT and posts):
                 failed = dataclasses.replace(d, state=DeliveryState.FAILED, reason="recalled")
                 data.deliveries[row.id] = dataclasses.replace(row, delivery=failed, updated_at=at)
-        gone = sum(
-            1
+        left = [
+            row.delivery.state
             for row in data.deliveries.values()
-            if row.message_id == message_id
-            and row.delivery.recipient != CHANNEL_RECIPIENT
-            and row.delivery.state != DeliveryState.FAILED
-        )
-        return RecallOutcome(posts, len(cancelled), gone)
+            if row.message_id == message_id and row.delivery.recipient != CHANNEL_RECIPIENT
+        ]
+        sent = sum(state in (DeliveryState.SENT, DeliveryState.DELIVERED) for state in left)
+        return RecallOutcome(posts, len(cancelled), sent, left.count(DeliveryState.QUEUED))
 
     async def legal_record(self, message_id: int) -> RecalledContent | None:
         record = self.data.message_recalls.get(message_id)

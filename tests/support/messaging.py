@@ -13,7 +13,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from handlers.keys import emulator_key, relay_key, twilio_emulator_key
+from handlers.api_messaging import messaging_key
+from handlers.keys import chat_key, emulator_key, relay_key, sessions_key, twilio_emulator_key
+from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
 from integrations.sendbird_emulator import EmulatorState, RunningEmulator
 from integrations.twilio_emulator import EmulatedSms, RunningTwilioEmulator
 from tests.support.api import Api, Person
@@ -260,3 +262,15 @@ async def stop_app_relay(app: web.Application) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def text_relay(api: Api) -> OutboxRelay:
+    """A relay of ``api``'s texts only, with the app's executors of them, for a test that stopped the
+    app's own relay and drives this one with ``run_once``."""
+    return OutboxRelay(
+        api.app[sessions_key],
+        api.app[chat_key],
+        RelaySettings(poll_interval=0.05, base_backoff=0.05, max_backoff=0.2, claim_kinds=TEXT_KINDS),
+        executors=api.app[messaging_key].outbox_kinds,
+        jitter=lambda cap: cap,
+    )

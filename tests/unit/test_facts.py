@@ -15,6 +15,7 @@ from engine.facts import (
     ConsentCandidate,
     ConsentChoice,
     ConsentNeed,
+    answer_refusal,
     choose_consent,
     external_facts,
     millis,
@@ -206,6 +207,23 @@ def test_one_refusal_order_for_planning_and_for_the_relay(
     removed: bool, opted_out: bool, consented: bool, textable: bool, reason: str | None
 ) -> None:
     assert sms_refusal(removed=removed, opted_out=opted_out, consented=consented, textable=textable) == reason
+
+
+@pytest.mark.parametrize(
+    ("confirms_stop", "opted_out", "textable", "reason"),
+    [
+        (True, True, True, None),  # the STOP's own confirmation: the one text an opted-out number gets
+        (True, True, False, "invalid_number"),
+        (False, True, True, "opted_out"),  # HELP, START's confirmation, the which-conversation question
+        (False, True, False, "opted_out"),
+        (False, False, False, "invalid_number"),
+        (False, False, True, None),
+    ],
+)
+def test_an_answer_to_a_number_obeys_the_same_rule_but_for_the_stop_confirmation(
+    confirms_stop: bool, opted_out: bool, textable: bool, reason: str | None
+) -> None:
+    assert answer_refusal(confirms_stop=confirms_stop, opted_out=opted_out, textable=textable) == reason
 
 
 # --- the consent index feeds the same choice ---------------------------------------------------------

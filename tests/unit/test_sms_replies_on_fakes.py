@@ -97,7 +97,7 @@ async def test_after_the_consent_is_revoked_a_reply_is_refused_and_not_posted(wo
     )
 
 
-async def test_stop_and_start_are_kept_and_confirmed_once_and_help_is_always_answered(
+async def test_stop_and_start_are_kept_and_confirmed_once_and_help_is_answered_unless_opted_out(
     world: FakeWorld,
 ) -> None:
     nurse, _, patient = await _patient(world)
@@ -111,15 +111,19 @@ async def test_stop_and_start_are_kept_and_confirmed_once_and_help_is_always_ans
     assert world.db.opt_outs == {}
     assert world.db.outbox[outbox_before:] == [
         AnswerKeyword(conversation.id, sam.id, word)
-        for word in (Keyword.STOP, Keyword.HELP, Keyword.START, Keyword.HELP)
+        for word in (Keyword.STOP, Keyword.START, Keyword.HELP)  # the HELP while opted out: no text
     ]
     assert world.db.webhook_bodies_dropped == {1, 2, 3, 4, 5}  # keywords: nothing to keep
-    assert [(e.event, e.details.get("changed")) for e in world.events("sms.reply")] == [
-        ("sms_opt_out", 1),
-        ("sms_opt_out", 0),
-        ("sms_help", None),
-        ("sms_opt_in", 1),
-        ("sms_help", None),
+    records = [
+        (e.event, e.details.get("changed"), e.details.get("answer_refused"))
+        for e in world.events("sms.reply")
+    ]
+    assert records == [
+        ("sms_opt_out", 1, None),
+        ("sms_opt_out", 0, None),
+        ("sms_help", None, "opted_out"),
+        ("sms_opt_in", 1, None),
+        ("sms_help", None, None),
     ]
 
 
@@ -236,3 +240,39 @@ async def test_a_stop_as_phones_write_it_opts_out_and_a_sentence_with_stop_in_it
             conversation.id, conversation.channel_url, sam.chat_user_id, "please don't stop the meds", "SM11"
         )
     ]
+
+
+async def test_a_number_that_opted_out_gets_only_its_stop_confirmation_and_no_question_or_help(
+    world: FakeWorld,
+) -> None:
+    nurse, _, patient = await _patient(world)
+    first, second = [await _with_sam(world, nurse, patient) for _ in range(2)]
+    [two] = second.external_participants
+    outbox_before = len(world.db.outbox)
+
+    for event_id, text in enumerate(["STOP", "Which one is this?", "#9 wrong code", "HELP"], start=1):
+        assert await sms_received(world.services, _sms(event_id, text)) == PROCESSED
+
+    # The STOP is confirmed; nothing after it is texted, though each text is read and on record.
+    assert world.db.outbox[outbox_before:] == [AnswerKeyword(second.id, two.id, Keyword.STOP)]
+    records = [(e.event, e.details.get("answer_refused")) for e in world.events("sms.reply")]
+    assert records == [
+        ("sms_opt_out", None),
+        *[("sms_reply_held", "opted_out")] * 4,
+        ("sms_help", "opted_out"),
+    ]
+    assert {e.details["conversation_id"] for e in world.events("sms.reply")} >= {first.id, second.id}
+
+
+async def test_after_start_the_number_is_asked_which_conversation_again(world: FakeWorld) -> None:
+    nurse, _, patient = await _patient(world)
+    await _with_sam(world, nurse, patient)
+    second = await _with_sam(world, nurse, patient)
+    [two] = second.external_participants
+    for event_id, text in enumerate(["STOP", "START"], start=1):
+        await sms_received(world.services, _sms(event_id, text))
+    outbox_before = len(world.db.outbox)
+
+    await sms_received(world.services, _sms(3, "Which one is this?"))
+
+    assert world.db.outbox[outbox_before:] == [AskWhichConversation(second.id, two.id, (1, 2))]
