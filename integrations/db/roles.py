@@ -19,8 +19,11 @@ What each may do (``caremsg migrate`` creates or checks both, then grants, every
   ================  ====================================================================
 
   Owning nothing, it cannot ALTER a table (so not switch a trigger off), and holding no grant
-  option, it cannot GRANT anything to itself or anyone. It must not be a superuser, hold CREATEROLE
-  or BYPASSRLS, or be a member of the owner: the check refuses such a role rather than run with it.
+  option, it cannot GRANT anything to itself or anyone. It may still create temporary tables and
+  sequences (PostgreSQL lets every role): each function of the schema (the triggers, the sealing
+  function) names ``pg_temp`` last in its search_path (0033), so none finds the caller's instead.
+  It must not be a superuser, hold CREATEROLE or BYPASSRLS, or be a member of the owner: the check
+  refuses such a role rather than run with it.
 
 Who creates the roles: ``caremsg migrate`` does when its login may (a superuser, as on the embedded
 development server, or a CREATEROLE administrator); on a managed PostgreSQL where it may not, it
