@@ -67,6 +67,19 @@ async def test_the_application_role_cannot_touch_what_protects_the_audit_trail(
         await app_db.execute(statement)
 
 
+@pytest.mark.parametrize("table", ["consent_changes", "break_glass_reviews", "part2_notices"])
+async def test_the_application_role_cannot_rewrite_the_records_the_service_only_adds_to(
+    app_db: asyncpg.Connection, table: str
+) -> None:
+    # A consent's history, an emergency access's review and a Part 2 notice given are records the
+    # service inserts and never changes: whoever holds the application role should not rewrite them.
+    for privilege in ("UPDATE", "DELETE", "TRUNCATE"):
+        assert not await app_db.fetchval("SELECT has_table_privilege(current_user, $1, $2)", table, privilege)
+    assert await app_db.fetchval("SELECT has_table_privilege(current_user, $1, 'INSERT')", table)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_db.execute(f"DELETE FROM {table}")
+
+
 async def test_the_application_role_cannot_grant_itself_anything(
     app_db: asyncpg.Connection, database_url: str
 ) -> None:
