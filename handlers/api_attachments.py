@@ -46,9 +46,16 @@ async def _read_upload(request: web.Request, max_bytes: int) -> tuple[str, bytes
         )
     content_type, data, text = "", b"", ""
     found = False
+    seen: set[str] = set()
     async for part in await request.multipart():
         if not isinstance(part, BodyPartReader):
             continue
+        if part.name in ("file", "message"):
+            # Each part is held to its own limit: a repeated one would let a body stream on without
+            # end (and the last file silently win), so the form is one file and one text at most.
+            if part.name in seen:
+                raise InvalidInput([FieldError(part.name, "Send this part once.", "repeated")])
+            seen.add(part.name)
         if part.name == "file":
             found = True
             content_type = part.headers.get("Content-Type", "")
@@ -163,7 +170,8 @@ ENDPOINTS = [
         description=(
             "Decided as message.attach (by default: who may send in the conversation). The file's type "
             "must be in `messaging.attachment_types` and its first bytes must match it (PDF, PNG, JPEG, "
-            "GIF): else 415; over `messaging.attachment_max_bytes`: 413; no file or an empty one: 422. "
+            "GIF): else 415; over `messaging.attachment_max_bytes`: 413; no file, an empty one, or a "
+            "part sent twice: 422. "
             "The chat channel gets it as a file message; external participants are texted only the "
             "notification. The audit record holds its SHA-256, size and type, never its name. Send an "
             "`Idempotency-Key` header to make a retry safe: the same key with the same upload (the "

@@ -17,14 +17,13 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 import structlog
 
 from engine.audit_chain import Checkpoint
 from engine.audit_trail import Anchor, AuditFilter, AuditRecord, ChainStatus, VerificationRun
-from engine.errors import ServiceUnavailable
+from engine.errors import ServiceUnavailable, TooManyRequests
 from integrations.audit_anchor import AnchorError, key_id, private_key, public_key_text, sign_anchor
 from integrations.audit_archive import AuditArchive
 
@@ -32,6 +31,8 @@ log = structlog.get_logger("caremsg.audit_chain")
 
 #: Finished runs kept for their pages, newest first out.
 RUNS_KEPT = 20
+#: Exports streaming at once in one process (each holds a pooled connection while its client reads).
+EXPORTS_AT_ONCE = 2
 
 
 def _now() -> datetime:
@@ -47,6 +48,7 @@ class ChainKeeper:
         self._clock = clock
         self._runs: OrderedDict[str, VerificationRun] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
+        self._exports = 0
 
     # --- status and anchors ------------------------------------------------------------------------
 
@@ -90,8 +92,19 @@ class ChainKeeper:
 
     # --- exports -----------------------------------------------------------------------------------
 
-    def records(self, query: AuditFilter) -> AbstractAsyncContextManager[AsyncIterator[AuditRecord]]:
-        return self._archive.search_records(query)
+    @contextlib.asynccontextmanager
+    async def records(self, query: AuditFilter) -> AsyncIterator[AsyncIterator[AuditRecord]]:
+        """The records of an export, on a connection of the service's pool held while the client
+        reads (at its own pace): at most :data:`EXPORTS_AT_ONCE` at a time in this process, so
+        slow downloads cannot take the connections every other request needs."""
+        if self._exports >= EXPORTS_AT_ONCE:
+            raise TooManyRequests("Other exports are running; try again when one ends.", retry_after=30)
+        self._exports += 1
+        try:
+            async with self._archive.search_records(query) as records:
+                yield records
+        finally:
+            self._exports -= 1
 
     # --- verification runs -------------------------------------------------------------------------
 

@@ -9,18 +9,25 @@ What each may do (``caremsg migrate`` creates or checks both, then grants, every
 - **application** (``database.app_role``, LOGIN): SELECT, INSERT, UPDATE, DELETE on the tables, with
   these exceptions; USAGE and SELECT on the sequences (``nextval``, never ``setval``):
 
-  ================  ====================================================================
-  audit_events      SELECT, INSERT only; the row's id is always the sequence's (0010)
-  audit_chain       SELECT only; sealing goes through ``audit_chain_append`` (0010), a
-                    SECURITY DEFINER function of the owner that accepts only a sound
-                    extension of the chain
-  audit_anchors     SELECT, INSERT only (``caremsg audit anchor --store``)
-  alembic_version   SELECT only (the schema's revision)
-  ================  ====================================================================
+  ===================  =================================================================
+  audit_events         SELECT, INSERT only; the row's id is always the sequence's (0010)
+  audit_chain          SELECT only; sealing goes through ``audit_chain_append`` (0010), a
+                       SECURITY DEFINER function of the owner that accepts only a sound
+                       extension of the chain
+  audit_anchors        SELECT, INSERT only (``caremsg audit anchor --store``)
+  consent_changes      SELECT, INSERT only: a consent's history
+  break_glass_reviews  SELECT, INSERT only: an emergency access's review, per organization
+  part2_notices        SELECT, INSERT only: a 42 CFR Part 2 notice given (these three are
+                       records the service adds and never changes; no trigger guards them)
+  alembic_version      SELECT only (the schema's revision)
+  ===================  =================================================================
 
   Owning nothing, it cannot ALTER a table (so not switch a trigger off), and holding no grant
-  option, it cannot GRANT anything to itself or anyone. It must not be a superuser, hold CREATEROLE
-  or BYPASSRLS, or be a member of the owner: the check refuses such a role rather than run with it.
+  option, it cannot GRANT anything to itself or anyone. It may still create temporary tables and
+  sequences (PostgreSQL lets every role): each function of the schema (the triggers, the sealing
+  function) names ``pg_temp`` last in its search_path (0033), so none finds the caller's instead.
+  It must not be a superuser, hold CREATEROLE or BYPASSRLS, or be a member of the owner: the check
+  refuses such a role rather than run with it.
 
 Who creates the roles: ``caremsg migrate`` does when its login may (a superuser, as on the embedded
 development server, or a CREATEROLE administrator); on a managed PostgreSQL where it may not, it
@@ -41,6 +48,8 @@ from sqlalchemy.engine import make_url
 
 #: audit tables the application role may only read and append to (audit_chain: only read).
 APPEND_ONLY = ("audit_events", "audit_anchors")
+#: other records the service only ever adds to (the grants alone guard these).
+RECORDS = ("consent_changes", "break_glass_reviews", "part2_notices")
 READ_ONLY = ("audit_chain", "alembic_version")
 SEALING_FUNCTION = "audit_chain_append(bigint[], bigint[], text[], text[], text[])"
 
@@ -50,7 +59,7 @@ _GRANTS = (
     "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}",
     "REVOKE UPDATE ON ALL SEQUENCES IN SCHEMA public FROM {app}",
     "REVOKE TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA public FROM {app}",
-    f"REVOKE UPDATE, DELETE ON {', '.join(APPEND_ONLY)} FROM {{app}}",
+    f"REVOKE UPDATE, DELETE ON {', '.join(APPEND_ONLY + RECORDS)} FROM {{app}}",
     f"REVOKE INSERT, UPDATE, DELETE ON {', '.join(READ_ONLY)} FROM {{app}}",
     f"GRANT EXECUTE ON FUNCTION {SEALING_FUNCTION} TO {{app}}",
 )

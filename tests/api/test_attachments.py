@@ -156,6 +156,25 @@ async def test_a_nul_in_the_text_or_an_unknown_part_is_422_without_echo_and_writ
     assert await db.fetchval("SELECT count(*) FROM messages") == before
 
 
+async def test_a_second_file_or_text_part_is_422_and_writes_nothing(api: Api, db: asyncpg.Connection) -> None:
+    # Each part is held to its limit as it is read: a second part of the same name would let one
+    # request stream without end (and keep only its last file, silently).
+    team = await care_team(api)
+    before = await db.fetchval("SELECT count(*) FROM messages")
+    big = PDF + b"0" * (4 * 1024 * 1024)
+
+    twice = _form(big)
+    twice.add_field("file", io.BytesIO(big), filename="x.pdf", content_type="application/pdf")
+    texts = _form(PDF, message="first")
+    texts.add_field("message", "second")
+    for field, form in (("file", twice), ("message", texts)):
+        status, problem = await _attach(api, team.peer, team.conversation_id, form)
+        assert status == 422, problem
+        assert [(e["field"], e["type"]) for e in problem["errors"]] == [(field, "repeated")]
+
+    assert await db.fetchval("SELECT count(*) FROM messages") == before
+
+
 async def test_a_multipart_body_that_cannot_be_read_is_400_naming_the_file(api: Api) -> None:
     team = await care_team(api)
     path = f"/api/conversations/{team.conversation_id}/attachments"

@@ -5,6 +5,7 @@ a FHIR R4 Bundle. Every action is decided and audited; every POST needs its CSRF
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -12,7 +13,8 @@ import re
 import asyncpg
 import pytest
 
-from handlers.keys import audit_sealer_key, settings_key
+from engine.audit_trail import AuditFilter
+from handlers.keys import audit_chain_key, audit_sealer_key, settings_key
 from integrations.audit_anchor import private_key, verify_anchor
 from integrations.audit_sealer import SEAL_LOCK
 from tests.support.api import Api, Person
@@ -376,3 +378,22 @@ async def test_an_export_with_a_bad_filter_shows_the_form_naming_it(
     if field != "format":
         assert f'aria-describedby="e-{field}"' in text
     assert "Content-Disposition" not in response.headers
+
+
+async def test_exports_beyond_two_at_once_are_refused_so_slow_downloads_leave_the_pool_to_others(
+    api: Api,
+) -> None:
+    _, auditor, _ = await a_clinic(api)
+    held = AuditFilter(organization_id=auditor.organization_id)
+    async with contextlib.AsyncExitStack() as slow:  # held open as two slow downloads hold them
+        for _ in range(2):
+            await slow.enter_async_context(api.app[audit_chain_key].records(held))
+
+        refused = await api.client.get("/console/audit/export", params={"format": "jsonl"})
+        assert refused.status == 429
+        assert "Content-Disposition" not in refused.headers
+        assert int(refused.headers["Retry-After"]) > 0
+
+    response = await api.client.get("/console/audit/export", params={"format": "jsonl"})
+    assert response.status == 200
+    await response.read()

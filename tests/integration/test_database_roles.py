@@ -4,6 +4,7 @@ trail. Every statement here runs as the application role the app under test logs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sys
@@ -64,6 +65,19 @@ async def test_the_application_role_cannot_touch_what_protects_the_audit_trail(
 ) -> None:
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await app_db.execute(statement)
+
+
+@pytest.mark.parametrize("table", ["consent_changes", "break_glass_reviews", "part2_notices"])
+async def test_the_application_role_cannot_rewrite_the_records_the_service_only_adds_to(
+    app_db: asyncpg.Connection, table: str
+) -> None:
+    # A consent's history, an emergency access's review and a Part 2 notice given are records the
+    # service inserts and never changes: whoever holds the application role should not rewrite them.
+    for privilege in ("UPDATE", "DELETE", "TRUNCATE"):
+        assert not await app_db.fetchval("SELECT has_table_privilege(current_user, $1, $2)", table, privilege)
+    assert await app_db.fetchval("SELECT has_table_privilege(current_user, $1, 'INSERT')", table)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_db.execute(f"DELETE FROM {table}")
 
 
 async def test_the_application_role_cannot_grant_itself_anything(
@@ -215,6 +229,77 @@ async def test_a_forged_out_of_sequence_record_is_reported_and_later_records_sti
     finally:
         await admin.close()
         await app.close()
+
+
+# --- the caller's temporary schema -----------------------------------------------------------------
+# PostgreSQL searches a session's temporary schema first for tables and sequences unless the
+# search_path names pg_temp, and every role may create temporary objects by default: a function the
+# application role runs must not find the table or sequence it means in the caller's pg_temp.
+
+
+async def test_a_temporary_sequence_of_the_callers_does_not_choose_an_audit_events_id(
+    own_database: str,
+) -> None:
+    app = await asyncpg.connect(**asyncpg_dsn(app_url(own_database)))  # type: ignore[arg-type]
+    try:
+        await app.execute(AUDIT_INSERT)
+        top = await app.fetchval("SELECT max(id) FROM audit_events")
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+            await app.execute(f"CREATE TEMPORARY SEQUENCE audit_events_id_seq START {top + 1000}")
+        stored = await app.fetchval(AUDIT_INSERT + " RETURNING id")
+        assert stored == top + 1
+    finally:
+        await app.close()
+
+
+async def test_the_sealing_function_cannot_be_pointed_at_temporary_tables_of_the_callers(
+    own_database: str, app_engine: AsyncEngine
+) -> None:
+    app = await asyncpg.connect(**asyncpg_dsn(app_url(own_database)))  # type: ignore[arg-type]
+    try:
+        for _ in range(3):
+            await app.execute(AUDIT_INSERT)
+        await AuditSealer(app_engine).seal_pending()
+        head = ChainHead(
+            *await app.fetchrow("SELECT seq, hash, event_id FROM audit_chain ORDER BY seq DESC LIMIT 1")
+        )
+        # Events and a sequence of its own making, far past the real ones: sealed, the chain's head
+        # would sit past every id to come and nothing written later could ever be sealed.
+        far = 1_000_000
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+            await app.execute("CREATE TEMPORARY TABLE audit_events (id bigint)")
+            await app.execute(f"INSERT INTO audit_events VALUES ({far})")
+            await app.execute(f"CREATE TEMPORARY SEQUENCE audit_events_id_seq START {far}")
+            await app.execute("SELECT nextval('audit_events_id_seq')")
+            # The function runs as the owner: let it read them.
+            await app.execute("GRANT SELECT ON audit_events, audit_events_id_seq TO PUBLIC")
+        (entry,) = link(head, [(far, "a" * 64)])
+        with pytest.raises(asyncpg.CheckViolationError):
+            await app.execute(
+                APPEND, [entry.seq], [entry.event_id], [entry.digest], [entry.prev_hash], [entry.hash]
+            )
+    finally:
+        await app.close()
+    assert await AuditSealer(app_engine).seal_pending() == 0
+
+
+async def test_every_function_of_the_schema_searches_the_callers_temporary_schema_last(
+    app_db: asyncpg.Connection,
+) -> None:
+    rows = await app_db.fetch(
+        "SELECT p.proname, p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'public'"
+    )
+    assert rows
+    unsafe = [
+        r["proname"]
+        for r in rows
+        if not any(
+            c.startswith("search_path=") and c.replace(" ", "").endswith(",pg_temp")
+            for c in r["proconfig"] or ()
+        )
+    ]
+    assert unsafe == []
 
 
 # --- creating and checking the roles ---------------------------------------------------------------
