@@ -24,12 +24,13 @@ from functools import lru_cache
 from pathlib import PurePath
 
 import casbin
+from casbin.effect import DENY_OVERRIDE_EFFECT
 from casbin.model import Model
 
 from engine.decisions import MISSING_FACT_REASONS, ROLE_NOT_PERMITTED, UNKNOWN_WORKFLOW, Decision, Fact
 from engine.escalation import EscalationSchedule, parse_schedule
 from engine.model import EXTERNAL_PARTICIPANT, ConsentScope, Purpose, Role
-from engine.policy_enforcers import WorkflowEnforcers
+from engine.policy_enforcers import WorkflowEnforcers, matcher_problem
 from engine.retention import RetentionRules
 from engine.retention import parse_rules as parse_retention
 
@@ -340,6 +341,35 @@ def _parse_retention(sources: PolicySources) -> tuple[RetentionRules, list[Polic
     return rules, [PolicyProblem(name, line, message) for line, message in problems]
 
 
+#: The functions a matcher may call besides the model's role functions (``g``).
+MATCHER_FUNCTIONS = ("holds",)
+#: Request and rule fields: caremsg asks (role, workflow, facts) and a rule holds (role, workflow,
+#: requires).
+MODEL_FIELDS = 3
+
+
+def _model_problems(model: Model, sources: PolicySources) -> list[PolicyProblem]:
+    """What a loadable model may still not do here: ask or hold other than three fields, allow
+    what no rule allows (pycasbin's deny-override effect allows a question no rule matches), or
+    evaluate more than field comparisons (:func:`engine.policy_enforcers.matcher_problem`)."""
+    text, name = sources.model, sources.model_name
+    problems = [
+        PolicyProblem(name, _key_line(text, key), f"{key} must name {MODEL_FIELDS} fields, as shipped")
+        for key, section in (("r", "r"), ("p", "p"))
+        if any(len(a.tokens) != MODEL_FIELDS for a in model.model[section].values())
+    ]
+    if any(a.value == DENY_OVERRIDE_EFFECT for a in model.model["e"].values()):
+        problems.append(
+            PolicyProblem(
+                name, _key_line(text, "e"), "the effect allows what no rule allows: anything must be denied"
+            )
+        )
+    unsafe = matcher_problem(model, MATCHER_FUNCTIONS)
+    if unsafe is not None:
+        problems.append(PolicyProblem(name, _key_line(text, "m"), unsafe))
+    return problems
+
+
 @lru_cache(maxsize=256)
 def _parse_requires(requires: str) -> frozenset[str]:
     parts = frozenset(part.strip() for part in requires.split("&"))
@@ -566,6 +596,8 @@ class Policy:
             casbin.Enforcer(model)
         except Exception as exc:  # pycasbin raises bare exceptions for malformed models
             problems.append(PolicyProblem(sources.model_name, 1, f"not a valid Casbin model: {exc}"))
+        else:
+            problems += _model_problems(model, sources)
         if problems:
             raise PolicyError(problems)
         casbin_rules = [rule.casbin for rule in rules]

@@ -81,6 +81,77 @@ def test_policy_check_reports_a_broken_model(edited: Path, capsys: pytest.Captur
     ]
 
 
+SHIPPED_MATCHER = "m = r.wf == p.wf && g(r.role, p.role) && holds(p.requires, r.facts)"
+
+
+@pytest.mark.parametrize(
+    ("term", "named"),
+    [
+        # Each is harmless on these inputs; with another pattern or length each stalls or fills
+        # the process (regexMatch("aaaa...!", "^(a+)+$"), r.wf.ljust(10**10)) while the what-if
+        # page or a proposal checks the file.
+        ('!regexMatch(r.wf, "^(a|a)+$")', "regexMatch() (a matcher calls only g, holds)"),
+        ('!keyMatch2(r.wf, "/:a/:b")', "keyMatch2() (a matcher calls only g, holds)"),
+        ('!globMatch(r.wf, "*a*a*b")', "globMatch() (a matcher calls only g, holds)"),
+        ('r.wf.ljust(10) != ""', "r.wf.ljust() (a matcher calls only g, holds)"),
+        ('eval("1") != ""', "eval() (a matcher calls only g, holds)"),
+        ("r.facts.__class__ != p.wf", "'r.facts.__class__'"),
+        ('r.wf + "x" != p.wf', "\"r.wf + 'x'\""),
+        ('r.role != "x" * 9', "\"'x' * 9\""),
+        ("[1 for c in r.wf] != []", "'[1 for c in r.wf]'"),
+        ("r.wf[0] != p.wf", "'r.wf[0]'"),
+        ("r.wf < p.wf", "comparisons other than ==, !=, in and not in"),
+        ("r.role != 1", "'1' (only text)"),
+        ("secret != p.wf", "'secret' (not a request or rule field)"),
+    ],
+)
+def test_a_matcher_may_only_compare_fields_and_call_the_role_and_fact_functions(
+    edited: Path, term: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = edited / "model.conf"
+    text = model.read_text()
+    model.write_text(text.replace(SHIPPED_MATCHER, f"{SHIPPED_MATCHER} && {term}"))
+    line = text.splitlines().index(SHIPPED_MATCHER) + 1
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    assert errors(capsys.readouterr().err) == [f"model.conf:{line}: error: matcher m may not use {named}"]
+
+
+@pytest.mark.parametrize(
+    "term",
+    ['r.role in ("admin", "auditor")', '!(r.role == "external") || p.role != "x"', "r.wf != p.requires"],
+)
+def test_a_matcher_of_field_comparisons_and_role_and_fact_functions_passes(edited: Path, term: str) -> None:
+    model = edited / "model.conf"
+    model.write_text(model.read_text().replace(SHIPPED_MATCHER, f"{SHIPPED_MATCHER} && ({term})"))
+    assert main(["policy", "check", "--dir", str(edited)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("shipped", "edit", "key", "message"),
+    [
+        ("r = role, wf, facts", "r = role, wf", "r", "r must name 3 fields, as shipped"),
+        ("p = role, wf, requires", "p = role, wf, requires, eft", "p", "p must name 3 fields, as shipped"),
+        (
+            "e = some(where (p.eft == allow))",
+            "e = !some(where (p.eft == deny))",
+            "e",
+            "the effect allows what no rule allows: anything must be denied",
+        ),
+    ],
+)
+def test_a_model_that_asks_other_fields_or_allows_by_default_is_refused(
+    edited: Path, shipped: str, edit: str, key: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model pycasbin loads may still fail every decision (a request of another size raises) or
+    allow a question no rule matches (deny-override): both are refused with the line to fix."""
+    model = edited / "model.conf"
+    text = model.read_text()
+    model.write_text(text.replace(shipped, edit))
+    line = text.splitlines().index(shipped) + 1
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    assert f"model.conf:{line}: error: {message}" in errors(capsys.readouterr().err)
+
+
 def test_a_toml_syntax_error_is_reported_once_at_its_real_line_without_cascading_errors(
     edited: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
