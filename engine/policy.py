@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import PurePath
+from typing import Any
 
 import casbin
 from casbin.effect import DENY_OVERRIDE_EFFECT
@@ -201,6 +202,21 @@ def toml_error(text: str, name: str, exc: tomllib.TOMLDecodeError) -> PolicyProb
     return PolicyProblem(name, line, f"not valid TOML: {reason}")
 
 
+def load_toml(text: str, name: str) -> tuple[dict[str, Any] | None, list[PolicyProblem]]:
+    """The TOML document of a policy file, or None and the one problem to fix (file and line).
+
+    tomllib recurses once per nested array or inline table: a few thousand ``[`` raise
+    RecursionError, named here at the line that opens the most."""
+    try:
+        return tomllib.loads(text), []
+    except tomllib.TOMLDecodeError as exc:
+        return None, [toml_error(text, name, exc)]
+    except RecursionError:
+        lines = text.splitlines() or [""]
+        line = max(range(len(lines)), key=lambda i: lines[i].count("[") + lines[i].count("{")) + 1
+        return None, [PolicyProblem(name, line, "not valid TOML here: arrays or tables nested too deeply")]
+
+
 def _key_line(text: str, key: str) -> int:
     """The first line that assigns ``key`` (1 if none does)."""
     pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
@@ -216,10 +232,9 @@ def _parse_sms(sources: PolicySources) -> tuple[frozenset[int], list[PolicyProbl
     if not sources.sms.strip():
         return frozenset(), []
     name = sources.sms_name
-    try:
-        data = tomllib.loads(sources.sms)
-    except tomllib.TOMLDecodeError as exc:
-        return frozenset(), [toml_error(sources.sms, name, exc)]
+    data, broken = load_toml(sources.sms, name)
+    if data is None:
+        return frozenset(), broken
     problems: list[PolicyProblem] = []
     for table in sorted(set(data) - set(SMS_KEYS)):
         problems.append(
@@ -275,10 +290,9 @@ def _parse_notices(sources: PolicySources) -> tuple[str, list[PolicyProblem]]:
     if not sources.notices.strip():
         return PART2_SHORT_NOTICE, []
     name, text = sources.notices_name, sources.notices
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return PART2_SHORT_NOTICE, [toml_error(text, name, exc)]
+    data, broken = load_toml(text, name)
+    if data is None:
+        return PART2_SHORT_NOTICE, broken
     problems = [
         PolicyProblem(name, _key_line(text, table), f"unknown table or key {table!r} (known: [part2])")
         for table in sorted(set(data) - set(NOTICE_KEYS))
@@ -312,10 +326,9 @@ def _parse_escalation(sources: PolicySources) -> tuple[EscalationSchedule, list[
     if not sources.escalation.strip():
         return EscalationSchedule(), []
     name = sources.escalation_name
-    try:
-        data = tomllib.loads(sources.escalation)
-    except tomllib.TOMLDecodeError as exc:
-        return EscalationSchedule(), [toml_error(sources.escalation, name, exc)]
+    data, broken = load_toml(sources.escalation, name)
+    if data is None:
+        return EscalationSchedule(), broken
     schedule, problems = parse_schedule(data, lambda key: _key_line(sources.escalation, key))
     return schedule, [PolicyProblem(name, line, message) for line, message in problems]
 
@@ -326,14 +339,16 @@ def _parse_retention(sources: PolicySources) -> tuple[RetentionRules, list[Polic
     if not sources.retention.strip():
         return RetentionRules(), []
     name, text = sources.retention_name, sources.retention
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return RetentionRules(), [toml_error(text, name, exc)]
+    data, broken = load_toml(text, name)
+    if data is None:
+        return RetentionRules(), broken
     lines = text.splitlines()
 
     def line_of(key: str) -> int:
-        header = re.compile(rf"^\s*\[\s*{re.escape(key)}\s*\]")
+        # [organization.7] or, for a key that is not a bare word, [organization."7"].
+        table, _, last = key.rpartition(".")
+        quoted = rf'|{re.escape(table)}\s*\.\s*"{re.escape(last)}"' if table else ""
+        header = re.compile(rf"^\s*\[\s*(?:{re.escape(key)}{quoted})\s*\]")
         found = next((i for i, line in enumerate(lines, 1) if header.match(line)), 0)
         return found or _key_line(text, key)
 
@@ -385,11 +400,9 @@ def _parse_workflows(
     sources: PolicySources,
 ) -> tuple[dict[str, WorkflowSpec] | None, list[PolicyProblem]]:
     """The declared workflows and their problems; ``None`` when the file is not TOML at all."""
-    problems: list[PolicyProblem] = []
-    try:
-        data = tomllib.loads(sources.workflows)
-    except tomllib.TOMLDecodeError as exc:
-        return None, [toml_error(sources.workflows, sources.workflows_name, exc)]
+    data, problems = load_toml(sources.workflows, sources.workflows_name)
+    if data is None:
+        return None, problems
     lines = sources.workflows.splitlines()
 
     def line_of(name: str) -> int:
@@ -487,6 +500,18 @@ def _parse_workflows(
     return specs, problems
 
 
+#: What a line the csv module cannot read is (a field over its 128 KiB limit, say).
+CSV_LINE_PROBLEM = "not a line of comma-separated fields"
+
+
+def csv_fields(line: str) -> list[str] | None:
+    """The fields of one line of a rule file or test table, stripped; None if it is no CSV line."""
+    try:
+        return [f.strip() for f in next(csv.reader(io.StringIO(line), skipinitialspace=True))]
+    except csv.Error:
+        return None
+
+
 def _parse_rules(
     sources: PolicySources, workflows: dict[str, WorkflowSpec] | None
 ) -> tuple[list[Rule], list[tuple[str, str]], list[PolicyProblem]]:
@@ -501,10 +526,14 @@ def _parse_rules(
         text = raw.strip()
         if not text or text.startswith("#"):
             continue
-        fields = [f.strip() for f in next(csv.reader(io.StringIO(text), skipinitialspace=True))]
 
         def problem(message: str, line: int = number) -> None:
             problems.append(PolicyProblem(sources.rules_name, line, message))
+
+        fields = csv_fields(text)
+        if fields is None:
+            problem(CSV_LINE_PROBLEM)
+            continue
 
         if fields[0] == "g":
             if len(fields) != 3:

@@ -152,6 +152,58 @@ def test_a_model_that_asks_other_fields_or_allows_by_default_is_refused(
     assert f"model.conf:{line}: error: {message}" in errors(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(
+    ("name", "added", "message"),
+    [
+        (
+            "workflows.toml",
+            "x = " + "[" * 5000 + "]" * 5000,
+            "not valid TOML here: arrays or tables nested too deeply",
+        ),
+        (
+            "sms.toml",
+            "x = " + "{a=" * 3000 + "1" + "}" * 3000,
+            "not valid TOML here: arrays or tables nested too deeply",
+        ),
+        (
+            "retention.toml",
+            '[organization."\u00b2"]',
+            "[organization.\u00b2]: an organization is named by its id",
+        ),
+        ("roles.csv", "p, admin, " + "x" * 140_000 + ", any", "not a line of comma-separated fields"),
+        (
+            "tests/default.csv",
+            "admin, none, none, " + "x" * 140_000 + ", deny",
+            "not a line of comma-separated fields",
+        ),
+        (
+            "tests/default.csv",
+            "admin, sms_group:\u00b2, none, sms.send, deny",
+            "sms_group needs a compliance group id",
+        ),
+    ],
+    ids=[
+        "deep-array",
+        "deep-inline-table",
+        "superscript-org-id",
+        "long-rule",
+        "long-case",
+        "superscript-group",
+    ],
+)
+def test_a_line_the_parsers_choke_on_is_a_problem_at_its_line_not_a_crash(
+    edited: Path, name: str, added: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each of these raised out of the check (RecursionError, csv.Error, ValueError): a 500 for the
+    what-if page and a proposal, and the end of the live reload's file watcher."""
+    path = edited / name
+    text = path.read_text() if path.exists() else ""
+    path.write_text(text + added + "\n")
+    line = len((text + added).splitlines())
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    assert any(e.startswith(f"{name}:{line}: error: {message}") for e in errors(capsys.readouterr().err))
+
+
 def test_a_toml_syntax_error_is_reported_once_at_its_real_line_without_cascading_errors(
     edited: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
