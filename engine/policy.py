@@ -370,13 +370,13 @@ def _model_problems(model: Model, sources: PolicySources) -> list[PolicyProblem]
     text, name = sources.model, sources.model_name
     problems = [
         PolicyProblem(name, _key_line(text, key), f"{key} must name {MODEL_FIELDS} fields, as shipped")
-        for key, section in (("r", "r"), ("p", "p"))
-        if any(len(a.tokens) != MODEL_FIELDS for a in model.model[section].values())
+        for key in ("r", "p")
+        if any(len(a.tokens) != MODEL_FIELDS for a in model.model[key].values())
     ]
     if any(a.value == DENY_OVERRIDE_EFFECT for a in model.model["e"].values()):
         problems.append(
             PolicyProblem(
-                name, _key_line(text, "e"), "the effect allows what no rule allows: anything must be denied"
+                name, _key_line(text, "e"), "the effect allows what no rule allows: that must be denied"
             )
         )
     unsafe = matcher_problem(model, MATCHER_FUNCTIONS)

@@ -87,7 +87,7 @@ def matcher_problem(model: Model, functions: Iterable[str]) -> str | None:
         sections = {key: model.model[key] for key in ("r", "p", "m")}
     except KeyError:
         return "the model needs request, policy and matcher definitions"
-    fields = {token for key in ("r", "p") for ast_ in sections[key].values() for token in ast_.tokens}
+    fields = {token for key in ("r", "p") for defined in sections[key].values() for token in defined.tokens}
     callable_ = {*functions, *model.model.get("g", {}).keys()}
     for key, assertion in sections["m"].items():
         try:

@@ -135,7 +135,7 @@ def test_a_matcher_of_field_comparisons_and_role_and_fact_functions_passes(edite
             "e = some(where (p.eft == allow))",
             "e = !some(where (p.eft == deny))",
             "e",
-            "the effect allows what no rule allows: anything must be denied",
+            "the effect allows what no rule allows: that must be denied",
         ),
     ],
 )
