@@ -22,14 +22,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import PurePath
+from typing import Any
 
 import casbin
+from casbin.effect import DENY_OVERRIDE_EFFECT
 from casbin.model import Model
 
 from engine.decisions import MISSING_FACT_REASONS, ROLE_NOT_PERMITTED, UNKNOWN_WORKFLOW, Decision, Fact
 from engine.escalation import EscalationSchedule, parse_schedule
 from engine.model import EXTERNAL_PARTICIPANT, ConsentScope, Purpose, Role
-from engine.policy_enforcers import WorkflowEnforcers
+from engine.policy_enforcers import WorkflowEnforcers, matcher_problem
 from engine.retention import RetentionRules
 from engine.retention import parse_rules as parse_retention
 
@@ -200,6 +202,21 @@ def toml_error(text: str, name: str, exc: tomllib.TOMLDecodeError) -> PolicyProb
     return PolicyProblem(name, line, f"not valid TOML: {reason}")
 
 
+def load_toml(text: str, name: str) -> tuple[dict[str, Any] | None, list[PolicyProblem]]:
+    """The TOML document of a policy file, or None and the one problem to fix (file and line).
+
+    tomllib recurses once per nested array or inline table: a few thousand ``[`` raise
+    RecursionError, named here at the line that opens the most."""
+    try:
+        return tomllib.loads(text), []
+    except tomllib.TOMLDecodeError as exc:
+        return None, [toml_error(text, name, exc)]
+    except RecursionError:
+        lines = text.splitlines() or [""]
+        line = max(range(len(lines)), key=lambda i: lines[i].count("[") + lines[i].count("{")) + 1
+        return None, [PolicyProblem(name, line, "not valid TOML here: arrays or tables nested too deeply")]
+
+
 def _key_line(text: str, key: str) -> int:
     """The first line that assigns ``key`` (1 if none does)."""
     pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
@@ -215,10 +232,9 @@ def _parse_sms(sources: PolicySources) -> tuple[frozenset[int], list[PolicyProbl
     if not sources.sms.strip():
         return frozenset(), []
     name = sources.sms_name
-    try:
-        data = tomllib.loads(sources.sms)
-    except tomllib.TOMLDecodeError as exc:
-        return frozenset(), [toml_error(sources.sms, name, exc)]
+    data, broken = load_toml(sources.sms, name)
+    if data is None:
+        return frozenset(), broken
     problems: list[PolicyProblem] = []
     for table in sorted(set(data) - set(SMS_KEYS)):
         problems.append(
@@ -274,10 +290,9 @@ def _parse_notices(sources: PolicySources) -> tuple[str, list[PolicyProblem]]:
     if not sources.notices.strip():
         return PART2_SHORT_NOTICE, []
     name, text = sources.notices_name, sources.notices
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return PART2_SHORT_NOTICE, [toml_error(text, name, exc)]
+    data, broken = load_toml(text, name)
+    if data is None:
+        return PART2_SHORT_NOTICE, broken
     problems = [
         PolicyProblem(name, _key_line(text, table), f"unknown table or key {table!r} (known: [part2])")
         for table in sorted(set(data) - set(NOTICE_KEYS))
@@ -311,10 +326,9 @@ def _parse_escalation(sources: PolicySources) -> tuple[EscalationSchedule, list[
     if not sources.escalation.strip():
         return EscalationSchedule(), []
     name = sources.escalation_name
-    try:
-        data = tomllib.loads(sources.escalation)
-    except tomllib.TOMLDecodeError as exc:
-        return EscalationSchedule(), [toml_error(sources.escalation, name, exc)]
+    data, broken = load_toml(sources.escalation, name)
+    if data is None:
+        return EscalationSchedule(), broken
     schedule, problems = parse_schedule(data, lambda key: _key_line(sources.escalation, key))
     return schedule, [PolicyProblem(name, line, message) for line, message in problems]
 
@@ -325,19 +339,50 @@ def _parse_retention(sources: PolicySources) -> tuple[RetentionRules, list[Polic
     if not sources.retention.strip():
         return RetentionRules(), []
     name, text = sources.retention_name, sources.retention
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        return RetentionRules(), [toml_error(text, name, exc)]
+    data, broken = load_toml(text, name)
+    if data is None:
+        return RetentionRules(), broken
     lines = text.splitlines()
 
     def line_of(key: str) -> int:
-        header = re.compile(rf"^\s*\[\s*{re.escape(key)}\s*\]")
+        # [organization.7] or, for a key that is not a bare word, [organization."7"].
+        table, _, last = key.rpartition(".")
+        quoted = rf'|{re.escape(table)}\s*\.\s*"{re.escape(last)}"' if table else ""
+        header = re.compile(rf"^\s*\[\s*(?:{re.escape(key)}{quoted})\s*\]")
         found = next((i for i, line in enumerate(lines, 1) if header.match(line)), 0)
         return found or _key_line(text, key)
 
     rules, problems = parse_retention(data, line_of)
     return rules, [PolicyProblem(name, line, message) for line, message in problems]
+
+
+#: The functions a matcher may call besides the model's role functions (``g``).
+MATCHER_FUNCTIONS = ("holds",)
+#: Request and rule fields: caremsg asks (role, workflow, facts) and a rule holds (role, workflow,
+#: requires).
+MODEL_FIELDS = 3
+
+
+def _model_problems(model: Model, sources: PolicySources) -> list[PolicyProblem]:
+    """What a loadable model may still not do here: ask or hold other than three fields, allow
+    what no rule allows (pycasbin's deny-override effect allows a question no rule matches), or
+    evaluate more than field comparisons (:func:`engine.policy_enforcers.matcher_problem`)."""
+    text, name = sources.model, sources.model_name
+    problems = [
+        PolicyProblem(name, _key_line(text, key), f"{key} must name {MODEL_FIELDS} fields, as shipped")
+        for key in ("r", "p")
+        if any(len(a.tokens) != MODEL_FIELDS for a in model.model[key].values())
+    ]
+    if any(a.value == DENY_OVERRIDE_EFFECT for a in model.model["e"].values()):
+        problems.append(
+            PolicyProblem(
+                name, _key_line(text, "e"), "the effect allows what no rule allows: that must be denied"
+            )
+        )
+    unsafe = matcher_problem(model, MATCHER_FUNCTIONS)
+    if unsafe is not None:
+        problems.append(PolicyProblem(name, _key_line(text, "m"), unsafe))
+    return problems
 
 
 @lru_cache(maxsize=256)
@@ -355,11 +400,9 @@ def _parse_workflows(
     sources: PolicySources,
 ) -> tuple[dict[str, WorkflowSpec] | None, list[PolicyProblem]]:
     """The declared workflows and their problems; ``None`` when the file is not TOML at all."""
-    problems: list[PolicyProblem] = []
-    try:
-        data = tomllib.loads(sources.workflows)
-    except tomllib.TOMLDecodeError as exc:
-        return None, [toml_error(sources.workflows, sources.workflows_name, exc)]
+    data, problems = load_toml(sources.workflows, sources.workflows_name)
+    if data is None:
+        return None, problems
     lines = sources.workflows.splitlines()
 
     def line_of(name: str) -> int:
@@ -457,6 +500,18 @@ def _parse_workflows(
     return specs, problems
 
 
+#: What a line the csv module cannot read is (a field over its 128 KiB limit, say).
+CSV_LINE_PROBLEM = "not a line of comma-separated fields"
+
+
+def csv_fields(line: str) -> list[str] | None:
+    """The fields of one line of a rule file or test table, stripped; None if it is no CSV line."""
+    try:
+        return [f.strip() for f in next(csv.reader(io.StringIO(line), skipinitialspace=True))]
+    except csv.Error:
+        return None
+
+
 def _parse_rules(
     sources: PolicySources, workflows: dict[str, WorkflowSpec] | None
 ) -> tuple[list[Rule], list[tuple[str, str]], list[PolicyProblem]]:
@@ -471,10 +526,14 @@ def _parse_rules(
         text = raw.strip()
         if not text or text.startswith("#"):
             continue
-        fields = [f.strip() for f in next(csv.reader(io.StringIO(text), skipinitialspace=True))]
 
         def problem(message: str, line: int = number) -> None:
             problems.append(PolicyProblem(sources.rules_name, line, message))
+
+        fields = csv_fields(text)
+        if fields is None:
+            problem(CSV_LINE_PROBLEM)
+            continue
 
         if fields[0] == "g":
             if len(fields) != 3:
@@ -566,6 +625,8 @@ class Policy:
             casbin.Enforcer(model)
         except Exception as exc:  # pycasbin raises bare exceptions for malformed models
             problems.append(PolicyProblem(sources.model_name, 1, f"not a valid Casbin model: {exc}"))
+        else:
+            problems += _model_problems(model, sources)
         if problems:
             raise PolicyError(problems)
         casbin_rules = [rule.casbin for rule in rules]

@@ -43,9 +43,8 @@ def requires_same_workflow(model: Model) -> bool:
         return False
     if len(request) < 2 or len(rule) < 2 or "eval(" in matcher:
         return False
-    text = re.sub(r"!(?!=)", "not ", matcher.replace("&&", " and ").replace("||", " or "))
     try:
-        tree = ast.parse(text.strip(), mode="eval").body
+        tree = _as_python(matcher).body
     except SyntaxError:
         return False
     terms = tree.values if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And) else [tree]
@@ -59,6 +58,84 @@ def requires_same_workflow(model: Model) -> bool:
         and {term.left.id, term.comparators[0].id} == wanted
         for term in terms
     )
+
+
+def _as_python(matcher: str) -> ast.Expression:
+    """The matcher as pycasbin evaluates it: ``&&``, ``||`` and ``!`` rewritten to Python's words
+    (everywhere, string literals included, as pycasbin does), parsed; raises SyntaxError."""
+    text = re.sub(r"!(?!=)", "not ", matcher.replace("&&", " and ").replace("||", " or "))
+    return ast.parse(text.strip(), mode="eval")
+
+
+#: What a matcher may compare with: ``==``, ``!=``, ``in``, ``not in``.
+_COMPARISONS = (ast.Eq, ast.NotEq, ast.In, ast.NotIn)
+
+
+def matcher_problem(model: Model, functions: Iterable[str]) -> str | None:
+    """Why a matcher of ``model`` may not be evaluated, or None if every one may.
+
+    pycasbin hands a matcher to an expression evaluator (simpleeval) for every rule it walks: a
+    method call such as ``r.wf.ljust(10**9)`` there allocates without limit, and ``regexMatch`` or
+    ``globMatch`` with a pattern of nested repeats runs for minutes while holding the interpreter,
+    so one file a compliance officer tries in the what-if page, or proposes, would stall every
+    request of the service. A matcher may therefore only combine, with ``&&``, ``||``, ``!`` and
+    parentheses, comparisons (``==``, ``!=``, ``in``, ``not in``) of request and rule fields
+    (``r.role``, ``p.wf``...) and text, and calls of the role functions (``g``...) and of
+    ``functions`` (caremsg's own, such as ``holds``) on fields and text: nothing else is evaluated.
+    """
+    try:
+        sections = {key: model.model[key] for key in ("r", "p", "m")}
+    except KeyError:
+        return "the model needs request, policy and matcher definitions"
+    fields = {token for key in ("r", "p") for defined in sections[key].values() for token in defined.tokens}
+    callable_ = {*functions, *model.model.get("g", {}).keys()}
+    for key, assertion in sections["m"].items():
+        try:
+            tree = _as_python(assertion.value)
+        except SyntaxError:
+            return f"matcher {key} is not an expression"
+        found = _disallowed(tree.body, fields, callable_)
+        if found is not None:
+            return f"matcher {key} may not use {found}"
+    return None
+
+
+def _disallowed(node: ast.AST, fields: set[str], functions: set[str]) -> str | None:
+    """The first construct in ``node`` outside what :func:`matcher_problem` allows, named."""
+    children: list[ast.AST]
+    if isinstance(node, ast.BoolOp):
+        children = list(node.values)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        children = [node.operand]
+    elif isinstance(node, ast.Compare):
+        if not all(isinstance(op, _COMPARISONS) for op in node.ops):
+            return "comparisons other than ==, !=, in and not in"
+        children = [node.left, *node.comparators]
+    elif isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in functions:
+            return f"{_shown(node.func)[1:-1]}() (a matcher calls only {', '.join(sorted(functions))})"
+        if node.keywords:
+            return "keyword arguments"
+        children = list(node.args)
+    elif isinstance(node, (ast.Tuple, ast.List)):
+        children = list(node.elts)
+    elif isinstance(node, ast.Name):
+        return None if node.id in fields else f"{_shown(node)} (not a request or rule field)"
+    elif isinstance(node, ast.Constant):
+        return None if isinstance(node.value, (str, bool)) else f"{_shown(node)} (only text)"
+    else:
+        return _shown(node)
+    for child in children:
+        found = _disallowed(child, fields, functions)
+        if found is not None:
+            return found
+    return None
+
+
+def _shown(node: ast.AST) -> str:
+    """A piece of a matcher as its author wrote it (``r.wf``, not pycasbin's ``r_wf``), shortened."""
+    text = re.sub(r"\b([rp]\d*)_", r"\1.", ast.unparse(node))
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 class WorkflowEnforcers:

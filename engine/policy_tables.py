@@ -21,12 +21,10 @@ A table is CSV, one case a line::
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 
 from engine.decisions import Decision, Fact
-from engine.policy import KNOWN_ROLES, Policy, PolicyProblem, Rule
+from engine.policy import CSV_LINE_PROBLEM, KNOWN_ROLES, Policy, PolicyProblem, Rule, csv_fields
 
 SMS_GROUP_PREFIX = "sms_group:"
 CONSENT_STATES = {"active": {Fact.COVERED}, "external": {Fact.EXTERNAL_CONSENT}, "none": set()}
@@ -110,7 +108,10 @@ def parse_table(text: str, name: str) -> tuple[list[PolicyCase], list[PolicyProb
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        fields = [f.strip() for f in next(csv.reader(io.StringIO(line), skipinitialspace=True))]
+        fields = csv_fields(line)
+        if fields is None:
+            problems.append(PolicyProblem(name, number, CSV_LINE_PROBLEM))
+            continue
         if len(fields) != 5:
             problems.append(
                 PolicyProblem(name, number, "a case reads: who, relationship, consent, action, expected")
@@ -124,11 +125,8 @@ def parse_table(text: str, name: str) -> tuple[list[PolicyCase], list[PolicyProb
         )
         groups = {p for p in stated if p.startswith(SMS_GROUP_PREFIX)}
         relationship = stated - groups
-        sms_groups = frozenset(
-            int(g.removeprefix(SMS_GROUP_PREFIX))
-            for g in groups
-            if g.removeprefix(SMS_GROUP_PREFIX).isdigit()
-        )
+        numbers = [g.removeprefix(SMS_GROUP_PREFIX) for g in groups]
+        sms_groups = frozenset(int(n) for n in numbers if n.isascii() and n.isdigit())
         if len(sms_groups) != len(groups):
             problems.append(
                 PolicyProblem(name, number, "sms_group needs a compliance group id, e.g. sms_group:7")

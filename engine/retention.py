@@ -93,7 +93,7 @@ def parse_rules(
         organizations = {}
     for key, table in organizations.items():
         header = f"organization.{key}"
-        if not key.isdigit() or int(key) < 1:
+        if not (key.isascii() and key.isdigit()) or int(key) < 1:
             problems.append(
                 (line_of(header), f"[{header}]: an organization is named by its id, a whole number")
             )

@@ -127,6 +127,10 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 NOT_TEXT = "\ufffd"
 #: A lone surrogate (JSON may carry one): not text any file can hold.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: Bidirectional controls reorder how a line is shown, not how it is read ("Trojan Source",
+#: CVE-2021-42574), and U+2028/U+2029 end a line for the policy's parsers (str.splitlines) but not
+#: for most editors and diffs: either lets the approver read other text than the one that decides.
+_INVISIBLE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
 def _controls(value: str, field: str) -> list[FieldError]:
@@ -134,6 +138,15 @@ def _controls(value: str, field: str) -> list[FieldError]:
         return [FieldError(field, "Must be UTF-8 text, as the policy files are.", "not_text")]
     if _CONTROL.search(value):
         return [FieldError(field, "Must not contain control characters such as NUL.", "control_character")]
+    if _INVISIBLE.search(value):
+        return [
+            FieldError(
+                field,
+                "Must not contain characters that reorder text or end a line unseen (bidirectional "
+                "controls, U+2028, U+2029).",
+                "invisible_character",
+            )
+        ]
     return []
 
 

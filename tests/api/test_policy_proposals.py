@@ -134,6 +134,28 @@ async def test_bad_input_is_a_422_naming_the_field(api: Api, body: dict[str, Any
     assert problem["errors"]
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        # One comment line to an editor or git diff; a comment and a table to the policy's parser.
+        "# no groups\u2028[full_text]\n",
+        # Trojan Source: a line shown reordered and read in order.
+        "# \u202e]txet_lluf[\n",
+        "[full_text]\ncompliance_group_ids = [] # \u2066x\u2069\n",
+    ],
+    ids=["line-separator", "right-to-left-override", "isolate"],
+)
+async def test_text_an_approver_would_read_otherwise_than_the_parser_is_refused(
+    api: Api, content: str
+) -> None:
+    alice, _ = await officers(api)
+    status, problem = await api.call(
+        "POST", PROPOSALS, alice, json={"file": "sms.toml", "content": content, "reason": "Tidy"}
+    )
+    assert status == 422, problem
+    assert [(e["field"], e["type"]) for e in problem["errors"]] == [("content", "invisible_character")]
+
+
 @pytest.mark.parametrize("role", ["peer_support", "admin", "auditor"])
 async def test_only_compliance_officers_see_or_make_proposals(api: Api, role: str) -> None:
     person = await api.person(role, await api.organization())

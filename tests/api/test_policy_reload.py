@@ -141,6 +141,37 @@ async def test_a_changed_file_is_picked_up_without_any_call(live: Api, policy_di
     await eventually(changed, "the watcher to swap in the edited files")
 
 
+async def test_a_file_that_once_crashed_the_check_is_refused_and_the_watcher_goes_on(
+    live: Api, policy_dir: Path
+) -> None:
+    """Arrays nested a few thousand deep made tomllib raise RecursionError out of the check: the
+    file watcher's task ended with it, and no later edit went live until a restart."""
+    org = await live.organization()
+    admin = await live.person("admin", org)
+    before = await version(live, admin)
+    workflows = policy_dir / "workflows.toml"
+    shipped = workflows.read_text()
+    with capture_logs() as logs:
+        workflows.write_text(shipped + "x = " + "[" * 5000 + "]" * 5000 + "\n")
+
+        async def refused() -> list[Any]:
+            return [e for e in logs if e["event"] == "policy.reload_rejected" and e["trigger"] == "file"]
+
+        [rejected] = await eventually(refused, "the watcher to refuse the file")
+    line = shipped.count("\n") + 1
+    assert rejected["problems"] == [
+        f"workflows.toml:{line}: error: not valid TOML here: arrays or tables nested too deeply"
+    ]
+    assert await version(live, admin) == before
+    workflows.write_text(shipped + "# a comment is a new version\n")
+
+    async def changed() -> str | None:
+        now = await version(live, admin)
+        return now if now != before else None
+
+    await eventually(changed, "the watcher to swap in the next edit")
+
+
 async def test_a_changed_sms_toml_is_picked_up_by_the_watcher(live: Api, policy_dir: Path) -> None:
     org = await live.organization()
     admin = await live.person("admin", org)

@@ -154,6 +154,25 @@ async def test_a_breaking_edit_of_any_file_names_that_file_and_the_line(
     assert escape(f"{name}:{edited.count(chr(10))}: {message}") in await response.text()
 
 
+async def test_a_model_whose_matcher_would_stall_the_service_is_refused_without_evaluating_it(
+    api: Api,
+) -> None:
+    """pycasbin evaluates a matcher for every rule it walks: a catastrophic pattern in regexMatch
+    held the interpreter for minutes per decision, so one officer of any organization stalled every
+    request of the service with one what-if. The matcher is refused before any case is decided."""
+    officer = await api.person("compliance_officer", await api.organization())
+    assert (await sign_in(api, officer)).status == 303
+    shipped = (POLICY_DIR / "model.conf").read_text()
+    matcher = next(line for line in shipped.splitlines() if line.startswith("m = "))
+    stalling = f'{matcher} && !regexMatch("{"a" * 40}!", "^(a+)+$")'
+    response = await what_if(
+        api, token=await csrf_of(api), text=shipped.replace(matcher, stalling), name="model.conf"
+    )
+    assert response.status == 200
+    line = shipped.splitlines().index(matcher) + 1
+    assert escape(f"model.conf:{line}: error: matcher m may not use regexMatch()") in await response.text()
+
+
 async def test_a_rule_change_lists_the_decisions_it_would_change_with_a_count_per_workflow(
     api: Api, db: asyncpg.Connection
 ) -> None:

@@ -81,6 +81,129 @@ def test_policy_check_reports_a_broken_model(edited: Path, capsys: pytest.Captur
     ]
 
 
+SHIPPED_MATCHER = "m = r.wf == p.wf && g(r.role, p.role) && holds(p.requires, r.facts)"
+
+
+@pytest.mark.parametrize(
+    ("term", "named"),
+    [
+        # Each is harmless on these inputs; with another pattern or length each stalls or fills
+        # the process (regexMatch("aaaa...!", "^(a+)+$"), r.wf.ljust(10**10)) while the what-if
+        # page or a proposal checks the file.
+        ('!regexMatch(r.wf, "^(a|a)+$")', "regexMatch() (a matcher calls only g, holds)"),
+        ('!keyMatch2(r.wf, "/:a/:b")', "keyMatch2() (a matcher calls only g, holds)"),
+        ('!globMatch(r.wf, "*a*a*b")', "globMatch() (a matcher calls only g, holds)"),
+        ('r.wf.ljust(10) != ""', "r.wf.ljust() (a matcher calls only g, holds)"),
+        ('eval("1") != ""', "eval() (a matcher calls only g, holds)"),
+        ("r.facts.__class__ != p.wf", "'r.facts.__class__'"),
+        ('r.wf + "x" != p.wf', "\"r.wf + 'x'\""),
+        ('r.role != "x" * 9', "\"'x' * 9\""),
+        ("[1 for c in r.wf] != []", "'[1 for c in r.wf]'"),
+        ("r.wf[0] != p.wf", "'r.wf[0]'"),
+        ("r.wf < p.wf", "comparisons other than ==, !=, in and not in"),
+        ("r.role != 1", "'1' (only text)"),
+        ("secret != p.wf", "'secret' (not a request or rule field)"),
+    ],
+)
+def test_a_matcher_may_only_compare_fields_and_call_the_role_and_fact_functions(
+    edited: Path, term: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = edited / "model.conf"
+    text = model.read_text()
+    model.write_text(text.replace(SHIPPED_MATCHER, f"{SHIPPED_MATCHER} && {term}"))
+    line = text.splitlines().index(SHIPPED_MATCHER) + 1
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    assert errors(capsys.readouterr().err) == [f"model.conf:{line}: error: matcher m may not use {named}"]
+
+
+@pytest.mark.parametrize(
+    "term",
+    ['r.role in ("admin", "auditor")', '!(r.role == "external") || p.role != "x"', "r.wf != p.requires"],
+)
+def test_a_matcher_of_field_comparisons_and_role_and_fact_functions_passes(edited: Path, term: str) -> None:
+    model = edited / "model.conf"
+    model.write_text(model.read_text().replace(SHIPPED_MATCHER, f"{SHIPPED_MATCHER} && ({term})"))
+    assert main(["policy", "check", "--dir", str(edited)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("shipped", "edit", "key", "message"),
+    [
+        ("r = role, wf, facts", "r = role, wf", "r", "r must name 3 fields, as shipped"),
+        ("p = role, wf, requires", "p = role, wf, requires, eft", "p", "p must name 3 fields, as shipped"),
+        (
+            "e = some(where (p.eft == allow))",
+            "e = !some(where (p.eft == deny))",
+            "e",
+            "the effect allows what no rule allows: that must be denied",
+        ),
+    ],
+)
+def test_a_model_that_asks_other_fields_or_allows_by_default_is_refused(
+    edited: Path, shipped: str, edit: str, key: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model pycasbin loads may still fail every decision (a request of another size raises) or
+    allow a question no rule matches (deny-override): both are refused with the line to fix."""
+    model = edited / "model.conf"
+    text = model.read_text()
+    model.write_text(text.replace(shipped, edit))
+    line = text.splitlines().index(shipped) + 1
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    assert f"model.conf:{line}: error: {message}" in errors(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("name", "added", "message"),
+    [
+        (
+            "workflows.toml",
+            "x = " + "[" * 5000 + "]" * 5000,
+            "not valid TOML here: arrays or tables nested too deeply",
+        ),
+        (
+            "sms.toml",
+            "x = " + "{a=" * 3000 + "1" + "}" * 3000,
+            "not valid TOML here: arrays or tables nested too deeply",
+        ),
+        (
+            "retention.toml",
+            '[organization."\u00b2"]',
+            "[organization.\u00b2]: an organization is named by its id",
+        ),
+        ("roles.csv", "p, admin, " + "x" * 140_000 + ", any", "not a line of comma-separated fields"),
+        (
+            "tests/default.csv",
+            "admin, none, none, " + "x" * 140_000 + ", deny",
+            "not a line of comma-separated fields",
+        ),
+        (
+            "tests/default.csv",
+            "admin, sms_group:\u00b2, none, sms.send, deny",
+            "sms_group needs a compliance group id",
+        ),
+    ],
+    ids=[
+        "deep-array",
+        "deep-inline-table",
+        "superscript-org-id",
+        "long-rule",
+        "long-case",
+        "superscript-group",
+    ],
+)
+def test_a_line_the_parsers_choke_on_is_a_problem_at_its_line_not_a_crash(
+    edited: Path, name: str, added: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each of these raised out of the check (RecursionError, csv.Error, ValueError): a 500 for the
+    what-if page and a proposal, and the end of the live reload's file watcher."""
+    path = edited / name
+    text = path.read_text() if path.exists() else ""
+    path.write_text(text + added + "\n")
+    line = len((text + added).splitlines())
+    assert main(["policy", "check", "--dir", str(edited)]) == 1
+    assert any(e.startswith(f"{name}:{line}: error: {message}") for e in errors(capsys.readouterr().err))
+
+
 def test_a_toml_syntax_error_is_reported_once_at_its_real_line_without_cascading_errors(
     edited: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
