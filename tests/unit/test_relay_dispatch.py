@@ -6,12 +6,10 @@ tests/integration/test_relay.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from engine.effects import (
     KIND,
@@ -36,38 +34,12 @@ from engine.effects import (
 )
 from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
 from engine.sms import Keyword
-from integrations.effects.executor import EffectCancelled, Executors, RelayContext
+from integrations.effects.executor import EffectCancelled, Executors
 from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from, outbox_row
 from integrations.effects.posts import MessageRecalled
 from integrations.relay import TEXT_KINDS, Dead, Done, GivenBack, OutboxRelay, Relays, RelaySettings, RetryAt
 from integrations.relay.outcomes import Cancelled, finished, settle_params
-from tests.support.fakes import FakeChatGateway
-
-
-@dataclass(eq=False)  # registered and grouped by identity, as the real executors are
-class FakeExecutor:
-    """Performs the effect types it is given by recording them, or by raising ``fails_with``."""
-
-    handles: tuple[type[Effect], ...]
-    fails_with: BaseException | None = None
-    delivered: list[Effect] = field(default_factory=list)
-    #: Whether each delivery was told what the claim read is fresh (``entry.fresh``), in order.
-    fresh: list[bool] = field(default_factory=list)
-    #: Set to hold every delivery until the test sets it.
-    hold: asyncio.Event | None = None
-
-    async def deliver(self, effect: Effect, entry: OutboxEntry, ctx: RelayContext) -> None:
-        self.delivered.append(effect)
-        self.fresh.append(entry.fresh)
-        if self.hold is not None:
-            await self.hold.wait()
-        if self.fails_with is not None:
-            raise self.fails_with
-
-    async def settle(
-        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
-    ) -> None:
-        raise AssertionError("settle is not called without a database in these tests")
+from tests.support.fakes import FakeChatGateway, FakeExecutor
 
 
 def relay(*executors: FakeExecutor, max_attempts: int = 5, concurrency: int = 8) -> OutboxRelay:
