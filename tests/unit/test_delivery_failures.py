@@ -6,12 +6,15 @@ ends the entry."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import httpx
 import pytest
 
 from engine.errors import ChatCredentialsRejected, ChatGatewayError, ChatUnavailable
 from integrations.effects.texts import SmsRefused
 from integrations.relay.failures import Failure, classify
+from integrations.sendbird import SendbirdChatGateway, SendbirdClient
 from integrations.sendbird.wire import reply_body
 from integrations.twilio import TwilioSmsGateway
 from tests.support.sendbird import sendbird_error
@@ -116,3 +119,50 @@ def test_every_failure_an_executor_raises_has_one_meaning(exc: Exception, kind: 
     failure = classify(exc)
 
     assert (failure.kind, failure.reason) == (kind, reason)
+
+
+def _refusing_chat() -> tuple[SendbirdChatGateway, list[httpx.Request]]:
+    """The chat gateway on a Sendbird that refuses its token to every request, and what it was sent."""
+    sent: list[httpx.Request] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return sendbird_error(400401, status=401)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    return SendbirdChatGateway(SendbirdClient(http, base_url="https://sb.test", api_token="t")), sent
+
+
+CHAT_CALLS: dict[str, Callable[[SendbirdChatGateway], Awaitable[object]]] = {
+    "create a user": lambda chat: chat.ensure_user("u1", "N."),
+    "create a channel": lambda chat: chat.ensure_channel("c1", name="Care", user_ids=["u1"]),
+    "create a channel again": lambda chat: chat.ensure_channel(
+        "c1", name="Care", user_ids=["u1"], repeat=True
+    ),
+    "invite members": lambda chat: chat.invite_members("c1", ["u1"]),
+    "remove members": lambda chat: chat.remove_members("c1", ["u1"]),
+    "remove members again": lambda chat: chat.remove_members("c1", ["u1"], repeat=True),
+    "post a message": lambda chat: chat.send_message("c1", sender_id="u1", text="t", dedup_id="d"),
+    "post a file": lambda chat: chat.send_file(
+        "c1", sender_id="u1", file=b"%PDF", file_name="a.pdf", content_type="application/pdf", dedup_id="d"
+    ),
+    "look for a post": lambda chat: chat.find_message(
+        "c1", sender_id="u1", custom_type="x", data="{}", kind="text"
+    ),
+    "delete a recalled post": lambda chat: chat.delete_message("c1", 42),
+}
+
+
+@pytest.mark.parametrize("call", list(CHAT_CALLS), ids=list(CHAT_CALLS))
+async def test_every_chat_call_the_executors_make_lets_a_refusal_of_our_token_through_as_itself(
+    call: str,
+) -> None:
+    """No path (channel creation, membership, posts, files, recall deletes, SMS replies' posts) turns
+    a refused token into something else, or reads the channel after it: the relay's one rule sees it."""
+    chat, sent = _refusing_chat()
+
+    with pytest.raises(ChatCredentialsRejected) as refused:
+        await CHAT_CALLS[call](chat)
+
+    assert classify(refused.value).kind == "credentials"
+    assert len(sent) == 1  # refused before anything was done: nothing to read back
