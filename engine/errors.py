@@ -22,7 +22,8 @@ generic and never carry PHI (names, phone numbers, message text).
         ├── ChatAlreadyExists
         ├── ChatInvalidRequest
         ├── ChatRateLimited     (retryable; carries retry_after seconds)
-        └── ChatUnavailable     (retryable: 5xx, timeouts, dropped connections)
+        ├── ChatUnavailable     (retryable: 5xx, timeouts, dropped connections)
+        └── ChatCredentialsRejected (retryable: the provider refused caremsg's own credentials)
 """
 
 from __future__ import annotations
@@ -197,3 +198,20 @@ class ChatRateLimited(ChatGatewayError):
 class ChatUnavailable(ChatGatewayError):
     code = "chat_unavailable"
     retryable = True
+
+
+class ChatCredentialsRejected(ChatGatewayError):
+    """The provider refused caremsg's own credentials (a token rotated badly, revoked, or mistyped on
+    deploy), before looking at what was asked: for caremsg the provider is out of reach until an
+    operator fixes them, so the outbox relay holds the entry as in any outage rather than fail it.
+    ``provider`` names the provider (a small fixed set: ``sendbird``, ``sendbird_business_messaging``,
+    ``twilio``) for the operator's log line and metric."""
+
+    code = "chat_credentials_rejected"
+    retryable = True
+
+    def __init__(
+        self, detail: str = "", *, provider: str, provider_code: int | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(detail, provider_code=provider_code, status=status)
+        self.provider = provider

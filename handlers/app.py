@@ -211,7 +211,8 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
         *app[messaging_key].outbox_kinds,
     ]
     sessions, gateway = app[sessions_key], app[chat_key]
-    retried = app[operations_key].metrics.relay_retried
+    metrics = app[operations_key].metrics
+    retried, refused_credentials = metrics.relay_retried, metrics.provider_credentials_rejected
     relay = Relays(
         [
             OutboxRelay(
@@ -220,6 +221,7 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
                 dataclasses.replace(relay_settings, skip_kinds=TEXT_KINDS),
                 executors=executors,
                 on_retry=retried,
+                on_credentials_rejected=refused_credentials,
             ),
             OutboxRelay(
                 sessions,
@@ -227,6 +229,7 @@ async def _relay(app: web.Application) -> AsyncIterator[None]:
                 dataclasses.replace(relay_settings, claim_kinds=TEXT_KINDS),
                 executors=executors,
                 on_retry=retried,
+                on_credentials_rejected=refused_credentials,
             ),
         ]
     )

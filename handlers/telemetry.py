@@ -71,8 +71,9 @@ STORED: Final = "mostrecent"
 
 @dataclass
 class Metrics:
-    """The app's metrics. ``rate_limit_refused``, ``observe_decision``, ``unparseable_request``
-    and ``relay_retried`` are the hooks other parts of caremsg call; everything else is filled here.
+    """The app's metrics. ``rate_limit_refused``, ``observe_decision``, ``unparseable_request``,
+    ``relay_retried`` and ``provider_credentials_rejected`` are the hooks other parts of caremsg
+    call; everything else is filled here.
 
     ``shared_dir``: the multiprocess directory of ``--workers`` (see the module docstring); None in
     one process, where the app's own registry is what a scrape shows."""
@@ -154,6 +155,13 @@ class Metrics:
         self.relay_retries = Counter(
             "caremsg_relay_retries", "Outbox deliveries put back for another attempt.", registry=r
         )
+        self.credential_failures = Counter(
+            "caremsg_provider_credential_failures",
+            "Outbox deliveries a provider refused for caremsg's own credentials (held, not failed),"
+            " by provider and its error code (else the HTTP status).",
+            ["provider", "code"],
+            registry=r,
+        )
         self._this_process = _ThisProcess()
         r.register(self._this_process)
         self._exposed = r
@@ -194,6 +202,11 @@ class Metrics:
     def relay_retried(self) -> None:
         """Count one outbox delivery put back for another attempt (the relay calls this)."""
         self.relay_retries.inc()
+
+    def provider_credentials_rejected(self, provider: str, code: int | None) -> None:
+        """Count one delivery ``provider`` refused for caremsg's credentials (the relay calls this).
+        Both labels are small fixed sets: the providers caremsg talks to, the codes that mean this."""
+        self.credential_failures.labels(provider, "" if code is None else str(code)).inc()
 
     async def refresh(self, probe: DatabaseProbe, consents: ConsentIndex | None) -> None:
         """Read the stored-state gauges from PostgreSQL (a probe that fails counts a scrape failure)."""

@@ -72,7 +72,7 @@ class SendbirdSmsGateway:
             raise ChatUnavailable("Business Messaging send timed out") from exc
         except httpx.HTTPError as exc:
             raise ChatUnavailable(f"Business Messaging send failed: {type(exc).__name__}") from exc
-        reply: Any = reply_body("send_sms", response)
+        reply: Any = reply_body("send_sms", response, provider="sendbird_business_messaging")
         if isinstance(reply, dict):
             for key in ("request_id", "notification_id", "id", "message_id"):
                 value = reply.get(key)

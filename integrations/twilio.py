@@ -10,8 +10,9 @@ documentation (twilio.com/docs/messaging/api/message-resource, /docs/usage/secur
   ``MessagingServiceSid``, ``Body``. 201 with the Message resource (``sid``, ``status``...). Errors
   are ``{"code", "message", "more_info", "status"}``: 21610 the recipient texted STOP (Twilio
   blocks every later text to them), 21211/21614 not a valid (mobile) number, 20003 bad credentials,
-  429/20429 too many requests. There is no idempotency key: a text retried after an ambiguous
-  failure may arrive twice (at least once, never lost).
+  20005 the account is not active (twilio.com/docs/api/errors/20005), 429/20429 too many
+  requests. There is no idempotency key: a text retried after an ambiguous failure may arrive
+  twice (at least once, never lost).
 - **Receive**: Twilio POSTs the inbound message form-encoded to the number's (or Messaging
   Service's) webhook: ``MessageSid``, ``AccountSid``, ``From``, ``To``, ``Body``, ... and, with
   Advanced Opt-Out on a Messaging Service, ``OptOutType`` = ``STOP`` | ``START`` | ``HELP`` when the
@@ -37,13 +38,16 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
-import structlog
 
-from engine.errors import ChatGatewayError, ChatInvalidRequest, ChatRateLimited, ChatUnavailable
+from engine.errors import (
+    ChatCredentialsRejected,
+    ChatGatewayError,
+    ChatInvalidRequest,
+    ChatRateLimited,
+    ChatUnavailable,
+)
 from engine.sms import Keyword
 from integrations.sendbird import TokenBucket
-
-_log = structlog.get_logger(__name__)
 
 DEFAULT_BASE_URL: Final = "https://api.twilio.com"
 API_VERSION: Final = "2010-04-01"
@@ -53,6 +57,7 @@ UNSUBSCRIBED_RECIPIENT: Final = 21610  # the recipient texted STOP: Twilio refus
 INVALID_TO_NUMBER: Final = 21211
 NOT_A_MOBILE_NUMBER: Final = 21614
 AUTHENTICATION_FAILED: Final = 20003
+ACCOUNT_NOT_ACTIVE: Final = 20005  # suspended, or out of funds: no text goes out until it is fixed
 TOO_MANY_REQUESTS: Final = 20429
 
 #: ``OptOutType`` values (Advanced Opt-Out) and what they mean to caremsg.
@@ -149,10 +154,17 @@ def _error_for(status: int, reply: Any) -> ChatGatewayError:
         return SmsNotSent("opted_out", provider_code=code, status=status)
     if code in (INVALID_TO_NUMBER, NOT_A_MOBILE_NUMBER):
         return SmsNotSent("invalid_number", provider_code=code, status=status)
+    if code in (AUTHENTICATION_FAILED, ACCOUNT_NOT_ACTIVE) or (code is None and status in (401, 403)):
+        # Our account or its credentials are refused, whatever the text: Twilio is out of reach for
+        # caremsg until an operator fixes them, so the text waits as in an outage (not refused).
+        return ChatCredentialsRejected(
+            f"Twilio refused our credentials (code {code}, HTTP {status})",
+            provider="twilio",
+            provider_code=code,
+            status=status,
+        )
     if status >= 500 or reply is None:
         return ChatUnavailable(f"Twilio send failed (HTTP {status})", provider_code=code, status=status)
-    if status in (401, 403) or code == AUTHENTICATION_FAILED:
-        _log.error("twilio.unauthorized", provider_code=code, status=status)
     return ChatInvalidRequest(f"Twilio send was refused (code {code})", provider_code=code, status=status)
 
 

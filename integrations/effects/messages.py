@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.audit import AuditEvent
 from engine.effects import Effect, PostMessage, kind_of
-from engine.errors import ChatGatewayError, ChatRateLimited
+from engine.errors import ChatCredentialsRejected, ChatGatewayError, ChatRateLimited
 from engine.part2 import NOTICE_SENT, Covering, NoticeDue, Post, notices_due
 from engine.policy import PART2_SHORT_NOTICE
 from engine.ports import ChatGateway, ChatPostKind, SentChatMessage
@@ -98,9 +98,11 @@ async def post_once(
             channel_url, sender_id=sender_id, text=text, dedup_id=dedup_id, custom_type=custom_type, data=data
         )
     except ChatGatewayError as exc:
-        # A rate limit means Sendbird did nothing; any other error on a first attempt that is not
-        # retryable (bad input, no channel) is believed.
-        if isinstance(exc, ChatRateLimited) or not (exc.retryable or entry.attempts > 1):
+        # A rate limit or a refusal of our credentials means Sendbird did nothing; any other error
+        # on a first attempt that is not retryable (bad input, no channel) is believed.
+        if isinstance(exc, ChatRateLimited | ChatCredentialsRejected) or not (
+            exc.retryable or entry.attempts > 1
+        ):
             raise
         try:
             landed = await chat.find_message(

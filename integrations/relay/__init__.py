@@ -3,8 +3,8 @@
 Each claimed row is read back into its typed effect (``integrations/effects/outbox.py``) and
 performed by the executor registered for that type (``integrations/effects/``); the relay itself
 knows no effect by name. Layout: ``runner.py`` (the loop: claim, waves, leases, recovery),
-``outcomes.py`` (done / retry at / dead / given back, and the settle of a wave), ``statements.py``
-(the SQL).
+``outcomes.py`` (done / retry at / dead / given back, and the settle of a wave), ``failures.py``
+(what a failed delivery means for its entry), ``statements.py`` (the SQL).
 
 Several relays (in several service instances) can run at once: each claims due rows with
 ``FOR UPDATE SKIP LOCKED`` and takes a lease on them, so no row is worked on twice at the same time,
@@ -33,9 +33,16 @@ gateway's retryable errors, :class:`engine.errors.ChatUnavailable` and
 :class:`engine.errors.ChatRateLimited`), or the database unreachable from an executor, is retried at
 the cap for as long as it lasts, so nothing acknowledged is dropped by a long outage; the backlog it
 builds shows in the outbox gauges (``caremsg_outbox_pending``, ``caremsg_outbox_oldest_age_seconds``).
-Errors the provider calls permanent (an invalid request, no such channel, a refused number) mark the
-row (and its message or conversation) ``failed`` with a reason at once, and an unexpected error of
-caremsg's own (``relay_error``) does after ``max_attempts``.
+A provider refusing caremsg's own credentials (:class:`engine.errors.ChatCredentialsRejected`:
+Sendbird's 400401, Twilio's 20003 or 20005, a bare 401 or 403) is such an outage too: it says
+nothing about the entry, and failing it would dead-letter every acknowledged message at once
+because a token was rotated badly; it is held the same way, logged at error level
+(``relay.provider_credentials_rejected``, naming the provider and its code) and counted
+(``caremsg_provider_credential_failures_total``), and goes out once the token is right.
+Errors the provider calls permanent (an invalid request, no such channel, a refused number, a
+resource not allowed) mark the row (and its message or conversation) ``failed`` with a reason at
+once, and an unexpected error of caremsg's own (``relay_error``) does after ``max_attempts``. One
+rule says which is which for every executor (``failures.py``: :func:`classify`).
 
 **What a batch costs.** The relay runs in the service's process, next to the request handlers, so
 every database round trip it saves is CPU the handlers get back. Per batch of claimed entries:

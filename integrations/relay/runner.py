@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.effects import TEXTS, Effect, kinds
-from engine.errors import ChatGatewayError, ChatRateLimited
+from engine.errors import ChatGatewayError
 from engine.ports import ChatGateway
 from integrations.background import woken_or_after
 from integrations.db.base import is_unavailable
@@ -33,6 +33,7 @@ from integrations.effects.executor import (
 )
 from integrations.effects.messages import PostMessageExecutor
 from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from
+from integrations.relay.failures import Failure, classify
 from integrations.relay.outcomes import Cancelled, Dead, Done, GivenBack, Outcome, RetryAt, logged, settle
 from integrations.relay.statements import RELEASE, RENEW, claim, claim_parameters
 
@@ -55,8 +56,8 @@ class RelaySettings:
     max_backoff: float = 300.0
     #: Attempts for a failure that is neither an outage nor a refusal (an unexpected error in an
     #: executor): after these it is dead-lettered. An outage (the provider unavailable, timing out,
-    #: answering 5xx or rate limiting; the database unreachable) never uses them up: it is retried
-    #: at the backoff's cap for as long as it lasts (``_retry_or_dead``).
+    #: answering 5xx, rate limiting or refusing our credentials; the database unreachable) never
+    #: uses them up: it is retried at the backoff's cap for as long as it lasts (``_retry_or_dead``).
     max_attempts: int = 50
     batch_size: int = 20
     #: A claim's lease, renewed every third of it while the relay runs (``run``): a relay that dies
@@ -82,6 +83,7 @@ class OutboxRelay:
         executors: Sequence[Executor[Any]] = (),
         jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap),  # noqa: S311 - not crypto
         on_retry: Callable[[], None] = lambda: None,
+        on_credentials_rejected: Callable[[str, int | None], None] = lambda provider, code: None,
     ) -> None:
         if settings.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -102,6 +104,8 @@ class OutboxRelay:
         #: (the caremsg_relay_retries metric).
         self.retries = 0
         self._on_retry = on_retry
+        #: Told (provider, code) of each delivery refused for caremsg's credentials (a metric).
+        self._on_credentials_rejected = on_credentials_rejected
         # When (event-loop time) the earliest retry this relay scheduled falls due: an idle relay
         # wakes then rather than at its next poll, so a retry's backoff is what it says it is.
         self._next_retry: float | None = None
@@ -283,32 +287,35 @@ class OutboxRelay:
                 await executor.deliver(entry.effect, entry, self._ctx)
         except EffectCancelled as exc:
             return Cancelled(entry, exc.code)
-        except ChatGatewayError as exc:
-            if not exc.retryable:
-                return Dead(entry, exc.code)
-            # The gateway's "try again" (ChatUnavailable: 5xx, timeouts, dropped connections;
-            # ChatRateLimited): an outage, however long, never ends the entry.
-            retry_after = exc.retry_after if isinstance(exc, ChatRateLimited) else None
-            return self._retry_or_dead(entry, exc.code, retry_after, outage=True)
         except Exception as exc:
-            # A bug or a lost database connection in the executor: the wave's other outcomes must
-            # still be settled (a text already sent must not be sent again), so this one is retried
-            # with backoff like any transient failure. The database being away is an outage; any
-            # other error fails for good after max_attempts.
-            log.exception("relay.delivery_error", outbox_id=entry.id, kind=entry.kind)
-            return self._retry_or_dead(entry, "relay_error", None, outage=is_unavailable(exc))
+            # Whatever failed, the wave's other outcomes must still be settled (a text already sent
+            # must not be sent again): what this failure means for the entry is classify's to say.
+            failure = classify(exc)
+            if failure.kind == "credentials":
+                # Only an operator can end this: told at error level and counted, without PHI.
+                log.error(
+                    "relay.provider_credentials_rejected",
+                    provider=failure.provider,
+                    provider_code=failure.provider_code,
+                    outbox_id=entry.id,
+                    kind=entry.kind,
+                    attempts=entry.attempts,
+                )
+                self._on_credentials_rejected(failure.provider or "", failure.provider_code)
+            elif not isinstance(exc, ChatGatewayError):  # a bug, or the database lost, in the executor
+                log.exception("relay.delivery_error", outbox_id=entry.id, kind=entry.kind)
+            return self._retry_or_dead(entry, failure)
         return Done(entry)
 
-    def _retry_or_dead(
-        self, entry: OutboxEntry, reason: str, retry_after: float | None, *, outage: bool
-    ) -> Outcome:
-        """Retried after a backoff (at least what a rate limit asked for). An outage is retried for
-        as long as it lasts, at the backoff's cap once it is reached: what was acknowledged is never
-        dropped because a provider was away (the backlog shows in ``caremsg_outbox_pending`` and
-        ``caremsg_outbox_oldest_age_seconds``). Any other failure is dead after ``max_attempts``."""
-        if not outage and entry.attempts >= self._settings.max_attempts:
-            return Dead(entry, reason)
-        return RetryAt(entry, reason, max(self.backoff(entry.attempts), retry_after or 0.0))
+    def _retry_or_dead(self, entry: OutboxEntry, failure: Failure) -> Outcome:
+        """A refusal is dead at once; the rest is retried after a backoff (at least what a rate
+        limit asked for). An outage, a refusal of our credentials too, is retried for as long as it
+        lasts, at the backoff's cap once reached: nothing acknowledged is dropped because a provider
+        was away (the backlog shows in ``caremsg_outbox_oldest_age_seconds``). Caremsg's own errors
+        are dead after ``max_attempts``."""
+        if failure.final or (not failure.outage and entry.attempts >= self._settings.max_attempts):
+            return Dead(entry, failure.reason)
+        return RetryAt(entry, failure.reason, max(self.backoff(entry.attempts), failure.retry_after or 0.0))
 
     async def _settle_wave(
         self, outcomes: Sequence[Outcome], upcoming: Sequence[OutboxEntry]

@@ -55,8 +55,9 @@ class SendbirdClient:
     - nothing else is retried here: a POST that timed out may have taken effect, so the caller
       (the outbox relay) decides, helped by ``dedup_id`` and the gateway's "exists" handling;
     - failures raise :class:`ChatNotFound`, :class:`ChatAlreadyExists`, :class:`ChatInvalidRequest`
-      (never retryable: bad input or a bad API token), :class:`ChatRateLimited` or
-      :class:`ChatUnavailable` (5xx, timeouts, dropped connections, unreadable replies).
+      (never retryable: bad input), :class:`ChatCredentialsRejected` (a bad API token: retryable,
+      an outage for caremsg), :class:`ChatRateLimited` or :class:`ChatUnavailable` (5xx, timeouts,
+      dropped connections, unreadable replies).
     """
 
     def __init__(

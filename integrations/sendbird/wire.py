@@ -13,18 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import httpx
-import structlog
 
 from engine.errors import (
     ChatAlreadyExists,
+    ChatCredentialsRejected,
     ChatGatewayError,
     ChatInvalidRequest,
     ChatNotFound,
     ChatRateLimited,
     ChatUnavailable,
 )
-
-_log = structlog.get_logger("integrations.sendbird")
 
 # Sendbird error codes that change what we do (§2 "Codes that matter").
 NOT_FOUND_CODE: Final = 400201
@@ -34,6 +32,10 @@ UNAUTHORIZED_CODE: Final = 400108
 RATE_LIMITED_CODE: Final = 500910
 
 RETRY_AFTER_HEADER: Final = "X-RateLimit-RetryAfter"
+
+#: The HTTP statuses that, with no Sendbird error code in the body, say who we are is refused (a
+#: gateway or proxy in front of the API answering for it), never what we asked.
+_CREDENTIAL_STATUSES: Final = frozenset({401, 403})
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,10 @@ class SendbirdMessage:
     is_removed: bool
 
 
-def reply_body(operation: str, response: httpx.Response) -> Any:
-    """The JSON body of a successful reply, or the typed error the reply stands for."""
+def reply_body(operation: str, response: httpx.Response, *, provider: str = "sendbird") -> Any:
+    """The JSON body of a successful reply, or the typed error the reply stands for. ``provider``
+    names the API (and so the token) a credentials error is about: the chat API's ``sendbird`` or
+    ``sendbird_business_messaging``."""
     status = response.status_code
     body = _json_or_none(response)
     code = _provider_code(body, status)
@@ -88,6 +92,15 @@ def reply_body(operation: str, response: httpx.Response) -> Any:
         raise ChatRateLimited(
             f"Sendbird {operation} was rate limited",
             retry_after=_retry_after(response, body),
+            provider_code=code,
+            status=status,
+        )
+    if code == INVALID_TOKEN_CODE or (code is None and status in _CREDENTIAL_STATUSES):
+        # Our token is wrong (rotated badly, revoked, mistyped): Sendbird refused us before looking
+        # at the request, so it says nothing about this entry. An outage for caremsg, not a refusal.
+        raise ChatCredentialsRejected(
+            f"Sendbird {operation} rejected our credentials (code {code}, HTTP {status})",
+            provider=provider,
             provider_code=code,
             status=status,
         )
@@ -108,16 +121,14 @@ def _error_for_code(operation: str, code: int, status: int) -> ChatGatewayError:
         return ChatNotFound(detail, provider_code=code, status=status)
     if code == ALREADY_EXISTS_CODE:
         return ChatAlreadyExists(detail, provider_code=code, status=status)
-    if code == INVALID_TOKEN_CODE:
-        # A wrong or revoked token: retrying cannot help, an operator must fix the configuration.
-        _log.error("sendbird.unauthorized", operation=operation, provider_code=code)
-        return ChatInvalidRequest(
-            f"Sendbird {operation} rejected our credentials (code {code})", provider_code=code, status=status
-        )
     if 500000 <= code < 600000:
         return ChatUnavailable(detail, provider_code=code, status=status)
     if 400000 <= code < 500000:
         # 4001xx parameter errors and the rest of the client-error family: retrying fails the same way.
+        # 400108 (UNAUTHORIZED_CODE, "not allowed to access resource") is one of them: it answers a
+        # token Sendbird accepted, about the resource asked for (the emulator: a sender not in the
+        # channel, a frozen channel), so it refuses this entry only. Held as an outage it would stop
+        # the entry's conversation behind it for ever; a bad token is 400401, above.
         return ChatInvalidRequest(detail, provider_code=code, status=status)
     # A code outside the documented families (the frozen-channel or non-member codes are not known,
     # §10 uncertainty 1): the HTTP status is the only remaining hint.

@@ -34,6 +34,7 @@ from tests.support.messaging import (
     send,
     settled_deliveries,
     stop_app_relay,
+    text_requests,
     texts,
     twilio,
 )
@@ -118,7 +119,7 @@ async def test_messages_accepted_during_a_sendbird_outage_are_delivered_exactly_
         return len([r for r in emulator(api).received if r.path == path])
 
     await eventually(lambda: settled(tried() >= 3), "a post refused and tried again")
-    await eventually(lambda: settled(len(_text_requests(api, team.phone)) >= 2), "a text refused twice")
+    await eventually(lambda: settled(len(text_requests(api, team.phone)) >= 2), "a text refused twice")
     assert emulator(api).messages(channel) == []
     assert texts(api, team.phone) == []
     emulator(api).faults.clear()
@@ -131,7 +132,7 @@ async def test_messages_accepted_during_a_sendbird_outage_are_delivered_exactly_
     assert [m.message for m in emulator(api).messages(channel)] == [f"message {i}" for i in range(N)]
     assert len(texts(api, team.phone)) == N
     assert len(emulator(api).requests("POST", path)) > N  # the refused posts were tried again
-    assert len(_text_requests(api, team.phone)) > N  # and the refused texts
+    assert len(text_requests(api, team.phone)) > N  # and the refused texts
 
 
 async def test_messages_whose_answers_are_lost_are_found_in_the_channel_and_not_posted_again(
@@ -241,11 +242,6 @@ async def test_two_relays_on_one_database_post_every_message_exactly_once(api: A
     assert first.posted > 0
     assert second.posted > 0
     assert len(texts(api, team.phone)) == N  # the first conversation's external participant
-
-
-def _text_requests(api: Api, phone: str) -> list[tuple[str, str, dict[str, str]]]:
-    """The requests to send ``phone`` a text that reached the carrier, answered or refused."""
-    return [r for r in twilio(api).state.received if r[0] == "POST" and r[2].get("To") == phone]
 
 
 async def _channel_ready(api: Api, who: Any, conversation_id: int) -> bool:

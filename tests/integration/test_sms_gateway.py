@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
+from engine.errors import ChatCredentialsRejected, ChatInvalidRequest, ChatRateLimited, ChatUnavailable
 from engine.sms import textable
 from integrations.http_clients import http_client
 from integrations.sendbird import SendbirdClient
@@ -91,15 +91,18 @@ async def test_a_user_without_a_phone_number_cannot_be_texted(
     assert running.state.notifications == []
 
 
-async def test_a_wrong_business_messaging_token_is_a_permanent_error(
+async def test_a_wrong_business_messaging_token_is_a_refusal_of_our_credentials_not_of_the_text(
     http: httpx.AsyncClient, running: RunningEmulator
 ) -> None:
     user_id = await user_with_phone(http, running)
 
-    with pytest.raises(ChatInvalidRequest):
+    with pytest.raises(ChatCredentialsRejected) as refused:
         await gateway(http, running, token="wrong").send_sms(
             recipient_user_id=user_id, phone_number=PHONE, text="x"
         )
+
+    assert (refused.value.provider, refused.value.provider_code) == ("sendbird_business_messaging", 400401)
+    assert refused.value.retryable
 
 
 async def test_an_outage_and_rate_limiting_are_retryable(

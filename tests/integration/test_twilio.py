@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
+from engine.errors import ChatCredentialsRejected, ChatRateLimited, ChatUnavailable
 from integrations.http_clients import http_client
 from integrations.twilio import (
     SmsNotSent,
@@ -137,7 +137,9 @@ async def test_an_invalid_number_is_refused_for_good_without_echoing_it(gateway:
     assert "12345" not in str(refused.value)
 
 
-async def test_wrong_credentials_are_an_invalid_request_not_retried(carrier: RunningTwilioEmulator) -> None:
+async def test_wrong_credentials_are_a_refusal_of_ours_retried_not_of_the_text(
+    carrier: RunningTwilioEmulator,
+) -> None:
     async with http_client() as http:
         gateway = TwilioSmsGateway(
             http,
@@ -146,10 +148,11 @@ async def test_wrong_credentials_are_an_invalid_request_not_retried(carrier: Run
             from_number="+12025550100",
             base_url=carrier.base_url,
         )
-        with pytest.raises(ChatInvalidRequest) as refused:
+        with pytest.raises(ChatCredentialsRejected) as refused:
             await gateway.send_sms(recipient_user_id="ext_1", phone_number=PHONE, text="Hello")
 
     assert (refused.value.status, refused.value.provider_code) == (401, 20003)
+    assert (refused.value.provider, refused.value.retryable) == ("twilio", True)
 
 
 async def test_outages_and_rate_limits_are_retryable(

@@ -19,6 +19,7 @@ Longer than 400 lines because every fake shares FakeDatabase and the unit of wor
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import secrets
@@ -91,6 +92,8 @@ from engine.services import EngineSettings, Services
 from engine.sms import CHANNEL_RECIPIENT
 from engine.workflows.messaging import texted
 from integrations.db.uow import BufferedAuditLog, unfinished
+from integrations.effects.executor import RelayContext
+from integrations.effects.outbox import OutboxEntry
 from integrations.policy_edits import POLICY_FILES
 from integrations.policy_files import load_policy, read_policy_files, tested_sources
 
@@ -2203,6 +2206,32 @@ def counting_open_transactions(world: FakeWorld) -> tuple[Services, list[int]]:
     return services, hashed_with
 
 
+@dataclass(eq=False)  # registered and grouped by identity, as the real executors are
+class FakeExecutor:
+    """Performs the effect types it is given by recording them, or by raising ``fails_with``."""
+
+    handles: tuple[type[Effect], ...]
+    fails_with: BaseException | None = None
+    delivered: list[Effect] = field(default_factory=list)
+    #: Whether each delivery was told what the claim read is fresh (``entry.fresh``), in order.
+    fresh: list[bool] = field(default_factory=list)
+    #: Set to hold every delivery until the test sets it.
+    hold: asyncio.Event | None = None
+
+    async def deliver(self, effect: Effect, entry: OutboxEntry, ctx: RelayContext) -> None:
+        self.delivered.append(effect)
+        self.fresh.append(entry.fresh)
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.fails_with is not None:
+            raise self.fails_with
+
+    async def settle(
+        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: object
+    ) -> None:
+        raise AssertionError("settle is not called without a database")
+
+
 __all__ = [
     "FakeAccountDirectory",
     "FakeAwayRepository",
@@ -2216,6 +2245,7 @@ __all__ = [
     "FakeDatabase",
     "FakeDelivery",
     "FakeDeliveryRepository",
+    "FakeExecutor",
     "FakeIdempotencyKeys",
     "FakeLoginThrottleRepository",
     "FakeMessageRepository",

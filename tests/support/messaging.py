@@ -92,6 +92,11 @@ def texts(api: Api, phone: str) -> list[EmulatedSms]:
     return [t for t in twilio(api).state.sent if t.phone_number == phone]
 
 
+def text_requests(api: Api, phone: str) -> list[tuple[str, str, dict[str, str]]]:
+    """The requests to send ``phone`` a text that reached the carrier, answered or refused."""
+    return [r for r in twilio(api).state.received if r[0] == "POST" and r[2].get("To") == phone]
+
+
 def receive_sms(api: Api, from_number: str, text: str, *, message_sid: str | None = None) -> str:
     """A person texts caremsg's number (Twilio posts it to the webhook); returns the Message SID."""
     return twilio(api).receive_sms(from_number, text, message_sid=message_sid)

@@ -6,12 +6,11 @@ tests/integration/test_relay.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from structlog.testing import capture_logs
 
 from engine.effects import (
     KIND,
@@ -34,43 +33,17 @@ from engine.effects import (
     TextUrgentAlert,
     kind_of,
 )
-from engine.errors import ChatInvalidRequest, ChatRateLimited, ChatUnavailable
+from engine.errors import ChatCredentialsRejected, ChatInvalidRequest, ChatRateLimited, ChatUnavailable
 from engine.sms import Keyword
-from integrations.effects.executor import EffectCancelled, Executors, RelayContext
+from integrations.effects.executor import EffectCancelled, Executors
 from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from, outbox_row
 from integrations.effects.posts import MessageRecalled
 from integrations.relay import TEXT_KINDS, Dead, Done, GivenBack, OutboxRelay, Relays, RelaySettings, RetryAt
 from integrations.relay.outcomes import Cancelled, finished, settle_params
-from tests.support.fakes import FakeChatGateway
+from tests.support.fakes import FakeChatGateway, FakeExecutor
 
 
-@dataclass(eq=False)  # registered and grouped by identity, as the real executors are
-class FakeExecutor:
-    """Performs the effect types it is given by recording them, or by raising ``fails_with``."""
-
-    handles: tuple[type[Effect], ...]
-    fails_with: BaseException | None = None
-    delivered: list[Effect] = field(default_factory=list)
-    #: Whether each delivery was told what the claim read is fresh (``entry.fresh``), in order.
-    fresh: list[bool] = field(default_factory=list)
-    #: Set to hold every delivery until the test sets it.
-    hold: asyncio.Event | None = None
-
-    async def deliver(self, effect: Effect, entry: OutboxEntry, ctx: RelayContext) -> None:
-        self.delivered.append(effect)
-        self.fresh.append(entry.fresh)
-        if self.hold is not None:
-            await self.hold.wait()
-        if self.fails_with is not None:
-            raise self.fails_with
-
-    async def settle(
-        self, done: Sequence[OutboxEntry], failed: Sequence[tuple[OutboxEntry, str]], session: AsyncSession
-    ) -> None:
-        raise AssertionError("settle is not called without a database in these tests")
-
-
-def relay(*executors: FakeExecutor, max_attempts: int = 5, concurrency: int = 8) -> OutboxRelay:
+def relay(*executors: FakeExecutor, max_attempts: int = 5, concurrency: int = 8, **hooks: Any) -> OutboxRelay:
     # An unbound session factory: attempt() never opens a session (the executors are fakes).
     return OutboxRelay(
         async_sessionmaker(),
@@ -78,6 +51,7 @@ def relay(*executors: FakeExecutor, max_attempts: int = 5, concurrency: int = 8)
         RelaySettings(base_backoff=1.0, max_backoff=60.0, max_attempts=max_attempts, concurrency=concurrency),
         executors=list(executors),  # type: ignore[arg-type]
         jitter=lambda cap: cap,  # the backoff's upper bound, so delays can be asserted
+        **hooks,
     )
 
 
@@ -177,8 +151,9 @@ async def test_a_permanent_failure_is_dead_at_once_with_the_providers_code() -> 
         ChatUnavailable("Sendbird send_message timed out"),
         ChatRateLimited("slow down"),
         ConnectionRefusedError("the database is away"),
+        ChatCredentialsRejected("bad token", provider="sendbird", provider_code=400401, status=401),
     ],
-    ids=["5xx", "timeout", "rate limited", "database unreachable"],
+    ids=["5xx", "timeout", "rate limited", "database unreachable", "our credentials refused"],
 )
 async def test_an_outage_is_never_dead_however_long_it_lasts_and_is_retried_at_the_cap(
     outage: Exception,
@@ -191,6 +166,22 @@ async def test_an_outage_is_never_dead_however_long_it_lasts_and_is_retried_at_t
 
     assert all(isinstance(o, RetryAt) for o in outcomes), outcomes
     assert [o.delay for o in outcomes if isinstance(o, RetryAt)] == [16.0, 32.0, 60.0, 60.0, 60.0]
+
+
+async def test_a_refusal_of_our_credentials_is_told_to_the_operator_and_counted_without_phi() -> None:
+    counted: list[tuple[str, int | None]] = []
+    refused = ChatCredentialsRejected("bad token", provider="twilio", provider_code=20003, status=401)
+    r = relay(FakeExecutor((PostSmsReply,), refused), on_credentials_rejected=lambda *c: counted.append(c))
+
+    with capture_logs() as logs:
+        outcome = await r.attempt(entry(REPLY, attempts=7))
+
+    assert outcome == RetryAt(entry(REPLY, attempts=7), "chat_credentials_rejected", 60.0)
+    assert counted == [("twilio", 20003)]
+    assert [(e["event"], e["log_level"], e["provider"], e["provider_code"]) for e in logs] == [
+        ("relay.provider_credentials_rejected", "error", "twilio", 20003)
+    ]
+    assert REPLY.text not in str(logs)
 
 
 async def test_the_backoff_stays_at_its_cap_for_any_number_of_attempts() -> None:

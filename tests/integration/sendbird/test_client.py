@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 
 from engine.errors import (
     ChatAlreadyExists,
+    ChatCredentialsRejected,
     ChatGatewayError,
     ChatInvalidRequest,
     ChatNotFound,
@@ -428,17 +429,17 @@ async def test_strict_channel_creation_with_an_unknown_user_is_chat_invalid_requ
     assert error.value.provider_code == 400111
 
 
-async def test_wrong_api_token_is_a_non_retryable_chat_invalid_request(
+async def test_a_wrong_api_token_is_a_retryable_refusal_of_our_credentials_not_of_the_request(
     http: httpx.AsyncClient, emulator: RunningEmulator
 ) -> None:
     client = SendbirdClient(http, base_url=emulator.base_url, api_token="not-the-token")
 
-    with capture_logs() as logs, pytest.raises(ChatInvalidRequest) as error:
+    with pytest.raises(ChatCredentialsRejected) as error:
         await client.get_user("alice")
 
-    assert (error.value.provider_code, error.value.status, error.value.retryable) == (400401, 401, False)
+    assert (error.value.provider_code, error.value.status, error.value.retryable) == (400401, 401, True)
+    assert error.value.provider == "sendbird"
     assert "credentials" in str(error.value)
-    assert client_events(logs) == ["sendbird.unauthorized"]
 
 
 async def test_posting_into_a_frozen_channel_is_chat_invalid_request(client: SendbirdClient) -> None:
@@ -467,10 +468,31 @@ async def test_posting_into_a_frozen_channel_is_chat_invalid_request(client: Sen
             sendbird_error(400108, status=403),
             ChatInvalidRequest,
             400108,
-            id="400108-unauthorized-is-invalid",
+            id="400108-not-allowed-to-the-resource-refuses-the-request",
         ),
         pytest.param(
-            sendbird_error(400401, status=401), ChatInvalidRequest, 400401, id="400401-bad-token-is-invalid"
+            sendbird_error(400401, status=401),
+            ChatCredentialsRejected,
+            400401,
+            id="400401-bad-token-is-our-credentials",
+        ),
+        pytest.param(
+            sendbird_error(400401, status=400),
+            ChatCredentialsRejected,
+            400401,
+            id="400401-on-http-400-is-our-credentials",
+        ),
+        pytest.param(
+            httpx.Response(401, text="<html>no</html>"),
+            ChatCredentialsRejected,
+            None,
+            id="bare-401-is-our-credentials",
+        ),
+        pytest.param(
+            httpx.Response(403, json={"message": "forbidden"}),
+            ChatCredentialsRejected,
+            None,
+            id="403-without-code-is-our-credentials",
         ),
         pytest.param(
             sendbird_error(500910, status=429), ChatRateLimited, 500910, id="500910-is-rate-limited"
@@ -538,7 +560,7 @@ async def test_sendbird_replies_map_to_typed_errors_by_code(
 
     assert type(error.value) is expected
     assert error.value.provider_code == provider_code
-    assert error.value.retryable == (expected in (ChatRateLimited, ChatUnavailable))
+    assert error.value.retryable == (expected in (ChatRateLimited, ChatUnavailable, ChatCredentialsRejected))
 
 
 @pytest.mark.parametrize(
