@@ -74,7 +74,10 @@ class ConsentLifecycle(Protocol):
     """Revocation and the numbered change log, in the workflow's transaction."""
 
     async def get_for_update(self, consent_id: int) -> Consent | None:
-        """The consent, locked until the transaction ends (two revocations cannot interleave)."""
+        """The consent, locked until the transaction ends (two revocations cannot interleave).
+
+        Waits, longer than a statement may take, for whoever holds the consent to act on it (a text
+        being handed to the SMS provider under it): what they do happens before this revocation."""
         ...
 
     async def revoke(self, consent_id: int, *, revoked_by: int, reason: str, at: datetime) -> Consent:

@@ -76,12 +76,18 @@ class RelationshipFacts(Protocol):
         ...
 
     async def external_consents(
-        self, patient_id: int, phone_number: str, organization_id: int | None
+        self, patient_id: int, phone_number: str, organization_id: int | None, *, hold: bool = False
     ) -> list[ConsentCandidate]:
         """The consents that could let this external number take part for the patient: those naming
         the number, and (only if the number is in ``organization_id``'s contact directory) those
         naming that organization or a group it belongs to. Which one counts, if any, is decided by
-        :func:`engine.facts.choose_consent`."""
+        :func:`engine.facts.choose_consent`.
+
+        With ``hold``, they are held (share-locked) until the transaction ends, read after any
+        revocation of one of them in flight has committed: what the caller does on them before its
+        commit (text the number, post its reply) happens wholly before a revocation's commit or not
+        at all. Not for the revocation or the expiry sweep themselves (two of them would wait for
+        each other)."""
         ...
 
 

@@ -105,7 +105,10 @@ class NewLegalHold:
 class LegalHoldRepository(Protocol):
     """Legal holds, in the workflow's transaction."""
 
-    async def add(self, hold: NewLegalHold) -> LegalHold: ...
+    async def add(self, hold: NewLegalHold) -> LegalHold:
+        """Record the hold. A retention sweep deleting the subject patient's content right now
+        commits before the hold does (this waits for it); none deletes it after."""
+        ...
 
     async def get(self, hold_id: int) -> LegalHold | None: ...
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, false, func, insert, or_, select, update
+from sqlalchemy import delete, exists, false, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from engine.model import (
@@ -238,13 +238,23 @@ class SqlComplianceGroupRepository(Repository):
 CONSENT_CHANNEL = "caremsg_consents"
 
 
+#: How long a revocation waits for its consent's lock. A text being handed to the SMS provider holds
+#: the consents it rests on until the provider has it (integrations/effects/texts.py): its wait for
+#: the provider's rate budget and its request (5 s at most) can outlast the statement timeout, and a
+#: revocation that gave up would leave the consent in force.
+_LOCK_WAIT = text("SET LOCAL statement_timeout = 30000")
+_LOCK_WAIT_OVER = text("SET LOCAL statement_timeout TO DEFAULT")
+
+
 class SqlConsentLifecycle(Repository):
     async def get_for_update(self, consent_id: int) -> Consent | None:
+        await self.session.execute(_LOCK_WAIT)
         row = (
             await self.session.execute(
                 select(consents_t).where(consents_t.c.id == consent_id).with_for_update()
             )
         ).one_or_none()
+        await self.session.execute(_LOCK_WAIT_OVER)
         return _consent(row) if row else None
 
     async def revoke(self, consent_id: int, *, revoked_by: int, reason: str, at: datetime) -> Consent:

@@ -200,12 +200,8 @@ class SqlCareTeamRepository(Repository):
 #: never here. One text for every caller: the SMS recipients of a send
 #: (integrations.db.deliveries.SMS_RECIPIENTS_SQL), the relay's check right before texting, inbound
 #: replies, admission to a conversation, revocation. Placeholders are SQL expressions.
-EXTERNAL_CONSENTS_SQL = """
-    SELECT coalesce(json_agg(json_build_array(
-               k.id, k.recipient_type, k.scope, k.purpose,
-               floor(extract(epoch FROM k.effective_at) * 1000)::bigint,
-               floor(extract(epoch FROM k.expires_at) * 1000)::bigint,
-               floor(extract(epoch FROM k.revoked_at) * 1000)::bigint, k.part2) ORDER BY k.id), '[]'::json)
+#: (:data:`_EXTERNAL_CONSENTS_FROM` is its FROM and WHERE, which the share lock below repeats.)
+_EXTERNAL_CONSENTS_FROM = """
     FROM consents k
     WHERE k.patient_id = {patient}
       AND ((k.recipient_type = 'external' AND k.external_phone_number = {phone})
@@ -215,12 +211,26 @@ EXTERNAL_CONSENTS_SQL = """
                     OR k.compliance_group_id IN (SELECT g.group_id FROM compliance_group_members g
                                                  WHERE g.organization_id = {organization}))))
 """
+_EXTERNAL_CONSENTS_SELECT = """
+    SELECT coalesce(json_agg(json_build_array(
+               k.id, k.recipient_type, k.scope, k.purpose,
+               floor(extract(epoch FROM k.effective_at) * 1000)::bigint,
+               floor(extract(epoch FROM k.expires_at) * 1000)::bigint,
+               floor(extract(epoch FROM k.revoked_at) * 1000)::bigint, k.part2) ORDER BY k.id), '[]'::json)"""
+EXTERNAL_CONSENTS_SQL = _EXTERNAL_CONSENTS_SELECT + _EXTERNAL_CONSENTS_FROM
 
 
-_EXTERNAL_CONSENTS = text(
-    EXTERNAL_CONSENTS_SQL.format(
-        patient=":patient_id", phone=":phone", organization="CAST(:organization_id AS integer)"
-    )
+_EXTERNAL_PLACEHOLDERS = {
+    "patient": ":patient_id",
+    "phone": ":phone",
+    "organization": "CAST(:organization_id AS integer)",
+}
+_EXTERNAL_CONSENTS = text(EXTERNAL_CONSENTS_SQL.format(**_EXTERNAL_PLACEHOLDERS))
+#: The same consents, share-locked until the transaction ends (in id order: one lock order for
+#: every holder). A revocation locks its consent FOR UPDATE first, so it commits wholly before a
+#: holder reads them or waits until the holder is done: never in between.
+_HOLD_EXTERNAL_CONSENTS = text(
+    "SELECT k.id" + _EXTERNAL_CONSENTS_FROM.format(**_EXTERNAL_PLACEHOLDERS) + " ORDER BY k.id FOR SHARE OF k"
 )
 
 
@@ -260,12 +270,10 @@ class SqlRelationshipFacts(Repository):
         return PatientRelation(patient_id, row.organization_id, bool(row.on_team), session_id)
 
     async def external_consents(
-        self, patient_id: int, phone_number: str, organization_id: int | None
+        self, patient_id: int, phone_number: str, organization_id: int | None, *, hold: bool = False
     ) -> list[ConsentCandidate]:
-        rows = (
-            await self.session.execute(
-                _EXTERNAL_CONSENTS,
-                {"patient_id": patient_id, "phone": phone_number, "organization_id": organization_id},
-            )
-        ).scalar_one()
+        values = {"patient_id": patient_id, "phone": phone_number, "organization_id": organization_id}
+        if hold:
+            await self.session.execute(_HOLD_EXTERNAL_CONSENTS, values)
+        rows = (await self.session.execute(_EXTERNAL_CONSENTS, values)).scalar_one()
         return consent_candidates(rows)

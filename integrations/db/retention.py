@@ -32,6 +32,13 @@ def _past_cutoff_and_not_held(row: str) -> str:
       )"""  # noqa: S608 - ``row`` is a table alias of this module; every value is a bound parameter
 
 
+#: A claim also key-share-locks the patients whose content it deletes, until the sweep's batch
+#: commits; placing a legal hold locks its patient FOR UPDATE first (:data:`_LOCK_PATIENT`). So a
+#: hold placed while a batch deletes waits for it, and a batch skips the patients of a hold being
+#: placed (then the hold, committed, keeps their content): no content is deleted after a hold on it
+#: committed. Key share: a patient's ordinary updates are not held up.
+_HOLDS_WAIT = " FOR KEY SHARE OF p SKIP LOCKED"
+
 #: The messages whose content is due: the patient's organization's own cutoff if it has one (null:
 #: kept), else the default; still with content; under no legal hold that lasts, on the patient or
 #: on the conversation. The partial index on created_at (content_deleted_at IS NULL) is the scan.
@@ -47,7 +54,7 @@ _PLAN = text(f"SELECT p.organization_id, count(*) AS n {_DUE} GROUP BY p.organiz
 
 _CLAIM = text(
     "SELECT m.id, m.conversation_id, c.patient_id, p.organization_id, m.recalled_at IS NOT NULL AS recalled"
-    f" {_DUE} ORDER BY m.created_at, m.id LIMIT :limit FOR UPDATE OF m SKIP LOCKED"
+    f" {_DUE} ORDER BY m.created_at, m.id LIMIT :limit FOR UPDATE OF m SKIP LOCKED{_HOLDS_WAIT}"
 )
 
 _DELETE = text(
@@ -98,7 +105,7 @@ _CLAIM_REPLIES = text(
     " o.payload ->> 'channel_url' AS channel_url, o.payload ->> 'sender_chat_id' AS sender_chat_id,"
     " o.payload ->> 'dedup_id' AS dedup_id, CAST(o.payload ->> 'chat_message_id' AS bigint) AS chat_id,"
     " (o.status IN ('done', 'failed') OR o.lease_until > now()) AS posted"
-    f" {_DUE_REPLIES} ORDER BY o.created_at, o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED"
+    f" {_DUE_REPLIES} ORDER BY o.created_at, o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED{_HOLDS_WAIT}"
 )
 # A reply not posted yet is not posted empty: cancelled, as a recall cancels a message's entries.
 _DELETE_REPLIES = text(
@@ -188,8 +195,14 @@ def _hold(row: Any) -> LegalHold:
     )
 
 
+#: The hold's patient, locked until the hold is committed: a sweep's batch deleting its content
+#: commits first (see :data:`_HOLDS_WAIT`), one starting meanwhile leaves it alone.
+_LOCK_PATIENT = text("SELECT id FROM patients WHERE id = :id FOR UPDATE")
+
+
 class SqlLegalHoldRepository(Repository):
     async def add(self, hold: NewLegalHold) -> LegalHold:
+        await self.session.execute(_LOCK_PATIENT, {"id": hold.subject_patient_id})
         hold_id = (
             await self.session.execute(
                 text(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engine.decisions import Fact
 from engine.effects import AnswerKeyword, AskWhichConversation, Effect, TextMessage
 from engine.errors import ChatGatewayError
-from engine.facts import answer_refusal, external_facts, sms_refusal
+from engine.facts import ConsentCandidate, answer_refusal, external_facts, sms_refusal
 from engine.policy import Policy
 from engine.ports import SmsGateway
 from engine.services import utc_now
@@ -150,11 +151,22 @@ class TextExecutor:
                 await self._text(delivery_id, entry, ctx)
 
     async def _text(self, delivery_id: int, entry: OutboxEntry, ctx: RelayContext) -> None:
-        async with ctx.sessions() as session:
-            row = (await session.execute(_DELIVERY, {"id": delivery_id})).one()
+        # One transaction from the check to the hand-over: the consents the check rests on are held
+        # until the provider has the text, so a revocation (or a removal it makes) commits either
+        # before the check reads them, and the text is refused, or after the text went out; never a
+        # text handed over after a revocation's commit.
+        async with ctx.sessions() as session, session.begin():
+            first = (await session.execute(_DELIVERY, {"id": delivery_id})).one()
             candidates = await SqlRelationshipFacts(session).external_consents(
-                row.patient_id, row.phone_number, row.organization_id
+                first.patient_id, first.phone_number, first.organization_id, hold=True
             )
+            # Read again under the hold: a revocation waited for has removed the participant by now.
+            row = (await session.execute(_DELIVERY, {"id": delivery_id})).one()
+            await self._text_checked(row, candidates, delivery_id, entry)
+
+    async def _text_checked(
+        self, row: Any, candidates: list[ConsentCandidate], delivery_id: int, entry: OutboxEntry
+    ) -> None:
         if row.state != "queued":
             return  # done before (a relay died between texting and recording it)
         if row.recalled:  # recalled after this text was claimed: it never goes out

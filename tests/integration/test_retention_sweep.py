@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,11 +23,13 @@ from engine.model import RiskLevel, Role
 from engine.policy import Policy
 from engine.ports.identity import NewUser
 from engine.ports.patients import NewPatient
+from engine.ports.retention import NewLegalHold
 from engine.services import Services
 from engine.workflows.retention import SWEEP, retention_plan, sweep_retention
 from integrations.db.uow import SqlUnitOfWork
 from integrations.policy_files import read_policy_sources
 from integrations.retention_runner import retention_services
+from tests.support.polling import eventually
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
 TEXT = "Ann Lee's potassium is 6.1"
@@ -247,3 +250,73 @@ async def test_an_sms_reply_not_posted_yet_loses_its_text_and_is_not_posted_empt
     assert "text" not in row.payload
     assert row.payload["dedup_id"] == "SM1"
     assert [tuple(a) for a in audited] == [("sms_reply", seeded.patient_id)]
+
+
+async def test_a_hold_placed_while_a_sweep_is_deleting_waits_for_it_and_never_commits_first(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """A sweep that claimed a patient's messages and is still deleting them: a hold placed on the
+    patient then waits until the sweep commits, so no content is deleted after a hold was placed."""
+    seeded = await _seed(engine, 3, age=timedelta(days=400))
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    finished: list[str] = []
+
+    async def waiting_on_locks() -> int:
+        async with engine.connect() as c:
+            return int(
+                (
+                    await c.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        )
+                    )
+                ).scalar_one()
+            )
+
+    async with (
+        retention_services(database_url, _policy(seeded.organization_id, 1)) as services,
+        engine.connect() as blocker,
+    ):
+        # Hold the sweep between its claim and its commit: its deletion of attached files waits.
+        await blocker.execute(text("LOCK TABLE message_attachments IN SHARE MODE"))
+
+        async def sweep() -> None:
+            await sweep_retention(services)
+            finished.append("sweep")
+
+        async def place_hold() -> None:
+            async with SqlUnitOfWork(sessions) as u:
+                await u.legal_holds.add(
+                    NewLegalHold(
+                        seeded.organization_id,
+                        seeded.patient_id,
+                        None,
+                        seeded.patient_id,
+                        "litigation",
+                        seeded.user_id,
+                        datetime.now(UTC),
+                    )
+                )
+                await u.commit()
+            finished.append("hold")
+
+        sweeping = asyncio.create_task(sweep())
+        try:
+            await eventually(lambda: _at_least(waiting_on_locks, 1), "the sweep to wait mid-way")
+            holding = asyncio.create_task(place_hold())
+
+            async def hold_placed_or_waiting() -> bool:
+                return holding.done() or await waiting_on_locks() >= 2
+
+            await eventually(hold_placed_or_waiting, "the hold to be placed or to wait")
+        finally:
+            await blocker.rollback()
+        await asyncio.gather(sweeping, holding)
+
+    assert finished == ["sweep", "hold"]  # before the fix: the hold committed, then the sweep deleted
+    assert (await _state(engine, seeded))[0] == [""] * 3  # deleted before any hold was placed
+
+
+async def _at_least(count: Callable[[], Awaitable[int]], n: int) -> bool:
+    return await count() >= n

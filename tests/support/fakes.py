@@ -760,8 +760,9 @@ class FakeRelationshipFacts(_Repo):
         return PatientRelation(patient_id, patient.organization_id, on_team, session_id)
 
     async def external_consents(
-        self, patient_id: int, phone_number: str, organization_id: int | None
+        self, patient_id: int, phone_number: str, organization_id: int | None, *, hold: bool = False
     ) -> list[ConsentCandidate]:
+        # One fake unit of work at a time: nothing to hold against.
         return _consent_candidates(self.data, patient_id, phone_number, organization_id)
 
 
