@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,12 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_policy_test(args: argparse.Namespace) -> int:
     """Run the policy's test tables (or the given ones) against the policy in ``--dir``."""
     from engine.policy_edits import run_tables
-    from integrations.policy_files import read_policy_tables
 
     directory = Path(args.dir) if args.dir else load_settings().policy.path()
     policy = _load(directory)
-    if policy is None:
+    tables = _tables(directory, args.tables or ())
+    if policy is None or tables is None:
         return 1
-    tables = (
-        [(name, Path(name).read_text(encoding="utf-8")) for name in args.tables]
-        if args.tables
-        else read_policy_tables(directory)
-    )
     run = run_tables(policy, tables)
     for problem in run.problems:
         print(problem, file=sys.stderr)
@@ -83,6 +79,22 @@ def _load(directory: Path) -> Any:
     except OSError as exc:
         print(unreadable(directory, exc), file=sys.stderr)
     return None
+
+
+def _tables(directory: Path, names: Sequence[str] = ()) -> list[tuple[str, str]] | None:
+    """The test tables named (else those of ``directory``), or None after printing the one that
+    cannot be read (missing, or not UTF-8) with its file and line."""
+    from integrations.policy_files import read_policy_tables, read_policy_text, unreadable
+
+    try:
+        return (
+            [(name, read_policy_text(Path(name))) for name in names]
+            if names
+            else read_policy_tables(directory)
+        )
+    except OSError as exc:
+        print(unreadable(directory, exc), file=sys.stderr)
+        return None
 
 
 def _print_decision(decision: Any, facts: Any, extra: dict[str, object] | None = None) -> None:
@@ -164,13 +176,13 @@ def cmd_policy_diff(args: argparse.Namespace) -> int:
 
     from engine.policy_edits import case_changes, distinct_cases, question_of, replay
     from engine.services import utc_now
-    from integrations.policy_files import read_policy_tables
 
     old, new = _load(Path(args.old)), _load(Path(args.new))
-    if old is None or new is None:
+    old_tables, new_tables = _tables(Path(args.old)), _tables(Path(args.new))
+    if old is None or new is None or old_tables is None or new_tables is None:
         return 1
     print(f"old {args.old}: version {old.version}; new {args.new}: version {new.version}")
-    cases, problems = distinct_cases(read_policy_tables(Path(args.old)), read_policy_tables(Path(args.new)))
+    cases, problems = distinct_cases(old_tables, new_tables)
     for problem in problems:
         print(problem, file=sys.stderr)
     changes = case_changes(old, new, cases)

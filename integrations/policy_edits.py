@@ -85,8 +85,10 @@ class EditablePolicyDirectory:
 
 
 def _read(path: Path) -> str:
+    """The file as an editor shows it; bytes that are not UTF-8 read as U+FFFD, so a proposal can
+    replace a file saved in another encoding (which no reload takes in) with its UTF-8 text."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return ""
 

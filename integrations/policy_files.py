@@ -7,6 +7,7 @@ compliance officer opens it next to the files, and no server path reaches an API
 
 from __future__ import annotations
 
+import errno
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,24 +28,48 @@ ESCALATION_FILE = "escalation.toml"
 RETENTION_FILE = "retention.toml"
 
 
+class NotUtf8(OSError):
+    """A policy file whose bytes are not UTF-8 (an editor that saved it as Latin-1 or UTF-16):
+    unreadable like a missing file, at the line of its first such byte."""
+
+    def __init__(self, path: Path, data: bytes, exc: UnicodeDecodeError) -> None:
+        self.line = data[: exc.start].count(b"\n") + 1
+        reason = f"not UTF-8 text (byte 0x{data[exc.start]:02x} on line {self.line}); save the file as UTF-8"
+        super().__init__(errno.EILSEQ, reason, str(path))
+
+
+def read_policy_text(path: Path) -> str:
+    """A policy file's text, as ``Path.read_text`` reads it (newlines made ``\\n``); raises
+    OSError when it cannot be read, :class:`NotUtf8` when its bytes are not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:  # where in the whole file: the decoder saw one chunk
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as whole:
+            raise NotUtf8(path, data, whole) from None
+        raise NotUtf8(path, exc.object, exc) from None  # changed on disk meanwhile
+
+
 def read_policy_sources(directory: Path) -> PolicySources:
     """Read the policy files of ``directory``; names in problems are relative to it."""
     sms, notices, escalation = directory / SMS_FILE, directory / NOTICES_FILE, directory / ESCALATION_FILE
     retention = directory / RETENTION_FILE
     return PolicySources(
-        model=(directory / MODEL_FILE).read_text(encoding="utf-8"),
-        rules=(directory / RULES_FILE).read_text(encoding="utf-8"),
-        workflows=(directory / WORKFLOWS_FILE).read_text(encoding="utf-8"),
+        model=read_policy_text(directory / MODEL_FILE),
+        rules=read_policy_text(directory / RULES_FILE),
+        workflows=read_policy_text(directory / WORKFLOWS_FILE),
         model_name=MODEL_FILE,
         rules_name=RULES_FILE,
         workflows_name=WORKFLOWS_FILE,
-        sms=sms.read_text(encoding="utf-8") if sms.is_file() else "",
+        sms=read_policy_text(sms) if sms.is_file() else "",
         sms_name=SMS_FILE,
-        notices=notices.read_text(encoding="utf-8") if notices.is_file() else "",
+        notices=read_policy_text(notices) if notices.is_file() else "",
         notices_name=NOTICES_FILE,
-        escalation=escalation.read_text(encoding="utf-8") if escalation.is_file() else "",
+        escalation=read_policy_text(escalation) if escalation.is_file() else "",
         escalation_name=ESCALATION_FILE,
-        retention=retention.read_text(encoding="utf-8") if retention.is_file() else "",
+        retention=read_policy_text(retention) if retention.is_file() else "",
         retention_name=RETENTION_FILE,
     )
 
@@ -68,7 +93,7 @@ def read_policy_tables(directory: Path) -> list[tuple[str, str]]:
     """The (name, text) of every test table in ``directory/tests/*.csv``, in name order; each name
     is relative to ``directory`` (``tests/default.csv``)."""
     return [
-        (f"{TABLES_DIR}/{path.name}", path.read_text(encoding="utf-8"))
+        (f"{TABLES_DIR}/{path.name}", read_policy_text(path))
         for path in sorted((directory / TABLES_DIR).glob("*.csv"))
     ]
 
@@ -96,7 +121,7 @@ def unreadable(directory: Path, exc: OSError) -> PolicyProblem:
         name = name.relative_to(directory)
     except ValueError:
         name = Path(name.name)
-    return PolicyProblem(str(name), 1, f"cannot read: {exc.strerror}")
+    return PolicyProblem(str(name), getattr(exc, "line", 1), f"cannot read: {exc.strerror}")
 
 
 def read_policy_files(directory: Path) -> PolicyFiles:

@@ -54,9 +54,23 @@ class FilePolicyReloader:
         return result
 
     def _reload_now(self, trigger: str) -> ReloadResult:
-        self._fingerprint = fingerprint(self.directory)
         previous = self.holder.current.version
-        policy, problems = load_tested_policy(self.directory)
+        try:
+            self._fingerprint = fingerprint(self.directory)
+            policy, problems = load_tested_policy(self.directory)
+        except Exception as exc:
+            # A check that fails in a way it does not report (a bug of caremsg's or of a parser it
+            # uses) refuses the edit like a problem would: the running version stays, and the watcher
+            # and the listener, whose tasks would end with it, go on to the next edit.
+            log.error(
+                "policy.reload_failed",
+                trigger=trigger,
+                version=previous,
+                error=type(exc).__name__,
+                exc_info=exc,
+            )
+            problem = f"the policy could not be checked ({type(exc).__name__}); the running version stays"
+            return ReloadResult("rejected", previous, previous, (problem,))
         if policy is None:
             # Log a broken edit once per distinct content, not at every poll.
             if self._rejected != (self._fingerprint, tuple(problems)) or trigger != "file":

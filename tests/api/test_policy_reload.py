@@ -172,6 +172,79 @@ async def test_a_file_that_once_crashed_the_check_is_refused_and_the_watcher_goe
     await eventually(changed, "the watcher to swap in the next edit")
 
 
+async def test_a_file_saved_in_another_encoding_is_refused_at_its_line_and_the_watcher_goes_on(
+    live: Api, policy_dir: Path
+) -> None:
+    """An accent in a comment saved as Latin-1 (an editor's "ANSI") made reading the file raise out
+    of the check, which ended the watcher's task like the nesting above."""
+    org = await live.organization()
+    admin = await live.person("admin", org)
+    before = await version(live, admin)
+    rules = policy_dir / "roles.csv"
+    shipped = rules.read_text()
+    with capture_logs() as logs:
+        rules.write_bytes((shipped + "# revisé\n").encode("latin-1"))
+
+        async def refused() -> list[Any]:
+            return [e for e in logs if e["event"] == "policy.reload_rejected" and e["trigger"] == "file"]
+
+        [rejected] = await eventually(refused, "the watcher to refuse the file")
+    line = shipped.count("\n") + 1
+    reason = f"not UTF-8 text (byte 0xe9 on line {line}); save the file as UTF-8"
+    assert rejected["problems"] == [f"roles.csv:{line}: error: cannot read: {reason}"]
+    assert await version(live, admin) == before
+    rules.write_text(shipped + "# revised\n")
+
+    async def changed() -> str | None:
+        now = await version(live, admin)
+        return now if now != before else None
+
+    await eventually(changed, "the watcher to swap in the file saved again as UTF-8")
+
+
+async def test_a_check_that_fails_unexpectedly_refuses_the_edit_and_the_watcher_goes_on(
+    live: Api, policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a reload's check raises (a bug of caremsg's or of a parser it uses), the running
+    version stays, the reload answers ``rejected`` and the watcher takes in the next edit."""
+    import integrations.policy_reload as reload_module
+
+    org = await live.organization()
+    officer = await live.person("compliance_officer", await live.governing_organization())
+    before = await version(live, officer)
+    checked = reload_module.load_tested_policy
+    failures: list[str] = []
+
+    def broken_check(directory: Path) -> Any:
+        failures.append(str(directory))
+        raise ZeroDivisionError("a bug in the check")
+
+    monkeypatch.setattr(reload_module, "load_tested_policy", broken_check)
+    append(policy_dir / "roles.csv", "# reviewed")
+
+    async def checked_once() -> list[str]:
+        return failures
+
+    with capture_logs() as logs:
+        await eventually(checked_once, "the watcher to run the check")
+        status, body = await live.call("POST", "/api/policy/reload", officer)
+    assert status == 422, body
+    assert [e["message"] for e in body["errors"]] == [
+        "the policy could not be checked (ZeroDivisionError); the running version stays"
+    ]
+    assert await version(live, officer) == before
+    assert [e["error"] for e in logs if e["event"] == "policy.reload_failed"][:2] == ["ZeroDivisionError"] * 2
+
+    monkeypatch.setattr(reload_module, "load_tested_policy", checked)
+    append(policy_dir / "roles.csv", "# reviewed again")
+
+    async def changed() -> str | None:
+        now = await version(live, await live.person("admin", org))
+        return now if now != before else None
+
+    await eventually(changed, "the watcher to swap in the next edit")
+
+
 async def test_a_changed_sms_toml_is_picked_up_by_the_watcher(live: Api, policy_dir: Path) -> None:
     org = await live.organization()
     admin = await live.person("admin", org)
