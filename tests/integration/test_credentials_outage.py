@@ -80,7 +80,7 @@ async def _nothing_given_up(db: asyncpg.Connection, message_ids: Sequence[int], 
     assert failed == 0
     audited = await db.fetchval(
         "SELECT count(*) FROM audit_events WHERE workflow LIKE 'delivery.%' AND outcome <> 'success'"
-        " AND resource_id = ANY($1::text[])",
+        " AND resource_type = 'message' AND resource_id = ANY($1::text[])",
         [str(i) for i in message_ids],
     )
     assert audited == 0
