@@ -17,6 +17,7 @@ from engine.workflows import attachments, messaging, recalls
 from handlers.api_messaging import IDEMPOTENCY, idempotent
 from handlers.keys import settings_key
 from handlers.problems import invalid_input, location
+from handlers.ratelimit import take_upload
 from handlers.requests import path_id, services
 from handlers.routing import Endpoint
 from handlers.schemas.attachments import AttachmentUpload
@@ -110,6 +111,7 @@ def _compared(cmd: attachments.AttachFile) -> bytes:
 
 async def attach_file(request: web.Request, actor: Actor) -> web.Response:
     limits = request.app[settings_key].messaging
+    take_upload(request, actor.user_id)  # before the body is read: a refused upload costs nothing
     content_type, data, text = await _upload(request, limits.attachment_max_bytes)
     cmd = attachments.AttachFile(path_id(request, "id"), content_type, data, text)
 

@@ -81,10 +81,11 @@ from handlers.keys import (
     sessions_key,
     settings_key,
     sms_rules_key,
+    upload_limit_key,
 )
 from handlers.middleware import authenticate, request_context, security_headers
 from handlers.proxies import forwarded_client
-from handlers.ratelimit import add_limit_headers, rate_limit
+from handlers.ratelimit import add_limit_headers, rate_limit, upload_limit
 from handlers.rejections import RejectionSummaries
 from handlers.requests import route
 from handlers.routing import Endpoint
@@ -479,6 +480,7 @@ def create_app(
     app[endpoints_key] = endpoints
     app[openapi_body_key] = {}
     app[operations_key] = _new_operations(settings, shared_metrics)
+    app[upload_limit_key] = upload_limit(settings.ratelimit, shared=shared_rate_limits)
     app.on_response_prepare.append(add_limit_headers)
     app.cleanup_ctx.extend(
         [

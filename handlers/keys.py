@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from engine.consent_index import ConsentIndex
     from engine.ports import ChatGateway, PolicyDirectory, PolicyReloader
     from engine.sms import SmsRules
+    from handlers.buckets import Buckets
     from handlers.console.session import SessionCodec
     from handlers.rejections import RejectionSummaries
     from handlers.routing import Endpoint
@@ -44,6 +45,8 @@ endpoints_key: web.AppKey[list[Endpoint]] = web.AppKey("endpoints_key")
 #: at most the one body, since an app's routes and middlewares no longer change once it runs.
 openapi_body_key: web.AppKey[dict[str, bytes]] = web.AppKey("openapi_body_key")
 operations_key: web.AppKey[Operations] = web.AppKey("operations_key")
+#: Attachments each account may upload (handlers/ratelimit.py ``upload_limit``), by ``user:<id>``.
+upload_limit_key: web.AppKey[Buckets] = web.AppKey("upload_limit_key")
 database_key: web.AppKey[Database] = web.AppKey("database_key")
 sessions_key: web.AppKey[Sessions] = web.AppKey("sessions_key")
 accounts_key: web.AppKey[CachedAccountDirectory] = web.AppKey("accounts_key")

@@ -29,7 +29,7 @@ from aiohttp.typedefs import Handler, Middleware
 from engine.errors import CaremsgError, TooManyRequests
 from engine.sources import counted_source
 from handlers.buckets import Buckets, SharedTokenBuckets, TokenBuckets, Verdict
-from handlers.keys import operations_key, rate_limit_headers_key, request_id_key
+from handlers.keys import operations_key, rate_limit_headers_key, request_id_key, upload_limit_key
 from handlers.problems import problem_for, problem_response, status_of
 from handlers.proxies import client_address
 from handlers.routing import Contract, Header, Status, declares
@@ -83,7 +83,47 @@ LIMIT_HEADERS_CONTRACT = Contract(
 
 
 #: The limits, by the name the ``RateLimit`` fields give them (and their shared files are named).
-LIMITS = ("address", "token")
+LIMITS = ("address", "token", "upload")
+
+
+def _buckets(
+    name: str, per_second: float, burst: int, *, clock: Callable[[], float], shared: str | Path | None
+) -> Buckets:
+    if shared is None:
+        return TokenBuckets(name, per_second, burst, clock=clock)
+    return SharedTokenBuckets(shared, name, per_second, burst, clock=clock)
+
+
+def upload_limit(
+    settings: RateLimitSettings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    shared: str | Path | None = None,
+) -> Buckets:
+    """The attachments each account may upload (``uploads_per_hour`` up to ``uploads_burst``), by
+    ``user:<id>``: the request limits count requests, and an upload is up to
+    ``messaging.attachment_max_bytes`` stored in PostgreSQL (one account at the token limit could
+    write ~100 MB a second, more with more logins). Shared by the workers like the others."""
+    return _buckets(
+        "upload", settings.uploads_per_hour / 3600, settings.uploads_burst, clock=clock, shared=shared
+    )
+
+
+def take_upload(request: web.Request, user_id: int) -> None:
+    """Spend one of the account's uploads, before its body is read; else 429 with ``Retry-After``
+    (logged and counted as the other limits are)."""
+    verdict = request.app[upload_limit_key].take(f"user:{user_id}")
+    if verdict.allowed:
+        return
+    log.warning(
+        "http.rate_limited", request_id=request[request_id_key], policy=verdict.policy, user_id=user_id
+    )
+    operations = request.app.get(operations_key)
+    if operations is not None:
+        operations.metrics.rate_limit_refused("api_per_upload")
+    raise TooManyRequests(
+        "Too many uploads from this account; try again later.", retry_after=verdict.retry_after
+    )
 
 
 def rate_limit(
@@ -105,13 +145,12 @@ def rate_limit(
     a token of its source's bucket, and a source whose bucket is empty is refused before its body is
     read, as anywhere else."""
 
-    def buckets(name: str, per_second: float, burst: int) -> Buckets:
-        if shared is None:
-            return TokenBuckets(name, per_second, burst, clock=clock)
-        return SharedTokenBuckets(shared, name, per_second, burst, clock=clock)
-
-    by_address = buckets("address", settings.per_address_per_second, settings.per_address_burst)
-    by_token = buckets("token", settings.per_token_per_second, settings.per_token_burst)
+    by_address = _buckets(
+        "address", settings.per_address_per_second, settings.per_address_burst, clock=clock, shared=shared
+    )
+    by_token = _buckets(
+        "token", settings.per_token_per_second, settings.per_token_burst, clock=clock, shared=shared
+    )
 
     @web.middleware
     @declares(RATE_LIMIT_CONTRACT)

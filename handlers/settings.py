@@ -128,6 +128,9 @@ class RateLimitSettings(_Section):
     per_address_burst: int = Field(200, ge=1)
     per_token_per_second: float = Field(20.0, gt=0)
     per_token_burst: int = Field(100, ge=1)
+    # Attachments per account (handlers/ratelimit.py upload_limit), whatever its tokens and addresses.
+    uploads_per_hour: float = Field(120.0, gt=0)
+    uploads_burst: int = Field(20, ge=1)
     # Unauthenticated failures are audited as one summary per source address and window.
     rejection_summary_seconds: float = Field(60.0, gt=0)
 
@@ -195,11 +198,9 @@ class OutboxSettings(_Section):
     # A relay's claim on its entries, renewed every third of it while it runs: after a crash they are
     # delivered by another relay (or the restarted one) this long after.
     lease_seconds: float = Field(10.0, gt=0)
-    # Conversations delivered side by side per wave (one entry of each in flight). The cap is the
-    # Sendbird client's connection pool (httpx's default 100): more would only queue for a connection.
+    # Conversations delivered side by side per wave; capped by the Sendbird client's pool (httpx: 100).
     concurrency: int = Field(8, ge=1, le=100)
-    # The urgent-message escalation scheduler (integrations/escalation.py): how often it looks for
-    # due steps, and at most how many messages one round takes (the rest wait for the next round).
+    # The urgent-message escalation scheduler (integrations/escalation.py): its period and round size.
     escalation_interval_seconds: float = Field(5.0, gt=0)
     escalation_batch_size: int = Field(500, ge=1)
 
@@ -217,8 +218,7 @@ class MessagingSettings(_Section):
     # The documented send path; some v2 pages show /v1/notifications/messages (§8: uncertain).
     bm_send_path: str = "/v1/notifications"
     sms_template_key: str = "caremsg_sms"
-    # Texts have a rate budget of their own, apart from the chat API's: a backlog of texts never
-    # slows chat posts down (and chat never uses up the texts' budget).
+    # Texts' own rate budget: a backlog of texts never slows chat posts down, nor chat the texts.
     sms_per_second: float = Field(5, gt=0)
     sms_notification_text: str = "You have a new secure message from your care team."
     sms_help_text: str = "Secure messages from your care team. Reply STOP to opt out, START to opt back in."

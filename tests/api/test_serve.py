@@ -544,7 +544,7 @@ async def test_a_clients_requests_spend_one_rate_limit_whichever_worker_answers(
     # fewer, if the emulator's webhooks spent some meanwhile), never the same or more.
     assert all(later < earlier for earlier, later in itertools.pairwise(remaining)), remaining
     (shared,) = served.events("serve.rate_limits_shared")
-    assert sorted(await asyncio.to_thread(os.listdir, shared["directory"])) == ["address", "token"]
+    assert sorted(await asyncio.to_thread(os.listdir, shared["directory"])) == ["address", "token", "upload"]
 
 
 async def test_sighup_to_the_parent_reloads_the_policy_in_every_worker(
