@@ -222,3 +222,54 @@ async def test_a_reply_decided_as_its_consent_is_revoked_is_queued_before_the_re
     assert (finished, accepted) == (["reply", "revocation"], 1)
     assert revoked["removedExternalParticipants"] == [team.external_id]
 
+
+async def test_a_participant_admitted_as_their_consent_is_revoked_is_removed_by_the_revocation(
+    patient_api: Api, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    api = patient_api
+    team = await care_team(api)
+    finished: list[str] = []
+
+    async def start() -> tuple[int, Any]:
+        answer = await api.call(
+            "POST",
+            "/api/conversations",
+            team.peer,
+            json={
+                "title": "Follow-up",
+                "patientId": team.patient_id,
+                "memberIds": [team.nurse.id],
+                "externalMembers": [{"phoneNumber": team.phone, "name": "Dr. External"}],
+            },
+        )
+        finished.append("conversation")
+        return answer
+
+    async with db_pool.acquire() as blocker:
+        blocking = blocker.transaction()
+        await blocking.start()
+        # The conversation's row is written after its members are decided: that write waits.
+        await blocker.execute("LOCK TABLE conversations IN SHARE MODE")
+        starting = asyncio.create_task(start())
+        revocation: asyncio.Task[tuple[int, Any]] | None = None
+        try:
+            await eventually(
+                lambda: _waiting(db, "INSERT INTO conversations"), "the participant to be admitted"
+            )
+            revocation = await _revoke_while(api, db, team, finished)
+        finally:
+            await blocking.rollback()
+        status, started = await starting
+        assert revocation is not None
+        revoked_status, revoked = await revocation
+
+    assert revoked_status == 200, revoked
+    # Decided under the consent before the revocation began: admitted, and the revocation waited.
+    # Before the fix the revocation committed first and missed the new participant, who stayed in.
+    assert (status, finished) == (201, ["conversation", "revocation"]), started
+    (admitted,) = started["externalMembers"]
+    assert sorted(revoked["removedExternalParticipants"]) == sorted([team.external_id, admitted["id"]])
+    removed_at = await db.fetchval(
+        "SELECT removed_at FROM external_participants WHERE id = $1", admitted["id"]
+    )
+    assert removed_at is not None
