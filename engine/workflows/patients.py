@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from engine.decisions import Fact
-from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
+from engine.errors import ConsentsNotPart2, FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, CareTeam, Page, Patient, RiskLevel
 from engine.ports.patients import NewPatient
 from engine.ports.units import PatientsUnitOfWork
@@ -127,6 +127,11 @@ class UpdatePatient:
 
 
 async def update_patient(services: Services, actor: Actor, cmd: UpdatePatient) -> Patient:
+    """Change a patient's record (``patient.update``). Marking it as including 42 CFR Part 2 records
+    (``part2`` from false to true) is refused (409 naming ``part2``) while a consent recorded without
+    the elements of 42 CFR 2.31 is in force or pending: those consents would go on disclosing Part 2
+    records without them and without the 2.32 notice. They must be revoked (and recorded again as
+    Part 2 consents) first."""
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
@@ -140,9 +145,36 @@ async def update_patient(services: Services, actor: Actor, cmd: UpdatePatient) -
             patient_id=pid,
             details={**details, "fields": ",".join(sorted(cmd.changes))},
         )
+        before = await uow.patients.get(pid)
+        # The update locks the patient's row before the consents are read: a consent being recorded
+        # holds that row while it reads the mark (record_consent), so it commits before the read
+        # below, or it waits and then sees the mark and must carry the Part 2 elements.
         patient = await uow.patients.update(pid, cmd.changes)
+        if patient.part2 and before is not None and not before.part2:
+            await _refuse_part2_over_consents_without_it(uow, guard, pid)
         await uow.commit()
     return patient
+
+
+async def _refuse_part2_over_consents_without_it(
+    uow: PatientsUnitOfWork, guard: Guard[PatientsUnitOfWork], pid: int
+) -> None:
+    """Raise :class:`ConsentsNotPart2` if a consent without the Part 2 elements is in force or
+    pending for the patient; the decision's record names them (ids) and ends with the refusal."""
+    lacking = [
+        c.id
+        for c in await uow.consents.list_for_patient(pid)
+        if c.part2 is None and c.revoked_at is None and (c.expires_at is None or c.expires_at > guard.now)
+    ]
+    if not lacking:
+        return
+    ids = ", ".join(str(i) for i in lacking)
+    guard.annotate(consents_not_part2=ids)
+    raise ConsentsNotPart2(
+        f"Consents {ids} were recorded without the elements of 42 CFR 2.31 and are in force: revoke them"
+        " (and record them again as Part 2 consents) before marking the patient's records as Part 2.",
+        field="part2",
+    )
 
 
 async def list_patients(

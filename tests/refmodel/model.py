@@ -476,6 +476,8 @@ class PatientAction(Action):
 @dataclass(frozen=True)
 class UpdatePatient(PatientAction):
     risk_level: str
+    #: Mark the patient's records as including 42 CFR Part 2 records (True), or unmark them (False).
+    part2: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -1031,6 +1033,18 @@ def verdict(world: World, action: Action) -> Verdict:
             return replace(base, allowed=False, status=422, field="part2.expiryEvent", undecided=True)
         if action.part2 is None and patient in world.part2:
             return replace(base, allowed=False, status=422, field="part2", undecided=True)
+    # Not marked Part 2 while a consent without the Part 2 elements is in force or pending: it would
+    # go on disclosing the patient's Part 2 records without them.
+    if (
+        isinstance(action, UpdatePatient)
+        and action.part2
+        and patient not in world.part2
+        and any(
+            c.patient == patient and not c.part2 and not c.revoked and c.timing != "expired"
+            for c in world.consents
+        )
+    ):
+        return replace(base, allowed=False, status=409, field="part2", undecided=True)
     return base
 
 
@@ -1540,6 +1554,8 @@ def apply(world: World, action: Action, v: Verdict) -> None:
         return
     if isinstance(action, AddCareTeamMember):
         world.care_teams[action.patient].add(action.member)
+    elif isinstance(action, UpdatePatient) and action.part2 is not None:
+        (world.part2.add if action.part2 else world.part2.discard)(action.patient)
     elif isinstance(action, CreateConversation):
         members = frozenset({action.actor, *action.members})
         admitted = [s.consent for s in v.subjects if s.role == EXTERNAL]

@@ -351,7 +351,9 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         return m.PatientAction(kind, clinician, patient)
     if kind == "patient.update":
         level = draw(st.sampled_from(["low", "medium", "high", "critical"]))
-        return m.UpdatePatient(kind, clinician, patient, level)
+        return m.UpdatePatient(
+            kind, clinician, patient, level, draw(st.sampled_from([None, None, True, False]))
+        )
     if kind == "care_team.add_member":
         actor = draw(_actor(spec, patient, draw(st.sampled_from([1, 3]))))
         return m.AddCareTeamMember(kind, actor, patient, draw(st.integers(0, users - 1)))
