@@ -554,6 +554,8 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
     if isinstance(action, m.UpdatePatient):
         part2 = {} if action.part2 is None else {"part2": action.part2}
         return "PUT", f"/api/patients/{pid}", {"riskLevel": action.risk_level, **part2}
+    if action.workflow == "patient.unmark_part2":
+        return "PUT", f"/api/patients/{pid}", {"part2": False}
     if isinstance(action, m.AddCareTeamMember):
         return (
             "POST",

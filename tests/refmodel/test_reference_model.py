@@ -347,6 +347,18 @@ CASES: dict[str, Scenario] = {
             ),
         ),
     ),
+    "the Part 2 mark comes off by the patient's organization's compliance officer alone": Scenario(
+        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset(), frozenset({0})),
+        (
+            m.UpdatePatient("patient.update", ORG0_REGISTRAR, 0, "high", False),  # with a change: 403
+            m.PatientAction("patient.unmark_part2", ORG0_REGISTRAR, 0),  # alone: not the care team's
+            m.PatientAction("patient.unmark_part2", ORG1_OFFICER, 0),  # another organization: as none
+            m.PatientAction("patient.unmark_part2", ORG0_ADMIN, 0),
+            m.PatientAction("patient.read", ORG0_REGISTRAR, 0),
+            m.PatientAction("patient.unmark_part2", ORG0_OFFICER, 0),
+            m.UpdatePatient("patient.update", ORG0_REGISTRAR, 0, "low", False),  # not marked now: 200
+        ),
+    ),
     "legal holds are placed, lifted once and listed by their organization's officers": Scenario(
         WorldSpec(2, (0, 1), (), (), frozenset(), ()),
         (
