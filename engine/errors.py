@@ -11,8 +11,9 @@ generic and never carry PHI (names, phone numbers, message text).
     ├── Unauthenticated         401 — no credentials, bad credentials, bad or expired token
     ├── Forbidden               403 — the policy engine denied the action (carries the Decision)
     ├── NotFound                404 — the object does not exist (or the actor may not know it does)
-    ├── Conflict                409 — the action collides with existing state
-    │   └── ContentDeleted      409 — the message's content was deleted by retention already
+    ├── Conflict                409 — the action collides with existing state (may name a field)
+    │   ├── ContentDeleted      409 — the message's content was deleted by retention already
+    │   └── ConsentsNotPart2    409 — consents without the Part 2 elements stand in the way
     ├── IdempotencyMismatch     422 — an Idempotency-Key was reused with a different request
     ├── TooManyRequests         429 — a rate limit or login back-off (carries retry_after seconds)
     │   └── AccountLocked       429 — too many failed logins: only an admin's unlock opens it
@@ -119,11 +120,23 @@ class NotFound(CaremsgError):
 class Conflict(CaremsgError):
     code = "conflict"
 
+    def __init__(self, detail: str = "", *, field: str | None = None) -> None:
+        super().__init__(detail)
+        #: The request's field whose value collides, if one does.
+        self.field = field
+
 
 class ContentDeleted(Conflict):
     """The action needs a message's content, which retention deleted already (policies/retention.toml)."""
 
     code = "content_deleted"
+
+
+class ConsentsNotPart2(Conflict):
+    """A patient's records cannot be marked as including 42 CFR Part 2 records while consents
+    recorded without the elements of 42 CFR 2.31 are in force: the detail names them, by id only."""
+
+    code = "consents_not_part2"
 
 
 class IdempotencyMismatch(CaremsgError):

@@ -109,6 +109,10 @@ ENDPOINTS: list[Endpoint] = [
         "patients",
         PatientUpdate,
         PatientPublic,
+        errors=(400, 401, 403, 404, 409, 422),
+        description="409 (`consents_not_part2`, field `part2`) when `part2` is set while consents recorded"
+        " without the elements of 42 CFR 2.31 are in force or pending: the answer names them by id; revoke"
+        " them (and record them again as Part 2 consents) first.",
     ),
     Endpoint(
         "POST",

@@ -80,6 +80,8 @@ def problem_for(error: CaremsgError, request_id: str) -> Problem:
             policy_version=d.policy_version or None,
             field=error.field,
         )
+    if isinstance(error, Conflict) and error.field is not None:
+        fields["field"] = error.field
     return Problem(
         title=title,
         status=status,

@@ -137,6 +137,9 @@ class PatientsUnitOfWork(PatientScoped, Protocol):
     def patients(self) -> PatientRepository: ...
 
     @property
+    def consents(self) -> ConsentRepository: ...
+
+    @property
     def care_teams(self) -> CareTeamRepository: ...
 
     @property

@@ -118,7 +118,7 @@ async def record_consent(services: Services, actor: Actor, cmd: RecordConsent) -
         if cmd.part2 is not None:
             _check_part2(cmd.part2, cmd.expires_at, guard.now)
         else:
-            patient = await uow.patients.get(pid)
+            patient = await uow.patients.get(pid, hold=True)  # a Part 2 mark being set: seen, or waits
             if patient is not None and patient.part2:
                 raise InvalidInput(
                     [

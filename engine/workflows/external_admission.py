@@ -35,8 +35,12 @@ async def admit_external(
     """Decide (``conversation.join``, recorded) the external member at ``externalMembers[index]``;
     raises Forbidden if no consent admits them."""
     foreign = organization_id not in (None, guard.actor.organization_id)
+    # Held until the conversation commits: a revocation of one of them commits before they are read
+    # (the participant is refused) or waits, and then finds the participant admitted and removes it.
     candidates = (
-        [] if foreign else await guard.uow.facts.external_consents(patient_id, phone_number, organization_id)
+        []
+        if foreign
+        else await guard.uow.facts.external_consents(patient_id, phone_number, organization_id, hold=True)
     )
     facts, details = guard.external_facts("conversation.join", candidates)
     if foreign:

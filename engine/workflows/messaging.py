@@ -545,9 +545,15 @@ async def _post_reply(
 
     A participant removed from the conversation is no longer established there: no consent counts
     for them (a consent recorded later for another conversation does not bring them back), so the
-    reply is refused and its record says ``participant_removed``."""
+    reply is refused and its record says ``participant_removed``.
+
+    The consents the decision rests on are held until this transaction commits: a revocation of
+    one of them commits before they are read (and the reply is refused) or waits until the reply is
+    queued; never a reply accepted after a revocation's commit."""
     candidates = (
-        await uow.facts.external_consents(route.patient_id, route.phone_number, route.organization_id)
+        await uow.facts.external_consents(
+            route.patient_id, route.phone_number, route.organization_id, hold=True
+        )
         if route.active
         else []
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from engine.decisions import Fact
-from engine.errors import FieldError, Forbidden, InvalidInput, NotFound
+from engine.errors import ConsentsNotPart2, FieldError, Forbidden, InvalidInput, NotFound
 from engine.model import Actor, CareTeam, Page, Patient, RiskLevel
 from engine.ports.patients import NewPatient
 from engine.ports.units import PatientsUnitOfWork
@@ -127,22 +127,82 @@ class UpdatePatient:
 
 
 async def update_patient(services: Services, actor: Actor, cmd: UpdatePatient) -> Patient:
+    """Change a patient's record (``patient.update``). Taking its 42 CFR Part 2 mark off (``part2``
+    from true to false) is ``patient.unmark_part2`` besides (alone when it is the only change): a
+    compliance officer's decision, not the care team's. Marking it as including 42 CFR Part 2 records
+    (``part2`` from false to true) is refused (409 naming ``part2``) while a consent recorded without
+    the elements of 42 CFR 2.31 is in force or pending: those consents would go on disclosing Part 2
+    records without them and without the 2.32 notice. They must be revoked (and recorded again as
+    Part 2 consents) first."""
+    unmark_only = cmd.changes == {"part2": False}
     async with _unit_of_work(services) as uow:
         guard = Guard(services, uow, actor)
         pid = cmd.patient_id
-        await guard.require_role_for_patient("patient.update", pid, resource_type="patient", resource_id=pid)
-        facts, details = await guard.patient_facts("patient.update", pid)
-        guard.require(
-            "patient.update",
-            facts,
-            resource_type="patient",
-            resource_id=pid,
-            patient_id=pid,
-            details={**details, "fields": ",".join(sorted(cmd.changes))},
-        )
+        if not unmark_only:
+            await guard.require_role_for_patient(
+                "patient.update", pid, resource_type="patient", resource_id=pid
+            )
+            facts, details = await guard.patient_facts("patient.update", pid)
+            guard.require(
+                "patient.update",
+                facts,
+                resource_type="patient",
+                resource_id=pid,
+                patient_id=pid,
+                details={**details, "fields": ",".join(sorted(cmd.changes))},
+            )
+        before = await uow.patients.get(pid)
+        # Taking the mark off is decided by the request alone when it is the only change (so the
+        # answer says nothing of the mark to whoever may not read the patient), and otherwise once
+        # ``patient.update`` has found the actor may read it: only when the patient is marked.
+        if unmark_only or (cmd.changes.get("part2") is False and before is not None and before.part2):
+            await _require_unmark(guard, pid)
+        # The update locks the patient's row before the consents are read: a consent being recorded
+        # holds that row while it reads the mark (record_consent), so it commits before the read
+        # below, or it waits and then sees the mark and must carry the Part 2 elements.
         patient = await uow.patients.update(pid, cmd.changes)
+        if patient.part2 and before is not None and not before.part2:
+            await _refuse_part2_over_consents_without_it(uow, guard, pid)
         await uow.commit()
     return patient
+
+
+async def _require_unmark(guard: Guard[PatientsUnitOfWork], pid: int) -> None:
+    """``patient.unmark_part2``: ordinary consents could disclose the records again once the mark is
+    off, so the policy gives it to the patient's own organization's compliance officers alone."""
+    await guard.require_role_for_patient(
+        "patient.unmark_part2", pid, resource_type="patient", resource_id=pid
+    )
+    facts, details = await guard.patient_facts("patient.unmark_part2", pid)
+    guard.require(
+        "patient.unmark_part2",
+        facts,
+        resource_type="patient",
+        resource_id=pid,
+        patient_id=pid,
+        details={**details, "fields": "part2"},
+    )
+
+
+async def _refuse_part2_over_consents_without_it(
+    uow: PatientsUnitOfWork, guard: Guard[PatientsUnitOfWork], pid: int
+) -> None:
+    """Raise :class:`ConsentsNotPart2` if a consent without the Part 2 elements is in force or
+    pending for the patient; the decision's record names them (ids) and ends with the refusal."""
+    lacking = [
+        c.id
+        for c in await uow.consents.list_for_patient(pid)
+        if c.part2 is None and c.revoked_at is None and (c.expires_at is None or c.expires_at > guard.now)
+    ]
+    if not lacking:
+        return
+    ids = ", ".join(str(i) for i in lacking)
+    guard.annotate(consents_not_part2=ids)
+    raise ConsentsNotPart2(
+        f"Consents {ids} were recorded without the elements of 42 CFR 2.31 and are in force: revoke them"
+        " (and record them again as Part 2 consents) before marking the patient's records as Part 2.",
+        field="part2",
+    )
 
 
 async def list_patients(

@@ -219,6 +219,8 @@ class Problem(Response):
     errors: list[FieldProblem] | None = None
     reason: str | None = Field(None, description="For 403: the policy's reason code.")
     hint: str | None = Field(None, description="For 403: what role, relationship or consent is missing.")
-    field: str | None = Field(None, description="For 403: the member or field the denial is about.")
+    field: str | None = Field(
+        None, description="For 403: the member or field the denial is about; for 409: the field in conflict."
+    )
     rule: str | None = Field(None, description="For 403: the policy rule that came closest.")
     policy_version: str | None = None

@@ -68,6 +68,7 @@ _RELATION_AND_SESSION = select(
     patients_t.c.organization_id, _ON_TEAM, open_session_query(patients_t.c.id).scalar_subquery()
 ).where(patients_t.c.id == bindparam("patient_id"))
 _PATIENT = select(patients_t).where(patients_t.c.id == bindparam("patient_id"))
+_HELD_PATIENT = _PATIENT.with_for_update(read=True)
 
 
 def _patient(row: Any) -> Patient:
@@ -107,8 +108,9 @@ class SqlPatientRepository(Repository):
         ).one()
         return _patient(row)
 
-    async def get(self, patient_id: int) -> Patient | None:
-        row = (await self.session.execute(_PATIENT, {"patient_id": patient_id})).one_or_none()
+    async def get(self, patient_id: int, *, hold: bool = False) -> Patient | None:
+        query = _HELD_PATIENT if hold else _PATIENT
+        row = (await self.session.execute(query, {"patient_id": patient_id})).one_or_none()
         return _patient(row) if row else None
 
     async def update(self, patient_id: int, changes: Mapping[str, object]) -> Patient:

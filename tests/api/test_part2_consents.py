@@ -6,6 +6,7 @@ any with a 422 naming the field, stores nothing, and a recorded one shows its el
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -219,3 +220,54 @@ async def test_marking_a_patient_part2_is_an_update_and_null_is_refused(api: Api
     assert null == 422
     assert [e["field"] for e in problem["errors"]] == ["part2"]
     assert after["part2"] is True
+
+
+async def test_marking_a_patient_part2_is_refused_while_a_consent_without_part2_is_in_force(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    org = await api.organization()
+    nurse = await api.person("care_team_member", org)
+    officer = await api.person("compliance_officer", org)
+    recipient = await api.organization()
+    patient_id = await api.patient(nurse)
+    in_force = await api.consent(officer, patient_id, organizationId=recipient)
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    pending = await api.consent(officer, patient_id, organizationId=recipient, effectiveAt=later)
+    part2 = await api.consent(
+        officer, patient_id, organizationId=recipient, expiresAt=in_a_year(), part2=PART2_ELEMENTS
+    )
+    revoked = await api.consent(
+        officer, patient_id, externalParty={"phoneNumber": "+12025550143", "name": "Al"}
+    )
+    status, body = await api.call(
+        "POST", f"/api/consents/{revoked['id']}/revoke", officer, json={"reason": "asked"}
+    )
+    assert status == 200, body
+
+    refused, problem = await api.call("PUT", f"/api/patients/{patient_id}", nurse, json={"part2": True})
+    _, unchanged = await api.call("GET", f"/api/patients/{patient_id}", nurse)
+
+    assert refused == 409, problem
+    assert (problem["code"], problem["field"]) == ("consents_not_part2", "part2")
+    named = {int(n) for n in re.findall(r"\d+", problem["detail"].split(" were ")[0])}
+    assert named == {in_force["id"], pending["id"]}  # not the Part 2 one, nor the revoked one
+    assert "Zed Quill" not in json.dumps(problem)
+    assert "2025550143" not in json.dumps(problem)
+    assert unchanged["part2"] is False
+    audited = await db.fetchrow(
+        "SELECT outcome, reason, details FROM audit_events WHERE workflow = 'patient.update'"
+        " AND patient_id = $1 AND event = 'decision' ORDER BY id DESC LIMIT 1",
+        patient_id,
+    )
+    details = json.loads(audited["details"])
+    assert (audited["outcome"], details["ended_by"]) == ("failure", "consents_not_part2")
+    assert details["consents_not_part2"] == f"{in_force['id']}, {pending['id']}"
+    assert part2["part2"] is not None
+
+    for consent in (in_force, pending):
+        status, body = await api.call(
+            "POST", f"/api/consents/{consent['id']}/revoke", officer, json={"reason": "not Part 2"}
+        )
+        assert status == 200, body
+    marked, updated = await api.call("PUT", f"/api/patients/{patient_id}", nurse, json={"part2": True})
+    assert (marked, updated["part2"]) == (200, True), updated

@@ -2,26 +2,33 @@
 
 Whatever a revocation races with, nothing under the consent happens after its commit: a text the
 relay has checked and is handing to the provider either reaches the provider before the revocation
-commits (the revocation waits for it), or is refused. Each test stops the app's own relay and drives
-one of its own with ``run_once``.
+commits (the revocation waits for it), or is refused. The text tests stop the app's own relay and
+drive one of their own with ``run_once``. So too an inbound reply decided under the consent, and an
+external participant admitted under it to a new conversation: each is held (a table lock of the
+test's own that only its next write needs) after its decision and before its commit, the consent is
+revoked then, and the revocation either waits for that commit (and then ends what it let in) or
+commits first and the reply or admission is refused; never accepted after the revocation's commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from engine.inbound import handle_inbound
 from engine.sms import SmsRules
+from engine.workflows.messaging import PROCESSED, InboundSms
 from handlers.app import create_app
-from handlers.keys import chat_key, clock_key, policy_key, sessions_key
+from handlers.keys import chat_key, clock_key, policy_key, services_key, sessions_key
 from handlers.settings import Settings
 from integrations.effects.texts import TextExecutor
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
 from tests.support.api import Api
 from tests.support.fakes import FakeSmsGateway
-from tests.support.messaging import care_team, send, stop_app_relay
+from tests.support.messaging import CareTeam, care_team, send, stop_app_relay
 from tests.support.polling import eventually
 
 
@@ -125,3 +132,144 @@ async def test_a_revocation_waits_out_a_slow_hand_over_longer_than_a_statement_m
 
     assert status == 200, revoked
     assert provider.revoked_when_handed_over == [False]
+
+
+async def _waiting(db: asyncpg.Connection, statement: str) -> bool:
+    """Whether a statement starting so (the app's, rendered by SQLAlchemy) waits on a lock now."""
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE $1",
+            statement + "%",
+        )
+    )
+
+
+#: The revocation's first lock: its consent, FOR UPDATE (integrations/db/consents.py get_for_update).
+_REVOCATION_LOCK = "SELECT consents.id, "
+
+
+async def _revoke_while(
+    api: Api, db: asyncpg.Connection, team: CareTeam, finished: list[str]
+) -> asyncio.Task[tuple[int, Any]]:
+    """Revoke the team's consent and return once the revocation has committed or waits on a lock."""
+    status, consents = await api.call("GET", f"/api/patients/{team.patient_id}/consents", team.officer)
+    assert status == 200, consents
+    (consent,) = consents["items"]
+
+    async def revoke() -> tuple[int, Any]:
+        answer = await api.call(
+            "POST", f"/api/consents/{consent['id']}/revoke", team.officer, json={"reason": "asked"}
+        )
+        finished.append("revocation")
+        return answer
+
+    revocation = asyncio.create_task(revoke())
+
+    async def revocation_done_or_waiting() -> bool:
+        return revocation.done() or await _waiting(db, _REVOCATION_LOCK)
+
+    await eventually(revocation_done_or_waiting, "the revocation to commit or to wait")
+    return revocation
+
+
+async def test_a_reply_decided_as_its_consent_is_revoked_is_queued_before_the_revocation_commits(
+    patient_api: Api, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    api = patient_api
+    team = await care_team(api)
+    sid = "SMreplyrace0001"
+    body = json.dumps({"message_id": sid, "from": team.phone, "text": "Running late", "keyword": None})
+    # Stored under a lease the app's webhook processor leaves alone: the test hands it to the workflow.
+    event_id = await db.fetchval(
+        "INSERT INTO webhook_events (source, dedupe_key, category, body, lease_until)"
+        " VALUES ('sms', $1, 'sms:inbound', $2, now() + interval '1 hour') RETURNING id",
+        f"sms:{sid}",
+        body,
+    )
+    finished: list[str] = []
+
+    async def reply() -> str:
+        answer = await handle_inbound(
+            api.app[services_key], InboundSms(event_id, sid, team.phone, "Running late")
+        )
+        finished.append("reply")
+        return answer
+
+    async with db_pool.acquire() as blocker:
+        blocking = blocker.transaction()
+        await blocking.start()
+        # Taking the event (FOR UPDATE) passes this lock; marking it handled, after the decision, waits.
+        await blocker.execute("LOCK TABLE webhook_events IN SHARE MODE")
+        replying = asyncio.create_task(reply())
+        revocation: asyncio.Task[tuple[int, Any]] | None = None
+        try:
+            await eventually(
+                lambda: _waiting(db, "UPDATE webhook_events SET status"), "the reply to be decided"
+            )
+            revocation = await _revoke_while(api, db, team, finished)
+        finally:
+            await blocking.rollback()
+        assert await replying == PROCESSED
+        assert revocation is not None
+        status, revoked = await revocation
+
+    assert status == 200, revoked
+    accepted = await db.fetchval(
+        "SELECT count(*) FROM outbox WHERE kind = 'post_sms_reply' AND payload->>'dedup_id' = $1", sid
+    )
+    # Before the fix the revocation committed while the reply waited, and the reply was queued after.
+    assert (finished, accepted) == (["reply", "revocation"], 1)
+    assert revoked["removedExternalParticipants"] == [team.external_id]
+
+
+async def test_a_participant_admitted_as_their_consent_is_revoked_is_removed_by_the_revocation(
+    patient_api: Api, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    api = patient_api
+    team = await care_team(api)
+    finished: list[str] = []
+
+    async def start() -> tuple[int, Any]:
+        answer = await api.call(
+            "POST",
+            "/api/conversations",
+            team.peer,
+            json={
+                "title": "Follow-up",
+                "patientId": team.patient_id,
+                "memberIds": [team.nurse.id],
+                "externalMembers": [{"phoneNumber": team.phone, "name": "Dr. External"}],
+            },
+        )
+        finished.append("conversation")
+        return answer
+
+    async with db_pool.acquire() as blocker:
+        blocking = blocker.transaction()
+        await blocking.start()
+        # The conversation's row is written after its members are decided: that write waits.
+        await blocker.execute("LOCK TABLE conversations IN SHARE MODE")
+        starting = asyncio.create_task(start())
+        revocation: asyncio.Task[tuple[int, Any]] | None = None
+        try:
+            await eventually(
+                lambda: _waiting(db, "INSERT INTO conversations"), "the participant to be admitted"
+            )
+            revocation = await _revoke_while(api, db, team, finished)
+        finally:
+            await blocking.rollback()
+        status, started = await starting
+        assert revocation is not None
+        revoked_status, revoked = await revocation
+
+    assert revoked_status == 200, revoked
+    # Decided under the consent before the revocation began: admitted, and the revocation waited.
+    # Before the fix the revocation committed first and missed the new participant, who stayed in.
+    assert (status, finished) == (201, ["conversation", "revocation"]), started
+    (admitted,) = started["externalMembers"]
+    assert sorted(revoked["removedExternalParticipants"]) == sorted([team.external_id, admitted["id"]])
+    removed_at = await db.fetchval(
+        "SELECT removed_at FROM external_participants WHERE id = $1", admitted["id"]
+    )
+    assert removed_at is not None

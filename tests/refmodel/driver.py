@@ -207,6 +207,7 @@ def expected_state(world: m.World, shadow: Shadow) -> dict[str, Any]:
     return {
         "care_teams": [sorted(team) for team in world.care_teams],
         "risk": list(shadow.risk),
+        "part2": sorted(world.part2),
         "consents": [(c.revoked, c.part2) for c in world.consents],
         "conversations": [
             (c.patient, sorted(c.members), [(e.phone, e.removed) for e in c.externals])
@@ -240,10 +241,10 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         ids.patients,
     ):
         teams[patients[r["patient_id"]]].append(users.get(r["user_id"], -r["user_id"]))
-    risk = {
-        r["id"]: r["risk_level"]
-        for r in await db.fetch("SELECT id, risk_level FROM patients WHERE id = ANY($1::int[])", ids.patients)
-    }
+    marks = await db.fetch(
+        "SELECT id, risk_level, part2 FROM patients WHERE id = ANY($1::int[])", ids.patients
+    )
+    risk = {r["id"]: r["risk_level"] for r in marks}
     consents = await db.fetch(
         "SELECT id, revoked_at IS NOT NULL AS revoked, part2 FROM consents WHERE patient_id = ANY($1::int[])"
         " ORDER BY id",
@@ -381,6 +382,7 @@ async def actual_state(db: asyncpg.Connection, ids: Ids) -> dict[str, Any]:
         ),
         "care_teams": teams,
         "risk": [risk[pid] for pid in ids.patients],
+        "part2": sorted(patients[r["id"]] for r in marks if r["part2"]),
         "consents": [(r["revoked"], r["part2"]) for r in consents],
         "conversations": conversations,
         "messages": messages,
@@ -550,7 +552,10 @@ def request_for(action: m.Action, ids: Ids) -> tuple[str, str, dict[str, Any] | 
     assert isinstance(action, m.PatientAction)
     pid = ids.patients[action.patient]
     if isinstance(action, m.UpdatePatient):
-        return "PUT", f"/api/patients/{pid}", {"riskLevel": action.risk_level}
+        part2 = {} if action.part2 is None else {"part2": action.part2}
+        return "PUT", f"/api/patients/{pid}", {"riskLevel": action.risk_level, **part2}
+    if action.workflow == "patient.unmark_part2":
+        return "PUT", f"/api/patients/{pid}", {"part2": False}
     if isinstance(action, m.AddCareTeamMember):
         return (
             "POST",
@@ -660,7 +665,7 @@ def disagreements(v: m.Verdict, out: Outcome, ids: Ids) -> list[Problem]:
         found.append(("status", f"status {out.status}{reason}, model says {v.status}"))
     elif out.status == 403 and v.reason is not None and body.get("reason") != v.reason:
         found.append(("reason", f"reason {body.get('reason')!r}, model says {v.reason!r}"))
-    if out.status == v.status == 403 and v.field is not None and body.get("field") != v.field:
+    if out.status == v.status in (403, 409) and v.field is not None and body.get("field") != v.field:
         found.append(("field", f"field {body.get('field')!r}, model says {v.field!r}"))
     named = [e.get("field") for e in body.get("errors", [])]
     if out.status == v.status == 422 and v.field is not None and named[:1] != [v.field]:

@@ -112,6 +112,9 @@ def _declared(facts: str, scopes: str = "", purposes: tuple[str, ...] = ()) -> D
 WORKFLOWS: dict[str, Declared] = {
     "patient.read": _declared("own_org care_team covered break_glass treatable", "read", CLINICAL),
     "patient.update": _declared("own_org care_team covered", "write", CLINICAL),
+    # Taking the 42 CFR Part 2 mark off (``{"part2": false}`` alone; with other changes, decided
+    # after patient.update, and only for a marked patient).
+    "patient.unmark_part2": _declared("own_org"),
     "care_team.read": _declared("own_org care_team covered break_glass treatable", "read", CLINICAL),
     "care_team.add_member": _declared("own_org care_team covered", "write", CLINICAL),
     "care_team.join": _declared("own_org covered", "read", CLINICAL),
@@ -255,6 +258,8 @@ def _rules() -> tuple[tuple[str, str, frozenset[str]], ...]:
     # Compliance officers record and revoke consents for their own organization's patients.
     allow([OFFICER], "consent.create", OWN_ORG)
     allow([OFFICER], "consent.revoke", OWN_ORG)
+    # Ordinary consents could disclose a patient's records again once its Part 2 mark is off.
+    allow([OFFICER], "patient.unmark_part2", OWN_ORG)
     # A patient's consents: the compliance officers of its organization, and its care team if covered.
     allow([OFFICER], "consent.list", OWN_ORG)
     allow(STAFF, "consent.list", CARE_TEAM, COVERED)
@@ -476,6 +481,8 @@ class PatientAction(Action):
 @dataclass(frozen=True)
 class UpdatePatient(PatientAction):
     risk_level: str
+    #: Mark the patient's records as including 42 CFR Part 2 records (True), or unmark them (False).
+    part2: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -979,6 +986,7 @@ def verdict(world: World, action: Action) -> Verdict:
         return _refusal(world, action, patient, found, reason)
     # A patient registered through the API has its care team already: creating one returns it.
     ok = {"patient.read": 200, "patient.update": 200, "care_team.read": 200, "care_team.create": 200}
+    ok["patient.unmark_part2"] = 200
     ok["patient.disclosures"] = ok["on_call.read"] = ok["on_call.remove"] = 200
     base = Verdict(
         wf,
@@ -1031,6 +1039,27 @@ def verdict(world: World, action: Action) -> Verdict:
             return replace(base, allowed=False, status=422, field="part2.expiryEvent", undecided=True)
         if action.part2 is None and patient in world.part2:
             return replace(base, allowed=False, status=422, field="part2", undecided=True)
+    # Taking the mark off with other changes: decided (and refused to whom the policy does not give
+    # patient.unmark_part2) once patient.update has been allowed, for a marked patient only.
+    if (
+        isinstance(action, UpdatePatient)
+        and action.part2 is False
+        and patient in world.part2
+        and not may_run(user.role, "patient.unmark_part2")
+    ):
+        return replace(base, allowed=False, status=403, reason="role_not_permitted")
+    # Not marked Part 2 while a consent without the Part 2 elements is in force or pending: it would
+    # go on disclosing the patient's Part 2 records without them.
+    if (
+        isinstance(action, UpdatePatient)
+        and action.part2
+        and patient not in world.part2
+        and any(
+            c.patient == patient and not c.part2 and not c.revoked and c.timing != "expired"
+            for c in world.consents
+        )
+    ):
+        return replace(base, allowed=False, status=409, field="part2", undecided=True)
     return base
 
 
@@ -1540,6 +1569,10 @@ def apply(world: World, action: Action, v: Verdict) -> None:
         return
     if isinstance(action, AddCareTeamMember):
         world.care_teams[action.patient].add(action.member)
+    elif isinstance(action, UpdatePatient) and action.part2 is not None:
+        (world.part2.add if action.part2 else world.part2.discard)(action.patient)
+    elif isinstance(action, PatientAction) and action.workflow == "patient.unmark_part2":
+        world.part2.discard(action.patient)
     elif isinstance(action, CreateConversation):
         members = frozenset({action.actor, *action.members})
         admitted = [s.consent for s in v.subjects if s.role == EXTERNAL]

@@ -225,6 +225,7 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
             [
                 "patient.read",
                 "patient.update",
+                "patient.unmark_part2",
                 "care_team.read",
                 "care_team.add_member",
                 "conversation.create",
@@ -349,9 +350,13 @@ def _action(draw: st.DrawFn, spec: WorldSpec) -> m.Action:
         return m.PatientAction(kind, draw(_actor(spec, patient, 4)), patient)
     if kind in {"patient.read", "care_team.read", "break_glass.open", "consent.list"}:
         return m.PatientAction(kind, clinician, patient)
+    if kind == "patient.unmark_part2":  # {"part2": false} alone: mostly the officer of its organization
+        return m.PatientAction(kind, draw(_actor(spec, patient, 4)), patient)
     if kind == "patient.update":
         level = draw(st.sampled_from(["low", "medium", "high", "critical"]))
-        return m.UpdatePatient(kind, clinician, patient, level)
+        return m.UpdatePatient(
+            kind, clinician, patient, level, draw(st.sampled_from([None, None, True, False]))
+        )
     if kind == "care_team.add_member":
         actor = draw(_actor(spec, patient, draw(st.sampled_from([1, 3]))))
         return m.AddCareTeamMember(kind, actor, patient, draw(st.integers(0, users - 1)))

@@ -255,6 +255,33 @@ CASES: dict[str, Scenario] = {
             m.PatientAction("patient.read", ORG1_CLINICIAN, 0, purpose_of_use="payment"),
         ),
     ),
+    "a patient is marked Part 2 only once no consent without the Part 2 elements is in force": Scenario(
+        TWO_ORGS,
+        (
+            *(
+                m.RecordConsent(
+                    "consent.create", ORG0_OFFICER, 0, "organization", 1, "treatment", frozenset({"read"}), t
+                )
+                for t in ("active", "pending", "expired")  # consents 0, 1, 2
+            ),
+            m.UpdatePatient("patient.update", ORG0_REGISTRAR, 0, "low", True),  # 409: 0 and 1
+            m.RevokeConsent("consent.revoke", ORG0_OFFICER, 0),
+            m.UpdatePatient("patient.update", ORG0_REGISTRAR, 0, "low", True),  # 409: 1 is pending
+            m.RevokeConsent("consent.revoke", ORG0_OFFICER, 1),
+            m.UpdatePatient("patient.update", ORG0_REGISTRAR, 0, "low", True),  # the expired one: no matter
+            m.RecordConsent(
+                "consent.create",
+                ORG0_OFFICER,
+                0,
+                "organization",
+                1,
+                "treatment",
+                frozenset({"read"}),
+                "active",
+            ),  # 422: a Part 2 patient's consents carry the elements
+            m.UpdatePatient("patient.update", ORG0_REGISTRAR, 0, "low", False),
+        ),
+    ),
     # Issue 13: what becomes of a message once sent. Message references resolve as
     # scenarios.resolve says: an even one prefers a message the actor sent (for the legal record, one
     # recalled), an odd one is taken modulo the messages sent so far.
@@ -318,6 +345,18 @@ CASES: dict[str, Scenario] = {
                 )
                 for days, part2 in ((None, "no_event"), (30, "no_event"), (None, "event"))
             ),
+        ),
+    ),
+    "the Part 2 mark comes off by the patient's organization's compliance officer alone": Scenario(
+        WorldSpec(2, (0,), (), (), frozenset(), (), frozenset(), frozenset({0})),
+        (
+            m.UpdatePatient("patient.update", ORG0_REGISTRAR, 0, "high", False),  # with a change: 403
+            m.PatientAction("patient.unmark_part2", ORG0_REGISTRAR, 0),  # alone: not the care team's
+            m.PatientAction("patient.unmark_part2", ORG1_OFFICER, 0),  # another organization: as none
+            m.PatientAction("patient.unmark_part2", ORG0_ADMIN, 0),
+            m.PatientAction("patient.read", ORG0_REGISTRAR, 0),
+            m.PatientAction("patient.unmark_part2", ORG0_OFFICER, 0),
+            m.UpdatePatient("patient.update", ORG0_REGISTRAR, 0, "low", False),  # not marked now: 200
         ),
     ),
     "legal holds are placed, lifted once and listed by their organization's officers": Scenario(

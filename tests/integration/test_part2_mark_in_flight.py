@@ -1,0 +1,80 @@
+"""A patient's records marked as including 42 CFR Part 2 records while a consent without the Part 2
+elements is being recorded, against the real app and PostgreSQL.
+
+Each commits wholly before the other: the consent is recorded first and the mark is refused (409
+naming it), or the mark first and the consent is refused (422: it must carry the elements). Never
+both: a consent without the elements left in force for a Part 2 patient. The consent is held (a
+table lock of the test's own that only its insert needs) after it has read the patient's mark and
+before it is stored, and the mark is asked for then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from tests.support.api import Api
+from tests.support.polling import eventually
+
+
+async def _waiting(db: asyncpg.Connection, statement: str) -> bool:
+    """Whether a statement starting so (the app's, rendered by SQLAlchemy) waits on a lock now."""
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE $1",
+            statement + "%",
+        )
+    )
+
+
+async def test_a_part2_mark_asked_for_while_a_plain_consent_is_being_recorded_waits_and_is_refused(
+    patient_api: Api, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    api = patient_api
+    org = await api.organization()
+    nurse = await api.person("care_team_member", org)
+    officer = await api.person("compliance_officer", org)
+    recipient = await api.organization()
+    patient_id = await api.patient(nurse)
+    finished: list[str] = []
+
+    async def record() -> tuple[int, Any]:
+        body = {"patientId": patient_id, "purpose": "treatment", "organizationId": recipient}
+        answer = await api.call("POST", "/api/consents", officer, json=body)
+        finished.append("consent")
+        return answer
+
+    async def mark() -> tuple[int, Any]:
+        answer = await api.call("PUT", f"/api/patients/{patient_id}", nurse, json={"part2": True})
+        finished.append("mark")
+        return answer
+
+    async with db_pool.acquire() as blocker:
+        blocking = blocker.transaction()
+        await blocking.start()
+        await blocker.execute("LOCK TABLE consents IN SHARE MODE")
+        recording = asyncio.create_task(record())
+        marking: asyncio.Task[tuple[int, Any]] | None = None
+        try:
+            await eventually(lambda: _waiting(db, "INSERT INTO consents"), "the consent to read the mark")
+            marking = asyncio.create_task(mark())
+
+            async def marked_or_waiting() -> bool:
+                assert marking is not None
+                return marking.done() or await _waiting(db, "UPDATE patients")
+
+            await eventually(marked_or_waiting, "the mark to be set or to wait")
+        finally:
+            await blocking.rollback()
+        recorded, consent = await recording
+        assert marking is not None
+        marked, problem = await marking
+
+    # Before the fix the mark committed while the consent waited, and the consent was stored after.
+    assert (recorded, marked, finished) == (201, 409, ["consent", "mark"]), (consent, problem)
+    assert problem["field"] == "part2"
+    part2 = await db.fetchval("SELECT part2 FROM patients WHERE id = $1", patient_id)
+    assert part2 is False
