@@ -458,6 +458,10 @@ SCENARIOS: dict[str, tuple[Scenario, Scenario | None]] = {
         call("care_team_member", "PUT", patient_path, {"riskLevel": "low"}),
         call("peer_support", "PUT", patient_path, {"riskLevel": "low"}),
     ),
+    "patient.unmark_part2": (
+        call("compliance_officer", "PUT", patient_path, {"part2": False}),
+        call("care_team_member", "PUT", patient_path, {"part2": False}),
+    ),
     "care_team.create": (
         call("admin", "POST", "/api/care-teams", bare_team_body),
         call("care_team_member", "POST", "/api/care-teams", bare_team_body),
