@@ -15,7 +15,7 @@ from engine.model import Actor, Purpose
 from engine.workflows import audit
 from handlers.requests import path_id, query, respond, services
 from handlers.routing import Endpoint
-from handlers.schemas import Email, Id, PageOf, QueryTime, Request, Response
+from handlers.schemas import AuditId, Email, Id, PageOf, QueryTime, Request, Response
 
 #: The keys an audit event's ``details`` may carry (stored snake_case, answered camelCase).
 AUDIT_DETAILS: dict[str, tuple[str, str]] = {
@@ -77,7 +77,7 @@ class _Query(Request):
 
 
 class AuditEventsQuery(_Query):
-    cursor: Id | None = None
+    cursor: AuditId | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] | None = None
     actor_id: Id | None = None
     patient_id: Id | None = None
@@ -167,7 +167,7 @@ class AuditEventPublic(Response):
 
 
 class DisclosuresQuery(_Query):
-    cursor: Id | None = None
+    cursor: AuditId | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] | None = None
     from_: QueryTime | None = Field(None, alias="from", description="Default: six years before `to`.")
     to: QueryTime | None = Field(None, description="Default: now. At most six years after `from`.")

@@ -72,6 +72,9 @@ Title = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(visible_line)
 ]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+#: The id of an audit record (a bigint column: the trail outgrows 2**31 - 1 rows in a large
+#: deployment's years), and so the audit listings' cursors.
+AuditId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 def _rfc3339_text(value: object) -> object:

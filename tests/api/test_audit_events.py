@@ -203,6 +203,19 @@ async def test_pages_follow_the_cursor_in_a_stable_id_order_without_gaps_or_repe
     assert len(seen) >= 7  # the registration and six reads: four pages, the last one short
 
 
+async def test_a_cursor_past_two_to_the_31_is_a_page_as_the_ids_of_a_years_old_trail_are(api: Api) -> None:
+    """Audit ids are bigints: a trail past 2**31 - 1 records pages on past it (no record here is)."""
+    org, nurse, auditor, patient = await _clinic(api)
+    officer = await api.person("compliance_officer", org)
+
+    status, page = await _search(api, auditor, actorId=nurse.id, cursor=2**31)
+    disclosures = f"/api/patients/{patient}/disclosures"
+    disclosed = await api.call("GET", disclosures, officer, params={"cursor": str(2**62)})
+
+    assert (status, page["items"], page["nextCursor"]) == (200, [], None)
+    assert disclosed[0] == 200, disclosed
+
+
 async def test_sealed_events_show_their_place_in_the_hash_chain(api: Api) -> None:
     _, nurse, auditor, patient = await _clinic(api)
     await api.call("GET", f"/api/patients/{patient}", nurse)
@@ -284,6 +297,7 @@ BAD_FILTERS = [
     pytest.param({"actorId": "abc"}, "actorId", id="actor-not-an-id"),
     pytest.param({"patientId": "0"}, "patientId", id="patient-zero"),
     pytest.param({"cursor": "-1"}, "cursor", id="cursor-negative"),
+    pytest.param({"cursor": str(2**63)}, "cursor", id="cursor-past-bigint"),
     pytest.param({"limit": "0"}, "limit", id="limit-zero"),
     pytest.param({"breakGlass": "perhaps"}, "breakGlass", id="break-glass-not-a-boolean"),
     pytest.param({"workflow": "DROP TABLE"}, "workflow", id="workflow-not-a-name"),
