@@ -178,8 +178,8 @@ ENDPOINTS = [
             "notification. The audit record holds its SHA-256, size and type, never its name. Send an "
             "`Idempotency-Key` header to make a retry safe: the same key with the same upload (the "
             "conversation, the file's type and bytes, the text; not the multipart boundary or file "
-            "name) replays the first response (with `Idempotent-Replayed: true`) instead of sending "
-            "the file twice."
+            "name) answers with the first message, read again (with `Idempotent-Replayed: true`), "
+            "instead of sending the file twice."
         ),
         request_media_type="multipart/form-data",
         contracts=(IDEMPOTENCY,),

@@ -47,7 +47,8 @@ IDEMPOTENCY = Contract(
     request_headers=(
         Header(
             IDEMPOTENCY_HEADER,
-            "Optional. The same key with the same body replays the first response (kept for "
+            "Optional. The same key with the same body answers the first request's status with what "
+            "it created, read again as the caller may read it now (kept for "
             "`messaging.idempotency_ttl_hours`); with a different body it is 422; while the first "
             "request is still running, 409.",
             {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
@@ -101,7 +102,9 @@ async def idempotent(
     """Run ``run`` once per ``Idempotency-Key`` (if the request has one) and replay its response.
 
     ``run`` gets the claim id to bind in its transaction; ``recreate`` rebuilds the response from the
-    created resource when the first request committed but died before storing its response.
+    created resource, reading it as the actor may read it now: for every repeat of a completed
+    request (its text may since have been recalled, or the actor lost access), and when the first
+    request committed but died before storing its response.
     ``compared`` is what a repeat must match when the raw body cannot be compared (a multipart
     upload's boundary differs on every retry): by default the body itself.
     """
@@ -116,10 +119,14 @@ async def idempotent(
     store = request.app[messaging_key].idempotency
     raw = await request.read() if compared is None else compared
     claim = await store.claim(actor.user_id, key, operation, request_hash(operation, raw))
-    if isinstance(claim, Replay):
+    if isinstance(claim, Replay) and claim.resource_id is None:
         return web.json_response(claim.body, status=claim.status, headers={REPLAYED_HEADER: "true"})
-    if isinstance(claim, Recreate):
+    if isinstance(claim, Replay | Recreate):
+        # Read again as the caller may read it now: not the stored copy of what they once could.
+        assert claim.resource_id is not None
         status, model = await recreate(claim.resource_id)
+        if isinstance(claim, Replay):
+            status = claim.status
         return web.json_response(
             model.model_dump(mode="json", by_alias=True),
             status=status,

@@ -241,8 +241,8 @@ class MessagingSettings(_Section):
     # A Messaging Service (needed for Advanced Opt-Out, which reports OptOutType); wins over from_number.
     twilio_messaging_service_sid: str = ""
     twilio_base_url: str = "https://api.twilio.com"
-    # The webhook URL exactly as configured at Twilio (it is what the signature covers); empty: the
-    # URL the request arrived at, which is wrong behind a proxy that rewrites scheme, host or path.
+    # The webhook URL exactly as configured at Twilio (the signature covers it). Empty (refused in
+    # production): the URL the request arrived at, from its Host header, wrong behind a proxy.
     twilio_webhook_url: str = ""
     # Files staff attach to messages (POST /api/conversations/{id}/attachments): the content types
     # accepted (each also sniffed from its first bytes where it has a signature) and the largest
@@ -332,10 +332,10 @@ class Settings(_Section):
             if self.sendbird.use_emulator:
                 raise ValueError("sendbird: the emulator is refused in production; set app_id and api_token")
             if self.messaging.use_twilio_emulator:
-                raise ValueError(
-                    "messaging.twilio_*: the Twilio emulator is refused in production; set account SID and"
-                    " auth token"
-                )
+                twilio = "the Twilio emulator is refused in production; set account SID and auth token"
+                raise ValueError(f"messaging.twilio_*: {twilio}")
+            if self.messaging.sms_provider == "twilio" and not self.messaging.twilio_webhook_url:
+                raise ValueError("messaging.twilio_webhook_url: production needs the URL Twilio signs")
             if not self.database.url:
                 raise ValueError("database.url: the embedded PostgreSQL is refused in production")
             if self.auth.argon2_time_cost < 3 or self.auth.argon2_memory_kib < 65536:

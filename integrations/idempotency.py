@@ -6,6 +6,12 @@ the row to what it created (``resource_id``) in the action's own transaction; af
 (status and body) is stored and the row is ``completed``. A repeat with the same request replays it;
 a different request under the same key is 422. Keys expire after ``ttl``.
 
+**A replay is read again, not copied.** What the first answer showed (a message's text, a
+conversation's title) may since have been recalled, deleted by retention, or put out of the caller's
+reach (a role changed, a patient's consent revoked). So a repeat is answered with the first status
+and what the key created read again as the caller may read it now (decided and audited like any
+read: 403/404 when they may not), never with the stored body of what they once could.
+
 **A lease, renewed while the request runs.** The claim holds the key until ``lease_until``, a few
 seconds ahead; while the action runs, :meth:`IdempotencyStore.held` renews it every third of the
 lease. A request that dies with its process (``kill -9``) or loses the database mid-way renews
@@ -44,10 +50,13 @@ class Claim:
 
 @dataclass(frozen=True)
 class Replay:
-    """The first response to this key: answer it again."""
+    """The first request to this key completed: answer its status again, with what it created
+    (``resource_id``) as the caller may read it now; ``body`` is the stored first answer, for a
+    request that created nothing."""
 
     status: int
     body: Any
+    resource_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ class IdempotencyStore:
             if row.operation != operation or row.request_hash != digest:
                 raise IdempotencyMismatch("This Idempotency-Key was used with a different request.")
             if row.state == "completed":
-                return Replay(row.response_status, row.response_body)
+                return Replay(row.response_status, row.response_body, row.resource_id)
             if not row.stale:
                 raise Conflict("A request with this Idempotency-Key is still in progress.")
             if row.resource_id is not None:

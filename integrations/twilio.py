@@ -281,6 +281,14 @@ def verified_inbound_message(
         params = []
     if not verify_request(check.webhook_url or request_url, params, signature, check.auth_token):
         raise BadTwilioSignature("X-Twilio-Signature")
+    # The signature covers a repeated parameter's values sorted, not their order, while a dict keeps
+    # the last one: reordering them would keep the signature and change what is read. Twilio sends
+    # each parameter once, so a repeat is refused.
+    seen: set[str] = set()
+    for name, _ in params:
+        if name in seen:
+            raise BadTwilioRequest(name if not _CONTROL.search(name) else "body")
+        seen.add(name)
     return inbound_message(dict(params), account_sid=check.account_sid)
 
 

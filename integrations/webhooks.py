@@ -105,7 +105,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         event = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested ~1,000 deep: not an event
         raise BadWebhook("body") from None
     if not isinstance(event, dict):
         raise BadWebhook("body")

@@ -69,8 +69,8 @@ _DELETE_RECALLED = text(
 _DELETE_ATTACHMENTS = text("DELETE FROM message_attachments WHERE message_id = ANY(CAST(:ids AS integer[]))")
 #: The operation under which sending a message stores its response (handlers/api_conversations.py).
 SEND_OPERATION = "message.send"
-# The response of a message's sending is stored whole (the text with it) and replayed to a repeat of
-# its idempotency key: it now says what reading the message says. Partial index: migration 0028.
+# The response of a message's sending is stored whole (the text with it); a repeat of its idempotency
+# key reads the message again, but the stored copy goes too. Partial index: migration 0028.
 # The operation is spelled out, not bound: a generic plan could not use the partial index.
 _DELETE_RESPONSES = text(
     "UPDATE idempotency_keys SET response_body = response_body || jsonb_build_object("  # noqa: S608 - a constant; values are bound

@@ -105,6 +105,15 @@ async def test_the_signature_covers_the_raw_bytes_so_re_serialised_json_is_401(a
     assert status == 200, answer
 
 
+async def test_a_signed_body_nested_too_deep_is_400_not_500(api: Api) -> None:
+    body = b'{"category": "group_channel:message_send", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+
+    status, problem = await post(api, body, sign_webhook(body, token(api)))
+
+    assert status == 400, problem
+    assert [e["field"] for e in problem["errors"]] == ["body"]
+
+
 async def test_a_retried_event_is_stored_once(api: Api, db: asyncpg.Connection) -> None:
     body = sendbird_json({"category": "group_channel:message_send", "payload": {"message_id": 987654321}})
     signature = sign_webhook(body, token(api))

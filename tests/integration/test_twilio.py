@@ -10,10 +10,13 @@ import pytest
 from engine.errors import ChatCredentialsRejected, ChatRateLimited, ChatUnavailable
 from integrations.http_clients import http_client
 from integrations.twilio import (
+    BadTwilioRequest,
     SmsNotSent,
     TwilioSmsGateway,
+    TwilioWebhookCheck,
     inbound_message,
     sign_request,
+    verified_inbound_message,
     verify_request,
 )
 from integrations.twilio_emulator import RunningTwilioEmulator, start_twilio_emulator
@@ -73,6 +76,16 @@ def test_an_incoming_message_reads_optouttype_and_refuses_another_accounts_reque
     )
     with pytest.raises(ValueError, match="AccountSid"):
         inbound_message(params, account_sid="AC2")
+
+
+def test_a_repeated_parameter_is_refused_as_its_order_is_not_signed() -> None:
+    check = TwilioWebhookCheck("AC1", "12345", DOC_URL)
+    signed = [("MessageSid", "SM1"), ("AccountSid", "AC1"), ("From", PHONE), ("From", "+12025550199")]
+    signature = sign_request(DOC_URL, signed, "12345")
+    reordered = b"MessageSid=SM1&AccountSid=AC1&From=%2B12025550199&From=%2B12025550143"
+
+    with pytest.raises(BadTwilioRequest, match="From"):
+        verified_inbound_message(reordered, request_url=DOC_URL, signature=signature, check=check)
 
 
 @pytest.fixture

@@ -14,7 +14,11 @@ PRODUCTION: dict[str, Any] = {
     "auth": {"jwt_secret": "p" * 40},
     "database": {"url": "postgresql+asyncpg://caremsg@db.internal/caremsg"},
     "sendbird": {"app_id": "app", "api_token": "token"},
-    "messaging": {"twilio_account_sid": "AC1", "twilio_auth_token": "twilio-token"},
+    "messaging": {
+        "twilio_account_sid": "AC1",
+        "twilio_auth_token": "twilio-token",
+        "twilio_webhook_url": "https://caremsg.example.org/api/webhooks/twilio",
+    },
 }
 GOOD_SEED = base64.b64encode(b"s" * 32).decode()
 

@@ -33,3 +33,15 @@ def test_production_refuses_the_twilio_emulator() -> None:
     }
     with pytest.raises(SettingsError, match=r"messaging\.twilio_\*: the Twilio emulator is refused"):
         load_settings(env={}, **production)  # type: ignore[arg-type]
+
+
+def test_production_with_twilio_refuses_to_check_signatures_against_the_arrival_url() -> None:
+    production = {
+        "service": {"environment": "production"},
+        "auth": {"jwt_secret": "p" * 40},
+        "database": {"url": "postgresql+asyncpg://caremsg@db.internal/caremsg"},
+        "sendbird": {"app_id": "app", "api_token": "token"},
+        "messaging": {"twilio_account_sid": "AC1", "twilio_auth_token": "twilio-token"},
+    }
+    with pytest.raises(SettingsError, match=r"messaging\.twilio_webhook_url"):
+        load_settings(env={}, **production)  # type: ignore[arg-type]
