@@ -132,8 +132,9 @@ async def read_legal_record(request: web.Request, actor: Actor) -> web.Response:
 
 
 _IDEMPOTENCY = (
-    "Send an `Idempotency-Key` header to make a retry safe: the same key and body replay the first "
-    "response (with `Idempotent-Replayed: true`) instead of doing it twice."
+    "Send an `Idempotency-Key` header to make a retry safe: the same key and body answer the first "
+    "request's status with what it created, read again (with `Idempotent-Replayed: true`), instead "
+    "of doing it twice."
 )
 
 ENDPOINTS: list[Endpoint] = [

@@ -99,12 +99,13 @@ async def idempotent(
     *,
     compared: bytes | None = None,
 ) -> web.Response:
-    """Run ``run`` once per ``Idempotency-Key`` (if the request has one) and replay its response.
+    """Run ``run`` once per ``Idempotency-Key`` (if the request has one); every repeat gets its
+    status with what it created read again (the key stores no copy of the answer).
 
     ``run`` gets the claim id to bind in its transaction; ``recreate`` rebuilds the response from the
     created resource, reading it as the actor may read it now: for every repeat of a completed
     request (its text may since have been recalled, or the actor lost access), and when the first
-    request committed but died before storing its response.
+    request committed but died before storing its status.
     ``compared`` is what a repeat must match when the raw body cannot be compared (a multipart
     upload's boundary differs on every retry): by default the body itself.
     """
@@ -119,11 +120,8 @@ async def idempotent(
     store = request.app[messaging_key].idempotency
     raw = await request.read() if compared is None else compared
     claim = await store.claim(actor.user_id, key, operation, request_hash(operation, raw))
-    if isinstance(claim, Replay) and claim.resource_id is None:
-        return web.json_response(claim.body, status=claim.status, headers={REPLAYED_HEADER: "true"})
     if isinstance(claim, Replay | Recreate):
-        # Read again as the caller may read it now: not the stored copy of what they once could.
-        assert claim.resource_id is not None
+        # Read again as the caller may read it now: the key keeps no copy of what they once could.
         status, model = await recreate(claim.resource_id)
         if isinstance(claim, Replay):
             status = claim.status
@@ -139,9 +137,8 @@ async def idempotent(
     except BaseException:
         await store.release(claim)
         raise
-    body = model.model_dump(mode="json", by_alias=True)
-    await store.complete(claim, status, body)
-    return web.json_response(body, status=status)
+    await store.complete(claim, status)
+    return respond(model, status)
 
 
 # --- webhooks (public: authenticated by signature, not by bearer token) -----------------------------

@@ -2,15 +2,19 @@
 
 The key row is inserted **first, in its own transaction**, with state ``in_progress``; the unique
 (user, key) index makes a concurrent duplicate find it and get 409. The action then runs and binds
-the row to what it created (``resource_id``) in the action's own transaction; afterwards the response
-(status and body) is stored and the row is ``completed``. A repeat with the same request replays it;
+the row to what it created (``resource_id``) in the action's own transaction; afterwards the
+response's status is stored and the row is ``completed``. A repeat with the same request replays it;
 a different request under the same key is 422. Keys expire after ``ttl``.
 
 **A replay is read again, not copied.** What the first answer showed (a message's text, a
 conversation's title) may since have been recalled, deleted by retention, or put out of the caller's
 reach (a role changed, a patient's consent revoked). So a repeat is answered with the first status
 and what the key created read again as the caller may read it now (decided and audited like any
-read: 403/404 when they may not), never with the stored body of what they once could.
+read: 403/404 when they may not), never with a stored copy of what they once could. So no copy is
+stored: a row holds the request's digest, its state and lease, and the first status and created
+resource, nothing of the answer's text (message text and conversation titles are PHI, and a key is
+kept for ``ttl``). Every operation that takes a key creates something (a conversation, a message),
+so a completed row always names it (the table's check ``completed_names_resource``, migration 0034).
 
 **A lease, renewed while the request runs.** The claim holds the key until ``lease_until``, a few
 seconds ahead; while the action runs, :meth:`IdempotencyStore.held` renews it every third of the
@@ -30,7 +34,6 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy import text
@@ -51,12 +54,10 @@ class Claim:
 @dataclass(frozen=True)
 class Replay:
     """The first request to this key completed: answer its status again, with what it created
-    (``resource_id``) as the caller may read it now; ``body`` is the stored first answer, for a
-    request that created nothing."""
+    (``resource_id``) as the caller may read it now."""
 
     status: int
-    body: Any
-    resource_id: int | None = None
+    resource_id: int
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,6 @@ class IdempotencyStore:
                 await session.execute(
                     text(
                         "SELECT id, operation, request_hash, state, resource_id, response_status,"
-                        " response_body,"
                         " lease_until < now() AS stale"
                         " FROM idempotency_keys WHERE user_id = :user AND key = :key FOR UPDATE"
                     ),
@@ -122,7 +122,7 @@ class IdempotencyStore:
             if row.operation != operation or row.request_hash != digest:
                 raise IdempotencyMismatch("This Idempotency-Key was used with a different request.")
             if row.state == "completed":
-                return Replay(row.response_status, row.response_body, row.resource_id)
+                return Replay(row.response_status, row.resource_id)
             if not row.stale:
                 raise Conflict("A request with this Idempotency-Key is still in progress.")
             if row.resource_id is not None:
@@ -162,15 +162,16 @@ class IdempotencyStore:
             except Exception as error:  # the database may be away; the request will find out itself
                 log.warning("idempotency.lease_renewal_failed", error=type(error).__name__)
 
-    async def complete(self, claim: Claim, status: int, body: Any) -> None:
-        """Store the response; from now on every repeat replays it."""
+    async def complete(self, claim: Claim, status: int) -> None:
+        """Store the response's status (the action bound what it created); from now on every repeat
+        answers it, with the created resource read again."""
         async with self._sessions() as session, session.begin():
             await session.execute(
                 text(
-                    "UPDATE idempotency_keys SET state = 'completed', response_status = :status,"
-                    " response_body = CAST(:body AS jsonb) WHERE id = :id"
+                    "UPDATE idempotency_keys SET state = 'completed', response_status = :status"
+                    " WHERE id = :id"
                 ),
-                {"status": status, "body": json.dumps(body), "id": claim.id},
+                {"status": status, "id": claim.id},
             )
 
     async def release(self, claim: Claim) -> None:

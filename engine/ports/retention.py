@@ -75,9 +75,8 @@ class RetentionSweeps(Protocol):
     async def delete_content(self, message_ids: list[int], at: datetime) -> None:
         """Delete every copy of these messages' content in caremsg's tables and mark them
         ``content_deleted_at``: their text, a recalled one's legal-record text, their attached
-        files, the stored response of their sending (replayed to a repeated idempotency key) and
-        the raw bodies of the chat provider's webhooks about them. Their metadata, deliveries and
-        audit records stay."""
+        files and the raw bodies of the chat provider's webhooks about them. Their metadata,
+        deliveries and audit records stay."""
         ...
 
     async def claim_sms_replies(self, cutoffs: Cutoffs, limit: int) -> list[ExpiredSmsReply]:

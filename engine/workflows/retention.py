@@ -9,9 +9,9 @@ it owns the record) and no legal hold on its patient or its conversation lasts:
 - a recalled message's legal record loses its text too: the recall is a record (who, when, why,
   all kept), but the text it preserved is message content and lives no longer than the message
   would have; a legal hold is what keeps it longer;
-- every other copy in caremsg's tables goes in the same batch: attached files, the stored response
-  of the message's sending (replayed to a repeated idempotency key), the raw bodies of the chat
-  provider's webhooks about it (outbox entries of a message carry ids, never its text);
+- every other copy in caremsg's tables goes in the same batch: attached files and the raw bodies of
+  the chat provider's webhooks about it (outbox entries of a message carry ids, never its text, and
+  an Idempotency-Key keeps only the id of what it created, never the answer's body);
 - an external participant's SMS reply has no message row: its text lives in the outbox entry that
   posts it and in its stored inbound webhook, and is deleted from both by the same terms (the
   conversation's patient's organization, legal holds), audited as ``message.content_deleted`` of

@@ -67,17 +67,6 @@ _DELETE_RECALLED = text(
 # An attached file is content too: its bytes go with the text. Its type, size and SHA-256 stay in
 # the audit record of the attaching (message.attach).
 _DELETE_ATTACHMENTS = text("DELETE FROM message_attachments WHERE message_id = ANY(CAST(:ids AS integer[]))")
-#: The operation under which sending a message stores its response (handlers/api_conversations.py).
-SEND_OPERATION = "message.send"
-# The response of a message's sending is stored whole (the text with it); a repeat of its idempotency
-# key reads the message again, but the stored copy goes too. Partial index: migration 0028.
-# The operation is spelled out, not bound: a generic plan could not use the partial index.
-_DELETE_RESPONSES = text(
-    "UPDATE idempotency_keys SET response_body = response_body || jsonb_build_object("  # noqa: S608 - a constant; values are bound
-    " 'message', NULL, 'contentDeleted', true, 'contentDeletedAt', CAST(:at AS timestamptz))"
-    f" WHERE operation = '{SEND_OPERATION}' AND resource_id = ANY(CAST(:ids AS integer[]))"
-    " AND jsonb_typeof(response_body) = 'object'"
-)
 # The chat provider's webhooks about a message (the echo of caremsg's own post, a post made in the
 # chat app, an edit) keep the raw body, text and all: emptied. The row (category, status, times)
 # stays, and its dedupe key still turns a late retry away. Found by that unique key.
@@ -143,7 +132,6 @@ class SqlRetentionSweeps(Repository):
         await self.session.execute(_DELETE, {"ids": message_ids, "at": at})
         await self.session.execute(_DELETE_RECALLED, {"ids": message_ids})
         await self.session.execute(_DELETE_ATTACHMENTS, {"ids": message_ids})
-        await self.session.execute(_DELETE_RESPONSES, {"ids": message_ids, "at": at})
         await self.session.execute(
             _DELETE_WEBHOOKS, {"ids": message_ids, "source": SENDBIRD, "categories": list(MESSAGE_CATEGORIES)}
         )

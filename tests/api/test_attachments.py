@@ -403,6 +403,24 @@ async def test_a_refused_upload_does_not_use_up_its_key(api: Api, db: asyncpg.Co
     assert await _written(db, team) == (1, 1, 1)
 
 
+async def test_a_completed_upload_key_keeps_its_message_id_and_none_of_its_text(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    team = await care_team(api)
+    headers, text = _key(), f"Potassium {uuid.uuid4().hex}"
+
+    status, sent = await _attach_with(api, team, _form(PDF, message=text), headers)
+
+    assert status == 202, sent
+    row = await db.fetchrow(
+        "SELECT state, resource_id, t::text AS whole FROM idempotency_keys t WHERE key = $1",
+        headers["Idempotency-Key"],
+    )
+    assert row is not None
+    assert (row["state"], row["resource_id"]) == ("completed", sent["id"])
+    assert text not in row["whole"]
+
+
 async def test_an_upload_whose_request_died_after_committing_is_answered_from_its_message(
     api: Api, db: asyncpg.Connection
 ) -> None:
@@ -412,7 +430,7 @@ async def test_an_upload_whose_request_died_after_committing_is_answered_from_it
     assert status == 202, first
     # The process died after the commit and before the response was stored, long enough ago.
     await db.execute(
-        "UPDATE idempotency_keys SET state = 'in_progress', response_body = NULL, response_status = NULL,"
+        "UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL,"
         " lease_until = now() - interval '1 second' WHERE key = $1",
         headers["Idempotency-Key"],
     )

@@ -200,6 +200,39 @@ async def test_creating_a_conversation_with_a_key_twice_creates_it_once(
     assert await db.fetchval("SELECT count(*) FROM conversations WHERE patient_id = $1", patient_id) == 1
 
 
+async def _key_row(db: asyncpg.Connection, person: Person, headers: dict[str, str]) -> asyncpg.Record:
+    row = await db.fetchrow(
+        "SELECT state, response_status, resource_id, t::text AS whole FROM idempotency_keys t"
+        " WHERE user_id = $1 AND key = $2",
+        person.id,
+        headers["Idempotency-Key"],
+    )
+    assert row is not None
+    return row
+
+
+async def test_a_completed_key_keeps_what_it_created_and_no_text_of_the_answer(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """A message's text and a conversation's title are PHI: the key row holds the first status and
+    the id of what the request created (a replay reads it again), never a copy of the answer."""
+    team = await care_team(api)
+    text, title = (f"Potassium {uuid.uuid4().hex}" for _ in range(2))
+    sent_with, created_with = key(), key()
+
+    sent = await send(api, team.peer, message(team, text), sent_with)
+    created = await api.call(
+        "POST", "/api/conversations", team.peer, json={"title": title, "patientId": team.patient_id},
+        headers=created_with,
+    )  # fmt: skip
+
+    assert (sent[0], created[0]) == (202, 201), (sent, created)
+    for headers, (status, body), secret in ((sent_with, sent, text), (created_with, created, title)):
+        row = await _key_row(db, team.peer, headers)
+        assert (row["state"], row["response_status"], row["resource_id"]) == ("completed", status, body["id"])
+        assert secret not in row["whole"]
+
+
 async def test_a_key_whose_request_died_after_committing_is_answered_from_what_it_created(
     api: Api, db: asyncpg.Connection
 ) -> None:
@@ -208,7 +241,7 @@ async def test_a_key_whose_request_died_after_committing_is_answered_from_what_i
     first = await send(api, team.peer, message(team), headers)
     # The process died after the commit and before the response was stored, long enough ago.
     await db.execute(
-        "UPDATE idempotency_keys SET state = 'in_progress', response_body = NULL, response_status = NULL,"
+        "UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL,"
         " lease_until = now() - interval '1 second' WHERE key = $1",
         headers["Idempotency-Key"],
     )

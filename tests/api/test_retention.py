@@ -299,7 +299,7 @@ async def _webhook(db: asyncpg.Connection, chat_message_id: int) -> asyncpg.Reco
 async def test_a_sweep_leaves_the_text_in_no_table_and_a_legal_hold_keeps_every_copy(
     api: Api, db: asyncpg.Connection, clock: ShiftedClock, held: bool
 ) -> None:
-    """The copies: the message's text, the stored response of its sending (Idempotency-Key), a staff
+    """The copies: the message's text (its sending's Idempotency-Key keeps none), a staff
     post from the chat app (its message and its raw webhook), an external participant's SMS reply
     (the outbox entry that posts it, its raw inbound webhook, and its copy in the channel); the
     echoes of caremsg's own posts keep no body once ignored. Every table of the schema is searched,
@@ -334,7 +334,7 @@ async def test_a_sweep_leaves_the_text_in_no_table_and_a_legal_hold_keeps_every_
     [reply_post] = [m for m in channel.messages if m.message == reply_text]
     before = {t: await _tables_holding(db, t) for t in (sent_text, app_text, reply_text)}
     assert before == {
-        sent_text: ["idempotency_keys", "messages"],
+        sent_text: ["messages"],  # its Idempotency-Key keeps only the message's id
         app_text: ["messages", "webhook_events"],
         reply_text: ["outbox", "webhook_events"],
     }
@@ -355,7 +355,7 @@ async def test_a_sweep_leaves_the_text_in_no_table_and_a_legal_hold_keeps_every_
     assert (swept, after) == (3, {sent_text: [], app_text: [], reply_text: []})
     # the channel's copy of the reply goes too (by the id its post recorded), without a notice
     await eventually(lambda: settled(reply_post.is_removed), "the channel's copy of the reply to go")
-    # the rows stay, without the text: the webhook's, the reply's entry, the key's (replayed as now)
+    # the rows stay, without the text: the webhook's, the reply's entry; the key replays the message as now
     assert (await _webhook(db, chat_id))["body"] == ""  # type: ignore[index]
     status, replayed = await send(api, team.peer, team.conversation_id, sent_text, headers=key)
     assert status == 202, replayed

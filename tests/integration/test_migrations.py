@@ -125,6 +125,52 @@ def test_0032_keeps_whether_a_record_was_told_in_the_time_index(empty_database: 
     assert "answered" not in {r["column_name"] for r in columns}
 
 
+#: At 0033: a user and three keys: completed with its message's answer stored, in progress, and
+#: completed with a body but no resource (none can be made since keys were introduced).
+_KEYS_WITH_BODIES = """
+    WITH o AS (INSERT INTO organizations (name) VALUES ('Home') RETURNING id),
+    u AS (INSERT INTO users (organization_id, email, password_hash, first_name, last_name, role, chat_user_id)
+          SELECT id, 'peer@home', 'x', 'A', 'B', 'peer_support', 'peer@home' FROM o RETURNING id)
+    INSERT INTO idempotency_keys (user_id, key, operation, request_hash, state, resource_id,
+                                  response_status, response_body, expires_at)
+    SELECT u.id, v.key, 'message.send', 'digest', v.state, v.resource_id, v.status,
+           CAST(v.body AS jsonb), now() + interval '1 day'
+    FROM u, (VALUES ('sent', 'completed', 7, 202, '{"id": 7, "message": "Potassium 5.9"}'),
+                    ('running', 'in_progress', NULL, NULL, NULL),
+                    ('bodied', 'completed', NULL, 202, '{"message": "Potassium 6.1"}'))
+         AS v(key, state, resource_id, status, body)
+"""
+
+
+def test_0034_empties_and_drops_the_stored_answers_and_keeps_the_keys(empty_database: str) -> None:
+    async def run(*statements: str) -> list[list[asyncpg.Record]]:
+        conn = await asyncpg.connect(**asyncpg_dsn(empty_database))  # type: ignore[arg-type]
+        try:
+            return [await conn.fetch(s) for s in statements]
+        finally:
+            await conn.close()
+
+    columns = "SELECT column_name FROM information_schema.columns WHERE table_name = 'idempotency_keys'"
+    keys = "SELECT key, state, resource_id, response_status FROM idempotency_keys ORDER BY key"
+    index = "SELECT indexname FROM pg_indexes WHERE indexname = 'ix_idempotency_keys_message_send'"
+    upgrade(empty_database, "0033")
+    asyncio.run(run(_KEYS_WITH_BODIES))
+    upgrade(empty_database)
+    [after, upgraded, no_index] = asyncio.run(run(keys, columns, index))
+    downgrade(empty_database, "0033")
+    bodies = "SELECT key, response_body FROM idempotency_keys ORDER BY key"
+    [back, [indexed]] = asyncio.run(run(bodies, index))
+
+    assert [tuple(r) for r in after] == [
+        ("running", "in_progress", None, None),
+        ("sent", "completed", 7, 202),
+    ]
+    assert "response_body" not in {r["column_name"] for r in upgraded}
+    assert no_index == []
+    assert [tuple(r) for r in back] == [("running", None), ("sent", None)]
+    assert indexed["indexname"] == "ix_idempotency_keys_message_send"
+
+
 async def test_the_audit_table_refuses_update_delete_and_truncate(db: asyncpg.Connection) -> None:
     await db.execute(
         "INSERT INTO audit_events (event, workflow, outcome) VALUES ('decision', 'patient.read', 'success')"

@@ -5,7 +5,8 @@ SMS opt-outs.
 - ``message_deliveries``: one row per message and recipient: the chat channel (``recipient`` =
   ``channel``) and each external SMS participant (``sms:<external participant id>``), with the state
   ``queued → sent → delivered`` or ``failed`` and a reason code.
-- ``idempotency_keys``: the first response to an ``Idempotency-Key``, unique per (user, key).
+- ``idempotency_keys``: what an ``Idempotency-Key``'s first request created and the status it
+  answered, unique per (user, key); never the answer's body.
 - ``webhook_events``: raw signed webhook bodies, stored before they are processed; the unique
   ``dedupe_key`` absorbs the provider's retries.
 - ``sms_opt_outs``: numbers that texted STOP and have not texted START since.
@@ -312,8 +313,8 @@ class IdempotencyKeyRow(SQLModel, table=True):
     state: str = Field(sa_column=Column(String(16), nullable=False, server_default=text("'in_progress'")))
     # Set in the action's own transaction, so a request that died after committing is recognised.
     resource_id: int | None = Field(sa_column=Column(Integer, nullable=True))
+    # The first answer's status; of its body nothing is kept (a replay reads resource_id again).
     response_status: int | None = Field(sa_column=Column(SmallInteger, nullable=True))
-    response_body: Any = Field(default=None, sa_column=Column(JSONB, nullable=True))
     created_at: datetime = _now()
     # Held while in progress: the request renews it; a key whose request died is free once it lapses.
     lease_until: datetime = _now()
@@ -322,13 +323,9 @@ class IdempotencyKeyRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_key"),
         CheckConstraint("state IN ('in_progress','completed')", name="state"),
+        # Every operation that takes a key creates something: a completed key is answered from it.
+        CheckConstraint("state = 'in_progress' OR resource_id IS NOT NULL", name="completed_names_resource"),
         Index("ix_idempotency_keys_expires_at", "expires_at"),
-        # Retention finds a message's stored sending response by the message (migration 0028).
-        Index(
-            "ix_idempotency_keys_message_send",
-            "resource_id",
-            postgresql_where=text("operation = 'message.send'"),
-        ),
     )
 
 
