@@ -16,18 +16,8 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from tests.support.api import Api
+from tests.support.database import table_held, waiting_on_a_lock
 from tests.support.polling import eventually
-
-
-async def _waiting(db: asyncpg.Connection, statement: str) -> bool:
-    """Whether a statement starting so (the app's, rendered by SQLAlchemy) waits on a lock now."""
-    return bool(
-        await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE $1",
-            statement + "%",
-        )
-    )
 
 
 async def test_a_part2_mark_asked_for_while_a_plain_consent_is_being_recorded_waits_and_is_refused(
@@ -52,26 +42,21 @@ async def test_a_part2_mark_asked_for_while_a_plain_consent_is_being_recorded_wa
         finished.append("mark")
         return answer
 
-    async with db_pool.acquire() as blocker:
-        blocking = blocker.transaction()
-        await blocking.start()
-        await blocker.execute("LOCK TABLE consents IN SHARE MODE")
+    marking: asyncio.Task[tuple[int, Any]] | None = None
+    async with table_held(db_pool, "consents"):
         recording = asyncio.create_task(record())
-        marking: asyncio.Task[tuple[int, Any]] | None = None
-        try:
-            await eventually(lambda: _waiting(db, "INSERT INTO consents"), "the consent to read the mark")
-            marking = asyncio.create_task(mark())
+        await eventually(
+            lambda: waiting_on_a_lock(db, "INSERT INTO consents"), "the consent to read the mark"
+        )
+        marking = asyncio.create_task(mark())
 
-            async def marked_or_waiting() -> bool:
-                assert marking is not None
-                return marking.done() or await _waiting(db, "UPDATE patients")
+        async def marked_or_waiting() -> bool:
+            assert marking is not None
+            return marking.done() or await waiting_on_a_lock(db, "UPDATE patients")
 
-            await eventually(marked_or_waiting, "the mark to be set or to wait")
-        finally:
-            await blocking.rollback()
-        recorded, consent = await recording
-        assert marking is not None
-        marked, problem = await marking
+        await eventually(marked_or_waiting, "the mark to be set or to wait")
+    recorded, consent = await recording
+    marked, problem = await marking
 
     # Before the fix the mark committed while the consent waited, and the consent was stored after.
     assert (recorded, marked, finished) == (201, 409, ["consent", "mark"]), (consent, problem)

@@ -27,6 +27,7 @@ from handlers.settings import Settings
 from integrations.effects.texts import TextExecutor
 from integrations.relay import TEXT_KINDS, OutboxRelay, RelaySettings
 from tests.support.api import Api
+from tests.support.database import table_held, waiting_on_a_lock
 from tests.support.fakes import FakeSmsGateway
 from tests.support.messaging import CareTeam, care_team, send, stop_app_relay
 from tests.support.polling import eventually
@@ -53,15 +54,6 @@ class HeldProvider(FakeSmsGateway):
         return await super().send_sms(
             recipient_user_id=recipient_user_id, phone_number=phone_number, text=text
         )
-
-
-async def _waiting_on_a_lock(db: asyncpg.Connection) -> bool:
-    return bool(
-        await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock'"
-        )
-    )
 
 
 async def _revoke_while_a_text_is_handed_over(
@@ -98,7 +90,7 @@ async def _revoke_while_a_text_is_handed_over(
             )
 
             async def revocation_done_or_waiting() -> bool:
-                return revocation.done() or await _waiting_on_a_lock(db)
+                return revocation.done() or await waiting_on_a_lock(db)
 
             await eventually(revocation_done_or_waiting, "the revocation to commit or to wait")
             await asyncio.sleep(provider_takes)
@@ -134,17 +126,6 @@ async def test_a_revocation_waits_out_a_slow_hand_over_longer_than_a_statement_m
     assert provider.revoked_when_handed_over == [False]
 
 
-async def _waiting(db: asyncpg.Connection, statement: str) -> bool:
-    """Whether a statement starting so (the app's, rendered by SQLAlchemy) waits on a lock now."""
-    return bool(
-        await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE $1",
-            statement + "%",
-        )
-    )
-
-
 #: The revocation's first lock: its consent, FOR UPDATE (integrations/db/consents.py get_for_update).
 _REVOCATION_LOCK = "SELECT consents.id, "
 
@@ -167,7 +148,7 @@ async def _revoke_while(
     revocation = asyncio.create_task(revoke())
 
     async def revocation_done_or_waiting() -> bool:
-        return revocation.done() or await _waiting(db, _REVOCATION_LOCK)
+        return revocation.done() or await waiting_on_a_lock(db, _REVOCATION_LOCK)
 
     await eventually(revocation_done_or_waiting, "the revocation to commit or to wait")
     return revocation
@@ -196,23 +177,15 @@ async def test_a_reply_decided_as_its_consent_is_revoked_is_queued_before_the_re
         finished.append("reply")
         return answer
 
-    async with db_pool.acquire() as blocker:
-        blocking = blocker.transaction()
-        await blocking.start()
-        # Taking the event (FOR UPDATE) passes this lock; marking it handled, after the decision, waits.
-        await blocker.execute("LOCK TABLE webhook_events IN SHARE MODE")
+    # Taking the event (FOR UPDATE) passes this lock; marking it handled, after the decision, waits.
+    async with table_held(db_pool, "webhook_events"):
         replying = asyncio.create_task(reply())
-        revocation: asyncio.Task[tuple[int, Any]] | None = None
-        try:
-            await eventually(
-                lambda: _waiting(db, "UPDATE webhook_events SET status"), "the reply to be decided"
-            )
-            revocation = await _revoke_while(api, db, team, finished)
-        finally:
-            await blocking.rollback()
-        assert await replying == PROCESSED
-        assert revocation is not None
-        status, revoked = await revocation
+        await eventually(
+            lambda: waiting_on_a_lock(db, "UPDATE webhook_events SET status"), "the reply to be decided"
+        )
+        revocation = await _revoke_while(api, db, team, finished)
+    assert await replying == PROCESSED
+    status, revoked = await revocation
 
     assert status == 200, revoked
     accepted = await db.fetchval(
@@ -245,23 +218,15 @@ async def test_a_participant_admitted_as_their_consent_is_revoked_is_removed_by_
         finished.append("conversation")
         return answer
 
-    async with db_pool.acquire() as blocker:
-        blocking = blocker.transaction()
-        await blocking.start()
-        # The conversation's row is written after its members are decided: that write waits.
-        await blocker.execute("LOCK TABLE conversations IN SHARE MODE")
+    # The conversation's row is written after its members are decided: that write waits.
+    async with table_held(db_pool, "conversations"):
         starting = asyncio.create_task(start())
-        revocation: asyncio.Task[tuple[int, Any]] | None = None
-        try:
-            await eventually(
-                lambda: _waiting(db, "INSERT INTO conversations"), "the participant to be admitted"
-            )
-            revocation = await _revoke_while(api, db, team, finished)
-        finally:
-            await blocking.rollback()
-        status, started = await starting
-        assert revocation is not None
-        revoked_status, revoked = await revocation
+        await eventually(
+            lambda: waiting_on_a_lock(db, "INSERT INTO conversations"), "the participant to be admitted"
+        )
+        revocation = await _revoke_while(api, db, team, finished)
+    status, started = await starting
+    revoked_status, revoked = await revocation
 
     assert revoked_status == 200, revoked
     # Decided under the consent before the revocation began: admitted, and the revocation waited.

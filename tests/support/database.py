@@ -100,3 +100,29 @@ async def audit_refuses(db: asyncpg.Connection, condition: str) -> AsyncIterator
     finally:
         await db.execute(f"DROP TRIGGER {name} ON audit_events")
         await db.execute(f"DROP FUNCTION {name}()")
+
+
+async def waiting_on_a_lock(db: asyncpg.Connection, statement: str = "") -> bool:
+    """Whether a statement of this database starting so (as the app's SQLAlchemy renders it; any
+    statement by default) waits on a lock now."""
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE $1",
+            statement + "%",
+        )
+    )
+
+
+@asynccontextmanager
+async def table_held(pool: asyncpg.Pool, table: str) -> AsyncIterator[None]:
+    """``table`` locked in SHARE mode while the block runs (readers pass, writers wait), by a
+    transaction of its own rolled back at the end: a test stops a workflow at its next write there."""
+    async with pool.acquire() as blocker:
+        holding = blocker.transaction()
+        await holding.start()
+        try:
+            await blocker.execute(f"LOCK TABLE {table} IN SHARE MODE")
+            yield
+        finally:
+            await holding.rollback()
