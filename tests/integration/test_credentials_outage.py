@@ -25,6 +25,7 @@ from handlers.keys import operations_key
 from handlers.settings import Settings
 from tests.support.api import Api
 from tests.support.messaging import (
+    CareTeam,
     care_team,
     emulator,
     send,
@@ -86,6 +87,16 @@ async def _nothing_given_up(db: asyncpg.Connection, message_ids: Sequence[int], 
     assert audited == 0
 
 
+async def _accepted(api: Api, team: CareTeam, said: Sequence[str]) -> list[int]:
+    """Each text sent by the team's peer into its conversation, accepted: the messages' ids."""
+    ids = []
+    for text in said:
+        status, accepted = await send(api, team.peer, team.conversation_id, text)
+        assert status == 202, accepted
+        ids.append(int(accepted["id"]))
+    return ids
+
+
 def _told(logs: list[dict[str, Any]], provider: str, code: int, said: Sequence[str]) -> None:
     """The operator was told at error level, naming the provider and its code, and no log line
     carried what was said."""
@@ -106,11 +117,7 @@ async def test_messages_accepted_while_sendbird_refuses_our_token_are_delivered_
 
     said = [f"message {i}" for i in range(N)]
     with capture_logs() as logs:
-        ids = []
-        for text in said:
-            status, accepted = await send(api, team.peer, team.conversation_id, text)
-            assert status == 202, accepted
-            ids.append(accepted["id"])
+        ids = await _accepted(api, team, said)
         # A conversation started meanwhile: its channel cannot be created either.
         status, other = await api.call(
             "POST", "/api/conversations", team.peer, json={"title": "Second", "patientId": team.patient_id}
@@ -166,11 +173,7 @@ async def test_texts_accepted_while_twilio_refuses_our_credentials_are_sent_exac
 
     said = [f"text {i}" for i in range(N)]
     with capture_logs() as logs:
-        ids = []
-        for text in said:
-            status, accepted = await send(api, team.peer, team.conversation_id, text)
-            assert status == 202, accepted
-            ids.append(accepted["id"])
+        ids = await _accepted(api, team, said)
 
         async def refused_past_the_attempts_for_own_errors() -> bool:
             return await _most_attempts(db, kind_of(TextMessage), ids) > MAX_ATTEMPTS + 1
