@@ -10,9 +10,12 @@ copy in the channel — by the Sendbird id recorded when it was posted, else by 
 that a message was recalled.
 
 A post that a relay was delivering at the moment of the recall may still land: while it is pending
-and not found in the channel, this effect is retried, so the copy is deleted once it is there. A
-message that never reached the channel (its post cancelled, by the recall or by the relay that
-found it recalled right before posting it) has nothing to delete and no notice.
+and not found in the channel, this effect is retried, so the copy is deleted once it is there. So
+may a post cancelled after one of its requests went unanswered (a timeout: Sendbird may have taken
+it and store it late), whether the recall or a relay cancelled it: for :data:`LATE_LANDING_SECONDS`
+after the cancel it counts as still being delivered. A message that never reached the channel (its
+post cancelled before any request was made, or that window over) has nothing to delete and no
+notice.
 Safe to repeat: deleting a message gone already is not an error, and the notice is posted once
 (``post_once``, reconciled on the recalled message's id in ``data``).
 
@@ -43,6 +46,9 @@ RECALL_NOTICE_CUSTOM_TYPE = "caremsg_recall_notice"
 RECALL_NOTICE = "A message in this conversation was recalled."
 #: custom_type caremsg's own message posts carry (integrations/effects/messages.py).
 MESSAGE_CUSTOM_TYPE = "caremsg_message"
+#: How long after a post with an unanswered request was cancelled its copy may still land: many
+#: times the chat client's timeout (``sendbird.timeout_seconds``, 5 s by default).
+LATE_LANDING_SECONDS = 60
 
 #: The recalled message's post in the channel, whether its post is still to go out (compared with
 #: ``pending.status``: :data:`~integrations.db.messaging.PENDING_CTE` says why), and whether it was
@@ -52,7 +58,10 @@ RECALLED = text(
     f"WITH {PENDING_CTE}"  # noqa: S608 - assembled from constants; every value is a bound parameter
     " SELECT m.chat_message_id, c.channel_url, u.chat_user_id AS sender_chat_id,"
     " EXISTS (SELECT 1 FROM outbox o, pending p WHERE o.message_id = m.id"
-    "         AND o.kind = ANY(CAST(:posts AS text[])) AND o.status = p.status) AS post_pending,"
+    "         AND o.kind = ANY(CAST(:posts AS text[])) AND (o.status = p.status"
+    # cancelled after a request (attempts counts requests made) and not long ago: it may still land
+    "           OR (o.status = 'cancelled' AND o.attempts > 0"
+    "               AND o.done_at > now() - make_interval(secs => :late_landing)))) AS post_pending,"
     " EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id AND o.kind = :file_post) AS file_post"
     " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     " JOIN users u ON u.id = m.sender_id WHERE m.id = :id"
@@ -62,7 +71,12 @@ RECALLED = text(
 def recalled_parameters(message_id: int) -> dict[str, object]:
     """The bind parameters of :data:`RECALLED` for the message: the kinds of its posts, and of a file's."""
     posts = [kind_of(PostMessage), kind_of(PostAttachment)]
-    return {"id": message_id, "posts": posts, "file_post": kind_of(PostAttachment)}
+    return {
+        "id": message_id,
+        "posts": posts,
+        "file_post": kind_of(PostAttachment),
+        "late_landing": LATE_LANDING_SECONDS,
+    }
 
 
 class RecallExecutor:

@@ -282,8 +282,10 @@ SETTLE = text(
             done_at = CASE WHEN s.outcome IN ('done', 'cancelled') THEN now() END,
             next_attempt_at = CASE WHEN s.outcome = 'retry'
                 THEN now() + make_interval(secs => s.delay) ELSE o.next_attempt_at END,
-            -- given back untried: the claim counted an attempt that was never made
-            attempts = CASE WHEN s.outcome = 'untried' THEN o.attempts - 1 ELSE o.attempts END
+            -- given back untried, or cancelled (found recalled before any request): the claim
+            -- counted an attempt that made no request, so attempts stays the requests made, which
+            -- a recall reads (integrations/effects/recalls.py: one may have been taken unanswered)
+            attempts = CASE WHEN s.outcome IN ('untried', 'cancelled') THEN o.attempts - 1 ELSE o.attempts END
         FROM s, pending p  -- integrations/db/messaging.py, PENDING_CTE, says why not 'pending'
         WHERE o.id = s.id AND o.status = p.status AND o.attempts = s.attempts
         RETURNING o.id, o.kind, o.attempts, o.conversation_id, o.message_id, s.outcome, s.reason

@@ -243,6 +243,43 @@ async def test_a_correction_is_delivered_as_a_new_message_and_the_link_shows_on_
     assert (status, record["correctedByMessageId"], record["message"]) == (200, correction["id"], TEXT)
 
 
+async def test_a_post_whose_answer_timed_out_and_that_lands_after_the_recall_is_deleted_too(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """Sendbird holds the post past the client's 2 s timeout (tests/conftest.py) and stores it
+    later. The relay's retry finds the message recalled and cancels; the copy lands after that, and
+    the recall, which would have found nothing to delete, looks again until it is there."""
+    team = await care_team(api)
+    channel = emulator(api).channels[team.conversation["channelUrl"]]
+    emulator(api).faults.hang_next(3.0)
+    status, sent = await send(api, team.peer, team.conversation_id, TEXT)
+    assert status == 202, sent
+
+    async def in_flight() -> bool:
+        return bool(
+            await db.fetchval(
+                "SELECT count(*) FROM outbox WHERE message_id = $1 AND kind = 'send_message'"
+                " AND status = 'pending' AND lease_until > now()",
+                sent["id"],
+            )
+        )
+
+    await eventually(in_flight, "the post to be in flight")
+    status, recalled = await _recall(api, team.peer, sent["id"])
+    assert status == 200, recalled
+
+    def posted() -> list[Any]:
+        return [m for m in channel.messages if json.loads(m.data or "{}").get("message_id") == sent["id"]]
+
+    landed = await eventually(lambda: settled(posted()), "the timed-out post to land", within=15)
+    await eventually(lambda: settled(all(m.is_removed for m in landed)), "its copy to be deleted", within=20)
+    post = await db.fetchrow(
+        "SELECT status, attempts FROM outbox WHERE message_id = $1 AND kind = 'send_message'", sent["id"]
+    )
+    # Cancelled by the relay's retry (or by the recall): one request made, unanswered.
+    assert (post["status"], post["attempts"]) == ("cancelled", 1)
+
+
 async def test_a_post_in_flight_during_the_recall_lands_and_is_then_deleted_from_the_channel(
     api: Api, db: asyncpg.Connection
 ) -> None:
