@@ -117,6 +117,14 @@ def cmd_public_key(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The note when an anchor is checked with a key that is not one kept apart from the service.
+_UNPINNED_KEY = (
+    "note: checked with this service's own signing key, which whoever runs the service can sign with;"
+    " check it with the public key kept when the anchor was published (`caremsg audit public-key`"
+    " then): --public-key KEY"
+)
+
+
 def cmd_verify_anchor(args: argparse.Namespace) -> int:
     """Check an anchor's signature offline; with --against-database, also that the chain still has
     that hash at that seq (a rewritten or truncated trail does not)."""
@@ -139,6 +147,9 @@ def cmd_verify_anchor(args: argparse.Namespace) -> int:
         f"anchor OK: seq {checkpoint.seq}, record id {checkpoint.event_id}, hash {checkpoint.hash}, "
         f"signed {checkpoint.signed_at.isoformat()} by key {checkpoint.key_id}"
     )
+    # What the signature proves depends on the key: an auditor is told when it proves little.
+    if not args.public_key:
+        print(_UNPINNED_KEY, file=sys.stderr)
     if not args.against_database:
         return 0
 

@@ -352,6 +352,11 @@ async def test_a_signed_anchor_verifies_offline_and_catches_a_rewritten_trail(
     assert code == 0, out
     assert "anchor OK: seq 8" in out
     assert "chain matches the anchor at seq 8" in out
+    assert "note:" not in out
+    # Without a key kept apart from the service, the auditor is told what the signature proves.
+    code, out = await caremsg_in_process(trail_url, "audit", "verify-anchor", str(anchor))
+    assert code == 0, out
+    assert "note: checked with this service's own signing key" in out
 
     # Someone rewrites the trail's tail and recomputes the chain: only the anchor can tell.
     await as_attacker(
