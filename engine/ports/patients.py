@@ -27,10 +27,11 @@ class NewPatient:
 class PatientRepository(Protocol):
     async def add(self, patient: NewPatient) -> Patient: ...
 
-    async def get(self, patient_id: int, *, hold: bool = False) -> Patient | None:
+    async def get(self, patient_id: int, *, hold: bool = False, for_update: bool = False) -> Patient | None:
         """The patient; with ``hold``, share-locked until the transaction ends, read after any
         change of the record in flight has committed (a consent recorded on its Part 2 mark then
-        commits before the mark can change, or sees the change)."""
+        commits before the mark can change, or sees the change); with ``for_update``, locked for
+        the caller's own change of it (what it read stays so until it commits)."""
         ...
 
     async def update(self, patient_id: int, changes: Mapping[str, object]) -> Patient: ...

@@ -151,7 +151,8 @@ async def update_patient(services: Services, actor: Actor, cmd: UpdatePatient) -
                 patient_id=pid,
                 details={**details, "fields": ",".join(sorted(cmd.changes))},
             )
-        before = await uow.patients.get(pid)
+        # Locked as read: a mark set meanwhile by another request commits first, and is seen here.
+        before = await uow.patients.get(pid, for_update=True)
         # Taking the mark off is decided by the request alone when it is the only change (so the
         # answer says nothing of the mark to whoever may not read the patient), and otherwise once
         # ``patient.update`` has found the actor may read it: only when the patient is marked.

@@ -69,6 +69,7 @@ _RELATION_AND_SESSION = select(
 ).where(patients_t.c.id == bindparam("patient_id"))
 _PATIENT = select(patients_t).where(patients_t.c.id == bindparam("patient_id"))
 _HELD_PATIENT = _PATIENT.with_for_update(read=True)
+_LOCKED_PATIENT = _PATIENT.with_for_update()
 
 
 def _patient(row: Any) -> Patient:
@@ -108,8 +109,8 @@ class SqlPatientRepository(Repository):
         ).one()
         return _patient(row)
 
-    async def get(self, patient_id: int, *, hold: bool = False) -> Patient | None:
-        query = _HELD_PATIENT if hold else _PATIENT
+    async def get(self, patient_id: int, *, hold: bool = False, for_update: bool = False) -> Patient | None:
+        query = _LOCKED_PATIENT if for_update else _HELD_PATIENT if hold else _PATIENT
         row = (await self.session.execute(query, {"patient_id": patient_id})).one_or_none()
         return _patient(row) if row else None
 

@@ -52,7 +52,7 @@ async def test_a_part2_mark_asked_for_while_a_plain_consent_is_being_recorded_wa
 
         async def marked_or_waiting() -> bool:
             assert marking is not None
-            return marking.done() or await waiting_on_a_lock(db, "UPDATE patients")
+            return marking.done() or await waiting_on_a_lock(db, "SELECT patients.id")
 
         await eventually(marked_or_waiting, "the mark to be set or to wait")
     recorded, consent = await recording
@@ -63,3 +63,29 @@ async def test_a_part2_mark_asked_for_while_a_plain_consent_is_being_recorded_wa
     assert problem["field"] == "part2"
     part2 = await db.fetchval("SELECT part2 FROM patients WHERE id = $1", patient_id)
     assert part2 is False
+
+
+async def test_an_edit_clearing_the_mark_as_another_sets_it_is_decided_on_the_mark_set(
+    patient_api: Api, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    """A care-team member's edit carrying ``part2: false`` (a form read before the patient was
+    marked) while another request's mark is being committed: the edit reads the mark once that
+    commits, so taking it off is decided (403 for the care team), not done on the stale read."""
+    api = patient_api
+    org = await api.organization()
+    nurse = await api.person("care_team_member", org)
+    patient_id = await api.patient(nurse)
+    edit = {"riskLevel": "low", "part2": False}
+
+    async with db_pool.acquire() as marker:
+        marking = marker.transaction()
+        await marking.start()
+        await marker.execute("UPDATE patients SET part2 = true WHERE id = $1", patient_id)
+        editing = asyncio.create_task(api.call("PUT", f"/api/patients/{patient_id}", nurse, json=edit))
+        await eventually(lambda: waiting_on_a_lock(db), "the edit to wait for the mark's commit")
+        await marking.commit()
+    status, body = await editing
+
+    # Before the fix the edit read the mark before it committed and then wrote part2 = false (200).
+    assert (status, body.get("reason")) == (403, "role_not_permitted"), body
+    assert await db.fetchval("SELECT part2 FROM patients WHERE id = $1", patient_id) is True

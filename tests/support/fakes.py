@@ -695,7 +695,7 @@ class FakePatientRepository(_Repo):
         self.data.patients[new.id] = new
         return new
 
-    async def get(self, patient_id: int, *, hold: bool = False) -> Patient | None:
+    async def get(self, patient_id: int, *, hold: bool = False, for_update: bool = False) -> Patient | None:
         # One fake unit of work at a time: nothing to hold against.
         return self.data.patients.get(patient_id)
 
