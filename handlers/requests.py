@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import FieldError, InvalidInput, MalformedRequest
+from engine.nesting import deeper_than
 from engine.services import Services
 from handlers.keys import actor_key, clock_key, request_id_key, services_key
 from handlers.problems import invalid_input, location
@@ -67,7 +68,7 @@ async def parse(request: web.Request, model: type[M]) -> M:
         ) from None
     except RecursionError:  # ~1,000 levels: 2 KB of brackets would otherwise be a 500
         document = _TOO_DEEP
-    if document is _TOO_DEEP or _deeper_than(document, MAX_JSON_DEPTH):
+    if document is _TOO_DEEP or deeper_than(document, MAX_JSON_DEPTH):
         raise MalformedRequest(
             [FieldError("body", f"Nested deeper than {MAX_JSON_DEPTH} levels.", "json_too_deep")],
             detail="The request body is nested too deeply.",
@@ -85,21 +86,6 @@ async def parse(request: web.Request, model: type[M]) -> M:
 #: No request schema nests more than a few levels; anything deeper is refused before validation.
 MAX_JSON_DEPTH = 16
 _TOO_DEEP = object()
-
-
-def _deeper_than(document: Any, limit: int) -> bool:
-    """True if arrays and objects nest more than ``limit`` levels (iterative: no recursion to exhaust)."""
-    level: list[Any] = [document]
-    for _ in range(limit):
-        level = [
-            child
-            for node in level
-            if isinstance(node, (dict, list))
-            for child in (node.values() if isinstance(node, dict) else node)
-        ]
-        if not level:
-            return False
-    return any(isinstance(node, (dict, list)) for node in level)
 
 
 #: A UTF-16 surrogate: JSON may escape one alone (``"\ud800"``), which is no character; pydantic's

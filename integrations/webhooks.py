@@ -30,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from engine.inbound import InboundEvent
+from engine.nesting import deeper_than
 from engine.sms import Keyword
 from engine.workflows import messaging
 from integrations.background import woken_or_after
@@ -102,12 +103,17 @@ def sms_dedupe_key(message_id: str) -> str:
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+#: No provider's event nests more than a few levels. Deeper is refused whatever the interpreter's
+#: parser manages (Python 3.11's json gives up near 1,000 levels, 3.13's past 5,000).
+MAX_EVENT_DEPTH = 32
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         event = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # nested ~1,000 deep: not an event
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested past the parser
         raise BadWebhook("body") from None
-    if not isinstance(event, dict):
+    if not isinstance(event, dict) or deeper_than(event, MAX_EVENT_DEPTH):
         raise BadWebhook("body")
     return event
 

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import asyncpg
+import pytest
 
 from handlers.app import create_app
 from handlers.settings import Settings
@@ -105,8 +106,9 @@ async def test_the_signature_covers_the_raw_bytes_so_re_serialised_json_is_401(a
     assert status == 200, answer
 
 
-async def test_a_signed_body_nested_too_deep_is_400_not_500(api: Api) -> None:
-    body = b'{"category": "group_channel:message_send", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+@pytest.mark.parametrize("depth", [100, 5000])  # parsed by every Python; past 3.11's parser, not 3.13's
+async def test_a_signed_body_nested_too_deep_is_400_not_500(api: Api, depth: int) -> None:
+    body = b'{"category": "group_channel:message_send", "payload": ' + b"[" * depth + b"]" * depth + b"}"
 
     status, problem = await post(api, body, sign_webhook(body, token(api)))
 
