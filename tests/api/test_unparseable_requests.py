@@ -102,7 +102,10 @@ async def test_an_unparseable_request_gets_a_problem_that_echoes_nothing(
     assert logged["request_id"] == problem["requestId"]
     assert logged["error"]  # the parser's error class, e.g. LineTooLong or BadHttpMessage
     assert MARK.decode() not in repr(events) + caplog.text
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # Not at error level by aiohttp's server nor by caremsg's serving edge (the app's relay may log
+    # about other modules' entries meanwhile: the outbox is the worker's database's).
+    serving = ("aiohttp", "caremsg.http", "caremsg.serve")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith(serving)]
 
 
 async def test_a_line_too_long_is_named_as_such(port: int) -> None:
