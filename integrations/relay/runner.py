@@ -35,7 +35,7 @@ from integrations.effects.messages import PostMessageExecutor
 from integrations.effects.outbox import OutboxEntry, Unreadable, effect_from
 from integrations.relay.failures import Failure, classify
 from integrations.relay.outcomes import Cancelled, Dead, Done, GivenBack, Outcome, RetryAt, logged, settle
-from integrations.relay.statements import RELEASE, RENEW, claim, claim_parameters
+from integrations.relay.statements import RELEASE, RENEW, claim, claim_parameters, due_after_credentials
 
 log = structlog.get_logger("caremsg.relay")
 
@@ -127,7 +127,13 @@ class OutboxRelay:
         return self._jitter(cap)
 
     async def run(self) -> None:
-        """Deliver until cancelled; database or chat outages are waited out, never fatal."""
+        """Deliver until cancelled; database or chat outages are waited out, never fatal. What an
+        earlier run held for refused credentials goes out at once (``due_after_credentials``)."""
+        try:
+            async with self._ctx.sessions() as session, session.begin():
+                await due_after_credentials(session, self._settings.claim_kinds, self._settings.skip_kinds)
+        except Exception as exc:  # the database may be away: they are tried at their time instead
+            log.warning("relay.credential_holds_not_released", error=type(exc).__name__)
         heartbeat = asyncio.create_task(self._keep_leases(), name="outbox-relay-leases")
         try:
             await self._run()

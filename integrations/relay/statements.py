@@ -25,6 +25,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engine.effects import IN_ORDER, CreateChannel, kind_of, kinds
+from engine.errors import ChatCredentialsRejected
 from integrations.db.messaging import PENDING_CTE
 from integrations.db.uow import audit_insert_sql, audit_object_sql
 
@@ -321,3 +322,27 @@ RENEW = text(
         FOR UPDATE OF o SKIP LOCKED)
     """  # noqa: S608 - assembled from constants; every value is a bound parameter
 )
+
+
+#: The entries an earlier run held because the provider refused caremsg's credentials, due now: a
+#: relay starts after a restart, and a restart is how corrected credentials take effect, so they go
+#: out at once rather than at their backoff's next step (up to ``outbox.max_backoff``). Of the kinds
+#: asked for (``claim_parameters``' ``only`` and ``except``).
+DUE_AFTER_CREDENTIALS = text(
+    f"""
+    WITH {PENDING_CTE}
+    UPDATE outbox o SET next_attempt_at = now()
+    FROM pending p
+    WHERE o.status = p.status AND o.last_error = :refused AND o.next_attempt_at > now()
+      AND (CAST(:only AS text[]) IS NULL OR o.kind = ANY(CAST(:only AS text[])))
+      AND NOT o.kind = ANY(CAST(:except AS text[]))
+    """  # noqa: S608 - assembled from constants; every value is a bound parameter
+)
+
+
+async def due_after_credentials(
+    session: AsyncSession, only: Sequence[str] | None, skip: Sequence[str]
+) -> None:
+    """:data:`DUE_AFTER_CREDENTIALS` for the kinds ``only`` (None: every kind) and none of ``skip``."""
+    values = {"only": list(only) if only else None, "except": list(skip)}
+    await session.execute(DUE_AFTER_CREDENTIALS, {**values, "refused": ChatCredentialsRejected.code})

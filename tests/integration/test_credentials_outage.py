@@ -12,6 +12,8 @@ counts it; once the token is right again, everything is delivered exactly once, 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,14 +29,16 @@ from tests.support.api import Api
 from tests.support.messaging import (
     CareTeam,
     care_team,
+    chat_relay,
     emulator,
     send,
     settled_deliveries,
+    stop_app_relay,
     text_requests,
     texts,
     twilio,
 )
-from tests.support.polling import eventually
+from tests.support.polling import eventually, settled
 
 N = 5
 #: caremsg's own errors end an entry after this many attempts here; a refusal of our credentials
@@ -192,3 +196,38 @@ async def test_texts_accepted_while_twilio_refuses_our_credentials_are_sent_exac
         assert [d["state"] for d in deliveries] == ["sent", "sent"]
     assert len(texts(api, team.phone)) == N  # each text once
     assert len({t.sid for t in texts(api, team.phone)}) == N
+
+
+async def test_a_relay_started_after_the_credentials_are_fixed_sends_what_was_held_at_once(
+    api: Api, db: asyncpg.Connection
+) -> None:
+    """A restart is how corrected credentials take effect: what an earlier run held for refused
+    credentials, waiting out its backoff (up to ``outbox.max_backoff``, 5 minutes), goes out when the
+    new relay starts, not when that backoff ends."""
+    team = await care_team(api)
+    await stop_app_relay(api.app)
+    token = emulator(api).api_token
+    emulator(api).api_token = "rotated-at-sendbird"
+    ids = await _accepted(api, team, ["held 1", "held 2"])
+    first_run = chat_relay(api)
+    await first_run.run_once()
+    held = await db.fetch(
+        "UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE message_id = ANY($1::int[])"
+        " AND last_error = 'chat_credentials_rejected' RETURNING id",
+        ids,
+    )
+    assert held, "the first run was refused our credentials"
+
+    emulator(api).api_token = token  # corrected, and the service restarted: a new relay starts
+    restarted = asyncio.create_task(chat_relay(api).run())
+    try:
+        channel = team.conversation["channelUrl"]
+        posted = await eventually(
+            lambda: settled([m.message for m in emulator(api).messages(channel)] == ["held 1", "held 2"]),
+            "the held posts to go out",
+        )
+    finally:
+        restarted.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await restarted
+    assert posted

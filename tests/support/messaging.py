@@ -269,6 +269,18 @@ async def stop_app_relay(app: web.Application) -> None:
         await task
 
 
+def chat_relay(api: Api) -> OutboxRelay:
+    """A relay of ``api``'s chat effects (everything but texts), with the app's executors, for a
+    test that stopped the app's own relay and drives this one."""
+    return OutboxRelay(
+        api.app[sessions_key],
+        api.app[chat_key],
+        RelaySettings(poll_interval=0.05, base_backoff=0.05, max_backoff=0.2, skip_kinds=TEXT_KINDS),
+        executors=api.app[messaging_key].outbox_kinds,
+        jitter=lambda cap: cap,
+    )
+
+
 def text_relay(api: Api) -> OutboxRelay:
     """A relay of ``api``'s texts only, with the app's executors of them, for a test that stopped the
     app's own relay and drives this one with ``run_once``."""
