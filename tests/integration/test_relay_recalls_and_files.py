@@ -354,7 +354,9 @@ async def test_a_text_recalled_after_its_claim_is_never_sent_and_cancelled_like_
     await stop_app_relay(api.app)
     first = await _sent(api, team, "first message")
     wrong = await _sent(api, team, "WRONG PATIENT: Ann Lee")
-    relay = _relay(api, claim_kinds=TEXT_KINDS)
+    # run_once keeps no heartbeat: a lease long enough that the recall finds the text held however
+    # slow the machine (a full run's load once let the default 10 s lapse, and the recall cancelled it).
+    relay = _relay(api, claim_kinds=TEXT_KINDS, lease_seconds=120)
     twilio(api).state.faults.hang_next(UNTIL_RELEASED)
     batch = asyncio.create_task(relay.run_once())  # claims both texts: the second behind the first
     try:
