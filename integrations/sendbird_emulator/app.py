@@ -51,7 +51,7 @@ def _api_middleware(state: EmulatorState) -> Middleware:
         state.received.append(
             ReceivedRequest(request.method, request.path, dict(request.query), await _logged_body(request))
         )
-        fault = state.faults.take()
+        fault = state.faults.take(request.method)
         if fault is not None:
             _log.info(
                 "sendbird_emulator.fault_applied", kind=fault.kind, path=request.path, development_only=True

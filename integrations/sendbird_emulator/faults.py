@@ -29,6 +29,8 @@ class Fault:
     hang_seconds: float = 0.0
     remaining: int | None = 1
     until: float | None = None
+    #: Only requests of this method (None: every request); the others pass it by.
+    method: str | None = None
 
 
 class FaultInjector:
@@ -58,9 +60,10 @@ class FaultInjector:
         """Answer the next ``count`` requests with 429 / 500910 and this retry-after (seconds)."""
         self.add(Fault("rate_limit", retry_after=retry_after, remaining=count))
 
-    def hang_next(self, seconds: float, *, count: int = 1) -> None:
-        """Hold the next ``count`` requests for ``seconds`` before processing them."""
-        self.add(Fault("hang", hang_seconds=seconds, remaining=count))
+    def hang_next(self, seconds: float, *, count: int = 1, method: str | None = None) -> None:
+        """Hold the next ``count`` requests (of ``method``, if given) for ``seconds`` before
+        processing them."""
+        self.add(Fault("hang", hang_seconds=seconds, remaining=count, method=method))
 
     def hang_for(self, seconds: float) -> None:
         """Hold every request arriving in the next ``seconds`` of the fault clock for as long, or
@@ -127,12 +130,12 @@ class FaultInjector:
         self._expire()
         return list(self._faults)
 
-    def take(self) -> Fault | None:
-        """The fault for the request arriving now, counting it against its ``remaining``."""
+    def take(self, method: str | None = None) -> Fault | None:
+        """The fault for the request arriving now (of ``method``), counting it against its ``remaining``."""
         self._expire()
-        if not self._faults:
+        fault = next((f for f in self._faults if f.method is None or f.method == method), None)
+        if fault is None:
             return None
-        fault = self._faults[0]
         if fault.remaining is not None:
             fault.remaining -= 1
         return dataclasses.replace(fault)

@@ -251,7 +251,7 @@ async def test_a_post_whose_answer_timed_out_and_that_lands_after_the_recall_is_
     the recall, which would have found nothing to delete, looks again until it is there."""
     team = await care_team(api)
     channel = emulator(api).channels[team.conversation["channelUrl"]]
-    emulator(api).faults.hang_next(3.0)
+    emulator(api).faults.hang_next(3.0, method="POST")  # the post: not another test's recall's reads
     status, sent = await send(api, team.peer, team.conversation_id, TEXT)
     assert status == 202, sent
 
@@ -288,7 +288,7 @@ async def test_a_post_in_flight_during_the_recall_lands_and_is_then_deleted_from
     # Sendbird takes the post, slowly: it lands after the recall. Held for less than the client's
     # 2 s timeout (tests/conftest.py): held for as long, the client gave up at times, the relay's
     # retry found the recall and the copy landed after the recall's sweep (noted in issue 11's note).
-    emulator(api).faults.hang_next(1.0)
+    emulator(api).faults.hang_next(1.0, method="POST")
     status, sent = await send(api, team.peer, team.conversation_id, TEXT)
     assert status == 202, sent
 

@@ -547,6 +547,18 @@ async def test_faults_apply_in_the_order_they_were_added(
     assert statuses == [429, 500, 400]
 
 
+def test_a_fault_for_one_method_lets_the_others_pass() -> None:
+    """A test holds its own post (POST) while reads of other work in the same app (GET) pass."""
+    faults = FaultInjector(FaultClock())
+    faults.hang_next(3.0, method="POST")
+
+    assert faults.take("GET") is None
+    held = faults.take("POST")
+    assert held is not None
+    assert (held.kind, held.hang_seconds) == ("hang", 3.0)
+    assert faults.take("POST") is None  # spent
+
+
 async def test_admin_endpoint_lists_and_clears_faults(api: httpx.AsyncClient) -> None:
     await api.post("/_emulator/faults", json={"kind": "drop", "count": 2})
     await api.post("/_emulator/faults", json={"kind": "hang", "count": 1, "hang_seconds": 9})
