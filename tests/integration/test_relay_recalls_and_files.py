@@ -354,9 +354,15 @@ async def test_a_text_recalled_after_its_claim_is_never_sent_and_cancelled_like_
     await stop_app_relay(api.app)
     first = await _sent(api, team, "first message")
     wrong = await _sent(api, team, "WRONG PATIENT: Ann Lee")
-    # run_once keeps no heartbeat: a lease long enough that the recall finds the text held however
-    # slow the machine (a full run's load once let the default 10 s lapse, and the recall cancelled it).
-    relay = _relay(api, claim_kinds=TEXT_KINDS, lease_seconds=120)
+    # The claim takes every conversation's first text before a second of any: texts earlier tests
+    # left due (their relays stopped) could fill the batch and leave this one's second unclaimed,
+    # for the recall to cancel itself (two full runs did). They are set aside.
+    await db.execute(
+        "UPDATE outbox SET status = 'cancelled', done_at = now() WHERE status = 'pending'"
+        " AND conversation_id IS DISTINCT FROM $1",
+        team.conversation_id,
+    )
+    relay = _relay(api, claim_kinds=TEXT_KINDS, lease_seconds=120)  # run_once renews no lease
     twilio(api).state.faults.hang_next(UNTIL_RELEASED)
     batch = asyncio.create_task(relay.run_once())  # claims both texts: the second behind the first
     try:
