@@ -46,6 +46,7 @@ from tests.support.messaging import (
     care_team,
     emulator,
     send,
+    set_aside_others_due,
     stop_app_relay,
     texts,
     twilio,
@@ -354,14 +355,7 @@ async def test_a_text_recalled_after_its_claim_is_never_sent_and_cancelled_like_
     await stop_app_relay(api.app)
     first = await _sent(api, team, "first message")
     wrong = await _sent(api, team, "WRONG PATIENT: Ann Lee")
-    # The claim takes every conversation's first text before a second of any: texts earlier tests
-    # left due (their relays stopped) could fill the batch and leave this one's second unclaimed,
-    # for the recall to cancel itself (two full runs did). They are set aside.
-    await db.execute(
-        "UPDATE outbox SET status = 'cancelled', done_at = now() WHERE status = 'pending'"
-        " AND conversation_id IS DISTINCT FROM $1",
-        team.conversation_id,
-    )
+    await set_aside_others_due(db, team.conversation_id)  # so the claim takes both of its texts
     relay = _relay(api, claim_kinds=TEXT_KINDS, lease_seconds=120)  # run_once renews no lease
     twilio(api).state.faults.hang_next(UNTIL_RELEASED)
     batch = asyncio.create_task(relay.run_once())  # claims both texts: the second behind the first

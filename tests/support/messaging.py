@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from handlers.api_messaging import messaging_key
@@ -290,4 +291,15 @@ def text_relay(api: Api) -> OutboxRelay:
         RelaySettings(poll_interval=0.05, base_backoff=0.05, max_backoff=0.2, claim_kinds=TEXT_KINDS),
         executors=api.app[messaging_key].outbox_kinds,
         jitter=lambda cap: cap,
+    )
+
+
+async def set_aside_others_due(db: asyncpg.Connection, conversation_id: int) -> None:
+    """Cancel what other conversations have pending. A claim takes each conversation's first due
+    entry before a second of any: entries earlier tests left due (their relays stopped) can fill a
+    batch and leave a test's own second entry unclaimed."""
+    await db.execute(
+        "UPDATE outbox SET status = 'cancelled', done_at = now() WHERE status = 'pending'"
+        " AND conversation_id IS DISTINCT FROM $1",
+        conversation_id,
     )
